@@ -1,0 +1,30 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "MoEKit",
+    products: [
+        .library(name: "MoECore", targets: ["MoECore"]),
+        .executable(name: "moe", targets: ["moe"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // The compute-bound leaf loops (matmul micro-kernel, dot products, dtype widening),
+        // each in AVX-512, AVX2+FMA, NEON and scalar, chosen at run time. No unsafe flags:
+        // ISA-specific code uses `__attribute__((target(...)))`.
+        .target(name: "_MoEKernels"),
+        .target(name: "MoECore", dependencies: ["_MoEKernels"]),
+        .executableTarget(
+            name: "moe",
+            dependencies: [
+                "MoECore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .target(name: "_TestSupport", path: "Sources/_TestSupport"),
+        .testTarget(name: "MoECoreTests", dependencies: ["MoECore", "_MoEKernels", "_TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["moe", "_TestSupport"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,66 @@
+import _MoEKernels
+
+// Dimension legend: M activation rows (tokens), K input features, N output features.
+// Weights are [N, K] (Hugging Face Linear layout); y = x W^T.
+
+extension Kernels {
+    /// Up to this many activation rows, a linear layer streams the weight once through the
+    /// matrix-vector leaf (memory-bound); above it, activations are packed for the matmul leaf.
+    static let gemvMaxRows = 4
+
+    /// `y = W x`: W [N, K] of any dtype, x [K] f32; returns y [N] f32.
+    public static func matvec(_ w: Tensor, _ x: Tensor, pool: ThreadPool = .shared) -> Tensor {
+        precondition(w.rank == 2 && x.count == w.shape[1], "matvec: W \(w.shape) and x \(x.shape)")
+        let y = Tensor(zeros: [w.shape[0]])
+        matmul(x.reshaped([1, x.count]), w, into: y.reshaped([1, w.shape[0]]), pool: pool)
+        return y
+    }
+
+    /// `x W^T`: x [M, K] f32, W [N, K] of any dtype; returns [M, N] f32.
+    public static func matmul(_ x: Tensor, _ w: Tensor, pool: ThreadPool = .shared) -> Tensor {
+        precondition(x.rank == 2 && w.rank == 2, "matmul: x \(x.shape), W \(w.shape)")
+        let out = Tensor(zeros: [x.shape[0], w.shape[0]])
+        matmul(x, w, into: out, pool: pool)
+        return out
+    }
+
+    /// `out = x W^T`: x [M, K] f32, W [N, K] of any dtype, out [M, N] f32 (overwritten).
+    public static func matmul(_ x: Tensor, _ w: Tensor, into out: Tensor, pool: ThreadPool = .shared) {
+        precondition(x.dtype == .f32 && out.dtype == .f32, "matmul: activations must be f32")
+        precondition(x.rank == 2 && w.rank == 2 && out.rank == 2, "matmul: x \(x.shape), W \(w.shape), out \(out.shape)")
+        let (m, k, n) = (x.shape[0], x.shape[1], w.shape[0])
+        precondition(w.shape[1] == k && out.shape == [m, n], "matmul: x \(x.shape), W \(w.shape), out \(out.shape)")
+        linear(x: x.rawPointer.assumingMemoryBound(to: Float.self), ldx: k, rows: m,
+               w: w.rawPointer, dtype: w.dtype, n: n, k: k,
+               out: out.mutableRawPointer.assumingMemoryBound(to: Float.self), ldo: n, pool: pool)
+    }
+
+    /// The shared linear path on raw pointers: out[M, N] = x[M, K] W[N, K]^T.
+    static func linear(x: UnsafePointer<Float>, ldx: Int, rows m: Int, w: UnsafeRawPointer, dtype: DType,
+                       n: Int, k: Int, out: UnsafeMutablePointer<Float>, ldo: Int, pool: ThreadPool) {
+        if m == 0 || n == 0 { return }
+        if m <= gemvMaxRows {
+            // Memory-bound: split the weight rows, keep chunks at least ~64 KiB of weight.
+            let grain = max(4, (64 << 10) / max(1, k * dtype.byteSize))
+            parallelChunks(n, grain: grain, pool: pool) { r in
+                moek_gemv_rows(w, dtype.cValue, k, x, ldx, Int32(m), out, ldo, r.lowerBound, r.upperBound, k)
+            }
+            return
+        }
+        withScratchFloats(moek_gemm_packed_size(m, k)) { ap in
+            let mr = moek_gemm_mr()
+            let panels = (m + mr - 1) / mr
+            parallelChunks(panels, grain: max(1, 4096 / max(1, k)), pool: pool) { t in
+                moek_gemm_pack_a(x, ldx, m, k, t.lowerBound, t.upperBound, ap)
+            }
+            let step = moek_gemm_n_step()
+            let tiles = (n + step - 1) / step
+            // Each task is a run of weight-row tiles; aim for >= ~2 MFLOP per task.
+            let grain = max(1, (1 << 21) / max(1, 2 * m * k * step))
+            parallelChunks(tiles, grain: grain, pool: pool) { t in
+                moek_gemm_packed(ap, m, w, dtype.cValue, k, out, ldo,
+                                 t.lowerBound * step, min(n, t.upperBound * step), k)
+            }
+        }
+    }
+}

@@ -1,0 +1,70 @@
+import Foundation
+
+// Dimension legend: R rows (tokens, or tokens x heads), C columns (features).
+
+extension Kernels {
+    /// Below this many elements a row-wise kernel runs on the calling thread only.
+    static let parallelThreshold = 1 << 15
+
+    /// Softmax over the last dimension, in place, for an f32 tensor [..., C]. Subtracts the row
+    /// maximum first, so large logits do not overflow. A row of all `-inf` becomes all zeros.
+    public static func softmax(_ x: Tensor, pool: ThreadPool = .shared) {
+        let c = x.shape.last ?? 1
+        let rows = c == 0 ? 0 : x.count / c
+        let p = x.mutableFloats.baseAddress
+        guard let p else { return }
+        let grain = x.count >= parallelThreshold ? max(1, parallelThreshold / max(1, c)) : rows
+        parallelChunks(rows, grain: grain, pool: pool) { range in
+            for r in range { softmaxRow(p + r * c, count: c) }
+        }
+    }
+
+    /// Softmax of one row of `count` floats, in place.
+    @inline(__always)
+    static func softmaxRow(_ row: UnsafeMutablePointer<Float>, count c: Int) {
+        var maxv = -Float.infinity
+        for i in 0..<c where row[i] > maxv { maxv = row[i] }
+        if maxv == -.infinity {
+            for i in 0..<c { row[i] = 0 }
+            return
+        }
+        var sum: Float = 0
+        for i in 0..<c {
+            let e = Foundation.exp(row[i] - maxv)
+            row[i] = e
+            sum += e
+        }
+        let inv = 1 / sum
+        for i in 0..<c { row[i] *= inv }
+    }
+
+    /// RMSNorm over the last dimension: `out = x / sqrt(mean(x^2) + eps) * weight`.
+    /// x and out are f32 [..., C] (they may be the same tensor); weight is [C] of any dtype.
+    /// The mean is accumulated in double, as exact as the f32 reference can be.
+    public static func rmsNorm(_ x: Tensor, weight: Tensor, eps: Float, into out: Tensor,
+                               pool: ThreadPool = .shared) {
+        let c = x.shape.last ?? 1
+        precondition(weight.count == c && out.shape == x.shape, "rmsNorm: x \(x.shape), weight \(weight.shape), out \(out.shape)")
+        let w = weight.dtype == .f32 ? weight : weight.converted(to: .f32)
+        let rows = c == 0 ? 0 : x.count / c
+        let src = x.floats.baseAddress, dst = out.mutableFloats.baseAddress, wp = w.floats.baseAddress
+        guard let src, let dst, let wp else { return }
+        let grain = x.count >= parallelThreshold ? max(1, parallelThreshold / max(1, c)) : rows
+        parallelChunks(rows, grain: grain, pool: pool) { range in
+            for r in range {
+                let xr = src + r * c, yr = dst + r * c
+                var ss: Double = 0
+                for i in 0..<c { ss += Double(xr[i]) * Double(xr[i]) }
+                let scale = Float(1 / (ss / Double(c) + Double(eps)).squareRoot())
+                for i in 0..<c { yr[i] = (xr[i] * scale) * wp[i] }
+            }
+        }
+    }
+
+    /// RMSNorm returning a new tensor.
+    public static func rmsNorm(_ x: Tensor, weight: Tensor, eps: Float, pool: ThreadPool = .shared) -> Tensor {
+        let out = Tensor(zeros: x.shape)
+        rmsNorm(x, weight: weight, eps: eps, into: out, pool: pool)
+        return out
+    }
+}

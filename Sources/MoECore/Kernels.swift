@@ -1,0 +1,32 @@
+import _MoEKernels
+
+/// The CPU kernels, as static functions: linear layers (matvec, matmul, grouped matmul over
+/// experts), softmax, RMSNorm, activations, argmax and top-k. RoPE is `RotaryEmbedding`.
+///
+/// Activations are `f32`; weights are `f32`, `bf16` or `f16` in Hugging Face Linear layout
+/// `[out, in]`, widened in registers and accumulated in `f32`. Every kernel takes the
+/// `ThreadPool` to run on (default: `ThreadPool.shared`).
+public enum Kernels {
+    /// The instruction-set path the leaf kernels use ("avx512", "avx2", "neon" or "scalar").
+    public static var isaName: String { String(cString: moek_isa_name(moek_isa())) }
+
+    /// Splits `0..<count` into contiguous chunks of at least `grain` items (about four per
+    /// thread, for balance) and runs `body` on each chunk in parallel.
+    static func parallelChunks(_ count: Int, grain: Int, pool: ThreadPool,
+                               _ body: (Range<Int>) -> Void) {
+        if count <= 0 { return }
+        let wanted = max(1, min(pool.threadCount * 4, count / max(1, grain)))
+        let chunk = (count + wanted - 1) / wanted
+        let tasks = (count + chunk - 1) / chunk
+        pool.parallelFor(tasks) { t in
+            body((t * chunk)..<min(count, (t + 1) * chunk))
+        }
+    }
+}
+
+/// Runs `body` with a 64-byte aligned scratch buffer of `count` floats, freed afterwards.
+func withScratchFloats<R>(_ count: Int, _ body: (UnsafeMutablePointer<Float>) -> R) -> R {
+    let raw = UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * 4, alignment: 64)
+    defer { raw.deallocate() }
+    return body(raw.bindMemory(to: Float.self, capacity: max(1, count)))
+}

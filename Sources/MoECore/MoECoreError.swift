@@ -1,0 +1,23 @@
+/// An error from MoECore: bad input from outside the process, named by file and field.
+///
+/// Every case renders a message a user can act on (`description`), naming the file (when there
+/// is one) and the field or value at fault.
+public enum MoECoreError: Error, Equatable, CustomStringConvertible {
+    /// A file could not be opened, read or mapped. `reason` is the system's word for it.
+    case io(path: String, reason: String)
+    /// A view or read would reach past the end of a file or buffer.
+    case outOfBounds(path: String, field: String, needed: Int, available: Int)
+    /// A value is not allowed (a negative dimension, an unknown dtype name, ...).
+    case invalidValue(path: String?, field: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .io(path, reason):
+            return "\(path): \(reason)"
+        case let .outOfBounds(path, field, needed, available):
+            return "\(path): \(field) needs bytes up to \(needed) but only \(available) are there"
+        case let .invalidValue(path, field, reason):
+            return (path.map { "\($0): " } ?? "") + "\(field): \(reason)"
+        }
+    }
+}

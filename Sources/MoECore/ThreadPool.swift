@@ -1,0 +1,150 @@
+import Foundation
+import Synchronization
+import _MoEKernels
+
+/// A fixed set of threads that runs data-parallel loops for the kernels.
+///
+/// `parallelFor(n) { i in ... }` runs the body once for each `i` in `0..<n`, spread over the
+/// pool's threads (the calling thread is one of them), and returns when all are done. Idle
+/// workers spin for a short while (so the back-to-back kernel calls of a decode step do not pay
+/// a wake-up each) and then sleep. A call made while the pool is busy (from inside a body, or
+/// from another thread) runs inline on the caller, so nesting can never deadlock.
+///
+/// ```swift
+/// let pool = ThreadPool(threads: 2)
+/// pool.parallelFor(8) { i in work(on: i) }
+/// ```
+public final class ThreadPool: @unchecked Sendable {
+    /// Threads that run a loop, counting the caller.
+    public let threadCount: Int
+    private let state: PoolState
+
+    /// A pool of `threads` threads (at least 1); `threads - 1` workers are started.
+    public init(threads: Int) {
+        threadCount = max(1, threads)
+        state = PoolState(workers: threadCount - 1)
+    }
+
+    deinit { state.shutdown() }
+
+    /// The active processor count of this machine.
+    public static var defaultThreadCount: Int { max(1, ProcessInfo.processInfo.activeProcessorCount) }
+
+    private static let sharedPool = Mutex(ThreadPool(threads: ThreadPool.defaultThreadCount))
+
+    /// The pool kernels use when none is given: the active cores unless `setSharedThreadCount`
+    /// chose otherwise.
+    public static var shared: ThreadPool { sharedPool.withLock { $0 } }
+
+    /// Replaces the shared pool with one of `threads` threads.
+    public static func setSharedThreadCount(_ threads: Int) {
+        sharedPool.withLock { pool in
+            if pool.threadCount != max(1, threads) { pool = ThreadPool(threads: threads) }
+        }
+    }
+
+    /// Runs `body(i)` for every `i` in `0..<count`, in parallel, and returns when all are done.
+    /// Iterations are handed out one at a time from a shared counter, so uneven work balances.
+    public func parallelFor(_ count: Int, _ body: (Int) -> Void) {
+        if count <= 0 { return }
+        if threadCount == 1 || count == 1 || !state.tryAcquire() {
+            for i in 0..<count { body(i) }
+            return
+        }
+        withoutActuallyEscaping(body) { escapable in
+            state.run(count: count, body: escapable)
+        }
+        state.release()
+    }
+}
+
+/// The workers' shared state, apart from `ThreadPool` so that workers do not keep the pool alive.
+private final class PoolState: @unchecked Sendable {
+    /// Spins before a worker sleeps: roughly a quarter of a millisecond of `pause`.
+    private static let spinLimit = 4096
+
+    private let workerCount: Int
+    private let generation = Atomic<Int>(0)
+    private let next = Atomic<Int>(0)
+    private let finished = Atomic<Int>(0)
+    private let sleepers = Atomic<Int>(0)
+    private let busy = Atomic<Bool>(false)
+    private let stopping = Atomic<Bool>(false)
+    private let condition = NSCondition()
+    // Written by the caller before `generation` is bumped, read by workers after they see it.
+    private var job: ((Int) -> Void)?
+    private var jobCount = 0
+
+    init(workers: Int) {
+        workerCount = workers
+        for id in 0..<workers {
+            let thread = Thread { [self] in self.workerLoop() }
+            thread.name = "moekit-worker-\(id)"
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+    }
+
+    func tryAcquire() -> Bool {
+        busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged
+    }
+
+    func release() { busy.store(false, ordering: .releasing) }
+
+    func run(count: Int, body: @escaping (Int) -> Void) {
+        job = body
+        jobCount = count
+        next.store(0, ordering: .relaxed)
+        finished.store(0, ordering: .relaxed)
+        generation.add(1, ordering: .sequentiallyConsistent)
+        if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
+            condition.lock()
+            condition.broadcast()
+            condition.unlock()
+        }
+        drain(body, count)
+        while finished.load(ordering: .acquiring) < workerCount { moek_cpu_relax() }
+        job = nil
+    }
+
+    func shutdown() {
+        stopping.store(true, ordering: .sequentiallyConsistent)
+        generation.add(1, ordering: .sequentiallyConsistent)
+        condition.lock()
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    private func drain(_ body: (Int) -> Void, _ count: Int) {
+        while true {
+            let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
+            if i >= count { return }
+            body(i)
+        }
+    }
+
+    private func workerLoop() {
+        var seen = 0
+        while true {
+            var spins = 0
+            while generation.load(ordering: .acquiring) == seen {
+                if spins < Self.spinLimit {
+                    spins += 1
+                    moek_cpu_relax()
+                    continue
+                }
+                condition.lock()
+                sleepers.add(1, ordering: .sequentiallyConsistent)
+                while generation.load(ordering: .sequentiallyConsistent) == seen {
+                    condition.wait()
+                }
+                sleepers.subtract(1, ordering: .sequentiallyConsistent)
+                condition.unlock()
+            }
+            seen = generation.load(ordering: .acquiring)
+            if stopping.load(ordering: .acquiring) { return }
+            if let body = job { drain(body, jobCount) }
+            finished.add(1, ordering: .releasing)
+        }
+    }
+}

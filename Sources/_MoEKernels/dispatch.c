@@ -1,0 +1,159 @@
+// Run-time choice of the instruction-set path, dtype conversion, and per-thread scratch.
+#include <stdlib.h>
+#include "internal.h"
+
+static int isa_supported(int isa) {
+  switch (isa) {
+    case MOEK_ISA_SCALAR: return 1;
+#if defined(__x86_64__) || defined(__i386__)
+    case MOEK_ISA_AVX2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+             __builtin_cpu_supports("f16c");
+    case MOEK_ISA_AVX512:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+#endif
+#if defined(__aarch64__)
+    case MOEK_ISA_NEON: return 1;  // Advanced SIMD is mandatory on AArch64.
+#endif
+    default: return 0;
+  }
+}
+
+static const moek_vtable *table_for(int isa) {
+  switch (isa) {
+#if defined(__x86_64__) || defined(__i386__)
+    case MOEK_ISA_AVX2: return &moek_vt_avx2;
+    case MOEK_ISA_AVX512: return &moek_vt_avx512;
+#endif
+#if defined(__aarch64__)
+    case MOEK_ISA_NEON: return &moek_vt_neon;
+#endif
+    default: return &moek_vt_scalar;
+  }
+}
+
+int moek_best_isa(void) {
+  static const int order[] = {MOEK_ISA_AVX512, MOEK_ISA_AVX2, MOEK_ISA_NEON};
+  for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
+    if (isa_supported(order[i])) return order[i];
+  return MOEK_ISA_SCALAR;
+}
+
+// -1 until first use; then the chosen path. A benign race: every thread computes the same value.
+static volatile int current_isa = -1;
+
+int moek_isa(void) {
+  int isa = current_isa;
+  if (isa < 0) current_isa = isa = moek_best_isa();
+  return isa;
+}
+
+int moek_isa_supported(int isa) { return isa_supported(isa); }
+
+int moek_force_isa(int isa) {
+  if (!isa_supported(isa)) return 0;
+  current_isa = isa;
+  return 1;
+}
+
+const char *moek_isa_name(int isa) {
+  switch (isa) {
+    case MOEK_ISA_AVX2: return "avx2";
+    case MOEK_ISA_AVX512: return "avx512";
+    case MOEK_ISA_NEON: return "neon";
+    default: return "scalar";
+  }
+}
+
+static const moek_vtable *vt(void) { return table_for(moek_isa()); }
+
+void moek_gemv_rows(const void *W, int dt, size_t ldw, const float *X, size_t ldx, int nx,
+                    float *Y, size_t ldy, size_t r0, size_t r1, size_t K) {
+  if (nx < 1 || r1 <= r0) return;
+  while (nx > 4) {  // callers pass at most 4; stay correct if they do not
+    vt()->gemv_rows(W, dt, ldw, X, ldx, 4, Y, ldy, r0, r1, K);
+    X += 4 * ldx; Y += 4 * ldy; nx -= 4;
+  }
+  vt()->gemv_rows(W, dt, ldw, X, ldx, nx, Y, ldy, r0, r1, K);
+}
+
+size_t moek_gemm_mr(void) { return vt()->gemm_mr; }
+size_t moek_gemm_n_step(void) { return vt()->gemm_nr; }
+
+size_t moek_gemm_packed_size(size_t M, size_t K) {
+  const size_t mr = vt()->gemm_mr;
+  return ((M + mr - 1) / mr) * mr * K;
+}
+
+void moek_pack_a_generic(const float *A, size_t lda, size_t M, size_t K, size_t t0, size_t t1,
+                         size_t MR, size_t KC, float *Ap) {
+  const size_t mtiles = (M + MR - 1) / MR;
+  for (size_t k0 = 0; k0 < K; k0 += KC) {
+    const size_t kc = (K - k0) < KC ? (K - k0) : KC;
+    float *block = Ap + k0 * mtiles * MR;
+    for (size_t t = t0; t < t1 && t < mtiles; t++) {
+      float *dst = block + t * MR * kc;
+      for (size_t i = 0; i < MR; i++) {
+        const size_t m = t * MR + i;
+        if (m < M) {
+          const float *src = A + m * lda + k0;
+          for (size_t k = 0; k < kc; k++) dst[k * MR + i] = src[k];
+        } else {
+          for (size_t k = 0; k < kc; k++) dst[k * MR + i] = 0.0f;
+        }
+      }
+    }
+  }
+}
+
+void moek_gemm_pack_a(const float *A, size_t lda, size_t M, size_t K, size_t t0, size_t t1,
+                      float *Ap) {
+  moek_pack_a_generic(A, lda, M, K, t0, t1, vt()->gemm_mr, vt()->gemm_kc, Ap);
+}
+
+void moek_gemm_packed(const float *Ap, size_t M, const void *W, int dt, size_t ldw, float *C,
+                      size_t ldc, size_t n0, size_t n1, size_t K) {
+  vt()->gemm_packed(Ap, M, W, dt, ldw, C, ldc, n0, n1, K);
+}
+double moek_fma_probe(size_t iters) { return vt()->fma_probe(iters); }
+float moek_read_probe(const float *p, size_t n) { return vt()->read_probe(p, n); }
+
+void moek_to_f32(const void *src, int dt, float *dst, size_t n) {
+  switch (dt) {
+    case MOEK_F16: for (size_t i = 0; i < n; i++) dst[i] = moek_f16_to_f32(((const uint16_t *)src)[i]); break;
+    case MOEK_BF16: for (size_t i = 0; i < n; i++) dst[i] = moek_bf16_to_f32(((const uint16_t *)src)[i]); break;
+    default: memmove(dst, src, n * sizeof(float)); break;
+  }
+}
+
+void moek_from_f32(const float *src, int dt, void *dst, size_t n) {
+  switch (dt) {
+    case MOEK_F16: for (size_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = moek_f32_to_f16(src[i]); break;
+    case MOEK_BF16: for (size_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = moek_f32_to_bf16(src[i]); break;
+    default: memmove(dst, src, n * sizeof(float)); break;
+  }
+}
+
+void moek_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+static _Thread_local float *scratch_ptr;
+static _Thread_local size_t scratch_cap;
+
+float *moek_thread_scratch(size_t floats) {
+  if (floats > scratch_cap) {
+    void *p = NULL;
+    size_t cap = floats + floats / 4 + 64;
+    if (posix_memalign(&p, 64, cap * sizeof(float)) != 0) abort();  // out of memory
+    free(scratch_ptr);
+    scratch_ptr = (float *)p;
+    scratch_cap = cap;
+  }
+  return scratch_ptr;
+}

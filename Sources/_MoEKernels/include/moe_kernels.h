@@ -1,0 +1,92 @@
+// MoEKit compute leaves: the few loops that are bound by FMA throughput or memory bandwidth.
+//
+// Everything above these leaves (tensors, threading, blocking across threads, the MoE layer) is
+// Swift. Each leaf exists in AVX-512, AVX2+FMA, NEON and portable scalar C; the best one the CPU
+// supports is chosen at run time (`moek_isa`), and tests may force any supported one.
+//
+// Dimension legend (Hugging Face Linear layout, y = x W^T):
+//   M  rows of activations (tokens)      K  input features (reduction)
+//   N  rows of the weight (out features)
+// Weights are [N, K] row-major with row stride ldw (in elements), stored as f32, f16 or bf16;
+// they are widened to f32 in registers (or in an L1-sized buffer) and accumulated in f32.
+#ifndef MOE_KERNELS_H
+#define MOE_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Storage type of a weight matrix. Values match MoECore's `DType` raw codes.
+typedef enum {
+  MOEK_F32 = 0,
+  MOEK_F16 = 1,
+  MOEK_BF16 = 2,
+} moek_dtype;
+
+/// Instruction-set paths. Values are stable; `moek_isa_name` gives a printable name.
+typedef enum {
+  MOEK_ISA_SCALAR = 0,
+  MOEK_ISA_AVX2 = 1,
+  MOEK_ISA_AVX512 = 2,
+  MOEK_ISA_NEON = 3,
+} moek_isa_t;
+
+/// The path in use (the best the CPU supports unless forced).
+int moek_isa(void);
+/// The best path this CPU supports.
+int moek_best_isa(void);
+/// Whether this CPU can run `isa`.
+int moek_isa_supported(int isa);
+/// Forces a path (for tests and benchmarks). Returns 0 if the CPU cannot run it (nothing changes).
+int moek_force_isa(int isa);
+/// "scalar", "avx2", "avx512" or "neon".
+const char *moek_isa_name(int isa);
+
+/// Widens `n` values of dtype `dt` at `src` to f32 at `dst`.
+void moek_to_f32(const void *src, int dt, float *dst, size_t n);
+/// Narrows `n` f32 values to dtype `dt` (round to nearest even; NaN stays NaN).
+void moek_from_f32(const float *src, int dt, void *dst, size_t n);
+
+/// Matrix-vector rows: for each weight row r in [r0, r1) and each of the `nx` (1...4) activation
+/// rows m: Y[m * ldy + r] = dot(W[r, 0..<K], X[m * ldx + 0..<K]).
+/// Reads each weight byte once: this is the memory-bound decode path.
+void moek_gemv_rows(const void *W, int dt, size_t ldw, const float *X, size_t ldx, int nx,
+                    float *Y, size_t ldy, size_t r0, size_t r1, size_t K);
+
+/// Rows of A per packed panel on the current path.
+size_t moek_gemm_mr(void);
+/// Floats needed to hold A [M, K] packed (panels of `moek_gemm_mr()` rows, zero-padded).
+size_t moek_gemm_packed_size(size_t M, size_t K);
+/// Packs panels [t0, t1) of A (f32 [M, K], row stride lda) into `Ap` (sized by
+/// `moek_gemm_packed_size`). Panels are independent, so threads may pack disjoint ranges.
+void moek_gemm_pack_a(const float *A, size_t lda, size_t M, size_t K, size_t t0, size_t t1,
+                      float *Ap);
+
+/// Matrix multiply block on packed A: C[m, n] = sum_k A[m, k] * W[n, k] for all m < M and
+/// n in [n0, n1). C is f32 with row stride ldc and is overwritten. The weight block is widened
+/// into a per-thread scratch buffer that the library owns.
+void moek_gemm_packed(const float *Ap, size_t M, const void *W, int dt, size_t ldw, float *C,
+                      size_t ldc, size_t n0, size_t n1, size_t K);
+
+/// The granularity in N that `moek_gemm_packed` works in on the current path; callers split N
+/// across threads in multiples of it.
+size_t moek_gemm_n_step(void);
+
+/// FMA throughput probe: runs `iters` rounds of independent FMA chains in registers and returns
+/// the number of floating-point operations performed (2 per lane per FMA).
+double moek_fma_probe(size_t iters);
+
+/// A spin-wait hint to the CPU (`pause` on x86, `yield` on ARM).
+void moek_cpu_relax(void);
+
+/// Read-bandwidth probe: sums `n` floats with wide loads; returns the sum so it is not elided.
+float moek_read_probe(const float *p, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

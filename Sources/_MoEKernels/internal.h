@@ -1,0 +1,111 @@
+// Internal to _MoEKernels: scalar dtype conversions and the per-ISA function table.
+#ifndef MOE_KERNELS_INTERNAL_H
+#define MOE_KERNELS_INTERNAL_H
+
+#include <stdint.h>
+#include <string.h>
+#include "moe_kernels.h"
+
+/// One instruction-set path: every leaf the dispatcher routes.
+typedef struct {
+  void (*gemv_rows)(const void *W, int dt, size_t ldw, const float *X, size_t ldx, int nx,
+                    float *Y, size_t ldy, size_t r0, size_t r1, size_t K);
+  void (*gemm_packed)(const float *Ap, size_t M, const void *W, int dt, size_t ldw, float *C,
+                      size_t ldc, size_t n0, size_t n1, size_t K);
+  size_t gemm_mr, gemm_nr, gemm_kc;
+  double (*fma_probe)(size_t iters);
+  float (*read_probe)(const float *p, size_t n);
+} moek_vtable;
+
+extern const moek_vtable moek_vt_scalar;
+#if defined(__x86_64__) || defined(__i386__)
+extern const moek_vtable moek_vt_avx2;
+extern const moek_vtable moek_vt_avx512;
+#endif
+#if defined(__aarch64__)
+extern const moek_vtable moek_vt_neon;
+#endif
+
+/// Packs panels [t0, t1) of A into the layout `gemm_packed` reads: for each K block of `kc`
+/// columns (k0 = 0, KC, 2KC, ...), all panels in turn, each [kc][MR], zero-padded past M.
+void moek_pack_a_generic(const float *A, size_t lda, size_t M, size_t K, size_t t0, size_t t1,
+                         size_t MR, size_t KC, float *Ap);
+
+/// A 64-byte aligned buffer owned by the calling thread, grown on demand (never shrunk).
+float *moek_thread_scratch(size_t floats);
+
+static inline uint32_t moek_f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static inline float moek_bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+static inline float moek_bf16_to_f32(uint16_t h) { return moek_bits_f32((uint32_t)h << 16); }
+
+/// Round to nearest even; NaN stays a (quiet) NaN.
+static inline uint16_t moek_f32_to_bf16(float f) {
+  uint32_t x = moek_f32_bits(f);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40);
+  x += 0x7fffu + ((x >> 16) & 1u);
+  return (uint16_t)(x >> 16);
+}
+
+static inline float moek_f16_to_f32(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, bits;
+  if (exp == 0) {
+    if (man == 0) {
+      bits = sign;
+    } else {  // subnormal: normalise the mantissa
+      int e = -1;
+      do { e++; man <<= 1; } while (!(man & 0x400u));
+      man &= 0x3ffu;
+      bits = sign | ((uint32_t)(112 - e) << 23) | (man << 13);
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | (man << 13);
+  } else {
+    bits = sign | ((exp + 112u) << 23) | (man << 13);
+  }
+  return moek_bits_f32(bits);
+}
+
+/// Round to nearest even (F. Giesen's float_to_half_fast3_rtne).
+static inline uint16_t moek_f32_to_f16(float f) {
+  uint32_t u = moek_f32_bits(f), sign = u & 0x80000000u, o;
+  u ^= sign;
+  if (u >= (143u << 23)) {  // >= 2^16: Inf or NaN
+    o = (u > 0x7f800000u) ? 0x7e00u : 0x7c00u;
+  } else if (u < (113u << 23)) {  // subnormal or zero in f16
+    const float magic = moek_bits_f32(126u << 23);
+    o = moek_f32_bits(moek_bits_f32(u) + magic) - (126u << 23);
+  } else {
+    uint32_t mant_odd = (u >> 13) & 1u;
+    u += 0xc8000fffu + mant_odd;  // rebias exponent (15 - 127) and round
+    o = u >> 13;
+  }
+  return (uint16_t)(o | (sign >> 16));
+}
+
+/// Element `i` of a weight row of dtype `dt`, widened.
+static inline float moek_load_f32(const void *base, size_t i, int dt) {
+  switch (dt) {
+    case MOEK_F16: return moek_f16_to_f32(((const uint16_t *)base)[i]);
+    case MOEK_BF16: return moek_bf16_to_f32(((const uint16_t *)base)[i]);
+    default: return ((const float *)base)[i];
+  }
+}
+
+static inline size_t moek_dtype_size(int dt) { return dt == MOEK_F32 ? 4 : 2; }
+
+/// Writes a micro-kernel's transposed tile (tile[j * mrmax + i] is C[i, j]) into C: mr rows and
+/// nr columns, overwriting on the first K block and adding on later ones.
+static inline void moek_store_tile(const float *tile, size_t mrmax, float *C, size_t ldc, size_t mr,
+                                   size_t nr, int first) {
+  for (size_t i = 0; i < mr; i++) {
+    float *row = C + i * ldc;
+    if (first)
+      for (size_t j = 0; j < nr; j++) row[j] = tile[j * mrmax + i];
+    else
+      for (size_t j = 0; j < nr; j++) row[j] += tile[j * mrmax + i];
+  }
+}
+
+#endif

@@ -1,0 +1,47 @@
+import ArgumentParser
+import Foundation
+import MoECore
+
+/// `moe bench-kernels`: the machine's limits and the kernels measured against them, as JSON.
+struct BenchKernels: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-kernels",
+        abstract: "Measure read bandwidth, FMA peak, matvec, matmul and grouped matmul; print JSON.")
+
+    @Option(help: "Threads to run on (default: the active cores).")
+    var threads: Int?
+
+    @Flag(help: "Small sizes and few repetitions: a smoke test, not a measurement.")
+    var quick = false
+
+    @Option(parsing: .upToNextOption,
+            help: "Run only these sections (matvec, matmul, grouped); the machine probes always run.")
+    var only: [String] = []
+
+    @Flag(help: "Pretty-print the JSON.")
+    var pretty = false
+
+    mutating func validate() throws {
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
+        for name in only where KernelBenchmark.Section(rawValue: name) == nil {
+            throw ValidationError("--only: unknown section '\(name)' (matvec, matmul, grouped)")
+        }
+    }
+
+    func run() throws {
+        let pool = ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount)
+        let sections = only.isEmpty ? Set(KernelBenchmark.Section.allCases)
+            : Set(only.compactMap(KernelBenchmark.Section.init(rawValue:)))
+        let report = KernelBenchmark.run(pool: pool, quick: quick, sections: sections)
+        try printJSON(report, pretty: pretty)
+    }
+}
+
+/// Prints `value` as one JSON object with snake_case keys on standard output.
+func printJSON<T: Encodable>(_ value: T, pretty: Bool = false) throws {
+    let encoder = JSONEncoder()
+    encoder.keyEncodingStrategy = .convertToSnakeCase
+    encoder.outputFormatting = pretty ? [.prettyPrinted, .sortedKeys] : [.sortedKeys]
+    let data = try encoder.encode(value)
+    print(String(decoding: data, as: UTF8.self))
+}

@@ -1,0 +1,124 @@
+import MoECore
+import _TestSupport
+import XCTest
+
+/// matvec, matmul and grouped matmul against `Reference.matmul`, for every ISA path the CPU
+/// supports, every weight dtype, 1 and 2 threads, on odd sizes.
+///
+/// Tolerance: |observed - reference| <= 1e-5 * sum_k |x_k w_k| + 1e-6. f32 accumulation of K
+/// products errs by about sqrt(K) * 6e-8 of that sum (3.8e-6 at K = 4097), so 1e-5 passes any
+/// correct kernel and fails any wrong index, dtype or edge case.
+final class LinearKernelTests: XCTestCase {
+    let relative: Float = 1e-5
+    let absolute: Float = 1e-6
+
+    func checkMatmul(m: Int, n: Int, k: Int, dtype: DType, pool: ThreadPool, label: String) {
+        let x = Tensor(randomUniform: [m, k], seed: UInt64(m * 31 + k), dtype: .f32)
+        let w = Tensor(randomUniform: [n, k], seed: UInt64(n * 17 + k + dtype.rawValue), dtype: dtype)
+        let ref = Reference.matmul(x.toFloats(), w.toFloats(), m: m, n: n, k: k)
+        let out = Kernels.matmul(x, w, pool: pool)
+        XCTAssertEqual(out.shape, [m, n])
+        assertClose(out.toFloats(), ref.out, absolute: absolute, relative: relative, scale: ref.scale,
+                    "matmul m=\(m) n=\(n) k=\(k) \(dtype) threads=\(pool.threadCount) \(label)")
+    }
+
+    func testMatvecOddSizesEveryDtypeAndPath() {
+        let shapes = [(1, 1), (3, 3), (1, 17), (17, 1), (4097, 17), (17, 4097), (3, 4097), (4097, 3)]
+        forEachISA { isa in
+            for dtype in DType.allCases {
+                for pool in testPools {
+                    for (rows, cols) in shapes {
+                        let w = Tensor(randomUniform: [rows, cols], seed: UInt64(rows + 7 * cols), dtype: dtype)
+                        let x = Tensor(randomUniform: [cols], seed: UInt64(cols))
+                        let ref = Reference.matmul(x.toFloats(), w.toFloats(), m: 1, n: rows, k: cols)
+                        let y = Kernels.matvec(w, x, pool: pool)
+                        XCTAssertEqual(y.shape, [rows])
+                        assertClose(y.toFloats(), ref.out, absolute: absolute, relative: relative, scale: ref.scale,
+                                    "matvec \(rows)x\(cols) \(dtype) threads=\(pool.threadCount) \(isa)")
+                    }
+                }
+            }
+        }
+    }
+
+    func testMatmulOddSizesEveryDtypeAndPath() {
+        // M <= 4 takes the matrix-vector leaf; larger M the packed matmul leaf, with row panels
+        // that are full, short (<= 8 rows) and partial, N tiles that do not divide, and K past
+        // one reduction block (256) with a ragged last block.
+        let shapes = [(1, 1, 1), (2, 3, 17), (4, 17, 3), (5, 3, 17), (17, 25, 3), (21, 7, 513),
+                      (33, 49, 300), (3, 4097, 1), (17, 1, 4097), (40, 30, 1)]
+        forEachISA { isa in
+            for dtype in DType.allCases {
+                for pool in testPools {
+                    for (m, n, k) in shapes {
+                        checkMatmul(m: m, n: n, k: k, dtype: dtype, pool: pool, label: isa)
+                    }
+                }
+            }
+        }
+    }
+
+    func testMatmulEmptyReductionGivesZeros() {
+        for pool in testPools {
+            let out = Kernels.matmul(Tensor(zeros: [6, 0]), Tensor(zeros: [5, 0], dtype: .bf16), pool: pool)
+            XCTAssertEqual(out.toFloats(), [Float](repeating: 0, count: 30))
+        }
+    }
+
+    func testMatmulIntoStridedViewOfLargerBuffer() {
+        // Writing into a row view of a bigger tensor must touch only those rows.
+        let x = Tensor(randomUniform: [6, 19], seed: 3)
+        let w = Tensor(randomUniform: [11, 19], seed: 4, dtype: .bf16)
+        let big = Tensor(shape: [10, 11], values: [Float](repeating: 7, count: 110))
+        Kernels.matmul(x, w, into: big.rows(2..<8))
+        let ref = Reference.matmul(x.toFloats(), w.toFloats(), m: 6, n: 11, k: 19)
+        let all = big.toFloats()
+        XCTAssertEqual(Array(all[0..<22]), [Float](repeating: 7, count: 22))
+        XCTAssertEqual(Array(all[88..<110]), [Float](repeating: 7, count: 22))
+        assertClose(Array(all[22..<88]), ref.out, absolute: absolute, relative: relative, scale: ref.scale)
+    }
+
+    func testGroupedMatmulMatchesPerGroupReference() {
+        // Groups of 0, 1, 4, 5, 17, 0, 33 and 2 rows: both leaves, empty groups, ragged panels.
+        let counts = [0, 1, 4, 5, 17, 0, 33, 2]
+        let (n, k) = (29, 70)
+        var offsets = [0]
+        for c in counts { offsets.append(offsets[offsets.count - 1] + c) }
+        let rows = offsets[offsets.count - 1] + 3  // 3 trailing rows belong to no group
+        forEachISA { isa in
+            for pool in testPools {
+                let dtypes = counts.indices.map { DType.allCases[$0 % 3] }
+                let weights = counts.indices.map {
+                    Tensor(randomUniform: [n, k], seed: UInt64(50 + $0), dtype: dtypes[$0])
+                }
+                let x = Tensor(randomUniform: [rows, k], seed: 9)
+                let out = Tensor(shape: [rows, n], values: [Float](repeating: -3, count: rows * n))
+                Kernels.groupedMatmul(x, weights: weights, rowOffsets: offsets, into: out, pool: pool)
+                let xs = x.toFloats(), got = out.toFloats()
+                for g in counts.indices where counts[g] > 0 {
+                    let r0 = offsets[g], r1 = offsets[g + 1]
+                    let ref = Reference.matmul(Array(xs[(r0 * k)..<(r1 * k)]), weights[g].toFloats(),
+                                               m: r1 - r0, n: n, k: k)
+                    assertClose(Array(got[(r0 * n)..<(r1 * n)]), ref.out, absolute: absolute, relative: relative,
+                                scale: ref.scale, "group \(g) (\(counts[g]) rows) threads=\(pool.threadCount) \(isa)")
+                }
+                let tail = Array(got[(offsets[counts.count] * n)...])
+                XCTAssertEqual(tail, [Float](repeating: -3, count: 3 * n), "rows outside groups are untouched")
+            }
+        }
+    }
+
+    func testGroupedMatmulWithStackedWeights() {
+        let stacked = Tensor(randomUniform: [3, 8, 12], seed: 21, dtype: .bf16)
+        let x = Tensor(randomUniform: [9, 12], seed: 22)
+        let offsets = [0, 6, 6, 9]
+        let out = Tensor(zeros: [9, 8])
+        Kernels.groupedMatmul(x, stackedWeights: stacked, rowOffsets: offsets, into: out)
+        let xs = x.toFloats(), got = out.toFloats()
+        for g in 0..<3 where offsets[g + 1] > offsets[g] {
+            let (r0, r1) = (offsets[g], offsets[g + 1])
+            let ref = Reference.matmul(Array(xs[(r0 * 12)..<(r1 * 12)]), stacked[g].toFloats(), m: r1 - r0, n: 8, k: 12)
+            assertClose(Array(got[(r0 * 8)..<(r1 * 8)]), ref.out, absolute: absolute, relative: relative, scale: ref.scale)
+        }
+    }
+}

@@ -1,0 +1,43 @@
+import MoECore
+import XCTest
+
+/// argmax and top-k against a full sort on hand-made rows with ties, NaN and edge values of k.
+final class SelectionTests: XCTestCase {
+    /// Reference: stable sort by value descending (NaN first), ties by index.
+    func referenceTopK(_ row: [Float], k: Int) -> [Int] {
+        let order = row.indices.sorted { a, b in
+            let (x, y) = (row[a], row[b])
+            if x.isNaN != y.isNaN { return x.isNaN }
+            if x != y && !x.isNaN { return x > y }
+            return a < b
+        }
+        return Array(order.prefix(max(0, min(k, row.count))))
+    }
+
+    func testArgmaxTiesAndNaN() {
+        let t = Tensor(shape: [4, 4], values: [1, 3, 3, 2,   -1, -1, -1, -1,   0, .nan, 5, .nan,   -.infinity, -5, .infinity, 0])
+        XCTAssertEqual(Kernels.argmax(t), [1, 0, 1, 2])
+    }
+
+    func testTopKHandMadeRows() {
+        let row: [Float] = [0.1, 0.5, 0.5, -2, 0.5, 9, .nan, 0]
+        let t = Tensor(shape: [1, row.count], values: row)
+        XCTAssertEqual(Kernels.topK(t, k: 4).indices, [[6, 5, 1, 2]])
+        XCTAssertEqual(Kernels.topK(t, k: 0).indices, [[]])
+        XCTAssertEqual(Kernels.topK(t, k: 100).indices[0].count, row.count, "k is clamped to the row length")
+        let values = Kernels.topK(Tensor(shape: [1, 3], values: [2, 7, 7]), k: 2).values
+        XCTAssertEqual(values, [[7, 7]])
+    }
+
+    func testTopKMatchesSortForSmallAndLargeK() {
+        var rng = SplitMix64(seed: 3)
+        for (c, ks) in [(1, [1]), (3, [1, 2, 3]), (17, [1, 2, 8, 17]), (300, [8, 33, 64, 300])] {
+            // Values drawn from a few levels, so ties are frequent.
+            let row = (0..<c).map { _ in Float(rng.next() % 5) }
+            let t = Tensor(shape: [1, c], values: row)
+            for k in ks {
+                XCTAssertEqual(Kernels.topK(t, k: k).indices[0], referenceTopK(row, k: k), "c=\(c) k=\(k)")
+            }
+        }
+    }
+}

@@ -1,0 +1,107 @@
+import Foundation
+import MoECore
+import _MoEKernels
+import XCTest
+
+/// Tensor construction, views, dtype conversion and memory-mapped views with their errors.
+final class TensorTests: XCTestCase {
+    func bits(_ t: Tensor) -> [UInt16] {
+        Array(UnsafeBufferPointer(start: t.rawPointer.assumingMemoryBound(to: UInt16.self), count: t.count))
+    }
+
+    func testBF16RoundsToNearestEvenAndKeepsNaN() {
+        let values: [Float] = [1, -2, Float(bitPattern: 0x3F80_8000), Float(bitPattern: 0x3F81_8000),
+                               Float(bitPattern: 0x3F80_8001), .infinity, .nan]
+        let t = Tensor(shape: [values.count], values: values, dtype: .bf16)
+        let b = bits(t)
+        XCTAssertEqual(Array(b[0..<6]), [0x3F80, 0xC000, 0x3F80, 0x3F82, 0x3F81, 0x7F80])
+        XCTAssertTrue(t.toFloats()[6].isNaN)
+    }
+
+    func testF16KnownValues() {
+        let values: [Float] = [1, -2, 65504, 65520, 1e-8, 0x1p-24, 0x1p-14, 0.1, -.infinity]
+        let t = Tensor(shape: [values.count], values: values, dtype: .f16)
+        XCTAssertEqual(bits(t), [0x3C00, 0xC000, 0x7BFF, 0x7C00, 0x0000, 0x0001, 0x0400, 0x2E66, 0xFC00])
+    }
+
+    func testEveryHalfAndBFloatBitPatternRoundTrips() {
+        for dtype in [DType.f16, .bf16] {
+            let all = Tensor(zeros: [65536], dtype: dtype)
+            let p = all.mutableRawPointer.assumingMemoryBound(to: UInt16.self)
+            for i in 0..<65536 { p[i] = UInt16(i) }
+            let back = Tensor(shape: [65536], values: all.toFloats(), dtype: dtype)
+            let q = bits(back)
+            for i in 0..<65536 {
+                let isNaN = dtype == .f16 ? (i & 0x7C00) == 0x7C00 && (i & 0x3FF) != 0
+                                          : (i & 0x7F80) == 0x7F80 && (i & 0x7F) != 0
+                if isNaN { continue }
+                if q[i] != UInt16(i) { XCTFail("\(dtype) pattern \(i) came back as \(q[i])"); break }
+            }
+        }
+    }
+
+    func testViewsShareStorage() {
+        let t = Tensor(shape: [3, 2], values: [1, 2, 3, 4, 5, 6])
+        let row = t.rows(1..<3)
+        XCTAssertEqual(row.shape, [2, 2])
+        XCTAssertEqual(row.toFloats(), [3, 4, 5, 6])
+        XCTAssertEqual(t[2].toFloats(), [5, 6])
+        row.mutableFloats[0] = 30
+        XCTAssertEqual(t.toFloats(), [1, 2, 30, 4, 5, 6])
+        XCTAssertEqual(t.reshaped([6]).shape, [6])
+        let c = t.copied()
+        c.mutableFloats[0] = 9
+        XCTAssertEqual(t.toFloats()[0], 1)
+    }
+
+    func tempFile(_ bytes: [UInt8]) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-\(UUID().uuidString).bin").path
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
+        return path
+    }
+
+    func testMappedViewIsZeroCopyAndOutlivesItsFileObject() throws {
+        // 3 bytes of header, then 4 bf16 values: 1, 2, -1, 0.5.
+        let path = try tempFile([9, 9, 9, 0x80, 0x3F, 0x00, 0x40, 0x80, 0xBF, 0x00, 0x3F])
+        var view: Tensor
+        do {
+            let file = try MappedFile(path: path)
+            view = try Tensor(mapping: file, byteOffset: 3, shape: [2, 2], dtype: .bf16)
+            XCTAssertEqual(view.rawPointer, file.base + 3, "a view points into the mapping")
+        }
+        XCTAssertTrue(view.isMapped)
+        XCTAssertEqual(view.toFloats(), [1, 2, -1, 0.5])
+        let w = Tensor(randomUniform: [1, 2], seed: 1)
+        XCTAssertEqual(Kernels.matmul(w, view).toFloats().count, 2, "kernels read mapped weights")
+    }
+
+    func testMappedViewPastTheEndNamesFileAndField() throws {
+        let path = try tempFile([1, 2, 3, 4, 5, 6, 7, 8])
+        let file = try MappedFile(path: path)
+        XCTAssertThrowsError(try Tensor(mapping: file, byteOffset: 4, shape: [2], dtype: .f32, field: "model.w")) { error in
+            XCTAssertEqual(error as? MoECoreError, .outOfBounds(path: path, field: "model.w", needed: 12, available: 8))
+            XCTAssertTrue("\(error)".contains(path) && "\(error)".contains("model.w"))
+        }
+        XCTAssertThrowsError(try Tensor(mapping: file, byteOffset: 0, shape: [-1], dtype: .f32))
+        XCTAssertThrowsError(try Tensor(mapping: file, byteOffset: 0, shape: [Int.max / 2, 4], dtype: .f32))
+    }
+
+    func testMissingFileAndDirectoryAreIOErrors() throws {
+        XCTAssertThrowsError(try MappedFile(path: "/nonexistent/moekit.bin")) { error in
+            guard case let .io(path, _)? = error as? MoECoreError else { return XCTFail("\(error)") }
+            XCTAssertEqual(path, "/nonexistent/moekit.bin")
+        }
+        XCTAssertThrowsError(try MappedFile(path: NSTemporaryDirectory()))
+        let empty = try MappedFile(path: try tempFile([]))
+        XCTAssertEqual(empty.byteCount, 0)
+    }
+
+    func testDTypeNames() {
+        XCTAssertEqual(DType(name: "BF16"), .bf16)
+        XCTAssertEqual(DType(name: "F16"), .f16)
+        XCTAssertEqual(DType(name: "float32"), .f32)
+        XCTAssertNil(DType(name: "I8"))
+        XCTAssertEqual(DType.bf16.description, "bf16")
+    }
+}

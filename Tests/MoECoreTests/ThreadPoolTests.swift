@@ -1,0 +1,53 @@
+import Dispatch
+import MoECore
+import Synchronization
+import XCTest
+
+final class ThreadPoolTests: XCTestCase {
+    func testEveryIndexRunsExactlyOnce() {
+        for threads in [1, 2, 3] {
+            let pool = ThreadPool(threads: threads)
+            for count in [0, 1, 2, 3, 17, 1000] {
+                let hits = UnsafeMutableBufferPointer<Int>.allocate(capacity: max(1, count))
+                hits.initialize(repeating: 0)
+                defer { hits.deallocate() }
+                for _ in 0..<3 {  // reuse the same pool for several jobs
+                    pool.parallelFor(count) { i in hits[i] += 1 }
+                }
+                XCTAssertEqual(Array(hits.prefix(count)), [Int](repeating: 3, count: count), "threads=\(threads) count=\(count)")
+            }
+        }
+    }
+
+    func testNestedAndConcurrentCallsDoNotDeadlock() {
+        let pool = ThreadPool(threads: 2)
+        let total = Atomic<Int>(0)
+        pool.parallelFor(4) { _ in
+            pool.parallelFor(5) { _ in total.add(1, ordering: .relaxed) }
+        }
+        XCTAssertEqual(total.load(ordering: .relaxed), 20)
+        total.store(0, ordering: .relaxed)
+        DispatchQueue.concurrentPerform(iterations: 4) { _ in
+            for _ in 0..<50 { pool.parallelFor(10) { _ in total.add(1, ordering: .relaxed) } }
+        }
+        XCTAssertEqual(total.load(ordering: .relaxed), 2000)
+    }
+
+    func testWorkersWakeAfterSleeping() {
+        let pool = ThreadPool(threads: 2)
+        let seen = Atomic<Int>(0)
+        pool.parallelFor(2) { _ in seen.add(1, ordering: .relaxed) }
+        usleep(50_000)  // long enough for the worker to stop spinning and sleep
+        pool.parallelFor(64) { _ in seen.add(1, ordering: .relaxed) }
+        XCTAssertEqual(seen.load(ordering: .relaxed), 66)
+    }
+
+    func testSharedPoolThreadCountIsSettable() {
+        let before = ThreadPool.shared.threadCount
+        ThreadPool.setSharedThreadCount(3)
+        XCTAssertEqual(ThreadPool.shared.threadCount, 3)
+        ThreadPool.setSharedThreadCount(before)
+        XCTAssertEqual(ThreadPool.shared.threadCount, before)
+        XCTAssertEqual(ThreadPool(threads: 0).threadCount, 1)
+    }
+}
