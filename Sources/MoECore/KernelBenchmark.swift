@@ -52,32 +52,56 @@ public enum KernelBenchmark {
 
     /// Runs the benchmark on `pool`: the machine probes and the chosen `sections`. `quick` uses
     /// fewer repetitions and small shapes (for smoke tests; the figures mean little).
+    ///
+    /// On a shared machine both limits come and go (memory bandwidth, and FMA throughput when a
+    /// neighbour shares the core), so each probe runs interleaved with the kernels it judges:
+    /// a read-probe pass over the same weight memory before each block of matvec calls (so
+    /// placement in the host's memory is the same for both), an FMA-probe pass before each
+    /// matmul and grouped-matmul run. `readBandwidthGbs` and `fmaPeakGflops` are the medians
+    /// over those passes, so every fraction compares figures taken in the same conditions.
     public static func run(pool: ThreadPool = .shared, quick: Bool = false,
                            sections: Set<Section> = Set(Section.allCases)) -> Report {
-        let bandwidth = measureReadBandwidth(pool: pool, quick: quick)
-        let peak = measureFMAPeak(pool: pool, quick: quick)
-        var matvecs: [Matvec] = []
+        let fma = FMAProbe(iterations: quick ? 20_000 : 1_000_000, pool: pool)
+        var fmaSeconds: [Double] = []
+        var probeGBs: [Double] = []
+        var matvecSeconds: [(rows: Int, cols: Int, dtype: DType, seconds: Double)] = []
         let matvecShapes: [(Int, Int, DType)] = [
             (4096, 14336, .bf16), (14336, 4096, .bf16), (4096, 14336, .f16), (4096, 14336, .f32), (1024, 512, .bf16),
         ]
         for (rows, cols, dtype) in !sections.contains(.matvec) ? [] : quick ? [(1024, 512, .bf16)] : matvecShapes {
-            // Cycle through copies totalling >= 256 MiB, so the weights come from DRAM as a
-            // model's layers do, not from the last-level cache.
+            // A ring of weight copies (>= 256 MiB), so each call reads DRAM as a model's layers
+            // do. Each rep: the read probe over one block of the ring (half the ring away, so
+            // neither finds the other's bytes in cache), then a block of back-to-back matvec
+            // calls over >= 64 MiB of distinct weights; seconds per call.
             let bytes = rows * cols * dtype.byteSize
-            let copies = quick ? 1 : max(1, (256 << 20) / bytes + 1)
+            let copies = quick ? 2 : max(4, (256 << 20) / bytes + 1)
             let ws = (0..<copies).map { Tensor(randomUniform: [rows, cols], seed: UInt64(1 + $0), dtype: dtype) }
             let x = Tensor(randomUniform: [1, cols], seed: 2)
             let y = Tensor(zeros: [1, rows])
+            let block = quick ? 1 : max(1, min(copies / 4, (64 << 20) / bytes))
             var next = 0
-            let seconds = medianSeconds(reps: quick ? 3 : max(30, copies)) {
-                Kernels.matmul(x, ws[next], into: y, pool: pool)
-                next = (next + 1) % copies
+            let seconds = medianSeconds(reps: quick ? 3 : max(12, 2 * copies / block)) {
+                let probed = (0..<block).map { ws[(next + copies / 2 + $0) % copies] }
+                probeGBs.append(Double(bytes * block) / readProbeSeconds(probed, pool: pool) / 1e9)
+                let start = DispatchTime.now().uptimeNanoseconds
+                for _ in 0..<block {
+                    Kernels.matmul(x, ws[next], into: y, pool: pool)
+                    next = (next + 1) % copies
+                }
+                return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 / Double(block)
             }
-            let gbs = Double(bytes) / seconds / 1e9
-            matvecs.append(Matvec(rows: rows, cols: cols, dtype: dtype.description, gbs: gbs,
-                                  fractionOfBandwidth: gbs / bandwidth))
+            matvecSeconds.append((rows, cols, dtype, seconds))
         }
-        var matmuls: [Matmul] = []
+        if probeGBs.isEmpty {
+            probeGBs = [measureReadBandwidth(pool: pool, quick: quick)]
+        }
+        let bandwidth = median(probeGBs)
+        let matvecs = matvecSeconds.map { m in
+            let gbs = Double(m.rows * m.cols * m.dtype.byteSize) / m.seconds / 1e9
+            return Matvec(rows: m.rows, cols: m.cols, dtype: m.dtype.description, gbs: gbs,
+                          fractionOfBandwidth: gbs / bandwidth)
+        }
+        var matmulSeconds: [(m: Int, n: Int, k: Int, dtype: DType, seconds: Double)] = []
         var shapes: [(Int, Int, Int)] = [(512, 512, 512), (1024, 1024, 1024), (2048, 2048, 2048), (128, 14336, 4096)]
         if quick { shapes = [(64, 64, 64)] }
         if !sections.contains(.matmul) { shapes = [] }
@@ -87,20 +111,33 @@ public enum KernelBenchmark {
                 let w = Tensor(randomUniform: [n, k], seed: 4, dtype: dtype)
                 let out = Tensor(zeros: [m, n])
                 let seconds = medianSeconds(reps: quick ? 2 : (m * n * k > 1 << 30 ? 5 : 10)) {
-                    Kernels.matmul(x, w, into: out, pool: pool)
+                    fmaSeconds.append(fma.passSeconds())
+                    return timeSeconds { Kernels.matmul(x, w, into: out, pool: pool) }
                 }
-                let gflops = 2 * Double(m) * Double(n) * Double(k) / seconds / 1e9
-                matmuls.append(Matmul(m: m, n: n, k: k, dtype: dtype.description, gflops: gflops,
-                                      fractionOfPeak: gflops / peak))
+                matmulSeconds.append((m, n, k, dtype, seconds))
             }
         }
-        var grouped: [GroupedMatmul] = []
+        var groupedRuns: [GroupedRun] = []
         let groupedShapes: [(Int, Int, Int, Int, Int)] = quick
             ? [(8, 8, 2, 64, 64)]
             : [(64, 128, 8, 512, 1024), (8, 128, 2, 3584, 1024), (64, 1, 8, 512, 1024), (8, 1, 2, 3584, 1024)]
         for (experts, tokens, topK, rows, cols) in sections.contains(.grouped) ? groupedShapes : [] {
-            grouped.append(measureGrouped(experts: experts, tokens: tokens, topK: topK, rows: rows, cols: cols,
-                                          peak: peak, pool: pool, quick: quick))
+            groupedRuns.append(measureGrouped(experts: experts, tokens: tokens, topK: topK, rows: rows, cols: cols,
+                                              pool: pool, quick: quick) { fmaSeconds.append(fma.passSeconds()) })
+        }
+        if fmaSeconds.isEmpty {
+            fmaSeconds = (0..<(quick ? 2 : 10)).map { _ in fma.passSeconds() }
+        }
+        let peak = fma.flops / median(fmaSeconds) / 1e9
+        let matmuls = matmulSeconds.map { r in
+            let gflops = 2 * Double(r.m) * Double(r.n) * Double(r.k) / r.seconds / 1e9
+            return Matmul(m: r.m, n: r.n, k: r.k, dtype: r.dtype.description, gflops: gflops,
+                          fractionOfPeak: gflops / peak)
+        }
+        let grouped = groupedRuns.map { r in
+            GroupedMatmul(experts: r.experts, tokens: r.tokens, topK: r.topK, rows: r.rows, cols: r.cols,
+                          dtype: "bf16", gflops: r.flops / r.seconds / 1e9, fractionOfPeak: r.flops / r.seconds / 1e9 / peak,
+                          gbs: Double(r.bytesTouched) / r.seconds / 1e9)
         }
         return Report(isa: Kernels.isaName, threads: pool.threadCount, readBandwidthGbs: bandwidth,
                       fmaPeakGflops: peak, matvec: matvecs, matmul: matmuls, groupedMatmul: grouped)
@@ -108,50 +145,82 @@ public enum KernelBenchmark {
 
     /// Seconds of the median of `reps` runs of `body`, after one warm-up run.
     public static func medianSeconds(reps: Int, _ body: () -> Void) -> Double {
-        body()
-        var times: [Double] = []
-        for _ in 0..<max(1, reps) {
+        medianSeconds(reps: reps) { () -> Double in
             let start = DispatchTime.now().uptimeNanoseconds
             body()
-            times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         }
-        times.sort()
-        return times[times.count / 2]
     }
 
-    /// Read bandwidth in GB/s: every thread sums its share of a buffer far larger than the caches.
+    /// The median of `reps` values of `timed` (each the seconds of one run it timed itself),
+    /// after one warm-up call.
+    static func medianSeconds(reps: Int, _ timed: () -> Double) -> Double {
+        _ = timed()
+        return median((0..<max(1, reps)).map { _ in timed() })
+    }
+
+    static func median(_ values: [Double]) -> Double {
+        let sorted = values.sorted()
+        return sorted.isEmpty ? .nan : sorted[sorted.count / 2]
+    }
+
+    /// Read bandwidth in GB/s: the median of `reps` passes of the read probe over a buffer far
+    /// larger than the caches (1 GiB; 64 MiB when `quick`).
     public static func measureReadBandwidth(pool: ThreadPool = .shared, quick: Bool = false) -> Double {
-        let count = quick ? (16 << 20) : (256 << 20)  // floats: 64 MiB or 1 GiB
-        return withScratchFloats(count) { buffer in
-            let threads = pool.threadCount
-            let share = (count / threads) & ~63
-            pool.parallelFor(threads) { t in
-                for i in (t * share)..<((t + 1) * share) { buffer[i] = Float(i & 7) }
-            }
-            let sink = UnsafeMutablePointer<Float>.allocate(capacity: threads)
-            defer { sink.deallocate() }
-            let seconds = medianSeconds(reps: quick ? 3 : 10) {
-                pool.parallelFor(threads) { t in sink[t] = moek_read_probe(buffer + t * share, share) }
-            }
-            return Double(share * threads * 4) / seconds / 1e9
-        }
+        let probe = ReadProbe(floats: quick ? (16 << 20) : (256 << 20), pool: pool)
+        let seconds = median((0..<(quick ? 3 : 10)).map { _ in probe.passSeconds() })
+        return Double(probe.bytes) / seconds / 1e9
     }
 
-    /// FMA peak in GFLOP/s: every thread runs independent FMA chains held in registers.
+    /// FMA peak in GFLOP/s: the median of several passes of the FMA probe.
     public static func measureFMAPeak(pool: ThreadPool = .shared, quick: Bool = false) -> Double {
-        let iters = quick ? 200_000 : 4_000_000
-        let threads = pool.threadCount
-        let flops = UnsafeMutablePointer<Double>.allocate(capacity: threads)
-        defer { flops.deallocate() }
-        let seconds = medianSeconds(reps: quick ? 2 : 5) {
-            pool.parallelFor(threads) { t in flops[t] = moek_fma_probe(iters) }
-        }
-        return (0..<threads).reduce(0) { $0 + flops[$1] } / seconds / 1e9
+        let fma = FMAProbe(iterations: quick ? 200_000 : 4_000_000, pool: pool)
+        return fma.flops / median((0..<(quick ? 2 : 5)).map { _ in fma.passSeconds() }) / 1e9
     }
 
-    static func measureGrouped(experts: Int, tokens: Int, topK: Int, rows: Int, cols: Int, peak: Double,
-                               pool: ThreadPool, quick: Bool) -> GroupedMatmul {
-        // Route each token to topK distinct experts, uniformly at random (seeded).
+    /// Seconds for the read probe to read every byte of `tensors`, split across the pool in
+    /// chunks of about 1 MiB.
+    static func readProbeSeconds(_ tensors: [Tensor], pool: ThreadPool) -> Double {
+        var chunks: [(UnsafeRawPointer, Int)] = []
+        for t in tensors {
+            let words = t.byteCount / 4
+            var start = 0
+            while start < words {
+                let n = min(1 << 18, words - start)
+                chunks.append((t.rawPointer + start * 4, n))
+                start += n
+            }
+        }
+        let sink = UnsafeMutablePointer<Float>.allocate(capacity: max(1, chunks.count))
+        defer { sink.deallocate() }
+        return chunks.withUnsafeBufferPointer { chunks in
+            timeSeconds {
+                pool.parallelFor(chunks.count) { i in
+                    sink[i] = moek_read_probe(chunks[i].0.assumingMemoryBound(to: Float.self), chunks[i].1)
+                }
+            }
+        }
+    }
+
+    /// Wall-clock seconds of one call of `body`.
+    static func timeSeconds(_ body: () -> Void) -> Double {
+        let start = DispatchTime.now().uptimeNanoseconds
+        body()
+        return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+    }
+
+    /// The timing of one grouped-matmul shape, before it is judged against the peak.
+    struct GroupedRun {
+        var experts: Int, tokens: Int, topK: Int, rows: Int, cols: Int
+        var flops: Double, bytesTouched: Int, seconds: Double
+    }
+
+    /// Times the grouped matmul for `tokens` tokens routed (seeded, uniformly) to `topK` of
+    /// `experts` bf16 experts. Each run uses the next of several copies of the experts
+    /// (>= 256 MiB in all), so the weights come from DRAM as they do in a model. `beforeRun`
+    /// runs before each timed run (the FMA probe).
+    static func measureGrouped(experts: Int, tokens: Int, topK: Int, rows: Int, cols: Int, pool: ThreadPool,
+                               quick: Bool, beforeRun: () -> Void) -> GroupedRun {
         var rng = SplitMix64(seed: 7)
         var counts = [Int](repeating: 0, count: experts)
         for _ in 0..<tokens {
@@ -165,15 +234,87 @@ public enum KernelBenchmark {
             offsets.append(total)
         }
         let slots = tokens * topK
-        let weights = (0..<experts).map { Tensor(randomUniform: [rows, cols], seed: UInt64(100 + $0), dtype: .bf16) }
+        let setBytes = experts * rows * cols * DType.bf16.byteSize
+        let copies = quick ? 1 : max(1, (256 << 20) / setBytes + 1)
+        let weightSets = (0..<copies).map { c in
+            (0..<experts).map { Tensor(randomUniform: [rows, cols], seed: UInt64(100 + c * experts + $0), dtype: .bf16) }
+        }
         let x = Tensor(randomUniform: [slots, cols], seed: 5)
         let out = Tensor(zeros: [slots, rows])
-        let seconds = medianSeconds(reps: quick ? 2 : 20) {
-            Kernels.groupedMatmul(x, weights: weights, rowOffsets: offsets, into: out, pool: pool)
+        var next = 0
+        let seconds = medianSeconds(reps: quick ? 2 : max(20, copies)) {
+            beforeRun()
+            let weights = weightSets[next]
+            next = (next + 1) % copies
+            return timeSeconds { Kernels.groupedMatmul(x, weights: weights, rowOffsets: offsets, into: out, pool: pool) }
         }
-        let gflops = 2 * Double(slots) * Double(rows) * Double(cols) / seconds / 1e9
-        let touched = counts.filter { $0 > 0 }.count * rows * cols * DType.bf16.byteSize
-        return GroupedMatmul(experts: experts, tokens: tokens, topK: topK, rows: rows, cols: cols, dtype: "bf16",
-                             gflops: gflops, fractionOfPeak: gflops / peak, gbs: Double(touched) / seconds / 1e9)
+        return GroupedRun(experts: experts, tokens: tokens, topK: topK, rows: rows, cols: cols,
+                          flops: 2 * Double(slots) * Double(rows) * Double(cols),
+                          bytesTouched: counts.filter { $0 > 0 }.count * rows * cols * DType.bf16.byteSize,
+                          seconds: seconds)
+    }
+}
+
+/// A buffer far larger than the caches, split between the pool's threads; each pass has every
+/// thread sum its share with the read-probe leaf.
+final class ReadProbe {
+    private let buffer: UnsafeMutablePointer<Float>
+    private let sink: UnsafeMutablePointer<Float>
+    private let share: Int
+    private let pool: ThreadPool
+    /// Bytes one pass reads.
+    var bytes: Int { share * pool.threadCount * 4 }
+
+    init(floats: Int, pool: ThreadPool) {
+        self.pool = pool
+        let threads = pool.threadCount
+        share = (floats / threads) & ~63
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(64, share * threads * 4), alignment: 64)
+        buffer = raw.bindMemory(to: Float.self, capacity: share * threads)
+        sink = .allocate(capacity: threads)
+        // Distinct, pseudo-random contents: pages that repeat one pattern can be merged by the
+        // host (same-page merging) and then read from cache, which inflates the probe.
+        let (b, s) = (buffer, share)
+        pool.parallelFor(threads) { t in
+            var rng = SplitMix64(seed: UInt64(t + 1))
+            for i in (t * s)..<((t + 1) * s) { b[i] = rng.nextUnitFloat() }
+        }
+    }
+
+    deinit {
+        UnsafeMutableRawPointer(buffer).deallocate()
+        sink.deallocate()
+    }
+
+    /// Seconds of one pass over the whole buffer.
+    func passSeconds() -> Double {
+        let (b, s, out) = (buffer, share, sink)
+        let start = DispatchTime.now().uptimeNanoseconds
+        pool.parallelFor(pool.threadCount) { t in out[t] = moek_read_probe(b + t * s, s) }
+        return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+    }
+}
+
+/// Every thread of the pool runs independent FMA chains held in registers for `iterations`
+/// rounds; a pass's floating-point operations over its seconds is the FMA peak.
+struct FMAProbe {
+    let iterations: Int
+    let pool: ThreadPool
+
+    init(iterations: Int, pool: ThreadPool) {
+        self.iterations = iterations
+        self.pool = pool
+    }
+
+    /// Floating-point operations in one pass (all threads): one probe iteration's count (the
+    /// leaf reports it) times the iterations and threads.
+    var flops: Double { moek_fma_probe(1) * Double(iterations) * Double(pool.threadCount) }
+
+    /// Seconds of one pass.
+    func passSeconds() -> Double {
+        let iters = iterations
+        return KernelBenchmark.timeSeconds {
+            pool.parallelFor(pool.threadCount) { _ in _ = moek_fma_probe(iters) }
+        }
     }
 }

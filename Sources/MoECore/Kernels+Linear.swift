@@ -40,9 +40,13 @@ extension Kernels {
                        n: Int, k: Int, out: UnsafeMutablePointer<Float>, ldo: Int, pool: ThreadPool) {
         if m == 0 || n == 0 { return }
         if m <= gemvMaxRows {
-            // Memory-bound: split the weight rows, keep chunks at least ~64 KiB of weight.
+            // Memory-bound: one contiguous run of weight rows per thread, so each thread's
+            // stream (and its prefetch, which runs ahead across tiles) starts cold only once.
             let grain = max(4, (64 << 10) / max(1, k * dtype.byteSize))
-            parallelChunks(n, grain: grain, pool: pool) { r in
+            let tasks = max(1, min(pool.threadCount, n / grain))
+            let chunk = ((n + tasks - 1) / tasks + 3) / 4 * 4  // whole 4-row tiles
+            pool.parallelFor(tasks) { t in
+                let r = min(n, t * chunk)..<min(n, (t + 1) * chunk)
                 moek_gemv_rows(w, dtype.cValue, k, x, ldx, Int32(m), out, ldo, r.lowerBound, r.upperBound, k)
             }
             return

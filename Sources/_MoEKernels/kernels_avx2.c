@@ -123,17 +123,21 @@ static double fma_probe_avx2(size_t iters) {
 }
 
 static float read_probe_avx2(const float *p, size_t n) {
-  __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+  const int32_t *q = (const int32_t *)p;  // integer adds: no denormal stalls on any bits
+  __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
   size_t i = 0;
   for (; i + 32 <= n; i += 32) {
-    s0 = _mm256_add_ps(s0, _mm256_loadu_ps(p + i));
-    s1 = _mm256_add_ps(s1, _mm256_loadu_ps(p + i + 8));
-    s2 = _mm256_add_ps(s2, _mm256_loadu_ps(p + i + 16));
-    s3 = _mm256_add_ps(s3, _mm256_loadu_ps(p + i + 24));
+    s0 = _mm256_add_epi32(s0, _mm256_loadu_si256((const __m256i *)(q + i)));
+    s1 = _mm256_add_epi32(s1, _mm256_loadu_si256((const __m256i *)(q + i + 8)));
+    s2 = _mm256_add_epi32(s2, _mm256_loadu_si256((const __m256i *)(q + i + 16)));
+    s3 = _mm256_add_epi32(s3, _mm256_loadu_si256((const __m256i *)(q + i + 24)));
   }
-  float s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-  for (; i < n; i++) s += p[i];
-  return s;
+  int32_t lanes[8];
+  _mm256_storeu_si256((__m256i *)lanes, _mm256_add_epi32(_mm256_add_epi32(s0, s1), _mm256_add_epi32(s2, s3)));
+  int32_t s = 0;
+  for (int j = 0; j < 8; j++) s += lanes[j];
+  for (; i < n; i++) s += q[i];
+  return (float)s;
 }
 
 #pragma clang attribute pop

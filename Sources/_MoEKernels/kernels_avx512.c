@@ -154,19 +154,21 @@ static double fma_probe_avx512(size_t iters) {
 }
 
 static float read_probe_avx512(const float *p, size_t n) {
-  __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+  // Integer adds: any bit pattern (bf16 weights seen as f32) costs the same; no denormal stalls.
+  const int32_t *q = (const int32_t *)p;
+  __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
   size_t i = 0;
   for (; i + 64 <= n; i += 64) {
     if (i + 1024 + 64 <= n)  // the same L2 prefetch the matvec leaf uses
-      for (int j = 0; j < 64; j += 16) _mm_prefetch((const char *)(p + i + 1024 + j), _MM_HINT_T1);
-    s0 = _mm512_add_ps(s0, _mm512_loadu_ps(p + i));
-    s1 = _mm512_add_ps(s1, _mm512_loadu_ps(p + i + 16));
-    s2 = _mm512_add_ps(s2, _mm512_loadu_ps(p + i + 32));
-    s3 = _mm512_add_ps(s3, _mm512_loadu_ps(p + i + 48));
+      for (int j = 0; j < 64; j += 16) _mm_prefetch((const char *)(q + i + 1024 + j), _MM_HINT_T1);
+    s0 = _mm512_add_epi32(s0, _mm512_loadu_si512(q + i));
+    s1 = _mm512_add_epi32(s1, _mm512_loadu_si512(q + i + 16));
+    s2 = _mm512_add_epi32(s2, _mm512_loadu_si512(q + i + 32));
+    s3 = _mm512_add_epi32(s3, _mm512_loadu_si512(q + i + 48));
   }
-  float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
-  for (; i < n; i++) s += p[i];
-  return s;
+  int32_t s = _mm512_reduce_add_epi32(_mm512_add_epi32(_mm512_add_epi32(s0, s1), _mm512_add_epi32(s2, s3)));
+  for (; i < n; i++) s += q[i];
+  return (float)s;
 }
 
 #pragma clang attribute pop

@@ -52,11 +52,12 @@ static double fma_probe_scalar(size_t iters) {
 }
 
 static float read_probe_scalar(const float *p, size_t n) {
-  float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  const uint32_t *q = (const uint32_t *)p;  // integer adds: no denormal stalls on any bits
+  uint32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
   size_t i = 0;
-  for (; i + 4 <= n; i += 4) { s0 += p[i]; s1 += p[i + 1]; s2 += p[i + 2]; s3 += p[i + 3]; }
-  for (; i < n; i++) s0 += p[i];
-  return s0 + s1 + s2 + s3;
+  for (; i + 4 <= n; i += 4) { s0 += q[i]; s1 += q[i + 1]; s2 += q[i + 2]; s3 += q[i + 3]; }
+  for (; i < n; i++) s0 += q[i];
+  return (float)(s0 + s1 + s2 + s3);
 }
 
 const moek_vtable moek_vt_scalar = {

@@ -82,7 +82,8 @@ double moek_fma_probe(size_t iters);
 /// A spin-wait hint to the CPU (`pause` on x86, `yield` on ARM).
 void moek_cpu_relax(void);
 
-/// Read-bandwidth probe: sums `n` floats with wide loads; returns the sum so it is not elided.
+/// Read-bandwidth probe: reads `n` 4-byte words with wide loads and adds them as integers (any
+/// bits, such as bf16 weights, cost the same); returns the sum so the reads are not elided.
 float moek_read_probe(const float *p, size_t n);
 
 #ifdef __cplusplus
