@@ -5,6 +5,7 @@ let package = Package(
     name: "MoEKit",
     products: [
         .library(name: "MoECore", targets: ["MoECore"]),
+        .library(name: "MoE", targets: ["MoE"]),
         .executable(name: "moe", targets: ["moe"]),
     ],
     dependencies: [
@@ -16,14 +17,17 @@ let package = Package(
         // ISA-specific code uses `__attribute__((target(...)))`.
         .target(name: "_MoEKernels"),
         .target(name: "MoECore", dependencies: ["_MoEKernels"]),
+        .target(name: "MoE", dependencies: ["MoECore"]),
         .executableTarget(
             name: "moe",
             dependencies: [
                 "MoECore",
+                "MoE",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .target(name: "_TestSupport", path: "Sources/_TestSupport"),
         .testTarget(name: "MoECoreTests", dependencies: ["MoECore", "_MoEKernels", "_TestSupport"]),
+        .testTarget(name: "MoETests", dependencies: ["MoE", "MoECore", "_TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["moe", "_TestSupport"]),
     ],
     swiftLanguageModes: [.v6]

@@ -3,84 +3,115 @@ import _MoEKernels
 // Dimension legend: R routed rows (token slots, grouped by expert), K input features,
 // N output features, E groups (experts).
 
+/// One linear layer in a batch: `output = input W^T` for a block of rows.
+///
+/// `input` is f32 [rows, K] and `output` f32 [rows, N] (row views of larger tensors are fine);
+/// `weight` is [N, K] of any dtype.
+public struct LinearJob: Sendable {
+    public var input: Tensor
+    public var weight: Tensor
+    public var output: Tensor
+
+    public init(input: Tensor, weight: Tensor, output: Tensor) {
+        self.input = input
+        self.weight = weight
+        self.output = output
+    }
+}
+
 extension Kernels {
-    /// Many linear layers in one call: rows `rowOffsets[e] ..< rowOffsets[e + 1]` of `x` go
-    /// through `weights[e]`, and their results land in the same rows of `out`.
+    /// Runs many independent linear layers in one parallel pass.
+    ///
+    /// Jobs of up to 4 rows stream their weight once (matrix-vector leaf); larger jobs are
+    /// packed and use the matmul leaf. Every (job, weight-row slice) piece goes to the pool
+    /// together, so small jobs (an expert with one token) share the threads with big ones and
+    /// nothing waits on a per-job barrier. Jobs with no rows are skipped without reading their
+    /// weight. This is how an MoE layer runs all its experts' projections at once.
+    public static func linearBatch(_ jobs: [LinearJob], pool: ThreadPool = .shared) {
+        let active = jobs.filter { $0.input.rank == 2 && $0.input.shape[0] > 0 }
+        for job in active {
+            precondition(job.input.dtype == .f32 && job.output.dtype == .f32, "linearBatch: activations must be f32")
+            let (m, k, n) = (job.input.shape[0], job.input.shape[1], job.weight.shape[0])
+            precondition(job.weight.rank == 2 && job.weight.shape[1] == k && job.output.shape == [m, n],
+                         "linearBatch: input \(job.input.shape), weight \(job.weight.shape), output \(job.output.shape)")
+        }
+        if active.isEmpty { return }
+
+        // Packed-A offsets for the jobs that take the matmul leaf.
+        var packedOffset = [Int](repeating: 0, count: active.count + 1)
+        for (i, job) in active.enumerated() {
+            let (m, k) = (job.input.shape[0], job.input.shape[1])
+            packedOffset[i + 1] = packedOffset[i] + (m > gemvMaxRows ? moek_gemm_packed_size(m, k) : 0)
+        }
+
+        // Pieces: (job, first weight row, end weight row). About four pieces per thread overall,
+        // in multiples of the leaf's tile, so every thread stays busy to the end.
+        let step = max(4, moek_gemm_n_step())
+        let slicesPerJob = max(1, (pool.threadCount * 4 + active.count - 1) / active.count)
+        var pieces: [(job: Int, n0: Int, n1: Int)] = []
+        for (i, job) in active.enumerated() {
+            let n = job.weight.shape[0]
+            let slice = max(step, ((n + slicesPerJob - 1) / slicesPerJob + step - 1) / step * step)
+            var n0 = 0
+            while n0 < n {
+                pieces.append((i, n0, min(n, n0 + slice)))
+                n0 += slice
+            }
+        }
+
+        struct Raw {
+            let x: UnsafePointer<Float>, w: UnsafeRawPointer, out: UnsafeMutablePointer<Float>
+            let dtype: Int32, m: Int, k: Int, n: Int
+        }
+        let raw = active.map { job in
+            Raw(x: job.input.rawPointer.assumingMemoryBound(to: Float.self), w: job.weight.rawPointer,
+                out: job.output.mutableRawPointer.assumingMemoryBound(to: Float.self), dtype: job.weight.dtype.cValue,
+                m: job.input.shape[0], k: job.input.shape[1], n: job.weight.shape[0])
+        }
+        withScratchFloats(packedOffset[active.count]) { packed in
+            let toPack = raw.indices.filter { raw[$0].m > gemvMaxRows }
+            pool.parallelFor(toPack.count) { i in
+                let j = raw[toPack[i]]
+                let mr = moek_gemm_mr()
+                moek_gemm_pack_a(j.x, j.k, j.m, j.k, 0, (j.m + mr - 1) / mr, packed + packedOffset[toPack[i]])
+            }
+            pieces.withUnsafeBufferPointer { pieces in
+                pool.parallelFor(pieces.count) { p in
+                    let (i, n0, n1) = pieces[p]
+                    let j = raw[i]
+                    if j.m <= gemvMaxRows {
+                        moek_gemv_rows(j.w, j.dtype, j.k, j.x, j.k, Int32(j.m), j.out, j.n, n0, n1, j.k)
+                    } else {
+                        moek_gemm_packed(packed + packedOffset[i], j.m, j.w, j.dtype, j.k, j.out, j.n, n0, n1, j.k)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Many linear layers over one row-grouped input: rows `rowOffsets[e] ..< rowOffsets[e + 1]`
+    /// of `x` go through `weights[e]`, and their results land in the same rows of `out`.
     ///
     /// - x: [R, K] f32, rows grouped by expert (the MoE dispatch permutation does this).
     /// - weights: E weights, each [N, K], of any dtype (they may differ); a weight whose group
     ///   is empty is never read.
     /// - rowOffsets: E + 1 non-decreasing offsets, from 0 to at most R.
     /// - out: [R, N] f32; rows outside every group are left as they are.
-    ///
-    /// Groups of up to 4 rows stream their weight once (matrix-vector leaf); larger groups are
-    /// packed and use the matmul leaf. All (group, weight-row slice) pieces go to the pool in
-    /// one parallel pass, so no group waits for another.
     public static func groupedMatmul(_ x: Tensor, weights: [Tensor], rowOffsets: [Int], into out: Tensor,
                                      pool: ThreadPool = .shared) {
-        precondition(x.dtype == .f32 && out.dtype == .f32 && x.rank == 2 && out.rank == 2,
-                     "groupedMatmul: x \(x.shape) \(x.dtype), out \(out.shape) \(out.dtype)")
-        let e = weights.count
-        let (r, k, n) = (x.shape[0], x.shape[1], out.shape[1])
-        precondition(rowOffsets.count == e + 1 && rowOffsets.first == 0 && (rowOffsets.last ?? 0) <= r
-                     && out.shape[0] == r, "groupedMatmul: \(rowOffsets.count) offsets for \(e) weights, \(r) rows")
-        for g in 0..<e {
+        precondition(x.rank == 2 && out.rank == 2 && out.shape[0] == x.shape[0],
+                     "groupedMatmul: x \(x.shape), out \(out.shape)")
+        precondition(rowOffsets.count == weights.count + 1 && rowOffsets.first == 0
+                     && (rowOffsets.last ?? 0) <= x.shape[0],
+                     "groupedMatmul: \(rowOffsets.count) offsets for \(weights.count) weights, \(x.shape[0]) rows")
+        var jobs: [LinearJob] = []
+        for g in weights.indices {
             precondition(rowOffsets[g] <= rowOffsets[g + 1], "groupedMatmul: offsets must not decrease")
-            if rowOffsets[g] < rowOffsets[g + 1] {
-                precondition(weights[g].shape == [n, k], "groupedMatmul: weight \(g) is \(weights[g].shape), want [\(n), \(k)]")
-            }
+            let rows = rowOffsets[g]..<rowOffsets[g + 1]
+            if rows.isEmpty { continue }
+            jobs.append(LinearJob(input: x.rows(rows), weight: weights[g], output: out.rows(rows)))
         }
-        let xp = x.rawPointer.assumingMemoryBound(to: Float.self)
-        let op = out.mutableRawPointer.assumingMemoryBound(to: Float.self)
-        let wps = weights.map { $0.rawPointer }
-        let dts = weights.map { $0.dtype.cValue }
-
-        // Packed-A offsets for the groups that take the matmul leaf.
-        var packedOffset = [Int](repeating: 0, count: e + 1)
-        for g in 0..<e {
-            let rows = rowOffsets[g + 1] - rowOffsets[g]
-            packedOffset[g + 1] = packedOffset[g] + (rows > gemvMaxRows ? moek_gemm_packed_size(rows, k) : 0)
-        }
-
-        // Pieces: (group, first weight row, end weight row). Slice each group's N so there are
-        // about four pieces per thread overall, in multiples of the leaf's tile.
-        let active = (0..<e).filter { rowOffsets[$0 + 1] > rowOffsets[$0] }
-        if active.isEmpty { return }
-        let step = max(4, moek_gemm_n_step())
-        let slicesPerGroup = max(1, (pool.threadCount * 4 + active.count - 1) / active.count)
-        let slice = max(step, ((n + slicesPerGroup - 1) / slicesPerGroup + step - 1) / step * step)
-        var pieces: [(group: Int, n0: Int, n1: Int)] = []
-        pieces.reserveCapacity(active.count * ((n + slice - 1) / slice))
-        for g in active {
-            var n0 = 0
-            while n0 < n {
-                pieces.append((g, n0, min(n, n0 + slice)))
-                n0 += slice
-            }
-        }
-
-        withScratchFloats(packedOffset[e]) { packed in
-            let toPack = active.filter { rowOffsets[$0 + 1] - rowOffsets[$0] > gemvMaxRows }
-            pool.parallelFor(toPack.count) { i in
-                let g = toPack[i]
-                let rows = rowOffsets[g + 1] - rowOffsets[g]
-                let mr = moek_gemm_mr()
-                moek_gemm_pack_a(xp + rowOffsets[g] * k, k, rows, k, 0, (rows + mr - 1) / mr,
-                                 packed + packedOffset[g])
-            }
-            pieces.withUnsafeBufferPointer { pieces in
-                pool.parallelFor(pieces.count) { i in
-                    let (g, n0, n1) = pieces[i]
-                    let row0 = rowOffsets[g]
-                    let rows = rowOffsets[g + 1] - row0
-                    if rows <= gemvMaxRows {
-                        moek_gemv_rows(wps[g], dts[g], k, xp + row0 * k, k, Int32(rows), op + row0 * n, n, n0, n1, k)
-                    } else {
-                        moek_gemm_packed(packed + packedOffset[g], rows, wps[g], dts[g], k, op + row0 * n, n, n0, n1, k)
-                    }
-                }
-            }
-        }
+        linearBatch(jobs, pool: pool)
     }
 
     /// `groupedMatmul` with the experts' weights stacked in one tensor [E, N, K].

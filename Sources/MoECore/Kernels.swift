@@ -10,6 +10,13 @@ public enum Kernels {
     /// The instruction-set path the leaf kernels use ("avx512", "avx2", "neon" or "scalar").
     public static var isaName: String { String(cString: moek_isa_name(moek_isa())) }
 
+    /// Runs `body(i)` for every row i in `0..<count`, in parallel when the work (`cost`
+    /// elements per row) is large enough to pay for it.
+    public static func parallelRows(_ count: Int, cost: Int, pool: ThreadPool = .shared, _ body: (Int) -> Void) {
+        let grain = max(1, (1 << 15) / max(1, cost))
+        parallelChunks(count, grain: grain, pool: pool) { range in for i in range { body(i) } }
+    }
+
     /// Splits `0..<count` into contiguous chunks of at least `grain` items (about four per
     /// thread, for balance) and runs `body` on each chunk in parallel.
     static func parallelChunks(_ count: Int, grain: Int, pool: ThreadPool,

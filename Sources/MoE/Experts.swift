@@ -1,0 +1,132 @@
+import MoECore
+
+// Dimension legend: R routed rows (token slots grouped by expert), d hidden size,
+// I expert intermediate size, E experts.
+
+/// The routed experts of an MoE layer: computes every expert's output for its rows at once.
+public protocol ExpertFFN: Sendable {
+    /// Experts; ids are in `0 ..< expertCount`.
+    var expertCount: Int { get }
+    /// Input and output width d.
+    var hiddenSize: Int { get }
+    /// rows [R, d] f32, grouped so that rows `rowOffsets[e] ..< rowOffsets[e + 1]` belong to
+    /// expert e -> each row's expert output [R, d] f32. Experts with no rows are not read.
+    func forward(_ rows: Tensor, rowOffsets: [Int], pool: ThreadPool) -> Tensor
+    /// Bytes of weights expert e reads when it runs (for bandwidth ceilings).
+    func weightBytes(expert: Int) -> Int
+}
+
+/// SwiGLU experts, `E_i(x) = W2 (silu(W1 x) ⊙ W3 x)`, weights in Hugging Face layout and any dtype.
+///
+/// `gate[e]` (W1) and `up[e]` (W3) are [I, d], `down[e]` (W2) is [d, I]; they are views, so a
+/// checkpoint's per-expert tensors (or one stacked [E, I, d] tensor) are used without copying.
+/// A forward pass is two grouped-matmul passes: gate and up for every expert together, then down.
+public struct SwiGLUExperts: ExpertFFN {
+    public let gate: [Tensor], up: [Tensor], down: [Tensor]
+    public var expertCount: Int { gate.count }
+    public var hiddenSize: Int { gate.first?.shape[1] ?? 0 }
+    /// The intermediate size I.
+    public var intermediateSize: Int { gate.first?.shape[0] ?? 0 }
+
+    public init(gate: [Tensor], up: [Tensor], down: [Tensor]) {
+        precondition(!gate.isEmpty && gate.count == up.count && up.count == down.count, "SwiGLUExperts: E gate, up and down weights")
+        let (i, d) = (gate[0].shape[0], gate[0].shape[1])
+        for e in gate.indices {
+            precondition(gate[e].shape == [i, d] && up[e].shape == [i, d] && down[e].shape == [d, i],
+                         "SwiGLUExperts: expert \(e) has gate \(gate[e].shape), up \(up[e].shape), down \(down[e].shape)")
+        }
+        self.gate = gate
+        self.up = up
+        self.down = down
+    }
+
+    /// Experts from stacked weights: gate and up [E, I, d], down [E, d, I].
+    public init(stackedGate: Tensor, stackedUp: Tensor, stackedDown: Tensor) {
+        let e = stackedGate.shape[0]
+        self.init(gate: (0..<e).map { stackedGate[$0] }, up: (0..<e).map { stackedUp[$0] },
+                  down: (0..<e).map { stackedDown[$0] })
+    }
+
+    public func forward(_ rows: Tensor, rowOffsets: [Int], pool: ThreadPool) -> Tensor {
+        let r = rows.shape[0], i = intermediateSize
+        let g = Tensor(zeros: [r, i]), u = Tensor(zeros: [r, i]), out = Tensor(zeros: [r, hiddenSize])
+        var jobs: [LinearJob] = []
+        for e in 0..<expertCount where rowOffsets[e] < rowOffsets[e + 1] {
+            let span = rowOffsets[e]..<rowOffsets[e + 1]
+            jobs.append(LinearJob(input: rows.rows(span), weight: gate[e], output: g.rows(span)))
+            jobs.append(LinearJob(input: rows.rows(span), weight: up[e], output: u.rows(span)))
+        }
+        Kernels.linearBatch(jobs, pool: pool)
+        Kernels.siluMul(gate: g, up: u, pool: pool)
+        jobs = []
+        for e in 0..<expertCount where rowOffsets[e] < rowOffsets[e + 1] {
+            let span = rowOffsets[e]..<rowOffsets[e + 1]
+            jobs.append(LinearJob(input: g.rows(span), weight: down[e], output: out.rows(span)))
+        }
+        Kernels.linearBatch(jobs, pool: pool)
+        return out
+    }
+
+    public func weightBytes(expert e: Int) -> Int { gate[e].byteCount + up[e].byteCount + down[e].byteCount }
+
+    /// DeepSeekMoE's fine-grained segmentation (Dai et al. 2024, ROUTING.md §8): each expert
+    /// split into `segments` experts of I / segments, expert e becoming e * segments + s.
+    /// Gate and up rows are zero-copy views; down's columns are copied, multiplied by
+    /// `downScale` (`MoELayer.fineGrained` uses this to keep the layer's function exact).
+    public func segmented(_ segments: Int, downScale: Float = 1) -> SwiGLUExperts {
+        precondition(segments >= 1 && intermediateSize % segments == 0,
+                     "segmented: \(intermediateSize) does not split into \(segments)")
+        let part = intermediateSize / segments, d = hiddenSize
+        var g: [Tensor] = [], u: [Tensor] = [], w2: [Tensor] = []
+        for e in 0..<expertCount {
+            let full = down[e].toFloats()  // [d, I]
+            for s in 0..<segments {
+                g.append(gate[e].rows((s * part)..<((s + 1) * part)))
+                u.append(up[e].rows((s * part)..<((s + 1) * part)))
+                var cols = [Float](repeating: 0, count: d * part)
+                for row in 0..<d {
+                    for c in 0..<part { cols[row * part + c] = full[row * intermediateSize + s * part + c] * downScale }
+                }
+                w2.append(Tensor(shape: [d, part], values: cols, dtype: down[e].dtype))
+            }
+        }
+        return SwiGLUExperts(gate: g, up: u, down: w2)
+    }
+}
+
+/// Experts that every token uses (DeepSeekMoE's shared experts, Qwen2-MoE's shared expert),
+/// added to the routed output: `y += σ(w_g · x) * FFN(x)` with the optional sigmoid gate
+/// [1, d] of Qwen2-MoE, or `y += FFN(x)` without it. Several shared experts of width I are
+/// one SwiGLU of width n * I (as DeepSeek stores them).
+public struct SharedExpert: Sendable {
+    public let gate: Tensor, up: Tensor, down: Tensor
+    /// Qwen2-MoE's `shared_expert_gate` [1, d], or nil.
+    public let outputGate: Tensor?
+
+    public init(gate: Tensor, up: Tensor, down: Tensor, outputGate: Tensor? = nil) {
+        precondition(gate.shape == up.shape && down.shape == [gate.shape[1], gate.shape[0]]
+                     && (outputGate == nil || outputGate?.count == gate.shape[1]),
+                     "SharedExpert: gate \(gate.shape), up \(up.shape), down \(down.shape)")
+        self.gate = gate
+        self.up = up
+        self.down = down
+        self.outputGate = outputGate
+    }
+
+    /// Bytes of weights it reads per call.
+    public var weightBytes: Int { gate.byteCount + up.byteCount + down.byteCount + (outputGate?.byteCount ?? 0) }
+
+    /// Adds its output for x [T, d] into out [T, d].
+    public func add(_ x: Tensor, into out: Tensor, pool: ThreadPool) {
+        let t = x.shape[0], i = gate.shape[0]
+        let g = Tensor(zeros: [t, i]), u = Tensor(zeros: [t, i])
+        Kernels.linearBatch([LinearJob(input: x, weight: gate, output: g), LinearJob(input: x, weight: up, output: u)], pool: pool)
+        Kernels.siluMul(gate: g, up: u, pool: pool)
+        let y = Kernels.matmul(g, down, pool: pool)
+        let scale: [Float] = outputGate.map { w in
+            Kernels.matmul(x, w.reshaped([1, w.count]), pool: pool).toFloats().map(RouterMath.sigmoid)
+        } ?? [Float](repeating: 1, count: t)
+        let yp = y.floats, op = out.mutableFloats, d = out.shape[1]
+        for tok in 0..<t { for j in 0..<d { op[tok * d + j] += scale[tok] * yp[tok * d + j] } }
+    }
+}

@@ -1,0 +1,66 @@
+import MoECore
+
+/// A token-to-expert routing method: turns router logits into a `Routing`.
+///
+/// Each method of the literature is a value type conforming to this (see `RouterConfig` for
+/// choosing one by name). Router math is f32. How the logits are produced (a linear gate, or
+/// the recurrent gate of RMoE) is the layer's `RouterGate`; a router only selects.
+public protocol Router: Sendable {
+    /// The name it is selected by (`topk-softmax`, `top-p`, ...).
+    var name: String { get }
+    /// Routed experts: ids in `0 ..< expertCount`.
+    var expertCount: Int { get }
+    /// Logits it reads per token: `expertCount`, plus the null experts for AdaMoE.
+    var logitCount: Int { get }
+    /// False when a token's experts depend on other tokens (expert choice): such a router
+    /// must not be used for causal decoding.
+    var isCausal: Bool { get }
+    /// Chooses experts and weights for every row of `logits` ([T, logitCount], f32).
+    func route(_ logits: Tensor) -> Routing
+    /// The auxiliary losses for `logits` and the routing `route` gave for them, by name
+    /// (`load_balance`, `z_loss`, ...): unscaled, for the caller to weight.
+    func auxLosses(_ logits: Tensor, routing: Routing) -> [String: Float]
+}
+
+extension Router {
+    public var logitCount: Int { expertCount }
+    public var isCausal: Bool { true }
+}
+
+/// Helpers shared by the routers.
+enum RouterMath {
+    /// Row-wise softmax of logits [T, C], as T * C floats.
+    static func softmax(_ logits: Tensor) -> [Float] {
+        let p = logits.converted(to: .f32)
+        Kernels.softmax(p)
+        return p.toFloats()
+    }
+
+    /// The logistic function.
+    static func sigmoid(_ x: Float) -> Float { 1 / (1 + Foundation.exp(-x)) }
+
+    /// Routes each token from its softmax probabilities: `choose(row)` returns the token's
+    /// (expert, weight) choices from its row of `width` probabilities.
+    static func routeSoftmaxRows(_ logits: Tensor, width: Int, experts: Int,
+                                 _ choose: (ArraySlice<Float>) -> [(expert: Int, weight: Float)]) -> Routing {
+        let t = logits.count / max(1, width)
+        let probs = softmax(logits)
+        var routing = Routing(expertCount: experts, reservingTokens: t)
+        for tok in 0..<t { routing.append(choose(probs[(tok * width)..<((tok + 1) * width)])) }
+        return routing
+    }
+
+    /// `weights` divided by their sum when `renormalize` (and the sum is positive).
+    static func renormalized(_ weights: [Float], _ renormalize: Bool) -> [Float] {
+        guard renormalize else { return weights }
+        let s = weights.reduce(0, +)
+        return s > 0 ? weights.map { $0 / s } : weights
+    }
+
+    /// Indices of the k largest of `values`, largest first, ties to the lower index.
+    static func topK(_ values: ArraySlice<Float>, _ k: Int) -> [Int] {
+        values.withUnsafeBufferPointer { Kernels.topKRow($0, k: k) }
+    }
+}
+
+import Foundation
