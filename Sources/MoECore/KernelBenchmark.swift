@@ -154,12 +154,13 @@ public enum KernelBenchmark {
 
     /// The median of `reps` values of `timed` (each the seconds of one run it timed itself),
     /// after one warm-up call.
-    static func medianSeconds(reps: Int, _ timed: () -> Double) -> Double {
+    public static func medianSeconds(reps: Int, _ timed: () -> Double) -> Double {
         _ = timed()
         return median((0..<max(1, reps)).map { _ in timed() })
     }
 
-    static func median(_ values: [Double]) -> Double {
+    /// The median of `values` (NaN when empty).
+    public static func median(_ values: [Double]) -> Double {
         let sorted = values.sorted()
         return sorted.isEmpty ? .nan : sorted[sorted.count / 2]
     }
@@ -180,7 +181,7 @@ public enum KernelBenchmark {
 
     /// Seconds for the read probe to read every byte of `tensors`, split across the pool in
     /// chunks of about 1 MiB.
-    static func readProbeSeconds(_ tensors: [Tensor], pool: ThreadPool) -> Double {
+    public static func readProbeSeconds(_ tensors: [Tensor], pool: ThreadPool) -> Double {
         var chunks: [(UnsafeRawPointer, Int)] = []
         for t in tensors {
             let words = t.byteCount / 4
@@ -203,7 +204,7 @@ public enum KernelBenchmark {
     }
 
     /// Wall-clock seconds of one call of `body`.
-    static func timeSeconds(_ body: () -> Void) -> Double {
+    public static func timeSeconds(_ body: () -> Void) -> Double {
         let start = DispatchTime.now().uptimeNanoseconds
         body()
         return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
@@ -297,21 +298,21 @@ final class ReadProbe {
 
 /// Every thread of the pool runs independent FMA chains held in registers for `iterations`
 /// rounds; a pass's floating-point operations over its seconds is the FMA peak.
-struct FMAProbe {
-    let iterations: Int
-    let pool: ThreadPool
+public struct FMAProbe: Sendable {
+    public let iterations: Int
+    public let pool: ThreadPool
 
-    init(iterations: Int, pool: ThreadPool) {
+    public init(iterations: Int, pool: ThreadPool) {
         self.iterations = iterations
         self.pool = pool
     }
 
     /// Floating-point operations in one pass (all threads): one probe iteration's count (the
     /// leaf reports it) times the iterations and threads.
-    var flops: Double { moek_fma_probe(1) * Double(iterations) * Double(pool.threadCount) }
+    public var flops: Double { moek_fma_probe(1) * Double(iterations) * Double(pool.threadCount) }
 
     /// Seconds of one pass.
-    func passSeconds() -> Double {
+    public func passSeconds() -> Double {
         let iters = iterations
         return KernelBenchmark.timeSeconds {
             pool.parallelFor(pool.threadCount) { _ in _ = moek_fma_probe(iters) }

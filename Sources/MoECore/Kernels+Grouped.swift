@@ -61,12 +61,17 @@ extension Kernels {
 
         struct Raw {
             let x: UnsafePointer<Float>, w: UnsafeRawPointer, out: UnsafeMutablePointer<Float>
-            let dtype: Int32, m: Int, k: Int, n: Int
+            let dtype: Int32, m: Int, k: Int, n: Int, rowBytes: Int
         }
         let raw = active.map { job in
             Raw(x: job.input.rawPointer.assumingMemoryBound(to: Float.self), w: job.weight.rawPointer,
                 out: job.output.mutableRawPointer.assumingMemoryBound(to: Float.self), dtype: job.weight.dtype.cValue,
-                m: job.input.shape[0], k: job.input.shape[1], n: job.weight.shape[0])
+                m: job.input.shape[0], k: job.input.shape[1], n: job.weight.shape[0],
+                rowBytes: job.input.shape[1] * job.weight.dtype.byteSize)
+        }
+        if pool.threadCount > 1 && raw.allSatisfy({ $0.m <= gemvMaxRows }) {
+            streamGemvJobs(raw.map { ($0.x, $0.w, $0.out, $0.dtype, $0.m, $0.k, $0.n, $0.rowBytes) }, pool: pool)
+            return
         }
         withScratchFloats(packedOffset[active.count]) { packed in
             let toPack = raw.indices.filter { raw[$0].m > gemvMaxRows }
@@ -120,5 +125,49 @@ extension Kernels {
         precondition(stackedWeights.rank == 3, "groupedMatmul: stacked weights must be [E, N, K]")
         let views = (0..<stackedWeights.shape[0]).map { stackedWeights[$0] }
         groupedMatmul(x, weights: views, rowOffsets: rowOffsets, into: out, pool: pool)
+    }
+
+    /// A batch of matrix-vector jobs (decode): every thread takes one contiguous, byte-balanced
+    /// run of the jobs' weight rows and streams it in order, telling the leaf which weight comes
+    /// next so it can prefetch across the boundary (each job would otherwise start cold).
+    private static func streamGemvJobs(
+        _ jobs: [(x: UnsafePointer<Float>, w: UnsafeRawPointer, out: UnsafeMutablePointer<Float>, dtype: Int32,
+                  m: Int, k: Int, n: Int, rowBytes: Int)],
+        pool: ThreadPool
+    ) {
+        let threads = pool.threadCount
+        let total = jobs.reduce(0) { $0 + $1.n * $1.rowBytes }
+        var runs = [[(job: Int, n0: Int, n1: Int)]](repeating: [], count: threads)
+        var t = 0, done = 0
+        for (j, job) in jobs.enumerated() {
+            var n0 = 0
+            while n0 < job.n {
+                let goal = total * (t + 1) / threads  // bytes thread t should have reached
+                var take = job.n - n0
+                if t < threads - 1 {
+                    let fit = (goal - done + job.rowBytes - 1) / job.rowBytes
+                    take = min(take, max(4, (fit + 3) / 4 * 4))
+                }
+                runs[t].append((j, n0, n0 + take))
+                done += take * job.rowBytes
+                n0 += take
+                if t < threads - 1 && done >= goal { t += 1 }
+            }
+        }
+        runs.withUnsafeBufferPointer { runs in
+            pool.parallelFor(threads) { t in
+                let run = runs[t]
+                for (i, piece) in run.enumerated() {
+                    let job = jobs[piece.job]
+                    var next: UnsafeRawPointer?
+                    if i + 1 < run.count {
+                        let p = run[i + 1]
+                        next = jobs[p.job].w + p.n0 * jobs[p.job].rowBytes
+                    }
+                    moek_gemv_rows_next(job.w, job.dtype, job.k, job.x, job.k, Int32(job.m), job.out, job.n,
+                                        piece.n0, piece.n1, job.k, next)
+                }
+            }
+        }
     }
 }

@@ -6,7 +6,8 @@ static void widen_row_scalar(const void *src, int dt, float *dst, size_t n) {
 }
 
 static void gemv_rows_scalar(const void *W, int dt, size_t ldw, const float *X, size_t ldx, int nx,
-                             float *Y, size_t ldy, size_t r0, size_t r1, size_t K) {
+                             float *Y, size_t ldy, size_t r0, size_t r1, size_t K, const void *next) {
+  (void)next;
   const size_t esz = moek_dtype_size(dt);
   for (size_t r = r0; r < r1; r++) {
     const void *row = (const char *)W + r * ldw * esz;

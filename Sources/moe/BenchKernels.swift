@@ -1,12 +1,13 @@
 import ArgumentParser
 import Foundation
+import MoE
 import MoECore
 
 /// `moe bench-kernels`: the machine's limits and the kernels measured against them, as JSON.
 struct BenchKernels: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench-kernels",
-        abstract: "Measure read bandwidth, FMA peak, matvec, matmul and grouped matmul; print JSON.")
+        abstract: "Measure read bandwidth, FMA peak, matvec, matmul, grouped matmul and the MoE layer; print JSON.")
 
     @Option(help: "Threads to run on (default: the active cores).")
     var threads: Int?
@@ -15,7 +16,7 @@ struct BenchKernels: ParsableCommand {
     var quick = false
 
     @Option(parsing: .upToNextOption,
-            help: "Run only these sections (matvec, matmul, grouped); the machine probes always run.")
+            help: "Run only these sections (matvec, matmul, grouped, moe); the machine probes always run.")
     var only: [String] = []
 
     @Flag(help: "Pretty-print the JSON.")
@@ -23,8 +24,8 @@ struct BenchKernels: ParsableCommand {
 
     mutating func validate() throws {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
-        for name in only where KernelBenchmark.Section(rawValue: name) == nil {
-            throw ValidationError("--only: unknown section '\(name)' (matvec, matmul, grouped)")
+        for name in only where KernelBenchmark.Section(rawValue: name) == nil && name != "moe" {
+            throw ValidationError("--only: unknown section '\(name)' (matvec, matmul, grouped, moe)")
         }
     }
 
@@ -32,8 +33,28 @@ struct BenchKernels: ParsableCommand {
         let pool = ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount)
         let sections = only.isEmpty ? Set(KernelBenchmark.Section.allCases)
             : Set(only.compactMap(KernelBenchmark.Section.init(rawValue:)))
-        let report = KernelBenchmark.run(pool: pool, quick: quick, sections: sections)
-        try printJSON(report, pretty: pretty)
+        let kernels = KernelBenchmark.run(pool: pool, quick: quick, sections: sections)
+        var layer: [MoELayerBenchmark.Entry] = []
+        if only.isEmpty || only.contains("moe") {
+            let shapes = quick ? [MoELayerBenchmark.Shape(experts: 4, topK: 2, hidden: 64, expertSize: 96)]
+                               : MoELayerBenchmark.Shape.standard
+            layer = MoELayerBenchmark.run(shapes: shapes, prefillTokens: quick ? 16 : 128, pool: pool, quick: quick)
+        }
+        try printJSON(BenchReport(kernels: kernels, moeLayer: layer), pretty: pretty)
+    }
+}
+
+/// The kernel report with the MoE layer's figures added under `moe_layer`.
+struct BenchReport: Encodable {
+    let kernels: KernelBenchmark.Report
+    let moeLayer: [MoELayerBenchmark.Entry]
+
+    enum CodingKeys: String, CodingKey { case moeLayer }
+
+    func encode(to encoder: any Encoder) throws {
+        try kernels.encode(to: encoder)
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(moeLayer, forKey: .moeLayer)
     }
 }
 

@@ -63,4 +63,77 @@ final class CLITests: XCTestCase {
         XCTAssertNotEqual(bogus.status, 0)
         XCTAssertTrue(bogus.err.contains("bogus"), bogus.err)
     }
+
+    func temp(_ text: String) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-\(UUID().uuidString).json").path
+        try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
+        return path
+    }
+
+    func testRoutePrintsTheContract() throws {
+        let logits = try temp("[[2, 1, 0, -1], [0, 0, 3, 0], [1, 1, 1, 1]]")
+        let run = try moe(["route", "--router", "topk-softmax", "--logits", logits, "--k", "2"])
+        XCTAssertEqual(run.status, 0, run.err)
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(run.out.utf8)) as? [String: Any])
+        let tokens = try XCTUnwrap(json["tokens"] as? [[String: Any]])
+        XCTAssertEqual(tokens.count, 3)
+        XCTAssertEqual(tokens[1]["experts"] as? [Int], [2, 0])
+        XCTAssertEqual(tokens[2]["experts"] as? [Int], [0, 1], "ties go to the lower id")
+        XCTAssertEqual(tokens[0]["dropped"] as? Bool, false)
+        let weights = try XCTUnwrap(tokens[0]["weights"] as? [Double])
+        XCTAssertEqual(weights[0], exp(2) / (exp(2) + exp(1)), accuracy: 1e-6)
+        let losses = try XCTUnwrap(json["aux_losses"] as? [String: Double])
+        XCTAssertNotNil(losses["load_balance"])
+        XCTAssertNotNil(losses["z_loss"])
+    }
+
+    func testRouteOptionsReachTheRouter() throws {
+        let logits = try temp("[[3, 0], [1, 0], [4, 0], [2, 0]]")
+        let run = try moe(["route", "--router", "switch", "--logits", logits, "--capacity-factor", "1", "--drop-by", "score"])
+        XCTAssertEqual(run.status, 0, run.err)
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(run.out.utf8)) as? [String: Any])
+        let tokens = try XCTUnwrap(json["tokens"] as? [[String: Any]])
+        XCTAssertEqual(tokens.map { $0["dropped"] as? Bool }, [false, true, false, true])
+
+        let sig = try temp("[[0.5, 0.1, 0.4, 0.3]]")
+        let bias = try temp("[0, 0, 0, 1]")
+        let grouped = try moe(["route", "--router", "topk-sigmoid", "--logits", sig, "--k", "1", "--n-group", "2",
+                               "--topk-group", "1", "--bias-file", bias, "--routed-scaling", "2", "--no-renormalize"])
+        XCTAssertEqual(grouped.status, 0, grouped.err)
+        let g = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(grouped.out.utf8)) as? [String: Any])
+        let chosen = try XCTUnwrap((g["tokens"] as? [[String: Any]])?.first)
+        XCTAssertEqual(chosen["experts"] as? [Int], [3], "the bias lifts expert 3 and its group")
+        let w = try XCTUnwrap(chosen["weights"] as? [Double])
+        XCTAssertEqual(w[0], 2 / (1 + exp(-0.3)), accuracy: 1e-5, "weight is the unbiased sigmoid, scaled")
+
+        let nulls = try temp("[[3, 2, 5, 0], [0, 0, 5, 5]]")
+        let n = try moe(["route", "--router", "null-experts", "--logits", nulls, "--null-experts", "2", "--k", "2"])
+        XCTAssertEqual(n.status, 0, n.err)
+        let nj = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(n.out.utf8)) as? [String: Any])
+        XCTAssertEqual((nj["tokens"] as? [[String: Any]])?.map { $0["experts"] as? [Int] }, [[0], []])
+    }
+
+    func testRouteBadInputExitsNonZeroNamingFileAndField() throws {
+        let ragged = try temp("[[1, 2], [3]]")
+        let r = try moe(["route", "--router", "top-p", "--logits", ragged])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.err.contains(ragged) && r.err.contains("token 1"), r.err)
+        let good = try temp("[[1, 2, 3]]")
+        let unknown = try moe(["route", "--router", "nope", "--logits", good])
+        XCTAssertNotEqual(unknown.status, 0)
+        XCTAssertTrue(unknown.err.contains("nope"), unknown.err)
+        let tooMany = try moe(["route", "--router", "topk-softmax", "--logits", good, "--k", "4"])
+        XCTAssertNotEqual(tooMany.status, 0)
+        XCTAssertTrue(tooMany.err.contains("k"), tooMany.err)
+        let badBias = try temp("[1, 2]")
+        let bias = try moe(["route", "--router", "topk-sigmoid", "--logits", good, "--bias-file", badBias])
+        XCTAssertNotEqual(bias.status, 0)
+        XCTAssertTrue(bias.err.contains(badBias) && bias.err.contains("bias"), bias.err)
+        let missing = try moe(["route", "--router", "topk-softmax", "--logits", "/nonexistent/z.json"])
+        XCTAssertNotEqual(missing.status, 0)
+        XCTAssertTrue(missing.err.contains("/nonexistent/z.json"), missing.err)
+        let dropBy = try moe(["route", "--router", "switch", "--logits", good, "--drop-by", "age"])
+        XCTAssertNotEqual(dropBy.status, 0)
+    }
 }

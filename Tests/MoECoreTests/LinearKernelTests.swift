@@ -122,3 +122,34 @@ final class LinearKernelTests: XCTestCase {
         }
     }
 }
+
+/// `linearBatch`: independent jobs of different shapes and dtypes in one pass, including the
+/// decode path where every job is a matrix-vector product and each thread streams a
+/// contiguous run of the weights.
+final class LinearBatchTests: XCTestCase {
+    func run(_ shapes: [(m: Int, n: Int, k: Int, dtype: DType)], label: String) {
+        for pool in testPools {
+            let jobs = shapes.enumerated().map { i, s in
+                LinearJob(input: Tensor(randomUniform: [s.m, s.k], seed: UInt64(10 + i)),
+                          weight: Tensor(randomUniform: [s.n, s.k], seed: UInt64(20 + i), dtype: s.dtype),
+                          output: Tensor(zeros: [s.m, s.n]))
+            }
+            Kernels.linearBatch(jobs, pool: pool)
+            for (i, job) in jobs.enumerated() {
+                let s = shapes[i]
+                let ref = Reference.matmul(job.input.toFloats(), job.weight.toFloats(), m: s.m, n: s.n, k: s.k)
+                assertClose(job.output.toFloats(), ref.out, absolute: 1e-6, relative: 1e-5, scale: ref.scale,
+                            "\(label) job \(i) threads=\(pool.threadCount)")
+            }
+        }
+    }
+
+    func testMatvecOnlyBatchStreamsEveryJob() {
+        run([(1, 37, 20, .bf16), (1, 5, 20, .f32), (2, 64, 33, .f16), (4, 3, 7, .bf16), (1, 130, 20, .bf16), (3, 1, 9, .f32)],
+            label: "gemv batch")
+    }
+
+    func testMixedBatch() {
+        run([(1, 37, 20, .bf16), (9, 30, 21, .f32), (0, 5, 4, .bf16), (17, 49, 300, .f16)], label: "mixed batch")
+    }
+}

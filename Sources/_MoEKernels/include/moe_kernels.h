@@ -56,6 +56,12 @@ void moek_from_f32(const float *src, int dt, void *dst, size_t n);
 void moek_gemv_rows(const void *W, int dt, size_t ldw, const float *X, size_t ldx, int nx,
                     float *Y, size_t ldy, size_t r0, size_t r1, size_t K);
 
+/// As `moek_gemv_rows`, and when the last full tile of rows runs, prefetches the start of `next`
+/// (the next weight this thread will read, with the same row stride; NULL for none), so a run
+/// of small matrices (an MoE layer's experts at decode) streams without a cold start each.
+void moek_gemv_rows_next(const void *W, int dt, size_t ldw, const float *X, size_t ldx, int nx,
+                         float *Y, size_t ldy, size_t r0, size_t r1, size_t K, const void *next);
+
 /// Rows of A per packed panel on the current path.
 size_t moek_gemm_mr(void);
 /// Floats needed to hold A [M, K] packed (panels of `moek_gemm_mr()` rows, zero-padded).
