@@ -44,19 +44,12 @@ public struct RouterConfig: Codable, Sendable, Equatable {
 
     /// Decodes a config from JSON; errors name `path` and the field.
     public static func decode(json data: Data, path: String) throws(MoEError) -> RouterConfig {
-        do {
-            return try JSONDecoder().decode(RouterConfig.self, from: data)
-        } catch let DecodingError.keyNotFound(key, _) {
-            throw .invalidConfig(path: path, field: key.stringValue, reason: "missing")
-        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
-            throw .invalidConfig(path: path, field: context.codingPath.map(\.stringValue).joined(separator: "."),
-                                 reason: context.debugDescription)
-        } catch let DecodingError.dataCorrupted(context) {
-            throw .invalidConfig(path: path, field: context.codingPath.map(\.stringValue).joined(separator: ".").ifEmpty("(json)"),
-                                 reason: context.debugDescription)
-        } catch {
-            throw .invalidConfig(path: path, field: "(json)", reason: "\(error)")
-        }
+        try ConfigFile.decode(RouterConfig.self, data: data, path: path, format: .json)
+    }
+
+    /// Reads a config file: TOML if the name ends in `.toml`, JSON otherwise.
+    public static func load(path: String) throws -> RouterConfig {
+        try ConfigFile.load(RouterConfig.self, path: path)
     }
 
     /// The router for `experts` routed experts. Throws naming the field at fault.
@@ -117,6 +110,3 @@ public struct RouterConfig: Codable, Sendable, Equatable {
     }
 }
 
-extension String {
-    func ifEmpty(_ replacement: String) -> String { isEmpty ? replacement : self }
-}

@@ -20,7 +20,7 @@ struct Route: ParsableCommand {
     @Option(help: "JSON file of per-token logits: [[z_0, ..., z_{E-1}], ...].")
     var logits: String
 
-    @Option(help: "JSON router config ({\"name\": ..., \"k\": ...}); options given here override it.")
+    @Option(help: "JSON router config file ({\"name\": ..., \"k\": ...}); options given here override it.")
     var config: String?
 
     @Option(help: "Experts per token (top-k, null experts' k').")
@@ -70,13 +70,7 @@ struct Route: ParsableCommand {
 
     func run() throws {
         do {
-            var cfg = try config.map { path throws -> RouterConfig in
-                let data: Data
-                do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
-                    throw MoECoreError.io(path: path, reason: "cannot read: \(error.localizedDescription)")
-                }
-                return try RouterConfig.decode(json: data, path: path)
-            } ?? RouterConfig(name: router ?? "")
+            var cfg = try config.map { try RouterConfig.load(path: $0) } ?? RouterConfig(name: router ?? "")
             if let router { cfg.name = router }
             guard !cfg.name.isEmpty else { throw ValidationError("give --router NAME (or a --config with a name)") }
             cfg.k = k ?? cfg.k

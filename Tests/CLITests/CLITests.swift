@@ -114,6 +114,15 @@ final class CLITests: XCTestCase {
         XCTAssertEqual((nj["tokens"] as? [[String: Any]])?.map { $0["experts"] as? [Int] }, [[0], []])
     }
 
+    func testRouteReadsAJSONConfig() throws {
+        let logits = try temp("[[3, 0], [1, 0], [4, 0], [2, 0]]")
+        let path = try temp(#"{"name": "switch", "capacity_factor": 1, "drop_by": "score"}"#)
+        let run = try moe(["route", "--config", path, "--logits", logits])
+        XCTAssertEqual(run.status, 0, run.err)
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(run.out.utf8)) as? [String: Any])
+        XCTAssertEqual((json["tokens"] as? [[String: Any]])?.map { $0["dropped"] as? Bool }, [false, true, false, true])
+    }
+
     func testRouteBadInputExitsNonZeroNamingFileAndField() throws {
         let ragged = try temp("[[1, 2], [3]]")
         let r = try moe(["route", "--router", "top-p", "--logits", ragged])

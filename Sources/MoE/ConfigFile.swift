@@ -1,0 +1,59 @@
+import Foundation
+import MoECore
+
+/// Decodes configuration files into `Codable` types, with errors that name the file and the
+/// field (`bias[1]: expected Float`).
+///
+/// JSON today. TOML is recognised by its extension and refused with a clear error: the one
+/// TOML package available (TOMLKit) declares public literal conformances that leak into every
+/// module importing MoE and make ordinary arithmetic fail to type-check in debug builds, so it
+/// cannot be a dependency of this library.
+public enum ConfigFile {
+    /// The two formats.
+    public enum Format: Sendable { case json, toml }
+
+    /// TOML for a `.toml` path, JSON otherwise.
+    public static func format(of path: String) -> Format {
+        path.lowercased().hasSuffix(".toml") ? .toml : .json
+    }
+
+    /// Reads and decodes the file at `path`.
+    public static func load<T: Decodable>(_ type: T.Type, path: String) throws -> T {
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw MoECoreError.io(path: path, reason: "cannot read: \(error.localizedDescription)")
+        }
+        return try decode(type, data: data, path: path, format: format(of: path))
+    }
+
+    /// Decodes `data` in `format`; `path` names it in errors.
+    public static func decode<T: Decodable>(_ type: T.Type, data: Data, path: String, format: Format) throws(MoEError) -> T {
+        if format == .toml {
+            throw .invalidConfig(path: path, field: "(file)", reason: "TOML configs are not supported yet; write the same keys as JSON")
+        }
+        let json = data
+        return try decodeJSON(type, data: json, path: path)
+    }
+
+    static func decodeJSON<T: Decodable>(_ type: T.Type, data: Data, path: String) throws(MoEError) -> T {
+        func name(_ codingPath: [any CodingKey]) -> String {
+            let s = codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+            return s.isEmpty ? "(top level)" : s.replacingOccurrences(of: ".[", with: "[")
+        }
+        do {
+            return try JSONDecoder().decode(type, from: data)
+        } catch let DecodingError.keyNotFound(key, context) {
+            throw .invalidConfig(path: path, field: name(context.codingPath + [key]), reason: "missing")
+        } catch let DecodingError.typeMismatch(expected, context) {
+            throw .invalidConfig(path: path, field: name(context.codingPath), reason: "expected \(expected)")
+        } catch let DecodingError.valueNotFound(expected, context) {
+            throw .invalidConfig(path: path, field: name(context.codingPath), reason: "expected \(expected), found null")
+        } catch let DecodingError.dataCorrupted(context) {
+            throw .invalidConfig(path: path, field: name(context.codingPath), reason: context.debugDescription)
+        } catch {
+            throw .invalidConfig(path: path, field: "(top level)", reason: "\(error)")
+        }
+    }
+}

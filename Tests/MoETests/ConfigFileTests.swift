@@ -1,0 +1,35 @@
+import Foundation
+import MoE
+import XCTest
+
+final class ConfigFileTests: XCTestCase {
+    func testJSONConfigErrorsNameTheField() {
+        let bad = #"{"name": "top-p", "bias": [1, "x"]}"#
+        XCTAssertThrowsError(try ConfigFile.decode(RouterConfig.self, data: Data(bad.utf8), path: "r.json", format: .json)) { error in
+            guard case let .invalidConfig(path, field, _)? = error as? MoEError else { return XCTFail("\(error)") }
+            XCTAssertEqual(path, "r.json")
+            XCTAssertEqual(field, "bias[1]")
+        }
+        XCTAssertThrowsError(try ConfigFile.decode(RouterConfig.self, data: Data("{\"name\": ".utf8), path: "r.json", format: .json))
+    }
+
+    func testTOMLIsRefusedClearly() {
+        XCTAssertEqual(ConfigFile.format(of: "a/b.TOML"), .toml)
+        XCTAssertEqual(ConfigFile.format(of: "a/b.json"), .json)
+        XCTAssertThrowsError(try ConfigFile.decode(RouterConfig.self, data: Data("name = \"x\"".utf8), path: "r.toml", format: .toml)) { error in
+            XCTAssertTrue("\(error)".contains("r.toml") && "\(error)".contains("TOML"), "\(error)")
+        }
+    }
+
+    func testLoadReadsFilesAndReportsMissingOnes() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-\(UUID().uuidString).json").path
+        try Data(#"{"name": "switch", "capacity_factor": 1, "drop_by": "score"}"#.utf8).write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let config = try RouterConfig.load(path: path)
+        XCTAssertEqual(config.dropBy, .score)
+        XCTAssertEqual(config.capacityFactor, 1)
+        XCTAssertThrowsError(try RouterConfig.load(path: "/nonexistent/r.json")) { error in
+            XCTAssertTrue("\(error)".contains("/nonexistent/r.json"))
+        }
+    }
+}
