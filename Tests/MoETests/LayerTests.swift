@@ -147,6 +147,15 @@ final class LayerTests: XCTestCase {
             XCTAssertEqual(out.routing, layer.router.route(out.logits))
         }
         XCTAssertNotNil(state.recurrent, "the state reaches the next layer")
+        // The first layer's whole output against the per-token loop (its state starts at zero).
+        check(MoELayer(gate: .recurrent(gates[0]), router: RecurrentRouter(experts: experts, k: 2), experts: ex),
+              label: "recurrent") { xs in
+            (0..<self.tokens).flatMap { t -> [Double] in
+                let xi = self.matvec(gates[0].inputProjection.toFloats(), xs[(t * self.d)..<((t + 1) * self.d)], rows: h)
+                let r = gru(xi, [Double](repeating: 0, count: h))
+                return self.matvec(gates[0].outputProjection.toFloats(), r.map(Float.init)[...], rows: self.experts)
+            }
+        }
     }
 
     func testFineGrainedSegmentationComputesTheSameFunction() throws {
