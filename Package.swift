@@ -6,6 +6,7 @@ let package = Package(
     products: [
         .library(name: "MoECore", targets: ["MoECore"]),
         .library(name: "MoE", targets: ["MoE"]),
+        .library(name: "MoEModels", targets: ["MoEModels"]),
         .executable(name: "moe", targets: ["moe"]),
     ],
     dependencies: [
@@ -18,16 +19,20 @@ let package = Package(
         .target(name: "_MoEKernels"),
         .target(name: "MoECore", dependencies: ["_MoEKernels"]),
         .target(name: "MoE", dependencies: ["MoECore"]),
+        .target(name: "MoEModels", dependencies: ["MoECore", "MoE"]),
         .executableTarget(
             name: "moe",
             dependencies: [
                 "MoECore",
                 "MoE",
+                "MoEModels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .target(name: "_TestSupport", path: "Sources/_TestSupport"),
         .testTarget(name: "MoECoreTests", dependencies: ["MoECore", "_MoEKernels", "_TestSupport"]),
         .testTarget(name: "MoETests", dependencies: ["MoE", "MoECore", "_TestSupport"]),
+        .testTarget(name: "MoEModelsTests", dependencies: ["MoEModels", "MoE", "MoECore", "_TestSupport"],
+                    exclude: []),
         .testTarget(name: "CLITests", dependencies: ["moe", "_TestSupport"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,0 +1,115 @@
+import Foundation
+import MoE
+import MoECore
+
+/// The architectures MoEKit runs, by config.json `model_type`: each reads its own fields and
+/// names its tensors. All routing goes through the `MoE` module's routers; an architecture only
+/// says which router and which parameters.
+enum Architectures {
+    /// The spec for config.json at `path`.
+    static func spec(configAt path: String) throws(ModelError) -> DecoderSpec {
+        guard let data = FileManager.default.contents(atPath: path) else { throw .io(path: path, reason: "cannot read config.json") }
+        let common = try decodeConfig(CommonConfig.self, data, path: path)
+        let type = common.modelType ?? ""
+        var spec = try common.base(path: path)
+        switch type {
+        case "mixtral":
+            let x = try decodeConfig(MixtralFields.self, data, path: path)
+            spec.experts = x.numLocalExperts ?? 8
+            spec.topK = x.numExpertsPerTok ?? 2
+            spec.expertIntermediate = x.intermediateSize
+            spec.normTopKProb = true
+        case "qwen2_moe", "qwen3_moe":
+            let x = try decodeConfig(QwenMoEFields.self, data, path: path)
+            guard let experts = x.numExperts ?? x.numLocalExperts else { throw .invalidConfig(path: path, field: "num_experts", reason: "missing") }
+            spec.experts = experts
+            spec.topK = x.numExpertsPerTok ?? 4
+            spec.expertIntermediate = x.moeIntermediateSize
+            spec.denseIntermediate = x.intermediateSize
+            spec.normTopKProb = x.normTopKProb ?? false
+            let step = max(1, x.decoderSparseStep ?? 1)
+            let dense = Set(x.mlpOnlyLayers ?? [])
+            spec.moeLayers = (0..<spec.layers).map { !dense.contains($0) && experts > 0 && ($0 + 1) % step == 0 }
+            if type == "qwen2_moe" {
+                spec.qkvBias = x.qkvBias ?? true
+                spec.sharedExpertIntermediate = x.sharedExpertIntermediateSize
+                spec.sharedExpertGate = true
+            } else {
+                spec.qkvBias = x.attentionBias ?? false
+                spec.outputBias = x.attentionBias ?? false
+                spec.qkNorm = .perHead
+            }
+        case "olmoe":
+            let x = try decodeConfig(OlmoeFields.self, data, path: path)
+            spec.experts = x.numExperts ?? 64
+            spec.topK = x.numExpertsPerTok ?? 8
+            spec.expertIntermediate = x.intermediateSize
+            spec.normTopKProb = x.normTopKProb ?? false
+            spec.qkvBias = x.attentionBias ?? false
+            spec.outputBias = x.attentionBias ?? false
+            spec.qkNorm = .full
+            spec.clipQKV = x.clipQkv
+        default:
+            throw .unknownArchitecture(path: path, name: common.architectures?.first ?? type)
+        }
+        guard spec.experts > 0, spec.topK >= 1, spec.topK <= spec.experts else {
+            throw .invalidConfig(path: path, field: "num_experts_per_tok", reason: "need 1 <= k <= \(spec.experts) experts, got \(spec.topK)")
+        }
+        return spec
+    }
+
+    /// Tensor names for layer i's FFN in `spec`'s architecture.
+    static func moePrefix(_ spec: DecoderSpec, layer i: Int) -> String {
+        spec.modelType == "mixtral" ? "model.layers.\(i).block_sparse_moe" : "model.layers.\(i).mlp"
+    }
+
+    /// Expert e's gate, up and down tensor names.
+    static func expertNames(_ spec: DecoderSpec, layer i: Int, expert e: Int) -> (gate: String, up: String, down: String) {
+        let p = "\(moePrefix(spec, layer: i)).experts.\(e)"
+        return spec.modelType == "mixtral" ? ("\(p).w1.weight", "\(p).w3.weight", "\(p).w2.weight")
+                                           : ("\(p).gate_proj.weight", "\(p).up_proj.weight", "\(p).down_proj.weight")
+    }
+}
+
+struct MixtralFields: Decodable {
+    var numLocalExperts: Int?
+    var numExpertsPerTok: Int?
+    var intermediateSize: Int
+    enum CodingKeys: String, CodingKey {
+        case numLocalExperts = "num_local_experts", numExpertsPerTok = "num_experts_per_tok", intermediateSize = "intermediate_size"
+    }
+}
+
+struct QwenMoEFields: Decodable {
+    var numExperts: Int?
+    var numLocalExperts: Int?
+    var numExpertsPerTok: Int?
+    var moeIntermediateSize: Int
+    var intermediateSize: Int
+    var sharedExpertIntermediateSize: Int?
+    var normTopKProb: Bool?
+    var decoderSparseStep: Int?
+    var mlpOnlyLayers: [Int]?
+    var qkvBias: Bool?
+    var attentionBias: Bool?
+    enum CodingKeys: String, CodingKey {
+        case numExperts = "num_experts", numLocalExperts = "num_local_experts", numExpertsPerTok = "num_experts_per_tok"
+        case moeIntermediateSize = "moe_intermediate_size", intermediateSize = "intermediate_size"
+        case sharedExpertIntermediateSize = "shared_expert_intermediate_size", normTopKProb = "norm_topk_prob"
+        case decoderSparseStep = "decoder_sparse_step", mlpOnlyLayers = "mlp_only_layers", qkvBias = "qkv_bias"
+        case attentionBias = "attention_bias"
+    }
+}
+
+struct OlmoeFields: Decodable {
+    var numExperts: Int?
+    var numExpertsPerTok: Int?
+    var intermediateSize: Int
+    var normTopKProb: Bool?
+    var attentionBias: Bool?
+    var clipQkv: Float?
+    enum CodingKeys: String, CodingKey {
+        case numExperts = "num_experts", numExpertsPerTok = "num_experts_per_tok", intermediateSize = "intermediate_size"
+        case normTopKProb = "norm_topk_prob", attentionBias = "attention_bias", clipQkv = "clip_qkv"
+    }
+}

@@ -1,0 +1,92 @@
+import Foundation
+import MoECore
+
+// Dimension legend: T new tokens, L cached positions (including the new ones), H query heads,
+// G key/value heads (GQA: H / G query heads share one), D head dim, d hidden size.
+
+/// Causal self-attention with grouped-query heads, RoPE and the variants of the supported
+/// architectures: q/k/v biases (Qwen2), QK-norm per head (Qwen3) or over the whole projection
+/// (OLMoE), and clamping of q, k, v (OLMoE's `clip_qkv`).
+struct Attention: Sendable {
+    let wq: Tensor, wk: Tensor, wv: Tensor, wo: Tensor           // [H*D, d], [G*D, d], [G*D, d], [d, H*D]
+    let bq: Tensor?, bk: Tensor?, bv: Tensor?, bo: Tensor?
+    let qNorm: Tensor?, kNorm: Tensor?                           // [D] (per head) or [H*D] / [G*D] (full)
+    let spec: DecoderSpec
+    let rope: RotaryEmbedding
+
+    /// x [T, d] normed input; positions start at `cache.length`. Returns [T, d].
+    func forward(_ x: Tensor, layer: Int, cache: inout KVCache, pool: ThreadPool) -> Tensor {
+        let t = x.shape[0], h = spec.heads, g = spec.kvHeads, dh = spec.headDim
+        let q = Tensor(zeros: [t, h * dh]), k = Tensor(zeros: [t, g * dh]), v = Tensor(zeros: [t, g * dh])
+        Kernels.linearBatch([LinearJob(input: x, weight: wq, output: q), LinearJob(input: x, weight: wk, output: k),
+                             LinearJob(input: x, weight: wv, output: v)], pool: pool)
+        for (out, bias) in [(q, bq), (k, bk), (v, bv)] { if let bias { addRowBias(out, bias) } }
+        switch spec.qkNorm {
+        case .none: break
+        case .full:
+            if let qNorm, let kNorm {
+                Kernels.rmsNorm(q, weight: qNorm, eps: spec.rmsNormEps, into: q, pool: pool)
+                Kernels.rmsNorm(k, weight: kNorm, eps: spec.rmsNormEps, into: k, pool: pool)
+            }
+        case .perHead:
+            if let qNorm, let kNorm {
+                let qh = q.reshaped([t * h, dh]), kh = k.reshaped([t * g, dh])
+                Kernels.rmsNorm(qh, weight: qNorm, eps: spec.rmsNormEps, into: qh, pool: pool)
+                Kernels.rmsNorm(kh, weight: kNorm, eps: spec.rmsNormEps, into: kh, pool: pool)
+            }
+        }
+        if let c = spec.clipQKV {
+            for tensor in [q, k, v] {
+                let p = tensor.mutableFloats
+                for i in 0..<p.count { p[i] = min(c, max(-c, p[i])) }
+            }
+        }
+        let positions = (0..<t).map { cache.length + $0 }
+        rope.apply(q.reshaped([t, h, dh]), positions: positions, pool: pool)
+        rope.apply(k.reshaped([t, g, dh]), positions: positions, pool: pool)
+        cache.store(layer: layer, keys: k.reshaped([t, g, dh]), values: v.reshaped([t, g, dh]))
+
+        let out = Tensor(zeros: [t, h * dh])
+        let past = cache.length, total = past + t, group = h / g
+        let scale = Float(1 / Double(dh).squareRoot())
+        let qp = q.floats, op = out.mutableFloats
+        let kp = cache.keys[layer].floats, vp = cache.values[layer].floats
+        guard let qb = qp.baseAddress, let ob = op.baseAddress, let kb = kp.baseAddress, let vb = vp.baseAddress else { return out }
+        // One task per (token, head): scores over positions 0 ... past + token, softmax, weighted sum.
+        pool.parallelFor(t * h) { task in
+            let ti = task / h, hi = task % h, gi = hi / group
+            let visible = past + ti + 1
+            let qv = qb + (ti * h + hi) * dh
+            var scores = [Float](repeating: 0, count: visible)
+            var maxScore = -Float.infinity
+            for j in 0..<visible {
+                let kv = kb + (j * g + gi) * dh
+                var s: Float = 0
+                for d in 0..<dh { s += qv[d] * kv[d] }
+                s *= scale
+                scores[j] = s
+                if s > maxScore { maxScore = s }
+            }
+            var sum: Float = 0
+            for j in 0..<visible {
+                scores[j] = Foundation.exp(scores[j] - maxScore)
+                sum += scores[j]
+            }
+            let o = ob + (ti * h + hi) * dh
+            for j in 0..<visible {
+                let w = scores[j] / sum, vv = vb + (j * g + gi) * dh
+                for d in 0..<dh { o[d] += w * vv[d] }
+            }
+        }
+        _ = total
+        let y = Kernels.matmul(out, wo, pool: pool)
+        if let bo { addRowBias(y, bo) }
+        return y
+    }
+
+    /// Adds bias [N] to every row of x [T, N].
+    func addRowBias(_ x: Tensor, _ bias: Tensor) {
+        let b = bias.toFloats(), p = x.mutableFloats, n = b.count
+        for i in 0..<p.count { p[i] += b[i % n] }
+    }
+}

@@ -1,0 +1,160 @@
+import Foundation
+import MoE
+import MoECore
+
+// Dimension legend: T tokens, d hidden size, V vocabulary.
+
+/// A decoder-only MoE language model loaded from a Hugging Face checkpoint folder:
+/// embedding -> layers (RMSNorm, attention, residual, RMSNorm, MoE or dense FFN, residual) ->
+/// RMSNorm -> LM head. Weights stay in their stored dtype, viewed zero-copy from the files.
+///
+/// ```swift
+/// let model = try DecoderModel(directory: "Mixtral-8x7B")
+/// var cache = model.makeCache()
+/// let logits = try model.forward([1, 415, 2936], cache: &cache)   // [3, V]
+/// ```
+public final class DecoderModel: @unchecked Sendable {
+    public let spec: DecoderSpec
+    public let checkpoint: Checkpoint
+    let embed: Tensor, finalNorm: Tensor, lmHead: Tensor
+    let layers: [Layer]
+    let rope: RotaryEmbedding
+    /// The pool every kernel of this model runs on.
+    public var pool: ThreadPool
+
+    /// One decoder layer.
+    struct Layer: Sendable {
+        let inputNorm: Tensor, postNorm: Tensor
+        let attention: Attention
+        let ffn: FFN
+    }
+
+    /// A layer's feed-forward block.
+    enum FFN: Sendable {
+        case moe(MoELayer)
+        case dense(gate: Tensor, up: Tensor, down: Tensor)
+    }
+
+    /// Loads the checkpoint in `directory` (config.json and safetensors).
+    public init(directory: String, pool: ThreadPool = .shared) throws(ModelError) {
+        checkpoint = try Checkpoint(directory: directory)
+        spec = try Architectures.spec(configAt: checkpoint.configPath)
+        self.pool = pool
+        let s = spec, d = s.hiddenSize, hd = s.headDim
+        let ck = checkpoint
+        embed = try ck.tensor("model.embed_tokens.weight", shape: [s.vocabSize, d])
+        finalNorm = try ck.tensor("model.norm.weight", shape: [d])
+        if s.tieWordEmbeddings && !ck.has("lm_head.weight") {
+            lmHead = embed
+        } else {
+            lmHead = try ck.tensor("lm_head.weight", shape: [s.vocabSize, d])
+        }
+        rope = RotaryEmbedding(headDim: hd, base: s.ropeTheta, layout: .rotateHalf)
+        var layers: [Layer] = []
+        for i in 0..<s.layers {
+            let p = "model.layers.\(i)"
+            let a = "\(p).self_attn"
+            let qNormShape = s.qkNorm == .full ? [s.heads * hd] : [hd]
+            let kNormShape = s.qkNorm == .full ? [s.kvHeads * hd] : [hd]
+            let attention = Attention(
+                wq: try ck.tensor("\(a).q_proj.weight", shape: [s.heads * hd, d]),
+                wk: try ck.tensor("\(a).k_proj.weight", shape: [s.kvHeads * hd, d]),
+                wv: try ck.tensor("\(a).v_proj.weight", shape: [s.kvHeads * hd, d]),
+                wo: try ck.tensor("\(a).o_proj.weight", shape: [d, s.heads * hd]),
+                bq: s.qkvBias ? try ck.tensor("\(a).q_proj.bias", shape: [s.heads * hd]) : nil,
+                bk: s.qkvBias ? try ck.tensor("\(a).k_proj.bias", shape: [s.kvHeads * hd]) : nil,
+                bv: s.qkvBias ? try ck.tensor("\(a).v_proj.bias", shape: [s.kvHeads * hd]) : nil,
+                bo: s.outputBias ? try ck.tensor("\(a).o_proj.bias", shape: [d]) : nil,
+                qNorm: s.qkNorm == .none ? nil : try ck.tensor("\(a).q_norm.weight", shape: qNormShape),
+                kNorm: s.qkNorm == .none ? nil : try ck.tensor("\(a).k_norm.weight", shape: kNormShape),
+                spec: s, rope: rope)
+            let ffn: FFN
+            if s.moeLayers[i] {
+                ffn = .moe(try Self.loadMoE(ck, s, layer: i))
+            } else {
+                let m = "\(p).mlp"
+                ffn = .dense(gate: try ck.tensor("\(m).gate_proj.weight", shape: [s.denseIntermediate, d]),
+                             up: try ck.tensor("\(m).up_proj.weight", shape: [s.denseIntermediate, d]),
+                             down: try ck.tensor("\(m).down_proj.weight", shape: [d, s.denseIntermediate]))
+            }
+            layers.append(Layer(inputNorm: try ck.tensor("\(p).input_layernorm.weight", shape: [d]),
+                                postNorm: try ck.tensor("\(p).post_attention_layernorm.weight", shape: [d]),
+                                attention: attention, ffn: ffn))
+        }
+        self.layers = layers
+    }
+
+    static func loadMoE(_ ck: Checkpoint, _ s: DecoderSpec, layer i: Int) throws(ModelError) -> MoELayer {
+        let d = s.hiddenSize, inner = s.expertIntermediate
+        let prefix = Architectures.moePrefix(s, layer: i)
+        var gate: [Tensor] = [], up: [Tensor] = [], down: [Tensor] = []
+        for e in 0..<s.experts {
+            let n = Architectures.expertNames(s, layer: i, expert: e)
+            gate.append(try ck.tensor(n.gate, shape: [inner, d]))
+            up.append(try ck.tensor(n.up, shape: [inner, d]))
+            down.append(try ck.tensor(n.down, shape: [d, inner]))
+        }
+        var shared: SharedExpert?
+        if let si = s.sharedExpertIntermediate, si > 0 {
+            let m = "\(prefix).shared_expert"
+            shared = SharedExpert(gate: try ck.tensor("\(m).gate_proj.weight", shape: [si, d]),
+                                  up: try ck.tensor("\(m).up_proj.weight", shape: [si, d]),
+                                  down: try ck.tensor("\(m).down_proj.weight", shape: [d, si]),
+                                  outputGate: s.sharedExpertGate ? try ck.tensor("\(prefix).shared_expert_gate.weight", shape: [1, d]) : nil)
+        }
+        return MoELayer(gate: .linear(weight: try ck.tensor("\(prefix).gate.weight", shape: [s.experts, d])),
+                        router: TopKSoftmaxRouter(experts: s.experts, k: s.topK, renormalize: s.normTopKProb),
+                        experts: SwiGLUExperts(gate: gate, up: up, down: down), shared: shared)
+    }
+
+    /// An empty KV cache for this model.
+    public func makeCache(capacity: Int = 256) -> KVCache {
+        KVCache(layers: spec.layers, kvHeads: spec.kvHeads, headDim: spec.headDim, capacity: capacity)
+    }
+
+    /// Logits [T, V] for `tokens` appended to what `cache` holds (positions continue from it).
+    /// `lastOnly` computes the LM head for the final position only ([1, V]), as decoding needs.
+    public func forward(_ tokens: [Int], cache: inout KVCache, lastOnly: Bool = false,
+                        trace: ((Int, Routing) -> Void)? = nil) throws(ModelError) -> Tensor {
+        let s = spec, d = s.hiddenSize, t = tokens.count
+        for id in tokens where id < 0 || id >= s.vocabSize { throw .tokenOutOfRange(id: id, vocabularySize: s.vocabSize) }
+        if t == 0 { return Tensor(zeros: [0, s.vocabSize]) }
+        cache.reserve(t)
+        // Embedding rows, widened to f32.
+        var x = Tensor(zeros: [t, d])
+        let xp = x.mutableFloats
+        for (row, id) in tokens.enumerated() {
+            let values = embed[id].toFloats()
+            for j in 0..<d { xp[row * d + j] = values[j] }
+        }
+        var state = RouterState()
+        for (i, layer) in layers.enumerated() {
+            let h = Kernels.rmsNorm(x, weight: layer.inputNorm, eps: s.rmsNormEps, pool: pool)
+            let a = layer.attention.forward(h, layer: i, cache: &cache, pool: pool)
+            add(a, into: x)
+            let h2 = Kernels.rmsNorm(x, weight: layer.postNorm, eps: s.rmsNormEps, pool: pool)
+            let f: Tensor
+            switch layer.ffn {
+            case let .moe(moe):
+                let out = moe.forward(h2, state: &state, pool: pool)
+                trace?(i, out.routing)
+                f = out.output
+            case let .dense(gate, up, down):
+                let g = Tensor(zeros: [t, gate.shape[0]]), u = Tensor(zeros: [t, up.shape[0]])
+                Kernels.linearBatch([LinearJob(input: h2, weight: gate, output: g), LinearJob(input: h2, weight: up, output: u)], pool: pool)
+                Kernels.siluMul(gate: g, up: u, pool: pool)
+                f = Kernels.matmul(g, down, pool: pool)
+            }
+            add(f, into: x)
+        }
+        cache.advance(t)
+        if lastOnly { x = x.rows((t - 1)..<t).copied() }
+        let normed = Kernels.rmsNorm(x, weight: finalNorm, eps: s.rmsNormEps, pool: pool)
+        return Kernels.matmul(normed, lmHead, pool: pool)
+    }
+
+    func add(_ y: Tensor, into x: Tensor) {
+        let xp = x.mutableFloats, yp = y.floats
+        for i in 0..<xp.count { xp[i] += yp[i] }
+    }
+}

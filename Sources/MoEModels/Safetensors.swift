@@ -1,0 +1,188 @@
+import Foundation
+import MoECore
+
+/// One `.safetensors` file, memory-mapped: an 8-byte little-endian header length, a JSON
+/// header `{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}`,
+/// then the tensor bytes (offsets are relative to the end of the header).
+///
+/// Opening validates the whole header: a file too short for its length field, a header
+/// length past the end, malformed JSON, offsets out of range or disagreeing with shape and
+/// dtype each throw a `ModelError` naming the file and the field. Tensors are zero-copy views.
+public final class SafetensorsFile: @unchecked Sendable {
+    /// One tensor's header entry.
+    public struct Entry: Sendable, Equatable {
+        /// The dtype as spelled in the file ("BF16", "F32", "I64", ...).
+        public let dtypeName: String
+        public let shape: [Int]
+        /// Byte range in the file.
+        public let begin: Int, end: Int
+    }
+
+    public let path: String
+    public let entries: [String: Entry]
+    public let metadata: [String: String]
+    let file: MappedFile
+
+    /// Safetensors caps its JSON header at 100 MB.
+    static let maxHeader = 100_000_000
+
+    public init(path: String) throws(ModelError) {
+        self.path = path
+        do {
+            file = try MappedFile(path: path)
+        } catch {
+            throw .io(path: path, reason: error.description)
+        }
+        let size = file.byteCount
+        guard size >= 8 else { throw .invalidFile(path: path, field: "header length", reason: "file is \(size) bytes, too short for the 8-byte header length") }
+        var n: UInt64 = 0
+        for i in 0..<8 { n |= UInt64(file.base.load(fromByteOffset: i, as: UInt8.self)) << (8 * UInt64(i)) }
+        guard n <= UInt64(Self.maxHeader) else { throw .invalidFile(path: path, field: "header length", reason: "\(n) bytes exceeds the 100 MB limit") }
+        let headerLength = Int(n)
+        guard 8 + headerLength <= size else {
+            throw .invalidFile(path: path, field: "header length", reason: "header of \(headerLength) bytes runs past the end of the \(size)-byte file")
+        }
+        let headerData = Data(bytes: file.base + 8, count: headerLength)
+        let header: Header
+        do {
+            header = try JSONDecoder().decode(Header.self, from: headerData)
+        } catch let DecodingError.keyNotFound(key, ctx) {
+            throw .invalidFile(path: path, field: Self.field(ctx.codingPath + [key]), reason: "missing")
+        } catch let DecodingError.typeMismatch(t, ctx) {
+            throw .invalidFile(path: path, field: Self.field(ctx.codingPath), reason: "expected \(t)")
+        } catch let DecodingError.valueNotFound(t, ctx) {
+            throw .invalidFile(path: path, field: Self.field(ctx.codingPath), reason: "expected \(t), found null")
+        } catch let DecodingError.dataCorrupted(ctx) {
+            throw .invalidFile(path: path, field: Self.field(ctx.codingPath), reason: "malformed JSON header: \(ctx.debugDescription)")
+        } catch {
+            throw .invalidFile(path: path, field: "header", reason: "\(error)")
+        }
+        let dataStart = 8 + headerLength, dataSize = size - dataStart
+        var entries: [String: Entry] = [:]
+        for (name, raw) in header.tensors {
+            let shape = raw.shape, off = raw.dataOffsets
+            guard shape.allSatisfy({ $0 >= 0 }) else {
+                throw .invalidFile(path: path, field: "\(name).shape", reason: "negative dimension in \(shape)")
+            }
+            guard off.count == 2 else { throw .invalidFile(path: path, field: "\(name).data_offsets", reason: "expected [begin, end]") }
+            guard off[0] >= 0, off[0] <= off[1], off[1] <= dataSize else {
+                throw .invalidFile(path: path, field: "\(name).data_offsets",
+                                   reason: "[\(off[0]), \(off[1])] is outside the \(dataSize) data bytes (file truncated?)")
+            }
+            if let esize = Self.elementSize(raw.dtype) {
+                let count = Tensor.checkedElementCount(shape + [esize])
+                guard count == off[1] - off[0] else {
+                    throw .invalidFile(path: path, field: "\(name).data_offsets",
+                                       reason: "\(off[1] - off[0]) bytes do not hold shape \(shape) of \(raw.dtype)")
+                }
+            }
+            entries[name] = Entry(dtypeName: raw.dtype, shape: shape, begin: dataStart + off[0], end: dataStart + off[1])
+        }
+        let metadata = header.metadata
+        self.entries = entries
+        self.metadata = metadata
+    }
+
+    /// A coding path as a field name: `name.shape[0]`.
+    static func field(_ path: [any CodingKey]) -> String {
+        let s = path.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+        return s.isEmpty ? "header" : s.replacingOccurrences(of: ".[", with: "[")
+    }
+
+    /// The JSON header: one entry per tensor, and the optional `__metadata__` strings.
+    struct Header: Decodable {
+        struct RawEntry: Decodable {
+            var dtype: String
+            var shape: [Int]
+            var dataOffsets: [Int]
+            enum CodingKeys: String, CodingKey { case dtype, shape, dataOffsets = "data_offsets" }
+        }
+        struct Key: CodingKey {
+            var stringValue: String
+            var intValue: Int? { nil }
+            init(stringValue: String) { self.stringValue = stringValue }
+            init?(intValue: Int) { nil }
+        }
+        var tensors: [String: RawEntry] = [:]
+        var metadata: [String: String] = [:]
+
+        init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: Key.self)
+            for key in c.allKeys {
+                if key.stringValue == "__metadata__" {
+                    metadata = try c.decode([String: String].self, forKey: key)
+                } else {
+                    tensors[key.stringValue] = try c.decode(RawEntry.self, forKey: key)
+                }
+            }
+        }
+    }
+
+    /// Bytes per element of a safetensors dtype, or nil when unknown.
+    static func elementSize(_ dtype: String) -> Int? {
+        switch dtype {
+        case "F64", "I64", "U64": return 8
+        case "F32", "I32", "U32": return 4
+        case "F16", "BF16", "I16", "U16": return 2
+        case "I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2": return 1
+        default: return nil
+        }
+    }
+
+    /// The tensor `name` as a zero-copy view (F32, F16 or BF16).
+    public func tensor(_ name: String) throws(ModelError) -> Tensor {
+        guard let e = entries[name] else { throw .missingTensor(path: path, name: name) }
+        guard let dtype = DType(name: e.dtypeName) else { throw .unsupportedDType(path: path, name: name, dtype: e.dtypeName) }
+        do {
+            return try Tensor(mapping: file, byteOffset: e.begin, shape: e.shape, dtype: dtype, field: name)
+        } catch {
+            throw .invalidFile(path: path, field: name, reason: error.description)
+        }
+    }
+}
+
+/// Writes `.safetensors` files atomically (a temporary file in the same folder, then rename).
+public enum SafetensorsWriter {
+    /// Writes `tensors` in the given order, with `metadata`, to `path`.
+    public static func write(_ tensors: [(name: String, tensor: Tensor)], metadata: [String: String] = [:],
+                             to path: String) throws(ModelError) {
+        var header: [String: Any] = [:]
+        var offset = 0
+        for (name, t) in tensors {
+            let spelling = t.dtype == .f32 ? "F32" : t.dtype == .f16 ? "F16" : "BF16"
+            header[name] = ["dtype": spelling, "shape": t.shape, "data_offsets": [offset, offset + t.byteCount]] as [String: Any]
+            offset += t.byteCount
+        }
+        if !metadata.isEmpty { header["__metadata__"] = metadata }
+        guard var json = try? JSONSerialization.data(withJSONObject: header, options: [.sortedKeys]) else {
+            throw .invalidFile(path: path, field: "header", reason: "cannot encode")
+        }
+        while (8 + json.count) % 8 != 0 { json.append(0x20) }  // pad with spaces to 8-byte alignment
+        var out = Data(capacity: 8 + json.count + offset)
+        var n = UInt64(json.count).littleEndian
+        withUnsafeBytes(of: &n) { out.append(contentsOf: $0) }
+        out.append(json)
+        for (_, t) in tensors { out.append(Data(bytes: t.rawPointer, count: t.byteCount)) }
+        try AtomicFile.write(out, to: path)
+    }
+}
+
+/// Atomic writes: the bytes go to a temporary file beside the target, which is then renamed
+/// over it, so a reader never sees a half-written file.
+public enum AtomicFile {
+    public static func write(_ data: Data, to path: String) throws(ModelError) {
+        let url = URL(fileURLWithPath: path)
+        let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        do {
+            try data.write(to: tmp)
+            if FileManager.default.fileExists(atPath: path) {
+                _ = try FileManager.default.replaceItemAt(url, withItemAt: tmp)
+            } else {
+                try FileManager.default.moveItem(at: tmp, to: url)
+            }
+        } catch {
+            try? FileManager.default.removeItem(at: tmp)
+            throw .io(path: path, reason: "cannot write: \(error.localizedDescription)")
+        }
+    }
+}

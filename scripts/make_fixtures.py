@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Makes the parity fixtures under Tests/Fixtures/: tiny random checkpoints of each supported
+architecture, and what the transformers library computes for them.
+
+For each architecture: a Hugging Face folder (config.json, model.safetensors) with random f32
+weights from a fixed seed, and reference.json with a 24-token prompt, transformers' logits for
+every prompt position, and its 30-token greedy continuation (with the KV cache).
+
+Router weights are scaled up so each token's top-k choice is decided by a clear margin (a
+near-tie would make parity depend on the last bit of a float, which proves nothing).
+
+Needs PyTorch, transformers and safetensors from PyPI. Re-running regenerates the same bytes
+for the same torch and transformers versions (recorded in reference.json).
+
+    python3 scripts/make_fixtures.py            # all architectures
+    python3 scripts/make_fixtures.py mixtral    # one
+"""
+import json
+import os
+import sys
+
+import torch
+import transformers
+from transformers import AutoModelForCausalLM
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join(HERE, "..", "Tests", "Fixtures")
+SEED = 1234
+PROMPT_LEN = 24
+GEN_LEN = 30
+VOCAB = 256
+
+COMMON = dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-6,
+              tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+
+ARCHS = {
+    "mixtral": ("MixtralConfig", dict(COMMON, intermediate_size=32, num_local_experts=8, num_experts_per_tok=2,
+                                      rope_theta=10000.0)),
+    "qwen2_moe": ("Qwen2MoeConfig", dict(COMMON, intermediate_size=48, moe_intermediate_size=32, num_experts=8,
+                                         num_experts_per_tok=2, shared_expert_intermediate_size=40,
+                                         norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[1],
+                                         qkv_bias=True, rope_theta=10000.0)),
+    "qwen3_moe": ("Qwen3MoeConfig", dict(COMMON, intermediate_size=48, moe_intermediate_size=32, num_experts=8,
+                                         num_experts_per_tok=3, norm_topk_prob=True, head_dim=24,
+                                         decoder_sparse_step=1, mlp_only_layers=[], rope_theta=1000000.0)),
+    "olmoe": ("OlmoeConfig", dict(COMMON, intermediate_size=32, num_experts=8, num_experts_per_tok=2,
+                                  norm_topk_prob=False, clip_qkv=2.0, rope_theta=10000.0)),
+}
+
+
+def make(name):
+    cls_name, kwargs = ARCHS[name]
+    config = getattr(transformers, cls_name)(**kwargs)
+    config._attn_implementation = "eager"
+    torch.manual_seed(SEED)
+    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if "norm" in pname:
+                p.copy_(1.0 + 0.2 * torch.randn_like(p))       # norms near 1, not all equal
+            elif pname.endswith("mlp.gate.weight") or "gate.weight" in pname and "experts" not in pname:
+                p.normal_(0.0, 1.0)                            # routers: clear top-k margins
+            elif "bias" in pname:
+                p.normal_(0.0, 0.1)
+            else:
+                p.normal_(0.0, 0.15)
+    model.eval()
+    folder = os.path.join(OUT, name)
+    os.makedirs(folder, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    g = torch.Generator().manual_seed(SEED + 1)
+    prompt = torch.randint(3, VOCAB, (1, PROMPT_LEN), generator=g)
+    with torch.no_grad():
+        logits = model(prompt).logits[0].float()
+        out = model.generate(prompt, max_new_tokens=GEN_LEN, do_sample=False, eos_token_id=None,
+                             pad_token_id=0, use_cache=True)
+    reference = {
+        "architecture": name,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "prompt": prompt[0].tolist(),
+        "logits": [[round(float(v), 6) for v in row] for row in logits],
+        "greedy": out[0, PROMPT_LEN:].tolist(),
+    }
+    with open(os.path.join(folder, "reference.json"), "w") as f:
+        json.dump(reference, f, separators=(",", ":"))
+    for extra in ("generation_config.json",):
+        path = os.path.join(folder, extra)
+        if os.path.exists(path):
+            os.remove(path)
+    print(name, "params", sum(p.numel() for p in model.parameters()), "greedy", reference["greedy"][:10])
+
+
+if __name__ == "__main__":
+    for arch in (sys.argv[1:] or list(ARCHS)):
+        make(arch)
