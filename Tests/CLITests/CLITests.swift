@@ -145,4 +145,37 @@ final class CLITests: XCTestCase {
         let dropBy = try moe(["route", "--router", "switch", "--logits", good, "--drop-by", "age"])
         XCTAssertNotEqual(dropBy.status, 0)
     }
+
+    var fixtures: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures")
+    }
+
+    func testLogitsMatchTransformers() throws {
+        let folder = fixtures.appendingPathComponent("qwen2_moe")
+        let ref = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: folder.appendingPathComponent("reference.json"))) as? [String: Any])
+        let prompt = try XCTUnwrap(ref["prompt"] as? [Int])
+        let expected = try XCTUnwrap(ref["logits"] as? [[Double]])
+        let run = try moe(["logits", "--model", folder.path, "--tokens", prompt.map(String.init).joined(separator: ","), "--threads", "2"])
+        XCTAssertEqual(run.status, 0, run.err)
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(run.out.utf8)) as? [String: Any])
+        XCTAssertEqual(json["tokens"] as? [Int], prompt)
+        let logits = try XCTUnwrap(json["logits"] as? [[Double]])
+        XCTAssertEqual(logits.count, prompt.count)
+        for (row, want) in zip(logits, expected) {
+            for (a, b) in zip(row, want) { XCTAssertEqual(a, b, accuracy: 1e-4) }
+        }
+    }
+
+    func testLogitsBadInput() throws {
+        let folder = fixtures.appendingPathComponent("mixtral").path
+        let bad = try moe(["logits", "--model", folder, "--tokens", "1,x"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.err.contains("--tokens"), bad.err)
+        let range = try moe(["logits", "--model", folder, "--tokens", "1,4096"])
+        XCTAssertNotEqual(range.status, 0)
+        XCTAssertTrue(range.err.contains("4096"), range.err)
+        let missing = try moe(["logits", "--model", "/nonexistent/model", "--tokens", "1"])
+        XCTAssertNotEqual(missing.status, 0)
+        XCTAssertTrue(missing.err.contains("/nonexistent/model"), missing.err)
+    }
 }
