@@ -1,0 +1,175 @@
+import Foundation
+
+/// A Hugging Face `tokenizer.json` tokenizer: BPE, byte-level (Qwen, OLMoE, DeepSeek) or
+/// SentencePiece-style with byte fallback and the metaspace (Mixtral, Llama).
+///
+/// The pipeline is the library's: added tokens are split out first; every other piece is
+/// normalised, pre-tokenised and run through BPE; the post-processor adds special tokens.
+/// Decoding maps ids to token strings and runs the decoder chain. Unknown component types are
+/// refused at load with an error naming the field.
+///
+/// ```swift
+/// let tok = try Tokenizer(path: "model/tokenizer.json")
+/// let ids = tok.encode("Hello, world!")
+/// let text = tok.decode(ids)
+/// ```
+public final class Tokenizer: @unchecked Sendable {
+    public let path: String
+    let model: BPEModel
+    let normalizer: Normalizer?
+    let preTokenizer: PreTokenizer?
+    let postProcessor: PostProcessor?
+    let decoder: TokenDecoder?
+    /// Added tokens, longest content first (so the longest match wins).
+    let added: [AddedToken]
+    let idToToken: [Int: String]
+    let specialIDs: Set<Int>
+    private var cache: [String: [Int]] = [:]
+    private let lock = NSLock()
+
+    /// An added (often special) token: matched in the raw text before anything else.
+    struct AddedToken {
+        let id: Int, content: String, special: Bool, lstrip: Bool, rstrip: Bool
+    }
+
+    /// Loads `tokenizer.json`.
+    public convenience init(path: String) throws(ModelError) {
+        guard let data = FileManager.default.contents(atPath: path) else { throw .io(path: path, reason: "cannot read tokenizer.json") }
+        try self.init(data: data, path: path)
+    }
+
+    /// Parses tokenizer.json `data` (`path` names it in errors).
+    public init(data: Data, path: String) throws(ModelError) {
+        self.path = path
+        guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw .invalidFile(path: path, field: "(json)", reason: "not a JSON object")
+        }
+        let reader = JSONReader(path: path)
+        guard let modelJSON = json["model"] as? [String: Any] else { throw .invalidFile(path: path, field: "model", reason: "missing") }
+        model = try BPEModel(modelJSON, reader: reader)
+        normalizer = try (json["normalizer"] as? [String: Any]).map { j throws(ModelError) in try Normalizer(j, field: "normalizer", reader: reader) }
+        preTokenizer = try (json["pre_tokenizer"] as? [String: Any]).map { j throws(ModelError) in try PreTokenizer(j, field: "pre_tokenizer", reader: reader) }
+        postProcessor = try (json["post_processor"] as? [String: Any]).map { j throws(ModelError) in try PostProcessor(j, field: "post_processor", reader: reader) }
+        decoder = try (json["decoder"] as? [String: Any]).map { j throws(ModelError) in try TokenDecoder(j, field: "decoder", reader: reader) }
+        var added: [AddedToken] = []
+        for (i, item) in ((json["added_tokens"] as? [[String: Any]]) ?? []).enumerated() {
+            guard let id = item["id"] as? Int, let content = item["content"] as? String else {
+                throw .invalidFile(path: path, field: "added_tokens[\(i)]", reason: "needs an integer id and a content string")
+            }
+            added.append(AddedToken(id: id, content: content, special: item["special"] as? Bool ?? false,
+                                    lstrip: item["lstrip"] as? Bool ?? false, rstrip: item["rstrip"] as? Bool ?? false))
+        }
+        self.added = added.filter { !$0.content.isEmpty }.sorted { $0.content.unicodeScalars.count > $1.content.unicodeScalars.count }
+        var inverse: [Int: String] = [:]
+        for (token, id) in model.vocab { inverse[id] = token }
+        for a in added { inverse[a.id] = a.content }
+        idToToken = inverse
+        specialIDs = Set(added.filter(\.special).map(\.id))
+    }
+
+    /// Vocabulary size: the largest id plus one.
+    public var vocabularySize: Int { (idToToken.keys.max() ?? -1) + 1 }
+
+    /// The id of `token` (a vocabulary or added token), if any.
+    public func id(of token: String) -> Int? { added.first { $0.content == token }?.id ?? model.vocab[token] }
+
+    /// The token string of `id`, if any.
+    public func token(of id: Int) -> String? { idToToken[id] }
+
+    /// Whether `id` is a special token.
+    public func isSpecial(_ id: Int) -> Bool { specialIDs.contains(id) }
+
+    /// Token ids for `text`; with `addSpecialTokens`, the post-processor's (a BOS, say) too.
+    public func encode(_ text: String, addSpecialTokens: Bool = true) -> [Int] {
+        var ids: [Int] = []
+        for segment in splitAdded(text) {
+            switch segment {
+            case let .added(id): ids.append(id)
+            case let .text(piece): ids += encodeText(piece)
+            }
+        }
+        return addSpecialTokens ? (postProcessor?.apply(ids) ?? ids) : ids
+    }
+
+    /// Text for `ids`; `skipSpecialTokens` leaves special tokens out.
+    public func decode(_ ids: [Int], skipSpecialTokens: Bool = false) -> String {
+        let tokens = ids.compactMap { id -> String? in
+            if skipSpecialTokens && specialIDs.contains(id) { return nil }
+            return idToToken[id]
+        }
+        return decoder?.decode(tokens) ?? tokens.joined()
+    }
+
+    enum Segment { case added(Int), text(String) }
+
+    /// Splits out added tokens (longest match first), honouring their lstrip and rstrip.
+    func splitAdded(_ text: String) -> [Segment] {
+        if added.isEmpty { return [.text(text)] }
+        let scalars = Array(text.unicodeScalars)
+        var segments: [Segment] = []
+        var current = String.UnicodeScalarView()
+        var i = 0
+        outer: while i < scalars.count {
+            for a in added {
+                let c = Array(a.content.unicodeScalars)
+                if i + c.count <= scalars.count && Array(scalars[i..<(i + c.count)]) == c {
+                    if a.lstrip { while let last = current.last, last.properties.isWhitespace { current.removeLast() } }
+                    if !current.isEmpty { segments.append(.text(String(current))) }
+                    current = String.UnicodeScalarView()
+                    segments.append(.added(a.id))
+                    i += c.count
+                    if a.rstrip { while i < scalars.count && scalars[i].properties.isWhitespace { i += 1 } }
+                    continue outer
+                }
+            }
+            current.append(scalars[i])
+            i += 1
+        }
+        if !current.isEmpty { segments.append(.text(String(current))) }
+        return segments
+    }
+
+    /// Normalise, pre-tokenise and BPE one piece of text between added tokens.
+    func encodeText(_ text: String) -> [Int] {
+        let normalized = normalizer?.apply(text) ?? text
+        if normalized.isEmpty { return [] }
+        let pieces = preTokenizer?.apply([normalized]) ?? [normalized]
+        var ids: [Int] = []
+        for piece in pieces where !piece.isEmpty {
+            lock.lock()
+            let hit = cache[piece]
+            lock.unlock()
+            if let hit { ids += hit; continue }
+            let out = model.encode(piece)
+            lock.lock()
+            if cache.count < 100_000 { cache[piece] = out }
+            lock.unlock()
+            ids += out
+        }
+        return ids
+    }
+}
+
+/// Typed access to tokenizer.json values, with errors naming the file and field.
+struct JSONReader {
+    let path: String
+    func string(_ j: [String: Any], _ key: String, _ field: String) throws(ModelError) -> String {
+        guard let v = j[key] as? String else { throw .invalidFile(path: path, field: "\(field).\(key)", reason: "missing or not a string") }
+        return v
+    }
+    func type(_ j: [String: Any], _ field: String) throws(ModelError) -> String { try string(j, "type", field) }
+    func unsupported(_ field: String, _ type: String) -> ModelError {
+        .invalidFile(path: path, field: "\(field).type", reason: "'\(type)' is not supported")
+    }
+    /// A `{"String": s}` or `{"Regex": r}` pattern as a regex.
+    func pattern(_ j: [String: Any], _ field: String) throws(ModelError) -> Regex<AnyRegexOutput> {
+        guard let p = j["pattern"] as? [String: Any] else { throw .invalidFile(path: path, field: "\(field).pattern", reason: "missing") }
+        do {
+            if let s = p["String"] as? String { return try Regex(NSRegularExpression.escapedPattern(for: s)).matchingSemantics(.unicodeScalar) }
+            if let r = p["Regex"] as? String { return try Regex(r).matchingSemantics(.unicodeScalar) }
+        } catch {
+            throw .invalidFile(path: path, field: "\(field).pattern", reason: "cannot compile: \(error)")
+        }
+        throw .invalidFile(path: path, field: "\(field).pattern", reason: "needs String or Regex")
+    }
+}
