@@ -7,6 +7,7 @@ let package = Package(
         .library(name: "MoECore", targets: ["MoECore"]),
         .library(name: "MoE", targets: ["MoE"]),
         .library(name: "MoEModels", targets: ["MoEModels"]),
+        .library(name: "MoEGenerate", targets: ["MoEGenerate"]),
         .executable(name: "moe", targets: ["moe"]),
     ],
     dependencies: [
@@ -20,12 +21,14 @@ let package = Package(
         .target(name: "MoECore", dependencies: ["_MoEKernels"]),
         .target(name: "MoE", dependencies: ["MoECore"]),
         .target(name: "MoEModels", dependencies: ["MoECore", "MoE"]),
+        .target(name: "MoEGenerate", dependencies: ["MoECore", "MoE", "MoEModels"]),
         .executableTarget(
             name: "moe",
             dependencies: [
                 "MoECore",
                 "MoE",
                 "MoEModels",
+                "MoEGenerate",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .target(name: "_TestSupport", path: "Sources/_TestSupport"),
@@ -33,6 +36,7 @@ let package = Package(
         .testTarget(name: "MoETests", dependencies: ["MoE", "MoECore", "_TestSupport"]),
         .testTarget(name: "MoEModelsTests", dependencies: ["MoEModels", "MoE", "MoECore", "_TestSupport"],
                     exclude: []),
+        .testTarget(name: "MoEGenerateTests", dependencies: ["MoEGenerate", "MoEModels", "MoECore"]),
         .testTarget(name: "CLITests", dependencies: ["moe", "_TestSupport"]),
     ],
     swiftLanguageModes: [.v6]

@@ -107,6 +107,40 @@ public final class DecoderModel: @unchecked Sendable {
                         experts: SwiGLUExperts(gate: gate, up: up, down: down), shared: shared)
     }
 
+    /// Bytes of weights one decoded token reads: its embedding row, every layer's attention,
+    /// norms, router, k average-sized experts (and shared or dense FFN), the final norm and the
+    /// LM head. The decode bandwidth ceiling is memory bandwidth over this (DESIGN.md, Numbers).
+    public var decodeWeightBytes: Double {
+        var bytes = Double(embed.byteCount / spec.vocabSize + finalNorm.byteCount + lmHead.byteCount)
+        for layer in layers {
+            let a = layer.attention
+            bytes += Double([a.wq, a.wk, a.wv, a.wo].reduce(0) { $0 + $1.byteCount } + layer.inputNorm.byteCount + layer.postNorm.byteCount)
+            switch layer.ffn {
+            case let .moe(moe): bytes += moe.decodeBytes(activeExperts: Double(spec.topK))
+            case let .dense(g, u, d): bytes += Double(g.byteCount + u.byteCount + d.byteCount)
+            }
+        }
+        return bytes
+    }
+
+    /// Multiply-adds times two per token of prefill, counting the weights a token goes
+    /// through (attention, router, k experts, shared or dense FFN); the LM head is left out
+    /// (prefill computes it for the last position only).
+    public var prefillFlopsPerToken: Double {
+        var params = 0.0
+        for layer in layers {
+            let a = layer.attention
+            params += Double([a.wq, a.wk, a.wv, a.wo].reduce(0) { $0 + $1.count })
+            switch layer.ffn {
+            case let .moe(moe):
+                params += Double(spec.experts * spec.hiddenSize) + Double(spec.topK * 3 * spec.hiddenSize * spec.expertIntermediate)
+                if let sh = moe.shared { params += Double(sh.gate.count + sh.up.count + sh.down.count) }
+            case let .dense(g, u, d): params += Double(g.count + u.count + d.count)
+            }
+        }
+        return 2 * params
+    }
+
     /// An empty KV cache for this model.
     public func makeCache(capacity: Int = 256) -> KVCache {
         KVCache(layers: spec.layers, kvHeads: spec.kvHeads, headDim: spec.headDim, capacity: capacity)

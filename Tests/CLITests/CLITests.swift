@@ -178,4 +178,39 @@ final class CLITests: XCTestCase {
         XCTAssertNotEqual(missing.status, 0)
         XCTAssertTrue(missing.err.contains("/nonexistent/model"), missing.err)
     }
+
+    func testInitRandomGenerateTokenizeAndBench() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-cli-\(UUID().uuidString)").path
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        let made = try moe(["init-random", "--arch", "qwen2_moe", "--out", dir, "--vocab", "300", "--hidden", "32", "--layers", "2",
+                            "--experts", "4", "--top-k", "2", "--expert-size", "16", "--shared-size", "24"])
+        XCTAssertEqual(made.status, 0, made.err)
+        for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: (dir as NSString).appendingPathComponent(file)), file)
+        }
+        let tok = try moe(["tokenize", "--model", dir, "--text", "héllo"])
+        XCTAssertEqual(tok.status, 0, tok.err)
+        XCTAssertEqual(try JSONSerialization.jsonObject(with: Data(tok.out.utf8)) as? [String: [Int]], ["ids": [104, 195, 169, 108, 108, 111]])
+        let detok = try moe(["detokenize", "--model", dir, "--ids", "104,195,169,108,108,111"])
+        XCTAssertEqual(try JSONSerialization.jsonObject(with: Data(detok.out.utf8)) as? [String: String], ["text": "héllo"])
+        let gen = try moe(["generate", "--model", dir, "--prompt", "hi", "--max-tokens", "5", "--json"])
+        XCTAssertEqual(gen.status, 0, gen.err)
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(gen.out.utf8)) as? [String: Any])
+        XCTAssertNotNil(json["ids"] as? [Int])
+        XCTAssertNotNil(json["text"] as? String)
+        let again = try moe(["generate", "--model", dir, "--prompt", "hi", "--max-tokens", "5", "--json"])
+        XCTAssertEqual(again.out, gen.out, "greedy is deterministic")
+        let sampled = try moe(["generate", "--model", dir, "--prompt", "hi", "--max-tokens", "5", "--temperature", "0.8",
+                               "--top-k", "20", "--top-p", "0.9", "--min-p", "0.01", "--seed", "3", "--json"])
+        XCTAssertEqual(sampled.status, 0, sampled.err)
+        let bench = try moe(["bench", "--model", dir, "--prompt-tokens", "8", "--gen-tokens", "2", "--reps", "1", "--threads", "2"])
+        XCTAssertEqual(bench.status, 0, bench.err)
+        let b = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(bench.out.utf8)) as? [String: Any])
+        for key in ["prefill_tokens_per_s", "decode_tokens_per_s", "peak_rss_bytes"] { XCTAssertNotNil(b[key], key) }
+        let bad = try moe(["generate", "--model", dir, "--prompt", "hi", "--top-p", "2"])
+        XCTAssertNotEqual(bad.status, 0)
+        let badArch = try moe(["init-random", "--arch", "gpt2", "--out", dir + "-x"])
+        XCTAssertNotEqual(badArch.status, 0)
+        XCTAssertTrue(badArch.err.contains("gpt2"), badArch.err)
+    }
 }

@@ -1,0 +1,107 @@
+import Foundation
+import MoECore
+import MoEModels
+
+/// What to generate and when to stop.
+public struct GenerationOptions: Sendable {
+    public var maxTokens: Int
+    public var sampling: SamplingOptions
+    /// Generation stops before the first of these appears in the text (it is not emitted).
+    public var stopStrings: [String]
+    /// Stop on an end-of-sequence token (config.json's `eos_token_id`, else the tokenizer's).
+    public var stopOnEOS: Bool
+    /// Add the tokenizer's special tokens (a BOS) to the prompt.
+    public var addSpecialTokens: Bool
+
+    public init(maxTokens: Int = 128, sampling: SamplingOptions = .greedy, stopStrings: [String] = [],
+                stopOnEOS: Bool = true, addSpecialTokens: Bool = true) {
+        self.maxTokens = maxTokens
+        self.sampling = sampling
+        self.stopStrings = stopStrings
+        self.stopOnEOS = stopOnEOS
+        self.addSpecialTokens = addSpecialTokens
+    }
+}
+
+/// The outcome of a generation.
+public struct GenerationResult: Sendable {
+    /// Why it stopped.
+    public enum StopReason: String, Sendable, Codable { case eos, stopString = "stop_string", maxTokens = "max_tokens" }
+    public var promptIDs: [Int]
+    /// Generated token ids (without the prompt; an EOS that stopped it is not included).
+    public var ids: [Int]
+    /// Generated text, cut before a stop string.
+    public var text: String
+    public var stopReason: StopReason
+    public var prefillSeconds: Double
+    public var decodeSeconds: Double
+}
+
+/// Runs a model token by token with its tokenizer, streaming text as it becomes final.
+public struct Generator {
+    public let model: DecoderModel
+    public let tokenizer: Tokenizer
+
+    public init(model: DecoderModel, tokenizer: Tokenizer) {
+        self.model = model
+        self.tokenizer = tokenizer
+    }
+
+    /// The ids that end a sequence.
+    public var eosIDs: Set<Int> {
+        if !model.spec.eosTokenIDs.isEmpty { return Set(model.spec.eosTokenIDs) }
+        return Set(["</s>", "<|endoftext|>", "<|im_end|>", "<|end_of_text|>", "<|eot_id|>"].compactMap { tokenizer.id(of: $0) })
+    }
+
+    /// Generates a continuation of `prompt`, calling `onText` with each newly final piece of text.
+    public func generate(prompt: String, options: GenerationOptions, onText: (String) -> Void = { _ in }) throws(ModelError) -> GenerationResult {
+        try generate(promptIDs: tokenizer.encode(prompt, addSpecialTokens: options.addSpecialTokens), options: options, onText: onText)
+    }
+
+    /// Generates a continuation of the token ids `promptIDs`.
+    public func generate(promptIDs: [Int], options: GenerationOptions, onText: (String) -> Void = { _ in }) throws(ModelError) -> GenerationResult {
+        var cache = model.makeCache(capacity: promptIDs.count + options.maxTokens + 1)
+        var sampler = Sampler(options.sampling)
+        let eos = options.stopOnEOS ? eosIDs : []
+        var ids: [Int] = [], emitted = 0, text = ""
+        var reason = GenerationResult.StopReason.maxTokens
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        guard !promptIDs.isEmpty, options.maxTokens > 0 else {
+            return GenerationResult(promptIDs: promptIDs, ids: [], text: "", stopReason: .maxTokens, prefillSeconds: 0, decodeSeconds: 0)
+        }
+        var logits = try model.forward(promptIDs, cache: &cache, lastOnly: true)
+        let t1 = DispatchTime.now().uptimeNanoseconds
+        while ids.count < options.maxTokens {
+            let next = sampler.sample(logits.floats)
+            if eos.contains(next) { reason = .eos; break }
+            ids.append(next)
+            text = tokenizer.decode(ids, skipSpecialTokens: true)
+            if let cut = options.stopStrings.compactMap({ text.range(of: $0)?.lowerBound }).min() {
+                text = String(text[..<cut])
+                reason = .stopString
+                break
+            }
+            // Emit what can no longer change: hold back an incomplete UTF-8 sequence (U+FFFD at
+            // the end) and any tail that could still become a stop string.
+            var final = text.endIndex
+            if text.hasSuffix("\u{FFFD}") { final = text.index(before: final) }
+            for s in options.stopStrings {
+                for n in stride(from: min(s.count - 1, text.count), to: 0, by: -1) where text[..<final].hasSuffix(s.prefix(n)) {
+                    final = min(final, text.index(final, offsetBy: -n))
+                    break
+                }
+            }
+            let finalCount = text.distance(from: text.startIndex, to: final)
+            if finalCount > emitted {
+                onText(String(text[text.index(text.startIndex, offsetBy: emitted)..<final]))
+                emitted = finalCount
+            }
+            if ids.count == options.maxTokens { break }
+            logits = try model.forward([next], cache: &cache, lastOnly: true)
+        }
+        if text.count > emitted { onText(String(text.dropFirst(emitted))) }
+        let t2 = DispatchTime.now().uptimeNanoseconds
+        return GenerationResult(promptIDs: promptIDs, ids: ids, text: text, stopReason: reason,
+                                prefillSeconds: Double(t1 - t0) / 1e9, decodeSeconds: Double(t2 - t1) / 1e9)
+    }
+}

@@ -1,0 +1,75 @@
+import Foundation
+import MoECore
+import MoEModels
+
+/// Prefill and decode speed of a model, judged against the machine: decode against memory
+/// bandwidth over the bytes one token reads, prefill against the FMA peak. `moe bench` prints it.
+public enum ModelBenchmark {
+    /// What `moe bench` prints (snake_case keys in JSON).
+    public struct Report: Codable, Sendable {
+        public var model: String
+        public var architecture: String
+        public var threads: Int
+        public var promptTokens: Int
+        public var genTokens: Int
+        public var prefillTokensPerS: Double
+        public var decodeTokensPerS: Double
+        public var peakRssBytes: Int
+        /// Bytes of weights one decoded token reads, and what decode achieves in GB/s.
+        public var decodeBytesPerToken: Double
+        public var decodeGbs: Double
+        public var readBandwidthGbs: Double
+        public var decodeFractionOfBandwidth: Double
+        public var prefillGflops: Double
+        public var fmaPeakGflops: Double
+        public var prefillFractionOfFmaPeak: Double
+    }
+
+    /// Runs `prompt` random tokens of prefill, then `gen` greedy decode steps, `reps` times
+    /// (the median is kept), after a warm-up.
+    public static func run(model: DecoderModel, name: String, promptTokens: Int, genTokens: Int, reps: Int = 3,
+                           seed: UInt64 = 1) throws(ModelError) -> Report {
+        var rng = SplitMix64(seed: seed)
+        let prompt = (0..<promptTokens).map { _ in Int(rng.next() % UInt64(model.spec.vocabSize)) }
+        var prefill: [Double] = [], decode: [Double] = []
+        for rep in 0...max(1, reps) {
+            var cache = model.makeCache(capacity: promptTokens + genTokens + 1)
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            var logits = try model.forward(prompt, cache: &cache, lastOnly: true)
+            let t1 = DispatchTime.now().uptimeNanoseconds
+            for _ in 0..<genTokens {
+                let next = Kernels.argmax(logits)[0]
+                logits = try model.forward([next], cache: &cache, lastOnly: true)
+            }
+            let t2 = DispatchTime.now().uptimeNanoseconds
+            if rep == 0 { continue }  // warm-up
+            prefill.append(Double(t1 - t0) / 1e9)
+            decode.append(Double(t2 - t1) / 1e9)
+        }
+        let prefillSeconds = KernelBenchmark.median(prefill), decodeSeconds = KernelBenchmark.median(decode)
+        let bandwidth = KernelBenchmark.measureReadBandwidth(pool: model.pool)
+        let peak = KernelBenchmark.measureFMAPeak(pool: model.pool)
+        let decodeRate = Double(genTokens) / decodeSeconds
+        let prefillRate = Double(promptTokens) / prefillSeconds
+        let decodeGbs = decodeRate * model.decodeWeightBytes / 1e9
+        let prefillGflops = prefillRate * model.prefillFlopsPerToken / 1e9
+        return Report(model: name, architecture: model.spec.modelType, threads: model.pool.threadCount,
+                      promptTokens: promptTokens, genTokens: genTokens, prefillTokensPerS: prefillRate,
+                      decodeTokensPerS: decodeRate, peakRssBytes: peakRSSBytes(),
+                      decodeBytesPerToken: model.decodeWeightBytes, decodeGbs: decodeGbs, readBandwidthGbs: bandwidth,
+                      decodeFractionOfBandwidth: decodeGbs / bandwidth, prefillGflops: prefillGflops, fmaPeakGflops: peak,
+                      prefillFractionOfFmaPeak: prefillGflops / peak)
+    }
+
+    /// The process's peak resident set size in bytes.
+    public static func peakRSSBytes() -> Int {
+        var usage = rusage()
+        #if os(Linux)
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return usage.ru_maxrss * 1024  // kilobytes on Linux
+        #else
+        getrusage(RUSAGE_SELF, &usage)
+        return usage.ru_maxrss  // bytes on Darwin
+        #endif
+    }
+}

@@ -1,0 +1,147 @@
+import Foundation
+import MoECore
+
+/// Writes random-weight checkpoints of any supported architecture and shape: a Hugging Face
+/// folder (config.json, model.safetensors in bf16, tokenizer.json) that MoEKit and transformers
+/// both load. For speed work and tests; `moe init-random` is its command.
+public enum RandomCheckpoint {
+    /// The shape of the model to write.
+    public struct Shape: Sendable {
+        public var vocabSize = 512
+        public var hiddenSize = 256
+        public var layers = 2
+        public var heads = 4
+        public var kvHeads = 4
+        public var headDim: Int? = nil
+        public var experts = 8
+        public var topK = 2
+        public var expertSize = 512
+        /// Dense FFN size (Qwen's non-MoE layers) and shared expert size (Qwen2-MoE).
+        public var denseSize = 1024
+        public var sharedSize = 512
+        public var ropeTheta = 10_000.0
+        public init() {}
+    }
+
+    /// The architectures it can write.
+    public static let architectures = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"]
+
+    /// Writes a checkpoint of `arch` with `shape` into `directory` (created if needed), weights
+    /// drawn uniformly in ±1/sqrt(fan-in) from `seed`, norms 1, stored as `dtype`.
+    public static func write(arch: String, shape s: Shape, to directory: String, seed: UInt64 = 0,
+                             dtype: DType = .bf16) throws(ModelError) {
+        guard architectures.contains(arch) else { throw .unknownArchitecture(path: directory, name: arch) }
+        guard s.vocabSize >= 257, s.hiddenSize > 0, s.layers > 0, s.heads > 0, s.kvHeads > 0, s.heads % s.kvHeads == 0,
+              s.experts > 0, s.topK >= 1, s.topK <= s.experts, s.expertSize > 0 else {
+            throw .invalidConfig(path: directory, field: "shape",
+                                 reason: "need vocab >= 257, positive sizes, kv heads dividing heads and 1 <= top-k <= experts")
+        }
+        let hd = s.headDim ?? s.hiddenSize / s.heads
+        guard hd > 0, hd % 2 == 0 else { throw .invalidConfig(path: directory, field: "head_dim", reason: "must be positive and even, got \(hd)") }
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw .io(path: directory, reason: "cannot create: \(error.localizedDescription)")
+        }
+        let eos = 256
+        var config: [String: Any] = [
+            "model_type": arch, "vocab_size": s.vocabSize, "hidden_size": s.hiddenSize, "num_hidden_layers": s.layers,
+            "num_attention_heads": s.heads, "num_key_value_heads": s.kvHeads, "head_dim": hd, "rms_norm_eps": 1e-6,
+            "rope_theta": s.ropeTheta, "max_position_embeddings": 4096, "tie_word_embeddings": false,
+            "bos_token_id": eos, "eos_token_id": eos, "hidden_act": "silu", "torch_dtype": dtype == .bf16 ? "bfloat16" : dtype == .f16 ? "float16" : "float32",
+            "num_experts_per_tok": s.topK,
+        ]
+        switch arch {
+        case "mixtral":
+            config["architectures"] = ["MixtralForCausalLM"]
+            config["num_local_experts"] = s.experts
+            config["intermediate_size"] = s.expertSize
+        case "qwen2_moe", "qwen3_moe":
+            config["architectures"] = [arch == "qwen2_moe" ? "Qwen2MoeForCausalLM" : "Qwen3MoeForCausalLM"]
+            config["num_experts"] = s.experts
+            config["moe_intermediate_size"] = s.expertSize
+            config["intermediate_size"] = s.denseSize
+            config["decoder_sparse_step"] = 1
+            config["mlp_only_layers"] = [Int]()
+            config["norm_topk_prob"] = arch == "qwen3_moe"
+            if arch == "qwen2_moe" {
+                config["shared_expert_intermediate_size"] = s.sharedSize
+                config["qkv_bias"] = true
+            } else {
+                config["attention_bias"] = false
+            }
+        default:  // olmoe
+            config["architectures"] = ["OlmoeForCausalLM"]
+            config["num_experts"] = s.experts
+            config["intermediate_size"] = s.expertSize
+            config["norm_topk_prob"] = false
+            config["attention_bias"] = false
+        }
+        let configPath = (directory as NSString).appendingPathComponent("config.json")
+        guard let configData = try? JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys]) else {
+            throw .invalidFile(path: configPath, field: "(json)", reason: "cannot encode")
+        }
+        try AtomicFile.write(configData, to: configPath)
+        let spec = try Architectures.spec(configAt: configPath)
+
+        var tensors: [(name: String, tensor: Tensor)] = []
+        var counter: UInt64 = 0
+        func random(_ shape: [Int]) -> Tensor {
+            counter += 1
+            let bound = Float(1 / Double(shape.last ?? 1).squareRoot())
+            return Tensor(randomUniform: shape, in: -bound...bound, seed: seed &* 1_000_003 &+ counter, dtype: dtype)
+        }
+        func ones(_ n: Int) -> Tensor { Tensor(shape: [n], values: [Float](repeating: 1, count: n), dtype: dtype) }
+        let d = s.hiddenSize
+        tensors.append(("model.embed_tokens.weight", random([s.vocabSize, d])))
+        tensors.append(("model.norm.weight", ones(d)))
+        tensors.append(("lm_head.weight", random([s.vocabSize, d])))
+        for i in 0..<s.layers {
+            let p = "model.layers.\(i)", a = "\(p).self_attn"
+            tensors += [("\(p).input_layernorm.weight", ones(d)), ("\(p).post_attention_layernorm.weight", ones(d)),
+                        ("\(a).q_proj.weight", random([s.heads * hd, d])), ("\(a).k_proj.weight", random([s.kvHeads * hd, d])),
+                        ("\(a).v_proj.weight", random([s.kvHeads * hd, d])), ("\(a).o_proj.weight", random([d, s.heads * hd]))]
+            if spec.qkvBias {
+                tensors += [("\(a).q_proj.bias", random([s.heads * hd])), ("\(a).k_proj.bias", random([s.kvHeads * hd])),
+                            ("\(a).v_proj.bias", random([s.kvHeads * hd]))]
+            }
+            switch spec.qkNorm {
+            case .perHead: tensors += [("\(a).q_norm.weight", ones(hd)), ("\(a).k_norm.weight", ones(hd))]
+            case .full: tensors += [("\(a).q_norm.weight", ones(s.heads * hd)), ("\(a).k_norm.weight", ones(s.kvHeads * hd))]
+            case .none: break
+            }
+            let m = Architectures.moePrefix(spec, layer: i)
+            tensors.append(("\(m).gate.weight", random([s.experts, d])))
+            for e in 0..<s.experts {
+                let n = Architectures.expertNames(spec, layer: i, expert: e)
+                tensors += [(n.gate, random([s.expertSize, d])), (n.up, random([s.expertSize, d])), (n.down, random([d, s.expertSize]))]
+            }
+            if let shared = spec.sharedExpertIntermediate, shared > 0 {
+                tensors += [("\(m).shared_expert.gate_proj.weight", random([shared, d])),
+                            ("\(m).shared_expert.up_proj.weight", random([shared, d])),
+                            ("\(m).shared_expert.down_proj.weight", random([d, shared])),
+                            ("\(m).shared_expert_gate.weight", random([1, d]))]
+            }
+        }
+        try SafetensorsWriter.write(tensors, metadata: ["format": "pt"], to: (directory as NSString).appendingPathComponent("model.safetensors"))
+        try AtomicFile.write(byteLevelTokenizerJSON(eosID: eos), to: (directory as NSString).appendingPathComponent("tokenizer.json"))
+    }
+
+    /// A byte-level BPE tokenizer.json with the 256 bytes as ids 0...255 and `<|endoftext|>`.
+    public static func byteLevelTokenizerJSON(eosID: Int = 256) -> Data {
+        var vocab: [String: Int] = [:]
+        for (b, scalar) in ByteLevelAlphabet.byteToScalar.enumerated() { vocab[String(scalar)] = b }
+        let json: [String: Any] = [
+            "version": "1.0",
+            "added_tokens": [["id": eosID, "content": "<|endoftext|>", "single_word": false, "lstrip": false,
+                              "rstrip": false, "normalized": false, "special": true]],
+            "normalizer": NSNull(),
+            "pre_tokenizer": ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true],
+            "post_processor": ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true],
+            "decoder": ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true],
+            "model": ["type": "BPE", "vocab": vocab, "merges": [String](), "dropout": NSNull(), "unk_token": NSNull(),
+                      "fuse_unk": false, "byte_fallback": false, "ignore_merges": false],
+        ]
+        return (try? JSONSerialization.data(withJSONObject: json, options: [.sortedKeys])) ?? Data()
+    }
+}

@@ -1,0 +1,148 @@
+import ArgumentParser
+import Foundation
+import MoECore
+import MoEGenerate
+import MoEModels
+
+/// `moe tokenize`: token ids for a text.
+struct Tokenize: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the token ids of a text as JSON: {\"ids\": [..]}.")
+    @Option(help: "Checkpoint folder with tokenizer.json.") var model: String
+    @Option(help: "The text to tokenize.") var text: String
+    @Flag(inversion: .prefixedNo, help: "Add the tokenizer's special tokens (a BOS).") var specialTokens = true
+
+    func run() throws {
+        let tok = try Tokenizer(path: (model as NSString).appendingPathComponent("tokenizer.json"))
+        try printJSON(["ids": tok.encode(text, addSpecialTokens: specialTokens)])
+    }
+}
+
+/// `moe detokenize`: the text of token ids.
+struct Detokenize: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the text of token ids as JSON: {\"text\": \"...\"}.")
+    @Option(help: "Checkpoint folder with tokenizer.json.") var model: String
+    @Option(help: "Comma-separated token ids.") var ids: String
+    @Flag(help: "Leave special tokens out of the text.") var skipSpecialTokens = false
+
+    mutating func validate() throws { _ = try parseTokenList(ids, option: "--ids") }
+
+    func run() throws {
+        let tok = try Tokenizer(path: (model as NSString).appendingPathComponent("tokenizer.json"))
+        let list = try parseTokenList(ids, option: "--ids")
+        if let bad = list.first(where: { tok.token(of: $0) == nil }) {
+            throw ModelError.tokenOutOfRange(id: bad, vocabularySize: tok.vocabularySize)
+        }
+        try printJSON(["text": tok.decode(list, skipSpecialTokens: skipSpecialTokens)])
+    }
+}
+
+/// `moe generate`: text from a prompt, streamed.
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Generate text from a prompt, streaming it to standard output.",
+        discussion: "--temperature 0 (the default) is greedy and deterministic; otherwise top-k, top-p and min-p filter and --seed fixes the draw.")
+    @Option(help: "Checkpoint folder (config.json, *.safetensors, tokenizer.json).") var model: String
+    @Option(help: "The prompt.") var prompt: String
+    @Option(name: .customLong("max-tokens"), help: "Most tokens to generate.") var maxTokens = 128
+    @Option(help: "Sampling temperature; 0 is greedy.") var temperature: Float = 0
+    @Option(name: .customLong("top-k"), help: "Keep the k most likely tokens.") var topK: Int?
+    @Option(name: .customLong("top-p"), help: "Keep the smallest set reaching this probability.") var topP: Float?
+    @Option(name: .customLong("min-p"), help: "Drop tokens below this fraction of the most likely one's probability.") var minP: Float?
+    @Option(help: "Seed for sampling.") var seed: UInt64 = 0
+    @Option(parsing: .singleValue, help: "Stop before this text (repeatable).") var stop: [String] = []
+    @Flag(help: "Print {\"ids\": [..], \"text\": \"...\"} at the end instead of streaming.") var json = false
+    @Option(help: "Threads to run on (default: the active cores).") var threads: Int?
+
+    mutating func validate() throws {
+        if maxTokens < 0 { throw ValidationError("--max-tokens must not be negative") }
+        if temperature < 0 || !temperature.isFinite { throw ValidationError("--temperature must be >= 0") }
+        if let topK, topK < 1 { throw ValidationError("--top-k must be at least 1") }
+        if let topP, !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1]") }
+        if let minP, !(minP >= 0 && minP < 1) { throw ValidationError("--min-p must be in [0, 1)") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+    }
+
+    func run() throws {
+        let m = try DecoderModel(directory: model, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
+        let tok = try Tokenizer(path: (model as NSString).appendingPathComponent("tokenizer.json"))
+        let options = GenerationOptions(maxTokens: maxTokens,
+                                        sampling: SamplingOptions(temperature: temperature, topK: topK, topP: topP, minP: minP, seed: seed),
+                                        stopStrings: stop)
+        let result = try Generator(model: m, tokenizer: tok).generate(prompt: prompt, options: options) { piece in
+            if !json {
+                FileHandle.standardOutput.write(Data(piece.utf8))
+            }
+        }
+        if json {
+            try printJSON(GenerateReport(ids: result.ids, text: result.text, stopReason: result.stopReason.rawValue))
+        } else {
+            print("")
+        }
+    }
+}
+
+/// What `moe generate --json` prints.
+struct GenerateReport: Encodable {
+    let ids: [Int]
+    let text: String
+    let stopReason: String
+}
+
+/// `moe bench`: prefill and decode speed of a model.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Measure prefill and decode speed of a model against the machine's limits; print JSON.")
+    @Option(help: "Checkpoint folder.") var model: String
+    @Option(name: .customLong("prompt-tokens"), help: "Prompt length for prefill.") var promptTokens = 128
+    @Option(name: .customLong("gen-tokens"), help: "Tokens to decode.") var genTokens = 32
+    @Option(help: "Threads to run on (default: the active cores).") var threads: Int?
+    @Option(help: "Timed repetitions (the median is reported).") var reps = 3
+
+    mutating func validate() throws {
+        if promptTokens < 1 || genTokens < 1 { throw ValidationError("--prompt-tokens and --gen-tokens must be at least 1") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if reps < 1 { throw ValidationError("--reps must be at least 1") }
+    }
+
+    func run() throws {
+        let m = try DecoderModel(directory: model, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
+        try printJSON(try ModelBenchmark.run(model: m, name: model, promptTokens: promptTokens, genTokens: genTokens, reps: reps))
+    }
+}
+
+/// `moe init-random`: a random-weight checkpoint of any supported architecture and shape.
+struct InitRandom: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "init-random",
+        abstract: "Write a random-weight checkpoint (bf16 safetensors, config.json, tokenizer.json) of any supported architecture.")
+    @Option(help: "Architecture: \(RandomCheckpoint.architectures.joined(separator: ", ")).") var arch: String
+    @Option(help: "Output folder.") var out: String
+    @Option(help: "Vocabulary size (>= 257).") var vocab = 512
+    @Option(help: "Hidden size.") var hidden = 256
+    @Option(help: "Layers.") var layers = 2
+    @Option(help: "Attention heads.") var heads = 4
+    @Option(name: .customLong("kv-heads"), help: "Key/value heads (default: heads).") var kvHeads: Int?
+    @Option(name: .customLong("head-dim"), help: "Head dimension (default: hidden / heads).") var headDim: Int?
+    @Option(help: "Routed experts.") var experts = 8
+    @Option(name: .customLong("top-k"), help: "Experts per token.") var topK = 2
+    @Option(name: .customLong("expert-size"), help: "Expert intermediate size.") var expertSize = 512
+    @Option(name: .customLong("shared-size"), help: "Shared expert intermediate size (qwen2_moe).") var sharedSize = 512
+    @Option(help: "Weight dtype: bf16, f16 or f32.") var dtype = "bf16"
+    @Option(help: "Seed for the weights.") var seed: UInt64 = 0
+
+    func run() throws {
+        guard let dt = DType(name: dtype) else { throw ValidationError("--dtype: '\(dtype)' is not bf16, f16 or f32") }
+        var shape = RandomCheckpoint.Shape()
+        shape.vocabSize = vocab
+        shape.hiddenSize = hidden
+        shape.layers = layers
+        shape.heads = heads
+        shape.kvHeads = kvHeads ?? heads
+        shape.headDim = headDim
+        shape.experts = experts
+        shape.topK = topK
+        shape.expertSize = expertSize
+        shape.sharedSize = sharedSize
+        try RandomCheckpoint.write(arch: arch, shape: shape, to: out, seed: seed, dtype: dt)
+        try printJSON(["out": out, "arch": arch])
+    }
+}
