@@ -20,7 +20,7 @@ let package = Package(
         .target(name: "_MoEKernels"),
         .target(name: "MoECore", dependencies: ["_MoEKernels"]),
         .target(name: "MoE", dependencies: ["MoECore"]),
-        .target(name: "MoEModels", dependencies: ["MoECore", "MoE"]),
+        .target(name: "MoEModels", dependencies: ["MoECore", "MoE", "_MoEKernels"]),
         .target(name: "MoEGenerate", dependencies: ["MoECore", "MoE", "MoEModels"]),
         .executableTarget(
             name: "moe",

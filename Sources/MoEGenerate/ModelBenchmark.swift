@@ -31,8 +31,23 @@ public enum ModelBenchmark {
                            seed: UInt64 = 1) throws(ModelError) -> Report {
         var rng = SplitMix64(seed: seed)
         let prompt = (0..<promptTokens).map { _ in Int(rng.next() % UInt64(model.spec.vocabSize)) }
+        // The bandwidth probe reads the model's own weights (its last layer's, up to 256 MiB):
+        // the same memory decode reads, and the last layer decode reaches, after the earlier
+        // layers have flushed it from the cache.
+        let last = "model.layers.\(model.spec.layers - 1)."
+        var probed: [Tensor] = [], probedBytes = 0
+        for name in model.checkpoint.names where name.hasPrefix(last) && probedBytes < 256 << 20 {
+            if let t = try? model.checkpoint.tensor(name) {
+                probed.append(t)
+                probedBytes += t.byteCount
+            }
+        }
+        var bandwidths: [Double] = []
         var prefill: [Double] = [], decode: [Double] = []
         for rep in 0...max(1, reps) {
+            if probedBytes > 0 {
+                bandwidths.append(Double(probedBytes) / KernelBenchmark.readProbeSeconds(probed, pool: model.pool) / 1e9)
+            }
             var cache = model.makeCache(capacity: promptTokens + genTokens + 1)
             let t0 = DispatchTime.now().uptimeNanoseconds
             var logits = try model.forward(prompt, cache: &cache, lastOnly: true)
@@ -47,7 +62,8 @@ public enum ModelBenchmark {
             decode.append(Double(t2 - t1) / 1e9)
         }
         let prefillSeconds = KernelBenchmark.median(prefill), decodeSeconds = KernelBenchmark.median(decode)
-        let bandwidth = KernelBenchmark.measureReadBandwidth(pool: model.pool)
+        let bandwidth = bandwidths.count > 1 ? KernelBenchmark.median(Array(bandwidths.dropFirst()))
+                                             : KernelBenchmark.measureReadBandwidth(pool: model.pool)
         let peak = KernelBenchmark.measureFMAPeak(pool: model.pool)
         let decodeRate = Double(genTokens) / decodeSeconds
         let prefillRate = Double(promptTokens) / prefillSeconds

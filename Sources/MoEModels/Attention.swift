@@ -1,5 +1,6 @@
 import Foundation
 import MoECore
+import _MoEKernels
 
 // Dimension legend: T new tokens, L cached positions (including the new ones), H query heads,
 // G key/value heads (GQA: H / G query heads share one), D head dim, d hidden size.
@@ -47,38 +48,46 @@ struct Attention: Sendable {
         cache.store(layer: layer, keys: k.reshaped([t, g, dh]), values: v.reshaped([t, g, dh]))
 
         let out = Tensor(zeros: [t, h * dh])
-        let past = cache.length, total = past + t, group = h / g
+        let past = cache.length, group = h / g
         let scale = Float(1 / Double(dh).squareRoot())
-        let qp = q.floats, op = out.mutableFloats
-        let kp = cache.keys[layer].floats, vp = cache.values[layer].floats
-        guard let qb = qp.baseAddress, let ob = op.baseAddress, let kb = kp.baseAddress, let vb = vp.baseAddress else { return out }
-        // One task per (token, head): scores over positions 0 ... past + token, softmax, weighted sum.
-        pool.parallelFor(t * h) { task in
-            let ti = task / h, hi = task % h, gi = hi / group
+        guard let qb = q.floats.baseAddress, let ob = out.mutableFloats.baseAddress else { return out }
+        let kvCache = cache
+        // One task per (token, key/value head): the group's query heads (up to 4 at a time)
+        // score every visible position with the matvec leaf, softmax, then sum the values.
+        pool.parallelFor(t * g) { task in
+            let ti = task / g, gi = task % g
             let visible = past + ti + 1
-            let qv = qb + (ti * h + hi) * dh
-            var scores = [Float](repeating: 0, count: visible)
-            var maxScore = -Float.infinity
-            for j in 0..<visible {
-                let kv = kb + (j * g + gi) * dh
-                var s: Float = 0
-                for d in 0..<dh { s += qv[d] * kv[d] }
-                s *= scale
-                scores[j] = s
-                if s > maxScore { maxScore = s }
-            }
-            var sum: Float = 0
-            for j in 0..<visible {
-                scores[j] = Foundation.exp(scores[j] - maxScore)
-                sum += scores[j]
-            }
-            let o = ob + (ti * h + hi) * dh
-            for j in 0..<visible {
-                let w = scores[j] / sum, vv = vb + (j * g + gi) * dh
-                for d in 0..<dh { o[d] += w * vv[d] }
+            let keys = kvCache.rows(layer: layer, head: gi, values: false)
+            let values = kvCache.rows(layer: layer, head: gi, values: true)
+            var scores = [Float](repeating: 0, count: 4 * visible)
+            scores.withUnsafeMutableBufferPointer { sp in
+                guard let s = sp.baseAddress else { return }
+                var h0 = 0
+                while h0 < group {
+                    let nx = min(4, group - h0)
+                    let head = gi * group + h0
+                    let qv = qb + (ti * h + head) * dh
+                    moek_gemv_rows(keys, Int32(DType.f32.rawValue), dh, qv, dh, Int32(nx), s, visible, 0, visible, dh)
+                    for m in 0..<nx {
+                        let row = s + m * visible
+                        var maxScore = -Float.infinity
+                        for j in 0..<visible {
+                            row[j] *= scale
+                            maxScore = max(maxScore, row[j])
+                        }
+                        var sum: Float = 0
+                        for j in 0..<visible {
+                            row[j] = Foundation.exp(row[j] - maxScore)
+                            sum += row[j]
+                        }
+                        let inv = 1 / sum
+                        for j in 0..<visible { row[j] *= inv }
+                    }
+                    moek_weighted_rows(s, visible, Int32(nx), values, dh, visible, dh, ob + (ti * h + head) * dh, dh)
+                    h0 += nx
+                }
             }
         }
-        _ = total
         let y = Kernels.matmul(out, wo, pool: pool)
         if let bo { addRowBias(y, bo) }
         return y

@@ -62,6 +62,12 @@ void moek_gemv_rows(const void *W, int dt, size_t ldw, const float *X, size_t ld
 void moek_gemv_rows_next(const void *W, int dt, size_t ldw, const float *X, size_t ldx, int nx,
                          float *Y, size_t ldy, size_t r0, size_t r1, size_t K, const void *next);
 
+/// Weighted sum of rows: out[m, d] = sum_j P[m * ldp + j] * V[j * ldv + d] for m < nx (1...4),
+/// j < L, d < D; out has row stride ldo and is overwritten. Attention's probabilities times
+/// values (portable C that the compiler vectorises).
+void moek_weighted_rows(const float *P, size_t ldp, int nx, const float *V, size_t ldv, size_t L,
+                        size_t D, float *out, size_t ldo);
+
 /// Rows of A per packed panel on the current path.
 size_t moek_gemm_mr(void);
 /// Floats needed to hold A [M, K] packed (panels of `moek_gemm_mr()` rows, zero-padded).
