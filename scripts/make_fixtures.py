@@ -46,6 +46,19 @@ ARCHS = {
                                          decoder_sparse_step=1, mlp_only_layers=[], rope_theta=1000000.0)),
     "olmoe": ("OlmoeConfig", dict(COMMON, intermediate_size=32, num_experts=8, num_experts_per_tok=2,
                                   norm_topk_prob=False, clip_qkv=2.0, rope_theta=10000.0)),
+    # Multi-head latent attention with a low-rank q, interleaved rope, sigmoid routing with a
+    # correction bias, 4 groups of 2 keeping 2, routed scaling, a shared expert, a dense layer 0.
+    "deepseek_v3": ("DeepseekV3Config", dict(COMMON, num_key_value_heads=4, intermediate_size=48, moe_intermediate_size=16,
+                                             n_routed_experts=8, n_shared_experts=1, num_experts_per_tok=2, n_group=4,
+                                             topk_group=2, routed_scaling_factor=2.5, norm_topk_prob=True,
+                                             first_k_dense_replace=1, q_lora_rank=24, kv_lora_rank=16, qk_nope_head_dim=16,
+                                             qk_rope_head_dim=8, v_head_dim=12, rope_interleave=True, rope_theta=10000.0)),
+    # DeepSeek-V2: plain q projection, softmax routing, group-limited greedy, no renormalisation.
+    "deepseek_v2": ("DeepseekV2Config", dict(COMMON, num_key_value_heads=4, intermediate_size=48, moe_intermediate_size=16,
+                                             n_routed_experts=8, n_shared_experts=2, num_experts_per_tok=2, n_group=2,
+                                             topk_group=1, topk_method="group_limited_greedy", routed_scaling_factor=2.0,
+                                             first_k_dense_replace=1, q_lora_rank=None, kv_lora_rank=16,
+                                             qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=12, rope_theta=10000.0)),
 }
 
 
@@ -65,6 +78,9 @@ def make(name):
                 p.normal_(0.0, 0.1)
             else:
                 p.normal_(0.0, 0.15)
+        for bname, b in model.named_buffers():
+            if "e_score_correction_bias" in bname:
+                b.copy_(0.3 * torch.randn_like(b))              # steers selection, not weights
     model.eval()
     folder = os.path.join(OUT, name)
     os.makedirs(folder, exist_ok=True)

@@ -49,6 +49,39 @@ enum Architectures {
             spec.outputBias = x.attentionBias ?? false
             spec.qkNorm = .full
             spec.clipQKV = x.clipQkv
+        case "deepseek_v3", "deepseek_v2":
+            let x = try decodeConfig(DeepSeekFields.self, data, path: path)
+            guard let experts = x.nRoutedExperts ?? x.numLocalExperts else { throw .invalidConfig(path: path, field: "n_routed_experts", reason: "missing") }
+            spec.experts = experts
+            spec.topK = x.numExpertsPerTok ?? 8
+            spec.expertIntermediate = x.moeIntermediateSize
+            spec.denseIntermediate = x.intermediateSize
+            let first = x.firstKDenseReplace ?? 0, freq = max(1, x.moeLayerFreq ?? 1)
+            spec.moeLayers = (0..<spec.layers).map { $0 >= first && $0 % freq == 0 }
+            spec.sharedExperts = x.nSharedExperts ?? 0
+            spec.groups = x.nGroup ?? 1
+            spec.topkGroup = x.topkGroup ?? spec.groups
+            spec.routedScaling = x.routedScalingFactor ?? 1
+            guard spec.groups >= 1, experts % spec.groups == 0, spec.topkGroup >= 1, spec.topkGroup <= spec.groups else {
+                throw .invalidConfig(path: path, field: "n_group", reason: "\(experts) experts do not split into \(spec.groups) groups keeping \(spec.topkGroup)")
+            }
+            if type == "deepseek_v3" {
+                spec.routerKind = .deepseekV3
+                spec.normTopKProb = x.normTopKProb ?? true
+                if let f = x.scoringFunc, f != "sigmoid" { throw .invalidConfig(path: path, field: "scoring_func", reason: "'\(f)' is not supported for deepseek_v3") }
+            } else {
+                spec.routerKind = .deepseekV2
+                spec.normTopKProb = false  // transformers' DeepSeek-V2 never renormalises
+                if (x.topkMethod ?? "greedy") == "greedy" { spec.groups = 1; spec.topkGroup = 1 }
+            }
+            guard x.kvLoraRank > 0, x.qkNopeHeadDim >= 0, x.qkRopeHeadDim > 0, x.qkRopeHeadDim % 2 == 0, x.vHeadDim > 0 else {
+                throw .invalidConfig(path: path, field: "kv_lora_rank/qk_rope_head_dim/v_head_dim", reason: "must be positive (rope dims even)")
+            }
+            spec.latent = DecoderSpec.Latent(qLoraRank: x.qLoraRank, kvLoraRank: x.kvLoraRank, nopeDim: x.qkNopeHeadDim,
+                                             ropeDim: x.qkRopeHeadDim, valueDim: x.vHeadDim,
+                                             interleave: type == "deepseek_v2" || (x.ropeInterleave ?? true))
+            spec.kvHeads = spec.heads
+            spec.outputBias = x.attentionBias ?? false
         default:
             throw .unknownArchitecture(path: path, name: common.architectures?.first ?? type)
         }
@@ -97,6 +130,40 @@ struct QwenMoEFields: Decodable {
         case moeIntermediateSize = "moe_intermediate_size", intermediateSize = "intermediate_size"
         case sharedExpertIntermediateSize = "shared_expert_intermediate_size", normTopKProb = "norm_topk_prob"
         case decoderSparseStep = "decoder_sparse_step", mlpOnlyLayers = "mlp_only_layers", qkvBias = "qkv_bias"
+        case attentionBias = "attention_bias"
+    }
+}
+
+struct DeepSeekFields: Decodable {
+    var nRoutedExperts: Int?
+    var numLocalExperts: Int?
+    var numExpertsPerTok: Int?
+    var moeIntermediateSize: Int
+    var intermediateSize: Int
+    var nSharedExperts: Int?
+    var firstKDenseReplace: Int?
+    var moeLayerFreq: Int?
+    var nGroup: Int?
+    var topkGroup: Int?
+    var routedScalingFactor: Float?
+    var normTopKProb: Bool?
+    var scoringFunc: String?
+    var topkMethod: String?
+    var qLoraRank: Int?
+    var kvLoraRank: Int
+    var qkNopeHeadDim: Int
+    var qkRopeHeadDim: Int
+    var vHeadDim: Int
+    var ropeInterleave: Bool?
+    var attentionBias: Bool?
+    enum CodingKeys: String, CodingKey {
+        case nRoutedExperts = "n_routed_experts", numLocalExperts = "num_local_experts", numExpertsPerTok = "num_experts_per_tok"
+        case moeIntermediateSize = "moe_intermediate_size", intermediateSize = "intermediate_size"
+        case nSharedExperts = "n_shared_experts", firstKDenseReplace = "first_k_dense_replace", moeLayerFreq = "moe_layer_freq"
+        case nGroup = "n_group", topkGroup = "topk_group", routedScalingFactor = "routed_scaling_factor"
+        case normTopKProb = "norm_topk_prob", scoringFunc = "scoring_func", topkMethod = "topk_method"
+        case qLoraRank = "q_lora_rank", kvLoraRank = "kv_lora_rank", qkNopeHeadDim = "qk_nope_head_dim"
+        case qkRopeHeadDim = "qk_rope_head_dim", vHeadDim = "v_head_dim", ropeInterleave = "rope_interleave"
         case attentionBias = "attention_bias"
     }
 }

@@ -5,10 +5,69 @@ import _MoEKernels
 // Dimension legend: T new tokens, L cached positions (including the new ones), H query heads,
 // G key/value heads (GQA: H / G query heads share one), D head dim, d hidden size.
 
+/// A layer's attention block: causal self-attention over the KV cache.
+protocol AttentionBlock: Sendable {
+    /// x [T, d] normed input; positions start at `cache.length`; returns [T, d].
+    func forward(_ x: Tensor, layer: Int, cache: inout KVCache, pool: ThreadPool) -> Tensor
+    /// Bytes of weights one token reads.
+    var weightBytes: Int { get }
+    /// Weights one token multiplies by (for FLOP counts).
+    var weightCount: Int { get }
+}
+
+/// Softmax(q k^T * scale) v over the cached positions, causal: query token t sees positions
+/// up to `cache.length - T + t` (the new tokens are already stored). q is [T, H, keyDim]; H
+/// query heads share each of the G cached key/value heads (GQA). Returns [T, H * valueDim].
+/// One task per (token, key/value head): the group's query heads (up to 4 at a time) score
+/// every visible position with the matvec leaf, softmax, then sum the values with a C leaf.
+func causalAttention(q: Tensor, heads h: Int, kvHeads g: Int, keyDim: Int, valueDim: Int, scale: Float,
+                     layer: Int, cache: KVCache, pool: ThreadPool) -> Tensor {
+    let t = q.shape[0], group = h / g
+    let out = Tensor(zeros: [t, h * valueDim])
+    let past = cache.length
+    guard let qb = q.floats.baseAddress, let ob = out.mutableFloats.baseAddress else { return out }
+    pool.parallelFor(t * g) { task in
+        let ti = task / g, gi = task % g
+        let visible = past + ti + 1
+        let keys = cache.rows(layer: layer, head: gi, values: false)
+        let values = cache.rows(layer: layer, head: gi, values: true)
+        var scores = [Float](repeating: 0, count: 4 * visible)
+        scores.withUnsafeMutableBufferPointer { sp in
+            guard let s = sp.baseAddress else { return }
+            var h0 = 0
+            while h0 < group {
+                let nx = min(4, group - h0)
+                let head = gi * group + h0
+                moek_gemv_rows(keys, Int32(DType.f32.rawValue), keyDim, qb + (ti * h + head) * keyDim, keyDim, Int32(nx),
+                               s, visible, 0, visible, keyDim)
+                for m in 0..<nx {
+                    let row = s + m * visible
+                    var maxScore = -Float.infinity
+                    for j in 0..<visible {
+                        row[j] *= scale
+                        maxScore = max(maxScore, row[j])
+                    }
+                    var sum: Float = 0
+                    for j in 0..<visible {
+                        row[j] = Foundation.exp(row[j] - maxScore)
+                        sum += row[j]
+                    }
+                    let inv = 1 / sum
+                    for j in 0..<visible { row[j] *= inv }
+                }
+                moek_weighted_rows(s, visible, Int32(nx), values, valueDim, visible, valueDim,
+                                   ob + (ti * h + head) * valueDim, valueDim)
+                h0 += nx
+            }
+        }
+    }
+    return out
+}
+
 /// Causal self-attention with grouped-query heads, RoPE and the variants of the supported
 /// architectures: q/k/v biases (Qwen2), QK-norm per head (Qwen3) or over the whole projection
 /// (OLMoE), and clamping of q, k, v (OLMoE's `clip_qkv`).
-struct Attention: Sendable {
+struct Attention: AttentionBlock {
     let wq: Tensor, wk: Tensor, wv: Tensor, wo: Tensor           // [H*D, d], [G*D, d], [G*D, d], [d, H*D]
     let bq: Tensor?, bk: Tensor?, bv: Tensor?, bo: Tensor?
     let qNorm: Tensor?, kNorm: Tensor?                           // [D] (per head) or [H*D] / [G*D] (full)
@@ -47,55 +106,19 @@ struct Attention: Sendable {
         rope.apply(k.reshaped([t, g, dh]), positions: positions, pool: pool)
         cache.store(layer: layer, keys: k.reshaped([t, g, dh]), values: v.reshaped([t, g, dh]))
 
-        let out = Tensor(zeros: [t, h * dh])
-        let past = cache.length, group = h / g
-        let scale = Float(1 / Double(dh).squareRoot())
-        guard let qb = q.floats.baseAddress, let ob = out.mutableFloats.baseAddress else { return out }
-        let kvCache = cache
-        // One task per (token, key/value head): the group's query heads (up to 4 at a time)
-        // score every visible position with the matvec leaf, softmax, then sum the values.
-        pool.parallelFor(t * g) { task in
-            let ti = task / g, gi = task % g
-            let visible = past + ti + 1
-            let keys = kvCache.rows(layer: layer, head: gi, values: false)
-            let values = kvCache.rows(layer: layer, head: gi, values: true)
-            var scores = [Float](repeating: 0, count: 4 * visible)
-            scores.withUnsafeMutableBufferPointer { sp in
-                guard let s = sp.baseAddress else { return }
-                var h0 = 0
-                while h0 < group {
-                    let nx = min(4, group - h0)
-                    let head = gi * group + h0
-                    let qv = qb + (ti * h + head) * dh
-                    moek_gemv_rows(keys, Int32(DType.f32.rawValue), dh, qv, dh, Int32(nx), s, visible, 0, visible, dh)
-                    for m in 0..<nx {
-                        let row = s + m * visible
-                        var maxScore = -Float.infinity
-                        for j in 0..<visible {
-                            row[j] *= scale
-                            maxScore = max(maxScore, row[j])
-                        }
-                        var sum: Float = 0
-                        for j in 0..<visible {
-                            row[j] = Foundation.exp(row[j] - maxScore)
-                            sum += row[j]
-                        }
-                        let inv = 1 / sum
-                        for j in 0..<visible { row[j] *= inv }
-                    }
-                    moek_weighted_rows(s, visible, Int32(nx), values, dh, visible, dh, ob + (ti * h + head) * dh, dh)
-                    h0 += nx
-                }
-            }
-        }
+        let out = causalAttention(q: q, heads: h, kvHeads: g, keyDim: dh, valueDim: dh,
+                                  scale: Float(1 / Double(dh).squareRoot()), layer: layer, cache: cache, pool: pool)
         let y = Kernels.matmul(out, wo, pool: pool)
         if let bo { addRowBias(y, bo) }
         return y
     }
 
-    /// Adds bias [N] to every row of x [T, N].
-    func addRowBias(_ x: Tensor, _ bias: Tensor) {
-        let b = bias.toFloats(), p = x.mutableFloats, n = b.count
-        for i in 0..<p.count { p[i] += b[i % n] }
-    }
+    var weightBytes: Int { [wq, wk, wv, wo].reduce(0) { $0 + $1.byteCount } }
+    var weightCount: Int { [wq, wk, wv, wo].reduce(0) { $0 + $1.count } }
+}
+
+/// Adds bias [N] to every row of x [T, N].
+func addRowBias(_ x: Tensor, _ bias: Tensor) {
+    let b = bias.toFloats(), p = x.mutableFloats, n = b.count
+    for i in 0..<p.count { p[i] += b[i % n] }
 }

@@ -25,7 +25,7 @@ public final class DecoderModel: @unchecked Sendable {
     /// One decoder layer.
     struct Layer: Sendable {
         let inputNorm: Tensor, postNorm: Tensor
-        let attention: Attention
+        let attention: any AttentionBlock
         let ffn: FFN
     }
 
@@ -49,25 +49,18 @@ public final class DecoderModel: @unchecked Sendable {
         } else {
             lmHead = try ck.tensor("lm_head.weight", shape: [s.vocabSize, d])
         }
-        rope = RotaryEmbedding(headDim: hd, base: s.ropeTheta, layout: .rotateHalf)
+        rope = s.latent.map { RotaryEmbedding(headDim: $0.ropeDim, base: s.ropeTheta, layout: $0.interleave ? .interleaved : .rotateHalf) }
+            ?? RotaryEmbedding(headDim: hd, base: s.ropeTheta, layout: .rotateHalf)
         var layers: [Layer] = []
         for i in 0..<s.layers {
             let p = "model.layers.\(i)"
             let a = "\(p).self_attn"
-            let qNormShape = s.qkNorm == .full ? [s.heads * hd] : [hd]
-            let kNormShape = s.qkNorm == .full ? [s.kvHeads * hd] : [hd]
-            let attention = Attention(
-                wq: try ck.tensor("\(a).q_proj.weight", shape: [s.heads * hd, d]),
-                wk: try ck.tensor("\(a).k_proj.weight", shape: [s.kvHeads * hd, d]),
-                wv: try ck.tensor("\(a).v_proj.weight", shape: [s.kvHeads * hd, d]),
-                wo: try ck.tensor("\(a).o_proj.weight", shape: [d, s.heads * hd]),
-                bq: s.qkvBias ? try ck.tensor("\(a).q_proj.bias", shape: [s.heads * hd]) : nil,
-                bk: s.qkvBias ? try ck.tensor("\(a).k_proj.bias", shape: [s.kvHeads * hd]) : nil,
-                bv: s.qkvBias ? try ck.tensor("\(a).v_proj.bias", shape: [s.kvHeads * hd]) : nil,
-                bo: s.outputBias ? try ck.tensor("\(a).o_proj.bias", shape: [d]) : nil,
-                qNorm: s.qkNorm == .none ? nil : try ck.tensor("\(a).q_norm.weight", shape: qNormShape),
-                kNorm: s.qkNorm == .none ? nil : try ck.tensor("\(a).k_norm.weight", shape: kNormShape),
-                spec: s, rope: rope)
+            let attention: any AttentionBlock
+            if let l = s.latent {
+                attention = try Self.loadLatent(ck, s, l, prefix: a)
+            } else {
+                attention = try Self.loadAttention(ck, s, prefix: a, rope: rope)
+            }
             let ffn: FFN
             if s.moeLayers[i] {
                 ffn = .moe(try Self.loadMoE(ck, s, layer: i))
@@ -84,6 +77,44 @@ public final class DecoderModel: @unchecked Sendable {
         self.layers = layers
     }
 
+    static func loadAttention(_ ck: Checkpoint, _ s: DecoderSpec, prefix a: String, rope: RotaryEmbedding) throws(ModelError) -> Attention {
+        let d = s.hiddenSize, hd = s.headDim
+        let qNormShape = s.qkNorm == .full ? [s.heads * hd] : [hd]
+        let kNormShape = s.qkNorm == .full ? [s.kvHeads * hd] : [hd]
+        return Attention(
+            wq: try ck.tensor("\(a).q_proj.weight", shape: [s.heads * hd, d]),
+            wk: try ck.tensor("\(a).k_proj.weight", shape: [s.kvHeads * hd, d]),
+            wv: try ck.tensor("\(a).v_proj.weight", shape: [s.kvHeads * hd, d]),
+            wo: try ck.tensor("\(a).o_proj.weight", shape: [d, s.heads * hd]),
+            bq: s.qkvBias ? try ck.tensor("\(a).q_proj.bias", shape: [s.heads * hd]) : nil,
+            bk: s.qkvBias ? try ck.tensor("\(a).k_proj.bias", shape: [s.kvHeads * hd]) : nil,
+            bv: s.qkvBias ? try ck.tensor("\(a).v_proj.bias", shape: [s.kvHeads * hd]) : nil,
+            bo: s.outputBias ? try ck.tensor("\(a).o_proj.bias", shape: [d]) : nil,
+            qNorm: s.qkNorm == .none ? nil : try ck.tensor("\(a).q_norm.weight", shape: qNormShape),
+            kNorm: s.qkNorm == .none ? nil : try ck.tensor("\(a).k_norm.weight", shape: kNormShape),
+            spec: s, rope: rope)
+    }
+
+    static func loadLatent(_ ck: Checkpoint, _ s: DecoderSpec, _ l: DecoderSpec.Latent, prefix a: String) throws(ModelError) -> LatentAttention {
+        let d = s.hiddenSize, h = s.heads, kd = l.nopeDim + l.ropeDim
+        let query: LatentAttention.QueryProjection
+        if let rq = l.qLoraRank {
+            query = .lowRank(a: try ck.tensor("\(a).q_a_proj.weight", shape: [rq, d]),
+                             norm: try ck.tensor("\(a).q_a_layernorm.weight", shape: [rq]),
+                             b: try ck.tensor("\(a).q_b_proj.weight", shape: [h * kd, rq]))
+        } else {
+            query = .full(try ck.tensor("\(a).q_proj.weight", shape: [h * kd, d]))
+        }
+        return LatentAttention(query: query,
+                               kvA: try ck.tensor("\(a).kv_a_proj_with_mqa.weight", shape: [l.kvLoraRank + l.ropeDim, d]),
+                               kvANorm: try ck.tensor("\(a).kv_a_layernorm.weight", shape: [l.kvLoraRank]),
+                               kvB: try ck.tensor("\(a).kv_b_proj.weight", shape: [h * (l.nopeDim + l.valueDim), l.kvLoraRank]),
+                               o: try ck.tensor("\(a).o_proj.weight", shape: [d, h * l.valueDim]),
+                               heads: h, nope: l.nopeDim, ropeDim: l.ropeDim, valueDim: l.valueDim, kvRank: l.kvLoraRank,
+                               eps: s.rmsNormEps, scale: Float(1 / Double(kd).squareRoot()),
+                               rope: RotaryEmbedding(headDim: l.ropeDim, base: s.ropeTheta, layout: l.interleave ? .interleaved : .rotateHalf))
+    }
+
     static func loadMoE(_ ck: Checkpoint, _ s: DecoderSpec, layer i: Int) throws(ModelError) -> MoELayer {
         let d = s.hiddenSize, inner = s.expertIntermediate
         let prefix = Architectures.moePrefix(s, layer: i)
@@ -95,16 +126,34 @@ public final class DecoderModel: @unchecked Sendable {
             down.append(try ck.tensor(n.down, shape: [d, inner]))
         }
         var shared: SharedExpert?
-        if let si = s.sharedExpertIntermediate, si > 0 {
+        if s.sharedExperts > 0 {
+            let si = s.sharedExperts * inner, m = "\(prefix).shared_experts"
+            shared = SharedExpert(gate: try ck.tensor("\(m).gate_proj.weight", shape: [si, d]),
+                                  up: try ck.tensor("\(m).up_proj.weight", shape: [si, d]),
+                                  down: try ck.tensor("\(m).down_proj.weight", shape: [d, si]))
+        } else if let si = s.sharedExpertIntermediate, si > 0 {
             let m = "\(prefix).shared_expert"
             shared = SharedExpert(gate: try ck.tensor("\(m).gate_proj.weight", shape: [si, d]),
                                   up: try ck.tensor("\(m).up_proj.weight", shape: [si, d]),
                                   down: try ck.tensor("\(m).down_proj.weight", shape: [d, si]),
                                   outputGate: s.sharedExpertGate ? try ck.tensor("\(prefix).shared_expert_gate.weight", shape: [1, d]) : nil)
         }
+        let router: any Router
+        switch s.routerKind {
+        case .softmaxTopK:
+            router = TopKSoftmaxRouter(experts: s.experts, k: s.topK, renormalize: s.normTopKProb)
+        case .deepseekV3:
+            let bias = try ck.optionalTensor("\(prefix).gate.e_score_correction_bias", shape: [s.experts])?.toFloats()
+            router = TopKSigmoidRouter(experts: s.experts, k: s.topK, scoring: .sigmoid, bias: bias, groups: s.groups,
+                                       topkGroup: s.topkGroup, groupScore: .sumTop2, renormalize: s.normTopKProb,
+                                       routedScaling: s.routedScaling)
+        case .deepseekV2:
+            router = TopKSigmoidRouter(experts: s.experts, k: s.topK, scoring: .softmax, groups: s.groups,
+                                       topkGroup: s.topkGroup, groupScore: .max, renormalize: false,
+                                       routedScaling: s.routedScaling)
+        }
         return MoELayer(gate: .linear(weight: try ck.tensor("\(prefix).gate.weight", shape: [s.experts, d])),
-                        router: TopKSoftmaxRouter(experts: s.experts, k: s.topK, renormalize: s.normTopKProb),
-                        experts: SwiGLUExperts(gate: gate, up: up, down: down), shared: shared)
+                        router: router, experts: SwiGLUExperts(gate: gate, up: up, down: down), shared: shared)
     }
 
     /// Bytes of weights one decoded token reads: its embedding row, every layer's attention,
@@ -113,8 +162,7 @@ public final class DecoderModel: @unchecked Sendable {
     public var decodeWeightBytes: Double {
         var bytes = Double(embed.byteCount / spec.vocabSize + finalNorm.byteCount + lmHead.byteCount)
         for layer in layers {
-            let a = layer.attention
-            bytes += Double([a.wq, a.wk, a.wv, a.wo].reduce(0) { $0 + $1.byteCount } + layer.inputNorm.byteCount + layer.postNorm.byteCount)
+            bytes += Double(layer.attention.weightBytes + layer.inputNorm.byteCount + layer.postNorm.byteCount)
             switch layer.ffn {
             case let .moe(moe): bytes += moe.decodeBytes(activeExperts: Double(spec.topK))
             case let .dense(g, u, d): bytes += Double(g.byteCount + u.byteCount + d.byteCount)
@@ -129,8 +177,7 @@ public final class DecoderModel: @unchecked Sendable {
     public var prefillFlopsPerToken: Double {
         var params = 0.0
         for layer in layers {
-            let a = layer.attention
-            params += Double([a.wq, a.wk, a.wv, a.wo].reduce(0) { $0 + $1.count })
+            params += Double(layer.attention.weightCount)
             switch layer.ffn {
             case let .moe(moe):
                 params += Double(spec.experts * spec.hiddenSize) + Double(spec.topK * 3 * spec.hiddenSize * spec.expertIntermediate)
@@ -143,7 +190,10 @@ public final class DecoderModel: @unchecked Sendable {
 
     /// An empty KV cache for this model.
     public func makeCache(capacity: Int = 256) -> KVCache {
-        KVCache(layers: spec.layers, kvHeads: spec.kvHeads, headDim: spec.headDim, capacity: capacity)
+        if let l = spec.latent {
+            return KVCache(layers: spec.layers, kvHeads: spec.heads, keyDim: l.nopeDim + l.ropeDim, valueDim: l.valueDim, capacity: capacity)
+        }
+        return KVCache(layers: spec.layers, kvHeads: spec.kvHeads, keyDim: spec.headDim, valueDim: spec.headDim, capacity: capacity)
     }
 
     /// Logits [T, V] for `tokens` appended to what `cache` holds (positions continue from it).

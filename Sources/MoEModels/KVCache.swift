@@ -3,23 +3,25 @@ import MoECore
 /// Keys and values of every layer for the positions seen so far, so each new token attends
 /// to the past without recomputing it.
 ///
-/// Layout per layer: [kvHeads, capacity, headDim] f32 for keys and for values, so each
-/// key/value head's positions are contiguous rows (attention reads them with the matvec leaf);
-/// the first `length` positions are filled. Capacity doubles as needed.
+/// Layout per layer: keys [kvHeads, capacity, keyDim] and values [kvHeads, capacity, valueDim]
+/// f32, so each key/value head's positions are contiguous rows (attention reads them with the
+/// matvec leaf); the first `length` positions are filled. Capacity doubles as needed. Keys and
+/// values may differ in width (multi-head latent attention: nope + rope dims against v dims).
 public struct KVCache: Sendable {
-    public let layers: Int, kvHeads: Int, headDim: Int
+    public let layers: Int, kvHeads: Int, keyDim: Int, valueDim: Int
     /// Positions filled.
     public private(set) var length = 0
     var capacity: Int
     var keys: [Tensor], values: [Tensor]
 
-    public init(layers: Int, kvHeads: Int, headDim: Int, capacity: Int = 256) {
+    public init(layers: Int, kvHeads: Int, keyDim: Int, valueDim: Int, capacity: Int = 256) {
         self.layers = layers
         self.kvHeads = kvHeads
-        self.headDim = headDim
+        self.keyDim = keyDim
+        self.valueDim = valueDim
         self.capacity = max(1, capacity)
-        keys = (0..<layers).map { _ in Tensor(zeros: [kvHeads, max(1, capacity), headDim]) }
-        values = keys.map { _ in Tensor(zeros: [kvHeads, max(1, capacity), headDim]) }
+        keys = (0..<layers).map { _ in Tensor(zeros: [kvHeads, max(1, capacity), keyDim]) }
+        values = keys.map { _ in Tensor(zeros: [kvHeads, max(1, capacity), valueDim]) }
     }
 
     /// Makes room for `extra` more positions.
@@ -30,10 +32,11 @@ public struct KVCache: Sendable {
         for l in 0..<layers {
             for which in 0..<2 {
                 let old = which == 0 ? keys[l] : values[l]
-                let grown = Tensor(zeros: [kvHeads, newCapacity, headDim])
+                let dim = which == 0 ? keyDim : valueDim
+                let grown = Tensor(zeros: [kvHeads, newCapacity, dim])
                 for g in 0..<kvHeads {
-                    (grown.mutableRawPointer + g * newCapacity * headDim * 4)
-                        .copyMemory(from: old.rawPointer + g * capacity * headDim * 4, byteCount: length * headDim * 4)
+                    (grown.mutableRawPointer + g * newCapacity * dim * 4)
+                        .copyMemory(from: old.rawPointer + g * capacity * dim * 4, byteCount: length * dim * 4)
                 }
                 if which == 0 { keys[l] = grown } else { values[l] = grown }
             }
@@ -41,10 +44,11 @@ public struct KVCache: Sendable {
         capacity = newCapacity
     }
 
-    /// Writes k and v [T, kvHeads, headDim] for layer l at positions length ..< length + T.
+    /// Writes k [T, kvHeads, keyDim] and v [T, kvHeads, valueDim] for layer l at positions
+    /// length ..< length + T.
     mutating func store(layer l: Int, keys k: Tensor, values v: Tensor) {
-        let t = k.shape[0], d = headDim
-        for (src, dst) in [(k, keys[l]), (v, values[l])] {
+        let t = k.shape[0]
+        for (src, dst, d) in [(k, keys[l], keyDim), (v, values[l], valueDim)] {
             let from = src.rawPointer, to = dst.mutableRawPointer
             for ti in 0..<t {
                 for g in 0..<kvHeads {
@@ -54,10 +58,11 @@ public struct KVCache: Sendable {
         }
     }
 
-    /// Layer l's keys or values of head g: `capacity` rows of headDim floats.
+    /// Layer l's keys (keyDim wide) or values (valueDim wide) of head g: `capacity` rows.
     func rows(layer l: Int, head g: Int, values: Bool) -> UnsafePointer<Float> {
         let t = values ? self.values[l] : keys[l]
-        return (t.rawPointer + g * capacity * headDim * 4).assumingMemoryBound(to: Float.self)
+        let d = values ? valueDim : keyDim
+        return (t.rawPointer + g * capacity * d * 4).assumingMemoryBound(to: Float.self)
     }
 
     /// Marks `t` more positions as filled (after every layer stored them).

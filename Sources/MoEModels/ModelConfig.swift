@@ -36,6 +36,30 @@ public struct DecoderSpec: Sendable, Equatable {
     public var sharedExpertGate: Bool
     public var bosTokenID: Int?
     public var eosTokenIDs: [Int]
+
+    /// Multi-head latent attention (DeepSeek-V2/V3) instead of grouped-query attention.
+    public struct Latent: Sendable, Equatable {
+        public var qLoraRank: Int?
+        public var kvLoraRank: Int, nopeDim: Int, ropeDim: Int, valueDim: Int
+        /// RoPE on interleaved pairs (DeepSeek) rather than rotate-half.
+        public var interleave: Bool
+    }
+    public var latent: Latent? = nil
+
+    /// Which router the MoE layers use.
+    public enum RouterKind: Sendable, Equatable {
+        /// Softmax then top-k, renormalised when `normTopKProb` (Mixtral, Qwen, OLMoE).
+        case softmaxTopK
+        /// DeepSeek-V3: sigmoid, correction bias, groups by sum of top-2, `routedScaling`.
+        case deepseekV3
+        /// DeepSeek-V2: softmax, groups by max (group-limited greedy) or none, `routedScaling`.
+        case deepseekV2
+    }
+    public var routerKind: RouterKind = .softmaxTopK
+    public var groups = 1, topkGroup = 1
+    public var routedScaling: Float = 1
+    /// DeepSeek's shared experts: one SwiGLU of `sharedExperts * expertIntermediate`, no gate.
+    public var sharedExperts = 0
 }
 
 /// The fields every supported config.json shares (Hugging Face spelling), with both spellings

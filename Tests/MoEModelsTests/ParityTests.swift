@@ -46,4 +46,6 @@ final class ParityTests: XCTestCase {
     func testQwen2MoE() throws { try check("qwen2_moe") }
     func testQwen3MoE() throws { try check("qwen3_moe") }
     func testOLMoE() throws { try check("olmoe") }
+    func testDeepSeekV3() throws { try check("deepseek_v3") }
+    func testDeepSeekV2() throws { try check("deepseek_v2") }
 }
