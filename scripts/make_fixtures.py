@@ -40,19 +40,26 @@ ARCHS = {
     "qwen2_moe": ("Qwen2MoeConfig", dict(COMMON, intermediate_size=48, moe_intermediate_size=32, num_experts=8,
                                          num_experts_per_tok=2, shared_expert_intermediate_size=40,
                                          norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[1],
-                                         qkv_bias=True, rope_theta=10000.0)),
+                                         qkv_bias=True,
+                                         rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0})),
     "qwen3_moe": ("Qwen3MoeConfig", dict(COMMON, intermediate_size=48, moe_intermediate_size=32, num_experts=8,
                                          num_experts_per_tok=3, norm_topk_prob=True, head_dim=24,
-                                         decoder_sparse_step=1, mlp_only_layers=[], rope_theta=1000000.0)),
+                                         decoder_sparse_step=1, mlp_only_layers=[],
+                                         rope_parameters={"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 4.0,
+                                                          "original_max_position_embeddings": 64})),
     "olmoe": ("OlmoeConfig", dict(COMMON, intermediate_size=32, num_experts=8, num_experts_per_tok=2,
                                   norm_topk_prob=False, clip_qkv=2.0, rope_theta=10000.0)),
-    # Multi-head latent attention with a low-rank q, interleaved rope, sigmoid routing with a
-    # correction bias, 4 groups of 2 keeping 2, routed scaling, a shared expert, a dense layer 0.
+    # Multi-head latent attention with a low-rank q, interleaved YaRN rope with DeepSeek's mscale,
+    # sigmoid routing with a correction bias, 4 groups of 2 keeping 2, routed scaling, a shared
+    # expert, a dense layer 0. (qwen2_moe uses linear rope scaling, qwen3_moe YaRN.)
     "deepseek_v3": ("DeepseekV3Config", dict(COMMON, num_key_value_heads=4, intermediate_size=48, moe_intermediate_size=16,
                                              n_routed_experts=8, n_shared_experts=1, num_experts_per_tok=2, n_group=4,
                                              topk_group=2, routed_scaling_factor=2.5, norm_topk_prob=True,
                                              first_k_dense_replace=1, q_lora_rank=24, kv_lora_rank=16, qk_nope_head_dim=16,
-                                             qk_rope_head_dim=8, v_head_dim=12, rope_interleave=True, rope_theta=10000.0)),
+                                             qk_rope_head_dim=8, v_head_dim=12, rope_interleave=True,
+                                             rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 8.0,
+                                                              "original_max_position_embeddings": 32, "beta_fast": 32,
+                                                              "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0})),
     # DeepSeek-V2: plain q projection, softmax routing, group-limited greedy, no renormalisation.
     "deepseek_v2": ("DeepseekV2Config", dict(COMMON, num_key_value_heads=4, intermediate_size=48, moe_intermediate_size=16,
                                              n_routed_experts=8, n_shared_experts=2, num_experts_per_tok=2, n_group=2,

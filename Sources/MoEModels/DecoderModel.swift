@@ -49,8 +49,8 @@ public final class DecoderModel: @unchecked Sendable {
         } else {
             lmHead = try ck.tensor("lm_head.weight", shape: [s.vocabSize, d])
         }
-        rope = s.latent.map { RotaryEmbedding(headDim: $0.ropeDim, base: s.ropeTheta, layout: $0.interleave ? .interleaved : .rotateHalf) }
-            ?? RotaryEmbedding(headDim: hd, base: s.ropeTheta, layout: .rotateHalf)
+        rope = s.latent.map { s.rope.rotary(headDim: $0.ropeDim, layout: $0.interleave ? .interleaved : .rotateHalf) }
+            ?? s.rope.rotary(headDim: hd, layout: .rotateHalf)
         var layers: [Layer] = []
         for i in 0..<s.layers {
             let p = "model.layers.\(i)"
@@ -111,8 +111,8 @@ public final class DecoderModel: @unchecked Sendable {
                                kvB: try ck.tensor("\(a).kv_b_proj.weight", shape: [h * (l.nopeDim + l.valueDim), l.kvLoraRank]),
                                o: try ck.tensor("\(a).o_proj.weight", shape: [d, h * l.valueDim]),
                                heads: h, nope: l.nopeDim, ropeDim: l.ropeDim, valueDim: l.valueDim, kvRank: l.kvLoraRank,
-                               eps: s.rmsNormEps, scale: Float(1 / Double(kd).squareRoot()),
-                               rope: RotaryEmbedding(headDim: l.ropeDim, base: s.ropeTheta, layout: l.interleave ? .interleaved : .rotateHalf))
+                               eps: s.rmsNormEps, scale: Float(s.rope.deepseekSoftmaxScale / Double(kd).squareRoot()),
+                               rope: s.rope.rotary(headDim: l.ropeDim, layout: l.interleave ? .interleaved : .rotateHalf))
     }
 
     static func loadMoE(_ ck: Checkpoint, _ s: DecoderSpec, layer i: Int) throws(ModelError) -> MoELayer {

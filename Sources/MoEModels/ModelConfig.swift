@@ -9,7 +9,7 @@ public struct DecoderSpec: Sendable, Equatable {
     public var vocabSize: Int, hiddenSize: Int, layers: Int
     public var heads: Int, kvHeads: Int, headDim: Int
     public var rmsNormEps: Float
-    public var ropeTheta: Double
+    public var rope: RopeConfig
     public var tieWordEmbeddings: Bool
     /// Attention variants.
     public enum QKNorm: Sendable, Equatable {
@@ -75,18 +75,12 @@ struct CommonConfig: Decodable {
     var headDim: Int?
     var rmsNormEps: Float?
     var ropeTheta: Double?
-    var ropeParameters: RopeParameters?
-    var ropeScaling: RopeParameters?
+    var ropeParameters: RopeFields?
+    var ropeScaling: RopeFields?
+    var maxPositionEmbeddings: Int?
     var tieWordEmbeddings: Bool?
     var bosTokenId: Int?
     var eosTokenId: IntOrList?
-
-    struct RopeParameters: Decodable {
-        var ropeTheta: Double?
-        var ropeType: String?
-        var type: String?
-        enum CodingKeys: String, CodingKey { case ropeTheta = "rope_theta", ropeType = "rope_type", type }
-    }
 
     enum CodingKeys: String, CodingKey {
         case modelType = "model_type", architectures, vocabSize = "vocab_size", hiddenSize = "hidden_size"
@@ -94,17 +88,7 @@ struct CommonConfig: Decodable {
         case numKeyValueHeads = "num_key_value_heads", headDim = "head_dim", rmsNormEps = "rms_norm_eps"
         case ropeTheta = "rope_theta", ropeParameters = "rope_parameters", ropeScaling = "rope_scaling"
         case tieWordEmbeddings = "tie_word_embeddings", bosTokenId = "bos_token_id", eosTokenId = "eos_token_id"
-    }
-
-    /// The RoPE base, from either spelling; throws for scaled-rope types not implemented yet.
-    func rope(path: String) throws(ModelError) -> Double {
-        for p in [ropeParameters, ropeScaling].compactMap({ $0 }) {
-            let kind = p.ropeType ?? p.type ?? "default"
-            guard kind == "default" else {
-                throw .invalidConfig(path: path, field: "rope_parameters.rope_type", reason: "'\(kind)' RoPE scaling is not supported yet")
-            }
-        }
-        return ropeParameters?.ropeTheta ?? ropeTheta ?? 10_000
+        case maxPositionEmbeddings = "max_position_embeddings"
     }
 
     func base(path: String) throws(ModelError) -> DecoderSpec {
@@ -119,7 +103,9 @@ struct CommonConfig: Decodable {
         guard hd > 0, hd % 2 == 0 else { throw .invalidConfig(path: path, field: "head_dim", reason: "must be a positive even number, got \(hd)") }
         return DecoderSpec(modelType: modelType ?? "", vocabSize: vocabSize, hiddenSize: hiddenSize, layers: numHiddenLayers,
                            heads: numAttentionHeads, kvHeads: kv, headDim: hd, rmsNormEps: rmsNormEps ?? 1e-6,
-                           ropeTheta: try rope(path: path), tieWordEmbeddings: tieWordEmbeddings ?? false,
+                           rope: try RopeFields.resolve(parameters: ropeParameters, scaling: ropeScaling, topLevelTheta: ropeTheta,
+                                                        maxPositions: maxPositionEmbeddings, path: path),
+                           tieWordEmbeddings: tieWordEmbeddings ?? false,
                            qkvBias: false, outputBias: false, qkNorm: .none, clipQKV: nil,
                            moeLayers: [Bool](repeating: true, count: numHiddenLayers), experts: 0, topK: 0,
                            expertIntermediate: 0, denseIntermediate: 0, normTopKProb: true,
