@@ -20,11 +20,19 @@ public enum RandomCheckpoint {
         public var denseSize = 1024
         public var sharedSize = 512
         public var ropeTheta = 10_000.0
+        /// DeepSeek: multi-head latent attention sizes (qLoraRank nil: a plain q_proj),
+        /// shared experts, expert groups and the leading dense layers.
+        public var qLoraRank: Int? = 64
+        public var kvLoraRank = 64
+        public var nopeDim = 32, ropeDim = 16, valueDim = 32
+        public var sharedExperts = 1
+        public var groups = 1, topkGroup = 1
+        public var denseLayers = 0
         public init() {}
     }
 
     /// The architectures it can write.
-    public static let architectures = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"]
+    public static let architectures = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v3", "deepseek_v2"]
 
     /// Writes a checkpoint of `arch` with `shape` into `directory` (created if needed), weights
     /// drawn uniformly in ±1/sqrt(fan-in) from `seed`, norms 1, stored as `dtype`.
@@ -70,6 +78,38 @@ public enum RandomCheckpoint {
             } else {
                 config["attention_bias"] = false
             }
+        case "deepseek_v3", "deepseek_v2":
+            guard s.experts % max(1, s.groups) == 0, s.topkGroup >= 1, s.topkGroup <= s.groups, s.ropeDim % 2 == 0,
+                  s.denseLayers >= 0, s.denseLayers <= s.layers else {
+                throw .invalidConfig(path: directory, field: "shape", reason: "groups must divide experts, 1 <= topk-group <= groups, rope dim even")
+            }
+            config["architectures"] = [arch == "deepseek_v3" ? "DeepseekV3ForCausalLM" : "DeepseekV2ForCausalLM"]
+            config["n_routed_experts"] = s.experts
+            config["n_shared_experts"] = s.sharedExperts
+            config["moe_intermediate_size"] = s.expertSize
+            config["intermediate_size"] = s.denseSize
+            config["first_k_dense_replace"] = s.denseLayers
+            config["moe_layer_freq"] = 1
+            config["n_group"] = s.groups
+            config["topk_group"] = s.topkGroup
+            config["routed_scaling_factor"] = 2.5  // V3's value; a whole number would be written as an integer, which transformers refuses
+            config["q_lora_rank"] = s.qLoraRank.map { $0 as Any } ?? NSNull()
+            config["kv_lora_rank"] = s.kvLoraRank
+            config["qk_nope_head_dim"] = s.nopeDim
+            config["qk_rope_head_dim"] = s.ropeDim
+            config["v_head_dim"] = s.valueDim
+            config["head_dim"] = s.ropeDim
+            config["num_key_value_heads"] = s.heads
+            config["attention_bias"] = false
+            if arch == "deepseek_v3" {
+                config["norm_topk_prob"] = true
+                config["scoring_func"] = "sigmoid"
+                config["topk_method"] = "noaux_tc"
+                config["rope_interleave"] = true
+            } else {
+                config["norm_topk_prob"] = false
+                config["topk_method"] = s.groups > 1 ? "group_limited_greedy" : "greedy"
+            }
         default:  // olmoe
             config["architectures"] = ["OlmoeForCausalLM"]
             config["num_experts"] = s.experts
@@ -98,9 +138,29 @@ public enum RandomCheckpoint {
         tensors.append(("lm_head.weight", random([s.vocabSize, d])))
         for i in 0..<s.layers {
             let p = "model.layers.\(i)", a = "\(p).self_attn"
-            tensors += [("\(p).input_layernorm.weight", ones(d)), ("\(p).post_attention_layernorm.weight", ones(d)),
-                        ("\(a).q_proj.weight", random([s.heads * hd, d])), ("\(a).k_proj.weight", random([s.kvHeads * hd, d])),
-                        ("\(a).v_proj.weight", random([s.kvHeads * hd, d])), ("\(a).o_proj.weight", random([d, s.heads * hd]))]
+            tensors += [("\(p).input_layernorm.weight", ones(d)), ("\(p).post_attention_layernorm.weight", ones(d))]
+            if let l = spec.latent {
+                let kd = l.nopeDim + l.ropeDim
+                if let rq = l.qLoraRank {
+                    tensors += [("\(a).q_a_proj.weight", random([rq, d])), ("\(a).q_a_layernorm.weight", ones(rq)),
+                                ("\(a).q_b_proj.weight", random([s.heads * kd, rq]))]
+                } else {
+                    tensors.append(("\(a).q_proj.weight", random([s.heads * kd, d])))
+                }
+                tensors += [("\(a).kv_a_proj_with_mqa.weight", random([l.kvLoraRank + l.ropeDim, d])),
+                            ("\(a).kv_a_layernorm.weight", ones(l.kvLoraRank)),
+                            ("\(a).kv_b_proj.weight", random([s.heads * (l.nopeDim + l.valueDim), l.kvLoraRank])),
+                            ("\(a).o_proj.weight", random([d, s.heads * l.valueDim]))]
+            } else {
+                tensors += [("\(a).q_proj.weight", random([s.heads * hd, d])), ("\(a).k_proj.weight", random([s.kvHeads * hd, d])),
+                            ("\(a).v_proj.weight", random([s.kvHeads * hd, d])), ("\(a).o_proj.weight", random([d, s.heads * hd]))]
+            }
+            if !spec.moeLayers[i] {
+                tensors += [("\(p).mlp.gate_proj.weight", random([spec.denseIntermediate, d])),
+                            ("\(p).mlp.up_proj.weight", random([spec.denseIntermediate, d])),
+                            ("\(p).mlp.down_proj.weight", random([d, spec.denseIntermediate]))]
+                continue
+            }
             if spec.qkvBias {
                 tensors += [("\(a).q_proj.bias", random([s.heads * hd])), ("\(a).k_proj.bias", random([s.kvHeads * hd])),
                             ("\(a).v_proj.bias", random([s.kvHeads * hd]))]
@@ -112,6 +172,17 @@ public enum RandomCheckpoint {
             }
             let m = Architectures.moePrefix(spec, layer: i)
             tensors.append(("\(m).gate.weight", random([s.experts, d])))
+            if spec.routerKind == .deepseekV3 {
+                var rng = SplitMix64(seed: seed &+ UInt64(i))
+                let bias = (0..<s.experts).map { _ in 0.2 * (rng.nextUnitFloat() - 0.5) }
+                tensors.append(("\(m).gate.e_score_correction_bias", Tensor(shape: [s.experts], values: bias)))  // f32, as shipped
+            }
+            if spec.sharedExperts > 0 {
+                let si = spec.sharedExperts * s.expertSize
+                tensors += [("\(m).shared_experts.gate_proj.weight", random([si, d])),
+                            ("\(m).shared_experts.up_proj.weight", random([si, d])),
+                            ("\(m).shared_experts.down_proj.weight", random([d, si]))]
+            }
             for e in 0..<s.experts {
                 let n = Architectures.expertNames(spec, layer: i, expert: e)
                 tensors += [(n.gate, random([s.expertSize, d])), (n.up, random([s.expertSize, d])), (n.down, random([d, s.expertSize]))]
