@@ -37,12 +37,6 @@ extension Kernels {
         }
         if active.isEmpty { return }
 
-        // Packed-A offsets for the jobs that take the matmul leaf.
-        var packedOffset = [Int](repeating: 0, count: active.count + 1)
-        for (i, job) in active.enumerated() {
-            let (m, k) = (job.input.shape[0], job.input.shape[1])
-            packedOffset[i + 1] = packedOffset[i] + (m > gemvMaxRows ? moek_gemm_packed_size(m, k) : 0)
-        }
 
         // Pieces: (job, first weight row, end weight row). About four pieces per thread overall,
         // in multiples of the leaf's tile, so every thread stays busy to the end.
@@ -61,24 +55,37 @@ extension Kernels {
 
         struct Raw {
             let x: UnsafePointer<Float>, w: UnsafeRawPointer, out: UnsafeMutablePointer<Float>
-            let dtype: Int32, m: Int, k: Int, n: Int, rowBytes: Int
+            let dtype: Int32, m: Int, k: Int, n: Int, rowBytes: Int, bf16: Bool
         }
         let raw = active.map { job in
             Raw(x: job.input.rawPointer.assumingMemoryBound(to: Float.self), w: job.weight.rawPointer,
                 out: job.output.mutableRawPointer.assumingMemoryBound(to: Float.self), dtype: job.weight.dtype.cValue,
                 m: job.input.shape[0], k: job.input.shape[1], n: job.weight.shape[0],
-                rowBytes: job.input.shape[1] * job.weight.dtype.byteSize)
+                rowBytes: job.input.shape[1] * job.weight.dtype.byteSize,
+                bf16: usesBF16Path(rows: job.input.shape[0], dtype: job.weight.dtype))
         }
         if pool.threadCount > 1 && raw.allSatisfy({ $0.m <= gemvMaxRows }) {
             streamGemvJobs(raw.map { ($0.x, $0.w, $0.out, $0.dtype, $0.m, $0.k, $0.n, $0.rowBytes) }, pool: pool)
             return
         }
-        withScratchFloats(packedOffset[active.count]) { packed in
+        // Packed-A offsets (in floats, 16-float aligned) for the jobs that take a matmul leaf.
+        var packedOffset = [Int](repeating: 0, count: raw.count + 1)
+        for (i, j) in raw.enumerated() {
+            let floats = j.m <= gemvMaxRows ? 0
+                : j.bf16 ? (moek_gemm_bf16_packed_size(j.m, j.k) + 1) / 2 : moek_gemm_packed_size(j.m, j.k)
+            packedOffset[i + 1] = packedOffset[i] + (floats + 15) / 16 * 16
+        }
+        withScratchFloats(packedOffset[raw.count]) { packed in
             let toPack = raw.indices.filter { raw[$0].m > gemvMaxRows }
             pool.parallelFor(toPack.count) { i in
                 let j = raw[toPack[i]]
-                let mr = moek_gemm_mr()
-                moek_gemm_pack_a(j.x, j.k, j.m, j.k, 0, (j.m + mr - 1) / mr, packed + packedOffset[toPack[i]])
+                if j.bf16 {
+                    let ap = UnsafeMutableRawPointer(packed + packedOffset[toPack[i]]).assumingMemoryBound(to: UInt16.self)
+                    moek_gemm_bf16_pack_a(j.x, j.k, j.m, j.k, 0, (j.m + 15) / 16, ap)
+                } else {
+                    let mr = moek_gemm_mr()
+                    moek_gemm_pack_a(j.x, j.k, j.m, j.k, 0, (j.m + mr - 1) / mr, packed + packedOffset[toPack[i]])
+                }
             }
             pieces.withUnsafeBufferPointer { pieces in
                 pool.parallelFor(pieces.count) { p in
@@ -86,6 +93,9 @@ extension Kernels {
                     let j = raw[i]
                     if j.m <= gemvMaxRows {
                         moek_gemv_rows(j.w, j.dtype, j.k, j.x, j.k, Int32(j.m), j.out, j.n, n0, n1, j.k)
+                    } else if j.bf16 {
+                        let ap = UnsafeRawPointer(packed + packedOffset[i]).assumingMemoryBound(to: UInt16.self)
+                        moek_gemm_bf16_packed(ap, j.m, j.w.assumingMemoryBound(to: UInt16.self), j.k, j.out, j.n, n0, n1, j.k)
                     } else {
                         moek_gemm_packed(packed + packedOffset[i], j.m, j.w, j.dtype, j.k, j.out, j.n, n0, n1, j.k)
                     }

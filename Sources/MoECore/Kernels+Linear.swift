@@ -51,6 +51,21 @@ extension Kernels {
             }
             return
         }
+        if usesBF16Path(rows: m, dtype: dtype) {
+            withScratchFloats((moek_gemm_bf16_packed_size(m, k) + 1) / 2) { raw in
+                let ap = UnsafeMutableRawPointer(raw).assumingMemoryBound(to: UInt16.self)
+                let panels = (m + 15) / 16
+                parallelChunks(panels, grain: max(1, 4096 / max(1, k)), pool: pool) { t in
+                    moek_gemm_bf16_pack_a(x, ldx, m, k, t.lowerBound, t.upperBound, ap)
+                }
+                let step = Int(MOEK_GEMM_BF16_NR), tiles = (n + step - 1) / step
+                let wp = w.assumingMemoryBound(to: UInt16.self)
+                parallelChunks(tiles, grain: max(1, (1 << 22) / max(1, 2 * m * k * step)), pool: pool) { t in
+                    moek_gemm_bf16_packed(ap, m, wp, k, out, ldo, t.lowerBound * step, min(n, t.upperBound * step), k)
+                }
+            }
+            return
+        }
         withScratchFloats(moek_gemm_packed_size(m, k)) { ap in
             let mr = moek_gemm_mr()
             let panels = (m + mr - 1) / mr

@@ -1,3 +1,4 @@
+import Synchronization
 import _MoEKernels
 
 /// The CPU kernels, as static functions: linear layers (matvec, matmul, grouped matmul over
@@ -7,6 +8,26 @@ import _MoEKernels
 /// `[out, in]`, widened in registers and accumulated in `f32`. Every kernel takes the
 /// `ThreadPool` to run on (default: `ThreadPool.shared`).
 public enum Kernels {
+    private static let bf16Flag = Atomic<Bool>(false)
+
+    /// Opt-in: matmuls with bf16 weights and more than 4 rows round the activations to bf16 and
+    /// use the CPU's bf16 dot product (AVX512-BF16), twice the f32 FMA rate, accumulating in
+    /// f32, as PyTorch and oneDNN do for bf16 models. Off by default: the default contract is
+    /// activations kept in f32. Has no effect where the CPU lacks the instruction, or on decode
+    /// (few rows: memory-bound, so nothing to gain).
+    public static var bf16Activations: Bool {
+        get { bf16Flag.load(ordering: .relaxed) }
+        set { bf16Flag.store(newValue, ordering: .relaxed) }
+    }
+
+    /// Whether this CPU has the bf16 dot product `bf16Activations` uses.
+    public static var bf16ComputeSupported: Bool { moek_bf16_compute_supported() != 0 }
+
+    /// Whether a matmul of `rows` rows against a `dtype` weight takes the bf16 dot-product path.
+    static func usesBF16Path(rows: Int, dtype: DType) -> Bool {
+        rows > gemvMaxRows && dtype == .bf16 && bf16Activations && bf16ComputeSupported && moek_isa() == Int32(MOEK_ISA_AVX512.rawValue)
+    }
+
     /// The instruction-set path the leaf kernels use ("avx512", "avx2", "neon" or "scalar").
     public static var isaName: String { String(cString: moek_isa_name(moek_isa())) }
 

@@ -18,6 +18,9 @@ struct Logits: ParsableCommand {
     @Option(help: "Threads to run on (default: the active cores).")
     var threads: Int?
 
+    @Option(help: "exact (f32 activations) or bf16 (bf16 dot products for bf16 weights).")
+    var precision = Precision.exact
+
     mutating func validate() throws {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
         _ = try parseTokenList(tokens, option: "--tokens")
@@ -25,6 +28,7 @@ struct Logits: ParsableCommand {
 
     func run() throws {
         let ids = try parseTokenList(tokens, option: "--tokens")
+        precision.apply()
         let m = try DecoderModel(directory: model, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
         var cache = m.makeCache(capacity: ids.count)
         let logits = try m.forward(ids, cache: &cache)

@@ -4,6 +4,15 @@ import MoECore
 import MoEGenerate
 import MoEModels
 
+/// How matmuls treat activations: `exact` keeps them f32 (the default); `bf16` rounds them to
+/// bf16 for bf16 weights and uses the CPU's bf16 dot product (AVX512-BF16), as PyTorch does.
+enum Precision: String, ExpressibleByArgument, CaseIterable {
+    case exact, bf16
+
+    /// Applies the choice to the kernels.
+    func apply() { Kernels.bf16Activations = self == .bf16 }
+}
+
 /// `moe tokenize`: token ids for a text.
 struct Tokenize: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print the token ids of a text as JSON: {\"ids\": [..]}.")
@@ -52,6 +61,7 @@ struct Generate: ParsableCommand {
     @Option(parsing: .singleValue, help: "Stop before this text (repeatable).") var stop: [String] = []
     @Flag(help: "Print {\"ids\": [..], \"text\": \"...\"} at the end instead of streaming.") var json = false
     @Option(help: "Threads to run on (default: the active cores).") var threads: Int?
+    @Option(help: "exact (f32 activations) or bf16 (bf16 dot products for bf16 weights, faster prefill).") var precision = Precision.exact
 
     mutating func validate() throws {
         if maxTokens < 0 { throw ValidationError("--max-tokens must not be negative") }
@@ -63,6 +73,7 @@ struct Generate: ParsableCommand {
     }
 
     func run() throws {
+        precision.apply()
         let m = try DecoderModel(directory: model, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
         let tok = try Tokenizer(path: (model as NSString).appendingPathComponent("tokenizer.json"))
         let options = GenerationOptions(maxTokens: maxTokens,
@@ -96,6 +107,7 @@ struct Bench: ParsableCommand {
     @Option(name: .customLong("gen-tokens"), help: "Tokens to decode.") var genTokens = 32
     @Option(help: "Threads to run on (default: the active cores).") var threads: Int?
     @Option(help: "Timed repetitions (the median is reported).") var reps = 3
+    @Option(help: "exact (f32 activations) or bf16 (bf16 dot products for bf16 weights, faster prefill).") var precision = Precision.exact
 
     mutating func validate() throws {
         if promptTokens < 1 || genTokens < 1 { throw ValidationError("--prompt-tokens and --gen-tokens must be at least 1") }
@@ -104,6 +116,7 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
+        precision.apply()
         let m = try DecoderModel(directory: model, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
         try printJSON(try ModelBenchmark.run(model: m, name: model, promptTokens: promptTokens, genTokens: genTokens, reps: reps))
     }

@@ -153,3 +153,39 @@ final class LinearBatchTests: XCTestCase {
         run([(1, 37, 20, .bf16), (9, 30, 21, .f32), (0, 5, 4, .bf16), (17, 49, 300, .f16)], label: "mixed batch")
     }
 }
+
+/// The opt-in bf16 dot-product path: exact against a reference whose activations are rounded
+/// to bf16 first (then the usual 1e-5 of sum |x w|), on odd K (a padded last pair), K past one
+/// block (512), partial panels, matmul and linearBatch. Skipped where the CPU lacks AVX512-BF16.
+final class BF16ComputeTests: XCTestCase {
+    override func setUp() { Kernels.bf16Activations = true }
+    override func tearDown() { Kernels.bf16Activations = false }
+
+    func testMatchesReferenceWithBF16RoundedActivations() throws {
+        try XCTSkipUnless(Kernels.bf16ComputeSupported, "no AVX512-BF16 on this CPU")
+        for pool in testPools {
+            for (m, n, k) in [(5, 7, 3), (17, 25, 33), (33, 49, 513), (16, 24, 1024), (40, 3, 1)] {
+                let x = Tensor(randomUniform: [m, k], seed: UInt64(m + k))
+                let w = Tensor(randomUniform: [n, k], seed: UInt64(n + 3 * k), dtype: .bf16)
+                let rounded = x.converted(to: .bf16).toFloats()
+                let ref = Reference.matmul(rounded, w.toFloats(), m: m, n: n, k: k)
+                assertClose(Kernels.matmul(x, w, pool: pool).toFloats(), ref.out, absolute: 1e-6, relative: 1e-5,
+                            scale: ref.scale, "bf16 matmul \(m)x\(n)x\(k)")
+                let out = Tensor(zeros: [m, n])
+                Kernels.linearBatch([LinearJob(input: x, weight: w, output: out)], pool: pool)
+                assertClose(out.toFloats(), ref.out, absolute: 1e-6, relative: 1e-5, scale: ref.scale, "bf16 batch \(m)x\(n)x\(k)")
+            }
+        }
+    }
+
+    func testF32WeightsAndSmallBatchesStayExact() {
+        let x = Tensor(randomUniform: [9, 20], seed: 1)
+        let w = Tensor(randomUniform: [6, 20], seed: 2, dtype: .f32)
+        let ref = Reference.matmul(x.toFloats(), w.toFloats(), m: 9, n: 6, k: 20)
+        assertClose(Kernels.matmul(x, w).toFloats(), ref.out, absolute: 1e-6, relative: 1e-5, scale: ref.scale)
+        let x1 = Tensor(randomUniform: [1, 20], seed: 3)
+        let wb = Tensor(randomUniform: [6, 20], seed: 4, dtype: .bf16)
+        let r1 = Reference.matmul(x1.toFloats(), wb.toFloats(), m: 1, n: 6, k: 20)
+        assertClose(Kernels.matmul(x1, wb).toFloats(), r1.out, absolute: 1e-6, relative: 1e-5, scale: r1.scale, "decode stays f32")
+    }
+}

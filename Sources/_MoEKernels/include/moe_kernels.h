@@ -87,6 +87,19 @@ void moek_gemm_packed(const float *Ap, size_t M, const void *W, int dt, size_t l
 /// across threads in multiples of it.
 size_t moek_gemm_n_step(void);
 
+/// Whether the bf16 dot-product matmul (AVX512-BF16) can run on this CPU.
+int moek_bf16_compute_supported(void);
+/// bf16 elements to hold A [M, K] packed for `moek_gemm_bf16_packed`.
+size_t moek_gemm_bf16_packed_size(size_t M, size_t K);
+/// Packs panels [t0, t1) of 16 rows of A (f32, rounded to bf16) into bf16 pairs.
+void moek_gemm_bf16_pack_a(const float *A, size_t lda, size_t M, size_t K, size_t t0, size_t t1, uint16_t *Ap);
+/// C[m, n] = sum_k bf16(A[m, k]) * W[n, k] for n in [n0, n1), W bf16 [N, K] with row stride
+/// ldw, accumulated in f32 with vdpbf16ps. Only when `moek_bf16_compute_supported()`.
+void moek_gemm_bf16_packed(const uint16_t *Ap, size_t M, const uint16_t *W, size_t ldw, float *C, size_t ldc,
+                           size_t n0, size_t n1, size_t K);
+/// The granularity in N of `moek_gemm_bf16_packed`.
+#define MOEK_GEMM_BF16_NR 24
+
 /// FMA throughput probe: runs `iters` rounds of independent FMA chains in registers and returns
 /// the number of floating-point operations performed (2 per lane per FMA).
 double moek_fma_probe(size_t iters);

@@ -1,0 +1,111 @@
+// AVX512-BF16 matmul (Zen 4, Sapphire Rapids): bf16 weights times activations rounded to bf16,
+// with vdpbf16ps (two bf16 multiply-adds per f32 lane, accumulated in f32): twice the rate of
+// f32 FMA. Opt-in (MoECore's Kernels.bf16Activations), since it rounds the activations; chosen
+// at run time, compiled with no global flags.
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#include "internal.h"
+
+enum { B_MR = 16, B_NR = 24, B_KC = 512 };  // KC in elements (256 bf16 pairs)
+
+int moek_bf16_compute_supported(void) {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512bf16");
+}
+
+size_t moek_gemm_bf16_packed_size(size_t M, size_t K) {
+  const size_t mtiles = (M + B_MR - 1) / B_MR;
+  size_t total = 0;
+  for (size_t k0 = 0; k0 < K; k0 += B_KC) {
+    const size_t kc = (K - k0) < B_KC ? (K - k0) : B_KC;
+    total += mtiles * B_MR * ((kc + 1) / 2) * 2;
+  }
+  return total;  // in bf16 elements
+}
+
+// Packed A: for each K block, each panel of 16 rows as [kc/2][16][2] bf16 (pairs k, k+1).
+void moek_gemm_bf16_pack_a(const float *A, size_t lda, size_t M, size_t K, size_t t0, size_t t1, uint16_t *Ap) {
+  const size_t mtiles = (M + B_MR - 1) / B_MR;
+  size_t offset = 0;
+  for (size_t k0 = 0; k0 < K; k0 += B_KC) {
+    const size_t kc = (K - k0) < B_KC ? (K - k0) : B_KC, pairs = (kc + 1) / 2;
+    for (size_t t = t0; t < t1 && t < mtiles; t++) {
+      uint16_t *dst = Ap + offset + t * B_MR * pairs * 2;
+      for (size_t i = 0; i < B_MR; i++) {
+        const size_t m = t * B_MR + i;
+        for (size_t p = 0; p < pairs; p++) {
+          const size_t k = k0 + 2 * p;
+          float lo = 0, hi = 0;
+          if (m < M) {
+            lo = A[m * lda + k];
+            hi = k + 1 < K ? A[m * lda + k + 1] : 0.0f;
+          }
+          dst[(p * B_MR + i) * 2] = moek_f32_to_bf16(lo);
+          dst[(p * B_MR + i) * 2 + 1] = moek_f32_to_bf16(hi);
+        }
+      }
+    }
+    offset += mtiles * B_MR * pairs * 2;
+  }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+static void ukernel_bf16(const uint16_t *Ap, const uint16_t *Wp, size_t pairs, float *C, size_t ldc, size_t mr,
+                         size_t nr, int first) {
+  __m512 c[B_NR];
+#pragma clang loop unroll(full)
+  for (int j = 0; j < B_NR; j++) c[j] = _mm512_setzero_ps();
+  for (size_t p = 0; p < pairs; p++) {
+    const __m512bh a = (__m512bh)_mm512_load_si512((const void *)(Ap + p * B_MR * 2));
+#pragma clang loop unroll(full)
+    for (int j = 0; j < B_NR; j++) {
+      int32_t w;
+      memcpy(&w, Wp + j * B_KC + 2 * p, 4);
+      c[j] = _mm512_dpbf16_ps(c[j], a, (__m512bh)_mm512_set1_epi32(w));
+    }
+  }
+  float tile[B_NR][B_MR] __attribute__((aligned(64)));
+#pragma clang loop unroll(full)
+  for (int j = 0; j < B_NR; j++) _mm512_store_ps(tile[j], c[j]);
+  moek_store_tile(&tile[0][0], B_MR, C, ldc, mr, nr, first);
+}
+
+void moek_gemm_bf16_packed(const uint16_t *Ap, size_t M, const uint16_t *W, size_t ldw, float *C, size_t ldc,
+                           size_t n0, size_t n1, size_t K) {
+  if (M == 0 || n1 <= n0) return;
+  const size_t mtiles = (M + B_MR - 1) / B_MR;
+  uint16_t *Wbuf = (uint16_t *)moek_thread_scratch(B_NR * B_KC / 2 + 16);
+  size_t offset = 0;
+  for (size_t k0 = 0; k0 < K; k0 += B_KC) {
+    const size_t kc = (K - k0) < B_KC ? (K - k0) : B_KC, pairs = (kc + 1) / 2;
+    for (size_t n = n0; n < n1; n += B_NR) {
+      const size_t nr = (n1 - n) < B_NR ? (n1 - n) : B_NR;
+      for (size_t j = 0; j < B_NR; j++) {
+        uint16_t *dst = Wbuf + j * B_KC;
+        if (j < nr) {
+          memcpy(dst, W + (n + j) * ldw + k0, kc * 2);
+          if (kc & 1) dst[kc] = 0;
+        } else {
+          memset(dst, 0, pairs * 4);
+        }
+      }
+      for (size_t t = 0; t < mtiles; t++) {
+        const size_t mr = (M - t * B_MR) < B_MR ? (M - t * B_MR) : B_MR;
+        ukernel_bf16(Ap + offset + t * B_MR * pairs * 2, Wbuf, pairs, C + t * B_MR * ldc + n, ldc, mr, nr, k0 == 0);
+      }
+    }
+    offset += mtiles * B_MR * pairs * 2;
+  }
+}
+#else
+#include "internal.h"
+int moek_bf16_compute_supported(void) { return 0; }
+size_t moek_gemm_bf16_packed_size(size_t M, size_t K) { (void)M; (void)K; return 0; }
+void moek_gemm_bf16_pack_a(const float *A, size_t lda, size_t M, size_t K, size_t t0, size_t t1, uint16_t *Ap) {
+  (void)A; (void)lda; (void)M; (void)K; (void)t0; (void)t1; (void)Ap;
+}
+void moek_gemm_bf16_packed(const uint16_t *Ap, size_t M, const uint16_t *W, size_t ldw, float *C, size_t ldc,
+                           size_t n0, size_t n1, size_t K) {
+  (void)Ap; (void)M; (void)W; (void)ldw; (void)C; (void)ldc; (void)n0; (void)n1; (void)K;
+}
+#endif
