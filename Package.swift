@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "MoE", targets: ["MoE"]),
         .library(name: "MoEModels", targets: ["MoEModels"]),
         .library(name: "MoEGenerate", targets: ["MoEGenerate"]),
+        .library(name: "MoETrain", targets: ["MoETrain"]),
         .executable(name: "moe", targets: ["moe"]),
     ],
     dependencies: [
@@ -22,6 +23,7 @@ let package = Package(
         .target(name: "MoE", dependencies: ["MoECore"]),
         .target(name: "MoEModels", dependencies: ["MoECore", "MoE", "_MoEKernels"]),
         .target(name: "MoEGenerate", dependencies: ["MoECore", "MoE", "MoEModels"]),
+        .target(name: "MoETrain", dependencies: ["MoECore", "MoE"]),
         .executableTarget(
             name: "moe",
             dependencies: [
@@ -37,6 +39,7 @@ let package = Package(
         .testTarget(name: "MoEModelsTests", dependencies: ["MoEModels", "MoE", "MoECore", "_TestSupport"],
                     exclude: []),
         .testTarget(name: "MoEGenerateTests", dependencies: ["MoEGenerate", "MoEModels", "MoECore"]),
+        .testTarget(name: "MoETrainTests", dependencies: ["MoETrain", "MoECore", "_TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["moe", "_TestSupport"]),
     ],
     swiftLanguageModes: [.v6]

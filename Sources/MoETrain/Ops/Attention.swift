@@ -1,0 +1,89 @@
+import Foundation
+import MoECore
+
+// Dimension legend: T tokens, H query heads, G key/value heads (H / G share one), D head dim.
+
+extension Tape {
+    /// RoPE on x [T, heads, D] at `positions`. Backward rotates dy back (the same RoPE at the
+    /// negated positions: a rotation's inverse is its transpose).
+    public func rope(_ x: Variable, positions: [Int], _ rope: RotaryEmbedding) -> Variable {
+        let y = x.value.copied()
+        rope.apply(y, positions: positions, pool: pool)
+        let out = Variable(y)
+        record { [pool] in
+            guard let dy = out.grad else { return }
+            let dx = dy.copied()
+            rope.apply(dx, positions: positions.map { -$0 }, pool: pool)
+            x.accumulate(dx)
+        }
+        return out
+    }
+
+    /// Causal softmax attention: q [T, H, D], k and v [T, G, D] -> [T, H * D]. Token t sees 0...t.
+    ///
+    /// Backward from the saved probabilities P: dv_j += sum_t P_tj do_t;
+    /// dS_tj = P_tj (do_t . v_j - sum_j' P_tj' do_t . v_j'); dq_t = scale sum_j dS_tj k_j;
+    /// dk_j += scale sum_t dS_tj q_t.
+    public func causalAttention(q: Variable, k: Variable, v: Variable, scale: Float) -> Variable {
+        let (t, h, d) = (q.shape[0], q.shape[1], q.shape[2]), g = k.shape[1], group = h / g
+        let (qT, kT, vT) = (q.value, k.value, v.value)  // the closure keeps these alive
+        let qs = qT.floats, ks = kT.floats, vs = vT.floats
+        var probs = [Float](repeating: 0, count: h * t * t)  // [H, T, T], rows causal
+        let y = Tensor(zeros: [t, h * d])
+        let yp = y.mutableFloats
+        for hi in 0..<h {
+            let gi = hi / group
+            for ti in 0..<t {
+                var row = [Float](repeating: 0, count: ti + 1), mx = -Float.infinity
+                for j in 0...ti {
+                    var s: Float = 0
+                    for c in 0..<d { s += qs[(ti * h + hi) * d + c] * ks[(j * g + gi) * d + c] }
+                    row[j] = s * scale
+                    mx = max(mx, row[j])
+                }
+                var sum: Float = 0
+                for j in 0...ti { row[j] = Foundation.exp(row[j] - mx); sum += row[j] }
+                for j in 0...ti {
+                    let p = row[j] / sum
+                    probs[(hi * t + ti) * t + j] = p
+                    for c in 0..<d { yp[(ti * h + hi) * d + c] += p * vs[(j * g + gi) * d + c] }
+                }
+            }
+        }
+        let out = Variable(y)
+        record {
+            guard let dyT = out.grad else { return }
+            let dy = dyT.floats, qs = qT.floats, ks = kT.floats, vs = vT.floats
+            let dq = Tensor(zeros: q.shape), dk = Tensor(zeros: k.shape), dv = Tensor(zeros: v.shape)
+            let dqp = dq.mutableFloats, dkp = dk.mutableFloats, dvp = dv.mutableFloats
+            for hi in 0..<h {
+                let gi = hi / group
+                for ti in 0..<t {
+                    var dp = [Float](repeating: 0, count: ti + 1), dot: Float = 0
+                    for j in 0...ti {
+                        let p = probs[(hi * t + ti) * t + j]
+                        var s: Float = 0
+                        for c in 0..<d {
+                            let o = dy[(ti * h + hi) * d + c]
+                            s += o * vs[(j * g + gi) * d + c]
+                            dvp[(j * g + gi) * d + c] += p * o
+                        }
+                        dp[j] = s
+                        dot += p * s
+                    }
+                    for j in 0...ti {
+                        let ds = probs[(hi * t + ti) * t + j] * (dp[j] - dot) * scale
+                        for c in 0..<d {
+                            dqp[(ti * h + hi) * d + c] += ds * ks[(j * g + gi) * d + c]
+                            dkp[(j * g + gi) * d + c] += ds * qs[(ti * h + hi) * d + c]
+                        }
+                    }
+                }
+            }
+            q.accumulate(dq)
+            k.accumulate(dk)
+            v.accumulate(dv)
+        }
+        return out
+    }
+}

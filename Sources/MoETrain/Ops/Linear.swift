@@ -1,0 +1,71 @@
+import MoECore
+
+// Dimension legend: M rows, K inputs, N outputs. W is [N, K] (Hugging Face Linear layout).
+
+/// Transposes an f32 matrix [R, C] into [C, R].
+func transposed(_ x: Tensor) -> Tensor {
+    let (r, c) = (x.shape[0], x.shape[1])
+    let out = Tensor(zeros: [c, r])
+    let src = x.floats, dst = out.mutableFloats
+    for i in 0..<r { for j in 0..<c { dst[j * r + i] = src[i * c + j] } }
+    return out
+}
+
+extension Tape {
+    /// `y = x W^T (+ b)`: x [M, K], W [N, K], b [N] -> y [M, N].
+    ///
+    /// Backward, with the same fast matmul kernels: dx = dy W ([M, N] x [N, K]),
+    /// dW = dy^T x ([N, M] x [M, K]), db = column sums of dy.
+    public func linear(_ x: Variable, _ w: Variable, bias: Variable? = nil) -> Variable {
+        let (xT, wT) = (x.value, w.value)  // the closure keeps these alive
+        let y = Kernels.matmul(xT, wT, pool: pool)  // [M, N]
+        if let bias {
+            let b = bias.value.floats, p = y.mutableFloats, n = b.count
+            for i in 0..<p.count { p[i] += b[i % n] }
+        }
+        let out = Variable(y)
+        record { [pool] in
+            guard let dy = out.grad else { return }
+            if x.requiresGrad { x.accumulate(Kernels.matmul(dy, transposed(wT), pool: pool)) }
+            if w.requiresGrad { w.accumulate(Kernels.matmul(transposed(dy), transposed(xT), pool: pool)) }
+            if let bias, bias.requiresGrad {
+                let n = bias.value.count, g = dy.floats
+                var sums = [Float](repeating: 0, count: n)
+                for i in 0..<g.count { sums[i % n] += g[i] }
+                bias.accumulate(Tensor(shape: [n], values: sums))
+            }
+        }
+        return out
+    }
+
+    /// `y = a + b` (same shape): the residual connection.
+    public func add(_ a: Variable, _ b: Variable) -> Variable {
+        let y = a.value.copied()
+        let p = y.mutableFloats, q = b.value.floats
+        for i in 0..<p.count { p[i] += q[i] }
+        let out = Variable(y)
+        record {
+            guard let dy = out.grad else { return }
+            a.accumulate(dy)
+            b.accumulate(dy)
+        }
+        return out
+    }
+
+    /// Rows `ids` of `table` [V, d] -> [T, d]. Backward scatters dy into the chosen rows.
+    public func embedding(_ table: Variable, ids: [Int]) -> Variable {
+        let d = table.shape[1]
+        let y = Tensor(zeros: [ids.count, d])
+        let src = table.value.floats, dst = y.mutableFloats
+        for (t, id) in ids.enumerated() { for j in 0..<d { dst[t * d + j] = src[id * d + j] } }
+        let out = Variable(y)
+        record {
+            guard let dy = out.grad, table.requiresGrad else { return }
+            let g = Tensor(zeros: table.shape)
+            let gp = g.mutableFloats, dp = dy.floats
+            for (t, id) in ids.enumerated() { for j in 0..<d { gp[id * d + j] += dp[t * d + j] } }
+            table.accumulate(g)
+        }
+        return out
+    }
+}

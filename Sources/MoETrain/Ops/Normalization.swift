@@ -1,0 +1,71 @@
+import MoECore
+
+// Dimension legend: R rows, C features.
+
+extension Tape {
+    /// RMSNorm over the last dimension: y = x * r * w with r = 1 / sqrt(mean(x^2) + eps).
+    ///
+    /// Backward per row: dw += dy * x * r; dx = r * (dy * w) - x * r^3 * mean(dy * w * x).
+    public func rmsNorm(_ x: Variable, weight w: Variable, eps: Float) -> Variable {
+        let c = x.shape.last ?? 1, rows = x.value.count / max(1, c)
+        let (xT, wT) = (x.value, w.value)  // the closure keeps these alive
+        let xs = xT.floats, ws = wT.floats
+        let y = Tensor(zeros: x.shape)
+        let yp = y.mutableFloats
+        var inv = [Float](repeating: 0, count: rows)
+        for r in 0..<rows {
+            var ss: Double = 0
+            for i in 0..<c { ss += Double(xs[r * c + i]) * Double(xs[r * c + i]) }
+            inv[r] = Float(1 / (ss / Double(c) + Double(eps)).squareRoot())
+            for i in 0..<c { yp[r * c + i] = xs[r * c + i] * inv[r] * ws[i] }
+        }
+        let out = Variable(y)
+        record {
+            guard let dy = out.grad else { return }
+            let dyp = dy.floats, xs = xT.floats, ws = wT.floats
+            let dx = Tensor(zeros: x.shape), dw = Tensor(zeros: w.shape)
+            let dxp = dx.mutableFloats, dwp = dw.mutableFloats
+            for r in 0..<rows {
+                let ri = inv[r]
+                var dot: Double = 0
+                for i in 0..<c {
+                    let g = dyp[r * c + i] * ws[i]
+                    dot += Double(g) * Double(xs[r * c + i])
+                    dwp[i] += dyp[r * c + i] * xs[r * c + i] * ri
+                }
+                let k = Float(dot / Double(c)) * ri * ri * ri
+                for i in 0..<c { dxp[r * c + i] = dyp[r * c + i] * ws[i] * ri - xs[r * c + i] * k }
+            }
+            x.accumulate(dx)
+            w.accumulate(dw)
+        }
+        return out
+    }
+
+    /// SwiGLU combine: y = silu(gate) * up. Backward: d up = dy * silu(gate);
+    /// d gate = dy * up * s * (1 + gate * (1 - s)) with s = sigmoid(gate).
+    public func siluMul(gate: Variable, up: Variable) -> Variable {
+        let (gT, uT) = (gate.value, up.value)  // the closure keeps these alive
+        let g = gT.floats, u = uT.floats
+        let y = Tensor(zeros: gate.shape)
+        let yp = y.mutableFloats
+        for i in 0..<yp.count { yp[i] = Kernels.silu(g[i]) * u[i] }
+        let out = Variable(y)
+        record {
+            guard let dy = out.grad else { return }
+            let d = dy.floats, g = gT.floats, u = uT.floats
+            let dg = Tensor(zeros: gate.shape), du = Tensor(zeros: up.shape)
+            let dgp = dg.mutableFloats, dup = du.mutableFloats
+            for i in 0..<d.count {
+                let s = 1 / (1 + Foundation.exp(-g[i]))
+                dup[i] = d[i] * g[i] * s
+                dgp[i] = d[i] * u[i] * s * (1 + g[i] * (1 - s))
+            }
+            gate.accumulate(dg)
+            up.accumulate(du)
+        }
+        return out
+    }
+}
+
+import Foundation

@@ -1,0 +1,84 @@
+import Foundation
+import MoECore
+
+/// AdamW (Loshchilov & Hutter 2019): Adam with weight decay decoupled from the gradient.
+///
+/// Per parameter: m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; with bias correction
+/// m^ = m / (1 - b1^t), v^ = v / (1 - b2^t); then p -= lr (m^ / (sqrt(v^) + eps) + wd p).
+/// `weightDecay` applies only to the parameters passed with `decay: true` (by convention
+/// matrices, not norms or biases).
+public final class AdamW: @unchecked Sendable {
+    public var beta1: Float, beta2: Float, eps: Float, weightDecay: Float
+    /// Steps taken.
+    public private(set) var step = 0
+    private var moments: [ObjectIdentifier: (m: [Float], v: [Float])] = [:]
+
+    public init(beta1: Float = 0.9, beta2: Float = 0.95, eps: Float = 1e-8, weightDecay: Float = 0.1) {
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.eps = eps
+        self.weightDecay = weightDecay
+    }
+
+    /// One update of every parameter with a gradient, at learning rate `lr`.
+    public func update(_ params: [(variable: Variable, decay: Bool)], lr: Float) {
+        step += 1
+        let c1 = 1 - Foundation.pow(beta1, Float(step)), c2 = 1 - Foundation.pow(beta2, Float(step))
+        for (p, decay) in params {
+            guard let g = p.grad?.floats else { continue }
+            let key = ObjectIdentifier(p)
+            var (m, v) = moments[key] ?? ([Float](repeating: 0, count: g.count), [Float](repeating: 0, count: g.count))
+            let w = p.value.mutableFloats
+            let wd = decay ? weightDecay : 0
+            for i in 0..<g.count {
+                m[i] = beta1 * m[i] + (1 - beta1) * g[i]
+                v[i] = beta2 * v[i] + (1 - beta2) * g[i] * g[i]
+                let update = (m[i] / c1) / ((v[i] / c2).squareRoot() + eps)
+                w[i] -= lr * (update + wd * w[i])
+            }
+            moments[key] = (m, v)
+        }
+    }
+
+    /// The first and second moments of `p` (for checkpoints), if it has been updated.
+    public func state(of p: Variable) -> (m: [Float], v: [Float])? { moments[ObjectIdentifier(p)] }
+
+    /// Restores `p`'s moments and the step count (when resuming).
+    public func restore(_ p: Variable, m: [Float], v: [Float], step: Int) {
+        moments[ObjectIdentifier(p)] = (m, v)
+        self.step = step
+    }
+}
+
+/// Scales every gradient so their joint L2 norm is at most `maxNorm`; returns the norm before.
+@discardableResult
+public func clipGradients(_ params: [Variable], maxNorm: Float) -> Float {
+    var total: Double = 0
+    for p in params { if let g = p.grad?.floats { for x in g { total += Double(x) * Double(x) } } }
+    let norm = Float(total.squareRoot())
+    if norm > maxNorm && norm > 0 {
+        let scale = maxNorm / norm
+        for p in params { if let g = p.grad?.mutableFloats { for i in 0..<g.count { g[i] *= scale } } }
+    }
+    return norm
+}
+
+/// Learning rate with linear warm-up then cosine decay to `minLR` at `totalSteps`.
+public struct WarmupCosine: Sendable, Equatable {
+    public var peak: Float, minLR: Float, warmup: Int, totalSteps: Int
+
+    public init(peak: Float, minLR: Float = 0, warmup: Int, totalSteps: Int) {
+        self.peak = peak
+        self.minLR = minLR
+        self.warmup = warmup
+        self.totalSteps = totalSteps
+    }
+
+    /// The rate for step `s` (0-based).
+    public func rate(at s: Int) -> Float {
+        if s < warmup { return peak * Float(s + 1) / Float(warmup) }
+        if s >= totalSteps { return minLR }
+        let progress = Double(s - warmup) / Double(max(1, totalSteps - warmup))
+        return minLR + (peak - minLR) * Float(0.5 * (1 + Foundation.cos(Double.pi * progress)))
+    }
+}

@@ -1,0 +1,57 @@
+import MoECore
+
+/// A tensor in a computation being differentiated: its value, and its gradient once
+/// `Tape.backward` has run. Values and gradients are f32.
+public final class Variable: @unchecked Sendable {
+    public var value: Tensor
+    /// d(loss)/d(value), the same shape as `value`; nil until something flows into it.
+    public var grad: Tensor?
+    /// Whether gradients are wanted for it (parameters and intermediate results: yes).
+    public let requiresGrad: Bool
+
+    public init(_ value: Tensor, requiresGrad: Bool = true) {
+        precondition(value.dtype == .f32, "training works in f32, got \(value.dtype)")
+        self.value = value
+        self.requiresGrad = requiresGrad
+    }
+
+    public var shape: [Int] { value.shape }
+
+    /// Adds `g` into the gradient (allocating it on first use).
+    func accumulate(_ g: Tensor) {
+        guard requiresGrad else { return }
+        if let grad {
+            let p = grad.mutableFloats, q = g.floats
+            for i in 0..<p.count { p[i] += q[i] }
+        } else {
+            grad = g.copied()
+        }
+    }
+
+    /// The gradient, or zeros.
+    var gradOrZeros: Tensor { grad ?? Tensor(zeros: value.shape) }
+}
+
+/// Records the backward step of every op in the order the forward pass ran them, and replays
+/// them in reverse (reverse-mode differentiation with explicit per-op backward kernels, as
+/// llm.c does: no graph objects, no generic derivative rules).
+public final class Tape: @unchecked Sendable {
+    private var steps: [() -> Void] = []
+    public let pool: ThreadPool
+
+    public init(pool: ThreadPool = .shared) { self.pool = pool }
+
+    /// Records one op's backward step.
+    func record(_ step: @escaping () -> Void) { steps.append(step) }
+
+    /// Seeds d(loss)/d(loss) = 1 (or `seed`) and runs every recorded step in reverse. The tape
+    /// is empty afterwards.
+    public func backward(from loss: Variable, seed: Float = 1) {
+        loss.accumulate(Tensor(shape: loss.shape, values: [Float](repeating: seed, count: loss.value.count)))
+        for step in steps.reversed() { step() }
+        steps.removeAll()
+    }
+
+    /// Ops recorded so far.
+    public var count: Int { steps.count }
+}

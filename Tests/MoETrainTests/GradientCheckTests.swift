@@ -1,0 +1,107 @@
+import Foundation
+import MoECore
+import MoETrain
+import XCTest
+
+/// Every op's backward against central finite differences of its forward.
+///
+/// For inputs `xs`, `build` makes a scalar loss on a fresh tape (a random weighted sum of the
+/// op's output, so every output element matters). The analytic gradient of each input is
+/// compared with (L(x + h) - L(x - h)) / 2h at up to 24 random elements, h = 5e-3, within
+/// 3e-3 + 3e-2 |numeric| (f32 forward passes: rounding alone is ~1e-4 at this h).
+final class GradientCheckTests: XCTestCase {
+    func check(_ inputs: [Tensor], file: StaticString = #filePath, line: UInt = #line,
+               _ build: (Tape, [Variable]) -> Variable) {
+        let tape = Tape(pool: ThreadPool(threads: 1))
+        let vars = inputs.map { Variable($0.copied()) }
+        let loss = build(tape, vars)
+        tape.backward(from: loss)
+        var rng = SplitMix64(seed: 99)
+        for (vi, v) in vars.enumerated() {
+            let analytic = v.grad?.toFloats() ?? [Float](repeating: 0, count: v.value.count)
+            let picks = v.value.count <= 24 ? Array(0..<v.value.count) : (0..<24).map { _ in Int(rng.next() % UInt64(v.value.count)) }
+            for i in picks {
+                func lossAt(_ delta: Float) -> Float {
+                    let t = Tape(pool: ThreadPool(threads: 1))
+                    let shifted = inputs.map { Variable($0.copied()) }
+                    shifted[vi].value.mutableFloats[i] += delta
+                    return build(t, shifted).value.floats[0]
+                }
+                let h: Float = 5e-3
+                let numeric = (lossAt(h) - lossAt(-h)) / (2 * h)
+                XCTAssertEqual(analytic[i], numeric, accuracy: 3e-3 + 3e-2 * abs(numeric),
+                               "input \(vi) element \(i): analytic \(analytic[i]) numeric \(numeric)", file: file, line: line)
+            }
+        }
+    }
+
+    func probe(_ shape: [Int], seed: UInt64) -> Tensor { Tensor(randomUniform: shape, seed: seed) }
+
+    func testLinearWithBias() {
+        check([probe([3, 5], seed: 1), probe([4, 5], seed: 2), probe([4], seed: 3)]) { t, v in
+            t.weightedSum(t.linear(v[0], v[1], bias: v[2]), self.probe([3, 4], seed: 4))
+        }
+    }
+
+    func testAddAndEmbedding() {
+        check([probe([6, 4], seed: 5), probe([3, 4], seed: 6)]) { t, v in
+            let e = t.embedding(v[0], ids: [2, 5, 2])  // a repeated id accumulates
+            return t.weightedSum(t.add(e, v[1]), self.probe([3, 4], seed: 7))
+        }
+    }
+
+    func testRMSNorm() {
+        check([probe([3, 7], seed: 8), Tensor(randomUniform: [7], in: 0.5...1.5, seed: 9)]) { t, v in
+            t.weightedSum(t.rmsNorm(v[0], weight: v[1], eps: 1e-5), self.probe([3, 7], seed: 10))
+        }
+    }
+
+    func testSwiGLU() {
+        check([Tensor(randomUniform: [4, 6], in: -3...3, seed: 11), probe([4, 6], seed: 12)]) { t, v in
+            t.weightedSum(t.siluMul(gate: v[0], up: v[1]), self.probe([4, 6], seed: 13))
+        }
+    }
+
+    func testRoPEBothLayouts() {
+        for layout in [RotaryEmbedding.Layout.rotateHalf, .interleaved] {
+            let rope = RotaryEmbedding(headDim: 8, base: 100, layout: layout)
+            check([probe([3, 2, 8], seed: 14)]) { t, v in
+                t.weightedSum(t.rope(v[0], positions: [0, 3, 7], rope), self.probe([3, 2, 8], seed: 15))
+            }
+        }
+    }
+
+    func testCausalAttentionWithGroupedHeads() {
+        check([probe([4, 4, 3], seed: 16), probe([4, 2, 3], seed: 17), probe([4, 2, 3], seed: 18)]) { t, v in
+            t.weightedSum(t.causalAttention(q: v[0], k: v[1], v: v[2], scale: 0.6), self.probe([4, 12], seed: 19))
+        }
+    }
+
+    func testCrossEntropyIgnoringNegativeTargets() {
+        check([Tensor(randomUniform: [4, 6], in: -2...2, seed: 20)]) { t, v in
+            t.crossEntropy(v[0], targets: [1, 5, -1, 0])
+        }
+    }
+
+    /// A whole dense decoder block with an LM head and loss, every parameter checked at once.
+    func testDecoderBlockEndToEnd() {
+        let (vocab, d, heads, hd, ff) = (11, 8, 2, 4, 12)
+        let rope = RotaryEmbedding(headDim: hd, base: 100)
+        let ids = [3, 1, 4, 1, 5], targets = [1, 4, 1, 5, 9]
+        let params = [probe([vocab, d], seed: 30), Tensor(randomUniform: [d], in: 0.5...1.5, seed: 31),
+                      probe([heads * hd, d], seed: 32), probe([hd, d], seed: 33), probe([hd, d], seed: 34),
+                      probe([d, heads * hd], seed: 35), Tensor(randomUniform: [d], in: 0.5...1.5, seed: 36),
+                      probe([ff, d], seed: 37), probe([ff, d], seed: 38), probe([d, ff], seed: 39), probe([vocab, d], seed: 40)]
+        check(params) { t, p in
+            let x = t.embedding(p[0], ids: ids)
+            let h = t.rmsNorm(x, weight: p[1], eps: 1e-6)
+            let q = t.rope(t.reshape(t.linear(h, p[2]), [5, heads, hd]), positions: Array(0..<5), rope)
+            let k = t.rope(t.reshape(t.linear(h, p[3]), [5, 1, hd]), positions: Array(0..<5), rope)
+            let v = t.reshape(t.linear(h, p[4]), [5, 1, hd])
+            let x2 = t.add(x, t.linear(t.causalAttention(q: q, k: k, v: v, scale: 0.5), p[5]))
+            let h2 = t.rmsNorm(x2, weight: p[6], eps: 1e-6)
+            let f = t.linear(t.siluMul(gate: t.linear(h2, p[7]), up: t.linear(h2, p[8])), p[9])
+            return t.crossEntropy(t.linear(t.add(x2, f), p[10]), targets: targets)
+        }
+    }
+}
