@@ -1,4 +1,5 @@
 // Run-time choice of the instruction-set path, dtype conversion, and per-thread scratch.
+#include <pthread.h>
 #include <stdlib.h>
 #include "internal.h"
 
@@ -161,17 +162,41 @@ void moek_cpu_relax(void) {
 #endif
 }
 
-static _Thread_local float *scratch_ptr;
-static _Thread_local size_t scratch_cap;
+// Per-thread scratch, kept under a pthread key whose destructor frees it when the thread exits
+// (pool workers come and go with their pools; a _Thread_local pointer would leak its buffer).
+typedef struct {
+  float *ptr;
+  size_t cap;
+} scratch_t;
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *p) {
+  scratch_t *s = (scratch_t *)p;
+  if (s) {
+    free(s->ptr);
+    free(s);
+  }
+}
+
+static void scratch_key_init(void) { pthread_key_create(&scratch_key, scratch_free); }
 
 float *moek_thread_scratch(size_t floats) {
-  if (floats > scratch_cap) {
+  pthread_once(&scratch_once, scratch_key_init);
+  scratch_t *s = (scratch_t *)pthread_getspecific(scratch_key);
+  if (!s) {
+    s = (scratch_t *)calloc(1, sizeof(scratch_t));
+    if (!s) abort();  // out of memory
+    pthread_setspecific(scratch_key, s);
+  }
+  if (floats > s->cap) {
     void *p = NULL;
     size_t cap = floats + floats / 4 + 64;
     if (posix_memalign(&p, 64, cap * sizeof(float)) != 0) abort();  // out of memory
-    free(scratch_ptr);
-    scratch_ptr = (float *)p;
-    scratch_cap = cap;
+    free(s->ptr);
+    s->ptr = (float *)p;
+    s->cap = cap;
   }
-  return scratch_ptr;
+  return s->ptr;
 }

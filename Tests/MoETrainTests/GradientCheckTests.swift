@@ -1,4 +1,5 @@
 import Foundation
+import MoE
 import MoECore
 import MoETrain
 import XCTest
@@ -12,27 +13,7 @@ import XCTest
 final class GradientCheckTests: XCTestCase {
     func check(_ inputs: [Tensor], file: StaticString = #filePath, line: UInt = #line,
                _ build: (Tape, [Variable]) -> Variable) {
-        let tape = Tape(pool: ThreadPool(threads: 1))
-        let vars = inputs.map { Variable($0.copied()) }
-        let loss = build(tape, vars)
-        tape.backward(from: loss)
-        var rng = SplitMix64(seed: 99)
-        for (vi, v) in vars.enumerated() {
-            let analytic = v.grad?.toFloats() ?? [Float](repeating: 0, count: v.value.count)
-            let picks = v.value.count <= 24 ? Array(0..<v.value.count) : (0..<24).map { _ in Int(rng.next() % UInt64(v.value.count)) }
-            for i in picks {
-                func lossAt(_ delta: Float) -> Float {
-                    let t = Tape(pool: ThreadPool(threads: 1))
-                    let shifted = inputs.map { Variable($0.copied()) }
-                    shifted[vi].value.mutableFloats[i] += delta
-                    return build(t, shifted).value.floats[0]
-                }
-                let h: Float = 5e-3
-                let numeric = (lossAt(h) - lossAt(-h)) / (2 * h)
-                XCTAssertEqual(analytic[i], numeric, accuracy: 3e-3 + 3e-2 * abs(numeric),
-                               "input \(vi) element \(i): analytic \(analytic[i]) numeric \(numeric)", file: file, line: line)
-            }
-        }
+        gradientCheck(inputs, file: file, line: line, build)
     }
 
     func probe(_ shape: [Int], seed: UInt64) -> Tensor { Tensor(randomUniform: shape, seed: seed) }
@@ -102,6 +83,67 @@ final class GradientCheckTests: XCTestCase {
             let h2 = t.rmsNorm(x2, weight: p[6], eps: 1e-6)
             let f = t.linear(t.siluMul(gate: t.linear(h2, p[7]), up: t.linear(h2, p[8])), p[9])
             return t.crossEntropy(t.linear(t.add(x2, f), p[10]), targets: targets)
+        }
+    }
+}
+
+/// The MoE layer's backward (router through the chosen weights and the softmax, experts, the
+/// load-balance and z-losses) against finite differences, for renormalised top-k, raw top-k and
+/// top-p. Router weights are kept small so a step of h never changes which experts are chosen.
+final class MoEGradientTests: XCTestCase {
+    func run(_ router: any Router, renormalize: Bool, lb: Float, zc: Float) {
+        let (t, d, e, inner) = (5, 6, 4, 5)
+        var inputs = [Tensor(randomUniform: [t, d], seed: 50), Tensor(randomUniform: [e, d], in: -0.5...0.5, seed: 51)]
+        for i in 0..<e {
+            inputs += [Tensor(randomUniform: [inner, d], seed: 60 + UInt64(i)), Tensor(randomUniform: [inner, d], seed: 70 + UInt64(i)),
+                       Tensor(randomUniform: [d, inner], seed: 80 + UInt64(i))]
+        }
+        let r = Tensor(randomUniform: [t, d], seed: 52)
+        gradientCheck(inputs) { tape, v in
+            let params = MoEParameters(router: v[1], gate: (0..<e).map { v[2 + 3 * $0] }, up: (0..<e).map { v[3 + 3 * $0] },
+                                       down: (0..<e).map { v[4 + 3 * $0] })
+            let step = tape.moe(v[0], params, router: router, renormalize: renormalize, loadBalanceCoefficient: lb, zLossCoefficient: zc)
+            let probe = tape.weightedSum(step.output, r)
+            return tape.add(probe, Variable(Tensor(shape: [1], values: [step.auxLoss]), requiresGrad: false))
+        }
+    }
+
+    func testTopKRenormalisedWithAuxLosses() {
+        run(TopKSoftmaxRouter(experts: 4, k: 2), renormalize: true, lb: 0.5, zc: 0.3)
+    }
+
+    func testTopKWithoutRenormalisation() {
+        run(TopKSoftmaxRouter(experts: 4, k: 2, renormalize: false), renormalize: false, lb: 0, zc: 0)
+    }
+
+    func testTopPRaggedSelection() {
+        run(TopPRouter(experts: 4, p: 0.5), renormalize: false, lb: 0.2, zc: 0)
+    }
+}
+
+/// Checks the tape's gradients of `build`'s scalar loss against central finite differences
+/// (see `GradientCheckTests` for the tolerance).
+func gradientCheck(_ inputs: [Tensor], file: StaticString = #filePath, line: UInt = #line,
+               _ build: (Tape, [Variable]) -> Variable) {
+    let tape = Tape(pool: ThreadPool(threads: 1))
+    let vars = inputs.map { Variable($0.copied()) }
+    let loss = build(tape, vars)
+    tape.backward(from: loss)
+    var rng = SplitMix64(seed: 99)
+    for (vi, v) in vars.enumerated() {
+        let analytic = v.grad?.toFloats() ?? [Float](repeating: 0, count: v.value.count)
+        let picks = v.value.count <= 24 ? Array(0..<v.value.count) : (0..<24).map { _ in Int(rng.next() % UInt64(v.value.count)) }
+        for i in picks {
+            func lossAt(_ delta: Float) -> Float {
+                let t = Tape(pool: ThreadPool(threads: 1))
+                let shifted = inputs.map { Variable($0.copied()) }
+                shifted[vi].value.mutableFloats[i] += delta
+                return build(t, shifted).value.floats[0]
+            }
+            let h: Float = 5e-3
+            let numeric = (lossAt(h) - lossAt(-h)) / (2 * h)
+            XCTAssertEqual(analytic[i], numeric, accuracy: 3e-3 + 3e-2 * abs(numeric),
+                           "input \(vi) element \(i): analytic \(analytic[i]) numeric \(numeric)", file: file, line: line)
         }
     }
 }

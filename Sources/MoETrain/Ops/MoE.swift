@@ -1,0 +1,174 @@
+import Foundation
+import MoE
+import MoECore
+
+// Dimension legend: T tokens, d hidden, E experts, I expert intermediate size.
+
+/// The weights of a trainable MoE layer: router [E, d], and per expert gate and up [I, d] and
+/// down [d, I] (SwiGLU experts).
+public struct MoEParameters {
+    public var router: Variable
+    public var gate: [Variable], up: [Variable], down: [Variable]
+    public init(router: Variable, gate: [Variable], up: [Variable], down: [Variable]) {
+        self.router = router
+        self.gate = gate
+        self.up = up
+        self.down = down
+    }
+    /// Every parameter.
+    public var all: [Variable] { [router] + gate + up + down }
+}
+
+/// What the MoE op returns: the layer output, the routing it used, and the weighted auxiliary
+/// loss (load balance and z-loss), already part of the gradient.
+public struct MoEStep {
+    public var output: Variable
+    public var routing: Routing
+    /// coefLB * load_balance + coefZ * z_loss, as a value (its gradient is applied inside).
+    public var auxLoss: Float
+}
+
+extension Tape {
+    /// One MoE layer, forward and backward, for softmax-family routers (`topk-softmax`, `top-p`,
+    /// `switch`, `expert-choice`, with or without renormalisation of the chosen weights).
+    ///
+    /// Forward: z = x Wr^T; p = softmax(z); the router picks experts; w = p of the chosen
+    /// (divided by their sum when `renormalize`); y_t = sum_j w_tj E_j(x_t).
+    /// Backward: dE_j(x_t) = w_tj dy_t and dw_tj = dy_t . E_j(x_t); through the renormalisation
+    /// dp_i = (dw_i - sum_j dw_j w_j) / S; through the softmax dz = p (dp - sum dp p); then the
+    /// router's linear. The experts backpropagate as SwiGLU. The load-balance loss
+    /// E sum_i f_i P_i (f held constant) adds coefLB E f_i / T to dp; the z-loss
+    /// mean_t lse_t^2 adds coefZ 2 lse_t softmax(z_t) / T to dz.
+    public func moe(_ x: Variable, _ params: MoEParameters, router: any Router, renormalize: Bool,
+                    loadBalanceCoefficient coefLB: Float = 0, zLossCoefficient coefZ: Float = 0) -> MoEStep {
+        let (t, d) = (x.shape[0], x.shape[1]), e = params.gate.count
+        let xT = x.value
+        let z = Kernels.matmul(xT, params.router.value, pool: pool)  // [T, E]
+        let routing = router.route(z)
+        let zs = z.toFloats()
+        var probs = zs
+        for r in 0..<t {
+            let row = zs[(r * e)..<((r + 1) * e)]
+            let mx = row.max() ?? 0
+            var sum: Float = 0
+            for i in 0..<e { probs[r * e + i] = Foundation.exp(zs[r * e + i] - mx); sum += probs[r * e + i] }
+            for i in 0..<e { probs[r * e + i] /= sum }
+        }
+        // Expert forward over each expert's rows, keeping what backward needs.
+        let dispatch = Dispatch(routing)
+        let rows = dispatch.gather(xT)                                  // [R, d]
+        var gateOut: [Tensor] = [], upOut: [Tensor] = [], hidden: [Tensor] = [], expertOut: [Tensor] = []
+        for i in 0..<e {
+            let span = dispatch.rowOffsets[i]..<dispatch.rowOffsets[i + 1]
+            let xi = rows.rows(span).copied()
+            let g = Kernels.matmul(xi, params.gate[i].value, pool: pool), u = Kernels.matmul(xi, params.up[i].value, pool: pool)
+            let h = g.copied()
+            Kernels.siluMul(gate: h, up: u, pool: pool)
+            gateOut.append(g)
+            upOut.append(u)
+            hidden.append(h)
+            expertOut.append(Kernels.matmul(h, params.down[i].value, pool: pool))
+        }
+        // Combine.
+        let y = Tensor(zeros: [t, d])
+        let yp = y.mutableFloats
+        for tok in 0..<t {
+            for a in routing.offsets[tok]..<routing.offsets[tok + 1] {
+                let ex = routing.experts[a], row = dispatch.assignmentRow[a] - dispatch.rowOffsets[ex]
+                let src = expertOut[ex].floats, w = routing.weights[a]
+                for j in 0..<d { yp[tok * d + j] += w * src[row * d + j] }
+            }
+        }
+        // Auxiliary losses (values; their gradients are added in backward).
+        let counts = routing.chosenPerExpert
+        let balance = AuxLoss.loadBalance(probs: probs, tokens: t, experts: e, counts: counts)
+        let zLoss = AuxLoss.zLoss(logits: z)
+        let out = Variable(y)
+        let routerW = params.router.value
+        record { [pool] in
+            guard let dyT = out.grad else { return }
+            let dy = dyT.floats
+            var dp = [Float](repeating: 0, count: t * e)
+            let dx = Tensor(zeros: [t, d])
+            let dxp = dx.mutableFloats
+            // Per expert: the gradient of its outputs, then SwiGLU backward.
+            let dExpert = (0..<e).map { Tensor(zeros: [dispatch.rowOffsets[$0 + 1] - dispatch.rowOffsets[$0], d]) }
+            for tok in 0..<t {
+                let lo = routing.offsets[tok], hi = routing.offsets[tok + 1]
+                var dw = [Float](repeating: 0, count: hi - lo)
+                for a in lo..<hi {
+                    let ex = routing.experts[a], row = dispatch.assignmentRow[a] - dispatch.rowOffsets[ex]
+                    let src = expertOut[ex].floats, w = routing.weights[a]
+                    let dst = dExpert[ex].mutableFloats
+                    var s: Float = 0
+                    for j in 0..<d {
+                        dst[row * d + j] += w * dy[tok * d + j]
+                        s += dy[tok * d + j] * src[row * d + j]
+                    }
+                    dw[a - lo] = s
+                }
+                // Chosen weights -> probabilities (through the renormalisation).
+                if renormalize {
+                    let sel = (lo..<hi).map { probs[tok * e + routing.experts[$0]] }
+                    let sum = sel.reduce(0, +)
+                    let inner = zip(dw, routing.weights[lo..<hi]).reduce(Float(0)) { $0 + $1.0 * $1.1 }
+                    for a in lo..<hi where sum > 0 { dp[tok * e + routing.experts[a]] += (dw[a - lo] - inner) / sum }
+                } else {
+                    for a in lo..<hi { dp[tok * e + routing.experts[a]] += dw[a - lo] }
+                }
+            }
+            for i in 0..<e where dispatch.rowOffsets[i + 1] > dispatch.rowOffsets[i] {
+                let span = dispatch.rowOffsets[i]..<dispatch.rowOffsets[i + 1]
+                let xi = rows.rows(span).copied()
+                let dyE = dExpert[i]
+                // down: y = h D^T -> dh = dy D, dD = dy^T h
+                let dh = Kernels.matmul(dyE, transposed(params.down[i].value), pool: pool)
+                params.down[i].accumulate(Kernels.matmul(transposed(dyE), transposed(hidden[i]), pool: pool))
+                // h = silu(g) * u
+                let g = gateOut[i].floats, u = upOut[i].floats, dhp = dh.floats
+                let dg = Tensor(zeros: gateOut[i].shape), du = Tensor(zeros: upOut[i].shape)
+                let dgp = dg.mutableFloats, dup = du.mutableFloats
+                for q in 0..<dhp.count {
+                    let s = 1 / (1 + Foundation.exp(-g[q]))
+                    dup[q] = dhp[q] * g[q] * s
+                    dgp[q] = dhp[q] * u[q] * s * (1 + g[q] * (1 - s))
+                }
+                params.gate[i].accumulate(Kernels.matmul(transposed(dg), transposed(xi), pool: pool))
+                params.up[i].accumulate(Kernels.matmul(transposed(du), transposed(xi), pool: pool))
+                let dxi = Kernels.matmul(dg, transposed(params.gate[i].value), pool: pool)
+                let dxu = Kernels.matmul(du, transposed(params.up[i].value), pool: pool)
+                let a = dxi.floats, b = dxu.floats
+                for (r, globalRow) in span.enumerated() {
+                    let tok = dispatch.rowToken[globalRow]
+                    for j in 0..<d { dxp[tok * d + j] += a[r * d + j] + b[r * d + j] }
+                }
+            }
+            // Load balance: L = E sum_i f_i P_i with P_i = mean_t p_ti.
+            if coefLB != 0 && t > 0 {
+                for i in 0..<e {
+                    let c = coefLB * Float(e) * Float(counts[i]) / Float(t) / Float(t)
+                    for tok in 0..<t { dp[tok * e + i] += c }
+                }
+            }
+            // Softmax backward, plus the z-loss on the logits.
+            var dz = [Float](repeating: 0, count: t * e)
+            for tok in 0..<t {
+                var inner: Float = 0
+                for i in 0..<e { inner += dp[tok * e + i] * probs[tok * e + i] }
+                let row = zs[(tok * e)..<((tok + 1) * e)]
+                let mx = row.max() ?? 0
+                let lse = mx + Foundation.log(row.reduce(Float(0)) { $0 + Foundation.exp($1 - mx) })
+                for i in 0..<e {
+                    dz[tok * e + i] = probs[tok * e + i] * (dp[tok * e + i] - inner)
+                    if coefZ != 0 { dz[tok * e + i] += coefZ * 2 * lse * probs[tok * e + i] / Float(t) }
+                }
+            }
+            let dzT = Tensor(shape: [t, e], values: dz)
+            params.router.accumulate(Kernels.matmul(transposed(dzT), transposed(xT), pool: pool))
+            let dxr = Kernels.matmul(dzT, transposed(routerW), pool: pool).toFloats()  // owned: a temporary's pointer would dangle
+            for q in 0..<dxp.count { dxp[q] += dxr[q] }
+            x.accumulate(dx)
+        }
+        return MoEStep(output: out, routing: routing, auxLoss: coefLB * balance + coefZ * zLoss)
+    }
+}
