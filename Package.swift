@@ -39,7 +39,7 @@ let package = Package(
         .testTarget(name: "MoEModelsTests", dependencies: ["MoEModels", "MoE", "MoECore", "_TestSupport"],
                     exclude: []),
         .testTarget(name: "MoEGenerateTests", dependencies: ["MoEGenerate", "MoEModels", "MoECore"]),
-        .testTarget(name: "MoETrainTests", dependencies: ["MoETrain", "MoE", "MoECore", "_TestSupport"]),
+        .testTarget(name: "MoETrainTests", dependencies: ["MoETrain", "MoE", "MoECore", "MoEModels", "_TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["moe", "_TestSupport"]),
     ],
     swiftLanguageModes: [.v6]

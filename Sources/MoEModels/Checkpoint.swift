@@ -2,8 +2,10 @@ import Foundation
 import MoECore
 
 /// A Hugging Face checkpoint folder: `config.json`, the weights as one `model.safetensors` or
-/// shards listed in `model.safetensors.index.json` (any other `*.safetensors` files are read
-/// too), and optionally `tokenizer.json`. DESIGN.md, "A model DIR".
+/// shards listed in `model.safetensors.index.json`, and optionally `tokenizer.json`. Without
+/// either, every `*.safetensors` file is read, and a tensor name found in two of them is an
+/// error (other files, such as saved gradients, never shadow the model's tensors).
+/// DESIGN.md, "A model DIR".
 ///
 /// Every tensor is a zero-copy view of its memory-mapped file, in its stored dtype.
 public final class Checkpoint: @unchecked Sendable {
@@ -31,6 +33,8 @@ public final class Checkpoint: @unchecked Sendable {
             }
             weightMap = map
             shardNames = Array(Set(map.values)).sorted()
+        } else if fm.fileExists(atPath: (directory as NSString).appendingPathComponent("model.safetensors")) {
+            shardNames = ["model.safetensors"]
         } else {
             let listed = (try? fm.contentsOfDirectory(atPath: directory)) ?? []
             shardNames = listed.filter { $0.hasSuffix(".safetensors") }.sorted()
@@ -45,7 +49,15 @@ public final class Checkpoint: @unchecked Sendable {
             opened[name] = try SafetensorsFile(path: path)
         }
         var files: [String: SafetensorsFile] = [:]
-        for file in opened.values { for name in file.entries.keys { files[name] = file } }
+        for shard in shardNames {
+            guard let file = opened[shard] else { continue }
+            for name in file.entries.keys {
+                if let other = files[name], weightMap[name] == nil {
+                    throw .invalidFile(path: file.path, field: name, reason: "also in \(other.path); which one is meant?")
+                }
+                if weightMap[name] == nil || weightMap[name] == shard { files[name] = file }
+            }
+        }
         for (tensor, shard) in weightMap where files[tensor] == nil {
             throw .missingTensor(path: (directory as NSString).appendingPathComponent(shard), name: tensor)
         }

@@ -153,4 +153,18 @@ final class LoadingErrorTests: XCTestCase {
         XCTAssertEqual(try f.tensor("b").toFloats(), b.toFloats())
         XCTAssertEqual(f.metadata["format"], "pt")
     }
+
+    func testStraySafetensorsNeverShadowTheModel() throws {
+        // Another file with the same tensor names (saved gradients, say) beside model.safetensors.
+        let decoy = try Checkpoint(directory: folder.path)
+        try SafetensorsWriter.write(try decoy.names.map { ($0, Tensor(zeros: try decoy.tensor($0).shape)) },
+                                    to: folder.appendingPathComponent("grads.safetensors").path)
+        let reference = try DecoderModel(directory: fixturesDirectory.appendingPathComponent("mixtral").path)
+        let model = try DecoderModel(directory: folder.path)
+        var c1 = reference.makeCache(), c2 = model.makeCache()
+        XCTAssertEqual(try model.forward([1, 2], cache: &c2).toFloats(), try reference.forward([1, 2], cache: &c1).toFloats())
+        // Without model.safetensors, a name in two files is ambiguous: an error naming both.
+        try FileManager.default.moveItem(at: weights, to: folder.appendingPathComponent("a.safetensors"))
+        expect { if case let .invalidFile(path, field, reason) = $0 { return path.hasSuffix(".safetensors") && !field.isEmpty && reason.contains("also in") }; return false }
+    }
 }

@@ -19,13 +19,15 @@ extension Tape {
         return out
     }
 
-    /// Causal softmax attention: q [T, H, D], k and v [T, G, D] -> [T, H * D]. Token t sees 0...t.
+    /// Causal softmax attention: q [T, H, D], k and v [T, G, D] -> [T, H * D]. Token t sees 0...t,
+    /// within its segment when `segment` is set (T rows holding T / segment sequences).
     ///
     /// Backward from the saved probabilities P: dv_j += sum_t P_tj do_t;
     /// dS_tj = P_tj (do_t . v_j - sum_j' P_tj' do_t . v_j'); dq_t = scale sum_j dS_tj k_j;
     /// dk_j += scale sum_t dS_tj q_t.
-    public func causalAttention(q: Variable, k: Variable, v: Variable, scale: Float) -> Variable {
+    public func causalAttention(q: Variable, k: Variable, v: Variable, scale: Float, segment: Int? = nil) -> Variable {
         let (t, h, d) = (q.shape[0], q.shape[1], q.shape[2]), g = k.shape[1], group = h / g
+        let seg = max(1, segment ?? t)
         let (qT, kT, vT) = (q.value, k.value, v.value)  // the closure keeps these alive
         let qs = qT.floats, ks = kT.floats, vs = vT.floats
         var probs = [Float](repeating: 0, count: h * t * t)  // [H, T, T], rows causal
@@ -34,16 +36,17 @@ extension Tape {
         for hi in 0..<h {
             let gi = hi / group
             for ti in 0..<t {
+                let start = ti / seg * seg
                 var row = [Float](repeating: 0, count: ti + 1), mx = -Float.infinity
-                for j in 0...ti {
+                for j in start...ti {
                     var s: Float = 0
                     for c in 0..<d { s += qs[(ti * h + hi) * d + c] * ks[(j * g + gi) * d + c] }
                     row[j] = s * scale
                     mx = max(mx, row[j])
                 }
                 var sum: Float = 0
-                for j in 0...ti { row[j] = Foundation.exp(row[j] - mx); sum += row[j] }
-                for j in 0...ti {
+                for j in start...ti { row[j] = Foundation.exp(row[j] - mx); sum += row[j] }
+                for j in start...ti {
                     let p = row[j] / sum
                     probs[(hi * t + ti) * t + j] = p
                     for c in 0..<d { yp[(ti * h + hi) * d + c] += p * vs[(j * g + gi) * d + c] }
@@ -59,8 +62,9 @@ extension Tape {
             for hi in 0..<h {
                 let gi = hi / group
                 for ti in 0..<t {
+                    let start = ti / seg * seg
                     var dp = [Float](repeating: 0, count: ti + 1), dot: Float = 0
-                    for j in 0...ti {
+                    for j in start...ti {
                         let p = probs[(hi * t + ti) * t + j]
                         var s: Float = 0
                         for c in 0..<d {
@@ -71,7 +75,7 @@ extension Tape {
                         dp[j] = s
                         dot += p * s
                     }
-                    for j in 0...ti {
+                    for j in start...ti {
                         let ds = probs[(hi * t + ti) * t + j] * (dp[j] - dot) * scale
                         for c in 0..<d {
                             dqp[(ti * h + hi) * d + c] += ds * ks[(j * g + gi) * d + c]

@@ -1,0 +1,80 @@
+import Foundation
+import MoE
+import MoECore
+
+/// Hugging Face names and config for a `TrainableDecoder` (Mixtral's layout), so a library
+/// user, or `moe train`, can save it with MoEModels' safetensors writer and load it with
+/// `DecoderModel` or transformers. (MoETrain does no file IO: DESIGN.md lets it import only
+/// MoE and MoECore.)
+extension TrainableDecoder {
+    /// Every parameter under its checkpoint name.
+    public var namedTensors: [(name: String, tensor: Tensor)] {
+        var out: [(String, Tensor)] = [("model.embed_tokens.weight", embed.value), ("model.norm.weight", finalNorm.value),
+                                       ("lm_head.weight", lmHead.value)]
+        for (i, l) in layers.enumerated() {
+            let p = "model.layers.\(i)", a = "\(p).self_attn", m = "\(p).block_sparse_moe"
+            out += [("\(p).input_layernorm.weight", l.inputNorm.value), ("\(p).post_attention_layernorm.weight", l.postNorm.value),
+                    ("\(a).q_proj.weight", l.wq.value), ("\(a).k_proj.weight", l.wk.value), ("\(a).v_proj.weight", l.wv.value),
+                    ("\(a).o_proj.weight", l.wo.value), ("\(m).gate.weight", l.moe.router.value)]
+            for e in 0..<shape.experts {
+                out += [("\(m).experts.\(e).w1.weight", l.moe.gate[e].value), ("\(m).experts.\(e).w3.weight", l.moe.up[e].value),
+                        ("\(m).experts.\(e).w2.weight", l.moe.down[e].value)]
+            }
+        }
+        return out
+    }
+
+    /// Each parameter's variable under its checkpoint name (for gradients and optimiser state).
+    public var namedVariables: [String: Variable] {
+        var out: [String: Variable] = ["model.embed_tokens.weight": embed, "model.norm.weight": finalNorm, "lm_head.weight": lmHead]
+        for (i, l) in layers.enumerated() {
+            let p = "model.layers.\(i)", a = "\(p).self_attn", m = "\(p).block_sparse_moe"
+            out["\(p).input_layernorm.weight"] = l.inputNorm
+            out["\(p).post_attention_layernorm.weight"] = l.postNorm
+            out["\(a).q_proj.weight"] = l.wq
+            out["\(a).k_proj.weight"] = l.wk
+            out["\(a).v_proj.weight"] = l.wv
+            out["\(a).o_proj.weight"] = l.wo
+            out["\(m).gate.weight"] = l.moe.router
+            for e in 0..<shape.experts {
+                out["\(m).experts.\(e).w1.weight"] = l.moe.gate[e]
+                out["\(m).experts.\(e).w3.weight"] = l.moe.up[e]
+                out["\(m).experts.\(e).w2.weight"] = l.moe.down[e]
+            }
+        }
+        return out
+    }
+
+    /// Replaces every parameter with the tensor `tensor(name)` gives (widened to f32), checking
+    /// shapes; throws what `tensor` throws, or `MoECoreError.invalidValue` for a wrong shape.
+    public func load(_ tensor: (String) throws -> Tensor) throws {
+        for (name, variable) in namedVariables {
+            let t = try tensor(name)
+            guard t.shape == variable.shape else {
+                throw MoECoreError.invalidValue(path: nil, field: name, reason: "shape \(t.shape), expected \(variable.shape)")
+            }
+            variable.value = t.dtype == .f32 ? t.copied() : t.converted(to: .f32)
+            variable.grad = nil
+        }
+    }
+
+    /// config.json for this model: Mixtral's fields, plus the router under `moekit_router`
+    /// when it is not Mixtral's own (transformers then cannot run it; MoEKit can).
+    public func configJSON(routerConfig: RouterConfig? = nil) -> [String: Any] {
+        let s = shape
+        var c: [String: Any] = [
+            "architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "vocab_size": s.vocabSize,
+            "hidden_size": s.hiddenSize, "num_hidden_layers": s.layers, "num_attention_heads": s.heads,
+            "num_key_value_heads": s.kvHeads, "head_dim": s.headDim, "intermediate_size": s.expertSize,
+            "num_local_experts": s.experts, "num_experts_per_tok": (router as? TopKSoftmaxRouter)?.k ?? 2,
+            "rms_norm_eps": Double(s.rmsNormEps), "rope_theta": s.ropeTheta, "max_position_embeddings": 4096,
+            "tie_word_embeddings": false, "torch_dtype": "float32", "hidden_act": "silu",
+        ]
+        if let routerConfig, routerConfig.name != "topk-softmax" || routerConfig.renormalize == false {
+            if let data = try? JSONEncoder().encode(routerConfig), let json = try? JSONSerialization.jsonObject(with: data) {
+                c["moekit_router"] = json
+            }
+        }
+        return c
+    }
+}

@@ -1,0 +1,127 @@
+import Foundation
+import MoE
+import MoECore
+
+// Dimension legend: B sequences, T tokens each, d hidden, H heads, G kv heads, D head dim,
+// E experts, I expert size, V vocabulary.
+
+/// A decoder-only MoE transformer to train, laid out as Mixtral (so transformers loads what it
+/// saves whenever the router is Mixtral's): embedding, per layer RMSNorm, GQA attention with
+/// RoPE, residual, RMSNorm, MoE of SwiGLU experts, residual; RMSNorm and the LM head.
+public final class TrainableDecoder: @unchecked Sendable {
+    /// The shape.
+    public struct Shape: Codable, Sendable, Equatable {
+        public var vocabSize: Int, hiddenSize: Int, layers: Int, heads: Int, kvHeads: Int
+        public var experts: Int, expertSize: Int
+        public var ropeTheta: Double = 10_000
+        public var rmsNormEps: Float = 1e-6
+        public init(vocabSize: Int, hiddenSize: Int, layers: Int, heads: Int, kvHeads: Int, experts: Int, expertSize: Int) {
+            self.vocabSize = vocabSize
+            self.hiddenSize = hiddenSize
+            self.layers = layers
+            self.heads = heads
+            self.kvHeads = kvHeads
+            self.experts = experts
+            self.expertSize = expertSize
+        }
+        public var headDim: Int { hiddenSize / heads }
+    }
+
+    /// One layer's parameters.
+    public struct Layer {
+        public var inputNorm: Variable, wq: Variable, wk: Variable, wv: Variable, wo: Variable, postNorm: Variable
+        public var moe: MoEParameters
+        var all: [Variable] { [inputNorm, wq, wk, wv, wo, postNorm] + moe.all }
+    }
+
+    public let shape: Shape
+    public var router: any Router
+    /// Whether the router's chosen weights are renormalised (Mixtral: yes).
+    public let renormalize: Bool
+    public var embed: Variable, finalNorm: Variable, lmHead: Variable
+    public var layers: [Layer]
+    let rope: RotaryEmbedding
+
+    /// A model with weights drawn from `seed`: N(0, 0.02)-like uniform for matrices (the output
+    /// projections scaled down by sqrt(2 layers), as GPT-2 does), norms 1.
+    public init(shape s: Shape, router: any Router, renormalize: Bool = true, seed: UInt64) {
+        precondition(router.expertCount == s.experts && router.logitCount == s.experts, "router does not fit \(s.experts) experts")
+        shape = s
+        self.router = router
+        self.renormalize = renormalize
+        var counter: UInt64 = 0
+        func w(_ shape: [Int], scale: Float = 0.02) -> Variable {
+            counter += 1
+            let bound = scale * 3.0.squareRoot().floatValue  // uniform with std = scale
+            return Variable(Tensor(randomUniform: shape, in: -bound...bound, seed: seed &* 7919 &+ counter))
+        }
+        func ones(_ n: Int) -> Variable { Variable(Tensor(shape: [n], values: [Float](repeating: 1, count: n))) }
+        let d = s.hiddenSize, hd = s.headDim, residual = 0.02 / Float(2 * s.layers).squareRoot()
+        embed = w([s.vocabSize, d])
+        finalNorm = ones(d)
+        lmHead = w([s.vocabSize, d])
+        layers = (0..<s.layers).map { _ in
+            Layer(inputNorm: ones(d), wq: w([s.heads * hd, d]), wk: w([s.kvHeads * hd, d]), wv: w([s.kvHeads * hd, d]),
+                  wo: w([d, s.heads * hd], scale: residual), postNorm: ones(d),
+                  moe: MoEParameters(router: w([s.experts, d]), gate: (0..<s.experts).map { _ in w([s.expertSize, d]) },
+                                     up: (0..<s.experts).map { _ in w([s.expertSize, d]) },
+                                     down: (0..<s.experts).map { _ in w([d, s.expertSize], scale: residual) }))
+        }
+        rope = RotaryEmbedding(headDim: hd, base: s.ropeTheta, layout: .rotateHalf)
+    }
+
+    /// Every parameter, with whether weight decay applies (matrices yes; norms no).
+    public var parameters: [(variable: Variable, decay: Bool)] {
+        var out: [(Variable, Bool)] = [(embed, true), (finalNorm, false), (lmHead, true)]
+        for l in layers {
+            out += [(l.inputNorm, false), (l.wq, true), (l.wk, true), (l.wv, true), (l.wo, true), (l.postNorm, false)]
+            out += l.moe.all.map { ($0, true) }
+        }
+        return out
+    }
+
+    /// What a forward pass gives.
+    public struct Output {
+        /// Mean cross-entropy over the targets (the tape's loss).
+        public var loss: Variable
+        /// Logits [B*T, V].
+        public var logits: Variable
+        /// Weighted auxiliary losses summed over layers (their gradients are applied inside).
+        public var auxLoss: Float
+        /// Each MoE layer's routing.
+        public var routings: [Routing]
+    }
+
+    /// Forward pass over B sequences of T tokens (all the same length), recording onto `tape`.
+    /// `targets` has one id per token (negative: ignored).
+    public func forward(_ sequences: [[Int]], targets: [[Int]], tape: Tape, loadBalanceCoefficient: Float = 0.01,
+                        zLossCoefficient: Float = 0.001) -> Output {
+        let s = shape, t = sequences.first?.count ?? 0, b = sequences.count, hd = s.headDim
+        precondition(sequences.allSatisfy { $0.count == t } && targets.count == b, "forward: B sequences of equal length")
+        let positions = (0..<b).flatMap { _ in Array(0..<t) }
+        var x = tape.embedding(embed, ids: sequences.flatMap { $0 })
+        var aux: Float = 0
+        var routings: [Routing] = []
+        for layer in layers {
+            let h = tape.rmsNorm(x, weight: layer.inputNorm, eps: s.rmsNormEps)
+            let q = tape.rope(tape.reshape(tape.linear(h, layer.wq), [b * t, s.heads, hd]), positions: positions, rope)
+            let k = tape.rope(tape.reshape(tape.linear(h, layer.wk), [b * t, s.kvHeads, hd]), positions: positions, rope)
+            let v = tape.reshape(tape.linear(h, layer.wv), [b * t, s.kvHeads, hd])
+            let a = tape.causalAttention(q: q, k: k, v: v, scale: Float(1 / Double(hd).squareRoot()), segment: t)
+            x = tape.add(x, tape.linear(a, layer.wo))
+            let h2 = tape.rmsNorm(x, weight: layer.postNorm, eps: s.rmsNormEps)
+            let step = tape.moe(h2, layer.moe, router: router, renormalize: renormalize,
+                                loadBalanceCoefficient: loadBalanceCoefficient, zLossCoefficient: zLossCoefficient)
+            aux += step.auxLoss
+            routings.append(step.routing)
+            x = tape.add(x, step.output)
+        }
+        let logits = tape.linear(tape.rmsNorm(x, weight: finalNorm, eps: s.rmsNormEps), lmHead)
+        let loss = tape.crossEntropy(logits, targets: targets.flatMap { $0 })
+        return Output(loss: loss, logits: logits, auxLoss: aux, routings: routings)
+    }
+}
+
+extension Double {
+    var floatValue: Float { Float(self) }
+}
