@@ -31,6 +31,7 @@ let package = Package(
                 "MoE",
                 "MoEModels",
                 "MoEGenerate",
+                "MoETrain",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .target(name: "_TestSupport", path: "Sources/_TestSupport"),

@@ -85,6 +85,10 @@ enum Architectures {
         default:
             throw .unknownArchitecture(path: path, name: common.architectures?.first ?? type)
         }
+        if let extra = try? decodeConfig(MoEKitFields.self, data, path: path), let r = extra.moekitRouter {
+            _ = try routerOrThrow(r, experts: spec.experts, path: path)
+            spec.routerOverride = r
+        }
         guard spec.experts > 0, spec.topK >= 1, spec.topK <= spec.experts else {
             throw .invalidConfig(path: path, field: "num_experts_per_tok", reason: "need 1 <= k <= \(spec.experts) experts, got \(spec.topK)")
         }
@@ -101,6 +105,21 @@ enum Architectures {
         let p = "\(moePrefix(spec, layer: i)).experts.\(e)"
         return spec.modelType == "mixtral" ? ("\(p).w1.weight", "\(p).w3.weight", "\(p).w2.weight")
                                            : ("\(p).gate_proj.weight", "\(p).up_proj.weight", "\(p).down_proj.weight")
+    }
+}
+
+/// MoEKit's own config.json keys.
+struct MoEKitFields: Decodable {
+    var moekitRouter: RouterConfig?
+    enum CodingKeys: String, CodingKey { case moekitRouter = "moekit_router" }
+}
+
+/// Checks a router config against the model, as a `ModelError` naming the field.
+func routerOrThrow(_ r: RouterConfig, experts: Int, path: String) throws(ModelError) -> any Router {
+    do {
+        return try r.makeRouter(experts: experts, path: path)
+    } catch {
+        throw .invalidConfig(path: path, field: "moekit_router", reason: error.description)
     }
 }
 

@@ -139,7 +139,10 @@ public final class DecoderModel: @unchecked Sendable {
                                   outputGate: s.sharedExpertGate ? try ck.tensor("\(prefix).shared_expert_gate.weight", shape: [1, d]) : nil)
         }
         let router: any Router
-        switch s.routerKind {
+        if let override = s.routerOverride {
+            router = try routerOrThrow(override, experts: s.experts, path: ck.configPath)
+        } else {
+            switch s.routerKind {
         case .softmaxTopK:
             router = TopKSoftmaxRouter(experts: s.experts, k: s.topK, renormalize: s.normTopKProb)
         case .deepseekV3:
@@ -151,6 +154,7 @@ public final class DecoderModel: @unchecked Sendable {
             router = TopKSigmoidRouter(experts: s.experts, k: s.topK, scoring: .softmax, groups: s.groups,
                                        topkGroup: s.topkGroup, groupScore: .max, renormalize: false,
                                        routedScaling: s.routedScaling)
+        }
         }
         return MoELayer(gate: .linear(weight: try ck.tensor("\(prefix).gate.weight", shape: [s.experts, d])),
                         router: router, experts: SwiGLUExperts(gate: gate, up: up, down: down), shared: shared)

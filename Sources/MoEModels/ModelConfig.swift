@@ -60,6 +60,9 @@ public struct DecoderSpec: Sendable, Equatable {
     public var routedScaling: Float = 1
     /// DeepSeek's shared experts: one SwiGLU of `sharedExperts * expertIntermediate`, no gate.
     public var sharedExperts = 0
+    /// A router other than the architecture's own, from config.json's `moekit_router` (models
+    /// trained by MoEKit with, say, top-p routing).
+    public var routerOverride: RouterConfig? = nil
 }
 
 /// The fields every supported config.json shares (Hugging Face spelling), with both spellings

@@ -195,20 +195,33 @@ public enum RandomCheckpoint {
             }
         }
         try SafetensorsWriter.write(tensors, metadata: ["format": "pt"], to: (directory as NSString).appendingPathComponent("model.safetensors"))
-        try AtomicFile.write(byteLevelTokenizerJSON(eosID: eos), to: (directory as NSString).appendingPathComponent("tokenizer.json"))
+        try AtomicFile.write(byteLevelTokenizerJSON(), to: (directory as NSString).appendingPathComponent("tokenizer.json"))
     }
 
-    /// A byte-level BPE tokenizer.json with the 256 bytes as ids 0...255 and `<|endoftext|>`.
-    public static func byteLevelTokenizerJSON(eosID: Int = 256) -> Data {
+    /// A byte-level BPE tokenizer.json with the 256 bytes as ids 0...255 and `specials` as ids
+    /// 256, 257, ...; when `bos` names one of them, encoding adds it in front.
+    public static func byteLevelTokenizerJSON(specials: [String] = ["<|endoftext|>"], bos: String? = nil) -> Data {
         var vocab: [String: Int] = [:]
         for (b, scalar) in ByteLevelAlphabet.byteToScalar.enumerated() { vocab[String(scalar)] = b }
+        let added: [[String: Any]] = specials.enumerated().map { i, content in
+            ["id": 256 + i, "content": content, "single_word": false, "lstrip": false, "rstrip": false,
+             "normalized": false, "special": true]
+        }
+        let post: [String: Any]
+        if let bos, let i = specials.firstIndex(of: bos) {
+            post = ["type": "TemplateProcessing",
+                    "single": [["SpecialToken": ["id": bos, "type_id": 0]], ["Sequence": ["id": "A", "type_id": 0]]],
+                    "pair": [["Sequence": ["id": "A", "type_id": 0]], ["Sequence": ["id": "B", "type_id": 1]]],
+                    "special_tokens": [bos: ["id": bos, "ids": [256 + i], "tokens": [bos]]]]
+        } else {
+            post = ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true]
+        }
         let json: [String: Any] = [
             "version": "1.0",
-            "added_tokens": [["id": eosID, "content": "<|endoftext|>", "single_word": false, "lstrip": false,
-                              "rstrip": false, "normalized": false, "special": true]],
+            "added_tokens": added,
             "normalizer": NSNull(),
             "pre_tokenizer": ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true],
-            "post_processor": ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true],
+            "post_processor": post,
             "decoder": ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true],
             "model": ["type": "BPE", "vocab": vocab, "merges": [String](), "dropout": NSNull(), "unk_token": NSNull(),
                       "fuse_unk": false, "byte_fallback": false, "ignore_merges": false],

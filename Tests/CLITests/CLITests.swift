@@ -213,4 +213,52 @@ final class CLITests: XCTestCase {
         XCTAssertNotEqual(badArch.status, 0)
         XCTAssertTrue(badArch.err.contains("gpt2"), badArch.err)
     }
+
+    func trainConfig(_ dir: String, steps: Int = 6) -> String {
+        """
+        {"model": {"hidden_size": 16, "layers": 1, "heads": 2, "kv_heads": 1, "experts": 4, "expert_size": 16},
+         "router": {"name": "topk-softmax", "k": 2}, "data": {"synthetic": {"level": 2}},
+         "steps": \(steps), "batch": 2, "seq_len": 16, "lr": 0.003, "warmup": 2,
+         "eval_interval": 3, "eval_samples": 6, "checkpoint_interval": 3, "checkpoint_dir": "\(dir)", "seed": 5}
+        """
+    }
+
+    func testTrainLogsEvaluatesCheckpointsAndResumesExactly() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-train-\(UUID().uuidString)").path
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: root) }
+        let a = try temp(trainConfig(root + "/a")), b = try temp(trainConfig(root + "/b"))
+        let straight = try moe(["train", "--config", a, "--quiet"])
+        XCTAssertEqual(straight.status, 0, straight.err)
+        let log = try String(contentsOfFile: root + "/a/log.jsonl", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(log.count, 2, "an evaluation every 3 steps")
+        let first = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(log[0].utf8)) as? [String: Any])
+        XCTAssertEqual(first["step"] as? Int, 3)
+        XCTAssertNotNil(first["accuracy"] as? [String: Double])
+        XCTAssertNotNil(first["experts_per_token"] as? [String: Double])
+        // Stopped after 3 steps and resumed: the same weights, byte for byte.
+        XCTAssertEqual(try moe(["train", "--config", b, "--quiet", "--stop-after", "3"]).status, 0)
+        let resumed = try moe(["train", "--config", b, "--quiet", "--resume"])
+        XCTAssertEqual(resumed.status, 0, resumed.err)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: root + "/a/checkpoint/model.safetensors")),
+                       try Data(contentsOf: URL(fileURLWithPath: root + "/b/checkpoint/model.safetensors")))
+        // The checkpoint is a model folder generate runs.
+        let gen = try moe(["generate", "--model", root + "/a/checkpoint", "--prompt", "1+1=", "--max-tokens", "4", "--json"])
+        XCTAssertEqual(gen.status, 0, gen.err)
+    }
+
+    func testTrainBadConfigsFailNamingTheField() throws {
+        let bad = try temp(#"{"model": {"hidden_size": 30, "heads": 4}, "checkpoint_dir": "/tmp/x"}"#)
+        let r = try moe(["train", "--config", bad])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.err.contains("model"), r.err)
+        let router = try temp(#"{"router": {"name": "null-experts", "null_experts": 2}}"#)
+        let n = try moe(["train", "--config", router])
+        XCTAssertNotEqual(n.status, 0)
+        XCTAssertTrue(n.err.contains("router"), n.err)
+        let empty = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-empty-\(UUID().uuidString)").path
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: empty) }
+        let noCheckpoint = try moe(["train", "--config", try temp(trainConfig(empty)), "--resume"])
+        XCTAssertNotEqual(noCheckpoint.status, 0)
+        XCTAssertTrue(noCheckpoint.err.contains("checkpoint"), noCheckpoint.err)
+    }
 }

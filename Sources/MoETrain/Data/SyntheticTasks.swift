@@ -96,15 +96,25 @@ public struct SyntheticCorpus: Sendable {
     }
 
     /// `count` samples of the split, drawn from `seed` (tasks in turn, so each is represented).
+    /// A task whose prompts never fall in the split (a tiny prompt space) drops out of the rotation.
     public func samples(_ count: Int, heldOut: Bool, seed: UInt64) -> [SyntheticTask.Sample] {
         var rng = SplitMix64(seed: seed)
         var out: [SyntheticTask.Sample] = []
-        var attempts = 0
-        while out.count < count && attempts < count * 1000 {
-            attempts += 1
-            let task = tasks[out.count % tasks.count]
-            let s = task.sample(level: level, rng: &rng)
-            if isHeldOut(s.prompt) == heldOut { out.append(s) }
+        var active = tasks
+        var turn = 0
+        while out.count < count && !active.isEmpty {
+            let task = active[turn % active.count]
+            var found: SyntheticTask.Sample?
+            for _ in 0..<2000 {
+                let s = task.sample(level: level, rng: &rng)
+                if isHeldOut(s.prompt) == heldOut { found = s; break }
+            }
+            if let found {
+                out.append(found)
+                turn += 1
+            } else {
+                active.removeAll { $0 == task }
+            }
         }
         return out
     }

@@ -1,0 +1,140 @@
+import Foundation
+import MoE
+import MoECore
+
+/// Trains a `TrainableDecoder` as a `TrainingConfig` says: batches from the synthetic tasks or
+/// text files, AdamW on a warm-up plus cosine schedule, clipping, and evaluation (exact-match
+/// accuracy and experts per token, per task, on the held-out split).
+///
+/// Every batch depends only on (seed, step), and nothing else is random, so a run resumed from
+/// a checkpoint at step s reaches exactly the weights of an uninterrupted run.
+public final class Trainer: @unchecked Sendable {
+    public let config: TrainingConfig
+    public let model: TrainableDecoder
+    public let optimizer: AdamW
+    public let schedule: WarmupCosine
+    public let pool: ThreadPool
+    /// Steps done.
+    public private(set) var step = 0
+    let text: TextCorpus?
+    let synthetic: SyntheticCorpus
+    let tokenizer = ByteTokenizer()
+
+    /// A fresh model for `config` (already validated).
+    public init(config: TrainingConfig, pool: ThreadPool = .shared) throws {
+        try config.validate(path: nil)
+        self.config = config
+        self.pool = pool
+        let m = config.model
+        var shape = TrainableDecoder.Shape(vocabSize: ByteTokenizer.vocabularySize, hiddenSize: m.hiddenSize, layers: m.layers,
+                                           heads: m.heads, kvHeads: m.kvHeads, experts: m.experts, expertSize: m.expertSize)
+        shape.ropeTheta = m.ropeTheta
+        let router = try config.router.makeRouter(experts: m.experts)
+        let renormalize = router.name == "topk-softmax" ? (config.router.renormalize ?? true) : (config.router.renormalize ?? false)
+        model = TrainableDecoder(shape: shape, router: router, renormalize: renormalize, seed: config.seed)
+        optimizer = AdamW(weightDecay: config.weightDecay)
+        schedule = WarmupCosine(peak: config.lr, minLR: config.minLR, warmup: config.warmup, totalSteps: config.steps)
+        text = try config.data.textFiles.flatMap { $0.isEmpty ? nil : try TextCorpus(paths: $0) }
+        let s = config.data.synthetic
+        synthetic = SyntheticCorpus(tasks: s?.tasks ?? SyntheticTask.allCases, level: s?.level ?? 2,
+                                    heldOutFraction: s?.heldOut ?? 0.1)
+    }
+
+    /// The batch for step `s`: inputs and next-token targets, `batch` rows of `seqLen`.
+    public func batch(at s: Int) -> (inputs: [[Int]], targets: [[Int]]) {
+        var rng = SplitMix64(seed: config.seed &* 0x9E37_79B9 &+ UInt64(s))
+        if let text { return text.batch(config.batch, length: config.seqLen, rng: &rng) }
+        var inputs: [[Int]] = [], targets: [[Int]] = []
+        for b in 0..<config.batch {
+            var ids = [ByteTokenizer.bos]
+            var k: UInt64 = 0
+            while ids.count < config.seqLen + 1 {
+                let samples = synthetic.samples(1, heldOut: false, seed: rng.next() &+ UInt64(b) &+ k)
+                k += 1
+                ids += tokenizer.encode(samples.first?.text ?? "\n")
+            }
+            let window = Array(ids.prefix(config.seqLen + 1))
+            inputs.append(Array(window.dropLast()))
+            targets.append(Array(window.dropFirst()))
+        }
+        return (inputs, targets)
+    }
+
+    /// One optimisation step; returns the loss (cross-entropy plus auxiliary) and the learning rate.
+    @discardableResult
+    public func trainStep() -> (loss: Float, aux: Float, lr: Float) {
+        let (inputs, targets) = batch(at: step)
+        let tape = Tape(pool: pool)
+        let out = model.forward(inputs, targets: targets, tape: tape, loadBalanceCoefficient: config.loadBalance,
+                                zLossCoefficient: config.zLoss)
+        for p in model.parameters { p.variable.grad = nil }
+        tape.backward(from: out.loss)
+        clipGradients(model.parameters.map(\.variable), maxNorm: config.clip)
+        let lr = schedule.rate(at: step)
+        optimizer.update(model.parameters, lr: lr)
+        step += 1
+        return (out.loss.value.floats[0] + out.auxLoss, out.auxLoss, lr)
+    }
+
+    /// Greedy continuation of `prompt` until a newline, `<eos>` or `maxNew` bytes.
+    public func complete(_ prompt: String, maxNew: Int = 24) -> String {
+        var ids = tokenizer.encode(prompt, bos: true)
+        var out: [Int] = []
+        for _ in 0..<maxNew {
+            let tape = Tape(pool: pool)
+            let logits = model.forward([ids], targets: [[Int](repeating: -1, count: ids.count)], tape: tape,
+                                       loadBalanceCoefficient: 0, zLossCoefficient: 0).logits.value
+            let v = logits.shape[1]
+            let next = Kernels.argmaxRow(UnsafeBufferPointer(rebasing: logits.floats[((ids.count - 1) * v)...]))
+            if next == ByteTokenizer.eos || next == Int(UInt8(ascii: "\n")) { break }
+            out.append(next)
+            ids.append(next)
+        }
+        return tokenizer.decode(out)
+    }
+
+    /// Per-task evaluation on held-out prompts.
+    public struct Evaluation: Codable, Sendable {
+        /// Exact-match accuracy per task name.
+        public var accuracy: [String: Double]
+        /// Mean true experts per token per task (over every MoE layer), on prompt and answer.
+        public var expertsPerToken: [String: Double]
+    }
+
+    /// Exact-match accuracy and experts per token on `config.evalSamples` held-out samples.
+    public func evaluate() -> Evaluation {
+        let samples = synthetic.samples(config.evalSamples, heldOut: true, seed: config.seed &+ 0xE7A1)
+        let accuracy = exactMatchAccuracy(samples) { complete($0) }
+        var experts: [String: (sum: Double, count: Int)] = [:]
+        for s in samples {
+            let ids = tokenizer.encode(s.text, bos: true)
+            let out = model.forward([ids], targets: [[Int](repeating: -1, count: ids.count)], tape: Tape(pool: pool),
+                                    loadBalanceCoefficient: 0, zLossCoefficient: 0)
+            for r in out.routings {
+                experts[s.task.rawValue, default: (0, 0)].sum += Double(r.assignmentCount)
+                experts[s.task.rawValue, default: (0, 0)].count += r.tokenCount
+            }
+        }
+        return Evaluation(accuracy: Dictionary(uniqueKeysWithValues: accuracy.map { ($0.key.rawValue, $0.value) }),
+                          expertsPerToken: experts.mapValues { $0.count == 0 ? 0 : $0.sum / Double($0.count) })
+    }
+
+    /// The optimiser state by parameter name: first and second moments.
+    public var optimizerState: [(name: String, m: Tensor, v: Tensor)] {
+        model.namedVariables.sorted { $0.key < $1.key }.compactMap { name, v in
+            optimizer.state(of: v).map { (name, Tensor(shape: v.shape, values: $0.m), Tensor(shape: v.shape, values: $0.v)) }
+        }
+    }
+
+    /// Restores a checkpoint: parameters, optimiser moments (`moment(name, "m" | "v")`, nil when
+    /// absent) and the step count.
+    public func restore(step: Int, tensor: (String) throws -> Tensor, moment: (String, String) throws -> Tensor?) throws {
+        try model.load(tensor)
+        for (name, v) in model.namedVariables {
+            if let m = try moment(name, "m"), let s = try moment(name, "v") {
+                optimizer.restore(v, m: m.toFloats(), v: s.toFloats(), step: step)
+            }
+        }
+        self.step = step
+    }
+}

@@ -1,0 +1,111 @@
+import Foundation
+import MoE
+
+/// Everything `moe train` needs, from a JSON file (snake_case keys; absent keys take the
+/// defaults below).
+///
+/// ```json
+/// {"model": {"hidden_size": 128, "layers": 4, "heads": 4, "kv_heads": 2, "experts": 8, "expert_size": 256},
+///  "router": {"name": "topk-softmax", "k": 2},
+///  "data": {"synthetic": {"level": 2}}, "steps": 2000, "batch": 8, "seq_len": 64, "lr": 0.001,
+///  "checkpoint_dir": "runs/tiny"}
+/// ```
+public struct TrainingConfig: Codable, Sendable {
+    public struct Model: Codable, Sendable {
+        public var hiddenSize = 128, layers = 4, heads = 4, kvHeads = 2, experts = 8, expertSize = 256
+        public var ropeTheta = 10_000.0
+        enum CodingKeys: String, CodingKey {
+            case hiddenSize = "hidden_size", layers, heads, kvHeads = "kv_heads", experts, expertSize = "expert_size"
+            case ropeTheta = "rope_theta"
+        }
+        public init() {}
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            let d = Model()
+            hiddenSize = try c.decodeIfPresent(Int.self, forKey: .hiddenSize) ?? d.hiddenSize
+            layers = try c.decodeIfPresent(Int.self, forKey: .layers) ?? d.layers
+            heads = try c.decodeIfPresent(Int.self, forKey: .heads) ?? d.heads
+            kvHeads = try c.decodeIfPresent(Int.self, forKey: .kvHeads) ?? d.kvHeads
+            experts = try c.decodeIfPresent(Int.self, forKey: .experts) ?? d.experts
+            expertSize = try c.decodeIfPresent(Int.self, forKey: .expertSize) ?? d.expertSize
+            ropeTheta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? d.ropeTheta
+        }
+    }
+
+    /// Where batches come from: the synthetic tasks, or text files.
+    public struct DataSource: Codable, Sendable {
+        public struct Synthetic: Codable, Sendable {
+            public var tasks: [SyntheticTask]?
+            public var level: Int?
+            public var heldOut: Double?
+            enum CodingKeys: String, CodingKey { case tasks, level, heldOut = "held_out" }
+        }
+        public var synthetic: Synthetic?
+        public var textFiles: [String]?
+        enum CodingKeys: String, CodingKey { case synthetic, textFiles = "text_files" }
+    }
+
+    public var model = Model()
+    public var router = RouterConfig(name: "topk-softmax")
+    public var loadBalance: Float = 0.01
+    public var zLoss: Float = 0.001
+    public var data = DataSource(synthetic: .init(), textFiles: nil)
+    public var steps = 1000, batch = 8, seqLen = 64
+    public var lr: Float = 1e-3, minLR: Float = 1e-4, warmup = 100, weightDecay: Float = 0.1, clip: Float = 1
+    public var evalInterval = 100, evalSamples = 60, checkpointInterval = 200
+    public var checkpointDir = "runs/moe"
+    public var seed: UInt64 = 1
+    public var threads: Int?
+
+    enum CodingKeys: String, CodingKey {
+        case model, router, data, steps, batch, lr, warmup, clip, seed, threads
+        case loadBalance = "load_balance", zLoss = "z_loss", seqLen = "seq_len", minLR = "min_lr"
+        case weightDecay = "weight_decay", evalInterval = "eval_interval", evalSamples = "eval_samples"
+        case checkpointInterval = "checkpoint_interval", checkpointDir = "checkpoint_dir"
+    }
+
+    public init() {}
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = TrainingConfig()
+        model = try c.decodeIfPresent(Model.self, forKey: .model) ?? d.model
+        router = try c.decodeIfPresent(RouterConfig.self, forKey: .router) ?? d.router
+        loadBalance = try c.decodeIfPresent(Float.self, forKey: .loadBalance) ?? d.loadBalance
+        zLoss = try c.decodeIfPresent(Float.self, forKey: .zLoss) ?? d.zLoss
+        data = try c.decodeIfPresent(DataSource.self, forKey: .data) ?? d.data
+        steps = try c.decodeIfPresent(Int.self, forKey: .steps) ?? d.steps
+        batch = try c.decodeIfPresent(Int.self, forKey: .batch) ?? d.batch
+        seqLen = try c.decodeIfPresent(Int.self, forKey: .seqLen) ?? d.seqLen
+        lr = try c.decodeIfPresent(Float.self, forKey: .lr) ?? d.lr
+        minLR = try c.decodeIfPresent(Float.self, forKey: .minLR) ?? d.minLR
+        warmup = try c.decodeIfPresent(Int.self, forKey: .warmup) ?? d.warmup
+        weightDecay = try c.decodeIfPresent(Float.self, forKey: .weightDecay) ?? d.weightDecay
+        clip = try c.decodeIfPresent(Float.self, forKey: .clip) ?? d.clip
+        evalInterval = try c.decodeIfPresent(Int.self, forKey: .evalInterval) ?? d.evalInterval
+        evalSamples = try c.decodeIfPresent(Int.self, forKey: .evalSamples) ?? d.evalSamples
+        checkpointInterval = try c.decodeIfPresent(Int.self, forKey: .checkpointInterval) ?? d.checkpointInterval
+        checkpointDir = try c.decodeIfPresent(String.self, forKey: .checkpointDir) ?? d.checkpointDir
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? d.seed
+        threads = try c.decodeIfPresent(Int.self, forKey: .threads)
+    }
+
+    /// Checks ranges; throws naming the field (and `path`).
+    public func validate(path: String?) throws(MoEError) {
+        func bad(_ f: String, _ r: String) -> MoEError { .invalidConfig(path: path, field: f, reason: r) }
+        let m = model
+        guard m.hiddenSize > 0, m.layers > 0, m.heads > 0, m.hiddenSize % m.heads == 0, (m.hiddenSize / m.heads) % 2 == 0 else {
+            throw bad("model", "need positive sizes and hidden_size / heads even")
+        }
+        guard m.kvHeads > 0, m.heads % m.kvHeads == 0 else { throw bad("model.kv_heads", "must divide heads") }
+        guard m.experts > 0, m.expertSize > 0 else { throw bad("model.experts", "must be positive") }
+        guard steps > 0, batch > 0, seqLen > 1 else { throw bad("steps/batch/seq_len", "must be positive (seq_len > 1)") }
+        guard lr > 0, minLR >= 0, warmup >= 0, clip > 0 else { throw bad("lr/min_lr/warmup/clip", "out of range") }
+        guard evalInterval > 0, checkpointInterval > 0, evalSamples >= 0 else { throw bad("eval_interval/checkpoint_interval", "must be positive") }
+        if data.synthetic == nil && (data.textFiles ?? []).isEmpty { throw bad("data", "give synthetic or text_files") }
+        let r = try router.makeRouter(experts: m.experts, path: path)
+        guard r.logitCount == m.experts, (["topk-softmax", "switch", "top-p", "expert-choice"].contains(r.name)) else {
+            throw bad("router.name", "training supports topk-softmax, switch, top-p and expert-choice so far, not \(r.name)")
+        }
+    }
+}

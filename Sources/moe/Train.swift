@@ -1,0 +1,136 @@
+import ArgumentParser
+import Foundation
+import MoE
+import MoECore
+import MoEModels
+import MoETrain
+
+/// `moe train`: trains an MoE from scratch as a config file says, with progress, evaluation,
+/// atomic checkpoints and resume.
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train an MoE from a JSON config: progress on stderr, eval to <checkpoint_dir>/log.jsonl, checkpoints in <checkpoint_dir>/checkpoint.",
+        discussion: """
+            The checkpoint folder is a Hugging Face checkpoint (model.safetensors, config.json, tokenizer.json) that \
+            `moe generate --model <checkpoint_dir>/checkpoint` runs, plus the optimiser state for --resume. It is \
+            written to a temporary folder and swapped in, so a kill never leaves a half-written checkpoint.
+            """)
+
+    @Option(help: "Training config (JSON).") var config: String
+    @Flag(help: "Continue from the last checkpoint in checkpoint_dir.") var resume = false
+    @Option(name: .customLong("stop-after"), help: "Stop after this many steps in this run (then resume later).") var stopAfter: Int?
+    @Flag(help: "No progress bar.") var quiet = false
+
+    func run() throws {
+        if ConfigFile.format(of: config) == .toml {
+            throw MoEError.invalidConfig(path: config, field: "(file)", reason: "TOML configs are not supported yet; write the same keys as JSON")
+        }
+        let cfg = try ConfigFile.load(TrainingConfig.self, path: config)
+        try cfg.validate(path: config)
+        let pool = ThreadPool(threads: cfg.threads ?? ThreadPool.defaultThreadCount)
+        let trainer = try Trainer(config: cfg, pool: pool)
+        let dir = URL(fileURLWithPath: cfg.checkpointDir)
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        if resume { try Self.restore(trainer, from: dir) }
+        let log = dir.appendingPathComponent("log.jsonl")
+        let start = Date(), firstStep = trainer.step
+        var tokens = 0, lastLoss: Float = 0, ran = 0
+        while trainer.step < cfg.steps {
+            if let stopAfter, ran >= stopAfter { break }
+            let r = trainer.trainStep()
+            ran += 1
+            tokens += cfg.batch * cfg.seqLen
+            lastLoss = r.loss
+            let elapsed = Date().timeIntervalSince(start)
+            let rate = Double(tokens) / max(elapsed, 1e-9)
+            if !quiet { Self.progress(step: trainer.step, total: cfg.steps, loss: r.loss, rate: rate, elapsed: elapsed, done: trainer.step - firstStep) }
+            if trainer.step % cfg.evalInterval == 0 || trainer.step == cfg.steps {
+                let e = trainer.evaluate()
+                let line = EvalLine(step: trainer.step, loss: r.loss, lr: r.lr, tokensPerS: rate, accuracy: e.accuracy,
+                                    expertsPerToken: e.expertsPerToken)
+                try Self.append(line, to: log)
+            }
+            if trainer.step % cfg.checkpointInterval == 0 || trainer.step == cfg.steps {
+                try Self.save(trainer, to: dir)
+            }
+        }
+        if !quiet { FileHandle.standardError.write(Data("\n".utf8)) }
+        try printJSON(Summary(step: trainer.step, loss: lastLoss, checkpoint: dir.appendingPathComponent("checkpoint").path))
+    }
+
+    struct EvalLine: Encodable {
+        let step: Int, loss: Float, lr: Float, tokensPerS: Double
+        let accuracy: [String: Double], expertsPerToken: [String: Double]
+    }
+
+    struct Summary: Encodable { let step: Int, loss: Float, checkpoint: String }
+
+    static func progress(step: Int, total: Int, loss: Float, rate: Double, elapsed: Double, done: Int) {
+        let width = 30, filled = width * step / max(1, total)
+        let eta = done > 0 ? elapsed / Double(done) * Double(total - step) : 0
+        let bar = String(repeating: "=", count: filled) + String(repeating: " ", count: width - filled)
+        let line = String(format: "\rstep %d/%d [%@] loss %.4f  %.0f tok/s  eta %dm%02ds", step, total, bar, loss, rate,
+                          Int(eta) / 60, Int(eta) % 60)
+        FileHandle.standardError.write(Data(line.utf8))
+    }
+
+    static func append(_ line: EvalLine, to url: URL) throws {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.sortedKeys]
+        var data = try encoder.encode(line)
+        data.append(0x0A)
+        if let handle = try? FileHandle(forWritingTo: url) {
+            defer { try? handle.close() }
+            try handle.seekToEnd()
+            try handle.write(contentsOf: data)
+        } else {
+            try data.write(to: url)
+        }
+    }
+
+    /// Writes the checkpoint to a fresh folder, then swaps it in: checkpoint -> checkpoint.old,
+    /// new -> checkpoint, then removes checkpoint.old.
+    static func save(_ trainer: Trainer, to dir: URL) throws {
+        let fm = FileManager.default
+        let final = dir.appendingPathComponent("checkpoint"), old = dir.appendingPathComponent("checkpoint.old")
+        let tmp = dir.appendingPathComponent(".checkpoint-\(getpid())-\(trainer.step)")
+        try? fm.removeItem(at: tmp)
+        try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
+        try SafetensorsWriter.write(trainer.model.namedTensors, metadata: ["format": "pt"],
+                                    to: tmp.appendingPathComponent("model.safetensors").path)
+        var config = trainer.model.configJSON(routerConfig: trainer.config.router)
+        config["bos_token_id"] = ByteTokenizer.bos
+        config["eos_token_id"] = ByteTokenizer.eos
+        try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
+            .write(to: tmp.appendingPathComponent("config.json"))
+        try RandomCheckpoint.byteLevelTokenizerJSON(specials: ["<bos>", "<eos>", "<pad>"], bos: "<bos>")
+            .write(to: tmp.appendingPathComponent("tokenizer.json"))
+        var moments: [(name: String, tensor: Tensor)] = []
+        for s in trainer.optimizerState { moments += [("\(s.name).m", s.m), ("\(s.name).v", s.v)] }
+        try SafetensorsWriter.write(moments, to: tmp.appendingPathComponent("optimizer.safetensors").path)
+        try JSONSerialization.data(withJSONObject: ["step": trainer.step]).write(to: tmp.appendingPathComponent("trainer_state.json"))
+        try? fm.removeItem(at: old)
+        if fm.fileExists(atPath: final.path) { try fm.moveItem(at: final, to: old) }
+        try fm.moveItem(at: tmp, to: final)
+        try? fm.removeItem(at: old)
+    }
+
+    /// Loads the last checkpoint (or the previous one, if a swap was interrupted).
+    static func restore(_ trainer: Trainer, from dir: URL) throws {
+        let fm = FileManager.default
+        var folder = dir.appendingPathComponent("checkpoint")
+        if !fm.fileExists(atPath: folder.path) { folder = dir.appendingPathComponent("checkpoint.old") }
+        guard fm.fileExists(atPath: folder.path) else {
+            throw MoECoreError.io(path: dir.appendingPathComponent("checkpoint").path, reason: "no checkpoint to resume from")
+        }
+        let state = try JSONSerialization.jsonObject(with: Data(contentsOf: folder.appendingPathComponent("trainer_state.json"))) as? [String: Any]
+        guard let step = state?["step"] as? Int else {
+            throw MoECoreError.invalidValue(path: folder.appendingPathComponent("trainer_state.json").path, field: "step", reason: "missing")
+        }
+        let model = try SafetensorsFile(path: folder.appendingPathComponent("model.safetensors").path)
+        let moments = try SafetensorsFile(path: folder.appendingPathComponent("optimizer.safetensors").path)
+        try trainer.restore(step: step, tensor: { try model.tensor($0) },
+                            moment: { name, which in moments.entries["\(name).\(which)"] == nil ? nil : try moments.tensor("\(name).\(which)") })
+    }
+}
