@@ -4,10 +4,10 @@ import MoECore
 /// Decodes configuration files into `Codable` types, with errors that name the file and the
 /// field (`bias[1]: expected Float`).
 ///
-/// JSON today. TOML is recognised by its extension and refused with a clear error: the one
-/// TOML package available (TOMLKit) declares public literal conformances that leak into every
-/// module importing MoE and make ordinary arithmetic fail to type-check in debug builds, so it
-/// cannot be a dependency of this library.
+/// JSON, or TOML (by the `.toml` extension) read by MoEKit's own `TOML` reader into the same
+/// JSON, so both formats take the same keys and give the same errors. (The one TOML package
+/// available, TOMLKit, declares public literal conformances that leak into every module
+/// importing MoE and make ordinary arithmetic fail to type-check, so it cannot be a dependency.)
 public enum ConfigFile {
     /// The two formats.
     public enum Format: Sendable { case json, toml }
@@ -30,10 +30,13 @@ public enum ConfigFile {
 
     /// Decodes `data` in `format`; `path` names it in errors.
     public static func decode<T: Decodable>(_ type: T.Type, data: Data, path: String, format: Format) throws(MoEError) -> T {
+        var json = data
         if format == .toml {
-            throw .invalidConfig(path: path, field: "(file)", reason: "TOML configs are not supported yet; write the same keys as JSON")
+            guard let text = String(data: data, encoding: .utf8) else {
+                throw .invalidConfig(path: path, field: "(file)", reason: "TOML must be UTF-8")
+            }
+            json = try TOML.json(from: text, path: path)
         }
-        let json = data
         return try decodeJSON(type, data: json, path: path)
     }
 

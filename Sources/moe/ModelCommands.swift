@@ -49,9 +49,14 @@ struct Detokenize: ParsableCommand {
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Generate text from a prompt, streaming it to standard output.",
-        discussion: "--temperature 0 (the default) is greedy and deterministic; otherwise top-k, top-p and min-p filter and --seed fixes the draw.")
-    @Option(help: "Checkpoint folder (config.json, *.safetensors, tokenizer.json).") var model: String
-    @Option(help: "The prompt.") var prompt: String
+        discussion: """
+            --temperature 0 (the default) is greedy and deterministic; otherwise top-k, top-p and min-p filter \
+            and --seed fixes the draw. Without --model, the embedded default model (trained by `moe train` on \
+            the synthetic tasks) answers, e.g. `moe generate "37+48="`.
+            """)
+    @Option(help: "Checkpoint folder (config.json, *.safetensors, tokenizer.json); default: the embedded model.") var model: String?
+    @Argument(help: "The prompt (or use --prompt).") var text: String?
+    @Option(help: "The prompt.") var prompt: String?
     @Option(name: .customLong("max-tokens"), help: "Most tokens to generate.") var maxTokens = 128
     @Option(help: "Sampling temperature; 0 is greedy.") var temperature: Float = 0
     @Option(name: .customLong("top-k"), help: "Keep the k most likely tokens.") var topK: Int?
@@ -64,6 +69,7 @@ struct Generate: ParsableCommand {
     @Option(help: "exact (f32 activations) or bf16 (bf16 dot products for bf16 weights, faster prefill).") var precision = Precision.exact
 
     mutating func validate() throws {
+        if (text == nil) == (prompt == nil) { throw ValidationError("give the prompt once: as an argument or with --prompt") }
         if maxTokens < 0 { throw ValidationError("--max-tokens must not be negative") }
         if temperature < 0 || !temperature.isFinite { throw ValidationError("--temperature must be >= 0") }
         if let topK, topK < 1 { throw ValidationError("--top-k must be at least 1") }
@@ -74,12 +80,15 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         precision.apply()
-        let m = try DecoderModel(directory: model, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
-        let tok = try Tokenizer(path: (model as NSString).appendingPathComponent("tokenizer.json"))
+        let folder = try model ?? DefaultModel.path()
+        let m = try DecoderModel(directory: folder, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
+        let tok = try Tokenizer(path: (folder as NSString).appendingPathComponent("tokenizer.json"))
+        // The default model answers one task per line: a newline ends its answer.
+        let stops = stop + (model == nil && stop.isEmpty ? ["\n"] : [])
         let options = GenerationOptions(maxTokens: maxTokens,
                                         sampling: SamplingOptions(temperature: temperature, topK: topK, topP: topP, minP: minP, seed: seed),
-                                        stopStrings: stop)
-        let result = try Generator(model: m, tokenizer: tok).generate(prompt: prompt, options: options) { piece in
+                                        stopStrings: stops)
+        let result = try Generator(model: m, tokenizer: tok).generate(prompt: text ?? prompt ?? "", options: options) { piece in
             if !json {
                 FileHandle.standardOutput.write(Data(piece.utf8))
             }
@@ -89,6 +98,19 @@ struct Generate: ParsableCommand {
         } else {
             print("")
         }
+    }
+}
+
+/// The model embedded in the `moe` executable: trained by `moe train` with
+/// `DefaultModel/train.json` on the synthetic tasks.
+enum DefaultModel {
+    /// The folder of the embedded checkpoint.
+    static func path() throws -> String {
+        guard let url = Bundle.module.url(forResource: "DefaultModel", withExtension: nil),
+              FileManager.default.fileExists(atPath: url.appendingPathComponent("model.safetensors").path) else {
+            throw ValidationError("the embedded default model is missing from this build; pass --model DIR")
+        }
+        return url.path
     }
 }
 

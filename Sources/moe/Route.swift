@@ -20,7 +20,7 @@ struct Route: ParsableCommand {
     @Option(help: "JSON file of per-token logits: [[z_0, ..., z_{E-1}], ...].")
     var logits: String
 
-    @Option(help: "JSON router config file ({\"name\": ..., \"k\": ...}); options given here override it.")
+    @Option(help: "Router config file, JSON ({\"name\": ..., \"k\": ...}) or TOML (.toml); options given here override it.")
     var config: String?
 
     @Option(help: "Experts per token (top-k, null experts' k').")

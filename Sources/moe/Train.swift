@@ -9,22 +9,19 @@ import MoETrain
 /// atomic checkpoints and resume.
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Train an MoE from a JSON config: progress on stderr, eval to <checkpoint_dir>/log.jsonl, checkpoints in <checkpoint_dir>/checkpoint.",
+        abstract: "Train an MoE from a JSON or TOML config: progress on stderr, eval to <checkpoint_dir>/log.jsonl, checkpoints in <checkpoint_dir>/checkpoint.",
         discussion: """
             The checkpoint folder is a Hugging Face checkpoint (model.safetensors, config.json, tokenizer.json) that \
             `moe generate --model <checkpoint_dir>/checkpoint` runs, plus the optimiser state for --resume. It is \
             written to a temporary folder and swapped in, so a kill never leaves a half-written checkpoint.
             """)
 
-    @Option(help: "Training config (JSON).") var config: String
+    @Option(help: "Training config (JSON, or TOML if the name ends in .toml).") var config: String
     @Flag(help: "Continue from the last checkpoint in checkpoint_dir.") var resume = false
     @Option(name: .customLong("stop-after"), help: "Stop after this many steps in this run (then resume later).") var stopAfter: Int?
     @Flag(help: "No progress bar.") var quiet = false
 
     func run() throws {
-        if ConfigFile.format(of: config) == .toml {
-            throw MoEError.invalidConfig(path: config, field: "(file)", reason: "TOML configs are not supported yet; write the same keys as JSON")
-        }
         let cfg = try ConfigFile.load(TrainingConfig.self, path: config)
         try cfg.validate(path: config)
         let pool = ThreadPool(threads: cfg.threads ?? ThreadPool.defaultThreadCount)
@@ -34,7 +31,7 @@ struct Train: ParsableCommand {
         if resume { try Self.restore(trainer, from: dir) }
         let log = dir.appendingPathComponent("log.jsonl")
         let start = Date(), firstStep = trainer.step
-        var tokens = 0, lastLoss: Float = 0, ran = 0
+        var tokens = 0, lastLoss: Float = 0, ran = 0, lastRate = 0.0
         while trainer.step < cfg.steps {
             if let stopAfter, ran >= stopAfter { break }
             let r = trainer.trainStep()
@@ -43,6 +40,7 @@ struct Train: ParsableCommand {
             lastLoss = r.loss
             let elapsed = Date().timeIntervalSince(start)
             let rate = Double(tokens) / max(elapsed, 1e-9)
+            lastRate = rate
             if !quiet { Self.progress(step: trainer.step, total: cfg.steps, loss: r.loss, rate: rate, elapsed: elapsed, done: trainer.step - firstStep) }
             if trainer.step % cfg.evalInterval == 0 || trainer.step == cfg.steps {
                 let e = trainer.evaluate()
@@ -55,7 +53,8 @@ struct Train: ParsableCommand {
             }
         }
         if !quiet { FileHandle.standardError.write(Data("\n".utf8)) }
-        try printJSON(Summary(step: trainer.step, loss: lastLoss, checkpoint: dir.appendingPathComponent("checkpoint").path))
+        try printJSON(Summary(step: trainer.step, loss: lastLoss, tokensPerS: lastRate,
+                              checkpoint: dir.appendingPathComponent("checkpoint").path))
     }
 
     struct EvalLine: Encodable {
@@ -63,7 +62,9 @@ struct Train: ParsableCommand {
         let accuracy: [String: Double], expertsPerToken: [String: Double]
     }
 
-    struct Summary: Encodable { let step: Int, loss: Float, checkpoint: String }
+    /// What `moe train` prints when it stops; `tokens_per_s` counts this run's wall time, eval and
+    /// checkpoints included.
+    struct Summary: Encodable { let step: Int, loss: Float, tokensPerS: Double, checkpoint: String }
 
     static func progress(step: Int, total: Int, loss: Float, rate: Double, elapsed: Double, done: Int) {
         let width = 30, filled = width * step / max(1, total)

@@ -64,8 +64,8 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(bogus.err.contains("bogus"), bogus.err)
     }
 
-    func temp(_ text: String) throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-\(UUID().uuidString).json").path
+    func temp(_ text: String, extension ext: String = "json") throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-\(UUID().uuidString).\(ext)").path
         try Data(text.utf8).write(to: URL(fileURLWithPath: path))
         addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
         return path
@@ -121,6 +121,18 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(run.status, 0, run.err)
         let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(run.out.utf8)) as? [String: Any])
         XCTAssertEqual((json["tokens"] as? [[String: Any]])?.map { $0["dropped"] as? Bool }, [false, true, false, true])
+    }
+
+    func testRouteReadsATOMLConfig() throws {
+        let logits = try temp("[[3, 0], [1, 0], [4, 0], [2, 0]]")
+        let path = try temp("name = \"switch\"\ncapacity_factor = 1\ndrop_by = \"score\" # lowest scores drop\n", extension: "toml")
+        let run = try moe(["route", "--config", path, "--logits", logits])
+        XCTAssertEqual(run.status, 0, run.err)
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(run.out.utf8)) as? [String: Any])
+        XCTAssertEqual((json["tokens"] as? [[String: Any]])?.map { $0["dropped"] as? Bool }, [false, true, false, true])
+        let bad = try moe(["route", "--config", try temp("name = \"switch\"\ncapacity_factor = = 1\n", extension: "toml"), "--logits", logits])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.err.contains(".toml") && bad.err.contains("line 2"), bad.err)
     }
 
     func testRouteBadInputExitsNonZeroNamingFileAndField() throws {
@@ -260,5 +272,18 @@ final class CLITests: XCTestCase {
         let noCheckpoint = try moe(["train", "--config", try temp(trainConfig(empty)), "--resume"])
         XCTAssertNotEqual(noCheckpoint.status, 0)
         XCTAssertTrue(noCheckpoint.err.contains("checkpoint"), noCheckpoint.err)
+    }
+
+    func testGeneratePromptAsArgumentOrOption() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-gen-\(UUID().uuidString)").path
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        XCTAssertEqual(try moe(["init-random", "--arch", "olmoe", "--out", dir, "--vocab", "300", "--hidden", "32", "--layers", "1",
+                                "--experts", "4", "--expert-size", "16"]).status, 0)
+        let positional = try moe(["generate", "--model", dir, "hi", "--max-tokens", "3", "--json"])
+        let option = try moe(["generate", "--model", dir, "--prompt", "hi", "--max-tokens", "3", "--json"])
+        XCTAssertEqual(positional.status, 0, positional.err)
+        XCTAssertEqual(positional.out, option.out)
+        XCTAssertNotEqual(try moe(["generate", "--model", dir, "hi", "--prompt", "hi"]).status, 0, "both forms at once")
+        XCTAssertNotEqual(try moe(["generate", "--model", dir]).status, 0, "no prompt")
     }
 }

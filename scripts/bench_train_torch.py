@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""The PyTorch twin of `moe train` for speed: the same model (transformers' Mixtral layout, which
+is what `moe train` writes), the same shape, batch, optimiser and thread count, in eager mode.
+
+    python3 scripts/bench_train_torch.py scripts/train-bench/default.json
+    python3 scripts/bench_train_torch.py scripts/train-bench/olmoe256.json
+
+Compare with `moe train --config <same file> --quiet` (its `tokens_per_s`). Prints one JSON
+object: shape, threads and training tokens per second (forward, backward, clipping and AdamW;
+the first 3 steps are warm-up and not timed). Random byte tokens stand in for the corpus: the
+speed of a step does not depend on the text.
+"""
+import json
+import sys
+import time
+
+import torch
+import transformers
+
+VOCAB = 259  # MoEKit's byte tokenizer: 256 bytes plus BOS, EOS and PAD
+
+
+def main():
+    cfg = json.load(open(sys.argv[1]))
+    m, r = cfg["model"], cfg["router"]
+    threads = cfg.get("threads", 2)
+    torch.set_num_threads(threads)
+    torch.manual_seed(cfg.get("seed", 1))
+    config = transformers.MixtralConfig(
+        vocab_size=VOCAB, hidden_size=m["hidden_size"], num_hidden_layers=m["layers"],
+        num_attention_heads=m["heads"], num_key_value_heads=m["kv_heads"], intermediate_size=m["expert_size"],
+        num_local_experts=m["experts"], num_experts_per_tok=r["k"], rms_norm_eps=1e-6,
+        router_aux_loss_coef=cfg.get("load_balance", 0.01), output_router_logits=cfg.get("load_balance", 0.01) > 0,
+        tie_word_embeddings=False, max_position_embeddings=max(2048, cfg["seq_len"]))
+    config._attn_implementation = "eager"
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.1))
+    batch, seq = cfg["batch"], cfg["seq_len"]
+    steps = cfg["steps"]
+
+    def step():
+        ids = torch.randint(0, VOCAB, (batch, seq))
+        out = model(input_ids=ids, labels=ids)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.get("clip", 1.0))
+        opt.step()
+
+    for _ in range(3):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    elapsed = time.perf_counter() - start
+    params = sum(p.numel() for p in model.parameters())
+    print(json.dumps({"config": sys.argv[1], "torch": torch.__version__, "transformers": transformers.__version__,
+                      "threads": threads, "parameters": params, "steps": steps,
+                      "tokens_per_s": batch * seq * steps / elapsed}))
+
+
+if __name__ == "__main__":
+    main()
