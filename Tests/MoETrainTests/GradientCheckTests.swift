@@ -116,6 +116,15 @@ final class MoEGradientTests: XCTestCase {
         run(TopKSoftmaxRouter(experts: 4, k: 2, renormalize: false), renormalize: false, lb: 0, zc: 0)
     }
 
+    func testSigmoidRenormalisedScaledWithAuxLosses() {
+        run(TopKSigmoidRouter(experts: 4, k: 2, renormalize: true, routedScaling: 2.5), renormalize: false, lb: 0.5, zc: 0.3)
+    }
+
+    func testSigmoidGroupedWithBiasUnnormalised() {
+        run(TopKSigmoidRouter(experts: 4, k: 2, bias: [0.3, -0.2, 0.1, 0], groups: 2, topkGroup: 1, renormalize: false,
+                              routedScaling: 1.5), renormalize: true, lb: 0.2, zc: 0)
+    }
+
     func testTopPRaggedSelection() {
         run(TopPRouter(experts: 4, p: 0.5), renormalize: false, lb: 0.2, zc: 0)
     }

@@ -30,7 +30,9 @@ public struct MoEStep {
 
 extension Tape {
     /// One MoE layer, forward and backward, for softmax-family routers (`topk-softmax`, `top-p`,
-    /// `switch`, `expert-choice`, with or without renormalisation of the chosen weights).
+    /// `switch`, `expert-choice`, with or without renormalisation of the chosen weights) and
+    /// `topk-sigmoid` (its own renormalisation and routed scaling; bias and groups only steer
+    /// the choice, so gradients flow through the sigmoid scores alone).
     ///
     /// Forward: z = x Wr^T; p = softmax(z); the router picks experts; w = p of the chosen
     /// (divided by their sum when `renormalize`); y_t = sum_j w_tj E_j(x_t).
@@ -46,13 +48,31 @@ extension Tape {
         let z = Kernels.matmul(xT, params.router.value, pool: pool)  // [T, E]
         let routing = router.route(z)
         let zs = z.toFloats()
+        // Scores the chosen weights come from: softmax probabilities, or (DeepSeek-V3) sigmoids
+        // whose per-token normalisation feeds the load-balance loss.
+        let sigmoidRouter = router as? TopKSigmoidRouter
+        let sigmoid = sigmoidRouter?.scoring == .sigmoid
+        let renormalize = sigmoidRouter?.renormalize ?? renormalize
+        let scale = sigmoidRouter?.routedScaling ?? 1
         var probs = zs
         for r in 0..<t {
+            if sigmoid {
+                for i in 0..<e { probs[r * e + i] = 1 / (1 + Foundation.exp(-zs[r * e + i])) }
+                continue
+            }
             let row = zs[(r * e)..<((r + 1) * e)]
             let mx = row.max() ?? 0
             var sum: Float = 0
             for i in 0..<e { probs[r * e + i] = Foundation.exp(zs[r * e + i] - mx); sum += probs[r * e + i] }
             for i in 0..<e { probs[r * e + i] /= sum }
+        }
+        var balanceProbs = probs
+        var scoreSums = [Float](repeating: 1, count: t)
+        if sigmoid {
+            for r in 0..<t {
+                scoreSums[r] = probs[(r * e)..<((r + 1) * e)].reduce(0, +)
+                for i in 0..<e { balanceProbs[r * e + i] /= scoreSums[r] }
+            }
         }
         // Expert forward over each expert's rows, keeping what backward needs.
         let dispatch = Dispatch(routing)
@@ -81,7 +101,7 @@ extension Tape {
         }
         // Auxiliary losses (values; their gradients are added in backward).
         let counts = routing.chosenPerExpert
-        let balance = AuxLoss.loadBalance(probs: probs, tokens: t, experts: e, counts: counts)
+        let balance = AuxLoss.loadBalance(probs: balanceProbs, tokens: t, experts: e, counts: counts)
         let zLoss = AuxLoss.zLoss(logits: z)
         let out = Variable(y)
         let routerW = params.router.value
@@ -112,9 +132,9 @@ extension Tape {
                     let sel = (lo..<hi).map { probs[tok * e + routing.experts[$0]] }
                     let sum = sel.reduce(0, +)
                     let inner = zip(dw, routing.weights[lo..<hi]).reduce(Float(0)) { $0 + $1.0 * $1.1 }
-                    for a in lo..<hi where sum > 0 { dp[tok * e + routing.experts[a]] += (dw[a - lo] - inner) / sum }
+                    for a in lo..<hi where sum > 0 { dp[tok * e + routing.experts[a]] += (scale * dw[a - lo] - inner) / sum }
                 } else {
-                    for a in lo..<hi { dp[tok * e + routing.experts[a]] += dw[a - lo] }
+                    for a in lo..<hi { dp[tok * e + routing.experts[a]] += scale * dw[a - lo] }
                 }
             }
             for i in 0..<e where dispatch.rowOffsets[i + 1] > dispatch.rowOffsets[i] {
@@ -144,13 +164,16 @@ extension Tape {
                 }
             }
             // Load balance: L = E sum_i f_i P_i with P_i = mean_t p_ti.
+            // (For sigmoid scores P_i averages the normalised scores s_ti / sum_j s_tj.)
             if coefLB != 0 && t > 0 {
-                for i in 0..<e {
-                    let c = coefLB * Float(e) * Float(counts[i]) / Float(t) / Float(t)
-                    for tok in 0..<t { dp[tok * e + i] += c }
+                let c = (0..<e).map { coefLB * Float(e) * Float(counts[$0]) / Float(t) / Float(t) }
+                for tok in 0..<t {
+                    var inner: Float = 0
+                    if sigmoid { for i in 0..<e { inner += c[i] * balanceProbs[tok * e + i] } }
+                    for i in 0..<e { dp[tok * e + i] += sigmoid ? (c[i] - inner) / scoreSums[tok] : c[i] }
                 }
             }
-            // Softmax backward, plus the z-loss on the logits.
+            // Score backward (softmax or sigmoid), plus the z-loss on the logits.
             var dz = [Float](repeating: 0, count: t * e)
             for tok in 0..<t {
                 var inner: Float = 0
@@ -159,8 +182,12 @@ extension Tape {
                 let mx = row.max() ?? 0
                 let lse = mx + Foundation.log(row.reduce(Float(0)) { $0 + Foundation.exp($1 - mx) })
                 for i in 0..<e {
-                    dz[tok * e + i] = probs[tok * e + i] * (dp[tok * e + i] - inner)
-                    if coefZ != 0 { dz[tok * e + i] += coefZ * 2 * lse * probs[tok * e + i] / Float(t) }
+                    let p = probs[tok * e + i]
+                    dz[tok * e + i] = sigmoid ? dp[tok * e + i] * p * (1 - p) : p * (dp[tok * e + i] - inner)
+                    if coefZ != 0 {
+                        let softmax = Foundation.exp(row[row.startIndex + i] - lse)
+                        dz[tok * e + i] += coefZ * 2 * lse * softmax / Float(t)
+                    }
                 }
             }
             let dzT = Tensor(shape: [t, e], values: dz)
