@@ -156,7 +156,7 @@ public final class DecoderModel: @unchecked Sendable {
                                        routedScaling: s.routedScaling)
         }
         }
-        return MoELayer(gate: .linear(weight: try ck.tensor("\(prefix).gate.weight", shape: [s.experts, d])),
+        return MoELayer(gate: .linear(weight: try ck.tensor("\(prefix).gate.weight", shape: [router.logitCount, d])),
                         router: router, experts: SwiGLUExperts(gate: gate, up: up, down: down), shared: shared)
     }
 

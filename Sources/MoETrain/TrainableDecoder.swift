@@ -45,7 +45,7 @@ public final class TrainableDecoder: @unchecked Sendable {
     /// A model with weights drawn from `seed`: N(0, 0.02)-like uniform for matrices (the output
     /// projections scaled down by sqrt(2 layers), as GPT-2 does), norms 1.
     public init(shape s: Shape, router: any Router, renormalize: Bool = true, seed: UInt64) {
-        precondition(router.expertCount == s.experts && router.logitCount == s.experts, "router does not fit \(s.experts) experts")
+        precondition(router.expertCount == s.experts && router.logitCount >= s.experts, "router does not fit \(s.experts) experts")
         shape = s
         self.router = router
         self.renormalize = renormalize
@@ -63,7 +63,7 @@ public final class TrainableDecoder: @unchecked Sendable {
         layers = (0..<s.layers).map { _ in
             Layer(inputNorm: ones(d), wq: w([s.heads * hd, d]), wk: w([s.kvHeads * hd, d]), wv: w([s.kvHeads * hd, d]),
                   wo: w([d, s.heads * hd], scale: residual), postNorm: ones(d),
-                  moe: MoEParameters(router: w([s.experts, d]), gate: (0..<s.experts).map { _ in w([s.expertSize, d]) },
+                  moe: MoEParameters(router: w([router.logitCount, d]), gate: (0..<s.experts).map { _ in w([s.expertSize, d]) },
                                      up: (0..<s.experts).map { _ in w([s.expertSize, d]) },
                                      down: (0..<s.experts).map { _ in w([d, s.expertSize], scale: residual) }))
         }

@@ -104,8 +104,8 @@ public struct TrainingConfig: Codable, Sendable {
         guard evalInterval > 0, checkpointInterval > 0, evalSamples >= 0 else { throw bad("eval_interval/checkpoint_interval", "must be positive") }
         if data.synthetic == nil && (data.textFiles ?? []).isEmpty { throw bad("data", "give synthetic or text_files") }
         let r = try router.makeRouter(experts: m.experts, path: path)
-        guard r.logitCount == m.experts, (["topk-softmax", "topk-sigmoid", "switch", "top-p", "expert-choice"].contains(r.name)) else {
-            throw bad("router.name", "training supports topk-softmax, topk-sigmoid, switch, top-p and expert-choice so far, not \(r.name)")
+        guard (["topk-softmax", "topk-sigmoid", "null-experts", "switch", "top-p", "expert-choice"].contains(r.name)) else {
+            throw bad("router.name", "training supports topk-softmax, topk-sigmoid, null-experts, switch, top-p and expert-choice so far, not \(r.name)")
         }
     }
 }

@@ -263,7 +263,7 @@ final class CLITests: XCTestCase {
         let r = try moe(["train", "--config", bad])
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.err.contains("model"), r.err)
-        let router = try temp(#"{"router": {"name": "null-experts", "null_experts": 2}}"#)
+        let router = try temp(#"{"router": {"name": "recurrent"}, "checkpoint_dir": "/tmp/moekit-never-written"}"#)
         let n = try moe(["train", "--config", router])
         XCTAssertNotEqual(n.status, 0)
         XCTAssertTrue(n.err.contains("router"), n.err)

@@ -93,7 +93,7 @@ final class GradientCheckTests: XCTestCase {
 final class MoEGradientTests: XCTestCase {
     func run(_ router: any Router, renormalize: Bool, lb: Float, zc: Float) {
         let (t, d, e, inner) = (5, 6, 4, 5)
-        var inputs = [Tensor(randomUniform: [t, d], seed: 50), Tensor(randomUniform: [e, d], in: -0.5...0.5, seed: 51)]
+        var inputs = [Tensor(randomUniform: [t, d], seed: 50), Tensor(randomUniform: [router.logitCount, d], in: -0.5...0.5, seed: 51)]
         for i in 0..<e {
             inputs += [Tensor(randomUniform: [inner, d], seed: 60 + UInt64(i)), Tensor(randomUniform: [inner, d], seed: 70 + UInt64(i)),
                        Tensor(randomUniform: [d, inner], seed: 80 + UInt64(i))]
@@ -123,6 +123,10 @@ final class MoEGradientTests: XCTestCase {
     func testSigmoidGroupedWithBiasUnnormalised() {
         run(TopKSigmoidRouter(experts: 4, k: 2, bias: [0.3, -0.2, 0.1, 0], groups: 2, topkGroup: 1, renormalize: false,
                               routedScaling: 1.5), renormalize: true, lb: 0.2, zc: 0)
+    }
+
+    func testNullExpertsWithAuxLosses() {
+        run(NullExpertsRouter(experts: 4, nullExperts: 3, k: 2), renormalize: false, lb: 0.5, zc: 0.3)
     }
 
     func testTopPRaggedSelection() {

@@ -60,28 +60,34 @@ final class TrainingParityTests: XCTestCase {
         assertClose(out.logits.value.toFloats(), expected, absolute: 1e-4)
     }
 
-    /// A model trained with DeepSeek-V3's sigmoid router (bias, groups, routed scaling) saves a
-    /// checkpoint whose `moekit_router` makes inference route, and so compute, the same.
-    func testSigmoidRouterCheckpointRunsTheSameInInference() throws {
-        var rc = RouterConfig(name: "topk-sigmoid")
-        rc.k = 3
-        rc.nGroup = 2
-        rc.topkGroup = 1
-        rc.routedScaling = 2
-        rc.bias = [0.1, -0.1, 0.2, 0, 0.05, -0.2]
-        let s = TrainableDecoder.Shape(vocabSize: 40, hiddenSize: 16, layers: 2, heads: 2, kvHeads: 1, experts: 6, expertSize: 8)
-        let model = TrainableDecoder(shape: s, router: try rc.makeRouter(experts: 6), seed: 11)
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-train-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        try SafetensorsWriter.write(model.namedTensors, to: dir.appendingPathComponent("model.safetensors").path)
-        try JSONSerialization.data(withJSONObject: model.configJSON(routerConfig: rc)).write(to: dir.appendingPathComponent("config.json"))
-        let inference = try DecoderModel(directory: dir.path)
-        let tokens = [5, 9, 33, 2, 39, 17, 0]
-        var cache = inference.makeCache()
-        let expected = try inference.forward(tokens, cache: &cache).toFloats()
-        let out = model.forward([tokens], targets: [tokens], tape: Tape(pool: ThreadPool(threads: 1)))
-        assertClose(out.logits.value.toFloats(), expected, absolute: 1e-4)
+    /// Models trained with DeepSeek-V3's sigmoid router (bias, groups, routed scaling) and with
+    /// AdaMoE's null experts (a router of E + M rows) save checkpoints whose `moekit_router`
+    /// makes inference route, and so compute, the same.
+    func testOtherRoutersCheckpointsRunTheSameInInference() throws {
+        var sigmoid = RouterConfig(name: "topk-sigmoid")
+        sigmoid.k = 3
+        sigmoid.nGroup = 2
+        sigmoid.topkGroup = 1
+        sigmoid.routedScaling = 2
+        sigmoid.bias = [0.1, -0.1, 0.2, 0, 0.05, -0.2]
+        var null = RouterConfig(name: "null-experts")
+        null.k = 3
+        null.nullExperts = 4
+        for rc in [sigmoid, null] {
+            let s = TrainableDecoder.Shape(vocabSize: 40, hiddenSize: 16, layers: 2, heads: 2, kvHeads: 1, experts: 6, expertSize: 8)
+            let model = TrainableDecoder(shape: s, router: try rc.makeRouter(experts: 6), seed: 11)
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-train-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: dir) }
+            try SafetensorsWriter.write(model.namedTensors, to: dir.appendingPathComponent("model.safetensors").path)
+            try JSONSerialization.data(withJSONObject: model.configJSON(routerConfig: rc)).write(to: dir.appendingPathComponent("config.json"))
+            let inference = try DecoderModel(directory: dir.path)
+            let tokens = [5, 9, 33, 2, 39, 17, 0]
+            var cache = inference.makeCache()
+            let expected = try inference.forward(tokens, cache: &cache).toFloats()
+            let out = model.forward([tokens], targets: [tokens], tape: Tape(pool: ThreadPool(threads: 1)))
+            assertClose(out.logits.value.toFloats(), expected, absolute: 1e-4, rc.name)
+        }
     }
 
     /// A small model learns to repeat a pattern: the loss falls below a tenth of where it began.

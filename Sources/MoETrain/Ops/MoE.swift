@@ -32,7 +32,9 @@ extension Tape {
     /// One MoE layer, forward and backward, for softmax-family routers (`topk-softmax`, `top-p`,
     /// `switch`, `expert-choice`, with or without renormalisation of the chosen weights) and
     /// `topk-sigmoid` (its own renormalisation and routed scaling; bias and groups only steer
-    /// the choice, so gradients flow through the sigmoid scores alone).
+    /// the choice, so gradients flow through the sigmoid scores alone), and `null-experts`
+    /// (the router has E + M logits; a null expert outputs zero, so only the softmax over all
+    /// E + M and the renormalisation over the chosen true experts carry its gradient).
     ///
     /// Forward: z = x Wr^T; p = softmax(z); the router picks experts; w = p of the chosen
     /// (divided by their sum when `renormalize`); y_t = sum_j w_tj E_j(x_t).
@@ -44,34 +46,35 @@ extension Tape {
     public func moe(_ x: Variable, _ params: MoEParameters, router: any Router, renormalize: Bool,
                     loadBalanceCoefficient coefLB: Float = 0, zLossCoefficient coefZ: Float = 0) -> MoEStep {
         let (t, d) = (x.shape[0], x.shape[1]), e = params.gate.count
+        let l = params.router.value.shape[0]  // router logits: the experts, plus AdaMoE's null experts
         let xT = x.value
-        let z = Kernels.matmul(xT, params.router.value, pool: pool)  // [T, E]
+        let z = Kernels.matmul(xT, params.router.value, pool: pool)  // [T, L]
         let routing = router.route(z)
         let zs = z.toFloats()
         // Scores the chosen weights come from: softmax probabilities, or (DeepSeek-V3) sigmoids
         // whose per-token normalisation feeds the load-balance loss.
         let sigmoidRouter = router as? TopKSigmoidRouter
         let sigmoid = sigmoidRouter?.scoring == .sigmoid
-        let renormalize = sigmoidRouter?.renormalize ?? renormalize
+        let renormalize = sigmoidRouter?.renormalize ?? (router is NullExpertsRouter ? true : renormalize)
         let scale = sigmoidRouter?.routedScaling ?? 1
         var probs = zs
         for r in 0..<t {
             if sigmoid {
-                for i in 0..<e { probs[r * e + i] = 1 / (1 + Foundation.exp(-zs[r * e + i])) }
+                for i in 0..<l { probs[r * l + i] = 1 / (1 + Foundation.exp(-zs[r * l + i])) }
                 continue
             }
-            let row = zs[(r * e)..<((r + 1) * e)]
+            let row = zs[(r * l)..<((r + 1) * l)]
             let mx = row.max() ?? 0
             var sum: Float = 0
-            for i in 0..<e { probs[r * e + i] = Foundation.exp(zs[r * e + i] - mx); sum += probs[r * e + i] }
-            for i in 0..<e { probs[r * e + i] /= sum }
+            for i in 0..<l { probs[r * l + i] = Foundation.exp(zs[r * l + i] - mx); sum += probs[r * l + i] }
+            for i in 0..<l { probs[r * l + i] /= sum }
         }
         var balanceProbs = probs
         var scoreSums = [Float](repeating: 1, count: t)
         if sigmoid {
             for r in 0..<t {
-                scoreSums[r] = probs[(r * e)..<((r + 1) * e)].reduce(0, +)
-                for i in 0..<e { balanceProbs[r * e + i] /= scoreSums[r] }
+                scoreSums[r] = probs[(r * l)..<((r + 1) * l)].reduce(0, +)
+                for i in 0..<l { balanceProbs[r * l + i] /= scoreSums[r] }
             }
         }
         // Expert forward over each expert's rows, keeping what backward needs.
@@ -100,15 +103,17 @@ extension Tape {
             }
         }
         // Auxiliary losses (values; their gradients are added in backward).
-        let counts = routing.chosenPerExpert
-        let balance = AuxLoss.loadBalance(probs: balanceProbs, tokens: t, experts: e, counts: counts)
+        let counts = Self.balanceCounts(routing, probs: probs, router: router, logits: l)
+        var meanProbs = [Float](repeating: 0, count: l)
+        for tok in 0..<t { for i in 0..<l { meanProbs[i] += balanceProbs[tok * l + i] / Float(t) } }
+        let balance = t == 0 ? 0 : Float(l) * (0..<l).reduce(Float(0)) { $0 + counts[$1] / Float(t) * meanProbs[$1] }
         let zLoss = AuxLoss.zLoss(logits: z)
         let out = Variable(y)
         let routerW = params.router.value
         record { [pool] in
             guard let dyT = out.grad else { return }
             let dy = dyT.floats
-            var dp = [Float](repeating: 0, count: t * e)
+            var dp = [Float](repeating: 0, count: t * l)
             let dx = Tensor(zeros: [t, d])
             let dxp = dx.mutableFloats
             // Per expert: the gradient of its outputs, then SwiGLU backward.
@@ -129,12 +134,12 @@ extension Tape {
                 }
                 // Chosen weights -> probabilities (through the renormalisation).
                 if renormalize {
-                    let sel = (lo..<hi).map { probs[tok * e + routing.experts[$0]] }
+                    let sel = (lo..<hi).map { probs[tok * l + routing.experts[$0]] }
                     let sum = sel.reduce(0, +)
                     let inner = zip(dw, routing.weights[lo..<hi]).reduce(Float(0)) { $0 + $1.0 * $1.1 }
-                    for a in lo..<hi where sum > 0 { dp[tok * e + routing.experts[a]] += (scale * dw[a - lo] - inner) / sum }
+                    for a in lo..<hi where sum > 0 { dp[tok * l + routing.experts[a]] += (scale * dw[a - lo] - inner) / sum }
                 } else {
-                    for a in lo..<hi { dp[tok * e + routing.experts[a]] += scale * dw[a - lo] }
+                    for a in lo..<hi { dp[tok * l + routing.experts[a]] += scale * dw[a - lo] }
                 }
             }
             for i in 0..<e where dispatch.rowOffsets[i + 1] > dispatch.rowOffsets[i] {
@@ -166,36 +171,50 @@ extension Tape {
             // Load balance: L = E sum_i f_i P_i with P_i = mean_t p_ti.
             // (For sigmoid scores P_i averages the normalised scores s_ti / sum_j s_tj.)
             if coefLB != 0 && t > 0 {
-                let c = (0..<e).map { coefLB * Float(e) * Float(counts[$0]) / Float(t) / Float(t) }
+                let c = (0..<l).map { coefLB * Float(l) * counts[$0] / Float(t) / Float(t) }
                 for tok in 0..<t {
                     var inner: Float = 0
-                    if sigmoid { for i in 0..<e { inner += c[i] * balanceProbs[tok * e + i] } }
-                    for i in 0..<e { dp[tok * e + i] += sigmoid ? (c[i] - inner) / scoreSums[tok] : c[i] }
+                    if sigmoid { for i in 0..<l { inner += c[i] * balanceProbs[tok * l + i] } }
+                    for i in 0..<l { dp[tok * l + i] += sigmoid ? (c[i] - inner) / scoreSums[tok] : c[i] }
                 }
             }
             // Score backward (softmax or sigmoid), plus the z-loss on the logits.
-            var dz = [Float](repeating: 0, count: t * e)
+            var dz = [Float](repeating: 0, count: t * l)
             for tok in 0..<t {
                 var inner: Float = 0
-                for i in 0..<e { inner += dp[tok * e + i] * probs[tok * e + i] }
-                let row = zs[(tok * e)..<((tok + 1) * e)]
+                for i in 0..<l { inner += dp[tok * l + i] * probs[tok * l + i] }
+                let row = zs[(tok * l)..<((tok + 1) * l)]
                 let mx = row.max() ?? 0
                 let lse = mx + Foundation.log(row.reduce(Float(0)) { $0 + Foundation.exp($1 - mx) })
-                for i in 0..<e {
-                    let p = probs[tok * e + i]
-                    dz[tok * e + i] = sigmoid ? dp[tok * e + i] * p * (1 - p) : p * (dp[tok * e + i] - inner)
+                for i in 0..<l {
+                    let p = probs[tok * l + i]
+                    dz[tok * l + i] = sigmoid ? dp[tok * l + i] * p * (1 - p) : p * (dp[tok * l + i] - inner)
                     if coefZ != 0 {
                         let softmax = Foundation.exp(row[row.startIndex + i] - lse)
-                        dz[tok * e + i] += coefZ * 2 * lse * softmax / Float(t)
+                        dz[tok * l + i] += coefZ * 2 * lse * softmax / Float(t)
                     }
                 }
             }
-            let dzT = Tensor(shape: [t, e], values: dz)
+            let dzT = Tensor(shape: [t, l], values: dz)
             params.router.accumulate(Kernels.matmul(transposed(dzT), transposed(xT), pool: pool))
             let dxr = Kernels.matmul(dzT, transposed(routerW), pool: pool).toFloats()  // owned: a temporary's pointer would dangle
             for q in 0..<dxp.count { dxp[q] += dxr[q] }
             x.accumulate(dx)
         }
         return MoEStep(output: out, routing: routing, auxLoss: coefLB * balance + coefZ * zLoss)
+    }
+
+    /// How many tokens chose each router logit (T f_i of the load-balance loss). For AdaMoE's
+    /// null experts the k choices include the null slots, and the nulls share their mean count,
+    /// as `NullExpertsRouter.auxLosses` computes it.
+    static func balanceCounts(_ routing: Routing, probs: [Float], router: any Router, logits l: Int) -> [Float] {
+        guard let null = router as? NullExpertsRouter, null.nullCount > 0 else { return routing.chosenPerExpert.map(Float.init) }
+        var counts = [Float](repeating: 0, count: l)
+        for tok in 0..<routing.tokenCount {
+            for i in probs[(tok * l)..<((tok + 1) * l)].withUnsafeBufferPointer({ Kernels.topKRow($0, k: null.k) }) { counts[i] += 1 }
+        }
+        let mean = counts[null.expertCount...].reduce(0, +) / Float(null.nullCount)
+        for i in null.expertCount..<l { counts[i] = mean }
+        return counts
     }
 }
