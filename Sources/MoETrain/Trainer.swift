@@ -47,11 +47,9 @@ public final class Trainer: @unchecked Sendable {
         var inputs: [[Int]] = [], targets: [[Int]] = []
         for b in 0..<config.batch {
             var ids = [ByteTokenizer.bos]
-            var k: UInt64 = 0
+            var rowRNG = SplitMix64(seed: rng.next() &+ UInt64(b))
             while ids.count < config.seqLen + 1 {
-                let samples = synthetic.samples(1, heldOut: false, seed: rng.next() &+ UInt64(b) &+ k)
-                k += 1
-                ids += tokenizer.encode(samples.first?.text ?? "\n")
+                ids += tokenizer.encode(synthetic.randomSample(heldOut: false, rng: &rowRNG)?.text ?? "\n")
             }
             let window = Array(ids.prefix(config.seqLen + 1))
             inputs.append(Array(window.dropLast()))

@@ -13,6 +13,24 @@ final class DataTests: XCTestCase {
         XCTAssertEqual(ByteTokenizer.vocabularySize, 259)
     }
 
+    /// The training stream draws every task, about equally often (a stream stuck on one task
+    /// once trained a model that only copied).
+    func testTrainingStreamMixesEveryTask() throws {
+        let corpus = SyntheticCorpus()
+        var rng = SplitMix64(seed: 7)
+        var counts: [SyntheticTask: Int] = [:]
+        for _ in 0..<1200 { counts[try XCTUnwrap(corpus.randomSample(heldOut: false, rng: &rng)).task, default: 0] += 1 }
+        for task in SyntheticTask.allCases { XCTAssertTrue((150...250).contains(counts[task] ?? 0), "\(task): \(counts[task] ?? 0)") }
+        var config = TrainingConfig()
+        config.model = .init()
+        config.batch = 4
+        let trainer = try Trainer(config: config, pool: ThreadPool(threads: 1))
+        let text = trainer.batch(at: 0).inputs.map { ByteTokenizer().decode($0) }.joined()
+        for marker in ["copy:", "rev:", "sort:", "+", "*", " says "] { XCTAssertTrue(text.contains(marker), "\(marker) in \(text)") }
+        XCTAssertNotEqual(trainer.batch(at: 0).inputs, trainer.batch(at: 1).inputs)
+        XCTAssertEqual(trainer.batch(at: 3).inputs, trainer.batch(at: 3).inputs, "a step's batch is reproducible, for resume")
+    }
+
     /// Every task's answer is what the task says, checked by recomputing it independently.
     func testTasksAnswerCorrectly() {
         var rng = SplitMix64(seed: 1)

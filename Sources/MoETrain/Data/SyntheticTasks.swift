@@ -95,6 +95,21 @@ public struct SyntheticCorpus: Sendable {
         return Double(h % 10_000) < heldOutFraction * 10_000
     }
 
+    /// One sample of the split from a task drawn uniformly at random: the training stream.
+    /// Returns nil only if no task has a prompt in the split.
+    public func randomSample(heldOut: Bool, rng: inout SplitMix64) -> SyntheticTask.Sample? {
+        var active = tasks
+        while !active.isEmpty {
+            let task = active[Int(rng.next() % UInt64(active.count))]
+            for _ in 0..<2000 {
+                let s = task.sample(level: level, rng: &rng)
+                if isHeldOut(s.prompt) == heldOut { return s }
+            }
+            active.removeAll { $0 == task }
+        }
+        return nil
+    }
+
     /// `count` samples of the split, drawn from `seed` (tasks in turn, so each is represented).
     /// A task whose prompts never fall in the split (a tiny prompt space) drops out of the rotation.
     public func samples(_ count: Int, heldOut: Bool, seed: UInt64) -> [SyntheticTask.Sample] {
