@@ -20,15 +20,29 @@ struct Train: ParsableCommand {
     @Flag(help: "Continue from the last checkpoint in checkpoint_dir.") var resume = false
     @Option(name: .customLong("stop-after"), help: "Stop after this many steps in this run (then resume later).") var stopAfter: Int?
     @Flag(help: "No progress bar.") var quiet = false
+    @Flag(help: "Only evaluate the last checkpoint on held-out samples (per-task accuracy and experts per token), then stop.")
+    var evaluate = false
+    @Option(name: .customLong("eval-samples"), help: "Held-out samples per evaluation (overrides the config's eval_samples).")
+    var evalSamples: Int?
+
+    mutating func validate() throws {
+        if let evalSamples, evalSamples < 1 { throw ValidationError("--eval-samples must be at least 1") }
+    }
 
     func run() throws {
-        let cfg = try ConfigFile.load(TrainingConfig.self, path: config)
+        var cfg = try ConfigFile.load(TrainingConfig.self, path: config)
+        if let evalSamples { cfg.evalSamples = evalSamples }
         try cfg.validate(path: config)
         let pool = ThreadPool(threads: cfg.threads ?? ThreadPool.defaultThreadCount)
         let trainer = try Trainer(config: cfg, pool: pool)
         let dir = URL(fileURLWithPath: cfg.checkpointDir)
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        if resume { try Self.restore(trainer, from: dir) }
+        if resume || evaluate { try Self.restore(trainer, from: dir) }
+        if evaluate {
+            let e = trainer.evaluate()
+            try printJSON(Evaluated(step: trainer.step, samples: cfg.evalSamples, accuracy: e.accuracy, expertsPerToken: e.expertsPerToken))
+            return
+        }
         let log = dir.appendingPathComponent("log.jsonl")
         let start = Date(), firstStep = trainer.step
         var tokens = 0, lastLoss: Float = 0, ran = 0, lastRate = 0.0
@@ -59,6 +73,12 @@ struct Train: ParsableCommand {
 
     struct EvalLine: Encodable {
         let step: Int, loss: Float, lr: Float, tokensPerS: Double
+        let accuracy: [String: Double], expertsPerToken: [String: Double]
+    }
+
+    /// What `moe train --evaluate` prints.
+    struct Evaluated: Encodable {
+        let step: Int, samples: Int
         let accuracy: [String: Double], expertsPerToken: [String: Double]
     }
 

@@ -253,6 +253,13 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(resumed.status, 0, resumed.err)
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: root + "/a/checkpoint/model.safetensors")),
                        try Data(contentsOf: URL(fileURLWithPath: root + "/b/checkpoint/model.safetensors")))
+        // --evaluate scores the last checkpoint without training.
+        let eval = try moe(["train", "--config", a, "--evaluate", "--eval-samples", "12"])
+        XCTAssertEqual(eval.status, 0, eval.err)
+        let scored = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(eval.out.utf8)) as? [String: Any])
+        XCTAssertEqual(scored["step"] as? Int, 6)
+        XCTAssertEqual(scored["samples"] as? Int, 12)
+        XCTAssertEqual((scored["accuracy"] as? [String: Double])?.count, 6, "every task scored")
         // The checkpoint is a model folder generate runs.
         let gen = try moe(["generate", "--model", root + "/a/checkpoint", "--prompt", "1+1=", "--max-tokens", "4", "--json"])
         XCTAssertEqual(gen.status, 0, gen.err)
@@ -285,5 +292,17 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(positional.out, option.out)
         XCTAssertNotEqual(try moe(["generate", "--model", dir, "hi", "--prompt", "hi"]).status, 0, "both forms at once")
         XCTAssertNotEqual(try moe(["generate", "--model", dir]).status, 0, "no prompt")
+    }
+
+    /// The embedded default model (Sources/moe/DefaultModel, trained by `moe train` with its
+    /// train.json) answers the README's example and another held-in-range sum.
+    func testDefaultModelAddsWithoutAModelFolder() throws {
+        let run = try moe(["generate", "37+48="])
+        XCTAssertEqual(run.status, 0, run.err)
+        XCTAssertEqual(run.out.trimmingCharacters(in: .whitespacesAndNewlines), "85")
+        let json = try moe(["generate", "--json", "the cat says"])
+        let report = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(json.out.utf8)) as? [String: Any])
+        XCTAssertEqual(report["text"] as? String, " meow.")
+        XCTAssertEqual(report["stop_reason"] as? String, "stop_string")
     }
 }
