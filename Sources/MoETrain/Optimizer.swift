@@ -11,7 +11,13 @@ public final class AdamW: @unchecked Sendable {
     public var beta1: Float, beta2: Float, eps: Float, weightDecay: Float
     /// Steps taken.
     public private(set) var step = 0
-    private var moments: [ObjectIdentifier: (m: [Float], v: [Float])] = [:]
+    /// One parameter's moments, boxed so an update mutates them in place (a tuple in the
+    /// dictionary was copied out and back, two full copies per parameter per step).
+    private final class Moments {
+        var m: [Float], v: [Float]
+        init(m: [Float], v: [Float]) { self.m = m; self.v = v }
+    }
+    private var moments: [ObjectIdentifier: Moments] = [:]
 
     public init(beta1: Float = 0.9, beta2: Float = 0.95, eps: Float = 1e-8, weightDecay: Float = 0.1) {
         self.beta1 = beta1
@@ -24,28 +30,38 @@ public final class AdamW: @unchecked Sendable {
     public func update(_ params: [(variable: Variable, decay: Bool)], lr: Float) {
         step += 1
         let c1 = 1 - Foundation.pow(beta1, Float(step)), c2 = 1 - Foundation.pow(beta2, Float(step))
+        let (b1, b2, eps) = (beta1, beta2, eps)
         for (p, decay) in params {
             guard let g = p.grad?.floats else { continue }
             let key = ObjectIdentifier(p)
-            var (m, v) = moments[key] ?? ([Float](repeating: 0, count: g.count), [Float](repeating: 0, count: g.count))
+            let box: Moments
+            if let existing = moments[key] {
+                box = existing
+            } else {
+                box = Moments(m: [Float](repeating: 0, count: g.count), v: [Float](repeating: 0, count: g.count))
+                moments[key] = box
+            }
             let w = p.value.mutableFloats
             let wd = decay ? weightDecay : 0
-            for i in 0..<g.count {
-                m[i] = beta1 * m[i] + (1 - beta1) * g[i]
-                v[i] = beta2 * v[i] + (1 - beta2) * g[i] * g[i]
-                let update = (m[i] / c1) / ((v[i] / c2).squareRoot() + eps)
-                w[i] -= lr * (update + wd * w[i])
+            box.m.withUnsafeMutableBufferPointer { m in
+                box.v.withUnsafeMutableBufferPointer { v in
+                    for i in 0..<g.count {
+                        m[i] = b1 * m[i] + (1 - b1) * g[i]
+                        v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i]
+                        let update = (m[i] / c1) / ((v[i] / c2).squareRoot() + eps)
+                        w[i] -= lr * (update + wd * w[i])
+                    }
+                }
             }
-            moments[key] = (m, v)
         }
     }
 
     /// The first and second moments of `p` (for checkpoints), if it has been updated.
-    public func state(of p: Variable) -> (m: [Float], v: [Float])? { moments[ObjectIdentifier(p)] }
+    public func state(of p: Variable) -> (m: [Float], v: [Float])? { moments[ObjectIdentifier(p)].map { ($0.m, $0.v) } }
 
     /// Restores `p`'s moments and the step count (when resuming).
     public func restore(_ p: Variable, m: [Float], v: [Float], step: Int) {
-        moments[ObjectIdentifier(p)] = (m, v)
+        moments[ObjectIdentifier(p)] = Moments(m: m, v: v)
         self.step = step
     }
 }
