@@ -27,7 +27,8 @@ public final class AdamW: @unchecked Sendable {
     }
 
     /// One update of every parameter with a gradient, at learning rate `lr`.
-    public func update(_ params: [(variable: Variable, decay: Bool)], lr: Float) {
+    /// The elementwise work is split over `pool` in blocks.
+    public func update(_ params: [(variable: Variable, decay: Bool)], lr: Float, pool: ThreadPool = .shared) {
         step += 1
         let c1 = 1 - Foundation.pow(beta1, Float(step)), c2 = 1 - Foundation.pow(beta2, Float(step))
         let (b1, b2, eps) = (beta1, beta2, eps)
@@ -43,13 +44,16 @@ public final class AdamW: @unchecked Sendable {
             }
             let w = p.value.mutableFloats
             let wd = decay ? weightDecay : 0
+            let n = g.count, block = 4096
             box.m.withUnsafeMutableBufferPointer { m in
                 box.v.withUnsafeMutableBufferPointer { v in
-                    for i in 0..<g.count {
-                        m[i] = b1 * m[i] + (1 - b1) * g[i]
-                        v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i]
-                        let update = (m[i] / c1) / ((v[i] / c2).squareRoot() + eps)
-                        w[i] -= lr * (update + wd * w[i])
+                    Kernels.parallelRows((n + block - 1) / block, cost: block * 8, pool: pool) { b in
+                        for i in (b * block)..<min(n, (b + 1) * block) {
+                            m[i] = b1 * m[i] + (1 - b1) * g[i]
+                            v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i]
+                            let update = (m[i] / c1) / ((v[i] / c2).squareRoot() + eps)
+                            w[i] -= lr * (update + wd * w[i])
+                        }
                     }
                 }
             }

@@ -69,7 +69,7 @@ public final class Trainer: @unchecked Sendable {
         tape.backward(from: out.loss)
         clipGradients(model.parameters.map(\.variable), maxNorm: config.clip)
         let lr = schedule.rate(at: step)
-        optimizer.update(model.parameters, lr: lr)
+        optimizer.update(model.parameters, lr: lr, pool: pool)
         step += 1
         return (out.loss.value.floats[0] + out.auxLoss, out.auxLoss, lr)
     }

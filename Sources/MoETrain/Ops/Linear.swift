@@ -3,11 +3,14 @@ import MoECore
 // Dimension legend: M rows, K inputs, N outputs. W is [N, K] (Hugging Face Linear layout).
 
 /// Transposes an f32 matrix [R, C] into [C, R].
-func transposed(_ x: Tensor) -> Tensor {
+func transposed(_ x: Tensor, pool: ThreadPool) -> Tensor {
     let (r, c) = (x.shape[0], x.shape[1])
     let out = Tensor(zeros: [c, r])
     let src = x.floats, dst = out.mutableFloats
-    for i in 0..<r { for j in 0..<c { dst[j * r + i] = src[i * c + j] } }
+    // Each output row is written in order; the two threads take different rows.
+    Kernels.parallelRows(c, cost: r, pool: pool) { j in
+        for i in 0..<r { dst[j * r + i] = src[i * c + j] }
+    }
     return out
 }
 
@@ -26,8 +29,8 @@ extension Tape {
         let out = Variable(y)
         record { [pool] in
             guard let dy = out.grad else { return }
-            if x.requiresGrad { x.accumulate(Kernels.matmul(dy, transposed(wT), pool: pool)) }
-            if w.requiresGrad { w.accumulate(Kernels.matmul(transposed(dy), transposed(xT), pool: pool)) }
+            if x.requiresGrad { x.accumulate(Kernels.matmul(dy, transposed(wT, pool: pool), pool: pool)) }
+            if w.requiresGrad { w.accumulate(Kernels.matmul(transposed(dy, pool: pool), transposed(xT, pool: pool), pool: pool)) }
             if let bias, bias.requiresGrad {
                 let n = bias.value.count, g = dy.floats
                 var sums = [Float](repeating: 0, count: n)

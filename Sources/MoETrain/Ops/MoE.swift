@@ -147,8 +147,8 @@ extension Tape {
                 let xi = rows.rows(span).copied()
                 let dyE = dExpert[i]
                 // down: y = h D^T -> dh = dy D, dD = dy^T h
-                let dh = Kernels.matmul(dyE, transposed(params.down[i].value), pool: pool)
-                params.down[i].accumulate(Kernels.matmul(transposed(dyE), transposed(hidden[i]), pool: pool))
+                let dh = Kernels.matmul(dyE, transposed(params.down[i].value, pool: pool), pool: pool)
+                params.down[i].accumulate(Kernels.matmul(transposed(dyE, pool: pool), transposed(hidden[i], pool: pool), pool: pool))
                 // h = silu(g) * u
                 let g = gateOut[i].floats, u = upOut[i].floats, dhp = dh.floats
                 let dg = Tensor(zeros: gateOut[i].shape), du = Tensor(zeros: upOut[i].shape)
@@ -158,10 +158,10 @@ extension Tape {
                     dup[q] = dhp[q] * g[q] * s
                     dgp[q] = dhp[q] * u[q] * s * (1 + g[q] * (1 - s))
                 }
-                params.gate[i].accumulate(Kernels.matmul(transposed(dg), transposed(xi), pool: pool))
-                params.up[i].accumulate(Kernels.matmul(transposed(du), transposed(xi), pool: pool))
-                let dxi = Kernels.matmul(dg, transposed(params.gate[i].value), pool: pool)
-                let dxu = Kernels.matmul(du, transposed(params.up[i].value), pool: pool)
+                params.gate[i].accumulate(Kernels.matmul(transposed(dg, pool: pool), transposed(xi, pool: pool), pool: pool))
+                params.up[i].accumulate(Kernels.matmul(transposed(du, pool: pool), transposed(xi, pool: pool), pool: pool))
+                let dxi = Kernels.matmul(dg, transposed(params.gate[i].value, pool: pool), pool: pool)
+                let dxu = Kernels.matmul(du, transposed(params.up[i].value, pool: pool), pool: pool)
                 let a = dxi.floats, b = dxu.floats
                 for (r, globalRow) in span.enumerated() {
                     let tok = dispatch.rowToken[globalRow]
@@ -196,8 +196,8 @@ extension Tape {
                 }
             }
             let dzT = Tensor(shape: [t, l], values: dz)
-            params.router.accumulate(Kernels.matmul(transposed(dzT), transposed(xT), pool: pool))
-            let dxr = Kernels.matmul(dzT, transposed(routerW), pool: pool).toFloats()  // owned: a temporary's pointer would dangle
+            params.router.accumulate(Kernels.matmul(transposed(dzT, pool: pool), transposed(xT, pool: pool), pool: pool))
+            let dxr = Kernels.matmul(dzT, transposed(routerW, pool: pool), pool: pool).toFloats()  // owned: a temporary's pointer would dangle
             for q in 0..<dxp.count { dxp[q] += dxr[q] }
             x.accumulate(dx)
         }
