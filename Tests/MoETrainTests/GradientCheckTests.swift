@@ -58,6 +58,21 @@ final class GradientCheckTests: XCTestCase {
         }
     }
 
+    /// Three sequences of 3 packed in one batch: no token attends across a boundary.
+    func testCausalAttentionWithinSegments() {
+        check([probe([9, 2, 3], seed: 26), probe([9, 1, 3], seed: 27), probe([9, 1, 3], seed: 28)]) { t, v in
+            t.weightedSum(t.causalAttention(q: v[0], k: v[1], v: v[2], scale: 0.6, segment: 3), self.probe([9, 6], seed: 29))
+        }
+        // The first token of each segment sees only itself: its output is its own value.
+        let tape = Tape(pool: ThreadPool(threads: 2))
+        let (q, k, v) = (Variable(probe([9, 2, 3], seed: 26)), Variable(probe([9, 1, 3], seed: 27)), Variable(probe([9, 1, 3], seed: 28)))
+        let y = tape.causalAttention(q: q, k: k, v: v, scale: 0.6, segment: 3).value.toFloats()
+        let values = v.value.toFloats()
+        for first in [0, 3, 6] {
+            for head in 0..<2 { XCTAssertEqual(Array(y[(first * 2 + head) * 3..<(first * 2 + head + 1) * 3]), Array(values[first * 3..<first * 3 + 3])) }
+        }
+    }
+
     func testCrossEntropyIgnoringNegativeTargets() {
         check([Tensor(randomUniform: [4, 6], in: -2...2, seed: 20)]) { t, v in
             t.crossEntropy(v[0], targets: [1, 5, -1, 0])

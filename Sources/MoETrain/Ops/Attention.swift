@@ -30,56 +30,66 @@ extension Tape {
         let seg = max(1, segment ?? t)
         let (qT, kT, vT) = (q.value, k.value, v.value)  // the closure keeps these alive
         let qs = qT.floats, ks = kT.floats, vs = vT.floats
-        var probs = [Float](repeating: 0, count: h * t * t)  // [H, T, T], rows causal
+        let segments = (t + seg - 1) / seg
+        // Saved probabilities [H, T, segment]: row (hi, ti) holds P over its segment's keys.
+        let probs = Tensor(zeros: [h, t, seg])
+        let pp = probs.mutableFloats
         let y = Tensor(zeros: [t, h * d])
         let yp = y.mutableFloats
-        for hi in 0..<h {
-            let gi = hi / group
-            for ti in 0..<t {
-                let start = ti / seg * seg
-                var row = [Float](repeating: 0, count: ti + 1), mx = -Float.infinity
-                for j in start...ti {
-                    var s: Float = 0
-                    for c in 0..<d { s += qs[(ti * h + hi) * d + c] * ks[(j * g + gi) * d + c] }
-                    row[j] = s * scale
-                    mx = max(mx, row[j])
-                }
-                var sum: Float = 0
-                for j in start...ti { row[j] = Foundation.exp(row[j] - mx); sum += row[j] }
-                for j in start...ti {
-                    let p = row[j] / sum
-                    probs[(hi * t + ti) * t + j] = p
-                    for c in 0..<d { yp[(ti * h + hi) * d + c] += p * vs[(j * g + gi) * d + c] }
+        // Sequences are independent: each task takes whole segments.
+        Kernels.parallelRows(segments, cost: h * seg * seg * d, pool: pool) { sIdx in
+            let start = sIdx * seg, end = min(t, start + seg)
+            var row = [Float](repeating: 0, count: seg)
+            for hi in 0..<h {
+                let gi = hi / group
+                for ti in start..<end {
+                    var mx = -Float.infinity
+                    for j in start...ti {
+                        var s: Float = 0
+                        for c in 0..<d { s += qs[(ti * h + hi) * d + c] * ks[(j * g + gi) * d + c] }
+                        row[j - start] = s * scale
+                        mx = max(mx, row[j - start])
+                    }
+                    var sum: Float = 0
+                    for j in start...ti { row[j - start] = Foundation.exp(row[j - start] - mx); sum += row[j - start] }
+                    for j in start...ti {
+                        let p = row[j - start] / sum
+                        pp[(hi * t + ti) * seg + j - start] = p
+                        for c in 0..<d { yp[(ti * h + hi) * d + c] += p * vs[(j * g + gi) * d + c] }
+                    }
                 }
             }
         }
         let out = Variable(y)
-        record {
+        record { [pool] in
             guard let dyT = out.grad else { return }
-            let dy = dyT.floats, qs = qT.floats, ks = kT.floats, vs = vT.floats
+            let dy = dyT.floats, qs = qT.floats, ks = kT.floats, vs = vT.floats, pp = probs.floats
             let dq = Tensor(zeros: q.shape), dk = Tensor(zeros: k.shape), dv = Tensor(zeros: v.shape)
             let dqp = dq.mutableFloats, dkp = dk.mutableFloats, dvp = dv.mutableFloats
-            for hi in 0..<h {
-                let gi = hi / group
-                for ti in 0..<t {
-                    let start = ti / seg * seg
-                    var dp = [Float](repeating: 0, count: ti + 1), dot: Float = 0
-                    for j in start...ti {
-                        let p = probs[(hi * t + ti) * t + j]
-                        var s: Float = 0
-                        for c in 0..<d {
-                            let o = dy[(ti * h + hi) * d + c]
-                            s += o * vs[(j * g + gi) * d + c]
-                            dvp[(j * g + gi) * d + c] += p * o
+            Kernels.parallelRows(segments, cost: 2 * h * seg * seg * d, pool: pool) { sIdx in
+                let start = sIdx * seg, end = min(t, start + seg)
+                var dp = [Float](repeating: 0, count: seg)
+                for hi in 0..<h {
+                    let gi = hi / group
+                    for ti in start..<end {
+                        var dot: Float = 0
+                        for j in start...ti {
+                            let p = pp[(hi * t + ti) * seg + j - start]
+                            var s: Float = 0
+                            for c in 0..<d {
+                                let o = dy[(ti * h + hi) * d + c]
+                                s += o * vs[(j * g + gi) * d + c]
+                                dvp[(j * g + gi) * d + c] += p * o
+                            }
+                            dp[j - start] = s
+                            dot += p * s
                         }
-                        dp[j] = s
-                        dot += p * s
-                    }
-                    for j in start...ti {
-                        let ds = probs[(hi * t + ti) * t + j] * (dp[j] - dot) * scale
-                        for c in 0..<d {
-                            dqp[(ti * h + hi) * d + c] += ds * ks[(j * g + gi) * d + c]
-                            dkp[(j * g + gi) * d + c] += ds * qs[(ti * h + hi) * d + c]
+                        for j in start...ti {
+                            let ds = pp[(hi * t + ti) * seg + j - start] * (dp[j - start] - dot) * scale
+                            for c in 0..<d {
+                                dqp[(ti * h + hi) * d + c] += ds * ks[(j * g + gi) * d + c]
+                                dkp[(j * g + gi) * d + c] += ds * qs[(ti * h + hi) * d + c]
+                            }
                         }
                     }
                 }
