@@ -15,6 +15,9 @@ public protocol Router: Sendable {
     /// False when a token's experts depend on other tokens (expert choice): such a router
     /// must not be used for causal decoding.
     var isCausal: Bool { get }
+    /// Whether the chosen weights are divided by their sum (so a token's weights sum to 1, or
+    /// to the routed scaling). Training differentiates through this division.
+    var renormalizesChosenWeights: Bool { get }
     /// Chooses experts and weights for every row of `logits` ([T, logitCount], f32).
     func route(_ logits: Tensor) -> Routing
     /// The auxiliary losses for `logits` and the routing `route` gave for them, by name
@@ -25,6 +28,7 @@ public protocol Router: Sendable {
 extension Router {
     public var logitCount: Int { expertCount }
     public var isCausal: Bool { true }
+    public var renormalizesChosenWeights: Bool { false }
 }
 
 /// Helpers shared by the routers.

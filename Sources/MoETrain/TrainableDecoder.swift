@@ -36,19 +36,16 @@ public final class TrainableDecoder: @unchecked Sendable {
 
     public let shape: Shape
     public var router: any Router
-    /// Whether the router's chosen weights are renormalised (Mixtral: yes).
-    public let renormalize: Bool
     public var embed: Variable, finalNorm: Variable, lmHead: Variable
     public var layers: [Layer]
     let rope: RotaryEmbedding
 
     /// A model with weights drawn from `seed`: N(0, 0.02)-like uniform for matrices (the output
     /// projections scaled down by sqrt(2 layers), as GPT-2 does), norms 1.
-    public init(shape s: Shape, router: any Router, renormalize: Bool = true, seed: UInt64) {
+    public init(shape s: Shape, router: any Router, seed: UInt64) {
         precondition(router.expertCount == s.experts && router.logitCount >= s.experts, "router does not fit \(s.experts) experts")
         shape = s
         self.router = router
-        self.renormalize = renormalize
         var counter: UInt64 = 0
         func w(_ shape: [Int], scale: Float = 0.02) -> Variable {
             counter += 1
@@ -110,7 +107,7 @@ public final class TrainableDecoder: @unchecked Sendable {
             let a = tape.causalAttention(q: q, k: k, v: v, scale: Float(1 / Double(hd).squareRoot()), segment: t)
             x = tape.add(x, tape.linear(a, layer.wo))
             let h2 = tape.rmsNorm(x, weight: layer.postNorm, eps: s.rmsNormEps)
-            let step = tape.moe(h2, layer.moe, router: router, renormalize: renormalize,
+            let step = tape.moe(h2, layer.moe, router: router,
                                 loadBalanceCoefficient: loadBalanceCoefficient, zLossCoefficient: zLossCoefficient)
             aux += step.auxLoss
             routings.append(step.routing)

@@ -30,8 +30,7 @@ public final class Trainer: @unchecked Sendable {
                                            heads: m.heads, kvHeads: m.kvHeads, experts: m.experts, expertSize: m.expertSize)
         shape.ropeTheta = m.ropeTheta
         let router = try config.router.makeRouter(experts: m.experts)
-        let renormalize = router.name == "topk-softmax" ? (config.router.renormalize ?? true) : (config.router.renormalize ?? false)
-        model = TrainableDecoder(shape: shape, router: router, renormalize: renormalize, seed: config.seed)
+        model = TrainableDecoder(shape: shape, router: router, seed: config.seed)
         optimizer = AdamW(weightDecay: config.weightDecay)
         schedule = WarmupCosine(peak: config.lr, minLR: config.minLR, warmup: config.warmup, totalSteps: config.steps)
         text = try config.data.textFiles.flatMap { $0.isEmpty ? nil : try TextCorpus(paths: $0) }

@@ -106,7 +106,7 @@ final class GradientCheckTests: XCTestCase {
 /// load-balance and z-losses) against finite differences, for renormalised top-k, raw top-k and
 /// top-p. Router weights are kept small so a step of h never changes which experts are chosen.
 final class MoEGradientTests: XCTestCase {
-    func run(_ router: any Router, renormalize: Bool, lb: Float, zc: Float) {
+    func run(_ router: any Router, lb: Float, zc: Float) {
         let (t, d, e, inner) = (5, 6, 4, 5)
         var inputs = [Tensor(randomUniform: [t, d], seed: 50), Tensor(randomUniform: [router.logitCount, d], in: -0.5...0.5, seed: 51)]
         for i in 0..<e {
@@ -117,35 +117,35 @@ final class MoEGradientTests: XCTestCase {
         gradientCheck(inputs) { tape, v in
             let params = MoEParameters(router: v[1], gate: (0..<e).map { v[2 + 3 * $0] }, up: (0..<e).map { v[3 + 3 * $0] },
                                        down: (0..<e).map { v[4 + 3 * $0] })
-            let step = tape.moe(v[0], params, router: router, renormalize: renormalize, loadBalanceCoefficient: lb, zLossCoefficient: zc)
+            let step = tape.moe(v[0], params, router: router, loadBalanceCoefficient: lb, zLossCoefficient: zc)
             let probe = tape.weightedSum(step.output, r)
             return tape.add(probe, Variable(Tensor(shape: [1], values: [step.auxLoss]), requiresGrad: false))
         }
     }
 
     func testTopKRenormalisedWithAuxLosses() {
-        run(TopKSoftmaxRouter(experts: 4, k: 2), renormalize: true, lb: 0.5, zc: 0.3)
+        run(TopKSoftmaxRouter(experts: 4, k: 2), lb: 0.5, zc: 0.3)
     }
 
     func testTopKWithoutRenormalisation() {
-        run(TopKSoftmaxRouter(experts: 4, k: 2, renormalize: false), renormalize: false, lb: 0, zc: 0)
+        run(TopKSoftmaxRouter(experts: 4, k: 2, renormalize: false), lb: 0, zc: 0)
     }
 
     func testSigmoidRenormalisedScaledWithAuxLosses() {
-        run(TopKSigmoidRouter(experts: 4, k: 2, renormalize: true, routedScaling: 2.5), renormalize: false, lb: 0.5, zc: 0.3)
+        run(TopKSigmoidRouter(experts: 4, k: 2, renormalize: true, routedScaling: 2.5), lb: 0.5, zc: 0.3)
     }
 
     func testSigmoidGroupedWithBiasUnnormalised() {
         run(TopKSigmoidRouter(experts: 4, k: 2, bias: [0.3, -0.2, 0.1, 0], groups: 2, topkGroup: 1, renormalize: false,
-                              routedScaling: 1.5), renormalize: true, lb: 0.2, zc: 0)
+                              routedScaling: 1.5), lb: 0.2, zc: 0)
     }
 
     func testNullExpertsWithAuxLosses() {
-        run(NullExpertsRouter(experts: 4, nullExperts: 3, k: 2), renormalize: false, lb: 0.5, zc: 0.3)
+        run(NullExpertsRouter(experts: 4, nullExperts: 3, k: 2), lb: 0.5, zc: 0.3)
     }
 
     func testTopPRaggedSelection() {
-        run(TopPRouter(experts: 4, p: 0.5), renormalize: false, lb: 0.2, zc: 0)
+        run(TopPRouter(experts: 4, p: 0.5), lb: 0.2, zc: 0)
     }
 }
 

@@ -14,6 +14,8 @@ public struct NullExpertsRouter: Router {
     public let nullCount: Int
     public let k: Int
     public var logitCount: Int { expertCount + nullCount }
+    /// The weights of the chosen true experts always sum to 1 (null experts take none).
+    public var renormalizesChosenWeights: Bool { true }
 
     public init(experts: Int, nullExperts: Int, k: Int) {
         precondition(experts > 0 && nullExperts >= 0 && k >= 1 && k <= experts + nullExperts,

@@ -10,6 +10,7 @@ public struct RecurrentRouter: Router {
     public var name: String { "recurrent" }
     public var expertCount: Int { selection.expertCount }
     public var k: Int { selection.k }
+    public var renormalizesChosenWeights: Bool { selection.renormalizesChosenWeights }
     let selection: TopKSoftmaxRouter
 
     public init(experts: Int, k: Int) {

@@ -31,6 +31,7 @@ public struct TopKSigmoidRouter: Router {
     public let topkGroup: Int
     public let groupScore: GroupScore
     public let renormalize: Bool
+    public var renormalizesChosenWeights: Bool { renormalize }
     public let routedScaling: Float
     /// Experts per device for DeepSeekMoE's device-level balance loss (1: not reported).
     public let devices: Int

@@ -9,6 +9,7 @@ public struct TopKSoftmaxRouter: Router {
     public let expertCount: Int
     public let k: Int
     public let renormalize: Bool
+    public var renormalizesChosenWeights: Bool { renormalize }
     /// Experts per device for DeepSeekMoE's device-level balance loss (1: not reported).
     public let devices: Int
 

@@ -14,6 +14,7 @@ public struct TopPRouter: Router {
     public let minExperts: Int
     public let maxExperts: Int
     public let renormalize: Bool
+    public var renormalizesChosenWeights: Bool { renormalize }
 
     public init(experts: Int, p: Float = 0.4, minExperts: Int = 1, maxExperts: Int? = nil, renormalize: Bool = false) {
         precondition(experts > 0, "top-p: need at least one expert")

@@ -37,13 +37,13 @@ extension Tape {
     /// E + M and the renormalisation over the chosen true experts carry its gradient).
     ///
     /// Forward: z = x Wr^T; p = softmax(z); the router picks experts; w = p of the chosen
-    /// (divided by their sum when `renormalize`); y_t = sum_j w_tj E_j(x_t).
+    /// (divided by their sum when the router `renormalizesChosenWeights`); y_t = sum_j w_tj E_j(x_t).
     /// Backward: dE_j(x_t) = w_tj dy_t and dw_tj = dy_t . E_j(x_t); through the renormalisation
     /// dp_i = (dw_i - sum_j dw_j w_j) / S; through the softmax dz = p (dp - sum dp p); then the
     /// router's linear. The experts backpropagate as SwiGLU. The load-balance loss
     /// E sum_i f_i P_i (f held constant) adds coefLB E f_i / T to dp; the z-loss
     /// mean_t lse_t^2 adds coefZ 2 lse_t softmax(z_t) / T to dz.
-    public func moe(_ x: Variable, _ params: MoEParameters, router: any Router, renormalize: Bool,
+    public func moe(_ x: Variable, _ params: MoEParameters, router: any Router,
                     loadBalanceCoefficient coefLB: Float = 0, zLossCoefficient coefZ: Float = 0) -> MoEStep {
         let (t, d) = (x.shape[0], x.shape[1]), e = params.gate.count
         let l = params.router.value.shape[0]  // router logits: the experts, plus AdaMoE's null experts
@@ -55,7 +55,7 @@ extension Tape {
         // whose per-token normalisation feeds the load-balance loss.
         let sigmoidRouter = router as? TopKSigmoidRouter
         let sigmoid = sigmoidRouter?.scoring == .sigmoid
-        let renormalize = sigmoidRouter?.renormalize ?? (router is NullExpertsRouter ? true : renormalize)
+        let renormalize = router.renormalizesChosenWeights
         let scale = sigmoidRouter?.routedScaling ?? 1
         var probs = zs
         for r in 0..<t {
