@@ -80,10 +80,11 @@ extension Tape {
         // Expert forward over each expert's rows, keeping what backward needs.
         let dispatch = Dispatch(routing)
         let rows = dispatch.gather(xT)                                  // [R, d]
-        var gateOut: [Tensor] = [], upOut: [Tensor] = [], hidden: [Tensor] = [], expertOut: [Tensor] = []
+        var inputs: [Tensor] = [], gateOut: [Tensor] = [], upOut: [Tensor] = [], hidden: [Tensor] = [], expertOut: [Tensor] = []
         for i in 0..<e {
             let span = dispatch.rowOffsets[i]..<dispatch.rowOffsets[i + 1]
             let xi = rows.rows(span).copied()
+            inputs.append(xi)
             let g = Kernels.matmul(xi, params.gate[i].value, pool: pool), u = Kernels.matmul(xi, params.up[i].value, pool: pool)
             let h = g.copied()
             Kernels.siluMul(gate: h, up: u, pool: pool)
@@ -144,22 +145,14 @@ extension Tape {
             }
             for i in 0..<e where dispatch.rowOffsets[i + 1] > dispatch.rowOffsets[i] {
                 let span = dispatch.rowOffsets[i]..<dispatch.rowOffsets[i + 1]
-                let xi = rows.rows(span).copied()
                 let dyE = dExpert[i]
                 // down: y = h D^T -> dh = dy D, dD = dy^T h
                 let dh = Kernels.matmul(dyE, transposed(params.down[i].value, pool: pool), pool: pool)
                 params.down[i].accumulate(Kernels.matmul(transposed(dyE, pool: pool), transposed(hidden[i], pool: pool), pool: pool))
-                // h = silu(g) * u
-                let g = gateOut[i].floats, u = upOut[i].floats, dhp = dh.floats
-                let dg = Tensor(zeros: gateOut[i].shape), du = Tensor(zeros: upOut[i].shape)
-                let dgp = dg.mutableFloats, dup = du.mutableFloats
-                for q in 0..<dhp.count {
-                    let s = 1 / (1 + Foundation.exp(-g[q]))
-                    dup[q] = dhp[q] * g[q] * s
-                    dgp[q] = dhp[q] * u[q] * s * (1 + g[q] * (1 - s))
-                }
-                params.gate[i].accumulate(Kernels.matmul(transposed(dg, pool: pool), transposed(xi, pool: pool), pool: pool))
-                params.up[i].accumulate(Kernels.matmul(transposed(du, pool: pool), transposed(xi, pool: pool), pool: pool))
+                let (dg, du) = siluMulBackward(dh, gate: gateOut[i], up: upOut[i])
+                let xiT = transposed(inputs[i], pool: pool)
+                params.gate[i].accumulate(Kernels.matmul(transposed(dg, pool: pool), xiT, pool: pool))
+                params.up[i].accumulate(Kernels.matmul(transposed(du, pool: pool), xiT, pool: pool))
                 let dxi = Kernels.matmul(dg, transposed(params.gate[i].value, pool: pool), pool: pool)
                 let dxu = Kernels.matmul(du, transposed(params.up[i].value, pool: pool), pool: pool)
                 let a = dxi.floats, b = dxu.floats

@@ -53,19 +53,25 @@ extension Tape {
         let out = Variable(y)
         record {
             guard let dy = out.grad else { return }
-            let d = dy.floats, g = gT.floats, u = uT.floats
-            let dg = Tensor(zeros: gate.shape), du = Tensor(zeros: up.shape)
-            let dgp = dg.mutableFloats, dup = du.mutableFloats
-            for i in 0..<d.count {
-                let s = 1 / (1 + Foundation.exp(-g[i]))
-                dup[i] = d[i] * g[i] * s
-                dgp[i] = d[i] * u[i] * s * (1 + g[i] * (1 - s))
-            }
+            let (dg, du) = siluMulBackward(dy, gate: gT, up: uT)
             gate.accumulate(dg)
             up.accumulate(du)
         }
         return out
     }
+}
+
+/// The gradients of y = silu(gate) * up with respect to gate and up, given dy (all one shape).
+func siluMulBackward(_ dy: Tensor, gate: Tensor, up: Tensor) -> (dGate: Tensor, dUp: Tensor) {
+    let d = dy.floats, g = gate.floats, u = up.floats
+    let dg = Tensor(zeros: gate.shape), du = Tensor(zeros: up.shape)
+    let dgp = dg.mutableFloats, dup = du.mutableFloats
+    for i in 0..<d.count {
+        let s = 1 / (1 + Foundation.exp(-g[i]))
+        dup[i] = d[i] * g[i] * s
+        dgp[i] = d[i] * u[i] * s * (1 + g[i] * (1 - s))
+    }
+    return (dg, du)
 }
 
 import Foundation
