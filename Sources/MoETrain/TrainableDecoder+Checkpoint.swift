@@ -7,42 +7,29 @@ import MoECore
 /// `DecoderModel` or transformers. (MoETrain does no file IO: DESIGN.md lets it import only
 /// MoE and MoECore.)
 extension TrainableDecoder {
-    /// Every parameter under its checkpoint name.
-    public var namedTensors: [(name: String, tensor: Tensor)] {
-        var out: [(String, Tensor)] = [("model.embed_tokens.weight", embed.value), ("model.norm.weight", finalNorm.value),
-                                       ("lm_head.weight", lmHead.value)]
+    /// Every parameter's variable under its checkpoint name, in model order (the one place the
+    /// names are spelled).
+    var orderedVariables: [(name: String, variable: Variable)] {
+        var out: [(String, Variable)] = [("model.embed_tokens.weight", embed), ("model.norm.weight", finalNorm), ("lm_head.weight", lmHead)]
         for (i, l) in layers.enumerated() {
             let p = "model.layers.\(i)", a = "\(p).self_attn", m = "\(p).block_sparse_moe"
-            out += [("\(p).input_layernorm.weight", l.inputNorm.value), ("\(p).post_attention_layernorm.weight", l.postNorm.value),
-                    ("\(a).q_proj.weight", l.wq.value), ("\(a).k_proj.weight", l.wk.value), ("\(a).v_proj.weight", l.wv.value),
-                    ("\(a).o_proj.weight", l.wo.value), ("\(m).gate.weight", l.moe.router.value)]
+            out += [("\(p).input_layernorm.weight", l.inputNorm), ("\(p).post_attention_layernorm.weight", l.postNorm),
+                    ("\(a).q_proj.weight", l.wq), ("\(a).k_proj.weight", l.wk), ("\(a).v_proj.weight", l.wv),
+                    ("\(a).o_proj.weight", l.wo), ("\(m).gate.weight", l.moe.router)]
             for e in 0..<shape.experts {
-                out += [("\(m).experts.\(e).w1.weight", l.moe.gate[e].value), ("\(m).experts.\(e).w3.weight", l.moe.up[e].value),
-                        ("\(m).experts.\(e).w2.weight", l.moe.down[e].value)]
+                out += [("\(m).experts.\(e).w1.weight", l.moe.gate[e]), ("\(m).experts.\(e).w3.weight", l.moe.up[e]),
+                        ("\(m).experts.\(e).w2.weight", l.moe.down[e])]
             }
         }
         return out
     }
 
+    /// Every parameter under its checkpoint name.
+    public var namedTensors: [(name: String, tensor: Tensor)] { orderedVariables.map { ($0.name, $0.variable.value) } }
+
     /// Each parameter's variable under its checkpoint name (for gradients and optimiser state).
     public var namedVariables: [String: Variable] {
-        var out: [String: Variable] = ["model.embed_tokens.weight": embed, "model.norm.weight": finalNorm, "lm_head.weight": lmHead]
-        for (i, l) in layers.enumerated() {
-            let p = "model.layers.\(i)", a = "\(p).self_attn", m = "\(p).block_sparse_moe"
-            out["\(p).input_layernorm.weight"] = l.inputNorm
-            out["\(p).post_attention_layernorm.weight"] = l.postNorm
-            out["\(a).q_proj.weight"] = l.wq
-            out["\(a).k_proj.weight"] = l.wk
-            out["\(a).v_proj.weight"] = l.wv
-            out["\(a).o_proj.weight"] = l.wo
-            out["\(m).gate.weight"] = l.moe.router
-            for e in 0..<shape.experts {
-                out["\(m).experts.\(e).w1.weight"] = l.moe.gate[e]
-                out["\(m).experts.\(e).w3.weight"] = l.moe.up[e]
-                out["\(m).experts.\(e).w2.weight"] = l.moe.down[e]
-            }
-        }
-        return out
+        Dictionary(uniqueKeysWithValues: orderedVariables.map { ($0.name, $0.variable) })
     }
 
     /// Replaces every parameter with the tensor `tensor(name)` gives (widened to f32), checking
