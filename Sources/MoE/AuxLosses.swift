@@ -10,10 +10,16 @@ public enum AuxLoss {
     /// Switch / GShard / transformers load balance: `E * sum_i f_i * P_i` with `f_i = counts_i / T`
     /// and `P_i` the mean probability. Uniform routing gives k (1 for top-1). ROUTING.md §1.
     public static func loadBalance(probs: [Float], tokens: Int, experts: Int, counts: [Int]) -> Float {
+        loadBalance(probs: probs, tokens: tokens, experts: experts, fractions: counts.map { Double($0) / Double(max(1, tokens)) })
+    }
+
+    /// The same loss from the fractions `f_i` themselves, for counts that are not whole (AdaMoE's
+    /// null experts share their mean).
+    public static func loadBalance(probs: [Float], tokens: Int, experts: Int, fractions f: [Double]) -> Float {
         if tokens == 0 { return 0 }
         let p = meanPerExpert(probs, tokens: tokens, experts: experts)
         var sum = 0.0
-        for i in 0..<experts { sum += Double(counts[i]) / Double(tokens) * p[i] }
+        for i in 0..<experts { sum += f[i] * p[i] }
         return Float(Double(experts) * sum)
     }
 

@@ -50,8 +50,7 @@ public struct NullExpertsRouter: Router {
             let mean = f[expertCount...].reduce(0, +) / Double(nullCount)
             for i in expertCount..<c { f[i] = mean }
         }
-        let p = AuxLoss.meanPerExpert(probs, tokens: t, experts: c)
-        let balance = t == 0 ? 0 : Double(c) * (0..<c).reduce(0.0) { $0 + f[$1] * p[$1] }
-        return ["load_balance": Float(balance), "z_loss": AuxLoss.zLoss(logits: logits)]
+        return ["load_balance": AuxLoss.loadBalance(probs: probs, tokens: t, experts: c, fractions: f),
+                "z_loss": AuxLoss.zLoss(logits: logits)]
     }
 }

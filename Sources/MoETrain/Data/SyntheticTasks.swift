@@ -95,16 +95,23 @@ public struct SyntheticCorpus: Sendable {
         return Double(h % 10_000) < heldOutFraction * 10_000
     }
 
+    /// A sample of `task` whose prompt is in the split, or nil if 2000 draws found none (a
+    /// tiny prompt space that lies wholly on the other side).
+    func sample(of task: SyntheticTask, heldOut: Bool, rng: inout SplitMix64) -> SyntheticTask.Sample? {
+        for _ in 0..<2000 {
+            let s = task.sample(level: level, rng: &rng)
+            if isHeldOut(s.prompt) == heldOut { return s }
+        }
+        return nil
+    }
+
     /// One sample of the split from a task drawn uniformly at random: the training stream.
     /// Returns nil only if no task has a prompt in the split.
     public func randomSample(heldOut: Bool, rng: inout SplitMix64) -> SyntheticTask.Sample? {
         var active = tasks
         while !active.isEmpty {
             let task = active[Int(rng.next() % UInt64(active.count))]
-            for _ in 0..<2000 {
-                let s = task.sample(level: level, rng: &rng)
-                if isHeldOut(s.prompt) == heldOut { return s }
-            }
+            if let s = sample(of: task, heldOut: heldOut, rng: &rng) { return s }
             active.removeAll { $0 == task }
         }
         return nil
@@ -119,12 +126,7 @@ public struct SyntheticCorpus: Sendable {
         var turn = 0
         while out.count < count && !active.isEmpty {
             let task = active[turn % active.count]
-            var found: SyntheticTask.Sample?
-            for _ in 0..<2000 {
-                let s = task.sample(level: level, rng: &rng)
-                if isHeldOut(s.prompt) == heldOut { found = s; break }
-            }
-            if let found {
+            if let found = sample(of: task, heldOut: heldOut, rng: &rng) {
                 out.append(found)
                 turn += 1
             } else {

@@ -105,9 +105,8 @@ extension Tape {
         }
         // Auxiliary losses (values; their gradients are added in backward).
         let counts = Self.balanceCounts(routing, probs: probs, router: router, logits: l)
-        var meanProbs = [Float](repeating: 0, count: l)
-        for tok in 0..<t { for i in 0..<l { meanProbs[i] += balanceProbs[tok * l + i] / Float(t) } }
-        let balance = t == 0 ? 0 : Float(l) * (0..<l).reduce(Float(0)) { $0 + counts[$1] / Float(t) * meanProbs[$1] }
+        let balance = AuxLoss.loadBalance(probs: balanceProbs, tokens: t, experts: l,
+                                          fractions: counts.map { Double($0) / Double(max(1, t)) })
         let zLoss = AuxLoss.zLoss(logits: z)
         let out = Variable(y)
         let routerW = params.router.value
