@@ -16,7 +16,7 @@ extension TOML {
             let root = Table()
             var current = root
             while true {
-                skipBlankLinesAndComments()
+                skipWhitespaceAndComments()
                 guard let c = peek() else { return root }
                 if c == UInt8(ascii: "[") {
                     if peek(1) == UInt8(ascii: "[") {
@@ -329,8 +329,6 @@ extension TOML {
                 else if comments && c == UInt8(ascii: "#") { skipComment() } else { return }
             }
         }
-
-        mutating func skipBlankLinesAndComments() { skipWhitespaceAndComments() }
 
         /// After a header or key-value pair: only spaces and a comment may follow on the line.
         mutating func endOfLine() throws(MoEError) {
