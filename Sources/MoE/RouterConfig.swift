@@ -28,13 +28,16 @@ public struct RouterConfig: Codable, Sendable, Equatable {
     public var minExperts: Int?
     public var maxExperts: Int?
     public var devices: Int?
+    /// RMoE's GRU state size d_r (`recurrent` only; default 256, as RMoE's
+    /// `moe_router_rnn_hidden_size`).
+    public var rnnHiddenSize: Int?
 
     enum CodingKeys: String, CodingKey {
         case name, k, p, renormalize, bias, scoring, devices
         case nullExperts = "null_experts", capacityFactor = "capacity_factor", dropBy = "drop_by"
         case minCapacity = "min_capacity", nGroup = "n_group", topkGroup = "topk_group"
         case routedScaling = "routed_scaling", groupScore = "group_score", minExperts = "min_experts"
-        case maxExperts = "max_experts"
+        case maxExperts = "max_experts", rnnHiddenSize = "rnn_hidden_size"
     }
 
     /// Every router name.
@@ -69,7 +72,9 @@ public struct RouterConfig: Codable, Sendable, Equatable {
             router = TopKSoftmaxRouter(experts: experts, k: try checkK(k ?? min(2, experts), max: experts), renormalize: renormalize ?? true,
                                        devices: try checkDevices(experts, bad))
         case "recurrent":
-            router = RecurrentRouter(experts: experts, k: try checkK(k ?? min(2, experts), max: experts))
+            let h = rnnHiddenSize ?? 256
+            guard h >= 1 else { throw bad("rnn_hidden_size", "must be at least 1, got \(h)") }
+            router = RecurrentRouter(experts: experts, k: try checkK(k ?? min(2, experts), max: experts), stateSize: h)
         case "switch":
             if let k, k != 1 { throw bad("k", "switch routes each token to one expert, got \(k)") }
             return SwitchRouter(experts: experts, capacity: capacity ?? Capacity(factor: 1.25, dropBy: dropBy ?? .position,

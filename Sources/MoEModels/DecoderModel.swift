@@ -51,6 +51,7 @@ public final class DecoderModel: @unchecked Sendable {
         }
         rope = s.latent.map { s.rope.rotary(headDim: $0.ropeDim, layout: $0.interleave ? .interleaved : .rotateHalf) }
             ?? s.rope.rotary(headDim: hd, layout: .rotateHalf)
+        let cell = try Self.loadRecurrentCell(ck, s)
         var layers: [Layer] = []
         for i in 0..<s.layers {
             let p = "model.layers.\(i)"
@@ -63,7 +64,7 @@ public final class DecoderModel: @unchecked Sendable {
             }
             let ffn: FFN
             if s.moeLayers[i] {
-                ffn = .moe(try Self.loadMoE(ck, s, layer: i))
+                ffn = .moe(try Self.loadMoE(ck, s, layer: i, recurrentCell: cell))
             } else {
                 let m = "\(p).mlp"
                 ffn = .dense(gate: try ck.tensor("\(m).gate_proj.weight", shape: [s.denseIntermediate, d]),
@@ -115,7 +116,14 @@ public final class DecoderModel: @unchecked Sendable {
                                rope: s.rope.rotary(headDim: l.ropeDim, layout: l.interleave ? .interleaved : .rotateHalf))
     }
 
-    static func loadMoE(_ ck: Checkpoint, _ s: DecoderSpec, layer i: Int) throws(ModelError) -> MoELayer {
+    /// RMoE's GRU cell, shared by every layer, when config.json's `moekit_router` is `recurrent`.
+    static func loadRecurrentCell(_ ck: Checkpoint, _ s: DecoderSpec) throws(ModelError) -> GRUCell? {
+        guard let override = s.routerOverride,
+              let r = try routerOrThrow(override, experts: s.experts, path: ck.configPath) as? RecurrentRouter else { return nil }
+        return try RecurrentRouterWeights.loadCell(ck, stateSize: r.stateSize)
+    }
+
+    static func loadMoE(_ ck: Checkpoint, _ s: DecoderSpec, layer i: Int, recurrentCell: GRUCell?) throws(ModelError) -> MoELayer {
         let d = s.hiddenSize, inner = s.expertIntermediate
         let prefix = Architectures.moePrefix(s, layer: i)
         var gate: [Tensor] = [], up: [Tensor] = [], down: [Tensor] = []
@@ -156,8 +164,17 @@ public final class DecoderModel: @unchecked Sendable {
                                        routedScaling: s.routedScaling)
         }
         }
-        return MoELayer(gate: .linear(weight: try ck.tensor("\(prefix).gate.weight", shape: [router.logitCount, d])),
-                        router: router, experts: SwiGLUExperts(gate: gate, up: up, down: down), shared: shared)
+        let gateWeights: RouterGate
+        if let cell = recurrentCell {
+            let h = cell.hiddenSize
+            gateWeights = .recurrent(RecurrentGate(
+                inputProjection: try ck.tensor(RecurrentRouterWeights.inputProjection(prefix), shape: [h, d]),
+                outputProjection: try ck.tensor(RecurrentRouterWeights.outputProjection(prefix), shape: [router.logitCount, h]),
+                cell: cell))
+        } else {
+            gateWeights = .linear(weight: try ck.tensor("\(prefix).gate.weight", shape: [router.logitCount, d]))
+        }
+        return MoELayer(gate: gateWeights, router: router, experts: SwiGLUExperts(gate: gate, up: up, down: down), shared: shared)
     }
 
     /// Bytes of weights one decoded token reads: its embedding row, every layer's attention,

@@ -15,10 +15,21 @@ extension TrainableDecoder {
             let p = "model.layers.\(i)", a = "\(p).self_attn", m = "\(p).block_sparse_moe"
             out += [("\(p).input_layernorm.weight", l.inputNorm), ("\(p).post_attention_layernorm.weight", l.postNorm),
                     ("\(a).q_proj.weight", l.wq), ("\(a).k_proj.weight", l.wk), ("\(a).v_proj.weight", l.wv),
-                    ("\(a).o_proj.weight", l.wo), ("\(m).gate.weight", l.moe.router)]
+                    ("\(a).o_proj.weight", l.wo)]
+            switch l.moe.router {
+            case let .linear(w): out.append(("\(m).gate.weight", w))
+            // RMoE's names (qiuzh20/RMoE), which MoEModels' RecurrentRouterWeights reads.
+            case let .recurrent(input, output): out += [("\(m).weight1", input), ("\(m).weight2", output)]
+            }
             for e in 0..<shape.experts {
                 out += [("\(m).experts.\(e).w1.weight", l.moe.gate[e]), ("\(m).experts.\(e).w3.weight", l.moe.up[e]),
                         ("\(m).experts.\(e).w2.weight", l.moe.down[e])]
+            }
+        }
+        if let c = routerCell {
+            for (g, gate) in ["r", "z", "n"].enumerated() {
+                out += [("model.rnn_router.weight_i\(gate)", c.weightI[g]), ("model.rnn_router.weight_h\(gate)", c.weightH[g]),
+                        ("model.rnn_router.bias_i\(gate)", c.biasI[g]), ("model.rnn_router.bias_h\(gate)", c.biasH[g])]
             }
         }
         return out
@@ -53,7 +64,8 @@ extension TrainableDecoder {
             "architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "vocab_size": s.vocabSize,
             "hidden_size": s.hiddenSize, "num_hidden_layers": s.layers, "num_attention_heads": s.heads,
             "num_key_value_heads": s.kvHeads, "head_dim": s.headDim, "intermediate_size": s.expertSize,
-            "num_local_experts": s.experts, "num_experts_per_tok": (router as? TopKSoftmaxRouter)?.k ?? (router as? TopKSigmoidRouter)?.k ?? 2,
+            "num_local_experts": s.experts, "num_experts_per_tok": (router as? TopKSoftmaxRouter)?.k ?? (router as? TopKSigmoidRouter)?.k
+                ?? (router as? RecurrentRouter)?.k ?? 2,
             "rms_norm_eps": Double(s.rmsNormEps), "rope_theta": s.ropeTheta, "max_position_embeddings": 4096,
             "tie_word_embeddings": false, "torch_dtype": "float32", "hidden_act": "silu",
         ]

@@ -38,6 +38,8 @@ public final class TrainableDecoder: @unchecked Sendable {
     public var router: any Router
     public var embed: Variable, finalNorm: Variable, lmHead: Variable
     public var layers: [Layer]
+    /// RMoE's GRU cell, shared by every layer's router (`recurrent` router only).
+    public var routerCell: GRUParameters?
     let rope: RotaryEmbedding
 
     /// A model with weights drawn from `seed`: N(0, 0.02)-like uniform for matrices (the output
@@ -54,15 +56,26 @@ public final class TrainableDecoder: @unchecked Sendable {
         }
         func ones(_ n: Int) -> Variable { Variable(Tensor(shape: [n], values: [Float](repeating: 1, count: n))) }
         let d = s.hiddenSize, hd = s.headDim, residual = 0.02 / Float(2 * s.layers).squareRoot()
+        let stateSize = (router as? RecurrentRouter)?.stateSize
+        // RMoE's per-layer projections W1 [h, d] and W2 [L, h], or the usual W [L, d].
+        func routerWeights() -> RouterParameters {
+            guard let h = stateSize else { return .linear(w([router.logitCount, d])) }
+            return .recurrent(input: w([h, d]), output: w([router.logitCount, h]))
+        }
         embed = w([s.vocabSize, d])
         finalNorm = ones(d)
         lmHead = w([s.vocabSize, d])
         layers = (0..<s.layers).map { _ in
             Layer(inputNorm: ones(d), wq: w([s.heads * hd, d]), wk: w([s.kvHeads * hd, d]), wv: w([s.kvHeads * hd, d]),
                   wo: w([d, s.heads * hd], scale: residual), postNorm: ones(d),
-                  moe: MoEParameters(router: w([router.logitCount, d]), gate: (0..<s.experts).map { _ in w([s.expertSize, d]) },
+                  moe: MoEParameters(router: routerWeights(), gate: (0..<s.experts).map { _ in w([s.expertSize, d]) },
                                      up: (0..<s.experts).map { _ in w([s.expertSize, d]) },
                                      down: (0..<s.experts).map { _ in w([d, s.expertSize], scale: residual) }))
+        }
+        routerCell = stateSize.map { h in
+            // As RMoE initialises it: every tensor, biases too, drawn with std 0.02.
+            GRUParameters(weightI: (0..<3).map { _ in w([h, h]) }, weightH: (0..<3).map { _ in w([h, h]) },
+                          biasI: (0..<3).map { _ in w([h]) }, biasH: (0..<3).map { _ in w([h]) })
         }
         rope = RotaryEmbedding(headDim: hd, base: s.ropeTheta, layout: .rotateHalf)
     }
@@ -74,6 +87,7 @@ public final class TrainableDecoder: @unchecked Sendable {
             out += [(l.inputNorm, false), (l.wq, true), (l.wk, true), (l.wv, true), (l.wo, true), (l.postNorm, false)]
             out += l.moe.all.map { ($0, true) }
         }
+        if let c = routerCell { out += (c.weightI + c.weightH).map { ($0, true) } + (c.biasI + c.biasH).map { ($0, false) } }
         return out
     }
 
@@ -99,6 +113,7 @@ public final class TrainableDecoder: @unchecked Sendable {
         var x = tape.embedding(embed, ids: sequences.flatMap { $0 })
         var aux: Float = 0
         var routings: [Routing] = []
+        var routerState: Variable?  // RMoE's GRU state, carried from layer to layer
         for layer in layers {
             let h = tape.rmsNorm(x, weight: layer.inputNorm, eps: s.rmsNormEps)
             let q = tape.rope(tape.reshape(tape.linear(h, layer.wq), [b * t, s.heads, hd]), positions: positions, rope)
@@ -107,7 +122,17 @@ public final class TrainableDecoder: @unchecked Sendable {
             let a = tape.causalAttention(q: q, k: k, v: v, scale: Float(1 / Double(hd).squareRoot()), segment: t)
             x = tape.add(x, tape.linear(a, layer.wo))
             let h2 = tape.rmsNorm(x, weight: layer.postNorm, eps: s.rmsNormEps)
-            let step = tape.moe(h2, layer.moe, router: router,
+            let logits: Variable
+            switch layer.moe.router {
+            case let .linear(w):
+                logits = tape.linear(h2, w)
+            case let .recurrent(input, output):
+                guard let cell = routerCell else { preconditionFailure("a recurrent router needs the model's GRU cell") }
+                let state = tape.gruCell(tape.linear(h2, input), state: routerState, cell)
+                routerState = state
+                logits = tape.linear(state, output)
+            }
+            let step = tape.moe(h2, logits: logits, layer.moe, router: router,
                                 loadBalanceCoefficient: loadBalanceCoefficient, zLossCoefficient: zLossCoefficient)
             aux += step.auxLoss
             routings.append(step.routing)

@@ -270,10 +270,10 @@ final class CLITests: XCTestCase {
         let r = try moe(["train", "--config", bad])
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.err.contains("model"), r.err)
-        let router = try temp(#"{"router": {"name": "recurrent"}, "checkpoint_dir": "/tmp/moekit-never-written"}"#)
+        let router = try temp(#"{"router": {"name": "recurrent", "rnn_hidden_size": 0}, "checkpoint_dir": "/tmp/moekit-never-written"}"#)
         let n = try moe(["train", "--config", router])
         XCTAssertNotEqual(n.status, 0)
-        XCTAssertTrue(n.err.contains("router"), n.err)
+        XCTAssertTrue(n.err.contains("rnn_hidden_size"), n.err)
         let empty = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-empty-\(UUID().uuidString)").path
         addTeardownBlock { try? FileManager.default.removeItem(atPath: empty) }
         let noCheckpoint = try moe(["train", "--config", try temp(trainConfig(empty)), "--resume"])

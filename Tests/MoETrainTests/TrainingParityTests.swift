@@ -76,12 +76,7 @@ final class TrainingParityTests: XCTestCase {
         for rc in [sigmoid, null] {
             let s = TrainableDecoder.Shape(vocabSize: 40, hiddenSize: 16, layers: 2, heads: 2, kvHeads: 1, experts: 6, expertSize: 8)
             let model = TrainableDecoder(shape: s, router: try rc.makeRouter(experts: 6), seed: 11)
-            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-train-\(UUID().uuidString)")
-            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-            defer { try? FileManager.default.removeItem(at: dir) }
-            try SafetensorsWriter.write(model.namedTensors, to: dir.appendingPathComponent("model.safetensors").path)
-            try JSONSerialization.data(withJSONObject: model.configJSON(routerConfig: rc)).write(to: dir.appendingPathComponent("config.json"))
-            let inference = try DecoderModel(directory: dir.path)
+            let inference = try savedAndLoaded(model, routerConfig: rc)
             let tokens = [5, 9, 33, 2, 39, 17, 0]
             var cache = inference.makeCache()
             let expected = try inference.forward(tokens, cache: &cache).toFloats()
@@ -109,4 +104,16 @@ final class TrainingParityTests: XCTestCase {
         }
         XCTAssertLessThan(last, first / 10, "loss \(first) -> \(last)")
     }
+}
+
+/// Saves `model` as `moe train` does (safetensors and config.json) in a temporary folder and
+/// loads it for inference (the folder is removed at once: a mapped file stays readable after unlinking).
+func savedAndLoaded(_ model: TrainableDecoder, routerConfig: RouterConfig) throws -> DecoderModel {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-train-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: dir) }
+    try SafetensorsWriter.write(model.namedTensors, to: dir.appendingPathComponent("model.safetensors").path)
+    try JSONSerialization.data(withJSONObject: model.configJSON(routerConfig: routerConfig))
+        .write(to: dir.appendingPathComponent("config.json"))
+    return try DecoderModel(directory: dir.path)
 }

@@ -11,10 +11,13 @@ public struct RecurrentRouter: Router {
     public var expertCount: Int { selection.expertCount }
     public var k: Int { selection.k }
     public var renormalizesChosenWeights: Bool { selection.renormalizesChosenWeights }
+    /// The GRU state size d_r its gates are built with (what a model to train or load needs).
+    public let stateSize: Int
     let selection: TopKSoftmaxRouter
 
-    public init(experts: Int, k: Int) {
+    public init(experts: Int, k: Int, stateSize: Int = 256) {
         selection = TopKSoftmaxRouter(experts: experts, k: k, renormalize: true)
+        self.stateSize = stateSize
     }
 
     public func route(_ logits: Tensor) -> Routing { selection.route(logits) }

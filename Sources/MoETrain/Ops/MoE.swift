@@ -4,19 +4,40 @@ import MoECore
 
 // Dimension legend: T tokens, d hidden, E experts, I expert intermediate size.
 
-/// The weights of a trainable MoE layer: router [E, d], and per expert gate and up [I, d] and
+/// How a trainable MoE layer computes its router logits.
+public enum RouterParameters {
+    /// `z = x W^T`, W [L, d] (the usual router; L = E, or E + M with AdaMoE's null experts).
+    case linear(Variable)
+    /// RMoE: `z = W2 GRU(W1 x, r)` with W1 [h, d] and W2 [L, h] per layer; the GRU cell and
+    /// the state r it carries across layers belong to the model.
+    case recurrent(input: Variable, output: Variable)
+
+    /// Every parameter.
+    public var all: [Variable] {
+        switch self {
+        case let .linear(w): return [w]
+        case let .recurrent(input, output): return [input, output]
+        }
+    }
+}
+
+/// The weights of a trainable MoE layer: the router's, and per expert gate and up [I, d] and
 /// down [d, I] (SwiGLU experts).
 public struct MoEParameters {
-    public var router: Variable
+    public var router: RouterParameters
     public var gate: [Variable], up: [Variable], down: [Variable]
-    public init(router: Variable, gate: [Variable], up: [Variable], down: [Variable]) {
+    public init(router: RouterParameters, gate: [Variable], up: [Variable], down: [Variable]) {
         self.router = router
         self.gate = gate
         self.up = up
         self.down = down
     }
+    /// A layer with a linear router W [L, d].
+    public init(router: Variable, gate: [Variable], up: [Variable], down: [Variable]) {
+        self.init(router: .linear(router), gate: gate, up: up, down: down)
+    }
     /// Every parameter.
-    public var all: [Variable] { [router] + gate + up + down }
+    public var all: [Variable] { router.all + gate + up + down }
 }
 
 /// What the MoE op returns: the layer output, the routing it used, and the weighted auxiliary
@@ -40,15 +61,16 @@ extension Tape {
     /// (divided by their sum when the router `renormalizesChosenWeights`); y_t = sum_j w_tj E_j(x_t).
     /// Backward: dE_j(x_t) = w_tj dy_t and dw_tj = dy_t . E_j(x_t); through the renormalisation
     /// dp_i = (dw_i - sum_j dw_j w_j) / S; through the softmax dz = p (dp - sum dp p); then the
-    /// router's linear. The experts backpropagate as SwiGLU. The load-balance loss
+    /// logits (whatever made them: a linear router, or RMoE's GRU). The experts backpropagate as SwiGLU. The load-balance loss
     /// E sum_i f_i P_i (f held constant) adds coefLB E f_i / T to dp; the z-loss
     /// mean_t lse_t^2 adds coefZ 2 lse_t softmax(z_t) / T to dz.
-    public func moe(_ x: Variable, _ params: MoEParameters, router: any Router,
+    public func moe(_ x: Variable, logits: Variable, _ params: MoEParameters, router: any Router,
                     loadBalanceCoefficient coefLB: Float = 0, zLossCoefficient coefZ: Float = 0) -> MoEStep {
         let (t, d) = (x.shape[0], x.shape[1]), e = params.gate.count
-        let l = params.router.value.shape[0]  // router logits: the experts, plus AdaMoE's null experts
+        let l = logits.shape[1]  // router logits: the experts, plus AdaMoE's null experts
+        precondition(logits.shape[0] == t && l == router.logitCount, "moe: logits [\(t), \(router.logitCount)] expected")
         let xT = x.value
-        let z = Kernels.matmul(xT, params.router.value, pool: pool)  // [T, L]
+        let z = logits.value  // [T, L]
         let routing = router.route(z)
         let zs = z.toFloats()
         // Scores the chosen weights come from: softmax probabilities, or (DeepSeek-V3) sigmoids
@@ -109,7 +131,6 @@ extension Tape {
                                           fractions: counts.map { Double($0) / Double(max(1, t)) })
         let zLoss = AuxLoss.zLoss(logits: z)
         let out = Variable(y)
-        let routerW = params.router.value
         record { [pool] in
             guard let dyT = out.grad else { return }
             let dy = dyT.floats
@@ -187,13 +208,18 @@ extension Tape {
                     }
                 }
             }
-            let dzT = Tensor(shape: [t, l], values: dz)
-            params.router.accumulate(Kernels.matmul(transposed(dzT, pool: pool), transposed(xT, pool: pool), pool: pool))
-            let dxr = Kernels.matmul(dzT, transposed(routerW, pool: pool), pool: pool).toFloats()  // owned: a temporary's pointer would dangle
-            for q in 0..<dxp.count { dxp[q] += dxr[q] }
+            logits.accumulate(Tensor(shape: [t, l], values: dz))
             x.accumulate(dx)
         }
         return MoEStep(output: out, routing: routing, auxLoss: coefLB * balance + coefZ * zLoss)
+    }
+
+    /// The MoE layer with a linear router: its logits `x W^T` recorded as a `linear` op, then
+    /// `moe(_:logits:_:router:)`.
+    public func moe(_ x: Variable, _ params: MoEParameters, router: any Router,
+                    loadBalanceCoefficient coefLB: Float = 0, zLossCoefficient coefZ: Float = 0) -> MoEStep {
+        guard case let .linear(w) = params.router else { preconditionFailure("moe: a recurrent router needs its logits passed in") }
+        return moe(x, logits: linear(x, w), params, router: router, loadBalanceCoefficient: coefLB, zLossCoefficient: coefZ)
     }
 
     /// How many tokens chose each router logit (T f_i of the load-balance loss). For AdaMoE's
