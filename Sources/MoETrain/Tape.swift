@@ -30,6 +30,16 @@ public final class Variable: @unchecked Sendable {
 
     /// The gradient, or zeros.
     var gradOrZeros: Tensor { grad ?? Tensor(zeros: value.shape) }
+
+    /// The gradient tensor to accumulate into in place (zeros on first use), or nil when no
+    /// gradient is wanted. Kernels that can add into their output (`Kernels.gemm`) use it.
+    func gradBuffer() -> Tensor? {
+        guard requiresGrad else { return nil }
+        if let grad { return grad }
+        let g = Tensor(zeros: value.shape)
+        grad = g
+        return g
+    }
 }
 
 /// Records the backward step of every op in the order the forward pass ran them, and replays

@@ -120,7 +120,28 @@ void moek_gemm_pack_a(const float *A, size_t lda, size_t M, size_t K, size_t t0,
 
 void moek_gemm_packed(const float *Ap, size_t M, const void *W, int dt, size_t ldw, float *C,
                       size_t ldc, size_t n0, size_t n1, size_t K) {
-  vt()->gemm_packed(Ap, M, W, dt, ldw, C, ldc, n0, n1, K);
+  vt()->gemm_packed(Ap, M, W, dt, ldw, 0, 0, C, ldc, n0, n1, K);
+}
+
+void moek_gemm_packed_ex(const float *Ap, size_t M, const void *W, int dt, size_t ldw, int wt, int acc,
+                         float *C, size_t ldc, size_t n0, size_t n1, size_t K) {
+  vt()->gemm_packed(Ap, M, W, wt ? MOEK_F32 : dt, ldw, wt, acc, C, ldc, n0, n1, K);
+}
+
+void moek_gemm_pack_a_t(const float *At, size_t lda, size_t M, size_t K, size_t t0, size_t t1, float *Ap) {
+  const size_t MR = vt()->gemm_mr, KC = vt()->gemm_kc, mtiles = (M + MR - 1) / MR;
+  for (size_t k0 = 0; k0 < K; k0 += KC) {
+    const size_t kc = (K - k0) < KC ? (K - k0) : KC;
+    float *block = Ap + k0 * mtiles * MR;
+    for (size_t t = t0; t < t1 && t < mtiles; t++) {
+      const size_t m0 = t * MR, rows = (M - m0) < MR ? (M - m0) : MR;
+      float *dst = block + t * MR * kc;
+      for (size_t k = 0; k < kc; k++) {
+        memcpy(dst + k * MR, At + (k0 + k) * lda + m0, rows * sizeof(float));
+        if (rows < MR) memset(dst + k * MR + rows, 0, (MR - rows) * sizeof(float));
+      }
+    }
+  }
 }
 double moek_fma_probe(size_t iters) { return vt()->fma_probe(iters); }
 float moek_read_probe(const float *p, size_t n) { return vt()->read_probe(p, n); }

@@ -10,8 +10,8 @@
 typedef struct {
   void (*gemv_rows)(const void *W, int dt, size_t ldw, const float *X, size_t ldx, int nx,
                     float *Y, size_t ldy, size_t r0, size_t r1, size_t K, const void *next);
-  void (*gemm_packed)(const float *Ap, size_t M, const void *W, int dt, size_t ldw, float *C,
-                      size_t ldc, size_t n0, size_t n1, size_t K);
+  void (*gemm_packed)(const float *Ap, size_t M, const void *W, int dt, size_t ldw, int wt, int acc,
+                      float *C, size_t ldc, size_t n0, size_t n1, size_t K);
   size_t gemm_mr, gemm_nr, gemm_kc;
   double (*fma_probe)(size_t iters);
   float (*read_probe)(const float *p, size_t n);

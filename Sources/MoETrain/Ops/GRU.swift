@@ -73,15 +73,15 @@ extension Tape {
                 }
             }
             let dgiT = Tensor(shape: [t, 3 * h], values: dgi), dghT = Tensor(shape: [t, 3 * h], values: dgh)
-            Self.accumulateStacked(p.weightI, Kernels.matmul(transposed(dgiT, pool: pool), transposed(xT, pool: pool), pool: pool))
+            Self.accumulateStacked(p.weightI, Kernels.gemm(dgiT, xT, transposeA: true, transposeB: true, pool: pool))
             Self.accumulateStacked(p.biasI, Self.columnSums(dgi, columns: 3 * h))
             Self.accumulateStacked(p.biasH, Self.columnSums(dgh, columns: 3 * h))
-            x.accumulate(Kernels.matmul(dgiT, transposed(wi, pool: pool), pool: pool))
+            if let dx = x.gradBuffer() { Kernels.gemm(dgiT, wi, transposeB: true, into: dx, accumulate: true, pool: pool) }
             guard let state else { return }  // a zero state: W_h gets no gradient, nothing flows back
-            Self.accumulateStacked(p.weightH, Kernels.matmul(transposed(dghT, pool: pool), transposed(hPrev, pool: pool), pool: pool))
-            let back = Kernels.matmul(dghT, transposed(wh, pool: pool), pool: pool).toFloats()
-            for q in 0..<dState.count { dState[q] += back[q] }
-            state.accumulate(Tensor(shape: [t, h], values: dState))
+            Self.accumulateStacked(p.weightH, Kernels.gemm(dghT, hPrev, transposeA: true, transposeB: true, pool: pool))
+            let dStateT = Tensor(shape: [t, h], values: dState)
+            Kernels.gemm(dghT, wh, transposeB: true, into: dStateT, accumulate: true, pool: pool)
+            state.accumulate(dStateT)
         }
         return result
     }

@@ -2,23 +2,12 @@ import MoECore
 
 // Dimension legend: M rows, K inputs, N outputs. W is [N, K] (Hugging Face Linear layout).
 
-/// Transposes an f32 matrix [R, C] into [C, R].
-func transposed(_ x: Tensor, pool: ThreadPool) -> Tensor {
-    let (r, c) = (x.shape[0], x.shape[1])
-    let out = Tensor(zeros: [c, r])
-    let src = x.floats, dst = out.mutableFloats
-    // Each output row is written in order; the two threads take different rows.
-    Kernels.parallelRows(c, cost: r, pool: pool) { j in
-        for i in 0..<r { dst[j * r + i] = src[i * c + j] }
-    }
-    return out
-}
-
 extension Tape {
     /// `y = x W^T (+ b)`: x [M, K], W [N, K], b [N] -> y [M, N].
     ///
-    /// Backward, with the same fast matmul kernels: dx = dy W ([M, N] x [N, K]),
-    /// dW = dy^T x ([N, M] x [M, K]), db = column sums of dy.
+    /// Backward, with the same fast matmul kernels reading the operands transposed where needed
+    /// and adding into the gradients in place: dx += dy W ([M, N] x [N, K]),
+    /// dW += dy^T x ([N, M] x [M, K]), db += column sums of dy.
     public func linear(_ x: Variable, _ w: Variable, bias: Variable? = nil) -> Variable {
         let (xT, wT) = (x.value, w.value)  // the closure keeps these alive
         let y = Kernels.matmul(xT, wT, pool: pool)  // [M, N]
@@ -29,8 +18,8 @@ extension Tape {
         let out = Variable(y)
         record { [pool] in
             guard let dy = out.grad else { return }
-            if x.requiresGrad { x.accumulate(Kernels.matmul(dy, transposed(wT, pool: pool), pool: pool)) }
-            if w.requiresGrad { w.accumulate(Kernels.matmul(transposed(dy, pool: pool), transposed(xT, pool: pool), pool: pool)) }
+            if let dx = x.gradBuffer() { Kernels.gemm(dy, wT, transposeB: true, into: dx, accumulate: true, pool: pool) }
+            if let dw = w.gradBuffer() { Kernels.gemm(dy, xT, transposeA: true, transposeB: true, into: dw, accumulate: true, pool: pool) }
             if let bias, bias.requiresGrad {
                 let n = bias.value.count, g = dy.floats
                 var sums = [Float](repeating: 0, count: n)

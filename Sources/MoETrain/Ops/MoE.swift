@@ -99,32 +99,24 @@ extension Tape {
                 for i in 0..<l { balanceProbs[r * l + i] /= scoreSums[r] }
             }
         }
-        // Expert forward over each expert's rows, keeping what backward needs.
+        // Expert forward: every expert's rows at once (one batched product per projection),
+        // keeping what backward needs, then the weighted scatter-add back to tokens.
         let dispatch = Dispatch(routing)
         let rows = dispatch.gather(xT)                                  // [R, d]
-        var inputs: [Tensor] = [], gateOut: [Tensor] = [], upOut: [Tensor] = [], hidden: [Tensor] = [], expertOut: [Tensor] = []
-        for i in 0..<e {
-            let span = dispatch.rowOffsets[i]..<dispatch.rowOffsets[i + 1]
-            let xi = rows.rows(span).copied()
-            inputs.append(xi)
-            let g = Kernels.matmul(xi, params.gate[i].value, pool: pool), u = Kernels.matmul(xi, params.up[i].value, pool: pool)
-            let h = g.copied()
-            Kernels.siluMul(gate: h, up: u, pool: pool)
-            gateOut.append(g)
-            upOut.append(u)
-            hidden.append(h)
-            expertOut.append(Kernels.matmul(h, params.down[i].value, pool: pool))
-        }
-        // Combine.
+        let r = rows.shape[0], inner = params.gate.first?.shape[0] ?? 0
+        let spans = (0..<e).map { dispatch.rowOffsets[$0]..<dispatch.rowOffsets[$0 + 1] }
+        let used = (0..<e).filter { !spans[$0].isEmpty }
+        let gateOut = Tensor(zeros: [r, inner]), upOut = Tensor(zeros: [r, inner]), expertOut = Tensor(zeros: [r, d])
+        Kernels.gemmBatch(used.flatMap { i in
+            [GemmJob(rows.rows(spans[i]), params.gate[i].value, into: gateOut.rows(spans[i])),
+             GemmJob(rows.rows(spans[i]), params.up[i].value, into: upOut.rows(spans[i]))]
+        }, pool: pool)
+        let hidden = gateOut.copied()
+        Kernels.siluMul(gate: hidden, up: upOut, pool: pool)
+        Kernels.gemmBatch(used.map { GemmJob(hidden.rows(spans[$0]), params.down[$0].value, into: expertOut.rows(spans[$0])) },
+                          pool: pool)
         let y = Tensor(zeros: [t, d])
-        let yp = y.mutableFloats
-        for tok in 0..<t {
-            for a in routing.offsets[tok]..<routing.offsets[tok + 1] {
-                let ex = routing.experts[a], row = dispatch.assignmentRow[a] - dispatch.rowOffsets[ex]
-                let src = expertOut[ex].floats, w = routing.weights[a]
-                for j in 0..<d { yp[tok * d + j] += w * src[row * d + j] }
-            }
-        }
+        dispatch.combine(expertOut, routing: routing, into: y, pool: pool)
         // Auxiliary losses (values; their gradients are added in backward).
         let counts = Self.balanceCounts(routing, probs: probs, router: router, logits: l)
         let balance = AuxLoss.loadBalance(probs: balanceProbs, tokens: t, experts: l,
@@ -133,52 +125,65 @@ extension Tape {
         let out = Variable(y)
         record { [pool] in
             guard let dyT = out.grad else { return }
-            let dy = dyT.floats
+            let dy = dyT.floats, out = expertOut.floats
             var dp = [Float](repeating: 0, count: t * l)
-            let dx = Tensor(zeros: [t, d])
-            let dxp = dx.mutableFloats
-            // Per expert: the gradient of its outputs, then SwiGLU backward.
-            let dExpert = (0..<e).map { Tensor(zeros: [dispatch.rowOffsets[$0 + 1] - dispatch.rowOffsets[$0], d]) }
-            for tok in 0..<t {
-                let lo = routing.offsets[tok], hi = routing.offsets[tok + 1]
-                var dw = [Float](repeating: 0, count: hi - lo)
-                for a in lo..<hi {
-                    let ex = routing.experts[a], row = dispatch.assignmentRow[a] - dispatch.rowOffsets[ex]
-                    let src = expertOut[ex].floats, w = routing.weights[a]
-                    let dst = dExpert[ex].mutableFloats
-                    var s: Float = 0
-                    for j in 0..<d {
-                        dst[row * d + j] += w * dy[tok * d + j]
-                        s += dy[tok * d + j] * src[row * d + j]
+            // Per assignment: the gradient of its expert row, w dy_t, and of its weight, dy_t . E(x_t).
+            let dExpert = Tensor(zeros: [r, d])
+            let dEp = dExpert.mutableFloats
+            var dw = [Float](repeating: 0, count: routing.assignmentCount)
+            dw.withUnsafeMutableBufferPointer { dw in
+                Kernels.parallelRows(t, cost: d * max(1, routing.assignmentCount / max(1, t)), pool: pool) { tok in
+                    for a in routing.offsets[tok]..<routing.offsets[tok + 1] {
+                        let row = dispatch.assignmentRow[a], w = routing.weights[a]
+                        var s: Float = 0
+                        for j in 0..<d {
+                            dEp[row * d + j] = w * dy[tok * d + j]
+                            s += dy[tok * d + j] * out[row * d + j]
+                        }
+                        dw[a] = s
                     }
-                    dw[a - lo] = s
-                }
-                // Chosen weights -> probabilities (through the renormalisation).
-                if renormalize {
-                    let sel = (lo..<hi).map { probs[tok * l + routing.experts[$0]] }
-                    let sum = sel.reduce(0, +)
-                    let inner = zip(dw, routing.weights[lo..<hi]).reduce(Float(0)) { $0 + $1.0 * $1.1 }
-                    for a in lo..<hi where sum > 0 { dp[tok * l + routing.experts[a]] += (scale * dw[a - lo] - inner) / sum }
-                } else {
-                    for a in lo..<hi { dp[tok * l + routing.experts[a]] += scale * dw[a - lo] }
                 }
             }
-            for i in 0..<e where dispatch.rowOffsets[i + 1] > dispatch.rowOffsets[i] {
-                let span = dispatch.rowOffsets[i]..<dispatch.rowOffsets[i + 1]
-                let dyE = dExpert[i]
-                // down: y = h D^T -> dh = dy D, dD = dy^T h
-                let dh = Kernels.matmul(dyE, transposed(params.down[i].value, pool: pool), pool: pool)
-                params.down[i].accumulate(Kernels.matmul(transposed(dyE, pool: pool), transposed(hidden[i], pool: pool), pool: pool))
-                let (dg, du) = siluMulBackward(dh, gate: gateOut[i], up: upOut[i])
-                let xiT = transposed(inputs[i], pool: pool)
-                params.gate[i].accumulate(Kernels.matmul(transposed(dg, pool: pool), xiT, pool: pool))
-                params.up[i].accumulate(Kernels.matmul(transposed(du, pool: pool), xiT, pool: pool))
-                let dxi = Kernels.matmul(dg, transposed(params.gate[i].value, pool: pool), pool: pool)
-                let dxu = Kernels.matmul(du, transposed(params.up[i].value, pool: pool), pool: pool)
-                let a = dxi.floats, b = dxu.floats
-                for (r, globalRow) in span.enumerated() {
-                    let tok = dispatch.rowToken[globalRow]
-                    for j in 0..<d { dxp[tok * d + j] += a[r * d + j] + b[r * d + j] }
+            // Chosen weights -> scores (through the renormalisation).
+            for tok in 0..<t {
+                let lo = routing.offsets[tok], hi = routing.offsets[tok + 1]
+                if renormalize {
+                    let sum = (lo..<hi).reduce(Float(0)) { $0 + probs[tok * l + routing.experts[$1]] }
+                    let inner = (lo..<hi).reduce(Float(0)) { $0 + dw[$1] * routing.weights[$1] }
+                    for a in lo..<hi where sum > 0 { dp[tok * l + routing.experts[a]] += (scale * dw[a] - inner) / sum }
+                } else {
+                    for a in lo..<hi { dp[tok * l + routing.experts[a]] += scale * dw[a] }
+                }
+            }
+            // Experts, batched over experts: down (dh = dE D, dD += dE^T h), SwiGLU, then gate and
+            // up (dG += dg^T x, dU += du^T x, dx_rows = dg G + du U).
+            let dh = Tensor(zeros: [r, inner])
+            Kernels.gemmBatch(used.flatMap { i -> [GemmJob] in
+                let s = spans[i]
+                var jobs = [GemmJob(dExpert.rows(s), params.down[i].value, transposeB: true, into: dh.rows(s))]
+                if let g = params.down[i].gradBuffer() {
+                    jobs.append(GemmJob(dExpert.rows(s), hidden.rows(s), transposeA: true, transposeB: true, into: g, accumulate: true))
+                }
+                return jobs
+            }, pool: pool)
+            let (dg, du) = siluMulBackward(dh, gate: gateOut, up: upOut, pool: pool)
+            let dxRows = Tensor(zeros: [r, d])
+            for (projection, grads) in [(params.gate, dg), (params.up, du)] {
+                Kernels.gemmBatch(used.flatMap { i -> [GemmJob] in
+                    let s = spans[i]
+                    var jobs = [GemmJob(grads.rows(s), projection[i].value, transposeB: true, into: dxRows.rows(s), accumulate: true)]
+                    if let g = projection[i].gradBuffer() {
+                        jobs.append(GemmJob(grads.rows(s), rows.rows(s), transposeA: true, transposeB: true, into: g, accumulate: true))
+                    }
+                    return jobs
+                }, pool: pool)
+            }
+            let dx = Tensor(zeros: [t, d])
+            let dxp = dx.mutableFloats, dxr = dxRows.floats
+            Kernels.parallelRows(t, cost: d * max(1, routing.assignmentCount / max(1, t)), pool: pool) { tok in
+                for a in routing.offsets[tok]..<routing.offsets[tok + 1] {
+                    let row = dispatch.assignmentRow[a]
+                    for j in 0..<d { dxp[tok * d + j] += dxr[row * d + j] }
                 }
             }
             // Load balance: L = E sum_i f_i P_i with P_i = mean_t p_ti.

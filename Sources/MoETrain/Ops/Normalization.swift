@@ -46,14 +46,12 @@ extension Tape {
     /// d gate = dy * up * s * (1 + gate * (1 - s)) with s = sigmoid(gate).
     public func siluMul(gate: Variable, up: Variable) -> Variable {
         let (gT, uT) = (gate.value, up.value)  // the closure keeps these alive
-        let g = gT.floats, u = uT.floats
-        let y = Tensor(zeros: gate.shape)
-        let yp = y.mutableFloats
-        for i in 0..<yp.count { yp[i] = Kernels.silu(g[i]) * u[i] }
+        let y = gT.copied()
+        Kernels.siluMul(gate: y, up: uT, pool: pool)
         let out = Variable(y)
-        record {
+        record { [pool] in
             guard let dy = out.grad else { return }
-            let (dg, du) = siluMulBackward(dy, gate: gT, up: uT)
+            let (dg, du) = siluMulBackward(dy, gate: gT, up: uT, pool: pool)
             gate.accumulate(dg)
             up.accumulate(du)
         }
@@ -62,14 +60,17 @@ extension Tape {
 }
 
 /// The gradients of y = silu(gate) * up with respect to gate and up, given dy (all one shape).
-func siluMulBackward(_ dy: Tensor, gate: Tensor, up: Tensor) -> (dGate: Tensor, dUp: Tensor) {
+func siluMulBackward(_ dy: Tensor, gate: Tensor, up: Tensor, pool: ThreadPool) -> (dGate: Tensor, dUp: Tensor) {
     let d = dy.floats, g = gate.floats, u = up.floats
     let dg = Tensor(zeros: gate.shape), du = Tensor(zeros: up.shape)
     let dgp = dg.mutableFloats, dup = du.mutableFloats
-    for i in 0..<d.count {
-        let s = 1 / (1 + Foundation.exp(-g[i]))
-        dup[i] = d[i] * g[i] * s
-        dgp[i] = d[i] * u[i] * s * (1 + g[i] * (1 - s))
+    let chunk = 4096
+    Kernels.parallelRows((d.count + chunk - 1) / chunk, cost: chunk * 8, pool: pool) { c in
+        for i in (c * chunk)..<min(d.count, (c + 1) * chunk) {
+            let s = 1 / (1 + Foundation.exp(-g[i]))
+            dup[i] = d[i] * g[i] * s
+            dgp[i] = d[i] * u[i] * s * (1 + g[i] * (1 - s))
+        }
     }
     return (dg, du)
 }

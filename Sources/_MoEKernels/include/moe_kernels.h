@@ -83,6 +83,15 @@ void moek_gemm_pack_a(const float *A, size_t lda, size_t M, size_t K, size_t t0,
 void moek_gemm_packed(const float *Ap, size_t M, const void *W, int dt, size_t ldw, float *C,
                       size_t ldc, size_t n0, size_t n1, size_t K);
 
+/// `moek_gemm_packed` with two options: `wt` reads W as f32 stored transposed, [K, N] with row
+/// stride ldw (W[n, k] at W[k * ldw + n]; `dt` is then ignored); `acc` adds into C instead of
+/// overwriting it.
+void moek_gemm_packed_ex(const float *Ap, size_t M, const void *W, int dt, size_t ldw, int wt, int acc,
+                         float *C, size_t ldc, size_t n0, size_t n1, size_t K);
+
+/// `moek_gemm_pack_a` for A stored transposed: A[m, k] is At[k * lda + m] (At is [K, M]).
+void moek_gemm_pack_a_t(const float *At, size_t lda, size_t M, size_t K, size_t t0, size_t t1, float *Ap);
+
 /// The granularity in N that `moek_gemm_packed` works in on the current path; callers split N
 /// across threads in multiples of it.
 size_t moek_gemm_n_step(void);

@@ -1,0 +1,117 @@
+import _MoEKernels
+
+// Dimension legend: M output rows, N output columns, K the reduction.
+
+/// One product in a `Kernels.gemmBatch`: `out = A B^T` (or `out += A B^T` with `accumulate`),
+/// reducing over K; out is f32 [M, N].
+///
+/// A is [M, K]: `a` itself, or with `transposeA` `a` [K, M] read transposed. B is [N, K]: `b`
+/// itself (any dtype), or with `transposeB` `b` [K, N] (f32) read transposed. Row views of larger
+/// tensors are fine (each operand is read with its own row length as stride).
+public struct GemmJob: Sendable {
+    public var a: Tensor, b: Tensor, out: Tensor
+    public var transposeA: Bool, transposeB: Bool, accumulate: Bool
+
+    public init(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false, into out: Tensor,
+                accumulate: Bool = false) {
+        self.a = a
+        self.b = b
+        self.out = out
+        self.transposeA = transposeA
+        self.transposeB = transposeB
+        self.accumulate = accumulate
+    }
+
+    /// (M, N, K), after checking the shapes and dtypes agree.
+    var dimensions: (m: Int, n: Int, k: Int) {
+        precondition(a.dtype == .f32 && out.dtype == .f32 && a.rank == 2 && b.rank == 2 && out.rank == 2,
+                     "gemm: a \(a.shape) \(a.dtype), b \(b.shape), out \(out.shape) \(out.dtype)")
+        precondition(!transposeB || b.dtype == .f32, "gemm: a transposed b must be f32")
+        let (m, k) = transposeA ? (a.shape[1], a.shape[0]) : (a.shape[0], a.shape[1])
+        let (n, kb) = transposeB ? (b.shape[1], b.shape[0]) : (b.shape[0], b.shape[1])
+        precondition(k == kb && out.shape == [m, n], "gemm: A [\(m), \(k)], B [\(n), \(kb)], out \(out.shape)")
+        return (m, n, k)
+    }
+}
+
+extension Kernels {
+    /// One `GemmJob`: so a backward pass gets `dx += dy W` as
+    /// `gemm(dy, W, transposeB: true, into: dx, accumulate: true)` and `dW += dy^T x` as
+    /// `gemm(dy, x, transposeA: true, transposeB: true, into: dW, accumulate: true)`, with no
+    /// transposed copies: the packing that the matmul leaf does anyway reads either layout.
+    public static func gemm(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false,
+                            into out: Tensor, accumulate: Bool = false, pool: ThreadPool = .shared) {
+        let job = GemmJob(a, b, transposeA: transposeA, transposeB: transposeB, into: out, accumulate: accumulate)
+        if !transposeA && !transposeB && !accumulate {
+            _ = job.dimensions
+            matmul(a, b, into: out, pool: pool)  // keeps the matrix-vector and bf16 leaves
+            return
+        }
+        gemmBatch([job], pool: pool)
+    }
+
+    /// `gemm` into a new tensor.
+    public static func gemm(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false,
+                            pool: ThreadPool = .shared) -> Tensor {
+        let out = Tensor(zeros: [transposeA ? a.shape[1] : a.shape[0], transposeB ? b.shape[1] : b.shape[0]])
+        gemm(a, b, transposeA: transposeA, transposeB: transposeB, into: out, pool: pool)
+        return out
+    }
+
+    /// Runs many independent products in two parallel passes: every job's A is packed (in
+    /// pieces of panels), then every (job, run of B rows) piece is computed, all from one shared
+    /// queue. So an MoE backward's per-expert products share the threads without a barrier per
+    /// expert, and a single big product still splits across threads. Jobs with no output are
+    /// skipped; one with an empty reduction zeroes its output (or leaves it, accumulating).
+    public static func gemmBatch(_ jobs: [GemmJob], pool: ThreadPool = .shared) {
+        struct Raw {
+            let a: UnsafePointer<Float>, b: UnsafeRawPointer, out: UnsafeMutablePointer<Float>
+            let m: Int, n: Int, k: Int, dtype: Int32, transposeA: Bool, wt: Int32, acc: Int32
+        }
+        var raw: [Raw] = []
+        for job in jobs {
+            let (m, n, k) = job.dimensions
+            if m == 0 || n == 0 || (k == 0 && job.accumulate) { continue }
+            raw.append(Raw(a: job.a.rawPointer.assumingMemoryBound(to: Float.self), b: job.b.rawPointer,
+                           out: job.out.mutableRawPointer.assumingMemoryBound(to: Float.self), m: m, n: n, k: k,
+                           dtype: job.b.dtype.cValue, transposeA: job.transposeA, wt: job.transposeB ? 1 : 0,
+                           acc: job.accumulate ? 1 : 0))
+        }
+        if raw.isEmpty { return }
+        let mr = moek_gemm_mr(), step = moek_gemm_n_step()
+        let totalFlops = raw.reduce(0) { $0 + 2 * $1.m * $1.n * $1.k }
+        // About four pieces per thread overall, and none under ~0.5 MFLOP, in whole leaf tiles.
+        let target = max(1 << 19, totalFlops / max(1, pool.threadCount * 4))
+        var packPieces: [(job: Int, t0: Int, t1: Int)] = [], pieces: [(job: Int, n0: Int, n1: Int)] = []
+        var packedOffset = [Int](repeating: 0, count: raw.count + 1)
+        for (i, j) in raw.enumerated() {
+            packedOffset[i + 1] = packedOffset[i] + (moek_gemm_packed_size(j.m, j.k) + 15) / 16 * 16
+            let panels = (j.m + mr - 1) / mr, panelChunk = max(1, (1 << 14) / max(1, mr * j.k))
+            for t0 in stride(from: 0, to: panels, by: panelChunk) { packPieces.append((i, t0, min(panels, t0 + panelChunk))) }
+            let tileFlops = max(1, 2 * j.m * j.k * step)
+            let slice = max(1, target / tileFlops) * step
+            for n0 in stride(from: 0, to: j.n, by: slice) { pieces.append((i, n0, min(j.n, n0 + slice))) }
+        }
+        withScratchFloats(packedOffset[raw.count]) { packed in
+            packPieces.withUnsafeBufferPointer { packPieces in
+                pool.parallelFor(packPieces.count) { p in
+                    let (i, t0, t1) = packPieces[p]
+                    let j = raw[i]
+                    if j.transposeA {
+                        moek_gemm_pack_a_t(j.a, j.m, j.m, j.k, t0, t1, packed + packedOffset[i])
+                    } else {
+                        moek_gemm_pack_a(j.a, j.k, j.m, j.k, t0, t1, packed + packedOffset[i])
+                    }
+                }
+            }
+            pieces.withUnsafeBufferPointer { pieces in
+                pool.parallelFor(pieces.count) { p in
+                    let (i, n0, n1) = pieces[p]
+                    let j = raw[i]
+                    moek_gemm_packed_ex(packed + packedOffset[i], j.m, j.b, j.dtype, j.wt != 0 ? j.n : j.k, j.wt, j.acc,
+                                        j.out, j.n, n0, n1, j.k)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,72 @@
+import MoECore
+import _TestSupport
+import XCTest
+
+/// `Kernels.gemm` with each operand stored normally or transposed, overwriting or accumulating,
+/// against `Reference.matmul` on the logical operands, for every ISA path, 1 and 2 threads, on
+/// sizes with ragged panels, ragged N tiles and K past one reduction block.
+final class GemmLayoutTests: XCTestCase {
+    /// [R, C] -> [C, R] (the test's own transpose, to store an operand the other way round).
+    func transpose(_ v: [Float], rows: Int, cols: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: v.count)
+        for i in 0..<rows { for j in 0..<cols { out[j * rows + i] = v[i * cols + j] } }
+        return out
+    }
+
+    func testEveryLayoutAndAccumulation() {
+        let shapes = [(1, 1, 1), (3, 5, 2), (17, 25, 3), (21, 7, 300), (40, 49, 513), (5, 70, 17)]
+        forEachISA { isa in
+            for pool in testPools {
+                for (m, n, k) in shapes {
+                    let a = Tensor(randomUniform: [m, k], seed: UInt64(m * 31 + k)).toFloats()
+                    let b = Tensor(randomUniform: [n, k], seed: UInt64(n * 17 + k)).toFloats()
+                    let ref = Reference.matmul(a, b, m: m, n: n, k: k)
+                    let start = Tensor(randomUniform: [m, n], seed: 5).toFloats()
+                    for ta in [false, true] {
+                        for tb in [false, true] {
+                            let at = !ta ? Tensor(shape: [m, k], values: a)
+                                                        : Tensor(shape: [k, m], values: transpose(a, rows: m, cols: k))
+                            let bt = !tb ? Tensor(shape: [n, k], values: b)
+                                                        : Tensor(shape: [k, n], values: transpose(b, rows: n, cols: k))
+                            let label = "m=\(m) n=\(n) k=\(k) transposeA=\(ta) transposeB=\(tb) threads=\(pool.threadCount) \(isa)"
+                            let out = Kernels.gemm(at, bt, transposeA: ta, transposeB: tb, pool: pool)
+                            assertClose(out.toFloats(), ref.out, absolute: 1e-6, relative: 1e-5, scale: ref.scale, label)
+                            let sum = Tensor(shape: [m, n], values: start)
+                            Kernels.gemm(at, bt, transposeA: ta, transposeB: tb, into: sum, accumulate: true, pool: pool)
+                            assertClose(sum.toFloats(), zip(start, ref.out).map { $0 + $1 }, absolute: 1e-6, relative: 1e-5,
+                                        scale: ref.scale.map { $0 + 1 }, label + " accumulate")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A batch of jobs of every layout, sizes from empty to several tiles, some writing into row
+    /// views of one tensor (as an MoE layer's experts do), equals the jobs run one by one.
+    func testBatchMatchesEachJobAlone() {
+        let shapes = [(0, 5, 3), (7, 30, 0), (1, 3, 2), (17, 25, 40), (40, 49, 300), (3, 0, 4), (33, 70, 17)]
+        forEachISA { isa in
+            for pool in testPools {
+                var jobs: [GemmJob] = [], expected: [[Float]] = []
+                let big = Tensor(shape: [100, 49], values: [Float](repeating: 2, count: 4900))  // job 4 writes rows 30..<70
+                for (i, (m, n, k)) in shapes.enumerated() {
+                    let ta = i % 2 == 1, tb = i % 3 != 0, acc = i % 2 == 0
+                    let a = Tensor(randomUniform: ta ? [k, m] : [m, k], seed: UInt64(10 + i))
+                    let b = Tensor(randomUniform: tb ? [k, n] : [n, k], seed: UInt64(20 + i))
+                    let out = i == 4 ? big.rows(30..<70) : Tensor(randomUniform: [m, n], seed: 3)
+                    let alone = out.copied()
+                    Kernels.gemm(a, b, transposeA: ta, transposeB: tb, into: alone, accumulate: acc, pool: ThreadPool(threads: 1))
+                    expected.append(alone.toFloats())
+                    jobs.append(GemmJob(a, b, transposeA: ta, transposeB: tb, into: out, accumulate: acc))
+                }
+                Kernels.gemmBatch(jobs, pool: pool)
+                for (i, job) in jobs.enumerated() {
+                    XCTAssertEqual(job.out.toFloats(), expected[i], "job \(i) threads=\(pool.threadCount) \(isa)")
+                }
+                let rest = big.toFloats()
+                XCTAssertEqual(Array(rest[..<(30 * 49)]) + Array(rest[(70 * 49)...]), [Float](repeating: 2, count: 60 * 49))
+            }
+        }
+    }
+}
