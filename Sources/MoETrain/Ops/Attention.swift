@@ -22,82 +22,128 @@ extension Tape {
     /// Causal softmax attention: q [T, H, D], k and v [T, G, D] -> [T, H * D]. Token t sees 0...t,
     /// within its segment when `segment` is set (T rows holding T / segment sequences).
     ///
-    /// Backward from the saved probabilities P: dv_j += sum_t P_tj do_t;
-    /// dS_tj = P_tj (do_t . v_j - sum_j' P_tj' do_t . v_j'); dq_t = scale sum_j dS_tj k_j;
-    /// dk_j += scale sum_t dS_tj q_t.
+    /// Each (head, segment) block is a few small products, all run through `Kernels.gemmBatch`
+    /// on head-major copies of q, k and v: S = scale Q K^T, P = causal softmax(S), O = P V.
+    /// Backward from the saved P: dV += P^T dO; dP = dO V^T; dS = P (dP - rowsum(P dP));
+    /// dQ = scale dS K; dK += scale dS^T Q.
     public func causalAttention(q: Variable, k: Variable, v: Variable, scale: Float, segment: Int? = nil) -> Variable {
         let (t, h, d) = (q.shape[0], q.shape[1], q.shape[2]), g = k.shape[1], group = h / g
         let seg = max(1, segment ?? t)
-        let (qT, kT, vT) = (q.value, k.value, v.value)  // the closure keeps these alive
-        let qs = qT.floats, ks = kT.floats, vs = vT.floats
-        let segments = (t + seg - 1) / seg
-        // Saved probabilities [H, T, segment]: row (hi, ti) holds P over its segment's keys.
-        let probs = Tensor(zeros: [h, t, seg])
+        let blocks = AttentionBlocks(tokens: t, heads: h, kvHeads: g, segment: seg)
+        let qh = headMajor(q.value, pool: pool), kh = headMajor(k.value, pool: pool), vh = headMajor(v.value, pool: pool)
+        // Saved probabilities, one [len, len] block per (head, segment).
+        let probs = Tensor(zeros: [blocks.scoreCount])
+        Kernels.gemmBatch(blocks.all.map { b in
+            GemmJob(qh.rows(b.queryRows), kh.rows(b.keyRows), into: blocks.scores(probs, b))
+        }, pool: pool)
         let pp = probs.mutableFloats
-        let y = Tensor(zeros: [t, h * d])
-        let yp = y.mutableFloats
-        // Sequences are independent: each task takes whole segments.
-        Kernels.parallelRows(segments, cost: h * seg * seg * d, pool: pool) { sIdx in
-            let start = sIdx * seg, end = min(t, start + seg)
-            var row = [Float](repeating: 0, count: seg)
-            for hi in 0..<h {
-                let gi = hi / group
-                for ti in start..<end {
-                    var mx = -Float.infinity
-                    for j in start...ti {
-                        var s: Float = 0
-                        for c in 0..<d { s += qs[(ti * h + hi) * d + c] * ks[(j * g + gi) * d + c] }
-                        row[j - start] = s * scale
-                        mx = max(mx, row[j - start])
-                    }
-                    var sum: Float = 0
-                    for j in start...ti { row[j - start] = Foundation.exp(row[j - start] - mx); sum += row[j - start] }
-                    for j in start...ti {
-                        let p = row[j - start] / sum
-                        pp[(hi * t + ti) * seg + j - start] = p
-                        for c in 0..<d { yp[(ti * h + hi) * d + c] += p * vs[(j * g + gi) * d + c] }
-                    }
-                }
+        Kernels.parallelRows(blocks.all.count, cost: seg * seg * 4, pool: pool) { i in
+            let b = blocks.all[i], base = b.scoreOffset, n = b.length
+            for r in 0..<n {
+                let row = base + r * n
+                var mx = -Float.infinity
+                for j in 0...r { pp[row + j] *= scale; mx = max(mx, pp[row + j]) }
+                var sum: Float = 0
+                for j in 0...r { let e = Foundation.exp(pp[row + j] - mx); pp[row + j] = e; sum += e }
+                let inv = 1 / sum
+                for j in 0...r { pp[row + j] *= inv }
+                for j in (r + 1)..<n { pp[row + j] = 0 }
             }
         }
-        let out = Variable(y)
+        let oh = Tensor(zeros: [h * t, d])
+        Kernels.gemmBatch(blocks.all.map { b in
+            GemmJob(blocks.scores(probs, b), vh.rows(b.keyRows), transposeB: true, into: oh.rows(b.queryRows))
+        }, pool: pool)
+        let out = Variable(tokenMajor(oh, heads: h, pool: pool))
         record { [pool] in
             guard let dyT = out.grad else { return }
-            let dy = dyT.floats, qs = qT.floats, ks = kT.floats, vs = vT.floats, pp = probs.floats
-            let dq = Tensor(zeros: q.shape), dk = Tensor(zeros: k.shape), dv = Tensor(zeros: v.shape)
-            let dqp = dq.mutableFloats, dkp = dk.mutableFloats, dvp = dv.mutableFloats
-            Kernels.parallelRows(segments, cost: 2 * h * seg * seg * d, pool: pool) { sIdx in
-                let start = sIdx * seg, end = min(t, start + seg)
-                var dp = [Float](repeating: 0, count: seg)
-                for hi in 0..<h {
-                    let gi = hi / group
-                    for ti in start..<end {
-                        var dot: Float = 0
-                        for j in start...ti {
-                            let p = pp[(hi * t + ti) * seg + j - start]
-                            var s: Float = 0
-                            for c in 0..<d {
-                                let o = dy[(ti * h + hi) * d + c]
-                                s += o * vs[(j * g + gi) * d + c]
-                                dvp[(j * g + gi) * d + c] += p * o
-                            }
-                            dp[j - start] = s
-                            dot += p * s
-                        }
-                        for j in start...ti {
-                            let ds = pp[(hi * t + ti) * seg + j - start] * (dp[j - start] - dot) * scale
-                            for c in 0..<d {
-                                dqp[(ti * h + hi) * d + c] += ds * ks[(j * g + gi) * d + c]
-                                dkp[(j * g + gi) * d + c] += ds * qs[(ti * h + hi) * d + c]
-                            }
-                        }
-                    }
+            let doh = headMajor(dyT.reshaped([t, h, d]), pool: pool)
+            let dqh = Tensor(zeros: [h * t, d]), dkh = Tensor(zeros: [g * t, d]), dvh = Tensor(zeros: [g * t, d])
+            // dP = dO V^T, into a buffer shaped like the probabilities.
+            let dS = Tensor(zeros: [blocks.scoreCount])
+            Kernels.gemmBatch(blocks.all.map { b in
+                GemmJob(doh.rows(b.queryRows), vh.rows(b.keyRows), into: blocks.scores(dS, b))
+            }, pool: pool)
+            let pp = probs.floats, ds = dS.mutableFloats
+            Kernels.parallelRows(blocks.all.count, cost: seg * seg * 3, pool: pool) { i in
+                let b = blocks.all[i], base = b.scoreOffset, n = b.length
+                for r in 0..<n {
+                    let row = base + r * n
+                    var dot: Float = 0
+                    for j in 0...r { dot += pp[row + j] * ds[row + j] }
+                    for j in 0..<n { ds[row + j] = pp[row + j] * (ds[row + j] - dot) * scale }
                 }
             }
-            q.accumulate(dq)
-            k.accumulate(dk)
-            v.accumulate(dv)
+            Kernels.gemmBatch(blocks.all.map { b in
+                GemmJob(blocks.scores(dS, b), kh.rows(b.keyRows), transposeB: true, into: dqh.rows(b.queryRows))
+            }, pool: pool)
+            // dK and dV: the heads of one group add into the same rows, so one batch per head
+            // within the group keeps every batch's outputs disjoint.
+            for r in 0..<group {
+                Kernels.gemmBatch(blocks.all.filter { $0.head % group == r }.flatMap { b in
+                    [GemmJob(blocks.scores(dS, b), qh.rows(b.queryRows), transposeA: true, transposeB: true,
+                             into: dkh.rows(b.keyRows), accumulate: true),
+                     GemmJob(blocks.scores(probs, b), doh.rows(b.queryRows), transposeA: true, transposeB: true,
+                             into: dvh.rows(b.keyRows), accumulate: true)]
+                }, pool: pool)
+            }
+            q.accumulate(tokenMajor(dqh, heads: h, pool: pool).reshaped(q.shape))
+            k.accumulate(tokenMajor(dkh, heads: g, pool: pool).reshaped(k.shape))
+            v.accumulate(tokenMajor(dvh, heads: g, pool: pool).reshaped(v.shape))
         }
         return out
     }
+}
+
+/// The (head, segment) blocks of causal attention over T tokens in segments, with where each
+/// block's rows sit in head-major [heads * T, D] tensors and its [len, len] scores in a flat buffer.
+struct AttentionBlocks {
+    struct Block {
+        var head: Int, queryRows: Range<Int>, keyRows: Range<Int>, scoreOffset: Int
+        var length: Int { queryRows.count }
+    }
+    let all: [Block]
+    let scoreCount: Int
+
+    init(tokens t: Int, heads h: Int, kvHeads g: Int, segment seg: Int) {
+        var all: [Block] = [], offset = 0
+        for hi in 0..<h {
+            let gi = hi / (h / g)
+            for start in stride(from: 0, to: t, by: seg) {
+                let end = min(t, start + seg)
+                all.append(Block(head: hi, queryRows: (hi * t + start)..<(hi * t + end),
+                                 keyRows: (gi * t + start)..<(gi * t + end), scoreOffset: offset))
+                offset += (end - start) * (end - start)
+            }
+        }
+        self.all = all
+        scoreCount = offset
+    }
+
+    /// Block b's [len, len] view of a flat scores buffer.
+    func scores(_ buffer: Tensor, _ b: Block) -> Tensor {
+        buffer.rows(b.scoreOffset..<(b.scoreOffset + b.length * b.length)).reshaped([b.length, b.length])
+    }
+}
+
+/// [T, H, D] -> [H * T, D]: each head's rows together.
+func headMajor(_ x: Tensor, pool: ThreadPool) -> Tensor {
+    let (t, h, d) = (x.shape[0], x.shape[1], x.shape[2])
+    let out = Tensor(zeros: [h * t, d])
+    let src = x.floats, dst = out.mutableFloats
+    Kernels.parallelRows(t, cost: h * d, pool: pool) { ti in
+        for hi in 0..<h { for c in 0..<d { dst[(hi * t + ti) * d + c] = src[(ti * h + hi) * d + c] } }
+    }
+    return out
+}
+
+/// [H * T, D] (head-major) -> [T, H * D].
+func tokenMajor(_ x: Tensor, heads h: Int, pool: ThreadPool) -> Tensor {
+    let d = x.shape[1], t = x.shape[0] / h
+    let out = Tensor(zeros: [t, h * d])
+    let src = x.floats, dst = out.mutableFloats
+    Kernels.parallelRows(t, cost: h * d, pool: pool) { ti in
+        for hi in 0..<h { for c in 0..<d { dst[(ti * h + hi) * d + c] = src[(hi * t + ti) * d + c] } }
+    }
+    return out
 }
