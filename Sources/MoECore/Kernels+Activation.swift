@@ -1,4 +1,5 @@
 import Foundation
+import _MoEKernels
 
 extension Kernels {
     /// How GELU is computed.
@@ -24,9 +25,11 @@ extension Kernels {
         }
     }
 
-    /// SiLU in place over an f32 tensor.
+    /// SiLU in place over an f32 tensor (the C leaf, with a vectorised exp).
     public static func silu(_ x: Tensor, pool: ThreadPool = .shared) {
-        elementwise(x, pool: pool) { silu($0) }
+        let b = x.mutableFloats
+        guard let p = b.baseAddress else { return }
+        parallelChunks(b.count, grain: parallelThreshold, pool: pool) { r in moek_silu_mul(p + r.lowerBound, nil, r.count) }
     }
 
     /// GELU in place over an f32 tensor.
@@ -39,9 +42,25 @@ extension Kernels {
         precondition(gate.shape == up.shape, "siluMul: gate \(gate.shape), up \(up.shape)")
         let g = gate.mutableFloats, u = up.floats
         guard let gp = g.baseAddress, let upp = u.baseAddress else { return }
-        parallelChunks(g.count, grain: parallelThreshold, pool: pool) { range in
-            for i in range { gp[i] = silu(gp[i]) * upp[i] }
+        parallelChunks(g.count, grain: parallelThreshold, pool: pool) { r in
+            moek_silu_mul(gp + r.lowerBound, upp + r.lowerBound, r.count)
         }
+    }
+
+    /// The SwiGLU combine's backward: for `y = silu(gate) * up` and the gradient `dy`, returns
+    /// d gate = dy up s (1 + gate (1 - s)) and d up = dy silu(gate), with s = sigmoid(gate).
+    public static func siluMulBackward(_ dy: Tensor, gate: Tensor, up: Tensor,
+                                       pool: ThreadPool = .shared) -> (dGate: Tensor, dUp: Tensor) {
+        precondition(dy.shape == gate.shape && gate.shape == up.shape, "siluMulBackward: shapes differ")
+        let dg = Tensor(zeros: gate.shape), du = Tensor(zeros: up.shape)
+        let d = dy.floats, g = gate.floats, u = up.floats, dgp = dg.mutableFloats, dup = du.mutableFloats
+        guard let dp = d.baseAddress, let gp = g.baseAddress, let upp = u.baseAddress,
+              let dgb = dgp.baseAddress, let dub = dup.baseAddress else { return (dg, du) }
+        parallelChunks(d.count, grain: parallelThreshold, pool: pool) { r in
+            let o = r.lowerBound
+            moek_silu_mul_backward(dp + o, gp + o, upp + o, dgb + o, dub + o, r.count)
+        }
+        return (dg, du)
     }
 
     /// Applies `f` to every element of an f32 tensor, in place.

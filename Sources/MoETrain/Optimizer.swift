@@ -27,11 +27,9 @@ public final class AdamW: @unchecked Sendable {
     }
 
     /// One update of every parameter with a gradient, at learning rate `lr`.
-    /// The elementwise work is split over `pool` in blocks.
+    /// The elementwise work is the `Kernels.adamW` leaf, split over `pool`.
     public func update(_ params: [(variable: Variable, decay: Bool)], lr: Float, pool: ThreadPool = .shared) {
         step += 1
-        let c1 = 1 - Foundation.pow(beta1, Float(step)), c2 = 1 - Foundation.pow(beta2, Float(step))
-        let (b1, b2, eps) = (beta1, beta2, eps)
         for (p, decay) in params {
             guard let g = p.grad?.floats else { continue }
             let key = ObjectIdentifier(p)
@@ -42,19 +40,12 @@ public final class AdamW: @unchecked Sendable {
                 box = Moments(m: [Float](repeating: 0, count: g.count), v: [Float](repeating: 0, count: g.count))
                 moments[key] = box
             }
-            let w = p.value.mutableFloats
-            let wd = decay ? weightDecay : 0
-            let n = g.count, block = 4096
+            let hyper = Kernels.AdamWStep(beta1: beta1, beta2: beta2, eps: eps, lr: lr,
+                                          weightDecay: decay ? weightDecay : 0, step: step)
+            guard let w = p.value.mutableFloats.baseAddress, let gp = g.baseAddress else { continue }
             box.m.withUnsafeMutableBufferPointer { m in
                 box.v.withUnsafeMutableBufferPointer { v in
-                    Kernels.parallelRows((n + block - 1) / block, cost: block * 8, pool: pool) { b in
-                        for i in (b * block)..<min(n, (b + 1) * block) {
-                            m[i] = b1 * m[i] + (1 - b1) * g[i]
-                            v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i]
-                            let update = (m[i] / c1) / ((v[i] / c2).squareRoot() + eps)
-                            w[i] -= lr * (update + wd * w[i])
-                        }
-                    }
+                    Kernels.adamW(weights: w, grad: gp, m: m.baseAddress!, v: v.baseAddress!, count: g.count, hyper, pool: pool)
                 }
             }
         }
@@ -72,13 +63,17 @@ public final class AdamW: @unchecked Sendable {
 
 /// Scales every gradient so their joint L2 norm is at most `maxNorm`; returns the norm before.
 @discardableResult
-public func clipGradients(_ params: [Variable], maxNorm: Float) -> Float {
-    var total: Double = 0
-    for p in params { if let g = p.grad?.floats { for x in g { total += Double(x) * Double(x) } } }
+public func clipGradients(_ params: [Variable], maxNorm: Float, pool: ThreadPool = .shared) -> Float {
+    let total = params.reduce(0.0) { sum, p in sum + (p.grad.map { Kernels.sumOfSquares($0, pool: pool) } ?? 0) }
     let norm = Float(total.squareRoot())
     if norm > maxNorm && norm > 0 {
         let scale = maxNorm / norm
-        for p in params { if let g = p.grad?.mutableFloats { for i in 0..<g.count { g[i] *= scale } } }
+        for p in params {
+            guard let g = p.grad?.mutableFloats else { continue }
+            Kernels.parallelRows((g.count + 4095) / 4096, cost: 4096, pool: pool) { b in
+                for i in (b * 4096)..<min(g.count, (b + 1) * 4096) { g[i] *= scale }
+            }
+        }
     }
     return norm
 }

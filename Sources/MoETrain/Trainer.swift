@@ -66,7 +66,7 @@ public final class Trainer: @unchecked Sendable {
                                 zLossCoefficient: config.zLoss)
         for p in model.parameters { p.variable.grad = nil }
         tape.backward(from: out.loss)
-        clipGradients(model.parameters.map(\.variable), maxNorm: config.clip)
+        clipGradients(model.parameters.map(\.variable), maxNorm: config.clip, pool: pool)
         let lr = schedule.rate(at: step)
         optimizer.update(model.parameters, lr: lr, pool: pool)
         step += 1

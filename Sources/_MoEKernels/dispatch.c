@@ -144,6 +144,15 @@ void moek_gemm_pack_a_t(const float *At, size_t lda, size_t M, size_t K, size_t 
   }
 }
 double moek_fma_probe(size_t iters) { return vt()->fma_probe(iters); }
+
+void moek_silu_mul(float *gate, const float *up, size_t n) { vt()->silu_mul(gate, up, n); }
+void moek_silu_mul_backward(const float *dy, const float *gate, const float *up, float *dgate, float *dup, size_t n) {
+  vt()->silu_mul_backward(dy, gate, up, dgate, dup, n);
+}
+void moek_adamw(float *w, const float *g, float *m, float *v, size_t n, const float *hyper) {
+  vt()->adamw(w, g, m, v, n, hyper);
+}
+double moek_sum_squares(const float *x, size_t n) { return vt()->sum_squares(x, n); }
 float moek_read_probe(const float *p, size_t n) { return vt()->read_probe(p, n); }
 
 void moek_to_f32(const void *src, int dt, float *dst, size_t n) {

@@ -14,6 +14,10 @@ typedef struct {
                       float *C, size_t ldc, size_t n0, size_t n1, size_t K);
   size_t gemm_mr, gemm_nr, gemm_kc;
   double (*fma_probe)(size_t iters);
+  void (*silu_mul)(float *gate, const float *up, size_t n);
+  void (*silu_mul_backward)(const float *dy, const float *gate, const float *up, float *dgate, float *dup, size_t n);
+  void (*adamw)(float *w, const float *g, float *m, float *v, size_t n, const float *hyper);
+  double (*sum_squares)(const float *x, size_t n);
   float (*read_probe)(const float *p, size_t n);
 } moek_vtable;
 

@@ -171,9 +171,17 @@ static float read_probe_avx512(const float *p, size_t n) {
   return (float)s;
 }
 
+
+// MARK: - Elementwise
+
+#define ELT(name) name##_avx512
+#include "elementwise.inc"
+#undef ELT
+
 #pragma clang attribute pop
 
 const moek_vtable moek_vt_avx512 = {
-    gemv_rows_avx512, gemm_packed_avx512, GEMM_MR, GEMM_NR, GEMM_KC, fma_probe_avx512, read_probe_avx512,
+    gemv_rows_avx512, gemm_packed_avx512, GEMM_MR, GEMM_NR, GEMM_KC, fma_probe_avx512,
+    silu_mul_avx512, silu_mul_backward_avx512, adamw_avx512, sum_squares_avx512, read_probe_avx512,
 };
 #endif

@@ -61,6 +61,14 @@ static float read_probe_scalar(const float *p, size_t n) {
   return (float)(s0 + s1 + s2 + s3);
 }
 
+
+// MARK: - Elementwise
+
+#define ELT(name) name##_scalar
+#include "elementwise.inc"
+#undef ELT
+
 const moek_vtable moek_vt_scalar = {
-    gemv_rows_scalar, gemm_packed_scalar, GEMM_MR, GEMM_NR, GEMM_KC, fma_probe_scalar, read_probe_scalar,
+    gemv_rows_scalar, gemm_packed_scalar, GEMM_MR, GEMM_NR, GEMM_KC, fma_probe_scalar,
+    silu_mul_scalar, silu_mul_backward_scalar, adamw_scalar, sum_squares_scalar, read_probe_scalar,
 };

@@ -166,7 +166,7 @@ extension Tape {
                 }
                 return jobs
             }, pool: pool)
-            let (dg, du) = siluMulBackward(dh, gate: gateOut, up: upOut, pool: pool)
+            let (dg, du) = Kernels.siluMulBackward(dh, gate: gateOut, up: upOut, pool: pool)
             let dxRows = Tensor(zeros: [r, d])
             for (projection, grads) in [(params.gate, dg), (params.up, du)] {
                 Kernels.gemmBatch(used.flatMap { i -> [GemmJob] in

@@ -1,3 +1,4 @@
+import Foundation
 import MoECore
 
 // Dimension legend: R rows, C features.
@@ -51,28 +52,10 @@ extension Tape {
         let out = Variable(y)
         record { [pool] in
             guard let dy = out.grad else { return }
-            let (dg, du) = siluMulBackward(dy, gate: gT, up: uT, pool: pool)
+            let (dg, du) = Kernels.siluMulBackward(dy, gate: gT, up: uT, pool: pool)
             gate.accumulate(dg)
             up.accumulate(du)
         }
         return out
     }
 }
-
-/// The gradients of y = silu(gate) * up with respect to gate and up, given dy (all one shape).
-func siluMulBackward(_ dy: Tensor, gate: Tensor, up: Tensor, pool: ThreadPool) -> (dGate: Tensor, dUp: Tensor) {
-    let d = dy.floats, g = gate.floats, u = up.floats
-    let dg = Tensor(zeros: gate.shape), du = Tensor(zeros: up.shape)
-    let dgp = dg.mutableFloats, dup = du.mutableFloats
-    let chunk = 4096
-    Kernels.parallelRows((d.count + chunk - 1) / chunk, cost: chunk * 8, pool: pool) { c in
-        for i in (c * chunk)..<min(d.count, (c + 1) * chunk) {
-            let s = 1 / (1 + Foundation.exp(-g[i]))
-            dup[i] = d[i] * g[i] * s
-            dgp[i] = d[i] * u[i] * s * (1 + g[i] * (1 - s))
-        }
-    }
-    return (dg, du)
-}
-
-import Foundation

@@ -109,6 +109,17 @@ void moek_gemm_bf16_packed(const uint16_t *Ap, size_t M, const uint16_t *W, size
 /// The granularity in N of `moek_gemm_bf16_packed`.
 #define MOEK_GEMM_BF16_NR 24
 
+/// gate[i] = silu(gate[i]) * up[i] (up NULL: silu alone), with a vectorised f32 exp.
+void moek_silu_mul(float *gate, const float *up, size_t n);
+/// SwiGLU backward: with s = sigmoid(gate), dup = dy gate s and dgate = dy up s (1 + gate (1 - s)).
+void moek_silu_mul_backward(const float *dy, const float *gate, const float *up, float *dgate, float *dup, size_t n);
+/// One AdamW step over n elements in place; hyper = {beta1, beta2, 1 - beta1^t, 1 - beta2^t, eps,
+/// lr, weight decay}: m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2,
+/// w -= lr ((m / c1) / (sqrt(v / c2) + eps) + wd w).
+void moek_adamw(float *w, const float *g, float *m, float *v, size_t n, const float *hyper);
+/// Sum of x[i]^2 (f32 partial sums of 1024 elements, added in f64).
+double moek_sum_squares(const float *x, size_t n);
+
 /// FMA throughput probe: runs `iters` rounds of independent FMA chains in registers and returns
 /// the number of floating-point operations performed (2 per lane per FMA).
 double moek_fma_probe(size_t iters);

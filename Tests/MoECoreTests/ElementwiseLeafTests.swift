@@ -1,0 +1,70 @@
+import Foundation
+import MoECore
+import _TestSupport
+import XCTest
+
+/// The elementwise C leaves (SiLU and its SwiGLU backward with their vectorised exp, AdamW,
+/// sum of squares) against Double references, on every ISA path and odd sizes, including
+/// inputs where exp saturates.
+final class ElementwiseLeafTests: XCTestCase {
+    let sizes = [1, 3, 17, 4097, 70_001]
+
+    func testSiLUAndItsBackward() {
+        forEachISA { isa in
+            for n in sizes {
+                var x = Tensor(randomUniform: [n], in: -12...12, seed: UInt64(n)).toFloats()
+                if n > 3 { x[0] = -100; x[1] = 100; x[2] = 0 }  // saturated exp and zero
+                let up = Tensor(randomUniform: [n], seed: UInt64(n + 1)).toFloats()
+                let dy = Tensor(randomUniform: [n], seed: UInt64(n + 2)).toFloats()
+                let gate = Tensor(shape: [n], values: x)
+                Kernels.siluMul(gate: gate, up: Tensor(shape: [n], values: up))
+                let (dg, du) = Kernels.siluMulBackward(Tensor(shape: [n], values: dy), gate: Tensor(shape: [n], values: x),
+                                                       up: Tensor(shape: [n], values: up))
+                var y = [Float](), rg = [Float](), ru = [Float]()
+                for i in 0..<n {
+                    let g = Double(x[i]), s = 1 / (1 + exp(-g))
+                    y.append(Float(g * s * Double(up[i])))
+                    ru.append(Float(Double(dy[i]) * g * s))
+                    rg.append(Float(Double(dy[i]) * Double(up[i]) * s * (1 + g * (1 - s))))
+                }
+                assertClose(gate.toFloats(), y, absolute: 1e-6, relative: 1e-6, "siluMul n=\(n) \(isa)")
+                assertClose(du.toFloats(), ru, absolute: 1e-6, relative: 1e-6, "dUp n=\(n) \(isa)")
+                assertClose(dg.toFloats(), rg, absolute: 1e-6, relative: 1e-5, "dGate n=\(n) \(isa)")
+            }
+        }
+    }
+
+    func testAdamWAndSumOfSquares() {
+        forEachISA { isa in
+            for pool in testPools {
+                for n in sizes {
+                    let w0 = Tensor(randomUniform: [n], seed: UInt64(n)).toFloats(), g = Tensor(randomUniform: [n], seed: UInt64(n + 5)).toFloats()
+                    var w = w0, m = g.map { $0 * 0.1 }, v = g.map { $0 * $0 * 0.5 }
+                    let (m0, v0) = (m, v)
+                    let h = Kernels.AdamWStep(beta1: 0.9, beta2: 0.95, eps: 1e-8, lr: 0.01, weightDecay: 0.1, step: 3)
+                    w.withUnsafeMutableBufferPointer { wp in
+                        m.withUnsafeMutableBufferPointer { mp in
+                            v.withUnsafeMutableBufferPointer { vp in
+                                Kernels.adamW(weights: wp.baseAddress!, grad: g, m: mp.baseAddress!, v: vp.baseAddress!, count: n, h, pool: pool)
+                            }
+                        }
+                    }
+                    let c1 = 1 - pow(0.9, 3.0), c2 = 1 - pow(0.95, 3.0)
+                    var rw = [Float](), rm = [Float](), rv = [Float]()
+                    for i in 0..<n {
+                        let mi = 0.9 * Double(m0[i]) + 0.1 * Double(g[i]), vi = 0.95 * Double(v0[i]) + 0.05 * Double(g[i]) * Double(g[i])
+                        rm.append(Float(mi))
+                        rv.append(Float(vi))
+                        rw.append(Float(Double(w0[i]) - 0.01 * ((mi / c1) / ((vi / c2).squareRoot() + 1e-8) + 0.1 * Double(w0[i]))))
+                    }
+                    let label = "n=\(n) threads=\(pool.threadCount) \(isa)"
+                    assertClose(m, rm, absolute: 1e-6, relative: 1e-6, "m " + label)
+                    assertClose(v, rv, absolute: 1e-7, relative: 1e-6, "v " + label)
+                    assertClose(w, rw, absolute: 1e-6, relative: 1e-5, "w " + label)
+                    let squares = Kernels.sumOfSquares(Tensor(shape: [n], values: g), pool: pool)
+                    XCTAssertEqual(squares, g.reduce(0.0) { $0 + Double($1) * Double($1) }, accuracy: 1e-6 * Double(n), label)
+                }
+            }
+        }
+    }
+}
