@@ -105,13 +105,13 @@ public final class TrainableDecoder: @unchecked Sendable {
 
     /// Forward pass over B sequences of T tokens (all the same length), recording onto `tape`.
     /// `targets` has one id per token (negative: ignored).
-    public func forward(_ sequences: [[Int]], targets: [[Int]], tape: Tape, loadBalanceCoefficient: Float = 0.01,
-                        zLossCoefficient: Float = 0.001) -> Output {
+    public func forward(_ sequences: [[Int]], targets: [[Int]], tape: Tape,
+                        aux: AuxLossCoefficients = AuxLossCoefficients(loadBalance: 0.01, zLoss: 0.001)) -> Output {
         let s = shape, t = sequences.first?.count ?? 0, b = sequences.count, hd = s.headDim
         precondition(sequences.allSatisfy { $0.count == t } && targets.count == b, "forward: B sequences of equal length")
         let positions = (0..<b).flatMap { _ in Array(0..<t) }
         var x = tape.embedding(embed, ids: sequences.flatMap { $0 })
-        var aux: Float = 0
+        var auxTotal: Float = 0
         var routings: [Routing] = []
         var routerState: Variable?  // RMoE's GRU state, carried from layer to layer
         for layer in layers {
@@ -132,15 +132,14 @@ public final class TrainableDecoder: @unchecked Sendable {
                 routerState = state
                 logits = tape.linear(state, output)
             }
-            let step = tape.moe(h2, logits: logits, layer.moe, router: router,
-                                loadBalanceCoefficient: loadBalanceCoefficient, zLossCoefficient: zLossCoefficient)
-            aux += step.auxLoss
+            let step = tape.moe(h2, logits: logits, layer.moe, router: router, aux: aux)
+            auxTotal += step.auxLoss
             routings.append(step.routing)
             x = tape.add(x, step.output)
         }
         let logits = tape.linear(tape.rmsNorm(x, weight: finalNorm, eps: s.rmsNormEps), lmHead)
         let loss = tape.crossEntropy(logits, targets: targets.flatMap { $0 })
-        return Output(loss: loss, logits: logits, auxLoss: aux, routings: routings)
+        return Output(loss: loss, logits: logits, auxLoss: auxTotal, routings: routings)
     }
 }
 

@@ -62,8 +62,7 @@ public final class Trainer: @unchecked Sendable {
     public func trainStep() -> (loss: Float, aux: Float, lr: Float) {
         let (inputs, targets) = batch(at: step)
         let tape = Tape(pool: pool)
-        let out = model.forward(inputs, targets: targets, tape: tape, loadBalanceCoefficient: config.loadBalance,
-                                zLossCoefficient: config.zLoss)
+        let out = model.forward(inputs, targets: targets, tape: tape, aux: config.auxLosses)
         for p in model.parameters { p.variable.grad = nil }
         tape.backward(from: out.loss)
         clipGradients(model.parameters.map(\.variable), maxNorm: config.clip, pool: pool)
@@ -80,7 +79,7 @@ public final class Trainer: @unchecked Sendable {
         for _ in 0..<maxNew {
             let tape = Tape(pool: pool)
             let logits = model.forward([ids], targets: [[Int](repeating: -1, count: ids.count)], tape: tape,
-                                       loadBalanceCoefficient: 0, zLossCoefficient: 0).logits.value
+                                       aux: AuxLossCoefficients()).logits.value
             let v = logits.shape[1]
             let next = Kernels.argmaxRow(UnsafeBufferPointer(rebasing: logits.floats[((ids.count - 1) * v)...]))
             if next == ByteTokenizer.eos || next == Int(UInt8(ascii: "\n")) { break }
@@ -106,7 +105,7 @@ public final class Trainer: @unchecked Sendable {
         for s in samples {
             let ids = tokenizer.encode(s.text, bos: true)
             let out = model.forward([ids], targets: [[Int](repeating: -1, count: ids.count)], tape: Tape(pool: pool),
-                                    loadBalanceCoefficient: 0, zLossCoefficient: 0)
+                                    aux: AuxLossCoefficients())
             for r in out.routings {
                 experts[s.task.rawValue, default: (0, 0)].sum += Double(r.assignmentCount)
                 experts[s.task.rawValue, default: (0, 0)].count += r.tokenCount

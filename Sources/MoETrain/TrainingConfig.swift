@@ -49,6 +49,9 @@ public struct TrainingConfig: Codable, Sendable {
     public var router = RouterConfig(name: "topk-softmax")
     public var loadBalance: Float = 0.01
     public var zLoss: Float = 0.001
+    /// The top-p dynamic loss (mean router entropy), DeepSeekMoE's expert- and device-level
+    /// balance (devices from the router's `devices`); all off by default.
+    public var entropyLoss: Float = 0, expertBalance: Float = 0, deviceBalance: Float = 0
     public var data = DataSource(synthetic: .init(), textFiles: nil)
     public var steps = 1000, batch = 8, seqLen = 64
     public var lr: Float = 1e-3, minLR: Float = 1e-4, warmup = 100, weightDecay: Float = 0.1, clip: Float = 1
@@ -60,6 +63,7 @@ public struct TrainingConfig: Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case model, router, data, steps, batch, lr, warmup, clip, seed, threads
         case loadBalance = "load_balance", zLoss = "z_loss", seqLen = "seq_len", minLR = "min_lr"
+        case entropyLoss = "entropy_loss", expertBalance = "expert_balance", deviceBalance = "device_balance"
         case weightDecay = "weight_decay", evalInterval = "eval_interval", evalSamples = "eval_samples"
         case checkpointInterval = "checkpoint_interval", checkpointDir = "checkpoint_dir"
     }
@@ -73,6 +77,9 @@ public struct TrainingConfig: Codable, Sendable {
         router = try c.decodeIfPresent(RouterConfig.self, forKey: .router) ?? d.router
         loadBalance = try c.decodeIfPresent(Float.self, forKey: .loadBalance) ?? d.loadBalance
         zLoss = try c.decodeIfPresent(Float.self, forKey: .zLoss) ?? d.zLoss
+        entropyLoss = try c.decodeIfPresent(Float.self, forKey: .entropyLoss) ?? d.entropyLoss
+        expertBalance = try c.decodeIfPresent(Float.self, forKey: .expertBalance) ?? d.expertBalance
+        deviceBalance = try c.decodeIfPresent(Float.self, forKey: .deviceBalance) ?? d.deviceBalance
         data = try c.decodeIfPresent(DataSource.self, forKey: .data) ?? d.data
         steps = try c.decodeIfPresent(Int.self, forKey: .steps) ?? d.steps
         batch = try c.decodeIfPresent(Int.self, forKey: .batch) ?? d.batch
@@ -104,5 +111,11 @@ public struct TrainingConfig: Codable, Sendable {
         guard evalInterval > 0, checkpointInterval > 0, evalSamples >= 0 else { throw bad("eval_interval/checkpoint_interval", "must be positive") }
         if data.synthetic == nil && (data.textFiles ?? []).isEmpty { throw bad("data", "give synthetic or text_files") }
         _ = try router.makeRouter(experts: m.experts, path: path)  // every router trains; this checks its parameters
+    }
+
+    /// The auxiliary-loss weights the MoE layers train with.
+    public var auxLosses: AuxLossCoefficients {
+        AuxLossCoefficients(loadBalance: loadBalance, zLoss: zLoss, entropy: entropyLoss, expertBalance: expertBalance,
+                            deviceBalance: deviceBalance, devices: router.devices ?? 1)
     }
 }

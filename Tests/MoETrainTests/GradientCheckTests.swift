@@ -106,7 +106,7 @@ final class GradientCheckTests: XCTestCase {
 /// load-balance and z-losses) against finite differences, for renormalised top-k, raw top-k and
 /// top-p. Router weights are kept small so a step of h never changes which experts are chosen.
 final class MoEGradientTests: XCTestCase {
-    func run(_ router: any Router, lb: Float, zc: Float) {
+    func run(_ router: any Router, lb: Float, zc: Float, more: AuxLossCoefficients = AuxLossCoefficients()) {
         let (t, d, e, inner) = (5, 6, 4, 5)
         var inputs = [Tensor(randomUniform: [t, d], seed: 50), Tensor(randomUniform: [router.logitCount, d], in: -0.5...0.5, seed: 51)]
         for i in 0..<e {
@@ -117,7 +117,10 @@ final class MoEGradientTests: XCTestCase {
         gradientCheck(inputs) { tape, v in
             let params = MoEParameters(router: v[1], gate: (0..<e).map { v[2 + 3 * $0] }, up: (0..<e).map { v[3 + 3 * $0] },
                                        down: (0..<e).map { v[4 + 3 * $0] })
-            let step = tape.moe(v[0], params, router: router, loadBalanceCoefficient: lb, zLossCoefficient: zc)
+            var aux = more
+            aux.loadBalance = lb
+            aux.zLoss = zc
+            let step = tape.moe(v[0], params, router: router, aux: aux)
             let probe = tape.weightedSum(step.output, r)
             return tape.add(probe, Variable(Tensor(shape: [1], values: [step.auxLoss]), requiresGrad: false))
         }
@@ -146,6 +149,19 @@ final class MoEGradientTests: XCTestCase {
 
     func testTopPRaggedSelection() {
         run(TopPRouter(experts: 4, p: 0.5), lb: 0.2, zc: 0)
+    }
+
+    /// The top-p dynamic (entropy) loss and DeepSeekMoE's expert- and device-level balance,
+    /// with softmax and with (normalised) sigmoid scores.
+    func testEntropyExpertAndDeviceBalance() {
+        let more = AuxLossCoefficients(entropy: 0.3, expertBalance: 0.4, deviceBalance: 0.5, devices: 2)
+        run(TopPRouter(experts: 4, p: 0.5), lb: 0, zc: 0, more: more)
+        run(TopKSoftmaxRouter(experts: 4, k: 2), lb: 0.1, zc: 0, more: more)
+        run(TopKSigmoidRouter(experts: 4, k: 2, renormalize: true, routedScaling: 2), lb: 0, zc: 0, more: more)
+        // The device loss alone, large: only the gap between the devices' mean f moves the scores.
+        let device = AuxLossCoefficients(deviceBalance: 4, devices: 2)
+        run(TopKSoftmaxRouter(experts: 4, k: 1), lb: 0, zc: 0, more: device)
+        run(TopKSigmoidRouter(experts: 4, k: 1, renormalize: true), lb: 0, zc: 0, more: device)
     }
 }
 

@@ -71,7 +71,7 @@ final class RecurrentRouterTrainingTests: XCTestCase {
         let ids = [[3, 1, 4, 1, 5, 9], [2, 6, 5, 3, 5, 8]], targets = [[1, 4, 1, 5, 9, 2], [6, 5, 3, 5, 8, 9]]
         // Cross-entropy plus the aux losses, whose gradients the MoE op applies inside.
         func loss(_ tape: Tape) -> Variable {
-            let out = model.forward(ids, targets: targets, tape: tape, loadBalanceCoefficient: 0.1, zLossCoefficient: 0.01)
+            let out = model.forward(ids, targets: targets, tape: tape, aux: AuxLossCoefficients(loadBalance: 0.1, zLoss: 0.01))
             return tape.add(out.loss, Variable(Tensor(shape: [1], values: [out.auxLoss]), requiresGrad: false))
         }
         let tape = Tape(pool: ThreadPool(threads: 1))

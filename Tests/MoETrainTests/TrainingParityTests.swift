@@ -31,7 +31,7 @@ final class TrainingParityTests: XCTestCase {
         let ref = try JSONDecoder().decode(Reference.self, from: Data(contentsOf: trainFixture.appendingPathComponent("reference.json")))
         let model = try fixtureModel()
         let tape = Tape(pool: ThreadPool(threads: 2))
-        let out = model.forward(ref.inputIds, targets: ref.targets, tape: tape, loadBalanceCoefficient: 0, zLossCoefficient: 0)
+        let out = model.forward(ref.inputIds, targets: ref.targets, tape: tape, aux: AuxLossCoefficients())
         XCTAssertEqual(out.loss.value.floats[0], ref.loss, accuracy: 1e-5)
         tape.backward(from: out.loss)
         let grads = try SafetensorsFile(path: trainFixture.appendingPathComponent("grads.safetensors").path)

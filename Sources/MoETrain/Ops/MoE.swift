@@ -40,12 +40,38 @@ public struct MoEParameters {
     public var all: [Variable] { router.all + gate + up + down }
 }
 
+/// The weights of the MoE layer's auxiliary losses in training (0 turns one off). ROUTING.md
+/// §1, §3, §8.
+public struct AuxLossCoefficients: Sendable, Equatable {
+    /// Switch / GShard load balance, `E sum_i f_i P_i`.
+    public var loadBalance: Float
+    /// ST-MoE router z-loss, `mean_t lse_t^2`.
+    public var zLoss: Float
+    /// The top-p router's dynamic loss: the mean per-token router entropy.
+    public var entropy: Float
+    /// DeepSeekMoE expert-level balance, `sum_i f_i P_i` with `f_i = E counts_i / (k T)`.
+    public var expertBalance: Float
+    /// DeepSeekMoE device-level balance over `devices` contiguous groups of experts.
+    public var deviceBalance: Float
+    public var devices: Int
+
+    public init(loadBalance: Float = 0, zLoss: Float = 0, entropy: Float = 0, expertBalance: Float = 0,
+                deviceBalance: Float = 0, devices: Int = 1) {
+        self.loadBalance = loadBalance
+        self.zLoss = zLoss
+        self.entropy = entropy
+        self.expertBalance = expertBalance
+        self.deviceBalance = deviceBalance
+        self.devices = devices
+    }
+}
+
 /// What the MoE op returns: the layer output, the routing it used, and the weighted auxiliary
 /// loss (load balance and z-loss), already part of the gradient.
 public struct MoEStep {
     public var output: Variable
     public var routing: Routing
-    /// coefLB * load_balance + coefZ * z_loss, as a value (its gradient is applied inside).
+    /// The weighted sum of the auxiliary losses, as a value (their gradients are applied inside).
     public var auxLoss: Float
 }
 
@@ -61,11 +87,15 @@ extension Tape {
     /// (divided by their sum when the router `renormalizesChosenWeights`); y_t = sum_j w_tj E_j(x_t).
     /// Backward: dE_j(x_t) = w_tj dy_t and dw_tj = dy_t . E_j(x_t); through the renormalisation
     /// dp_i = (dw_i - sum_j dw_j w_j) / S; through the softmax dz = p (dp - sum dp p); then the
-    /// logits (whatever made them: a linear router, or RMoE's GRU). The experts backpropagate as SwiGLU. The load-balance loss
-    /// E sum_i f_i P_i (f held constant) adds coefLB E f_i / T to dp; the z-loss
+    /// logits (whatever made them: a linear router, or RMoE's GRU). The experts backpropagate as
+    /// SwiGLU. Every balance loss holds f constant and is linear in P_i = mean_t p_ti, so it
+    /// adds a constant c_i / T to dp (load balance E f_i, expert balance f_i, device balance the
+    /// mean f of i's device); the entropy loss adds -(log p + 1) / T; for sigmoid scores these
+    /// act on the normalised scores and pass through the normalisation. The z-loss
     /// mean_t lse_t^2 adds coefZ 2 lse_t softmax(z_t) / T to dz.
     public func moe(_ x: Variable, logits: Variable, _ params: MoEParameters, router: any Router,
-                    loadBalanceCoefficient coefLB: Float = 0, zLossCoefficient coefZ: Float = 0) -> MoEStep {
+                    aux: AuxLossCoefficients = AuxLossCoefficients()) -> MoEStep {
+        let (coefLB, coefZ) = (aux.loadBalance, aux.zLoss)
         let (t, d) = (x.shape[0], x.shape[1]), e = params.gate.count
         let l = logits.shape[1]  // router logits: the experts, plus AdaMoE's null experts
         precondition(logits.shape[0] == t && l == router.logitCount, "moe: logits [\(t), \(router.logitCount)] expected")
@@ -122,6 +152,13 @@ extension Tape {
         let balance = AuxLoss.loadBalance(probs: balanceProbs, tokens: t, experts: l,
                                           fractions: counts.map { Double($0) / Double(max(1, t)) })
         let zLoss = AuxLoss.zLoss(logits: z)
+        let meanK = Double(routing.assignmentCount) / Double(max(1, t))  // k, or top-p's mean
+        let intCounts = counts.map { Int($0.rounded()) }
+        let expertBalance = aux.expertBalance == 0 ? 0
+            : AuxLoss.expertBalance(probs: balanceProbs, tokens: t, experts: l, counts: intCounts, k: meanK)
+        let deviceBalance = aux.deviceBalance == 0 ? 0
+            : AuxLoss.deviceBalance(probs: balanceProbs, tokens: t, experts: l, counts: intCounts, k: meanK, devices: aux.devices)
+        let entropy = aux.entropy == 0 ? 0 : AuxLoss.entropy(probs: balanceProbs, tokens: t, experts: l)
         let out = Variable(y)
         record { [pool] in
             guard let dyT = out.grad else { return }
@@ -186,14 +223,29 @@ extension Tape {
                     for j in 0..<d { dxp[tok * d + j] += dxr[row * d + j] }
                 }
             }
-            // Load balance: L = E sum_i f_i P_i with P_i = mean_t p_ti.
-            // (For sigmoid scores P_i averages the normalised scores s_ti / sum_j s_tj.)
-            if coefLB != 0 && t > 0 {
-                let c = (0..<l).map { coefLB * Float(l) * counts[$0] / Float(t) / Float(t) }
+            // Balance losses, linear in P_i = mean_t p_ti: a constant c_i per score; plus the
+            // entropy's -(log p + 1). For sigmoid scores P averages the normalised scores
+            // s_ti / sum_j s_tj, so the gradient passes through that normalisation.
+            if t > 0 && (coefLB != 0 || aux.expertBalance != 0 || aux.deviceBalance != 0 || aux.entropy != 0) {
+                let tf = Float(t), f = (0..<l).map { Float(l) * counts[$0] / (Float(meanK) * tf) }  // DeepSeekMoE's f_i
+                var c = (0..<l).map { (coefLB * Float(l) * counts[$0] / tf + aux.expertBalance * f[$0]) / tf }
+                if aux.deviceBalance != 0 {
+                    let per = l / max(1, aux.devices)
+                    for dev in 0..<aux.devices {
+                        let group = (dev * per)..<(dev == aux.devices - 1 ? l : (dev + 1) * per)
+                        let mean = group.reduce(Float(0)) { $0 + f[$1] } / Float(group.count)
+                        for i in group { c[i] += aux.deviceBalance * mean / tf }
+                    }
+                }
+                var g = [Float](repeating: 0, count: l)
                 for tok in 0..<t {
                     var inner: Float = 0
-                    if sigmoid { for i in 0..<l { inner += c[i] * balanceProbs[tok * l + i] } }
-                    for i in 0..<l { dp[tok * l + i] += sigmoid ? (c[i] - inner) / scoreSums[tok] : c[i] }
+                    for i in 0..<l {
+                        let bp = balanceProbs[tok * l + i]
+                        g[i] = c[i] + (aux.entropy != 0 && bp > 0 ? -aux.entropy * (Foundation.log(bp) + 1) / tf : 0)
+                        inner += g[i] * bp
+                    }
+                    for i in 0..<l { dp[tok * l + i] += sigmoid ? (g[i] - inner) / scoreSums[tok] : g[i] }
                 }
             }
             // Score backward (softmax or sigmoid), plus the z-loss on the logits.
@@ -216,15 +268,17 @@ extension Tape {
             logits.accumulate(Tensor(shape: [t, l], values: dz))
             x.accumulate(dx)
         }
-        return MoEStep(output: out, routing: routing, auxLoss: coefLB * balance + coefZ * zLoss)
+        return MoEStep(output: out, routing: routing,
+                       auxLoss: coefLB * balance + coefZ * zLoss + aux.expertBalance * expertBalance
+                           + aux.deviceBalance * deviceBalance + aux.entropy * entropy)
     }
 
     /// The MoE layer with a linear router: its logits `x W^T` recorded as a `linear` op, then
     /// `moe(_:logits:_:router:)`.
     public func moe(_ x: Variable, _ params: MoEParameters, router: any Router,
-                    loadBalanceCoefficient coefLB: Float = 0, zLossCoefficient coefZ: Float = 0) -> MoEStep {
+                    aux: AuxLossCoefficients = AuxLossCoefficients()) -> MoEStep {
         guard case let .linear(w) = params.router else { preconditionFailure("moe: a recurrent router needs its logits passed in") }
-        return moe(x, logits: linear(x, w), params, router: router, loadBalanceCoefficient: coefLB, zLossCoefficient: coefZ)
+        return moe(x, logits: linear(x, w), params, router: router, aux: aux)
     }
 
     /// How many tokens chose each router logit (T f_i of the load-balance loss). For AdaMoE's
