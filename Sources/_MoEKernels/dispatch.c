@@ -230,3 +230,15 @@ float *moek_thread_scratch(size_t floats) {
   }
   return s->ptr;
 }
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+int moek_retain_freed_memory(void) {
+#if defined(__GLIBC__)
+  return mallopt(M_MMAP_THRESHOLD, 1 << 30) && mallopt(M_TRIM_THRESHOLD, 0x7fffffff);
+#else
+  return 0;
+#endif
+}

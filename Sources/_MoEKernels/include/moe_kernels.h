@@ -120,6 +120,10 @@ void moek_adamw(float *w, const float *g, float *m, float *v, size_t n, const fl
 /// Sum of x[i]^2 (f32 partial sums of 1024 elements, added in f64).
 double moek_sum_squares(const float *x, size_t n);
 
+/// Asks the C allocator to keep freed blocks for reuse instead of returning them to the system
+/// (glibc: no mmap per large block, no trimming). Returns 1 if it did, 0 where unsupported.
+int moek_retain_freed_memory(void);
+
 /// FMA throughput probe: runs `iters` rounds of independent FMA chains in registers and returns
 /// the number of floating-point operations performed (2 per lane per FMA).
 double moek_fma_probe(size_t iters);
