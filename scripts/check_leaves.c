@@ -64,8 +64,47 @@ int main(void) {
       moek_gemm_packed(Ap, M, W, dt, K, C, N, mid, N, K);
       snprintf(what, sizeof what, "gemm dt=%d M=%zu N=%zu K=%zu", dt, M, N, K);
       failures += check(what, C, ref, scale, M * N); cases++;
+      if (dt == MOEK_F32) {
+        // Both operands stored transposed, accumulating onto the result: C = 2 A W^T.
+        float *At = malloc(M * K * 4), *Wt = malloc(N * K * 4);
+        double *ref2 = malloc(M * N * 8), *scale2 = malloc(M * N * 8);
+        for (size_t m = 0; m < M; m++) for (size_t k = 0; k < K; k++) At[k * M + m] = A[m * K + k];
+        for (size_t n = 0; n < N; n++) for (size_t k = 0; k < K; k++) Wt[k * N + n] = Wf[n * K + k];
+        for (size_t i = 0; i < M * N; i++) { ref2[i] = 2 * ref[i]; scale2[i] = 2 * scale[i]; }
+        moek_gemm_pack_a_t(At, M, M, K, 0, (M + mr - 1) / mr, Ap);
+        moek_gemm_packed_ex(Ap, M, Wt, MOEK_F32, N, 1, 1, C, N, 0, mid, K);
+        moek_gemm_packed_ex(Ap, M, Wt, MOEK_F32, N, 1, 1, C, N, mid, N, K);
+        snprintf(what, sizeof what, "gemm transposed accumulate M=%zu N=%zu K=%zu", M, N, K);
+        failures += check(what, C, ref2, scale2, M * N); cases++;
+        free(At); free(Wt); free(ref2); free(scale2);
+      }
       free(A); free(Wf); free(Ww); free(Wh); free(C); free(ref); free(scale); free(Ap);
     }
+  }
+  // Elementwise leaves against libm in double.
+  {
+    enum { n = 1001 };
+    static float g[n], u[n], dy[n], y[n], dg[n], du[n], w[n], m[n], v[n], gr[n];
+    static double ry[n], rdg[n], rdu[n], rw[n], ones[n];
+    for (int i = 0; i < n; i++) { g[i] = 12 * rnd(); u[i] = rnd(); dy[i] = rnd(); w[i] = rnd(); gr[i] = rnd();
+                                  m[i] = 0.1f * gr[i]; v[i] = 0.5f * gr[i] * gr[i]; y[i] = g[i]; ones[i] = 1; }
+    for (int i = 0; i < n; i++) {
+      double x = g[i], s = 1 / (1 + exp(-x)), mi = 0.9 * m[i] + 0.1 * gr[i], vi = 0.95 * v[i] + 0.05 * (double)gr[i] * gr[i];
+      ry[i] = x * s * u[i]; rdu[i] = dy[i] * x * s; rdg[i] = dy[i] * u[i] * s * (1 + x * (1 - s));
+      rw[i] = w[i] - 0.01 * ((mi / (1 - 0.729)) / (sqrt(vi / (1 - 0.857375)) + 1e-8) + 0.1 * w[i]);
+    }
+    moek_silu_mul(y, u, n);
+    moek_silu_mul_backward(dy, g, u, dg, du, n);
+    const float hyper[7] = {0.9f, 0.95f, (float)(1 - 0.729), (float)(1 - 0.857375), 1e-8f, 0.01f, 0.1f};
+    moek_adamw(w, gr, m, v, n, hyper);
+    failures += check("silu_mul", y, ry, ones, n); cases++;
+    failures += check("silu_mul_backward up", du, rdu, ones, n); cases++;
+    failures += check("silu_mul_backward gate", dg, rdg, ones, n); cases++;
+    failures += check("adamw", w, rw, ones, n); cases++;
+    double sq = 0;
+    for (int i = 0; i < n; i++) sq += (double)gr[i] * gr[i];
+    if (fabs(moek_sum_squares(gr, n) - sq) > 1e-4) { printf("FAIL sum_squares\n"); failures++; }
+    cases++;
   }
   printf("%d passed, %d failed\n", cases - failures, failures);
   return failures ? 1 : 0;
