@@ -18,6 +18,10 @@ public protocol Router: Sendable {
     /// Whether the chosen weights are divided by their sum (so a token's weights sum to 1, or
     /// to the routed scaling). Training differentiates through this division.
     var renormalizesChosenWeights: Bool { get }
+    /// The fixed number of routed experts each token gets from a top-k selection over the
+    /// routed experts (config.json's `num_experts_per_tok`); nil when it varies or counts
+    /// other slots (top-p, expert choice, null experts, capacity).
+    var topK: Int? { get }
     /// Chooses experts and weights for every row of `logits` ([T, logitCount], f32).
     func route(_ logits: Tensor) -> Routing
     /// The auxiliary losses for `logits` and the routing `route` gave for them, by name
@@ -29,6 +33,7 @@ extension Router {
     public var logitCount: Int { expertCount }
     public var isCausal: Bool { true }
     public var renormalizesChosenWeights: Bool { false }
+    public var topK: Int? { nil }
 }
 
 /// Helpers shared by the routers.

@@ -30,6 +30,9 @@ public final class AdamW: @unchecked Sendable {
     /// The elementwise work is the `Kernels.adamW` leaf, split over `pool`.
     public func update(_ params: [(variable: Variable, decay: Bool)], lr: Float, pool: ThreadPool = .shared) {
         step += 1
+        let withDecay = Kernels.AdamWStep(beta1: beta1, beta2: beta2, eps: eps, lr: lr, weightDecay: weightDecay, step: step)
+        var withoutDecay = withDecay
+        withoutDecay.weightDecay = 0
         for (p, decay) in params {
             guard let g = p.grad?.floats else { continue }
             let key = ObjectIdentifier(p)
@@ -40,8 +43,7 @@ public final class AdamW: @unchecked Sendable {
                 box = Moments(m: [Float](repeating: 0, count: g.count), v: [Float](repeating: 0, count: g.count))
                 moments[key] = box
             }
-            let hyper = Kernels.AdamWStep(beta1: beta1, beta2: beta2, eps: eps, lr: lr,
-                                          weightDecay: decay ? weightDecay : 0, step: step)
+            let hyper = decay ? withDecay : withoutDecay
             guard let w = p.value.mutableFloats.baseAddress, let gp = g.baseAddress else { continue }
             box.m.withUnsafeMutableBufferPointer { m in
                 box.v.withUnsafeMutableBufferPointer { v in

@@ -64,8 +64,7 @@ extension TrainableDecoder {
             "architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "vocab_size": s.vocabSize,
             "hidden_size": s.hiddenSize, "num_hidden_layers": s.layers, "num_attention_heads": s.heads,
             "num_key_value_heads": s.kvHeads, "head_dim": s.headDim, "intermediate_size": s.expertSize,
-            "num_local_experts": s.experts, "num_experts_per_tok": (router as? TopKSoftmaxRouter)?.k ?? (router as? TopKSigmoidRouter)?.k
-                ?? (router as? RecurrentRouter)?.k ?? 2,
+            "num_local_experts": s.experts, "num_experts_per_tok": router.topK ?? 2,
             "rms_norm_eps": Double(s.rmsNormEps), "rope_theta": s.ropeTheta, "max_position_embeddings": 4096,
             "tie_word_embeddings": false, "torch_dtype": "float32", "hidden_act": "silu",
         ]

@@ -10,6 +10,7 @@ public struct RecurrentRouter: Router {
     public var name: String { "recurrent" }
     public var expertCount: Int { selection.expertCount }
     public var k: Int { selection.k }
+    public var topK: Int? { k }
     public var renormalizesChosenWeights: Bool { selection.renormalizesChosenWeights }
     /// The GRU state size d_r its gates are built with (what a model to train or load needs).
     public let stateSize: Int

@@ -25,6 +25,7 @@ public struct TopKSigmoidRouter: Router {
     public var name: String { "topk-sigmoid" }
     public let expertCount: Int
     public let k: Int
+    public var topK: Int? { k }
     public let scoring: Scoring
     public let bias: [Float]?
     public let groups: Int

@@ -8,6 +8,7 @@ public struct TopKSoftmaxRouter: Router {
     public var name: String { "topk-softmax" }
     public let expertCount: Int
     public let k: Int
+    public var topK: Int? { k }
     public let renormalize: Bool
     public var renormalizesChosenWeights: Bool { renormalize }
     /// Experts per device for DeepSeekMoE's device-level balance loss (1: not reported).
