@@ -30,6 +30,14 @@ extern const moek_vtable moek_vt_avx512;
 extern const moek_vtable moek_vt_neon;
 #endif
 
+#if defined(__x86_64__) || defined(__i386__)
+/// The AVX-512 matmul tile (kernels_avx512_gemm.c): MR rows of A broadcast against NR = 32
+/// packed weight columns, over reduction blocks of KC.
+enum { MOEK_AVX512_MR = 12, MOEK_AVX512_NR = 32, MOEK_AVX512_KC = 128 };
+void moek_gemm_packed_avx512(const float *Ap, size_t M, const void *W, int dt, size_t ldw, int wt, int acc,
+                             float *C, size_t ldc, size_t n0, size_t n1, size_t K);
+#endif
+
 /// Packs panels [t0, t1) of A into the layout `gemm_packed` reads: for each K block of `kc`
 /// columns (k0 = 0, KC, 2KC, ...), all panels in turn, each [kc][MR], zero-padded past M.
 void moek_pack_a_generic(const float *A, size_t lda, size_t M, size_t K, size_t t0, size_t t1,

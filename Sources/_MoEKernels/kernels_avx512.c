@@ -7,25 +7,7 @@
 
 #define INLINE static inline __attribute__((always_inline))
 
-/// 16 weights from element i of `base`, widened to f32.
-INLINE __m512 ld16(const void *base, size_t i, int dt) {
-  if (dt == MOEK_BF16) {
-    __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)base + i));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-  }
-  if (dt == MOEK_F16) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)base + i)));
-  return _mm512_loadu_ps((const float *)base + i);
-}
-
-/// As `ld16`, for the lanes in `m` only (the others are zero).
-INLINE __m512 ld16_mask(const void *base, size_t i, int dt, __mmask16 m) {
-  if (dt == MOEK_BF16) {
-    __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)base + i);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-  }
-  if (dt == MOEK_F16) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)base + i));
-  return _mm512_maskz_loadu_ps(m, (const float *)base + i);
-}
+#include "avx512_loads.h"
 
 // MARK: - Matrix-vector rows
 
@@ -76,66 +58,7 @@ INLINE void gemv_tile(const char *w, size_t wstride, const int dt, const float *
 #define GEMV_NAME gemv_rows_avx512
 #include "gemv_driver.inc"
 
-// MARK: - Matrix multiply
-
-enum { Z_MR = 16, Z_NR = 24, Z_KC = 256 };
-
-static void widen_row_avx512(const void *src, int dt, float *dst, size_t n) {
-  size_t i = 0;
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, ld16(src, i, dt));
-  if (i < n) {
-    const __mmask16 mask = (__mmask16)((1u << (n - i)) - 1u);
-    _mm512_mask_storeu_ps(dst + i, mask, ld16_mask(src, i, dt, mask));
-  }
-}
-
-/// C^T tile of at most 8 rows of A, in 256-bit registers: Zen 4 issues two 256-bit FMAs a
-/// cycle against one 512-bit, so a short remainder panel costs half a full one.
-static void ukernel_avx512_half(const float *Ap, const float *Wp, size_t kc, float *C, size_t ldc,
-                                size_t mr, size_t nr, int first) {
-  __m256 c[Z_NR];
-#pragma clang loop unroll(full)
-  for (int j = 0; j < Z_NR; j++) c[j] = _mm256_setzero_ps();
-  for (size_t k = 0; k < kc; k++) {
-    const __m256 a = _mm256_load_ps(Ap + k * Z_MR);
-#pragma clang loop unroll(full)
-    for (int j = 0; j < Z_NR; j++) c[j] = _mm256_fmadd_ps(a, _mm256_set1_ps(Wp[j * Z_KC + k]), c[j]);
-  }
-  float tile[Z_NR][8] __attribute__((aligned(32)));
-#pragma clang loop unroll(full)
-  for (int j = 0; j < Z_NR; j++) _mm256_store_ps(tile[j], c[j]);
-  moek_store_tile(&tile[0][0], 8, C, ldc, mr, nr, first);
-}
-
-/// C^T tile: lanes run over 16 rows of A, each of the 24 accumulators is one weight row.
-static void ukernel_avx512(const float *Ap, const float *Wp, size_t kc, float *C, size_t ldc,
-                           size_t mr, size_t nr, int first) {
-  if (mr <= 8) {
-    ukernel_avx512_half(Ap, Wp, kc, C, ldc, mr, nr, first);
-    return;
-  }
-  __m512 c[Z_NR];
-#pragma clang loop unroll(full)
-  for (int j = 0; j < Z_NR; j++) c[j] = _mm512_setzero_ps();
-  for (size_t k = 0; k < kc; k++) {
-    const __m512 a = _mm512_load_ps(Ap + k * Z_MR);
-#pragma clang loop unroll(full)
-    for (int j = 0; j < Z_NR; j++) c[j] = _mm512_fmadd_ps(a, _mm512_set1_ps(Wp[j * Z_KC + k]), c[j]);
-  }
-  float tile[Z_NR][Z_MR] __attribute__((aligned(64)));
-#pragma clang loop unroll(full)
-  for (int j = 0; j < Z_NR; j++) _mm512_store_ps(tile[j], c[j]);
-  moek_store_tile(&tile[0][0], Z_MR, C, ldc, mr, nr, first);
-}
-
-#define GEMM_MR Z_MR
-#define GEMM_NR Z_NR
-#define GEMM_KC Z_KC
-#define GEMM_NAME gemm_packed_avx512
-#define GEMM_UKERNEL ukernel_avx512
-#define GEMM_WIDEN_ROW widen_row_avx512
-#define GEMM_PREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
-#include "gemm_driver.inc"
+// MARK: - Matrix multiply: kernels_avx512_gemm.c
 
 // MARK: - Probes
 
@@ -181,7 +104,7 @@ static float read_probe_avx512(const float *p, size_t n) {
 #pragma clang attribute pop
 
 const moek_vtable moek_vt_avx512 = {
-    gemv_rows_avx512, gemm_packed_avx512, GEMM_MR, GEMM_NR, GEMM_KC, fma_probe_avx512,
+    gemv_rows_avx512, moek_gemm_packed_avx512, MOEK_AVX512_MR, MOEK_AVX512_NR, MOEK_AVX512_KC, fma_probe_avx512,
     silu_mul_avx512, silu_mul_backward_avx512, adamw_avx512, sum_squares_avx512, read_probe_avx512,
 };
 #endif

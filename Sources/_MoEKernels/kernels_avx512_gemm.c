@@ -1,0 +1,197 @@
+// AVX-512 matrix multiply on packed A: the row-vector (BLIS-style) orientation.
+//
+// The micro-tile is MR rows of C by NR = 32 columns (two zmm registers per row). Each step of
+// the reduction loads 32 packed weights (two vectors) and broadcasts MR values of A, so each
+// row's accumulators map straight onto a row of C: the tile is stored with two (masked) vector
+// stores per row, with no transposition. The weight block is packed once per NR columns into an
+// L1-sized buffer [kc][NR], then reused by every MR panel of A:
+//   - W stored [N, K] (the Linear layout): 16x16 blocks are transposed in registers, widening
+//     f16/bf16 on the way;
+//   - W stored transposed, [K, N] (the backward passes): each k is one contiguous row, so the
+//     block is a straight copy.
+// While a tile computes, the source lines of the next weight block are prefetched, a slice
+// before each MR panel, so a cold block streams from memory instead of stalling the packer.
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#include "internal.h"
+
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c,avx2"))), apply_to = function)
+
+#define INLINE static inline __attribute__((always_inline))
+
+enum { V_MR = MOEK_AVX512_MR, V_NR = MOEK_AVX512_NR, V_KC = MOEK_AVX512_KC, V_MC = 24 };
+
+#include "avx512_loads.h"
+
+INLINE __mmask16 lanes(size_t n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u); }
+
+/// Transposes 16 vectors in place: r[i] lane j becomes r[j] lane i.
+INLINE void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xee);
+    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+  }
+  // Now r[4q + s] holds, in each 128-bit lane L, rows 4q..4q+3 of column 4L + s.
+  for (int i = 0; i < 4; i++) {
+    t[i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0x88);
+    t[4 + i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0xdd);
+    t[8 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0x88);
+    t[12 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0xdd);
+  }
+  for (int i = 0; i < 4; i++) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
+    r[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xdd);
+    r[4 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0x88);
+    r[12 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0xdd);
+  }
+}
+
+/// Packs weight rows [n, n + nr) x columns [k0, k0 + kc) of W [N, K] into Wp[k][V_NR].
+static void pack_w_rows(const void *W, int dt, size_t ldw, size_t n, size_t nr, size_t k0, size_t kc,
+                        float *Wp) {
+  const size_t esz = moek_dtype_size(dt);
+  for (size_t g = 0; g < V_NR; g += 16) {
+    for (size_t kk = 0; kk < kc; kk += 16) {
+      const size_t kn = (kc - kk) < 16 ? (kc - kk) : 16;
+      const __mmask16 km = lanes(kn);
+      __m512 r[16];
+#pragma clang loop unroll(full)
+      for (int j = 0; j < 16; j++) {
+        const size_t row = g + (size_t)j;
+        r[j] = row < nr ? ld16_mask((const char *)W + (n + row) * ldw * esz, k0 + kk, dt, km) : _mm512_setzero_ps();
+      }
+      transpose16(r);
+      for (size_t i = 0; i < kn; i++) _mm512_store_ps(Wp + (kk + i) * V_NR + g, r[i]);
+    }
+  }
+}
+
+/// Packs columns [n, n + nr) of rows [k0, k0 + kc) of W^T stored [K, N] (f32) into Wp[k][V_NR].
+static void pack_w_cols(const float *Wt, size_t ldw, size_t n, size_t nr, size_t k0, size_t kc, float *Wp) {
+  const __mmask16 m0 = lanes(nr), m1 = lanes(nr > 16 ? nr - 16 : 0);
+  for (size_t k = 0; k < kc; k++) {
+    const float *src = Wt + (k0 + k) * ldw + n;
+    _mm512_store_ps(Wp + k * V_NR, _mm512_maskz_loadu_ps(m0, src));
+    _mm512_store_ps(Wp + k * V_NR + 16, _mm512_maskz_loadu_ps(m1, src + 16));
+  }
+}
+
+/// C[0..<R, 0..<nr] (+)= Ap[kc][V_MR] (first R rows) times Wp[kc][V_NR]; R is a constant.
+INLINE void ukernel_rows(const int R, const float *Ap, const float *Wp, size_t kc, float *C, size_t ldc,
+                         size_t nr, int first) {
+  __m512 c0[V_MR], c1[V_MR];
+#pragma clang loop unroll(full)
+  for (int i = 0; i < R; i++) { c0[i] = _mm512_setzero_ps(); c1[i] = _mm512_setzero_ps(); }
+  for (size_t k = 0; k < kc; k++) {
+    const __m512 w0 = _mm512_load_ps(Wp + k * V_NR), w1 = _mm512_load_ps(Wp + k * V_NR + 16);
+    const float *a = Ap + k * V_MR;
+#pragma clang loop unroll(full)
+    for (int i = 0; i < R; i++) {
+      const __m512 ai = _mm512_set1_ps(a[i]);
+      c0[i] = _mm512_fmadd_ps(ai, w0, c0[i]);
+      c1[i] = _mm512_fmadd_ps(ai, w1, c1[i]);
+    }
+  }
+  const __mmask16 m0 = lanes(nr), m1 = lanes(nr > 16 ? nr - 16 : 0);
+#pragma clang loop unroll(full)
+  for (int i = 0; i < R; i++) {
+    float *row = C + (size_t)i * ldc;
+    if (!first) {
+      c0[i] = _mm512_add_ps(c0[i], _mm512_maskz_loadu_ps(m0, row));
+      c1[i] = _mm512_add_ps(c1[i], _mm512_maskz_loadu_ps(m1, row + 16));
+    }
+    _mm512_mask_storeu_ps(row, m0, c0[i]);
+    _mm512_mask_storeu_ps(row + 16, m1, c1[i]);
+  }
+}
+
+static void ukernel(const float *Ap, const float *Wp, size_t kc, float *C, size_t ldc, size_t mr, size_t nr,
+                    int first) {
+  switch (mr) {
+#define ROWS(r) case r: ukernel_rows(r, Ap, Wp, kc, C, ldc, nr, first); break;
+    ROWS(1) ROWS(2) ROWS(3) ROWS(4) ROWS(5) ROWS(6) ROWS(7) ROWS(8) ROWS(9) ROWS(10) ROWS(11)
+#undef ROWS
+    default: ukernel_rows(V_MR, Ap, Wp, kc, C, ldc, nr, first); break;
+  }
+}
+
+/// The source bytes of the weight block for columns [n, n + nr) and reduction rows [k0, k0 + kc):
+/// `count` runs of `bytes` bytes, the first at `base`, each `stride` bytes after the last.
+typedef struct {
+  const char *base;
+  size_t count, bytes, stride, lines_per_run;
+} wspan;
+
+static wspan block_span(const void *W, int dt, size_t ldw, int wt, size_t n, size_t nr, size_t k0, size_t kc) {
+  const size_t esz = moek_dtype_size(dt);
+  wspan s;
+  if (wt) {
+    s.base = (const char *)W + (k0 * ldw + n) * esz;
+    s.count = kc; s.bytes = nr * esz;
+  } else {
+    s.base = (const char *)W + (n * ldw + k0) * esz;
+    s.count = nr; s.bytes = kc * esz;
+  }
+  s.stride = ldw * esz;
+  s.lines_per_run = (s.bytes + 63) / 64 + 1;  // an unaligned run may touch one line more
+  return s;
+}
+
+/// Prefetches lines [l0, l1) of a span (into L2), numbered run by run.
+static void prefetch_span(const wspan *s, size_t l0, size_t l1) {
+  for (size_t l = l0; l < l1; l++) {
+    const size_t run = l / s->lines_per_run, off = (l % s->lines_per_run) * 64;
+    const char *p = s->base + run * s->stride + (off < s->bytes ? off : s->bytes - 1);
+    _mm_prefetch(p, _MM_HINT_T1);
+  }
+}
+
+void moek_gemm_packed_avx512(const float *Ap, size_t M, const void *W, int dt, size_t ldw, int wt, int acc,
+                             float *C, size_t ldc, size_t n0, size_t n1, size_t K) {
+  if (M == 0 || n1 <= n0 || (K == 0 && acc)) return;
+  if (K == 0) {  // empty reduction: C = 0
+    for (size_t m = 0; m < M; m++) memset(C + m * ldc + n0, 0, (n1 - n0) * sizeof(float));
+    return;
+  }
+  const size_t mtiles = (M + V_MR - 1) / V_MR;
+  float *Wp = moek_thread_scratch(V_NR * V_KC);
+  for (size_t k0 = 0; k0 < K; k0 += V_KC) {
+    const size_t kc = (K - k0) < V_KC ? (K - k0) : V_KC;
+    const float *Ablock = Ap + k0 * mtiles * V_MR;
+    // Panels in chunks of V_MC, so the chunk of packed A that every weight block meets stays
+    // in L2 when M is large (the weight block is then packed once per chunk).
+    for (size_t t0 = 0; t0 < mtiles; t0 += V_MC) {
+      const size_t t1 = (mtiles - t0) < V_MC ? mtiles : t0 + V_MC, tn = t1 - t0;
+      for (size_t n = n0; n < n1; n += V_NR) {
+        const size_t nr = (n1 - n) < V_NR ? (n1 - n) : V_NR;
+        if (wt) pack_w_cols((const float *)W, ldw, n, nr, k0, kc, Wp);
+        else pack_w_rows(W, dt, ldw, n, nr, k0, kc, Wp);
+        // The next block: the next NR columns, or the first of the next chunk or K block.
+        size_t nn = n + V_NR, nk0 = k0;
+        if (nn >= n1) { nn = n0; if (t1 == mtiles) nk0 = k0 + V_KC; }
+        wspan next = {0};
+        size_t lines = 0;
+        if (nk0 < K) {
+          const size_t nnr = (n1 - nn) < V_NR ? (n1 - nn) : V_NR, nkc = (K - nk0) < V_KC ? (K - nk0) : V_KC;
+          next = block_span(W, dt, ldw, wt, nn, nnr, nk0, nkc);
+          lines = next.count * next.lines_per_run;
+        }
+        for (size_t t = t0; t < t1; t++) {
+          if (lines) prefetch_span(&next, lines * (t - t0) / tn, lines * (t - t0 + 1) / tn);
+          const size_t mr = (M - t * V_MR) < V_MR ? (M - t * V_MR) : V_MR;
+          ukernel(Ablock + t * V_MR * kc, Wp, kc, C + t * V_MR * ldc + n, ldc, mr, nr, k0 == 0 && !acc);
+        }
+      }
+    }
+  }
+}
+
+#pragma clang attribute pop
+#endif
