@@ -38,7 +38,7 @@ public struct Dispatch: Sendable {
     /// The token rows of x [T, d] in grouped order: [R, d].
     public func gather(_ x: Tensor) -> Tensor {
         let d = x.shape[1]
-        let out = Tensor(zeros: [rowToken.count, d])
+        let out = Tensor(uninitialized: [rowToken.count, d])  // every row is copied below
         let src = x.rawPointer.assumingMemoryBound(to: Float.self), dst = out.mutableFloats
         guard let base = dst.baseAddress else { return out }
         for (row, t) in rowToken.enumerated() { (base + row * d).update(from: src + t * d, count: d) }

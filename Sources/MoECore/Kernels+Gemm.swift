@@ -62,7 +62,8 @@ extension Kernels {
     /// pieces of panels), then every (job, run of B rows) piece is computed, all from one shared
     /// queue. So an MoE backward's per-expert products share the threads without a barrier per
     /// expert, and a single big product still splits across threads. Jobs with no output are
-    /// skipped; one with an empty reduction zeroes its output (or leaves it, accumulating).
+    /// skipped; one with an empty reduction zeroes its output (or leaves it, accumulating). Jobs
+    /// reading the same A (same memory, shape and layout) pack it once.
     public static func gemmBatch(_ jobs: [GemmJob], pool: ThreadPool = .shared) {
         struct Raw {
             let a: UnsafePointer<Float>, b: UnsafeRawPointer, out: UnsafeMutablePointer<Float>
@@ -78,29 +79,46 @@ extension Kernels {
                            acc: job.accumulate ? 1 : 0))
         }
         if raw.isEmpty { return }
+        // Jobs that read the same A (an MoE expert's gate and up projections) share one packing.
+        struct PackKey: Hashable { let a: UInt, m: Int, k: Int, transposeA: Bool }
+        var slotIndex: [PackKey: Int] = [:], slotOf: [Int] = [], slotJob: [Int] = []
+        for (i, j) in raw.enumerated() {
+            let key = PackKey(a: UInt(bitPattern: j.a), m: j.m, k: j.k, transposeA: j.transposeA)
+            if let slot = slotIndex[key] {
+                slotOf.append(slot)
+            } else {
+                slotIndex[key] = slotJob.count
+                slotOf.append(slotJob.count)
+                slotJob.append(i)
+            }
+        }
         let mr = moek_gemm_mr(), step = moek_gemm_n_step()
         let totalFlops = raw.reduce(0) { $0 + 2 * $1.m * $1.n * $1.k }
         // About four pieces per thread overall, and none under ~0.5 MFLOP, in whole leaf tiles.
         let target = max(1 << 19, totalFlops / max(1, pool.threadCount * 4))
         var packPieces: [(job: Int, t0: Int, t1: Int)] = [], pieces: [(job: Int, n0: Int, n1: Int)] = []
-        var packedOffset = [Int](repeating: 0, count: raw.count + 1)
-        for (i, j) in raw.enumerated() {
-            packedOffset[i + 1] = packedOffset[i] + (moek_gemm_packed_size(j.m, j.k) + 15) / 16 * 16
+        var packedOffset = [Int](repeating: 0, count: slotJob.count + 1)
+        for (slot, i) in slotJob.enumerated() {
+            let j = raw[i]
+            packedOffset[slot + 1] = packedOffset[slot] + (moek_gemm_packed_size(j.m, j.k) + 15) / 16 * 16
             let panels = (j.m + mr - 1) / mr, panelChunk = max(1, (1 << 14) / max(1, mr * j.k))
             for t0 in stride(from: 0, to: panels, by: panelChunk) { packPieces.append((i, t0, min(panels, t0 + panelChunk))) }
+        }
+        for (i, j) in raw.enumerated() {
             let tileFlops = max(1, 2 * j.m * j.k * step)
             let slice = max(1, target / tileFlops) * step
             for n0 in stride(from: 0, to: j.n, by: slice) { pieces.append((i, n0, min(j.n, n0 + slice))) }
         }
-        withScratchFloats(packedOffset[raw.count]) { packed in
+        withScratchFloats(packedOffset[slotJob.count]) { packed in
             packPieces.withUnsafeBufferPointer { packPieces in
                 pool.parallelFor(packPieces.count) { p in
                     let (i, t0, t1) = packPieces[p]
                     let j = raw[i]
+                    let dst = packed + packedOffset[slotOf[i]]
                     if j.transposeA {
-                        moek_gemm_pack_a_t(j.a, j.m, j.m, j.k, t0, t1, packed + packedOffset[i])
+                        moek_gemm_pack_a_t(j.a, j.m, j.m, j.k, t0, t1, dst)
                     } else {
-                        moek_gemm_pack_a(j.a, j.k, j.m, j.k, t0, t1, packed + packedOffset[i])
+                        moek_gemm_pack_a(j.a, j.k, j.m, j.k, t0, t1, dst)
                     }
                 }
             }
@@ -108,7 +126,7 @@ extension Kernels {
                 pool.parallelFor(pieces.count) { p in
                     let (i, n0, n1) = pieces[p]
                     let j = raw[i]
-                    moek_gemm_packed_ex(packed + packedOffset[i], j.m, j.b, j.dtype, j.wt != 0 ? j.n : j.k, j.wt, j.acc,
+                    moek_gemm_packed_ex(packed + packedOffset[slotOf[i]], j.m, j.b, j.dtype, j.wt != 0 ? j.n : j.k, j.wt, j.acc,
                                         j.out, j.n, n0, n1, j.k)
                 }
             }

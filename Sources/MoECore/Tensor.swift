@@ -30,10 +30,20 @@ public struct Tensor: @unchecked Sendable {
         byteOffset = 0
     }
 
+    /// A tensor that owns its memory, with unspecified contents: only for outputs that a kernel
+    /// then overwrites completely (it saves the memset of `init(zeros:)`).
+    public init(uninitialized shape: [Int], dtype: DType = .f32) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
+        self.shape = shape
+        self.dtype = dtype
+        storage = TensorStorage(byteCount: shape.reduce(1, *) * dtype.byteSize, zeroed: false)
+        byteOffset = 0
+    }
+
     /// A tensor holding `values` (row-major), stored as `dtype` (rounded to nearest even).
     public init(shape: [Int], values: [Float], dtype: DType = .f32) {
         precondition(values.count == shape.reduce(1, *), "\(values.count) values for shape \(shape)")
-        self.init(zeros: shape, dtype: dtype)
+        self.init(uninitialized: shape, dtype: dtype)
         values.withUnsafeBufferPointer { src in
             if let base = src.baseAddress {
                 moek_from_f32(base, dtype.cValue, storage.base, values.count)

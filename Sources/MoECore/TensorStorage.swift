@@ -17,15 +17,23 @@ public final class TensorStorage: @unchecked Sendable {
     public let isWritable: Bool
     private let mapping: MappedFile?
 
-    /// Allocates `byteCount` zeroed bytes, 64-byte aligned.
-    public init(byteCount: Int) {
+    /// Allocates `byteCount` bytes, 64-byte aligned: zeroed, or with `zeroed: false` left as
+    /// the allocator gives them (for outputs a kernel overwrites completely). Debug builds fill
+    /// those with NaN bits, so an element a kernel fails to write shows up in tests.
+    public init(byteCount: Int, zeroed: Bool = true) {
         precondition(byteCount >= 0, "negative byte count")
         var p: UnsafeMutableRawPointer?
         let size = max(byteCount, 64)
         guard posix_memalign(&p, 64, size) == 0, let memory = p else {
             preconditionFailure("out of memory allocating \(size) bytes")
         }
-        memset(memory, 0, size)
+        if zeroed {
+            memset(memory, 0, size)
+        } else {
+            #if DEBUG
+            memset(memory, 0xff, size)  // NaN in every f32: a kernel that misses an element shows in tests
+            #endif
+        }
         base = memory
         self.byteCount = byteCount
         isWritable = true

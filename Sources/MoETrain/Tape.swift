@@ -31,14 +31,17 @@ public final class Variable: @unchecked Sendable {
     /// The gradient, or zeros.
     var gradOrZeros: Tensor { grad ?? Tensor(zeros: value.shape) }
 
-    /// The gradient tensor to accumulate into in place (zeros on first use), or nil when no
-    /// gradient is wanted. Kernels that can add into their output (`Kernels.gemm`) use it.
-    func gradBuffer() -> Tensor? {
+    /// Where a kernel that can either overwrite or add into its output (`Kernels.gemm`) should
+    /// write this variable's gradient: the existing gradient with `accumulate` true, or else a
+    /// new tensor with unspecified contents, already installed as the gradient, with
+    /// `accumulate` false, which the kernel must then overwrite completely. Nil when no gradient
+    /// is wanted. This saves zeroing every weight gradient at every step.
+    func gradSlot() -> (tensor: Tensor, accumulate: Bool)? {
         guard requiresGrad else { return nil }
-        if let grad { return grad }
-        let g = Tensor(zeros: value.shape)
+        if let grad { return (grad, true) }
+        let g = Tensor(uninitialized: value.shape)
         grad = g
-        return g
+        return (g, false)
     }
 }
 

@@ -115,7 +115,9 @@ void moek_pack_a_generic(const float *A, size_t lda, size_t M, size_t K, size_t 
 
 void moek_gemm_pack_a(const float *A, size_t lda, size_t M, size_t K, size_t t0, size_t t1,
                       float *Ap) {
-  moek_pack_a_generic(A, lda, M, K, t0, t1, vt()->gemm_mr, vt()->gemm_kc, Ap);
+  const moek_vtable *v = vt();
+  if (v->gemm_pack_a) v->gemm_pack_a(A, lda, M, K, t0, t1, Ap);
+  else moek_pack_a_generic(A, lda, M, K, t0, t1, v->gemm_mr, v->gemm_kc, Ap);
 }
 
 void moek_gemm_packed(const float *Ap, size_t M, const void *W, int dt, size_t ldw, float *C,
@@ -129,6 +131,10 @@ void moek_gemm_packed_ex(const float *Ap, size_t M, const void *W, int dt, size_
 }
 
 void moek_gemm_pack_a_t(const float *At, size_t lda, size_t M, size_t K, size_t t0, size_t t1, float *Ap) {
+  if (vt()->gemm_pack_a_t) {
+    vt()->gemm_pack_a_t(At, lda, M, K, t0, t1, Ap);
+    return;
+  }
   const size_t MR = vt()->gemm_mr, KC = vt()->gemm_kc, mtiles = (M + MR - 1) / MR;
   for (size_t k0 = 0; k0 < K; k0 += KC) {
     const size_t kc = (K - k0) < KC ? (K - k0) : KC;

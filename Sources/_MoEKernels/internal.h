@@ -13,6 +13,10 @@ typedef struct {
   void (*gemm_packed)(const float *Ap, size_t M, const void *W, int dt, size_t ldw, int wt, int acc,
                       float *C, size_t ldc, size_t n0, size_t n1, size_t K);
   size_t gemm_mr, gemm_nr, gemm_kc;
+  /// Packs A for `gemm_packed` (see `moek_pack_a_generic`); NULL: the generic packer.
+  void (*gemm_pack_a)(const float *A, size_t lda, size_t M, size_t K, size_t t0, size_t t1, float *Ap);
+  /// The same for A stored transposed (`moek_gemm_pack_a_t`); NULL: the generic packer.
+  void (*gemm_pack_a_t)(const float *At, size_t lda, size_t M, size_t K, size_t t0, size_t t1, float *Ap);
   double (*fma_probe)(size_t iters);
   void (*silu_mul)(float *gate, const float *up, size_t n);
   void (*silu_mul_backward)(const float *dy, const float *gate, const float *up, float *dgate, float *dup, size_t n);
@@ -36,6 +40,8 @@ extern const moek_vtable moek_vt_neon;
 enum { MOEK_AVX512_MR = 12, MOEK_AVX512_NR = 32, MOEK_AVX512_KC = 128 };
 void moek_gemm_packed_avx512(const float *Ap, size_t M, const void *W, int dt, size_t ldw, int wt, int acc,
                              float *C, size_t ldc, size_t n0, size_t n1, size_t K);
+void moek_gemm_pack_a_avx512(const float *A, size_t lda, size_t M, size_t K, size_t t0, size_t t1, float *Ap);
+void moek_gemm_pack_a_t_avx512(const float *At, size_t lda, size_t M, size_t K, size_t t0, size_t t1, float *Ap);
 #endif
 
 /// Packs panels [t0, t1) of A into the layout `gemm_packed` reads: for each K block of `kc`

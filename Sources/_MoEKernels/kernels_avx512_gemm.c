@@ -83,10 +83,57 @@ static void pack_w_cols(const float *Wt, size_t ldw, size_t n, size_t nr, size_t
   }
 }
 
+/// Packs panels [t0, t1) of A as `moek_pack_a_generic` does, for MR = V_MR and KC = V_KC.
+/// A is [M, K] with row stride lda, or with `transposed` stored [K, M] (A[m, k] at
+/// A[k * lda + m]). Row-major A goes 16 columns of up to 12 rows at a time, transposed in
+/// registers; transposed A is 12 contiguous floats per k, one masked load and store.
+static void pack_a(const float *A, size_t lda, size_t M, size_t K, size_t t0, size_t t1, float *Ap, int transposed) {
+  const size_t mtiles = (M + V_MR - 1) / V_MR;
+  const __mmask16 panel = (__mmask16)((1u << V_MR) - 1u);
+  for (size_t k0 = 0; k0 < K; k0 += V_KC) {
+    const size_t kc = (K - k0) < V_KC ? (K - k0) : V_KC;
+    float *block = Ap + k0 * mtiles * V_MR;
+    for (size_t t = t0; t < t1 && t < mtiles; t++) {
+      const size_t m0 = t * V_MR, rows = (M - m0) < V_MR ? (M - m0) : V_MR;
+      float *dst = block + t * V_MR * kc;
+      if (transposed) {
+        const __mmask16 rm = lanes(rows);
+        for (size_t k = 0; k < kc; k++)
+          _mm512_mask_storeu_ps(dst + k * V_MR, panel, _mm512_maskz_loadu_ps(rm, A + (k0 + k) * lda + m0));
+        continue;
+      }
+      for (size_t kk = 0; kk < kc; kk += 16) {
+        const size_t kn = (kc - kk) < 16 ? (kc - kk) : 16;
+        const __mmask16 km = lanes(kn);
+        __m512 r[16];
+#pragma clang loop unroll(full)
+        for (int i = 0; i < 16; i++)
+          r[i] = (size_t)i < rows ? _mm512_maskz_loadu_ps(km, A + (m0 + (size_t)i) * lda + k0 + kk) : _mm512_setzero_ps();
+        transpose16(r);
+        for (size_t j = 0; j < kn; j++) _mm512_mask_storeu_ps(dst + (kk + j) * V_MR, panel, r[j]);
+      }
+    }
+  }
+}
+
+void moek_gemm_pack_a_avx512(const float *A, size_t lda, size_t M, size_t K, size_t t0, size_t t1, float *Ap) {
+  pack_a(A, lda, M, K, t0, t1, Ap, 0);
+}
+
+void moek_gemm_pack_a_t_avx512(const float *At, size_t lda, size_t M, size_t K, size_t t0, size_t t1, float *Ap) {
+  pack_a(At, lda, M, K, t0, t1, Ap, 1);
+}
+
 /// C[0..<R, 0..<nr] (+)= Ap[kc][V_MR] (first R rows) times Wp[kc][V_NR]; R is a constant.
 INLINE void ukernel_rows(const int R, const float *Ap, const float *Wp, size_t kc, float *C, size_t ldc,
                          size_t nr, int first) {
   __m512 c0[V_MR], c1[V_MR];
+  if (!first)  // the tile of C is added to at the end: fetch it while the products run
+#pragma clang loop unroll(full)
+    for (int i = 0; i < R; i++) {
+      _mm_prefetch((const char *)(C + (size_t)i * ldc), _MM_HINT_T0);
+      _mm_prefetch((const char *)(C + (size_t)i * ldc + nr - 1), _MM_HINT_T0);
+    }
 #pragma clang loop unroll(full)
   for (int i = 0; i < R; i++) { c0[i] = _mm512_setzero_ps(); c1[i] = _mm512_setzero_ps(); }
   for (size_t k = 0; k < kc; k++) {

@@ -76,7 +76,7 @@ extension Tape {
             Self.accumulateStacked(p.weightI, Kernels.gemm(dgiT, xT, transposeA: true, transposeB: true, pool: pool))
             Self.accumulateStacked(p.biasI, Self.columnSums(dgi, columns: 3 * h))
             Self.accumulateStacked(p.biasH, Self.columnSums(dgh, columns: 3 * h))
-            if let dx = x.gradBuffer() { Kernels.gemm(dgiT, wi, transposeB: true, into: dx, accumulate: true, pool: pool) }
+            if let dx = x.gradSlot() { Kernels.gemm(dgiT, wi, transposeB: true, into: dx.tensor, accumulate: dx.accumulate, pool: pool) }
             guard let state else { return }  // a zero state: W_h gets no gradient, nothing flows back
             Self.accumulateStacked(p.weightH, Kernels.gemm(dghT, hPrev, transposeA: true, transposeB: true, pool: pool))
             let dStateT = Tensor(shape: [t, h], values: dState)

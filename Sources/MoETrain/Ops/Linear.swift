@@ -18,8 +18,10 @@ extension Tape {
         let out = Variable(y)
         record { [pool] in
             guard let dy = out.grad else { return }
-            if let dx = x.gradBuffer() { Kernels.gemm(dy, wT, transposeB: true, into: dx, accumulate: true, pool: pool) }
-            if let dw = w.gradBuffer() { Kernels.gemm(dy, xT, transposeA: true, transposeB: true, into: dw, accumulate: true, pool: pool) }
+            if let dx = x.gradSlot() { Kernels.gemm(dy, wT, transposeB: true, into: dx.tensor, accumulate: dx.accumulate, pool: pool) }
+            if let dw = w.gradSlot() {
+                Kernels.gemm(dy, xT, transposeA: true, transposeB: true, into: dw.tensor, accumulate: dw.accumulate, pool: pool)
+            }
             if let bias, bias.requiresGrad {
                 let n = bias.value.count, g = dy.floats
                 var sums = [Float](repeating: 0, count: n)

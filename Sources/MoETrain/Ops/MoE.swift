@@ -136,7 +136,9 @@ extension Tape {
         let r = rows.shape[0], inner = params.gate.first?.shape[0] ?? 0
         let spans = (0..<e).map { dispatch.rowOffsets[$0]..<dispatch.rowOffsets[$0 + 1] }
         let used = (0..<e).filter { !spans[$0].isEmpty }
-        let gateOut = Tensor(zeros: [r, inner]), upOut = Tensor(zeros: [r, inner]), expertOut = Tensor(zeros: [r, d])
+        // Every grouped row belongs to one used expert, so the products overwrite these completely.
+        let gateOut = Tensor(uninitialized: [r, inner]), upOut = Tensor(uninitialized: [r, inner])
+        let expertOut = Tensor(uninitialized: [r, d])
         Kernels.gemmBatch(used.flatMap { i in
             [GemmJob(rows.rows(spans[i]), params.gate[i].value, into: gateOut.rows(spans[i])),
              GemmJob(rows.rows(spans[i]), params.up[i].value, into: upOut.rows(spans[i]))]
@@ -165,7 +167,7 @@ extension Tape {
             let dy = dyT.floats, out = expertOut.floats
             var dp = [Float](repeating: 0, count: t * l)
             // Per assignment: the gradient of its expert row, w dy_t, and of its weight, dy_t . E(x_t).
-            let dExpert = Tensor(zeros: [r, d])
+            let dExpert = Tensor(uninitialized: [r, d])  // one row per assignment, each written below
             let dEp = dExpert.mutableFloats
             var dw = [Float](repeating: 0, count: routing.assignmentCount)
             dw.withUnsafeMutableBufferPointer { dw in
@@ -194,23 +196,25 @@ extension Tape {
             }
             // Experts, batched over experts: down (dh = dE D, dD += dE^T h), SwiGLU, then gate and
             // up (dG += dg^T x, dU += du^T x, dx_rows = dg G + du U).
-            let dh = Tensor(zeros: [r, inner])
+            let dh = Tensor(uninitialized: [r, inner])
             Kernels.gemmBatch(used.flatMap { i -> [GemmJob] in
                 let s = spans[i]
                 var jobs = [GemmJob(dExpert.rows(s), params.down[i].value, transposeB: true, into: dh.rows(s))]
-                if let g = params.down[i].gradBuffer() {
-                    jobs.append(GemmJob(dExpert.rows(s), hidden.rows(s), transposeA: true, transposeB: true, into: g, accumulate: true))
+                if let g = params.down[i].gradSlot() {
+                    jobs.append(GemmJob(dExpert.rows(s), hidden.rows(s), transposeA: true, transposeB: true, into: g.tensor,
+                                        accumulate: g.accumulate))
                 }
                 return jobs
             }, pool: pool)
             let (dg, du) = Kernels.siluMulBackward(dh, gate: gateOut, up: upOut, pool: pool)
-            let dxRows = Tensor(zeros: [r, d])
-            for (projection, grads) in [(params.gate, dg), (params.up, du)] {
+            let dxRows = Tensor(uninitialized: [r, d])  // gate's products overwrite it, up's add
+            for (projection, grads, add) in [(params.gate, dg, false), (params.up, du, true)] {
                 Kernels.gemmBatch(used.flatMap { i -> [GemmJob] in
                     let s = spans[i]
-                    var jobs = [GemmJob(grads.rows(s), projection[i].value, transposeB: true, into: dxRows.rows(s), accumulate: true)]
-                    if let g = projection[i].gradBuffer() {
-                        jobs.append(GemmJob(grads.rows(s), rows.rows(s), transposeA: true, transposeB: true, into: g, accumulate: true))
+                    var jobs = [GemmJob(grads.rows(s), projection[i].value, transposeB: true, into: dxRows.rows(s), accumulate: add)]
+                    if let g = projection[i].gradSlot() {
+                        jobs.append(GemmJob(grads.rows(s), rows.rows(s), transposeA: true, transposeB: true, into: g.tensor,
+                                            accumulate: g.accumulate))
                     }
                     return jobs
                 }, pool: pool)
