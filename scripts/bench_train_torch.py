@@ -38,12 +38,14 @@ def main():
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.1))
     batch, seq = cfg["batch"], cfg["seq_len"]
     steps = cfg["steps"]
+    accum = cfg.get("grad_accum", 1)  # as moe train: batch / accum sequences per micro-batch
 
     def step():
-        ids = torch.randint(0, VOCAB, (batch, seq))
-        out = model(input_ids=ids, labels=ids)
         opt.zero_grad(set_to_none=True)
-        out.loss.backward()
+        for _ in range(accum):
+            ids = torch.randint(0, VOCAB, (batch // accum, seq))
+            out = model(input_ids=ids, labels=ids)
+            (out.loss / accum).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.get("clip", 1.0))
         opt.step()
 
@@ -55,7 +57,7 @@ def main():
     elapsed = time.perf_counter() - start
     params = sum(p.numel() for p in model.parameters())
     print(json.dumps({"config": sys.argv[1], "torch": torch.__version__, "transformers": transformers.__version__,
-                      "threads": threads, "parameters": params, "steps": steps,
+                      "threads": threads, "grad_accum": accum, "parameters": params, "steps": steps,
                       "tokens_per_s": batch * seq * steps / elapsed}))
 
 

@@ -80,6 +80,24 @@ public final class TrainableDecoder: @unchecked Sendable {
         rope = RotaryEmbedding(headDim: hd, base: s.ropeTheta, layout: .rotateHalf)
     }
 
+    /// `replica()`: every parameter behind a new variable over the same value tensor.
+    init(replicating m: TrainableDecoder) {
+        func v(_ x: Variable) -> Variable { Variable(x.value, requiresGrad: x.requiresGrad) }
+        shape = m.shape
+        router = m.router
+        embed = v(m.embed)
+        finalNorm = v(m.finalNorm)
+        lmHead = v(m.lmHead)
+        layers = m.layers.map { l in
+            Layer(inputNorm: v(l.inputNorm), wq: v(l.wq), wk: v(l.wk), wv: v(l.wv), wo: v(l.wo), postNorm: v(l.postNorm),
+                  moe: l.moe.replica(v))
+        }
+        routerCell = m.routerCell.map { c in
+            GRUParameters(weightI: c.weightI.map(v), weightH: c.weightH.map(v), biasI: c.biasI.map(v), biasH: c.biasH.map(v))
+        }
+        rope = m.rope
+    }
+
     /// Every parameter, with whether weight decay applies (matrices yes; norms no).
     public var parameters: [(variable: Variable, decay: Bool)] {
         var out: [(Variable, Bool)] = [(embed, true), (finalNorm, false), (lmHead, true)]

@@ -60,16 +60,52 @@ public final class Trainer: @unchecked Sendable {
     /// One optimisation step; returns the loss (cross-entropy plus auxiliary) and the learning rate.
     @discardableResult
     public func trainStep() -> (loss: Float, aux: Float, lr: Float) {
-        let (inputs, targets) = batch(at: step)
-        let tape = Tape(pool: pool)
-        let out = model.forward(inputs, targets: targets, tape: tape, aux: config.auxLosses)
-        for p in model.parameters { p.variable.grad = nil }
-        tape.backward(from: out.loss)
+        let (loss, aux) = computeGradients()
         clipGradients(model.parameters.map(\.variable), maxNorm: config.clip, pool: pool)
         let lr = schedule.rate(at: step)
         optimizer.update(model.parameters, lr: lr, pool: pool)
         step += 1
-        return (out.loss.value.floats[0] + out.auxLoss, out.auxLoss, lr)
+        return (loss, aux, lr)
+    }
+
+    /// Forward and backward over this step's batch, leaving the gradients in `model`; returns
+    /// the loss (cross-entropy plus auxiliary) and its auxiliary part.
+    ///
+    /// With `grad_accum` G > 1 the batch is G micro-batches of batch / G sequences, each with
+    /// its loss (and auxiliary losses, over its own tokens) weighted 1 / G. They run on model
+    /// replicas, as many at once as the pool has threads (each single-threaded inside), and
+    /// their gradients are summed in micro-batch order: the result does not depend on the
+    /// thread count.
+    public func computeGradients() -> (loss: Float, aux: Float) {
+        let (inputs, targets) = batch(at: step)
+        for p in model.parameters { p.variable.grad = nil }
+        let g = config.gradAccum
+        if g == 1 {
+            let tape = Tape(pool: pool)
+            let out = model.forward(inputs, targets: targets, tape: tape, aux: config.auxLosses)
+            tape.backward(from: out.loss)
+            return (out.loss.value.floats[0] + out.auxLoss, out.auxLoss)
+        }
+        let micro = inputs.count / g, weight = 1 / Float(g)
+        var aux = config.auxLosses
+        aux.scale(by: weight)
+        let lanes = min(g, pool.threadCount)
+        let replicas = (0..<lanes).map { _ in model.replica() }
+        var losses = [(loss: Float, aux: Float)](repeating: (0, 0), count: g)
+        for wave in stride(from: 0, to: g, by: lanes) {
+            let n = min(lanes, g - wave)
+            losses.withUnsafeMutableBufferPointer { out in
+                pool.parallelFor(n) { i in
+                    let rows = ((wave + i) * micro)..<((wave + i + 1) * micro)
+                    let tape = Tape(pool: pool)  // calls from inside a pool task run inline
+                    let o = replicas[i].forward(Array(inputs[rows]), targets: Array(targets[rows]), tape: tape, aux: aux)
+                    tape.backward(from: o.loss, seed: weight)
+                    out[wave + i] = (o.loss.value.floats[0] * weight + o.auxLoss, o.auxLoss)
+                }
+            }
+            model.absorbGradients(of: Array(replicas[0..<n]), pool: pool)
+        }
+        return (losses.reduce(0) { $0 + $1.loss }, losses.reduce(0) { $0 + $1.aux })
     }
 
     /// Greedy continuation of `prompt` until a newline, `<eos>` or `maxNew` bytes.

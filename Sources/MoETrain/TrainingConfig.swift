@@ -54,6 +54,9 @@ public struct TrainingConfig: Codable, Sendable {
     public var entropyLoss: Float = 0, expertBalance: Float = 0, deviceBalance: Float = 0
     public var data = DataSource(synthetic: .init(), textFiles: nil)
     public var steps = 1000, batch = 8, seqLen = 64
+    /// Gradient accumulation: each step's `batch` sequences run as this many micro-batches,
+    /// their gradients summed before one optimiser step (`Trainer.computeGradients`).
+    public var gradAccum = 1
     public var lr: Float = 1e-3, minLR: Float = 1e-4, warmup = 100, weightDecay: Float = 0.1, clip: Float = 1
     public var evalInterval = 100, evalSamples = 60, checkpointInterval = 200
     public var checkpointDir = "runs/moe"
@@ -62,7 +65,7 @@ public struct TrainingConfig: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case model, router, data, steps, batch, lr, warmup, clip, seed, threads
-        case loadBalance = "load_balance", zLoss = "z_loss", seqLen = "seq_len", minLR = "min_lr"
+        case loadBalance = "load_balance", zLoss = "z_loss", seqLen = "seq_len", minLR = "min_lr", gradAccum = "grad_accum"
         case entropyLoss = "entropy_loss", expertBalance = "expert_balance", deviceBalance = "device_balance"
         case weightDecay = "weight_decay", evalInterval = "eval_interval", evalSamples = "eval_samples"
         case checkpointInterval = "checkpoint_interval", checkpointDir = "checkpoint_dir"
@@ -84,6 +87,7 @@ public struct TrainingConfig: Codable, Sendable {
         steps = try c.decodeIfPresent(Int.self, forKey: .steps) ?? d.steps
         batch = try c.decodeIfPresent(Int.self, forKey: .batch) ?? d.batch
         seqLen = try c.decodeIfPresent(Int.self, forKey: .seqLen) ?? d.seqLen
+        gradAccum = try c.decodeIfPresent(Int.self, forKey: .gradAccum) ?? d.gradAccum
         lr = try c.decodeIfPresent(Float.self, forKey: .lr) ?? d.lr
         minLR = try c.decodeIfPresent(Float.self, forKey: .minLR) ?? d.minLR
         warmup = try c.decodeIfPresent(Int.self, forKey: .warmup) ?? d.warmup
@@ -107,6 +111,7 @@ public struct TrainingConfig: Codable, Sendable {
         guard m.kvHeads > 0, m.heads % m.kvHeads == 0 else { throw bad("model.kv_heads", "must divide heads") }
         guard m.experts > 0, m.expertSize > 0 else { throw bad("model.experts", "must be positive") }
         guard steps > 0, batch > 0, seqLen > 1 else { throw bad("steps/batch/seq_len", "must be positive (seq_len > 1)") }
+        guard gradAccum > 0, batch % gradAccum == 0 else { throw bad("grad_accum", "must be positive and divide batch") }
         guard lr > 0, minLR >= 0, warmup >= 0, clip > 0 else { throw bad("lr/min_lr/warmup/clip", "out of range") }
         guard evalInterval > 0, checkpointInterval > 0, evalSamples >= 0 else { throw bad("eval_interval/checkpoint_interval", "must be positive") }
         if data.synthetic == nil && (data.textFiles ?? []).isEmpty { throw bad("data", "give synthetic or text_files") }

@@ -64,6 +64,15 @@ public struct AuxLossCoefficients: Sendable, Equatable {
         self.deviceBalance = deviceBalance
         self.devices = devices
     }
+
+    /// Multiplies every weight by `w` (a micro-batch's share of an accumulated step).
+    public mutating func scale(by w: Float) {
+        loadBalance *= w
+        zLoss *= w
+        entropy *= w
+        expertBalance *= w
+        deviceBalance *= w
+    }
 }
 
 /// What the MoE op returns: the layer output, the routing it used, and the weighted auxiliary

@@ -1,0 +1,45 @@
+import MoE
+import MoECore
+
+extension TrainableDecoder {
+    /// A model that reads this one's parameter values (the same storage: an optimiser step on
+    /// either is seen by both) but keeps gradients of its own. Micro-batches of one step run on
+    /// replicas, in parallel, and their gradients are then summed into this model's in order.
+    public func replica() -> TrainableDecoder { TrainableDecoder(replicating: self) }
+
+    /// Moves the replicas' gradients into this model's, parameter by parameter, adding them in
+    /// the order given (so the sum does not depend on which thread ran which replica). A
+    /// parameter without a gradient takes the first replica's tensor as it is; the replicas are
+    /// left with no gradients.
+    public func absorbGradients(of replicas: [TrainableDecoder], pool: ThreadPool = .shared) {
+        let mine = parameters.map(\.variable)
+        let theirs = replicas.map { $0.parameters.map(\.variable) }
+        for (i, p) in mine.enumerated() {
+            for r in theirs {
+                guard let g = r[i].grad else { continue }
+                r[i].grad = nil
+                guard let acc = p.grad else {
+                    p.grad = g
+                    continue
+                }
+                let dst = acc.mutableFloats, src = g.floats
+                let chunk = 1 << 14
+                Kernels.parallelRows((dst.count + chunk - 1) / chunk, cost: chunk, pool: pool) { c in
+                    for j in (c * chunk)..<min(dst.count, (c + 1) * chunk) { dst[j] += src[j] }
+                }
+            }
+        }
+    }
+}
+
+extension MoEParameters {
+    /// The same parameters, each behind a new variable over the same value.
+    func replica(_ v: (Variable) -> Variable) -> MoEParameters {
+        let router: RouterParameters
+        switch self.router {
+        case let .linear(w): router = .linear(v(w))
+        case let .recurrent(input, output): router = .recurrent(input: v(input), output: v(output))
+        }
+        return MoEParameters(router: router, gate: gate.map(v), up: up.map(v), down: down.map(v))
+    }
+}
