@@ -76,6 +76,17 @@ int main(void) {
         moek_gemm_packed_ex(Ap, M, Wt, MOEK_F32, N, 1, 1, C, N, mid, N, K);
         snprintf(what, sizeof what, "gemm transposed accumulate M=%zu N=%zu K=%zu", M, N, K);
         failures += check(what, C, ref2, scale2, M * N); cases++;
+        if (moek_gemm_direct_supported()) {
+          // Unpacked A: row-major overwriting, then transposed (with W^T) accumulating.
+          moek_gemm_direct(A, K, 0, M, Wf, MOEK_F32, K, 0, 0, C, N, 0, mid, K);
+          moek_gemm_direct(A, K, 0, M, Wf, MOEK_F32, K, 0, 0, C, N, mid, N, K);
+          snprintf(what, sizeof what, "gemm direct M=%zu N=%zu K=%zu", M, N, K);
+          failures += check(what, C, ref, scale, M * N); cases++;
+          moek_gemm_direct(At, M, 1, M, Wt, MOEK_F32, N, 1, 1, C, N, 0, mid, K);
+          moek_gemm_direct(At, M, 1, M, Wt, MOEK_F32, N, 1, 1, C, N, mid, N, K);
+          snprintf(what, sizeof what, "gemm direct transposed accumulate M=%zu N=%zu K=%zu", M, N, K);
+          failures += check(what, C, ref2, scale2, M * N); cases++;
+        }
         free(At); free(Wt); free(ref2); free(scale2);
       }
       free(A); free(Wf); free(Ww); free(Wh); free(C); free(ref); free(scale); free(Ap);

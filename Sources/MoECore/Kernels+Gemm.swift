@@ -79,6 +79,10 @@ extension Kernels {
                            acc: job.accumulate ? 1 : 0))
         }
         if raw.isEmpty { return }
+        if raw.allSatisfy({ readsAUnpacked(k: $0.k, transposed: $0.transposeA) }) {  // the leaf reads A as it is: no packing pass
+            gemmDirect(raw.map { ($0.a, $0.transposeA, $0.b, $0.dtype, $0.wt, $0.acc, $0.out, $0.m, $0.n, $0.k) }, pool: pool)
+            return
+        }
         // Jobs that read the same A (an MoE expert's gate and up projections) share one packing.
         struct PackKey: Hashable { let a: UInt, m: Int, k: Int, transposeA: Bool }
         var slotIndex: [PackKey: Int] = [:], slotOf: [Int] = [], slotJob: [Int] = []
@@ -129,6 +133,39 @@ extension Kernels {
                     moek_gemm_packed_ex(packed + packedOffset[slotOf[i]], j.m, j.b, j.dtype, j.wt != 0 ? j.n : j.k, j.wt, j.acc,
                                         j.out, j.n, n0, n1, j.k)
                 }
+            }
+        }
+    }
+
+    /// Whether a product skips packing A (`moek_gemm_direct`): where the path has the leaf, for
+    /// A stored transposed (each k is a contiguous run of rows), and for row-major A up to K 512.
+    /// Past that, each row's slice of a K block sits so far from the next that the unpacked
+    /// reads stall (f32 [128 x 4096] x [4096 x 14336]: 129 against 172 GFLOP/s packed, 2
+    /// threads), while for small K the packing pass costs 5-25% of the product.
+    static func readsAUnpacked(k: Int, transposed: Bool = false) -> Bool {
+        (transposed || k <= 512) && moek_gemm_direct_supported() != 0
+    }
+
+    /// `gemmBatch` on a path whose leaf reads A unpacked: one parallel pass over (job, run of
+    /// B rows) pieces.
+    private static func gemmDirect(
+        _ jobs: [(a: UnsafePointer<Float>, ta: Bool, b: UnsafeRawPointer, dtype: Int32, wt: Int32, acc: Int32,
+                  out: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int)], pool: ThreadPool
+    ) {
+        let step = moek_gemm_n_step()
+        let totalFlops = jobs.reduce(0) { $0 + 2 * $1.m * $1.n * $1.k }
+        let target = max(1 << 19, totalFlops / max(1, pool.threadCount * 4))  // as gemmBatch
+        var pieces: [(job: Int, n0: Int, n1: Int)] = []
+        for (i, j) in jobs.enumerated() {
+            let slice = max(1, target / max(1, 2 * j.m * j.k * step)) * step
+            for n0 in stride(from: 0, to: j.n, by: slice) { pieces.append((i, n0, min(j.n, n0 + slice))) }
+        }
+        pieces.withUnsafeBufferPointer { pieces in
+            pool.parallelFor(pieces.count) { p in
+                let (i, n0, n1) = pieces[p]
+                let j = jobs[i]
+                moek_gemm_direct(j.a, j.ta ? j.m : j.k, j.ta ? 1 : 0, j.m, j.b, j.dtype, j.wt != 0 ? j.n : j.k, j.wt, j.acc,
+                                 j.out, j.n, n0, n1, j.k)
             }
         }
     }

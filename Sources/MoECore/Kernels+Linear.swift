@@ -66,6 +66,14 @@ extension Kernels {
             }
             return
         }
+        if readsAUnpacked(k: k) {  // the leaf reads x as it is: no packing pass
+            let step = moek_gemm_n_step(), tiles = (n + step - 1) / step
+            parallelChunks(tiles, grain: max(1, (1 << 21) / max(1, 2 * m * k * step)), pool: pool) { t in
+                moek_gemm_direct(x, ldx, 0, m, w, dtype.cValue, k, 0, 0, out, ldo, t.lowerBound * step,
+                                 min(n, t.upperBound * step), k)
+            }
+            return
+        }
         withScratchFloats(moek_gemm_packed_size(m, k)) { ap in
             let mr = moek_gemm_mr()
             let panels = (m + mr - 1) / mr

@@ -149,6 +149,13 @@ void moek_gemm_pack_a_t(const float *At, size_t lda, size_t M, size_t K, size_t 
     }
   }
 }
+int moek_gemm_direct_supported(void) { return vt()->gemm_direct != NULL; }
+
+void moek_gemm_direct(const float *A, size_t lda, int ta, size_t M, const void *W, int dt, size_t ldw, int wt, int acc,
+                      float *C, size_t ldc, size_t n0, size_t n1, size_t K) {
+  vt()->gemm_direct(A, lda, ta, M, W, wt ? MOEK_F32 : dt, ldw, wt, acc, C, ldc, n0, n1, K);
+}
+
 double moek_fma_probe(size_t iters) { return vt()->fma_probe(iters); }
 
 void moek_silu_mul(float *gate, const float *up, size_t n) { vt()->silu_mul(gate, up, n); }

@@ -124,9 +124,16 @@ void moek_gemm_pack_a_t_avx512(const float *At, size_t lda, size_t M, size_t K, 
   pack_a(At, lda, M, K, t0, t1, Ap, 1);
 }
 
-/// C[0..<R, 0..<nr] (+)= Ap[kc][V_MR] (first R rows) times Wp[kc][V_NR]; R is a constant.
-INLINE void ukernel_rows(const int R, const float *Ap, const float *Wp, size_t kc, float *C, size_t ldc,
-                         size_t nr, int first) {
+/// How the micro-kernel reads A: packed panels [kc][V_MR], A itself row-major, or A stored
+/// transposed. Only the packed form needs a packing pass; the other two broadcast straight from
+/// the caller's matrix.
+enum { A_PACKED = 0, A_ROWS = 1, A_COLS = 2 };
+
+/// C[0..<R, 0..<nr] (+)= A (R rows, kc columns) times Wp[kc][V_NR]; R and `form` are constants.
+/// Element (i, k) of A is a[k * V_MR + i] (packed), a[i * lda + k] (rows) or a[k * lda + i]
+/// (cols).
+INLINE void ukernel_rows(const int R, const int form, const float *a, size_t lda, const float *Wp, size_t kc,
+                         float *C, size_t ldc, size_t nr, int first) {
   __m512 c0[V_MR], c1[V_MR];
   if (!first)  // the tile of C is added to at the end: fetch it while the products run
 #pragma clang loop unroll(full)
@@ -138,10 +145,10 @@ INLINE void ukernel_rows(const int R, const float *Ap, const float *Wp, size_t k
   for (int i = 0; i < R; i++) { c0[i] = _mm512_setzero_ps(); c1[i] = _mm512_setzero_ps(); }
   for (size_t k = 0; k < kc; k++) {
     const __m512 w0 = _mm512_load_ps(Wp + k * V_NR), w1 = _mm512_load_ps(Wp + k * V_NR + 16);
-    const float *a = Ap + k * V_MR;
 #pragma clang loop unroll(full)
     for (int i = 0; i < R; i++) {
-      const __m512 ai = _mm512_set1_ps(a[i]);
+      const float ak = form == A_PACKED ? a[k * V_MR + i] : form == A_ROWS ? a[i * lda + k] : a[k * lda + i];
+      const __m512 ai = _mm512_set1_ps(ak);
       c0[i] = _mm512_fmadd_ps(ai, w0, c0[i]);
       c1[i] = _mm512_fmadd_ps(ai, w1, c1[i]);
     }
@@ -159,15 +166,28 @@ INLINE void ukernel_rows(const int R, const float *Ap, const float *Wp, size_t k
   }
 }
 
-static void ukernel(const float *Ap, const float *Wp, size_t kc, float *C, size_t ldc, size_t mr, size_t nr,
-                    int first) {
-  switch (mr) {
-#define ROWS(r) case r: ukernel_rows(r, Ap, Wp, kc, C, ldc, nr, first); break;
-    ROWS(1) ROWS(2) ROWS(3) ROWS(4) ROWS(5) ROWS(6) ROWS(7) ROWS(8) ROWS(9) ROWS(10) ROWS(11)
-#undef ROWS
-    default: ukernel_rows(V_MR, Ap, Wp, kc, C, ldc, nr, first); break;
+#define UKERNEL(name, form)                                                                               \
+  static void name(const float *a, size_t lda, const float *Wp, size_t kc, float *C, size_t ldc, size_t mr, \
+                   size_t nr, int first) {                                                                  \
+    switch (mr) {                                                                                           \
+      case 1: ukernel_rows(1, form, a, lda, Wp, kc, C, ldc, nr, first); break;                             \
+      case 2: ukernel_rows(2, form, a, lda, Wp, kc, C, ldc, nr, first); break;                             \
+      case 3: ukernel_rows(3, form, a, lda, Wp, kc, C, ldc, nr, first); break;                             \
+      case 4: ukernel_rows(4, form, a, lda, Wp, kc, C, ldc, nr, first); break;                             \
+      case 5: ukernel_rows(5, form, a, lda, Wp, kc, C, ldc, nr, first); break;                             \
+      case 6: ukernel_rows(6, form, a, lda, Wp, kc, C, ldc, nr, first); break;                             \
+      case 7: ukernel_rows(7, form, a, lda, Wp, kc, C, ldc, nr, first); break;                             \
+      case 8: ukernel_rows(8, form, a, lda, Wp, kc, C, ldc, nr, first); break;                             \
+      case 9: ukernel_rows(9, form, a, lda, Wp, kc, C, ldc, nr, first); break;                             \
+      case 10: ukernel_rows(10, form, a, lda, Wp, kc, C, ldc, nr, first); break;                           \
+      case 11: ukernel_rows(11, form, a, lda, Wp, kc, C, ldc, nr, first); break;                           \
+      default: ukernel_rows(V_MR, form, a, lda, Wp, kc, C, ldc, nr, first); break;                        \
+    }                                                                                                       \
   }
-}
+UKERNEL(ukernel_packed, A_PACKED)
+UKERNEL(ukernel_a_rows, A_ROWS)
+UKERNEL(ukernel_a_cols, A_COLS)
+#undef UKERNEL
 
 /// The source bytes of the weight block for columns [n, n + nr) and reduction rows [k0, k0 + kc):
 /// `count` runs of `bytes` bytes, the first at `base`, each `stride` bytes after the last.
@@ -200,8 +220,9 @@ static void prefetch_span(const wspan *s, size_t l0, size_t l1) {
   }
 }
 
-void moek_gemm_packed_avx512(const float *Ap, size_t M, const void *W, int dt, size_t ldw, int wt, int acc,
-                             float *C, size_t ldc, size_t n0, size_t n1, size_t K) {
+/// The block driver for every form of A (`A_PACKED`: A is the packed panels, lda unused).
+static void gemm_avx512(int form, const float *A, size_t lda, size_t M, const void *W, int dt, size_t ldw, int wt,
+                        int acc, float *C, size_t ldc, size_t n0, size_t n1, size_t K) {
   if (M == 0 || n1 <= n0 || (K == 0 && acc)) return;
   if (K == 0) {  // empty reduction: C = 0
     for (size_t m = 0; m < M; m++) memset(C + m * ldc + n0, 0, (n1 - n0) * sizeof(float));
@@ -211,7 +232,7 @@ void moek_gemm_packed_avx512(const float *Ap, size_t M, const void *W, int dt, s
   float *Wp = moek_thread_scratch(V_NR * V_KC);
   for (size_t k0 = 0; k0 < K; k0 += V_KC) {
     const size_t kc = (K - k0) < V_KC ? (K - k0) : V_KC;
-    const float *Ablock = Ap + k0 * mtiles * V_MR;
+    const float *Ablock = form == A_PACKED ? A + k0 * mtiles * V_MR : NULL;
     // Panels in chunks of V_MC, so the chunk of packed A that every weight block meets stays
     // in L2 when M is large (the weight block is then packed once per chunk).
     for (size_t t0 = 0; t0 < mtiles; t0 += V_MC) {
@@ -233,11 +254,25 @@ void moek_gemm_packed_avx512(const float *Ap, size_t M, const void *W, int dt, s
         for (size_t t = t0; t < t1; t++) {
           if (lines) prefetch_span(&next, lines * (t - t0) / tn, lines * (t - t0 + 1) / tn);
           const size_t mr = (M - t * V_MR) < V_MR ? (M - t * V_MR) : V_MR;
-          ukernel(Ablock + t * V_MR * kc, Wp, kc, C + t * V_MR * ldc + n, ldc, mr, nr, k0 == 0 && !acc);
+          float *Ct = C + t * V_MR * ldc + n;
+          const int first = k0 == 0 && !acc;
+          if (form == A_PACKED) ukernel_packed(Ablock + t * V_MR * kc, 0, Wp, kc, Ct, ldc, mr, nr, first);
+          else if (form == A_ROWS) ukernel_a_rows(A + t * V_MR * lda + k0, lda, Wp, kc, Ct, ldc, mr, nr, first);
+          else ukernel_a_cols(A + k0 * lda + t * V_MR, lda, Wp, kc, Ct, ldc, mr, nr, first);
         }
       }
     }
   }
+}
+
+void moek_gemm_packed_avx512(const float *Ap, size_t M, const void *W, int dt, size_t ldw, int wt, int acc,
+                             float *C, size_t ldc, size_t n0, size_t n1, size_t K) {
+  gemm_avx512(A_PACKED, Ap, 0, M, W, dt, ldw, wt, acc, C, ldc, n0, n1, K);
+}
+
+void moek_gemm_direct_avx512(const float *A, size_t lda, int ta, size_t M, const void *W, int dt, size_t ldw,
+                             int wt, int acc, float *C, size_t ldc, size_t n0, size_t n1, size_t K) {
+  gemm_avx512(ta ? A_COLS : A_ROWS, A, lda, M, W, dt, ldw, wt, acc, C, ldc, n0, n1, K);
 }
 
 #pragma clang attribute pop

@@ -132,7 +132,7 @@ static float read_probe_neon(const float *p, size_t n) {
 #undef ELT
 
 const moek_vtable moek_vt_neon = {
-    gemv_rows_neon, gemm_packed_neon, GEMM_MR, GEMM_NR, GEMM_KC, NULL, NULL, fma_probe_neon,
+    gemv_rows_neon, gemm_packed_neon, GEMM_MR, GEMM_NR, GEMM_KC, NULL, NULL, NULL, fma_probe_neon,
     silu_mul_neon, silu_mul_backward_neon, adamw_neon, sum_squares_neon, read_probe_neon,
 };
 #endif

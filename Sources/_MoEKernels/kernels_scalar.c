@@ -69,6 +69,6 @@ static float read_probe_scalar(const float *p, size_t n) {
 #undef ELT
 
 const moek_vtable moek_vt_scalar = {
-    gemv_rows_scalar, gemm_packed_scalar, GEMM_MR, GEMM_NR, GEMM_KC, NULL, NULL, fma_probe_scalar,
+    gemv_rows_scalar, gemm_packed_scalar, GEMM_MR, GEMM_NR, GEMM_KC, NULL, NULL, NULL, fma_probe_scalar,
     silu_mul_scalar, silu_mul_backward_scalar, adamw_scalar, sum_squares_scalar, read_probe_scalar,
 };

@@ -92,6 +92,14 @@ void moek_gemm_packed_ex(const float *Ap, size_t M, const void *W, int dt, size_
 /// `moek_gemm_pack_a` for A stored transposed: A[m, k] is At[k * lda + m] (At is [K, M]).
 void moek_gemm_pack_a_t(const float *At, size_t lda, size_t M, size_t K, size_t t0, size_t t1, float *Ap);
 
+/// Whether the current path has `moek_gemm_direct`.
+int moek_gemm_direct_supported(void);
+/// `moek_gemm_packed_ex` reading A unpacked: A is f32 [M, K] with row stride lda, or with `ta`
+/// stored transposed, [K, M] (A[m, k] at A[k * lda + m]). Only when
+/// `moek_gemm_direct_supported()`; otherwise pack A and call `moek_gemm_packed_ex`.
+void moek_gemm_direct(const float *A, size_t lda, int ta, size_t M, const void *W, int dt, size_t ldw, int wt, int acc,
+                      float *C, size_t ldc, size_t n0, size_t n1, size_t K);
+
 /// The granularity in N that `moek_gemm_packed` works in on the current path; callers split N
 /// across threads in multiples of it.
 size_t moek_gemm_n_step(void);
