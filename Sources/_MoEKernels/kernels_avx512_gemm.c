@@ -220,6 +220,27 @@ static void prefetch_span(const wspan *s, size_t l0, size_t l1) {
   }
 }
 
+/// Prefetches panel t of A for the K block [k0, k0 + kc) into L2.
+static void prefetch_a(int form, const float *A, size_t lda, size_t M, size_t t, size_t k0, size_t kc, size_t mtiles) {
+  const size_t m0 = t * V_MR, rows = (M - m0) < V_MR ? (M - m0) : V_MR;
+  if (form == A_PACKED) {
+    const char *p = (const char *)(A + k0 * mtiles * V_MR + t * V_MR * kc);
+    for (size_t b = 0; b < kc * V_MR * sizeof(float); b += 64) _mm_prefetch(p + b, _MM_HINT_T1);
+  } else if (form == A_ROWS) {
+    for (size_t i = 0; i < rows; i++) {
+      const char *p = (const char *)(A + (m0 + i) * lda + k0);
+      for (size_t b = 0; b < kc * sizeof(float); b += 64) _mm_prefetch(p + b, _MM_HINT_T1);
+      _mm_prefetch(p + kc * sizeof(float) - 1, _MM_HINT_T1);
+    }
+  } else {
+    for (size_t k = 0; k < kc; k++) {
+      const char *p = (const char *)(A + (k0 + k) * lda + m0);
+      _mm_prefetch(p, _MM_HINT_T1);
+      _mm_prefetch(p + rows * sizeof(float) - 1, _MM_HINT_T1);
+    }
+  }
+}
+
 /// The block driver for every form of A (`A_PACKED`: A is the packed panels, lda unused).
 static void gemm_avx512(int form, const float *A, size_t lda, size_t M, const void *W, int dt, size_t ldw, int wt,
                         int acc, float *C, size_t ldc, size_t n0, size_t n1, size_t K) {
@@ -253,6 +274,9 @@ static void gemm_avx512(int form, const float *A, size_t lda, size_t M, const vo
         }
         for (size_t t = t0; t < t1; t++) {
           if (lines) prefetch_span(&next, lines * (t - t0) / tn, lines * (t - t0 + 1) / tn);
+          // The first weight block of a K block meets each panel of A first: fetch the next panel
+          // while this one computes (later blocks find A in L2).
+          if (n == n0 && t + 1 < t1) prefetch_a(form, A, lda, M, t + 1, k0, kc, mtiles);
           const size_t mr = (M - t * V_MR) < V_MR ? (M - t * V_MR) : V_MR;
           float *Ct = C + t * V_MR * ldc + n;
           const int first = k0 == 0 && !acc;
