@@ -146,9 +146,14 @@ public final class DecoderModel: @unchecked Sendable {
                                   down: try ck.tensor("\(m).down_proj.weight", shape: [d, si]),
                                   outputGate: s.sharedExpertGate ? try ck.tensor("\(prefix).shared_expert_gate.weight", shape: [1, d]) : nil)
         }
-        let router: any Router
+        var router: any Router
         if let override = s.routerOverride {
             router = try routerOrThrow(override, experts: s.experts, path: ck.configPath)
+            // A trained DeepSeek-V3-style router keeps one selection bias per layer.
+            if let sigmoid = router as? TopKSigmoidRouter, sigmoid.scoring == .sigmoid,
+               let bias = try ck.optionalTensor("\(prefix).gate.e_score_correction_bias", shape: [s.experts]) {
+                router = sigmoid.withBias(bias.toFloats())
+            }
         } else {
             switch s.routerKind {
         case .softmaxTopK:

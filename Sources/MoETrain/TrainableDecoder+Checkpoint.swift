@@ -35,8 +35,18 @@ extension TrainableDecoder {
         return out
     }
 
-    /// Every parameter under its checkpoint name.
-    public var namedTensors: [(name: String, tensor: Tensor)] { orderedVariables.map { ($0.name, $0.variable.value) } }
+    /// Every parameter under its checkpoint name, then each layer's DeepSeek-V3 selection bias
+    /// (`...gate.e_score_correction_bias`, as DeepSeek-V3 names it), when the router has one.
+    public var namedTensors: [(name: String, tensor: Tensor)] {
+        orderedVariables.map { ($0.name, $0.variable.value) } + namedBiases.map { ($0.name, Tensor(shape: [$0.bias.count], values: $0.bias)) }
+    }
+
+    /// Each layer's selection bias under its checkpoint name.
+    var namedBiases: [(name: String, layer: Int, bias: [Float])] {
+        layers.enumerated().compactMap { i, l in
+            l.routerBias.map { ("model.layers.\(i).block_sparse_moe.gate.e_score_correction_bias", i, $0) }
+        }
+    }
 
     /// Each parameter's variable under its checkpoint name (for gradients and optimiser state).
     public var namedVariables: [String: Variable] {
@@ -53,6 +63,13 @@ extension TrainableDecoder {
             }
             variable.value = t.dtype == .f32 ? t.copied() : t.converted(to: .f32)
             variable.grad = nil
+        }
+        for (name, i, bias) in namedBiases {
+            let t = try tensor(name)
+            guard t.shape == [bias.count] else {
+                throw MoECoreError.invalidValue(path: nil, field: name, reason: "shape \(t.shape), expected [\(bias.count)]")
+            }
+            layers[i].routerBias = t.toFloats()
         }
     }
 

@@ -31,6 +31,9 @@ public final class TrainableDecoder: @unchecked Sendable {
     public struct Layer {
         public var inputNorm: Variable, wq: Variable, wk: Variable, wv: Variable, wo: Variable, postNorm: Variable
         public var moe: MoEParameters
+        /// DeepSeek-V3's selection bias for this layer (`topk-sigmoid` with sigmoid scores only):
+        /// not a parameter, it moves by the load rule between steps (`Trainer`).
+        public var routerBias: [Float]? = nil
         var all: [Variable] { [inputNorm, wq, wk, wv, wo, postNorm] + moe.all }
     }
 
@@ -65,12 +68,16 @@ public final class TrainableDecoder: @unchecked Sendable {
         embed = w([s.vocabSize, d])
         finalNorm = ones(d)
         lmHead = w([s.vocabSize, d])
+        // Every layer starts from the router's configured bias (zeros when it has none).
+        let sigmoidRouter = (router as? TopKSigmoidRouter).flatMap { $0.scoring == .sigmoid ? $0 : nil }
+        let startBias = sigmoidRouter.map { $0.bias ?? [Float](repeating: 0, count: s.experts) }
         layers = (0..<s.layers).map { _ in
             Layer(inputNorm: ones(d), wq: w([s.heads * hd, d]), wk: w([s.kvHeads * hd, d]), wv: w([s.kvHeads * hd, d]),
                   wo: w([d, s.heads * hd], scale: residual), postNorm: ones(d),
                   moe: MoEParameters(router: routerWeights(), gate: (0..<s.experts).map { _ in w([s.expertSize, d]) },
                                      up: (0..<s.experts).map { _ in w([s.expertSize, d]) },
-                                     down: (0..<s.experts).map { _ in w([d, s.expertSize], scale: residual) }))
+                                     down: (0..<s.experts).map { _ in w([d, s.expertSize], scale: residual) }),
+                  routerBias: startBias)
         }
         routerCell = stateSize.map { h in
             // As RMoE initialises it: every tensor, biases too, drawn with std 0.02.
@@ -78,6 +85,12 @@ public final class TrainableDecoder: @unchecked Sendable {
                           biasI: (0..<3).map { _ in w([h]) }, biasH: (0..<3).map { _ in w([h]) })
         }
         rope = RotaryEmbedding(headDim: hd, base: s.ropeTheta, layout: .rotateHalf)
+    }
+
+    /// The router as layer `layer` routes: with its own selection bias, if it has one.
+    func router(of layer: Layer) -> any Router {
+        guard let bias = layer.routerBias, let r = router as? TopKSigmoidRouter else { return router }
+        return r.withBias(bias)
     }
 
     /// `replica()`: every parameter behind a new variable over the same value tensor.
@@ -90,7 +103,7 @@ public final class TrainableDecoder: @unchecked Sendable {
         lmHead = v(m.lmHead)
         layers = m.layers.map { l in
             Layer(inputNorm: v(l.inputNorm), wq: v(l.wq), wk: v(l.wk), wv: v(l.wv), wo: v(l.wo), postNorm: v(l.postNorm),
-                  moe: l.moe.replica(v))
+                  moe: l.moe.replica(v), routerBias: l.routerBias)
         }
         routerCell = m.routerCell.map { c in
             GRUParameters(weightI: c.weightI.map(v), weightH: c.weightH.map(v), biasI: c.biasI.map(v), biasH: c.biasH.map(v))
@@ -150,7 +163,7 @@ public final class TrainableDecoder: @unchecked Sendable {
                 routerState = state
                 logits = tape.linear(state, output)
             }
-            let step = tape.moe(h2, logits: logits, layer.moe, router: router, aux: aux)
+            let step = tape.moe(h2, logits: logits, layer.moe, router: router(of: layer), aux: aux)
             auxTotal += step.auxLoss
             routings.append(step.routing)
             x = tape.add(x, step.output)

@@ -64,8 +64,27 @@ public final class Trainer: @unchecked Sendable {
         clipGradients(model.parameters.map(\.variable), maxNorm: config.clip, pool: pool)
         let lr = schedule.rate(at: step)
         optimizer.update(model.parameters, lr: lr, pool: pool)
+        if config.biasUpdateSpeed > 0 { updateRouterBiases(loads: lastLoads, speed: config.biasUpdateSpeed) }
         step += 1
         return (loss, aux, lr)
+    }
+
+    /// Tokens each layer sent to each expert in the last `computeGradients` (all micro-batches).
+    public private(set) var lastLoads: [[Int]] = []
+
+    /// DeepSeek-V3's auxiliary-loss-free balancing, applied after a step: each layer's bias
+    /// b_i += speed * sign(mean load - load_i), so an overloaded expert is chosen less next
+    /// time. The bias steers only which experts are chosen, never their weights.
+    public func updateRouterBiases(loads: [[Int]], speed: Float) {
+        for (l, load) in loads.enumerated() where l < model.layers.count {
+            guard var bias = model.layers[l].routerBias, bias.count == load.count, !load.isEmpty else { continue }
+            let mean = Float(load.reduce(0, +)) / Float(load.count)
+            for i in bias.indices {
+                let gap = mean - Float(load[i])
+                bias[i] += gap > 0 ? speed : (gap < 0 ? -speed : 0)
+            }
+            model.layers[l].routerBias = bias
+        }
     }
 
     /// Forward and backward over this step's batch, leaving the gradients in `model`; returns
@@ -84,6 +103,7 @@ public final class Trainer: @unchecked Sendable {
             let tape = Tape(pool: pool)
             let out = model.forward(inputs, targets: targets, tape: tape, aux: config.auxLosses)
             tape.backward(from: out.loss)
+            lastLoads = out.routings.map(\.chosenPerExpert)
             return (out.loss.value.floats[0] + out.auxLoss, out.auxLoss)
         }
         let micro = inputs.count / g, weight = 1 / Float(g)
@@ -91,21 +111,24 @@ public final class Trainer: @unchecked Sendable {
         aux.scale(by: weight)
         let lanes = min(g, pool.threadCount)
         let replicas = (0..<lanes).map { _ in model.replica() }
-        var losses = [(loss: Float, aux: Float)](repeating: (0, 0), count: g)
+        var results = [(loss: Float, aux: Float, loads: [[Int]])](repeating: (0, 0, []), count: g)
         for wave in stride(from: 0, to: g, by: lanes) {
             let n = min(lanes, g - wave)
-            losses.withUnsafeMutableBufferPointer { out in
+            results.withUnsafeMutableBufferPointer { out in
                 pool.parallelFor(n) { i in
                     let rows = ((wave + i) * micro)..<((wave + i + 1) * micro)
                     let tape = Tape(pool: pool)  // calls from inside a pool task run inline
                     let o = replicas[i].forward(Array(inputs[rows]), targets: Array(targets[rows]), tape: tape, aux: aux)
                     tape.backward(from: o.loss, seed: weight)
-                    out[wave + i] = (o.loss.value.floats[0] * weight + o.auxLoss, o.auxLoss)
+                    out[wave + i] = (o.loss.value.floats[0] * weight + o.auxLoss, o.auxLoss, o.routings.map(\.chosenPerExpert))
                 }
             }
             model.absorbGradients(of: Array(replicas[0..<n]), pool: pool)
         }
-        return (losses.reduce(0) { $0 + $1.loss }, losses.reduce(0) { $0 + $1.aux })
+        lastLoads = results.dropFirst().reduce(results[0].loads) { total, r in
+            zip(total, r.loads).map { a, b in zip(a, b).map { $0 + $1 } }
+        }
+        return (results.reduce(0) { $0 + $1.loss }, results.reduce(0) { $0 + $1.aux })
     }
 
     /// Greedy continuation of `prompt` until a newline, `<eos>` or `maxNew` bytes.

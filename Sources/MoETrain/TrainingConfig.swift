@@ -52,6 +52,10 @@ public struct TrainingConfig: Codable, Sendable {
     /// The top-p dynamic loss (mean router entropy), DeepSeekMoE's expert- and device-level
     /// balance (devices from the router's `devices`); all off by default.
     public var entropyLoss: Float = 0, expertBalance: Float = 0, deviceBalance: Float = 0
+    /// DeepSeek-V3's auxiliary-loss-free balancing (`topk-sigmoid` with sigmoid scores): after
+    /// each step every layer's selection bias moves by this much towards balance,
+    /// b_i += speed * sign(mean load - load_i). 0 keeps the biases fixed.
+    public var biasUpdateSpeed: Float = 0.001
     public var data = DataSource(synthetic: .init(), textFiles: nil)
     public var steps = 1000, batch = 8, seqLen = 64
     /// Gradient accumulation: each step's `batch` sequences run as this many micro-batches,
@@ -67,6 +71,7 @@ public struct TrainingConfig: Codable, Sendable {
         case model, router, data, steps, batch, lr, warmup, clip, seed, threads
         case loadBalance = "load_balance", zLoss = "z_loss", seqLen = "seq_len", minLR = "min_lr", gradAccum = "grad_accum"
         case entropyLoss = "entropy_loss", expertBalance = "expert_balance", deviceBalance = "device_balance"
+        case biasUpdateSpeed = "bias_update_speed"
         case weightDecay = "weight_decay", evalInterval = "eval_interval", evalSamples = "eval_samples"
         case checkpointInterval = "checkpoint_interval", checkpointDir = "checkpoint_dir"
     }
@@ -83,6 +88,7 @@ public struct TrainingConfig: Codable, Sendable {
         entropyLoss = try c.decodeIfPresent(Float.self, forKey: .entropyLoss) ?? d.entropyLoss
         expertBalance = try c.decodeIfPresent(Float.self, forKey: .expertBalance) ?? d.expertBalance
         deviceBalance = try c.decodeIfPresent(Float.self, forKey: .deviceBalance) ?? d.deviceBalance
+        biasUpdateSpeed = try c.decodeIfPresent(Float.self, forKey: .biasUpdateSpeed) ?? d.biasUpdateSpeed
         data = try c.decodeIfPresent(DataSource.self, forKey: .data) ?? d.data
         steps = try c.decodeIfPresent(Int.self, forKey: .steps) ?? d.steps
         batch = try c.decodeIfPresent(Int.self, forKey: .batch) ?? d.batch
@@ -112,6 +118,7 @@ public struct TrainingConfig: Codable, Sendable {
         guard m.experts > 0, m.expertSize > 0 else { throw bad("model.experts", "must be positive") }
         guard steps > 0, batch > 0, seqLen > 1 else { throw bad("steps/batch/seq_len", "must be positive (seq_len > 1)") }
         guard gradAccum > 0, batch % gradAccum == 0 else { throw bad("grad_accum", "must be positive and divide batch") }
+        guard biasUpdateSpeed >= 0 else { throw bad("bias_update_speed", "must not be negative") }
         guard lr > 0, minLR >= 0, warmup >= 0, clip > 0 else { throw bad("lr/min_lr/warmup/clip", "out of range") }
         guard evalInterval > 0, checkpointInterval > 0, evalSamples >= 0 else { throw bad("eval_interval/checkpoint_interval", "must be positive") }
         if data.synthetic == nil && (data.textFiles ?? []).isEmpty { throw bad("data", "give synthetic or text_files") }

@@ -6,17 +6,7 @@ import XCTest
 /// `grad_accum`: a step's batch as micro-batches on model replicas, gradients summed in order.
 final class GradientAccumulationTests: XCTestCase {
     func config(accum: Int, aux: Bool) -> TrainingConfig {
-        var c = TrainingConfig()
-        c.model.hiddenSize = 16
-        c.model.layers = 2
-        c.model.heads = 2
-        c.model.kvHeads = 1
-        c.model.experts = 4
-        c.model.expertSize = 24
-        c.router = .init(name: "topk-softmax")
-        c.router.k = 2
-        c.batch = 4
-        c.seqLen = 12
+        var c = tinyTrainingConfig(router: "topk-softmax", experts: 4, expertSize: 24, seqLen: 12)
         c.gradAccum = accum
         c.loadBalance = aux ? 0.01 : 0
         c.zLoss = aux ? 0.001 : 0

@@ -60,7 +60,7 @@ final class TrainingParityTests: XCTestCase {
         assertClose(out.logits.value.toFloats(), expected, absolute: 1e-4)
     }
 
-    /// Models trained with DeepSeek-V3's sigmoid router (bias, groups, routed scaling) and with
+    /// Models trained with DeepSeek-V3's sigmoid router (per-layer bias, groups, routed scaling) and with
     /// AdaMoE's null experts (a router of E + M rows) save checkpoints whose `moekit_router`
     /// makes inference route, and so compute, the same.
     func testOtherRoutersCheckpointsRunTheSameInInference() throws {
@@ -76,6 +76,12 @@ final class TrainingParityTests: XCTestCase {
         for rc in [sigmoid, null] {
             let s = TrainableDecoder.Shape(vocabSize: 40, hiddenSize: 16, layers: 2, heads: 2, kvHeads: 1, experts: 6, expertSize: 8)
             let model = TrainableDecoder(shape: s, router: try rc.makeRouter(experts: 6), seed: 11)
+            if rc.name == "topk-sigmoid" {  // each layer's own bias, as training leaves them
+                XCTAssertEqual(model.layers[0].routerBias, rc.bias)
+                // Large enough to decide the choice: one expert always, one never, per layer.
+                model.layers[0].routerBias = [2, -2, 0.2, 0, 0.05, -0.4]
+                model.layers[1].routerBias = [-2, 0.4, 0, 2, -0.3, 0.2]
+            }
             let inference = try savedAndLoaded(model, routerConfig: rc)
             let tokens = [5, 9, 33, 2, 39, 17, 0]
             var cache = inference.makeCache()

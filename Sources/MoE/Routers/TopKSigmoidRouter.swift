@@ -55,6 +55,13 @@ public struct TopKSigmoidRouter: Router {
         self.devices = devices
     }
 
+    /// The same router with another selection bias (DeepSeek-V3's per-layer
+    /// `e_score_correction_bias`, which training moves between steps).
+    public func withBias(_ bias: [Float]?) -> TopKSigmoidRouter {
+        TopKSigmoidRouter(experts: expertCount, k: k, scoring: scoring, bias: bias, groups: groups, topkGroup: topkGroup,
+                          groupScore: groupScore, renormalize: renormalize, routedScaling: routedScaling, devices: devices)
+    }
+
     /// Scores s for all tokens, T * E floats.
     func scores(_ logits: Tensor) -> [Float] {
         switch scoring {
