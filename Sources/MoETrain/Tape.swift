@@ -17,6 +17,13 @@ public final class Variable: @unchecked Sendable {
 
     public var shape: [Int] { value.shape }
 
+    /// `accumulate` for a tensor nobody else holds: on first use it becomes the gradient
+    /// itself, with no copy.
+    func accumulate(owned g: Tensor) {
+        guard requiresGrad else { return }
+        if grad == nil { grad = g } else { accumulate(g) }
+    }
+
     /// Adds `g` into the gradient (allocating it on first use).
     func accumulate(_ g: Tensor) {
         guard requiresGrad else { return }

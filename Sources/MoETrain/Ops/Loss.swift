@@ -10,28 +10,37 @@ extension Tape {
         let v = logits.shape[1], t = logits.shape[0]
         precondition(targets.count == t, "crossEntropy: \(targets.count) targets for \(t) positions")
         let z = logits.value.floats
-        var probs = [Float](repeating: 0, count: t * v)
-        var total: Double = 0
+        let probs = Tensor(uninitialized: [t, v])
+        let p = probs.mutableFloats
+        var rowLoss = [Double](repeating: 0, count: t)  // summed in order: the same on any thread count
         let counted = targets.filter { $0 >= 0 }.count
-        for r in 0..<t {
-            var mx = -Float.infinity
-            for i in 0..<v { mx = max(mx, z[r * v + i]) }
-            var sum: Double = 0
-            for i in 0..<v { let e = Foundation.exp(Double(z[r * v + i] - mx)); probs[r * v + i] = Float(e); sum += e }
-            for i in 0..<v { probs[r * v + i] = Float(Double(probs[r * v + i]) / sum) }
-            if targets[r] >= 0 { total -= Double(z[r * v + targets[r]] - mx) - Foundation.log(sum) }
+        rowLoss.withUnsafeMutableBufferPointer { rowLoss in
+            Kernels.parallelRows(t, cost: v * 8, pool: pool) { r in
+                var mx = -Float.infinity
+                for i in 0..<v { mx = max(mx, z[r * v + i]) }
+                var sum: Double = 0  // f32 exponentials (as PyTorch's f32 log-softmax), summed in f64
+                for i in 0..<v { let e = Foundation.exp(z[r * v + i] - mx); p[r * v + i] = e; sum += Double(e) }
+                let inv = 1 / sum
+                for i in 0..<v { p[r * v + i] = Float(Double(p[r * v + i]) * inv) }
+                if targets[r] >= 0 { rowLoss[r] = Foundation.log(sum) - Double(z[r * v + targets[r]] - mx) }
+            }
         }
+        let total = rowLoss.reduce(0, +)
         let out = Variable(Tensor(shape: [1], values: [Float(total / Double(max(1, counted)))]))
-        record {
+        record { [pool] in
             guard let g = out.grad?.floats[0], logits.requiresGrad else { return }
             let scale = g / Float(max(1, counted))
-            var d = probs
-            for r in 0..<t {
-                if targets[r] < 0 { for i in 0..<v { d[r * v + i] = 0 }; continue }
-                d[r * v + targets[r]] -= 1
-                for i in 0..<v { d[r * v + i] *= scale }
+            let d = Tensor(uninitialized: [t, v])
+            let dp = d.mutableFloats, pp = probs.floats
+            Kernels.parallelRows(t, cost: v * 2, pool: pool) { r in
+                guard targets[r] >= 0 else {
+                    for i in 0..<v { dp[r * v + i] = 0 }
+                    return
+                }
+                for i in 0..<v { dp[r * v + i] = pp[r * v + i] * scale }
+                dp[r * v + targets[r]] -= scale
             }
-            logits.accumulate(Tensor(shape: [t, v], values: d))
+            logits.accumulate(owned: d)
         }
         return out
     }
