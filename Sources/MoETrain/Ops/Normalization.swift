@@ -11,34 +11,47 @@ extension Tape {
         let c = x.shape.last ?? 1, rows = x.value.count / max(1, c)
         let (xT, wT) = (x.value, w.value)  // the closure keeps these alive
         let xs = xT.floats, ws = wT.floats
-        let y = Tensor(zeros: x.shape)
+        let y = Tensor(uninitialized: x.shape)
         let yp = y.mutableFloats
         var inv = [Float](repeating: 0, count: rows)
-        for r in 0..<rows {
-            var ss: Double = 0
-            for i in 0..<c { ss += Double(xs[r * c + i]) * Double(xs[r * c + i]) }
-            inv[r] = Float(1 / (ss / Double(c) + Double(eps)).squareRoot())
-            for i in 0..<c { yp[r * c + i] = xs[r * c + i] * inv[r] * ws[i] }
+        inv.withUnsafeMutableBufferPointer { inv in
+            Kernels.parallelRows(rows, cost: c * 3, pool: pool) { r in
+                var ss: Double = 0
+                for i in 0..<c { ss += Double(xs[r * c + i]) * Double(xs[r * c + i]) }
+                inv[r] = Float(1 / (ss / Double(c) + Double(eps)).squareRoot())
+                for i in 0..<c { yp[r * c + i] = xs[r * c + i] * inv[r] * ws[i] }
+            }
         }
         let out = Variable(y)
-        record {
+        record { [pool] in
             guard let dy = out.grad else { return }
             let dyp = dy.floats, xs = xT.floats, ws = wT.floats
-            let dx = Tensor(zeros: x.shape), dw = Tensor(zeros: w.shape)
-            let dxp = dx.mutableFloats, dwp = dw.mutableFloats
-            for r in 0..<rows {
-                let ri = inv[r]
-                var dot: Double = 0
-                for i in 0..<c {
-                    let g = dyp[r * c + i] * ws[i]
-                    dot += Double(g) * Double(xs[r * c + i])
-                    dwp[i] += dyp[r * c + i] * xs[r * c + i] * ri
+            let dx = Tensor(uninitialized: x.shape)
+            let dxp = dx.mutableFloats
+            // dw sums over rows: per block of rows into its own partial, then the partials in
+            // order, so the result does not depend on the thread count.
+            let block = 64, blocks = (rows + block - 1) / block
+            var partial = [Float](repeating: 0, count: blocks * c)
+            partial.withUnsafeMutableBufferPointer { partial in
+                Kernels.parallelRows(blocks, cost: block * c * 6, pool: pool) { b in
+                    let dwp = partial.baseAddress! + b * c
+                    for r in (b * block)..<min(rows, (b + 1) * block) {
+                        let ri = inv[r]
+                        var dot: Double = 0
+                        for i in 0..<c {
+                            let g = dyp[r * c + i] * ws[i]
+                            dot += Double(g) * Double(xs[r * c + i])
+                            dwp[i] += dyp[r * c + i] * xs[r * c + i] * ri
+                        }
+                        let k = Float(dot / Double(c)) * ri * ri * ri
+                        for i in 0..<c { dxp[r * c + i] = dyp[r * c + i] * ws[i] * ri - xs[r * c + i] * k }
+                    }
                 }
-                let k = Float(dot / Double(c)) * ri * ri * ri
-                for i in 0..<c { dxp[r * c + i] = dyp[r * c + i] * ws[i] * ri - xs[r * c + i] * k }
             }
-            x.accumulate(dx)
-            w.accumulate(dw)
+            var dw = [Float](repeating: 0, count: c)
+            for b in 0..<blocks { for i in 0..<c { dw[i] += partial[b * c + i] } }
+            x.accumulate(owned: dx)
+            w.accumulate(owned: Tensor(shape: [c], values: dw))
         }
         return out
     }
