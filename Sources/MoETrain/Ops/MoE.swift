@@ -119,16 +119,18 @@ extension Tape {
         let renormalize = router.renormalizesChosenWeights
         let scale = sigmoidRouter?.routedScaling ?? 1
         var probs = zs
-        for r in 0..<t {
-            if sigmoid {
-                for i in 0..<l { probs[r * l + i] = 1 / (1 + Foundation.exp(-zs[r * l + i])) }
-                continue
+        probs.withUnsafeMutableBufferPointer { probs in
+            Kernels.parallelRows(t, cost: l * 8, pool: pool) { r in
+                if sigmoid {
+                    for i in 0..<l { probs[r * l + i] = 1 / (1 + Foundation.exp(-zs[r * l + i])) }
+                    return
+                }
+                var mx = -Float.infinity
+                for i in 0..<l { mx = max(mx, zs[r * l + i]) }
+                var sum: Float = 0
+                for i in 0..<l { probs[r * l + i] = Foundation.exp(zs[r * l + i] - mx); sum += probs[r * l + i] }
+                for i in 0..<l { probs[r * l + i] /= sum }
             }
-            let row = zs[(r * l)..<((r + 1) * l)]
-            let mx = row.max() ?? 0
-            var sum: Float = 0
-            for i in 0..<l { probs[r * l + i] = Foundation.exp(zs[r * l + i] - mx); sum += probs[r * l + i] }
-            for i in 0..<l { probs[r * l + i] /= sum }
         }
         var balanceProbs = probs
         var scoreSums = [Float](repeating: 1, count: t)
@@ -262,23 +264,25 @@ extension Tape {
                 }
             }
             // Score backward (softmax or sigmoid), plus the z-loss on the logits.
-            var dz = [Float](repeating: 0, count: t * l)
-            for tok in 0..<t {
+            let dzT = Tensor(uninitialized: [t, l])
+            let dz = dzT.mutableFloats
+            Kernels.parallelRows(t, cost: l * 8, pool: pool) { tok in
                 var inner: Float = 0
                 for i in 0..<l { inner += dp[tok * l + i] * probs[tok * l + i] }
-                let row = zs[(tok * l)..<((tok + 1) * l)]
-                let mx = row.max() ?? 0
-                let lse = mx + Foundation.log(row.reduce(Float(0)) { $0 + Foundation.exp($1 - mx) })
+                var mx = -Float.infinity, sum: Float = 0
+                for i in 0..<l { mx = max(mx, zs[tok * l + i]) }
+                if coefZ != 0 { for i in 0..<l { sum += Foundation.exp(zs[tok * l + i] - mx) } }
+                let lse = mx + Foundation.log(sum)  // used only with the z-loss
                 for i in 0..<l {
                     let p = probs[tok * l + i]
                     dz[tok * l + i] = sigmoid ? dp[tok * l + i] * p * (1 - p) : p * (dp[tok * l + i] - inner)
                     if coefZ != 0 {
-                        let softmax = Foundation.exp(row[row.startIndex + i] - lse)
+                        let softmax = Foundation.exp(zs[tok * l + i] - lse)
                         dz[tok * l + i] += coefZ * 2 * lse * softmax / Float(t)
                     }
                 }
             }
-            logits.accumulate(Tensor(shape: [t, l], values: dz))
+            logits.accumulate(owned: dzT)
             x.accumulate(dx)
         }
         return MoEStep(output: out, routing: routing,
