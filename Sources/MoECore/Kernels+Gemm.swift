@@ -65,22 +65,18 @@ extension Kernels {
     /// skipped; one with an empty reduction zeroes its output (or leaves it, accumulating). Jobs
     /// reading the same A (same memory, shape and layout) pack it once.
     public static func gemmBatch(_ jobs: [GemmJob], pool: ThreadPool = .shared) {
-        struct Raw {
-            let a: UnsafePointer<Float>, b: UnsafeRawPointer, out: UnsafeMutablePointer<Float>
-            let m: Int, n: Int, k: Int, dtype: Int32, transposeA: Bool, wt: Int32, acc: Int32
-        }
-        var raw: [Raw] = []
+        var raw: [PreparedGemm] = []
         for job in jobs {
             let (m, n, k) = job.dimensions
             if m == 0 || n == 0 || (k == 0 && job.accumulate) { continue }
-            raw.append(Raw(a: job.a.rawPointer.assumingMemoryBound(to: Float.self), b: job.b.rawPointer,
+            raw.append(PreparedGemm(a: job.a.rawPointer.assumingMemoryBound(to: Float.self), b: job.b.rawPointer,
                            out: job.out.mutableRawPointer.assumingMemoryBound(to: Float.self), m: m, n: n, k: k,
                            dtype: job.b.dtype.cValue, transposeA: job.transposeA, wt: job.transposeB ? 1 : 0,
                            acc: job.accumulate ? 1 : 0))
         }
         if raw.isEmpty { return }
         if raw.allSatisfy({ readsAUnpacked(k: $0.k, transposed: $0.transposeA) }) {  // the leaf reads A as it is: no packing pass
-            gemmDirect(raw.map { ($0.a, $0.transposeA, $0.b, $0.dtype, $0.wt, $0.acc, $0.out, $0.m, $0.n, $0.k) }, pool: pool)
+            gemmDirect(raw, pool: pool)
             return
         }
         // Jobs that read the same A (an MoE expert's gate and up projections) share one packing.
@@ -96,11 +92,8 @@ extension Kernels {
                 slotJob.append(i)
             }
         }
-        let mr = moek_gemm_mr(), step = moek_gemm_n_step()
-        let totalFlops = raw.reduce(0) { $0 + 2 * $1.m * $1.n * $1.k }
-        // About four pieces per thread overall, and none under ~0.5 MFLOP, in whole leaf tiles.
-        let target = max(1 << 19, totalFlops / max(1, pool.threadCount * 4))
-        var packPieces: [(job: Int, t0: Int, t1: Int)] = [], pieces: [(job: Int, n0: Int, n1: Int)] = []
+        let mr = moek_gemm_mr()
+        var packPieces: [(job: Int, t0: Int, t1: Int)] = []
         var packedOffset = [Int](repeating: 0, count: slotJob.count + 1)
         for (slot, i) in slotJob.enumerated() {
             let j = raw[i]
@@ -108,11 +101,7 @@ extension Kernels {
             let panels = (j.m + mr - 1) / mr, panelChunk = max(1, (1 << 14) / max(1, mr * j.k))
             for t0 in stride(from: 0, to: panels, by: panelChunk) { packPieces.append((i, t0, min(panels, t0 + panelChunk))) }
         }
-        for (i, j) in raw.enumerated() {
-            let tileFlops = max(1, 2 * j.m * j.k * step)
-            let slice = max(1, target / tileFlops) * step
-            for n0 in stride(from: 0, to: j.n, by: slice) { pieces.append((i, n0, min(j.n, n0 + slice))) }
-        }
+        let pieces = outputPieces(raw, pool: pool)
         withScratchFloats(packedOffset[slotJob.count]) { packed in
             packPieces.withUnsafeBufferPointer { packPieces in
                 pool.parallelFor(packPieces.count) { p in
@@ -146,27 +135,35 @@ extension Kernels {
         (transposed || k <= 512) && moek_gemm_direct_supported() != 0
     }
 
-    /// `gemmBatch` on a path whose leaf reads A unpacked: one parallel pass over (job, run of
-    /// B rows) pieces.
-    private static func gemmDirect(
-        _ jobs: [(a: UnsafePointer<Float>, ta: Bool, b: UnsafeRawPointer, dtype: Int32, wt: Int32, acc: Int32,
-                  out: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int)], pool: ThreadPool
-    ) {
+    /// The (job, run of B rows) pieces of a batch: about four per thread overall, none under
+    /// ~0.5 MFLOP, in whole leaf tiles.
+    private static func outputPieces(_ jobs: [PreparedGemm], pool: ThreadPool) -> [(job: Int, n0: Int, n1: Int)] {
         let step = moek_gemm_n_step()
         let totalFlops = jobs.reduce(0) { $0 + 2 * $1.m * $1.n * $1.k }
-        let target = max(1 << 19, totalFlops / max(1, pool.threadCount * 4))  // as gemmBatch
+        let target = max(1 << 19, totalFlops / max(1, pool.threadCount * 4))
         var pieces: [(job: Int, n0: Int, n1: Int)] = []
         for (i, j) in jobs.enumerated() {
             let slice = max(1, target / max(1, 2 * j.m * j.k * step)) * step
             for n0 in stride(from: 0, to: j.n, by: slice) { pieces.append((i, n0, min(j.n, n0 + slice))) }
         }
-        pieces.withUnsafeBufferPointer { pieces in
+        return pieces
+    }
+
+    /// `gemmBatch` on a path whose leaf reads A unpacked: one parallel pass over its pieces.
+    private static func gemmDirect(_ jobs: [PreparedGemm], pool: ThreadPool) {
+        outputPieces(jobs, pool: pool).withUnsafeBufferPointer { pieces in
             pool.parallelFor(pieces.count) { p in
                 let (i, n0, n1) = pieces[p]
                 let j = jobs[i]
-                moek_gemm_direct(j.a, j.ta ? j.m : j.k, j.ta ? 1 : 0, j.m, j.b, j.dtype, j.wt != 0 ? j.n : j.k, j.wt, j.acc,
-                                 j.out, j.n, n0, n1, j.k)
+                moek_gemm_direct(j.a, j.transposeA ? j.m : j.k, j.transposeA ? 1 : 0, j.m, j.b, j.dtype,
+                                 j.wt != 0 ? j.n : j.k, j.wt, j.acc, j.out, j.n, n0, n1, j.k)
             }
         }
     }
+}
+
+/// A `GemmJob` checked and reduced to what the C leaves take.
+private struct PreparedGemm {
+    let a: UnsafePointer<Float>, b: UnsafeRawPointer, out: UnsafeMutablePointer<Float>
+    let m: Int, n: Int, k: Int, dtype: Int32, transposeA: Bool, wt: Int32, acc: Int32
 }

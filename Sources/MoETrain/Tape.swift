@@ -19,19 +19,27 @@ public final class Variable: @unchecked Sendable {
 
     /// `accumulate` for a tensor nobody else holds: on first use it becomes the gradient
     /// itself, with no copy.
-    func accumulate(owned g: Tensor) {
+    func accumulate(owned g: Tensor, pool: ThreadPool? = nil) {
         guard requiresGrad else { return }
-        if grad == nil { grad = g } else { accumulate(g) }
+        if grad == nil { grad = g } else { accumulate(g, pool: pool) }
     }
 
-    /// Adds `g` into the gradient (allocating it on first use).
-    func accumulate(_ g: Tensor) {
+    /// Adds `g` into the gradient (allocating it on first use); with a `pool`, in parallel
+    /// chunks (an elementwise add: the same result on any thread count).
+    func accumulate(_ g: Tensor, pool: ThreadPool? = nil) {
         guard requiresGrad else { return }
-        if let grad {
-            let p = grad.mutableFloats, q = g.floats
-            for i in 0..<p.count { p[i] += q[i] }
-        } else {
+        guard let grad else {
             grad = g.copied()
+            return
+        }
+        let p = grad.mutableFloats, q = g.floats
+        guard let pool else {
+            for i in 0..<p.count { p[i] += q[i] }
+            return
+        }
+        let chunk = 1 << 14
+        Kernels.parallelRows((p.count + chunk - 1) / chunk, cost: chunk, pool: pool) { c in
+            for i in (c * chunk)..<min(p.count, (c + 1) * chunk) { p[i] += q[i] }
         }
     }
 

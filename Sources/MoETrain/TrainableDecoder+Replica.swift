@@ -18,15 +18,7 @@ extension TrainableDecoder {
             for r in theirs {
                 guard let g = r[i].grad else { continue }
                 r[i].grad = nil
-                guard let acc = p.grad else {
-                    p.grad = g
-                    continue
-                }
-                let dst = acc.mutableFloats, src = g.floats
-                let chunk = 1 << 14
-                Kernels.parallelRows((dst.count + chunk - 1) / chunk, cost: chunk, pool: pool) { c in
-                    for j in (c * chunk)..<min(dst.count, (c + 1) * chunk) { dst[j] += src[j] }
-                }
+                p.accumulate(owned: g, pool: pool)
             }
         }
     }
