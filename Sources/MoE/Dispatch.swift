@@ -35,13 +35,18 @@ public struct Dispatch: Sendable {
         self.assignmentRow = assignmentRow
     }
 
-    /// The token rows of x [T, d] in grouped order: [R, d].
-    public func gather(_ x: Tensor) -> Tensor {
+    /// The token rows of x [T, d] in grouped order: [R, d]; rows copied in parallel on `pool`.
+    public func gather(_ x: Tensor, pool: ThreadPool? = nil) -> Tensor {
         let d = x.shape[1]
         let out = Tensor(uninitialized: [rowToken.count, d])  // every row is copied below
         let src = x.rawPointer.assumingMemoryBound(to: Float.self), dst = out.mutableFloats
         guard let base = dst.baseAddress else { return out }
-        for (row, t) in rowToken.enumerated() { (base + row * d).update(from: src + t * d, count: d) }
+        let copy = { (row: Int) in (base + row * d).update(from: src + self.rowToken[row] * d, count: d) }
+        if let pool {
+            Kernels.parallelRows(rowToken.count, cost: d, pool: pool, copy)
+        } else {
+            for row in rowToken.indices { copy(row) }
+        }
         return out
     }
 

@@ -74,7 +74,7 @@ public struct MoELayer: Sendable {
         let dispatch = Dispatch(routing)
         let out = Tensor(zeros: x.shape)
         if routing.assignmentCount > 0 {
-            let rows = dispatch.gather(input)
+            let rows = dispatch.gather(input, pool: pool)
             let y = experts.forward(rows, rowOffsets: dispatch.rowOffsets, pool: pool)
             dispatch.combine(y, routing: routing, into: out, pool: pool)
         }

@@ -47,12 +47,23 @@ extension Kernels {
         }
     }
 
+    /// `out = silu(gate) * up`, leaving `gate` as it is (training keeps it for backward).
+    public static func siluMul(gate: Tensor, up: Tensor, into out: Tensor, pool: ThreadPool = .shared) {
+        precondition(gate.shape == up.shape && out.shape == gate.shape, "siluMul: gate \(gate.shape), up \(up.shape), out \(out.shape)")
+        let g = gate.floats, u = up.floats, o = out.mutableFloats
+        guard let gp = g.baseAddress, let upp = u.baseAddress, let op = o.baseAddress else { return }
+        parallelChunks(g.count, grain: parallelThreshold, pool: pool) { r in
+            (op + r.lowerBound).update(from: gp + r.lowerBound, count: r.count)  // then in place, while in cache
+            moek_silu_mul(op + r.lowerBound, upp + r.lowerBound, r.count)
+        }
+    }
+
     /// The SwiGLU combine's backward: for `y = silu(gate) * up` and the gradient `dy`, returns
     /// d gate = dy up s (1 + gate (1 - s)) and d up = dy silu(gate), with s = sigmoid(gate).
     public static func siluMulBackward(_ dy: Tensor, gate: Tensor, up: Tensor,
                                        pool: ThreadPool = .shared) -> (dGate: Tensor, dUp: Tensor) {
         precondition(dy.shape == gate.shape && gate.shape == up.shape, "siluMulBackward: shapes differ")
-        let dg = Tensor(zeros: gate.shape), du = Tensor(zeros: up.shape)
+        let dg = Tensor(uninitialized: gate.shape), du = Tensor(uninitialized: up.shape)
         let d = dy.floats, g = gate.floats, u = up.floats, dgp = dg.mutableFloats, dup = du.mutableFloats
         guard let dp = d.baseAddress, let gp = g.baseAddress, let upp = u.baseAddress,
               let dgb = dgp.baseAddress, let dub = dup.baseAddress else { return (dg, du) }

@@ -53,7 +53,7 @@ extension Kernels {
     /// `gemm` into a new tensor.
     public static func gemm(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false,
                             pool: ThreadPool = .shared) -> Tensor {
-        let out = Tensor(zeros: [transposeA ? a.shape[1] : a.shape[0], transposeB ? b.shape[1] : b.shape[0]])
+        let out = Tensor(uninitialized: [transposeA ? a.shape[1] : a.shape[0], transposeB ? b.shape[1] : b.shape[0]])
         gemm(a, b, transposeA: transposeA, transposeB: transposeB, into: out, pool: pool)
         return out
     }

@@ -19,7 +19,8 @@ extension Kernels {
     /// `x W^T`: x [M, K] f32, W [N, K] of any dtype; returns [M, N] f32.
     public static func matmul(_ x: Tensor, _ w: Tensor, pool: ThreadPool = .shared) -> Tensor {
         precondition(x.rank == 2 && w.rank == 2, "matmul: x \(x.shape), W \(w.shape)")
-        let out = Tensor(zeros: [x.shape[0], w.shape[0]])
+        // Every path overwrites the output, except an empty reduction.
+        let out = x.shape[1] == 0 ? Tensor(zeros: [x.shape[0], w.shape[0]]) : Tensor(uninitialized: [x.shape[0], w.shape[0]])
         matmul(x, w, into: out, pool: pool)
         return out
     }

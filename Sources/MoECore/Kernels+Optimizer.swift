@@ -34,18 +34,97 @@ extension Kernels {
         }
     }
 
+    /// One AdamW update of many parameters in one parallel pass: each segment's elements are
+    /// split into fixed pieces, and all pieces share the threads. (One pass per parameter
+    /// cost a barrier each; an MoE has hundreds of small expert matrices.)
+    public static func adamW(_ segments: [AdamWSegment], pool: ThreadPool = .shared) {
+        let piece = 1 << 14
+        var pieces: [(segment: Int, start: Int)] = []
+        for (i, s) in segments.enumerated() {
+            for start in stride(from: 0, to: s.count, by: piece) { pieces.append((i, start)) }
+        }
+        let hyper = segments.flatMap { s -> [Float] in
+            let h = s.step
+            return [h.beta1, h.beta2, h.correction1, h.correction2, h.eps, h.lr, h.weightDecay]
+        }
+        hyper.withUnsafeBufferPointer { hp in
+            guard let hb = hp.baseAddress else { return }
+            pieces.withUnsafeBufferPointer { pieces in
+                pool.parallelFor(pieces.count) { p in
+                    let (i, o) = pieces[p]
+                    let s = segments[i]
+                    moek_adamw(s.weights + o, s.grad + o, s.m + o, s.v + o, min(piece, s.count - o), hb + 7 * i)
+                }
+            }
+        }
+    }
+
+    /// One parameter's share of `adamW(_:pool:)`: its weights, gradient and moments (`count`
+    /// floats each) and its step's hyperparameters.
+    public struct AdamWSegment: @unchecked Sendable {
+        public var weights: UnsafeMutablePointer<Float>, grad: UnsafePointer<Float>
+        public var m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>
+        public var count: Int, step: AdamWStep
+        public init(weights: UnsafeMutablePointer<Float>, grad: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>,
+                    v: UnsafeMutablePointer<Float>, count: Int, step: AdamWStep) {
+            self.weights = weights
+            self.grad = grad
+            self.m = m
+            self.v = v
+            self.count = count
+            self.step = step
+        }
+    }
+
     /// The sum of squares of an f32 tensor's elements, in f64, split over `pool` in fixed blocks
     /// summed in order (so the result does not depend on the thread count).
     public static func sumOfSquares(_ x: Tensor, pool: ThreadPool = .shared) -> Double {
-        let b = x.floats
-        guard let p = b.baseAddress else { return 0 }
-        let block = 1 << 16, blocks = (b.count + block - 1) / block
-        var partial = [Double](repeating: 0, count: blocks)
+        sumOfSquares([x], pool: pool)
+    }
+
+    /// The sum of squares over many f32 tensors in one parallel pass: each tensor's fixed blocks
+    /// are summed in order, then the tensors in order, so the result equals summing
+    /// `sumOfSquares` of each in turn, on any thread count.
+    public static func sumOfSquares(_ xs: [Tensor], pool: ThreadPool = .shared) -> Double {
+        let block = 1 << 16
+        var blocks: [(tensor: Int, start: Int)] = []
+        for (i, x) in xs.enumerated() {
+            precondition(x.dtype == .f32, "sumOfSquares: f32 only, got \(x.dtype)")
+            for start in stride(from: 0, to: x.count, by: block) { blocks.append((i, start)) }
+        }
+        let bases = xs.map { $0.rawPointer.assumingMemoryBound(to: Float.self) }
+        var partial = [Double](repeating: 0, count: blocks.count)
         partial.withUnsafeMutableBufferPointer { out in
-            pool.parallelFor(blocks) { i in
-                out[i] = moek_sum_squares(p + i * block, min(block, b.count - i * block))
+            blocks.withUnsafeBufferPointer { blocks in
+                pool.parallelFor(blocks.count) { b in
+                    let (i, o) = blocks[b]
+                    out[b] = moek_sum_squares(bases[i] + o, min(block, xs[i].count - o))
+                }
             }
         }
-        return partial.reduce(0, +)
+        var total = 0.0, b = 0
+        for i in xs.indices {
+            var sum = 0.0
+            while b < blocks.count && blocks[b].tensor == i { sum += partial[b]; b += 1 }
+            total += sum
+        }
+        return total
+    }
+
+    /// Multiplies every element of many f32 tensors by `s`, in place, in one parallel pass.
+    public static func scale(_ xs: [Tensor], by s: Float, pool: ThreadPool = .shared) {
+        let block = 1 << 14
+        var blocks: [(tensor: Int, start: Int)] = []
+        for (i, x) in xs.enumerated() {
+            for start in stride(from: 0, to: x.count, by: block) { blocks.append((i, start)) }
+        }
+        let bases = xs.map { $0.mutableRawPointer.assumingMemoryBound(to: Float.self) }
+        blocks.withUnsafeBufferPointer { blocks in
+            pool.parallelFor(blocks.count) { b in
+                let (i, o) = blocks[b]
+                let p = bases[i] + o
+                for j in 0..<min(block, xs[i].count - o) { p[j] *= s }
+            }
+        }
     }
 }

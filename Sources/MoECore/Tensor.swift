@@ -137,7 +137,7 @@ public struct Tensor: @unchecked Sendable {
 
     /// An owned, writable copy.
     public func copied() -> Tensor {
-        let out = Tensor(zeros: shape, dtype: dtype)
+        let out = Tensor(uninitialized: shape, dtype: dtype)
         out.mutableRawPointer.copyMemory(from: rawPointer, byteCount: byteCount)
         return out
     }

@@ -11,12 +11,9 @@ public final class AdamW: @unchecked Sendable {
     public var beta1: Float, beta2: Float, eps: Float, weightDecay: Float
     /// Steps taken.
     public private(set) var step = 0
-    /// One parameter's moments, boxed so an update mutates them in place (a tuple in the
-    /// dictionary was copied out and back, two full copies per parameter per step).
-    private final class Moments {
-        var m: [Float], v: [Float]
-        init(m: [Float], v: [Float]) { self.m = m; self.v = v }
-    }
+    /// One parameter's moments, in tensors: their memory stays put, so one parallel pass can
+    /// update every parameter.
+    private struct Moments { var m: Tensor, v: Tensor }
     private var moments: [ObjectIdentifier: Moments] = [:]
 
     public init(beta1: Float = 0.9, beta2: Float = 0.95, eps: Float = 1e-8, weightDecay: Float = 0.1) {
@@ -33,32 +30,33 @@ public final class AdamW: @unchecked Sendable {
         let withDecay = Kernels.AdamWStep(beta1: beta1, beta2: beta2, eps: eps, lr: lr, weightDecay: weightDecay, step: step)
         var withoutDecay = withDecay
         withoutDecay.weightDecay = 0
+        func floats(_ t: Tensor) -> UnsafeMutablePointer<Float> { t.mutableRawPointer.assumingMemoryBound(to: Float.self) }
+        var segments: [Kernels.AdamWSegment] = []
         for (p, decay) in params {
-            guard let g = p.grad?.floats else { continue }
+            guard let g = p.grad else { continue }
             let key = ObjectIdentifier(p)
-            let box: Moments
+            let state: Moments
             if let existing = moments[key] {
-                box = existing
+                state = existing
             } else {
-                box = Moments(m: [Float](repeating: 0, count: g.count), v: [Float](repeating: 0, count: g.count))
-                moments[key] = box
+                state = Moments(m: Tensor(zeros: [g.count]), v: Tensor(zeros: [g.count]))
+                moments[key] = state
             }
-            let hyper = decay ? withDecay : withoutDecay
-            guard let w = p.value.mutableFloats.baseAddress, let gp = g.baseAddress else { continue }
-            box.m.withUnsafeMutableBufferPointer { m in
-                box.v.withUnsafeMutableBufferPointer { v in
-                    Kernels.adamW(weights: w, grad: gp, m: m.baseAddress!, v: v.baseAddress!, count: g.count, hyper, pool: pool)
-                }
-            }
+            segments.append(Kernels.AdamWSegment(weights: floats(p.value), grad: g.rawPointer.assumingMemoryBound(to: Float.self),
+                                                 m: floats(state.m), v: floats(state.v), count: g.count,
+                                                 step: decay ? withDecay : withoutDecay))
         }
+        Kernels.adamW(segments, pool: pool)
     }
 
     /// The first and second moments of `p` (for checkpoints), if it has been updated.
-    public func state(of p: Variable) -> (m: [Float], v: [Float])? { moments[ObjectIdentifier(p)].map { ($0.m, $0.v) } }
+    public func state(of p: Variable) -> (m: [Float], v: [Float])? {
+        moments[ObjectIdentifier(p)].map { ($0.m.toFloats(), $0.v.toFloats()) }
+    }
 
     /// Restores `p`'s moments and the step count (when resuming).
     public func restore(_ p: Variable, m: [Float], v: [Float], step: Int) {
-        moments[ObjectIdentifier(p)] = Moments(m: m, v: v)
+        moments[ObjectIdentifier(p)] = Moments(m: Tensor(shape: [m.count], values: m), v: Tensor(shape: [v.count], values: v))
         self.step = step
     }
 }
@@ -66,17 +64,9 @@ public final class AdamW: @unchecked Sendable {
 /// Scales every gradient so their joint L2 norm is at most `maxNorm`; returns the norm before.
 @discardableResult
 public func clipGradients(_ params: [Variable], maxNorm: Float, pool: ThreadPool = .shared) -> Float {
-    let total = params.reduce(0.0) { sum, p in sum + (p.grad.map { Kernels.sumOfSquares($0, pool: pool) } ?? 0) }
-    let norm = Float(total.squareRoot())
-    if norm > maxNorm && norm > 0 {
-        let scale = maxNorm / norm
-        for p in params {
-            guard let g = p.grad?.mutableFloats else { continue }
-            Kernels.parallelRows((g.count + 4095) / 4096, cost: 4096, pool: pool) { b in
-                for i in (b * 4096)..<min(g.count, (b + 1) * 4096) { g[i] *= scale }
-            }
-        }
-    }
+    let grads = params.compactMap(\.grad)
+    let norm = Float(Kernels.sumOfSquares(grads, pool: pool).squareRoot())
+    if norm > maxNorm && norm > 0 { Kernels.scale(grads, by: maxNorm / norm, pool: pool) }
     return norm
 }
 

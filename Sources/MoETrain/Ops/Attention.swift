@@ -32,7 +32,7 @@ extension Tape {
         let blocks = AttentionBlocks(tokens: t, heads: h, kvHeads: g, segment: seg)
         let qh = headMajor(q.value, pool: pool), kh = headMajor(k.value, pool: pool), vh = headMajor(v.value, pool: pool)
         // Saved probabilities, one [len, len] block per (head, segment).
-        let probs = Tensor(zeros: [blocks.scoreCount])
+        let probs = Tensor(uninitialized: [blocks.scoreCount])  // the products fill every block
         Kernels.gemmBatch(blocks.all.map { b in
             GemmJob(qh.rows(b.queryRows), kh.rows(b.keyRows), into: blocks.scores(probs, b))
         }, pool: pool)
@@ -50,7 +50,7 @@ extension Tape {
                 for j in (r + 1)..<n { pp[row + j] = 0 }
             }
         }
-        let oh = Tensor(zeros: [h * t, d])
+        let oh = Tensor(uninitialized: [h * t, d])
         Kernels.gemmBatch(blocks.all.map { b in
             GemmJob(blocks.scores(probs, b), vh.rows(b.keyRows), transposeB: true, into: oh.rows(b.queryRows))
         }, pool: pool)
@@ -58,9 +58,10 @@ extension Tape {
         record { [pool] in
             guard let dyT = out.grad else { return }
             let doh = headMajor(dyT.reshaped([t, h, d]), pool: pool)
-            let dqh = Tensor(zeros: [h * t, d]), dkh = Tensor(zeros: [g * t, d]), dvh = Tensor(zeros: [g * t, d])
+            // Overwritten by the products below (dK and dV by the first head of each group).
+            let dqh = Tensor(uninitialized: [h * t, d]), dkh = Tensor(uninitialized: [g * t, d]), dvh = Tensor(uninitialized: [g * t, d])
             // dP = dO V^T, into a buffer shaped like the probabilities.
-            let dS = Tensor(zeros: [blocks.scoreCount])
+            let dS = Tensor(uninitialized: [blocks.scoreCount])
             Kernels.gemmBatch(blocks.all.map { b in
                 GemmJob(doh.rows(b.queryRows), vh.rows(b.keyRows), into: blocks.scores(dS, b))
             }, pool: pool)
@@ -82,9 +83,9 @@ extension Tape {
             for r in 0..<group {
                 Kernels.gemmBatch(blocks.all.filter { $0.head % group == r }.flatMap { b in
                     [GemmJob(blocks.scores(dS, b), qh.rows(b.queryRows), transposeA: true, transposeB: true,
-                             into: dkh.rows(b.keyRows), accumulate: true),
+                             into: dkh.rows(b.keyRows), accumulate: r > 0),
                      GemmJob(blocks.scores(probs, b), doh.rows(b.queryRows), transposeA: true, transposeB: true,
-                             into: dvh.rows(b.keyRows), accumulate: true)]
+                             into: dvh.rows(b.keyRows), accumulate: r > 0)]
                 }, pool: pool)
             }
             q.accumulate(tokenMajor(dqh, heads: h, pool: pool).reshaped(q.shape))
@@ -129,7 +130,7 @@ struct AttentionBlocks {
 /// [T, H, D] -> [H * T, D]: each head's rows together.
 func headMajor(_ x: Tensor, pool: ThreadPool) -> Tensor {
     let (t, h, d) = (x.shape[0], x.shape[1], x.shape[2])
-    let out = Tensor(zeros: [h * t, d])
+    let out = Tensor(uninitialized: [h * t, d])
     let src = x.floats, dst = out.mutableFloats
     Kernels.parallelRows(t, cost: h * d, pool: pool) { ti in
         for hi in 0..<h { for c in 0..<d { dst[(hi * t + ti) * d + c] = src[(ti * h + hi) * d + c] } }
@@ -140,7 +141,7 @@ func headMajor(_ x: Tensor, pool: ThreadPool) -> Tensor {
 /// [H * T, D] (head-major) -> [T, H * D].
 func tokenMajor(_ x: Tensor, heads h: Int, pool: ThreadPool) -> Tensor {
     let d = x.shape[1], t = x.shape[0] / h
-    let out = Tensor(zeros: [t, h * d])
+    let out = Tensor(uninitialized: [t, h * d])
     let src = x.floats, dst = out.mutableFloats
     Kernels.parallelRows(t, cost: h * d, pool: pool) { ti in
         for hi in 0..<h { for c in 0..<d { dst[(ti * h + hi) * d + c] = src[(hi * t + ti) * d + c] } }

@@ -34,14 +34,18 @@ extension Tape {
 
     /// `y = a + b` (same shape): the residual connection.
     public func add(_ a: Variable, _ b: Variable) -> Variable {
-        let y = a.value.copied()
-        let p = y.mutableFloats, q = b.value.floats
-        for i in 0..<p.count { p[i] += q[i] }
+        precondition(a.shape == b.shape, "add: \(a.shape) and \(b.shape)")
+        let y = Tensor(uninitialized: a.shape)
+        let p = y.mutableFloats, q = a.value.floats, r = b.value.floats
+        let chunk = 1 << 14
+        Kernels.parallelRows((p.count + chunk - 1) / chunk, cost: chunk, pool: pool) { c in
+            for i in (c * chunk)..<min(p.count, (c + 1) * chunk) { p[i] = q[i] + r[i] }
+        }
         let out = Variable(y)
-        record {
+        record { [pool] in
             guard let dy = out.grad else { return }
-            a.accumulate(dy)
-            b.accumulate(dy)
+            a.accumulate(dy, pool: pool)
+            b.accumulate(dy, pool: pool)
         }
         return out
     }

@@ -62,7 +62,7 @@ extension Tape {
 
     /// The same values seen with another shape (gradients flow through unchanged).
     public func reshape(_ x: Variable, _ shape: [Int]) -> Variable {
-        let out = Variable(x.value.copied().reshaped(shape))
+        let out = Variable(x.value.reshaped(shape))  // shares x's storage: no op writes into a value
         record {
             guard let dy = out.grad else { return }
             x.accumulate(dy.reshaped(x.shape))

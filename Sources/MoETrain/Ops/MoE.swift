@@ -143,7 +143,7 @@ extension Tape {
         // Expert forward: every expert's rows at once (one batched product per projection),
         // keeping what backward needs, then the weighted scatter-add back to tokens.
         let dispatch = Dispatch(routing)
-        let rows = dispatch.gather(xT)                                  // [R, d]
+        let rows = dispatch.gather(xT, pool: pool)                      // [R, d]
         let r = rows.shape[0], inner = params.gate.first?.shape[0] ?? 0
         let spans = (0..<e).map { dispatch.rowOffsets[$0]..<dispatch.rowOffsets[$0 + 1] }
         let used = (0..<e).filter { !spans[$0].isEmpty }
@@ -154,8 +154,8 @@ extension Tape {
             [GemmJob(rows.rows(spans[i]), params.gate[i].value, into: gateOut.rows(spans[i])),
              GemmJob(rows.rows(spans[i]), params.up[i].value, into: upOut.rows(spans[i]))]
         }, pool: pool)
-        let hidden = gateOut.copied()
-        Kernels.siluMul(gate: hidden, up: upOut, pool: pool)
+        let hidden = Tensor(uninitialized: [r, inner])
+        Kernels.siluMul(gate: gateOut, up: upOut, into: hidden, pool: pool)
         Kernels.gemmBatch(used.map { GemmJob(hidden.rows(spans[$0]), params.down[$0].value, into: expertOut.rows(spans[$0])) },
                           pool: pool)
         let y = Tensor(zeros: [t, d])
@@ -164,7 +164,7 @@ extension Tape {
         let counts = Self.balanceCounts(routing, probs: probs, router: router, logits: l)
         let balance = AuxLoss.loadBalance(probs: balanceProbs, tokens: t, experts: l,
                                           fractions: counts.map { Double($0) / Double(max(1, t)) })
-        let zLoss = AuxLoss.zLoss(logits: z)
+        let zLoss = coefZ == 0 ? 0 : AuxLoss.zLoss(logits: z)  // serial, in f64: only when it counts
         let meanK = Double(routing.assignmentCount) / Double(max(1, t))  // k, or top-p's mean
         let intCounts = counts.map { Int($0.rounded()) }
         let expertBalance = aux.expertBalance == 0 ? 0
@@ -176,14 +176,18 @@ extension Tape {
         record { [pool] in
             guard let dyT = out.grad else { return }
             let dy = dyT.floats, out = expertOut.floats
-            var dp = [Float](repeating: 0, count: t * l)
-            // Per assignment: the gradient of its expert row, w dy_t, and of its weight, dy_t . E(x_t).
+            let dpT = Tensor(zeros: [t, l])
+            let dp = dpT.mutableFloats
+            // Per assignment: the gradient of its expert row, w dy_t, and of its weight,
+            // dw = dy_t . E(x_t); then the token's chosen weights -> scores (through the
+            // renormalisation).
             let dExpert = Tensor(uninitialized: [r, d])  // one row per assignment, each written below
             let dEp = dExpert.mutableFloats
-            var dw = [Float](repeating: 0, count: routing.assignmentCount)
-            dw.withUnsafeMutableBufferPointer { dw in
+            var dwAll = [Float](repeating: 0, count: routing.assignmentCount)
+            dwAll.withUnsafeMutableBufferPointer { dw in
                 Kernels.parallelRows(t, cost: d * max(1, routing.assignmentCount / max(1, t)), pool: pool) { tok in
-                    for a in routing.offsets[tok]..<routing.offsets[tok + 1] {
+                    let lo = routing.offsets[tok], hi = routing.offsets[tok + 1]
+                    for a in lo..<hi {
                         let row = dispatch.assignmentRow[a], w = routing.weights[a]
                         var s: Float = 0
                         for j in 0..<d {
@@ -192,17 +196,13 @@ extension Tape {
                         }
                         dw[a] = s
                     }
-                }
-            }
-            // Chosen weights -> scores (through the renormalisation).
-            for tok in 0..<t {
-                let lo = routing.offsets[tok], hi = routing.offsets[tok + 1]
-                if renormalize {
-                    let sum = (lo..<hi).reduce(Float(0)) { $0 + probs[tok * l + routing.experts[$1]] }
-                    let inner = (lo..<hi).reduce(Float(0)) { $0 + dw[$1] * routing.weights[$1] }
-                    for a in lo..<hi where sum > 0 { dp[tok * l + routing.experts[a]] += (scale * dw[a] - inner) / sum }
-                } else {
-                    for a in lo..<hi { dp[tok * l + routing.experts[a]] += scale * dw[a] }
+                    if renormalize {
+                        let sum = (lo..<hi).reduce(Float(0)) { $0 + probs[tok * l + routing.experts[$1]] }
+                        let inner = (lo..<hi).reduce(Float(0)) { $0 + dw[$1] * routing.weights[$1] }
+                        for a in lo..<hi where sum > 0 { dp[tok * l + routing.experts[a]] += (scale * dw[a] - inner) / sum }
+                    } else {
+                        for a in lo..<hi { dp[tok * l + routing.experts[a]] += scale * dw[a] }
+                    }
                 }
             }
             // Experts, batched over experts: down (dh = dE D, dD += dE^T h), SwiGLU, then gate and
@@ -230,10 +230,17 @@ extension Tape {
                     return jobs
                 }, pool: pool)
             }
-            let dx = Tensor(zeros: [t, d])
+            let dx = Tensor(uninitialized: [t, d])  // each token's row: its first assignment's, then the rest added
             let dxp = dx.mutableFloats, dxr = dxRows.floats
             Kernels.parallelRows(t, cost: d * max(1, routing.assignmentCount / max(1, t)), pool: pool) { tok in
-                for a in routing.offsets[tok]..<routing.offsets[tok + 1] {
+                let lo = routing.offsets[tok], hi = routing.offsets[tok + 1]
+                if lo == hi {
+                    for j in 0..<d { dxp[tok * d + j] = 0 }
+                    return
+                }
+                let first = dispatch.assignmentRow[lo]
+                for j in 0..<d { dxp[tok * d + j] = dxr[first * d + j] }
+                for a in (lo + 1)..<hi {
                     let row = dispatch.assignmentRow[a]
                     for j in 0..<d { dxp[tok * d + j] += dxr[row * d + j] }
                 }
@@ -252,15 +259,16 @@ extension Tape {
                         for i in group { c[i] += aux.deviceBalance * mean / tf }
                     }
                 }
-                var g = [Float](repeating: 0, count: l)
-                for tok in 0..<t {
-                    var inner: Float = 0
-                    for i in 0..<l {
-                        let bp = balanceProbs[tok * l + i]
-                        g[i] = c[i] + (aux.entropy != 0 && bp > 0 ? -aux.entropy * (Foundation.log(bp) + 1) / tf : 0)
-                        inner += g[i] * bp
+                Kernels.parallelRows(t, cost: l * 8, pool: pool) { tok in
+                    withUnsafeTemporaryAllocation(of: Float.self, capacity: l) { g in
+                        var inner: Float = 0
+                        for i in 0..<l {
+                            let bp = balanceProbs[tok * l + i]
+                            g[i] = c[i] + (aux.entropy != 0 && bp > 0 ? -aux.entropy * (Foundation.log(bp) + 1) / tf : 0)
+                            inner += g[i] * bp
+                        }
+                        for i in 0..<l { dp[tok * l + i] += sigmoid ? (g[i] - inner) / scoreSums[tok] : g[i] }
                     }
-                    for i in 0..<l { dp[tok * l + i] += sigmoid ? (g[i] - inner) / scoreSums[tok] : g[i] }
                 }
             }
             // Score backward (softmax or sigmoid), plus the z-loss on the logits.
