@@ -70,7 +70,7 @@ public struct MoELayer: Sendable {
             for i in 0..<p.count { p[i] *= 1 - jitter + 2 * jitter * rng.nextUnitFloat() }
         }
         let logits = gate.logits(input, state: &state, pool: pool)
-        let routing = router.route(logits)
+        let routing = router.route(logits, pool: pool)
         let dispatch = Dispatch(routing)
         let out = Tensor(zeros: x.shape)
         if routing.assignmentCount > 0 {

@@ -24,6 +24,9 @@ public protocol Router: Sendable {
     var topK: Int? { get }
     /// Chooses experts and weights for every row of `logits` ([T, logitCount], f32).
     func route(_ logits: Tensor) -> Routing
+    /// `route(_:)` with the per-token work split over `pool` (nil: on the calling thread). The
+    /// routing is the same either way.
+    func route(_ logits: Tensor, pool: ThreadPool?) -> Routing
     /// The auxiliary losses for `logits` and the routing `route` gave for them, by name
     /// (`load_balance`, `z_loss`, ...): unscaled, for the caller to weight.
     func auxLosses(_ logits: Tensor, routing: Routing) -> [String: Float]
@@ -34,15 +37,34 @@ extension Router {
     public var isCausal: Bool { true }
     public var renormalizesChosenWeights: Bool { false }
     public var topK: Int? { nil }
+    public func route(_ logits: Tensor, pool: ThreadPool?) -> Routing { route(logits) }
 }
 
 /// Helpers shared by the routers.
 enum RouterMath {
     /// Row-wise softmax of logits [T, C], as T * C floats.
-    static func softmax(_ logits: Tensor) -> [Float] {
+    static func softmax(_ logits: Tensor, pool: ThreadPool? = nil) -> [Float] {
         let p = logits.converted(to: .f32)
-        Kernels.softmax(p)
+        Kernels.softmax(p, pool: pool ?? .shared)
         return p.toFloats()
+    }
+
+    /// A routing from per-token choices: `choose(t)` gives token t's (expert, weight) list;
+    /// tokens run in parallel on `pool` (nil: in order on the calling thread), then are
+    /// appended in token order, so the result does not depend on the threads.
+    static func routeRows(tokens t: Int, experts: Int, pool: ThreadPool?,
+                          _ choose: (Int) -> [(expert: Int, weight: Float)]) -> Routing {
+        var choices = [[(expert: Int, weight: Float)]](repeating: [], count: t)
+        choices.withUnsafeMutableBufferPointer { out in
+            if let pool {
+                Kernels.parallelRows(t, cost: 64 * experts, pool: pool) { out[$0] = choose($0) }
+            } else {
+                for tok in 0..<t { out[tok] = choose(tok) }
+            }
+        }
+        var routing = Routing(expertCount: experts, reservingTokens: t)
+        for c in choices { routing.append(c) }
+        return routing
     }
 
     /// The logistic function.
@@ -50,13 +72,11 @@ enum RouterMath {
 
     /// Routes each token from its softmax probabilities: `choose(row)` returns the token's
     /// (expert, weight) choices from its row of `width` probabilities.
-    static func routeSoftmaxRows(_ logits: Tensor, width: Int, experts: Int,
+    static func routeSoftmaxRows(_ logits: Tensor, width: Int, experts: Int, pool: ThreadPool? = nil,
                                  _ choose: (ArraySlice<Float>) -> [(expert: Int, weight: Float)]) -> Routing {
         let t = logits.count / max(1, width)
-        let probs = softmax(logits)
-        var routing = Routing(expertCount: experts, reservingTokens: t)
-        for tok in 0..<t { routing.append(choose(probs[(tok * width)..<((tok + 1) * width)])) }
-        return routing
+        let probs = softmax(logits, pool: pool)
+        return routeRows(tokens: t, experts: experts, pool: pool) { tok in choose(probs[(tok * width)..<((tok + 1) * width)]) }
     }
 
     /// `weights` divided by their sum when `renormalize` (and the sum is positive).

@@ -220,4 +220,25 @@ final class RouterTests: XCTestCase {
         }
         XCTAssertThrowsError(try RouterConfig.decode(json: Data(#"{"name": "top-p", "p": "high"}"#.utf8), path: "x.json"))
     }
+
+    // MARK: - routing on a thread pool
+
+    /// Routing split over threads gives exactly the serial routing, for every router that
+    /// splits its tokens (groups, bias, nulls and capacity included), on 300 random tokens.
+    func testRoutingOnAPoolEqualsSerialRouting() {
+        let routers: [any Router] = [
+            TopKSoftmaxRouter(experts: 16, k: 4),
+            TopKSoftmaxRouter(experts: 16, k: 2, renormalize: false),
+            SwitchRouter(experts: 16),
+            TopPRouter(experts: 16, p: 0.5, maxExperts: 6),
+            NullExpertsRouter(experts: 16, nullExperts: 4, k: 3),
+            TopKSigmoidRouter(experts: 16, k: 4, bias: (0..<16).map { Float($0 % 3) * 0.1 }, groups: 4, topkGroup: 2),
+        ]
+        for router in routers {
+            let z = Tensor(randomUniform: [300, router.logitCount], in: -3...3, seed: 11)
+            for threads in [1, 2, 3] {
+                XCTAssertTrue(router.route(z, pool: ThreadPool(threads: threads)) == router.route(z), "\(router.name), \(threads) threads")
+            }
+        }
+    }
 }

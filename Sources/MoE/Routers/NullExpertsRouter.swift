@@ -31,8 +31,10 @@ public struct NullExpertsRouter: Router {
         return (0..<tokens).map { tok in RouterMath.topK(probs[(tok * c)..<((tok + 1) * c)], k) }
     }
 
-    public func route(_ logits: Tensor) -> Routing {
-        RouterMath.routeSoftmaxRows(logits, width: logitCount, experts: expertCount) { row in
+    public func route(_ logits: Tensor) -> Routing { route(logits, pool: nil) }
+
+    public func route(_ logits: Tensor, pool: ThreadPool?) -> Routing {
+        RouterMath.routeSoftmaxRows(logits, width: logitCount, experts: expertCount, pool: pool) { row in
             let real = RouterMath.topK(row, k).filter { $0 < expertCount }
             let w = real.map { row[row.startIndex + $0] }
             let sum = max(w.reduce(0, +), 1e-20)  // clamped away from 0, as the reference code

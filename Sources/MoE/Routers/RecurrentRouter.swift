@@ -22,6 +22,7 @@ public struct RecurrentRouter: Router {
     }
 
     public func route(_ logits: Tensor) -> Routing { selection.route(logits) }
+    public func route(_ logits: Tensor, pool: ThreadPool?) -> Routing { selection.route(logits, pool: pool) }
 
     public func auxLosses(_ logits: Tensor, routing: Routing) -> [String: Float] {
         selection.auxLosses(logits, routing: routing)

@@ -63,20 +63,21 @@ public struct TopKSigmoidRouter: Router {
     }
 
     /// Scores s for all tokens, T * E floats.
-    func scores(_ logits: Tensor) -> [Float] {
+    func scores(_ logits: Tensor, pool: ThreadPool? = nil) -> [Float] {
         switch scoring {
-        case .softmax: return RouterMath.softmax(logits)
+        case .softmax: return RouterMath.softmax(logits, pool: pool)
         case .sigmoid: return logits.toFloats().map(RouterMath.sigmoid)
         }
     }
 
-    public func route(_ logits: Tensor) -> Routing {
+    public func route(_ logits: Tensor) -> Routing { route(logits, pool: nil) }
+
+    public func route(_ logits: Tensor, pool: ThreadPool?) -> Routing {
         let e = expertCount
         let t = logits.count / max(1, e)
-        let s = scores(logits)
+        let s = scores(logits, pool: pool)
         let perGroup = e / groups
-        var routing = Routing(expertCount: e, reservingTokens: t)
-        for tok in 0..<t {
+        return RouterMath.routeRows(tokens: t, experts: e, pool: pool) { tok in
             let row = Array(s[(tok * e)..<((tok + 1) * e)])
             var choice = row
             if let bias { for i in 0..<e { choice[i] += bias[i] } }
@@ -100,9 +101,8 @@ public struct TopKSigmoidRouter: Router {
                 w = w.map { $0 / sum }
             }
             w = w.map { $0 * routedScaling }
-            routing.append(zip(idx, w).map { ($0, $1) })
+            return zip(idx, w).map { ($0, $1) }
         }
-        return routing
     }
 
     /// Losses see scores normalised per token (s / sum s), DeepSeek-V3's sequence-wise form.

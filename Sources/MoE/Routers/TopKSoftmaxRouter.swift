@@ -22,8 +22,10 @@ public struct TopKSoftmaxRouter: Router {
         self.devices = devices
     }
 
-    public func route(_ logits: Tensor) -> Routing {
-        RouterMath.routeSoftmaxRows(logits, width: expertCount, experts: expertCount) { row in
+    public func route(_ logits: Tensor) -> Routing { route(logits, pool: nil) }
+
+    public func route(_ logits: Tensor, pool: ThreadPool?) -> Routing {
+        RouterMath.routeSoftmaxRows(logits, width: expertCount, experts: expertCount, pool: pool) { row in
             let idx = RouterMath.topK(row, k)
             return Array(zip(idx, RouterMath.renormalized(idx.map { row[row.startIndex + $0] }, renormalize)))
         }
@@ -66,6 +68,7 @@ public struct SwitchRouter: Router {
     }
 
     public func route(_ logits: Tensor) -> Routing { capacity.apply(to: base.route(logits)) }
+    public func route(_ logits: Tensor, pool: ThreadPool?) -> Routing { capacity.apply(to: base.route(logits, pool: pool)) }
 
     public func auxLosses(_ logits: Tensor, routing: Routing) -> [String: Float] {
         base.auxLosses(logits, routing: routing)
@@ -87,6 +90,7 @@ public struct CapacityLimitedRouter: Router {
     }
 
     public func route(_ logits: Tensor) -> Routing { capacity.apply(to: base.route(logits)) }
+    public func route(_ logits: Tensor, pool: ThreadPool?) -> Routing { capacity.apply(to: base.route(logits, pool: pool)) }
 
     public func auxLosses(_ logits: Tensor, routing: Routing) -> [String: Float] {
         base.auxLosses(logits, routing: routing)

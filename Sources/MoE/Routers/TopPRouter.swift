@@ -25,8 +25,10 @@ public struct TopPRouter: Router {
         self.renormalize = renormalize
     }
 
-    public func route(_ logits: Tensor) -> Routing {
-        RouterMath.routeSoftmaxRows(logits, width: expertCount, experts: expertCount) { row in
+    public func route(_ logits: Tensor) -> Routing { route(logits, pool: nil) }
+
+    public func route(_ logits: Tensor, pool: ThreadPool?) -> Routing {
+        RouterMath.routeSoftmaxRows(logits, width: expertCount, experts: expertCount, pool: pool) { row in
             let order = RouterMath.topK(row, expertCount)
             var cumulative: Float = 0
             var count = expertCount

@@ -110,7 +110,7 @@ extension Tape {
         precondition(logits.shape[0] == t && l == router.logitCount, "moe: logits [\(t), \(router.logitCount)] expected")
         let xT = x.value
         let z = logits.value  // [T, L]
-        let routing = router.route(z)
+        let routing = router.route(z, pool: pool)
         let zs = z.toFloats()
         // Scores the chosen weights come from: softmax probabilities, or (DeepSeek-V3) sigmoids
         // whose per-token normalisation feeds the load-balance loss.
