@@ -23,7 +23,7 @@ let package = Package(
         .target(name: "MoE", dependencies: ["MoECore"]),
         .target(name: "MoEModels", dependencies: ["MoECore", "MoE", "_MoEKernels"]),
         .target(name: "MoEGenerate", dependencies: ["MoECore", "MoE", "MoEModels"]),
-        .target(name: "MoETrain", dependencies: ["MoECore", "MoE"]),
+        .target(name: "MoETrain", dependencies: ["MoECore", "MoE", "_MoEKernels"]),
         .executableTarget(
             name: "moe",
             dependencies: [

@@ -1,6 +1,7 @@
 // Checks every leaf of the selected ISA path against plain C, for a build of _MoEKernels on
 // another architecture (run by scripts/check-neon.sh under qemu). The Swift tests cover the
-// paths this machine can run; this covers NEON from an x86 host.
+// paths this machine can run; this covers NEON from an x86 host. MOEK_CHECK_ISA=scalar, avx2
+// or avx512 checks that path on an x86 host.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,11 @@ int main(void) {
   const size_t shapes[][3] = {{1, 1, 1}, {2, 3, 17}, {4, 17, 3}, {5, 3, 17}, {17, 25, 3},
                               {21, 7, 513}, {33, 49, 300}, {3, 70, 1}, {17, 1, 97}, {9, 13, 258}};
   int failures = 0, cases = 0;
+  const char *want = getenv("MOEK_CHECK_ISA");  // scalar, avx2 or avx512: check that path on this host
+  if (want) {
+    const int isa = want[0] == 's' ? MOEK_ISA_SCALAR : (want[3] == '2' ? MOEK_ISA_AVX2 : MOEK_ISA_AVX512);
+    if (!moek_force_isa(isa)) { printf("isa %s not supported here\n", want); return 1; }
+  }
   printf("isa: %s\n", moek_isa_name(moek_isa()));
   for (int dt = 0; dt < 3; dt++) {
     for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
@@ -100,13 +106,14 @@ int main(void) {
     for (int i = 0; i < n; i++) { g[i] = 12 * rnd(); u[i] = rnd(); dy[i] = rnd(); w[i] = rnd(); gr[i] = rnd();
                                   m[i] = 0.1f * gr[i]; v[i] = 0.5f * gr[i] * gr[i]; y[i] = g[i]; ones[i] = 1; }
     for (int i = 0; i < n; i++) {
-      double x = g[i], s = 1 / (1 + exp(-x)), mi = 0.9 * m[i] + 0.1 * gr[i], vi = 0.95 * v[i] + 0.05 * (double)gr[i] * gr[i];
+      double gs = 0.5 * gr[i];  // the gradient after clipping's scale 0.5
+      double x = g[i], s = 1 / (1 + exp(-x)), mi = 0.9 * m[i] + 0.1 * gs, vi = 0.95 * v[i] + 0.05 * gs * gs;
       ry[i] = x * s * u[i]; rdu[i] = dy[i] * x * s; rdg[i] = dy[i] * u[i] * s * (1 + x * (1 - s));
       rw[i] = w[i] - 0.01 * ((mi / (1 - 0.729)) / (sqrt(vi / (1 - 0.857375)) + 1e-8) + 0.1 * w[i]);
     }
     moek_silu_mul(y, u, n);
     moek_silu_mul_backward(dy, g, u, dg, du, n);
-    const float hyper[7] = {0.9f, 0.95f, (float)(1 - 0.729), (float)(1 - 0.857375), 1e-8f, 0.01f, 0.1f};
+    const float hyper[8] = {0.9f, 0.95f, (float)(1 - 0.729), (float)(1 - 0.857375), 1e-8f, 0.01f, 0.1f, 0.5f};
     moek_adamw(w, gr, m, v, n, hyper);
     failures += check("silu_mul", y, ry, ones, n); cases++;
     failures += check("silu_mul_backward up", du, rdu, ones, n); cases++;
@@ -116,6 +123,30 @@ int main(void) {
     for (int i = 0; i < n; i++) sq += (double)gr[i] * gr[i];
     if (fabs(moek_sum_squares(gr, n) - sq) > 1e-4) { printf("FAIL sum_squares\n"); failures++; }
     cases++;
+    // scale_dot and the RMSNorm rows, on lengths around the 16-lane blocks.
+    const size_t lens[] = {1, 15, 16, 17, 256, 1001};
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+      const size_t c = lens[li];
+      static float out[n], dx[n], dw[n];
+      static double rout[n], rdx[n], rdw[n], ry2[n];
+      double dot = 0, ss = 0, dwx = 0;
+      for (size_t i = 0; i < c; i++) { dot += (double)dy[i] * u[i]; ss += (double)u[i] * u[i]; rout[i] = 0.25 * dy[i]; }
+      const double inv = 1 / sqrt(ss / c + 1e-6);
+      for (size_t i = 0; i < c; i++) { ry2[i] = u[i] * inv * w[i]; dwx += (double)dy[i] * w[i] * u[i]; dw[i] = 1; }
+      for (size_t i = 0; i < c; i++) {
+        rdx[i] = dy[i] * w[i] * inv - u[i] * inv * inv * inv * dwx / c;
+        rdw[i] = 1 + dy[i] * u[i] * inv;
+      }
+      const float got = moek_scale_dot(dy, u, 0.25f, out, c);
+      if (fabs(got - dot) > 1e-4 * (1 + fabs(dot))) { printf("FAIL scale_dot dot (n %zu)\n", c); failures++; }
+      failures += check("scale_dot out", out, rout, ones, c); cases += 2;
+      const float ginv = moek_rms_norm_row(u, w, 1e-6f, y, c);
+      if (fabs(ginv - inv) > 1e-4 * inv) { printf("FAIL rms_norm_row inv (n %zu)\n", c); failures++; }
+      failures += check("rms_norm_row", y, ry2, ones, c); cases += 2;
+      moek_rms_norm_backward_row(dy, u, w, (float)inv, dx, dw, c);
+      failures += check("rms_norm_backward_row dx", dx, rdx, ones, c);
+      failures += check("rms_norm_backward_row dw", dw, rdw, ones, c); cases += 2;
+    }
   }
   printf("%d passed, %d failed\n", cases - failures, failures);
   return failures ? 1 : 0;

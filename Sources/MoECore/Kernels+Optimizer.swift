@@ -7,6 +7,8 @@ extension Kernels {
         public var beta1: Float, beta2: Float, eps: Float, lr: Float, weightDecay: Float
         /// 1 - beta1^t and 1 - beta2^t.
         public var correction1: Float, correction2: Float
+        /// What each gradient is multiplied by first (gradient clipping's scale; 1 for none).
+        public var gradScale: Float = 1
 
         public init(beta1: Float, beta2: Float, eps: Float, lr: Float, weightDecay: Float, step: Int) {
             self.beta1 = beta1
@@ -20,11 +22,12 @@ extension Kernels {
     }
 
     /// One AdamW update in place over n elements, split over `pool`:
-    /// m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; w -= lr ((m / c1) / (sqrt(v / c2) + eps) + wd w).
+    /// with g scaled by `gradScale`, m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+    /// w -= lr ((m / c1) / (sqrt(v / c2) + eps) + wd w).
     public static func adamW(weights w: UnsafeMutablePointer<Float>, grad g: UnsafePointer<Float>,
                              m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, count n: Int,
                              _ h: AdamWStep, pool: ThreadPool = .shared) {
-        let hyper = [h.beta1, h.beta2, h.correction1, h.correction2, h.eps, h.lr, h.weightDecay]
+        let hyper = [h.beta1, h.beta2, h.correction1, h.correction2, h.eps, h.lr, h.weightDecay, h.gradScale]
         hyper.withUnsafeBufferPointer { hp in
             guard let hb = hp.baseAddress else { return }
             parallelChunks(n, grain: 1 << 14, pool: pool) { r in
@@ -45,7 +48,7 @@ extension Kernels {
         }
         let hyper = segments.flatMap { s -> [Float] in
             let h = s.step
-            return [h.beta1, h.beta2, h.correction1, h.correction2, h.eps, h.lr, h.weightDecay]
+            return [h.beta1, h.beta2, h.correction1, h.correction2, h.eps, h.lr, h.weightDecay, h.gradScale]
         }
         hyper.withUnsafeBufferPointer { hp in
             guard let hb = hp.baseAddress else { return }
@@ -53,7 +56,7 @@ extension Kernels {
                 pool.parallelFor(pieces.count) { p in
                     let (i, o) = pieces[p]
                     let s = segments[i]
-                    moek_adamw(s.weights + o, s.grad + o, s.m + o, s.v + o, min(piece, s.count - o), hb + 7 * i)
+                    moek_adamw(s.weights + o, s.grad + o, s.m + o, s.v + o, min(piece, s.count - o), hb + 8 * i)
                 }
             }
         }

@@ -23,11 +23,15 @@ public final class AdamW: @unchecked Sendable {
         self.weightDecay = weightDecay
     }
 
-    /// One update of every parameter with a gradient, at learning rate `lr`.
-    /// The elementwise work is the `Kernels.adamW` leaf, split over `pool`.
-    public func update(_ params: [(variable: Variable, decay: Bool)], lr: Float, pool: ThreadPool = .shared) {
+    /// One update of every parameter with a gradient, at learning rate `lr`, each gradient
+    /// first multiplied by `gradScale` (gradient clipping's scale, applied here so the
+    /// gradients are not rewritten in a pass of their own). The elementwise work is the
+    /// `Kernels.adamW` leaf, split over `pool`.
+    public func update(_ params: [(variable: Variable, decay: Bool)], lr: Float, gradScale: Float = 1,
+                       pool: ThreadPool = .shared) {
         step += 1
-        let withDecay = Kernels.AdamWStep(beta1: beta1, beta2: beta2, eps: eps, lr: lr, weightDecay: weightDecay, step: step)
+        var withDecay = Kernels.AdamWStep(beta1: beta1, beta2: beta2, eps: eps, lr: lr, weightDecay: weightDecay, step: step)
+        withDecay.gradScale = gradScale
         var withoutDecay = withDecay
         withoutDecay.weightDecay = 0
         func floats(_ t: Tensor) -> UnsafeMutablePointer<Float> { t.mutableRawPointer.assumingMemoryBound(to: Float.self) }
@@ -61,12 +65,18 @@ public final class AdamW: @unchecked Sendable {
     }
 }
 
+/// The joint L2 norm of the gradients of `params`, and the scale that brings it down to
+/// `maxNorm` (1 when it is already within).
+public func clipScale(_ params: [Variable], maxNorm: Float, pool: ThreadPool = .shared) -> (norm: Float, scale: Float) {
+    let norm = Float(Kernels.sumOfSquares(params.compactMap(\.grad), pool: pool).squareRoot())
+    return (norm, norm > maxNorm && norm > 0 ? maxNorm / norm : 1)
+}
+
 /// Scales every gradient so their joint L2 norm is at most `maxNorm`; returns the norm before.
 @discardableResult
 public func clipGradients(_ params: [Variable], maxNorm: Float, pool: ThreadPool = .shared) -> Float {
-    let grads = params.compactMap(\.grad)
-    let norm = Float(Kernels.sumOfSquares(grads, pool: pool).squareRoot())
-    if norm > maxNorm && norm > 0 { Kernels.scale(grads, by: maxNorm / norm, pool: pool) }
+    let (norm, scale) = clipScale(params, maxNorm: maxNorm, pool: pool)
+    if scale != 1 { Kernels.scale(params.compactMap(\.grad), by: scale, pool: pool) }
     return norm
 }
 

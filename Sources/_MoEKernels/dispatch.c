@@ -166,6 +166,16 @@ void moek_adamw(float *w, const float *g, float *m, float *v, size_t n, const fl
   vt()->adamw(w, g, m, v, n, hyper);
 }
 double moek_sum_squares(const float *x, size_t n) { return vt()->sum_squares(x, n); }
+float moek_scale_dot(const float *x, const float *y, float a, float *out, size_t n) {
+  return vt()->scale_dot(x, y, a, out, n);
+}
+float moek_rms_norm_row(const float *x, const float *w, float eps, float *y, size_t c) {
+  return vt()->rms_norm_row(x, w, eps, y, c);
+}
+void moek_rms_norm_backward_row(const float *dy, const float *x, const float *w, float inv, float *dx, float *dw,
+                                size_t c) {
+  vt()->rms_norm_backward_row(dy, x, w, inv, dx, dw, c);
+}
 float moek_read_probe(const float *p, size_t n) { return vt()->read_probe(p, n); }
 
 void moek_to_f32(const void *src, int dt, float *dst, size_t n) {

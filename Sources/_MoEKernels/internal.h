@@ -26,6 +26,10 @@ typedef struct {
   void (*adamw)(float *w, const float *g, float *m, float *v, size_t n, const float *hyper);
   double (*sum_squares)(const float *x, size_t n);
   float (*read_probe)(const float *p, size_t n);
+  float (*scale_dot)(const float *x, const float *y, float a, float *out, size_t n);
+  float (*rms_norm_row)(const float *x, const float *w, float eps, float *y, size_t c);
+  void (*rms_norm_backward_row)(const float *dy, const float *x, const float *w, float inv, float *dx, float *dw,
+                                size_t c);
 } moek_vtable;
 
 extern const moek_vtable moek_vt_scalar;

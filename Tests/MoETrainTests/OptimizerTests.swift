@@ -40,6 +40,30 @@ final class OptimizerTests: XCTestCase {
         XCTAssertEqual(b.grad?.toFloats() ?? [], [0.8])
     }
 
+    /// Clipping folded into AdamW (`gradScale`) updates exactly as clipping the gradients first,
+    /// over several parameters and more elements than one parallel piece.
+    func testClipScaleInAdamWEqualsClippingFirst() {
+        let shapes = [[3, 7000], [5], [40000]]
+        func params() -> [Variable] {
+            shapes.enumerated().map { i, s in
+                let v = Variable(Tensor(randomUniform: s, seed: UInt64(i + 1)))
+                v.grad = Tensor(randomUniform: s, in: -3...3, seed: UInt64(i + 10))
+                return v
+            }
+        }
+        let (a, b) = (params(), params())
+        let (optA, optB) = (AdamW(), AdamW())
+        for _ in 0..<3 {
+            let (norm, scale) = clipScale(a, maxNorm: 1)
+            XCTAssertLessThan(scale, 0.1, "the gradients are far above the limit")
+            optA.update(a.map { ($0, true) }, lr: 0.01, gradScale: scale, pool: ThreadPool(threads: 2))
+            XCTAssertEqual(clipGradients(b, maxNorm: 1), norm)
+            optB.update(b.map { ($0, true) }, lr: 0.01, pool: ThreadPool(threads: 1))
+            for (x, y) in zip(a, b) { XCTAssertEqual(x.value.toFloats(), y.value.toFloats()) }
+            for p in a + b { p.grad = Tensor(randomUniform: p.shape, in: -3...3, seed: 99) }
+        }
+    }
+
     func testWarmupThenCosine() {
         let s = WarmupCosine(peak: 1, minLR: 0.1, warmup: 4, totalSteps: 14)
         XCTAssertEqual(s.rate(at: 0), 0.25, accuracy: 1e-6)

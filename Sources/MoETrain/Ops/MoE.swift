@@ -1,6 +1,7 @@
 import Foundation
 import MoE
 import MoECore
+import _MoEKernels
 
 // Dimension legend: T tokens, d hidden, E experts, I expert intermediate size.
 
@@ -183,18 +184,14 @@ extension Tape {
             // renormalisation).
             let dExpert = Tensor(uninitialized: [r, d])  // one row per assignment, each written below
             let dEp = dExpert.mutableFloats
+            let dyb = dy.baseAddress, outb = out.baseAddress, dEb = dEp.baseAddress  // nil only when empty
             var dwAll = [Float](repeating: 0, count: routing.assignmentCount)
             dwAll.withUnsafeMutableBufferPointer { dw in
                 Kernels.parallelRows(t, cost: d * max(1, routing.assignmentCount / max(1, t)), pool: pool) { tok in
                     let lo = routing.offsets[tok], hi = routing.offsets[tok + 1]
                     for a in lo..<hi {
-                        let row = dispatch.assignmentRow[a], w = routing.weights[a]
-                        var s: Float = 0
-                        for j in 0..<d {
-                            dEp[row * d + j] = w * dy[tok * d + j]
-                            s += dy[tok * d + j] * out[row * d + j]
-                        }
-                        dw[a] = s
+                        let row = dispatch.assignmentRow[a]
+                        dw[a] = moek_scale_dot(dyb! + tok * d, outb! + row * d, routing.weights[a], dEb! + row * d, d)
                     }
                     if renormalize {
                         let sum = (lo..<hi).reduce(Float(0)) { $0 + probs[tok * l + routing.experts[$1]] }

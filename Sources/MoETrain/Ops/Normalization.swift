@@ -1,5 +1,6 @@
 import Foundation
 import MoECore
+import _MoEKernels
 
 // Dimension legend: R rows, C features.
 
@@ -15,11 +16,9 @@ extension Tape {
         let yp = y.mutableFloats
         var inv = [Float](repeating: 0, count: rows)
         inv.withUnsafeMutableBufferPointer { inv in
+            guard let xb = xs.baseAddress, let wb = ws.baseAddress, let yb = yp.baseAddress else { return }
             Kernels.parallelRows(rows, cost: c * 3, pool: pool) { r in
-                var ss: Double = 0
-                for i in 0..<c { ss += Double(xs[r * c + i]) * Double(xs[r * c + i]) }
-                inv[r] = Float(1 / (ss / Double(c) + Double(eps)).squareRoot())
-                for i in 0..<c { yp[r * c + i] = xs[r * c + i] * inv[r] * ws[i] }
+                inv[r] = moek_rms_norm_row(xb + r * c, wb, eps, yb + r * c, c)
             }
         }
         let out = Variable(y)
@@ -33,18 +32,11 @@ extension Tape {
             let block = 64, blocks = (rows + block - 1) / block
             var partial = [Float](repeating: 0, count: blocks * c)
             partial.withUnsafeMutableBufferPointer { partial in
+                guard let dyb = dyp.baseAddress, let xb = xs.baseAddress, let wb = ws.baseAddress,
+                      let dxb = dxp.baseAddress, let pb = partial.baseAddress else { return }
                 Kernels.parallelRows(blocks, cost: block * c * 6, pool: pool) { b in
-                    let dwp = partial.baseAddress! + b * c
                     for r in (b * block)..<min(rows, (b + 1) * block) {
-                        let ri = inv[r]
-                        var dot: Double = 0
-                        for i in 0..<c {
-                            let g = dyp[r * c + i] * ws[i]
-                            dot += Double(g) * Double(xs[r * c + i])
-                            dwp[i] += dyp[r * c + i] * xs[r * c + i] * ri
-                        }
-                        let k = Float(dot / Double(c)) * ri * ri * ri
-                        for i in 0..<c { dxp[r * c + i] = dyp[r * c + i] * ws[i] * ri - xs[r * c + i] * k }
+                        moek_rms_norm_backward_row(dyb + r * c, xb + r * c, wb, inv[r], dxb + r * c, pb + b * c, c)
                     }
                 }
             }

@@ -122,11 +122,20 @@ void moek_silu_mul(float *gate, const float *up, size_t n);
 /// SwiGLU backward: with s = sigmoid(gate), dup = dy gate s and dgate = dy up s (1 + gate (1 - s)).
 void moek_silu_mul_backward(const float *dy, const float *gate, const float *up, float *dgate, float *dup, size_t n);
 /// One AdamW step over n elements in place; hyper = {beta1, beta2, 1 - beta1^t, 1 - beta2^t, eps,
-/// lr, weight decay}: m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2,
-/// w -= lr ((m / c1) / (sqrt(v / c2) + eps) + wd w).
+/// lr, weight decay, gradient scale s}: with g = s grad, m = b1 m + (1 - b1) g,
+/// v = b2 v + (1 - b2) g^2, w -= lr ((m / c1) / (sqrt(v / c2) + eps) + wd w).
 void moek_adamw(float *w, const float *g, float *m, float *v, size_t n, const float *hyper);
 /// Sum of x[i]^2 (f32 partial sums of 1024 elements, added in f64).
 double moek_sum_squares(const float *x, size_t n);
+/// out = a x, and returns sum x y (16 f32 partial sums, added in order). x, y, out distinct.
+float moek_scale_dot(const float *x, const float *y, float a, float *out, size_t n);
+/// One RMSNorm row: y = x inv w with inv = 1 / sqrt(mean(x^2) + eps) (the sum in 16 f32
+/// partial sums); returns inv.
+float moek_rms_norm_row(const float *x, const float *w, float eps, float *y, size_t c);
+/// RMSNorm backward for one row with the forward's inv: dx = dy w inv - x inv^3 mean(dy w x)
+/// (overwritten), dw += dy x inv.
+void moek_rms_norm_backward_row(const float *dy, const float *x, const float *w, float inv, float *dx, float *dw,
+                                size_t c);
 
 /// Asks the C allocator to keep freed blocks for reuse instead of returning them to the system
 /// (glibc: no mmap per large block, no trimming). Returns 1 if it did, 0 where unsupported.
