@@ -136,7 +136,9 @@ extension Kernels {
     }
 
     /// The (job, run of B rows) pieces of a batch: about four per thread overall, none under
-    /// ~0.5 MFLOP, in whole leaf tiles.
+    /// ~0.5 MFLOP, in whole leaf tiles; largest first, so the threads finish together (an MoE's
+    /// experts get uneven rows). Every job writes its own output, so the order does not change
+    /// any result.
     private static func outputPieces(_ jobs: [PreparedGemm], pool: ThreadPool) -> [(job: Int, n0: Int, n1: Int)] {
         let step = moek_gemm_n_step()
         let totalFlops = jobs.reduce(0) { $0 + 2 * $1.m * $1.n * $1.k }
@@ -146,7 +148,11 @@ extension Kernels {
             let slice = max(1, target / max(1, 2 * j.m * j.k * step)) * step
             for n0 in stride(from: 0, to: j.n, by: slice) { pieces.append((i, n0, min(j.n, n0 + slice))) }
         }
-        return pieces
+        let cost = { (p: (job: Int, n0: Int, n1: Int)) in jobs[p.job].m * jobs[p.job].k * (p.n1 - p.n0) }
+        return pieces.enumerated().sorted { (x, y) in
+            let (cx, cy) = (cost(x.element), cost(y.element))
+            return cx != cy ? cx > cy : x.offset < y.offset
+        }.map(\.element)
     }
 
     /// `gemmBatch` on a path whose leaf reads A unpacked: one parallel pass over its pieces.
