@@ -5,9 +5,10 @@ is what `moe train` writes), the same shape, batch, optimiser and thread count, 
     python3 scripts/bench_train_torch.py scripts/train-bench/default.json
     python3 scripts/bench_train_torch.py scripts/train-bench/olmoe256.json
 
-Compare with `moe train --config <same file> --quiet` (its `tokens_per_s`). Prints one JSON
-object: shape, threads and training tokens per second (forward, backward, clipping and AdamW;
-the first 3 steps are warm-up and not timed). Random byte tokens stand in for the corpus: the
+Compare with `moe train --config <same file> --quiet`. Prints one JSON object: shape, threads
+and training tokens per second (forward, backward, clipping and AdamW): `tokens_per_s` leaves
+out 3 warm-up steps, like moe train's `tokens_per_s_after_warmup`; `tokens_per_s_with_warmup`
+counts them, like moe train's `tokens_per_s`. Random byte tokens stand in for the corpus: the
 speed of a step does not depend on the text.
 """
 import json
@@ -49,16 +50,19 @@ def main():
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.get("clip", 1.0))
         opt.step()
 
+    first = time.perf_counter()
     for _ in range(3):
         step()
     start = time.perf_counter()
     for _ in range(steps):
         step()
     elapsed = time.perf_counter() - start
+    with_warmup = time.perf_counter() - first
     params = sum(p.numel() for p in model.parameters())
     print(json.dumps({"config": sys.argv[1], "torch": torch.__version__, "transformers": transformers.__version__,
                       "threads": threads, "grad_accum": accum, "parameters": params, "steps": steps,
-                      "tokens_per_s": batch * seq * steps / elapsed}))
+                      "tokens_per_s": batch * seq * steps / elapsed,
+                      "tokens_per_s_with_warmup": batch * seq * (steps + 3) / with_warmup}))
 
 
 if __name__ == "__main__":

@@ -47,15 +47,19 @@ struct Train: ParsableCommand {
         let log = dir.appendingPathComponent("log.jsonl")
         let start = Date(), firstStep = trainer.step
         var tokens = 0, lastLoss: Float = 0, ran = 0, lastRate = 0.0
+        var warm: (date: Date, tokens: Int)?  // after the first 3 steps of this run
+        var lastStepEnd = start
         while trainer.step < cfg.steps {
             if let stopAfter, ran >= stopAfter { break }
             let r = trainer.trainStep()
             ran += 1
             tokens += cfg.batch * cfg.seqLen
             lastLoss = r.loss
-            let elapsed = Date().timeIntervalSince(start)
+            lastStepEnd = Date()
+            let elapsed = lastStepEnd.timeIntervalSince(start)
             let rate = Double(tokens) / max(elapsed, 1e-9)
             lastRate = rate
+            if ran == Self.warmupSteps { warm = (lastStepEnd, tokens) }
             if !quiet { Self.progress(step: trainer.step, total: cfg.steps, loss: r.loss, rate: rate, elapsed: elapsed, done: trainer.step - firstStep) }
             if trainer.step % cfg.evalInterval == 0 || trainer.step == cfg.steps {
                 let e = trainer.evaluate()
@@ -68,7 +72,10 @@ struct Train: ParsableCommand {
             }
         }
         if !quiet { FileHandle.standardError.write(Data("\n".utf8)) }
-        try printJSON(Summary(step: trainer.step, loss: lastLoss, tokensPerS: lastRate,
+        let afterWarmup = warm.flatMap { w in
+            ran > Self.warmupSteps ? Double(tokens - w.tokens) / max(lastStepEnd.timeIntervalSince(w.date), 1e-9) : nil
+        }
+        try printJSON(Summary(step: trainer.step, loss: lastLoss, tokensPerS: lastRate, tokensPerSAfterWarmup: afterWarmup,
                               checkpoint: dir.appendingPathComponent("checkpoint").path))
     }
 
@@ -83,9 +90,16 @@ struct Train: ParsableCommand {
         let accuracy: [String: Double], expertsPerToken: [String: Double]
     }
 
-    /// What `moe train` prints when it stops; `tokens_per_s` counts this run's wall time, eval and
-    /// checkpoints included.
-    struct Summary: Encodable { let step: Int, loss: Float, tokensPerS: Double, checkpoint: String }
+    /// What `moe train` prints when it stops: `tokens_per_s` over this run's steps, the first
+    /// included (evaluations and checkpoints between steps too); `tokens_per_s_after_warmup` over
+    /// the steps after the first `warmupSteps`, as PyTorch benchmarks time (absent for shorter
+    /// runs).
+    struct Summary: Encodable {
+        let step: Int, loss: Float, tokensPerS: Double, tokensPerSAfterWarmup: Double?, checkpoint: String
+    }
+
+    /// Steps `tokens_per_s_after_warmup` leaves out (the first touches every buffer).
+    static let warmupSteps = 3
 
     static func progress(step: Int, total: Int, loss: Float, rate: Double, elapsed: Double, done: Int) {
         let width = 30, filled = width * step / max(1, total)
