@@ -27,14 +27,7 @@ extension Kernels {
     public static func adamW(weights w: UnsafeMutablePointer<Float>, grad g: UnsafePointer<Float>,
                              m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, count n: Int,
                              _ h: AdamWStep, pool: ThreadPool = .shared) {
-        let hyper = [h.beta1, h.beta2, h.correction1, h.correction2, h.eps, h.lr, h.weightDecay, h.gradScale]
-        hyper.withUnsafeBufferPointer { hp in
-            guard let hb = hp.baseAddress else { return }
-            parallelChunks(n, grain: 1 << 14, pool: pool) { r in
-                let o = r.lowerBound
-                moek_adamw(w + o, g + o, m + o, v + o, r.count, hb)
-            }
-        }
+        adamW([AdamWSegment(weights: w, grad: g, m: m, v: v, count: n, step: h)], pool: pool)
     }
 
     /// One AdamW update of many parameters in one parallel pass: each segment's elements are
@@ -42,10 +35,7 @@ extension Kernels {
     /// cost a barrier each; an MoE has hundreds of small expert matrices.)
     public static func adamW(_ segments: [AdamWSegment], pool: ThreadPool = .shared) {
         let piece = 1 << 14
-        var pieces: [(segment: Int, start: Int)] = []
-        for (i, s) in segments.enumerated() {
-            for start in stride(from: 0, to: s.count, by: piece) { pieces.append((i, start)) }
-        }
+        let pieces = blocks(segments.map(\.count), size: piece)
         let hyper = segments.flatMap { s -> [Float] in
             let h = s.step
             return [h.beta1, h.beta2, h.correction1, h.correction2, h.eps, h.lr, h.weightDecay, h.gradScale]
@@ -89,12 +79,8 @@ extension Kernels {
     /// are summed in order, then the tensors in order, so the result equals summing
     /// `sumOfSquares` of each in turn, on any thread count.
     public static func sumOfSquares(_ xs: [Tensor], pool: ThreadPool = .shared) -> Double {
-        let block = 1 << 16
-        var blocks: [(tensor: Int, start: Int)] = []
-        for (i, x) in xs.enumerated() {
-            precondition(x.dtype == .f32, "sumOfSquares: f32 only, got \(x.dtype)")
-            for start in stride(from: 0, to: x.count, by: block) { blocks.append((i, start)) }
-        }
+        precondition(xs.allSatisfy { $0.dtype == .f32 }, "sumOfSquares: f32 only")
+        let block = 1 << 16, blocks = blocks(xs.map(\.count), size: block)
         let bases = xs.map { $0.rawPointer.assumingMemoryBound(to: Float.self) }
         var partial = [Double](repeating: 0, count: blocks.count)
         partial.withUnsafeMutableBufferPointer { out in
@@ -108,7 +94,7 @@ extension Kernels {
         var total = 0.0, b = 0
         for i in xs.indices {
             var sum = 0.0
-            while b < blocks.count && blocks[b].tensor == i { sum += partial[b]; b += 1 }
+            while b < blocks.count && blocks[b].item == i { sum += partial[b]; b += 1 }
             total += sum
         }
         return total
@@ -116,11 +102,7 @@ extension Kernels {
 
     /// Multiplies every element of many f32 tensors by `s`, in place, in one parallel pass.
     public static func scale(_ xs: [Tensor], by s: Float, pool: ThreadPool = .shared) {
-        let block = 1 << 14
-        var blocks: [(tensor: Int, start: Int)] = []
-        for (i, x) in xs.enumerated() {
-            for start in stride(from: 0, to: x.count, by: block) { blocks.append((i, start)) }
-        }
+        let block = 1 << 14, blocks = blocks(xs.map(\.count), size: block)
         let bases = xs.map { $0.mutableRawPointer.assumingMemoryBound(to: Float.self) }
         blocks.withUnsafeBufferPointer { blocks in
             pool.parallelFor(blocks.count) { b in
@@ -129,5 +111,11 @@ extension Kernels {
                 for j in 0..<min(block, xs[i].count - o) { p[j] *= s }
             }
         }
+    }
+
+    /// Fixed blocks of `size` elements over several buffers of `counts` elements: (buffer,
+    /// first element) in buffer order, for one parallel pass over all of them.
+    private static func blocks(_ counts: [Int], size: Int) -> [(item: Int, start: Int)] {
+        counts.enumerated().flatMap { i, n in stride(from: 0, to: n, by: size).map { (i, $0) } }
     }
 }

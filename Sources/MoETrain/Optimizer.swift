@@ -53,14 +53,16 @@ public final class AdamW: @unchecked Sendable {
         Kernels.adamW(segments, pool: pool)
     }
 
-    /// The first and second moments of `p` (for checkpoints), if it has been updated.
-    public func state(of p: Variable) -> (m: [Float], v: [Float])? {
-        moments[ObjectIdentifier(p)].map { ($0.m.toFloats(), $0.v.toFloats()) }
+    /// Copies of the first and second moments of `p`, shaped like it (for checkpoints), if it
+    /// has been updated.
+    public func state(of p: Variable) -> (m: Tensor, v: Tensor)? {
+        moments[ObjectIdentifier(p)].map { ($0.m.copied().reshaped(p.shape), $0.v.copied().reshaped(p.shape)) }
     }
 
-    /// Restores `p`'s moments and the step count (when resuming).
-    public func restore(_ p: Variable, m: [Float], v: [Float], step: Int) {
-        moments[ObjectIdentifier(p)] = Moments(m: Tensor(shape: [m.count], values: m), v: Tensor(shape: [v.count], values: v))
+    /// Restores `p`'s moments (copied, as f32) and the step count (when resuming).
+    public func restore(_ p: Variable, m: Tensor, v: Tensor, step: Int) {
+        moments[ObjectIdentifier(p)] = Moments(m: m.converted(to: .f32).reshaped([m.count]),
+                                               v: v.converted(to: .f32).reshaped([v.count]))
         self.step = step
     }
 }

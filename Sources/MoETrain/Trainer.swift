@@ -177,7 +177,7 @@ public final class Trainer: @unchecked Sendable {
     /// The optimiser state by parameter name: first and second moments.
     public var optimizerState: [(name: String, m: Tensor, v: Tensor)] {
         model.namedVariables.sorted { $0.key < $1.key }.compactMap { name, v in
-            optimizer.state(of: v).map { (name, Tensor(shape: v.shape, values: $0.m), Tensor(shape: v.shape, values: $0.v)) }
+            optimizer.state(of: v).map { (name, $0.m, $0.v) }
         }
     }
 
@@ -187,7 +187,7 @@ public final class Trainer: @unchecked Sendable {
         try model.load(tensor)
         for (name, v) in model.namedVariables {
             if let m = try moment(name, "m"), let s = try moment(name, "v") {
-                optimizer.restore(v, m: m.toFloats(), v: s.toFloats(), step: step)
+                optimizer.restore(v, m: m, v: s, step: step)
             }
         }
         self.step = step
