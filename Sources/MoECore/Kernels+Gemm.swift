@@ -135,34 +135,75 @@ extension Kernels {
         (transposed || k <= 512) && moek_gemm_direct_supported() != 0
     }
 
-    /// The (job, run of B rows) pieces of a batch: about four per thread overall, none under
-    /// ~0.5 MFLOP, in whole leaf tiles; largest first, so the threads finish together (an MoE's
-    /// experts get uneven rows). Every job writes its own output, so the order does not change
-    /// any result.
+    /// The (job, run of B rows) pieces of a batch for the packed path: about four per thread
+    /// overall, none under ~0.5 MFLOP, in whole leaf tiles; largest first, so the threads finish
+    /// together (an MoE's experts get uneven rows). Every job writes its own output, so the
+    /// order does not change any result.
     private static func outputPieces(_ jobs: [PreparedGemm], pool: ThreadPool) -> [(job: Int, n0: Int, n1: Int)] {
         let step = moek_gemm_n_step()
-        let totalFlops = jobs.reduce(0) { $0 + 2 * $1.m * $1.n * $1.k }
-        let target = max(1 << 19, totalFlops / max(1, pool.threadCount * 4))
+        let target = pieceFlops(jobs, pool: pool)
         var pieces: [(job: Int, n0: Int, n1: Int)] = []
         for (i, j) in jobs.enumerated() {
             let slice = max(1, target / max(1, 2 * j.m * j.k * step)) * step
             for n0 in stride(from: 0, to: j.n, by: slice) { pieces.append((i, n0, min(j.n, n0 + slice))) }
         }
-        let cost = { (p: (job: Int, n0: Int, n1: Int)) in jobs[p.job].m * jobs[p.job].k * (p.n1 - p.n0) }
-        return pieces.enumerated().sorted { (x, y) in
+        return largestFirst(pieces) { jobs[$0.job].m * jobs[$0.job].k * ($0.n1 - $0.n0) }
+    }
+
+    /// The work a piece of a batch should hold: about a quarter of a thread's share, at least
+    /// ~0.5 MFLOP (below that the hand-out costs more than it balances).
+    private static func pieceFlops(_ jobs: [PreparedGemm], pool: ThreadPool) -> Int {
+        let total = jobs.reduce(0) { $0 + 2 * $1.m * $1.n * $1.k }
+        return max(1 << 19, total / max(1, pool.threadCount * 4))
+    }
+
+    /// `pieces` sorted by `cost`, largest first; ties keep their order.
+    private static func largestFirst<P>(_ pieces: [P], cost: (P) -> Int) -> [P] {
+        pieces.enumerated().sorted { (x, y) in
             let (cx, cy) = (cost(x.element), cost(y.element))
             return cx != cy ? cx > cy : x.offset < y.offset
         }.map(\.element)
     }
 
-    /// `gemmBatch` on a path whose leaf reads A unpacked: one parallel pass over its pieces.
+    /// Splits an [m, n] output into about `count` blocks of whole leaf tiles: runs of column
+    /// tiles first (each run packs its weight blocks once for all rows), then, when there are
+    /// fewer column tiles than blocks wanted, runs of row panels too. A linear layer with 96
+    /// outputs has only 3 column tiles: split by columns alone, one of 2 threads did 2 of them
+    /// while the other waited.
+    static func outputBlocks(m: Int, n: Int, count: Int) -> [(m0: Int, m1: Int, n0: Int, n1: Int)] {
+        let nStep = moek_gemm_n_step(), mStep = moek_gemm_mr()
+        let nTiles = (n + nStep - 1) / nStep, mPanels = (m + mStep - 1) / mStep
+        let nRuns = max(1, min(count, nTiles))
+        let mRuns = max(1, min(mPanels, (count + nRuns - 1) / nRuns))
+        var blocks: [(m0: Int, m1: Int, n0: Int, n1: Int)] = []
+        for a in 0..<mRuns {
+            let m0 = min(m, a * mPanels / mRuns * mStep), m1 = min(m, (a + 1) * mPanels / mRuns * mStep)
+            for b in 0..<nRuns {
+                let n0 = min(n, b * nTiles / nRuns * nStep), n1 = min(n, (b + 1) * nTiles / nRuns * nStep)
+                if m0 < m1 && n0 < n1 { blocks.append((m0, m1, n0, n1)) }
+            }
+        }
+        return blocks
+    }
+
+    /// `gemmBatch` on a path whose leaf reads A unpacked: one parallel pass over blocks of the
+    /// outputs (`outputBlocks`), largest first. A block of rows reads its rows of A and writes
+    /// its rows of the output, so it needs no packing pass and no copy.
     private static func gemmDirect(_ jobs: [PreparedGemm], pool: ThreadPool) {
-        outputPieces(jobs, pool: pool).withUnsafeBufferPointer { pieces in
+        let target = pieceFlops(jobs, pool: pool)
+        var pieces: [(job: Int, m0: Int, m1: Int, n0: Int, n1: Int)] = []
+        for (i, j) in jobs.enumerated() {
+            let wanted = (2 * j.m * j.n * j.k + target - 1) / target
+            for b in outputBlocks(m: j.m, n: j.n, count: wanted) { pieces.append((i, b.m0, b.m1, b.n0, b.n1)) }
+        }
+        largestFirst(pieces) { ($0.m1 - $0.m0) * ($0.n1 - $0.n0) * jobs[$0.job].k }.withUnsafeBufferPointer { pieces in
             pool.parallelFor(pieces.count) { p in
-                let (i, n0, n1) = pieces[p]
+                let (i, m0, m1, n0, n1) = pieces[p]
                 let j = jobs[i]
-                moek_gemm_direct(j.a, j.transposeA ? j.m : j.k, j.transposeA ? 1 : 0, j.m, j.b, j.dtype,
-                                 j.wt != 0 ? j.n : j.k, j.wt, j.acc, j.out, j.n, n0, n1, j.k)
+                // Row m0 of A: row m0 of a [M, K] matrix, or column m0 of one stored [K, M].
+                let a = j.transposeA ? j.a + m0 : j.a + m0 * j.k
+                moek_gemm_direct(a, j.transposeA ? j.m : j.k, j.transposeA ? 1 : 0, m1 - m0, j.b, j.dtype,
+                                 j.wt != 0 ? j.n : j.k, j.wt, j.acc, j.out + m0 * j.n, j.n, n0, n1, j.k)
             }
         }
     }

@@ -68,10 +68,13 @@ extension Kernels {
             return
         }
         if readsAUnpacked(k: k) {  // the leaf reads x as it is: no packing pass
-            let step = moek_gemm_n_step(), tiles = (n + step - 1) / step
-            parallelChunks(tiles, grain: max(1, (1 << 21) / max(1, 2 * m * k * step)), pool: pool) { t in
-                moek_gemm_direct(x, ldx, 0, m, w, dtype.cValue, k, 0, 0, out, ldo, t.lowerBound * step,
-                                 min(n, t.upperBound * step), k)
+            // Blocks of >= ~2 MFLOP, about four per thread, over rows as well as columns.
+            let wanted = max(1, min(pool.threadCount * 4, 2 * m * n * k / (1 << 21)))
+            let blocks = outputBlocks(m: m, n: n, count: wanted)
+            pool.parallelFor(blocks.count) { i in
+                let b = blocks[i]
+                moek_gemm_direct(x + b.m0 * ldx, ldx, 0, b.m1 - b.m0, w, dtype.cValue, k, 0, 0, out + b.m0 * ldo, ldo,
+                                 b.n0, b.n1, k)
             }
             return
         }

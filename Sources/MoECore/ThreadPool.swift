@@ -60,8 +60,11 @@ public final class ThreadPool: @unchecked Sendable {
 
 /// The workers' shared state, apart from `ThreadPool` so that workers do not keep the pool alive.
 private final class PoolState: @unchecked Sendable {
-    /// Spins before a worker sleeps: roughly a quarter of a millisecond of `pause`.
-    private static let spinLimit = 4096
+    /// How long an idle worker spins before it sleeps. A sleeping worker costs the next loop a
+    /// wake-up (50-150 us in a VM), which a training step's short serial stretches (routing,
+    /// bookkeeping) would otherwise pay about 20 times a step; a spinning one costs only its own
+    /// core, for at most this long after the last loop.
+    private static let spinNanoseconds: UInt64 = 5_000_000
 
     private let workerCount: Int
     private let generation = Atomic<Int>(0)
@@ -126,11 +129,15 @@ private final class PoolState: @unchecked Sendable {
     private func workerLoop() {
         var seen = 0
         while true {
-            var spins = 0
+            var spins = 0, spinStart: UInt64 = 0, spinning = true
             while generation.load(ordering: .acquiring) == seen {
-                if spins < Self.spinLimit {
-                    spins += 1
+                if spinning {
                     moek_cpu_relax()
+                    spins += 1
+                    if spins & 255 == 0 {  // look at the clock now and then: it costs more than a pause
+                        let now = DispatchTime.now().uptimeNanoseconds
+                        if spinStart == 0 { spinStart = now } else if now - spinStart > Self.spinNanoseconds { spinning = false }
+                    }
                     continue
                 }
                 condition.lock()

@@ -4,7 +4,8 @@ import XCTest
 
 /// `Kernels.gemm` with each operand stored normally or transposed, overwriting or accumulating,
 /// against `Reference.matmul` on the logical operands, for every ISA path, 1 and 2 threads, on
-/// sizes with ragged panels, ragged N tiles and K past one reduction block.
+/// sizes with ragged panels, ragged N tiles and K past one reduction block, and products big
+/// enough to be split into blocks of rows as well as columns.
 final class GemmLayoutTests: XCTestCase {
     /// [R, C] -> [C, R] (the test's own transpose, to store an operand the other way round).
     func transpose(_ v: [Float], rows: Int, cols: Int) -> [Float] {
@@ -14,7 +15,7 @@ final class GemmLayoutTests: XCTestCase {
     }
 
     func testEveryLayoutAndAccumulation() {
-        let shapes = [(1, 1, 1), (3, 5, 2), (17, 25, 3), (21, 7, 300), (40, 49, 513), (5, 70, 17)]
+        let shapes = [(1, 1, 1), (3, 5, 2), (17, 25, 3), (21, 7, 300), (40, 49, 513), (5, 70, 17), (400, 20, 300)]
         forEachISA { isa in
             for pool in testPools {
                 for (m, n, k) in shapes {
@@ -45,7 +46,7 @@ final class GemmLayoutTests: XCTestCase {
     /// A batch of jobs of every layout, sizes from empty to several tiles, some writing into row
     /// views of one tensor (as an MoE layer's experts do), equals the jobs run one by one.
     func testBatchMatchesEachJobAlone() {
-        let shapes = [(0, 5, 3), (7, 30, 0), (1, 3, 2), (17, 25, 40), (40, 49, 300), (3, 0, 4), (33, 70, 17)]
+        let shapes = [(0, 5, 3), (7, 30, 0), (1, 3, 2), (17, 25, 40), (40, 49, 300), (3, 0, 4), (33, 70, 17), (150, 20, 200)]
         forEachISA { isa in
             for pool in testPools {
                 var jobs: [GemmJob] = [], expected: [[Float]] = []
