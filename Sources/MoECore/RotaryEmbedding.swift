@@ -39,30 +39,58 @@ public struct RotaryEmbedding: Sendable {
 
     /// Rotates x [T, H, headDim] (f32) in place; `positions[t]` is token t's position.
     public func apply(_ x: Tensor, positions: [Int], pool: ThreadPool = .shared) {
-        precondition(x.rank == 3 && x.shape[2] == headDim && positions.count == x.shape[0],
-                     "RoPE: x \(x.shape), \(positions.count) positions, head dim \(headDim)")
+        apply(x, positions: positions, into: x, pool: pool)
+    }
+
+    /// Writes x [T, H, headDim] (f32) rotated into `out` (the same shape; it may be x itself).
+    ///
+    /// cos and sin are computed once per position in the call's range (a batch of sequences
+    /// repeats 0..<len), each exactly as for a single token, so the result is the same.
+    public func apply(_ x: Tensor, positions: [Int], into out: Tensor, pool: ThreadPool = .shared) {
+        precondition(x.rank == 3 && x.shape[2] == headDim && positions.count == x.shape[0] && out.shape == x.shape,
+                     "RoPE: x \(x.shape), out \(out.shape), \(positions.count) positions, head dim \(headDim)")
         let (t, h) = (x.shape[0], x.shape[1])
-        guard let p = x.mutableFloats.baseAddress else { return }
+        guard t > 0, let src = x.floats.baseAddress, let dst = out.mutableFloats.baseAddress else { return }
         let half = rotaryDim / 2
-        Kernels.parallelChunks(t, grain: max(1, Kernels.parallelThreshold / max(1, h * headDim)), pool: pool) { range in
-            var cosv = [Float](repeating: 0, count: half), sinv = cosv
-            for ti in range {
-                let pos = Float(positions[ti])
-                for i in 0..<half {
-                    let angle = pos * invFreq[i]
-                    cosv[i] = Foundation.cos(angle) * attentionScaling
-                    sinv[i] = Foundation.sin(angle) * attentionScaling
-                }
+        let (angles, slot) = angleTable(positions)
+        angles.withUnsafeBufferPointer { angles in
+            Kernels.parallelRows(t, cost: h * headDim * 2, pool: pool) { ti in
+                let cosv = angles.baseAddress.map { $0 + slot(ti) * 2 * half }, sinv = cosv.map { $0 + half }
                 for hi in 0..<h {
-                    let v = p + (ti * h + hi) * headDim
+                    let v = src + (ti * h + hi) * headDim, o = dst + (ti * h + hi) * headDim
+                    if rotaryDim < headDim && o != v {  // the part that does not rotate
+                        (o + rotaryDim).update(from: v + rotaryDim, count: headDim - rotaryDim)
+                    }
+                    guard let cosv, let sinv else { continue }
                     for i in 0..<half {
                         let (a, b) = layout == .rotateHalf ? (i, i + half) : (2 * i, 2 * i + 1)
                         let x0 = v[a], x1 = v[b]
-                        v[a] = x0 * cosv[i] - x1 * sinv[i]
-                        v[b] = x1 * cosv[i] + x0 * sinv[i]
+                        o[a] = x0 * cosv[i] - x1 * sinv[i]
+                        o[b] = x1 * cosv[i] + x0 * sinv[i]
                     }
                 }
             }
         }
+    }
+
+    /// cos and sin of `position * invFreq[i]` (times the scaling), in f32 as transformers
+    /// computes them: per position from the lowest to the highest when that range is no longer
+    /// than the call, else per token; each row is `rotaryDim / 2` cosines then as many sines.
+    /// Also returns which row token t uses.
+    private func angleTable(_ positions: [Int]) -> (values: [Float], slot: (Int) -> Int) {
+        let half = rotaryDim / 2
+        let lo = positions.min() ?? 0, hi = positions.max() ?? 0
+        let byRange = hi - lo < positions.count
+        let rows = byRange ? (lo...hi).map { $0 } : positions
+        var values = [Float](repeating: 0, count: rows.count * 2 * half)
+        for (r, p) in rows.enumerated() {
+            let pos = Float(p)
+            for j in 0..<half {
+                let angle = pos * invFreq[j]
+                values[r * 2 * half + j] = Foundation.cos(angle) * attentionScaling
+                values[r * 2 * half + half + j] = Foundation.sin(angle) * attentionScaling
+            }
+        }
+        return (values, byRange ? { positions[$0] - lo } : { $0 })
     }
 }

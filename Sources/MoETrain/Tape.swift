@@ -24,23 +24,25 @@ public final class Variable: @unchecked Sendable {
         if grad == nil { grad = g } else { accumulate(g, pool: pool) }
     }
 
-    /// Adds `g` into the gradient (allocating it on first use); with a `pool`, in parallel
+    /// Adds `g` into the gradient (a copy of `g` on first use); with a `pool`, in parallel
     /// chunks (an elementwise add: the same result on any thread count).
     func accumulate(_ g: Tensor, pool: ThreadPool? = nil) {
         guard requiresGrad else { return }
-        guard let grad else {
-            grad = g.copied()
-            return
+        let first = grad == nil
+        let target = grad ?? Tensor(uninitialized: g.shape)
+        grad = target
+        let p = target.mutableFloats, q = g.floats
+        guard let pb = p.baseAddress, let qb = q.baseAddress else { return }
+        let chunk = 1 << 14, chunks = (p.count + chunk - 1) / chunk
+        let add = { (c: Int) in
+            let range = (c * chunk)..<min(p.count, (c + 1) * chunk)
+            if first {
+                (pb + range.lowerBound).update(from: qb + range.lowerBound, count: range.count)
+            } else {
+                for i in range { pb[i] += qb[i] }
+            }
         }
-        let p = grad.mutableFloats, q = g.floats
-        guard let pool else {
-            for i in 0..<p.count { p[i] += q[i] }
-            return
-        }
-        let chunk = 1 << 14
-        Kernels.parallelRows((p.count + chunk - 1) / chunk, cost: chunk, pool: pool) { c in
-            for i in (c * chunk)..<min(p.count, (c + 1) * chunk) { p[i] += q[i] }
-        }
+        if let pool { Kernels.parallelRows(chunks, cost: chunk, pool: pool, add) } else { for c in 0..<chunks { add(c) } }
     }
 
     /// The gradient, or zeros.

@@ -7,14 +7,14 @@ extension Tape {
     /// RoPE on x [T, heads, D] at `positions`. Backward rotates dy back (the same RoPE at the
     /// negated positions: a rotation's inverse is its transpose).
     public func rope(_ x: Variable, positions: [Int], _ rope: RotaryEmbedding) -> Variable {
-        let y = x.value.copied()
-        rope.apply(y, positions: positions, pool: pool)
+        let y = Tensor(uninitialized: x.shape)
+        rope.apply(x.value, positions: positions, into: y, pool: pool)
         let out = Variable(y)
         record { [pool] in
             guard let dy = out.grad else { return }
-            let dx = dy.copied()
-            rope.apply(dx, positions: positions.map { -$0 }, pool: pool)
-            x.accumulate(dx)
+            // `out` is done with dy: rotate it back in place and hand it on.
+            rope.apply(dy, positions: positions.map { -$0 }, pool: pool)
+            x.accumulate(owned: dy, pool: pool)
         }
         return out
     }
@@ -88,9 +88,9 @@ extension Tape {
                              into: dvh.rows(b.keyRows), accumulate: r > 0)]
                 }, pool: pool)
             }
-            q.accumulate(tokenMajor(dqh, heads: h, pool: pool).reshaped(q.shape))
-            k.accumulate(tokenMajor(dkh, heads: g, pool: pool).reshaped(k.shape))
-            v.accumulate(tokenMajor(dvh, heads: g, pool: pool).reshaped(v.shape))
+            q.accumulate(owned: tokenMajor(dqh, heads: h, pool: pool).reshaped(q.shape), pool: pool)
+            k.accumulate(owned: tokenMajor(dkh, heads: g, pool: pool).reshaped(k.shape), pool: pool)
+            v.accumulate(owned: tokenMajor(dvh, heads: g, pool: pool).reshaped(v.shape), pool: pool)
         }
         return out
     }

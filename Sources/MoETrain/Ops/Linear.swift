@@ -18,10 +18,13 @@ extension Tape {
         let out = Variable(y)
         record { [pool] in
             guard let dy = out.grad else { return }
-            if let dx = x.gradSlot() { Kernels.gemm(dy, wT, transposeB: true, into: dx.tensor, accumulate: dx.accumulate, pool: pool) }
+            // Both products in one batch: one barrier, and the threads share their pieces.
+            var jobs: [GemmJob] = []
+            if let dx = x.gradSlot() { jobs.append(GemmJob(dy, wT, transposeB: true, into: dx.tensor, accumulate: dx.accumulate)) }
             if let dw = w.gradSlot() {
-                Kernels.gemm(dy, xT, transposeA: true, transposeB: true, into: dw.tensor, accumulate: dw.accumulate, pool: pool)
+                jobs.append(GemmJob(dy, xT, transposeA: true, transposeB: true, into: dw.tensor, accumulate: dw.accumulate))
             }
+            Kernels.gemmBatch(jobs, pool: pool)
             if let bias, bias.requiresGrad {
                 let n = bias.value.count, g = dy.floats
                 var sums = [Float](repeating: 0, count: n)
@@ -44,7 +47,9 @@ extension Tape {
         let out = Variable(y)
         record { [pool] in
             guard let dy = out.grad else { return }
-            a.accumulate(dy, pool: pool)
+            // `out` is done with dy, so the first input may take it as its gradient (in place
+            // later, even when a and b are one variable: dy += dy). The second gets a copy.
+            a.accumulate(owned: dy, pool: pool)
             b.accumulate(dy, pool: pool)
         }
         return out
@@ -53,9 +58,11 @@ extension Tape {
     /// Rows `ids` of `table` [V, d] -> [T, d]. Backward scatters dy into the chosen rows.
     public func embedding(_ table: Variable, ids: [Int]) -> Variable {
         let d = table.shape[1]
-        let y = Tensor(zeros: [ids.count, d])
+        let y = Tensor(uninitialized: [ids.count, d])
         let src = table.value.floats, dst = y.mutableFloats
-        for (t, id) in ids.enumerated() { for j in 0..<d { dst[t * d + j] = src[id * d + j] } }
+        Kernels.parallelRows(ids.count, cost: d, pool: pool) { t in
+            for j in 0..<d { dst[t * d + j] = src[ids[t] * d + j] }
+        }
         let out = Variable(y)
         record {
             guard let dy = out.grad, table.requiresGrad else { return }

@@ -63,9 +63,9 @@ extension Tape {
     /// The same values seen with another shape (gradients flow through unchanged).
     public func reshape(_ x: Variable, _ shape: [Int]) -> Variable {
         let out = Variable(x.value.reshaped(shape))  // shares x's storage: no op writes into a value
-        record {
+        record { [pool] in
             guard let dy = out.grad else { return }
-            x.accumulate(dy.reshaped(x.shape))
+            x.accumulate(owned: dy.reshaped(x.shape), pool: pool)  // `out` is done with dy
         }
         return out
     }

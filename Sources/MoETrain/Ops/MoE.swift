@@ -288,7 +288,7 @@ extension Tape {
                 }
             }
             logits.accumulate(owned: dzT)
-            x.accumulate(dx)
+            x.accumulate(owned: dx, pool: pool)
         }
         return MoEStep(output: out, routing: routing,
                        auxLoss: coefLB * balance + coefZ * zLoss + aux.expertBalance * expertBalance

@@ -58,8 +58,8 @@ extension Tape {
         record { [pool] in
             guard let dy = out.grad else { return }
             let (dg, du) = Kernels.siluMulBackward(dy, gate: gT, up: uT, pool: pool)
-            gate.accumulate(dg)
-            up.accumulate(du)
+            gate.accumulate(owned: dg, pool: pool)
+            up.accumulate(owned: du, pool: pool)
         }
         return out
     }
