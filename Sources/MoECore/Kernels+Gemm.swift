@@ -135,7 +135,7 @@ extension Kernels {
         (transposed || k <= 512) && moek_gemm_direct_supported() != 0
     }
 
-    /// The (job, run of B rows) pieces of a batch for the packed path: about four per thread
+    /// The (job, run of B rows) pieces of a batch for the packed path: about eight per thread
     /// overall, none under ~0.5 MFLOP, in whole leaf tiles; largest first, so the threads finish
     /// together (an MoE's experts get uneven rows). Every job writes its own output, so the
     /// order does not change any result.
@@ -150,11 +150,12 @@ extension Kernels {
         return largestFirst(pieces) { jobs[$0.job].m * jobs[$0.job].k * ($0.n1 - $0.n0) }
     }
 
-    /// The work a piece of a batch should hold: about a quarter of a thread's share, at least
-    /// ~0.5 MFLOP (below that the hand-out costs more than it balances).
+    /// The work a piece of a batch should hold: about an eighth of a thread's share (the last
+    /// piece is the other threads' wait), at least ~0.5 MFLOP (below that the hand-out costs
+    /// more than it balances).
     private static func pieceFlops(_ jobs: [PreparedGemm], pool: ThreadPool) -> Int {
         let total = jobs.reduce(0) { $0 + 2 * $1.m * $1.n * $1.k }
-        return max(1 << 19, total / max(1, pool.threadCount * 4))
+        return max(1 << 19, total / max(1, pool.threadCount * 8))
     }
 
     /// `pieces` sorted by `cost`, largest first; ties keep their order.

@@ -8,6 +8,10 @@ extension Kernels {
     /// matrix-vector leaf (memory-bound); above it, activations are packed for the matmul leaf.
     static let gemvMaxRows = 4
 
+    /// Up to this many output features, a linear layer of many rows takes the matrix-vector leaf
+    /// 4 rows at a time: the matmul leaf's 32-wide tile would be a quarter full or less.
+    static let narrowMaxColumns = 8
+
     /// `y = W x`: W [N, K] of any dtype, x [K] f32; returns y [N] f32.
     public static func matvec(_ w: Tensor, _ x: Tensor, pool: ThreadPool = .shared) -> Tensor {
         precondition(w.rank == 2 && x.count == w.shape[1], "matvec: W \(w.shape) and x \(x.shape)")
@@ -52,6 +56,19 @@ extension Kernels {
             }
             return
         }
+        if n <= narrowMaxColumns {
+            // A narrow output (an MoE router over a few experts) would fill a sliver of each
+            // matmul tile, one block on one thread: every 4 rows instead take the
+            // matrix-vector leaf against the whole (small) weight, rows split over threads.
+            let groups = (m + 3) / 4
+            parallelChunks(groups, grain: max(1, parallelThreshold / max(1, 4 * n * k)), pool: pool) { range in
+                for g in range {
+                    let r0 = g * 4
+                    moek_gemv_rows(w, dtype.cValue, k, x + r0 * ldx, ldx, Int32(min(4, m - r0)), out + r0 * ldo, ldo, 0, n, k)
+                }
+            }
+            return
+        }
         if usesBF16Path(rows: m, dtype: dtype) {
             withScratchFloats((moek_gemm_bf16_packed_size(m, k) + 1) / 2) { raw in
                 let ap = UnsafeMutableRawPointer(raw).assumingMemoryBound(to: UInt16.self)
@@ -68,8 +85,8 @@ extension Kernels {
             return
         }
         if readsAUnpacked(k: k) {  // the leaf reads x as it is: no packing pass
-            // Blocks of >= ~2 MFLOP, about four per thread, over rows as well as columns.
-            let wanted = max(1, min(pool.threadCount * 4, 2 * m * n * k / (1 << 21)))
+            // Blocks of >= ~0.5 MFLOP, about eight per thread, over rows as well as columns.
+            let wanted = max(1, min(pool.threadCount * 8, 2 * m * n * k / (1 << 19)))
             let blocks = outputBlocks(m: m, n: n, count: wanted)
             pool.parallelFor(blocks.count) { i in
                 let b = blocks[i]

@@ -3,8 +3,9 @@ import Foundation
 // Dimension legend: R rows (tokens, or tokens x heads), C columns (features).
 
 extension Kernels {
-    /// Below this many elements a row-wise kernel runs on the calling thread only.
-    static let parallelThreshold = 1 << 15
+    /// Below this many elements a row-wise kernel runs on the calling thread only: a few
+    /// microseconds of work, about what handing a chunk to a spinning worker costs back.
+    static let parallelThreshold = 1 << 13
 
     /// Softmax over the last dimension, in place, for an f32 tensor [..., C]. Subtracts the row
     /// maximum first, so large logits do not overflow. A row of all `-inf` becomes all zeros.

@@ -34,7 +34,7 @@ public enum Kernels {
     /// Runs `body(i)` for every row i in `0..<count`, in parallel when the work (`cost`
     /// elements per row) is large enough to pay for it.
     public static func parallelRows(_ count: Int, cost: Int, pool: ThreadPool = .shared, _ body: (Int) -> Void) {
-        let grain = max(1, (1 << 15) / max(1, cost))
+        let grain = max(1, parallelThreshold / max(1, cost))
         parallelChunks(count, grain: grain, pool: pool) { range in for i in range { body(i) } }
     }
 

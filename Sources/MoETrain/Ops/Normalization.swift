@@ -42,7 +42,7 @@ extension Tape {
             }
             var dw = [Float](repeating: 0, count: c)
             for b in 0..<blocks { for i in 0..<c { dw[i] += partial[b * c + i] } }
-            x.accumulate(owned: dx)
+            x.accumulate(owned: dx, pool: pool)
             w.accumulate(owned: Tensor(shape: [c], values: dw))
         }
         return out
