@@ -56,19 +56,6 @@ extension Kernels {
             }
             return
         }
-        if n <= narrowMaxColumns {
-            // A narrow output (an MoE router over a few experts) would fill a sliver of each
-            // matmul tile, one block on one thread: every 4 rows instead take the
-            // matrix-vector leaf against the whole (small) weight, rows split over threads.
-            let groups = (m + 3) / 4
-            parallelChunks(groups, grain: max(1, parallelThreshold / max(1, 4 * n * k)), pool: pool) { range in
-                for g in range {
-                    let r0 = g * 4
-                    moek_gemv_rows(w, dtype.cValue, k, x + r0 * ldx, ldx, Int32(min(4, m - r0)), out + r0 * ldo, ldo, 0, n, k)
-                }
-            }
-            return
-        }
         if usesBF16Path(rows: m, dtype: dtype) {
             withScratchFloats((moek_gemm_bf16_packed_size(m, k) + 1) / 2) { raw in
                 let ap = UnsafeMutableRawPointer(raw).assumingMemoryBound(to: UInt16.self)
@@ -80,6 +67,19 @@ extension Kernels {
                 let wp = w.assumingMemoryBound(to: UInt16.self)
                 parallelChunks(tiles, grain: max(1, (1 << 22) / max(1, 2 * m * k * step)), pool: pool) { t in
                     moek_gemm_bf16_packed(ap, m, wp, k, out, ldo, t.lowerBound * step, min(n, t.upperBound * step), k)
+                }
+            }
+            return
+        }
+        if n <= narrowMaxColumns {
+            // A narrow output (an MoE router over a few experts) would fill a sliver of each
+            // matmul tile, one block on one thread: every 4 rows instead take the
+            // matrix-vector leaf against the whole (small) weight, rows split over threads.
+            let groups = (m + 3) / 4
+            parallelChunks(groups, grain: max(1, parallelThreshold / max(1, 4 * n * k)), pool: pool) { range in
+                for g in range {
+                    let r0 = g * 4
+                    moek_gemv_rows(w, dtype.cValue, k, x + r0 * ldx, ldx, Int32(min(4, m - r0)), out + r0 * ldo, ldo, 0, n, k)
                 }
             }
             return

@@ -42,10 +42,10 @@ final class LinearKernelTests: XCTestCase {
     }
 
     func testMatmulOddSizesEveryDtypeAndPath() {
-        // M <= 4 takes the matrix-vector leaf, and so does N <= 8 (4 rows at a time); larger
-        // products the matmul leaf, with row panels that are full, short (<= 8 rows) and
-        // partial, N tiles that do not divide, and K past one reduction block with a ragged
-        // last block.
+        // M <= 4 takes the matrix-vector leaf, and so does N <= 8 (4 rows at a time, unless the
+        // bf16 path takes it); larger products the matmul leaf, with row panels that are full,
+        // short (<= 8 rows) and partial, N tiles that do not divide, and K past one reduction
+        // block with a ragged last block.
         let shapes = [(1, 1, 1), (2, 3, 17), (4, 17, 3), (5, 3, 17), (17, 25, 3), (21, 7, 513),
                       (33, 49, 300), (3, 4097, 1), (17, 1, 4097), (40, 30, 1)]
         forEachISA { isa in
