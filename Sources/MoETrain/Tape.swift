@@ -17,8 +17,9 @@ public final class Variable: @unchecked Sendable {
 
     public var shape: [Int] { value.shape }
 
-    /// `accumulate` for a tensor nobody else holds: on first use it becomes the gradient
-    /// itself, with no copy.
+    /// `accumulate` for a tensor nobody else will read or write again (a new tensor, or the
+    /// gradient of an op's output once that op's backward step has it): on first use it becomes
+    /// the gradient itself, with no copy, and later steps may add into it in place.
     func accumulate(owned g: Tensor, pool: ThreadPool? = nil) {
         guard requiresGrad else { return }
         if grad == nil { grad = g } else { accumulate(g, pool: pool) }
