@@ -50,16 +50,26 @@ public struct Dispatch: Sendable {
         return out
     }
 
-    /// out[t] += sum over t's assignments of weight * y[row]: y [R, d], out [T, d].
-    public func combine(_ y: Tensor, routing: Routing, into out: Tensor, pool: ThreadPool) {
+    /// out[t] += sum over t's assignments of weight * y[row]: y [R, d], out [T, d]. With
+    /// `weighted` false the rows are summed as they are (an MoE backward's input gradient);
+    /// with `accumulate` false out[t] is overwritten (zeros for a token with no assignment), so
+    /// out need not be zeroed first.
+    public func combine(_ y: Tensor, routing: Routing, into out: Tensor, weighted: Bool = true, accumulate: Bool = true,
+                        pool: ThreadPool) {
         let d = out.shape[1]
         let yp = y.floats, op = out.mutableFloats
-        guard let ys = yp.baseAddress, let os = op.baseAddress else { return }
+        guard let os = op.baseAddress else { return }
+        let ys = yp.baseAddress
         Kernels.parallelRows(routing.tokenCount, cost: d * max(1, routing.assignmentCount / max(1, routing.tokenCount)), pool: pool) { t in
-            let o = os + t * d
-            for i in routing.offsets[t]..<routing.offsets[t + 1] {
-                let w = routing.weights[i], src = ys + assignmentRow[i] * d
-                for j in 0..<d { o[j] += w * src[j] }
+            let o = os + t * d, assignments = routing.offsets[t]..<routing.offsets[t + 1]
+            if !accumulate && assignments.isEmpty { o.update(repeating: 0, count: d) }
+            for i in assignments {
+                let w = weighted ? routing.weights[i] : 1, src = ys! + assignmentRow[i] * d
+                if !accumulate && i == assignments.lowerBound {
+                    for j in 0..<d { o[j] = weighted ? w * src[j] : src[j] }
+                } else {
+                    for j in 0..<d { o[j] += weighted ? w * src[j] : src[j] }
+                }
             }
         }
     }

@@ -39,21 +39,17 @@ extension Kernels {
 
     /// SwiGLU combine in place: `gate = silu(gate) * up`, both f32 of the same shape.
     public static func siluMul(gate: Tensor, up: Tensor, pool: ThreadPool = .shared) {
-        precondition(gate.shape == up.shape, "siluMul: gate \(gate.shape), up \(up.shape)")
-        let g = gate.mutableFloats, u = up.floats
-        guard let gp = g.baseAddress, let upp = u.baseAddress else { return }
-        parallelChunks(g.count, grain: parallelThreshold, pool: pool) { r in
-            moek_silu_mul(gp + r.lowerBound, upp + r.lowerBound, r.count)
-        }
+        siluMul(gate: gate, up: up, into: gate, pool: pool)
     }
 
-    /// `out = silu(gate) * up`, leaving `gate` as it is (training keeps it for backward).
+    /// `out = silu(gate) * up`, leaving `gate` as it is (training keeps it for backward) unless
+    /// `out` is `gate` itself.
     public static func siluMul(gate: Tensor, up: Tensor, into out: Tensor, pool: ThreadPool = .shared) {
         precondition(gate.shape == up.shape && out.shape == gate.shape, "siluMul: gate \(gate.shape), up \(up.shape), out \(out.shape)")
         let g = gate.floats, u = up.floats, o = out.mutableFloats
         guard let gp = g.baseAddress, let upp = u.baseAddress, let op = o.baseAddress else { return }
         parallelChunks(g.count, grain: parallelThreshold, pool: pool) { r in
-            (op + r.lowerBound).update(from: gp + r.lowerBound, count: r.count)  // then in place, while in cache
+            if op != gp { (op + r.lowerBound).update(from: gp + r.lowerBound, count: r.count) }  // then in place, while in cache
             moek_silu_mul(op + r.lowerBound, upp + r.lowerBound, r.count)
         }
     }

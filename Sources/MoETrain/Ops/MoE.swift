@@ -159,8 +159,8 @@ extension Tape {
         Kernels.siluMul(gate: gateOut, up: upOut, into: hidden, pool: pool)
         Kernels.gemmBatch(used.map { GemmJob(hidden.rows(spans[$0]), params.down[$0].value, into: expertOut.rows(spans[$0])) },
                           pool: pool)
-        let y = Tensor(zeros: [t, d])
-        dispatch.combine(expertOut, routing: routing, into: y, pool: pool)
+        let y = Tensor(uninitialized: [t, d])
+        dispatch.combine(expertOut, routing: routing, into: y, accumulate: false, pool: pool)
         // Auxiliary losses (values; their gradients are added in backward).
         let counts = Self.balanceCounts(routing, probs: probs, router: router, logits: l)
         let balance = AuxLoss.loadBalance(probs: balanceProbs, tokens: t, experts: l,
@@ -227,21 +227,8 @@ extension Tape {
                     return jobs
                 }, pool: pool)
             }
-            let dx = Tensor(uninitialized: [t, d])  // each token's row: its first assignment's, then the rest added
-            let dxp = dx.mutableFloats, dxr = dxRows.floats
-            Kernels.parallelRows(t, cost: d * max(1, routing.assignmentCount / max(1, t)), pool: pool) { tok in
-                let lo = routing.offsets[tok], hi = routing.offsets[tok + 1]
-                if lo == hi {
-                    for j in 0..<d { dxp[tok * d + j] = 0 }
-                    return
-                }
-                let first = dispatch.assignmentRow[lo]
-                for j in 0..<d { dxp[tok * d + j] = dxr[first * d + j] }
-                for a in (lo + 1)..<hi {
-                    let row = dispatch.assignmentRow[a]
-                    for j in 0..<d { dxp[tok * d + j] += dxr[row * d + j] }
-                }
-            }
+            let dx = Tensor(uninitialized: [t, d])  // each token's rows summed
+            dispatch.combine(dxRows, routing: routing, into: dx, weighted: false, accumulate: false, pool: pool)
             // Balance losses, linear in P_i = mean_t p_ti: a constant c_i per score; plus the
             // entropy's -(log p + 1). For sigmoid scores P averages the normalised scores
             // s_ti / sum_j s_tj, so the gradient passes through that normalisation.

@@ -52,8 +52,8 @@ extension Tape {
     /// d gate = dy * up * s * (1 + gate * (1 - s)) with s = sigmoid(gate).
     public func siluMul(gate: Variable, up: Variable) -> Variable {
         let (gT, uT) = (gate.value, up.value)  // the closure keeps these alive
-        let y = gT.copied()
-        Kernels.siluMul(gate: y, up: uT, pool: pool)
+        let y = Tensor(uninitialized: gT.shape)
+        Kernels.siluMul(gate: gT, up: uT, into: y, pool: pool)
         let out = Variable(y)
         record { [pool] in
             guard let dy = out.grad else { return }
