@@ -177,6 +177,13 @@ void moek_rms_norm_backward_row(const float *dy, const float *x, const float *w,
   vt()->rms_norm_backward_row(dy, x, w, inv, dx, dw, c);
 }
 float moek_read_probe(const float *p, size_t n) { return vt()->read_probe(p, n); }
+void moek_causal_softmax_rows(float *s, size_t ld, size_t n, size_t r0, size_t r1, float scale) {
+  vt()->causal_softmax_rows(s, ld, n, r0, r1, scale);
+}
+void moek_causal_softmax_backward_rows(const float *p, float *d, size_t ld, size_t n, size_t r0, size_t r1,
+                                       float scale) {
+  vt()->causal_softmax_backward_rows(p, d, ld, n, r0, r1, scale);
+}
 
 void moek_to_f32(const void *src, int dt, float *dst, size_t n) {
   switch (dt) {

@@ -135,5 +135,6 @@ const moek_vtable moek_vt_neon = {
     gemv_rows_neon, gemm_packed_neon, GEMM_MR, GEMM_NR, GEMM_KC, NULL, NULL, NULL, fma_probe_neon,
     silu_mul_neon, silu_mul_backward_neon, adamw_neon, sum_squares_neon, read_probe_neon,
     scale_dot_neon, rms_norm_row_neon, rms_norm_backward_row_neon,
+    causal_softmax_rows_neon, causal_softmax_backward_rows_neon,
 };
 #endif
