@@ -50,21 +50,51 @@ enum RouterMath {
     }
 
     /// A routing from per-token choices: `choose(t)` gives token t's (expert, weight) list;
-    /// tokens run in parallel on `pool` (nil: in order on the calling thread), then are
-    /// appended in token order, so the result does not depend on the threads.
+    /// tokens run (and their lists are put in order) in parallel on `pool` (nil: in order on the
+    /// calling thread), then are laid out in token order, so the result does not depend on the
+    /// threads.
     static func routeRows(tokens t: Int, experts: Int, pool: ThreadPool?,
                           _ choose: (Int) -> [(expert: Int, weight: Float)]) -> Routing {
         var choices = [[(expert: Int, weight: Float)]](repeating: [], count: t)
         choices.withUnsafeMutableBufferPointer { out in
             if let pool {
-                Kernels.parallelRows(t, cost: 64 * experts, pool: pool) { out[$0] = choose($0) }
+                Kernels.parallelRows(t, cost: 64 * experts, pool: pool) { out[$0] = Routing.ordered(choose($0)) }
             } else {
-                for tok in 0..<t { out[tok] = choose(tok) }
+                for tok in 0..<t { out[tok] = Routing.ordered(choose(tok)) }
             }
         }
-        var routing = Routing(expertCount: experts, reservingTokens: t)
-        for c in choices { routing.append(c) }
-        return routing
+        var offsets = [0]
+        offsets.reserveCapacity(t + 1)
+        for c in choices { offsets.append(offsets[offsets.count - 1] + c.count) }
+        var ids = [Int](), weights = [Float]()
+        ids.reserveCapacity(offsets[t])
+        weights.reserveCapacity(offsets[t])
+        for c in choices {
+            for (e, w) in c { ids.append(e); weights.append(w) }
+        }
+        return Routing(expertCount: experts, offsets: offsets, experts: ids, weights: weights)
+    }
+
+    /// A routing where every token chooses exactly `k` experts: `choose(t, ids, weights)` fills
+    /// token t's k slots in `append`'s order (descending weight, ties to the lower id). Tokens
+    /// run in parallel on `pool` straight into the flat lists, with no allocation per token.
+    static func routeFixedK(tokens t: Int, experts: Int, k: Int, pool: ThreadPool?,
+                            _ choose: (Int, UnsafeMutableBufferPointer<Int>, UnsafeMutableBufferPointer<Float>) -> Void) -> Routing {
+        var ids = [Int](repeating: 0, count: t * k), weights = [Float](repeating: 0, count: t * k)
+        ids.withUnsafeMutableBufferPointer { ids in
+            weights.withUnsafeMutableBufferPointer { weights in
+                func slots(_ tok: Int) -> (UnsafeMutableBufferPointer<Int>, UnsafeMutableBufferPointer<Float>) {
+                    (UnsafeMutableBufferPointer(rebasing: ids[(tok * k)..<((tok + 1) * k)]),
+                     UnsafeMutableBufferPointer(rebasing: weights[(tok * k)..<((tok + 1) * k)]))
+                }
+                if let pool {
+                    Kernels.parallelRows(t, cost: 16 * experts, pool: pool) { tok in let (i, w) = slots(tok); choose(tok, i, w) }
+                } else {
+                    for tok in 0..<t { let (i, w) = slots(tok); choose(tok, i, w) }
+                }
+            }
+        }
+        return Routing(expertCount: experts, offsets: (0...t).map { $0 * k }, experts: ids, weights: weights)
     }
 
     /// The logistic function.

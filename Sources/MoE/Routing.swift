@@ -36,10 +36,24 @@ public struct Routing: Sendable, Equatable {
         for choices in tokens { append(choices) }
     }
 
+    /// A routing from flat lists with `offsets` as in `offsets` above: token t's choices are
+    /// `experts[offsets[t] ..< offsets[t + 1]]`, which the caller has already put in the order
+    /// `append` would (descending weight, ties to the lower id). No token has dropped experts.
+    init(expertCount: Int, offsets: [Int], experts: [Int], weights: [Float]) {
+        precondition(offsets.first == 0 && offsets.last == experts.count && weights.count == experts.count,
+                     "routing: offsets must run from 0 to the \(experts.count) choices")
+        for e in experts { precondition(e >= 0 && e < expertCount, "expert \(e) out of 0..<\(expertCount)") }
+        self.expertCount = expertCount
+        tokenCount = offsets.count - 1
+        self.offsets = offsets
+        self.experts = experts
+        self.weights = weights
+        dropped = [[Int]](repeating: [], count: tokenCount)
+    }
+
     /// Appends one token's choices, sorting them by descending weight (ties: lower id first).
     public mutating func append(_ choices: [(expert: Int, weight: Float)], dropped: [Int] = []) {
-        let sorted = choices.sorted { $0.weight > $1.weight || ($0.weight == $1.weight && $0.expert < $1.expert) }
-        for c in sorted {
+        for c in Self.ordered(choices) {
             precondition(c.expert >= 0 && c.expert < expertCount, "expert \(c.expert) out of 0..<\(expertCount)")
             experts.append(c.expert)
             weights.append(c.weight)
@@ -47,6 +61,11 @@ public struct Routing: Sendable, Equatable {
         offsets.append(experts.count)
         self.dropped.append(dropped)
         tokenCount += 1
+    }
+
+    /// `choices` in a token's order: descending weight, ties to the lower id.
+    static func ordered(_ choices: [(expert: Int, weight: Float)]) -> [(expert: Int, weight: Float)] {
+        choices.sorted { $0.weight > $1.weight || ($0.weight == $1.weight && $0.expert < $1.expert) }
     }
 
     /// Token t's experts, in descending weight order.

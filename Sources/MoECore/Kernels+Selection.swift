@@ -40,18 +40,30 @@ extension Kernels {
         if k > 32 {
             return Array(row.indices.sorted { isGreater(row[$0], $0, than: row[$1], $1) }.prefix(k))
         }
-        // Insertion into a sorted buffer of k: O(C k), fastest for the small k of routing.
-        var best = [Int]()
-        best.reserveCapacity(k + 1)
+        return [Int](unsafeUninitializedCapacity: k) { best, count in count = topKRow(row, into: best) }
+    }
+
+    /// `topKRow(_:k:)` with k = `best.count`, written into `best` with no allocation: the
+    /// indices of the largest values, largest first, ties to the lower index. Returns how many
+    /// it wrote, min(k, row.count). Insertion into the sorted prefix: O(C k), the fastest for
+    /// the small k of routing.
+    @discardableResult
+    public static func topKRow(_ row: UnsafeBufferPointer<Float>, into best: UnsafeMutableBufferPointer<Int>) -> Int {
+        let k = min(best.count, row.count)
+        if k == 0 { return 0 }
+        var filled = 0
         for i in row.indices {
             let v = row[i]
-            if best.count == k, !isGreater(v, i, than: row[best[k - 1]], best[k - 1]) { continue }
-            var pos = best.count
-            while pos > 0 && isGreater(v, i, than: row[best[pos - 1]], best[pos - 1]) { pos -= 1 }
-            best.insert(i, at: pos)
-            if best.count > k { best.removeLast() }
+            if filled == k, !isGreater(v, i, than: row[best[k - 1]], best[k - 1]) { continue }
+            var pos = filled < k ? filled : k - 1  // the slot freed (or the last one, dropped)
+            while pos > 0 && isGreater(v, i, than: row[best[pos - 1]], best[pos - 1]) {
+                best[pos] = best[pos - 1]
+                pos -= 1
+            }
+            best[pos] = i
+            if filled < k { filled += 1 }
         }
-        return best
+        return k
     }
 
     /// The order of selection: larger value first, NaN above every number, then lower index.

@@ -25,9 +25,16 @@ public struct TopKSoftmaxRouter: Router {
     public func route(_ logits: Tensor) -> Routing { route(logits, pool: nil) }
 
     public func route(_ logits: Tensor, pool: ThreadPool?) -> Routing {
-        RouterMath.routeSoftmaxRows(logits, width: expertCount, experts: expertCount, pool: pool) { row in
-            let idx = RouterMath.topK(row, k)
-            return Array(zip(idx, RouterMath.renormalized(idx.map { row[row.startIndex + $0] }, renormalize)))
+        let e = expertCount, t = logits.count / e
+        let probs = RouterMath.softmax(logits, pool: pool)
+        return probs.withUnsafeBufferPointer { p in
+            RouterMath.routeFixedK(tokens: t, experts: e, k: k, pool: pool) { tok, ids, weights in
+                let row = UnsafeBufferPointer(rebasing: p[(tok * e)..<((tok + 1) * e)])
+                Kernels.topKRow(row, into: ids)
+                var sum: Float = 0  // summed in order, as `RouterMath.renormalized` does
+                for i in 0..<k { weights[i] = row[ids[i]]; sum += weights[i] }
+                if renormalize && sum > 0 { for i in 0..<k { weights[i] /= sum } }
+            }
         }
     }
 
