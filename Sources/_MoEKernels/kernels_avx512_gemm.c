@@ -15,7 +15,7 @@
 #include <immintrin.h>
 #include "internal.h"
 
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c,avx2"))), apply_to = function)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c,avx2,prfchw"))), apply_to = function)
 
 #define INLINE static inline __attribute__((always_inline))
 
@@ -135,12 +135,14 @@ enum { A_PACKED = 0, A_ROWS = 1, A_COLS = 2 };
 INLINE void ukernel_rows(const int R, const int form, const float *a, size_t lda, const float *Wp, size_t kc,
                          float *C, size_t ldc, size_t nr, int first) {
   __m512 c0[V_MR], c1[V_MR];
-  if (!first)  // the tile of C is added to at the end: fetch it while the products run
+  // Fetch the tile of C for writing while the products run: it is added to at the end, or
+  // overwritten, and a new output (cold, the MoE's per-expert results) otherwise stalls every
+  // store on its line's read-for-ownership (interleaved in-step A/B: expert products 4-13% faster).
 #pragma clang loop unroll(full)
-    for (int i = 0; i < R; i++) {
-      _mm_prefetch((const char *)(C + (size_t)i * ldc), _MM_HINT_T0);
-      _mm_prefetch((const char *)(C + (size_t)i * ldc + nr - 1), _MM_HINT_T0);
-    }
+  for (int i = 0; i < R; i++) {
+    _mm_prefetch((const char *)(C + (size_t)i * ldc), _MM_HINT_ET0);
+    _mm_prefetch((const char *)(C + (size_t)i * ldc + nr - 1), _MM_HINT_ET0);
+  }
 #pragma clang loop unroll(full)
   for (int i = 0; i < R; i++) { c0[i] = _mm512_setzero_ps(); c1[i] = _mm512_setzero_ps(); }
   for (size_t k = 0; k < kc; k++) {
