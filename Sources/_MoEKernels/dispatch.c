@@ -180,6 +180,9 @@ float moek_read_probe(const float *p, size_t n) { return vt()->read_probe(p, n);
 void moek_causal_softmax_rows(float *s, size_t ld, size_t n, size_t r0, size_t r1, float scale) {
   vt()->causal_softmax_rows(s, ld, n, r0, r1, scale);
 }
+double moek_softmax_row_f64(const float *z, float *p, size_t n, float *mx) {
+  return vt()->softmax_row_f64(z, p, n, mx);
+}
 void moek_causal_softmax_backward_rows(const float *p, float *d, size_t ld, size_t n, size_t r0, size_t r1,
                                        float scale) {
   vt()->causal_softmax_backward_rows(p, d, ld, n, r0, r1, scale);

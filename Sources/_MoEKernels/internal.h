@@ -33,6 +33,7 @@ typedef struct {
   void (*causal_softmax_rows)(float *s, size_t ld, size_t n, size_t r0, size_t r1, float scale);
   void (*causal_softmax_backward_rows)(const float *p, float *d, size_t ld, size_t n, size_t r0, size_t r1,
                                        float scale);
+  double (*softmax_row_f64)(const float *z, float *p, size_t n, float *mx);
 } moek_vtable;
 
 extern const moek_vtable moek_vt_scalar;

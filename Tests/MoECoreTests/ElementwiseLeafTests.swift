@@ -1,11 +1,12 @@
 import Foundation
 import MoECore
+import _MoEKernels
 import _TestSupport
 import XCTest
 
 /// The elementwise C leaves (SiLU and its SwiGLU backward with their vectorised exp, AdamW,
-/// sum of squares) against Double references, on every ISA path and odd sizes, including
-/// inputs where exp saturates.
+/// sum of squares, the cross-entropy softmax row) against Double references, on every ISA path
+/// and odd sizes, including inputs where exp saturates.
 final class ElementwiseLeafTests: XCTestCase {
     let sizes = [1, 3, 17, 4097, 70_001]
 
@@ -64,6 +65,23 @@ final class ElementwiseLeafTests: XCTestCase {
                     let squares = Kernels.sumOfSquares(Tensor(shape: [n], values: g), pool: pool)
                     XCTAssertEqual(squares, g.reduce(0.0) { $0 + Double($1) * Double($1) }, accuracy: 1e-6 * Double(n), label)
                 }
+            }
+        }
+    }
+
+    /// The cross-entropy softmax row: probabilities, max and f64 sum against Double, with
+    /// large logits (the max shift) and odd lengths (the lane tails).
+    func testSoftmaxRowWithF64Sum() {
+        forEachISA { isa in
+            for n in sizes {
+                var z = Tensor(randomUniform: [n], in: -30...30, seed: UInt64(n + 9)).toFloats()
+                if n > 3 { z[n / 2] = 500 }  // exp(500) would overflow without the shift
+                var p = [Float](repeating: .nan, count: n), mx: Float = 0
+                let sum = moek_softmax_row_f64(z, &p, n, &mx)
+                let m = z.map(Double.init).max()!, e = z.map { exp(Double($0) - m) }, total = e.reduce(0, +)
+                XCTAssertEqual(mx, Float(m), "max n=\(n) \(isa)")
+                XCTAssertEqual(sum, total, accuracy: 1e-6 * total, "sum n=\(n) \(isa)")
+                assertClose(p, e.map { Float($0 / total) }, absolute: 1e-9, relative: 1e-6, "p n=\(n) \(isa)")
             }
         }
     }

@@ -1,5 +1,6 @@
 import Foundation
 import MoECore
+import _MoEKernels
 
 // Dimension legend: T positions, V vocabulary.
 
@@ -9,6 +10,7 @@ extension Tape {
     public func crossEntropy(_ logits: Variable, targets: [Int]) -> Variable {
         let v = logits.shape[1], t = logits.shape[0]
         precondition(targets.count == t, "crossEntropy: \(targets.count) targets for \(t) positions")
+        precondition(v > 0 || t == 0, "crossEntropy: logits have no classes")
         let z = logits.value.floats
         let probs = Tensor(uninitialized: [t, v])
         let p = probs.mutableFloats
@@ -16,12 +18,9 @@ extension Tape {
         let counted = targets.filter { $0 >= 0 }.count
         rowLoss.withUnsafeMutableBufferPointer { rowLoss in
             Kernels.parallelRows(t, cost: v * 8, pool: pool) { r in
-                var mx = -Float.infinity
-                for i in 0..<v { mx = max(mx, z[r * v + i]) }
-                var sum: Double = 0  // f32 exponentials (as PyTorch's f32 log-softmax), summed in f64
-                for i in 0..<v { let e = Foundation.exp(z[r * v + i] - mx); p[r * v + i] = e; sum += Double(e) }
-                let inv = 1 / sum
-                for i in 0..<v { p[r * v + i] = Float(Double(p[r * v + i]) * inv) }
+                // f32 exponentials (as PyTorch's f32 log-softmax), summed in f64
+                var mx: Float = 0
+                let sum = moek_softmax_row_f64(z.baseAddress! + r * v, p.baseAddress! + r * v, v, &mx)
                 if targets[r] >= 0 { rowLoss[r] = Foundation.log(sum) - Double(z[r * v + targets[r]] - mx) }
             }
         }

@@ -137,6 +137,9 @@ float moek_rms_norm_row(const float *x, const float *w, float eps, float *y, siz
 void moek_rms_norm_backward_row(const float *dy, const float *x, const float *w, float inv, float *dx, float *dw,
                                 size_t c);
 
+/// One softmax row for cross-entropy: p = exp(z - max) / sum over n values, the f32
+/// exponentials (vectorised exp) summed in f64. Writes the max to *mx and returns the sum.
+double moek_softmax_row_f64(const float *z, float *p, size_t n, float *mx);
 /// Causal softmax of rows [r0, r1) of a score block (row stride ld, n columns): row r becomes
 /// softmax(scale s) over columns 0...r (max and sum in 16 f32 lanes, vectorised exp) and 0 on
 /// columns r + 1 ..< n, whatever they held.
