@@ -20,7 +20,7 @@ let package = Package(
         // ISA-specific code uses `__attribute__((target(...)))`.
         .target(name: "_MoEKernels"),
         .target(name: "MoECore", dependencies: ["_MoEKernels"]),
-        .target(name: "MoE", dependencies: ["MoECore"]),
+        .target(name: "MoE", dependencies: ["MoECore", "_MoEKernels"]),
         .target(name: "MoEModels", dependencies: ["MoECore", "MoE", "_MoEKernels"]),
         .target(name: "MoEGenerate", dependencies: ["MoECore", "MoE", "MoEModels"]),
         .target(name: "MoETrain", dependencies: ["MoECore", "MoE", "_MoEKernels"]),

@@ -1,4 +1,5 @@
 import MoECore
+import _MoEKernels
 
 // Dimension legend: T tokens, d hidden size, R routed rows (assignments), E experts.
 
@@ -59,16 +60,16 @@ public struct Dispatch: Sendable {
         let d = out.shape[1]
         let yp = y.floats, op = out.mutableFloats
         guard let os = op.baseAddress else { return }
-        let ys = yp.baseAddress
-        Kernels.parallelRows(routing.tokenCount, cost: d * max(1, routing.assignmentCount / max(1, routing.tokenCount)), pool: pool) { t in
-            let o = os + t * d, assignments = routing.offsets[t]..<routing.offsets[t + 1]
-            if !accumulate && assignments.isEmpty { o.update(repeating: 0, count: d) }
-            for i in assignments {
-                let w = weighted ? routing.weights[i] : 1, src = ys! + assignmentRow[i] * d
-                if !accumulate && i == assignments.lowerBound {
-                    for j in 0..<d { o[j] = weighted ? w * src[j] : src[j] }
-                } else {
-                    for j in 0..<d { o[j] += weighted ? w * src[j] : src[j] }
+        let ys = yp.baseAddress ?? UnsafePointer(os)  // read only when a token has assignments, so y has rows
+        let perToken = max(1, routing.assignmentCount / max(1, routing.tokenCount))
+        assignmentRow.withUnsafeBufferPointer { rows in
+            routing.weights.withUnsafeBufferPointer { weights in
+                routing.offsets.withUnsafeBufferPointer { offsets in
+                    Kernels.parallelRows(routing.tokenCount, cost: d * perToken, pool: pool) { t in
+                        let lo = offsets[t], count = offsets[t + 1] - lo
+                        moek_combine_rows(os + t * d, ys, d, rows.baseAddress.map { $0 + lo }, weighted ? weights.baseAddress.map { $0 + lo } : nil,
+                                          count, accumulate ? 1 : 0)
+                    }
                 }
             }
         }

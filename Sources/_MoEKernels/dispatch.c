@@ -183,6 +183,10 @@ void moek_causal_softmax_rows(float *s, size_t ld, size_t n, size_t r0, size_t r
 double moek_softmax_row_f64(const float *z, float *p, size_t n, float *mx) {
   return vt()->softmax_row_f64(z, p, n, mx);
 }
+void moek_combine_rows(float *out, const float *y, size_t d, const intptr_t *rows, const float *w, size_t count,
+                       int accumulate) {
+  vt()->combine_rows(out, y, d, rows, w, count, accumulate);
+}
 void moek_causal_softmax_backward_rows(const float *p, float *d, size_t ld, size_t n, size_t r0, size_t r1,
                                        float scale) {
   vt()->causal_softmax_backward_rows(p, d, ld, n, r0, r1, scale);

@@ -34,6 +34,8 @@ typedef struct {
   void (*causal_softmax_backward_rows)(const float *p, float *d, size_t ld, size_t n, size_t r0, size_t r1,
                                        float scale);
   double (*softmax_row_f64)(const float *z, float *p, size_t n, float *mx);
+  void (*combine_rows)(float *out, const float *y, size_t d, const intptr_t *rows, const float *w, size_t count,
+                       int accumulate);
 } moek_vtable;
 
 extern const moek_vtable moek_vt_scalar;

@@ -137,6 +137,11 @@ float moek_rms_norm_row(const float *x, const float *w, float eps, float *y, siz
 void moek_rms_norm_backward_row(const float *dy, const float *x, const float *w, float inv, float *dx, float *dw,
                                 size_t c);
 
+/// An MoE combine for one token: out[0..<d] (+)= sum over i < count of w[i] y[rows[i] d ...]
+/// (w NULL: weights of 1), added in i order; with `accumulate` 0, out is overwritten (zeros when
+/// count is 0). out must not overlap y.
+void moek_combine_rows(float *out, const float *y, size_t d, const intptr_t *rows, const float *w, size_t count,
+                       int accumulate);
 /// One softmax row for cross-entropy: p = exp(z - max) / sum over n values, the f32
 /// exponentials (vectorised exp) summed in f64. Writes the max to *mx and returns the sum.
 double moek_softmax_row_f64(const float *z, float *p, size_t n, float *mx);
