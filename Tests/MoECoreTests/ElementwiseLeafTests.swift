@@ -5,7 +5,7 @@ import _TestSupport
 import XCTest
 
 /// The elementwise C leaves (SiLU and its SwiGLU backward with their vectorised exp, AdamW,
-/// sum of squares, the cross-entropy softmax row) against Double references, on every ISA path
+/// sum of squares, the cross-entropy softmax row, the MoE combine) against Double references, on every ISA path
 /// and odd sizes, including inputs where exp saturates.
 final class ElementwiseLeafTests: XCTestCase {
     let sizes = [1, 3, 17, 4097, 70_001]
@@ -82,6 +82,31 @@ final class ElementwiseLeafTests: XCTestCase {
                 XCTAssertEqual(mx, Float(m), "max n=\(n) \(isa)")
                 XCTAssertEqual(sum, total, accuracy: 1e-6 * total, "sum n=\(n) \(isa)")
                 assertClose(p, e.map { Float($0 / total) }, absolute: 1e-9, relative: 1e-6, "p n=\(n) \(isa)")
+            }
+        }
+    }
+
+    /// The MoE combine leaf: weighted and plain sums of chosen rows, overwrite and accumulate,
+    /// and a token with no rows, against a Double sum in the same order.
+    func testCombineRows() {
+        forEachISA { isa in
+            for d in [1, 17, 256] {
+                let y = Tensor(randomUniform: [5, d], seed: UInt64(d)).toFloats()
+                let start = Tensor(randomUniform: [d], seed: UInt64(d + 1)).toFloats()
+                for rows in [[Int](), [3], [4, 0, 3]] {
+                    let w: [Float] = [0.5, -1.25, 2][..<rows.count].map { $0 }
+                    for (weighted, accumulate) in [(true, false), (true, true), (false, false), (false, true)] {
+                        var out = start
+                        w.withUnsafeBufferPointer { wp in
+                            moek_combine_rows(&out, y, d, rows, weighted ? wp.baseAddress : nil, rows.count, accumulate ? 1 : 0)
+                        }
+                        let want = (0..<d).map { j in
+                            Float(zip(rows, w).reduce(accumulate ? Double(start[j]) : 0) { $0 + (weighted ? Double($1.1) : 1) * Double(y[$1.0 * d + j]) })
+                        }
+                        assertClose(out, want, absolute: 1e-6, relative: 1e-6,
+                                    "d=\(d) rows \(rows) weighted \(weighted) accumulate \(accumulate) \(isa)")
+                    }
+                }
             }
         }
     }
