@@ -43,41 +43,18 @@ public struct RotaryEmbedding: Sendable {
     }
 
     /// Writes x [T, H, headDim] (f32) rotated into `out` (the same shape; it may be x itself).
-    ///
-    /// cos and sin are computed once per position in the call's range (a batch of sequences
-    /// repeats 0..<len), each exactly as for a single token, so the result is the same.
     public func apply(_ x: Tensor, positions: [Int], into out: Tensor, pool: ThreadPool = .shared) {
-        precondition(x.rank == 3 && x.shape[2] == headDim && positions.count == x.shape[0] && out.shape == x.shape,
-                     "RoPE: x \(x.shape), out \(out.shape), \(positions.count) positions, head dim \(headDim)")
-        let (t, h) = (x.shape[0], x.shape[1])
-        guard t > 0, let src = x.floats.baseAddress, let dst = out.mutableFloats.baseAddress else { return }
-        let half = rotaryDim / 2
-        let (angles, slot) = angleTable(positions)
-        angles.withUnsafeBufferPointer { angles in
-            Kernels.parallelRows(t, cost: h * headDim * 2, pool: pool) { ti in
-                let cosv = angles.baseAddress.map { $0 + slot(ti) * 2 * half }, sinv = cosv.map { $0 + half }
-                for hi in 0..<h {
-                    let v = src + (ti * h + hi) * headDim, o = dst + (ti * h + hi) * headDim
-                    if rotaryDim < headDim && o != v {  // the part that does not rotate
-                        (o + rotaryDim).update(from: v + rotaryDim, count: headDim - rotaryDim)
-                    }
-                    guard let cosv, let sinv else { continue }
-                    for i in 0..<half {
-                        let (a, b) = layout == .rotateHalf ? (i, i + half) : (2 * i, 2 * i + 1)
-                        let x0 = v[a], x1 = v[b]
-                        o[a] = x0 * cosv[i] - x1 * sinv[i]
-                        o[b] = x1 * cosv[i] + x0 * sinv[i]
-                    }
-                }
-            }
-        }
+        apply(x, angles: angles(for: positions), into: out, pool: pool)
     }
 
-    /// cos and sin of `position * invFreq[i]` (times the scaling), in f32 as transformers
-    /// computes them: per position from the lowest to the highest when that range is no longer
-    /// than the call, else per token; each row is `rotaryDim / 2` cosines then as many sines.
-    /// Also returns which row token t uses.
-    private func angleTable(_ positions: [Int]) -> (values: [Float], slot: (Int) -> Int) {
+    /// cos and sin for the tokens at `positions`, to reuse across calls over the same positions
+    /// (every layer's q and k, and their backward).
+    ///
+    /// They are computed once per position in the range (a batch of sequences repeats
+    /// 0..<len), each exactly as for a single token, so the result is the same: in f32 as
+    /// transformers computes them, per position from the lowest to the highest when that range
+    /// is no longer than the list, else per token.
+    public func angles(for positions: [Int]) -> RotaryAngles {
         let half = rotaryDim / 2
         let lo = positions.min() ?? 0, hi = positions.max() ?? 0
         let byRange = hi - lo < positions.count
@@ -91,6 +68,54 @@ public struct RotaryEmbedding: Sendable {
                 values[r * 2 * half + half + j] = Foundation.sin(angle) * attentionScaling
             }
         }
-        return (values, byRange ? { positions[$0] - lo } : { $0 })
+        return RotaryAngles(values: values, row: byRange ? positions.map { $0 - lo } : Array(positions.indices), half: half)
     }
+
+    /// Writes x [T, H, headDim] (f32), rotated by `angles` (from `angles(for:)` over T
+    /// positions), into `out` (the same shape; it may be x itself). With `inverse`, rotates by
+    /// the negated angles: cos and sin being even and odd, exactly RoPE at the negated positions.
+    public func apply(_ x: Tensor, angles: RotaryAngles, inverse: Bool = false, into out: Tensor, pool: ThreadPool = .shared) {
+        precondition(x.rank == 3 && x.shape[2] == headDim && angles.row.count == x.shape[0] && out.shape == x.shape
+                     && angles.half == rotaryDim / 2,
+                     "RoPE: x \(x.shape), out \(out.shape), angles for \(angles.row.count) tokens, head dim \(headDim)")
+        let (t, h) = (x.shape[0], x.shape[1])
+        guard t > 0, let src = x.floats.baseAddress, let dst = out.mutableFloats.baseAddress else { return }
+        let half = rotaryDim / 2, (rd, hd) = (rotaryDim, headDim), rotateHalf = layout == .rotateHalf
+        let sign: Float = inverse ? -1 : 1
+        angles.values.withUnsafeBufferPointer { table in
+            angles.row.withUnsafeBufferPointer { row in
+                Kernels.parallelRows(t, cost: h * headDim * 2, pool: pool) { ti in
+                    let cosv = table.baseAddress.map { $0 + row[ti] * 2 * half }, sinv = cosv.map { $0 + half }
+                    for hi in 0..<h {
+                        let v = src + (ti * h + hi) * hd, o = dst + (ti * h + hi) * hd
+                        if rd < hd && o != v { (o + rd).update(from: v + rd, count: hd - rd) }  // the part that does not rotate
+                        guard let cosv, let sinv else { continue }
+                        if rotateHalf {
+                            for i in 0..<half {
+                                let x0 = v[i], x1 = v[i + half], c = cosv[i], s = sign * sinv[i]
+                                o[i] = x0 * c - x1 * s
+                                o[i + half] = x1 * c + x0 * s
+                            }
+                        } else {
+                            for i in 0..<half {
+                                let x0 = v[2 * i], x1 = v[2 * i + 1], c = cosv[i], s = sign * sinv[i]
+                                o[2 * i] = x0 * c - x1 * s
+                                o[2 * i + 1] = x1 * c + x0 * s
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// RoPE's cos and sin for a list of positions (`RotaryEmbedding.angles(for:)`): a table of
+/// `rotaryDim / 2` cosines then as many sines per distinct position, and each token's row.
+public struct RotaryAngles: Sendable {
+    let values: [Float]
+    let row: [Int]
+    let half: Int
+    /// Tokens covered.
+    public var count: Int { row.count }
 }

@@ -140,15 +140,15 @@ public final class TrainableDecoder: @unchecked Sendable {
                         aux: AuxLossCoefficients = AuxLossCoefficients(loadBalance: 0.01, zLoss: 0.001)) -> Output {
         let s = shape, t = sequences.first?.count ?? 0, b = sequences.count, hd = s.headDim
         precondition(sequences.allSatisfy { $0.count == t } && targets.count == b, "forward: B sequences of equal length")
-        let positions = (0..<b).flatMap { _ in Array(0..<t) }
+        let angles = rope.angles(for: (0..<b).flatMap { _ in Array(0..<t) })  // every layer's q and k
         var x = tape.embedding(embed, ids: sequences.flatMap { $0 })
         var auxTotal: Float = 0
         var routings: [Routing] = []
         var routerState: Variable?  // RMoE's GRU state, carried from layer to layer
         for layer in layers {
             let h = tape.rmsNorm(x, weight: layer.inputNorm, eps: s.rmsNormEps)
-            let q = tape.rope(tape.reshape(tape.linear(h, layer.wq), [b * t, s.heads, hd]), positions: positions, rope)
-            let k = tape.rope(tape.reshape(tape.linear(h, layer.wk), [b * t, s.kvHeads, hd]), positions: positions, rope)
+            let q = tape.rope(tape.reshape(tape.linear(h, layer.wq), [b * t, s.heads, hd]), angles: angles, rope)
+            let k = tape.rope(tape.reshape(tape.linear(h, layer.wk), [b * t, s.kvHeads, hd]), angles: angles, rope)
             let v = tape.reshape(tape.linear(h, layer.wv), [b * t, s.kvHeads, hd])
             let a = tape.causalAttention(q: q, k: k, v: v, scale: Float(1 / Double(hd).squareRoot()), segment: t)
             x = tape.add(x, tape.linear(a, layer.wo))

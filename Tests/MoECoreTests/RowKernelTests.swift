@@ -135,6 +135,13 @@ final class RowKernelTests: XCTestCase {
                         // is off by up to ~2e-4 rad, so 5e-4 absolute on values in [-1.5, 1.5].
                         assertClose(x.toFloats(), expected, absolute: 5e-4, "rope \(layout) d=\(d) r=\(rotary)")
                         XCTAssertEqual(out.toFloats(), x.toFloats(), "into a new tensor = in place")
+                        // The inverse rotation from the same table is RoPE at the negated positions,
+                        // to the bit, and takes the result back to the input.
+                        let back = Tensor(zeros: x.shape), negated = x.copied()
+                        rope.apply(x, angles: rope.angles(for: positions), inverse: true, into: back, pool: pool)
+                        rope.apply(negated, positions: positions.map { -$0 }, pool: pool)
+                        XCTAssertEqual(back.toFloats(), negated.toFloats(), "inverse \(layout) d=\(d) r=\(rotary)")
+                        assertClose(back.toFloats(), before, absolute: 1e-5, "round trip \(layout) d=\(d) r=\(rotary)")
                     }
                 }
             }

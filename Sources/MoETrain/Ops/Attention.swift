@@ -7,13 +7,18 @@ extension Tape {
     /// RoPE on x [T, heads, D] at `positions`. Backward rotates dy back (the same RoPE at the
     /// negated positions: a rotation's inverse is its transpose).
     public func rope(_ x: Variable, positions: [Int], _ rope: RotaryEmbedding) -> Variable {
+        self.rope(x, angles: rope.angles(for: positions), rope)
+    }
+
+    /// `rope(_:positions:_:)` with the angles computed once by the caller, for every layer.
+    public func rope(_ x: Variable, angles: RotaryAngles, _ rope: RotaryEmbedding) -> Variable {
         let y = Tensor(uninitialized: x.shape)
-        rope.apply(x.value, positions: positions, into: y, pool: pool)
+        rope.apply(x.value, angles: angles, into: y, pool: pool)
         let out = Variable(y)
         record { [pool] in
             guard let dy = out.grad else { return }
             // `out` is done with dy: rotate it back in place and hand it on.
-            rope.apply(dy, positions: positions.map { -$0 }, pool: pool)
+            rope.apply(dy, angles: angles, inverse: true, into: dy, pool: pool)
             x.accumulate(owned: dy, pool: pool)
         }
         return out
