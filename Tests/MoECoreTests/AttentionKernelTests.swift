@@ -6,7 +6,7 @@ import XCTest
 /// `CausalAttention` forward and backward against a Double reference written here, on every
 /// instruction-set path and with 1 and 2 threads. The shapes cover grouped heads, segments that
 /// do not divide the tokens, head dims off the 16-lane width, and blocks longer than one task's
-/// run of rows (64), so the row and key splits are exercised.
+/// run of rows (32), so the row and key splits are exercised.
 final class AttentionKernelTests: XCTestCase {
     struct Shape { let t: Int, h: Int, g: Int, d: Int, seg: Int }
 
