@@ -58,12 +58,17 @@ extension Kernels {
         return out
     }
 
-    /// Runs many independent products in two parallel passes: every job's A is packed (in
-    /// pieces of panels), then every (job, run of B rows) piece is computed, all from one shared
-    /// queue. So an MoE backward's per-expert products share the threads without a barrier per
-    /// expert, and a single big product still splits across threads. Jobs with no output are
-    /// skipped; one with an empty reduction zeroes its output (or leaves it, accumulating). Jobs
-    /// reading the same A (same memory, shape and layout) pack it once.
+    /// Runs many products in two parallel passes: every job's A is packed (in pieces of
+    /// panels), then every block of every output is computed, all from one shared queue. So an
+    /// MoE backward's per-expert products share the threads without a barrier per expert, and a
+    /// single big product still splits across threads. Jobs with no output are skipped; one with
+    /// an empty reduction zeroes its output (or leaves it, accumulating). Jobs reading the same A
+    /// (same memory, shape and layout) pack it once.
+    ///
+    /// Outputs must be disjoint, except that jobs writing the very same output (same memory and
+    /// shape) form a chain: each block of that output runs the chain's products in the order
+    /// given, so later jobs may add to earlier ones (`dx = dq Wq + dk Wk + dv Wv` as one
+    /// overwriting job then two accumulating ones).
     public static func gemmBatch(_ jobs: [GemmJob], pool: ThreadPool = .shared) {
         var raw: [PreparedGemm] = []
         for job in jobs {
@@ -75,8 +80,9 @@ extension Kernels {
                            acc: job.accumulate ? 1 : 0))
         }
         if raw.isEmpty { return }
+        let chains = outputChains(raw)
         if raw.allSatisfy({ readsAUnpacked(k: $0.k, transposed: $0.transposeA) }) {  // the leaf reads A as it is: no packing pass
-            gemmDirect(raw, pool: pool)
+            gemmDirect(raw, chains: chains, pool: pool)
             return
         }
         // Jobs that read the same A (an MoE expert's gate and up projections) share one packing.
@@ -101,7 +107,7 @@ extension Kernels {
             let panels = (j.m + mr - 1) / mr, panelChunk = max(1, (1 << 14) / max(1, mr * j.k))
             for t0 in stride(from: 0, to: panels, by: panelChunk) { packPieces.append((i, t0, min(panels, t0 + panelChunk))) }
         }
-        let pieces = outputPieces(raw, pool: pool)
+        let pieces = outputPieces(raw, chains: chains, pool: pool)
         withScratchFloats(packedOffset[slotJob.count]) { packed in
             packPieces.withUnsafeBufferPointer { packPieces in
                 pool.parallelFor(packPieces.count) { p in
@@ -117,10 +123,12 @@ extension Kernels {
             }
             pieces.withUnsafeBufferPointer { pieces in
                 pool.parallelFor(pieces.count) { p in
-                    let (i, n0, n1) = pieces[p]
-                    let j = raw[i]
-                    moek_gemm_packed_ex(packed + packedOffset[slotOf[i]], j.m, j.b, j.dtype, j.wt != 0 ? j.n : j.k, j.wt, j.acc,
-                                        j.out, j.n, n0, n1, j.k)
+                    let (c, n0, n1) = pieces[p]
+                    for i in chains[c] {
+                        let j = raw[i]
+                        moek_gemm_packed_ex(packed + packedOffset[slotOf[i]], j.m, j.b, j.dtype, j.wt != 0 ? j.n : j.k, j.wt,
+                                            j.acc, j.out, j.n, n0, n1, j.k)
+                    }
                 }
             }
         }
@@ -135,19 +143,38 @@ extension Kernels {
         (transposed || k <= 512) && moek_gemm_direct_supported() != 0
     }
 
-    /// The (job, run of B rows) pieces of a batch for the packed path: about eight per thread
+    /// The jobs grouped by output, in order: one chain per distinct output (see `gemmBatch`).
+    private static func outputChains(_ jobs: [PreparedGemm]) -> [[Int]] {
+        var chainOf: [UInt: Int] = [:], chains: [[Int]] = []
+        for (i, j) in jobs.enumerated() {
+            if let c = chainOf[UInt(bitPattern: j.out)] {
+                let first = jobs[chains[c][0]]
+                precondition(first.m == j.m && first.n == j.n, "gemmBatch: jobs writing one output must have its shape")
+                chains[c].append(i)
+            } else {
+                chainOf[UInt(bitPattern: j.out)] = chains.count
+                chains.append([i])
+            }
+        }
+        return chains
+    }
+
+    /// The (chain, run of B rows) pieces of a batch for the packed path: about eight per thread
     /// overall, none under ~0.5 MFLOP, in whole leaf tiles; largest first, so the threads finish
-    /// together (an MoE's experts get uneven rows). Every job writes its own output, so the
+    /// together (an MoE's experts get uneven rows). Every chain writes its own output, so the
     /// order does not change any result.
-    private static func outputPieces(_ jobs: [PreparedGemm], pool: ThreadPool) -> [(job: Int, n0: Int, n1: Int)] {
+    private static func outputPieces(_ jobs: [PreparedGemm], chains: [[Int]], pool: ThreadPool) -> [(chain: Int, n0: Int, n1: Int)] {
         let step = moek_gemm_n_step()
         let target = pieceFlops(jobs, pool: pool)
-        var pieces: [(job: Int, n0: Int, n1: Int)] = []
-        for (i, j) in jobs.enumerated() {
-            let slice = max(1, target / max(1, 2 * j.m * j.k * step)) * step
-            for n0 in stride(from: 0, to: j.n, by: slice) { pieces.append((i, n0, min(j.n, n0 + slice))) }
+        var pieces: [(chain: Int, n0: Int, n1: Int)] = []
+        var rowCost: [Int] = []  // per chain: the flops of one output column
+        for (c, chain) in chains.enumerated() {
+            let j = jobs[chain[0]], cost = chain.reduce(0) { $0 + 2 * jobs[$1].m * jobs[$1].k }
+            rowCost.append(cost)
+            let slice = max(1, target / max(1, cost * step)) * step
+            for n0 in stride(from: 0, to: j.n, by: slice) { pieces.append((c, n0, min(j.n, n0 + slice))) }
         }
-        return largestFirst(pieces) { jobs[$0.job].m * jobs[$0.job].k * ($0.n1 - $0.n0) }
+        return largestFirst(pieces) { rowCost[$0.chain] * ($0.n1 - $0.n0) }
     }
 
     /// The work a piece of a batch should hold: about an eighth of a thread's share (the last
@@ -188,23 +215,29 @@ extension Kernels {
     }
 
     /// `gemmBatch` on a path whose leaf reads A unpacked: one parallel pass over blocks of the
-    /// outputs (`outputBlocks`), largest first. A block of rows reads its rows of A and writes
-    /// its rows of the output, so it needs no packing pass and no copy.
-    private static func gemmDirect(_ jobs: [PreparedGemm], pool: ThreadPool) {
+    /// outputs (`outputBlocks`), largest first, each block running its chain's products in
+    /// order. A block of rows reads its rows of A and writes its rows of the output, so it needs
+    /// no packing pass and no copy.
+    private static func gemmDirect(_ jobs: [PreparedGemm], chains: [[Int]], pool: ThreadPool) {
         let target = pieceFlops(jobs, pool: pool)
-        var pieces: [(job: Int, m0: Int, m1: Int, n0: Int, n1: Int)] = []
-        for (i, j) in jobs.enumerated() {
-            let wanted = (2 * j.m * j.n * j.k + target - 1) / target
-            for b in outputBlocks(m: j.m, n: j.n, count: wanted) { pieces.append((i, b.m0, b.m1, b.n0, b.n1)) }
+        var pieces: [(chain: Int, m0: Int, m1: Int, n0: Int, n1: Int)] = []
+        var depth: [Int] = []  // per chain: the summed reduction length
+        for (c, chain) in chains.enumerated() {
+            let j = jobs[chain[0]], k = chain.reduce(0) { $0 + jobs[$1].k }
+            depth.append(k)
+            let wanted = (2 * j.m * j.n * k + target - 1) / target
+            for b in outputBlocks(m: j.m, n: j.n, count: wanted) { pieces.append((c, b.m0, b.m1, b.n0, b.n1)) }
         }
-        largestFirst(pieces) { ($0.m1 - $0.m0) * ($0.n1 - $0.n0) * jobs[$0.job].k }.withUnsafeBufferPointer { pieces in
+        largestFirst(pieces) { ($0.m1 - $0.m0) * ($0.n1 - $0.n0) * depth[$0.chain] }.withUnsafeBufferPointer { pieces in
             pool.parallelFor(pieces.count) { p in
-                let (i, m0, m1, n0, n1) = pieces[p]
-                let j = jobs[i]
-                // Row m0 of A: row m0 of a [M, K] matrix, or column m0 of one stored [K, M].
-                let a = j.transposeA ? j.a + m0 : j.a + m0 * j.k
-                moek_gemm_direct(a, j.transposeA ? j.m : j.k, j.transposeA ? 1 : 0, m1 - m0, j.b, j.dtype,
-                                 j.wt != 0 ? j.n : j.k, j.wt, j.acc, j.out + m0 * j.n, j.n, n0, n1, j.k)
+                let (c, m0, m1, n0, n1) = pieces[p]
+                for i in chains[c] {
+                    let j = jobs[i]
+                    // Row m0 of A: row m0 of a [M, K] matrix, or column m0 of one stored [K, M].
+                    let a = j.transposeA ? j.a + m0 : j.a + m0 * j.k
+                    moek_gemm_direct(a, j.transposeA ? j.m : j.k, j.transposeA ? 1 : 0, m1 - m0, j.b, j.dtype,
+                                     j.wt != 0 ? j.n : j.k, j.wt, j.acc, j.out + m0 * j.n, j.n, n0, n1, j.k)
+                }
             }
         }
     }

@@ -147,9 +147,10 @@ public final class TrainableDecoder: @unchecked Sendable {
         var routerState: Variable?  // RMoE's GRU state, carried from layer to layer
         for layer in layers {
             let h = tape.rmsNorm(x, weight: layer.inputNorm, eps: s.rmsNormEps)
-            let q = tape.rope(tape.reshape(tape.linear(h, layer.wq), [b * t, s.heads, hd]), angles: angles, rope)
-            let k = tape.rope(tape.reshape(tape.linear(h, layer.wk), [b * t, s.kvHeads, hd]), angles: angles, rope)
-            let v = tape.reshape(tape.linear(h, layer.wv), [b * t, s.kvHeads, hd])
+            let qkv = tape.linears(h, [layer.wq, layer.wk, layer.wv])
+            let q = tape.rope(tape.reshape(qkv[0], [b * t, s.heads, hd]), angles: angles, rope)
+            let k = tape.rope(tape.reshape(qkv[1], [b * t, s.kvHeads, hd]), angles: angles, rope)
+            let v = tape.reshape(qkv[2], [b * t, s.kvHeads, hd])
             let a = tape.causalAttention(q: q, k: k, v: v, scale: Float(1 / Double(hd).squareRoot()), segment: t)
             x = tape.add(x, tape.linear(a, layer.wo))
             let h2 = tape.rmsNorm(x, weight: layer.postNorm, eps: s.rmsNormEps)

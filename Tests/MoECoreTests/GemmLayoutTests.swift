@@ -70,4 +70,33 @@ final class GemmLayoutTests: XCTestCase {
             }
         }
     }
+
+    /// Jobs writing one output form a chain: overwrite, then add, then add, in the order given,
+    /// on both the direct path and the packed one (K past 512, row-major A), with other jobs
+    /// beside them; equal to the jobs run one after another, to the bit.
+    func testChainedJobsRunInOrder() {
+        forEachISA { isa in
+            for pool in testPools {
+                for (m, n, ks) in [(150, 40, [96, 48, 48]), (37, 70, [600, 30, 513])] {
+                    let out = Tensor(randomUniform: [m, n], seed: 1), alone = out.copied()
+                    let other = Tensor(zeros: [m, n]), otherAlone = other.copied()
+                    var jobs: [GemmJob] = []
+                    for (i, k) in ks.enumerated() {
+                        let tb = i == 1, a = Tensor(randomUniform: [m, k], seed: UInt64(30 + i))
+                        let b = Tensor(randomUniform: tb ? [k, n] : [n, k], seed: UInt64(40 + i))
+                        jobs.append(GemmJob(a, b, transposeB: tb, into: out, accumulate: i > 0))
+                        Kernels.gemm(a, b, transposeB: tb, into: alone, accumulate: i > 0, pool: ThreadPool(threads: 1))
+                        if i == 0 {  // an unrelated job in the same batch
+                            jobs.append(GemmJob(a, b, into: other))
+                            Kernels.gemm(a, b, into: otherAlone, pool: ThreadPool(threads: 1))
+                        }
+                    }
+                    Kernels.gemmBatch(jobs, pool: pool)
+                    // Zero tolerance: to the bit (assertClose reports only the worst element).
+                    assertClose(out.toFloats(), alone.toFloats(), "chain m=\(m) n=\(n) k=\(ks) threads=\(pool.threadCount) \(isa)")
+                    assertClose(other.toFloats(), otherAlone.toFloats(), "other job, k=\(ks) \(isa)")
+                }
+            }
+        }
+    }
 }

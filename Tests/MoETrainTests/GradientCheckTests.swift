@@ -24,6 +24,18 @@ final class GradientCheckTests: XCTestCase {
         }
     }
 
+    /// Three maps of one input; the middle output is unused (no gradient flows into it). x's
+    /// gradient starts with the chain, or (x also feeding an op recorded later) already exists.
+    func testLinearsOfOneInput() {
+        for alsoDirect in [false, true] {
+            check([probe([5, 6], seed: 41), probe([4, 6], seed: 42), probe([2, 6], seed: 43), probe([3, 6], seed: 44)]) { t, v in
+                let ys = t.linears(v[0], [v[1], v[2], v[3]])
+                let used = t.add(t.weightedSum(ys[0], self.probe([5, 4], seed: 45)), t.weightedSum(ys[2], self.probe([5, 3], seed: 46)))
+                return alsoDirect ? t.add(used, t.weightedSum(v[0], self.probe([5, 6], seed: 47))) : used
+            }
+        }
+    }
+
     func testAddAndEmbedding() {
         check([probe([6, 4], seed: 5), probe([3, 4], seed: 6)]) { t, v in
             let e = t.embedding(v[0], ids: [2, 5, 2])  // a repeated id accumulates

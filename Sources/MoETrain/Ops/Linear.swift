@@ -35,6 +35,36 @@ extension Tape {
         return out
     }
 
+    /// Linear maps of one input, `x W_i^T` for each W_i [N_i, K] in `ws` (attention's q, k and v
+    /// projections): the values of separate `linear` calls, each pass running all of them as
+    /// one batch of products (one barrier, the threads sharing every piece).
+    ///
+    /// Backward: dW_i (+)= dy_i^T x for each map, and dx (+)= sum_i dy_i W_i as a chain of
+    /// products into dx (see `Kernels.gemmBatch`), all in one batch. The chain runs the maps in
+    /// reverse, the order in which separate `linear` steps would add into dx.
+    public func linears(_ x: Variable, _ ws: [Variable]) -> [Variable] {
+        let xT = x.value, m = xT.shape[0]
+        precondition(xT.rank == 2 && ws.allSatisfy { $0.value.rank == 2 && $0.shape[1] == xT.shape[1] },
+                     "linears: x \(xT.shape), W \(ws.map(\.shape))")
+        let ys = ws.map { Tensor(uninitialized: [m, $0.shape[0]]) }  // each product overwrites its own
+        Kernels.gemmBatch(zip(ws, ys).map { GemmJob(xT, $0.value, into: $1) }, pool: pool)
+        let outs = ys.map { Variable($0) }
+        record { [pool] in
+            let flowing = zip(ws, outs).reversed().compactMap { w, out in out.grad.map { (w, $0) } }
+            if flowing.isEmpty { return }
+            var jobs: [GemmJob] = []
+            let dx = x.gradSlot()
+            for (n, (w, dy)) in flowing.enumerated() {
+                if let dx { jobs.append(GemmJob(dy, w.value, transposeB: true, into: dx.tensor, accumulate: dx.accumulate || n > 0)) }
+                if let dw = w.gradSlot() {
+                    jobs.append(GemmJob(dy, xT, transposeA: true, transposeB: true, into: dw.tensor, accumulate: dw.accumulate))
+                }
+            }
+            Kernels.gemmBatch(jobs, pool: pool)
+        }
+        return outs
+    }
+
     /// `y = a + b` (same shape): the residual connection.
     public func add(_ a: Variable, _ b: Variable) -> Variable {
         precondition(a.shape == b.shape, "add: \(a.shape) and \(b.shape)")

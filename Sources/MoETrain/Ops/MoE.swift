@@ -215,18 +215,20 @@ extension Tape {
                 return jobs
             }, pool: pool)
             let (dg, du) = Kernels.siluMulBackward(dh, gate: gateOut, up: upOut, pool: pool)
-            let dxRows = Tensor(uninitialized: [r, d])  // gate's products overwrite it, up's add
-            for (projection, grads, add) in [(params.gate, dg, false), (params.up, du, true)] {
-                Kernels.gemmBatch(used.flatMap { i -> [GemmJob] in
-                    let s = spans[i]
-                    var jobs = [GemmJob(grads.rows(s), projection[i].value, transposeB: true, into: dxRows.rows(s), accumulate: add)]
+            // One batch: per expert, dx's rows chain gate's product (overwriting) and up's (adding).
+            let dxRows = Tensor(uninitialized: [r, d])
+            Kernels.gemmBatch(used.flatMap { i -> [GemmJob] in
+                let s = spans[i]
+                var jobs: [GemmJob] = []
+                for (projection, grads, add) in [(params.gate, dg, false), (params.up, du, true)] {
+                    jobs.append(GemmJob(grads.rows(s), projection[i].value, transposeB: true, into: dxRows.rows(s), accumulate: add))
                     if let g = projection[i].gradSlot() {
                         jobs.append(GemmJob(grads.rows(s), rows.rows(s), transposeA: true, transposeB: true, into: g.tensor,
                                             accumulate: g.accumulate))
                     }
-                    return jobs
-                }, pool: pool)
-            }
+                }
+                return jobs
+            }, pool: pool)
             let dx = Tensor(uninitialized: [t, d])  // each token's rows summed
             dispatch.combine(dxRows, routing: routing, into: dx, weighted: false, accumulate: false, pool: pool)
             // Balance losses, linear in P_i = mean_t p_ti: a constant c_i per score; plus the
