@@ -49,8 +49,7 @@ extension Kernels {
         let g = gate.floats, u = up.floats, o = out.mutableFloats
         guard let gp = g.baseAddress, let upp = u.baseAddress, let op = o.baseAddress else { return }
         parallelChunks(g.count, grain: parallelThreshold, pool: pool) { r in
-            if op != gp { (op + r.lowerBound).update(from: gp + r.lowerBound, count: r.count) }  // then in place, while in cache
-            moek_silu_mul(op + r.lowerBound, upp + r.lowerBound, r.count)
+            moek_silu_mul_out(op + r.lowerBound, gp + r.lowerBound, upp + r.lowerBound, r.count)
         }
     }
 

@@ -11,15 +11,21 @@ import _MoEKernels
 public struct GemmJob: Sendable {
     public var a: Tensor, b: Tensor, out: Tensor
     public var transposeA: Bool, transposeB: Bool, accumulate: Bool
+    /// Jobs of a batch given the same group (their outputs all the same shape) run together on
+    /// each block of output, in the order given, and `gemmBatch`'s `finish` then sees the block
+    /// of all of them: an MoE expert's gate and up products, so SwiGLU runs on each block while
+    /// it is in cache. Nil: the job's group is its output (see `gemmBatch`).
+    public var group: Int?
 
     public init(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false, into out: Tensor,
-                accumulate: Bool = false) {
+                accumulate: Bool = false, group: Int? = nil) {
         self.a = a
         self.b = b
         self.out = out
         self.transposeA = transposeA
         self.transposeB = transposeB
         self.accumulate = accumulate
+        self.group = group
     }
 
     /// (M, N, K), after checking the shapes and dtypes agree.
@@ -68,21 +74,28 @@ extension Kernels {
     /// Outputs must be disjoint, except that jobs writing the very same output (same memory and
     /// shape) form a chain: each block of that output runs the chain's products in the order
     /// given, so later jobs may add to earlier ones (`dx = dq Wq + dk Wk + dv Wv` as one
-    /// overwriting job then two accumulating ones).
-    public static func gemmBatch(_ jobs: [GemmJob], pool: ThreadPool = .shared) {
+    /// overwriting job then two accumulating ones). Jobs can also be grouped explicitly
+    /// (`GemmJob.group`), and then run together on each block the same way.
+    ///
+    /// `finish(job, rows, columns)`, when given, runs once each block of a chain or group is
+    /// done, on the thread that did it, with the index (in `jobs`) of the chain's or group's
+    /// first job: an elementwise step on that block of the outputs then finds it in cache.
+    /// Blocks of different chains may finish at the same time on different threads.
+    public static func gemmBatch(_ jobs: [GemmJob], pool: ThreadPool = .shared,
+                                 finish: ((Int, Range<Int>, Range<Int>) -> Void)? = nil) {
         var raw: [PreparedGemm] = []
-        for job in jobs {
+        for (index, job) in jobs.enumerated() {
             let (m, n, k) = job.dimensions
             if m == 0 || n == 0 || (k == 0 && job.accumulate) { continue }
             raw.append(PreparedGemm(a: job.a.rawPointer.assumingMemoryBound(to: Float.self), b: job.b.rawPointer,
                            out: job.out.mutableRawPointer.assumingMemoryBound(to: Float.self), m: m, n: n, k: k,
                            dtype: job.b.dtype.cValue, transposeA: job.transposeA, wt: job.transposeB ? 1 : 0,
-                           acc: job.accumulate ? 1 : 0))
+                           acc: job.accumulate ? 1 : 0, group: job.group, index: index))
         }
         if raw.isEmpty { return }
         let chains = outputChains(raw)
         if raw.allSatisfy({ readsAUnpacked(k: $0.k, transposed: $0.transposeA) }) {  // the leaf reads A as it is: no packing pass
-            gemmDirect(raw, chains: chains, pool: pool)
+            gemmDirect(raw, chains: chains, pool: pool, finish: finish)
             return
         }
         // Jobs that read the same A (an MoE expert's gate and up projections) share one packing.
@@ -129,6 +142,7 @@ extension Kernels {
                         moek_gemm_packed_ex(packed + packedOffset[slotOf[i]], j.m, j.b, j.dtype, j.wt != 0 ? j.n : j.k, j.wt,
                                             j.acc, j.out, j.n, n0, n1, j.k)
                     }
+                    finish?(raw[chains[c][0]].index, 0..<raw[chains[c][0]].m, n0..<n1)
                 }
             }
         }
@@ -143,16 +157,19 @@ extension Kernels {
         (transposed || k <= 512) && moek_gemm_direct_supported() != 0
     }
 
-    /// The jobs grouped by output, in order: one chain per distinct output (see `gemmBatch`).
+    /// The jobs grouped, in order: by `GemmJob.group` where given, else one chain per distinct
+    /// output (see `gemmBatch`).
     private static func outputChains(_ jobs: [PreparedGemm]) -> [[Int]] {
-        var chainOf: [UInt: Int] = [:], chains: [[Int]] = []
+        enum Key: Hashable { case group(Int), output(UInt) }
+        var chainOf: [Key: Int] = [:], chains: [[Int]] = []
         for (i, j) in jobs.enumerated() {
-            if let c = chainOf[UInt(bitPattern: j.out)] {
+            let key = j.group.map(Key.group) ?? .output(UInt(bitPattern: j.out))
+            if let c = chainOf[key] {
                 let first = jobs[chains[c][0]]
-                precondition(first.m == j.m && first.n == j.n, "gemmBatch: jobs writing one output must have its shape")
+                precondition(first.m == j.m && first.n == j.n, "gemmBatch: jobs of one output or group must have one shape")
                 chains[c].append(i)
             } else {
-                chainOf[UInt(bitPattern: j.out)] = chains.count
+                chainOf[key] = chains.count
                 chains.append([i])
             }
         }
@@ -218,7 +235,8 @@ extension Kernels {
     /// outputs (`outputBlocks`), largest first, each block running its chain's products in
     /// order. A block of rows reads its rows of A and writes its rows of the output, so it needs
     /// no packing pass and no copy.
-    private static func gemmDirect(_ jobs: [PreparedGemm], chains: [[Int]], pool: ThreadPool) {
+    private static func gemmDirect(_ jobs: [PreparedGemm], chains: [[Int]], pool: ThreadPool,
+                                   finish: ((Int, Range<Int>, Range<Int>) -> Void)?) {
         let target = pieceFlops(jobs, pool: pool)
         var pieces: [(chain: Int, m0: Int, m1: Int, n0: Int, n1: Int)] = []
         var depth: [Int] = []  // per chain: the summed reduction length
@@ -238,6 +256,7 @@ extension Kernels {
                     moek_gemm_direct(a, j.transposeA ? j.m : j.k, j.transposeA ? 1 : 0, m1 - m0, j.b, j.dtype,
                                      j.wt != 0 ? j.n : j.k, j.wt, j.acc, j.out + m0 * j.n, j.n, n0, n1, j.k)
                 }
+                finish?(jobs[chains[c][0]].index, m0..<m1, n0..<n1)
             }
         }
     }
@@ -247,4 +266,6 @@ extension Kernels {
 private struct PreparedGemm {
     let a: UnsafePointer<Float>, b: UnsafeRawPointer, out: UnsafeMutablePointer<Float>
     let m: Int, n: Int, k: Int, dtype: Int32, transposeA: Bool, wt: Int32, acc: Int32
+    /// The job's group, and its index in the caller's list.
+    let group: Int?, index: Int
 }

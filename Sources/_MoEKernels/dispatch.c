@@ -158,7 +158,8 @@ void moek_gemm_direct(const float *A, size_t lda, int ta, size_t M, const void *
 
 double moek_fma_probe(size_t iters) { return vt()->fma_probe(iters); }
 
-void moek_silu_mul(float *gate, const float *up, size_t n) { vt()->silu_mul(gate, up, n); }
+void moek_silu_mul(float *gate, const float *up, size_t n) { vt()->silu_mul(gate, gate, up, n); }
+void moek_silu_mul_out(float *out, const float *gate, const float *up, size_t n) { vt()->silu_mul(out, gate, up, n); }
 void moek_silu_mul_backward(const float *dy, const float *gate, const float *up, float *dgate, float *dup, size_t n) {
   vt()->silu_mul_backward(dy, gate, up, dgate, dup, n);
 }

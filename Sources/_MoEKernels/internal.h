@@ -21,7 +21,7 @@ typedef struct {
   void (*gemm_direct)(const float *A, size_t lda, int ta, size_t M, const void *W, int dt, size_t ldw, int wt,
                       int acc, float *C, size_t ldc, size_t n0, size_t n1, size_t K);
   double (*fma_probe)(size_t iters);
-  void (*silu_mul)(float *gate, const float *up, size_t n);
+  void (*silu_mul)(float *out, const float *gate, const float *up, size_t n);
   void (*silu_mul_backward)(const float *dy, const float *gate, const float *up, float *dgate, float *dup, size_t n);
   void (*adamw)(float *w, const float *g, float *m, float *v, size_t n, const float *hyper);
   double (*sum_squares)(const float *x, size_t n);

@@ -99,4 +99,33 @@ final class GemmLayoutTests: XCTestCase {
             }
         }
     }
+
+    /// A group's jobs run together on each block, and `finish` sees every block of every chain or
+    /// group exactly once, after its products: here it sums the group's two outputs, and counts.
+    func testGroupsAndFinish() {
+        forEachISA { isa in
+            for pool in testPools {
+                for (m, n, k) in [(150, 70, 96), (37, 40, 600)] {  // the direct path, then the packed one
+                    let x = Tensor(randomUniform: [m, k], seed: 1)
+                    let w1 = Tensor(randomUniform: [n, k], seed: 2), w2 = Tensor(randomUniform: [n, k], seed: 3)
+                    let y1 = Tensor(zeros: [m, n]), y2 = Tensor(zeros: [m, n]), other = Tensor(zeros: [m, n])
+                    let sum = Tensor(zeros: [m, n]), seen = Tensor(zeros: [m, n])
+                    let jobs = [GemmJob(x, w1, into: y1, group: 7), GemmJob(x, w2, into: y2, group: 7), GemmJob(x, w1, into: other)]
+                    let (p1, p2, ps, pc) = (y1.floats, y2.floats, sum.mutableFloats, seen.mutableFloats)
+                    Kernels.gemmBatch(jobs, pool: pool) { job, rows, columns in
+                        for r in rows {
+                            for c in columns {
+                                pc[r * n + c] += job == 0 ? 1 : job == 2 ? 10 : 100  // the group's first job, or the other
+                                if job == 0 { ps[r * n + c] = p1[r * n + c] + p2[r * n + c] }
+                            }
+                        }
+                    }
+                    let label = "m=\(m) n=\(n) k=\(k) threads=\(pool.threadCount) \(isa)"
+                    assertClose(seen.toFloats(), [Float](repeating: 11, count: m * n), "each block of the group and of the other job once, \(label)")
+                    assertClose(sum.toFloats(), zip(y1.toFloats(), y2.toFloats()).map { $0 + $1 }, "group done before finish, \(label)")
+                    assertClose(other.toFloats(), y1.toFloats(), "the ungrouped job, \(label)")
+                }
+            }
+        }
+    }
 }

@@ -2,6 +2,7 @@ import Foundation
 import MoE
 import MoECore
 import MoETrain
+import _TestSupport
 import XCTest
 
 /// Every op's backward against central finite differences of its forward.
@@ -161,6 +162,29 @@ final class MoEGradientTests: XCTestCase {
 
     func testTopPRaggedSelection() {
         run(TopPRouter(experts: 4, p: 0.5), lb: 0.2, zc: 0)
+    }
+
+    /// The layer on 1 thread (4 used experts: SwiGLU fused into the expert products' blocks) and
+    /// on 2 (the same 4 experts: SwiGLU as passes of their own) gives the same output and
+    /// gradients, to the bit; the fused forward and backward are checked by finite differences
+    /// in the tests above (their tapes run on 1 thread).
+    func testFusedAndSeparateSwiGLUAgree() {
+        let (t, d, e, inner) = (32, 8, 4, 6)
+        func run(_ pool: ThreadPool) -> [[Float]] {
+            let tape = Tape(pool: pool)
+            let x = Variable(Tensor(randomUniform: [t, d], seed: 1))
+            let params = MoEParameters(router: Variable(Tensor(randomUniform: [e, d], seed: 2)),
+                                       gate: (0..<e).map { Variable(Tensor(randomUniform: [inner, d], seed: 10 + UInt64($0))) },
+                                       up: (0..<e).map { Variable(Tensor(randomUniform: [inner, d], seed: 20 + UInt64($0))) },
+                                       down: (0..<e).map { Variable(Tensor(randomUniform: [d, inner], seed: 30 + UInt64($0))) })
+            let step = tape.moe(x, params, router: TopKSoftmaxRouter(experts: e, k: 2))
+            XCTAssertTrue(step.routing.tokensPerExpert.allSatisfy { $0 > 0 }, "every expert used")
+            tape.backward(from: tape.weightedSum(step.output, Tensor(randomUniform: [t, d], seed: 3)))
+            let grads = [x] + params.gate + params.up + params.down
+            return [step.output.value.toFloats()] + grads.map { $0.grad?.toFloats() ?? [] }
+        }
+        let (one, two) = (run(ThreadPool(threads: 1)), run(ThreadPool(threads: 2)))
+        for (i, (a, b)) in zip(one, two).enumerated() { assertClose(a, b, "output or gradient \(i)") }
     }
 
     /// The top-p dynamic (entropy) loss and DeepSeekMoE's expert- and device-level balance,

@@ -151,12 +151,25 @@ extension Tape {
         // Every grouped row belongs to one used expert, so the products overwrite these completely.
         let gateOut = Tensor(uninitialized: [r, inner]), upOut = Tensor(uninitialized: [r, inner])
         let expertOut = Tensor(uninitialized: [r, d])
-        Kernels.gemmBatch(used.flatMap { i in
-            [GemmJob(rows.rows(spans[i]), params.gate[i].value, into: gateOut.rows(spans[i])),
-             GemmJob(rows.rows(spans[i]), params.up[i].value, into: upOut.rows(spans[i]))]
-        }, pool: pool)
+        // With many experts, gate and up run as one group per expert, and each finished block
+        // gets its SwiGLU while in cache (OLMoE shape, with the same in backward: 4% faster).
+        // With few, the groups are too coarse to balance two threads (default shape: 6% slower),
+        // so SwiGLU is a pass of its own.
         let hidden = Tensor(uninitialized: [r, inner])
-        Kernels.siluMul(gate: gateOut, up: upOut, into: hidden, pool: pool)
+        let gp = gateOut.mutableFloats.baseAddress, upp = upOut.mutableFloats.baseAddress
+        let hp = hidden.mutableFloats.baseAddress
+        let fused = used.count >= 4 * pool.threadCount
+        Kernels.gemmBatch(used.flatMap { i in
+            [GemmJob(rows.rows(spans[i]), params.gate[i].value, into: gateOut.rows(spans[i]), group: fused ? i : nil),
+             GemmJob(rows.rows(spans[i]), params.up[i].value, into: upOut.rows(spans[i]), group: fused ? i : nil)]
+        }, pool: pool, finish: !fused ? nil : { job, block, columns in
+            let first = spans[used[job / 2]].lowerBound  // jobs come in (gate, up) pairs
+            for row in block {
+                let o = (first + row) * inner + columns.lowerBound
+                moek_silu_mul_out(hp! + o, gp! + o, upp! + o, columns.count)
+            }
+        })
+        if !fused { Kernels.siluMul(gate: gateOut, up: upOut, into: hidden, pool: pool) }
         Kernels.gemmBatch(used.map { GemmJob(hidden.rows(spans[$0]), params.down[$0].value, into: expertOut.rows(spans[$0])) },
                           pool: pool)
         let y = Tensor(uninitialized: [t, d])
@@ -204,17 +217,32 @@ extension Tape {
             }
             // Experts, batched over experts: down (dh = dE D, dD += dE^T h), SwiGLU, then gate and
             // up (dG += dg^T x, dU += du^T x, dx_rows = dg G + du U).
+            // With many experts (as in the forward), dh's blocks go through the SwiGLU backward as
+            // each finishes, in cache: OLMoE shape 1.6% faster; default shape 2% slower.
             let dh = Tensor(uninitialized: [r, inner])
-            Kernels.gemmBatch(used.flatMap { i -> [GemmJob] in
+            var (dg, du) = (dh, dh)  // replaced below
+            if fused { (dg, du) = (Tensor(uninitialized: [r, inner]), Tensor(uninitialized: [r, inner])) }
+            let dhp = dh.mutableFloats.baseAddress, dgp = dg.mutableFloats.baseAddress, dup = du.mutableFloats.baseAddress
+            let gatep = gateOut.floats.baseAddress, upp = upOut.floats.baseAddress
+            var downJobs: [GemmJob] = [], dhJobExpert: [Int?] = []  // per job: the expert whose dh it writes, or nil
+            for i in used {
                 let s = spans[i]
-                var jobs = [GemmJob(dExpert.rows(s), params.down[i].value, transposeB: true, into: dh.rows(s))]
+                downJobs.append(GemmJob(dExpert.rows(s), params.down[i].value, transposeB: true, into: dh.rows(s)))
+                dhJobExpert.append(i)
                 if let g = params.down[i].gradSlot() {
-                    jobs.append(GemmJob(dExpert.rows(s), hidden.rows(s), transposeA: true, transposeB: true, into: g.tensor,
-                                        accumulate: g.accumulate))
+                    downJobs.append(GemmJob(dExpert.rows(s), hidden.rows(s), transposeA: true, transposeB: true, into: g.tensor,
+                                            accumulate: g.accumulate))
+                    dhJobExpert.append(nil)
                 }
-                return jobs
-            }, pool: pool)
-            let (dg, du) = Kernels.siluMulBackward(dh, gate: gateOut, up: upOut, pool: pool)
+            }
+            Kernels.gemmBatch(downJobs, pool: pool, finish: !fused ? nil : { job, block, columns in
+                guard let i = dhJobExpert[job] else { return }
+                for row in block {
+                    let o = (spans[i].lowerBound + row) * inner + columns.lowerBound
+                    moek_silu_mul_backward(dhp! + o, gatep! + o, upp! + o, dgp! + o, dup! + o, columns.count)
+                }
+            })
+            if !fused { (dg, du) = Kernels.siluMulBackward(dh, gate: gateOut, up: upOut, pool: pool) }
             // One batch: per expert, dx's rows chain gate's product (overwriting) and up's (adding).
             let dxRows = Tensor(uninitialized: [r, d])
             Kernels.gemmBatch(used.flatMap { i -> [GemmJob] in

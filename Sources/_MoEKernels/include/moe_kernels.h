@@ -119,6 +119,8 @@ void moek_gemm_bf16_packed(const uint16_t *Ap, size_t M, const uint16_t *W, size
 
 /// gate[i] = silu(gate[i]) * up[i] (up NULL: silu alone), with a vectorised f32 exp.
 void moek_silu_mul(float *gate, const float *up, size_t n);
+/// out[i] = silu(gate[i]) * up[i], leaving gate as it is (out may be gate).
+void moek_silu_mul_out(float *out, const float *gate, const float *up, size_t n);
 /// SwiGLU backward: with s = sigmoid(gate), dup = dy gate s and dgate = dy up s (1 + gate (1 - s)).
 void moek_silu_mul_backward(const float *dy, const float *gate, const float *up, float *dgate, float *dup, size_t n);
 /// One AdamW step over n elements in place; hyper = {beta1, beta2, 1 - beta1^t, 1 - beta2^t, eps,
