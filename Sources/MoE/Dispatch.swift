@@ -14,6 +14,8 @@ public struct Dispatch: Sendable {
     public let rowToken: [Int]
     /// For each assignment of the routing (in its token-major order), its grouped row.
     public let assignmentRow: [Int]
+    /// For each grouped row, its assignment (the inverse of `assignmentRow`).
+    public let rowAssignment: [Int]
 
     public init(_ routing: Routing) {
         let e = routing.expertCount
@@ -23,17 +25,19 @@ public struct Dispatch: Sendable {
         rowOffsets = counts
         var cursor = Array(counts.prefix(e))
         var rowToken = [Int](repeating: 0, count: routing.assignmentCount)
-        var assignmentRow = [Int](repeating: 0, count: routing.assignmentCount)
+        var assignmentRow = [Int](repeating: 0, count: routing.assignmentCount), rowAssignment = assignmentRow
         for t in 0..<routing.tokenCount {
             for i in routing.offsets[t]..<routing.offsets[t + 1] {
                 let x = routing.experts[i]
                 rowToken[cursor[x]] = t
                 assignmentRow[i] = cursor[x]
+                rowAssignment[cursor[x]] = i
                 cursor[x] += 1
             }
         }
         self.rowToken = rowToken
         self.assignmentRow = assignmentRow
+        self.rowAssignment = rowAssignment
     }
 
     /// The token rows of x [T, d] in grouped order: [R, d]; rows copied in parallel on `pool`.

@@ -193,19 +193,26 @@ extension Tape {
             let dpT = Tensor(zeros: [t, l])
             let dp = dpT.mutableFloats
             // Per assignment: the gradient of its expert row, w dy_t, and of its weight,
-            // dw = dy_t . E(x_t); then the token's chosen weights -> scores (through the
+            // dw = dy_t . E(x_t); then, per token, the chosen weights -> scores (through the
             // renormalisation).
             let dExpert = Tensor(uninitialized: [r, d])  // one row per assignment, each written below
             let dEp = dExpert.mutableFloats
             let dyb = dy.baseAddress, outb = out.baseAddress, dEb = dEp.baseAddress  // nil only when empty
             var dwAll = [Float](repeating: 0, count: routing.assignmentCount)
             dwAll.withUnsafeMutableBufferPointer { dw in
-                Kernels.parallelRows(t, cost: d * max(1, routing.assignmentCount / max(1, t)), pool: pool) { tok in
-                    let lo = routing.offsets[tok], hi = routing.offsets[tok + 1]
-                    for a in lo..<hi {
-                        let row = dispatch.assignmentRow[a]
-                        dw[a] = moek_scale_dot(dyb! + tok * d, outb! + row * d, routing.weights[a], dEb! + row * d, d)
+                dispatch.rowAssignment.withUnsafeBufferPointer { rowAssignment in
+                    dispatch.rowToken.withUnsafeBufferPointer { rowToken in
+                        routing.weights.withUnsafeBufferPointer { weights in
+                            // In grouped-row order: dExpert written and the expert rows read in sequence.
+                            Kernels.parallelRows(r, cost: 2 * d, pool: pool) { row in
+                                let a = rowAssignment[row]
+                                dw[a] = moek_scale_dot(dyb! + rowToken[row] * d, outb! + row * d, weights[a], dEb! + row * d, d)
+                            }
+                        }
                     }
+                }
+                Kernels.parallelRows(t, cost: 8 * max(1, routing.assignmentCount / max(1, t)), pool: pool) { tok in
+                    let lo = routing.offsets[tok], hi = routing.offsets[tok + 1]
                     if renormalize {
                         let sum = (lo..<hi).reduce(Float(0)) { $0 + probs[tok * l + routing.experts[$1]] }
                         let inner = (lo..<hi).reduce(Float(0)) { $0 + dw[$1] * routing.weights[$1] }
