@@ -46,11 +46,8 @@ public struct Dispatch: Sendable {
         let out = Tensor(uninitialized: [rowToken.count, d])  // every row is copied below
         let src = x.rawPointer.assumingMemoryBound(to: Float.self), dst = out.mutableFloats
         guard let base = dst.baseAddress else { return out }
-        let copy = { (row: Int) in (base + row * d).update(from: src + self.rowToken[row] * d, count: d) }
-        if let pool {
-            Kernels.parallelRows(rowToken.count, cost: d, pool: pool, copy)
-        } else {
-            for row in rowToken.indices { copy(row) }
+        Kernels.parallelRows(rowToken.count, cost: d, pool: pool) { row in
+            (base + row * d).update(from: src + rowToken[row] * d, count: d)
         }
         return out
     }

@@ -57,11 +57,7 @@ enum RouterMath {
                           _ choose: (Int) -> [(expert: Int, weight: Float)]) -> Routing {
         var choices = [[(expert: Int, weight: Float)]](repeating: [], count: t)
         choices.withUnsafeMutableBufferPointer { out in
-            if let pool {
-                Kernels.parallelRows(t, cost: 64 * experts, pool: pool) { out[$0] = Routing.ordered(choose($0)) }
-            } else {
-                for tok in 0..<t { out[tok] = Routing.ordered(choose(tok)) }
-            }
+            Kernels.parallelRows(t, cost: 64 * experts, pool: pool) { out[$0] = Routing.ordered(choose($0)) }
         }
         var offsets = [0]
         offsets.reserveCapacity(t + 1)
@@ -83,14 +79,9 @@ enum RouterMath {
         var ids = [Int](repeating: 0, count: t * k), weights = [Float](repeating: 0, count: t * k)
         ids.withUnsafeMutableBufferPointer { ids in
             weights.withUnsafeMutableBufferPointer { weights in
-                func slots(_ tok: Int) -> (UnsafeMutableBufferPointer<Int>, UnsafeMutableBufferPointer<Float>) {
-                    (UnsafeMutableBufferPointer(rebasing: ids[(tok * k)..<((tok + 1) * k)]),
-                     UnsafeMutableBufferPointer(rebasing: weights[(tok * k)..<((tok + 1) * k)]))
-                }
-                if let pool {
-                    Kernels.parallelRows(t, cost: 16 * experts, pool: pool) { tok in let (i, w) = slots(tok); choose(tok, i, w) }
-                } else {
-                    for tok in 0..<t { let (i, w) = slots(tok); choose(tok, i, w) }
+                Kernels.parallelRows(t, cost: 16 * experts, pool: pool) { tok in
+                    choose(tok, UnsafeMutableBufferPointer(rebasing: ids[(tok * k)..<((tok + 1) * k)]),
+                           UnsafeMutableBufferPointer(rebasing: weights[(tok * k)..<((tok + 1) * k)]))
                 }
             }
         }

@@ -20,6 +20,8 @@ public struct CausalAttention: Sendable {
     let blocks: [Block]
     /// Floats in the probabilities buffer: the sum of n^2 over blocks.
     public let scoreCount: Int
+    /// (block, first row, end row) runs of query rows, the costliest (last rows) first.
+    private let rowTasks: [(block: Int, r0: Int, r1: Int)]
 
     /// Query rows per task: a block is split into runs of this many rows. A run computes only
     /// the keys it can see, so a 64-token segment in runs of 32 skips a quarter of the products;
@@ -40,20 +42,24 @@ public struct CausalAttention: Sendable {
         }
         self.blocks = blocks
         scoreCount = offset
-    }
-
-    /// The key/value head a query head reads.
-    func kvHead(_ head: Int) -> Int { head / (heads / kvHeads) }
-
-    /// (block, first row, end row) tasks over query rows, the costliest (last rows) first.
-    private var rowTasks: [(block: Int, r0: Int, r1: Int)] {
         var tasks: [(block: Int, r0: Int, r1: Int)] = []
         for (i, b) in blocks.enumerated() {
             for r0 in stride(from: 0, to: b.length, by: Self.rowsPerTask) {
                 tasks.append((i, r0, min(b.length, r0 + Self.rowsPerTask)))
             }
         }
-        return tasks.sorted { $0.r1 > $1.r1 }
+        rowTasks = tasks.sorted { $0.r1 > $1.r1 }
+    }
+
+    /// The key/value head a query head reads.
+    func kvHead(_ head: Int) -> Int { head / (heads / kvHeads) }
+
+    /// Where a run of query rows reads and writes: its block's length n and probabilities
+    /// offset, the offset of its first query row (in [T, H, D] tensors) and of its block's first
+    /// key/value row (in [T, G, D] tensors).
+    private func place(_ task: (block: Int, r0: Int, r1: Int)) -> (n: Int, scores: Int, query: Int, keys: Int) {
+        let b = blocks[task.block], d = headDim
+        return (b.length, b.offset, ((b.start + task.r0) * heads + b.head) * d, (b.start * kvHeads + kvHead(b.head)) * d)
     }
 
     private func check(_ x: Tensor, _ name: String, heads n: Int) {
@@ -71,17 +77,15 @@ public struct CausalAttention: Sendable {
         let (h, g, d) = (heads, kvHeads, headDim)
         let qp = q.floatBase, kp = k.floatBase, vp = v.floatBase
         let pp = probs.mutableFloatBase, op = out.mutableFloatBase
-        let tasks = rowTasks
-        pool.parallelFor(tasks.count) { i in
-            let (bi, r0, r1) = tasks[i]
-            let b = blocks[bi], n = b.length, kv = (b.start * g + kvHead(b.head)) * d
-            let p = pp + b.offset + r0 * n, qRow = ((b.start + r0) * h + b.head) * d
+        pool.parallelFor(rowTasks.count) { i in
+            let (r0, r1) = (rowTasks[i].r0, rowTasks[i].r1), at = place(rowTasks[i]), n = at.n
             // S = Q K^T over the keys these rows see, then the causal softmax in place.
-            Kernels.product(qp + qRow, lda: h * d, m: r1 - r0, kp + kv, ldw: g * d, n: r1, k: d, into: p, ldo: n)
-            moek_causal_softmax_rows(pp + b.offset, n, n, r0, r1, scale)
+            let p = pp + at.scores + r0 * n
+            Kernels.product(qp + at.query, lda: h * d, m: r1 - r0, kp + at.keys, ldw: g * d, n: r1, k: d, into: p, ldo: n)
+            moek_causal_softmax_rows(pp + at.scores, n, n, r0, r1, scale)
             // O = P V.
-            Kernels.product(p, lda: n, m: r1 - r0, vp + kv, ldw: g * d, transposeW: true, n: d, k: r1,
-                            into: op + qRow, ldo: h * d)
+            Kernels.product(p, lda: n, m: r1 - r0, vp + at.keys, ldw: g * d, transposeW: true, n: d, k: r1,
+                            into: op + at.query, ldo: h * d)
         }
     }
 
@@ -100,15 +104,13 @@ public struct CausalAttention: Sendable {
         let dqp = dq.mutableFloatBase, dkp = dk.mutableFloatBase, dvp = dv.mutableFloatBase
         withScratchFloats(scoreCount) { dsp in
             // Per run of query rows: dP, then dS in place, then dQ.
-            let tasks = rowTasks
-            pool.parallelFor(tasks.count) { i in
-                let (bi, r0, r1) = tasks[i]
-                let b = blocks[bi], n = b.length, kv = (b.start * g + kvHead(b.head)) * d
-                let ds = dsp + b.offset + r0 * n, qRow = ((b.start + r0) * h + b.head) * d
-                Kernels.product(dop + qRow, lda: h * d, m: r1 - r0, vp + kv, ldw: g * d, n: r1, k: d, into: ds, ldo: n)
-                moek_causal_softmax_backward_rows(pp + b.offset, dsp + b.offset, n, n, r0, r1, scale)
-                Kernels.product(ds, lda: n, m: r1 - r0, kp + kv, ldw: g * d, transposeW: true, n: d, k: r1,
-                                into: dqp + qRow, ldo: h * d)
+            pool.parallelFor(rowTasks.count) { i in
+                let (r0, r1) = (rowTasks[i].r0, rowTasks[i].r1), at = place(rowTasks[i]), n = at.n
+                let ds = dsp + at.scores + r0 * n
+                Kernels.product(dop + at.query, lda: h * d, m: r1 - r0, vp + at.keys, ldw: g * d, n: r1, k: d, into: ds, ldo: n)
+                moek_causal_softmax_backward_rows(pp + at.scores, dsp + at.scores, n, n, r0, r1, scale)
+                Kernels.product(ds, lda: n, m: r1 - r0, kp + at.keys, ldw: g * d, transposeW: true, n: d, k: r1,
+                                into: dqp + at.query, ldo: h * d)
             }
             // Per run of key rows of one key/value head: the sums over the group's query heads,
             // from the first query row that sees these keys (earlier rows give zeros).

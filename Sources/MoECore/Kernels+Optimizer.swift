@@ -113,6 +113,26 @@ extension Kernels {
         }
     }
 
+    /// For each (target, addends) pair, target += each addend in the order given (f32 tensors of
+    /// the target's element count), in one parallel pass over fixed blocks of every target: the
+    /// same sums as adding them one after another, on any thread count.
+    public static func add(_ sums: [(into: Tensor, adds: [Tensor])], pool: ThreadPool = .shared) {
+        precondition(sums.allSatisfy { s in s.into.dtype == .f32 && s.adds.allSatisfy { $0.dtype == .f32 && $0.count == s.into.count } },
+                     "add: f32 addends of the target's size only")
+        let block = 1 << 16, blocks = blocks(sums.map(\.into.count), size: block)
+        blocks.withUnsafeBufferPointer { blocks in
+            pool.parallelFor(blocks.count) { b in
+                let (i, o) = blocks[b]
+                let dst = sums[i].into.mutableRawPointer.assumingMemoryBound(to: Float.self) + o
+                let n = min(block, sums[i].into.count - o)
+                for add in sums[i].adds {
+                    let src = add.rawPointer.assumingMemoryBound(to: Float.self) + o
+                    for j in 0..<n { dst[j] += src[j] }
+                }
+            }
+        }
+    }
+
     /// Fixed blocks of `size` elements over several buffers of `counts` elements: (buffer,
     /// first element) in buffer order, for one parallel pass over all of them.
     private static func blocks(_ counts: [Int], size: Int) -> [(item: Int, start: Int)] {

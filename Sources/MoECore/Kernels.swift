@@ -38,6 +38,12 @@ public enum Kernels {
         parallelChunks(count, grain: grain, pool: pool) { range in for i in range { body(i) } }
     }
 
+    /// `parallelRows` on `pool`, or in order on the calling thread when `pool` is nil (for
+    /// callers whose pool is optional, such as code that also runs inside a pool task).
+    public static func parallelRows(_ count: Int, cost: Int, pool: ThreadPool?, _ body: (Int) -> Void) {
+        if let pool { parallelRows(count, cost: cost, pool: pool, body) } else { for i in 0..<count { body(i) } }
+    }
+
     /// Splits `0..<count` into contiguous chunks of at least `grain` items (about four per
     /// thread, for balance) and runs `body` on each chunk in parallel.
     static func parallelChunks(_ count: Int, grain: Int, pool: ThreadPool,

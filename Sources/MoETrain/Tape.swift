@@ -35,7 +35,7 @@ public final class Variable: @unchecked Sendable {
         let p = target.mutableFloats, q = g.floats
         guard let pb = p.baseAddress, let qb = q.baseAddress else { return }
         let chunk = 1 << 14, chunks = (p.count + chunk - 1) / chunk
-        let add = { (c: Int) in
+        Kernels.parallelRows(chunks, cost: chunk, pool: pool) { c in
             let range = (c * chunk)..<min(p.count, (c + 1) * chunk)
             if first {
                 (pb + range.lowerBound).update(from: qb + range.lowerBound, count: range.count)
@@ -43,7 +43,6 @@ public final class Variable: @unchecked Sendable {
                 for i in range { pb[i] += qb[i] }
             }
         }
-        if let pool { Kernels.parallelRows(chunks, cost: chunk, pool: pool, add) } else { for c in 0..<chunks { add(c) } }
     }
 
     /// The gradient, or zeros.

@@ -10,9 +10,9 @@ extension TrainableDecoder {
     /// Moves the replicas' gradients into this model's, parameter by parameter, adding them in
     /// the order given (so the sum does not depend on which thread ran which replica). A
     /// parameter without a gradient takes the first replica's tensor as it is; the replicas are
-    /// left with no gradients. The additions for every parameter run as one parallel pass over
-    /// chunks (an OLMoE-shaped model has hundreds of expert tensors: a pass each cost half again
-    /// the time of the additions themselves).
+    /// left with no gradients. The additions for every parameter run as one parallel pass
+    /// (`Kernels.add`: an OLMoE-shaped model has hundreds of expert tensors, and a pass each
+    /// cost half again the time of the additions themselves).
     public func absorbGradients(of replicas: [TrainableDecoder], pool: ThreadPool = .shared) {
         let mine = parameters.map(\.variable)
         let theirs = replicas.map { $0.parameters.map(\.variable) }
@@ -22,23 +22,12 @@ extension TrainableDecoder {
             for r in theirs {
                 guard let g = r[i].grad else { continue }
                 r[i].grad = nil
-                if p.requiresGrad && p.grad == nil { p.grad = g } else if p.requiresGrad { adds.append(g) }
+                guard p.requiresGrad else { continue }
+                if p.grad == nil { p.grad = g } else { adds.append(g) }
             }
             if let into = p.grad, !adds.isEmpty { sums.append((into, adds)) }
         }
-        let chunk = 1 << 16
-        var pieces: [(sum: Int, range: Range<Int>)] = []
-        for (s, sum) in sums.enumerated() {
-            for lo in stride(from: 0, to: sum.into.count, by: chunk) { pieces.append((s, lo..<min(sum.into.count, lo + chunk))) }
-        }
-        pool.parallelFor(pieces.count) { i in
-            let (s, range) = pieces[i]
-            let dst = sums[s].into.mutableFloats
-            for add in sums[s].adds {
-                let src = add.floats
-                for j in range { dst[j] += src[j] }
-            }
-        }
+        Kernels.add(sums, pool: pool)
     }
 }
 
