@@ -158,31 +158,74 @@ public enum SafetensorsWriter {
             throw .invalidFile(path: path, field: "header", reason: "cannot encode")
         }
         while (8 + json.count) % 8 != 0 { json.append(0x20) }  // pad with spaces to 8-byte alignment
-        var out = Data(capacity: 8 + json.count + offset)
-        var n = UInt64(json.count).littleEndian
-        withUnsafeBytes(of: &n) { out.append(contentsOf: $0) }
-        out.append(json)
-        for (_, t) in tensors { out.append(Data(bytes: t.rawPointer, count: t.byteCount)) }
-        try AtomicFile.write(out, to: path)
+        // Streamed from the tensors' own memory: no copy of the file is built in memory.
+        try AtomicFile.write(to: path) { (out: AtomicFile.Sink) throws(ModelError) in
+            var n = UInt64(json.count).littleEndian
+            try out.write(withUnsafeBytes(of: &n) { Data($0) })
+            try out.write(json)
+            for (_, t) in tensors { try out.write(UnsafeRawBufferPointer(start: t.rawPointer, count: t.byteCount)) }
+        }
     }
 }
 
 /// Atomic writes: the bytes go to a temporary file beside the target, which is then renamed
-/// over it, so a reader never sees a half-written file.
+/// over it, so a reader never sees a half-written file (rename(2) replaces atomically). There
+/// is no fsync: a killed process loses nothing written, only a power cut could.
 public enum AtomicFile {
     public static func write(_ data: Data, to path: String) throws(ModelError) {
-        let url = URL(fileURLWithPath: path)
-        let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
-        do {
-            try data.write(to: tmp)
-            if FileManager.default.fileExists(atPath: path) {
-                _ = try FileManager.default.replaceItemAt(url, withItemAt: tmp)
-            } else {
-                try FileManager.default.moveItem(at: tmp, to: url)
+        try write(to: path) { (out: Sink) throws(ModelError) in try out.write(data) }
+    }
+
+    /// Where `write(to:_:)`'s body writes its bytes, in order.
+    public struct Sink {
+        let fd: Int32, path: String
+
+        /// Writes all of `bytes` (retrying short writes and interruptions).
+        public func write(_ bytes: UnsafeRawBufferPointer) throws(ModelError) {
+            guard var p = bytes.baseAddress else { return }
+            var left = bytes.count
+            while left > 0 {
+                let n = Foundation.write(fd, p, min(left, 1 << 30))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw .io(path: path, reason: "cannot write: \(String(cString: strerror(errno)))")
+                }
+                p += n
+                left -= n
             }
+        }
+
+        /// Writes all of `data`.
+        public func write(_ data: Data) throws(ModelError) {
+            let written: Result<Void, ModelError> = data.withUnsafeBytes { b in Result { () throws(ModelError) in try write(b) } }
+            try written.get()
+        }
+    }
+
+    /// Streams a file: `body` writes it piece by piece to a temporary file, which is renamed
+    /// to `path` once complete (and removed if `body` or a write fails).
+    public static func write(to path: String, _ body: (Sink) throws(ModelError) -> Void) throws(ModelError) {
+        let url = URL(fileURLWithPath: path)
+        let tmp = url.deletingLastPathComponent()
+            .appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw .io(path: path, reason: "cannot write: \(String(cString: strerror(errno)))") }
+        do {
+            try body(Sink(fd: fd, path: path))
         } catch {
-            try? FileManager.default.removeItem(at: tmp)
-            throw .io(path: path, reason: "cannot write: \(error.localizedDescription)")
+            close(fd)
+            unlink(tmp)
+            throw error
+        }
+        guard close(fd) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(tmp)
+            throw .io(path: path, reason: "cannot write: \(reason)")
+        }
+        guard rename(tmp, path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(tmp)
+            throw .io(path: path, reason: "cannot write: \(reason)")
         }
     }
 }
