@@ -148,6 +148,79 @@ int main(void) {
       failures += check("rms_norm_backward_row dw", dw, rdw, ones, c); cases += 2;
     }
   }
+  // The attention, cross-entropy and MoE-combine leaves, and silu_mul_out.
+  {
+    enum { n = 300 };
+    static float g[n], u[n], out[n], keep[n];
+    static double ry[n], ones[n];
+    for (int i = 0; i < n; i++) { g[i] = 12 * rnd(); u[i] = rnd(); keep[i] = g[i]; ones[i] = 1;
+                                  ry[i] = g[i] / (1 + exp(-(double)g[i])) * u[i]; }
+    moek_silu_mul_out(out, g, u, n);
+    failures += check("silu_mul_out", out, ry, ones, n); cases++;
+    for (int i = 0; i < n; i++) if (g[i] != keep[i]) { printf("FAIL silu_mul_out wrote gate\n"); failures++; break; }
+    // Causal softmax rows [r0, r1) of a block with row stride ld > n, then its backward.
+    const size_t blocks[][4] = {{1, 1, 0, 1}, {5, 7, 0, 5}, {17, 20, 3, 17}, {40, 48, 9, 33}};
+    for (size_t b = 0; b < sizeof blocks / sizeof blocks[0]; b++) {
+      const size_t nn = blocks[b][0], ld = blocks[b][1], r0 = blocks[b][2], r1 = blocks[b][3];
+      const float sc = 0.37f;
+      float *sm = malloc(nn * ld * 4), *p = malloc(nn * ld * 4), *d = malloc(nn * ld * 4), *dp = malloc(nn * ld * 4);
+      double *rp = malloc(nn * ld * 8), *rd = malloc(nn * ld * 8), *one = malloc(nn * ld * 8);
+      for (size_t i = 0; i < nn * ld; i++) { sm[i] = 4 * rnd(); dp[i] = rnd(); one[i] = 1; }
+      for (size_t r = r0; r < r1; r++) {
+        double mx = -INFINITY, sum = 0, inner = 0;
+        for (size_t c = 0; c <= r; c++) mx = fmax(mx, sc * (double)sm[r * ld + c]);
+        for (size_t c = 0; c <= r; c++) sum += exp(sc * (double)sm[r * ld + c] - mx);
+        for (size_t c = 0; c < nn; c++) rp[r * ld + c] = c <= r ? exp(sc * (double)sm[r * ld + c] - mx) / sum : 0;
+        for (size_t c = 0; c <= r; c++) inner += rp[r * ld + c] * dp[r * ld + c];
+        for (size_t c = 0; c < nn; c++) rd[r * ld + c] = c <= r ? sc * rp[r * ld + c] * (dp[r * ld + c] - inner) : 0;
+      }
+      moek_causal_softmax_rows(sm, ld, nn, r0, r1, sc);
+      for (size_t i = 0; i < nn * ld; i++) { p[i] = sm[i]; d[i] = dp[i]; }
+      moek_causal_softmax_backward_rows(p, d, ld, nn, r0, r1, sc);
+      char what[64];
+      for (size_t r = r0; r < r1; r++) {
+        snprintf(what, sizeof what, "causal_softmax_rows n=%zu row %zu", nn, r);
+        failures += check(what, sm + r * ld, rp + r * ld, one, nn); cases++;
+        snprintf(what, sizeof what, "causal_softmax_backward_rows n=%zu row %zu", nn, r);
+        failures += check(what, d + r * ld, rd + r * ld, one, nn); cases++;
+      }
+      free(sm); free(p); free(d); free(dp); free(rp); free(rd); free(one);
+    }
+    // Cross-entropy's softmax row: max, f64 sum of exponentials, probabilities.
+    const size_t lens[] = {1, 15, 16, 17, 259};
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+      const size_t c = lens[li];
+      double mx = -INFINITY, sum = 0;
+      for (size_t i = 0; i < c; i++) mx = fmax(mx, g[i]);
+      for (size_t i = 0; i < c; i++) sum += exp((double)g[i] - mx);
+      for (size_t i = 0; i < c; i++) ry[i] = exp((double)g[i] - mx) / sum;
+      float gotmx = 0;
+      const double got = moek_softmax_row_f64(g, out, c, &gotmx);
+      if (gotmx != (float)mx || fabs(got - sum) > 1e-5 * sum) { printf("FAIL softmax_row_f64 max/sum (n %zu)\n", c); failures++; }
+      failures += check("softmax_row_f64", out, ry, ones, c); cases += 2;
+    }
+    // MoE combine: weighted and plain, overwriting and accumulating, and no rows at all.
+    const size_t dims[] = {1, 16, 17, 100};
+    const intptr_t rows[] = {3, 0, 2, 2};
+    const float wts[] = {0.5f, -1.25f, 2.0f, 0.125f};
+    for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
+      const size_t dd = dims[di];
+      for (int weighted = 0; weighted < 2; weighted++)
+        for (int acc = 0; acc < 2; acc++)
+          for (size_t count = 0; count <= 4; count += 2) {
+            double ref[100];
+            for (size_t i = 0; i < dd; i++) {
+              out[i] = u[i];
+              ref[i] = acc ? u[i] : 0;
+              for (size_t j = 0; j < count; j++) ref[i] += (weighted ? wts[j] : 1) * (double)g[rows[j] * dd + i];
+            }
+            moek_combine_rows(out, g, dd, rows, weighted ? wts : NULL, count, acc);
+            char what[80];
+            snprintf(what, sizeof what, "combine_rows d=%zu weighted=%d acc=%d count=%zu", dd, weighted, acc, count);
+            failures += check(what, out, ref, ones, dd); cases++;
+          }
+    }
+  }
   printf("%d passed, %d failed\n", cases - failures, failures);
   return failures ? 1 : 0;
 }
