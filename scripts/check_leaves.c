@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <stdint.h>
+#include <string.h>
 #include "moe_kernels.h"
 
 static uint64_t state = 42;
@@ -92,6 +93,25 @@ int main(void) {
           moek_gemm_direct(At, M, 1, M, Wt, MOEK_F32, N, 1, 1, C, N, mid, N, K);
           snprintf(what, sizeof what, "gemm direct transposed accumulate M=%zu N=%zu K=%zu", M, N, K);
           failures += check(what, C, ref2, scale2, M * N); cases++;
+          // Rows through indices: A's rows and W^T's K rows scattered in bigger matrices, in reverse.
+          float *Abig = malloc((2 * M + 1) * K * 4), *Wbig = malloc((2 * K + 1) * N * 4);
+          intptr_t *aix = malloc(M * sizeof(intptr_t)), *wix = malloc(K * sizeof(intptr_t));
+          for (size_t i = 0; i < (2 * M + 1) * K; i++) Abig[i] = rnd();
+          for (size_t i = 0; i < (2 * K + 1) * N; i++) Wbig[i] = rnd();
+          for (size_t m = 0; m < M; m++) { aix[m] = (intptr_t)(2 * (M - m)); memcpy(Abig + aix[m] * K, A + m * K, K * 4); }
+          for (size_t k = 0; k < K; k++) { wix[k] = (intptr_t)(2 * (K - k)); memcpy(Wbig + wix[k] * N, Wt + k * N, N * 4); }
+          moek_gemm_direct_indexed(Abig, K, aix, 0, M, Wf, MOEK_F32, K, 0, NULL, 0, C, N, 0, mid, K);
+          moek_gemm_direct_indexed(Abig, K, aix, 0, M, Wf, MOEK_F32, K, 0, NULL, 0, C, N, mid, N, K);
+          snprintf(what, sizeof what, "gemm direct indexed A M=%zu N=%zu K=%zu", M, N, K);
+          failures += check(what, C, ref, scale, M * N); cases++;
+          moek_gemm_direct_indexed(Abig, K, aix, 0, M, Wbig, MOEK_F32, N, 1, wix, 0, C, N, 0, mid, K);
+          moek_gemm_direct_indexed(Abig, K, aix, 0, M, Wbig, MOEK_F32, N, 1, wix, 1, C, N, mid, N, K);
+          for (size_t m = 0; m < M; m++)  // the second half accumulated onto the previous result
+            for (size_t n = mid; n < N; n++) { ref2[m * N + n] = 2 * ref[m * N + n]; }
+          for (size_t m = 0; m < M; m++) for (size_t n = 0; n < mid; n++) ref2[m * N + n] = ref[m * N + n];
+          snprintf(what, sizeof what, "gemm direct indexed A and W^T M=%zu N=%zu K=%zu", M, N, K);
+          failures += check(what, C, ref2, scale2, M * N); cases++;
+          free(Abig); free(Wbig); free(aix); free(wix);
         }
         free(At); free(Wt); free(ref2); free(scale2);
       }

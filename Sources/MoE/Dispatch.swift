@@ -42,14 +42,7 @@ public struct Dispatch: Sendable {
 
     /// The token rows of x [T, d] in grouped order: [R, d]; rows copied in parallel on `pool`.
     public func gather(_ x: Tensor, pool: ThreadPool? = nil) -> Tensor {
-        let d = x.shape[1]
-        let out = Tensor(uninitialized: [rowToken.count, d])  // every row is copied below
-        let src = x.rawPointer.assumingMemoryBound(to: Float.self), dst = out.mutableFloats
-        guard let base = dst.baseAddress else { return out }
-        Kernels.parallelRows(rowToken.count, cost: d, pool: pool) { row in
-            (base + row * d).update(from: src + rowToken[row] * d, count: d)
-        }
-        return out
+        Kernels.gatherRows(x, rowToken, pool: pool)
     }
 
     /// out[t] += sum over t's assignments of weight * y[row]: y [R, d], out [T, d]. With

@@ -16,9 +16,14 @@ public struct GemmJob: Sendable {
     /// of all of them: an MoE expert's gate and up products, so SwiGLU runs on each block while
     /// it is in cache. Nil: the job's group is its output (see `gemmBatch`).
     public var group: Int?
+    /// Row indices into `a` (not transposed): A's row i is row `aRows[i]` of `a`. With
+    /// `bRows` (and `transposeB`), B's reduction row k is row `bRows[k]` of `b`. The rows are
+    /// read in place where the leaf can (an MoE's token rows grouped by expert, with no gathered
+    /// copy), else gathered first. Nil: the rows in order.
+    public var aRows: [Int]?, bRows: [Int]?
 
     public init(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false, into out: Tensor,
-                accumulate: Bool = false, group: Int? = nil) {
+                accumulate: Bool = false, group: Int? = nil, aRows: [Int]? = nil, bRows: [Int]? = nil) {
         self.a = a
         self.b = b
         self.out = out
@@ -26,15 +31,22 @@ public struct GemmJob: Sendable {
         self.transposeB = transposeB
         self.accumulate = accumulate
         self.group = group
+        self.aRows = aRows
+        self.bRows = bRows
     }
 
-    /// (M, N, K), after checking the shapes and dtypes agree.
+    /// (M, N, K), after checking the shapes, dtypes and row indices agree.
     var dimensions: (m: Int, n: Int, k: Int) {
         precondition(a.dtype == .f32 && out.dtype == .f32 && a.rank == 2 && b.rank == 2 && out.rank == 2,
                      "gemm: a \(a.shape) \(a.dtype), b \(b.shape), out \(out.shape) \(out.dtype)")
         precondition(!transposeB || b.dtype == .f32, "gemm: a transposed b must be f32")
-        let (m, k) = transposeA ? (a.shape[1], a.shape[0]) : (a.shape[0], a.shape[1])
-        let (n, kb) = transposeB ? (b.shape[1], b.shape[0]) : (b.shape[0], b.shape[1])
+        precondition(aRows == nil || !transposeA, "gemm: aRows index a's rows, so A must not be transposed")
+        precondition(bRows == nil || transposeB, "gemm: bRows index b's rows, so B must be transposed ([K, N])")
+        for (rows, t) in [(aRows, a), (bRows, b)] {
+            if let rows { precondition(rows.allSatisfy { $0 >= 0 && $0 < t.shape[0] }, "gemm: a row index outside 0..<\(t.shape[0])") }
+        }
+        let (m, k) = transposeA ? (a.shape[1], a.shape[0]) : (aRows?.count ?? a.shape[0], a.shape[1])
+        let (n, kb) = transposeB ? (b.shape[1], bRows?.count ?? b.shape[0]) : (b.shape[0], b.shape[1])
         precondition(k == kb && out.shape == [m, n], "gemm: A [\(m), \(k)], B [\(n), \(kb)], out \(out.shape)")
         return (m, n, k)
     }
@@ -83,19 +95,50 @@ extension Kernels {
     /// Blocks of different chains may finish at the same time on different threads.
     public static func gemmBatch(_ jobs: [GemmJob], pool: ThreadPool = .shared,
                                  finish: ((Int, Range<Int>, Range<Int>) -> Void)? = nil) {
-        var raw: [PreparedGemm] = []
+        var live: [(job: GemmJob, index: Int, m: Int, n: Int, k: Int)] = []
         for (index, job) in jobs.enumerated() {
             let (m, n, k) = job.dimensions
             if m == 0 || n == 0 || (k == 0 && job.accumulate) { continue }
+            live.append((job, index, m, n, k))
+        }
+        if live.isEmpty { return }
+        // The leaf reads A as it is (no packing pass), and indexed rows in place; otherwise the
+        // indexed rows are gathered first (and the gathered copies live as long as `live`).
+        let direct = live.allSatisfy { readsAUnpacked(k: $0.k, transposed: $0.job.transposeA) }
+        var indices: [Int] = []
+        func place(_ rows: [Int]?) -> Int {
+            guard let rows else { return -1 }
+            indices += rows
+            return indices.count - rows.count
+        }
+        struct Gathered: Hashable { let source: UInt, rows: UInt, count: Int }
+        var gathered: [Gathered: Tensor] = [:]  // jobs with the same rows (gate and up) share one copy
+        func materialize(_ t: Tensor, _ rows: [Int]?) -> Tensor {
+            guard let rows else { return t }
+            let key = Gathered(source: UInt(bitPattern: t.rawPointer),
+                               rows: rows.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) }, count: rows.count)
+            if let copy = gathered[key] { return copy }
+            let copy = gatherRows(t, rows, pool: pool)
+            gathered[key] = copy
+            return copy
+        }
+        var raw: [PreparedGemm] = []
+        for i in live.indices {
+            if !direct {
+                live[i].job.a = materialize(live[i].job.a, live[i].job.aRows)
+                live[i].job.b = materialize(live[i].job.b, live[i].job.bRows)
+            }
+            let (job, index, m, n, k) = live[i]
             raw.append(PreparedGemm(a: job.a.rawPointer.assumingMemoryBound(to: Float.self), b: job.b.rawPointer,
                            out: job.out.mutableRawPointer.assumingMemoryBound(to: Float.self), m: m, n: n, k: k,
                            dtype: job.b.dtype.cValue, transposeA: job.transposeA, wt: job.transposeB ? 1 : 0,
-                           acc: job.accumulate ? 1 : 0, group: job.group, index: index))
+                           acc: job.accumulate ? 1 : 0, group: job.group, index: index,
+                           aRows: direct ? place(job.aRows) : -1, bRows: direct ? place(job.bRows) : -1))
         }
-        if raw.isEmpty { return }
+        defer { withExtendedLifetime(live) {} }  // the gathered copies `raw` points into
         let chains = outputChains(raw)
-        if raw.allSatisfy({ readsAUnpacked(k: $0.k, transposed: $0.transposeA) }) {  // the leaf reads A as it is: no packing pass
-            gemmDirect(raw, chains: chains, pool: pool, finish: finish)
+        if direct {
+            indices.withUnsafeBufferPointer { ix in gemmDirect(raw, chains: chains, rows: ix.baseAddress, pool: pool, finish: finish) }
             return
         }
         // Jobs that read the same A (an MoE expert's gate and up projections) share one packing.
@@ -146,6 +189,20 @@ extension Kernels {
                 }
             }
         }
+    }
+
+    /// Rows `rows` of x [R, d] as a new [rows.count, d] tensor, copied in parallel on `pool`.
+    public static func gatherRows(_ x: Tensor, _ rows: [Int], pool: ThreadPool? = nil) -> Tensor {
+        let d = x.shape[1]
+        let out = Tensor(uninitialized: [rows.count, d])  // every row is copied below
+        let src = x.rawPointer.assumingMemoryBound(to: Float.self), dst = out.mutableFloats
+        guard let base = dst.baseAddress else { return out }
+        rows.withUnsafeBufferPointer { rows in
+            parallelRows(rows.count, cost: d, pool: pool) { row in
+                (base + row * d).update(from: src + rows[row] * d, count: d)
+            }
+        }
+        return out
     }
 
     /// Whether a product skips packing A (`moek_gemm_direct`): where the path has the leaf, for
@@ -235,7 +292,7 @@ extension Kernels {
     /// outputs (`outputBlocks`), largest first, each block running its chain's products in
     /// order. A block of rows reads its rows of A and writes its rows of the output, so it needs
     /// no packing pass and no copy.
-    private static func gemmDirect(_ jobs: [PreparedGemm], chains: [[Int]], pool: ThreadPool,
+    private static func gemmDirect(_ jobs: [PreparedGemm], chains: [[Int]], rows: UnsafePointer<Int>?, pool: ThreadPool,
                                    finish: ((Int, Range<Int>, Range<Int>) -> Void)?) {
         let target = pieceFlops(jobs, pool: pool)
         var pieces: [(chain: Int, m0: Int, m1: Int, n0: Int, n1: Int)] = []
@@ -251,10 +308,13 @@ extension Kernels {
                 let (c, m0, m1, n0, n1) = pieces[p]
                 for i in chains[c] {
                     let j = jobs[i]
-                    // Row m0 of A: row m0 of a [M, K] matrix, or column m0 of one stored [K, M].
-                    let a = j.transposeA ? j.a + m0 : j.a + m0 * j.k
-                    moek_gemm_direct(a, j.transposeA ? j.m : j.k, j.transposeA ? 1 : 0, m1 - m0, j.b, j.dtype,
-                                     j.wt != 0 ? j.n : j.k, j.wt, j.acc, j.out + m0 * j.n, j.n, n0, n1, j.k)
+                    // Row m0 of A: row m0 of a [M, K] matrix (or through the index), or column m0 of
+                    // one stored [K, M].
+                    let aix = j.aRows < 0 ? nil : rows.map { $0 + j.aRows + m0 }
+                    let wix = j.bRows < 0 ? nil : rows.map { $0 + j.bRows }
+                    let a = j.transposeA ? j.a + m0 : aix != nil ? j.a : j.a + m0 * j.k
+                    moek_gemm_direct_indexed(a, j.transposeA ? j.m : j.k, aix, j.transposeA ? 1 : 0, m1 - m0, j.b, j.dtype,
+                                             j.wt != 0 ? j.n : j.k, j.wt, wix, j.acc, j.out + m0 * j.n, j.n, n0, n1, j.k)
                 }
                 finish?(jobs[chains[c][0]].index, m0..<m1, n0..<n1)
             }
@@ -268,4 +328,6 @@ private struct PreparedGemm {
     let m: Int, n: Int, k: Int, dtype: Int32, transposeA: Bool, wt: Int32, acc: Int32
     /// The job's group, and its index in the caller's list.
     let group: Int?, index: Int
+    /// Where the job's A and B row indices start in the batch's index list (-1: none).
+    let aRows: Int, bRows: Int
 }

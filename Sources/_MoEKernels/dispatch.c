@@ -153,7 +153,14 @@ int moek_gemm_direct_supported(void) { return vt()->gemm_direct != NULL; }
 
 void moek_gemm_direct(const float *A, size_t lda, int ta, size_t M, const void *W, int dt, size_t ldw, int wt, int acc,
                       float *C, size_t ldc, size_t n0, size_t n1, size_t K) {
-  vt()->gemm_direct(A, lda, ta, M, W, wt ? MOEK_F32 : dt, ldw, wt, acc, C, ldc, n0, n1, K);
+  vt()->gemm_direct(A, lda, NULL, ta, M, W, wt ? MOEK_F32 : dt, ldw, wt, NULL, acc, C, ldc, n0, n1, K);
+}
+
+void moek_gemm_direct_indexed(const float *A, size_t lda, const intptr_t *aix, int ta, size_t M, const void *W, int dt,
+                              size_t ldw, int wt, const intptr_t *wix, int acc, float *C, size_t ldc, size_t n0,
+                              size_t n1, size_t K) {
+  vt()->gemm_direct(A, lda, ta ? NULL : aix, ta, M, W, wt ? MOEK_F32 : dt, ldw, wt, wt ? wix : NULL, acc, C, ldc, n0,
+                    n1, K);
 }
 
 double moek_fma_probe(size_t iters) { return vt()->fma_probe(iters); }

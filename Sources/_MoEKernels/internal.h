@@ -17,9 +17,10 @@ typedef struct {
   void (*gemm_pack_a)(const float *A, size_t lda, size_t M, size_t K, size_t t0, size_t t1, float *Ap);
   /// The same for A stored transposed (`moek_gemm_pack_a_t`); NULL: the generic packer.
   void (*gemm_pack_a_t)(const float *At, size_t lda, size_t M, size_t K, size_t t0, size_t t1, float *Ap);
-  /// `moek_gemm_direct`: the product reading A unpacked; NULL where the path has none.
-  void (*gemm_direct)(const float *A, size_t lda, int ta, size_t M, const void *W, int dt, size_t ldw, int wt,
-                      int acc, float *C, size_t ldc, size_t n0, size_t n1, size_t K);
+  /// `moek_gemm_direct_indexed`: the product reading A unpacked; NULL where the path has none.
+  void (*gemm_direct)(const float *A, size_t lda, const intptr_t *aix, int ta, size_t M, const void *W, int dt,
+                      size_t ldw, int wt, const intptr_t *wix, int acc, float *C, size_t ldc, size_t n0, size_t n1,
+                      size_t K);
   double (*fma_probe)(size_t iters);
   void (*silu_mul)(float *out, const float *gate, const float *up, size_t n);
   void (*silu_mul_backward)(const float *dy, const float *gate, const float *up, float *dgate, float *dup, size_t n);
@@ -55,8 +56,9 @@ void moek_gemm_packed_avx512(const float *Ap, size_t M, const void *W, int dt, s
                              float *C, size_t ldc, size_t n0, size_t n1, size_t K);
 void moek_gemm_pack_a_avx512(const float *A, size_t lda, size_t M, size_t K, size_t t0, size_t t1, float *Ap);
 void moek_gemm_pack_a_t_avx512(const float *At, size_t lda, size_t M, size_t K, size_t t0, size_t t1, float *Ap);
-void moek_gemm_direct_avx512(const float *A, size_t lda, int ta, size_t M, const void *W, int dt, size_t ldw,
-                             int wt, int acc, float *C, size_t ldc, size_t n0, size_t n1, size_t K);
+void moek_gemm_direct_avx512(const float *A, size_t lda, const intptr_t *aix, int ta, size_t M, const void *W, int dt,
+                             size_t ldw, int wt, const intptr_t *wix, int acc, float *C, size_t ldc, size_t n0,
+                             size_t n1, size_t K);
 #endif
 
 /// Packs panels [t0, t1) of A into the layout `gemm_packed` reads: for each K block of `kc`

@@ -11,6 +11,8 @@
 //     block is a straight copy.
 // While a tile computes, the source lines of the next weight block are prefetched, a slice
 // before each MR panel, so a cold block streams from memory instead of stalling the packer.
+// Row indices: A's rows, or the K rows of W stored transposed, may be picked from a bigger
+// matrix through an index (an MoE's tokens, grouped by expert), read in place with no gather.
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #include "internal.h"
@@ -73,11 +75,13 @@ static void pack_w_rows(const void *W, int dt, size_t ldw, size_t n, size_t nr, 
   }
 }
 
-/// Packs columns [n, n + nr) of rows [k0, k0 + kc) of W^T stored [K, N] (f32) into Wp[k][V_NR].
-static void pack_w_cols(const float *Wt, size_t ldw, size_t n, size_t nr, size_t k0, size_t kc, float *Wp) {
+/// Packs columns [n, n + nr) of rows [k0, k0 + kc) of W^T stored [K, N] (f32) into Wp[k][V_NR];
+/// with `wix`, row k is row wix[k] of Wt.
+static void pack_w_cols(const float *Wt, size_t ldw, const intptr_t *wix, size_t n, size_t nr, size_t k0, size_t kc,
+                        float *Wp) {
   const __mmask16 m0 = lanes(nr), m1 = lanes(nr > 16 ? nr - 16 : 0);
   for (size_t k = 0; k < kc; k++) {
-    const float *src = Wt + (k0 + k) * ldw + n;
+    const float *src = Wt + (wix ? (size_t)wix[k0 + k] : k0 + k) * ldw + n;
     _mm512_store_ps(Wp + k * V_NR, _mm512_maskz_loadu_ps(m0, src));
     _mm512_store_ps(Wp + k * V_NR + 16, _mm512_maskz_loadu_ps(m1, src + 16));
   }
@@ -124,17 +128,20 @@ void moek_gemm_pack_a_t_avx512(const float *At, size_t lda, size_t M, size_t K, 
   pack_a(At, lda, M, K, t0, t1, Ap, 1);
 }
 
-/// How the micro-kernel reads A: packed panels [kc][V_MR], A itself row-major, or A stored
-/// transposed. Only the packed form needs a packing pass; the other two broadcast straight from
-/// the caller's matrix.
-enum { A_PACKED = 0, A_ROWS = 1, A_COLS = 2 };
+/// How the micro-kernel reads A: packed panels [kc][V_MR], A itself row-major, A stored
+/// transposed, or row-major rows picked through an index. Only the packed form needs a packing
+/// pass; the others broadcast straight from the caller's matrix.
+enum { A_PACKED = 0, A_ROWS = 1, A_COLS = 2, A_INDEXED = 3 };
 
 /// C[0..<R, 0..<nr] (+)= A (R rows, kc columns) times Wp[kc][V_NR]; R and `form` are constants.
-/// Element (i, k) of A is a[k * V_MR + i] (packed), a[i * lda + k] (rows) or a[k * lda + i]
-/// (cols).
-INLINE void ukernel_rows(const int R, const int form, const float *a, size_t lda, const float *Wp, size_t kc,
-                         float *C, size_t ldc, size_t nr, int first) {
+/// Element (i, k) of A is a[k * V_MR + i] (packed), a[i * lda + k] (rows), a[k * lda + i]
+/// (cols) or a[ix[i] * lda + k] (indexed).
+INLINE void ukernel_rows(const int R, const int form, const float *a, size_t lda, const intptr_t *ix,
+                         const float *Wp, size_t kc, float *C, size_t ldc, size_t nr, int first) {
   __m512 c0[V_MR], c1[V_MR];
+  const float *row[V_MR];
+#pragma clang loop unroll(full)
+  for (int i = 0; i < R; i++) row[i] = form == A_INDEXED ? a + (size_t)ix[i] * lda : a + (size_t)i * lda;
   // Fetch the tile of C for writing while the products run: it is added to at the end, or
   // overwritten, and a new output (cold, the MoE's per-expert results) otherwise stalls every
   // store on its line's read-for-ownership (interleaved in-step A/B: expert products 4-13% faster).
@@ -149,7 +156,7 @@ INLINE void ukernel_rows(const int R, const int form, const float *a, size_t lda
     const __m512 w0 = _mm512_load_ps(Wp + k * V_NR), w1 = _mm512_load_ps(Wp + k * V_NR + 16);
 #pragma clang loop unroll(full)
     for (int i = 0; i < R; i++) {
-      const float ak = form == A_PACKED ? a[k * V_MR + i] : form == A_ROWS ? a[i * lda + k] : a[k * lda + i];
+      const float ak = form == A_PACKED ? a[k * V_MR + i] : form == A_COLS ? a[k * lda + i] : row[i][k];
       const __m512 ai = _mm512_set1_ps(ak);
       c0[i] = _mm512_fmadd_ps(ai, w0, c0[i]);
       c1[i] = _mm512_fmadd_ps(ai, w1, c1[i]);
@@ -169,26 +176,27 @@ INLINE void ukernel_rows(const int R, const int form, const float *a, size_t lda
 }
 
 #define UKERNEL(name, form)                                                                               \
-  static void name(const float *a, size_t lda, const float *Wp, size_t kc, float *C, size_t ldc, size_t mr, \
-                   size_t nr, int first) {                                                                  \
+  static void name(const float *a, size_t lda, const intptr_t *ix, const float *Wp, size_t kc, float *C,    \
+                   size_t ldc, size_t mr, size_t nr, int first) {                                           \
     switch (mr) {                                                                                           \
-      case 1: ukernel_rows(1, form, a, lda, Wp, kc, C, ldc, nr, first); break;                             \
-      case 2: ukernel_rows(2, form, a, lda, Wp, kc, C, ldc, nr, first); break;                             \
-      case 3: ukernel_rows(3, form, a, lda, Wp, kc, C, ldc, nr, first); break;                             \
-      case 4: ukernel_rows(4, form, a, lda, Wp, kc, C, ldc, nr, first); break;                             \
-      case 5: ukernel_rows(5, form, a, lda, Wp, kc, C, ldc, nr, first); break;                             \
-      case 6: ukernel_rows(6, form, a, lda, Wp, kc, C, ldc, nr, first); break;                             \
-      case 7: ukernel_rows(7, form, a, lda, Wp, kc, C, ldc, nr, first); break;                             \
-      case 8: ukernel_rows(8, form, a, lda, Wp, kc, C, ldc, nr, first); break;                             \
-      case 9: ukernel_rows(9, form, a, lda, Wp, kc, C, ldc, nr, first); break;                             \
-      case 10: ukernel_rows(10, form, a, lda, Wp, kc, C, ldc, nr, first); break;                           \
-      case 11: ukernel_rows(11, form, a, lda, Wp, kc, C, ldc, nr, first); break;                           \
-      default: ukernel_rows(V_MR, form, a, lda, Wp, kc, C, ldc, nr, first); break;                        \
+      case 1: ukernel_rows(1, form, a, lda, ix, Wp, kc, C, ldc, nr, first); break;                             \
+      case 2: ukernel_rows(2, form, a, lda, ix, Wp, kc, C, ldc, nr, first); break;                             \
+      case 3: ukernel_rows(3, form, a, lda, ix, Wp, kc, C, ldc, nr, first); break;                             \
+      case 4: ukernel_rows(4, form, a, lda, ix, Wp, kc, C, ldc, nr, first); break;                             \
+      case 5: ukernel_rows(5, form, a, lda, ix, Wp, kc, C, ldc, nr, first); break;                             \
+      case 6: ukernel_rows(6, form, a, lda, ix, Wp, kc, C, ldc, nr, first); break;                             \
+      case 7: ukernel_rows(7, form, a, lda, ix, Wp, kc, C, ldc, nr, first); break;                             \
+      case 8: ukernel_rows(8, form, a, lda, ix, Wp, kc, C, ldc, nr, first); break;                             \
+      case 9: ukernel_rows(9, form, a, lda, ix, Wp, kc, C, ldc, nr, first); break;                             \
+      case 10: ukernel_rows(10, form, a, lda, ix, Wp, kc, C, ldc, nr, first); break;                           \
+      case 11: ukernel_rows(11, form, a, lda, ix, Wp, kc, C, ldc, nr, first); break;                           \
+      default: ukernel_rows(V_MR, form, a, lda, ix, Wp, kc, C, ldc, nr, first); break;                        \
     }                                                                                                       \
   }
 UKERNEL(ukernel_packed, A_PACKED)
 UKERNEL(ukernel_a_rows, A_ROWS)
 UKERNEL(ukernel_a_cols, A_COLS)
+UKERNEL(ukernel_a_indexed, A_INDEXED)
 #undef UKERNEL
 
 /// The source bytes of the weight block for columns [n, n + nr) and reduction rows [k0, k0 + kc):
@@ -196,14 +204,18 @@ UKERNEL(ukernel_a_cols, A_COLS)
 typedef struct {
   const char *base;
   size_t count, bytes, stride, lines_per_run;
+  const intptr_t *ix;  // when set, run r starts at base + ix[r] * stride
 } wspan;
 
-static wspan block_span(const void *W, int dt, size_t ldw, int wt, size_t n, size_t nr, size_t k0, size_t kc) {
+static wspan block_span(const void *W, int dt, size_t ldw, int wt, const intptr_t *wix, size_t n, size_t nr,
+                        size_t k0, size_t kc) {
   const size_t esz = moek_dtype_size(dt);
   wspan s;
+  s.ix = NULL;
   if (wt) {
-    s.base = (const char *)W + (k0 * ldw + n) * esz;
+    s.base = (const char *)W + ((wix ? 0 : k0 * ldw) + n) * esz;
     s.count = kc; s.bytes = nr * esz;
+    if (wix) s.ix = wix + k0;
   } else {
     s.base = (const char *)W + (n * ldw + k0) * esz;
     s.count = nr; s.bytes = kc * esz;
@@ -217,20 +229,21 @@ static wspan block_span(const void *W, int dt, size_t ldw, int wt, size_t n, siz
 static void prefetch_span(const wspan *s, size_t l0, size_t l1) {
   for (size_t l = l0; l < l1; l++) {
     const size_t run = l / s->lines_per_run, off = (l % s->lines_per_run) * 64;
-    const char *p = s->base + run * s->stride + (off < s->bytes ? off : s->bytes - 1);
+    const char *p = s->base + (s->ix ? (size_t)s->ix[run] : run) * s->stride + (off < s->bytes ? off : s->bytes - 1);
     _mm_prefetch(p, _MM_HINT_T1);
   }
 }
 
 /// Prefetches panel t of A for the K block [k0, k0 + kc) into L2.
-static void prefetch_a(int form, const float *A, size_t lda, size_t M, size_t t, size_t k0, size_t kc, size_t mtiles) {
+static void prefetch_a(int form, const float *A, size_t lda, const intptr_t *aix, size_t M, size_t t, size_t k0,
+                       size_t kc, size_t mtiles) {
   const size_t m0 = t * V_MR, rows = (M - m0) < V_MR ? (M - m0) : V_MR;
   if (form == A_PACKED) {
     const char *p = (const char *)(A + k0 * mtiles * V_MR + t * V_MR * kc);
     for (size_t b = 0; b < kc * V_MR * sizeof(float); b += 64) _mm_prefetch(p + b, _MM_HINT_T1);
-  } else if (form == A_ROWS) {
+  } else if (form == A_ROWS || form == A_INDEXED) {
     for (size_t i = 0; i < rows; i++) {
-      const char *p = (const char *)(A + (m0 + i) * lda + k0);
+      const char *p = (const char *)(A + (form == A_INDEXED ? (size_t)aix[m0 + i] : m0 + i) * lda + k0);
       for (size_t b = 0; b < kc * sizeof(float); b += 64) _mm_prefetch(p + b, _MM_HINT_T1);
       _mm_prefetch(p + kc * sizeof(float) - 1, _MM_HINT_T1);
     }
@@ -243,9 +256,11 @@ static void prefetch_a(int form, const float *A, size_t lda, size_t M, size_t t,
   }
 }
 
-/// The block driver for every form of A (`A_PACKED`: A is the packed panels, lda unused).
-static void gemm_avx512(int form, const float *A, size_t lda, size_t M, const void *W, int dt, size_t ldw, int wt,
-                        int acc, float *C, size_t ldc, size_t n0, size_t n1, size_t K) {
+/// The block driver for every form of A (`A_PACKED`: A is the packed panels, lda unused;
+/// `A_INDEXED`: row m of A is row aix[m] of A). With wt, `wix` (or NULL) indexes W's K rows.
+static void gemm_avx512(int form, const float *A, size_t lda, const intptr_t *aix, size_t M, const void *W, int dt,
+                        size_t ldw, int wt, const intptr_t *wix, int acc, float *C, size_t ldc, size_t n0, size_t n1,
+                        size_t K) {
   if (M == 0 || n1 <= n0 || (K == 0 && acc)) return;
   if (K == 0) {  // empty reduction: C = 0
     for (size_t m = 0; m < M; m++) memset(C + m * ldc + n0, 0, (n1 - n0) * sizeof(float));
@@ -262,7 +277,7 @@ static void gemm_avx512(int form, const float *A, size_t lda, size_t M, const vo
       const size_t t1 = (mtiles - t0) < V_MC ? mtiles : t0 + V_MC, tn = t1 - t0;
       for (size_t n = n0; n < n1; n += V_NR) {
         const size_t nr = (n1 - n) < V_NR ? (n1 - n) : V_NR;
-        if (wt) pack_w_cols((const float *)W, ldw, n, nr, k0, kc, Wp);
+        if (wt) pack_w_cols((const float *)W, ldw, wix, n, nr, k0, kc, Wp);
         else pack_w_rows(W, dt, ldw, n, nr, k0, kc, Wp);
         // The next block: the next NR columns, or the first of the next chunk or K block.
         size_t nn = n + V_NR, nk0 = k0;
@@ -271,20 +286,21 @@ static void gemm_avx512(int form, const float *A, size_t lda, size_t M, const vo
         size_t lines = 0;
         if (nk0 < K) {
           const size_t nnr = (n1 - nn) < V_NR ? (n1 - nn) : V_NR, nkc = (K - nk0) < V_KC ? (K - nk0) : V_KC;
-          next = block_span(W, dt, ldw, wt, nn, nnr, nk0, nkc);
+          next = block_span(W, dt, ldw, wt, wix, nn, nnr, nk0, nkc);
           lines = next.count * next.lines_per_run;
         }
         for (size_t t = t0; t < t1; t++) {
           if (lines) prefetch_span(&next, lines * (t - t0) / tn, lines * (t - t0 + 1) / tn);
           // The first weight block of a K block meets each panel of A first: fetch the next panel
           // while this one computes (later blocks find A in L2).
-          if (n == n0 && t + 1 < t1) prefetch_a(form, A, lda, M, t + 1, k0, kc, mtiles);
+          if (n == n0 && t + 1 < t1) prefetch_a(form, A, lda, aix, M, t + 1, k0, kc, mtiles);
           const size_t mr = (M - t * V_MR) < V_MR ? (M - t * V_MR) : V_MR;
           float *Ct = C + t * V_MR * ldc + n;
           const int first = k0 == 0 && !acc;
-          if (form == A_PACKED) ukernel_packed(Ablock + t * V_MR * kc, 0, Wp, kc, Ct, ldc, mr, nr, first);
-          else if (form == A_ROWS) ukernel_a_rows(A + t * V_MR * lda + k0, lda, Wp, kc, Ct, ldc, mr, nr, first);
-          else ukernel_a_cols(A + k0 * lda + t * V_MR, lda, Wp, kc, Ct, ldc, mr, nr, first);
+          if (form == A_PACKED) ukernel_packed(Ablock + t * V_MR * kc, 0, NULL, Wp, kc, Ct, ldc, mr, nr, first);
+          else if (form == A_ROWS) ukernel_a_rows(A + t * V_MR * lda + k0, lda, NULL, Wp, kc, Ct, ldc, mr, nr, first);
+          else if (form == A_INDEXED) ukernel_a_indexed(A + k0, lda, aix + t * V_MR, Wp, kc, Ct, ldc, mr, nr, first);
+          else ukernel_a_cols(A + k0 * lda + t * V_MR, lda, NULL, Wp, kc, Ct, ldc, mr, nr, first);
         }
       }
     }
@@ -293,12 +309,14 @@ static void gemm_avx512(int form, const float *A, size_t lda, size_t M, const vo
 
 void moek_gemm_packed_avx512(const float *Ap, size_t M, const void *W, int dt, size_t ldw, int wt, int acc,
                              float *C, size_t ldc, size_t n0, size_t n1, size_t K) {
-  gemm_avx512(A_PACKED, Ap, 0, M, W, dt, ldw, wt, acc, C, ldc, n0, n1, K);
+  gemm_avx512(A_PACKED, Ap, 0, NULL, M, W, dt, ldw, wt, NULL, acc, C, ldc, n0, n1, K);
 }
 
-void moek_gemm_direct_avx512(const float *A, size_t lda, int ta, size_t M, const void *W, int dt, size_t ldw,
-                             int wt, int acc, float *C, size_t ldc, size_t n0, size_t n1, size_t K) {
-  gemm_avx512(ta ? A_COLS : A_ROWS, A, lda, M, W, dt, ldw, wt, acc, C, ldc, n0, n1, K);
+void moek_gemm_direct_avx512(const float *A, size_t lda, const intptr_t *aix, int ta, size_t M, const void *W, int dt,
+                             size_t ldw, int wt, const intptr_t *wix, int acc, float *C, size_t ldc, size_t n0,
+                             size_t n1, size_t K) {
+  const int form = ta ? A_COLS : aix ? A_INDEXED : A_ROWS;
+  gemm_avx512(form, A, lda, ta ? NULL : aix, M, W, dt, ldw, wt, wt ? wix : NULL, acc, C, ldc, n0, n1, K);
 }
 
 #pragma clang attribute pop

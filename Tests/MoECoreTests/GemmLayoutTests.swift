@@ -128,4 +128,36 @@ final class GemmLayoutTests: XCTestCase {
             }
         }
     }
+
+    /// Rows read through indices (out of order, repeated) equal the same products on gathered
+    /// copies, to the bit: A's rows as an MoE expert's forward reads its tokens (a group of two
+    /// jobs sharing one index), and B's reduction rows as its weight gradient does, beside an
+    /// unindexed job; on the direct path, and on the packed one (a job with K past 512 in the
+    /// batch), where the rows are gathered first.
+    func testRowIndicesMatchGatheredRows() {
+        forEachISA { isa in
+            for pool in testPools {
+                for (m, n, k, tokens) in [(150, 40, 96, 200), (30, 33, 600, 41)] {
+                    let x = Tensor(randomUniform: [tokens, k], seed: 1)
+                    let rows = (0..<m).map { ($0 * 7 + 3) % tokens } + [5, 5]  // out of order, and repeated
+                    let w1 = Tensor(randomUniform: [n, k], seed: 2), w2 = Tensor(randomUniform: [n, k], seed: 3)
+                    let dy = Tensor(randomUniform: [rows.count, n], seed: 4), dw = Tensor(randomUniform: [n, k], seed: 5)
+                    let plain = Tensor(randomUniform: [rows.count, k], seed: 6)
+                    let (y1, y2, y3) = (Tensor(zeros: [rows.count, n]), Tensor(zeros: [rows.count, n]), Tensor(zeros: [rows.count, n]))
+                    let dwStart = dw.copied()
+                    Kernels.gemmBatch([GemmJob(x, w1, into: y1, group: 1, aRows: rows), GemmJob(x, w2, into: y2, group: 1, aRows: rows),
+                                       GemmJob(dy, x, transposeA: true, transposeB: true, into: dw, accumulate: true, bRows: rows),
+                                       GemmJob(plain, w1, into: y3)], pool: pool)
+                    let gathered = Kernels.gatherRows(x, rows)
+                    let one = ThreadPool(threads: 1)
+                    let label = "m=\(rows.count) n=\(n) k=\(k) threads=\(pool.threadCount) \(isa)"
+                    assertClose(y1.toFloats(), Kernels.gemm(gathered, w1, pool: one).toFloats(), "A rows, first of the group, \(label)")
+                    assertClose(y2.toFloats(), Kernels.gemm(gathered, w2, pool: one).toFloats(), "A rows, second of the group, \(label)")
+                    Kernels.gemm(dy, gathered, transposeA: true, transposeB: true, into: dwStart, accumulate: true, pool: one)
+                    assertClose(dw.toFloats(), dwStart.toFloats(), "B rows, accumulating, \(label)")
+                    assertClose(y3.toFloats(), Kernels.gemm(plain, w1, pool: one).toFloats(), "the unindexed job, \(label)")
+                }
+            }
+        }
+    }
 }

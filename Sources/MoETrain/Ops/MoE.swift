@@ -142,12 +142,13 @@ extension Tape {
             }
         }
         // Expert forward: every expert's rows at once (one batched product per projection),
-        // keeping what backward needs, then the weighted scatter-add back to tokens.
+        // keeping what backward needs, then the weighted scatter-add back to tokens. The experts
+        // read their token rows of x in place, through the row index (no gathered copy).
         let dispatch = Dispatch(routing)
-        let rows = dispatch.gather(xT, pool: pool)                      // [R, d]
-        let r = rows.shape[0], inner = params.gate.first?.shape[0] ?? 0
+        let r = dispatch.rowToken.count, inner = params.gate.first?.shape[0] ?? 0
         let spans = (0..<e).map { dispatch.rowOffsets[$0]..<dispatch.rowOffsets[$0 + 1] }
         let used = (0..<e).filter { !spans[$0].isEmpty }
+        let tokens = spans.map { Array(dispatch.rowToken[$0]) }  // per expert: its rows' tokens
         // Every grouped row belongs to one used expert, so the products overwrite these completely.
         let gateOut = Tensor(uninitialized: [r, inner]), upOut = Tensor(uninitialized: [r, inner])
         let expertOut = Tensor(uninitialized: [r, d])
@@ -160,8 +161,8 @@ extension Tape {
         let hp = hidden.mutableFloats.baseAddress
         let fused = used.count >= 4 * pool.threadCount
         Kernels.gemmBatch(used.flatMap { i in
-            [GemmJob(rows.rows(spans[i]), params.gate[i].value, into: gateOut.rows(spans[i]), group: fused ? i : nil),
-             GemmJob(rows.rows(spans[i]), params.up[i].value, into: upOut.rows(spans[i]), group: fused ? i : nil)]
+            [GemmJob(xT, params.gate[i].value, into: gateOut.rows(spans[i]), group: fused ? i : nil, aRows: tokens[i]),
+             GemmJob(xT, params.up[i].value, into: upOut.rows(spans[i]), group: fused ? i : nil, aRows: tokens[i])]
         }, pool: pool, finish: !fused ? nil : { job, block, columns in
             let first = spans[used[job / 2]].lowerBound  // jobs come in (gate, up) pairs
             for row in block {
@@ -258,8 +259,8 @@ extension Tape {
                 for (projection, grads, add) in [(params.gate, dg, false), (params.up, du, true)] {
                     jobs.append(GemmJob(grads.rows(s), projection[i].value, transposeB: true, into: dxRows.rows(s), accumulate: add))
                     if let g = projection[i].gradSlot() {
-                        jobs.append(GemmJob(grads.rows(s), rows.rows(s), transposeA: true, transposeB: true, into: g.tensor,
-                                            accumulate: g.accumulate))
+                        jobs.append(GemmJob(grads.rows(s), xT, transposeA: true, transposeB: true, into: g.tensor,
+                                            accumulate: g.accumulate, bRows: tokens[i]))
                     }
                 }
                 return jobs

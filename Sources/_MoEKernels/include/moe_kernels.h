@@ -99,6 +99,13 @@ int moek_gemm_direct_supported(void);
 /// `moek_gemm_direct_supported()`; otherwise pack A and call `moek_gemm_packed_ex`.
 void moek_gemm_direct(const float *A, size_t lda, int ta, size_t M, const void *W, int dt, size_t ldw, int wt, int acc,
                       float *C, size_t ldc, size_t n0, size_t n1, size_t K);
+/// `moek_gemm_direct` reading rows through indices, in place (an MoE's token rows, grouped by
+/// expert, with no gathered copy): with `aix` (and ta 0), row m of A is row aix[m] of A; with
+/// `wix` (and wt), reduction row k of W is row wix[k] of W. NULL: rows in order. The same
+/// condition as `moek_gemm_direct`.
+void moek_gemm_direct_indexed(const float *A, size_t lda, const intptr_t *aix, int ta, size_t M, const void *W, int dt,
+                              size_t ldw, int wt, const intptr_t *wix, int acc, float *C, size_t ldc, size_t n0,
+                              size_t n1, size_t K);
 
 /// The granularity in N that `moek_gemm_packed` works in on the current path; callers split N
 /// across threads in multiples of it.
