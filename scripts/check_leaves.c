@@ -206,6 +206,31 @@ int main(void) {
       }
       free(sm); free(p); free(d); free(dp); free(rp); free(rd); free(one);
     }
+    // RoPE rows, both layouts, partial rotary, into a new buffer and in place.
+    const size_t ropes[][3] = {{3, 8, 8}, {2, 24, 8}, {2, 160, 160}, {1, 200, 132}};  // heads, head dim, rotary dim
+    for (size_t ri = 0; ri < sizeof ropes / sizeof ropes[0]; ri++) {
+      const size_t heads = ropes[ri][0], hd = ropes[ri][1], rd = ropes[ri][2], half = rd / 2, len = heads * hd;
+      float *x = malloc(len * 4), *o = malloc(len * 4), *cs = malloc(half * 4), *sn = malloc(half * 4);
+      double *want = malloc(len * 8), *one = malloc(len * 8);
+      for (size_t i = 0; i < half; i++) { cs[i] = rnd(); sn[i] = rnd(); }
+      for (int layout = 0; layout < 2; layout++) {
+        for (size_t i = 0; i < len; i++) { x[i] = rnd(); want[i] = x[i]; one[i] = 1; }
+        for (size_t h = 0; h < heads; h++)
+          for (size_t i = 0; i < half; i++) {
+            const size_t p0 = h * hd + (layout ? i : 2 * i), p1 = h * hd + (layout ? i + half : 2 * i + 1);
+            want[p0] = (double)x[p0] * cs[i] + (double)x[p1] * sn[i];  // sign -1: the inverse rotation
+            want[p1] = (double)x[p1] * cs[i] - (double)x[p0] * sn[i];
+          }
+        char what[80];
+        moek_rope_rows(x, o, heads, hd, rd, cs, sn, -1.0f, layout);
+        snprintf(what, sizeof what, "rope_rows hd=%zu rd=%zu rotate_half=%d", hd, rd, layout);
+        failures += check(what, o, want, one, len); cases++;
+        moek_rope_rows(x, x, heads, hd, rd, cs, sn, -1.0f, layout);
+        snprintf(what, sizeof what, "rope_rows in place hd=%zu rd=%zu rotate_half=%d", hd, rd, layout);
+        failures += check(what, x, want, one, len); cases++;
+      }
+      free(x); free(o); free(cs); free(sn); free(want); free(one);
+    }
     // Cross-entropy's softmax row: max, f64 sum of exponentials, probabilities.
     const size_t lens[] = {1, 15, 16, 17, 259};
     for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {

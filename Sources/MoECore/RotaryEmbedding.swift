@@ -1,4 +1,5 @@
 import Foundation
+import _MoEKernels
 
 /// Rotary position embedding (RoPE, Su et al. 2021) for q or k laid out [T, H, D].
 ///
@@ -80,30 +81,18 @@ public struct RotaryEmbedding: Sendable {
                      "RoPE: x \(x.shape), out \(out.shape), angles for \(angles.row.count) tokens, head dim \(headDim)")
         let (t, h) = (x.shape[0], x.shape[1])
         guard t > 0, let src = x.floats.baseAddress, let dst = out.mutableFloats.baseAddress else { return }
-        let half = rotaryDim / 2, (rd, hd) = (rotaryDim, headDim), rotateHalf = layout == .rotateHalf
+        let half = rotaryDim / 2, (rd, hd) = (rotaryDim, headDim), rotateHalf: Int32 = layout == .rotateHalf ? 1 : 0
         let sign: Float = inverse ? -1 : 1
         angles.values.withUnsafeBufferPointer { table in
             angles.row.withUnsafeBufferPointer { row in
                 Kernels.parallelRows(t, cost: h * headDim * 2, pool: pool) { ti in
-                    let cosv = table.baseAddress.map { $0 + row[ti] * 2 * half }, sinv = cosv.map { $0 + half }
-                    for hi in 0..<h {
-                        let v = src + (ti * h + hi) * hd, o = dst + (ti * h + hi) * hd
-                        if rd < hd && o != v { (o + rd).update(from: v + rd, count: hd - rd) }  // the part that does not rotate
-                        guard let cosv, let sinv else { continue }
-                        if rotateHalf {
-                            for i in 0..<half {
-                                let x0 = v[i], x1 = v[i + half], c = cosv[i], s = sign * sinv[i]
-                                o[i] = x0 * c - x1 * s
-                                o[i + half] = x1 * c + x0 * s
-                            }
-                        } else {
-                            for i in 0..<half {
-                                let x0 = v[2 * i], x1 = v[2 * i + 1], c = cosv[i], s = sign * sinv[i]
-                                o[2 * i] = x0 * c - x1 * s
-                                o[2 * i + 1] = x1 * c + x0 * s
-                            }
-                        }
+                    let v = src + ti * h * hd, o = dst + ti * h * hd
+                    guard let base = table.baseAddress else {  // nothing rotates: copy
+                        if o != v { o.update(from: v, count: h * hd) }
+                        return
                     }
+                    let cosv = base + row[ti] * 2 * half
+                    moek_rope_rows(v, o, h, hd, rd, cosv, cosv + half, sign, rotateHalf)
                 }
             }
         }

@@ -195,6 +195,10 @@ void moek_combine_rows(float *out, const float *y, size_t d, const intptr_t *row
                        int accumulate) {
   vt()->combine_rows(out, y, d, rows, w, count, accumulate);
 }
+void moek_rope_rows(const float *x, float *out, size_t heads, size_t hd, size_t rd, const float *c, const float *s,
+                    float sign, int rotate_half) {
+  vt()->rope_rows(x, out, heads, hd, rd, c, s, sign, rotate_half);
+}
 void moek_causal_softmax_backward_rows(const float *p, float *d, size_t ld, size_t n, size_t r0, size_t r1,
                                        float scale) {
   vt()->causal_softmax_backward_rows(p, d, ld, n, r0, r1, scale);

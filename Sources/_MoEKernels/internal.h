@@ -37,6 +37,8 @@ typedef struct {
   double (*softmax_row_f64)(const float *z, float *p, size_t n, float *mx);
   void (*combine_rows)(float *out, const float *y, size_t d, const intptr_t *rows, const float *w, size_t count,
                        int accumulate);
+  void (*rope_rows)(const float *x, float *out, size_t heads, size_t hd, size_t rd, const float *c, const float *s,
+                    float sign, int rotate_half);
 } moek_vtable;
 
 extern const moek_vtable moek_vt_scalar;

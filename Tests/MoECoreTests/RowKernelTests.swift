@@ -118,30 +118,32 @@ final class RowKernelTests: XCTestCase {
     func testRoPEBothLayoutsAndPartialRotary() {
         // Spread-out positions (angles per token), and a batch that repeats a short range
         // (angles per position of the range, shared by the tokens).
-        for positions in [[0, 1, 7, 300, 4096], [3, 0, 1, 2, 3, 1, 0, 2]] {
-            for pool in testPools {
-                for layout in [RotaryEmbedding.Layout.rotateHalf, .interleaved] {
-                    for (d, rotary) in [(2, 2), (16, 16), (24, 8), (64, 64)] {
-                        let x = Tensor(randomUniform: [positions.count, 3, d], seed: UInt64(d + rotary))
-                        let before = x.toFloats()
-                        let expected = ropeReference(before, t: positions.count, h: 3, d: d, rotary: rotary, base: 10000,
-                                                     positions: positions, interleaved: layout == .interleaved)
-                        let rope = RotaryEmbedding(headDim: d, rotaryDim: rotary, base: 10000, layout: layout)
-                        let out = Tensor(zeros: x.shape)
-                        rope.apply(x, positions: positions, into: out, pool: pool)
-                        XCTAssertEqual(x.toFloats(), before, "apply(into:) must leave x alone")
-                        rope.apply(x, positions: positions, pool: pool)
-                        // Angles are f32 (as transformers computes them): at position 4096 an angle
-                        // is off by up to ~2e-4 rad, so 5e-4 absolute on values in [-1.5, 1.5].
-                        assertClose(x.toFloats(), expected, absolute: 5e-4, "rope \(layout) d=\(d) r=\(rotary)")
-                        XCTAssertEqual(out.toFloats(), x.toFloats(), "into a new tensor = in place")
-                        // The inverse rotation from the same table is RoPE at the negated positions,
-                        // to the bit, and takes the result back to the input.
-                        let back = Tensor(zeros: x.shape), negated = x.copied()
-                        rope.apply(x, angles: rope.angles(for: positions), inverse: true, into: back, pool: pool)
-                        rope.apply(negated, positions: positions.map { -$0 }, pool: pool)
-                        XCTAssertEqual(back.toFloats(), negated.toFloats(), "inverse \(layout) d=\(d) r=\(rotary)")
-                        assertClose(back.toFloats(), before, absolute: 1e-5, "round trip \(layout) d=\(d) r=\(rotary)")
+        forEachISA { isa in
+            for positions in [[0, 1, 7, 300, 4096], [3, 0, 1, 2, 3, 1, 0, 2]] {
+                for pool in testPools {
+                    for layout in [RotaryEmbedding.Layout.rotateHalf, .interleaved] {
+                        for (d, rotary) in [(2, 2), (16, 16), (24, 8), (64, 64), (160, 160), (200, 132)] {
+                            let x = Tensor(randomUniform: [positions.count, 3, d], seed: UInt64(d + rotary))
+                            let before = x.toFloats()
+                            let expected = ropeReference(before, t: positions.count, h: 3, d: d, rotary: rotary, base: 10000,
+                                                         positions: positions, interleaved: layout == .interleaved)
+                            let rope = RotaryEmbedding(headDim: d, rotaryDim: rotary, base: 10000, layout: layout)
+                            let out = Tensor(zeros: x.shape)
+                            rope.apply(x, positions: positions, into: out, pool: pool)
+                            assertClose(x.toFloats(), before, "apply(into:) must leave x alone")
+                            rope.apply(x, positions: positions, pool: pool)
+                            // Angles are f32 (as transformers computes them): at position 4096 an angle
+                            // is off by up to ~2e-4 rad, so 5e-4 absolute on values in [-1.5, 1.5].
+                            assertClose(x.toFloats(), expected, absolute: 5e-4, "rope \(layout) d=\(d) r=\(rotary)")
+                            assertClose(out.toFloats(), x.toFloats(), "into a new tensor = in place, \(isa)")
+                            // The inverse rotation from the same table is RoPE at the negated positions,
+                            // to the bit, and takes the result back to the input.
+                            let back = Tensor(zeros: x.shape), negated = x.copied()
+                            rope.apply(x, angles: rope.angles(for: positions), inverse: true, into: back, pool: pool)
+                            rope.apply(negated, positions: positions.map { -$0 }, pool: pool)
+                            assertClose(back.toFloats(), negated.toFloats(), "inverse \(layout) d=\(d) r=\(rotary) \(isa)")
+                            assertClose(back.toFloats(), before, absolute: 1e-5, "round trip \(layout) d=\(d) r=\(rotary) \(isa)")
+                        }
                     }
                 }
             }

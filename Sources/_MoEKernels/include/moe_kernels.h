@@ -151,6 +151,12 @@ void moek_rms_norm_backward_row(const float *dy, const float *x, const float *w,
 /// count is 0). out must not overlap y.
 void moek_combine_rows(float *out, const float *y, size_t d, const intptr_t *rows, const float *w, size_t count,
                        int accumulate);
+/// RoPE for one token's `heads` heads of `hd` values, x into out (the same memory, or not
+/// overlapping): in each head the first `rd` values rotate by the angles, cos c[i] and sin
+/// sign * s[i] for i < rd / 2, as pairs (i, i + rd / 2) with `rotate_half`, else (2i, 2i + 1),
+/// each product rounded on its own (no fused multiply-add); the rest are copied.
+void moek_rope_rows(const float *x, float *out, size_t heads, size_t hd, size_t rd, const float *c, const float *s,
+                    float sign, int rotate_half);
 /// One softmax row for cross-entropy: p = exp(z - max) / sum over n values, the f32
 /// exponentials (vectorised exp) summed in f64. Writes the max to *mx and returns the sum.
 double moek_softmax_row_f64(const float *z, float *p, size_t n, float *mx);
