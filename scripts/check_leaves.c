@@ -231,6 +231,25 @@ int main(void) {
       }
       free(x); free(o); free(cs); free(sn); free(want); free(one);
     }
+    // Softmax rows in place, with masked (-inf) entries, and a row of all -inf (zeros).
+    {
+      enum { rows = 3, cols = 37, ld = 40 };
+      static float sx[rows * ld];
+      static double sref[rows * ld], sone[rows * ld];
+      for (size_t i = 0; i < rows * ld; i++) { sx[i] = 8 * rnd(); sone[i] = 1; }
+      sx[3] = sx[20] = -__builtin_inff();
+      for (size_t j = 0; j < cols; j++) sx[2 * ld + j] = -__builtin_inff();
+      for (size_t r = 0; r < rows; r++) {
+        double mx = -INFINITY, sum = 0;
+        for (size_t j = 0; j < cols; j++) mx = fmax(mx, sx[r * ld + j]);
+        for (size_t j = 0; j < cols; j++) sum += mx == -INFINITY ? 0 : exp((double)sx[r * ld + j] - mx);
+        for (size_t j = 0; j < cols; j++) sref[r * ld + j] = mx == -INFINITY ? 0 : exp((double)sx[r * ld + j] - mx) / sum;
+      }
+      moek_softmax_rows(sx, ld, cols, rows);
+      for (size_t r = 0; r < rows; r++) { failures += check("softmax_rows", sx + r * ld, sref + r * ld, sone, cols); cases++; }
+      if (sx[3] != 0 || sx[20] != 0) { printf("FAIL softmax_rows: a -inf entry is not exactly 0\n"); failures++; }
+      cases++;
+    }
     // Cross-entropy's softmax row: max, f64 sum of exponentials, probabilities.
     const size_t lens[] = {1, 15, 16, 17, 259};
     for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {

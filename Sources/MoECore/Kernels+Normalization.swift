@@ -1,4 +1,5 @@
 import Foundation
+import _MoEKernels
 
 // Dimension legend: R rows (tokens, or tokens x heads), C columns (features).
 
@@ -9,6 +10,7 @@ extension Kernels {
 
     /// Softmax over the last dimension, in place, for an f32 tensor [..., C]. Subtracts the row
     /// maximum first, so large logits do not overflow. A row of all `-inf` becomes all zeros.
+    /// The exponentials and their sum are the `moek_softmax_rows` leaf (vectorised, 16 f32 lanes).
     public static func softmax(_ x: Tensor, pool: ThreadPool = .shared) {
         let c = x.shape.last ?? 1
         let rows = c == 0 ? 0 : x.count / c
@@ -16,27 +18,8 @@ extension Kernels {
         guard let p else { return }
         let grain = x.count >= parallelThreshold ? max(1, parallelThreshold / max(1, c)) : rows
         parallelChunks(rows, grain: grain, pool: pool) { range in
-            for r in range { softmaxRow(p + r * c, count: c) }
+            moek_softmax_rows(p + range.lowerBound * c, c, c, range.count)
         }
-    }
-
-    /// Softmax of one row of `count` floats, in place.
-    @inline(__always)
-    static func softmaxRow(_ row: UnsafeMutablePointer<Float>, count c: Int) {
-        var maxv = -Float.infinity
-        for i in 0..<c where row[i] > maxv { maxv = row[i] }
-        if maxv == -.infinity {
-            for i in 0..<c { row[i] = 0 }
-            return
-        }
-        var sum: Float = 0
-        for i in 0..<c {
-            let e = Foundation.exp(row[i] - maxv)
-            row[i] = e
-            sum += e
-        }
-        let inv = 1 / sum
-        for i in 0..<c { row[i] *= inv }
     }
 
     /// RMSNorm over the last dimension: `out = x / sqrt(mean(x^2) + eps) * weight`.

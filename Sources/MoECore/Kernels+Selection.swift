@@ -1,3 +1,4 @@
+import _MoEKernels
 extension Kernels {
     /// Index of the largest value in each row of an f32 tensor [..., C]. Ties go to the lowest
     /// index; NaN counts as larger than any number (as in PyTorch).
@@ -51,6 +52,7 @@ extension Kernels {
     public static func topKRow(_ row: UnsafeBufferPointer<Float>, into best: UnsafeMutableBufferPointer<Int>) -> Int {
         let k = min(best.count, row.count)
         if k == 0 { return 0 }
+        if let r = row.baseAddress, let b = best.baseAddress, moek_topk_row(r, row.count, k, b) != 0 { return k }
         var filled = 0
         for i in row.indices {
             let v = row[i]

@@ -195,6 +195,10 @@ void moek_combine_rows(float *out, const float *y, size_t d, const intptr_t *row
                        int accumulate) {
   vt()->combine_rows(out, y, d, rows, w, count, accumulate);
 }
+int moek_topk_row(const float *x, size_t n, size_t k, intptr_t *out) {
+  return vt()->topk_row ? vt()->topk_row(x, n, k, out) : 0;
+}
+void moek_softmax_rows(float *x, size_t ld, size_t n, size_t rows) { vt()->softmax_rows(x, ld, n, rows); }
 void moek_rope_rows(const float *x, float *out, size_t heads, size_t hd, size_t rd, const float *c, const float *s,
                     float sign, int rotate_half) {
   vt()->rope_rows(x, out, heads, hd, rd, c, s, sign, rotate_half);

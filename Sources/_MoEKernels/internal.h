@@ -37,6 +37,9 @@ typedef struct {
   double (*softmax_row_f64)(const float *z, float *p, size_t n, float *mx);
   void (*combine_rows)(float *out, const float *y, size_t d, const intptr_t *rows, const float *w, size_t count,
                        int accumulate);
+  void (*softmax_rows)(float *x, size_t ld, size_t n, size_t rows);
+  /// `moek_topk_row`; NULL where the path has none.
+  int (*topk_row)(const float *x, size_t n, size_t k, intptr_t *out);
   void (*rope_rows)(const float *x, float *out, size_t heads, size_t hd, size_t rd, const float *c, const float *s,
                     float sign, int rotate_half);
 } moek_vtable;

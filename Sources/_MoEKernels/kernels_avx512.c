@@ -101,6 +101,68 @@ static float read_probe_avx512(const float *p, size_t n) {
 #include "elementwise.inc"
 #undef ELT
 
+/// The rank of each of `c` values (with indices `ix`) among them: how many beat it (larger, or
+/// equal with a lower index), counted 16 at a time with mask compares; ranks below k give the
+/// output slots. No branch depends on the values.
+static void rank_into_avx512(const float *vals, const int32_t *ix, size_t c, size_t k, intptr_t *out) {
+  for (size_t i = 0; i < c; i++) {
+    const __m512 xi = _mm512_set1_ps(vals[i]);
+    const __m512i ii = _mm512_set1_epi32(ix[i]);
+    unsigned rank = 0;
+    for (size_t b = 0; b < c; b += 16) {
+      const __mmask16 m = c - b >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (c - b)) - 1u);
+      const __m512 v = _mm512_maskz_loadu_ps(m, vals + b);
+      const __mmask16 eq = _mm512_mask_cmp_ps_mask(m, v, xi, _CMP_EQ_OQ);
+      const __mmask16 lower = _mm512_mask_cmplt_epi32_mask(eq, _mm512_maskz_loadu_epi32(m, ix + b), ii);
+      rank += (unsigned)__builtin_popcount((unsigned)(_mm512_mask_cmp_ps_mask(m, v, xi, _CMP_GT_OQ) | lower));
+    }
+    if (rank < k) out[rank] = (intptr_t)ix[i];
+  }
+}
+
+/// `moek_topk_row` without a branch on the values (insertion into a sorted prefix mispredicts
+/// on every random row): the k-th largest of the 16 lane-wise maxima bounds the k-th largest of
+/// the row from below, so only the values at or above it (about k to 2k of them) are ranked.
+/// 64 values, k 8: about 60 ns a row against 520 by insertion.
+static int topk_row_avx512(const float *x, size_t n, size_t k, intptr_t *out) {
+  if (n == 0 || n > 256 || k > n) return 0;
+  const size_t blocks = (n + 15) / 16;
+  __mmask16 nan = 0;
+  __m512 colmax = _mm512_set1_ps(-__builtin_inff());
+  for (size_t b = 0; b < blocks; b++) {
+    const __mmask16 m = n - 16 * b >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - 16 * b)) - 1u);
+    const __m512 v = _mm512_mask_loadu_ps(_mm512_set1_ps(-__builtin_inff()), m, x + 16 * b);
+    nan |= _mm512_mask_cmp_ps_mask(m, v, v, _CMP_UNORD_Q);
+    colmax = _mm512_max_ps(colmax, v);
+  }
+  if (nan) return 0;
+  float bound = -__builtin_inff();
+  if (k <= 16 && n >= 16) {  // the k-th largest lane maximum (lanes past n hold -inf)
+    float cm[16];
+    _mm512_storeu_ps(cm, colmax);
+    for (int l = 0; l < 16; l++) {
+      const __mmask16 gt = _mm512_cmp_ps_mask(colmax, _mm512_set1_ps(cm[l]), _CMP_GT_OQ);
+      const __mmask16 eq = _mm512_cmp_ps_mask(colmax, _mm512_set1_ps(cm[l]), _CMP_EQ_OQ) & (__mmask16)((1u << l) - 1u);
+      if ((size_t)__builtin_popcount((unsigned)(gt | eq)) == k - 1) bound = cm[l];
+    }
+  }
+  float vals[256 + 16];  // each block stores 16 lanes, of which the kept ones count
+  int32_t ix[256 + 16];
+  size_t c = 0;
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (size_t b = 0; b < blocks; b++) {
+    const __mmask16 m = n - 16 * b >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - 16 * b)) - 1u);
+    const __m512 v = _mm512_maskz_loadu_ps(m, x + 16 * b);
+    const __mmask16 keep = _mm512_mask_cmp_ps_mask(m, v, _mm512_set1_ps(bound), _CMP_GE_OQ);
+    // Compress in registers, then a plain store: the memory form is microcoded on Zen 4.
+    _mm512_storeu_ps(vals + c, _mm512_maskz_compress_ps(keep, v));
+    _mm512_storeu_si512(ix + c, _mm512_maskz_compress_epi32(keep, _mm512_add_epi32(lane, _mm512_set1_epi32((int)(16 * b)))));
+    c += (size_t)__builtin_popcount((unsigned)keep);
+  }
+  rank_into_avx512(vals, ix, c, k, out);
+  return 1;
+}
+
 /// `rope_rows` with the rotate-half pairs 16 at a time: each masked run of both halves is
 /// loaded before either is stored (so in place works), with no fused products. The
 /// interleaved layout takes the generic loop. 4 heads of 24, 1024 tokens: 11 us against 21.
@@ -134,6 +196,6 @@ const moek_vtable moek_vt_avx512 = {
     silu_mul_avx512, silu_mul_backward_avx512, adamw_avx512, sum_squares_avx512, read_probe_avx512,
     scale_dot_avx512, rms_norm_row_avx512, rms_norm_backward_row_avx512,
     causal_softmax_rows_avx512, causal_softmax_backward_rows_avx512,
-    softmax_row_f64_avx512, combine_rows_avx512, rope_rows_simd_avx512,
+    softmax_row_f64_avx512, combine_rows_avx512, softmax_rows_avx512, topk_row_avx512, rope_rows_simd_avx512,
 };
 #endif

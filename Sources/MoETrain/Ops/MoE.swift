@@ -121,16 +121,13 @@ extension Tape {
         let scale = sigmoidRouter?.routedScaling ?? 1
         var probs = zs
         probs.withUnsafeMutableBufferPointer { probs in
+            guard let base = probs.baseAddress else { return }
             Kernels.parallelRows(t, cost: l * 8, pool: pool) { r in
                 if sigmoid {
                     for i in 0..<l { probs[r * l + i] = 1 / (1 + Foundation.exp(-zs[r * l + i])) }
-                    return
+                } else {
+                    moek_softmax_rows(base + r * l, l, l, 1)  // as the routers' `Kernels.softmax`
                 }
-                var mx = -Float.infinity
-                for i in 0..<l { mx = max(mx, zs[r * l + i]) }
-                var sum: Float = 0
-                for i in 0..<l { probs[r * l + i] = Foundation.exp(zs[r * l + i] - mx); sum += probs[r * l + i] }
-                for i in 0..<l { probs[r * l + i] /= sum }
             }
         }
         var balanceProbs = probs

@@ -151,6 +151,13 @@ void moek_rms_norm_backward_row(const float *dy, const float *x, const float *w,
 /// count is 0). out must not overlap y.
 void moek_combine_rows(float *out, const float *y, size_t d, const intptr_t *rows, const float *w, size_t count,
                        int accumulate);
+/// The indices of the k largest of x[0..<n] (k <= n), largest first, a tie to the lower index,
+/// into out[0..<k]; returns 1. Returns 0, writing nothing, where it does not apply (a path
+/// without it, n past 256, or a NaN in the row): the caller then selects by itself.
+int moek_topk_row(const float *x, size_t n, size_t k, intptr_t *out);
+/// Softmax of each of `rows` rows of n floats (row stride ld), in place: max, then the
+/// exponentials (vectorised exp) summed in 16 f32 lanes. A row of all -inf becomes zeros.
+void moek_softmax_rows(float *x, size_t ld, size_t n, size_t rows);
 /// RoPE for one token's `heads` heads of `hd` values, x into out (the same memory, or not
 /// overlapping): in each head the first `rd` values rotate by the angles, cos c[i] and sin
 /// sign * s[i] for i < rd / 2, as pairs (i, i + rd / 2) with `rotate_half`, else (2i, 2i + 1),
