@@ -111,7 +111,15 @@ int main(void) {
           for (size_t m = 0; m < M; m++) for (size_t n = 0; n < mid; n++) ref2[m * N + n] = ref[m * N + n];
           snprintf(what, sizeof what, "gemm direct indexed A and W^T M=%zu N=%zu K=%zu", M, N, K);
           failures += check(what, C, ref2, scale2, M * N); cases++;
-          free(Abig); free(Wbig); free(aix); free(wix);
+          // A stored transposed with its K rows through an index: At's row k at row wix[k] of a bigger matrix.
+          float *Atbig = malloc((2 * K + 1) * M * 4);
+          for (size_t i = 0; i < (2 * K + 1) * M; i++) Atbig[i] = rnd();
+          for (size_t k = 0; k < K; k++) memcpy(Atbig + wix[k] * M, At + k * M, M * 4);
+          moek_gemm_direct_indexed(Atbig, M, wix, 1, M, Wf, MOEK_F32, K, 0, NULL, 0, C, N, 0, mid, K);
+          moek_gemm_direct_indexed(Atbig, M, wix, 1, M, Wf, MOEK_F32, K, 0, NULL, 0, C, N, mid, N, K);
+          snprintf(what, sizeof what, "gemm direct indexed transposed A M=%zu N=%zu K=%zu", M, N, K);
+          failures += check(what, C, ref, scale, M * N); cases++;
+          free(Atbig); free(Abig); free(Wbig); free(aix); free(wix);
         }
         free(At); free(Wt); free(ref2); free(scale2);
       }
@@ -178,6 +186,25 @@ int main(void) {
     moek_silu_mul_out(out, g, u, n);
     failures += check("silu_mul_out", out, ry, ones, n); cases++;
     for (int i = 0; i < n; i++) if (g[i] != keep[i]) { printf("FAIL silu_mul_out wrote gate\n"); failures++; break; }
+    // The routing-weighted SwiGLU and its backward (with the weight's gradient), on lengths
+    // around the 16-lane blocks.
+    for (size_t c = 1; c <= 50; c += 7) {
+      const float wt = 0.37f;
+      static float so[n], sdg[n], sdu[n];
+      static double rso[n], rdg2[n], rdu2[n];
+      double rdot = 0;
+      for (size_t i = 0; i < c; i++) {
+        const double x = g[i], sg = 1 / (1 + exp(-x)), h = x * sg * u[i], dyw = wt * (double)keep[i];
+        rso[i] = wt * h; rdot += keep[i] * h;
+        rdu2[i] = dyw * x * sg; rdg2[i] = dyw * u[i] * sg * (1 + x * (1 - sg));
+      }
+      moek_silu_mul_scaled(so, g, u, wt, c);
+      const float dot = moek_silu_mul_backward_scaled(keep, g, u, wt, sdg, sdu, c);
+      failures += check("silu_mul_scaled", so, rso, ones, c);
+      failures += check("silu_mul_backward_scaled dgate", sdg, rdg2, ones, c);
+      failures += check("silu_mul_backward_scaled dup", sdu, rdu2, ones, c); cases += 4;
+      if (fabs(dot - rdot) > 1e-4 * (1 + fabs(rdot))) { printf("FAIL silu_mul_backward_scaled dot (n %zu)\n", c); failures++; }
+    }
     // Causal softmax rows [r0, r1) of a block with row stride ld > n, then its backward.
     const size_t blocks[][4] = {{1, 1, 0, 1}, {5, 7, 0, 5}, {17, 20, 3, 17}, {40, 48, 9, 33}};
     for (size_t b = 0; b < sizeof blocks / sizeof blocks[0]; b++) {

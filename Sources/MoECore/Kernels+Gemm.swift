@@ -16,10 +16,11 @@ public struct GemmJob: Sendable {
     /// of all of them: an MoE expert's gate and up products, so SwiGLU runs on each block while
     /// it is in cache. Nil: the job's group is its output (see `gemmBatch`).
     public var group: Int?
-    /// Row indices into `a` (not transposed): A's row i is row `aRows[i]` of `a`. With
-    /// `bRows` (and `transposeB`), B's reduction row k is row `bRows[k]` of `b`. The rows are
-    /// read in place where the leaf can (an MoE's token rows grouped by expert, with no gathered
-    /// copy), else gathered first. Nil: the rows in order.
+    /// Row indices into `a`: A's row i is row `aRows[i]` of `a`, or with `transposeA` (A
+    /// stored [K, M]) its reduction row k is row `aRows[k]` of `a`. With `bRows` (and
+    /// `transposeB`), B's reduction row k is row `bRows[k]` of `b`. The rows are read in place
+    /// where the leaf can (an MoE's token rows grouped by expert, with no gathered copy), else
+    /// gathered first. Nil: the rows in order.
     public var aRows: [Int]?, bRows: [Int]?
 
     public init(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false, into out: Tensor,
@@ -40,12 +41,11 @@ public struct GemmJob: Sendable {
         precondition(a.dtype == .f32 && out.dtype == .f32 && a.rank == 2 && b.rank == 2 && out.rank == 2,
                      "gemm: a \(a.shape) \(a.dtype), b \(b.shape), out \(out.shape) \(out.dtype)")
         precondition(!transposeB || b.dtype == .f32, "gemm: a transposed b must be f32")
-        precondition(aRows == nil || !transposeA, "gemm: aRows index a's rows, so A must not be transposed")
         precondition(bRows == nil || transposeB, "gemm: bRows index b's rows, so B must be transposed ([K, N])")
         for (rows, t) in [(aRows, a), (bRows, b)] {
             if let rows { precondition(rows.allSatisfy { $0 >= 0 && $0 < t.shape[0] }, "gemm: a row index outside 0..<\(t.shape[0])") }
         }
-        let (m, k) = transposeA ? (a.shape[1], a.shape[0]) : (aRows?.count ?? a.shape[0], a.shape[1])
+        let (m, k) = transposeA ? (a.shape[1], aRows?.count ?? a.shape[0]) : (aRows?.count ?? a.shape[0], a.shape[1])
         let (n, kb) = transposeB ? (b.shape[1], bRows?.count ?? b.shape[0]) : (b.shape[0], b.shape[1])
         precondition(k == kb && out.shape == [m, n], "gemm: A [\(m), \(k)], B [\(n), \(kb)], out \(out.shape)")
         return (m, n, k)
@@ -310,7 +310,7 @@ extension Kernels {
                     let j = jobs[i]
                     // Row m0 of A: row m0 of a [M, K] matrix (or through the index), or column m0 of
                     // one stored [K, M].
-                    let aix = j.aRows < 0 ? nil : rows.map { $0 + j.aRows + m0 }
+                    let aix = j.aRows < 0 ? nil : rows.map { $0 + j.aRows + (j.transposeA ? 0 : m0) }
                     let wix = j.bRows < 0 ? nil : rows.map { $0 + j.bRows }
                     let a = j.transposeA ? j.a + m0 : aix != nil ? j.a : j.a + m0 * j.k
                     moek_gemm_direct_indexed(a, j.transposeA ? j.m : j.k, aix, j.transposeA ? 1 : 0, m1 - m0, j.b, j.dtype,

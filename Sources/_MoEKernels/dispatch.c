@@ -159,8 +159,7 @@ void moek_gemm_direct(const float *A, size_t lda, int ta, size_t M, const void *
 void moek_gemm_direct_indexed(const float *A, size_t lda, const intptr_t *aix, int ta, size_t M, const void *W, int dt,
                               size_t ldw, int wt, const intptr_t *wix, int acc, float *C, size_t ldc, size_t n0,
                               size_t n1, size_t K) {
-  vt()->gemm_direct(A, lda, ta ? NULL : aix, ta, M, W, wt ? MOEK_F32 : dt, ldw, wt, wt ? wix : NULL, acc, C, ldc, n0,
-                    n1, K);
+  vt()->gemm_direct(A, lda, aix, ta, M, W, wt ? MOEK_F32 : dt, ldw, wt, wt ? wix : NULL, acc, C, ldc, n0, n1, K);
 }
 
 double moek_fma_probe(size_t iters) { return vt()->fma_probe(iters); }
@@ -169,6 +168,13 @@ void moek_silu_mul(float *gate, const float *up, size_t n) { vt()->silu_mul(gate
 void moek_silu_mul_out(float *out, const float *gate, const float *up, size_t n) { vt()->silu_mul(out, gate, up, n); }
 void moek_silu_mul_backward(const float *dy, const float *gate, const float *up, float *dgate, float *dup, size_t n) {
   vt()->silu_mul_backward(dy, gate, up, dgate, dup, n);
+}
+void moek_silu_mul_scaled(float *out, const float *gate, const float *up, float w, size_t n) {
+  vt()->silu_mul_scaled(out, gate, up, w, n);
+}
+float moek_silu_mul_backward_scaled(const float *dh, const float *gate, const float *up, float w, float *dgate,
+                                    float *dup, size_t n) {
+  return vt()->silu_mul_backward_scaled(dh, gate, up, w, dgate, dup, n);
 }
 void moek_adamw(float *w, const float *g, float *m, float *v, size_t n, const float *hyper) {
   vt()->adamw(w, g, m, v, n, hyper);

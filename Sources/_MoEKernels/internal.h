@@ -24,6 +24,9 @@ typedef struct {
   double (*fma_probe)(size_t iters);
   void (*silu_mul)(float *out, const float *gate, const float *up, size_t n);
   void (*silu_mul_backward)(const float *dy, const float *gate, const float *up, float *dgate, float *dup, size_t n);
+  void (*silu_mul_scaled)(float *out, const float *gate, const float *up, float w, size_t n);
+  float (*silu_mul_backward_scaled)(const float *dh, const float *gate, const float *up, float w, float *dgate,
+                                    float *dup, size_t n);
   void (*adamw)(float *w, const float *g, float *m, float *v, size_t n, const float *hyper);
   double (*sum_squares)(const float *x, size_t n);
   float (*read_probe)(const float *p, size_t n);

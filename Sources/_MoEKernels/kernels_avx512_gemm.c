@@ -129,13 +129,14 @@ void moek_gemm_pack_a_t_avx512(const float *At, size_t lda, size_t M, size_t K, 
 }
 
 /// How the micro-kernel reads A: packed panels [kc][V_MR], A itself row-major, A stored
-/// transposed, or row-major rows picked through an index. Only the packed form needs a packing
-/// pass; the others broadcast straight from the caller's matrix.
-enum { A_PACKED = 0, A_ROWS = 1, A_COLS = 2, A_INDEXED = 3 };
+/// transposed, or either with its rows (row-major) or K rows (transposed) picked through an
+/// index. Only the packed form needs a packing pass; the others broadcast straight from the
+/// caller's matrix.
+enum { A_PACKED = 0, A_ROWS = 1, A_COLS = 2, A_INDEXED = 3, A_INDEXED_COLS = 4 };
 
 /// C[0..<R, 0..<nr] (+)= A (R rows, kc columns) times Wp[kc][V_NR]; R and `form` are constants.
 /// Element (i, k) of A is a[k * V_MR + i] (packed), a[i * lda + k] (rows), a[k * lda + i]
-/// (cols) or a[ix[i] * lda + k] (indexed).
+/// (cols), a[ix[i] * lda + k] (indexed) or a[ix[k] * lda + i] (indexed cols).
 INLINE void ukernel_rows(const int R, const int form, const float *a, size_t lda, const intptr_t *ix,
                          const float *Wp, size_t kc, float *C, size_t ldc, size_t nr, int first) {
   __m512 c0[V_MR], c1[V_MR];
@@ -156,7 +157,9 @@ INLINE void ukernel_rows(const int R, const int form, const float *a, size_t lda
     const __m512 w0 = _mm512_load_ps(Wp + k * V_NR), w1 = _mm512_load_ps(Wp + k * V_NR + 16);
 #pragma clang loop unroll(full)
     for (int i = 0; i < R; i++) {
-      const float ak = form == A_PACKED ? a[k * V_MR + i] : form == A_COLS ? a[k * lda + i] : row[i][k];
+      const float ak = form == A_PACKED ? a[k * V_MR + i]
+                       : form == A_COLS ? a[k * lda + i]
+                       : form == A_INDEXED_COLS ? a[(size_t)ix[k] * lda + i] : row[i][k];
       const __m512 ai = _mm512_set1_ps(ak);
       c0[i] = _mm512_fmadd_ps(ai, w0, c0[i]);
       c1[i] = _mm512_fmadd_ps(ai, w1, c1[i]);
@@ -197,6 +200,7 @@ UKERNEL(ukernel_packed, A_PACKED)
 UKERNEL(ukernel_a_rows, A_ROWS)
 UKERNEL(ukernel_a_cols, A_COLS)
 UKERNEL(ukernel_a_indexed, A_INDEXED)
+UKERNEL(ukernel_a_indexed_cols, A_INDEXED_COLS)
 #undef UKERNEL
 
 /// The source bytes of the weight block for columns [n, n + nr) and reduction rows [k0, k0 + kc):
@@ -249,7 +253,7 @@ static void prefetch_a(int form, const float *A, size_t lda, const intptr_t *aix
     }
   } else {
     for (size_t k = 0; k < kc; k++) {
-      const char *p = (const char *)(A + (k0 + k) * lda + m0);
+      const char *p = (const char *)(A + (form == A_INDEXED_COLS ? (size_t)aix[k0 + k] : k0 + k) * lda + m0);
       _mm_prefetch(p, _MM_HINT_T1);
       _mm_prefetch(p + rows * sizeof(float) - 1, _MM_HINT_T1);
     }
@@ -257,7 +261,8 @@ static void prefetch_a(int form, const float *A, size_t lda, const intptr_t *aix
 }
 
 /// The block driver for every form of A (`A_PACKED`: A is the packed panels, lda unused;
-/// `A_INDEXED`: row m of A is row aix[m] of A). With wt, `wix` (or NULL) indexes W's K rows.
+/// `A_INDEXED`: row m of A is row aix[m] of A; `A_INDEXED_COLS`: A stored transposed, its
+/// reduction row k is row aix[k]). With wt, `wix` (or NULL) indexes W's K rows.
 static void gemm_avx512(int form, const float *A, size_t lda, const intptr_t *aix, size_t M, const void *W, int dt,
                         size_t ldw, int wt, const intptr_t *wix, int acc, float *C, size_t ldc, size_t n0, size_t n1,
                         size_t K) {
@@ -300,6 +305,8 @@ static void gemm_avx512(int form, const float *A, size_t lda, const intptr_t *ai
           if (form == A_PACKED) ukernel_packed(Ablock + t * V_MR * kc, 0, NULL, Wp, kc, Ct, ldc, mr, nr, first);
           else if (form == A_ROWS) ukernel_a_rows(A + t * V_MR * lda + k0, lda, NULL, Wp, kc, Ct, ldc, mr, nr, first);
           else if (form == A_INDEXED) ukernel_a_indexed(A + k0, lda, aix + t * V_MR, Wp, kc, Ct, ldc, mr, nr, first);
+          else if (form == A_INDEXED_COLS)
+            ukernel_a_indexed_cols(A + t * V_MR, lda, aix + k0, Wp, kc, Ct, ldc, mr, nr, first);
           else ukernel_a_cols(A + k0 * lda + t * V_MR, lda, NULL, Wp, kc, Ct, ldc, mr, nr, first);
         }
       }
@@ -315,8 +322,8 @@ void moek_gemm_packed_avx512(const float *Ap, size_t M, const void *W, int dt, s
 void moek_gemm_direct_avx512(const float *A, size_t lda, const intptr_t *aix, int ta, size_t M, const void *W, int dt,
                              size_t ldw, int wt, const intptr_t *wix, int acc, float *C, size_t ldc, size_t n0,
                              size_t n1, size_t K) {
-  const int form = ta ? A_COLS : aix ? A_INDEXED : A_ROWS;
-  gemm_avx512(form, A, lda, ta ? NULL : aix, M, W, dt, ldw, wt, wt ? wix : NULL, acc, C, ldc, n0, n1, K);
+  const int form = ta ? (aix ? A_INDEXED_COLS : A_COLS) : aix ? A_INDEXED : A_ROWS;
+  gemm_avx512(form, A, lda, aix, M, W, dt, ldw, wt, wt ? wix : NULL, acc, C, ldc, n0, n1, K);
 }
 
 #pragma clang attribute pop

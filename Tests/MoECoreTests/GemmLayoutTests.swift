@@ -131,9 +131,10 @@ final class GemmLayoutTests: XCTestCase {
 
     /// Rows read through indices (out of order, repeated) equal the same products on gathered
     /// copies, to the bit: A's rows as an MoE expert's forward reads its tokens (a group of two
-    /// jobs sharing one index), and B's reduction rows as its weight gradient does, beside an
-    /// unindexed job; on the direct path, and on the packed one (a job with K past 512 in the
-    /// batch), where the rows are gathered first.
+    /// jobs sharing one index), B's reduction rows as its weight gradient does, and the reduction
+    /// rows of an A stored transposed (the down projection's gradient), beside an unindexed job;
+    /// on the direct path, and on the packed one (a job with K past 512 in the batch), where the
+    /// rows are gathered first.
     func testRowIndicesMatchGatheredRows() {
         forEachISA { isa in
             for pool in testPools {
@@ -145,8 +146,10 @@ final class GemmLayoutTests: XCTestCase {
                     let plain = Tensor(randomUniform: [rows.count, k], seed: 6)
                     let (y1, y2, y3) = (Tensor(zeros: [rows.count, n]), Tensor(zeros: [rows.count, n]), Tensor(zeros: [rows.count, n]))
                     let dwStart = dw.copied()
+                    let dz = Tensor(randomUniform: [tokens, 30], seed: 7), dd = Tensor(zeros: [30, n])
                     Kernels.gemmBatch([GemmJob(x, w1, into: y1, group: 1, aRows: rows), GemmJob(x, w2, into: y2, group: 1, aRows: rows),
                                        GemmJob(dy, x, transposeA: true, transposeB: true, into: dw, accumulate: true, bRows: rows),
+                                       GemmJob(dz, dy, transposeA: true, transposeB: true, into: dd, aRows: rows),
                                        GemmJob(plain, w1, into: y3)], pool: pool)
                     let gathered = Kernels.gatherRows(x, rows)
                     let one = ThreadPool(threads: 1)
@@ -156,6 +159,8 @@ final class GemmLayoutTests: XCTestCase {
                     Kernels.gemm(dy, gathered, transposeA: true, transposeB: true, into: dwStart, accumulate: true, pool: one)
                     assertClose(dw.toFloats(), dwStart.toFloats(), "B rows, accumulating, \(label)")
                     assertClose(y3.toFloats(), Kernels.gemm(plain, w1, pool: one).toFloats(), "the unindexed job, \(label)")
+                    let ddWant = Kernels.gemm(Kernels.gatherRows(dz, rows), dy, transposeA: true, transposeB: true, pool: one)
+                    assertClose(dd.toFloats(), ddWant.toFloats(), "transposed A's rows, \(label)")
                 }
             }
         }

@@ -94,8 +94,10 @@ extension Tape {
     /// E + M and the renormalisation over the chosen true experts carry its gradient).
     ///
     /// Forward: z = x Wr^T; p = softmax(z); the router picks experts; w = p of the chosen
-    /// (divided by their sum when the router `renormalizesChosenWeights`); y_t = sum_j w_tj E_j(x_t).
-    /// Backward: dE_j(x_t) = w_tj dy_t and dw_tj = dy_t . E_j(x_t); through the renormalisation
+    /// (divided by their sum when the router `renormalizesChosenWeights`); y_t = sum_j w_tj E_j(x_t),
+    /// computed as E_j(x) = h_j D_j^T with the weight applied to the hidden activation,
+    /// h_j = w silu(x G_j^T) (x U_j^T). Backward: dh_j = w dy_t D_j and
+    /// dw_tj = dy_t . E_j(x_t) = (dy_t D_j) . silu(g) u; through the renormalisation
     /// dp_i = (dw_i - sum_j dw_j w_j) / S; through the softmax dz = p (dp - sum dp p); then the
     /// logits (whatever made them: a linear router, or RMoE's GRU). The experts backpropagate as
     /// SwiGLU. Every balance loss holds f constant and is linear in P_i = mean_t p_ti, so it
@@ -139,16 +141,20 @@ extension Tape {
             }
         }
         // Expert forward: every expert's rows at once (one batched product per projection),
-        // keeping what backward needs, then the weighted scatter-add back to tokens. The experts
-        // read their token rows of x in place, through the row index (no gathered copy).
+        // keeping what backward needs, then the scatter-add back to tokens. The experts read
+        // their token rows of x in place, through the row index (no gathered copy). Each row's
+        // routing weight w is applied to its hidden activation, h_w = w silu(g) u, so the down
+        // projection gives the weighted output E' = w E and the combine is a plain sum; the
+        // backward then needs neither E nor a row-by-row copy of dy.
         let dispatch = Dispatch(routing)
         let r = dispatch.rowToken.count, inner = params.gate.first?.shape[0] ?? 0
         let spans = (0..<e).map { dispatch.rowOffsets[$0]..<dispatch.rowOffsets[$0 + 1] }
         let used = (0..<e).filter { !spans[$0].isEmpty }
         let tokens = spans.map { Array(dispatch.rowToken[$0]) }  // per expert: its rows' tokens
+        let rowWeight = dispatch.rowAssignment.map { routing.weights[$0] }
         // Every grouped row belongs to one used expert, so the products overwrite these completely.
         let gateOut = Tensor(uninitialized: [r, inner]), upOut = Tensor(uninitialized: [r, inner])
-        let expertOut = Tensor(uninitialized: [r, d])
+        let expertOut = Tensor(uninitialized: [r, d])  // w E per row
         // With many experts, gate and up run as one group per expert, and each finished block
         // gets its SwiGLU while in cache (OLMoE shape, with the same in backward: 4% faster).
         // With few, the groups are too coarse to balance two threads (default shape: 6% slower),
@@ -164,14 +170,18 @@ extension Tape {
             let first = spans[used[job / 2]].lowerBound  // jobs come in (gate, up) pairs
             for row in block {
                 let o = (first + row) * inner + columns.lowerBound
-                moek_silu_mul_out(hp! + o, gp! + o, upp! + o, columns.count)
+                moek_silu_mul_scaled(hp! + o, gp! + o, upp! + o, rowWeight[first + row], columns.count)
             }
         })
-        if !fused { Kernels.siluMul(gate: gateOut, up: upOut, into: hidden, pool: pool) }
+        if !fused {
+            Kernels.parallelRows(r, cost: 8 * inner, pool: pool) { row in
+                moek_silu_mul_scaled(hp! + row * inner, gp! + row * inner, upp! + row * inner, rowWeight[row], inner)
+            }
+        }
         Kernels.gemmBatch(used.map { GemmJob(hidden.rows(spans[$0]), params.down[$0].value, into: expertOut.rows(spans[$0])) },
                           pool: pool)
         let y = Tensor(uninitialized: [t, d])
-        dispatch.combine(expertOut, routing: routing, into: y, accumulate: false, pool: pool)
+        dispatch.combine(expertOut, routing: routing, into: y, weighted: false, accumulate: false, pool: pool)
         // Auxiliary losses (values; their gradients are added in backward).
         let counts = Self.balanceCounts(routing, probs: probs, router: router, logits: l)
         let balance = AuxLoss.loadBalance(probs: balanceProbs, tokens: t, experts: l,
@@ -187,27 +197,57 @@ extension Tape {
         let out = Variable(y)
         record { [pool] in
             guard let dyT = out.grad else { return }
-            let dy = dyT.floats, out = expertOut.floats
             let dpT = Tensor(zeros: [t, l])
             let dp = dpT.mutableFloats
-            // Per assignment: the gradient of its expert row, w dy_t, and of its weight,
-            // dw = dy_t . E(x_t); then, per token, the chosen weights -> scores (through the
-            // renormalisation).
-            let dExpert = Tensor(uninitialized: [r, d])  // one row per assignment, each written below
-            let dEp = dExpert.mutableFloats
-            let dyb = dy.baseAddress, outb = out.baseAddress, dEb = dEp.baseAddress  // nil only when empty
+            // Experts, batched over experts: down first. With E' = h_w D^T and y_t the plain sum of
+            // its rows' E', dE' = dy_t: so dh_w = dy_t D and dD += dy^T h_w read dy's token rows
+            // in place through the row index. Then, per row, SwiGLU's backward with the weight:
+            // dw = dh_w . silu(g) u (the routing weight's gradient), and dg, du from w dh_w. It runs
+            // on column tiles of a fixed width, each tile's part of dw kept apart and summed in
+            // order after, so the result does not depend on how blocks fall to threads. With many
+            // experts (as in the forward) it runs on each finished block of dh_w, in cache: OLMoE
+            // shape 1.6% faster; default shape 2% slower.
+            let dh = Tensor(uninitialized: [r, inner])
+            let (dg, du) = (Tensor(uninitialized: [r, inner]), Tensor(uninitialized: [r, inner]))
+            let dhp = dh.mutableFloats.baseAddress, dgp = dg.mutableFloats.baseAddress, dup = du.mutableFloats.baseAddress
+            let gatep = gateOut.floats.baseAddress, upp = upOut.floats.baseAddress
+            let tile = moek_gemm_n_step(), tiles = (inner + tile - 1) / tile
+            var dwParts = [Float](repeating: 0, count: r * tiles)
+            dwParts.withUnsafeMutableBufferPointer { buffer in
+                let parts = buffer  // a copy of the pointer, for the escaping closures below
+                // SwiGLU's backward on columns `columns` (whole tiles) of grouped row `row`.
+                func swigluBackward(_ row: Int, _ columns: Range<Int>) {
+                    for c0 in stride(from: columns.lowerBound, to: columns.upperBound, by: tile) {
+                        let o = row * inner + c0
+                        parts[row * tiles + c0 / tile] = moek_silu_mul_backward_scaled(
+                            dhp! + o, gatep! + o, upp! + o, rowWeight[row], dgp! + o, dup! + o, min(tile, inner - c0))
+                    }
+                }
+                var downJobs: [GemmJob] = [], dhJobExpert: [Int?] = []  // per job: the expert whose dh it writes, or nil
+                for i in used {
+                    let s = spans[i]
+                    downJobs.append(GemmJob(dyT, params.down[i].value, transposeB: true, into: dh.rows(s), aRows: tokens[i]))
+                    dhJobExpert.append(i)
+                    if let g = params.down[i].gradSlot() {
+                        downJobs.append(GemmJob(dyT, hidden.rows(s), transposeA: true, transposeB: true, into: g.tensor,
+                                                accumulate: g.accumulate, aRows: tokens[i]))
+                        dhJobExpert.append(nil)
+                    }
+                }
+                Kernels.gemmBatch(downJobs, pool: pool, finish: !fused ? nil : { job, block, columns in
+                    guard let i = dhJobExpert[job] else { return }
+                    for row in block { swigluBackward(spans[i].lowerBound + row, columns) }
+                })
+                if !fused { Kernels.parallelRows(r, cost: 16 * inner, pool: pool) { swigluBackward($0, 0..<inner) } }
+            }
+            // Per assignment, dw from its row's tile parts; then, per token, the chosen weights ->
+            // scores (through the renormalisation).
             var dwAll = [Float](repeating: 0, count: routing.assignmentCount)
             dwAll.withUnsafeMutableBufferPointer { dw in
-                dispatch.rowAssignment.withUnsafeBufferPointer { rowAssignment in
-                    dispatch.rowToken.withUnsafeBufferPointer { rowToken in
-                        routing.weights.withUnsafeBufferPointer { weights in
-                            // In grouped-row order: dExpert written and the expert rows read in sequence.
-                            Kernels.parallelRows(r, cost: 2 * d, pool: pool) { row in
-                                let a = rowAssignment[row]
-                                dw[a] = moek_scale_dot(dyb! + rowToken[row] * d, outb! + row * d, weights[a], dEb! + row * d, d)
-                            }
-                        }
-                    }
+                for row in 0..<r {
+                    var sum: Float = 0
+                    for p in 0..<tiles { sum += dwParts[row * tiles + p] }
+                    dw[dispatch.rowAssignment[row]] = sum
                 }
                 Kernels.parallelRows(t, cost: 8 * max(1, routing.assignmentCount / max(1, t)), pool: pool) { tok in
                     let lo = routing.offsets[tok], hi = routing.offsets[tok + 1]
@@ -220,34 +260,6 @@ extension Tape {
                     }
                 }
             }
-            // Experts, batched over experts: down (dh = dE D, dD += dE^T h), SwiGLU, then gate and
-            // up (dG += dg^T x, dU += du^T x, dx_rows = dg G + du U).
-            // With many experts (as in the forward), dh's blocks go through the SwiGLU backward as
-            // each finishes, in cache: OLMoE shape 1.6% faster; default shape 2% slower.
-            let dh = Tensor(uninitialized: [r, inner])
-            var (dg, du) = (dh, dh)  // replaced below
-            if fused { (dg, du) = (Tensor(uninitialized: [r, inner]), Tensor(uninitialized: [r, inner])) }
-            let dhp = dh.mutableFloats.baseAddress, dgp = dg.mutableFloats.baseAddress, dup = du.mutableFloats.baseAddress
-            let gatep = gateOut.floats.baseAddress, upp = upOut.floats.baseAddress
-            var downJobs: [GemmJob] = [], dhJobExpert: [Int?] = []  // per job: the expert whose dh it writes, or nil
-            for i in used {
-                let s = spans[i]
-                downJobs.append(GemmJob(dExpert.rows(s), params.down[i].value, transposeB: true, into: dh.rows(s)))
-                dhJobExpert.append(i)
-                if let g = params.down[i].gradSlot() {
-                    downJobs.append(GemmJob(dExpert.rows(s), hidden.rows(s), transposeA: true, transposeB: true, into: g.tensor,
-                                            accumulate: g.accumulate))
-                    dhJobExpert.append(nil)
-                }
-            }
-            Kernels.gemmBatch(downJobs, pool: pool, finish: !fused ? nil : { job, block, columns in
-                guard let i = dhJobExpert[job] else { return }
-                for row in block {
-                    let o = (spans[i].lowerBound + row) * inner + columns.lowerBound
-                    moek_silu_mul_backward(dhp! + o, gatep! + o, upp! + o, dgp! + o, dup! + o, columns.count)
-                }
-            })
-            if !fused { (dg, du) = Kernels.siluMulBackward(dh, gate: gateOut, up: upOut, pool: pool) }
             // One batch: per expert, dx's rows chain gate's product (overwriting) and up's (adding).
             let dxRows = Tensor(uninitialized: [r, d])
             Kernels.gemmBatch(used.flatMap { i -> [GemmJob] in

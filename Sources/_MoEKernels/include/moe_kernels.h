@@ -100,9 +100,10 @@ int moek_gemm_direct_supported(void);
 void moek_gemm_direct(const float *A, size_t lda, int ta, size_t M, const void *W, int dt, size_t ldw, int wt, int acc,
                       float *C, size_t ldc, size_t n0, size_t n1, size_t K);
 /// `moek_gemm_direct` reading rows through indices, in place (an MoE's token rows, grouped by
-/// expert, with no gathered copy): with `aix` (and ta 0), row m of A is row aix[m] of A; with
-/// `wix` (and wt), reduction row k of W is row wix[k] of W. NULL: rows in order. The same
-/// condition as `moek_gemm_direct`.
+/// expert, with no gathered copy): with `aix`, row m of A is row aix[m] of A (ta 0), or A
+/// stored transposed has its reduction row k at row aix[k] (ta 1); with `wix` (and wt),
+/// reduction row k of W is row wix[k] of W. NULL: rows in order. The same condition as
+/// `moek_gemm_direct`.
 void moek_gemm_direct_indexed(const float *A, size_t lda, const intptr_t *aix, int ta, size_t M, const void *W, int dt,
                               size_t ldw, int wt, const intptr_t *wix, int acc, float *C, size_t ldc, size_t n0,
                               size_t n1, size_t K);
@@ -130,6 +131,14 @@ void moek_silu_mul(float *gate, const float *up, size_t n);
 void moek_silu_mul_out(float *out, const float *gate, const float *up, size_t n);
 /// SwiGLU backward: with s = sigmoid(gate), dup = dy gate s and dgate = dy up s (1 + gate (1 - s)).
 void moek_silu_mul_backward(const float *dy, const float *gate, const float *up, float *dgate, float *dup, size_t n);
+/// out[i] = w silu(gate[i]) up[i] (out distinct from gate and up): an MoE expert's hidden
+/// activation with its routing weight w applied.
+void moek_silu_mul_scaled(float *out, const float *gate, const float *up, float w, size_t n);
+/// The backward of `moek_silu_mul_scaled` from dh, its output's gradient (all arrays distinct):
+/// dup = w dh gate s and dgate = w dh up s (1 + gate (1 - s)) with s = sigmoid(gate); returns
+/// sum dh[i] silu(gate[i]) up[i], the gradient of w (16 f32 partial sums, added in order).
+float moek_silu_mul_backward_scaled(const float *dh, const float *gate, const float *up, float w, float *dgate,
+                                    float *dup, size_t n);
 /// One AdamW step over n elements in place; hyper = {beta1, beta2, 1 - beta1^t, 1 - beta2^t, eps,
 /// lr, weight decay, gradient scale s}: with g = s grad, m = b1 m + (1 - b1) g,
 /// v = b2 v + (1 - b2) g^2, w -= lr ((m / c1) / (sqrt(v / c2) + eps) + wd w).
