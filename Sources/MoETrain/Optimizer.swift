@@ -53,10 +53,11 @@ public final class AdamW: @unchecked Sendable {
         Kernels.adamW(segments, pool: pool)
     }
 
-    /// Copies of the first and second moments of `p`, shaped like it (for checkpoints), if it
-    /// has been updated.
+    /// The first and second moments of `p`, shaped like it (for checkpoints), if it has been
+    /// updated: views of the optimiser's own tensors, which the next `update` changes (copy
+    /// them to keep them). A checkpoint writes them as they are, without doubling the memory.
     public func state(of p: Variable) -> (m: Tensor, v: Tensor)? {
-        moments[ObjectIdentifier(p)].map { ($0.m.copied().reshaped(p.shape), $0.v.copied().reshaped(p.shape)) }
+        moments[ObjectIdentifier(p)].map { ($0.m.reshaped(p.shape), $0.v.reshaped(p.shape)) }
     }
 
     /// Restores `p`'s moments (copied, as f32) and the step count (when resuming).

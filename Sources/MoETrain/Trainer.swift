@@ -174,7 +174,8 @@ public final class Trainer: @unchecked Sendable {
                           expertsPerToken: experts.mapValues { $0.count == 0 ? 0 : $0.sum / Double($0.count) })
     }
 
-    /// The optimiser state by parameter name: first and second moments.
+    /// The optimiser state by parameter name: first and second moments, as views of the live
+    /// tensors (`AdamW.state(of:)`).
     public var optimizerState: [(name: String, m: Tensor, v: Tensor)] {
         model.namedVariables.sorted { $0.key < $1.key }.compactMap { name, v in
             optimizer.state(of: v).map { (name, $0.m, $0.v) }
