@@ -1,4 +1,5 @@
 import _MoEKernels
+
 extension Kernels {
     /// Index of the largest value in each row of an f32 tensor [..., C]. Ties go to the lowest
     /// index; NaN counts as larger than any number (as in PyTorch).

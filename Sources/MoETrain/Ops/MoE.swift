@@ -95,9 +95,9 @@ extension Tape {
     ///
     /// Forward: z = x Wr^T; p = softmax(z); the router picks experts; w = p of the chosen
     /// (divided by their sum when the router `renormalizesChosenWeights`); y_t = sum_j w_tj E_j(x_t),
-    /// computed as E_j(x) = h_j D_j^T with the weight applied to the hidden activation,
-    /// h_j = w silu(x G_j^T) (x U_j^T). Backward: dh_j = w dy_t D_j and
-    /// dw_tj = dy_t . E_j(x_t) = (dy_t D_j) . silu(g) u; through the renormalisation
+    /// computed as sum_j h_j D_j^T with the weight in the hidden activation,
+    /// h_j = w_tj silu(x_t G_j^T) (x_t U_j^T). Backward: dh_j = dy_t D_j, the SwiGLU backward
+    /// takes w_tj dh_j, and dw_tj = dy_t . E_j(x_t) = (dy_t D_j) . silu(g) u; through the renormalisation
     /// dp_i = (dw_i - sum_j dw_j w_j) / S; through the softmax dz = p (dp - sum dp p); then the
     /// logits (whatever made them: a linear router, or RMoE's GRU). The experts backpropagate as
     /// SwiGLU. Every balance loss holds f constant and is linear in P_i = mean_t p_ti, so it
