@@ -165,4 +165,26 @@ final class GemmLayoutTests: XCTestCase {
             }
         }
     }
+
+    /// `wholeRows`: every block `finish` sees spans all the output's columns, the rows are
+    /// covered once, and the product is unchanged; on the direct and the packed path, every ISA,
+    /// with a shape that is otherwise split by columns.
+    func testWholeRowsBlocksSpanEveryColumn() {
+        forEachISA { isa in
+            for pool in testPools {
+                for (m, n, k) in [(150, 200, 96), (40, 200, 600)] {
+                    let x = Tensor(randomUniform: [m, k], seed: 1), w = Tensor(randomUniform: [n, k], seed: 2)
+                    let y = Tensor(zeros: [m, n]), seen = Tensor(zeros: [m])
+                    let ps = seen.mutableFloats
+                    Kernels.gemmBatch([GemmJob(x, w, into: y, wholeRows: true)], pool: pool) { _, rows, columns in
+                        XCTAssertEqual(columns, 0..<n, "m=\(m) k=\(k) \(isa)")
+                        for r in rows { ps[r] += 1 }
+                    }
+                    let label = "m=\(m) n=\(n) k=\(k) threads=\(pool.threadCount) \(isa)"
+                    assertClose(seen.toFloats(), [Float](repeating: 1, count: m), "each row once, \(label)")
+                    assertClose(y.toFloats(), Kernels.gemm(x, w, pool: ThreadPool(threads: 1)).toFloats(), "product, \(label)")
+                }
+            }
+        }
+    }
 }

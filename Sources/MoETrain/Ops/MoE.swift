@@ -202,31 +202,28 @@ extension Tape {
             // Experts, batched over experts: down first. With E' = h_w D^T and y_t the plain sum of
             // its rows' E', dE' = dy_t: so dh_w = dy_t D and dD += dy^T h_w read dy's token rows
             // in place through the row index. Then, per row, SwiGLU's backward with the weight:
-            // dw = dh_w . silu(g) u (the routing weight's gradient), and dg, du from w dh_w. It runs
-            // on column tiles of a fixed width, each tile's part of dw kept apart and summed in
-            // order after, so the result does not depend on how blocks fall to threads. With many
-            // experts (as in the forward) it runs on each finished block of dh_w, in cache: OLMoE
-            // shape 1.6% faster; default shape 2% slower.
+            // dw = dh_w . silu(g) u (the routing weight's gradient), and dg, du from w dh_w, on
+            // whole rows (the dh_w products are split by rows only), so dw is one sum in a fixed
+            // order whatever the threads. With many experts on the direct path (as in the forward)
+            // it runs on each finished block of dh_w, in cache: OLMoE shape 1.6% faster; default
+            // shape 2% slower.
             let dh = Tensor(uninitialized: [r, inner])
             let (dg, du) = (Tensor(uninitialized: [r, inner]), Tensor(uninitialized: [r, inner]))
             let dhp = dh.mutableFloats.baseAddress, dgp = dg.mutableFloats.baseAddress, dup = du.mutableFloats.baseAddress
             let gatep = gateOut.floats.baseAddress, upp = upOut.floats.baseAddress
-            let tile = moek_gemm_n_step(), tiles = (inner + tile - 1) / tile
-            var dwParts = [Float](repeating: 0, count: r * tiles)
-            dwParts.withUnsafeMutableBufferPointer { buffer in
-                let parts = buffer  // a copy of the pointer, for the escaping closures below
-                // SwiGLU's backward on columns `columns` (whole tiles) of grouped row `row`.
-                func swigluBackward(_ row: Int, _ columns: Range<Int>) {
-                    for c0 in stride(from: columns.lowerBound, to: columns.upperBound, by: tile) {
-                        let o = row * inner + c0
-                        parts[row * tiles + c0 / tile] = moek_silu_mul_backward_scaled(
-                            dhp! + o, gatep! + o, upp! + o, rowWeight[row], dgp! + o, dup! + o, min(tile, inner - c0))
-                    }
+            var dwRows = [Float](repeating: 0, count: r)  // per grouped row
+            dwRows.withUnsafeMutableBufferPointer { buffer in
+                let dwRow = buffer  // a copy of the pointer, for the escaping closures below
+                func swigluBackward(_ row: Int) {
+                    let o = row * inner
+                    dwRow[row] = moek_silu_mul_backward_scaled(dhp! + o, gatep! + o, upp! + o, rowWeight[row], dgp! + o,
+                                                               dup! + o, inner)
                 }
                 var downJobs: [GemmJob] = [], dhJobExpert: [Int?] = []  // per job: the expert whose dh it writes, or nil
                 for i in used {
                     let s = spans[i]
-                    downJobs.append(GemmJob(dyT, params.down[i].value, transposeB: true, into: dh.rows(s), aRows: tokens[i]))
+                    downJobs.append(GemmJob(dyT, params.down[i].value, transposeB: true, into: dh.rows(s), aRows: tokens[i],
+                                            wholeRows: true))
                     dhJobExpert.append(i)
                     if let g = params.down[i].gradSlot() {
                         downJobs.append(GemmJob(dyT, hidden.rows(s), transposeA: true, transposeB: true, into: g.tensor,
@@ -234,21 +231,17 @@ extension Tape {
                         dhJobExpert.append(nil)
                     }
                 }
-                Kernels.gemmBatch(downJobs, pool: pool, finish: !fused ? nil : { job, block, columns in
+                Kernels.gemmBatch(downJobs, pool: pool, finish: !fused ? nil : { job, block, _ in
                     guard let i = dhJobExpert[job] else { return }
-                    for row in block { swigluBackward(spans[i].lowerBound + row, columns) }
+                    for row in block { swigluBackward(spans[i].lowerBound + row) }
                 })
-                if !fused { Kernels.parallelRows(r, cost: 16 * inner, pool: pool) { swigluBackward($0, 0..<inner) } }
+                if !fused { Kernels.parallelRows(r, cost: 16 * inner, pool: pool) { swigluBackward($0) } }
             }
-            // Per assignment, dw from its row's tile parts; then, per token, the chosen weights ->
-            // scores (through the renormalisation).
+            // Per assignment, dw from its row; then, per token, the chosen weights -> scores
+            // (through the renormalisation).
             var dwAll = [Float](repeating: 0, count: routing.assignmentCount)
             dwAll.withUnsafeMutableBufferPointer { dw in
-                for row in 0..<r {
-                    var sum: Float = 0
-                    for p in 0..<tiles { sum += dwParts[row * tiles + p] }
-                    dw[dispatch.rowAssignment[row]] = sum
-                }
+                for row in 0..<r { dw[dispatch.rowAssignment[row]] = dwRows[row] }
                 Kernels.parallelRows(t, cost: 8 * max(1, routing.assignmentCount / max(1, t)), pool: pool) { tok in
                     let lo = routing.offsets[tok], hi = routing.offsets[tok + 1]
                     if renormalize {
