@@ -35,7 +35,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             resources: [.copy("DefaultModel")]),
-        .target(name: "_TestSupport", path: "Sources/_TestSupport"),
+        .target(name: "_TestSupport", dependencies: ["_MoEKernels"], path: "Sources/_TestSupport"),
         .testTarget(name: "MoECoreTests", dependencies: ["MoECore", "_MoEKernels", "_TestSupport"]),
         .testTarget(name: "MoETests", dependencies: ["MoE", "MoECore", "_TestSupport"]),
         .testTarget(name: "MoEModelsTests", dependencies: ["MoEModels", "MoE", "MoECore", "_TestSupport"],

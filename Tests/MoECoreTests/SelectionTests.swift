@@ -1,4 +1,5 @@
 import MoECore
+import _TestSupport
 import XCTest
 
 /// argmax and top-k against a full sort on hand-made rows with ties, NaN and edge values of k.

@@ -143,6 +143,12 @@ final class MoEGradientTests: XCTestCase {
         run(TopKSoftmaxRouter(experts: 4, k: 2), lb: 0.5, zc: 0.3)
     }
 
+    /// The same on every ISA: the paths without the indexed matmul leaf gather the experts'
+    /// rows and pack them, and run the SwiGLU backward on whole rows of packed-path blocks.
+    func testTopKOnEveryISA() {
+        forEachISA { _ in run(TopKSoftmaxRouter(experts: 4, k: 2), lb: 0.5, zc: 0.3) }
+    }
+
     func testTopKWithoutRenormalisation() {
         run(TopKSoftmaxRouter(experts: 4, k: 2, renormalize: false), lb: 0, zc: 0)
     }
@@ -166,8 +172,8 @@ final class MoEGradientTests: XCTestCase {
 
     /// The layer on 1 thread (4 used experts: SwiGLU fused into the expert products' blocks) and
     /// on 2 (the same 4 experts: SwiGLU as passes of their own) gives the same output and
-    /// gradients, to the bit; the fused forward and backward are checked by finite differences
-    /// in the tests above (their tapes run on 1 thread).
+    /// gradients, to the bit, on every ISA; the fused forward and backward are checked by finite
+    /// differences in the tests above (their tapes run on 1 thread).
     func testFusedAndSeparateSwiGLUAgree() {
         let (t, d, e, inner) = (32, 8, 4, 6)
         func run(_ pool: ThreadPool) -> [[Float]] {
@@ -183,8 +189,10 @@ final class MoEGradientTests: XCTestCase {
             let grads = [x] + params.gate + params.up + params.down
             return [step.output.value.toFloats()] + grads.map { $0.grad?.toFloats() ?? [] }
         }
-        let (one, two) = (run(ThreadPool(threads: 1)), run(ThreadPool(threads: 2)))
-        for (i, (a, b)) in zip(one, two).enumerated() { assertClose(a, b, "output or gradient \(i)") }
+        forEachISA { isa in
+            let (one, two) = (run(ThreadPool(threads: 1)), run(ThreadPool(threads: 2)))
+            for (i, (a, b)) in zip(one, two).enumerated() { assertClose(a, b, "output or gradient \(i), \(isa)") }
+        }
     }
 
     /// The top-p dynamic (entropy) loss and DeepSeekMoE's expert- and device-level balance,
