@@ -164,13 +164,13 @@ void moek_gemm_direct_indexed(const float *A, size_t lda, const intptr_t *aix, i
 
 double moek_fma_probe(size_t iters) { return vt()->fma_probe(iters); }
 
-void moek_silu_mul(float *gate, const float *up, size_t n) { vt()->silu_mul(gate, gate, up, n); }
-void moek_silu_mul_out(float *out, const float *gate, const float *up, size_t n) { vt()->silu_mul(out, gate, up, n); }
+void moek_silu_mul(float *gate, const float *up, size_t n) { vt()->silu_mul(gate, gate, up, 1.0f, n); }
+void moek_silu_mul_out(float *out, const float *gate, const float *up, size_t n) { vt()->silu_mul(out, gate, up, 1.0f, n); }
 void moek_silu_mul_backward(const float *dy, const float *gate, const float *up, float *dgate, float *dup, size_t n) {
   vt()->silu_mul_backward(dy, gate, up, dgate, dup, n);
 }
 void moek_silu_mul_scaled(float *out, const float *gate, const float *up, float w, size_t n) {
-  vt()->silu_mul_scaled(out, gate, up, w, n);
+  vt()->silu_mul(out, gate, up, w, n);
 }
 float moek_silu_mul_backward_scaled(const float *dh, const float *gate, const float *up, float w, float *dgate,
                                     float *dup, size_t n) {

@@ -22,9 +22,8 @@ typedef struct {
                       size_t ldw, int wt, const intptr_t *wix, int acc, float *C, size_t ldc, size_t n0, size_t n1,
                       size_t K);
   double (*fma_probe)(size_t iters);
-  void (*silu_mul)(float *out, const float *gate, const float *up, size_t n);
+  void (*silu_mul)(float *out, const float *gate, const float *up, float w, size_t n);
   void (*silu_mul_backward)(const float *dy, const float *gate, const float *up, float *dgate, float *dup, size_t n);
-  void (*silu_mul_scaled)(float *out, const float *gate, const float *up, float w, size_t n);
   float (*silu_mul_backward_scaled)(const float *dh, const float *gate, const float *up, float w, float *dgate,
                                     float *dup, size_t n);
   void (*adamw)(float *w, const float *g, float *m, float *v, size_t n, const float *hyper);

@@ -193,7 +193,7 @@ static void rope_rows_simd_avx512(const float *x, float *out, size_t heads, size
 
 const moek_vtable moek_vt_avx512 = {
     gemv_rows_avx512, moek_gemm_packed_avx512, MOEK_AVX512_MR, MOEK_AVX512_NR, MOEK_AVX512_KC, moek_gemm_pack_a_avx512, moek_gemm_pack_a_t_avx512, moek_gemm_direct_avx512, fma_probe_avx512,
-    silu_mul_avx512, silu_mul_backward_avx512, silu_mul_scaled_avx512, silu_mul_backward_scaled_avx512, adamw_avx512, sum_squares_avx512, read_probe_avx512,
+    silu_mul_avx512, silu_mul_backward_avx512, silu_mul_backward_scaled_avx512, adamw_avx512, sum_squares_avx512, read_probe_avx512,
     scale_dot_avx512, rms_norm_row_avx512, rms_norm_backward_row_avx512,
     causal_softmax_rows_avx512, causal_softmax_backward_rows_avx512,
     softmax_row_f64_avx512, combine_rows_avx512, softmax_rows_avx512, topk_row_avx512, rope_rows_simd_avx512,

@@ -211,12 +211,12 @@ extension Tape {
             let (dg, du) = (Tensor(uninitialized: [r, inner]), Tensor(uninitialized: [r, inner]))
             let dhp = dh.mutableFloats.baseAddress, dgp = dg.mutableFloats.baseAddress, dup = du.mutableFloats.baseAddress
             let gatep = gateOut.floats.baseAddress, upp = upOut.floats.baseAddress
-            var dwRows = [Float](repeating: 0, count: r)  // per grouped row
-            dwRows.withUnsafeMutableBufferPointer { buffer in
-                let dwRow = buffer  // a copy of the pointer, for the escaping closures below
+            var dwAll = [Float](repeating: 0, count: routing.assignmentCount)  // per assignment; nulls stay 0
+            dwAll.withUnsafeMutableBufferPointer { buffer in
+                let dw = buffer  // a copy of the pointer, for the escaping closures below
                 func swigluBackward(_ row: Int) {
                     let o = row * inner
-                    dwRow[row] = moek_silu_mul_backward_scaled(dhp! + o, gatep! + o, upp! + o, rowWeight[row], dgp! + o,
+                    dw[dispatch.rowAssignment[row]] = moek_silu_mul_backward_scaled(dhp! + o, gatep! + o, upp! + o, rowWeight[row], dgp! + o,
                                                                dup! + o, inner)
                 }
                 var downJobs: [GemmJob] = [], dhJobExpert: [Int?] = []  // per job: the expert whose dh it writes, or nil
@@ -237,11 +237,8 @@ extension Tape {
                 })
                 if !fused { Kernels.parallelRows(r, cost: 16 * inner, pool: pool) { swigluBackward($0) } }
             }
-            // Per assignment, dw from its row; then, per token, the chosen weights -> scores
-            // (through the renormalisation).
-            var dwAll = [Float](repeating: 0, count: routing.assignmentCount)
+            // Per token, the chosen weights -> scores (through the renormalisation).
             dwAll.withUnsafeMutableBufferPointer { dw in
-                for row in 0..<r { dw[dispatch.rowAssignment[row]] = dwRows[row] }
                 Kernels.parallelRows(t, cost: 8 * max(1, routing.assignmentCount / max(1, t)), pool: pool) { tok in
                     let lo = routing.offsets[tok], hi = routing.offsets[tok + 1]
                     if renormalize {
