@@ -43,19 +43,31 @@ public struct GemmJob: Sendable {
     }
 
     /// (M, N, K), after checking the shapes, dtypes and row indices agree.
-    var dimensions: (m: Int, n: Int, k: Int) {
-        precondition(a.dtype == .f32 && out.dtype == .f32 && a.rank == 2 && b.rank == 2 && out.rank == 2,
-                     "gemm: a \(a.shape) \(a.dtype), b \(b.shape), out \(out.shape) \(out.dtype)")
-        precondition(!transposeB || b.dtype == .f32, "gemm: a transposed b must be f32")
-        precondition(bRows == nil || transposeB, "gemm: bRows index b's rows, so B must be transposed ([K, N])")
-        for (rows, t) in [(aRows, a), (bRows, b)] {
-            if let rows { precondition(rows.allSatisfy { $0 >= 0 && $0 < t.shape[0] }, "gemm: a row index outside 0..<\(t.shape[0])") }
+    var dimensions: (m: Int, n: Int, k: Int) { withUnsafePointer(to: self) { Self.dimensions(of: $0) } }
+
+    /// `dimensions`, reading the job where it is. A batch's jobs are not copied (each holds
+    /// three tensors and two row lists), so the failure messages are built only on failure: a
+    /// message closure that captured the job would copy it.
+    static func dimensions(of job: UnsafePointer<GemmJob>) -> (m: Int, n: Int, k: Int) {
+        let (a, b, out) = (job.pointee.a, job.pointee.b, job.pointee.out)  // (no copies: borrowed)
+        if !(a.dtype == .f32 && out.dtype == .f32 && a.rank == 2 && b.rank == 2 && out.rank == 2) {
+            invalid("a \(a.shape) \(a.dtype), b \(b.shape), out \(out.shape) \(out.dtype)")
         }
-        let (m, k) = transposeA ? (a.shape[1], aRows?.count ?? a.shape[0]) : (aRows?.count ?? a.shape[0], a.shape[1])
-        let (n, kb) = transposeB ? (b.shape[1], bRows?.count ?? b.shape[0]) : (b.shape[0], b.shape[1])
-        precondition(k == kb && out.shape == [m, n], "gemm: A [\(m), \(k)], B [\(n), \(kb)], out \(out.shape)")
+        let (transposeA, transposeB) = (job.pointee.transposeA, job.pointee.transposeB)
+        if transposeB && b.dtype != .f32 { invalid("a transposed b must be f32") }
+        if job.pointee.bRows != nil && !transposeB { invalid("bRows index b's rows, so B must be transposed ([K, N])") }
+        let (aCount, bCount) = (a.shape[0], b.shape[0])
+        if let rows = job.pointee.aRows, !rows.allSatisfy({ $0 >= 0 && $0 < aCount }) { invalid("a row index outside 0..<\(aCount)") }
+        if let rows = job.pointee.bRows, !rows.allSatisfy({ $0 >= 0 && $0 < bCount }) { invalid("a row index outside 0..<\(bCount)") }
+        let (aRowCount, bRowCount) = (job.pointee.aRows?.count ?? aCount, job.pointee.bRows?.count ?? bCount)
+        let (m, k) = transposeA ? (a.shape[1], aRowCount) : (aRowCount, a.shape[1])
+        let (n, kb) = transposeB ? (b.shape[1], bRowCount) : (bCount, b.shape[1])
+        if !(k == kb && out.shape[0] == m && out.shape[1] == n) { invalid("A [\(m), \(k)], B [\(n), \(kb)], out \(out.shape)") }
         return (m, n, k)
     }
+
+    @inline(never)
+    private static func invalid(_ problem: String) -> Never { preconditionFailure("gemm: \(problem)") }
 }
 
 extension Kernels {
@@ -101,16 +113,25 @@ extension Kernels {
     /// Blocks of different chains may finish at the same time on different threads.
     public static func gemmBatch(_ jobs: [GemmJob], pool: ThreadPool = .shared,
                                  finish: ((Int, Range<Int>, Range<Int>) -> Void)? = nil) {
-        var live: [(job: GemmJob, index: Int, m: Int, n: Int, k: Int)] = []
-        for (index, job) in jobs.enumerated() {
-            let (m, n, k) = job.dimensions
-            if m == 0 || n == 0 || (k == 0 && job.accumulate) { continue }
-            live.append((job, index, m, n, k))
+        // The jobs are read where they are: each holds three tensors and two row lists, and
+        // copying them (then releasing the copies) cost an MoE layer's 256-job batch about
+        // 100 us, on one thread while the others waited.
+        jobs.withUnsafeBufferPointer { jobs in gemmBatch(jobs, pool: pool, finish: finish) }
+    }
+
+    private static func gemmBatch(_ jobs: UnsafeBufferPointer<GemmJob>, pool: ThreadPool,
+                                  finish: ((Int, Range<Int>, Range<Int>) -> Void)?) {
+        var live: [(index: Int, m: Int, n: Int, k: Int)] = []
+        live.reserveCapacity(jobs.count)
+        for index in jobs.indices {
+            let (m, n, k) = GemmJob.dimensions(of: jobs.baseAddress! + index)
+            if m == 0 || n == 0 || (k == 0 && jobs[index].accumulate) { continue }
+            live.append((index, m, n, k))
         }
         if live.isEmpty { return }
         // The leaf reads A as it is (no packing pass), and indexed rows in place; otherwise the
-        // indexed rows are gathered first (and the gathered copies live as long as `live`).
-        let direct = live.allSatisfy { readsAUnpacked(k: $0.k, transposed: $0.job.transposeA) }
+        // indexed rows are gathered first (and the gathered copies live until the batch is done).
+        let direct = live.allSatisfy { readsAUnpacked(k: $0.k, transposed: jobs[$0.index].transposeA) }
         var indices: [Int] = []
         func place(_ rows: [Int]?) -> Int {
             guard let rows else { return -1 }
@@ -120,32 +141,31 @@ extension Kernels {
         struct Gathered: Hashable { let source: UInt, rows: UInt, count: Int }
         var gathered: [Gathered: Tensor] = [:]  // jobs with the same rows (gate and up) share one copy
         var rowCopies: [(from: UnsafePointer<Float>, to: UnsafeMutablePointer<Float>, count: Int)] = []
-        func materialize(_ t: Tensor, _ rows: [Int]?) -> Tensor {
-            guard let rows else { return t }
+        func materialize(_ t: Tensor, _ rows: [Int]?) -> UnsafeRawPointer {
+            guard let rows else { return t.rawPointer }
             let key = Gathered(source: UInt(bitPattern: t.rawPointer),
                                rows: rows.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) }, count: rows.count)
-            if let copy = gathered[key] { return copy }
+            if let copy = gathered[key] { return copy.rawPointer }
             let d = t.shape[1], copy = Tensor(uninitialized: [rows.count, d])  // every row is copied below
             let from = t.rawPointer.assumingMemoryBound(to: Float.self), to = copy.mutableRawPointer.assumingMemoryBound(to: Float.self)
             for (r, row) in rows.enumerated() { rowCopies.append((from + row * d, to + r * d, d)) }
             gathered[key] = copy
-            return copy
+            return copy.rawPointer
         }
         var raw: [PreparedGemm] = []
-        for i in live.indices {
-            if !direct {
-                live[i].job.a = materialize(live[i].job.a, live[i].job.aRows)
-                live[i].job.b = materialize(live[i].job.b, live[i].job.bRows)
-            }
-            let (job, index, m, n, k) = live[i]
-            raw.append(PreparedGemm(a: job.a.rawPointer.assumingMemoryBound(to: Float.self), b: job.b.rawPointer,
-                           out: job.out.mutableRawPointer.assumingMemoryBound(to: Float.self), m: m, n: n, k: k,
-                           dtype: job.b.dtype.cValue, transposeA: job.transposeA, wt: job.transposeB ? 1 : 0,
-                           acc: job.accumulate ? 1 : 0, group: job.group, index: index,
-                           aRows: direct ? place(job.aRows) : -1, bRows: direct ? place(job.bRows) : -1,
-                           wholeRows: job.wholeRows))
+        raw.reserveCapacity(live.count)
+        for (index, m, n, k) in live {
+            let a = direct ? jobs[index].a.rawPointer : materialize(jobs[index].a, jobs[index].aRows)
+            let b = direct ? jobs[index].b.rawPointer : materialize(jobs[index].b, jobs[index].bRows)
+            raw.append(PreparedGemm(a: a.assumingMemoryBound(to: Float.self), b: b,
+                           out: jobs[index].out.mutableRawPointer.assumingMemoryBound(to: Float.self), m: m, n: n, k: k,
+                           dtype: jobs[index].b.dtype.cValue, transposeA: jobs[index].transposeA,
+                           wt: jobs[index].transposeB ? 1 : 0, acc: jobs[index].accumulate ? 1 : 0,
+                           group: jobs[index].group, index: index,
+                           aRows: direct ? place(jobs[index].aRows) : -1, bRows: direct ? place(jobs[index].bRows) : -1,
+                           wholeRows: jobs[index].wholeRows))
         }
-        defer { withExtendedLifetime(live) {} }  // the gathered copies `raw` points into
+        defer { withExtendedLifetime(gathered) {} }  // the copies `raw` points into
         // Every job's gathered rows in one parallel pass (one pass per job cost a barrier each: an
         // MoE layer's 64 experts made the AVX2 training step 8% slower).
         rowCopies.withUnsafeBufferPointer { copies in
@@ -194,15 +214,18 @@ extension Kernels {
                     }
                 }
             }
-            pieces.withUnsafeBufferPointer { pieces in
-                pool.parallelFor(pieces.count) { p in
-                    let (c, n0, n1) = pieces[p]
-                    for i in chains[c] {
-                        let j = raw[i]
-                        moek_gemm_packed_ex(packed + packedOffset[slotOf[i]], j.m, j.b, j.dtype, j.wt != 0 ? j.n : j.k, j.wt,
-                                            j.acc, j.out, j.n, n0, n1, j.k)
+            chains.withBuffers { order, start in
+                pieces.withUnsafeBufferPointer { pieces in
+                    pool.parallelFor(pieces.count) { p in
+                        let (c, n0, n1) = pieces[p]
+                        for q in start[c]..<start[c + 1] {
+                            let i = order[q], j = raw[i]
+                            moek_gemm_packed_ex(packed + packedOffset[slotOf[i]], j.m, j.b, j.dtype, j.wt != 0 ? j.n : j.k, j.wt,
+                                                j.acc, j.out, j.n, n0, n1, j.k)
+                        }
+                        let first = raw[order[start[c]]]
+                        finish?(first.index, 0..<first.m, n0..<n1)
                     }
-                    finish?(raw[chains[c][0]].index, 0..<raw[chains[c][0]].m, n0..<n1)
                 }
             }
         }
@@ -233,34 +256,45 @@ extension Kernels {
 
     /// The jobs grouped, in order: by `GemmJob.group` where given, else one chain per distinct
     /// output (see `gemmBatch`).
-    private static func outputChains(_ jobs: [PreparedGemm]) -> [[Int]] {
+    private static func outputChains(_ jobs: [PreparedGemm]) -> Chains {
         enum Key: Hashable { case group(Int), output(UInt) }
-        var chainOf: [Key: Int] = [:], chains: [[Int]] = []
+        var chainOf: [Key: Int] = [:], jobChain: [Int] = [], first: [Int] = []  // per chain: its first job
+        chainOf.reserveCapacity(jobs.count)
+        jobChain.reserveCapacity(jobs.count)
         for (i, j) in jobs.enumerated() {
             let key = j.group.map(Key.group) ?? .output(UInt(bitPattern: j.out))
             if let c = chainOf[key] {
-                let first = jobs[chains[c][0]]
-                precondition(first.m == j.m && first.n == j.n, "gemmBatch: jobs of one output or group must have one shape")
-                chains[c].append(i)
+                precondition(jobs[first[c]].m == j.m && jobs[first[c]].n == j.n, "gemmBatch: jobs of one output or group must have one shape")
+                jobChain.append(c)
             } else {
-                chainOf[key] = chains.count
-                chains.append([i])
+                chainOf[key] = first.count
+                jobChain.append(first.count)
+                first.append(i)
             }
         }
-        return chains
+        // Each chain's jobs in the order given, chains one after another (a counting sort).
+        var start = [Int](repeating: 0, count: first.count + 1)
+        for c in jobChain { start[c + 1] += 1 }
+        for c in first.indices { start[c + 1] += start[c] }
+        var next = start, order = [Int](repeating: 0, count: jobs.count)
+        for (i, c) in jobChain.enumerated() {
+            order[next[c]] = i
+            next[c] += 1
+        }
+        return Chains(order: order, start: start)
     }
 
     /// The (chain, run of B rows) pieces of a batch for the packed path: about eight per thread
     /// overall, none under ~0.5 MFLOP, in whole leaf tiles; largest first, so the threads finish
     /// together (an MoE's experts get uneven rows). Every chain writes its own output, so the
     /// order does not change any result.
-    private static func outputPieces(_ jobs: [PreparedGemm], chains: [[Int]], pool: ThreadPool) -> [(chain: Int, n0: Int, n1: Int)] {
+    private static func outputPieces(_ jobs: [PreparedGemm], chains: Chains, pool: ThreadPool) -> [(chain: Int, n0: Int, n1: Int)] {
         let step = moek_gemm_n_step()
         let target = pieceFlops(jobs, pool: pool)
         var pieces: [(chain: Int, n0: Int, n1: Int)] = []
         var rowCost: [Int] = []  // per chain: the flops of one output column
-        for (c, chain) in chains.enumerated() {
-            let j = jobs[chain[0]], cost = chain.reduce(0) { $0 + 2 * jobs[$1].m * jobs[$1].k }
+        for c in 0..<chains.count {
+            let chain = chains[c], j = jobs[chain.first!], cost = chain.reduce(0) { $0 + 2 * jobs[$1].m * jobs[$1].k }
             rowCost.append(cost)
             let whole = chain.contains { jobs[$0].wholeRows }
             let slice = whole ? max(1, j.n) : max(1, target / max(1, cost * step)) * step
@@ -310,23 +344,24 @@ extension Kernels {
     /// outputs (`outputBlocks`), largest first, each block running its chain's products in
     /// order. A block of rows reads its rows of A and writes its rows of the output, so it needs
     /// no packing pass and no copy.
-    private static func gemmDirect(_ jobs: [PreparedGemm], chains: [[Int]], rows: UnsafePointer<Int>?, pool: ThreadPool,
+    private static func gemmDirect(_ jobs: [PreparedGemm], chains: Chains, rows: UnsafePointer<Int>?, pool: ThreadPool,
                                    finish: ((Int, Range<Int>, Range<Int>) -> Void)?) {
         let target = pieceFlops(jobs, pool: pool)
         var pieces: [(chain: Int, m0: Int, m1: Int, n0: Int, n1: Int)] = []
         var depth: [Int] = []  // per chain: the summed reduction length
-        for (c, chain) in chains.enumerated() {
-            let j = jobs[chain[0]], k = chain.reduce(0) { $0 + jobs[$1].k }
+        for c in 0..<chains.count {
+            let chain = chains[c], j = jobs[chain.first!], k = chain.reduce(0) { $0 + jobs[$1].k }
             depth.append(k)
             let wanted = (2 * j.m * j.n * k + target - 1) / target
             let whole = chain.contains { jobs[$0].wholeRows }
             for b in outputBlocks(m: j.m, n: j.n, count: wanted, wholeRows: whole) { pieces.append((c, b.m0, b.m1, b.n0, b.n1)) }
         }
-        largestFirst(pieces) { ($0.m1 - $0.m0) * ($0.n1 - $0.n0) * depth[$0.chain] }.withUnsafeBufferPointer { pieces in
+        let sorted = largestFirst(pieces) { ($0.m1 - $0.m0) * ($0.n1 - $0.n0) * depth[$0.chain] }
+        chains.withBuffers { order, start in sorted.withUnsafeBufferPointer { pieces in jobs.withUnsafeBufferPointer { jobs in
             pool.parallelFor(pieces.count) { p in
                 let (c, m0, m1, n0, n1) = pieces[p]
-                for i in chains[c] {
-                    let j = jobs[i]
+                for q in start[c]..<start[c + 1] {
+                    let j = jobs[order[q]]
                     // Row m0 of A: row m0 of a [M, K] matrix (or through the index), or column m0 of
                     // one stored [K, M].
                     let aix = j.aRows < 0 ? nil : rows.map { $0 + j.aRows + (j.transposeA ? 0 : m0) }
@@ -335,9 +370,24 @@ extension Kernels {
                     moek_gemm_direct_indexed(a, j.transposeA ? j.m : j.k, aix, j.transposeA ? 1 : 0, m1 - m0, j.b, j.dtype,
                                              j.wt != 0 ? j.n : j.k, j.wt, wix, j.acc, j.out + m0 * j.n, j.n, n0, n1, j.k)
                 }
-                finish?(jobs[chains[c][0]].index, m0..<m1, n0..<n1)
+                finish?(jobs[order[start[c]]].index, m0..<m1, n0..<n1)
             }
-        }
+        } } }
+    }
+}
+
+/// A batch's jobs grouped into chains (see `gemmBatch`), flat: chain c is the jobs
+/// `order[start[c]..<start[c + 1]]`, in the order given. (Nested arrays cost a retain and a
+/// release per block of work, on every thread.)
+private struct Chains {
+    let order: [Int], start: [Int]
+    var count: Int { start.count - 1 }
+    /// Chain c's jobs (indices into the batch).
+    subscript(c: Int) -> ArraySlice<Int> { order[start[c]..<start[c + 1]] }
+
+    /// `body(order, start)` over the arrays' memory, for loops run by many threads.
+    func withBuffers<R>(_ body: (UnsafeBufferPointer<Int>, UnsafeBufferPointer<Int>) -> R) -> R {
+        order.withUnsafeBufferPointer { order in start.withUnsafeBufferPointer { start in body(order, start) } }
     }
 }
 
@@ -352,3 +402,4 @@ private struct PreparedGemm {
     /// `GemmJob.wholeRows`.
     let wholeRows: Bool
 }
+

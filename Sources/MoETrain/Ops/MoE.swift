@@ -163,10 +163,13 @@ extension Tape {
         let gp = gateOut.mutableFloats.baseAddress, upp = upOut.mutableFloats.baseAddress
         let hp = hidden.mutableFloats.baseAddress
         let fused = used.count >= 4 * pool.threadCount
-        Kernels.gemmBatch(used.flatMap { i in
-            [GemmJob(xT, params.gate[i].value, into: gateOut.rows(spans[i]), group: fused ? i : nil, aRows: tokens[i]),
-             GemmJob(xT, params.up[i].value, into: upOut.rows(spans[i]), group: fused ? i : nil, aRows: tokens[i])]
-        }, pool: pool, finish: !fused ? nil : { job, block, columns in
+        var gateUpJobs: [GemmJob] = []  // appended, not flat-mapped: a batch's jobs are built serially
+        gateUpJobs.reserveCapacity(2 * used.count)
+        for i in used {
+            gateUpJobs.append(GemmJob(xT, params.gate[i].value, into: gateOut.rows(spans[i]), group: fused ? i : nil, aRows: tokens[i]))
+            gateUpJobs.append(GemmJob(xT, params.up[i].value, into: upOut.rows(spans[i]), group: fused ? i : nil, aRows: tokens[i]))
+        }
+        Kernels.gemmBatch(gateUpJobs, pool: pool, finish: !fused ? nil : { job, block, columns in
             let first = spans[used[job / 2]].lowerBound  // jobs come in (gate, up) pairs
             for row in block {
                 let o = (first + row) * inner + columns.lowerBound
@@ -220,6 +223,8 @@ extension Tape {
                                                                dup! + o, inner)
                 }
                 var downJobs: [GemmJob] = [], dhJobExpert: [Int?] = []  // per job: the expert whose dh it writes, or nil
+                downJobs.reserveCapacity(2 * used.count)
+                dhJobExpert.reserveCapacity(2 * used.count)
                 for i in used {
                     let s = spans[i]
                     downJobs.append(GemmJob(dyT, params.down[i].value, transposeB: true, into: dh.rows(s), aRows: tokens[i],
@@ -252,18 +257,21 @@ extension Tape {
             }
             // One batch: per expert, dx's rows chain gate's product (overwriting) and up's (adding).
             let dxRows = Tensor(uninitialized: [r, d])
-            Kernels.gemmBatch(used.flatMap { i -> [GemmJob] in
-                let s = spans[i]
-                var jobs: [GemmJob] = []
-                for (projection, grads, add) in [(params.gate, dg, false), (params.up, du, true)] {
-                    jobs.append(GemmJob(grads.rows(s), projection[i].value, transposeB: true, into: dxRows.rows(s), accumulate: add))
-                    if let g = projection[i].gradSlot() {
-                        jobs.append(GemmJob(grads.rows(s), xT, transposeA: true, transposeB: true, into: g.tensor,
-                                            accumulate: g.accumulate, bRows: tokens[i]))
-                    }
+            var dxJobs: [GemmJob] = []
+            dxJobs.reserveCapacity(4 * used.count)
+            func addJobs(_ projection: Variable, _ grads: Tensor, into dxBlock: Tensor, adding: Bool, rows: [Int]) {
+                dxJobs.append(GemmJob(grads, projection.value, transposeB: true, into: dxBlock, accumulate: adding))
+                if let g = projection.gradSlot() {
+                    dxJobs.append(GemmJob(grads, xT, transposeA: true, transposeB: true, into: g.tensor, accumulate: g.accumulate,
+                                          bRows: rows))
                 }
-                return jobs
-            }, pool: pool)
+            }
+            for i in used {
+                let s = spans[i], dxBlock = dxRows.rows(s)
+                addJobs(params.gate[i], dg.rows(s), into: dxBlock, adding: false, rows: tokens[i])
+                addJobs(params.up[i], du.rows(s), into: dxBlock, adding: true, rows: tokens[i])
+            }
+            Kernels.gemmBatch(dxJobs, pool: pool)
             let dx = Tensor(uninitialized: [t, d])  // each token's rows summed
             dispatch.combine(dxRows, routing: routing, into: dx, weighted: false, accumulate: false, pool: pool)
             // Balance losses, linear in P_i = mean_t p_ti: a constant c_i per score; plus the
