@@ -36,9 +36,14 @@ extension Kernels {
     public static func adamW(_ segments: [AdamWSegment], pool: ThreadPool = .shared) {
         let piece = 1 << 14
         let pieces = blocks(segments.map(\.count), size: piece)
-        let hyper = segments.flatMap { s -> [Float] in
-            let h = s.step
-            return [h.beta1, h.beta2, h.correction1, h.correction2, h.eps, h.lr, h.weightDecay, h.gradScale]
+        // Eight floats per segment, written in place (a flat map made an array per segment).
+        let hyper = [Float](unsafeUninitializedCapacity: 8 * segments.count) { buffer, count in
+            for (i, s) in segments.enumerated() {
+                let h = s.step, o = 8 * i
+                (buffer[o], buffer[o + 1], buffer[o + 2], buffer[o + 3]) = (h.beta1, h.beta2, h.correction1, h.correction2)
+                (buffer[o + 4], buffer[o + 5], buffer[o + 6], buffer[o + 7]) = (h.eps, h.lr, h.weightDecay, h.gradScale)
+            }
+            count = 8 * segments.count
         }
         hyper.withUnsafeBufferPointer { hp in
             guard let hb = hp.baseAddress else { return }
@@ -136,6 +141,11 @@ extension Kernels {
     /// Fixed blocks of `size` elements over several buffers of `counts` elements: (buffer,
     /// first element) in buffer order, for one parallel pass over all of them.
     private static func blocks(_ counts: [Int], size: Int) -> [(item: Int, start: Int)] {
-        counts.enumerated().flatMap { i, n in stride(from: 0, to: n, by: size).map { (i, $0) } }
+        var out: [(item: Int, start: Int)] = []
+        out.reserveCapacity(counts.reduce(0) { $0 + ($1 + size - 1) / size })
+        for (i, n) in counts.enumerated() {
+            for start in stride(from: 0, to: n, by: size) { out.append((i, start)) }
+        }
+        return out
     }
 }

@@ -71,7 +71,8 @@ public final class AdamW: @unchecked Sendable {
 /// The joint L2 norm of the gradients of `params`, and the scale that brings it down to
 /// `maxNorm` (1 when it is already within).
 public func clipScale(_ params: [Variable], maxNorm: Float, pool: ThreadPool = .shared) -> (norm: Float, scale: Float) {
-    let norm = Float(Kernels.sumOfSquares(params.compactMap(\.grad), pool: pool).squareRoot())
+    // (Closures, not key paths: `\.grad` over an MoE's ~800 parameters cost 0.2 ms a step.)
+    let norm = Float(Kernels.sumOfSquares(params.compactMap { $0.grad }, pool: pool).squareRoot())
     return (norm, norm > maxNorm && norm > 0 ? maxNorm / norm : 1)
 }
 
@@ -79,7 +80,7 @@ public func clipScale(_ params: [Variable], maxNorm: Float, pool: ThreadPool = .
 @discardableResult
 public func clipGradients(_ params: [Variable], maxNorm: Float, pool: ThreadPool = .shared) -> Float {
     let (norm, scale) = clipScale(params, maxNorm: maxNorm, pool: pool)
-    if scale != 1 { Kernels.scale(params.compactMap(\.grad), by: scale, pool: pool) }
+    if scale != 1 { Kernels.scale(params.compactMap { $0.grad }, by: scale, pool: pool) }
     return norm
 }
 

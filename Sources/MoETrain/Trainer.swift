@@ -61,7 +61,7 @@ public final class Trainer: @unchecked Sendable {
     @discardableResult
     public func trainStep() -> (loss: Float, aux: Float, lr: Float) {
         let (loss, aux) = computeGradients()
-        let clip = clipScale(model.parameters.map(\.variable), maxNorm: config.clip, pool: pool)
+        let clip = clipScale(model.parameters.map { $0.variable }, maxNorm: config.clip, pool: pool)
         let lr = schedule.rate(at: step)
         optimizer.update(model.parameters, lr: lr, gradScale: clip.scale, pool: pool)
         if config.biasUpdateSpeed > 0 { updateRouterBiases(loads: lastLoads, speed: config.biasUpdateSpeed) }
