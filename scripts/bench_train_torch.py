@@ -10,6 +10,11 @@ and training tokens per second (forward, backward, clipping and AdamW): `tokens_
 out 3 warm-up steps, like moe train's `tokens_per_s_after_warmup`; `tokens_per_s_with_warmup`
 counts them, like moe train's `tokens_per_s`. Random byte tokens stand in for the corpus: the
 speed of a step does not depend on the text.
+
+The experts run as transformers' default picks (printed as `experts_implementation`): in
+transformers 5.23 that is `grouped_mm`, one grouped product per projection. On this machine it
+is the fastest of the three that run on a CPU: at the OLMoE shape 2.4-2.7K tokens/s, against 0.87K for
+`eager` (a loop over experts) and 0.04K for `batched_mm`.
 """
 import json
 import sys
@@ -61,6 +66,7 @@ def main():
     params = sum(p.numel() for p in model.parameters())
     print(json.dumps({"config": sys.argv[1], "torch": torch.__version__, "transformers": transformers.__version__,
                       "threads": threads, "grad_accum": accum, "parameters": params, "steps": steps,
+                      "experts_implementation": getattr(model.config, "_experts_implementation", None),
                       "tokens_per_s": batch * seq * steps / elapsed,
                       "tokens_per_s_with_warmup": batch * seq * (steps + 3) / with_warmup}))
 
