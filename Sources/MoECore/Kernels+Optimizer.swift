@@ -84,25 +84,35 @@ extension Kernels {
     /// are summed in order, then the tensors in order, so the result equals summing
     /// `sumOfSquares` of each in turn, on any thread count.
     public static func sumOfSquares(_ xs: [Tensor], pool: ThreadPool = .shared) -> Double {
+        sumsOfSquares(xs, pool: pool).reduce(0, +)
+    }
+
+    /// Each tensor's `sumOfSquares`, from one parallel pass over them all.
+    public static func sumsOfSquares(_ xs: [Tensor], pool: ThreadPool = .shared) -> [Double] {
         precondition(xs.allSatisfy { $0.dtype == .f32 }, "sumOfSquares: f32 only")
-        let block = 1 << 16, blocks = blocks(xs.map(\.count), size: block)
+        let counts = xs.map { $0.count }, block = 1 << 16, blocks = blocks(counts, size: block)
         let bases = xs.map { $0.rawPointer.assumingMemoryBound(to: Float.self) }
         var partial = [Double](repeating: 0, count: blocks.count)
         partial.withUnsafeMutableBufferPointer { out in
             blocks.withUnsafeBufferPointer { blocks in
                 pool.parallelFor(blocks.count) { b in
                     let (i, o) = blocks[b]
-                    out[b] = moek_sum_squares(bases[i] + o, min(block, xs[i].count - o))
+                    out[b] = moek_sum_squares(bases[i] + o, min(block, counts[i] - o))
                 }
             }
         }
-        var total = 0.0, b = 0
+        var sums = [Double](repeating: 0, count: xs.count), b = 0
         for i in xs.indices {
-            var sum = 0.0
-            while b < blocks.count && blocks[b].item == i { sum += partial[b]; b += 1 }
-            total += sum
+            while b < blocks.count && blocks[b].item == i { sums[i] += partial[b]; b += 1 }
         }
-        return total
+        return sums
+    }
+
+    /// The sum of squares of each of `rows` rows of `length` f32s (row r at `x + r * length`),
+    /// into `out[r]`: the per-row sums an op can take of a gradient block it has just written,
+    /// while the block is in cache (`moek_sum_squares` of each row).
+    public static func rowSumsOfSquares(_ x: UnsafePointer<Float>, rows: Int, length: Int, into out: UnsafeMutablePointer<Double>) {
+        for r in 0..<rows { out[r] = moek_sum_squares(x + r * length, length) }
     }
 
     /// Multiplies every element of many f32 tensors by `s`, in place, in one parallel pass.

@@ -5,7 +5,13 @@ import MoECore
 public final class Variable: @unchecked Sendable {
     public var value: Tensor
     /// d(loss)/d(value), the same shape as `value`; nil until something flows into it.
-    public var grad: Tensor?
+    public var grad: Tensor? { didSet { gradSquares = nil } }
+    /// The sum of the squares of `grad`'s elements, when the op that wrote the whole gradient
+    /// took it on the way, block by block while each was in cache (the MoE layer's expert
+    /// weights): gradient clipping then need not read the gradient again. Whatever changes the
+    /// gradient here clears it (a new `grad`, `accumulate`, a `gradSlot` that adds, the
+    /// optimiser's in-place passes); code that writes into `grad`'s memory itself must clear it.
+    public var gradSquares: Double?
     /// Whether gradients are wanted for it (parameters and intermediate results: yes).
     public let requiresGrad: Bool
 
@@ -29,6 +35,7 @@ public final class Variable: @unchecked Sendable {
     /// chunks (an elementwise add: the same result on any thread count).
     func accumulate(_ g: Tensor, pool: ThreadPool? = nil) {
         guard requiresGrad else { return }
+        gradSquares = nil
         let first = grad == nil
         let target = grad ?? Tensor(uninitialized: g.shape)
         grad = target
@@ -55,7 +62,10 @@ public final class Variable: @unchecked Sendable {
     /// is wanted. This saves zeroing every weight gradient at every step.
     func gradSlot() -> (tensor: Tensor, accumulate: Bool)? {
         guard requiresGrad else { return nil }
-        if let grad { return (grad, true) }
+        if let grad {
+            gradSquares = nil
+            return (grad, true)
+        }
         let g = Tensor(uninitialized: value.shape)
         grad = g
         return (g, false)

@@ -25,7 +25,10 @@ extension TrainableDecoder {
                 guard p.requiresGrad else { continue }
                 if p.grad == nil { p.grad = g } else { adds.append(g) }
             }
-            if let into = p.grad, !adds.isEmpty { sums.append((into, adds)) }
+            if let into = p.grad, !adds.isEmpty {
+                p.gradSquares = nil  // added into in place below
+                sums.append((into, adds))
+            }
         }
         Kernels.add(sums, pool: pool)
     }

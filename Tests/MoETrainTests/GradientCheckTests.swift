@@ -235,3 +235,68 @@ func gradientCheck(_ inputs: [Tensor], file: StaticString = #filePath, line: UIn
         }
     }
 }
+
+/// The MoE layer takes its expert weights' gradient sums of squares as it writes them
+/// (`Variable.gradSquares`), so clipping need not read them: the sums match the gradients on
+/// every ISA and thread count (to the bit across thread counts), and any later change to a
+/// gradient drops its sum.
+final class GradientSquaresTests: XCTestCase {
+    func layer(_ t: Int = 40, _ d: Int = 8, _ e: Int = 6, _ inner: Int = 6) -> (x: Variable, params: MoEParameters) {
+        (Variable(Tensor(randomUniform: [t, d], seed: 1)),
+         MoEParameters(router: Variable(Tensor(randomUniform: [e, d], seed: 2)),
+                       gate: (0..<e).map { Variable(Tensor(randomUniform: [inner, d], seed: 10 + UInt64($0))) },
+                       up: (0..<e).map { Variable(Tensor(randomUniform: [inner, d], seed: 20 + UInt64($0))) },
+                       down: (0..<e).map { Variable(Tensor(randomUniform: [d, inner], seed: 30 + UInt64($0))) }))
+    }
+
+    func squares(_ v: Variable) -> Double { v.grad!.toFloats().reduce(0.0) { $0 + Double($1) * Double($1) } }
+
+    /// Small experts (each gradient one block), and two big ones whose gradients split into
+    /// blocks of rows.
+    func testSumsMatchTheGradients() {
+        for (t, d, e, inner, k) in [(40, 8, 6, 6, 2), (256, 64, 2, 64, 1)] { forEachISA { isa in
+            var byThreads: [[Double]] = []
+            for threads in [1, 2] {
+                let pool = ThreadPool(threads: threads), tape = Tape(pool: pool)
+                let (x, params) = layer(t, d, e, inner)
+                let step = tape.moe(x, params, router: TopKSoftmaxRouter(experts: e, k: k))
+                tape.backward(from: tape.weightedSum(step.output, Tensor(randomUniform: [t, d], seed: 3)))
+                let experts = params.gate + params.up + params.down
+                var sums: [Double] = []
+                for (i, v) in experts.enumerated() {
+                    guard let s = v.gradSquares else { return XCTFail("expert weight \(i) has no sum, \(isa), \(threads) threads") }
+                    XCTAssertEqual(s, squares(v), accuracy: 1e-6 * max(1, squares(v)), "expert weight \(i), \(isa)")
+                    sums.append(s)
+                }
+                byThreads.append(sums)
+                guard case let .linear(router) = params.router else { return XCTFail("a linear router") }
+                let all = [x, router] + experts
+                let norm = all.reduce(0.0) { $0 + ($1.grad == nil ? 0 : squares($1)) }.squareRoot()
+                XCTAssertEqual(Double(clipScale(all, maxNorm: 1, pool: pool).norm), norm, accuracy: 1e-5 * norm, "\(isa)")
+            }
+            XCTAssertEqual(byThreads[0], byThreads[1], "1 and 2 threads, \(isa)")
+        } }
+    }
+
+    /// The layer run twice on the same weights: the second backward (run first) writes the
+    /// gradients whole, the first then adds into them, so no sum may survive.
+    func testAddingIntoAGradientDropsItsSum() {
+        let tape = Tape(pool: ThreadPool(threads: 2))
+        let (x, params) = layer()
+        let router = TopKSoftmaxRouter(experts: 6, k: 2)
+        let twice = tape.moe(tape.moe(x, params, router: router).output, params, router: router)
+        tape.backward(from: tape.weightedSum(twice.output, Tensor(randomUniform: [40, 8], seed: 3)))
+        let experts = params.gate + params.up + params.down
+        XCTAssertTrue(experts.allSatisfy { $0.gradSquares == nil })
+        let norm = experts.reduce(0.0) { $0 + squares($1) }.squareRoot()
+        XCTAssertEqual(Double(clipScale(experts, maxNorm: 1).norm), norm, accuracy: 1e-5 * norm)
+
+        let v = Variable(Tensor(randomUniform: [2, 3], seed: 4))
+        for change in [{ v.grad = Tensor(zeros: [2, 3]) }, { clipGradients([v], maxNorm: 1e-3) }] {
+            v.grad = Tensor(randomUniform: [2, 3], seed: 5)
+            v.gradSquares = 1
+            change()
+            XCTAssertNil(v.gradSquares)
+        }
+    }
+}

@@ -215,6 +215,9 @@ extension Tape {
             let dhp = dh.mutableFloats.baseAddress, dgp = dg.mutableFloats.baseAddress, dup = du.mutableFloats.baseAddress
             let gatep = gateOut.floats.baseAddress, upp = upOut.floats.baseAddress
             var dwAll = [Float](repeating: 0, count: routing.assignmentCount)  // per assignment; nulls stay 0
+            // The expert weights' gradients are written whole by the batches below, so their sums
+            // of squares (for clipping) are taken there, block by block while in cache.
+            let downSquares = GradientSquares(), gateUpSquares = GradientSquares()
             dwAll.withUnsafeMutableBufferPointer { buffer in
                 let dw = buffer  // a copy of the pointer, for the escaping closures below
                 func swigluBackward(_ row: Int) {
@@ -231,15 +234,21 @@ extension Tape {
                                             wholeRows: true))
                     dhJobExpert.append(i)
                     if let g = params.down[i].gradSlot() {
+                        if !g.accumulate { downSquares.track(params.down[i], grad: g.tensor, job: downJobs.count) }
                         downJobs.append(GemmJob(dyT, hidden.rows(s), transposeA: true, transposeB: true, into: g.tensor,
-                                                accumulate: g.accumulate, aRows: tokens[i]))
+                                                accumulate: g.accumulate, aRows: tokens[i], wholeRows: true))
                         dhJobExpert.append(nil)
                     }
                 }
-                Kernels.gemmBatch(downJobs, pool: pool, finish: !fused ? nil : { job, block, _ in
-                    guard let i = dhJobExpert[job] else { return }
-                    for row in block { swigluBackward(spans[i].lowerBound + row) }
-                })
+                downSquares.start()
+                Kernels.gemmBatch(downJobs, pool: pool) { job, block, _ in
+                    if let i = dhJobExpert[job] {
+                        if fused { for row in block { swigluBackward(spans[i].lowerBound + row) } }
+                    } else {
+                        downSquares.record(job: job, rows: block)
+                    }
+                }
+                downSquares.deliver()
                 if !fused { Kernels.parallelRows(r, cost: 16 * inner, pool: pool) { swigluBackward($0) } }
             }
             // Per token, the chosen weights -> scores (through the renormalisation).
@@ -262,8 +271,9 @@ extension Tape {
             func addJobs(_ projection: Variable, _ grads: Tensor, into dxBlock: Tensor, adding: Bool, rows: [Int]) {
                 dxJobs.append(GemmJob(grads, projection.value, transposeB: true, into: dxBlock, accumulate: adding))
                 if let g = projection.gradSlot() {
+                    if !g.accumulate { gateUpSquares.track(projection, grad: g.tensor, job: dxJobs.count) }
                     dxJobs.append(GemmJob(grads, xT, transposeA: true, transposeB: true, into: g.tensor, accumulate: g.accumulate,
-                                          bRows: rows))
+                                          bRows: rows, wholeRows: true))
                 }
             }
             for i in used {
@@ -271,7 +281,9 @@ extension Tape {
                 addJobs(params.gate[i], dg.rows(s), into: dxBlock, adding: false, rows: tokens[i])
                 addJobs(params.up[i], du.rows(s), into: dxBlock, adding: true, rows: tokens[i])
             }
-            Kernels.gemmBatch(dxJobs, pool: pool)
+            gateUpSquares.start()
+            Kernels.gemmBatch(dxJobs, pool: pool) { job, block, _ in gateUpSquares.record(job: job, rows: block) }
+            gateUpSquares.deliver()
             let dx = Tensor(uninitialized: [t, d])  // each token's rows summed
             dispatch.combine(dxRows, routing: routing, into: dx, weighted: false, accumulate: false, pool: pool)
             // Balance losses, linear in P_i = mean_t p_ti: a constant c_i per score; plus the

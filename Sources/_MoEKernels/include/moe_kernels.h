@@ -143,7 +143,8 @@ float moek_silu_mul_backward_scaled(const float *dh, const float *gate, const fl
 /// lr, weight decay, gradient scale s}: with g = s grad, m = b1 m + (1 - b1) g,
 /// v = b2 v + (1 - b2) g^2, w -= lr ((m / c1) / (sqrt(v / c2) + eps) + wd w).
 void moek_adamw(float *w, const float *g, float *m, float *v, size_t n, const float *hyper);
-/// Sum of x[i]^2 (f32 partial sums of 1024 elements, added in f64).
+/// Sum of x[i]^2: f32 partial sums (16 lanes) of up to 1024 elements, added in f64, then the last
+/// n % 16 elements in f64.
 double moek_sum_squares(const float *x, size_t n);
 /// out = a x, and returns sum x y (16 f32 partial sums, added in order). x, y, out distinct.
 float moek_scale_dot(const float *x, const float *y, float a, float *out, size_t n);
