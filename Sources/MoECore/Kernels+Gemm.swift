@@ -264,7 +264,8 @@ extension Kernels {
         for (i, j) in jobs.enumerated() {
             let key = j.group.map(Key.group) ?? .output(UInt(bitPattern: j.out))
             if let c = chainOf[key] {
-                precondition(jobs[first[c]].m == j.m && jobs[first[c]].n == j.n, "gemmBatch: jobs of one output or group must have one shape")
+                precondition(jobs[first[c]].m == j.m && jobs[first[c]].n == j.n,
+                             "gemmBatch: jobs of one output or group must have one shape")
                 jobChain.append(c)
             } else {
                 chainOf[key] = first.count
@@ -357,22 +358,26 @@ extension Kernels {
             for b in outputBlocks(m: j.m, n: j.n, count: wanted, wholeRows: whole) { pieces.append((c, b.m0, b.m1, b.n0, b.n1)) }
         }
         let sorted = largestFirst(pieces) { ($0.m1 - $0.m0) * ($0.n1 - $0.n0) * depth[$0.chain] }
-        chains.withBuffers { order, start in sorted.withUnsafeBufferPointer { pieces in jobs.withUnsafeBufferPointer { jobs in
-            pool.parallelFor(pieces.count) { p in
-                let (c, m0, m1, n0, n1) = pieces[p]
-                for q in start[c]..<start[c + 1] {
-                    let j = jobs[order[q]]
-                    // Row m0 of A: row m0 of a [M, K] matrix (or through the index), or column m0 of
-                    // one stored [K, M].
-                    let aix = j.aRows < 0 ? nil : rows.map { $0 + j.aRows + (j.transposeA ? 0 : m0) }
-                    let wix = j.bRows < 0 ? nil : rows.map { $0 + j.bRows }
-                    let a = j.transposeA ? j.a + m0 : aix != nil ? j.a : j.a + m0 * j.k
-                    moek_gemm_direct_indexed(a, j.transposeA ? j.m : j.k, aix, j.transposeA ? 1 : 0, m1 - m0, j.b, j.dtype,
-                                             j.wt != 0 ? j.n : j.k, j.wt, wix, j.acc, j.out + m0 * j.n, j.n, n0, n1, j.k)
+        chains.withBuffers { order, start in
+            sorted.withUnsafeBufferPointer { pieces in
+                jobs.withUnsafeBufferPointer { jobs in
+                    pool.parallelFor(pieces.count) { p in
+                        let (c, m0, m1, n0, n1) = pieces[p]
+                        for q in start[c]..<start[c + 1] {
+                            let j = jobs[order[q]]
+                            // Row m0 of A: row m0 of a [M, K] matrix (or through the index), or column m0 of
+                            // one stored [K, M].
+                            let aix = j.aRows < 0 ? nil : rows.map { $0 + j.aRows + (j.transposeA ? 0 : m0) }
+                            let wix = j.bRows < 0 ? nil : rows.map { $0 + j.bRows }
+                            let a = j.transposeA ? j.a + m0 : aix != nil ? j.a : j.a + m0 * j.k
+                            moek_gemm_direct_indexed(a, j.transposeA ? j.m : j.k, aix, j.transposeA ? 1 : 0, m1 - m0, j.b, j.dtype,
+                                                     j.wt != 0 ? j.n : j.k, j.wt, wix, j.acc, j.out + m0 * j.n, j.n, n0, n1, j.k)
+                        }
+                        finish?(jobs[order[start[c]]].index, m0..<m1, n0..<n1)
+                    }
                 }
-                finish?(jobs[order[start[c]]].index, m0..<m1, n0..<n1)
             }
-        } } }
+        }
     }
 }
 
