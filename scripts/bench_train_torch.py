@@ -5,8 +5,9 @@ is what `moe train` writes), the same shape, batch, optimiser and thread count, 
     python3 scripts/bench_train_torch.py scripts/train-bench/default.json
     python3 scripts/bench_train_torch.py scripts/train-bench/olmoe256.json
 
-Compare with `moe train --config <same file> --quiet`. Prints one JSON object: shape, threads
-and training tokens per second (forward, backward, clipping and AdamW): `tokens_per_s` leaves
+Compare with `moe train --config <same file> --quiet`. A config with `data_parallel` runs here
+as one batch: the shards are MoEKit's way of running that same step. Prints one JSON object:
+shape, threads and training tokens per second (forward, backward, clipping and AdamW): `tokens_per_s` leaves
 out 3 warm-up steps, like moe train's `tokens_per_s_after_warmup`; `tokens_per_s_with_warmup`
 counts them, like moe train's `tokens_per_s`. Random byte tokens stand in for the corpus: the
 speed of a step does not depend on the text.

@@ -135,9 +135,12 @@ public final class TrainableDecoder: @unchecked Sendable {
     }
 
     /// Forward pass over B sequences of T tokens (all the same length), recording onto `tape`.
-    /// `targets` has one id per token (negative: ignored).
+    /// `targets` has one id per token (negative: ignored). With `shard` (one shard of a batch
+    /// run on replicas), the MoE layers record their auxiliary statistics there and report no
+    /// auxiliary loss of their own (`MoEBatchStatistics`).
     public func forward(_ sequences: [[Int]], targets: [[Int]], tape: Tape,
-                        aux: AuxLossCoefficients = AuxLossCoefficients(loadBalance: 0.01, zLoss: 0.001)) -> Output {
+                        aux: AuxLossCoefficients = AuxLossCoefficients(loadBalance: 0.01, zLoss: 0.001),
+                        shard: MoEBatchStatistics.Shard? = nil) -> Output {
         let s = shape, t = sequences.first?.count ?? 0, b = sequences.count, hd = s.headDim
         precondition(sequences.allSatisfy { $0.count == t } && targets.count == b, "forward: B sequences of equal length")
         let angles = rope.angles(for: (0..<b).flatMap { _ in Array(0..<t) })  // every layer's q and k
@@ -145,7 +148,7 @@ public final class TrainableDecoder: @unchecked Sendable {
         var auxTotal: Float = 0
         var routings: [Routing] = []
         var routerState: Variable?  // RMoE's GRU state, carried from layer to layer
-        for layer in layers {
+        for (index, layer) in layers.enumerated() {
             let h = tape.rmsNorm(x, weight: layer.inputNorm, eps: s.rmsNormEps)
             let qkv = tape.linears(h, [layer.wq, layer.wk, layer.wv])
             let q = tape.rope(tape.reshape(qkv[0], [b * t, s.heads, hd]), angles: angles, rope)
@@ -164,7 +167,8 @@ public final class TrainableDecoder: @unchecked Sendable {
                 routerState = state
                 logits = tape.linear(state, output)
             }
-            let step = tape.moe(h2, logits: logits, layer.moe, router: router(of: layer), aux: aux)
+            let step = tape.moe(h2, logits: logits, layer.moe, router: router(of: layer), aux: aux,
+                                batch: shard.map { ($0, index) })
             auxTotal += step.auxLoss
             routings.append(step.routing)
             x = tape.add(x, step.output)

@@ -99,6 +99,9 @@ public final class Trainer: @unchecked Sendable {
         let (inputs, targets) = batch(at: step)
         for p in model.parameters { p.variable.grad = nil }
         let g = config.gradAccum
+        if g == 1 && config.dataParallel && pool.threadCount > 1 && inputs.count > 1 {
+            return computeShardedGradients(inputs, targets)
+        }
         if g == 1 {
             let tape = Tape(pool: pool)
             let out = model.forward(inputs, targets: targets, tape: tape, aux: config.auxLosses)
@@ -125,10 +128,50 @@ public final class Trainer: @unchecked Sendable {
             }
             model.absorbGradients(of: Array(replicas[0..<n]), pool: pool)
         }
-        lastLoads = results.dropFirst().reduce(results[0].loads) { total, r in
-            zip(total, r.loads).map { a, b in zip(a, b).map { $0 + $1 } }
-        }
+        lastLoads = Self.summedLoads(results.map(\.loads))
         return (results.reduce(0) { $0 + $1.loss }, results.reduce(0) { $0 + $1.aux })
+    }
+
+    /// `computeGradients` with `dataParallel`: the batch as S shards (S the most threads that
+    /// divide the batch), one per thread, each on a model replica single-threaded inside. The
+    /// forward passes run at once, recording the MoE layers' statistics; once merged they give
+    /// the auxiliary losses of the whole batch, and the backward passes run at once with the
+    /// whole batch's counts. Each shard's cross-entropy (a mean over its targets) is weighted by
+    /// its share of the batch's targets, so the loss is the batch's mean; the replicas'
+    /// gradients are summed in shard order.
+    private func computeShardedGradients(_ inputs: [[Int]], _ targets: [[Int]]) -> (loss: Float, aux: Float) {
+        let shards = (1...min(pool.threadCount, inputs.count)).last { inputs.count % $0 == 0 } ?? 1
+        let per = inputs.count / shards
+        let statistics = MoEBatchStatistics(layers: model.layers.count, shards: shards)
+        let replicas = (0..<shards).map { _ in model.replica() }
+        let tapes = (0..<shards).map { _ in Tape(pool: pool) }  // calls from inside a pool task run inline
+        var outputs = [TrainableDecoder.Output?](repeating: nil, count: shards)
+        outputs.withUnsafeMutableBufferPointer { out in
+            pool.parallelFor(shards) { i in
+                let rows = (i * per)..<((i + 1) * per)
+                out[i] = replicas[i].forward(Array(inputs[rows]), targets: Array(targets[rows]), tape: tapes[i],
+                                             aux: config.auxLosses, shard: statistics.shard(i))
+            }
+        }
+        let aux = statistics.merge(config.auxLosses)
+        let counted = (0..<shards).map { i in targets[(i * per)..<((i + 1) * per)].reduce(0) { $0 + $1.filter { $0 >= 0 }.count } }
+        let total = max(1, counted.reduce(0, +))
+        pool.parallelFor(shards) { i in
+            guard let out = outputs[i] else { return }
+            tapes[i].backward(from: out.loss, seed: Float(counted[i]) / Float(total))
+        }
+        model.absorbGradients(of: replicas, pool: pool)
+        let results = outputs.compactMap { $0 }
+        lastLoads = Self.summedLoads(results.map { $0.routings.map(\.chosenPerExpert) })
+        let loss = zip(results, counted).reduce(Float(0)) { $0 + $1.0.loss.value.floats[0] * Float($1.1) / Float(total) }
+        return (loss + aux, aux)
+    }
+
+    /// Per layer and expert, the tokens chosen over several parts of a batch (each part's
+    /// per-layer loads).
+    static func summedLoads(_ parts: [[[Int]]]) -> [[Int]] {
+        guard let first = parts.first else { return [] }
+        return parts.dropFirst().reduce(first) { total, part in zip(total, part).map { a, b in zip(a, b).map { $0 + $1 } } }
     }
 
     /// Greedy continuation of `prompt` until a newline, `<eos>` or `maxNew` bytes.

@@ -61,6 +61,13 @@ public struct TrainingConfig: Codable, Sendable {
     /// Gradient accumulation: each step's `batch` sequences run as this many micro-batches,
     /// their gradients summed before one optimiser step (`Trainer.computeGradients`).
     public var gradAccum = 1
+    /// Data-parallel steps: each step's batch runs as shards, one per thread, on model replicas
+    /// (each single-threaded inside), with the auxiliary losses still those of the whole batch
+    /// (`MoEBatchStatistics`), so the step is the one-batch step up to the order of
+    /// floating-point sums. Faster for small models, whose ops are too short to split across
+    /// threads well. Needs `grad_accum` 1 and a router that routes token by token (not
+    /// `expert-choice`, `switch` or `capacity_factor`, whose choices depend on the whole batch).
+    public var dataParallel = false
     public var lr: Float = 1e-3, minLR: Float = 1e-4, warmup = 100, weightDecay: Float = 0.1, clip: Float = 1
     public var evalInterval = 100, evalSamples = 60, checkpointInterval = 200
     public var checkpointDir = "runs/moe"
@@ -70,6 +77,7 @@ public struct TrainingConfig: Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case model, router, data, steps, batch, lr, warmup, clip, seed, threads
         case loadBalance = "load_balance", zLoss = "z_loss", seqLen = "seq_len", minLR = "min_lr", gradAccum = "grad_accum"
+        case dataParallel = "data_parallel"
         case entropyLoss = "entropy_loss", expertBalance = "expert_balance", deviceBalance = "device_balance"
         case biasUpdateSpeed = "bias_update_speed"
         case weightDecay = "weight_decay", evalInterval = "eval_interval", evalSamples = "eval_samples"
@@ -94,6 +102,7 @@ public struct TrainingConfig: Codable, Sendable {
         batch = try c.decodeIfPresent(Int.self, forKey: .batch) ?? d.batch
         seqLen = try c.decodeIfPresent(Int.self, forKey: .seqLen) ?? d.seqLen
         gradAccum = try c.decodeIfPresent(Int.self, forKey: .gradAccum) ?? d.gradAccum
+        dataParallel = try c.decodeIfPresent(Bool.self, forKey: .dataParallel) ?? d.dataParallel
         lr = try c.decodeIfPresent(Float.self, forKey: .lr) ?? d.lr
         minLR = try c.decodeIfPresent(Float.self, forKey: .minLR) ?? d.minLR
         warmup = try c.decodeIfPresent(Int.self, forKey: .warmup) ?? d.warmup
@@ -118,12 +127,22 @@ public struct TrainingConfig: Codable, Sendable {
         guard m.experts > 0, m.expertSize > 0 else { throw bad("model.experts", "must be positive") }
         guard steps > 0, batch > 0, seqLen > 1 else { throw bad("steps/batch/seq_len", "must be positive (seq_len > 1)") }
         guard gradAccum > 0, batch % gradAccum == 0 else { throw bad("grad_accum", "must be positive and divide batch") }
+        if dataParallel {
+            guard gradAccum == 1 else { throw bad("data_parallel", "needs grad_accum 1") }
+            guard Self.tokenByTokenRouters.contains(router.name), router.capacityFactor == nil else {
+                throw bad("data_parallel", "needs a router that routes token by token (not \(router.name)\(router.capacityFactor == nil ? "" : " with capacity_factor"))")
+            }
+        }
         guard biasUpdateSpeed >= 0 else { throw bad("bias_update_speed", "must not be negative") }
         guard lr > 0, minLR >= 0, warmup >= 0, clip > 0 else { throw bad("lr/min_lr/warmup/clip", "out of range") }
         guard evalInterval > 0, checkpointInterval > 0, evalSamples >= 0 else { throw bad("eval_interval/checkpoint_interval", "must be positive") }
         if data.synthetic == nil && (data.textFiles ?? []).isEmpty { throw bad("data", "give synthetic or text_files") }
         _ = try router.makeRouter(experts: m.experts, path: path)  // every router trains; this checks its parameters
     }
+
+    /// Routers whose choice for a token depends on that token alone (without capacity), so a
+    /// batch can run as shards (`dataParallel`).
+    static let tokenByTokenRouters: Set<String> = ["topk-softmax", "topk-sigmoid", "top-p", "null-experts", "recurrent"]
 
     /// The auxiliary-loss weights the MoE layers train with.
     public var auxLosses: AuxLossCoefficients {

@@ -105,8 +105,14 @@ extension Tape {
     /// mean f of i's device); the entropy loss adds -(log p + 1) / T; for sigmoid scores these
     /// act on the normalised scores and pass through the normalisation. The z-loss
     /// mean_t lse_t^2 adds coefZ 2 lse_t softmax(z_t) / T to dz.
+    ///
+    /// With `batch` (a batch run as shards on replicas, `MoEBatchStatistics`), the auxiliary
+    /// losses are those of the whole batch: this shard's layer records its part, the step's
+    /// `auxLoss` is 0 (the merge gives the value), and the backward takes the whole batch's
+    /// counts and token count.
     public func moe(_ x: Variable, logits: Variable, _ params: MoEParameters, router: any Router,
-                    aux: AuxLossCoefficients = AuxLossCoefficients()) -> MoEStep {
+                    aux: AuxLossCoefficients = AuxLossCoefficients(),
+                    batch: (shard: MoEBatchStatistics.Shard, layer: Int)? = nil) -> MoEStep {
         let (coefLB, coefZ) = (aux.loadBalance, aux.zLoss)
         let (t, d) = (x.shape[0], x.shape[1]), e = params.gate.count
         let l = logits.shape[1]  // router logits: the experts, plus AdaMoE's null experts
@@ -185,18 +191,31 @@ extension Tape {
                           pool: pool)
         let y = Tensor(uninitialized: [t, d])
         dispatch.combine(expertOut, routing: routing, into: y, weighted: false, accumulate: false, pool: pool)
-        // Auxiliary losses (values; their gradients are added in backward).
+        // Auxiliary losses (values; their gradients are added in backward). A shard records its
+        // part of the batch's statistics instead (the merge gives the value).
         let counts = Self.balanceCounts(routing, probs: probs, router: router, logits: l)
-        let balance = AuxLoss.loadBalance(probs: balanceProbs, tokens: t, experts: l,
-                                          fractions: counts.map { Double($0) / Double(max(1, t)) })
-        let zLoss = coefZ == 0 ? 0 : AuxLoss.zLoss(logits: z)  // serial, in f64: only when it counts
         let meanK = Double(routing.assignmentCount) / Double(max(1, t))  // k, or top-p's mean
-        let intCounts = counts.map { Int($0.rounded()) }
-        let expertBalance = aux.expertBalance == 0 ? 0
-            : AuxLoss.expertBalance(probs: balanceProbs, tokens: t, experts: l, counts: intCounts, k: meanK)
-        let deviceBalance = aux.deviceBalance == 0 ? 0
-            : AuxLoss.deviceBalance(probs: balanceProbs, tokens: t, experts: l, counts: intCounts, k: meanK, devices: aux.devices)
-        let entropy = aux.entropy == 0 ? 0 : AuxLoss.entropy(probs: balanceProbs, tokens: t, experts: l)
+        var auxLoss: Float = 0
+        if let batch {
+            let balancing = coefLB != 0 || aux.expertBalance != 0 || aux.deviceBalance != 0
+            batch.shard.record(layer: batch.layer, MoEBatchStatistics.Part(
+                counts: counts,
+                probSums: balancing ? AuxLoss.sumPerExpert(balanceProbs, tokens: t, experts: l) : [Double](repeating: 0, count: l),
+                entropySum: aux.entropy == 0 ? 0 : AuxLoss.entropySum(probs: balanceProbs),
+                zSum: coefZ == 0 ? 0 : AuxLoss.zLossSum(logits: z), tokens: t, assignments: routing.assignmentCount))
+        } else {
+            let balance = AuxLoss.loadBalance(probs: balanceProbs, tokens: t, experts: l,
+                                              fractions: counts.map { Double($0) / Double(max(1, t)) })
+            let zLoss = coefZ == 0 ? 0 : AuxLoss.zLoss(logits: z)  // serial, in f64: only when it counts
+            let intCounts = counts.map { Int($0.rounded()) }
+            let expertBalance = aux.expertBalance == 0 ? 0
+                : AuxLoss.expertBalance(probs: balanceProbs, tokens: t, experts: l, counts: intCounts, k: meanK)
+            let deviceBalance = aux.deviceBalance == 0 ? 0
+                : AuxLoss.deviceBalance(probs: balanceProbs, tokens: t, experts: l, counts: intCounts, k: meanK, devices: aux.devices)
+            let entropy = aux.entropy == 0 ? 0 : AuxLoss.entropy(probs: balanceProbs, tokens: t, experts: l)
+            auxLoss = coefLB * balance + coefZ * zLoss + aux.expertBalance * expertBalance + aux.deviceBalance * deviceBalance
+                + aux.entropy * entropy
+        }
         let out = Variable(y)
         record { [pool] in
             guard let dyT = out.grad else { return }
@@ -289,8 +308,14 @@ extension Tape {
             // Balance losses, linear in P_i = mean_t p_ti: a constant c_i per score; plus the
             // entropy's -(log p + 1). For sigmoid scores P averages the normalised scores
             // s_ti / sum_j s_tj, so the gradient passes through that normalisation.
+            // The batch's counts, token count and experts per token: this op's own, or (shards)
+            // the whole batch's.
+            let (counts, batchTokens, meanK) = batch.map { b in
+                let g = b.shard.global(layer: b.layer)
+                return (g.counts, g.tokens, g.meanK)
+            } ?? (counts, t, meanK)
             if t > 0 && (coefLB != 0 || aux.expertBalance != 0 || aux.deviceBalance != 0 || aux.entropy != 0) {
-                let tf = Float(t), f = (0..<l).map { Float(l) * counts[$0] / (Float(meanK) * tf) }  // DeepSeekMoE's f_i
+                let tf = Float(batchTokens), f = (0..<l).map { Float(l) * counts[$0] / (Float(meanK) * tf) }  // DeepSeekMoE's f_i
                 var c = (0..<l).map { (coefLB * Float(l) * counts[$0] / tf + aux.expertBalance * f[$0]) / tf }
                 if aux.deviceBalance != 0 {
                     let per = l / max(1, aux.devices)
@@ -327,16 +352,14 @@ extension Tape {
                     dz[tok * l + i] = sigmoid ? dp[tok * l + i] * p * (1 - p) : p * (dp[tok * l + i] - inner)
                     if coefZ != 0 {
                         let softmax = Foundation.exp(zs[tok * l + i] - lse)
-                        dz[tok * l + i] += coefZ * 2 * lse * softmax / Float(t)
+                        dz[tok * l + i] += coefZ * 2 * lse * softmax / Float(batchTokens)
                     }
                 }
             }
             logits.accumulate(owned: dzT)
             x.accumulate(owned: dx, pool: pool)
         }
-        return MoEStep(output: out, routing: routing,
-                       auxLoss: coefLB * balance + coefZ * zLoss + aux.expertBalance * expertBalance
-                           + aux.deviceBalance * deviceBalance + aux.entropy * entropy)
+        return MoEStep(output: out, routing: routing, auxLoss: auxLoss)
     }
 
     /// The MoE layer with a linear router: its logits `x W^T` recorded as a `linear` op, then
