@@ -191,31 +191,17 @@ extension Tape {
                           pool: pool)
         let y = Tensor(uninitialized: [t, d])
         dispatch.combine(expertOut, routing: routing, into: y, weighted: false, accumulate: false, pool: pool)
-        // Auxiliary losses (values; their gradients are added in backward). A shard records its
-        // part of the batch's statistics instead (the merge gives the value).
+        // Auxiliary losses (values; their gradients are added in backward), from the layer's
+        // statistics; a shard records its part of the batch's instead (the merge gives the value).
         let counts = Self.balanceCounts(routing, probs: probs, router: router, logits: l)
-        let meanK = Double(routing.assignmentCount) / Double(max(1, t))  // k, or top-p's mean
-        var auxLoss: Float = 0
-        if let batch {
-            let balancing = coefLB != 0 || aux.expertBalance != 0 || aux.deviceBalance != 0
-            batch.shard.record(layer: batch.layer, MoEBatchStatistics.Part(
-                counts: counts,
-                probSums: balancing ? AuxLoss.sumPerExpert(balanceProbs, tokens: t, experts: l) : [Double](repeating: 0, count: l),
-                entropySum: aux.entropy == 0 ? 0 : AuxLoss.entropySum(probs: balanceProbs),
-                zSum: coefZ == 0 ? 0 : AuxLoss.zLossSum(logits: z), tokens: t, assignments: routing.assignmentCount))
-        } else {
-            let balance = AuxLoss.loadBalance(probs: balanceProbs, tokens: t, experts: l,
-                                              fractions: counts.map { Double($0) / Double(max(1, t)) })
-            let zLoss = coefZ == 0 ? 0 : AuxLoss.zLoss(logits: z)  // serial, in f64: only when it counts
-            let intCounts = counts.map { Int($0.rounded()) }
-            let expertBalance = aux.expertBalance == 0 ? 0
-                : AuxLoss.expertBalance(probs: balanceProbs, tokens: t, experts: l, counts: intCounts, k: meanK)
-            let deviceBalance = aux.deviceBalance == 0 ? 0
-                : AuxLoss.deviceBalance(probs: balanceProbs, tokens: t, experts: l, counts: intCounts, k: meanK, devices: aux.devices)
-            let entropy = aux.entropy == 0 ? 0 : AuxLoss.entropy(probs: balanceProbs, tokens: t, experts: l)
-            auxLoss = coefLB * balance + coefZ * zLoss + aux.expertBalance * expertBalance + aux.deviceBalance * deviceBalance
-                + aux.entropy * entropy
-        }
+        let statistics = MoEBatchStatistics.Part(
+            counts: counts, probSums: AuxLoss.sumPerExpert(balanceProbs, tokens: t, experts: l),
+            entropySum: aux.entropy == 0 ? 0 : AuxLoss.entropySum(probs: balanceProbs),
+            zSum: coefZ == 0 ? 0 : AuxLoss.zLossSum(logits: z),  // serial, in f64: only when it counts
+            tokens: t, assignments: routing.assignmentCount)
+        let meanK = statistics.meanK
+        if let batch { batch.shard.record(layer: batch.layer, statistics) }
+        let auxLoss = batch == nil ? statistics.value(aux) : 0
         let out = Variable(y)
         record { [pool] in
             guard let dyT = out.grad else { return }

@@ -7,26 +7,39 @@ import MoE
 /// gradients from the whole batch's counts and token count (`global`). So the step is that of
 /// one batch, up to the order of floating-point sums.
 public final class MoEBatchStatistics: @unchecked Sendable {
-    /// One shard's part of one layer.
+    /// What one MoE layer's auxiliary losses need from a set of tokens: one shard's part, the
+    /// whole batch's once merged, or (no shards) the layer's own, whose `value` the layer reports.
     struct Part {
         /// Tokens per router logit (T f_i of the load-balance loss), as `balanceCounts` gives.
         var counts: [Float]
-        /// Per logit, the sum over the shard's tokens of the balance probabilities.
+        /// Per logit, the sum over the tokens of the balance probabilities.
         var probSums: [Double]
         var entropySum: Double, zSum: Double
         var tokens: Int, assignments: Int
-    }
 
-    /// The batch's figures for one layer, once merged.
-    struct Global {
-        var counts: [Float], tokens: Int, meanK: Double
+        /// Experts per token: k, or top-p's mean.
+        var meanK: Double { Double(assignments) / Double(max(1, tokens)) }
+
+        /// The auxiliary losses over these tokens, weighted by `aux` and summed.
+        func value(_ aux: AuxLossCoefficients) -> Float {
+            guard tokens > 0 else { return 0 }
+            let t = Double(tokens), p = probSums.map { $0 / t }, intCounts = counts.map { Int($0.rounded()) }
+            let balance = AuxLoss.loadBalance(meanProbs: p, fractions: counts.map { Double($0) / t })
+            let zLoss = aux.zLoss == 0 ? 0 : Float(zSum / t)
+            let expertBalance = aux.expertBalance == 0 ? 0 : AuxLoss.expertBalance(meanProbs: p, tokens: tokens, counts: intCounts, k: meanK)
+            let deviceBalance = aux.deviceBalance == 0 ? 0
+                : AuxLoss.deviceBalance(meanProbs: p, tokens: tokens, counts: intCounts, k: meanK, devices: aux.devices)
+            let entropy = aux.entropy == 0 ? 0 : Float(entropySum / t)
+            return aux.loadBalance * balance + aux.zLoss * zLoss + aux.expertBalance * expertBalance
+                + aux.deviceBalance * deviceBalance + aux.entropy * entropy
+        }
     }
 
     private let layers: Int, shards: Int
     // [layer * shards + shard]: one slot per writer, so shards record at once without a lock
     // (a nested Swift array would be one value that both threads modify).
     private let parts: UnsafeMutableBufferPointer<Part?>
-    private(set) var global: [Global?]
+    private(set) var global: [Part?]  // per layer, once merged
 
     /// Room for `layers` MoE layers of `shards` shards.
     public init(layers: Int, shards: Int) {
@@ -48,8 +61,8 @@ public final class MoEBatchStatistics: @unchecked Sendable {
         /// Records layer `layer`'s part (each layer of each shard once, before `merge`).
         func record(layer: Int, _ part: Part) { statistics.parts[layer * statistics.shards + index] = part }
 
-        /// Layer `layer`'s batch figures (after `merge`).
-        func global(layer: Int) -> Global {
+        /// Layer `layer`'s whole-batch statistics (after `merge`).
+        func global(layer: Int) -> Part {
             guard let g = statistics.global[layer] else { preconditionFailure("MoEBatchStatistics: backward before merge") }
             return g
         }
@@ -78,19 +91,9 @@ public final class MoEBatchStatistics: @unchecked Sendable {
                 tokens += part.tokens
                 assignments += part.assignments
             }
-            let meanK = Double(assignments) / Double(max(1, tokens))
-            global[layer] = Global(counts: counts, tokens: tokens, meanK: meanK)
-            guard tokens > 0 else { continue }
-            let t = Double(tokens), p = sums.map { $0 / t }, intCounts = counts.map { Int($0.rounded()) }
-            total += aux.loadBalance * AuxLoss.loadBalance(meanProbs: p, fractions: counts.map { Double($0) / t })
-            total += aux.zLoss * Float(z / t) + aux.entropy * Float(entropy / t)
-            if aux.expertBalance != 0 {
-                total += aux.expertBalance * AuxLoss.expertBalance(meanProbs: p, tokens: tokens, counts: intCounts, k: meanK)
-            }
-            if aux.deviceBalance != 0 {
-                total += aux.deviceBalance * AuxLoss.deviceBalance(meanProbs: p, tokens: tokens, counts: intCounts, k: meanK,
-                                                                   devices: aux.devices)
-            }
+            let batch = Part(counts: counts, probSums: sums, entropySum: entropy, zSum: z, tokens: tokens, assignments: assignments)
+            global[layer] = batch
+            total += batch.value(aux)
         }
         return total
     }
