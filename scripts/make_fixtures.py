@@ -66,6 +66,30 @@ ARCHS = {
                                              topk_group=1, topk_method="group_limited_greedy", routed_scaling_factor=2.0,
                                              first_k_dense_replace=1, q_lora_rank=None, kv_lora_rank=16,
                                              qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=12, rope_theta=10000.0)),
+    # GPT-OSS: attention sinks, sliding (window 8) and full layers alternating, biased attention,
+    # a biased router taking the top-k logits then softmax, stacked biased experts with the
+    # clamped SwiGLU (a low limit, so the clamp acts), YaRN without truncation.
+    "gpt_oss": ("GptOssConfig", dict(COMMON, head_dim=16, intermediate_size=32, num_local_experts=8,
+                                     num_experts_per_tok=2, sliding_window=8, swiglu_limit=1.0,
+                                     rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 4.0,
+                                                      "original_max_position_embeddings": 64, "beta_fast": 32.0,
+                                                      "beta_slow": 1.0, "truncate": False})),
+    # GLM-4.5: partial rotary (half of each head), per-head QK-norm, q/k/v biases, sigmoid group
+    # routing with the correction bias, a shared expert, a dense layer 0.
+    "glm4_moe": ("Glm4MoeConfig", dict(COMMON, intermediate_size=48, moe_intermediate_size=16, n_routed_experts=8,
+                                       n_shared_experts=1, num_experts_per_tok=2, n_group=4, topk_group=2,
+                                       routed_scaling_factor=2.5, norm_topk_prob=True, first_k_dense_replace=1,
+                                       use_qk_norm=True, attention_bias=True, partial_rotary_factor=0.5,
+                                       rope_theta=10000.0)),
+    # The dense bases: Llama with biases on every attention projection and tied embeddings;
+    # Mistral with a head dim of its own and a sliding window of 12; Qwen2 with q/k/v biases and a
+    # window of 10 from layer 1 on; Qwen3 with per-head QK-norm and attention biases.
+    "llama": ("LlamaConfig", dict(COMMON, intermediate_size=96, attention_bias=True, tie_word_embeddings=True,
+                                  rope_theta=10000.0)),
+    "mistral": ("MistralConfig", dict(COMMON, head_dim=24, intermediate_size=96, sliding_window=12, rope_theta=10000.0)),
+    "qwen2": ("Qwen2Config", dict(COMMON, intermediate_size=96, use_sliding_window=True, sliding_window=10,
+                                  max_window_layers=1, rope_theta=10000.0)),
+    "qwen3": ("Qwen3Config", dict(COMMON, head_dim=24, intermediate_size=96, attention_bias=True, rope_theta=10000.0)),
 }
 
 
@@ -79,8 +103,11 @@ def make(name):
         for pname, p in model.named_parameters():
             if "norm" in pname:
                 p.copy_(1.0 + 0.2 * torch.randn_like(p))       # norms near 1, not all equal
-            elif pname.endswith("mlp.gate.weight") or "gate.weight" in pname and "experts" not in pname:
+            elif pname.endswith("mlp.gate.weight") or pname.endswith("mlp.router.weight") \
+                    or "gate.weight" in pname and "experts" not in pname:
                 p.normal_(0.0, 1.0)                            # routers: clear top-k margins
+            elif pname.endswith("sinks"):
+                p.normal_(0.0, 1.0)                            # sinks that take a real share
             elif "bias" in pname:
                 p.normal_(0.0, 0.1)
             else:

@@ -1,3 +1,4 @@
+import Foundation
 import MoECore
 
 // Dimension legend: R routed rows (token slots grouped by expert), d hidden size,
@@ -16,13 +17,37 @@ public protocol ExpertFFN: Sendable {
     func weightBytes(expert: Int) -> Int
 }
 
-/// SwiGLU experts, `E_i(x) = W2 (silu(W1 x) ⊙ W3 x)`, weights in Hugging Face layout and any dtype.
+/// The gated activation between an expert's up and down projections.
+public enum ExpertActivation: Sendable, Equatable {
+    /// `silu(g) * u` (SwiGLU: Mixtral, Qwen, DeepSeek, ...).
+    case swiglu
+    /// GPT-OSS's clamped SwiGLU (transformers' `GptOssExperts._apply_gate`): g clamped to at most
+    /// `limit`, u to [-limit, limit], then `(u + 1) * g * sigmoid(alpha * g)`.
+    case clampedSwiGLU(alpha: Float, limit: Float)
+}
+
+/// Per-expert biases on the gate, up and down projections (GPT-OSS): [E][I], [E][I], [E][d].
+public struct ExpertBiases: Sendable {
+    public let gate: [[Float]], up: [[Float]], down: [[Float]]
+    public init(gate: [[Float]], up: [[Float]], down: [[Float]]) {
+        self.gate = gate
+        self.up = up
+        self.down = down
+    }
+}
+
+/// SwiGLU experts, `E_i(x) = W2 (silu(W1 x) ⊙ W3 x)`, weights in Hugging Face layout and any
+/// dtype; optionally with biases and GPT-OSS's clamped activation.
 ///
 /// `gate[e]` (W1) and `up[e]` (W3) are [I, d], `down[e]` (W2) is [d, I]; they are views, so a
 /// checkpoint's per-expert tensors (or one stacked [E, I, d] tensor) are used without copying.
 /// A forward pass is two grouped-matmul passes: gate and up for every expert together, then down.
 public struct SwiGLUExperts: ExpertFFN {
     public let gate: [Tensor], up: [Tensor], down: [Tensor]
+    /// The activation between the projections (`swiglu` unless the family says otherwise).
+    public var activation: ExpertActivation = .swiglu
+    /// Biases on the projections, or nil.
+    public var biases: ExpertBiases? = nil
     public var expertCount: Int { gate.count }
     public var hiddenSize: Int { gate.first?.shape[1] ?? 0 }
     /// The intermediate size I.
@@ -57,14 +82,40 @@ public struct SwiGLUExperts: ExpertFFN {
             jobs.append(LinearJob(input: rows.rows(span), weight: up[e], output: u.rows(span)))
         }
         Kernels.linearBatch(jobs, pool: pool)
-        Kernels.siluMul(gate: g, up: u, pool: pool)
+        if let b = biases {
+            addBias(g, b.gate, rowOffsets)
+            addBias(u, b.up, rowOffsets)
+        }
+        switch activation {
+        case .swiglu: Kernels.siluMul(gate: g, up: u, pool: pool)
+        case let .clampedSwiGLU(alpha, limit): Self.clampedSwiGLU(gate: g, up: u, alpha: alpha, limit: limit)
+        }
         jobs = []
         for e in 0..<expertCount where rowOffsets[e] < rowOffsets[e + 1] {
             let span = rowOffsets[e]..<rowOffsets[e + 1]
             jobs.append(LinearJob(input: g.rows(span), weight: down[e], output: out.rows(span)))
         }
         Kernels.linearBatch(jobs, pool: pool)
+        if let b = biases { addBias(out, b.down, rowOffsets) }
         return out
+    }
+
+    /// Adds expert e's bias row to each of its rows of x [R, N].
+    func addBias(_ x: Tensor, _ bias: [[Float]], _ rowOffsets: [Int]) {
+        let n = x.shape[1], p = x.mutableFloats
+        for e in 0..<expertCount where rowOffsets[e] < rowOffsets[e + 1] {
+            let b = bias[e]
+            for r in rowOffsets[e]..<rowOffsets[e + 1] { for j in 0..<n { p[r * n + j] += b[j] } }
+        }
+    }
+
+    /// GPT-OSS's activation, written into `gate`.
+    static func clampedSwiGLU(gate: Tensor, up: Tensor, alpha: Float, limit: Float) {
+        let g = gate.mutableFloats, u = up.floats
+        for i in 0..<g.count {
+            let x = min(g[i], limit), y = min(max(u[i], -limit), limit)
+            g[i] = (y + 1) * x / (1 + Foundation.exp(-alpha * x))
+        }
     }
 
     public func weightBytes(expert e: Int) -> Int { gate[e].byteCount + up[e].byteCount + down[e].byteCount }

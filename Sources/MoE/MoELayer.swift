@@ -99,7 +99,7 @@ public struct MoELayer: Sendable {
     /// are scaled by `segments`); it is the starting point for training a fine-grained MoE.
     public func fineGrained(segments: Int) -> MoELayer? {
         guard let topk = router as? TopKSoftmaxRouter, let swiglu = experts as? SwiGLUExperts,
-              case let .linear(weight, bias) = gate else { return nil }
+              swiglu.activation == .swiglu, swiglu.biases == nil, case let .linear(weight, bias) = gate else { return nil }
         let w = weight.toFloats(), d = weight.shape[1], e = weight.shape[0]
         var rows: [Float] = []
         for x in 0..<e { for _ in 0..<segments { rows += w[(x * d)..<((x + 1) * d)] } }

@@ -16,21 +16,26 @@ protocol AttentionBlock: Sendable {
 }
 
 /// Softmax(q k^T * scale) v over the cached positions, causal: query token t sees positions
-/// up to `cache.length - T + t` (the new tokens are already stored). q is [T, H, keyDim]; H
-/// query heads share each of the G cached key/value heads (GQA). Returns [T, H * valueDim].
+/// up to `cache.length - T + t` (the new tokens are already stored), and with a sliding
+/// `window` only the last `window` of those (itself included), as transformers' sliding-window
+/// mask. With `sinks` ([H] logits, GPT-OSS), each head's softmax also spreads mass over its sink
+/// logit, which then contributes no value. q is [T, H, keyDim]; H query heads share each of the
+/// G cached key/value heads (GQA). Returns [T, H * valueDim].
 /// One task per (token, key/value head): the group's query heads (up to 4 at a time) score
 /// every visible position with the matvec leaf, softmax, then sum the values with a C leaf.
 func causalAttention(q: Tensor, heads h: Int, kvHeads g: Int, keyDim: Int, valueDim: Int, scale: Float,
-                     layer: Int, cache: KVCache, pool: ThreadPool) -> Tensor {
+                     layer: Int, cache: KVCache, window: Int? = nil, sinks: [Float]? = nil, pool: ThreadPool) -> Tensor {
     let t = q.shape[0], group = h / g
     let out = Tensor(zeros: [t, h * valueDim])
     let past = cache.length
     guard let qb = q.floats.baseAddress, let ob = out.mutableFloats.baseAddress else { return out }
     pool.parallelFor(t * g) { task in
         let ti = task / g, gi = task % g
-        let visible = past + ti + 1
-        let keys = cache.rows(layer: layer, head: gi, values: false)
-        let values = cache.rows(layer: layer, head: gi, values: true)
+        let end = past + ti + 1
+        let first = window.map { max(0, end - $0) } ?? 0
+        let visible = end - first
+        let keys = cache.rows(layer: layer, head: gi, values: false) + first * keyDim
+        let values = cache.rows(layer: layer, head: gi, values: true) + first * valueDim
         var scores = [Float](repeating: 0, count: 4 * visible)
         scores.withUnsafeMutableBufferPointer { sp in
             guard let s = sp.baseAddress else { return }
@@ -42,12 +47,13 @@ func causalAttention(q: Tensor, heads h: Int, kvHeads g: Int, keyDim: Int, value
                                s, visible, 0, visible, keyDim)
                 for m in 0..<nx {
                     let row = s + m * visible
-                    var maxScore = -Float.infinity
+                    let sink = sinks?[head + m]
+                    var maxScore = sink ?? -Float.infinity
                     for j in 0..<visible {
                         row[j] *= scale
                         maxScore = max(maxScore, row[j])
                     }
-                    var sum: Float = 0
+                    var sum: Float = sink.map { Foundation.exp($0 - maxScore) } ?? 0
                     for j in 0..<visible {
                         row[j] = Foundation.exp(row[j] - maxScore)
                         sum += row[j]
@@ -64,13 +70,18 @@ func causalAttention(q: Tensor, heads h: Int, kvHeads g: Int, keyDim: Int, value
     return out
 }
 
-/// Causal self-attention with grouped-query heads, RoPE and the variants of the supported
-/// architectures: q/k/v biases (Qwen2), QK-norm per head (Qwen3) or over the whole projection
-/// (OLMoE), and clamping of q, k, v (OLMoE's `clip_qkv`).
+/// Causal self-attention with grouped-query heads, RoPE (whole or partial heads) and the
+/// variants of the supported architectures: q/k/v and output biases (Qwen2, GLM, GPT-OSS),
+/// QK-norm per head (Qwen3, GLM) or over the whole projection (OLMoE), clamping of q, k, v
+/// (OLMoE's `clip_qkv`), a sliding window (Mistral, GPT-OSS) and attention sinks (GPT-OSS).
 struct Attention: AttentionBlock {
     let wq: Tensor, wk: Tensor, wv: Tensor, wo: Tensor           // [H*D, d], [G*D, d], [G*D, d], [d, H*D]
     let bq: Tensor?, bk: Tensor?, bv: Tensor?, bo: Tensor?
     let qNorm: Tensor?, kNorm: Tensor?                           // [D] (per head) or [H*D] / [G*D] (full)
+    /// This layer's sliding window, or nil for full attention.
+    let window: Int?
+    /// GPT-OSS's per-head sink logits [H], or nil.
+    let sinks: [Float]?
     let spec: DecoderSpec
     let rope: RotaryEmbedding
 
@@ -107,7 +118,8 @@ struct Attention: AttentionBlock {
         cache.store(layer: layer, keys: k.reshaped([t, g, dh]), values: v.reshaped([t, g, dh]))
 
         let out = causalAttention(q: q, heads: h, kvHeads: g, keyDim: dh, valueDim: dh,
-                                  scale: Float(1 / Double(dh).squareRoot()), layer: layer, cache: cache, pool: pool)
+                                  scale: Float(1 / Double(dh).squareRoot()), layer: layer, cache: cache,
+                                  window: window, sinks: sinks, pool: pool)
         let y = Kernels.matmul(out, wo, pool: pool)
         if let bo { addRowBias(y, bo) }
         return y

@@ -11,7 +11,7 @@ public enum ModelError: Error, Equatable, CustomStringConvertible {
     case wrongShape(path: String, name: String, expected: [Int], found: [Int])
     /// A tensor's dtype cannot be used.
     case unsupportedDType(path: String, name: String, dtype: String)
-    /// config.json names an architecture MoEKit does not implement.
+    /// config.json's `model_type` names an architecture MoEKit does not implement.
     case unknownArchitecture(path: String, name: String)
     /// A config value is missing or invalid.
     case invalidConfig(path: String, field: String, reason: String)
@@ -28,7 +28,7 @@ public enum ModelError: Error, Equatable, CustomStringConvertible {
         case let .unsupportedDType(path, name, dtype):
             return "\(path): tensor '\(name)' has dtype \(dtype); MoEKit reads F32, F16 and BF16"
         case let .unknownArchitecture(path, name):
-            return "\(path): architecture '\(name)' is not supported (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, DeepSeek-V2/V3 are)"
+            return "\(path): model_type: '\(name)' is not supported (MoEKit runs \(Architectures.modelTypes.joined(separator: ", ")))"
         case let .invalidConfig(path, field, reason): return "\(path): \(field): \(reason)"
         case let .tokenOutOfRange(id, vocab): return "token id \(id) is outside the vocabulary (0..<\(vocab))"
         }

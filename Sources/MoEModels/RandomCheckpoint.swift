@@ -28,24 +28,21 @@ public enum RandomCheckpoint {
         public var sharedExperts = 1
         public var groups = 1, topkGroup = 1
         public var denseLayers = 0
+        /// The sliding window of the families that have one (GPT-OSS, Mistral); nil: the family's default.
+        public var slidingWindow: Int? = nil
         public init() {}
     }
 
-    /// The architectures it can write.
-    public static let architectures = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v3", "deepseek_v2"]
+    /// The architectures it can write: every family in the registry.
+    public static var architectures: [String] { Architectures.modelTypes }
 
     /// Writes a checkpoint of `arch` with `shape` into `directory` (created if needed), weights
-    /// drawn uniformly in ±1/sqrt(fan-in) from `seed`, norms 1, stored as `dtype`.
+    /// drawn uniformly in ±1/sqrt(fan-in) from `seed`, norms 1, stored as `dtype`. The config
+    /// comes from the family's file and the tensors from the spec it describes, by its names.
     public static func write(arch: String, shape s: Shape, to directory: String, seed: UInt64 = 0,
                              dtype: DType = .bf16) throws(ModelError) {
-        guard architectures.contains(arch) else { throw .unknownArchitecture(path: directory, name: arch) }
-        guard s.vocabSize >= 257, s.hiddenSize > 0, s.layers > 0, s.heads > 0, s.kvHeads > 0, s.heads % s.kvHeads == 0,
-              s.experts > 0, s.topK >= 1, s.topK <= s.experts, s.expertSize > 0 else {
-            throw .invalidConfig(path: directory, field: "shape",
-                                 reason: "need vocab >= 257, positive sizes, kv heads dividing heads and 1 <= top-k <= experts")
-        }
-        let hd = s.headDim ?? s.hiddenSize / s.heads
-        guard hd > 0, hd % 2 == 0 else { throw .invalidConfig(path: directory, field: "head_dim", reason: "must be positive and even, got \(hd)") }
+        guard let family = Architectures.family(arch) else { throw .unknownArchitecture(path: directory, name: arch) }
+        guard s.vocabSize >= 257 else { throw .invalidConfig(path: directory, field: "vocab_size", reason: "need at least 257 (bytes and end of text)") }
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
@@ -53,78 +50,26 @@ public enum RandomCheckpoint {
         }
         let eos = 256
         var config: [String: Any] = [
-            "model_type": arch, "vocab_size": s.vocabSize, "hidden_size": s.hiddenSize, "num_hidden_layers": s.layers,
-            "num_attention_heads": s.heads, "num_key_value_heads": s.kvHeads, "head_dim": hd, "rms_norm_eps": 1e-6,
-            "rope_theta": s.ropeTheta, "max_position_embeddings": 4096, "tie_word_embeddings": false,
-            "bos_token_id": eos, "eos_token_id": eos, "hidden_act": "silu", "torch_dtype": dtype == .bf16 ? "bfloat16" : dtype == .f16 ? "float16" : "float32",
+            "model_type": arch, "architectures": [family.className(arch)], "vocab_size": s.vocabSize,
+            "hidden_size": s.hiddenSize, "num_hidden_layers": s.layers,
+            "num_attention_heads": s.heads, "num_key_value_heads": s.kvHeads, "head_dim": s.headDim ?? s.hiddenSize / max(1, s.heads),
+            "rms_norm_eps": 1e-6, "rope_theta": s.ropeTheta, "max_position_embeddings": 4096, "tie_word_embeddings": false,
+            "bos_token_id": eos, "eos_token_id": eos, "hidden_act": "silu",
+            "torch_dtype": dtype == .bf16 ? "bfloat16" : dtype == .f16 ? "float16" : "float32",
             "num_experts_per_tok": s.topK,
         ]
-        switch arch {
-        case "mixtral":
-            config["architectures"] = ["MixtralForCausalLM"]
-            config["num_local_experts"] = s.experts
-            config["intermediate_size"] = s.expertSize
-        case "qwen2_moe", "qwen3_moe":
-            config["architectures"] = [arch == "qwen2_moe" ? "Qwen2MoeForCausalLM" : "Qwen3MoeForCausalLM"]
-            config["num_experts"] = s.experts
-            config["moe_intermediate_size"] = s.expertSize
-            config["intermediate_size"] = s.denseSize
-            config["decoder_sparse_step"] = 1
-            config["mlp_only_layers"] = [Int]()
-            config["norm_topk_prob"] = arch == "qwen3_moe"
-            if arch == "qwen2_moe" {
-                config["shared_expert_intermediate_size"] = s.sharedSize
-                config["qkv_bias"] = true
-            } else {
-                config["attention_bias"] = false
-            }
-        case "deepseek_v3", "deepseek_v2":
-            guard s.experts % max(1, s.groups) == 0, s.topkGroup >= 1, s.topkGroup <= s.groups, s.ropeDim % 2 == 0,
-                  s.denseLayers >= 0, s.denseLayers <= s.layers else {
-                throw .invalidConfig(path: directory, field: "shape", reason: "groups must divide experts, 1 <= topk-group <= groups, rope dim even")
-            }
-            config["architectures"] = [arch == "deepseek_v3" ? "DeepseekV3ForCausalLM" : "DeepseekV2ForCausalLM"]
-            config["n_routed_experts"] = s.experts
-            config["n_shared_experts"] = s.sharedExperts
-            config["moe_intermediate_size"] = s.expertSize
-            config["intermediate_size"] = s.denseSize
-            config["first_k_dense_replace"] = s.denseLayers
-            config["moe_layer_freq"] = 1
-            config["n_group"] = s.groups
-            config["topk_group"] = s.topkGroup
-            config["routed_scaling_factor"] = 2.5  // V3's value; a whole number would be written as an integer, which transformers refuses
-            config["q_lora_rank"] = s.qLoraRank.map { $0 as Any } ?? NSNull()
-            config["kv_lora_rank"] = s.kvLoraRank
-            config["qk_nope_head_dim"] = s.nopeDim
-            config["qk_rope_head_dim"] = s.ropeDim
-            config["v_head_dim"] = s.valueDim
-            config["head_dim"] = s.ropeDim
-            config["num_key_value_heads"] = s.heads
-            config["attention_bias"] = false
-            if arch == "deepseek_v3" {
-                config["norm_topk_prob"] = true
-                config["scoring_func"] = "sigmoid"
-                config["topk_method"] = "noaux_tc"
-                config["rope_interleave"] = true
-            } else {
-                config["norm_topk_prob"] = false
-                config["topk_method"] = s.groups > 1 ? "group_limited_greedy" : "greedy"
-            }
-        default:  // olmoe
-            config["architectures"] = ["OlmoeForCausalLM"]
-            config["num_experts"] = s.experts
-            config["intermediate_size"] = s.expertSize
-            config["norm_topk_prob"] = false
-            config["attention_bias"] = false
-        }
+        config.merge(family.randomConfig(s, modelType: arch)) { _, new in new }
         let configPath = (directory as NSString).appendingPathComponent("config.json")
         guard let configData = try? JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys]) else {
             throw .invalidFile(path: configPath, field: "(json)", reason: "cannot encode")
         }
+        // Check the shape through the family's own reading before writing anything.
+        let probe = configPath + ".check"
+        try AtomicFile.write(configData, to: probe)
+        defer { try? FileManager.default.removeItem(atPath: probe) }
+        let spec = try Architectures.spec(configAt: probe)
         try AtomicFile.write(configData, to: configPath)
-        let spec = try Architectures.spec(configAt: configPath)
 
-        var tensors: [(name: String, tensor: Tensor)] = []
         var counter: UInt64 = 0
         func random(_ shape: [Int]) -> Tensor {
             counter += 1
@@ -132,66 +77,15 @@ public enum RandomCheckpoint {
             return Tensor(randomUniform: shape, in: -bound...bound, seed: seed &* 1_000_003 &+ counter, dtype: dtype)
         }
         func ones(_ n: Int) -> Tensor { Tensor(shape: [n], values: [Float](repeating: 1, count: n), dtype: dtype) }
-        let d = s.hiddenSize
-        tensors.append(("model.embed_tokens.weight", random([s.vocabSize, d])))
-        tensors.append(("model.norm.weight", ones(d)))
-        tensors.append(("lm_head.weight", random([s.vocabSize, d])))
-        for i in 0..<s.layers {
-            let p = "model.layers.\(i)", a = "\(p).self_attn"
-            tensors += [("\(p).input_layernorm.weight", ones(d)), ("\(p).post_attention_layernorm.weight", ones(d))]
-            if let l = spec.latent {
-                let kd = l.nopeDim + l.ropeDim
-                if let rq = l.qLoraRank {
-                    tensors += [("\(a).q_a_proj.weight", random([rq, d])), ("\(a).q_a_layernorm.weight", ones(rq)),
-                                ("\(a).q_b_proj.weight", random([s.heads * kd, rq]))]
-                } else {
-                    tensors.append(("\(a).q_proj.weight", random([s.heads * kd, d])))
-                }
-                tensors += [("\(a).kv_a_proj_with_mqa.weight", random([l.kvLoraRank + l.ropeDim, d])),
-                            ("\(a).kv_a_layernorm.weight", ones(l.kvLoraRank)),
-                            ("\(a).kv_b_proj.weight", random([s.heads * (l.nopeDim + l.valueDim), l.kvLoraRank])),
-                            ("\(a).o_proj.weight", random([d, s.heads * l.valueDim]))]
-            } else {
-                tensors += [("\(a).q_proj.weight", random([s.heads * hd, d])), ("\(a).k_proj.weight", random([s.kvHeads * hd, d])),
-                            ("\(a).v_proj.weight", random([s.kvHeads * hd, d])), ("\(a).o_proj.weight", random([d, s.heads * hd]))]
-            }
-            if !spec.moeLayers[i] {
-                tensors += [("\(p).mlp.gate_proj.weight", random([spec.denseIntermediate, d])),
-                            ("\(p).mlp.up_proj.weight", random([spec.denseIntermediate, d])),
-                            ("\(p).mlp.down_proj.weight", random([d, spec.denseIntermediate]))]
-                continue
-            }
-            if spec.qkvBias {
-                tensors += [("\(a).q_proj.bias", random([s.heads * hd])), ("\(a).k_proj.bias", random([s.kvHeads * hd])),
-                            ("\(a).v_proj.bias", random([s.kvHeads * hd]))]
-            }
-            switch spec.qkNorm {
-            case .perHead: tensors += [("\(a).q_norm.weight", ones(hd)), ("\(a).k_norm.weight", ones(hd))]
-            case .full: tensors += [("\(a).q_norm.weight", ones(s.heads * hd)), ("\(a).k_norm.weight", ones(s.kvHeads * hd))]
-            case .none: break
-            }
-            let m = Architectures.moePrefix(spec, layer: i)
-            tensors.append(("\(m).gate.weight", random([s.experts, d])))
-            if spec.routerKind == .deepseekV3 {
-                var rng = SplitMix64(seed: seed &+ UInt64(i))
-                let bias = (0..<s.experts).map { _ in 0.2 * (rng.nextUnitFloat() - 0.5) }
-                tensors.append(("\(m).gate.e_score_correction_bias", Tensor(shape: [s.experts], values: bias)))  // f32, as shipped
-            }
-            if spec.sharedExperts > 0 {
-                let si = spec.sharedExperts * s.expertSize
-                tensors += [("\(m).shared_experts.gate_proj.weight", random([si, d])),
-                            ("\(m).shared_experts.up_proj.weight", random([si, d])),
-                            ("\(m).shared_experts.down_proj.weight", random([d, si]))]
-            }
-            for e in 0..<s.experts {
-                let n = Architectures.expertNames(spec, layer: i, expert: e)
-                tensors += [(n.gate, random([s.expertSize, d])), (n.up, random([s.expertSize, d])), (n.down, random([d, s.expertSize]))]
-            }
-            if let shared = spec.sharedExpertIntermediate, shared > 0 {
-                tensors += [("\(m).shared_expert.gate_proj.weight", random([shared, d])),
-                            ("\(m).shared_expert.up_proj.weight", random([shared, d])),
-                            ("\(m).shared_expert.down_proj.weight", random([d, shared])),
-                            ("\(m).shared_expert_gate.weight", random([1, d]))]
+        var tensors: [(name: String, tensor: Tensor)] = []
+        for w in spec.weights {
+            switch w.kind {
+            case .matrix, .bias: tensors.append((w.name, random(w.shape)))
+            case .norm: tensors.append((w.name, ones(w.shape[0])))
+            case .selectionBias:
+                var rng = SplitMix64(seed: seed &+ UInt64(tensors.count))
+                let bias = (0..<w.shape[0]).map { _ in 0.2 * (rng.nextUnitFloat() - 0.5) }
+                tensors.append((w.name, Tensor(shape: w.shape, values: bias)))  // f32, as shipped
             }
         }
         try SafetensorsWriter.write(tensors, metadata: ["format": "pt"], to: (directory as NSString).appendingPathComponent("model.safetensors"))

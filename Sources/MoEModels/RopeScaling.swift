@@ -81,10 +81,13 @@ struct RopeFields: Decodable {
     var mscaleAllDim: Double?
     var attentionFactor: Double?
     var truncate: Bool?
+    /// GLM's share of each head that rotates (newer configs keep it here, older ones top-level).
+    var partialRotaryFactor: Double?
     enum CodingKeys: String, CodingKey {
         case ropeTheta = "rope_theta", ropeType = "rope_type", type, factor
         case originalMaxPositionEmbeddings = "original_max_position_embeddings", betaFast = "beta_fast", betaSlow = "beta_slow"
         case mscale, mscaleAllDim = "mscale_all_dim", attentionFactor = "attention_factor", truncate
+        case partialRotaryFactor = "partial_rotary_factor"
     }
 
     /// The config, from the newer object or the older top-level theta plus scaling object.

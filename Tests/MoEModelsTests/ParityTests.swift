@@ -16,7 +16,8 @@ struct Reference: Decodable {
     var greedy: [Int]
 }
 
-/// Every architecture against transformers on committed tiny checkpoints: every logit of a
+/// Every architecture against transformers (MoE and dense; sliding windows are passed: prompt
+/// and continuation run to 54 positions against windows of 8 to 12) on committed tiny checkpoints: every logit of a
 /// 24-token prompt within 1e-4, and 30 greedy tokens equal, decoding one token at a time with
 /// the KV cache.
 final class ParityTests: XCTestCase {
@@ -48,4 +49,10 @@ final class ParityTests: XCTestCase {
     func testOLMoE() throws { try check("olmoe") }
     func testDeepSeekV3() throws { try check("deepseek_v3") }
     func testDeepSeekV2() throws { try check("deepseek_v2") }
+    func testGPTOSS() throws { try check("gpt_oss") }
+    func testGLM4MoE() throws { try check("glm4_moe") }
+    func testLlama() throws { try check("llama") }
+    func testMistral() throws { try check("mistral") }
+    func testQwen2() throws { try check("qwen2") }
+    func testQwen3() throws { try check("qwen3") }
 }
