@@ -81,11 +81,14 @@ ARCHS = {
                                        routed_scaling_factor=2.5, norm_topk_prob=True, first_k_dense_replace=1,
                                        use_qk_norm=True, attention_bias=True, partial_rotary_factor=0.5,
                                        rope_theta=10000.0)),
-    # The dense bases: Llama with biases on every attention projection and tied embeddings;
+    # The dense bases: Llama with biases on every attention projection, tied embeddings and Llama 3's
+    # RoPE scaling;
     # Mistral with a head dim of its own and a sliding window of 12; Qwen2 with q/k/v biases and a
     # window of 10 from layer 1 on; Qwen3 with per-head QK-norm and attention biases.
     "llama": ("LlamaConfig", dict(COMMON, intermediate_size=96, attention_bias=True, tie_word_embeddings=True,
-                                  rope_theta=10000.0)),
+                                  rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+                                                   "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                                   "original_max_position_embeddings": 64})),
     "mistral": ("MistralConfig", dict(COMMON, head_dim=24, intermediate_size=96, sliding_window=12, rope_theta=10000.0)),
     "qwen2": ("Qwen2Config", dict(COMMON, intermediate_size=96, use_sliding_window=True, sliding_window=10,
                                   max_window_layers=1, rope_theta=10000.0)),

@@ -43,11 +43,6 @@ public enum RandomCheckpoint {
                              dtype: DType = .bf16) throws(ModelError) {
         guard let family = Architectures.family(arch) else { throw .unknownArchitecture(path: directory, name: arch) }
         guard s.vocabSize >= 257 else { throw .invalidConfig(path: directory, field: "vocab_size", reason: "need at least 257 (bytes and end of text)") }
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        } catch {
-            throw .io(path: directory, reason: "cannot create: \(error.localizedDescription)")
-        }
         let eos = 256
         var config: [String: Any] = [
             "model_type": arch, "architectures": [family.className(arch)], "vocab_size": s.vocabSize,
@@ -56,18 +51,19 @@ public enum RandomCheckpoint {
             "rms_norm_eps": 1e-6, "rope_theta": s.ropeTheta, "max_position_embeddings": 4096, "tie_word_embeddings": false,
             "bos_token_id": eos, "eos_token_id": eos, "hidden_act": "silu",
             "torch_dtype": dtype == .bf16 ? "bfloat16" : dtype == .f16 ? "float16" : "float32",
-            "num_experts_per_tok": s.topK,
         ]
         config.merge(family.randomConfig(s, modelType: arch)) { _, new in new }
         let configPath = (directory as NSString).appendingPathComponent("config.json")
         guard let configData = try? JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys]) else {
             throw .invalidFile(path: configPath, field: "(json)", reason: "cannot encode")
         }
-        // Check the shape through the family's own reading before writing anything.
-        let probe = configPath + ".check"
-        try AtomicFile.write(configData, to: probe)
-        defer { try? FileManager.default.removeItem(atPath: probe) }
-        let spec = try Architectures.spec(configAt: probe)
+        // The shape is checked through the family's own reading before anything is written.
+        let spec = try Architectures.spec(configData: configData, path: configPath)
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw .io(path: directory, reason: "cannot create: \(error.localizedDescription)")
+        }
         try AtomicFile.write(configData, to: configPath)
 
         var counter: UInt64 = 0

@@ -9,7 +9,7 @@ import MoECore
 /// `_compute_yarn_parameters`: a ramp between interpolated and extrapolated frequencies, and an
 /// attention factor on cos and sin). Others are refused with an error naming the field.
 public struct RopeConfig: Sendable, Equatable {
-    public enum Kind: String, Sendable { case `default`, linear, yarn }
+    public enum Kind: String, Sendable { case `default`, linear, yarn, llama3 }
     public var theta: Double
     public var kind: Kind
     public var factor: Double
@@ -18,6 +18,8 @@ public struct RopeConfig: Sendable, Equatable {
     public var mscale: Double?, mscaleAllDim: Double?
     public var attentionFactor: Double?
     public var truncate: Bool
+    /// Llama 3's wavelength bands (`low_freq_factor`, `high_freq_factor`).
+    public var lowFreqFactor: Double = 1, highFreqFactor: Double = 4
 
     /// The RoPE of `dim` rotary dimensions this config describes.
     public func rotary(headDim: Int, rotaryDim: Int? = nil, layout: RotaryEmbedding.Layout) -> RotaryEmbedding {
@@ -29,6 +31,18 @@ public struct RopeConfig: Sendable, Equatable {
             return RotaryEmbedding(headDim: headDim, invFreq: pos.map { 1 / $0 }, layout: layout)
         case .linear:
             return RotaryEmbedding(headDim: headDim, invFreq: pos.map { 1 / $0 / Float(factor) }, layout: layout)
+        case .llama3:
+            // transformers' `_compute_llama3_parameters`, in f32 as torch computes it: long
+            // wavelengths divided by the factor, short ones kept, the band between smoothed.
+            let f = Float(factor), old = Float(originalMaxPositions), low = Float(lowFreqFactor), high = Float(highFreqFactor)
+            let inv: [Float] = pos.map { p in
+                let base = 1 / p, wavelen = 2 * Float.pi / base
+                let scaled = wavelen > old / low ? base / f : base
+                guard !(wavelen < old / high) && !(wavelen > old / low) else { return scaled }
+                let smooth = (old / wavelen - low) / (high - low)
+                return (1 - smooth) * scaled / f + smooth * scaled
+            }
+            return RotaryEmbedding(headDim: headDim, invFreq: inv, layout: layout)
         case .yarn:
             func correctionDim(_ rotations: Double) -> Double {
                 Double(dim) * Foundation.log(Double(originalMaxPositions) / (rotations * 2 * Double.pi)) / (2 * Foundation.log(theta))
@@ -83,11 +97,12 @@ struct RopeFields: Decodable {
     var truncate: Bool?
     /// GLM's share of each head that rotates (newer configs keep it here, older ones top-level).
     var partialRotaryFactor: Double?
+    var lowFreqFactor: Double?, highFreqFactor: Double?
     enum CodingKeys: String, CodingKey {
         case ropeTheta = "rope_theta", ropeType = "rope_type", type, factor
         case originalMaxPositionEmbeddings = "original_max_position_embeddings", betaFast = "beta_fast", betaSlow = "beta_slow"
         case mscale, mscaleAllDim = "mscale_all_dim", attentionFactor = "attention_factor", truncate
-        case partialRotaryFactor = "partial_rotary_factor"
+        case partialRotaryFactor = "partial_rotary_factor", lowFreqFactor = "low_freq_factor", highFreqFactor = "high_freq_factor"
     }
 
     /// The config, from the newer object or the older top-level theta plus scaling object.
@@ -97,17 +112,41 @@ struct RopeFields: Decodable {
         let field = parameters != nil ? "rope_parameters" : "rope_scaling"
         let raw = (source?.ropeType ?? source?.type ?? "default").lowercased()
         guard let kind = RopeConfig.Kind(rawValue: raw) else {
-            throw .invalidConfig(path: path, field: "\(field).rope_type", reason: "'\(raw)' RoPE scaling is not supported (default, linear, yarn are)")
+            throw .invalidConfig(path: path, field: "\(field).rope_type", reason: "'\(raw)' RoPE scaling is not supported (default, linear, yarn, llama3 are)")
         }
         let theta = parameters?.ropeTheta ?? topLevelTheta ?? scaling?.ropeTheta ?? 10_000
+        guard theta.isFinite, theta > 1 else {
+            throw .invalidConfig(path: path, field: parameters?.ropeTheta != nil ? "rope_parameters.rope_theta" : "rope_theta",
+                                 reason: "must be a finite number above 1, got \(theta)")
+        }
         let factor = source?.factor ?? 1
         if kind != .default {
-            guard factor.isFinite, factor > 0 else { throw .invalidConfig(path: path, field: "\(field).factor", reason: "must be positive") }
+            guard factor.isFinite, factor > 0, factor <= 1e6 else {
+                throw .invalidConfig(path: path, field: "\(field).factor", reason: "must be in (0, 1e6], got \(factor)")
+            }
+        }
+        if let m = maxPositions, m < 1 || m > 1 << 40 {
+            throw .invalidConfig(path: path, field: "max_position_embeddings", reason: "must be in 1...\(1 << 40), got \(m)")
         }
         let original = source?.originalMaxPositionEmbeddings ?? maxPositions ?? 4096
+        guard original >= 1, original <= 1 << 40 else {
+            throw .invalidConfig(path: path, field: "\(field).original_max_position_embeddings", reason: "must be in 1...\(1 << 40), got \(original)")
+        }
+        for (name, value) in [("beta_fast", source?.betaFast), ("beta_slow", source?.betaSlow), ("mscale", source?.mscale),
+                              ("mscale_all_dim", source?.mscaleAllDim), ("attention_factor", source?.attentionFactor)] {
+            if let value, !value.isFinite || value < 0 || value > 1e6 {
+                throw .invalidConfig(path: path, field: "\(field).\(name)", reason: "must be in 0...1e6, got \(value)")
+            }
+        }
+        let low = source?.lowFreqFactor ?? 1, high = source?.highFreqFactor ?? 4
+        if kind == .llama3 {
+            guard low.isFinite, high.isFinite, low > 0, high > low else {
+                throw .invalidConfig(path: path, field: "\(field).high_freq_factor", reason: "need 0 < low_freq_factor < high_freq_factor, got \(low), \(high)")
+            }
+        }
         return RopeConfig(theta: theta, kind: kind, factor: factor, originalMaxPositions: original,
                           betaFast: source?.betaFast ?? 32, betaSlow: source?.betaSlow ?? 1, mscale: source?.mscale,
                           mscaleAllDim: source?.mscaleAllDim, attentionFactor: source?.attentionFactor,
-                          truncate: source?.truncate ?? true)
+                          truncate: source?.truncate ?? true, lowFreqFactor: low, highFreqFactor: high)
     }
 }

@@ -161,16 +161,19 @@ struct InitRandom: ParsableCommand {
     @Option(name: .customLong("top-k"), help: "Experts per token.") var topK = 2
     @Option(name: .customLong("expert-size"), help: "Expert intermediate size.") var expertSize = 512
     @Option(name: .customLong("shared-size"), help: "Shared expert intermediate size (qwen2_moe).") var sharedSize = 512
-    @Option(name: .customLong("dense-size"), help: "Dense FFN size (Qwen's and DeepSeek's dense layers).") var denseSize = 1024
+    @Option(name: .customLong("dense-size"), help: "Dense FFN size (the dense families, and the dense layers of Qwen-MoE, DeepSeek and GLM).")
+    var denseSize = 1024
+    @Option(name: .customLong("sliding-window"), help: "Sliding window (gpt_oss: on alternate layers, default 128; mistral: every layer, default none).")
+    var slidingWindow: Int?
     @Option(name: .customLong("q-lora-rank"), help: "DeepSeek: q LoRA rank (0 for a plain q_proj).") var qLoraRank = 64
     @Option(name: .customLong("kv-lora-rank"), help: "DeepSeek: kv LoRA rank.") var kvLoraRank = 64
     @Option(name: .customLong("nope-dim"), help: "DeepSeek: per-head key dims without rope.") var nopeDim = 32
     @Option(name: .customLong("rope-dim"), help: "DeepSeek: per-head rope dims.") var ropeDim = 16
     @Option(name: .customLong("v-dim"), help: "DeepSeek: per-head value dims.") var vDim = 32
-    @Option(name: .customLong("shared-experts"), help: "DeepSeek: shared experts.") var sharedExperts = 1
-    @Option(help: "DeepSeek: expert groups.") var groups = 1
-    @Option(name: .customLong("topk-group"), help: "DeepSeek: groups kept per token.") var topkGroup = 1
-    @Option(name: .customLong("dense-layers"), help: "DeepSeek: leading dense layers (first_k_dense_replace).") var denseLayers = 0
+    @Option(name: .customLong("shared-experts"), help: "DeepSeek, GLM: shared experts.") var sharedExperts = 1
+    @Option(help: "DeepSeek, GLM: expert groups.") var groups = 1
+    @Option(name: .customLong("topk-group"), help: "DeepSeek, GLM: groups kept per token.") var topkGroup = 1
+    @Option(name: .customLong("dense-layers"), help: "DeepSeek, GLM: leading dense layers (first_k_dense_replace).") var denseLayers = 0
     @Option(help: "Weight dtype: bf16, f16 or f32.") var dtype = "bf16"
     @Option(help: "Seed for the weights.") var seed: UInt64 = 0
 
@@ -197,6 +200,7 @@ struct InitRandom: ParsableCommand {
         shape.groups = groups
         shape.topkGroup = topkGroup
         shape.denseLayers = denseLayers
+        shape.slidingWindow = slidingWindow
         try RandomCheckpoint.write(arch: arch, shape: shape, to: out, seed: seed, dtype: dt)
         try printJSON(["out": out, "arch": arch])
     }

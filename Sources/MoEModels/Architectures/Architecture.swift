@@ -35,6 +35,11 @@ public enum Architectures {
     /// The spec for config.json at `path`.
     public static func spec(configAt path: String) throws(ModelError) -> DecoderSpec {
         guard let data = FileManager.default.contents(atPath: path) else { throw .io(path: path, reason: "cannot read config.json") }
+        return try spec(configData: data, path: path)
+    }
+
+    /// The spec for config.json's bytes `data`; errors name `path`.
+    public static func spec(configData data: Data, path: String) throws(ModelError) -> DecoderSpec {
         let common = try decodeConfig(CommonConfig.self, data, path: path)
         guard let type = common.modelType else {
             throw .invalidConfig(path: path, field: "model_type", reason: "missing; MoEKit runs \(modelTypes.joined(separator: ", "))")

@@ -104,6 +104,8 @@ struct CommonConfig: Decodable {
         case .everyLayer, .alternating: switched = true
         default: switched = useSlidingWindow ?? false
         }
+        if let w = slidingWindow, w < 0 { throw .invalidConfig(path: path, field: "sliding_window", reason: "must not be negative, got \(w)") }
+        if let m = maxWindowLayers, m < 0 { throw .invalidConfig(path: path, field: "max_window_layers", reason: "must not be negative, got \(m)") }
         guard switched, let w = slidingWindow, w > 0 else { return [Int?](repeating: nil, count: layers) }
         if let types = layerTypes {
             guard types.count == layers else {
@@ -152,8 +154,21 @@ func decodeConfig<T: Decodable>(_ type: T.Type, _ data: Data, path: String) thro
         throw .invalidConfig(path: path, field: ctx.codingPath.map(\.stringValue).joined(separator: "."), reason: "expected \(t), found null")
     } catch let DecodingError.dataCorrupted(ctx) {
         let field = ctx.codingPath.map(\.stringValue).joined(separator: ".")
+        if field.isEmpty, let key = hugeNumberField(data) {
+            throw .invalidConfig(path: path, field: key, reason: "the number does not fit (beyond 2^53)")
+        }
         throw .invalidConfig(path: path, field: field.isEmpty ? "(json)" : field, reason: "malformed JSON: \(ctx.debugDescription)")
     } catch {
         throw .invalidConfig(path: path, field: "(json)", reason: "\(error)")
+    }
+}
+
+/// The first top-level key of a JSON object whose number is too large for an exact integer
+/// (Foundation's decoder rejects such a number as corrupt data without naming the key).
+private func hugeNumberField(_ data: Data) -> String? {
+    guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
+    return object.keys.sorted().first { key in
+        guard let n = object[key] as? NSNumber, !(object[key] is Bool) else { return false }
+        return !n.doubleValue.isFinite || abs(n.doubleValue) >= 9_007_199_254_740_992
     }
 }

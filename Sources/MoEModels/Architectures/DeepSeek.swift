@@ -23,6 +23,8 @@ enum DeepSeek: ArchitectureFamily {
         var kvLoraRank: Int, qkNopeHeadDim: Int, qkRopeHeadDim: Int, vHeadDim: Int
         var ropeInterleave: Bool
         var attentionBias: Bool
+        /// transformers' derived `qk_nope_head_dim + qk_rope_head_dim`, when written.
+        var qkHeadDim: Int?
         enum CodingKeys: String, CodingKey {
             case nRoutedExperts = "n_routed_experts", numLocalExperts = "num_local_experts", numExpertsPerTok = "num_experts_per_tok"
             case moeIntermediateSize = "moe_intermediate_size", intermediateSize = "intermediate_size"
@@ -31,10 +33,11 @@ enum DeepSeek: ArchitectureFamily {
             case normTopKProb = "norm_topk_prob", scoringFunc = "scoring_func", topkMethod = "topk_method"
             case qLoraRank = "q_lora_rank", kvLoraRank = "kv_lora_rank", qkNopeHeadDim = "qk_nope_head_dim"
             case qkRopeHeadDim = "qk_rope_head_dim", vHeadDim = "v_head_dim", ropeInterleave = "rope_interleave"
-            case attentionBias = "attention_bias"
+            case attentionBias = "attention_bias", qkHeadDim = "qk_head_dim"
         }
         init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
+            qkHeadDim = try c.decodeIfPresent(Int.self, forKey: .qkHeadDim)
             nRoutedExperts = try c.decodeIfPresent(Int.self, forKey: .nRoutedExperts) ?? c.decodeIfPresent(Int.self, forKey: .numLocalExperts) ?? 256
             numExpertsPerTok = try c.decodeIfPresent(Int.self, forKey: .numExpertsPerTok) ?? 8
             moeIntermediateSize = try c.decodeIfPresent(Int.self, forKey: .moeIntermediateSize) ?? 2048
@@ -96,6 +99,9 @@ enum DeepSeek: ArchitectureFamily {
         let ropeDim = try c.size(x.qkRopeHeadDim, "qk_rope_head_dim", max: ConfigLimits.headDim)
         guard ropeDim % 2 == 0 else { throw .invalidConfig(path: path, field: "qk_rope_head_dim", reason: "must be even, got \(ropeDim)") }
         let valueDim = try c.size(x.vHeadDim, "v_head_dim", max: ConfigLimits.headDim)
+        if let q = x.qkHeadDim, q != nope + ropeDim {
+            throw .invalidConfig(path: path, field: "qk_head_dim", reason: "\(q) is not qk_nope_head_dim + qk_rope_head_dim = \(nope + ropeDim)")
+        }
         s.latent = DecoderSpec.Latent(qLoraRank: rank, kvLoraRank: kvRank, nopeDim: nope, ropeDim: ropeDim, valueDim: valueDim,
                                       interleave: modelType == "deepseek_v2" || x.ropeInterleave)
         s.kvHeads = s.heads
@@ -105,6 +111,7 @@ enum DeepSeek: ArchitectureFamily {
 
     static func randomConfig(_ s: RandomCheckpoint.Shape, modelType: String) -> [String: Any] {
         var c: [String: Any] = [
+            "num_experts_per_tok": s.topK,
             "n_routed_experts": s.experts, "n_shared_experts": s.sharedExperts, "moe_intermediate_size": s.expertSize,
             "intermediate_size": s.denseSize, "first_k_dense_replace": s.denseLayers, "moe_layer_freq": 1,
             "n_group": s.groups, "topk_group": s.topkGroup,

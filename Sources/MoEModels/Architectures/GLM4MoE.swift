@@ -68,7 +68,7 @@ enum GLM4MoE: ArchitectureFamily {
     }
 
     static func randomConfig(_ s: RandomCheckpoint.Shape, modelType: String) -> [String: Any] {
-        ["n_routed_experts": s.experts, "n_shared_experts": s.sharedExperts, "moe_intermediate_size": s.expertSize,
+        ["num_experts_per_tok": s.topK, "n_routed_experts": s.experts, "n_shared_experts": s.sharedExperts, "moe_intermediate_size": s.expertSize,
          "intermediate_size": s.denseSize, "first_k_dense_replace": s.denseLayers, "n_group": s.groups,
          "topk_group": s.topkGroup, "routed_scaling_factor": 2.5, "norm_topk_prob": true, "use_qk_norm": true,
          "attention_bias": true, "partial_rotary_factor": 0.5]

@@ -58,7 +58,8 @@ enum GPTOSS: ArchitectureFamily {
     }
 
     static func randomConfig(_ s: RandomCheckpoint.Shape, modelType: String) -> [String: Any] {
-        ["num_local_experts": s.experts, "intermediate_size": s.expertSize, "swiglu_alpha": 1.702, "swiglu_limit": 7.0,
+        // swiglu_alpha and swiglu_limit stay at their defaults: 7.0 would be written as 7, which transformers refuses.
+        ["num_experts_per_tok": s.topK, "num_local_experts": s.experts, "intermediate_size": s.expertSize,
          "attention_bias": true, "sliding_window": s.slidingWindow ?? 128,
          "layer_types": (0..<s.layers).map { $0 % 2 == 0 ? "sliding_attention" : "full_attention" }]
     }

@@ -38,6 +38,6 @@ enum Mixtral: ArchitectureFamily {
     }
 
     static func randomConfig(_ shape: RandomCheckpoint.Shape, modelType: String) -> [String: Any] {
-        ["num_local_experts": shape.experts, "intermediate_size": shape.expertSize]
+        ["num_experts_per_tok": shape.topK, "num_local_experts": shape.experts, "intermediate_size": shape.expertSize]
     }
 }

@@ -41,6 +41,6 @@ enum OLMoE: ArchitectureFamily {
     }
 
     static func randomConfig(_ shape: RandomCheckpoint.Shape, modelType: String) -> [String: Any] {
-        ["num_experts": shape.experts, "intermediate_size": shape.expertSize, "norm_topk_prob": false, "attention_bias": false]
+        ["num_experts_per_tok": shape.topK, "num_experts": shape.experts, "intermediate_size": shape.expertSize, "norm_topk_prob": false, "attention_bias": false]
     }
 }

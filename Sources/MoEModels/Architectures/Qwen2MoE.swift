@@ -10,6 +10,8 @@ enum Qwen2MoE: ArchitectureFamily {
     /// The MoE fields Qwen2-MoE and Qwen3-MoE share, with transformers' defaults.
     struct Config: Decodable {
         var numExperts: Int, numExpertsPerTok: Int
+        /// The key the expert count came from (`num_experts`, or the alias `num_local_experts`).
+        var numExpertsField = "num_experts"
         var moeIntermediateSize: Int, intermediateSize: Int
         var sharedExpertIntermediateSize: Int
         var normTopKProb: Bool
@@ -25,7 +27,12 @@ enum Qwen2MoE: ArchitectureFamily {
         }
         init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            numExperts = try c.decodeIfPresent(Int.self, forKey: .numExperts) ?? c.decodeIfPresent(Int.self, forKey: .numLocalExperts) ?? 60
+            let experts = try c.decodeIfPresent(Int.self, forKey: .numExperts), alias = try c.decodeIfPresent(Int.self, forKey: .numLocalExperts)
+            if let experts, let alias, experts != alias {
+                throw DecodingError.dataCorruptedError(forKey: .numLocalExperts, in: c, debugDescription: "\(alias) disagrees with num_experts \(experts)")
+            }
+            numExperts = experts ?? alias ?? 60
+            if experts == nil && alias != nil { numExpertsField = "num_local_experts" }
             numExpertsPerTok = try c.decodeIfPresent(Int.self, forKey: .numExpertsPerTok) ?? 4
             moeIntermediateSize = try c.decodeIfPresent(Int.self, forKey: .moeIntermediateSize) ?? 1408
             intermediateSize = try c.decodeIfPresent(Int.self, forKey: .intermediateSize) ?? 5632
@@ -40,7 +47,7 @@ enum Qwen2MoE: ArchitectureFamily {
         /// The MoE part of the spec both Qwen MoE families share.
         func apply(to s: inout DecoderSpec, path: String) throws(ModelError) {
             let c = ConfigCheck(path: path)
-            (s.experts, s.topK) = try c.routing(experts: numExperts, "num_experts", k: numExpertsPerTok)
+            (s.experts, s.topK) = try c.routing(experts: numExperts, numExpertsField, k: numExpertsPerTok)
             s.expertIntermediate = try c.size(moeIntermediateSize, "moe_intermediate_size", max: ConfigLimits.width)
             s.denseIntermediate = try c.size(intermediateSize, "intermediate_size", max: ConfigLimits.width)
             s.normTopKProb = normTopKProb
@@ -64,7 +71,7 @@ enum Qwen2MoE: ArchitectureFamily {
     }
 
     static func randomConfig(_ shape: RandomCheckpoint.Shape, modelType: String) -> [String: Any] {
-        ["num_experts": shape.experts, "moe_intermediate_size": shape.expertSize, "intermediate_size": shape.denseSize,
+        ["num_experts_per_tok": shape.topK, "num_experts": shape.experts, "moe_intermediate_size": shape.expertSize, "intermediate_size": shape.denseSize,
          "decoder_sparse_step": 1, "mlp_only_layers": [Int](), "norm_topk_prob": false,
          "shared_expert_intermediate_size": shape.sharedSize, "qkv_bias": true]
     }

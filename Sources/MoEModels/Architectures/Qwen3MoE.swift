@@ -19,7 +19,7 @@ enum Qwen3MoE: ArchitectureFamily {
     }
 
     static func randomConfig(_ shape: RandomCheckpoint.Shape, modelType: String) -> [String: Any] {
-        ["num_experts": shape.experts, "moe_intermediate_size": shape.expertSize, "intermediate_size": shape.denseSize,
+        ["num_experts_per_tok": shape.topK, "num_experts": shape.experts, "moe_intermediate_size": shape.expertSize, "intermediate_size": shape.denseSize,
          "decoder_sparse_step": 1, "mlp_only_layers": [Int](), "norm_topk_prob": true, "attention_bias": false]
     }
 }
