@@ -23,7 +23,7 @@ let package = Package(
         .target(name: "MoE", dependencies: ["MoECore", "_MoEKernels"]),
         .target(name: "MoEModels", dependencies: ["MoECore", "MoE", "_MoEKernels"]),
         .target(name: "MoEGenerate", dependencies: ["MoECore", "MoE", "MoEModels"]),
-        .target(name: "MoETrain", dependencies: ["MoECore", "MoE", "_MoEKernels"]),
+        .target(name: "MoETrain", dependencies: ["MoECore", "MoE", "MoEModels", "_MoEKernels"]),
         .executableTarget(
             name: "moe",
             dependencies: [

@@ -221,9 +221,9 @@ int main(void) {
         for (size_t c = 0; c <= r; c++) inner += rp[r * ld + c] * dp[r * ld + c];
         for (size_t c = 0; c < nn; c++) rd[r * ld + c] = c <= r ? sc * rp[r * ld + c] * (dp[r * ld + c] - inner) : 0;
       }
-      moek_causal_softmax_rows(sm, ld, nn, r0, r1, sc);
+      moek_causal_softmax_rows(sm, ld, nn, r0, r1, sc, 0);
       for (size_t i = 0; i < nn * ld; i++) { p[i] = sm[i]; d[i] = dp[i]; }
-      moek_causal_softmax_backward_rows(p, d, ld, nn, r0, r1, sc);
+      moek_causal_softmax_backward_rows(p, d, ld, nn, r0, r1, sc, 0);
       char what[64];
       for (size_t r = r0; r < r1; r++) {
         snprintf(what, sizeof what, "causal_softmax_rows n=%zu row %zu", nn, r);

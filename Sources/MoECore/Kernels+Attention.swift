@@ -13,6 +13,8 @@ import _MoEKernels
 /// touches the keys it can see.
 public struct CausalAttention: Sendable {
     public let tokens: Int, heads: Int, kvHeads: Int, headDim: Int, segment: Int
+    /// A sliding window: a query sees itself and the window - 1 positions before it (0: all).
+    public let window: Int
 
     /// One (head, segment) block: its query head, its first token and length, and where its
     /// [n, n] probabilities start in the flat buffer.
@@ -28,10 +30,11 @@ public struct CausalAttention: Sendable {
     /// 32 measured better than 64 and 16 (attention's share of the step, default and OLMoE shapes).
     static let rowsPerTask = 32
 
-    public init(tokens t: Int, heads h: Int, kvHeads g: Int, headDim d: Int, segment: Int) {
-        precondition(t >= 0 && h > 0 && g > 0 && h % g == 0 && d > 0 && segment > 0,
-                     "attention: tokens \(t), heads \(h), kv heads \(g), head dim \(d), segment \(segment)")
+    public init(tokens t: Int, heads h: Int, kvHeads g: Int, headDim d: Int, segment: Int, window: Int? = nil) {
+        precondition(t >= 0 && h > 0 && g > 0 && h % g == 0 && d > 0 && segment > 0 && (window ?? 1) > 0,
+                     "attention: tokens \(t), heads \(h), kv heads \(g), head dim \(d), segment \(segment), window \(window ?? 0)")
         (tokens, heads, kvHeads, headDim, self.segment) = (t, h, g, d, segment)
+        self.window = window.map { $0 >= segment ? 0 : $0 } ?? 0
         var blocks: [Block] = [], offset = 0
         for head in 0..<h {
             for start in stride(from: 0, to: t, by: segment) {
@@ -82,7 +85,7 @@ public struct CausalAttention: Sendable {
             // S = Q K^T over the keys these rows see, then the causal softmax in place.
             let p = pp + at.scores + r0 * n
             Kernels.product(qp + at.query, lda: h * d, m: r1 - r0, kp + at.keys, ldw: g * d, n: r1, k: d, into: p, ldo: n)
-            moek_causal_softmax_rows(pp + at.scores, n, n, r0, r1, scale)
+            moek_causal_softmax_rows(pp + at.scores, n, n, r0, r1, scale, window)
             // O = P V.
             Kernels.product(p, lda: n, m: r1 - r0, vp + at.keys, ldw: g * d, transposeW: true, n: d, k: r1,
                             into: op + at.query, ldo: h * d)
@@ -108,7 +111,7 @@ public struct CausalAttention: Sendable {
                 let (r0, r1) = (rowTasks[i].r0, rowTasks[i].r1), at = place(rowTasks[i]), n = at.n
                 let ds = dsp + at.scores + r0 * n
                 Kernels.product(dop + at.query, lda: h * d, m: r1 - r0, vp + at.keys, ldw: g * d, n: r1, k: d, into: ds, ldo: n)
-                moek_causal_softmax_backward_rows(pp + at.scores, dsp + at.scores, n, n, r0, r1, scale)
+                moek_causal_softmax_backward_rows(pp + at.scores, dsp + at.scores, n, n, r0, r1, scale, window)
                 Kernels.product(ds, lda: n, m: r1 - r0, kp + at.keys, ldw: g * d, transposeW: true, n: d, k: r1,
                                 into: dqp + at.query, ldo: h * d)
             }

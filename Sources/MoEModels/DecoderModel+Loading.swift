@@ -53,8 +53,9 @@ extension DecoderModel {
         return try RecurrentRouterWeights.loadCell(ck, stateSize: r.stateSize)
     }
 
-    /// The router layer i routes with: the config's override, or the family's own.
-    static func router(_ ck: Checkpoint, _ s: DecoderSpec, layer i: Int) throws(ModelError) -> any Router {
+    /// The router layer i of checkpoint `ck` routes with: the config's override, or the family's
+    /// own, with the layer's selection bias when the checkpoint stores one.
+    public static func router(_ ck: Checkpoint, _ s: DecoderSpec, layer i: Int) throws(ModelError) -> any Router {
         let bias = try ck.optionalTensor(s.names.correctionBias(i), shape: [s.experts])?.toFloats()
         if let override = s.routerOverride {
             let router = try routerOrThrow(override, experts: s.experts, path: ck.configPath)
@@ -110,7 +111,7 @@ extension DecoderModel {
     /// [E, 2I, d] and `down_proj` [E, d, I] (zero-copy row views), or GPT-OSS's stacked
     /// [E, d, 2I] with gate and up interleaved and `down_proj` [E, I, d] (transposed once here,
     /// kept in the stored dtype), with its biases.
-    static func loadExperts(_ ck: Checkpoint, _ s: DecoderSpec, layer i: Int) throws(ModelError) -> SwiGLUExperts {
+    public static func loadExperts(_ ck: Checkpoint, _ s: DecoderSpec, layer i: Int) throws(ModelError) -> SwiGLUExperts {
         let d = s.hiddenSize, inner = s.expertIntermediate, e = s.experts, n = s.names
         let stacked = n.stackedExperts(i)
         var experts: SwiGLUExperts

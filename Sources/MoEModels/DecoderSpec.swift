@@ -96,7 +96,9 @@ public struct DecoderSpec: Sendable, Equatable {
     /// Whether any layer is MoE.
     public var isMoE: Bool { moeLayers.contains(true) }
 
-    /// The rotary embedding of the grouped-query attention layers.
+    /// The rotary embedding of the attention layers (of the rope part, under latent attention).
+    public var rotaryEmbedding: RotaryEmbedding { rotary }
+
     var rotary: RotaryEmbedding {
         if let l = latent { return rope.rotary(headDim: l.ropeDim, layout: l.interleave ? .interleaved : .rotateHalf) }
         return rope.rotary(headDim: headDim, rotaryDim: rotaryDim, layout: .rotateHalf)

@@ -32,6 +32,9 @@ public final class Tokenizer: @unchecked Sendable {
         let id: Int, content: String, special: Bool, lstrip: Bool, rstrip: Bool
     }
 
+    /// One past the largest id the tokenizer can produce (its vocabulary and added tokens).
+    public var idBound: Int { (idToToken.keys.max() ?? -1) + 1 }
+
     /// Loads `tokenizer.json`.
     public convenience init(path: String) throws(ModelError) {
         guard let data = FileManager.default.contents(atPath: path) else { throw .io(path: path, reason: "cannot read tokenizer.json") }

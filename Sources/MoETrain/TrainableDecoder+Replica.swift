@@ -5,7 +5,23 @@ extension TrainableDecoder {
     /// A model that reads this one's parameter values (the same storage: an optimiser step on
     /// either is seen by both) but keeps gradients of its own. Micro-batches of one step run on
     /// replicas, in parallel, and their gradients are then summed into this model's in order.
-    public func replica() -> TrainableDecoder { TrainableDecoder(replicating: self) }
+    public func replica() -> TrainableDecoder {
+        func v(_ x: Variable) -> Variable { Variable(x.value, requiresGrad: x.requiresGrad) }
+        func f(_ p: FFNParameters?) -> FFNParameters? {
+            p.map { FFNParameters(gate: v($0.gate), up: v($0.up), down: v($0.down), outputGate: $0.outputGate.map(v)) }
+        }
+        let e = v(embed)
+        let layers = self.layers.map { l in
+            Layer(inputNorm: v(l.inputNorm), wq: v(l.wq), wk: v(l.wk), wv: v(l.wv), wo: v(l.wo), postNorm: v(l.postNorm),
+                  bq: l.bq.map(v), bk: l.bk.map(v), bv: l.bv.map(v), bo: l.bo.map(v), qNorm: l.qNorm.map(v), kNorm: l.kNorm.map(v),
+                  moe: l.moe?.replica(v), dense: f(l.dense), shared: f(l.shared), routerBias: l.routerBias)
+        }
+        let cell = routerCell.map { c in
+            GRUParameters(weightI: c.weightI.map(v), weightH: c.weightH.map(v), biasI: c.biasI.map(v), biasH: c.biasH.map(v))
+        }
+        return TrainableDecoder(spec: spec, shape: shape, router: router, embed: e, finalNorm: v(finalNorm),
+                                lmHead: lmHead === embed ? e : v(lmHead), layers: layers, routerCell: cell, sourceConfig: sourceConfig)
+    }
 
     /// Moves the replicas' gradients into this model's, parameter by parameter, adding them in
     /// the order given (so the sum does not depend on which thread ran which replica). A

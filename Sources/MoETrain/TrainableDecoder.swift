@@ -1,15 +1,19 @@
 import Foundation
 import MoE
 import MoECore
+import MoEModels
 
 // Dimension legend: B sequences, T tokens each, d hidden, H heads, G kv heads, D head dim,
 // E experts, I expert size, V vocabulary.
 
-/// A decoder-only MoE transformer to train, laid out as Mixtral (so transformers loads what it
-/// saves whenever the router is Mixtral's): embedding, per layer RMSNorm, GQA attention with
-/// RoPE, residual, RMSNorm, MoE of SwiGLU experts, residual; RMSNorm and the LM head.
+/// A decoder-only transformer to train, built from the same `DecoderSpec` the inference model
+/// runs: embedding, per layer RMSNorm, GQA attention with RoPE (whole or partial heads,
+/// biases, QK-norm per head or whole, `clip_qkv`), residual, RMSNorm, a dense SwiGLU FFN or an
+/// MoE of SwiGLU experts (plus shared experts, gated or not), residual; RMSNorm and the LM
+/// head. A fresh model (`init(shape:router:seed:)`) is laid out as Mixtral; a checkpoint of any
+/// family with grouped-query attention trains from its weights (`init(directory:router:)`).
 public final class TrainableDecoder: @unchecked Sendable {
-    /// The shape.
+    /// The shape of a fresh model.
     public struct Shape: Codable, Sendable, Equatable {
         public var vocabSize: Int, hiddenSize: Int, layers: Int, heads: Int, kvHeads: Int
         public var experts: Int, expertSize: Int
@@ -27,16 +31,42 @@ public final class TrainableDecoder: @unchecked Sendable {
         public var headDim: Int { hiddenSize / heads }
     }
 
+    /// A dense SwiGLU FFN, or a shared expert: gate and up [I, d], down [d, I], and Qwen2-MoE's
+    /// sigmoid gate [1, d] on a shared expert.
+    public struct FFNParameters {
+        public var gate: Variable, up: Variable, down: Variable
+        public var outputGate: Variable?
+        var all: [Variable] { [gate, up, down] + (outputGate.map { [$0] } ?? []) }
+    }
+
     /// One layer's parameters.
     public struct Layer {
         public var inputNorm: Variable, wq: Variable, wk: Variable, wv: Variable, wo: Variable, postNorm: Variable
-        public var moe: MoEParameters
+        /// Attention biases (nil where the family has none) and QK-norm weights.
+        public var bq: Variable? = nil, bk: Variable? = nil, bv: Variable? = nil, bo: Variable? = nil
+        public var qNorm: Variable? = nil, kNorm: Variable? = nil
+        /// The MoE FFN, or nil on a dense layer.
+        public var moe: MoEParameters?
+        /// The dense FFN (a dense layer), and the shared expert (an MoE layer that has one).
+        public var dense: FFNParameters? = nil
+        public var shared: FFNParameters? = nil
         /// DeepSeek-V3's selection bias for this layer (`topk-sigmoid` with sigmoid scores only):
         /// not a parameter, it moves by the load rule between steps (`Trainer`).
         public var routerBias: [Float]? = nil
-        var all: [Variable] { [inputNorm, wq, wk, wv, wo, postNorm] + moe.all }
+
+        /// Every parameter, with whether weight decay applies (matrices yes; norms and biases no).
+        var all: [(variable: Variable, decay: Bool)] {
+            var out: [(Variable, Bool)] = [(inputNorm, false), (wq, true), (wk, true), (wv, true), (wo, true), (postNorm, false)]
+            out += [bq, bk, bv, bo, qNorm, kNorm].compactMap { $0.map { ($0, false) } }
+            if let moe { out += moe.all.map { ($0, true) } }
+            for f in [dense, shared].compactMap({ $0 }) { out += f.all.map { ($0, true) } }
+            return out
+        }
     }
 
+    /// The decoder description: sizes, attention variants, FFN kinds and tensor names.
+    public let spec: DecoderSpec
+    /// The shape (a fresh model's, or the sizes read from a checkpoint).
     public let shape: Shape
     public var router: any Router
     public var embed: Variable, finalNorm: Variable, lmHead: Variable
@@ -44,12 +74,15 @@ public final class TrainableDecoder: @unchecked Sendable {
     /// RMoE's GRU cell, shared by every layer's router (`recurrent` router only).
     public var routerCell: GRUParameters?
     let rope: RotaryEmbedding
+    /// The checkpoint's config.json, for a model loaded from one (saved again with its weights).
+    public internal(set) var sourceConfig: [String: Any]? = nil
 
     /// A model with weights drawn from `seed`: N(0, 0.02)-like uniform for matrices (the output
-    /// projections scaled down by sqrt(2 layers), as GPT-2 does), norms 1.
+    /// projections scaled down by sqrt(2 layers), as GPT-2 does), norms 1; Mixtral's layout.
     public init(shape s: Shape, router: any Router, seed: UInt64) {
         precondition(router.expertCount == s.experts && router.logitCount >= s.experts, "router does not fit \(s.experts) experts")
         shape = s
+        spec = Self.mixtralSpec(s, topK: router.topK ?? 2)
         self.router = router
         var counter: UInt64 = 0
         func w(_ shape: [Int], scale: Float = 0.02) -> Variable {
@@ -84,7 +117,22 @@ public final class TrainableDecoder: @unchecked Sendable {
             GRUParameters(weightI: (0..<3).map { _ in w([h, h]) }, weightH: (0..<3).map { _ in w([h, h]) },
                           biasI: (0..<3).map { _ in w([h]) }, biasH: (0..<3).map { _ in w([h]) })
         }
-        rope = RotaryEmbedding(headDim: hd, base: s.ropeTheta, layout: .rotateHalf)
+        rope = spec.rotaryEmbedding
+    }
+
+    /// A model over given parameters (`init(directory:router:)`, `replica()`).
+    init(spec: DecoderSpec, shape: Shape, router: any Router, embed: Variable, finalNorm: Variable, lmHead: Variable,
+         layers: [Layer], routerCell: GRUParameters?, sourceConfig: [String: Any]?) {
+        self.spec = spec
+        self.shape = shape
+        self.router = router
+        self.embed = embed
+        self.finalNorm = finalNorm
+        self.lmHead = lmHead
+        self.layers = layers
+        self.routerCell = routerCell
+        self.sourceConfig = sourceConfig
+        rope = spec.rotaryEmbedding
     }
 
     /// The router as layer `layer` routes: with its own selection bias, if it has one.
@@ -93,31 +141,11 @@ public final class TrainableDecoder: @unchecked Sendable {
         return r.withBias(bias)
     }
 
-    /// `replica()`: every parameter behind a new variable over the same value tensor.
-    init(replicating m: TrainableDecoder) {
-        func v(_ x: Variable) -> Variable { Variable(x.value, requiresGrad: x.requiresGrad) }
-        shape = m.shape
-        router = m.router
-        embed = v(m.embed)
-        finalNorm = v(m.finalNorm)
-        lmHead = v(m.lmHead)
-        layers = m.layers.map { l in
-            Layer(inputNorm: v(l.inputNorm), wq: v(l.wq), wk: v(l.wk), wv: v(l.wv), wo: v(l.wo), postNorm: v(l.postNorm),
-                  moe: l.moe.replica(v), routerBias: l.routerBias)
-        }
-        routerCell = m.routerCell.map { c in
-            GRUParameters(weightI: c.weightI.map(v), weightH: c.weightH.map(v), biasI: c.biasI.map(v), biasH: c.biasH.map(v))
-        }
-        rope = m.rope
-    }
-
-    /// Every parameter, with whether weight decay applies (matrices yes; norms no).
+    /// Every parameter, with whether weight decay applies (matrices yes; norms and biases no).
     public var parameters: [(variable: Variable, decay: Bool)] {
-        var out: [(Variable, Bool)] = [(embed, true), (finalNorm, false), (lmHead, true)]
-        for l in layers {
-            out += [(l.inputNorm, false), (l.wq, true), (l.wk, true), (l.wv, true), (l.wo, true), (l.postNorm, false)]
-            out += l.moe.all.map { ($0, true) }
-        }
+        var out: [(Variable, Bool)] = [(embed, true), (finalNorm, false)]
+        if lmHead !== embed { out.append((lmHead, true)) }
+        for l in layers { out += l.all }
         if let c = routerCell { out += (c.weightI + c.weightH).map { ($0, true) } + (c.biasI + c.biasH).map { ($0, false) } }
         return out
     }
@@ -141,7 +169,7 @@ public final class TrainableDecoder: @unchecked Sendable {
     public func forward(_ sequences: [[Int]], targets: [[Int]], tape: Tape,
                         aux: AuxLossCoefficients = AuxLossCoefficients(loadBalance: 0.01, zLoss: 0.001),
                         shard: MoEBatchStatistics.Shard? = nil) -> Output {
-        let s = shape, t = sequences.first?.count ?? 0, b = sequences.count, hd = s.headDim
+        let s = spec, t = sequences.first?.count ?? 0, b = sequences.count
         precondition(sequences.allSatisfy { $0.count == t } && targets.count == b, "forward: B sequences of equal length")
         let angles = rope.angles(for: (0..<b).flatMap { _ in Array(0..<t) })  // every layer's q and k
         var x = tape.embedding(embed, ids: sequences.flatMap { $0 })
@@ -150,32 +178,70 @@ public final class TrainableDecoder: @unchecked Sendable {
         var routerState: Variable?  // RMoE's GRU state, carried from layer to layer
         for (index, layer) in layers.enumerated() {
             let h = tape.rmsNorm(x, weight: layer.inputNorm, eps: s.rmsNormEps)
-            let qkv = tape.linears(h, [layer.wq, layer.wk, layer.wv])
-            let q = tape.rope(tape.reshape(qkv[0], [b * t, s.heads, hd]), angles: angles, rope)
-            let k = tape.rope(tape.reshape(qkv[1], [b * t, s.kvHeads, hd]), angles: angles, rope)
-            let v = tape.reshape(qkv[2], [b * t, s.kvHeads, hd])
-            let a = tape.causalAttention(q: q, k: k, v: v, scale: Float(1 / Double(hd).squareRoot()), segment: t)
-            x = tape.add(x, tape.linear(a, layer.wo))
+            let a = attention(h, layer, index: index, tokens: b * t, segment: t, angles: angles, tape: tape)
+            x = tape.add(x, tape.linear(a, layer.wo, bias: layer.bo))
             let h2 = tape.rmsNorm(x, weight: layer.postNorm, eps: s.rmsNormEps)
-            let logits: Variable
-            switch layer.moe.router {
-            case let .linear(w):
-                logits = tape.linear(h2, w)
-            case let .recurrent(input, output):
-                guard let cell = routerCell else { preconditionFailure("a recurrent router needs the model's GRU cell") }
-                let state = tape.gruCell(tape.linear(h2, input), state: routerState, cell)
-                routerState = state
-                logits = tape.linear(state, output)
+            var f: Variable
+            if let moe = layer.moe {
+                let logits: Variable
+                switch moe.router {
+                case let .linear(w):
+                    logits = tape.linear(h2, w)
+                case let .recurrent(input, output):
+                    guard let cell = routerCell else { preconditionFailure("a recurrent router needs the model's GRU cell") }
+                    let state = tape.gruCell(tape.linear(h2, input), state: routerState, cell)
+                    routerState = state
+                    logits = tape.linear(state, output)
+                }
+                let step = tape.moe(h2, logits: logits, moe, router: router(of: layer), aux: aux,
+                                    batch: shard.map { ($0, index) })
+                auxTotal += step.auxLoss
+                routings.append(step.routing)
+                f = step.output
+                if let shared = layer.shared { f = tape.add(f, swiglu(h2, shared, tape: tape)) }
+            } else if let dense = layer.dense {
+                f = swiglu(h2, dense, tape: tape)
+            } else {
+                preconditionFailure("layer \(index) has neither an MoE nor a dense FFN")
             }
-            let step = tape.moe(h2, logits: logits, layer.moe, router: router(of: layer), aux: aux,
-                                batch: shard.map { ($0, index) })
-            auxTotal += step.auxLoss
-            routings.append(step.routing)
-            x = tape.add(x, step.output)
+            x = tape.add(x, f)
         }
         let logits = tape.linear(tape.rmsNorm(x, weight: finalNorm, eps: s.rmsNormEps), lmHead)
         let loss = tape.crossEntropy(logits, targets: targets.flatMap { $0 })
         return Output(loss: loss, logits: logits, auxLoss: auxTotal, routings: routings)
+    }
+
+    /// Attention of one layer on h [B*T, d] (normed): q, k, v with their biases, QK-norm and
+    /// clamping as the spec says, RoPE, causal attention within each sequence (and the layer's
+    /// sliding window). Returns [B*T, H*D], before the output projection.
+    func attention(_ h: Variable, _ layer: Layer, index: Int, tokens n: Int, segment: Int, angles: RotaryAngles,
+                   tape: Tape) -> Variable {
+        let s = spec, hd = s.headDim
+        var qkv = tape.linears(h, [layer.wq, layer.wk, layer.wv])
+        for (i, bias) in [layer.bq, layer.bk, layer.bv].enumerated() { if let bias { qkv[i] = tape.addBias(qkv[i], bias) } }
+        if s.qkNorm == .full, let qn = layer.qNorm, let kn = layer.kNorm {
+            qkv[0] = tape.rmsNorm(qkv[0], weight: qn, eps: s.rmsNormEps)
+            qkv[1] = tape.rmsNorm(qkv[1], weight: kn, eps: s.rmsNormEps)
+        }
+        var q = tape.reshape(qkv[0], [n, s.heads, hd]), k = tape.reshape(qkv[1], [n, s.kvHeads, hd])
+        var v = tape.reshape(qkv[2], [n, s.kvHeads, hd])
+        if s.qkNorm == .perHead, let qn = layer.qNorm, let kn = layer.kNorm {
+            q = tape.rmsNorm(q, weight: qn, eps: s.rmsNormEps)
+            k = tape.rmsNorm(k, weight: kn, eps: s.rmsNormEps)
+        }
+        if let c = s.clipQKV { (q, k, v) = (tape.clamp(q, c), tape.clamp(k, c), tape.clamp(v, c)) }
+        q = tape.rope(q, angles: angles, rope)
+        k = tape.rope(k, angles: angles, rope)
+        return tape.causalAttention(q: q, k: k, v: v, scale: Float(1 / Double(hd).squareRoot()), segment: segment,
+                                    window: s.slidingWindows[index])
+    }
+
+    /// A SwiGLU FFN on x: down(silu(gate x) * up x), scaled by its sigmoid gate when it has one.
+    func swiglu(_ x: Variable, _ f: FFNParameters, tape: Tape) -> Variable {
+        let gu = tape.linears(x, [f.gate, f.up])
+        let y = tape.linear(tape.siluMul(gate: gu[0], up: gu[1]), f.down)
+        guard let g = f.outputGate else { return y }
+        return tape.sigmoidGate(y, tape.linear(x, g))
     }
 }
 

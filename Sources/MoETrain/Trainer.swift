@@ -1,6 +1,7 @@
 import Foundation
 import MoE
 import MoECore
+import MoEModels
 
 /// Trains a `TrainableDecoder` as a `TrainingConfig` says: batches from the synthetic tasks or
 /// text files, AdamW on a warm-up plus cosine schedule, clipping, and evaluation (exact-match
@@ -18,25 +19,54 @@ public final class Trainer: @unchecked Sendable {
     public private(set) var step = 0
     let text: TextCorpus?
     let synthetic: SyntheticCorpus
-    let tokenizer = ByteTokenizer()
+    /// The byte tokenizer for a fresh model; the checkpoint's own for one trained `from` a folder.
+    public let tokenizer: any TrainingTokenizer
 
-    /// A fresh model for `config` (already validated).
+    /// A fresh model for `config`, or the checkpoint its `from` names (a typed error from
+    /// MoEModels names the file and field when the folder is not one MoEKit can train).
     public init(config: TrainingConfig, pool: ThreadPool = .shared) throws {
         try config.validate(path: nil)
         self.config = config
         self.pool = pool
-        let m = config.model
-        var shape = TrainableDecoder.Shape(vocabSize: ByteTokenizer.vocabularySize, hiddenSize: m.hiddenSize, layers: m.layers,
-                                           heads: m.heads, kvHeads: m.kvHeads, experts: m.experts, expertSize: m.expertSize)
-        shape.ropeTheta = m.ropeTheta
-        let router = try config.router.makeRouter(experts: m.experts)
-        model = TrainableDecoder(shape: shape, router: router, seed: config.seed)
+        if let from = config.from {
+            model = try TrainableDecoder(directory: from, router: config.routerGiven ? config.router : nil)
+            tokenizer = try Trainer.checkpointTokenizer(of: from, spec: model.spec)
+        } else {
+            let router = try config.router.makeRouter(experts: config.model.experts)
+            model = TrainableDecoder(shape: config.shape, router: router, seed: config.seed)
+            tokenizer = ByteTokenizer()
+        }
         optimizer = AdamW(weightDecay: config.weightDecay)
         schedule = WarmupCosine(peak: config.lr, minLR: config.minLR, warmup: config.warmup, totalSteps: config.steps)
-        text = try config.data.textFiles.flatMap { $0.isEmpty ? nil : try TextCorpus(paths: $0) }
+        let tok = tokenizer
+        text = try config.data.textFiles.flatMap { $0.isEmpty ? nil : try TextCorpus(paths: $0, tokenizer: tok) }
         let s = config.data.synthetic
         synthetic = SyntheticCorpus(tasks: s?.tasks ?? SyntheticTask.allCases, level: s?.level ?? 2,
                                     heldOutFraction: s?.heldOut ?? 0.1)
+    }
+
+    /// The tokenizer of checkpoint folder `dir`: its `tokenizer.json`, or the byte tokenizer for
+    /// a byte-vocabulary model MoEKit trained; its ids must fit the model's vocabulary.
+    static func checkpointTokenizer(of dir: String, spec: DecoderSpec) throws(ModelError) -> any TrainingTokenizer {
+        let path = (dir as NSString).appendingPathComponent("tokenizer.json")
+        let tokenizer: any TrainingTokenizer
+        if FileManager.default.fileExists(atPath: path) {
+            tokenizer = try CheckpointTokenizer(directory: dir, spec: spec)
+        } else if spec.vocabSize == ByteTokenizer.vocabularySize {
+            tokenizer = ByteTokenizer()
+        } else {
+            throw .io(path: path, reason: "missing: training from a checkpoint needs its tokenizer")
+        }
+        guard tokenizer.idBound <= spec.vocabSize else {
+            throw .invalidFile(path: path, field: "model.vocab", reason: "ids up to \(tokenizer.idBound - 1) do not fit the model's vocabulary of \(spec.vocabSize)")
+        }
+        for (field, id) in [("bos_token_id", tokenizer.bosID), ("eos_token_id", tokenizer.eosID)] {
+            if let id, id >= spec.vocabSize {
+                throw .invalidConfig(path: (dir as NSString).appendingPathComponent("config.json"), field: field,
+                                     reason: "\(id) is outside the vocabulary of \(spec.vocabSize), and training needs it")
+            }
+        }
+        return tokenizer
     }
 
     /// The batch for step `s`: inputs and next-token targets, `batch` rows of `seqLen`.
@@ -45,7 +75,7 @@ public final class Trainer: @unchecked Sendable {
         if let text { return text.batch(config.batch, length: config.seqLen, rng: &rng) }
         var inputs: [[Int]] = [], targets: [[Int]] = []
         for b in 0..<config.batch {
-            var ids = [ByteTokenizer.bos]
+            var ids = tokenizer.bosID.map { [$0] } ?? []
             var rowRNG = SplitMix64(seed: rng.next() &+ UInt64(b))
             while ids.count < config.seqLen + 1 {
                 ids += tokenizer.encode(synthetic.randomSample(heldOut: false, rng: &rowRNG)?.text ?? "\n")
@@ -174,7 +204,7 @@ public final class Trainer: @unchecked Sendable {
         return parts.dropFirst().reduce(first) { total, part in zip(total, part).map { a, b in zip(a, b).map { $0 + $1 } } }
     }
 
-    /// Greedy continuation of `prompt` until a newline, `<eos>` or `maxNew` bytes.
+    /// Greedy continuation of `prompt` until a newline, end of sequence or `maxNew` tokens.
     public func complete(_ prompt: String, maxNew: Int = 24) -> String {
         var ids = tokenizer.encode(prompt, bos: true)
         var out: [Int] = []
@@ -184,7 +214,7 @@ public final class Trainer: @unchecked Sendable {
                                        aux: AuxLossCoefficients()).logits.value
             let v = logits.shape[1]
             let next = Kernels.argmaxRow(UnsafeBufferPointer(rebasing: logits.floats[((ids.count - 1) * v)...]))
-            if next == ByteTokenizer.eos || next == Int(UInt8(ascii: "\n")) { break }
+            if next == tokenizer.eosID || tokenizer.decode([next]).contains("\n") { break }
             out.append(next)
             ids.append(next)
         }

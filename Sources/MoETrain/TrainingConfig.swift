@@ -46,7 +46,12 @@ public struct TrainingConfig: Codable, Sendable {
     }
 
     public var model = Model()
+    /// A checkpoint folder to train from (`moe train --from`): its family, weights and tokenizer
+    /// replace the `model` section.
+    public var from: String?
     public var router = RouterConfig(name: "topk-softmax")
+    /// Whether the file names a router; a checkpoint trained `from` keeps its own otherwise.
+    public var routerGiven = false
     public var loadBalance: Float = 0.01
     public var zLoss: Float = 0.001
     /// The top-p dynamic loss (mean router entropy), DeepSeekMoE's expert- and device-level
@@ -75,7 +80,7 @@ public struct TrainingConfig: Codable, Sendable {
     public var threads: Int?
 
     enum CodingKeys: String, CodingKey {
-        case model, router, data, steps, batch, lr, warmup, clip, seed, threads
+        case model, from, router, data, steps, batch, lr, warmup, clip, seed, threads
         case loadBalance = "load_balance", zLoss = "z_loss", seqLen = "seq_len", minLR = "min_lr", gradAccum = "grad_accum"
         case dataParallel = "data_parallel"
         case entropyLoss = "entropy_loss", expertBalance = "expert_balance", deviceBalance = "device_balance"
@@ -90,7 +95,9 @@ public struct TrainingConfig: Codable, Sendable {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let d = TrainingConfig()
         model = try c.decodeIfPresent(Model.self, forKey: .model) ?? d.model
+        from = try c.decodeIfPresent(String.self, forKey: .from)
         router = try c.decodeIfPresent(RouterConfig.self, forKey: .router) ?? d.router
+        routerGiven = c.contains(.router)
         loadBalance = try c.decodeIfPresent(Float.self, forKey: .loadBalance) ?? d.loadBalance
         zLoss = try c.decodeIfPresent(Float.self, forKey: .zLoss) ?? d.zLoss
         entropyLoss = try c.decodeIfPresent(Float.self, forKey: .entropyLoss) ?? d.entropyLoss
@@ -120,11 +127,18 @@ public struct TrainingConfig: Codable, Sendable {
     public func validate(path: String?) throws(MoEError) {
         func bad(_ f: String, _ r: String) -> MoEError { .invalidConfig(path: path, field: f, reason: r) }
         let m = model
-        guard m.hiddenSize > 0, m.layers > 0, m.heads > 0, m.hiddenSize % m.heads == 0, (m.hiddenSize / m.heads) % 2 == 0 else {
-            throw bad("model", "need positive sizes and hidden_size / heads even")
+        if from == nil {
+            guard m.hiddenSize > 0, m.layers > 0, m.heads > 0, m.hiddenSize % m.heads == 0, (m.hiddenSize / m.heads) % 2 == 0 else {
+                throw bad("model", "need positive sizes and hidden_size / heads even")
+            }
+            guard m.kvHeads > 0, m.heads % m.kvHeads == 0 else { throw bad("model.kv_heads", "must divide heads") }
+            guard m.experts > 0, m.expertSize > 0 else { throw bad("model.experts", "must be positive") }
+            do {
+                _ = try TrainableDecoder.spec(for: shape, topK: 1)
+            } catch {
+                throw bad("model", error.description)
+            }
         }
-        guard m.kvHeads > 0, m.heads % m.kvHeads == 0 else { throw bad("model.kv_heads", "must divide heads") }
-        guard m.experts > 0, m.expertSize > 0 else { throw bad("model.experts", "must be positive") }
         guard steps > 0, batch > 0, seqLen > 1 else { throw bad("steps/batch/seq_len", "must be positive (seq_len > 1)") }
         guard gradAccum > 0, batch % gradAccum == 0 else { throw bad("grad_accum", "must be positive and divide batch") }
         if dataParallel {
@@ -137,12 +151,20 @@ public struct TrainingConfig: Codable, Sendable {
         guard lr > 0, minLR >= 0, warmup >= 0, clip > 0 else { throw bad("lr/min_lr/warmup/clip", "out of range") }
         guard evalInterval > 0, checkpointInterval > 0, evalSamples >= 0 else { throw bad("eval_interval/checkpoint_interval", "must be positive") }
         if data.synthetic == nil && (data.textFiles ?? []).isEmpty { throw bad("data", "give synthetic or text_files") }
-        _ = try router.makeRouter(experts: m.experts, path: path)  // every router trains; this checks its parameters
+        if from == nil { _ = try router.makeRouter(experts: m.experts, path: path) }  // every router trains; this checks its parameters
     }
 
     /// Routers whose choice for a token depends on that token alone (without capacity), so a
     /// batch can run as shards (`dataParallel`).
     static let tokenByTokenRouters: Set<String> = ["topk-softmax", "topk-sigmoid", "top-p", "null-experts", "recurrent"]
+
+    /// The shape of the fresh model the `model` section describes.
+    public var shape: TrainableDecoder.Shape {
+        var s = TrainableDecoder.Shape(vocabSize: ByteTokenizer.vocabularySize, hiddenSize: model.hiddenSize, layers: model.layers,
+                                       heads: model.heads, kvHeads: model.kvHeads, experts: model.experts, expertSize: model.expertSize)
+        s.ropeTheta = model.ropeTheta
+        return s
+    }
 
     /// The auxiliary-loss weights the MoE layers train with.
     public var auxLosses: AuxLossCoefficients {

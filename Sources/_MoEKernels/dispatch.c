@@ -191,8 +191,8 @@ void moek_rms_norm_backward_row(const float *dy, const float *x, const float *w,
   vt()->rms_norm_backward_row(dy, x, w, inv, dx, dw, c);
 }
 float moek_read_probe(const float *p, size_t n) { return vt()->read_probe(p, n); }
-void moek_causal_softmax_rows(float *s, size_t ld, size_t n, size_t r0, size_t r1, float scale) {
-  vt()->causal_softmax_rows(s, ld, n, r0, r1, scale);
+void moek_causal_softmax_rows(float *s, size_t ld, size_t n, size_t r0, size_t r1, float scale, size_t window) {
+  vt()->causal_softmax_rows(s, ld, n, r0, r1, scale, window);
 }
 double moek_softmax_row_f64(const float *z, float *p, size_t n, float *mx) {
   return vt()->softmax_row_f64(z, p, n, mx);
@@ -210,8 +210,8 @@ void moek_rope_rows(const float *x, float *out, size_t heads, size_t hd, size_t 
   vt()->rope_rows(x, out, heads, hd, rd, c, s, sign, rotate_half);
 }
 void moek_causal_softmax_backward_rows(const float *p, float *d, size_t ld, size_t n, size_t r0, size_t r1,
-                                       float scale) {
-  vt()->causal_softmax_backward_rows(p, d, ld, n, r0, r1, scale);
+                                       float scale, size_t window) {
+  vt()->causal_softmax_backward_rows(p, d, ld, n, r0, r1, scale, window);
 }
 
 void moek_to_f32(const void *src, int dt, float *dst, size_t n) {

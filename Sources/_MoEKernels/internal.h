@@ -33,9 +33,9 @@ typedef struct {
   float (*rms_norm_row)(const float *x, const float *w, float eps, float *y, size_t c);
   void (*rms_norm_backward_row)(const float *dy, const float *x, const float *w, float inv, float *dx, float *dw,
                                 size_t c);
-  void (*causal_softmax_rows)(float *s, size_t ld, size_t n, size_t r0, size_t r1, float scale);
+  void (*causal_softmax_rows)(float *s, size_t ld, size_t n, size_t r0, size_t r1, float scale, size_t window);
   void (*causal_softmax_backward_rows)(const float *p, float *d, size_t ld, size_t n, size_t r0, size_t r1,
-                                       float scale);
+                                       float scale, size_t window);
   double (*softmax_row_f64)(const float *z, float *p, size_t n, float *mx);
   void (*combine_rows)(float *out, const float *y, size_t d, const intptr_t *rows, const float *w, size_t count,
                        int accumulate);

@@ -5,8 +5,9 @@ import MoECore
 import MoEModels
 import MoETrain
 
-/// `moe train`: trains an MoE from scratch as a config file says, with progress, evaluation,
-/// atomic checkpoints and resume.
+/// `moe train`: trains an MoE from scratch, or any checkpoint MoEKit can train from its
+/// weights (`--from`), as a config file says, with progress, evaluation, atomic checkpoints and
+/// resume.
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train an MoE from a JSON or TOML config: progress on stderr, eval to <checkpoint_dir>/log.jsonl, checkpoints in <checkpoint_dir>/checkpoint.",
@@ -17,6 +18,8 @@ struct Train: ParsableCommand {
             """)
 
     @Option(help: "Training config (JSON, or TOML if the name ends in .toml).") var config: String
+    @Option(help: "A checkpoint folder to train from (any family with grouped-query attention): its weights, config and tokenizer replace the config's model section.")
+    var from: String?
     @Flag(help: "Continue from the last checkpoint in checkpoint_dir.") var resume = false
     @Option(name: .customLong("stop-after"), help: "Stop after this many steps in this run (then resume later).") var stopAfter: Int?
     @Flag(help: "No progress bar.") var quiet = false
@@ -33,6 +36,7 @@ struct Train: ParsableCommand {
         Allocator.retainFreedMemory()  // 11% of an OLMoE-shaped step was the kernel zeroing fresh pages
         var cfg = try ConfigFile.load(TrainingConfig.self, path: config)
         if let evalSamples { cfg.evalSamples = evalSamples }
+        if let from { cfg.from = from }
         try cfg.validate(path: config)
         let pool = ThreadPool(threads: cfg.threads ?? ThreadPool.defaultThreadCount)
         let trainer = try Trainer(config: cfg, pool: pool)
@@ -135,13 +139,23 @@ struct Train: ParsableCommand {
         try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
         try SafetensorsWriter.write(trainer.model.namedTensors, metadata: ["format": "pt"],
                                     to: tmp.appendingPathComponent("model.safetensors").path)
-        var config = trainer.model.configJSON(routerConfig: trainer.config.router)
-        config["bos_token_id"] = ByteTokenizer.bos
-        config["eos_token_id"] = ByteTokenizer.eos
+        let fresh = trainer.config.from == nil
+        var config = trainer.model.configJSON(routerConfig: fresh || trainer.config.routerGiven ? trainer.config.router : nil)
+        if fresh {
+            config["bos_token_id"] = ByteTokenizer.bos
+            config["eos_token_id"] = ByteTokenizer.eos
+        }
         try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
             .write(to: tmp.appendingPathComponent("config.json"))
-        try RandomCheckpoint.byteLevelTokenizerJSON(specials: ["<bos>", "<eos>", "<pad>"], bos: "<bos>")
-            .write(to: tmp.appendingPathComponent("tokenizer.json"))
+        if let from = trainer.config.from {  // the checkpoint's own tokenizer files
+            for name in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] {
+                let source = URL(fileURLWithPath: from).appendingPathComponent(name)
+                if fm.fileExists(atPath: source.path) { try fm.copyItem(at: source, to: tmp.appendingPathComponent(name)) }
+            }
+        } else {
+            try RandomCheckpoint.byteLevelTokenizerJSON(specials: ["<bos>", "<eos>", "<pad>"], bos: "<bos>")
+                .write(to: tmp.appendingPathComponent("tokenizer.json"))
+        }
         var moments: [(name: String, tensor: Tensor)] = []
         for s in trainer.optimizerState { moments += [("\(s.name).m", s.m), ("\(s.name).v", s.v)] }
         try SafetensorsWriter.write(moments, to: tmp.appendingPathComponent("optimizer.safetensors").path)

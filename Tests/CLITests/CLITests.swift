@@ -265,6 +265,49 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(gen.status, 0, gen.err)
     }
 
+    /// `moe train --from`: a Qwen3-MoE and a dense Llama written by init-random train from their
+    /// weights with their own tokenizer; the checkpoint keeps the family, and a stop and resume
+    /// reaches the same weights as a straight run.
+    func testTrainFromACheckpointOfAnotherFamily() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-from-\(UUID().uuidString)").path
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: root) }
+        for arch in ["qwen3_moe", "llama"] {
+            let base = "\(root)/\(arch)-base"
+            let made = try moe(["init-random", "--arch", arch, "--out", base, "--vocab", "300", "--hidden", "32", "--layers", "2",
+                                "--heads", "2", "--kv-heads", "1", "--experts", "4", "--expert-size", "16", "--dense-size", "32"])
+            XCTAssertEqual(made.status, 0, made.err)
+            // A config without a model section: the checkpoint's own shape and router are kept.
+            func config(_ run: String) throws -> String {
+                try temp("""
+                {"data": {"synthetic": {"level": 1}}, "steps": 6, "batch": 2, "seq_len": 16, "lr": 0.003, "warmup": 2,
+                 "eval_interval": 6, "eval_samples": 4, "checkpoint_interval": 3, "checkpoint_dir": "\(root)/\(run)", "seed": 2}
+                """)
+            }
+            let a = try config("\(arch)-a"), b = try config("\(arch)-b")
+            let straight = try moe(["train", "--config", a, "--from", base, "--quiet"])
+            XCTAssertEqual(straight.status, 0, straight.err)
+            XCTAssertEqual(try moe(["train", "--config", b, "--from", base, "--quiet", "--stop-after", "3"]).status, 0)
+            let resumed = try moe(["train", "--config", b, "--from", base, "--quiet", "--resume"])
+            XCTAssertEqual(resumed.status, 0, resumed.err)
+            XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: "\(root)/\(arch)-a/checkpoint/model.safetensors")),
+                           try Data(contentsOf: URL(fileURLWithPath: "\(root)/\(arch)-b/checkpoint/model.safetensors")), arch)
+            let saved = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(root)/\(arch)-a/checkpoint/config.json"))) as? [String: Any])
+            XCTAssertEqual(saved["model_type"] as? String, arch)
+            XCTAssertNil(saved["moekit_router"], "the family's own router is kept")
+            let gen = try moe(["generate", "--model", "\(root)/\(arch)-a/checkpoint", "--prompt", "copy:ab=", "--max-tokens", "4", "--json"])
+            XCTAssertEqual(gen.status, 0, gen.err)
+        }
+        // A family that does not train yet, and a folder that is not a checkpoint: exit 1, naming the file.
+        let v3 = "\(root)/v3"
+        XCTAssertEqual(try moe(["init-random", "--arch", "deepseek_v3", "--out", v3, "--vocab", "300", "--hidden", "32"]).status, 0)
+        let refused = try moe(["train", "--config", try temp(trainConfig(root + "/never")), "--from", v3])
+        XCTAssertEqual(refused.status, 1)
+        XCTAssertTrue(refused.err.contains("config.json") && refused.err.contains("not supported yet"), refused.err)
+        let missing = try moe(["train", "--config", try temp(trainConfig(root + "/never")), "--from", root + "/nothing"])
+        XCTAssertEqual(missing.status, 1)
+        XCTAssertTrue(missing.err.contains("nothing"), missing.err)
+    }
+
     func testTrainBadConfigsFailNamingTheField() throws {
         let bad = try temp(#"{"model": {"hidden_size": 30, "heads": 4}, "checkpoint_dir": "/tmp/x"}"#)
         let r = try moe(["train", "--config", bad])

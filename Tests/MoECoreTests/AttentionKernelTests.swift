@@ -6,9 +6,13 @@ import XCTest
 /// `CausalAttention` forward and backward against a Double reference written here, on every
 /// instruction-set path and with 1 and 2 threads. The shapes cover grouped heads, segments that
 /// do not divide the tokens, head dims off the 16-lane width, and blocks longer than one task's
-/// run of rows (32), so the row and key splits are exercised.
+/// run of rows (32), so the row and key splits are exercised, and sliding windows shorter than
+/// a segment.
 final class AttentionKernelTests: XCTestCase {
-    struct Shape { let t: Int, h: Int, g: Int, d: Int, seg: Int }
+    struct Shape {
+        let t: Int, h: Int, g: Int, d: Int, seg: Int
+        var window: Int? = nil
+    }
 
     /// out, dq, dk, dv for dOut, in Double: P = causal softmax(scale q k^T) per segment.
     static func reference(_ s: Shape, q: [Float], k: [Float], v: [Float], dOut: [Float], scale: Double)
@@ -21,7 +25,8 @@ final class AttentionKernelTests: XCTestCase {
         for h in 0..<s.h {
             let g = h / group
             for t in 0..<s.t {
-                let first = t / s.seg * s.seg
+                var first = t / s.seg * s.seg
+                if let w = s.window { first = max(first, t - w + 1) }
                 let keys = Array(first...t)
                 let scores = keys.map { j in scale * (0..<s.d).reduce(0.0) { $0 + Double(q[qi(t, h, $1)]) * Double(k[ki(j, g, $1)]) } }
                 let mx = scores.max()!
@@ -46,7 +51,8 @@ final class AttentionKernelTests: XCTestCase {
 
     func testMatchesReference() {
         let shapes = [Shape(t: 150, h: 4, g: 2, d: 5, seg: 150), Shape(t: 150, h: 2, g: 2, d: 24, seg: 70),
-                      Shape(t: 9, h: 3, g: 1, d: 3, seg: 3), Shape(t: 1, h: 1, g: 1, d: 17, seg: 1)]
+                      Shape(t: 9, h: 3, g: 1, d: 3, seg: 3), Shape(t: 1, h: 1, g: 1, d: 17, seg: 1),
+                      Shape(t: 150, h: 4, g: 2, d: 19, seg: 75, window: 40), Shape(t: 12, h: 2, g: 1, d: 4, seg: 12, window: 1)]
         for s in shapes {
             let q = Tensor(randomUniform: [s.t, s.h, s.d], in: -1...1, seed: 1)
             let k = Tensor(randomUniform: [s.t, s.g, s.d], in: -1...1, seed: 2)
@@ -57,8 +63,8 @@ final class AttentionKernelTests: XCTestCase {
                                       scale: Double(scale))
             forEachISA { isa in
                 for pool in testPools {
-                    let label = "\(isa), \(pool.threadCount) threads, t \(s.t) h \(s.h) g \(s.g) d \(s.d) segment \(s.seg)"
-                    let attention = CausalAttention(tokens: s.t, heads: s.h, kvHeads: s.g, headDim: s.d, segment: s.seg)
+                    let label = "\(isa), \(pool.threadCount) threads, t \(s.t) h \(s.h) g \(s.g) d \(s.d) segment \(s.seg) window \(s.window ?? 0)"
+                    let attention = CausalAttention(tokens: s.t, heads: s.h, kvHeads: s.g, headDim: s.d, segment: s.seg, window: s.window)
                     // Garbage in every output: each must be overwritten, probabilities above the diagonal included.
                     let probs = Tensor(shape: [attention.scoreCount], values: [Float](repeating: .nan, count: attention.scoreCount))
                     let out = Tensor(shape: [s.t, s.h * s.d], values: [Float](repeating: .nan, count: s.t * s.h * s.d))

@@ -11,8 +11,9 @@ final class ConfigBoundsTests: XCTestCase {
     /// Integer fields no family reads (transformers' training and generation settings).
     static let unread: Set<String> = ["pad_token_id", "num_nextn_predict_layers", "num_mtp_layers", "initializer_range"]
     /// Fields for which a huge value is harmless and accepted: a window or a layer threshold
-    /// beyond the model (no layer slides), a position limit that only matters beyond it.
-    static let hugeIsHarmless: Set<String> = ["sliding_window", "max_window_layers", "max_position_embeddings", "first_k_dense_replace",
+    /// beyond the model (no layer slides), a position limit that only matters beyond it, a
+    /// special token id past the vocabulary (it never matches; transformers keeps it too).
+    static let hugeIsHarmless: Set<String> = ["bos_token_id", "eos_token_id", "sliding_window", "max_window_layers", "max_position_embeddings", "first_k_dense_replace",
                                               "moe_layer_freq", "decoder_sparse_step", "clip_qkv"]
 
     func spec(_ config: [String: Any]) throws -> DecoderSpec {

@@ -114,7 +114,7 @@ final class TrainingParityTests: XCTestCase {
 
 /// Saves `model` as `moe train` does (safetensors and config.json) in a temporary folder and
 /// loads it for inference (the folder is removed at once: a mapped file stays readable after unlinking).
-func savedAndLoaded(_ model: TrainableDecoder, routerConfig: RouterConfig) throws -> DecoderModel {
+func savedAndLoaded(_ model: TrainableDecoder, routerConfig: RouterConfig?) throws -> DecoderModel {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-train-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: dir) }

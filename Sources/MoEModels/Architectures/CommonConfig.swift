@@ -67,9 +67,11 @@ struct CommonConfig: Decodable {
             }
             rotaryDim = dim
         }
-        if let b = bosTokenId, b < 0 || b >= vocab { throw .invalidConfig(path: path, field: "bos_token_id", reason: "\(b) is outside the vocabulary of \(vocab)") }
-        for e in eosTokenId?.values ?? [] where e < 0 || e >= vocab {
-            throw .invalidConfig(path: path, field: "eos_token_id", reason: "\(e) is outside the vocabulary of \(vocab)")
+        // Ids past the vocabulary are kept, as transformers keeps them (OLMoE's class default,
+        // 50279, outlives a smaller vocabulary): they only ever fail to match.
+        if let b = bosTokenId, b < 0 { throw .invalidConfig(path: path, field: "bos_token_id", reason: "must not be negative, got \(b)") }
+        for e in eosTokenId?.values ?? [] where e < 0 {
+            throw .invalidConfig(path: path, field: "eos_token_id", reason: "must not be negative, got \(e)")
         }
         return DecoderSpec(modelType: modelType ?? "", vocabSize: vocab, hiddenSize: hidden, layers: layers,
                            heads: heads, kvHeads: kv, headDim: hd, rmsNormEps: Float(eps), rope: rope, rotaryDim: rotaryDim,

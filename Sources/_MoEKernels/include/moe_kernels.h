@@ -179,12 +179,13 @@ void moek_rope_rows(const float *x, float *out, size_t heads, size_t hd, size_t 
 double moek_softmax_row_f64(const float *z, float *p, size_t n, float *mx);
 /// Causal softmax of rows [r0, r1) of a score block (row stride ld, n columns): row r becomes
 /// softmax(scale s) over columns 0...r (max and sum in 16 f32 lanes, vectorised exp) and 0 on
-/// columns r + 1 ..< n, whatever they held.
-void moek_causal_softmax_rows(float *s, size_t ld, size_t n, size_t r0, size_t r1, float scale);
+/// columns r + 1 ..< n, whatever they held. With a sliding `window` (0: none), only the last
+/// `window` columns up to r (r itself included) take part; the earlier ones become 0 too.
+void moek_causal_softmax_rows(float *s, size_t ld, size_t n, size_t r0, size_t r1, float scale, size_t window);
 /// Backward of `moek_causal_softmax_rows` for rows [r0, r1): d holds dP on columns 0...r and
 /// becomes scale P (dP - sum_i P_i dP_i) there, 0 on r + 1 ..< n.
 void moek_causal_softmax_backward_rows(const float *p, float *d, size_t ld, size_t n, size_t r0, size_t r1,
-                                       float scale);
+                                       float scale, size_t window);
 
 /// Asks the C allocator to keep freed blocks for reuse instead of returning them to the system
 /// (glibc: no mmap per large block, no trimming). Returns 1 if it did, 0 where unsupported.

@@ -1,0 +1,111 @@
+import Foundation
+import MoE
+import MoECore
+import MoEModels
+
+/// Training from a checkpoint of any family: the model the inference path would run, with every
+/// weight widened to an f32 parameter.
+extension TrainableDecoder {
+    /// Loads the Hugging Face checkpoint folder `directory` to train from its weights: every
+    /// family with grouped-query attention (Mixtral, Qwen2/3-MoE, OLMoE, GLM-4.5 and the dense
+    /// Llama, Mistral, Qwen2, Qwen3). `router` replaces the family's router (its expert count
+    /// must match); by default the checkpoint's own routes, with each layer's selection bias.
+    ///
+    /// Not yet: multi-head latent attention (DeepSeek), attention sinks and biased, clamped
+    /// experts (GPT-OSS): each is a typed error naming the config field.
+    public convenience init(directory: String, router override: RouterConfig? = nil) throws(ModelError) {
+        let ck = try Checkpoint(directory: directory)
+        let path = ck.configPath
+        var spec = try Architectures.spec(configAt: path)
+        if spec.latent != nil {
+            throw .invalidConfig(path: path, field: "kv_lora_rank", reason: "training multi-head latent attention (\(spec.modelType)) is not supported yet")
+        }
+        if spec.attentionSinks || spec.expertBias || spec.routerBias || spec.expertActivation != .swiglu {
+            throw .invalidConfig(path: path, field: "model_type", reason: "training \(spec.modelType)'s attention sinks and biased, clamped experts is not supported yet")
+        }
+        if let override {
+            guard spec.isMoE else { throw .invalidConfig(path: path, field: "router", reason: "the model has no MoE layer to route") }
+            spec.routerOverride = override
+        }
+        func f32(_ name: String, _ shape: [Int]) throws(ModelError) -> Variable {
+            Self.parameter(try ck.tensor(name, shape: shape))
+        }
+        let n = spec.names, d = spec.hiddenSize, hd = spec.headDim
+        let embed = try f32(n.embedding, [spec.vocabSize, d])
+        let tied = spec.tieWordEmbeddings && !ck.has(n.lmHead)
+        let lmHead = tied ? embed : try f32(n.lmHead, [spec.vocabSize, d])
+        let firstMoE = spec.moeLayers.firstIndex(of: true)
+        let router = try firstMoE.map { i throws(ModelError) in try DecoderModel.router(ck, spec, layer: i) }
+        let stateSize = (router as? RecurrentRouter)?.stateSize
+        var layers: [Layer] = []
+        for i in 0..<spec.layers {
+            let a = n.attention(i)
+            func optional(_ name: String, _ shape: [Int], _ present: Bool) throws(ModelError) -> Variable? {
+                present ? try f32(name, shape) : nil
+            }
+            let normShape = spec.qkNorm == .full ? [spec.heads * hd] : [hd], kNormShape = spec.qkNorm == .full ? [spec.kvHeads * hd] : [hd]
+            var layer = Layer(inputNorm: try f32(n.inputNorm(i), [d]), wq: try f32("\(a).q_proj.weight", [spec.heads * hd, d]),
+                              wk: try f32("\(a).k_proj.weight", [spec.kvHeads * hd, d]), wv: try f32("\(a).v_proj.weight", [spec.kvHeads * hd, d]),
+                              wo: try f32("\(a).o_proj.weight", [d, spec.heads * hd]), postNorm: try f32(n.postAttentionNorm(i), [d]),
+                              bq: try optional("\(a).q_proj.bias", [spec.heads * hd], spec.qkvBias),
+                              bk: try optional("\(a).k_proj.bias", [spec.kvHeads * hd], spec.qkvBias),
+                              bv: try optional("\(a).v_proj.bias", [spec.kvHeads * hd], spec.qkvBias),
+                              bo: try optional("\(a).o_proj.bias", [d], spec.outputBias),
+                              qNorm: try optional("\(a).q_norm.weight", normShape, spec.qkNorm != .none),
+                              kNorm: try optional("\(a).k_norm.weight", kNormShape, spec.qkNorm != .none), moe: nil)
+            guard spec.moeLayers[i], let router else {
+                layer.dense = try Self.ffn(ck, n.denseFFN(i), width: spec.denseIntermediate, d: d, gate: nil)
+                layers.append(layer)
+                continue
+            }
+            let experts = try DecoderModel.loadExperts(ck, spec, layer: i)
+            let gate: RouterParameters
+            if let h = stateSize {
+                gate = .recurrent(input: try f32(RecurrentRouterWeights.inputProjection(n.moe(i)), [h, d]),
+                                  output: try f32(RecurrentRouterWeights.outputProjection(n.moe(i)), [router.logitCount, h]))
+            } else {
+                gate = .linear(try f32(n.routerWeight(i), [router.logitCount, d]))
+            }
+            layer.moe = MoEParameters(router: gate, gate: experts.gate.map(Self.parameter), up: experts.up.map(Self.parameter),
+                                      down: experts.down.map(Self.parameter))
+            let sharedWidth = spec.sharedExperts > 0 ? spec.sharedExperts * spec.expertIntermediate : (spec.sharedExpertIntermediate ?? 0)
+            if sharedWidth > 0 {
+                layer.shared = try Self.ffn(ck, n.sharedExpert(i), width: sharedWidth, d: d,
+                                            gate: spec.sharedExpertGate ? n.sharedExpertGate(i) : nil)
+            }
+            if let sigmoid = try DecoderModel.router(ck, spec, layer: i) as? TopKSigmoidRouter, sigmoid.scoring == .sigmoid {
+                layer.routerBias = sigmoid.bias ?? [Float](repeating: 0, count: spec.experts)
+            }
+            layers.append(layer)
+        }
+        var cell: GRUParameters?
+        if let h = stateSize {
+            func gates(_ kind: String, _ side: String, _ shape: [Int]) throws(ModelError) -> [Variable] {
+                var out: [Variable] = []
+                for g in RecurrentRouterWeights.gates { out.append(try f32(RecurrentRouterWeights.cellTensor(kind, side, g), shape)) }
+                return out
+            }
+            cell = GRUParameters(weightI: try gates("weight", "i", [h, h]), weightH: try gates("weight", "h", [h, h]),
+                                 biasI: try gates("bias", "i", [h]), biasH: try gates("bias", "h", [h]))
+        }
+        var shape = Shape(vocabSize: spec.vocabSize, hiddenSize: d, layers: spec.layers, heads: spec.heads, kvHeads: spec.kvHeads,
+                          experts: spec.experts, expertSize: spec.expertIntermediate)
+        shape.ropeTheta = spec.rope.theta
+        shape.rmsNormEps = spec.rmsNormEps
+        let source = (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path)))) as? [String: Any]
+        // A dense model has no router; the layers never call it.
+        self.init(spec: spec, shape: shape, router: router ?? TopKSoftmaxRouter(experts: 1, k: 1), embed: embed,
+                  finalNorm: try f32(n.finalNorm, [d]), lmHead: lmHead, layers: layers, routerCell: cell, sourceConfig: source)
+    }
+
+    /// A parameter holding `t` widened to f32 (a copy: the checkpoint's mapping stays read-only).
+    static func parameter(_ t: Tensor) -> Variable { Variable(t.dtype == .f32 ? t.copied() : t.converted(to: .f32)) }
+
+    /// A SwiGLU FFN's projections under `prefix` (and a sigmoid gate named `gate`).
+    static func ffn(_ ck: Checkpoint, _ prefix: String, width: Int, d: Int, gate: String?) throws(ModelError) -> FFNParameters {
+        FFNParameters(gate: parameter(try ck.tensor("\(prefix).gate_proj.weight", shape: [width, d])),
+                      up: parameter(try ck.tensor("\(prefix).up_proj.weight", shape: [width, d])),
+                      down: parameter(try ck.tensor("\(prefix).down_proj.weight", shape: [d, width])),
+                      outputGate: try gate.map { g throws(ModelError) in parameter(try ck.tensor(g, shape: [1, d])) })
+    }
+}
