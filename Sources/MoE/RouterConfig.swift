@@ -47,7 +47,12 @@ public struct RouterConfig: Codable, Sendable, Equatable {
 
     /// Decodes a config from JSON; errors name `path` and the field.
     public static func decode(json data: Data, path: String) throws(MoEError) -> RouterConfig {
-        try ConfigFile.decode(RouterConfig.self, data: data, path: path, format: .json)
+        do {
+            return try ConfigFile.decode(RouterConfig.self, data: data, path: path, format: .json)
+        } catch {
+            if case let .invalidValue(path, field, reason) = error { throw .invalidConfig(path: path, field: field, reason: reason) }
+            throw .invalidConfig(path: path, field: "(file)", reason: error.description)
+        }
     }
 
     /// Reads a config file: TOML if the name ends in `.toml`, JSON otherwise.

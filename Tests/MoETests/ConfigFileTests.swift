@@ -1,12 +1,13 @@
 import Foundation
 import MoE
+import MoECore
 import XCTest
 
 final class ConfigFileTests: XCTestCase {
     func testJSONConfigErrorsNameTheField() {
         let bad = #"{"name": "top-p", "bias": [1, "x"]}"#
         XCTAssertThrowsError(try ConfigFile.decode(RouterConfig.self, data: Data(bad.utf8), path: "r.json", format: .json)) { error in
-            guard case let .invalidConfig(path, field, _)? = error as? MoEError else { return XCTFail("\(error)") }
+            guard case let .invalidValue(path, field, _)? = error as? MoECoreError else { return XCTFail("\(error)") }
             XCTAssertEqual(path, "r.json")
             XCTAssertEqual(field, "bias[1]")
         }

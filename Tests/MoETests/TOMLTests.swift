@@ -1,5 +1,6 @@
 import Foundation
-@testable import MoE
+@testable import MoECore
+import MoE
 import XCTest
 
 /// The TOML reader against hand-written JSON equivalents (the TOML 1.0 spec's examples).
@@ -90,7 +91,7 @@ final class TOMLTests: XCTestCase {
         ]
         for (toml, line) in cases {
             XCTAssertThrowsError(try TOML.json(from: toml, path: "t.toml"), toml) { error in
-                guard case let .invalidConfig(path, field, _)? = error as? MoEError else { return XCTFail("\(error)") }
+                guard case let .invalidValue(path, field, _)? = error as? MoECoreError else { return XCTFail("\(error)") }
                 XCTAssertEqual(path, "t.toml")
                 XCTAssertEqual(field, line, toml)
             }
@@ -111,7 +112,7 @@ final class TOMLTests: XCTestCase {
         XCTAssertEqual(a.bias, b.bias)
         XCTAssertThrowsError(try ConfigFile.decode(RouterConfig.self, data: Data("name = \"top-p\"\nbias = [1, \"x\"]".utf8),
                                                    path: "r.toml", format: .toml)) { error in
-            guard case let .invalidConfig(path, field, _)? = error as? MoEError else { return XCTFail("\(error)") }
+            guard case let .invalidValue(path, field, _)? = error as? MoECoreError else { return XCTFail("\(error)") }
             XCTAssertEqual(path, "r.toml")
             XCTAssertEqual(field, "bias[1]")
         }

@@ -1,5 +1,5 @@
 import Foundation
-import MoECore
+
 
 /// Decodes configuration files into `Codable` types, with errors that name the file and the
 /// field (`bias[1]: expected Float`).
@@ -29,18 +29,18 @@ public enum ConfigFile {
     }
 
     /// Decodes `data` in `format`; `path` names it in errors.
-    public static func decode<T: Decodable>(_ type: T.Type, data: Data, path: String, format: Format) throws(MoEError) -> T {
+    public static func decode<T: Decodable>(_ type: T.Type, data: Data, path: String, format: Format) throws(MoECoreError) -> T {
         var json = data
         if format == .toml {
             guard let text = String(data: data, encoding: .utf8) else {
-                throw .invalidConfig(path: path, field: "(file)", reason: "TOML must be UTF-8")
+                throw .invalidValue(path: path, field: "(file)", reason: "TOML must be UTF-8")
             }
             json = try TOML.json(from: text, path: path)
         }
         return try decodeJSON(type, data: json, path: path)
     }
 
-    static func decodeJSON<T: Decodable>(_ type: T.Type, data: Data, path: String) throws(MoEError) -> T {
+    static func decodeJSON<T: Decodable>(_ type: T.Type, data: Data, path: String) throws(MoECoreError) -> T {
         func name(_ codingPath: [any CodingKey]) -> String {
             let s = codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
             return s.isEmpty ? "(top level)" : s.replacingOccurrences(of: ".[", with: "[")
@@ -48,15 +48,15 @@ public enum ConfigFile {
         do {
             return try JSONDecoder().decode(type, from: data)
         } catch let DecodingError.keyNotFound(key, context) {
-            throw .invalidConfig(path: path, field: name(context.codingPath + [key]), reason: "missing")
+            throw .invalidValue(path: path, field: name(context.codingPath + [key]), reason: "missing")
         } catch let DecodingError.typeMismatch(expected, context) {
-            throw .invalidConfig(path: path, field: name(context.codingPath), reason: "expected \(expected)")
+            throw .invalidValue(path: path, field: name(context.codingPath), reason: "expected \(expected)")
         } catch let DecodingError.valueNotFound(expected, context) {
-            throw .invalidConfig(path: path, field: name(context.codingPath), reason: "expected \(expected), found null")
+            throw .invalidValue(path: path, field: name(context.codingPath), reason: "expected \(expected), found null")
         } catch let DecodingError.dataCorrupted(context) {
-            throw .invalidConfig(path: path, field: name(context.codingPath), reason: context.debugDescription)
+            throw .invalidValue(path: path, field: name(context.codingPath), reason: context.debugDescription)
         } catch {
-            throw .invalidConfig(path: path, field: "(top level)", reason: "\(error)")
+            throw .invalidValue(path: path, field: "(top level)", reason: "\(error)")
         }
     }
 }

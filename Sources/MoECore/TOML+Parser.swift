@@ -12,7 +12,7 @@ extension TOML {
 
         // MARK: Document and headers
 
-        mutating func document() throws(MoEError) -> Table {
+        mutating func document() throws(MoECoreError) -> Table {
             let root = Table()
             var current = root
             while true {
@@ -38,7 +38,7 @@ extension TOML {
         }
 
         /// Walks `keys` from `table`, making implicit tables; an array of tables yields its last.
-        mutating func walk(_ table: Table, _ keys: ArraySlice<String>, headers: Bool) throws(MoEError) -> Table {
+        mutating func walk(_ table: Table, _ keys: ArraySlice<String>, headers: Bool) throws(MoECoreError) -> Table {
             var t = table
             for key in keys {
                 switch t.values[key] {
@@ -59,7 +59,7 @@ extension TOML {
             return t
         }
 
-        mutating func defineTable(_ root: Table, _ keys: [String]) throws(MoEError) -> Table {
+        mutating func defineTable(_ root: Table, _ keys: [String]) throws(MoECoreError) -> Table {
             let parent = try walk(root, keys.dropLast(), headers: true)
             let name = keys.last!
             switch parent.values[name] {
@@ -76,7 +76,7 @@ extension TOML {
             }
         }
 
-        mutating func appendArrayTable(_ root: Table, _ keys: [String]) throws(MoEError) -> Table {
+        mutating func appendArrayTable(_ root: Table, _ keys: [String]) throws(MoECoreError) -> Table {
             let parent = try walk(root, keys.dropLast(), headers: true)
             let name = keys.last!
             let t = Table()
@@ -92,7 +92,7 @@ extension TOML {
             return t
         }
 
-        mutating func keyValue(into table: Table) throws(MoEError) {
+        mutating func keyValue(into table: Table) throws(MoECoreError) {
             let keys = try keyPath()
             skipSpaces()
             try expect("=")
@@ -106,7 +106,7 @@ extension TOML {
 
         // MARK: Keys
 
-        mutating func keyPath() throws(MoEError) -> [String] {
+        mutating func keyPath() throws(MoECoreError) -> [String] {
             var keys: [String] = []
             repeat {
                 skipSpaces()
@@ -116,7 +116,7 @@ extension TOML {
             return keys
         }
 
-        mutating func key() throws(MoEError) -> String {
+        mutating func key() throws(MoECoreError) -> String {
             switch peek() {
             case UInt8(ascii: "\"")?: return try basicString()
             case UInt8(ascii: "'")?: return try literalString()
@@ -134,7 +134,7 @@ extension TOML {
 
         // MARK: Values
 
-        mutating func value() throws(MoEError) -> Value {
+        mutating func value() throws(MoECoreError) -> Value {
             guard let c = peek() else { throw fail("expected a value") }
             switch c {
             case UInt8(ascii: "\""):
@@ -150,7 +150,7 @@ extension TOML {
             }
         }
 
-        mutating func array() throws(MoEError) -> Value {
+        mutating func array() throws(MoECoreError) -> Value {
             i += 1
             var items: [Value] = []
             while true {
@@ -163,7 +163,7 @@ extension TOML {
             }
         }
 
-        mutating func inlineTable() throws(MoEError) -> Value {
+        mutating func inlineTable() throws(MoECoreError) -> Value {
             i += 1
             let t = Table()
             skipSpaces()
@@ -179,7 +179,7 @@ extension TOML {
             return .table(t)
         }
 
-        mutating func number() throws(MoEError) -> Value {
+        mutating func number() throws(MoECoreError) -> Value {
             let start = i
             while let c = peek(), !(c == 0x20 || c == 0x09 || c == 0x0A || c == 0x0D || c == 0x2C || c == 0x5D || c == 0x7D || c == 0x23) {
                 i += 1
@@ -210,7 +210,7 @@ extension TOML {
 
         // MARK: Strings
 
-        mutating func basicString() throws(MoEError) -> String {
+        mutating func basicString() throws(MoECoreError) -> String {
             i += 1
             var out: [UInt8] = []
             while true {
@@ -221,7 +221,7 @@ extension TOML {
             }
         }
 
-        mutating func multilineBasicString() throws(MoEError) -> String {
+        mutating func multilineBasicString() throws(MoECoreError) -> String {
             i += 3
             if consume("\n") { line += 1 } else if starts(with: "\r\n") { i += 2; line += 1 }
             var out: [UInt8] = []
@@ -250,7 +250,7 @@ extension TOML {
             }
         }
 
-        mutating func literalString() throws(MoEError) -> String {
+        mutating func literalString() throws(MoECoreError) -> String {
             i += 1
             let start = i
             while let c = peek(), c != UInt8(ascii: "'") {
@@ -262,7 +262,7 @@ extension TOML {
             return String(decoding: bytes[start..<i], as: UTF8.self)
         }
 
-        mutating func multilineLiteralString() throws(MoEError) -> String {
+        mutating func multilineLiteralString() throws(MoECoreError) -> String {
             i += 3
             if consume("\n") { line += 1 } else if starts(with: "\r\n") { i += 2; line += 1 }
             let start = i
@@ -277,7 +277,7 @@ extension TOML {
             return String(decoding: bytes[start..<end], as: UTF8.self)
         }
 
-        mutating func escape(into out: inout [UInt8]) throws(MoEError) {
+        mutating func escape(into out: inout [UInt8]) throws(MoECoreError) {
             guard let c = peek() else { throw fail("unterminated string") }
             i += 1
             switch c {
@@ -314,7 +314,7 @@ extension TOML {
             return true
         }
 
-        mutating func expect(_ s: String) throws(MoEError) {
+        mutating func expect(_ s: String) throws(MoECoreError) {
             guard consume(s) else { throw fail("expected '\(s)'") }
         }
 
@@ -331,7 +331,7 @@ extension TOML {
         }
 
         /// After a header or key-value pair: only spaces and a comment may follow on the line.
-        mutating func endOfLine() throws(MoEError) {
+        mutating func endOfLine() throws(MoECoreError) {
             skipSpaces()
             skipComment()
             if peek() == 0x0D { i += 1 }
@@ -339,6 +339,6 @@ extension TOML {
             guard c == 0x0A else { throw fail("unexpected '\(Character(Unicode.Scalar(c)))' after the value") }
         }
 
-        func fail(_ reason: String) -> MoEError { .invalidConfig(path: path, field: "line \(line)", reason: reason) }
+        func fail(_ reason: String) -> MoECoreError { .invalidValue(path: path, field: "line \(line)", reason: reason) }
     }
 }

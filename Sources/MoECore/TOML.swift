@@ -30,7 +30,7 @@ enum TOML {
     }
 
     /// Parses `text`; errors name `path` and the line.
-    static func json(from text: String, path: String?) throws(MoEError) -> Data {
+    static func json(from text: String, path: String?) throws(MoECoreError) -> Data {
         var parser = Parser(bytes: Array(text.utf8), path: path)
         let root = try parser.document()
         var out = ""
@@ -38,12 +38,12 @@ enum TOML {
         return Data(out.utf8)
     }
 
-    private static func write(_ value: Value, to out: inout String, path: String?) throws(MoEError) {
+    private static func write(_ value: Value, to out: inout String, path: String?) throws(MoECoreError) {
         switch value {
         case .string(let s): out += quoted(s)
         case .integer(let i): out += String(i)
         case .float(let d):
-            guard d.isFinite else { throw .invalidConfig(path: path, field: "(file)", reason: "inf and nan cannot be config values") }
+            guard d.isFinite else { throw .invalidValue(path: path, field: "(file)", reason: "inf and nan cannot be config values") }
             out += "\(d)"
         case .bool(let b): out += b ? "true" : "false"
         case .array(let items):

@@ -1,0 +1,65 @@
+import Foundation
+import MoECore
+import MoEModels
+
+/// A training run's checkpoint folder: `<dir>/checkpoint`, a Hugging Face model folder that
+/// `moe generate` runs (model.safetensors, config.json, tokenizer.json) plus the optimiser
+/// moments (optimizer.safetensors) and the step (trainer_state.json), replaced atomically.
+extension Trainer {
+    /// Writes the checkpoint to a fresh folder, then swaps it in: checkpoint -> checkpoint.old,
+    /// new -> checkpoint, then removes checkpoint.old.
+    public func save(to dir: URL) throws {
+        let trainer = self
+        let fm = FileManager.default
+        let final = dir.appendingPathComponent("checkpoint"), old = dir.appendingPathComponent("checkpoint.old")
+        let tmp = dir.appendingPathComponent(".checkpoint-\(getpid())-\(trainer.step)")
+        try? fm.removeItem(at: tmp)
+        try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
+        try SafetensorsWriter.write(trainer.model.namedTensors, metadata: ["format": "pt"],
+                                    to: tmp.appendingPathComponent("model.safetensors").path)
+        let fresh = trainer.config.from == nil
+        var config = trainer.model.configJSON(routerConfig: fresh || trainer.config.routerGiven ? trainer.config.router : nil)
+        if fresh {
+            config["bos_token_id"] = ByteTokenizer.bos
+            config["eos_token_id"] = ByteTokenizer.eos
+        }
+        try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
+            .write(to: tmp.appendingPathComponent("config.json"))
+        if let from = trainer.config.from {  // the checkpoint's own tokenizer files
+            for name in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] {
+                let source = URL(fileURLWithPath: from).appendingPathComponent(name)
+                if fm.fileExists(atPath: source.path) { try fm.copyItem(at: source, to: tmp.appendingPathComponent(name)) }
+            }
+        } else {
+            try RandomCheckpoint.byteLevelTokenizerJSON(specials: ["<bos>", "<eos>", "<pad>"], bos: "<bos>")
+                .write(to: tmp.appendingPathComponent("tokenizer.json"))
+        }
+        var moments: [(name: String, tensor: Tensor)] = []
+        for s in trainer.optimizerState { moments += [("\(s.name).m", s.m), ("\(s.name).v", s.v)] }
+        try SafetensorsWriter.write(moments, to: tmp.appendingPathComponent("optimizer.safetensors").path)
+        try JSONSerialization.data(withJSONObject: ["step": trainer.step]).write(to: tmp.appendingPathComponent("trainer_state.json"))
+        try? fm.removeItem(at: old)
+        if fm.fileExists(atPath: final.path) { try fm.moveItem(at: final, to: old) }
+        try fm.moveItem(at: tmp, to: final)
+        try? fm.removeItem(at: old)
+    }
+
+    /// Loads the last checkpoint (or the previous one, if a swap was interrupted).
+    public func restore(from dir: URL) throws {
+        let trainer = self
+        let fm = FileManager.default
+        var folder = dir.appendingPathComponent("checkpoint")
+        if !fm.fileExists(atPath: folder.path) { folder = dir.appendingPathComponent("checkpoint.old") }
+        guard fm.fileExists(atPath: folder.path) else {
+            throw MoECoreError.io(path: dir.appendingPathComponent("checkpoint").path, reason: "no checkpoint to resume from")
+        }
+        let state = try JSONSerialization.jsonObject(with: Data(contentsOf: folder.appendingPathComponent("trainer_state.json"))) as? [String: Any]
+        guard let step = state?["step"] as? Int else {
+            throw MoECoreError.invalidValue(path: folder.appendingPathComponent("trainer_state.json").path, field: "step", reason: "missing")
+        }
+        let model = try SafetensorsFile(path: folder.appendingPathComponent("model.safetensors").path)
+        let moments = try SafetensorsFile(path: folder.appendingPathComponent("optimizer.safetensors").path)
+        try trainer.restore(step: step, tensor: { try model.tensor($0) },
+                            moment: { name, which in moments.entries["\(name).\(which)"] == nil ? nil : try moments.tensor("\(name).\(which)") })
+    }
+}
