@@ -2,7 +2,7 @@
 """Makes Tests/Fixtures/train_step/: one training step of a tiny Mixtral in PyTorch, for
 MoETrain's parity test (same initial weights, same batch: same loss, same gradients); and
 Tests/Fixtures/train_<family>/ the same for the other families `moe train --from` trains
-(Qwen3-MoE, Qwen2-MoE, OLMoE, GLM-4.5, Llama, Mistral).
+(Qwen3-MoE, Qwen2-MoE, OLMoE, GLM-4.5, GPT-OSS, Llama, Mistral).
 
 Writes the checkpoint (config.json, model.safetensors), the batch and loss (reference.json),
 and every parameter's gradient under its on-disk name (grads.safetensors; transformers 5 fuses
@@ -50,6 +50,13 @@ FAMILIES = {
                                        n_shared_experts=1, num_experts_per_tok=2, n_group=2, topk_group=1,
                                        routed_scaling_factor=2.5, norm_topk_prob=True, first_k_dense_replace=1,
                                        use_qk_norm=True, attention_bias=True, partial_rotary_factor=0.5)),
+    # Sinks, alternating sliding (5) and full layers, attention biases, a biased router, biased
+    # stacked experts with the clamped SwiGLU (a low limit, so the clamps act).
+    "gpt_oss": ("GptOssConfig", dict(COMMON, head_dim=8, intermediate_size=16, num_local_experts=4, num_experts_per_tok=2,
+                                     sliding_window=5, swiglu_limit=0.6, router_aux_loss_coef=0.0,
+                                     rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 4.0,
+                                                      "original_max_position_embeddings": 16, "beta_fast": 32.0,
+                                                      "beta_slow": 1.0, "truncate": False})),
     # Dense: tied embeddings and biases on every attention projection; a sliding window of 5.
     "llama": ("LlamaConfig", dict(COMMON, intermediate_size=40, attention_bias=True, tie_word_embeddings=True)),
     "mistral": ("MistralConfig", dict(COMMON, intermediate_size=40, sliding_window=5)),
@@ -72,7 +79,7 @@ def family(name):
         for pname, p in model.named_parameters():
             if "norm" in pname:
                 p.copy_(1.0 + 0.1 * torch.randn_like(p))
-            elif pname.endswith("mlp.gate.weight"):
+            elif pname.endswith("mlp.gate.weight") or pname.endswith("mlp.router.weight") or pname.endswith("sinks"):
                 p.normal_(0.0, 1.0)
             elif "bias" in pname:
                 p.normal_(0.0, 0.1)
@@ -99,7 +106,20 @@ def family(name):
     for pname, p in model.named_parameters():
         grad = p.grad.detach().clone().contiguous()
         pname = pname.replace(".mlp.", f".{block}.")  # the block's name on disk
-        if pname.endswith("experts.gate_up_proj"):     # transformers 5 fuses the experts in memory
+        if name == "gpt_oss" and "experts." in pname:  # stored stacked: [E, d, 2I] interleaved, [E, I, d]
+            prefix = pname[:pname.index("experts.") + len("experts.")]
+            for e in range(grad.shape[0]):
+                if pname.endswith("gate_up_proj"):
+                    grads[f"{prefix}{e}.gate_proj.weight"] = grad[e, :, 0::2].T.contiguous()
+                    grads[f"{prefix}{e}.up_proj.weight"] = grad[e, :, 1::2].T.contiguous()
+                elif pname.endswith("gate_up_proj_bias"):
+                    grads[f"{prefix}{e}.gate_proj.bias"] = grad[e, 0::2].contiguous()
+                    grads[f"{prefix}{e}.up_proj.bias"] = grad[e, 1::2].contiguous()
+                elif pname.endswith("down_proj"):
+                    grads[f"{prefix}{e}.down_proj.weight"] = grad[e].T.contiguous()
+                else:
+                    grads[f"{prefix}{e}.down_proj.bias"] = grad[e].contiguous()
+        elif pname.endswith("experts.gate_up_proj"):     # transformers 5 fuses the experts in memory
             prefix = pname.replace("gate_up_proj", "")
             half = grad.shape[1] // 2
             for e in range(grad.shape[0]):

@@ -1,3 +1,4 @@
+import Foundation
 import _MoEKernels
 
 // Dimension legend: T tokens, H query heads, G key/value heads (H / G query heads share one),
@@ -73,7 +74,8 @@ public struct CausalAttention: Sendable {
     /// out [T, H D] = softmax(scale Q K^T, causal in each segment) V; `probs` [scoreCount]
     /// receives each block's probabilities (zero above the diagonal).
     public func forward(q: Tensor, k: Tensor, v: Tensor, scale: Float, probs: Tensor, into out: Tensor,
-                        pool: ThreadPool = .shared) {
+                        sinks: [Float]? = nil, pool: ThreadPool = .shared) {
+        precondition(sinks == nil || sinks?.count == heads, "attention: one sink per head")
         check(q, "q", heads: heads); check(k, "k", heads: kvHeads); check(v, "v", heads: kvHeads)
         check(out, "out", heads: heads)
         precondition(probs.dtype == .f32 && probs.count == scoreCount, "attention: probs needs \(scoreCount) floats")
@@ -85,7 +87,12 @@ public struct CausalAttention: Sendable {
             // S = Q K^T over the keys these rows see, then the causal softmax in place.
             let p = pp + at.scores + r0 * n
             Kernels.product(qp + at.query, lda: h * d, m: r1 - r0, kp + at.keys, ldw: g * d, n: r1, k: d, into: p, ldo: n)
-            moek_causal_softmax_rows(pp + at.scores, n, n, r0, r1, scale, window)
+            if let sinks {
+                Self.softmaxWithSink(pp + at.scores, n: n, r0: r0, r1: r1, scale: scale, window: window,
+                                     sink: sinks[blocks[rowTasks[i].block].head])
+            } else {
+                moek_causal_softmax_rows(pp + at.scores, n, n, r0, r1, scale, window)
+            }
             // O = P V.
             Kernels.product(p, lda: n, m: r1 - r0, vp + at.keys, ldw: g * d, transposeW: true, n: d, k: r1,
                             into: op + at.query, ldo: h * d)
@@ -94,9 +101,12 @@ public struct CausalAttention: Sendable {
 
     /// The gradients from dOut [T, H D]: dq [T, H, D], dk and dv [T, G, D], all overwritten.
     /// From the saved P: dP = dO V^T; dS = scale P (dP - rowsum(P dP)); dQ = dS K;
-    /// dK = sum over the group's heads of dS^T Q; dV = sum of P^T dO.
+    /// dK = sum over the group's heads of dS^T Q; dV = sum of P^T dO. With sinks (the forward's),
+    /// the formula is the same (a sink's dP is 0), and the sinks' gradients are returned:
+    /// d sink_h = -sum over h's rows of P_sink rowsum(P dP), with P_sink = 1 - rowsum(P).
+    @discardableResult
     public func backward(dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, probs: Tensor, scale: Float,
-                         dq: Tensor, dk: Tensor, dv: Tensor, pool: ThreadPool = .shared) {
+                         dq: Tensor, dk: Tensor, dv: Tensor, sinks: Bool = false, pool: ThreadPool = .shared) -> [Float] {
         check(dOut, "dOut", heads: heads); check(q, "q", heads: heads); check(k, "k", heads: kvHeads)
         check(v, "v", heads: kvHeads); check(dq, "dq", heads: heads); check(dk, "dk", heads: kvHeads)
         check(dv, "dv", heads: kvHeads)
@@ -105,12 +115,24 @@ public struct CausalAttention: Sendable {
         let dop = dOut.floatBase, qp = q.floatBase, kp = k.floatBase, vp = v.floatBase
         let pp = probs.floatBase
         let dqp = dq.mutableFloatBase, dkp = dk.mutableFloatBase, dvp = dv.mutableFloatBase
+        var sinkParts = [Float](repeating: 0, count: sinks ? rowTasks.count : 0)  // per task, summed in order below
+        sinkParts.withUnsafeMutableBufferPointer { sinkParts in
         withScratchFloats(scoreCount) { dsp in
             // Per run of query rows: dP, then dS in place, then dQ.
             pool.parallelFor(rowTasks.count) { i in
                 let (r0, r1) = (rowTasks[i].r0, rowTasks[i].r1), at = place(rowTasks[i]), n = at.n
                 let ds = dsp + at.scores + r0 * n
                 Kernels.product(dop + at.query, lda: h * d, m: r1 - r0, vp + at.keys, ldw: g * d, n: r1, k: d, into: ds, ldo: n)
+                if sinks {
+                    var part: Float = 0
+                    for row in r0..<r1 {
+                        let p = pp + at.scores + row * n, dp = dsp + at.scores + row * n
+                        var dot: Float = 0, mass: Float = 0
+                        for j in 0...row { dot += p[j] * dp[j]; mass += p[j] }
+                        part -= (1 - mass) * dot
+                    }
+                    sinkParts[i] = part
+                }
                 moek_causal_softmax_backward_rows(pp + at.scores, dsp + at.scores, n, n, r0, r1, scale, window)
                 Kernels.product(ds, lda: n, m: r1 - r0, kp + at.keys, ldw: g * d, transposeW: true, n: d, k: r1,
                                 into: dqp + at.query, ldo: h * d)
@@ -141,6 +163,26 @@ public struct CausalAttention: Sendable {
                                     transposeW: true, n: d, k: n - c0, into: dvp + out, ldo: g * d, accumulate: r > 0)
                 }
             }
+        }
+        }
+        var dSinks = [Float](repeating: 0, count: heads)
+        for (i, part) in sinkParts.enumerated() { dSinks[blocks[rowTasks[i].block].head] += part }
+        return dSinks
+    }
+
+    /// Rows [r0, r1) of a block's scores (n columns) become softmax over the row's visible
+    /// columns (the window's) and one more logit, the head's sink, whose share is then dropped
+    /// (GPT-OSS): P_j = exp(scale s_j - m) / (sum_k exp(scale s_k - m) + exp(sink - m)).
+    static func softmaxWithSink(_ s: UnsafeMutablePointer<Float>, n: Int, r0: Int, r1: Int, scale: Float, window: Int, sink: Float) {
+        for r in r0..<r1 {
+            let row = s + r * n
+            let first = window > 0 && r + 1 > window ? r + 1 - window : 0
+            var m = sink
+            for j in first...r { row[j] *= scale; m = max(m, row[j]) }
+            var sum = Foundation.exp(sink - m)
+            for j in first...r { row[j] = Foundation.exp(row[j] - m); sum += row[j] }
+            let inv = 1 / sum
+            for j in 0..<n { row[j] = j >= first && j <= r ? row[j] * inv : 0 }
         }
     }
 }

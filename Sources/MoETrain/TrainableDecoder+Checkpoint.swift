@@ -47,6 +47,7 @@ extension TrainableDecoder {
                               ("q_norm.weight", l.qNorm), ("k_norm.weight", l.kNorm)] {
                 if let v { out.append(("\(a).\(name)", v)) }
             }
+            if let sinks = l.sinks { out.append((n.sinks(i), sinks)) }
             if let d = l.dense { out += ffn(n.denseFFN(i), d) }
             guard let moe = l.moe else { continue }
             switch moe.router {
@@ -56,9 +57,13 @@ extension TrainableDecoder {
                 out += [(RecurrentRouterWeights.inputProjection(n.moe(i)), input),
                         (RecurrentRouterWeights.outputProjection(n.moe(i)), output)]
             }
+            if let b = moe.routerBias { out.append((n.routerBias(i), b)) }
             for e in moe.gate.indices {
                 let x = n.expert(i, e)
                 out += [(x.gate, moe.gate[e]), (x.up, moe.up[e]), (x.down, moe.down[e])]
+                for (name, biases) in [(x.gate, moe.gateBias), (x.up, moe.upBias), (x.down, moe.downBias)] {
+                    if let biases { out.append((Self.biasName(name), biases[e])) }
+                }
             }
             if let sh = l.shared {
                 out += ffn(n.sharedExpert(i), sh)
@@ -81,10 +86,92 @@ extension TrainableDecoder {
         [("\(prefix).gate_proj.weight", f.gate), ("\(prefix).up_proj.weight", f.up), ("\(prefix).down_proj.weight", f.down)]
     }
 
+    /// A per-expert bias's name, beside its weight's (`...experts.3.gate_proj.bias`).
+    static func biasName(_ weightName: String) -> String { String(weightName.dropLast("weight".count)) + "bias" }
+
     /// Every parameter under its checkpoint name, then each layer's DeepSeek-V3 selection bias
-    /// (`...gate.e_score_correction_bias`), when the router has one.
+    /// (`...gate.e_score_correction_bias`), when the router has one. A family that stores its
+    /// experts stacked (GPT-OSS) gets them stacked again, in its layout.
     public var namedTensors: [(name: String, tensor: Tensor)] {
-        orderedVariables.map { ($0.name, $0.variable.value) } + namedBiases.map { ($0.name, Tensor(shape: [$0.bias.count], values: $0.bias)) }
+        var out = orderedVariables.map { ($0.name, $0.variable.value) }
+        if spec.names.stackedLayout == .interleavedInputMajor {
+            let perExpert = Set(layers.indices.flatMap { i in (layers[i].moe?.gate.indices ?? 0..<0).flatMap { e -> [String] in
+                let x = spec.names.expert(i, e)
+                return [x.gate, x.up, x.down, Self.biasName(x.gate), Self.biasName(x.up), Self.biasName(x.down)]
+            } })
+            out = out.filter { !perExpert.contains($0.0) }
+            for (i, l) in layers.enumerated() { if let moe = l.moe { out += Self.stacked(moe, names: spec.names.stackedExperts(i)) } }
+        }
+        return out + namedBiases.map { ($0.name, Tensor(shape: [$0.bias.count], values: $0.bias)) }
+    }
+
+    /// GPT-OSS's stacked experts from per-expert parameters: `gate_up_proj` [E, d, 2I] with gate
+    /// and up columns interleaved, `down_proj` [E, I, d], and the biases [E, 2I] and [E, d].
+    static func stacked(_ moe: MoEParameters, names: (gateUp: String, down: String, gateUpBias: String, downBias: String))
+        -> [(String, Tensor)] {
+        let e = moe.gate.count, inner = moe.gate[0].shape[0], d = moe.gate[0].shape[1]
+        var gu = [Float](repeating: 0, count: e * d * 2 * inner), dn = [Float](repeating: 0, count: e * inner * d)
+        for x in 0..<e {
+            let g = moe.gate[x].value.floats, u = moe.up[x].value.floats, w = moe.down[x].value.floats  // [I, d], [I, d], [d, I]
+            for c in 0..<inner {
+                for j in 0..<d {
+                    gu[(x * d + j) * 2 * inner + 2 * c] = g[c * d + j]
+                    gu[(x * d + j) * 2 * inner + 2 * c + 1] = u[c * d + j]
+                    dn[(x * inner + c) * d + j] = w[j * inner + c]
+                }
+            }
+        }
+        var out: [(String, Tensor)] = [(names.gateUp, Tensor(shape: [e, d, 2 * inner], values: gu)),
+                                       (names.down, Tensor(shape: [e, inner, d], values: dn))]
+        if let gb = moe.gateBias, let ub = moe.upBias, let db = moe.downBias {
+            var b = [Float](repeating: 0, count: e * 2 * inner)
+            for x in 0..<e {
+                let g = gb[x].value.floats, u = ub[x].value.floats
+                for c in 0..<inner { b[x * 2 * inner + 2 * c] = g[c]; b[x * 2 * inner + 2 * c + 1] = u[c] }
+            }
+            out += [(names.gateUpBias, Tensor(shape: [e, 2 * inner], values: b)),
+                    (names.downBias, Tensor(shape: [e, d], values: db.flatMap { $0.value.toFloats() }))]
+        }
+        return out
+    }
+
+    /// `tensor` for the per-expert names of a stacked family (GPT-OSS): each is cut from its
+    /// layer's stacked tensors (read once per layer).
+    func unstacking(_ tensor: @escaping (String) throws -> Tensor) -> (String) throws -> Tensor {
+        guard spec.names.stackedLayout == .interleavedInputMajor else { return tensor }
+        var perExpert: [String: (layer: Int, expert: Int, part: Int)] = [:]
+        for (i, l) in layers.enumerated() {
+            for e in l.moe?.gate.indices ?? 0..<0 {
+                let x = spec.names.expert(i, e)
+                for (part, name) in [x.gate, x.up, x.down, Self.biasName(x.gate), Self.biasName(x.up), Self.biasName(x.down)].enumerated() {
+                    perExpert[name] = (i, e, part)
+                }
+            }
+        }
+        var cache: [Int: [Float]] = [:]  // layer * 4 + stacked tensor: its values
+        let names = spec.names, inner = spec.expertIntermediate, d = spec.hiddenSize
+        return { name in
+            guard let (i, e, part) = perExpert[name] else { return try tensor(name) }
+            let st = names.stackedExperts(i)
+            let which = [0, 0, 1, 2, 2, 3][part]
+            let key = i * 4 + which
+            if cache[key] == nil { cache[key] = try tensor([st.gateUp, st.down, st.gateUpBias, st.downBias][which]).toFloats() }
+            let v = cache[key] ?? []
+            switch part {
+            case 0, 1:  // gate or up [I, d] from [E, d, 2I]
+                var out = [Float](repeating: 0, count: inner * d)
+                for c in 0..<inner { for j in 0..<d { out[c * d + j] = v[(e * d + j) * 2 * inner + 2 * c + part] } }
+                return Tensor(shape: [inner, d], values: out)
+            case 2:  // down [d, I] from [E, I, d]
+                var out = [Float](repeating: 0, count: d * inner)
+                for c in 0..<inner { for j in 0..<d { out[j * inner + c] = v[(e * inner + c) * d + j] } }
+                return Tensor(shape: [d, inner], values: out)
+            case 3, 4:  // gate or up bias [I] from [E, 2I]
+                return Tensor(shape: [inner], values: (0..<inner).map { v[e * 2 * inner + 2 * $0 + part - 3] })
+            default:  // down bias [d] from [E, d]
+                return Tensor(shape: [d], values: Array(v[(e * d)..<((e + 1) * d)]))
+            }
+        }
     }
 
     /// Each layer's selection bias under its checkpoint name.
@@ -99,7 +186,8 @@ extension TrainableDecoder {
 
     /// Replaces every parameter with the tensor `tensor(name)` gives (widened to f32), checking
     /// shapes; throws what `tensor` throws, or `MoECoreError.invalidValue` for a wrong shape.
-    public func load(_ tensor: (String) throws -> Tensor) throws {
+    public func load(_ tensor: @escaping (String) throws -> Tensor) throws {
+        let tensor = unstacking(tensor)
         for (name, variable) in namedVariables {
             let t = try tensor(name)
             guard t.shape == variable.shape else {

@@ -11,17 +11,15 @@ extension TrainableDecoder {
     /// Llama, Mistral, Qwen2, Qwen3). `router` replaces the family's router (its expert count
     /// must match); by default the checkpoint's own routes, with each layer's selection bias.
     ///
-    /// Not yet: multi-head latent attention (DeepSeek), attention sinks and biased, clamped
-    /// experts (GPT-OSS): each is a typed error naming the config field.
+    /// GPT-OSS trains too (sinks, biases, the clamped activation); its stacked experts become
+    /// per-expert parameters, stacked again when saved. Not yet: multi-head latent attention
+    /// (DeepSeek), a typed error naming the config field.
     public convenience init(directory: String, router override: RouterConfig? = nil) throws(ModelError) {
         let ck = try Checkpoint(directory: directory)
         let path = ck.configPath
         var spec = try Architectures.spec(configAt: path)
         if spec.latent != nil {
             throw .invalidConfig(path: path, field: "kv_lora_rank", reason: "training multi-head latent attention (\(spec.modelType)) is not supported yet")
-        }
-        if spec.attentionSinks || spec.expertBias || spec.routerBias || spec.expertActivation != .swiglu {
-            throw .invalidConfig(path: path, field: "model_type", reason: "training \(spec.modelType)'s attention sinks and biased, clamped experts is not supported yet")
         }
         if let override {
             guard spec.isMoE else { throw .invalidConfig(path: path, field: "router", reason: "the model has no MoE layer to route") }
@@ -52,7 +50,8 @@ extension TrainableDecoder {
                               bv: try optional("\(a).v_proj.bias", [spec.kvHeads * hd], spec.qkvBias),
                               bo: try optional("\(a).o_proj.bias", [d], spec.outputBias),
                               qNorm: try optional("\(a).q_norm.weight", normShape, spec.qkNorm != .none),
-                              kNorm: try optional("\(a).k_norm.weight", kNormShape, spec.qkNorm != .none), moe: nil)
+                              kNorm: try optional("\(a).k_norm.weight", kNormShape, spec.qkNorm != .none),
+                              sinks: try optional(n.sinks(i), [spec.heads], spec.attentionSinks), moe: nil)
             guard spec.moeLayers[i], let router else {
                 layer.dense = try Self.ffn(ck, n.denseFFN(i), width: spec.denseIntermediate, d: d, gate: nil)
                 layers.append(layer)
@@ -66,8 +65,15 @@ extension TrainableDecoder {
             } else {
                 gate = .linear(try f32(n.routerWeight(i), [router.logitCount, d]))
             }
-            layer.moe = MoEParameters(router: gate, gate: experts.gate.map(Self.parameter), up: experts.up.map(Self.parameter),
-                                      down: experts.down.map(Self.parameter))
+            var moe = MoEParameters(router: gate, gate: experts.gate.map(Self.parameter), up: experts.up.map(Self.parameter),
+                                    down: experts.down.map(Self.parameter))
+            moe.activation = experts.activation
+            moe.routerBias = try optional(n.routerBias(i), [router.logitCount], spec.routerBias)
+            if let b = experts.biases {
+                func vars(_ rows: [[Float]]) -> [Variable] { rows.map { Variable(Tensor(shape: [$0.count], values: $0)) } }
+                (moe.gateBias, moe.upBias, moe.downBias) = (vars(b.gate), vars(b.up), vars(b.down))
+            }
+            layer.moe = moe
             let sharedWidth = spec.sharedExperts > 0 ? spec.sharedExperts * spec.expertIntermediate : (spec.sharedExpertIntermediate ?? 0)
             if sharedWidth > 0 {
                 layer.shared = try Self.ffn(ck, n.sharedExpert(i), width: sharedWidth, d: d,

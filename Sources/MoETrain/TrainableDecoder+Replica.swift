@@ -14,6 +14,7 @@ extension TrainableDecoder {
         let layers = self.layers.map { l in
             Layer(inputNorm: v(l.inputNorm), wq: v(l.wq), wk: v(l.wk), wv: v(l.wv), wo: v(l.wo), postNorm: v(l.postNorm),
                   bq: l.bq.map(v), bk: l.bk.map(v), bv: l.bv.map(v), bo: l.bo.map(v), qNorm: l.qNorm.map(v), kNorm: l.kNorm.map(v),
+                  sinks: l.sinks.map(v),
                   moe: l.moe?.replica(v), dense: f(l.dense), shared: f(l.shared), routerBias: l.routerBias)
         }
         let cell = routerCell.map { c in
@@ -58,6 +59,12 @@ extension MoEParameters {
         case let .linear(w): router = .linear(v(w))
         case let .recurrent(input, output): router = .recurrent(input: v(input), output: v(output))
         }
-        return MoEParameters(router: router, gate: gate.map(v), up: up.map(v), down: down.map(v))
+        var p = MoEParameters(router: router, gate: gate.map(v), up: up.map(v), down: down.map(v))
+        p.routerBias = routerBias.map(v)
+        p.gateBias = gateBias?.map(v)
+        p.upBias = upBias?.map(v)
+        p.downBias = downBias?.map(v)
+        p.activation = activation
+        return p
     }
 }

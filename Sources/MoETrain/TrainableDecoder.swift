@@ -45,6 +45,8 @@ public final class TrainableDecoder: @unchecked Sendable {
         /// Attention biases (nil where the family has none) and QK-norm weights.
         public var bq: Variable? = nil, bk: Variable? = nil, bv: Variable? = nil, bo: Variable? = nil
         public var qNorm: Variable? = nil, kNorm: Variable? = nil
+        /// GPT-OSS's attention sinks [H], or nil.
+        public var sinks: Variable? = nil
         /// The MoE FFN, or nil on a dense layer.
         public var moe: MoEParameters?
         /// The dense FFN (a dense layer), and the shared expert (an MoE layer that has one).
@@ -57,8 +59,12 @@ public final class TrainableDecoder: @unchecked Sendable {
         /// Every parameter, with whether weight decay applies (matrices yes; norms and biases no).
         var all: [(variable: Variable, decay: Bool)] {
             var out: [(Variable, Bool)] = [(inputNorm, false), (wq, true), (wk, true), (wv, true), (wo, true), (postNorm, false)]
-            out += [bq, bk, bv, bo, qNorm, kNorm].compactMap { $0.map { ($0, false) } }
-            if let moe { out += moe.all.map { ($0, true) } }
+            out += [bq, bk, bv, bo, qNorm, kNorm, sinks].compactMap { $0.map { ($0, false) } }
+            if let moe {
+                let biases = Set(([moe.routerBias].compactMap { $0 } + (moe.gateBias ?? []) + (moe.upBias ?? []) + (moe.downBias ?? []))
+                                    .map { ObjectIdentifier($0) })
+                out += moe.all.map { ($0, !biases.contains(ObjectIdentifier($0))) }
+            }
             for f in [dense, shared].compactMap({ $0 }) { out += f.all.map { ($0, true) } }
             return out
         }
@@ -186,7 +192,7 @@ public final class TrainableDecoder: @unchecked Sendable {
                 let logits: Variable
                 switch moe.router {
                 case let .linear(w):
-                    logits = tape.linear(h2, w)
+                    logits = tape.linear(h2, w, bias: moe.routerBias)
                 case let .recurrent(input, output):
                     guard let cell = routerCell else { preconditionFailure("a recurrent router needs the model's GRU cell") }
                     let state = tape.gruCell(tape.linear(h2, input), state: routerState, cell)
@@ -233,7 +239,7 @@ public final class TrainableDecoder: @unchecked Sendable {
         q = tape.rope(q, angles: angles, rope)
         k = tape.rope(k, angles: angles, rope)
         return tape.causalAttention(q: q, k: k, v: v, scale: Float(1 / Double(hd).squareRoot()), segment: segment,
-                                    window: s.slidingWindows[index])
+                                    window: s.slidingWindows[index], sinks: layer.sinks)
     }
 
     /// A SwiGLU FFN on x: down(silu(gate x) * up x), scaled by its sigmoid gate when it has one.

@@ -257,7 +257,7 @@ public final class Trainer: @unchecked Sendable {
 
     /// Restores a checkpoint: parameters, optimiser moments (`moment(name, "m" | "v")`, nil when
     /// absent) and the step count.
-    public func restore(step: Int, tensor: (String) throws -> Tensor, moment: (String, String) throws -> Tensor?) throws {
+    public func restore(step: Int, tensor: @escaping (String) throws -> Tensor, moment: (String, String) throws -> Tensor?) throws {
         try model.load(tensor)
         for (name, v) in model.namedVariables {
             if let m = try moment(name, "m"), let s = try moment(name, "v") {

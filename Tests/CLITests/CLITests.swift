@@ -265,13 +265,13 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(gen.status, 0, gen.err)
     }
 
-    /// `moe train --from`: a Qwen3-MoE and a dense Llama written by init-random train from their
+    /// `moe train --from`: a Qwen3-MoE, a dense Llama and a GPT-OSS written by init-random train from their
     /// weights with their own tokenizer; the checkpoint keeps the family, and a stop and resume
     /// reaches the same weights as a straight run.
     func testTrainFromACheckpointOfAnotherFamily() throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-from-\(UUID().uuidString)").path
         addTeardownBlock { try? FileManager.default.removeItem(atPath: root) }
-        for arch in ["qwen3_moe", "llama"] {
+        for arch in ["qwen3_moe", "llama", "gpt_oss"] {
             let base = "\(root)/\(arch)-base"
             let made = try moe(["init-random", "--arch", arch, "--out", base, "--vocab", "300", "--hidden", "32", "--layers", "2",
                                 "--heads", "2", "--kv-heads", "1", "--experts", "4", "--expert-size", "16", "--dense-size", "32"])

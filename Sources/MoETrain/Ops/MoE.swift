@@ -23,10 +23,17 @@ public enum RouterParameters {
 }
 
 /// The weights of a trainable MoE layer: the router's, and per expert gate and up [I, d] and
-/// down [d, I] (SwiGLU experts).
+/// down [d, I] (SwiGLU experts); GPT-OSS adds a router bias [L], per-expert biases (gate and
+/// up [I], down [d]) and its clamped activation.
 public struct MoEParameters {
     public var router: RouterParameters
     public var gate: [Variable], up: [Variable], down: [Variable]
+    /// The linear router's bias [L], or nil.
+    public var routerBias: Variable? = nil
+    /// Per-expert biases, or nil.
+    public var gateBias: [Variable]? = nil, upBias: [Variable]? = nil, downBias: [Variable]? = nil
+    /// The activation between the projections.
+    public var activation: ExpertActivation = .swiglu
     public init(router: RouterParameters, gate: [Variable], up: [Variable], down: [Variable]) {
         self.router = router
         self.gate = gate
@@ -38,7 +45,11 @@ public struct MoEParameters {
         self.init(router: .linear(router), gate: gate, up: up, down: down)
     }
     /// Every parameter.
-    public var all: [Variable] { router.all + gate + up + down }
+    public var all: [Variable] {
+        router.all + (routerBias.map { [$0] } ?? []) + gate + up + down + (gateBias ?? []) + (upBias ?? []) + (downBias ?? [])
+    }
+    /// Whether the experts are SwiGLU without biases (the fused fast path).
+    var plainSwiGLU: Bool { activation == .swiglu && gateBias == nil && upBias == nil && downBias == nil }
 }
 
 /// The weights of the MoE layer's auxiliary losses in training (0 turns one off). ROUTING.md
@@ -168,7 +179,7 @@ extension Tape {
         let hidden = Tensor(uninitialized: [r, inner])
         let gp = gateOut.mutableFloats.baseAddress, upp = upOut.mutableFloats.baseAddress
         let hp = hidden.mutableFloats.baseAddress
-        let fused = used.count >= 4 * pool.threadCount
+        let fused = used.count >= 4 * pool.threadCount && params.plainSwiGLU
         var gateUpJobs: [GemmJob] = []  // appended, not flat-mapped: a batch's jobs are built serially
         gateUpJobs.reserveCapacity(2 * used.count)
         for i in used {
@@ -182,13 +193,24 @@ extension Tape {
                 moek_silu_mul_scaled(hp! + o, gp! + o, upp! + o, rowWeight[first + row], columns.count)
             }
         })
+        let rowExpert = Self.rowExperts(spans, rows: r)
+        let biases = params.plainSwiGLU ? nil : ExpertBiasValues(params)
         if !fused {
             Kernels.parallelRows(r, cost: 8 * inner, pool: pool) { row in
-                moek_silu_mul_scaled(hp! + row * inner, gp! + row * inner, upp! + row * inner, rowWeight[row], inner)
+                if let biases {
+                    biases.activate(row: row, expert: rowExpert[row], gate: gp! + row * inner, up: upp! + row * inner,
+                                    weight: rowWeight[row], into: hp! + row * inner, inner: inner, activation: params.activation)
+                } else {
+                    moek_silu_mul_scaled(hp! + row * inner, gp! + row * inner, upp! + row * inner, rowWeight[row], inner)
+                }
             }
         }
         Kernels.gemmBatch(used.map { GemmJob(hidden.rows(spans[$0]), params.down[$0].value, into: expertOut.rows(spans[$0])) },
                           pool: pool)
+        if let down = biases?.down {  // E' = w (h D^T + b_down)
+            let op = expertOut.mutableFloats
+            for row in 0..<r { for j in 0..<d { op[row * d + j] += rowWeight[row] * down[rowExpert[row]][j] } }
+        }
         let y = Tensor(uninitialized: [t, d])
         dispatch.combine(expertOut, routing: routing, into: y, weighted: false, accumulate: false, pool: pool)
         // Auxiliary losses (values; their gradients are added in backward), from the layer's
@@ -227,8 +249,14 @@ extension Tape {
                 let dw = buffer  // a copy of the pointer, for the escaping closures below
                 func swigluBackward(_ row: Int) {
                     let o = row * inner
-                    dw[dispatch.rowAssignment[row]] = moek_silu_mul_backward_scaled(dhp! + o, gatep! + o, upp! + o, rowWeight[row], dgp! + o,
-                                                               dup! + o, inner)
+                    if let biases {
+                        dw[dispatch.rowAssignment[row]] = biases.activationBackward(
+                            dh: dhp! + o, gate: gatep! + o, up: upp! + o, weight: rowWeight[row], dgate: dgp! + o, dup: dup! + o,
+                            inner: inner, activation: params.activation)
+                    } else {
+                        dw[dispatch.rowAssignment[row]] = moek_silu_mul_backward_scaled(dhp! + o, gatep! + o, upp! + o, rowWeight[row],
+                                                                                        dgp! + o, dup! + o, inner)
+                    }
                 }
                 var downJobs: [GemmJob] = [], dhJobExpert: [Int?] = []  // per job: the expert whose dh it writes, or nil
                 downJobs.reserveCapacity(2 * used.count)
@@ -255,7 +283,19 @@ extension Tape {
                 }
                 downSquares.deliver()
                 if !fused { Kernels.parallelRows(r, cost: 16 * inner, pool: pool) { swigluBackward($0) } }
+                // The down bias: E' = w (h D^T + b), so dw gains dy . b and db gains w dy.
+                if let down = biases?.down {
+                    let g = dyT.floats
+                    for row in 0..<r {
+                        let tok = dispatch.rowToken[row], b = down[rowExpert[row]]
+                        var dot: Float = 0
+                        for j in 0..<d { dot += g[tok * d + j] * b[j] }
+                        dw[dispatch.rowAssignment[row]] += dot
+                    }
+                }
             }
+            if let biases { Self.biasGradients(params, biases: biases, spans: spans, used: used, dg: dg, du: du, dy: dyT,
+                                               rowToken: dispatch.rowToken, rowWeight: rowWeight) }
             // Per token, the chosen weights -> scores (through the renormalisation).
             dwAll.withUnsafeMutableBufferPointer { dw in
                 Kernels.parallelRows(t, cost: 8 * max(1, routing.assignmentCount / max(1, t)), pool: pool) { tok in
@@ -353,7 +393,7 @@ extension Tape {
     public func moe(_ x: Variable, _ params: MoEParameters, router: any Router,
                     aux: AuxLossCoefficients = AuxLossCoefficients()) -> MoEStep {
         guard case let .linear(w) = params.router else { preconditionFailure("moe: a recurrent router needs its logits passed in") }
-        return moe(x, logits: linear(x, w), params, router: router, aux: aux)
+        return moe(x, logits: linear(x, w, bias: params.routerBias), params, router: router, aux: aux)
     }
 
     /// How many tokens chose each router logit (T f_i of the load-balance loss). For AdaMoE's
