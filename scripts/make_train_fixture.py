@@ -2,7 +2,7 @@
 """Makes Tests/Fixtures/train_step/: one training step of a tiny Mixtral in PyTorch, for
 MoETrain's parity test (same initial weights, same batch: same loss, same gradients); and
 Tests/Fixtures/train_<family>/ the same for the other families `moe train --from` trains
-(Qwen3-MoE, Qwen2-MoE, OLMoE, GLM-4.5, GPT-OSS, Llama, Mistral).
+(Qwen3-MoE, Qwen2-MoE, OLMoE, DeepSeek-V3 and V2, GLM-4.5, GPT-OSS, Llama, Mistral).
 
 Writes the checkpoint (config.json, model.safetensors), the batch and loss (reference.json),
 and every parameter's gradient under its on-disk name (grads.safetensors; transformers 5 fuses
@@ -57,6 +57,23 @@ FAMILIES = {
                                      rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 4.0,
                                                       "original_max_position_embeddings": 16, "beta_fast": 32.0,
                                                       "beta_slow": 1.0, "truncate": False})),
+    # Multi-head latent attention with a q LoRA and interleaved YaRN rope (DeepSeek's mscale),
+    # sigmoid group routing with the correction bias and routed scaling, a shared expert, a
+    # dense layer 0.
+    "deepseek_v3": ("DeepseekV3Config", dict(COMMON, num_key_value_heads=4, intermediate_size=24, moe_intermediate_size=8,
+                                             n_routed_experts=4, n_shared_experts=1, num_experts_per_tok=2, n_group=2,
+                                             topk_group=1, routed_scaling_factor=2.5, norm_topk_prob=True,
+                                             first_k_dense_replace=1, q_lora_rank=12, kv_lora_rank=8, qk_nope_head_dim=8,
+                                             qk_rope_head_dim=4, v_head_dim=6, rope_interleave=True,
+                                             rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                                                              "original_max_position_embeddings": 8, "beta_fast": 32,
+                                                              "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0})),
+    # A plain q projection, softmax group-limited greedy routing, values wider than keys.
+    "deepseek_v2": ("DeepseekV2Config", dict(COMMON, num_key_value_heads=4, intermediate_size=24, moe_intermediate_size=8,
+                                             n_routed_experts=4, n_shared_experts=2, num_experts_per_tok=2, n_group=2,
+                                             topk_group=1, topk_method="group_limited_greedy", routed_scaling_factor=2.0,
+                                             first_k_dense_replace=1, q_lora_rank=None, kv_lora_rank=8,
+                                             qk_nope_head_dim=4, qk_rope_head_dim=4, v_head_dim=12)),
     # Dense: tied embeddings and biases on every attention projection; a sliding window of 5.
     "llama": ("LlamaConfig", dict(COMMON, intermediate_size=40, attention_bias=True, tie_word_embeddings=True)),
     "mistral": ("MistralConfig", dict(COMMON, intermediate_size=40, sliding_window=5)),

@@ -119,6 +119,13 @@ public final class DecoderModel: @unchecked Sendable {
     /// `lastOnly` computes the LM head for the final position only ([1, V]), as decoding needs.
     public func forward(_ tokens: [Int], cache: inout KVCache, lastOnly: Bool = false,
                         trace: ((Int, Routing) -> Void)? = nil) throws(ModelError) -> Tensor {
+        try forward(tokens, cache: &cache, lastOnly: lastOnly, options: ForwardOptions(trace: trace))
+    }
+
+    /// `forward(_:cache:lastOnly:trace:)` with per-call `options`: a router override for any MoE
+    /// layer and a routing trace.
+    public func forward(_ tokens: [Int], cache: inout KVCache, lastOnly: Bool = false,
+                        options: ForwardOptions) throws(ModelError) -> Tensor {
         let s = spec, d = s.hiddenSize, t = tokens.count
         for id in tokens where id < 0 || id >= s.vocabSize { throw .tokenOutOfRange(id: id, vocabularySize: s.vocabSize) }
         if t == 0 { return Tensor(zeros: [0, s.vocabSize]) }
@@ -138,9 +145,17 @@ public final class DecoderModel: @unchecked Sendable {
             let h2 = Kernels.rmsNorm(x, weight: layer.postNorm, eps: s.rmsNormEps, pool: pool)
             let f: Tensor
             switch layer.ffn {
-            case let .moe(moe):
+            case var .moe(moe):
+                if let choose = options.router {
+                    let router = choose(i, moe.router)
+                    guard router.logitCount == moe.router.logitCount, router.expertCount == moe.router.expertCount else {
+                        throw .invalidConfig(path: checkpoint.configPath, field: "router",
+                                             reason: "layer \(i)'s override reads \(router.logitCount) logits for \(router.expertCount) experts; the layer has \(moe.router.logitCount) for \(moe.router.expertCount)")
+                    }
+                    moe.router = router
+                }
                 let out = moe.forward(h2, state: &state, pool: pool)
-                trace?(i, out.routing)
+                options.trace?(i, out.routing)
                 f = out.output
             case let .dense(gate, up, down):
                 let g = Tensor(zeros: [t, gate.shape[0]]), u = Tensor(zeros: [t, up.shape[0]])

@@ -40,9 +40,19 @@ extension TrainableDecoder {
         if lmHead !== embed { out.append((n.lmHead, lmHead)) }
         for (i, l) in layers.enumerated() {
             let a = n.attention(i)
-            out += [(n.inputNorm(i), l.inputNorm), (n.postAttentionNorm(i), l.postNorm),
-                    ("\(a).q_proj.weight", l.wq), ("\(a).k_proj.weight", l.wk), ("\(a).v_proj.weight", l.wv),
-                    ("\(a).o_proj.weight", l.wo)]
+            out += [(n.inputNorm(i), l.inputNorm), (n.postAttentionNorm(i), l.postNorm)]
+            if let lat = l.latent {  // DeepSeek's names (see `Layer`)
+                if let qA = lat.qA, let qANorm = lat.qANorm {
+                    out += [("\(a).q_a_proj.weight", qA), ("\(a).q_a_layernorm.weight", qANorm), ("\(a).q_b_proj.weight", l.wq)]
+                } else {
+                    out.append(("\(a).q_proj.weight", l.wq))
+                }
+                out += [("\(a).kv_a_proj_with_mqa.weight", l.wk), ("\(a).kv_a_layernorm.weight", lat.kvANorm),
+                        ("\(a).kv_b_proj.weight", l.wv), ("\(a).o_proj.weight", l.wo)]
+            } else {
+                out += [("\(a).q_proj.weight", l.wq), ("\(a).k_proj.weight", l.wk), ("\(a).v_proj.weight", l.wv),
+                        ("\(a).o_proj.weight", l.wo)]
+            }
             for (name, v) in [("q_proj.bias", l.bq), ("k_proj.bias", l.bk), ("v_proj.bias", l.bv), ("o_proj.bias", l.bo),
                               ("q_norm.weight", l.qNorm), ("k_norm.weight", l.kNorm)] {
                 if let v { out.append(("\(a).\(name)", v)) }

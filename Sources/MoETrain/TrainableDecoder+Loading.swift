@@ -11,16 +11,13 @@ extension TrainableDecoder {
     /// Llama, Mistral, Qwen2, Qwen3). `router` replaces the family's router (its expert count
     /// must match); by default the checkpoint's own routes, with each layer's selection bias.
     ///
-    /// GPT-OSS trains too (sinks, biases, the clamped activation); its stacked experts become
-    /// per-expert parameters, stacked again when saved. Not yet: multi-head latent attention
-    /// (DeepSeek), a typed error naming the config field.
+    /// GPT-OSS trains too (sinks, biases, the clamped activation; its stacked experts become
+    /// per-expert parameters, stacked again when saved), and DeepSeek-V2/V3 (multi-head latent
+    /// attention).
     public convenience init(directory: String, router override: RouterConfig? = nil) throws(ModelError) {
         let ck = try Checkpoint(directory: directory)
         let path = ck.configPath
         var spec = try Architectures.spec(configAt: path)
-        if spec.latent != nil {
-            throw .invalidConfig(path: path, field: "kv_lora_rank", reason: "training multi-head latent attention (\(spec.modelType)) is not supported yet")
-        }
         if let override {
             guard spec.isMoE else { throw .invalidConfig(path: path, field: "router", reason: "the model has no MoE layer to route") }
             spec.routerOverride = override
@@ -42,7 +39,26 @@ extension TrainableDecoder {
                 present ? try f32(name, shape) : nil
             }
             let normShape = spec.qkNorm == .full ? [spec.heads * hd] : [hd], kNormShape = spec.qkNorm == .full ? [spec.kvHeads * hd] : [hd]
-            var layer = Layer(inputNorm: try f32(n.inputNorm(i), [d]), wq: try f32("\(a).q_proj.weight", [spec.heads * hd, d]),
+            var layer: Layer
+            if let l = spec.latent {
+                let h = spec.heads, kd = l.nopeDim + l.ropeDim
+                let qA = try l.qLoraRank.map { r throws(ModelError) in try f32("\(a).q_a_proj.weight", [r, d]) }
+                let qANorm = try l.qLoraRank.map { r throws(ModelError) in try f32("\(a).q_a_layernorm.weight", [r]) }
+                let wq: Variable
+                if let r = l.qLoraRank {
+                    wq = try f32("\(a).q_b_proj.weight", [h * kd, r])
+                } else {
+                    wq = try f32("\(a).q_proj.weight", [h * kd, d])
+                }
+                layer = Layer(inputNorm: try f32(n.inputNorm(i), [d]), wq: wq,
+                              wk: try f32("\(a).kv_a_proj_with_mqa.weight", [l.kvLoraRank + l.ropeDim, d]),
+                              wv: try f32("\(a).kv_b_proj.weight", [h * (l.nopeDim + l.valueDim), l.kvLoraRank]),
+                              wo: try f32("\(a).o_proj.weight", [d, h * l.valueDim]), postNorm: try f32(n.postAttentionNorm(i), [d]),
+                              bo: try optional("\(a).o_proj.bias", [d], spec.outputBias),
+                              latent: LatentParameters(qA: qA, qANorm: qANorm, kvANorm: try f32("\(a).kv_a_layernorm.weight", [l.kvLoraRank])),
+                              moe: nil)
+            } else {
+            layer = Layer(inputNorm: try f32(n.inputNorm(i), [d]), wq: try f32("\(a).q_proj.weight", [spec.heads * hd, d]),
                               wk: try f32("\(a).k_proj.weight", [spec.kvHeads * hd, d]), wv: try f32("\(a).v_proj.weight", [spec.kvHeads * hd, d]),
                               wo: try f32("\(a).o_proj.weight", [d, spec.heads * hd]), postNorm: try f32(n.postAttentionNorm(i), [d]),
                               bq: try optional("\(a).q_proj.bias", [spec.heads * hd], spec.qkvBias),
@@ -52,6 +68,7 @@ extension TrainableDecoder {
                               qNorm: try optional("\(a).q_norm.weight", normShape, spec.qkNorm != .none),
                               kNorm: try optional("\(a).k_norm.weight", kNormShape, spec.qkNorm != .none),
                               sinks: try optional(n.sinks(i), [spec.heads], spec.attentionSinks), moe: nil)
+            }
             guard spec.moeLayers[i], let router else {
                 layer.dense = try Self.ffn(ck, n.denseFFN(i), width: spec.denseIntermediate, d: d, gate: nil)
                 layers.append(layer)

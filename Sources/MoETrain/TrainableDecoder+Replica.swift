@@ -15,6 +15,7 @@ extension TrainableDecoder {
             Layer(inputNorm: v(l.inputNorm), wq: v(l.wq), wk: v(l.wk), wv: v(l.wv), wo: v(l.wo), postNorm: v(l.postNorm),
                   bq: l.bq.map(v), bk: l.bk.map(v), bv: l.bv.map(v), bo: l.bo.map(v), qNorm: l.qNorm.map(v), kNorm: l.kNorm.map(v),
                   sinks: l.sinks.map(v),
+                  latent: l.latent.map { LatentParameters(qA: $0.qA.map(v), qANorm: $0.qANorm.map(v), kvANorm: v($0.kvANorm)) },
                   moe: l.moe?.replica(v), dense: f(l.dense), shared: f(l.shared), routerBias: l.routerBias)
         }
         let cell = routerCell.map { c in

@@ -39,7 +39,20 @@ public final class TrainableDecoder: @unchecked Sendable {
         var all: [Variable] { [gate, up, down] + (outputGate.map { [$0] } ?? []) }
     }
 
-    /// One layer's parameters.
+    /// Multi-head latent attention's parameters beyond the layer's wq, wk, wv, wo (DeepSeek).
+    public struct LatentParameters {
+        /// The q LoRA (`q_a_proj` [Rq, d] and its norm [Rq]), or nil for a plain q projection.
+        public var qA: Variable?, qANorm: Variable?
+        /// The norm of the kv latent [Rkv].
+        public var kvANorm: Variable
+        var all: [(variable: Variable, decay: Bool)] {
+            (qA.map { [($0, true)] } ?? []) + (qANorm.map { [($0, false)] } ?? []) + [(kvANorm, false)]
+        }
+    }
+
+    /// One layer's parameters. Under multi-head latent attention (`latent` set) the attention
+    /// projections are DeepSeek's: wq is `q_b_proj` (or `q_proj`), wk `kv_a_proj_with_mqa`
+    /// [Rkv + Dr, d], wv `kv_b_proj` [H (Dn + Dv), Rkv], wo `o_proj` [d, H Dv].
     public struct Layer {
         public var inputNorm: Variable, wq: Variable, wk: Variable, wv: Variable, wo: Variable, postNorm: Variable
         /// Attention biases (nil where the family has none) and QK-norm weights.
@@ -47,6 +60,8 @@ public final class TrainableDecoder: @unchecked Sendable {
         public var qNorm: Variable? = nil, kNorm: Variable? = nil
         /// GPT-OSS's attention sinks [H], or nil.
         public var sinks: Variable? = nil
+        /// Multi-head latent attention's other parameters, or nil for grouped-query attention.
+        public var latent: LatentParameters? = nil
         /// The MoE FFN, or nil on a dense layer.
         public var moe: MoEParameters?
         /// The dense FFN (a dense layer), and the shared expert (an MoE layer that has one).
@@ -60,6 +75,7 @@ public final class TrainableDecoder: @unchecked Sendable {
         var all: [(variable: Variable, decay: Bool)] {
             var out: [(Variable, Bool)] = [(inputNorm, false), (wq, true), (wk, true), (wv, true), (wo, true), (postNorm, false)]
             out += [bq, bk, bv, bo, qNorm, kNorm, sinks].compactMap { $0.map { ($0, false) } }
+            if let latent { out += latent.all }
             if let moe {
                 let biases = Set(([moe.routerBias].compactMap { $0 } + (moe.gateBias ?? []) + (moe.upBias ?? []) + (moe.downBias ?? []))
                                     .map { ObjectIdentifier($0) })
@@ -222,6 +238,9 @@ public final class TrainableDecoder: @unchecked Sendable {
     /// sliding window). Returns [B*T, H*D], before the output projection.
     func attention(_ h: Variable, _ layer: Layer, index: Int, tokens n: Int, segment: Int, angles: RotaryAngles,
                    tape: Tape) -> Variable {
+        if let lat = layer.latent, let l = spec.latent {
+            return latentAttention(h, layer, lat, l, tokens: n, segment: segment, angles: angles, tape: tape)
+        }
         let s = spec, hd = s.headDim
         var qkv = tape.linears(h, [layer.wq, layer.wk, layer.wv])
         for (i, bias) in [layer.bq, layer.bk, layer.bv].enumerated() { if let bias { qkv[i] = tape.addBias(qkv[i], bias) } }
@@ -240,6 +259,34 @@ public final class TrainableDecoder: @unchecked Sendable {
         k = tape.rope(k, angles: angles, rope)
         return tape.causalAttention(q: q, k: k, v: v, scale: Float(1 / Double(hd).squareRoot()), segment: segment,
                                     window: s.slidingWindows[index], sinks: layer.sinks)
+    }
+
+    /// Multi-head latent attention (DeepSeek-V2/V3, as `LatentAttention` runs it) on h [B*T, d]:
+    /// q = W_qb RMSNorm(W_qa h) split per head into nope and rope parts; [c ; k_rot] = W_kva h,
+    /// [k_nope ; v] = W_kvb RMSNorm(c) per head; RoPE on the rope parts, k_rot shared by every
+    /// head. Keys and values differ in width, so the narrower side is padded with zero columns
+    /// for the attention op (zeros change no score and no output), and the output cut back to
+    /// the values' width. Returns [B*T, H*Dv].
+    func latentAttention(_ h: Variable, _ layer: Layer, _ lat: LatentParameters, _ l: DecoderSpec.Latent, tokens n: Int,
+                         segment: Int, angles: RotaryAngles, tape: Tape) -> Variable {
+        let heads = spec.heads, kd = l.nopeDim + l.ropeDim, eps = spec.rmsNormEps, width = max(kd, l.valueDim)
+        var q = h
+        if let qa = lat.qA, let qn = lat.qANorm { q = tape.rmsNorm(tape.linear(h, qa), weight: qn, eps: eps) }
+        let qRows = tape.reshape(tape.linear(q, layer.wq), [n * heads, kd])
+        let qRot = tape.rope(tape.reshape(tape.sliceColumns(qRows, l.nopeDim..<kd), [n, heads, l.ropeDim]), angles: angles, rope)
+        let compressed = tape.linear(h, layer.wk)                                          // [n, Rkv + Dr]
+        let latent = tape.rmsNorm(tape.sliceColumns(compressed, 0..<l.kvLoraRank), weight: lat.kvANorm, eps: eps)
+        let kRot = tape.rope(tape.reshape(tape.sliceColumns(compressed, l.kvLoraRank..<(l.kvLoraRank + l.ropeDim)), [n, 1, l.ropeDim]),
+                             angles: angles, rope)
+        let expanded = tape.reshape(tape.linear(latent, layer.wv), [n * heads, l.nopeDim + l.valueDim])
+        let keys = tape.concatColumns([tape.sliceColumns(expanded, 0..<l.nopeDim),
+                                       tape.reshape(tape.tileColumns(tape.reshape(kRot, [n, l.ropeDim]), heads), [n * heads, l.ropeDim])])
+        let queries = tape.concatColumns([tape.sliceColumns(qRows, 0..<l.nopeDim), tape.reshape(qRot, [n * heads, l.ropeDim])])
+        let values = tape.sliceColumns(expanded, l.nopeDim..<(l.nopeDim + l.valueDim))
+        func padded(_ x: Variable) -> Variable { tape.reshape(tape.padColumns(x, to: width), [n, heads, width]) }
+        let a = tape.causalAttention(q: padded(queries), k: padded(keys), v: padded(values),
+                                     scale: Float(spec.rope.deepseekSoftmaxScale / Double(kd).squareRoot()), segment: segment)
+        return tape.reshape(tape.sliceColumns(tape.reshape(a, [n * heads, width]), 0..<l.valueDim), [n, heads * l.valueDim])
     }
 
     /// A SwiGLU FFN on x: down(silu(gate x) * up x), scaled by its sigmoid gate when it has one.

@@ -265,13 +265,13 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(gen.status, 0, gen.err)
     }
 
-    /// `moe train --from`: a Qwen3-MoE, a dense Llama and a GPT-OSS written by init-random train from their
+    /// `moe train --from`: a Qwen3-MoE, a dense Llama, a GPT-OSS and a DeepSeek-V3 written by init-random train from their
     /// weights with their own tokenizer; the checkpoint keeps the family, and a stop and resume
     /// reaches the same weights as a straight run.
     func testTrainFromACheckpointOfAnotherFamily() throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-from-\(UUID().uuidString)").path
         addTeardownBlock { try? FileManager.default.removeItem(atPath: root) }
-        for arch in ["qwen3_moe", "llama", "gpt_oss"] {
+        for arch in ["qwen3_moe", "llama", "gpt_oss", "deepseek_v3"] {
             let base = "\(root)/\(arch)-base"
             let made = try moe(["init-random", "--arch", arch, "--out", base, "--vocab", "300", "--hidden", "32", "--layers", "2",
                                 "--heads", "2", "--kv-heads", "1", "--experts", "4", "--expert-size", "16", "--dense-size", "32"])
@@ -297,13 +297,15 @@ final class CLITests: XCTestCase {
             let gen = try moe(["generate", "--model", "\(root)/\(arch)-a/checkpoint", "--prompt", "copy:ab=", "--max-tokens", "4", "--json"])
             XCTAssertEqual(gen.status, 0, gen.err)
         }
-        // A family that does not train yet, and a folder that is not a checkpoint: exit 1, naming the file.
-        let v3 = "\(root)/v3"
-        XCTAssertEqual(try moe(["init-random", "--arch", "deepseek_v3", "--out", v3, "--vocab", "300", "--hidden", "32"]).status, 0)
-        let refused = try moe(["train", "--config", try temp(trainConfig(root + "/never")), "--from", v3])
-        XCTAssertEqual(refused.status, 1)
-        XCTAssertTrue(refused.err.contains("config.json") && refused.err.contains("not supported yet"), refused.err)
-        let missing = try moe(["train", "--config", try temp(trainConfig(root + "/never")), "--from", root + "/nothing"])
+        // A folder that is not a checkpoint, and one without its tokenizer: exit 1, naming the file.
+        let bare = "\(root)/bare"
+        try FileManager.default.copyItem(atPath: "\(root)/llama-base", toPath: bare)
+        try FileManager.default.removeItem(atPath: bare + "/tokenizer.json")
+        let plain = try temp(#"{"data": {"synthetic": {"level": 1}}, "steps": 2, "checkpoint_dir": "/tmp/moekit-never-written"}"#)
+        let noTokenizer = try moe(["train", "--config", plain, "--from", bare])
+        XCTAssertEqual(noTokenizer.status, 1)
+        XCTAssertTrue(noTokenizer.err.contains("tokenizer.json"), noTokenizer.err)
+        let missing = try moe(["train", "--config", plain, "--from", root + "/nothing"])
         XCTAssertEqual(missing.status, 1)
         XCTAssertTrue(missing.err.contains("nothing"), missing.err)
     }

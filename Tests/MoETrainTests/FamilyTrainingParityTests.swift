@@ -41,24 +41,14 @@ final class FamilyTrainingParityTests: XCTestCase {
     func testOLMoE() throws { try check("olmoe", threads: 1) }
     func testGLM4MoE() throws { try check("glm4_moe") }
     func testGPTOSS() throws { try check("gpt_oss", threads: 1) }
+    func testDeepSeekV3() throws { try check("deepseek_v3") }
+    func testDeepSeekV2() throws { try check("deepseek_v2", threads: 1) }
     func testLlama() throws { try check("llama") }
     func testMistral() throws { try check("mistral", threads: 1) }
 
-    /// DeepSeek's latent attention does not train yet: a typed error naming the config, not a
-    /// wrong model.
-    func testUnsupportedFamiliesAreRefused() throws {
-        for family in ["deepseek_v3", "deepseek_v2"] {
-            let dir = trainFixture.deletingLastPathComponent().appendingPathComponent(family)
-            XCTAssertThrowsError(try TrainableDecoder(directory: dir.path), family) { error in
-                guard case let .invalidConfig(path, _, reason)? = error as? ModelError else { return XCTFail("\(error)") }
-                XCTAssertTrue(path.hasSuffix("config.json") && reason.contains("not supported yet"), "\(error)")
-            }
-        }
-    }
-
     /// A loaded model saved the way `moe train` saves it runs the same in inference.
     func testLoadedModelSavesAndRunsTheSame() throws {
-        for family in ["glm4_moe", "qwen2_moe", "llama", "gpt_oss"] {
+        for family in ["glm4_moe", "qwen2_moe", "llama", "gpt_oss", "deepseek_v3", "deepseek_v2"] {
             let dir = trainFixture.deletingLastPathComponent().appendingPathComponent("train_\(family)")
             let model = try TrainableDecoder(directory: dir.path)
             let inference = try savedAndLoaded(model, routerConfig: nil)
