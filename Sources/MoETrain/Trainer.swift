@@ -31,6 +31,14 @@ public final class Trainer: @unchecked Sendable {
         if let from = config.from {
             model = try TrainableDecoder(directory: from, router: config.routerGiven ? config.router : nil)
             tokenizer = try Trainer.checkpointTokenizer(of: from, spec: model.spec)
+        } else if let arch = config.model.arch, arch != "mixtral" {
+            // A fresh model of another family: init-random's f32 weights, read back through the family.
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-init-\(arch)-\(UUID().uuidString)").path
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            try RandomCheckpoint.write(arch: arch, shape: config.model.randomShape(topK: config.router.k ?? 2), to: dir,
+                                       seed: config.seed, dtype: .f32)
+            model = try TrainableDecoder(directory: dir, router: config.routerGiven ? config.router : nil)
+            tokenizer = ByteTokenizer()
         } else {
             let router = try config.router.makeRouter(experts: config.model.experts)
             model = TrainableDecoder(shape: config.shape, router: router, seed: config.seed)

@@ -1,5 +1,6 @@
 import Foundation
 import MoE
+import MoEModels
 
 /// Everything `moe train` needs, from a JSON file (snake_case keys; absent keys take the
 /// defaults below).
@@ -14,9 +15,15 @@ public struct TrainingConfig: Codable, Sendable {
     public struct Model: Codable, Sendable {
         public var hiddenSize = 128, layers = 4, heads = 4, kvHeads = 2, experts = 8, expertSize = 256
         public var ropeTheta = 10_000.0
+        /// The family (config.json's `model_type`); nil is Mixtral's layout with MoEKit's own
+        /// initialisation. Any other family starts from `init-random`'s weights.
+        public var arch: String?
+        /// For the other families: the dense FFN size, the shared expert size and the leading
+        /// dense layers, where the family has them (defaults: `init-random`'s).
+        public var denseSize: Int?, sharedSize: Int?, denseLayers: Int?
         enum CodingKeys: String, CodingKey {
             case hiddenSize = "hidden_size", layers, heads, kvHeads = "kv_heads", experts, expertSize = "expert_size"
-            case ropeTheta = "rope_theta"
+            case ropeTheta = "rope_theta", arch, denseSize = "dense_size", sharedSize = "shared_size", denseLayers = "dense_layers"
         }
         public init() {}
         public init(from decoder: any Decoder) throws {
@@ -29,6 +36,22 @@ public struct TrainingConfig: Codable, Sendable {
             experts = try c.decodeIfPresent(Int.self, forKey: .experts) ?? d.experts
             expertSize = try c.decodeIfPresent(Int.self, forKey: .expertSize) ?? d.expertSize
             ropeTheta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? d.ropeTheta
+            arch = try c.decodeIfPresent(String.self, forKey: .arch)
+            denseSize = try c.decodeIfPresent(Int.self, forKey: .denseSize)
+            sharedSize = try c.decodeIfPresent(Int.self, forKey: .sharedSize)
+            denseLayers = try c.decodeIfPresent(Int.self, forKey: .denseLayers)
+        }
+
+        /// `init-random`'s shape for a fresh model of `arch` with the byte vocabulary.
+        func randomShape(topK: Int) -> RandomCheckpoint.Shape {
+            var s = RandomCheckpoint.Shape()
+            s.vocabSize = ByteTokenizer.vocabularySize
+            (s.hiddenSize, s.layers, s.heads, s.kvHeads) = (hiddenSize, layers, heads, kvHeads)
+            (s.experts, s.expertSize, s.topK, s.ropeTheta) = (experts, expertSize, topK, ropeTheta)
+            if let denseSize { s.denseSize = denseSize }
+            if let sharedSize { s.sharedSize = sharedSize }
+            if let denseLayers { s.denseLayers = denseLayers }
+            return s
         }
     }
 
@@ -133,10 +156,16 @@ public struct TrainingConfig: Codable, Sendable {
             }
             guard m.kvHeads > 0, m.heads % m.kvHeads == 0 else { throw bad("model.kv_heads", "must divide heads") }
             guard m.experts > 0, m.expertSize > 0 else { throw bad("model.experts", "must be positive") }
-            do {
-                _ = try TrainableDecoder.spec(for: shape, topK: 1)
-            } catch {
-                throw bad("model", error.description)
+            if let arch = m.arch, arch != "mixtral" {
+                guard Architectures.modelTypes.contains(arch) else {
+                    throw bad("model.arch", "'\(arch)' is not one of \(Architectures.modelTypes.joined(separator: ", "))")
+                }
+            } else {
+                do {
+                    _ = try TrainableDecoder.spec(for: shape, topK: 1)
+                } catch {
+                    throw bad("model", error.description)
+                }
             }
         }
         guard steps > 0, batch > 0, seqLen > 1 else { throw bad("steps/batch/seq_len", "must be positive (seq_len > 1)") }

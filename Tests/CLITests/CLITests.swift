@@ -310,6 +310,31 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(missing.err.contains("nothing"), missing.err)
     }
 
+    /// `model.arch` trains a fresh model of any family (init-random's weights, the byte vocabulary):
+    /// the checkpoint keeps the family and runs.
+    func testTrainFromScratchAnyFamily() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-fresh-\(UUID().uuidString)").path
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: root) }
+        for arch in ["qwen2_moe", "deepseek_v2", "glm4_moe", "mistral"] {
+            let cfg = try temp("""
+            {"model": {"arch": "\(arch)", "hidden_size": 32, "layers": 2, "heads": 2, "kv_heads": 1, "experts": 4,
+                       "expert_size": 16, "dense_size": 32, "dense_layers": 1},
+             "data": {"synthetic": {"level": 1}}, "steps": 4, "batch": 2, "seq_len": 16, "lr": 0.003, "warmup": 2,
+             "eval_interval": 4, "eval_samples": 4, "checkpoint_interval": 4, "checkpoint_dir": "\(root)/\(arch)", "seed": 2}
+            """)
+            let run = try moe(["train", "--config", cfg, "--quiet"])
+            XCTAssertEqual(run.status, 0, "\(arch): \(run.err)")
+            let saved = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(root)/\(arch)/checkpoint/config.json"))) as? [String: Any])
+            XCTAssertEqual(saved["model_type"] as? String, arch)
+            let gen = try moe(["generate", "--model", "\(root)/\(arch)/checkpoint", "--prompt", "1+1=", "--max-tokens", "3", "--json"])
+            XCTAssertEqual(gen.status, 0, gen.err)
+        }
+        let bad = try temp(#"{"model": {"arch": "gpt3"}, "checkpoint_dir": "/tmp/moekit-never-written"}"#)
+        let r = try moe(["train", "--config", bad])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.contains("model.arch"), r.err)
+    }
+
     func testTrainBadConfigsFailNamingTheField() throws {
         let bad = try temp(#"{"model": {"hidden_size": 30, "heads": 4}, "checkpoint_dir": "/tmp/x"}"#)
         let r = try moe(["train", "--config", bad])
