@@ -9,8 +9,18 @@ public enum DType: Int, Sendable, CaseIterable, CustomStringConvertible {
     case f16 = 1
     case bf16 = 2
 
-    /// Bytes per element.
+    /// Bytes per element of an element format (f32, f16, bf16).
     public var byteSize: Int { self == .f32 ? 4 : 2 }
+
+    /// Storage is counted in blocks: a block holds `blockElements` elements in `blockBytes`
+    /// bytes, scales included (1 element of `byteSize` bytes for the element formats; the
+    /// quantized block formats, Q8_0's 32 in 34 bytes and the like, count the same way). Every
+    /// byte size in MoECore goes through `storageBytes(elements:)`.
+    public var blockElements: Int { 1 }
+    public var blockBytes: Int { byteSize }
+
+    /// Bytes that `n` elements take (n a whole number of blocks; a partial block is rounded up).
+    public func storageBytes(elements n: Int) -> Int { (n + blockElements - 1) / blockElements * blockBytes }
 
     /// The lower-case name used in JSON and on the command line ("f32", "f16", "bf16").
     public var description: String {

@@ -26,7 +26,7 @@ public struct Tensor: @unchecked Sendable {
         precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
         self.shape = shape
         self.dtype = dtype
-        storage = TensorStorage(byteCount: shape.reduce(1, *) * dtype.byteSize)
+        storage = TensorStorage(byteCount: dtype.storageBytes(elements: shape.reduce(1, *)))
         byteOffset = 0
     }
 
@@ -36,7 +36,7 @@ public struct Tensor: @unchecked Sendable {
         precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
         self.shape = shape
         self.dtype = dtype
-        storage = TensorStorage(byteCount: shape.reduce(1, *) * dtype.byteSize, zeroed: false)
+        storage = TensorStorage(byteCount: dtype.storageBytes(elements: shape.reduce(1, *)), zeroed: false)
         byteOffset = 0
     }
 
@@ -58,7 +58,8 @@ public struct Tensor: @unchecked Sendable {
         guard shape.allSatisfy({ $0 >= 0 }) else {
             throw .invalidValue(path: file.path, field: field, reason: "negative dimension in \(shape)")
         }
-        let bytes = Tensor.checkedElementCount(shape + [dtype.byteSize])
+        let elements = Tensor.checkedElementCount(shape)
+        let bytes = elements.flatMap { $0 > Int.max / max(1, dtype.blockBytes) ? nil : dtype.storageBytes(elements: $0) }
         let (end, overflow) = byteOffset.addingReportingOverflow(bytes ?? 0)
         guard byteOffset >= 0, bytes != nil, !overflow, end <= file.byteCount else {
             throw .outOfBounds(path: file.path, field: field, needed: bytes == nil || overflow ? Int.max : end,
@@ -69,7 +70,7 @@ public struct Tensor: @unchecked Sendable {
 
     /// A view of `storage` (no checks beyond bounds; for code that builds views of its own).
     public init(storage: TensorStorage, byteOffset: Int, shape: [Int], dtype: DType) {
-        precondition(byteOffset >= 0 && byteOffset + shape.reduce(1, *) * dtype.byteSize <= storage.byteCount,
+        precondition(byteOffset >= 0 && byteOffset + dtype.storageBytes(elements: shape.reduce(1, *)) <= storage.byteCount,
                      "view \(shape) \(dtype) at \(byteOffset) past the end of \(storage.byteCount) bytes")
         self.storage = storage
         self.byteOffset = byteOffset
@@ -95,7 +96,7 @@ public struct Tensor: @unchecked Sendable {
     /// Number of dimensions.
     public var rank: Int { shape.count }
     /// Size in bytes of this view.
-    public var byteCount: Int { count * dtype.byteSize }
+    public var byteCount: Int { dtype.storageBytes(elements: count) }
     /// True when this view reads a memory-mapped file.
     public var isMapped: Bool { storage.mappedFile != nil }
 
@@ -159,7 +160,7 @@ public struct Tensor: @unchecked Sendable {
                      "rows \(range) out of \(shape)")
         var newShape = shape
         newShape[0] = range.count
-        return Tensor(storage: storage, byteOffset: byteOffset + range.lowerBound * rowStride * dtype.byteSize,
+        return Tensor(storage: storage, byteOffset: byteOffset + dtype.storageBytes(elements: range.lowerBound * rowStride),
                       shape: newShape, dtype: dtype)
     }
 
