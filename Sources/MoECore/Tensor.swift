@@ -43,6 +43,7 @@ public struct Tensor: @unchecked Sendable {
     /// A tensor holding `values` (row-major), stored as `dtype` (rounded to nearest even).
     public init(shape: [Int], values: [Float], dtype: DType = .f32) {
         precondition(values.count == shape.reduce(1, *), "\(values.count) values for shape \(shape)")
+        precondition(dtype.isElementFormat, "Tensor(values:) stores f32, f16 or bf16; \(dtype) needs a quantizer")
         self.init(uninitialized: shape, dtype: dtype)
         values.withUnsafeBufferPointer { src in
             if let base = src.baseAddress {

@@ -132,7 +132,7 @@ public final class SafetensorsFile: @unchecked Sendable {
     /// The tensor `name` as a zero-copy view (F32, F16 or BF16).
     public func tensor(_ name: String) throws(ModelError) -> Tensor {
         guard let e = entries[name] else { throw .missingTensor(path: path, name: name) }
-        guard let dtype = DType(name: e.dtypeName) else { throw .unsupportedDType(path: path, name: name, dtype: e.dtypeName) }
+        guard let dtype = DType(name: e.dtypeName), dtype.isElementFormat else { throw .unsupportedDType(path: path, name: name, dtype: e.dtypeName) }
         do {
             return try Tensor(mapping: file, byteOffset: e.begin, shape: e.shape, dtype: dtype, field: name)
         } catch {

@@ -215,6 +215,10 @@ void moek_causal_softmax_backward_rows(const float *p, float *d, size_t ld, size
 }
 
 void moek_to_f32(const void *src, int dt, float *dst, size_t n) {
+  if (dt >= MOEK_Q8_0) {
+    moek_dequantize(src, dt, dst, n);
+    return;
+  }
   switch (dt) {
     case MOEK_F16: for (size_t i = 0; i < n; i++) dst[i] = moek_f16_to_f32(((const uint16_t *)src)[i]); break;
     case MOEK_BF16: for (size_t i = 0; i < n; i++) dst[i] = moek_bf16_to_f32(((const uint16_t *)src)[i]); break;

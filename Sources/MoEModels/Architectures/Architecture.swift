@@ -5,7 +5,7 @@ import MoE
 /// with the family's defaults), what decoder it describes, and the config.json keys of its own
 /// that `init-random` writes. Each family is one file in this folder, listed once in
 /// `Architectures.families`; its tensor names travel in the spec (`DecoderSpec.names`).
-protocol ArchitectureFamily {
+protocol ArchitectureFamily: Sendable {
     /// The config.json `model_type` values it reads.
     static var modelTypes: [String] { get }
     /// The transformers class in config.json's `architectures`, per model type.

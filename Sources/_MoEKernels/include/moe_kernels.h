@@ -19,12 +19,34 @@
 extern "C" {
 #endif
 
-/// Storage type of a weight matrix. Values match MoECore's `DType` raw codes.
+/// Storage type of a weight matrix. Values match MoECore's `DType` raw codes. The block formats
+/// (16 and up) have ggml's byte layouts (`dequant.c`); the GGUF reader maps ggml's type ids to these.
 typedef enum {
   MOEK_F32 = 0,
   MOEK_F16 = 1,
   MOEK_BF16 = 2,
+  MOEK_Q8_0 = 16,
+  MOEK_Q4_0 = 17,
+  MOEK_Q4_1 = 18,
+  MOEK_Q5_0 = 19,
+  MOEK_Q5_1 = 20,
+  MOEK_Q2_K = 21,
+  MOEK_Q3_K = 22,
+  MOEK_Q4_K = 23,
+  MOEK_Q5_K = 24,
+  MOEK_Q6_K = 25,
+  MOEK_IQ4_NL = 26,
+  MOEK_IQ4_XS = 27,
+  MOEK_MXFP4 = 28,
 } moek_dtype;
+
+/// Elements per block of `dt` (1 for f32, f16, bf16; 32 or 256 for the block formats).
+int moek_block_elements(int dt);
+/// Bytes per block of `dt`, scales included (0 for an unknown code).
+int moek_block_bytes(int dt);
+/// Dequantizes `n` elements (a whole number of blocks) of block format `dt` at `src` into f32,
+/// exactly as ggml (and the `gguf` Python package) define each format: the scalar reference.
+void moek_dequantize(const void *src, int dt, float *dst, size_t n);
 
 /// Instruction-set paths. Values are stable; `moek_isa_name` gives a printable name.
 typedef enum {
