@@ -1,0 +1,94 @@
+import Foundation
+import MoECore
+
+/// A GGUF file (llama.cpp's format, versions 2 and 3): its metadata and tensors, every tensor a
+/// zero-copy view of the memory-mapped file in its stored type (F32, F16, BF16 or a ggml block
+/// format), the data section's alignment honoured.
+///
+/// The file is untrusted: every count and size is bounded by the bytes that are there before
+/// anything is read or allocated, and every problem is a `ModelError` naming the file and the
+/// key or tensor (`GGUFFile+Parsing.swift`).
+///
+/// ```swift
+/// let file = try GGUFFile(path: "OLMoE-1B-7B-Q4_K_M.gguf")
+/// file.metadata["olmoe.expert_count"]?.int          // 64
+/// let w = try file.tensor("blk.0.ffn_down_exps.weight")  // [64, 2048, 1024] q4_k, no copy
+/// ```
+public final class GGUFFile: @unchecked Sendable {
+    /// One tensor's place in the file.
+    public struct TensorInfo: Sendable, Equatable {
+        public var name: String
+        /// Row-major (GGUF lists dimensions innermost first; this is that list reversed).
+        public var shape: [Int]
+        public var dtype: DType
+        /// Where its data starts, from the start of the file.
+        public var offset: Int
+    }
+
+    public let path: String
+    public let version: Int
+    /// Every metadata key and value.
+    public let metadata: [String: GGUFValue]
+    /// Tensors by name, and their names in file order.
+    public let tensors: [String: TensorInfo]
+    public let tensorNames: [String]
+    /// The data section's alignment (`general.alignment`, 32 when absent).
+    public let alignment: Int
+    let file: MappedFile
+
+    /// Maps and parses `path`.
+    public init(path: String) throws(ModelError) {
+        self.path = path
+        do {
+            file = try MappedFile(path: path)
+        } catch {
+            throw .io(path: path, reason: error.description)
+        }
+        var parser = GGUFParser(file: file, path: path)
+        let parsed = try parser.parse()
+        (version, metadata, tensors, tensorNames, alignment) = (parsed.version, parsed.metadata, parsed.tensors, parsed.names, parsed.alignment)
+    }
+
+    /// The tensor `name`, a zero-copy view of the file.
+    public func tensor(_ name: String) throws(ModelError) -> Tensor {
+        guard let info = tensors[name] else { throw .missingTensor(path: path, name: name) }
+        do {
+            return try Tensor(mapping: file, byteOffset: info.offset, shape: info.shape, dtype: info.dtype, field: name)
+        } catch {
+            throw .invalidFile(path: path, field: name, reason: error.description)
+        }
+    }
+
+    /// The tensor `name` if present.
+    public func has(_ name: String) -> Bool { tensors[name] != nil }
+
+    /// The architecture (`general.architecture`), as llama.cpp names it (`llama`, `qwen3moe`, ...).
+    public var architecture: String? { metadata["general.architecture"]?.string }
+}
+
+/// A GGUF metadata value.
+public enum GGUFValue: Sendable, Equatable {
+    case uint(UInt64), int(Int64), float(Double), bool(Bool), string(String)
+    case array([GGUFValue])
+
+    /// The value as an `Int`, if it is an integer that fits.
+    public var int: Int? {
+        switch self {
+        case let .uint(v): return v <= UInt64(Int.max) ? Int(v) : nil
+        case let .int(v): return Int(exactly: v)
+        default: return nil
+        }
+    }
+    /// The value as a `Double`, if it is a number.
+    public var double: Double? {
+        switch self {
+        case let .float(v): return v
+        case let .uint(v): return Double(v)
+        case let .int(v): return Double(v)
+        default: return nil
+        }
+    }
+    public var string: String? { if case let .string(s) = self { return s } else { return nil } }
+    public var bool: Bool? { if case let .bool(b) = self { return b } else { return nil } }
+    public var array: [GGUFValue]? { if case let .array(a) = self { return a } else { return nil } }
+}
