@@ -71,17 +71,13 @@ public final class Checkpoint: @unchecked Sendable {
     public func has(_ name: String) -> Bool { files[name] != nil }
 
     /// The tensor `name`, checked against `shape` when given.
-    public func tensor(_ name: String, shape: [Int]? = nil) throws(ModelError) -> Tensor {
+    public func tensor(_ name: String, shape: [Int]?) throws(ModelError) -> Tensor {
         guard let file = files[name] else { throw .missingTensor(path: directory, name: name) }
         let t = try file.tensor(name)
         if let shape, t.shape != shape { throw .wrongShape(path: file.path, name: name, expected: shape, found: t.shape) }
         return t
     }
 
-    /// The tensor `name` if present (checked against `shape`), else nil.
-    public func optionalTensor(_ name: String, shape: [Int]? = nil) throws(ModelError) -> Tensor? {
-        has(name) ? try tensor(name, shape: shape) : nil
-    }
 
     /// `config.json` of this folder.
     public var configPath: String { (directory as NSString).appendingPathComponent("config.json") }

@@ -6,7 +6,7 @@ import MoECore
 
 /// Building the model's blocks from a checkpoint, by the names in `DecoderSpec.names`.
 extension DecoderModel {
-    static func loadAttention(_ ck: Checkpoint, _ s: DecoderSpec, layer i: Int, rope: RotaryEmbedding) throws(ModelError) -> Attention {
+    static func loadAttention(_ ck: any WeightSource, _ s: DecoderSpec, layer i: Int, rope: RotaryEmbedding) throws(ModelError) -> Attention {
         let d = s.hiddenSize, hd = s.headDim, a = s.names.attention(i)
         let qNormShape = s.qkNorm == .full ? [s.heads * hd] : [hd]
         let kNormShape = s.qkNorm == .full ? [s.kvHeads * hd] : [hd]
@@ -26,7 +26,7 @@ extension DecoderModel {
             spec: s, rope: rope)
     }
 
-    static func loadLatent(_ ck: Checkpoint, _ s: DecoderSpec, _ l: DecoderSpec.Latent, layer i: Int) throws(ModelError) -> LatentAttention {
+    static func loadLatent(_ ck: any WeightSource, _ s: DecoderSpec, _ l: DecoderSpec.Latent, layer i: Int) throws(ModelError) -> LatentAttention {
         let d = s.hiddenSize, h = s.heads, kd = l.nopeDim + l.ropeDim, a = s.names.attention(i)
         let query: LatentAttention.QueryProjection
         if let rq = l.qLoraRank {
@@ -47,7 +47,7 @@ extension DecoderModel {
     }
 
     /// RMoE's GRU cell, shared by every layer, when config.json's `moekit_router` is `recurrent`.
-    static func loadRecurrentCell(_ ck: Checkpoint, _ s: DecoderSpec) throws(ModelError) -> GRUCell? {
+    static func loadRecurrentCell(_ ck: any WeightSource, _ s: DecoderSpec) throws(ModelError) -> GRUCell? {
         guard let override = s.routerOverride,
               let r = try routerOrThrow(override, experts: s.experts, path: ck.configPath) as? RecurrentRouter else { return nil }
         return try RecurrentRouterWeights.loadCell(ck, stateSize: r.stateSize)
@@ -55,7 +55,7 @@ extension DecoderModel {
 
     /// The router layer i of checkpoint `ck` routes with: the config's override, or the family's
     /// own, with the layer's selection bias when the checkpoint stores one.
-    public static func router(_ ck: Checkpoint, _ s: DecoderSpec, layer i: Int) throws(ModelError) -> any Router {
+    public static func router(_ ck: any WeightSource, _ s: DecoderSpec, layer i: Int) throws(ModelError) -> any Router {
         let bias = try ck.optionalTensor(s.names.correctionBias(i), shape: [s.experts])?.toFloats()
         if let override = s.routerOverride {
             let router = try routerOrThrow(override, experts: s.experts, path: ck.configPath)
@@ -77,7 +77,7 @@ extension DecoderModel {
         }
     }
 
-    static func loadMoE(_ ck: Checkpoint, _ s: DecoderSpec, layer i: Int, recurrentCell: GRUCell?) throws(ModelError) -> MoELayer {
+    static func loadMoE(_ ck: any WeightSource, _ s: DecoderSpec, layer i: Int, recurrentCell: GRUCell?) throws(ModelError) -> MoELayer {
         let d = s.hiddenSize, inner = s.expertIntermediate, n = s.names
         var shared: SharedExpert?
         let sharedWidth = s.sharedExperts > 0 ? s.sharedExperts * inner : (s.sharedExpertIntermediate ?? 0)
@@ -111,7 +111,7 @@ extension DecoderModel {
     /// [E, 2I, d] and `down_proj` [E, d, I] (zero-copy row views), or GPT-OSS's stacked
     /// [E, d, 2I] with gate and up interleaved and `down_proj` [E, I, d] (transposed once here,
     /// kept in the stored dtype), with its biases.
-    public static func loadExperts(_ ck: Checkpoint, _ s: DecoderSpec, layer i: Int) throws(ModelError) -> SwiGLUExperts {
+    public static func loadExperts(_ ck: any WeightSource, _ s: DecoderSpec, layer i: Int) throws(ModelError) -> SwiGLUExperts {
         let d = s.hiddenSize, inner = s.expertIntermediate, e = s.experts, n = s.names
         let stacked = n.stackedExperts(i)
         var experts: SwiGLUExperts

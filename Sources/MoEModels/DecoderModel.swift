@@ -15,7 +15,8 @@ import MoECore
 /// ```
 public final class DecoderModel: @unchecked Sendable {
     public let spec: DecoderSpec
-    public let checkpoint: Checkpoint
+    /// Where the weights come from: a checkpoint folder or a GGUF file.
+    public let checkpoint: any WeightSource
     let embed: Tensor, finalNorm: Tensor, lmHead: Tensor
     let layers: [Layer]
     let rope: RotaryEmbedding
@@ -36,9 +37,26 @@ public final class DecoderModel: @unchecked Sendable {
     }
 
     /// Loads the checkpoint in `directory` (config.json and safetensors).
-    public init(directory: String, pool: ThreadPool = .shared) throws(ModelError) {
-        checkpoint = try Checkpoint(directory: directory)
-        spec = try Architectures.spec(configAt: checkpoint.configPath)
+    public convenience init(directory: String, pool: ThreadPool = .shared) throws(ModelError) {
+        let checkpoint = try Checkpoint(directory: directory)
+        try self.init(weights: checkpoint, spec: try Architectures.spec(configAt: checkpoint.configPath), pool: pool)
+    }
+
+    /// Loads `path`: a GGUF file (by its `.gguf` name or its magic), or a checkpoint folder.
+    /// DESIGN.md: `--model` takes a GGUF file as well as a folder, everywhere.
+    public convenience init(path: String, pool: ThreadPool = .shared) throws(ModelError) {
+        if GGUFFile.isGGUF(path: path) {
+            let weights = try GGUFWeights(path: path)
+            try self.init(weights: weights, spec: weights.spec, pool: pool)
+        } else {
+            try self.init(directory: path, pool: pool)
+        }
+    }
+
+    /// The model `spec` describes, its weights from `weights` (by their Hugging Face names).
+    public init(weights: any WeightSource, spec: DecoderSpec, pool: ThreadPool = .shared) throws(ModelError) {
+        checkpoint = weights
+        self.spec = spec
         self.pool = pool
         let s = spec, d = s.hiddenSize, n = s.names
         let ck = checkpoint

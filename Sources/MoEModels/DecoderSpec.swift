@@ -16,6 +16,9 @@ public struct DecoderSpec: Sendable, Equatable {
     public var rope: RopeConfig
     /// Dimensions of each head that rotate (GLM's `partial_rotary_factor`); the head dim when nil.
     public var rotaryDim: Int? = nil
+    /// RoPE on interleaved pairs instead of rotate-half: llama.cpp's "normal" RoPE, for which its
+    /// converter permutes the q and k rows of Llama-family weights (GGUF files of `llama`).
+    public var ropeInterleaved = false
     public var tieWordEmbeddings: Bool
     /// The family's tensor names.
     public var names: TensorNames = TensorNames()
@@ -101,6 +104,6 @@ public struct DecoderSpec: Sendable, Equatable {
 
     var rotary: RotaryEmbedding {
         if let l = latent { return rope.rotary(headDim: l.ropeDim, layout: l.interleave ? .interleaved : .rotateHalf) }
-        return rope.rotary(headDim: headDim, rotaryDim: rotaryDim, layout: .rotateHalf)
+        return rope.rotary(headDim: headDim, rotaryDim: rotaryDim, layout: ropeInterleaved ? .interleaved : .rotateHalf)
     }
 }

@@ -26,7 +26,7 @@ public enum RecurrentRouterWeights {
 
     /// Loads the shared cell of state size `h`, packing the three gates as `GRUCell` wants them
     /// ([3h, h] weights, [3h] biases, widened to f32).
-    static func loadCell(_ ck: Checkpoint, stateSize h: Int) throws(ModelError) -> GRUCell {
+    static func loadCell(_ ck: any WeightSource, stateSize h: Int) throws(ModelError) -> GRUCell {
         func packed(_ kind: String, _ side: String, shape: [Int]) throws(ModelError) -> Tensor {
             var values: [Float] = []
             for g in gates { values += try ck.tensor(cellTensor(kind, side, g), shape: shape).toFloats() }

@@ -29,7 +29,7 @@ struct Logits: ParsableCommand {
     func run() throws {
         let ids = try parseTokenList(tokens, option: "--tokens")
         precision.apply()
-        let m = try DecoderModel(directory: model, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
+        let m = try DecoderModel(path: model, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
         var cache = m.makeCache(capacity: ids.count)
         let logits = try m.forward(ids, cache: &cache)
         let v = m.spec.vocabSize, values = logits.floats

@@ -81,7 +81,7 @@ struct Generate: ParsableCommand {
     func run() throws {
         precision.apply()
         let folder = try model ?? DefaultModel.path()
-        let m = try DecoderModel(directory: folder, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
+        let m = try DecoderModel(path: folder, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
         let tok = try Tokenizer(path: (folder as NSString).appendingPathComponent("tokenizer.json"))
         // The default model answers one task per line: a newline ends its answer.
         let stops = stop + (model == nil && stop.isEmpty ? ["\n"] : [])
@@ -139,7 +139,7 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         precision.apply()
-        let m = try DecoderModel(directory: model, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
+        let m = try DecoderModel(path: model, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
         try printJSON(try ModelBenchmark.run(model: m, name: model, promptTokens: promptTokens, genTokens: genTokens, reps: reps))
     }
 }

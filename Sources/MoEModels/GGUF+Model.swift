@@ -1,0 +1,166 @@
+import Foundation
+import MoECore
+
+/// A GGUF file as a model's weights: the spec its metadata describes (through the family's own
+/// config reading: the metadata is translated to the config.json the family reads), and each
+/// Hugging Face tensor name the loader asks for mapped to llama.cpp's name (`blk.N.attn_q`,
+/// stacked `blk.N.ffn_gate_exps` whose expert e is a zero-copy view).
+public final class GGUFWeights: WeightSource, @unchecked Sendable {
+    public let file: GGUFFile
+    /// The decoder the file describes.
+    public let spec: DecoderSpec
+
+    /// llama.cpp's architecture names and the family each maps to.
+    static let families = ["llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe",
+                           "olmoe": "olmoe"]
+
+    public init(path: String) throws(ModelError) {
+        file = try GGUFFile(path: path)
+        let config = try Self.config(file)
+        let data = (try? JSONSerialization.data(withJSONObject: config)) ?? Data()
+        var spec = try Architectures.spec(configData: data, path: path)
+        // llama.cpp's converter permutes Llama-family q/k rows for its interleaved RoPE.
+        spec.ropeInterleaved = file.architecture == "llama"
+        self.spec = spec
+    }
+
+    public var configPath: String { file.path }
+    public var names: [String] { file.tensorNames }
+    public func has(_ name: String) -> Bool { Self.ggufName(name).map { file.has($0.name) } ?? file.has(name) }
+
+    public func tensor(_ name: String, shape: [Int]?) throws(ModelError) -> Tensor {
+        guard let mapped = Self.ggufName(name) else {
+            guard file.has(name) else { throw .missingTensor(path: file.path, name: name) }
+            return try checked(try file.tensor(name), name, shape)
+        }
+        guard file.has(mapped.name) else { throw .missingTensor(path: file.path, name: "\(mapped.name) (\(name))") }
+        var t = try file.tensor(mapped.name)
+        if let e = mapped.expert {
+            guard t.rank == 3, e < t.shape[0] else {
+                throw .wrongShape(path: file.path, name: mapped.name, expected: [e + 1, -1, -1], found: t.shape)
+            }
+            t = t[e]
+        }
+        return try checked(t, mapped.name, shape)
+    }
+
+    /// `t` against `shape`, allowing a vector for a one-row matrix and back.
+    func checked(_ t: Tensor, _ name: String, _ shape: [Int]?) throws(ModelError) -> Tensor {
+        guard let shape, t.shape != shape else { return t }
+        guard t.count == shape.reduce(1, *), t.shape.filter({ $0 != 1 }) == shape.filter({ $0 != 1 }) else {
+            throw .wrongShape(path: file.path, name: name, expected: shape, found: t.shape)
+        }
+        return t.reshaped(shape)
+    }
+
+    /// llama.cpp's name for a Hugging Face tensor name, and the expert it is a slice of.
+    static func ggufName(_ hf: String) -> (name: String, expert: Int?)? {
+        switch hf {
+        case "model.embed_tokens.weight": return ("token_embd.weight", nil)
+        case "model.norm.weight": return ("output_norm.weight", nil)
+        case "lm_head.weight": return ("output.weight", nil)
+        default: break
+        }
+        let parts = hf.split(separator: ".").map(String.init)
+        guard parts.count >= 5, parts[0] == "model", parts[1] == "layers", let layer = Int(parts[2]) else { return nil }
+        let blk = "blk.\(layer)", rest = Array(parts[3...])
+        let suffix = rest.last ?? "weight"
+        switch (rest.first ?? "", rest.count) {
+        case ("input_layernorm", _): return ("\(blk).attn_norm.weight", nil)
+        case ("post_attention_layernorm", _): return ("\(blk).ffn_norm.weight", nil)
+        case ("self_attn", 3):
+            let map = ["q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output",
+                       "q_norm": "attn_q_norm", "k_norm": "attn_k_norm"]
+            return map[rest[1]].map { ("\(blk).\($0).\(suffix)", nil) }
+        case ("self_attn", 2) where rest[1] == "sinks": return ("\(blk).attn_sinks.weight", nil)
+        case ("mlp", _), ("block_sparse_moe", _):
+            let body = Array(rest.dropFirst())
+            if body.count == 2 {  // dense: gate_proj.weight; router: gate.weight
+                let map = ["gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down", "gate": "ffn_gate_inp",
+                           "shared_expert_gate": "ffn_gate_inp_shexp"]
+                return map[body[0]].map { ("\(blk).\($0).\(suffix)", nil) }
+            }
+            if body.count == 3, body[0] == "gate", body[1] == "e_score_correction_bias" { return ("\(blk).exp_probs_b.bias", nil) }
+            if body.count == 3, body[0] == "shared_expert" || body[0] == "shared_experts" {
+                let map = ["gate_proj": "ffn_gate_shexp", "up_proj": "ffn_up_shexp", "down_proj": "ffn_down_shexp"]
+                return map[body[1]].map { ("\(blk).\($0).\(suffix)", nil) }
+            }
+            if body.count == 4, body[0] == "experts", let e = Int(body[1]) {
+                let map = ["gate_proj": "ffn_gate_exps", "w1": "ffn_gate_exps", "up_proj": "ffn_up_exps", "w3": "ffn_up_exps",
+                           "down_proj": "ffn_down_exps", "w2": "ffn_down_exps"]
+                return map[body[2]].map { ("\(blk).\($0).weight", e) }
+            }
+            return nil
+        default: return nil
+        }
+    }
+
+    /// The config.json the family reads, from GGUF metadata (`<arch>.*` keys as llama.cpp writes them).
+    static func config(_ file: GGUFFile) throws(ModelError) -> [String: Any] {
+        let m = file.metadata, path = file.path
+        guard let arch = file.architecture else { throw .invalidFile(path: path, field: "general.architecture", reason: "missing") }
+        guard var family = families[arch] else { throw .unknownArchitecture(path: path, name: arch) }
+        func int(_ key: String) -> Int? { m["\(arch).\(key)"]?.int }
+        func double(_ key: String) -> Double? { m["\(arch).\(key)"]?.double }
+        func required(_ key: String) throws(ModelError) -> Int {
+            guard let v = int(key) else { throw .invalidFile(path: path, field: "\(arch).\(key)", reason: "missing or not an integer") }
+            return v
+        }
+        let embedding = try file.tensor("token_embd.weight")
+        let hidden = try required("embedding_length"), heads = try required("attention.head_count")
+        var c: [String: Any] = [
+            "vocab_size": embedding.shape.first ?? 0, "hidden_size": hidden, "num_hidden_layers": try required("block_count"),
+            "num_attention_heads": heads, "num_key_value_heads": int("attention.head_count_kv") ?? heads,
+            "head_dim": int("attention.key_length") ?? hidden / max(1, heads),
+            "rms_norm_eps": double("attention.layer_norm_rms_epsilon") ?? 1e-5, "rope_theta": double("rope.freq_base") ?? 10_000,
+            "max_position_embeddings": int("context_length") ?? 4096, "tie_word_embeddings": !file.has("output.weight"),
+        ]
+        if let b = m["tokenizer.ggml.bos_token_id"]?.int { c["bos_token_id"] = b }
+        if let e = m["tokenizer.ggml.eos_token_id"]?.int { c["eos_token_id"] = e }
+        if let kind = m["\(arch).rope.scaling.type"]?.string, kind != "none" {
+            var scaling: [String: Any] = ["rope_type": kind, "factor": double("rope.scaling.factor") ?? 1]
+            if let original = int("rope.scaling.original_context_length") { scaling["original_max_position_embeddings"] = original }
+            c["rope_scaling"] = scaling
+        }
+        if let window = int("attention.sliding_window"), window > 0 { c["sliding_window"] = window; c["use_sliding_window"] = true }
+        let ff = int("feed_forward_length")
+        if let experts = int("expert_count"), experts > 0 {
+            c["num_experts_per_tok"] = try required("expert_used_count")
+            let expertFF = int("expert_feed_forward_length") ?? ff
+            switch arch {
+            case "llama":
+                family = "mixtral"
+                c["num_local_experts"] = experts
+                c["intermediate_size"] = expertFF ?? 0
+            case "olmoe":
+                c["num_experts"] = experts
+                c["intermediate_size"] = expertFF ?? 0
+                c["norm_topk_prob"] = m["\(arch).expert_weights_norm"]?.bool ?? false
+            default:  // qwen2moe, qwen3moe
+                c["num_experts"] = experts
+                c["moe_intermediate_size"] = expertFF ?? 0
+                c["intermediate_size"] = ff ?? expertFF ?? 0
+                c["norm_topk_prob"] = m["\(arch).expert_weights_norm"]?.bool ?? (arch == "qwen3moe")
+                if let shared = int("expert_shared_feed_forward_length") { c["shared_expert_intermediate_size"] = shared }
+                c["qkv_bias"] = file.has("blk.0.attn_q.bias")
+            }
+        } else {
+            c["intermediate_size"] = ff ?? 0
+            c["attention_bias"] = file.has("blk.0.attn_q.bias")
+        }
+        c["model_type"] = family
+        return c
+    }
+}
+
+extension GGUFFile {
+    /// Whether `path` is a GGUF file: a regular file named `.gguf`, or starting with "GGUF".
+    public static func isGGUF(path: String) -> Bool {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else { return false }
+        if path.lowercased().hasSuffix(".gguf") { return true }
+        guard let handle = FileHandle(forReadingAtPath: path) else { return false }
+        defer { try? handle.close() }
+        return (try? handle.read(upToCount: 4)) == Data("GGUF".utf8)
+    }
+}
