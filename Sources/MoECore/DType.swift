@@ -14,6 +14,9 @@ public enum DType: Int, Sendable, CaseIterable, CustomStringConvertible {
     case q2_K = 21, q3_K = 22, q4_K = 23, q5_K = 24, q6_K = 25
     case iq4_NL = 26, iq4_XS = 27, mxfp4 = 28
 
+    /// The element formats, which every kernel reads (the block formats' fused kernels are to come).
+    public static let elementFormats: [DType] = [.f32, .f16, .bf16]
+
     /// Whether every element has its own fixed-size storage (f32, f16, bf16), as opposed to a
     /// block format.
     public var isElementFormat: Bool { rawValue < 16 }

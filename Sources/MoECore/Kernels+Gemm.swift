@@ -155,6 +155,7 @@ extension Kernels {
         var raw: [PreparedGemm] = []
         raw.reserveCapacity(live.count)
         for (index, m, n, k) in live {
+            precondition(jobs[index].b.dtype.isElementFormat, "gemm: \(jobs[index].b.dtype) weights need the block formats' fused kernels")
             let a = direct ? jobs[index].a.rawPointer : materialize(jobs[index].a, jobs[index].aRows)
             let b = direct ? jobs[index].b.rawPointer : materialize(jobs[index].b, jobs[index].bRows)
             raw.append(PreparedGemm(a: a.assumingMemoryBound(to: Float.self), b: b,

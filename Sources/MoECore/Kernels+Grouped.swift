@@ -58,7 +58,8 @@ extension Kernels {
             let dtype: Int32, m: Int, k: Int, n: Int, rowBytes: Int, bf16: Bool
         }
         let raw = active.map { job in
-            Raw(x: job.input.rawPointer.assumingMemoryBound(to: Float.self), w: job.weight.rawPointer,
+            precondition(job.weight.dtype.isElementFormat, "grouped linear: \(job.weight.dtype) weights need the block formats' fused kernels")
+            return Raw(x: job.input.rawPointer.assumingMemoryBound(to: Float.self), w: job.weight.rawPointer,
                 out: job.output.mutableRawPointer.assumingMemoryBound(to: Float.self), dtype: job.weight.dtype.cValue,
                 m: job.input.shape[0], k: job.input.shape[1], n: job.weight.shape[0],
                 rowBytes: job.input.shape[1] * job.weight.dtype.byteSize,

@@ -43,6 +43,7 @@ extension Kernels {
     /// The shared linear path on raw pointers: out[M, N] = x[M, K] W[N, K]^T.
     static func linear(x: UnsafePointer<Float>, ldx: Int, rows m: Int, w: UnsafeRawPointer, dtype: DType,
                        n: Int, k: Int, out: UnsafeMutablePointer<Float>, ldo: Int, pool: ThreadPool) {
+        precondition(dtype.isElementFormat, "linear: \(dtype) weights need the block formats' fused kernels, which are to come")
         if m == 0 || n == 0 { return }
         if m <= gemvMaxRows {
             // Memory-bound: one contiguous run of weight rows per thread, so each thread's

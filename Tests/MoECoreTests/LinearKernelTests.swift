@@ -25,7 +25,7 @@ final class LinearKernelTests: XCTestCase {
     func testMatvecOddSizesEveryDtypeAndPath() {
         let shapes = [(1, 1), (3, 3), (1, 17), (17, 1), (4097, 17), (17, 4097), (3, 4097), (4097, 3)]
         forEachISA { isa in
-            for dtype in DType.allCases {
+            for dtype in DType.elementFormats {
                 for pool in testPools {
                     for (rows, cols) in shapes {
                         let w = Tensor(randomUniform: [rows, cols], seed: UInt64(rows + 7 * cols), dtype: dtype)
@@ -49,7 +49,7 @@ final class LinearKernelTests: XCTestCase {
         let shapes = [(1, 1, 1), (2, 3, 17), (4, 17, 3), (5, 3, 17), (17, 25, 3), (21, 7, 513),
                       (33, 49, 300), (3, 4097, 1), (17, 1, 4097), (40, 30, 1)]
         forEachISA { isa in
-            for dtype in DType.allCases {
+            for dtype in DType.elementFormats {
                 for pool in testPools {
                     for (m, n, k) in shapes {
                         checkMatmul(m: m, n: n, k: k, dtype: dtype, pool: pool, label: isa)
@@ -88,7 +88,7 @@ final class LinearKernelTests: XCTestCase {
         let rows = offsets[offsets.count - 1] + 3  // 3 trailing rows belong to no group
         forEachISA { isa in
             for pool in testPools {
-                let dtypes = counts.indices.map { DType.allCases[$0 % 3] }
+                let dtypes = counts.indices.map { DType.elementFormats[$0 % 3] }
                 let weights = counts.indices.map {
                     Tensor(randomUniform: [n, k], seed: UInt64(50 + $0), dtype: dtypes[$0])
                 }
