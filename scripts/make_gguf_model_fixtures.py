@@ -5,11 +5,15 @@ scripts/build-llama-cpp.sh), with transformers' logits for a prompt, so MoEKit's
 checked against the checkpoint it came from.
 
 Writes <family>.f32.gguf (and a bf16 one for one family) and <family>.json (the prompt and the
-logits). The byte-level tokenizer of these checkpoints is unknown to the converter's
+logits); then llama.cpp's llama-quantize makes qwen3_moe.q8_0.gguf, and a wider Qwen3-MoE
+(rows of 256, so the k-quants apply) becomes wide_qwen3_moe.q4_k_m.gguf (its f32 file is not
+kept: quantized files are checked against their own dequantized weights). The byte-level tokenizer of these checkpoints is unknown to the converter's
 pre-tokenizer table, so the conversion is told it is GPT-2's (the weights and metadata are
 converted by llama.cpp's code unchanged).
 
     scripts/build-llama-cpp.sh && python3 scripts/make_gguf_model_fixtures.py [.llama.cpp]
+
+LLAMA is the folder scripts/build-llama-cpp.sh filled (its src/ and build/bin/).
 """
 import json
 import os
@@ -40,6 +44,11 @@ FAMILIES = {
                                          qkv_bias=True)),
 }
 BF16 = {"qwen3_moe"}
+# Quantized by llama-quantize, not kept in f32: (family, file stem, config, llama.cpp type).
+QUANTIZED = [("qwen3_moe", "qwen3_moe", None, "Q8_0"),
+             ("qwen3_moe", "wide_qwen3_moe", dict(COMMON, hidden_size=256, num_hidden_layers=1, intermediate_size=256,
+                                                  moe_intermediate_size=256, num_experts=4, num_experts_per_tok=2,
+                                                  norm_topk_prob=True, head_dim=64), "Q4_K_M")]
 
 CONVERT = f"""
 import sys
@@ -71,8 +80,10 @@ def tokenizer_json():
                       "fuse_unk": False, "byte_fallback": False, "ignore_merges": False}}
 
 
-def make(name):
-    cls_name, kwargs = FAMILIES[name]
+def make(name, kwargs=None, stem=None, quantize=None):
+    cls_name, default = FAMILIES[name]
+    kwargs = kwargs or default
+    stem = stem or name
     config = getattr(transformers, cls_name)(**kwargs)
     config._attn_implementation = "eager"
     torch.manual_seed(SEED)
@@ -89,10 +100,20 @@ def make(name):
     prompt = torch.randint(0, 256, (1, 20), generator=torch.Generator().manual_seed(SEED + 1))
     with torch.no_grad():
         logits = model(prompt).logits[0].float()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = os.path.join(scratch, stem)  # the converter names the model after its folder: keep it fixed
         model.save_pretrained(tmp, safe_serialization=True)
         with open(os.path.join(tmp, "tokenizer.json"), "w") as f:
             json.dump(tokenizer_json(), f)
+        if quantize:
+            f32 = os.path.join(scratch, "model.f32.gguf")
+            subprocess.run([sys.executable, "-c", CONVERT, tmp, "--outfile", f32, "--outtype", "f32"], check=True,
+                           capture_output=True)
+            out = os.path.join(OUT, f"{stem}.{quantize.lower()}.gguf")
+            subprocess.run([os.path.join(LLAMA, "build", "bin", "llama-quantize"), f32, out, quantize], check=True,
+                           capture_output=True)
+            print(stem, quantize, "done")
+            return
         for kind in ["f32"] + (["bf16"] if name in BF16 else []):
             out = os.path.join(OUT, f"{name}.{kind}.gguf")
             subprocess.run([sys.executable, "-c", CONVERT, tmp, "--outfile", out, "--outtype", kind], check=True,
@@ -107,3 +128,5 @@ if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     for family in FAMILIES:
         make(family)
+    for family, stem, kwargs, kind in QUANTIZED:
+        make(family, kwargs, stem, kind)

@@ -36,7 +36,15 @@ extension Kernels {
                          "linearBatch: input \(job.input.shape), weight \(job.weight.shape), output \(job.output.shape)")
         }
         if active.isEmpty { return }
-
+        if active.contains(where: { !$0.weight.dtype.isElementFormat }) {
+            // Block-format weights take the reference block path, one job at a time (each split
+            // over the threads); the other jobs go on as one batch.
+            for job in active where !job.weight.dtype.isElementFormat {
+                matmul(job.input, job.weight, into: job.output, pool: pool)
+            }
+            linearBatch(active.filter { $0.weight.dtype.isElementFormat }, pool: pool)
+            return
+        }
 
         // Pieces: (job, first weight row, end weight row). About four pieces per thread overall,
         // in multiples of the leaf's tile, so every thread stays busy to the end.
@@ -58,8 +66,7 @@ extension Kernels {
             let dtype: Int32, m: Int, k: Int, n: Int, rowBytes: Int, bf16: Bool
         }
         let raw = active.map { job in
-            precondition(job.weight.dtype.isElementFormat, "grouped linear: \(job.weight.dtype) weights need the block formats' fused kernels")
-            return Raw(x: job.input.rawPointer.assumingMemoryBound(to: Float.self), w: job.weight.rawPointer,
+            Raw(x: job.input.rawPointer.assumingMemoryBound(to: Float.self), w: job.weight.rawPointer,
                 out: job.output.mutableRawPointer.assumingMemoryBound(to: Float.self), dtype: job.weight.dtype.cValue,
                 m: job.input.shape[0], k: job.input.shape[1], n: job.weight.shape[0],
                 rowBytes: job.input.shape[1] * job.weight.dtype.byteSize,

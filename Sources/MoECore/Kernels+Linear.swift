@@ -43,8 +43,22 @@ extension Kernels {
     /// The shared linear path on raw pointers: out[M, N] = x[M, K] W[N, K]^T.
     static func linear(x: UnsafePointer<Float>, ldx: Int, rows m: Int, w: UnsafeRawPointer, dtype: DType,
                        n: Int, k: Int, out: UnsafeMutablePointer<Float>, ldo: Int, pool: ThreadPool) {
-        precondition(dtype.isElementFormat, "linear: \(dtype) weights need the block formats' fused kernels, which are to come")
         if m == 0 || n == 0 { return }
+        if !dtype.isElementFormat {
+            // Block formats: the reference path (each block dequantized in the leaf and
+            // multiplied at once), 4 activation rows at a time, weight rows split over threads.
+            let groups = (m + 3) / 4
+            let chunks = max(1, min(n, pool.threadCount * 4 / max(1, groups)))
+            let chunk = (n + chunks - 1) / chunks
+            pool.parallelFor(groups * chunks) { task in
+                let g = task / chunks, c = task % chunks, r0 = g * 4
+                let rows = min(n, c * chunk)..<min(n, (c + 1) * chunk)
+                if rows.isEmpty { return }
+                moek_gemv_rows(w, dtype.cValue, k, x + r0 * ldx, ldx, Int32(min(4, m - r0)), out + r0 * ldo, ldo,
+                               rows.lowerBound, rows.upperBound, k)
+            }
+            return
+        }
         if m <= gemvMaxRows {
             // Memory-bound: one contiguous run of weight rows per thread, so each thread's
             // stream (and its prefetch, which runs ahead across tiles) starts cold only once.

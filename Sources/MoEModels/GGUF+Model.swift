@@ -44,11 +44,8 @@ public final class GGUFWeights: WeightSource, @unchecked Sendable {
         return try checked(t, mapped.name, shape)
     }
 
-    /// `t` against `shape`, allowing a vector for a one-row matrix and back. Block-format
-    /// weights are refused here for now: the kernels read f32, f16 and bf16 (their fused
-    /// kernels are to come), and a model must not load what it cannot run.
+    /// `t` against `shape`, allowing a vector for a one-row matrix and back.
     func checked(_ t: Tensor, _ name: String, _ shape: [Int]?) throws(ModelError) -> Tensor {
-        guard t.dtype.isElementFormat else { throw .unsupportedDType(path: file.path, name: name, dtype: t.dtype.description) }
         guard let shape, t.shape != shape else { return t }
         guard t.count == shape.reduce(1, *), t.shape.filter({ $0 != 1 }) == shape.filter({ $0 != 1 }) else {
             throw .wrongShape(path: file.path, name: name, expected: shape, found: t.shape)

@@ -277,3 +277,27 @@ void moek_dequantize(const void *src, int dt, float *dst, size_t n) {
     }
   }
 }
+
+void moek_gemv_rows_blocks(const void *W, int dt, size_t ldw, const float *X, size_t ldx, int nx,
+                           float *Y, size_t ldy, size_t r0, size_t r1, size_t K) {
+  const size_t qk = (size_t)moek_block_elements(dt), bytes = (size_t)moek_block_bytes(dt);
+  const size_t row_bytes = ldw / qk * bytes, blocks = K / qk;
+  float buf[256];
+  for (size_t r = r0; r < r1; r++) {
+    const uint8_t *row = (const uint8_t *)W + r * row_bytes;
+    for (int m0 = 0; m0 < nx; m0 += 4) {
+      const int mn = nx - m0 < 4 ? nx - m0 : 4;
+      float acc[4] = {0, 0, 0, 0};
+      for (size_t b = 0; b < blocks; b++) {
+        moek_dequantize(row + b * bytes, dt, buf, qk);
+        for (int m = 0; m < mn; m++) {
+          const float *x = X + (size_t)(m0 + m) * ldx + b * qk;
+          float s = 0;
+          for (size_t j = 0; j < qk; j++) s += buf[j] * x[j];
+          acc[m] += s;
+        }
+      }
+      for (int m = 0; m < mn; m++) Y[(size_t)(m0 + m) * ldy + r] = acc[m];
+    }
+  }
+}

@@ -72,6 +72,10 @@ static const moek_vtable *vt(void) { return table_for(moek_isa()); }
 void moek_gemv_rows_next(const void *W, int dt, size_t ldw, const float *X, size_t ldx, int nx,
                          float *Y, size_t ldy, size_t r0, size_t r1, size_t K, const void *next) {
   if (nx < 1 || r1 <= r0) return;
+  if (dt >= MOEK_Q8_0) {  // block formats: the reference path (dequant.c)
+    moek_gemv_rows_blocks(W, dt, ldw, X, ldx, nx, Y, ldy, r0, r1, K);
+    return;
+  }
   while (nx > 4) {  // callers pass at most 4; stay correct if they do not
     vt()->gemv_rows(W, dt, ldw, X, ldx, 4, Y, ldy, r0, r1, K, NULL);
     X += 4 * ldx; Y += 4 * ldy; nx -= 4;

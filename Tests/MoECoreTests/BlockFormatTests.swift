@@ -34,4 +34,30 @@ final class BlockFormatTests: XCTestCase {
             XCTAssertEqual(second, Array(expected[dtype.blockElements..<(2 * dtype.blockElements)]), f.type)
         }
     }
+
+    /// The matrix-vector and matrix paths on block-format weights equal the same products on
+    /// the dequantized weights (f32), for every format, 1 to 9 activation rows, 1 and 2 threads.
+    func testProductsOnBlockWeightsEqualTheDequantizedProducts() throws {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/quant/vectors.json")
+        let vectors = try JSONDecoder().decode(Vectors.self, from: Data(contentsOf: url))
+        for f in vectors.formats {
+            let dtype = try XCTUnwrap(DType(name: f.type))
+            let bytes = try XCTUnwrap(Data(base64Encoded: f.bytes))
+            // Rows of 2 blocks of 32, or 1 block of 256: 6 or 3 weight rows.
+            let cols = dtype.blockElements == 32 ? 64 : 256, rows = f.elements / cols
+            let w = Tensor(uninitialized: [rows, cols], dtype: dtype)
+            bytes.withUnsafeBytes { w.mutableRawPointer.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+            let dense = Tensor(shape: [rows, cols], values: w.toFloats())
+            for m in [1, 3, 9] {
+                let x = Tensor(randomUniform: [m, cols], in: -1...1, seed: UInt64(m))
+                for threads in [1, 2] {
+                    let pool = ThreadPool(threads: threads)
+                    let got = Kernels.matmul(x, w, pool: pool).toFloats(), want = Kernels.matmul(x, dense, pool: pool).toFloats()
+                    let scale = want.map(abs).max() ?? 1
+                    for (a, b) in zip(got, want) { XCTAssertEqual(a, b, accuracy: 1e-5 * max(1, scale), "\(f.type) m \(m)") }
+                }
+            }
+        }
+    }
 }

@@ -47,6 +47,11 @@ int moek_block_bytes(int dt);
 /// Dequantizes `n` elements (a whole number of blocks) of block format `dt` at `src` into f32,
 /// exactly as ggml (and the `gguf` Python package) define each format: the scalar reference.
 void moek_dequantize(const void *src, int dt, float *dst, size_t n);
+/// `moek_gemv_rows` for a block-format W (rows of `ldw` elements, a whole number of blocks):
+/// each block is dequantized into registers and a small stack buffer and multiplied in the
+/// same pass, against up to any number of activation rows; no dequantized weight is stored.
+void moek_gemv_rows_blocks(const void *W, int dt, size_t ldw, const float *X, size_t ldx, int nx,
+                           float *Y, size_t ldy, size_t r0, size_t r1, size_t K);
 
 /// Instruction-set paths. Values are stable; `moek_isa_name` gives a printable name.
 typedef enum {
