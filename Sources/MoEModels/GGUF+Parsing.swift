@@ -139,7 +139,10 @@ struct GGUFParser {
             infos.append((name, dims, try u32(name), try u64(name)))
         }
         let dataStart = (at + alignment - 1) / alignment * alignment
-        guard dataStart <= file.byteCount else { throw fail("data", "the data section would start past the end of the file") }
+        // A vocabulary-only file ends with its metadata; with tensors, their data must follow.
+        guard infos.isEmpty || dataStart <= file.byteCount else {
+            throw fail("data", "the data section would start past the end of the file")
+        }
         var tensors: [String: GGUFFile.TensorInfo] = [:], names: [String] = []
         for info in infos {
             guard tensors[info.name] == nil else { throw fail(info.name, "the tensor appears twice") }

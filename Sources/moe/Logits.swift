@@ -9,7 +9,7 @@ struct Logits: ParsableCommand {
         commandName: "logits",
         abstract: "Print the model's logits for every input position as JSON: {\"tokens\": [..], \"logits\": [[..], ..]}.")
 
-    @Option(help: "Hugging Face checkpoint folder (config.json, *.safetensors).")
+    @Option(help: "Hugging Face checkpoint folder (config.json, *.safetensors) or GGUF file.")
     var model: String
 
     @Option(help: "Comma-separated token ids, e.g. 1,2,3.")

@@ -16,12 +16,12 @@ enum Precision: String, ExpressibleByArgument, CaseIterable {
 /// `moe tokenize`: token ids for a text.
 struct Tokenize: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print the token ids of a text as JSON: {\"ids\": [..]}.")
-    @Option(help: "Checkpoint folder with tokenizer.json.") var model: String
+    @Option(help: "Checkpoint folder with tokenizer.json, or a GGUF file.") var model: String
     @Option(help: "The text to tokenize.") var text: String
     @Flag(inversion: .prefixedNo, help: "Add the tokenizer's special tokens (a BOS).") var specialTokens = true
 
     func run() throws {
-        let tok = try Tokenizer(path: (model as NSString).appendingPathComponent("tokenizer.json"))
+        let tok = try Tokenizer.of(model: model)
         try printJSON(["ids": tok.encode(text, addSpecialTokens: specialTokens)])
     }
 }
@@ -29,14 +29,14 @@ struct Tokenize: ParsableCommand {
 /// `moe detokenize`: the text of token ids.
 struct Detokenize: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print the text of token ids as JSON: {\"text\": \"...\"}.")
-    @Option(help: "Checkpoint folder with tokenizer.json.") var model: String
+    @Option(help: "Checkpoint folder with tokenizer.json, or a GGUF file.") var model: String
     @Option(help: "Comma-separated token ids.") var ids: String
     @Flag(help: "Leave special tokens out of the text.") var skipSpecialTokens = false
 
     mutating func validate() throws { _ = try parseTokenList(ids, option: "--ids") }
 
     func run() throws {
-        let tok = try Tokenizer(path: (model as NSString).appendingPathComponent("tokenizer.json"))
+        let tok = try Tokenizer.of(model: model)
         let list = try parseTokenList(ids, option: "--ids")
         if let bad = list.first(where: { tok.token(of: $0) == nil }) {
             throw ModelError.tokenOutOfRange(id: bad, vocabularySize: tok.vocabularySize)
@@ -54,7 +54,7 @@ struct Generate: ParsableCommand {
             and --seed fixes the draw. Without --model, the embedded default model (trained by `moe train` on \
             the synthetic tasks) answers, e.g. `moe generate "37+48="`.
             """)
-    @Option(help: "Checkpoint folder (config.json, *.safetensors, tokenizer.json); default: the embedded model.") var model: String?
+    @Option(help: "Checkpoint folder (config.json, *.safetensors, tokenizer.json) or GGUF file; default: the embedded model.") var model: String?
     @Argument(help: "The prompt (or use --prompt).") var text: String?
     @Option(help: "The prompt.") var prompt: String?
     @Option(name: .customLong("max-tokens"), help: "Most tokens to generate.") var maxTokens = 128
@@ -82,7 +82,7 @@ struct Generate: ParsableCommand {
         precision.apply()
         let folder = try model ?? DefaultModel.path()
         let m = try DecoderModel(path: folder, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
-        let tok = try Tokenizer(path: (folder as NSString).appendingPathComponent("tokenizer.json"))
+        let tok = try Tokenizer.of(model: folder)
         // The default model answers one task per line: a newline ends its answer.
         let stops = stop + (model == nil && stop.isEmpty ? ["\n"] : [])
         let options = GenerationOptions(maxTokens: maxTokens,
@@ -124,7 +124,7 @@ struct GenerateReport: Encodable {
 /// `moe bench`: prefill and decode speed of a model.
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Measure prefill and decode speed of a model against the machine's limits; print JSON.")
-    @Option(help: "Checkpoint folder.") var model: String
+    @Option(help: "Checkpoint folder or GGUF file.") var model: String
     @Option(name: .customLong("prompt-tokens"), help: "Prompt length for prefill.") var promptTokens = 128
     @Option(name: .customLong("gen-tokens"), help: "Tokens to decode.") var genTokens = 32
     @Option(help: "Threads to run on (default: the active cores).") var threads: Int?

@@ -1,0 +1,86 @@
+import Foundation
+
+/// The tokenizer a GGUF file carries (`tokenizer.ggml.*`), as the tokenizer.json that
+/// `Tokenizer` reads: for `tokenizer.ggml.model` `gpt2`, a byte-level BPE with the vocabulary,
+/// the merges, the control and user-defined tokens as added tokens, and the split that
+/// `tokenizer.ggml.pre` names (llama.cpp's `llama-vocab.cpp` regexes, applied in turn).
+extension GGUFFile {
+    /// llama.cpp's pre-tokenizer regexes by `tokenizer.ggml.pre` (GPT-2's for `default`).
+    static let preTokenizerPatterns: [String: [String]] = {
+        let gpt2 = [#"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"#]
+        let qwen2 = [#"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#]
+        let llama3 = [#"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#]
+        let deepseek3 = [#"\p{N}{1,3}"#, #"[一-龥぀-ゟ゠-ヿ]+"#,
+                         ##"[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"##]
+        return ["default": gpt2, "gpt-2": gpt2, "olmo": gpt2, "mpt": gpt2, "qwen2": qwen2, "llama-bpe": llama3, "llama3": llama3,
+                "deepseek-v3": deepseek3]
+    }()
+
+    /// The tokenizer.json this file's tokenizer metadata describes; a typed error naming the key
+    /// when it is missing or of a kind MoEKit does not read yet (SentencePiece `llama` vocabularies).
+    public func tokenizerJSON() throws(ModelError) -> Data {
+        let m = metadata
+        guard let model = m["tokenizer.ggml.model"]?.string else {
+            throw .invalidFile(path: path, field: "tokenizer.ggml.model", reason: "missing: the file carries no tokenizer")
+        }
+        guard model == "gpt2" else {
+            throw .invalidFile(path: path, field: "tokenizer.ggml.model", reason: "'\(model)' vocabularies are not read yet (gpt2-style BPE is)")
+        }
+        let pre = m["tokenizer.ggml.pre"]?.string ?? "default"
+        guard let patterns = Self.preTokenizerPatterns[pre] else {
+            throw .invalidFile(path: path, field: "tokenizer.ggml.pre", reason: "'\(pre)' is not supported (\(Self.preTokenizerPatterns.keys.sorted().joined(separator: ", ")) are)")
+        }
+        guard let tokens = m["tokenizer.ggml.tokens"]?.array?.map({ $0.string }), !tokens.contains(where: { $0 == nil }) else {
+            throw .invalidFile(path: path, field: "tokenizer.ggml.tokens", reason: "missing or not strings")
+        }
+        let types = m["tokenizer.ggml.token_type"]?.array?.map { $0.int ?? 1 } ?? []
+        let merges = (m["tokenizer.ggml.merges"]?.array ?? []).compactMap(\.string)
+        var vocab: [String: Int] = [:], added: [[String: Any]] = []
+        for (id, token) in tokens.enumerated() {
+            guard let token else { continue }
+            let type = id < types.count ? types[id] : 1
+            if type == 3 || type == 4 {  // control, user-defined: matched whole in the raw text
+                added.append(["id": id, "content": token, "single_word": false, "lstrip": false, "rstrip": false,
+                              "normalized": false, "special": type == 3])
+            }
+            if vocab[token] == nil { vocab[token] = id }
+        }
+        // `tokenizer.ggml.add_bos_token`: the BOS token in front, as a template post-processor.
+        var post: Any = NSNull()
+        if m["tokenizer.ggml.add_bos_token"]?.bool == true, let bos = m["tokenizer.ggml.bos_token_id"]?.int, bos >= 0, bos < tokens.count,
+           let content = tokens[bos] {
+            post = ["type": "TemplateProcessing",
+                    "single": [["SpecialToken": ["id": content, "type_id": 0]], ["Sequence": ["id": "A", "type_id": 0]]],
+                    "pair": [["Sequence": ["id": "A", "type_id": 0]], ["Sequence": ["id": "B", "type_id": 1]]],
+                    "special_tokens": [content: ["id": content, "ids": [bos], "tokens": [content]]]]
+        }
+        let splits: [[String: Any]] = patterns.map { ["type": "Split", "pattern": ["Regex": $0], "behavior": "Isolated", "invert": false] }
+        let json: [String: Any] = [
+            "version": "1.0", "added_tokens": added, "normalizer": NSNull(),
+            "pre_tokenizer": ["type": "Sequence", "pretokenizers": splits + [["type": "ByteLevel", "add_prefix_space": false,
+                                                                                "trim_offsets": false, "use_regex": false]]],
+            "post_processor": post,
+            "decoder": ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true],
+            "model": ["type": "BPE", "vocab": vocab, "merges": merges, "dropout": NSNull(), "unk_token": NSNull(),
+                      "fuse_unk": false, "byte_fallback": false, "ignore_merges": false],
+        ]
+        guard let data = try? JSONSerialization.data(withJSONObject: json) else {
+            throw .invalidFile(path: path, field: "tokenizer.ggml.tokens", reason: "cannot be represented")
+        }
+        return data
+    }
+
+    /// The file's tokenizer (encoding with special tokens puts the BOS token in front when
+    /// `tokenizer.ggml.add_bos_token` says so, as llama.cpp does).
+    public func tokenizer() throws(ModelError) -> Tokenizer {
+        try Tokenizer(data: try tokenizerJSON(), path: path)
+    }
+}
+
+extension Tokenizer {
+    /// The tokenizer of a model: a GGUF file's own, or a checkpoint folder's `tokenizer.json`.
+    public static func of(model path: String) throws(ModelError) -> Tokenizer {
+        if GGUFFile.isGGUF(path: path) { return try GGUFFile(path: path).tokenizer() }
+        return try Tokenizer(path: (path as NSString).appendingPathComponent("tokenizer.json"))
+    }
+}

@@ -1,0 +1,41 @@
+import Foundation
+import MoEModels
+import XCTest
+
+/// The tokenizer a GGUF file carries against llama.cpp's own expectations: the vocabulary
+/// files and test cases shipped with llama.cpp (`models/ggml-vocab-*.gguf`, `.inp`, `.out`).
+final class GGUFTokenizerTests: XCTestCase {
+    let folder = fixturesDirectory.appendingPathComponent("gguf_vocab")
+
+    func check(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let base = folder.appendingPathComponent("ggml-vocab-\(name).gguf")
+        let tokenizer = try GGUFFile(path: base.path).tokenizer()
+        let inputs = try String(contentsOf: URL(fileURLWithPath: base.path + ".inp"), encoding: .utf8)
+            .components(separatedBy: "\n__ggml_vocab_test__\n")
+        let outputs = try String(contentsOf: URL(fileURLWithPath: base.path + ".out"), encoding: .utf8)
+            .split(separator: "\n", omittingEmptySubsequences: false).map { $0.split(separator: " ").compactMap { Int($0) } }
+        XCTAssertGreaterThan(inputs.count, 10, file: file, line: line)
+        var failures = 0
+        for (i, text) in inputs.enumerated() where i < outputs.count {
+            let ids = tokenizer.encode(text)
+            if ids != outputs[i] {
+                failures += 1
+                if failures <= 3 { XCTFail("\(name) case \(i) \(text.debugDescription): \(ids) != \(outputs[i])", file: file, line: line) }
+            }
+            XCTAssertEqual(tokenizer.decode(ids, skipSpecialTokens: true), text, "\(name) round trip \(i)",
+                           file: file, line: line)
+        }
+        XCTAssertEqual(failures, 0, "\(name): \(failures) of \(inputs.count) cases differ", file: file, line: line)
+    }
+
+    func testGPT2() throws { try check("gpt-2") }
+    func testQwen2() throws { try check("qwen2") }
+
+    func testSentencePieceVocabularyIsATypedError() throws {
+        let tiny = fixturesDirectory.appendingPathComponent("gguf/tiny.gguf").path
+        XCTAssertThrowsError(try GGUFFile(path: tiny).tokenizer()) { error in
+            guard case let .invalidFile(_, field, _)? = error as? ModelError else { return XCTFail("\(error)") }
+            XCTAssertEqual(field, "tokenizer.ggml.model")
+        }
+    }
+}
