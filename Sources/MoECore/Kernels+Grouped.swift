@@ -37,11 +37,10 @@ extension Kernels {
         }
         if active.isEmpty { return }
         if active.contains(where: { !$0.weight.dtype.isElementFormat }) {
-            // Block-format weights take the reference block path, one job at a time (each split
-            // over the threads); the other jobs go on as one batch.
-            for job in active where !job.weight.dtype.isElementFormat {
-                matmul(job.input, job.weight, into: job.output, pool: pool)
-            }
+            // Block-format weights: every job's (4 activation rows, run of weight rows) pieces in
+            // one parallel pass of the block leaf; the other jobs go on as one batch.
+            let blocks = active.filter { !$0.weight.dtype.isElementFormat }
+            blockLinearBatch(blocks, pool: pool)
             linearBatch(active.filter { $0.weight.dtype.isElementFormat }, pool: pool)
             return
         }
@@ -186,6 +185,28 @@ extension Kernels {
                                         piece.n0, piece.n1, job.k, next)
                 }
             }
+        }
+    }
+
+    /// Linear jobs on block-format weights as one parallel pass: pieces of up to 4 activation
+    /// rows against a run of weight rows (about 4 pieces per thread overall, runs of at least
+    /// 16 rows), each through the block leaf (`moek_gemv_rows`), which reads the blocks once.
+    static func blockLinearBatch(_ jobs: [LinearJob], pool: ThreadPool) {
+        var pieces: [(job: Int, m0: Int, n0: Int, n1: Int)] = []
+        let totalRows = jobs.reduce(0) { $0 + $1.weight.shape[0] * (($1.input.shape[0] + 3) / 4) }
+        let run = max(16, totalRows / max(1, 4 * pool.threadCount))
+        for (i, job) in jobs.enumerated() {
+            let n = job.weight.shape[0]
+            for m0 in stride(from: 0, to: job.input.shape[0], by: 4) {
+                for n0 in stride(from: 0, to: n, by: run) { pieces.append((i, m0, n0, min(n, n0 + run))) }
+            }
+        }
+        pool.parallelFor(pieces.count) { p in
+            let (i, m0, n0, n1) = pieces[p]
+            let job = jobs[i], k = job.input.shape[1], n = job.weight.shape[0], m = job.input.shape[0]
+            let x = job.input.rawPointer.assumingMemoryBound(to: Float.self) + m0 * k
+            let out = job.output.mutableRawPointer.assumingMemoryBound(to: Float.self) + m0 * n
+            moek_gemv_rows(job.weight.rawPointer, job.weight.dtype.cValue, k, x, k, Int32(min(4, m - m0)), out, n, n0, n1, k)
         }
     }
 }

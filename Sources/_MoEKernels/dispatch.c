@@ -72,7 +72,10 @@ static const moek_vtable *vt(void) { return table_for(moek_isa()); }
 void moek_gemv_rows_next(const void *W, int dt, size_t ldw, const float *X, size_t ldx, int nx,
                          float *Y, size_t ldy, size_t r0, size_t r1, size_t K, const void *next) {
   if (nx < 1 || r1 <= r0) return;
-  if (dt >= MOEK_Q8_0) {  // block formats: the reference path (dequant.c)
+  if (dt >= MOEK_Q8_0) {  // block formats: the fused AVX2 rows where there are some, else the reference (dequant.c)
+    const int isa = moek_isa();
+    if ((isa == MOEK_ISA_AVX2 || isa == MOEK_ISA_AVX512) && moek_gemv_rows_blocks_avx2(W, dt, ldw, X, ldx, nx, Y, ldy, r0, r1, K))
+      return;
     moek_gemv_rows_blocks(W, dt, ldw, X, ldx, nx, Y, ldy, r0, r1, K);
     return;
   }

@@ -6,6 +6,11 @@
 #include <string.h>
 #include "moe_kernels.h"
 
+/// The AVX2+FMA block-format rows (kernels_avx2_blocks.c), for the AVX2 and AVX-512 paths:
+/// 1 when it handled `dt`, else 0.
+int moek_gemv_rows_blocks_avx2(const void *W, int dt, size_t ldw, const float *X, size_t ldx, int nx, float *Y,
+                                 size_t ldy, size_t r0, size_t r1, size_t K);
+
 /// One instruction-set path: every leaf the dispatcher routes.
 typedef struct {
   void (*gemv_rows)(const void *W, int dt, size_t ldw, const float *X, size_t ldx, int nx,

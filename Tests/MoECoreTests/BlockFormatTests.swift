@@ -1,5 +1,6 @@
 import Foundation
 import MoECore
+import _TestSupport
 import XCTest
 
 /// Every block format's dequantization against the `gguf` Python package on committed random
@@ -49,13 +50,15 @@ final class BlockFormatTests: XCTestCase {
             let w = Tensor(uninitialized: [rows, cols], dtype: dtype)
             bytes.withUnsafeBytes { w.mutableRawPointer.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
             let dense = Tensor(shape: [rows, cols], values: w.toFloats())
-            for m in [1, 3, 9] {
-                let x = Tensor(randomUniform: [m, cols], in: -1...1, seed: UInt64(m))
-                for threads in [1, 2] {
-                    let pool = ThreadPool(threads: threads)
-                    let got = Kernels.matmul(x, w, pool: pool).toFloats(), want = Kernels.matmul(x, dense, pool: pool).toFloats()
-                    let scale = want.map(abs).max() ?? 1
-                    for (a, b) in zip(got, want) { XCTAssertEqual(a, b, accuracy: 1e-5 * max(1, scale), "\(f.type) m \(m)") }
+            try forEachISA { isa in
+                for m in [1, 3, 9] {
+                    let x = Tensor(randomUniform: [m, cols], in: -1...1, seed: UInt64(m))
+                    for threads in [1, 2] {
+                        let pool = ThreadPool(threads: threads)
+                        let got = Kernels.matmul(x, w, pool: pool).toFloats(), want = Kernels.matmul(x, dense, pool: pool).toFloats()
+                        let scale = want.map(abs).max() ?? 1
+                        for (a, b) in zip(got, want) { XCTAssertEqual(a, b, accuracy: 1e-5 * max(1, scale), "\(f.type) \(isa) m \(m)") }
+                    }
                 }
             }
         }
