@@ -40,7 +40,9 @@ extension Kernels {
             // Block-format weights: every job's (4 activation rows, run of weight rows) pieces in
             // one parallel pass of the block leaf; the other jobs go on as one batch.
             let blocks = active.filter { !$0.weight.dtype.isElementFormat }
-            blockLinearBatch(blocks, pool: pool)
+            // Jobs with many rows widen each panel of their weight once (`blockMatmul`).
+            for job in blocks where job.input.shape[0] > 16 { matmul(job.input, job.weight, into: job.output, pool: pool) }
+            blockLinearBatch(blocks.filter { $0.input.shape[0] <= 16 }, pool: pool)
             linearBatch(active.filter { $0.weight.dtype.isElementFormat }, pool: pool)
             return
         }

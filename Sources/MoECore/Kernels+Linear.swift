@@ -44,8 +44,12 @@ extension Kernels {
     static func linear(x: UnsafePointer<Float>, ldx: Int, rows m: Int, w: UnsafeRawPointer, dtype: DType,
                        n: Int, k: Int, out: UnsafeMutablePointer<Float>, ldo: Int, pool: ThreadPool) {
         if m == 0 || n == 0 { return }
+        if !dtype.isElementFormat && m > gemvMaxRows {
+            blockMatmul(x: x, ldx: ldx, rows: m, w: w, dtype: dtype, n: n, k: k, out: out, ldo: ldo, pool: pool)
+            return
+        }
         if !dtype.isElementFormat {
-            // Block formats: the reference path (each block dequantized in the leaf and
+            // Block formats at decode: the block leaf (each block widened in registers and
             // multiplied at once), 4 activation rows at a time, weight rows split over threads.
             let groups = (m + 3) / 4
             let chunks = max(1, min(n, pool.threadCount * 4 / max(1, groups)))
@@ -123,6 +127,31 @@ extension Kernels {
             parallelChunks(tiles, grain: grain, pool: pool) { t in
                 moek_gemm_packed(ap, m, w, dtype.cValue, k, out, ldo,
                                  t.lowerBound * step, min(n, t.upperBound * step), k)
+            }
+        }
+    }
+
+    /// Block-format weights against many activation rows (prefill): A is packed once; each task
+    /// widens a panel of weight rows (about 64 KB of f32, in cache) into its own scratch and runs
+    /// the f32 matmul leaf on it, so each block is widened once per panel rather than once per
+    /// 4 activation rows. The scratch is per task and short-lived: no dequantized copy of the
+    /// weight is kept.
+    static func blockMatmul(x: UnsafePointer<Float>, ldx: Int, rows m: Int, w: UnsafeRawPointer, dtype: DType,
+                            n: Int, k: Int, out: UnsafeMutablePointer<Float>, ldo: Int, pool: ThreadPool) {
+        let step = moek_gemm_n_step(), rowBytes = dtype.storageBytes(elements: k)
+        let panel = max(step, (1 << 14) / max(1, k) / step * step)
+        let tiles = (n + panel - 1) / panel
+        withScratchFloats(moek_gemm_packed_size(m, k)) { ap in
+            let mr = moek_gemm_mr(), panels = (m + mr - 1) / mr
+            parallelChunks(panels, grain: max(1, 4096 / max(1, k)), pool: pool) { t in
+                moek_gemm_pack_a(x, ldx, m, k, t.lowerBound, t.upperBound, ap)
+            }
+            pool.parallelFor(tiles) { t in
+                let n0 = t * panel, rows = min(panel, n - n0)
+                withScratchFloats(rows * k) { wp in
+                    moek_dequantize(w + n0 * rowBytes, dtype.cValue, wp, rows * k)
+                    moek_gemm_packed(ap, m, wp, DType.f32.cValue, k, out + n0, ldo, 0, rows, k)
+                }
             }
         }
     }
