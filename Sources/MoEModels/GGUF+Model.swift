@@ -152,15 +152,3 @@ public final class GGUFWeights: WeightSource, @unchecked Sendable {
         return c
     }
 }
-
-extension GGUFFile {
-    /// Whether `path` is a GGUF file: a regular file named `.gguf`, or starting with "GGUF".
-    public static func isGGUF(path: String) -> Bool {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else { return false }
-        if path.lowercased().hasSuffix(".gguf") { return true }
-        guard let handle = FileHandle(forReadingAtPath: path) else { return false }
-        defer { try? handle.close() }
-        return (try? handle.read(upToCount: 4)) == Data("GGUF".utf8)
-    }
-}

@@ -92,3 +92,15 @@ public enum GGUFValue: Sendable, Equatable {
     public var bool: Bool? { if case let .bool(b) = self { return b } else { return nil } }
     public var array: [GGUFValue]? { if case let .array(a) = self { return a } else { return nil } }
 }
+
+extension GGUFFile {
+    /// Whether `path` is a GGUF file: a regular file named `.gguf`, or starting with "GGUF".
+    public static func isGGUF(path: String) -> Bool {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else { return false }
+        if path.lowercased().hasSuffix(".gguf") { return true }
+        guard let handle = FileHandle(forReadingAtPath: path) else { return false }
+        defer { try? handle.close() }
+        return (try? handle.read(upToCount: 4)) == Data("GGUF".utf8)
+    }
+}
