@@ -39,11 +39,7 @@ public final class GGUFFile: @unchecked Sendable {
     /// Maps and parses `path`.
     public init(path: String) throws(ModelError) {
         self.path = path
-        do {
-            file = try MappedFile(path: path)
-        } catch {
-            throw .io(path: path, reason: error.description)
-        }
+        file = try MappedFile.model(path)
         var parser = GGUFParser(file: file, path: path)
         let parsed = try parser.parse()
         (version, metadata, tensors, tensorNames, alignment) = (parsed.version, parsed.metadata, parsed.tensors, parsed.names, parsed.alignment)

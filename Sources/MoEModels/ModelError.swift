@@ -1,3 +1,5 @@
+import MoECore
+
 /// An error loading or running a model: bad input from outside the process, naming the file and
 /// the field or tensor at fault.
 public enum ModelError: Error, Equatable, CustomStringConvertible {
@@ -31,6 +33,17 @@ public enum ModelError: Error, Equatable, CustomStringConvertible {
             return "\(path): model_type: '\(name)' is not supported (MoEKit runs \(Architectures.modelTypes.joined(separator: ", ")))"
         case let .invalidConfig(path, field, reason): return "\(path): \(field): \(reason)"
         case let .tokenOutOfRange(id, vocab): return "token id \(id) is outside the vocabulary (0..<\(vocab))"
+        }
+    }
+}
+
+extension MappedFile {
+    /// Maps a model file (safetensors, GGUF), a failure being `ModelError.io` naming it.
+    static func model(_ path: String) throws(ModelError) -> MappedFile {
+        do {
+            return try MappedFile(path: path)
+        } catch {
+            throw .io(path: path, reason: error.description)
         }
     }
 }

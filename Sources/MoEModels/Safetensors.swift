@@ -28,11 +28,7 @@ public final class SafetensorsFile: @unchecked Sendable {
 
     public init(path: String) throws(ModelError) {
         self.path = path
-        do {
-            file = try MappedFile(path: path)
-        } catch {
-            throw .io(path: path, reason: error.description)
-        }
+        file = try MappedFile.model(path)
         let size = file.byteCount
         guard size >= 8 else { throw .invalidFile(path: path, field: "header length", reason: "file is \(size) bytes, too short for the 8-byte header length") }
         var n: UInt64 = 0

@@ -76,11 +76,7 @@ public final class TrainableDecoder: @unchecked Sendable {
             var out: [(Variable, Bool)] = [(inputNorm, false), (wq, true), (wk, true), (wv, true), (wo, true), (postNorm, false)]
             out += [bq, bk, bv, bo, qNorm, kNorm, sinks].compactMap { $0.map { ($0, false) } }
             if let latent { out += latent.all }
-            if let moe {
-                let biases = Set(([moe.routerBias].compactMap { $0 } + (moe.gateBias ?? []) + (moe.upBias ?? []) + (moe.downBias ?? []))
-                                    .map { ObjectIdentifier($0) })
-                out += moe.all.map { ($0, !biases.contains(ObjectIdentifier($0))) }
-            }
+            if let moe { out += moe.decayed }
             for f in [dense, shared].compactMap({ $0 }) { out += f.all.map { ($0, true) } }
             return out
         }

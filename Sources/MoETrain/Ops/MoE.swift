@@ -45,8 +45,11 @@ public struct MoEParameters {
         self.init(router: .linear(router), gate: gate, up: up, down: down)
     }
     /// Every parameter.
-    public var all: [Variable] {
-        router.all + (routerBias.map { [$0] } ?? []) + gate + up + down + (gateBias ?? []) + (upBias ?? []) + (downBias ?? [])
+    public var all: [Variable] { decayed.map(\.variable) }
+    /// Every parameter with whether weight decay applies (the weights yes, the biases no).
+    var decayed: [(variable: Variable, decay: Bool)] {
+        router.all.map { ($0, true) } + (routerBias.map { [($0, false)] } ?? []) + (gate + up + down).map { ($0, true) }
+            + ((gateBias ?? []) + (upBias ?? []) + (downBias ?? [])).map { ($0, false) }
     }
     /// Whether the experts are SwiGLU without biases (the fused fast path).
     var plainSwiGLU: Bool { activation == .swiglu && gateBias == nil && upBias == nil && downBias == nil }
@@ -193,8 +196,8 @@ extension Tape {
                 moek_silu_mul_scaled(hp! + o, gp! + o, upp! + o, rowWeight[first + row], columns.count)
             }
         })
-        let rowExpert = Self.rowExperts(spans, rows: r)
         let biases = params.plainSwiGLU ? nil : ExpertBiasValues(params)
+        let rowExpert = biases == nil ? [] : Self.rowExperts(spans, rows: r)  // read only with biases
         if !fused {
             Kernels.parallelRows(r, cost: 8 * inner, pool: pool) { row in
                 if let biases {
