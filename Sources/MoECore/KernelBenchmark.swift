@@ -67,15 +67,16 @@ public enum KernelBenchmark {
         var matvecSeconds: [(rows: Int, cols: Int, dtype: DType, seconds: Double)] = []
         let matvecShapes: [(Int, Int, DType)] = [
             (4096, 14336, .bf16), (14336, 4096, .bf16), (4096, 14336, .f16), (4096, 14336, .f32), (1024, 512, .bf16),
+            (4096, 14336, .q8_0), (4096, 14336, .q4_K), (4096, 14336, .q6_K),
         ]
         for (rows, cols, dtype) in !sections.contains(.matvec) ? [] : quick ? [(1024, 512, .bf16)] : matvecShapes {
             // A ring of weight copies (>= 256 MiB), so each call reads DRAM as a model's layers
             // do. Each rep: the read probe over one block of the ring (half the ring away, so
             // neither finds the other's bytes in cache), then a block of back-to-back matvec
             // calls over >= 64 MiB of distinct weights; seconds per call.
-            let bytes = rows * cols * dtype.byteSize
+            let bytes = rows * dtype.storageBytes(elements: cols)
             let copies = quick ? 2 : max(4, (256 << 20) / bytes + 1)
-            let ws = (0..<copies).map { Tensor(randomUniform: [rows, cols], seed: UInt64(1 + $0), dtype: dtype) }
+            let ws = (0..<copies).map { randomWeight([rows, cols], seed: UInt64(1 + $0), dtype: dtype) }
             let x = Tensor(randomUniform: [1, cols], seed: 2)
             let y = Tensor(zeros: [1, rows])
             let block = quick ? 1 : max(1, min(copies / 4, (64 << 20) / bytes))
@@ -97,7 +98,7 @@ public enum KernelBenchmark {
         }
         let bandwidth = median(probeGBs)
         let matvecs = matvecSeconds.map { m in
-            let gbs = Double(m.rows * m.cols * m.dtype.byteSize) / m.seconds / 1e9
+            let gbs = Double(m.rows * m.dtype.storageBytes(elements: m.cols)) / m.seconds / 1e9
             return Matvec(rows: m.rows, cols: m.cols, dtype: m.dtype.description, gbs: gbs,
                           fractionOfBandwidth: gbs / bandwidth)
         }
@@ -105,10 +106,11 @@ public enum KernelBenchmark {
         var shapes: [(Int, Int, Int)] = [(512, 512, 512), (1024, 1024, 1024), (2048, 2048, 2048), (128, 14336, 4096)]
         if quick { shapes = [(64, 64, 64)] }
         if !sections.contains(.matmul) { shapes = [] }
-        for dtype in [DType.f32, .bf16] {
-            for (m, n, k) in shapes {
+        for dtype in [DType.f32, .bf16, .q8_0, .q4_K, .q6_K] {
+            // The block formats at the prefill shape only (their square shapes add nothing).
+            for (m, n, k) in dtype.isElementFormat ? shapes : shapes.filter({ $0.0 == 128 || quick }) {
                 let x = Tensor(randomUniform: [m, k], seed: 3)
-                let w = Tensor(randomUniform: [n, k], seed: 4, dtype: dtype)
+                let w = randomWeight([n, k], seed: 4, dtype: dtype)
                 let out = Tensor(zeros: [m, n])
                 let seconds = medianSeconds(reps: quick ? 2 : (m * n * k > 1 << 30 ? 5 : 10)) {
                     fmaSeconds.append(fma.passSeconds())
@@ -141,6 +143,34 @@ public enum KernelBenchmark {
         }
         return Report(isa: Kernels.isaName, threads: pool.threadCount, readBandwidthGbs: bandwidth,
                       fmaPeakGflops: peak, matvec: matvecs, matmul: matmuls, groupedMatmul: grouped)
+    }
+
+    /// A random weight of any dtype: uniform values for the element formats; for the block
+    /// formats, random bytes with every block's scales set to small finite values, which is
+    /// what a matrix-vector product's speed depends on.
+    public static func randomWeight(_ shape: [Int], seed: UInt64, dtype: DType) -> Tensor {
+        if dtype.isElementFormat { return Tensor(randomUniform: shape, seed: seed, dtype: dtype) }
+        let t = Tensor(uninitialized: shape, dtype: dtype)
+        var rng = SplitMix64(seed: seed)
+        let p = t.mutableRawPointer.assumingMemoryBound(to: UInt8.self)
+        for i in 0..<t.byteCount { p[i] = UInt8(truncatingIfNeeded: rng.next()) }
+        // Offsets of each block's f16 scales (Q8_0, Q4_0, IQ4_NL: d; Q4_1, Q5_*, Q4_K, Q5_K: d
+        // and the minimum's scale; Q6_K: d at the end; Q2_K, Q3_K: at the end) or e8m0 (MXFP4).
+        let scaleOffsets: [Int]
+        switch dtype {
+        case .q6_K: scaleOffsets = [208]
+        case .q2_K: scaleOffsets = [80, 82]
+        case .q3_K: scaleOffsets = [108]
+        case .q4_1, .q5_1, .q4_K, .q5_K: scaleOffsets = [0, 2]
+        case .mxfp4: scaleOffsets = []
+        default: scaleOffsets = [0]
+        }
+        let blocks = t.byteCount / dtype.blockBytes
+        for b in 0..<blocks {
+            for o in scaleOffsets { p[b * dtype.blockBytes + o] = 0x00; p[b * dtype.blockBytes + o + 1] = 0x20 }  // 2^-7
+            if dtype == .mxfp4 { p[b * dtype.blockBytes] = 120 }
+        }
+        return t
     }
 
     /// Seconds of the median of `reps` runs of `body`, after one warm-up run.

@@ -37,10 +37,11 @@ extension Kernels {
         }
         if active.isEmpty { return }
         if active.contains(where: { !$0.weight.dtype.isElementFormat }) {
-            // Block-format weights: every job's (4 activation rows, run of weight rows) pieces in
-            // one parallel pass of the block leaf; the other jobs go on as one batch.
-            let blocks = active.filter { !$0.weight.dtype.isElementFormat }
-            // Jobs with many rows widen each panel of their weight once (`blockMatmul`).
+            // Block-format weights: every job's pieces in one parallel pass of the integer leaf
+            // (or the f32 block leaf for formats without one); the other jobs go on as one batch.
+            let blocks = quantizedLinearBatch(active.filter { !$0.weight.dtype.isElementFormat }, pool: pool)
+            // Without an integer leaf, jobs with many rows widen each panel of their weight once
+            // (`blockMatmul`); the others take the f32 block leaf in one pass.
             for job in blocks where job.input.shape[0] > 16 { matmul(job.input, job.weight, into: job.output, pool: pool) }
             blockLinearBatch(blocks.filter { $0.input.shape[0] <= 16 }, pool: pool)
             linearBatch(active.filter { $0.weight.dtype.isElementFormat }, pool: pool)

@@ -44,6 +44,10 @@ extension Kernels {
     static func linear(x: UnsafePointer<Float>, ldx: Int, rows m: Int, w: UnsafeRawPointer, dtype: DType,
                        n: Int, k: Int, out: UnsafeMutablePointer<Float>, ldo: Int, pool: ThreadPool) {
         if m == 0 || n == 0 { return }
+        if !dtype.isElementFormat
+            && quantizedLinear(x: x, ldx: ldx, rows: m, w: w, dtype: dtype, n: n, k: k, out: out, ldo: ldo, pool: pool) {
+            return
+        }
         if !dtype.isElementFormat && m > gemvMaxRows {
             blockMatmul(x: x, ldx: ldx, rows: m, w: w, dtype: dtype, n: n, k: k, out: out, ldo: ldo, pool: pool)
             return

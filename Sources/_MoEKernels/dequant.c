@@ -28,16 +28,7 @@ static float f16(const uint8_t *p) {
   return moek_f16_to_f32(h);
 }
 
-static const int8_t kvalues_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
-static const int8_t kvalues_mxfp4[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
-/// ggml's e8m0 scale halved (the MXFP4 values are stored doubled): 2^(e - 128).
-static float e8m0_half(uint8_t e) {
-  uint32_t bits = e < 2 ? (uint32_t)0x00200000 << e : (uint32_t)(e - 1) << 23;
-  float f;
-  memcpy(&f, &bits, 4);
-  return f;
-}
 
 /// Q4_K and Q5_K: the 6-bit scale and min of sub-block j (0..7) from the 12 packed bytes.
 static void scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m) {
@@ -88,16 +79,16 @@ static void block_q5(const uint8_t *b, float *y, int with_min) {
 static void block_iq4_nl(const uint8_t *b, float *y) {
   const float d = f16(b);
   for (int j = 0; j < 16; j++) {
-    y[j] = d * (float)kvalues_iq4nl[b[2 + j] & 0xF];
-    y[j + 16] = d * (float)kvalues_iq4nl[b[2 + j] >> 4];
+    y[j] = d * (float)moek_kvalues_iq4nl[b[2 + j] & 0xF];
+    y[j + 16] = d * (float)moek_kvalues_iq4nl[b[2 + j] >> 4];
   }
 }
 
 static void block_mxfp4(const uint8_t *b, float *y) {
-  const float d = e8m0_half(b[0]);
+  const float d = moek_e8m0_half(b[0]);
   for (int j = 0; j < 16; j++) {
-    y[j] = d * (float)kvalues_mxfp4[b[1 + j] & 0xF];
-    y[j + 16] = d * (float)kvalues_mxfp4[b[1 + j] >> 4];
+    y[j] = d * (float)moek_kvalues_mxfp4[b[1 + j] & 0xF];
+    y[j + 16] = d * (float)moek_kvalues_mxfp4[b[1 + j] >> 4];
   }
 }
 
@@ -215,8 +206,8 @@ static void block_iq4_xs(const uint8_t *b, float *y) {
     const int ls = ((scales_l[ib / 2] >> 4 * (ib % 2)) & 0xF) | (((scales_h >> 2 * ib) & 3) << 4);
     const float dl = d * (float)(ls - 32);
     for (int j = 0; j < 16; ++j) {
-      y[j] = dl * (float)kvalues_iq4nl[qs[j] & 0xF];
-      y[j + 16] = dl * (float)kvalues_iq4nl[qs[j] >> 4];
+      y[j] = dl * (float)moek_kvalues_iq4nl[qs[j] & 0xF];
+      y[j + 16] = dl * (float)moek_kvalues_iq4nl[qs[j] >> 4];
     }
     y += 32;
     qs += 16;

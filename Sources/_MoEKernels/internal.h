@@ -11,6 +11,15 @@
 int moek_gemv_rows_blocks_avx2(const void *W, int dt, size_t ldw, const float *X, size_t ldx, int nx, float *Y,
                                  size_t ldy, size_t r0, size_t r1, size_t K);
 
+/// The AVX2 integer block rows (kernels_avx2_q8.c): 1 when it handled `dt`, else 0.
+int moek_gemv_rows_q8_avx2(const void *W, int dt, size_t ldw, const void *XQ, size_t ldxq, int nx, float *Y,
+                           size_t ldy, size_t r0, size_t r1, size_t K);
+/// `moek_q8_quantize`'s AVX2 body (kernels_avx2_q8.c); `bs` NULL skips the 16-value sums.
+void moek_q8_quantize_avx2(const float *x, size_t K, int block, int8_t *q, float *d, int16_t *bs);
+/// Byte offsets of a quantized activation row's scales and 16-value sums (act_quant.c).
+size_t moek_q8_scales_offset(size_t K);
+size_t moek_q8_sums_offset(size_t K, int block);
+
 /// One instruction-set path: every leaf the dispatcher routes.
 typedef struct {
   void (*gemv_rows)(const void *W, int dt, size_t ldw, const float *X, size_t ldx, int nx,
@@ -153,6 +162,16 @@ static inline void moek_store_tile(const float *tile, size_t mrmax, float *C, si
     else
       for (size_t j = 0; j < nr; j++) row[j] += tile[j * mrmax + i];
   }
+}
+
+/// The 4-bit code books of IQ4_NL and MXFP4 (the MXFP4 values doubled, as ggml stores them).
+static const int8_t moek_kvalues_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+static const int8_t moek_kvalues_mxfp4[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+/// ggml's e8m0 scale halved (the MXFP4 values are stored doubled): 2^(e - 128).
+static inline float moek_e8m0_half(uint8_t e) {
+  const uint32_t bits = e < 2 ? (uint32_t)0x00200000 << e : (uint32_t)(e - 1) << 23;
+  return moek_bits_f32(bits);
 }
 
 #endif

@@ -57,9 +57,86 @@ final class BlockFormatTests: XCTestCase {
                         let pool = ThreadPool(threads: threads)
                         let got = Kernels.matmul(x, w, pool: pool).toFloats(), want = Kernels.matmul(x, dense, pool: pool).toFloats()
                         let scale = want.map(abs).max() ?? 1
-                        for (a, b) in zip(got, want) { XCTAssertEqual(a, b, accuracy: 1e-5 * max(1, scale), "\(f.type) \(isa) m \(m)") }
+                        let bound = Self.activationQuantizationBound(x: x, dense: dense, block: Kernels.activationBlock(for: dtype, k: cols))
+                        for (i, (a, b)) in zip(got, want).enumerated() {
+                            XCTAssertEqual(a, b, accuracy: 1e-5 * max(1, scale) + bound[i], "\(f.type) \(isa) m \(m)")
+                        }
                     }
                 }
+            }
+        }
+    }
+
+    /// The most that rounding the activations to 8-bit blocks of `block` values (scale
+    /// amax / 127, so an error of at most amax / 254 per value) can move each product x W^T,
+    /// [M * N]; zeros when the product runs in f32 (block 0).
+    static func activationQuantizationBound(x: Tensor, dense: Tensor, block: Int) -> [Float] {
+        let (m, k, n) = (x.shape[0], x.shape[1], dense.shape[0])
+        if block == 0 { return Array(repeating: 0, count: m * n) }
+        let xs = x.toFloats(), ws = dense.toFloats()
+        var bound = [Float](repeating: 0, count: m * n)
+        for i in 0..<m {
+            for b in stride(from: 0, to: k, by: block) {
+                let amax = xs[(i * k + b)..<(i * k + b + block)].map(abs).max() ?? 0
+                for r in 0..<n {
+                    let wsum = ws[(r * k + b)..<(r * k + b + block)].reduce(Float(0)) { $0 + abs($1) }
+                    bound[i * n + r] += amax / 254 * wsum * 1.001
+                }
+            }
+        }
+        return bound
+    }
+
+    /// The integer leaves at sizes the fixture blocks do not reach (rows of many blocks, an odd
+    /// number of weight rows, up to 37 activation rows through the decode and prefill splits):
+    /// within the activation rounding bound of the f32 product, and strictly closer than it on
+    /// average, so a leaf that dropped a block or a scale could not pass.
+    func testIntegerLeavesOnLargerRows() throws {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/quant/vectors.json")
+        let vectors = try JSONDecoder().decode(Vectors.self, from: Data(contentsOf: url))
+        for f in vectors.formats {
+            let dtype = try XCTUnwrap(DType(name: f.type))
+            let k = 1024, n = 19
+            guard Kernels.activationBlock(for: dtype, k: k) > 0 else { continue }
+            let source = [UInt8](try XCTUnwrap(Data(base64Encoded: f.bytes)))
+            let blockBytes = dtype.blockBytes, available = source.count / blockBytes
+            let w = Tensor(uninitialized: [n, k], dtype: dtype)
+            let count = n * k / dtype.blockElements
+            let out = w.mutableRawPointer.assumingMemoryBound(to: UInt8.self)
+            for b in 0..<count {  // blocks of the fixture in a scrambled order
+                let from = (b * 7 + b / available) % available
+                for j in 0..<blockBytes { out[b * blockBytes + j] = source[from * blockBytes + j] }
+            }
+            let dense = Tensor(shape: [n, k], values: w.toFloats())
+            for m in [1, 4, 5, 37] {
+                let x = Tensor(randomUniform: [m, k], in: -2...2, seed: UInt64(100 + m))
+                let got = Kernels.matmul(x, w, pool: ThreadPool(threads: 2)).toFloats()
+                let want = Kernels.matmul(x, dense, pool: ThreadPool(threads: 1)).toFloats()
+                let bound = Self.activationQuantizationBound(x: x, dense: dense, block: Kernels.activationBlock(for: dtype, k: k))
+                var error: Float = 0, budget: Float = 0
+                for i in 0..<want.count {
+                    XCTAssertEqual(got[i], want[i], accuracy: bound[i] + 1e-4 * abs(want[i]), "\(f.type) m \(m) at \(i)")
+                    error += abs(got[i] - want[i])
+                    budget += bound[i]
+                }
+                XCTAssertLessThan(error, budget / 4, "\(f.type) m \(m): rounding errors should mostly cancel")
+            }
+        }
+    }
+}
+
+extension BlockFormatTests {
+    /// A non-finite activation gives NaN through the integer leaves, as through f32, never a
+    /// finite value computed from a clamped or zeroed activation.
+    func testNonFiniteActivationsGiveNaNThroughIntegerLeaves() {
+        for dtype in [DType.q8_0, .q4_K] where Kernels.activationBlock(for: dtype, k: 512) > 0 {
+            let w = KernelBenchmark.randomWeight([8, 512], seed: 1, dtype: dtype)
+            for bad in [Float.nan, .infinity] {
+                var xs = [Float](repeating: 0.5, count: 512)
+                xs[300] = bad
+                let y = Kernels.matmul(Tensor(shape: [1, 512], values: xs), w).toFloats()
+                XCTAssertTrue(y.allSatisfy(\.isNaN), "\(dtype) with \(bad): \(y)")
             }
         }
     }

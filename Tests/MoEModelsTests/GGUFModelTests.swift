@@ -56,9 +56,12 @@ final class GGUFModelTests: XCTestCase {
     }
 
     /// llama.cpp's own quantized files (llama-quantize: Q8_0, and a Q4_K_M that mixes Q4_K,
-    /// Q6_K and the fallbacks of rows too short for them): logits equal those of the same model
-    /// run on its dequantized weights in f32, within summation order, on 1 and 2 threads.
+    /// Q6_K and the fallbacks of rows too short for them): with f32 activations, logits equal
+    /// those of the same model run on its dequantized weights in f32, within summation order,
+    /// on 1 and 2 threads; with 8-bit activations (the default), within their rounding.
     func testLlamaQuantizeFilesRunAsTheirDequantizedWeights() throws {
+        Kernels.integerActivations = false
+        defer { Kernels.integerActivations = true }
         for (stem, types) in [("qwen3_moe.q8_0", Set(["q8_0"])), ("wide_qwen3_moe.q4_k_m", Set(["q4_k", "q6_k"]))] {
             let path = folder.appendingPathComponent("\(stem).gguf").path
             let weights = try GGUFWeights(path: path)
@@ -78,6 +81,34 @@ final class GGUFModelTests: XCTestCase {
                 let last = try model.forward([prompt[prompt.count - 1]], cache: &step, lastOnly: true).toFloats()
                 assertClose(last, Array(want.suffix(model.spec.vocabSize)), absolute: 1e-4, "\(stem) decode")
             }
+        }
+    }
+
+    /// The default integer products (8-bit activations, as llama.cpp's) against the exact f32
+    /// products on the same quantized file: the logits differ by the activations' rounding
+    /// only, a small fraction of their spread, and the greedy token stays the same.
+    func testIntegerActivationsStayCloseToTheExactProducts() throws {
+        for stem in ["qwen3_moe.q8_0", "wide_qwen3_moe.q4_k_m"] {
+            let path = folder.appendingPathComponent("\(stem).gguf").path
+            let prompt = Array(0..<12).map { ($0 * 53 + 7) % 256 }
+            Kernels.integerActivations = false
+            let exactModel = try DecoderModel(path: path)
+            var c0 = exactModel.makeCache()
+            let exact = try exactModel.forward(prompt, cache: &c0).toFloats()
+            Kernels.integerActivations = true
+            let model = try DecoderModel(path: path)
+            var c1 = model.makeCache()
+            let got = try model.forward(prompt, cache: &c1).toFloats()
+            let vocab = model.spec.vocabSize
+            let spread = exact.reduce(0.0) { $0 + Double(abs($1)) } / Double(exact.count)
+            let meanError = zip(got, exact).reduce(0.0) { $0 + Double(abs($1.0 - $1.1)) } / Double(exact.count)
+            XCTAssertLessThan(meanError, 0.05 * spread, "\(stem): mean |int8 - f32| logit vs mean |logit| \(spread)")
+            XCTAssertGreaterThan(meanError, 0, "\(stem): the integer path ran")
+            let argmax = { (v: ArraySlice<Float>) in v.indices.max { v[$0] < v[$1] }! }
+            let agree = (0..<prompt.count).filter { p in
+                argmax(got[(p * vocab)..<((p + 1) * vocab)]) == argmax(exact[(p * vocab)..<((p + 1) * vocab)])
+            }.count
+            XCTAssertGreaterThanOrEqual(agree, prompt.count - 1, "\(stem): greedy tokens agree at \(agree) of \(prompt.count)")
         }
     }
 

@@ -53,6 +53,25 @@ void moek_dequantize(const void *src, int dt, float *dst, size_t n);
 void moek_gemv_rows_blocks(const void *W, int dt, size_t ldw, const float *X, size_t ldx, int nx,
                            float *Y, size_t ldy, size_t r0, size_t r1, size_t K);
 
+/// The activation block (32 or 256 elements) the integer leaf pairs with block format `dt` on
+/// this machine, or 0 where `dt` has no integer leaf here (callers then use `moek_gemv_rows`).
+/// Activations are quantized to 8 bits per value with an f32 scale per block, as llama.cpp's
+/// Q8_0 and Q8_K activations are.
+int moek_q8_block(int dt);
+/// Bytes of one quantized activation row of K values (K a multiple of `block`).
+size_t moek_q8_row_bytes(size_t K, int block);
+/// Quantizes K f32 activations (K a multiple of `block`) into `out` (`moek_q8_row_bytes` bytes):
+/// int8 values (round to nearest), an f32 scale amax / 127 per block, and for 256-element
+/// blocks the int16 sum of every 16 values. A block holding a non-finite value gets a NaN
+/// scale, so its products are NaN. Only where `moek_q8_block` is non-zero.
+void moek_q8_quantize(const float *x, size_t K, int block, void *out);
+/// `moek_gemv_rows` on quantized activation rows (`ldxq` bytes apart, made by `moek_q8_quantize`
+/// with `moek_q8_block(dt)`): Y[m, r] = dot(W[r, :], x[m, :]) for rows r in [r0, r1), any number
+/// of activation rows. Integer block products, scales applied per block. Returns 0, computing
+/// nothing, where `dt` has no integer leaf on this machine.
+int moek_gemv_rows_q8(const void *W, int dt, size_t ldw, const void *XQ, size_t ldxq, int nx,
+                      float *Y, size_t ldy, size_t r0, size_t r1, size_t K);
+
 /// Instruction-set paths. Values are stable; `moek_isa_name` gives a printable name.
 typedef enum {
   MOEK_ISA_SCALAR = 0,

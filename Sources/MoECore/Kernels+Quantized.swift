@@ -1,0 +1,110 @@
+import _MoEKernels
+
+// Dimension legend: M activation rows (tokens), K input features, N output features.
+
+/// Activation rows quantized to 8 bits for the integer block leaves: `rows` rows of
+/// `moek_q8_row_bytes(K, block)` bytes each, in one 64-byte-aligned allocation.
+struct QuantizedRows {
+    let base: UnsafeMutableRawPointer
+    let rowBytes: Int
+    let rows: Int
+
+    /// Quantizes rows [0, m) of x (row stride ldx) against `block`-element scales; rows are
+    /// split over the pool when there are many.
+    init(x: UnsafePointer<Float>, ldx: Int, rows m: Int, k: Int, block: Int, pool: ThreadPool) {
+        rowBytes = moek_q8_row_bytes(k, Int32(block))
+        rows = m
+        base = UnsafeMutableRawPointer.allocate(byteCount: max(1, m * rowBytes), alignment: 64)
+        let (base, rowBytes) = (base, rowBytes)
+        Kernels.parallelChunks(m, grain: max(1, (1 << 16) / max(1, k)), pool: pool) { r in
+            for i in r { moek_q8_quantize(x + i * ldx, k, Int32(block), base + i * rowBytes) }
+        }
+    }
+
+    func row(_ i: Int) -> UnsafeRawPointer { UnsafeRawPointer(base + i * rowBytes) }
+    func deallocate() { base.deallocate() }
+}
+
+extension Kernels {
+    /// Whether block-format weights multiply 8-bit quantized activations in integers (the
+    /// default, as llama.cpp does: about twice the speed) or f32 activations against each block
+    /// widened in registers (exact to the dequantized weights, up to summation order). Set it
+    /// before running a model, not while one runs.
+    nonisolated(unsafe) public static var integerActivations = true
+
+    /// The activation block (32 or 256) that a block-format weight of `dtype` with rows of `k`
+    /// elements multiplies against in 8-bit integers on this machine, or 0 where its products
+    /// run in f32 (element formats, formats without an integer leaf, other instruction sets).
+    public static func activationBlock(for dtype: DType, k: Int) -> Int {
+        if dtype.isElementFormat || !integerActivations { return 0 }
+        let block = Int(moek_q8_block(dtype.cValue))
+        return block > 0 && k % block == 0 ? block : 0
+    }
+
+    /// `out = x W^T` for a block-format W through the integer leaves: the activation rows are
+    /// quantized once, then each weight row's blocks are multiplied against 4 of them at a
+    /// time. At decode (a few rows), weight rows are split over the threads; at prefill, each
+    /// task takes a tile of weight rows small enough to stay in L1 and runs it against every
+    /// activation row. Returns false, computing nothing, where `dtype` has no integer leaf.
+    static func quantizedLinear(x: UnsafePointer<Float>, ldx: Int, rows m: Int, w: UnsafeRawPointer, dtype: DType,
+                                n: Int, k: Int, out: UnsafeMutablePointer<Float>, ldo: Int, pool: ThreadPool) -> Bool {
+        let block = activationBlock(for: dtype, k: k)
+        if block == 0 { return false }
+        let xq = QuantizedRows(x: x, ldx: ldx, rows: m, k: k, block: block, pool: pool)
+        defer { xq.deallocate() }
+        let rowBytes = dtype.storageBytes(elements: k)
+        // Decode: about 4 runs of weight rows per thread. Prefill: tiles of ~24 KB of weight.
+        let tile = m <= gemvMaxRows ? max(1, (n + pool.threadCount * 4 - 1) / (pool.threadCount * 4))
+                                    : max(1, min((n + pool.threadCount - 1) / pool.threadCount, (24 << 10) / max(1, rowBytes)))
+        let tiles = (n + tile - 1) / tile
+        let chunk = 32  // activation rows per pass over a tile: their quantized rows stay in L2
+        pool.parallelFor(tiles) { t in
+            let n0 = t * tile, n1 = min(n, n0 + tile)
+            for m0 in stride(from: 0, to: m, by: chunk) {
+                _ = moek_gemv_rows_q8(w, dtype.cValue, k, xq.row(m0), xq.rowBytes, Int32(min(chunk, m - m0)),
+                                      out + m0 * ldo, ldo, n0, n1, k)
+            }
+        }
+        return true
+    }
+
+    /// Linear jobs on block-format weights with integer leaves, as one parallel pass: each
+    /// distinct input is quantized once, then pieces of (all a job's rows, a run of its weight
+    /// rows) go to the pool together, so an MoE layer's experts share one barrier whatever
+    /// their row counts. Returns the jobs it did not take (no integer leaf for their format).
+    static func quantizedLinearBatch(_ jobs: [LinearJob], pool: ThreadPool) -> [LinearJob] {
+        let taken = jobs.filter { activationBlock(for: $0.weight.dtype, k: $0.input.shape[1]) > 0 }
+        if taken.isEmpty { return jobs }
+        // Jobs that read the same rows (an expert's gate and up projections) share one copy.
+        struct Key: Hashable { let x: UnsafeRawPointer, rows: Int, k: Int, block: Int }
+        var made: [Key: QuantizedRows] = [:]
+        let rows = taken.map { job in
+            let key = Key(x: job.input.rawPointer, rows: job.input.shape[0], k: job.input.shape[1],
+                          block: activationBlock(for: job.weight.dtype, k: job.input.shape[1]))
+            if let done = made[key] { return done }
+            let q = QuantizedRows(x: key.x.assumingMemoryBound(to: Float.self), ldx: key.k, rows: key.rows, k: key.k,
+                                  block: key.block, pool: pool)
+            made[key] = q
+            return q
+        }
+        defer { made.values.forEach { $0.deallocate() } }
+        // Runs of weight rows: about 4 pieces per thread, at least 16 rows, and (for jobs of many
+        // activation rows) at most ~24 KB of weight, which stays in L1 across the row groups.
+        let totalRows = taken.reduce(0) { $0 + $1.weight.shape[0] }
+        let share = max(16, totalRows / max(1, 4 * pool.threadCount))
+        var pieces: [(job: Int, n0: Int, n1: Int)] = []
+        for (i, job) in taken.enumerated() {
+            let rowBytes = job.weight.dtype.storageBytes(elements: job.input.shape[1])
+            let run = job.input.shape[0] <= gemvMaxRows ? share : max(4, min(share, (24 << 10) / max(1, rowBytes)))
+            for n0 in stride(from: 0, to: job.weight.shape[0], by: run) { pieces.append((i, n0, min(job.weight.shape[0], n0 + run))) }
+        }
+        pool.parallelFor(pieces.count) { p in
+            let (i, n0, n1) = pieces[p]
+            let job = taken[i], k = job.input.shape[1], n = job.weight.shape[0]
+            _ = moek_gemv_rows_q8(job.weight.rawPointer, job.weight.dtype.cValue, k, rows[i].row(0), rows[i].rowBytes,
+                                  Int32(job.input.shape[0]), job.output.mutableRawPointer.assumingMemoryBound(to: Float.self),
+                                  n, n0, n1, k)
+        }
+        return jobs.filter { activationBlock(for: $0.weight.dtype, k: $0.input.shape[1]) == 0 }
+    }
+}

@@ -1,0 +1,43 @@
+// 8-bit activation rows for the integer block leaves (kernels_avx2_q8.c), as llama.cpp pairs
+// its Q8_0 and Q8_K activations with the block formats: a row of K f32 values becomes K int8
+// values with one f32 scale per `block` (32 for the 32-element formats, 256 for the K-quants)
+// and, for 256-element blocks, the int16 sum of every 16 values (the K-quants' minimum terms
+// use them; the 32-element formats do not read them).
+//
+// Row layout, `moek_q8_row_bytes(K, block)` bytes, 64-byte aligned pieces:
+//   q[K] int8 | d[K / block] f32 | bsum[K / 16] int16
+#include "internal.h"
+
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+size_t moek_q8_scales_offset(size_t K) { return align64(K); }
+size_t moek_q8_sums_offset(size_t K, int block) { return align64(K) + align64(K / (size_t)block * 4); }
+
+size_t moek_q8_row_bytes(size_t K, int block) {
+  return moek_q8_sums_offset(K, block) + align64(K / 16 * 2);
+}
+
+void moek_q8_quantize(const float *x, size_t K, int block, void *out) {
+  // Only the paths with integer leaves (moek_q8_block) quantize activations.
+  int8_t *q = (int8_t *)out;
+  float *d = (float *)((uint8_t *)out + moek_q8_scales_offset(K));
+  int16_t *bs = (int16_t *)((uint8_t *)out + moek_q8_sums_offset(K, block));
+  moek_q8_quantize_avx2(x, K, block, q, d, block == 256 ? bs : NULL);
+}
+
+int moek_q8_block(int dt) {
+  const int isa = moek_isa();
+  if (isa != MOEK_ISA_AVX2 && isa != MOEK_ISA_AVX512) return 0;
+  switch (dt) {
+    case MOEK_Q8_0: case MOEK_Q4_0: case MOEK_IQ4_NL: case MOEK_MXFP4: return 32;
+    case MOEK_Q4_K: case MOEK_Q5_K: case MOEK_Q6_K: return 256;
+    default: return 0;
+  }
+}
+
+int moek_gemv_rows_q8(const void *W, int dt, size_t ldw, const void *XQ, size_t ldxq, int nx,
+                      float *Y, size_t ldy, size_t r0, size_t r1, size_t K) {
+  if (moek_q8_block(dt) == 0) return 0;
+  if (nx < 1 || r1 <= r0) return 1;
+  return moek_gemv_rows_q8_avx2(W, dt, ldw, XQ, ldxq, nx, Y, ldy, r0, r1, K);
+}
