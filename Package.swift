@@ -6,6 +6,7 @@ let package = Package(
     products: [
         .library(name: "MoECore", targets: ["MoECore"]),
         .library(name: "MoE", targets: ["MoE"]),
+        .library(name: "MoEQuant", targets: ["MoEQuant"]),
         .library(name: "MoEModels", targets: ["MoEModels"]),
         .library(name: "MoEGenerate", targets: ["MoEGenerate"]),
         .library(name: "MoETrain", targets: ["MoETrain"]),
@@ -21,7 +22,10 @@ let package = Package(
         .target(name: "_MoEKernels"),
         .target(name: "MoECore", dependencies: ["_MoEKernels"]),
         .target(name: "MoE", dependencies: ["MoECore", "_MoEKernels"]),
-        .target(name: "MoEModels", dependencies: ["MoECore", "MoE", "_MoEKernels"]),
+        // Quantization policy: llama.cpp's per-tensor type mixes (the quantizers themselves are
+        // C leaves reached through MoECore's `Tensor.quantized(to:)`).
+        .target(name: "MoEQuant", dependencies: ["MoECore"]),
+        .target(name: "MoEModels", dependencies: ["MoECore", "MoE", "MoEQuant", "_MoEKernels"]),
         .target(name: "MoEGenerate", dependencies: ["MoECore", "MoE", "MoEModels"]),
         .target(name: "MoETrain", dependencies: ["MoECore", "MoE", "MoEModels", "_MoEKernels"]),
         .executableTarget(
@@ -30,6 +34,7 @@ let package = Package(
                 "MoECore",
                 "MoE",
                 "MoEModels",
+                "MoEQuant",
                 "MoEGenerate",
                 "MoETrain",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -38,7 +43,7 @@ let package = Package(
         .target(name: "_TestSupport", dependencies: ["_MoEKernels"], path: "Sources/_TestSupport"),
         .testTarget(name: "MoECoreTests", dependencies: ["MoECore", "_MoEKernels", "_TestSupport"]),
         .testTarget(name: "MoETests", dependencies: ["MoE", "MoECore", "_TestSupport"]),
-        .testTarget(name: "MoEModelsTests", dependencies: ["MoEModels", "MoE", "MoECore", "_TestSupport"],
+        .testTarget(name: "MoEModelsTests", dependencies: ["MoEModels", "MoEQuant", "MoE", "MoECore", "_TestSupport"],
                     exclude: []),
         .testTarget(name: "MoEGenerateTests", dependencies: ["MoEGenerate", "MoEModels", "MoECore"]),
         .testTarget(name: "MoETrainTests", dependencies: ["MoETrain", "MoE", "MoECore", "MoEModels", "_TestSupport"]),

@@ -100,7 +100,7 @@ struct GGUFParser {
     }
 
     mutating func parse() throws(ModelError) -> (version: Int, metadata: [String: GGUFValue], tensors: [String: GGUFFile.TensorInfo],
-                                                  names: [String], alignment: Int) {
+                                                  names: [String], alignment: Int, records: [GGUFFile.Record]) {
         let magic = try bytes(4, "magic")
         guard magic.load(fromByteOffset: 0, as: UInt8.self) == 0x47, magic.load(fromByteOffset: 1, as: UInt8.self) == 0x47,
               magic.load(fromByteOffset: 2, as: UInt8.self) == 0x55, magic.load(fromByteOffset: 3, as: UInt8.self) == 0x46 else {
@@ -111,11 +111,14 @@ struct GGUFParser {
         let tensorCount = try count("tensor_count", minimumBytes: 24)
         let kvCount = try count("metadata_kv_count", minimumBytes: 13)
         var metadata: [String: GGUFValue] = [:]
+        var records: [GGUFFile.Record] = []
         for i in 0..<kvCount {
+            let start = at
             let key = try string("metadata[\(i)].key")
             let type = try u32(key)
             guard metadata[key] == nil else { throw fail(key, "the key appears twice") }
             metadata[key] = try value(type: type, key)
+            records.append(GGUFFile.Record(key: key, bytes: start..<at))
         }
         var alignment = 32
         if let a = metadata["general.alignment"] {
@@ -164,6 +167,6 @@ struct GGUFParser {
             tensors[info.name] = GGUFFile.TensorInfo(name: info.name, shape: info.dims.reversed(), dtype: dtype, offset: start)
             names.append(info.name)
         }
-        return (Int(version), metadata, tensors, names, alignment)
+        return (Int(version), metadata, tensors, names, alignment, records)
     }
 }

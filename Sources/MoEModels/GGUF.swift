@@ -34,6 +34,16 @@ public final class GGUFFile: @unchecked Sendable {
     public let tensorNames: [String]
     /// The data section's alignment (`general.alignment`, 32 when absent).
     public let alignment: Int
+    /// Every metadata record (key, type and value) as it lies in the file, in file order: what
+    /// a rewrite copies to keep each value's exact GGUF type.
+    public let records: [Record]
+
+    /// One metadata record's place in the file.
+    public struct Record: Sendable, Equatable {
+        public var key: String
+        /// Its bytes, from the start of the file: key, type and value.
+        public var bytes: Range<Int>
+    }
     let file: MappedFile
 
     /// Maps and parses `path`.
@@ -43,6 +53,7 @@ public final class GGUFFile: @unchecked Sendable {
         var parser = GGUFParser(file: file, path: path)
         let parsed = try parser.parse()
         (version, metadata, tensors, tensorNames, alignment) = (parsed.version, parsed.metadata, parsed.tensors, parsed.names, parsed.alignment)
+        records = parsed.records
     }
 
     /// The tensor `name`, a zero-copy view of the file.
@@ -53,6 +64,11 @@ public final class GGUFFile: @unchecked Sendable {
         } catch {
             throw .invalidFile(path: path, field: name, reason: error.description)
         }
+    }
+
+    /// The bytes of a metadata record (`records`), a view of the mapped file.
+    public func recordBytes(_ record: Record) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(start: file.base + record.bytes.lowerBound, count: record.bytes.count)
     }
 
     /// The tensor `name` if present.

@@ -375,4 +375,28 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(report["text"] as? String, " meow.")
         XCTAssertEqual(report["stop_reason"] as? String, "stop_string")
     }
+
+    func testQuantizeWritesAFileThatRunsAndRejectsBadOptions() throws {
+        let source = fixtures.appendingPathComponent("gguf_models/qwen3_moe.f32.gguf").path
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-cli-q-\(getpid()).gguf").path
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let dry = try moe(["quantize", "--model", source, "--type", "q4_k_m", "--out", out, "--dry-run"])
+        XCTAssertEqual(dry.status, 0, dry.err)
+        XCTAssertTrue(dry.out.contains("blk.1.ffn_down_exps.weight") && dry.out.contains("-> q5_0"), dry.out)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out), "a dry run writes nothing")
+        let run = try moe(["quantize", "--model", source, "--type", "Q8_0", "--out", out, "--tensor-type", "attn_q=q4_0"])
+        XCTAssertEqual(run.status, 0, run.err)
+        XCTAssertTrue(run.err.contains("100%") && run.err.contains("wrote"), run.err)
+        let logits = try moe(["logits", "--model", out, "--tokens", "1,2,3"])
+        XCTAssertEqual(logits.status, 0, logits.err)
+        for bad in [["--type", "q3_xl"], ["--type", "q8_0", "--tensor-type", "attn_q"], ["--type", "q8_0", "--tensor-type", "attn_q=q2_k"],
+                    ["--type", "q8_0", "--tensor-type", "(=q8_0"]] {
+            let r = try moe(["quantize", "--model", source, "--out", out + ".bad"] + bad)
+            XCTAssertNotEqual(r.status, 0, "\(bad)")
+            XCTAssertTrue(r.err.contains("--type") || r.err.contains("--tensor-type"), r.err)
+        }
+        let missing = try moe(["quantize", "--model", "/nonexistent.gguf", "--type", "q8_0", "--out", out + ".bad"])
+        XCTAssertNotEqual(missing.status, 0)
+        XCTAssertTrue(missing.err.contains("/nonexistent.gguf"), missing.err)
+    }
 }

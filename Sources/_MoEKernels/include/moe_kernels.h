@@ -53,6 +53,13 @@ void moek_dequantize(const void *src, int dt, float *dst, size_t n);
 void moek_gemv_rows_blocks(const void *W, int dt, size_t ldw, const float *X, size_t ldx, int nx,
                            float *Y, size_t ldy, size_t r0, size_t r1, size_t K);
 
+/// Whether `moek_quantize` writes block format `dt`.
+int moek_can_quantize(int dt);
+/// Quantizes n f32 values (a whole number of blocks) into block format `dt` at `dst`, exactly as
+/// ggml's reference quantizers (llama-quantize without an importance matrix) do. Values must be
+/// finite. Returns 0, writing nothing, for a format `moek_can_quantize` refuses.
+int moek_quantize(const float *src, int dt, void *dst, size_t n);
+
 /// The activation block (32 or 256 elements) the integer leaf pairs with block format `dt` on
 /// this machine, or 0 where `dt` has no integer leaf here (callers then use `moek_gemv_rows`).
 /// Activations are quantized to 8 bits per value with an f32 scale per block, as llama.cpp's

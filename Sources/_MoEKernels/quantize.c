@@ -1,0 +1,337 @@
+// Quantization of f32 rows into ggml's block formats, as ggml's reference quantizers
+// (`quantize_row_*_ref` in ggml-quants.c) compute them: llama-quantize uses these when no
+// importance matrix is given, so a tensor quantized here has the bytes llama.cpp would write.
+// Layouts: dequant.c. Formats: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, MXFP4, Q4_K, Q5_K, Q6_K.
+#include <float.h>
+#include <math.h>
+#include "internal.h"
+
+#define QMIN(a, b) ((a) < (b) ? (a) : (b))
+#define QMAX(a, b) ((a) > (b) ? (a) : (b))
+
+/// Round to nearest (ties to even) through the float mantissa, as ggml's `nearest_int`.
+static inline int nearest_int(float fval) {
+  const float val = fval + 12582912.f;
+  int i;
+  memcpy(&i, &val, sizeof(int));
+  return (i & 0x007fffff) - 0x00400000;
+}
+
+static void put_f16(uint8_t *p, float f) {
+  const uint16_t h = moek_f32_to_f16(f);
+  memcpy(p, &h, 2);
+}
+
+static float get_f16(const uint8_t *p) {
+  uint16_t h;
+  memcpy(&h, p, 2);
+  return moek_f16_to_f32(h);
+}
+
+static void q8_0(const float *x, uint8_t *b) {
+  float amax = 0;
+  for (int j = 0; j < 32; j++) amax = QMAX(amax, fabsf(x[j]));
+  const float d = amax / 127, id = d ? 1.0f / d : 0.0f;
+  put_f16(b, d);
+  for (int j = 0; j < 32; j++) b[2 + j] = (uint8_t)(int8_t)roundf(x[j] * id);
+}
+
+/// The value of largest magnitude, with its sign (Q4_0 and Q5_0 scale by it).
+static float signed_max(const float *x) {
+  float amax = 0, max = 0;
+  for (int j = 0; j < 32; j++)
+    if (amax < fabsf(x[j])) amax = fabsf(x[j]), max = x[j];
+  return max;
+}
+
+static void q4_0(const float *x, uint8_t *b) {
+  const float d = signed_max(x) / -8, id = d ? 1.0f / d : 0.0f;
+  put_f16(b, d);
+  for (int j = 0; j < 16; j++) {
+    const uint8_t lo = (uint8_t)QMIN(15, (int8_t)(x[j] * id + 8.5f));
+    const uint8_t hi = (uint8_t)QMIN(15, (int8_t)(x[16 + j] * id + 8.5f));
+    b[2 + j] = (uint8_t)(lo | hi << 4);
+  }
+}
+
+static void q5_0(const float *x, uint8_t *b) {
+  const float d = signed_max(x) / -16, id = d ? 1.0f / d : 0.0f;
+  put_f16(b, d);
+  uint32_t qh = 0;
+  for (int j = 0; j < 16; j++) {
+    const uint8_t lo = (uint8_t)QMIN(31, (int8_t)(x[j] * id + 16.5f));
+    const uint8_t hi = (uint8_t)QMIN(31, (int8_t)(x[16 + j] * id + 16.5f));
+    b[6 + j] = (uint8_t)((lo & 0xF) | (hi & 0xF) << 4);
+    qh |= (uint32_t)((lo & 0x10u) >> 4) << j;
+    qh |= (uint32_t)((hi & 0x10u) >> 4) << (j + 16);
+  }
+  memcpy(b + 2, &qh, 4);
+}
+
+/// Q4_1 (bits 4) and Q5_1 (bits 5): x = d q + min over the block's range.
+static void q_1(const float *x, uint8_t *b, int bits) {
+  float min = FLT_MAX, max = -FLT_MAX;
+  for (int j = 0; j < 32; j++) min = QMIN(min, x[j]), max = QMAX(max, x[j]);
+  const float d = (max - min) / (float)((1 << bits) - 1), id = d ? 1.0f / d : 0.0f;
+  put_f16(b, d);
+  put_f16(b + 2, min);
+  uint32_t qh = 0;
+  uint8_t *qs = b + (bits == 4 ? 4 : 8);
+  for (int j = 0; j < 16; j++) {
+    const float v0 = (x[j] - min) * id + 0.5f, v1 = (x[16 + j] - min) * id + 0.5f;
+    const uint8_t lo = bits == 4 ? (uint8_t)QMIN(15, (int8_t)v0) : (uint8_t)v0;
+    const uint8_t hi = bits == 4 ? (uint8_t)QMIN(15, (int8_t)v1) : (uint8_t)v1;
+    qs[j] = (uint8_t)((lo & 0xF) | (hi & 0xF) << 4);
+    qh |= (uint32_t)((lo & 0x10u) >> 4) << j;
+    qh |= (uint32_t)((hi & 0x10u) >> 4) << (j + 16);
+  }
+  if (bits == 5) memcpy(b + 4, &qh, 4);
+}
+
+static void mxfp4(const float *x, uint8_t *b) {
+  float amax = 0;
+  for (int j = 0; j < 32; j++) amax = QMAX(amax, fabsf(x[j]));
+  const uint8_t e = amax > 0.0f ? (uint8_t)(floorf(log2f(amax)) - 2 + 127) : 0;
+  const float d = moek_e8m0_half(e);
+  b[0] = e;
+  for (int j = 0; j < 16; j++) {
+    uint8_t q[2];
+    for (int h = 0; h < 2; h++) {
+      const float v = x[j + 16 * h];
+      int best = 0;
+      float err = fabsf(moek_kvalues_mxfp4[0] * d - v);
+      for (int i = 1; i < 16; i++) {
+        const float e2 = fabsf(moek_kvalues_mxfp4[i] * d - v);
+        if (e2 < err) best = i, err = e2;
+      }
+      q[h] = (uint8_t)best;
+    }
+    b[1 + j] = (uint8_t)(q[0] | q[1] << 4);
+  }
+}
+
+/// ggml's `make_qkx2_quants`: the scale and min of n values on levels 0..nmax minimising the
+/// weighted squared error, searching nstep scales around the range's; returns the scale and
+/// stores -min.
+static float make_qkx2_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
+                              uint8_t *Laux, float rmin, float rdelta, int nstep) {
+  float min = x[0], max = x[0], sum_w = weights[0], sum_x = sum_w * x[0];
+  for (int i = 1; i < n; ++i) {
+    if (x[i] < min) min = x[i];
+    if (x[i] > max) max = x[i];
+    sum_w += weights[i];
+    sum_x += weights[i] * x[i];
+  }
+  if (min > 0) min = 0;
+  if (max == min) {
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    *the_min = -min;
+    return 0.f;
+  }
+  float iscale = nmax / (max - min), scale = 1 / iscale, best_error = 0;
+  for (int i = 0; i < n; ++i) {
+    const int l = nearest_int(iscale * (x[i] - min));
+    L[i] = (uint8_t)QMAX(0, QMIN(nmax, l));
+    const float diff = scale * L[i] + min - x[i];
+    best_error += weights[i] * (diff * diff);
+  }
+  for (int is = 0; is <= nstep; ++is) {
+    iscale = (rmin + rdelta * is + nmax) / (max - min);
+    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+    for (int i = 0; i < n; ++i) {
+      int l = nearest_int(iscale * (x[i] - min));
+      l = QMAX(0, QMIN(nmax, l));
+      Laux[i] = (uint8_t)l;
+      const float w = weights[i];
+      sum_l += w * l;
+      sum_l2 += w * l * l;
+      sum_xl += w * l * x[i];
+    }
+    const float D = sum_w * sum_l2 - sum_l * sum_l;
+    if (D > 0) {
+      float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+      float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+      if (this_min > 0) {
+        this_min = 0;
+        this_scale = sum_xl / sum_l2;
+      }
+      float cur_error = 0;
+      for (int i = 0; i < n; ++i) {
+        const float diff = this_scale * Laux[i] + this_min - x[i];
+        cur_error += weights[i] * (diff * diff);
+      }
+      if (cur_error < best_error) {
+        for (int i = 0; i < n; ++i) L[i] = Laux[i];
+        best_error = cur_error;
+        scale = this_scale;
+        min = this_min;
+      }
+    }
+  }
+  *the_min = -min;
+  return scale;
+}
+
+/// Q4_K (nmax 15) and Q5_K (31): per 32 values a 6-bit scale and min, relative to the
+/// block's d and dmin; then every value re-rounded against the stored scales.
+static void k45(const float *x, uint8_t *b, int five) {
+  const int nmax = five ? 31 : 15;
+  uint8_t L[256], Laux[32];
+  float weights[32], mins[8], scales[8], max_scale = 0, max_min = 0;
+  for (int j = 0; j < 8; ++j) {
+    float sum_x2 = 0;
+    for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
+    const float av_x = sqrtf(sum_x2 / 32);
+    for (int l = 0; l < 32; ++l) weights[l] = av_x + fabsf(x[32 * j + l]);
+    scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, five ? -0.5f : -1.f, 0.1f,
+                                 five ? 15 : 20);
+    if (scales[j] > max_scale) max_scale = scales[j];
+    if (mins[j] > max_min) max_min = mins[j];
+  }
+  uint8_t *sc = b + 4;
+  memset(sc, 0, 12);
+  const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f, inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+  for (int j = 0; j < 8; ++j) {
+    const uint8_t ls = (uint8_t)QMIN(63, (uint8_t)nearest_int(inv_scale * scales[j]));
+    const uint8_t lm = (uint8_t)QMIN(63, (uint8_t)nearest_int(inv_min * mins[j]));
+    if (j < 4) {
+      sc[j] = ls;
+      sc[j + 4] = lm;
+    } else {
+      sc[j + 4] = (uint8_t)((ls & 0xF) | ((lm & 0xF) << 4));
+      sc[j - 4] |= (uint8_t)((ls >> 4) << 6);
+      sc[j - 0] |= (uint8_t)((lm >> 4) << 6);
+    }
+  }
+  put_f16(b, max_scale / 63.f);
+  put_f16(b + 2, max_min / 63.f);
+  const float d_all = get_f16(b), dmin_all = get_f16(b + 2);
+  for (int j = 0; j < 8; ++j) {
+    int s, m;
+    if (j < 4) {
+      s = sc[j] & 63, m = sc[j + 4] & 63;
+    } else {
+      s = (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4);
+      m = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+    }
+    const float d = d_all * s;
+    if (!d) continue;
+    const float dm = dmin_all * m;
+    for (int ii = 0; ii < 32; ++ii) L[32 * j + ii] = (uint8_t)QMAX(0, QMIN(nmax, nearest_int((x[32 * j + ii] + dm) / d)));
+  }
+  if (!five) {
+    uint8_t *q = b + 16;
+    for (int j = 0; j < 256; j += 64, q += 32)
+      for (int l = 0; l < 32; ++l) q[l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 4));
+    return;
+  }
+  uint8_t *qh = b + 16, *ql = b + 48, m1 = 1, m2 = 2;
+  memset(qh, 0, 32);
+  for (int n = 0; n < 256; n += 64, ql += 32, m1 <<= 2, m2 <<= 2) {
+    for (int j = 0; j < 32; ++j) {
+      int l1 = L[n + j], l2 = L[n + j + 32];
+      if (l1 > 15) l1 -= 16, qh[j] |= m1;
+      if (l2 > 15) l2 -= 16, qh[j] |= m2;
+      ql[j] = (uint8_t)(l1 | (l2 << 4));
+    }
+  }
+}
+
+/// ggml's `make_qx_quants` with rmse_type 1 (weights x^2) and no importance: the signed scale
+/// of n values on levels -nmax..nmax-1, searching 18 scales near the largest value's.
+static float make_qx_quants(int n, int nmax, const float *x, int8_t *L) {
+  float max = 0, amax = 0;
+  for (int i = 0; i < n; ++i)
+    if (fabsf(x[i]) > amax) amax = fabsf(x[i]), max = x[i];
+  if (amax < 1e-15f) {
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    return 0.f;
+  }
+  float iscale = -nmax / max, sumlx = 0, suml2 = 0;
+  for (int i = 0; i < n; ++i) {
+    const int l = QMAX(-nmax, QMIN(nmax - 1, nearest_int(iscale * x[i])));
+    L[i] = (int8_t)(l + nmax);
+    const float w = x[i] * x[i];
+    sumlx += w * x[i] * l;
+    suml2 += w * l * l;
+  }
+  float scale = suml2 ? sumlx / suml2 : 0.0f, best = scale * sumlx;
+  for (int is = -9; is <= 9; ++is) {
+    if (is == 0) continue;
+    iscale = -(nmax + 0.1f * is) / max;
+    sumlx = suml2 = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = QMAX(-nmax, QMIN(nmax - 1, nearest_int(iscale * x[i])));
+      const float w = x[i] * x[i];
+      sumlx += w * x[i] * l;
+      suml2 += w * l * l;
+    }
+    if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+      for (int i = 0; i < n; ++i) L[i] = (int8_t)(nmax + QMAX(-nmax, QMIN(nmax - 1, nearest_int(iscale * x[i]))));
+      scale = sumlx / suml2;
+      best = scale * sumlx;
+    }
+  }
+  return scale;
+}
+
+static void q6_k(const float *x, uint8_t *b) {
+  int8_t L[256];
+  float scales[16], max_scale = 0, max_abs_scale = 0;
+  for (int ib = 0; ib < 16; ++ib) {
+    scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib);
+    if (fabsf(scales[ib]) > max_abs_scale) max_abs_scale = fabsf(scales[ib]), max_scale = scales[ib];
+  }
+  memset(b, 0, 210);
+  if (max_abs_scale < 1e-15f) return;
+  const float iscale = -128.f / max_scale;
+  put_f16(b + 208, 1 / iscale);
+  int8_t *sc = (int8_t *)(b + 192);
+  for (int ib = 0; ib < 16; ++ib) sc[ib] = (int8_t)QMIN(127, nearest_int(iscale * scales[ib]));
+  const float d_all = get_f16(b + 208);
+  for (int j = 0; j < 16; ++j) {
+    const float d = d_all * sc[j];
+    if (!d) continue;
+    for (int ii = 0; ii < 16; ++ii) L[16 * j + ii] = (int8_t)(QMAX(-32, QMIN(31, nearest_int(x[16 * j + ii] / d))) + 32);
+  }
+  uint8_t *ql = b, *qh = b + 128;
+  for (int j = 0; j < 256; j += 128, ql += 64, qh += 32) {
+    for (int l = 0; l < 32; ++l) {
+      const uint8_t q1 = L[j + l] & 0xF, q2 = L[j + l + 32] & 0xF, q3 = L[j + l + 64] & 0xF, q4 = L[j + l + 96] & 0xF;
+      ql[l] = (uint8_t)(q1 | (q3 << 4));
+      ql[l + 32] = (uint8_t)(q2 | (q4 << 4));
+      qh[l] = (uint8_t)((L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) | ((L[j + l + 64] >> 4) << 4) |
+                        ((L[j + l + 96] >> 4) << 6));
+    }
+  }
+}
+
+int moek_can_quantize(int dt) {
+  switch (dt) {
+    case MOEK_Q8_0: case MOEK_Q4_0: case MOEK_Q4_1: case MOEK_Q5_0: case MOEK_Q5_1: case MOEK_MXFP4:
+    case MOEK_Q4_K: case MOEK_Q5_K: case MOEK_Q6_K:
+      return 1;
+    default: return 0;
+  }
+}
+
+int moek_quantize(const float *src, int dt, void *dst, size_t n) {
+  if (!moek_can_quantize(dt)) return 0;
+  const size_t qk = (size_t)moek_block_elements(dt), bytes = (size_t)moek_block_bytes(dt);
+  uint8_t *b = (uint8_t *)dst;
+  for (size_t i = 0; i + qk <= n; i += qk, b += bytes) {
+    const float *x = src + i;
+    switch (dt) {
+      case MOEK_Q8_0: q8_0(x, b); break;
+      case MOEK_Q4_0: q4_0(x, b); break;
+      case MOEK_Q4_1: q_1(x, b, 4); break;
+      case MOEK_Q5_0: q5_0(x, b); break;
+      case MOEK_Q5_1: q_1(x, b, 5); break;
+      case MOEK_MXFP4: mxfp4(x, b); break;
+      case MOEK_Q4_K: k45(x, b, 0); break;
+      case MOEK_Q5_K: k45(x, b, 1); break;
+      default: q6_k(x, b); break;
+    }
+  }
+  return 1;
+}

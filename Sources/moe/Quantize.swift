@@ -1,0 +1,107 @@
+import ArgumentParser
+import Foundation
+import MoECore
+import MoEModels
+import MoEQuant
+
+/// `moe quantize`: a GGUF file rewritten in another quantization, as llama-quantize does.
+struct Quantize: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "quantize",
+        abstract: "Quantize a GGUF file (f32, f16, bf16 or already quantized) with llama.cpp's type mixes; the output runs in llama.cpp.",
+        discussion: """
+            Types: \(QuantizationPreset.allCases.map(\.rawValue).joined(separator: ", ")). Without overrides, \
+            quantizing an f32, f16 or bf16 file writes the same bytes llama-quantize writes.
+            """)
+
+    @Option(help: "The GGUF file to quantize.")
+    var model: String
+
+    @Option(help: "Quantization type (llama.cpp's names, lower case), e.g. q4_k_m.")
+    var type: String
+
+    @Option(help: "Output GGUF file (written atomically).")
+    var out: String
+
+    @Option(name: .customLong("tensor-type"), parsing: .singleValue,
+            help: "REGEX=TYPE: tensors whose name matches REGEX are written as TYPE (e.g. 'ffn_.*_exps=q4_k', 'attn_=q8_0'). Repeatable; the first match wins.")
+    var tensorTypes: [String] = []
+
+    @Flag(name: .customLong("dry-run"), help: "Print each tensor's type and sizes without writing.")
+    var dryRun = false
+
+    @Option(help: "Threads to run on (default: the active cores).")
+    var threads: Int?
+
+    mutating func validate() throws {
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
+        _ = try preset()
+        _ = try overrides()
+    }
+
+    func preset() throws -> QuantizationPreset {
+        guard let p = QuantizationPreset(rawValue: type.lowercased()) else {
+            throw ValidationError("--type: '\(type)' is not one of \(QuantizationPreset.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        return p
+    }
+
+    func overrides() throws -> [(pattern: NSRegularExpression, type: DType)] {
+        try tensorTypes.map { spec in
+            guard let eq = spec.lastIndex(of: "=") else { throw ValidationError("--tensor-type: '\(spec)' is not REGEX=TYPE") }
+            let pattern = String(spec[..<eq]), name = String(spec[spec.index(after: eq)...]).lowercased()
+            guard let dtype = DType(name: name), dtype.isQuantizable else {
+                let names = DType.allCases.filter(\.isQuantizable).map(\.description).joined(separator: ", ")
+                throw ValidationError("--tensor-type: '\(name)' is not a type MoEKit writes (\(names))")
+            }
+            guard let regex = try? NSRegularExpression(pattern: pattern) else {
+                throw ValidationError("--tensor-type: '\(pattern)' is not a regular expression")
+            }
+            return (regex, dtype)
+        }
+    }
+
+    func run() throws {
+        guard FileManager.default.fileExists(atPath: model) else { throw ValidationError("--model: '\(model)' does not exist") }
+        guard GGUFFile.isGGUF(path: model) else {
+            throw ValidationError("--model: '\(model)' is not a GGUF file (convert a checkpoint folder with llama.cpp's convert_hf_to_gguf.py first)")
+        }
+        let input = try GGUFFile(path: model)
+        let preset = try preset(), overrides = try overrides()
+        if dryRun {
+            var before = 0, after = 0
+            for c in try GGUFQuantizer.plan(input: input, preset: preset, overrides: overrides) {
+                let n = c.shape.reduce(1, *)
+                before += c.stored.storageBytes(elements: n)
+                after += c.written.storageBytes(elements: n)
+                print("\(c.name.padding(toLength: 36, withPad: " ", startingAt: 0)) \(c.shape) \(c.stored) -> \(c.written)")
+            }
+            print(String(format: "%.2f MiB -> %.2f MiB", Double(before) / 1_048_576, Double(after) / 1_048_576))
+            return
+        }
+        let pool = ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount)
+        let bar = ProgressBar()
+        try GGUFQuantizer.quantize(input: input, preset: preset, overrides: overrides, to: out, pool: pool) { choice, done, total in
+            bar.show(fraction: Double(done) / Double(max(1, total)), label: "\(choice.name) \(choice.written)")
+        }
+        bar.finish()
+        let size = (try? FileManager.default.attributesOfItem(atPath: out)[.size] as? Int) ?? 0
+        FileHandle.standardError.write(Data(String(format: "wrote %@ (%.2f MiB)\n", out, Double(size) / 1_048_576).utf8))
+    }
+}
+
+/// A one-line progress bar on standard error, redrawn in place.
+final class ProgressBar {
+    let width = 30
+    let start = Date()
+
+    func show(fraction: Double, label: String) {
+        let filled = Int((fraction * Double(width)).rounded(.down))
+        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+        let line = String(format: "\r[%@] %3d%% %5.1fs %@", bar, Int(fraction * 100), Date().timeIntervalSince(start),
+                          String(label.prefix(48)).padding(toLength: 48, withPad: " ", startingAt: 0))
+        FileHandle.standardError.write(Data(line.utf8))
+    }
+
+    func finish() { FileHandle.standardError.write(Data("\n".utf8)) }
+}
