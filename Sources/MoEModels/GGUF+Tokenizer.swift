@@ -3,7 +3,8 @@ import Foundation
 /// The tokenizer a GGUF file carries (`tokenizer.ggml.*`), as the tokenizer.json that
 /// `Tokenizer` reads: for `tokenizer.ggml.model` `gpt2`, a byte-level BPE with the vocabulary,
 /// the merges, the control and user-defined tokens as added tokens, and the split that
-/// `tokenizer.ggml.pre` names (llama.cpp's `llama-vocab.cpp` regexes, applied in turn).
+/// `tokenizer.ggml.pre` names (llama.cpp's `llama-vocab.cpp` regexes, applied in turn); for
+/// `llama`, SentencePiece with scores (Mistral, Mixtral, Llama 2), as `sentencePieceJSON`.
 extension GGUFFile {
     /// llama.cpp's pre-tokenizer regexes by `tokenizer.ggml.pre` (GPT-2's for `default`).
     static let preTokenizerPatterns: [String: [String]] = {
@@ -17,14 +18,16 @@ extension GGUFFile {
     }()
 
     /// The tokenizer.json this file's tokenizer metadata describes; a typed error naming the key
-    /// when it is missing or of a kind MoEKit does not read yet (SentencePiece `llama` vocabularies).
+    /// when it is missing or of a kind MoEKit does not read.
     public func tokenizerJSON() throws(ModelError) -> Data {
         let m = metadata
         guard let model = m["tokenizer.ggml.model"]?.string else {
             throw .invalidFile(path: path, field: "tokenizer.ggml.model", reason: "missing: the file carries no tokenizer")
         }
+        if model == "llama" { return try sentencePieceJSON() }
         guard model == "gpt2" else {
-            throw .invalidFile(path: path, field: "tokenizer.ggml.model", reason: "'\(model)' vocabularies are not read yet (gpt2-style BPE is)")
+            throw .invalidFile(path: path, field: "tokenizer.ggml.model",
+                               reason: "'\(model)' vocabularies are not read (gpt2-style BPE and llama-style SentencePiece are)")
         }
         let pre = m["tokenizer.ggml.pre"]?.string ?? "default"
         guard let patterns = Self.preTokenizerPatterns[pre] else {
@@ -45,15 +48,7 @@ extension GGUFFile {
             }
             if vocab[token] == nil { vocab[token] = id }
         }
-        // `tokenizer.ggml.add_bos_token`: the BOS token in front, as a template post-processor.
-        var post: Any = NSNull()
-        if m["tokenizer.ggml.add_bos_token"]?.bool == true, let bos = m["tokenizer.ggml.bos_token_id"]?.int, bos >= 0, bos < tokens.count,
-           let content = tokens[bos] {
-            post = ["type": "TemplateProcessing",
-                    "single": [["SpecialToken": ["id": content, "type_id": 0]], ["Sequence": ["id": "A", "type_id": 0]]],
-                    "pair": [["Sequence": ["id": "A", "type_id": 0]], ["Sequence": ["id": "B", "type_id": 1]]],
-                    "special_tokens": [content: ["id": content, "ids": [bos], "tokens": [content]]]]
-        }
+        let post = bosProcessor(tokens: tokens, byDefault: false)
         let splits: [[String: Any]] = patterns.map { ["type": "Split", "pattern": ["Regex": $0], "behavior": "Isolated", "invert": false] }
         let json: [String: Any] = [
             "version": "1.0", "added_tokens": added, "normalizer": NSNull(),
@@ -63,6 +58,86 @@ extension GGUFFile {
             "decoder": ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true],
             "model": ["type": "BPE", "vocab": vocab, "merges": merges, "dropout": NSNull(), "unk_token": NSNull(),
                       "fuse_unk": false, "byte_fallback": false, "ignore_merges": false],
+        ]
+        guard let data = try? JSONSerialization.data(withJSONObject: json) else {
+            throw .invalidFile(path: path, field: "tokenizer.ggml.tokens", reason: "cannot be represented")
+        }
+        return data
+    }
+
+    /// `tokenizer.ggml.add_bos_token` (else `byDefault`): the BOS token in front, as a template
+    /// post-processor; JSON null when none is added.
+    func bosProcessor(tokens: [String?], byDefault: Bool) -> Any {
+        let m = metadata
+        guard m["tokenizer.ggml.add_bos_token"]?.bool ?? byDefault, let bos = m["tokenizer.ggml.bos_token_id"]?.int, bos >= 0,
+              bos < tokens.count, let content = tokens[bos] else { return NSNull() }
+        return ["type": "TemplateProcessing",
+                "single": [["SpecialToken": ["id": content, "type_id": 0]], ["Sequence": ["id": "A", "type_id": 0]]],
+                "pair": [["Sequence": ["id": "A", "type_id": 0]], ["Sequence": ["id": "B", "type_id": 1]]],
+                "special_tokens": [content: ["id": content, "ids": [bos], "tokens": [content]]]]
+    }
+
+    /// A `llama` (SentencePiece) vocabulary as the tokenizer.json transformers converts it to:
+    /// spaces become "▁" with one in front of the text (unless `tokenizer.ggml.add_space_prefix`
+    /// is false), pieces merge by the score of the piece they make (llama.cpp's SPM tokenizer:
+    /// a merge per vocabulary piece and split, ordered by score), characters outside the
+    /// vocabulary fall back to `<0xXX>` byte pieces, and the BOS token leads by default.
+    func sentencePieceJSON() throws(ModelError) -> Data {
+        let m = metadata
+        guard let tokens = m["tokenizer.ggml.tokens"]?.array?.map({ $0.string }), !tokens.contains(where: { $0 == nil }) else {
+            throw .invalidFile(path: path, field: "tokenizer.ggml.tokens", reason: "missing or not strings")
+        }
+        guard let scores = m["tokenizer.ggml.scores"]?.array?.map({ $0.double }), scores.count == tokens.count,
+              !scores.contains(where: { $0 == nil }) else {
+            throw .invalidFile(path: path, field: "tokenizer.ggml.scores", reason: "missing, not numbers, or not one per token")
+        }
+        let types = m["tokenizer.ggml.token_type"]?.array?.map { $0.int ?? 1 } ?? []
+        var vocab: [String: Int] = [:], added: [[String: Any]] = []
+        for (id, token) in tokens.enumerated() {
+            guard let token else { continue }
+            let type = id < types.count ? types[id] : 1
+            if type == 3 || type == 4 {
+                added.append(["id": id, "content": token, "single_word": false, "lstrip": false, "rstrip": false,
+                              "normalized": false, "special": type == 3])
+            }
+            if vocab[token] == nil { vocab[token] = id }
+        }
+        // Merges: every split of every normal piece into two pieces of the vocabulary, by the
+        // piece's score (highest first), splits of one piece by their parts' ids.
+        var merges: [(left: String, right: String, score: Double)] = []
+        for (id, token) in tokens.enumerated() {
+            guard let token, (id < types.count ? types[id] : 1) == 1 else { continue }
+            let chars = Array(token.unicodeScalars)
+            if chars.count < 2 { continue }
+            var local: [(String, String, Int, Int)] = []
+            for cut in 1..<chars.count {
+                var a = String.UnicodeScalarView(), b = String.UnicodeScalarView()
+                a.append(contentsOf: chars[..<cut])
+                b.append(contentsOf: chars[cut...])
+                let (left, right) = (String(a), String(b))
+                if let l = vocab[left], let r = vocab[right] { local.append((left, right, l, r)) }
+            }
+            local.sort { ($0.2, $0.3) < ($1.2, $1.3) }
+            merges += local.map { ($0.0, $0.1, scores[id]!) }
+        }
+        let ordered = merges.enumerated().sorted { $0.element.score != $1.element.score ? $0.element.score > $1.element.score : $0.offset < $1.offset }
+        let prefix = m["tokenizer.ggml.add_space_prefix"]?.bool ?? true
+        var normalizers: [[String: Any]] = []
+        if prefix { normalizers.append(["type": "Prepend", "prepend": "▁"]) }
+        normalizers.append(["type": "Replace", "pattern": ["String": " "], "content": "▁"])
+        var decoders: [[String: Any]] = [["type": "Replace", "pattern": ["String": "▁"], "content": " "],
+                                         ["type": "ByteFallback"], ["type": "Fuse"]]
+        if prefix { decoders.append(["type": "Strip", "content": " ", "start": 1, "stop": 0]) }
+        let unk = (m["tokenizer.ggml.unknown_token_id"]?.int).flatMap { $0 >= 0 && $0 < tokens.count ? tokens[$0] : nil }
+        let json: [String: Any] = [
+            "version": "1.0", "added_tokens": added,
+            "normalizer": ["type": "Sequence", "normalizers": normalizers],
+            "pre_tokenizer": NSNull(),
+            "post_processor": bosProcessor(tokens: tokens, byDefault: true),
+            "decoder": ["type": "Sequence", "decoders": decoders],
+            "model": ["type": "BPE", "vocab": vocab, "merges": ordered.map { [$0.element.left, $0.element.right] },
+                      "dropout": NSNull(), "unk_token": unk.map { $0 as Any } ?? NSNull(), "fuse_unk": true,
+                      "byte_fallback": true, "ignore_merges": false],
         ]
         guard let data = try? JSONSerialization.data(withJSONObject: json) else {
             throw .invalidFile(path: path, field: "tokenizer.ggml.tokens", reason: "cannot be represented")

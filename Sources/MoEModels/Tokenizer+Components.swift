@@ -251,17 +251,7 @@ struct BPEModel {
     /// Ids for one pre-tokenised piece.
     func encode(_ piece: String) -> [Int] {
         if ignoreMerges, let id = vocab[piece] { return [id] }
-        var symbols = piece.unicodeScalars.map { String($0) }
-        // Merge the lowest-ranked adjacent pair (leftmost on ties) until none is left.
-        while symbols.count > 1 {
-            var best = -1, bestRank = Int.max
-            for i in 0..<(symbols.count - 1) {
-                if let r = ranks["\(symbols[i]) \(symbols[i + 1])"], r < bestRank { bestRank = r; best = i }
-            }
-            if best < 0 { break }
-            symbols[best] += symbols[best + 1]
-            symbols.remove(at: best + 1)
-        }
+        let symbols = merged(piece.unicodeScalars.map { String($0) })
         var ids: [Int] = []
         var lastWasUnk = false
         for s in symbols {
@@ -276,6 +266,76 @@ struct BPEModel {
             }
         }
         return ids
+    }
+
+    /// Applies the merges: the lowest-ranked adjacent pair first (leftmost on ties), until none
+    /// is left. A heap of candidate pairs over a linked list of symbols makes this O(n log n) in
+    /// the piece's length, so a long unbroken piece (SentencePiece text has no pre-split) costs
+    /// what its length says, not its square.
+    func merged(_ initial: [String]) -> [String] {
+        var symbols = initial
+        let n = symbols.count
+        if n < 2 || ranks.isEmpty { return symbols }
+        var next = Array(1...n), prev = Array(-1..<(n - 1))
+        var alive = [Bool](repeating: true, count: n)
+        var heap = PairHeap()
+        func consider(_ left: Int, _ right: Int) {
+            if let rank = ranks["\(symbols[left]) \(symbols[right])"] {
+                heap.push(.init(rank: rank, left: left, right: right,
+                                leftBytes: symbols[left].utf8.count, rightBytes: symbols[right].utf8.count))
+            }
+        }
+        for i in 0..<(n - 1) { consider(i, i + 1) }
+        while let c = heap.pop() {
+            // A candidate is stale once either side has merged with something else.
+            guard alive[c.left], alive[c.right], next[c.left] == c.right, symbols[c.left].utf8.count == c.leftBytes,
+                  symbols[c.right].utf8.count == c.rightBytes else { continue }
+            symbols[c.left] += symbols[c.right]
+            alive[c.right] = false
+            next[c.left] = next[c.right]
+            if next[c.left] < n { prev[next[c.left]] = c.left }
+            if prev[c.left] >= 0 { consider(prev[c.left], c.left) }
+            if next[c.left] < n { consider(c.left, next[c.left]) }
+        }
+        return (0..<n).filter { alive[$0] }.map { symbols[$0] }
+    }
+}
+
+/// A binary min-heap of merge candidates ordered by (rank, left position).
+struct PairHeap {
+    struct Candidate { var rank: Int, left: Int, right: Int, leftBytes: Int, rightBytes: Int }
+    var items: [Candidate] = []
+
+    static func less(_ a: Candidate, _ b: Candidate) -> Bool { a.rank != b.rank ? a.rank < b.rank : a.left < b.left }
+
+    mutating func push(_ c: Candidate) {
+        items.append(c)
+        var i = items.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            if !Self.less(items[i], items[parent]) { break }
+            items.swapAt(i, parent)
+            i = parent
+        }
+    }
+
+    mutating func pop() -> Candidate? {
+        guard let top = items.first else { return nil }
+        let last = items.removeLast()
+        if !items.isEmpty {
+            items[0] = last
+            var i = 0
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var m = i
+                if l < items.count && Self.less(items[l], items[m]) { m = l }
+                if r < items.count && Self.less(items[r], items[m]) { m = r }
+                if m == i { break }
+                items.swapAt(i, m)
+                i = m
+            }
+        }
+        return top
     }
 }
 

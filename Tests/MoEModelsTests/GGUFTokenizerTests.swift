@@ -17,7 +17,7 @@ final class GGUFTokenizerTests: XCTestCase {
         XCTAssertGreaterThan(inputs.count, 10, file: file, line: line)
         var failures = 0
         for (i, text) in inputs.enumerated() where i < outputs.count {
-            let ids = tokenizer.encode(text)
+            let ids = tokenizer.encode(text, addSpecialTokens: false)  // as llama.cpp's test-tokenizer-0
             if ids != outputs[i] {
                 failures += 1
                 if failures <= 3 { XCTFail("\(name) case \(i) \(text.debugDescription): \(ids) != \(outputs[i])", file: file, line: line) }
@@ -31,9 +31,27 @@ final class GGUFTokenizerTests: XCTestCase {
     func testGPT2() throws { try check("gpt-2") }
     func testQwen2() throws { try check("qwen2") }
 
-    func testSentencePieceVocabularyIsATypedError() throws {
-        let tiny = fixturesDirectory.appendingPathComponent("gguf/tiny.gguf").path
-        XCTAssertThrowsError(try GGUFFile(path: tiny).tokenizer()) { error in
+    func testLlamaSentencePiece() throws { try check("llama-spm") }
+
+    /// A SentencePiece vocabulary puts BOS in front by default, as llama.cpp does.
+    func testSentencePieceAddsBOS() throws {
+        let tokenizer = try GGUFFile(path: folder.appendingPathComponent("ggml-vocab-llama-spm.gguf").path).tokenizer()
+        XCTAssertEqual(tokenizer.encode("Hello world"), [1, 15043, 3186])
+        XCTAssertEqual(tokenizer.decode([1, 15043, 3186], skipSpecialTokens: true), "Hello world")
+    }
+
+    func testUnknownVocabularyKindIsATypedError() throws {
+        var bytes = [UInt8](try Data(contentsOf: folder.appendingPathComponent("ggml-vocab-gpt-2.gguf")))
+        // The value of tokenizer.ggml.model: after the key, its type (4 bytes) and length (8).
+        let key = Array("tokenizer.ggml.model".utf8)
+        let at = try XCTUnwrap((0..<(bytes.count - key.count)).first { Array(bytes[$0..<($0 + key.count)]) == key })
+        let value = at + key.count + 12
+        XCTAssertEqual(Array(bytes[value..<(value + 4)]), Array("gpt2".utf8))
+        bytes[value + 3] = UInt8(ascii: "X")
+        let bad = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-vocab-\(getpid()).gguf")
+        defer { try? FileManager.default.removeItem(at: bad) }
+        try Data(bytes).write(to: bad)
+        XCTAssertThrowsError(try GGUFFile(path: bad.path).tokenizer()) { error in
             guard case let .invalidFile(_, field, _)? = error as? ModelError else { return XCTFail("\(error)") }
             XCTAssertEqual(field, "tokenizer.ggml.model")
         }
