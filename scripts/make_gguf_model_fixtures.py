@@ -11,7 +11,7 @@ kept: quantized files are checked against their own dequantized weights). The by
 pre-tokenizer table, so the conversion is told it is GPT-2's (the weights and metadata are
 converted by llama.cpp's code unchanged).
 
-    scripts/build-llama-cpp.sh && python3 scripts/make_gguf_model_fixtures.py [.llama.cpp]
+    scripts/build-llama-cpp.sh && python3 scripts/make_gguf_model_fixtures.py [.llama.cpp [FAMILY ...]]
 
 LLAMA is the folder scripts/build-llama-cpp.sh filled (its src/ and build/bin/).
 """
@@ -42,6 +42,8 @@ FAMILIES = {
     "qwen2_moe": ("Qwen2MoeConfig", dict(COMMON, intermediate_size=48, moe_intermediate_size=32, num_experts=4,
                                          num_experts_per_tok=2, shared_expert_intermediate_size=40, norm_topk_prob=False,
                                          qkv_bias=True)),
+    "gpt_oss": ("GptOssConfig", dict(COMMON, intermediate_size=32, num_local_experts=4, num_experts_per_tok=2, head_dim=16,
+                                     sliding_window=8, attention_bias=True)),
 }
 BF16 = {"qwen3_moe"}
 # Quantized by llama-quantize, not kept in f32: (family, file stem, config, llama.cpp type).
@@ -126,7 +128,10 @@ def make(name, kwargs=None, stem=None, quantize=None):
 
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
+    only = set(sys.argv[2:])  # optional: just these families (and no quantized files)
     for family in FAMILIES:
-        make(family)
+        if not only or family in only:
+            make(family)
     for family, stem, kwargs, kind in QUANTIZED:
-        make(family, kwargs, stem, kind)
+        if not only:
+            make(family, kwargs, stem, kind)

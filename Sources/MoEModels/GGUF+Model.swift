@@ -12,7 +12,7 @@ public final class GGUFWeights: WeightSource, @unchecked Sendable {
 
     /// llama.cpp's architecture names and the family each maps to.
     static let families = ["llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe",
-                           "olmoe": "olmoe"]
+                           "olmoe": "olmoe", "gpt-oss": "gpt_oss"]
 
     public init(path: String) throws(ModelError) {
         file = try GGUFFile(path: path)
@@ -26,10 +26,42 @@ public final class GGUFWeights: WeightSource, @unchecked Sendable {
 
     public var configPath: String { file.path }
     public var names: [String] { file.tensorNames }
-    public func has(_ name: String) -> Bool { Self.ggufName(name).map { file.has($0.name) } ?? file.has(name) }
+    public func has(_ name: String) -> Bool {
+        if name.hasSuffix(".mlp.experts.gate_up_proj_bias"), let b = Self.splitBiases(name) { return file.has(b.gate) && file.has(b.up) }
+        return resolved(name).map { file.has($0.name) } ?? file.has(name)
+    }
+
+    /// llama.cpp's name for `hf`, with the family-specific spellings: GPT-OSS calls the norm after
+    /// attention `post_attention_norm` where the Llama-like families call it `ffn_norm`.
+    func resolved(_ hf: String) -> (name: String, expert: Int?)? {
+        guard var mapped = Self.ggufName(hf) else { return nil }
+        if mapped.name.hasSuffix(".ffn_norm.weight") && !file.has(mapped.name) {
+            mapped.name = mapped.name.replacingOccurrences(of: ".ffn_norm.weight", with: ".post_attention_norm.weight")
+        }
+        return mapped
+    }
+
+    /// GPT-OSS's experts' gate and up biases, which llama.cpp stores apart (`ffn_gate_exps.bias`,
+    /// `ffn_up_exps.bias`, [E, I] each) and the checkpoint interleaved (`gate_up_proj_bias`).
+    static func splitBiases(_ hf: String) -> (gate: String, up: String)? {
+        let parts = hf.split(separator: ".")
+        guard parts.count == 6, parts[0] == "model", parts[1] == "layers", let layer = Int(parts[2]) else { return nil }
+        return ("blk.\(layer).ffn_gate_exps.bias", "blk.\(layer).ffn_up_exps.bias")
+    }
 
     public func tensor(_ name: String, shape: [Int]?) throws(ModelError) -> Tensor {
-        guard let mapped = Self.ggufName(name) else {
+        if name.hasSuffix(".mlp.experts.gate_up_proj_bias"), let b = Self.splitBiases(name) {
+            // Interleaved back into [E, 2I]: gate c at 2c, up c at 2c + 1 (a small f32 copy).
+            let gate = try file.tensor(b.gate), up = try file.tensor(b.up)
+            guard gate.rank == 2, gate.shape == up.shape else {
+                throw .wrongShape(path: file.path, name: b.up, expected: gate.shape, found: up.shape)
+            }
+            let (g, u) = (gate.toFloats(), up.toFloats())
+            var out = [Float](repeating: 0, count: 2 * g.count)
+            for i in 0..<g.count { out[2 * i] = g[i]; out[2 * i + 1] = u[i] }
+            return try checked(Tensor(shape: [gate.shape[0], 2 * gate.shape[1]], values: out), b.gate, shape)
+        }
+        guard let mapped = resolved(name) else {
             guard file.has(name) else { throw .missingTensor(path: file.path, name: name) }
             return try checked(try file.tensor(name), name, shape)
         }
@@ -75,9 +107,10 @@ public final class GGUFWeights: WeightSource, @unchecked Sendable {
         case ("self_attn", 2) where rest[1] == "sinks": return ("\(blk).attn_sinks.weight", nil)
         case ("mlp", _), ("block_sparse_moe", _):
             let body = Array(rest.dropFirst())
-            if body.count == 2 {  // dense: gate_proj.weight; router: gate.weight
+            if body == ["experts", "down_proj_bias"] { return ("\(blk).ffn_down_exps.bias", nil) }  // GPT-OSS
+            if body.count == 2 {  // dense: gate_proj.weight; router: gate.weight (GPT-OSS: router.weight, .bias)
                 let map = ["gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down", "gate": "ffn_gate_inp",
-                           "shared_expert_gate": "ffn_gate_inp_shexp"]
+                           "router": "ffn_gate_inp", "shared_expert_gate": "ffn_gate_inp_shexp"]
                 return map[body[0]].map { ("\(blk).\($0).\(suffix)", nil) }
             }
             if body.count == 3, body[0] == "gate", body[1] == "e_score_correction_bias" { return ("\(blk).exp_probs_b.bias", nil) }
@@ -120,6 +153,9 @@ public final class GGUFWeights: WeightSource, @unchecked Sendable {
         if let kind = m["\(arch).rope.scaling.type"]?.string, kind != "none" {
             var scaling: [String: Any] = ["rope_type": kind, "factor": double("rope.scaling.factor") ?? 1]
             if let original = int("rope.scaling.original_context_length") { scaling["original_max_position_embeddings"] = original }
+            if let v = double("rope.scaling.yarn_beta_fast") { scaling["beta_fast"] = v }
+            if let v = double("rope.scaling.yarn_beta_slow") { scaling["beta_slow"] = v }
+            if let v = double("rope.scaling.yarn_attn_factor") { scaling["attention_factor"] = v }
             c["rope_scaling"] = scaling
         }
         if let window = int("attention.sliding_window"), window > 0 { c["sliding_window"] = window; c["use_sliding_window"] = true }
@@ -128,6 +164,18 @@ public final class GGUFWeights: WeightSource, @unchecked Sendable {
             c["num_experts_per_tok"] = try required("expert_used_count")
             let expertFF = int("expert_feed_forward_length") ?? ff
             switch arch {
+            case "gpt-oss":
+                c["num_local_experts"] = experts
+                c["intermediate_size"] = expertFF ?? 0
+                c["attention_bias"] = file.has("blk.0.attn_q.bias")
+                // llama.cpp's pattern: sliding-window attention on even layers, full on odd.
+                let layers = c["num_hidden_layers"] as? Int ?? 0
+                c["layer_types"] = (0..<layers).map { $0 % 2 == 0 ? "sliding_attention" : "full_attention" }
+                c["use_sliding_window"] = nil
+                if var scaling = c["rope_scaling"] as? [String: Any] {
+                    scaling["truncate"] = false  // GPT-OSS's YaRN keeps the correction range unrounded
+                    c["rope_scaling"] = scaling
+                }
             case "llama":
                 family = "mixtral"
                 c["num_local_experts"] = experts

@@ -1,6 +1,7 @@
 import Foundation
 import MoECore
 import MoEModels
+import MoEQuant
 import _TestSupport
 import XCTest
 
@@ -27,6 +28,33 @@ final class GGUFModelTests: XCTestCase {
     func testQwen3MoE() throws { try check("qwen3_moe") }
     func testQwen2MoE() throws { try check("qwen2_moe") }
     func testOLMoE() throws { try check("olmoe") }
+    func testGPTOSS() throws { try check("gpt_oss") }
+
+    /// GPT-OSS as its published GGUFs hold it: experts in MXFP4 (written here by `moe quantize
+    /// --type mxfp4_moe`, llama-quantize's bytes), the rest Q8_0; logits equal the same model on
+    /// its dequantized weights with f32 activations, and stay close with 8-bit ones.
+    func testGPTOSSWithMXFP4Experts() throws {
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-gptoss-mxfp4-\(getpid()).gguf").path
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        try GGUFQuantizer.quantize(input: GGUFFile(path: folder.appendingPathComponent("gpt_oss.f32.gguf").path), preset: .mxfp4_moe, to: out)
+        let weights = try GGUFWeights(path: out)
+        XCTAssertEqual(weights.file.tensors["blk.0.ffn_gate_exps.weight"]?.dtype, .mxfp4)
+        let oracle = try DecoderModel(weights: Dequantized(weights), spec: weights.spec)
+        let prompt = Array(0..<12).map { ($0 * 53 + 7) % 256 }
+        var c0 = oracle.makeCache()
+        let want = try oracle.forward(prompt, cache: &c0).toFloats()
+        Kernels.integerActivations = false
+        let exact = try DecoderModel(path: out)
+        var c1 = exact.makeCache()
+        assertClose(try exact.forward(prompt, cache: &c1).toFloats(), want, absolute: 1e-4, "mxfp4, f32 activations")
+        Kernels.integerActivations = true
+        let model = try DecoderModel(path: out)
+        var c2 = model.makeCache()
+        let got = try model.forward(prompt, cache: &c2).toFloats()
+        let spread = want.reduce(0.0) { $0 + Double(abs($1)) } / Double(want.count)
+        let error = zip(got, want).reduce(0.0) { $0 + Double(abs($1.0 - $1.1)) } / Double(want.count)
+        XCTAssertLessThan(error, 0.05 * spread, "mxfp4 with 8-bit activations: mean error against mean |logit| \(spread)")
+    }
 
     func testBF16FileHoldsTheRoundedWeightsAndRunsClose() throws {
         let f32 = try GGUFFile(path: folder.appendingPathComponent("qwen3_moe.f32.gguf").path)
