@@ -44,6 +44,19 @@ FAMILIES = {
                                          qkv_bias=True)),
     "gpt_oss": ("GptOssConfig", dict(COMMON, intermediate_size=32, num_local_experts=4, num_experts_per_tok=2, head_dim=16,
                                      sliding_window=8, attention_bias=True)),
+    "deepseek_v3": ("DeepseekV3Config", dict(COMMON, num_key_value_heads=4, intermediate_size=48, moe_intermediate_size=16,
+                                             n_routed_experts=8, n_shared_experts=1, num_experts_per_tok=2, n_group=4,
+                                             topk_group=2, routed_scaling_factor=2.5, norm_topk_prob=True,
+                                             first_k_dense_replace=1, q_lora_rank=24, kv_lora_rank=16, qk_nope_head_dim=16,
+                                             qk_rope_head_dim=8, v_head_dim=12, rope_interleave=True,
+                                             rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 8.0,
+                                                              "original_max_position_embeddings": 32, "beta_fast": 32,
+                                                              "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0})),
+    "deepseek_v2": ("DeepseekV2Config", dict(COMMON, num_key_value_heads=4, intermediate_size=48, moe_intermediate_size=16,
+                                             n_routed_experts=8, n_shared_experts=2, num_experts_per_tok=2, n_group=2,
+                                             topk_group=1, topk_method="group_limited_greedy", routed_scaling_factor=2.0,
+                                             first_k_dense_replace=1, q_lora_rank=None, kv_lora_rank=16,
+                                             qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=12)),
 }
 BF16 = {"qwen3_moe"}
 # Quantized by llama-quantize, not kept in f32: (family, file stem, config, llama.cpp type).

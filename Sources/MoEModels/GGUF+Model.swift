@@ -12,7 +12,7 @@ public final class GGUFWeights: WeightSource, @unchecked Sendable {
 
     /// llama.cpp's architecture names and the family each maps to.
     static let families = ["llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe",
-                           "olmoe": "olmoe", "gpt-oss": "gpt_oss"]
+                           "olmoe": "olmoe", "gpt-oss": "gpt_oss", "deepseek2": "deepseek_v3"]
 
     public init(path: String) throws(ModelError) {
         file = try GGUFFile(path: path)
@@ -26,7 +26,37 @@ public final class GGUFWeights: WeightSource, @unchecked Sendable {
 
     public var configPath: String { file.path }
     public var names: [String] { file.tensorNames }
+    /// DeepSeek's `kv_b_proj` [H (nope + v), kv_lora], which llama.cpp's converter splits into
+    /// `attn_k_b` [H, kv_lora, nope] (transposed, for its absorbed attention) and `attn_v_b`
+    /// [H, v, kv_lora]: the two, when the file has them instead of `attn_kv_b`.
+    func splitKVB(_ hf: String) -> (k: String, v: String)? {
+        guard hf.hasSuffix(".self_attn.kv_b_proj.weight"), let mapped = Self.ggufName(hf), !file.has(mapped.name) else { return nil }
+        let blk = mapped.name.replacingOccurrences(of: ".attn_kv_b.weight", with: "")
+        return ("\(blk).attn_k_b.weight", "\(blk).attn_v_b.weight")
+    }
+
+    /// `kv_b_proj` put back together from `attn_k_b` and `attn_v_b`: per head, the rows of k_b
+    /// transposed, then v_b's rows. An f32 copy for f32 parts, else f16 (the layer's one
+    /// transposition: block rows cannot be transposed in place).
+    func joinedKVB(_ parts: (k: String, v: String), shape: [Int]?) throws(ModelError) -> Tensor {
+        let kb = try file.tensor(parts.k), vb = try file.tensor(parts.v)
+        guard kb.rank == 3, vb.rank == 3, kb.shape[0] == vb.shape[0], kb.shape[1] == vb.shape[2] else {
+            throw .wrongShape(path: file.path, name: parts.v, expected: [kb.shape.first ?? 0, -1, kb.shape.count > 1 ? kb.shape[1] : 0], found: vb.shape)
+        }
+        let (heads, rank, nope, v) = (kb.shape[0], kb.shape[1], kb.shape[2], vb.shape[1])
+        let k = kb.toFloats(), vv = vb.toFloats()
+        var out = [Float](repeating: 0, count: heads * (nope + v) * rank)
+        for h in 0..<heads {
+            let base = h * (nope + v) * rank
+            for i in 0..<nope { for r in 0..<rank { out[base + i * rank + r] = k[(h * rank + r) * nope + i] } }
+            for j in 0..<v { for r in 0..<rank { out[base + (nope + j) * rank + r] = vv[(h * v + j) * rank + r] } }
+        }
+        let dtype: DType = kb.dtype == .f32 && vb.dtype == .f32 ? .f32 : .f16
+        return try checked(Tensor(shape: [heads * (nope + v), rank], values: out, dtype: dtype), parts.v, shape)
+    }
+
     public func has(_ name: String) -> Bool {
+        if let parts = splitKVB(name) { return file.has(parts.k) && file.has(parts.v) }
         if name.hasSuffix(".mlp.experts.gate_up_proj_bias"), let b = Self.splitBiases(name) { return file.has(b.gate) && file.has(b.up) }
         return resolved(name).map { file.has($0.name) } ?? file.has(name)
     }
@@ -50,6 +80,7 @@ public final class GGUFWeights: WeightSource, @unchecked Sendable {
     }
 
     public func tensor(_ name: String, shape: [Int]?) throws(ModelError) -> Tensor {
+        if let parts = splitKVB(name) { return try joinedKVB(parts, shape: shape) }
         if name.hasSuffix(".mlp.experts.gate_up_proj_bias"), let b = Self.splitBiases(name) {
             // Interleaved back into [E, 2I]: gate c at 2c, up c at 2c + 1 (a small f32 copy).
             let gate = try file.tensor(b.gate), up = try file.tensor(b.up)
@@ -102,7 +133,10 @@ public final class GGUFWeights: WeightSource, @unchecked Sendable {
         case ("post_attention_layernorm", _): return ("\(blk).ffn_norm.weight", nil)
         case ("self_attn", 3):
             let map = ["q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output",
-                       "q_norm": "attn_q_norm", "k_norm": "attn_k_norm"]
+                       "q_norm": "attn_q_norm", "k_norm": "attn_k_norm",
+                       // DeepSeek's latent attention
+                       "q_a_proj": "attn_q_a", "q_a_layernorm": "attn_q_a_norm", "q_b_proj": "attn_q_b",
+                       "kv_a_proj_with_mqa": "attn_kv_a_mqa", "kv_a_layernorm": "attn_kv_a_norm", "kv_b_proj": "attn_kv_b"]
             return map[rest[1]].map { ("\(blk).\($0).\(suffix)", nil) }
         case ("self_attn", 2) where rest[1] == "sinks": return ("\(blk).attn_sinks.weight", nil)
         case ("mlp", _), ("block_sparse_moe", _):
@@ -164,6 +198,37 @@ public final class GGUFWeights: WeightSource, @unchecked Sendable {
             c["num_experts_per_tok"] = try required("expert_used_count")
             let expertFF = int("expert_feed_forward_length") ?? ff
             switch arch {
+            case "deepseek2":
+                // V3 routes by sigmoid with a correction bias (expert_gating_func 2); V2 by softmax.
+                let dense = int("leading_dense_block_count") ?? 0
+                let v3 = int("expert_gating_func") == 2 || file.has("blk.\(dense).exp_probs_b.bias")
+                family = v3 ? "deepseek_v3" : "deepseek_v2"
+                c["n_routed_experts"] = experts
+                c["n_shared_experts"] = int("expert_shared_count") ?? 0
+                c["moe_intermediate_size"] = expertFF ?? 0
+                c["intermediate_size"] = ff ?? expertFF ?? 0
+                c["first_k_dense_replace"] = dense
+                c["routed_scaling_factor"] = double("expert_weights_scale") ?? 1
+                c["norm_topk_prob"] = m["\(arch).expert_weights_norm"]?.bool ?? false
+                let groups = int("expert_group_count") ?? 1
+                c["n_group"] = groups
+                c["topk_group"] = int("expert_group_used_count") ?? groups
+                c["topk_method"] = v3 ? "noaux_tc" : groups > 1 ? "group_limited_greedy" : "greedy"
+                c["scoring_func"] = v3 ? "sigmoid" : "softmax"
+                c["q_lora_rank"] = int("attention.q_lora_rank").map { $0 as Any } ?? NSNull()
+                c["kv_lora_rank"] = try required("attention.kv_lora_rank")
+                let ropeDim = try required("rope.dimension_count")
+                c["qk_rope_head_dim"] = ropeDim
+                c["qk_nope_head_dim"] = try required("attention.key_length_mla") - ropeDim
+                c["v_head_dim"] = try required("attention.value_length_mla")
+                c["num_key_value_heads"] = heads  // the file says 1: llama.cpp's absorbed (MQA) form
+                c["head_dim"] = ropeDim
+                if var scaling = c["rope_scaling"] as? [String: Any], let mul = double("rope.scaling.yarn_log_multiplier") {
+                    // llama.cpp keeps 0.1 mscale_all_dim; DeepSeek's configs set mscale to the same value.
+                    scaling["mscale_all_dim"] = mul / 0.1
+                    scaling["mscale"] = mul / 0.1
+                    c["rope_scaling"] = scaling
+                }
             case "gpt-oss":
                 c["num_local_experts"] = experts
                 c["intermediate_size"] = expertFF ?? 0

@@ -29,6 +29,11 @@ final class GGUFModelTests: XCTestCase {
     func testQwen2MoE() throws { try check("qwen2_moe") }
     func testOLMoE() throws { try check("olmoe") }
     func testGPTOSS() throws { try check("gpt_oss") }
+    /// DeepSeek-V3 (sigmoid routing with the correction bias, groups, YaRN) and V2 (softmax,
+    /// group-limited greedy, a plain q projection), with the latent attention's kv_b put back
+    /// together from llama.cpp's split attn_k_b and attn_v_b.
+    func testDeepSeekV3() throws { try check("deepseek_v3") }
+    func testDeepSeekV2() throws { try check("deepseek_v2") }
 
     /// GPT-OSS as its published GGUFs hold it: experts in MXFP4 (written here by `moe quantize
     /// --type mxfp4_moe`, llama-quantize's bytes), the rest Q8_0; logits equal the same model on
