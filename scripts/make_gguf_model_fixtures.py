@@ -57,6 +57,10 @@ FAMILIES = {
                                              topk_group=1, topk_method="group_limited_greedy", routed_scaling_factor=2.0,
                                              first_k_dense_replace=1, q_lora_rank=None, kv_lora_rank=16,
                                              qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=12)),
+    "glm4_moe": ("Glm4MoeConfig", dict(COMMON, num_key_value_heads=2, head_dim=16, intermediate_size=48, moe_intermediate_size=16,
+                                       n_routed_experts=8, n_shared_experts=1, num_experts_per_tok=2, n_group=2, topk_group=1,
+                                       routed_scaling_factor=2.5, norm_topk_prob=True, first_k_dense_replace=1,
+                                       use_qk_norm=True, attention_bias=True, partial_rotary_factor=0.5)),
 }
 BF16 = {"qwen3_moe"}
 # Quantized by llama-quantize, not kept in f32: (family, file stem, config, llama.cpp type).
@@ -73,6 +77,8 @@ sys.argv = ["convert_hf_to_gguf.py"] + sys.argv[1:]
 import convert_hf_to_gguf as c
 from conversion import base
 base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "gpt-2"
+from conversion import glm
+glm.Glm4MoeModel.set_vocab = lambda self: self._set_vocab_gpt2()  # GLM's own needs its [gMASK] and <sop> tokens
 c.main()
 """
 

@@ -12,7 +12,8 @@ public final class GGUFWeights: WeightSource, @unchecked Sendable {
 
     /// llama.cpp's architecture names and the family each maps to.
     static let families = ["llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe",
-                           "olmoe": "olmoe", "gpt-oss": "gpt_oss", "deepseek2": "deepseek_v3"]
+                           "olmoe": "olmoe", "gpt-oss": "gpt_oss", "deepseek2": "deepseek_v3",
+                           "glm4moe": "glm4_moe"]
 
     public init(path: String) throws(ModelError) {
         file = try GGUFFile(path: path)
@@ -229,6 +230,27 @@ public final class GGUFWeights: WeightSource, @unchecked Sendable {
                     scaling["mscale"] = mul / 0.1
                     c["rope_scaling"] = scaling
                 }
+            case "glm4moe":
+                // The block count includes the multi-token-prediction layers, which decoding skips.
+                let layers = (c["num_hidden_layers"] as? Int ?? 0) - (int("nextn_predict_layers") ?? 0)
+                guard layers > 0 else {
+                    throw .invalidFile(path: path, field: "\(arch).nextn_predict_layers", reason: "leaves no decoder layers")
+                }
+                c["num_hidden_layers"] = layers
+                c["n_routed_experts"] = experts
+                c["n_shared_experts"] = int("expert_shared_count") ?? 0
+                c["moe_intermediate_size"] = expertFF ?? 0
+                c["intermediate_size"] = ff ?? expertFF ?? 0
+                c["first_k_dense_replace"] = int("leading_dense_block_count") ?? 0
+                c["routed_scaling_factor"] = double("expert_weights_scale") ?? 1
+                c["norm_topk_prob"] = m["\(arch).expert_weights_norm"]?.bool ?? true
+                let groups = int("expert_group_count") ?? 1
+                c["n_group"] = groups
+                c["topk_group"] = int("expert_group_used_count") ?? groups
+                let headDim = c["head_dim"] as? Int ?? 1
+                c["partial_rotary_factor"] = Double(int("rope.dimension_count") ?? headDim / 2) / Double(max(1, headDim))
+                c["use_qk_norm"] = file.has("blk.0.attn_q_norm.weight")
+                c["attention_bias"] = file.has("blk.0.attn_q.bias")
             case "gpt-oss":
                 c["num_local_experts"] = experts
                 c["intermediate_size"] = expertFF ?? 0

@@ -34,6 +34,9 @@ final class GGUFModelTests: XCTestCase {
     /// together from llama.cpp's split attn_k_b and attn_v_b.
     func testDeepSeekV3() throws { try check("deepseek_v3") }
     func testDeepSeekV2() throws { try check("deepseek_v2") }
+    /// GLM-4.5 (partial rotary, QK-norm, biases, sigmoid groups with the correction bias, a
+    /// leading dense layer); the file counts a multi-token-prediction layer decoding skips.
+    func testGLM4MoE() throws { try check("glm4_moe") }
 
     /// GPT-OSS as its published GGUFs hold it: experts in MXFP4 (written here by `moe quantize
     /// --type mxfp4_moe`, llama-quantize's bytes), the rest Q8_0; logits equal the same model on
