@@ -68,10 +68,11 @@ public final class Checkpoint: @unchecked Sendable {
     public var names: [String] { Array(files.keys).sorted() }
 
     /// Whether the checkpoint has `name`.
-    public func has(_ name: String) -> Bool { files[name] != nil }
+    public func has(_ name: String) -> Bool { files[name] != nil || mxfp4Source(name) != nil }
 
     /// The tensor `name`, checked against `shape` when given.
     public func tensor(_ name: String, shape: [Int]?) throws(ModelError) -> Tensor {
+        if files[name] == nil, let t = try mxfp4Tensor(name, shape: shape) { return t }
         guard let file = files[name] else { throw .missingTensor(path: directory, name: name) }
         let t = try file.tensor(name)
         if let shape, t.shape != shape { throw .wrongShape(path: file.path, name: name, expected: shape, found: t.shape) }

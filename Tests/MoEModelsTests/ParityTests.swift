@@ -50,6 +50,17 @@ final class ParityTests: XCTestCase {
     func testDeepSeekV3() throws { try check("deepseek_v3") }
     func testDeepSeekV2() throws { try check("deepseek_v2") }
     func testGPTOSS() throws { try check("gpt_oss") }
+    /// GPT-OSS with its experts in MXFP4 blocks and scales, as published (transformers'
+    /// dequantization is the oracle; scripts/make_mxfp4_fixture.py).
+    func testGPTOSSMXFP4() throws {
+        Kernels.integerActivations = false  // exact to the dequantized experts; the 8-bit path is checked on GGUF
+        defer { Kernels.integerActivations = true }
+        let ck = try Checkpoint(directory: fixturesDirectory.appendingPathComponent("gpt_oss_mxfp4").path)
+        XCTAssertFalse(ck.has("model.layers.0.mlp.experts.gate_up_proj"))
+        XCTAssertEqual(try ck.tensor("model.layers.1.mlp.experts.3.up_proj.weight", shape: [32, 64]).dtype, .mxfp4)
+        XCTAssertThrowsError(try ck.tensor("model.layers.1.mlp.experts.3.down_proj.weight", shape: [32, 64]))
+        try check("gpt_oss_mxfp4")
+    }
     func testGLM4MoE() throws { try check("glm4_moe") }
     func testLlama() throws { try check("llama") }
     func testMistral() throws { try check("mistral") }
