@@ -193,7 +193,14 @@ public final class GGUFWeights: WeightSource, @unchecked Sendable {
             if let v = double("rope.scaling.yarn_attn_factor") { scaling["attention_factor"] = v }
             c["rope_scaling"] = scaling
         }
-        if let window = int("attention.sliding_window"), window > 0 { c["sliding_window"] = window; c["use_sliding_window"] = true }
+        if let window = int("attention.sliding_window"), window > 0 {  // every layer (GPT-OSS sets its own pattern below)
+            c["sliding_window"] = window
+            c["use_sliding_window"] = true
+            c["max_window_layers"] = 0
+            c["layer_types"] = [String](repeating: "sliding_attention", count: c["num_hidden_layers"] as? Int ?? 0)
+            if arch == "llama" && int("expert_count") ?? 0 == 0 { family = "mistral" }  // Mistral is llama.cpp's llama
+        }
+        if let clip = double("attention.clamp_kqv"), clip > 0 { c["clip_qkv"] = clip }
         let ff = int("feed_forward_length")
         if let experts = int("expert_count"), experts > 0 {
             c["num_experts_per_tok"] = try required("expert_used_count")

@@ -8,13 +8,13 @@ import MoEQuant
 struct Quantize: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "quantize",
-        abstract: "Quantize a GGUF file (f32, f16, bf16 or already quantized) with llama.cpp's type mixes; the output runs in llama.cpp.",
+        abstract: "Write a GGUF file llama.cpp runs, from a GGUF file or a checkpoint folder, in any of llama.cpp's quantization types.",
         discussion: """
             Types: \(QuantizationPreset.allCases.map(\.rawValue).joined(separator: ", ")). Without overrides, \
             quantizing an f32, f16 or bf16 file writes the same bytes llama-quantize writes.
             """)
 
-    @Option(help: "The GGUF file to quantize.")
+    @Option(help: "The GGUF file, or Hugging Face checkpoint folder (Llama, Mistral, Mixtral, Qwen2/3, Qwen2/3-MoE, OLMoE), to quantize.")
     var model: String
 
     @Option(help: "Quantization type (llama.cpp's names, lower case), e.g. q4_k_m.")
@@ -62,12 +62,24 @@ struct Quantize: ParsableCommand {
     }
 
     func run() throws {
-        guard FileManager.default.fileExists(atPath: model) else { throw ValidationError("--model: '\(model)' does not exist") }
-        guard GGUFFile.isGGUF(path: model) else {
-            throw ValidationError("--model: '\(model)' is not a GGUF file (convert a checkpoint folder with llama.cpp's convert_hf_to_gguf.py first)")
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: model, isDirectory: &isDirectory) else {
+            throw ValidationError("--model: '\(model)' does not exist")
         }
-        let input = try GGUFFile(path: model)
         let preset = try preset(), overrides = try overrides()
+        let pool = ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount)
+        if isDirectory.boolValue {  // a checkpoint folder: converted as convert_hf_to_gguf.py + llama-quantize would
+            if dryRun { throw ValidationError("--dry-run reads GGUF files; convert the folder first") }
+            let bar = ProgressBar()
+            try GGUFConverter.convert(directory: model, preset: preset, overrides: overrides, to: out, pool: pool) { choice, done, total in
+                bar.show(fraction: Double(done) / Double(max(1, total)), label: "\(choice.name) \(choice.written)")
+            }
+            bar.finish()
+            report()
+            return
+        }
+        guard GGUFFile.isGGUF(path: model) else { throw ValidationError("--model: '\(model)' is neither a GGUF file nor a checkpoint folder") }
+        let input = try GGUFFile(path: model)
         if dryRun {
             var before = 0, after = 0
             for c in try GGUFQuantizer.plan(input: input, preset: preset, overrides: overrides) {
@@ -79,12 +91,15 @@ struct Quantize: ParsableCommand {
             print(String(format: "%.2f MiB -> %.2f MiB", Double(before) / 1_048_576, Double(after) / 1_048_576))
             return
         }
-        let pool = ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount)
         let bar = ProgressBar()
         try GGUFQuantizer.quantize(input: input, preset: preset, overrides: overrides, to: out, pool: pool) { choice, done, total in
             bar.show(fraction: Double(done) / Double(max(1, total)), label: "\(choice.name) \(choice.written)")
         }
         bar.finish()
+        report()
+    }
+
+    func report() {
         let size = (try? FileManager.default.attributesOfItem(atPath: out)[.size] as? Int) ?? 0
         FileHandle.standardError.write(Data(String(format: "wrote %@ (%.2f MiB)\n", out, Double(size) / 1_048_576).utf8))
     }

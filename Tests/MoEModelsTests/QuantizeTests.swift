@@ -113,3 +113,60 @@ final class QuantizeTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: out.path), "nothing written on failure")
     }
 }
+
+/// `moe quantize --model DIR`: checkpoint folders written as GGUF (convert_hf_to_gguf.py's
+/// names, metadata and Llama q/k order), checked by running them: the logits of every
+/// converted family equal transformers' for the checkpoint.
+final class GGUFConverterTests: XCTestCase {
+    func testConvertedFamiliesGiveTransformersLogits() throws {
+        for family in ["qwen3_moe", "mixtral", "olmoe", "qwen3", "mistral"] {
+            let folder = fixturesDirectory.appendingPathComponent(family)
+            let ref = try JSONDecoder().decode(Reference.self, from: Data(contentsOf: folder.appendingPathComponent("reference.json")))
+            let out = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-conv-\(family)-\(getpid()).gguf").path
+            defer { try? FileManager.default.removeItem(atPath: out) }
+            try GGUFConverter.convert(directory: folder.path, preset: .f32, to: out)
+            let file = try GGUFFile(path: out)
+            XCTAssertEqual(file.architecture, GGUFConverter.architectures[family], family)
+            let model = try DecoderModel(path: out)
+            var cache = model.makeCache()
+            assertClose(try model.forward(ref.prompt, cache: &cache).toFloats(), ref.logits.flatMap { $0 }, absolute: 1e-4, family)
+        }
+    }
+
+    /// Converting straight to Q8_0 writes the same bytes as converting to f32 and then
+    /// quantizing that file (one plan, one writer), and the Llama-family permutation is undone
+    /// by the reader (Mixtral's logits above).
+    func testConvertingToQ8EqualsConvertingThenQuantizing() throws {
+        let folder = fixturesDirectory.appendingPathComponent("mixtral").path, tmp = FileManager.default.temporaryDirectory
+        let direct = tmp.appendingPathComponent("moekit-conv-q8-\(getpid()).gguf").path
+        let f32 = tmp.appendingPathComponent("moekit-conv-f32-\(getpid()).gguf").path
+        let twoStep = tmp.appendingPathComponent("moekit-conv-2s-\(getpid()).gguf").path
+        defer { for p in [direct, f32, twoStep] { try? FileManager.default.removeItem(atPath: p) } }
+        try GGUFConverter.convert(directory: folder, preset: .q8_0, to: direct)
+        try GGUFConverter.convert(directory: folder, preset: .f32, to: f32)
+        try GGUFQuantizer.quantize(input: GGUFFile(path: f32), preset: .q8_0, to: twoStep)
+        XCTAssertTrue(try Data(contentsOf: URL(fileURLWithPath: direct)) == Data(contentsOf: URL(fileURLWithPath: twoStep)))
+    }
+
+    /// A family without a converter, a Qwen2-MoE with a dense layer (which llama.cpp's qwen2moe
+    /// cannot hold) and a Qwen2 with sliding windows on some layers only are typed errors
+    /// naming the config, and write nothing.
+    func testUnconvertibleModelsAreTypedErrors() throws {
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-conv-bad-\(getpid()).gguf").path
+        XCTAssertThrowsError(try GGUFConverter.convert(directory: fixturesDirectory.appendingPathComponent("deepseek_v3").path,
+                                                       preset: .q8_0, to: out)) { error in
+            guard case .unknownArchitecture? = error as? ModelError else { return XCTFail("\(error)") }
+        }
+        XCTAssertThrowsError(try GGUFConverter.convert(directory: fixturesDirectory.appendingPathComponent("qwen2_moe").path,
+                                                       preset: .q8_0, to: out)) { error in
+            guard case let .invalidConfig(_, field, _)? = error as? ModelError else { return XCTFail("\(error)") }
+            XCTAssertEqual(field, "mlp_only_layers")
+        }
+        XCTAssertThrowsError(try GGUFConverter.convert(directory: fixturesDirectory.appendingPathComponent("qwen2").path,
+                                                       preset: .q8_0, to: out)) { error in
+            guard case let .invalidConfig(_, field, _)? = error as? ModelError else { return XCTFail("\(error)") }
+            XCTAssertEqual(field, "layer_types")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+    }
+}

@@ -1,0 +1,166 @@
+import Foundation
+import MoE
+import MoECore
+import MoEQuant
+
+/// Writes a Hugging Face checkpoint folder as a GGUF file llama.cpp runs, the way llama.cpp's
+/// `convert_hf_to_gguf.py` followed by `llama-quantize` would: llama.cpp's metadata keys for
+/// the architecture, its tensor names (experts stacked into `blk.N.ffn_*_exps`, Llama-family
+/// q and k rows permuted for its interleaved RoPE), norms in f32, the tokenizer as
+/// `tokenizer.ggml.*` (GGUFConverter+Tokenizer.swift), and every tensor in the type the
+/// preset's plan chooses (`QuantizationPlan`), written atomically.
+///
+/// Families: Llama, Mistral, Mixtral (`llama`), Qwen2, Qwen3, Qwen2-MoE, Qwen3-MoE, OLMoE.
+public enum GGUFConverter {
+    /// llama.cpp's architecture for each model type this writes.
+    public static let architectures = ["llama": "llama", "mistral": "llama", "mixtral": "llama", "qwen2": "qwen2",
+                                       "qwen3": "qwen3", "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe", "olmoe": "olmoe"]
+
+    /// One tensor of the output: its llama.cpp name, row-major shape, the type it is read in,
+    /// and how to make its values.
+    struct Source {
+        var name: String, shape: [Int], stored: DType
+        var make: () throws(ModelError) -> Tensor
+    }
+
+    /// Writes checkpoint folder `directory` as `path` in `preset` (with `overrides`).
+    public static func convert(directory: String, preset: QuantizationPreset,
+                               overrides: [(pattern: NSRegularExpression, type: DType)] = [], to path: String,
+                               pool: ThreadPool = .shared, progress: GGUFQuantizer.Progress? = nil) throws(ModelError) {
+        let ck = try Checkpoint(directory: directory)
+        let spec = try Architectures.spec(configAt: ck.configPath)
+        guard let arch = architectures[spec.modelType] else {
+            throw .unknownArchitecture(path: ck.configPath, name: "\(spec.modelType) (GGUF conversion covers \(architectures.keys.sorted().joined(separator: ", ")))")
+        }
+        let sources = try tensors(ck, spec, arch: arch)
+        var plan = QuantizationPlan(preset: preset, overrides: overrides, names: sources.map(\.name), layers: spec.layers,
+                                    experts: spec.isMoE ? spec.experts : 0)
+        let byName = Dictionary(uniqueKeysWithValues: sources.map { ($0.name, $0) })
+        var records = try metadata(ck, spec, arch: arch, directory: directory)
+        records.append(.value(key: "general.quantization_version", .u32(2)))
+        records.append(.value(key: "general.file_type", .u32(preset.fileType)))
+        let ordered = QuantizationPlan.fileOrder(sources.map(\.name)).map { byName[$0]! }
+        let total = ordered.reduce(0) { $0 + $1.stored.storageBytes(elements: $1.shape.reduce(1, *)) }
+        var done = 0
+        let entries = ordered.map { src -> GGUFWriter.TensorEntry in
+            // Vectors (norms, biases) and routers are f32 in llama.cpp's files whatever the
+            // checkpoint's type (convert_hf_to_gguf.py's rule).
+            let stored: DType = src.shape.count == 1 || src.name.contains("ffn_gate_inp") ? .f32 : src.stored
+            let written = plan.type(for: src.name, shape: src.shape, stored: stored)
+            return GGUFWriter.TensorEntry(name: src.name, shape: src.shape, dtype: written) { (out: AtomicFile.Sink) throws(ModelError) in
+                let t = try src.make()
+                try GGUFQuantizer.write(t, as: written, name: src.name, path: directory, to: out, pool: pool)
+                done += t.byteCount
+                progress?(GGUFQuantizer.Choice(name: src.name, shape: src.shape, stored: src.stored, written: written), done, total)
+            }
+        }
+        try GGUFWriter.write(to: path, records: records, tensors: entries)
+    }
+
+    /// Every output tensor: the spec's weights under llama.cpp's names, experts stacked.
+    static func tensors(_ ck: Checkpoint, _ spec: DecoderSpec, arch: String) throws(ModelError) -> [Source] {
+        var out: [Source] = []
+        var stacked = Set<String>()
+        for w in spec.weights {
+            guard let mapped = GGUFWeights.ggufName(w.name) else {
+                throw .invalidFile(path: ck.configPath, field: w.name, reason: "has no llama.cpp tensor name")
+            }
+            if mapped.expert != nil {  // per-expert weights: one stacked tensor per layer and projection
+                guard !stacked.contains(mapped.name) else { continue }
+                stacked.insert(mapped.name)
+                let layer = Int(mapped.name.split(separator: ".")[1]) ?? 0
+                let which = mapped.name.contains("ffn_gate") ? 0 : mapped.name.contains("ffn_up") ? 1 : 2
+                let first = try DecoderModel.loadExperts(ck, spec, layer: layer)
+                let pick = { (e: SwiGLUExperts) in which == 0 ? e.gate : which == 1 ? e.up : e.down }
+                let rows = pick(first)[0].shape
+                out.append(Source(name: mapped.name, shape: [spec.experts] + rows, stored: pick(first)[0].dtype) { () throws(ModelError) in
+                    let experts = pick(try DecoderModel.loadExperts(ck, spec, layer: layer))
+                    let t = Tensor(uninitialized: [experts.count] + rows, dtype: experts[0].dtype)
+                    for (i, e) in experts.enumerated() {
+                        (t.mutableRawPointer + i * e.byteCount).copyMemory(from: e.rawPointer, byteCount: e.byteCount)
+                    }
+                    return t
+                })
+                continue
+            }
+            let source = try ck.tensor(w.name, shape: w.shape)
+            let permute = arch == "llama" && (w.name.hasSuffix("self_attn.q_proj.weight") || w.name.hasSuffix("self_attn.k_proj.weight")
+                                              || w.name.hasSuffix("self_attn.q_proj.bias") || w.name.hasSuffix("self_attn.k_proj.bias"))
+            let heads = w.name.contains(".q_proj.") ? spec.heads : spec.kvHeads
+            out.append(Source(name: mapped.name, shape: w.shape, stored: source.dtype) { () throws(ModelError) in
+                permute ? interleavedRope(source, heads: heads) : source
+            })
+        }
+        return out
+    }
+
+    /// llama.cpp's q/k row order for Llama-family models (its `permute`): within each head, row
+    /// j h/2 + i (half j, pair i) moves to 2 i + j, so rotating adjacent pairs equals
+    /// transformers' rotate-half. A copy in the stored type.
+    static func interleavedRope(_ t: Tensor, heads: Int) -> Tensor {
+        let rows = t.shape[0], cols = t.rank == 2 ? t.shape[1] : 1, hd = rows / max(1, heads), half = hd / 2
+        let rowBytes = t.dtype.storageBytes(elements: cols)
+        let out = Tensor(uninitialized: t.shape, dtype: t.dtype)
+        for h in 0..<heads {
+            for j in 0..<2 {
+                for i in 0..<half {
+                    let from = h * hd + j * half + i, to = h * hd + 2 * i + j
+                    (out.mutableRawPointer + to * rowBytes).copyMemory(from: t.rawPointer + from * rowBytes, byteCount: rowBytes)
+                }
+            }
+        }
+        return out
+    }
+
+    /// llama.cpp's metadata for the architecture, from the spec and config.json.
+    static func metadata(_ ck: Checkpoint, _ spec: DecoderSpec, arch: String, directory: String) throws(ModelError) -> [GGUFWriter.Record] {
+        let config = (FileManager.default.contents(atPath: ck.configPath)
+            .flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }) ?? [:]
+        var r: [GGUFWriter.Record] = [.value(key: "general.architecture", .string(arch)),
+                                      .value(key: "general.name", .string((directory as NSString).lastPathComponent))]
+        func put(_ key: String, _ v: GGUFWriter.Value) { r.append(.value(key: "\(arch).\(key)", v)) }
+        let moe = spec.isMoE
+        put("block_count", .u32(UInt32(spec.layers)))
+        put("context_length", .u32(UInt32((config["max_position_embeddings"] as? Int) ?? 4096)))
+        put("embedding_length", .u32(UInt32(spec.hiddenSize)))
+        let ff = arch == "llama" && moe || arch == "olmoe" ? spec.expertIntermediate : spec.denseIntermediate
+        put("feed_forward_length", .u32(UInt32(ff)))
+        put("attention.head_count", .u32(UInt32(spec.heads)))
+        put("attention.head_count_kv", .u32(UInt32(spec.kvHeads)))
+        put("rope.freq_base", .f32(Float(spec.rope.theta)))
+        put("attention.layer_norm_rms_epsilon", .f32(spec.rmsNormEps))
+        if spec.headDim != spec.hiddenSize / max(1, spec.heads) {
+            put("attention.key_length", .u32(UInt32(spec.headDim)))
+            put("attention.value_length", .u32(UInt32(spec.headDim)))
+        }
+        put("rope.dimension_count", .u32(UInt32(spec.rotaryDim ?? spec.headDim)))
+        put("vocab_size", .u32(UInt32(spec.vocabSize)))
+        if spec.rope.kind == .linear || spec.rope.kind == .yarn {
+            put("rope.scaling.type", .string(spec.rope.kind.rawValue))
+            put("rope.scaling.factor", .f32(Float(spec.rope.factor)))
+            put("rope.scaling.original_context_length", .u32(UInt32(spec.rope.originalMaxPositions)))
+        } else if spec.rope.kind == .llama3 {
+            throw .invalidConfig(path: ck.configPath, field: "rope_scaling", reason: "llama3 rope scaling is not written to GGUF yet")
+        }
+        let windows = Set(spec.slidingWindows.map { $0 ?? 0 })
+        if windows.count > 1 || (windows.first ?? 0) > 0 && arch != "llama" && arch != "qwen2" && arch != "qwen3" {
+            throw .invalidConfig(path: ck.configPath, field: "layer_types",
+                                 reason: "sliding windows on some layers only have no GGUF form llama.cpp reads for \(arch)")
+        }
+        if let window = windows.first, window > 0 { put("attention.sliding_window", .u32(UInt32(window))) }
+        if let clip = spec.clipQKV { put("attention.clamp_kqv", .f32(clip)) }
+        if moe && spec.moeLayers.contains(false) {
+            throw .invalidConfig(path: ck.configPath, field: "mlp_only_layers",
+                                 reason: "dense layers in a \(spec.modelType) model have no GGUF form llama.cpp reads")
+        }
+        if moe {
+            put("expert_count", .u32(UInt32(spec.experts)))
+            put("expert_used_count", .u32(UInt32(spec.topK)))
+            if arch != "llama" { put("expert_feed_forward_length", .u32(UInt32(spec.expertIntermediate))) }
+            if let shared = spec.sharedExpertIntermediate { put("expert_shared_feed_forward_length", .u32(UInt32(shared))) }
+            if arch == "olmoe" || arch == "qwen2moe" || arch == "qwen3moe" { put("expert_weights_norm", .bool(spec.normTopKProb)) }
+        }
+        r += try tokenizerRecords(directory: directory, spec: spec)
+        return r
+    }
+}
