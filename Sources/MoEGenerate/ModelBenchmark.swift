@@ -31,12 +31,13 @@ public enum ModelBenchmark {
                            seed: UInt64 = 1) throws(ModelError) -> Report {
         var rng = SplitMix64(seed: seed)
         let prompt = (0..<promptTokens).map { _ in Int(rng.next() % UInt64(model.spec.vocabSize)) }
-        // The bandwidth probe reads the model's own weights (its last layer's, up to 256 MiB):
-        // the same memory decode reads, and the last layer decode reaches, after the earlier
-        // layers have flushed it from the cache.
-        let last = "model.layers.\(model.spec.layers - 1)."
+        // The bandwidth probe reads the model's own weights (its last layer's, up to 256 MiB, by
+        // the checkpoint's or the GGUF file's names): the same memory decode reads, and the last
+        // layer decode reaches, after the earlier layers have flushed it from the cache. (Without
+        // them the probe would allocate a buffer of its own, and the peak RSS would count it.)
+        let last = ["model.layers.\(model.spec.layers - 1).", "blk.\(model.spec.layers - 1)."]
         var probed: [Tensor] = [], probedBytes = 0
-        for name in model.checkpoint.names where name.hasPrefix(last) && probedBytes < 256 << 20 {
+        for name in model.checkpoint.names where last.contains(where: name.hasPrefix) && probedBytes < 256 << 20 {
             if let t = try? model.checkpoint.tensor(name) {
                 probed.append(t)
                 probedBytes += t.byteCount
