@@ -29,7 +29,7 @@ int moek_q8_block(int dt) {
   const int isa = moek_isa();
   if (isa != MOEK_ISA_AVX2 && isa != MOEK_ISA_AVX512) return 0;
   switch (dt) {
-    case MOEK_Q8_0: case MOEK_Q4_0: case MOEK_IQ4_NL: case MOEK_MXFP4: return 32;
+    case MOEK_Q8_0: case MOEK_Q4_0: case MOEK_Q5_0: case MOEK_IQ4_NL: case MOEK_MXFP4: return 32;
     case MOEK_Q4_K: case MOEK_Q5_K: case MOEK_Q6_K: return 256;
     default: return 0;
   }

@@ -2,7 +2,7 @@
 // (act_quant.c), for the AVX2 and AVX-512 paths, as llama.cpp's vec_dot leaves do: each
 // weight block is unpacked to int8 (or uint8) lanes once, multiplied with `maddubs` against up
 // to 4 activation rows, and its scales applied to the integer sums; no dequantized weight is
-// stored. Formats: Q8_0, Q4_0, IQ4_NL, MXFP4 (against 32-element activation blocks) and Q4_K,
+// stored. Formats: Q8_0, Q4_0, Q5_0, IQ4_NL, MXFP4 (against 32-element activation blocks) and Q4_K,
 // Q5_K, Q6_K (against 256-element ones). Layouts: dequant.c.
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -54,11 +54,25 @@ INLINE __m256i nibbles(const uint8_t *p) {
 
 
 
+/// 0xFF in byte e of the result where bit e of the 32 bits at p is set (llama.cpp's
+/// `bytes_from_bits_32`): each byte picks its source byte, ORs in every other bit, compares.
+INLINE __m256i bytes_from_bits(const uint8_t *p) {
+  uint32_t bits;
+  memcpy(&bits, p, 4);
+  const __m256i pick = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+  const __m256i others = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
+  const __m256i bytes = _mm256_or_si256(_mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), pick), others);
+  return _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
+}
+
 /// A 32-element block's int8 weights and scale, by format.
 INLINE __m256i unpack32(int dt, const uint8_t *b, __m256i lut, float *d) {
   switch (dt) {
     case MOEK_Q8_0: *d = half(b); return _mm256_loadu_si256((const __m256i *)(b + 2));
     case MOEK_Q4_0: *d = half(b); return _mm256_sub_epi8(nibbles(b + 2), _mm256_set1_epi8(8));
+    case MOEK_Q5_0:  // q - 16 = the nibble, with 0xF0 (-16) where the fifth bit is clear
+      *d = half(b);
+      return _mm256_or_si256(nibbles(b + 6), _mm256_andnot_si256(bytes_from_bits(b + 2), _mm256_set1_epi8((char)0xF0)));
     case MOEK_IQ4_NL: *d = half(b); return _mm256_shuffle_epi8(lut, nibbles(b + 2));
     default: *d = moek_e8m0_half(b[0]); return _mm256_shuffle_epi8(lut, nibbles(b + 1));  // MXFP4
   }
@@ -291,6 +305,7 @@ int moek_gemv_rows_q8_avx2(const void *W, int dt, size_t ldw, const void *XQ, si
     switch (dt) {
       case MOEK_Q8_0: BY_ROWS(rows_32(MOEK_Q8_0, w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
       case MOEK_Q4_0: BY_ROWS(rows_32(MOEK_Q4_0, w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
+      case MOEK_Q5_0: BY_ROWS(rows_32(MOEK_Q5_0, w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
       case MOEK_IQ4_NL: BY_ROWS(rows_32(MOEK_IQ4_NL, w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
       case MOEK_MXFP4: BY_ROWS(rows_32(MOEK_MXFP4, w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
       case MOEK_Q4_K: BY_ROWS(rows_k45(0, w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
