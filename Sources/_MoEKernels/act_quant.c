@@ -1,8 +1,7 @@
 // 8-bit activation rows for the integer block leaves (kernels_avx2_q8.c), as llama.cpp pairs
 // its Q8_0 and Q8_K activations with the block formats: a row of K f32 values becomes K int8
 // values with one f32 scale per `block` (32 for the 32-element formats, 256 for the K-quants)
-// and, for 256-element blocks, the int16 sum of every 16 values (the K-quants' minimum terms
-// use them; the 32-element formats do not read them).
+// and the int16 sum of every 16 values (the minimum terms of the K-quants, Q4_1 and Q5_1 use them).
 //
 // Row layout, `moek_q8_row_bytes(K, block)` bytes, 64-byte aligned pieces:
 //   q[K] int8 | d[K / block] f32 | bsum[K / 16] int16
@@ -22,15 +21,16 @@ void moek_q8_quantize(const float *x, size_t K, int block, void *out) {
   int8_t *q = (int8_t *)out;
   float *d = (float *)((uint8_t *)out + moek_q8_scales_offset(K));
   int16_t *bs = (int16_t *)((uint8_t *)out + moek_q8_sums_offset(K, block));
-  moek_q8_quantize_avx2(x, K, block, q, d, block == 256 ? bs : NULL);
+  moek_q8_quantize_avx2(x, K, block, q, d, bs);
 }
 
 int moek_q8_block(int dt) {
   const int isa = moek_isa();
   if (isa != MOEK_ISA_AVX2 && isa != MOEK_ISA_AVX512) return 0;
   switch (dt) {
-    case MOEK_Q8_0: case MOEK_Q4_0: case MOEK_Q5_0: case MOEK_IQ4_NL: case MOEK_MXFP4: return 32;
-    case MOEK_Q4_K: case MOEK_Q5_K: case MOEK_Q6_K: return 256;
+    case MOEK_Q8_0: case MOEK_Q4_0: case MOEK_Q4_1: case MOEK_Q5_0: case MOEK_Q5_1: case MOEK_IQ4_NL: case MOEK_MXFP4:
+      return 32;
+    case MOEK_Q4_K: case MOEK_Q5_K: case MOEK_Q6_K: case MOEK_IQ4_XS: return 256;
     default: return 0;
   }
 }

@@ -2,8 +2,8 @@
 // (act_quant.c), for the AVX2 and AVX-512 paths, as llama.cpp's vec_dot leaves do: each
 // weight block is unpacked to int8 (or uint8) lanes once, multiplied with `maddubs` against up
 // to 4 activation rows, and its scales applied to the integer sums; no dequantized weight is
-// stored. Formats: Q8_0, Q4_0, Q5_0, IQ4_NL, MXFP4 (against 32-element activation blocks) and Q4_K,
-// Q5_K, Q6_K (against 256-element ones). Layouts: dequant.c.
+// stored. Formats: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, MXFP4 (against 32-element activation blocks) and Q4_K,
+// Q5_K, Q6_K, IQ4_XS (against 256-element ones). Layouts: dequant.c.
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #include "internal.h"
@@ -114,6 +114,34 @@ INLINE void rows_32(int dt, const uint8_t *W, size_t row_bytes, const act_row *x
   }
 }
 
+/// Q4_1 and Q5_1: x = d q + m with q unsigned (4 or 5 bits), so the dot is
+/// d sum(q x) + m sum(x), the second from the activation's 16-value sums.
+INLINE void rows_32_min(int five, const uint8_t *W, size_t row_bytes, const act_row *x, const int nx, float *Y,
+                        size_t ldy, size_t r0, size_t r1, size_t K) {
+  const size_t blocks = K / 32, bytes = five ? 24 : 20;
+  const __m256i ones = _mm256_set1_epi16(1), bit5 = _mm256_set1_epi8(0x10);
+  for (size_t r = r0; r < r1; r++) {
+    const uint8_t *row = W + r * row_bytes;
+    __m256 acc[4];
+    float mins[4] = {0, 0, 0, 0};
+    for (int m = 0; m < 4; m++) acc[m] = _mm256_setzero_ps();
+    for (size_t i = 0; i < blocks; i++) {
+      const uint8_t *b = row + i * bytes;
+      if ((i & 1) == 0) prefetch_ahead(b, 64);
+      const float d = half(b), mn = half(b + 2);
+      __m256i q = nibbles(b + (five ? 8 : 4));
+      if (five) q = _mm256_or_si256(q, _mm256_and_si256(bytes_from_bits(b + 4), bit5));
+      for (int m = 0; m < nx; m++) {
+        const __m256i xv = _mm256_loadu_si256((const __m256i *)(x[m].q + i * 32));
+        const __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), ones);
+        acc[m] = _mm256_fmadd_ps(_mm256_set1_ps(d * x[m].d[i]), _mm256_cvtepi32_ps(s), acc[m]);
+        mins[m] += mn * x[m].d[i] * (float)(x[m].bs[2 * i] + x[m].bs[2 * i + 1]);
+      }
+    }
+    for (int m = 0; m < nx; m++) Y[(size_t)m * ldy + r] = hsum(acc[m]) + mins[m];
+  }
+}
+
 /// Q4_K and Q5_K's 8 six-bit scales (bytes 0..7) and mins (8..15) from the 12 packed bytes.
 INLINE __m256i k4_scales_mins(const uint8_t *packed) {
   uint32_t u[4];
@@ -182,6 +210,42 @@ INLINE void rows_k45(int five, const uint8_t *W, size_t row_bytes, const act_row
       const __m128 t = _mm_add_ps(accm[m], _mm_movehl_ps(accm[m], accm[m]));
       Y[(size_t)m * ldy + r] = hsum(acc[m]) - _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
     }
+  }
+}
+
+/// IQ4_XS: 256 values as 8 runs of 32 from the IQ4_NL code book, each with a 6-bit scale
+/// minus 32 (4 low bits in scales_l, 2 high in scales_h) relative to d.
+INLINE void rows_iq4_xs(const uint8_t *W, size_t row_bytes, const act_row *x, const int nx, float *Y, size_t ldy,
+                        size_t r0, size_t r1, size_t K) {
+  const size_t blocks = K / 256;
+  const __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)moek_kvalues_iq4nl));
+  for (size_t r = r0; r < r1; r++) {
+    const uint8_t *row = W + r * row_bytes;
+    __m256 acc[4];
+    for (int m = 0; m < 4; m++) acc[m] = _mm256_setzero_ps();
+    for (size_t i = 0; i < blocks; i++) {
+      const uint8_t *b = row + i * 136;
+      prefetch_ahead(b, 128);
+      const float d = half(b);
+      uint16_t high;
+      memcpy(&high, b + 2, 2);
+      __m256i sumi[4];
+      for (int m = 0; m < nx; m++) sumi[m] = _mm256_setzero_si256();
+#pragma clang loop unroll(full)
+      for (int ib = 0; ib < 8; ib++) {
+        const int ls = ((b[4 + ib / 2] >> (4 * (ib % 2))) & 0xF) | (((high >> (2 * ib)) & 3) << 4);
+        const __m256i scale = _mm256_set1_epi16((short)(ls - 32));
+        const __m256i w = _mm256_shuffle_epi8(lut, nibbles(b + 8 + 16 * ib)), aw = _mm256_sign_epi8(w, w);
+        for (int m = 0; m < nx; m++) {
+          const __m256i xv = _mm256_loadu_si256((const __m256i *)(x[m].q + i * 256 + 32 * ib));
+          const __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, w));
+          sumi[m] = _mm256_add_epi32(sumi[m], _mm256_madd_epi16(p, scale));
+        }
+      }
+      for (int m = 0; m < nx; m++)
+        acc[m] = _mm256_fmadd_ps(_mm256_set1_ps(d * x[m].d[i]), _mm256_cvtepi32_ps(sumi[m]), acc[m]);
+    }
+    for (int m = 0; m < nx; m++) Y[(size_t)m * ldy + r] = hsum(acc[m]);
   }
 }
 
@@ -306,11 +370,14 @@ int moek_gemv_rows_q8_avx2(const void *W, int dt, size_t ldw, const void *XQ, si
       case MOEK_Q8_0: BY_ROWS(rows_32(MOEK_Q8_0, w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
       case MOEK_Q4_0: BY_ROWS(rows_32(MOEK_Q4_0, w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
       case MOEK_Q5_0: BY_ROWS(rows_32(MOEK_Q5_0, w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
+      case MOEK_Q4_1: BY_ROWS(rows_32_min(0, w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
+      case MOEK_Q5_1: BY_ROWS(rows_32_min(1, w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
       case MOEK_IQ4_NL: BY_ROWS(rows_32(MOEK_IQ4_NL, w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
       case MOEK_MXFP4: BY_ROWS(rows_32(MOEK_MXFP4, w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
       case MOEK_Q4_K: BY_ROWS(rows_k45(0, w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
       case MOEK_Q5_K: BY_ROWS(rows_k45(1, w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
       case MOEK_Q6_K: BY_ROWS(rows_q6_k(w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
+      case MOEK_IQ4_XS: BY_ROWS(rows_iq4_xs(w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
       default: return 0;
     }
 #undef BY_ROWS

@@ -68,8 +68,8 @@ int moek_q8_block(int dt);
 /// Bytes of one quantized activation row of K values (K a multiple of `block`).
 size_t moek_q8_row_bytes(size_t K, int block);
 /// Quantizes K f32 activations (K a multiple of `block`) into `out` (`moek_q8_row_bytes` bytes):
-/// int8 values (round to nearest), an f32 scale amax / 127 per block, and for 256-element
-/// blocks the int16 sum of every 16 values. A block holding a non-finite value gets a NaN
+/// int8 values (round to nearest), an f32 scale amax / 127 per block, and the int16 sum of
+/// every 16 values. A block holding a non-finite value gets a NaN
 /// scale, so its products are NaN. Only where `moek_q8_block` is non-zero.
 void moek_q8_quantize(const float *x, size_t K, int block, void *out);
 /// `moek_gemv_rows` on quantized activation rows (`ldxq` bytes apart, made by `moek_q8_quantize`
