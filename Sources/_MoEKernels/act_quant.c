@@ -30,7 +30,7 @@ int moek_q8_block(int dt) {
   switch (dt) {
     case MOEK_Q8_0: case MOEK_Q4_0: case MOEK_Q4_1: case MOEK_Q5_0: case MOEK_Q5_1: case MOEK_IQ4_NL: case MOEK_MXFP4:
       return 32;
-    case MOEK_Q4_K: case MOEK_Q5_K: case MOEK_Q6_K: case MOEK_IQ4_XS: return 256;
+    case MOEK_Q2_K: case MOEK_Q3_K: case MOEK_Q4_K: case MOEK_Q5_K: case MOEK_Q6_K: case MOEK_IQ4_XS: return 256;
     default: return 0;
   }
 }

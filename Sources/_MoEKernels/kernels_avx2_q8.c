@@ -2,8 +2,9 @@
 // (act_quant.c), for the AVX2 and AVX-512 paths, as llama.cpp's vec_dot leaves do: each
 // weight block is unpacked to int8 (or uint8) lanes once, multiplied with `maddubs` against up
 // to 4 activation rows, and its scales applied to the integer sums; no dequantized weight is
-// stored. Formats: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, MXFP4 (against 32-element activation blocks) and Q4_K,
-// Q5_K, Q6_K, IQ4_XS (against 256-element ones). Layouts: dequant.c.
+// stored. Every block format: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, MXFP4 against 32-value
+// activation blocks; Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS against 256-value ones. Layouts:
+// dequant.c.
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #include "internal.h"
@@ -304,6 +305,101 @@ INLINE void rows_q6_k(const uint8_t *W, size_t row_bytes, const act_row *x, cons
   }
 }
 
+/// Q2_K: 256 values of 2 bits, an unsigned 4-bit scale and min per 16 (scales[16]: scale low,
+/// min high) relative to d and dmin: the dot is d sum_g sc_g (q . x_g) - dmin sum_g m_g sum(x_g).
+/// Value e sits in byte 32 (e / 128) + e % 32 of qs, bits 2 ((e % 128) / 32).
+INLINE void rows_q2_k(const uint8_t *W, size_t row_bytes, const act_row *x, const int nx, float *Y, size_t ldy,
+                      size_t r0, size_t r1, size_t K) {
+  const size_t blocks = K / 256;
+  const __m256i m3 = _mm256_set1_epi8(3);
+  const __m128i m4 = _mm_set1_epi8(0xF);
+  for (size_t r = r0; r < r1; r++) {
+    const uint8_t *row = W + r * row_bytes;
+    __m256 acc[4];
+    for (int m = 0; m < 4; m++) acc[m] = _mm256_setzero_ps();
+    for (size_t i = 0; i < blocks; i++) {
+      const uint8_t *b = row + i * 84;
+      prefetch_ahead(b, 64);
+      const float d = half(b + 80), dmin = half(b + 82);
+      const __m128i packed = _mm_loadu_si128((const __m128i *)b);
+      const __m128i sc = _mm_and_si128(packed, m4);
+      const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), m4));
+      __m256i sumi[4];
+      for (int m = 0; m < nx; m++) {
+        const __m256i bs = _mm256_loadu_si256((const __m256i *)(x[m].bs + i * 16));
+        const __m256 mv = _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs));
+        acc[m] = _mm256_fmadd_ps(_mm256_set1_ps(-dmin * x[m].d[i]), mv, acc[m]);
+        sumi[m] = _mm256_setzero_si256();
+      }
+#pragma clang loop unroll(full)
+      for (int n = 0; n < 2; n++) {
+        const __m256i bits = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * n));
+#pragma clang loop unroll(full)
+        for (int j = 0; j < 4; j++) {
+          const __m256i q = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * j), m3);
+          const __m256i s16 = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc, pair_shuffle(8 * n + 2 * j)));
+          for (int m = 0; m < nx; m++) {
+            const __m256i xv = _mm256_loadu_si256((const __m256i *)(x[m].q + i * 256 + 128 * n + 32 * j));
+            sumi[m] = _mm256_add_epi32(sumi[m], _mm256_madd_epi16(s16, _mm256_maddubs_epi16(q, xv)));
+          }
+        }
+      }
+      for (int m = 0; m < nx; m++)
+        acc[m] = _mm256_fmadd_ps(_mm256_set1_ps(d * x[m].d[i]), _mm256_cvtepi32_ps(sumi[m]), acc[m]);
+    }
+    for (int m = 0; m < nx; m++) Y[(size_t)m * ldy + r] = hsum(acc[m]);
+  }
+}
+
+/// Q3_K: 256 values of 2 low bits (as Q2_K) and a high bit in hmask (byte e % 32, bit
+/// 4 (e / 128) + (e % 128) / 32; clear means minus 4), a signed 6-bit scale per 16 (minus 32,
+/// packed in 12 bytes) relative to d.
+INLINE void rows_q3_k(const uint8_t *W, size_t row_bytes, const act_row *x, const int nx, float *Y, size_t ldy,
+                      size_t r0, size_t r1, size_t K) {
+  const size_t blocks = K / 256;
+  const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1), four = _mm256_set1_epi8(4);
+  for (size_t r = r0; r < r1; r++) {
+    const uint8_t *row = W + r * row_bytes;
+    __m256 acc[4];
+    for (int m = 0; m < 4; m++) acc[m] = _mm256_setzero_ps();
+    for (size_t i = 0; i < blocks; i++) {
+      const uint8_t *b = row + i * 110;
+      prefetch_ahead(b, 128);
+      const float d = half(b + 108);
+      const uint8_t *packed = b + 96;
+      int8_t scales[16];
+      for (int g = 0; g < 16; g++) {
+        const int lo = g < 8 ? packed[g] & 0xF : packed[g - 8] >> 4, hi = (packed[8 + g % 4] >> (2 * (g / 4))) & 3;
+        scales[g] = (int8_t)((lo | hi << 4) - 32);
+      }
+      const __m128i sc = _mm_loadu_si128((const __m128i *)scales);
+      const __m256i hm = _mm256_loadu_si256((const __m256i *)b);
+      __m256i sumi[4];
+      for (int m = 0; m < nx; m++) sumi[m] = _mm256_setzero_si256();
+#pragma clang loop unroll(full)
+      for (int n = 0; n < 2; n++) {
+        const __m256i bits = _mm256_loadu_si256((const __m256i *)(b + 32 + 32 * n));
+#pragma clang loop unroll(full)
+        for (int j = 0; j < 4; j++) {
+          const __m256i high = _mm256_and_si256(_mm256_srli_epi16(hm, 4 * n + j), one);
+          const __m256i w = _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(bits, 2 * j), m3),
+                                            _mm256_andnot_si256(_mm256_cmpeq_epi8(high, one), four));
+          const __m256i aw = _mm256_sign_epi8(w, w);
+          const __m256i s16 = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc, pair_shuffle(8 * n + 2 * j)));
+          for (int m = 0; m < nx; m++) {
+            const __m256i xv = _mm256_loadu_si256((const __m256i *)(x[m].q + i * 256 + 128 * n + 32 * j));
+            const __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, w));
+            sumi[m] = _mm256_add_epi32(sumi[m], _mm256_madd_epi16(s16, p));
+          }
+        }
+      }
+      for (int m = 0; m < nx; m++)
+        acc[m] = _mm256_fmadd_ps(_mm256_set1_ps(d * x[m].d[i]), _mm256_cvtepi32_ps(sumi[m]), acc[m]);
+    }
+    for (int m = 0; m < nx; m++) Y[(size_t)m * ldy + r] = hsum(acc[m]);
+  }
+}
+
 INLINE int hsum_epi32(__m256i v) {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
@@ -378,6 +474,8 @@ int moek_gemv_rows_q8_avx2(const void *W, int dt, size_t ldw, const void *XQ, si
       case MOEK_Q5_K: BY_ROWS(rows_k45(1, w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
       case MOEK_Q6_K: BY_ROWS(rows_q6_k(w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
       case MOEK_IQ4_XS: BY_ROWS(rows_iq4_xs(w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
+      case MOEK_Q2_K: BY_ROWS(rows_q2_k(w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
+      case MOEK_Q3_K: BY_ROWS(rows_q3_k(w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
       default: return 0;
     }
 #undef BY_ROWS
