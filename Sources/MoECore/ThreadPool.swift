@@ -20,8 +20,10 @@ public final class ThreadPool: @unchecked Sendable {
     private let state: PoolState
 
     /// A pool of `threads` threads (at least 1); `threads - 1` workers are started.
+    /// At most `maxThreads` threads (more would only spin-wait for the cores): a larger request
+    /// gets `maxThreads`.
     public init(threads: Int) {
-        threadCount = max(1, threads)
+        threadCount = min(max(1, threads), ThreadPool.maxThreads)
         state = PoolState(workers: threadCount - 1)
     }
 
@@ -29,6 +31,10 @@ public final class ThreadPool: @unchecked Sendable {
 
     /// The active processor count of this machine.
     public static var defaultThreadCount: Int { max(1, ProcessInfo.processInfo.activeProcessorCount) }
+
+    /// The most threads a pool takes: 4 per active core (8 at least). Past the cores, threads
+    /// only wait on each other.
+    public static var maxThreads: Int { max(8, 4 * defaultThreadCount) }
 
     private static let sharedPool = Mutex(ThreadPool(threads: ThreadPool.defaultThreadCount))
 

@@ -60,7 +60,9 @@ public struct Generator {
 
     /// Generates a continuation of the token ids `promptIDs`.
     public func generate(promptIDs: [Int], options: GenerationOptions, onText: (String) -> Void = { _ in }) throws(ModelError) -> GenerationResult {
-        var cache = model.makeCache(capacity: promptIDs.count + options.maxTokens + 1)
+        // The cache grows as tokens come: start at what the prompt needs plus a little, not at the
+        // most tokens asked for (which comes from outside).
+        var cache = model.makeCache(capacity: promptIDs.count + min(options.maxTokens, 256) + 1)
         var sampler = Sampler(options.sampling)
         let eos = options.stopOnEOS ? eosIDs : []
         var ids: [Int] = [], emitted = 0, text = ""

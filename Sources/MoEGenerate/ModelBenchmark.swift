@@ -49,7 +49,7 @@ public enum ModelBenchmark {
             if probedBytes > 0 {
                 bandwidths.append(Double(probedBytes) / KernelBenchmark.readProbeSeconds(probed, pool: model.pool) / 1e9)
             }
-            var cache = model.makeCache(capacity: promptTokens + genTokens + 1)
+            var cache = model.makeCache(capacity: promptTokens + min(genTokens, 4096) + 1)
             let t0 = DispatchTime.now().uptimeNanoseconds
             var logits = try model.forward(prompt, cache: &cache, lastOnly: true)
             let t1 = DispatchTime.now().uptimeNanoseconds

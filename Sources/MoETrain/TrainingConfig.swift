@@ -1,5 +1,6 @@
 import Foundation
 import MoE
+import MoECore
 import MoEModels
 
 /// Everything `moe train` needs, from a JSON file (snake_case keys; absent keys take the
@@ -169,6 +170,9 @@ public struct TrainingConfig: Codable, Sendable {
             }
         }
         guard steps > 0, batch > 0, seqLen > 1 else { throw bad("steps/batch/seq_len", "must be positive (seq_len > 1)") }
+        if let threads, !(1...ThreadPool.maxThreads).contains(threads) {
+            throw bad("threads", "must be in 1...\(ThreadPool.maxThreads) (4 per core on this machine), got \(threads)")
+        }
         guard gradAccum > 0, batch % gradAccum == 0 else { throw bad("grad_accum", "must be positive and divide batch") }
         if dataParallel {
             guard gradAccum == 1 else { throw bad("data_parallel", "needs grad_accum 1") }

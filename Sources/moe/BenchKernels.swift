@@ -23,7 +23,7 @@ struct BenchKernels: ParsableCommand {
     var pretty = false
 
     mutating func validate() throws {
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
+        try OptionLimits.check(threads: threads)
         for name in only where KernelBenchmark.Section(rawValue: name) == nil && name != "moe" {
             throw ValidationError("--only: unknown section '\(name)' (matvec, matmul, grouped, moe)")
         }

@@ -22,7 +22,7 @@ struct Logits: ParsableCommand {
     var precision = Precision.exact
 
     mutating func validate() throws {
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
+        try OptionLimits.check(threads: threads)
         _ = try parseTokenList(tokens, option: "--tokens")
     }
 

@@ -15,3 +15,22 @@ struct MoECommand: ParsableCommand {
 enum MoEKitVersion {
     static let string = "0.1.0"
 }
+
+/// Bounds on sizes given on the command line, checked before anything is allocated.
+enum OptionLimits {
+    /// Tokens a command generates or benchmarks at most (2^20).
+    static let tokens = 1 << 20
+
+    /// Throws unless `threads` (when given) is in 1...ThreadPool.maxThreads.
+    static func check(threads: Int?) throws {
+        guard let threads else { return }
+        guard (1...ThreadPool.maxThreads).contains(threads) else {
+            throw ValidationError("--threads must be in 1...\(ThreadPool.maxThreads) (4 per core on this machine), got \(threads)")
+        }
+    }
+
+    /// Throws unless `value` is in `range`, naming `option`.
+    static func check(_ value: Int, _ option: String, in range: ClosedRange<Int>) throws {
+        guard range.contains(value) else { throw ValidationError("\(option) must be in \(range.lowerBound)...\(range.upperBound), got \(value)") }
+    }
+}

@@ -70,12 +70,12 @@ struct Generate: ParsableCommand {
 
     mutating func validate() throws {
         if (text == nil) == (prompt == nil) { throw ValidationError("give the prompt once: as an argument or with --prompt") }
-        if maxTokens < 0 { throw ValidationError("--max-tokens must not be negative") }
+        try OptionLimits.check(maxTokens, "--max-tokens", in: 0...OptionLimits.tokens)
         if temperature < 0 || !temperature.isFinite { throw ValidationError("--temperature must be >= 0") }
         if let topK, topK < 1 { throw ValidationError("--top-k must be at least 1") }
         if let topP, !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1]") }
         if let minP, !(minP >= 0 && minP < 1) { throw ValidationError("--min-p must be in [0, 1)") }
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        try OptionLimits.check(threads: threads)
     }
 
     func run() throws {
@@ -132,8 +132,9 @@ struct Bench: ParsableCommand {
     @Option(help: "exact (f32 activations) or bf16 (bf16 dot products for bf16 weights, faster prefill).") var precision = Precision.exact
 
     mutating func validate() throws {
-        if promptTokens < 1 || genTokens < 1 { throw ValidationError("--prompt-tokens and --gen-tokens must be at least 1") }
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        try OptionLimits.check(promptTokens, "--prompt-tokens", in: 1...OptionLimits.tokens)
+        try OptionLimits.check(genTokens, "--gen-tokens", in: 1...OptionLimits.tokens)
+        try OptionLimits.check(threads: threads)
         if reps < 1 { throw ValidationError("--reps must be at least 1") }
     }
 

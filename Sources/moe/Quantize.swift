@@ -34,7 +34,7 @@ struct Quantize: ParsableCommand {
     var threads: Int?
 
     mutating func validate() throws {
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
+        try OptionLimits.check(threads: threads)
         _ = try preset()
         _ = try overrides()
     }

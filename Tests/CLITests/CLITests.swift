@@ -62,6 +62,18 @@ final class CLITests: XCTestCase {
         let bogus = try moe(["bench-kernels", "--only", "bogus"])
         XCTAssertNotEqual(bogus.status, 0)
         XCTAssertTrue(bogus.err.contains("bogus"), bogus.err)
+        // Sizes from outside are bounded before anything is allocated (they used to abort or trap).
+        let model = fixtures.appendingPathComponent("gguf_models/qwen3_moe.q8_0.gguf").path
+        for (args, option) in [(["generate", "--model", model, "--max-tokens", "1000000000000", "hi"], "--max-tokens"),
+                               (["bench", "--model", model, "--gen-tokens", "9223372036854775807"], "--gen-tokens"),
+                               (["bench", "--model", model, "--prompt-tokens", "0"], "--prompt-tokens"),
+                               (["generate", "--model", model, "--threads", "1000", "hi"], "--threads"),
+                               (["logits", "--model", model, "--tokens", "1", "--threads", "-3"], "--threads"),
+                               (["quantize", "--model", model, "--type", "q8_0", "--out", "/tmp/x.gguf", "--threads", "100000"], "--threads")] {
+            let r = try moe(args)
+            XCTAssertNotEqual(r.status, 0, "\(args)")
+            XCTAssertTrue(r.err.contains(option) && !r.err.contains("crashed"), "\(args): \(r.err)")
+        }
     }
 
     func temp(_ text: String, extension ext: String = "json") throws -> String {
