@@ -68,7 +68,8 @@ public struct RouterConfig: Codable, Sendable, Equatable {
             guard k >= 1 && k <= max else { throw bad("k", "must be in 1...\(max), got \(k)") }
             return k
         }
-        if let f = capacityFactor, !(f > 0) { throw bad("capacity_factor", "must be positive, got \(f)") }
+        // Bounded so that every capacity computed from it (factor x tokens x k / experts) is an Int.
+        if let f = capacityFactor, !(f > 0 && f <= 1e6) { throw bad("capacity_factor", "must be in (0, 1e6], got \(f)") }
         if let m = minCapacity, m < 0 { throw bad("min_capacity", "must not be negative, got \(m)") }
         let capacity = capacityFactor.map { Capacity(factor: $0, dropBy: dropBy ?? .position, minimum: minCapacity ?? 0) }
         let router: any Router
@@ -91,13 +92,13 @@ public struct RouterConfig: Codable, Sendable, Equatable {
             guard tg >= 1 && tg <= groups else { throw bad("topk_group", "must be in 1...\(groups), got \(tg)") }
             let k = try checkK(k ?? min(8, tg * (experts / groups)), max: tg * (experts / groups))
             if let bias, bias.count != experts { throw bad("bias", "needs \(experts) values, got \(bias.count)") }
-            if let s = routedScaling, !(s.isFinite) { throw bad("routed_scaling", "must be finite") }
+            if let s = routedScaling, !(s.isFinite && s > 0) { throw bad("routed_scaling", "must be a finite number > 0, got \(s)") }
             router = TopKSigmoidRouter(experts: experts, k: k, scoring: scoring ?? .sigmoid, bias: bias, groups: groups,
                                        topkGroup: tg, groupScore: groupScore, renormalize: renormalize ?? true,
                                        routedScaling: routedScaling ?? 1, devices: try checkDevices(experts, bad))
         case "top-p":
             let p = self.p ?? 0.4
-            guard p >= 0 && p.isFinite else { throw bad("p", "must be a number >= 0, got \(p)") }
+            guard p > 0 && p <= 1 else { throw bad("p", "must be in (0, 1] (a probability mass), got \(p)") }
             if let m = minExperts, m < 1 || m > experts { throw bad("min_experts", "must be in 1...\(experts), got \(m)") }
             if let m = maxExperts, m < (minExperts ?? 1) || m > experts { throw bad("max_experts", "must be in \(minExperts ?? 1)...\(experts), got \(m)") }
             router = TopPRouter(experts: experts, p: p, minExperts: minExperts ?? 1, maxExperts: maxExperts, renormalize: renormalize ?? false)

@@ -7,6 +7,10 @@ extension TOML {
         let path: String?
         var i = 0
         var line = 1
+        /// Arrays and inline tables open around the value being read: bounded, so a hostile
+        /// document cannot overflow the stack (nothing MoEKit reads nests deeper than a few).
+        var depth = 0
+        static let maxDepth = 64
 
         init(bytes: [UInt8], path: String?) { self.bytes = bytes; self.path = path }
 
@@ -136,6 +140,11 @@ extension TOML {
 
         mutating func value() throws(MoECoreError) -> Value {
             guard let c = peek() else { throw fail("expected a value") }
+            if c == UInt8(ascii: "[") || c == UInt8(ascii: "{") {
+                guard depth < Self.maxDepth else { throw fail("arrays and inline tables nest deeper than \(Self.maxDepth)") }
+                depth += 1
+            }
+            defer { if c == UInt8(ascii: "[") || c == UInt8(ascii: "{") { depth -= 1 } }
             switch c {
             case UInt8(ascii: "\""):
                 return .string(starts(with: "\"\"\"") ? try multilineBasicString() : try basicString())

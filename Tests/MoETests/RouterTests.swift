@@ -215,6 +215,19 @@ final class RouterTests: XCTestCase {
         fails(c, field: "k")
         c = RouterConfig(name: "topk-softmax"); c.capacityFactor = 0
         fails(c, field: "capacity_factor")
+        // Values that used to trap converting to Int, or were silently accepted.
+        for bad in [Float.infinity, 1e30, .nan] {
+            c = RouterConfig(name: "topk-softmax"); c.capacityFactor = bad
+            fails(c, field: "capacity_factor")
+        }
+        for bad: Float in [0, 1.5, -0.1, .nan] {
+            c = RouterConfig(name: "top-p"); c.p = bad
+            fails(c, field: "p")
+        }
+        for bad: Float in [-1, 0, .infinity] {
+            c = RouterConfig(name: "topk-sigmoid"); c.routedScaling = bad
+            fails(c, field: "routed_scaling")
+        }
         XCTAssertThrowsError(try RouterConfig.decode(json: Data(#"{"k": 2}"#.utf8), path: "x.json")) { error in
             XCTAssertEqual(error as? MoEError, .invalidConfig(path: "x.json", field: "name", reason: "missing"))
         }

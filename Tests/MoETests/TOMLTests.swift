@@ -88,6 +88,9 @@ final class TOMLTests: XCTestCase {
             ("x = 1\nx.y = 2", "line 2"),
             ("p = {a = 1}\n[p]", "line 2"),
             ("s = \"\\q\"", "line 1"),
+            // Nesting past 64 is refused before the parser's stack is (100,000 deep crashed it).
+            ("\n\na = " + String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000), "line 3"),
+            ("a = " + String(repeating: "{b = ", count: 100_000) + "1" + String(repeating: "}", count: 100_000), "line 1"),
         ]
         for (toml, line) in cases {
             XCTAssertThrowsError(try TOML.json(from: toml, path: "t.toml"), toml) { error in
