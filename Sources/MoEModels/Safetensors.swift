@@ -74,6 +74,24 @@ public final class SafetensorsFile: @unchecked Sendable {
             }
             entries[name] = Entry(dtypeName: raw.dtype, shape: shape, begin: dataStart + off[0], end: dataStart + off[1])
         }
+        // As the safetensors library requires: the tensors tile the data section exactly, in
+        // offset order, with no overlap, gap or unindexed tail. (Otherwise a header length a few
+        // bytes short, overlapping tensors or a duplicate name would read shifted or shared
+        // bytes without a word.)
+        var next = 0, previous = "the start of the data"
+        for (name, e) in entries.sorted(by: { ($0.value.begin, $0.value.end, $0.key) < ($1.value.begin, $1.value.end, $1.key) }) {
+            let begin = e.begin - dataStart
+            guard begin == next else {
+                throw .invalidFile(path: path, field: "\(name).data_offsets",
+                                   reason: "starts at byte \(begin), but \(previous) ends at \(next) (\(begin < next ? "overlap" : "gap"))")
+            }
+            next = e.end - dataStart
+            previous = name
+        }
+        guard next == dataSize else {
+            throw .invalidFile(path: path, field: "header length",
+                               reason: "the tensors end at data byte \(next) of \(dataSize): the header length or the offsets are wrong")
+        }
         let metadata = header.metadata
         self.entries = entries
         self.metadata = metadata

@@ -68,6 +68,31 @@ final class LoadingErrorTests: XCTestCase {
         expect { if case let .invalidFile(_, field, _) = $0 { return field == "model.norm.weight.data_offsets" }; return false }
     }
 
+    /// Tensors must tile the data exactly: an overlap (two tensors sharing bytes), a gap, or a
+    /// header length a few bytes short of a space-padded header (everything read shifted) is an
+    /// error naming the tensor or the header length, never garbage weights.
+    func testOverlapsGapsAndAShiftedHeaderAreRejected() throws {
+        let original = try Data(contentsOf: weights)
+        try editHeader { h in  // the final norm points at the embedding's first bytes
+            var e = h["model.norm.weight"] as! [String: Any]
+            let size = ((e["data_offsets"] as! [Int])[1] - (e["data_offsets"] as! [Int])[0])
+            let embed = (h["model.embed_tokens.weight"] as! [String: Any])["data_offsets"] as! [Int]
+            e["data_offsets"] = [embed[0], embed[0] + size]
+            h["model.norm.weight"] = e
+        }
+        expect { if case let .invalidFile(_, field, reason) = $0 { return field.hasSuffix(".data_offsets") && (reason.contains("overlap") || reason.contains("gap")) }; return false }
+        try original.write(to: weights)
+        // Space-pad the header by 8 bytes and say it is 2 bytes shorter than that.
+        let n = original.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
+        var padded = original.subdata(in: 8..<(8 + n)) + Data(repeating: 0x20, count: 8)
+        let short = n + 6
+        var head = Data((0..<8).map { UInt8(truncatingIfNeeded: short >> (8 * $0)) })
+        head.append(padded)
+        padded = head + original.suffix(from: 8 + n)
+        try padded.write(to: weights)
+        expect { if case let .invalidFile(_, field, _) = $0 { return field == "header length" || field.hasSuffix(".data_offsets") }; return false }
+    }
+
     func testBooleanShapeIsRejected() throws {
         try editHeader { h in
             var e = h["model.norm.weight"] as! [String: Any]
