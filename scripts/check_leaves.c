@@ -312,6 +312,45 @@ int main(void) {
           }
     }
   }
+  // Integer block leaves: weights quantized by moek_quantize, activations by moek_q8_quantize;
+  // the leaf's products equal the f64 products of the dequantized weights and activations.
+  const int block_types[] = {MOEK_Q8_0, MOEK_Q4_0, MOEK_Q4_1, MOEK_Q5_0, MOEK_Q5_1, MOEK_MXFP4, MOEK_Q4_K, MOEK_Q5_K, MOEK_Q6_K};
+  for (size_t t = 0; t < sizeof(block_types) / sizeof(block_types[0]); t++) {
+    const int dt = block_types[t], blk = moek_q8_block(dt);
+    if (blk == 0) { printf("%d: no integer leaf on this path\n", dt); continue; }
+    const size_t N = 7, K = 512, bytes = K / (size_t)moek_block_elements(dt) * (size_t)moek_block_bytes(dt);
+    float *Wf = malloc(N * K * 4), *Wd = malloc(N * K * 4), *X = malloc(5 * K * 4), *Y = malloc(5 * N * 4);
+    uint8_t *Wq = malloc(N * bytes);
+    const size_t rb = moek_q8_row_bytes(K, blk);
+    uint8_t *Xq = malloc(5 * rb);
+    for (size_t i = 0; i < N * K; i++) Wf[i] = rnd() * (1 + (i % 97 == 0) * 20);
+    moek_quantize(Wf, dt, Wq, N * K);
+    moek_dequantize(Wq, dt, Wd, N * K);
+    for (int M = 1; M <= 5; M++) {
+      for (size_t i = 0; i < (size_t)M * K; i++) X[i] = rnd() * 3;
+      double *ref = malloc(M * N * 8), *scale = malloc(M * N * 8);
+      for (int m = 0; m < M; m++) {
+        moek_q8_quantize(X + m * K, K, blk, Xq + m * rb);
+        const int8_t *q = (const int8_t *)(Xq + m * rb);
+        const float *d = (const float *)(Xq + m * rb + ((K + 63) & ~(size_t)63));
+        for (size_t k = 0; k < K; k++) {
+          const double xd = (double)q[k] * d[k / blk];
+          if (fabs(xd - X[m * K + k]) > d[k / blk] * 0.5001 + 1e-7) { printf("FAIL q8 activation %zu\n", k); failures++; break; }
+        }
+        for (size_t n = 0; n < N; n++) {
+          double acc = 0, a = 0;
+          for (size_t k = 0; k < K; k++) { const double p = (double)Wd[n * K + k] * q[k] * d[k / blk]; acc += p; a += fabs(p); }
+          ref[m * N + n] = acc; scale[m * N + n] = a;
+        }
+      }
+      if (!moek_gemv_rows_q8(Wq, dt, K, Xq, rb, M, Y, N, 0, N, K)) { printf("FAIL %d: leaf refused\n", dt); failures++; }
+      char what[80];
+      snprintf(what, sizeof what, "gemv_rows_q8 type %d rows %d", dt, M);
+      failures += check(what, Y, ref, scale, (size_t)M * N); cases++;
+      free(ref); free(scale);
+    }
+    free(Wf); free(Wd); free(X); free(Y); free(Wq); free(Xq);
+  }
   printf("%d passed, %d failed\n", cases - failures, failures);
   return failures ? 1 : 0;
 }

@@ -5,27 +5,53 @@
 //
 // Row layout, `moek_q8_row_bytes(K, block)` bytes, 64-byte aligned pieces:
 //   q[K] int8 | d[K / block] f32 | bsum[K / 16] int16
+#include <math.h>
 #include "internal.h"
 
-static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
-
-size_t moek_q8_scales_offset(size_t K) { return align64(K); }
-size_t moek_q8_sums_offset(size_t K, int block) { return align64(K) + align64(K / (size_t)block * 4); }
-
 size_t moek_q8_row_bytes(size_t K, int block) {
-  return moek_q8_sums_offset(K, block) + align64(K / 16 * 2);
+  return moek_q8_sums_offset(K, block) + ((K / 16 * 2 + 63) & ~(size_t)63);
 }
 
 void moek_q8_quantize(const float *x, size_t K, int block, void *out) {
-  // Only the paths with integer leaves (moek_q8_block) quantize activations.
   int8_t *q = (int8_t *)out;
   float *d = (float *)((uint8_t *)out + moek_q8_scales_offset(K));
   int16_t *bs = (int16_t *)((uint8_t *)out + moek_q8_sums_offset(K, block));
-  moek_q8_quantize_avx2(x, K, block, q, d, bs);
+  const int isa = moek_isa();
+  if (isa == MOEK_ISA_AVX2 || isa == MOEK_ISA_AVX512) {
+    moek_q8_quantize_avx2(x, K, block, q, d, bs);
+    return;
+  }
+  // Plain C for the other paths (NEON): the same values, round to nearest even as
+  // _mm256_cvtps_epi32 does.
+  const size_t B = (size_t)block;
+  for (size_t b = 0; b < K / B; b++) {
+    const float *xb = x + b * B;
+    float amax = 0, poison = 0;
+    for (size_t j = 0; j < B; j++) {
+      amax = fmaxf(amax, fabsf(xb[j]));
+      poison += xb[j] * 0.0f;
+    }
+    const int finite = poison == 0.0f;
+    d[b] = finite ? amax / 127.0f : NAN;
+    const float inv = finite && amax > 0 ? 127.0f / amax : 0.0f;
+    for (size_t j = 0; j < B; j++) q[b * B + j] = (int8_t)(finite ? nearbyintf(xb[j] * inv) : 0.0f);
+  }
+  for (size_t g = 0; g < K / 16; g++) {
+    int sum = 0;
+    for (size_t j = 0; j < 16; j++) sum += q[g * 16 + j];
+    bs[g] = (int16_t)sum;
+  }
 }
 
 int moek_q8_block(int dt) {
   const int isa = moek_isa();
+  if (isa == MOEK_ISA_NEON) {  // kernels_neon_q8.c
+    switch (dt) {
+      case MOEK_Q8_0: case MOEK_Q4_0: return 32;
+      case MOEK_Q4_K: case MOEK_Q6_K: return 256;
+      default: return 0;
+    }
+  }
   if (isa != MOEK_ISA_AVX2 && isa != MOEK_ISA_AVX512) return 0;
   switch (dt) {
     case MOEK_Q8_0: case MOEK_Q4_0: case MOEK_Q4_1: case MOEK_Q5_0: case MOEK_Q5_1: case MOEK_IQ4_NL: case MOEK_MXFP4:
@@ -39,5 +65,6 @@ int moek_gemv_rows_q8(const void *W, int dt, size_t ldw, const void *XQ, size_t 
                       float *Y, size_t ldy, size_t r0, size_t r1, size_t K) {
   if (moek_q8_block(dt) == 0) return 0;
   if (nx < 1 || r1 <= r0) return 1;
+  if (moek_isa() == MOEK_ISA_NEON) return moek_gemv_rows_q8_neon(W, dt, ldw, XQ, ldxq, nx, Y, ldy, r0, r1, K);
   return moek_gemv_rows_q8_avx2(W, dt, ldw, XQ, ldxq, nx, Y, ldy, r0, r1, K);
 }

@@ -14,11 +14,33 @@ int moek_gemv_rows_blocks_avx2(const void *W, int dt, size_t ldw, const float *X
 /// The AVX2 integer block rows (kernels_avx2_q8.c): 1 when it handled `dt`, else 0.
 int moek_gemv_rows_q8_avx2(const void *W, int dt, size_t ldw, const void *XQ, size_t ldxq, int nx, float *Y,
                            size_t ldy, size_t r0, size_t r1, size_t K);
+/// Byte offsets of a quantized activation row's scales and 16-value sums (act_quant.c's
+/// layout: 64-byte aligned pieces).
+static inline size_t moek_q8_scales_offset(size_t K) { return (K + 63) & ~(size_t)63; }
+static inline size_t moek_q8_sums_offset(size_t K, int block) {
+  return moek_q8_scales_offset(K) + ((K / (size_t)block * 4 + 63) & ~(size_t)63);
+}
+
+/// One quantized activation row (act_quant.c's layout): int8 values, a scale per block, sums
+/// per 16.
+typedef struct {
+  const int8_t *q;
+  const float *d;
+  const int16_t *bs;
+} moek_act_row;
+
+/// Row m of the quantized activation rows at XQ (`ldxq` bytes apart) of K values in blocks of `block`.
+static inline moek_act_row moek_act_row_at(const void *XQ, size_t ldxq, int m, size_t K, int block) {
+  const uint8_t *p = (const uint8_t *)XQ + (size_t)m * ldxq;
+  return (moek_act_row){(const int8_t *)p, (const float *)(p + moek_q8_scales_offset(K)),
+                        (const int16_t *)(p + moek_q8_sums_offset(K, block))};
+}
+
+/// The NEON integer block rows (kernels_neon_q8.c): 1 when it handled `dt`, else 0.
+int moek_gemv_rows_q8_neon(const void *W, int dt, size_t ldw, const void *XQ, size_t ldxq, int nx, float *Y,
+                           size_t ldy, size_t r0, size_t r1, size_t K);
 /// `moek_q8_quantize`'s AVX2 body (kernels_avx2_q8.c); `bs` NULL skips the 16-value sums.
 void moek_q8_quantize_avx2(const float *x, size_t K, int block, int8_t *q, float *d, int16_t *bs);
-/// Byte offsets of a quantized activation row's scales and 16-value sums (act_quant.c).
-size_t moek_q8_scales_offset(size_t K);
-size_t moek_q8_sums_offset(size_t K, int block);
 
 /// One instruction-set path: every leaf the dispatcher routes.
 typedef struct {

@@ -13,13 +13,6 @@
 
 #define INLINE static inline __attribute__((always_inline))
 
-/// One quantized activation row: int8 values, a scale per activation block, sums per 16.
-typedef struct {
-  const int8_t *q;
-  const float *d;
-  const int16_t *bs;
-} act_row;
-
 INLINE float half(const uint8_t *p) {
   uint16_t h;
   memcpy(&h, p, 2);
@@ -81,7 +74,7 @@ INLINE __m256i unpack32(int dt, const uint8_t *b, __m256i lut, float *d) {
 
 /// Rows [r0, r1) of a 32-element format against nx activation rows. Two accumulators per row
 /// alternate between blocks, so a single row does not wait on the FMA latency.
-INLINE void rows_32(int dt, const uint8_t *W, size_t row_bytes, const act_row *x, const int nx, float *Y,
+INLINE void rows_32(int dt, const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y,
                     size_t ldy, size_t r0, size_t r1, size_t K) {
   const size_t blocks = K / 32, bytes = (size_t)moek_block_bytes(dt);
   const int8_t *table = dt == MOEK_MXFP4 ? moek_kvalues_mxfp4 : moek_kvalues_iq4nl;
@@ -117,7 +110,7 @@ INLINE void rows_32(int dt, const uint8_t *W, size_t row_bytes, const act_row *x
 
 /// Q4_1 and Q5_1: x = d q + m with q unsigned (4 or 5 bits), so the dot is
 /// d sum(q x) + m sum(x), the second from the activation's 16-value sums.
-INLINE void rows_32_min(int five, const uint8_t *W, size_t row_bytes, const act_row *x, const int nx, float *Y,
+INLINE void rows_32_min(int five, const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y,
                         size_t ldy, size_t r0, size_t r1, size_t K) {
   const size_t blocks = K / 32, bytes = five ? 24 : 20;
   const __m256i ones = _mm256_set1_epi16(1), bit5 = _mm256_set1_epi8(0x10);
@@ -161,7 +154,7 @@ INLINE __m256i lane16(int j) { return _mm256_set1_epi16((short)((2 * j + 1) << 8
 
 /// Q4_K (hbits NULL) and Q5_K: x = d sc_j q - dmin m_j per 32, so the dot is
 /// d sum_j sc_j (q . x_j) - dmin sum_j m_j sum(x_j), the second from the activation sums.
-INLINE void rows_k45(int five, const uint8_t *W, size_t row_bytes, const act_row *x, const int nx, float *Y,
+INLINE void rows_k45(int five, const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y,
                      size_t ldy, size_t r0, size_t r1, size_t K) {
   const size_t blocks = K / 256, bytes = five ? 176 : 144;
   const __m256i m4 = _mm256_set1_epi8(0xF), one = _mm256_set1_epi8(1);
@@ -216,7 +209,7 @@ INLINE void rows_k45(int five, const uint8_t *W, size_t row_bytes, const act_row
 
 /// IQ4_XS: 256 values as 8 runs of 32 from the IQ4_NL code book, each with a 6-bit scale
 /// minus 32 (4 low bits in scales_l, 2 high in scales_h) relative to d.
-INLINE void rows_iq4_xs(const uint8_t *W, size_t row_bytes, const act_row *x, const int nx, float *Y, size_t ldy,
+INLINE void rows_iq4_xs(const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y, size_t ldy,
                         size_t r0, size_t r1, size_t K) {
   const size_t blocks = K / 256;
   const __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)moek_kvalues_iq4nl));
@@ -259,7 +252,7 @@ INLINE __m128i pair_shuffle(int a) {
 
 /// Q6_K: q in 0..63 (4 low bits in ql, 2 in qh) minus 32, an int8 scale per 16. The -32 is
 /// taken as 32 times the activation's sum (maddubs of 32 against x), so q stays unsigned.
-INLINE void rows_q6_k(const uint8_t *W, size_t row_bytes, const act_row *x, const int nx, float *Y, size_t ldy,
+INLINE void rows_q6_k(const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y, size_t ldy,
                       size_t r0, size_t r1, size_t K) {
   const size_t blocks = K / 256;
   const __m256i m4 = _mm256_set1_epi8(0xF), m2 = _mm256_set1_epi8(3), m32 = _mm256_set1_epi8(32);
@@ -308,7 +301,7 @@ INLINE void rows_q6_k(const uint8_t *W, size_t row_bytes, const act_row *x, cons
 /// Q2_K: 256 values of 2 bits, an unsigned 4-bit scale and min per 16 (scales[16]: scale low,
 /// min high) relative to d and dmin: the dot is d sum_g sc_g (q . x_g) - dmin sum_g m_g sum(x_g).
 /// Value e sits in byte 32 (e / 128) + e % 32 of qs, bits 2 ((e % 128) / 32).
-INLINE void rows_q2_k(const uint8_t *W, size_t row_bytes, const act_row *x, const int nx, float *Y, size_t ldy,
+INLINE void rows_q2_k(const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y, size_t ldy,
                       size_t r0, size_t r1, size_t K) {
   const size_t blocks = K / 256;
   const __m256i m3 = _mm256_set1_epi8(3);
@@ -354,7 +347,7 @@ INLINE void rows_q2_k(const uint8_t *W, size_t row_bytes, const act_row *x, cons
 /// Q3_K: 256 values of 2 low bits (as Q2_K) and a high bit in hmask (byte e % 32, bit
 /// 4 (e / 128) + (e % 128) / 32; clear means minus 4), a signed 6-bit scale per 16 (minus 32,
 /// packed in 12 bytes) relative to d.
-INLINE void rows_q3_k(const uint8_t *W, size_t row_bytes, const act_row *x, const int nx, float *Y, size_t ldy,
+INLINE void rows_q3_k(const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y, size_t ldy,
                       size_t r0, size_t r1, size_t K) {
   const size_t blocks = K / 256;
   const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1), four = _mm256_set1_epi8(4);
@@ -448,12 +441,8 @@ int moek_gemv_rows_q8_avx2(const void *W, int dt, size_t ldw, const void *XQ, si
   const uint8_t *w = (const uint8_t *)W;
   for (int m0 = 0; m0 < nx; m0 += 4) {
     const int mn = nx - m0 < 4 ? nx - m0 : 4;
-    act_row x[4];
-    for (int m = 0; m < mn; m++) {
-      const uint8_t *p = (const uint8_t *)XQ + (size_t)(m0 + m) * ldxq;
-      x[m] = (act_row){(const int8_t *)p, (const float *)(p + moek_q8_scales_offset(K)),
-                       (const int16_t *)(p + moek_q8_sums_offset(K, block))};
-    }
+    moek_act_row x[4];
+    for (int m = 0; m < mn; m++) x[m] = moek_act_row_at(XQ, ldxq, m0 + m, K, block);
     float *y = Y + (size_t)m0 * ldy;
 #define BY_ROWS(call)          \
   switch (mn) {                \

@@ -1,0 +1,164 @@
+// NEON integer dot products of block-format weight rows against 8-bit activation rows
+// (act_quant.c), for AArch64: each weight block is unpacked to int8 lanes once and multiplied
+// against up to 4 activation rows with widening multiply-accumulates (vmull_s8/vmlal_s8, then
+// pairwise adds into int32; every AArch64 core has them), its scales applied to the integer
+// sums. Formats: Q8_0, Q4_0 (32-value activation blocks), Q4_K, Q6_K (256-value ones); the
+// others keep f32 activations on NEON. Layouts: dequant.c. Checked under qemu by
+// scripts/check-neon.sh.
+#include "internal.h"
+#if defined(__aarch64__)
+#include <arm_neon.h>
+
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE float half(const uint8_t *p) {
+  uint16_t h;
+  memcpy(&h, p, 2);
+  return moek_f16_to_f32(h);
+}
+
+/// The dot product of 16 int8 pairs (|products| <= 128 * 127, so pairs fit int16).
+INLINE int32_t dot16(int8x16_t a, int8x16_t b) {
+  int16x8_t p = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+  p = vmlal_s8(p, vget_high_s8(a), vget_high_s8(b));
+  return vaddlvq_s16(p);
+}
+
+/// Q8_0 (q as stored) and Q4_0 (nibbles minus 8): x = d q per 32.
+INLINE void rows_32(int four, const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y,
+                    size_t ldy, size_t r0, size_t r1, size_t K) {
+  const size_t blocks = K / 32, bytes = four ? 18 : 34;
+  for (size_t r = r0; r < r1; r++) {
+    const uint8_t *row = W + r * row_bytes;
+    float acc[4] = {0, 0, 0, 0};
+    for (size_t i = 0; i < blocks; i++) {
+      const uint8_t *b = row + i * bytes;
+      const float d = half(b);
+      int8x16_t w0, w1;
+      if (four) {
+        const uint8x16_t v = vld1q_u8(b + 2);
+        w0 = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0xF))), vdupq_n_s8(8));
+        w1 = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), vdupq_n_s8(8));
+      } else {
+        w0 = vld1q_s8((const int8_t *)(b + 2));
+        w1 = vld1q_s8((const int8_t *)(b + 18));
+      }
+      for (int m = 0; m < nx; m++) {
+        const int8_t *q = x[m].q + i * 32;
+        const int32_t s = dot16(w0, vld1q_s8(q)) + dot16(w1, vld1q_s8(q + 16));
+        acc[m] += d * x[m].d[i] * (float)s;
+      }
+    }
+    for (int m = 0; m < nx; m++) Y[(size_t)m * ldy + r] = acc[m];
+  }
+}
+
+/// Q4_K: per 32 a 6-bit scale and min (as dequant.c's scale_min_k4); the dot is
+/// d sum_j sc_j (q . x_j) - dmin sum_j m_j sum(x_j).
+INLINE void rows_q4_k(const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y, size_t ldy,
+                      size_t r0, size_t r1, size_t K) {
+  const size_t blocks = K / 256;
+  for (size_t r = r0; r < r1; r++) {
+    const uint8_t *row = W + r * row_bytes;
+    float acc[4] = {0, 0, 0, 0};
+    for (size_t i = 0; i < blocks; i++) {
+      const uint8_t *b = row + i * 144, *sc = b + 4, *qs = b + 16;
+      const float d = half(b), dmin = half(b + 2);
+      int scale[8], min[8];
+      for (int j = 0; j < 8; j++) {
+        if (j < 4) {
+          scale[j] = sc[j] & 63;
+          min[j] = sc[j + 4] & 63;
+        } else {
+          scale[j] = (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4);
+          min[j] = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+        }
+      }
+      int32_t sumi[4] = {0, 0, 0, 0}, summ[4] = {0, 0, 0, 0};
+      for (int j = 0; j < 4; j++) {  // 64 values: low nibbles are sub-block 2j, high 2j + 1
+        const uint8x16_t v0 = vld1q_u8(qs + 32 * j), v1 = vld1q_u8(qs + 32 * j + 16);
+        const int8x16_t lo0 = vreinterpretq_s8_u8(vandq_u8(v0, vdupq_n_u8(0xF)));
+        const int8x16_t lo1 = vreinterpretq_s8_u8(vandq_u8(v1, vdupq_n_u8(0xF)));
+        const int8x16_t hi0 = vreinterpretq_s8_u8(vshrq_n_u8(v0, 4)), hi1 = vreinterpretq_s8_u8(vshrq_n_u8(v1, 4));
+        for (int m = 0; m < nx; m++) {
+          const int8_t *q = x[m].q + i * 256 + 64 * j;
+          const int32_t a = dot16(lo0, vld1q_s8(q)) + dot16(lo1, vld1q_s8(q + 16));
+          const int32_t c = dot16(hi0, vld1q_s8(q + 32)) + dot16(hi1, vld1q_s8(q + 48));
+          sumi[m] += scale[2 * j] * a + scale[2 * j + 1] * c;
+        }
+      }
+      for (int m = 0; m < nx; m++) {
+        const int16_t *bs = x[m].bs + i * 16;
+        for (int j = 0; j < 8; j++) summ[m] += min[j] * (bs[2 * j] + bs[2 * j + 1]);
+        acc[m] += x[m].d[i] * (d * (float)sumi[m] - dmin * (float)summ[m]);
+      }
+    }
+    for (int m = 0; m < nx; m++) Y[(size_t)m * ldy + r] = acc[m];
+  }
+}
+
+/// Q6_K: q in 0..63 (4 bits in ql, 2 in qh) minus 32, an int8 scale per 16.
+INLINE void rows_q6_k(const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y, size_t ldy,
+                      size_t r0, size_t r1, size_t K) {
+  const size_t blocks = K / 256;
+  const uint8x16_t m4 = vdupq_n_u8(0xF), m2 = vdupq_n_u8(3);
+  const int8x16_t m32 = vdupq_n_s8(32);
+  for (size_t r = r0; r < r1; r++) {
+    const uint8_t *row = W + r * row_bytes;
+    float acc[4] = {0, 0, 0, 0};
+    for (size_t i = 0; i < blocks; i++) {
+      const uint8_t *b = row + i * 210;
+      const int8_t *sc = (const int8_t *)(b + 192);
+      const float d = half(b + 208);
+      int32_t sumi[4] = {0, 0, 0, 0};
+      for (int n = 0; n < 2; n++) {
+        const uint8_t *ql = b + 64 * n, *qh = b + 128 + 32 * n;
+        for (int l = 0; l < 32; l += 16) {  // values l.. of each of the four 32-value runs
+          const uint8x16_t a = vld1q_u8(ql + l), c = vld1q_u8(ql + l + 32), h = vld1q_u8(qh + l);
+          int8x16_t q[4];
+          q[0] = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(a, m4), vshlq_n_u8(vandq_u8(h, m2), 4)));
+          q[1] = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(c, m4), vshlq_n_u8(vandq_u8(vshrq_n_u8(h, 2), m2), 4)));
+          q[2] = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(a, 4), vshlq_n_u8(vandq_u8(vshrq_n_u8(h, 4), m2), 4)));
+          q[3] = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(c, 4), vshlq_n_u8(vshrq_n_u8(h, 6), 4)));
+          for (int k = 0; k < 4; k++) q[k] = vsubq_s8(q[k], m32);
+          const int is = 8 * n + l / 16;
+          for (int m = 0; m < nx; m++) {
+            const int8_t *xq = x[m].q + i * 256 + 128 * n + l;
+            for (int k = 0; k < 4; k++) sumi[m] += sc[is + 2 * k] * dot16(q[k], vld1q_s8(xq + 32 * k));
+          }
+        }
+      }
+      for (int m = 0; m < nx; m++) acc[m] += d * x[m].d[i] * (float)sumi[m];
+    }
+    for (int m = 0; m < nx; m++) Y[(size_t)m * ldy + r] = acc[m];
+  }
+}
+
+int moek_gemv_rows_q8_neon(const void *W, int dt, size_t ldw, const void *XQ, size_t ldxq, int nx, float *Y,
+                           size_t ldy, size_t r0, size_t r1, size_t K) {
+  const int block = moek_q8_block(dt);
+  if (block == 0 || K % (size_t)block != 0) return 0;
+  const size_t row_bytes = ldw / (size_t)moek_block_elements(dt) * (size_t)moek_block_bytes(dt);
+  const uint8_t *w = (const uint8_t *)W;
+  for (int m0 = 0; m0 < nx; m0 += 4) {
+    const int mn = nx - m0 < 4 ? nx - m0 : 4;
+    moek_act_row x[4];
+    for (int m = 0; m < mn; m++) x[m] = moek_act_row_at(XQ, ldxq, m0 + m, K, block);
+    float *y = Y + (size_t)m0 * ldy;
+    switch (dt) {
+      case MOEK_Q8_0: rows_32(0, w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
+      case MOEK_Q4_0: rows_32(1, w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
+      case MOEK_Q4_K: rows_q4_k(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
+      case MOEK_Q6_K: rows_q6_k(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
+      default: return 0;
+    }
+  }
+  return 1;
+}
+#else
+int moek_gemv_rows_q8_neon(const void *W, int dt, size_t ldw, const void *XQ, size_t ldxq, int nx, float *Y,
+                           size_t ldy, size_t r0, size_t r1, size_t K) {
+  (void)W; (void)dt; (void)ldw; (void)XQ; (void)ldxq; (void)nx; (void)Y; (void)ldy; (void)r0; (void)r1; (void)K;
+  return 0;
+}
+#endif
