@@ -155,6 +155,12 @@ public final class DecoderModel: @unchecked Sendable {
             let values = embed[id].toFloats()
             for j in 0..<d { xp[row * d + j] = values[j] }
         }
+        // Non-finite values are caught where they first appear (NaN or Inf weights would
+        // otherwise flow on to NaN logits, or to finite garbage after a router's comparisons).
+        if !Kernels.sumOfSquares(x, pool: pool).isFinite {
+            throw .invalidFile(path: checkpoint.configPath, field: s.names.embedding,
+                               reason: "the rows of tokens \(tokens) hold NaN or Inf")
+        }
         var state = RouterState()
         for (i, layer) in layers.enumerated() {
             let h = Kernels.rmsNorm(x, weight: layer.inputNorm, eps: s.rmsNormEps, pool: pool)
@@ -182,6 +188,10 @@ public final class DecoderModel: @unchecked Sendable {
                 f = Kernels.matmul(g, down, pool: pool)
             }
             add(f, into: x)
+            if !Kernels.sumOfSquares(x, pool: pool).isFinite {
+                throw .invalidFile(path: checkpoint.configPath, field: "layer \(i)",
+                                   reason: "its output holds NaN or Inf: a weight of this layer is not finite, or the values overflow")
+            }
         }
         cache.advance(t)
         if lastOnly { x = x.rows((t - 1)..<t).copied() }

@@ -175,3 +175,27 @@ final class GGUFModelTests: XCTestCase {
         }
     }
 }
+
+extension GGUFModelTests {
+    /// A NaN weight is an error naming the layer whose output it spoils, not NaN (or, after a
+    /// router's comparisons, finite garbage) logits; a NaN embedding row names the embedding.
+    func testNonFiniteWeightsNameTheLayer() throws {
+        let source = folder.appendingPathComponent("qwen3_moe.f32.gguf")
+        let file = try GGUFFile(path: source.path)
+        for (tensor, field) in [("blk.1.attn_q.weight", "layer 1"), ("token_embd.weight", "model.embed_tokens.weight")] {
+            var bytes = [UInt8](try Data(contentsOf: source))
+            let info = try XCTUnwrap(file.tensors[tensor])
+            let at = tensor == "token_embd.weight" ? info.offset + 7 * info.shape[1] * 4 : info.offset + 12
+            withUnsafeBytes(of: Float.nan.bitPattern.littleEndian) { for i in 0..<4 { bytes[at + i] = $0[i] } }
+            let bad = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-nanw-\(getpid()).gguf")
+            defer { try? FileManager.default.removeItem(at: bad) }
+            try Data(bytes).write(to: bad)
+            let model = try DecoderModel(path: bad.path)
+            var cache = model.makeCache()
+            XCTAssertThrowsError(try model.forward([3, 7, 9], cache: &cache)) { error in
+                guard case let .invalidFile(_, f, _)? = error as? ModelError else { return XCTFail("\(error)") }
+                XCTAssertEqual(f, field, tensor)
+            }
+        }
+    }
+}
