@@ -22,7 +22,7 @@ indirect enum Normalizer {
         case "Lowercase": self = .lowercase
         case "Prepend": self = .prepend(try reader.string(j, "prepend", field))
         case "Replace": self = .replace(try reader.pattern(j, field), try reader.string(j, "content", field))
-        case "Strip": self = .strip(left: j["strip_left"] as? Bool ?? true, right: j["strip_right"] as? Bool ?? true)
+        case "Strip": self = .strip(left: try reader.value(j, "strip_left", field, Bool.self) ?? true, right: try reader.value(j, "strip_right", field, Bool.self) ?? true)
         case "Sequence":
             guard let items = j["normalizers"] as? [[String: Any]] else {
                 throw .invalidFile(path: reader.path, field: "\(field).normalizers", reason: "missing")
@@ -70,27 +70,28 @@ indirect enum PreTokenizer {
     init(_ j: [String: Any], field: String, reader: JSONReader) throws(ModelError) {
         switch try reader.type(j, field) {
         case "Split":
-            let raw = j["behavior"] as? String ?? "Isolated"
+            let raw = try reader.value(j, "behavior", field, String.self) ?? "Isolated"
             guard let behavior = Behavior(rawValue: raw) else {
                 throw .invalidFile(path: reader.path, field: "\(field).behavior", reason: "'\(raw)' is not supported")
             }
-            self = .split(try reader.pattern(j, field), behavior, invert: j["invert"] as? Bool ?? false)
+            self = .split(try reader.pattern(j, field), behavior, invert: try reader.value(j, "invert", field, Bool.self) ?? false)
         case "ByteLevel":
             let regex: Regex<AnyRegexOutput>?
-            if j["use_regex"] as? Bool ?? true {
+            if try reader.value(j, "use_regex", field, Bool.self) ?? true {
                 do { regex = try Regex(gpt2Pattern).matchingSemantics(.unicodeScalar) } catch {
                     throw .invalidFile(path: reader.path, field: field, reason: "cannot compile the GPT-2 pattern")
                 }
             } else {
                 regex = nil
             }
-            self = .byteLevel(addPrefixSpace: j["add_prefix_space"] as? Bool ?? false, useRegex: regex)
+            self = .byteLevel(addPrefixSpace: try reader.value(j, "add_prefix_space", field, Bool.self) ?? false, useRegex: regex)
         case "Metaspace":
-            var scheme = j["prepend_scheme"] as? String ?? ((j["add_prefix_space"] as? Bool ?? true) ? "always" : "never")
+            let prefix = try reader.value(j, "add_prefix_space", field, Bool.self) ?? true
+            var scheme = try reader.value(j, "prepend_scheme", field, String.self) ?? (prefix ? "always" : "never")
             scheme = scheme.lowercased()
-            self = .metaspace(replacement: j["replacement"] as? String ?? "\u{2581}", prependScheme: scheme, split: j["split"] as? Bool ?? true)
+            self = .metaspace(replacement: try reader.value(j, "replacement", field, String.self) ?? "\u{2581}", prependScheme: scheme, split: try reader.value(j, "split", field, Bool.self) ?? true)
         case "Digits":
-            self = .digits(individual: j["individual_digits"] as? Bool ?? false)
+            self = .digits(individual: try reader.value(j, "individual_digits", field, Bool.self) ?? false)
         case "Sequence":
             guard let items = j["pretokenizers"] as? [[String: Any]] else {
                 throw .invalidFile(path: reader.path, field: "\(field).pretokenizers", reason: "missing")
@@ -228,21 +229,22 @@ struct BPEModel {
     let ignoreMerges: Bool
 
     init(_ j: [String: Any], reader: JSONReader) throws(ModelError) {
-        let type = j["type"] as? String ?? "BPE"
+        let field = "model"
+        let type = try reader.value(j, "type", field, String.self) ?? "BPE"
         guard type == "BPE" else { throw reader.unsupported("model", type) }
         guard let v = j["vocab"] as? [String: Int] else { throw .invalidFile(path: reader.path, field: "model.vocab", reason: "missing or not {token: id}") }
         vocab = v
         var ranks: [String: Int] = [:]
-        for (i, m) in ((j["merges"] as? [Any]) ?? []).enumerated() {
+        for (i, m) in (try reader.value(j, "merges", field, [Any].self) ?? []).enumerated() {
             if let s = m as? String { ranks[s] = ranks[s] ?? i }
             else if let pair = m as? [String], pair.count == 2 { ranks["\(pair[0]) \(pair[1])"] = ranks["\(pair[0]) \(pair[1])"] ?? i }
             else { throw .invalidFile(path: reader.path, field: "model.merges[\(i)]", reason: "not \"a b\" or [a, b]") }
         }
         self.ranks = ranks
-        unkID = (j["unk_token"] as? String).flatMap { v[$0] }
-        fuseUnk = j["fuse_unk"] as? Bool ?? false
-        byteFallback = j["byte_fallback"] as? Bool ?? false
-        ignoreMerges = j["ignore_merges"] as? Bool ?? false
+        unkID = try reader.value(j, "unk_token", field, String.self).flatMap { v[$0] }
+        fuseUnk = try reader.value(j, "fuse_unk", field, Bool.self) ?? false
+        byteFallback = try reader.value(j, "byte_fallback", field, Bool.self) ?? false
+        ignoreMerges = try reader.value(j, "ignore_merges", field, Bool.self) ?? false
         if let p = j["continuing_subword_prefix"] as? String, !p.isEmpty {
             throw .invalidFile(path: reader.path, field: "model.continuing_subword_prefix", reason: "is not supported")
         }
@@ -408,8 +410,9 @@ indirect enum TokenDecoder {
         case "Fuse": self = .fuse
         case "Strip": self = .strip(try reader.string(j, "content", field), start: j["start"] as? Int ?? 0, stop: j["stop"] as? Int ?? 0)
         case "Metaspace":
-            let scheme = (j["prepend_scheme"] as? String ?? ((j["add_prefix_space"] as? Bool ?? true) ? "always" : "never")).lowercased()
-            self = .metaspace(replacement: j["replacement"] as? String ?? "\u{2581}", prependScheme: scheme)
+            let prefix = try reader.value(j, "add_prefix_space", field, Bool.self) ?? true
+            let scheme = (try reader.value(j, "prepend_scheme", field, String.self) ?? (prefix ? "always" : "never")).lowercased()
+            self = .metaspace(replacement: try reader.value(j, "replacement", field, String.self) ?? "\u{2581}", prependScheme: scheme)
         case "Sequence":
             guard let items = j["decoders"] as? [[String: Any]] else {
                 throw .invalidFile(path: reader.path, field: "\(field).decoders", reason: "missing")

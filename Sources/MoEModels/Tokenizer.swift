@@ -48,19 +48,24 @@ public final class Tokenizer: @unchecked Sendable {
             throw .invalidFile(path: path, field: "(json)", reason: "not a JSON object")
         }
         let reader = JSONReader(path: path)
-        guard let modelJSON = json["model"] as? [String: Any] else { throw .invalidFile(path: path, field: "model", reason: "missing") }
+        guard let modelJSON = try reader.value(json, "model", "(root)", [String: Any].self) else {
+            throw .invalidFile(path: path, field: "model", reason: "missing")
+        }
         model = try BPEModel(modelJSON, reader: reader)
-        normalizer = try (json["normalizer"] as? [String: Any]).map { j throws(ModelError) in try Normalizer(j, field: "normalizer", reader: reader) }
-        preTokenizer = try (json["pre_tokenizer"] as? [String: Any]).map { j throws(ModelError) in try PreTokenizer(j, field: "pre_tokenizer", reader: reader) }
-        postProcessor = try (json["post_processor"] as? [String: Any]).map { j throws(ModelError) in try PostProcessor(j, field: "post_processor", reader: reader) }
-        decoder = try (json["decoder"] as? [String: Any]).map { j throws(ModelError) in try TokenDecoder(j, field: "decoder", reader: reader) }
+        let root = "(root)"
+        normalizer = try reader.value(json, "normalizer", root, [String: Any].self).map { j throws(ModelError) in try Normalizer(j, field: "normalizer", reader: reader) }
+        preTokenizer = try reader.value(json, "pre_tokenizer", root, [String: Any].self).map { j throws(ModelError) in try PreTokenizer(j, field: "pre_tokenizer", reader: reader) }
+        postProcessor = try reader.value(json, "post_processor", root, [String: Any].self).map { j throws(ModelError) in try PostProcessor(j, field: "post_processor", reader: reader) }
+        decoder = try reader.value(json, "decoder", root, [String: Any].self).map { j throws(ModelError) in try TokenDecoder(j, field: "decoder", reader: reader) }
         var added: [AddedToken] = []
-        for (i, item) in ((json["added_tokens"] as? [[String: Any]]) ?? []).enumerated() {
+        for (i, item) in (try reader.value(json, "added_tokens", root, [[String: Any]].self) ?? []).enumerated() {
             guard let id = item["id"] as? Int, let content = item["content"] as? String else {
                 throw .invalidFile(path: path, field: "added_tokens[\(i)]", reason: "needs an integer id and a content string")
             }
-            added.append(AddedToken(id: id, content: content, special: item["special"] as? Bool ?? false,
-                                    lstrip: item["lstrip"] as? Bool ?? false, rstrip: item["rstrip"] as? Bool ?? false))
+            let f = "added_tokens[\(i)]"
+            added.append(AddedToken(id: id, content: content, special: try reader.value(item, "special", f, Bool.self) ?? false,
+                                    lstrip: try reader.value(item, "lstrip", f, Bool.self) ?? false,
+                                    rstrip: try reader.value(item, "rstrip", f, Bool.self) ?? false))
         }
         self.added = added.filter { !$0.content.isEmpty }.sorted { $0.content.unicodeScalars.count > $1.content.unicodeScalars.count }
         var inverse: [Int: String] = [:]
@@ -161,6 +166,33 @@ struct JSONReader {
         return v
     }
     func type(_ j: [String: Any], _ field: String) throws(ModelError) -> String { try string(j, "type", field) }
+    /// `j[key]` as a `T`: nil when absent or null, an error naming the field when present with
+    /// another type (a wrong-typed field is never read as absent).
+    func value<T>(_ j: [String: Any], _ key: String, _ field: String, _ type: T.Type) throws(ModelError) -> T? {
+        guard let v = j[key], !(v is NSNull) else { return nil }
+        guard let t = v as? T else {
+            throw .invalidFile(path: path, field: "\(field).\(key)", reason: "expected \(Self.kind(T.self)), found \(Self.kind(of: v))")
+        }
+        return t
+    }
+    static func kind(_ t: Any.Type) -> String {
+        switch t {
+        case is String.Type: return "a string"
+        case is Bool.Type: return "true or false"
+        case is Int.Type: return "an integer"
+        case is [String: Any].Type, is [String: Int].Type: return "an object"
+        default: return "an array"
+        }
+    }
+    static func kind(of v: Any) -> String {
+        switch v {
+        case is String: return "a string"
+        case is NSNumber: return "a number"
+        case is [Any]: return "an array"
+        case is [String: Any]: return "an object"
+        default: return "\(Swift.type(of: v))"
+        }
+    }
     func unsupported(_ field: String, _ type: String) -> ModelError {
         .invalidFile(path: path, field: "\(field).type", reason: "'\(type)' is not supported")
     }

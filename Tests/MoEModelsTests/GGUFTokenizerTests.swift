@@ -57,3 +57,28 @@ final class GGUFTokenizerTests: XCTestCase {
         }
     }
 }
+
+/// tokenizer.json fields of the wrong type are errors naming the field, never read as absent
+/// (merges as a string used to mean no merges; a pre_tokenizer string, none).
+final class TokenizerFieldTypeTests: XCTestCase {
+    func testWrongTypedFieldsNameTheField() throws {
+        let base = #"{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}}"#
+        XCTAssertEqual(try Tokenizer(data: Data(base.utf8), path: "t.json").encode("ab", addSpecialTokens: false), [2])
+        let cases: [(String, String)] = [
+            (#"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": "a b"}}"#, "model.merges"),
+            (#"{"model": {"type": 5, "vocab": {"a": 0}}}"#, "model.type"),
+            (#"{"model": {"type": "BPE", "vocab": {"a": 0}, "byte_fallback": "yes"}}"#, "model.byte_fallback"),
+            (#"{"model": {"type": "BPE", "vocab": {"a": 0}}, "pre_tokenizer": "ByteLevel"}"#, "(root).pre_tokenizer"),
+            (#"{"model": {"type": "BPE", "vocab": {"a": 0}}, "added_tokens": {"id": 1}}"#, "(root).added_tokens"),
+            (#"{"model": {"type": "BPE", "vocab": {"a": 0}}, "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": "no"}}"#, "pre_tokenizer.add_prefix_space"),
+            (#"{"model": {"type": "BPE", "vocab": {"a": 0}, "unk_token": 3}}"#, "model.unk_token"),
+        ]
+        for (json, field) in cases {
+            XCTAssertThrowsError(try Tokenizer(data: Data(json.utf8), path: "t.json"), json) { error in
+                guard case let .invalidFile(path, f, _)? = error as? ModelError else { return XCTFail("\(error)") }
+                XCTAssertEqual(path, "t.json")
+                XCTAssertEqual(f, field, json)
+            }
+        }
+    }
+}
