@@ -112,7 +112,14 @@ private final class PoolState: @unchecked Sendable {
             condition.unlock()
         }
         drain(body, count)
-        while finished.load(ordering: .acquiring) < workerCount { moek_cpu_relax() }
+        // Wait for the workers; yield the core now and then, so that with more threads than
+        // cores the workers this caller waits for get to run (a pure spin starved them).
+        var spins = 0
+        while finished.load(ordering: .acquiring) < workerCount {
+            moek_cpu_relax()
+            spins += 1
+            if spins & 1023 == 0 { sched_yield() }
+        }
         job = nil
     }
 
@@ -141,6 +148,7 @@ private final class PoolState: @unchecked Sendable {
                     moek_cpu_relax()
                     spins += 1
                     if spins & 255 == 0 {  // look at the clock now and then: it costs more than a pause
+                        sched_yield()  // and let a thread that has work run, when cores are oversubscribed
                         let now = DispatchTime.now().uptimeNanoseconds
                         if spinStart == 0 { spinStart = now } else if now - spinStart > Self.spinNanoseconds { spinning = false }
                     }
