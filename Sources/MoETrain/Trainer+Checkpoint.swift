@@ -54,8 +54,9 @@ extension Trainer {
             throw MoECoreError.io(path: dir.appendingPathComponent("checkpoint").path, reason: "no checkpoint to resume from")
         }
         let state = try JSONSerialization.jsonObject(with: Data(contentsOf: folder.appendingPathComponent("trainer_state.json"))) as? [String: Any]
-        guard let step = state?["step"] as? Int else {
-            throw MoECoreError.invalidValue(path: folder.appendingPathComponent("trainer_state.json").path, field: "step", reason: "missing")
+        guard let step = state?["step"] as? Int, step >= 0 else {
+            throw MoECoreError.invalidValue(path: folder.appendingPathComponent("trainer_state.json").path, field: "step",
+                                            reason: "missing, or not a whole number >= 0")
         }
         let model = try SafetensorsFile(path: folder.appendingPathComponent("model.safetensors").path)
         let moments = try SafetensorsFile(path: folder.appendingPathComponent("optimizer.safetensors").path)

@@ -170,6 +170,13 @@ public struct TrainingConfig: Codable, Sendable {
             }
         }
         guard steps > 0, batch > 0, seqLen > 1 else { throw bad("steps/batch/seq_len", "must be positive (seq_len > 1)") }
+        // Bounded so that every size computed from them fits memory and Int, checked before anything is allocated.
+        guard steps <= 1 << 40 else { throw bad("steps", "must be at most 2^40, got \(steps)") }
+        guard batch <= 1 << 16 else { throw bad("batch", "must be at most 65536, got \(batch)") }
+        guard seqLen <= 1 << 20 else { throw bad("seq_len", "must be at most 2^20, got \(seqLen)") }
+        guard batch * seqLen <= 1 << 24 else { throw bad("batch", "batch x seq_len must be at most 2^24 tokens a step, got \(batch) x \(seqLen)") }
+        if let level = data.synthetic?.level, !(1...1000).contains(level) { throw bad("data.synthetic.level", "must be in 1...1000, got \(level)") }
+        if let held = data.synthetic?.heldOut, !(held >= 0 && held < 1) { throw bad("data.synthetic.held_out", "must be in [0, 1), got \(held)") }
         if let threads, !(1...ThreadPool.maxThreads).contains(threads) {
             throw bad("threads", "must be in 1...\(ThreadPool.maxThreads) (4 per core on this machine), got \(threads)")
         }

@@ -361,6 +361,14 @@ final class CLITests: XCTestCase {
         let noCheckpoint = try moe(["train", "--config", try temp(trainConfig(empty)), "--resume"])
         XCTAssertNotEqual(noCheckpoint.status, 0)
         XCTAssertTrue(noCheckpoint.err.contains("checkpoint"), noCheckpoint.err)
+        // Sizes from outside are bounded before anything is allocated (Int.max ran forever or aborted).
+        for (field, edit) in [("batch", #""batch": 9223372036854775807"#), ("seq_len", #""seq_len": 9223372036854775807"#),
+                              ("threads", #""threads": 64"#), ("data.synthetic.level", #""data": {"synthetic": {"level": 100000000}}"#),
+                              ("data.synthetic.held_out", #""data": {"synthetic": {"held_out": 2}}"#)] {
+            let r = try moe(["train", "--config", try temp("{\(edit), \"checkpoint_dir\": \"/tmp/moekit-never-written\"}")])
+            XCTAssertNotEqual(r.status, 0, field)
+            XCTAssertTrue(r.err.contains(field) && !r.err.contains("crashed"), "\(field): \(r.err)")
+        }
     }
 
     func testGeneratePromptAsArgumentOrOption() throws {
