@@ -164,7 +164,7 @@ public final class GGUFWeights: WeightSource, @unchecked Sendable {
     }
 
     /// The config.json the family reads, from GGUF metadata (`<arch>.*` keys as llama.cpp writes them).
-    static func config(_ file: GGUFFile) throws(ModelError) -> [String: Any] {
+    public static func config(_ file: GGUFFile) throws(ModelError) -> [String: Any] {
         let m = file.metadata, path = file.path
         guard let arch = file.architecture else { throw .invalidFile(path: path, field: "general.architecture", reason: "missing") }
         guard var family = families[arch] else { throw .unknownArchitecture(path: path, name: arch) }

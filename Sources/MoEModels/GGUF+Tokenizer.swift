@@ -152,6 +152,13 @@ extension GGUFFile {
     }
 }
 
+extension GGUFFile {
+    /// Whether the GGUF file at `path` carries a tokenizer (`tokenizer.ggml.model`).
+    public static func hasTokenizer(path: String) -> Bool {
+        (try? GGUFFile(path: path))?.metadata["tokenizer.ggml.model"] != nil
+    }
+}
+
 extension Tokenizer {
     /// The tokenizer of a model: a GGUF file's own, or a checkpoint folder's `tokenizer.json`.
     public static func of(model path: String) throws(ModelError) -> Tokenizer {

@@ -112,6 +112,22 @@ public enum GGUFConverter {
         return out
     }
 
+    /// `interleavedRope` undone: llama.cpp's q/k row order back to transformers'.
+    public static func halvesRope(_ t: Tensor, heads: Int) -> Tensor {
+        let rows = t.shape[0], cols = t.rank == 2 ? t.shape[1] : 1, hd = rows / max(1, heads), half = hd / 2
+        let rowBytes = t.dtype.storageBytes(elements: cols)
+        let out = Tensor(uninitialized: t.shape, dtype: t.dtype)
+        for h in 0..<heads {
+            for j in 0..<2 {
+                for i in 0..<half {
+                    let from = h * hd + 2 * i + j, to = h * hd + j * half + i
+                    (out.mutableRawPointer + to * rowBytes).copyMemory(from: t.rawPointer + from * rowBytes, byteCount: rowBytes)
+                }
+            }
+        }
+        return out
+    }
+
     /// llama.cpp's metadata for the architecture, from the spec and config.json.
     static func metadata(_ ck: Checkpoint, _ spec: DecoderSpec, arch: String, directory: String) throws(ModelError) -> [GGUFWriter.Record] {
         let config = (FileManager.default.contents(atPath: ck.configPath)

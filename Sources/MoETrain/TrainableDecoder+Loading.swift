@@ -16,14 +16,37 @@ extension TrainableDecoder {
     /// attention).
     public convenience init(directory: String, router override: RouterConfig? = nil) throws(ModelError) {
         let ck = try Checkpoint(directory: directory)
+        let config = (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: ck.configPath)))) as? [String: Any]
+        try self.init(source: ck, spec: try Architectures.spec(configAt: ck.configPath), sourceConfig: config, router: override)
+    }
+
+    /// Loads a checkpoint folder or a GGUF file (any stored type: block formats are widened to
+    /// f32 parameters; Llama-family q/k rows, which llama.cpp permutes for its interleaved
+    /// RoPE, are put back in transformers' order), to train from its weights.
+    public convenience init(path: String, router override: RouterConfig? = nil) throws(ModelError) {
+        guard GGUFFile.isGGUF(path: path) else { try self.init(directory: path, router: override); return }
+        let weights = try GGUFWeights(path: path)
+        try self.init(source: weights, spec: weights.spec, sourceConfig: try GGUFWeights.config(weights.file), router: override)
+    }
+
+    /// Loads the weights of `ck`, which `spec` describes; `sourceConfig` (config.json's keys) is
+    /// what a saved checkpoint of this model writes again.
+    convenience init(source ck: any WeightSource, spec loaded: DecoderSpec, sourceConfig source: [String: Any]?,
+                     router override: RouterConfig?) throws(ModelError) {
         let path = ck.configPath
-        var spec = try Architectures.spec(configAt: path)
+        var spec = loaded
         if let override {
             guard spec.isMoE else { throw .invalidConfig(path: path, field: "router", reason: "the model has no MoE layer to route") }
             spec.routerOverride = override
         }
+        let permuted = spec.ropeInterleaved
+        spec.ropeInterleaved = false  // the training ops rotate halves, as transformers does
         func f32(_ name: String, _ shape: [Int]) throws(ModelError) -> Variable {
-            Self.parameter(try ck.tensor(name, shape: shape))
+            let t = try ck.tensor(name, shape: shape)
+            let qk = name.hasSuffix("self_attn.q_proj.weight") || name.hasSuffix("self_attn.k_proj.weight")
+                || name.hasSuffix("self_attn.q_proj.bias") || name.hasSuffix("self_attn.k_proj.bias")
+            guard permuted && qk else { return Self.parameter(t) }
+            return Self.parameter(GGUFConverter.halvesRope(t, heads: name.contains(".q_proj.") ? spec.heads : spec.kvHeads))
         }
         let n = spec.names, d = spec.hiddenSize, hd = spec.headDim
         let embed = try f32(n.embedding, [spec.vocabSize, d])
@@ -115,7 +138,6 @@ extension TrainableDecoder {
                           experts: spec.experts, expertSize: spec.expertIntermediate)
         shape.ropeTheta = spec.rope.theta
         shape.rmsNormEps = spec.rmsNormEps
-        let source = (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path)))) as? [String: Any]
         // A dense model has no router; the layers never call it.
         self.init(spec: spec, shape: shape, router: router ?? TopKSoftmaxRouter(experts: 1, k: 1), embed: embed,
                   finalNorm: try f32(n.finalNorm, [d]), lmHead: lmHead, layers: layers, routerCell: cell, sourceConfig: source)
@@ -125,7 +147,7 @@ extension TrainableDecoder {
     static func parameter(_ t: Tensor) -> Variable { Variable(t.dtype == .f32 ? t.copied() : t.converted(to: .f32)) }
 
     /// A SwiGLU FFN's projections under `prefix` (and a sigmoid gate named `gate`).
-    static func ffn(_ ck: Checkpoint, _ prefix: String, width: Int, d: Int, gate: String?) throws(ModelError) -> FFNParameters {
+    static func ffn(_ ck: any WeightSource, _ prefix: String, width: Int, d: Int, gate: String?) throws(ModelError) -> FFNParameters {
         FFNParameters(gate: parameter(try ck.tensor("\(prefix).gate_proj.weight", shape: [width, d])),
                       up: parameter(try ck.tensor("\(prefix).up_proj.weight", shape: [width, d])),
                       down: parameter(try ck.tensor("\(prefix).down_proj.weight", shape: [d, width])),

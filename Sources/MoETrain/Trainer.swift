@@ -29,7 +29,7 @@ public final class Trainer: @unchecked Sendable {
         self.config = config
         self.pool = pool
         if let from = config.from {
-            model = try TrainableDecoder(directory: from, router: config.routerGiven ? config.router : nil)
+            model = try TrainableDecoder(path: from, router: config.routerGiven ? config.router : nil)
             tokenizer = try Trainer.checkpointTokenizer(of: from, spec: model.spec)
         } else if let arch = config.model.arch, arch != "mixtral" {
             // A fresh model of another family: init-random's f32 weights, read back through the family.
@@ -56,9 +56,10 @@ public final class Trainer: @unchecked Sendable {
     /// The tokenizer of checkpoint folder `dir`: its `tokenizer.json`, or the byte tokenizer for
     /// a byte-vocabulary model MoEKit trained; its ids must fit the model's vocabulary.
     static func checkpointTokenizer(of dir: String, spec: DecoderSpec) throws(ModelError) -> any TrainingTokenizer {
-        let path = (dir as NSString).appendingPathComponent("tokenizer.json")
+        let isGGUF = GGUFFile.isGGUF(path: dir)
+        let path = isGGUF ? dir : (dir as NSString).appendingPathComponent("tokenizer.json")
         let tokenizer: any TrainingTokenizer
-        if FileManager.default.fileExists(atPath: path) {
+        if isGGUF && GGUFFile.hasTokenizer(path: dir) || !isGGUF && FileManager.default.fileExists(atPath: path) {
             tokenizer = try CheckpointTokenizer(directory: dir, spec: spec)
         } else if spec.vocabSize == ByteTokenizer.vocabularySize {
             tokenizer = ByteTokenizer()

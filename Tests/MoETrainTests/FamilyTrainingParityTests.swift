@@ -61,3 +61,23 @@ final class FamilyTrainingParityTests: XCTestCase {
         }
     }
 }
+
+/// Training from GGUF files: the trainable model loaded from llama.cpp's files (an f32 Mixtral,
+/// whose q/k rows llama.cpp permuted, a Qwen3-MoE and a GPT-OSS) computes transformers' logits
+/// for the checkpoint the file came from; a Q8_0 file loads widened to f32.
+final class TrainFromGGUFTests: XCTestCase {
+    struct Reference: Decodable { var prompt: [Int], logits: [[Float]] }
+
+    func testGGUFFilesTrainFromTheirWeights() throws {
+        let folder = trainFixture.deletingLastPathComponent().appendingPathComponent("gguf_models")
+        for family in ["mixtral", "qwen3_moe", "gpt_oss"] {
+            let ref = try JSONDecoder().decode(Reference.self, from: Data(contentsOf: folder.appendingPathComponent("\(family).json")))
+            let model = try TrainableDecoder(path: folder.appendingPathComponent("\(family).f32.gguf").path)
+            XCTAssertFalse(model.spec.ropeInterleaved)
+            let out = model.forward([ref.prompt], targets: [ref.prompt], tape: Tape(pool: ThreadPool(threads: 2)))
+            assertClose(out.logits.value.toFloats(), ref.logits.flatMap { $0 }, absolute: 1e-4, family)
+        }
+        let q8 = try TrainableDecoder(path: folder.appendingPathComponent("qwen3_moe.q8_0.gguf").path)
+        XCTAssertTrue(q8.namedVariables.values.allSatisfy { $0.value.dtype == .f32 })
+    }
+}

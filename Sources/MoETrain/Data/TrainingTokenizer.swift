@@ -33,10 +33,15 @@ public struct CheckpointTokenizer: TrainingTokenizer, @unchecked Sendable {
     public let tokenizer: Tokenizer
     public let bosID: Int?, eosID: Int?
 
-    /// The tokenizer of the checkpoint folder `directory` (its `tokenizer.json`), with BOS and
-    /// EOS from `spec`.
+    /// The tokenizer of the checkpoint folder `directory` (its `tokenizer.json`) or of a GGUF
+    /// file, with BOS and EOS from `spec`.
     public init(directory: String, spec: DecoderSpec) throws(ModelError) {
-        tokenizer = try Tokenizer(path: (directory as NSString).appendingPathComponent("tokenizer.json"))
+        try self.init(tokenizer: Tokenizer.of(model: directory), spec: spec)
+    }
+
+    /// `tokenizer` (a GGUF file's, say), with BOS and EOS from `spec`.
+    public init(tokenizer: Tokenizer, spec: DecoderSpec) {
+        self.tokenizer = tokenizer
         bosID = spec.bosTokenID
         eosID = spec.eosTokenIDs.first
     }
