@@ -177,6 +177,7 @@ public struct TrainingConfig: Codable, Sendable {
         guard batch * seqLen <= 1 << 24 else { throw bad("batch", "batch x seq_len must be at most 2^24 tokens a step, got \(batch) x \(seqLen)") }
         if let level = data.synthetic?.level, !(1...1000).contains(level) { throw bad("data.synthetic.level", "must be in 1...1000, got \(level)") }
         if let held = data.synthetic?.heldOut, !(held >= 0 && held < 1) { throw bad("data.synthetic.held_out", "must be in [0, 1), got \(held)") }
+        guard !checkpointDir.trimmingCharacters(in: .whitespaces).isEmpty else { throw bad("checkpoint_dir", "must name a folder") }
         if let threads, !(1...ThreadPool.maxThreads).contains(threads) {
             throw bad("threads", "must be in 1...\(ThreadPool.maxThreads) (4 per core on this machine), got \(threads)")
         }

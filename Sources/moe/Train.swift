@@ -41,7 +41,12 @@ struct Train: ParsableCommand {
         let pool = ThreadPool(threads: cfg.threads ?? ThreadPool.defaultThreadCount)
         let trainer = try Trainer(config: cfg, pool: pool)
         let dir = URL(fileURLWithPath: cfg.checkpointDir)
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        do {
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        } catch {
+            throw MoEError.invalidConfig(path: config, field: "checkpoint_dir",
+                                         reason: "cannot create '\(cfg.checkpointDir)': \((error as NSError).localizedDescription)")
+        }
         if resume || evaluate { try trainer.restore(from: dir) }
         if evaluate {
             let e = trainer.evaluate()

@@ -369,6 +369,12 @@ final class CLITests: XCTestCase {
             XCTAssertNotEqual(r.status, 0, field)
             XCTAssertTrue(r.err.contains(field) && !r.err.contains("crashed"), "\(field): \(r.err)")
         }
+        // An empty or uncreatable checkpoint folder names the field (was a raw NSError dump).
+        for dir in ["", "/proc/moekit-cannot-create"] {
+            let r = try moe(["train", "--config", try temp(#"{"steps": 1, "checkpoint_dir": "\#(dir)"}"#)])
+            XCTAssertNotEqual(r.status, 0, dir)
+            XCTAssertTrue(r.err.contains("checkpoint_dir") && !r.err.contains("NSCocoaErrorDomain"), r.err)
+        }
     }
 
     func testGeneratePromptAsArgumentOrOption() throws {
