@@ -12,6 +12,7 @@ extension Trainer {
         let trainer = self
         let fm = FileManager.default
         let final = dir.appendingPathComponent("checkpoint"), old = dir.appendingPathComponent("checkpoint.old")
+        Self.recoverCheckpoint(in: dir)
         let tmp = dir.appendingPathComponent(".checkpoint-\(getpid())-\(trainer.step)")
         try? fm.removeItem(at: tmp)
         try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
@@ -25,7 +26,11 @@ extension Trainer {
         }
         try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
             .write(to: tmp.appendingPathComponent("config.json"))
-        if let from = trainer.config.from {  // the checkpoint's own tokenizer files
+        if let from = trainer.config.from, GGUFFile.isGGUF(path: from) {  // a GGUF file's tokenizer, as tokenizer.json
+            if GGUFFile.hasTokenizer(path: from) {
+                try GGUFFile(path: from).tokenizerJSON().write(to: tmp.appendingPathComponent("tokenizer.json"))
+            }
+        } else if let from = trainer.config.from {  // the checkpoint's own tokenizer files
             for name in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] {
                 let source = URL(fileURLWithPath: from).appendingPathComponent(name)
                 if fm.fileExists(atPath: source.path) { try fm.copyItem(at: source, to: tmp.appendingPathComponent(name)) }
@@ -44,10 +49,36 @@ extension Trainer {
         try? fm.removeItem(at: old)
     }
 
-    /// Loads the last checkpoint (or the previous one, if a swap was interrupted).
+    /// After a run killed at any instant, puts the newest complete checkpoint under its usual
+    /// name and removes what the kill left behind: with no `checkpoint`, the newest complete
+    /// temporary folder (its trainer_state.json, written last, is there) or else
+    /// `checkpoint.old` becomes `checkpoint`; then stale temporary folders and a leftover
+    /// `checkpoint.old` go. (One run per folder at a time.)
+    public static func recoverCheckpoint(in dir: URL) {
+        let fm = FileManager.default
+        let final = dir.appendingPathComponent("checkpoint"), old = dir.appendingPathComponent("checkpoint.old")
+        let temporary = ((try? fm.contentsOfDirectory(atPath: dir.path)) ?? []).filter { $0.hasPrefix(".checkpoint-") }
+            .map { dir.appendingPathComponent($0) }
+        func step(_ folder: URL) -> Int? {
+            let data = try? Data(contentsOf: folder.appendingPathComponent("trainer_state.json"))
+            return (data.flatMap { try? JSONSerialization.jsonObject(with: $0) } as? [String: Any])?["step"] as? Int
+        }
+        if !fm.fileExists(atPath: final.path) {
+            if let newest = temporary.compactMap({ f in step(f).map { (f, $0) } }).max(by: { $0.1 < $1.1 })?.0 {
+                try? fm.moveItem(at: newest, to: final)
+            } else if fm.fileExists(atPath: old.path) {
+                try? fm.moveItem(at: old, to: final)
+            }
+        }
+        for f in temporary where fm.fileExists(atPath: f.path) { try? fm.removeItem(at: f) }
+        if fm.fileExists(atPath: final.path) { try? fm.removeItem(at: old) }
+    }
+
+    /// Loads the last checkpoint (recovering it first if a swap was interrupted).
     public func restore(from dir: URL) throws {
         let trainer = self
         let fm = FileManager.default
+        Self.recoverCheckpoint(in: dir)
         var folder = dir.appendingPathComponent("checkpoint")
         if !fm.fileExists(atPath: folder.path) { folder = dir.appendingPathComponent("checkpoint.old") }
         guard fm.fileExists(atPath: folder.path) else {

@@ -47,6 +47,7 @@ struct Train: ParsableCommand {
             throw MoEError.invalidConfig(path: config, field: "checkpoint_dir",
                                          reason: "cannot create '\(cfg.checkpointDir)': \((error as NSError).localizedDescription)")
         }
+        Trainer.recoverCheckpoint(in: dir)  // what a killed run left behind
         if resume || evaluate { try trainer.restore(from: dir) }
         if evaluate {
             let e = trainer.evaluate()

@@ -81,3 +81,40 @@ final class TrainFromGGUFTests: XCTestCase {
         XCTAssertTrue(q8.namedVariables.values.allSatisfy { $0.value.dtype == .f32 })
     }
 }
+
+/// What a run killed at any instant of a checkpoint swap leaves behind is recovered: the newest
+/// complete checkpoint gets the usual name, stale temporary folders and `checkpoint.old` go.
+final class CheckpointRecoveryTests: XCTestCase {
+    func folder(_ url: URL, step: Int?) throws {
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        if let step { try JSONSerialization.data(withJSONObject: ["step": step]).write(to: url.appendingPathComponent("trainer_state.json")) }
+    }
+
+    func step(_ url: URL) throws -> Int? {
+        (try JSONSerialization.jsonObject(with: Data(contentsOf: url.appendingPathComponent("trainer_state.json"))) as? [String: Any])?["step"] as? Int
+    }
+
+    func testEveryInterruptedSwapRecovers() throws {
+        let fm = FileManager.default
+        let dir = fm.temporaryDirectory.appendingPathComponent("moekit-recover-\(UUID().uuidString)")
+        defer { try? fm.removeItem(at: dir) }
+        let final = dir.appendingPathComponent("checkpoint"), old = dir.appendingPathComponent("checkpoint.old")
+        // Killed between the two renames: the new checkpoint is still in its temporary folder.
+        try folder(old, step: 4)
+        try folder(dir.appendingPathComponent(".checkpoint-77-5"), step: 5)
+        try folder(dir.appendingPathComponent(".checkpoint-78-6"), step: nil)  // killed while writing: incomplete
+        Trainer.recoverCheckpoint(in: dir)
+        XCTAssertEqual(try step(final), 5)
+        XCTAssertEqual(try fm.contentsOfDirectory(atPath: dir.path), ["checkpoint"])
+        // Killed after the first rename, with the temporary folder gone: the old one is the latest.
+        try fm.moveItem(at: final, to: old)
+        Trainer.recoverCheckpoint(in: dir)
+        XCTAssertEqual(try step(final), 5)
+        XCTAssertFalse(fm.fileExists(atPath: old.path))
+        // Killed while writing the next one: the complete checkpoint stays, the partial one goes.
+        try folder(dir.appendingPathComponent(".checkpoint-79-9"), step: nil)
+        Trainer.recoverCheckpoint(in: dir)
+        XCTAssertEqual(try step(final), 5)
+        XCTAssertEqual(try fm.contentsOfDirectory(atPath: dir.path), ["checkpoint"])
+    }
+}
