@@ -1,11 +1,8 @@
-// libFuzzer entry for the GGUF reader (scripts/fuzz-gguf.sh builds it together with MoECore and
-// the reader's sources as one module): every input is written to a file and opened; a parsed
+// libFuzzer entry for the GGUF reader (scripts/fuzz.sh gguf builds it together with MoECore and
+// the readers' sources as one module): every input is written to a file and opened; a parsed
 // file's tensors are all read. Any crash, hang or allocation abort is a finding; a thrown
 // `ModelError` is the expected answer to a bad file.
 import Foundation
-
-/// The registry the error descriptions name (the fuzz build has no model families).
-enum Architectures { static let modelTypes: [String] = [] }
 
 let fuzzPath = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-fuzz-\(getpid()).gguf").path
 
