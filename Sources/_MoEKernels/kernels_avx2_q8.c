@@ -11,19 +11,7 @@
 
 #pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
 
-#define INLINE static inline __attribute__((always_inline))
-
-INLINE float half(const uint8_t *p) {
-  uint16_t h;
-  memcpy(&h, p, 2);
-  return _cvtsh_ss(h);
-}
-
-INLINE float hsum(__m256 v) {
-  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
-}
+#include "avx2_blocks.h"
 
 /// Weight bytes fetched ahead of the block being multiplied: rows of a run are contiguous, so
 /// this is one stream per thread, and the loads that start each block no longer wait on memory.
