@@ -82,3 +82,33 @@ final class TokenizerFieldTypeTests: XCTestCase {
         }
     }
 }
+
+/// New GGUF input paths with a key renamed away: typed errors naming the key.
+final class GGUFMissingKeyTests: XCTestCase {
+    func renamed(_ file: URL, key: String) throws -> URL {
+        var bytes = [UInt8](try Data(contentsOf: file))
+        let k = Array(key.utf8)
+        let at = try XCTUnwrap((0..<(bytes.count - k.count)).first { Array(bytes[$0..<($0 + k.count)]) == k }, key)
+        bytes[at + k.count - 1] = UInt8(ascii: "X")
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-key-\(UUID().uuidString).gguf")
+        try Data(bytes).write(to: out)
+        addTeardownBlock { try? FileManager.default.removeItem(at: out) }
+        return out
+    }
+
+    func testSentencePieceWithoutScores() throws {
+        let bad = try renamed(fixturesDirectory.appendingPathComponent("gguf_vocab/ggml-vocab-llama-spm.gguf"), key: "tokenizer.ggml.scores")
+        XCTAssertThrowsError(try GGUFFile(path: bad.path).tokenizer()) { error in
+            guard case let .invalidFile(_, field, _)? = error as? ModelError else { return XCTFail("\(error)") }
+            XCTAssertEqual(field, "tokenizer.ggml.scores")
+        }
+    }
+
+    func testDeepSeekWithoutItsLatentRank() throws {
+        let bad = try renamed(fixturesDirectory.appendingPathComponent("gguf_models/deepseek_v3.f32.gguf"), key: "deepseek2.attention.kv_lora_rank")
+        XCTAssertThrowsError(try GGUFWeights(path: bad.path)) { error in
+            guard case let .invalidFile(_, field, _)? = error as? ModelError else { return XCTFail("\(error)") }
+            XCTAssertEqual(field, "deepseek2.attention.kv_lora_rank")
+        }
+    }
+}
