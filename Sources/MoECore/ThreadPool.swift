@@ -21,13 +21,24 @@ public final class ThreadPool: @unchecked Sendable {
 
     /// A pool of `threads` threads (at least 1); `threads - 1` workers are started.
     /// At most `maxThreads` threads (more would only spin-wait for the cores): a larger request
-    /// gets `maxThreads`.
-    public init(threads: Int) {
-        threadCount = min(max(1, threads), ThreadPool.maxThreads)
-        state = PoolState(workers: threadCount - 1)
+    /// gets `maxThreads`. A worker the system refuses to start (`pthread_create` failing, as it
+    /// does when a process hits its thread limit) is left out: the pool runs with the threads
+    /// it got, which `threadCount` reports, and never waits for one that does not exist.
+    public convenience init(threads: Int) {
+        self.init(threads: threads, spawn: PoolState.spawnDetached)
+    }
+
+    /// A pool whose workers are started by `spawn`, which returns false when it could not start
+    /// one (the tests inject failures through it).
+    init(threads: Int, spawn: (@escaping @Sendable () -> Void) -> Bool) {
+        state = PoolState(workers: min(max(1, threads), ThreadPool.maxThreads) - 1, spawn: spawn)
+        threadCount = state.workerCount + 1
     }
 
     deinit { state.shutdown() }
+
+    /// The real thread starter, for tests that wrap it.
+    static func spawnDetachedForTests(_ body: @escaping @Sendable () -> Void) -> Bool { PoolState.spawnDetached(body) }
 
     /// The active processor count of this machine.
     public static var defaultThreadCount: Int { max(1, ProcessInfo.processInfo.activeProcessorCount) }
@@ -72,7 +83,8 @@ private final class PoolState: @unchecked Sendable {
     /// core, for at most this long after the last loop.
     private static let spinNanoseconds: UInt64 = 5_000_000
 
-    private let workerCount: Int
+    /// The workers that started.
+    private(set) var workerCount = 0
     private let generation = Atomic<Int>(0)
     private let next = Atomic<Int>(0)
     private let finished = Atomic<Int>(0)
@@ -84,14 +96,38 @@ private final class PoolState: @unchecked Sendable {
     private var job: ((Int) -> Void)?
     private var jobCount = 0
 
-    init(workers: Int) {
-        workerCount = workers
-        for id in 0..<workers {
-            let thread = Thread { [self] in self.workerLoop() }
-            thread.name = "moekit-worker-\(id)"
-            thread.stackSize = 1 << 20
-            thread.start()
+    init(workers: Int, spawn: (@escaping @Sendable () -> Void) -> Bool) {
+        for _ in 0..<workers {
+            guard spawn({ [self] in self.workerLoop() }) else { break }
+            workerCount += 1
         }
+    }
+
+    /// Starts `body` on a detached thread with a 1 MiB stack; false when the system refuses.
+    static func spawnDetached(_ body: @escaping @Sendable () -> Void) -> Bool {
+        final class Box { let body: () -> Void; init(_ body: @escaping () -> Void) { self.body = body } }
+        var attributes = pthread_attr_t()
+        pthread_attr_init(&attributes)
+        defer { pthread_attr_destroy(&attributes) }
+        pthread_attr_setstacksize(&attributes, 1 << 20)
+        pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
+        let box = Unmanaged.passRetained(Box(body)).toOpaque()
+        #if canImport(Darwin)
+        var thread: pthread_t?
+        #else
+        var thread = pthread_t()
+        #endif
+        let status = pthread_create(&thread, &attributes, { raw in
+            #if canImport(Darwin)
+            let box = Unmanaged<Box>.fromOpaque(raw).takeRetainedValue()
+            #else
+            let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()  // safe: the pointer passed below
+            #endif
+            box.body()
+            return nil
+        }, box)
+        if status != 0 { Unmanaged<Box>.fromOpaque(box).release() }
+        return status == 0
     }
 
     func tryAcquire() -> Bool {

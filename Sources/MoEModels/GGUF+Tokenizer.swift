@@ -4,7 +4,7 @@ import Foundation
 /// `Tokenizer` reads: for `tokenizer.ggml.model` `gpt2`, a byte-level BPE with the vocabulary,
 /// the merges, the control and user-defined tokens as added tokens, and the split that
 /// `tokenizer.ggml.pre` names (llama.cpp's `llama-vocab.cpp` regexes, applied in turn); for
-/// `llama`, SentencePiece with scores (Mistral, Mixtral, Llama 2), as `sentencePieceJSON`.
+/// `llama`, SentencePiece with scores (Mistral, Mixtral, Llama 2), as `sentencePieceObject`.
 extension GGUFFile {
     /// llama.cpp's pre-tokenizer regexes by `tokenizer.ggml.pre` (GPT-2's for `default`).
     static let preTokenizerPatterns: [String: [String]] = {
@@ -20,11 +20,20 @@ extension GGUFFile {
     /// The tokenizer.json this file's tokenizer metadata describes; a typed error naming the key
     /// when it is missing or of a kind MoEKit does not read.
     public func tokenizerJSON() throws(ModelError) -> Data {
+        guard let data = try? JSONSerialization.data(withJSONObject: try tokenizerObject()) else {
+            throw .invalidFile(path: path, field: "tokenizer.ggml.tokens", reason: "cannot be represented as JSON")
+        }
+        return data
+    }
+
+    /// The tokenizer.json object this file's tokenizer metadata describes (the tokenizer is built
+    /// from it directly, without a JSON round trip: that took 90% of a large vocabulary's load).
+    func tokenizerObject() throws(ModelError) -> [String: Any] {
         let m = metadata
         guard let model = m["tokenizer.ggml.model"]?.string else {
             throw .invalidFile(path: path, field: "tokenizer.ggml.model", reason: "missing: the file carries no tokenizer")
         }
-        if model == "llama" { return try sentencePieceJSON() }
+        if model == "llama" { return try sentencePieceObject() }
         guard model == "gpt2" else {
             throw .invalidFile(path: path, field: "tokenizer.ggml.model",
                                reason: "'\(model)' vocabularies are not read (gpt2-style BPE and llama-style SentencePiece are)")
@@ -59,10 +68,7 @@ extension GGUFFile {
             "model": ["type": "BPE", "vocab": vocab, "merges": merges, "dropout": NSNull(), "unk_token": NSNull(),
                       "fuse_unk": false, "byte_fallback": false, "ignore_merges": false],
         ]
-        guard let data = try? JSONSerialization.data(withJSONObject: json) else {
-            throw .invalidFile(path: path, field: "tokenizer.ggml.tokens", reason: "cannot be represented")
-        }
-        return data
+        return json
     }
 
     /// `tokenizer.ggml.add_bos_token` (else `byDefault`): the BOS token in front, as a template
@@ -82,7 +88,7 @@ extension GGUFFile {
     /// is false), pieces merge by the score of the piece they make (llama.cpp's SPM tokenizer:
     /// a merge per vocabulary piece and split, ordered by score), characters outside the
     /// vocabulary fall back to `<0xXX>` byte pieces, and the BOS token leads by default.
-    func sentencePieceJSON() throws(ModelError) -> Data {
+    func sentencePieceObject() throws(ModelError) -> [String: Any] {
         let m = metadata
         guard let tokens = m["tokenizer.ggml.tokens"]?.array?.map({ $0.string }), !tokens.contains(where: { $0 == nil }) else {
             throw .invalidFile(path: path, field: "tokenizer.ggml.tokens", reason: "missing or not strings")
@@ -139,16 +145,13 @@ extension GGUFFile {
                       "dropout": NSNull(), "unk_token": unk.map { $0 as Any } ?? NSNull(), "fuse_unk": true,
                       "byte_fallback": true, "ignore_merges": false],
         ]
-        guard let data = try? JSONSerialization.data(withJSONObject: json) else {
-            throw .invalidFile(path: path, field: "tokenizer.ggml.tokens", reason: "cannot be represented")
-        }
-        return data
+        return json
     }
 
     /// The file's tokenizer (encoding with special tokens puts the BOS token in front when
     /// `tokenizer.ggml.add_bos_token` says so, as llama.cpp does).
     public func tokenizer() throws(ModelError) -> Tokenizer {
-        try Tokenizer(data: try tokenizerJSON(), path: path)
+        try Tokenizer(object: try tokenizerObject(), path: path)
     }
 }
 

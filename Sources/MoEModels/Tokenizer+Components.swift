@@ -9,7 +9,7 @@ import Foundation
 indirect enum Normalizer {
     case nfc, nfd, nfkc, nfkd, lowercase
     case prepend(String)
-    case replace(Regex<AnyRegexOutput>, String)
+    case replace(TokenRegex, String)
     case strip(left: Bool, right: Bool)
     case sequence([Normalizer])
 
@@ -42,7 +42,7 @@ indirect enum Normalizer {
         case .nfkd: return s.decomposedStringWithCompatibilityMapping
         case .lowercase: return s.lowercased()
         case let .prepend(p): return s.isEmpty ? s : p + s
-        case let .replace(regex, content): return s.replacing(regex, with: content)
+        case let .replace(regex, content): return regex.replacing(in: s, with: content)
         case let .strip(left, right):
             var scalars = Substring(s).unicodeScalars[...]
             if left { while let f = scalars.first, f.properties.isWhitespace { scalars.removeFirst() } }
@@ -57,12 +57,13 @@ indirect enum Normalizer {
 
 /// The GPT-2 split used by `ByteLevel` with `use_regex`.
 let gpt2Pattern = #"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"#
+let gpt2Regex = try! TokenRegex(gpt2Pattern)  // safe: a constant pattern the tests compile
 
 /// A tokenizer.json pre-tokenizer: splits normalised text into pieces BPE sees separately.
 indirect enum PreTokenizer {
     enum Behavior: String { case isolated = "Isolated", removed = "Removed", mergedWithPrevious = "MergedWithPrevious", mergedWithNext = "MergedWithNext" }
-    case split(Regex<AnyRegexOutput>, Behavior, invert: Bool)
-    case byteLevel(addPrefixSpace: Bool, useRegex: Regex<AnyRegexOutput>?)
+    case split(TokenRegex, Behavior, invert: Bool)
+    case byteLevel(addPrefixSpace: Bool, useRegex: TokenRegex?)
     case metaspace(replacement: String, prependScheme: String, split: Bool)
     case digits(individual: Bool)
     case sequence([PreTokenizer])
@@ -76,14 +77,7 @@ indirect enum PreTokenizer {
             }
             self = .split(try reader.pattern(j, field), behavior, invert: try reader.value(j, "invert", field, Bool.self) ?? false)
         case "ByteLevel":
-            let regex: Regex<AnyRegexOutput>?
-            if try reader.value(j, "use_regex", field, Bool.self) ?? true {
-                do { regex = try Regex(gpt2Pattern).matchingSemantics(.unicodeScalar) } catch {
-                    throw .invalidFile(path: reader.path, field: field, reason: "cannot compile the GPT-2 pattern")
-                }
-            } else {
-                regex = nil
-            }
+            let regex = try reader.value(j, "use_regex", field, Bool.self) ?? true ? gpt2Regex : nil
             self = .byteLevel(addPrefixSpace: try reader.value(j, "add_prefix_space", field, Bool.self) ?? false, useRegex: regex)
         case "Metaspace":
             let prefix = try reader.value(j, "add_prefix_space", field, Bool.self) ?? true
@@ -150,16 +144,8 @@ indirect enum PreTokenizer {
     }
 
     /// Splits `s` around the matches of `regex` as the library's `Split` does.
-    static func split(_ s: String, _ regex: Regex<AnyRegexOutput>, _ behavior: Behavior, invert: Bool) -> [String] {
-        // Alternating (isMatch, text) spans covering s.
-        var spans: [(Bool, Substring)] = []
-        var last = s.startIndex
-        for m in s.matches(of: regex) where !m.range.isEmpty {
-            if last < m.range.lowerBound { spans.append((false, s[last..<m.range.lowerBound])) }
-            spans.append((true, s[m.range]))
-            last = m.range.upperBound
-        }
-        if last < s.endIndex { spans.append((false, s[last..<s.endIndex])) }
+    static func split(_ s: String, _ regex: TokenRegex, _ behavior: Behavior, invert: Bool) -> [String] {
+        var spans = regex.spans(s)
         if invert { spans = spans.map { (!$0.0, $0.1) } }
         var out: [String] = []
         switch behavior {

@@ -22,6 +22,10 @@ public final class Tokenizer: @unchecked Sendable {
     let decoder: TokenDecoder?
     /// Added tokens, longest content first (so the longest match wins).
     let added: [AddedToken]
+    /// `added` as a trie, for matching them in the text.
+    let addedTrie: [TrieNode]
+    /// The longest added-token content accepted, which bounds the work per character of text.
+    static let maxAddedLength = 1024
     let idToToken: [Int: String]
     let specialIDs: Set<Int>
     private var cache: [String: [Int]] = [:]
@@ -42,11 +46,16 @@ public final class Tokenizer: @unchecked Sendable {
     }
 
     /// Parses tokenizer.json `data` (`path` names it in errors).
-    public init(data: Data, path: String) throws(ModelError) {
-        self.path = path
+    public convenience init(data: Data, path: String) throws(ModelError) {
         guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
             throw .invalidFile(path: path, field: "(json)", reason: "not a JSON object")
         }
+        try self.init(object: json, path: path)
+    }
+
+    /// Builds the tokenizer a parsed tokenizer.json object describes (`path` names it in errors).
+    init(object json: [String: Any], path: String) throws(ModelError) {
+        self.path = path
         let reader = JSONReader(path: path)
         guard let modelJSON = try reader.value(json, "model", "(root)", [String: Any].self) else {
             throw .invalidFile(path: path, field: "model", reason: "missing")
@@ -67,7 +76,11 @@ public final class Tokenizer: @unchecked Sendable {
                                     lstrip: try reader.value(item, "lstrip", f, Bool.self) ?? false,
                                     rstrip: try reader.value(item, "rstrip", f, Bool.self) ?? false))
         }
+        for (i, a) in added.enumerated() where a.content.unicodeScalars.count > Self.maxAddedLength {
+            throw .invalidFile(path: path, field: "added_tokens[\(i)].content", reason: "longer than \(Self.maxAddedLength) characters")
+        }
         self.added = added.filter { !$0.content.isEmpty }.sorted { $0.content.unicodeScalars.count > $1.content.unicodeScalars.count }
+        addedTrie = Self.trie(self.added)
         var inverse: [Int: String] = [:]
         for (token, id) in model.vocab { inverse[id] = token }
         for a in added { inverse[a.id] = a.content }
@@ -110,31 +123,56 @@ public final class Tokenizer: @unchecked Sendable {
 
     enum Segment { case added(Int), text(String) }
 
-    /// Splits out added tokens (longest match first), honouring their lstrip and rstrip.
+    /// Splits out added tokens (the longest match at each position), honouring their lstrip
+    /// and rstrip. A walk of `addedTrie` per position: at most `maxAddedLength` steps each.
     func splitAdded(_ text: String) -> [Segment] {
         if added.isEmpty { return [.text(text)] }
         let scalars = Array(text.unicodeScalars)
         var segments: [Segment] = []
         var current = String.UnicodeScalarView()
         var i = 0
-        outer: while i < scalars.count {
-            for a in added {
-                let c = Array(a.content.unicodeScalars)
-                if i + c.count <= scalars.count && Array(scalars[i..<(i + c.count)]) == c {
-                    if a.lstrip { while let last = current.last, last.properties.isWhitespace { current.removeLast() } }
-                    if !current.isEmpty { segments.append(.text(String(current))) }
-                    current = String.UnicodeScalarView()
-                    segments.append(.added(a.id))
-                    i += c.count
-                    if a.rstrip { while i < scalars.count && scalars[i].properties.isWhitespace { i += 1 } }
-                    continue outer
-                }
+        while i < scalars.count {
+            var node = 0, j = i, found: (token: Int, end: Int)?
+            while j < scalars.count, let next = addedTrie[node].children[scalars[j].value] {
+                node = next
+                j += 1
+                if let t = addedTrie[node].token { found = (t, j) }
             }
-            current.append(scalars[i])
-            i += 1
+            guard let (t, end) = found else {
+                current.append(scalars[i])
+                i += 1
+                continue
+            }
+            let a = added[t]
+            if a.lstrip { while let last = current.last, last.properties.isWhitespace { current.removeLast() } }
+            if !current.isEmpty { segments.append(.text(String(current))) }
+            current = String.UnicodeScalarView()
+            segments.append(.added(a.id))
+            i = end
+            if a.rstrip { while i < scalars.count && scalars[i].properties.isWhitespace { i += 1 } }
         }
         if !current.isEmpty { segments.append(.text(String(current))) }
         return segments
+    }
+
+    /// A trie node over added-token contents: children by scalar, and the added token (an
+    /// index into `added`) that ends here.
+    struct TrieNode { var children: [UInt32: Int] = [:]; var token: Int? }
+
+    /// The trie of `added`, the longest content winning where two are equal.
+    static func trie(_ added: [AddedToken]) -> [TrieNode] {
+        var nodes = [TrieNode()]
+        for (t, a) in added.enumerated() {
+            var node = 0
+            for s in a.content.unicodeScalars {
+                if let next = nodes[node].children[s.value] { node = next; continue }
+                nodes.append(TrieNode())
+                nodes[node].children[s.value] = nodes.count - 1
+                node = nodes.count - 1
+            }
+            if nodes[node].token == nil { nodes[node].token = t }
+        }
+        return nodes
     }
 
     /// Normalise, pre-tokenise and BPE one piece of text between added tokens.
@@ -197,11 +235,11 @@ struct JSONReader {
         .invalidFile(path: path, field: "\(field).type", reason: "'\(type)' is not supported")
     }
     /// A `{"String": s}` or `{"Regex": r}` pattern as a regex.
-    func pattern(_ j: [String: Any], _ field: String) throws(ModelError) -> Regex<AnyRegexOutput> {
+    func pattern(_ j: [String: Any], _ field: String) throws(ModelError) -> TokenRegex {
         guard let p = j["pattern"] as? [String: Any] else { throw .invalidFile(path: path, field: "\(field).pattern", reason: "missing") }
         do {
-            if let s = p["String"] as? String { return try Regex(NSRegularExpression.escapedPattern(for: s)).matchingSemantics(.unicodeScalar) }
-            if let r = p["Regex"] as? String { return try Regex(r).matchingSemantics(.unicodeScalar) }
+            if let s = p["String"] as? String { return try TokenRegex(literal: s) }
+            if let r = p["Regex"] as? String { return try TokenRegex(r) }
         } catch {
             throw .invalidFile(path: path, field: "\(field).pattern", reason: "cannot compile: \(error)")
         }

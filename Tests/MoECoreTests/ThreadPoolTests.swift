@@ -1,5 +1,5 @@
 import Dispatch
-import MoECore
+@testable import MoECore
 import Synchronization
 import XCTest
 
@@ -49,5 +49,21 @@ final class ThreadPoolTests: XCTestCase {
         ThreadPool.setSharedThreadCount(before)
         XCTAssertEqual(ThreadPool.shared.threadCount, before)
         XCTAssertEqual(ThreadPool(threads: 0).threadCount, 1)
+    }
+
+    /// A worker the system refuses to start is left out: the pool reports the threads it got and
+    /// its loops finish (they used to wait forever for the missing worker).
+    func testAPoolWhoseThreadsFailToStartRunsWithTheOnesItGot() {
+        for started in [0, 1, 2] {
+            let budget = Atomic<Int>(started)
+            let pool = ThreadPool(threads: 4) { body in
+                guard budget.subtract(1, ordering: .relaxed).newValue >= 0 else { return false }
+                return ThreadPool.spawnDetachedForTests(body)
+            }
+            XCTAssertEqual(pool.threadCount, started + 1)
+            let total = Atomic<Int>(0)
+            for _ in 0..<20 { pool.parallelFor(16) { _ in total.add(1, ordering: .relaxed) } }
+            XCTAssertEqual(total.load(ordering: .relaxed), 320)
+        }
     }
 }
