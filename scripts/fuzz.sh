@@ -5,9 +5,9 @@
 # from the committed fixtures, and runs for SECONDS (default 600). Exits non-zero on any crash,
 # hang (5 s per input) or allocation past 2 GB.
 #
-#     scripts/fuzz.sh gguf|safetensors|tokenizer|toml [SECONDS]
+#     scripts/fuzz.sh gguf|safetensors|tokenizer|toml|config [SECONDS]
 set -euo pipefail
-target=${1:?usage: scripts/fuzz.sh gguf|safetensors|tokenizer|toml [SECONDS]}
+target=${1:?usage: scripts/fuzz.sh gguf|safetensors|tokenizer|toml|config [SECONDS]}
 seconds=${2:-600}
 root=$(cd "$(dirname "$0")/.." && pwd)
 fixtures="$root/Tests/Fixtures"
@@ -26,7 +26,9 @@ case $target in
         done ;;
   toml) entry=TOMLFuzz; maxlen=65536
         printf 'name = "top-p"\np = 0.5\n[model]\nhidden_size = 64\nlayers = [1, 2, {a = "x"}]\n' > "$work/corpus/seed.toml" ;;
-  *) echo "unknown target $target (gguf, safetensors, tokenizer, toml)" >&2; exit 2 ;;
+  config) entry=ConfigFuzz; maxlen=16384
+        for f in "$fixtures"/*/config.json; do cp "$f" "$work/corpus/$(basename "$(dirname "$f")").json"; done ;;
+  *) echo "unknown target $target (gguf, safetensors, tokenizer, toml, config)" >&2; exit 2 ;;
 esac
 # The SIMD leaves build plainly (instrumenting the matmul micro-kernels takes many minutes and
 # fuzzes nothing); the block-format code the readers reach (dequant.c) and the dispatcher are
@@ -40,11 +42,21 @@ for f in "$root"/Sources/_MoEKernels/*.c; do
 done
 printf 'module _MoEKernels {\n  header "%s"\n  export *\n}\n' "$root/Sources/_MoEKernels/include/moe_kernels.h" > "$work/mod/module.modulemap"
 # The readers' sources, compiled into the same module as MoECore (so without `import MoECore`).
-for f in GGUF.swift GGUF+Parsing.swift GGUF+Tokenizer.swift ModelError.swift Tokenizer.swift Tokenizer+Components.swift \
-         Safetensors.swift; do
-  sed -e '/^import MoECore$/d' -e '/^import MoE$/d' "$root/Sources/MoEModels/$f" > "$work/src/$f"
+# The config target takes the whole of MoE and MoEModels (the families and routers it checks),
+# but the converter and quantizer, which need MoEQuant.
+if [ "$target" = config ]; then
+  sources=$(ls "$root"/Sources/MoE/*.swift "$root"/Sources/MoE/Routers/*.swift "$root"/Sources/MoEModels/*.swift \
+                "$root"/Sources/MoEModels/Architectures/*.swift | xargs grep -L '^import MoEQuant' | grep -v 'GGUFConverter')
+  stubs=""
+else
+  sources=$(for f in GGUF.swift GGUF+Parsing.swift GGUF+Tokenizer.swift ModelError.swift Tokenizer.swift Tokenizer+Components.swift \
+                     TokenRegex.swift TokenRegex+Search.swift ScalarClass.swift Safetensors.swift; do echo "$root/Sources/MoEModels/$f"; done)
+  stubs="$root/scripts/fuzz/Stubs.swift"
+fi
+for f in $sources; do
+  sed -e '/^import MoECore$/d' -e '/^import MoE$/d' "$f" > "$work/src/$(basename "$f")"
 done
 swiftc -Onone -g -sanitize=fuzzer,address -parse-as-library -module-name MoEFuzz -I "$work/mod" \
-  "$root"/Sources/MoECore/*.swift "$work"/src/*.swift "$root/scripts/fuzz/Stubs.swift" "$root/scripts/fuzz/$entry.swift" \
+  "$root"/Sources/MoECore/*.swift "$work"/src/*.swift $stubs "$root/scripts/fuzz/$entry.swift" \
   "$work"/obj/*.o -o "$work/fuzz"
 "$work/fuzz" -max_total_time="$seconds" -timeout=5 -rss_limit_mb=2048 -max_len="$maxlen" "$work/corpus"
