@@ -51,7 +51,7 @@ public enum RouterLogitsFile {
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
-            throw MoECoreError.io(path: path, reason: "cannot read: \(error.localizedDescription)")
+            throw MoECoreError.io(path: path, reason: "cannot read: \(systemReason(error))")
         }
         return try parse(data, path: path)
     }
@@ -108,7 +108,7 @@ public enum RouterLogitsFile {
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
-            throw MoECoreError.io(path: path, reason: "cannot read: \(error.localizedDescription)")
+            throw MoECoreError.io(path: path, reason: "cannot read: \(systemReason(error))")
         }
         let values = try decodeVector(data, path: path, field: field)
         if let i = values.firstIndex(where: { !$0.isFinite }) {

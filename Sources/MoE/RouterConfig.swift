@@ -10,7 +10,7 @@ import MoECore
 /// `recurrent`, `switch`. Absent parameters take the defaults of each method's paper or
 /// reference code (ROUTING.md). `capacity_factor` adds capacity and token dropping to any
 /// token-choice router.
-public struct RouterConfig: Codable, Sendable, Equatable {
+public struct RouterConfig: Codable, Sendable, Equatable, StrictConfig {
     public var name: String
     public var k: Int?
     public var p: Float?
@@ -32,13 +32,16 @@ public struct RouterConfig: Codable, Sendable, Equatable {
     /// `moe_router_rnn_hidden_size`).
     public var rnnHiddenSize: Int?
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case name, k, p, renormalize, bias, scoring, devices
         case nullExperts = "null_experts", capacityFactor = "capacity_factor", dropBy = "drop_by"
         case minCapacity = "min_capacity", nGroup = "n_group", topkGroup = "topk_group"
         case routedScaling = "routed_scaling", groupScore = "group_score", minExperts = "min_experts"
         case maxExperts = "max_experts", rnnHiddenSize = "rnn_hidden_size"
     }
+
+    /// The keys a router config may hold.
+    public static var configKeys: ConfigKeys { .keys(CodingKeys.self) }
 
     /// Every router name.
     public static let names = ["topk-softmax", "topk-sigmoid", "top-p", "null-experts", "expert-choice", "recurrent", "switch"]

@@ -23,7 +23,7 @@ public enum ConfigFile {
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
-            throw MoECoreError.io(path: path, reason: "cannot read: \(error.localizedDescription)")
+            throw MoECoreError.io(path: path, reason: "cannot read: \(systemReason(error))")
         }
         return try decode(type, data: data, path: path, format: format(of: path))
     }
@@ -44,6 +44,9 @@ public enum ConfigFile {
         func name(_ codingPath: [any CodingKey]) -> String {
             let s = codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
             return s.isEmpty ? "(top level)" : s.replacingOccurrences(of: ".[", with: "[")
+        }
+        if let strict = T.self as? any StrictConfig.Type, let object = try? JSONSerialization.jsonObject(with: data) {
+            try strict.configKeys.check(object, path: path, field: "")
         }
         do {
             return try JSONDecoder().decode(type, from: data)

@@ -1,3 +1,5 @@
+import Foundation
+
 /// An error from MoECore: bad input from outside the process, named by file and field.
 ///
 /// Every case renders a message a user can act on (`description`), naming the file (when there
@@ -19,5 +21,24 @@ public enum MoECoreError: Error, Equatable, CustomStringConvertible {
         case let .invalidValue(path, field, reason):
             return (path.map { "\($0): " } ?? "") + "\(field): \(reason)"
         }
+    }
+}
+
+/// The system's word for a failed file operation: the POSIX message ("No such file or
+/// directory", "Permission denied") where Foundation's error carries one or maps to one, rather
+/// than "The operation could not be completed".
+public func systemReason(_ error: any Error) -> String {
+    let ns = error as NSError
+    if ns.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(ns.code))) }
+    if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
+        return String(cString: strerror(Int32(underlying.code)))
+    }
+    switch CocoaError.Code(rawValue: ns.code) {
+    case .fileNoSuchFile, .fileReadNoSuchFile: return String(cString: strerror(ENOENT))
+    case .fileReadNoPermission, .fileWriteNoPermission: return String(cString: strerror(EACCES))
+    case .fileWriteOutOfSpace: return String(cString: strerror(ENOSPC))
+    case .fileWriteFileExists: return String(cString: strerror(EEXIST))
+    case .fileWriteVolumeReadOnly: return String(cString: strerror(EROFS))
+    default: return ns.localizedDescription
     }
 }

@@ -158,7 +158,7 @@ public final class DecoderModel: @unchecked Sendable {
         // Non-finite values are caught where they first appear (NaN or Inf weights would
         // otherwise flow on to NaN logits, or to finite garbage after a router's comparisons).
         if !Kernels.sumOfSquares(x, pool: pool).isFinite {
-            throw .invalidFile(path: checkpoint.configPath, field: s.names.embedding,
+            throw .invalidFile(path: checkpoint.weightsPath, field: s.names.embedding,
                                reason: "the rows of tokens \(tokens) hold NaN or Inf")
         }
         var state = RouterState()
@@ -189,7 +189,7 @@ public final class DecoderModel: @unchecked Sendable {
             }
             add(f, into: x)
             if !Kernels.sumOfSquares(x, pool: pool).isFinite {
-                throw .invalidFile(path: checkpoint.configPath, field: "layer \(i)",
+                throw .invalidFile(path: checkpoint.weightsPath, field: "layer \(i)",
                                    reason: "its output holds NaN or Inf: a weight of this layer is not finite, or the values overflow")
             }
         }

@@ -62,7 +62,7 @@ public enum RandomCheckpoint {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
-            throw .io(path: directory, reason: "cannot create: \(error.localizedDescription)")
+            throw .io(path: directory, reason: "cannot create: \(systemReason(error))")
         }
         try AtomicFile.write(configData, to: configPath)
 

@@ -16,6 +16,11 @@ public protocol WeightSource: AnyObject, Sendable {
 }
 
 extension WeightSource {
+    /// The file or folder that holds the weights (errors about a weight's values name it).
+    public var weightsPath: String {
+        configPath.hasSuffix("/config.json") ? String(configPath.dropLast("/config.json".count)) : configPath
+    }
+
     /// The tensor `name`, any shape.
     public func tensor(_ name: String) throws(ModelError) -> Tensor { try tensor(name, shape: nil) }
 

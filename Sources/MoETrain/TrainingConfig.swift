@@ -12,7 +12,7 @@ import MoEModels
 ///  "data": {"synthetic": {"level": 2}}, "steps": 2000, "batch": 8, "seq_len": 64, "lr": 0.001,
 ///  "checkpoint_dir": "runs/tiny"}
 /// ```
-public struct TrainingConfig: Codable, Sendable {
+public struct TrainingConfig: Codable, Sendable, StrictConfig {
     public struct Model: Codable, Sendable {
         public var hiddenSize = 128, layers = 4, heads = 4, kvHeads = 2, experts = 8, expertSize = 256
         public var ropeTheta = 10_000.0
@@ -22,7 +22,7 @@ public struct TrainingConfig: Codable, Sendable {
         /// For the other families: the dense FFN size, the shared expert size and the leading
         /// dense layers, where the family has them (defaults: `init-random`'s).
         public var denseSize: Int?, sharedSize: Int?, denseLayers: Int?
-        enum CodingKeys: String, CodingKey {
+        enum CodingKeys: String, CodingKey, CaseIterable {
             case hiddenSize = "hidden_size", layers, heads, kvHeads = "kv_heads", experts, expertSize = "expert_size"
             case ropeTheta = "rope_theta", arch, denseSize = "dense_size", sharedSize = "shared_size", denseLayers = "dense_layers"
         }
@@ -62,11 +62,11 @@ public struct TrainingConfig: Codable, Sendable {
             public var tasks: [SyntheticTask]?
             public var level: Int?
             public var heldOut: Double?
-            enum CodingKeys: String, CodingKey { case tasks, level, heldOut = "held_out" }
+            enum CodingKeys: String, CodingKey, CaseIterable { case tasks, level, heldOut = "held_out" }
         }
         public var synthetic: Synthetic?
         public var textFiles: [String]?
-        enum CodingKeys: String, CodingKey { case synthetic, textFiles = "text_files" }
+        enum CodingKeys: String, CodingKey, CaseIterable { case synthetic, textFiles = "text_files" }
     }
 
     public var model = Model()
@@ -103,7 +103,7 @@ public struct TrainingConfig: Codable, Sendable {
     public var seed: UInt64 = 1
     public var threads: Int?
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case model, from, router, data, steps, batch, lr, warmup, clip, seed, threads
         case loadBalance = "load_balance", zLoss = "z_loss", seqLen = "seq_len", minLR = "min_lr", gradAccum = "grad_accum"
         case dataParallel = "data_parallel"
@@ -114,6 +114,14 @@ public struct TrainingConfig: Codable, Sendable {
     }
 
     public init() {}
+
+    /// The keys a training config may hold, down to the router's and the data section's.
+    public static var configKeys: ConfigKeys {
+        .keys(CodingKeys.self).with([
+            "model": .keys(Model.CodingKeys.self), "router": RouterConfig.configKeys,
+            "data": .keys(DataSource.CodingKeys.self).with(["synthetic": .keys(DataSource.Synthetic.CodingKeys.self)]),
+        ])
+    }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)

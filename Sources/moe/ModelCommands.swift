@@ -75,6 +75,7 @@ struct Generate: ParsableCommand {
         if let topK, topK < 1 { throw ValidationError("--top-k must be at least 1") }
         if let topP, !(topP > 0 && topP <= 1) { throw ValidationError("--top-p must be in (0, 1]") }
         if let minP, !(minP >= 0 && minP < 1) { throw ValidationError("--min-p must be in [0, 1)") }
+        if stop.contains("") { throw ValidationError("--stop: an empty stop string would stop before the first token") }
         try OptionLimits.check(threads: threads)
     }
 

@@ -68,6 +68,25 @@ struct Route: ParsableCommand {
     @Flag(help: "Pretty-print the JSON.")
     var pretty = false
 
+    /// The ranges each option has whatever the logits: out of them is a command-line error.
+    mutating func validate() throws {
+        func positive(_ v: Int?, _ name: String) throws { if let v, v < 1 { throw ValidationError("\(name) must be at least 1, got \(v)") } }
+        try positive(k, "--k")
+        try positive(nGroup, "--n-group")
+        try positive(topkGroup, "--topk-group")
+        try positive(minExperts, "--min-experts")
+        try positive(maxExperts, "--max-experts")
+        try positive(devices, "--devices")
+        if let nullExperts, nullExperts < 0 { throw ValidationError("--null-experts must not be negative, got \(nullExperts)") }
+        if let p, !(p > 0 && p <= 1) { throw ValidationError("--p must be in (0, 1], got \(p)") }
+        if let capacityFactor, !(capacityFactor > 0 && capacityFactor <= 1e6) {
+            throw ValidationError("--capacity-factor must be in (0, 1e6], got \(capacityFactor)")
+        }
+        if let routedScaling, !(routedScaling > 0 && routedScaling.isFinite) {
+            throw ValidationError("--routed-scaling must be positive and finite, got \(routedScaling)")
+        }
+    }
+
     func run() throws {
         do {
             var cfg = try config.map { try RouterConfig.load(path: $0) } ?? RouterConfig(name: router ?? "")
@@ -107,6 +126,8 @@ struct Route: ParsableCommand {
             if let biasFile { cfg.bias = try RouterLogitsFile.loadVector(biasFile, count: experts, field: "bias") }
             let r = try cfg.makeRouter(experts: experts, path: config)
             try printJSON(RouteReport(router: r, logits: z), pretty: pretty)
+        } catch let MoEError.invalidConfig(path: nil, field, reason) {
+            throw CLIError("--\(field.replacingOccurrences(of: "_", with: "-")): \(reason)")  // no file: the field is an option
         } catch let error as MoEError {
             throw CLIError(error.description)
         } catch let error as MoECoreError {

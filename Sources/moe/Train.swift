@@ -41,19 +41,21 @@ struct Train: ParsableCommand {
         let pool = ThreadPool(threads: cfg.threads ?? ThreadPool.defaultThreadCount)
         let trainer = try Trainer(config: cfg, pool: pool)
         let dir = URL(fileURLWithPath: cfg.checkpointDir)
-        do {
-            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        } catch {
-            throw MoEError.invalidConfig(path: config, field: "checkpoint_dir",
-                                         reason: "cannot create '\(cfg.checkpointDir)': \((error as NSError).localizedDescription)")
+        if resume || evaluate {  // before anything is created: a failed resume writes nothing
+            Trainer.recoverCheckpoint(in: dir)  // what a killed run left behind
+            try trainer.restore(from: dir)
         }
-        Trainer.recoverCheckpoint(in: dir)  // what a killed run left behind
-        if resume || evaluate { try trainer.restore(from: dir) }
         if evaluate {
             let e = trainer.evaluate()
             try printJSON(Evaluated(step: trainer.step, samples: cfg.evalSamples, accuracy: e.accuracy, expertsPerToken: e.expertsPerToken))
             return
         }
+        do {
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        } catch {
+            throw MoEError.invalidConfig(path: config, field: "checkpoint_dir", reason: "cannot create '\(cfg.checkpointDir)': \(systemReason(error))")
+        }
+        if !resume { Trainer.recoverCheckpoint(in: dir) }
         let log = dir.appendingPathComponent("log.jsonl")
         let start = Date(), firstStep = trainer.step
         var tokens = 0, lastLoss: Float = 0, ran = 0, lastRate = 0.0

@@ -1,0 +1,172 @@
+import Foundation
+import XCTest
+
+/// Issue 17's classes of bad input walked over every command: each case runs `moe` in an empty
+/// working folder and checks the exit status (1 for bad input, 64 for a malformed command
+/// line), that standard output is empty, that the message is one `Error:` line naming the
+/// file, field or option at fault, and that nothing was written.
+final class BadInputTests: XCTestCase {
+    struct Case {
+        let args: [String]
+        let status: Int32
+        let mentions: [String]
+    }
+
+    var work: URL!
+    let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures")
+
+    override func setUpWithError() throws {
+        work = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-bad-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: work) }
+
+    func moe(_ arguments: [String], in folder: URL) throws -> (status: Int32, out: String, err: String) {
+        let process = Process()
+        process.executableURL = Bundle.main.bundleURL.appendingPathComponent("moe")
+        #if os(macOS)
+        for bundle in Bundle.allBundles where bundle.bundlePath.hasSuffix(".xctest") {
+            process.executableURL = bundle.bundleURL.deletingLastPathComponent().appendingPathComponent("moe")
+        }
+        #endif
+        process.arguments = arguments
+        process.currentDirectoryURL = folder
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    /// A copy of a fixture folder under `name` with `edit` applied to its config.json.
+    func folder(_ name: String, from fixture: String, config edit: (inout [String: Any]) -> Void = { _ in }) throws -> String {
+        let dst = work.appendingPathComponent(name)
+        try FileManager.default.copyItem(at: fixtures.appendingPathComponent(fixture), to: dst)
+        let configURL = dst.appendingPathComponent("config.json")
+        var config = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as? [String: Any])
+        edit(&config)
+        try JSONSerialization.data(withJSONObject: config).write(to: configURL)
+        return dst.path
+    }
+
+    func file(_ name: String, _ text: String) throws -> String {
+        let url = work.appendingPathComponent(name)
+        try Data(text.utf8).write(to: url)
+        return url.path
+    }
+
+    /// `model.safetensors` of `dir` with the first f32 value of `tensor` set to NaN.
+    func poison(_ dir: String, tensor: String) throws {
+        let url = URL(fileURLWithPath: dir).appendingPathComponent("model.safetensors")
+        var bytes = [UInt8](try Data(contentsOf: url))
+        let headerLength = bytes[0..<8].enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
+        let header = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(bytes[8..<(8 + headerLength)])) as? [String: Any])
+        let entry = try XCTUnwrap(header[tensor] as? [String: Any])
+        XCTAssertEqual(entry["dtype"] as? String, "F32")
+        let start = 8 + headerLength + (try XCTUnwrap((entry["data_offsets"] as? [Int])?.first))
+        withUnsafeBytes(of: Float.nan.bitPattern.littleEndian) { for (i, b) in $0.enumerated() { bytes[start + i] = b } }
+        try Data(bytes).write(to: url)
+    }
+
+    func testEveryCommandRejectsBadInputCleanly() throws {
+        let gguf = fixtures.appendingPathComponent("gguf_models/qwen3_moe.q8_0.gguf").path
+        let mixtral = fixtures.appendingPathComponent("mixtral").path
+        let huge = try folder("huge", from: "mixtral") { $0["num_hidden_layers"] = 1e12 }
+        let typed = try folder("typed", from: "mixtral") { $0["num_hidden_layers"] = "two" }
+        let deep = try folder("deep", from: "deepseek_v3") { $0["kv_lora_rank"] = 1 << 62 }
+        let nan = try folder("nan", from: "mixtral")
+        try poison(nan, tensor: "model.layers.0.self_attn.q_proj.weight")
+        let truncated = work.appendingPathComponent("trunc.gguf").path
+        try Data(try Data(contentsOf: URL(fileURLWithPath: gguf)).prefix(5000)).write(to: URL(fileURLWithPath: truncated))
+        let badPattern = try folder("pattern", from: "mixtral")
+        try Data(#"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(a)\\1"}}}"#.utf8)
+            .write(to: URL(fileURLWithPath: badPattern).appendingPathComponent("tokenizer.json"))
+        let badMerges = try folder("merges", from: "mixtral")
+        try Data(#"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": "a b"}}"#.utf8)
+            .write(to: URL(fileURLWithPath: badMerges).appendingPathComponent("tokenizer.json"))
+        let ragged = try file("ragged.json", "[[1, 2], [3]]")
+        let logits = try file("logits.json", "[[1, 2, 0, -1]]")
+        let routerTypo = try file("router.json", #"{"name": "topk-softmax", "capacity_factr": 1.25}"#)
+        let trainTypo = try file("typo.json", #"{"steps": 2, "learning_rate": 0.1, "checkpoint_dir": "run-typo"}"#)
+        let trainType = try file("type.json", #"{"steps": "2", "checkpoint_dir": "run-type"}"#)
+        let trainToml = try file("bad.toml", "steps = 2\ncheckpoint_dir = \"run-toml\"\n[model\n")
+        let trainNoData = try file("nodata.json", #"{"steps": 2, "data": {"text_files": []}, "checkpoint_dir": "run-nodata"}"#)
+        let trainHeld = try file("held.json", #"{"steps": 2, "data": {"synthetic": {"held_out": 2}}, "checkpoint_dir": "run-held"}"#)
+        let trainDir = try file("dir.json", #"{"steps": 2, "checkpoint_dir": "/proc/moekit-nope"}"#)
+        let trainOK = try file("ok.json", #"{"steps": 2, "checkpoint_dir": "run-resume"}"#)
+        let inputs = Set(try FileManager.default.contentsOfDirectory(atPath: work.path))
+
+        let cases: [Case] = [
+            // Files: missing, malformed, out of range, wrong type, truncated, non-finite.
+            Case(args: ["generate", "--model", "/nonexistent/model", "hi"], status: 1, mentions: ["/nonexistent/model"]),
+            Case(args: ["generate", "--model", huge, "hi"], status: 1, mentions: ["config.json", "num_hidden_layers"]),
+            Case(args: ["logits", "--model", typed, "--tokens", "1"], status: 1, mentions: ["config.json", "num_hidden_layers"]),
+            Case(args: ["logits", "--model", deep, "--tokens", "1"], status: 1, mentions: ["config.json", "kv_lora_rank"]),
+            Case(args: ["bench", "--model", huge], status: 1, mentions: ["num_hidden_layers"]),
+            Case(args: ["generate", "--model", truncated, "hi"], status: 1, mentions: ["trunc.gguf"]),
+            Case(args: ["logits", "--model", truncated, "--tokens", "1"], status: 1, mentions: ["trunc.gguf"]),
+            Case(args: ["logits", "--model", nan, "--tokens", "1,2"], status: 1, mentions: ["nan", "layer 0", "NaN"]),
+            Case(args: ["tokenize", "--model", badPattern, "--text", "aaa"], status: 1, mentions: ["tokenizer.json", "pre_tokenizer.pattern"]),
+            Case(args: ["tokenize", "--model", badMerges, "--text", "aaa"], status: 1, mentions: ["tokenizer.json", "merges"]),
+            Case(args: ["logits", "--model", mixtral, "--tokens", "99999999"], status: 1, mentions: ["99999999"]),
+            Case(args: ["detokenize", "--model", gguf, "--ids", "1,99999999"], status: 1, mentions: ["99999999"]),
+            Case(args: ["route", "--router", "topk-softmax", "--logits", "missing.json"], status: 1, mentions: ["missing.json", "No such file"]),
+            Case(args: ["route", "--router", "topk-softmax", "--logits", ragged], status: 1, mentions: ["ragged.json", "token 1"]),
+            Case(args: ["route", "--router", "bogus", "--logits", logits], status: 1, mentions: ["bogus"]),
+            Case(args: ["route", "--config", routerTypo, "--logits", logits], status: 1, mentions: ["router.json", "capacity_factr", "unknown key"]),
+            Case(args: ["init-random", "--arch", "mixtral", "--hidden", "1099511627776", "--out", "r-huge"], status: 1, mentions: ["hidden_size"]),
+            Case(args: ["init-random", "--arch", "bogus", "--out", "r-bogus"], status: 1, mentions: ["bogus"]),
+            Case(args: ["init-random", "--arch", "mixtral", "--out", "/proc/moekit-nope"], status: 1, mentions: ["/proc/moekit-nope", "cannot create"]),
+            Case(args: ["train", "--config", trainTypo], status: 1, mentions: ["typo.json", "learning_rate", "unknown key"]),
+            Case(args: ["train", "--config", trainType], status: 1, mentions: ["type.json", "steps"]),
+            Case(args: ["train", "--config", trainToml], status: 1, mentions: ["bad.toml", "line 3"]),
+            Case(args: ["train", "--config", "missing.json"], status: 1, mentions: ["missing.json", "No such file"]),
+            Case(args: ["train", "--config", trainNoData], status: 1, mentions: ["nodata.json", "data"]),
+            Case(args: ["train", "--config", trainHeld], status: 1, mentions: ["held.json", "held_out"]),
+            Case(args: ["train", "--config", trainDir], status: 1, mentions: ["checkpoint_dir", "/proc/moekit-nope"]),
+            Case(args: ["train", "--config", trainOK, "--resume"], status: 1, mentions: ["run-resume", "no checkpoint"]),
+            Case(args: ["train", "--config", trainOK, "--from", huge], status: 1, mentions: ["num_hidden_layers"]),
+            Case(args: ["quantize", "--model", truncated, "--type", "q8_0", "--out", "q.gguf"], status: 1, mentions: ["trunc.gguf"]),
+            Case(args: ["quantize", "--model", gguf, "--type", "q8_0", "--out", "/nonexistent/q.gguf"], status: 1, mentions: ["/nonexistent/q.gguf"]),
+            // Command lines: out of range, malformed, unknown.
+            Case(args: ["generate", "--model", gguf, "--max-tokens", "1000000000000", "hi"], status: 64, mentions: ["--max-tokens"]),
+            Case(args: ["generate", "--model", gguf, "--top-p", "1.5", "hi"], status: 64, mentions: ["--top-p"]),
+            Case(args: ["generate", "--model", gguf, "--min-p", "1", "hi"], status: 64, mentions: ["--min-p"]),
+            Case(args: ["generate", "--model", gguf, "--temperature", "nan", "hi"], status: 64, mentions: ["--temperature"]),
+            Case(args: ["generate", "--model", gguf, "--stop", "", "hi"], status: 64, mentions: ["--stop"]),
+            Case(args: ["generate", "--model", gguf, "--threads", "1000", "hi"], status: 64, mentions: ["--threads"]),
+            Case(args: ["generate", "--model", gguf, "--bogus", "hi"], status: 64, mentions: ["--bogus"]),
+            Case(args: ["logits", "--model", gguf, "--tokens", ""], status: 64, mentions: ["--tokens"]),
+            Case(args: ["logits", "--model", gguf, "--tokens", "1,x"], status: 64, mentions: ["--tokens"]),
+            Case(args: ["detokenize", "--model", gguf, "--ids", "x"], status: 64, mentions: ["--ids"]),
+            Case(args: ["bench", "--model", gguf, "--gen-tokens", "9223372036854775807"], status: 64, mentions: ["--gen-tokens"]),
+            Case(args: ["bench", "--model", gguf, "--prompt-tokens", "0"], status: 64, mentions: ["--prompt-tokens"]),
+            Case(args: ["bench-kernels", "--threads", "0"], status: 64, mentions: ["--threads"]),
+            Case(args: ["bench-kernels", "--only", "bogus"], status: 64, mentions: ["bogus"]),
+            Case(args: ["route", "--router", "topk-softmax", "--logits", logits, "--capacity-factor", "inf"], status: 64, mentions: ["--capacity-factor"]),
+            Case(args: ["route", "--router", "top-p", "--logits", logits, "--p", "0"], status: 64, mentions: ["--p"]),
+            Case(args: ["route", "--router", "topk-sigmoid", "--logits", logits, "--routed-scaling", "-1"], status: 64, mentions: ["--routed-scaling"]),
+            Case(args: ["quantize", "--model", gguf, "--type", "bogus", "--out", "q.gguf"], status: 64, mentions: ["--type", "bogus"]),
+            Case(args: ["quantize", "--model", gguf, "--type", "q8_0", "--tensor-type", "([", "--out", "q.gguf"], status: 64, mentions: ["--tensor-type"]),
+            Case(args: ["quantize", "--model", gguf, "--type", "q8_0", "--out", "q.gguf", "--threads", "100000"], status: 64, mentions: ["--threads"]),
+        ]
+        for c in cases {
+            let r = try moe(c.args, in: work)
+            let what = c.args.joined(separator: " ")
+            XCTAssertEqual(r.status, c.status, "\(what): \(r.err)")
+            XCTAssertEqual(r.out, "", "\(what) printed to standard output")
+            let lines = r.err.split(separator: "\n", omittingEmptySubsequences: true)
+            XCTAssertTrue(lines.first?.hasPrefix("Error: ") ?? false, "\(what): \(r.err)")
+            if c.status == 1 { XCTAssertEqual(lines.count, 1, "\(what): \(r.err)") }
+            for m in c.mentions { XCTAssertTrue(lines.first?.contains(m) ?? false, "\(what): '\(m)' not in \(r.err)") }
+            XCTAssertFalse(r.err.contains("Fatal error") || r.err.contains("could not be completed"), "\(what): \(r.err)")
+            let now = Set(try FileManager.default.contentsOfDirectory(atPath: work.path))
+            XCTAssertEqual(now.subtracting(inputs), [], "\(what) wrote into the working folder")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "/nonexistent/q.gguf"))
+    }
+}
