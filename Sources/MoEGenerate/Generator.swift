@@ -12,6 +12,8 @@ public struct GenerationOptions: Sendable {
     public var stopOnEOS: Bool
     /// Add the tokenizer's special tokens (a BOS) to the prompt.
     public var addSpecialTokens: Bool
+    /// How the MoE layers route (another top-k, top-p, a threshold); empty: as the checkpoint does.
+    public var routing = RoutingOverride()
 
     public init(maxTokens: Int = 128, sampling: SamplingOptions = .greedy, stopStrings: [String] = [],
                 stopOnEOS: Bool = true, addSpecialTokens: Bool = true) {
@@ -71,7 +73,8 @@ public struct Generator {
         guard !promptIDs.isEmpty, options.maxTokens > 0 else {
             return GenerationResult(promptIDs: promptIDs, ids: [], text: "", stopReason: .maxTokens, prefillSeconds: 0, decodeSeconds: 0)
         }
-        var logits = try model.forward(promptIDs, cache: &cache, lastOnly: true)
+        let forward = try options.routing.forwardOptions(for: model)
+        var logits = try model.forward(promptIDs, cache: &cache, lastOnly: true, options: forward)
         let t1 = DispatchTime.now().uptimeNanoseconds
         while ids.count < options.maxTokens {
             let next = sampler.sample(logits.floats)
@@ -99,7 +102,7 @@ public struct Generator {
                 emitted = finalCount
             }
             if ids.count == options.maxTokens { break }
-            logits = try model.forward([next], cache: &cache, lastOnly: true)
+            logits = try model.forward([next], cache: &cache, lastOnly: true, options: forward)
         }
         if text.count > emitted { onText(String(text.dropFirst(emitted))) }
         let t2 = DispatchTime.now().uptimeNanoseconds

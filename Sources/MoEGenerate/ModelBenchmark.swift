@@ -23,12 +23,21 @@ public enum ModelBenchmark {
         public var prefillGflops: Double
         public var fmaPeakGflops: Double
         public var prefillFractionOfFmaPeak: Double
+        /// Routed experts per token, averaged over the MoE layers and the decoded tokens (what
+        /// decode read; the checkpoint's top-k unless routing was changed); 0 for a dense model.
+        public var expertsPerToken: Double
     }
 
     /// Runs `prompt` random tokens of prefill, then `gen` greedy decode steps, `reps` times
     /// (the median is kept), after a warm-up.
     public static func run(model: DecoderModel, name: String, promptTokens: Int, genTokens: Int, reps: Int = 3,
-                           seed: UInt64 = 1) throws(ModelError) -> Report {
+                           seed: UInt64 = 1, routing: RoutingOverride = RoutingOverride()) throws(ModelError) -> Report {
+        // Counts each MoE layer's routed assignments in decode (one token a call) and prefill.
+        final class Counter: @unchecked Sendable { var decoding = false; var decode: [Int: Int] = [:], prefill: [Int: Int] = [:] }
+        let counter = Counter()
+        let options = try routing.forwardOptions(for: model) { layer, r in
+            if counter.decoding { counter.decode[layer, default: 0] += r.assignmentCount } else { counter.prefill[layer, default: 0] += r.assignmentCount }
+        }
         var rng = SplitMix64(seed: seed)
         let prompt = (0..<promptTokens).map { _ in Int(rng.next() % UInt64(model.spec.vocabSize)) }
         // The bandwidth probe reads the model's own weights (its last layer's, up to 256 MiB, by
@@ -50,12 +59,14 @@ public enum ModelBenchmark {
                 bandwidths.append(Double(probedBytes) / KernelBenchmark.readProbeSeconds(probed, pool: model.pool) / 1e9)
             }
             var cache = model.makeCache(capacity: promptTokens + min(genTokens, 4096) + 1)
+            counter.decoding = false
             let t0 = DispatchTime.now().uptimeNanoseconds
-            var logits = try model.forward(prompt, cache: &cache, lastOnly: true)
+            var logits = try model.forward(prompt, cache: &cache, lastOnly: true, options: options)
             let t1 = DispatchTime.now().uptimeNanoseconds
+            counter.decoding = true
             for _ in 0..<genTokens {
                 let next = Kernels.argmax(logits)[0]
-                logits = try model.forward([next], cache: &cache, lastOnly: true)
+                logits = try model.forward([next], cache: &cache, lastOnly: true, options: options)
             }
             let t2 = DispatchTime.now().uptimeNanoseconds
             if rep == 0 { continue }  // warm-up
@@ -68,14 +79,21 @@ public enum ModelBenchmark {
         let peak = KernelBenchmark.measureFMAPeak(pool: model.pool)
         let decodeRate = Double(genTokens) / decodeSeconds
         let prefillRate = Double(promptTokens) / prefillSeconds
-        let decodeGbs = decodeRate * model.decodeWeightBytes / 1e9
-        let prefillGflops = prefillRate * model.prefillFlopsPerToken / 1e9
+        // Bytes and flops follow the experts the routing actually chose.
+        let runs = Double(max(1, reps) + 1)
+        let decodeExperts = { (layer: Int) in Double(counter.decode[layer] ?? 0) / (runs * Double(genTokens)) }
+        let prefillExperts = { (layer: Int) in Double(counter.prefill[layer] ?? 0) / (runs * Double(promptTokens)) }
+        let decodeBytes = model.decodeWeightBytes(expertsPerToken: decodeExperts)
+        let decodeGbs = decodeRate * decodeBytes / 1e9
+        let prefillGflops = prefillRate * model.prefillFlopsPerToken(expertsPerToken: prefillExperts) / 1e9
+        let moeLayers = counter.decode.keys.sorted()
+        let expertsPerToken = moeLayers.isEmpty ? 0 : moeLayers.map(decodeExperts).reduce(0, +) / Double(moeLayers.count)
         return Report(model: name, architecture: model.spec.modelType, threads: model.pool.threadCount,
                       promptTokens: promptTokens, genTokens: genTokens, prefillTokensPerS: prefillRate,
                       decodeTokensPerS: decodeRate, peakRssBytes: peakRSSBytes(),
-                      decodeBytesPerToken: model.decodeWeightBytes, decodeGbs: decodeGbs, readBandwidthGbs: bandwidth,
+                      decodeBytesPerToken: decodeBytes, decodeGbs: decodeGbs, readBandwidthGbs: bandwidth,
                       decodeFractionOfBandwidth: decodeGbs / bandwidth, prefillGflops: prefillGflops, fmaPeakGflops: peak,
-                      prefillFractionOfFmaPeak: prefillGflops / peak)
+                      prefillFractionOfFmaPeak: prefillGflops / peak, expertsPerToken: expertsPerToken)
     }
 
     /// The process's peak resident set size in bytes.

@@ -96,12 +96,16 @@ public final class DecoderModel: @unchecked Sendable {
     /// Bytes of weights one decoded token reads: its embedding row, every layer's attention,
     /// norms, router, k average-sized experts (and shared or dense FFN), the final norm and the
     /// LM head. The decode bandwidth ceiling is memory bandwidth over this (DESIGN.md, Numbers).
-    public var decodeWeightBytes: Double {
+    public var decodeWeightBytes: Double { decodeWeightBytes { _ in Double(spec.topK) } }
+
+    /// `decodeWeightBytes` with `expertsPerToken(layer)` experts read in each MoE layer (what a
+    /// routing override, or a router with a varying count, actually reads).
+    public func decodeWeightBytes(expertsPerToken: (Int) -> Double) -> Double {
         var bytes = Double(embed.byteCount / spec.vocabSize + finalNorm.byteCount + lmHead.byteCount)
-        for layer in layers {
+        for (i, layer) in layers.enumerated() {
             bytes += Double(layer.attention.weightBytes + layer.inputNorm.byteCount + layer.postNorm.byteCount)
             switch layer.ffn {
-            case let .moe(moe): bytes += moe.decodeBytes(activeExperts: Double(spec.topK))
+            case let .moe(moe): bytes += moe.decodeBytes(activeExperts: expertsPerToken(i))
             case let .dense(g, u, d): bytes += Double(g.byteCount + u.byteCount + d.byteCount)
             }
         }
@@ -111,13 +115,16 @@ public final class DecoderModel: @unchecked Sendable {
     /// Multiply-adds times two per token of prefill, counting the weights a token goes
     /// through (attention, router, k experts, shared or dense FFN); the LM head is left out
     /// (prefill computes it for the last position only).
-    public var prefillFlopsPerToken: Double {
+    public var prefillFlopsPerToken: Double { prefillFlopsPerToken { _ in Double(spec.topK) } }
+
+    /// `prefillFlopsPerToken` with `expertsPerToken(layer)` experts per token in each MoE layer.
+    public func prefillFlopsPerToken(expertsPerToken: (Int) -> Double) -> Double {
         var params = 0.0
-        for layer in layers {
+        for (i, layer) in layers.enumerated() {
             params += Double(layer.attention.weightCount)
             switch layer.ffn {
             case let .moe(moe):
-                params += Double(spec.experts * spec.hiddenSize) + Double(spec.topK) * 3 * Double(spec.hiddenSize * spec.expertIntermediate)
+                params += Double(spec.experts * spec.hiddenSize) + expertsPerToken(i) * 3 * Double(spec.hiddenSize * spec.expertIntermediate)
                 if let sh = moe.shared { params += Double(sh.gate.count + sh.up.count + sh.down.count) }
             case let .dense(g, u, d): params += Double(g.count + u.count + d.count)
             }

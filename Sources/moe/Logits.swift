@@ -20,6 +20,7 @@ struct Logits: ParsableCommand {
 
     @Option(help: "exact (f32 activations) or bf16 (bf16 dot products for bf16 weights).")
     var precision = Precision.exact
+    @OptionGroup var experts: ExpertOptions
 
     mutating func validate() throws {
         try OptionLimits.check(threads: threads)
@@ -31,7 +32,7 @@ struct Logits: ParsableCommand {
         precision.apply()
         let m = try DecoderModel(path: model, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
         var cache = m.makeCache(capacity: ids.count)
-        let logits = try m.forward(ids, cache: &cache)
+        let logits = try m.forward(ids, cache: &cache, options: try experts.override().forwardOptions(for: m))
         let v = m.spec.vocabSize, values = logits.floats
         let rows = (0..<ids.count).map { Array(values[($0 * v)..<(($0 + 1) * v)]) }
         try printJSON(LogitsReport(tokens: ids, logits: rows))

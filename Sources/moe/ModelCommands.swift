@@ -67,6 +67,7 @@ struct Generate: ParsableCommand {
     @Flag(help: "Print {\"ids\": [..], \"text\": \"...\"} at the end instead of streaming.") var json = false
     @Option(help: "Threads to run on (default: the active cores).") var threads: Int?
     @Option(help: "exact (f32 activations) or bf16 (bf16 dot products for bf16 weights, faster prefill).") var precision = Precision.exact
+    @OptionGroup var experts: ExpertOptions
 
     mutating func validate() throws {
         if (text == nil) == (prompt == nil) { throw ValidationError("give the prompt once: as an argument or with --prompt") }
@@ -86,9 +87,10 @@ struct Generate: ParsableCommand {
         let tok = try Tokenizer.of(model: folder)
         // The default model answers one task per line: a newline ends its answer.
         let stops = stop + (model == nil && stop.isEmpty ? ["\n"] : [])
-        let options = GenerationOptions(maxTokens: maxTokens,
+        var options = GenerationOptions(maxTokens: maxTokens,
                                         sampling: SamplingOptions(temperature: temperature, topK: topK, topP: topP, minP: minP, seed: seed),
                                         stopStrings: stops)
+        options.routing = try experts.override()
         let result = try Generator(model: m, tokenizer: tok).generate(prompt: text ?? prompt ?? "", options: options) { piece in
             if !json {
                 FileHandle.standardOutput.write(Data(piece.utf8))
@@ -131,6 +133,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Threads to run on (default: the active cores).") var threads: Int?
     @Option(help: "Timed repetitions (the median is reported).") var reps = 3
     @Option(help: "exact (f32 activations) or bf16 (bf16 dot products for bf16 weights, faster prefill).") var precision = Precision.exact
+    @OptionGroup var experts: ExpertOptions
 
     mutating func validate() throws {
         try OptionLimits.check(promptTokens, "--prompt-tokens", in: 1...OptionLimits.tokens)
@@ -142,7 +145,8 @@ struct Bench: ParsableCommand {
     func run() throws {
         precision.apply()
         let m = try DecoderModel(path: model, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
-        try printJSON(try ModelBenchmark.run(model: m, name: model, promptTokens: promptTokens, genTokens: genTokens, reps: reps))
+        try printJSON(try ModelBenchmark.run(model: m, name: model, promptTokens: promptTokens, genTokens: genTokens, reps: reps,
+                                             routing: try experts.override()))
     }
 }
 

@@ -75,6 +75,7 @@ final class BadInputTests: XCTestCase {
     func testEveryCommandRejectsBadInputCleanly() throws {
         let gguf = fixtures.appendingPathComponent("gguf_models/qwen3_moe.q8_0.gguf").path
         let mixtral = fixtures.appendingPathComponent("mixtral").path
+        let deepseekFolder = fixtures.appendingPathComponent("deepseek_v3").path
         let huge = try folder("huge", from: "mixtral") { $0["num_hidden_layers"] = 1e12 }
         let typed = try folder("typed", from: "mixtral") { $0["num_hidden_layers"] = "two" }
         let deep = try folder("deep", from: "deepseek_v3") { $0["kv_lora_rank"] = 1 << 62 }
@@ -98,6 +99,10 @@ final class BadInputTests: XCTestCase {
         let trainHeld = try file("held.json", #"{"steps": 2, "data": {"synthetic": {"held_out": 2}}, "checkpoint_dir": "run-held"}"#)
         let trainDir = try file("dir.json", #"{"steps": 2, "checkpoint_dir": "/proc/moekit-nope"}"#)
         let trainOK = try file("ok.json", #"{"steps": 2, "checkpoint_dir": "run-resume"}"#)
+        let text = try file("text.txt", (0..<60).map { "\($0)+\($0 * 7 % 50)=\($0 + $0 * 7 % 50)" }.joined(separator: "\n"))
+        let base = work.appendingPathComponent("base.lp").path
+        let made = try moe(["perplexity", "--file", text, "--context", "32", "--save-logits", base], in: work)
+        XCTAssertEqual(made.status, 0, made.err)
         let inputs = Set(try FileManager.default.contentsOfDirectory(atPath: work.path))
 
         let cases: [Case] = [
@@ -132,7 +137,20 @@ final class BadInputTests: XCTestCase {
             Case(args: ["train", "--config", trainOK, "--from", huge], status: 1, mentions: ["num_hidden_layers"]),
             Case(args: ["quantize", "--model", truncated, "--type", "q8_0", "--out", "q.gguf"], status: 1, mentions: ["trunc.gguf"]),
             Case(args: ["quantize", "--model", gguf, "--type", "q8_0", "--out", "/nonexistent/q.gguf"], status: 1, mentions: ["/nonexistent/q.gguf"]),
+            Case(args: ["perplexity", "--file", "missing.txt"], status: 1, mentions: ["missing.txt"]),
+            Case(args: ["perplexity", "--file", text, "--max-windows", "1", "--kl-base", base, "--save-logits", "new.lp"], status: 1,
+                 mentions: ["base.lp", "tokens", "--max-windows"]),
+            Case(args: ["perplexity", "--file", text, "--kl-base", text], status: 1, mentions: ["text.txt", "magic"]),
+            Case(args: ["perplexity", "--model", gguf, "--file", text, "--experts-per-token", "9"], status: 1, mentions: ["--experts-per-token"]),
+            Case(args: ["logits", "--model", deepseekFolder, "--tokens", "1", "--expert-top-p", "0.5"], status: 1, mentions: ["--expert-top-p"]),
+            Case(args: ["generate", "--model", gguf, "--min-experts", "2", "hi"], status: 1, mentions: ["--min-experts"]),
             // Command lines: out of range, malformed, unknown.
+            Case(args: ["perplexity", "--file", text, "--context", "1"], status: 64, mentions: ["--context"]),
+            Case(args: ["perplexity", "--file", text, "--context", "8", "--stride", "9"], status: 64, mentions: ["--stride"]),
+            Case(args: ["generate", "--model", gguf, "--experts-per-token", "0", "hi"], status: 64, mentions: ["--experts-per-token"]),
+            Case(args: ["bench", "--model", gguf, "--expert-top-p", "1.5"], status: 64, mentions: ["--expert-top-p"]),
+            Case(args: ["logits", "--model", gguf, "--tokens", "1", "--expert-threshold", "1"], status: 64, mentions: ["--expert-threshold"]),
+            Case(args: ["logits", "--model", gguf, "--tokens", "1", "--moe-layers", "3-1"], status: 64, mentions: ["--moe-layers"]),
             Case(args: ["generate", "--model", gguf, "--max-tokens", "1000000000000", "hi"], status: 64, mentions: ["--max-tokens"]),
             Case(args: ["generate", "--model", gguf, "--top-p", "1.5", "hi"], status: 64, mentions: ["--top-p"]),
             Case(args: ["generate", "--model", gguf, "--min-p", "1", "hi"], status: 64, mentions: ["--min-p"]),

@@ -1,0 +1,85 @@
+import Foundation
+import MoE
+import MoECore
+import MoEModels
+
+/// Perplexity of a model on a token sequence, with sliding windows (Hugging Face's recipe, which
+/// llama-perplexity's chunks are the stride = context case of): windows of `context` tokens
+/// start every `stride` tokens; each window runs from an empty KV cache and scores the tokens
+/// no earlier window scored, so every token after the first is scored once, with up to
+/// `context - stride` tokens of left context beyond what its window gives. Routing overrides
+/// apply, and the experts each MoE layer read are counted.
+public enum Perplexity {
+    /// What a run measured.
+    public struct Report: Codable, Sendable {
+        public var tokens: Int
+        public var scored: Int
+        public var context: Int
+        public var stride: Int
+        public var perplexity: Double
+        /// Mean negative log-likelihood per scored token (nats).
+        public var meanNll: Double
+        /// Routed experts per token, per MoE layer (by index), averaged over every token run.
+        public var expertsPerTokenByLayer: [Int: Double]
+        /// Their mean over the MoE layers (0 for a dense model).
+        public var expertsPerToken: Double
+        public var tokensPerS: Double
+        /// Against a base run's log-probabilities (`--kl-base`): mean KL(base || this), and how
+        /// often the two agree on the most likely token.
+        public var klDivergence: Double?
+        public var top1Agreement: Double?
+    }
+
+    /// Runs `model` over `tokens`. `onScored(position, logProbs)` sees every scored position's
+    /// log-softmax (the next-token distribution after `tokens[position]`) in order.
+    public static func run(model: DecoderModel, tokens: [Int], context: Int, stride: Int,
+                           routing: RoutingOverride = RoutingOverride(),
+                           onScored: (Int, UnsafeBufferPointer<Float>) throws(ModelError) -> Void = { _, _ throws(ModelError) in }) throws(ModelError) -> Report {
+        precondition(context >= 2 && stride >= 1 && stride <= context, "perplexity: need 2 <= context and 1 <= stride <= context")
+        guard tokens.count >= 2 else {
+            throw .invalidConfig(path: "(text)", field: "tokens", reason: "need at least 2 tokens to score, got \(tokens.count)")
+        }
+        var assignments: [Int: Int] = [:], routed = 0
+        let options = try routing.forwardOptions(for: model) { layer, r in assignments[layer, default: 0] += r.assignmentCount }
+        let v = model.spec.vocabSize
+        var nll = 0.0, scored = 0, scoredUpTo = 0  // targets at positions < scoredUpTo are scored
+        var logProbs = [Float](repeating: 0, count: v)
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        var begin = 0
+        while scoredUpTo < tokens.count {
+            let end = min(begin + context, tokens.count)
+            let window = Array(tokens[begin..<end])
+            var cache = model.makeCache(capacity: window.count)
+            let logits = try model.forward(window, cache: &cache, options: options)
+            routed += window.count
+            let values = logits.floats
+            // Targets tokens[j] for j in max(scoredUpTo, begin + 1) ..< end, predicted at j - 1.
+            for j in max(scoredUpTo, begin + 1)..<end {
+                let row = UnsafeBufferPointer(rebasing: values[((j - 1 - begin) * v)..<((j - begin) * v)])
+                logSoftmax(row, into: &logProbs)
+                nll -= Double(logProbs[tokens[j]])
+                scored += 1
+                try logProbs.withUnsafeBufferPointer { p throws(ModelError) in try onScored(j - 1, p) }
+            }
+            scoredUpTo = end
+            if end == tokens.count { break }
+            begin += stride
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        let byLayer = assignments.mapValues { Double($0) / Double(routed) }
+        let mean = byLayer.isEmpty ? 0 : byLayer.values.reduce(0, +) / Double(byLayer.count)
+        return Report(tokens: tokens.count, scored: scored, context: context, stride: stride, perplexity: exp(nll / Double(scored)),
+                      meanNll: nll / Double(scored), expertsPerTokenByLayer: byLayer, expertsPerToken: mean,
+                      tokensPerS: Double(routed) / seconds, klDivergence: nil, top1Agreement: nil)
+    }
+
+    /// `out` = log-softmax of `row`, in f64 sums for a vocabulary of any size.
+    static func logSoftmax(_ row: UnsafeBufferPointer<Float>, into out: inout [Float]) {
+        var m = -Float.infinity
+        for x in row where x > m { m = x }
+        var sum = 0.0
+        for x in row { sum += Foundation.exp(Double(x - m)) }
+        let lse = m + Float(Foundation.log(sum))
+        for i in 0..<row.count { out[i] = row[i] - lse }
+    }
+}

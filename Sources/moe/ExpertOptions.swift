@@ -1,0 +1,54 @@
+import ArgumentParser
+import MoEModels
+
+/// The routing switches `generate`, `logits` and `bench` share (issue 18): another number of
+/// experts per token, dynamic top-p, a weight threshold, renormalisation, and the layers they
+/// apply to. Ranges that do not depend on the model are checked here (exit 64); the rest (k
+/// past the model's experts, top-p on a sigmoid router) when the model is loaded (exit 1).
+struct ExpertOptions: ParsableArguments {
+    @Option(name: .customLong("experts-per-token"), help: "Experts per token in every MoE layer (changes a top-k checkpoint's k).")
+    var expertsPerToken: Int?
+    @Option(name: .customLong("expert-top-p"), help: "Dynamic top-p routing: the fewest experts whose probabilities pass p (softmax top-k checkpoints).")
+    var expertTopP: Float?
+    @Option(name: .customLong("min-experts"), help: "Fewest experts per token under --expert-top-p.") var minExperts: Int?
+    @Option(name: .customLong("max-experts"), help: "Most experts per token under --expert-top-p.") var maxExperts: Int?
+    @Option(name: .customLong("expert-threshold"), help: "Drop chosen experts whose routing weight is below this (a token keeps its strongest).")
+    var expertThreshold: Float?
+    @Flag(name: .customLong("renormalize"), inversion: .prefixedNo,
+          help: "Renormalise the chosen experts' weights (default: as the checkpoint does).")
+    var renormalize: Bool?
+    @Option(name: .customLong("moe-layers"), help: "The layers these switches change: A-B or A (default: every MoE layer).")
+    var moeLayers: String?
+
+    mutating func validate() throws {
+        if let k = expertsPerToken, k < 1 { throw ValidationError("--experts-per-token must be at least 1, got \(k)") }
+        if let p = expertTopP, !(p > 0 && p <= 1) { throw ValidationError("--expert-top-p must be in (0, 1], got \(p)") }
+        if let t = expertThreshold, !(t >= 0 && t < 1) { throw ValidationError("--expert-threshold must be in [0, 1), got \(t)") }
+        if let v = minExperts, v < 1 { throw ValidationError("--min-experts must be at least 1, got \(v)") }
+        if let v = maxExperts, v < 1 { throw ValidationError("--max-experts must be at least 1, got \(v)") }
+        _ = try layers()
+    }
+
+    /// `--moe-layers` as a range.
+    func layers() throws -> ClosedRange<Int>? {
+        guard let moeLayers else { return nil }
+        let parts = moeLayers.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
+        guard (1...2).contains(parts.count), parts.allSatisfy({ $0 != nil && $0! >= 0 }), parts.first!! <= parts.last!! else {
+            throw ValidationError("--moe-layers: '\(moeLayers)' is not A-B or A (layer indices from 0, A <= B)")
+        }
+        return parts.first!!...parts.last!!
+    }
+
+    /// The library's override for these switches.
+    func override() throws -> RoutingOverride {
+        var o = RoutingOverride()
+        o.expertsPerToken = expertsPerToken
+        o.topP = expertTopP
+        o.minExperts = minExperts
+        o.maxExperts = maxExperts
+        o.threshold = expertThreshold
+        o.renormalize = renormalize
+        o.layers = try layers()
+        return o
+    }
+}

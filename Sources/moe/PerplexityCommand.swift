@@ -1,0 +1,87 @@
+import ArgumentParser
+import Foundation
+import MoECore
+import MoEGenerate
+import MoEModels
+
+/// `moe perplexity`: perplexity over a text file with sliding windows, the experts each MoE
+/// layer read, and (against a saved base run) KL-divergence and top-1 agreement.
+struct PerplexityCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "perplexity",
+        abstract: "Perplexity of a model on a text file (sliding windows), experts per token per layer, and KL-divergence against a base run; print JSON.")
+    /// The largest text file read (bytes).
+    static let maxFileBytes = 256 << 20
+
+    @Option(help: "Checkpoint folder or GGUF file (default: the embedded model).") var model: String?
+    @Option(help: "The text file to score.") var file: String
+    @Option(help: "Tokens per window.") var context = 512
+    @Option(help: "Tokens between window starts (default: half the context); each token is scored once.") var stride: Int?
+    @Option(name: .customLong("max-windows"), help: "Score at most this many windows (default: the whole file).") var maxWindows: Int?
+    @Option(help: "Threads to run on (default: the active cores).") var threads: Int?
+    @Option(name: .customLong("save-logits"), help: "Save every scored position's log-probabilities here, for a later --kl-base.")
+    var saveLogits: String?
+    @Option(name: .customLong("kl-base"), help: "A --save-logits file of a base run on the same text: report mean KL(base || this) and top-1 agreement.")
+    var klBase: String?
+    @Flag(help: "Pretty-print the JSON.") var pretty = false
+    @OptionGroup var experts: ExpertOptions
+
+    mutating func validate() throws {
+        try OptionLimits.check(context, "--context", in: 2...OptionLimits.tokens)
+        try OptionLimits.check(stride ?? 1, "--stride", in: 1...context)
+        try OptionLimits.check(maxWindows ?? 1, "--max-windows", in: 1...OptionLimits.tokens)
+        try OptionLimits.check(threads: threads)
+        if saveLogits != nil && saveLogits == klBase { throw ValidationError("--save-logits and --kl-base name the same file") }
+    }
+
+    func run() throws {
+        let folder = try model ?? DefaultModel.path()
+        let m = try DecoderModel(path: folder, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
+        let tok = try Tokenizer.of(model: folder)
+        let size = (try? FileManager.default.attributesOfItem(atPath: file)[.size] as? Int) ?? nil
+        guard let size else { throw ModelError.io(path: file, reason: "cannot read: \(String(cString: strerror(ENOENT)))") }
+        guard size <= Self.maxFileBytes else { throw ModelError.io(path: file, reason: "\(size) bytes is more than the \(Self.maxFileBytes >> 20) MiB read") }
+        guard let data = FileManager.default.contents(atPath: file) else { throw ModelError.io(path: file, reason: "cannot read") }
+        guard let text = String(data: data, encoding: .utf8) else { throw ModelError.invalidFile(path: file, field: "(text)", reason: "not UTF-8") }
+        var tokens = tok.encode(text)
+        let step = stride ?? max(1, context / 2)
+        if let maxWindows { tokens = Array(tokens.prefix(context + (maxWindows - 1) * step)) }
+        guard tokens.count >= 2 else { throw ModelError.invalidFile(path: file, field: "(text)", reason: "has \(tokens.count) token(s); 2 are needed to score one") }
+
+        let base = try klBase.map { p throws(ModelError) in try LogProbFile.Reader(path: p) }
+        if let base {
+            guard base.vocab == m.spec.vocabSize, base.tokens == tokens else {
+                throw ModelError.invalidFile(path: base.path, field: "tokens",
+                                             reason: "the base run scored other tokens (\(base.tokens.count) over a vocabulary of \(base.vocab); this run: \(tokens.count) over \(m.spec.vocabSize)): use the same text, tokenizer and --max-windows")
+            }
+        }
+        let writer = try saveLogits.map { p throws(ModelError) in try LogProbFile.Writer(path: p, vocab: m.spec.vocabSize, tokens: tokens) }
+        var row = 0, kl = 0.0, agree = 0
+        var report = try Perplexity.run(model: m, tokens: tokens, context: context, stride: step, routing: try experts.override()) { position, lp throws(ModelError) in
+            try writer?.append(position: position, logProbs: lp)
+            if let base {
+                guard row < base.rows else { throw ModelError.invalidFile(path: base.path, field: "rows", reason: "ends after \(base.rows) rows") }
+                let (basePosition, b) = base.row(row)
+                guard basePosition == position else {
+                    throw ModelError.invalidFile(path: base.path, field: "rows[\(row)]", reason: "scores position \(basePosition), this run \(position)")
+                }
+                var sum = 0.0, bestBase = 0, best = 0
+                for i in 0..<b.count {
+                    let pb = Foundation.exp(Double(b[i]))
+                    sum += pb * Double(b[i] - lp[i])
+                    if b[i] > b[bestBase] { bestBase = i }
+                    if lp[i] > lp[best] { best = i }
+                }
+                kl += max(0, sum)
+                if best == bestBase { agree += 1 }
+            }
+            row += 1
+        }
+        try writer?.finish(tokenCount: tokens.count)
+        if base != nil {
+            report.klDivergence = kl / Double(row)
+            report.top1Agreement = Double(agree) / Double(row)
+        }
+        try printJSON(report, pretty: pretty)
+    }
+}
