@@ -9,8 +9,8 @@ struct Logits: ParsableCommand {
         commandName: "logits",
         abstract: "Print the model's logits for every input position as JSON: {\"tokens\": [..], \"logits\": [[..], ..]}.")
 
-    @Option(help: "Hugging Face checkpoint folder (config.json, *.safetensors) or GGUF file.")
-    var model: String
+    @Option(help: "Hugging Face checkpoint folder (config.json, *.safetensors) or GGUF file (default: the embedded model).")
+    var model: String?
 
     @Option(help: "Comma-separated token ids, e.g. 1,2,3.")
     var tokens: String
@@ -30,7 +30,7 @@ struct Logits: ParsableCommand {
     func run() throws {
         let ids = try parseTokenList(tokens, option: "--tokens")
         precision.apply()
-        let m = try DecoderModel(path: model, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
+        let m = try DecoderModel(path: try model ?? DefaultModel.path(), pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
         var cache = m.makeCache(capacity: ids.count)
         let logits = try m.forward(ids, cache: &cache, options: try experts.override().forwardOptions(for: m))
         let v = m.spec.vocabSize, values = logits.floats

@@ -127,7 +127,7 @@ struct GenerateReport: Encodable {
 /// `moe bench`: prefill and decode speed of a model.
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Measure prefill and decode speed of a model against the machine's limits; print JSON.")
-    @Option(help: "Checkpoint folder or GGUF file.") var model: String
+    @Option(help: "Checkpoint folder or GGUF file (default: the embedded model).") var model: String?
     @Option(name: .customLong("prompt-tokens"), help: "Prompt length for prefill.") var promptTokens = 128
     @Option(name: .customLong("gen-tokens"), help: "Tokens to decode.") var genTokens = 32
     @Option(help: "Threads to run on (default: the active cores).") var threads: Int?
@@ -144,8 +144,8 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         precision.apply()
-        let m = try DecoderModel(path: model, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
-        try printJSON(try ModelBenchmark.run(model: m, name: model, promptTokens: promptTokens, genTokens: genTokens, reps: reps,
+        let m = try DecoderModel(path: try model ?? DefaultModel.path(), pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
+        try printJSON(try ModelBenchmark.run(model: m, name: model ?? "(embedded)", promptTokens: promptTokens, genTokens: genTokens, reps: reps,
                                              routing: try experts.override()))
     }
 }

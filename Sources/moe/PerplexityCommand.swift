@@ -3,6 +3,7 @@ import Foundation
 import MoECore
 import MoEGenerate
 import MoEModels
+import MoETrain
 
 /// `moe perplexity`: perplexity over a text file with sliding windows, the experts each MoE
 /// layer read, and (against a saved base run) KL-divergence and top-1 agreement.
@@ -14,7 +15,11 @@ struct PerplexityCommand: ParsableCommand {
     static let maxFileBytes = 256 << 20
 
     @Option(help: "Checkpoint folder or GGUF file (default: the embedded model).") var model: String?
-    @Option(help: "The text file to score.") var file: String
+    @Option(help: "The text file to score.") var file: String?
+    @Flag(help: "Score held-out samples of the synthetic tasks instead, and report each task's exact-match accuracy (greedy answers).")
+    var synthetic = false
+    @Option(help: "Synthetic task level (1 = easiest).") var level = 2
+    @Option(help: "Synthetic samples (tasks in turn).") var samples = 120
     @Option(help: "Tokens per window.") var context = 512
     @Option(help: "Tokens between window starts (default: half the context); each token is scored once.") var stride: Int?
     @Option(name: .customLong("max-windows"), help: "Score at most this many windows (default: the whole file).") var maxWindows: Int?
@@ -27,6 +32,9 @@ struct PerplexityCommand: ParsableCommand {
     @OptionGroup var experts: ExpertOptions
 
     mutating func validate() throws {
+        if (file == nil) == !synthetic { throw ValidationError("give --file TEXT or --synthetic") }
+        try OptionLimits.check(level, "--level", in: 1...1000)
+        try OptionLimits.check(samples, "--samples", in: 1...100_000)
         try OptionLimits.check(context, "--context", in: 2...OptionLimits.tokens)
         try OptionLimits.check(stride ?? 1, "--stride", in: 1...context)
         try OptionLimits.check(maxWindows ?? 1, "--max-windows", in: 1...OptionLimits.tokens)
@@ -38,15 +46,14 @@ struct PerplexityCommand: ParsableCommand {
         let folder = try model ?? DefaultModel.path()
         let m = try DecoderModel(path: folder, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
         let tok = try Tokenizer.of(model: folder)
-        let size = (try? FileManager.default.attributesOfItem(atPath: file)[.size] as? Int) ?? nil
-        guard let size else { throw ModelError.io(path: file, reason: "cannot read: \(String(cString: strerror(ENOENT)))") }
-        guard size <= Self.maxFileBytes else { throw ModelError.io(path: file, reason: "\(size) bytes is more than the \(Self.maxFileBytes >> 20) MiB read") }
-        guard let data = FileManager.default.contents(atPath: file) else { throw ModelError.io(path: file, reason: "cannot read") }
-        guard let text = String(data: data, encoding: .utf8) else { throw ModelError.invalidFile(path: file, field: "(text)", reason: "not UTF-8") }
+        let routing = try experts.override()
+        let tasks = synthetic ? SyntheticCorpus(level: level).samples(samples, heldOut: true, seed: 7) : []
+        let text = try file.map(Self.read) ?? tasks.map(\.text).joined()
+        let path = file ?? "(synthetic)"
         var tokens = tok.encode(text)
         let step = stride ?? max(1, context / 2)
         if let maxWindows { tokens = Array(tokens.prefix(context + (maxWindows - 1) * step)) }
-        guard tokens.count >= 2 else { throw ModelError.invalidFile(path: file, field: "(text)", reason: "has \(tokens.count) token(s); 2 are needed to score one") }
+        guard tokens.count >= 2 else { throw ModelError.invalidFile(path: path, field: "(text)", reason: "has \(tokens.count) token(s); 2 are needed to score one") }
 
         let base = try klBase.map { p throws(ModelError) in try LogProbFile.Reader(path: p) }
         if let base {
@@ -57,7 +64,7 @@ struct PerplexityCommand: ParsableCommand {
         }
         let writer = try saveLogits.map { p throws(ModelError) in try LogProbFile.Writer(path: p, vocab: m.spec.vocabSize, tokens: tokens) }
         var row = 0, kl = 0.0, agree = 0
-        var report = try Perplexity.run(model: m, tokens: tokens, context: context, stride: step, routing: try experts.override()) { position, lp throws(ModelError) in
+        var report = try Perplexity.run(model: m, tokens: tokens, context: context, stride: step, routing: routing) { position, lp throws(ModelError) in
             try writer?.append(position: position, logProbs: lp)
             if let base {
                 guard row < base.rows else { throw ModelError.invalidFile(path: base.path, field: "rows", reason: "ends after \(base.rows) rows") }
@@ -82,6 +89,38 @@ struct PerplexityCommand: ParsableCommand {
             report.klDivergence = kl / Double(row)
             report.top1Agreement = Double(agree) / Double(row)
         }
-        try printJSON(report, pretty: pretty)
+        guard !tasks.isEmpty else { return try printJSON(report, pretty: pretty) }
+        var options = GenerationOptions(maxTokens: 32, stopStrings: ["\n"])
+        options.routing = routing
+        let generator = Generator(model: m, tokenizer: tok)
+        var generated = 0, seconds = 0.0
+        let accuracy = try exactMatchAccuracy(tasks) { prompt in
+            let r = try generator.generate(prompt: prompt, options: options)
+            generated += r.ids.count
+            seconds += r.decodeSeconds
+            return r.text
+        }
+        try printJSON(SyntheticReport(perplexity: report, accuracy: Dictionary(uniqueKeysWithValues: accuracy.map { ($0.key.rawValue, $0.value) }),
+                                      meanAccuracy: accuracy.values.reduce(0, +) / Double(max(1, accuracy.count)),
+                                      decodeTokensPerS: Double(generated) / max(seconds, 1e-9)), pretty: pretty)
     }
+
+    /// A text file, bounded in size and checked to be UTF-8.
+    static func read(_ file: String) throws -> String {
+        let size = (try? FileManager.default.attributesOfItem(atPath: file)[.size] as? Int) ?? nil
+        guard let size else { throw ModelError.io(path: file, reason: "cannot read: \(String(cString: strerror(ENOENT)))") }
+        guard size <= maxFileBytes else { throw ModelError.io(path: file, reason: "\(size) bytes is more than the \(maxFileBytes >> 20) MiB read") }
+        guard let data = FileManager.default.contents(atPath: file) else { throw ModelError.io(path: file, reason: "cannot read") }
+        guard let text = String(data: data, encoding: .utf8) else { throw ModelError.invalidFile(path: file, field: "(text)", reason: "not UTF-8") }
+        return text
+    }
+}
+
+/// What `moe perplexity --synthetic` prints: the perplexity report with each task's exact-match
+/// accuracy (greedy answers to held-out prompts) and the decode speed of those answers.
+struct SyntheticReport: Encodable {
+    let perplexity: Perplexity.Report
+    let accuracy: [String: Double]
+    let meanAccuracy: Double
+    let decodeTokensPerS: Double
 }
