@@ -6,9 +6,12 @@ import MoEModels
 /// Perplexity of a model on a token sequence, with sliding windows (Hugging Face's recipe, which
 /// llama-perplexity's chunks are the stride = context case of): windows of `context` tokens
 /// start every `stride` tokens; each window runs from an empty KV cache and scores the tokens
-/// no earlier window scored, so every token after the first is scored once, with up to
-/// `context - stride` tokens of left context beyond what its window gives. Routing overrides
-/// apply, and the experts each MoE layer read are counted.
+/// no earlier window scored, so with `stride < context` every token after the first is scored
+/// once, with at least `context - stride` tokens of left context (with `stride == context` the
+/// windows do not overlap and each window's first token goes unscored, as in Hugging Face's
+/// recipe). A model that always starts from a BOS token sees one: with `bos`, each window after
+/// the first starts with it in place of its first token, as llama-perplexity does. Routing
+/// overrides apply, and the experts each MoE layer read are counted.
 public enum Perplexity {
     /// What a run measured.
     public struct Report: Codable, Sendable {
@@ -32,7 +35,7 @@ public enum Perplexity {
 
     /// Runs `model` over `tokens`. `onScored(position, logProbs)` sees every scored position's
     /// log-softmax (the next-token distribution after `tokens[position]`) in order.
-    public static func run(model: DecoderModel, tokens: [Int], context: Int, stride: Int,
+    public static func run(model: DecoderModel, tokens: [Int], context: Int, stride: Int, bos: Int? = nil,
                            routing: RoutingOverride = RoutingOverride(),
                            onScored: (Int, UnsafeBufferPointer<Float>) throws(ModelError) -> Void = { _, _ throws(ModelError) in }) throws(ModelError) -> Report {
         precondition(context >= 2 && stride >= 1 && stride <= context, "perplexity: need 2 <= context and 1 <= stride <= context")
@@ -48,7 +51,8 @@ public enum Perplexity {
         var begin = 0
         while scoredUpTo < tokens.count {
             let end = min(begin + context, tokens.count)
-            let window = Array(tokens[begin..<end])
+            var window = Array(tokens[begin..<end])
+            if let bos, begin > 0 { window[0] = bos }
             var cache = model.makeCache(capacity: window.count)
             let logits = try model.forward(window, cache: &cache, options: options)
             routed += window.count

@@ -64,7 +64,10 @@ struct PerplexityCommand: ParsableCommand {
         }
         let writer = try saveLogits.map { p throws(ModelError) in try LogProbFile.Writer(path: p, vocab: m.spec.vocabSize, tokens: tokens) }
         var row = 0, kl = 0.0, agree = 0
-        var report = try Perplexity.run(model: m, tokens: tokens, context: context, stride: step, routing: routing) { position, lp throws(ModelError) in
+        // The BOS the tokenizer puts in front, if any: each window starts from it.
+        let plain = tok.encode("a", addSpecialTokens: false), special = tok.encode("a", addSpecialTokens: true)
+        let bos = special.count > plain.count && special.last == plain.last ? special.first : nil
+        var report = try Perplexity.run(model: m, tokens: tokens, context: context, stride: step, bos: bos, routing: routing) { position, lp throws(ModelError) in
             try writer?.append(position: position, logProbs: lp)
             if let base {
                 guard row < base.rows else { throw ModelError.invalidFile(path: base.path, field: "rows", reason: "ends after \(base.rows) rows") }
