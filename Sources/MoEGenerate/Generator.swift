@@ -14,6 +14,8 @@ public struct GenerationOptions: Sendable {
     public var addSpecialTokens: Bool
     /// How the MoE layers route (another top-k, top-p, a threshold); empty: as the checkpoint does.
     public var routing = RoutingOverride()
+    /// SCMoE self-contrast decoding (nil: plain decoding from the model's logits).
+    public var selfContrast: SelfContrast?
 
     public init(maxTokens: Int = 128, sampling: SamplingOptions = .greedy, stopStrings: [String] = [],
                 stopOnEOS: Bool = true, addSpecialTokens: Bool = true) {
@@ -75,9 +77,19 @@ public struct Generator {
         }
         let forward = try options.routing.forwardOptions(for: model)
         var logits = try model.forward(promptIDs, cache: &cache, lastOnly: true, options: forward)
+        // SCMoE: the weak pass, with a cache of its own.
+        let weakOptions = try options.selfContrast?.weakOptions(for: model)
+        var weakCache = model.makeCache(capacity: weakOptions == nil ? 1 : promptIDs.count + min(options.maxTokens, 256) + 1)
+        var weak = try weakOptions.map { o throws(ModelError) in try model.forward(promptIDs, cache: &weakCache, lastOnly: true, options: o) }
         let t1 = DispatchTime.now().uptimeNanoseconds
         while ids.count < options.maxTokens {
-            let next = sampler.sample(logits.floats)
+            let next: Int
+            if let contrast = options.selfContrast, let weak {
+                let scores = contrast.scores(strong: logits.floats, weak: weak.floats)
+                next = scores.withUnsafeBufferPointer { sampler.sample($0) }
+            } else {
+                next = sampler.sample(logits.floats)
+            }
             if eos.contains(next) { reason = .eos; break }
             ids.append(next)
             text = tokenizer.decode(ids, skipSpecialTokens: true)
@@ -103,6 +115,7 @@ public struct Generator {
             }
             if ids.count == options.maxTokens { break }
             logits = try model.forward([next], cache: &cache, lastOnly: true, options: forward)
+            if let weakOptions { weak = try model.forward([next], cache: &weakCache, lastOnly: true, options: weakOptions) }
         }
         if text.count > emitted { onText(String(text.dropFirst(emitted))) }
         let t2 = DispatchTime.now().uptimeNanoseconds

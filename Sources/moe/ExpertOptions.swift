@@ -1,4 +1,5 @@
 import ArgumentParser
+import MoEGenerate
 import MoEModels
 
 /// The routing switches `generate`, `logits` and `bench` share (issue 18): another number of
@@ -50,5 +51,30 @@ struct ExpertOptions: ParsableArguments {
         o.renormalize = renormalize
         o.layers = try layers()
         return o
+    }
+}
+
+/// The decoding switches `generate` and `perplexity --synthetic` share: SCMoE self-contrast
+/// decoding and its parameters (ROUTING.md §5; defaults the reference code's).
+struct DecodingOptions: ParsableArguments {
+    @Option(help: "standard, or scmoe (self-contrast against a weak pass routed to one lower-ranked expert).")
+    var decoding = "standard"
+    @Option(name: .customLong("scmoe-rank"), help: "SCMoE: the weak pass's expert rank, from 0 (default 2, the third-ranked).")
+    var scmoeRank = 2
+    @Option(name: .customLong("scmoe-alpha"), help: "SCMoE: plausibility, tokens below alpha x the strong pass's best are excluded.")
+    var scmoeAlpha: Float = 0.1
+    @Option(name: .customLong("scmoe-beta"), help: "SCMoE: how strongly the weak pass is subtracted.")
+    var scmoeBeta: Float = 0.5
+
+    mutating func validate() throws {
+        guard ["standard", "scmoe"].contains(decoding) else { throw ValidationError("--decoding: '\(decoding)' is not standard or scmoe") }
+        if scmoeRank < 0 { throw ValidationError("--scmoe-rank must not be negative, got \(scmoeRank)") }
+        if !(scmoeAlpha > 0 && scmoeAlpha <= 1) { throw ValidationError("--scmoe-alpha must be in (0, 1], got \(scmoeAlpha)") }
+        if !(scmoeBeta >= 0 && scmoeBeta.isFinite) { throw ValidationError("--scmoe-beta must be finite and not negative, got \(scmoeBeta)") }
+    }
+
+    /// The library's setting (nil: standard decoding).
+    var selfContrast: SelfContrast? {
+        decoding == "scmoe" ? SelfContrast(weakRank: scmoeRank, alpha: scmoeAlpha, beta: scmoeBeta) : nil
     }
 }

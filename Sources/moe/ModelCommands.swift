@@ -68,6 +68,7 @@ struct Generate: ParsableCommand {
     @Option(help: "Threads to run on (default: the active cores).") var threads: Int?
     @Option(help: "exact (f32 activations) or bf16 (bf16 dot products for bf16 weights, faster prefill).") var precision = Precision.exact
     @OptionGroup var experts: ExpertOptions
+    @OptionGroup var decodingOptions: DecodingOptions
 
     mutating func validate() throws {
         if (text == nil) == (prompt == nil) { throw ValidationError("give the prompt once: as an argument or with --prompt") }
@@ -91,13 +92,16 @@ struct Generate: ParsableCommand {
                                         sampling: SamplingOptions(temperature: temperature, topK: topK, topP: topP, minP: minP, seed: seed),
                                         stopStrings: stops)
         options.routing = try experts.override()
+        options.selfContrast = decodingOptions.selfContrast
         let result = try Generator(model: m, tokenizer: tok).generate(prompt: text ?? prompt ?? "", options: options) { piece in
             if !json {
                 FileHandle.standardOutput.write(Data(piece.utf8))
             }
         }
         if json {
-            try printJSON(GenerateReport(ids: result.ids, text: result.text, stopReason: result.stopReason.rawValue))
+            try printJSON(GenerateReport(ids: result.ids, text: result.text, stopReason: result.stopReason.rawValue,
+                                         prefillTokensPerS: Double(result.promptIDs.count) / max(result.prefillSeconds, 1e-9),
+                                         decodeTokensPerS: Double(max(0, result.ids.count - 1)) / max(result.decodeSeconds, 1e-9)))
         } else {
             print("")
         }
@@ -122,6 +126,9 @@ struct GenerateReport: Encodable {
     let ids: [Int]
     let text: String
     let stopReason: String
+    /// Prompt tokens per second of prefill, and generated tokens per second after it.
+    let prefillTokensPerS: Double
+    let decodeTokensPerS: Double
 }
 
 /// `moe bench`: prefill and decode speed of a model.

@@ -30,6 +30,7 @@ struct PerplexityCommand: ParsableCommand {
     var klBase: String?
     @Flag(help: "Pretty-print the JSON.") var pretty = false
     @OptionGroup var experts: ExpertOptions
+    @OptionGroup var decodingOptions: DecodingOptions
 
     mutating func validate() throws {
         if (file == nil) == !synthetic { throw ValidationError("give --file TEXT or --synthetic") }
@@ -95,6 +96,7 @@ struct PerplexityCommand: ParsableCommand {
         guard !tasks.isEmpty else { return try printJSON(report, pretty: pretty) }
         var options = GenerationOptions(maxTokens: 32, stopStrings: ["\n"])
         options.routing = routing
+        options.selfContrast = decodingOptions.selfContrast
         let generator = Generator(model: m, tokenizer: tok)
         var generated = 0, seconds = 0.0
         let accuracy = try exactMatchAccuracy(tasks) { prompt in
