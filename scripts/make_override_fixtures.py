@@ -2,7 +2,9 @@
 """Makes the routing-override oracle: for each committed MoE fixture (Tests/Fixtures/<family>/),
 what transformers computes when the checkpoint's `num_experts_per_tok` is changed, written to
 reference_k.json beside it: the same 24-token prompt as reference.json, and every position's
-logits with top-1 and with top-(k+1) routing.
+logits with top-1 and with top-(k+1) routing. For Mixtral also reference_pruned.json: the
+logits of the checkpoint with experts 2 and 5 deleted (their weights and router rows; 6 experts
+left), which `--skip-experts 2,5` must reproduce.
 
 The weights are the committed ones (loaded with from_pretrained under the changed config), so
 re-running needs no other fixture to change. Needs PyTorch and transformers from PyPI.
@@ -31,6 +33,27 @@ def logits_with_k(folder, prompt, k):
         return model(torch.tensor([prompt])).logits[0].float()
 
 
+def pruned_mixtral(prompt, drop=(2, 5)):
+    folder = os.path.join(FIXTURES, "mixtral")
+    full = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
+    config = AutoConfig.from_pretrained(folder)
+    keep = [e for e in range(config.num_local_experts) if e not in drop]
+    config.num_local_experts = len(keep)
+    config._attn_implementation = "eager"
+    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    state = {}
+    for name, t in full.state_dict().items():
+        if name.endswith("mlp.gate.weight"):
+            t = t[keep]
+        elif ".mlp.experts." in name and t.dim() >= 1 and t.shape[0] == len(keep) + len(drop):
+            t = t[keep]                                   # stacked experts [E, ...]
+        state[name] = t
+    missing, unexpected = model.load_state_dict(state, strict=True), None
+    model.eval()
+    with torch.no_grad():
+        return model(torch.tensor([prompt])).logits[0].float(), list(drop)
+
+
 def main():
     for name in FAMILIES:
         folder = os.path.join(FIXTURES, name)
@@ -47,6 +70,11 @@ def main():
         with open(os.path.join(folder, "reference_k.json"), "w") as f:
             json.dump(out, f, separators=(",", ":"))
         print(name, "k", k, "->", [s["experts_per_token"] for s in settings])
+        if name == "mixtral":
+            logits, drop = pruned_mixtral(prompt)
+            with open(os.path.join(folder, "reference_pruned.json"), "w") as f:
+                json.dump({"prompt": prompt, "skipped": drop, "transformers": transformers.__version__,
+                           "logits": [[round(float(v), 5) for v in row] for row in logits]}, f, separators=(",", ":"))
 
 
 if __name__ == "__main__":

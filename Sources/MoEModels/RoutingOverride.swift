@@ -26,12 +26,20 @@ public struct RoutingOverride: Sendable, Equatable {
     public var renormalize: Bool?
     /// The layers changed (nil: every MoE layer).
     public var layers: ClosedRange<Int>?
+    /// Experts removed per MoE layer (pruning at load, `MaskedRouter`), whatever `layers` says.
+    public var skippedExperts: [Int: Set<Int>] = [:]
 
     public init() {}
 
     /// Whether this changes nothing.
     public var isEmpty: Bool {
         expertsPerToken == nil && topP == nil && threshold == nil && renormalize == nil && minExperts == nil && maxExperts == nil
+            && skippedExperts.isEmpty
+    }
+
+    /// Whether this changes how the experts are chosen (anything but skipping).
+    var changesSelection: Bool {
+        expertsPerToken != nil || topP != nil || threshold != nil || renormalize != nil || minExperts != nil || maxExperts != nil
     }
 
     /// Per-call options routing `model`'s MoE layers as this says (and keeping `trace`). Every
@@ -50,12 +58,23 @@ public struct RoutingOverride: Sendable, Equatable {
                 }
             }
             guard !routers.isEmpty else { throw bad("routing", "the model has no MoE layer to route") }
-            for (layer, own) in routers where layers?.contains(layer) ?? true {
-                do {
-                    table[layer] = try router(replacing: own)
+            for (layer, own) in routers {
+                do throws(ModelError) {
+                    var r = changesSelection && (layers?.contains(layer) ?? true) ? try router(replacing: own) : own
+                    if let skip = skippedExperts[layer], !skip.isEmpty {
+                        guard skip.allSatisfy({ (0..<own.expertCount).contains($0) }) else {
+                            throw bad("--skip-experts", "layer \(layer) has experts 0..<\(own.expertCount); \(skip.sorted()) reaches past them")
+                        }
+                        guard skip.count < own.expertCount else { throw bad("--skip-experts", "would remove every expert of layer \(layer)") }
+                        r = MaskedRouter(r, skipped: skip)
+                    }
+                    if changesSelection && (layers?.contains(layer) ?? true) || skippedExperts[layer] != nil { table[layer] = r }
                 } catch let .invalidConfig(_, field, reason) {
                     throw .invalidConfig(path: model.checkpoint.weightsPath, field: field, reason: reason)
                 }
+            }
+            for layer in skippedExperts.keys where routers[layer] == nil {
+                throw .invalidConfig(path: model.checkpoint.weightsPath, field: "--skip-experts", reason: "layer \(layer) has no MoE block")
             }
         }
         let frozen = table

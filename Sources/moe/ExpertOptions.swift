@@ -20,6 +20,14 @@ struct ExpertOptions: ParsableArguments {
     var renormalize: Bool?
     @Option(name: .customLong("moe-layers"), help: "The layers these switches change: A-B or A (default: every MoE layer).")
     var moeLayers: String?
+    @Option(name: .customLong("skip-experts"), help: "Remove experts at load: 1,3 (from every MoE layer) or 0:1,3;2:0 (per layer).")
+    var skipExperts: String?
+    @Option(name: .customLong("prune-profile"), help: "Remove each layer's least-used experts by a profile.json of moe analyze (with --keep or --keep-fraction).")
+    var pruneProfile: String?
+    @Option(help: "Experts to keep per MoE layer under --prune-profile.") var keep: Int?
+    @Option(name: .customLong("keep-fraction"), help: "Fraction of each layer's experts to keep under --prune-profile.") var keepFraction: Double?
+    @Flag(name: .customLong("per-layer"), help: "Under --prune-profile, keep exactly that many in every layer (default: one cut by share across layers, at least one each).")
+    var perLayer = false
 
     mutating func validate() throws {
         if let k = expertsPerToken, k < 1 { throw ValidationError("--experts-per-token must be at least 1, got \(k)") }
@@ -28,6 +36,34 @@ struct ExpertOptions: ParsableArguments {
         if let v = minExperts, v < 1 { throw ValidationError("--min-experts must be at least 1, got \(v)") }
         if let v = maxExperts, v < 1 { throw ValidationError("--max-experts must be at least 1, got \(v)") }
         _ = try layers()
+        if let skipExperts { _ = try Self.parseSkips(skipExperts) }
+        if pruneProfile != nil, (keep == nil) == (keepFraction == nil) { throw ValidationError("--prune-profile needs one of --keep or --keep-fraction") }
+        if pruneProfile == nil, keep != nil || keepFraction != nil || perLayer { throw ValidationError("--keep, --keep-fraction and --per-layer go with --prune-profile") }
+        if pruneProfile != nil, skipExperts != nil { throw ValidationError("give --skip-experts or --prune-profile, not both") }
+        if let keep, keep < 1 { throw ValidationError("--keep must be at least 1, got \(keep)") }
+        if let f = keepFraction, !(f > 0 && f <= 1) { throw ValidationError("--keep-fraction must be in (0, 1], got \(f)") }
+    }
+
+    /// "1,3" (layer nil: every MoE layer) or "0:1,3;2:0" as (layer, experts) pairs.
+    static func parseSkips(_ spec: String) throws -> [(layer: Int?, experts: Set<Int>)] {
+        func ids(_ s: Substring) throws -> Set<Int> {
+            let list = try s.split(separator: ",").map { part -> Int in
+                guard let v = Int(part.trimmingCharacters(in: .whitespaces)), v >= 0 else {
+                    throw ValidationError("--skip-experts: '\(part)' is not an expert id")
+                }
+                return v
+            }
+            guard !list.isEmpty else { throw ValidationError("--skip-experts: '\(spec)' names no expert") }
+            return Set(list)
+        }
+        guard spec.contains(":") else { return [(nil, try ids(Substring(spec)))] }
+        return try spec.split(separator: ";").map { group in
+            let parts = group.split(separator: ":", maxSplits: 1)
+            guard parts.count == 2, let layer = Int(parts[0].trimmingCharacters(in: .whitespaces)), layer >= 0 else {
+                throw ValidationError("--skip-experts: '\(group)' is not LAYER:EXPERT,EXPERT")
+            }
+            return (layer, try ids(parts[1]))
+        }
     }
 
     /// `--moe-layers` as a range.
@@ -40,8 +76,8 @@ struct ExpertOptions: ParsableArguments {
         return parts.first!!...parts.last!!
     }
 
-    /// The library's override for these switches.
-    func override() throws -> RoutingOverride {
+    /// The library's override for these switches on `model`.
+    func override(for model: DecoderModel) throws -> RoutingOverride {
         var o = RoutingOverride()
         o.expertsPerToken = expertsPerToken
         o.topP = expertTopP
@@ -50,6 +86,18 @@ struct ExpertOptions: ParsableArguments {
         o.threshold = expertThreshold
         o.renormalize = renormalize
         o.layers = try layers()
+        let moe = model.moeRouters
+        if let skipExperts {
+            for (layer, experts) in try Self.parseSkips(skipExperts) {
+                for l in layer.map({ [$0] }) ?? moe.keys.sorted() { o.skippedExperts[l, default: []].formUnion(experts) }
+            }
+        }
+        if let pruneProfile {
+            let profile = try ExpertProfile.load(path: pruneProfile, for: model)
+            let experts = moe.values.map(\.expertCount).max() ?? 1
+            let kept = keep ?? max(1, Int((keepFraction ?? 1) * Double(experts) + 0.5))
+            o.skippedExperts = profile.skipped(keep: min(kept, experts), perLayer: perLayer, minimum: 1)
+        }
         return o
     }
 }

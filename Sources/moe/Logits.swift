@@ -32,7 +32,7 @@ struct Logits: ParsableCommand {
         precision.apply()
         let m = try DecoderModel(path: try model ?? DefaultModel.path(), pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
         var cache = m.makeCache(capacity: ids.count)
-        let logits = try m.forward(ids, cache: &cache, options: try experts.override().forwardOptions(for: m))
+        let logits = try m.forward(ids, cache: &cache, options: try experts.override(for: m).forwardOptions(for: m))
         let v = m.spec.vocabSize, values = logits.floats
         let rows = (0..<ids.count).map { Array(values[($0 * v)..<(($0 + 1) * v)]) }
         try printJSON(LogitsReport(tokens: ids, logits: rows))

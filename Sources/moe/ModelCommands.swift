@@ -91,7 +91,7 @@ struct Generate: ParsableCommand {
         var options = GenerationOptions(maxTokens: maxTokens,
                                         sampling: SamplingOptions(temperature: temperature, topK: topK, topP: topP, minP: minP, seed: seed),
                                         stopStrings: stops)
-        options.routing = try experts.override()
+        options.routing = try experts.override(for: m)
         options.selfContrast = decodingOptions.selfContrast
         let result = try Generator(model: m, tokenizer: tok).generate(prompt: text ?? prompt ?? "", options: options) { piece in
             if !json {
@@ -153,7 +153,7 @@ struct Bench: ParsableCommand {
         precision.apply()
         let m = try DecoderModel(path: try model ?? DefaultModel.path(), pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
         try printJSON(try ModelBenchmark.run(model: m, name: model ?? "(embedded)", promptTokens: promptTokens, genTokens: genTokens, reps: reps,
-                                             routing: try experts.override()))
+                                             routing: try experts.override(for: m)))
     }
 }
 

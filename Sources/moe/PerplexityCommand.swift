@@ -47,7 +47,7 @@ struct PerplexityCommand: ParsableCommand {
         let folder = try model ?? DefaultModel.path()
         let m = try DecoderModel(path: folder, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
         let tok = try Tokenizer.of(model: folder)
-        let routing = try experts.override()
+        let routing = try experts.override(for: m)
         let tasks = synthetic ? SyntheticCorpus(level: level).samples(samples, heldOut: true, seed: 7) : []
         let text = try file.map(Self.read) ?? tasks.map(\.text).joined()
         let path = file ?? "(synthetic)"

@@ -103,6 +103,7 @@ final class BadInputTests: XCTestCase {
         let base = work.appendingPathComponent("base.lp").path
         let made = try moe(["perplexity", "--file", text, "--context", "32", "--save-logits", base], in: work)
         XCTAssertEqual(made.status, 0, made.err)
+        let badProfile = try file("profile.json", #"{"tokens": 10, "load": {"0": [0.5, 0.5]}}"#)
         let inputs = Set(try FileManager.default.contentsOfDirectory(atPath: work.path))
 
         let cases: [Case] = [
@@ -144,7 +145,14 @@ final class BadInputTests: XCTestCase {
             Case(args: ["perplexity", "--model", gguf, "--file", text, "--experts-per-token", "9"], status: 1, mentions: ["--experts-per-token"]),
             Case(args: ["logits", "--model", deepseekFolder, "--tokens", "1", "--expert-top-p", "0.5"], status: 1, mentions: ["--expert-top-p"]),
             Case(args: ["generate", "--model", gguf, "--min-experts", "2", "hi"], status: 1, mentions: ["--min-experts"]),
+            Case(args: ["analyze", "--file", "missing.txt", "--out", "analysis"], status: 1, mentions: ["missing.txt"]),
+            Case(args: ["perplexity", "--file", text, "--prune-profile", badProfile, "--keep", "2"], status: 1, mentions: ["profile.json", "load"]),
+            Case(args: ["generate", "--skip-experts", "0:9", "hi"], status: 1, mentions: ["--skip-experts"]),
             // Command lines: out of range, malformed, unknown.
+            Case(args: ["analyze", "--out", "analysis"], status: 64, mentions: ["--file"]),
+            Case(args: ["generate", "--skip-experts", "x", "hi"], status: 64, mentions: ["--skip-experts"]),
+            Case(args: ["generate", "--keep", "2", "hi"], status: 64, mentions: ["--prune-profile"]),
+            Case(args: ["generate", "--prune-profile", badProfile, "--keep", "0", "hi"], status: 64, mentions: ["--keep"]),
             Case(args: ["perplexity", "--file", text, "--context", "1"], status: 64, mentions: ["--context"]),
             Case(args: ["perplexity", "--file", text, "--context", "8", "--stride", "9"], status: 64, mentions: ["--stride"]),
             Case(args: ["generate", "--model", gguf, "--experts-per-token", "0", "hi"], status: 64, mentions: ["--experts-per-token"]),

@@ -431,4 +431,28 @@ final class CLITests: XCTestCase {
         XCTAssertNotEqual(missing.status, 0)
         XCTAssertTrue(missing.err.contains("/nonexistent.gguf"), missing.err)
     }
+
+    /// `moe analyze` writes its files, and its profile prunes: perplexity with the least-used
+    /// expert of every layer skipped reads the rest only.
+    func testAnalyzeWritesTheReportAndItsProfilePrunes() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-analyze-\(UUID().uuidString)").path
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        let run = try moe(["analyze", "--synthetic", "--samples", "60", "--out", dir])
+        XCTAssertEqual(run.status, 0, run.err)
+        for name in ["analysis.json", "profile.json", "report.html", "load.svg", "experts-per-token.svg", "consistency.svg",
+                     "coactivation-layer0.svg", "groups-layer2.svg"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/" + name), name)
+        }
+        let html = try String(contentsOfFile: dir + "/report.html", encoding: .utf8)
+        XCTAssertEqual(html.components(separatedBy: "<svg").count - 1, 9)
+        let analysis = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/analysis.json"))) as? [String: Any])
+        let layers = try XCTUnwrap(analysis["layers"] as? [[String: Any]])
+        XCTAssertEqual(layers.count, 3)
+        XCTAssertEqual(layers[0]["experts_per_token"] as? Double, 2)
+        let pruned = try moe(["perplexity", "--synthetic", "--samples", "12", "--context", "64", "--prune-profile", dir + "/profile.json",
+                              "--keep", "3", "--per-layer"])
+        XCTAssertEqual(pruned.status, 0, pruned.err)
+        let report = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(pruned.out.utf8)) as? [String: Any])
+        XCTAssertNotNil(report["mean_accuracy"] as? Double)
+    }
 }

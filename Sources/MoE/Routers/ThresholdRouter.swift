@@ -55,3 +55,43 @@ extension TopKSigmoidRouter {
     /// The most experts a token can get: those of its `topkGroup` best groups.
     public var candidateCount: Int { topkGroup * (expertCount / groups) }
 }
+
+/// Another router with some experts removed: their logits become −∞ before it routes, so a
+/// softmax router renormalises over the rest exactly as if their rows were deleted from the
+/// gate, and a sigmoid one scores them 0 (never chosen while k others remain). Expert pruning
+/// at load (`--skip-experts`) without writing a smaller checkpoint.
+public struct MaskedRouter: Router {
+    public let base: any Router
+    /// The experts removed, ids in `0 ..< expertCount`.
+    public let skipped: Set<Int>
+    public var name: String { base.name }
+    public var expertCount: Int { base.expertCount }
+    public var logitCount: Int { base.logitCount }
+    public var isCausal: Bool { base.isCausal }
+    public var renormalizesChosenWeights: Bool { base.renormalizesChosenWeights }
+    public var topK: Int? { base.topK }
+
+    public init(_ base: any Router, skipped: Set<Int>) {
+        self.base = base
+        self.skipped = skipped
+    }
+
+    public func route(_ logits: Tensor) -> Routing { route(logits, pool: nil) }
+
+    public func route(_ logits: Tensor, pool: ThreadPool?) -> Routing {
+        let masked = logits.converted(to: .f32).copied()
+        let w = logits.shape[1], p = masked.mutableFloats
+        for t in 0..<logits.shape[0] { for e in skipped { p[t * w + e] = -.infinity } }
+        let r = base.route(masked, pool: pool)
+        // A router that must fill k slots (sigmoid scores of 0) could still pick a skipped
+        // expert when fewer than k remain: drop it.
+        guard r.experts.contains(where: skipped.contains) else { return r }
+        var out = Routing(expertCount: r.expertCount, reservingTokens: r.tokenCount)
+        for t in 0..<r.tokenCount {
+            out.append(zip(r.experts(of: t), r.weights(of: t)).filter { !skipped.contains($0.0) }.map { ($0.0, $0.1) }, dropped: r.dropped[t])
+        }
+        return out
+    }
+
+    public func auxLosses(_ logits: Tensor, routing: Routing) -> [String: Float] { base.auxLosses(logits, routing: routing) }
+}
