@@ -148,7 +148,12 @@ final class BadInputTests: XCTestCase {
             Case(args: ["analyze", "--file", "missing.txt", "--out", "analysis"], status: 1, mentions: ["missing.txt"]),
             Case(args: ["perplexity", "--file", text, "--prune-profile", badProfile, "--keep", "2"], status: 1, mentions: ["profile.json", "load"]),
             Case(args: ["generate", "--skip-experts", "0:9", "hi"], status: 1, mentions: ["--skip-experts"]),
+            Case(args: ["prune", "--profile", badProfile, "--keep", "2", "--out", "p1"], status: 1, mentions: ["profile.json"]),
+            Case(args: ["prune", "--model", gguf, "--profile", badProfile, "--keep", "2", "--out", "p2"], status: 1, mentions: ["checkpoint folders"]),
+            Case(args: ["prune", "--profile", "missing.json", "--keep", "2", "--out", "p3"], status: 1, mentions: ["missing.json"]),
             // Command lines: out of range, malformed, unknown.
+            Case(args: ["prune", "--profile", badProfile, "--keep", "0", "--out", "p4"], status: 64, mentions: ["--keep"]),
+            Case(args: ["prune", "--profile", badProfile, "--out", "p5"], status: 64, mentions: ["--keep"]),
             Case(args: ["analyze", "--out", "analysis"], status: 64, mentions: ["--file"]),
             Case(args: ["generate", "--skip-experts", "x", "hi"], status: 64, mentions: ["--skip-experts"]),
             Case(args: ["generate", "--keep", "2", "hi"], status: 64, mentions: ["--prune-profile"]),
