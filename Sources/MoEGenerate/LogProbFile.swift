@@ -124,3 +124,28 @@ public enum LogProbFile {
 }
 
 private func le<T: FixedWidthInteger>(_ v: T) -> Data { withUnsafeBytes(of: v.littleEndian) { Data($0) } }
+
+/// Mean KL(base || current) and top-1 agreement over next-token distributions, added one
+/// position at a time (`moe perplexity --kl-base`, `moe prune --eval-file`).
+public struct DistributionComparison: Sendable {
+    public private(set) var positions = 0
+    private var klSum = 0.0, agreeing = 0
+
+    public init() {}
+
+    /// Adds one position: the base run's log-probabilities and this run's.
+    public mutating func add(base: [Float], current: UnsafeBufferPointer<Float>) {
+        var sum = 0.0, bestBase = 0, best = 0
+        for i in 0..<min(base.count, current.count) {
+            sum += Foundation.exp(Double(base[i])) * Double(base[i] - current[i])
+            if base[i] > base[bestBase] { bestBase = i }
+            if current[i] > current[best] { best = i }
+        }
+        klSum += max(0, sum)  // rounding of the saved f16 values can make a near-zero sum negative
+        if best == bestBase { agreeing += 1 }
+        positions += 1
+    }
+
+    public var meanKL: Double { positions == 0 ? 0 : klSum / Double(positions) }
+    public var top1Agreement: Double { positions == 0 ? 0 : Double(agreeing) / Double(positions) }
+}

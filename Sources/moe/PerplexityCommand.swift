@@ -64,7 +64,7 @@ struct PerplexityCommand: ParsableCommand {
             }
         }
         let writer = try saveLogits.map { p throws(ModelError) in try LogProbFile.Writer(path: p, vocab: m.spec.vocabSize, tokens: tokens) }
-        var row = 0, kl = 0.0, agree = 0
+        var row = 0, comparison = DistributionComparison()
         // The BOS the tokenizer puts in front, if any: each window starts from it.
         let plain = tok.encode("a", addSpecialTokens: false), special = tok.encode("a", addSpecialTokens: true)
         let bos = special.count > plain.count && special.last == plain.last ? special.first : nil
@@ -76,22 +76,14 @@ struct PerplexityCommand: ParsableCommand {
                 guard basePosition == position else {
                     throw ModelError.invalidFile(path: base.path, field: "rows[\(row)]", reason: "scores position \(basePosition), this run \(position)")
                 }
-                var sum = 0.0, bestBase = 0, best = 0
-                for i in 0..<b.count {
-                    let pb = Foundation.exp(Double(b[i]))
-                    sum += pb * Double(b[i] - lp[i])
-                    if b[i] > b[bestBase] { bestBase = i }
-                    if lp[i] > lp[best] { best = i }
-                }
-                kl += max(0, sum)
-                if best == bestBase { agree += 1 }
+                comparison.add(base: b, current: lp)
             }
             row += 1
         }
         try writer?.finish(tokenCount: tokens.count)
         if base != nil {
-            report.klDivergence = kl / Double(row)
-            report.top1Agreement = Double(agree) / Double(row)
+            report.klDivergence = comparison.meanKL
+            report.top1Agreement = comparison.top1Agreement
         }
         guard !tasks.isEmpty else { return try printJSON(report, pretty: pretty) }
         var options = GenerationOptions(maxTokens: 32, stopStrings: ["\n"])

@@ -57,23 +57,14 @@ struct Prune: ParsableCommand {
             }
             try writer.finish(tokenCount: tokens.count)
             let reader = try LogProbFile.Reader(path: scratch)
-            var row = 0, kl = 0.0, agree = 0
+            var comparison = DistributionComparison()
             let after = try Perplexity.run(model: pruned, tokens: tokens, context: context, stride: stride) { _, lp in
-                let b = reader.row(row).logProbs
-                var sum = 0.0, bestBase = 0, best = 0
-                for i in 0..<b.count {
-                    sum += Foundation.exp(Double(b[i])) * Double(b[i] - lp[i])
-                    if b[i] > b[bestBase] { bestBase = i }
-                    if lp[i] > lp[best] { best = i }
-                }
-                kl += max(0, sum)
-                if best == bestBase { agree += 1 }
-                row += 1
+                comparison.add(base: reader.row(comparison.positions).logProbs, current: lp)
             }
             report.perplexityBefore = before.perplexity
             report.perplexityAfter = after.perplexity
-            report.klDivergence = kl / Double(max(1, row))
-            report.top1Agreement = Double(agree) / Double(max(1, row))
+            report.klDivergence = comparison.meanKL
+            report.top1Agreement = comparison.top1Agreement
         }
         try printJSON(report)
     }

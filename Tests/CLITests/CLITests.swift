@@ -455,4 +455,25 @@ final class CLITests: XCTestCase {
         let report = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(pruned.out.utf8)) as? [String: Any])
         XCTAssertNotNil(report["mean_accuracy"] as? Double)
     }
+
+    /// `moe perplexity --kl-base`: a run against its own saved distributions is KL ~ 0 with full
+    /// agreement (up to the f16 rounding); top-1 routing moves them.
+    func testPerplexityKLAgainstASavedBase() throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-kl-\(UUID().uuidString).lp").path
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: base) }
+        let args = ["perplexity", "--synthetic", "--samples", "24", "--context", "64"]
+        XCTAssertEqual(try moe(args + ["--save-logits", base]).status, 0)
+        func kl(_ extra: [String]) throws -> (kl: Double, top1: Double) {
+            let r = try moe(args + ["--kl-base", base] + extra)
+            XCTAssertEqual(r.status, 0, r.err)
+            let p = try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])?["perplexity"] as? [String: Any])
+            return (try XCTUnwrap(p["kl_divergence"] as? Double), try XCTUnwrap(p["top1_agreement"] as? Double))
+        }
+        let same = try kl([])
+        XCTAssertLessThan(same.kl, 1e-3)
+        XCTAssertGreaterThan(same.top1, 0.99)
+        let top1 = try kl(["--experts-per-token", "1"])
+        XCTAssertGreaterThan(top1.kl, 0.01)
+        XCTAssertLessThan(top1.top1, same.top1)
+    }
 }
