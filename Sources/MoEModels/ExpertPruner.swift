@@ -130,3 +130,53 @@ public enum ExpertPruner {
         return out
     }
 }
+
+extension ExpertPruner {
+    /// `prune` for a GGUF file (any stored types: an expert's slab of a stacked `*_exps` tensor
+    /// is whole blocks, so experts are cut out byte for byte without requantizing): the router
+    /// (`ffn_gate_inp`), its bias, DeepSeek-V3's `exp_probs_b` and every stacked expert tensor
+    /// of each MoE layer keep the kept experts' rows; `<arch>.expert_count` becomes the new
+    /// count; every other record and tensor is copied. Written atomically to the file `out`.
+    public static func prune(source: GGUFFile, skipped: [Int: Set<Int>], out: String) throws(ModelError) {
+        let arch = source.metadata["general.architecture"]?.string ?? ""
+        let countKey = "\(arch).expert_count"
+        guard let experts = source.metadata[countKey]?.int, experts > 0 else {
+            throw .invalidFile(path: source.path, field: countKey, reason: "missing: not an MoE file")
+        }
+        let keptCounts = Set(skipped.values.map { experts - $0.count })
+        guard keptCounts.count <= 1 else {
+            throw .invalidConfig(path: out, field: "--keep", reason: "every MoE layer must keep as many experts (the file holds one count); use --per-layer")
+        }
+        let kept = keptCounts.first ?? experts
+        if let used = source.metadata["\(arch).expert_used_count"]?.int, kept < used {
+            throw .invalidConfig(path: out, field: "--keep", reason: "\(kept) experts cannot serve the file's \(used) experts per token")
+        }
+        if let groups = source.metadata["\(arch).expert_group_count"]?.int, groups > 1 {
+            throw .invalidConfig(path: out, field: "--prune-profile", reason: "group-limited routing (\(groups) groups) ties experts to groups by id; pruning it is not supported")
+        }
+        guard !FileManager.default.fileExists(atPath: out) else { throw .io(path: out, reason: "already exists; pruning does not overwrite") }
+
+        var records: [GGUFWriter.Record] = source.records.filter { $0.key != countKey }.map {
+            .copied(key: $0.key, bytes: Data(source.recordBytes($0)))
+        }
+        records.append(.value(key: countKey, .u32(UInt32(kept))))
+        var entries: [GGUFWriter.TensorEntry] = []
+        for name in source.tensorNames {
+            guard let info = source.tensors[name] else { continue }
+            var rows: [Int]?
+            if name.hasPrefix("blk."), let layer = Int(name.dropFirst(4).prefix { $0 != "." }), let skip = skipped[layer],
+               info.shape.first == experts, name.contains("_exps.") || name.contains(".ffn_gate_inp.") || name.contains(".exp_probs_b.") {
+                rows = (0..<experts).filter { !skip.contains($0) }
+            }
+            var shape = info.shape
+            if let rows { shape[0] = rows.count }
+            entries.append(GGUFWriter.TensorEntry(name: name, shape: shape, dtype: info.dtype) { (sink: AtomicFile.Sink) throws(ModelError) in
+                let t = try source.tensor(name)
+                guard let rows else { return try sink.write(UnsafeRawBufferPointer(start: t.rawPointer, count: t.byteCount)) }
+                let slab = t.byteCount / experts
+                for r in rows { try sink.write(UnsafeRawBufferPointer(start: t.rawPointer + r * slab, count: slab)) }
+            })
+        }
+        try GGUFWriter.write(to: out, records: records, tensors: entries, alignment: source.alignment)
+    }
+}

@@ -10,11 +10,11 @@ struct Prune: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a checkpoint without each MoE layer's least-used experts (by a profile.json of moe analyze); report the perplexity and KL change on a text.")
 
-    @Option(help: "Checkpoint folder (default: the embedded model).") var model: String?
+    @Option(help: "Checkpoint folder or GGUF file (default: the embedded model).") var model: String?
     @Option(help: "profile.json written by moe analyze.") var profile: String
     @Option(help: "Experts to keep in every MoE layer.") var keep: Int?
     @Option(name: .customLong("keep-fraction"), help: "Fraction of the experts to keep in every MoE layer.") var keepFraction: Double?
-    @Option(help: "Output folder (must not exist).") var out: String
+    @Option(help: "Output folder, or GGUF file for a GGUF model (must not exist).") var out: String
     @Option(name: .customLong("eval-file"), help: "A text to measure the change on (perplexity before and after, KL, top-1 agreement).")
     var evalFile: String?
     @Option(help: "Tokens per window for --eval-file.") var context = 512
@@ -30,18 +30,19 @@ struct Prune: ParsableCommand {
 
     func run() throws {
         let folder = try model ?? DefaultModel.path()
-        guard (try? FileManager.default.attributesOfItem(atPath: folder)[.type] as? FileAttributeType) == .typeDirectory else {
-            throw ModelError.io(path: folder, reason: "moe prune reads checkpoint folders (config.json and safetensors)")
-        }
         let pool = ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount)
-        let source = try Checkpoint(directory: folder)
-        let base = try DecoderModel(weights: source, spec: try Architectures.spec(configAt: source.configPath), pool: pool)
+        let isFolder = (try? FileManager.default.attributesOfItem(atPath: folder)[.type] as? FileAttributeType) == .typeDirectory
+        let base = try DecoderModel(path: folder, pool: pool)
         let p = try ExpertProfile.load(path: profile, for: base)
         let experts = base.spec.experts
         let kept = min(experts, keep ?? max(1, Int((keepFraction ?? 1) * Double(experts) + 0.5)))
         let skipped = p.skipped(keep: kept, perLayer: true, minimum: 1)
-        try ExpertPruner.prune(source: source, spec: base.spec, skipped: skipped, out: out)
-        let pruned = try DecoderModel(directory: out, pool: pool)
+        if isFolder {
+            try ExpertPruner.prune(source: try Checkpoint(directory: folder), spec: base.spec, skipped: skipped, out: out)
+        } else {
+            try ExpertPruner.prune(source: try GGUFFile(path: folder), skipped: skipped, out: out)
+        }
+        let pruned = try DecoderModel(path: out, pool: pool)
         var report = PruneReport(out: out, expertsBefore: experts, expertsAfter: pruned.spec.experts,
                                  skipped: Dictionary(uniqueKeysWithValues: skipped.map { (String($0.key), $0.value.sorted()) }),
                                  bytesBefore: Self.bytes(folder), bytesAfter: Self.bytes(out))
@@ -69,9 +70,11 @@ struct Prune: ParsableCommand {
         try printJSON(report)
     }
 
-    /// Bytes of the safetensors files in `folder`.
+    /// Bytes of a GGUF file, or of the safetensors files in a folder.
     static func bytes(_ folder: String) -> Int {
-        ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasSuffix(".safetensors") }.reduce(0) {
+        if let size = (try? FileManager.default.attributesOfItem(atPath: folder))?[.size] as? Int,
+           (try? FileManager.default.attributesOfItem(atPath: folder)[.type] as? FileAttributeType) != .typeDirectory { return size }
+        return ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasSuffix(".safetensors") }.reduce(0) {
             $0 + ((try? FileManager.default.attributesOfItem(atPath: (folder as NSString).appendingPathComponent($1))[.size] as? Int) ?? 0)
         }
     }

@@ -149,7 +149,7 @@ final class BadInputTests: XCTestCase {
             Case(args: ["perplexity", "--file", text, "--prune-profile", badProfile, "--keep", "2"], status: 1, mentions: ["profile.json", "load"]),
             Case(args: ["generate", "--skip-experts", "0:9", "hi"], status: 1, mentions: ["--skip-experts"]),
             Case(args: ["prune", "--profile", badProfile, "--keep", "2", "--out", "p1"], status: 1, mentions: ["profile.json"]),
-            Case(args: ["prune", "--model", gguf, "--profile", badProfile, "--keep", "2", "--out", "p2"], status: 1, mentions: ["checkpoint folders"]),
+            Case(args: ["prune", "--model", gguf, "--profile", badProfile, "--keep", "2", "--out", "p2.gguf"], status: 1, mentions: ["profile.json"]),
             Case(args: ["prune", "--profile", "missing.json", "--keep", "2", "--out", "p3"], status: 1, mentions: ["missing.json"]),
             // Command lines: out of range, malformed, unknown.
             Case(args: ["prune", "--profile", badProfile, "--keep", "0", "--out", "p4"], status: 64, mentions: ["--keep"]),

@@ -39,4 +39,24 @@ final class ExpertPrunerTests: XCTestCase {
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: out + "-ragged") || FileManager.default.fileExists(atPath: out + "-small"))
     }
+
+    /// A GGUF file pruned byte for byte (Q8_0 experts cut out without requantizing) computes what
+    /// skipping the same experts at load computes on the original.
+    func testAPrunedGGUFEqualsSkippingTheExpertsAtLoad() throws {
+        let path = fixturesDirectory.appendingPathComponent("gguf_models/qwen3_moe.q8_0.gguf").path
+        let original = try DecoderModel(path: path, pool: ThreadPool(threads: 2))
+        let skipped: [Int: Set<Int>] = Dictionary(uniqueKeysWithValues: original.moeRouters.keys.map { ($0, Set([$0 % 4])) })
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("pruned-\(UUID()).gguf").path
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        try ExpertPruner.prune(source: try GGUFFile(path: path), skipped: skipped, out: out)
+        let pruned = try DecoderModel(path: out, pool: ThreadPool(threads: 2))
+        XCTAssertEqual(pruned.spec.experts, original.spec.experts - 1)
+        let tokens = [5, 17, 42, 99, 7, 123]
+        var o = RoutingOverride()
+        o.skippedExperts = skipped
+        var a = original.makeCache(), b = pruned.makeCache()
+        let expected = try original.forward(tokens, cache: &a, options: try o.forwardOptions(for: original)).toFloats()
+        assertClose(try pruned.forward(tokens, cache: &b).toFloats(), expected, absolute: 1e-5, "pruned GGUF")
+        XCTAssertThrowsError(try ExpertPruner.prune(source: try GGUFFile(path: path), skipped: [0: [1], 1: [1, 2]], out: out + "2"))
+    }
 }
