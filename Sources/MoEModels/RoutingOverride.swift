@@ -16,8 +16,9 @@ import MoE
 public struct RoutingOverride: Sendable, Equatable {
     /// Experts per token for a top-k router (softmax or sigmoid scoring).
     public var expertsPerToken: Int?
-    /// Dynamic top-p: the fewest experts whose probabilities sum past p (softmax top-k
-    /// checkpoints), clamped to [minExperts, maxExperts].
+    /// Dynamic top-p: the fewest experts whose probabilities sum past p, clamped to
+    /// [minExperts, maxExperts] (on a scored group-limited router: over the normalised scores
+    /// of the token's chosen groups, `ScoreTopPRouter`).
     public var topP: Float?
     public var minExperts: Int?, maxExperts: Int?
     /// Chosen experts with a weight below this are dropped (a token keeps its strongest).
@@ -105,8 +106,9 @@ public struct RoutingOverride: Sendable, Equatable {
                 router = TopKSoftmaxRouter(experts: r.expertCount, k: expertsPerToken ?? r.k, renormalize: renorm, devices: r.devices)
             }
         case let r as TopKSigmoidRouter:
-            if topP != nil {
-                throw bad("--expert-top-p", "needs a softmax top-k router; this checkpoint routes with \(r.scoring) scores and group-limited top-k")
+            if let p = topP {
+                router = ScoreTopPRouter(r, p: p, minExperts: minExperts ?? 1, maxExperts: maxExperts, renormalize: renormalize)
+                break
             }
             let k = expertsPerToken ?? r.k
             guard k <= r.candidateCount else {

@@ -143,7 +143,7 @@ final class BadInputTests: XCTestCase {
                  mentions: ["base.lp", "tokens", "--max-windows"]),
             Case(args: ["perplexity", "--file", text, "--kl-base", text], status: 1, mentions: ["text.txt", "magic"]),
             Case(args: ["perplexity", "--model", gguf, "--file", text, "--experts-per-token", "9"], status: 1, mentions: ["--experts-per-token"]),
-            Case(args: ["logits", "--model", deepseekFolder, "--tokens", "1", "--expert-top-p", "0.5"], status: 1, mentions: ["--expert-top-p"]),
+            Case(args: ["logits", "--model", deepseekFolder, "--tokens", "1", "--experts-per-token", "5"], status: 1, mentions: ["--experts-per-token", "groups"]),
             Case(args: ["generate", "--model", gguf, "--min-experts", "2", "hi"], status: 1, mentions: ["--min-experts"]),
             Case(args: ["analyze", "--file", "missing.txt", "--out", "analysis"], status: 1, mentions: ["missing.txt"]),
             Case(args: ["perplexity", "--file", text, "--prune-profile", badProfile, "--keep", "2"], status: 1, mentions: ["profile.json", "load"]),

@@ -72,6 +72,30 @@ final class RoutingOverrideTests: XCTestCase {
         XCTAssertEqual(Set(counts), [3 * tokens.count])
     }
 
+    /// Top-p on a scored, group-limited router (DeepSeek-V2: softmax scores, 2 groups of 4, one
+    /// kept, no renormalisation): p -> 0 is top-1, p = 1 takes the chosen group's 4 experts.
+    func testTopPOnAGroupLimitedRouter() throws {
+        let m = try model("deepseek_v2")
+        let tokens = Array(3..<27)
+        var top1 = RoutingOverride()
+        top1.expertsPerToken = 1
+        var tiny = RoutingOverride()
+        tiny.topP = 1e-6
+        assertClose(try logits(m, tokens, tiny), try logits(m, tokens, top1), absolute: 1e-5, "top-p with p -> 0 is top-1")
+        var all = RoutingOverride()
+        all.topP = 1
+        var counts: [Int] = []
+        _ = try logits(m, tokens, all) { _, r in counts.append(r.assignmentCount) }
+        XCTAssertTrue(counts.allSatisfy { $0 > 3 * tokens.count && $0 <= 4 * tokens.count }, "\(counts)")
+        for family in ["deepseek_v3", "glm4_moe"] {
+            var o = RoutingOverride()
+            o.topP = 0.5
+            var perToken: [Double] = []
+            _ = try logits(try model(family), tokens, o) { _, r in perToken.append(Double(r.assignmentCount) / Double(r.tokenCount)) }
+            XCTAssertFalse(perToken.isEmpty, family)
+        }
+    }
+
     func testALayerRangeChangesOnlyThoseLayers() throws {
         let m = try model("mixtral")
         var o = RoutingOverride()
@@ -96,7 +120,6 @@ final class RoutingOverrideTests: XCTestCase {
         fails(mixtral, { $0.minExperts = 2 }, mentioning: "--min-experts")
         fails(mixtral, { $0.threshold = 1 }, mentioning: "--expert-threshold")
         fails(mixtral, { $0.expertsPerToken = 1; $0.layers = 2...7 }, mentioning: "--moe-layers")
-        fails(deepseek, { $0.topP = 0.5 }, mentioning: "softmax top-k")
         fails(deepseek, { $0.expertsPerToken = 5 }, mentioning: "groups")  // 2 of 4 groups of 2 experts
     }
 
