@@ -37,13 +37,20 @@ public struct ExpertProfile: Codable, Sendable, Equatable {
 
     /// Per MoE layer, the experts to skip so that `keep` remain (the least used go first; with
     /// `perLayer` false, one global cut by share across all layers, keeping at least
-    /// `minimum` per layer).
-    public func skipped(keep: Int, perLayer: Bool, minimum: Int) -> [Int: Set<Int>] {
+    /// `minimum` per layer). With `groups` > 1 (per layer only), each of the layer's contiguous
+    /// expert groups keeps `keep / groups` of its own, so the groups stay equal.
+    public func skipped(keep: Int, perLayer: Bool, minimum: Int, groups: Int = 1) -> [Int: Set<Int>] {
         var out: [Int: Set<Int>] = [:]
         if perLayer {
             for (key, shares) in load {
-                let order = shares.indices.sorted { shares[$0] < shares[$1] || (shares[$0] == shares[$1] && $0 > $1) }
-                out[Int(key)!] = Set(order.prefix(max(0, shares.count - keep)))  // safe: load(path:for:) checked the keys
+                let size = shares.count / max(1, groups), keepPerGroup = keep / max(1, groups)
+                var skip = Set<Int>()
+                for g in 0..<max(1, groups) {
+                    let members = Array((g * size)..<((g + 1) * size))
+                    let order = members.sorted { shares[$0] < shares[$1] || (shares[$0] == shares[$1] && $0 > $1) }
+                    skip.formUnion(order.prefix(max(0, size - keepPerGroup)))
+                }
+                out[Int(key)!] = skip  // safe: load(path:for:) checked the keys
             }
             return out
         }

@@ -26,9 +26,7 @@ public enum ExpertPruner {
         guard kept >= spec.topK else {
             throw .invalidConfig(path: out, field: "--keep", reason: "\(kept) experts cannot serve the checkpoint's \(spec.topK) experts per token")
         }
-        guard spec.groups == 1 else {
-            throw .invalidConfig(path: out, field: "--prune-profile", reason: "group-limited routing (n_group \(spec.groups)) ties experts to groups by id; pruning it is not supported")
-        }
+        try checkGroups(skipped, experts: spec.experts, groups: spec.groups, out: out)
         guard !FileManager.default.fileExists(atPath: out) else { throw .io(path: out, reason: "already exists; pruning does not overwrite") }
         if let packed = source.names.first(where: { $0.hasSuffix("_blocks") || $0.hasSuffix("_scales") }) {
             throw .unsupportedDType(path: source.directory, name: packed, dtype: "MXFP4 (pruning writes f32, f16 and bf16 checkpoints)")
@@ -97,6 +95,20 @@ public enum ExpertPruner {
         }
     }
 
+    /// Group-limited routing takes a layer's experts as `groups` contiguous groups of equal size,
+    /// so every group must lose as many experts (and keep two, for DeepSeek-V3's top-two group
+    /// score).
+    static func checkGroups(_ skipped: [Int: Set<Int>], experts: Int, groups: Int, out: String) throws(ModelError) {
+        guard groups > 1 else { return }
+        let size = experts / groups
+        for (layer, skip) in skipped {
+            let lost = Set((0..<groups).map { g in skip.filter { $0 / size == g }.count })
+            guard lost.count == 1, let n = lost.first, size - n >= 2 || n == 0 else {
+                throw .invalidConfig(path: out, field: "--keep", reason: "layer \(layer): each of the \(groups) expert groups must keep as many experts, at least 2 (keep a multiple of \(groups))")
+            }
+        }
+    }
+
     /// config.json with every expert-count key set to `experts`. The file is edited as text, so
     /// every other value keeps its exact spelling (transformers rejects `0` where a config
     /// field is a float, which a JSON round trip would write for `0.0`).
@@ -151,9 +163,7 @@ extension ExpertPruner {
         if let used = source.metadata["\(arch).expert_used_count"]?.int, kept < used {
             throw .invalidConfig(path: out, field: "--keep", reason: "\(kept) experts cannot serve the file's \(used) experts per token")
         }
-        if let groups = source.metadata["\(arch).expert_group_count"]?.int, groups > 1 {
-            throw .invalidConfig(path: out, field: "--prune-profile", reason: "group-limited routing (\(groups) groups) ties experts to groups by id; pruning it is not supported")
-        }
+        try checkGroups(skipped, experts: experts, groups: source.metadata["\(arch).expert_group_count"]?.int ?? 1, out: out)
         guard !FileManager.default.fileExists(atPath: out) else { throw .io(path: out, reason: "already exists; pruning does not overwrite") }
 
         var records: [GGUFWriter.Record] = source.records.filter { $0.key != countKey }.map {

@@ -67,6 +67,7 @@ public struct RoutingOverride: Sendable, Equatable {
                             throw bad("--skip-experts", "layer \(layer) has experts 0..<\(own.expertCount); \(skip.sorted()) reaches past them")
                         }
                         guard skip.count < own.expertCount else { throw bad("--skip-experts", "would remove every expert of layer \(layer)") }
+                        if let scored = r as? TopKSigmoidRouter { r = scored.excluding(skip) }
                         r = MaskedRouter(r, skipped: skip)
                     }
                     if changesSelection && (layers?.contains(layer) ?? true) || skippedExperts[layer] != nil { table[layer] = r }

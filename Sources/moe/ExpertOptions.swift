@@ -96,7 +96,7 @@ struct ExpertOptions: ParsableArguments {
             let profile = try ExpertProfile.load(path: pruneProfile, for: model)
             let experts = moe.values.map(\.expertCount).max() ?? 1
             let kept = keep ?? max(1, Int((keepFraction ?? 1) * Double(experts) + 0.5))
-            o.skippedExperts = profile.skipped(keep: min(kept, experts), perLayer: perLayer, minimum: 1)
+            o.skippedExperts = profile.skipped(keep: min(kept, experts), perLayer: perLayer, minimum: 1, groups: perLayer ? max(1, model.spec.groups) : 1)
         }
         return o
     }

@@ -36,7 +36,11 @@ struct Prune: ParsableCommand {
         let p = try ExpertProfile.load(path: profile, for: base)
         let experts = base.spec.experts
         let kept = min(experts, keep ?? max(1, Int((keepFraction ?? 1) * Double(experts) + 0.5)))
-        let skipped = p.skipped(keep: kept, perLayer: true, minimum: 1)
+        let groups = max(1, base.spec.groups)
+        guard kept % groups == 0 else {
+            throw ModelError.invalidConfig(path: folder, field: "--keep", reason: "\(kept) does not split over the model's \(groups) expert groups; keep a multiple of \(groups)")
+        }
+        let skipped = p.skipped(keep: kept, perLayer: true, minimum: 1, groups: groups)
         if isFolder {
             try ExpertPruner.prune(source: try Checkpoint(directory: folder), spec: base.spec, skipped: skipped, out: out)
         } else {

@@ -11,22 +11,41 @@ import XCTest
 final class ExpertPrunerTests: XCTestCase {
     struct Pruned: Decodable { var prompt: [Int], skipped: [Int], logits: [[Float]] }
 
-    func testAPrunedCheckpointEqualsTransformersWithTheExpertsDeleted() throws {
-        let folder = fixturesDirectory.appendingPathComponent("mixtral").path
-        let ref = try JSONDecoder().decode(Pruned.self, from: Data(contentsOf: fixturesDirectory.appendingPathComponent("mixtral/reference_pruned.json")))
+    /// A pruned copy of `family`'s fixture by a profile ranking `ref.skipped` last, against
+    /// transformers with them deleted; returns the source, spec, profile and output folder.
+    func prune(_ family: String, countKey: String, groups: Int) throws -> (Checkpoint, DecoderSpec, ExpertProfile, String) {
+        let folder = fixturesDirectory.appendingPathComponent(family).path
+        let ref = try JSONDecoder().decode(Pruned.self, from: Data(contentsOf: fixturesDirectory.appendingPathComponent("\(family)/reference_pruned.json")))
         let source = try Checkpoint(directory: folder)
         let spec = try Architectures.spec(configAt: source.configPath)
-        let shares = (0..<8).map { ref.skipped.contains($0) ? 0.01 : 0.16 }
-        let profile = ExpertProfile(tokens: 100, load: Dictionary(uniqueKeysWithValues: (0..<spec.layers).map { (String($0), shares) }))
+        let shares = (0..<spec.experts).map { ref.skipped.contains($0) ? 0.01 : 0.16 }
+        let moe = (0..<spec.layers).filter { spec.moeLayers[$0] }
+        let profile = ExpertProfile(tokens: 100, load: Dictionary(uniqueKeysWithValues: moe.map { (String($0), shares) }))
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("pruned-\(UUID())").path
-        defer { try? FileManager.default.removeItem(atPath: out) }
-        try ExpertPruner.prune(source: source, spec: spec, skipped: profile.skipped(keep: 6, perLayer: true, minimum: 1), out: out)
+        let kept = spec.experts - ref.skipped.count
+        try ExpertPruner.prune(source: source, spec: spec, skipped: profile.skipped(keep: kept, perLayer: true, minimum: 1, groups: groups), out: out)
         let config = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/config.json"))) as? [String: Any])
-        XCTAssertEqual(config["num_local_experts"] as? Int, 6)
+        XCTAssertEqual(config[countKey] as? Int, kept)
         let pruned = try DecoderModel(directory: out, pool: ThreadPool(threads: 2))
-        XCTAssertEqual(pruned.spec.experts, 6)
+        XCTAssertEqual(pruned.spec.experts, kept)
         var cache = pruned.makeCache(capacity: ref.prompt.count)
-        assertClose(try pruned.forward(ref.prompt, cache: &cache).toFloats(), ref.logits.flatMap { $0 }, absolute: 1e-4, "pruned Mixtral")
+        assertClose(try pruned.forward(ref.prompt, cache: &cache).toFloats(), ref.logits.flatMap { $0 }, absolute: 1e-4, "pruned \(family)")
+        return (source, spec, profile, out)
+    }
+
+    func testAPrunedGroupLimitedCheckpointEqualsTransformers() throws {
+        let (source, spec, profile, out) = try prune("deepseek_v2", countKey: "n_routed_experts", groups: 2)
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        // One group losing more than the other would break the contiguous groups.
+        XCTAssertThrowsError(try ExpertPruner.prune(source: source, spec: spec, skipped: [1: [0, 1], 2: [0, 1]], out: out + "-uneven")) {
+            XCTAssertTrue("\($0)".contains("groups"), "\($0)")
+        }
+        _ = profile
+    }
+
+    func testAPrunedCheckpointEqualsTransformersWithTheExpertsDeleted() throws {
+        let (source, spec, profile, out) = try prune("mixtral", countKey: "num_local_experts", groups: 1)
+        defer { try? FileManager.default.removeItem(atPath: out) }
         XCTAssertThrowsError(try ExpertPruner.prune(source: source, spec: spec, skipped: [:], out: out)) {
             XCTAssertTrue("\($0)".contains("already exists"), "\($0)")
         }

@@ -126,15 +126,19 @@ final class RoutingOverrideTests: XCTestCase {
     /// Skipping experts at load equals deleting them (weights and router rows) in transformers.
     func testSkippedExpertsEqualTransformersWithThemDeleted() throws {
         struct Pruned: Decodable { var prompt: [Int], skipped: [Int], logits: [[Float]] }
-        let data = try Data(contentsOf: fixturesDirectory.appendingPathComponent("mixtral/reference_pruned.json"))
-        let ref = try JSONDecoder().decode(Pruned.self, from: data)
+        for family in ["mixtral", "deepseek_v2"] {  // softmax top-k; softmax scores with group-limited top-k
+            let data = try Data(contentsOf: fixturesDirectory.appendingPathComponent("\(family)/reference_pruned.json"))
+            let ref = try JSONDecoder().decode(Pruned.self, from: data)
+            let m = try model(family)
+            var o = RoutingOverride()
+            for layer in m.moeRouters.keys { o.skippedExperts[layer] = Set(ref.skipped) }
+            var chosen = Set<Int>()
+            let got = try logits(m, ref.prompt, o) { _, r in chosen.formUnion(r.experts) }
+            assertClose(got, ref.logits.flatMap { $0 }, absolute: 1e-4, "\(family) without experts \(ref.skipped)")
+            XCTAssertTrue(chosen.isDisjoint(with: ref.skipped))
+        }
         let m = try model("mixtral")
         var o = RoutingOverride()
-        for layer in m.moeRouters.keys { o.skippedExperts[layer] = Set(ref.skipped) }
-        var chosen = Set<Int>()
-        let got = try logits(m, ref.prompt, o) { _, r in chosen.formUnion(r.experts) }
-        assertClose(got, ref.logits.flatMap { $0 }, absolute: 1e-4, "mixtral without experts \(ref.skipped)")
-        XCTAssertTrue(chosen.isDisjoint(with: ref.skipped))
         o.skippedExperts = [0: Set(0..<8)]
         XCTAssertThrowsError(try o.forwardOptions(for: m)) { XCTAssertTrue("\($0)".contains("every expert"), "\($0)") }
         o.skippedExperts = [0: [9]]

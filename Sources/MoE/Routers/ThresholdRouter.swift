@@ -54,6 +54,14 @@ extension TopKSigmoidRouter {
 
     /// The most experts a token can get: those of its `topkGroup` best groups.
     public var candidateCount: Int { topkGroup * (expertCount / groups) }
+
+    /// The same router never choosing `skipped`: their selection bias becomes −∞, so a group's
+    /// score and the top-k see only the rest, as if they were deleted.
+    public func excluding(_ skipped: Set<Int>) -> TopKSigmoidRouter {
+        var b = bias ?? [Float](repeating: 0, count: expertCount)
+        for e in skipped where e < expertCount { b[e] = -.infinity }
+        return withBias(b)
+    }
 }
 
 /// Another router with some experts removed: their logits become −∞ before it routes, so a
