@@ -24,7 +24,7 @@ json.dump({"model": {"hidden_size": 128, "layers": 4, "heads": 4, "kv_heads": 2,
            "seq_len": 128, "lr": 0.003, "min_lr": 0.0003, "warmup": 50, "eval_interval": 500, "eval_samples": 10,
            "checkpoint_interval": 500, "checkpoint_dir": f"{work}/run", "threads": 2}, open(f"{work}/train.json", "w"))
 PY
-[ -f "$work/run/checkpoint/model.safetensors" ] || "$moe" train --config "$work/train.json" --quiet
+[ -f "$work/run/checkpoint/model.safetensors" ] || "$moe" train --config "$work/train.json" --quiet > "$work/train.log"
 model=$work/run/checkpoint
 "$moe" analyze --model "$model" --file "$work/profile-text.txt" --context 128 --out "$work/analysis" > /dev/null
 profile=$work/analysis/profile.json
