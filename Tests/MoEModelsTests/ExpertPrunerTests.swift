@@ -78,4 +78,34 @@ final class ExpertPrunerTests: XCTestCase {
         assertClose(try pruned.forward(tokens, cache: &b).toFloats(), expected, absolute: 1e-5, "pruned GGUF")
         XCTAssertThrowsError(try ExpertPruner.prune(source: try GGUFFile(path: path), skipped: [0: [1], 1: [1, 2]], out: out + "2"))
     }
+
+    /// Every family's pruned checkpoint computes what skipping the same experts at load computes
+    /// on the original; families whose groups hold two experts (DeepSeek-V3 and GLM-4.5 here)
+    /// cannot lose one, which is a typed error.
+    func testEveryFamilyPrunesAsItSkips() throws {
+        for family in ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss", "deepseek_v2", "deepseek_v3", "glm4_moe"] {
+            let source = try Checkpoint(directory: fixturesDirectory.appendingPathComponent(family).path)
+            let spec = try Architectures.spec(configAt: source.configPath)
+            let size = spec.experts / spec.groups
+            let moe = (0..<spec.layers).filter { spec.moeLayers[$0] }
+            // One expert of each group, a different one per layer.
+            let skipped = Dictionary(uniqueKeysWithValues: moe.map { layer in (layer, Set((0..<spec.groups).map { $0 * size + layer % size })) })
+            let out = FileManager.default.temporaryDirectory.appendingPathComponent("pruned-\(family)-\(UUID())").path
+            defer { try? FileManager.default.removeItem(atPath: out) }
+            if size <= 2 {
+                XCTAssertThrowsError(try ExpertPruner.prune(source: source, spec: spec, skipped: skipped, out: out), family)
+                continue
+            }
+            try ExpertPruner.prune(source: source, spec: spec, skipped: skipped, out: out)
+            let original = try DecoderModel(weights: source, spec: spec, pool: ThreadPool(threads: 2))
+            let pruned = try DecoderModel(directory: out, pool: ThreadPool(threads: 2))
+            XCTAssertEqual(pruned.spec.experts, spec.experts - spec.groups, family)
+            var o = RoutingOverride()
+            o.skippedExperts = skipped
+            let tokens = Array(3..<19)
+            var a = original.makeCache(), b = pruned.makeCache()
+            let expected = try original.forward(tokens, cache: &a, options: try o.forwardOptions(for: original)).toFloats()
+            assertClose(try pruned.forward(tokens, cache: &b).toFloats(), expected, absolute: 1e-5, "pruned \(family)")
+        }
+    }
 }
