@@ -54,13 +54,14 @@ public enum Perplexity {
             var window = Array(tokens[begin..<end])
             if let bos, begin > 0 { window[0] = bos }
             var cache = model.makeCache(capacity: window.count)
-            let logits = try model.forward(window, cache: &cache, options: options)
+            // An owned copy: a pointer into the forward's result would outlive it.
+            let values = try model.forward(window, cache: &cache, options: options).toFloats()
             routed += window.count
-            let values = logits.floats
             // Targets tokens[j] for j in max(scoredUpTo, begin + 1) ..< end, predicted at j - 1.
             for j in max(scoredUpTo, begin + 1)..<end {
-                let row = UnsafeBufferPointer(rebasing: values[((j - 1 - begin) * v)..<((j - begin) * v)])
-                logSoftmax(row, into: &logProbs)
+                values.withUnsafeBufferPointer { all in
+                    logSoftmax(UnsafeBufferPointer(rebasing: all[((j - 1 - begin) * v)..<((j - begin) * v)]), into: &logProbs)
+                }
                 nll -= Double(logProbs[tokens[j]])
                 scored += 1
                 try logProbs.withUnsafeBufferPointer { p throws(ModelError) in try onScored(j - 1, p) }
@@ -73,6 +74,47 @@ public enum Perplexity {
         let byLayer = assignments.mapValues { Double($0) / Double(routed) }
         let mean = byLayer.isEmpty ? 0 : byLayer.values.reduce(0, +) / Double(byLayer.count)
         return Report(tokens: tokens.count, scored: scored, context: context, stride: stride, perplexity: exp(nll / Double(scored)),
+                      meanNll: nll / Double(scored), expertsPerTokenByLayer: byLayer, expertsPerToken: mean,
+                      tokensPerS: Double(routed) / seconds, klDivergence: nil, top1Agreement: nil)
+    }
+
+    /// llama-perplexity's scheme: `tokens` cut into whole chunks of `context` tokens (at most
+    /// `maxChunks`), each from an empty cache with its first token replaced by `bos` when given,
+    /// scoring the second half of each chunk (the targets at chunk positions context/2 + 1 ...
+    /// context - 1), so its numbers compare with llama.cpp's directly.
+    public static func runChunks(model: DecoderModel, tokens: [Int], context: Int, bos: Int?, maxChunks: Int? = nil,
+                                 routing: RoutingOverride = RoutingOverride(),
+                                 onScored: (Int, UnsafeBufferPointer<Float>) throws(ModelError) -> Void = { _, _ throws(ModelError) in }) throws(ModelError) -> Report {
+        let chunks = min(tokens.count / context, maxChunks ?? Int.max)
+        guard context >= 4, chunks >= 1 else {
+            throw .invalidConfig(path: "(text)", field: "tokens", reason: "\(tokens.count) tokens make no whole chunk of \(context)")
+        }
+        var assignments: [Int: Int] = [:], routed = 0
+        let options = try routing.forwardOptions(for: model) { layer, r in assignments[layer, default: 0] += r.assignmentCount }
+        let v = model.spec.vocabSize, first = context / 2
+        var nll = 0.0, scored = 0
+        var logProbs = [Float](repeating: 0, count: v)
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        for c in 0..<chunks {
+            let start = c * context
+            var window = Array(tokens[start..<(start + context)])
+            if let bos { window[0] = bos }
+            var cache = model.makeCache(capacity: context)
+            let values = try model.forward(window, cache: &cache, options: options).toFloats()
+            routed += context
+            for j in first..<(context - 1) {
+                values.withUnsafeBufferPointer { all in
+                    logSoftmax(UnsafeBufferPointer(rebasing: all[(j * v)..<((j + 1) * v)]), into: &logProbs)
+                }
+                nll -= Double(logProbs[tokens[start + j + 1]])
+                scored += 1
+                try logProbs.withUnsafeBufferPointer { p throws(ModelError) in try onScored(start + j, p) }
+            }
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        let byLayer = assignments.mapValues { Double($0) / Double(routed) }
+        let mean = byLayer.isEmpty ? 0 : byLayer.values.reduce(0, +) / Double(byLayer.count)
+        return Report(tokens: tokens.count, scored: scored, context: context, stride: context, perplexity: exp(nll / Double(scored)),
                       meanNll: nll / Double(scored), expertsPerTokenByLayer: byLayer, expertsPerToken: mean,
                       tokensPerS: Double(routed) / seconds, klDivergence: nil, top1Agreement: nil)
     }

@@ -28,6 +28,8 @@ struct PerplexityCommand: ParsableCommand {
     var saveLogits: String?
     @Option(name: .customLong("kl-base"), help: "A --save-logits file of a base run on the same text: report mean KL(base || this) and top-1 agreement.")
     var klBase: String?
+    @Flag(name: .customLong("llama-chunks"), help: "Score as llama-perplexity does: whole chunks of --context tokens from a BOS, the second half of each (--max-windows caps the chunks).")
+    var llamaChunks = false
     @Flag(help: "Pretty-print the JSON.") var pretty = false
     @OptionGroup var experts: ExpertOptions
     @OptionGroup var decodingOptions: DecodingOptions
@@ -53,7 +55,7 @@ struct PerplexityCommand: ParsableCommand {
         let path = file ?? "(synthetic)"
         var tokens = tok.encode(text)
         let step = stride ?? max(1, context / 2)
-        if let maxWindows { tokens = Array(tokens.prefix(context + (maxWindows - 1) * step)) }
+        if let maxWindows, !llamaChunks { tokens = Array(tokens.prefix(context + (maxWindows - 1) * step)) }
         guard tokens.count >= 2 else { throw ModelError.invalidFile(path: path, field: "(text)", reason: "has \(tokens.count) token(s); 2 are needed to score one") }
 
         let base = try klBase.map { p throws(ModelError) in try LogProbFile.Reader(path: p) }
@@ -68,7 +70,11 @@ struct PerplexityCommand: ParsableCommand {
         // The BOS the tokenizer puts in front, if any: each window starts from it.
         let plain = tok.encode("a", addSpecialTokens: false), special = tok.encode("a", addSpecialTokens: true)
         let bos = special.count > plain.count && special.last == plain.last ? special.first : nil
-        var report = try Perplexity.run(model: m, tokens: tokens, context: context, stride: step, bos: bos, routing: routing) { position, lp throws(ModelError) in
+        let score = { (onScored: (Int, UnsafeBufferPointer<Float>) throws(ModelError) -> Void) throws(ModelError) -> Perplexity.Report in
+            llamaChunks ? try Perplexity.runChunks(model: m, tokens: tokens, context: context, bos: bos, maxChunks: maxWindows, routing: routing, onScored: onScored)
+                        : try Perplexity.run(model: m, tokens: tokens, context: context, stride: step, bos: bos, routing: routing, onScored: onScored)
+        }
+        var report = try score { position, lp throws(ModelError) in
             try writer?.append(position: position, logProbs: lp)
             if let base {
                 guard row < base.rows else { throw ModelError.invalidFile(path: base.path, field: "rows", reason: "ends after \(base.rows) rows") }

@@ -44,6 +44,30 @@ final class PerplexityTests: XCTestCase {
         XCTAssertThrowsError(try Perplexity.run(model: m, tokens: [5], context: 8, stride: 8))
     }
 
+    /// llama-perplexity's chunks: whole chunks only, each from the BOS, the second half scored.
+    func testLlamaChunksScoreTheSecondHalfOfEachWholeChunk() throws {
+        let m = try DecoderModel(directory: folder, pool: ThreadPool(threads: 2))
+        var positions: [Int] = []
+        let r = try Perplexity.runChunks(model: m, tokens: tokens, context: 16, bos: 1) { p, _ in positions.append(p) }
+        XCTAssertEqual(positions, Array(8..<15) + Array(24..<31), "40 tokens make 2 chunks of 16; positions 8...14 of each")
+        // The reference: chunk 2 with its first token replaced by the BOS, by hand.
+        var chunk = Array(tokens[16..<32])
+        chunk[0] = 1
+        var cache = m.makeCache(capacity: 16)
+        let logits = try m.forward(chunk, cache: &cache).toFloats()
+        let v = m.spec.vocabSize
+        var nll = 0.0
+        for j in 8..<15 {
+            let row = logits[(j * v)..<((j + 1) * v)].map(Double.init)
+            let mx = row.max()!
+            nll += mx + log(row.reduce(0) { $0 + exp($1 - mx) }) - row[chunk[j + 1]]
+        }
+        let one = try Perplexity.runChunks(model: m, tokens: Array(tokens[16..<32]), context: 16, bos: 1)
+        XCTAssertEqual(one.meanNll, nll / 7, accuracy: 1e-5)
+        XCTAssertEqual(r.scored, 14)
+        XCTAssertThrowsError(try Perplexity.runChunks(model: m, tokens: Array(tokens.prefix(10)), context: 16, bos: nil))
+    }
+
     func testSavedLogProbabilitiesRoundTripAndBadFilesAreTypedErrors() throws {
         let m = try DecoderModel(directory: folder, pool: ThreadPool(threads: 2))
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("lp-\(UUID()).bin").path
