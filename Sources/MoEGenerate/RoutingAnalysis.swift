@@ -29,7 +29,15 @@ public final class RoutingAnalysis: @unchecked Sendable {
 
         enum CodingKeys: String, CodingKey {
             case layer, experts, load, coactivation, expertsPerTokenHistogram, loadByGroup, tokensByGroup, droppedByPosition
-            case expertsPerToken, tokenConsistency
+            case expertsPerToken, tokenConsistency, expertsPerTokenByGroup
+        }
+
+        /// Mean experts per token of each group (task): how a top-p or null-expert router spends
+        /// experts on each.
+        public var expertsPerTokenByGroup: [String: Double] {
+            loadByGroup.mapValues { $0.reduce(0, +) }.reduce(into: [:]) { out, item in
+                out[item.key] = Double(item.value) / Double(max(1, tokensByGroup[item.key] ?? 0))
+            }
         }
 
         public func encode(to encoder: any Encoder) throws {
@@ -44,6 +52,7 @@ public final class RoutingAnalysis: @unchecked Sendable {
             try c.encode(droppedByPosition, forKey: .droppedByPosition)
             try c.encode(expertsPerToken, forKey: .expertsPerToken)
             try c.encode(tokenConsistency, forKey: .tokenConsistency)
+            try c.encode(expertsPerTokenByGroup, forKey: .expertsPerTokenByGroup)
         }
 
         /// Mean experts per token.

@@ -20,6 +20,12 @@ enum AnalysisPictures {
             let tokens = Double(max(1, l.expertsPerTokenHistogram.values.reduce(0, +)))
             return (name: "layer \(l.layer)", values: counts.map { Double(l.expertsPerTokenHistogram[$0] ?? 0) / tokens })
         }, xLabels: counts.map(String.init), title: "Experts per token", xAxis: "experts a token got", yAxis: "share of tokens")))
+        let groups = Set(layers.flatMap { $0.loadByGroup.keys }).sorted()
+        if groups.count > 1 {
+            out.append(("experts-per-token-by-task.svg", SVGPlot.heatmap(groups.map { g in layers.map { $0.expertsPerTokenByGroup[g] ?? 0 } },
+                        rows: groups, columns: layers.map { String($0.layer) }, title: "Experts per token, by task and layer",
+                        rowAxis: "task", columnAxis: "MoE layer")))
+        }
         out.append(("consistency.svg", SVGPlot.bars(layers.map(\.tokenConsistency), labels: layers.map { String($0.layer) },
                                                     title: "Token-id consistency of the top expert (OpenMoE)", xAxis: "MoE layer",
                                                     yAxis: "share of occurrences")))

@@ -444,7 +444,7 @@ final class CLITests: XCTestCase {
             XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/" + name), name)
         }
         let html = try String(contentsOfFile: dir + "/report.html", encoding: .utf8)
-        XCTAssertEqual(html.components(separatedBy: "<svg").count - 1, 9)
+        XCTAssertEqual(html.components(separatedBy: "<svg").count - 1, 10)
         let analysis = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/analysis.json"))) as? [String: Any])
         let layers = try XCTUnwrap(analysis["layers"] as? [[String: Any]])
         XCTAssertEqual(layers.count, 3)

@@ -22,6 +22,7 @@ final class RoutingAnalysisTests: XCTestCase {
         // id 7: tops 0, 0, 2 (2 of 3 the same); id 9: tops 1, 1 (2 of 2).
         XCTAssertEqual(l.tokenConsistency, 4.0 / 5, accuracy: 1e-12)
         XCTAssertEqual(l.loadByGroup, ["x": [3, 2, 2], "y": [0, 1, 0]])
+        XCTAssertEqual(l.expertsPerTokenByGroup, ["x": 7.0 / 4, "y": 1])
         XCTAssertEqual(a.profile.load["1"]!, [3.0 / 8, 3.0 / 8, 2.0 / 8])
     }
 
