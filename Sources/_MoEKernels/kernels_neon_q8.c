@@ -2,8 +2,9 @@
 // (act_quant.c), for AArch64: each weight block is unpacked to int8 lanes once and multiplied
 // against up to 4 activation rows with widening multiply-accumulates (vmull_s8/vmlal_s8, then
 // pairwise adds into int32; every AArch64 core has them), its scales applied to the integer
-// sums. Formats: Q8_0, Q4_0 (32-value activation blocks), Q4_K, Q6_K (256-value ones); the
-// others keep f32 activations on NEON. Layouts: dequant.c. Checked under qemu by
+// sums. Formats: Q8_0, Q4_0, Q5_0 (32-value activation blocks), Q4_K, Q5_K, Q6_K (256-value
+// ones), which cover llama-quantize's Q4_K_M and Q5_K_M mixes; the others keep f32
+// activations on NEON. Layouts: dequant.c. Checked under qemu by
 // scripts/check-neon.sh.
 #include "internal.h"
 #if defined(__aarch64__)
@@ -53,6 +54,91 @@ INLINE void rows_32(int four, const uint8_t *W, size_t row_bytes, const moek_act
   }
 }
 
+/// Lane j of 16 is 0x10 when bit j of `v` is set: the fifth bit of Q5_0's values.
+INLINE uint8x16_t fifth_bits(uint16_t v) {
+  static const uint8_t bit[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+  const uint8x16_t b = vcombine_u8(vdup_n_u8((uint8_t)(v & 0xFF)), vdup_n_u8((uint8_t)(v >> 8)));
+  return vandq_u8(vtstq_u8(b, vld1q_u8(bit)), vdupq_n_u8(0x10));
+}
+
+/// Q5_0: d, 32 fifth bits, 16 bytes of nibbles; x = d (q - 16) per 32.
+INLINE void rows_q5_0(const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y, size_t ldy,
+                      size_t r0, size_t r1, size_t K) {
+  const size_t blocks = K / 32;
+  for (size_t r = r0; r < r1; r++) {
+    const uint8_t *row = W + r * row_bytes;
+    float acc[4] = {0, 0, 0, 0};
+    for (size_t i = 0; i < blocks; i++) {
+      const uint8_t *b = row + i * 22;
+      const float d = half(b);
+      uint32_t qh;
+      memcpy(&qh, b + 2, 4);
+      const uint8x16_t v = vld1q_u8(b + 6);
+      const int8x16_t w0 = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(vandq_u8(v, vdupq_n_u8(0xF)), fifth_bits((uint16_t)qh))), vdupq_n_s8(16));
+      const int8x16_t w1 = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(v, 4), fifth_bits((uint16_t)(qh >> 16)))), vdupq_n_s8(16));
+      for (int m = 0; m < nx; m++) {
+        const int8_t *q = x[m].q + i * 32;
+        const int32_t s = dot16(w0, vld1q_s8(q)) + dot16(w1, vld1q_s8(q + 16));
+        acc[m] += d * x[m].d[i] * (float)s;
+      }
+    }
+    for (int m = 0; m < nx; m++) Y[(size_t)m * ldy + r] = acc[m];
+  }
+}
+
+/// The 6-bit scales and mins of a Q4_K or Q5_K block (dequant.c's scale_min_k4).
+INLINE void scales_k4(const uint8_t *sc, int scale[8], int min[8]) {
+  for (int j = 0; j < 8; j++) {
+    if (j < 4) {
+      scale[j] = sc[j] & 63;
+      min[j] = sc[j + 4] & 63;
+    } else {
+      scale[j] = (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4);
+      min[j] = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+    }
+  }
+}
+
+/// Q5_K: Q4_K's scales and mins, and a fifth bit per value from qh (bit 2j for sub-block 2j's
+/// values, 2j + 1 for 2j + 1's).
+INLINE void rows_q5_k(const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y, size_t ldy,
+                      size_t r0, size_t r1, size_t K) {
+  const size_t blocks = K / 256;
+  const uint8x16_t m4 = vdupq_n_u8(0xF), b16 = vdupq_n_u8(0x10);
+  for (size_t r = r0; r < r1; r++) {
+    const uint8_t *row = W + r * row_bytes;
+    float acc[4] = {0, 0, 0, 0};
+    for (size_t i = 0; i < blocks; i++) {
+      const uint8_t *b = row + i * 176, *qh = b + 16, *qs = b + 48;
+      const float d = half(b), dmin = half(b + 2);
+      int scale[8], min[8];
+      scales_k4(b + 4, scale, min);
+      const uint8x16_t h0 = vld1q_u8(qh), h1 = vld1q_u8(qh + 16);
+      int32_t sumi[4] = {0, 0, 0, 0}, summ[4] = {0, 0, 0, 0};
+      for (int j = 0; j < 4; j++) {
+        const uint8x16_t lo_bit = vdupq_n_u8((uint8_t)(1 << (2 * j))), hi_bit = vdupq_n_u8((uint8_t)(2 << (2 * j)));
+        const uint8x16_t v0 = vld1q_u8(qs + 32 * j), v1 = vld1q_u8(qs + 32 * j + 16);
+        const int8x16_t lo0 = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(v0, m4), vandq_u8(vtstq_u8(h0, lo_bit), b16)));
+        const int8x16_t lo1 = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(v1, m4), vandq_u8(vtstq_u8(h1, lo_bit), b16)));
+        const int8x16_t hi0 = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(v0, 4), vandq_u8(vtstq_u8(h0, hi_bit), b16)));
+        const int8x16_t hi1 = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(v1, 4), vandq_u8(vtstq_u8(h1, hi_bit), b16)));
+        for (int m = 0; m < nx; m++) {
+          const int8_t *q = x[m].q + i * 256 + 64 * j;
+          const int32_t a = dot16(lo0, vld1q_s8(q)) + dot16(lo1, vld1q_s8(q + 16));
+          const int32_t c = dot16(hi0, vld1q_s8(q + 32)) + dot16(hi1, vld1q_s8(q + 48));
+          sumi[m] += scale[2 * j] * a + scale[2 * j + 1] * c;
+        }
+      }
+      for (int m = 0; m < nx; m++) {
+        const int16_t *bs = x[m].bs + i * 16;
+        for (int j = 0; j < 8; j++) summ[m] += min[j] * (bs[2 * j] + bs[2 * j + 1]);
+        acc[m] += x[m].d[i] * (d * (float)sumi[m] - dmin * (float)summ[m]);
+      }
+    }
+    for (int m = 0; m < nx; m++) Y[(size_t)m * ldy + r] = acc[m];
+  }
+}
+
 /// Q4_K: per 32 a 6-bit scale and min (as dequant.c's scale_min_k4); the dot is
 /// d sum_j sc_j (q . x_j) - dmin sum_j m_j sum(x_j).
 INLINE void rows_q4_k(const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y, size_t ldy,
@@ -65,15 +151,7 @@ INLINE void rows_q4_k(const uint8_t *W, size_t row_bytes, const moek_act_row *x,
       const uint8_t *b = row + i * 144, *sc = b + 4, *qs = b + 16;
       const float d = half(b), dmin = half(b + 2);
       int scale[8], min[8];
-      for (int j = 0; j < 8; j++) {
-        if (j < 4) {
-          scale[j] = sc[j] & 63;
-          min[j] = sc[j + 4] & 63;
-        } else {
-          scale[j] = (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4);
-          min[j] = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
-        }
-      }
+      scales_k4(sc, scale, min);
       int32_t sumi[4] = {0, 0, 0, 0}, summ[4] = {0, 0, 0, 0};
       for (int j = 0; j < 4; j++) {  // 64 values: low nibbles are sub-block 2j, high 2j + 1
         const uint8x16_t v0 = vld1q_u8(qs + 32 * j), v1 = vld1q_u8(qs + 32 * j + 16);
@@ -148,7 +226,9 @@ int moek_gemv_rows_q8_neon(const void *W, int dt, size_t ldw, const void *XQ, si
     switch (dt) {
       case MOEK_Q8_0: rows_32(0, w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
       case MOEK_Q4_0: rows_32(1, w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
+      case MOEK_Q5_0: rows_q5_0(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
       case MOEK_Q4_K: rows_q4_k(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
+      case MOEK_Q5_K: rows_q5_k(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
       case MOEK_Q6_K: rows_q6_k(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
       default: return 0;
     }
