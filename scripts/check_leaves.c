@@ -314,7 +314,8 @@ int main(void) {
   }
   // Integer block leaves: weights quantized by moek_quantize, activations by moek_q8_quantize;
   // the leaf's products equal the f64 products of the dequantized weights and activations.
-  const int block_types[] = {MOEK_Q8_0, MOEK_Q4_0, MOEK_Q4_1, MOEK_Q5_0, MOEK_Q5_1, MOEK_MXFP4, MOEK_Q4_K, MOEK_Q5_K, MOEK_Q6_K};
+  const int block_types[] = {MOEK_Q8_0, MOEK_Q4_0, MOEK_Q4_1, MOEK_Q5_0, MOEK_Q5_1, MOEK_IQ4_NL, MOEK_MXFP4, MOEK_Q2_K, MOEK_Q3_K,
+                             MOEK_Q4_K, MOEK_Q5_K, MOEK_Q6_K, MOEK_IQ4_XS};
   for (size_t t = 0; t < sizeof(block_types) / sizeof(block_types[0]); t++) {
     const int dt = block_types[t], blk = moek_q8_block(dt);
     if (blk == 0) { printf("%d: no integer leaf on this path\n", dt); continue; }
@@ -324,7 +325,12 @@ int main(void) {
     const size_t rb = moek_q8_row_bytes(K, blk);
     uint8_t *Xq = malloc(5 * rb);
     for (size_t i = 0; i < N * K; i++) Wf[i] = rnd() * (1 + (i % 97 == 0) * 20);
-    moek_quantize(Wf, dt, Wq, N * K);
+    if (dt == MOEK_IQ4_NL) {  // no quantizer: random code-book indices under a scale of 0.05 (f16 0x2A66)
+      for (size_t i = 0; i < N * bytes; i++) Wq[i] = (uint8_t)(rnd() * 127 + 128);
+      for (size_t i = 0; i < N * bytes; i += 18) { Wq[i] = 0x66; Wq[i + 1] = 0x2A; }
+    } else {
+      moek_quantize(Wf, dt, Wq, N * K);
+    }
     moek_dequantize(Wq, dt, Wd, N * K);
     for (int M = 1; M <= 5; M++) {
       for (size_t i = 0; i < (size_t)M * K; i++) X[i] = rnd() * 3;

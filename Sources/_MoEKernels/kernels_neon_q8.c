@@ -2,9 +2,8 @@
 // (act_quant.c), for AArch64: each weight block is unpacked to int8 lanes once and multiplied
 // against up to 4 activation rows with widening multiply-accumulates (vmull_s8/vmlal_s8, then
 // pairwise adds into int32; every AArch64 core has them), its scales applied to the integer
-// sums. Formats: Q8_0, Q4_0, Q5_0 (32-value activation blocks), Q4_K, Q5_K, Q6_K (256-value
-// ones), which cover llama-quantize's Q4_K_M and Q5_K_M mixes; the others keep f32
-// activations on NEON. Layouts: dequant.c. Checked under qemu by
+// sums. Formats: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, MXFP4 (32-value activation blocks),
+// Q4_K, Q5_K, Q6_K (256-value ones); Q2_K, Q3_K and IQ4_XS keep f32 activations on NEON. Layouts: dequant.c. Checked under qemu by
 // scripts/check-neon.sh.
 #include "internal.h"
 #if defined(__aarch64__)
@@ -25,25 +24,63 @@ INLINE int32_t dot16(int8x16_t a, int8x16_t b) {
   return vaddlvq_s16(p);
 }
 
-/// Q8_0 (q as stored) and Q4_0 (nibbles minus 8): x = d q per 32.
-INLINE void rows_32(int four, const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y,
+/// Lane j of 16 is 0x10 when bit j of `v` is set: the fifth bit of Q5_0's and Q5_1's values.
+INLINE uint8x16_t fifth_bits(uint16_t v) {
+  static const uint8_t bit[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+  const uint8x16_t b = vcombine_u8(vdup_n_u8((uint8_t)(v & 0xFF)), vdup_n_u8((uint8_t)(v >> 8)));
+  return vandq_u8(vtstq_u8(b, vld1q_u8(bit)), vdupq_n_u8(0x10));
+}
+
+/// A 32-element block's int8 weights (w0: values 0..15, w1: 16..31) and scale, by format:
+/// Q8_0 as stored; Q4_0 nibbles minus 8; Q5_0 five bits minus 16; IQ4_NL and MXFP4 nibbles
+/// through their code books (MXFP4's e8m0 scale halved, its values being stored doubled).
+INLINE void unpack32(int dt, const uint8_t *b, int8x16_t lut, int8x16_t *w0, int8x16_t *w1, float *d) {
+  const uint8x16_t m4 = vdupq_n_u8(0xF);
+  switch (dt) {
+    case MOEK_Q8_0:
+      *d = half(b);
+      *w0 = vld1q_s8((const int8_t *)(b + 2));
+      *w1 = vld1q_s8((const int8_t *)(b + 18));
+      return;
+    case MOEK_Q4_0: {
+      *d = half(b);
+      const uint8x16_t v = vld1q_u8(b + 2);
+      *w0 = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, m4)), vdupq_n_s8(8));
+      *w1 = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), vdupq_n_s8(8));
+      return;
+    }
+    case MOEK_Q5_0: {
+      *d = half(b);
+      uint32_t qh;
+      memcpy(&qh, b + 2, 4);
+      const uint8x16_t v = vld1q_u8(b + 6);
+      *w0 = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(vandq_u8(v, m4), fifth_bits((uint16_t)qh))), vdupq_n_s8(16));
+      *w1 = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(v, 4), fifth_bits((uint16_t)(qh >> 16)))), vdupq_n_s8(16));
+      return;
+    }
+    default: {  // IQ4_NL, MXFP4
+      const uint8_t *qs = dt == MOEK_MXFP4 ? b + 1 : b + 2;
+      *d = dt == MOEK_MXFP4 ? moek_e8m0_half(b[0]) : half(b);
+      const uint8x16_t v = vld1q_u8(qs);
+      *w0 = vqtbl1q_s8(lut, vandq_u8(v, m4));
+      *w1 = vqtbl1q_s8(lut, vshrq_n_u8(v, 4));
+      return;
+    }
+  }
+}
+
+/// Rows [r0, r1) of a 32-element format without a minimum: x = d w per 32.
+INLINE void rows_32(int dt, const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y,
                     size_t ldy, size_t r0, size_t r1, size_t K) {
-  const size_t blocks = K / 32, bytes = four ? 18 : 34;
+  const size_t blocks = K / 32, bytes = (size_t)moek_block_bytes(dt);
+  const int8x16_t lut = vld1q_s8(dt == MOEK_MXFP4 ? moek_kvalues_mxfp4 : moek_kvalues_iq4nl);
   for (size_t r = r0; r < r1; r++) {
     const uint8_t *row = W + r * row_bytes;
     float acc[4] = {0, 0, 0, 0};
     for (size_t i = 0; i < blocks; i++) {
-      const uint8_t *b = row + i * bytes;
-      const float d = half(b);
       int8x16_t w0, w1;
-      if (four) {
-        const uint8x16_t v = vld1q_u8(b + 2);
-        w0 = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0xF))), vdupq_n_s8(8));
-        w1 = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), vdupq_n_s8(8));
-      } else {
-        w0 = vld1q_s8((const int8_t *)(b + 2));
-        w1 = vld1q_s8((const int8_t *)(b + 18));
-      }
+      float d;
+      unpack32(dt, row + i * bytes, lut, &w0, &w1, &d);
       for (int m = 0; m < nx; m++) {
         const int8_t *q = x[m].q + i * 32;
         const int32_t s = dot16(w0, vld1q_s8(q)) + dot16(w1, vld1q_s8(q + 16));
@@ -54,32 +91,31 @@ INLINE void rows_32(int four, const uint8_t *W, size_t row_bytes, const moek_act
   }
 }
 
-/// Lane j of 16 is 0x10 when bit j of `v` is set: the fifth bit of Q5_0's values.
-INLINE uint8x16_t fifth_bits(uint16_t v) {
-  static const uint8_t bit[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
-  const uint8x16_t b = vcombine_u8(vdup_n_u8((uint8_t)(v & 0xFF)), vdup_n_u8((uint8_t)(v >> 8)));
-  return vandq_u8(vtstq_u8(b, vld1q_u8(bit)), vdupq_n_u8(0x10));
-}
-
-/// Q5_0: d, 32 fifth bits, 16 bytes of nibbles; x = d (q - 16) per 32.
-INLINE void rows_q5_0(const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y, size_t ldy,
-                      size_t r0, size_t r1, size_t K) {
-  const size_t blocks = K / 32;
+/// Q4_1 and Q5_1: x = d q + m with q unsigned (4 or 5 bits), so the dot is d sum(q x) +
+/// m sum(x), the second from the activation row's 16-value sums.
+INLINE void rows_32_min(int five, const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y,
+                        size_t ldy, size_t r0, size_t r1, size_t K) {
+  const size_t blocks = K / 32, bytes = five ? 24 : 20;
+  const uint8x16_t m4 = vdupq_n_u8(0xF);
   for (size_t r = r0; r < r1; r++) {
     const uint8_t *row = W + r * row_bytes;
     float acc[4] = {0, 0, 0, 0};
     for (size_t i = 0; i < blocks; i++) {
-      const uint8_t *b = row + i * 22;
-      const float d = half(b);
-      uint32_t qh;
-      memcpy(&qh, b + 2, 4);
-      const uint8x16_t v = vld1q_u8(b + 6);
-      const int8x16_t w0 = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(vandq_u8(v, vdupq_n_u8(0xF)), fifth_bits((uint16_t)qh))), vdupq_n_s8(16));
-      const int8x16_t w1 = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(v, 4), fifth_bits((uint16_t)(qh >> 16)))), vdupq_n_s8(16));
+      const uint8_t *b = row + i * bytes;
+      const float d = half(b), mn = half(b + 2);
+      const uint8x16_t v = vld1q_u8(b + (five ? 8 : 4));
+      uint8x16_t lo = vandq_u8(v, m4), hi = vshrq_n_u8(v, 4);
+      if (five) {
+        uint32_t qh;
+        memcpy(&qh, b + 4, 4);
+        lo = vorrq_u8(lo, fifth_bits((uint16_t)qh));
+        hi = vorrq_u8(hi, fifth_bits((uint16_t)(qh >> 16)));
+      }
+      const int8x16_t w0 = vreinterpretq_s8_u8(lo), w1 = vreinterpretq_s8_u8(hi);
       for (int m = 0; m < nx; m++) {
         const int8_t *q = x[m].q + i * 32;
         const int32_t s = dot16(w0, vld1q_s8(q)) + dot16(w1, vld1q_s8(q + 16));
-        acc[m] += d * x[m].d[i] * (float)s;
+        acc[m] += d * x[m].d[i] * (float)s + mn * x[m].d[i] * (float)(x[m].bs[2 * i] + x[m].bs[2 * i + 1]);
       }
     }
     for (int m = 0; m < nx; m++) Y[(size_t)m * ldy + r] = acc[m];
@@ -224,9 +260,11 @@ int moek_gemv_rows_q8_neon(const void *W, int dt, size_t ldw, const void *XQ, si
     for (int m = 0; m < mn; m++) x[m] = moek_act_row_at(XQ, ldxq, m0 + m, K, block);
     float *y = Y + (size_t)m0 * ldy;
     switch (dt) {
-      case MOEK_Q8_0: rows_32(0, w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
-      case MOEK_Q4_0: rows_32(1, w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
-      case MOEK_Q5_0: rows_q5_0(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
+      case MOEK_Q8_0: case MOEK_Q4_0: case MOEK_Q5_0: case MOEK_IQ4_NL: case MOEK_MXFP4:
+        rows_32(dt, w, row_bytes, x, mn, y, ldy, r0, r1, K);
+        break;
+      case MOEK_Q4_1: rows_32_min(0, w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
+      case MOEK_Q5_1: rows_32_min(1, w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
       case MOEK_Q4_K: rows_q4_k(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
       case MOEK_Q5_K: rows_q5_k(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
       case MOEK_Q6_K: rows_q6_k(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
