@@ -6,7 +6,7 @@ extension GGUFConverter {
     /// vocabularies (GPT-2, Qwen, Llama 3, DeepSeek, OLMo): the tokens by id (gaps filled with
     /// `[PAD<id>]` as llama.cpp's converter does), their types (control for special added tokens,
     /// user-defined for the other added ones), the merges, the pre-tokenizer named by the split
-    /// regex it uses, BOS/EOS and whether BOS leads. No tokenizer.json: no keys (the file then
+    /// regex it uses, BOS/EOS, whether BOS leads, and the chat template. No tokenizer.json: no keys (the file then
     /// runs from token ids only). Other kinds are a typed error naming the field.
     static func tokenizerRecords(directory: String, spec: DecoderSpec) throws(ModelError) -> [GGUFWriter.Record] {
         let path = (directory as NSString).appendingPathComponent("tokenizer.json")
@@ -46,6 +46,9 @@ extension GGUFConverter {
         let addsBOS = (post?["type"] as? String) == "TemplateProcessing"
             && ((post?["single"] as? [[String: Any]])?.first?["SpecialToken"] != nil)
         r.append(.value(key: "tokenizer.ggml.add_bos_token", .bool(addsBOS)))
+        if let chat = try ChatFormat.of(model: directory) {
+            r.append(.value(key: "tokenizer.chat_template", .string(chat.template.source)))
+        }
         return r
     }
 

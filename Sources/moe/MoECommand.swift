@@ -8,7 +8,7 @@ struct MoECommand: ParsableCommand {
         commandName: "moe",
         abstract: "MoEKit: run, route, train and benchmark Mixture-of-Experts models on the CPU.",
         version: MoEKitVersion.string,
-        subcommands: [Generate.self, Train.self, Logits.self, Tokenize.self, Detokenize.self, Route.self, Bench.self, BenchKernels.self, InitRandom.self, Quantize.self, PerplexityCommand.self, Analyze.self, Prune.self])
+        subcommands: [Generate.self, Train.self, Logits.self, Tokenize.self, Detokenize.self, Route.self, Bench.self, BenchKernels.self, InitRandom.self, Quantize.self, PerplexityCommand.self, Analyze.self, Prune.self, ChatTemplateCommand.self])
 }
 
 /// The package version printed by `moe --version`.

@@ -67,11 +67,20 @@ struct Generate: ParsableCommand {
     @Flag(help: "Print {\"ids\": [..], \"text\": \"...\"} at the end instead of streaming.") var json = false
     @Option(help: "Threads to run on (default: the active cores).") var threads: Int?
     @Option(help: "exact (f32 activations) or bf16 (bf16 dot products for bf16 weights, faster prefill).") var precision = Precision.exact
+    @Flag(help: "Treat the prompt as a user message (after --system) and render it with the model's chat template.") var chat = false
     @OptionGroup var experts: ExpertOptions
     @OptionGroup var decodingOptions: DecodingOptions
+    @OptionGroup(title: "Chat (with --chat)") var chatOptions: ChatOptions
 
     mutating func validate() throws {
-        if (text == nil) == (prompt == nil) { throw ValidationError("give the prompt once: as an argument or with --prompt") }
+        if chat && chatOptions.messages != nil {
+            if text != nil || prompt != nil { throw ValidationError("give the conversation once: --messages or a prompt") }
+        } else if (text == nil) == (prompt == nil) {
+            throw ValidationError("give the prompt once: as an argument or with --prompt")
+        }
+        if !chat && (chatOptions.messages != nil || chatOptions.system != nil || chatOptions.chatTemplate != nil || chatOptions.templateKwargs != nil) {
+            throw ValidationError("--system, --messages, --chat-template and --template-kwargs need --chat")
+        }
         try OptionLimits.check(maxTokens, "--max-tokens", in: 0...OptionLimits.tokens)
         if temperature < 0 || !temperature.isFinite { throw ValidationError("--temperature must be >= 0") }
         if let topK, topK < 1 { throw ValidationError("--top-k must be at least 1") }
@@ -93,7 +102,13 @@ struct Generate: ParsableCommand {
                                         stopStrings: stops)
         options.routing = try experts.override(for: m)
         options.selfContrast = decodingOptions.selfContrast
-        let result = try Generator(model: m, tokenizer: tok).generate(prompt: text ?? prompt ?? "", options: options) { piece in
+        var input = text ?? prompt ?? ""
+        if chat {
+            // The template writes the BOS and every other special token itself.
+            input = try chatOptions.render(model: folder, prompt: text ?? prompt)
+            options.addSpecialTokens = false
+        }
+        let result = try Generator(model: m, tokenizer: tok).generate(prompt: input, options: options) { piece in
             if !json {
                 FileHandle.standardOutput.write(Data(piece.utf8))
             }

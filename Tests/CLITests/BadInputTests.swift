@@ -24,22 +24,7 @@ final class BadInputTests: XCTestCase {
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: work) }
 
     func moe(_ arguments: [String], in folder: URL) throws -> (status: Int32, out: String, err: String) {
-        let process = Process()
-        process.executableURL = Bundle.main.bundleURL.appendingPathComponent("moe")
-        #if os(macOS)
-        for bundle in Bundle.allBundles where bundle.bundlePath.hasSuffix(".xctest") {
-            process.executableURL = bundle.bundleURL.deletingLastPathComponent().appendingPathComponent("moe")
-        }
-        #endif
-        process.arguments = arguments
-        process.currentDirectoryURL = folder
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        try runMoe(arguments, in: folder)
     }
 
     /// A copy of a fixture folder under `name` with `edit` applied to its config.json.

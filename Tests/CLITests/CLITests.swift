@@ -3,29 +3,9 @@ import XCTest
 
 /// End-to-end: runs the built `moe` executable and checks its output and exit status.
 final class CLITests: XCTestCase {
-    /// The folder holding the built products (the `moe` executable sits beside the test bundle).
-    var productsDirectory: URL {
-        #if os(macOS)
-        for bundle in Bundle.allBundles where bundle.bundlePath.hasSuffix(".xctest") {
-            return bundle.bundleURL.deletingLastPathComponent()
-        }
-        #endif
-        return Bundle.main.bundleURL
-    }
-
     /// Runs `moe` with `arguments`; returns its exit status, standard output and standard error.
     func moe(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
-        let process = Process()
-        process.executableURL = productsDirectory.appendingPathComponent("moe")
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+        try runMoe(arguments)
     }
 
     /// The ids and text of `generate --json` output (without its timings).
