@@ -68,9 +68,7 @@ public struct Generator {
         // most tokens asked for (which comes from outside).
         var cache = model.makeCache(capacity: promptIDs.count + min(options.maxTokens, 256) + 1)
         var sampler = Sampler(options.sampling)
-        let eos = options.stopOnEOS ? eosIDs : []
-        var ids: [Int] = [], emitted = 0, text = ""
-        var reason = GenerationResult.StopReason.maxTokens
+        var stream = TextStream(tokenizer: tokenizer, stopStrings: options.stopStrings, eos: options.stopOnEOS ? eosIDs : [])
         let t0 = DispatchTime.now().uptimeNanoseconds
         guard !promptIDs.isEmpty, options.maxTokens > 0 else {
             return GenerationResult(promptIDs: promptIDs, ids: [], text: "", stopReason: .maxTokens, prefillSeconds: 0, decodeSeconds: 0)
@@ -82,7 +80,7 @@ public struct Generator {
         var weakCache = model.makeCache(capacity: weakOptions == nil ? 1 : promptIDs.count + min(options.maxTokens, 256) + 1)
         var weak = try weakOptions.map { o throws(ModelError) in try model.forward(promptIDs, cache: &weakCache, lastOnly: true, options: o) }
         let t1 = DispatchTime.now().uptimeNanoseconds
-        while ids.count < options.maxTokens {
+        while stream.ids.count < options.maxTokens {
             let next: Int
             if let contrast = options.selfContrast, let weak {
                 let scores = contrast.scores(strong: logits.floats, weak: weak.floats)
@@ -90,36 +88,16 @@ public struct Generator {
             } else {
                 next = sampler.sample(logits.floats)
             }
-            if eos.contains(next) { reason = .eos; break }
-            ids.append(next)
-            text = tokenizer.decode(ids, skipSpecialTokens: true)
-            if let cut = options.stopStrings.compactMap({ text.range(of: $0)?.lowerBound }).min() {
-                text = String(text[..<cut])
-                reason = .stopString
-                break
-            }
-            // Emit what can no longer change: hold back an incomplete UTF-8 sequence (U+FFFD at
-            // the end) and any tail that could still become a stop string.
-            var final = text.endIndex
-            if text.hasSuffix("\u{FFFD}") { final = text.index(before: final) }
-            for s in options.stopStrings {
-                for n in stride(from: min(s.count - 1, text.count), to: 0, by: -1) where text[..<final].hasSuffix(s.prefix(n)) {
-                    final = min(final, text.index(final, offsetBy: -n))
-                    break
-                }
-            }
-            let finalCount = text.distance(from: text.startIndex, to: final)
-            if finalCount > emitted {
-                onText(String(text[text.index(text.startIndex, offsetBy: emitted)..<final]))
-                emitted = finalCount
-            }
-            if ids.count == options.maxTokens { break }
+            let piece = stream.push(next)
+            if !piece.isEmpty { onText(piece) }
+            if stream.stopReason != nil || stream.ids.count == options.maxTokens { break }
             logits = try model.forward([next], cache: &cache, lastOnly: true, options: forward)
             if let weakOptions { weak = try model.forward([next], cache: &weakCache, lastOnly: true, options: weakOptions) }
         }
-        if text.count > emitted { onText(String(text.dropFirst(emitted))) }
+        let rest = stream.finish(.maxTokens)
+        if !rest.isEmpty { onText(rest) }
         let t2 = DispatchTime.now().uptimeNanoseconds
-        return GenerationResult(promptIDs: promptIDs, ids: ids, text: text, stopReason: reason,
+        return GenerationResult(promptIDs: promptIDs, ids: stream.ids, text: stream.text, stopReason: stream.stopReason ?? .maxTokens,
                                 prefillSeconds: Double(t1 - t0) / 1e9, decodeSeconds: Double(t2 - t1) / 1e9)
     }
 }

@@ -5,18 +5,43 @@ import _MoEKernels
 // Dimension legend: T new tokens, L cached positions (including the new ones), H query heads,
 // G key/value heads (GQA: H / G query heads share one), D head dim, d hidden size.
 
+/// Rows of several sequences run together: sequence i's rows are `ranges[i]` of the batch and
+/// continue `caches[i]` (positions start at its length).
+struct Segments {
+    let ranges: [Range<Int>]
+    /// For each row of the batch: its sequence.
+    let sequence: [Int]
+
+    init(_ ranges: [Range<Int>]) {
+        self.ranges = ranges
+        var sequence: [Int] = []
+        for (i, r) in ranges.enumerated() { sequence += Array(repeating: i, count: r.count) }
+        self.sequence = sequence
+    }
+
+    /// Each row's position in its own sequence.
+    func positions(_ caches: [KVCache]) -> [Int] {
+        var out: [Int] = []
+        out.reserveCapacity(sequence.count)
+        for (i, r) in ranges.enumerated() { out += (0..<r.count).map { caches[i].length + $0 } }
+        return out
+    }
+}
+
 /// A layer's attention block: causal self-attention over the KV cache.
 protocol AttentionBlock: Sendable {
-    /// x [T, d] normed input; positions start at `cache.length`; returns [T, d].
-    func forward(_ x: Tensor, layer: Int, cache: inout KVCache, pool: ThreadPool) -> Tensor
+    /// x [T, d] normed rows of the sequences `segments` names, each continuing its own cache;
+    /// returns [T, d].
+    func forward(_ x: Tensor, layer: Int, segments: Segments, caches: inout [KVCache], pool: ThreadPool) -> Tensor
     /// Bytes of weights one token reads.
     var weightBytes: Int { get }
     /// Weights one token multiplies by (for FLOP counts).
     var weightCount: Int { get }
 }
 
-/// Softmax(q k^T * scale) v over the cached positions, causal: query token t sees positions
-/// up to `cache.length - T + t` (the new tokens are already stored), and with a sliding
+/// Softmax(q k^T * scale) v over the cached positions of each row's own sequence, causal: query
+/// row t of a sequence with T new rows sees positions up to `cache.length + t` (the new rows are
+/// already stored, the length not yet advanced), and with a sliding
 /// `window` only the last `window` of those (itself included), as transformers' sliding-window
 /// mask. With `sinks` ([H] logits, GPT-OSS), each head's softmax also spreads mass over its sink
 /// logit, which then contributes no value. q is [T, H, keyDim]; H query heads share each of the
@@ -24,14 +49,16 @@ protocol AttentionBlock: Sendable {
 /// One task per (token, key/value head): the group's query heads (up to 4 at a time) score
 /// every visible position with the matvec leaf, softmax, then sum the values with a C leaf.
 func causalAttention(q: Tensor, heads h: Int, kvHeads g: Int, keyDim: Int, valueDim: Int, scale: Float,
-                     layer: Int, cache: KVCache, window: Int? = nil, sinks: [Float]? = nil, pool: ThreadPool) -> Tensor {
+                     layer: Int, segments: Segments, caches: [KVCache], window: Int? = nil, sinks: [Float]? = nil,
+                     pool: ThreadPool) -> Tensor {
     let t = q.shape[0], group = h / g
     let out = Tensor(zeros: [t, h * valueDim])
-    let past = cache.length
     guard let qb = q.floats.baseAddress, let ob = out.mutableFloats.baseAddress else { return out }
     pool.parallelFor(t * g) { task in
         let ti = task / g, gi = task % g
-        let end = past + ti + 1
+        let seq = segments.sequence[ti]
+        let cache = caches[seq]
+        let end = cache.length + (ti - segments.ranges[seq].lowerBound) + 1
         let first = window.map { max(0, end - $0) } ?? 0
         let visible = end - first
         let keys = cache.rows(layer: layer, head: gi, values: false) + first * keyDim
@@ -85,8 +112,8 @@ struct Attention: AttentionBlock {
     let spec: DecoderSpec
     let rope: RotaryEmbedding
 
-    /// x [T, d] normed input; positions start at `cache.length`. Returns [T, d].
-    func forward(_ x: Tensor, layer: Int, cache: inout KVCache, pool: ThreadPool) -> Tensor {
+    /// x [T, d] normed rows of `segments`' sequences. Returns [T, d].
+    func forward(_ x: Tensor, layer: Int, segments: Segments, caches: inout [KVCache], pool: ThreadPool) -> Tensor {
         let t = x.shape[0], h = spec.heads, g = spec.kvHeads, dh = spec.headDim
         let q = Tensor(zeros: [t, h * dh]), k = Tensor(zeros: [t, g * dh]), v = Tensor(zeros: [t, g * dh])
         Kernels.linearBatch([LinearJob(input: x, weight: wq, output: q), LinearJob(input: x, weight: wk, output: k),
@@ -112,13 +139,16 @@ struct Attention: AttentionBlock {
                 for i in 0..<p.count { p[i] = min(c, max(-c, p[i])) }
             }
         }
-        let positions = (0..<t).map { cache.length + $0 }
+        let positions = segments.positions(caches)
         rope.apply(q.reshaped([t, h, dh]), positions: positions, pool: pool)
         rope.apply(k.reshaped([t, g, dh]), positions: positions, pool: pool)
-        cache.store(layer: layer, keys: k.reshaped([t, g, dh]), values: v.reshaped([t, g, dh]))
+        let keys = k.reshaped([t, g, dh]), values = v.reshaped([t, g, dh])
+        for (i, r) in segments.ranges.enumerated() {
+            caches[i].store(layer: layer, keys: keys.rows(r), values: values.rows(r))
+        }
 
         let out = causalAttention(q: q, heads: h, kvHeads: g, keyDim: dh, valueDim: dh,
-                                  scale: Float(1 / Double(dh).squareRoot()), layer: layer, cache: cache,
+                                  scale: Float(1 / Double(dh).squareRoot()), layer: layer, segments: segments, caches: caches,
                                   window: window, sinks: sinks, pool: pool)
         let y = Kernels.matmul(out, wo, pool: pool)
         if let bo { addRowBias(y, bo) }

@@ -151,10 +151,34 @@ public final class DecoderModel: @unchecked Sendable {
     /// layer and a routing trace.
     public func forward(_ tokens: [Int], cache: inout KVCache, lastOnly: Bool = false,
                         options: ForwardOptions) throws(ModelError) -> Tensor {
-        let s = spec, d = s.hiddenSize, t = tokens.count
+        var caches = [cache]
+        cache = KVCache(layers: 0, kvHeads: 0, keyDim: 0, valueDim: 0, capacity: 1)  // leave caches[0] the only owner
+        defer { cache = caches[0] }
+        return try forward(batch: [tokens], caches: &caches, lastOnly: lastOnly, options: options)
+    }
+
+    /// One forward pass over several sequences at once (continuous batching): `batch[i]`'s
+    /// tokens continue `caches[i]`. Every projection and every MoE layer runs once over all the
+    /// rows together, so each expert's weights are read once per pass, not once per sequence;
+    /// attention reads each row's own cache. Logits [T, V] for all rows in order, or with
+    /// `lastOnly` [B, V]: each sequence's last row (an empty sequence is refused).
+    public func forward(batch: [[Int]], caches: inout [KVCache], lastOnly: Bool = false,
+                        options: ForwardOptions = ForwardOptions()) throws(ModelError) -> Tensor {
+        let s = spec, d = s.hiddenSize
+        precondition(batch.count == caches.count, "one cache per sequence")
+        let tokens = Array(batch.joined()), t = tokens.count
         for id in tokens where id < 0 || id >= s.vocabSize { throw .tokenOutOfRange(id: id, vocabularySize: s.vocabSize) }
         if t == 0 { return Tensor(zeros: [0, s.vocabSize]) }
-        cache.reserve(t)
+        var ranges: [Range<Int>] = [], start = 0
+        for (i, seq) in batch.enumerated() {
+            if lastOnly && seq.isEmpty {
+                throw .invalidConfig(path: checkpoint.configPath, field: "batch", reason: "sequence \(i) has no tokens")
+            }
+            ranges.append(start..<(start + seq.count))
+            start += seq.count
+            caches[i].reserve(seq.count)
+        }
+        let segments = Segments(ranges)
         // Embedding rows, widened to f32.
         var x = Tensor(zeros: [t, d])
         let xp = x.mutableFloats
@@ -171,7 +195,7 @@ public final class DecoderModel: @unchecked Sendable {
         var state = RouterState()
         for (i, layer) in layers.enumerated() {
             let h = Kernels.rmsNorm(x, weight: layer.inputNorm, eps: s.rmsNormEps, pool: pool)
-            let a = layer.attention.forward(h, layer: i, cache: &cache, pool: pool)
+            let a = layer.attention.forward(h, layer: i, segments: segments, caches: &caches, pool: pool)
             add(a, into: x)
             let h2 = Kernels.rmsNorm(x, weight: layer.postNorm, eps: s.rmsNormEps, pool: pool)
             let f: Tensor
@@ -200,8 +224,15 @@ public final class DecoderModel: @unchecked Sendable {
                                    reason: "its output holds NaN or Inf: a weight of this layer is not finite, or the values overflow")
             }
         }
-        cache.advance(t)
-        if lastOnly { x = x.rows((t - 1)..<t).copied() }
+        for (i, seq) in batch.enumerated() { caches[i].advance(seq.count) }
+        if lastOnly {
+            let last = Tensor(zeros: [batch.count, d])
+            let lp = last.mutableFloats, xf = x.floats
+            for (i, r) in ranges.enumerated() {
+                for j in 0..<d { lp[i * d + j] = xf[(r.upperBound - 1) * d + j] }
+            }
+            x = last
+        }
         let normed = Kernels.rmsNorm(x, weight: finalNorm, eps: s.rmsNormEps, pool: pool)
         return Kernels.matmul(normed, lmHead, pool: pool)
     }

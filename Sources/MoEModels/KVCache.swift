@@ -68,6 +68,9 @@ public struct KVCache: Sendable {
     /// Marks `t` more positions as filled (after every layer stored them).
     mutating func advance(_ t: Int) { length += t }
 
+    /// Bytes the cache's tensors take.
+    public var byteCount: Int { layers * kvHeads * capacity * (keyDim + valueDim) * 4 }
+
     /// Forgets everything (a new sequence).
     public mutating func reset() { length = 0 }
 }

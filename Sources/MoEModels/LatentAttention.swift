@@ -36,7 +36,7 @@ struct LatentAttention: AttentionBlock {
     var weightBytes: Int { (queryWeights + [kvA, kvANorm, kvB, o]).reduce(0) { $0 + $1.byteCount } }
     var weightCount: Int { (queryWeights + [kvA, kvB, o]).reduce(0) { $0 + ($1.rank == 2 ? $1.count : 0) } }
 
-    func forward(_ x: Tensor, layer: Int, cache: inout KVCache, pool: ThreadPool) -> Tensor {
+    func forward(_ x: Tensor, layer: Int, segments: Segments, caches: inout [KVCache], pool: ThreadPool) -> Tensor {
         let t = x.shape[0], h = heads, kd = nope + ropeDim
         // Queries [T, H, Dn + Dr].
         let queries: Tensor
@@ -59,7 +59,7 @@ struct LatentAttention: AttentionBlock {
         Kernels.rmsNorm(latent, weight: kvANorm, eps: eps, into: latent, pool: pool)
         let expanded = Kernels.matmul(latent, kvB, pool: pool)         // [T, H*(Dn+Dv)]
         // RoPE on the rope parts of q and on k_rot.
-        let positions = (0..<t).map { cache.length + $0 }
+        let positions = segments.positions(caches)
         let qRot = Tensor(zeros: [t, h, ropeDim])
         let qp = queries.mutableFloats, qrp = qRot.mutableFloats
         for i in 0..<(t * h) { for j in 0..<ropeDim { qrp[i * ropeDim + j] = qp[i * kd + nope + j] } }
@@ -77,9 +77,11 @@ struct LatentAttention: AttentionBlock {
                 for j in 0..<valueDim { vp[(ti * h + hi) * valueDim + j] = ep[src + nope + j] }
             }
         }
-        cache.store(layer: layer, keys: keys, values: values)
+        for (i, r) in segments.ranges.enumerated() {
+            caches[i].store(layer: layer, keys: keys.rows(r), values: values.rows(r))
+        }
         let out = causalAttention(q: queries, heads: h, kvHeads: h, keyDim: kd, valueDim: valueDim, scale: scale,
-                                  layer: layer, cache: cache, pool: pool)
+                                  layer: layer, segments: segments, caches: caches, pool: pool)
         return Kernels.matmul(out, o, pool: pool)
     }
 }
