@@ -10,10 +10,14 @@ let package = Package(
         .library(name: "MoEModels", targets: ["MoEModels"]),
         .library(name: "MoEGenerate", targets: ["MoEGenerate"]),
         .library(name: "MoETrain", targets: ["MoETrain"]),
+        .library(name: "MoEServer", targets: ["MoEServer"]),
         .executable(name: "moe", targets: ["moe"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // The compute-bound leaf loops (matmul micro-kernel, dot products, dtype widening),
@@ -28,6 +32,12 @@ let package = Package(
         .target(name: "MoEModels", dependencies: ["MoECore", "MoE", "MoEQuant", "_MoEKernels"]),
         .target(name: "MoEGenerate", dependencies: ["MoECore", "MoE", "MoEModels"]),
         .target(name: "MoETrain", dependencies: ["MoECore", "MoE", "MoEModels", "_MoEKernels"]),
+        // The OpenAI-compatible HTTP server over MoEGenerate's batch engine.
+        .target(name: "MoEServer", dependencies: [
+            "MoECore", "MoE", "MoEModels", "MoEGenerate",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
         .executableTarget(
             name: "moe",
             dependencies: [
@@ -37,6 +47,7 @@ let package = Package(
                 "MoEQuant",
                 "MoEGenerate",
                 "MoETrain",
+                "MoEServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             resources: [.copy("DefaultModel")]),
@@ -48,6 +59,10 @@ let package = Package(
         .testTarget(name: "MoEGenerateTests", dependencies: ["MoEGenerate", "MoEModels", "MoECore"]),
         .testTarget(name: "MoETrainTests", dependencies: ["MoETrain", "MoE", "MoECore", "MoEModels", "_TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["moe", "_TestSupport"]),
+        .testTarget(name: "MoEServerTests", dependencies: [
+            "MoEServer", "MoEGenerate", "MoEModels", "MoECore",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -114,6 +114,8 @@ public final class BatchEngine: @unchecked Sendable {
         public var generatedTokens: Int
         /// Per MoE layer, tokens routed to each expert since the start.
         public var expertLoad: [Int: [Int]]
+        /// Requests ended, by reason (eos, stop_string, max_tokens, cancelled, failed).
+        public var finished: [String: Int] = [:]
     }
 
     public let model: DecoderModel
@@ -156,12 +158,26 @@ public final class BatchEngine: @unchecked Sendable {
             throw .queueFull(configuration.maxQueue)
         }
         nextID += 1
-        let sequence = Sequence(id: nextID, request: request, forward: forward, onEvent: onEvent,
+        let counted: @Sendable (BatchEvent) -> Void = { [weak self] event in
+            switch event {
+            case let .finished(f): self?.countFinished(f.reason)
+            case .failed: self?.countFinished("failed")
+            case .token: break
+            }
+            onEvent(event)
+        }
+        let sequence = Sequence(id: nextID, request: request, forward: forward, onEvent: counted,
                                 cache: model.makeCache(capacity: min(request.promptIDs.count + 64, request.promptIDs.count + request.maxTokens + 1)),
                                 stream: TextStream(tokenizer: tokenizer, stopStrings: request.stopStrings, eos: request.stopOnEOS ? eos : []))
         queue.append(sequence)
         condition.signal()
         return sequence.id
+    }
+
+    private func countFinished(_ reason: String) {
+        condition.lock()
+        counters.finished[reason, default: 0] += 1
+        condition.unlock()
     }
 
     /// Stops a request (its client went away): it ends with reason `cancelled` before the next step.

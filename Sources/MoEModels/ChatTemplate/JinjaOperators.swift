@@ -164,7 +164,8 @@ extension JinjaValue {
         }
     }
 
-    var integerValue: Int? {
+    /// The value of an int or bool, else nil.
+    public var integerValue: Int? {
         switch self {
         case let .int(i): return i
         case let .bool(b): return b ? 1 : 0

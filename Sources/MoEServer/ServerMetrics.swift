@@ -1,0 +1,87 @@
+import Foundation
+import MoEGenerate
+import Prometheus
+
+/// The server's Prometheus metrics (`GET /metrics`): requests by endpoint and status, tokens in
+/// and out, time to first token, inter-token latency, queue depth, active sequences, KV cache
+/// bytes, and tokens per expert per MoE layer.
+final class ServerMetrics: @unchecked Sendable {
+    let registry = PrometheusCollectorRegistry()
+    private let promptTokens: Counter
+    private let generatedTokens: Counter
+    private let timeToFirstToken: ValueHistogram
+    private let interTokenLatency: ValueHistogram
+    private let queueDepth: Gauge
+    private let activeSequences: Gauge
+    private let kvCacheBytes: Gauge
+    private let lock = NSLock()
+    private var requestCounters: [String: Counter] = [:]
+    private var expertGauges: [String: Gauge] = [:]
+    private var finishedGauges: [String: Gauge] = [:]
+
+    init() {
+        promptTokens = registry.makeCounter(name: "moekit_prompt_tokens_total", help: "Prompt tokens prefilled.")
+        generatedTokens = registry.makeCounter(name: "moekit_generation_tokens_total", help: "Tokens generated.")
+        timeToFirstToken = registry.makeValueHistogram(
+            name: "moekit_time_to_first_token_seconds", buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+            help: "Seconds from a request's arrival to its first token.")
+        interTokenLatency = registry.makeValueHistogram(
+            name: "moekit_inter_token_latency_seconds", buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+            help: "Mean seconds between a request's tokens after the first.")
+        queueDepth = registry.makeGauge(name: "moekit_queue_depth", help: "Requests waiting for a sequence slot.")
+        activeSequences = registry.makeGauge(name: "moekit_active_sequences", help: "Sequences being generated.")
+        kvCacheBytes = registry.makeGauge(name: "moekit_kv_cache_bytes", help: "Bytes of KV cache held by active sequences.")
+    }
+
+    /// Counts a finished HTTP request.
+    func request(endpoint: String, status: Int) {
+        let key = "\(endpoint) \(status)"
+        lock.lock()
+        let counter = requestCounters[key] ?? registry.makeCounter(
+            name: "moekit_requests_total", labels: [("endpoint", endpoint), ("status", String(status))], help: "HTTP requests answered.")
+        requestCounters[key] = counter
+        lock.unlock()
+        counter.increment()
+    }
+
+    /// Records a finished generation.
+    func finished(_ f: BatchFinish) {
+        timeToFirstToken.record(f.timeToFirstToken)
+        if f.completionTokens > 1 { interTokenLatency.record(f.decodeSeconds / Double(f.completionTokens - 1)) }
+    }
+
+    /// Text exposition, with the engine's gauges read now.
+    func render(engine: BatchEngine) -> String {
+        let s = engine.snapshot
+        queueDepth.set(Double(s.queued))
+        activeSequences.set(Double(s.active))
+        kvCacheBytes.set(Double(s.kvCacheBytes))
+        lock.lock()
+        let promptDelta = s.promptTokens - lastPrompt, generatedDelta = s.generatedTokens - lastGenerated
+        lastPrompt = s.promptTokens
+        lastGenerated = s.generatedTokens
+        for (reason, n) in s.finished {
+            let gauge = finishedGauges[reason] ?? registry.makeGauge(
+                name: "moekit_finished_requests", labels: [("reason", reason)],
+                help: "Generations ended since the server started, by reason (eos, stop_string, max_tokens, cancelled, failed).")
+            finishedGauges[reason] = gauge
+            gauge.set(Double(n))
+        }
+        for (layer, counts) in s.expertLoad {
+            for (e, n) in counts.enumerated() {
+                let key = "\(layer) \(e)"
+                let gauge = expertGauges[key] ?? registry.makeGauge(
+                    name: "moekit_expert_tokens", labels: [("layer", String(layer)), ("expert", String(e))],
+                    help: "Tokens routed to each expert of each MoE layer since the server started.")
+                expertGauges[key] = gauge
+                gauge.set(Double(n))
+            }
+        }
+        lock.unlock()
+        if promptDelta > 0 { promptTokens.increment(by: Int64(promptDelta)) }
+        if generatedDelta > 0 { generatedTokens.increment(by: Int64(generatedDelta)) }
+        return registry.emitToString()
+    }
+
+    private var lastPrompt = 0, lastGenerated = 0
+}
