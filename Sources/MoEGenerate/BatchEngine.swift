@@ -17,10 +17,13 @@ public struct BatchRequest: Sendable {
     public var logprobs: Int?
     /// Report the experts each generated token was routed to, per MoE layer.
     public var returnRouting: Bool
+    /// SCMoE: contrast each step's logits with a weak pass's (nil: plain decoding).
+    public var selfContrast: SelfContrast?
 
     public init(promptIDs: [Int], maxTokens: Int, sampling: SamplingOptions = .greedy, stopStrings: [String] = [],
                 stopOnEOS: Bool = true, routing: RoutingOverride = RoutingOverride(), logprobs: Int? = nil,
-                returnRouting: Bool = false) {
+                returnRouting: Bool = false, selfContrast: SelfContrast? = nil) {
+        self.selfContrast = selfContrast
         self.promptIDs = promptIDs
         self.maxTokens = maxTokens
         self.sampling = sampling
@@ -149,8 +152,11 @@ public final class BatchEngine: @unchecked Sendable {
     @discardableResult
     public func submit(_ request: BatchRequest, onEvent: @escaping @Sendable (BatchEvent) -> Void) throws(BatchEngineError) -> Int {
         guard !request.promptIDs.isEmpty else { throw .invalid("the prompt has no tokens") }
-        let forward: ForwardOptions
-        do { forward = try request.routing.forwardOptions(for: model) } catch { throw .invalid(error.description) }
+        let forward: ForwardOptions, weakForward: ForwardOptions?
+        do {
+            forward = try request.routing.forwardOptions(for: model)
+            weakForward = try request.selfContrast?.weakOptions(for: model)
+        } catch { throw .invalid(error.description) }
         condition.lock()
         defer { condition.unlock() }
         guard running else { throw .stopped }
@@ -166,7 +172,7 @@ public final class BatchEngine: @unchecked Sendable {
             }
             onEvent(event)
         }
-        let sequence = Sequence(id: nextID, request: request, forward: forward, onEvent: counted,
+        let sequence = Sequence(id: nextID, request: request, forward: forward, weakForward: weakForward, onEvent: counted,
                                 cache: model.makeCache(capacity: min(request.promptIDs.count + 64, request.promptIDs.count + request.maxTokens + 1)),
                                 stream: TextStream(tokenizer: tokenizer, stopStrings: request.stopStrings, eos: request.stopOnEOS ? eos : []))
         queue.append(sequence)
@@ -237,76 +243,116 @@ public final class BatchEngine: @unchecked Sendable {
         }
     }
 
-    /// One step: a forward pass per group of sequences that can share one, then sampling.
+    /// One step: each sequence's next rows (its last token, or its prompt's next chunk within
+    /// the step budget), a forward pass per group of passes that can share one (the same
+    /// routing; an SCMoE request's weak pass is a pass of its own kind), then sampling.
     private func step(_ work: [Sequence]) {
-        var groups: [[Sequence]] = []
-        for s in work where !s.done {
-            if batchesAcrossSequences, let g = groups.firstIndex(where: { $0[0].request.routing == s.request.routing }) {
-                groups[g].append(s)
-            } else {
-                groups.append([s])
-            }
-        }
-        for group in groups { run(group) }
-        condition.lock()
-        counters.steps += 1
-        condition.unlock()
-    }
-
-    private func run(_ group: [Sequence]) {
         var budget = configuration.stepTokens
-        var members: [(Sequence, [Int])] = []
-        for s in group where s.prefilled == s.request.promptIDs.count {
-            members.append((s, [s.lastToken]))
+        var rows: [(Sequence, [Int])] = []
+        for s in work where !s.done && s.prefilled == s.request.promptIDs.count {
+            rows.append((s, [s.lastToken]))
             budget -= 1
         }
-        for s in group where s.prefilled < s.request.promptIDs.count {
-            let n = min(s.request.promptIDs.count - s.prefilled, max(budget, members.isEmpty ? 1 : 0))
+        for s in work where !s.done && s.prefilled < s.request.promptIDs.count {
+            let n = min(s.request.promptIDs.count - s.prefilled, max(budget, rows.isEmpty ? 1 : 0))
             guard n > 0 else { continue }
-            members.append((s, Array(s.request.promptIDs[s.prefilled..<(s.prefilled + n)])))
+            rows.append((s, Array(s.request.promptIDs[s.prefilled..<(s.prefilled + n)])))
             budget -= n
         }
-        guard !members.isEmpty else { return }
-        var caches = members.map { $0.0.cache }
-        for (s, _) in members { s.cache = BatchEngine.emptyCache }
-        // Routing of each sequence's last row, per MoE layer (for return_routing and load).
-        var lastRows: [Int] = [], row = 0
-        for (_, tokens) in members { row += tokens.count; lastRows.append(row - 1) }
-        var experts: [Int: [[Int]]] = [:]
-        var load: [Int: [Int]] = [:]
-        var options = members[0].0.forward
-        options.trace = { layer, routing in
-            experts[layer] = lastRows.map { Array(routing.experts(of: $0)) }
-            var counts = [Int](repeating: 0, count: routing.expertCount)
-            for r in 0...(lastRows.last ?? -1) { for e in routing.experts(of: r) where e >= 0 && e < counts.count { counts[e] += 1 } }
-            load[layer] = counts
-        }
-        let logits: Tensor
-        do {
-            logits = try model.forward(batch: members.map(\.1), caches: &caches, lastOnly: true, options: options)
-        } catch {
-            for (i, (s, _)) in members.enumerated() {
-                s.cache = caches[i]
-                s.fail(error.description)
+        // Passes: (sequence, its rows, weak?), grouped by how they route.
+        var groups: [(key: String, passes: [(Sequence, [Int], Bool)])] = []
+        func add(_ pass: (Sequence, [Int], Bool), key: String) {
+            if batchesAcrossSequences, let g = groups.firstIndex(where: { $0.key == key }) {
+                groups[g].passes.append(pass)
+            } else {
+                groups.append((key, [pass]))
             }
-            return
         }
-        let v = model.spec.vocabSize
-        var prompt = 0, sampling: [Int] = []
-        for (i, (s, tokens)) in members.enumerated() {
-            s.cache = caches[i]
+        for (s, tokens) in rows {
+            add((s, tokens, false), key: "strong \(s.request.routing)")
+            if let contrast = s.request.selfContrast { add((s, tokens, true), key: "weak \(contrast.weakRank)") }
+        }
+        var strong: [Int: [Float]] = [:], weak: [Int: [Float]] = [:], experts: [Int: [Int: [Int]]] = [:]
+        var load: [Int: [Int]] = [:]
+        for group in groups {
+            run(group.passes, strong: &strong, weak: &weak, experts: &experts, load: &load)
+        }
+        var prompt = 0, sampling: [Sequence] = []
+        for (s, tokens) in rows where !s.done {
             if s.prefilled < s.request.promptIDs.count {
                 s.prefilled += tokens.count
                 prompt += tokens.count
                 if s.prefilled < s.request.promptIDs.count { continue }
             }
-            sampling.append(i)
+            sampling.append(s)
         }
         // Counters first, so they are current when a request's end is reported.
         record(prompt: prompt, generated: sampling.count, load: load)
-        for i in sampling {
-            let rowLogits = UnsafeBufferPointer(rebasing: logits.floats[(i * v)..<((i + 1) * v)])
-            members[i].0.take(rowLogits, experts: members[i].0.request.returnRouting ? experts.mapValues { $0[i] } : nil)
+        for s in sampling {
+            guard var logits = strong[s.id] else { continue }
+            if let contrast = s.request.selfContrast, let w = weak[s.id] {
+                logits = logits.withUnsafeBufferPointer { st in w.withUnsafeBufferPointer { contrast.scores(strong: st, weak: $0) } }
+            }
+            logits.withUnsafeBufferPointer { s.take($0, experts: experts[s.id]) }
+        }
+        condition.lock()
+        counters.steps += 1
+        condition.unlock()
+    }
+
+    /// One forward pass over `passes`, each continuing its sequence's strong or weak cache;
+    /// leaves each pass's last-row logits in `strong` or `weak` by sequence id.
+    private func run(_ passes: [(Sequence, [Int], Bool)], strong: inout [Int: [Float]], weak: inout [Int: [Float]],
+                     experts: inout [Int: [Int: [Int]]], load: inout [Int: [Int]]) {
+        var caches: [KVCache] = []
+        for (s, _, isWeak) in passes {
+            if isWeak {
+                caches.append(s.weakCache ?? model.makeCache(capacity: s.request.promptIDs.count + 64))
+                s.weakCache = BatchEngine.emptyCache
+            } else {
+                caches.append(s.cache)
+                s.cache = BatchEngine.emptyCache
+            }
+        }
+        var lastRows: [Int] = [], row = 0
+        for (_, tokens, _) in passes { row += tokens.count; lastRows.append(row - 1) }
+        var traced: [Int: [[Int]]] = [:], counted: [Int: [Int]] = [:]
+        let anyStrong = passes.contains { !$0.2 }
+        var options = passes[0].2 ? (passes[0].0.weakForward ?? ForwardOptions()) : passes[0].0.forward
+        if anyStrong {
+            options.trace = { layer, routing in
+                traced[layer] = lastRows.map { Array(routing.experts(of: $0)) }
+                var counts = [Int](repeating: 0, count: routing.expertCount)
+                for r in 0...(lastRows.last ?? -1) { for e in routing.experts(of: r) where e >= 0 && e < counts.count { counts[e] += 1 } }
+                counted[layer] = counts
+            }
+        }
+        let logits: Tensor
+        do {
+            logits = try model.forward(batch: passes.map(\.1), caches: &caches, lastOnly: true, options: options)
+        } catch {
+            for (i, (s, _, isWeak)) in passes.enumerated() {
+                if isWeak { s.weakCache = caches[i] } else { s.cache = caches[i] }
+                s.fail(error.description)
+            }
+            return
+        }
+        let v = model.spec.vocabSize
+        for (i, (s, _, isWeak)) in passes.enumerated() {
+            let values = Array(logits.floats[(i * v)..<((i + 1) * v)])
+            if isWeak {
+                s.weakCache = caches[i]
+                weak[s.id] = values
+            } else {
+                s.cache = caches[i]
+                strong[s.id] = values
+                if s.request.returnRouting { experts[s.id] = traced.mapValues { $0[i] } }
+            }
+        }
+        for (layer, counts) in counted {
+            var total = load[layer] ?? [Int](repeating: 0, count: counts.count)
+            for e in 0..<min(total.count, counts.count) { total[e] += counts[e] }
+            load[layer] = total
         }
     }
 
@@ -333,8 +379,11 @@ extension BatchEngine {
         let id: Int
         let request: BatchRequest
         let forward: ForwardOptions
+        let weakForward: ForwardOptions?
         let onEvent: @Sendable (BatchEvent) -> Void
         var cache: KVCache
+        /// The SCMoE weak pass's cache (made at its first pass).
+        var weakCache: KVCache?
         var stream: TextStream
         var sampler: Sampler
         var prefilled = 0
@@ -344,11 +393,12 @@ extension BatchEngine {
         let submitted = DispatchTime.now().uptimeNanoseconds
         var firstToken: UInt64?
 
-        init(id: Int, request: BatchRequest, forward: ForwardOptions, onEvent: @escaping @Sendable (BatchEvent) -> Void,
-             cache: KVCache, stream: TextStream) {
+        init(id: Int, request: BatchRequest, forward: ForwardOptions, weakForward: ForwardOptions?,
+             onEvent: @escaping @Sendable (BatchEvent) -> Void, cache: KVCache, stream: TextStream) {
             self.id = id
             self.request = request
             self.forward = forward
+            self.weakForward = weakForward
             self.onEvent = onEvent
             self.cache = cache
             self.stream = stream

@@ -18,13 +18,15 @@ struct GenerationJob {
     var returnRouting: Bool
     /// vLLM's `ignore_eos`: generate past the end-of-sequence token (for benchmarks).
     var ignoreEOS = false
+    /// SCMoE decoding (`moe.decoding: "scmoe"`).
+    var selfContrast: SelfContrast?
 
     /// The engine request for prompt `p`, choice `c` (each choice its own seed).
     func request(prompt p: Int, choice c: Int) -> BatchRequest {
         var s = sampling
         s.seed = sampling.seed &+ UInt64(c)
         return BatchRequest(promptIDs: prompts[p], maxTokens: maxTokens[p], sampling: s, stopStrings: stops, stopOnEOS: !ignoreEOS,
-                            routing: routing, logprobs: logprobs, returnRouting: returnRouting)
+                            routing: routing, logprobs: logprobs, returnRouting: returnRouting, selfContrast: selfContrast)
     }
 }
 
@@ -204,6 +206,7 @@ struct RequestParser {
         }
         var routing = RoutingOverride()
         var returnRouting = false
+        var selfContrast: SelfContrast? = nil
         if let moe = try f.dict("moe") {
             let m = RequestFields(moe, prefix: "moe.")
             routing.expertsPerToken = try m.int("experts_per_token", in: 1...4096)
@@ -214,7 +217,18 @@ struct RequestParser {
             if routing.threshold == 1 { throw .invalid("'moe.expert_threshold' must be below 1.", param: "moe.expert_threshold") }
             routing.renormalize = try m.bool("renormalize")
             returnRouting = try m.bool("return_routing") ?? false
-            let known: Set = ["experts_per_token", "expert_top_p", "min_experts", "max_experts", "expert_threshold", "renormalize", "return_routing"]
+            switch try m.string("decoding") {
+            case nil, "greedy", "sample": break
+            case "scmoe":
+                var c = SelfContrast()
+                c.weakRank = try m.int("scmoe_rank", in: 0...4095) ?? c.weakRank
+                c.alpha = Float(try m.number("scmoe_alpha", in: 0...1, openBelow: true) ?? Double(c.alpha))
+                c.beta = Float(try m.number("scmoe_beta", in: 0...100) ?? Double(c.beta))
+                selfContrast = c
+            case let other?: throw .invalid("'moe.decoding' is '\(other)': 'scmoe' or absent.", param: "moe.decoding")
+            }
+            let known: Set = ["experts_per_token", "expert_top_p", "min_experts", "max_experts", "expert_threshold", "renormalize",
+                              "return_routing", "decoding", "scmoe_rank", "scmoe_alpha", "scmoe_beta"]
             if let unknown = moe.keys.first(where: { !known.contains($0) }) {
                 throw .invalid("Unknown field 'moe.\(unknown)'.", param: "moe.\(unknown)")
             }
@@ -223,6 +237,7 @@ struct RequestParser {
                                 stream: stream, includeUsage: includeUsage, logprobs: logprobs, routing: routing,
                                 returnRouting: returnRouting)
         job.ignoreEOS = try f.bool("ignore_eos") ?? false
+        job.selfContrast = selfContrast
         return job
     }
 }
