@@ -38,6 +38,10 @@ public struct MoELayer: Sendable {
         /// Compute the router's auxiliary losses.
         public var auxLosses = false
         public var seed: UInt64 = 0
+        /// Rows routed by routers of their own (several sequences in one pass, each with its own
+        /// routing): the ranges cover the rows in order; empty, the layer's router routes all.
+        /// The experts still run once over every row.
+        public var rowRouters: [(rows: Range<Int>, router: any Router)] = []
         public init(training: Bool = false, auxLosses: Bool = false, seed: UInt64 = 0) {
             self.training = training
             self.auxLosses = auxLosses
@@ -70,7 +74,7 @@ public struct MoELayer: Sendable {
             for i in 0..<p.count { p[i] *= 1 - jitter + 2 * jitter * rng.nextUnitFloat() }
         }
         let logits = gate.logits(input, state: &state, pool: pool)
-        let routing = router.route(logits, pool: pool)
+        let routing = options.rowRouters.isEmpty ? router.route(logits, pool: pool) : route(logits, options.rowRouters, pool: pool)
         let dispatch = Dispatch(routing)
         let out = Tensor(zeros: x.shape)
         if routing.assignmentCount > 0 {
@@ -81,6 +85,18 @@ public struct MoELayer: Sendable {
         shared?.add(input, into: out, pool: pool)
         let losses = options.auxLosses ? router.auxLosses(logits, routing: routing) : [:]
         return Output(output: out, logits: logits, routing: routing, auxLosses: losses)
+    }
+
+    /// Each range of rows routed by its own router, the choices joined in row order.
+    func route(_ logits: Tensor, _ rowRouters: [(rows: Range<Int>, router: any Router)], pool: ThreadPool) -> Routing {
+        var merged = Routing(expertCount: router.expertCount, reservingTokens: logits.shape[0])
+        for (rows, r) in rowRouters where !rows.isEmpty {
+            let part = r.route(logits.rows(rows), pool: pool)
+            for t in 0..<rows.count {
+                merged.append(zip(part.experts(of: t), part.weights(of: t)).map { (expert: $0, weight: $1) }, dropped: part.dropped[t])
+            }
+        }
+        return merged
     }
 
     /// Bytes of weights one token reads at decode with `activeExperts` experts chosen: gate,

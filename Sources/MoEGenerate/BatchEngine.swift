@@ -86,10 +86,11 @@ public enum BatchEngineError: Error, Equatable, CustomStringConvertible {
 /// forward pass over every active sequence (`DecoderModel.forward(batch:caches:)`): the
 /// decoding ones contribute their last token, the prefilling ones the next chunk of their
 /// prompt (within `stepTokens` rows a step, so a long prompt does not stall the others), and
-/// every MoE layer reads each expert once for all of them. New requests join between steps;
-/// at most `maxSequences` run, `maxQueue` more wait, and the rest are refused. Sequences with
-/// different routing overrides run in separate passes of the same step; a model whose routers
-/// choose across tokens (expert choice, capacity) runs one sequence per pass.
+/// every MoE layer reads each expert once for all of them, each sequence routed by its own
+/// request's settings (and an SCMoE request's weak pass beside its strong one). New requests
+/// join between steps; at most `maxSequences` run, `maxQueue` more wait, and the rest are
+/// refused. A model whose routers choose across tokens (expert choice, capacity) runs one
+/// sequence per pass.
 ///
 /// Events are delivered on the engine's thread; a callback must not block.
 public final class BatchEngine: @unchecked Sendable {
@@ -259,23 +260,18 @@ public final class BatchEngine: @unchecked Sendable {
             rows.append((s, Array(s.request.promptIDs[s.prefilled..<(s.prefilled + n)])))
             budget -= n
         }
-        // Passes: (sequence, its rows, weak?), grouped by how they route.
-        var groups: [(key: String, passes: [(Sequence, [Int], Bool)])] = []
-        func add(_ pass: (Sequence, [Int], Bool), key: String) {
-            if batchesAcrossSequences, let g = groups.firstIndex(where: { $0.key == key }) {
-                groups[g].passes.append(pass)
-            } else {
-                groups.append((key, [pass]))
-            }
-        }
+        // Passes: (sequence, its rows, weak?). All share one forward pass, each routed its own
+        // way; a model whose routers choose across tokens runs one pass per sequence.
+        var groups: [[(Sequence, [Int], Bool)]] = []
         for (s, tokens) in rows {
-            add((s, tokens, false), key: "strong \(s.request.routing)")
-            if let contrast = s.request.selfContrast { add((s, tokens, true), key: "weak \(contrast.weakRank)") }
+            var passes = [(s, tokens, false)]
+            if s.request.selfContrast != nil { passes.append((s, tokens, true)) }
+            if batchesAcrossSequences, !groups.isEmpty { groups[0] += passes } else { groups += passes.map { [$0] } }
         }
         var strong: [Int: [Float]] = [:], weak: [Int: [Float]] = [:], experts: [Int: [Int: [Int]]] = [:]
         var load: [Int: [Int]] = [:]
         for group in groups {
-            run(group.passes, strong: &strong, weak: &weak, experts: &experts, load: &load)
+            run(group, strong: &strong, weak: &weak, experts: &experts, load: &load)
         }
         var prompt = 0, sampling: [Sequence] = []
         for (s, tokens) in rows where !s.done {
@@ -314,22 +310,23 @@ public final class BatchEngine: @unchecked Sendable {
                 s.cache = BatchEngine.emptyCache
             }
         }
-        var lastRows: [Int] = [], row = 0
-        for (_, tokens, _) in passes { row += tokens.count; lastRows.append(row - 1) }
+        // The rows of each pass; the strong passes' rows count towards the experts' load.
+        var ranges: [Range<Int>] = [], row = 0
+        for (_, tokens, _) in passes { ranges.append(row..<(row + tokens.count)); row += tokens.count }
+        let strongRows = zip(passes, ranges).filter { !$0.0.2 }.map(\.1)
         var traced: [Int: [[Int]]] = [:], counted: [Int: [Int]] = [:]
-        let anyStrong = passes.contains { !$0.2 }
-        var options = passes[0].2 ? (passes[0].0.weakForward ?? ForwardOptions()) : passes[0].0.forward
-        if anyStrong {
-            options.trace = { layer, routing in
-                traced[layer] = lastRows.map { Array(routing.experts(of: $0)) }
-                var counts = [Int](repeating: 0, count: routing.expertCount)
-                for r in 0...(lastRows.last ?? -1) { for e in routing.experts(of: r) where e >= 0 && e < counts.count { counts[e] += 1 } }
-                counted[layer] = counts
-            }
+        var options = ForwardOptions()
+        options.trace = { layer, routing in
+            traced[layer] = ranges.map { Array(routing.experts(of: $0.upperBound - 1)) }
+            var counts = [Int](repeating: 0, count: routing.expertCount)
+            for r in strongRows { for t in r { for e in routing.experts(of: t) where e >= 0 && e < counts.count { counts[e] += 1 } } }
+            counted[layer] = counts
         }
+        let perSequence = passes.map { $0.2 ? ($0.0.weakForward ?? ForwardOptions()) : $0.0.forward }
         let logits: Tensor
         do {
-            logits = try model.forward(batch: passes.map(\.1), caches: &caches, lastOnly: true, options: options)
+            logits = try model.forward(batch: passes.map(\.1), caches: &caches, lastOnly: true, options: options,
+                                       sequenceOptions: perSequence)
         } catch {
             for (i, (s, _, isWeak)) in passes.enumerated() {
                 if isWeak { s.weakCache = caches[i] } else { s.cache = caches[i] }

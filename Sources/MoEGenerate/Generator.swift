@@ -74,25 +74,33 @@ public struct Generator {
             return GenerationResult(promptIDs: promptIDs, ids: [], text: "", stopReason: .maxTokens, prefillSeconds: 0, decodeSeconds: 0)
         }
         let forward = try options.routing.forwardOptions(for: model)
-        var logits = try model.forward(promptIDs, cache: &cache, lastOnly: true, options: forward)
-        // SCMoE: the weak pass, with a cache of its own.
+        // SCMoE: the weak pass has a cache of its own and shares each forward pass with the
+        // strong one (one read of the weights for both, each routed its own way).
         let weakOptions = try options.selfContrast?.weakOptions(for: model)
-        var weakCache = model.makeCache(capacity: weakOptions == nil ? 1 : promptIDs.count + min(options.maxTokens, 256) + 1)
-        var weak = try weakOptions.map { o throws(ModelError) in try model.forward(promptIDs, cache: &weakCache, lastOnly: true, options: o) }
+        var caches = [cache]
+        if weakOptions != nil { caches.append(model.makeCache(capacity: promptIDs.count + min(options.maxTokens, 256) + 1)) }
+        cache = KVCache(layers: 0, kvHeads: 0, keyDim: 0, valueDim: 0, capacity: 1)
+        let perSequence = weakOptions.map { [forward, $0] }
+        func step(_ tokens: [Int]) throws(ModelError) -> Tensor {
+            try model.forward(batch: Array(repeating: tokens, count: caches.count), caches: &caches, lastOnly: true,
+                              options: forward, sequenceOptions: perSequence)
+        }
+        var logits = try step(promptIDs)
         let t1 = DispatchTime.now().uptimeNanoseconds
+        let v = model.spec.vocabSize
         while stream.ids.count < options.maxTokens {
             let next: Int
-            if let contrast = options.selfContrast, let weak {
-                let scores = contrast.scores(strong: logits.floats, weak: weak.floats)
+            let strong = UnsafeBufferPointer(rebasing: logits.floats[0..<v])
+            if let contrast = options.selfContrast, caches.count == 2 {
+                let scores = contrast.scores(strong: strong, weak: UnsafeBufferPointer(rebasing: logits.floats[v..<(2 * v)]))
                 next = scores.withUnsafeBufferPointer { sampler.sample($0) }
             } else {
-                next = sampler.sample(logits.floats)
+                next = sampler.sample(strong)
             }
             let piece = stream.push(next)
             if !piece.isEmpty { onText(piece) }
             if stream.stopReason != nil || stream.ids.count == options.maxTokens { break }
-            logits = try model.forward([next], cache: &cache, lastOnly: true, options: forward)
-            if let weakOptions { weak = try model.forward([next], cache: &weakCache, lastOnly: true, options: weakOptions) }
+            logits = try step([next])
         }
         let rest = stream.finish(.maxTokens)
         if !rest.isEmpty { onText(rest) }

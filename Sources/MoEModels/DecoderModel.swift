@@ -162,10 +162,15 @@ public final class DecoderModel: @unchecked Sendable {
     /// rows together, so each expert's weights are read once per pass, not once per sequence;
     /// attention reads each row's own cache. Logits [T, V] for all rows in order, or with
     /// `lastOnly` [B, V]: each sequence's last row (an empty sequence is refused).
+    /// `sequenceOptions`, when given, routes each sequence's rows by its own options' router
+    /// (requests with different expert settings, SCMoE's strong and weak passes) while the
+    /// experts still run once over all rows; `options` then gives only the trace.
     public func forward(batch: [[Int]], caches: inout [KVCache], lastOnly: Bool = false,
-                        options: ForwardOptions = ForwardOptions()) throws(ModelError) -> Tensor {
+                        options: ForwardOptions = ForwardOptions(),
+                        sequenceOptions: [ForwardOptions]? = nil) throws(ModelError) -> Tensor {
         let s = spec, d = s.hiddenSize
         precondition(batch.count == caches.count, "one cache per sequence")
+        precondition(sequenceOptions.map { $0.count == batch.count } ?? true, "one set of options per sequence")
         let tokens = Array(batch.joined()), t = tokens.count
         for id in tokens where id < 0 || id >= s.vocabSize { throw .tokenOutOfRange(id: id, vocabularySize: s.vocabSize) }
         if t == 0 { return Tensor(zeros: [0, s.vocabSize]) }
@@ -201,15 +206,16 @@ public final class DecoderModel: @unchecked Sendable {
             let f: Tensor
             switch layer.ffn {
             case var .moe(moe):
-                if let choose = options.router {
-                    let router = choose(i, moe.router)
-                    guard router.logitCount == moe.router.logitCount, router.expertCount == moe.router.expertCount else {
-                        throw .invalidConfig(path: checkpoint.configPath, field: "router",
-                                             reason: "layer \(i)'s override reads \(router.logitCount) logits for \(router.expertCount) experts; the layer has \(moe.router.logitCount) for \(moe.router.expertCount)")
+                var layerOptions = MoELayer.Options()
+                if let sequenceOptions {
+                    for (k, r) in ranges.enumerated() {
+                        let router = try checked(sequenceOptions[k].router.map { $0(i, moe.router) } ?? moe.router, layer: i, own: moe.router)
+                        layerOptions.rowRouters.append((rows: r, router: router))
                     }
-                    moe.router = router
+                } else if let choose = options.router {
+                    moe.router = try checked(choose(i, moe.router), layer: i, own: moe.router)
                 }
-                let out = moe.forward(h2, state: &state, pool: pool)
+                let out = moe.forward(h2, state: &state, options: layerOptions, pool: pool)
                 options.trace?(i, out.routing)
                 f = out.output
             case let .dense(gate, up, down):
@@ -235,6 +241,15 @@ public final class DecoderModel: @unchecked Sendable {
         }
         let normed = Kernels.rmsNorm(x, weight: finalNorm, eps: s.rmsNormEps, pool: pool)
         return Kernels.matmul(normed, lmHead, pool: pool)
+    }
+
+    /// `router` if it can stand in for layer `layer`'s own: the same logits and experts.
+    private func checked(_ router: any Router, layer i: Int, own: any Router) throws(ModelError) -> any Router {
+        guard router.logitCount == own.logitCount, router.expertCount == own.expertCount else {
+            throw .invalidConfig(path: checkpoint.configPath, field: "router",
+                                 reason: "layer \(i)'s override reads \(router.logitCount) logits for \(router.expertCount) experts; the layer has \(own.logitCount) for \(own.expertCount)")
+        }
+        return router
     }
 
     func add(_ y: Tensor, into x: Tensor) {

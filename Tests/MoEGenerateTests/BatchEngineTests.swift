@@ -87,25 +87,33 @@ final class BatchEngineTests: XCTestCase {
         XCTAssertEqual(snapshot.expertLoad[0]?.reduce(0, +), (snapshot.promptTokens + 11 * prompts.count) * model.spec.topK)
     }
 
-    /// SCMoE requests (a weak pass of their own beside the strong one) batched with plain ones:
-    /// each equals the generator's sequential SCMoE decoding.
+    /// SCMoE requests (a weak pass beside the strong one) and a request with one expert per
+    /// token, all in the same forward passes, each routed its own way: each equals the
+    /// generator's sequential decoding with the same settings.
     func testSelfContrastRequestsMatchTheGenerator() throws {
         let model = try DecoderModel(path: Self.modelPath, pool: ThreadPool(threads: 2))
         let tokenizer = try Tokenizer.of(model: Self.modelPath)
         let generator = Generator(model: model, tokenizer: tokenizer)
         let prompts = ["add 12 35 =", "sort 5 3 9 1 =", "reverse abcdef ="]
         let contrasts: [SelfContrast?] = [SelfContrast(), nil, SelfContrast(weakRank: 1, alpha: 0.2, beta: 1)]
+        var oneExpert = RoutingOverride()
+        oneExpert.expertsPerToken = 1
+        let routings = [RoutingOverride(), oneExpert, RoutingOverride()]
         var expected: [[Int]] = []
-        for (p, c) in zip(prompts, contrasts) {
+        for k in 0..<prompts.count {
             var options = GenerationOptions(maxTokens: 10, stopOnEOS: false)
-            options.selfContrast = c
-            expected.append(try generator.generate(prompt: p, options: options).ids)
+            options.selfContrast = contrasts[k]
+            options.routing = routings[k]
+            expected.append(try generator.generate(prompt: prompts[k], options: options).ids)
         }
+        var plain = GenerationOptions(maxTokens: 10, stopOnEOS: false)
+        plain.routing = RoutingOverride()
+        XCTAssertNotEqual(try generator.generate(prompt: prompts[1], options: plain).ids, expected[1], "k=1 changes the answer")
         let engine = BatchEngine(model: model, tokenizer: tokenizer, configuration: .init(maxSequences: 4, stepTokens: 8))
         defer { engine.shutdown() }
         let collectors = prompts.map { _ in Collector() }
         for (k, p) in prompts.enumerated() {
-            try engine.submit(BatchRequest(promptIDs: tokenizer.encode(p), maxTokens: 10, stopOnEOS: false,
+            try engine.submit(BatchRequest(promptIDs: tokenizer.encode(p), maxTokens: 10, stopOnEOS: false, routing: routings[k],
                                            selfContrast: contrasts[k])) { collectors[k].handle($0) }
         }
         for (k, c) in collectors.enumerated() {
