@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `moe serve` against llama.cpp's llama-server on the same GGUF file, threads and slots, in one
 # sitting: total generated tokens per second at 1, 8 and 32 concurrent streams
-# (scripts/serve_throughput.py: 32-word prompts, 64 tokens each with ignore_eos, greedy).
+# (scripts/serve_throughput.py: 64 tokens each with ignore_eos, greedy), with short prompts
+# (2 words; decode-bound) and long ones (32 words, about 180 tokens in this byte-level
+# vocabulary; prefill-bound).
 # The model is bench-gguf-vs-llama.sh's Qwen3-MoE shape (hidden 1024, 4 layers, 64 experts of
 # 768, top-8) at Q8_0 unless MODEL names another GGUF.
 #
@@ -36,10 +38,12 @@ echo "model: $model ($(du -h "$model" | cut -f1)), 2 threads, $slots slots"
 for r in $(seq "$rounds"); do
   for which in moekit llama.cpp; do
     serve $which
-    for c in 1 8 32; do
-      python3 scripts/serve_throughput.py "http://127.0.0.1:$port/v1" bench $c 2 64 | python3 -c "
+    for words in 2 32; do
+      for c in 1 8 32; do
+        python3 scripts/serve_throughput.py "http://127.0.0.1:$port/v1" bench $c 2 64 $words | python3 -c "
 import json, sys; d = json.load(sys.stdin)
-print(f'round $r $which streams {d[\"concurrency\"]:2d}: {d[\"tokens_per_s\"]:7.1f} tok/s total, TTFT {d[\"mean_ttft_s\"]:.3f} s ({d[\"completion_tokens\"]} tokens in {d[\"seconds\"]} s)')"
+print(f'round $r $which prompt {d[\"prompt_tokens\"] // d[\"requests\"]:3d} tokens, streams {d[\"concurrency\"]:2d}: {d[\"tokens_per_s\"]:7.1f} tok/s total, TTFT {d[\"mean_ttft_s\"]:.3f} s ({d[\"completion_tokens\"]} tokens in {d[\"seconds\"]} s)')"
+      done
     done
     kill $server; wait $server 2>/dev/null || true
   done

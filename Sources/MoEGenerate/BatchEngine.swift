@@ -408,12 +408,16 @@ extension BatchEngine {
             if firstToken == nil { firstToken = DispatchTime.now().uptimeNanoseconds }
             var chosen: TokenLogprob? = nil, alternatives: [TokenLogprob] = []
             if let n = request.logprobs { (chosen, alternatives) = Self.logprobs(logits, chosen: next, top: n) }
-            let before = stream.ids.count
             let piece = stream.push(next)
-            if stream.ids.count > before || stream.stopReason == nil {
+            switch stream.stopReason {
+            case nil:
                 onEvent(.token(id: next, text: piece, logprob: chosen, alternatives: alternatives, experts: experts))
-            } else if !piece.isEmpty {
-                onEvent(.token(id: next, text: piece, logprob: nil, alternatives: [], experts: nil))
+            case .stopString? where !piece.isEmpty:
+                // The token that completed a stop string shows only if text before the stop came with it.
+                onEvent(.token(id: next, text: piece, logprob: chosen, alternatives: alternatives, experts: experts))
+            default:
+                // An end-of-sequence token, or one wholly inside the stop string: no token of the answer.
+                if !piece.isEmpty { onEvent(.token(id: next, text: piece, logprob: nil, alternatives: [], experts: nil)) }
             }
             lastToken = next
             if let reason = stream.stopReason {

@@ -26,6 +26,36 @@ public enum ModelBenchmark {
         /// Routed experts per token, averaged over the MoE layers and the decoded tokens (what
         /// decode read; the checkpoint's top-k unless routing was changed); 0 for a dense model.
         public var expertsPerToken: Double
+        /// Sequences decoded together in the batched measurement (`--batch`), and their total
+        /// tokens per second (each step one forward pass over all of them, as `moe serve` runs).
+        public var batch: Int?
+        public var batchDecodeTokensPerS: Double?
+    }
+
+    /// Total tokens per second of `batch` sequences decoding together: each prefilled alone
+    /// with `promptTokens` random tokens (not timed), then `genTokens` steps of one batched
+    /// pass over all of them (the median of `reps` timed runs after a warm-up).
+    public static func batchedDecodeRate(model: DecoderModel, batch: Int, promptTokens: Int, genTokens: Int, reps: Int = 3,
+                                         seed: UInt64 = 1) throws(ModelError) -> Double {
+        var rng = SplitMix64(seed: seed)
+        var times: [Double] = []
+        for rep in 0...max(1, reps) {
+            var caches: [KVCache] = []
+            var next: [Int] = []
+            for _ in 0..<batch {
+                var cache = model.makeCache(capacity: promptTokens + genTokens + 1)
+                let prompt = (0..<promptTokens).map { _ in Int(rng.next() % UInt64(model.spec.vocabSize)) }
+                next.append(Kernels.argmax(try model.forward(prompt, cache: &cache, lastOnly: true))[0])
+                caches.append(cache)
+            }
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            for _ in 0..<genTokens {
+                next = Kernels.argmax(try model.forward(batch: next.map { [$0] }, caches: &caches, lastOnly: true))
+            }
+            let t1 = DispatchTime.now().uptimeNanoseconds
+            if rep > 0 { times.append(Double(t1 - t0) / 1e9) }
+        }
+        return Double(batch * genTokens) / KernelBenchmark.median(times)
     }
 
     /// Runs `prompt` random tokens of prefill, then `gen` greedy decode steps, `reps` times
@@ -93,7 +123,8 @@ public enum ModelBenchmark {
                       decodeTokensPerS: decodeRate, peakRssBytes: peakRSSBytes(),
                       decodeBytesPerToken: decodeBytes, decodeGbs: decodeGbs, readBandwidthGbs: bandwidth,
                       decodeFractionOfBandwidth: decodeGbs / bandwidth, prefillGflops: prefillGflops, fmaPeakGflops: peak,
-                      prefillFractionOfFmaPeak: prefillGflops / peak, expertsPerToken: expertsPerToken)
+                      prefillFractionOfFmaPeak: prefillGflops / peak, expertsPerToken: expertsPerToken,
+                      batch: nil, batchDecodeTokensPerS: nil)
     }
 
     /// The process's peak resident set size in bytes.

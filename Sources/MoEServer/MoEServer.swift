@@ -28,6 +28,8 @@ public struct ServerConfiguration: Sendable {
     public var queue = 64
     /// Rows one batched pass may carry (decode tokens plus prompt chunks).
     public var stepTokens = 256
+    /// Stop strings for requests that give none (the embedded model ends its answer at "\n").
+    public var defaultStop: [String] = []
 
     public init() {}
 }
@@ -59,7 +61,8 @@ public final class MoEServer: Sendable {
                              configuration: .init(maxSequences: configuration.parallel, maxQueue: configuration.queue,
                                                   stepTokens: configuration.stepTokens))
         parser = RequestParser(modelName: configuration.modelName, tokenizer: tokenizer, chat: chat,
-                               contextLength: configuration.contextLength, maxTokensLimit: configuration.maxTokens)
+                               contextLength: configuration.contextLength, maxTokensLimit: configuration.maxTokens,
+                               defaultStop: configuration.defaultStop)
     }
 
     /// Serves until the task is cancelled; `onRunning` hears the bound port.

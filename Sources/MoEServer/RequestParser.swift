@@ -38,6 +38,7 @@ struct RequestParser {
     let chat: ChatFormat?
     let contextLength: Int
     let maxTokensLimit: Int
+    let defaultStop: [String]
     let maxChoices = 16
 
     /// The body as a JSON object.
@@ -233,7 +234,7 @@ struct RequestParser {
                 throw .invalid("Unknown field 'moe.\(unknown)'.", param: "moe.\(unknown)")
             }
         }
-        var job = GenerationJob(prompts: prompts, maxTokens: maxTokens, sampling: sampling, stops: try f.stops("stop", most: 4), n: n,
+        var job = GenerationJob(prompts: prompts, maxTokens: maxTokens, sampling: sampling, stops: f.object["stop"] == nil ? defaultStop : try f.stops("stop", most: 4), n: n,
                                 stream: stream, includeUsage: includeUsage, logprobs: logprobs, routing: routing,
                                 returnRouting: returnRouting)
         job.ignoreEOS = try f.bool("ignore_eos") ?? false

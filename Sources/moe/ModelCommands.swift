@@ -153,12 +153,15 @@ struct Bench: ParsableCommand {
     @Option(name: .customLong("prompt-tokens"), help: "Prompt length for prefill.") var promptTokens = 128
     @Option(name: .customLong("gen-tokens"), help: "Tokens to decode.") var genTokens = 32
     @Option(help: "Threads to run on (default: the active cores).") var threads: Int?
+    @Option(help: "Also decode this many sequences together, one batched pass a step, and report their total tokens per second.")
+    var batch: Int?
     @Option(help: "Timed repetitions (the median is reported).") var reps = 3
     @Option(help: "exact (f32 activations) or bf16 (bf16 dot products for bf16 weights, faster prefill).") var precision = Precision.exact
     @OptionGroup var experts: ExpertOptions
 
     mutating func validate() throws {
         try OptionLimits.check(promptTokens, "--prompt-tokens", in: 1...OptionLimits.tokens)
+        if let batch { try OptionLimits.check(batch, "--batch", in: 1...256) }
         try OptionLimits.check(genTokens, "--gen-tokens", in: 1...OptionLimits.tokens)
         try OptionLimits.check(threads: threads)
         if reps < 1 { throw ValidationError("--reps must be at least 1") }
@@ -167,8 +170,14 @@ struct Bench: ParsableCommand {
     func run() throws {
         precision.apply()
         let m = try DecoderModel(path: try model ?? DefaultModel.path(), pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
-        try printJSON(try ModelBenchmark.run(model: m, name: model ?? "(embedded)", promptTokens: promptTokens, genTokens: genTokens, reps: reps,
-                                             routing: try experts.override(for: m)))
+        var report = try ModelBenchmark.run(model: m, name: model ?? "(embedded)", promptTokens: promptTokens, genTokens: genTokens, reps: reps,
+                                            routing: try experts.override(for: m))
+        if let batch {
+            report.batch = batch
+            report.batchDecodeTokensPerS = try ModelBenchmark.batchedDecodeRate(model: m, batch: batch, promptTokens: min(promptTokens, 32),
+                                                                               genTokens: genTokens, reps: reps)
+        }
+        try printJSON(report)
     }
 }
 

@@ -58,6 +58,8 @@ struct Serve: AsyncParsableCommand {
         config.queue = queue
         config.stepTokens = stepTokens
         config.maxBodyBytes = maxBodyBytes
+        // The embedded model answers one task per line.
+        if model == nil { config.defaultStop = ["\n"] }
         let server = MoEServer(model: m, tokenizer: tokenizer, chat: try ChatFormat.of(model: path, templateFile: chatTemplate),
                                configuration: config)
         let name = config.modelName, host = config.host
