@@ -3,7 +3,9 @@
 # sitting: total generated tokens per second at 1, 8 and 32 concurrent streams
 # (scripts/serve_throughput.py: 64 tokens each with ignore_eos, greedy), with short prompts
 # (2 words; decode-bound) and long ones (32 words, about 180 tokens in this byte-level
-# vocabulary; prefill-bound).
+# vocabulary; prefill-bound); every prompt starts with a word of its own, so llama-server's
+# prompt cache cannot reuse another request's prefix (MoEKit has no prompt cache). Each server
+# answers one request before the measurements.
 # The model is bench-gguf-vs-llama.sh's Qwen3-MoE shape (hidden 1024, 4 layers, 64 experts of
 # 768, top-8) at Q8_0 unless MODEL names another GGUF.
 #
@@ -30,7 +32,14 @@ serve() {  # which -> starts the server in the background, sets $server
       -b 512 -ub 512 --no-warmup >/dev/null 2>&1 &
   fi
   server=$!
-  for _ in $(seq 600); do curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && return; sleep 0.1; done
+  for _ in $(seq 600); do
+    if curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1; then
+      # One request first, so neither server's first measurement pays for faulting in the file.
+      curl -s "http://127.0.0.1:$port/v1/completions" -d '{"model": "bench", "prompt": "warm up", "max_tokens": 8}' >/dev/null
+      return
+    fi
+    sleep 0.1
+  done
   echo "$1 did not start" >&2; exit 1
 }
 

@@ -4,7 +4,8 @@
     python3 scripts/serve_throughput.py BASE_URL MODEL CONCURRENCY [REQUESTS_PER_STREAM] [MAX_TOKENS] [PROMPT_WORDS]
 
 Each of CONCURRENCY clients sends REQUESTS_PER_STREAM streamed completions one after another
-(a PROMPT_WORDS-word prompt, default 32; MAX_TOKENS tokens with ignore_eos, greedy); prints one
+(a PROMPT_WORDS-word prompt, default 32, its first word unique so no server can reuse a cached
+prompt prefix; MAX_TOKENS tokens with ignore_eos, greedy); prints one
 JSON line with the total completion tokens over the wall time, the prompt tokens, and the mean
 time to first token.
 """
@@ -29,7 +30,8 @@ async def main():
     async def stream(k):
         nonlocal tokens, prompt_tokens
         for r in range(per_stream):
-            prompt = " ".join(words[(k + r + i) % len(words)] for i in range(prompt_words))
+            # Unique from its first word: no request can reuse another's cached prompt prefix.
+            prompt = " ".join([f"{k}-{r}"] + [words[(k + r + i) % len(words)] for i in range(prompt_words - 1)])
             start = time.time()
             first = None
             response = await client.completions.create(model=model, prompt=prompt, max_tokens=max_tokens, temperature=0,
