@@ -62,7 +62,7 @@ public final class MoEServer: Sendable {
                                                   stepTokens: configuration.stepTokens))
         parser = RequestParser(modelName: configuration.modelName, tokenizer: tokenizer, chat: chat,
                                contextLength: configuration.contextLength, maxTokensLimit: configuration.maxTokens,
-                               defaultStop: configuration.defaultStop)
+                               defaultStop: configuration.defaultStop, vocabularySize: model.spec.vocabSize)
     }
 
     /// Serves until the task is cancelled; `onRunning` hears the bound port.

@@ -39,6 +39,8 @@ struct RequestParser {
     let contextLength: Int
     let maxTokensLimit: Int
     let defaultStop: [String]
+    /// Token ids a prompt may hold: the model's embedding rows.
+    let vocabularySize: Int
     let maxChoices = 16
 
     /// The body as a JSON object.
@@ -113,7 +115,7 @@ struct RequestParser {
             }
         default: throw .invalid("'prompt' must be a string, an array of strings, or token ids.", param: "prompt")
         }
-        let vocab = tokenizer.idBound
+        let vocab = vocabularySize
         for p in prompts {
             guard !p.isEmpty else { throw .invalid("The prompt is empty.", param: "prompt") }
             if let bad = p.first(where: { $0 < 0 || $0 >= vocab }) {

@@ -191,6 +191,8 @@ final class ServerTests: XCTestCase {
                 ("/v1/chat/completions", #"{"model": "default", "messages": [{"role": "user", "content": "hi"}], "presence_penalty": 1}"#, 400, "presence_penalty"),
                 ("/v1/completions", #"{"model": "default", "prompt": ""# + String(repeating: "a ", count: 300) + #""}"#, 400, "prompt"),
                 ("/v1/completions", #"{"model": "default", "prompt": [1, 2, 999999]}"#, 400, "prompt"),
+            ("/v1/completions", #"{"model": "default", "prompt": [1, 2, 259]}"#, 400, "prompt"),
+            ("/v1/completions", #"{"model": "default", "prompt": [[1, 2], [-1]]}"#, 400, "prompt"),
                 ("/v1/completions", #"{"model": "default", "prompt": 5}"#, 400, "prompt"),
                 ("/v1/completions", #"{"model": "default", "prompt": "x", "echo": true}"#, 400, "echo"),
                 ("/v1/completions", #"{"model": "default", "prompt": ""# + String(repeating: "x", count: 5000) + #""}"#, 413, nil),
