@@ -304,10 +304,10 @@ public final class BatchEngine: @unchecked Sendable {
         for (s, _, isWeak) in passes {
             if isWeak {
                 caches.append(s.weakCache ?? model.makeCache(capacity: s.request.promptIDs.count + 64))
-                s.weakCache = BatchEngine.emptyCache
+                s.weakCache = .placeholder
             } else {
                 caches.append(s.cache)
-                s.cache = BatchEngine.emptyCache
+                s.cache = .placeholder
             }
         }
         // The rows of each pass; the strong passes' rows count towards the experts' load.
@@ -365,7 +365,6 @@ public final class BatchEngine: @unchecked Sendable {
         condition.unlock()
     }
 
-    private static let emptyCache = KVCache(layers: 0, kvHeads: 0, keyDim: 0, valueDim: 0, capacity: 1)
 }
 
 // MARK: - A sequence

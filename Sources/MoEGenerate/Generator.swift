@@ -79,7 +79,7 @@ public struct Generator {
         let weakOptions = try options.selfContrast?.weakOptions(for: model)
         var caches = [cache]
         if weakOptions != nil { caches.append(model.makeCache(capacity: promptIDs.count + min(options.maxTokens, 256) + 1)) }
-        cache = KVCache(layers: 0, kvHeads: 0, keyDim: 0, valueDim: 0, capacity: 1)
+        cache = .placeholder
         let perSequence = weakOptions.map { [forward, $0] }
         func step(_ tokens: [Int]) throws(ModelError) -> Tensor {
             try model.forward(batch: Array(repeating: tokens, count: caches.count), caches: &caches, lastOnly: true,

@@ -152,7 +152,7 @@ public final class DecoderModel: @unchecked Sendable {
     public func forward(_ tokens: [Int], cache: inout KVCache, lastOnly: Bool = false,
                         options: ForwardOptions) throws(ModelError) -> Tensor {
         var caches = [cache]
-        cache = KVCache(layers: 0, kvHeads: 0, keyDim: 0, valueDim: 0, capacity: 1)  // leave caches[0] the only owner
+        cache = .placeholder
         defer { cache = caches[0] }
         return try forward(batch: [tokens], caches: &caches, lastOnly: lastOnly, options: options)
     }

@@ -68,6 +68,10 @@ public struct KVCache: Sendable {
     /// Marks `t` more positions as filled (after every layer stored them).
     mutating func advance(_ t: Int) { length += t }
 
+    /// A cache of no layers: what a variable holds while its real cache is moved into an array
+    /// for a batched pass, so that the array's copy is the only owner (no copy on growth).
+    public static let placeholder = KVCache(layers: 0, kvHeads: 0, keyDim: 0, valueDim: 0, capacity: 1)
+
     /// Bytes the cache's tensors take.
     public var byteCount: Int { layers * kvHeads * capacity * (keyDim + valueDim) * 4 }
 
