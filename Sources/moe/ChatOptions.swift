@@ -11,6 +11,8 @@ struct ChatOptions: ParsableArguments {
     @Option(name: .customLong("template-kwargs"), help: "A JSON object of extra template variables, e.g. '{\"enable_thinking\": false}'.")
     var templateKwargs: String?
 
+    func validate() throws { _ = try extraVariables() }
+
     /// The messages: those of `--messages`, else the system message (if any) and `prompt`.
     func conversation(prompt: String?) throws -> [JinjaValue] {
         if let messages {
