@@ -36,15 +36,29 @@ extension Kernels {
                          "linearBatch: input \(job.input.shape), weight \(job.weight.shape), output \(job.output.shape)")
         }
         if active.isEmpty { return }
-        if active.contains(where: { !$0.weight.dtype.isElementFormat }) {
-            // Block-format weights: every job's pieces in one parallel pass of the integer leaf
-            // (or the f32 block leaf for formats without one); the other jobs go on as one batch.
-            let blocks = quantizedLinearBatch(active.filter { !$0.weight.dtype.isElementFormat }, pool: pool)
+        if active.contains(where: { splitsForBlockGemm(rows: $0.input.shape[0], dtype: $0.weight.dtype, k: $0.input.shape[1]) != nil }) {
+            linearBatch(active.flatMap { job -> [LinearJob] in
+                guard let cut = splitsForBlockGemm(rows: job.input.shape[0], dtype: job.weight.dtype, k: job.input.shape[1]) else { return [job] }
+                let m = job.input.shape[0]
+                return [LinearJob(input: job.input.rows(0..<cut), weight: job.weight, output: job.output.rows(0..<cut)),
+                        LinearJob(input: job.input.rows(cut..<m), weight: job.weight, output: job.output.rows(cut..<m))]
+            }, pool: pool)
+            return
+        }
+        func gemm(_ job: LinearJob) -> Bool {
+            job.weight.dtype.isElementFormat
+                || usesBlockGemm(rows: job.input.shape[0], dtype: job.weight.dtype, k: job.input.shape[1])
+        }
+        if !active.allSatisfy(gemm) {
+            // Block-format weights with few rows: every job's pieces in one parallel pass of the
+            // integer leaf (or the f32 block leaf for formats without one); the others (element
+            // formats, and block formats with many rows) go on as one batch of matmul leaves.
+            let blocks = quantizedLinearBatch(active.filter { !gemm($0) }, pool: pool)
             // Without an integer leaf, jobs with many rows widen each panel of their weight once
             // (`blockMatmul`); the others take the f32 block leaf in one pass.
             for job in blocks where job.input.shape[0] > 16 { matmul(job.input, job.weight, into: job.output, pool: pool) }
             blockLinearBatch(blocks.filter { $0.input.shape[0] <= 16 }, pool: pool)
-            linearBatch(active.filter { $0.weight.dtype.isElementFormat }, pool: pool)
+            linearBatch(active.filter(gemm), pool: pool)
             return
         }
 

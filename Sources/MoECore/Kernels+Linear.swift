@@ -12,6 +12,27 @@ extension Kernels {
     /// 4 rows at a time: the matmul leaf's 32-wide tile would be a quarter full or less.
     static let narrowMaxColumns = 8
 
+    /// From this many activation rows, block-format weights go through the f32 matmul leaf,
+    /// each weight tile dequantized once into L1 and reused by every panel of 16 rows (about
+    /// 1.4x the integer leaf's rate here); below it, the integer leaf, which reads each block
+    /// straight from memory.
+    static let blockGemmMinRows = 16
+
+    /// Whether `rows` activation rows against a block-format weight of `dtype` take the f32
+    /// matmul leaf (`blockGemmMinRows`, where the path can dequantize weight tiles).
+    static func usesBlockGemm(rows: Int, dtype: DType, k: Int) -> Bool {
+        guard !dtype.isElementFormat, rows >= blockGemmMinRows, moek_gemm_blocks_supported() != 0 else { return false }
+        return k % Int(moek_block_elements(dtype.cValue)) == 0
+    }
+
+    /// Where `rows` rows against a block-format weight split so that whole panels of the
+    /// matmul leaf take the first part and the integer leaf the rest (the last panel would be
+    /// mostly padding): the row count of the first part, or nil when the rows do not split.
+    static func splitsForBlockGemm(rows: Int, dtype: DType, k: Int) -> Int? {
+        let mr = moek_gemm_mr(), cut = rows / mr * mr
+        return cut == rows || !usesBlockGemm(rows: rows, dtype: dtype, k: k) ? nil : cut
+    }
+
     /// `y = W x`: W [N, K] of any dtype, x [K] f32; returns y [N] f32.
     public static func matvec(_ w: Tensor, _ x: Tensor, pool: ThreadPool = .shared) -> Tensor {
         precondition(w.rank == 2 && x.count == w.shape[1], "matvec: W \(w.shape) and x \(x.shape)")
@@ -44,15 +65,21 @@ extension Kernels {
     static func linear(x: UnsafePointer<Float>, ldx: Int, rows m: Int, w: UnsafeRawPointer, dtype: DType,
                        n: Int, k: Int, out: UnsafeMutablePointer<Float>, ldo: Int, pool: ThreadPool) {
         if m == 0 || n == 0 { return }
-        if !dtype.isElementFormat
+        if let cut = splitsForBlockGemm(rows: m, dtype: dtype, k: k) {
+            linear(x: x, ldx: ldx, rows: cut, w: w, dtype: dtype, n: n, k: k, out: out, ldo: ldo, pool: pool)
+            linear(x: x + cut * ldx, ldx: ldx, rows: m - cut, w: w, dtype: dtype, n: n, k: k, out: out + cut * ldo, ldo: ldo, pool: pool)
+            return
+        }
+        let blockGemm = usesBlockGemm(rows: m, dtype: dtype, k: k)
+        if !dtype.isElementFormat && !blockGemm
             && quantizedLinear(x: x, ldx: ldx, rows: m, w: w, dtype: dtype, n: n, k: k, out: out, ldo: ldo, pool: pool) {
             return
         }
-        if !dtype.isElementFormat && m > gemvMaxRows {
+        if !dtype.isElementFormat && m > gemvMaxRows && !blockGemm && moek_gemm_blocks_supported() == 0 {
             blockMatmul(x: x, ldx: ldx, rows: m, w: w, dtype: dtype, n: n, k: k, out: out, ldo: ldo, pool: pool)
             return
         }
-        if !dtype.isElementFormat {
+        if !dtype.isElementFormat && !blockGemm {
             // Block formats at decode: the block leaf (each block widened in registers and
             // multiplied at once), 4 activation rows at a time, weight rows split over threads.
             let groups = (m + 3) / 4

@@ -1,4 +1,5 @@
-// Helpers the AVX2 block-format leaves share (kernels_avx2_blocks.c, kernels_avx2_q8.c).
+// Helpers the AVX2 block-format leaves share (kernels_avx2_blocks.c, kernels_avx2_q8.c,
+// kernels_avx2_dequant.c).
 // Include after `#pragma clang attribute push(... target("avx2,fma,f16c") ...)`, so these
 // functions are compiled for AVX2 like the leaves that inline them.
 #ifndef MOE_KERNELS_AVX2_BLOCKS_H
@@ -18,6 +19,72 @@ INLINE float hsum(__m256 v) {
   const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
   return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+}
+
+/// 16 bytes of nibbles as 32 lanes: low nibbles first (elements 0..15), then high (16..31).
+INLINE __m256i nibbles(const uint8_t *p) {
+  const __m128i raw = _mm_loadu_si128((const __m128i *)p);
+  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0xF));
+}
+
+/// 0xFF in byte e of the result where bit e of the 32 bits at p is set (llama.cpp's
+/// `bytes_from_bits_32`): each byte picks its source byte, ORs in every other bit, compares.
+INLINE __m256i bytes_from_bits(const uint8_t *p) {
+  uint32_t bits;
+  memcpy(&bits, p, 4);
+  const __m256i pick = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+  const __m256i others = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
+  const __m256i bytes = _mm256_or_si256(_mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), pick), others);
+  return _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
+}
+
+/// A 32-element block's int8 weights and scale, by format.
+INLINE __m256i unpack32(int dt, const uint8_t *b, __m256i lut, float *d) {
+  switch (dt) {
+    case MOEK_Q8_0: *d = half(b); return _mm256_loadu_si256((const __m256i *)(b + 2));
+    case MOEK_Q4_0: *d = half(b); return _mm256_sub_epi8(nibbles(b + 2), _mm256_set1_epi8(8));
+    case MOEK_Q5_0:  // q - 16 = the nibble, with 0xF0 (-16) where the fifth bit is clear
+      *d = half(b);
+      return _mm256_or_si256(nibbles(b + 6), _mm256_andnot_si256(bytes_from_bits(b + 2), _mm256_set1_epi8((char)0xF0)));
+    case MOEK_IQ4_NL: *d = half(b); return _mm256_shuffle_epi8(lut, nibbles(b + 2));
+    default: *d = moek_e8m0_half(b[0]); return _mm256_shuffle_epi8(lut, nibbles(b + 1));  // MXFP4
+  }
+}
+
+/// Q4_K (`five` 0) and Q5_K: the quants of sub-blocks 2j (lo) and 2j + 1 (hi) as 32 lanes each,
+/// from the 32 nibble bytes at qs and (Q5_K) the fifth bits in hbits (the 32 bytes of qh).
+INLINE void k45_quants(int five, const uint8_t *qs, __m256i hbits, int j, __m256i *lo, __m256i *hi) {
+  const __m256i m4 = _mm256_set1_epi8(0xF), one = _mm256_set1_epi8(1);
+  const __m256i bits = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
+  *lo = _mm256_and_si256(bits, m4);
+  *hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+  if (five) {
+    *lo = _mm256_or_si256(*lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, 2 * j), one), 4));
+    *hi = _mm256_or_si256(*hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, 2 * j + 1), one), 4));
+  }
+}
+
+/// Q6_K: the unsigned 6-bit quants (0..63) of one half block (128 values) as 4 runs of 32,
+/// from its 64 low-bit bytes ql and 32 high-bit bytes qh.
+INLINE void q6_k_quants(const uint8_t *ql, const uint8_t *qh, __m256i q[4]) {
+  const __m256i m4 = _mm256_set1_epi8(0xF), m2 = _mm256_set1_epi8(3);
+  const __m256i a = _mm256_loadu_si256((const __m256i *)ql), c = _mm256_loadu_si256((const __m256i *)(ql + 32));
+  const __m256i h = _mm256_loadu_si256((const __m256i *)qh);
+  q[0] = _mm256_or_si256(_mm256_and_si256(a, m4), _mm256_slli_epi16(_mm256_and_si256(h, m2), 4));
+  q[1] = _mm256_or_si256(_mm256_and_si256(c, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m2), 4));
+  q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), m4),
+                         _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m2), 4));
+  q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(c, 4), m4),
+                         _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m2), 4));
+}
+
+/// Q3_K's 16 signed scales (6 bits minus 32) from the 12 packed bytes: low 4 bits from bytes
+/// 0..7 (low nibble for 0..7, high for 8..15), top 2 bits from bytes 8..11.
+INLINE void q3_k_scales(const uint8_t *packed, int8_t scales[16]) {
+  for (int g = 0; g < 16; g++) {
+    const int lo = g < 8 ? packed[g] & 0xF : packed[g - 8] >> 4, hi = (packed[8 + g % 4] >> (2 * (g / 4))) & 3;
+    scales[g] = (int8_t)((lo | hi << 4) - 32);
+  }
 }
 
 #endif

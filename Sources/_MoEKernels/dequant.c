@@ -246,6 +246,12 @@ int moek_block_bytes(int dt) {
 }
 
 void moek_dequantize(const void *src, int dt, float *dst, size_t n) {
+  const int isa = moek_isa();
+  if ((isa == MOEK_ISA_AVX2 || isa == MOEK_ISA_AVX512) && moek_dequantize_avx2(src, dt, dst, n)) return;
+  moek_dequantize_reference(src, dt, dst, n);
+}
+
+void moek_dequantize_reference(const void *src, int dt, float *dst, size_t n) {
   const size_t qk = (size_t)moek_block_elements(dt), bytes = (size_t)moek_block_bytes(dt);
   const uint8_t *b = (const uint8_t *)src;
   for (size_t i = 0; i + qk <= n; i += qk, b += bytes) {

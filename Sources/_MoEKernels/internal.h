@@ -11,6 +11,10 @@
 int moek_gemv_rows_blocks_avx2(const void *W, int dt, size_t ldw, const float *X, size_t ldx, int nx, float *Y,
                                  size_t ldy, size_t r0, size_t r1, size_t K);
 
+/// AVX2 dequantization (kernels_avx2_dequant.c), bitwise equal to `moek_dequantize`: 1 when
+/// it handled `dt`, else 0.
+int moek_dequantize_avx2(const void *src, int dt, float *dst, size_t n);
+
 /// The AVX2 integer block rows (kernels_avx2_q8.c): 1 when it handled `dt`, else 0.
 int moek_gemv_rows_q8_avx2(const void *W, int dt, size_t ldw, const void *XQ, size_t ldxq, int nx, float *Y,
                            size_t ldy, size_t r0, size_t r1, size_t K);

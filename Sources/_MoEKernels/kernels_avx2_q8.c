@@ -28,38 +28,6 @@ INLINE __m256i dot_s8(__m256i w, __m256i x) {
   return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
 }
 
-/// 16 bytes of nibbles as 32 lanes: low nibbles first (elements 0..15), then high (16..31).
-INLINE __m256i nibbles(const uint8_t *p) {
-  const __m128i raw = _mm_loadu_si128((const __m128i *)p);
-  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0xF));
-}
-
-
-
-/// 0xFF in byte e of the result where bit e of the 32 bits at p is set (llama.cpp's
-/// `bytes_from_bits_32`): each byte picks its source byte, ORs in every other bit, compares.
-INLINE __m256i bytes_from_bits(const uint8_t *p) {
-  uint32_t bits;
-  memcpy(&bits, p, 4);
-  const __m256i pick = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
-  const __m256i others = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
-  const __m256i bytes = _mm256_or_si256(_mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), pick), others);
-  return _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
-}
-
-/// A 32-element block's int8 weights and scale, by format.
-INLINE __m256i unpack32(int dt, const uint8_t *b, __m256i lut, float *d) {
-  switch (dt) {
-    case MOEK_Q8_0: *d = half(b); return _mm256_loadu_si256((const __m256i *)(b + 2));
-    case MOEK_Q4_0: *d = half(b); return _mm256_sub_epi8(nibbles(b + 2), _mm256_set1_epi8(8));
-    case MOEK_Q5_0:  // q - 16 = the nibble, with 0xF0 (-16) where the fifth bit is clear
-      *d = half(b);
-      return _mm256_or_si256(nibbles(b + 6), _mm256_andnot_si256(bytes_from_bits(b + 2), _mm256_set1_epi8((char)0xF0)));
-    case MOEK_IQ4_NL: *d = half(b); return _mm256_shuffle_epi8(lut, nibbles(b + 2));
-    default: *d = moek_e8m0_half(b[0]); return _mm256_shuffle_epi8(lut, nibbles(b + 1));  // MXFP4
-  }
-}
-
 /// Rows [r0, r1) of a 32-element format against nx activation rows. Two accumulators per row
 /// alternate between blocks, so a single row does not wait on the FMA latency.
 INLINE void rows_32(int dt, const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y,
@@ -145,7 +113,6 @@ INLINE __m256i lane16(int j) { return _mm256_set1_epi16((short)((2 * j + 1) << 8
 INLINE void rows_k45(int five, const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y,
                      size_t ldy, size_t r0, size_t r1, size_t K) {
   const size_t blocks = K / 256, bytes = five ? 176 : 144;
-  const __m256i m4 = _mm256_set1_epi8(0xF), one = _mm256_set1_epi8(1);
   for (size_t r = r0; r < r1; r++) {
     const uint8_t *row = W + r * row_bytes;
     __m256 acc[4];
@@ -170,12 +137,8 @@ INLINE void rows_k45(int five, const uint8_t *W, size_t row_bytes, const moek_ac
       }
 #pragma clang loop unroll(full)
       for (int j = 0; j < 4; j++) {
-        const __m256i bits = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
-        __m256i lo = _mm256_and_si256(bits, m4), hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
-        if (five) {
-          lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, 2 * j), one), 4));
-          hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, 2 * j + 1), one), 4));
-        }
+        __m256i lo, hi;
+        k45_quants(five, qs, hbits, j, &lo, &hi);
         const __m256i sl = _mm256_shuffle_epi8(scales, lane16(2 * j));
         const __m256i sh = _mm256_shuffle_epi8(scales, lane16(2 * j + 1));
         for (int m = 0; m < nx; m++) {
@@ -243,7 +206,7 @@ INLINE __m128i pair_shuffle(int a) {
 INLINE void rows_q6_k(const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y, size_t ldy,
                       size_t r0, size_t r1, size_t K) {
   const size_t blocks = K / 256;
-  const __m256i m4 = _mm256_set1_epi8(0xF), m2 = _mm256_set1_epi8(3), m32 = _mm256_set1_epi8(32);
+  const __m256i m32 = _mm256_set1_epi8(32);
   for (size_t r = r0; r < r1; r++) {
     const uint8_t *row = W + r * row_bytes;
     __m256 acc[4];
@@ -257,18 +220,8 @@ INLINE void rows_q6_k(const uint8_t *W, size_t row_bytes, const moek_act_row *x,
       for (int m = 0; m < nx; m++) sumi[m] = _mm256_setzero_si256();
 #pragma clang loop unroll(full)
       for (int n = 0; n < 2; n++) {
-        const uint8_t *ql = b + 64 * n, *qh = b + 128 + 32 * n;
-        const __m256i a = _mm256_loadu_si256((const __m256i *)ql);
-        const __m256i c = _mm256_loadu_si256((const __m256i *)(ql + 32));
-        const __m256i h = _mm256_loadu_si256((const __m256i *)qh);
         __m256i q[4];
-        q[0] = _mm256_or_si256(_mm256_and_si256(a, m4), _mm256_slli_epi16(_mm256_and_si256(h, m2), 4));
-        q[1] = _mm256_or_si256(_mm256_and_si256(c, m4),
-                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m2), 4));
-        q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), m4),
-                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m2), 4));
-        q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(c, 4), m4),
-                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m2), 4));
+        q6_k_quants(b + 64 * n, b + 128 + 32 * n, q);
 #pragma clang loop unroll(full)
         for (int k = 0; k < 4; k++) {
           const __m256i s16 = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc, pair_shuffle(8 * n + 2 * k)));
@@ -347,12 +300,8 @@ INLINE void rows_q3_k(const uint8_t *W, size_t row_bytes, const moek_act_row *x,
       const uint8_t *b = row + i * 110;
       prefetch_ahead(b, 128);
       const float d = half(b + 108);
-      const uint8_t *packed = b + 96;
       int8_t scales[16];
-      for (int g = 0; g < 16; g++) {
-        const int lo = g < 8 ? packed[g] & 0xF : packed[g - 8] >> 4, hi = (packed[8 + g % 4] >> (2 * (g / 4))) & 3;
-        scales[g] = (int8_t)((lo | hi << 4) - 32);
-      }
+      q3_k_scales(b + 96, scales);
       const __m128i sc = _mm_loadu_si128((const __m128i *)scales);
       const __m256i hm = _mm256_loadu_si256((const __m256i *)b);
       __m256i sumi[4];

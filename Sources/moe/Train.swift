@@ -33,7 +33,6 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
-        Allocator.retainFreedMemory()  // 11% of an OLMoE-shaped step was the kernel zeroing fresh pages
         var cfg = try ConfigFile.load(TrainingConfig.self, path: config)
         if let evalSamples { cfg.evalSamples = evalSamples }
         if let from { cfg.from = from }

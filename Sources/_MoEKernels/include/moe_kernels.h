@@ -45,8 +45,12 @@ int moek_block_elements(int dt);
 /// Bytes per block of `dt`, scales included (0 for an unknown code).
 int moek_block_bytes(int dt);
 /// Dequantizes `n` elements (a whole number of blocks) of block format `dt` at `src` into f32,
-/// exactly as ggml (and the `gguf` Python package) define each format: the scalar reference.
+/// exactly as ggml (and the `gguf` Python package) define each format; vectorised where the
+/// path has it, bitwise equal to the reference below.
 void moek_dequantize(const void *src, int dt, float *dst, size_t n);
+/// `moek_dequantize` by the portable scalar code whatever the path (the reference the
+/// vectorised dequantizers are tested against).
+void moek_dequantize_reference(const void *src, int dt, float *dst, size_t n);
 /// `moek_gemv_rows` for a block-format W (rows of `ldw` elements, a whole number of blocks):
 /// each block is dequantized into registers and a small stack buffer and multiplied in the
 /// same pass, against up to any number of activation rows; no dequantized weight is stored.
@@ -160,6 +164,12 @@ void moek_gemm_direct(const float *A, size_t lda, int ta, size_t M, const void *
 void moek_gemm_direct_indexed(const float *A, size_t lda, const intptr_t *aix, int ta, size_t M, const void *W, int dt,
                               size_t ldw, int wt, const intptr_t *wix, int acc, float *C, size_t ldc, size_t n0,
                               size_t n1, size_t K);
+
+/// Whether `moek_gemm_packed` takes block-format weights (`dt` a block format, K a multiple
+/// of its block) on the current path: each weight tile is dequantized into the leaf's L1
+/// buffer once and reused by every panel of A. Every path but AVX-512's, whose reduction
+/// blocks are smaller than a K-quant block.
+int moek_gemm_blocks_supported(void);
 
 /// The granularity in N that `moek_gemm_packed` works in on the current path; callers split N
 /// across threads in multiples of it.
