@@ -32,6 +32,7 @@ serve() {  # which -> starts the server in the background, sets $server
       -b 512 -ub 512 --no-warmup >/dev/null 2>&1 &
   fi
   server=$!
+  trap 'kill $server 2>/dev/null || true' EXIT  # a failed measurement must not leave a server running
   for _ in $(seq 600); do
     if curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1; then
       # One request first, so neither server's first measurement pays for faulting in the file.

@@ -1,4 +1,5 @@
 import Foundation
+import MoE
 import MoECore
 import MoEModels
 
@@ -30,6 +31,21 @@ public enum ModelBenchmark {
         /// tokens per second (each step one forward pass over all of them, as `moe serve` runs).
         public var batch: Int?
         public var batchDecodeTokensPerS: Double?
+        /// The expert cache's figures over the timed decode steps, when the model runs under a
+        /// memory budget (`DecoderModel.useExpertCache`).
+        public var expertCache: ExpertCacheFigures?
+    }
+
+    /// What the expert cache did while decoding, per decoded token.
+    public struct ExpertCacheFigures: Codable, Sendable {
+        public var capacityBytes: Int
+        public var policy: String
+        /// Expert uses served from memory, of all expert uses.
+        public var hitRate: Double
+        /// Bytes read from the model's file, and seconds spent reading (decode stalls on them).
+        public var bytesReadPerToken: Double
+        public var readSecondsPerToken: Double
+        public var evictionsPerToken: Double
     }
 
     /// Total tokens per second of `batch` sequences decoding together: each prefilled alone
@@ -76,7 +92,10 @@ public enum ModelBenchmark {
         // them the probe would allocate a buffer of its own, and the peak RSS would count it.)
         let last = ["model.layers.\(model.spec.layers - 1).", "blk.\(model.spec.layers - 1)."]
         var probed: [Tensor] = [], probedBytes = 0
-        for name in model.checkpoint.names where last.contains(where: name.hasPrefix) && probedBytes < 256 << 20 {
+        // Under an expert cache the routed experts stay out of memory: the probe leaves them alone.
+        let cached = model.expertCache != nil
+        for name in model.checkpoint.names where last.contains(where: name.hasPrefix) && probedBytes < 256 << 20
+            && !(cached && (name.contains("_exps") || name.contains(".mlp.experts."))) {
             if let t = try? model.checkpoint.tensor(name) {
                 probed.append(t)
                 probedBytes += t.byteCount
@@ -84,6 +103,7 @@ public enum ModelBenchmark {
         }
         var bandwidths: [Double] = []
         var prefill: [Double] = [], decode: [Double] = []
+        var cacheStats = ExpertCache.Statistics()
         for rep in 0...max(1, reps) {
             if probedBytes > 0 {
                 bandwidths.append(Double(probedBytes) / KernelBenchmark.readProbeSeconds(probed, pool: model.pool) / 1e9)
@@ -94,12 +114,20 @@ public enum ModelBenchmark {
             var logits = try model.forward(prompt, cache: &cache, lastOnly: true, options: options)
             let t1 = DispatchTime.now().uptimeNanoseconds
             counter.decoding = true
+            model.expertCache?.resetStatistics()
             for _ in 0..<genTokens {
                 let next = Kernels.argmax(logits)[0]
                 logits = try model.forward([next], cache: &cache, lastOnly: true, options: options)
             }
             let t2 = DispatchTime.now().uptimeNanoseconds
             if rep == 0 { continue }  // warm-up
+            if let c = model.expertCache?.statistics {
+                cacheStats.hits += c.hits
+                cacheStats.misses += c.misses
+                cacheStats.bytesRead += c.bytesRead
+                cacheStats.readSeconds += c.readSeconds
+                cacheStats.evictions += c.evictions
+            }
             prefill.append(Double(t1 - t0) / 1e9)
             decode.append(Double(t2 - t1) / 1e9)
         }
@@ -124,7 +152,14 @@ public enum ModelBenchmark {
                       decodeBytesPerToken: decodeBytes, decodeGbs: decodeGbs, readBandwidthGbs: bandwidth,
                       decodeFractionOfBandwidth: decodeGbs / bandwidth, prefillGflops: prefillGflops, fmaPeakGflops: peak,
                       prefillFractionOfFmaPeak: prefillGflops / peak, expertsPerToken: expertsPerToken,
-                      batch: nil, batchDecodeTokensPerS: nil)
+                      batch: nil, batchDecodeTokensPerS: nil,
+                      expertCache: model.expertCache.map { cache in
+                          let tokens = Double(max(1, reps) * genTokens)
+                          return ExpertCacheFigures(capacityBytes: cache.capacity, policy: cache.policy.rawValue,
+                                                    hitRate: cacheStats.hitRate, bytesReadPerToken: Double(cacheStats.bytesRead) / tokens,
+                                                    readSecondsPerToken: cacheStats.readSeconds / tokens,
+                                                    evictionsPerToken: Double(cacheStats.evictions) / tokens)
+                      })
     }
 
     /// The process's peak resident set size in bytes.

@@ -18,10 +18,12 @@ public final class DecoderModel: @unchecked Sendable {
     /// Where the weights come from: a checkpoint folder or a GGUF file.
     public let checkpoint: any WeightSource
     let embed: Tensor, finalNorm: Tensor, lmHead: Tensor
-    let layers: [Layer]
+    var layers: [Layer]
     let rope: RotaryEmbedding
     /// The pool every kernel of this model runs on.
     public var pool: ThreadPool
+    /// The cache the routed experts run from, when `useExpertCache` set one.
+    public internal(set) var expertCache: ExpertCache?
 
     /// One decoder layer.
     struct Layer: Sendable {
@@ -216,6 +218,7 @@ public final class DecoderModel: @unchecked Sendable {
                     moe.router = try checked(choose(i, moe.router), layer: i, own: moe.router)
                 }
                 let out = moe.forward(h2, state: &state, options: layerOptions, pool: pool)
+                try checkExpertCache()
                 options.trace?(i, out.routing)
                 f = out.output
             case let .dense(gate, up, down):

@@ -50,13 +50,14 @@ public final class MoEServer: Sendable {
     public let configuration: ServerConfiguration
     let engine: BatchEngine
     let parser: RequestParser
-    let metrics = ServerMetrics()
+    let metrics: ServerMetrics
     let tokenizer: Tokenizer
     let started = Int(Date().timeIntervalSince1970)
 
     public init(model: DecoderModel, tokenizer: Tokenizer, chat: ChatFormat?, configuration: ServerConfiguration) {
         self.configuration = configuration
         self.tokenizer = tokenizer
+        metrics = ServerMetrics(expertCache: model.expertCache)
         engine = BatchEngine(model: model, tokenizer: tokenizer,
                              configuration: .init(maxSequences: configuration.parallel, maxQueue: configuration.queue,
                                                   stepTokens: configuration.stepTokens))

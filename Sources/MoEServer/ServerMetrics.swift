@@ -1,10 +1,12 @@
 import Foundation
+import MoE
 import MoEGenerate
 import Prometheus
 
 /// The server's Prometheus metrics (`GET /metrics`): requests by endpoint and status, tokens in
 /// and out, time to first token, inter-token latency, queue depth, active sequences, KV cache
-/// bytes, and tokens per expert per MoE layer.
+/// bytes, tokens per expert per MoE layer, and (under `--memory-budget`) the expert cache's
+/// hits, misses, bytes read, read seconds and bytes held.
 final class ServerMetrics: @unchecked Sendable {
     let registry = PrometheusCollectorRegistry()
     private let promptTokens: Counter
@@ -18,8 +20,11 @@ final class ServerMetrics: @unchecked Sendable {
     private var requestCounters: [String: Counter] = [:]
     private var expertGauges: [String: Gauge] = [:]
     private var finishedGauges: [String: Gauge] = [:]
+    private let expertCache: ExpertCache?
+    private var cacheGauges: [(Gauge, (ExpertCache.Statistics, ExpertCache) -> Double)] = []
 
-    init() {
+    init(expertCache: ExpertCache? = nil) {
+        self.expertCache = expertCache
         promptTokens = registry.makeCounter(name: "moekit_prompt_tokens_total", help: "Prompt tokens prefilled.")
         generatedTokens = registry.makeCounter(name: "moekit_generation_tokens_total", help: "Tokens generated.")
         timeToFirstToken = registry.makeValueHistogram(
@@ -31,6 +36,19 @@ final class ServerMetrics: @unchecked Sendable {
         queueDepth = registry.makeGauge(name: "moekit_queue_depth", help: "Requests waiting for a sequence slot.")
         activeSequences = registry.makeGauge(name: "moekit_active_sequences", help: "Sequences being generated.")
         kvCacheBytes = registry.makeGauge(name: "moekit_kv_cache_bytes", help: "Bytes of KV cache held by active sequences.")
+        if expertCache != nil {
+            let figures: [(String, String, (ExpertCache.Statistics, ExpertCache) -> Double)] = [
+                ("moekit_expert_cache_hits", "Expert uses served from the expert cache.", { s, _ in Double(s.hits) }),
+                ("moekit_expert_cache_misses", "Expert uses that read the model file.", { s, _ in Double(s.misses) }),
+                ("moekit_expert_cache_read_bytes", "Bytes of expert weights read from the model file.", { s, _ in Double(s.bytesRead) }),
+                ("moekit_expert_cache_read_seconds", "Seconds spent reading expert weights (decode stalls on them).", { s, _ in s.readSeconds }),
+                ("moekit_expert_cache_evictions", "Experts evicted from the cache.", { s, _ in Double(s.evictions) }),
+                ("moekit_expert_cache_bytes", "Bytes of expert weights the cache holds now.", { _, c in Double(c.bytesHeld) }),
+                ("moekit_expert_cache_capacity_bytes", "Most bytes the cache may hold (the budget less the resident weights).",
+                 { _, c in Double(c.capacity) }),
+            ]
+            cacheGauges = figures.map { name, help, value in (self.registry.makeGauge(name: name, help: help), value) }
+        }
     }
 
     /// Counts a finished HTTP request.
@@ -54,6 +72,10 @@ final class ServerMetrics: @unchecked Sendable {
     func render(engine: BatchEngine) -> String {
         let s = engine.snapshot
         queueDepth.set(Double(s.queued))
+        if let cache = expertCache {
+            let stats = cache.statistics
+            for (gauge, value) in cacheGauges { gauge.set(value(stats, cache)) }
+        }
         activeSequences.set(Double(s.active))
         kvCacheBytes.set(Double(s.kvCacheBytes))
         lock.lock()

@@ -21,6 +21,7 @@ struct Logits: ParsableCommand {
     @Option(help: "exact (f32 activations) or bf16 (bf16 dot products for bf16 weights).")
     var precision = Precision.exact
     @OptionGroup var experts: ExpertOptions
+    @OptionGroup(title: "Memory") var memory: MemoryOptions
 
     mutating func validate() throws {
         try OptionLimits.check(threads: threads)
@@ -31,6 +32,7 @@ struct Logits: ParsableCommand {
         let ids = try parseTokenList(tokens, option: "--tokens")
         precision.apply()
         let m = try DecoderModel(path: try model ?? DefaultModel.path(), pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
+        try memory.apply(to: m)
         var cache = m.makeCache(capacity: ids.count)
         let logits = try m.forward(ids, cache: &cache, options: try experts.override(for: m).forwardOptions(for: m))
         let v = m.spec.vocabSize, values = logits.floats

@@ -69,6 +69,7 @@ struct Generate: ParsableCommand {
     @Option(help: "exact (f32 activations) or bf16 (bf16 dot products for bf16 weights, faster prefill).") var precision = Precision.exact
     @Flag(help: "Treat the prompt as a user message (after --system) and render it with the model's chat template.") var chat = false
     @OptionGroup var experts: ExpertOptions
+    @OptionGroup(title: "Memory") var memory: MemoryOptions
     @OptionGroup var decodingOptions: DecodingOptions
     @OptionGroup(title: "Chat (with --chat)") var chatOptions: ChatOptions
 
@@ -94,6 +95,7 @@ struct Generate: ParsableCommand {
         precision.apply()
         let folder = try model ?? DefaultModel.path()
         let m = try DecoderModel(path: folder, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
+        try memory.apply(to: m)
         let tok = try Tokenizer.of(model: folder)
         // The default model answers one task per line: a newline ends its answer.
         let stops = stop + (model == nil && stop.isEmpty ? ["\n"] : [])
@@ -158,6 +160,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Timed repetitions (the median is reported).") var reps = 3
     @Option(help: "exact (f32 activations) or bf16 (bf16 dot products for bf16 weights, faster prefill).") var precision = Precision.exact
     @OptionGroup var experts: ExpertOptions
+    @OptionGroup(title: "Memory") var memory: MemoryOptions
 
     mutating func validate() throws {
         try OptionLimits.check(promptTokens, "--prompt-tokens", in: 1...OptionLimits.tokens)
@@ -170,6 +173,7 @@ struct Bench: ParsableCommand {
     func run() throws {
         precision.apply()
         let m = try DecoderModel(path: try model ?? DefaultModel.path(), pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
+        try memory.apply(to: m)
         var report = try ModelBenchmark.run(model: m, name: model ?? "(embedded)", promptTokens: promptTokens, genTokens: genTokens, reps: reps,
                                             routing: try experts.override(for: m))
         if let batch {

@@ -32,6 +32,7 @@ struct PerplexityCommand: ParsableCommand {
     var llamaChunks = false
     @Flag(help: "Pretty-print the JSON.") var pretty = false
     @OptionGroup var experts: ExpertOptions
+    @OptionGroup(title: "Memory") var memory: MemoryOptions
     @OptionGroup var decodingOptions: DecodingOptions
 
     mutating func validate() throws {
@@ -48,6 +49,7 @@ struct PerplexityCommand: ParsableCommand {
     func run() throws {
         let folder = try model ?? DefaultModel.path()
         let m = try DecoderModel(path: folder, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
+        try memory.apply(to: m)
         let tok = try Tokenizer.of(model: folder)
         let routing = try experts.override(for: m)
         let tasks = synthetic ? SyntheticCorpus(level: level).samples(samples, heldOut: true, seed: 7) : []

@@ -188,6 +188,12 @@ final class BadInputTests: XCTestCase {
             Case(args: ["serve", "--model", "/nonexistent/model"], status: 1, mentions: ["/nonexistent/model"]),
             Case(args: ["serve", "--api-key-file", "missing-key"], status: 1, mentions: ["missing-key"]),
             Case(args: ["serve", "--model", gguf, "--chat-template", "missing.jinja"], status: 1, mentions: ["missing.jinja"]),
+            Case(args: ["logits", "--model", gguf, "--tokens", "1", "--memory-budget", "1KB"], status: 1, mentions: ["qwen3_moe.q8_0.gguf", "memory budget"]),
+            Case(args: ["bench", "--model", gguf, "--memory-budget", "12XB"], status: 64, mentions: ["--memory-budget"]),
+            Case(args: ["generate", "--model", gguf, "--memory-budget", "-5MB", "hi"], status: 64, mentions: ["--memory-budget"]),
+            Case(args: ["perplexity", "--file", text, "--memory-budget", "99999999TB"], status: 64, mentions: ["--memory-budget"]),
+            Case(args: ["serve", "--memory-budget", "1GB", "--cache-policy", "fifo"], status: 64, mentions: ["--cache-policy"]),
+            Case(args: ["logits", "--model", gguf, "--tokens", "1", "--cache-policy", "lfu"], status: 64, mentions: ["--memory-budget"]),
         ]
         for c in cases {
             let r = try moe(c.args, in: work)

@@ -43,8 +43,9 @@ final class ServerTests: XCTestCase {
 
     /// Runs `body` against a fresh server, stopping it (and its client) however `body` ends.
     func withServer(_ configure: (inout ServerConfiguration) -> Void = { _ in },
+                    prepare: (DecoderModel) throws -> Void = { _ in },
                     _ body: (Running) async throws -> Void) async throws {
-        let r = try await start(configure)
+        let r = try await start(configure, prepare: prepare)
         do {
             try await body(r)
         } catch {
@@ -54,8 +55,10 @@ final class ServerTests: XCTestCase {
         try await r.stop()
     }
 
-    func start(_ configure: (inout ServerConfiguration) -> Void = { _ in }) async throws -> Running {
+    func start(_ configure: (inout ServerConfiguration) -> Void = { _ in },
+               prepare: (DecoderModel) throws -> Void = { _ in }) async throws -> Running {
         let model = try DecoderModel(path: Self.modelPath, pool: ThreadPool(threads: 2))
+        try prepare(model)
         let tokenizer = try Tokenizer.of(model: Self.modelPath)
         var config = ServerConfiguration()
         config.port = 0
@@ -281,6 +284,34 @@ final class ServerTests: XCTestCase {
                 return out
             }
             XCTAssertEqual(together, single)
+        }
+    }
+
+    /// Under a memory budget of two experts beyond the resident weights, greedy answers are the
+    /// resident model's, and /metrics reports the expert cache.
+    func testAMemoryBudgetKeepsAnswersAndReportsTheCache() async throws {
+        let prompts = ["add 12 35 =", "reverse abcdef =", "sort 5 3 9 1 ="]
+        func answers(_ r: Running) async throws -> [String] {
+            var out: [String] = []
+            for p in prompts {
+                let (_, body) = try await send(r, "/v1/completions", #"{"model": "default", "prompt": ""# + p + #"", "max_tokens": 10, "temperature": 0}"#)
+                out.append(try XCTUnwrap((try json(body)["choices"] as? [[String: Any]])?.first?["text"] as? String))
+            }
+            return out
+        }
+        var plain: [String] = []
+        try await withServer { r in plain = try await answers(r) }
+        try await withServer(prepare: { m in
+            try m.useExpertCache(budget: try m.storedBytes() - m.routedExpertBytes + 2 * m.largestExpertBytes)
+        }) { r in
+            let cached = try await answers(r)
+            XCTAssertEqual(cached, plain)
+            let (_, metrics) = try await send(r, "/metrics")
+            let misses = metrics.split(separator: "\n").first { $0.hasPrefix("moekit_expert_cache_misses ") }
+            XCTAssertGreaterThan(Double(misses?.split(separator: " ").last ?? "") ?? 0, 0, metrics)
+            for name in ["moekit_expert_cache_hits ", "moekit_expert_cache_read_bytes ", "moekit_expert_cache_capacity_bytes "] {
+                XCTAssertTrue(metrics.contains(name), "metrics lack \(name)")
+            }
         }
     }
 }

@@ -1,0 +1,98 @@
+import MoECore
+
+// Dimension legend: R routed rows (grouped by expert), d hidden size, E experts.
+
+/// A layer's SwiGLU experts served through an `ExpertCache`: the experts a forward pass chooses
+/// are taken from the cache (read from the file when absent) and run as `SwiGLUExperts` does;
+/// the experts' own tensors (views of the mapped file) are never touched. When the chosen
+/// experts do not fit in the cache at once, they run in groups that do. Equal to the resident
+/// experts' output exactly: the same bytes go through the same kernels.
+public struct CachedExperts: ExpertFFN {
+    /// The experts as loaded (file-backed views: the source of every read).
+    public let resident: SwiGLUExperts
+    /// The layer index, the cache's key with the expert.
+    public let layer: Int
+    public let cache: ExpertCache
+
+    public init(_ experts: SwiGLUExperts, layer: Int, cache: ExpertCache) {
+        resident = experts
+        self.layer = layer
+        self.cache = cache
+    }
+
+    public var expertCount: Int { resident.expertCount }
+    public var hiddenSize: Int { resident.hiddenSize }
+    public func weightBytes(expert e: Int) -> Int { resident.weightBytes(expert: e) }
+
+    public func forward(_ rows: Tensor, rowOffsets: [Int], pool: ThreadPool) -> Tensor {
+        let chosen = (0..<expertCount).filter { rowOffsets[$0] < rowOffsets[$0 + 1] }
+        // Groups of chosen experts whose weights fit in the cache together.
+        var groups: [[Int]] = [[]]
+        var bytes = 0
+        for e in chosen {
+            let b = weightBytes(expert: e)
+            if bytes + b > cache.capacity && !groups[groups.count - 1].isEmpty {
+                groups.append([])
+                bytes = 0
+            }
+            groups[groups.count - 1].append(e)
+            bytes += b
+        }
+        if groups.count == 1 {
+            return run(groups[0], subset: false, rows: rows, rowOffsets: rowOffsets, pool: pool)
+        }
+        // Several groups: each runs on a compact copy of its experts' rows.
+        let d = hiddenSize, out = Tensor(zeros: [rows.shape[0], d])
+        let src = rows.floats.baseAddress!, dst = out.mutableFloats.baseAddress!
+        for group in groups {
+            var offsets = [0]
+            for e in group { offsets.append(offsets[offsets.count - 1] + rowOffsets[e + 1] - rowOffsets[e]) }
+            let sub = Tensor(zeros: [offsets[offsets.count - 1], d])
+            let sp = sub.mutableFloats.baseAddress!
+            for (i, e) in group.enumerated() {
+                let count: Int = (rowOffsets[e + 1] - rowOffsets[e]) * d
+                let from: UnsafePointer<Float> = src + rowOffsets[e] * d
+                (sp + offsets[i] * d).update(from: from, count: count)
+            }
+            let result = run(group, subset: true, rows: sub, rowOffsets: offsets, pool: pool)
+            withExtendedLifetime(result) {
+                let y = result.floats.baseAddress!
+                for (i, e) in group.enumerated() {
+                    let count: Int = (rowOffsets[e + 1] - rowOffsets[e]) * d
+                    let from: UnsafePointer<Float> = y + offsets[i] * d
+                    (dst + rowOffsets[e] * d).update(from: from, count: count)
+                }
+            }
+        }
+        return out
+    }
+
+    /// Runs `experts` (all pinned in the cache for the call) on `rows`: as the whole layer
+    /// with those experts' weights swapped for the cache's copies, or with `subset` as a layer
+    /// of just those experts (rows and offsets then compact, in `experts`' order). NaN rows
+    /// when the cache could not supply one (the failure is recorded in the cache).
+    private func run(_ experts: [Int], subset: Bool, rows: Tensor, rowOffsets: [Int], pool: ThreadPool) -> Tensor {
+        var taken: [Int] = []
+        defer { for e in taken { cache.release(layer: layer, expert: e) } }
+        var gate = resident.gate, up = resident.up, down = resident.down
+        for e in experts {
+            guard let w = cache.acquire(layer: layer, expert: e, source: [gate[e], up[e], down[e]]) else {
+                return Tensor(shape: [rows.shape[0], hiddenSize], values: [Float](repeating: .nan, count: rows.shape[0] * hiddenSize))
+            }
+            taken.append(e)
+            (gate[e], up[e], down[e]) = (w[0], w[1], w[2])
+        }
+        var layerExperts: SwiGLUExperts
+        if subset {
+            layerExperts = SwiGLUExperts(gate: experts.map { gate[$0] }, up: experts.map { up[$0] }, down: experts.map { down[$0] })
+            layerExperts.biases = resident.biases.map { b in
+                ExpertBiases(gate: experts.map { b.gate[$0] }, up: experts.map { b.up[$0] }, down: experts.map { b.down[$0] })
+            }
+        } else {
+            layerExperts = SwiGLUExperts(gate: gate, up: up, down: down)
+            layerExperts.biases = resident.biases
+        }
+        layerExperts.activation = resident.activation
+        return layerExperts.forward(rows, rowOffsets: rowOffsets, pool: pool)
+    }
+}

@@ -1,0 +1,68 @@
+import MoE
+import MoECore
+
+extension DecoderModel {
+    /// Bytes of the routed experts' weights over every MoE layer.
+    public var routedExpertBytes: Int {
+        layers.reduce(0) { total, layer in
+            guard case let .moe(moe) = layer.ffn else { return total }
+            return total + (0..<moe.experts.expertCount).reduce(0) { $0 + moe.experts.weightBytes(expert: $1) }
+        }
+    }
+
+    /// Bytes of the largest routed expert (gate, up and down).
+    public var largestExpertBytes: Int {
+        layers.reduce(0) { m, layer in
+            guard case let .moe(moe) = layer.ffn else { return m }
+            return max(m, (0..<moe.experts.expertCount).map { moe.experts.weightBytes(expert: $0) }.max() ?? 0)
+        }
+    }
+
+    /// Bytes of every stored tensor, routed experts included.
+    public func storedBytes() throws(ModelError) -> Int {
+        var total = 0
+        for name in checkpoint.names { total += try checkpoint.tensor(name).byteCount }
+        return total
+    }
+
+    /// Runs the routed experts out of an `ExpertCache` that, with the weights that stay resident
+    /// (everything but the routed experts), keeps the model within `budget` bytes: experts are
+    /// read from the file when a token chooses them and evicted by `policy`. Logits do not
+    /// change. Call before running the model. Throws when the budget does not cover the
+    /// resident weights plus the largest expert.
+    @discardableResult
+    public func useExpertCache(budget: Int, policy: ExpertCache.Policy = .lru) throws(ModelError) -> ExpertCache {
+        let resident = try storedBytes() - routedExpertBytes
+        let largest = largestExpertBytes
+        guard budget - resident >= largest else {
+            throw .invalidConfig(path: checkpoint.weightsPath, field: "memory budget",
+                                 reason: "\(budget) bytes do not cover the \(resident) bytes of weights that stay resident "
+                                     + "plus one expert (\(largest) bytes): give at least \(resident + largest)")
+        }
+        let cache = ExpertCache(capacity: budget - resident, policy: policy)
+        for (i, layer) in layers.enumerated() {
+            guard case let .moe(moe) = layer.ffn else { continue }
+            var cached = moe
+            if let experts = moe.experts as? SwiGLUExperts {
+                cached.experts = CachedExperts(experts, layer: i, cache: cache)
+            } else if let experts = moe.experts as? CachedExperts {
+                cached.experts = CachedExperts(experts.resident, layer: i, cache: cache)
+            } else {
+                continue
+            }
+            layers[i] = Layer(inputNorm: layer.inputNorm, postNorm: layer.postNorm, attention: layer.attention, ffn: .moe(cached))
+        }
+        expertCache = cache
+        return cache
+    }
+
+    /// Throws the expert cache's read failure, if one happened in the layer just run.
+    func checkExpertCache() throws(ModelError) {
+        guard let failure = expertCache?.takeFailure() else { return }
+        switch failure {
+        case let .io(path, reason): throw .io(path: path, reason: reason)
+        case let .invalidConfig(_, field, reason): throw .invalidConfig(path: checkpoint.weightsPath, field: field, reason: reason)
+        case let .invalidLogits(path, field, reason): throw .invalidFile(path: path, field: field, reason: reason)
+        }
+    }
+}

@@ -1,0 +1,55 @@
+import ArgumentParser
+import Foundation
+import MoE
+import MoEModels
+
+/// `--memory-budget SIZE` and `--cache-policy`: run the routed experts out of a cache that keeps
+/// the model within SIZE bytes (the other weights stay resident; experts are read from the file
+/// when chosen). Logits are unchanged.
+struct MemoryOptions: ParsableArguments {
+    @Option(name: .customLong("memory-budget"),
+            help: "Most memory for the weights, e.g. 600MB, 12GB, 1.5GiB: routed experts are read from the file on demand into a cache of what the other weights leave.")
+    var memoryBudget: String?
+    @Option(name: .customLong("cache-policy"), help: "Which cached expert leaves first: lru or lfu (with --memory-budget).")
+    var cachePolicy = "lru"
+
+    func validate() throws {
+        _ = try budget()
+        guard ExpertCache.Policy(rawValue: cachePolicy) != nil else {
+            throw ValidationError("--cache-policy must be lru or lfu, got '\(cachePolicy)'")
+        }
+        if memoryBudget == nil && cachePolicy != "lru" { throw ValidationError("--cache-policy needs --memory-budget") }
+    }
+
+    /// The budget in bytes, or nil without `--memory-budget`.
+    func budget() throws -> Int? {
+        guard let text = memoryBudget else { return nil }
+        guard let bytes = Self.parseSize(text) else {
+            throw ValidationError("--memory-budget: '\(text)' is not a size such as 600MB, 12GB or 1.5GiB (at most 1 PiB)")
+        }
+        return bytes
+    }
+
+    /// Puts `model` under the budget, if one was given.
+    func apply(to model: DecoderModel) throws {
+        guard let bytes = try budget() else { return }
+        try model.useExpertCache(budget: bytes, policy: ExpertCache.Policy(rawValue: cachePolicy) ?? .lru)
+    }
+
+    /// Bytes of a size: a number with an optional unit, B, KB, MB, GB, TB (powers of 1000) or
+    /// KiB, MiB, GiB, TiB (powers of 1024); nil for anything else, or past 2^50.
+    static func parseSize(_ text: String) -> Int? {
+        let units: [(String, Double)] = [("kib", 1024), ("mib", 1_048_576), ("gib", 1_073_741_824), ("tib", 1_099_511_627_776),
+                                         ("kb", 1e3), ("mb", 1e6), ("gb", 1e9), ("tb", 1e12), ("b", 1)]
+        let lower = text.trimmingCharacters(in: .whitespaces).lowercased()
+        var number = lower, scale = 1.0
+        for (unit, factor) in units where lower.hasSuffix(unit) {
+            number = String(lower.dropLast(unit.count)).trimmingCharacters(in: .whitespaces)
+            scale = factor
+            break
+        }
+        guard !number.isEmpty, number.allSatisfy({ $0.isNumber || $0 == "." }), let value = Double(number),
+              value.isFinite, value > 0, value * scale <= 1_125_899_906_842_624 else { return nil }
+        return Int(value * scale)
+    }
+}

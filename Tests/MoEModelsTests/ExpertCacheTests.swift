@@ -1,0 +1,130 @@
+import Foundation
+import MoE
+import MoECore
+import MoEModels
+import XCTest
+
+/// The expert cache (issue 20): logits under any memory budget equal the resident model's bit
+/// for bit; the budget is never exceeded; eviction follows the policy; concurrent readers are
+/// safe; a file that shrinks gives a typed error naming it; a budget too small is refused.
+final class ExpertCacheTests: XCTestCase {
+    let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures")
+
+    /// Prefill of 9 tokens, then 4 decode steps: every logit of each step.
+    func run(_ model: DecoderModel) throws -> [[UInt32]] {
+        var cache = model.makeCache()
+        var steps = [try model.forward([1, 5, 9, 2, 7, 3, 8, 4, 6], cache: &cache).toFloats().map(\.bitPattern)]
+        for token in [11, 3, 17, 2] { steps.append(try model.forward([token], cache: &cache).toFloats().map(\.bitPattern)) }
+        return steps
+    }
+
+    func testLogitsUnderEveryBudgetEqualTheResidentModel() throws {
+        for name in ["gguf_models/qwen3_moe.q8_0.gguf", "mixtral", "deepseek_v3", "gpt_oss"] {
+            let path = fixtures.appendingPathComponent(name).path
+            let plain = try DecoderModel(path: path, pool: ThreadPool(threads: 2))
+            let want = try run(plain)
+            let resident = try plain.storedBytes() - plain.routedExpertBytes
+            let expert = plain.largestExpertBytes
+            // One expert, three, and all of them.
+            for extra in [expert, 3 * expert, plain.routedExpertBytes] {
+                let model = try DecoderModel(path: path, pool: ThreadPool(threads: 2))
+                let cache = try model.useExpertCache(budget: resident + extra)
+                XCTAssertEqual(try run(model), want, "\(name) with \(extra) bytes of experts")
+                let stats = cache.statistics
+                XCTAssertLessThanOrEqual(cache.bytesHeld, cache.capacity, name)
+                XCTAssertGreaterThan(stats.misses, 0, name)
+                XCTAssertGreaterThan(stats.bytesRead, 0, name)
+                if extra == plain.routedExpertBytes {
+                    XCTAssertEqual(stats.evictions, 0, "\(name): everything fits")
+                    cache.resetStatistics()
+                    _ = try run(model)
+                    XCTAssertEqual(cache.statistics.misses, 0, "\(name): a second run is all hits")
+                } else {
+                    XCTAssertGreaterThan(stats.evictions, 0, "\(name) with \(extra) bytes")
+                }
+            }
+        }
+    }
+
+    func testABudgetBelowTheResidentWeightsIsRefused() throws {
+        let path = fixtures.appendingPathComponent("gguf_models/qwen3_moe.q8_0.gguf").path
+        let model = try DecoderModel(path: path)
+        XCTAssertThrowsError(try model.useExpertCache(budget: 1000)) { error in
+            XCTAssertTrue("\(error)".contains("memory budget"), "\(error)")
+            XCTAssertTrue("\(error)".contains("qwen3_moe.q8_0.gguf"), "\(error)")
+        }
+    }
+
+    /// Weights of `bytes` bytes in a temporary file, as a mapped f32 tensor [bytes / 4].
+    func mappedTensor(_ bytes: Int, fill: UInt8) throws -> (Tensor, String) {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-cache-\(UUID().uuidString)").path
+        try Data(repeating: fill, count: bytes).write(to: URL(fileURLWithPath: path))
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
+        let file = try MappedFile(path: path)
+        return (try Tensor(mapping: file, byteOffset: 0, shape: [bytes / 4], dtype: .f32), path)
+    }
+
+    func testEvictionFollowsThePolicy() throws {
+        let (w, _) = try mappedTensor(1024, fill: 1)
+        for policy in ExpertCache.Policy.allCases {
+            let cache = ExpertCache(capacity: 3 * 1024, policy: policy)
+            func use(_ e: Int) {
+                XCTAssertNotNil(cache.acquire(layer: 0, expert: e, source: [w]))
+                cache.release(layer: 0, expert: e)
+            }
+            // Expert 0 is used three times, 1 once, 2 twice; 1 is the oldest use after 0's first.
+            for e in [0, 1, 2, 0, 2, 0] { use(e) }
+            use(3)  // evicts 1 under both policies (least recent; least frequent)
+            XCTAssertEqual(cache.count, 3)
+            cache.resetStatistics()
+            use(1)  // a miss: LRU evicts 2 (0 was used after it), LFU evicts 3 (one use)
+            XCTAssertEqual(cache.statistics.misses, 1, "\(policy)")
+            cache.resetStatistics()
+            use(policy == .lru ? 3 : 2)
+            XCTAssertEqual(cache.statistics.hits, 1, "\(policy): the survivor is still held")
+            XCTAssertLessThanOrEqual(cache.bytesHeld, 3 * 1024)
+        }
+    }
+
+    func testPinnedEntriesAreNotEvicted() throws {
+        let (w, _) = try mappedTensor(1024, fill: 2)
+        let cache = ExpertCache(capacity: 2 * 1024)
+        XCTAssertNotNil(cache.acquire(layer: 0, expert: 0, source: [w]))
+        XCTAssertNotNil(cache.acquire(layer: 0, expert: 1, source: [w]))
+        XCTAssertNil(cache.acquire(layer: 0, expert: 2, source: [w]), "both held entries are pinned")
+        XCTAssertNotNil(cache.takeFailure())
+        cache.release(layer: 0, expert: 0)
+        XCTAssertNotNil(cache.acquire(layer: 0, expert: 2, source: [w]))
+        XCTAssertLessThanOrEqual(cache.bytesHeld, 2 * 1024)
+    }
+
+    func testConcurrentReadersStayWithinTheBudget() throws {
+        let (w, _) = try mappedTensor(4096, fill: 3)
+        let cache = ExpertCache(capacity: 5 * 4096)
+        DispatchQueue.concurrentPerform(iterations: 8) { t in
+            for i in 0..<200 {
+                let e = (t * 7 + i * 3) % 12
+                if let copy = cache.acquire(layer: t % 2, expert: e, source: [w]) {
+                    XCTAssertEqual(copy[0].byteCount, 4096)
+                    XCTAssertEqual(copy[0].rawPointer.load(fromByteOffset: 100, as: UInt8.self), 3)
+                    cache.release(layer: t % 2, expert: e)
+                }
+                XCTAssertLessThanOrEqual(cache.bytesHeld, 5 * 4096)
+            }
+        }
+        _ = cache.takeFailure()  // eight pinned at once may not fit five: a recorded failure, never an overrun
+        XCTAssertLessThanOrEqual(cache.bytesHeld, 5 * 4096)
+    }
+
+    func testAFileThatShrinksGivesATypedError() throws {
+        let (w, path) = try mappedTensor(8192, fill: 4)
+        let cache = ExpertCache(capacity: 1 << 20)
+        XCTAssertEqual(truncate(path, 100), 0)
+        XCTAssertNil(cache.acquire(layer: 2, expert: 5, source: [w]))
+        let failure = try XCTUnwrap(cache.takeFailure())
+        XCTAssertTrue("\(failure)".contains(path) && "\(failure)".contains("layer 2 expert 5") && "\(failure)".contains("ends early"),
+                      "\(failure)")
+        XCTAssertNil(cache.takeFailure(), "taking the failure clears it")
+    }
+}
