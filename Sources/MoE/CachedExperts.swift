@@ -1,3 +1,4 @@
+import Foundation
 import MoECore
 
 // Dimension legend: R routed rows (grouped by expert), d hidden size, E experts.
@@ -72,14 +73,30 @@ public struct CachedExperts: ExpertFFN {
     /// of just those experts (rows and offsets then compact, in `experts`' order). NaN rows
     /// when the cache could not supply one (the failure is recorded in the cache).
     private func run(_ experts: [Int], subset: Bool, rows: Tensor, rowOffsets: [Int], pool: ThreadPool) -> Tensor {
-        var taken: [Int] = []
-        defer { for e in taken { cache.release(layer: layer, expert: e) } }
         var gate = resident.gate, up = resident.up, down = resident.down
-        for e in experts {
-            guard let w = cache.acquire(layer: layer, expert: e, source: [gate[e], up[e], down[e]]) else {
+        // Every expert at once: the misses are read in parallel (the cache reads outside its lock).
+        final class Slots: @unchecked Sendable {  // one slot per expert, each written by one iteration
+            let weights: UnsafeMutableBufferPointer<[Tensor]?>
+            init(_ n: Int) {
+                weights = .allocate(capacity: n)
+                weights.initialize(repeating: nil)
+            }
+            deinit {
+                _ = weights.deinitialize()
+                weights.deallocate()
+            }
+        }
+        let slots = Slots(experts.count)
+        let sources = experts.map { [gate[$0], up[$0], down[$0]] }
+        let (cache, layer) = (self.cache, self.layer)
+        DispatchQueue.concurrentPerform(iterations: experts.count) { i in
+            slots.weights[i] = cache.acquire(layer: layer, expert: experts[i], source: sources[i])
+        }
+        defer { for (i, e) in experts.enumerated() where slots.weights[i] != nil { cache.release(layer: layer, expert: e) } }
+        for (i, e) in experts.enumerated() {
+            guard let w = slots.weights[i] else {
                 return Tensor(shape: [rows.shape[0], hiddenSize], values: [Float](repeating: .nan, count: rows.shape[0] * hiddenSize))
             }
-            taken.append(e)
             (gate[e], up[e], down[e]) = (w[0], w[1], w[2])
         }
         var layerExperts: SwiGLUExperts
@@ -94,5 +111,13 @@ public struct CachedExperts: ExpertFFN {
         }
         layerExperts.activation = resident.activation
         return layerExperts.forward(rows, rowOffsets: rowOffsets, pool: pool)
+    }
+
+    /// Starts reading `experts` into the cache in the background (router lookahead: the
+    /// experts this layer is predicted to choose, asked for while the layer before computes).
+    public func prefetch(_ experts: [Int]) {
+        for e in experts where e >= 0 && e < expertCount {
+            cache.prefetch(layer: layer, expert: e, source: [resident.gate[e], resident.up[e], resident.down[e]])
+        }
     }
 }

@@ -35,6 +35,10 @@ public final class ExpertCache: @unchecked Sendable {
         public var readSeconds = 0.0
         /// Entries evicted.
         public var evictions = 0
+        /// Experts read ahead of use (`prefetch`), and of those, the ones used before eviction.
+        public var prefetches = 0, prefetchHits = 0
+        /// Of the prefetched experts, the fraction used (0 when none were prefetched).
+        public var prefetchAccuracy: Double { prefetches == 0 ? 0 : Double(prefetchHits) / Double(prefetches) }
         public init() {}
         /// Of hits and misses, the fraction that were hits (0 when there were none).
         public var hitRate: Double { hits + misses == 0 ? 0 : Double(hits) / Double(hits + misses) }
@@ -43,23 +47,28 @@ public final class ExpertCache: @unchecked Sendable {
     /// Most bytes of expert weights held at once.
     public let capacity: Int
     public let policy: Policy
-    private let lock = NSLock()
+    /// The lock, and the signal that an entry finished loading.
+    private let cond = NSCondition()
     private var entries: [Key: Entry] = [:]
     private var held = 0, clock = 0
     private var stats = Statistics()
     private var files: [String: Int32] = [:]
+    /// Page buffers of evicted entries, by size, for the next reads to fill again (a fresh
+    /// mapping would page-fault and be zeroed by the kernel). Evicting makes room for the
+    /// entry being read, so these are memory the budget already counts; leftovers are dropped.
+    private var spare: [Int: [TensorStorage]] = [:]
     private var failure: MoEError?
+    private let readers = DispatchQueue(label: "moekit.expert-cache.prefetch", attributes: .concurrent)
 
     struct Key: Hashable { let layer: Int, expert: Int }
 
-    final class Entry {
-        let weights: [Tensor]
+    /// One expert's weights; `ready` once read. Entries being read are pinned, so never evicted.
+    final class Entry: @unchecked Sendable {  // its fields change only under the cache's lock
+        var weights: [Tensor] = []
         let bytes: Int
         var lastUse = 0, uses = 0, pins = 0
-        init(weights: [Tensor], bytes: Int) {
-            self.weights = weights
-            self.bytes = bytes
-        }
+        var ready = false, prefetched = false
+        init(bytes: Int) { self.bytes = bytes }
     }
 
     /// A cache of at most `capacity` bytes of expert weights.
@@ -71,36 +80,53 @@ public final class ExpertCache: @unchecked Sendable {
 
     deinit { for fd in files.values { close(fd) } }
 
-    /// Bytes held now.
-    public var bytesHeld: Int { lock.withLock { held } }
+    private func locked<T>(_ body: () -> T) -> T {
+        cond.lock()
+        defer { cond.unlock() }
+        return body()
+    }
+
+    /// Bytes held now (entries being read included).
+    public var bytesHeld: Int { locked { held } }
     /// Entries held now.
-    public var count: Int { lock.withLock { entries.count } }
+    public var count: Int { locked { entries.count } }
     /// The counts so far.
-    public var statistics: Statistics { lock.withLock { stats } }
-    public func resetStatistics() { lock.withLock { stats = Statistics() } }
+    public var statistics: Statistics { locked { stats } }
+    public func resetStatistics() { locked { stats = Statistics() } }
 
     /// The first read failure since the last call, cleared by this call. Outputs computed
     /// after a failure are not valid; `DecoderModel` checks this after every layer.
     public func takeFailure() -> MoEError? {
-        lock.withLock {
+        locked {
             defer { failure = nil }
             return failure
         }
     }
 
     /// Expert `expert` of `layer`: `source` (weights mapped from a file) as copies in memory,
-    /// read now when absent, and pinned until `release`; nil (with the failure recorded) when
-    /// the file cannot be read or the entry cannot fit beside the pinned ones.
+    /// read now when absent (outside the lock, so several threads read in parallel), waited
+    /// for when a prefetch is reading it, and pinned until `release`; nil (with the failure
+    /// recorded) when the file cannot be read or the entry cannot fit beside the pinned ones.
     public func acquire(layer: Int, expert: Int, source: [Tensor]) -> [Tensor]? {
-        lock.lock()
-        defer { lock.unlock() }
-        clock += 1
         let key = Key(layer: layer, expert: expert)
+        cond.lock()
+        clock += 1
         if let e = entries[key] {
             e.pins += 1
+            while !e.ready && entries[key] === e { cond.wait() }
+            guard entries[key] === e else {  // its read failed: read it here, recording why
+                e.pins -= 1
+                cond.unlock()
+                return acquire(layer: layer, expert: expert, source: source)
+            }
             e.lastUse = clock
             e.uses += 1
             stats.hits += 1
+            if e.prefetched {
+                stats.prefetchHits += 1
+                e.prefetched = false
+            }
+            cond.unlock()
             return e.weights
         }
         stats.misses += 1
@@ -108,35 +134,105 @@ public final class ExpertCache: @unchecked Sendable {
         guard makeRoom(for: bytes) else {
             failure = failure ?? .invalidConfig(path: nil, field: "memory budget", reason: "layer \(layer) expert \(expert) needs \(bytes) bytes, "
                 + "more than the \(capacity - pinnedBytes()) bytes of expert cache left beside the experts in use")
+            cond.unlock()
             return nil
         }
-        let start = Date()
-        var copies: [Tensor] = []
-        for t in source {
-            guard let copy = read(t, layer: layer, expert: expert) else { return nil }
-            copies.append(copy)
-        }
-        stats.readSeconds += Date().timeIntervalSince(start)
-        stats.bytesRead += bytes
-        let e = Entry(weights: copies, bytes: bytes)
+        let e = insert(key, bytes: bytes)
         e.pins = 1
-        e.lastUse = clock
-        e.uses = 1
-        entries[key] = e
-        held += bytes
-        return copies
+        cond.unlock()
+        return load(e, key: key, source: source, recordFailure: true)
+    }
+
+    /// Starts reading expert `expert` of `layer` in the background, if it is neither held nor
+    /// being read and fits without evicting a pinned entry; a later `acquire` finds it (or
+    /// waits for it). Returns at once.
+    public func prefetch(layer: Int, expert: Int, source: [Tensor]) {
+        let key = Key(layer: layer, expert: expert)
+        cond.lock()
+        let bytes = source.reduce(0) { $0 + $1.byteCount }
+        guard entries[key] == nil, makeRoom(for: bytes) else {
+            cond.unlock()
+            return
+        }
+        clock += 1
+        let e = insert(key, bytes: bytes)
+        e.pins = 1  // until read
+        e.prefetched = true
+        stats.prefetches += 1
+        cond.unlock()
+        readers.async {
+            if self.load(e, key: key, source: source, recordFailure: false) != nil { self.release(entry: e) }
+        }
     }
 
     /// Unpins an entry `acquire` returned.
     public func release(layer: Int, expert: Int) {
-        lock.withLock {
+        locked {
             if let e = entries[Key(layer: layer, expert: expert)] { e.pins = max(0, e.pins - 1) }
+        }
+    }
+
+    private func release(entry e: Entry) { locked { e.pins = max(0, e.pins - 1) } }
+
+    /// A new entry being read, counted against the capacity. Under the lock.
+    private func insert(_ key: Key, bytes: Int) -> Entry {
+        let e = Entry(bytes: bytes)
+        e.lastUse = clock
+        e.uses = 1
+        entries[key] = e
+        held += bytes
+        return e
+    }
+
+    /// Reads `e`'s weights (outside the lock), then marks it ready and wakes the waiters; on
+    /// failure removes it (recording why, unless a prefetch) and returns nil.
+    private func load(_ e: Entry, key: Key, source: [Tensor], recordFailure: Bool) -> [Tensor]? {
+        let start = Date()
+        var copies: [Tensor] = []
+        var error: MoEError?
+        for t in source {
+            switch read(t, layer: key.layer, expert: key.expert) {
+            case let .success(copy): copies.append(copy)
+            case let .failure(why): error = why
+            }
+            if error != nil { break }
+        }
+        let seconds = Date().timeIntervalSince(start)
+        cond.lock()
+        defer {
+            cond.broadcast()
+            cond.unlock()
+        }
+        stats.readSeconds += seconds
+        if let error {
+            if entries[key] === e {
+                entries[key] = nil
+                held -= e.bytes
+            }
+            if recordFailure { failure = failure ?? error }
+            return nil
+        }
+        stats.bytesRead += e.bytes
+        e.weights = copies
+        e.ready = true
+        dropSpareBeyondBudget()
+        return copies
+    }
+
+    /// Unmaps spare buffers that, with the entries, would hold more than the capacity (spares
+    /// an entry of another size left behind). Under the lock.
+    private func dropSpareBeyondBudget() {
+        var spareBytes = spare.reduce(0) { $0 + $1.key * $1.value.count }
+        while held + spareBytes > capacity, let size = spare.first(where: { !$0.value.isEmpty })?.key {
+            spare[size]?.removeLast()
+            spareBytes -= size
         }
     }
 
     private func pinnedBytes() -> Int { entries.values.reduce(0) { $0 + ($1.pins > 0 ? $1.bytes : 0) } }
 
-    /// Evicts unpinned entries, lowest ranked first, until `bytes` more fit; false if they cannot.
+    /// Evicts unpinned entries, lowest ranked first, until `bytes` more fit; false if they
+    /// cannot. Under the lock.
     private func makeRoom(for bytes: Int) -> Bool {
         if held + bytes <= capacity { return true }
         let order = entries.filter { $0.value.pins == 0 }.sorted { a, b in
@@ -149,41 +245,52 @@ public final class ExpertCache: @unchecked Sendable {
             entries[key] = nil
             held -= e.bytes
             stats.evictions += 1
+            for t in e.weights where t.storage.byteCount == t.byteCount { spare[t.byteCount, default: []].append(t.storage) }
         }
         return held + bytes <= capacity
     }
 
-    /// A copy of `t`'s bytes read from its file, or nil with the failure recorded.
-    private func read(_ t: Tensor, layer: Int, expert: Int) -> Tensor? {
-        guard let file = t.storage.mappedFile else {  // weights built in memory: copy them
+    /// An evicted entry's page buffer of exactly `bytes`, if one is waiting.
+    private func takeSpare(_ bytes: Int) -> TensorStorage? { locked { spare[bytes]?.popLast() } }
+
+    /// The descriptor of `path`, opened once; or why it cannot be opened.
+    private func descriptor(_ path: String) -> (fd: Int32, error: String?) {
+        locked {
+            if let known = files[path] { return (known, nil) }
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            if fd < 0 { return (fd, "cannot open the file: \(String(cString: strerror(errno)))") }
+            files[path] = fd
+            return (fd, nil)
+        }
+    }
+
+    /// A copy of `t`'s bytes, read from its file with `pread` (or copied, for weights built in
+    /// memory). Outside the lock.
+    private func read(_ t: Tensor, layer: Int, expert: Int) -> Result<Tensor, MoEError> {
+        guard let file = t.storage.mappedFile else {
             let copy = Tensor(uninitialized: t.shape, dtype: t.dtype)
             copy.mutableRawPointer.copyMemory(from: t.rawPointer, byteCount: t.byteCount)
-            return copy
+            return .success(copy)
         }
         let what = "layer \(layer) expert \(expert)"
-        let fd: Int32
-        if let known = files[file.path] {
-            fd = known
-        } else {
-            fd = open(file.path, O_RDONLY | O_CLOEXEC)
-            if fd < 0 {
-                failure = failure ?? .io(path: file.path, reason: "\(what): cannot open the file: \(String(cString: strerror(errno)))")
-                return nil
-            }
-            files[file.path] = fd
+        let (fd, error) = descriptor(file.path)
+        if let error { return .failure(.io(path: file.path, reason: "\(what): \(error)")) }
+        // Pages of its own (an evicted entry's, or fresh), unmapped when dropped: the process
+        // keeps no freed copy behind.
+        guard let pages = takeSpare(t.byteCount) ?? TensorStorage(pagesFor: t.byteCount) else {
+            return .failure(.io(path: file.path, reason: "\(what): cannot map \(t.byteCount) bytes of memory: \(String(cString: strerror(errno)))"))
         }
-        let copy = Tensor(uninitialized: t.shape, dtype: t.dtype)
+        let copy = Tensor(storage: pages, byteOffset: 0, shape: t.shape, dtype: t.dtype)
         var done = 0
         while done < t.byteCount {
             let n = pread(fd, copy.mutableRawPointer + done, t.byteCount - done, off_t(t.byteOffset + done))
             if n < 0 && errno == EINTR { continue }
             if n <= 0 {
                 let reason = n < 0 ? String(cString: strerror(errno)) : "the file ends early (it changed or shrank under the model)"
-                failure = failure ?? .io(path: file.path, reason: "\(what): read \(done) of \(t.byteCount) bytes at offset \(t.byteOffset): \(reason)")
-                return nil
+                return .failure(.io(path: file.path, reason: "\(what): read \(done) of \(t.byteCount) bytes at offset \(t.byteOffset): \(reason)"))
             }
             done += n
         }
-        return copy
+        return .success(copy)
     }
 }

@@ -16,6 +16,8 @@ public final class TensorStorage: @unchecked Sendable {
     /// False for mapped files: kernels must not write to them.
     public let isWritable: Bool
     private let mapping: MappedFile?
+    /// Bytes of anonymous pages this storage maps (0 for heap memory and files).
+    private let pages: Int
 
     /// Allocates `byteCount` bytes, 64-byte aligned: zeroed, or with `zeroed: false` left as
     /// the allocator gives them (for outputs a kernel overwrites completely). Debug builds fill
@@ -38,6 +40,22 @@ public final class TensorStorage: @unchecked Sendable {
         self.byteCount = byteCount
         isWritable = true
         mapping = nil
+        pages = 0
+    }
+
+    /// `byteCount` bytes of fresh anonymous pages (zeroed, writable), handed back to the kernel
+    /// when the storage goes: for long-lived buffers that come and go (the expert cache's
+    /// entries), whose memory must leave the process with them whatever the allocator keeps.
+    /// Nil when the kernel refuses the mapping.
+    public init?(pagesFor byteCount: Int) {
+        precondition(byteCount >= 0, "negative byte count")
+        let size = max(byteCount, 1)
+        guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else { return nil }
+        base = p
+        self.byteCount = byteCount
+        isWritable = true
+        mapping = nil
+        pages = size
     }
 
     /// The whole of a mapped file, read-only and zero-copy.
@@ -46,12 +64,17 @@ public final class TensorStorage: @unchecked Sendable {
         byteCount = file.byteCount
         isWritable = false
         mapping = file
+        pages = 0
     }
 
     /// The file this storage maps, if any.
     public var mappedFile: MappedFile? { mapping }
 
     deinit {
-        if mapping == nil { free(base) }
+        if pages > 0 {
+            munmap(base, pages)
+        } else if mapping == nil {
+            free(base)
+        }
     }
 }

@@ -46,6 +46,8 @@ public enum ModelBenchmark {
         public var bytesReadPerToken: Double
         public var readSecondsPerToken: Double
         public var evictionsPerToken: Double
+        /// Of the experts router lookahead read ahead of use, the fraction that were used.
+        public var prefetchAccuracy: Double
     }
 
     /// Total tokens per second of `batch` sequences decoding together: each prefilled alone
@@ -127,6 +129,8 @@ public enum ModelBenchmark {
                 cacheStats.bytesRead += c.bytesRead
                 cacheStats.readSeconds += c.readSeconds
                 cacheStats.evictions += c.evictions
+                cacheStats.prefetches += c.prefetches
+                cacheStats.prefetchHits += c.prefetchHits
             }
             prefill.append(Double(t1 - t0) / 1e9)
             decode.append(Double(t2 - t1) / 1e9)
@@ -158,7 +162,8 @@ public enum ModelBenchmark {
                           return ExpertCacheFigures(capacityBytes: cache.capacity, policy: cache.policy.rawValue,
                                                     hitRate: cacheStats.hitRate, bytesReadPerToken: Double(cacheStats.bytesRead) / tokens,
                                                     readSecondsPerToken: cacheStats.readSeconds / tokens,
-                                                    evictionsPerToken: Double(cacheStats.evictions) / tokens)
+                                                    evictionsPerToken: Double(cacheStats.evictions) / tokens,
+                                                    prefetchAccuracy: cacheStats.prefetchAccuracy)
                       })
     }
 

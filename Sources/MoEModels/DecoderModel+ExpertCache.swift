@@ -28,10 +28,12 @@ extension DecoderModel {
     /// Runs the routed experts out of an `ExpertCache` that, with the weights that stay resident
     /// (everything but the routed experts), keeps the model within `budget` bytes: experts are
     /// read from the file when a token chooses them and evicted by `policy`. Logits do not
-    /// change. Call before running the model. Throws when the budget does not cover the
-    /// resident weights plus the largest expert.
+    /// change. With `prefetch`, router lookahead reads ahead the experts each next layer's
+    /// router would choose for the current hidden state (`prefetchExperts`). Call before running
+    /// the model. Throws when the budget does not cover the resident weights plus the largest
+    /// expert.
     @discardableResult
-    public func useExpertCache(budget: Int, policy: ExpertCache.Policy = .lru) throws(ModelError) -> ExpertCache {
+    public func useExpertCache(budget: Int, policy: ExpertCache.Policy = .lru, prefetch: Bool = false) throws(ModelError) -> ExpertCache {
         let resident = try storedBytes() - routedExpertBytes
         let largest = largestExpertBytes
         guard budget - resident >= largest else {
@@ -53,7 +55,23 @@ extension DecoderModel {
             layers[i] = Layer(inputNorm: layer.inputNorm, postNorm: layer.postNorm, attention: layer.attention, ffn: .moe(cached))
         }
         expertCache = cache
+        expertPrefetch = prefetch
         return cache
+    }
+
+    /// Router lookahead: starts reading, in the background, the experts layer `next`'s router
+    /// would choose for `input` (the hidden state the layer before is about to transform), so
+    /// they arrive while that layer computes. Only when they fit in half the cache (a prefill
+    /// that touches every expert would evict what it is about to use).
+    func prefetchExperts(layer next: Int, input: Tensor) {
+        guard let cache = expertCache, next < layers.count, case let .moe(moe) = layers[next].ffn,
+              let cached = moe.experts as? CachedExperts, case .linear = moe.gate else { return }
+        var state = RouterState()
+        let routing = moe.router.route(moe.gate.logits(input, state: &state, pool: pool), pool: nil)
+        var chosen = Set<Int>()
+        for t in 0..<input.shape[0] { chosen.formUnion(routing.experts(of: t)) }
+        let bytes = chosen.reduce(0) { $0 + cached.weightBytes(expert: $1) }
+        if bytes <= cache.capacity / 2 { cached.prefetch(chosen.sorted()) }
     }
 
     /// Throws the expert cache's read failure, if one happened in the layer just run.

@@ -24,6 +24,8 @@ public final class DecoderModel: @unchecked Sendable {
     public var pool: ThreadPool
     /// The cache the routed experts run from, when `useExpertCache` set one.
     public internal(set) var expertCache: ExpertCache?
+    /// Whether router lookahead prefetches experts into `expertCache`.
+    public internal(set) var expertPrefetch = false
 
     /// One decoder layer.
     struct Layer: Sendable {
@@ -217,6 +219,7 @@ public final class DecoderModel: @unchecked Sendable {
                 } else if let choose = options.router {
                     moe.router = try checked(choose(i, moe.router), layer: i, own: moe.router)
                 }
+                if expertPrefetch { prefetchExperts(layer: i + 1, input: h2) }
                 let out = moe.forward(h2, state: &state, options: layerOptions, pool: pool)
                 try checkExpertCache()
                 options.trace?(i, out.routing)

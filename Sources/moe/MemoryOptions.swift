@@ -12,6 +12,8 @@ struct MemoryOptions: ParsableArguments {
     var memoryBudget: String?
     @Option(name: .customLong("cache-policy"), help: "Which cached expert leaves first: lru or lfu (with --memory-budget).")
     var cachePolicy = "lru"
+    @Flag(help: "Router lookahead: while a layer computes, read the experts the next layer's router would choose (with --memory-budget).")
+    var prefetch = false
 
     func validate() throws {
         _ = try budget()
@@ -19,6 +21,7 @@ struct MemoryOptions: ParsableArguments {
             throw ValidationError("--cache-policy must be lru or lfu, got '\(cachePolicy)'")
         }
         if memoryBudget == nil && cachePolicy != "lru" { throw ValidationError("--cache-policy needs --memory-budget") }
+        if memoryBudget == nil && prefetch { throw ValidationError("--prefetch needs --memory-budget") }
     }
 
     /// The budget in bytes, or nil without `--memory-budget`.
@@ -33,7 +36,7 @@ struct MemoryOptions: ParsableArguments {
     /// Puts `model` under the budget, if one was given.
     func apply(to model: DecoderModel) throws {
         guard let bytes = try budget() else { return }
-        try model.useExpertCache(budget: bytes, policy: ExpertCache.Policy(rawValue: cachePolicy) ?? .lru)
+        try model.useExpertCache(budget: bytes, policy: ExpertCache.Policy(rawValue: cachePolicy) ?? .lru, prefetch: prefetch)
     }
 
     /// Bytes of a size: a number with an optional unit, B, KB, MB, GB, TB (powers of 1000) or

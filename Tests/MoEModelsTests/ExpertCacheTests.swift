@@ -26,10 +26,10 @@ final class ExpertCacheTests: XCTestCase {
             let want = try run(plain)
             let resident = try plain.storedBytes() - plain.routedExpertBytes
             let expert = plain.largestExpertBytes
-            // One expert, three, and all of them.
+            // One expert, three, and all of them; with router lookahead on the last two.
             for extra in [expert, 3 * expert, plain.routedExpertBytes] {
                 let model = try DecoderModel(path: path, pool: ThreadPool(threads: 2))
-                let cache = try model.useExpertCache(budget: resident + extra)
+                let cache = try model.useExpertCache(budget: resident + extra, prefetch: extra != expert)
                 XCTAssertEqual(try run(model), want, "\(name) with \(extra) bytes of experts")
                 let stats = cache.statistics
                 XCTAssertLessThanOrEqual(cache.bytesHeld, cache.capacity, name)
@@ -37,6 +37,7 @@ final class ExpertCacheTests: XCTestCase {
                 XCTAssertGreaterThan(stats.bytesRead, 0, name)
                 if extra == plain.routedExpertBytes {
                     XCTAssertEqual(stats.evictions, 0, "\(name): everything fits")
+                    XCTAssertGreaterThan(stats.prefetches, 0, "\(name): lookahead read ahead")
                     cache.resetStatistics()
                     _ = try run(model)
                     XCTAssertEqual(cache.statistics.misses, 0, "\(name): a second run is all hits")
@@ -126,5 +127,38 @@ final class ExpertCacheTests: XCTestCase {
         XCTAssertTrue("\(failure)".contains(path) && "\(failure)".contains("layer 2 expert 5") && "\(failure)".contains("ends early"),
                       "\(failure)")
         XCTAssertNil(cache.takeFailure(), "taking the failure clears it")
+    }
+
+    func testPrefetchedExpertsAreHitsAndNeverOverrunTheBudget() throws {
+        let (w, _) = try mappedTensor(2048, fill: 5)
+        let cache = ExpertCache(capacity: 3 * 2048)
+        for e in 0..<3 { cache.prefetch(layer: 1, expert: e, source: [w]) }
+        cache.prefetch(layer: 1, expert: 0, source: [w])  // already held or being read: nothing new
+        for e in 0..<3 {
+            let copy = try XCTUnwrap(cache.acquire(layer: 1, expert: e, source: [w]))  // waits for the read if needed
+            XCTAssertEqual(copy[0].rawPointer.load(fromByteOffset: 2000, as: UInt8.self), 5)
+        }
+        var stats = cache.statistics
+        XCTAssertEqual(stats.prefetches, 3)
+        XCTAssertEqual(stats.prefetchHits, 3)
+        XCTAssertEqual(stats.misses, 0)
+        XCTAssertEqual(stats.prefetchAccuracy, 1)
+        // All three pinned: a prefetch finds no room and does nothing.
+        cache.prefetch(layer: 1, expert: 7, source: [w])
+        stats = cache.statistics
+        XCTAssertEqual(stats.prefetches, 3)
+        XCTAssertLessThanOrEqual(cache.bytesHeld, 3 * 2048)
+        for e in 0..<3 { cache.release(layer: 1, expert: e) }
+        XCTAssertNil(cache.takeFailure(), "a skipped prefetch is not a failure")
+    }
+
+    func testAFailedPrefetchIsReadAgainByItsUser() throws {
+        let (w, path) = try mappedTensor(4096, fill: 6)
+        let cache = ExpertCache(capacity: 1 << 20)
+        XCTAssertEqual(truncate(path, 10), 0)
+        cache.prefetch(layer: 0, expert: 1, source: [w])
+        XCTAssertNil(cache.acquire(layer: 0, expert: 1, source: [w]))
+        XCTAssertTrue("\(try XCTUnwrap(cache.takeFailure()))".contains("ends early"))
+        XCTAssertEqual(cache.bytesHeld, 0)
     }
 }
