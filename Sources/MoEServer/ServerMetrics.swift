@@ -6,7 +6,7 @@ import Prometheus
 /// The server's Prometheus metrics (`GET /metrics`): requests by endpoint and status, tokens in
 /// and out, time to first token, inter-token latency, queue depth, active sequences, KV cache
 /// bytes, tokens per expert per MoE layer, and (under `--memory-budget`) the expert cache's
-/// hits, misses, bytes read, read seconds and bytes held.
+/// hits, misses, bytes read, read seconds, evictions, read-ahead use and bytes held.
 final class ServerMetrics: @unchecked Sendable {
     let registry = PrometheusCollectorRegistry()
     private let promptTokens: Counter
@@ -43,6 +43,8 @@ final class ServerMetrics: @unchecked Sendable {
                 ("moekit_expert_cache_read_bytes", "Bytes of expert weights read from the model file.", { s, _ in Double(s.bytesRead) }),
                 ("moekit_expert_cache_read_seconds", "Seconds spent reading expert weights (decode stalls on them).", { s, _ in s.readSeconds }),
                 ("moekit_expert_cache_evictions", "Experts evicted from the cache.", { s, _ in Double(s.evictions) }),
+                ("moekit_expert_cache_prefetches", "Experts read ahead by router lookahead (--prefetch).", { s, _ in Double(s.prefetches) }),
+                ("moekit_expert_cache_prefetch_hits", "Read-ahead experts used before eviction.", { s, _ in Double(s.prefetchHits) }),
                 ("moekit_expert_cache_bytes", "Bytes of expert weights the cache holds now.", { _, c in Double(c.bytesHeld) }),
                 ("moekit_expert_cache_capacity_bytes", "Most bytes the cache may hold (the budget less the resident weights).",
                  { _, c in Double(c.capacity) }),
