@@ -12,25 +12,40 @@ extension Kernels {
     /// 4 rows at a time: the matmul leaf's 32-wide tile would be a quarter full or less.
     static let narrowMaxColumns = 8
 
-    /// From this many activation rows, block-format weights go through the f32 matmul leaf,
-    /// each weight tile dequantized once into L1 and reused by every panel of 16 rows (about
-    /// 1.4x the integer leaf's rate here); below it, the integer leaf, which reads each block
-    /// straight from memory.
-    static let blockGemmMinRows = 16
+    /// The block formats that, against many activation rows, run faster through the f32 matmul
+    /// leaf on dequantized tiles than through the integer leaf: those with a scale per 32
+    /// values, Q3_K and Q6_K (1.1-2.3x at 128 rows here, `moe bench-kernels`). Q4_K, Q5_K, Q2_K
+    /// and IQ4_XS, whose integer leaves apply scales per 256 values, stay on the integer leaf
+    /// (1.0-1.4x faster there).
+    static let blockGemmFormats: Set<DType> = [.q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_NL, .mxfp4, .q3_K, .q6_K]
+
+    /// From this fraction of a panel of activation rows (12 of 16 on AVX2), a block-format weight
+    /// of `blockGemmFormats` takes the f32 matmul leaf, each weight tile dequantized into L1 once
+    /// and reused by every panel: a padded panel costs less than that many rows through the
+    /// integer leaf (1.3x slower per row for Q8_0).
+    static func blockGemmMinRows() -> Int { max(1, Int(moek_gemm_mr()) * 3 / 4) }
 
     /// Whether `rows` activation rows against a block-format weight of `dtype` take the f32
-    /// matmul leaf (`blockGemmMinRows`, where the path can dequantize weight tiles).
+    /// matmul leaf (`blockGemmFormats`, `blockGemmMinRows`, where the path can dequantize
+    /// weight tiles).
     static func usesBlockGemm(rows: Int, dtype: DType, k: Int) -> Bool {
-        guard !dtype.isElementFormat, rows >= blockGemmMinRows, moek_gemm_blocks_supported() != 0 else { return false }
+        guard blockGemmFormats.contains(dtype), rows >= blockGemmMinRows(), moek_gemm_blocks_supported() != 0 else { return false }
         return k % Int(moek_block_elements(dtype.cValue)) == 0
     }
 
     /// Where `rows` rows against a block-format weight split so that whole panels of the
-    /// matmul leaf take the first part and the integer leaf the rest (the last panel would be
-    /// mostly padding): the row count of the first part, or nil when the rows do not split.
+    /// matmul leaf take the first part and the integer leaf the few rows left (a last panel
+    /// mostly padding would cost more): the row count of the first part, or nil when the rows
+    /// do not split.
     static func splitsForBlockGemm(rows: Int, dtype: DType, k: Int) -> Int? {
         let mr = moek_gemm_mr(), cut = rows / mr * mr
-        return cut == rows || !usesBlockGemm(rows: rows, dtype: dtype, k: k) ? nil : cut
+        return cut == 0 || cut == rows || rows - cut >= blockGemmMinRows() || !usesBlockGemm(rows: rows, dtype: dtype, k: k) ? nil : cut
+    }
+
+    /// How many leading rows of `rows` take the f32 matmul leaf (the rest, the integer leaf).
+    static func blockGemmRows(rows: Int, dtype: DType, k: Int) -> Int {
+        guard usesBlockGemm(rows: rows, dtype: dtype, k: k) else { return 0 }
+        return splitsForBlockGemm(rows: rows, dtype: dtype, k: k) ?? rows
     }
 
     /// `y = W x`: W [N, K] of any dtype, x [K] f32; returns y [N] f32.

@@ -85,7 +85,17 @@ public struct Generator {
             try model.forward(batch: Array(repeating: tokens, count: caches.count), caches: &caches, lastOnly: true,
                               options: forward, sequenceOptions: perSequence)
         }
-        var logits = try step(promptIDs)
+        var logits: Tensor
+        if let weak = weakOptions, caches.count == 2 {
+            // The prompt of each half runs alone: block-format weights pick their leaf by the rows
+            // a pass holds, so a shared prefill of twice the rows could round differently from
+            // each half's own. Decode steps (a row per half) share one pass.
+            let strong = try model.forward(promptIDs, cache: &caches[0], lastOnly: true, options: forward)
+            let weakLogits = try model.forward(promptIDs, cache: &caches[1], lastOnly: true, options: weak)
+            logits = Tensor(shape: [2, model.spec.vocabSize], values: strong.toFloats() + weakLogits.toFloats())
+        } else {
+            logits = try step(promptIDs)
+        }
         let t1 = DispatchTime.now().uptimeNanoseconds
         let v = model.spec.vocabSize
         while stream.ids.count < options.maxTokens {

@@ -4,8 +4,9 @@ import Foundation
 import _TestSupport
 import XCTest
 
-/// Block-format weights against many activation rows: whole panels of rows take the f32 matmul
-/// leaf on weight tiles dequantized in L1, the remaining rows the integer leaf. The vectorised
+/// Block-format weights against many activation rows: for the formats where it is faster, whole
+/// panels of rows take the f32 matmul leaf on weight tiles dequantized in L1, the few rows left
+/// the integer leaf. The vectorised
 /// dequantizers equal the scalar reference bit for bit, and the matmul rows equal the same
 /// product on the dequantized f32 weight bit for bit, alone and inside a grouped (MoE) batch.
 final class BlockGemmTests: XCTestCase {
@@ -47,13 +48,13 @@ final class BlockGemmTests: XCTestCase {
             let dense = Tensor(shape: [n, k], values: w.toFloats())
             try forEachISA { isa in
                 guard moek_gemm_blocks_supported() != 0 else { return }
-                let mr = moek_gemm_mr()
+                if dtype == .q8_0 { XCTAssertEqual(Kernels.blockGemmRows(rows: 37, dtype: dtype, k: k), 37 / moek_gemm_mr() * moek_gemm_mr(), isa) }
                 for m in [16, 37] {
                     let x = Tensor(randomUniform: [m, k], in: -2...2, seed: UInt64(m))
                     for threads in [1, 2] {
                         let pool = ThreadPool(threads: threads)
                         let got = Kernels.matmul(x, w, pool: pool).toFloats(), want = Kernels.matmul(x, dense, pool: pool).toFloats()
-                        let cut = m / mr * mr
+                        let cut = Kernels.blockGemmRows(rows: m, dtype: dtype, k: k)
                         XCTAssertEqual(got[..<(cut * n)].map(\.bitPattern), want[..<(cut * n)].map(\.bitPattern),
                                        "\(dtype) \(isa) m \(m) threads \(threads): the matmul rows")
                         let bound = BlockFormatTests.activationQuantizationBound(
@@ -79,12 +80,12 @@ final class BlockGemmTests: XCTestCase {
         let x = Tensor(randomUniform: [offsets.last!, k], in: -1...1, seed: 7)
         let out = Tensor(zeros: [offsets.last!, n])
         Kernels.groupedMatmul(x, weights: experts.map(\.1), rowOffsets: offsets, into: out, pool: ThreadPool(threads: 2))
-        let got = out.toFloats(), mr = moek_gemm_mr()
+        let got = out.toFloats()
         for (e, (dtype, w)) in experts.enumerated() where counts[e] > 0 {
             let rows = x.rows(offsets[e]..<offsets[e + 1])
             let want = Kernels.matmul(rows, Tensor(shape: [n, k], values: w.toFloats()), pool: ThreadPool(threads: 1)).toFloats()
             let mine = Array(got[(offsets[e] * n)..<(offsets[e + 1] * n)])
-            let exact = moek_gemm_blocks_supported() != 0 && counts[e] >= 16 ? counts[e] / mr * mr * n : 0
+            let exact = Kernels.blockGemmRows(rows: counts[e], dtype: dtype, k: k) * n
             XCTAssertEqual(mine[..<exact].map(\.bitPattern), want[..<exact].map(\.bitPattern), "\(dtype): \(counts[e]) rows")
             let bound = BlockFormatTests.activationQuantizationBound(x: rows, dense: Tensor(shape: [n, k], values: w.toFloats()),
                                                                     block: Kernels.activationBlock(for: dtype, k: k))
