@@ -4,8 +4,6 @@ public enum MoEError: Error, Equatable, CustomStringConvertible {
     case invalidConfig(path: String?, field: String, reason: String)
     /// Router logits (from a file) are malformed.
     case invalidLogits(path: String, field: String, reason: String)
-    /// Weights could not be read from a model file (the expert cache's reads).
-    case io(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -13,8 +11,6 @@ public enum MoEError: Error, Equatable, CustomStringConvertible {
             return (path.map { "\($0): " } ?? "") + "\(field): \(reason)"
         case let .invalidLogits(path, field, reason):
             return "\(path): \(field): \(reason)"
-        case let .io(path, reason):
-            return "\(path): \(reason)"
         }
     }
 }

@@ -76,11 +76,6 @@ extension DecoderModel {
 
     /// Throws the expert cache's read failure, if one happened in the layer just run.
     func checkExpertCache() throws(ModelError) {
-        guard let failure = expertCache?.takeFailure() else { return }
-        switch failure {
-        case let .io(path, reason): throw .io(path: path, reason: reason)
-        case let .invalidConfig(_, field, reason): throw .invalidConfig(path: checkpoint.weightsPath, field: field, reason: reason)
-        case let .invalidLogits(path, field, reason): throw .invalidFile(path: path, field: field, reason: reason)
-        }
+        if let failure = expertCache?.takeFailure() { throw failure }
     }
 }

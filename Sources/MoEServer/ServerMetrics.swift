@@ -1,5 +1,5 @@
 import Foundation
-import MoE
+import MoEModels
 import MoEGenerate
 import Prometheus
 

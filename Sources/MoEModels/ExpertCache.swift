@@ -6,6 +6,7 @@ import Musl
 import Darwin
 #endif
 import Foundation
+import MoE
 import MoECore
 
 /// Routed experts kept in memory under a byte budget, read on demand from the model's files.
@@ -57,7 +58,7 @@ public final class ExpertCache: @unchecked Sendable {
     /// mapping would page-fault and be zeroed by the kernel). Evicting makes room for the
     /// entry being read, so these are memory the budget already counts; leftovers are dropped.
     private var spare: [Int: [TensorStorage]] = [:]
-    private var failure: MoEError?
+    private var failure: ModelError?
     private let readers = DispatchQueue(label: "moekit.expert-cache.prefetch", attributes: .concurrent)
 
     struct Key: Hashable { let layer: Int, expert: Int }
@@ -96,7 +97,7 @@ public final class ExpertCache: @unchecked Sendable {
 
     /// The first read failure since the last call, cleared by this call. Outputs computed
     /// after a failure are not valid; `DecoderModel` checks this after every layer.
-    public func takeFailure() -> MoEError? {
+    public func takeFailure() -> ModelError? {
         locked {
             defer { failure = nil }
             return failure
@@ -132,7 +133,7 @@ public final class ExpertCache: @unchecked Sendable {
         stats.misses += 1
         let bytes = source.reduce(0) { $0 + $1.byteCount }
         guard makeRoom(for: bytes) else {
-            failure = failure ?? .invalidConfig(path: nil, field: "memory budget", reason: "layer \(layer) expert \(expert) needs \(bytes) bytes, "
+            failure = failure ?? .invalidConfig(path: sourcePath(source), field: "memory budget", reason: "layer \(layer) expert \(expert) needs \(bytes) bytes, "
                 + "more than the \(capacity - pinnedBytes()) bytes of expert cache left beside the experts in use")
             cond.unlock()
             return nil
@@ -189,7 +190,7 @@ public final class ExpertCache: @unchecked Sendable {
     private func load(_ e: Entry, key: Key, source: [Tensor], recordFailure: Bool) -> [Tensor]? {
         let start = Date()
         var copies: [Tensor] = []
-        var error: MoEError?
+        var error: ModelError?
         for t in source {
             switch read(t, layer: key.layer, expert: key.expert) {
             case let .success(copy): copies.append(copy)
@@ -250,6 +251,9 @@ public final class ExpertCache: @unchecked Sendable {
         return held + bytes <= capacity
     }
 
+    /// The file `source` is read from (for errors), or a placeholder for weights in memory.
+    private func sourcePath(_ source: [Tensor]) -> String { source.first?.storage.mappedFile?.path ?? "(weights in memory)" }
+
     /// An evicted entry's page buffer of exactly `bytes`, if one is waiting.
     private func takeSpare(_ bytes: Int) -> TensorStorage? { locked { spare[bytes]?.popLast() } }
 
@@ -266,7 +270,7 @@ public final class ExpertCache: @unchecked Sendable {
 
     /// A copy of `t`'s bytes, read from its file with `pread` (or copied, for weights built in
     /// memory). Outside the lock.
-    private func read(_ t: Tensor, layer: Int, expert: Int) -> Result<Tensor, MoEError> {
+    private func read(_ t: Tensor, layer: Int, expert: Int) -> Result<Tensor, ModelError> {
         guard let file = t.storage.mappedFile else {
             let copy = Tensor(uninitialized: t.shape, dtype: t.dtype)
             copy.mutableRawPointer.copyMemory(from: t.rawPointer, byteCount: t.byteCount)

@@ -1,4 +1,5 @@
 import Foundation
+import MoE
 import MoECore
 
 // Dimension legend: R routed rows (grouped by expert), d hidden size, E experts.
