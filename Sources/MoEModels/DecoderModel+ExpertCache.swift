@@ -2,21 +2,19 @@ import MoE
 import MoECore
 
 extension DecoderModel {
-    /// Bytes of the routed experts' weights over every MoE layer.
-    public var routedExpertBytes: Int {
-        layers.reduce(0) { total, layer in
-            guard case let .moe(moe) = layer.ffn else { return total }
-            return total + (0..<moe.experts.expertCount).reduce(0) { $0 + moe.experts.weightBytes(expert: $1) }
+    /// Bytes of each routed expert's weights, over every MoE layer.
+    private var expertSizes: [Int] {
+        layers.flatMap { layer -> [Int] in
+            guard case let .moe(moe) = layer.ffn else { return [] }
+            return (0..<moe.experts.expertCount).map { moe.experts.weightBytes(expert: $0) }
         }
     }
 
+    /// Bytes of the routed experts' weights over every MoE layer.
+    public var routedExpertBytes: Int { expertSizes.reduce(0, +) }
+
     /// Bytes of the largest routed expert (gate, up and down).
-    public var largestExpertBytes: Int {
-        layers.reduce(0) { m, layer in
-            guard case let .moe(moe) = layer.ffn else { return m }
-            return max(m, (0..<moe.experts.expertCount).map { moe.experts.weightBytes(expert: $0) }.max() ?? 0)
-        }
-    }
+    public var largestExpertBytes: Int { expertSizes.max() ?? 0 }
 
     /// Bytes of every stored tensor, routed experts included.
     public func storedBytes() throws(ModelError) -> Int {
@@ -44,14 +42,9 @@ extension DecoderModel {
         let cache = ExpertCache(capacity: budget - resident, policy: policy)
         for (i, layer) in layers.enumerated() {
             guard case let .moe(moe) = layer.ffn else { continue }
+            guard let experts = (moe.experts as? CachedExperts)?.resident ?? moe.experts as? SwiGLUExperts else { continue }
             var cached = moe
-            if let experts = moe.experts as? SwiGLUExperts {
-                cached.experts = CachedExperts(experts, layer: i, cache: cache)
-            } else if let experts = moe.experts as? CachedExperts {
-                cached.experts = CachedExperts(experts.resident, layer: i, cache: cache)
-            } else {
-                continue
-            }
+            cached.experts = CachedExperts(experts, layer: i, cache: cache)
             layers[i] = Layer(inputNorm: layer.inputNorm, postNorm: layer.postNorm, attention: layer.attention, ffn: .moe(cached))
         }
         expertCache = cache

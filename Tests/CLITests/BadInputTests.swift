@@ -194,6 +194,7 @@ final class BadInputTests: XCTestCase {
             Case(args: ["perplexity", "--file", text, "--memory-budget", "99999999TB"], status: 64, mentions: ["--memory-budget"]),
             Case(args: ["serve", "--memory-budget", "1GB", "--cache-policy", "fifo"], status: 64, mentions: ["--cache-policy"]),
             Case(args: ["logits", "--model", gguf, "--tokens", "1", "--cache-policy", "lfu"], status: 64, mentions: ["--memory-budget"]),
+            Case(args: ["logits", "--model", gguf, "--tokens", "1", "--prefetch"], status: 64, mentions: ["--memory-budget"]),
         ]
         for c in cases {
             let r = try moe(c.args, in: work)
