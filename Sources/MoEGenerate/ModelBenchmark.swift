@@ -77,9 +77,13 @@ public enum ModelBenchmark {
     }
 
     /// Runs `prompt` random tokens of prefill, then `gen` greedy decode steps, `reps` times
-    /// (the median is kept), after a warm-up.
+    /// (the median is kept), after a warm-up. With `randomTokens`, every repetition draws a
+    /// fresh prompt and feeds random tokens to decode instead of the greedy ones, as
+    /// llama-bench does: a random model's greedy output repeats itself, so its routing would too,
+    /// and an expert cache would see the same experts every step.
     public static func run(model: DecoderModel, name: String, promptTokens: Int, genTokens: Int, reps: Int = 3,
-                           seed: UInt64 = 1, routing: RoutingOverride = RoutingOverride()) throws(ModelError) -> Report {
+                           seed: UInt64 = 1, randomTokens: Bool = false,
+                           routing: RoutingOverride = RoutingOverride()) throws(ModelError) -> Report {
         // Counts each MoE layer's routed assignments in decode (one token a call) and prefill.
         final class Counter: @unchecked Sendable { var decoding = false; var decode: [Int: Int] = [:], prefill: [Int: Int] = [:] }
         let counter = Counter()
@@ -87,7 +91,8 @@ public enum ModelBenchmark {
             if counter.decoding { counter.decode[layer, default: 0] += r.assignmentCount } else { counter.prefill[layer, default: 0] += r.assignmentCount }
         }
         var rng = SplitMix64(seed: seed)
-        let prompt = (0..<promptTokens).map { _ in Int(rng.next() % UInt64(model.spec.vocabSize)) }
+        let vocab = UInt64(model.spec.vocabSize)
+        var prompt = (0..<promptTokens).map { _ in Int(rng.next() % vocab) }
         // The bandwidth probe reads the model's own weights (its last layer's, up to 256 MiB, by
         // the checkpoint's or the GGUF file's names): the same memory decode reads, and the last
         // layer decode reaches, after the earlier layers have flushed it from the cache. (Without
@@ -111,6 +116,7 @@ public enum ModelBenchmark {
                 bandwidths.append(Double(probedBytes) / KernelBenchmark.readProbeSeconds(probed, pool: model.pool) / 1e9)
             }
             var cache = model.makeCache(capacity: promptTokens + min(genTokens, 4096) + 1)
+            if randomTokens && rep > 0 { prompt = prompt.map { _ in Int(rng.next() % vocab) } }
             counter.decoding = false
             let t0 = DispatchTime.now().uptimeNanoseconds
             var logits = try model.forward(prompt, cache: &cache, lastOnly: true, options: options)
@@ -118,7 +124,7 @@ public enum ModelBenchmark {
             counter.decoding = true
             model.expertCache?.resetStatistics()
             for _ in 0..<genTokens {
-                let next = Kernels.argmax(logits)[0]
+                let next = randomTokens ? Int(rng.next() % vocab) : Kernels.argmax(logits)[0]
                 logits = try model.forward([next], cache: &cache, lastOnly: true, options: options)
             }
             let t2 = DispatchTime.now().uptimeNanoseconds

@@ -57,6 +57,25 @@ public final class DecoderModel: @unchecked Sendable {
         }
     }
 
+    /// Loads `path` (as `init(path:)`) with the PEFT LoRA adapter folders `adapters` folded
+    /// into its weights, in order (`AdaptedWeights`).
+    public convenience init(path: String, adapters: [String], pool: ThreadPool = .shared) throws(ModelError) {
+        guard !adapters.isEmpty else { try self.init(path: path, pool: pool); return }
+        let base: any WeightSource, spec: DecoderSpec
+        if GGUFFile.isGGUF(path: path) {
+            let g = try GGUFWeights(path: path)
+            (base, spec) = (g, g.spec)
+        } else {
+            let ck = try Checkpoint(directory: path)
+            (base, spec) = (ck, try Architectures.spec(configAt: ck.configPath))
+        }
+        var folders: [LoRAAdapterFolder] = []
+        for a in adapters { folders.append(try LoRAAdapterFolder(path: a)) }
+        let weights = try AdaptedWeights(base: base, spec: spec, adapters: folders, pool: pool)
+        try self.init(weights: weights, spec: spec, pool: pool)
+        try weights.checkAllApplied()
+    }
+
     /// The model `spec` describes, its weights from `weights` (by their Hugging Face names).
     public init(weights: any WeightSource, spec: DecoderSpec, pool: ThreadPool = .shared) throws(ModelError) {
         checkpoint = weights

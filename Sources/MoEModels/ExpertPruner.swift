@@ -10,10 +10,6 @@ import MoECore
 public enum ExpertPruner {
     /// config.json keys that hold the routed-expert count, across the families.
     static let expertCountKeys = ["num_local_experts", "num_experts", "n_routed_experts"]
-    /// Files beside the weights copied as they are.
-    static let companionFiles = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
-                                 "tokenizer.model", "chat_template.jinja"]
-
     /// Writes `source` (a checkpoint folder) without the experts `skipped[layer]` to the folder
     /// `out` (created atomically: written beside it, then renamed). Every MoE layer must lose the
     /// same number of experts, since config.json holds one count.
@@ -70,28 +66,9 @@ public enum ExpertPruner {
         }
         for name in source.names where !written.contains(name) && !renamed.contains(name) { try copy(name) }
 
-        let temporary = out + ".tmp-\(getpid())"
-        try? FileManager.default.removeItem(atPath: temporary)
-        do {
-            try FileManager.default.createDirectory(atPath: temporary, withIntermediateDirectories: true)
-        } catch {
-            throw .io(path: out, reason: "cannot create: \(systemReason(error))")
-        }
-        do throws(ModelError) {
+        try CheckpointFolderWriter.write(out: out, copyingFrom: source.directory) { (temporary: String) throws(ModelError) in
             try SafetensorsWriter.write(tensors, metadata: ["format": "pt"], to: (temporary as NSString).appendingPathComponent("model.safetensors"))
             try writeConfig(from: source.configPath, experts: kept, to: (temporary as NSString).appendingPathComponent("config.json"))
-            for file in companionFiles {
-                let from = (source.directory as NSString).appendingPathComponent(file)
-                if FileManager.default.fileExists(atPath: from) {
-                    do { try FileManager.default.copyItem(atPath: from, toPath: (temporary as NSString).appendingPathComponent(file)) } catch {
-                        throw ModelError.io(path: from, reason: "cannot copy: \(systemReason(error))")
-                    }
-                }
-            }
-            guard rename(temporary, out) == 0 else { throw ModelError.io(path: out, reason: "cannot rename into place: \(String(cString: strerror(errno)))") }
-        } catch {
-            try? FileManager.default.removeItem(atPath: temporary)
-            throw error
         }
     }
 

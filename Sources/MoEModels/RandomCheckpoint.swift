@@ -66,25 +66,33 @@ public enum RandomCheckpoint {
         }
         try AtomicFile.write(configData, to: configPath)
 
-        var counter: UInt64 = 0
-        func random(_ shape: [Int]) -> Tensor {
-            counter += 1
-            let bound = Float(1 / Double(shape.last ?? 1).squareRoot())
-            return Tensor(randomUniform: shape, in: -bound...bound, seed: seed &* 1_000_003 &+ counter, dtype: dtype)
-        }
-        func ones(_ n: Int) -> Tensor { Tensor(shape: [n], values: [Float](repeating: 1, count: n), dtype: dtype) }
-        var tensors: [(name: String, tensor: Tensor)] = []
-        for w in spec.weights {
+        // Each tensor is made when the writer reaches it, so a checkpoint larger than memory
+        // can be written. The k-th random matrix or bias has seed k, a selection bias its index.
+        var entries: [SafetensorsWriter.Entry] = []
+        var randoms: UInt64 = 0
+        for (i, w) in spec.weights.enumerated() {
+            let shape = w.shape
             switch w.kind {
-            case .matrix, .bias: tensors.append((w.name, random(w.shape)))
-            case .norm: tensors.append((w.name, ones(w.shape[0])))
+            case .matrix, .bias:
+                randoms += 1
+                let counter = randoms
+                entries.append(.init(name: w.name, shape: shape, dtype: dtype) {
+                    let bound = Float(1 / Double(shape.last ?? 1).squareRoot())
+                    return Tensor(randomUniform: shape, in: -bound...bound, seed: seed &* 1_000_003 &+ counter, dtype: dtype)
+                })
+            case .norm:
+                entries.append(.init(name: w.name, shape: shape, dtype: dtype) {
+                    Tensor(shape: [shape[0]], values: [Float](repeating: 1, count: shape[0]), dtype: dtype)
+                })
             case .selectionBias:
-                var rng = SplitMix64(seed: seed &+ UInt64(tensors.count))
-                let bias = (0..<w.shape[0]).map { _ in 0.2 * (rng.nextUnitFloat() - 0.5) }
-                tensors.append((w.name, Tensor(shape: w.shape, values: bias)))  // f32, as shipped
+                entries.append(.init(name: w.name, shape: shape, dtype: .f32) {  // f32, as shipped
+                    var rng = SplitMix64(seed: seed &+ UInt64(i))
+                    return Tensor(shape: shape, values: (0..<shape[0]).map { _ in 0.2 * (rng.nextUnitFloat() - 0.5) })
+                })
             }
         }
-        try SafetensorsWriter.write(tensors, metadata: ["format": "pt"], to: (directory as NSString).appendingPathComponent("model.safetensors"))
+        try SafetensorsWriter.write(entries: entries, metadata: ["format": "pt"],
+                                    to: (directory as NSString).appendingPathComponent("model.safetensors"))
         try AtomicFile.write(byteLevelTokenizerJSON(), to: (directory as NSString).appendingPathComponent("tokenizer.json"))
     }
 

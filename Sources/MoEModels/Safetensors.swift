@@ -157,27 +157,55 @@ public final class SafetensorsFile: @unchecked Sendable {
 
 /// Writes `.safetensors` files atomically (a temporary file in the same folder, then rename).
 public enum SafetensorsWriter {
+    /// One tensor to write: its name, shape and dtype (for the header), and how to make its
+    /// values when its turn comes, so a file larger than memory can be written tensor by tensor.
+    public struct Entry {
+        public var name: String, shape: [Int], dtype: DType
+        public var make: () throws(ModelError) -> Tensor
+        public init(name: String, shape: [Int], dtype: DType, make: @escaping () throws(ModelError) -> Tensor) {
+            self.name = name; self.shape = shape; self.dtype = dtype; self.make = make
+        }
+    }
+
     /// Writes `tensors` in the given order, with `metadata`, to `path`.
     public static func write(_ tensors: [(name: String, tensor: Tensor)], metadata: [String: String] = [:],
                              to path: String) throws(ModelError) {
+        try write(entries: tensors.map { t in Entry(name: t.name, shape: t.tensor.shape, dtype: t.tensor.dtype) { t.tensor } },
+                  metadata: metadata, to: path)
+    }
+
+    /// Writes `entries` in the given order, with `metadata`, to `path`, making each tensor only
+    /// when it is written; one that comes out in another shape or dtype than its entry declared
+    /// is an error, not a corrupt file.
+    public static func write(entries: [Entry], metadata: [String: String] = [:], to path: String) throws(ModelError) {
         var header: [String: Any] = [:]
         var offset = 0
-        for (name, t) in tensors {
-            let spelling = t.dtype == .f32 ? "F32" : t.dtype == .f16 ? "F16" : "BF16"
-            header[name] = ["dtype": spelling, "shape": t.shape, "data_offsets": [offset, offset + t.byteCount]] as [String: Any]
-            offset += t.byteCount
+        for e in entries {
+            guard [.f32, .f16, .bf16].contains(e.dtype) else {
+                throw .invalidFile(path: path, field: e.name, reason: "safetensors holds f32, f16 or bf16, not \(e.dtype)")
+            }
+            let spelling = e.dtype == .f32 ? "F32" : e.dtype == .f16 ? "F16" : "BF16"
+            let bytes = e.dtype.storageBytes(elements: e.shape.reduce(1, *))
+            header[e.name] = ["dtype": spelling, "shape": e.shape, "data_offsets": [offset, offset + bytes]] as [String: Any]
+            offset += bytes
         }
         if !metadata.isEmpty { header["__metadata__"] = metadata }
         guard var json = try? JSONSerialization.data(withJSONObject: header, options: [.sortedKeys]) else {
             throw .invalidFile(path: path, field: "header", reason: "cannot encode")
         }
         while (8 + json.count) % 8 != 0 { json.append(0x20) }  // pad with spaces to 8-byte alignment
-        // Streamed from the tensors' own memory: no copy of the file is built in memory.
+        // Streamed from each tensor's own memory: no copy of the file is built in memory.
         try AtomicFile.write(to: path) { (out: AtomicFile.Sink) throws(ModelError) in
             var n = UInt64(json.count).littleEndian
             try out.write(withUnsafeBytes(of: &n) { Data($0) })
             try out.write(json)
-            for (_, t) in tensors { try out.write(UnsafeRawBufferPointer(start: t.rawPointer, count: t.byteCount)) }
+            for e in entries {
+                let t = try e.make()
+                guard t.shape == e.shape, t.dtype == e.dtype else {
+                    throw .invalidFile(path: path, field: e.name, reason: "made as \(t.dtype) \(t.shape), declared \(e.dtype) \(e.shape)")
+                }
+                try out.write(UnsafeRawBufferPointer(start: t.rawPointer, count: t.byteCount))
+            }
         }
     }
 }

@@ -22,6 +22,7 @@ struct Logits: ParsableCommand {
     var precision = Precision.exact
     @OptionGroup var experts: ExpertOptions
     @OptionGroup(title: "Memory") var memory: MemoryOptions
+    @OptionGroup(title: "Adapters") var adapter: AdapterOptions
 
     mutating func validate() throws {
         try OptionLimits.check(threads: threads)
@@ -31,7 +32,7 @@ struct Logits: ParsableCommand {
     func run() throws {
         let ids = try parseTokenList(tokens, option: "--tokens")
         precision.apply()
-        let m = try DecoderModel(path: try model ?? DefaultModel.path(), pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
+        let m = try adapter.load(try model ?? DefaultModel.path(), pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
         try memory.apply(to: m)
         var cache = m.makeCache(capacity: ids.count)
         let logits = try m.forward(ids, cache: &cache, options: try experts.override(for: m).forwardOptions(for: m))

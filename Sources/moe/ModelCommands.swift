@@ -70,6 +70,7 @@ struct Generate: ParsableCommand {
     @Flag(help: "Treat the prompt as a user message (after --system) and render it with the model's chat template.") var chat = false
     @OptionGroup var experts: ExpertOptions
     @OptionGroup(title: "Memory") var memory: MemoryOptions
+    @OptionGroup(title: "Adapters") var adapter: AdapterOptions
     @OptionGroup var decodingOptions: DecodingOptions
     @OptionGroup(title: "Chat (with --chat)") var chatOptions: ChatOptions
 
@@ -94,7 +95,7 @@ struct Generate: ParsableCommand {
     func run() throws {
         precision.apply()
         let folder = try model ?? DefaultModel.path()
-        let m = try DecoderModel(path: folder, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
+        let m = try adapter.load(folder, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
         try memory.apply(to: m)
         let tok = try Tokenizer.of(model: folder)
         // The default model answers one task per line: a newline ends its answer.
@@ -158,9 +159,13 @@ struct Bench: ParsableCommand {
     @Option(help: "Also decode this many sequences together, one batched pass a step, and report their total tokens per second.")
     var batch: Int?
     @Option(help: "Timed repetitions (the median is reported).") var reps = 3
+    @Flag(name: .customLong("random-tokens"),
+          help: "Draw a fresh random prompt each repetition and decode random tokens, as llama-bench does, instead of greedy ones (whose repeats flatter an expert cache).")
+    var randomTokens = false
     @Option(help: "exact (f32 activations) or bf16 (bf16 dot products for bf16 weights, faster prefill).") var precision = Precision.exact
     @OptionGroup var experts: ExpertOptions
     @OptionGroup(title: "Memory") var memory: MemoryOptions
+    @OptionGroup(title: "Adapters") var adapter: AdapterOptions
 
     mutating func validate() throws {
         try OptionLimits.check(promptTokens, "--prompt-tokens", in: 1...OptionLimits.tokens)
@@ -172,9 +177,10 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         precision.apply()
-        let m = try DecoderModel(path: try model ?? DefaultModel.path(), pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
+        let m = try adapter.load(try model ?? DefaultModel.path(), pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
         try memory.apply(to: m)
         var report = try ModelBenchmark.run(model: m, name: model ?? "(embedded)", promptTokens: promptTokens, genTokens: genTokens, reps: reps,
+                                            randomTokens: randomTokens,
                                             routing: try experts.override(for: m))
         if let batch {
             report.batch = batch

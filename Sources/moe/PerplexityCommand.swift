@@ -33,6 +33,7 @@ struct PerplexityCommand: ParsableCommand {
     @Flag(help: "Pretty-print the JSON.") var pretty = false
     @OptionGroup var experts: ExpertOptions
     @OptionGroup(title: "Memory") var memory: MemoryOptions
+    @OptionGroup(title: "Adapters") var adapter: AdapterOptions
     @OptionGroup var decodingOptions: DecodingOptions
 
     mutating func validate() throws {
@@ -48,7 +49,7 @@ struct PerplexityCommand: ParsableCommand {
 
     func run() throws {
         let folder = try model ?? DefaultModel.path()
-        let m = try DecoderModel(path: folder, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
+        let m = try adapter.load(folder, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
         try memory.apply(to: m)
         let tok = try Tokenizer.of(model: folder)
         let routing = try experts.override(for: m)

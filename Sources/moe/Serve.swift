@@ -24,6 +24,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("chat-template"), help: "A Jinja file to use instead of the model's chat template.") var chatTemplate: String?
     @Option(help: "Threads to run on (default: the active cores).") var threads: Int?
     @OptionGroup(title: "Memory") var memory: MemoryOptions
+    @OptionGroup(title: "Adapters") var adapter: AdapterOptions
 
     func validate() throws {
         try OptionLimits.check(port, "--port", in: 0...65535)
@@ -39,7 +40,7 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let path = try model ?? DefaultModel.path()
-        let m = try DecoderModel(path: path, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
+        let m = try adapter.load(path, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
         try memory.apply(to: m)
         let tokenizer = try Tokenizer.of(model: path)
         var config = ServerConfiguration()

@@ -60,6 +60,8 @@ final class BadInputTests: XCTestCase {
     func testEveryCommandRejectsBadInputCleanly() throws {
         let gguf = fixtures.appendingPathComponent("gguf_models/qwen3_moe.q8_0.gguf").path
         let mixtral = fixtures.appendingPathComponent("mixtral").path
+        let qwen2 = fixtures.appendingPathComponent("qwen2_moe").path
+        let llamaAdapter = fixtures.appendingPathComponent("lora/llama").path
         let deepseekFolder = fixtures.appendingPathComponent("deepseek_v3").path
         let huge = try folder("huge", from: "mixtral") { $0["num_hidden_layers"] = 1e12 }
         let typed = try folder("typed", from: "mixtral") { $0["num_hidden_layers"] = "two" }
@@ -195,6 +197,12 @@ final class BadInputTests: XCTestCase {
             Case(args: ["serve", "--memory-budget", "1GB", "--cache-policy", "fifo"], status: 64, mentions: ["--cache-policy"]),
             Case(args: ["logits", "--model", gguf, "--tokens", "1", "--cache-policy", "lfu"], status: 64, mentions: ["--memory-budget"]),
             Case(args: ["logits", "--model", gguf, "--tokens", "1", "--prefetch"], status: 64, mentions: ["--memory-budget"]),
+            Case(args: ["logits", "--model", gguf, "--tokens", "1", "--adapter", "no-such-adapter"], status: 64, mentions: ["--adapter", "no-such-adapter"]),
+            Case(args: ["logits", "--model", qwen2, "--tokens", "1", "--adapter", llamaAdapter], status: 1, mentions: ["lora/llama", "model.layers"]),
+            Case(args: ["generate", "--model", qwen2, "--adapter", work.path, "hi"], status: 1, mentions: ["adapter_config.json"]),
+            Case(args: ["merge", "--model", qwen2, "--out", "merged"], status: 64, mentions: ["--adapter"]),
+            Case(args: ["merge", "--model", gguf, "--adapter", llamaAdapter, "--out", "merged"], status: 1, mentions: ["qwen3_moe.q8_0.gguf"]),
+            Case(args: ["merge", "--model", qwen2, "--adapter", llamaAdapter, "--out", "merged"], status: 1, mentions: ["lora/llama"]),
         ]
         for c in cases {
             let r = try moe(c.args, in: work)

@@ -64,4 +64,29 @@ final class AtomicFileTests: XCTestCase {
         XCTAssertEqual(try f.tensor("b").toFloats(), b.toFloats())
         XCTAssertEqual(entries, ["t.safetensors"])
     }
+
+    /// Tensors made one at a time as the writer reaches them read back as made; one made in
+    /// another shape than declared fails the write and leaves no file.
+    func testLazySafetensorsEntriesAreMadeInTurnAndChecked() throws {
+        let path = folder.appendingPathComponent("m.safetensors").path
+        var made: [String] = []
+        let a = Tensor(shape: [2, 3], values: [1, 2, 3, 4, 5, 6], dtype: .bf16), b = Tensor(shape: [4], values: [7, 8, 9, 10])
+        try SafetensorsWriter.write(entries: [
+            .init(name: "a", shape: [2, 3], dtype: .bf16) { made.append("a"); return a },
+            .init(name: "b", shape: [4], dtype: .f32) { made.append("b"); return b },
+        ], to: path)
+        XCTAssertEqual(made, ["a", "b"])
+        let file = try SafetensorsFile(path: path)
+        XCTAssertEqual(try file.tensor("a").toFloats(), [1, 2, 3, 4, 5, 6])
+        XCTAssertEqual(try file.tensor("b").toFloats(), [7, 8, 9, 10])
+
+        let other = folder.appendingPathComponent("bad.safetensors").path
+        XCTAssertThrowsError(try SafetensorsWriter.write(entries: [.init(name: "w", shape: [3], dtype: .f32) { b }], to: other)) {
+            guard case let .invalidFile(p, field, _)? = $0 as? ModelError else { return XCTFail("\($0)") }
+            XCTAssertEqual(p, other)
+            XCTAssertEqual(field, "w")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: other))
+        XCTAssertThrowsError(try SafetensorsWriter.write(entries: [.init(name: "q", shape: [32], dtype: .q8_0) { b }], to: other))
+    }
 }

@@ -1,0 +1,139 @@
+import Foundation
+import MoECore
+
+/// A LoRA adapter as PEFT saves one: a folder with `adapter_config.json` (`peft_type` LORA,
+/// `r`, `lora_alpha`, `use_rslora`, `rank_pattern`, `alpha_pattern`, `target_modules`) and
+/// `adapter_model.safetensors`, whose tensors `base_model.model.<module>.lora_A.weight` [r, in]
+/// and `.lora_B.weight` [out, r] (`lora_embedding_A` [r, vocab] and `lora_embedding_B` [d, r]
+/// for an embedding) add `scale · B A` to the module's weight, scale = alpha / r (alpha / √r
+/// with rsLoRA). What PEFT can save but this does not apply (DoRA, `fan_in_fan_out`, full
+/// `modules_to_save` copies, bias training) is refused with the field named, never ignored.
+public final class LoRAAdapterFolder: @unchecked Sendable {
+    /// The folder.
+    public let path: String
+    /// One adapted module: its Hugging Face name (`model.layers.0.self_attn.q_proj`), A and B,
+    /// and the scale its rank and alpha give.
+    public struct Module: Sendable {
+        public let name: String
+        public let a: Tensor, b: Tensor
+        public let scale: Float
+        /// Whether it adapts an embedding (its delta is `(B A)ᵀ`, [vocab, d]).
+        public let isEmbedding: Bool
+    }
+    /// Every adapted module by name.
+    public let modules: [String: Module]
+    /// Base weights the adapter carries whole (`<module>.base_layer.weight`, which PEFT saves
+    /// beside an embedding's LoRA and loads over the model's), by module name.
+    public let replacements: [String: Tensor]
+
+    /// Reads the adapter in folder `path`; every size is checked before use.
+    public init(path: String) throws(ModelError) {
+        self.path = path
+        let configPath = (path as NSString).appendingPathComponent("adapter_config.json")
+        let weightsPath = (path as NSString).appendingPathComponent("adapter_model.safetensors")
+        guard let data = FileManager.default.contents(atPath: configPath) else {
+            throw .io(path: configPath, reason: "cannot read (a PEFT adapter folder holds adapter_config.json and adapter_model.safetensors)")
+        }
+        guard let config = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw .invalidFile(path: configPath, field: "(json)", reason: "is not a JSON object")
+        }
+        func field<T>(_ key: String, _ type: T.Type) throws(ModelError) -> T? {
+            guard let v = config[key], !(v is NSNull) else { return nil }
+            guard let t = v as? T else { throw .invalidFile(path: configPath, field: key, reason: "has the wrong type") }
+            return t
+        }
+        if let type = try field("peft_type", String.self), type.uppercased() != "LORA" {
+            throw .invalidFile(path: configPath, field: "peft_type", reason: "is \(type); MoEKit applies LORA adapters")
+        }
+        if try field("use_dora", Bool.self) == true { throw .invalidFile(path: configPath, field: "use_dora", reason: "DoRA adapters are not supported") }
+        if try field("fan_in_fan_out", Bool.self) == true {
+            throw .invalidFile(path: configPath, field: "fan_in_fan_out", reason: "is for GPT-2's Conv1D layers, which no supported family has")
+        }
+        if let saved = try field("modules_to_save", [Any].self), !saved.isEmpty {
+            throw .invalidFile(path: configPath, field: "modules_to_save", reason: "full module copies are not supported; only LoRA deltas")
+        }
+        for key in ["layer_replication", "trainable_token_indices", "alora_invocation_tokens"] where try field(key, Any.self) != nil {
+            throw .invalidFile(path: configPath, field: key, reason: "is set; MoEKit applies plain LoRA deltas only")
+        }
+        for key in ["lora_bias", "use_qalora", "use_bdlora"] where try field(key, Bool.self) == true {
+            throw .invalidFile(path: configPath, field: key, reason: "is set; MoEKit applies plain LoRA deltas only")
+        }
+        if let bias = try field("bias", String.self), bias != "none" {
+            throw .invalidFile(path: configPath, field: "bias", reason: "is \(bias); only adapters without trained biases are supported")
+        }
+        let alpha = try field("lora_alpha", Double.self) ?? 8
+        let rsLoRA = try field("use_rslora", Bool.self) ?? false
+        let alphaPattern = try field("alpha_pattern", [String: Double].self) ?? [:]
+
+        let file = try SafetensorsFile(path: weightsPath)
+        var pairs: [String: (a: String?, b: String?, embedding: Bool)] = [:]
+        var replacements: [String: Tensor] = [:]
+        for name in file.entries.keys.sorted() {
+            // base_model.model.<module>.lora_A[.default].weight, <module>.lora_embedding_A[.default],
+            // or <module>.base_layer.weight (the base weight itself, saved beside an embedding's LoRA).
+            guard name.hasPrefix("base_model.model.") else {
+                throw .invalidFile(path: weightsPath, field: name, reason: "is not a LoRA tensor (base_model.model.<module>.lora_A.weight)")
+            }
+            var key = String(name.dropFirst("base_model.model.".count))
+            if key.hasSuffix(".base_layer.weight") {
+                replacements[String(key.dropLast(".base_layer.weight".count))] = try file.tensor(name)
+                continue
+            }
+            if key.hasSuffix(".weight") { key = String(key.dropLast(".weight".count)) }
+            if key.hasSuffix(".default") { key = String(key.dropLast(".default".count)) }
+            let parts = key.split(separator: ".")
+            guard parts.count >= 2, let last = parts.last else {
+                throw .invalidFile(path: weightsPath, field: name, reason: "is not a LoRA tensor")
+            }
+            let module = parts.dropLast().joined(separator: ".")
+            switch last {
+            case "lora_A": pairs[module, default: (nil, nil, false)].a = name
+            case "lora_B": pairs[module, default: (nil, nil, false)].b = name
+            case "lora_embedding_A": pairs[module, default: (nil, nil, true)].a = name; pairs[module]?.embedding = true
+            case "lora_embedding_B": pairs[module, default: (nil, nil, true)].b = name; pairs[module]?.embedding = true
+            default: throw .invalidFile(path: weightsPath, field: name, reason: "is not a LoRA A or B tensor")
+            }
+        }
+        self.replacements = replacements
+        guard !pairs.isEmpty else { throw .invalidFile(path: weightsPath, field: "(tensors)", reason: "holds no LoRA tensors") }
+        var modules: [String: Module] = [:]
+        for (module, pair) in pairs {
+            guard let aName = pair.a, let bName = pair.b else {
+                throw .invalidFile(path: weightsPath, field: module, reason: "has \(pair.a == nil ? "no A" : "no B") tensor")
+            }
+            let a = try file.tensor(aName), b = try file.tensor(bName)
+            // A [r, in] and B [out, r] (an embedding's A [r, vocab], B [d, r]).
+            guard a.rank == 2, b.rank == 2, a.shape[0] == b.shape[1], a.shape[0] > 0 else {
+                throw .invalidFile(path: weightsPath, field: bName, reason: "shape \(b.shape) does not match A's \(a.shape)")
+            }
+            let rank = Double(a.shape[0])
+            let moduleAlpha = Self.patternValue(alphaPattern, module: module) ?? alpha
+            let scale = Float(rsLoRA ? moduleAlpha / rank.squareRoot() : moduleAlpha / rank)
+            modules[module] = Module(name: module, a: a, b: b, scale: scale, isEmbedding: pair.embedding)
+        }
+        self.modules = modules
+    }
+
+    /// PEFT's per-module override: the value of the first key (sorted) that names the module
+    /// or its dotted suffix, as PEFT's `(.*\.)?key$` match does.
+    static func patternValue(_ pattern: [String: Double], module: String) -> Double? {
+        for key in pattern.keys.sorted() where module == key || module.hasSuffix("." + key) { return pattern[key] }
+        return nil
+    }
+
+    /// `scale · B A` for `module` as f32 [out, in] (an embedding's transposed to [vocab, d]).
+    public func delta(_ module: Module, pool: ThreadPool = .shared) -> Tensor {
+        // B A = B (Aᵀ)ᵀ: matmul takes x [M, K] and W [N, K]; here x = B [out, r], W = Aᵀ [in, r].
+        let r = module.a.shape[0], n = module.a.shape[1]
+        let a = module.a.toFloats()
+        var at = [Float](repeating: 0, count: n * r)
+        for i in 0..<r { for j in 0..<n { at[j * r + i] = a[i * n + j] * module.scale } }
+        let b = module.b.dtype == .f32 ? module.b : Tensor(shape: module.b.shape, values: module.b.toFloats())
+        let product = Kernels.matmul(b, Tensor(shape: [n, r], values: at), pool: pool)  // [out, in]
+        guard module.isEmbedding else { return product }
+        let rows = product.shape[0], cols = product.shape[1], p = product.toFloats()
+        var t = [Float](repeating: 0, count: rows * cols)
+        for i in 0..<rows { for j in 0..<cols { t[j * rows + i] = p[i * cols + j] } }
+        return Tensor(shape: [cols, rows], values: t)
+    }
+}
