@@ -31,6 +31,8 @@ public enum Perplexity {
         /// often the two agree on the most likely token.
         public var klDivergence: Double?
         public var top1Agreement: Double?
+        /// Under a memory budget: the share of expert uses the cache held.
+        public var expertCacheHitRate: Double?
     }
 
     /// Runs `model` over `tokens`. `onScored(position, logProbs)` sees every scored position's

@@ -27,11 +27,17 @@ extension DecoderModel {
     /// (everything but the routed experts), keeps the model within `budget` bytes: experts are
     /// read from the file when a token chooses them and evicted by `policy`. Logits do not
     /// change. With `prefetch`, router lookahead reads ahead the experts each next layer's
-    /// router would choose for the current hidden state (`prefetchExperts`). Call before running
-    /// the model. Throws when the budget does not cover the resident weights plus the largest
-    /// expert.
+    /// router would choose for the current hidden state (`prefetchExperts`). With
+    /// `cacheAwareMargin` m > 0 (cache-aware routing, off by default), top-k softmax layers
+    /// choose among near-tied experts the ones in the cache (`PreferringRouter`): then logits
+    /// do change, by what `moe perplexity` measures. Call before running the model. Throws when
+    /// the budget does not cover the resident weights plus the largest expert.
     @discardableResult
-    public func useExpertCache(budget: Int, policy: ExpertCache.Policy = .lru, prefetch: Bool = false) throws(ModelError) -> ExpertCache {
+    public func useExpertCache(budget: Int, policy: ExpertCache.Policy = .lru, prefetch: Bool = false,
+                               cacheAwareMargin: Float = 0) throws(ModelError) -> ExpertCache {
+        guard cacheAwareMargin >= 0 && cacheAwareMargin <= 10 else {
+            throw .invalidConfig(path: checkpoint.weightsPath, field: "cache-aware routing", reason: "margin \(cacheAwareMargin) is not in 0...10")
+        }
         let resident = try storedBytes() - routedExpertBytes
         let largest = largestExpertBytes
         guard budget - resident >= largest else {
@@ -49,6 +55,7 @@ extension DecoderModel {
         }
         expertCache = cache
         expertPrefetch = prefetch
+        self.cacheAwareMargin = cacheAwareMargin
         return cache
     }
 

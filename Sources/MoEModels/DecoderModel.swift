@@ -26,6 +26,9 @@ public final class DecoderModel: @unchecked Sendable {
     public internal(set) var expertCache: ExpertCache?
     /// Whether router lookahead prefetches experts into `expertCache`.
     public internal(set) var expertPrefetch = false
+    /// Cache-aware routing: near-tied experts already in `expertCache` win selection by this
+    /// factor (`PreferringRouter`); 0: off.
+    public internal(set) var cacheAwareMargin: Float = 0
 
     /// One decoder layer.
     struct Layer: Sendable {
@@ -237,6 +240,14 @@ public final class DecoderModel: @unchecked Sendable {
                     }
                 } else if let choose = options.router {
                     moe.router = try checked(choose(i, moe.router), layer: i, own: moe.router)
+                }
+                if cacheAwareMargin > 0, let cache = expertCache {
+                    let held = cache.held(layer: i, experts: moe.router.expertCount)
+                    func prefer(_ r: any Router) -> any Router {
+                        (r as? TopKSoftmaxRouter).map { PreferringRouter(base: $0, margin: cacheAwareMargin, preferred: held) } ?? r
+                    }
+                    moe.router = prefer(moe.router)
+                    layerOptions.rowRouters = layerOptions.rowRouters.map { ($0.rows, prefer($0.router)) }
                 }
                 if expertPrefetch { prefetchExperts(layer: i + 1, input: h2) }
                 let out = moe.forward(h2, state: &state, options: layerOptions, pool: pool)

@@ -87,6 +87,11 @@ public final class ExpertCache: @unchecked Sendable {
         return body()
     }
 
+    /// Per expert of `layer` (of `experts`): whether the cache holds it or is reading it.
+    public func held(layer: Int, experts: Int) -> [Bool] {
+        locked { (0..<experts).map { entries[Key(layer: layer, expert: $0)] != nil } }
+    }
+
     /// Bytes held now (entries being read included).
     public var bytesHeld: Int { locked { held } }
     /// Entries held now.

@@ -14,6 +14,9 @@ struct MemoryOptions: ParsableArguments {
     var cachePolicy = "lru"
     @Flag(help: "Router lookahead: while a layer computes, read the experts the next layer's router would choose (with --memory-budget).")
     var prefetch = false
+    @Option(name: .customLong("cache-aware-routing"),
+            help: "Cache-aware routing (with --memory-budget; top-k softmax layers): a cached expert's probability counts 1+M times when experts are chosen, so near-ties go to experts in memory; weights stay the true probabilities. Changes the output: measure with moe perplexity. (0 to 10)")
+    var cacheAwareMargin: Float?
 
     func validate() throws {
         _ = try budget()
@@ -22,6 +25,10 @@ struct MemoryOptions: ParsableArguments {
         }
         if memoryBudget == nil && cachePolicy != "lru" { throw ValidationError("--cache-policy needs --memory-budget") }
         if memoryBudget == nil && prefetch { throw ValidationError("--prefetch needs --memory-budget") }
+        if let m = cacheAwareMargin {
+            if memoryBudget == nil { throw ValidationError("--cache-aware-routing needs --memory-budget") }
+            guard m >= 0 && m <= 10 else { throw ValidationError("--cache-aware-routing must be in 0...10, got \(m)") }
+        }
     }
 
     /// The budget in bytes, or nil without `--memory-budget`.
@@ -36,7 +43,8 @@ struct MemoryOptions: ParsableArguments {
     /// Puts `model` under the budget, if one was given.
     func apply(to model: DecoderModel) throws {
         guard let bytes = try budget() else { return }
-        try model.useExpertCache(budget: bytes, policy: ExpertCache.Policy(rawValue: cachePolicy) ?? .lru, prefetch: prefetch)
+        try model.useExpertCache(budget: bytes, policy: ExpertCache.Policy(rawValue: cachePolicy) ?? .lru, prefetch: prefetch,
+                                 cacheAwareMargin: cacheAwareMargin ?? 0)
     }
 
     /// Bytes of a size: a number with an optional unit, B, KB, MB, GB, TB (powers of 1000) or

@@ -90,6 +90,7 @@ struct PerplexityCommand: ParsableCommand {
             row += 1
         }
         try writer?.finish(tokenCount: tokens.count)
+        report.expertCacheHitRate = m.expertCache?.statistics.hitRate
         if base != nil {
             report.klDivergence = comparison.meanKL
             report.top1Agreement = comparison.top1Agreement

@@ -161,4 +161,36 @@ final class ExpertCacheTests: XCTestCase {
         XCTAssertTrue("\(try XCTUnwrap(cache.takeFailure()))".contains("ends early"))
         XCTAssertEqual(cache.bytesHeld, 0)
     }
+
+    /// Cache-aware routing: with margin 0 it changes nothing; on a budget of half the experts a
+    /// large margin turns decode misses into hits, and the logits move (what `moe
+    /// perplexity` measures). A random Mixtral-layout model (the fixture's routers are scaled so
+    /// that no choice is near a tie).
+    func testCacheAwareRoutingPrefersCachedExperts() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-aware-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var shape = RandomCheckpoint.Shape()
+        (shape.hiddenSize, shape.layers, shape.heads, shape.kvHeads, shape.experts, shape.topK, shape.expertSize) = (64, 3, 4, 2, 8, 2, 64)
+        try RandomCheckpoint.write(arch: "mixtral", shape: shape, to: path, seed: 3, dtype: .f32)
+        let plain = try DecoderModel(path: path, pool: ThreadPool(threads: 2))
+        let want = try run(plain)
+        let resident = try plain.storedBytes() - plain.routedExpertBytes
+        var hits: [Float: Double] = [:], logits: [Float: [[UInt32]]] = [:]
+        for margin: Float in [0, 10] {
+            let model = try DecoderModel(path: path, pool: ThreadPool(threads: 2))
+            let cache = try model.useExpertCache(budget: resident + plain.routedExpertBytes / 2, cacheAwareMargin: margin)
+            logits[margin] = try run(model)
+            // 32 decode steps after a prefill: their hit rate.
+            var kv = model.makeCache()
+            _ = try model.forward([4, 8, 15, 16, 23, 42], cache: &kv)
+            cache.resetStatistics()
+            for step in 0..<32 { _ = try model.forward([(step * 37 + 11) % 256], cache: &kv) }
+            hits[margin] = cache.statistics.hitRate
+        }
+        XCTAssertEqual(logits[0], want)
+        XCTAssertTrue(logits[10] != want, "a margin of 10 changes the routing")
+        XCTAssertGreaterThan(hits[10]!, hits[0]!, "\(hits)")
+        XCTAssertGreaterThanOrEqual(hits[10]!, 0.99, "\(hits): an 11-fold boost keeps decode on cached experts")
+        XCTAssertThrowsError(try plain.useExpertCache(budget: resident + plain.routedExpertBytes, cacheAwareMargin: -1))
+    }
 }
