@@ -36,9 +36,11 @@ public enum Perplexity {
     }
 
     /// Runs `model` over `tokens`. `onScored(position, logProbs)` sees every scored position's
-    /// log-softmax (the next-token distribution after `tokens[position]`) in order.
+    /// log-softmax (the next-token distribution after `tokens[position]`) in order. With
+    /// `tokenByToken`, each window runs one token a step with the KV cache, as decoding does, so
+    /// routing that depends on what earlier steps did (cache-aware routing) is scored as it decodes.
     public static func run(model: DecoderModel, tokens: [Int], context: Int, stride: Int, bos: Int? = nil,
-                           routing: RoutingOverride = RoutingOverride(),
+                           routing: RoutingOverride = RoutingOverride(), tokenByToken: Bool = false,
                            onScored: (Int, UnsafeBufferPointer<Float>) throws(ModelError) -> Void = { _, _ throws(ModelError) in }) throws(ModelError) -> Report {
         precondition(context >= 2 && stride >= 1 && stride <= context, "perplexity: need 2 <= context and 1 <= stride <= context")
         guard tokens.count >= 2 else {
@@ -57,7 +59,14 @@ public enum Perplexity {
             if let bos, begin > 0 { window[0] = bos }
             var cache = model.makeCache(capacity: window.count)
             // An owned copy: a pointer into the forward's result would outlive it.
-            let values = try model.forward(window, cache: &cache, options: options).toFloats()
+            var values: [Float]
+            if tokenByToken {  // one token a step with the KV cache, as decoding runs
+                values = []
+                values.reserveCapacity(window.count * v)
+                for token in window { values += try model.forward([token], cache: &cache, options: options).toFloats() }
+            } else {
+                values = try model.forward(window, cache: &cache, options: options).toFloats()
+            }
             routed += window.count
             // Targets tokens[j] for j in max(scoredUpTo, begin + 1) ..< end, predicted at j - 1.
             for j in max(scoredUpTo, begin + 1)..<end {

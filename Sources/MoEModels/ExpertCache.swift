@@ -115,34 +115,41 @@ public final class ExpertCache: @unchecked Sendable {
     /// recorded) when the file cannot be read or the entry cannot fit beside the pinned ones.
     public func acquire(layer: Int, expert: Int, source: [Tensor]) -> [Tensor]? {
         let key = Key(layer: layer, expert: expert)
+        let bytes = source.reduce(0) { $0 + $1.byteCount }
         cond.lock()
         clock += 1
-        if let e = entries[key] {
-            e.pins += 1
-            while !e.ready && entries[key] === e { cond.wait() }
-            guard entries[key] === e else {  // its read failed: read it here, recording why
-                e.pins -= 1
+        while true {
+            if let e = entries[key] {
+                e.pins += 1
+                while !e.ready && entries[key] === e { cond.wait() }
+                guard entries[key] === e else {  // its read failed: read it here, recording why
+                    e.pins -= 1
+                    continue
+                }
+                e.lastUse = clock
+                e.uses += 1
+                stats.hits += 1
+                if e.prefetched {
+                    stats.prefetchHits += 1
+                    e.prefetched = false
+                }
                 cond.unlock()
-                return acquire(layer: layer, expert: expert, source: source)
+                return e.weights
             }
-            e.lastUse = clock
-            e.uses += 1
-            stats.hits += 1
-            if e.prefetched {
-                stats.prefetchHits += 1
-                e.prefetched = false
+            if makeRoom(for: bytes) { break }
+            // Entries being read (a prefetch's, pinned until its read ends) free their room
+            // when done: wait for them before calling the budget too small.
+            if entries.values.contains(where: { $0.pins > 0 && !$0.ready }) {
+                cond.wait()
+                continue
             }
-            cond.unlock()
-            return e.weights
-        }
-        stats.misses += 1
-        let bytes = source.reduce(0) { $0 + $1.byteCount }
-        guard makeRoom(for: bytes) else {
+            stats.misses += 1
             failure = failure ?? .invalidConfig(path: sourcePath(source), field: "memory budget", reason: "layer \(layer) expert \(expert) needs \(bytes) bytes, "
                 + "more than the \(capacity - pinnedBytes()) bytes of expert cache left beside the experts in use")
             cond.unlock()
             return nil
         }
+        stats.misses += 1
         let e = insert(key, bytes: bytes)
         e.pins = 1
         cond.unlock()
@@ -175,10 +182,16 @@ public final class ExpertCache: @unchecked Sendable {
     public func release(layer: Int, expert: Int) {
         locked {
             if let e = entries[Key(layer: layer, expert: expert)] { e.pins = max(0, e.pins - 1) }
+            cond.broadcast()  // room may have come free for a waiting `acquire`
         }
     }
 
-    private func release(entry e: Entry) { locked { e.pins = max(0, e.pins - 1) } }
+    private func release(entry e: Entry) {
+        locked {
+            e.pins = max(0, e.pins - 1)
+            cond.broadcast()
+        }
+    }
 
     /// A new entry being read, counted against the capacity. Under the lock.
     private func insert(_ key: Key, bytes: Int) -> Entry {

@@ -30,6 +30,9 @@ struct PerplexityCommand: ParsableCommand {
     var klBase: String?
     @Flag(name: .customLong("llama-chunks"), help: "Score as llama-perplexity does: whole chunks of --context tokens from a BOS, the second half of each (--max-windows caps the chunks).")
     var llamaChunks = false
+    @Flag(name: .customLong("token-by-token"),
+          help: "Run each window one token a step with the KV cache, as decoding does (scores decode-time routing such as --cache-aware-routing; slower).")
+    var tokenByToken = false
     @Flag(help: "Pretty-print the JSON.") var pretty = false
     @OptionGroup var experts: ExpertOptions
     @OptionGroup(title: "Memory") var memory: MemoryOptions
@@ -45,6 +48,7 @@ struct PerplexityCommand: ParsableCommand {
         try OptionLimits.check(maxWindows ?? 1, "--max-windows", in: 1...OptionLimits.tokens)
         try OptionLimits.check(threads: threads)
         if saveLogits != nil && saveLogits == klBase { throw ValidationError("--save-logits and --kl-base name the same file") }
+        if tokenByToken && llamaChunks { throw ValidationError("--token-by-token scores sliding windows; --llama-chunks prefills its chunks") }
     }
 
     func run() throws {
@@ -75,7 +79,8 @@ struct PerplexityCommand: ParsableCommand {
         let bos = special.count > plain.count && special.last == plain.last ? special.first : nil
         let score = { (onScored: (Int, UnsafeBufferPointer<Float>) throws(ModelError) -> Void) throws(ModelError) -> Perplexity.Report in
             llamaChunks ? try Perplexity.runChunks(model: m, tokens: tokens, context: context, bos: bos, maxChunks: maxWindows, routing: routing, onScored: onScored)
-                        : try Perplexity.run(model: m, tokens: tokens, context: context, stride: step, bos: bos, routing: routing, onScored: onScored)
+                        : try Perplexity.run(model: m, tokens: tokens, context: context, stride: step, bos: bos, routing: routing,
+                                             tokenByToken: tokenByToken, onScored: onScored)
         }
         var report = try score { position, lp throws(ModelError) in
             try writer?.append(position: position, logProbs: lp)

@@ -203,6 +203,7 @@ final class BadInputTests: XCTestCase {
             Case(args: ["logits", "--model", qwen2, "--tokens", "1", "--adapter", llamaAdapter], status: 1, mentions: ["lora/llama", "model.layers"]),
             Case(args: ["generate", "--model", qwen2, "--adapter", work.path, "hi"], status: 1, mentions: ["adapter_config.json"]),
             Case(args: ["merge", "--model", qwen2, "--out", "merged"], status: 64, mentions: ["--adapter"]),
+            Case(args: ["perplexity", "--file", text, "--token-by-token", "--llama-chunks"], status: 64, mentions: ["--token-by-token"]),
             Case(args: ["merge", "--model", gguf, "--adapter", llamaAdapter, "--out", "merged"], status: 1, mentions: ["qwen3_moe.q8_0.gguf"]),
             Case(args: ["merge", "--model", qwen2, "--adapter", llamaAdapter, "--out", "merged"], status: 1, mentions: ["lora/llama"]),
         ]

@@ -118,6 +118,20 @@ final class ExpertCacheTests: XCTestCase {
         XCTAssertLessThanOrEqual(cache.bytesHeld, 5 * 4096)
     }
 
+    /// A prefetch in flight is pinned until its read ends: an `acquire` that needs its room
+    /// waits for the read and evicts it, rather than failing (seen once in a benchmark).
+    func testAnAcquireWaitsForAPrefetchInFlight() throws {
+        let (w, _) = try mappedTensor(1 << 20, fill: 6)
+        for round in 0..<50 {
+            let cache = ExpertCache(capacity: 2 << 20)
+            cache.prefetch(layer: 1, expert: 0, source: [w])  // usually still reading below
+            XCTAssertNotNil(cache.acquire(layer: 0, expert: 0, source: [w]), "round \(round)")
+            XCTAssertNotNil(cache.acquire(layer: 0, expert: 1, source: [w]), "round \(round): waits for the prefetch, then evicts it")
+            XCTAssertNil(cache.takeFailure(), "round \(round)")
+            XCTAssertLessThanOrEqual(cache.bytesHeld, 2 << 20)
+        }
+    }
+
     func testAFileThatShrinksGivesATypedError() throws {
         let (w, path) = try mappedTensor(8192, fill: 4)
         let cache = ExpertCache(capacity: 1 << 20)
@@ -192,5 +206,32 @@ final class ExpertCacheTests: XCTestCase {
         XCTAssertGreaterThan(hits[10]!, hits[0]!, "\(hits)")
         XCTAssertGreaterThanOrEqual(hits[10]!, 0.99, "\(hits): an 11-fold boost keeps decode on cached experts")
         XCTAssertThrowsError(try plain.useExpertCache(budget: resident + plain.routedExpertBytes, cacheAwareMargin: -1))
+    }
+
+    /// Lookahead on a budget of a quarter of the experts: prefetches in flight (pinned until
+    /// read) must make a layer's own reads wait for them, not fail for want of room; the logits
+    /// stay the resident model's over a prefill and 48 decode steps.
+    func testPrefetchesInFlightNeverStarveALayer() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-inflight-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var shape = RandomCheckpoint.Shape()
+        (shape.hiddenSize, shape.layers, shape.heads, shape.kvHeads, shape.experts, shape.topK, shape.expertSize) = (64, 4, 4, 2, 8, 2, 64)
+        try RandomCheckpoint.write(arch: "mixtral", shape: shape, to: path, seed: 5, dtype: .f32)
+        func decode(_ model: DecoderModel) throws -> [[UInt32]] {
+            var kv = model.makeCache()
+            var out = [try model.forward([4, 8, 15, 16, 23, 42, 7, 9], cache: &kv).toFloats().map(\.bitPattern)]
+            for step in 0..<48 { out.append(try model.forward([(step * 37 + 11) % 256], cache: &kv).toFloats().map(\.bitPattern)) }
+            return out
+        }
+        let plain = try DecoderModel(path: path, pool: ThreadPool(threads: 2))
+        let want = try decode(plain)
+        let resident = try plain.storedBytes() - plain.routedExpertBytes
+        for budget in [plain.routedExpertBytes / 4, 3 * plain.largestExpertBytes] {
+            let model = try DecoderModel(path: path, pool: ThreadPool(threads: 2))
+            let cache = try model.useExpertCache(budget: resident + budget, prefetch: true)
+            XCTAssertEqual(try decode(model), want, "\(budget) bytes of experts")
+            if budget == plain.routedExpertBytes / 4 { XCTAssertGreaterThan(cache.statistics.prefetches, 0) }
+            XCTAssertLessThanOrEqual(cache.bytesHeld, cache.capacity)
+        }
     }
 }
