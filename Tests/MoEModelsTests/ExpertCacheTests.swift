@@ -176,16 +176,23 @@ final class ExpertCacheTests: XCTestCase {
         XCTAssertEqual(cache.bytesHeld, 0)
     }
 
+    /// A random f32 Mixtral-layout checkpoint (hidden 64, 8 experts of 64, top-2), removed
+    /// after the test.
+    func randomMixtral(layers: Int, seed: UInt64) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-random-\(UUID().uuidString)").path
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
+        var shape = RandomCheckpoint.Shape()
+        (shape.hiddenSize, shape.layers, shape.heads, shape.kvHeads, shape.experts, shape.topK, shape.expertSize) = (64, layers, 4, 2, 8, 2, 64)
+        try RandomCheckpoint.write(arch: "mixtral", shape: shape, to: path, seed: seed, dtype: .f32)
+        return path
+    }
+
     /// Cache-aware routing: with margin 0 it changes nothing; on a budget of half the experts a
     /// large margin turns decode misses into hits, and the logits move (what `moe
     /// perplexity` measures). A random Mixtral-layout model (the fixture's routers are scaled so
     /// that no choice is near a tie).
     func testCacheAwareRoutingPrefersCachedExperts() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-aware-\(UUID().uuidString)").path
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        var shape = RandomCheckpoint.Shape()
-        (shape.hiddenSize, shape.layers, shape.heads, shape.kvHeads, shape.experts, shape.topK, shape.expertSize) = (64, 3, 4, 2, 8, 2, 64)
-        try RandomCheckpoint.write(arch: "mixtral", shape: shape, to: path, seed: 3, dtype: .f32)
+        let path = try randomMixtral(layers: 3, seed: 3)
         let plain = try DecoderModel(path: path, pool: ThreadPool(threads: 2))
         let want = try run(plain)
         let resident = try plain.storedBytes() - plain.routedExpertBytes
@@ -212,11 +219,7 @@ final class ExpertCacheTests: XCTestCase {
     /// read) must make a layer's own reads wait for them, not fail for want of room; the logits
     /// stay the resident model's over a prefill and 48 decode steps.
     func testPrefetchesInFlightNeverStarveALayer() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-inflight-\(UUID().uuidString)").path
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        var shape = RandomCheckpoint.Shape()
-        (shape.hiddenSize, shape.layers, shape.heads, shape.kvHeads, shape.experts, shape.topK, shape.expertSize) = (64, 4, 4, 2, 8, 2, 64)
-        try RandomCheckpoint.write(arch: "mixtral", shape: shape, to: path, seed: 5, dtype: .f32)
+        let path = try randomMixtral(layers: 4, seed: 5)
         func decode(_ model: DecoderModel) throws -> [[UInt32]] {
             var kv = model.makeCache()
             var out = [try model.forward([4, 8, 15, 16, 23, 42, 7, 9], cache: &kv).toFloats().map(\.bitPattern)]
