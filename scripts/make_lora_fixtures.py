@@ -44,6 +44,10 @@ def save(model, adapter, folder):
     src = tmp if adapter == "default" else os.path.join(tmp, adapter)
     shutil.move(src, path)
     shutil.rmtree(tmp, ignore_errors=True)
+    config_path = os.path.join(path, "adapter_config.json")
+    config = json.load(open(config_path))  # the base as the repository names it, not this machine's path
+    config["base_model_name_or_path"] = "Tests/Fixtures/" + os.path.basename(config["base_model_name_or_path"].rstrip("/"))
+    json.dump(config, open(config_path, "w"), indent=2, sort_keys=True)
     for extra in os.listdir(path):  # PEFT also writes a README.md model card
         if extra not in ("adapter_config.json", "adapter_model.safetensors"):
             os.remove(os.path.join(path, extra))
