@@ -32,7 +32,7 @@ public struct CachedExperts: ExpertFFN {
         var groups: [[Int]] = [[]]
         var bytes = 0
         for e in chosen {
-            let b = weightBytes(expert: e)
+            let b = cache.entryBytes([resident.gate[e], resident.up[e], resident.down[e]])
             if bytes + b > cache.capacity && !groups[groups.count - 1].isEmpty {
                 groups.append([])
                 bytes = 0

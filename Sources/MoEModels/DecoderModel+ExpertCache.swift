@@ -30,22 +30,24 @@ extension DecoderModel {
     /// router would choose for the current hidden state (`prefetchExperts`). With
     /// `cacheAwareMargin` m > 0 (cache-aware routing, off by default), top-k softmax layers
     /// choose among near-tied experts the ones in the cache (`PreferringRouter`): then logits
-    /// do change, by what `moe perplexity` measures. Call before running the model. Throws when
+    /// do change, by what `moe perplexity` measures. With `directIO`, reads bypass the page
+    /// cache (`ExpertCache.directIO`). Call before running the model. Throws when
     /// the budget does not cover the resident weights plus the largest expert.
     @discardableResult
     public func useExpertCache(budget: Int, policy: ExpertCache.Policy = .lru, prefetch: Bool = false,
-                               cacheAwareMargin: Float = 0) throws(ModelError) -> ExpertCache {
+                               cacheAwareMargin: Float = 0, directIO: Bool = false) throws(ModelError) -> ExpertCache {
         guard cacheAwareMargin >= 0 && cacheAwareMargin <= 10 else {
             throw .invalidConfig(path: checkpoint.weightsPath, field: "cache-aware routing", reason: "margin \(cacheAwareMargin) is not in 0...10")
         }
         let resident = try storedBytes() - routedExpertBytes
-        let largest = largestExpertBytes
+        // Direct reads take whole 4 KiB blocks: up to two more per tensor of an expert.
+        let largest = largestExpertBytes + (directIO ? 3 * 2 * ExpertCache.directBlock : 0)
         guard budget - resident >= largest else {
             throw .invalidConfig(path: checkpoint.weightsPath, field: "memory budget",
                                  reason: "\(budget) bytes do not cover the \(resident) bytes of weights that stay resident "
                                      + "plus one expert (\(largest) bytes): give at least \(resident + largest)")
         }
-        let cache = ExpertCache(capacity: budget - resident, policy: policy)
+        let cache = ExpertCache(capacity: budget - resident, policy: policy, directIO: directIO)
         for (i, layer) in layers.enumerated() {
             guard case let .moe(moe) = layer.ffn else { continue }
             guard let experts = (moe.experts as? CachedExperts)?.resident ?? moe.experts as? SwiGLUExperts else { continue }

@@ -48,12 +48,19 @@ public final class ExpertCache: @unchecked Sendable {
     /// Most bytes of expert weights held at once.
     public let capacity: Int
     public let policy: Policy
+    /// Whether reads bypass the page cache (`O_DIRECT`; `F_NOCACHE` on Darwin), so the kernel
+    /// keeps no second copy of what the cache holds. A read covers whole 4 KiB blocks, so each
+    /// tensor's pages hold up to 8 KiB more than its bytes; the budget counts them. Files whose
+    /// system refuses direct reads are read through the page cache.
+    public let directIO: Bool
     /// The lock, and the signal that an entry finished loading.
     private let cond = NSCondition()
     private var entries: [Key: Entry] = [:]
     private var held = 0, clock = 0
     private var stats = Statistics()
     private var files: [String: Int32] = [:]
+    /// Descriptors opened for direct reads, and the files whose system refuses them.
+    private var directFiles: [String: Int32] = [:], directRefused = Set<String>()
     /// Page buffers of evicted entries, by size, for the next reads to fill again (a fresh
     /// mapping would page-fault and be zeroed by the kernel). Evicting makes room for the
     /// entry being read, so these are memory the budget already counts; leftovers are dropped.
@@ -73,13 +80,31 @@ public final class ExpertCache: @unchecked Sendable {
     }
 
     /// A cache of at most `capacity` bytes of expert weights.
-    public init(capacity: Int, policy: Policy = .lru) {
+    public init(capacity: Int, policy: Policy = .lru, directIO: Bool = false) {
         precondition(capacity >= 0, "ExpertCache: negative capacity")
         self.capacity = capacity
         self.policy = policy
+        self.directIO = directIO
     }
 
-    deinit { for fd in files.values { close(fd) } }
+    deinit {
+        for fd in files.values { close(fd) }
+        for fd in directFiles.values { close(fd) }
+    }
+
+    /// The block size direct reads are aligned to.
+    public static let directBlock = 4096
+
+    /// The bytes an entry of `source`'s copies counts against the capacity.
+    public func entryBytes(_ source: [Tensor]) -> Int { source.reduce(0) { $0 + storageBytes($1) } }
+
+    /// The bytes of memory a copy of `t` takes: its bytes, or with direct I/O the whole blocks
+    /// of the file that hold them.
+    func storageBytes(_ t: Tensor) -> Int {
+        guard directIO, t.storage.mappedFile != nil else { return t.byteCount }
+        let b = Self.directBlock, start = t.byteOffset / b * b
+        return (t.byteOffset + t.byteCount + b - 1) / b * b - start
+    }
 
     private func locked<T>(_ body: () -> T) -> T {
         cond.lock()
@@ -115,7 +140,7 @@ public final class ExpertCache: @unchecked Sendable {
     /// recorded) when the file cannot be read or the entry cannot fit beside the pinned ones.
     public func acquire(layer: Int, expert: Int, source: [Tensor]) -> [Tensor]? {
         let key = Key(layer: layer, expert: expert)
-        let bytes = source.reduce(0) { $0 + $1.byteCount }
+        let bytes = entryBytes(source)
         cond.lock()
         clock += 1
         while true {
@@ -161,8 +186,8 @@ public final class ExpertCache: @unchecked Sendable {
     /// waits for it). Returns at once.
     public func prefetch(layer: Int, expert: Int, source: [Tensor]) {
         let key = Key(layer: layer, expert: expert)
+        let bytes = entryBytes(source)
         cond.lock()
-        let bytes = source.reduce(0) { $0 + $1.byteCount }
         guard entries[key] == nil, makeRoom(for: bytes) else {
             cond.unlock()
             return
@@ -173,9 +198,7 @@ public final class ExpertCache: @unchecked Sendable {
         e.prefetched = true
         stats.prefetches += 1
         cond.unlock()
-        readers.async {
-            if self.load(e, key: key, source: source, recordFailure: false) != nil { self.release(entry: e) }
-        }
+        readers.async { _ = self.load(e, key: key, source: source, recordFailure: false, unpin: true) }
     }
 
     /// Unpins an entry `acquire` returned.
@@ -183,13 +206,6 @@ public final class ExpertCache: @unchecked Sendable {
         locked {
             if let e = entries[Key(layer: layer, expert: expert)] { e.pins = max(0, e.pins - 1) }
             cond.broadcast()  // room may have come free for a waiting `acquire`
-        }
-    }
-
-    private func release(entry e: Entry) {
-        locked {
-            e.pins = max(0, e.pins - 1)
-            cond.broadcast()
         }
     }
 
@@ -203,9 +219,11 @@ public final class ExpertCache: @unchecked Sendable {
         return e
     }
 
-    /// Reads `e`'s weights (outside the lock), then marks it ready and wakes the waiters; on
-    /// failure removes it (recording why, unless a prefetch) and returns nil.
-    private func load(_ e: Entry, key: Key, source: [Tensor], recordFailure: Bool) -> [Tensor]? {
+    /// Reads `e`'s weights (outside the lock), then marks it ready (and with `unpin`, a
+    /// prefetch's, drops the pin its read held, in the same step, so a waiter for room never
+    /// sees it ready yet pinned) and wakes the waiters; on failure removes it (recording why,
+    /// unless a prefetch) and returns nil.
+    private func load(_ e: Entry, key: Key, source: [Tensor], recordFailure: Bool, unpin: Bool = false) -> [Tensor]? {
         let start = Date()
         var copies: [Tensor] = []
         var error: ModelError?
@@ -234,6 +252,7 @@ public final class ExpertCache: @unchecked Sendable {
         stats.bytesRead += e.bytes
         e.weights = copies
         e.ready = true
+        if unpin { e.pins = max(0, e.pins - 1) }
         dropSpareBeyondBudget()
         return copies
     }
@@ -264,7 +283,7 @@ public final class ExpertCache: @unchecked Sendable {
             entries[key] = nil
             held -= e.bytes
             stats.evictions += 1
-            for t in e.weights where t.storage.byteCount == t.byteCount { spare[t.byteCount, default: []].append(t.storage) }
+            for t in e.weights { spare[t.storage.byteCount, default: []].append(t.storage) }
         }
         return held + bytes <= capacity
     }
@@ -295,6 +314,9 @@ public final class ExpertCache: @unchecked Sendable {
             return .success(copy)
         }
         let what = "layer \(layer) expert \(expert)"
+        if directIO, let fd = directDescriptor(file.path) {
+            if let copy = readDirect(t, fd: fd, path: file.path, what: what) { return copy }
+        }
         let (fd, error) = descriptor(file.path)
         if let error { return .failure(.io(path: file.path, reason: "\(what): \(error)")) }
         // Pages of its own (an evicted entry's, or fresh), unmapped when dropped: the process
@@ -314,5 +336,56 @@ public final class ExpertCache: @unchecked Sendable {
             done += n
         }
         return .success(copy)
+    }
+
+    /// A descriptor of `path` for direct reads, opened once; nil when the system refuses them.
+    private func directDescriptor(_ path: String) -> Int32? {
+        locked {
+            if directRefused.contains(path) { return nil }
+            if let known = directFiles[path] { return known }
+            #if os(Linux) && arch(x86_64)
+            let fd = open(path, O_RDONLY | O_CLOEXEC | 0o40000)  // O_DIRECT
+            #elseif os(Linux) && arch(arm64)
+            let fd = open(path, O_RDONLY | O_CLOEXEC | 0o200000)  // O_DIRECT
+            #elseif canImport(Darwin)
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            if fd >= 0 { _ = fcntl(fd, F_NOCACHE, 1) }
+            #else
+            let fd: Int32 = -1
+            #endif
+            guard fd >= 0 else {
+                directRefused.insert(path)
+                return nil
+            }
+            directFiles[path] = fd
+            return fd
+        }
+    }
+
+    /// `t` read with direct I/O: the whole blocks that hold it, into block-aligned pages, the
+    /// copy a view at its offset within them. nil when the system refuses the read (`EINVAL`:
+    /// the file is then read through the page cache from now on); a failed read is a typed
+    /// error, as for a buffered one.
+    private func readDirect(_ t: Tensor, fd: Int32, path: String, what: String) -> Result<Tensor, ModelError>? {
+        let b = Self.directBlock, start = t.byteOffset / b * b, size = storageBytes(t)
+        guard let pages = takeSpare(size) ?? TensorStorage(pagesFor: size) else {
+            return .failure(.io(path: path, reason: "\(what): cannot map \(size) bytes of memory: \(String(cString: strerror(errno)))"))
+        }
+        let needed = t.byteOffset + t.byteCount - start  // the last block may run past the end of the file
+        var done = 0
+        while done < needed {
+            let n = pread(fd, pages.base + done, size - done, off_t(start + done))
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 && errno == EINVAL && done == 0 {
+                locked { _ = directRefused.insert(path) }
+                return nil
+            }
+            if n <= 0 {
+                let reason = n < 0 ? String(cString: strerror(errno)) : "the file ends early (it changed or shrank under the model)"
+                return .failure(.io(path: path, reason: "\(what): read \(done) of \(needed) bytes at offset \(start): \(reason)"))
+            }
+            done += n
+        }
+        return .success(Tensor(storage: pages, byteOffset: t.byteOffset - start, shape: t.shape, dtype: t.dtype))
     }
 }

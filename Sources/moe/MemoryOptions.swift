@@ -17,6 +17,9 @@ struct MemoryOptions: ParsableArguments {
     @Option(name: .customLong("cache-aware-routing"),
             help: "Cache-aware routing (with --memory-budget; top-k softmax layers): a cached expert's probability counts 1+M times when experts are chosen, so near-ties go to experts in memory; weights stay the true probabilities. Changes the output: measure with moe perplexity. (0 to 10)")
     var cacheAwareMargin: Float?
+    @Flag(name: .customLong("direct-io"),
+          help: "Read experts with direct I/O (O_DIRECT), so the page cache keeps no second copy of them (with --memory-budget).")
+    var directIO = false
 
     func validate() throws {
         _ = try budget()
@@ -25,6 +28,7 @@ struct MemoryOptions: ParsableArguments {
         }
         if memoryBudget == nil && cachePolicy != "lru" { throw ValidationError("--cache-policy needs --memory-budget") }
         if memoryBudget == nil && prefetch { throw ValidationError("--prefetch needs --memory-budget") }
+        if memoryBudget == nil && directIO { throw ValidationError("--direct-io needs --memory-budget") }
         if let m = cacheAwareMargin {
             if memoryBudget == nil { throw ValidationError("--cache-aware-routing needs --memory-budget") }
             guard m >= 0 && m <= 10 else { throw ValidationError("--cache-aware-routing must be in 0...10, got \(m)") }
@@ -44,7 +48,7 @@ struct MemoryOptions: ParsableArguments {
     func apply(to model: DecoderModel) throws {
         guard let bytes = try budget() else { return }
         try model.useExpertCache(budget: bytes, policy: ExpertCache.Policy(rawValue: cachePolicy) ?? .lru, prefetch: prefetch,
-                                 cacheAwareMargin: cacheAwareMargin ?? 0)
+                                 cacheAwareMargin: cacheAwareMargin ?? 0, directIO: directIO)
     }
 
     /// Bytes of a size: a number with an optional unit, B, KB, MB, GB, TB (powers of 1000) or

@@ -198,6 +198,7 @@ final class BadInputTests: XCTestCase {
             Case(args: ["logits", "--model", gguf, "--tokens", "1", "--cache-policy", "lfu"], status: 64, mentions: ["--memory-budget"]),
             Case(args: ["logits", "--model", gguf, "--tokens", "1", "--prefetch"], status: 64, mentions: ["--memory-budget"]),
             Case(args: ["logits", "--model", gguf, "--tokens", "1", "--cache-aware-routing", "0.1"], status: 64, mentions: ["--memory-budget"]),
+            Case(args: ["logits", "--model", gguf, "--tokens", "1", "--direct-io"], status: 64, mentions: ["--memory-budget"]),
             Case(args: ["bench", "--model", gguf, "--memory-budget", "1GB", "--cache-aware-routing", "11"], status: 64, mentions: ["--cache-aware-routing"]),
             Case(args: ["logits", "--model", gguf, "--tokens", "1", "--adapter", "no-such-adapter"], status: 64, mentions: ["--adapter", "no-such-adapter"]),
             Case(args: ["logits", "--model", qwen2, "--tokens", "1", "--adapter", llamaAdapter], status: 1, mentions: ["lora/llama", "model.layers"]),
