@@ -75,6 +75,46 @@ final class LoRAAdapterTests: XCTestCase {
         XCTAssertGreaterThan(zip(try logits(folder, []), adapted).map { abs($0 - $1) }.max() ?? 0, 0.01)
     }
 
+    /// Routed experts stored one by one (Mixtral's `experts.N.w1/w2/w3`, as PEFT on
+    /// transformers 4 names them): an adapter on two experts gives the same logits on the
+    /// folder and on its GGUF (stacked `ffn_*_exps`, read per expert), under an expert cache
+    /// too, and they differ from the base model's.
+    func testAdapterOnRoutedExperts() throws {
+        let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-lora-exp-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: tmp) }
+        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
+        let folder = fixturesDirectory.appendingPathComponent("mixtral").path, gguf = tmp.appendingPathComponent("m.gguf").path
+        try GGUFConverter.convert(directory: folder, preset: .f32, to: gguf)
+        let base = try DecoderModel(directory: folder)
+        let names = base.spec.names
+        var tensors: [(String, Tensor)] = []
+        for (i, (layer, expert)) in [(0, 1), (1, 0), (1, 1), (2, 3)].enumerated() {
+            let x = names.expert(layer, expert)
+            for (j, (name, rows, cols)) in [(x.gate, base.spec.expertIntermediate, base.spec.hiddenSize),
+                                            (x.down, base.spec.hiddenSize, base.spec.expertIntermediate)].enumerated() {
+                let module = "base_model.model." + String(name.dropLast(".weight".count))
+                let seed = UInt64(10 * i + 2 * j)
+                tensors.append(("\(module).lora_A.weight", Tensor(randomUniform: [2, cols], in: -0.5...0.5, seed: seed)))
+                tensors.append(("\(module).lora_B.weight", Tensor(randomUniform: [rows, 2], in: -0.5...0.5, seed: seed + 1)))
+            }
+        }
+        let adapter = tmp.appendingPathComponent("adapter")
+        try FileManager.default.createDirectory(at: adapter, withIntermediateDirectories: true)
+        try JSONSerialization.data(withJSONObject: ["peft_type": "LORA", "r": 2, "lora_alpha": 4]).write(to: adapter.appendingPathComponent("adapter_config.json"))
+        try SafetensorsWriter.write(tensors, to: adapter.appendingPathComponent("adapter_model.safetensors").path)
+        let prompt = [3, 9, 27, 81, 243, 7, 49, 100, 200, 11, 121, 5]
+        func logits(_ path: String, _ adapters: [String], budget: Bool = false) throws -> [Float] {
+            let model = try DecoderModel(path: path, adapters: adapters)
+            if budget { try model.useExpertCache(budget: try model.storedBytes() - model.routedExpertBytes + 3 * model.largestExpertBytes) }
+            var cache = model.makeCache()
+            return try model.forward(prompt, cache: &cache).toFloats()
+        }
+        let adapted = try logits(folder, [adapter.path])
+        assertClose(try logits(gguf, [adapter.path]), adapted, absolute: 1e-4, "GGUF with the expert adapter")
+        assertClose(try logits(folder, [adapter.path], budget: true), adapted, absolute: 0, "under an expert cache")
+        XCTAssertGreaterThan(zip(try logits(folder, []), adapted).map { abs($0 - $1) }.max() ?? 0, 0.01)
+    }
+
     /// `moe merge`: the merged folder runs as the adapted model (f32 fixture: the same sums),
     /// copies the tokenizer files, and refuses an existing folder and a GGUF base.
     func testMergedCheckpointEqualsPEFT() throws {
