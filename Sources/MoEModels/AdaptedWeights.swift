@@ -45,7 +45,7 @@ public final class AdaptedWeights: WeightSource, @unchecked Sendable {
             guard r.shape == w.shape else {
                 throw .invalidFile(path: a.path, field: "\(module).base_layer.weight", reason: "is \(r.shape); the model's \(name) is \(w.shape)")
             }
-            w = isRotated(module) ? GGUFConverter.interleavedRope(r, heads: module.hasSuffix("q_proj") ? heads : kvHeads) : r
+            w = isRotated(module) ? RopeRows.interleaved(r, heads: module.hasSuffix("q_proj") ? heads : kvHeads) : r
         }
         let found = adapters.compactMap { a in a.modules[module].map { (a, $0) } }
         guard !found.isEmpty else {
@@ -59,7 +59,7 @@ public final class AdaptedWeights: WeightSource, @unchecked Sendable {
             guard delta.shape == w.shape else {
                 throw .invalidFile(path: adapter.path, field: module, reason: "B A is \(delta.shape); the model's \(name) is \(w.shape)")
             }
-            let d = isRotated(module) ? GGUFConverter.interleavedRope(delta, heads: module.hasSuffix("q_proj") ? heads : kvHeads) : delta
+            let d = isRotated(module) ? RopeRows.interleaved(delta, heads: module.hasSuffix("q_proj") ? heads : kvHeads) : delta
             let dp = d.floats
             for i in merged.indices { merged[i] += dp[i] }
         }

@@ -115,10 +115,11 @@ public struct CachedExperts: ExpertFFN {
     }
 
     /// Starts reading `experts` into the cache in the background (router lookahead: the
-    /// experts this layer is predicted to choose, asked for while the layer before computes).
-    public func prefetch(_ experts: [Int]) {
+    /// experts this layer is predicted to choose, asked for while the layer before computes),
+    /// evicting none of layer `sparing`'s (the layer before, whose experts are about to run).
+    public func prefetch(_ experts: [Int], sparing: Int? = nil) {
         for e in experts where e >= 0 && e < expertCount {
-            cache.prefetch(layer: layer, expert: e, source: [resident.gate[e], resident.up[e], resident.down[e]])
+            cache.prefetch(layer: layer, expert: e, source: [resident.gate[e], resident.up[e], resident.down[e]], sparing: sparing)
         }
     }
 }

@@ -73,7 +73,8 @@ extension DecoderModel {
         var chosen = Set<Int>()
         for t in 0..<input.shape[0] { chosen.formUnion(routing.experts(of: t)) }
         let bytes = chosen.reduce(0) { $0 + cached.weightBytes(expert: $1) }
-        if bytes <= cache.capacity / 2 { cached.prefetch(chosen.sorted()) }
+        // The layer about to run has not pinned its experts yet: the reads must not evict them.
+        if bytes <= cache.capacity / 2 { cached.prefetch(chosen.sorted(), sparing: next - 1) }
     }
 
     /// Throws the expert cache's read failure, if one happened in the layer just run.

@@ -182,13 +182,14 @@ public final class ExpertCache: @unchecked Sendable {
     }
 
     /// Starts reading expert `expert` of `layer` in the background, if it is neither held nor
-    /// being read and fits without evicting a pinned entry; a later `acquire` finds it (or
+    /// being read and fits without evicting a pinned entry, or one of layer `sparing` (the
+    /// layer about to run, whose experts are not pinned yet); a later `acquire` finds it (or
     /// waits for it). Returns at once.
-    public func prefetch(layer: Int, expert: Int, source: [Tensor]) {
+    public func prefetch(layer: Int, expert: Int, source: [Tensor], sparing: Int? = nil) {
         let key = Key(layer: layer, expert: expert)
         let bytes = entryBytes(source)
         cond.lock()
-        guard entries[key] == nil, makeRoom(for: bytes) else {
+        guard entries[key] == nil, makeRoom(for: bytes, sparing: sparing) else {
             cond.unlock()
             return
         }
@@ -269,11 +270,14 @@ public final class ExpertCache: @unchecked Sendable {
 
     private func pinnedBytes() -> Int { entries.values.reduce(0) { $0 + ($1.pins > 0 ? $1.bytes : 0) } }
 
-    /// Evicts unpinned entries, lowest ranked first, until `bytes` more fit; false if they
-    /// cannot. Under the lock.
-    private func makeRoom(for bytes: Int) -> Bool {
+    /// Evicts unpinned entries (none of layer `sparing`), lowest ranked first, until `bytes`
+    /// more fit; false if they cannot, and then, when sparing a layer (a prefetch), evicts
+    /// nothing. Under the lock.
+    private func makeRoom(for bytes: Int, sparing: Int? = nil) -> Bool {
         if held + bytes <= capacity { return true }
-        let order = entries.filter { $0.value.pins == 0 }.sorted { a, b in
+        let candidates = entries.filter { $0.value.pins == 0 && $0.key.layer != sparing }
+        if sparing != nil && held - candidates.reduce(0, { $0 + $1.value.bytes }) + bytes > capacity { return false }
+        let order = candidates.sorted { a, b in
             switch policy {
             case .lru: return a.value.lastUse < b.value.lastUse
             case .lfu: return (a.value.uses, a.value.lastUse) < (b.value.uses, b.value.lastUse)

@@ -94,29 +94,11 @@ public enum GGUFConverter {
         return out
     }
 
-    /// llama.cpp's q/k row order for Llama-family models (its `permute`): within each head, row
-    /// j h/2 + i (half j, pair i) moves to 2 i + j, so rotating adjacent pairs equals
-    /// transformers' rotate-half. A copy in the stored type.
-    static func interleavedRope(_ t: Tensor, heads: Int) -> Tensor { permutedRope(t, heads: heads, interleave: true) }
+    /// llama.cpp's q/k row order for Llama-family models (`RopeRows.interleaved`).
+    static func interleavedRope(_ t: Tensor, heads: Int) -> Tensor { RopeRows.interleaved(t, heads: heads) }
 
     /// `interleavedRope` undone: llama.cpp's q/k row order back to transformers'.
-    public static func halvesRope(_ t: Tensor, heads: Int) -> Tensor { permutedRope(t, heads: heads, interleave: false) }
-
-    static func permutedRope(_ t: Tensor, heads: Int, interleave: Bool) -> Tensor {
-        let rows = t.shape[0], cols = t.rank == 2 ? t.shape[1] : 1, hd = rows / max(1, heads), half = hd / 2
-        let rowBytes = t.dtype.storageBytes(elements: cols)
-        let out = Tensor(uninitialized: t.shape, dtype: t.dtype)
-        for h in 0..<heads {
-            for j in 0..<2 {
-                for i in 0..<half {
-                    let halves = h * hd + j * half + i, pairs = h * hd + 2 * i + j
-                    let (from, to) = interleave ? (halves, pairs) : (pairs, halves)
-                    (out.mutableRawPointer + to * rowBytes).copyMemory(from: t.rawPointer + from * rowBytes, byteCount: rowBytes)
-                }
-            }
-        }
-        return out
-    }
+    public static func halvesRope(_ t: Tensor, heads: Int) -> Tensor { RopeRows.halves(t, heads: heads) }
 
     /// llama.cpp's metadata for the architecture, from the spec and config.json.
     static func metadata(_ ck: Checkpoint, _ spec: DecoderSpec, arch: String, directory: String) throws(ModelError) -> [GGUFWriter.Record] {

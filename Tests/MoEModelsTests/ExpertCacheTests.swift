@@ -151,6 +151,32 @@ final class ExpertCacheTests: XCTestCase {
         }
     }
 
+    /// Lookahead for layer l+1 runs before layer l pins its experts: its reads evict other
+    /// layers' entries, never layer l's, and evict nothing when only layer l's could go.
+    func testAPrefetchSparesTheLayerAboutToRun() throws {
+        let (w, _) = try mappedTensor(4096, fill: 7)
+        let cache = ExpertCache(capacity: 2 * 4096)
+        func use(_ layer: Int, _ e: Int) {
+            XCTAssertNotNil(cache.acquire(layer: layer, expert: e, source: [w]))
+            cache.release(layer: layer, expert: e)
+        }
+        use(0, 0)  // the least recent entry
+        use(1, 0)
+        cache.prefetch(layer: 1, expert: 1, source: [w], sparing: 0)
+        _ = cache.acquire(layer: 1, expert: 1, source: [w])  // waits for the read
+        cache.release(layer: 1, expert: 1)
+        cache.resetStatistics()
+        use(0, 0)
+        XCTAssertEqual(cache.statistics.hits, 1, "layer 0's entry survived the prefetch")
+        // Now only layer 0's entries are evictable: a prefetch sparing layer 0 does nothing.
+        let full = ExpertCache(capacity: 2 * 4096)
+        for e in 0..<2 { XCTAssertNotNil(full.acquire(layer: 0, expert: e, source: [w])); full.release(layer: 0, expert: e) }
+        full.prefetch(layer: 1, expert: 0, source: [w], sparing: 0)
+        XCTAssertEqual(full.statistics.prefetches, 0)
+        XCTAssertEqual(full.statistics.evictions, 0)
+        XCTAssertEqual(full.count, 2)
+    }
+
     func testAFileThatShrinksGivesATypedError() throws {
         let (w, path) = try mappedTensor(8192, fill: 4)
         let cache = ExpertCache(capacity: 1 << 20)
