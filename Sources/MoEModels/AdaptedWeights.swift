@@ -55,10 +55,12 @@ public final class AdaptedWeights: WeightSource, @unchecked Sendable {
         guard w.rank == 2 else { throw .invalidFile(path: found[0].0.path, field: module, reason: "adapts \(name), which is not a matrix") }
         var merged = w.toFloats()
         for (adapter, m) in found {
-            let delta = adapter.delta(m, pool: pool)
-            guard delta.shape == w.shape else {
-                throw .invalidFile(path: adapter.path, field: module, reason: "B A is \(delta.shape); the model's \(name) is \(w.shape)")
+            // Checked before B A is made: its size comes from the adapter file.
+            let shape = m.isEmbedding ? [m.a.shape[1], m.b.shape[0]] : [m.b.shape[0], m.a.shape[1]]
+            guard shape == w.shape else {
+                throw .invalidFile(path: adapter.path, field: module, reason: "B A is \(shape); the model's \(name) is \(w.shape)")
             }
+            let delta = adapter.delta(m, pool: pool)
             let d = isRotated(module) ? RopeRows.interleaved(delta, heads: module.hasSuffix("q_proj") ? heads : kvHeads) : delta
             let dp = d.floats
             for i in merged.indices { merged[i] += dp[i] }

@@ -161,6 +161,10 @@ final class LoRAAdapterTests: XCTestCase {
                            tensors: [("base_model.model.model.layers.0.self_attn.k_proj.lora_A.weight", a),
                                      ("base_model.model.model.layers.0.self_attn.k_proj.lora_B.weight", b)])
         XCTAssertEqual(field { _ = try DecoderModel(path: llama, adapters: [path]) }, "model.layers.0.self_attn.k_proj")
+        // A and B whose product would be 250,000 x 250,000 floats: refused before it is made.
+        path = try adapter(config: ["r": 1], tensors: [("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", Tensor(zeros: [1, 250_000])),
+                                                      ("base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight", Tensor(zeros: [250_000, 1]))])
+        XCTAssertEqual(field { _ = try DecoderModel(path: llama, adapters: [path]) }, "model.layers.0.self_attn.q_proj")
         // A without B.
         path = try adapter(config: ["r": 2], tensors: [("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", a)])
         XCTAssertEqual(field { _ = try DecoderModel(path: llama, adapters: [path]) }, "model.layers.0.self_attn.q_proj")
