@@ -77,9 +77,14 @@ public final class AdaptedWeights: WeightSource, @unchecked Sendable {
     /// Throws when an adapter names a module the model has not loaded.
     public func checkAllApplied() throws(ModelError) {
         let done = lock.withLock { applied }
+        try Self.check(adapters) { done.contains($0) }
+    }
+
+    /// Throws for the first module an adapter names that `present` says the model lacks.
+    static func check(_ adapters: [LoRAAdapterFolder], present: (String) -> Bool) throws(ModelError) {
         for adapter in adapters {
             let named = Set(adapter.modules.keys).union(adapter.replacements.keys)
-            if let missing = named.sorted().first(where: { !done.contains($0) }) {
+            if let missing = named.sorted().first(where: { !present($0) }) {
                 throw .invalidFile(path: adapter.path, field: missing, reason: "adapts a module this model does not have (an adapter for another model?)")
             }
         }

@@ -52,26 +52,25 @@ public final class DecoderModel: @unchecked Sendable {
     /// Loads `path`: a GGUF file (by its `.gguf` name or its magic), or a checkpoint folder.
     /// DESIGN.md: `--model` takes a GGUF file as well as a folder, everywhere.
     public convenience init(path: String, pool: ThreadPool = .shared) throws(ModelError) {
+        let (weights, spec) = try Self.weightSource(path: path)
+        try self.init(weights: weights, spec: spec, pool: pool)
+    }
+
+    /// The weights at `path` (a GGUF file or a checkpoint folder) and the decoder they describe.
+    static func weightSource(path: String) throws(ModelError) -> (any WeightSource, DecoderSpec) {
         if GGUFFile.isGGUF(path: path) {
-            let weights = try GGUFWeights(path: path)
-            try self.init(weights: weights, spec: weights.spec, pool: pool)
-        } else {
-            try self.init(directory: path, pool: pool)
+            let g = try GGUFWeights(path: path)
+            return (g, g.spec)
         }
+        let ck = try Checkpoint(directory: path)
+        return (ck, try Architectures.spec(configAt: ck.configPath))
     }
 
     /// Loads `path` (as `init(path:)`) with the PEFT LoRA adapter folders `adapters` folded
     /// into its weights, in order (`AdaptedWeights`).
     public convenience init(path: String, adapters: [String], pool: ThreadPool = .shared) throws(ModelError) {
-        guard !adapters.isEmpty else { try self.init(path: path, pool: pool); return }
-        let base: any WeightSource, spec: DecoderSpec
-        if GGUFFile.isGGUF(path: path) {
-            let g = try GGUFWeights(path: path)
-            (base, spec) = (g, g.spec)
-        } else {
-            let ck = try Checkpoint(directory: path)
-            (base, spec) = (ck, try Architectures.spec(configAt: ck.configPath))
-        }
+        let (base, spec) = try Self.weightSource(path: path)
+        guard !adapters.isEmpty else { try self.init(weights: base, spec: spec, pool: pool); return }
         var folders: [LoRAAdapterFolder] = []
         for a in adapters { folders.append(try LoRAAdapterFolder(path: a)) }
         let weights = try AdaptedWeights(base: base, spec: spec, adapters: folders, pool: pool)

@@ -17,12 +17,7 @@ public enum LoRAMerge {
         var folders: [LoRAAdapterFolder] = []
         for a in adapters { folders.append(try LoRAAdapterFolder(path: a)) }
         // Every adapted module must be in the checkpoint before anything is written.
-        for f in folders {
-            let named = Set(f.modules.keys).union(f.replacements.keys)
-            if let missing = named.sorted().first(where: { !ck.has($0 + ".weight") }) {
-                throw .invalidFile(path: f.path, field: missing, reason: "adapts a module this model does not have (an adapter for another model?)")
-            }
-        }
+        try AdaptedWeights.check(folders) { ck.has($0 + ".weight") }
         let weights = try AdaptedWeights(base: ck, spec: spec, adapters: folders, pool: pool)
         var entries: [SafetensorsWriter.Entry] = []
         for name in ck.names {

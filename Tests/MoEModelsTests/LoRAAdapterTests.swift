@@ -45,25 +45,38 @@ final class LoRAAdapterTests: XCTestCase {
                   reference: "qwen2_moe_q")
     }
 
+    /// Fixture `name`'s folder, an f32 GGUF of it in a temporary folder (removed after the
+    /// test), and that folder.
+    func fixtureAndItsGGUF(_ name: String) throws -> (folder: String, gguf: String, tmp: URL) {
+        let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-lora-\(UUID().uuidString)")
+        addTeardownBlock { try? FileManager.default.removeItem(at: tmp) }
+        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
+        let folder = fixturesDirectory.appendingPathComponent(name).path, gguf = tmp.appendingPathComponent("m.gguf").path
+        try GGUFConverter.convert(directory: folder, preset: .f32, to: gguf)
+        return (folder, gguf, tmp)
+    }
+
+    /// A PEFT adapter folder in `tmp` holding `tensors`.
+    func writeAdapter(_ tensors: [(String, Tensor)], r: Int, alpha: Int, in tmp: URL) throws -> URL {
+        let adapter = tmp.appendingPathComponent("adapter")
+        try FileManager.default.createDirectory(at: adapter, withIntermediateDirectories: true)
+        try JSONSerialization.data(withJSONObject: ["peft_type": "LORA", "r": r, "lora_alpha": alpha]).write(to: adapter.appendingPathComponent("adapter_config.json"))
+        try SafetensorsWriter.write(tensors, to: adapter.appendingPathComponent("adapter_model.safetensors").path)
+        return adapter
+    }
+
     /// An adapter on q and k of a Llama-family GGUF (Mistral: llama.cpp permutes q and k rows for
     /// its interleaved RoPE) gives the logits the same adapter gives on the checkpoint folder
     /// (the path PEFT checks above).
     func testAdapterOnAGGUFOfTheCheckpoint() throws {
-        let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-lora-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: tmp) }
-        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
-        let folder = fixturesDirectory.appendingPathComponent("mistral").path, gguf = tmp.appendingPathComponent("m.gguf").path
-        try GGUFConverter.convert(directory: folder, preset: .f32, to: gguf)
+        let (folder, gguf, tmp) = try fixtureAndItsGGUF("mistral")
         var tensors: [(String, Tensor)] = []
         for (i, (module, rows)) in [("q_proj", 96), ("k_proj", 48), ("v_proj", 48)].enumerated() {
             let p = "base_model.model.model.layers.1.self_attn.\(module)"
             tensors.append(("\(p).lora_A.weight", Tensor(randomUniform: [3, 64], in: -0.3...0.3, seed: UInt64(2 * i))))
             tensors.append(("\(p).lora_B.weight", Tensor(randomUniform: [rows, 3], in: -0.3...0.3, seed: UInt64(2 * i + 1))))
         }
-        let adapter = tmp.appendingPathComponent("adapter")
-        try FileManager.default.createDirectory(at: adapter, withIntermediateDirectories: true)
-        try JSONSerialization.data(withJSONObject: ["peft_type": "LORA", "r": 3, "lora_alpha": 6]).write(to: adapter.appendingPathComponent("adapter_config.json"))
-        try SafetensorsWriter.write(tensors, to: adapter.appendingPathComponent("adapter_model.safetensors").path)
+        let adapter = try writeAdapter(tensors, r: 3, alpha: 6, in: tmp)
         let prompt = [5, 17, 99, 3, 250, 41, 8, 77, 120, 9, 64, 200, 13, 31]
         func logits(_ path: String, _ adapters: [String]) throws -> [Float] {
             let model = try DecoderModel(path: path, adapters: adapters)
@@ -80,11 +93,7 @@ final class LoRAAdapterTests: XCTestCase {
     /// folder and on its GGUF (stacked `ffn_*_exps`, read per expert), under an expert cache
     /// too, and they differ from the base model's.
     func testAdapterOnRoutedExperts() throws {
-        let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-lora-exp-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: tmp) }
-        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
-        let folder = fixturesDirectory.appendingPathComponent("mixtral").path, gguf = tmp.appendingPathComponent("m.gguf").path
-        try GGUFConverter.convert(directory: folder, preset: .f32, to: gguf)
+        let (folder, gguf, tmp) = try fixtureAndItsGGUF("mixtral")
         let base = try DecoderModel(directory: folder)
         let names = base.spec.names
         var tensors: [(String, Tensor)] = []
@@ -98,10 +107,7 @@ final class LoRAAdapterTests: XCTestCase {
                 tensors.append(("\(module).lora_B.weight", Tensor(randomUniform: [rows, 2], in: -0.5...0.5, seed: seed + 1)))
             }
         }
-        let adapter = tmp.appendingPathComponent("adapter")
-        try FileManager.default.createDirectory(at: adapter, withIntermediateDirectories: true)
-        try JSONSerialization.data(withJSONObject: ["peft_type": "LORA", "r": 2, "lora_alpha": 4]).write(to: adapter.appendingPathComponent("adapter_config.json"))
-        try SafetensorsWriter.write(tensors, to: adapter.appendingPathComponent("adapter_model.safetensors").path)
+        let adapter = try writeAdapter(tensors, r: 2, alpha: 4, in: tmp)
         let prompt = [3, 9, 27, 81, 243, 7, 49, 100, 200, 11, 121, 5]
         func logits(_ path: String, _ adapters: [String], budget: Bool = false) throws -> [Float] {
             let model = try DecoderModel(path: path, adapters: adapters)
