@@ -13,7 +13,7 @@ public final class Variable: @unchecked Sendable {
     /// optimiser's in-place passes); code that writes into `grad`'s memory itself must clear it.
     public var gradSquares: Double?
     /// Whether gradients are wanted for it (parameters and intermediate results: yes).
-    public let requiresGrad: Bool
+    public internal(set) var requiresGrad: Bool
 
     public init(_ value: Tensor, requiresGrad: Bool = true) {
         precondition(value.dtype == .f32, "training works in f32, got \(value.dtype)")
@@ -50,6 +50,14 @@ public final class Variable: @unchecked Sendable {
                 for i in range { pb[i] += qb[i] }
             }
         }
+    }
+
+    /// Takes `t` (widened to f32) as the value, with no gradient; `MoECoreError.invalidValue`
+    /// names `name` when the shape differs.
+    func load(_ t: Tensor, name: String) throws {
+        guard t.shape == shape else { throw MoECoreError.invalidValue(path: nil, field: name, reason: "shape \(t.shape), expected \(shape)") }
+        value = t.dtype == .f32 ? t.copied() : t.converted(to: .f32)
+        grad = nil
     }
 
     /// The gradient, or zeros.

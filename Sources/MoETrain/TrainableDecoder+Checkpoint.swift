@@ -198,14 +198,7 @@ extension TrainableDecoder {
     /// shapes; throws what `tensor` throws, or `MoECoreError.invalidValue` for a wrong shape.
     public func load(_ tensor: @escaping (String) throws -> Tensor) throws {
         let tensor = unstacking(tensor)
-        for (name, variable) in namedVariables {
-            let t = try tensor(name)
-            guard t.shape == variable.shape else {
-                throw MoECoreError.invalidValue(path: nil, field: name, reason: "shape \(t.shape), expected \(variable.shape)")
-            }
-            variable.value = t.dtype == .f32 ? t.copied() : t.converted(to: .f32)
-            variable.grad = nil
-        }
+        for (name, variable) in namedVariables { try variable.load(tensor(name), name: name) }
         for (name, i, bias) in namedBiases {
             let t = try tensor(name)
             guard t.shape == [bias.count] else {

@@ -6,7 +6,12 @@ extension TrainableDecoder {
     /// either is seen by both) but keeps gradients of its own. Micro-batches of one step run on
     /// replicas, in parallel, and their gradients are then summed into this model's in order.
     public func replica() -> TrainableDecoder {
-        func v(_ x: Variable) -> Variable { Variable(x.value, requiresGrad: x.requiresGrad) }
+        var rebase: [ObjectIdentifier: Variable] = [:]  // this model's variables -> the replica's
+        func v(_ x: Variable) -> Variable {
+            let copy = Variable(x.value, requiresGrad: x.requiresGrad)
+            rebase[ObjectIdentifier(x)] = copy
+            return copy
+        }
         func f(_ p: FFNParameters?) -> FFNParameters? {
             p.map { FFNParameters(gate: v($0.gate), up: v($0.up), down: v($0.down), outputGate: $0.outputGate.map(v)) }
         }
@@ -21,8 +26,10 @@ extension TrainableDecoder {
         let cell = routerCell.map { c in
             GRUParameters(weightI: c.weightI.map(v), weightH: c.weightH.map(v), biasI: c.biasI.map(v), biasH: c.biasH.map(v))
         }
-        return TrainableDecoder(spec: spec, shape: shape, router: router, embed: e, finalNorm: v(finalNorm),
-                                lmHead: lmHead === embed ? e : v(lmHead), layers: layers, routerCell: cell, sourceConfig: sourceConfig)
+        let copy = TrainableDecoder(spec: spec, shape: shape, router: router, embed: e, finalNorm: v(finalNorm),
+                                    lmHead: lmHead === embed ? e : v(lmHead), layers: layers, routerCell: cell, sourceConfig: sourceConfig)
+        copy.lora = lora?.replica(rebase: rebase)
+        return copy
     }
 
     /// Moves the replicas' gradients into this model's, parameter by parameter, adding them in
@@ -32,8 +39,8 @@ extension TrainableDecoder {
     /// (`Kernels.add`: an OLMoE-shaped model has hundreds of expert tensors, and a pass each
     /// cost half again the time of the additions themselves).
     public func absorbGradients(of replicas: [TrainableDecoder], pool: ThreadPool = .shared) {
-        let mine = parameters.map(\.variable)
-        let theirs = replicas.map { $0.parameters.map(\.variable) }
+        let mine = trainableParameters.map(\.variable)
+        let theirs = replicas.map { $0.trainableParameters.map(\.variable) }
         var sums: [(into: Tensor, adds: [Tensor])] = []
         for (i, p) in mine.enumerated() {
             var adds: [Tensor] = []

@@ -92,6 +92,8 @@ public final class TrainableDecoder: @unchecked Sendable {
     /// RMoE's GRU cell, shared by every layer's router (`recurrent` router only).
     public var routerCell: GRUParameters?
     let rope: RotaryEmbedding
+    /// Trainable LoRA adapters on the frozen weights (`attachLoRA`), or nil.
+    public internal(set) var lora: LoRAModules?
     /// The checkpoint's config.json, for a model loaded from one (saved again with its weights).
     public internal(set) var sourceConfig: [String: Any]? = nil
 
@@ -165,8 +167,12 @@ public final class TrainableDecoder: @unchecked Sendable {
         if lmHead !== embed { out.append((lmHead, true)) }
         for l in layers { out += l.all }
         if let c = routerCell { out += (c.weightI + c.weightH).map { ($0, true) } + (c.biasI + c.biasH).map { ($0, false) } }
+        if let lora { out += lora.parameters }
         return out
     }
+
+    /// The parameters that train: all of them, or with LoRA adapters attached only the adapters'.
+    public var trainableParameters: [(variable: Variable, decay: Bool)] { parameters.filter { $0.variable.requiresGrad } }
 
     /// What a forward pass gives.
     public struct Output {
@@ -197,14 +203,14 @@ public final class TrainableDecoder: @unchecked Sendable {
         for (index, layer) in layers.enumerated() {
             let h = tape.rmsNorm(x, weight: layer.inputNorm, eps: s.rmsNormEps)
             let a = attention(h, layer, index: index, tokens: b * t, segment: t, angles: angles, tape: tape)
-            x = tape.add(x, tape.linear(a, layer.wo, bias: layer.bo))
+            x = tape.add(x, project(a, layer.wo, bias: layer.bo, tape: tape))
             let h2 = tape.rmsNorm(x, weight: layer.postNorm, eps: s.rmsNormEps)
             var f: Variable
             if let moe = layer.moe {
                 let logits: Variable
                 switch moe.router {
                 case let .linear(w):
-                    logits = tape.linear(h2, w, bias: moe.routerBias)
+                    logits = project(h2, w, bias: moe.routerBias, tape: tape)
                 case let .recurrent(input, output):
                     guard let cell = routerCell else { preconditionFailure("a recurrent router needs the model's GRU cell") }
                     let state = tape.gruCell(tape.linear(h2, input), state: routerState, cell)
@@ -212,7 +218,7 @@ public final class TrainableDecoder: @unchecked Sendable {
                     logits = tape.linear(state, output)
                 }
                 let step = tape.moe(h2, logits: logits, moe, router: router(of: layer), aux: aux,
-                                    batch: shard.map { ($0, index) })
+                                    batch: shard.map { ($0, index) }, adapters: lora?.experts(of: moe))
                 auxTotal += step.auxLoss
                 routings.append(step.routing)
                 f = step.output
@@ -224,7 +230,7 @@ public final class TrainableDecoder: @unchecked Sendable {
             }
             x = tape.add(x, f)
         }
-        let logits = tape.linear(tape.rmsNorm(x, weight: finalNorm, eps: s.rmsNormEps), lmHead)
+        let logits = project(tape.rmsNorm(x, weight: finalNorm, eps: s.rmsNormEps), lmHead, tape: tape)
         let loss = tape.crossEntropy(logits, targets: targets.flatMap { $0 })
         return Output(loss: loss, logits: logits, auxLoss: auxTotal, routings: routings)
     }
@@ -238,7 +244,7 @@ public final class TrainableDecoder: @unchecked Sendable {
             return latentAttention(h, layer, lat, l, tokens: n, segment: segment, angles: angles, tape: tape)
         }
         let s = spec, hd = s.headDim
-        var qkv = tape.linears(h, [layer.wq, layer.wk, layer.wv])
+        var qkv = projections(h, [layer.wq, layer.wk, layer.wv], tape: tape)
         for (i, bias) in [layer.bq, layer.bk, layer.bv].enumerated() { if let bias { qkv[i] = tape.addBias(qkv[i], bias) } }
         if s.qkNorm == .full, let qn = layer.qNorm, let kn = layer.kNorm {
             qkv[0] = tape.rmsNorm(qkv[0], weight: qn, eps: s.rmsNormEps)
@@ -267,14 +273,14 @@ public final class TrainableDecoder: @unchecked Sendable {
                          segment: Int, angles: RotaryAngles, tape: Tape) -> Variable {
         let heads = spec.heads, kd = l.nopeDim + l.ropeDim, eps = spec.rmsNormEps, width = max(kd, l.valueDim)
         var q = h
-        if let qa = lat.qA, let qn = lat.qANorm { q = tape.rmsNorm(tape.linear(h, qa), weight: qn, eps: eps) }
-        let qRows = tape.reshape(tape.linear(q, layer.wq), [n * heads, kd])
+        if let qa = lat.qA, let qn = lat.qANorm { q = tape.rmsNorm(project(h, qa, tape: tape), weight: qn, eps: eps) }
+        let qRows = tape.reshape(project(q, layer.wq, tape: tape), [n * heads, kd])
         let qRot = tape.rope(tape.reshape(tape.sliceColumns(qRows, l.nopeDim..<kd), [n, heads, l.ropeDim]), angles: angles, rope)
-        let compressed = tape.linear(h, layer.wk)                                          // [n, Rkv + Dr]
+        let compressed = project(h, layer.wk, tape: tape)                                          // [n, Rkv + Dr]
         let latent = tape.rmsNorm(tape.sliceColumns(compressed, 0..<l.kvLoraRank), weight: lat.kvANorm, eps: eps)
         let kRot = tape.rope(tape.reshape(tape.sliceColumns(compressed, l.kvLoraRank..<(l.kvLoraRank + l.ropeDim)), [n, 1, l.ropeDim]),
                              angles: angles, rope)
-        let expanded = tape.reshape(tape.linear(latent, layer.wv), [n * heads, l.nopeDim + l.valueDim])
+        let expanded = tape.reshape(project(latent, layer.wv, tape: tape), [n * heads, l.nopeDim + l.valueDim])
         let keys = tape.concatColumns([tape.sliceColumns(expanded, 0..<l.nopeDim),
                                        tape.reshape(tape.tileColumns(tape.reshape(kRot, [n, l.ropeDim]), heads), [n * heads, l.ropeDim])])
         let queries = tape.concatColumns([tape.sliceColumns(qRows, 0..<l.nopeDim), tape.reshape(qRot, [n * heads, l.ropeDim])])
@@ -287,10 +293,10 @@ public final class TrainableDecoder: @unchecked Sendable {
 
     /// A SwiGLU FFN on x: down(silu(gate x) * up x), scaled by its sigmoid gate when it has one.
     func swiglu(_ x: Variable, _ f: FFNParameters, tape: Tape) -> Variable {
-        let gu = tape.linears(x, [f.gate, f.up])
-        let y = tape.linear(tape.siluMul(gate: gu[0], up: gu[1]), f.down)
+        let gu = projections(x, [f.gate, f.up], tape: tape)
+        let y = project(tape.siluMul(gate: gu[0], up: gu[1]), f.down, tape: tape)
         guard let g = f.outputGate else { return y }
-        return tape.sigmoidGate(y, tape.linear(x, g))
+        return tape.sigmoidGate(y, project(x, g, tape: tape))
     }
 }
 

@@ -3,8 +3,10 @@ import MoECore
 import MoEModels
 
 /// A training run's checkpoint folder: `<dir>/checkpoint`, a Hugging Face model folder that
-/// `moe generate` runs (model.safetensors, config.json, tokenizer.json) plus the optimiser
-/// moments (optimizer.safetensors) and the step (trainer_state.json), replaced atomically.
+/// `moe generate` runs (model.safetensors, config.json, tokenizer.json), or with LoRA a PEFT
+/// adapter folder (adapter_config.json, adapter_model.safetensors) for `--adapter`, plus the
+/// optimiser moments (optimizer.safetensors) and the step (trainer_state.json), replaced
+/// atomically.
 extension Trainer {
     /// Writes the checkpoint to a fresh folder, then swaps it in: checkpoint -> checkpoint.old,
     /// new -> checkpoint, then removes checkpoint.old.
@@ -16,6 +18,24 @@ extension Trainer {
         let tmp = dir.appendingPathComponent(".checkpoint-\(getpid())-\(trainer.step)")
         try? fm.removeItem(at: tmp)
         try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
+        if let lora = trainer.model.lora {  // a PEFT adapter for the unchanged base
+            try lora.save(to: tmp.path, base: trainer.config.from)
+        } else {
+            try writeModel(to: tmp)
+        }
+        var moments: [(name: String, tensor: Tensor)] = []
+        for s in trainer.optimizerState { moments += [("\(s.name).m", s.m), ("\(s.name).v", s.v)] }
+        try SafetensorsWriter.write(moments, to: tmp.appendingPathComponent("optimizer.safetensors").path)
+        try JSONSerialization.data(withJSONObject: ["step": trainer.step]).write(to: tmp.appendingPathComponent("trainer_state.json"))
+        try? fm.removeItem(at: old)
+        if fm.fileExists(atPath: final.path) { try fm.moveItem(at: final, to: old) }
+        try fm.moveItem(at: tmp, to: final)
+        try? fm.removeItem(at: old)
+    }
+
+    /// The model folder's files in `tmp`: weights, config.json and the tokenizer.
+    private func writeModel(to tmp: URL) throws {
+        let trainer = self, fm = FileManager.default
         try SafetensorsWriter.write(trainer.model.namedTensors, metadata: ["format": "pt"],
                                     to: tmp.appendingPathComponent("model.safetensors").path)
         let fresh = trainer.config.from == nil
@@ -39,14 +59,6 @@ extension Trainer {
             try RandomCheckpoint.byteLevelTokenizerJSON(specials: ["<bos>", "<eos>", "<pad>"], bos: "<bos>")
                 .write(to: tmp.appendingPathComponent("tokenizer.json"))
         }
-        var moments: [(name: String, tensor: Tensor)] = []
-        for s in trainer.optimizerState { moments += [("\(s.name).m", s.m), ("\(s.name).v", s.v)] }
-        try SafetensorsWriter.write(moments, to: tmp.appendingPathComponent("optimizer.safetensors").path)
-        try JSONSerialization.data(withJSONObject: ["step": trainer.step]).write(to: tmp.appendingPathComponent("trainer_state.json"))
-        try? fm.removeItem(at: old)
-        if fm.fileExists(atPath: final.path) { try fm.moveItem(at: final, to: old) }
-        try fm.moveItem(at: tmp, to: final)
-        try? fm.removeItem(at: old)
     }
 
     /// After a run killed at any instant, puts the newest complete checkpoint under its usual
@@ -89,7 +101,8 @@ extension Trainer {
             throw MoECoreError.invalidValue(path: folder.appendingPathComponent("trainer_state.json").path, field: "step",
                                             reason: "missing, or not a whole number >= 0")
         }
-        let model = try SafetensorsFile(path: folder.appendingPathComponent("model.safetensors").path)
+        let weights = trainer.model.lora == nil ? "model.safetensors" : "adapter_model.safetensors"
+        let model = try SafetensorsFile(path: folder.appendingPathComponent(weights).path)
         let moments = try SafetensorsFile(path: folder.appendingPathComponent("optimizer.safetensors").path)
         try trainer.restore(step: step, tensor: { try model.tensor($0) },
                             moment: { name, which in moments.entries["\(name).\(which)"] == nil ? nil : try moments.tensor("\(name).\(which)") })

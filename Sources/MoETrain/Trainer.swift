@@ -29,7 +29,9 @@ public final class Trainer: @unchecked Sendable {
         self.config = config
         self.pool = pool
         if let from = config.from {
-            model = try TrainableDecoder(path: from, router: config.routerGiven ? config.router : nil)
+            let loaded = try TrainableDecoder(path: from, router: config.routerGiven ? config.router : nil)
+            if let lora = config.lora { try loaded.attachLoRA(lora, seed: config.seed) }
+            model = loaded
             tokenizer = try Trainer.checkpointTokenizer(of: from, spec: model.spec)
         } else if let arch = config.model.arch, arch != "mixtral" {
             // A fresh model of another family: init-random's f32 weights, read back through the family.
@@ -100,9 +102,10 @@ public final class Trainer: @unchecked Sendable {
     @discardableResult
     public func trainStep() -> (loss: Float, aux: Float, lr: Float) {
         let (loss, aux) = computeGradients()
-        let clip = clipScale(model.parameters.map { $0.variable }, maxNorm: config.clip, pool: pool)
+        let trainable = model.trainableParameters
+        let clip = clipScale(trainable.map { $0.variable }, maxNorm: config.clip, pool: pool)
         let lr = schedule.rate(at: step)
-        optimizer.update(model.parameters, lr: lr, gradScale: clip.scale, pool: pool)
+        optimizer.update(trainable, lr: lr, gradScale: clip.scale, pool: pool)
         if config.biasUpdateSpeed > 0 { updateRouterBiases(loads: lastLoads, speed: config.biasUpdateSpeed) }
         step += 1
         return (loss, aux, lr)
@@ -136,7 +139,11 @@ public final class Trainer: @unchecked Sendable {
     /// thread count.
     public func computeGradients() -> (loss: Float, aux: Float) {
         let (inputs, targets) = batch(at: step)
-        for p in model.parameters { p.variable.grad = nil }
+        for p in model.trainableParameters { p.variable.grad = nil }
+        // LoRA dropout: masks from (seed, step, micro-batch or shard) alone, off again after.
+        let dropout = model.lora.map { _ in config.seed &* 0xD1B5_4A32_D192_ED03 &+ UInt64(step) &* 1_000_003 }
+        model.lora?.dropoutSeed = dropout
+        defer { model.lora?.dropoutSeed = nil }
         let g = config.gradAccum
         if g == 1 && config.dataParallel && pool.threadCount > 1 && inputs.count > 1 {
             return computeShardedGradients(inputs, targets)
@@ -159,6 +166,7 @@ public final class Trainer: @unchecked Sendable {
             results.withUnsafeMutableBufferPointer { out in
                 pool.parallelFor(n) { i in
                     let rows = ((wave + i) * micro)..<((wave + i + 1) * micro)
+                    replicas[i].lora?.dropoutSeed = dropout.map { $0 &+ UInt64(wave + i) }
                     let tape = Tape(pool: pool)  // calls from inside a pool task run inline
                     let o = replicas[i].forward(Array(inputs[rows]), targets: Array(targets[rows]), tape: tape, aux: aux)
                     tape.backward(from: o.loss, seed: weight)
@@ -188,6 +196,7 @@ public final class Trainer: @unchecked Sendable {
         outputs.withUnsafeMutableBufferPointer { out in
             pool.parallelFor(shards) { i in
                 let rows = (i * per)..<((i + 1) * per)
+                if let seed = model.lora?.dropoutSeed { replicas[i].lora?.dropoutSeed = seed &+ UInt64(i) }
                 out[i] = replicas[i].forward(Array(inputs[rows]), targets: Array(targets[rows]), tape: tapes[i],
                                              aux: config.auxLosses, shard: statistics.shard(i))
             }
@@ -259,7 +268,8 @@ public final class Trainer: @unchecked Sendable {
     /// The optimiser state by parameter name: first and second moments, as views of the live
     /// tensors (`AdamW.state(of:)`).
     public var optimizerState: [(name: String, m: Tensor, v: Tensor)] {
-        model.namedVariables.sorted { $0.key < $1.key }.compactMap { name, v in
+        let named = model.lora.map { Dictionary(uniqueKeysWithValues: $0.namedVariables) } ?? model.namedVariables
+        return named.sorted { $0.key < $1.key }.compactMap { name, v in
             optimizer.state(of: v).map { (name, $0.m, $0.v) }
         }
     }
@@ -267,8 +277,15 @@ public final class Trainer: @unchecked Sendable {
     /// Restores a checkpoint: parameters, optimiser moments (`moment(name, "m" | "v")`, nil when
     /// absent) and the step count.
     public func restore(step: Int, tensor: @escaping (String) throws -> Tensor, moment: (String, String) throws -> Tensor?) throws {
-        try model.load(tensor)
-        for (name, v) in model.namedVariables {
+        let named: [String: Variable]
+        if let lora = model.lora {  // the adapter's tensors; the base stays as loaded
+            try lora.load(tensor)
+            named = Dictionary(uniqueKeysWithValues: lora.namedVariables)
+        } else {
+            try model.load(tensor)
+            named = model.namedVariables
+        }
+        for (name, v) in named {
             if let m = try moment(name, "m"), let s = try moment(name, "v") {
                 optimizer.restore(v, m: m, v: s, step: step)
             }

@@ -74,6 +74,8 @@ public struct TrainingConfig: Codable, Sendable, StrictConfig {
     /// replace the `model` section.
     public var from: String?
     public var router = RouterConfig(name: "topk-softmax")
+    /// LoRA fine-tuning of the `from` checkpoint (its weights frozen), or nil to train every weight.
+    public var lora: LoRAConfig?
     /// Whether the file names a router; a checkpoint trained `from` keeps its own otherwise.
     public var routerGiven = false
     public var loadBalance: Float = 0.01
@@ -104,7 +106,7 @@ public struct TrainingConfig: Codable, Sendable, StrictConfig {
     public var threads: Int?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case model, from, router, data, steps, batch, lr, warmup, clip, seed, threads
+        case model, from, router, lora, data, steps, batch, lr, warmup, clip, seed, threads
         case loadBalance = "load_balance", zLoss = "z_loss", seqLen = "seq_len", minLR = "min_lr", gradAccum = "grad_accum"
         case dataParallel = "data_parallel"
         case entropyLoss = "entropy_loss", expertBalance = "expert_balance", deviceBalance = "device_balance"
@@ -118,7 +120,7 @@ public struct TrainingConfig: Codable, Sendable, StrictConfig {
     /// The keys a training config may hold, down to the router's and the data section's.
     public static var configKeys: ConfigKeys {
         .keys(CodingKeys.self).with([
-            "model": .keys(Model.CodingKeys.self), "router": RouterConfig.configKeys,
+            "model": .keys(Model.CodingKeys.self), "router": RouterConfig.configKeys, "lora": .keys(LoRAConfig.CodingKeys.self),
             "data": .keys(DataSource.CodingKeys.self).with(["synthetic": .keys(DataSource.Synthetic.CodingKeys.self)]),
         ])
     }
@@ -130,6 +132,7 @@ public struct TrainingConfig: Codable, Sendable, StrictConfig {
         from = try c.decodeIfPresent(String.self, forKey: .from)
         router = try c.decodeIfPresent(RouterConfig.self, forKey: .router) ?? d.router
         routerGiven = c.contains(.router)
+        lora = try c.decodeIfPresent(LoRAConfig.self, forKey: .lora)
         loadBalance = try c.decodeIfPresent(Float.self, forKey: .loadBalance) ?? d.loadBalance
         zLoss = try c.decodeIfPresent(Float.self, forKey: .zLoss) ?? d.zLoss
         entropyLoss = try c.decodeIfPresent(Float.self, forKey: .entropyLoss) ?? d.entropyLoss
@@ -176,6 +179,10 @@ public struct TrainingConfig: Codable, Sendable, StrictConfig {
                     throw bad("model", error.description)
                 }
             }
+        }
+        if let lora {
+            guard from != nil else { throw bad("lora", "LoRA fine-tunes a checkpoint: give `from` (or --from)") }
+            try lora.validate(path: path)
         }
         guard steps > 0, batch > 0, seqLen > 1 else { throw bad("steps/batch/seq_len", "must be positive (seq_len > 1)") }
         // Bounded so that every size computed from them fits memory and Int, checked before anything is allocated.

@@ -15,6 +15,8 @@ struct Train: ParsableCommand {
             The checkpoint folder is a Hugging Face checkpoint (model.safetensors, config.json, tokenizer.json) that \
             `moe generate --model <checkpoint_dir>/checkpoint` runs, plus the optimiser state for --resume. It is \
             written to a temporary folder and swapped in, so a kill never leaves a half-written checkpoint.
+
+            With a `lora` section (`rank`, `alpha`, `dropout`, `target_modules` as PEFT names them, `use_rslora`) and             --from, the checkpoint's weights stay frozen and only LoRA adapters train; the checkpoint folder is then a             PEFT adapter (adapter_config.json, adapter_model.safetensors) for `--adapter` on generate, logits,             perplexity, bench and serve, for `moe merge`, and for PEFT itself.
             """)
 
     @Option(help: "Training config (JSON, or TOML if the name ends in .toml).") var config: String

@@ -86,6 +86,11 @@ final class BadInputTests: XCTestCase {
         let trainHeld = try file("held.json", #"{"steps": 2, "data": {"synthetic": {"held_out": 2}}, "checkpoint_dir": "run-held"}"#)
         let trainDir = try file("dir.json", #"{"steps": 2, "checkpoint_dir": "/proc/moekit-nope"}"#)
         let trainOK = try file("ok.json", #"{"steps": 2, "checkpoint_dir": "run-resume"}"#)
+        let loraNoFrom = try file("lora-nofrom.json", #"{"lora": {"rank": 4}, "steps": 2, "checkpoint_dir": "run-lora"}"#)
+        let loraRank = try file("lora-rank.json", #"{"lora": {"rank": 0}, "steps": 2, "checkpoint_dir": "run-lora"}"#)
+        let loraTypo = try file("lora-typo.json", #"{"lora": {"rnk": 4}, "steps": 2, "checkpoint_dir": "run-lora"}"#)
+        let loraNone = try file("lora-none.json", #"{"lora": {"target_modules": ["nothing_proj"]}, "steps": 2, "checkpoint_dir": "run-lora"}"#)
+        let loraDrop = try file("lora-drop.json", #"{"lora": {"target_modules": "all-linear", "dropout": 0.1}, "steps": 2, "checkpoint_dir": "run-lora"}"#)
         let text = try file("text.txt", (0..<60).map { "\($0)+\($0 * 7 % 50)=\($0 + $0 * 7 % 50)" }.joined(separator: "\n"))
         let base = work.appendingPathComponent("base.lp").path
         let made = try moe(["perplexity", "--file", text, "--context", "32", "--save-logits", base], in: work)
@@ -123,6 +128,11 @@ final class BadInputTests: XCTestCase {
             Case(args: ["train", "--config", trainDir], status: 1, mentions: ["checkpoint_dir", "/proc/moekit-nope"]),
             Case(args: ["train", "--config", trainOK, "--resume"], status: 1, mentions: ["run-resume", "no checkpoint"]),
             Case(args: ["train", "--config", trainOK, "--from", huge], status: 1, mentions: ["num_hidden_layers"]),
+            Case(args: ["train", "--config", loraNoFrom], status: 1, mentions: ["lora-nofrom.json", "lora", "from"]),
+            Case(args: ["train", "--config", loraRank, "--from", mixtral], status: 1, mentions: ["lora-rank.json", "lora.rank"]),
+            Case(args: ["train", "--config", loraTypo, "--from", mixtral], status: 1, mentions: ["lora-typo.json", "rnk", "unknown key"]),
+            Case(args: ["train", "--config", loraNone, "--from", mixtral], status: 1, mentions: ["lora.target_modules", "matches no projection"]),
+            Case(args: ["train", "--config", loraDrop, "--from", mixtral], status: 1, mentions: ["lora.dropout", "experts.0.w1"]),
             Case(args: ["quantize", "--model", truncated, "--type", "q8_0", "--out", "q.gguf"], status: 1, mentions: ["trunc.gguf"]),
             Case(args: ["quantize", "--model", gguf, "--type", "q8_0", "--out", "/nonexistent/q.gguf"], status: 1, mentions: ["/nonexistent/q.gguf"]),
             Case(args: ["perplexity", "--file", "missing.txt"], status: 1, mentions: ["missing.txt"]),

@@ -1,4 +1,5 @@
 import Foundation
+import _TestSupport
 import XCTest
 
 /// End-to-end: runs the built `moe` executable and checks its output and exit status.
@@ -306,6 +307,39 @@ final class CLITests: XCTestCase {
         let missing = try moe(["train", "--config", plain, "--from", root + "/nothing"])
         XCTAssertEqual(missing.status, 1)
         XCTAssertTrue(missing.err.contains("nothing"), missing.err)
+    }
+
+    /// `moe train --from` with a `lora` section on an OLMoE (every linear projection, routed
+    /// experts too): the checkpoint is a PEFT adapter folder, which `logits --adapter` and
+    /// `merge` take, and the merged model gives the adapter's logits (f32 weights: a bf16 merge rounds W + s B A).
+    func testLoRAFineTuneThenAdapterAndMerge() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-lora-cli-\(UUID().uuidString)").path
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: root) }
+        let base = "\(root)/base"
+        let made = try moe(["init-random", "--arch", "olmoe", "--out", base, "--vocab", "300", "--hidden", "32", "--layers", "2",
+                            "--heads", "2", "--kv-heads", "2", "--experts", "4", "--expert-size", "16", "--dtype", "f32"])
+        XCTAssertEqual(made.status, 0, made.err)
+        let cfg = try temp("""
+        {"lora": {"rank": 4, "alpha": 8, "target_modules": "all-linear"},
+         "data": {"synthetic": {"level": 1}}, "steps": 4, "batch": 2, "seq_len": 16, "lr": 0.01, "warmup": 1,
+         "eval_interval": 4, "eval_samples": 2, "checkpoint_dir": "\(root)/run", "seed": 2}
+        """)
+        let trained = try moe(["train", "--config", cfg, "--from", base, "--quiet"])
+        XCTAssertEqual(trained.status, 0, trained.err)
+        let adapter = "\(root)/run/checkpoint"
+        XCTAssertTrue(FileManager.default.fileExists(atPath: adapter + "/adapter_model.safetensors"))
+        let adapted = try moe(["logits", "--model", base, "--adapter", adapter, "--tokens", "5,9,33,2"])
+        XCTAssertEqual(adapted.status, 0, adapted.err)
+        XCTAssertEqual(try moe(["merge", "--model", base, "--adapter", adapter, "--out", "\(root)/merged"]).status, 0)
+        let merged = try moe(["logits", "--model", "\(root)/merged", "--tokens", "5,9,33,2"])
+        XCTAssertEqual(merged.status, 0, merged.err)
+        let plain = try moe(["logits", "--model", base, "--tokens", "5,9,33,2"])
+        func values(_ out: String) throws -> [Float] {
+            let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any])
+            return try XCTUnwrap(json["logits"] as? [[Double]]).flatMap { $0.map(Float.init) }
+        }
+        assertClose(try values(merged.out), try values(adapted.out), absolute: 1e-3, "merged equals adapted")
+        XCTAssertGreaterThan(zip(try values(plain.out), try values(adapted.out)).map { abs($0 - $1) }.max() ?? 0, 1e-3)
     }
 
     /// `model.arch` trains a fresh model of any family (init-random's weights, the byte vocabulary):

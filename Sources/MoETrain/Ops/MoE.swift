@@ -126,7 +126,9 @@ extension Tape {
     /// counts and token count.
     public func moe(_ x: Variable, logits: Variable, _ params: MoEParameters, router: any Router,
                     aux: AuxLossCoefficients = AuxLossCoefficients(),
-                    batch: (shard: MoEBatchStatistics.Shard, layer: Int)? = nil) -> MoEStep {
+                    batch: (shard: MoEBatchStatistics.Shard, layer: Int)? = nil,
+                    adapters: ExpertAdapters? = nil) -> MoEStep {
+        let adapters = adapters?.isEmpty == false ? adapters : nil
         let (coefLB, coefZ) = (aux.loadBalance, aux.zLoss)
         let (t, d) = (x.shape[0], x.shape[1]), e = params.gate.count
         let l = logits.shape[1]  // router logits: the experts, plus AdaMoE's null experts
@@ -182,7 +184,7 @@ extension Tape {
         let hidden = Tensor(uninitialized: [r, inner])
         let gp = gateOut.mutableFloats.baseAddress, upp = upOut.mutableFloats.baseAddress
         let hp = hidden.mutableFloats.baseAddress
-        let fused = used.count >= 4 * pool.threadCount && params.plainSwiGLU
+        let fused = used.count >= 4 * pool.threadCount && params.plainSwiGLU && adapters == nil
         var gateUpJobs: [GemmJob] = []  // appended, not flat-mapped: a batch's jobs are built serially
         gateUpJobs.reserveCapacity(2 * used.count)
         for i in used {
@@ -196,6 +198,9 @@ extension Tape {
                 moek_silu_mul_scaled(hp! + o, gp! + o, upp! + o, rowWeight[first + row], columns.count)
             }
         })
+        // LoRA experts (`ExpertAdapters`): each adapted expert's gate and up gain scale (X_e Aᵀ) Bᵀ.
+        let gateLoRA = adapters.map { ExpertLoRAPass.forward($0.gate, input: xT, rows: tokens, spans: spans, used: used, into: gateOut, pool: pool) }
+        let upLoRA = adapters.map { ExpertLoRAPass.forward($0.up, input: xT, rows: tokens, spans: spans, used: used, into: upOut, pool: pool) }
         let biases = params.plainSwiGLU ? nil : ExpertBiasValues(params)
         let rowExpert = biases == nil ? [] : Self.rowExperts(spans, rows: r)  // read only with biases
         if !fused {
@@ -210,6 +215,7 @@ extension Tape {
         }
         Kernels.gemmBatch(used.map { GemmJob(hidden.rows(spans[$0]), params.down[$0].value, into: expertOut.rows(spans[$0])) },
                           pool: pool)
+        let downLoRA = adapters.map { ExpertLoRAPass.forward($0.down, input: hidden, rows: nil, spans: spans, used: used, into: expertOut, pool: pool) }
         if let down = biases?.down {  // E' = w (h D^T + b_down)
             let op = expertOut.mutableFloats
             for row in 0..<r { for j in 0..<d { op[row * d + j] += rowWeight[row] * down[rowExpert[row]][j] } }
@@ -285,6 +291,10 @@ extension Tape {
                     }
                 }
                 downSquares.deliver()
+                if let adapters, let downLoRA {
+                    downLoRA.backward(adapters.down, outGrad: dyT, gradRows: tokens, input: hidden, rows: nil, spans: spans,
+                                      inputGrad: dh, pool: pool)
+                }
                 if !fused { Kernels.parallelRows(r, cost: 16 * inner, pool: pool) { swigluBackward($0) } }
                 // The down bias: E' = w (h D^T + b), so dw gains dy . b and db gains w dy.
                 if let down = biases?.down {
@@ -332,6 +342,10 @@ extension Tape {
             gateUpSquares.start()
             Kernels.gemmBatch(dxJobs, pool: pool) { job, block, _ in gateUpSquares.record(job: job, rows: block) }
             gateUpSquares.deliver()
+            if let adapters, let gateLoRA, let upLoRA {
+                gateLoRA.backward(adapters.gate, outGrad: dg, gradRows: nil, input: xT, rows: tokens, spans: spans, inputGrad: dxRows, pool: pool)
+                upLoRA.backward(adapters.up, outGrad: du, gradRows: nil, input: xT, rows: tokens, spans: spans, inputGrad: dxRows, pool: pool)
+            }
             let dx = Tensor(uninitialized: [t, d])  // each token's rows summed
             dispatch.combine(dxRows, routing: routing, into: dx, weighted: false, accumulate: false, pool: pool)
             // Balance losses, linear in P_i = mean_t p_ti: a constant c_i per score; plus the

@@ -1,0 +1,196 @@
+import Foundation
+import MoECore
+import MoEModels
+
+/// Trainable LoRA adapters on a frozen `TrainableDecoder` (PEFT's plain LoRA): each targeted
+/// projection W_0 [out, in] gains A [r, in] and B [out, r], and computes
+/// `x W_0ᵀ + scale · (dropout(x) Aᵀ) Bᵀ`. Only A and B get gradients and optimiser state.
+///
+/// Saved as PEFT saves an adapter (`adapter_config.json`, `adapter_model.safetensors` with
+/// `base_model.model.<module>.lora_A.weight`), so PEFT, `moe generate --adapter` and
+/// `moe merge` read it.
+public final class LoRAModules: @unchecked Sendable {
+    /// One adapted projection.
+    public struct Module {
+        /// The projection's Hugging Face module name (`model.layers.0.self_attn.q_proj`).
+        public let name: String
+        public let a: Variable, b: Variable
+        public let scale: Float
+    }
+
+    public let config: LoRAConfig
+    /// Every adapter, in model order.
+    public let modules: [Module]
+    /// Module index by the base weight's variable.
+    let byBase: [ObjectIdentifier: Int]
+    /// The seed of the next forward's dropout masks (each module mixes in its index); nil runs
+    /// without dropout (evaluation, generation).
+    public var dropoutSeed: UInt64?
+
+    init(config: LoRAConfig, modules: [Module], byBase: [ObjectIdentifier: Int]) {
+        self.config = config
+        self.modules = modules
+        self.byBase = byBase
+    }
+
+    /// The adapter on the projection whose weight is `weight`, with its index.
+    func module(for weight: Variable) -> (index: Int, module: Module)? {
+        byBase[ObjectIdentifier(weight)].map { ($0, modules[$0]) }
+    }
+
+    /// The adapters on a MoE layer's routed experts, or nil when none has one.
+    func experts(of moe: MoEParameters) -> ExpertAdapters? {
+        func find(_ ws: [Variable]) -> [ExpertAdapters.Adapter?] {
+            ws.map { w in module(for: w).map { ($0.module.a, $0.module.b, $0.module.scale) } }
+        }
+        let adapters = ExpertAdapters(gate: find(moe.gate), up: find(moe.up), down: find(moe.down))
+        return adapters.isEmpty ? nil : adapters
+    }
+
+    /// The adapters' variables (every one decayed, as PEFT's trainer decays them).
+    var parameters: [(variable: Variable, decay: Bool)] { modules.flatMap { [($0.a, true), ($0.b, true)] } }
+
+    /// Each adapter tensor's variable under its PEFT name.
+    public var namedVariables: [(name: String, variable: Variable)] {
+        modules.flatMap { [(Self.peftName($0.name, "A"), $0.a), (Self.peftName($0.name, "B"), $0.b)] }
+    }
+
+    /// `base_model.model.<module>.lora_A.weight` (or `lora_B`).
+    static func peftName(_ module: String, _ which: String) -> String { "base_model.model.\(module).lora_\(which).weight" }
+
+    /// The same adapters behind new variables over the same values (gradients of their own),
+    /// keyed by `rebase`'s variables for the replica's base weights.
+    func replica(rebase: [ObjectIdentifier: Variable]) -> LoRAModules {
+        let copies = modules.map { Module(name: $0.name, a: Variable($0.a.value), b: Variable($0.b.value), scale: $0.scale) }
+        var keys: [ObjectIdentifier: Int] = [:]
+        for (base, index) in byBase { if let v = rebase[base] { keys[ObjectIdentifier(v)] = index } }
+        let r = LoRAModules(config: config, modules: copies, byBase: keys)
+        r.dropoutSeed = dropoutSeed
+        return r
+    }
+
+    /// Replaces every adapter tensor with `tensor(peftName)` (widened to f32), checking shapes
+    /// (`MoECoreError.invalidValue` names the tensor).
+    public func load(_ tensor: (String) throws -> Tensor) throws {
+        for (name, v) in namedVariables { try v.load(tensor(name), name: name) }
+    }
+
+    /// Writes the adapter as PEFT does into folder `dir` (created if absent): adapter_config.json
+    /// (`base` as `base_model_name_or_path`, the adapted modules by full name as
+    /// `target_modules`) and adapter_model.safetensors.
+    public func save(to dir: String, base: String?) throws {
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var config: [String: Any] = [
+            "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": self.config.rank, "lora_alpha": Double(self.config.alpha),
+            "lora_dropout": Double(self.config.dropout), "use_rslora": self.config.useRSLoRA, "bias": "none",
+            "fan_in_fan_out": false, "inference_mode": true, "init_lora_weights": true, "use_dora": false,
+            "rank_pattern": [String: Any](), "alpha_pattern": [String: Any](), "modules_to_save": NSNull(),
+            "target_modules": modules.map(\.name), "base_model_name_or_path": base ?? NSNull(),
+        ]
+        config["peft_version"] = "0.21.2"
+        try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
+            .write(to: URL(fileURLWithPath: dir).appendingPathComponent("adapter_config.json"))
+        try SafetensorsWriter.write(namedVariables.map { ($0.name, $0.variable.value) }, metadata: ["format": "pt"],
+                                    to: (dir as NSString).appendingPathComponent("adapter_model.safetensors"))
+    }
+}
+
+extension TrainableDecoder {
+    /// Every projection an adapter may train on, under its Hugging Face module name: attention
+    /// (and multi-head latent attention's), the router, dense FFNs, shared experts and their
+    /// gates, each routed expert, and the LM head (last).
+    var adaptableProjections: [(name: String, weight: Variable, isHead: Bool)] {
+        var linear = Set<ObjectIdentifier>()
+        func add(_ v: Variable?) { if let v { linear.insert(ObjectIdentifier(v)) } }
+        for l in layers {
+            [l.wq, l.wk, l.wv, l.wo, l.latent?.qA].forEach(add)
+            if let moe = l.moe {
+                if case let .linear(w) = moe.router { add(w) }
+                (moe.gate + moe.up + moe.down).forEach(add)
+            }
+            for f in [l.dense, l.shared].compactMap({ $0 }) { [f.gate, f.up, f.down, f.outputGate].forEach(add) }
+        }
+        let head = lmHead === embed ? nil : ObjectIdentifier(lmHead)
+        if let head { linear.insert(head) }
+        return orderedVariables.compactMap { name, v in
+            guard linear.contains(ObjectIdentifier(v)), name.hasSuffix(".weight") else { return nil }
+            return (String(name.dropLast(".weight".count)), v, ObjectIdentifier(v) == head)
+        }
+    }
+
+    /// Freezes every weight of the model and puts fresh adapters on the projections `config`
+    /// targets: A drawn as PEFT draws it (Kaiming-uniform, bound 1/√in) from `seed`, B zero, so
+    /// the adapted model starts equal to the base. Throws naming `path`'s `lora.target_modules`
+    /// when nothing matches, or a stacked family's routed experts.
+    public func attachLoRA(_ config: LoRAConfig, seed: UInt64, path: String? = nil) throws(ModelError) {
+        let targets = adaptableProjections.filter { config.targets($0.name, isHead: $0.isHead) }
+        try attach(config: config, targets: targets, path: path) { i, name, weight in
+            let fanIn = weight.shape[1], bound = 1 / Float(fanIn).squareRoot()
+            let a = Tensor(randomUniform: [config.rank, fanIn], in: -bound...bound, seed: seed &* 0x2545_F491 &+ UInt64(i))
+            return (a, Tensor(zeros: [weight.shape[0], config.rank]), config.scale)
+        }
+    }
+
+    /// Freezes the model and attaches the adapter PEFT saved in `adapter` as trainable
+    /// adapters (to train it further, or to check its gradients): each of its modules must be
+    /// an adaptable projection of this model, with A and B of matching shapes.
+    public func attachLoRA(_ adapter: LoRAAdapterFolder, config: LoRAConfig = LoRAConfig()) throws(ModelError) {
+        let weightsPath = (adapter.path as NSString).appendingPathComponent("adapter_model.safetensors")
+        let all = adaptableProjections
+        let known = Set(all.map(\.name))
+        if let stray = adapter.modules.keys.sorted().first(where: { !known.contains($0) }) {
+            throw .invalidFile(path: weightsPath, field: stray, reason: "is not a projection of this model that LoRA training adapts")
+        }
+        try attach(config: config, targets: all.filter { adapter.modules[$0.name] != nil }, path: adapter.path) { (_, name, weight) throws(ModelError) in
+            guard let m = adapter.modules[name], !m.isEmbedding else { preconditionFailure("filtered above") }
+            guard m.a.shape[1] == weight.shape[1], m.b.shape[0] == weight.shape[0] else {
+                throw .invalidFile(path: weightsPath, field: LoRAModules.peftName(name, "B"),
+                                   reason: "A \(m.a.shape) and B \(m.b.shape) do not fit the weight \(weight.shape)")
+            }
+            return (m.a.converted(to: .f32), m.b.converted(to: .f32), m.scale)
+        }
+    }
+
+    private func attach(config: LoRAConfig, targets: [(name: String, weight: Variable, isHead: Bool)], path: String?,
+                        make: (Int, String, Variable) throws(ModelError) -> (a: Tensor, b: Tensor, scale: Float)) throws(ModelError) {
+        guard !targets.isEmpty else {
+            let some = adaptableProjections.prefix(8).map(\.name).joined(separator: ", ")
+            throw .invalidConfig(path: path ?? "(training config)", field: "lora.target_modules", reason: "matches no projection of the model (some it has: \(some))")
+        }
+        if spec.names.stackedLayout == .interleavedInputMajor, let e = targets.first(where: { $0.name.contains(".experts.") }) {
+            throw .invalidConfig(path: path ?? "(training config)", field: "lora.target_modules", reason: "\(e.name): this family stores its experts stacked, and PEFT has no per-expert module for them")
+        }
+        if config.dropout > 0, let e = targets.first(where: { $0.name.contains(".experts.") }) {
+            throw .invalidConfig(path: path ?? "(training config)", field: "lora.dropout",
+                                 reason: "\(e.name) is a routed expert, whose adapters train without dropout; set dropout 0 or leave the experts out")
+        }
+        for p in parameters { p.variable.requiresGrad = false; p.variable.grad = nil }
+        var modules: [LoRAModules.Module] = [], byBase: [ObjectIdentifier: Int] = [:]
+        for (i, t) in targets.enumerated() {
+            let (a, b, scale) = try make(i, t.name, t.weight)
+            byBase[ObjectIdentifier(t.weight)] = modules.count
+            modules.append(.init(name: t.name, a: Variable(a), b: Variable(b), scale: scale))
+        }
+        lora = LoRAModules(config: config, modules: modules, byBase: byBase)
+    }
+
+    /// `x Wᵀ (+ b)`, plus W's adapter when it has one.
+    func project(_ x: Variable, _ w: Variable, bias: Variable? = nil, tape: Tape) -> Variable {
+        adapted(tape.linear(x, w, bias: bias), input: x, weight: w, tape: tape)
+    }
+
+    /// `x W_iᵀ` for each W_i (one batch), each plus its adapter when it has one.
+    func projections(_ x: Variable, _ ws: [Variable], tape: Tape) -> [Variable] {
+        zip(tape.linears(x, ws), ws).map { adapted($0, input: x, weight: $1, tape: tape) }
+    }
+
+    /// `y` plus the adapter on `weight` applied to `input`, or `y` when it has none.
+    private func adapted(_ y: Variable, input x: Variable, weight: Variable, tape: Tape) -> Variable {
+        guard let lora, let (index, m) = lora.module(for: weight) else { return y }
+        var input = x
+        if let seed = lora.dropoutSeed, lora.config.dropout > 0 {
+            input = tape.dropout(x, p: lora.config.dropout, seed: seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(index))
+        }
+        return tape.lora(y, input: input, a: m.a, b: m.b, scale: m.scale)
+    }
+}

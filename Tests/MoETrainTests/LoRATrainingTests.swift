@@ -1,0 +1,191 @@
+import Foundation
+import MoE
+import MoECore
+import MoEModels
+import MoETrain
+import _TestSupport
+import XCTest
+
+/// LoRA fine-tuning on a frozen checkpoint: the loss and every adapter gradient against PEFT on
+/// PyTorch (scripts/make_lora_training_fixtures.py); adapters on the routed experts, the router
+/// and the LM head against the gradient of the merged weight W + s B A, which the family
+/// parity tests check against PyTorch; and a trained adapter saved in PEFT's format running in
+/// inference as it trained, with the base untouched.
+final class LoRATrainingTests: XCTestCase {
+    let fixtures = trainFixture.deletingLastPathComponent()
+    struct Reference: Decodable { var prompt: [Int], loss: Float }
+
+    func checkAgainstPEFT(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let dir = fixtures.appendingPathComponent("lora_train/\(name)")
+        let ref = try JSONDecoder().decode(Reference.self, from: Data(contentsOf: dir.appendingPathComponent("reference.json")))
+        let model = try TrainableDecoder(directory: fixtures.appendingPathComponent(name).path)
+        try model.attachLoRA(LoRAAdapterFolder(path: dir.path))
+        let tape = Tape(pool: ThreadPool(threads: 2))
+        let out = model.forward([Array(ref.prompt.dropLast())], targets: [Array(ref.prompt.dropFirst())], tape: tape,
+                                aux: AuxLossCoefficients())
+        XCTAssertEqual(out.loss.value.floats[0], ref.loss, accuracy: 1e-5, "\(name) loss", file: file, line: line)
+        tape.backward(from: out.loss)
+        let grads = try SafetensorsFile(path: dir.appendingPathComponent("gradients.safetensors").path)
+        let named = try XCTUnwrap(model.lora).namedVariables
+        XCTAssertEqual(Set(named.map(\.name)), Set(grads.entries.keys), "\(name): adapter tensors", file: file, line: line)
+        for (tensor, v) in named {
+            let expected = try grads.tensor(tensor).toFloats()
+            let scale = expected.map(abs).max() ?? 0
+            XCTAssertGreaterThan(scale, 0, tensor, file: file, line: line)
+            assertClose(v.grad?.toFloats() ?? [], expected, absolute: 1e-6 + 1e-4 * scale, "\(name): gradient of \(tensor)",
+                        file: file, line: line)
+        }
+        // The base is frozen: no weight has a gradient.
+        XCTAssertTrue(model.namedVariables.values.allSatisfy { $0.grad == nil }, file: file, line: line)
+    }
+
+    func testDenseLlamaGradientsEqualPEFT() throws { try checkAgainstPEFT("llama") }
+    func testQwen2MoEWithRSLoRASharedExpertAndHeadEqualsPEFT() throws { try checkAgainstPEFT("qwen2_moe") }
+
+    /// x y of 2-D tensors, either read transposed, in plain loops (in f64).
+    func product(_ x: Tensor, _ y: Tensor, transposeA: Bool = false, transposeB: Bool = false) -> Tensor {
+        let (m, k) = transposeA ? (x.shape[1], x.shape[0]) : (x.shape[0], x.shape[1])
+        let n = transposeB ? y.shape[0] : y.shape[1]
+        let xs = x.toFloats(), ys = y.toFloats()
+        var out = [Float](repeating: 0, count: m * n)
+        for i in 0..<m {
+            for j in 0..<n {
+                var sum = 0.0
+                for c in 0..<k {
+                    let a = transposeA ? xs[c * x.shape[1] + i] : xs[i * k + c]
+                    let b = transposeB ? ys[j * k + c] : ys[c * n + j]
+                    sum += Double(a) * Double(b)
+                }
+                out[i * n + j] = Float(sum)
+            }
+        }
+        return Tensor(shape: [m, n], values: out)
+    }
+
+    /// Random B, so that both A and B have non-zero gradients.
+    func randomizeB(_ lora: LoRAModules, seed: UInt64) {
+        for (i, m) in lora.modules.enumerated() {
+            m.b.value = Tensor(randomUniform: m.b.shape, in: -0.2...0.2, seed: seed &+ UInt64(i))
+        }
+    }
+
+    /// Adapters on every projection (attention, router, shared and routed experts, LM head):
+    /// with W' = W + s B A, the adapter's gradients are dA = s Bᵀ dW' and dB = s dW' Aᵀ, where
+    /// dW' is the full model's gradient for W'.
+    func checkAgainstMergedWeights(_ name: String, threads: Int, file: StaticString = #filePath, line: UInt = #line) throws {
+        let dir = fixtures.appendingPathComponent(name).path
+        let adapted = try TrainableDecoder(directory: dir)
+        var config = LoRAConfig()
+        config.rank = 3
+        config.alpha = 5
+        config.targetModules = .allLinear
+        try adapted.attachLoRA(config, seed: 7)
+        let lora = try XCTUnwrap(adapted.lora)
+        XCTAssertTrue(lora.modules.contains { $0.name.contains(".experts.") }, "\(name): routed experts adapted", file: file, line: line)
+        randomizeB(lora, seed: 11)
+        let merged = try TrainableDecoder(directory: dir)
+        let weights = Dictionary(uniqueKeysWithValues: merged.namedVariables.map { ($0.key, $0.value) })
+        for m in lora.modules {
+            let w = try XCTUnwrap(weights[m.name + ".weight"])
+            let delta = product(m.b.value, m.a.value)  // B A
+            let p = w.value.mutableFloats, dp = delta.floats
+            for i in 0..<p.count { p[i] += m.scale * dp[i] }
+        }
+        let tokens = [3, 17, 41, 9, 22, 5, 30, 12, 7, 50], targets = [17, 41, 9, 22, 5, 30, 12, 7, 50, 1]
+        let pool = ThreadPool(threads: threads)
+        var losses: [Float] = []
+        for model in [adapted, merged] {
+            let tape = Tape(pool: pool)
+            let out = model.forward([tokens, tokens.reversed()], targets: [targets, targets.reversed()], tape: tape,
+                                    aux: AuxLossCoefficients(loadBalance: 0.01, zLoss: 0.001))
+            tape.backward(from: out.loss)
+            losses.append(out.loss.value.floats[0])
+        }
+        XCTAssertEqual(losses[0], losses[1], accuracy: 1e-5, "\(name): loss", file: file, line: line)
+        for m in lora.modules {
+            guard let dW = weights[m.name + ".weight"]?.grad else {  // an expert no token chose: no gradient either way
+                XCTAssertTrue(m.a.grad == nil && m.b.grad == nil, "\(name): \(m.name) has no weight gradient", file: file, line: line)
+                continue
+            }
+            var dA = product(m.b.value, dW, transposeA: true).toFloats()  // Bᵀ dW'
+            var dB = product(dW, m.a.value, transposeB: true).toFloats()  // dW' Aᵀ
+            for i in dA.indices { dA[i] *= m.scale }
+            for i in dB.indices { dB[i] *= m.scale }
+            for (got, want, which) in [(m.a.grad, dA, "A"), (m.b.grad, dB, "B")] {
+                let scale = want.map(abs).max() ?? 0
+                assertClose(got?.toFloats() ?? [], want, absolute: 1e-6 + 1e-4 * scale, "\(name): d\(which) of \(m.name)", file: file, line: line)
+            }
+        }
+    }
+
+    func testQwen2MoERoutedExpertAdaptersEqualMergedWeightGradients() throws {
+        try checkAgainstMergedWeights("train_qwen2_moe", threads: 2)
+    }
+    func testMixtralExpertAdaptersEqualMergedWeightGradientsOnOneThread() throws {
+        try checkAgainstMergedWeights("mixtral", threads: 1)
+    }
+}
+
+/// `Trainer` with a `lora` section: only the adapters move, the checkpoint is a PEFT adapter
+/// folder that inference loads to the logits training computes, and a stopped and resumed run
+/// ends on the same adapter bytes as a straight one.
+final class LoRATrainerTests: XCTestCase {
+    func testLoRARunSavesAPEFTAdapterThatInferenceRunsAsTrained() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-lora-run-\(UUID().uuidString)")
+        addTeardownBlock { try? FileManager.default.removeItem(at: root) }
+        var shape = RandomCheckpoint.Shape()
+        (shape.vocabSize, shape.hiddenSize, shape.layers, shape.heads, shape.kvHeads) = (300, 32, 2, 2, 1)
+        (shape.experts, shape.expertSize, shape.topK) = (4, 16, 2)
+        let base = root.appendingPathComponent("base").path
+        try RandomCheckpoint.write(arch: "qwen3_moe", shape: shape, to: base, seed: 3, dtype: .f32)
+        let before = try Data(contentsOf: URL(fileURLWithPath: base + "/model.safetensors"))
+        func config(_ run: String) throws -> TrainingConfig {
+            let json = """
+            {"from": "\(base)", "lora": {"rank": 4, "alpha": 8, "dropout": 0.1, "target_modules": ["q_proj", "v_proj", "o_proj"]},
+             "data": {"synthetic": {"level": 1}}, "steps": 6, "batch": 4, "seq_len": 16, "lr": 0.01, "warmup": 1,
+             "checkpoint_dir": "\(root.appendingPathComponent(run).path)", "seed": 5}
+            """
+            return try JSONDecoder().decode(TrainingConfig.self, from: Data(json.utf8))
+        }
+        let pool = ThreadPool(threads: 2)
+        let straight = try Trainer(config: config("a"), pool: pool)
+        let lora = try XCTUnwrap(straight.model.lora)
+        XCTAssertEqual(lora.modules.count, 6, "q, v and o of two layers")
+        XCTAssertEqual(straight.model.trainableParameters.count, 12)
+        let firstLoss = straight.trainStep().loss
+        var last = firstLoss
+        while straight.step < 6 { last = straight.trainStep().loss }
+        XCTAssertLessThan(last, firstLoss, "the adapters learn")
+        let runA = root.appendingPathComponent("a")
+        try straight.save(to: runA)
+        let folder = runA.appendingPathComponent("checkpoint")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: folder.appendingPathComponent("adapter_config.json").path))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder.appendingPathComponent("model.safetensors").path))
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: base + "/model.safetensors")), before, "the base is untouched")
+
+        // Inference with the saved adapter gives the trained model's logits.
+        let tokens = [72, 101, 108, 108, 111, 44, 32, 119]
+        let trained = straight.model.forward([tokens], targets: [tokens], tape: Tape(pool: pool), aux: AuxLossCoefficients())
+        let inference = try DecoderModel(path: base, adapters: [folder.path], pool: pool)
+        var cache = inference.makeCache()
+        assertClose(try inference.forward(tokens, cache: &cache).toFloats(), trained.logits.value.toFloats(), absolute: 1e-4,
+                    "adapter in inference")
+        let plain = try DecoderModel(path: base, pool: pool)
+        var plainCache = plain.makeCache()
+        let baseLogits = try plain.forward(tokens, cache: &plainCache).toFloats()
+        XCTAssertGreaterThan(zip(baseLogits, trained.logits.value.toFloats()).map { abs($0 - $1) }.max() ?? 0, 1e-3, "the adapter changed the model")
+
+        // Stop after 3 steps, resume in a new trainer: the same adapter as the straight run.
+        let runB = root.appendingPathComponent("b")
+        let first = try Trainer(config: config("b"), pool: pool)
+        for _ in 0..<3 { first.trainStep() }
+        try first.save(to: runB)
+        let resumed = try Trainer(config: config("b"), pool: pool)
+        try resumed.restore(from: runB)
+        XCTAssertEqual(resumed.step, 3)
+        while resumed.step < 6 { resumed.trainStep() }
+        try resumed.save(to: runB)
+        XCTAssertEqual(try Data(contentsOf: runB.appendingPathComponent("checkpoint/adapter_model.safetensors")),
+                       try Data(contentsOf: folder.appendingPathComponent("adapter_model.safetensors")))
+    }
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# LoRA fine-tuning speed: `moe train` with a `lora` section against its PEFT twin
+# (scripts/bench_lora_torch.py) on the same checkpoint, config and threads, in interleaved
+# rounds (this VM drifts: compare figures from the same round only).
+#
+#   scripts/bench-lora.sh [ROUNDS]      (default 3)
+#
+# Makes the two bases under /tmp/moekit-lora-bench with `moe init-random` (f32) if absent: an
+# OLMoE-shaped MoE (d 256, 4 layers, 64 experts of 128, top-8; LoRA on attention) and a dense
+# Llama (d 256, 4 layers, FFN 688; LoRA on every linear projection). Needs torch, transformers
+# and peft from PyPI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-3}
+swift build -c release --product moe >/dev/null
+MOE=.build/release/moe
+BASES=/tmp/moekit-lora-bench
+mkdir -p "$BASES"
+[ -d "$BASES/olmoe256" ] || $MOE init-random --arch olmoe --out "$BASES/olmoe256" --vocab 300 --hidden 256 --layers 4 \
+    --heads 4 --kv-heads 4 --experts 64 --expert-size 128 --top-k 8 --dtype f32 --seed 1 >/dev/null
+[ -d "$BASES/llama256" ] || $MOE init-random --arch llama --out "$BASES/llama256" --vocab 300 --hidden 256 --layers 4 \
+    --heads 4 --kv-heads 2 --dense-size 688 --dtype f32 --seed 1 >/dev/null
+for round in $(seq 1 "$ROUNDS"); do
+    for cfg in scripts/train-bench/lora-olmoe256-attn.json scripts/train-bench/lora-llama256-all.json; do
+        ours=$($MOE train --config "$cfg" --quiet | tail -1)
+        theirs=$(python3 scripts/bench_lora_torch.py "$cfg" 2>/dev/null | tail -1)
+        python3 - "$round" "$cfg" "$ours" "$theirs" <<'PY'
+import json, sys
+r, cfg, ours, theirs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+a, b = ours["tokens_per_s_after_warmup"], theirs["tokens_per_s"]
+print(json.dumps({"round": int(r), "config": cfg, "moekit_tokens_per_s": round(a), "peft_tokens_per_s": round(b),
+                  "ratio": round(a / b, 2), "moekit_whole_run": round(ours["tokens_per_s"]),
+                  "peft_whole_run": round(theirs["tokens_per_s_with_warmup"])}))
+PY
+    done
+done
