@@ -39,6 +39,25 @@ final class LoRATrainingTests: XCTestCase {
         XCTAssertTrue(model.namedVariables.values.allSatisfy { $0.grad == nil }, file: file, line: line)
     }
 
+    /// Dropout keeps about 1 - p of the elements, scaled by 1 / (1 - p); the same seed draws the
+    /// same mask, another seed another; the backward passes the gradient through the same mask.
+    func testDropoutMaskIsSeededAndSharedWithTheBackward() {
+        let n = 40_000, p: Float = 0.25
+        let x = Variable(Tensor(shape: [n / 100, 100], values: (0..<n).map { Float($0 % 7) + 1 }))
+        let tape = Tape(pool: ThreadPool(threads: 2))
+        let y = tape.dropout(x, p: p, seed: 42)
+        let again = tape.dropout(x, p: p, seed: 42).value.toFloats(), other = tape.dropout(x, p: p, seed: 43).value.toFloats()
+        let ys = y.value.toFloats(), xs = x.value.toFloats()
+        let kept = zip(ys, xs).filter { $0.0 != 0 }
+        XCTAssertEqual(Double(kept.count) / Double(n), 0.75, accuracy: 0.01)
+        XCTAssertTrue(kept.allSatisfy { abs($0.0 - $0.1 / (1 - p)) < 1e-5 })
+        XCTAssertEqual(again, ys)
+        XCTAssertNotEqual(other, ys)
+        y.grad = Tensor(shape: x.shape, values: [Float](repeating: 1, count: n))
+        tape.backward(from: Variable(Tensor(shape: [1], values: [0])), seed: 0)  // runs the recorded steps
+        XCTAssertEqual(x.grad?.toFloats().map { $0 != 0 }, ys.map { $0 != 0 })
+    }
+
     func testDenseLlamaGradientsEqualPEFT() throws { try checkAgainstPEFT("llama") }
     func testQwen2MoEWithRSLoRASharedExpertAndHeadEqualsPEFT() throws { try checkAgainstPEFT("qwen2_moe") }
 

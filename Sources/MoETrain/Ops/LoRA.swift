@@ -19,7 +19,7 @@ extension Tape {
         let low = Kernels.matmul(xT, aT, pool: pool)  // [M, r]
         let lp = low.mutableFloats
         for i in 0..<lp.count { lp[i] *= scale }
-        let y = base.value.copied()
+        let y = base.value  // base is the projection just recorded, read by nothing else: add in place
         Kernels.gemmBatch([GemmJob(low, bT, into: y, accumulate: true)], pool: pool)
         let out = Variable(y)
         record { [pool] in
@@ -44,22 +44,32 @@ extension Tape {
     }
 
     /// Inverted dropout: each element of x kept with probability 1 - p and scaled by 1 / (1 - p),
-    /// or zeroed; the mask is drawn from `seed` alone, so a step replays exactly. Backward
-    /// multiplies dy by the same mask. p = 0 returns x itself.
+    /// or zeroed. Element i's draw is a hash of (seed, i) alone, so a step replays exactly, the
+    /// mask is made in parallel chunks, and backward draws it again rather than storing it.
+    /// Backward multiplies dy by the same mask. p = 0 returns x itself.
     public func dropout(_ x: Variable, p: Float, seed: UInt64) -> Variable {
         precondition(p >= 0 && p < 1, "dropout: p \(p) outside [0, 1)")
         guard p > 0 else { return x }
-        var rng = SplitMix64(seed: seed)
-        let keep = 1 / (1 - p)
-        let mask = (0..<x.value.count).map { _ in rng.nextUnitFloat() < p ? Float(0) : keep }
-        let y = x.value.copied(), yp = y.mutableFloats
-        for i in 0..<yp.count { yp[i] *= mask[i] }
+        let keep = 1 / (1 - p), threshold = UInt64(Double(p) * 16_777_216)  // drop when the draw's 24 bits fall below
+        func masked(_ out: UnsafeMutableBufferPointer<Float>, _ src: UnsafeBufferPointer<Float>) {
+            let chunk = 1 << 14
+            Kernels.parallelRows((out.count + chunk - 1) / chunk, cost: chunk, pool: pool) { c in
+                for i in (c * chunk)..<min(out.count, (c + 1) * chunk) {
+                    var z = seed &+ UInt64(i) &* 0x9E37_79B9_7F4A_7C15  // SplitMix64's output function
+                    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+                    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+                    out[i] = (z ^ (z >> 31)) >> 40 < threshold ? 0 : src[i] * keep
+                }
+            }
+        }
+        let y = Tensor(uninitialized: x.shape)
+        masked(y.mutableFloats, x.value.floats)
         let out = Variable(y)
-        record { [pool] in
+        record {
             guard let dy = out.grad else { return }
             let d = dy.mutableFloats
-            for i in 0..<d.count { d[i] *= mask[i] }
-            x.accumulate(owned: dy, pool: pool)
+            masked(d, UnsafeBufferPointer(d))
+            x.accumulate(owned: dy, pool: self.pool)
         }
         return out
     }
