@@ -2,10 +2,11 @@ import MoE
 import MoECore
 
 extension DecoderModel {
-    /// Bytes of each routed expert's weights, over every MoE layer.
+    /// Bytes of each routed expert's weights, over every MoE layer of the checkpoint (not the
+    /// dense FFNs a MixLoRA adapter runs as mixtures: their experts share the FFN's weights).
     private var expertSizes: [Int] {
-        layers.flatMap { layer -> [Int] in
-            guard case let .moe(moe) = layer.ffn else { return [] }
+        layers.indices.flatMap { i -> [Int] in
+            guard spec.moeLayers[i], case let .moe(moe) = layers[i].ffn else { return [] }
             return (0..<moe.experts.expertCount).map { moe.experts.weightBytes(expert: $0) }
         }
     }

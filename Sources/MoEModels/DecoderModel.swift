@@ -76,6 +76,7 @@ public final class DecoderModel: @unchecked Sendable {
         let weights = try AdaptedWeights(base: base, spec: spec, adapters: folders, pool: pool)
         try self.init(weights: weights, spec: spec, pool: pool)
         try weights.checkAllApplied()
+        for folder in folders { try installMixtures(of: folder) }
     }
 
     /// The model `spec` describes, its weights from `weights` (by their Hugging Face names).

@@ -22,6 +22,19 @@ public final class LoRAAdapterFolder: @unchecked Sendable {
     }
     /// Every adapted module by name.
     public let modules: [String: Module]
+    /// A mixture of LoRA experts on a dense FFN (`moe train` with `lora.kind` `mixlora` or
+    /// `mole`; peft_type MIXLORA): a router [E, d] (and bias [E]) picking top-k of a softmax,
+    /// renormalised, and per expert the adapters of the FFN's gate, up and down projections.
+    public struct Mixture: Sendable {
+        /// The FFN's module name (`model.layers.0.mlp`).
+        public let module: String
+        public let router: Tensor, routerBias: Tensor?
+        public let topK: Int
+        /// Per expert: its gate_proj, up_proj and down_proj adapters (nil: that projection has none).
+        public let gate: [Module?], up: [Module?], down: [Module?]
+    }
+    /// The mixtures by FFN module name (empty for a plain LoRA adapter).
+    public let mixtures: [String: Mixture]
     /// Base weights the adapter carries whole (`<module>.base_layer.weight`, which PEFT saves
     /// beside an embedding's LoRA and loads over the model's), by module name.
     public let replacements: [String: Tensor]
@@ -42,8 +55,9 @@ public final class LoRAAdapterFolder: @unchecked Sendable {
             guard let t = v as? T else { throw .invalidFile(path: configPath, field: key, reason: "has the wrong type") }
             return t
         }
-        if let type = try field("peft_type", String.self), type.uppercased() != "LORA" {
-            throw .invalidFile(path: configPath, field: "peft_type", reason: "is \(type); MoEKit applies LORA adapters")
+        let type = try field("peft_type", String.self)?.uppercased() ?? "LORA"
+        guard type == "LORA" || type == "MIXLORA" else {
+            throw .invalidFile(path: configPath, field: "peft_type", reason: "is \(type); MoEKit applies LORA adapters (and its own MIXLORA)")
         }
         if try field("use_dora", Bool.self) == true { throw .invalidFile(path: configPath, field: "use_dora", reason: "DoRA adapters are not supported") }
         if try field("fan_in_fan_out", Bool.self) == true {
@@ -67,8 +81,14 @@ public final class LoRAAdapterFolder: @unchecked Sendable {
 
         let file = try SafetensorsFile(path: weightsPath)
         var pairs: [String: (a: String?, b: String?, embedding: Bool)] = [:]
-        var replacements: [String: Tensor] = [:]
+        var replacements: [String: Tensor] = [:], routers: [String: (weight: Tensor?, bias: Tensor?)] = [:]
         for name in file.entries.keys.sorted() {
+            for part in ["weight", "bias"] where name.hasPrefix("base_model.model.") && name.hasSuffix(".lora_router.\(part)") {
+                let module = String(name.dropFirst("base_model.model.".count).dropLast(".lora_router.\(part)".count))
+                if part == "weight" { routers[module, default: (nil, nil)].weight = try file.tensor(name) }
+                else { routers[module, default: (nil, nil)].bias = try file.tensor(name) }
+            }
+            if name.hasSuffix(".lora_router.weight") || name.hasSuffix(".lora_router.bias") { continue }
             // base_model.model.<module>.lora_A[.default].weight, <module>.lora_embedding_A[.default],
             // or <module>.base_layer.weight (the base weight itself, saved beside an embedding's LoRA).
             guard name.hasPrefix("base_model.model.") else {
@@ -96,6 +116,9 @@ public final class LoRAAdapterFolder: @unchecked Sendable {
         }
         self.replacements = replacements
         guard !pairs.isEmpty else { throw .invalidFile(path: weightsPath, field: "(tensors)", reason: "holds no LoRA tensors") }
+        guard type == "MIXLORA" || routers.isEmpty else {
+            throw .invalidFile(path: configPath, field: "peft_type", reason: "is LORA, but the tensors hold a mixture's router")
+        }
         var modules: [String: Module] = [:]
         for (module, pair) in pairs {
             guard let aName = pair.a, let bName = pair.b else {
@@ -111,7 +134,30 @@ public final class LoRAAdapterFolder: @unchecked Sendable {
             let scale = Float(rsLoRA ? moduleAlpha / rank.squareRoot() : moduleAlpha / rank)
             modules[module] = Module(name: module, a: a, b: b, scale: scale, isEmbedding: pair.embedding)
         }
+        var mixtures: [String: Mixture] = [:]
+        if type == "MIXLORA" {
+            let topK = try field("top_k", Int.self) ?? 2
+            for (module, router) in routers {
+                guard let weight = router.weight, weight.rank == 2, (1...256).contains(weight.shape[0]), topK >= 1, topK <= weight.shape[0] else {
+                    throw .invalidFile(path: weightsPath, field: "base_model.model.\(module).lora_router.weight",
+                                       reason: "missing, or not [experts, d] with 1 <= top_k (\(topK)) <= experts <= 256")
+                }
+                let e = weight.shape[0]
+                if let bias = router.bias, bias.shape != [e] {
+                    throw .invalidFile(path: weightsPath, field: "base_model.model.\(module).lora_router.bias", reason: "shape \(bias.shape), expected [\(e)]")
+                }
+                func experts(_ projection: String) -> [Module?] {
+                    (0..<e).map { modules.removeValue(forKey: "\(module).lora_experts.\($0).\(projection)") }
+                }
+                mixtures[module] = Mixture(module: module, router: weight, routerBias: router.bias, topK: topK,
+                                           gate: experts("gate_proj"), up: experts("up_proj"), down: experts("down_proj"))
+            }
+            if let stray = modules.keys.sorted().first(where: { $0.contains(".lora_experts.") }) {
+                throw .invalidFile(path: weightsPath, field: stray, reason: "is a LoRA expert of no router in the adapter")
+            }
+        }
         self.modules = modules
+        self.mixtures = mixtures
     }
 
     /// PEFT's per-module override: the value of the first key (sorted) that names the module

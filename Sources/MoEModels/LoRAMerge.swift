@@ -16,6 +16,10 @@ public enum LoRAMerge {
         let spec = try Architectures.spec(configAt: ck.configPath)
         var folders: [LoRAAdapterFolder] = []
         for a in adapters { folders.append(try LoRAAdapterFolder(path: a)) }
+        if let mixed = folders.first(where: { !$0.mixtures.isEmpty }) {
+            throw .invalidFile(path: (mixed.path as NSString).appendingPathComponent("adapter_config.json"), field: "peft_type",
+                               reason: "is MIXLORA: a mixture of LoRA experts has a router, so it cannot fold into the weights; run it with --adapter")
+        }
         // Every adapted module must be in the checkpoint before anything is written.
         try AdaptedWeights.check(folders) { ck.has($0 + ".weight") }
         let weights = try AdaptedWeights(base: ck, spec: spec, adapters: folders, pool: pool)

@@ -223,6 +223,10 @@ public final class TrainableDecoder: @unchecked Sendable {
                 routings.append(step.routing)
                 f = step.output
                 if let shared = layer.shared { f = tape.add(f, swiglu(h2, shared, tape: tape)) }
+            } else if let lora, let mixture = lora.mixtures[index] {  // MixLoRA / MoLE
+                let step = mixture.forward(h2, lora: lora, tape: tape)
+                auxTotal += step.auxLoss
+                f = step.output
             } else if let dense = layer.dense {
                 f = swiglu(h2, dense, tape: tape)
             } else {

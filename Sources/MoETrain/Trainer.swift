@@ -167,6 +167,7 @@ public final class Trainer: @unchecked Sendable {
                 pool.parallelFor(n) { i in
                     let rows = ((wave + i) * micro)..<((wave + i + 1) * micro)
                     replicas[i].lora?.dropoutSeed = dropout.map { $0 &+ UInt64(wave + i) }
+                    replicas[i].lora?.auxScale = weight  // the mixtures' balance losses, as `aux` for the MoE layers
                     let tape = Tape(pool: pool)  // calls from inside a pool task run inline
                     let o = replicas[i].forward(Array(inputs[rows]), targets: Array(targets[rows]), tape: tape, aux: aux)
                     tape.backward(from: o.loss, seed: weight)

@@ -183,6 +183,9 @@ public struct TrainingConfig: Codable, Sendable, StrictConfig {
         if let lora {
             guard from != nil else { throw bad("lora", "LoRA fine-tunes a checkpoint: give `from` (or --from)") }
             try lora.validate(path: path)
+            if lora.kind != .lora && dataParallel {
+                throw bad("data_parallel", "the shards' balance statistics cover the model's MoE layers, not \(lora.kind.rawValue)'s mixtures; use grad_accum")
+            }
         }
         guard steps > 0, batch > 0, seqLen > 1 else { throw bad("steps/batch/seq_len", "must be positive (seq_len > 1)") }
         // Bounded so that every size computed from them fits memory and Int, checked before anything is allocated.

@@ -137,6 +137,56 @@ final class LoRATrainingTests: XCTestCase {
         }
     }
 
+    /// The MoE op with `ExpertAdapters` on experts that share one frozen FFN (a MixLoRA mixture)
+    /// equals the op on experts whose weights are the merged W + s B_e A_e: output, input and
+    /// router-logit gradients, and the adapters' gradients by the identity above; on 1 and 2 threads.
+    func testMixtureOfLoRAExpertsEqualsAnMoEOfMergedExperts() throws {
+        for threads in [1, 2] {
+            let (t, d, inner, e, r) = (12, 16, 8, 4, 2)
+            var seed: UInt64 = 100
+            func random(_ shape: [Int], _ range: ClosedRange<Float> = -0.5...0.5) -> Tensor {
+                seed += 1
+                return Tensor(randomUniform: shape, in: range, seed: seed)
+            }
+            let frozen = [random([inner, d]), random([inner, d]), random([d, inner])].map { Variable($0, requiresGrad: false) }
+            let adapters = (0..<3).map { j in (0..<e).map { _ in
+                (a: Variable(random([r, frozen[j].shape[1]])), b: Variable(random([frozen[j].shape[0], r])), scale: Float(1.5))
+            } }
+            let x = random([t, d]), logits = random([t, e], -2...2), dy = random([t, d])
+            let pool = ThreadPool(threads: threads)
+            func run(_ params: MoEParameters, _ with: ExpertAdapters?) -> (y: [Float], dx: [Float], dz: [Float]) {
+                let tape = Tape(pool: pool), xv = Variable(x.copied()), zv = Variable(logits.copied())
+                let step = tape.moe(xv, logits: zv, params, router: TopKSoftmaxRouter(experts: e, k: 2),
+                                    aux: AuxLossCoefficients(loadBalance: 0.01, zLoss: 0.001), adapters: with)
+                step.output.grad = dy.copied()
+                tape.backward(from: Variable(Tensor(shape: [1], values: [0])), seed: 0)
+                return (step.output.value.toFloats(), xv.grad?.toFloats() ?? [], zv.grad?.toFloats() ?? [])
+            }
+            let shared = MoEParameters(router: Variable(random([e, d])), gate: Array(repeating: frozen[0], count: e),
+                                       up: Array(repeating: frozen[1], count: e), down: Array(repeating: frozen[2], count: e))
+            let mixed = run(shared, ExpertAdapters(gate: adapters[0].map { $0 }, up: adapters[1].map { $0 }, down: adapters[2].map { $0 }))
+            let merged = (0..<3).map { j in (0..<e).map { x -> Variable in
+                let ba = product(adapters[j][x].b.value, adapters[j][x].a.value).toFloats()
+                return Variable(Tensor(shape: frozen[j].shape, values: zip(frozen[j].value.toFloats(), ba).map { $0 + 1.5 * $1 }))
+            } }
+            let plain = run(MoEParameters(router: Variable(random([e, d])), gate: merged[0], up: merged[1], down: merged[2]), nil)
+            assertClose(mixed.y, plain.y, absolute: 1e-5, "output, \(threads) threads")
+            assertClose(mixed.dx, plain.dx, absolute: 1e-5, "dx, \(threads) threads")
+            assertClose(mixed.dz, plain.dz, absolute: 1e-5, "router logits' gradient, \(threads) threads")
+            for j in 0..<3 {
+                for x in 0..<e {
+                    let m = adapters[j][x]
+                    guard let dW = merged[j][x].grad else { XCTAssertNil(m.a.grad); continue }
+                    let dA = product(m.b.value, dW, transposeA: true).toFloats().map { $0 * 1.5 }
+                    let dB = product(dW, m.a.value, transposeB: true).toFloats().map { $0 * 1.5 }
+                    assertClose(m.a.grad?.toFloats() ?? [], dA, absolute: 1e-5, "dA projection \(j) expert \(x)")
+                    assertClose(m.b.grad?.toFloats() ?? [], dB, absolute: 1e-5, "dB projection \(j) expert \(x)")
+                }
+            }
+            XCTAssertTrue(frozen.allSatisfy { $0.grad == nil }, "the shared base stays frozen")
+        }
+    }
+
     func testQwen2MoERoutedExpertAdaptersEqualMergedWeightGradients() throws {
         try checkAgainstMergedWeights("train_qwen2_moe", threads: 2)
     }
@@ -206,5 +256,49 @@ final class LoRATrainerTests: XCTestCase {
         try resumed.save(to: runB)
         XCTAssertEqual(try Data(contentsOf: runB.appendingPathComponent("checkpoint/adapter_model.safetensors")),
                        try Data(contentsOf: folder.appendingPathComponent("adapter_model.safetensors")))
+    }
+
+    /// MixLoRA and MoLE on a dense Llama and on the leading dense layer of a GLM-4.5 MoE (with attention
+    /// LoRA beside): the routers and experts train, the saved adapter (MoEKit's MIXLORA format)
+    /// runs in inference as an MoE of `LoRAExperts` to the logits training computes, and
+    /// `moe merge` refuses it.
+    func testMixLoRAAndMoLETrainSaveAndRunInInference() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-mixlora-\(UUID().uuidString)")
+        addTeardownBlock { try? FileManager.default.removeItem(at: root) }
+        let pool = ThreadPool(threads: 2)
+        for (arch, kind) in [("llama", "mixlora"), ("glm4_moe", "mole"), ("llama", "mole"), ("glm4_moe", "mixlora")] {
+            var shape = RandomCheckpoint.Shape()
+            (shape.vocabSize, shape.hiddenSize, shape.layers, shape.heads, shape.kvHeads) = (300, 32, 2, 2, 1)
+            (shape.experts, shape.expertSize, shape.topK, shape.denseSize, shape.denseLayers) = (4, 16, 2, 48, 1)
+            let base = root.appendingPathComponent("\(arch)-base").path
+            if !FileManager.default.fileExists(atPath: base) {
+                try RandomCheckpoint.write(arch: arch, shape: shape, to: base, seed: 3, dtype: .f32)
+            }
+            let json = """
+            {"from": "\(base)", "lora": {"kind": "\(kind)", "rank": 4, "alpha": 8, "experts": 4, "target_modules": ["q_proj", "v_proj"]},
+             "data": {"synthetic": {"level": 1}}, "steps": 6, "batch": 4, "seq_len": 16, "lr": 0.01, "warmup": 1, "grad_accum": 2,
+             "checkpoint_dir": "\(root.appendingPathComponent("run").path)", "seed": 5}
+            """
+            let trainer = try Trainer(config: JSONDecoder().decode(TrainingConfig.self, from: Data(json.utf8)), pool: pool)
+            let lora = try XCTUnwrap(trainer.model.lora)
+            let mixtures = lora.mixtures
+            XCTAssertEqual(mixtures.count, arch == "llama" ? 2 : 1, "\(arch) \(kind): every dense FFN")
+            let router = try XCTUnwrap(mixtures.values.first).router
+            let before = router.value.toFloats()
+            while trainer.step < 6 { trainer.trainStep() }
+            XCTAssertNotEqual(router.value.toFloats(), before, "\(arch) \(kind): the router trains")
+            let run = root.appendingPathComponent("run-\(arch)-\(kind)")
+            try trainer.save(to: run)
+            let folder = run.appendingPathComponent("checkpoint").path
+            let tokens = [72, 101, 108, 108, 111, 44, 32, 119]
+            let trained = trainer.model.forward([tokens], targets: [tokens], tape: Tape(pool: pool), aux: AuxLossCoefficients())
+            let inference = try DecoderModel(path: base, adapters: [folder], pool: pool)
+            var cache = inference.makeCache()
+            assertClose(try inference.forward(tokens, cache: &cache).toFloats(), trained.logits.value.toFloats(), absolute: 1e-4,
+                        "\(arch) \(kind) in inference")
+            XCTAssertThrowsError(try LoRAMerge.merge(model: base, adapters: [folder], to: root.appendingPathComponent("merged").path)) {
+                XCTAssertTrue("\($0)".contains("MIXLORA"), "\($0)")
+            }
+        }
     }
 }

@@ -10,6 +10,14 @@ import MoE
 /// `target_modules` is a list of module names, each matching a module whose dotted name is it
 /// or ends in `.name` (PEFT's rule); a single string is a regular expression the whole module
 /// name must match; `"all-linear"` is every linear projection but the LM head.
+///
+/// `kind` `mixlora` (MixLoRA) or `mole` (LLaVA-MoLE) turns every dense FFN into a mixture of
+/// `experts` LoRA experts that share its frozen projections (ROUTING.md §9): expert e's
+/// projection j is `W_j + scale · B_{e,j} A_{e,j}` for j in `expert_target_modules`, behind a
+/// trainable linear router (std `router_init_range`). MixLoRA routes top-`top_k` of a softmax,
+/// renormalised, with the Switch load-balance loss weighted `router_aux_loss_coef`; MoLE routes
+/// top-1 with a router bias, its balance loss Σ_e mean(p_e) mean(onehot_e) weighted
+/// `router_aux_loss_coef`. `target_modules` then adapts the other projections with plain LoRA.
 public struct LoRAConfig: Codable, Sendable, Equatable {
     /// Which modules get an adapter.
     public enum Targets: Sendable, Equatable {
@@ -24,8 +32,26 @@ public struct LoRAConfig: Codable, Sendable, Equatable {
     /// rsLoRA: scale alpha / √rank instead of alpha / rank.
     public var useRSLoRA = false
 
+    /// Plain LoRA, or a mixture of LoRA experts on each dense FFN.
+    public enum Kind: String, Codable, Sendable, CaseIterable { case lora, mixlora, mole }
+    public var kind = Kind.lora
+    /// LoRA experts per FFN (MixLoRA's default 8, MoLE's 3) and experts per token (MoLE: 1).
+    public var experts: Int?, topK: Int?
+    /// The balance loss weight (MixLoRA 0.01, MoLE 0.05).
+    public var routerAuxLossCoef: Float?
+    public var routerInitRange: Float = 0.02
+    /// The FFN projections each LoRA expert adapts.
+    public var expertTargetModules = ["gate_proj", "up_proj", "down_proj"]
+
+    /// Experts per FFN, top-k and balance weight, with each kind's defaults.
+    public var mixtureExperts: Int { experts ?? (kind == .mole ? 3 : 8) }
+    public var mixtureTopK: Int { kind == .mole ? 1 : topK ?? 2 }
+    public var mixtureAuxLossCoef: Float { routerAuxLossCoef ?? (kind == .mole ? 0.05 : 0.01) }
+
     enum CodingKeys: String, CodingKey, CaseIterable {
         case rank, alpha, dropout, targetModules = "target_modules", useRSLoRA = "use_rslora"
+        case kind, experts, topK = "top_k", routerAuxLossCoef = "router_aux_loss_coef", routerInitRange = "router_init_range"
+        case expertTargetModules = "expert_target_modules"
     }
 
     public init() {}
@@ -37,6 +63,17 @@ public struct LoRAConfig: Codable, Sendable, Equatable {
         alpha = try c.decodeIfPresent(Float.self, forKey: .alpha) ?? d.alpha
         dropout = try c.decodeIfPresent(Float.self, forKey: .dropout) ?? d.dropout
         useRSLoRA = try c.decodeIfPresent(Bool.self, forKey: .useRSLoRA) ?? d.useRSLoRA
+        if let name = try c.decodeIfPresent(String.self, forKey: .kind) {
+            guard let k = Kind(rawValue: name) else {
+                throw DecodingError.dataCorruptedError(forKey: .kind, in: c, debugDescription: "'\(name)' is not one of lora, mixlora, mole")
+            }
+            kind = k
+        }
+        experts = try c.decodeIfPresent(Int.self, forKey: .experts)
+        topK = try c.decodeIfPresent(Int.self, forKey: .topK)
+        routerAuxLossCoef = try c.decodeIfPresent(Float.self, forKey: .routerAuxLossCoef)
+        routerInitRange = try c.decodeIfPresent(Float.self, forKey: .routerInitRange) ?? d.routerInitRange
+        expertTargetModules = try c.decodeIfPresent([String].self, forKey: .expertTargetModules) ?? d.expertTargetModules
         if let list = try? c.decodeIfPresent([String].self, forKey: .targetModules) {
             targetModules = .names(list)
         } else if let one = try c.decodeIfPresent(String.self, forKey: .targetModules) {
@@ -50,6 +87,12 @@ public struct LoRAConfig: Codable, Sendable, Equatable {
         try c.encode(alpha, forKey: .alpha)
         try c.encode(dropout, forKey: .dropout)
         try c.encode(useRSLoRA, forKey: .useRSLoRA)
+        try c.encode(kind, forKey: .kind)
+        try c.encodeIfPresent(experts, forKey: .experts)
+        try c.encodeIfPresent(topK, forKey: .topK)
+        try c.encodeIfPresent(routerAuxLossCoef, forKey: .routerAuxLossCoef)
+        try c.encode(routerInitRange, forKey: .routerInitRange)
+        try c.encode(expertTargetModules, forKey: .expertTargetModules)
         switch targetModules {
         case let .names(list): try c.encode(list, forKey: .targetModules)
         case let .regex(pattern): try c.encode(pattern, forKey: .targetModules)
@@ -74,6 +117,18 @@ public struct LoRAConfig: Codable, Sendable, Equatable {
                 throw bad("target_modules", "'\(pattern)' is not a regular expression")
             }
         case .allLinear: break
+        }
+        guard kind != .lora else { return }
+        let e = mixtureExperts
+        guard (2...256).contains(e) else { throw bad("experts", "must be in 2...256, got \(e)") }
+        if kind == .mole, let k = topK, k != 1 { throw bad("top_k", "MoLE routes each token to 1 expert, got \(k)") }
+        guard (1...e).contains(mixtureTopK) else { throw bad("top_k", "must be in 1...\(e) (the experts), got \(mixtureTopK)") }
+        let coef = mixtureAuxLossCoef
+        guard coef.isFinite && coef >= 0 else { throw bad("router_aux_loss_coef", "must be finite and not negative, got \(coef)") }
+        guard routerInitRange.isFinite && routerInitRange > 0 else { throw bad("router_init_range", "must be positive, got \(routerInitRange)") }
+        let known: Set = ["gate_proj", "up_proj", "down_proj"]
+        guard !expertTargetModules.isEmpty, let stray = Optional(expertTargetModules.filter { !known.contains($0) }), stray.isEmpty else {
+            throw bad("expert_target_modules", "must be some of gate_proj, up_proj, down_proj, got \(expertTargetModules)")
         }
     }
 

@@ -27,10 +27,16 @@ public final class LoRAModules: @unchecked Sendable {
     /// without dropout (evaluation, generation).
     public var dropoutSeed: UInt64?
 
-    init(config: LoRAConfig, modules: [Module], byBase: [ObjectIdentifier: Int]) {
+    /// The dense FFNs turned into mixtures of LoRA experts (MixLoRA, MoLE), by layer.
+    public let mixtures: [Int: LoRAMixture]
+    /// The factor on the mixtures' balance losses: a micro-batch's share of an accumulated step.
+    public var auxScale: Float = 1
+
+    init(config: LoRAConfig, modules: [Module], byBase: [ObjectIdentifier: Int], mixtures: [Int: LoRAMixture] = [:]) {
         self.config = config
         self.modules = modules
         self.byBase = byBase
+        self.mixtures = mixtures
     }
 
     /// The adapter on the projection whose weight is `weight`, with its index.
@@ -48,11 +54,15 @@ public final class LoRAModules: @unchecked Sendable {
     }
 
     /// The adapters' variables (every one decayed, as PEFT's trainer decays them).
-    var parameters: [(variable: Variable, decay: Bool)] { modules.flatMap { [($0.a, true), ($0.b, true)] } }
+    var parameters: [(variable: Variable, decay: Bool)] {
+        modules.flatMap { [($0.a, true), ($0.b, true)] }
+            + mixtures.keys.sorted().flatMap { l in mixtures[l].map { m in [(m.router, true)] + (m.routerBias.map { [($0, false)] } ?? []) } ?? [] }
+    }
 
     /// Each adapter tensor's variable under its PEFT name.
     public var namedVariables: [(name: String, variable: Variable)] {
         modules.flatMap { [(Self.peftName($0.name, "A"), $0.a), (Self.peftName($0.name, "B"), $0.b)] }
+            + mixtures.keys.sorted().flatMap { l in mixtures[l].map { $0.namedVariables } ?? [] }
     }
 
     /// `base_model.model.<module>.lora_A.weight` (or `lora_B`).
@@ -64,8 +74,10 @@ public final class LoRAModules: @unchecked Sendable {
         let copies = modules.map { Module(name: $0.name, a: Variable($0.a.value), b: Variable($0.b.value), scale: $0.scale) }
         var keys: [ObjectIdentifier: Int] = [:]
         for (base, index) in byBase { if let v = rebase[base] { keys[ObjectIdentifier(v)] = index } }
-        let r = LoRAModules(config: config, modules: copies, byBase: keys)
+        let r = LoRAModules(config: config, modules: copies, byBase: keys,
+                            mixtures: mixtures.mapValues { $0.replica(rebase: rebase) })
         r.dropoutSeed = dropoutSeed
+        r.auxScale = auxScale
         return r
     }
 
@@ -75,18 +87,30 @@ public final class LoRAModules: @unchecked Sendable {
         for (name, v) in namedVariables { try v.load(tensor(name), name: name) }
     }
 
+    /// `f` as the decimal it prints as (0.01, not 0.009999999776 as Double(f) would give).
+    static func decimal(_ f: Float) -> Double { Double("\(f)") ?? Double(f) }
+
     /// Writes the adapter as PEFT does into folder `dir` (created if absent): adapter_config.json
     /// (`base` as `base_model_name_or_path`, the adapted modules by full name as
     /// `target_modules`) and adapter_model.safetensors.
     public func save(to dir: String, base: String?) throws {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         var config: [String: Any] = [
-            "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": self.config.rank, "lora_alpha": Double(self.config.alpha),
-            "lora_dropout": Double(self.config.dropout), "use_rslora": self.config.useRSLoRA, "bias": "none",
+            "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": self.config.rank, "lora_alpha": Self.decimal(self.config.alpha),
+            "lora_dropout": Self.decimal(self.config.dropout), "use_rslora": self.config.useRSLoRA, "bias": "none",
             "fan_in_fan_out": false, "inference_mode": true, "init_lora_weights": true, "use_dora": false,
             "rank_pattern": [String: Any](), "alpha_pattern": [String: Any](), "modules_to_save": NSNull(),
-            "target_modules": modules.map(\.name), "base_model_name_or_path": base ?? NSNull(),
+            "target_modules": modules.map(\.name).filter { !$0.contains(".lora_experts.") }, "base_model_name_or_path": base ?? NSNull(),
         ]
+        if self.config.kind != .lora {  // MoEKit's mixture format (README, "LoRA fine-tuning")
+            config["peft_type"] = "MIXLORA"
+            config["routing_strategy"] = self.config.kind.rawValue
+            config["num_experts"] = self.config.mixtureExperts
+            config["top_k"] = self.config.mixtureTopK
+            config["router_aux_loss_coef"] = Self.decimal(self.config.mixtureAuxLossCoef)
+            config["expert_target_modules"] = self.config.expertTargetModules
+            config["mixture_modules"] = mixtures.keys.sorted().compactMap { mixtures[$0]?.module }
+        }
         config["peft_version"] = "0.21.2"
         try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
             .write(to: URL(fileURLWithPath: dir).appendingPathComponent("adapter_config.json"))
@@ -123,12 +147,40 @@ extension TrainableDecoder {
     /// the adapted model starts equal to the base. Throws naming `path`'s `lora.target_modules`
     /// when nothing matches, or a stacked family's routed experts.
     public func attachLoRA(_ config: LoRAConfig, seed: UInt64, path: String? = nil) throws(ModelError) {
-        let targets = adaptableProjections.filter { config.targets($0.name, isHead: $0.isHead) }
-        try attach(config: config, targets: targets, path: path) { i, name, weight in
+        let mixed = config.kind == .lora ? [] : try mixtureLayers(path: path)
+        let ffns = Set(mixed.map { spec.names.denseFFN($0) + "." })
+        let targets = adaptableProjections.filter { p in
+            config.targets(p.name, isHead: p.isHead) && !ffns.contains { p.name.hasPrefix($0) }  // the FFN's are the experts'
+        }
+        func fresh(_ i: Int, _ weight: Variable) -> (a: Tensor, b: Tensor, scale: Float) {
             let fanIn = weight.shape[1], bound = 1 / Float(fanIn).squareRoot()
             let a = Tensor(randomUniform: [config.rank, fanIn], in: -bound...bound, seed: seed &* 0x2545_F491 &+ UInt64(i))
             return (a, Tensor(zeros: [weight.shape[0], config.rank]), config.scale)
         }
+        try attach(config: config, targets: targets, allowEmpty: !mixed.isEmpty, path: path) { i, _, weight in fresh(i, weight) }
+        guard !mixed.isEmpty, let plain = lora else { return }
+        var modules = plain.modules, mixtures: [Int: LoRAMixture] = [:], drawn = modules.count
+        for layer in mixed {
+            guard let dense = layers[layer].dense else { continue }
+            mixtures[layer] = LoRAMixture(config: config, module: spec.names.denseFFN(layer), ffn: dense, seed: seed &+ UInt64(layer) &* 7919,
+                                          modules: &modules) { weight in
+                drawn += 1
+                return fresh(drawn, weight)
+            }
+        }
+        lora = LoRAModules(config: config, modules: modules, byBase: plain.byBase, mixtures: mixtures)
+    }
+
+    /// The layers whose dense FFN a `mixlora` or `mole` config turns into a mixture: every dense
+    /// FFN layer; a typed error naming `lora.kind` for a model with none (an MoE of routed
+    /// experts only).
+    func mixtureLayers(path: String?) throws(ModelError) -> [Int] {
+        let dense = layers.indices.filter { layers[$0].dense != nil }
+        guard !dense.isEmpty else {
+            throw .invalidConfig(path: path ?? "(training config)", field: "lora.kind",
+                                 reason: "MixLoRA and MoLE put their LoRA experts on dense FFNs, and this \(spec.modelType) has none (every layer is an MoE)")
+        }
+        return dense
     }
 
     /// Freezes the model and attaches the adapter PEFT saved in `adapter` as trainable
@@ -151,9 +203,9 @@ extension TrainableDecoder {
         }
     }
 
-    private func attach(config: LoRAConfig, targets: [(name: String, weight: Variable, isHead: Bool)], path: String?,
-                        make: (Int, String, Variable) throws(ModelError) -> (a: Tensor, b: Tensor, scale: Float)) throws(ModelError) {
-        guard !targets.isEmpty else {
+    private func attach(config: LoRAConfig, targets: [(name: String, weight: Variable, isHead: Bool)], allowEmpty: Bool = false,
+                        path: String?, make: (Int, String, Variable) throws(ModelError) -> (a: Tensor, b: Tensor, scale: Float)) throws(ModelError) {
+        guard !targets.isEmpty || allowEmpty else {
             let some = adaptableProjections.prefix(8).map(\.name).joined(separator: ", ")
             throw .invalidConfig(path: path ?? "(training config)", field: "lora.target_modules", reason: "matches no projection of the model (some it has: \(some))")
         }
