@@ -18,6 +18,7 @@ public final class Trainer: @unchecked Sendable {
     /// Steps done.
     public private(set) var step = 0
     let text: TextCorpus?
+    let instructions: InstructionCorpus?
     let synthetic: SyntheticCorpus
     /// The byte tokenizer for a fresh model; the checkpoint's own for one trained `from` a folder.
     public let tokenizer: any TrainingTokenizer
@@ -50,6 +51,14 @@ public final class Trainer: @unchecked Sendable {
         schedule = WarmupCosine(peak: config.lr, minLR: config.minLR, warmup: config.warmup, totalSteps: config.steps)
         let tok = tokenizer
         text = try config.data.textFiles.flatMap { $0.isEmpty ? nil : try TextCorpus(paths: $0, tokenizer: tok) }
+        instructions = try config.data.jsonl.flatMap { files throws -> InstructionCorpus? in
+            guard !files.isEmpty else { return nil }
+            return try InstructionCorpus(paths: files, tokenizer: tok, chat: try Self.chatFormat(config))
+        }
+        if let instructions, instructions.unanswered(length: config.seqLen) == instructions.examples.count {
+            throw MoEError.invalidConfig(path: nil, field: "seq_len",
+                                         reason: "\(config.seqLen) tokens end before every jsonl example's answer begins: nothing would train")
+        }
         let s = config.data.synthetic
         synthetic = SyntheticCorpus(tasks: s?.tasks ?? SyntheticTask.allCases, level: s?.level ?? 2,
                                     heldOutFraction: s?.heldOut ?? 0.1)
@@ -80,9 +89,23 @@ public final class Trainer: @unchecked Sendable {
         return tokenizer
     }
 
+    /// The chat format `jsonl` conversations render through: `data.chat_template`, else the
+    /// `from` checkpoint's own; nil for neither.
+    static func chatFormat(_ config: TrainingConfig) throws -> ChatFormat? {
+        if let from = config.from { return try ChatFormat.of(model: from, templateFile: config.data.chatTemplate) }
+        guard let file = config.data.chatTemplate else { return nil }
+        guard let data = FileManager.default.contents(atPath: file) else { throw MoECoreError.io(path: file, reason: "cannot read the chat template") }
+        do {
+            return ChatFormat(template: try ChatTemplate(String(decoding: data, as: UTF8.self)), specialTokens: [:], origin: file)
+        } catch {
+            throw MoECoreError.invalidValue(path: file, field: "chat_template", reason: error.description)
+        }
+    }
+
     /// The batch for step `s`: inputs and next-token targets, `batch` rows of `seqLen`.
     public func batch(at s: Int) -> (inputs: [[Int]], targets: [[Int]]) {
         var rng = SplitMix64(seed: config.seed &* 0x9E37_79B9 &+ UInt64(s))
+        if let instructions { return instructions.batch(config.batch, length: config.seqLen, rng: &rng) }
         if let text { return text.batch(config.batch, length: config.seqLen, rng: &rng) }
         var inputs: [[Int]] = [], targets: [[Int]] = []
         for b in 0..<config.batch {

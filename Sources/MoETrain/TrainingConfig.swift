@@ -66,7 +66,11 @@ public struct TrainingConfig: Codable, Sendable, StrictConfig {
         }
         public var synthetic: Synthetic?
         public var textFiles: [String]?
-        enum CodingKeys: String, CodingKey, CaseIterable { case synthetic, textFiles = "text_files" }
+        /// Instruction-tuning JSONL files (`InstructionCorpus`): the loss on the answers only.
+        public var jsonl: [String]?
+        /// A Jinja chat template file for `jsonl` conversations, in place of the model's own.
+        public var chatTemplate: String?
+        enum CodingKeys: String, CodingKey, CaseIterable { case synthetic, textFiles = "text_files", jsonl, chatTemplate = "chat_template" }
     }
 
     public var model = Model()
@@ -209,7 +213,10 @@ public struct TrainingConfig: Codable, Sendable, StrictConfig {
         guard biasUpdateSpeed >= 0 else { throw bad("bias_update_speed", "must not be negative") }
         guard lr > 0, minLR >= 0, warmup >= 0, clip > 0 else { throw bad("lr/min_lr/warmup/clip", "out of range") }
         guard evalInterval > 0, checkpointInterval > 0, evalSamples >= 0 else { throw bad("eval_interval/checkpoint_interval", "must be positive") }
-        if data.synthetic == nil && (data.textFiles ?? []).isEmpty { throw bad("data", "give synthetic or text_files") }
+        if data.synthetic == nil && (data.textFiles ?? []).isEmpty && (data.jsonl ?? []).isEmpty {
+            throw bad("data", "give synthetic, text_files or jsonl")
+        }
+        if data.chatTemplate != nil && (data.jsonl ?? []).isEmpty { throw bad("data.chat_template", "is for jsonl conversations; give jsonl") }
         if from == nil { _ = try router.makeRouter(experts: m.experts, path: path) }  // every router trains; this checks its parameters
     }
 

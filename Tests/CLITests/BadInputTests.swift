@@ -90,6 +90,10 @@ final class BadInputTests: XCTestCase {
         let loraRank = try file("lora-rank.json", #"{"lora": {"rank": 0}, "steps": 2, "checkpoint_dir": "run-lora"}"#)
         let loraTypo = try file("lora-typo.json", #"{"lora": {"rnk": 4}, "steps": 2, "checkpoint_dir": "run-lora"}"#)
         let loraNone = try file("lora-none.json", #"{"lora": {"target_modules": ["nothing_proj"]}, "steps": 2, "checkpoint_dir": "run-lora"}"#)
+        _ = try file("bad.jsonl", "not json\n")
+        let sftBad = try file("sft-bad.json", #"{"data": {"jsonl": ["bad.jsonl"]}, "steps": 2, "checkpoint_dir": "run-sft"}"#)
+        let sftMissing = try file("sft-missing.json", #"{"data": {"jsonl": ["nope.jsonl"]}, "steps": 2, "checkpoint_dir": "run-sft"}"#)
+        let sftTemplate = try file("sft-template.json", #"{"data": {"synthetic": {}, "chat_template": "t.jinja"}, "steps": 2, "checkpoint_dir": "run-sft"}"#)
         let loraKind = try file("lora-kind.json", #"{"lora": {"kind": "moe-lora"}, "steps": 2, "checkpoint_dir": "run-lora"}"#)
         let moleTopK = try file("mole-topk.json", #"{"lora": {"kind": "mole", "top_k": 2}, "steps": 2, "checkpoint_dir": "run-lora"}"#)
         let mixNoDense = try file("mix-nodense.json", #"{"lora": {"kind": "mixlora"}, "steps": 2, "checkpoint_dir": "run-lora"}"#)
@@ -136,6 +140,9 @@ final class BadInputTests: XCTestCase {
             Case(args: ["train", "--config", loraRank, "--from", mixtral], status: 1, mentions: ["lora-rank.json", "lora.rank"]),
             Case(args: ["train", "--config", loraTypo, "--from", mixtral], status: 1, mentions: ["lora-typo.json", "rnk", "unknown key"]),
             Case(args: ["train", "--config", loraNone, "--from", mixtral], status: 1, mentions: ["lora.target_modules", "matches no projection"]),
+            Case(args: ["train", "--config", sftBad], status: 1, mentions: ["bad.jsonl", "line 1"]),
+            Case(args: ["train", "--config", sftMissing], status: 1, mentions: ["nope.jsonl"]),
+            Case(args: ["train", "--config", sftTemplate], status: 1, mentions: ["sft-template.json", "data.chat_template"]),
             Case(args: ["train", "--config", loraKind, "--from", mixtral], status: 1, mentions: ["lora-kind.json", "moe-lora", "mixlora"]),
             Case(args: ["train", "--config", moleTopK, "--from", mixtral], status: 1, mentions: ["mole-topk.json", "lora.top_k"]),
             Case(args: ["train", "--config", mixNoDense, "--from", mixtral], status: 1, mentions: ["lora.kind", "dense FFN"]),

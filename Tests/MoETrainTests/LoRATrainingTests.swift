@@ -301,4 +301,33 @@ final class LoRATrainerTests: XCTestCase {
             }
         }
     }
+
+    /// LoRA on instruction data: conversations through a chat template (`data.chat_template`),
+    /// the loss on the answers only, falls as the adapters train.
+    func testLoRAOnInstructionConversations() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-lora-sft-\(UUID().uuidString)")
+        addTeardownBlock { try? FileManager.default.removeItem(at: root) }
+        var shape = RandomCheckpoint.Shape()
+        (shape.vocabSize, shape.hiddenSize, shape.layers, shape.heads, shape.kvHeads, shape.experts, shape.expertSize) = (300, 32, 2, 2, 1, 4, 16)
+        let base = root.appendingPathComponent("base").path
+        try RandomCheckpoint.write(arch: "qwen3_moe", shape: shape, to: base, seed: 3, dtype: .f32)
+        let lines = (0..<20).map { i in
+            #"{"messages": [{"role": "system", "content": "Echo."}, {"role": "user", "content": "echo \#(i)"}, {"role": "assistant", "content": "\#(i) \#(i)"}]}"#
+        }
+        let data = root.appendingPathComponent("chat.jsonl")
+        try Data(lines.joined(separator: "\n").utf8).write(to: data)
+        let template = trainFixture.deletingLastPathComponent().appendingPathComponent("chat_templates/templates/Qwen-Qwen2.5-7B-Instruct.jinja")
+        let json = """
+        {"from": "\(base)", "lora": {"rank": 8, "alpha": 16, "target_modules": "all-linear"},
+         "data": {"jsonl": ["\(data.path)"], "chat_template": "\(template.path)"}, "steps": 12, "batch": 4, "seq_len": 128,
+         "lr": 0.02, "warmup": 1, "checkpoint_dir": "\(root.appendingPathComponent("run").path)", "seed": 5}
+        """
+        let trainer = try Trainer(config: JSONDecoder().decode(TrainingConfig.self, from: Data(json.utf8)), pool: ThreadPool(threads: 2))
+        let (_, targets) = trainer.batch(at: 0)
+        XCTAssertTrue(targets.flatMap { $0 }.contains(-1) && targets.flatMap { $0 }.contains { $0 >= 0 }, "answers only")
+        let first = trainer.trainStep().loss
+        var last = first
+        while trainer.step < 12 { last = trainer.trainStep().loss }
+        XCTAssertLessThan(last, first * 0.8)
+    }
 }
