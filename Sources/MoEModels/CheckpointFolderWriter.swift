@@ -4,14 +4,14 @@ import MoECore
 /// Writes a checkpoint folder whole or not at all: its files go into a temporary folder beside
 /// `out`, the source's tokenizer and generation files are copied in, and the folder is renamed
 /// into place; on any failure the temporary folder is removed and `out` is untouched.
-enum CheckpointFolderWriter {
+public enum CheckpointFolderWriter {
     /// Files beside the weights copied as they are.
     static let companionFiles = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
                                  "tokenizer.model", "chat_template.jinja"]
 
     /// Creates `out` from `source`'s folder: `body` writes the weights and config into the
     /// temporary folder it is given. Refuses an `out` that exists.
-    static func write(out: String, copyingFrom source: String, _ body: (String) throws(ModelError) -> Void) throws(ModelError) {
+    public static func write(out: String, copyingFrom source: String, _ body: (String) throws(ModelError) -> Void) throws(ModelError) {
         guard !FileManager.default.fileExists(atPath: out) else { throw .io(path: out, reason: "already exists; not overwritten") }
         let temporary = out + ".tmp-\(getpid())"
         try? FileManager.default.removeItem(atPath: temporary)
