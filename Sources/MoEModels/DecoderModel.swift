@@ -57,7 +57,7 @@ public final class DecoderModel: @unchecked Sendable {
     }
 
     /// The weights at `path` (a GGUF file or a checkpoint folder) and the decoder they describe.
-    static func weightSource(path: String) throws(ModelError) -> (any WeightSource, DecoderSpec) {
+    public static func weightSource(path: String) throws(ModelError) -> (any WeightSource, DecoderSpec) {
         if GGUFFile.isGGUF(path: path) {
             let g = try GGUFWeights(path: path)
             return (g, g.spec)
