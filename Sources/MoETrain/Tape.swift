@@ -16,7 +16,8 @@ public final class Variable: @unchecked Sendable {
     public internal(set) var requiresGrad: Bool
 
     public init(_ value: Tensor, requiresGrad: Bool = true) {
-        precondition(value.dtype == .f32, "training works in f32, got \(value.dtype)")
+        precondition(value.dtype == .f32 || !requiresGrad && [.f16, .bf16].contains(value.dtype),
+                     "training works in f32 (a frozen weight may be f16 or bf16), got \(value.dtype)")
         self.value = value
         self.requiresGrad = requiresGrad
     }
@@ -59,6 +60,10 @@ public final class Variable: @unchecked Sendable {
         value = t.dtype == .f32 ? t.copied() : t.converted(to: .f32)
         grad = nil
     }
+
+    /// The value in f32: itself, or a widened copy of a frozen f16 or bf16 weight (for the
+    /// products that read it transposed, which take f32 only).
+    var f32Value: Tensor { value.dtype == .f32 ? value : value.converted(to: .f32) }
 
     /// The gradient, or zeros.
     var gradOrZeros: Tensor { grad ?? Tensor(zeros: value.shape) }

@@ -199,14 +199,20 @@ final class LoRATrainingTests: XCTestCase {
 /// folder that inference loads to the logits training computes, and a stopped and resumed run
 /// ends on the same adapter bytes as a straight one.
 final class LoRATrainerTests: XCTestCase {
+    /// A small random checkpoint of `arch` (d 32, 2 layers, 4 experts of 16, top-2; for a family
+    /// with them, one leading dense layer of 48) written to `path`.
+    func randomBase(_ arch: String, at path: String, dtype: DType = .f32) throws {
+        var shape = RandomCheckpoint.Shape()
+        (shape.vocabSize, shape.hiddenSize, shape.layers, shape.heads, shape.kvHeads) = (300, 32, 2, 2, 1)
+        (shape.experts, shape.expertSize, shape.topK, shape.denseSize, shape.denseLayers) = (4, 16, 2, 48, 1)
+        try RandomCheckpoint.write(arch: arch, shape: shape, to: path, seed: 3, dtype: dtype)
+    }
+
     func testLoRARunSavesAPEFTAdapterThatInferenceRunsAsTrained() throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-lora-run-\(UUID().uuidString)")
         addTeardownBlock { try? FileManager.default.removeItem(at: root) }
-        var shape = RandomCheckpoint.Shape()
-        (shape.vocabSize, shape.hiddenSize, shape.layers, shape.heads, shape.kvHeads) = (300, 32, 2, 2, 1)
-        (shape.experts, shape.expertSize, shape.topK) = (4, 16, 2)
         let base = root.appendingPathComponent("base").path
-        try RandomCheckpoint.write(arch: "qwen3_moe", shape: shape, to: base, seed: 3, dtype: .f32)
+        try randomBase("qwen3_moe", at: base)
         let before = try Data(contentsOf: URL(fileURLWithPath: base + "/model.safetensors"))
         func config(_ run: String) throws -> TrainingConfig {
             let json = """
@@ -267,13 +273,8 @@ final class LoRATrainerTests: XCTestCase {
         addTeardownBlock { try? FileManager.default.removeItem(at: root) }
         let pool = ThreadPool(threads: 2)
         for (arch, kind) in [("llama", "mixlora"), ("glm4_moe", "mole"), ("llama", "mole"), ("glm4_moe", "mixlora")] {
-            var shape = RandomCheckpoint.Shape()
-            (shape.vocabSize, shape.hiddenSize, shape.layers, shape.heads, shape.kvHeads) = (300, 32, 2, 2, 1)
-            (shape.experts, shape.expertSize, shape.topK, shape.denseSize, shape.denseLayers) = (4, 16, 2, 48, 1)
             let base = root.appendingPathComponent("\(arch)-base").path
-            if !FileManager.default.fileExists(atPath: base) {
-                try RandomCheckpoint.write(arch: arch, shape: shape, to: base, seed: 3, dtype: .f32)
-            }
+            if !FileManager.default.fileExists(atPath: base) { try randomBase(arch, at: base) }
             let json = """
             {"from": "\(base)", "lora": {"kind": "\(kind)", "rank": 4, "alpha": 8, "experts": 4, "target_modules": ["q_proj", "v_proj"]},
              "data": {"synthetic": {"level": 1}}, "steps": 6, "batch": 4, "seq_len": 16, "lr": 0.01, "warmup": 1, "grad_accum": 2,
@@ -307,10 +308,8 @@ final class LoRATrainerTests: XCTestCase {
     func testLoRAOnInstructionConversations() throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-lora-sft-\(UUID().uuidString)")
         addTeardownBlock { try? FileManager.default.removeItem(at: root) }
-        var shape = RandomCheckpoint.Shape()
-        (shape.vocabSize, shape.hiddenSize, shape.layers, shape.heads, shape.kvHeads, shape.experts, shape.expertSize) = (300, 32, 2, 2, 1, 4, 16)
         let base = root.appendingPathComponent("base").path
-        try RandomCheckpoint.write(arch: "qwen3_moe", shape: shape, to: base, seed: 3, dtype: .f32)
+        try randomBase("qwen3_moe", at: base)
         let lines = (0..<20).map { i in
             #"{"messages": [{"role": "system", "content": "Echo."}, {"role": "user", "content": "echo \#(i)"}, {"role": "assistant", "content": "\#(i) \#(i)"}]}"#
         }
@@ -329,5 +328,34 @@ final class LoRATrainerTests: XCTestCase {
         var last = first
         while trainer.step < 12 { last = trainer.trainStep().loss }
         XCTAssertLessThan(last, first * 0.8)
+    }
+
+    /// A bf16 checkpoint's frozen projections stay bf16 (half the memory) and give the loss and
+    /// adapter gradients the same weights held in f32 give, routed experts included.
+    func testBF16BaseTrainsAsItsF32Widening() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-lora-bf16-\(UUID().uuidString)")
+        addTeardownBlock { try? FileManager.default.removeItem(at: root) }
+        let base = root.appendingPathComponent("base").path
+        try randomBase("qwen3_moe", at: base, dtype: .bf16)
+        var results: [(loss: Float, grads: [[Float]])] = []
+        for dtype in [nil, "f32"] {
+            let model = try TrainableDecoder(path: base)
+            var config = LoRAConfig()
+            (config.targetModules, config.baseDType) = (.allLinear, dtype)
+            try model.attachLoRA(config, seed: 9)
+            let lora = try XCTUnwrap(model.lora)
+            for (i, m) in lora.modules.enumerated() { m.b.value = Tensor(randomUniform: m.b.shape, in: -0.1...0.1, seed: 50 + UInt64(i)) }
+            let wq = model.layers[0].wq.value.dtype, expert = try XCTUnwrap(model.layers[0].moe).down[0].value.dtype
+            XCTAssertEqual([wq, expert], dtype == nil ? [.bf16, .bf16] : [.f32, .f32], "stored dtype \(dtype ?? "(default)")")
+            let tape = Tape(pool: ThreadPool(threads: 2))
+            let tokens = [3, 17, 41, 9, 22, 5, 30, 12], targets = [17, 41, 9, 22, 5, 30, 12, 7]
+            let out = model.forward([tokens], targets: [targets], tape: tape)
+            tape.backward(from: out.loss)
+            results.append((out.loss.value.floats[0], lora.namedVariables.map { $0.variable.grad?.toFloats() ?? [] }))
+        }
+        XCTAssertEqual(results[0].loss, results[1].loss, accuracy: 1e-5)
+        for (a, b) in zip(results[0].grads, results[1].grads) {
+            assertClose(a, b, absolute: 1e-6 + 1e-4 * (b.map(abs).max() ?? 0), "adapter gradient, bf16 base against f32")
+        }
     }
 }

@@ -32,6 +32,10 @@ public struct LoRAConfig: Codable, Sendable, Equatable {
     /// rsLoRA: scale alpha / √rank instead of alpha / rank.
     public var useRSLoRA = false
 
+    /// The dtype the frozen projections are held in: `bf16`, `f16` or `f32`; nil: the
+    /// checkpoint's stored dtype (config.json's `torch_dtype`), f32 for a GGUF's block formats.
+    public var baseDType: String?
+
     /// Plain LoRA, or a mixture of LoRA experts on each dense FFN.
     public enum Kind: String, Codable, Sendable, CaseIterable { case lora, mixlora, mole }
     public var kind = Kind.lora
@@ -51,7 +55,7 @@ public struct LoRAConfig: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case rank, alpha, dropout, targetModules = "target_modules", useRSLoRA = "use_rslora"
         case kind, experts, topK = "top_k", routerAuxLossCoef = "router_aux_loss_coef", routerInitRange = "router_init_range"
-        case expertTargetModules = "expert_target_modules"
+        case expertTargetModules = "expert_target_modules", baseDType = "base_dtype"
     }
 
     public init() {}
@@ -74,6 +78,7 @@ public struct LoRAConfig: Codable, Sendable, Equatable {
         routerAuxLossCoef = try c.decodeIfPresent(Float.self, forKey: .routerAuxLossCoef)
         routerInitRange = try c.decodeIfPresent(Float.self, forKey: .routerInitRange) ?? d.routerInitRange
         expertTargetModules = try c.decodeIfPresent([String].self, forKey: .expertTargetModules) ?? d.expertTargetModules
+        baseDType = try c.decodeIfPresent(String.self, forKey: .baseDType)
         if let list = try? c.decodeIfPresent([String].self, forKey: .targetModules) {
             targetModules = .names(list)
         } else if let one = try c.decodeIfPresent(String.self, forKey: .targetModules) {
@@ -93,6 +98,7 @@ public struct LoRAConfig: Codable, Sendable, Equatable {
         try c.encodeIfPresent(routerAuxLossCoef, forKey: .routerAuxLossCoef)
         try c.encode(routerInitRange, forKey: .routerInitRange)
         try c.encode(expertTargetModules, forKey: .expertTargetModules)
+        try c.encodeIfPresent(baseDType, forKey: .baseDType)
         switch targetModules {
         case let .names(list): try c.encode(list, forKey: .targetModules)
         case let .regex(pattern): try c.encode(pattern, forKey: .targetModules)
@@ -118,6 +124,7 @@ public struct LoRAConfig: Codable, Sendable, Equatable {
             }
         case .allLinear: break
         }
+        if let b = baseDType, !["f32", "bf16", "f16"].contains(b) { throw bad("base_dtype", "must be f32, bf16 or f16, got '\(b)'") }
         guard kind != .lora else { return }
         let e = mixtureExperts
         guard (2...256).contains(e) else { throw bad("experts", "must be in 2...256, got \(e)") }

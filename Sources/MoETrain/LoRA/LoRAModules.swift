@@ -158,6 +158,7 @@ extension TrainableDecoder {
             return (a, Tensor(zeros: [weight.shape[0], config.rank]), config.scale)
         }
         try attach(config: config, targets: targets, allowEmpty: !mixed.isEmpty, path: path) { i, _, weight in fresh(i, weight) }
+        narrowFrozenProjections(to: frozenDType(config))
         guard !mixed.isEmpty, let plain = lora else { return }
         var modules = plain.modules, mixtures: [Int: LoRAMixture] = [:], drawn = modules.count
         for layer in mixed {
@@ -169,6 +170,27 @@ extension TrainableDecoder {
             }
         }
         lora = LoRAModules(config: config, modules: modules, byBase: plain.byBase, mixtures: mixtures)
+    }
+
+    /// The dtype `config` holds the frozen projections in: its `base_dtype`, else the stored
+    /// dtype config.json names (`torch_dtype` or `dtype`: bfloat16 or float16), else f32.
+    func frozenDType(_ config: LoRAConfig) -> DType {
+        let stored = (sourceConfig?["torch_dtype"] ?? sourceConfig?["dtype"]) as? String
+        switch config.baseDType ?? ["bfloat16": "bf16", "float16": "f16"][stored ?? ""] ?? "f32" {
+        case "bf16": return .bf16
+        case "f16": return .f16
+        default: return .f32
+        }
+    }
+
+    /// Holds every frozen projection (not the embedding, norms or biases) in `dtype`: the
+    /// forward reads it as it is, the backward widens each for its product, so a bf16 base
+    /// takes half the memory of an f32 one.
+    func narrowFrozenProjections(to dtype: DType) {
+        guard dtype != .f32 else { return }
+        for p in adaptableProjections where !p.weight.requiresGrad && p.weight.value.dtype == .f32 {
+            p.weight.value = p.weight.value.converted(to: dtype)
+        }
     }
 
     /// The layers whose dense FFN a `mixlora` or `mole` config turns into a mixture: every dense

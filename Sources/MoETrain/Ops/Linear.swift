@@ -20,7 +20,7 @@ extension Tape {
             guard let dy = out.grad else { return }
             // Both products in one batch: one barrier, and the threads share their pieces.
             var jobs: [GemmJob] = []
-            if let dx = x.gradSlot() { jobs.append(GemmJob(dy, wT, transposeB: true, into: dx.tensor, accumulate: dx.accumulate)) }
+            if let dx = x.gradSlot() { jobs.append(GemmJob(dy, w.f32Value, transposeB: true, into: dx.tensor, accumulate: dx.accumulate)) }
             if let dw = w.gradSlot() {
                 jobs.append(GemmJob(dy, xT, transposeA: true, transposeB: true, into: dw.tensor, accumulate: dw.accumulate))
             }
@@ -55,7 +55,7 @@ extension Tape {
             var jobs: [GemmJob] = []
             let dx = x.gradSlot()
             for (n, (w, dy)) in flowing.enumerated() {
-                if let dx { jobs.append(GemmJob(dy, w.value, transposeB: true, into: dx.tensor, accumulate: dx.accumulate || n > 0)) }
+                if let dx { jobs.append(GemmJob(dy, w.f32Value, transposeB: true, into: dx.tensor, accumulate: dx.accumulate || n > 0)) }
                 if let dw = w.gradSlot() {
                     jobs.append(GemmJob(dy, xT, transposeA: true, transposeB: true, into: dw.tensor, accumulate: dw.accumulate))
                 }

@@ -238,6 +238,16 @@ extension Tape {
             guard let dyT = out.grad else { return }
             let dpT = Tensor(zeros: [t, l])
             let dp = dpT.mutableFloats
+            // Frozen f16 or bf16 expert weights, widened once each for the products that read
+            // them transposed (a mixture's experts share one).
+            var wide: [ObjectIdentifier: Tensor] = [:]
+            func widened(_ v: Variable) -> Tensor {
+                if v.value.dtype == .f32 { return v.value }
+                if let t = wide[ObjectIdentifier(v)] { return t }
+                let t = v.f32Value
+                wide[ObjectIdentifier(v)] = t
+                return t
+            }
             // Experts, batched over experts: down first. With E' = h_w D^T and y_t the plain sum of
             // its rows' E', dE' = dy_t: so dh_w = dy_t D and dD += dy^T h_w read dy's token rows
             // in place through the row index. Then, per row, SwiGLU's backward with the weight:
@@ -272,7 +282,7 @@ extension Tape {
                 dhJobExpert.reserveCapacity(2 * used.count)
                 for i in used {
                     let s = spans[i]
-                    downJobs.append(GemmJob(dyT, params.down[i].value, transposeB: true, into: dh.rows(s), aRows: tokens[i],
+                    downJobs.append(GemmJob(dyT, widened(params.down[i]), transposeB: true, into: dh.rows(s), aRows: tokens[i],
                                             wholeRows: true))
                     dhJobExpert.append(i)
                     if let g = params.down[i].gradSlot() {
@@ -327,7 +337,7 @@ extension Tape {
             var dxJobs: [GemmJob] = []
             dxJobs.reserveCapacity(4 * used.count)
             func addJobs(_ projection: Variable, _ grads: Tensor, into dxBlock: Tensor, adding: Bool, rows: [Int]) {
-                dxJobs.append(GemmJob(grads, projection.value, transposeB: true, into: dxBlock, accumulate: adding))
+                dxJobs.append(GemmJob(grads, widened(projection), transposeB: true, into: dxBlock, accumulate: adding))
                 if let g = projection.gradSlot() {
                     if !g.accumulate { gateUpSquares.track(projection, grad: g.tensor, job: dxJobs.count) }
                     dxJobs.append(GemmJob(grads, xT, transposeA: true, transposeB: true, into: g.tensor, accumulate: g.accumulate,
