@@ -38,7 +38,7 @@ public final class InstructionCorpus: @unchecked Sendable {
             }
             let text = String(decoding: UnsafeRawBufferPointer(start: file.base, count: file.byteCount), as: UTF8.self)
             for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-                let trimmed = line.trimmingCharacters(in: .whitespaces)
+                let trimmed = line.trimmingCharacters(in: .whitespacesAndNewlines)
                 guard !trimmed.isEmpty else { continue }
                 func bad(_ field: String, _ reason: String) -> MoECoreError {
                     .invalidValue(path: path, field: "line \(n + 1): \(field)", reason: reason)
