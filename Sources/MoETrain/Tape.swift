@@ -16,8 +16,7 @@ public final class Variable: @unchecked Sendable {
     public internal(set) var requiresGrad: Bool
 
     public init(_ value: Tensor, requiresGrad: Bool = true) {
-        precondition(value.dtype == .f32 || !requiresGrad && [.f16, .bf16].contains(value.dtype),
-                     "training works in f32 (a frozen weight may be f16 or bf16), got \(value.dtype)")
+        precondition(value.dtype == .f32 || !requiresGrad, "training works in f32 (only a frozen weight may be stored otherwise), got \(value.dtype)")
         self.value = value
         self.requiresGrad = requiresGrad
     }
@@ -61,8 +60,8 @@ public final class Variable: @unchecked Sendable {
         grad = nil
     }
 
-    /// The value in f32: itself, or a widened copy of a frozen f16 or bf16 weight (for the
-    /// products that read it transposed, which take f32 only).
+    /// The value in f32: itself, or a widened copy of a frozen weight stored otherwise (f16,
+    /// bf16 or a block format), for the products that read it transposed, which take f32 only.
     var f32Value: Tensor { value.dtype == .f32 ? value : value.converted(to: .f32) }
 
     /// The gradient, or zeros.

@@ -30,7 +30,9 @@ public final class Trainer: @unchecked Sendable {
         self.config = config
         self.pool = pool
         if let from = config.from {
-            let loaded = try TrainableDecoder(path: from, router: config.routerGiven ? config.router : nil)
+            // A LoRA base in its stored dtype is loaded so, never widened (QLoRA on a GGUF's blocks).
+            let loaded = try TrainableDecoder(path: from, router: config.routerGiven ? config.router : nil,
+                                              frozenProjections: config.lora != nil && config.lora?.baseDType == nil)
             if let lora = config.lora { try loaded.attachLoRA(lora, seed: config.seed) }
             model = loaded
             tokenizer = try Trainer.checkpointTokenizer(of: from, spec: model.spec)

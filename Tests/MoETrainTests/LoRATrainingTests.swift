@@ -358,4 +358,29 @@ final class LoRATrainerTests: XCTestCase {
             assertClose(a, b, absolute: 1e-6 + 1e-4 * (b.map(abs).max() ?? 0), "adapter gradient, bf16 base against f32")
         }
     }
+
+    /// QLoRA: LoRA on a Q8_0 GGUF base keeps its projections in Q8_0 (each product widens its
+    /// weight and drops it after) and trains to the loss and adapter gradients of the same
+    /// weights widened to f32 once.
+    func testQuantizedGGUFBaseTrainsInItsBlockFormat() throws {
+        let gguf = trainFixture.deletingLastPathComponent().appendingPathComponent("gguf_models/qwen3_moe.q8_0.gguf").path
+        var results: [(loss: Float, grads: [[Float]])] = []
+        for stored in [true, false] {
+            let model = try TrainableDecoder(path: gguf, frozenProjections: stored)
+            var config = LoRAConfig()
+            (config.targetModules, config.baseDType) = (.allLinear, stored ? nil : "f32")
+            try model.attachLoRA(config, seed: 9)
+            let lora = try XCTUnwrap(model.lora)
+            for (i, m) in lora.modules.enumerated() { m.b.value = Tensor(randomUniform: m.b.shape, in: -0.1...0.1, seed: 50 + UInt64(i)) }
+            XCTAssertEqual(try XCTUnwrap(model.layers[0].moe).gate[0].value.dtype, stored ? .q8_0 : .f32)
+            let tape = Tape(pool: ThreadPool(threads: 2))
+            let out = model.forward([[3, 17, 41, 9, 22, 5, 30, 12]], targets: [[17, 41, 9, 22, 5, 30, 12, 7]], tape: tape)
+            tape.backward(from: out.loss)
+            results.append((out.loss.value.floats[0], lora.namedVariables.map { $0.variable.grad?.toFloats() ?? [] }))
+        }
+        XCTAssertEqual(results[0].loss, results[1].loss, accuracy: 1e-5)
+        for (a, b) in zip(results[0].grads, results[1].grads) {
+            assertClose(a, b, absolute: 1e-6 + 1e-4 * (b.map(abs).max() ?? 0), "adapter gradient, Q8_0 base against its widening")
+        }
+    }
 }

@@ -32,8 +32,9 @@ public struct LoRAConfig: Codable, Sendable, Equatable {
     /// rsLoRA: scale alpha / √rank instead of alpha / rank.
     public var useRSLoRA = false
 
-    /// The dtype the frozen projections are held in: `bf16`, `f16` or `f32`; nil: the
-    /// checkpoint's stored dtype (config.json's `torch_dtype`), f32 for a GGUF's block formats.
+    /// The dtype the frozen projections are held in: `bf16`, `f16` or `f32` (the base widened as
+    /// it loads, then narrowed); nil: the dtype they are stored in, any block format included
+    /// (`Trainer` loads them so, `TrainableDecoder(path:frozenProjections:)`).
     public var baseDType: String?
 
     /// Plain LoRA, or a mixture of LoRA experts on each dense FFN.

@@ -10,7 +10,9 @@ extension Tape {
     /// dW += dy^T x ([N, M] x [M, K]), db += column sums of dy.
     public func linear(_ x: Variable, _ w: Variable, bias: Variable? = nil) -> Variable {
         let (xT, wT) = (x.value, w.value)  // the closure keeps these alive
-        let y = Kernels.matmul(xT, wT, pool: pool)  // [M, N]
+        // A frozen weight in a block format (QLoRA's base) is widened for the product, as
+        // bitsandbytes dequantizes before its matmul, and dropped after it.
+        let y = Kernels.matmul(xT, wT.dtype.isElementFormat ? wT : w.f32Value, pool: pool)  // [M, N]
         if let bias {
             let b = bias.value.floats, p = y.mutableFloats, n = b.count
             for i in 0..<p.count { p[i] += b[i % n] }
@@ -47,7 +49,8 @@ extension Tape {
         precondition(xT.rank == 2 && ws.allSatisfy { $0.value.rank == 2 && $0.shape[1] == xT.shape[1] },
                      "linears: x \(xT.shape), W \(ws.map(\.shape))")
         let ys = ws.map { Tensor(uninitialized: [m, $0.shape[0]]) }  // each product overwrites its own
-        Kernels.gemmBatch(zip(ws, ys).map { GemmJob(xT, $0.value, into: $1) }, pool: pool)
+        // A frozen weight in a block format (QLoRA's base) is widened for the product and dropped after it.
+        Kernels.gemmBatch(zip(ws, ys).map { w, y in GemmJob(xT, w.value.dtype.isElementFormat ? w.value : w.f32Value, into: y) }, pool: pool)
         let outs = ys.map { Variable($0) }
         record { [pool] in
             let flowing = zip(ws, outs).reversed().compactMap { w, out in out.grad.map { (w, $0) } }

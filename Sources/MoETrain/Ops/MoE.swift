@@ -183,13 +183,23 @@ extension Tape {
         // so SwiGLU is a pass of its own.
         let hidden = Tensor(uninitialized: [r, inner])
         let gp = gateOut.mutableFloats.baseAddress, upp = upOut.mutableFloats.baseAddress
+        // A frozen expert weight in a block format (a quantized base, QLoRA) is widened for the
+        // products, and dropped after them: the backward widens it again rather than keep it.
+        var blockWide: [ObjectIdentifier: Tensor] = [:]
+        func readable(_ v: Variable) -> Tensor {
+            if v.value.dtype.isElementFormat { return v.value }
+            if let t = blockWide[ObjectIdentifier(v)] { return t }
+            let t = v.f32Value
+            blockWide[ObjectIdentifier(v)] = t
+            return t
+        }
         let hp = hidden.mutableFloats.baseAddress
         let fused = used.count >= 4 * pool.threadCount && params.plainSwiGLU && adapters == nil
         var gateUpJobs: [GemmJob] = []  // appended, not flat-mapped: a batch's jobs are built serially
         gateUpJobs.reserveCapacity(2 * used.count)
         for i in used {
-            gateUpJobs.append(GemmJob(xT, params.gate[i].value, into: gateOut.rows(spans[i]), group: fused ? i : nil, aRows: tokens[i]))
-            gateUpJobs.append(GemmJob(xT, params.up[i].value, into: upOut.rows(spans[i]), group: fused ? i : nil, aRows: tokens[i]))
+            gateUpJobs.append(GemmJob(xT, readable(params.gate[i]), into: gateOut.rows(spans[i]), group: fused ? i : nil, aRows: tokens[i]))
+            gateUpJobs.append(GemmJob(xT, readable(params.up[i]), into: upOut.rows(spans[i]), group: fused ? i : nil, aRows: tokens[i]))
         }
         Kernels.gemmBatch(gateUpJobs, pool: pool, finish: !fused ? nil : { job, block, columns in
             let first = spans[used[job / 2]].lowerBound  // jobs come in (gate, up) pairs
@@ -213,7 +223,7 @@ extension Tape {
                 }
             }
         }
-        Kernels.gemmBatch(used.map { GemmJob(hidden.rows(spans[$0]), params.down[$0].value, into: expertOut.rows(spans[$0])) },
+        Kernels.gemmBatch(used.map { GemmJob(hidden.rows(spans[$0]), readable(params.down[$0]), into: expertOut.rows(spans[$0])) },
                           pool: pool)
         let downLoRA = adapters.map { ExpertLoRAPass.forward($0.down, input: hidden, rows: nil, spans: spans, used: used, into: expertOut, pool: pool) }
         if let down = biases?.down {  // E' = w (h D^T + b_down)
