@@ -98,7 +98,6 @@ final class BadInputTests: XCTestCase {
         let moleTopK = try file("mole-topk.json", #"{"lora": {"kind": "mole", "top_k": 2}, "steps": 2, "checkpoint_dir": "run-lora"}"#)
         let mixNoDense = try file("mix-nodense.json", #"{"lora": {"kind": "mixlora"}, "steps": 2, "checkpoint_dir": "run-lora"}"#)
         let mixDP = try file("mix-dp.json", #"{"lora": {"kind": "mixlora"}, "data_parallel": true, "steps": 2, "checkpoint_dir": "run-lora"}"#)
-        let loraDrop = try file("lora-drop.json", #"{"lora": {"target_modules": "all-linear", "dropout": 0.1}, "steps": 2, "checkpoint_dir": "run-lora"}"#)
         let text = try file("text.txt", (0..<60).map { "\($0)+\($0 * 7 % 50)=\($0 + $0 * 7 % 50)" }.joined(separator: "\n"))
         let base = work.appendingPathComponent("base.lp").path
         let made = try moe(["perplexity", "--file", text, "--context", "32", "--save-logits", base], in: work)
@@ -157,7 +156,6 @@ final class BadInputTests: XCTestCase {
             Case(args: ["train", "--config", moleTopK, "--from", mixtral], status: 1, mentions: ["mole-topk.json", "lora.top_k"]),
             Case(args: ["train", "--config", mixNoDense, "--from", mixtral], status: 1, mentions: ["lora.kind", "dense FFN"]),
             Case(args: ["train", "--config", mixDP, "--from", mixtral], status: 1, mentions: ["mix-dp.json", "data_parallel"]),
-            Case(args: ["train", "--config", loraDrop, "--from", mixtral], status: 1, mentions: ["lora.dropout", "experts.0.w1"]),
             Case(args: ["quantize", "--model", truncated, "--type", "q8_0", "--out", "q.gguf"], status: 1, mentions: ["trunc.gguf"]),
             Case(args: ["quantize", "--model", gguf, "--type", "q8_0", "--out", "/nonexistent/q.gguf"], status: 1, mentions: ["/nonexistent/q.gguf"]),
             Case(args: ["perplexity", "--file", "missing.txt"], status: 1, mentions: ["missing.txt"]),

@@ -187,6 +187,57 @@ final class LoRATrainingTests: XCTestCase {
         }
     }
 
+    /// Expert adapters with dropout: the masks change the output, and the backward is the
+    /// derivative of the forward with the same masks (central differences along random
+    /// directions of x and of each projection's A and B).
+    func testExpertAdapterDropoutGradientsMatchFiniteDifferences() throws {
+        let (t, d, inner, e, r) = (10, 12, 8, 3, 2)
+        var seed: UInt64 = 300
+        func random(_ shape: [Int], _ range: ClosedRange<Float> = -0.5...0.5) -> Tensor {
+            seed += 1
+            return Tensor(randomUniform: shape, in: range, seed: seed)
+        }
+        let frozen = [random([inner, d]), random([inner, d]), random([d, inner])].map { Variable($0, requiresGrad: false) }
+        let a = (0..<3).map { j in random([r, frozen[j].shape[1]]) }, b = (0..<3).map { j in random([frozen[j].shape[0], r]) }
+        let x0 = random([t, d]), logits = random([t, e], -2...2), weights = random([t, d])
+        let params = MoEParameters(router: Variable(random([e, d])), gate: Array(repeating: frozen[0], count: e),
+                                   up: Array(repeating: frozen[1], count: e), down: Array(repeating: frozen[2], count: e))
+        // L = Σ y ⊙ weights, with expert 1's adapters (a, b) on every projection.
+        func run(x: Tensor, a: [Tensor], b: [Tensor], dropout: (p: Float, seed: UInt64)?) -> (loss: Double, vars: [Variable], dx: [Float]) {
+            let tape = Tape(pool: ThreadPool(threads: 2)), xv = Variable(x.copied())
+            let vars = (0..<3).flatMap { [Variable(a[$0].copied()), Variable(b[$0].copied())] }
+            func on(_ j: Int) -> [ExpertAdapters.Adapter?] { [nil, (vars[2 * j], vars[2 * j + 1], 1.25), nil] }
+            let step = tape.moe(xv, logits: Variable(logits.copied()), params, router: TopKSoftmaxRouter(experts: e, k: 2),
+                                adapters: ExpertAdapters(gate: on(0), up: on(1), down: on(2), dropout: dropout))
+            step.output.grad = weights.copied()
+            tape.backward(from: Variable(Tensor(shape: [1], values: [0])), seed: 0)
+            let loss = zip(step.output.value.toFloats(), weights.toFloats()).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+            return (loss, vars, xv.grad?.toFloats() ?? [])
+        }
+        let drop = (p: Float(0.3), seed: UInt64(77))
+        XCTAssertNotEqual(run(x: x0, a: a, b: b, dropout: drop).loss, run(x: x0, a: a, b: b, dropout: nil).loss, "dropout acts")
+        let base = run(x: x0, a: a, b: b, dropout: drop), eps: Float = 1e-2
+        func along(_ t: Tensor, _ dir: Tensor, _ s: Float) -> Tensor {
+            Tensor(shape: t.shape, values: zip(t.toFloats(), dir.toFloats()).map { $0 + s * $1 })
+        }
+        func dot(_ g: [Float], _ dir: Tensor) -> Double { zip(g, dir.toFloats()).reduce(0.0) { $0 + Double($1.0) * Double($1.1) } }
+        for j in 0..<3 {
+            for which in 0..<2 {
+                let dir = random(which == 0 ? a[j].shape : b[j].shape)
+                var (ap, am, bp, bm) = (a, a, b, b)
+                if which == 0 { (ap[j], am[j]) = (along(a[j], dir, eps), along(a[j], dir, -eps)) }
+                else { (bp[j], bm[j]) = (along(b[j], dir, eps), along(b[j], dir, -eps)) }
+                let numeric = (run(x: x0, a: ap, b: bp, dropout: drop).loss - run(x: x0, a: am, b: bm, dropout: drop).loss) / Double(2 * eps)
+                let analytic = dot(base.vars[2 * j + which].grad?.toFloats() ?? [], dir)
+                XCTAssertEqual(analytic, numeric, accuracy: 1e-3 + 1e-2 * abs(numeric), "projection \(j) \(which == 0 ? "A" : "B")")
+            }
+        }
+        let dir = random(x0.shape)
+        let numeric = (run(x: along(x0, dir, eps), a: a, b: b, dropout: drop).loss - run(x: along(x0, dir, -eps), a: a, b: b, dropout: drop).loss)
+            / Double(2 * eps)
+        XCTAssertEqual(dot(base.dx, dir), numeric, accuracy: 1e-3 + 1e-2 * abs(numeric), "dx")
+    }
+
     func testQwen2MoERoutedExpertAdaptersEqualMergedWeightGradients() throws {
         try checkAgainstMergedWeights("train_qwen2_moe", threads: 2)
     }

@@ -84,6 +84,7 @@ public struct LoRAMixture {
             indices.map { $0.map { (lora.modules[$0].a, lora.modules[$0].b, lora.modules[$0].scale) } }
         }
         return tape.moe(h, logits: logits, params, router: routing, aux: AuxLossCoefficients(loadBalance: balance * lora.auxScale),
-                        adapters: ExpertAdapters(gate: adapters(gate), up: adapters(up), down: adapters(down)))
+                        adapters: ExpertAdapters(gate: adapters(gate), up: adapters(up), down: adapters(down),
+                                                 dropout: lora.expertDropout(salt: (gate + up + down).compactMap { $0 }.first ?? 0)))
     }
 }

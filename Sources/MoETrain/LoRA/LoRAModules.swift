@@ -49,8 +49,16 @@ public final class LoRAModules: @unchecked Sendable {
         func find(_ ws: [Variable]) -> [ExpertAdapters.Adapter?] {
             ws.map { w in module(for: w).map { ($0.module.a, $0.module.b, $0.module.scale) } }
         }
-        let adapters = ExpertAdapters(gate: find(moe.gate), up: find(moe.up), down: find(moe.down))
+        let adapters = ExpertAdapters(gate: find(moe.gate), up: find(moe.up), down: find(moe.down),
+                                      dropout: expertDropout(salt: (moe.gate.first.flatMap { module(for: $0)?.index }) ?? 0))
         return adapters.isEmpty ? nil : adapters
+    }
+
+    /// The dropout of a layer's expert adapters in this forward (nil: none), `salt` telling
+    /// layers apart.
+    func expertDropout(salt: Int) -> (p: Float, seed: UInt64)? {
+        guard let seed = dropoutSeed, config.dropout > 0 else { return nil }
+        return (config.dropout, seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(salt) &* 0x1000_0000_01B3 &+ 0x5EED)
     }
 
     /// The adapters' variables (every one decayed, as PEFT's trainer decays them).
@@ -233,10 +241,6 @@ extension TrainableDecoder {
         }
         if spec.names.stackedLayout == .interleavedInputMajor, let e = targets.first(where: { $0.name.contains(".experts.") }) {
             throw .invalidConfig(path: path ?? "(training config)", field: "lora.target_modules", reason: "\(e.name): this family stores its experts stacked, and PEFT has no per-expert module for them")
-        }
-        if config.dropout > 0, let e = targets.first(where: { $0.name.contains(".experts.") }) {
-            throw .invalidConfig(path: path ?? "(training config)", field: "lora.dropout",
-                                 reason: "\(e.name) is a routed expert, whose adapters train without dropout; set dropout 0 or leave the experts out")
         }
         for p in parameters { p.variable.requiresGrad = false; p.variable.grad = nil }
         var modules: [LoRAModules.Module] = [], byBase: [ObjectIdentifier: Int] = [:]

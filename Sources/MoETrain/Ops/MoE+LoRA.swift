@@ -9,10 +9,14 @@ import MoECore
 public struct ExpertAdapters {
     public typealias Adapter = (a: Variable, b: Variable, scale: Float)
     public var gate: [Adapter?], up: [Adapter?], down: [Adapter?]
-    public init(gate: [Adapter?], up: [Adapter?], down: [Adapter?]) {
+    /// Dropout on each adapter's input (PEFT's `lora_dropout`): probability and the seed its
+    /// masks are drawn from (each projection and expert mixes in its own), or nil.
+    public var dropout: (p: Float, seed: UInt64)?
+    public init(gate: [Adapter?], up: [Adapter?], down: [Adapter?], dropout: (p: Float, seed: UInt64)? = nil) {
         self.gate = gate
         self.up = up
         self.down = down
+        self.dropout = dropout.flatMap { $0.p > 0 ? $0 : nil }
     }
     var isEmpty: Bool { (gate + up + down).allSatisfy { $0 == nil } }
 }
@@ -22,18 +26,49 @@ public struct ExpertAdapters {
 struct ExpertLoRAPass {
     /// Per used expert with an adapter: the expert, and `scale · X_e Aᵀ` [n_e, r].
     var low: [(expert: Int, value: Tensor)] = []
+    /// With dropout: per expert its input rows after dropout [n_e, in] (what A saw), and the mask's seed.
+    var dropped: [Int: Tensor] = [:]
+    var dropout: (p: Float, seed: UInt64)?
+
+    /// Inverted dropout's factor for element (row, column) of expert e's input: 0, or
+    /// 1 / (1 - p), drawn from a hash of (seed, e, row, column) alone.
+    static func keep(_ d: (p: Float, seed: UInt64), expert e: Int, index i: Int) -> Float {
+        var z = d.seed &+ (UInt64(e) << 40) &+ UInt64(i) &* 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return (z ^ (z >> 31)) >> 40 < UInt64(Double(d.p) * 16_777_216) ? 0 : 1 / (1 - d.p)
+    }
+
+    /// Expert e's input rows (token rows of `input`, or its rows `span`) with dropout applied.
+    static func droppedRows(_ input: Tensor, rows: [Int]?, span: Range<Int>, expert e: Int, _ d: (p: Float, seed: UInt64),
+                            pool: ThreadPool) -> Tensor {
+        let k = input.shape[1], out = Tensor(uninitialized: [span.count, k])
+        let src = input.floats, dst = out.mutableFloats
+        Kernels.parallelRows(span.count, cost: 4 * k, pool: pool) { j in
+            let from = (rows?[j] ?? (span.lowerBound + j)) * k
+            for c in 0..<k { dst[j * k + c] = src[from + c] * keep(d, expert: e, index: j * k + c) }
+        }
+        return out
+    }
 
     /// Adds each expert's `scale · (X_e Aᵀ) Bᵀ` into `out`'s rows of that expert. X_e is
     /// `input`'s rows `rows[e]` when given (token rows of x, read in place), else its rows
     /// `spans[e]` (the grouped rows).
     static func forward(_ adapters: [ExpertAdapters.Adapter?], input: Tensor, rows: [[Int]]?, spans: [Range<Int>], used: [Int],
-                        into out: Tensor, pool: ThreadPool) -> ExpertLoRAPass {
+                        into out: Tensor, dropout: (p: Float, seed: UInt64)? = nil, pool: ThreadPool) -> ExpertLoRAPass {
         var pass = ExpertLoRAPass(), jobs: [GemmJob] = []
+        pass.dropout = dropout
         for e in used {
             guard let lora = adapters[e] else { continue }
             let low = Tensor(uninitialized: [spans[e].count, lora.a.shape[0]])
-            jobs.append(rows.map { GemmJob(input, lora.a.value, into: low, aRows: $0[e]) }
-                ?? GemmJob(input.rows(spans[e]), lora.a.value, into: low))
+            if let dropout {
+                let x = droppedRows(input, rows: rows?[e], span: spans[e], expert: e, dropout, pool: pool)
+                pass.dropped[e] = x
+                jobs.append(GemmJob(x, lora.a.value, into: low))
+            } else {
+                jobs.append(rows.map { GemmJob(input, lora.a.value, into: low, aRows: $0[e]) }
+                    ?? GemmJob(input.rows(spans[e]), lora.a.value, into: low))
+            }
             pass.low.append((e, low))
         }
         guard !jobs.isEmpty else { return pass }
@@ -69,19 +104,36 @@ struct ExpertLoRAPass {
             }
         }
         Kernels.gemmBatch(first, pool: pool)
-        var second: [GemmJob] = []
+        var second: [GemmJob] = [], masked: [(expert: Int, grad: Tensor)] = []
         for ((e, _), g) in zip(low, gs) {
             guard let lora = adapters[e] else { continue }
             let p = g.mutableFloats
             for i in 0..<p.count { p[i] *= lora.scale }
             if let da = lora.a.gradSlot() {
-                second.append(rows.map {
-                    GemmJob(g, input, transposeA: true, transposeB: true, into: da.tensor, accumulate: da.accumulate, bRows: $0[e],
-                            wholeRows: true)
-                } ?? GemmJob(g, input.rows(spans[e]), transposeA: true, transposeB: true, into: da.tensor, accumulate: da.accumulate))
+                if let x = dropped[e] {
+                    second.append(GemmJob(g, x, transposeA: true, transposeB: true, into: da.tensor, accumulate: da.accumulate))
+                } else {
+                    second.append(rows.map {
+                        GemmJob(g, input, transposeA: true, transposeB: true, into: da.tensor, accumulate: da.accumulate, bRows: $0[e],
+                                wholeRows: true)
+                    } ?? GemmJob(g, input.rows(spans[e]), transposeA: true, transposeB: true, into: da.tensor, accumulate: da.accumulate))
+                }
             }
-            second.append(GemmJob(g, lora.a.value, transposeB: true, into: inputGrad.rows(spans[e]), accumulate: true))
+            if dropout != nil {  // through the mask: into a block of its own, masked, then added
+                let dx = Tensor(uninitialized: [spans[e].count, lora.a.shape[1]])
+                second.append(GemmJob(g, lora.a.value, transposeB: true, into: dx))
+                masked.append((e, dx))
+            } else {
+                second.append(GemmJob(g, lora.a.value, transposeB: true, into: inputGrad.rows(spans[e]), accumulate: true))
+            }
         }
         Kernels.gemmBatch(second, pool: pool)
+        guard let dropout else { return }
+        for (e, dx) in masked {
+            let k = dx.shape[1], src = dx.floats, dst = inputGrad.rows(spans[e]).mutableFloats
+            Kernels.parallelRows(dx.shape[0], cost: 4 * k, pool: pool) { j in
+                for c in 0..<k { dst[j * k + c] += src[j * k + c] * Self.keep(dropout, expert: e, index: j * k + c) }
+            }
+        }
     }
 }

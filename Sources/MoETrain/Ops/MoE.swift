@@ -209,8 +209,13 @@ extension Tape {
             }
         })
         // LoRA experts (`ExpertAdapters`): each adapted expert's gate and up gain scale (X_e Aᵀ) Bᵀ.
-        let gateLoRA = adapters.map { ExpertLoRAPass.forward($0.gate, input: xT, rows: tokens, spans: spans, used: used, into: gateOut, pool: pool) }
-        let upLoRA = adapters.map { ExpertLoRAPass.forward($0.up, input: xT, rows: tokens, spans: spans, used: used, into: upOut, pool: pool) }
+        func drop(_ a: ExpertAdapters, _ projection: UInt64) -> (p: Float, seed: UInt64)? {
+            a.dropout.map { ($0.p, $0.seed &+ projection &* 0x2545_F491_4F6C_DD1D) }
+        }
+        let gateLoRA = adapters.map { ExpertLoRAPass.forward($0.gate, input: xT, rows: tokens, spans: spans, used: used, into: gateOut,
+                                                             dropout: drop($0, 1), pool: pool) }
+        let upLoRA = adapters.map { ExpertLoRAPass.forward($0.up, input: xT, rows: tokens, spans: spans, used: used, into: upOut,
+                                                           dropout: drop($0, 2), pool: pool) }
         let biases = params.plainSwiGLU ? nil : ExpertBiasValues(params)
         let rowExpert = biases == nil ? [] : Self.rowExperts(spans, rows: r)  // read only with biases
         if !fused {
@@ -225,7 +230,8 @@ extension Tape {
         }
         Kernels.gemmBatch(used.map { GemmJob(hidden.rows(spans[$0]), readable(params.down[$0]), into: expertOut.rows(spans[$0])) },
                           pool: pool)
-        let downLoRA = adapters.map { ExpertLoRAPass.forward($0.down, input: hidden, rows: nil, spans: spans, used: used, into: expertOut, pool: pool) }
+        let downLoRA = adapters.map { ExpertLoRAPass.forward($0.down, input: hidden, rows: nil, spans: spans, used: used, into: expertOut,
+                                                             dropout: drop($0, 3), pool: pool) }
         if let down = biases?.down {  // E' = w (h D^T + b_down)
             let op = expertOut.mutableFloats
             for row in 0..<r { for j in 0..<d { op[row * d + j] += rowWeight[row] * down[rowExpert[row]][j] } }
