@@ -13,12 +13,13 @@ model runs as transformers loads it by default (attention `sdpa`, experts `group
 """
 import json
 import sys
-import time
 
 import peft
 import torch
 import transformers
 from peft import LoraConfig, get_peft_model
+
+from bench_train_torch import timed  # the same warm-up and timing as the full-training twin
 
 
 def main():
@@ -45,14 +46,7 @@ def main():
         torch.nn.utils.clip_grad_norm_(trainable, cfg.get("clip", 1.0))
         opt.step()
 
-    first = time.perf_counter()
-    for _ in range(3):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    elapsed = time.perf_counter() - start
-    with_warmup = time.perf_counter() - first
+    elapsed, with_warmup = timed(step, steps)
     print(json.dumps({"config": sys.argv[1], "torch": torch.__version__, "transformers": transformers.__version__,
                       "peft": peft.__version__, "threads": threads, "steps": steps,
                       "trainable_parameters": sum(p.numel() for p in trainable),

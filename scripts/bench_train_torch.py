@@ -27,6 +27,18 @@ import transformers
 VOCAB = 259  # MoEKit's byte tokenizer: 256 bytes plus BOS, EOS and PAD
 
 
+def timed(step, steps):
+    """Runs 3 warm-up steps, then `steps` timed ones; returns the seconds of the timed steps and of all."""
+    first = time.perf_counter()
+    for _ in range(3):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    end = time.perf_counter()
+    return end - start, end - first
+
+
 def main():
     cfg = json.load(open(sys.argv[1]))
     m, r = cfg["model"], cfg["router"]
@@ -56,14 +68,7 @@ def main():
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.get("clip", 1.0))
         opt.step()
 
-    first = time.perf_counter()
-    for _ in range(3):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    elapsed = time.perf_counter() - start
-    with_warmup = time.perf_counter() - first
+    elapsed, with_warmup = timed(step, steps)
     params = sum(p.numel() for p in model.parameters())
     print(json.dumps({"config": sys.argv[1], "torch": torch.__version__, "transformers": transformers.__version__,
                       "threads": threads, "grad_accum": accum, "parameters": params, "steps": steps,

@@ -102,13 +102,9 @@ public final class LoRAModules: @unchecked Sendable {
     /// (`base` as `base_model_name_or_path`, the adapted modules by full name as
     /// `target_modules`) and adapter_model.safetensors.
     public func save(to dir: String, base: String?) throws {
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         var config: [String: Any] = [
-            "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": self.config.rank, "lora_alpha": Self.decimal(self.config.alpha),
-            "lora_dropout": Self.decimal(self.config.dropout), "use_rslora": self.config.useRSLoRA, "bias": "none",
-            "fan_in_fan_out": false, "inference_mode": true, "init_lora_weights": true, "use_dora": false,
-            "rank_pattern": [String: Any](), "alpha_pattern": [String: Any](), "modules_to_save": NSNull(),
-            "target_modules": modules.map(\.name).filter { !$0.contains(".lora_experts.") }, "base_model_name_or_path": base ?? NSNull(),
+            "r": self.config.rank, "lora_alpha": Self.decimal(self.config.alpha), "lora_dropout": Self.decimal(self.config.dropout),
+            "use_rslora": self.config.useRSLoRA, "target_modules": modules.map(\.name).filter { !$0.contains(".lora_experts.") },
         ]
         if self.config.kind != .lora {  // MoEKit's mixture format (README, "LoRA fine-tuning")
             config["peft_type"] = "MIXLORA"
@@ -119,11 +115,28 @@ public final class LoRAModules: @unchecked Sendable {
             config["expert_target_modules"] = self.config.expertTargetModules
             config["mixture_modules"] = mixtures.keys.sorted().compactMap { mixtures[$0]?.module }
         }
-        config["peft_version"] = "0.21.2"
-        try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
-            .write(to: URL(fileURLWithPath: dir).appendingPathComponent("adapter_config.json"))
-        try SafetensorsWriter.write(namedVariables.map { ($0.name, $0.variable.value) }, metadata: ["format": "pt"],
-                                    to: (dir as NSString).appendingPathComponent("adapter_model.safetensors"))
+        try Self.writePEFTFolder(dir, config: config, base: base, tensors: namedVariables.map { ($0.name, $0.variable.value) })
+    }
+
+    /// Writes a PEFT adapter folder: adapter_config.json (PEFT's fixed fields for a plain LoRA
+    /// adapter with `config`'s on top, `base` as `base_model_name_or_path`) and
+    /// adapter_model.safetensors holding `tensors`. Creates `dir` if absent.
+    static func writePEFTFolder(_ dir: String, config: [String: Any], base: String?, tensors: [(name: String, tensor: Tensor)]) throws(ModelError) {
+        var json: [String: Any] = [
+            "peft_type": "LORA", "task_type": "CAUSAL_LM", "bias": "none", "fan_in_fan_out": false, "inference_mode": true,
+            "init_lora_weights": true, "use_dora": false, "use_rslora": false, "lora_dropout": 0.0,
+            "rank_pattern": [String: Any](), "alpha_pattern": [String: Any](), "modules_to_save": NSNull(),
+            "base_model_name_or_path": base ?? NSNull(), "peft_version": "0.21.2",
+        ]
+        json.merge(config) { $1 }
+        guard let data = try? JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted, .sortedKeys]) else {
+            throw .io(path: dir, reason: "cannot encode adapter_config.json")
+        }
+        do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
+            throw .io(path: dir, reason: "cannot create: \(systemReason(error))")
+        }
+        try AtomicFile.write(data, to: (dir as NSString).appendingPathComponent("adapter_config.json"))
+        try SafetensorsWriter.write(tensors, metadata: ["format": "pt"], to: (dir as NSString).appendingPathComponent("adapter_model.safetensors"))
     }
 }
 

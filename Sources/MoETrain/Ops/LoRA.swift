@@ -50,16 +50,10 @@ extension Tape {
     public func dropout(_ x: Variable, p: Float, seed: UInt64) -> Variable {
         precondition(p >= 0 && p < 1, "dropout: p \(p) outside [0, 1)")
         guard p > 0 else { return x }
-        let keep = 1 / (1 - p), threshold = UInt64(Double(p) * 16_777_216)  // drop when the draw's 24 bits fall below
         func masked(_ out: UnsafeMutableBufferPointer<Float>, _ src: UnsafeBufferPointer<Float>) {
             let chunk = 1 << 14
             Kernels.parallelRows((out.count + chunk - 1) / chunk, cost: chunk, pool: pool) { c in
-                for i in (c * chunk)..<min(out.count, (c + 1) * chunk) {
-                    var z = seed &+ UInt64(i) &* 0x9E37_79B9_7F4A_7C15  // SplitMix64's output function
-                    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-                    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-                    out[i] = (z ^ (z >> 31)) >> 40 < threshold ? 0 : src[i] * keep
-                }
+                for i in (c * chunk)..<min(out.count, (c + 1) * chunk) { out[i] = src[i] * Self.dropoutKeep(p, seed: seed, index: i) }
             }
         }
         let y = Tensor(uninitialized: x.shape)
@@ -72,5 +66,15 @@ extension Tape {
             x.accumulate(owned: dy, pool: self.pool)
         }
         return out
+    }
+
+    /// Inverted dropout's factor for element `index` of a mask drawn from `seed`: 0 with
+    /// probability p, else 1 / (1 - p); SplitMix64's output function of (seed, index), so any
+    /// element's draw is made again without the others.
+    static func dropoutKeep(_ p: Float, seed: UInt64, index: Int) -> Float {
+        var z = seed &+ UInt64(index) &* 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return (z ^ (z >> 31)) >> 40 < UInt64(Double(p) * 16_777_216) ? 0 : 1 / (1 - p)  // the draw's top 24 bits
     }
 }

@@ -30,13 +30,10 @@ struct ExpertLoRAPass {
     var dropped: [Int: Tensor] = [:]
     var dropout: (p: Float, seed: UInt64)?
 
-    /// Inverted dropout's factor for element (row, column) of expert e's input: 0, or
-    /// 1 / (1 - p), drawn from a hash of (seed, e, row, column) alone.
+    /// Inverted dropout's factor for element `i` (row-major) of expert e's input rows
+    /// (`Tape.dropoutKeep`, each expert's mask from a seed of its own).
     static func keep(_ d: (p: Float, seed: UInt64), expert e: Int, index i: Int) -> Float {
-        var z = d.seed &+ (UInt64(e) << 40) &+ UInt64(i) &* 0x9E37_79B9_7F4A_7C15
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return (z ^ (z >> 31)) >> 40 < UInt64(Double(d.p) * 16_777_216) ? 0 : 1 / (1 - d.p)
+        Tape.dropoutKeep(d.p, seed: d.seed &+ (UInt64(e) << 40), index: i)
     }
 
     /// Expert e's input rows (token rows of `input`, or its rows `span`) with dropout applied.

@@ -131,20 +131,8 @@ public enum SkillSelection {
             tensors.append(("base_model.model.\(name).lora_A.weight", Tensor(shape: [m.rank, m.inputs], values: m.a)))
             tensors.append(("base_model.model.\(name).lora_B.weight", Tensor(shape: [m.outputs, m.rank], values: m.b.flatMap { $0 })))
         }
-        let config: [String: Any] = [
-            "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": maxRank, "lora_alpha": maxRank, "rank_pattern": patterns,
-            "alpha_pattern": patterns, "target_modules": modules.keys.sorted(), "lora_dropout": 0.0, "bias": "none",
-            "use_rslora": false, "use_dora": false, "fan_in_fan_out": false, "inference_mode": true, "modules_to_save": NSNull(),
-            "base_model_name_or_path": base ?? NSNull(),
-        ]
-        guard let json = try? JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys]) else {
-            throw .io(path: out, reason: "cannot encode adapter_config.json")
-        }
-        do { try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true) } catch {
-            throw .io(path: out, reason: "cannot create: \(systemReason(error))")
-        }
-        try AtomicFile.write(json, to: (out as NSString).appendingPathComponent("adapter_config.json"))
-        try SafetensorsWriter.write(tensors, metadata: ["format": "pt"], to: (out as NSString).appendingPathComponent("adapter_model.safetensors"))
+        try LoRAModules.writePEFTFolder(out, config: ["r": maxRank, "lora_alpha": maxRank, "rank_pattern": patterns, "alpha_pattern": patterns,
+                                                      "target_modules": modules.keys.sorted()], base: base, tensors: tensors)
     }
 
     /// Weights for `compose` searched on the K shots: coordinate descent from all 1, each weight
