@@ -94,6 +94,9 @@ final class BadInputTests: XCTestCase {
         let sftBad = try file("sft-bad.json", #"{"data": {"jsonl": ["bad.jsonl"]}, "steps": 2, "checkpoint_dir": "run-sft"}"#)
         let sftMissing = try file("sft-missing.json", #"{"data": {"jsonl": ["nope.jsonl"]}, "steps": 2, "checkpoint_dir": "run-sft"}"#)
         let sftTemplate = try file("sft-template.json", #"{"data": {"synthetic": {}, "chat_template": "t.jinja"}, "steps": 2, "checkpoint_dir": "run-sft"}"#)
+        let loraDType = try file("lora-dtype.json", #"{"lora": {"base_dtype": "q4"}, "steps": 2, "checkpoint_dir": "run-lora"}"#)
+        let loraExperts = try file("lora-experts.json", #"{"lora": {"kind": "mixlora", "experts": 1000}, "steps": 2, "checkpoint_dir": "run-lora"}"#)
+        let loraTargets = try file("lora-targets.json", #"{"lora": {"kind": "mole", "expert_target_modules": ["w1"]}, "steps": 2, "checkpoint_dir": "run-lora"}"#)
         let loraKind = try file("lora-kind.json", #"{"lora": {"kind": "moe-lora"}, "steps": 2, "checkpoint_dir": "run-lora"}"#)
         let moleTopK = try file("mole-topk.json", #"{"lora": {"kind": "mole", "top_k": 2}, "steps": 2, "checkpoint_dir": "run-lora"}"#)
         let mixNoDense = try file("mix-nodense.json", #"{"lora": {"kind": "mixlora"}, "steps": 2, "checkpoint_dir": "run-lora"}"#)
@@ -152,6 +155,11 @@ final class BadInputTests: XCTestCase {
             Case(args: ["train", "--config", sftBad], status: 1, mentions: ["bad.jsonl", "line 1"]),
             Case(args: ["train", "--config", sftMissing], status: 1, mentions: ["nope.jsonl"]),
             Case(args: ["train", "--config", sftTemplate], status: 1, mentions: ["sft-template.json", "data.chat_template"]),
+            Case(args: ["train", "--config", loraDType, "--from", mixtral], status: 1, mentions: ["lora-dtype.json", "lora.base_dtype"]),
+            Case(args: ["train", "--config", loraExperts, "--from", mixtral], status: 1, mentions: ["lora-experts.json", "lora.experts"]),
+            Case(args: ["train", "--config", loraTargets, "--from", mixtral], status: 1, mentions: ["lora-targets.json", "lora.expert_target_modules"]),
+            Case(args: ["skills", "compose", "--library", "lib", "--model", mixtral, "--shots", "bad.jsonl", "--skills", "nope", "--out", "c"],
+                 status: 1, mentions: ["nope", "no such skill"]),
             Case(args: ["train", "--config", loraKind, "--from", mixtral], status: 1, mentions: ["lora-kind.json", "moe-lora", "mixlora"]),
             Case(args: ["train", "--config", moleTopK, "--from", mixtral], status: 1, mentions: ["mole-topk.json", "lora.top_k"]),
             Case(args: ["train", "--config", mixNoDense, "--from", mixtral], status: 1, mentions: ["lora.kind", "dense FFN"]),
