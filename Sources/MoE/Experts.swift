@@ -73,8 +73,14 @@ public struct SwiGLUExperts: ExpertFFN {
     }
 
     public func forward(_ rows: Tensor, rowOffsets: [Int], pool: ThreadPool) -> Tensor {
+        projectDown(hidden(rows, rowOffsets: rowOffsets, pool: pool), rowOffsets: rowOffsets, pool: pool)
+    }
+
+    /// Each row's activation between its expert's up and down projections, [R, I] (the input
+    /// the down projection sees: calibration records it).
+    public func hidden(_ rows: Tensor, rowOffsets: [Int], pool: ThreadPool) -> Tensor {
         let r = rows.shape[0], i = intermediateSize
-        let g = Tensor(zeros: [r, i]), u = Tensor(zeros: [r, i]), out = Tensor(zeros: [r, hiddenSize])
+        let g = Tensor(zeros: [r, i]), u = Tensor(zeros: [r, i])
         var jobs: [LinearJob] = []
         for e in 0..<expertCount where rowOffsets[e] < rowOffsets[e + 1] {
             let span = rowOffsets[e]..<rowOffsets[e + 1]
@@ -82,28 +88,41 @@ public struct SwiGLUExperts: ExpertFFN {
             jobs.append(LinearJob(input: rows.rows(span), weight: up[e], output: u.rows(span)))
         }
         Kernels.linearBatch(jobs, pool: pool)
+        Self.activate(gate: g, up: u, activation: activation, biases: biases, rowOffsets: rowOffsets, pool: pool)
+        return g
+    }
+
+    /// The gate and up projections' biases (if any) added per expert, then the activation,
+    /// written into `gate`.
+    static func activate(gate g: Tensor, up u: Tensor, activation: ExpertActivation, biases: ExpertBiases?,
+                         rowOffsets: [Int], pool: ThreadPool) {
         if let b = biases {
             addBias(g, b.gate, rowOffsets)
             addBias(u, b.up, rowOffsets)
         }
         switch activation {
         case .swiglu: Kernels.siluMul(gate: g, up: u, pool: pool)
-        case let .clampedSwiGLU(alpha, limit): Self.clampedSwiGLU(gate: g, up: u, alpha: alpha, limit: limit)
+        case let .clampedSwiGLU(alpha, limit): clampedSwiGLU(gate: g, up: u, alpha: alpha, limit: limit)
         }
-        jobs = []
+    }
+
+    /// Each expert's down projection (and bias) of its rows of `g` [R, I]: [R, d].
+    public func projectDown(_ g: Tensor, rowOffsets: [Int], pool: ThreadPool) -> Tensor {
+        let out = Tensor(zeros: [g.shape[0], hiddenSize])
+        var jobs: [LinearJob] = []
         for e in 0..<expertCount where rowOffsets[e] < rowOffsets[e + 1] {
             let span = rowOffsets[e]..<rowOffsets[e + 1]
             jobs.append(LinearJob(input: g.rows(span), weight: down[e], output: out.rows(span)))
         }
         Kernels.linearBatch(jobs, pool: pool)
-        if let b = biases { addBias(out, b.down, rowOffsets) }
+        if let b = biases { Self.addBias(out, b.down, rowOffsets) }
         return out
     }
 
     /// Adds expert e's bias row to each of its rows of x [R, N].
-    func addBias(_ x: Tensor, _ bias: [[Float]], _ rowOffsets: [Int]) {
+    static func addBias(_ x: Tensor, _ bias: [[Float]], _ rowOffsets: [Int]) {
         let n = x.shape[1], p = x.mutableFloats
-        for e in 0..<expertCount where rowOffsets[e] < rowOffsets[e + 1] {
+        for e in 0..<(rowOffsets.count - 1) where rowOffsets[e] < rowOffsets[e + 1] {
             let b = bias[e]
             for r in rowOffsets[e]..<rowOffsets[e + 1] { for j in 0..<n { p[r * n + j] += b[j] } }
         }

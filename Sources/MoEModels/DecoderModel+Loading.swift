@@ -100,7 +100,9 @@ extension DecoderModel {
             gate = .linear(weight: try ck.tensor(n.routerWeight(i), shape: [router.logitCount, d]),
                            bias: s.routerBias ? try ck.tensor(n.routerBias(i), shape: [router.logitCount]) : nil)
         }
-        return MoELayer(gate: gate, router: router, experts: try loadExperts(ck, s, layer: i), shared: shared)
+        let experts: any ExpertFFN
+        if let coded = try loadTernaryExperts(ck, s, layer: i) { experts = coded } else { experts = try loadExperts(ck, s, layer: i) }
+        return MoELayer(gate: gate, router: router, experts: experts, shared: shared)
     }
 
     // MARK: - Sanitize: every stored expert layout to the one in memory
@@ -149,6 +151,15 @@ extension DecoderModel {
             experts = SwiGLUExperts(gate: gate, up: up, down: down)
         }
         experts.activation = s.expertActivation
+        experts.biases = try loadExpertBiases(ck, s, layer: i)
+        return experts
+    }
+
+    /// Layer i's per-expert biases (GPT-OSS's stacked `gate_up_proj_bias` and `down_proj_bias`),
+    /// or nil for a family without them.
+    static func loadExpertBiases(_ ck: any WeightSource, _ s: DecoderSpec, layer i: Int) throws(ModelError) -> ExpertBiases? {
+        let d = s.hiddenSize, inner = s.expertIntermediate, e = s.experts, n = s.names
+        let stacked = n.stackedExperts(i)
         if s.expertBias {
             let gub = try ck.tensor(stacked.gateUpBias, shape: [e, 2 * inner])
             let db = try ck.tensor(stacked.downBias, shape: [e, d])
@@ -164,9 +175,9 @@ extension DecoderModel {
                 }
                 down.append(db[x].toFloats())
             }
-            experts.biases = ExpertBiases(gate: gate, up: up, down: down)
+            return ExpertBiases(gate: gate, up: up, down: down)
         }
-        return experts
+        return nil
     }
 
     /// x [R, C] transposed to [C, R], in x's dtype.

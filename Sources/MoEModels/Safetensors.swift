@@ -210,6 +210,54 @@ public enum SafetensorsWriter {
     }
 }
 
+extension SafetensorsWriter {
+    /// A tensor of any safetensors dtype ("U16", "U64", "F32", ...), its bytes made when its
+    /// turn comes.
+    public struct RawEntry {
+        public var name: String, dtype: String, shape: [Int]
+        public var bytes: () throws(ModelError) -> Data
+        public init(name: String, dtype: String, shape: [Int], bytes: @escaping () throws(ModelError) -> Data) {
+            self.name = name; self.dtype = dtype; self.shape = shape; self.bytes = bytes
+        }
+    }
+
+    /// Writes `entries` to `path`, widest elements first (8-byte dtypes, then 4, 2, 1; in the
+    /// given order within each), so that every tensor's data starts aligned to its element size.
+    public static func write(raw entries: [RawEntry], metadata: [String: String] = [:], to path: String) throws(ModelError) {
+        var sized: [(entry: RawEntry, size: Int, bytes: Int)] = []
+        for e in entries {
+            guard let size = SafetensorsFile.elementSize(e.dtype), let n = Tensor.checkedElementCount(e.shape) else {
+                throw .invalidFile(path: path, field: e.name, reason: "\(e.dtype) \(e.shape) is not a safetensors tensor")
+            }
+            sized.append((e, size, n * size))
+        }
+        let ordered = sized.enumerated().sorted { a, b in a.element.size != b.element.size ? a.element.size > b.element.size : a.offset < b.offset }.map(\.element)
+        var header: [String: Any] = [:]
+        var offset = 0
+        for e in ordered {
+            header[e.entry.name] = ["dtype": e.entry.dtype, "shape": e.entry.shape, "data_offsets": [offset, offset + e.bytes]] as [String: Any]
+            offset += e.bytes
+        }
+        if !metadata.isEmpty { header["__metadata__"] = metadata }
+        guard var json = try? JSONSerialization.data(withJSONObject: header, options: [.sortedKeys]) else {
+            throw .invalidFile(path: path, field: "header", reason: "cannot encode")
+        }
+        while (8 + json.count) % 8 != 0 { json.append(0x20) }
+        try AtomicFile.write(to: path) { (out: AtomicFile.Sink) throws(ModelError) in
+            var n = UInt64(json.count).littleEndian
+            try out.write(withUnsafeBytes(of: &n) { Data($0) })
+            try out.write(json)
+            for e in ordered {
+                let data = try e.entry.bytes()
+                guard data.count == e.bytes else {
+                    throw .invalidFile(path: path, field: e.entry.name, reason: "made \(data.count) bytes, declared \(e.bytes)")
+                }
+                try out.write(data)
+            }
+        }
+    }
+}
+
 /// Atomic writes: the bytes go to a temporary file beside the target, which is then renamed
 /// over it, so a reader never sees a half-written file (rename(2) replaces atomically). There
 /// is no fsync: a killed process loses nothing written, only a power cut could.

@@ -17,11 +17,23 @@ struct Quantize: ParsableCommand {
     @Option(help: "The GGUF file, or Hugging Face checkpoint folder (Llama, Mistral, Mixtral, Qwen2/3, Qwen2/3-MoE, OLMoE), to quantize.")
     var model: String
 
-    @Option(help: "Quantization type (llama.cpp's names, lower case), e.g. q4_k_m.")
+    @Option(help: "Quantization type (llama.cpp's names, lower case), e.g. q4_k_m; or qmoe (sub-1-bit ternary experts, a checkpoint folder in and out).")
     var type: String
 
-    @Option(help: "Output GGUF file (written atomically).")
+    @Option(help: "Output GGUF file, or with --type qmoe a new checkpoint folder (written atomically).")
     var out: String
+
+    @Option(help: "With --type qmoe: calibration text; each expert's routed inputs drive its GPTQ updates.")
+    var calibration: String?
+
+    @Option(name: .customLong("calibration-tokens"), help: "With --type qmoe: at most this many calibration tokens.")
+    var calibrationTokens = 16384
+
+    @Option(help: "With --type qmoe: each row's grid, minmax (QMoE's: {min, 0, max}) or mse (scaled in to the least rounding error: fewer zeros, more bits).")
+    var grid = "minmax"
+
+    @Option(name: .customLong("min-tokens"), help: "With --type qmoe: experts routed fewer calibration tokens round to nearest instead of GPTQ.")
+    var minTokens = 16
 
     @Option(name: .customLong("tensor-type"), parsing: .singleValue,
             help: "REGEX=TYPE: tensors whose name matches REGEX are written as TYPE (e.g. 'ffn_.*_exps=q4_k', 'attn_=q8_0'). Repeatable; the first match wins.")
@@ -35,6 +47,15 @@ struct Quantize: ParsableCommand {
 
     mutating func validate() throws {
         try OptionLimits.check(threads: threads)
+        try OptionLimits.check(calibrationTokens, "--calibration-tokens", in: 1...OptionLimits.tokens)
+        try OptionLimits.check(minTokens, "--min-tokens", in: 0...Int(Int32.max))
+        if TernaryGPTQ.Grid(rawValue: grid) == nil { throw ValidationError("--grid: '\(grid)' is not minmax or mse") }
+        if isQMoE {
+            if calibration == nil { throw ValidationError("--type qmoe needs --calibration TEXT") }
+            if !tensorTypes.isEmpty || dryRun { throw ValidationError("--type qmoe takes neither --tensor-type nor --dry-run") }
+            return
+        }
+        if calibration != nil { throw ValidationError("--calibration applies to --type qmoe") }
         _ = try preset()
         _ = try overrides()
     }
@@ -61,11 +82,14 @@ struct Quantize: ParsableCommand {
         }
     }
 
+    var isQMoE: Bool { type.lowercased() == "qmoe" }
+
     func run() throws {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: model, isDirectory: &isDirectory) else {
             throw ValidationError("--model: '\(model)' does not exist")
         }
+        if isQMoE { return try runQMoE(isDirectory: isDirectory.boolValue) }
         let preset = try preset(), overrides = try overrides()
         let pool = ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount)
         if isDirectory.boolValue {  // a checkpoint folder: converted as convert_hf_to_gguf.py + llama-quantize would
@@ -97,6 +121,25 @@ struct Quantize: ParsableCommand {
         }
         bar.finish()
         report()
+    }
+
+    /// `--type qmoe`: calibrate, quantize and code the experts; print the report as JSON.
+    func runQMoE(isDirectory: Bool) throws {
+        guard isDirectory else { throw ValidationError("--model: --type qmoe reads a checkpoint folder, not '\(model)'") }
+        guard !FileManager.default.fileExists(atPath: out) else { throw ModelError.io(path: out, reason: "already exists; not overwritten") }
+        let text = try PerplexityCommand.read(calibration!)
+        let tokens = Array(try Tokenizer.of(model: model).encode(text).prefix(calibrationTokens))
+        guard tokens.count >= 2 else { throw ModelError.invalidFile(path: calibration!, field: "(text)", reason: "has \(tokens.count) token(s)") }
+        let bar = ProgressBar()
+        var options = QMoEQuantizer.Options()
+        options.gptq.grid = TernaryGPTQ.Grid(rawValue: grid) ?? .minMax
+        options.minTokens = minTokens
+        let report = try QMoEQuantizer.quantize(directory: model, calibration: tokens, options: options, out: out,
+                                                pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount)) { label, done, total in
+            bar.show(fraction: Double(done) / Double(max(1, total)), label: label)
+        }
+        bar.finish()
+        try printJSON(report, pretty: true)
     }
 
     func report() {

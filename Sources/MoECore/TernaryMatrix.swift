@@ -1,0 +1,203 @@
+import _MoEKernels
+
+// Dimension legend: M activation rows, K input features (a row's weights), N weight rows.
+
+/// QMoE's dictionary (Frantar & Alistarh 2023): 65536 codewords, each a run of 2 to 28 ternary
+/// weights (an even number: pairs of them). Entry bits 0-27 mark the run's weights equal to the
+/// row's hi, bits 28-55 those equal to its lo, bits 56-60 the run's length. A model has one
+/// dictionary, shared by every coded matrix.
+public struct TernaryDictionary: Sendable, Equatable {
+    /// Codewords in a dictionary (16-bit codes).
+    public static let size = 1 << 16
+    /// The longest run one codeword holds, in weights.
+    public static let maxRun = 28
+
+    /// The entries, `size` of them.
+    public let entries: [UInt64]
+
+    /// Checks every entry: a length in 2...28 and even, masks within the run and disjoint.
+    public init(entries: [UInt64], path: String = "dictionary") throws(MoECoreError) {
+        guard entries.count == Self.size else {
+            throw .invalidValue(path: path, field: "dictionary", reason: "\(entries.count) entries, not \(Self.size)")
+        }
+        for (i, e) in entries.enumerated() {
+            let (pos, neg, len) = Self.fields(e)
+            guard len >= 2, len <= Self.maxRun, len % 2 == 0, e >> 61 == 0, pos & neg == 0, (pos | neg) >> len == 0 else {
+                throw .invalidValue(path: path, field: "dictionary[\(i)]",
+                                    reason: "entry 0x\(String(e, radix: 16)) is not a run of 2...28 ternary weights")
+            }
+        }
+        self.entries = entries
+    }
+
+    /// An entry's positive mask, negative mask and run length.
+    public static func fields(_ e: UInt64) -> (pos: UInt32, neg: UInt32, length: Int) {
+        (UInt32(truncatingIfNeeded: e) & 0x0FFF_FFFF, UInt32(truncatingIfNeeded: e >> 28) & 0x0FFF_FFFF, Int((e >> 56) & 31))
+    }
+
+    /// The entry for a run of ternary values (-1, 0, 1), 2...28 of them.
+    public static func entry(_ run: ArraySlice<Int8>) -> UInt64 {
+        precondition(run.count >= 2 && run.count <= maxRun && run.count % 2 == 0, "TernaryDictionary.entry: run of \(run.count)")
+        var pos: UInt64 = 0, neg: UInt64 = 0
+        for (j, t) in run.enumerated() {
+            if t > 0 { pos |= 1 << UInt64(j) } else if t < 0 { neg |= 1 << UInt64(j) }
+        }
+        return pos | neg << 28 | UInt64(run.count) << 56
+    }
+
+    /// The run of ternary values an entry stands for.
+    public static func run(_ e: UInt64) -> [Int8] {
+        let (pos, neg, len) = fields(e)
+        return (0..<len).map { j in Int8((pos >> j) & 1) - Int8((neg >> j) & 1) }
+    }
+}
+
+/// A weight matrix [N, K] in QMoE's coded ternary format: each row's weights are lo, 0 or hi
+/// (its own two f16 scales), stored as a stream of 16-bit codes into a shared
+/// `TernaryDictionary`, with each row's first code at `offsets[row]` so rows decode in
+/// parallel. Products decode the codes in registers (`Kernels.ternaryLinear`); no dense copy is
+/// made. Storage: 2 bytes per code, 4 per row offset, 4 per row's scales.
+public struct TernaryMatrix: @unchecked Sendable {
+    /// N and K.
+    public let rows: Int, cols: Int
+    /// Codes, row offsets (N + 1) and scales (N pairs of f16 lo, hi), in memory they own or in a
+    /// mapped file.
+    let codes: UnsafePointer<UInt16>
+    /// Codes over every row.
+    public let codeCount: Int
+    let offsets: UnsafePointer<UInt32>
+    let scales: UnsafePointer<UInt16>
+    /// Keeps the memory behind the pointers alive.
+    let owners: [TensorStorage]
+    /// The dictionary the codes index.
+    public let dictionary: TernaryDictionary
+
+    /// A matrix over codes, offsets and scales that `owners` hold (zero-copy views of a file,
+    /// or owned memory), checked so that no product can read out of bounds: offsets start at
+    /// 0, never decrease and end at the code count, and every row's runs add up to exactly K.
+    public init(rows: Int, cols: Int, codes: UnsafePointer<UInt16>, codeCount: Int, offsets: UnsafePointer<UInt32>,
+                scales: UnsafePointer<UInt16>, owners: [TensorStorage], dictionary: TernaryDictionary,
+                path: String = "matrix") throws(MoECoreError) {
+        guard rows > 0, cols > 0, cols <= Int(Int32.max) else {
+            throw .invalidValue(path: path, field: "shape", reason: "[\(rows), \(cols)] is not a matrix")
+        }
+        guard offsets[0] == 0, Int(offsets[rows]) == codeCount else {
+            throw .invalidValue(path: path, field: "offsets", reason: "must run from 0 to the \(codeCount) codes; they run from \(offsets[0]) to \(offsets[rows])")
+        }
+        let entries = dictionary.entries
+        for r in 0..<rows {
+            guard offsets[r] <= offsets[r + 1] else {
+                throw .invalidValue(path: path, field: "offsets[\(r + 1)]", reason: "\(offsets[r + 1]) is less than the row before's \(offsets[r])")
+            }
+            var length = 0
+            for c in Int(offsets[r])..<Int(offsets[r + 1]) { length += Int((entries[Int(codes[c])] >> 56) & 31) }
+            guard length == cols else {
+                throw .invalidValue(path: path, field: "codes of row \(r)", reason: "decode to \(length) weights, not \(cols)")
+            }
+        }
+        self.rows = rows
+        self.cols = cols
+        self.codes = codes
+        self.codeCount = codeCount
+        self.offsets = offsets
+        self.scales = scales
+        self.owners = owners
+        self.dictionary = dictionary
+    }
+
+    /// A matrix that owns copies of `codes`, `offsets` (N + 1) and `scales` (N pairs of f16 bits).
+    public init(rows: Int, cols: Int, codes: [UInt16], offsets: [UInt32], scales: [UInt16],
+                dictionary: TernaryDictionary) throws(MoECoreError) {
+        guard offsets.count == rows + 1, scales.count == 2 * rows else {
+            throw .invalidValue(path: nil, field: "offsets", reason: "\(offsets.count) offsets and \(scales.count) scales for \(rows) rows")
+        }
+        let c = Self.copy(codes), o = Self.copy(offsets), s = Self.copy(scales)
+        try self.init(rows: rows, cols: cols, codes: UnsafePointer(c.base.assumingMemoryBound(to: UInt16.self)), codeCount: codes.count,
+                      offsets: UnsafePointer(o.base.assumingMemoryBound(to: UInt32.self)),
+                      scales: UnsafePointer(s.base.assumingMemoryBound(to: UInt16.self)), owners: [c, o, s], dictionary: dictionary)
+    }
+
+    static func copy<T>(_ values: [T]) -> TensorStorage {
+        let storage = TensorStorage(byteCount: max(1, values.count * MemoryLayout<T>.stride))
+        values.withUnsafeBytes { storage.base.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        return storage
+    }
+
+    /// Bytes the matrix's codes, offsets and scales take (the dictionary is shared, not counted).
+    public var byteCount: Int { codeCount * 2 + (rows + 1) * 4 + rows * 4 }
+
+    /// The codes, offsets and scales as arrays (for writing them to a file).
+    public var parts: (codes: [UInt16], offsets: [UInt32], scales: [UInt16]) {
+        (Array(UnsafeBufferPointer(start: codes, count: codeCount)), Array(UnsafeBufferPointer(start: offsets, count: rows + 1)),
+         Array(UnsafeBufferPointer(start: scales, count: 2 * rows)))
+    }
+
+    /// f32 values as f16 bits (round to nearest even), as the scales are stored.
+    public static func f16Bits(_ values: [Float]) -> [UInt16] {
+        var out = [UInt16](repeating: 0, count: values.count)
+        out.withUnsafeMutableBytes { o in values.withUnsafeBufferPointer { moek_from_f32($0.baseAddress, DType.f16.cValue, o.baseAddress, values.count) } }
+        return out
+    }
+
+    /// f16 bits as f32 values.
+    public static func f16Values(_ bits: [UInt16]) -> [Float] {
+        var out = [Float](repeating: 0, count: bits.count)
+        out.withUnsafeMutableBufferPointer { o in bits.withUnsafeBytes { moek_to_f32($0.baseAddress, DType.f16.cValue, o.baseAddress, bits.count) } }
+        return out
+    }
+
+    /// Row r's lo and hi.
+    public func scales(row r: Int) -> (lo: Float, hi: Float) {
+        var v: (Float, Float) = (0, 0)
+        withUnsafeMutableBytes(of: &v) { moek_to_f32(scales + 2 * r, DType.f16.cValue, $0.baseAddress!.assumingMemoryBound(to: Float.self), 2) }
+        return (v.0, v.1)
+    }
+
+    /// The ternary values (-1, 0, 1 for lo, 0, hi) of rows [r0, r1), row-major.
+    public func ternary(rows range: Range<Int>) -> [Int8] {
+        var t = [Int8](repeating: 0, count: range.count * cols)
+        t.withUnsafeMutableBufferPointer { p in
+            moek_ternary_decode_rows(codes, offsets, dictionary.entries, p.baseAddress, cols, range.lowerBound, range.upperBound)
+        }
+        return t
+    }
+
+    /// The matrix widened to f32 [N, K] (for tests and for training on a coded base; products
+    /// never need it).
+    public func dequantized() -> Tensor {
+        let out = Tensor(uninitialized: [rows, cols])
+        let p = out.mutableFloats, t = ternary(rows: 0..<rows)
+        for r in 0..<rows {
+            let (lo, hi) = scales(row: r)
+            for j in 0..<cols { p[r * cols + j] = t[r * cols + j] > 0 ? hi : t[r * cols + j] < 0 ? lo : 0 }
+        }
+        return out
+    }
+}
+
+extension Kernels {
+    /// `out = x W^T` for a coded ternary W: x [M, K] f32, out [M, N]. Weight rows are split over
+    /// the pool; each piece runs every activation row against its codes.
+    public static func ternaryLinear(_ x: Tensor, _ w: TernaryMatrix, into out: Tensor, pool: ThreadPool) {
+        precondition(x.rank == 2 && x.dtype == .f32 && x.shape[1] == w.cols && out.shape == [x.shape[0], w.rows],
+                     "ternaryLinear: x \(x.shape), W [\(w.rows), \(w.cols)], out \(out.shape)")
+        let m = x.shape[0], n = w.rows, k = w.cols
+        if m == 0 { return }
+        let xp = x.floats.baseAddress!, op = out.mutableFloats.baseAddress!
+        let pieces = min(n, max(1, pool.threadCount * 4)), run = (n + pieces - 1) / pieces
+        w.dictionary.entries.withUnsafeBufferPointer { dict in
+            let dict = dict.baseAddress!
+            pool.parallelFor((n + run - 1) / run) { p in
+                let r0 = p * run, r1 = min(n, r0 + run)
+                moek_ternary_gemv_rows(w.codes, w.offsets, w.scales, dict, xp, k, Int32(m), op, n, r0, r1, k)
+            }
+        }
+    }
+
+    /// `x W^T` for a coded ternary W, in a new tensor.
+    public static func ternaryLinear(_ x: Tensor, _ w: TernaryMatrix, pool: ThreadPool) -> Tensor {
+        let out = Tensor(uninitialized: [x.shape[0], w.rows])
+        ternaryLinear(x, w, into: out, pool: pool)
+        return out
+    }
+}

@@ -1,0 +1,128 @@
+import MoECore
+
+/// QMoE's dictionary coding of ternary rows: each row is read as pairs of ternary weights (9
+/// symbols), and a dictionary of 65536 codewords, the most useful runs of 1 to 14 pairs in the
+/// model, turns it into a stream of 16-bit codes by greedy longest match. The 9 single pairs are
+/// always in it, so every row is encodable.
+public enum TernaryCodebook {
+    /// The longest run, in pairs.
+    public static let maxPairs = TernaryDictionary.maxRun / 2
+
+    /// The run of pairs starting at pair p of a row, up to n pairs, as a key: symbol i (0...8)
+    /// in bits 4i..., the length in bits 56-59.
+    @inline(__always) static func key(_ symbols: UnsafePointer<UInt8>, _ n: Int) -> UInt64 {
+        var k: UInt64 = 0
+        for i in 0..<n { k |= UInt64(symbols[i]) << UInt64(4 * i) }
+        return k | UInt64(n) << 56
+    }
+
+    /// A row's ternary values (K even) as pair symbols 3 (a + 1) + (b + 1).
+    static func symbols(_ row: ArraySlice<Int8>) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: row.count / 2)
+        var i = row.startIndex
+        for p in 0..<out.count {
+            out[p] = UInt8(3 * (Int(row[i]) + 1) + Int(row[i + 1]) + 1)
+            i += 2
+        }
+        return out
+    }
+
+    /// The entry of a run key.
+    static func entry(_ key: UInt64) -> UInt64 {
+        let n = Int(key >> 56)
+        var run: [Int8] = []
+        for i in 0..<n {
+            let s = Int((key >> UInt64(4 * i)) & 15)
+            run.append(Int8(s / 3 - 1))
+            run.append(Int8(s % 3 - 1))
+        }
+        return TernaryDictionary.entry(run[...])
+    }
+
+    /// A dictionary for `rows` (each a row's ternary values, K even): every run of 1 to 14
+    /// pairs at every pair position of the rows is counted, and the 65536 with the most pairs
+    /// covered (count times length) are kept, the 9 single pairs always. The unused slots of a
+    /// dictionary with fewer distinct runs repeat the single pairs.
+    public static func dictionary(rows: [ArraySlice<Int8>]) throws(MoECoreError) -> TernaryDictionary {
+        var counts: [UInt64: Int] = [:]
+        for row in rows {
+            let s = symbols(row)
+            s.withUnsafeBufferPointer { p in
+                for start in 0..<p.count {
+                    for n in 2...maxPairs where start + n <= p.count {
+                        counts[key(p.baseAddress! + start, n), default: 0] += 1
+                    }
+                }
+            }
+        }
+        let singles = (0..<9).map { UInt64($0) | 1 << 56 }
+        let ranked = counts.sorted { a, b in
+            let sa = a.value * Int(a.key >> 56), sb = b.value * Int(b.key >> 56)
+            return sa != sb ? sa > sb : a.key < b.key
+        }
+        var keys = singles + ranked.prefix(TernaryDictionary.size - singles.count).map(\.key)
+        while keys.count < TernaryDictionary.size { keys.append(singles[keys.count % 9]) }
+        return try TernaryDictionary(entries: keys.map(entry))
+    }
+
+    /// Encodes ternary rows ([rows, cols] row-major, cols even) with `dictionary` by greedy
+    /// longest match within each row: the codes and each row's first code (rows + 1 offsets).
+    /// A dictionary without the 9 single pairs cannot encode every row: an error.
+    public static func encode(_ values: [Int8], rows: Int, cols: Int,
+                              dictionary: TernaryDictionary) throws(MoECoreError) -> (codes: [UInt16], offsets: [UInt32]) {
+        try Encoder(dictionary).encode(values, rows: rows, cols: cols)
+    }
+
+    /// Greedy longest-match encoding against one dictionary, its run index built once.
+    public struct Encoder: Sendable {
+        let index: [UInt64: UInt16]
+
+        /// Indexes `dictionary`'s runs (the first code of a run that appears twice wins).
+        public init(_ dictionary: TernaryDictionary) throws(MoECoreError) {
+            var index: [UInt64: UInt16] = [:]
+            index.reserveCapacity(TernaryDictionary.size)
+            for (code, e) in dictionary.entries.enumerated() {
+                let (pos, neg, len) = TernaryDictionary.fields(e)
+                var k = UInt64(len / 2) << 56
+                for p in 0..<(len / 2) {
+                    let a = Int((pos >> (2 * p)) & 1) - Int((neg >> (2 * p)) & 1)
+                    let b = Int((pos >> (2 * p + 1)) & 1) - Int((neg >> (2 * p + 1)) & 1)
+                    k |= UInt64(3 * (a + 1) + b + 1) << UInt64(4 * p)
+                }
+                if index[k] == nil { index[k] = UInt16(code) }
+            }
+            for single in 0..<9 where index[UInt64(single) | 1 << 56] == nil {
+                throw .invalidValue(path: nil, field: "dictionary", reason: "lacks the single pair \(single / 3 - 1), \(single % 3 - 1)")
+            }
+            self.index = index
+        }
+
+        /// The codes of ternary rows ([rows, cols] row-major, cols even) and each row's first code.
+        public func encode(_ values: [Int8], rows: Int, cols: Int) -> (codes: [UInt16], offsets: [UInt32]) {
+            precondition(cols % 2 == 0 && values.count == rows * cols, "TernaryCodebook.encode: [\(rows), \(cols)] with cols even")
+            var codes: [UInt16] = [], offsets: [UInt32] = [0]
+            codes.reserveCapacity(rows * cols / 16)
+            for r in 0..<rows {
+                let s = symbols(values[(r * cols)..<((r + 1) * cols)])
+                s.withUnsafeBufferPointer { p in
+                    var at = 0
+                    while at < p.count {
+                        var n = min(maxPairs, p.count - at)
+                        var code = index[key(p.baseAddress! + at, n)]
+                        while code == nil && n > 1 {  // a single pair always matches (checked in init)
+                            n -= 1
+                            code = index[key(p.baseAddress! + at, n)]
+                        }
+                        codes.append(code ?? 0)
+                        at += n
+                    }
+                }
+                offsets.append(UInt32(codes.count))
+            }
+            return (codes, offsets)
+        }
+    }
+
+    /// Helper for `key` on an array.
+    static func key(_ symbols: [UInt8], _ n: Int) -> UInt64 { symbols.withUnsafeBufferPointer { key($0.baseAddress!, n) } }
+}

@@ -1,0 +1,205 @@
+// QMoE's ternary-coded weight rows (Frantar & Alistarh 2023): every weight of a row is lo, 0 or
+// hi (the row's own two scales), and the row is stored as a stream of 16-bit codes into a
+// dictionary of 65536 entries, each entry a run of 2 to 28 ternary weights (pairs of them). The
+// products decode the stream in registers: y = hi * (sum of x where the weight is hi) +
+// lo * (sum of x where it is lo); no dense weight is ever written.
+//
+// Dictionary entry (uint64): bits 0-27 the positive mask, bits 28-55 the negative mask (bit j:
+// weight j of the run), bits 56-60 the run length in weights (even, 2...28). Callers (MoECore's
+// `TernaryMatrix`) check every row's runs add up to exactly K before a product reads them.
+#include "internal.h"
+
+#define MASK28 0x0FFFFFFFu
+
+static inline uint32_t pos_mask(uint64_t e) { return (uint32_t)e & MASK28; }
+static inline uint32_t neg_mask(uint64_t e) { return (uint32_t)(e >> 28) & MASK28; }
+static inline uint32_t run_length(uint64_t e) { return (uint32_t)(e >> 56) & 31u; }
+
+/// Sums of x over one code's positive and negative weights, in ascending position, into *p, *n.
+static inline void code_sums_scalar(uint64_t e, const float *x, float *p, float *n) {
+  uint32_t pm = pos_mask(e), nm = neg_mask(e);
+  float sp = *p, sn = *n;
+  while (pm) { sp += x[__builtin_ctz(pm)]; pm &= pm - 1; }
+  while (nm) { sn += x[__builtin_ctz(nm)]; nm &= nm - 1; }
+  *p = sp;
+  *n = sn;
+}
+
+static inline float row_scale(const uint16_t *scales, size_t r, int which) {
+  return moek_f16_to_f32(scales[2 * r + (size_t)which]);
+}
+
+/// The portable rows: for each weight row, P and N summed code by code, bit by bit in order.
+static void ternary_rows_scalar(const uint16_t *codes, const uint32_t *offsets, const uint16_t *scales,
+                                const uint64_t *dict, const float *X, size_t ldx, int nx, float *Y, size_t ldy,
+                                size_t r0, size_t r1) {
+  for (size_t r = r0; r < r1; r++) {
+    const float lo = row_scale(scales, r, 0), hi = row_scale(scales, r, 1);
+    for (int m = 0; m < nx; m++) {
+      const float *x = X + (size_t)m * ldx;
+      float p = 0, n = 0;
+      size_t pos = 0;
+      for (uint32_t c = offsets[r]; c < offsets[r + 1]; c++) {
+        const uint64_t e = dict[codes[c]];
+        code_sums_scalar(e, x + pos, &p, &n);
+        pos += run_length(e);
+      }
+      Y[(size_t)m * ldy + r] = hi * p + lo * n;
+    }
+  }
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+/// Lane masks of each byte: entry b has lane j all ones where bit j of b is set.
+static uint32_t byte_lanes[256][8] __attribute__((aligned(32)));
+
+__attribute__((constructor)) static void make_byte_lanes(void) {
+  for (int b = 0; b < 256; b++)
+    for (int j = 0; j < 8; j++) byte_lanes[b][j] = (b >> j) & 1 ? 0xFFFFFFFFu : 0;
+}
+
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+
+static inline __m256 lanes(uint32_t mask, int byte) {
+  return _mm256_load_ps((const float *)byte_lanes[(mask >> (8 * byte)) & 255]);
+}
+
+static inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+/// Up to 4 activation rows at a time: each code's masks are expanded to lanes once (a table
+/// load per byte) and applied to 32 values of every row. The last codes of a row, whose 32
+/// values would pass K, take the scalar sums.
+static void ternary_rows_avx2(const uint16_t *codes, const uint32_t *offsets, const uint16_t *scales,
+                              const uint64_t *dict, const float *X, size_t ldx, int nx, float *Y, size_t ldy,
+                              size_t r0, size_t r1, size_t K) {
+  for (int m0 = 0; m0 < nx; m0 += 4) {
+    const int mc = nx - m0 < 4 ? nx - m0 : 4;
+    const float *xs[4];
+    for (int m = 0; m < 4; m++) xs[m] = X + (size_t)(m0 + (m < mc ? m : 0)) * ldx;
+    for (size_t r = r0; r < r1; r++) {
+      __m256 ap[4], an[4];
+      for (int m = 0; m < 4; m++) ap[m] = an[m] = _mm256_setzero_ps();
+      float tp[4] = {0, 0, 0, 0}, tn[4] = {0, 0, 0, 0};
+      size_t pos = 0;
+      const uint32_t c1 = offsets[r + 1];
+      uint32_t c = offsets[r];
+      for (; c < c1 && pos + 32 <= K; c++) {
+        const uint64_t e = dict[codes[c]];
+        const uint32_t pm = pos_mask(e), nm = neg_mask(e);
+        const __m256 p0 = lanes(pm, 0), p1 = lanes(pm, 1), p2 = lanes(pm, 2), p3 = lanes(pm, 3);
+        const __m256 n0 = lanes(nm, 0), n1 = lanes(nm, 1), n2 = lanes(nm, 2), n3 = lanes(nm, 3);
+        for (int m = 0; m < mc; m++) {
+          const float *x = xs[m] + pos;
+          const __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8), x2 = _mm256_loadu_ps(x + 16),
+                       x3 = _mm256_loadu_ps(x + 24);
+          ap[m] = _mm256_add_ps(ap[m], _mm256_add_ps(_mm256_add_ps(_mm256_and_ps(x0, p0), _mm256_and_ps(x1, p1)),
+                                                     _mm256_add_ps(_mm256_and_ps(x2, p2), _mm256_and_ps(x3, p3))));
+          an[m] = _mm256_add_ps(an[m], _mm256_add_ps(_mm256_add_ps(_mm256_and_ps(x0, n0), _mm256_and_ps(x1, n1)),
+                                                     _mm256_add_ps(_mm256_and_ps(x2, n2), _mm256_and_ps(x3, n3))));
+        }
+        pos += run_length(e);
+      }
+      for (; c < c1; c++) {
+        const uint64_t e = dict[codes[c]];
+        for (int m = 0; m < mc; m++) code_sums_scalar(e, xs[m] + pos, &tp[m], &tn[m]);
+        pos += run_length(e);
+      }
+      const float lo = row_scale(scales, r, 0), hi = row_scale(scales, r, 1);
+      for (int m = 0; m < mc; m++) Y[(size_t)(m0 + m) * ldy + r] = hi * (hsum(ap[m]) + tp[m]) + lo * (hsum(an[m]) + tn[m]);
+    }
+  }
+}
+
+#pragma clang attribute pop
+#endif
+
+#if defined(__aarch64__)
+#include <arm_neon.h>
+
+/// Lane masks of each nibble: entry b has lane j all ones where bit j of b is set.
+static const uint32_t nibble_lanes[16][4] = {
+    {0, 0, 0, 0}, {~0u, 0, 0, 0}, {0, ~0u, 0, 0}, {~0u, ~0u, 0, 0}, {0, 0, ~0u, 0}, {~0u, 0, ~0u, 0},
+    {0, ~0u, ~0u, 0}, {~0u, ~0u, ~0u, 0}, {0, 0, 0, ~0u}, {~0u, 0, 0, ~0u}, {0, ~0u, 0, ~0u}, {~0u, ~0u, 0, ~0u},
+    {0, 0, ~0u, ~0u}, {~0u, 0, ~0u, ~0u}, {0, ~0u, ~0u, ~0u}, {~0u, ~0u, ~0u, ~0u}};
+
+/// The masked sum of 28 values at x (7 vectors of 4) under a 28-bit mask, added to acc.
+static inline float32x4_t masked_sum28(const float *x, uint32_t mask, float32x4_t acc) {
+  for (int q = 0; q < 7; q++) {
+    const uint32x4_t l = vld1q_u32(nibble_lanes[(mask >> (4 * q)) & 15]);
+    acc = vaddq_f32(acc, vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(vld1q_f32(x + 4 * q)), l)));
+  }
+  return acc;
+}
+
+/// NEON: each code's 28 values in 7 vectors of 4, masked by a nibble table; the last codes of
+/// a row, whose 28 values would pass K, take the scalar sums.
+static void ternary_rows_neon(const uint16_t *codes, const uint32_t *offsets, const uint16_t *scales,
+                              const uint64_t *dict, const float *X, size_t ldx, int nx, float *Y, size_t ldy,
+                              size_t r0, size_t r1, size_t K) {
+  for (size_t r = r0; r < r1; r++) {
+    const float lo = row_scale(scales, r, 0), hi = row_scale(scales, r, 1);
+    for (int m = 0; m < nx; m++) {
+      const float *x = X + (size_t)m * ldx;
+      float32x4_t ap = vdupq_n_f32(0), an = vdupq_n_f32(0);
+      float tp = 0, tn = 0;
+      size_t pos = 0;
+      uint32_t c = offsets[r];
+      for (; c < offsets[r + 1] && pos + 28 <= K; c++) {
+        const uint64_t e = dict[codes[c]];
+        ap = masked_sum28(x + pos, pos_mask(e), ap);
+        an = masked_sum28(x + pos, neg_mask(e), an);
+        pos += run_length(e);
+      }
+      for (; c < offsets[r + 1]; c++) {
+        const uint64_t e = dict[codes[c]];
+        code_sums_scalar(e, x + pos, &tp, &tn);
+        pos += run_length(e);
+      }
+      Y[(size_t)m * ldy + r] = hi * (vaddvq_f32(ap) + tp) + lo * (vaddvq_f32(an) + tn);
+    }
+  }
+}
+#endif
+
+void moek_ternary_gemv_rows(const uint16_t *codes, const uint32_t *offsets, const uint16_t *scales,
+                            const uint64_t *dict, const float *X, size_t ldx, int nx, float *Y, size_t ldy,
+                            size_t r0, size_t r1, size_t K) {
+  if (nx < 1 || r1 <= r0) return;
+  const int isa = moek_isa();
+#if defined(__x86_64__) || defined(__i386__)
+  if (isa == MOEK_ISA_AVX2 || isa == MOEK_ISA_AVX512) {
+    ternary_rows_avx2(codes, offsets, scales, dict, X, ldx, nx, Y, ldy, r0, r1, K);
+    return;
+  }
+#endif
+#if defined(__aarch64__)
+  if (isa == MOEK_ISA_NEON) {
+    ternary_rows_neon(codes, offsets, scales, dict, X, ldx, nx, Y, ldy, r0, r1, K);
+    return;
+  }
+#endif
+  (void)isa;
+  (void)K;
+  ternary_rows_scalar(codes, offsets, scales, dict, X, ldx, nx, Y, ldy, r0, r1);
+}
+
+void moek_ternary_decode_rows(const uint16_t *codes, const uint32_t *offsets, const uint64_t *dict, int8_t *T,
+                              size_t ldt, size_t r0, size_t r1) {
+  for (size_t r = r0; r < r1; r++) {
+    int8_t *t = T + (r - r0) * ldt;
+    size_t pos = 0;
+    for (uint32_t c = offsets[r]; c < offsets[r + 1]; c++) {
+      const uint64_t e = dict[codes[c]];
+      const uint32_t pm = pos_mask(e), nm = neg_mask(e), len = run_length(e);
+      for (uint32_t j = 0; j < len; j++) t[pos + j] = (int8_t)(((pm >> j) & 1) - ((nm >> j) & 1));
+      pos += len;
+    }
+  }
+}
