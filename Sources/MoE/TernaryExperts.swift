@@ -31,16 +31,20 @@ public struct TernaryExperts: ExpertFFN {
     public func forward(_ rows: Tensor, rowOffsets: [Int], pool: ThreadPool) -> Tensor {
         let r = rows.shape[0], i = intermediateSize
         let g = Tensor(zeros: [r, i]), u = Tensor(zeros: [r, i]), out = Tensor(zeros: [r, hiddenSize])
+        var jobs: [Kernels.TernaryJob] = []
         for e in 0..<expertCount where rowOffsets[e] < rowOffsets[e + 1] {
             let span = rowOffsets[e]..<rowOffsets[e + 1]
-            Kernels.ternaryLinear(rows.rows(span), gate[e], into: g.rows(span), pool: pool)
-            Kernels.ternaryLinear(rows.rows(span), up[e], into: u.rows(span), pool: pool)
+            jobs.append(.init(input: rows.rows(span), weight: gate[e], output: g.rows(span)))
+            jobs.append(.init(input: rows.rows(span), weight: up[e], output: u.rows(span)))
         }
+        Kernels.ternaryLinearBatch(jobs, pool: pool)
         SwiGLUExperts.activate(gate: g, up: u, activation: activation, biases: biases, rowOffsets: rowOffsets, pool: pool)
+        jobs = []
         for e in 0..<expertCount where rowOffsets[e] < rowOffsets[e + 1] {
             let span = rowOffsets[e]..<rowOffsets[e + 1]
-            Kernels.ternaryLinear(g.rows(span), down[e], into: out.rows(span), pool: pool)
+            jobs.append(.init(input: g.rows(span), weight: down[e], output: out.rows(span)))
         }
+        Kernels.ternaryLinearBatch(jobs, pool: pool)
         if let b = biases { SwiGLUExperts.addBias(out, b.down, rowOffsets) }
         return out
     }

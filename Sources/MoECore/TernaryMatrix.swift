@@ -6,7 +6,7 @@ import _MoEKernels
 /// weights (an even number: pairs of them). Entry bits 0-27 mark the run's weights equal to the
 /// row's hi, bits 28-55 those equal to its lo, bits 56-60 the run's length. A model has one
 /// dictionary, shared by every coded matrix.
-public struct TernaryDictionary: Sendable, Equatable {
+public struct TernaryDictionary: @unchecked Sendable, Equatable {
     /// Codewords in a dictionary (16-bit codes).
     public static let size = 1 << 16
     /// The longest run one codeword holds, in weights.
@@ -14,6 +14,11 @@ public struct TernaryDictionary: Sendable, Equatable {
 
     /// The entries, `size` of them.
     public let entries: [UInt64]
+    /// A copy of the entries at a fixed address, for the kernels.
+    let storage: TensorStorage
+    var pointer: UnsafePointer<UInt64> { UnsafePointer(storage.base.assumingMemoryBound(to: UInt64.self)) }
+
+    public static func == (a: TernaryDictionary, b: TernaryDictionary) -> Bool { a.storage === b.storage || a.entries == b.entries }
 
     /// Checks every entry: a length in 2...28 and even, masks within the run and disjoint.
     public init(entries: [UInt64], path: String = "dictionary") throws(MoECoreError) {
@@ -28,6 +33,7 @@ public struct TernaryDictionary: Sendable, Equatable {
             }
         }
         self.entries = entries
+        storage = TernaryMatrix.copy(entries)
     }
 
     /// An entry's positive mask, negative mask and run length.
@@ -157,7 +163,7 @@ public struct TernaryMatrix: @unchecked Sendable {
     public func ternary(rows range: Range<Int>) -> [Int8] {
         var t = [Int8](repeating: 0, count: range.count * cols)
         t.withUnsafeMutableBufferPointer { p in
-            moek_ternary_decode_rows(codes, offsets, dictionary.entries, p.baseAddress, cols, range.lowerBound, range.upperBound)
+            moek_ternary_decode_rows(codes, offsets, dictionary.pointer, p.baseAddress, cols, range.lowerBound, range.upperBound)
         }
         return t
     }
@@ -185,12 +191,41 @@ extension Kernels {
         if m == 0 { return }
         let xp = x.floats.baseAddress!, op = out.mutableFloats.baseAddress!
         let pieces = min(n, max(1, pool.threadCount * 4)), run = (n + pieces - 1) / pieces
-        w.dictionary.entries.withUnsafeBufferPointer { dict in
-            let dict = dict.baseAddress!
-            pool.parallelFor((n + run - 1) / run) { p in
-                let r0 = p * run, r1 = min(n, r0 + run)
-                moek_ternary_gemv_rows(w.codes, w.offsets, w.scales, dict, xp, k, Int32(m), op, n, r0, r1, k)
-            }
+        pool.parallelFor((n + run - 1) / run) { p in
+            let r0 = p * run, r1 = min(n, r0 + run)
+            moek_ternary_gemv_rows(w.codes, w.offsets, w.scales, w.dictionary.pointer, xp, k, Int32(m), op, n, r0, r1, k)
+        }
+    }
+
+    /// One product of `ternaryLinearBatch`: out = input W^T.
+    public struct TernaryJob {
+        public let input: Tensor, weight: TernaryMatrix, output: Tensor
+        public init(input: Tensor, weight: TernaryMatrix, output: Tensor) {
+            precondition(input.rank == 2 && input.dtype == .f32 && input.shape[1] == weight.cols && output.shape == [input.shape[0], weight.rows],
+                         "TernaryJob: x \(input.shape), W [\(weight.rows), \(weight.cols)], out \(output.shape)")
+            self.input = input
+            self.weight = weight
+            self.output = output
+        }
+    }
+
+    /// Several products in one parallel pass (an MoE layer's experts): runs of about a
+    /// thread's share of weight rows, at least 16, go to the pool together, so small experts
+    /// share one barrier.
+    public static func ternaryLinearBatch(_ jobs: [TernaryJob], pool: ThreadPool) {
+        let live = jobs.filter { $0.input.shape[0] > 0 }
+        let totalRows = live.reduce(0) { $0 + $1.weight.rows }
+        if totalRows == 0 { return }
+        let share = max(16, totalRows / max(1, 4 * pool.threadCount))
+        var pieces: [(job: Int, r0: Int, r1: Int)] = []
+        for (i, job) in live.enumerated() {
+            for r0 in stride(from: 0, to: job.weight.rows, by: share) { pieces.append((i, r0, min(job.weight.rows, r0 + share))) }
+        }
+        pool.parallelFor(pieces.count) { p in
+            let (i, r0, r1) = pieces[p]
+            let job = live[i], w = job.weight
+            moek_ternary_gemv_rows(w.codes, w.offsets, w.scales, w.dictionary.pointer, job.input.floats.baseAddress!, w.cols,
+                                   Int32(job.input.shape[0]), job.output.mutableFloats.baseAddress!, w.rows, r0, r1, w.cols)
         }
     }
 

@@ -12,6 +12,8 @@ public final class Checkpoint: @unchecked Sendable {
     public let directory: String
     /// Which file holds each tensor.
     public let files: [String: SafetensorsFile]
+    /// The QMoE dictionary once read (every layer's coded experts share it).
+    let ternaryDictionaryMemo = Memo<TernaryDictionary?>()
 
     public init(directory: String) throws(ModelError) {
         self.directory = directory

@@ -81,18 +81,22 @@ public enum QMoEQuantizer {
             let group = Array(order[g..<min(order.count, g + groupSize)])
             let recorders = try record(model: model, layers: group.map { ($0, layers[$0]!) }, tokens: tokens, sequenceLength: options.sequenceLength)
             for (i, rec) in zip(group, recorders) {
-                var perExpert: [[TernaryGPTQ.Result]] = []
-                let x = layers[i]!
-                for e in 0..<spec.experts {
-                    progress("layer \(i) expert \(e)", done, total)
+                // Experts are independent: they split over the pool (each one's own loops then run inline).
+                var perExpert = [[TernaryGPTQ.Result]](repeating: [], count: spec.experts)
+                let x = layers[i]!, lock = NSLock()
+                report.expertsRoundedToNearest += rec.tokens.filter { $0 < max(1, options.minTokens) }.count
+                pool.parallelFor(spec.experts) { e in
                     let enough = rec.tokens[e] >= max(1, options.minTokens)
-                    if !enough { report.expertsRoundedToNearest += 1 }
                     let hIn = enough ? rec.inputHessian(e) : nil, hDown = enough ? rec.downHessian(e) : nil
-                    perExpert.append([x.gate[e], x.up[e], x.down[e]].enumerated().map { j, w in
+                    let results = [x.gate[e], x.up[e], x.down[e]].enumerated().map { j, w in
                         TernaryGPTQ.quantize(weight: w.toFloats(), rows: w.shape[0], cols: w.shape[1], hessian: j < 2 ? hIn : hDown,
                                              options: options.gptq, pool: pool)
-                    })
-                    done += 1
+                    }
+                    lock.withLock {
+                        perExpert[e] = results
+                        done += 1
+                        progress("layer \(i) expert \(e)", done, total)
+                    }
                 }
                 coded[i] = perExpert
             }

@@ -29,8 +29,15 @@ public enum TernaryCheckpoint {
 }
 
 extension Checkpoint {
-    /// The shared QMoE dictionary, if the checkpoint has one (checked entry by entry).
+    /// The shared QMoE dictionary, if the checkpoint has one (checked entry by entry once).
     func ternaryDictionary() throws(ModelError) -> TernaryDictionary? {
+        if let known = ternaryDictionaryMemo.value { return known }
+        let read = try readTernaryDictionary()
+        ternaryDictionaryMemo.value = .some(read)
+        return read
+    }
+
+    private func readTernaryDictionary() throws(ModelError) -> TernaryDictionary? {
         let name = TernaryCheckpoint.dictionaryName
         guard let file = files[name], let e = file.entries[name] else { return nil }
         guard e.dtypeName == "U64" || e.dtypeName == "I64", e.shape == [TernaryDictionary.size] else {
@@ -83,6 +90,18 @@ extension Checkpoint {
         let copy = TensorStorage(byteCount: bytes.count)
         copy.base.copyMemory(from: pointer, byteCount: bytes.count)
         return (UnsafeRawPointer(copy.base), count, copy)
+    }
+}
+
+/// A value computed once and kept, behind a lock.
+final class Memo<Value>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: Value?
+
+    /// The value, if set.
+    var value: Value? {
+        get { lock.withLock { stored } }
+        set { lock.withLock { stored = newValue } }
     }
 }
 

@@ -7,6 +7,7 @@
 // Dictionary entry (uint64): bits 0-27 the positive mask, bits 28-55 the negative mask (bit j:
 // weight j of the run), bits 56-60 the run length in weights (even, 2...28). Callers (MoECore's
 // `TernaryMatrix`) check every row's runs add up to exactly K before a product reads them.
+#include <stdlib.h>
 #include "internal.h"
 
 #define MASK28 0x0FFFFFFFu
@@ -73,48 +74,77 @@ static inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-/// Up to 4 activation rows at a time: each code's masks are expanded to lanes once (a table
-/// load per byte) and applied to 32 values of every row. The last codes of a row, whose 32
-/// values would pass K, take the scalar sums.
+/// Row r's codes as two bit streams over its K weights (bit j of word j / 32: weight j is hi,
+/// respectively lo), into K / 32 + 1 words each. The bits gather in 64-bit registers and a
+/// word is stored once complete, so consecutive codes do not wait on each other's stores.
+static inline void row_masks(const uint16_t *codes, uint32_t c0, uint32_t c1, const uint64_t *dict, size_t K,
+                             uint32_t *pw, uint32_t *nw) {
+  uint64_t ap = 0, an = 0;
+  size_t pos = 0, base = 0, w = 0;
+  for (uint32_t c = c0; c < c1; c++) {
+    const uint64_t e = dict[codes[c]];
+    const size_t b = pos - base;  // < 32, so a 28-bit mask shifted by it fits in 64 bits
+    ap |= (uint64_t)pos_mask(e) << b;
+    an |= (uint64_t)neg_mask(e) << b;
+    pos += run_length(e);
+    if (pos - base >= 32) {
+      pw[w] = (uint32_t)ap;
+      nw[w] = (uint32_t)an;
+      ap >>= 32;
+      an >>= 32;
+      base += 32;
+      w++;
+    }
+  }
+  for (; w <= K / 32; w++) {
+    pw[w] = (uint32_t)ap;
+    nw[w] = (uint32_t)an;
+    ap >>= 32;
+    an >>= 32;
+  }
+}
+
+/// hi * (sum of x where pw is set) + lo * (sum where nw is set) over K values: 32 at a time in
+/// vectors, masks expanded by a table load per byte; the last K % 32 in scalar sums.
+static inline float masked_row_avx2(const uint32_t *pw, const uint32_t *nw, const float *x, size_t K, float lo, float hi) {
+  __m256 ap = _mm256_setzero_ps(), an = ap, bp = ap, bn = ap;
+  const size_t full = K / 32;
+  for (size_t w = 0; w < full; w++) {
+    const uint32_t pm = pw[w], nm = nw[w];
+    const float *xw = x + 32 * w;
+    const __m256 v0 = _mm256_loadu_ps(xw), v1 = _mm256_loadu_ps(xw + 8), v2 = _mm256_loadu_ps(xw + 16), v3 = _mm256_loadu_ps(xw + 24);
+    ap = _mm256_add_ps(ap, _mm256_add_ps(_mm256_and_ps(v0, lanes(pm, 0)), _mm256_and_ps(v1, lanes(pm, 1))));
+    bp = _mm256_add_ps(bp, _mm256_add_ps(_mm256_and_ps(v2, lanes(pm, 2)), _mm256_and_ps(v3, lanes(pm, 3))));
+    an = _mm256_add_ps(an, _mm256_add_ps(_mm256_and_ps(v0, lanes(nm, 0)), _mm256_and_ps(v1, lanes(nm, 1))));
+    bn = _mm256_add_ps(bn, _mm256_add_ps(_mm256_and_ps(v2, lanes(nm, 2)), _mm256_and_ps(v3, lanes(nm, 3))));
+  }
+  float tp = 0, tn = 0;
+  for (size_t j = 32 * full; j < K; j++) {
+    if ((pw[j >> 5] >> (j & 31)) & 1) tp += x[j];
+    if ((nw[j >> 5] >> (j & 31)) & 1) tn += x[j];
+  }
+  return hi * (hsum(_mm256_add_ps(ap, bp)) + tp) + lo * (hsum(_mm256_add_ps(an, bn)) + tn);
+}
+
+/// Each weight row's codes become two bit streams once (in a buffer on the stack, or the heap
+/// past 64K weights), then every activation row runs against them.
 static void ternary_rows_avx2(const uint16_t *codes, const uint32_t *offsets, const uint16_t *scales,
                               const uint64_t *dict, const float *X, size_t ldx, int nx, float *Y, size_t ldy,
                               size_t r0, size_t r1, size_t K) {
-  for (int m0 = 0; m0 < nx; m0 += 4) {
-    const int mc = nx - m0 < 4 ? nx - m0 : 4;
-    const float *xs[4];
-    for (int m = 0; m < 4; m++) xs[m] = X + (size_t)(m0 + (m < mc ? m : 0)) * ldx;
-    for (size_t r = r0; r < r1; r++) {
-      __m256 ap[4], an[4];
-      for (int m = 0; m < 4; m++) ap[m] = an[m] = _mm256_setzero_ps();
-      float tp[4] = {0, 0, 0, 0}, tn[4] = {0, 0, 0, 0};
-      size_t pos = 0;
-      const uint32_t c1 = offsets[r + 1];
-      uint32_t c = offsets[r];
-      for (; c < c1 && pos + 32 <= K; c++) {
-        const uint64_t e = dict[codes[c]];
-        const uint32_t pm = pos_mask(e), nm = neg_mask(e);
-        const __m256 p0 = lanes(pm, 0), p1 = lanes(pm, 1), p2 = lanes(pm, 2), p3 = lanes(pm, 3);
-        const __m256 n0 = lanes(nm, 0), n1 = lanes(nm, 1), n2 = lanes(nm, 2), n3 = lanes(nm, 3);
-        for (int m = 0; m < mc; m++) {
-          const float *x = xs[m] + pos;
-          const __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8), x2 = _mm256_loadu_ps(x + 16),
-                       x3 = _mm256_loadu_ps(x + 24);
-          ap[m] = _mm256_add_ps(ap[m], _mm256_add_ps(_mm256_add_ps(_mm256_and_ps(x0, p0), _mm256_and_ps(x1, p1)),
-                                                     _mm256_add_ps(_mm256_and_ps(x2, p2), _mm256_and_ps(x3, p3))));
-          an[m] = _mm256_add_ps(an[m], _mm256_add_ps(_mm256_add_ps(_mm256_and_ps(x0, n0), _mm256_and_ps(x1, n1)),
-                                                     _mm256_add_ps(_mm256_and_ps(x2, n2), _mm256_and_ps(x3, n3))));
-        }
-        pos += run_length(e);
-      }
-      for (; c < c1; c++) {
-        const uint64_t e = dict[codes[c]];
-        for (int m = 0; m < mc; m++) code_sums_scalar(e, xs[m] + pos, &tp[m], &tn[m]);
-        pos += run_length(e);
-      }
-      const float lo = row_scale(scales, r, 0), hi = row_scale(scales, r, 1);
-      for (int m = 0; m < mc; m++) Y[(size_t)(m0 + m) * ldy + r] = hi * (hsum(ap[m]) + tp[m]) + lo * (hsum(an[m]) + tn[m]);
-    }
+  const size_t words = K / 32 + 1;
+  uint32_t stack[2 * (65536 / 32 + 1)];
+  uint32_t *pw = words <= 65536 / 32 + 1 ? stack : (uint32_t *)malloc(2 * words * sizeof(uint32_t));
+  if (!pw) {
+    ternary_rows_scalar(codes, offsets, scales, dict, X, ldx, nx, Y, ldy, r0, r1);
+    return;
   }
+  uint32_t *nw = pw + words;
+  for (size_t r = r0; r < r1; r++) {
+    row_masks(codes, offsets[r], offsets[r + 1], dict, K, pw, nw);
+    const float lo = row_scale(scales, r, 0), hi = row_scale(scales, r, 1);
+    for (int m = 0; m < nx; m++) Y[(size_t)m * ldy + r] = masked_row_avx2(pw, nw, X + (size_t)m * ldx, K, lo, hi);
+  }
+  if (pw != stack) free(pw);
 }
 
 #pragma clang attribute pop
