@@ -357,6 +357,72 @@ int main(void) {
     }
     free(Wf); free(Wd); free(X); free(Y); free(Wq); free(Xq);
   }
+  // QMoE's coded ternary rows: random runs of 2...28 weights as a dictionary, rows of K weights
+  // coded with it, against the sums in double.
+  {
+    uint64_t *dict = malloc(65536 * sizeof(uint64_t));
+    for (int i = 0; i < 65536; i++) {
+      const int len = 2 + 2 * (i % 14);
+      uint64_t pm = 0, nm = 0;
+      for (int j = 0; j < len; j++) {
+        const float u = rnd();
+        if (u > 0.6f) pm |= 1ull << j; else if (u < -0.6f) nm |= 1ull << j;
+      }
+      dict[i] = pm | nm << 28 | (uint64_t)len << 56;
+    }
+    const size_t Ks[] = {30, 100, 256, 514};
+    for (size_t ki = 0; ki < 4; ki++) {
+      const size_t K = Ks[ki], N = 7;
+      uint16_t *codes = malloc(N * K * sizeof(uint16_t));
+      uint32_t offsets[8];
+      uint16_t scales[14];
+      size_t c = 0;
+      for (size_t r = 0; r < N; r++) {
+        offsets[r] = (uint32_t)c;
+        size_t pos = 0;
+        while (pos < K) {  // a run that fits what is left of the row
+          const size_t left = K - pos;
+          size_t pick = (size_t)((rnd() + 1) * 32767) % 65536;
+          if (2 + 2 * (pick % 14) > left) pick = left / 2 - 1;  // entry i < 14 runs 2 + 2i weights
+          codes[c++] = (uint16_t)pick;
+          pos += (size_t)((dict[pick] >> 56) & 31);
+        }
+        scales[2 * r] = 0xB800;      // lo -0.5
+        scales[2 * r + 1] = 0x3C00;  // hi 1
+      }
+      offsets[N] = (uint32_t)c;
+      for (int M = 1; M <= 3; M++) {
+        float *X = malloc(M * K * sizeof(float)), *Y = malloc(M * N * sizeof(float));
+        double *ref = malloc(M * N * sizeof(double)), *scale = malloc(M * N * sizeof(double));
+        for (size_t i = 0; i < M * K; i++) X[i] = rnd();
+        for (int m = 0; m < M; m++) {
+          for (size_t r = 0; r < N; r++) {
+            double acc = 0, a = 0;
+            size_t pos = 0;
+            for (uint32_t k = offsets[r]; k < offsets[r + 1]; k++) {
+              const uint64_t e = dict[codes[k]];
+              const size_t len = (size_t)((e >> 56) & 31);
+              for (size_t j = 0; j < len; j++) {
+                const double w = ((e >> j) & 1) ? 1.0 : ((e >> (28 + j)) & 1) ? -0.5 : 0.0;
+                acc += w * X[m * K + pos + j];
+                a += fabs(w * X[m * K + pos + j]);
+              }
+              pos += len;
+            }
+            ref[m * N + r] = acc;
+            scale[m * N + r] = a;
+          }
+        }
+        moek_ternary_gemv_rows(codes, offsets, scales, dict, X, K, M, Y, N, 0, N, K);
+        char what[80];
+        snprintf(what, sizeof what, "ternary_gemv_rows K %zu rows %d", K, M);
+        failures += check(what, Y, ref, scale, (size_t)M * N); cases++;
+        free(X); free(Y); free(ref); free(scale);
+      }
+      free(codes);
+    }
+    free(dict);
+  }
   printf("%d passed, %d failed\n", cases - failures, failures);
   return failures ? 1 : 0;
 }

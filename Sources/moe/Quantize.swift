@@ -32,6 +32,9 @@ struct Quantize: ParsableCommand {
     @Option(help: "With --type qmoe: each row's grid, minmax (QMoE's: {min, 0, max}) or mse (scaled in to the least rounding error: fewer zeros, more bits).")
     var grid = "minmax"
 
+    @Option(help: "With --type qmoe: GPTQ's dampening, this fraction of the Hessian's mean diagonal added to it; more dampening, less error feedback, more zeros.")
+    var damp = 0.01
+
     @Option(name: .customLong("min-tokens"), help: "With --type qmoe: experts routed fewer calibration tokens round to nearest instead of GPTQ.")
     var minTokens = 16
 
@@ -50,6 +53,7 @@ struct Quantize: ParsableCommand {
         try OptionLimits.check(calibrationTokens, "--calibration-tokens", in: 1...OptionLimits.tokens)
         try OptionLimits.check(minTokens, "--min-tokens", in: 0...Int(Int32.max))
         if TernaryGPTQ.Grid(rawValue: grid) == nil { throw ValidationError("--grid: '\(grid)' is not minmax or mse") }
+        guard damp > 0 && damp <= 1000 else { throw ValidationError("--damp: \(damp) is not in (0, 1000]") }
         if isQMoE {
             if calibration == nil { throw ValidationError("--type qmoe needs --calibration TEXT") }
             if !tensorTypes.isEmpty || dryRun { throw ValidationError("--type qmoe takes neither --tensor-type nor --dry-run") }
@@ -134,6 +138,7 @@ struct Quantize: ParsableCommand {
         var options = QMoEQuantizer.Options()
         options.gptq.grid = TernaryGPTQ.Grid(rawValue: grid) ?? .minMax
         options.minTokens = minTokens
+        options.gptq.damp = damp
         let report = try QMoEQuantizer.quantize(directory: model, calibration: tokens, options: options, out: out,
                                                 pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount)) { label, done, total in
             bar.show(fraction: Double(done) / Double(max(1, total)), label: label)
