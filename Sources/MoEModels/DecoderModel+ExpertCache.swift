@@ -40,6 +40,12 @@ extension DecoderModel {
         guard cacheAwareMargin >= 0 && cacheAwareMargin <= 10 else {
             throw .invalidConfig(path: checkpoint.weightsPath, field: "cache-aware routing", reason: "margin \(cacheAwareMargin) is not in 0...10")
         }
+        for layer in layers {
+            if case let .moe(moe) = layer.ffn, moe.experts is TernaryExperts {
+                throw .invalidConfig(path: checkpoint.weightsPath, field: "memory budget",
+                                     reason: "QMoE-coded experts stay in memory (they are a fraction of the model's bytes); run without --memory-budget")
+            }
+        }
         let resident = try storedBytes() - routedExpertBytes
         // Direct reads take whole 4 KiB blocks: up to two more per tensor of an expert.
         let largest = largestExpertBytes + (directIO ? 3 * 2 * ExpertCache.directBlock : 0)

@@ -137,6 +137,7 @@ final class QMoETests: XCTestCase {
                 sawCoded = true
             }
             XCTAssertTrue(sawCoded, family)
+            XCTAssertThrowsError(try coded.useExpertCache(budget: 1 << 30)) { XCTAssertTrue("\($0)".contains("QMoE"), "\($0)") }
             var c1 = coded.makeCache(), c2 = decoded.makeCache()
             let ids = [1, 5, 9, 200, 17, 3]
             assertClose(try coded.forward(ids, cache: &c1).toFloats(), try decoded.forward(ids, cache: &c2).toFloats(),
