@@ -172,11 +172,7 @@ public struct TernaryMatrix: @unchecked Sendable {
     /// never need it).
     public func dequantized() -> Tensor {
         let out = Tensor(uninitialized: [rows, cols])
-        let p = out.mutableFloats, t = ternary(rows: 0..<rows)
-        for r in 0..<rows {
-            let (lo, hi) = scales(row: r)
-            for j in 0..<cols { p[r * cols + j] = t[r * cols + j] > 0 ? hi : t[r * cols + j] < 0 ? lo : 0 }
-        }
+        moek_ternary_dequantize_rows(codes, offsets, scales, dictionary.pointer, out.mutableFloats.baseAddress!, cols, 0, rows, cols)
         return out
     }
 }
@@ -187,14 +183,7 @@ extension Kernels {
     public static func ternaryLinear(_ x: Tensor, _ w: TernaryMatrix, into out: Tensor, pool: ThreadPool) {
         precondition(x.rank == 2 && x.dtype == .f32 && x.shape[1] == w.cols && out.shape == [x.shape[0], w.rows],
                      "ternaryLinear: x \(x.shape), W [\(w.rows), \(w.cols)], out \(out.shape)")
-        let m = x.shape[0], n = w.rows, k = w.cols
-        if m == 0 { return }
-        let xp = x.floats.baseAddress!, op = out.mutableFloats.baseAddress!
-        let pieces = min(n, max(1, pool.threadCount * 4)), run = (n + pieces - 1) / pieces
-        pool.parallelFor((n + run - 1) / run) { p in
-            let r0 = p * run, r1 = min(n, r0 + run)
-            moek_ternary_gemv_rows(w.codes, w.offsets, w.scales, w.dictionary.pointer, xp, k, Int32(m), op, n, r0, r1, k)
-        }
+        ternaryLinearBatch([TernaryJob(input: x, weight: w, output: out)], pool: pool)
     }
 
     /// One product of `ternaryLinearBatch`: out = input W^T.
@@ -213,7 +202,10 @@ extension Kernels {
     /// thread's share of weight rows, at least 16, go to the pool together, so small experts
     /// share one barrier.
     public static func ternaryLinearBatch(_ jobs: [TernaryJob], pool: ThreadPool) {
-        let live = jobs.filter { $0.input.shape[0] > 0 }
+        // Many activation rows (prefill): tiles of weight rows widened once, then the f32 GEMM.
+        let wide = jobs.filter { $0.input.shape[0] >= ternaryTileMinRows }
+        if !wide.isEmpty { ternaryTiledBatch(wide, pool: pool) }
+        let live = jobs.filter { $0.input.shape[0] > 0 && $0.input.shape[0] < ternaryTileMinRows }
         let totalRows = live.reduce(0) { $0 + $1.weight.rows }
         if totalRows == 0 { return }
         let share = max(16, totalRows / max(1, 4 * pool.threadCount))
@@ -226,6 +218,33 @@ extension Kernels {
             let job = live[i], w = job.weight
             moek_ternary_gemv_rows(w.codes, w.offsets, w.scales, w.dictionary.pointer, job.input.floats.baseAddress!, w.cols,
                                    Int32(job.input.shape[0]), job.output.mutableFloats.baseAddress!, w.rows, r0, r1, w.cols)
+        }
+    }
+
+    /// Activation rows from which a product widens tiles of weight rows and runs the f32 GEMM
+    /// rather than summing under each row's bit streams per activation row.
+    static let ternaryTileMinRows = 8
+    /// Weight rows widened at a time: 64 rows of K f32 values, in a buffer of the task's own.
+    static let ternaryTileRows = 64
+
+    /// The prefill products: each task widens a tile of `ternaryTileRows` weight rows into its
+    /// own f32 buffer (the tile, never the matrix) and multiplies every activation row by it
+    /// with the GEMM, single-threaded inside the task.
+    static func ternaryTiledBatch(_ jobs: [TernaryJob], pool: ThreadPool) {
+        var pieces: [(job: Int, r0: Int, r1: Int)] = []
+        for (i, job) in jobs.enumerated() {
+            for r0 in stride(from: 0, to: job.weight.rows, by: ternaryTileRows) {
+                pieces.append((i, r0, min(job.weight.rows, r0 + ternaryTileRows)))
+            }
+        }
+        let inner = ThreadPool(threads: 1)
+        pool.parallelFor(pieces.count) { p in
+            let (i, r0, r1) = pieces[p]
+            let job = jobs[i], w = job.weight, k = w.cols
+            let tile = Tensor(uninitialized: [r1 - r0, k])
+            moek_ternary_dequantize_rows(w.codes, w.offsets, w.scales, w.dictionary.pointer, tile.mutableFloats.baseAddress!, k, r0, r1, k)
+            linear(x: job.input.floats.baseAddress!, ldx: k, rows: job.input.shape[0], w: tile.rawPointer, dtype: .f32, n: r1 - r0, k: k,
+                   out: job.output.mutableFloats.baseAddress! + r0, ldo: w.rows, pool: inner)
         }
     }
 

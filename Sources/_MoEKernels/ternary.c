@@ -147,6 +147,31 @@ static void ternary_rows_avx2(const uint16_t *codes, const uint32_t *offsets, co
   if (pw != stack) free(pw);
 }
 
+/// `moek_ternary_dequantize_rows` through the bit streams: 32 weights at a time, hi where the
+/// hi stream is set, lo where the lo stream is, else 0.
+static void ternary_dequantize_avx2(const uint16_t *codes, const uint32_t *offsets, const uint16_t *scales,
+                                    const uint64_t *dict, float *W, size_t ldw, size_t r0, size_t r1, size_t K) {
+  const size_t words = K / 32 + 1;
+  uint32_t stack[2 * (65536 / 32 + 1)];
+  uint32_t *pw = words <= 65536 / 32 + 1 ? stack : (uint32_t *)malloc(2 * words * sizeof(uint32_t));
+  if (!pw) return;
+  uint32_t *nw = pw + words;
+  for (size_t r = r0; r < r1; r++) {
+    row_masks(codes, offsets[r], offsets[r + 1], dict, K, pw, nw);
+    const float lo = row_scale(scales, r, 0), hi = row_scale(scales, r, 1);
+    const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+    float *w = W + (r - r0) * ldw;
+    size_t j = 0;
+    for (; j + 32 <= K; j += 32) {
+      const uint32_t pm = pw[j >> 5], nm = nw[j >> 5];
+      for (int q = 0; q < 4; q++)
+        _mm256_storeu_ps(w + j + 8 * q, _mm256_or_ps(_mm256_and_ps(vhi, lanes(pm, q)), _mm256_and_ps(vlo, lanes(nm, q))));
+    }
+    for (; j < K; j++) w[j] = ((pw[j >> 5] >> (j & 31)) & 1) ? hi : ((nw[j >> 5] >> (j & 31)) & 1) ? lo : 0.0f;
+  }
+  if (pw != stack) free(pw);
+}
+
 #pragma clang attribute pop
 #endif
 
@@ -229,6 +254,29 @@ void moek_ternary_decode_rows(const uint16_t *codes, const uint32_t *offsets, co
       const uint64_t e = dict[codes[c]];
       const uint32_t pm = pos_mask(e), nm = neg_mask(e), len = run_length(e);
       for (uint32_t j = 0; j < len; j++) t[pos + j] = (int8_t)(((pm >> j) & 1) - ((nm >> j) & 1));
+      pos += len;
+    }
+  }
+}
+
+void moek_ternary_dequantize_rows(const uint16_t *codes, const uint32_t *offsets, const uint16_t *scales,
+                                  const uint64_t *dict, float *W, size_t ldw, size_t r0, size_t r1, size_t K) {
+#if defined(__x86_64__) || defined(__i386__)
+  const int isa = moek_isa();
+  if ((isa == MOEK_ISA_AVX2 || isa == MOEK_ISA_AVX512) && K <= 65536) {
+    ternary_dequantize_avx2(codes, offsets, scales, dict, W, ldw, r0, r1, K);
+    return;
+  }
+#endif
+  (void)K;
+  for (size_t r = r0; r < r1; r++) {
+    float *w = W + (r - r0) * ldw;
+    const float lo = row_scale(scales, r, 0), hi = row_scale(scales, r, 1);
+    size_t pos = 0;
+    for (uint32_t c = offsets[r]; c < offsets[r + 1]; c++) {
+      const uint64_t e = dict[codes[c]];
+      const uint32_t pm = pos_mask(e), nm = neg_mask(e), len = run_length(e);
+      for (uint32_t j = 0; j < len; j++) w[pos + j] = ((pm >> j) & 1) ? hi : ((nm >> j) & 1) ? lo : 0.0f;
       pos += len;
     }
   }

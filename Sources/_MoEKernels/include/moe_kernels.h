@@ -93,6 +93,11 @@ int moek_gemv_rows_q8(const void *W, int dt, size_t ldw, const void *XQ, size_t 
 void moek_ternary_gemv_rows(const uint16_t *codes, const uint32_t *offsets, const uint16_t *scales,
                             const uint64_t *dict, const float *X, size_t ldx, int nx, float *Y, size_t ldy,
                             size_t r0, size_t r1, size_t K);
+/// Rows [r0, r1) of ternary codes widened to f32 weights (lo, 0, hi) into W (row stride ldw;
+/// row r0 first; rows of K weights): a tile for the prefill product, which multiplies many
+/// activation rows by it.
+void moek_ternary_dequantize_rows(const uint16_t *codes, const uint32_t *offsets, const uint16_t *scales,
+                                  const uint64_t *dict, float *W, size_t ldw, size_t r0, size_t r1, size_t K);
 /// Rows [r0, r1) of ternary codes as the values -1, 0, 1 (lo, 0, hi) into T (row stride ldt;
 /// row r0 first): the reference the products are checked against.
 void moek_ternary_decode_rows(const uint16_t *codes, const uint32_t *offsets, const uint64_t *dict, int8_t *T,
