@@ -70,13 +70,42 @@ public enum QMoEQuantizer {
         for t in tokens where t < 0 || t >= spec.vocabSize { throw .tokenOutOfRange(id: t, vocabularySize: spec.vocabSize) }
         var report = Report()
         report.calibrationTokens = tokens.count
-        // Calibrate and quantize layer groups whose Hessians fit the budget.
+        let order = layers.keys.sorted(), total = order.count * spec.experts
+        let (coded, rounded) = try calibrateAndQuantize(model: model, layers: layers, tokens: tokens, options: options, pool: pool, progress: progress)
+        report.expertsRoundedToNearest = rounded
+        progress("coding", total, total)
+        let dictionary = try dictionary(for: order.flatMap { i in coded[i]!.flatMap { $0 } }, options: options, out: out)
+        var entries = try codedEntries(coded, order: order, spec: spec, dictionary: dictionary, out: out, report: &report)
+        // Every other tensor as stored: all but the routed experts' weights (their biases stay).
+        let expertPrefixes = order.map { i -> String in
+            let stacked = spec.names.stackedExperts(i).gateUp
+            return String(stacked[...(stacked.lastIndex(of: ".") ?? stacked.startIndex)])
+        }
+        let keptBiases = Set(order.flatMap { [spec.names.stackedExperts($0).gateUpBias, spec.names.stackedExperts($0).downBias] })
+        for name in ck.names where keptBiases.contains(name) || !expertPrefixes.contains(where: { name.hasPrefix($0) }) {
+            guard let file = ck.files[name], let e = file.entries[name] else { continue }
+            entries.append(.init(name: name, dtype: e.dtypeName, shape: e.shape) { () throws(ModelError) -> Data in Data(try file.bytes(name)) })
+        }
+        let config = try quantizedConfig(ck.configPath, report: report)
+        try CheckpointFolderWriter.write(out: out, copyingFrom: directory) { (tmp: String) throws(ModelError) in
+            try AtomicFile.write(config, to: (tmp as NSString).appendingPathComponent("config.json"))
+            try SafetensorsWriter.write(raw: entries, to: (tmp as NSString).appendingPathComponent("model.safetensors"))
+        }
+        report.seconds = Date().timeIntervalSince(start)
+        progress("done", total, total)
+        return report
+    }
+
+    /// Calibrates layer groups whose Hessians fit the budget and quantizes their experts:
+    /// layer -> expert -> (gate, up, down), and how many experts rounded to nearest.
+    static func calibrateAndQuantize(model: DecoderModel, layers: [Int: SwiGLUExperts], tokens: [Int], options: Options, pool: ThreadPool,
+                                     progress: (String, Int, Int) -> Void) throws(ModelError) -> ([Int: [[TernaryGPTQ.Result]]], Int) {
+        let spec = model.spec, order = layers.keys.sorted()
         let perLayer = spec.experts * (spec.hiddenSize * spec.hiddenSize + spec.expertIntermediate * spec.expertIntermediate) * 4
         let groupSize = max(1, options.hessianBudget / max(1, perLayer))
-        let order = layers.keys.sorted()
-        var coded: [Int: [[TernaryGPTQ.Result]]] = [:]  // layer -> expert -> gate, up, down
-        let total = order.count * spec.experts
-        var done = 0
+        var coded: [Int: [[TernaryGPTQ.Result]]] = [:]
+        var rounded = 0, done = 0
+        let total = order.count * spec.experts, minTokens = max(1, options.minTokens)
         for g in stride(from: 0, to: order.count, by: groupSize) {
             let group = Array(order[g..<min(order.count, g + groupSize)])
             let recorders = try record(model: model, layers: group.map { ($0, layers[$0]!) }, tokens: tokens, sequenceLength: options.sequenceLength)
@@ -84,9 +113,9 @@ public enum QMoEQuantizer {
                 // Experts are independent: they split over the pool (each one's own loops then run inline).
                 var perExpert = [[TernaryGPTQ.Result]](repeating: [], count: spec.experts)
                 let x = layers[i]!, lock = NSLock()
-                report.expertsRoundedToNearest += rec.tokens.filter { $0 < max(1, options.minTokens) }.count
+                rounded += rec.tokens.filter { $0 < minTokens }.count
                 pool.parallelFor(spec.experts) { e in
-                    let enough = rec.tokens[e] >= max(1, options.minTokens)
+                    let enough = rec.tokens[e] >= minTokens
                     let hIn = enough ? rec.inputHessian(e) : nil, hDown = enough ? rec.downHessian(e) : nil
                     let results = [x.gate[e], x.up[e], x.down[e]].enumerated().map { j, w in
                         TernaryGPTQ.quantize(weight: w.toFloats(), rows: w.shape[0], cols: w.shape[1], hessian: j < 2 ? hIn : hDown,
@@ -101,23 +130,30 @@ public enum QMoEQuantizer {
                 coded[i] = perExpert
             }
         }
-        progress("coding", done, total)
-        // The dictionary, from rows sampled evenly across every coded matrix.
-        var all: [(values: [Int8], cols: Int)] = []
-        for i in order { for e in coded[i]! { for (j, r) in e.enumerated() { all.append((r.values, j < 2 ? spec.hiddenSize : spec.expertIntermediate)) } } }
-        let totalPairs = all.reduce(0) { $0 + $1.values.count / 2 }
+        return (coded, rounded)
+    }
+
+    /// The dictionary, from rows sampled evenly across every quantized matrix (at most about
+    /// `dictionarySamplePairs` pairs).
+    static func dictionary(for matrices: [TernaryGPTQ.Result], options: Options, out: String) throws(ModelError) -> TernaryDictionary {
+        let totalPairs = matrices.reduce(0) { $0 + $1.values.count / 2 }
         let every = max(1, totalPairs / max(1, options.dictionarySamplePairs))
         var sample: [ArraySlice<Int8>] = []
         var rowIndex = 0
-        for m in all {
-            for r in 0..<(m.values.count / m.cols) {
-                if rowIndex % every == 0 { sample.append(m.values[(r * m.cols)..<((r + 1) * m.cols)]) }
+        for m in matrices {
+            let cols = m.values.count / max(1, m.lo.count)
+            for r in 0..<m.lo.count {
+                if rowIndex % every == 0 { sample.append(m.values[(r * cols)..<((r + 1) * cols)]) }
                 rowIndex += 1
             }
         }
-        let dictionary: TernaryDictionary
-        do { dictionary = try TernaryCodebook.dictionary(rows: sample) } catch { throw .invalidFile(path: out, field: "dictionary", reason: error.description) }
-        // Code every matrix, then write.
+        do { return try TernaryCodebook.dictionary(rows: sample) } catch { throw .invalidFile(path: out, field: "dictionary", reason: error.description) }
+    }
+
+    /// Every expert projection's codes, offsets and scales as tensors to write, with the
+    /// dictionary, and the report's sizes filled in.
+    static func codedEntries(_ coded: [Int: [[TernaryGPTQ.Result]]], order: [Int], spec: DecoderSpec, dictionary: TernaryDictionary,
+                             out: String, report: inout Report) throws(ModelError) -> [SafetensorsWriter.RawEntry] {
         let encoder: TernaryCodebook.Encoder
         do { encoder = try TernaryCodebook.Encoder(dictionary) } catch { throw .invalidFile(path: out, field: "dictionary", reason: error.description) }
         var entries: [SafetensorsWriter.RawEntry] = []
@@ -144,26 +180,10 @@ public enum QMoEQuantizer {
         entries.append(.init(name: TernaryCheckpoint.dictionaryName, dtype: "U64", shape: [TernaryDictionary.size]) {
             dictionary.entries.withUnsafeBytes { Data($0) }
         })
-        let expertPrefixes = order.map { i -> String in
-            let stacked = spec.names.stackedExperts(i).gateUp
-            return String(stacked[...stacked.lastIndex(of: ".")!])
-        }
-        let keptBiases = Set(order.flatMap { [spec.names.stackedExperts($0).gateUpBias, spec.names.stackedExperts($0).downBias] })
-        for name in ck.names where keptBiases.contains(name) || !expertPrefixes.contains(where: { name.hasPrefix($0) }) {
-            guard let file = ck.files[name], let e = file.entries[name] else { continue }
-            entries.append(.init(name: name, dtype: e.dtypeName, shape: e.shape) { () throws(ModelError) -> Data in Data(try file.bytes(name)) })
-        }
         report.bitsPerExpertParameter = Double(report.codedBytes + report.dictionaryBytes) * 8 / Double(max(1, report.expertParameters))
         report.zeroFraction = Double(zeros) / Double(max(1, report.expertParameters))
         report.weightsPerCode = Double(report.expertParameters) / Double(max(1, codes))
-        let config = try quantizedConfig(ck.configPath, report: report)
-        try CheckpointFolderWriter.write(out: out, copyingFrom: directory) { (tmp: String) throws(ModelError) in
-            try AtomicFile.write(config, to: (tmp as NSString).appendingPathComponent("config.json"))
-            try SafetensorsWriter.write(raw: entries, to: (tmp as NSString).appendingPathComponent("model.safetensors"))
-        }
-        report.seconds = Date().timeIntervalSince(start)
-        progress("done", total, total)
-        return report
+        return entries
     }
 
     /// The source's config.json with `quantization_config` naming QMoE.

@@ -8,8 +8,8 @@ public enum TernaryCodebook {
     /// The longest run, in pairs.
     public static let maxPairs = TernaryDictionary.maxRun / 2
 
-    /// The run of pairs starting at pair p of a row, up to n pairs, as a key: symbol i (0...8)
-    /// in bits 4i..., the length in bits 56-59.
+    /// The run of n pairs at `symbols` as a key: symbol i (0...8) in bits 4i ..< 4i + 4, the
+    /// length n in bits 56-59.
     @inline(__always) static func key(_ symbols: UnsafePointer<UInt8>, _ n: Int) -> UInt64 {
         var k: UInt64 = 0
         for i in 0..<n { k |= UInt64(symbols[i]) << UInt64(4 * i) }
@@ -123,6 +123,4 @@ public enum TernaryCodebook {
         }
     }
 
-    /// Helper for `key` on an array.
-    static func key(_ symbols: [UInt8], _ n: Int) -> UInt64 { symbols.withUnsafeBufferPointer { key($0.baseAddress!, n) } }
 }

@@ -50,6 +50,22 @@ static void ternary_rows_scalar(const uint16_t *codes, const uint32_t *offsets, 
   }
 }
 
+/// `moek_ternary_dequantize_rows` code by code (the reference, and the path without vectors).
+static void ternary_dequantize_scalar(const uint16_t *codes, const uint32_t *offsets, const uint16_t *scales,
+                                      const uint64_t *dict, float *W, size_t ldw, size_t r0, size_t r1) {
+  for (size_t r = r0; r < r1; r++) {
+    float *w = W + (r - r0) * ldw;
+    const float lo = row_scale(scales, r, 0), hi = row_scale(scales, r, 1);
+    size_t pos = 0;
+    for (uint32_t c = offsets[r]; c < offsets[r + 1]; c++) {
+      const uint64_t e = dict[codes[c]];
+      const uint32_t pm = pos_mask(e), nm = neg_mask(e), len = run_length(e);
+      for (uint32_t j = 0; j < len; j++) w[pos + j] = ((pm >> j) & 1) ? hi : ((nm >> j) & 1) ? lo : 0.0f;
+      pos += len;
+    }
+  }
+}
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
@@ -154,7 +170,10 @@ static void ternary_dequantize_avx2(const uint16_t *codes, const uint32_t *offse
   const size_t words = K / 32 + 1;
   uint32_t stack[2 * (65536 / 32 + 1)];
   uint32_t *pw = words <= 65536 / 32 + 1 ? stack : (uint32_t *)malloc(2 * words * sizeof(uint32_t));
-  if (!pw) return;
+  if (!pw) {
+    ternary_dequantize_scalar(codes, offsets, scales, dict, W, ldw, r0, r1);
+    return;
+  }
   uint32_t *nw = pw + words;
   for (size_t r = r0; r < r1; r++) {
     row_masks(codes, offsets[r], offsets[r + 1], dict, K, pw, nw);
@@ -259,25 +278,16 @@ void moek_ternary_decode_rows(const uint16_t *codes, const uint32_t *offsets, co
   }
 }
 
+
 void moek_ternary_dequantize_rows(const uint16_t *codes, const uint32_t *offsets, const uint16_t *scales,
                                   const uint64_t *dict, float *W, size_t ldw, size_t r0, size_t r1, size_t K) {
 #if defined(__x86_64__) || defined(__i386__)
   const int isa = moek_isa();
-  if ((isa == MOEK_ISA_AVX2 || isa == MOEK_ISA_AVX512) && K <= 65536) {
+  if (isa == MOEK_ISA_AVX2 || isa == MOEK_ISA_AVX512) {
     ternary_dequantize_avx2(codes, offsets, scales, dict, W, ldw, r0, r1, K);
     return;
   }
 #endif
   (void)K;
-  for (size_t r = r0; r < r1; r++) {
-    float *w = W + (r - r0) * ldw;
-    const float lo = row_scale(scales, r, 0), hi = row_scale(scales, r, 1);
-    size_t pos = 0;
-    for (uint32_t c = offsets[r]; c < offsets[r + 1]; c++) {
-      const uint64_t e = dict[codes[c]];
-      const uint32_t pm = pos_mask(e), nm = neg_mask(e), len = run_length(e);
-      for (uint32_t j = 0; j < len; j++) w[pos + j] = ((pm >> j) & 1) ? hi : ((nm >> j) & 1) ? lo : 0.0f;
-      pos += len;
-    }
-  }
+  ternary_dequantize_scalar(codes, offsets, scales, dict, W, ldw, r0, r1);
 }

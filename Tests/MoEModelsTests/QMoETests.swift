@@ -143,8 +143,11 @@ final class QMoETests: XCTestCase {
             let ids = (0..<40).map { ($0 * 7 + 1) % 256 }  // enough rows per expert for the tiled products too
             assertClose(try coded.forward(ids, cache: &c1).toFloats(), try decoded.forward(ids, cache: &c2).toFloats(),
                         absolute: 1e-4, relative: 1e-4, family)
-            // Every tensor but the experts' is copied as it was.
+            // Every tensor but the experts' is copied as it was; the experts' are not.
             let before = try Checkpoint(directory: source), after = try Checkpoint(directory: out)
+            let moeLayer = try XCTUnwrap(coded.spec.moeLayers.firstIndex(of: true))
+            let expert = coded.spec.names.expert(moeLayer, 0)
+            for name in [expert.gate, expert.up, expert.down] { XCTAssertFalse(after.files[name] != nil, "\(family): \(name) copied") }
             for name in after.names where !name.contains("qmoe") {
                 XCTAssertEqual(try after.files[name]!.bytes(name).elementsEqual(before.files[name]!.bytes(name)), true, name)
             }
