@@ -93,11 +93,15 @@ static inline float hsum(__m256 v) {
 /// Row r's codes as two bit streams over its K weights (bit j of word j / 32: weight j is hi,
 /// respectively lo), into K / 32 + 1 words each. The bits gather in 64-bit registers and a
 /// word is stored once complete, so consecutive codes do not wait on each other's stores.
-static inline void row_masks(const uint16_t *codes, uint32_t c0, uint32_t c1, const uint64_t *dict, size_t K,
+/// Codes below `climit` may be read ahead.
+static inline void row_masks(const uint16_t *codes, uint32_t c0, uint32_t c1, uint32_t climit, const uint64_t *dict, size_t K,
                              uint32_t *pw, uint32_t *nw) {
   uint64_t ap = 0, an = 0;
   size_t pos = 0, base = 0, w = 0;
   for (uint32_t c = c0; c < c1; c++) {
+    // The dictionary entry 16 codes on (into the next rows', up to `climit`, the codes the caller
+    // may read): the entries are 512 KiB, so most loads would otherwise wait on L2 or L3.
+    __builtin_prefetch(dict + codes[c + 16 < climit ? c + 16 : c]);
     const uint64_t e = dict[codes[c]];
     const size_t b = pos - base;  // < 32, so a 28-bit mask shifted by it fits in 64 bits
     ap |= (uint64_t)pos_mask(e) << b;
@@ -156,7 +160,7 @@ static void ternary_rows_avx2(const uint16_t *codes, const uint32_t *offsets, co
   }
   uint32_t *nw = pw + words;
   for (size_t r = r0; r < r1; r++) {
-    row_masks(codes, offsets[r], offsets[r + 1], dict, K, pw, nw);
+    row_masks(codes, offsets[r], offsets[r + 1], offsets[r1], dict, K, pw, nw);
     const float lo = row_scale(scales, r, 0), hi = row_scale(scales, r, 1);
     for (int m = 0; m < nx; m++) Y[(size_t)m * ldy + r] = masked_row_avx2(pw, nw, X + (size_t)m * ldx, K, lo, hi);
   }
@@ -176,7 +180,7 @@ static void ternary_dequantize_avx2(const uint16_t *codes, const uint32_t *offse
   }
   uint32_t *nw = pw + words;
   for (size_t r = r0; r < r1; r++) {
-    row_masks(codes, offsets[r], offsets[r + 1], dict, K, pw, nw);
+    row_masks(codes, offsets[r], offsets[r + 1], offsets[r1], dict, K, pw, nw);
     const float lo = row_scale(scales, r, 0), hi = row_scale(scales, r, 1);
     const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
     float *w = W + (r - r0) * ldw;
