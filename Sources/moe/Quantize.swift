@@ -8,10 +8,12 @@ import MoEQuant
 struct Quantize: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "quantize",
-        abstract: "Write a GGUF file llama.cpp runs, from a GGUF file or a checkpoint folder, in any of llama.cpp's quantization types.",
+        abstract: "Write a GGUF file llama.cpp runs, from a GGUF file or a checkpoint folder, in any of llama.cpp's quantization types; or QMoE's dictionary-coded ternary experts.",
         discussion: """
             Types: \(QuantizationPreset.allCases.map(\.rawValue).joined(separator: ", ")). Without overrides, \
-            quantizing an f32, f16 or bf16 file writes the same bytes llama-quantize writes.
+            quantizing an f32, f16 or bf16 file writes the same bytes llama-quantize writes. \
+            --type qmoe reads a checkpoint folder and --calibration text, and writes a checkpoint folder whose \
+            routed experts are GPTQ-quantized to {lo, 0, hi} per row and dictionary-coded (the README gives the layout).
             """)
 
     @Option(help: "The GGUF file, or Hugging Face checkpoint folder (Llama, Mistral, Mixtral, Qwen2/3, Qwen2/3-MoE, OLMoE), to quantize.")
