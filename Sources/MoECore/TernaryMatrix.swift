@@ -237,14 +237,13 @@ extension Kernels {
                 pieces.append((i, r0, min(job.weight.rows, r0 + ternaryTileRows)))
             }
         }
-        let inner = ThreadPool(threads: 1)
         pool.parallelFor(pieces.count) { p in
             let (i, r0, r1) = pieces[p]
             let job = jobs[i], w = job.weight, k = w.cols
             let tile = Tensor(uninitialized: [r1 - r0, k])
             moek_ternary_dequantize_rows(w.codes, w.offsets, w.scales, w.dictionary.pointer, tile.mutableFloats.baseAddress!, k, r0, r1, k)
             linear(x: job.input.floats.baseAddress!, ldx: k, rows: job.input.shape[0], w: tile.rawPointer, dtype: .f32, n: r1 - r0, k: k,
-                   out: job.output.mutableFloats.baseAddress! + r0, ldo: w.rows, pool: inner)
+                   out: job.output.mutableFloats.baseAddress! + r0, ldo: w.rows, pool: pool)  // inline: the pool is busy
         }
     }
 

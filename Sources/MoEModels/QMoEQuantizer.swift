@@ -116,9 +116,12 @@ public enum QMoEQuantizer {
                 rounded += rec.tokens.filter { $0 < minTokens }.count
                 pool.parallelFor(spec.experts) { e in
                     let enough = rec.tokens[e] >= minTokens
-                    let hIn = enough ? rec.inputHessian(e) : nil, hDown = enough ? rec.downHessian(e) : nil
+                    // Gate and up read the same inputs: one factored Hessian serves both.
+                    let (d, inner, damp) = (spec.hiddenSize, spec.expertIntermediate, options.gptq.damp)
+                    let hIn = enough ? TernaryGPTQ.Factor(hessian: rec.inputHessian(e), cols: d, damp: damp) : nil
+                    let hDown = enough ? TernaryGPTQ.Factor(hessian: rec.downHessian(e), cols: inner, damp: damp) : nil
                     let results = [x.gate[e], x.up[e], x.down[e]].enumerated().map { j, w in
-                        TernaryGPTQ.quantize(weight: w.toFloats(), rows: w.shape[0], cols: w.shape[1], hessian: j < 2 ? hIn : hDown,
+                        TernaryGPTQ.quantize(weight: w.toFloats(), rows: w.shape[0], cols: w.shape[1], factor: j < 2 ? hIn : hDown,
                                              options: options.gptq, pool: pool)
                     }
                     lock.withLock {

@@ -42,11 +42,44 @@ public enum TernaryGPTQ {
         public var lo: [Float], hi: [Float]
     }
 
+    /// A Hessian made ready for GPTQ, once for every weight that reads the same inputs (an
+    /// expert's gate and up): its dead columns (zero diagonal) and H^-1's upper Cholesky factor
+    /// U after the dampening.
+    public struct Factor: Sendable {
+        let dead: [Bool]
+        let u: [Double]
+
+        /// Factors `hessian` (row-major [cols, cols], X^T X summed over the inputs) with `damp`.
+        public init(hessian: [Double], cols: Int, damp: Double) {
+            precondition(hessian.count == cols * cols, "TernaryGPTQ.Factor: sizes")
+            var h = hessian
+            var dead = [Bool](repeating: false, count: cols), meanDiag = 0.0
+            for j in 0..<cols {
+                if h[j * cols + j] == 0 {
+                    h[j * cols + j] = 1
+                    dead[j] = true
+                }
+                meanDiag += h[j * cols + j]
+            }
+            meanDiag /= Double(cols)
+            for j in 0..<cols { h[j * cols + j] += damp * meanDiag }
+            self.dead = dead
+            u = upperCholeskyOfInverse(h, cols)  // H^-1 = U^T U, U upper triangular
+        }
+    }
+
     /// Quantizes `weight` (row-major [rows, cols]) with `hessian` (row-major [cols, cols],
     /// X^T X summed over the inputs; nil: round to nearest).
     public static func quantize(weight: [Float], rows: Int, cols: Int, hessian: [Double]?, options: Options = Options(),
                                 pool: ThreadPool = .shared) -> Result {
-        precondition(weight.count == rows * cols && (hessian?.count ?? cols * cols) == cols * cols, "TernaryGPTQ: sizes")
+        quantize(weight: weight, rows: rows, cols: cols, factor: hessian.map { Factor(hessian: $0, cols: cols, damp: options.damp) },
+                 options: options, pool: pool)
+    }
+
+    /// Quantizes `weight` (row-major [rows, cols]) with a factored Hessian (nil: round to nearest).
+    public static func quantize(weight: [Float], rows: Int, cols: Int, factor: Factor?, options: Options = Options(),
+                                pool: ThreadPool = .shared) -> Result {
+        precondition(weight.count == rows * cols && (factor?.dead.count ?? cols) == cols, "TernaryGPTQ: sizes")
         var w = weight
         // The grid, from the weights before any update (GPTQ's find_params), as stored.
         var lo = [Float](repeating: 0, count: rows), hi = lo
@@ -76,22 +109,13 @@ public enum TernaryGPTQ {
         lo = roundedToF16(lo)
         hi = roundedToF16(hi)
         var values = [Int8](repeating: 0, count: rows * cols)
-        guard var h = hessian else {
+        guard let factor else {
             for r in 0..<rows { for j in 0..<cols { values[r * cols + j] = nearest(w[r * cols + j], lo[r], hi[r]) } }
             return Result(values: values, lo: lo, hi: hi)
         }
         // Dead columns: no input reached them, so their weights never matter; zero them.
-        var meanDiag = 0.0
-        for j in 0..<cols {
-            if h[j * cols + j] == 0 {
-                h[j * cols + j] = 1
-                for r in 0..<rows { w[r * cols + j] = 0 }
-            }
-            meanDiag += h[j * cols + j]
-        }
-        meanDiag /= Double(cols)
-        for j in 0..<cols { h[j * cols + j] += options.damp * meanDiag }
-        let u = upperCholeskyOfInverse(h, cols)  // H^-1 = U^T U, U upper triangular
+        for j in 0..<cols where factor.dead[j] { for r in 0..<rows { w[r * cols + j] = 0 } }
+        let u = factor.u
         var wd = w.map(Double.init)
         let b = max(1, options.blockSize)
         // Rows are independent: each runs its columns in order, and the rows split over the pool.
