@@ -218,6 +218,8 @@ final class BadInputTests: XCTestCase {
             Case(args: ["quantize", "--model", gguf, "--type", "q8_0", "--calibration", text, "--out", "q.gguf"], status: 64, mentions: ["--calibration", "qmoe"]),
             Case(args: ["quantize", "--model", mixtral, "--type", "qmoe", "--calibration", text, "--grid", "bogus", "--out", "q"], status: 64, mentions: ["--grid", "bogus"]),
             Case(args: ["quantize", "--model", mixtral, "--type", "qmoe", "--calibration", text, "--damp", "nan", "--out", "q"], status: 64, mentions: ["--damp"]),
+            Case(args: ["quantize", "--model", mixtral, "--type", "qmoe", "--calibration", text, "--min-tokens", "-1", "--out", "q"], status: 64,
+                 mentions: ["--min-tokens"]),
             Case(args: ["quantize", "--model", mixtral, "--type", "qmoe", "--calibration", text, "--calibration-tokens", "0", "--out", "q"], status: 64,
                  mentions: ["--calibration-tokens"]),
             Case(args: ["quantize", "--model", mixtral, "--type", "qmoe", "--calibration", text, "--tensor-type", "a=q8_0", "--out", "q"], status: 64,
