@@ -1,4 +1,4 @@
-// swift-tools-version: 6.0
+// swift-tools-version: 6.1
 import PackageDescription
 
 let package = Package(
@@ -11,7 +11,14 @@ let package = Package(
         .library(name: "MoEGenerate", targets: ["MoEGenerate"]),
         .library(name: "MoETrain", targets: ["MoETrain"]),
         .library(name: "MoEServer", targets: ["MoEServer"]),
+        .library(name: "MoEDistributed", targets: ["MoEDistributed"]),
         .executable(name: "moe", targets: ["moe"]),
+    ],
+    // `swift build --traits MPI` links Open MPI (Debian: libopenmpi-dev) into MoEDistributed, so
+    // `mpirun -np P moe ... --expert-parallel P` runs across ranks. Without it the package needs
+    // only the Swift toolchain, and MoEDistributed runs its ranks as threads of one process.
+    traits: [
+        .trait(name: "MPI", description: "Expert and data parallelism across processes and machines over MPI (needs Open MPI's headers and library)."),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -38,6 +45,15 @@ let package = Package(
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
+        // MPI's C API as Swift sees it: <mpi.h> plus static inline accessors for what Open MPI
+        // defines as macros (MPI_COMM_WORLD, the datatypes). Only built with the MPI trait.
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
+        // Expert parallelism (experts sharded over ranks, rows dispatched with all-to-all) and
+        // the collectives it runs on: MPI with the MPI trait, threads of one process always.
+        .target(name: "MoEDistributed", dependencies: [
+            "MoECore", "MoE", "MoEModels",
+            .target(name: "CMPI", condition: .when(traits: ["MPI"])),
+        ]),
         .executableTarget(
             name: "moe",
             dependencies: [
@@ -48,6 +64,7 @@ let package = Package(
                 "MoEGenerate",
                 "MoETrain",
                 "MoEServer",
+                "MoEDistributed",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             resources: [.copy("DefaultModel")]),
@@ -58,6 +75,7 @@ let package = Package(
                     exclude: []),
         .testTarget(name: "MoEGenerateTests", dependencies: ["MoEGenerate", "MoEModels", "MoECore"]),
         .testTarget(name: "MoETrainTests", dependencies: ["MoETrain", "MoE", "MoECore", "MoEModels", "_TestSupport"]),
+        .testTarget(name: "MoEDistributedTests", dependencies: ["MoEDistributed", "MoEModels", "MoE", "MoECore", "_TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["moe", "_TestSupport"]),
         .testTarget(name: "MoEServerTests", dependencies: [
             "MoEServer", "MoEGenerate", "MoEModels", "MoECore",

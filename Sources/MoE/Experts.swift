@@ -15,6 +15,14 @@ public protocol ExpertFFN: Sendable {
     func forward(_ rows: Tensor, rowOffsets: [Int], pool: ThreadPool) -> Tensor
     /// Bytes of weights expert e reads when it runs (for bandwidth ceilings).
     func weightBytes(expert: Int) -> Int
+    /// Whether `forward` is a collective (experts sharded over ranks that exchange rows): then
+    /// the layer calls it on every forward pass, even with no rows, so that no rank is left
+    /// waiting for another. False by default.
+    var isCollective: Bool { get }
+}
+
+extension ExpertFFN {
+    public var isCollective: Bool { false }
 }
 
 /// The gated activation between an expert's up and down projections.

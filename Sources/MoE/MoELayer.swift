@@ -77,7 +77,7 @@ public struct MoELayer: Sendable {
         let routing = options.rowRouters.isEmpty ? router.route(logits, pool: pool) : route(logits, options.rowRouters, pool: pool)
         let dispatch = Dispatch(routing)
         let out = Tensor(zeros: x.shape)
-        if routing.assignmentCount > 0 {
+        if routing.assignmentCount > 0 || experts.isCollective {
             let rows = dispatch.gather(input, pool: pool)
             let y = experts.forward(rows, rowOffsets: dispatch.rowOffsets, pool: pool)
             dispatch.combine(y, routing: routing, into: out, pool: pool)

@@ -22,6 +22,7 @@ struct Logits: ParsableCommand {
     var precision = Precision.exact
     @OptionGroup var experts: ExpertOptions
     @OptionGroup(title: "Memory") var memory: MemoryOptions
+    @OptionGroup(title: "Parallel (under mpirun)") var parallel: ParallelOptions
     @OptionGroup(title: "Adapters") var adapter: AdapterOptions
 
     mutating func validate() throws {
@@ -34,6 +35,7 @@ struct Logits: ParsableCommand {
         precision.apply()
         let m = try adapter.load(try model ?? DefaultModel.path(), pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
         try memory.apply(to: m)
+        try parallel.apply(to: m)
         var cache = m.makeCache(capacity: ids.count)
         let logits = try m.forward(ids, cache: &cache, options: try experts.override(for: m).forwardOptions(for: m))
         let v = m.spec.vocabSize, values = logits.floats

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MoECore
+import MoEDistributed
 import MoEGenerate
 import MoEModels
 
@@ -70,6 +71,7 @@ struct Generate: ParsableCommand {
     @Flag(help: "Treat the prompt as a user message (after --system) and render it with the model's chat template.") var chat = false
     @OptionGroup var experts: ExpertOptions
     @OptionGroup(title: "Memory") var memory: MemoryOptions
+    @OptionGroup(title: "Parallel (under mpirun)") var parallel: ParallelOptions
     @OptionGroup(title: "Adapters") var adapter: AdapterOptions
     @OptionGroup var decodingOptions: DecodingOptions
     @OptionGroup(title: "Chat (with --chat)") var chatOptions: ChatOptions
@@ -97,6 +99,7 @@ struct Generate: ParsableCommand {
         let folder = try model ?? DefaultModel.path()
         let m = try adapter.load(folder, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
         try memory.apply(to: m)
+        try parallel.apply(to: m)
         let tok = try Tokenizer.of(model: folder)
         // The default model answers one task per line: a newline ends its answer.
         let stops = stop + (model == nil && stop.isEmpty ? ["\n"] : [])
@@ -165,6 +168,7 @@ struct Bench: ParsableCommand {
     @Option(help: "exact (f32 activations) or bf16 (bf16 dot products for bf16 weights, faster prefill).") var precision = Precision.exact
     @OptionGroup var experts: ExpertOptions
     @OptionGroup(title: "Memory") var memory: MemoryOptions
+    @OptionGroup(title: "Parallel (under mpirun)") var parallel: ParallelOptions
     @OptionGroup(title: "Adapters") var adapter: AdapterOptions
 
     mutating func validate() throws {
@@ -179,6 +183,7 @@ struct Bench: ParsableCommand {
         precision.apply()
         let m = try adapter.load(try model ?? DefaultModel.path(), pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
         try memory.apply(to: m)
+        let sharded = try parallel.apply(to: m)
         var report = try ModelBenchmark.run(model: m, name: model ?? "(embedded)", promptTokens: promptTokens, genTokens: genTokens, reps: reps,
                                             randomTokens: randomTokens,
                                             routing: try experts.override(for: m))
@@ -187,7 +192,28 @@ struct Bench: ParsableCommand {
             report.batchDecodeTokensPerS = try ModelBenchmark.batchedDecodeRate(model: m, batch: batch, promptTokens: min(promptTokens, 32),
                                                                                genTokens: genTokens, reps: reps)
         }
-        try printJSON(report)
+        if let sharded {
+            let figures = try ExpertParallelBenchmark.measure(model: m, statistics: sharded.statistics, communicator: sharded.communicator,
+                                                              expertBytesTotal: sharded.expertBytesTotal,
+                                                              promptTokens: promptTokens, genTokens: genTokens)
+            try printJSON(ShardedBenchReport(report: report, expertParallel: figures))
+        } else {
+            try printJSON(report)
+        }
+    }
+}
+
+/// What `moe bench --expert-parallel` prints: the bench report with the exchanges' figures.
+struct ShardedBenchReport: Encodable {
+    let report: ModelBenchmark.Report
+    let expertParallel: ExpertParallelBenchmark.Figures
+
+    enum Keys: String, CodingKey { case expertParallel }
+
+    func encode(to encoder: Encoder) throws {
+        try report.encode(to: encoder)
+        var container = encoder.container(keyedBy: Keys.self)
+        try container.encode(expertParallel, forKey: .expertParallel)
     }
 }
 

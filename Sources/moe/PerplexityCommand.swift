@@ -36,6 +36,7 @@ struct PerplexityCommand: ParsableCommand {
     @Flag(help: "Pretty-print the JSON.") var pretty = false
     @OptionGroup var experts: ExpertOptions
     @OptionGroup(title: "Memory") var memory: MemoryOptions
+    @OptionGroup(title: "Parallel (under mpirun)") var parallel: ParallelOptions
     @OptionGroup(title: "Adapters") var adapter: AdapterOptions
     @OptionGroup var decodingOptions: DecodingOptions
 
@@ -55,6 +56,7 @@ struct PerplexityCommand: ParsableCommand {
         let folder = try model ?? DefaultModel.path()
         let m = try adapter.load(folder, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
         try memory.apply(to: m)
+        try parallel.apply(to: m)
         let tok = try Tokenizer.of(model: folder)
         let routing = try experts.override(for: m)
         let tasks = synthetic ? SyntheticCorpus(level: level).samples(samples, heldOut: true, seed: 7) : []

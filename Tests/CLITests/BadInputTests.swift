@@ -247,6 +247,9 @@ final class BadInputTests: XCTestCase {
             Case(args: ["serve", "--model", gguf, "--chat-template", "missing.jinja"], status: 1, mentions: ["missing.jinja"]),
             Case(args: ["logits", "--model", gguf, "--tokens", "1", "--memory-budget", "1KB"], status: 1, mentions: ["qwen3_moe.q8_0.gguf", "memory budget"]),
             Case(args: ["bench", "--model", gguf, "--memory-budget", "12XB"], status: 64, mentions: ["--memory-budget"]),
+            Case(args: ["logits", "--tokens", "1", "--expert-parallel", "0"], status: 64, mentions: ["--expert-parallel"]),
+            // `swift test` builds without the MPI trait: sharding is refused with how to get it.
+            Case(args: ["generate", "--expert-parallel", "2", "hi"], status: 64, mentions: ["--expert-parallel", "--traits MPI"]),
             Case(args: ["generate", "--model", gguf, "--memory-budget", "-5MB", "hi"], status: 64, mentions: ["--memory-budget"]),
             Case(args: ["perplexity", "--file", text, "--memory-budget", "99999999TB"], status: 64, mentions: ["--memory-budget"]),
             Case(args: ["serve", "--memory-budget", "1GB", "--cache-policy", "fifo"], status: 64, mentions: ["--cache-policy"]),

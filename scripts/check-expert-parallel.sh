@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Expert parallelism under mpirun against the single process, on random checkpoints of every
+# MoE family (init-random): logits and generated tokens must be identical, byte for byte, on 2,
+# 3 and 4 ranks (3: uneven shards); then the exchange figures of `moe bench`, the typed errors,
+# and a rank killed mid-run (the job must end with a message on the others, not hang).
+#
+#     scripts/check-expert-parallel.sh [MOE_BINARY]     # default: .build/release/moe
+#
+# The binary must be built with MPI: `swift build -c release --traits MPI` (Open MPI:
+# `apt-get install libopenmpi-dev openmpi-bin`). Ranks oversubscribe this machine's cores.
+set -euo pipefail
+moe=$(realpath "${1:-.build/release/moe}")
+work=$(mktemp -d "${TMPDIR:-/tmp}/moekit-ep.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
+mpi() { local np=$1; shift; timeout 300 mpirun -np "$np" --oversubscribe --bind-to none "$@"; }
+tokens=1,17,42,99,7,300,5,11,64,128,3,250
+
+for arch in ${EP_ARCHS:-mixtral qwen3_moe qwen2_moe olmoe deepseek_v3 gpt_oss glm4_moe}; do
+  "$moe" init-random --arch "$arch" --out "$work/$arch" --layers 2 --experts 8 --top-k 2 --hidden 128 --expert-size 64 > /dev/null
+  "$moe" logits --model "$work/$arch" --tokens "$tokens" --threads 1 > "$work/$arch.logits"
+  "$moe" generate --model "$work/$arch" "The experts" --max-tokens 16 --json --threads 1 | grep -o '"ids":\[[0-9,]*\]' > "$work/$arch.ids"
+  for np in 2 3 4; do
+    mpi "$np" "$moe" logits --model "$work/$arch" --tokens "$tokens" --threads 1 --expert-parallel "$np" > "$work/$arch.logits.$np"
+    cmp -s "$work/$arch.logits" "$work/$arch.logits.$np" || { echo "FAIL $arch: logits on $np ranks differ from one process"; exit 1; }
+    mpi "$np" "$moe" generate --model "$work/$arch" "The experts" --max-tokens 16 --json --threads 1 --expert-parallel "$np" \
+      | grep -o '"ids":\[[0-9,]*\]' > "$work/$arch.ids.$np"
+    cmp -s "$work/$arch.ids" "$work/$arch.ids.$np" || { echo "FAIL $arch: tokens on $np ranks differ from one process"; exit 1; }
+  done
+  echo "$arch: logits and 16 greedy tokens identical on 1, 2, 3 and 4 ranks"
+done
+
+# The exchanges' figures (rank 0's), on a 16-expert model.
+"$moe" init-random --arch qwen3_moe --out "$work/bench" --layers 2 --experts 16 --top-k 4 --hidden 256 --expert-size 128 > /dev/null
+mpi 2 "$moe" bench --model "$work/bench" --prompt-tokens 32 --gen-tokens 8 --reps 1 --threads 1 --expert-parallel 2 > "$work/bench.json"
+python3 - "$work/bench.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["expert_parallel"]
+assert r["ranks"] == 2 and r["rank"] == 0, r
+assert 0 < r["expert_bytes_held"] < r["expert_bytes_total"], r
+for phase in ("prefill", "decode"):
+    p = r[phase]
+    assert p["bytes_received_per_token_per_layer"] > 0 and p["total_seconds_per_token"] > 0, (phase, p)
+print("bench: rank 0 holds %d of %d expert bytes; decode receives %.0f bytes per token per layer, communication %.0f%% of decode"
+      % (r["expert_bytes_held"], r["expert_bytes_total"], r["decode"]["bytes_received_per_token_per_layer"], 100 * r["decode"]["communication_fraction"]))
+PY
+
+# Typed errors, non-zero exits.
+set +e
+out=$(mpi 2 "$moe" logits --model "$work/mixtral" --tokens 1,2 --expert-parallel 3 2>&1); rc=$?
+set -e
+[ $rc -ne 0 ] && grep -q "this job has 2 rank(s); start it with mpirun -np 3" <<<"$out" || { echo "FAIL: rank count mismatch: rc $rc: $out"; exit 1; }
+"$moe" init-random --arch mixtral --out "$work/two" --layers 1 --experts 2 --top-k 1 --hidden 64 --expert-size 32 > /dev/null
+set +e
+out=$(mpi 3 "$moe" logits --model "$work/two" --tokens 1,2 --expert-parallel 3 2>&1); rc=$?
+set -e
+[ $rc -ne 0 ] && grep -q "fewer than the 3 ranks" <<<"$out" || { echo "FAIL: too many ranks: rc $rc: $out"; exit 1; }
+echo "errors: a rank count that is not -np, and more ranks than experts, exit non-zero with the reason"
+
+# A rank killed mid-run: the job ends, with a message, within seconds.
+"$moe" init-random --arch qwen3_moe --out "$work/long" --layers 4 --experts 8 --top-k 2 --hidden 256 --expert-size 256 > /dev/null
+set +e
+mpi 2 "$moe" bench --model "$work/long" --prompt-tokens 64 --gen-tokens 4000 --reps 50 --threads 1 --expert-parallel 2 \
+  > /dev/null 2> "$work/fault.err" &
+job=$!
+sleep 8
+victim=$(pgrep -f "moe bench --model $work/long" | tail -n 1)
+kill -9 "$victim"
+start=$(date +%s)
+wait $job; rc=$?
+set -e
+took=$(( $(date +%s) - start ))
+[ $rc -ne 0 ] && [ $rc -ne 124 ] || { echo "FAIL: killed rank: job exit $rc (124: hung until the timeout)"; cat "$work/fault.err"; exit 1; }
+grep -qi "killed\|signal 9\|exited on signal" "$work/fault.err" || { echo "FAIL: killed rank: no message"; cat "$work/fault.err"; exit 1; }
+echo "fault: a rank killed with SIGKILL ended the job in ${took} s with exit $rc and: $(grep -i -m1 'signal\|killed' "$work/fault.err" | sed 's/^ *//')"
+echo "expert parallelism: all checks passed"
