@@ -38,7 +38,7 @@ let package = Package(
         .target(name: "MoEQuant", dependencies: ["MoECore"]),
         .target(name: "MoEModels", dependencies: ["MoECore", "MoE", "MoEQuant", "_MoEKernels"]),
         .target(name: "MoEGenerate", dependencies: ["MoECore", "MoE", "MoEModels"]),
-        .target(name: "MoETrain", dependencies: ["MoECore", "MoE", "MoEModels", "_MoEKernels"]),
+        .target(name: "MoETrain", dependencies: ["MoECore", "MoE", "MoEModels", "MoEDistributed", "_MoEKernels"]),
         // The OpenAI-compatible HTTP server over MoEGenerate's batch engine.
         .target(name: "MoEServer", dependencies: [
             "MoECore", "MoE", "MoEModels", "MoEGenerate",
@@ -74,7 +74,7 @@ let package = Package(
         .testTarget(name: "MoEModelsTests", dependencies: ["MoEModels", "MoEQuant", "MoE", "MoECore", "_TestSupport"],
                     exclude: []),
         .testTarget(name: "MoEGenerateTests", dependencies: ["MoEGenerate", "MoEModels", "MoECore"]),
-        .testTarget(name: "MoETrainTests", dependencies: ["MoETrain", "MoE", "MoECore", "MoEModels", "_TestSupport"]),
+        .testTarget(name: "MoETrainTests", dependencies: ["MoETrain", "MoE", "MoECore", "MoEModels", "MoEDistributed", "_TestSupport"]),
         .testTarget(name: "MoEDistributedTests", dependencies: ["MoEDistributed", "MoEModels", "MoE", "MoECore", "_TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["moe", "_TestSupport"]),
         .testTarget(name: "MoEServerTests", dependencies: [

@@ -1,5 +1,6 @@
 import Foundation
 import MoE
+import MoEDistributed
 import MoECore
 import MoEModels
 
@@ -15,6 +16,10 @@ public final class Trainer: @unchecked Sendable {
     public let optimizer: AdamW
     public let schedule: WarmupCosine
     public let pool: ThreadPool
+    /// The ranks this run trains with, data parallel (one shard of each batch per rank, the
+    /// gradients summed over the ranks), or nil to train alone. Set before the first step;
+    /// every rank runs the same steps. `Trainer+Ranks.swift`.
+    public var communicator: (any Communicator)?
     /// Steps done.
     public private(set) var step = 0
     let text: TextCorpus?
@@ -137,7 +142,7 @@ public final class Trainer: @unchecked Sendable {
     }
 
     /// Tokens each layer sent to each expert in the last `computeGradients` (all micro-batches).
-    public private(set) var lastLoads: [[Int]] = []
+    public internal(set) var lastLoads: [[Int]] = []
 
     /// DeepSeek-V3's auxiliary-loss-free balancing, applied after a step: each layer's bias
     /// b_i += speed * sign(mean load - load_i), so an overloaded expert is chosen less next
@@ -170,6 +175,11 @@ public final class Trainer: @unchecked Sendable {
         model.lora?.dropoutSeed = dropout
         defer { model.lora?.dropoutSeed = nil }
         let g = config.gradAccum
+        if let group = communicator, group.size > 1 {
+            precondition(g == 1 && config.dataParallel && inputs.count % group.size == 0,
+                         "Trainer: ranks need data_parallel, grad_accum 1 and a batch they divide (TrainingConfig.validate(ranks:))")
+            return computeRankGradients(inputs, targets, group)
+        }
         if g == 1 && config.dataParallel && pool.threadCount > 1 && inputs.count > 1 {
             return computeShardedGradients(inputs, targets)
         }

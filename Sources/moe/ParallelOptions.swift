@@ -2,6 +2,8 @@ import ArgumentParser
 import Foundation
 import MoEDistributed
 import MoEModels
+import MoE
+import MoETrain
 
 /// `--expert-parallel P`: under `mpirun -np P`, each rank holds 1/P of every MoE layer's routed
 /// experts and runs the same tokens; rank 0 prints. Needs a `moe` built with the MPI trait.
@@ -40,6 +42,31 @@ struct ParallelOptions: ParsableArguments {
         return Sharded(statistics: try model.shardExperts(over: world), communicator: world, expertBytesTotal: total)
         #else
         throw ValidationError("--expert-parallel needs a moe built with MPI: apt-get install libopenmpi-dev openmpi-bin, then swift build -c release --traits MPI")
+        #endif
+    }
+
+    /// The MPI ranks `moe train` runs on when `mpirun` started more than one (its environment
+    /// says so), or nil. The ranks train data parallel: `data_parallel` must be set and the
+    /// batch must divide among them. Ranks other than 0 write nothing to standard output.
+    static func trainingRanks(config: TrainingConfig, path: String) throws -> (any Communicator)? {
+        let env = ProcessInfo.processInfo.environment
+        guard let size = (env["OMPI_COMM_WORLD_SIZE"] ?? env["PMI_SIZE"]).flatMap({ Int($0) }), size > 1 else { return nil }
+        guard config.dataParallel else {
+            throw MoEError.invalidConfig(path: path, field: "data_parallel",
+                                         reason: "mpirun started \(size) ranks: set data_parallel to true, so that each rank trains a shard of every batch")
+        }
+        guard config.batch % size == 0 else {
+            throw MoEError.invalidConfig(path: path, field: "batch", reason: "\(config.batch) sequences do not divide among \(size) ranks")
+        }
+        #if MPI
+        let world = MPICommunicator.world
+        if world.rank != 0 {
+            let null = open("/dev/null", O_WRONLY)
+            if null >= 0 { dup2(null, STDOUT_FILENO); close(null) }
+        }
+        return world
+        #else
+        throw ValidationError("moe train under mpirun (\(size) ranks) needs a moe built with MPI: swift build -c release --traits MPI")
         #endif
     }
 }

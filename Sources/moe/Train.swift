@@ -41,9 +41,14 @@ struct Train: ParsableCommand {
         try cfg.validate(path: config)
         let pool = ThreadPool(threads: cfg.threads ?? ThreadPool.defaultThreadCount)
         let trainer = try Trainer(config: cfg, pool: pool)
+        // Under mpirun: data parallel over the ranks; rank 0 alone writes and prints.
+        let ranks = try ParallelOptions.trainingRanks(config: cfg, path: config)
+        trainer.communicator = ranks
+        let lead = (ranks?.rank ?? 0) == 0
         let dir = URL(fileURLWithPath: cfg.checkpointDir)
         if resume || evaluate {  // before anything is created: a failed resume writes nothing
-            Trainer.recoverCheckpoint(in: dir)  // what a killed run left behind
+            if lead { Trainer.recoverCheckpoint(in: dir) }  // what a killed run left behind
+            ranks?.barrier()
             try trainer.restore(from: dir)
         }
         if evaluate {
@@ -52,11 +57,11 @@ struct Train: ParsableCommand {
             return
         }
         do {
-            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            if lead { try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true) }
         } catch {
             throw MoEError.invalidConfig(path: config, field: "checkpoint_dir", reason: "cannot create '\(cfg.checkpointDir)': \(systemReason(error))")
         }
-        if !resume { Trainer.recoverCheckpoint(in: dir) }
+        if !resume && lead { Trainer.recoverCheckpoint(in: dir) }
         let log = dir.appendingPathComponent("log.jsonl")
         let start = Date(), firstStep = trainer.step
         var tokens = 0, lastLoss: Float = 0, ran = 0, lastRate = 0.0
@@ -73,18 +78,18 @@ struct Train: ParsableCommand {
             let rate = Double(tokens) / max(elapsed, 1e-9)
             lastRate = rate
             if ran == Self.warmupSteps { warm = (lastStepEnd, tokens) }
-            if !quiet { Self.progress(step: trainer.step, total: cfg.steps, loss: r.loss, rate: rate, elapsed: elapsed, done: trainer.step - firstStep) }
-            if trainer.step % cfg.evalInterval == 0 || trainer.step == cfg.steps {
+            if !quiet && lead { Self.progress(step: trainer.step, total: cfg.steps, loss: r.loss, rate: rate, elapsed: elapsed, done: trainer.step - firstStep) }
+            if lead && (trainer.step % cfg.evalInterval == 0 || trainer.step == cfg.steps) {
                 let e = trainer.evaluate()
                 let line = EvalLine(step: trainer.step, loss: r.loss, lr: r.lr, tokensPerS: rate, accuracy: e.accuracy,
                                     expertsPerToken: e.expertsPerToken)
                 try Self.append(line, to: log)
             }
-            if trainer.step % cfg.checkpointInterval == 0 || trainer.step == cfg.steps {
+            if lead && (trainer.step % cfg.checkpointInterval == 0 || trainer.step == cfg.steps) {
                 try trainer.save(to: dir)
             }
         }
-        if !quiet { FileHandle.standardError.write(Data("\n".utf8)) }
+        if !quiet && lead { FileHandle.standardError.write(Data("\n".utf8)) }
         let afterWarmup = warm.flatMap { w in
             ran > Self.warmupSteps ? Double(tokens - w.tokens) / max(lastStepEnd.timeIntervalSince(w.date), 1e-9) : nil
         }

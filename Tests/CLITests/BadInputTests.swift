@@ -281,4 +281,27 @@ final class BadInputTests: XCTestCase {
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: "/nonexistent/q.gguf"))
     }
+
+    /// `moe train` under mpirun (its environment says 2 ranks) trains data parallel: without
+    /// `data_parallel`, or with a batch the ranks do not divide, it is refused with the field
+    /// named; a build without the MPI trait (as `swift test` builds) says how to get one.
+    func testTrainUnderMpirunNeedsDataParallel() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-mpi-train-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let cases: [(config: String, status: Int32, mentions: [String])] = [
+            (#"{"steps": 2, "batch": 4, "checkpoint_dir": "run-a"}"#, 1, ["data_parallel", "2 ranks"]),
+            (#"{"steps": 2, "batch": 5, "data_parallel": true, "threads": 1, "checkpoint_dir": "run-b"}"#, 1, ["batch", "5 sequences", "2 ranks"]),
+            (#"{"steps": 2, "batch": 4, "data_parallel": true, "checkpoint_dir": "run-c"}"#, 64, ["--traits MPI"]),
+        ]
+        for (i, c) in cases.enumerated() {
+            let path = dir.appendingPathComponent("c\(i).json")
+            try Data(c.config.utf8).write(to: path)
+            let r = try runMoe(["train", "--config", path.path], in: dir, environment: ["OMPI_COMM_WORLD_SIZE": "2"])
+            XCTAssertEqual(r.status, c.status, "\(c.config): \(r.err)")
+            for m in c.mentions { XCTAssertTrue(r.err.contains(m), "\(c.config): '\(m)' not in \(r.err)") }
+            XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("run-\(["a", "b", "c"][i])").path),
+                           "nothing written")
+        }
+    }
 }

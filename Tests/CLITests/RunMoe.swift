@@ -1,8 +1,10 @@
 import Foundation
 
 /// Runs the built `moe` executable (beside the test bundle) with `arguments`, in `folder` when
-/// given; returns its exit status, standard output and standard error.
-func runMoe(_ arguments: [String], in folder: URL? = nil) throws -> (status: Int32, out: String, err: String) {
+/// given, with `environment` added to this process's; returns its exit status, standard output
+/// and standard error.
+func runMoe(_ arguments: [String], in folder: URL? = nil,
+            environment: [String: String] = [:]) throws -> (status: Int32, out: String, err: String) {
     let process = Process()
     process.executableURL = Bundle.main.bundleURL.appendingPathComponent("moe")
     #if os(macOS)
@@ -11,6 +13,7 @@ func runMoe(_ arguments: [String], in folder: URL? = nil) throws -> (status: Int
     }
     #endif
     process.arguments = arguments
+    if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
     if let folder { process.currentDirectoryURL = folder }
     let out = Pipe(), err = Pipe()
     process.standardOutput = out

@@ -8,18 +8,7 @@ import XCTest
 /// losses of the whole batch. Checked against the same step run as one batch, for every router
 /// that routes token by token and every auxiliary loss.
 final class DataParallelTests: XCTestCase {
-    func config(_ router: String, parallel: Bool) -> TrainingConfig {
-        var c = tinyTrainingConfig(router: router, experts: 4, expertSize: 24, seqLen: 12)
-        c.dataParallel = parallel
-        c.loadBalance = 0.05
-        c.zLoss = 0.01
-        c.entropyLoss = router == "top-p" ? 0.02 : 0
-        c.expertBalance = router == "topk-sigmoid" ? 0.03 : 0
-        c.deviceBalance = router == "topk-sigmoid" ? 0.02 : 0
-        if router == "top-p" { c.router.p = 0.6 }
-        if router == "null-experts" { c.router.nullExperts = 2 }
-        return c
-    }
+    func config(_ router: String, parallel: Bool) -> TrainingConfig { auxLossTrainingConfig(router: router, dataParallel: parallel) }
 
     func gradients(_ t: Trainer) -> [[Float]] { t.model.parameters.map { $0.variable.grad?.toFloats() ?? [] } }
 

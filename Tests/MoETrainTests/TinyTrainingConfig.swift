@@ -17,3 +17,18 @@ func tinyTrainingConfig(router: String, experts: Int, expertSize: Int, seqLen: I
     c.seqLen = seqLen
     return c
 }
+
+/// `tinyTrainingConfig` (4 experts of 24, sequences of 12) with every auxiliary loss the router
+/// takes switched on, for checking sharded steps against whole ones.
+func auxLossTrainingConfig(router: String, dataParallel: Bool) -> TrainingConfig {
+    var c = tinyTrainingConfig(router: router, experts: 4, expertSize: 24, seqLen: 12)
+    c.dataParallel = dataParallel
+    c.loadBalance = 0.05
+    c.zLoss = 0.01
+    c.entropyLoss = router == "top-p" ? 0.02 : 0
+    c.expertBalance = router == "topk-sigmoid" ? 0.03 : 0
+    c.deviceBalance = router == "topk-sigmoid" ? 0.02 : 0
+    if router == "top-p" { c.router.p = 0.6 }
+    if router == "null-experts" { c.router.nullExperts = 2 }
+    return c
+}

@@ -1,4 +1,5 @@
 import MoE
+import MoEDistributed
 
 /// The routing statistics the MoE layers' auxiliary losses take over a whole batch, when the
 /// batch runs as shards on model replicas at once (`TrainingConfig.dataParallel`). Each shard's
@@ -70,6 +71,36 @@ public final class MoEBatchStatistics: @unchecked Sendable {
 
     /// Shard `index`'s handle.
     public func shard(_ index: Int) -> Shard { Shard(statistics: self, index: index) }
+
+    /// Shards on ranks: this rank recorded shard `shard` (its rank); afterwards every rank
+    /// holds every shard's parts (one `allGather`, each value's f64 bits as an Int64), so
+    /// `merge` gives each rank the same whole-batch statistics.
+    public func exchange(over group: any Communicator, shard: Int) {
+        precondition(group.size == shards && group.rank == shard, "MoEBatchStatistics: \(shards) shards on \(group.size) ranks")
+        let width = (0..<layers).compactMap { parts[$0 * shards + shard]?.counts.count }.max() ?? 0
+        // Per layer: a present flag, tokens, assignments, entropy, z, then width counts and sums.
+        var mine: [Double] = []
+        for layer in 0..<layers {
+            guard let part = parts[layer * shards + shard] else {
+                mine += [Double](repeating: 0, count: 5 + 2 * width)
+                continue
+            }
+            precondition(part.counts.count == width, "MoEBatchStatistics: layers with different logit counts")
+            mine += [1, Double(part.tokens), Double(part.assignments), part.entropySum, part.zSum]
+            mine += part.counts.map(Double.init) + part.probSums
+        }
+        let all = group.allGather(mine.map { Int64(bitPattern: $0.bitPattern) }).map { Double(bitPattern: UInt64(bitPattern: $0)) }
+        let stride = layers * (5 + 2 * width)
+        for r in 0..<shards where r != shard {
+            for layer in 0..<layers {
+                let o = r * stride + layer * (5 + 2 * width)
+                guard all[o] == 1 else { continue }
+                parts[layer * shards + r] = Part(counts: all[(o + 5)..<(o + 5 + width)].map(Float.init),
+                                                 probSums: Array(all[(o + 5 + width)..<(o + 5 + 2 * width)]),
+                                                 entropySum: all[o + 3], zSum: all[o + 4], tokens: Int(all[o + 1]), assignments: Int(all[o + 2]))
+            }
+        }
+    }
 
     /// Sums every layer's parts over the shards (in shard order) and returns the auxiliary
     /// losses' weighted value, summed over the layers, as one batch would give it.

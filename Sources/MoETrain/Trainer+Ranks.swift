@@ -1,0 +1,68 @@
+import MoE
+import MoECore
+import MoEDistributed
+
+extension Trainer {
+    /// `computeGradients` on ranks (`communicator`): `data_parallel` with the ranks as its
+    /// shards. Every rank draws the same batch and runs shard `rank` of it on its own model
+    /// copy; the MoE layers' statistics are exchanged (`allGather`), so each rank merges every
+    /// shard's part in shard order and backpropagates the whole batch's auxiliary losses; then
+    /// the gradients are summed over the ranks (`allReduceSum`, one buffer), as are the loss and
+    /// the experts' loads. Every rank then takes the same optimiser step, so the weights stay
+    /// identical without being sent. Against one process running `data_parallel` with as many
+    /// shards, the step differs only in the order the ranks' gradients are added (none on
+    /// threads, which add in rank order).
+    func computeRankGradients(_ inputs: [[Int]], _ targets: [[Int]], _ group: any Communicator) -> (loss: Float, aux: Float) {
+        let shards = group.size, rank = group.rank, per = inputs.count / shards
+        let rows = (rank * per)..<((rank + 1) * per)
+        let statistics = MoEBatchStatistics(layers: model.layers.count, shards: shards)
+        let seed = model.lora?.dropoutSeed
+        if let seed { model.lora?.dropoutSeed = seed &+ UInt64(rank) }
+        let tape = Tape(pool: pool)
+        let out = model.forward(Array(inputs[rows]), targets: Array(targets[rows]), tape: tape, aux: config.auxLosses,
+                                shard: statistics.shard(rank))
+        model.lora?.dropoutSeed = seed
+        statistics.exchange(over: group, shard: rank)
+        let aux = statistics.merge(config.auxLosses)
+        let counted = (0..<shards).map { i in targets[(i * per)..<((i + 1) * per)].reduce(0) { $0 + $1.filter { $0 >= 0 }.count } }
+        let total = max(1, counted.reduce(0, +))
+        tape.backward(from: out.loss, seed: Float(counted[rank]) / Float(total))
+        sumGradients(over: group)
+        let loads = out.routings.map(\.chosenPerExpert)
+        // The loss weighted as one process weights its shards: l c / total, added in rank order.
+        var summed = [out.loss.value.floats[0] * Float(counted[rank]) / Float(total)] + loads.flatMap { $0.map(Float.init) }
+        summed.withUnsafeMutableBufferPointer { group.allReduceSum($0) }
+        var next = 1
+        lastLoads = loads.map { layer in
+            defer { next += layer.count }
+            return summed[next..<(next + layer.count)].map { Int($0.rounded()) }
+        }
+        return (summed[0] + aux, aux)
+    }
+
+    /// Every trainable parameter's gradient summed over the ranks, in one `allReduceSum`: each
+    /// rank packs its gradients (zeros where it has none) and a has-gradient flag per
+    /// parameter; a parameter no rank gave a gradient keeps none (so the optimiser skips it, as
+    /// it would alone).
+    private func sumGradients(over group: any Communicator) {
+        let params = model.trainableParameters.map(\.variable).filter(\.requiresGrad)
+        let sizes = params.map { $0.value.count }
+        var offsets = [Int](), total = params.count  // the flags come first
+        for n in sizes { offsets.append(total); total += n }
+        var buffer = [Float](repeating: 0, count: total)
+        buffer.withUnsafeMutableBufferPointer { b in
+            for (i, p) in params.enumerated() {
+                guard let g = p.grad else { continue }
+                b[i] = 1
+                let from = g.dtype == .f32 ? g : g.converted(to: .f32)
+                withExtendedLifetime(from) { (b.baseAddress! + offsets[i]).update(from: from.floats.baseAddress!, count: sizes[i]) }
+            }
+            group.allReduceSum(b)
+            for (i, p) in params.enumerated() where b[i] > 0 {
+                let g = Tensor(uninitialized: p.value.shape)
+                g.mutableFloats.baseAddress!.update(from: b.baseAddress! + offsets[i], count: sizes[i])
+                p.grad = g
+            }
+        }
+    }
+}
