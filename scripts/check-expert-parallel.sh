@@ -76,10 +76,23 @@ took=$(( $(date +%s) - start ))
 grep -qi "killed\|signal 9\|exited on signal" "$work/fault.err" || { echo "FAIL: killed rank: no message"; cat "$work/fault.err"; exit 1; }
 echo "fault: a rank killed with SIGKILL ended the job in ${took} s with exit $rc and: $(grep -i -m1 'signal\|killed' "$work/fault.err" | sed 's/^ *//')"
 # Data-parallel training on ranks against one process running the same shards on threads.
-train_config() {  # $1: checkpoint dir, $2: threads
+# Prints how far run $2's losses (its log and final loss) are from one process's ($1), relative;
+# fails past 1e-4. $3 labels the line.
+compare_losses() {
+  python3 - "$work/$1.out" "$work/$2.out" "$work/$1/log.jsonl" "$work/$2/log.jsonl" "$3" <<'PY'
+import json, sys
+one, other = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+a = [json.loads(l)["loss"] for l in open(sys.argv[3])]; b = [json.loads(l)["loss"] for l in open(sys.argv[4])]
+worst = max(abs(x - y) / max(1, abs(x)) for x, y in zip(a + [one["loss"]], b + [other["loss"]]))
+assert len(a) == len(b) == 2 and worst < 1e-4, (a, b, one["loss"], other["loss"])
+print("%s: losses within %.1e (relative) of one process with 2 shards: %s vs %s" % (sys.argv[5], worst, b, a))
+PY
+}
+train_config() {  # $1: checkpoint dir, $2: threads, $3: expert_parallel (default 1)
   cat <<JSON
 {"model": {"hidden_size": 64, "layers": 2, "heads": 4, "kv_heads": 2, "experts": 8, "expert_size": 64},
  "router": {"name": "topk-softmax", "k": 2}, "load_balance": 0.01, "z_loss": 0.001, "data_parallel": true,
+ "expert_parallel": ${3:-1},
  "data": {"synthetic": {"level": 1}}, "steps": 12, "batch": 8, "seq_len": 32, "lr": 0.003, "warmup": 2,
  "eval_interval": 6, "eval_samples": 4, "checkpoint_interval": 6, "checkpoint_dir": "$1", "seed": 5, "threads": $2}
 JSON
@@ -97,13 +110,19 @@ cmp -s "$work/t-two/checkpoint/model.safetensors" "$work/t-resumed/checkpoint/mo
   || { echo "FAIL: 2 ranks stopped at step 6 and resumed end elsewhere"; exit 1; }
 train_config "$work/t-four" 1 > "$work/t-four.json"
 mpi 4 "$moe" train --config "$work/t-four.json" --quiet > "$work/t-four.out"
-python3 - "$work/t-one.out" "$work/t-four.out" "$work/t-one/log.jsonl" "$work/t-four/log.jsonl" <<'PY'
-import json, sys
-one, four = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
-a = [json.loads(l)["loss"] for l in open(sys.argv[3])]; b = [json.loads(l)["loss"] for l in open(sys.argv[4])]
-worst = max(abs(x - y) / max(1, abs(x)) for x, y in zip(a + [one["loss"]], b + [four["loss"]]))
-assert len(a) == len(b) == 2 and worst < 1e-4, (a, b, one["loss"], four["loss"])
-print("train: 2 ranks wrote the one-process checkpoint byte for byte (also stopped at step 6 and resumed); "
-      "4 ranks' losses within %.1e (relative) of one process's: %s vs %s" % (worst, b, a))
-PY
+compare_losses t-one t-four "train: 2 ranks wrote the one-process checkpoint byte for byte (also stopped at step 6 and resumed); 4 ranks"
+# Expert-parallel training: each rank runs half of every layer's experts on both ranks' rows.
+train_config "$work/t-ep" 2 2 > "$work/t-ep.json"
+mpi 2 "$moe" train --config "$work/t-ep.json" --quiet > "$work/t-ep.out"
+train_config "$work/t-ep-resumed" 2 2 > "$work/t-ep-resumed.json"
+mpi 2 "$moe" train --config "$work/t-ep-resumed.json" --quiet --stop-after 6 > /dev/null
+mpi 2 "$moe" train --config "$work/t-ep-resumed.json" --quiet --resume > /dev/null
+cmp -s "$work/t-ep/checkpoint/model.safetensors" "$work/t-ep-resumed/checkpoint/model.safetensors" \
+  || { echo "FAIL: expert-parallel training stopped at step 6 and resumed ends elsewhere"; exit 1; }
+compare_losses t-one t-ep "train, expert_parallel 2 (stopped and resumed: byte for byte)"
+set +e
+train_config "$work/t-ep-bad" 1 2 > "$work/t-ep-bad.json"
+out=$("$moe" train --config "$work/t-ep-bad.json" --quiet 2>&1); rc=$?
+set -e
+[ $rc -ne 0 ] && grep -q "start moe train with mpirun -np 2" <<<"$out" || { echo "FAIL: expert_parallel without mpirun: rc $rc: $out"; exit 1; }
 echo "expert parallelism: all checks passed"

@@ -85,62 +85,16 @@ public struct ExpertParallelExperts: ExpertFFN {
 
     /// Each rank has its own rows: send them to their experts' ranks, run, send the outputs back.
     private func partitioned(_ rows: Tensor, rowOffsets: [Int], pool: ThreadPool) -> Tensor {
-        let d = hiddenSize, e = expertCount, comm = communicator, p = comm.size
-        let mine = shard.experts(of: comm.rank)
         let start = DispatchTime.now().uptimeNanoseconds
-        // Counts first: every rank learns every rank's rows per expert.
-        let counts = comm.allGather((0..<e).map { Int64(rowOffsets[$0 + 1] - rowOffsets[$0]) }).map { Int($0) }
-        func count(_ r: Int, _ x: Int) -> Int { counts[r * e + x] }
-        let sendCounts = (0..<p).map { q in
-            let r = shard.experts(of: q)
-            return (rowOffsets[r.upperBound] - rowOffsets[r.lowerBound]) * d
-        }
-        let receiveCounts = (0..<p).map { r in mine.reduce(0) { $0 + count(r, $1) } * d }
-        let receivedTotal = receiveCounts.reduce(0, +)
-        var inbox = [Float](repeating: 0, count: receivedTotal)
-        inbox.withUnsafeMutableBufferPointer { box in
-            comm.allToAllV(send: rows.floats, sendCounts: sendCounts, receive: box, receiveCounts: receiveCounts)
-        }
-        let dispatched = DispatchTime.now().uptimeNanoseconds
-        // Source-major (rank, then expert) -> expert-major (expert, then rank), and back after.
-        var blocks: [(source: Int, local: Int, count: Int)] = []  // in source-major order, offsets in rows
-        var localStart = [Int](repeating: 0, count: e + 1)
-        var total = 0
-        for x in 0..<e {
-            localStart[x] = total
-            if mine.contains(x) { total += (0..<p).reduce(0) { $0 + count($1, x) } }
-        }
-        localStart[e] = total
-        var sourceRow = 0
-        for r in 0..<p {
-            for x in mine {
-                let before = (0..<r).reduce(0) { $0 + count($1, x) }
-                blocks.append((sourceRow, localStart[x] + before, count(r, x)))
-                sourceRow += count(r, x)
-            }
-        }
-        let local = Tensor(uninitialized: [total, d])
-        inbox.withUnsafeBufferPointer { box in
-            let to = local.mutableFloats.baseAddress!
-            for b in blocks where b.count > 0 { (to + b.local * d).update(from: box.baseAddress! + b.source * d, count: b.count * d) }
-        }
+        let exchange = RowExchange(communicator: communicator, shard: shard, rowOffsets: rowOffsets)
+        let owned = exchange.dispatch(rows)
         let computeStart = DispatchTime.now().uptimeNanoseconds
-        let y = runLocal(local, offsets: localStart, pool: pool)
+        let y = runLocal(owned, offsets: exchange.ownedOffsets, pool: pool)
         let computed = DispatchTime.now().uptimeNanoseconds
-        inbox.withUnsafeMutableBufferPointer { box in
-            let from = y.floats.baseAddress
-            for b in blocks where b.count > 0 { (box.baseAddress! + b.source * d).update(from: from! + b.local * d, count: b.count * d) }
-        }
-        let out = Tensor(uninitialized: [rows.shape[0], d])
-        inbox.withUnsafeBufferPointer { box in
-            comm.allToAllV(send: box, sendCounts: receiveCounts, receive: out.mutableFloats, receiveCounts: sendCounts)
-        }
-        withExtendedLifetime(y) {}
-        let kept = sendCounts[comm.rank]
-        statistics.record(sent: (sendCounts.reduce(0, +) - kept + receivedTotal - receiveCounts[comm.rank]) * 4,
-                          received: (receivedTotal - receiveCounts[comm.rank] + sendCounts.reduce(0, +) - kept) * 4,
-                          compute: computed - computeStart,
-                          communication: (dispatched - start) + (DispatchTime.now().uptimeNanoseconds - computed))
+        let out = exchange.collect(y)
+        let d = hiddenSize, moved = exchange.bytesSent(width: d) + exchange.bytesReceived(width: d)
+        statistics.record(sent: moved, received: moved, compute: computed - computeStart,
+                          communication: (computeStart - start) + (DispatchTime.now().uptimeNanoseconds - computed))
         return out
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import MoE
+import MoEDistributed
 import MoECore
 import MoEModels
 
@@ -94,6 +95,9 @@ public final class TrainableDecoder: @unchecked Sendable {
     let rope: RotaryEmbedding
     /// Trainable LoRA adapters on the frozen weights (`attachLoRA`), or nil.
     public internal(set) var lora: LoRAModules?
+    /// The ranks whose MoE ops share this model's experts (expert parallelism: each runs 1/P of
+    /// every layer's experts on the rows all ranks routed there), or nil: every expert runs here.
+    public var expertParallel: (any Communicator)?
     /// The checkpoint's config.json, for a model loaded from one (saved again with its weights).
     public internal(set) var sourceConfig: [String: Any]? = nil
 
@@ -217,8 +221,11 @@ public final class TrainableDecoder: @unchecked Sendable {
                     routerState = state
                     logits = tape.linear(state, output)
                 }
+                let group = expertParallel.flatMap { c in
+                    ExpertShard(experts: moe.gate.count, ranks: c.size).map { ExpertParallelGroup(communicator: c, shard: $0) }
+                }
                 let step = tape.moe(h2, logits: logits, moe, router: router(of: layer), aux: aux,
-                                    batch: shard.map { ($0, index) }, adapters: lora?.experts(of: moe))
+                                    batch: shard.map { ($0, index) }, adapters: lora?.experts(of: moe), expertParallel: group)
                 auxTotal += step.auxLoss
                 routings.append(step.routing)
                 f = step.output

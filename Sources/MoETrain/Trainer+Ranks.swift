@@ -3,6 +3,29 @@ import MoECore
 import MoEDistributed
 
 extension Trainer {
+    /// Trains on `ranks` from the next step on (sets `communicator`), after checking that the
+    /// config fits them: `data_parallel`, a batch they divide, and with `expert_parallel` P > 1,
+    /// P ranks, plain SwiGLU experts and at least P experts in every MoE layer. Errors name
+    /// `configPath`, the file the config came from.
+    public func join(_ ranks: any Communicator, configPath: String? = nil) throws(MoEError) {
+        func bad(_ field: String, _ reason: String) -> MoEError { .invalidConfig(path: configPath, field: field, reason: reason) }
+        guard config.dataParallel else { throw bad("data_parallel", "\(ranks.size) ranks train data parallel: set data_parallel to true") }
+        guard config.batch % ranks.size == 0 else { throw bad("batch", "\(config.batch) sequences do not divide among \(ranks.size) ranks") }
+        if config.expertParallel > 1 {
+            guard config.expertParallel == ranks.size else {
+                throw bad("expert_parallel", "\(config.expertParallel) differs from the \(ranks.size) ranks of this job")
+            }
+            for (i, layer) in model.layers.enumerated() {
+                guard let moe = layer.moe else { continue }
+                guard moe.plainSwiGLU else { throw bad("expert_parallel", "layer \(i)'s experts have biases or another activation") }
+                guard moe.gate.count >= ranks.size else {
+                    throw bad("expert_parallel", "layer \(i) has \(moe.gate.count) experts, fewer than the \(ranks.size) ranks")
+                }
+            }
+        }
+        communicator = ranks
+    }
+
     /// `computeGradients` on ranks (`communicator`): `data_parallel` with the ranks as its
     /// shards. Every rank draws the same batch and runs shard `rank` of it on its own model
     /// copy; the MoE layers' statistics are exchanged (`allGather`), so each rank merges every

@@ -19,7 +19,9 @@ public final class Trainer: @unchecked Sendable {
     /// The ranks this run trains with, data parallel (one shard of each batch per rank, the
     /// gradients summed over the ranks), or nil to train alone. Set before the first step;
     /// every rank runs the same steps. `Trainer+Ranks.swift`.
-    public var communicator: (any Communicator)?
+    public var communicator: (any Communicator)? {
+        didSet { model.expertParallel = config.expertParallel > 1 ? communicator : nil }
+    }
     /// Steps done.
     public private(set) var step = 0
     let text: TextCorpus?
@@ -284,7 +286,12 @@ public final class Trainer: @unchecked Sendable {
     }
 
     /// Exact-match accuracy and experts per token on `config.evalSamples` held-out samples.
+    /// On ranks it runs on this rank alone, every expert here (each rank keeps every expert's
+    /// weights up to date), so rank 0 may evaluate while the others go on.
     public func evaluate() -> Evaluation {
+        let sharded = model.expertParallel
+        model.expertParallel = nil
+        defer { model.expertParallel = sharded }
         let samples = synthetic.samples(config.evalSamples, heldOut: true, seed: config.seed &+ 0xE7A1)
         let accuracy = exactMatchAccuracy(samples) { complete($0) }
         var experts: [String: (sum: Double, count: Int)] = [:]

@@ -103,6 +103,11 @@ public struct TrainingConfig: Codable, Sendable, StrictConfig {
     /// threads well. Needs `grad_accum` 1 and a router that routes token by token (not
     /// `expert-choice`, `switch` or `capacity_factor`, whose choices depend on the whole batch).
     public var dataParallel = false
+    /// Expert parallelism over the ranks of a data-parallel run under `mpirun` (`Trainer.communicator`):
+    /// each rank runs 1/P of every MoE layer's experts, on the rows every rank routed to them,
+    /// rows crossing ranks by all-to-all in the MoE op's forward and backward. 1: off. Needs
+    /// `data_parallel`, plain SwiGLU experts and no LoRA; P must be the number of ranks.
+    public var expertParallel = 1
     public var lr: Float = 1e-3, minLR: Float = 1e-4, warmup = 100, weightDecay: Float = 0.1, clip: Float = 1
     public var evalInterval = 100, evalSamples = 60, checkpointInterval = 200
     public var checkpointDir = "runs/moe"
@@ -112,7 +117,7 @@ public struct TrainingConfig: Codable, Sendable, StrictConfig {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case model, from, router, lora, data, steps, batch, lr, warmup, clip, seed, threads
         case loadBalance = "load_balance", zLoss = "z_loss", seqLen = "seq_len", minLR = "min_lr", gradAccum = "grad_accum"
-        case dataParallel = "data_parallel"
+        case dataParallel = "data_parallel", expertParallel = "expert_parallel"
         case entropyLoss = "entropy_loss", expertBalance = "expert_balance", deviceBalance = "device_balance"
         case biasUpdateSpeed = "bias_update_speed"
         case weightDecay = "weight_decay", evalInterval = "eval_interval", evalSamples = "eval_samples"
@@ -149,6 +154,7 @@ public struct TrainingConfig: Codable, Sendable, StrictConfig {
         seqLen = try c.decodeIfPresent(Int.self, forKey: .seqLen) ?? d.seqLen
         gradAccum = try c.decodeIfPresent(Int.self, forKey: .gradAccum) ?? d.gradAccum
         dataParallel = try c.decodeIfPresent(Bool.self, forKey: .dataParallel) ?? d.dataParallel
+        expertParallel = try c.decodeIfPresent(Int.self, forKey: .expertParallel) ?? d.expertParallel
         lr = try c.decodeIfPresent(Float.self, forKey: .lr) ?? d.lr
         minLR = try c.decodeIfPresent(Float.self, forKey: .minLR) ?? d.minLR
         warmup = try c.decodeIfPresent(Int.self, forKey: .warmup) ?? d.warmup
@@ -204,6 +210,14 @@ public struct TrainingConfig: Codable, Sendable, StrictConfig {
             throw bad("threads", "must be in 1...\(ThreadPool.maxThreads) (4 per core on this machine), got \(threads)")
         }
         guard gradAccum > 0, batch % gradAccum == 0 else { throw bad("grad_accum", "must be positive and divide batch") }
+        guard (1...4096).contains(expertParallel) else { throw bad("expert_parallel", "\(expertParallel) is not in 1...4096") }
+        if expertParallel > 1 {
+            guard dataParallel else { throw bad("expert_parallel", "needs data_parallel (each rank trains a shard of every batch)") }
+            guard lora == nil else { throw bad("expert_parallel", "runs the experts' own weights; LoRA training keeps them frozen on every rank") }
+            if from == nil && model.experts < expertParallel {
+                throw bad("expert_parallel", "\(model.experts) experts cannot be shared by \(expertParallel) ranks")
+            }
+        }
         if dataParallel {
             guard gradAccum == 1 else { throw bad("data_parallel", "needs grad_accum 1") }
             guard Self.tokenByTokenRouters.contains(router.name), router.capacityFactor == nil else {

@@ -46,11 +46,17 @@ struct ParallelOptions: ParsableArguments {
     }
 
     /// The MPI ranks `moe train` runs on when `mpirun` started more than one (its environment
-    /// says so), or nil. The ranks train data parallel: `data_parallel` must be set and the
-    /// batch must divide among them. Ranks other than 0 write nothing to standard output.
+    /// says so), or nil. `Trainer.join` checks the config fits them. Ranks other than 0 write
+    /// nothing to standard output.
     static func trainingRanks(config: TrainingConfig, path: String) throws -> (any Communicator)? {
         let env = ProcessInfo.processInfo.environment
-        guard let size = (env["OMPI_COMM_WORLD_SIZE"] ?? env["PMI_SIZE"]).flatMap({ Int($0) }), size > 1 else { return nil }
+        guard let size = (env["OMPI_COMM_WORLD_SIZE"] ?? env["PMI_SIZE"]).flatMap({ Int($0) }), size > 1 else {
+            if config.expertParallel > 1 {
+                throw MoEError.invalidConfig(path: path, field: "expert_parallel",
+                                             reason: "\(config.expertParallel) ranks: start moe train with mpirun -np \(config.expertParallel)")
+            }
+            return nil
+        }
         guard config.dataParallel else {
             throw MoEError.invalidConfig(path: path, field: "data_parallel",
                                          reason: "mpirun started \(size) ranks: set data_parallel to true, so that each rank trains a shard of every batch")

@@ -43,7 +43,7 @@ struct Train: ParsableCommand {
         let trainer = try Trainer(config: cfg, pool: pool)
         // Under mpirun: data parallel over the ranks; rank 0 alone writes and prints.
         let ranks = try ParallelOptions.trainingRanks(config: cfg, path: config)
-        trainer.communicator = ranks
+        if let ranks { try trainer.join(ranks, configPath: config) }
         let lead = (ranks?.rank ?? 0) == 0
         let dir = URL(fileURLWithPath: cfg.checkpointDir)
         if resume || evaluate {  // before anything is created: a failed resume writes nothing

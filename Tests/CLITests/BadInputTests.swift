@@ -81,6 +81,9 @@ final class BadInputTests: XCTestCase {
         let routerTypo = try file("router.json", #"{"name": "topk-softmax", "capacity_factr": 1.25}"#)
         let trainTypo = try file("typo.json", #"{"steps": 2, "learning_rate": 0.1, "checkpoint_dir": "run-typo"}"#)
         let trainType = try file("type.json", #"{"steps": "2", "checkpoint_dir": "run-type"}"#)
+        let trainEPZero = try file("ep0.json", #"{"steps": 2, "expert_parallel": 0, "checkpoint_dir": "run-ep0"}"#)
+        let trainEPNoDP = try file("epdp.json", #"{"steps": 2, "expert_parallel": 2, "checkpoint_dir": "run-epdp"}"#)
+        let trainEPAlone = try file("epalone.json", #"{"steps": 2, "expert_parallel": 2, "data_parallel": true, "checkpoint_dir": "run-epalone"}"#)
         let trainToml = try file("bad.toml", "steps = 2\ncheckpoint_dir = \"run-toml\"\n[model\n")
         let trainNoData = try file("nodata.json", #"{"steps": 2, "data": {"text_files": []}, "checkpoint_dir": "run-nodata"}"#)
         let trainHeld = try file("held.json", #"{"steps": 2, "data": {"synthetic": {"held_out": 2}}, "checkpoint_dir": "run-held"}"#)
@@ -131,6 +134,9 @@ final class BadInputTests: XCTestCase {
             Case(args: ["init-random", "--arch", "mixtral", "--out", "/proc/moekit-nope"], status: 1, mentions: ["/proc/moekit-nope", "cannot create"]),
             Case(args: ["train", "--config", trainTypo], status: 1, mentions: ["typo.json", "learning_rate", "unknown key"]),
             Case(args: ["train", "--config", trainType], status: 1, mentions: ["type.json", "steps"]),
+            Case(args: ["train", "--config", trainEPZero], status: 1, mentions: ["ep0.json", "expert_parallel", "1...4096"]),
+            Case(args: ["train", "--config", trainEPNoDP], status: 1, mentions: ["epdp.json", "expert_parallel", "data_parallel"]),
+            Case(args: ["train", "--config", trainEPAlone], status: 1, mentions: ["epalone.json", "mpirun -np 2"]),
             Case(args: ["train", "--config", trainToml], status: 1, mentions: ["bad.toml", "line 3"]),
             Case(args: ["train", "--config", "missing.json"], status: 1, mentions: ["missing.json", "No such file"]),
             Case(args: ["train", "--config", trainNoData], status: 1, mentions: ["nodata.json", "data"]),

@@ -1,5 +1,6 @@
 import Foundation
 import MoE
+import MoEDistributed
 import MoECore
 import _MoEKernels
 
@@ -90,6 +91,17 @@ public struct AuxLossCoefficients: Sendable, Equatable {
     }
 }
 
+/// Expert parallelism for the MoE op (`Tape.moe`): the ranks of a data-parallel run and which
+/// experts each runs. Each rank runs only its experts, on the rows every rank routed to them.
+public struct ExpertParallelGroup {
+    public let communicator: any Communicator
+    public let shard: ExpertShard
+    public init(communicator: any Communicator, shard: ExpertShard) {
+        self.communicator = communicator
+        self.shard = shard
+    }
+}
+
 /// What the MoE op returns: the layer output, the routing it used, and the weighted auxiliary
 /// loss (load balance and z-loss), already part of the gradient.
 public struct MoEStep {
@@ -127,7 +139,7 @@ extension Tape {
     public func moe(_ x: Variable, logits: Variable, _ params: MoEParameters, router: any Router,
                     aux: AuxLossCoefficients = AuxLossCoefficients(),
                     batch: (shard: MoEBatchStatistics.Shard, layer: Int)? = nil,
-                    adapters: ExpertAdapters? = nil) -> MoEStep {
+                    adapters: ExpertAdapters? = nil, expertParallel: ExpertParallelGroup? = nil) -> MoEStep {
         let adapters = adapters?.isEmpty == false ? adapters : nil
         let (coefLB, coefZ) = (aux.loadBalance, aux.zLoss)
         let (t, d) = (x.shape[0], x.shape[1]), e = params.gate.count
@@ -169,11 +181,24 @@ extension Tape {
         // projection gives the weighted output E' = w E and the combine is a plain sum; the
         // backward then needs neither E nor a row-by-row copy of dy.
         let dispatch = Dispatch(routing)
-        let r = dispatch.rowToken.count, inner = params.gate.first?.shape[0] ?? 0
-        let spans = (0..<e).map { dispatch.rowOffsets[$0]..<dispatch.rowOffsets[$0 + 1] }
+        // Expert parallelism: this rank's experts run on the rows every rank routed to them. x's
+        // rows and their weights travel there first (`RowExchange`); the rows below are then
+        // that rank-wide set, read in order rather than through the token index.
+        let exchange = expertParallel.map { RowExchange(communicator: $0.communicator, shard: $0.shard, rowOffsets: dispatch.rowOffsets) }
+        precondition(exchange == nil || (params.plainSwiGLU && adapters == nil),
+                     "moe: expert parallelism runs plain SwiGLU experts without adapters (TrainingConfig.validate refuses the rest)")
+        let localWeight = dispatch.rowAssignment.map { routing.weights[$0] }
+        let expertInput = exchange.map { $0.dispatch(dispatch.gather(xT, pool: pool)) } ?? xT
+        let rowWeight = exchange.map { $0.dispatch(Tensor(shape: [localWeight.count, 1], values: localWeight)).toFloats() } ?? localWeight
+        let offsets = exchange?.ownedOffsets ?? dispatch.rowOffsets
+        let r = offsets[e], inner = params.gate.first?.shape[0] ?? 0
+        let spans = (0..<e).map { offsets[$0]..<offsets[$0 + 1] }
         let used = (0..<e).filter { !spans[$0].isEmpty }
-        let tokens = spans.map { Array(dispatch.rowToken[$0]) }  // per expert: its rows' tokens
-        let rowWeight = dispatch.rowAssignment.map { routing.weights[$0] }
+        let tokens = exchange == nil ? spans.map { Array(dispatch.rowToken[$0]) } : spans.map { _ in [] }  // per expert: its rows' tokens
+        // What expert i reads of a row source (x, or dy in backward): its token rows, or its own
+        // block of the received rows.
+        func rowsOf(_ i: Int) -> [Int]? { exchange == nil ? tokens[i] : nil }
+        func source(_ all: Tensor, _ i: Int) -> Tensor { exchange == nil ? all : all.rows(spans[i]) }
         // Every grouped row belongs to one used expert, so the products overwrite these completely.
         let gateOut = Tensor(uninitialized: [r, inner]), upOut = Tensor(uninitialized: [r, inner])
         let expertOut = Tensor(uninitialized: [r, d])  // w E per row
@@ -198,8 +223,8 @@ extension Tape {
         var gateUpJobs: [GemmJob] = []  // appended, not flat-mapped: a batch's jobs are built serially
         gateUpJobs.reserveCapacity(2 * used.count)
         for i in used {
-            gateUpJobs.append(GemmJob(xT, readable(params.gate[i]), into: gateOut.rows(spans[i]), group: fused ? i : nil, aRows: tokens[i]))
-            gateUpJobs.append(GemmJob(xT, readable(params.up[i]), into: upOut.rows(spans[i]), group: fused ? i : nil, aRows: tokens[i]))
+            gateUpJobs.append(GemmJob(source(expertInput, i), readable(params.gate[i]), into: gateOut.rows(spans[i]), group: fused ? i : nil, aRows: rowsOf(i)))
+            gateUpJobs.append(GemmJob(source(expertInput, i), readable(params.up[i]), into: upOut.rows(spans[i]), group: fused ? i : nil, aRows: rowsOf(i)))
         }
         Kernels.gemmBatch(gateUpJobs, pool: pool, finish: !fused ? nil : { job, block, columns in
             let first = spans[used[job / 2]].lowerBound  // jobs come in (gate, up) pairs
@@ -237,7 +262,8 @@ extension Tape {
             for row in 0..<r { for j in 0..<d { op[row * d + j] += rowWeight[row] * down[rowExpert[row]][j] } }
         }
         let y = Tensor(uninitialized: [t, d])
-        dispatch.combine(expertOut, routing: routing, into: y, weighted: false, accumulate: false, pool: pool)
+        dispatch.combine(exchange.map { $0.collect(expertOut) } ?? expertOut, routing: routing, into: y, weighted: false, accumulate: false,
+                         pool: pool)
         // Auxiliary losses (values; their gradients are added in backward), from the layer's
         // statistics; a shard records its part of the batch's instead (the merge gives the value).
         let counts = Self.balanceCounts(routing, probs: probs, router: router, logits: l)
@@ -276,7 +302,10 @@ extension Tape {
             let (dg, du) = (Tensor(uninitialized: [r, inner]), Tensor(uninitialized: [r, inner]))
             let dhp = dh.mutableFloats.baseAddress, dgp = dg.mutableFloats.baseAddress, dup = du.mutableFloats.baseAddress
             let gatep = gateOut.floats.baseAddress, upp = upOut.floats.baseAddress
-            var dwAll = [Float](repeating: 0, count: routing.assignmentCount)  // per assignment; nulls stay 0
+            // Per assignment (nulls stay 0); under expert parallelism first per received row.
+            var dwAll = [Float](repeating: 0, count: exchange == nil ? routing.assignmentCount : r)
+            let dwSlot = exchange == nil ? dispatch.rowAssignment : Array(0..<r)
+            let dySource = exchange.map { $0.dispatch(dispatch.gather(dyT, pool: pool)) } ?? dyT  // the rows' output gradients
             // The expert weights' gradients are written whole by the batches below, so their sums
             // of squares (for clipping) are taken there, block by block while in cache.
             let downSquares = GradientSquares(), gateUpSquares = GradientSquares()
@@ -289,8 +318,8 @@ extension Tape {
                             dh: dhp! + o, gate: gatep! + o, up: upp! + o, weight: rowWeight[row], dgate: dgp! + o, dup: dup! + o,
                             inner: inner, activation: params.activation)
                     } else {
-                        dw[dispatch.rowAssignment[row]] = moek_silu_mul_backward_scaled(dhp! + o, gatep! + o, upp! + o, rowWeight[row],
-                                                                                        dgp! + o, dup! + o, inner)
+                        dw[dwSlot[row]] = moek_silu_mul_backward_scaled(dhp! + o, gatep! + o, upp! + o, rowWeight[row],
+                                                                        dgp! + o, dup! + o, inner)
                     }
                 }
                 var downJobs: [GemmJob] = [], dhJobExpert: [Int?] = []  // per job: the expert whose dh it writes, or nil
@@ -298,13 +327,13 @@ extension Tape {
                 dhJobExpert.reserveCapacity(2 * used.count)
                 for i in used {
                     let s = spans[i]
-                    downJobs.append(GemmJob(dyT, widened(params.down[i]), transposeB: true, into: dh.rows(s), aRows: tokens[i],
+                    downJobs.append(GemmJob(source(dySource, i), widened(params.down[i]), transposeB: true, into: dh.rows(s), aRows: rowsOf(i),
                                             wholeRows: true))
                     dhJobExpert.append(i)
                     if let g = params.down[i].gradSlot() {
                         if !g.accumulate { downSquares.track(params.down[i], grad: g.tensor, job: downJobs.count) }
-                        downJobs.append(GemmJob(dyT, hidden.rows(s), transposeA: true, transposeB: true, into: g.tensor,
-                                                accumulate: g.accumulate, aRows: tokens[i], wholeRows: true))
+                        downJobs.append(GemmJob(source(dySource, i), hidden.rows(s), transposeA: true, transposeB: true, into: g.tensor,
+                                                accumulate: g.accumulate, aRows: rowsOf(i), wholeRows: true))
                         dhJobExpert.append(nil)
                     }
                 }
@@ -335,6 +364,11 @@ extension Tape {
             }
             if let biases { Self.biasGradients(params, biases: biases, spans: spans, used: used, dg: dg, du: du, dy: dyT,
                                                rowToken: dispatch.rowToken, rowWeight: rowWeight) }
+            if let exchange {  // each row's weight gradient back to its rank, to its assignment
+                let back = exchange.collect(Tensor(shape: [r, 1], values: dwAll)).toFloats()  // (an array: a temporary's floats dangle)
+                dwAll = [Float](repeating: 0, count: routing.assignmentCount)
+                for (row, a) in dispatch.rowAssignment.enumerated() { dwAll[a] = back[row] }
+            }
             // Per token, the chosen weights -> scores (through the renormalisation).
             dwAll.withUnsafeMutableBufferPointer { dw in
                 Kernels.parallelRows(t, cost: 8 * max(1, routing.assignmentCount / max(1, t)), pool: pool) { tok in
@@ -352,18 +386,18 @@ extension Tape {
             let dxRows = Tensor(uninitialized: [r, d])
             var dxJobs: [GemmJob] = []
             dxJobs.reserveCapacity(4 * used.count)
-            func addJobs(_ projection: Variable, _ grads: Tensor, into dxBlock: Tensor, adding: Bool, rows: [Int]) {
+            func addJobs(_ projection: Variable, _ grads: Tensor, into dxBlock: Tensor, adding: Bool, rows: [Int]?, input: Tensor) {
                 dxJobs.append(GemmJob(grads, widened(projection), transposeB: true, into: dxBlock, accumulate: adding))
                 if let g = projection.gradSlot() {
                     if !g.accumulate { gateUpSquares.track(projection, grad: g.tensor, job: dxJobs.count) }
-                    dxJobs.append(GemmJob(grads, xT, transposeA: true, transposeB: true, into: g.tensor, accumulate: g.accumulate,
+                    dxJobs.append(GemmJob(grads, input, transposeA: true, transposeB: true, into: g.tensor, accumulate: g.accumulate,
                                           bRows: rows, wholeRows: true))
                 }
             }
             for i in used {
                 let s = spans[i], dxBlock = dxRows.rows(s)
-                addJobs(params.gate[i], dg.rows(s), into: dxBlock, adding: false, rows: tokens[i])
-                addJobs(params.up[i], du.rows(s), into: dxBlock, adding: true, rows: tokens[i])
+                addJobs(params.gate[i], dg.rows(s), into: dxBlock, adding: false, rows: rowsOf(i), input: source(expertInput, i))
+                addJobs(params.up[i], du.rows(s), into: dxBlock, adding: true, rows: rowsOf(i), input: source(expertInput, i))
             }
             gateUpSquares.start()
             Kernels.gemmBatch(dxJobs, pool: pool) { job, block, _ in gateUpSquares.record(job: job, rows: block) }
@@ -373,7 +407,8 @@ extension Tape {
                 upLoRA.backward(adapters.up, outGrad: du, gradRows: nil, input: xT, rows: tokens, spans: spans, inputGrad: dxRows, pool: pool)
             }
             let dx = Tensor(uninitialized: [t, d])  // each token's rows summed
-            dispatch.combine(dxRows, routing: routing, into: dx, weighted: false, accumulate: false, pool: pool)
+            dispatch.combine(exchange.map { $0.collect(dxRows) } ?? dxRows, routing: routing, into: dx, weighted: false, accumulate: false,
+                             pool: pool)
             // Balance losses, linear in P_i = mean_t p_ti: a constant c_i per score; plus the
             // entropy's -(log p + 1). For sigmoid scores P averages the normalised scores
             // s_ti / sum_j s_tj, so the gradient passes through that normalisation.
