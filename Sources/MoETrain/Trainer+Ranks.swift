@@ -50,7 +50,7 @@ extension Trainer {
         let counted = (0..<shards).map { i in targets[(i * per)..<((i + 1) * per)].reduce(0) { $0 + $1.filter { $0 >= 0 }.count } }
         let total = max(1, counted.reduce(0, +))
         tape.backward(from: out.loss, seed: Float(counted[rank]) / Float(total))
-        sumGradients(over: group)
+        sumGradients(over: group, excluding: shardedExperts)
         let loads = out.routings.map(\.chosenPerExpert)
         // The loss weighted as one process weights its shards: l c / total, added in rank order.
         var summed = [out.loss.value.floats[0] * Float(counted[rank]) / Float(total)] + loads.flatMap { $0.map(Float.init) }
@@ -66,9 +66,10 @@ extension Trainer {
     /// Every trainable parameter's gradient summed over the ranks, in one `allReduceSum`: each
     /// rank packs its gradients (zeros where it has none) and a has-gradient flag per
     /// parameter; a parameter no rank gave a gradient keeps none (so the optimiser skips it, as
-    /// it would alone).
-    private func sumGradients(over group: any Communicator) {
-        let params = model.trainableParameters.map(\.variable).filter(\.requiresGrad)
+    /// it would alone). The `excluded` parameters (experts under expert parallelism, whose
+    /// gradient is whole on the rank that runs them) are left as they are.
+    private func sumGradients(over group: any Communicator, excluding excluded: Set<ObjectIdentifier>) {
+        let params = model.trainableParameters.map(\.variable).filter { $0.requiresGrad && !excluded.contains(ObjectIdentifier($0)) }
         let sizes = params.map { $0.value.count }
         var offsets = [Int](), total = params.count  // the flags come first
         for n in sizes { offsets.append(total); total += n }
@@ -85,6 +86,68 @@ extension Trainer {
                 let g = Tensor(uninitialized: p.value.shape)
                 g.mutableFloats.baseAddress!.update(from: b.baseAddress! + offsets[i], count: sizes[i])
                 p.grad = g
+            }
+        }
+    }
+
+    /// Under expert parallelism, the routed experts' weight variables (each runs, gets a
+    /// gradient and is updated only on the rank that holds it); empty otherwise.
+    var shardedExperts: Set<ObjectIdentifier> {
+        guard model.expertParallel != nil else { return [] }
+        return Set(model.layers.compactMap(\.moe).flatMap { $0.gate + $0.up + $0.down }.map(ObjectIdentifier.init))
+    }
+
+    /// Gradient clipping's scale on ranks with sharded experts: the replicated parameters'
+    /// sum of squares is the same on every rank, each expert's is on its rank alone, so the
+    /// experts' sums are added over the ranks (`allReduceSum`) before the norm is taken.
+    func rankClipScale(_ params: [Variable]) -> Float {
+        guard let group = communicator else { return clipScale(params, maxNorm: config.clip, pool: pool).scale }
+        let experts = shardedExperts
+        let replicated = clipScale(params.filter { !experts.contains(ObjectIdentifier($0)) }, maxNorm: .infinity, pool: pool).norm
+        let mine = clipScale(params.filter { experts.contains(ObjectIdentifier($0)) }, maxNorm: .infinity, pool: pool).norm
+        let squares = Double(replicated) * Double(replicated) + group.sum(Double(mine) * Double(mine))
+        let norm = Float(squares.squareRoot())
+        return norm > config.clip && norm > 0 ? config.clip / norm : 1
+    }
+
+    /// Under expert parallelism, brings every rank's copy of every expert (weights and AdamW
+    /// moments) up to date from the rank that trains it, one `allGatherV` per layer and
+    /// tensor kind: before an evaluation (which runs every expert locally) and a checkpoint
+    /// (rank 0 writes every expert). Every rank must call it at the same steps; a no-op
+    /// without expert parallelism.
+    public func synchronizeExperts() {
+        guard let group = communicator, model.expertParallel != nil else { return }
+        for layer in model.layers {
+            guard let moe = layer.moe, let shard = ExpertShard(experts: moe.gate.count, ranks: group.size) else { continue }
+            for kind in [moe.gate, moe.up, moe.down] {
+                let sizes = kind.map(\.value.count)
+                let counts = (0..<group.size).map { q in shard.experts(of: q).reduce(0) { $0 + sizes[$1] } }
+                for part in 0..<3 {  // weights, first moments, second moments
+                    func tensor(_ v: Variable) -> Tensor? {
+                        switch part {
+                        case 0: return v.value
+                        case 1: return optimizer.state(of: v)?.m
+                        default: return optimizer.state(of: v)?.v
+                        }
+                    }
+                    var mine: [Float] = []
+                    for e in shard.experts(of: group.rank) { mine += tensor(kind[e])?.toFloats() ?? [Float](repeating: 0, count: sizes[e]) }
+                    var all = [Float](repeating: 0, count: counts.reduce(0, +))
+                    mine.withUnsafeBufferPointer { m in all.withUnsafeMutableBufferPointer { group.allGatherV(send: m, receive: $0, counts: counts) } }
+                    var offset = 0
+                    for e in 0..<kind.count {
+                        defer { offset += sizes[e] }
+                        guard !shard.experts(of: group.rank).contains(e) else { continue }
+                        let values = Tensor(shape: kind[e].value.shape, values: Array(all[offset..<(offset + sizes[e])]))
+                        switch part {
+                        case 0: kind[e].value.mutableRawPointer.copyMemory(from: values.rawPointer, byteCount: values.byteCount)
+                        case 1: optimizer.restore(kind[e], m: values, v: optimizer.state(of: kind[e])?.v ?? Tensor(zeros: values.shape),
+                                                  step: optimizer.step)
+                        default: optimizer.restore(kind[e], m: optimizer.state(of: kind[e])?.m ?? Tensor(zeros: values.shape), v: values,
+                                                   step: optimizer.step)
+                        }
+                    }
+                }
             }
         }
     }

@@ -135,9 +135,10 @@ public final class Trainer: @unchecked Sendable {
     public func trainStep() -> (loss: Float, aux: Float, lr: Float) {
         let (loss, aux) = computeGradients()
         let trainable = model.trainableParameters
-        let clip = clipScale(trainable.map { $0.variable }, maxNorm: config.clip, pool: pool)
+        let clip = model.expertParallel == nil ? clipScale(trainable.map { $0.variable }, maxNorm: config.clip, pool: pool).scale
+            : rankClipScale(trainable.map { $0.variable })
         let lr = schedule.rate(at: step)
-        optimizer.update(trainable, lr: lr, gradScale: clip.scale, pool: pool)
+        optimizer.update(trainable, lr: lr, gradScale: clip, pool: pool)
         if config.biasUpdateSpeed > 0 { updateRouterBiases(loads: lastLoads, speed: config.biasUpdateSpeed) }
         step += 1
         return (loss, aux, lr)
@@ -286,8 +287,8 @@ public final class Trainer: @unchecked Sendable {
     }
 
     /// Exact-match accuracy and experts per token on `config.evalSamples` held-out samples.
-    /// On ranks it runs on this rank alone, every expert here (each rank keeps every expert's
-    /// weights up to date), so rank 0 may evaluate while the others go on.
+    /// On ranks it runs on this rank alone, every expert here, so rank 0 may evaluate while the
+    /// others go on; with sharded experts, after `synchronizeExperts`.
     public func evaluate() -> Evaluation {
         let sharded = model.expertParallel
         model.expertParallel = nil

@@ -79,13 +79,16 @@ struct Train: ParsableCommand {
             lastRate = rate
             if ran == Self.warmupSteps { warm = (lastStepEnd, tokens) }
             if !quiet && lead { Self.progress(step: trainer.step, total: cfg.steps, loss: r.loss, rate: rate, elapsed: elapsed, done: trainer.step - firstStep) }
-            if lead && (trainer.step % cfg.evalInterval == 0 || trainer.step == cfg.steps) {
+            let evaluating = trainer.step % cfg.evalInterval == 0 || trainer.step == cfg.steps
+            let saving = trainer.step % cfg.checkpointInterval == 0 || trainer.step == cfg.steps
+            if evaluating || saving { trainer.synchronizeExperts() }  // every rank: rank 0 reads every expert
+            if lead && evaluating {
                 let e = trainer.evaluate()
                 let line = EvalLine(step: trainer.step, loss: r.loss, lr: r.lr, tokensPerS: rate, accuracy: e.accuracy,
                                     expertsPerToken: e.expertsPerToken)
                 try Self.append(line, to: log)
             }
-            if lead && (trainer.step % cfg.checkpointInterval == 0 || trainer.step == cfg.steps) {
+            if lead && saving {
                 try trainer.save(to: dir)
             }
         }
