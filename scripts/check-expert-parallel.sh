@@ -32,6 +32,15 @@ for arch in ${EP_ARCHS:-mixtral qwen3_moe qwen2_moe olmoe deepseek_v3 gpt_oss gl
   echo "$arch: logits and 16 greedy tokens identical on 1, 2, 3 and 4 ranks"
 done
 
+# Perplexity: every figure but the speed identical.
+printf 'the quick brown fox jumps over the lazy dog. the experts route tokens to the ranks.\n' > "$work/ppl.txt"
+first=$(echo ${EP_ARCHS:-mixtral} | cut -d' ' -f1)
+"$moe" perplexity --model "$work/$first" --file "$work/ppl.txt" --context 16 --threads 1 | sed 's/"tokens_per_s":[0-9.e+-]*//' > "$work/ppl.1"
+mpi 2 "$moe" perplexity --model "$work/$first" --file "$work/ppl.txt" --context 16 --threads 1 --expert-parallel 2 \
+  | sed 's/"tokens_per_s":[0-9.e+-]*//' > "$work/ppl.2"
+cmp -s "$work/ppl.1" "$work/ppl.2" || { echo "FAIL: perplexity on 2 ranks differs"; cat "$work/ppl.1" "$work/ppl.2"; exit 1; }
+echo "perplexity: identical on 2 ranks ($(grep -o '"perplexity":[0-9.]*' "$work/ppl.1"))"
+
 # The exchanges' figures (rank 0's), on a 16-expert model.
 "$moe" init-random --arch qwen3_moe --out "$work/bench" --layers 2 --experts 16 --top-k 4 --hidden 256 --expert-size 128 > /dev/null
 mpi 2 "$moe" bench --model "$work/bench" --prompt-tokens 32 --gen-tokens 8 --reps 1 --threads 1 --expert-parallel 2 > "$work/bench.json"
