@@ -3,7 +3,9 @@
 # by a veth pair (10.77.0.1 and 10.77.0.2), each with its own hostname, Open MPI over TCP only
 # (no shared memory), ranks launched into the second namespace by scripts/mpi-netns-agent.sh
 # where two machines would use ssh. Logits and greedy tokens must equal the single process's,
-# byte for byte, and `moe bench` reports what crossed the link. Needs root (ip netns).
+# byte for byte; data-parallel training must write the one-process checkpoint byte for byte and
+# expert-parallel training reach its losses; a rank killed mid-run must end the job, not hang.
+# With EP_BENCH_MODEL, `moe bench` reports what crossed the link. Needs root (ip netns).
 #
 #     scripts/check-expert-parallel-netns.sh [MOE_BINARY]     # default: .build/release/moe
 set -euo pipefail
@@ -39,6 +41,44 @@ for arch in ${EP_ARCHS:-qwen3_moe deepseek_v3}; do
   cmp -s "$work/$arch.ids" "$work/$arch.ids.2" || { echo "FAIL $arch: tokens across the namespaces differ"; exit 1; }
   echo "$arch: logits and 16 greedy tokens identical across two namespaces over TCP"
 done
+# Training: one process with 2 shards on threads against 2 ranks in the two namespaces.
+train_config() {  # $1: checkpoint dir, $2: expert_parallel
+  cat <<JSON
+{"model": {"hidden_size": 64, "layers": 2, "heads": 4, "kv_heads": 2, "experts": 8, "expert_size": 64},
+ "router": {"name": "topk-softmax", "k": 2}, "load_balance": 0.01, "data_parallel": true, "expert_parallel": $2,
+ "data": {"synthetic": {"level": 1}}, "steps": 8, "batch": 8, "seq_len": 32, "eval_interval": 8, "eval_samples": 4,
+ "checkpoint_interval": 8, "checkpoint_dir": "$1", "seed": 5, "threads": 2}
+JSON
+}
+train_config "$work/one" 1 > "$work/one.json"
+train_config "$work/dp" 1 > "$work/dp.json"
+train_config "$work/ep" 2 > "$work/ep.json"
+"$moe" train --config "$work/one.json" --quiet > "$work/one.out"
+mpi "$moe" train --config "$work/dp.json" --quiet > "$work/dp.out"
+cmp -s "$work/one/checkpoint/model.safetensors" "$work/dp/checkpoint/model.safetensors" \
+  || { echo "FAIL: data-parallel training across the namespaces wrote other weights"; exit 1; }
+mpi "$moe" train --config "$work/ep.json" --quiet > "$work/ep.out"
+python3 - "$work/one.out" "$work/ep.out" <<'PY'
+import json, sys
+a, b = (json.load(open(f))["loss"] for f in sys.argv[1:3])
+assert abs(a - b) <= 1e-4 * max(1, abs(a)), (a, b)
+print("train across two namespaces: data parallel wrote the one-process checkpoint byte for byte; expert parallel loss %s against %s" % (b, a))
+PY
+
+# A rank killed mid-run, in the second namespace: the job ends with a message, not a hang.
+first=$(echo ${EP_ARCHS:-qwen3_moe} | cut -d' ' -f1)
+set +e
+mpi "$moe" bench --model "$work/$first" --prompt-tokens 64 --gen-tokens 4000 --reps 50 --threads 1 --expert-parallel 2 \
+  > /dev/null 2> "$work/fault.err" &
+job=$!
+sleep 6
+kill -9 "$(pgrep -f "moe bench --model $work/$first" | tail -n 1)"
+wait $job; rc=$?
+set -e
+[ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -qi "signal 9\|killed\|lost connection\|exited" "$work/fault.err" \
+  || { echo "FAIL: killed rank across the namespaces: exit $rc"; cat "$work/fault.err"; exit 1; }
+echo "fault across the namespaces: exit $rc: $(grep -i -m1 'signal\|killed\|lost\|exited' "$work/fault.err" | sed 's/^ *//')"
+
 if [ -n "${EP_BENCH_MODEL:-}" ]; then
   mpi "$moe" bench --model "$EP_BENCH_MODEL" --prompt-tokens 128 --gen-tokens 32 --reps 3 --threads 1 --expert-parallel 2
 fi
