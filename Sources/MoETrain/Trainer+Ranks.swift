@@ -140,7 +140,9 @@ extension Trainer {
                         guard !shard.experts(of: group.rank).contains(e) else { continue }
                         let values = Tensor(shape: kind[e].value.shape, values: Array(all[offset..<(offset + sizes[e])]))
                         switch part {
-                        case 0: kind[e].value.mutableRawPointer.copyMemory(from: values.rawPointer, byteCount: values.byteCount)
+                        case 0:  // in the weight's own dtype (f32 when trained, as every trainable weight is)
+                            let stored = values.converted(to: kind[e].value.dtype)
+                            kind[e].value.mutableRawPointer.copyMemory(from: stored.rawPointer, byteCount: stored.byteCount)
                         case 1: optimizer.restore(kind[e], m: values, v: optimizer.state(of: kind[e])?.v ?? Tensor(zeros: values.shape),
                                                   step: optimizer.step)
                         default: optimizer.restore(kind[e], m: optimizer.state(of: kind[e])?.m ?? Tensor(zeros: values.shape), v: values,
