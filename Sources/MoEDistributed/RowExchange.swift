@@ -1,3 +1,4 @@
+import Dispatch
 import MoECore
 
 // Dimension legend: R this rank's routed rows (grouped by expert), R' the rows of this rank's
@@ -26,10 +27,14 @@ public final class RowExchange {
     /// Rows this rank's experts receive (R'), and rows this rank sent (R).
     public var ownedRows: Int { ownedOffsets.last ?? 0 }
     public let localRows: Int
+    /// Where each exchange adds the bytes it sends and receives and its time in the
+    /// collectives, or nil.
+    let statistics: ExchangeStatistics?
 
     /// The plan for rows grouped by `rowOffsets` (E + 1 offsets) on this rank. Every rank must
     /// build one at the same point (it exchanges the counts).
-    public init(communicator: any Communicator, shard: ExpertShard, rowOffsets: [Int]) {
+    public init(communicator: any Communicator, shard: ExpertShard, rowOffsets: [Int], statistics: ExchangeStatistics? = nil) {
+        self.statistics = statistics
         let e = shard.experts, p = communicator.size
         precondition(rowOffsets.count == e + 1 && shard.ranks == p, "RowExchange: \(rowOffsets.count) offsets for \(e) experts, \(p) ranks")
         self.communicator = communicator
@@ -65,10 +70,13 @@ public final class RowExchange {
         let width = rows.rowStride
         precondition(rows.dtype == .f32 && rows.shape[0] == localRows, "RowExchange.dispatch: rows \(rows.shape), \(localRows) expected")
         var inbox = [Float](repeating: 0, count: receiveRows.reduce(0, +) * width)
+        let start = DispatchTime.now().uptimeNanoseconds
         inbox.withUnsafeMutableBufferPointer { box in
             communicator.allToAllV(send: rows.floats, sendCounts: sendRows.map { $0 * width },
                                    receive: box, receiveCounts: receiveRows.map { $0 * width })
         }
+        statistics?.record(sent: bytesSent(width: width), received: bytesReceived(width: width), compute: 0,
+                           communication: DispatchTime.now().uptimeNanoseconds - start)
         let owned = Tensor(uninitialized: [ownedRows, width])
         inbox.withUnsafeBufferPointer { box in
             let to = owned.mutableFloats.baseAddress
@@ -88,10 +96,13 @@ public final class RowExchange {
             for b in blocks where b.count > 0 { (box.baseAddress! + b.source * width).update(from: from! + b.owned * width, count: b.count * width) }
         }
         let back = Tensor(uninitialized: [localRows, width])
+        let start = DispatchTime.now().uptimeNanoseconds
         outbox.withUnsafeBufferPointer { box in
             communicator.allToAllV(send: box, sendCounts: receiveRows.map { $0 * width },
                                    receive: back.mutableFloats, receiveCounts: sendRows.map { $0 * width })
         }
+        statistics?.record(sent: bytesReceived(width: width), received: bytesSent(width: width), compute: 0,
+                           communication: DispatchTime.now().uptimeNanoseconds - start)
         return back
     }
 

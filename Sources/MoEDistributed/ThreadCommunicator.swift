@@ -159,12 +159,14 @@ public final class ThreadCommunicator: Communicator, @unchecked Sendable {
         }
     }
 
-    /// Each rank's result, set from its thread.
-    final class Results<T>: @unchecked Sendable {
+    /// One value per rank, set from the ranks' threads (each rank's result; a test's side
+    /// channel).
+    public final class Results<T>: @unchecked Sendable {
         private let lock = NSLock()
         private var slots: [T?]
-        init(count: Int) { slots = Array(repeating: nil, count: count) }
-        func set(_ i: Int, _ value: T) { lock.withLock { slots[i] = value } }
-        func values() -> [T] { lock.withLock { slots.map { $0! } } }
+        public init(count: Int) { slots = Array(repeating: nil, count: count) }
+        public func set(_ i: Int, _ value: T) { lock.withLock { slots[i] = value } }
+        /// Every rank's value, in rank order (all must have been set).
+        public func values() -> [T] { lock.withLock { slots.map { $0! } } }
     }
 }

@@ -96,8 +96,14 @@ struct Train: ParsableCommand {
         let afterWarmup = warm.flatMap { w in
             ran > Self.warmupSteps ? Double(tokens - w.tokens) / max(lastStepEnd.timeIntervalSince(w.date), 1e-9) : nil
         }
-        try printJSON(Summary(step: trainer.step, loss: lastLoss, tokensPerS: lastRate, tokensPerSAfterWarmup: afterWarmup,
-                              checkpoint: dir.appendingPathComponent("checkpoint").path))
+        var summary = Summary(step: trainer.step, loss: lastLoss, tokensPerS: lastRate, tokensPerSAfterWarmup: afterWarmup,
+                              checkpoint: dir.appendingPathComponent("checkpoint").path)
+        if trainer.model.expertParallel != nil && ran > 0 {
+            let t = trainer.model.expertExchange.current
+            summary.expertParallelBytesSentPerStep = Double(t.bytesSent) / Double(ran)
+            summary.expertParallelSecondsPerStep = Double(t.communicationNanoseconds) / 1e9 / Double(ran)
+        }
+        try printJSON(summary)
     }
 
     struct EvalLine: Encodable {
@@ -117,6 +123,10 @@ struct Train: ParsableCommand {
     /// runs).
     struct Summary: Encodable {
         let step: Int, loss: Float, tokensPerS: Double, tokensPerSAfterWarmup: Double?, checkpoint: String
+        /// With `expert_parallel`: rank 0's all-to-all traffic per step (bytes sent to other
+        /// ranks, over every MoE layer, forward and backward) and its seconds in those collectives.
+        var expertParallelBytesSentPerStep: Double? = nil
+        var expertParallelSecondsPerStep: Double? = nil
     }
 
     /// Steps `tokens_per_s_after_warmup` leaves out (the first touches every buffer).

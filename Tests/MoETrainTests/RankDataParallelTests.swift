@@ -66,6 +66,7 @@ final class RankDataParallelTests: XCTestCase {
                 _ = alone.computeGradients()
                 let wantGrads = alone.model.parameters.map { $0.variable.grad?.toFloats() ?? [] }
                 let want = Self.run(alone, steps: 3)
+                let traffic = ThreadCommunicator.Results<(sent: Int, received: Int)>(count: ranks)
                 let got = ThreadCommunicator.run(ranks: ranks) { [c] comm -> Result<([[Float]], [Float], [[Int]], [[Float]]), Error> in
                     Result {
                         let trainer = try Trainer(config: c, pool: ThreadPool(threads: 1))
@@ -73,9 +74,14 @@ final class RankDataParallelTests: XCTestCase {
                         _ = trainer.computeGradients()
                         let grads = trainer.model.parameters.map { $0.variable.grad?.toFloats() ?? [] }
                         let r = Self.run(trainer, steps: 3)
+                        let t = trainer.model.expertExchange.current
+                        traffic.set(comm.rank, (t.bytesSent, t.bytesReceived))
                         return (grads, r.losses, r.loads, r.weights)
                     }
                 }
+                let moved = traffic.values()
+                XCTAssertGreaterThan(moved.reduce(0) { $0 + $1.sent }, 0, "\(router): rows crossed ranks")
+                XCTAssertEqual(moved.reduce(0) { $0 + $1.sent }, moved.reduce(0) { $0 + $1.received }, "\(router): every byte sent arrived")
                 for (rank, result) in got.enumerated() {
                     let (grads, losses, loads, weights) = try result.get()
                     let label = "\(router), \(ranks) ranks, rank \(rank)"

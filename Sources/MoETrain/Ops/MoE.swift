@@ -96,9 +96,12 @@ public struct AuxLossCoefficients: Sendable, Equatable {
 public struct ExpertParallelGroup {
     public let communicator: any Communicator
     public let shard: ExpertShard
-    public init(communicator: any Communicator, shard: ExpertShard) {
+    /// Where the op's exchanges add their bytes and time, or nil.
+    public let statistics: ExchangeStatistics?
+    public init(communicator: any Communicator, shard: ExpertShard, statistics: ExchangeStatistics? = nil) {
         self.communicator = communicator
         self.shard = shard
+        self.statistics = statistics
     }
 }
 
@@ -184,7 +187,8 @@ extension Tape {
         // Expert parallelism: this rank's experts run on the rows every rank routed to them. x's
         // rows and their weights travel there first (`RowExchange`); the rows below are then
         // that rank-wide set, read in order rather than through the token index.
-        let exchange = expertParallel.map { RowExchange(communicator: $0.communicator, shard: $0.shard, rowOffsets: dispatch.rowOffsets) }
+        let exchange = expertParallel.map { RowExchange(communicator: $0.communicator, shard: $0.shard, rowOffsets: dispatch.rowOffsets,
+                                                         statistics: $0.statistics) }
         precondition(exchange == nil || (params.plainSwiGLU && adapters == nil),
                      "moe: expert parallelism runs plain SwiGLU experts without adapters (TrainingConfig.validate refuses the rest)")
         let localWeight = dispatch.rowAssignment.map { routing.weights[$0] }
