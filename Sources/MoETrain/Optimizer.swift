@@ -60,6 +60,9 @@ public final class AdamW: @unchecked Sendable {
         moments[ObjectIdentifier(p)].map { ($0.m.reshaped(p.shape), $0.v.reshaped(p.shape)) }
     }
 
+    /// Drops `p`'s moments (a parameter this process no longer trains: another rank's expert).
+    public func forget(_ p: Variable) { moments[ObjectIdentifier(p)] = nil }
+
     /// Restores `p`'s moments (copied, as f32) and the step count (when resuming).
     public func restore(_ p: Variable, m: Tensor, v: Tensor, step: Int) {
         moments[ObjectIdentifier(p)] = Moments(m: m.converted(to: .f32).reshaped([m.count]),

@@ -24,6 +24,26 @@ extension Trainer {
             }
         }
         communicator = ranks
+        if config.expertParallel > 1 && ranks.rank != 0 { releaseOtherExperts() }
+    }
+
+    /// On a rank other than 0 under expert parallelism: lets go of the other ranks' experts
+    /// (weights and AdamW moments), which it never reads. Each keeps a placeholder of its shape
+    /// whose memory is never touched, so it is not resident. Rank 0 keeps every expert, for
+    /// evaluations and checkpoints (`synchronizeExperts`).
+    private func releaseOtherExperts() {
+        guard let group = communicator else { return }
+        for layer in model.layers {
+            guard let moe = layer.moe, let shard = ExpertShard(experts: moe.gate.count, ranks: group.size) else { continue }
+            let mine = shard.experts(of: group.rank)
+            for kind in [moe.gate, moe.up, moe.down] {
+                for (e, v) in kind.enumerated() where !mine.contains(e) {
+                    v.value = Tensor(uninitialized: v.value.shape, dtype: v.value.dtype)
+                    v.grad = nil
+                    optimizer.forget(v)
+                }
+            }
+        }
     }
 
     /// `computeGradients` on ranks (`communicator`): `data_parallel` with the ranks as its
@@ -110,11 +130,12 @@ extension Trainer {
         return norm > config.clip && norm > 0 ? config.clip / norm : 1
     }
 
-    /// Under expert parallelism, brings every rank's copy of every expert (weights and AdamW
+    /// Under expert parallelism, brings rank 0's copy of every expert (weights and AdamW
     /// moments) up to date from the rank that trains it, one `allGatherV` per layer and
     /// tensor kind: before an evaluation (which runs every expert locally) and a checkpoint
-    /// (rank 0 writes every expert). Every rank must call it at the same steps; a no-op
-    /// without expert parallelism.
+    /// (rank 0 writes every expert). The other ranks hold only their own experts and keep
+    /// nothing they receive. Every rank must call it at the same steps; a no-op without expert
+    /// parallelism.
     public func synchronizeExperts() {
         guard let group = communicator, model.expertParallel != nil else { return }
         for layer in model.layers {
@@ -134,6 +155,7 @@ extension Trainer {
                     for e in shard.experts(of: group.rank) { mine += tensor(kind[e])?.toFloats() ?? [Float](repeating: 0, count: sizes[e]) }
                     var all = [Float](repeating: 0, count: counts.reduce(0, +))
                     mine.withUnsafeBufferPointer { m in all.withUnsafeMutableBufferPointer { group.allGatherV(send: m, receive: $0, counts: counts) } }
+                    guard group.rank == 0 else { continue }
                     var offset = 0
                     for e in 0..<kind.count {
                         defer { offset += sizes[e] }

@@ -43,7 +43,6 @@ struct Train: ParsableCommand {
         let trainer = try Trainer(config: cfg, pool: pool)
         // Under mpirun: data parallel over the ranks; rank 0 alone writes and prints.
         let ranks = try ParallelOptions.trainingRanks(config: cfg, path: config)
-        if let ranks { try trainer.join(ranks, configPath: config) }
         let lead = (ranks?.rank ?? 0) == 0
         let dir = URL(fileURLWithPath: cfg.checkpointDir)
         if resume || evaluate {  // before anything is created: a failed resume writes nothing
@@ -51,7 +50,10 @@ struct Train: ParsableCommand {
             ranks?.barrier()
             try trainer.restore(from: dir)
         }
+        // After restoring: with expert_parallel, ranks other than 0 then let go of the others' experts.
+        if let ranks { try trainer.join(ranks, configPath: config) }
         if evaluate {
+            guard lead else { return }  // rank 0 holds every expert
             let e = trainer.evaluate()
             try printJSON(Evaluated(step: trainer.step, samples: cfg.evalSamples, accuracy: e.accuracy, expertsPerToken: e.expertsPerToken))
             return
