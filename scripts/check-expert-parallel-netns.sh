@@ -5,7 +5,8 @@
 # where two machines would use ssh. Logits and greedy tokens must equal the single process's,
 # byte for byte; data-parallel training must write the one-process checkpoint byte for byte and
 # expert-parallel training reach its losses; a rank killed mid-run must end the job, not hang.
-# With EP_BENCH_MODEL, `moe bench` reports what crossed the link. Needs root (ip netns).
+# With EP_BENCH_MODEL, `moe bench` reports what crossed the link (EP_BENCH_ARGS adds options,
+# e.g. `--expert-rows partitioned --overlap-chunks 8` for the pipeline). Needs root (ip netns).
 #
 #     scripts/check-expert-parallel-netns.sh [MOE_BINARY]     # default: .build/release/moe
 set -euo pipefail
@@ -41,6 +42,15 @@ for arch in ${EP_ARCHS:-qwen3_moe deepseek_v3}; do
   cmp -s "$work/$arch.ids" "$work/$arch.ids.2" || { echo "FAIL $arch: tokens across the namespaces differ"; exit 1; }
   echo "$arch: logits and 16 greedy tokens identical across two namespaces over TCP"
 done
+# Partitioned rows (all-to-all over TCP), pipelined in 4 chunks by non-blocking all-to-alls:
+# the unpipelined logits byte for byte, and the single process's to rounding.
+first=$(echo ${EP_ARCHS:-qwen3_moe} | cut -d' ' -f1)
+mpi "$moe" logits --model "$work/$first" --tokens "$tokens" --threads 1 --expert-parallel 2 --expert-rows partitioned > "$work/part.1"
+mpi "$moe" logits --model "$work/$first" --tokens "$tokens" --threads 1 --expert-parallel 2 --expert-rows partitioned \
+  --overlap-chunks 4 > "$work/part.4"
+cmp -s "$work/part.1" "$work/part.4" || { echo "FAIL $first: pipelined partitioned logits across the namespaces differ"; exit 1; }
+python3 "$here/compare-logits.py" "$work/$first.logits" "$work/part.1" 1e-5
+echo "$first: partitioned rows pipelined in 4 chunks across the namespaces: the unpipelined logits byte for byte"
 # Training: one process with 2 shards on threads against 2 ranks in the two namespaces.
 train_config() {  # $1: checkpoint dir, $2: expert_parallel
   cat <<JSON
@@ -66,7 +76,6 @@ print("train across two namespaces: data parallel wrote the one-process checkpoi
 PY
 
 # A rank killed mid-run, in the second namespace: the job ends with a message, not a hang.
-first=$(echo ${EP_ARCHS:-qwen3_moe} | cut -d' ' -f1)
 set +e
 mpi "$moe" bench --model "$work/$first" --prompt-tokens 64 --gen-tokens 4000 --reps 50 --threads 1 --expert-parallel 2 \
   > /dev/null 2> "$work/fault.err" &
@@ -80,5 +89,5 @@ set -e
 echo "fault across the namespaces: exit $rc: $(grep -i -m1 'signal\|killed\|lost\|exited' "$work/fault.err" | sed 's/^ *//')"
 
 if [ -n "${EP_BENCH_MODEL:-}" ]; then
-  mpi "$moe" bench --model "$EP_BENCH_MODEL" --prompt-tokens 128 --gen-tokens 32 --reps 3 --threads 1 --expert-parallel 2
+  mpi "$moe" bench --model "$EP_BENCH_MODEL" --prompt-tokens 128 --gen-tokens 32 --reps 3 --threads 1 --expert-parallel 2 ${EP_BENCH_ARGS:-}
 fi

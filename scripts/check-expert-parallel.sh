@@ -41,6 +41,19 @@ mpi 2 "$moe" perplexity --model "$work/$first" --file "$work/ppl.txt" --context 
 cmp -s "$work/ppl.1" "$work/ppl.2" || { echo "FAIL: perplexity on 2 ranks differs"; cat "$work/ppl.1" "$work/ppl.2"; exit 1; }
 echo "perplexity: identical on 2 ranks ($(grep -o '"perplexity":[0-9.]*' "$work/ppl.1"))"
 
+# Partitioned rows (each row to its expert's rank and back by MPI_Alltoallv), pipelined in 4
+# chunks by non-blocking MPI_Ialltoallv: the unpipelined logits byte for byte, on 2 and 4 ranks
+# (4 ranks of 8 experts: 2 chunks used), and the single process's to rounding.
+here=$(cd "$(dirname "$0")" && pwd)
+for np in 2 4; do
+  mpi "$np" "$moe" logits --model "$work/$first" --tokens "$tokens" --threads 1 --expert-parallel "$np" --expert-rows partitioned > "$work/part.$np.1"
+  mpi "$np" "$moe" logits --model "$work/$first" --tokens "$tokens" --threads 1 --expert-parallel "$np" --expert-rows partitioned \
+    --overlap-chunks 4 > "$work/part.$np.4"
+  cmp -s "$work/part.$np.1" "$work/part.$np.4" || { echo "FAIL: pipelined partitioned logits on $np ranks differ from unpipelined"; exit 1; }
+  python3 "$here/compare-logits.py" "$work/$first.logits" "$work/part.$np.1" 1e-5 > /dev/null
+done
+echo "partitioned rows, pipelined in 4 chunks: the unpipelined logits byte for byte on 2 and 4 ranks, one process's within 1e-5"
+
 # The exchanges' figures (rank 0's), on a 16-expert model.
 "$moe" init-random --arch qwen3_moe --out "$work/bench" --layers 2 --experts 16 --top-k 4 --hidden 256 --expert-size 128 > /dev/null
 mpi 2 "$moe" bench --model "$work/bench" --prompt-tokens 32 --gen-tokens 8 --reps 1 --threads 1 --expert-parallel 2 > "$work/bench.json"
@@ -54,6 +67,16 @@ for phase in ("prefill", "decode"):
     assert p["bytes_received_per_token_per_layer"] > 0 and p["total_seconds_per_token"] > 0, (phase, p)
 print("bench: rank 0 holds %d of %d expert bytes; decode receives %.0f bytes per token per layer, communication %.0f%% of decode"
       % (r["expert_bytes_held"], r["expert_bytes_total"], r["decode"]["bytes_received_per_token_per_layer"], 100 * r["decode"]["communication_fraction"]))
+PY
+mpi 2 "$moe" bench --model "$work/bench" --prompt-tokens 32 --gen-tokens 2 --reps 1 --threads 1 --expert-parallel 2 \
+  --expert-rows partitioned --overlap-chunks 4 > "$work/overlap.json"
+python3 - "$work/overlap.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["expert_parallel"]
+assert r["rows"] == "partitioned" and r["chunks"] == 4, r
+o = r["overlap"]
+assert [x["chunks"] for x in o] == [1, 2, 4] and all(x["expert_layer_seconds_per_token"] > 0 for x in o), o
+print("bench overlap: exposed all-to-all per token %s ms for 1, 2, 4 chunks" % [round(x["exposed_communication_seconds_per_token"] * 1e3, 3) for x in o])
 PY
 
 # Typed errors, non-zero exits.

@@ -1,3 +1,4 @@
+import Dispatch
 import MoECore
 
 /// The collective operations expert and data parallelism run on: a group of `size` ranks, each
@@ -26,6 +27,13 @@ public protocol Communicator: AnyObject, Sendable {
     /// (exchange the counts first, with `allGather`).
     func allToAllV(send: UnsafeBufferPointer<Float>, sendCounts: [Int],
                    receive: UnsafeMutableBufferPointer<Float>, receiveCounts: [Int])
+    /// Starts `allToAllV` and returns at once (`MPI_Ialltoallv`), so that computation can run
+    /// while the rows travel; `wait()` on the result before reading `receive` or reusing
+    /// `send`, and keep both alive until then. Ranks must start collectives in the same order,
+    /// blocking or not. An implementation may finish the exchange before it returns (the
+    /// threads' one does: its ranks share memory, there is nothing to overlap).
+    func startAllToAllV(send: UnsafeBufferPointer<Float>, sendCounts: [Int],
+                        receive: UnsafeMutableBufferPointer<Float>, receiveCounts: [Int]) -> any PendingCollective
     /// Every rank's `values` (the same count on every rank), concatenated in rank order.
     func allGather(_ values: [Int64]) -> [Int64]
     /// Every rank's `send`, concatenated in rank order into `receive` (`counts[q]` values from
@@ -39,7 +47,33 @@ public protocol Communicator: AnyObject, Sendable {
     func barrier()
 }
 
+/// A collective in flight (see `Communicator.startAllToAllV`).
+public protocol PendingCollective: AnyObject {
+    /// Returns once this rank's part of the collective is done: its receive buffer is filled
+    /// and its send buffer free.
+    func wait()
+    /// Whether it is done, without waiting; calling it also lets MPI move the data along.
+    func test() -> Bool
+    /// When it was first seen done (`DispatchTime` nanoseconds), or nil while in flight.
+    var finishedAt: UInt64? { get }
+}
+
+/// A collective that was finished when it was started.
+public final class FinishedCollective: PendingCollective {
+    public let finishedAt: UInt64?
+    public init() { finishedAt = DispatchTime.now().uptimeNanoseconds }
+    public func wait() {}
+    public func test() -> Bool { true }
+}
+
 extension Communicator {
+    /// The blocking exchange, finished before it returns.
+    public func startAllToAllV(send: UnsafeBufferPointer<Float>, sendCounts: [Int],
+                               receive: UnsafeMutableBufferPointer<Float>, receiveCounts: [Int]) -> any PendingCollective {
+        allToAllV(send: send, sendCounts: sendCounts, receive: receive, receiveCounts: receiveCounts)
+        return FinishedCollective()
+    }
+
     /// The sum of one value over the ranks.
     public func sum(_ value: Double) -> Double {
         var v = [value]

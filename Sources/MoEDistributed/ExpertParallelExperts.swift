@@ -21,6 +21,13 @@ import MoECore
 ///
 /// Either way each expert sees the rows a single process would give it, in the same order
 /// (in `.replicated`), so the outputs are bit for bit the single process's.
+///
+/// `.partitioned` can pipeline (FSMoE's overlap): with `chunks` C > 1, each rank's experts are
+/// split into C slices, chunk k being the k-th slice of every rank's experts, and while chunk
+/// k's experts run, chunk k+1's rows travel out and chunk k-1's outputs travel back
+/// (non-blocking all-to-alls). Chunks are whole experts, not pieces of an expert's rows, so
+/// each expert still runs all its rows in one product and the outputs are bit for bit the
+/// unchunked ones (the products' rounding depends on how many rows they take).
 public struct ExpertParallelExperts: ExpertFFN {
     /// How the ranks' rows relate (see the type's documentation).
     public enum Mode: Sendable { case replicated, partitioned }
@@ -32,6 +39,12 @@ public struct ExpertParallelExperts: ExpertFFN {
     public let mode: Mode
     /// What the exchanges cost (shared by the layers of a model).
     public let statistics: ExchangeStatistics
+    /// Pieces each `.partitioned` forward is pipelined in (1: no pipeline); at most the
+    /// smallest shard's expert count is used (`effectiveChunks`).
+    public var chunks = 1
+    /// The chunks a forward really uses: a chunk is a slice of every rank's experts, so there
+    /// are no more than the fewest experts a rank holds.
+    public var effectiveChunks: Int { min(chunks, shard.experts / shard.ranks) }
 
     public var expertCount: Int { experts.expertCount }
     public var hiddenSize: Int { experts.hiddenSize }
@@ -78,24 +91,72 @@ public struct ExpertParallelExperts: ExpertFFN {
         let out = Tensor(uninitialized: [rows.shape[0], d])
         withExtendedLifetime(y) { comm.allGatherV(send: y.floats, receive: out.mutableFloats, counts: counts) }
         let received = counts.reduce(0, +) - counts[comm.rank]
+        let end = DispatchTime.now().uptimeNanoseconds
         statistics.record(sent: counts[comm.rank] * (comm.size - 1) * 4, received: received * 4,
-                          compute: computed - start, communication: DispatchTime.now().uptimeNanoseconds - computed)
+                          compute: computed - start, communication: end - computed, flight: end - computed, wall: end - start)
         return out
     }
 
-    /// Each rank has its own rows: send them to their experts' ranks, run, send the outputs back.
+    /// Each rank has its own rows: send them to their experts' ranks, run, send the outputs
+    /// back; in `chunks` pieces, pipelined. All ranks start the exchanges in one order: out 0,
+    /// out 1, back 0, out 2, back 1, ..., back C-1.
     private func partitioned(_ rows: Tensor, rowOffsets: [Int], pool: ThreadPool) -> Tensor {
         let start = DispatchTime.now().uptimeNanoseconds
-        let exchange = RowExchange(communicator: communicator, shard: shard, rowOffsets: rowOffsets)
-        let owned = exchange.dispatch(rows)
-        let computeStart = DispatchTime.now().uptimeNanoseconds
-        let y = runLocal(owned, offsets: exchange.ownedOffsets, pool: pool)
-        let computed = DispatchTime.now().uptimeNanoseconds
-        let out = exchange.collect(y)
-        let d = hiddenSize, moved = exchange.bytesSent(width: d) + exchange.bytesReceived(width: d)
-        statistics.record(sent: moved, received: moved, compute: computed - computeStart,
-                          communication: (computeStart - start) + (DispatchTime.now().uptimeNanoseconds - computed))
+        let e = expertCount, d = hiddenSize, c = effectiveChunks
+        let chunkOf = (0..<e).map { x in
+            let mine = shard.experts(of: shard.owner(of: x))
+            return (x - mine.lowerBound) * c / mine.count
+        }
+        let chunkOffsets = (0..<c).map { k in
+            (0...e).map { x in (0..<x).reduce(0) { $0 + (chunkOf[$1] == k ? rowOffsets[$1 + 1] - rowOffsets[$1] : 0) } }
+        }
+        let plans = RowExchange.plans(communicator: communicator, shard: shard, chunkOffsets: chunkOffsets)
+        /// Chunk k's rows, grouped by expert: `rows` itself when there is one chunk.
+        func input(_ k: Int) -> Tensor {
+            if c == 1 { return rows }
+            let t = Tensor(uninitialized: [chunkOffsets[k][e], d])
+            let from = rows.floats.baseAddress, to = t.mutableFloats.baseAddress
+            for x in 0..<e where chunkOf[x] == k && rowOffsets[x + 1] > rowOffsets[x] {
+                (to! + chunkOffsets[k][x] * d).update(from: from! + rowOffsets[x] * d, count: (rowOffsets[x + 1] - rowOffsets[x]) * d)
+            }
+            return t
+        }
+        var outgoing = [plans[0].startDispatch(input(0))], returning: [PendingRows] = []
+        var compute: UInt64 = 0
+        for k in 0..<c {
+            if k + 1 < c { outgoing.append(plans[k + 1].startDispatch(input(k + 1))) }
+            let owned = outgoing[k].finish()
+            let computeStart = DispatchTime.now().uptimeNanoseconds
+            let y = runLocal(owned, offsets: plans[k].ownedOffsets, pool: pool)
+            compute += DispatchTime.now().uptimeNanoseconds - computeStart
+            returning.append(plans[k].startCollect(y))
+        }
+        let out = c == 1 ? returning[0].finish() : Tensor(uninitialized: [rows.shape[0], d])
+        if c > 1 {
+            let to = out.mutableFloats.baseAddress
+            for k in 0..<c {
+                let back = returning[k].finish()
+                let from = back.floats.baseAddress
+                for x in 0..<e where chunkOf[x] == k && rowOffsets[x + 1] > rowOffsets[x] {
+                    (to! + rowOffsets[x] * d).update(from: from! + chunkOffsets[k][x] * d, count: (rowOffsets[x + 1] - rowOffsets[x]) * d)
+                }
+            }
+        }
+        let moved = plans.reduce(0) { $0 + $1.bytesSent(width: d) + $1.bytesReceived(width: d) }
+        let exchanges = outgoing + returning
+        let total = DispatchTime.now().uptimeNanoseconds - start
+        statistics.record(sent: moved, received: moved, compute: compute,
+                          communication: exchanges.reduce(0) { $0 + $1.exposedNanoseconds },
+                          flight: exchanges.reduce(0) { $0 + $1.flightNanoseconds }, wall: total)
         return out
+    }
+
+    /// The same experts, pipelined in `chunks` pieces (see the type's documentation).
+    public func pipelined(chunks: Int) -> ExpertParallelExperts {
+        precondition(chunks >= 1, "ExpertParallelExperts: \(chunks) chunks")
+        var copy = self
+        copy.chunks = chunks
+        return copy
     }
 
     /// This rank's experts on their rows (`offsets` over all E experts, empty outside the shard).
@@ -106,7 +167,9 @@ public struct ExpertParallelExperts: ExpertFFN {
 
 /// What the expert-parallel exchanges of a model cost, added up over its layers and calls:
 /// bytes this rank sent to and received from other ranks, and nanoseconds spent running its
-/// experts and in the collectives (waiting for slower ranks included).
+/// experts, held up by the collectives (waiting for slower ranks included), with the
+/// collectives in flight (overlapped with the experts or not), and in the expert layers'
+/// exchange-and-run as a whole.
 public final class ExchangeStatistics: @unchecked Sendable {
     private let lock = NSLock()
     private var totals = Totals()
@@ -116,6 +179,7 @@ public final class ExchangeStatistics: @unchecked Sendable {
         public var exchanges = 0
         public var bytesSent = 0, bytesReceived = 0
         public var computeNanoseconds: UInt64 = 0, communicationNanoseconds: UInt64 = 0
+        public var flightNanoseconds: UInt64 = 0, wallNanoseconds: UInt64 = 0
     }
 
     public init() {}
@@ -126,13 +190,15 @@ public final class ExchangeStatistics: @unchecked Sendable {
     /// Starts the totals again from zero.
     public func reset() { lock.withLock { totals = Totals() } }
 
-    func record(sent: Int, received: Int, compute: UInt64, communication: UInt64) {
+    func record(sent: Int, received: Int, compute: UInt64, communication: UInt64, flight: UInt64 = 0, wall: UInt64 = 0) {
         lock.withLock {
             totals.exchanges += 1
             totals.bytesSent += sent
             totals.bytesReceived += received
             totals.computeNanoseconds += compute
             totals.communicationNanoseconds += communication
+            totals.flightNanoseconds += flight
+            totals.wallNanoseconds += wall
         }
     }
 }

@@ -195,7 +195,9 @@ struct Bench: ParsableCommand {
         if let sharded {
             let figures = try ExpertParallelBenchmark.measure(model: m, statistics: sharded.statistics, communicator: sharded.communicator,
                                                               expertBytesTotal: sharded.expertBytesTotal,
-                                                              promptTokens: promptTokens, genTokens: genTokens)
+                                                              promptTokens: promptTokens, genTokens: genTokens,
+                                                              partitioned: parallel.expertRows == .partitioned, chunks: parallel.overlapChunks,
+                                                              overlapChunks: parallel.overlapSeries, reps: reps)
             try printJSON(ShardedBenchReport(report: report, expertParallel: figures))
         } else {
             try printJSON(report)

@@ -12,8 +12,29 @@ struct ParallelOptions: ParsableArguments {
             help: "Shard every MoE layer's routed experts over the P ranks of `mpirun -np P` (needs `swift build --traits MPI`); rank 0 prints.")
     var expertParallel: Int?
 
+    @Option(name: .customLong("expert-rows"),
+            help: "With --expert-parallel: replicated (every rank runs the same tokens; its experts' outputs are all-gathered) or partitioned (rows go to their experts' ranks and back by all-to-all, as when each rank serves its own tokens).")
+    var expertRows: ExpertRows = .replicated
+
+    @Option(name: .customLong("overlap-chunks"),
+            help: "With --expert-rows partitioned: pipeline each expert layer in N slices of the experts, so that one slice's rows travel while another's run (FSMoE).")
+    var overlapChunks: Int = 1
+
+    /// How rows reach their experts' ranks (`ExpertParallelExperts.Mode`).
+    enum ExpertRows: String, ExpressibleByArgument, CaseIterable {
+        case replicated, partitioned
+        var mode: ExpertParallelExperts.Mode { self == .replicated ? .replicated : .partitioned }
+    }
+
     func validate() throws {
         if let p = expertParallel { try OptionLimits.check(p, "--expert-parallel", in: 1...65_536) }
+        try OptionLimits.check(overlapChunks, "--overlap-chunks", in: 1...1024)
+        if expertParallel == nil && (expertRows != .replicated || overlapChunks != 1) {
+            throw ValidationError("--expert-rows and --overlap-chunks need --expert-parallel")
+        }
+        if overlapChunks != 1 && expertRows != .partitioned {
+            throw ValidationError("--overlap-chunks pipelines the all-to-all of --expert-rows partitioned; replicated rows have none")
+        }
     }
 
     /// A model sharded over ranks: what its exchanges cost, and the ranks.
@@ -39,7 +60,8 @@ struct ParallelOptions: ParsableArguments {
             if null >= 0 { dup2(null, STDOUT_FILENO); close(null) }
         }
         let total = model.routedExpertBytes
-        return Sharded(statistics: try model.shardExperts(over: world), communicator: world, expertBytesTotal: total)
+        return Sharded(statistics: try model.shardExperts(over: world, mode: expertRows.mode, chunks: overlapChunks),
+                       communicator: world, expertBytesTotal: total)
         #else
         throw ValidationError("--expert-parallel needs a moe built with MPI: apt-get install libopenmpi-dev openmpi-bin, then swift build -c release --traits MPI")
         #endif
@@ -74,5 +96,16 @@ struct ParallelOptions: ParsableArguments {
         #else
         throw ValidationError("moe train under mpirun (\(size) ranks) needs a moe built with MPI: swift build -c release --traits MPI")
         #endif
+    }
+}
+
+extension ParallelOptions {
+    /// The chunk counts `moe bench` compares under partitioned rows: 1, then doubling up to
+    /// `--overlap-chunks` (and it), or none without a pipeline asked for.
+    var overlapSeries: [Int] {
+        guard expertRows == .partitioned, overlapChunks > 1 else { return [] }
+        var series = [1], c = 2
+        while c < overlapChunks { series.append(c); c *= 2 }
+        return series + [overlapChunks]
     }
 }

@@ -256,6 +256,11 @@ final class BadInputTests: XCTestCase {
             Case(args: ["logits", "--tokens", "1", "--expert-parallel", "0"], status: 64, mentions: ["--expert-parallel"]),
             // `swift test` builds without the MPI trait: sharding is refused with how to get it.
             Case(args: ["generate", "--expert-parallel", "2", "hi"], status: 64, mentions: ["--expert-parallel", "--traits MPI"]),
+            Case(args: ["logits", "--tokens", "1", "--expert-rows", "partitioned"], status: 64, mentions: ["--expert-parallel"]),
+            Case(args: ["bench", "--expert-parallel", "2", "--expert-rows", "sideways"], status: 64, mentions: ["--expert-rows", "sideways"]),
+            Case(args: ["bench", "--expert-parallel", "2", "--overlap-chunks", "4"], status: 64, mentions: ["--overlap-chunks", "partitioned"]),
+            Case(args: ["bench", "--expert-parallel", "2", "--expert-rows", "partitioned", "--overlap-chunks", "0"], status: 64,
+                 mentions: ["--overlap-chunks"]),
             Case(args: ["generate", "--model", gguf, "--memory-budget", "-5MB", "hi"], status: 64, mentions: ["--memory-budget"]),
             Case(args: ["perplexity", "--file", text, "--memory-budget", "99999999TB"], status: 64, mentions: ["--memory-budget"]),
             Case(args: ["serve", "--memory-budget", "1GB", "--cache-policy", "fifo"], status: 64, mentions: ["--cache-policy"]),

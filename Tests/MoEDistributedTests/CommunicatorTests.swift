@@ -29,6 +29,23 @@ final class CommunicatorTests: XCTestCase {
         }
     }
 
+    /// The non-blocking form delivers the same messages once waited for.
+    func testStartedAllToAllVDeliversOnWait() {
+        let got = ThreadCommunicator.run(ranks: 3) { comm -> [Float] in
+            let send = (0..<3).map { Float(comm.rank * 10 + $0) }
+            var box = [Float](repeating: -1, count: 3)
+            send.withUnsafeBufferPointer { s in
+                box.withUnsafeMutableBufferPointer { b in
+                    let pending = comm.startAllToAllV(send: s, sendCounts: [1, 1, 1], receive: b, receiveCounts: [1, 1, 1])
+                    pending.wait()
+                    XCTAssertTrue(pending.test())
+                }
+            }
+            return box
+        }
+        for r in 0..<3 { XCTAssertEqual(got[r], (0..<3).map { Float($0 * 10 + r) }) }
+    }
+
     func testGathersAndSums() {
         let got = ThreadCommunicator.run(ranks: 3) { comm -> ([Int64], [Float], [Float], Double) in
             let r = comm.rank
