@@ -98,6 +98,9 @@ public final class TrainableDecoder: @unchecked Sendable {
     /// The ranks whose MoE ops share this model's experts (expert parallelism: each runs 1/P of
     /// every layer's experts on the rows all ranks routed there), or nil: every expert runs here.
     public var expertParallel: (any Communicator)?
+    /// Under `expertParallel`: every rank runs the same tokens, forward only (evaluation; see
+    /// `ExpertParallelGroup.replicated`), rather than its own shard of a batch.
+    public var expertParallelReplicated = false
     /// What the MoE ops' row exchanges cost under `expertParallel`, added up over calls.
     public let expertExchange = ExchangeStatistics()
     /// The checkpoint's config.json, for a model loaded from one (saved again with its weights).
@@ -224,7 +227,9 @@ public final class TrainableDecoder: @unchecked Sendable {
                     logits = tape.linear(state, output)
                 }
                 let group = expertParallel.flatMap { c in
-                    ExpertShard(experts: moe.gate.count, ranks: c.size).map { ExpertParallelGroup(communicator: c, shard: $0, statistics: expertExchange) }
+                    ExpertShard(experts: moe.gate.count, ranks: c.size).map {
+                        ExpertParallelGroup(communicator: c, shard: $0, statistics: expertExchange, replicated: expertParallelReplicated)
+                    }
                 }
                 let step = tape.moe(h2, logits: logits, moe, router: router(of: layer), aux: aux,
                                     batch: shard.map { ($0, index) }, adapters: lora?.experts(of: moe), expertParallel: group)

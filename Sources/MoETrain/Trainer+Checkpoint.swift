@@ -9,9 +9,16 @@ import MoEModels
 /// atomically.
 extension Trainer {
     /// Writes the checkpoint to a fresh folder, then swaps it in: checkpoint -> checkpoint.old,
-    /// new -> checkpoint, then removes checkpoint.old.
+    /// new -> checkpoint, then removes checkpoint.old. Under expert parallelism every rank
+    /// calls it at the same step: rank 0 writes, each expert tensor sent by its rank as its
+    /// turn comes (`Trainer+ShardedCheckpoint`); the others write nothing.
     public func save(to dir: URL) throws {
         let trainer = self
+        if let group = communicator, group.rank != 0, model.expertParallel != nil {
+            sendCheckpoint(checkpointWeights)
+            sendCheckpoint(checkpointMoments)
+            return
+        }
         let fm = FileManager.default
         let final = dir.appendingPathComponent("checkpoint"), old = dir.appendingPathComponent("checkpoint.old")
         Self.recoverCheckpoint(in: dir)
@@ -23,9 +30,7 @@ extension Trainer {
         } else {
             try writeModel(to: tmp)
         }
-        var moments: [(name: String, tensor: Tensor)] = []
-        for s in trainer.optimizerState { moments += [("\(s.name).m", s.m), ("\(s.name).v", s.v)] }
-        try SafetensorsWriter.write(moments, to: tmp.appendingPathComponent("optimizer.safetensors").path)
+        try SafetensorsWriter.write(entries: checkpointEntries(checkpointMoments), to: tmp.appendingPathComponent("optimizer.safetensors").path)
         try JSONSerialization.data(withJSONObject: ["step": trainer.step]).write(to: tmp.appendingPathComponent("trainer_state.json"))
         try? fm.removeItem(at: old)
         if fm.fileExists(atPath: final.path) { try fm.moveItem(at: final, to: old) }
@@ -36,7 +41,7 @@ extension Trainer {
     /// The model folder's files in `tmp`: weights, config.json and the tokenizer.
     private func writeModel(to tmp: URL) throws {
         let trainer = self, fm = FileManager.default
-        try SafetensorsWriter.write(trainer.model.namedTensors, metadata: ["format": "pt"],
+        try SafetensorsWriter.write(entries: checkpointEntries(checkpointWeights), metadata: ["format": "pt"],
                                     to: tmp.appendingPathComponent("model.safetensors").path)
         let fresh = trainer.config.from == nil
         var config = trainer.model.configJSON(routerConfig: fresh || trainer.config.routerGiven ? trainer.config.router : nil)

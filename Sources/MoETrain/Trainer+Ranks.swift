@@ -24,13 +24,13 @@ extension Trainer {
             }
         }
         communicator = ranks
-        if config.expertParallel > 1 && ranks.rank != 0 { releaseOtherExperts() }
+        if config.expertParallel > 1 { releaseOtherExperts() }
     }
 
-    /// On a rank other than 0 under expert parallelism: lets go of the other ranks' experts
-    /// (weights and AdamW moments), which it never reads. Each keeps a placeholder of its shape
-    /// whose memory is never touched, so it is not resident. Rank 0 keeps every expert, for
-    /// evaluations and checkpoints (`synchronizeExperts`).
+    /// Under expert parallelism, on every rank: lets go of the other ranks' experts (weights
+    /// and AdamW moments), which it never reads: evaluations run the experts where they are
+    /// (`evaluate`), and checkpoints fetch them one tensor at a time (`save`). Each keeps a
+    /// placeholder of its shape whose memory is never touched, so it is not resident.
     private func releaseOtherExperts() {
         guard let group = communicator else { return }
         for layer in model.layers {
@@ -128,51 +128,5 @@ extension Trainer {
         let squares = Double(replicated) * Double(replicated) + group.sum(Double(mine) * Double(mine))
         let norm = Float(squares.squareRoot())
         return norm > config.clip && norm > 0 ? config.clip / norm : 1
-    }
-
-    /// Under expert parallelism, brings rank 0's copy of every expert (weights and AdamW
-    /// moments) up to date from the rank that trains it, one `allGatherV` per layer and
-    /// tensor kind: before an evaluation (which runs every expert locally) and a checkpoint
-    /// (rank 0 writes every expert). The other ranks hold only their own experts and keep
-    /// nothing they receive. Every rank must call it at the same steps; a no-op without expert
-    /// parallelism.
-    public func synchronizeExperts() {
-        guard let group = communicator, model.expertParallel != nil else { return }
-        for layer in model.layers {
-            guard let moe = layer.moe, let shard = ExpertShard(experts: moe.gate.count, ranks: group.size) else { continue }
-            for kind in [moe.gate, moe.up, moe.down] {
-                let sizes = kind.map(\.value.count)
-                let counts = (0..<group.size).map { q in shard.experts(of: q).reduce(0) { $0 + sizes[$1] } }
-                for part in 0..<3 {  // weights, first moments, second moments
-                    func tensor(_ v: Variable) -> Tensor? {
-                        switch part {
-                        case 0: return v.value
-                        case 1: return optimizer.state(of: v)?.m
-                        default: return optimizer.state(of: v)?.v
-                        }
-                    }
-                    var mine: [Float] = []
-                    for e in shard.experts(of: group.rank) { mine += tensor(kind[e])?.toFloats() ?? [Float](repeating: 0, count: sizes[e]) }
-                    var all = [Float](repeating: 0, count: counts.reduce(0, +))
-                    mine.withUnsafeBufferPointer { m in all.withUnsafeMutableBufferPointer { group.allGatherV(send: m, receive: $0, counts: counts) } }
-                    guard group.rank == 0 else { continue }
-                    var offset = 0
-                    for e in 0..<kind.count {
-                        defer { offset += sizes[e] }
-                        guard !shard.experts(of: group.rank).contains(e) else { continue }
-                        let values = Tensor(shape: kind[e].value.shape, values: Array(all[offset..<(offset + sizes[e])]))
-                        switch part {
-                        case 0:  // in the weight's own dtype (f32 when trained, as every trainable weight is)
-                            let stored = values.converted(to: kind[e].value.dtype)
-                            kind[e].value.mutableRawPointer.copyMemory(from: stored.rawPointer, byteCount: stored.byteCount)
-                        case 1: optimizer.restore(kind[e], m: values, v: optimizer.state(of: kind[e])?.v ?? Tensor(zeros: values.shape),
-                                                  step: optimizer.step)
-                        default: optimizer.restore(kind[e], m: optimizer.state(of: kind[e])?.m ?? Tensor(zeros: values.shape), v: values,
-                                                   step: optimizer.step)
-                        }
-                    }
-                }
-            }
-        }
     }
 }

@@ -287,12 +287,13 @@ public final class Trainer: @unchecked Sendable {
     }
 
     /// Exact-match accuracy and experts per token on `config.evalSamples` held-out samples.
-    /// On ranks it runs on this rank alone, every expert here, so rank 0 may evaluate while the
-    /// others go on; with sharded experts, after `synchronizeExperts`.
+    /// With sharded experts (expert parallelism) every rank must call it at the same point: all
+    /// run the same samples, each its experts on every token, the outputs all-gathered
+    /// (`ExpertParallelGroup.replicated`), so every rank gets the single process's figures bit
+    /// for bit. Otherwise it runs on this rank alone.
     public func evaluate() -> Evaluation {
-        let sharded = model.expertParallel
-        model.expertParallel = nil
-        defer { model.expertParallel = sharded }
+        model.expertParallelReplicated = true
+        defer { model.expertParallelReplicated = false }
         let samples = synthetic.samples(config.evalSamples, heldOut: true, seed: config.seed &+ 0xE7A1)
         let accuracy = exactMatchAccuracy(samples) { complete($0) }
         var experts: [String: (sum: Double, count: Int)] = [:]

@@ -50,12 +50,14 @@ struct Train: ParsableCommand {
             ranks?.barrier()
             try trainer.restore(from: dir)
         }
-        // After restoring: with expert_parallel, ranks other than 0 then let go of the others' experts.
+        // After restoring: with expert_parallel, every rank then lets go of the others' experts,
+        // and evaluations and checkpoints need every rank (each runs or sends its experts).
         if let ranks { try trainer.join(ranks, configPath: config) }
+        let sharded = trainer.model.expertParallel != nil
         if evaluate {
-            guard lead else { return }  // rank 0 holds every expert
+            guard lead || sharded else { return }
             let e = trainer.evaluate()
-            try printJSON(Evaluated(step: trainer.step, samples: cfg.evalSamples, accuracy: e.accuracy, expertsPerToken: e.expertsPerToken))
+            if lead { try printJSON(Evaluated(step: trainer.step, samples: cfg.evalSamples, accuracy: e.accuracy, expertsPerToken: e.expertsPerToken)) }
             return
         }
         do {
@@ -83,15 +85,14 @@ struct Train: ParsableCommand {
             if !quiet && lead { Self.progress(step: trainer.step, total: cfg.steps, loss: r.loss, rate: rate, elapsed: elapsed, done: trainer.step - firstStep) }
             let evaluating = trainer.step % cfg.evalInterval == 0 || trainer.step == cfg.steps
             let saving = trainer.step % cfg.checkpointInterval == 0 || trainer.step == cfg.steps
-            if evaluating || saving { trainer.synchronizeExperts() }  // every rank: rank 0 reads every expert
-            if lead && evaluating {
+            if evaluating && (lead || sharded) {
                 let e = trainer.evaluate()
                 let line = EvalLine(step: trainer.step, loss: r.loss, lr: r.lr, tokensPerS: rate, accuracy: e.accuracy,
                                     expertsPerToken: e.expertsPerToken)
-                try Self.append(line, to: log)
+                if lead { try Self.append(line, to: log) }
             }
-            if lead && saving {
-                try trainer.save(to: dir)
+            if saving && (lead || sharded) {
+                try trainer.save(to: dir)  // sharded: rank 0 writes, the others send their experts
             }
         }
         if !quiet && lead { FileHandle.standardError.write(Data("\n".utf8)) }

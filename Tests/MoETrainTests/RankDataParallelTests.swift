@@ -20,7 +20,6 @@ final class RankDataParallelTests: XCTestCase {
     static func run(_ trainer: Trainer, steps: Int) -> (losses: [Float], loads: [[Int]], weights: [[Float]]) {
         var losses: [Float] = []
         for _ in 0..<steps { losses.append(trainer.trainStep().loss) }
-        trainer.synchronizeExperts()  // with sharded experts: every copy current
         return (losses, trainer.lastLoads, trainer.model.parameters.map { $0.variable.value.toFloats() })
     }
 
@@ -112,15 +111,67 @@ final class RankDataParallelTests: XCTestCase {
                     for (a, b) in zip(losses, want.losses) { XCTAssertEqual(a, b, accuracy: 1e-6 * max(1, abs(b)), label) }
                     XCTAssertEqual(loads, want.loads, label)
                     var worst: Float = 0, compared = 0
-                    for (k, (x, y)) in zip(weights, want.weights).enumerated() where rank == 0 || !othersExperts[rank].contains(k) {
+                    for (k, (x, y)) in zip(weights, want.weights).enumerated() where !othersExperts[rank].contains(k) {
                         for (u, v) in zip(x, y) { worst = max(worst, abs(u - v)) }
                         compared += 1
                     }
                     XCTAssertLessThan(worst, 1e-7, label)
-                    XCTAssertEqual(compared, weights.count - (rank == 0 ? 0 : 2 * 3 * (4 - 4 / ranks)), "\(label): rank 0 holds every expert")
+                    XCTAssertEqual(compared, weights.count - 2 * 3 * (4 - 4 / ranks), "\(label): each rank holds its experts alone")
                 }
             }
         }
+    }
+
+    /// Under expert parallelism no rank holds the others' experts, yet: the ranks' checkpoint
+    /// (rank 0 writes, each expert tensor sent by its rank) holds every expert as its rank
+    /// trained it, with its AdamW moments; one process restored from it continues as the
+    /// ranks do; and the ranks' evaluation forward (experts run where they are, outputs
+    /// all-gathered) gives that process's logits bit for bit on every rank.
+    func testExpertParallelCheckpointAndEvaluationNeedNoRankToHoldEveryExpert() throws {
+        var c = config("topk-softmax")
+        c.expertParallel = 2
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-ep-ckpt-\(UUID().uuidString)")
+        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let ids = [1, 7, 3, 9, 4, 2]
+        @Sendable func logits(_ t: Trainer) -> [Float] {
+            t.model.expertParallelReplicated = true
+            defer { t.model.expertParallelReplicated = false }
+            return t.model.forward([ids], targets: [[Int](repeating: -1, count: ids.count)], tape: Tape(pool: t.pool),
+                                   aux: AuxLossCoefficients()).logits.value.toFloats()
+        }
+        let got = ThreadCommunicator.run(ranks: 2) { [c] comm -> Result<(own: [String: [Float]], logits: [Float], next: Float), Error> in
+            Result {
+                let trainer = try Trainer(config: c, pool: ThreadPool(threads: 1))
+                try trainer.join(comm)
+                for _ in 0..<3 { _ = trainer.trainStep() }
+                try trainer.save(to: dir)
+                let owners = trainer.expertOwners
+                var own: [String: [Float]] = [:]
+                for (name, v) in trainer.model.namedVariables where owners[name] == comm.rank { own[name] = v.value.toFloats() }
+                let l = logits(trainer)
+                return (own, l, trainer.trainStep().loss)
+            }
+        }
+        let alone = try Trainer(config: config("topk-softmax"), pool: ThreadPool(threads: 2))
+        try alone.restore(from: dir)
+        XCTAssertEqual(alone.step, 3)
+        let want = logits(alone)
+        let named = alone.model.namedVariables
+        var experts = 0
+        for (rank, result) in got.enumerated() {
+            let r = try result.get()
+            XCTAssertEqual(r.logits, want, "rank \(rank): the evaluation forward is one process's on the checkpoint")
+            for (name, values) in r.own {
+                XCTAssertEqual(named[name]?.value.toFloats(), values, "\(name): rank \(rank)'s expert as it trained it")
+                XCTAssertNotNil(alone.optimizer.state(of: named[name]!), "\(name): its moments are in the checkpoint")
+                experts += 1
+            }
+        }
+        XCTAssertEqual(experts, 2 * 3 * 4, "every expert of both MoE layers, once")
+        // One process restored from the checkpoint takes the ranks' next step: the same loss to rounding.
+        let next = alone.trainStep().loss
+        for result in got { XCTAssertEqual(try result.get().next, next, accuracy: 1e-5 * max(1, abs(next))) }
     }
 
     /// The checks `join` makes before a rank trains.

@@ -93,15 +93,22 @@ public struct AuxLossCoefficients: Sendable, Equatable {
 
 /// Expert parallelism for the MoE op (`Tape.moe`): the ranks of a data-parallel run and which
 /// experts each runs. Each rank runs only its experts, on the rows every rank routed to them.
+///
+/// `replicated` (forward only: evaluation): every rank runs the same tokens, each runs its
+/// experts on them, and one `allGatherV` gives every rank every expert's output, so the output
+/// is the single process's bit for bit on every rank.
 public struct ExpertParallelGroup {
     public let communicator: any Communicator
     public let shard: ExpertShard
     /// Where the op's exchanges add their bytes and time, or nil.
     public let statistics: ExchangeStatistics?
-    public init(communicator: any Communicator, shard: ExpertShard, statistics: ExchangeStatistics? = nil) {
+    /// Every rank runs the same tokens (forward only), rather than its own.
+    public let replicated: Bool
+    public init(communicator: any Communicator, shard: ExpertShard, statistics: ExchangeStatistics? = nil, replicated: Bool = false) {
         self.communicator = communicator
         self.shard = shard
         self.statistics = statistics
+        self.replicated = replicated
     }
 }
 
@@ -187,9 +194,13 @@ extension Tape {
         // Expert parallelism: this rank's experts run on the rows every rank routed to them. x's
         // rows and their weights travel there first (`RowExchange`); the rows below are then
         // that rank-wide set, read in order rather than through the token index.
-        let exchange = expertParallel.map { RowExchange(communicator: $0.communicator, shard: $0.shard, rowOffsets: dispatch.rowOffsets,
-                                                         statistics: $0.statistics) }
-        precondition(exchange == nil || (params.plainSwiGLU && adapters == nil),
+        let exchange = expertParallel.flatMap { g in
+            g.replicated ? nil : RowExchange(communicator: g.communicator, shard: g.shard, rowOffsets: dispatch.rowOffsets, statistics: g.statistics)
+        }
+        // Replicated (evaluation): every rank has every token; it runs its experts' rows only.
+        let replicated = expertParallel?.replicated == true ? expertParallel : nil
+        let mine = replicated.map { $0.shard.experts(of: $0.communicator.rank) } ?? 0..<e
+        precondition(expertParallel == nil || (params.plainSwiGLU && adapters == nil),
                      "moe: expert parallelism runs plain SwiGLU experts without adapters (TrainingConfig.validate refuses the rest)")
         let localWeight = dispatch.rowAssignment.map { routing.weights[$0] }
         let expertInput = exchange.map { $0.dispatch(dispatch.gather(xT, pool: pool)) } ?? xT
@@ -197,7 +208,7 @@ extension Tape {
         let offsets = exchange?.ownedOffsets ?? dispatch.rowOffsets
         let r = offsets[e], inner = params.gate.first?.shape[0] ?? 0
         let spans = (0..<e).map { offsets[$0]..<offsets[$0 + 1] }
-        let used = (0..<e).filter { !spans[$0].isEmpty }
+        let used = (0..<e).filter { !spans[$0].isEmpty && mine.contains($0) }
         let tokens = exchange == nil ? spans.map { Array(dispatch.rowToken[$0]) } : spans.map { _ in [] }  // per expert: its rows' tokens
         // What expert i reads of a row source (x, or dy in backward): its token rows, or its own
         // block of the received rows.
@@ -247,8 +258,10 @@ extension Tape {
                                                            dropout: drop($0, 2), pool: pool) }
         let biases = params.plainSwiGLU ? nil : ExpertBiasValues(params)
         let rowExpert = biases == nil ? [] : Self.rowExperts(spans, rows: r)  // read only with biases
+        let mineRows = offsets[mine.lowerBound]..<offsets[mine.upperBound]  // all rows unless replicated
         if !fused {
             Kernels.parallelRows(r, cost: 8 * inner, pool: pool) { row in
+                guard mineRows.contains(row) else { return }
                 if let biases {
                     biases.activate(row: row, expert: rowExpert[row], gate: gp! + row * inner, up: upp! + row * inner,
                                     weight: rowWeight[row], into: hp! + row * inner, inner: inner, activation: params.activation)
@@ -265,8 +278,21 @@ extension Tape {
             let op = expertOut.mutableFloats
             for row in 0..<r { for j in 0..<d { op[row * d + j] += rowWeight[row] * down[rowExpert[row]][j] } }
         }
+        var rowsOut = expertOut
+        if let replicated {  // every expert's rows, from the ranks that ran them
+            let counts = (0..<replicated.communicator.size).map { q in
+                let held = replicated.shard.experts(of: q)
+                return (offsets[held.upperBound] - offsets[held.lowerBound]) * d
+            }
+            let all = Tensor(uninitialized: [r, d])
+            withExtendedLifetime(expertOut) {
+                replicated.communicator.allGatherV(send: UnsafeBufferPointer(rebasing: expertOut.floats[(mineRows.lowerBound * d)..<(mineRows.upperBound * d)]),
+                                                   receive: all.mutableFloats, counts: counts)
+            }
+            rowsOut = all
+        }
         let y = Tensor(uninitialized: [t, d])
-        dispatch.combine(exchange.map { $0.collect(expertOut) } ?? expertOut, routing: routing, into: y, weighted: false, accumulate: false,
+        dispatch.combine(exchange.map { $0.collect(expertOut) } ?? rowsOut, routing: routing, into: y, weighted: false, accumulate: false,
                          pool: pool)
         // Auxiliary losses (values; their gradients are added in backward), from the layer's
         // statistics; a shard records its part of the batch's instead (the merge gives the value).
@@ -282,6 +308,7 @@ extension Tape {
         let out = Variable(y)
         record { [pool] in
             guard let dyT = out.grad else { return }
+            precondition(replicated == nil, "moe: replicated expert parallelism runs forward only (evaluation)")
             let dpT = Tensor(zeros: [t, l])
             let dp = dpT.mutableFloats
             // Frozen f16 or bf16 expert weights, widened once each for the products that read
