@@ -157,4 +157,18 @@ train_config "$work/t-ep-bad" 1 2 > "$work/t-ep-bad.json"
 out=$("$moe" train --config "$work/t-ep-bad.json" --quiet 2>&1); rc=$?
 set -e
 [ $rc -ne 0 ] && grep -q "start moe train with mpirun -np 2" <<<"$out" || { echo "FAIL: expert_parallel without mpirun: rc $rc: $out"; exit 1; }
+# A rank that fails alone (rank 0 cannot write its log: the checkpoint folder became a file) ends
+# the job with its message (MPI_Abort), rather than leaving the other rank in a collective.
+train_config "$work/t-fail" 1 2 | sed 's/"steps": 12/"steps": 2000/; s/"eval_interval": 6/"eval_interval": 2000/; s/"checkpoint_interval": 6/"checkpoint_interval": 2000/' \
+  > "$work/t-fail.json"
+set +e
+mpi 2 "$moe" train --config "$work/t-fail.json" --quiet > /dev/null 2> "$work/t-fail.err" &
+job=$!
+sleep 2
+rm -rf "$work/t-fail" && touch "$work/t-fail"
+wait $job; rc=$?
+set -e
+[ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "t-fail/log.jsonl: cannot append the evaluation line: Not a directory" "$work/t-fail.err" \
+  || { echo "FAIL: rank 0 failing alone: exit $rc"; cat "$work/t-fail.err"; exit 1; }
+echo "fault: rank 0 failing alone ended the job with exit $rc and: $(grep -m1 'cannot append' "$work/t-fail.err")"
 echo "expert parallelism: all checks passed"

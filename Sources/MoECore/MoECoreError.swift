@@ -30,7 +30,9 @@ public enum MoECoreError: Error, Equatable, CustomStringConvertible {
 public func systemReason(_ error: any Error) -> String {
     let ns = error as NSError
     if ns.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(ns.code))) }
-    if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
+    // (On Linux the underlying error may be stored as a Swift error rather than an NSError.)
+    if let underlying = ns.userInfo[NSUnderlyingErrorKey].flatMap({ $0 as? any Error }).map({ $0 as NSError }),
+       underlying.domain == NSPOSIXErrorDomain {
         return String(cString: strerror(Int32(underlying.code)))
     }
     switch CocoaError.Code(rawValue: ns.code) {

@@ -1,5 +1,8 @@
 import Dispatch
 import MoECore
+#if MPI
+import CMPI
+#endif
 
 /// The collective operations expert and data parallelism run on: a group of `size` ranks, each
 /// calling the same collectives in the same order (as MPI requires).
@@ -97,5 +100,27 @@ enum MessageCounts {
             total += c
         }
         return (offsets, total)
+    }
+}
+
+/// The MPI job this process may be a rank of.
+public enum MPIJob {
+    /// Whether this process is one of several MPI ranks (MPI initialised, not finalised, more
+    /// than one rank); false in a build without MPI.
+    public static var isShared: Bool {
+        #if MPI
+        return MPICommunicator.sharedWorld
+        #else
+        return false
+        #endif
+    }
+
+    /// Ends the whole job with `code` (`MPI_Abort`) when `isShared`: a rank that fails on its
+    /// own (a checkpoint it cannot write) must not leave the others waiting in a collective,
+    /// nor wait for them in `MPI_Finalize`. Otherwise it returns.
+    public static func abortIfShared(code: Int32) {
+        #if MPI
+        if MPICommunicator.sharedWorld { MPI_Abort(cmpi_comm_world(), code) }
+        #endif
     }
 }

@@ -107,6 +107,17 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
 
     public func barrier() { check(mpi.withLock { MPI_Barrier(comm) }, "MPI_Barrier") }
 
+    /// Whether MPI is running (initialised, not finalised) with more than one rank.
+    static var sharedWorld: Bool {
+        var initialized: Int32 = 0, finalized: Int32 = 0
+        MPI_Initialized(&initialized)
+        MPI_Finalized(&finalized)
+        guard initialized != 0, finalized == 0 else { return false }
+        var size: Int32 = 0
+        MPI_Comm_size(cmpi_comm_world(), &size)
+        return size > 1
+    }
+
     /// MPI's `int` counts: a count of 2^31 or more ends the job with a message (it cannot be sent).
     fileprivate func int32s(_ values: [Int], _ call: String) -> [Int32] {
         values.map { v in

@@ -1,5 +1,7 @@
 import ArgumentParser
+import Foundation
 import MoECore
+import MoEDistributed
 
 /// The `moe` command-line tool: one subcommand per job, each a thin shell over the library.
 @main
@@ -23,6 +25,12 @@ struct MoECommand: AsyncParsableCommand {
                 try command.run()
             }
         } catch {
+            // One rank of several (mpirun) failing alone ends the whole job, with its message.
+            let code = exitCode(for: error)
+            if code != .success && MPIJob.isShared {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                MPIJob.abortIfShared(code: code.rawValue)
+            }
             exit(withError: error)
         }
     }

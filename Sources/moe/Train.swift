@@ -92,7 +92,11 @@ struct Train: ParsableCommand {
                 if lead { try Self.append(line, to: log) }
             }
             if saving && (lead || sharded) {
-                try trainer.save(to: dir)  // sharded: rank 0 writes, the others send their experts
+                do {
+                    try trainer.save(to: dir)  // sharded: rank 0 writes, the others send their experts
+                } catch let error as CocoaError {
+                    throw MoECoreError.io(path: dir.appendingPathComponent("checkpoint").path, reason: "cannot write the checkpoint: \(systemReason(error))")
+                }
             }
         }
         if !quiet && lead { FileHandle.standardError.write(Data("\n".utf8)) }
@@ -150,12 +154,16 @@ struct Train: ParsableCommand {
         encoder.outputFormatting = [.sortedKeys]
         var data = try encoder.encode(line)
         data.append(0x0A)
-        if let handle = try? FileHandle(forWritingTo: url) {
-            defer { try? handle.close() }
-            try handle.seekToEnd()
-            try handle.write(contentsOf: data)
-        } else {
-            try data.write(to: url)
+        do {
+            if let handle = try? FileHandle(forWritingTo: url) {
+                defer { try? handle.close() }
+                try handle.seekToEnd()
+                try handle.write(contentsOf: data)
+            } else {
+                try data.write(to: url)
+            }
+        } catch {
+            throw MoECoreError.io(path: url.path, reason: "cannot append the evaluation line: \(systemReason(error))")
         }
     }
 }
