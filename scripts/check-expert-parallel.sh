@@ -152,6 +152,13 @@ mpi 2 "$moe" train --config "$work/t-ep-resumed.json" --quiet --resume > /dev/nu
 cmp -s "$work/t-ep/checkpoint/model.safetensors" "$work/t-ep-resumed/checkpoint/model.safetensors" \
   || { echo "FAIL: expert-parallel training stopped at step 6 and resumed ends elsewhere"; exit 1; }
 compare_losses t-one t-ep "train, expert_parallel 2 (stopped and resumed: byte for byte)"
+# The forward's all-to-all pipelined in 4 chunks (non-blocking MPI_Ialltoallv): the unpipelined
+# run's checkpoint byte for byte.
+train_config "$work/t-ep-piped" 2 2 | sed 's/"expert_parallel": 2,/"expert_parallel": 2, "overlap_chunks": 4,/' > "$work/t-ep-piped.json"
+mpi 2 "$moe" train --config "$work/t-ep-piped.json" --quiet > "$work/t-ep-piped.out"
+cmp -s "$work/t-ep/checkpoint/model.safetensors" "$work/t-ep-piped/checkpoint/model.safetensors" \
+  || { echo "FAIL: expert-parallel training pipelined in 4 chunks wrote other weights"; exit 1; }
+echo "train, expert_parallel 2 with overlap_chunks 4: the unpipelined checkpoint byte for byte"
 set +e
 train_config "$work/t-ep-bad" 1 2 > "$work/t-ep-bad.json"
 out=$("$moe" train --config "$work/t-ep-bad.json" --quiet 2>&1); rc=$?

@@ -102,29 +102,13 @@ public struct ExpertParallelExperts: ExpertFFN {
     /// out 1, back 0, out 2, back 1, ..., back C-1.
     private func partitioned(_ rows: Tensor, rowOffsets: [Int], pool: ThreadPool) -> Tensor {
         let start = DispatchTime.now().uptimeNanoseconds
-        let e = expertCount, d = hiddenSize, c = effectiveChunks
-        let chunkOf = (0..<e).map { x in
-            let mine = shard.experts(of: shard.owner(of: x))
-            return (x - mine.lowerBound) * c / mine.count
-        }
-        let chunkOffsets = (0..<c).map { k in
-            (0...e).map { x in (0..<x).reduce(0) { $0 + (chunkOf[$1] == k ? rowOffsets[$1 + 1] - rowOffsets[$1] : 0) } }
-        }
-        let plans = RowExchange.plans(communicator: communicator, shard: shard, chunkOffsets: chunkOffsets)
-        /// Chunk k's rows, grouped by expert: `rows` itself when there is one chunk.
-        func input(_ k: Int) -> Tensor {
-            if c == 1 { return rows }
-            let t = Tensor(uninitialized: [chunkOffsets[k][e], d])
-            let from = rows.floats.baseAddress, to = t.mutableFloats.baseAddress
-            for x in 0..<e where chunkOf[x] == k && rowOffsets[x + 1] > rowOffsets[x] {
-                (to! + chunkOffsets[k][x] * d).update(from: from! + rowOffsets[x] * d, count: (rowOffsets[x + 1] - rowOffsets[x]) * d)
-            }
-            return t
-        }
-        var outgoing = [plans[0].startDispatch(input(0))], returning: [PendingRows] = []
+        let d = hiddenSize
+        let pipeline = ChunkedExchange(communicator: communicator, shard: shard, rowOffsets: rowOffsets, chunks: chunks)
+        let plans = pipeline.plans, c = pipeline.chunks
+        var outgoing = [plans[0].startDispatch(pipeline.input(0, of: rows))], returning: [PendingRows] = []
         var compute: UInt64 = 0
         for k in 0..<c {
-            if k + 1 < c { outgoing.append(plans[k + 1].startDispatch(input(k + 1))) }
+            if k + 1 < c { outgoing.append(plans[k + 1].startDispatch(pipeline.input(k + 1, of: rows))) }
             let owned = outgoing[k].finish()
             let computeStart = DispatchTime.now().uptimeNanoseconds
             let y = runLocal(owned, offsets: plans[k].ownedOffsets, pool: pool)
@@ -133,14 +117,7 @@ public struct ExpertParallelExperts: ExpertFFN {
         }
         let out = c == 1 ? returning[0].finish() : Tensor(uninitialized: [rows.shape[0], d])
         if c > 1 {
-            let to = out.mutableFloats.baseAddress
-            for k in 0..<c {
-                let back = returning[k].finish()
-                let from = back.floats.baseAddress
-                for x in 0..<e where chunkOf[x] == k && rowOffsets[x + 1] > rowOffsets[x] {
-                    (to! + rowOffsets[x] * d).update(from: from! + chunkOffsets[k][x] * d, count: (rowOffsets[x + 1] - rowOffsets[x]) * d)
-                }
-            }
+            for k in 0..<c { pipeline.place(k, collected: returning[k].finish(), into: out) }
         }
         let moved = plans.reduce(0) { $0 + $1.bytesSent(width: d) + $1.bytesReceived(width: d) }
         let exchanges = outgoing + returning

@@ -101,6 +101,8 @@ public final class TrainableDecoder: @unchecked Sendable {
     /// Under `expertParallel`: every rank runs the same tokens, forward only (evaluation; see
     /// `ExpertParallelGroup.replicated`), rather than its own shard of a batch.
     public var expertParallelReplicated = false
+    /// Under `expertParallel`: chunks each MoE forward's all-to-all is pipelined in (1: none).
+    public var expertParallelChunks = 1
     /// What the MoE ops' row exchanges cost under `expertParallel`, added up over calls.
     public let expertExchange = ExchangeStatistics()
     /// The checkpoint's config.json, for a model loaded from one (saved again with its weights).
@@ -228,7 +230,8 @@ public final class TrainableDecoder: @unchecked Sendable {
                 }
                 let group = expertParallel.flatMap { c in
                     ExpertShard(experts: moe.gate.count, ranks: c.size).map {
-                        ExpertParallelGroup(communicator: c, shard: $0, statistics: expertExchange, replicated: expertParallelReplicated)
+                        ExpertParallelGroup(communicator: c, shard: $0, statistics: expertExchange, replicated: expertParallelReplicated,
+                                            chunks: expertParallelChunks)
                     }
                 }
                 let step = tape.moe(h2, logits: logits, moe, router: router(of: layer), aux: aux,

@@ -20,7 +20,10 @@ public final class Trainer: @unchecked Sendable {
     /// gradients summed over the ranks), or nil to train alone. Set before the first step;
     /// every rank runs the same steps. `Trainer+Ranks.swift`.
     public var communicator: (any Communicator)? {
-        didSet { model.expertParallel = config.expertParallel > 1 ? communicator : nil }
+        didSet {
+            model.expertParallel = config.expertParallel > 1 ? communicator : nil
+            model.expertParallelChunks = config.overlapChunks
+        }
     }
     /// Steps done.
     public private(set) var step = 0

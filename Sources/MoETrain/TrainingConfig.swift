@@ -108,6 +108,10 @@ public struct TrainingConfig: Codable, Sendable, StrictConfig {
     /// rows crossing ranks by all-to-all in the MoE op's forward and backward. 1: off. Needs
     /// `data_parallel`, plain SwiGLU experts and no LoRA; P must be the number of ranks.
     public var expertParallel = 1
+    /// With `expert_parallel`: chunks the MoE forward's all-to-all is pipelined in, so that one
+    /// chunk's rows travel while another's experts run (FSMoE); 1: none. At most the fewest
+    /// experts a rank holds are used.
+    public var overlapChunks = 1
     public var lr: Float = 1e-3, minLR: Float = 1e-4, warmup = 100, weightDecay: Float = 0.1, clip: Float = 1
     public var evalInterval = 100, evalSamples = 60, checkpointInterval = 200
     public var checkpointDir = "runs/moe"
@@ -117,7 +121,7 @@ public struct TrainingConfig: Codable, Sendable, StrictConfig {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case model, from, router, lora, data, steps, batch, lr, warmup, clip, seed, threads
         case loadBalance = "load_balance", zLoss = "z_loss", seqLen = "seq_len", minLR = "min_lr", gradAccum = "grad_accum"
-        case dataParallel = "data_parallel", expertParallel = "expert_parallel"
+        case dataParallel = "data_parallel", expertParallel = "expert_parallel", overlapChunks = "overlap_chunks"
         case entropyLoss = "entropy_loss", expertBalance = "expert_balance", deviceBalance = "device_balance"
         case biasUpdateSpeed = "bias_update_speed"
         case weightDecay = "weight_decay", evalInterval = "eval_interval", evalSamples = "eval_samples"
@@ -155,6 +159,7 @@ public struct TrainingConfig: Codable, Sendable, StrictConfig {
         gradAccum = try c.decodeIfPresent(Int.self, forKey: .gradAccum) ?? d.gradAccum
         dataParallel = try c.decodeIfPresent(Bool.self, forKey: .dataParallel) ?? d.dataParallel
         expertParallel = try c.decodeIfPresent(Int.self, forKey: .expertParallel) ?? d.expertParallel
+        overlapChunks = try c.decodeIfPresent(Int.self, forKey: .overlapChunks) ?? d.overlapChunks
         lr = try c.decodeIfPresent(Float.self, forKey: .lr) ?? d.lr
         minLR = try c.decodeIfPresent(Float.self, forKey: .minLR) ?? d.minLR
         warmup = try c.decodeIfPresent(Int.self, forKey: .warmup) ?? d.warmup
@@ -211,6 +216,10 @@ public struct TrainingConfig: Codable, Sendable, StrictConfig {
         }
         guard gradAccum > 0, batch % gradAccum == 0 else { throw bad("grad_accum", "must be positive and divide batch") }
         guard (1...4096).contains(expertParallel) else { throw bad("expert_parallel", "\(expertParallel) is not in 1...4096") }
+        guard (1...1024).contains(overlapChunks) else { throw bad("overlap_chunks", "\(overlapChunks) is not in 1...1024") }
+        if overlapChunks > 1 && expertParallel == 1 {
+            throw bad("overlap_chunks", "pipelines the all-to-all of expert_parallel, which is off")
+        }
         if expertParallel > 1 {
             guard dataParallel else { throw bad("expert_parallel", "needs data_parallel (each rank trains a shard of every batch)") }
             guard lora == nil else { throw bad("expert_parallel", "runs the experts' own weights; LoRA training keeps them frozen on every rank") }

@@ -84,6 +84,8 @@ final class BadInputTests: XCTestCase {
         let trainEPZero = try file("ep0.json", #"{"steps": 2, "expert_parallel": 0, "checkpoint_dir": "run-ep0"}"#)
         let trainEPNoDP = try file("epdp.json", #"{"steps": 2, "expert_parallel": 2, "checkpoint_dir": "run-epdp"}"#)
         let trainEPAlone = try file("epalone.json", #"{"steps": 2, "expert_parallel": 2, "data_parallel": true, "checkpoint_dir": "run-epalone"}"#)
+        let trainChunksNoEP = try file("chunks.json", #"{"steps": 2, "overlap_chunks": 4, "checkpoint_dir": "run-chunks"}"#)
+        let trainChunksZero = try file("chunks0.json", #"{"steps": 2, "overlap_chunks": 0, "expert_parallel": 2, "data_parallel": true, "checkpoint_dir": "run-chunks0"}"#)
         let trainToml = try file("bad.toml", "steps = 2\ncheckpoint_dir = \"run-toml\"\n[model\n")
         let trainNoData = try file("nodata.json", #"{"steps": 2, "data": {"text_files": []}, "checkpoint_dir": "run-nodata"}"#)
         let trainHeld = try file("held.json", #"{"steps": 2, "data": {"synthetic": {"held_out": 2}}, "checkpoint_dir": "run-held"}"#)
@@ -136,6 +138,8 @@ final class BadInputTests: XCTestCase {
             Case(args: ["train", "--config", trainType], status: 1, mentions: ["type.json", "steps"]),
             Case(args: ["train", "--config", trainEPZero], status: 1, mentions: ["ep0.json", "expert_parallel", "1...4096"]),
             Case(args: ["train", "--config", trainEPNoDP], status: 1, mentions: ["epdp.json", "expert_parallel", "data_parallel"]),
+            Case(args: ["train", "--config", trainChunksNoEP], status: 1, mentions: ["chunks.json", "overlap_chunks", "expert_parallel"]),
+            Case(args: ["train", "--config", trainChunksZero], status: 1, mentions: ["chunks0.json", "overlap_chunks", "1...1024"]),
             Case(args: ["train", "--config", trainEPAlone], status: 1, mentions: ["epalone.json", "mpirun -np 2"]),
             Case(args: ["train", "--config", trainToml], status: 1, mentions: ["bad.toml", "line 3"]),
             Case(args: ["train", "--config", "missing.json"], status: 1, mentions: ["missing.json", "No such file"]),

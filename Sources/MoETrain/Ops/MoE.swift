@@ -104,11 +104,15 @@ public struct ExpertParallelGroup {
     public let statistics: ExchangeStatistics?
     /// Every rank runs the same tokens (forward only), rather than its own.
     public let replicated: Bool
-    public init(communicator: any Communicator, shard: ExpertShard, statistics: ExchangeStatistics? = nil, replicated: Bool = false) {
+    /// Chunks the forward's all-to-all is pipelined in (`Tape.pipelinedExperts`); 1: none.
+    public let chunks: Int
+    public init(communicator: any Communicator, shard: ExpertShard, statistics: ExchangeStatistics? = nil, replicated: Bool = false,
+                chunks: Int = 1) {
         self.communicator = communicator
         self.shard = shard
         self.statistics = statistics
         self.replicated = replicated
+        self.chunks = chunks
     }
 }
 
@@ -194,7 +198,13 @@ extension Tape {
         // Expert parallelism: this rank's experts run on the rows every rank routed to them. x's
         // rows and their weights travel there first (`RowExchange`); the rows below are then
         // that rank-wide set, read in order rather than through the token index.
-        let exchange = expertParallel.flatMap { g in
+        // With chunks, the forward's rows travel chunk by chunk while other chunks' experts run
+        // (`pipelinedExperts`); the backward uses the unchunked plan, over the same layout.
+        let pipeline = expertParallel.flatMap { g in
+            g.replicated || g.chunks <= 1 ? nil : ChunkedExchange(communicator: g.communicator, shard: g.shard, rowOffsets: dispatch.rowOffsets,
+                                                                  chunks: g.chunks, statistics: g.statistics)
+        }
+        let exchange = pipeline?.whole ?? expertParallel.flatMap { g in
             g.replicated ? nil : RowExchange(communicator: g.communicator, shard: g.shard, rowOffsets: dispatch.rowOffsets, statistics: g.statistics)
         }
         // Replicated (evaluation): every rank has every token; it runs its experts' rows only.
@@ -203,7 +213,9 @@ extension Tape {
         precondition(expertParallel == nil || (params.plainSwiGLU && adapters == nil),
                      "moe: expert parallelism runs plain SwiGLU experts without adapters (TrainingConfig.validate refuses the rest)")
         let localWeight = dispatch.rowAssignment.map { routing.weights[$0] }
-        let expertInput = exchange.map { $0.dispatch(dispatch.gather(xT, pool: pool)) } ?? xT
+        let groupedX = pipeline.map { _ in dispatch.gather(xT, pool: pool) }
+        let expertInput = pipeline.map { Tensor(uninitialized: [$0.whole.ownedRows, d]) }  // filled chunk by chunk
+            ?? exchange.map { $0.dispatch(dispatch.gather(xT, pool: pool)) } ?? xT
         let rowWeight = exchange.map { $0.dispatch(Tensor(shape: [localWeight.count, 1], values: localWeight)).toFloats() } ?? localWeight
         let offsets = exchange?.ownedOffsets ?? dispatch.rowOffsets
         let r = offsets[e], inner = params.gate.first?.shape[0] ?? 0
@@ -234,6 +246,9 @@ extension Tape {
             return t
         }
         let hp = hidden.mutableFloats.baseAddress
+        let pipelined = pipeline.map { Self.pipelinedExperts($0, grouped: groupedX!, params: params, rowWeight: rowWeight, spans: spans,
+                                                             expertInput: expertInput, gateOut: gateOut, upOut: upOut, hidden: hidden,
+                                                             expertOut: expertOut, pool: pool) }
         let fused = used.count >= 4 * pool.threadCount && params.plainSwiGLU && adapters == nil
         var gateUpJobs: [GemmJob] = []  // appended, not flat-mapped: a batch's jobs are built serially
         gateUpJobs.reserveCapacity(2 * used.count)
@@ -241,13 +256,13 @@ extension Tape {
             gateUpJobs.append(GemmJob(source(expertInput, i), readable(params.gate[i]), into: gateOut.rows(spans[i]), group: fused ? i : nil, aRows: rowsOf(i)))
             gateUpJobs.append(GemmJob(source(expertInput, i), readable(params.up[i]), into: upOut.rows(spans[i]), group: fused ? i : nil, aRows: rowsOf(i)))
         }
-        Kernels.gemmBatch(gateUpJobs, pool: pool, finish: !fused ? nil : { job, block, columns in
+        if pipelined == nil { Kernels.gemmBatch(gateUpJobs, pool: pool, finish: !fused ? nil : { job, block, columns in
             let first = spans[used[job / 2]].lowerBound  // jobs come in (gate, up) pairs
             for row in block {
                 let o = (first + row) * inner + columns.lowerBound
                 moek_silu_mul_scaled(hp! + o, gp! + o, upp! + o, rowWeight[first + row], columns.count)
             }
-        })
+        }) }
         // LoRA experts (`ExpertAdapters`): each adapted expert's gate and up gain scale (X_e Aᵀ) Bᵀ.
         func drop(_ a: ExpertAdapters, _ projection: UInt64) -> (p: Float, seed: UInt64)? {
             a.dropout.map { ($0.p, $0.seed &+ projection &* 0x2545_F491_4F6C_DD1D) }
@@ -259,7 +274,7 @@ extension Tape {
         let biases = params.plainSwiGLU ? nil : ExpertBiasValues(params)
         let rowExpert = biases == nil ? [] : Self.rowExperts(spans, rows: r)  // read only with biases
         let mineRows = offsets[mine.lowerBound]..<offsets[mine.upperBound]  // all rows unless replicated
-        if !fused {
+        if !fused && pipelined == nil {
             Kernels.parallelRows(r, cost: 8 * inner, pool: pool) { row in
                 guard mineRows.contains(row) else { return }
                 if let biases {
@@ -270,8 +285,10 @@ extension Tape {
                 }
             }
         }
-        Kernels.gemmBatch(used.map { GemmJob(hidden.rows(spans[$0]), readable(params.down[$0]), into: expertOut.rows(spans[$0])) },
-                          pool: pool)
+        if pipelined == nil {
+            Kernels.gemmBatch(used.map { GemmJob(hidden.rows(spans[$0]), readable(params.down[$0]), into: expertOut.rows(spans[$0])) },
+                              pool: pool)
+        }
         let downLoRA = adapters.map { ExpertLoRAPass.forward($0.down, input: hidden, rows: nil, spans: spans, used: used, into: expertOut,
                                                              dropout: drop($0, 3), pool: pool) }
         if let down = biases?.down {  // E' = w (h D^T + b_down)
@@ -292,7 +309,7 @@ extension Tape {
             rowsOut = all
         }
         let y = Tensor(uninitialized: [t, d])
-        dispatch.combine(exchange.map { $0.collect(expertOut) } ?? rowsOut, routing: routing, into: y, weighted: false, accumulate: false,
+        dispatch.combine(pipelined ?? exchange.map { $0.collect(expertOut) } ?? rowsOut, routing: routing, into: y, weighted: false, accumulate: false,
                          pool: pool)
         // Auxiliary losses (values; their gradients are added in backward), from the layer's
         // statistics; a shard records its part of the batch's instead (the merge gives the value).
