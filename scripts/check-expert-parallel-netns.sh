@@ -68,11 +68,15 @@ mpi "$moe" train --config "$work/dp.json" --quiet > "$work/dp.out"
 cmp -s "$work/one/checkpoint/model.safetensors" "$work/dp/checkpoint/model.safetensors" \
   || { echo "FAIL: data-parallel training across the namespaces wrote other weights"; exit 1; }
 mpi "$moe" train --config "$work/ep.json" --quiet > "$work/ep.out"
+train_config "$work/ep-piped" 2 | sed 's/"expert_parallel": 2,/"expert_parallel": 2, "overlap_chunks": 4,/' > "$work/ep-piped.json"
+mpi "$moe" train --config "$work/ep-piped.json" --quiet > /dev/null
+cmp -s "$work/ep/checkpoint/model.safetensors" "$work/ep-piped/checkpoint/model.safetensors" \
+  || { echo "FAIL: expert-parallel training pipelined in 4 chunks across the namespaces wrote other weights"; exit 1; }
 python3 - "$work/one.out" "$work/ep.out" <<'PY'
 import json, sys
 a, b = (json.load(open(f))["loss"] for f in sys.argv[1:3])
 assert abs(a - b) <= 1e-4 * max(1, abs(a)), (a, b)
-print("train across two namespaces: data parallel wrote the one-process checkpoint byte for byte; expert parallel loss %s against %s" % (b, a))
+print("train across two namespaces: data parallel wrote the one-process checkpoint byte for byte; expert parallel loss %s against %s (pipelined in 4 chunks: its checkpoint byte for byte)" % (b, a))
 PY
 
 # A rank killed mid-run, in the second namespace: the job ends with a message, not a hang.
