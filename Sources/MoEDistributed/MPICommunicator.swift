@@ -22,7 +22,9 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
     private let comm: MPI_Comm
     /// Held around every MPI call.
     fileprivate let mpi = NSLock()
-    private let progress = MPIProgress()
+    /// Tests pending non-blocking exchanges from its own thread; nil when MPI does not allow
+    /// calls from more than one thread (then they move only when this rank waits for them).
+    private let progress: MPIProgress?
 
     /// The world communicator, initialising MPI on first use.
     public static let world = MPICommunicator()
@@ -38,7 +40,10 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
                 exit(1)
             }
             atexit { var finalized: Int32 = 0; MPI_Finalized(&finalized); if finalized == 0 { MPI_Finalize() } }
+        } else {
+            MPI_Query_thread(&provided)
         }
+        progress = provided >= cmpi_thread_serialized() ? MPIProgress() : nil
         comm = cmpi_comm_world()
         MPI_Comm_set_errhandler(comm, cmpi_errors_return())
         var r: Int32 = 0, s: Int32 = 0
@@ -71,7 +76,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         check(mpi.withLock {
             MPI_Ialltoallv(send.baseAddress, c[0], c[1], cmpi_float(), receive.baseAddress, c[2], c[3], cmpi_float(), comm, &request.handle)
         }, "MPI_Ialltoallv")
-        progress.watch(request)
+        progress?.watch(request)
         return request
     }
 
