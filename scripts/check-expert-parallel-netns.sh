@@ -6,7 +6,9 @@
 # byte for byte; data-parallel training must write the one-process checkpoint byte for byte and
 # expert-parallel training reach its losses; a rank killed mid-run must end the job, not hang.
 # With EP_BENCH_MODEL, `moe bench` reports what crossed the link (EP_BENCH_ARGS adds options,
-# e.g. `--expert-rows partitioned --overlap-chunks 8` for the pipeline). Needs root (ip netns).
+# e.g. `--expert-rows partitioned --overlap-chunks 8` for the pipeline); EP_LINK_RATE (e.g.
+# `1gbit`) limits the link with a token bucket (`tc qdisc ... tbf`); EP_TRAIN_BENCH times
+# pipelined expert-parallel training across it (below). Needs root (ip netns).
 #
 #     scripts/check-expert-parallel-netns.sh [MOE_BINARY]     # default: .build/release/moe
 set -euo pipefail
@@ -22,6 +24,12 @@ ip link set moekit-va netns moekit-a && ip link set moekit-vb netns moekit-b
 ip -n moekit-a addr add 10.77.0.1/24 dev moekit-va && ip -n moekit-b addr add 10.77.0.2/24 dev moekit-vb
 for ns in moekit-a moekit-b; do ip -n $ns link set lo up; done
 ip -n moekit-a link set moekit-va up && ip -n moekit-b link set moekit-vb up
+if [ -n "${EP_LINK_RATE:-}" ]; then  # a slower link, as between machines (token bucket, both ways)
+  for end in "moekit-a moekit-va" "moekit-b moekit-vb"; do
+    set -- $end
+    ip netns exec "$1" tc qdisc add dev "$2" root tbf rate "$EP_LINK_RATE" burst 256kb latency 50ms
+  done
+fi
 ip -n moekit-a route get 10.77.0.2 > /dev/null
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -92,6 +100,20 @@ set -e
   || { echo "FAIL: killed rank across the namespaces: exit $rc"; cat "$work/fault.err"; exit 1; }
 echo "fault across the namespaces: exit $rc: $(grep -i -m1 'signal\|killed\|lost\|exited' "$work/fault.err" | sed 's/^ *//')"
 
+# With EP_TRAIN_BENCH (a training config with "expert_parallel": 2 and "overlap_chunks": 1), the
+# same run pipelined in 1, 2 and 4 chunks across the link, in turn, twice: tokens/s after
+# warm-up and rank 0's exposed all-to-all per step.
+if [ -n "${EP_TRAIN_BENCH:-}" ]; then
+  for round in 1 2; do
+    for chunks in 1 2 4; do
+      sed "s/\"overlap_chunks\": 1/\"overlap_chunks\": $chunks/; s#\"checkpoint_dir\": \"[^\"]*\"#\"checkpoint_dir\": \"$work/tb-$round-$chunks\"#" \
+        "$EP_TRAIN_BENCH" > "$work/tb.json"
+      mpi "$moe" train --config "$work/tb.json" --quiet | python3 -c "
+import json, sys; d = json.load(sys.stdin)
+print('train bench: overlap_chunks $chunks: %.0f tokens/s, %.4f s exposed all-to-all a step' % (d['tokens_per_s_after_warmup'], d['expert_parallel_seconds_per_step']))"
+    done
+  done
+fi
 if [ -n "${EP_BENCH_MODEL:-}" ]; then
   mpi "$moe" bench --model "$EP_BENCH_MODEL" --prompt-tokens 128 --gen-tokens 32 --reps 3 --threads 1 --expert-parallel 2 ${EP_BENCH_ARGS:-}
 fi
