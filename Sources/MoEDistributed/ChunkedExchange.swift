@@ -70,6 +70,16 @@ public final class ChunkedExchange {
         return t
     }
 
+    /// Waits for chunk k's dispatch (`pending`, from `plans[k].startDispatch`) and puts its rows
+    /// in their place, `ownedRange(k)`, of `owned`, a tensor in `whole`'s received layout.
+    public func receive(_ k: Int, _ pending: PendingRows, into owned: Tensor) {
+        let arrived = pending.finish(), range = ownedRange(k), width = owned.rowStride
+        guard !range.isEmpty else { return }
+        withExtendedLifetime(arrived) {
+            (owned.mutableFloats.baseAddress! + range.lowerBound * width).update(from: arrived.floats.baseAddress!, count: range.count * width)
+        }
+    }
+
     /// Puts chunk k's rows as collected (its plan's `collect` layout) into `rows`, this rank's
     /// grouped rows [R, width].
     public func place(_ k: Int, collected: Tensor, into rows: Tensor) {

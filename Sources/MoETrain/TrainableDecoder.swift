@@ -101,7 +101,7 @@ public final class TrainableDecoder: @unchecked Sendable {
     /// Under `expertParallel`: every rank runs the same tokens, forward only (evaluation; see
     /// `ExpertParallelGroup.replicated`), rather than its own shard of a batch.
     public var expertParallelReplicated = false
-    /// Under `expertParallel`: chunks each MoE forward's all-to-all is pipelined in (1: none).
+    /// Under `expertParallel`: chunks each MoE op's all-to-alls are pipelined in (1: none).
     public var expertParallelChunks = 1
     /// What the MoE ops' row exchanges cost under `expertParallel`, added up over calls.
     public let expertExchange = ExchangeStatistics()

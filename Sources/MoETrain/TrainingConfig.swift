@@ -108,9 +108,9 @@ public struct TrainingConfig: Codable, Sendable, StrictConfig {
     /// rows crossing ranks by all-to-all in the MoE op's forward and backward. 1: off. Needs
     /// `data_parallel`, plain SwiGLU experts and no LoRA; P must be the number of ranks.
     public var expertParallel = 1
-    /// With `expert_parallel`: chunks the MoE forward's all-to-all is pipelined in, so that one
-    /// chunk's rows travel while another's experts run (FSMoE); 1: none. At most the fewest
-    /// experts a rank holds are used.
+    /// With `expert_parallel`: chunks the MoE op's all-to-alls (forward and backward) are
+    /// pipelined in, so that one chunk's rows travel while another's experts run (FSMoE); 1:
+    /// none. At most the fewest experts a rank holds are used.
     public var overlapChunks = 1
     public var lr: Float = 1e-3, minLR: Float = 1e-4, warmup = 100, weightDecay: Float = 0.1, clip: Float = 1
     public var evalInterval = 100, evalSamples = 60, checkpointInterval = 200

@@ -174,9 +174,9 @@ final class RankDataParallelTests: XCTestCase {
         for result in got { XCTAssertEqual(try result.get().next, next, accuracy: 1e-5 * max(1, abs(next))) }
     }
 
-    /// `overlap_chunks`: the MoE forward's all-to-all pipelined in slices of the experts (each
-    /// expert's rows still in one product, landing in the unchunked layout the backward reads)
-    /// trains exactly as unpipelined: the same losses, loads and weights, bit for bit, on 2
+    /// `overlap_chunks`: the MoE op's all-to-alls, forward and backward, pipelined in slices of
+    /// the experts (each expert's rows still in one product, in the unchunked layout) trains
+    /// exactly as unpipelined: the same losses, loads and weights, bit for bit, on 2
     /// ranks (2 chunks) and 4 (1 expert a rank: capped to 1), for fixed, ragged and null choices.
     func testPipelinedExpertParallelTrainsBitForBitAsUnpipelined() throws {
         for router in ["topk-softmax", "top-p", "null-experts"] {

@@ -104,7 +104,8 @@ public struct ExpertParallelGroup {
     public let statistics: ExchangeStatistics?
     /// Every rank runs the same tokens (forward only), rather than its own.
     public let replicated: Bool
-    /// Chunks the forward's all-to-all is pipelined in (`Tape.pipelinedExperts`); 1: none.
+    /// Chunks the forward's and backward's all-to-alls are pipelined in (`Tape.pipelinedExperts`,
+    /// `Tape.pipelinedExpertBackward`); 1: none.
     public let chunks: Int
     public init(communicator: any Communicator, shard: ExpertShard, statistics: ExchangeStatistics? = nil, replicated: Bool = false,
                 chunks: Int = 1) {
@@ -198,8 +199,9 @@ extension Tape {
         // Expert parallelism: this rank's experts run on the rows every rank routed to them. x's
         // rows and their weights travel there first (`RowExchange`); the rows below are then
         // that rank-wide set, read in order rather than through the token index.
-        // With chunks, the forward's rows travel chunk by chunk while other chunks' experts run
-        // (`pipelinedExperts`); the backward uses the unchunked plan, over the same layout.
+        // With chunks, rows travel chunk by chunk while other chunks' experts run, forward
+        // (`pipelinedExperts`) and backward (`pipelinedExpertBackward`), in the unchunked layout
+        // of `pipeline.whole`, which also carries the routing weights.
         let pipeline = expertParallel.flatMap { g in
             g.replicated || g.chunks <= 1 ? nil : ChunkedExchange(communicator: g.communicator, shard: g.shard, rowOffsets: dispatch.rowOffsets,
                                                                   chunks: g.chunks, statistics: g.statistics)
@@ -353,11 +355,16 @@ extension Tape {
             // Per assignment (nulls stay 0); under expert parallelism first per received row.
             var dwAll = [Float](repeating: 0, count: exchange == nil ? routing.assignmentCount : r)
             let dwSlot = exchange == nil ? dispatch.rowAssignment : Array(0..<r)
-            let dySource = exchange.map { $0.dispatch(dispatch.gather(dyT, pool: pool)) } ?? dyT  // the rows' output gradients
+            // Pipelined (expert parallelism with chunks): the experts' whole backward, chunk by chunk.
+            let piped = pipeline.map { Self.pipelinedExpertBackward(
+                $0, groupedOutGrad: dispatch.gather(dyT, pool: pool), params: params, spans: spans, rowWeight: rowWeight,
+                expertInput: expertInput, gateOut: gateOut, upOut: upOut, hidden: hidden, dySource: Tensor(uninitialized: [r, d]),
+                dh: dh, dg: dg, du: du, widened: widened, pool: pool) }
+            let dySource = piped != nil ? dyT : exchange.map { $0.dispatch(dispatch.gather(dyT, pool: pool)) } ?? dyT  // the rows' output gradients
             // The expert weights' gradients are written whole by the batches below, so their sums
             // of squares (for clipping) are taken there, block by block while in cache.
             let downSquares = GradientSquares(), gateUpSquares = GradientSquares()
-            dwAll.withUnsafeMutableBufferPointer { buffer in
+            if piped == nil { dwAll.withUnsafeMutableBufferPointer { buffer in
                 let dw = buffer  // a copy of the pointer, for the escaping closures below
                 func swigluBackward(_ row: Int) {
                     let o = row * inner
@@ -409,11 +416,11 @@ extension Tape {
                         dw[dispatch.rowAssignment[row]] += dot
                     }
                 }
-            }
+            } }
             if let biases { Self.biasGradients(params, biases: biases, spans: spans, used: used, dg: dg, du: du, dy: dyT,
                                                rowToken: dispatch.rowToken, rowWeight: rowWeight) }
             if let exchange {  // each row's weight gradient back to its rank, to its assignment
-                let back = exchange.collect(Tensor(shape: [r, 1], values: dwAll)).toFloats()  // (an array: a temporary's floats dangle)
+                let back = piped?.dw ?? exchange.collect(Tensor(shape: [r, 1], values: dwAll)).toFloats()  // (an array: a temporary's floats dangle)
                 dwAll = [Float](repeating: 0, count: routing.assignmentCount)
                 for (row, a) in dispatch.rowAssignment.enumerated() { dwAll[a] = back[row] }
             }
@@ -442,7 +449,7 @@ extension Tape {
                                           bRows: rows, wholeRows: true))
                 }
             }
-            for i in used {
+            for i in used where piped == nil {
                 let s = spans[i], dxBlock = dxRows.rows(s)
                 addJobs(params.gate[i], dg.rows(s), into: dxBlock, adding: false, rows: rowsOf(i), input: source(expertInput, i))
                 addJobs(params.up[i], du.rows(s), into: dxBlock, adding: true, rows: rowsOf(i), input: source(expertInput, i))
@@ -455,7 +462,7 @@ extension Tape {
                 upLoRA.backward(adapters.up, outGrad: du, gradRows: nil, input: xT, rows: tokens, spans: spans, inputGrad: dxRows, pool: pool)
             }
             let dx = Tensor(uninitialized: [t, d])  // each token's rows summed
-            dispatch.combine(exchange.map { $0.collect(dxRows) } ?? dxRows, routing: routing, into: dx, weighted: false, accumulate: false,
+            dispatch.combine(piped?.dx ?? exchange.map { $0.collect(dxRows) } ?? dxRows, routing: routing, into: dx, weighted: false, accumulate: false,
                              pool: pool)
             // Balance losses, linear in P_i = mean_t p_ti: a constant c_i per score; plus the
             // entropy's -(log p + 1). For sigmoid scores P averages the normalised scores
