@@ -84,10 +84,7 @@ public struct ExpertParallelExperts: ExpertFFN {
         let start = DispatchTime.now().uptimeNanoseconds
         let y = runLocal(rows.rows(lo..<hi), offsets: rowOffsets.map { min(max($0 - lo, 0), hi - lo) }, pool: pool)
         let computed = DispatchTime.now().uptimeNanoseconds
-        let counts = (0..<comm.size).map { q in
-            let r = shard.experts(of: q)
-            return (rowOffsets[r.upperBound] - rowOffsets[r.lowerBound]) * d
-        }
+        let counts = shard.rowCounts(rowOffsets).map { $0 * d }
         let out = Tensor(uninitialized: [rows.shape[0], d])
         withExtendedLifetime(y) { comm.allGatherV(send: y.floats, receive: out.mutableFloats, counts: counts) }
         let received = counts.reduce(0, +) - counts[comm.rank]

@@ -18,6 +18,15 @@ public struct ExpertShard: Sendable, Equatable {
         return start..<(start + base + (r < extra ? 1 : 0))
     }
 
+    /// How many of the rows grouped by `rowOffsets` (E + 1 offsets, rows grouped by expert)
+    /// belong to each rank's experts, in rank order.
+    public func rowCounts(_ rowOffsets: [Int]) -> [Int] {
+        (0..<ranks).map { q in
+            let held = experts(of: q)
+            return rowOffsets[held.upperBound] - rowOffsets[held.lowerBound]
+        }
+    }
+
     /// The rank that holds expert `e`.
     public func owner(of e: Int) -> Int {
         (0..<ranks).first { experts(of: $0).contains(e) } ?? ranks - 1

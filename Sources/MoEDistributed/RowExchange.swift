@@ -67,10 +67,7 @@ public final class RowExchange {
         self.shard = shard
         localRows = rowOffsets[e]
         let mine = shard.experts(of: communicator.rank)
-        sendRows = (0..<p).map { q in
-            let r = shard.experts(of: q)
-            return rowOffsets[r.upperBound] - rowOffsets[r.lowerBound]
-        }
+        sendRows = shard.rowCounts(rowOffsets)
         receiveRows = (0..<p).map { r in mine.reduce(0) { $0 + count(r, $1) } }
         var offsets = [Int](repeating: 0, count: e + 1), total = 0
         for x in 0..<e {

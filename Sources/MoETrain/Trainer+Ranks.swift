@@ -117,11 +117,11 @@ extension Trainer {
         return Set(model.layers.compactMap(\.moe).flatMap { $0.gate + $0.up + $0.down }.map(ObjectIdentifier.init))
     }
 
-    /// Gradient clipping's scale on ranks with sharded experts: the replicated parameters'
+    /// Gradient clipping's scale; on ranks with sharded experts, the replicated parameters'
     /// sum of squares is the same on every rank, each expert's is on its rank alone, so the
     /// experts' sums are added over the ranks (`allReduceSum`) before the norm is taken.
     func rankClipScale(_ params: [Variable]) -> Float {
-        guard let group = communicator else { return clipScale(params, maxNorm: config.clip, pool: pool).scale }
+        guard let group = communicator, model.expertParallel != nil else { return clipScale(params, maxNorm: config.clip, pool: pool).scale }
         let experts = shardedExperts
         let replicated = clipScale(params.filter { !experts.contains(ObjectIdentifier($0)) }, maxNorm: .infinity, pool: pool).norm
         let mine = clipScale(params.filter { experts.contains(ObjectIdentifier($0)) }, maxNorm: .infinity, pool: pool).norm

@@ -138,8 +138,7 @@ public final class Trainer: @unchecked Sendable {
     public func trainStep() -> (loss: Float, aux: Float, lr: Float) {
         let (loss, aux) = computeGradients()
         let trainable = model.trainableParameters
-        let clip = model.expertParallel == nil ? clipScale(trainable.map { $0.variable }, maxNorm: config.clip, pool: pool).scale
-            : rankClipScale(trainable.map { $0.variable })
+        let clip = rankClipScale(trainable.map { $0.variable })
         let lr = schedule.rate(at: step)
         optimizer.update(trainable, lr: lr, gradScale: clip, pool: pool)
         if config.biasUpdateSpeed > 0 { updateRouterBiases(loads: lastLoads, speed: config.biasUpdateSpeed) }
@@ -183,7 +182,7 @@ public final class Trainer: @unchecked Sendable {
         let g = config.gradAccum
         if let group = communicator, group.size > 1 {
             precondition(g == 1 && config.dataParallel && inputs.count % group.size == 0,
-                         "Trainer: ranks need data_parallel, grad_accum 1 and a batch they divide (TrainingConfig.validate(ranks:))")
+                         "Trainer: ranks need data_parallel, grad_accum 1 and a batch they divide (Trainer.join checks)")
             return computeRankGradients(inputs, targets, group)
         }
         if g == 1 && config.dataParallel && pool.threadCount > 1 && inputs.count > 1 {

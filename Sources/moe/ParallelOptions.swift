@@ -55,10 +55,7 @@ struct ParallelOptions: ParsableArguments {
         guard world.size == p else {
             throw ValidationError("--expert-parallel \(p): this job has \(world.size) rank(s); start it with mpirun -np \(p)")
         }
-        if world.rank != 0 {
-            let null = open("/dev/null", O_WRONLY)
-            if null >= 0 { dup2(null, STDOUT_FILENO); close(null) }
-        }
+        Self.quietUnlessLead(world)
         let total = model.routedExpertBytes
         return Sharded(statistics: try model.shardExperts(over: world, mode: expertRows.mode, chunks: overlapChunks),
                        communicator: world, expertBytesTotal: total)
@@ -88,10 +85,7 @@ struct ParallelOptions: ParsableArguments {
         }
         #if MPI
         let world = MPICommunicator.world
-        if world.rank != 0 {
-            let null = open("/dev/null", O_WRONLY)
-            if null >= 0 { dup2(null, STDOUT_FILENO); close(null) }
-        }
+        Self.quietUnlessLead(world)
         return world
         #else
         throw ValidationError("moe train under mpirun (\(size) ranks) needs a moe built with MPI: swift build -c release --traits MPI")
@@ -107,5 +101,14 @@ extension ParallelOptions {
         var series = [1], c = 2
         while c < overlapChunks { series.append(c); c *= 2 }
         return series + [overlapChunks]
+    }
+}
+
+extension ParallelOptions {
+    /// On ranks other than 0, points standard output at /dev/null: rank 0 alone prints.
+    static func quietUnlessLead(_ world: any Communicator) {
+        guard world.rank != 0 else { return }
+        let null = open("/dev/null", O_WRONLY)
+        if null >= 0 { dup2(null, STDOUT_FILENO); close(null) }
     }
 }

@@ -299,10 +299,7 @@ extension Tape {
         }
         var rowsOut = expertOut
         if let replicated {  // every expert's rows, from the ranks that ran them
-            let counts = (0..<replicated.communicator.size).map { q in
-                let held = replicated.shard.experts(of: q)
-                return (offsets[held.upperBound] - offsets[held.lowerBound]) * d
-            }
+            let counts = replicated.shard.rowCounts(offsets).map { $0 * d }
             let all = Tensor(uninitialized: [r, d])
             withExtendedLifetime(expertOut) {
                 replicated.communicator.allGatherV(send: UnsafeBufferPointer(rebasing: expertOut.floats[(mineRows.lowerBound * d)..<(mineRows.upperBound * d)]),
