@@ -8,6 +8,10 @@ llama-quantize --pure writes for them in every format MoEKit writes. The rows ar
 of one tensor of a tiny f32 GGUF made by llama.cpp's convert_hf_to_gguf.py; llama-quantize
 then quantizes the file and the tensor's bytes are read back.
 
+blocks.json also holds an importance vector (one weight per column) and the bytes
+llama-quantize --pure --imatrix writes with it (an imatrix GGUF made here holding only that
+tensor's entry): the oracle for the importance-weighted quantizers.
+
 mixes.json: the type llama-quantize gives every tensor of tiny models (a dense Llama, an
 8-expert Mixtral, a 4-expert OLMoE and a Qwen3-MoE with rows too short for the k-quants), for
 every preset: the per-tensor mix rules and their fallbacks, without committing the models.
@@ -65,9 +69,35 @@ def convert(name, scratch):
     return out
 
 
-def quantize(src, dst, preset, pure=False):
-    subprocess.run([QUANTIZE] + (["--pure"] if pure else []) + [src, dst, preset], check=True, capture_output=True)
+def quantize(src, dst, preset, pure=False, imatrix=None):
+    args = (["--pure"] if pure else []) + (["--imatrix", imatrix] if imatrix else [])
+    subprocess.run([QUANTIZE] + args + [src, dst, preset], check=True, capture_output=True)
     return gguf.GGUFReader(dst)
+
+
+def importance_vector(columns):
+    """Positive weights spanning four decades, with a dead block of 32 and scattered zeros."""
+    rng = np.random.RandomState(11)
+    w = (rng.lognormal(0.0, 1.2, columns) * 0.5).astype(np.float32)
+    w[64:96] = 0
+    w[::53] = 0
+    return w
+
+
+def write_imatrix(path, entries):
+    """An imatrix GGUF as llama-imatrix writes it: NAME.in_sum2 [nmat, n] and NAME.counts [nmat, 1]."""
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_string("general.type", "imatrix")
+    writer.add_array("imatrix.datasets", ["fixture"])
+    writer.add_uint32("imatrix.chunk_count", 1)
+    writer.add_uint32("imatrix.chunk_size", 512)
+    for name, (sums, counts) in entries.items():
+        writer.add_tensor(f"{name}.in_sum2", np.asarray(sums, dtype=np.float32).reshape(len(counts), -1))
+        writer.add_tensor(f"{name}.counts", np.asarray(counts, dtype=np.float32).reshape(len(counts), 1))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
 
 
 def test_rows():
@@ -145,6 +175,17 @@ def main():
             assert t.tensor_type.name.lower() == fmt, (fmt, t.tensor_type.name)
             data = np.asarray(t.data).view(np.uint8).reshape(shape[0], -1)[:rows.shape[0]]
             blocks["formats"][fmt] = base64.b64encode(data.tobytes()).decode()
+        importance = importance_vector(rows.shape[1])
+        imatrix = os.path.join(scratch, "imatrix.gguf")
+        write_imatrix(imatrix, {target: (importance * 3, [3])})  # sums over 3 rows: the mean is `importance`
+        blocks["importance"] = base64.b64encode(importance.tobytes()).decode()
+        blocks["weighted_formats"] = {}
+        for fmt, preset in PURE.items():
+            out = quantize(edited, os.path.join(scratch, f"weighted.{fmt}.gguf"), preset, pure=True, imatrix=imatrix)
+            t = next(t for t in out.tensors if t.name == target)
+            assert t.tensor_type.name.lower() == fmt, (fmt, t.tensor_type.name)
+            data = np.asarray(t.data).view(np.uint8).reshape(shape[0], -1)[:rows.shape[0]]
+            blocks["weighted_formats"][fmt] = base64.b64encode(data.tobytes()).decode()
         # MXFP4_MOE puts only expert tensors in MXFP4: the gguf package's quantizer (ggml's) is the oracle.
         blocks["formats"]["mxfp4"] = base64.b64encode(
             gguf.quants.quantize(rows, gguf.GGMLQuantizationType.MXFP4).tobytes()).decode()

@@ -28,6 +28,11 @@ extension Kernels {
     /// nothing waits on a per-job barrier. Jobs with no rows are skipped without reading their
     /// weight. This is how an MoE layer runs all its experts' projections at once.
     public static func linearBatch(_ jobs: [LinearJob], pool: ThreadPool = .shared) {
+        if let observe = linearObserver { for job in jobs where job.input.rank == 2 && job.input.shape[0] > 0 { observe(job.input, job.weight) } }
+        runLinearBatch(jobs, pool: pool)
+    }
+
+    private static func runLinearBatch(_ jobs: [LinearJob], pool: ThreadPool) {
         let active = jobs.filter { $0.input.rank == 2 && $0.input.shape[0] > 0 }
         for job in active {
             precondition(job.input.dtype == .f32 && job.output.dtype == .f32, "linearBatch: activations must be f32")
@@ -37,7 +42,7 @@ extension Kernels {
         }
         if active.isEmpty { return }
         if active.contains(where: { splitsForBlockGemm(rows: $0.input.shape[0], dtype: $0.weight.dtype, k: $0.input.shape[1]) != nil }) {
-            linearBatch(active.flatMap { job -> [LinearJob] in
+            runLinearBatch(active.flatMap { job -> [LinearJob] in
                 guard let cut = splitsForBlockGemm(rows: job.input.shape[0], dtype: job.weight.dtype, k: job.input.shape[1]) else { return [job] }
                 let m = job.input.shape[0]
                 return [LinearJob(input: job.input.rows(0..<cut), weight: job.weight, output: job.output.rows(0..<cut)),
@@ -56,9 +61,9 @@ extension Kernels {
             let blocks = quantizedLinearBatch(active.filter { !gemm($0) }, pool: pool)
             // Without an integer leaf, jobs with many rows widen each panel of their weight once
             // (`blockMatmul`); the others take the f32 block leaf in one pass.
-            for job in blocks where job.input.shape[0] > 16 { matmul(job.input, job.weight, into: job.output, pool: pool) }
+            for job in blocks where job.input.shape[0] > 16 { runMatmul(job.input, job.weight, into: job.output, pool: pool) }
             blockLinearBatch(blocks.filter { $0.input.shape[0] <= 16 }, pool: pool)
-            linearBatch(active.filter(gemm), pool: pool)
+            runLinearBatch(active.filter(gemm), pool: pool)
             return
         }
 

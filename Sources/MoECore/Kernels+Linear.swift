@@ -65,8 +65,19 @@ extension Kernels {
         return out
     }
 
+    /// Sees the input and weight of every linear product run through `matmul`, `matvec` and
+    /// `linearBatch` (each once, before it runs, on the calling thread): calibration installs
+    /// one to gather importance statistics. Nil, the default, costs one load per call. Set it
+    /// only while no model runs concurrently.
+    nonisolated(unsafe) public static var linearObserver: ((_ input: Tensor, _ weight: Tensor) -> Void)?
+
     /// `out = x W^T`: x [M, K] f32, W [N, K] of any dtype, out [M, N] f32 (overwritten).
     public static func matmul(_ x: Tensor, _ w: Tensor, into out: Tensor, pool: ThreadPool = .shared) {
+        if let observe = linearObserver, x.rank == 2, x.shape[0] > 0 { observe(x, w) }
+        runMatmul(x, w, into: out, pool: pool)
+    }
+
+    static func runMatmul(_ x: Tensor, _ w: Tensor, into out: Tensor, pool: ThreadPool) {
         precondition(x.dtype == .f32 && out.dtype == .f32, "matmul: activations must be f32")
         precondition(x.rank == 2 && w.rank == 2 && out.rank == 2, "matmul: x \(x.shape), W \(w.shape), out \(out.shape)")
         let (m, k, n) = (x.shape[0], x.shape[1], w.shape[0])

@@ -25,7 +25,8 @@ public enum GGUFConverter {
 
     /// Writes checkpoint folder `directory` as `path` in `preset` (with `overrides`).
     public static func convert(directory: String, preset: QuantizationPreset,
-                               overrides: [(pattern: NSRegularExpression, type: DType)] = [], to path: String,
+                               overrides: [(pattern: NSRegularExpression, type: DType)] = [],
+                               importance: GGUFQuantizer.ImportanceInput? = nil, to path: String,
                                pool: ThreadPool = .shared, progress: GGUFQuantizer.Progress? = nil) throws(ModelError) {
         let ck = try Checkpoint(directory: directory)
         let spec = try Architectures.spec(configAt: ck.configPath)
@@ -34,22 +35,24 @@ public enum GGUFConverter {
         }
         let sources = try tensors(ck, spec, arch: arch)
         var plan = QuantizationPlan(preset: preset, overrides: overrides, names: sources.map(\.name), layers: spec.layers,
-                                    experts: spec.isMoE ? spec.experts : 0)
+                                    experts: spec.isMoE ? spec.experts : 0, hasImportance: importance != nil)
         let byName = Dictionary(uniqueKeysWithValues: sources.map { ($0.name, $0) })
         var records = try metadata(ck, spec, arch: arch, directory: directory)
         records.append(.value(key: "general.quantization_version", .u32(2)))
         records.append(.value(key: "general.file_type", .u32(preset.fileType)))
+        if let importance { records += importance.matrix.quantizeRecords(path: importance.path) }
         let ordered = QuantizationPlan.fileOrder(sources.map(\.name)).map { byName[$0]! }
         let total = ordered.reduce(0) { $0 + $1.stored.storageBytes(elements: $1.shape.reduce(1, *)) }
         var done = 0
-        let entries = ordered.map { src -> GGUFWriter.TensorEntry in
+        let entries = try ordered.map { src throws(ModelError) -> GGUFWriter.TensorEntry in
             // Vectors (norms, biases) and routers are f32 in llama.cpp's files whatever the
             // checkpoint's type (convert_hf_to_gguf.py's rule).
             let stored: DType = src.shape.count == 1 || src.name.contains("ffn_gate_inp") ? .f32 : src.stored
             let written = plan.type(for: src.name, shape: src.shape, stored: stored)
+            let weights = try importance?.importance(name: src.name, shape: src.shape, written: written)
             return GGUFWriter.TensorEntry(name: src.name, shape: src.shape, dtype: written) { (out: AtomicFile.Sink) throws(ModelError) in
                 let t = try src.make()
-                try GGUFQuantizer.write(t, as: written, name: src.name, path: directory, to: out, pool: pool)
+                try GGUFQuantizer.write(t, as: written, importance: weights, name: src.name, path: directory, to: out, pool: pool)
                 done += t.byteCount
                 progress?(GGUFQuantizer.Choice(name: src.name, shape: src.shape, stored: src.stored, written: written), done, total)
             }

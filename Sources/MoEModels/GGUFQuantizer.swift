@@ -20,13 +20,37 @@ public enum GGUFQuantizer {
     /// Progress after each tensor: its choice, the bytes read so far and the total.
     public typealias Progress = (_ choice: Choice, _ bytesDone: Int, _ bytesTotal: Int) -> Void
 
+    /// An importance matrix to quantize with, and the file (or calibration text) it came from,
+    /// which the output's `quantize.imatrix.file` names.
+    public struct ImportanceInput: Sendable {
+        public var matrix: ImportanceMatrix
+        public var path: String
+
+        public init(matrix: ImportanceMatrix, path: String) {
+            self.matrix = matrix
+            self.path = path
+        }
+
+        /// The weights tensor `name` of row-major `shape` is quantized with when written as
+        /// `written`: its entry's (per expert for a stacked [E, rows, columns] tensor), for
+        /// block formats only.
+        func importance(name: String, shape: [Int], written: DType) throws(ModelError) -> Importance? {
+            guard !written.isElementFormat, shape.count >= 2, let columns = shape.last, columns > 0 else { return nil }
+            let slices = shape.count == 3 ? shape[0] : 1, rows = shape.dropLast().reduce(1, *) / slices
+            guard rows > 0, let w = try matrix.weights(for: name, columns: columns, slices: slices, path: path) else { return nil }
+            return Importance(values: w, rowsPerSlice: rows)
+        }
+    }
+
     /// The type of every tensor `input` would be written in, in the order written.
     public static func plan(input: GGUFFile, preset: QuantizationPreset,
-                            overrides: [(pattern: NSRegularExpression, type: DType)] = []) throws(ModelError) -> [Choice] {
+                            overrides: [(pattern: NSRegularExpression, type: DType)] = [],
+                            hasImportance: Bool = false) throws(ModelError) -> [Choice] {
         let arch = input.architecture ?? ""
         let layers = input.metadata["\(arch).block_count"]?.int ?? 0
         let experts = input.metadata["\(arch).expert_count"]?.int ?? 0
-        var plan = QuantizationPlan(preset: preset, overrides: overrides, names: input.tensorNames, layers: layers, experts: experts)
+        var plan = QuantizationPlan(preset: preset, overrides: overrides, names: input.tensorNames, layers: layers, experts: experts,
+                                    hasImportance: hasImportance)
         return QuantizationPlan.fileOrder(input.tensorNames).map { name in
             let info = input.tensors[name]!
             return Choice(name: name, shape: info.shape, stored: info.dtype,
@@ -35,11 +59,13 @@ public enum GGUFQuantizer {
     }
 
     /// Writes `input` quantized with `preset` (and `overrides`, first match wins) to `path`,
-    /// atomically. A tensor holding a non-finite value cannot be quantized: the error names it.
+    /// atomically; with `importance`, block formats are weighted by it as llama-quantize
+    /// `--imatrix` does. A tensor holding a non-finite value cannot be quantized: the error names it.
     public static func quantize(input: GGUFFile, preset: QuantizationPreset,
                                 overrides: [(pattern: NSRegularExpression, type: DType)] = [],
+                                importance: ImportanceInput? = nil,
                                 to path: String, pool: ThreadPool = .shared, progress: Progress? = nil) throws(ModelError) {
-        let choices = try plan(input: input, preset: preset, overrides: overrides)
+        let choices = try plan(input: input, preset: preset, overrides: overrides, hasImportance: importance != nil)
         for c in choices where !c.written.isQuantizable && c.written != c.stored {
             throw .unsupportedDType(path: path, name: c.name, dtype: "\(c.written) (MoEKit does not write it)")
         }
@@ -50,12 +76,14 @@ public enum GGUFQuantizer {
         }
         records.append(.value(key: "general.quantization_version", .u32(2)))
         records.append(.value(key: "general.file_type", .u32(preset.fileType)))
+        if let importance { records += importance.matrix.quantizeRecords(path: importance.path) }
         let total = choices.reduce(0) { $0 + $1.stored.storageBytes(elements: $1.shape.reduce(1, *)) }
         var done = 0
         let entries = try choices.map { (c: Choice) throws(ModelError) -> GGUFWriter.TensorEntry in
             let source = try input.tensor(c.name)
+            let weights = try importance?.importance(name: c.name, shape: c.shape, written: c.written)
             return GGUFWriter.TensorEntry(name: c.name, shape: c.shape, dtype: c.written) { (out: AtomicFile.Sink) throws(ModelError) in
-                try write(source, as: c.written, name: c.name, path: input.path, to: out, pool: pool)
+                try write(source, as: c.written, importance: weights, name: c.name, path: input.path, to: out, pool: pool)
                 done += source.byteCount
                 progress?(c, done, total)
             }
@@ -64,9 +92,9 @@ public enum GGUFQuantizer {
     }
 
     /// Streams `source` as `type`: its own bytes when the type is unchanged, else quantized in
-    /// slabs of whole rows (about 64 MB of f32 at a time).
-    static func write(_ source: Tensor, as type: DType, name: String, path: String, to out: AtomicFile.Sink,
-                      pool: ThreadPool) throws(ModelError) {
+    /// slabs of whole rows (about 64 MB of f32 at a time), weighted by `importance` if given.
+    static func write(_ source: Tensor, as type: DType, importance: Importance? = nil, name: String, path: String,
+                      to out: AtomicFile.Sink, pool: ThreadPool) throws(ModelError) {
         if type == source.dtype {
             try out.write(UnsafeRawBufferPointer(start: source.rawPointer, count: source.byteCount))
             return
@@ -75,7 +103,8 @@ public enum GGUFQuantizer {
         let flat = source.reshaped([rows, k])
         let slab = max(1, (64 << 20) / (4 * k))
         for r0 in stride(from: 0, to: rows, by: slab) {
-            guard let q = flat.rows(r0..<min(rows, r0 + slab)).quantized(to: type, pool: pool) else {
+            let weights = importance.map { Importance(values: $0.values, rowsPerSlice: $0.rowsPerSlice, firstRow: r0) }
+            guard let q = flat.rows(r0..<min(rows, r0 + slab)).quantized(to: type, importance: weights, pool: pool) else {
                 throw .invalidFile(path: path, field: name, reason: "holds a value that is not finite, which \(type) cannot store")
             }
             try out.write(UnsafeRawBufferPointer(start: q.rawPointer, count: q.byteCount))

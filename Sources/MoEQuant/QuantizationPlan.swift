@@ -46,7 +46,7 @@ public enum QuantizationPreset: String, CaseIterable, Sendable {
 }
 
 /// Chooses each tensor's type for a preset as llama-quantize does (llama-quant.cpp's
-/// `llama_tensor_get_type`, for the presets above and without an importance matrix): which
+/// `llama_tensor_get_type`, for the presets above, with or without an importance matrix): which
 /// tensors are quantized at all, the preset's mix (Q6_K for the output and for `attn_v` and
 /// `ffn_down` on some layers in *_M, Q8_0 attention for 8-expert models, ...), user overrides
 /// by regular expression, and the fallback when a row is not a whole number of blocks.
@@ -57,12 +57,16 @@ public struct QuantizationPlan {
     public let overrides: [(pattern: NSRegularExpression, type: DType)]
     let layers: Int, experts: Int
     let attentionV: Int, tiedEmbeddings: Bool
+    /// Whether an importance matrix is given: Q4_0 and Q5_0 then keep the first eighth of the
+    /// `ffn_down` layers in Q4_1 and Q5_1, as llama-quantize does.
+    let hasImportance: Bool
     var attentionVSeen = 0, ffnDownSeen = 0
 
     /// A plan for the tensors `names` of a model with `layers` blocks and `experts` routed
     /// experts per MoE layer (0 or 1 for a dense model).
     public init(preset: QuantizationPreset, overrides: [(pattern: NSRegularExpression, type: DType)] = [],
-                names: [String], layers: Int, experts: Int) {
+                names: [String], layers: Int, experts: Int, hasImportance: Bool = false) {
+        self.hasImportance = hasImportance
         self.preset = preset
         self.overrides = overrides
         self.layers = layers
@@ -132,6 +136,7 @@ public struct QuantizationPlan {
             let i = experts > 1 ? (Self.layer(of: name) ?? ffnDownSeen) : ffnDownSeen
             if kMix && Self.usesMoreBits(i, layers) { type = .q6_K }
             else if preset == .q4_k_s && i < layers / 8 { type = .q5_K }
+            else if (preset == .q4_0 || preset == .q5_0) && hasImportance && i < layers / 8 { type = preset == .q4_0 ? .q4_1 : .q5_1 }
             ffnDownSeen += 1
         }
         return type

@@ -1,6 +1,7 @@
-// Quantization of f32 rows into ggml's block formats, as ggml's reference quantizers
-// (`quantize_row_*_ref` in ggml-quants.c) compute them: llama-quantize uses these when no
-// importance matrix is given, so a tensor quantized here has the bytes llama.cpp would write.
+// Quantization of f32 rows into ggml's block formats, as ggml computes them: the reference
+// quantizers (`quantize_row_*_ref` in ggml-quants.c), which llama-quantize uses without an
+// importance matrix, and the importance-weighted ones (`quantize_row_*_impl`), which it uses
+// with one; either way a tensor quantized here has the bytes llama.cpp would write.
 // Layouts: dequant.c. Formats: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, MXFP4, Q4_K, Q5_K, Q6_K.
 #include <float.h>
 #include <math.h>
@@ -44,28 +45,37 @@ static float signed_max(const float *x) {
   return max;
 }
 
+/// Packs 32 levels as Q4_0/Q4_1 store them: value j in the low nibble of byte j, value
+/// 16 + j in the high one.
+static void pack_nibbles(const uint8_t *L, uint8_t *qs) {
+  for (int j = 0; j < 16; j++) qs[j] = (uint8_t)((L[j] & 0xF) | (L[16 + j] & 0xF) << 4);
+}
+
+/// Packs 32 five-bit levels as Q5_0/Q5_1 store them: the nibbles, then the fifth bits in a u32.
+static void pack_fives(const uint8_t *L, uint8_t *qs, uint8_t *qh_bytes) {
+  uint32_t qh = 0;
+  for (int j = 0; j < 16; j++) {
+    qh |= (uint32_t)((L[j] & 0x10u) >> 4) << j;
+    qh |= (uint32_t)((L[16 + j] & 0x10u) >> 4) << (j + 16);
+  }
+  pack_nibbles(L, qs);
+  memcpy(qh_bytes, &qh, 4);
+}
+
 static void q4_0(const float *x, uint8_t *b) {
   const float d = signed_max(x) / -8, id = d ? 1.0f / d : 0.0f;
   put_f16(b, d);
-  for (int j = 0; j < 16; j++) {
-    const uint8_t lo = (uint8_t)QMIN(15, (int8_t)(x[j] * id + 8.5f));
-    const uint8_t hi = (uint8_t)QMIN(15, (int8_t)(x[16 + j] * id + 8.5f));
-    b[2 + j] = (uint8_t)(lo | hi << 4);
-  }
+  uint8_t L[32];
+  for (int j = 0; j < 32; j++) L[j] = (uint8_t)QMIN(15, (int8_t)(x[j] * id + 8.5f));
+  pack_nibbles(L, b + 2);
 }
 
 static void q5_0(const float *x, uint8_t *b) {
   const float d = signed_max(x) / -16, id = d ? 1.0f / d : 0.0f;
   put_f16(b, d);
-  uint32_t qh = 0;
-  for (int j = 0; j < 16; j++) {
-    const uint8_t lo = (uint8_t)QMIN(31, (int8_t)(x[j] * id + 16.5f));
-    const uint8_t hi = (uint8_t)QMIN(31, (int8_t)(x[16 + j] * id + 16.5f));
-    b[6 + j] = (uint8_t)((lo & 0xF) | (hi & 0xF) << 4);
-    qh |= (uint32_t)((lo & 0x10u) >> 4) << j;
-    qh |= (uint32_t)((hi & 0x10u) >> 4) << (j + 16);
-  }
-  memcpy(b + 2, &qh, 4);
+  uint8_t L[32];
+  for (int j = 0; j < 32; j++) L[j] = (uint8_t)QMIN(31, (int8_t)(x[j] * id + 16.5f));
+  pack_fives(L, b + 6, b + 2);
 }
 
 /// Q4_1 (bits 4) and Q5_1 (bits 5): x = d q + min over the block's range.
@@ -75,17 +85,13 @@ static void q_1(const float *x, uint8_t *b, int bits) {
   const float d = (max - min) / (float)((1 << bits) - 1), id = d ? 1.0f / d : 0.0f;
   put_f16(b, d);
   put_f16(b + 2, min);
-  uint32_t qh = 0;
-  uint8_t *qs = b + (bits == 4 ? 4 : 8);
-  for (int j = 0; j < 16; j++) {
-    const float v0 = (x[j] - min) * id + 0.5f, v1 = (x[16 + j] - min) * id + 0.5f;
-    const uint8_t lo = bits == 4 ? (uint8_t)QMIN(15, (int8_t)v0) : (uint8_t)v0;
-    const uint8_t hi = bits == 4 ? (uint8_t)QMIN(15, (int8_t)v1) : (uint8_t)v1;
-    qs[j] = (uint8_t)((lo & 0xF) | (hi & 0xF) << 4);
-    qh |= (uint32_t)((lo & 0x10u) >> 4) << j;
-    qh |= (uint32_t)((hi & 0x10u) >> 4) << (j + 16);
+  uint8_t L[32];
+  for (int j = 0; j < 32; j++) {
+    const float v = (x[j] - min) * id + 0.5f;
+    L[j] = bits == 4 ? (uint8_t)QMIN(15, (int8_t)v) : (uint8_t)v;
   }
-  if (bits == 5) memcpy(b + 4, &qh, 4);
+  if (bits == 4) pack_nibbles(L, b + 4);
+  else pack_fives(L, b + 8, b + 4);
 }
 
 static void mxfp4(const float *x, uint8_t *b) {
@@ -172,40 +178,27 @@ static float make_qkx2_quants(int n, int nmax, const float *x, const float *weig
   return scale;
 }
 
-/// Q4_K (nmax 15) and Q5_K (31): per 32 values a 6-bit scale and min, relative to the
-/// block's d and dmin; then every value re-rounded against the stored scales.
-static void k45(const float *x, uint8_t *b, int five) {
+/// Writes a Q4_K (nmax 15) or Q5_K (31) super-block from its 6-bit scales `ls` and mins `lm`
+/// and the block's d and dmin: the packed scales, then every value re-rounded against them.
+/// `L` holds the search's levels, kept where a sub-block's scale rounds to zero.
+static void k45_pack(const float *x, uint8_t *b, int five, uint8_t *L, const uint8_t *ls, const uint8_t *lm,
+                     float d_all, float dmin_all) {
   const int nmax = five ? 31 : 15;
-  uint8_t L[256], Laux[32];
-  float weights[32], mins[8], scales[8], max_scale = 0, max_min = 0;
-  for (int j = 0; j < 8; ++j) {
-    float sum_x2 = 0;
-    for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
-    const float av_x = sqrtf(sum_x2 / 32);
-    for (int l = 0; l < 32; ++l) weights[l] = av_x + fabsf(x[32 * j + l]);
-    scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, five ? -0.5f : -1.f, 0.1f,
-                                 five ? 15 : 20);
-    if (scales[j] > max_scale) max_scale = scales[j];
-    if (mins[j] > max_min) max_min = mins[j];
-  }
   uint8_t *sc = b + 4;
   memset(sc, 0, 12);
-  const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f, inv_min = max_min > 0 ? 63.f / max_min : 0.f;
   for (int j = 0; j < 8; ++j) {
-    const uint8_t ls = (uint8_t)QMIN(63, (uint8_t)nearest_int(inv_scale * scales[j]));
-    const uint8_t lm = (uint8_t)QMIN(63, (uint8_t)nearest_int(inv_min * mins[j]));
     if (j < 4) {
-      sc[j] = ls;
-      sc[j + 4] = lm;
+      sc[j] = ls[j];
+      sc[j + 4] = lm[j];
     } else {
-      sc[j + 4] = (uint8_t)((ls & 0xF) | ((lm & 0xF) << 4));
-      sc[j - 4] |= (uint8_t)((ls >> 4) << 6);
-      sc[j - 0] |= (uint8_t)((lm >> 4) << 6);
+      sc[j + 4] = (uint8_t)((ls[j] & 0xF) | ((lm[j] & 0xF) << 4));
+      sc[j - 4] |= (uint8_t)((ls[j] >> 4) << 6);
+      sc[j - 0] |= (uint8_t)((lm[j] >> 4) << 6);
     }
   }
-  put_f16(b, max_scale / 63.f);
-  put_f16(b + 2, max_min / 63.f);
-  const float d_all = get_f16(b), dmin_all = get_f16(b + 2);
+  put_f16(b, d_all);
+  put_f16(b + 2, dmin_all);
+  d_all = get_f16(b), dmin_all = get_f16(b + 2);
   for (int j = 0; j < 8; ++j) {
     int s, m;
     if (j < 4) {
@@ -237,9 +230,34 @@ static void k45(const float *x, uint8_t *b, int five) {
   }
 }
 
-/// ggml's `make_qx_quants` with rmse_type 1 (weights x^2) and no importance: the signed scale
-/// of n values on levels -nmax..nmax-1, searching 18 scales near the largest value's.
-static float make_qx_quants(int n, int nmax, const float *x, int8_t *L) {
+/// Q4_K and Q5_K as the reference quantizer: per 32 values the scale and min that fit them
+/// best, weighted by |x| plus the block's rms, then 6-bit scales relative to the largest.
+static void k45(const float *x, uint8_t *b, int five) {
+  const int nmax = five ? 31 : 15;
+  uint8_t L[256], Laux[32], ls[8], lm[8];
+  float weights[32], mins[8], scales[8], max_scale = 0, max_min = 0;
+  for (int j = 0; j < 8; ++j) {
+    float sum_x2 = 0;
+    for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
+    const float av_x = sqrtf(sum_x2 / 32);
+    for (int l = 0; l < 32; ++l) weights[l] = av_x + fabsf(x[32 * j + l]);
+    scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, five ? -0.5f : -1.f, 0.1f,
+                                 five ? 15 : 20);
+    if (scales[j] > max_scale) max_scale = scales[j];
+    if (mins[j] > max_min) max_min = mins[j];
+  }
+  const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f, inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+  for (int j = 0; j < 8; ++j) {
+    ls[j] = (uint8_t)QMIN(63, (uint8_t)nearest_int(inv_scale * scales[j]));
+    lm[j] = (uint8_t)QMIN(63, (uint8_t)nearest_int(inv_min * mins[j]));
+  }
+  k45_pack(x, b, five, L, ls, lm, max_scale / 63.f, max_min / 63.f);
+}
+
+/// ggml's `make_qx_quants` with rmse_type 1: the signed scale of n values on levels
+/// -nmax..nmax-1 minimising the error weighted by `qw` (x^2 when NULL), searching 18 scales
+/// near the largest value's; levels stored offset by nmax.
+static float make_qx_quants(int n, int nmax, const float *x, int8_t *L, const float *qw) {
   float max = 0, amax = 0;
   for (int i = 0; i < n; ++i)
     if (fabsf(x[i]) > amax) amax = fabsf(x[i]), max = x[i];
@@ -251,7 +269,7 @@ static float make_qx_quants(int n, int nmax, const float *x, int8_t *L) {
   for (int i = 0; i < n; ++i) {
     const int l = QMAX(-nmax, QMIN(nmax - 1, nearest_int(iscale * x[i])));
     L[i] = (int8_t)(l + nmax);
-    const float w = x[i] * x[i];
+    const float w = qw ? qw[i] : x[i] * x[i];
     sumlx += w * x[i] * l;
     suml2 += w * l * l;
   }
@@ -262,7 +280,7 @@ static float make_qx_quants(int n, int nmax, const float *x, int8_t *L) {
     sumlx = suml2 = 0;
     for (int i = 0; i < n; ++i) {
       const int l = QMAX(-nmax, QMIN(nmax - 1, nearest_int(iscale * x[i])));
-      const float w = x[i] * x[i];
+      const float w = qw ? qw[i] : x[i] * x[i];
       sumlx += w * x[i] * l;
       suml2 += w * l * l;
     }
@@ -275,11 +293,13 @@ static float make_qx_quants(int n, int nmax, const float *x, int8_t *L) {
   return scale;
 }
 
-static void q6_k(const float *x, uint8_t *b) {
+/// Q6_K: per 16 values a signed scale (weighted by `qw` when given), 8-bit relative to the
+/// largest, then every value re-rounded against them.
+static void q6_k(const float *x, uint8_t *b, const float *qw) {
   int8_t L[256];
   float scales[16], max_scale = 0, max_abs_scale = 0;
   for (int ib = 0; ib < 16; ++ib) {
-    scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib);
+    scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, qw ? qw + 16 * ib : NULL);
     if (fabsf(scales[ib]) > max_abs_scale) max_abs_scale = fabsf(scales[ib]), max_scale = scales[ib];
   }
   memset(b, 0, 210);
@@ -306,6 +326,133 @@ static void q6_k(const float *x, uint8_t *b) {
   }
 }
 
+// MARK: importance-weighted quantizers (ggml's `quantize_row_*_impl`)
+
+/// ggml's `make_qp_quants`: the positive scale of n values on levels 0..nmax minimising the
+/// error weighted by `qw`, searching 8 scales, then moving single levels while that helps.
+static float make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const float *qw) {
+  float max = 0;
+  for (int i = 0; i < n; ++i) max = QMAX(max, x[i]);
+  if (max < 1e-15f) {
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    return 0.f;
+  }
+  float iscale = nmax / max;
+  for (int i = 0; i < n; ++i) L[i] = (uint8_t)nearest_int(iscale * x[i]);
+  float scale = 1 / iscale, best_mse = 0;
+  for (int i = 0; i < n; ++i) {
+    const float diff = x[i] - scale * L[i];
+    best_mse += qw[i] * diff * diff;
+  }
+  for (int is = -4; is <= 4; ++is) {
+    if (is == 0) continue;
+    const float iscale_is = (0.1f * is + nmax) / max, scale_is = 1 / iscale_is;
+    float mse = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = QMIN(nmax, nearest_int(iscale_is * x[i]));
+      const float diff = x[i] - scale_is * l;
+      mse += qw[i] * diff * diff;
+    }
+    if (mse < best_mse) best_mse = mse, iscale = iscale_is;
+  }
+  float sumlx = 0, suml2 = 0;
+  for (int i = 0; i < n; ++i) {
+    const int l = QMIN(nmax, nearest_int(iscale * x[i]));
+    L[i] = (uint8_t)l;
+    sumlx += qw[i] * x[i] * l;
+    suml2 += qw[i] * l * l;
+  }
+  for (int itry = 0; itry < 5; ++itry) {
+    int n_changed = 0;
+    for (int i = 0; i < n; ++i) {
+      const float w = qw[i];
+      float slx = sumlx - w * x[i] * L[i], sl2 = suml2 - w * L[i] * L[i];
+      if (slx > 0 && sl2 > 0) {
+        const int new_l = QMIN(nmax, nearest_int(x[i] * sl2 / slx));
+        if (new_l != L[i]) {
+          slx += w * x[i] * new_l;
+          sl2 += w * new_l * new_l;
+          if (slx * slx * suml2 > sumlx * sumlx * sl2) {
+            L[i] = (uint8_t)new_l, sumlx = slx, suml2 = sl2;
+            ++n_changed;
+          }
+        }
+      }
+    }
+    if (!n_changed) break;
+  }
+  return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+}
+
+/// Each value's weight in a 32-value block: its importance times sqrt(sigma2 + x^2).
+static void block_weights(const float *x, const float *qw, float sigma2, float *w) {
+  for (int j = 0; j < 32; ++j) w[j] = qw[j] * sqrtf(sigma2 + x[j] * x[j]);
+}
+
+/// Q4_0 (bits 4) and Q5_0 (bits 5) weighted: the signed scale minimising the weighted error.
+static void q_0_weighted(const float *x, uint8_t *b, int bits, float sigma2, const float *qw) {
+  float w[32];
+  int8_t L[32];
+  block_weights(x, qw, sigma2, w);
+  put_f16(b, make_qx_quants(32, bits == 4 ? 8 : 16, x, L, w));
+  if (bits == 4) pack_nibbles((const uint8_t *)L, b + 2);
+  else pack_fives((const uint8_t *)L, b + 6, b + 2);
+}
+
+/// Q4_1 and Q5_1 weighted: the scale and min minimising the weighted error.
+static void q_1_weighted(const float *x, uint8_t *b, int bits, float sigma2, const float *qw) {
+  float w[32], min;
+  uint8_t L[32], Laux[32];
+  block_weights(x, qw, sigma2, w);
+  put_f16(b, make_qkx2_quants(32, bits == 4 ? 15 : 31, x, w, L, &min, Laux, -0.9f, 0.05f, 36));
+  put_f16(b + 2, -min);
+  if (bits == 4) pack_nibbles(L, b + 4);
+  else pack_fives(L, b + 8, b + 4);
+}
+
+/// Q4_K and Q5_K weighted: each 32 values' scale and min under the importance, then the
+/// 6-bit scales and mins chosen by the same weighted error (`make_qp_quants`).
+static void k45_weighted(const float *x, uint8_t *b, int five, const float *qw) {
+  uint8_t L[256], Laux[32], ls[8], lm[8];
+  float w[32], sw[8], mins[8], scales[8], sum_x2 = 0;
+  for (int l = 0; l < 256; ++l) sum_x2 += x[l] * x[l];
+  const float sigma2 = 2 * sum_x2 / 256;
+  for (int j = 0; j < 8; ++j) {
+    block_weights(x + 32 * j, qw + 32 * j, sigma2, w);
+    float sumw = 0;
+    for (int l = 0; l < 32; ++l) sumw += w[l];
+    sw[j] = sumw;
+    scales[j] = make_qkx2_quants(32, five ? 31 : 15, x + 32 * j, w, L + 32 * j, &mins[j], Laux, -0.9f, 0.05f, 36);
+  }
+  const float d_block = make_qp_quants(8, 63, scales, ls, sw), m_block = make_qp_quants(8, 63, mins, lm, sw);
+  if (five)
+    for (int j = 0; j < 8; ++j) ls[j] = (uint8_t)QMIN(63, ls[j]), lm[j] = (uint8_t)QMIN(63, lm[j]);
+  k45_pack(x, b, five, L, ls, lm, d_block, m_block);
+}
+
+int moek_quantize_row_weighted(const float *src, int dt, void *dst, size_t n, const float *qw) {
+  if (!qw || dt == MOEK_Q8_0 || dt == MOEK_MXFP4) return moek_quantize(src, dt, dst, n);
+  if (!moek_can_quantize(dt)) return 0;
+  const size_t qk = (size_t)moek_block_elements(dt), bytes = (size_t)moek_block_bytes(dt);
+  float sum_x2 = 0;
+  for (size_t j = 0; j < n; ++j) sum_x2 += src[j] * src[j];
+  const float sigma2 = sum_x2 / (float)n;  // the 32-value formats' row variance
+  uint8_t *b = (uint8_t *)dst;
+  for (size_t i = 0; i + qk <= n; i += qk, b += bytes) {
+    const float *x = src + i, *w = qw + i;
+    switch (dt) {
+      case MOEK_Q4_0: q_0_weighted(x, b, 4, sigma2, w); break;
+      case MOEK_Q5_0: q_0_weighted(x, b, 5, sigma2, w); break;
+      case MOEK_Q4_1: q_1_weighted(x, b, 4, sigma2, w); break;
+      case MOEK_Q5_1: q_1_weighted(x, b, 5, sigma2, w); break;
+      case MOEK_Q4_K: k45_weighted(x, b, 0, w); break;
+      case MOEK_Q5_K: k45_weighted(x, b, 1, w); break;
+      default: q6_k(x, b, w); break;
+    }
+  }
+  return 1;
+}
+
 int moek_can_quantize(int dt) {
   switch (dt) {
     case MOEK_Q8_0: case MOEK_Q4_0: case MOEK_Q4_1: case MOEK_Q5_0: case MOEK_Q5_1: case MOEK_MXFP4:
@@ -330,7 +477,7 @@ int moek_quantize(const float *src, int dt, void *dst, size_t n) {
       case MOEK_MXFP4: mxfp4(x, b); break;
       case MOEK_Q4_K: k45(x, b, 0); break;
       case MOEK_Q5_K: k45(x, b, 1); break;
-      default: q6_k(x, b); break;
+      default: q6_k(x, b, NULL); break;
     }
   }
   return 1;

@@ -10,7 +10,7 @@ struct MoECommand: AsyncParsableCommand {
         commandName: "moe",
         abstract: "MoEKit: run, route, train and benchmark Mixture-of-Experts models on the CPU.",
         version: MoEKitVersion.string,
-        subcommands: [Generate.self, Train.self, Logits.self, Tokenize.self, Detokenize.self, Route.self, Bench.self, BenchKernels.self, InitRandom.self, Quantize.self, PerplexityCommand.self, Analyze.self, Prune.self, ChatTemplateCommand.self, Serve.self, Merge.self, Upcycle.self, Skills.self])
+        subcommands: [Generate.self, Train.self, Logits.self, Tokenize.self, Detokenize.self, Route.self, Bench.self, BenchKernels.self, InitRandom.self, Quantize.self, Imatrix.self, PerplexityCommand.self, Analyze.self, Prune.self, ChatTemplateCommand.self, Serve.self, Merge.self, Upcycle.self, Skills.self])
 
     /// Runs the command, after opting the process into keeping freed memory: every forward
     /// pass frees and reallocates the same activation buffers, and glibc would otherwise hand

@@ -25,8 +25,13 @@ struct Quantize: ParsableCommand {
     @Option(help: "Output GGUF file, or with --type qmoe a new checkpoint folder (written atomically).")
     var out: String
 
-    @Option(help: "With --type qmoe: calibration text; each expert's routed inputs drive its GPTQ updates.")
+    @Option(help: "Calibration text. With a block-format type: an importance matrix is computed from it first (as moe imatrix) and weights each block's rounding, as llama-quantize --imatrix does. With --type qmoe: each expert's routed inputs drive its GPTQ updates.")
     var calibration: String?
+
+    @Option(help: "An importance matrix file (moe imatrix's or llama-imatrix's, GGUF or .dat) to weight the rounding with, as llama-quantize --imatrix does.")
+    var imatrix: String?
+
+    @OptionGroup var chunking: ImportanceChunking
 
     @Option(name: .customLong("calibration-tokens"), help: "With --type qmoe: at most this many calibration tokens.")
     var calibrationTokens = 16384
@@ -61,7 +66,8 @@ struct Quantize: ParsableCommand {
             if !tensorTypes.isEmpty || dryRun { throw ValidationError("--type qmoe takes neither --tensor-type nor --dry-run") }
             return
         }
-        if calibration != nil { throw ValidationError("--calibration applies to --type qmoe") }
+        if calibration != nil && imatrix != nil { throw ValidationError("--calibration and --imatrix are two ways to give one importance matrix: give one") }
+        try chunking.validate()
         _ = try preset()
         _ = try overrides()
     }
@@ -98,10 +104,17 @@ struct Quantize: ParsableCommand {
         if isQMoE { return try runQMoE(isDirectory: isDirectory.boolValue) }
         let preset = try preset(), overrides = try overrides()
         let pool = ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount)
+        var importance: GGUFQuantizer.ImportanceInput?
+        if let imatrix {
+            importance = .init(matrix: try ImportanceMatrix(path: imatrix), path: imatrix)
+        } else if let calibration, !dryRun, !preset.baseType.isElementFormat {
+            importance = .init(matrix: try chunking.collect(model: model, calibration: calibration, includeOutput: false, pool: pool),
+                               path: calibration)
+        }
         if isDirectory.boolValue {  // a checkpoint folder: converted as convert_hf_to_gguf.py + llama-quantize would
             if dryRun { throw ValidationError("--dry-run reads GGUF files; convert the folder first") }
             let bar = ProgressBar()
-            try GGUFConverter.convert(directory: model, preset: preset, overrides: overrides, to: out, pool: pool) { choice, done, total in
+            try GGUFConverter.convert(directory: model, preset: preset, overrides: overrides, importance: importance, to: out, pool: pool) { choice, done, total in
                 bar.show(fraction: Double(done) / Double(max(1, total)), label: "\(choice.name) \(choice.written)")
             }
             bar.finish()
@@ -112,7 +125,7 @@ struct Quantize: ParsableCommand {
         let input = try GGUFFile(path: model)
         if dryRun {
             var before = 0, after = 0
-            for c in try GGUFQuantizer.plan(input: input, preset: preset, overrides: overrides) {
+            for c in try GGUFQuantizer.plan(input: input, preset: preset, overrides: overrides, hasImportance: importance != nil || calibration != nil) {
                 let n = c.shape.reduce(1, *)
                 before += c.stored.storageBytes(elements: n)
                 after += c.written.storageBytes(elements: n)
@@ -122,7 +135,7 @@ struct Quantize: ParsableCommand {
             return
         }
         let bar = ProgressBar()
-        try GGUFQuantizer.quantize(input: input, preset: preset, overrides: overrides, to: out, pool: pool) { choice, done, total in
+        try GGUFQuantizer.quantize(input: input, preset: preset, overrides: overrides, importance: importance, to: out, pool: pool) { choice, done, total in
             bar.show(fraction: Double(done) / Double(max(1, total)), label: "\(choice.name) \(choice.written)")
         }
         bar.finish()

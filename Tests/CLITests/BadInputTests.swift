@@ -1,4 +1,5 @@
 import Foundation
+import MoEModels
 import XCTest
 
 /// Issue 17's classes of bad input walked over every command: each case runs `moe` in an empty
@@ -106,6 +107,16 @@ final class BadInputTests: XCTestCase {
         let moleTopK = try file("mole-topk.json", #"{"lora": {"kind": "mole", "top_k": 2}, "steps": 2, "checkpoint_dir": "run-lora"}"#)
         let mixNoDense = try file("mix-nodense.json", #"{"lora": {"kind": "mixlora"}, "steps": 2, "checkpoint_dir": "run-lora"}"#)
         let mixDP = try file("mix-dp.json", #"{"lora": {"kind": "mixlora"}, "data_parallel": true, "steps": 2, "checkpoint_dir": "run-lora"}"#)
+        let shortImatrix = work.appendingPathComponent("short.imatrix.gguf").path
+        try ImportanceMatrix(entries: ["blk.0.attn_q.weight": .init(sums: [1, 2, 3], counts: [1])], datasets: ["t"], chunkCount: 1,
+                             chunkSize: 512).write(to: shortImatrix)
+        var dat = Data()  // a .dat imatrix: one entry of 1000 values, cut after 2
+        for v: Int32 in [1, 4] { withUnsafeBytes(of: v.littleEndian) { dat.append(contentsOf: $0) } }
+        dat.append(contentsOf: Array("blk.".utf8))
+        for v: Int32 in [1, 1000, 0, 0] { withUnsafeBytes(of: v.littleEndian) { dat.append(contentsOf: $0) } }
+        let truncatedDat = work.appendingPathComponent("trunc.dat").path
+        let tiny = try file("tiny.txt", "too little text for a chunk")
+        try dat.write(to: URL(fileURLWithPath: truncatedDat))
         let text = try file("text.txt", (0..<60).map { "\($0)+\($0 * 7 % 50)=\($0 + $0 * 7 % 50)" }.joined(separator: "\n"))
         let base = work.appendingPathComponent("base.lp").path
         let made = try moe(["perplexity", "--file", text, "--context", "32", "--save-logits", base], in: work)
@@ -180,6 +191,16 @@ final class BadInputTests: XCTestCase {
             Case(args: ["quantize", "--model", mixtral, "--type", "qmoe", "--calibration", text, "--out", "q"], status: 1, mentions: ["tokenizer.json"]),
             Case(args: ["quantize", "--model", mixtral, "--type", "qmoe", "--calibration", text, "--out", mixtral], status: 1, mentions: ["already exists"]),
             Case(args: ["quantize", "--model", gguf, "--type", "q8_0", "--out", "/nonexistent/q.gguf"], status: 1, mentions: ["/nonexistent/q.gguf"]),
+            // Importance matrices: too little text for one chunk, a file that is not an imatrix,
+            // one whose entry does not fit the tensor, a missing calibration file.
+            Case(args: ["imatrix", "--model", gguf, "--calibration", tiny, "--out", "m.gguf"], status: 1, mentions: ["tiny.txt", "chunk"]),
+            Case(args: ["imatrix", "--model", gguf, "--calibration", "missing.txt", "--out", "m.gguf"], status: 1, mentions: ["missing.txt"]),
+            Case(args: ["quantize", "--model", gguf, "--type", "q4_0", "--calibration", tiny, "--out", "q.gguf"], status: 1, mentions: ["tiny.txt", "chunk"]),
+            Case(args: ["quantize", "--model", gguf, "--type", "q4_k_m", "--imatrix", text, "--out", "q.gguf"], status: 1, mentions: ["text.txt"]),
+            Case(args: ["quantize", "--model", gguf, "--type", "q4_k_m", "--imatrix", shortImatrix, "--out", "q.gguf"], status: 1,
+                 mentions: ["short.imatrix.gguf", "blk.0.attn_q.weight"]),
+            Case(args: ["quantize", "--model", gguf, "--type", "q4_k_m", "--imatrix", truncatedDat, "--out", "q.gguf"], status: 1,
+                 mentions: ["trunc.dat"]),
             Case(args: ["perplexity", "--file", "missing.txt"], status: 1, mentions: ["missing.txt"]),
             Case(args: ["perplexity", "--file", text, "--max-windows", "1", "--kl-base", base, "--save-logits", "new.lp"], status: 1,
                  mentions: ["base.lp", "tokens", "--max-windows"]),
@@ -225,7 +246,12 @@ final class BadInputTests: XCTestCase {
             Case(args: ["route", "--router", "topk-sigmoid", "--logits", logits, "--routed-scaling", "-1"], status: 64, mentions: ["--routed-scaling"]),
             Case(args: ["quantize", "--model", gguf, "--type", "bogus", "--out", "q.gguf"], status: 64, mentions: ["--type", "bogus"]),
             Case(args: ["quantize", "--model", mixtral, "--type", "qmoe", "--out", "q"], status: 64, mentions: ["--calibration"]),
-            Case(args: ["quantize", "--model", gguf, "--type", "q8_0", "--calibration", text, "--out", "q.gguf"], status: 64, mentions: ["--calibration", "qmoe"]),
+            Case(args: ["quantize", "--model", gguf, "--type", "q4_0", "--calibration", text, "--imatrix", "m.gguf", "--out", "q.gguf"], status: 64,
+                 mentions: ["--calibration", "--imatrix"]),
+            Case(args: ["quantize", "--model", gguf, "--type", "q4_0", "--calibration", text, "--chunk-size", "8", "--out", "q.gguf"], status: 64,
+                 mentions: ["--chunk-size"]),
+            Case(args: ["imatrix", "--model", gguf, "--calibration", text, "--out", "m.gguf", "--chunks", "0"], status: 64, mentions: ["--chunks"]),
+            Case(args: ["imatrix", "--model", gguf, "--calibration", text, "--out", "m.gguf", "--chunk-size", "100000"], status: 64, mentions: ["--chunk-size"]),
             Case(args: ["quantize", "--model", mixtral, "--type", "qmoe", "--calibration", text, "--grid", "bogus", "--out", "q"], status: 64, mentions: ["--grid", "bogus"]),
             Case(args: ["quantize", "--model", mixtral, "--type", "qmoe", "--calibration", text, "--damp", "nan", "--out", "q"], status: 64, mentions: ["--damp"]),
             Case(args: ["quantize", "--model", mixtral, "--type", "qmoe", "--calibration", text, "--min-tokens", "-1", "--out", "q"], status: 64,

@@ -13,7 +13,10 @@ final class QuantizeTests: XCTestCase {
     let folder = fixturesDirectory.appendingPathComponent("quantize")
     let models = fixturesDirectory.appendingPathComponent("gguf_models")
 
-    struct Blocks: Decodable { var columns: Int, rows: Int, input: String, formats: [String: String] }
+    struct Blocks: Decodable {
+        var columns: Int, rows: Int, input: String, formats: [String: String]
+        var importance: String, weighted_formats: [String: String]
+    }
     struct Mix: Decodable {
         struct Entry: Decodable { var name: String, shape: [Int] }
         var arch: String, block_count: Int, expert_count: Int, tensors: [Entry], presets: [String: [String: String]]
@@ -37,6 +40,37 @@ final class QuantizeTests: XCTestCase {
                 XCTAssertTrue(bad.isEmpty, "\(name), \(threads) threads: rows \(Set(bad).sorted()) differ from llama-quantize")
             }
         }
+    }
+
+    /// With an importance matrix (llama-quantize --imatrix): ggml's weighted quantizers, byte
+    /// for byte, on the same rows; and the weights matter (the bytes differ from unweighted ones).
+    func testImportanceWeightedFormatsQuantizeAsLlamaQuantizeWithAnImatrix() throws {
+        let blocks = try JSONDecoder().decode(Blocks.self, from: Data(contentsOf: folder.appendingPathComponent("blocks.json")))
+        func floats(_ s: String) throws -> [Float] {
+            try XCTUnwrap(Data(base64Encoded: s)).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        }
+        let x = Tensor(shape: [blocks.rows, blocks.columns], values: try floats(blocks.input))
+        // The fixture's imatrix holds sums of 3 times the importance over a count of 3: weights
+        // are llama-quantize's quotient (a rounding off the importance for some columns).
+        let matrix = ImportanceMatrix(entries: ["w": .init(sums: try floats(blocks.importance).map { $0 * 3 }, counts: [3])])
+        let weights = try XCTUnwrap(try matrix.weights(for: "w", columns: blocks.columns, slices: 1, path: "blocks.json"))
+        let importance = Importance(values: weights, rowsPerSlice: 256)
+        XCTAssertEqual(blocks.weighted_formats.count, 8)
+        for (name, encoded) in blocks.weighted_formats.sorted(by: { $0.key < $1.key }) {
+            let dtype = try XCTUnwrap(DType(name: name))
+            let want = [UInt8](try XCTUnwrap(Data(base64Encoded: encoded)))
+            let q = try XCTUnwrap(x.quantized(to: dtype, importance: importance, pool: ThreadPool(threads: 2)), name)
+            let got = [UInt8](UnsafeRawBufferPointer(start: q.rawPointer, count: q.byteCount))
+            let rowBytes = dtype.storageBytes(elements: blocks.columns)
+            let bad = zip(got, want).enumerated().filter { $0.element.0 != $0.element.1 }.map { $0.offset / rowBytes }
+            XCTAssertEqual(got.count, want.count, name)
+            XCTAssertTrue(bad.isEmpty, "\(name): rows \(Set(bad).sorted()) differ from llama-quantize --imatrix")
+            if dtype != .q8_0 {
+                XCTAssertNotEqual(want, [UInt8](try XCTUnwrap(Data(base64Encoded: blocks.formats[name]!))), "\(name): weights change the bytes")
+            }
+        }
+        // An entry too short for the rows is refused, not read past its end.
+        XCTAssertNil(x.quantized(to: .q4_K, importance: Importance(values: [Float](repeating: 1, count: 256), rowsPerSlice: 256)))
     }
 
     func testEveryPresetChoosesLlamaQuantizesTypes() throws {

@@ -63,6 +63,11 @@ int moek_can_quantize(int dt);
 /// ggml's reference quantizers (llama-quantize without an importance matrix) do. Values must be
 /// finite. Returns 0, writing nothing, for a format `moek_can_quantize` refuses.
 int moek_quantize(const float *src, int dt, void *dst, size_t n);
+/// Quantizes one row of n f32 values into block format `dt` weighted by the importance `qw`
+/// (n values, e.g. an importance matrix's mean squared input per column), exactly as ggml's
+/// `quantize_row_*_impl` (llama-quantize with an importance matrix) do. Q8_0 and MXFP4 ignore
+/// `qw`, as ggml does; with `qw` NULL this is `moek_quantize`.
+int moek_quantize_row_weighted(const float *src, int dt, void *dst, size_t n, const float *qw);
 
 /// The activation block (32 or 256 elements) the integer leaf pairs with block format `dt` on
 /// this machine, or 0 where `dt` has no integer leaf here (callers then use `moek_gemv_rows`).
