@@ -16,7 +16,8 @@ mkdir -p "$work"
 moe=$root/.build/release/moe
 cd "$root"
 ls Sources/*/*.swift Sources/*/*/*.swift | sort > "$work/all.txt"
-awk 'NR%10==0' "$work/all.txt" | xargs cat | head -c 120000 > "$work/heldout.txt"
+awk 'NR%10==0' "$work/all.txt" | xargs cat > "$work/heldout.all.txt"
+head -c 120000 "$work/heldout.all.txt" > "$work/heldout.txt"
 awk 'NR%10!=0' "$work/all.txt" | head -40 | xargs cat > "$work/calibration.txt"
 python3 - "$root" "$work" "$steps" <<'PY'
 import json, sys

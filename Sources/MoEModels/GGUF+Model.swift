@@ -143,12 +143,13 @@ public final class GGUFWeights: WeightSource, @unchecked Sendable {
         case ("mlp", _), ("block_sparse_moe", _):
             let body = Array(rest.dropFirst())
             if body == ["experts", "down_proj_bias"] { return ("\(blk).ffn_down_exps.bias", nil) }  // GPT-OSS
+            // DeepSeek-V3's selection bias (`mlp.gate.e_score_correction_bias`).
+            if body == ["gate", "e_score_correction_bias"] { return ("\(blk).exp_probs_b.bias", nil) }
             if body.count == 2 {  // dense: gate_proj.weight; router: gate.weight (GPT-OSS: router.weight, .bias)
                 let map = ["gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down", "gate": "ffn_gate_inp",
                            "router": "ffn_gate_inp", "shared_expert_gate": "ffn_gate_inp_shexp"]
                 return map[body[0]].map { ("\(blk).\($0).\(suffix)", nil) }
             }
-            if body.count == 3, body[0] == "gate", body[1] == "e_score_correction_bias" { return ("\(blk).exp_probs_b.bias", nil) }
             if body.count == 3, body[0] == "shared_expert" || body[0] == "shared_experts" {
                 let map = ["gate_proj": "ffn_gate_shexp", "up_proj": "ffn_up_shexp", "down_proj": "ffn_down_shexp"]
                 return map[body[1]].map { ("\(blk).\($0).\(suffix)", nil) }

@@ -10,11 +10,14 @@ import MoEQuant
 /// `tokenizer.ggml.*` (GGUFConverter+Tokenizer.swift), and every tensor in the type the
 /// preset's plan chooses (`QuantizationPlan`), written atomically.
 ///
-/// Families: Llama, Mistral, Mixtral (`llama`), Qwen2, Qwen3, Qwen2-MoE, Qwen3-MoE, OLMoE.
+/// Families: Llama, Mistral, Mixtral (`llama`), Qwen2, Qwen3, Qwen2-MoE, Qwen3-MoE, OLMoE,
+/// DeepSeek-V2 and V3 (`deepseek2`: `kv_b_proj` split into `attn_k_b`, transposed, and
+/// `attn_v_b` for llama.cpp's absorbed attention; the metadata in GGUFConverter+DeepSeek.swift).
 public enum GGUFConverter {
     /// llama.cpp's architecture for each model type this writes.
     public static let architectures = ["llama": "llama", "mistral": "llama", "mixtral": "llama", "qwen2": "qwen2",
-                                       "qwen3": "qwen3", "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe", "olmoe": "olmoe"]
+                                       "qwen3": "qwen3", "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe", "olmoe": "olmoe",
+                                       "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2"]
 
     /// One tensor of the output: its llama.cpp name, row-major shape, the type it is read in,
     /// and how to make its values.
@@ -86,6 +89,10 @@ public enum GGUFConverter {
                 })
                 continue
             }
+            if arch == "deepseek2", w.name.hasSuffix(".self_attn.kv_b_proj.weight"), let latent = spec.latent {
+                out += try splitKVB(ck, name: w.name, gguf: mapped.name, heads: spec.heads, latent: latent)
+                continue
+            }
             let source = try ck.tensor(w.name, shape: w.shape)
             let permute = arch == "llama" && (w.name.hasSuffix("self_attn.q_proj.weight") || w.name.hasSuffix("self_attn.k_proj.weight")
                                               || w.name.hasSuffix("self_attn.q_proj.bias") || w.name.hasSuffix("self_attn.k_proj.bias"))
@@ -117,14 +124,16 @@ public enum GGUFConverter {
         let ff = arch == "llama" && moe || arch == "olmoe" ? spec.expertIntermediate : spec.denseIntermediate
         put("feed_forward_length", .u32(UInt32(ff)))
         put("attention.head_count", .u32(UInt32(spec.heads)))
-        put("attention.head_count_kv", .u32(UInt32(spec.kvHeads)))
+        put("attention.head_count_kv", .u32(arch == "deepseek2" ? 1 : UInt32(spec.kvHeads)))  // MLA as llama.cpp's MQA
         put("rope.freq_base", .f32(Float(spec.rope.theta)))
         put("attention.layer_norm_rms_epsilon", .f32(spec.rmsNormEps))
-        if spec.headDim != spec.hiddenSize / max(1, spec.heads) {
-            put("attention.key_length", .u32(UInt32(spec.headDim)))
-            put("attention.value_length", .u32(UInt32(spec.headDim)))
+        if arch != "deepseek2" {
+            if spec.headDim != spec.hiddenSize / max(1, spec.heads) {
+                put("attention.key_length", .u32(UInt32(spec.headDim)))
+                put("attention.value_length", .u32(UInt32(spec.headDim)))
+            }
+            put("rope.dimension_count", .u32(UInt32(spec.rotaryDim ?? spec.headDim)))
         }
-        put("rope.dimension_count", .u32(UInt32(spec.rotaryDim ?? spec.headDim)))
         put("vocab_size", .u32(UInt32(spec.vocabSize)))
         if spec.rope.kind == .linear || spec.rope.kind == .yarn {
             put("rope.scaling.type", .string(spec.rope.kind.rawValue))
@@ -140,11 +149,13 @@ public enum GGUFConverter {
         }
         if let window = windows.first, window > 0 { put("attention.sliding_window", .u32(UInt32(window))) }
         if let clip = spec.clipQKV { put("attention.clamp_kqv", .f32(clip)) }
-        if moe && spec.moeLayers.contains(false) {
+        if arch == "deepseek2" {
+            try deepseekMetadata(config, spec, path: ck.configPath, put: put)
+        } else if moe && spec.moeLayers.contains(false) {
             throw .invalidConfig(path: ck.configPath, field: "mlp_only_layers",
                                  reason: "dense layers in a \(spec.modelType) model have no GGUF form llama.cpp reads")
         }
-        if moe {
+        if moe && arch != "deepseek2" {
             put("expert_count", .u32(UInt32(spec.experts)))
             put("expert_used_count", .u32(UInt32(spec.topK)))
             if arch != "llama" { put("expert_feed_forward_length", .u32(UInt32(spec.expertIntermediate))) }

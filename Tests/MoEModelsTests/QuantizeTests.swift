@@ -153,7 +153,7 @@ final class QuantizeTests: XCTestCase {
 /// converted family equal transformers' for the checkpoint.
 final class GGUFConverterTests: XCTestCase {
     func testConvertedFamiliesGiveTransformersLogits() throws {
-        for family in ["qwen3_moe", "mixtral", "olmoe", "qwen3", "mistral"] {
+        for family in ["qwen3_moe", "mixtral", "olmoe", "qwen3", "mistral", "deepseek_v2", "deepseek_v3"] {
             let folder = fixturesDirectory.appendingPathComponent(family)
             let ref = try JSONDecoder().decode(Reference.self, from: Data(contentsOf: folder.appendingPathComponent("reference.json")))
             let out = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-conv-\(family)-\(getpid()).gguf").path
@@ -182,14 +182,27 @@ final class GGUFConverterTests: XCTestCase {
         XCTAssertTrue(try Data(contentsOf: URL(fileURLWithPath: direct)) == Data(contentsOf: URL(fileURLWithPath: twoStep)))
     }
 
-    /// A family without a converter, a Qwen2-MoE with a dense layer (which llama.cpp's qwen2moe
-    /// cannot hold) and a Qwen2 with sliding windows on some layers only are typed errors
+    /// A family without a converter, a DeepSeek-V3 rotating halves, a Qwen2-MoE with a dense layer
+    /// (which llama.cpp's qwen2moe cannot hold) and a Qwen2 with sliding windows on some layers only are typed errors
     /// naming the config, and write nothing.
     func testUnconvertibleModelsAreTypedErrors() throws {
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-conv-bad-\(getpid()).gguf").path
-        XCTAssertThrowsError(try GGUFConverter.convert(directory: fixturesDirectory.appendingPathComponent("deepseek_v3").path,
+        XCTAssertThrowsError(try GGUFConverter.convert(directory: fixturesDirectory.appendingPathComponent("gpt_oss").path,
                                                        preset: .q8_0, to: out)) { error in
             guard case .unknownArchitecture? = error as? ModelError else { return XCTFail("\(error)") }
+        }
+        // A DeepSeek-V3 that rotates halves: llama.cpp's deepseek2 rotates interleaved pairs only.
+        let halves = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-conv-halves-\(getpid())")
+        defer { try? FileManager.default.removeItem(at: halves) }
+        try? FileManager.default.removeItem(at: halves)
+        try FileManager.default.copyItem(at: fixturesDirectory.appendingPathComponent("deepseek_v3"), to: halves)
+        let configURL = halves.appendingPathComponent("config.json")
+        var config = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as? [String: Any])
+        config["rope_interleave"] = false
+        try JSONSerialization.data(withJSONObject: config).write(to: configURL)
+        XCTAssertThrowsError(try GGUFConverter.convert(directory: halves.path, preset: .q8_0, to: out)) { error in
+            guard case let .invalidConfig(_, field, _)? = error as? ModelError else { return XCTFail("\(error)") }
+            XCTAssertEqual(field, "rope_interleave")
         }
         XCTAssertThrowsError(try GGUFConverter.convert(directory: fixturesDirectory.appendingPathComponent("qwen2_moe").path,
                                                        preset: .q8_0, to: out)) { error in

@@ -1,0 +1,69 @@
+import Foundation
+import MoECore
+
+extension GGUFConverter {
+    /// DeepSeek's `kv_b_proj` [H (nope + v), kv_lora] as llama.cpp's converter writes it for its
+    /// absorbed attention: `attn_k_b` [H, kv_lora, nope] (each head's key rows, transposed) and
+    /// `attn_v_b` [H, v, kv_lora], in the stored element type.
+    static func splitKVB(_ ck: Checkpoint, name: String, gguf: String, heads: Int, latent: DecoderSpec.Latent) throws(ModelError) -> [Source] {
+        let (rank, nope, v) = (latent.kvLoraRank, latent.nopeDim, latent.valueDim)
+        let source = try ck.tensor(name, shape: [heads * (nope + v), rank])
+        let stored = source.dtype.isElementFormat ? source.dtype : .f32
+        let blk = gguf.replacingOccurrences(of: ".attn_kv_b.weight", with: "")
+        let kb = Source(name: "\(blk).attn_k_b.weight", shape: [heads, rank, nope], stored: stored) { () throws(ModelError) in
+            let w = source.toFloats()
+            var out = [Float](repeating: 0, count: heads * rank * nope)
+            for h in 0..<heads { for i in 0..<nope { for r in 0..<rank { out[(h * rank + r) * nope + i] = w[(h * (nope + v) + i) * rank + r] } } }
+            return Tensor(shape: [heads, rank, nope], values: out, dtype: stored)
+        }
+        let vb = Source(name: "\(blk).attn_v_b.weight", shape: [heads, v, rank], stored: stored) { () throws(ModelError) in
+            let w = source.toFloats()
+            var out = [Float](repeating: 0, count: heads * v * rank)
+            for h in 0..<heads { for j in 0..<v { for r in 0..<rank { out[(h * v + j) * rank + r] = w[(h * (nope + v) + nope + j) * rank + r] } } }
+            return Tensor(shape: [heads, v, rank], values: out, dtype: stored)
+        }
+        return [kb, vb]
+    }
+
+    /// llama.cpp's `deepseek2` keys (convert_hf_to_gguf.py's DeepseekV2Model): MLA as MQA with
+    /// wider heads, the leading dense layers, shared experts, routed scaling and groups, and
+    /// YaRN's log multiplier. A layout llama.cpp cannot hold is a typed error naming the field.
+    static func deepseekMetadata(_ config: [String: Any], _ spec: DecoderSpec, path: String,
+                                 put: (String, GGUFWriter.Value) -> Void) throws(ModelError) {
+        guard let latent = spec.latent else {
+            throw .invalidConfig(path: path, field: "kv_lora_rank", reason: "deepseek2 GGUF files hold latent attention only")
+        }
+        guard latent.interleave else {
+            throw .invalidConfig(path: path, field: "rope_interleave", reason: "llama.cpp's deepseek2 rotates interleaved pairs; this checkpoint rotates halves")
+        }
+        let dense = spec.moeLayers.prefix { !$0 }.count
+        guard spec.moeLayers.dropFirst(dense).allSatisfy({ $0 }) else {
+            throw .invalidConfig(path: path, field: "moe_layer_freq", reason: "deepseek2 GGUF files hold dense layers only before the MoE ones")
+        }
+        put("leading_dense_block_count", .u32(UInt32(dense)))
+        if let q = latent.qLoraRank { put("attention.q_lora_rank", .u32(UInt32(q))) }
+        put("attention.kv_lora_rank", .u32(UInt32(latent.kvLoraRank)))
+        put("attention.key_length", .u32(UInt32(latent.kvLoraRank + latent.ropeDim)))
+        put("attention.value_length", .u32(UInt32(latent.kvLoraRank)))
+        put("attention.key_length_mla", .u32(UInt32(latent.nopeDim + latent.ropeDim)))
+        put("attention.value_length_mla", .u32(UInt32(latent.valueDim)))
+        put("expert_feed_forward_length", .u32(UInt32(spec.expertIntermediate)))
+        if spec.isMoE {
+            put("expert_count", .u32(UInt32(spec.experts)))
+            put("expert_used_count", .u32(UInt32(spec.topK)))
+            if spec.groups > 1 {
+                put("expert_group_count", .u32(UInt32(spec.groups)))
+                put("expert_group_used_count", .u32(UInt32(spec.topkGroup)))
+            }
+        }
+        put("expert_shared_count", .u32(UInt32(spec.sharedExperts)))
+        if config["routed_scaling_factor"] != nil { put("expert_weights_scale", .f32(spec.routedScaling)) }
+        if spec.normTopKProb { put("expert_weights_norm", .bool(true)) }
+        put("rope.dimension_count", .u32(UInt32(latent.ropeDim)))
+        if spec.rope.kind == .yarn {
+            put("rope.scaling.yarn_beta_fast", .f32(Float(spec.rope.betaFast)))
+            put("rope.scaling.yarn_beta_slow", .f32(Float(spec.rope.betaSlow)))
+            if let all = spec.rope.mscaleAllDim { put("rope.scaling.yarn_log_multiplier", .f32(Float(0.1 * all))) }
+        }
+    }
+}
