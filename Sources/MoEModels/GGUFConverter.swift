@@ -12,12 +12,13 @@ import MoEQuant
 ///
 /// Families: Llama, Mistral, Mixtral (`llama`), Qwen2, Qwen3, Qwen2-MoE, Qwen3-MoE, OLMoE,
 /// DeepSeek-V2 and V3 (`deepseek2`: `kv_b_proj` split into `attn_k_b`, transposed, and
-/// `attn_v_b` for llama.cpp's absorbed attention; the metadata in GGUFConverter+DeepSeek.swift).
+/// `attn_v_b` for llama.cpp's absorbed attention) and GLM-4.5 (`glm4moe`), their metadata in
+/// GGUFConverter+Families.swift.
 public enum GGUFConverter {
     /// llama.cpp's architecture for each model type this writes.
     public static let architectures = ["llama": "llama", "mistral": "llama", "mixtral": "llama", "qwen2": "qwen2",
                                        "qwen3": "qwen3", "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe", "olmoe": "olmoe",
-                                       "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2"]
+                                       "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2", "glm4_moe": "glm4moe"]
 
     /// One tensor of the output: its llama.cpp name, row-major shape, the type it is read in,
     /// and how to make its values.
@@ -97,7 +98,9 @@ public enum GGUFConverter {
             let permute = arch == "llama" && (w.name.hasSuffix("self_attn.q_proj.weight") || w.name.hasSuffix("self_attn.k_proj.weight")
                                               || w.name.hasSuffix("self_attn.q_proj.bias") || w.name.hasSuffix("self_attn.k_proj.bias"))
             let heads = w.name.contains(".q_proj.") ? spec.heads : spec.kvHeads
-            out.append(Source(name: mapped.name, shape: w.shape, stored: source.dtype) { () throws(ModelError) in
+            // GLM-4.5 calls the norm before the FFN `post_attention_norm`, as llama.cpp's reader expects.
+            let name = arch == "glm4moe" ? mapped.name.replacingOccurrences(of: ".ffn_norm.weight", with: ".post_attention_norm.weight") : mapped.name
+            out.append(Source(name: name, shape: w.shape, stored: source.dtype) { () throws(ModelError) in
                 permute ? interleavedRope(source, heads: heads) : source
             })
         }
@@ -151,11 +154,13 @@ public enum GGUFConverter {
         if let clip = spec.clipQKV { put("attention.clamp_kqv", .f32(clip)) }
         if arch == "deepseek2" {
             try deepseekMetadata(config, spec, path: ck.configPath, put: put)
+        } else if arch == "glm4moe" {
+            try glmMetadata(config, spec, path: ck.configPath, put: put)
         } else if moe && spec.moeLayers.contains(false) {
             throw .invalidConfig(path: ck.configPath, field: "mlp_only_layers",
                                  reason: "dense layers in a \(spec.modelType) model have no GGUF form llama.cpp reads")
         }
-        if moe && arch != "deepseek2" {
+        if moe && arch != "deepseek2" && arch != "glm4moe" {
             put("expert_count", .u32(UInt32(spec.experts)))
             put("expert_used_count", .u32(UInt32(spec.topK)))
             if arch != "llama" { put("expert_feed_forward_length", .u32(UInt32(spec.expertIntermediate))) }

@@ -153,7 +153,7 @@ final class QuantizeTests: XCTestCase {
 /// converted family equal transformers' for the checkpoint.
 final class GGUFConverterTests: XCTestCase {
     func testConvertedFamiliesGiveTransformersLogits() throws {
-        for family in ["qwen3_moe", "mixtral", "olmoe", "qwen3", "mistral", "deepseek_v2", "deepseek_v3"] {
+        for family in ["qwen3_moe", "mixtral", "olmoe", "qwen3", "mistral", "deepseek_v2", "deepseek_v3", "glm4_moe"] {
             let folder = fixturesDirectory.appendingPathComponent(family)
             let ref = try JSONDecoder().decode(Reference.self, from: Data(contentsOf: folder.appendingPathComponent("reference.json")))
             let out = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-conv-\(family)-\(getpid()).gguf").path

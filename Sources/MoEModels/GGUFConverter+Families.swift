@@ -67,3 +67,30 @@ extension GGUFConverter {
         }
     }
 }
+
+extension GGUFConverter {
+    /// llama.cpp's `glm4moe` keys (convert_hf_to_gguf.py's Glm4MoeModel): the leading dense
+    /// layers, shared experts, groups, sigmoid gating with its correction bias, routed scaling.
+    /// Multi-token-prediction layers are not written (MoEKit does not run them): the block count
+    /// is the decoder's, with `nextn_predict_layers` 0.
+    static func glmMetadata(_ config: [String: Any], _ spec: DecoderSpec, path: String,
+                            put: (String, GGUFWriter.Value) -> Void) throws(ModelError) {
+        let dense = spec.moeLayers.prefix { !$0 }.count
+        guard spec.isMoE, spec.moeLayers.dropFirst(dense).allSatisfy({ $0 }) else {
+            throw .invalidConfig(path: path, field: "first_k_dense_replace", reason: "glm4moe GGUF files hold dense layers only before the MoE ones")
+        }
+        put("expert_count", .u32(UInt32(spec.experts)))
+        put("expert_used_count", .u32(UInt32(spec.topK)))
+        if config["n_group"] != nil {
+            put("expert_group_count", .u32(UInt32(spec.groups)))
+            put("expert_group_used_count", .u32(UInt32(spec.topkGroup)))
+        }
+        put("expert_feed_forward_length", .u32(UInt32(spec.expertIntermediate)))
+        put("expert_shared_count", .u32(UInt32(spec.sharedExperts)))
+        put("leading_dense_block_count", .u32(UInt32(dense)))
+        put("expert_gating_func", .u32(2))  // sigmoid
+        if config["routed_scaling_factor"] != nil { put("expert_weights_scale", .f32(spec.routedScaling)) }
+        if config["norm_topk_prob"] != nil { put("expert_weights_norm", .bool(spec.normTopKProb)) }
+        put("nextn_predict_layers", .u32(0))
+    }
+}
