@@ -4,7 +4,7 @@ checkpoint folder: every tensor (name, shape, values) and every metadata value t
 must be equal; keys only one writes are listed (general.* naming, the tokenizer's extras).
 
     swift build -c release && scripts/build-llama-cpp.sh && \
-        python3 scripts/compare-conversion.py [LLAMA_DIR] [FAMILY ...]   # default: deepseek_v2 deepseek_v3 glm4_moe
+        python3 scripts/compare-conversion.py [LLAMA_DIR] [FAMILY ...]   # default: deepseek_v2 deepseek_v3 glm4_moe gpt_oss
 
 FAMILY is a folder of Tests/Fixtures; a byte-level tokenizer.json (256 tokens) is added to a
 copy of it, as scripts/make_gguf_model_fixtures.py does.
@@ -21,7 +21,10 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
 LLAMA = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, ".llama.cpp"))
-FAMILIES = sys.argv[2:] or ["deepseek_v2", "deepseek_v3", "glm4_moe"]
+FAMILIES = sys.argv[2:] or ["deepseek_v2", "deepseek_v3", "glm4_moe", "gpt_oss"]
+# The GPT-OSS fixture clamps SwiGLU at 1; llama.cpp fixes 7 (MoEKit refuses to convert any other), so
+# the copy takes the default.
+CONFIG_EDITS = {"gpt_oss": {"swiglu_limit": None}}
 # Differences by design: llama.cpp's converter counts the multi-token-prediction layers a GLM
 # config declares in the block count even when the checkpoint holds none of their tensors;
 # MoEKit writes the decoder's layers and nextn_predict_layers 0.
@@ -48,6 +51,10 @@ with tempfile.TemporaryDirectory() as scratch:
         tok = tokenizer_json()
         tok["added_tokens"] = []  # the fixtures' vocabularies hold 256 tokens
         json.dump(tok, open(os.path.join(folder, "tokenizer.json"), "w"))
+        config = json.load(open(os.path.join(folder, "config.json")))
+        for key, value in CONFIG_EDITS.get(family, {}).items():
+            config.pop(key, None) if value is None else config.__setitem__(key, value)
+        json.dump(config, open(os.path.join(folder, "config.json"), "w"))
         theirs, ours = os.path.join(scratch, f"{family}.llama.gguf"), os.path.join(scratch, f"{family}.moe.gguf")
         subprocess.run([sys.executable, "-c", CONVERT, folder, "--outfile", theirs, "--outtype", "f32"], check=True, capture_output=True)
         subprocess.run([os.path.join(ROOT, ".build", "release", "moe"), "quantize", "--model", folder, "--type", "f32", "--out", ours],

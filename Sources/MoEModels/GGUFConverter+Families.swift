@@ -94,3 +94,56 @@ extension GGUFConverter {
         put("nextn_predict_layers", .u32(0))
     }
 }
+
+extension GGUFConverter {
+    /// GPT-OSS's stacked `mlp.experts.*` tensors as llama.cpp's converter writes them: the
+    /// interleaved gate/up projection and its bias split into `ffn_gate_exps` and `ffn_up_exps`
+    /// (even and odd columns), every projection per expert [rows, columns] as the loader holds
+    /// them; nil for any other name (`down_proj_bias` maps by name).
+    static func gptOssStacked(_ ck: Checkpoint, _ spec: DecoderSpec, name: String) throws(ModelError) -> [Source]? {
+        let parts = name.split(separator: ".")
+        guard parts.count == 6, parts[4] == "experts", let layer = Int(parts[2]) else { return nil }
+        let blk = "blk.\(layer)"
+        switch parts[5] {
+        case "gate_up_proj":
+            return [try stackedExperts(ck, spec, layer: layer, which: 0, name: "\(blk).ffn_gate_exps.weight"),
+                    try stackedExperts(ck, spec, layer: layer, which: 1, name: "\(blk).ffn_up_exps.weight")]
+        case "down_proj":
+            return [try stackedExperts(ck, spec, layer: layer, which: 2, name: "\(blk).ffn_down_exps.weight")]
+        case "gate_up_proj_bias":
+            let (e, inner) = (spec.experts, spec.expertIntermediate)
+            return [("gate", 0), ("up", 1)].map { (which, offset) in
+                Source(name: "\(blk).ffn_\(which)_exps.bias", shape: [e, inner], stored: .f32) { () throws(ModelError) in
+                    let b = try ck.tensor(name, shape: [e, 2 * inner]).toFloats()
+                    return Tensor(shape: [e, inner], values: (0..<(e * inner)).map { b[($0 / inner) * 2 * inner + 2 * ($0 % inner) + offset] })
+                }
+            }
+        default: return nil
+        }
+    }
+
+    /// llama.cpp's `gpt-oss` keys: the expert width, the head size, YaRN's betas and the sliding
+    /// window, which llama.cpp applies to even layers: a checkpoint with another pattern, or
+    /// another SwiGLU clamp, is a typed error naming `layer_types` or the SwiGLU key.
+    static func gptOssMetadata(_ spec: DecoderSpec, path: String, put: (String, GGUFWriter.Value) -> Void) throws(ModelError) {
+        // llama.cpp fixes GPT-OSS's clamped SwiGLU at alpha 1.702 and limit 7 (no GGUF key holds them).
+        if case let .clampedSwiGLU(alpha, limit) = spec.expertActivation, alpha != 1.702 || limit != 7 {
+            throw .invalidConfig(path: path, field: alpha != 1.702 ? "swiglu_alpha" : "swiglu_limit",
+                                 reason: "llama.cpp runs GPT-OSS with alpha 1.702 and limit 7 only; this checkpoint has \(alpha) and \(limit)")
+        }
+        let window = spec.slidingWindows.compactMap { $0 }.first ?? 0
+        for (i, w) in spec.slidingWindows.enumerated() where (w != nil) != (i % 2 == 0) || (w != nil && w != window) {
+            throw .invalidConfig(path: path, field: "layer_types", reason: "layer \(i) breaks llama.cpp's GPT-OSS pattern (a window of \(window) on even layers only)")
+        }
+        put("attention.key_length", .u32(UInt32(spec.headDim)))
+        put("attention.value_length", .u32(UInt32(spec.headDim)))
+        put("expert_count", .u32(UInt32(spec.experts)))
+        put("expert_used_count", .u32(UInt32(spec.topK)))
+        put("attention.sliding_window", .u32(UInt32(window)))
+        put("expert_feed_forward_length", .u32(UInt32(spec.expertIntermediate)))
+        if spec.rope.kind == .yarn {
+            put("rope.scaling.yarn_beta_fast", .f32(Float(spec.rope.betaFast)))
+            put("rope.scaling.yarn_beta_slow", .f32(Float(spec.rope.betaSlow)))
+        }
+    }
+}

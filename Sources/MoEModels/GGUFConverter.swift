@@ -12,13 +12,15 @@ import MoEQuant
 ///
 /// Families: Llama, Mistral, Mixtral (`llama`), Qwen2, Qwen3, Qwen2-MoE, Qwen3-MoE, OLMoE,
 /// DeepSeek-V2 and V3 (`deepseek2`: `kv_b_proj` split into `attn_k_b`, transposed, and
-/// `attn_v_b` for llama.cpp's absorbed attention) and GLM-4.5 (`glm4moe`), their metadata in
-/// GGUFConverter+Families.swift.
+/// `attn_v_b` for llama.cpp's absorbed attention), GLM-4.5 (`glm4moe`) and GPT-OSS (`gpt-oss`:
+/// interleaved gate/up columns split into `ffn_gate_exps` and `ffn_up_exps`), their tensors and
+/// metadata in GGUFConverter+Families.swift.
 public enum GGUFConverter {
     /// llama.cpp's architecture for each model type this writes.
     public static let architectures = ["llama": "llama", "mistral": "llama", "mixtral": "llama", "qwen2": "qwen2",
                                        "qwen3": "qwen3", "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe", "olmoe": "olmoe",
-                                       "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2", "glm4_moe": "glm4moe"]
+                                       "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2", "glm4_moe": "glm4moe",
+                                       "gpt_oss": "gpt-oss"]
 
     /// One tensor of the output: its llama.cpp name, row-major shape, the type it is read in,
     /// and how to make its values.
@@ -69,6 +71,10 @@ public enum GGUFConverter {
         var out: [Source] = []
         var stacked = Set<String>()
         for w in spec.weights {
+            if arch == "gpt-oss", let parts = try gptOssStacked(ck, spec, name: w.name) {
+                out += parts
+                continue
+            }
             guard let mapped = GGUFWeights.ggufName(w.name) else {
                 throw .invalidFile(path: ck.configPath, field: w.name, reason: "has no llama.cpp tensor name")
             }
@@ -77,17 +83,7 @@ public enum GGUFConverter {
                 stacked.insert(mapped.name)
                 let layer = Int(mapped.name.split(separator: ".")[1]) ?? 0
                 let which = mapped.name.contains("ffn_gate") ? 0 : mapped.name.contains("ffn_up") ? 1 : 2
-                let first = try DecoderModel.loadExperts(ck, spec, layer: layer)
-                let pick = { (e: SwiGLUExperts) in which == 0 ? e.gate : which == 1 ? e.up : e.down }
-                let rows = pick(first)[0].shape
-                out.append(Source(name: mapped.name, shape: [spec.experts] + rows, stored: pick(first)[0].dtype) { () throws(ModelError) in
-                    let experts = pick(try DecoderModel.loadExperts(ck, spec, layer: layer))
-                    let t = Tensor(uninitialized: [experts.count] + rows, dtype: experts[0].dtype)
-                    for (i, e) in experts.enumerated() {
-                        (t.mutableRawPointer + i * e.byteCount).copyMemory(from: e.rawPointer, byteCount: e.byteCount)
-                    }
-                    return t
-                })
+                out.append(try stackedExperts(ck, spec, layer: layer, which: which, name: mapped.name))
                 continue
             }
             if arch == "deepseek2", w.name.hasSuffix(".self_attn.kv_b_proj.weight"), let latent = spec.latent {
@@ -98,13 +94,29 @@ public enum GGUFConverter {
             let permute = arch == "llama" && (w.name.hasSuffix("self_attn.q_proj.weight") || w.name.hasSuffix("self_attn.k_proj.weight")
                                               || w.name.hasSuffix("self_attn.q_proj.bias") || w.name.hasSuffix("self_attn.k_proj.bias"))
             let heads = w.name.contains(".q_proj.") ? spec.heads : spec.kvHeads
-            // GLM-4.5 calls the norm before the FFN `post_attention_norm`, as llama.cpp's reader expects.
-            let name = arch == "glm4moe" ? mapped.name.replacingOccurrences(of: ".ffn_norm.weight", with: ".post_attention_norm.weight") : mapped.name
+            // GLM-4.5 and GPT-OSS call the norm before the FFN `post_attention_norm`, as llama.cpp's reader expects.
+            let name = arch == "glm4moe" || arch == "gpt-oss" ? mapped.name.replacingOccurrences(of: ".ffn_norm.weight", with: ".post_attention_norm.weight") : mapped.name
             out.append(Source(name: name, shape: w.shape, stored: source.dtype) { () throws(ModelError) in
                 permute ? interleavedRope(source, heads: heads) : source
             })
         }
         return out
+    }
+
+    /// Layer `layer`'s experts' gate (`which` 0), up (1) or down (2) weights stacked into one
+    /// tensor [E, rows, columns] named `name`, in their stored type (loaded when written).
+    static func stackedExperts(_ ck: Checkpoint, _ spec: DecoderSpec, layer: Int, which: Int, name: String) throws(ModelError) -> Source {
+        let pick = { (e: SwiGLUExperts) in which == 0 ? e.gate : which == 1 ? e.up : e.down }
+        let first = pick(try DecoderModel.loadExperts(ck, spec, layer: layer))[0]
+        let rows = first.shape
+        return Source(name: name, shape: [spec.experts] + rows, stored: first.dtype) { () throws(ModelError) in
+            let experts = pick(try DecoderModel.loadExperts(ck, spec, layer: layer))
+            let t = Tensor(uninitialized: [experts.count] + rows, dtype: experts[0].dtype)
+            for (i, e) in experts.enumerated() {
+                (t.mutableRawPointer + i * e.byteCount).copyMemory(from: e.rawPointer, byteCount: e.byteCount)
+            }
+            return t
+        }
     }
 
     /// llama.cpp's q/k row order for Llama-family models (`RopeRows.interleaved`).
@@ -124,7 +136,7 @@ public enum GGUFConverter {
         put("block_count", .u32(UInt32(spec.layers)))
         put("context_length", .u32(UInt32((config["max_position_embeddings"] as? Int) ?? 4096)))
         put("embedding_length", .u32(UInt32(spec.hiddenSize)))
-        let ff = arch == "llama" && moe || arch == "olmoe" ? spec.expertIntermediate : spec.denseIntermediate
+        let ff = arch == "llama" && moe || arch == "olmoe" || arch == "gpt-oss" ? spec.expertIntermediate : spec.denseIntermediate
         put("feed_forward_length", .u32(UInt32(ff)))
         put("attention.head_count", .u32(UInt32(spec.heads)))
         put("attention.head_count_kv", .u32(arch == "deepseek2" ? 1 : UInt32(spec.kvHeads)))  // MLA as llama.cpp's MQA
@@ -146,21 +158,24 @@ public enum GGUFConverter {
             throw .invalidConfig(path: ck.configPath, field: "rope_scaling", reason: "llama3 rope scaling is not written to GGUF yet")
         }
         let windows = Set(spec.slidingWindows.map { $0 ?? 0 })
-        if windows.count > 1 || (windows.first ?? 0) > 0 && arch != "llama" && arch != "qwen2" && arch != "qwen3" {
+        if arch == "gpt-oss" {  // its window pattern is the architecture's (gptOssMetadata)
+        } else if windows.count > 1 || (windows.first ?? 0) > 0 && arch != "llama" && arch != "qwen2" && arch != "qwen3" {
             throw .invalidConfig(path: ck.configPath, field: "layer_types",
                                  reason: "sliding windows on some layers only have no GGUF form llama.cpp reads for \(arch)")
         }
-        if let window = windows.first, window > 0 { put("attention.sliding_window", .u32(UInt32(window))) }
+        if arch != "gpt-oss", let window = windows.first, window > 0 { put("attention.sliding_window", .u32(UInt32(window))) }
         if let clip = spec.clipQKV { put("attention.clamp_kqv", .f32(clip)) }
         if arch == "deepseek2" {
             try deepseekMetadata(config, spec, path: ck.configPath, put: put)
         } else if arch == "glm4moe" {
             try glmMetadata(config, spec, path: ck.configPath, put: put)
+        } else if arch == "gpt-oss" {
+            try gptOssMetadata(spec, path: ck.configPath, put: put)
         } else if moe && spec.moeLayers.contains(false) {
             throw .invalidConfig(path: ck.configPath, field: "mlp_only_layers",
                                  reason: "dense layers in a \(spec.modelType) model have no GGUF form llama.cpp reads")
         }
-        if moe && arch != "deepseek2" && arch != "glm4moe" {
+        if moe && arch != "deepseek2" && arch != "glm4moe" && arch != "gpt-oss" {
             put("expert_count", .u32(UInt32(spec.experts)))
             put("expert_used_count", .u32(UInt32(spec.topK)))
             if arch != "llama" { put("expert_feed_forward_length", .u32(UInt32(spec.expertIntermediate))) }

@@ -16,7 +16,7 @@ struct Quantize: ParsableCommand {
             routed experts are GPTQ-quantized to {lo, 0, hi} per row and dictionary-coded (the README gives the layout).
             """)
 
-    @Option(help: "The GGUF file, or Hugging Face checkpoint folder (Llama, Mistral, Mixtral, Qwen2/3, Qwen2/3-MoE, OLMoE, DeepSeek-V2/V3), to quantize.")
+    @Option(help: "The GGUF file, or Hugging Face checkpoint folder (Llama, Mistral, Mixtral, Qwen2/3, Qwen2/3-MoE, OLMoE, DeepSeek-V2/V3, GLM-4.5, GPT-OSS), to quantize.")
     var model: String
 
     @Option(help: "Quantization type (llama.cpp's names, lower case), e.g. q4_k_m; or qmoe (sub-1-bit ternary experts, a checkpoint folder in and out).")

@@ -182,27 +182,59 @@ final class GGUFConverterTests: XCTestCase {
         XCTAssertTrue(try Data(contentsOf: URL(fileURLWithPath: direct)) == Data(contentsOf: URL(fileURLWithPath: twoStep)))
     }
 
-    /// A family without a converter, a DeepSeek-V3 rotating halves, a Qwen2-MoE with a dense layer
+    /// GPT-OSS (its checkpoint folder and its MXFP4 one): the fixtures clamp SwiGLU at 1, which
+    /// llama.cpp cannot hold (a typed error); at llama.cpp's 7 the converted file gives the
+    /// folder's logits (which the model tests check against transformers at 1).
+    func testGPTOSSConvertsAtLlamaCppsClamp() throws {
+        for fixture in ["gpt_oss", "gpt_oss_mxfp4"] {
+            let out = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-conv-\(fixture)-\(getpid()).gguf").path
+            defer { try? FileManager.default.removeItem(atPath: out) }
+            XCTAssertThrowsError(try GGUFConverter.convert(directory: fixturesDirectory.appendingPathComponent(fixture).path, preset: .f32, to: out)) { error in
+                guard case let .invalidConfig(_, field, _)? = error as? ModelError else { return XCTFail("\(error)") }
+                XCTAssertEqual(field, "swiglu_limit")
+            }
+            let folder = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-conv-\(fixture)-7-\(getpid())")
+            defer { try? FileManager.default.removeItem(at: folder) }
+            try? FileManager.default.removeItem(at: folder)
+            try FileManager.default.copyItem(at: fixturesDirectory.appendingPathComponent(fixture), to: folder)
+            let configURL = folder.appendingPathComponent("config.json")
+            var config = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as? [String: Any])
+            config["swiglu_limit"] = nil  // the default, 7
+            try JSONSerialization.data(withJSONObject: config).write(to: configURL)
+            try GGUFConverter.convert(directory: folder.path, preset: .f32, to: out)
+            XCTAssertEqual(try GGUFFile(path: out).architecture, "gpt-oss")
+            let ref = try JSONDecoder().decode(Reference.self, from: Data(contentsOf: folder.appendingPathComponent("reference.json")))
+            // Exact products on both sides: the folder's MXFP4 experts would otherwise meet 8-bit activations.
+            Kernels.integerActivations = false
+            defer { Kernels.integerActivations = true }
+            var (c1, c2) = (try DecoderModel(path: folder.path).makeCache(), try DecoderModel(path: out).makeCache())
+            let want = try DecoderModel(path: folder.path).forward(ref.prompt, cache: &c1).toFloats()
+            assertClose(try DecoderModel(path: out).forward(ref.prompt, cache: &c2).toFloats(), want, absolute: 1e-4, fixture)
+        }
+    }
+
+    /// A DeepSeek-V3 rotating halves, a GPT-OSS windowing every layer, a Qwen2-MoE with a dense layer
     /// (which llama.cpp's qwen2moe cannot hold) and a Qwen2 with sliding windows on some layers only are typed errors
     /// naming the config, and write nothing.
     func testUnconvertibleModelsAreTypedErrors() throws {
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-conv-bad-\(getpid()).gguf").path
-        XCTAssertThrowsError(try GGUFConverter.convert(directory: fixturesDirectory.appendingPathComponent("gpt_oss").path,
-                                                       preset: .q8_0, to: out)) { error in
-            guard case .unknownArchitecture? = error as? ModelError else { return XCTFail("\(error)") }
-        }
-        // A DeepSeek-V3 that rotates halves: llama.cpp's deepseek2 rotates interleaved pairs only.
-        let halves = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-conv-halves-\(getpid())")
-        defer { try? FileManager.default.removeItem(at: halves) }
-        try? FileManager.default.removeItem(at: halves)
-        try FileManager.default.copyItem(at: fixturesDirectory.appendingPathComponent("deepseek_v3"), to: halves)
-        let configURL = halves.appendingPathComponent("config.json")
-        var config = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as? [String: Any])
-        config["rope_interleave"] = false
-        try JSONSerialization.data(withJSONObject: config).write(to: configURL)
-        XCTAssertThrowsError(try GGUFConverter.convert(directory: halves.path, preset: .q8_0, to: out)) { error in
-            guard case let .invalidConfig(_, field, _)? = error as? ModelError else { return XCTFail("\(error)") }
-            XCTAssertEqual(field, "rope_interleave")
+        // A DeepSeek-V3 that rotates halves (llama.cpp's deepseek2 rotates interleaved pairs only)
+        // and a GPT-OSS windowing every layer (llama.cpp's gpt-oss windows even layers only).
+        for (fixture, key, value) in [("deepseek_v3", "rope_interleave", false as Any),
+                                      ("gpt_oss", "layer_types", ["sliding_attention", "sliding_attention", "sliding_attention"] as Any)] {
+            let edited = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-conv-\(fixture)-\(getpid())")
+            defer { try? FileManager.default.removeItem(at: edited) }
+            try? FileManager.default.removeItem(at: edited)
+            try FileManager.default.copyItem(at: fixturesDirectory.appendingPathComponent(fixture), to: edited)
+            let configURL = edited.appendingPathComponent("config.json")
+            var config = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as? [String: Any])
+            config[key] = value
+            config["swiglu_limit"] = nil  // GPT-OSS: llama.cpp's clamp, so that the window pattern is what fails
+            try JSONSerialization.data(withJSONObject: config).write(to: configURL)
+            XCTAssertThrowsError(try GGUFConverter.convert(directory: edited.path, preset: .q8_0, to: out)) { error in
+                guard case let .invalidConfig(_, field, _)? = error as? ModelError else { return XCTFail("\(error)") }
+                XCTAssertEqual(field, key)
+            }
         }
         XCTAssertThrowsError(try GGUFConverter.convert(directory: fixturesDirectory.appendingPathComponent("qwen2_moe").path,
                                                        preset: .q8_0, to: out)) { error in
