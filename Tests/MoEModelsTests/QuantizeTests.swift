@@ -185,6 +185,18 @@ final class GGUFConverterTests: XCTestCase {
     /// GPT-OSS (its checkpoint folder and its MXFP4 one): the fixtures clamp SwiGLU at 1, which
     /// llama.cpp cannot hold (a typed error); at llama.cpp's 7 the converted file gives the
     /// folder's logits (which the model tests check against transformers at 1).
+    /// A copy of fixture folder `name` in the temporary folder, `edit` applied to its config.json.
+    func editedFixture(_ name: String, edit: (inout [String: Any]) -> Void) throws -> URL {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-conv-\(name)-\(getpid())")
+        try? FileManager.default.removeItem(at: folder)
+        try FileManager.default.copyItem(at: fixturesDirectory.appendingPathComponent(name), to: folder)
+        let configURL = folder.appendingPathComponent("config.json")
+        var config = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as? [String: Any])
+        edit(&config)
+        try JSONSerialization.data(withJSONObject: config).write(to: configURL)
+        return folder
+    }
+
     func testGPTOSSConvertsAtLlamaCppsClamp() throws {
         for fixture in ["gpt_oss", "gpt_oss_mxfp4"] {
             let out = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-conv-\(fixture)-\(getpid()).gguf").path
@@ -193,14 +205,8 @@ final class GGUFConverterTests: XCTestCase {
                 guard case let .invalidConfig(_, field, _)? = error as? ModelError else { return XCTFail("\(error)") }
                 XCTAssertEqual(field, "swiglu_limit")
             }
-            let folder = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-conv-\(fixture)-7-\(getpid())")
+            let folder = try editedFixture(fixture) { $0["swiglu_limit"] = nil }  // the default, 7
             defer { try? FileManager.default.removeItem(at: folder) }
-            try? FileManager.default.removeItem(at: folder)
-            try FileManager.default.copyItem(at: fixturesDirectory.appendingPathComponent(fixture), to: folder)
-            let configURL = folder.appendingPathComponent("config.json")
-            var config = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as? [String: Any])
-            config["swiglu_limit"] = nil  // the default, 7
-            try JSONSerialization.data(withJSONObject: config).write(to: configURL)
             try GGUFConverter.convert(directory: folder.path, preset: .f32, to: out)
             XCTAssertEqual(try GGUFFile(path: out).architecture, "gpt-oss")
             let ref = try JSONDecoder().decode(Reference.self, from: Data(contentsOf: folder.appendingPathComponent("reference.json")))
@@ -222,15 +228,11 @@ final class GGUFConverterTests: XCTestCase {
         // and a GPT-OSS windowing every layer (llama.cpp's gpt-oss windows even layers only).
         for (fixture, key, value) in [("deepseek_v3", "rope_interleave", false as Any),
                                       ("gpt_oss", "layer_types", ["sliding_attention", "sliding_attention", "sliding_attention"] as Any)] {
-            let edited = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-conv-\(fixture)-\(getpid())")
+            let edited = try editedFixture(fixture) { config in
+                config[key] = value
+                config["swiglu_limit"] = nil  // GPT-OSS: llama.cpp's clamp, so that the window pattern is what fails
+            }
             defer { try? FileManager.default.removeItem(at: edited) }
-            try? FileManager.default.removeItem(at: edited)
-            try FileManager.default.copyItem(at: fixturesDirectory.appendingPathComponent(fixture), to: edited)
-            let configURL = edited.appendingPathComponent("config.json")
-            var config = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as? [String: Any])
-            config[key] = value
-            config["swiglu_limit"] = nil  // GPT-OSS: llama.cpp's clamp, so that the window pattern is what fails
-            try JSONSerialization.data(withJSONObject: config).write(to: configURL)
             XCTAssertThrowsError(try GGUFConverter.convert(directory: edited.path, preset: .q8_0, to: out)) { error in
                 guard case let .invalidConfig(_, field, _)? = error as? ModelError else { return XCTFail("\(error)") }
                 XCTAssertEqual(field, key)
