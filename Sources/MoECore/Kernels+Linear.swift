@@ -28,9 +28,13 @@ extension Kernels {
     /// Whether `rows` activation rows against a block-format weight of `dtype` take the f32
     /// matmul leaf (`blockGemmFormats`, `blockGemmMinRows`, where the path can dequantize
     /// weight tiles).
+    /// A K-quant block wider than the path's reduction block (AVX-512's is 128) would be widened
+    /// twice; there the integer leaf is faster (Mixtral-shaped Q4_K_M prefill 0.90-0.97x with its
+    /// Q6_K on the f32 leaf, measured against the integer leaf in one sitting).
     static func usesBlockGemm(rows: Int, dtype: DType, k: Int) -> Bool {
         guard blockGemmFormats.contains(dtype), rows >= blockGemmMinRows(), moek_gemm_blocks_supported() != 0 else { return false }
-        return k % Int(moek_block_elements(dtype.cValue)) == 0
+        let block = Int(moek_block_elements(dtype.cValue))
+        return k % block == 0 && block <= Int(moek_gemm_kc())
     }
 
     /// Where `rows` rows against a block-format weight split so that whole panels of the

@@ -156,7 +156,8 @@ void moek_gemm_pack_a_t(const float *At, size_t lda, size_t M, size_t K, size_t 
     }
   }
 }
-int moek_gemm_blocks_supported(void) { return vt()->gemm_kc % 256 == 0 && moek_isa() != MOEK_ISA_AVX512; }
+int moek_gemm_blocks_supported(void) { return vt()->gemm_kc % 256 == 0 || moek_isa() == MOEK_ISA_AVX512; }
+size_t moek_gemm_kc(void) { return vt()->gemm_kc; }
 
 int moek_gemm_direct_supported(void) { return vt()->gemm_direct != NULL; }
 

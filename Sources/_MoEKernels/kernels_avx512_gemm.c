@@ -55,9 +55,22 @@ INLINE void transpose16(__m512 r[16]) {
   }
 }
 
-/// Packs weight rows [n, n + nr) x columns [k0, k0 + kc) of W [N, K] into Wp[k][V_NR].
+/// Block-format weight rows widened before packing: NR rows of the whole blocks that cover a K
+/// block (a K-quant's 256 values hold two of V_KC).
+static __thread float widened[V_NR * (V_KC + 256)];
+
+/// Packs weight rows [n, n + nr) x columns [k0, k0 + kc) of W [N, K] into Wp[k][V_NR]; block
+/// formats (ldw in elements, a whole number of blocks per row) are dequantized row by row first.
 static void pack_w_rows(const void *W, int dt, size_t ldw, size_t n, size_t nr, size_t k0, size_t kc,
                         float *Wp) {
+  if (dt >= MOEK_Q8_0) {
+    const size_t unit = (size_t)moek_block_elements(dt), bsz = (size_t)moek_block_bytes(dt);
+    const size_t b0 = k0 / unit, b1 = (k0 + kc + unit - 1) / unit, span = (b1 - b0) * unit;
+    for (size_t j = 0; j < nr; j++)
+      moek_dequantize((const char *)W + (n + j) * (ldw / unit) * bsz + b0 * bsz, dt, widened + j * span, span);
+    W = widened + (k0 - b0 * unit);
+    dt = MOEK_F32, ldw = span, n = 0, k0 = 0;
+  }
   const size_t esz = moek_dtype_size(dt);
   for (size_t g = 0; g < V_NR; g += 16) {
     for (size_t kk = 0; kk < kc; kk += 16) {
@@ -216,6 +229,13 @@ static wspan block_span(const void *W, int dt, size_t ldw, int wt, const intptr_
   const size_t esz = moek_dtype_size(dt);
   wspan s;
   s.ix = NULL;
+  if (dt >= MOEK_Q8_0) {  // block formats: whole blocks of each row
+    const size_t unit = (size_t)moek_block_elements(dt), bsz = (size_t)moek_block_bytes(dt), row = ldw / unit * bsz;
+    s.base = (const char *)W + n * row + k0 / unit * bsz;
+    s.count = nr; s.bytes = ((k0 + kc + unit - 1) / unit - k0 / unit) * bsz; s.stride = row;
+    s.lines_per_run = (s.bytes + 63) / 64 + 1;
+    return s;
+  }
   if (wt) {
     s.base = (const char *)W + ((wix ? 0 : k0 * ldw) + n) * esz;
     s.count = kc; s.bytes = nr * esz;

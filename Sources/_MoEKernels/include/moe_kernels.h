@@ -192,9 +192,11 @@ void moek_gemm_direct_indexed(const float *A, size_t lda, const intptr_t *aix, i
 
 /// Whether `moek_gemm_packed` takes block-format weights (`dt` a block format, K a multiple
 /// of its block) on the current path: each weight tile is dequantized into the leaf's L1
-/// buffer once and reused by every panel of A. Every path but AVX-512's, whose reduction
-/// blocks are smaller than a K-quant block.
+/// buffer once and reused by every panel of A. AVX-512's reduction blocks (128) are smaller
+/// than a K-quant block: it widens the whole blocks that cover one and packs its part.
 int moek_gemm_blocks_supported(void);
+/// The matmul leaf's reduction block on the current path (elements of K per weight tile).
+size_t moek_gemm_kc(void);
 
 /// The granularity in N that `moek_gemm_packed` works in on the current path; callers split N
 /// across threads in multiples of it.
