@@ -80,6 +80,14 @@ void moek_gemm_bf16_packed(const uint16_t *Ap, size_t M, const uint16_t *W, size
     const size_t kc = (K - k0) < B_KC ? (K - k0) : B_KC, pairs = (kc + 1) / 2;
     for (size_t n = n0; n < n1; n += B_NR) {
       const size_t nr = (n1 - n) < B_NR ? (n1 - n) : B_NR;
+      // The next weight block (the next B_NR rows, or the first of the next K block) is fetched
+      // into L2 while this one computes, so its copy below does not wait on memory.
+      const size_t nn = n + B_NR < n1 ? n + B_NR : n0, nk0 = n + B_NR < n1 ? k0 : k0 + B_KC;
+      if (nk0 < K) {
+        const size_t nkc = (K - nk0) < B_KC ? (K - nk0) : B_KC;
+        for (size_t j = 0; j < B_NR && nn + j < n1; j++)
+          for (size_t b = 0; b < nkc * 2; b += 64) _mm_prefetch((const char *)(W + (nn + j) * ldw + nk0) + b, _MM_HINT_T1);
+      }
       for (size_t j = 0; j < B_NR; j++) {
         uint16_t *dst = Wbuf + j * B_KC;
         if (j < nr) {
