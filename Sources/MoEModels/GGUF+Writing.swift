@@ -48,6 +48,12 @@ public enum GGUFWriter {
     /// Writes `records` and `tensors` (in the given orders) to `path`; `alignment` must be the
     /// value of a `general.alignment` record if there is one (32 otherwise).
     public static func write(to path: String, records: [Record], tensors: [TensorEntry], alignment: Int = 32) throws(ModelError) {
+        for names in [records.map(\.key), tensors.map(\.name)] {
+            var seen = Set<String>()
+            for name in names where !seen.insert(name).inserted {
+                throw .invalidFile(path: path, field: name, reason: "would be written twice (a GGUF reader refuses the file)")
+            }
+        }
         var head = Data()
         head.append(contentsOf: Array("GGUF".utf8))
         append(UInt32(3), to: &head)

@@ -143,7 +143,7 @@ public enum GGUFConverter {
         put("rope.freq_base", .f32(Float(spec.rope.theta)))
         put("attention.layer_norm_rms_epsilon", .f32(spec.rmsNormEps))
         if arch != "deepseek2" {
-            if spec.headDim != spec.hiddenSize / max(1, spec.heads) {
+            if spec.headDim != spec.hiddenSize / max(1, spec.heads) && arch != "gpt-oss" {  // gpt-oss: always, below
                 put("attention.key_length", .u32(UInt32(spec.headDim)))
                 put("attention.value_length", .u32(UInt32(spec.headDim)))
             }

@@ -140,4 +140,13 @@ final class GGUFTests: XCTestCase {
             try check(b)
         }
     }
+
+    /// A metadata key or tensor written twice is refused before anything is written.
+    func testWriterRefusesAKeyWrittenTwice() {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-dup-\(getpid()).gguf").path
+        XCTAssertThrowsError(try GGUFWriter.write(to: path, records: [.value(key: "a.b", .u32(1)), .value(key: "a.b", .u32(2))], tensors: [])) { error in
+            XCTAssertTrue("\(error)".contains("a.b"), "\(error)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path))
+    }
 }
