@@ -18,6 +18,9 @@ int moek_dequantize_avx2(const void *src, int dt, float *dst, size_t n);
 /// The AVX2 integer block rows (kernels_avx2_q8.c): 1 when it handled `dt`, else 0.
 int moek_gemv_rows_q8_avx2(const void *W, int dt, size_t ldw, const void *XQ, size_t ldxq, int nx, float *Y,
                            size_t ldy, size_t r0, size_t r1, size_t K);
+/// `moek_gemv_rows_q8_avx2` built for AVX-512 (8 activation rows per weight block): the same results.
+int moek_gemv_rows_q8_avx512(const void *W, int dt, size_t ldw, const void *XQ, size_t ldxq, int nx, float *Y,
+                           size_t ldy, size_t r0, size_t r1, size_t K);
 /// Byte offsets of a quantized activation row's scales and 16-value sums (act_quant.c's
 /// layout: 64-byte aligned pieces).
 static inline size_t moek_q8_scales_offset(size_t K) { return (K + 63) & ~(size_t)63; }
