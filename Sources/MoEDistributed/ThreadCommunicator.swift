@@ -152,10 +152,10 @@ public final class ThreadCommunicator: Communicator, @unchecked Sendable {
                 let deadline = Date(timeIntervalSinceNow: timeout)
                 while generation == mine {
                     if !condition.wait(until: deadline) && generation == mine {
-                        // safe: no input reaches this; every rank runs the same code, so only a rank
-                        // that skipped a collective (a bug in the caller) leaves the others here, and
+                        // No input reaches this; every rank runs the same code, so only a rank that
+                        // skipped a collective (a bug in the caller) leaves the others here, and
                         // stopping with the rank named beats hanging the process forever.
-                        fatalError("ThreadCommunicator: rank \(rank) waited \(timeout) s in a collective the other ranks did not join")
+                        fatalError("ThreadCommunicator: rank \(rank) waited \(timeout) s in a collective the other ranks did not join")  // safe: caller bug only, see above
                     }
                 }
             }

@@ -47,14 +47,9 @@ extension GGUFConverter {
         put("attention.value_length", .u32(UInt32(latent.kvLoraRank)))
         put("attention.key_length_mla", .u32(UInt32(latent.nopeDim + latent.ropeDim)))
         put("attention.value_length_mla", .u32(UInt32(latent.valueDim)))
-        put("expert_feed_forward_length", .u32(UInt32(spec.expertIntermediate)))
-        if spec.isMoE {
-            put("expert_count", .u32(UInt32(spec.experts)))
-            put("expert_used_count", .u32(UInt32(spec.topK)))
-            if spec.groups > 1 {
-                put("expert_group_count", .u32(UInt32(spec.groups)))
-                put("expert_group_used_count", .u32(UInt32(spec.topkGroup)))
-            }
+        if spec.groups > 1 {
+            put("expert_group_count", .u32(UInt32(spec.groups)))
+            put("expert_group_used_count", .u32(UInt32(spec.topkGroup)))
         }
         put("expert_shared_count", .u32(UInt32(spec.sharedExperts)))
         if config["routed_scaling_factor"] != nil { put("expert_weights_scale", .f32(spec.routedScaling)) }
@@ -79,13 +74,10 @@ extension GGUFConverter {
         guard spec.isMoE, spec.moeLayers.dropFirst(dense).allSatisfy({ $0 }) else {
             throw .invalidConfig(path: path, field: "first_k_dense_replace", reason: "glm4moe GGUF files hold dense layers only before the MoE ones")
         }
-        put("expert_count", .u32(UInt32(spec.experts)))
-        put("expert_used_count", .u32(UInt32(spec.topK)))
         if config["n_group"] != nil {
             put("expert_group_count", .u32(UInt32(spec.groups)))
             put("expert_group_used_count", .u32(UInt32(spec.topkGroup)))
         }
-        put("expert_feed_forward_length", .u32(UInt32(spec.expertIntermediate)))
         put("expert_shared_count", .u32(UInt32(spec.sharedExperts)))
         put("leading_dense_block_count", .u32(UInt32(dense)))
         put("expert_gating_func", .u32(2))  // sigmoid
@@ -122,7 +114,7 @@ extension GGUFConverter {
         }
     }
 
-    /// llama.cpp's `gpt-oss` keys: the expert width, the head size, YaRN's betas and the sliding
+    /// llama.cpp's `gpt-oss` keys beyond the shared MoE ones: the head size, YaRN's betas and the sliding
     /// window, which llama.cpp applies to even layers: a checkpoint with another pattern, or
     /// another SwiGLU clamp, is a typed error naming `layer_types` or the SwiGLU key.
     static func gptOssMetadata(_ spec: DecoderSpec, path: String, put: (String, GGUFWriter.Value) -> Void) throws(ModelError) {
@@ -137,10 +129,7 @@ extension GGUFConverter {
         }
         put("attention.key_length", .u32(UInt32(spec.headDim)))
         put("attention.value_length", .u32(UInt32(spec.headDim)))
-        put("expert_count", .u32(UInt32(spec.experts)))
-        put("expert_used_count", .u32(UInt32(spec.topK)))
         put("attention.sliding_window", .u32(UInt32(window)))
-        put("expert_feed_forward_length", .u32(UInt32(spec.expertIntermediate)))
         if spec.rope.kind == .yarn {
             put("rope.scaling.yarn_beta_fast", .f32(Float(spec.rope.betaFast)))
             put("rope.scaling.yarn_beta_slow", .f32(Float(spec.rope.betaSlow)))

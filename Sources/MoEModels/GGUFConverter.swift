@@ -175,7 +175,7 @@ public enum GGUFConverter {
             throw .invalidConfig(path: ck.configPath, field: "mlp_only_layers",
                                  reason: "dense layers in a \(spec.modelType) model have no GGUF form llama.cpp reads")
         }
-        if moe && arch != "deepseek2" && arch != "glm4moe" && arch != "gpt-oss" {
+        if moe {  // the families' own keys are in GGUFConverter+Families.swift
             put("expert_count", .u32(UInt32(spec.experts)))
             put("expert_used_count", .u32(UInt32(spec.topK)))
             if arch != "llama" { put("expert_feed_forward_length", .u32(UInt32(spec.expertIntermediate))) }

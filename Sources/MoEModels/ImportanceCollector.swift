@@ -60,20 +60,22 @@ public enum ImportanceCollector {
             guard slice < slices else { return }
             lock.lock()
             defer { lock.unlock() }
-            var s = sums[name.gguf] ?? [Double](repeating: 0, count: k * slices)
-            var n = counts[name.gguf] ?? [Double](repeating: 0, count: slices)
-            guard s.count == k * slices else { return }  // one name used with two widths: keep the first
+            // Summed in place in the dictionary's storage: an expert tensor's sums are large, and a
+            // copy out and back would double every call's work.
+            if sums[name.gguf] == nil {
+                sums[name.gguf] = [Double](repeating: 0, count: k * slices)
+                counts[name.gguf] = [Double](repeating: 0, count: slices)
+            }
+            guard sums[name.gguf]?.count == k * slices else { return }  // one name used with two widths: keep the first
             let x = input.floats.baseAddress!  // safe: input has m * k > 0 floats
-            s.withUnsafeMutableBufferPointer { acc in
-                let a = acc.baseAddress! + slice * k  // safe: slice < slices, so the row fits in s
+            sums[name.gguf]!.withUnsafeMutableBufferPointer { acc in  // safe: inserted just above
+                let a = acc.baseAddress! + slice * k  // safe: slice < slices, so the row fits
                 for r in 0..<m {
                     let row = x + r * k
                     for j in 0..<k { a[j] += Double(row[j] * row[j]) }
                 }
             }
-            n[slice] += Double(m)
-            sums[name.gguf] = s
-            counts[name.gguf] = n
+            counts[name.gguf]![slice] += Double(m)  // safe: inserted with the sums
         }
 
         func entries() -> [String: ImportanceMatrix.Entry] {

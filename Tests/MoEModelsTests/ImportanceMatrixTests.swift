@@ -91,6 +91,34 @@ final class ImportanceMatrixTests: XCTestCase {
         XCTAssertEqual(keys, ["quantize.imatrix.file", "quantize.imatrix.dataset", "quantize.imatrix.entries_count", "quantize.imatrix.chunks_count"])
     }
 
+    /// A GGUF imatrix without its metadata, with sums but no counts, or with counts in another
+    /// type is a typed error naming the file and the key or tensor.
+    func testMalformedGGUFImatrixIsATypedError() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-badimatrix-\(getpid()).gguf").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let meta: [GGUFWriter.Record] = [.value(key: "imatrix.datasets", .stringArray(["t"])), .value(key: "imatrix.chunk_count", .u32(1)),
+                                         .value(key: "imatrix.chunk_size", .u32(512))]
+        func tensor(_ name: String, _ values: [Float], _ dtype: DType = .f32) -> GGUFWriter.TensorEntry {
+            let t = Tensor(shape: [values.count], values: values, dtype: dtype)
+            return GGUFWriter.TensorEntry(name: name, shape: [values.count], dtype: dtype) { sink throws(ModelError) in
+                try sink.write(UnsafeRawBufferPointer(start: t.rawPointer, count: t.byteCount))
+            }
+        }
+        let cases: [([GGUFWriter.Record], [GGUFWriter.TensorEntry], String)] = [
+            (Array(meta.dropLast()), [tensor("w.in_sum2", [1, 2]), tensor("w.counts", [1])], "imatrix.chunk_size"),
+            (meta, [tensor("w.in_sum2", [1, 2])], "w.counts"),
+            (meta, [tensor("w.counts", [1])], "w.in_sum2"),
+            (meta, [tensor("w.in_sum2", [1, 2], .f16), tensor("w.counts", [1])], "w.in_sum2"),
+            (meta, [tensor("w.in_sum2", [1, 2, 3]), tensor("w.counts", [1, 1])], "w.in_sum2"),
+        ]
+        for (records, tensors, field) in cases {
+            try GGUFWriter.write(to: path, records: records, tensors: tensors)
+            XCTAssertThrowsError(try ImportanceMatrix(path: path), field) { error in
+                XCTAssertTrue("\(error)".contains(path) && "\(error)".contains(field), "\(error)")
+            }
+        }
+    }
+
     func testLegacyDatFileIsRead() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-imatrix-\(getpid()).dat").path
         defer { try? FileManager.default.removeItem(atPath: path) }
