@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <string.h>
 #include "moe_kernels.h"
+#include "../Sources/_MoEKernels/internal.h"
 
 static uint64_t state = 42;
 static float rnd(void) {
@@ -345,7 +346,7 @@ int main(void) {
       for (int m = 0; m < M; m++) {
         moek_q8_quantize(X + m * K, K, blk, Xq + m * rb);
         const int8_t *q = (const int8_t *)(Xq + m * rb);
-        const float *d = (const float *)(Xq + m * rb + ((K + 63) & ~(size_t)63));
+        const float *d = (const float *)(Xq + m * rb + moek_q8_scales_offset(K));
         for (size_t k = 0; k < K; k++) {
           const double xd = (double)q[k] * d[k / blk];
           if (fabs(xd - X[m * K + k]) > d[k / blk] * 0.5001 + 1e-7) { printf("FAIL q8 activation %zu\n", k); failures++; break; }

@@ -4,7 +4,9 @@
 // and the int16 sum of every 16 values (the minimum terms of the K-quants, Q4_1 and Q5_1 use them).
 //
 // Row layout, `moek_q8_row_bytes(K, block)` bytes, 64-byte aligned pieces:
-//   q[K] int8 | d[K / block] f32 | bsum[K / 16] int16
+//   q[K] int8 | qi[K] int8 | d[K / block] f32 | bsum[K / 16] int16
+// where qi is q reordered for the AVX-512 VNNI leaves (kernels_avx512_vnni_q8.c), written only
+// on machines that run them.
 #include <math.h>
 #include "internal.h"
 
@@ -19,6 +21,7 @@ void moek_q8_quantize(const float *x, size_t K, int block, void *out) {
   const int isa = moek_isa();
   if (isa == MOEK_ISA_AVX2 || isa == MOEK_ISA_AVX512) {
     moek_q8_quantize_avx2(x, K, block, q, d, bs);
+    if (moek_q8_vnni()) moek_q8_interleave_avx512(q, (int8_t *)out + moek_q8_interleaved_offset(K), K);
     return;
   }
   // Plain C for the other paths (NEON): the same values, round to nearest even as
@@ -40,6 +43,25 @@ void moek_q8_quantize(const float *x, size_t K, int block, void *out) {
     int sum = 0;
     for (size_t j = 0; j < 16; j++) sum += q[g * 16 + j];
     bs[g] = (int16_t)sum;
+  }
+}
+
+int moek_q8_vnni(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  static volatile int has = -1;  // a benign race: every thread computes the same value
+  if (has < 0) has = __builtin_cpu_supports("avx512vnni");
+  return has && moek_isa() == MOEK_ISA_AVX512;
+#else
+  return 0;
+#endif
+}
+
+int moek_q8_interleaved(int dt, size_t K) {
+  if (!moek_q8_vnni() || K % 256 != 0) return 0;
+  switch (dt) {
+    case MOEK_Q8_0: case MOEK_Q4_0: case MOEK_Q5_0: case MOEK_IQ4_NL: case MOEK_MXFP4:
+    case MOEK_Q4_K: case MOEK_Q5_K: case MOEK_Q6_K: return 1;
+    default: return 0;
   }
 }
 
@@ -70,6 +92,9 @@ int moek_gemv_rows_q8(const void *W, int dt, size_t ldw, const void *XQ, size_t 
   // AVX-512: 8 activation rows per unpacked weight block when there are more than 4 (prefill:
   // 1.12-1.13x on Mixtral-shaped Q4_K_M); fewer rows (decode) keep the AVX2 build, which was
   // about 5% faster there.
+  // With VNNI, the interleaved leaves take the formats they cover (Mixtral-shaped prefill: see
+  // kernels_avx512_vnni_q8.c).
+  if (nx > 4 && moek_q8_vnni() && moek_gemv_rows_q8_vnni(W, dt, ldw, XQ, ldxq, nx, Y, ldy, r0, r1, K)) return 1;
   if (moek_isa() == MOEK_ISA_AVX512 && nx > 4) return moek_gemv_rows_q8_avx512(W, dt, ldw, XQ, ldxq, nx, Y, ldy, r0, r1, K);
   return moek_gemv_rows_q8_avx2(W, dt, ldw, XQ, ldxq, nx, Y, ldy, r0, r1, K);
 }

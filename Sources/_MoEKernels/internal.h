@@ -21,9 +21,19 @@ int moek_gemv_rows_q8_avx2(const void *W, int dt, size_t ldw, const void *XQ, si
 /// `moek_gemv_rows_q8_avx2` built for AVX-512 (8 activation rows per weight block): the same results.
 int moek_gemv_rows_q8_avx512(const void *W, int dt, size_t ldw, const void *XQ, size_t ldxq, int nx, float *Y,
                            size_t ldy, size_t r0, size_t r1, size_t K);
-/// Byte offsets of a quantized activation row's scales and 16-value sums (act_quant.c's
-/// layout: 64-byte aligned pieces).
-static inline size_t moek_q8_scales_offset(size_t K) { return (K + 63) & ~(size_t)63; }
+/// The AVX-512 VNNI prefill leaves (kernels_avx512_vnni_q8.c), on interleaved activations: 1
+/// when it handled `dt`, else 0.
+int moek_gemv_rows_q8_vnni(const void *W, int dt, size_t ldw, const void *XQ, size_t ldxq, int nx, float *Y,
+                           size_t ldy, size_t r0, size_t r1, size_t K);
+/// Writes the interleaved copy of an activation row's int8 values that the VNNI leaves read
+/// (kernels_avx512_vnni_q8.c describes the order); K's remainder past a multiple of 256 is left.
+void moek_q8_interleave_avx512(const int8_t *q, int8_t *qi, size_t K);
+/// Whether this machine runs the VNNI leaves (AVX-512 with VNNI, and the AVX-512 path chosen).
+int moek_q8_vnni(void);
+/// Byte offsets of a quantized activation row's interleaved values, scales and 16-value sums
+/// (act_quant.c's layout: 64-byte aligned pieces).
+static inline size_t moek_q8_interleaved_offset(size_t K) { return (K + 63) & ~(size_t)63; }
+static inline size_t moek_q8_scales_offset(size_t K) { return 2 * moek_q8_interleaved_offset(K); }
 static inline size_t moek_q8_sums_offset(size_t K, int block) {
   return moek_q8_scales_offset(K) + ((K / (size_t)block * 4 + 63) & ~(size_t)63);
 }
@@ -32,6 +42,7 @@ static inline size_t moek_q8_sums_offset(size_t K, int block) {
 /// per 16.
 typedef struct {
   const int8_t *q;
+  const int8_t *qi;  // q interleaved for the VNNI leaves (written only where they run)
   const float *d;
   const int16_t *bs;
 } moek_act_row;
@@ -39,7 +50,8 @@ typedef struct {
 /// Row m of the quantized activation rows at XQ (`ldxq` bytes apart) of K values in blocks of `block`.
 static inline moek_act_row moek_act_row_at(const void *XQ, size_t ldxq, int m, size_t K, int block) {
   const uint8_t *p = (const uint8_t *)XQ + (size_t)m * ldxq;
-  return (moek_act_row){(const int8_t *)p, (const float *)(p + moek_q8_scales_offset(K)),
+  return (moek_act_row){(const int8_t *)p, (const int8_t *)(p + moek_q8_interleaved_offset(K)),
+                        (const float *)(p + moek_q8_scales_offset(K)),
                         (const int16_t *)(p + moek_q8_sums_offset(K, block))};
 }
 

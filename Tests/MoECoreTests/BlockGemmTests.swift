@@ -48,7 +48,10 @@ final class BlockGemmTests: XCTestCase {
             let dense = Tensor(shape: [n, k], values: w.toFloats())
             try forEachISA { isa in
                 guard moek_gemm_blocks_supported() != 0 else { return }
-                if dtype == .q8_0 { XCTAssertEqual(Kernels.blockGemmRows(rows: 37, dtype: dtype, k: k), 37 / moek_gemm_mr() * moek_gemm_mr(), isa) }
+                if dtype == .q8_0 {  // where the VNNI integer leaves run, they take every row
+                    let panels = moek_q8_interleaved(dtype.cValue, k) != 0 ? 0 : 37 / moek_gemm_mr() * moek_gemm_mr()
+                    XCTAssertEqual(Kernels.blockGemmRows(rows: 37, dtype: dtype, k: k), panels, isa)
+                }
                 for m in [16, 37] {
                     let x = Tensor(randomUniform: [m, k], in: -2...2, seed: UInt64(m))
                     for threads in [1, 2] {

@@ -1,0 +1,235 @@
+// Prefill integer block leaves for AVX-512 machines with VNNI (vpdpbusd), on interleaved
+// activations. The row-at-a-time leaves (q8_leaves.inc) spend, per 32 weights and activation
+// row, a multiply-add to int16, a widening multiply-add that applies the block's scale, and an
+// add; here the scale is applied once per 256 values instead:
+//
+// - The quantizer (act_quant.c) also stores each activation row interleaved: in every run of
+//   256 values, register r (32 bytes) holds, in its dword l, values 32 l + 4 r .. + 3. So lane
+//   l of every register belongs to the same 32-value block (or K-quant sub-block) l.
+// - Each weight row's 256 values are unpacked to 8 registers of 32 (one block or sub-block
+//   each) and transposed the same way once, then multiplied against 8 activation rows.
+// - 8 `vpdpbusd` (unsigned weight bytes times signed activation bytes, 4 products summed into
+//   each int32 lane) give, in lane l, the whole integer dot product of block l; the per-block
+//   scales are then one vector operation: a float multiply for the 32-value formats, an
+//   integer multiply by the 6- or 8-bit sub-block scales for the K-quants.
+// - Signed weights (Q8_0, Q4_0, Q5_0, IQ4_NL, MXFP4) enter as w + 128 (unsigned); the extra
+//   128 times the block's activation sum is taken off first, from the quantizer's 16-value sums.
+//
+// The integer sums are the row leaves' exactly; only the order of the f32 sums differs.
+// Q8_0, Q4_0, Q5_0, IQ4_NL, MXFP4 (K a multiple of 256), Q4_K, Q5_K, Q6_K; other formats
+// return 0 and run through the row leaves.
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#include "internal.h"
+
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"))), apply_to = function)
+
+#include "avx2_blocks.h"
+
+enum { GROUP = 8 };  // activation rows per unpacked weight run
+
+/// Transposes 8 registers as an 8 x 8 matrix of dwords: out[r] dword l = in[l] dword r.
+INLINE void transpose8(const __m256i in[8], __m256i out[8]) {
+  __m256i t[8], u[8];
+  for (int p = 0; p < 4; p++) {
+    t[2 * p] = _mm256_unpacklo_epi32(in[2 * p], in[2 * p + 1]);
+    t[2 * p + 1] = _mm256_unpackhi_epi32(in[2 * p], in[2 * p + 1]);
+  }
+  for (int h = 0; h < 2; h++) {
+    const __m256i *a = t + 4 * h;
+    u[4 * h + 0] = _mm256_unpacklo_epi64(a[0], a[2]);
+    u[4 * h + 1] = _mm256_unpackhi_epi64(a[0], a[2]);
+    u[4 * h + 2] = _mm256_unpacklo_epi64(a[1], a[3]);
+    u[4 * h + 3] = _mm256_unpackhi_epi64(a[1], a[3]);
+  }
+  for (int r = 0; r < 4; r++) {
+    out[r] = _mm256_permute2x128_si256(u[r], u[4 + r], 0x20);
+    out[r + 4] = _mm256_permute2x128_si256(u[r], u[4 + r], 0x31);
+  }
+}
+
+void moek_q8_interleave_avx512(const int8_t *q, int8_t *qi, size_t K) {
+  for (size_t g = 0; g + 256 <= K; g += 256) {
+    __m256i v[8], r[8];
+    for (int l = 0; l < 8; l++) v[l] = _mm256_loadu_si256((const __m256i *)(q + g + 32 * l));
+    transpose8(v, r);
+    for (int l = 0; l < 8; l++) _mm256_storeu_si256((__m256i *)(qi + g + 32 * l), r[l]);
+  }
+}
+
+/// The 8 dot products of lane-interleaved weights w (unsigned) with activation run x: lane l
+/// is block l's integer sum, added to `init`. Two chains, so each waits on 4 multiply-adds.
+INLINE __m256i dot8(const __m256i w[8], const int8_t *x, __m256i init) {
+  __m256i s = init, t = _mm256_setzero_si256();
+#pragma clang loop unroll(full)
+  for (int r = 0; r < 8; r += 2) {
+    s = _mm256_dpbusd_epi32(s, w[r], _mm256_loadu_si256((const __m256i *)(x + 32 * r)));
+    t = _mm256_dpbusd_epi32(t, w[r + 1], _mm256_loadu_si256((const __m256i *)(x + 32 * (r + 1))));
+  }
+  return _mm256_add_epi32(s, t);
+}
+
+/// 32-value formats: each run of 8 blocks unpacked (signed, then + 128), transposed, and its 8
+/// scales gathered; per activation row, lane l = d_l dx_l (sum w x) accumulates in f32.
+INLINE void rows_32i(int dt, const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y,
+                     size_t ldy, size_t r0, size_t r1, size_t K) {
+  const size_t runs = K / 256, bytes = (size_t)moek_block_bytes(dt);
+  const int8_t *table = dt == MOEK_MXFP4 ? moek_kvalues_mxfp4 : moek_kvalues_iq4nl;
+  const __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)table));
+  const __m256i bias = _mm256_set1_epi8((char)0x80), minus128 = _mm256_set1_epi16(-128);
+  for (size_t r = r0; r < r1; r++) {
+    const uint8_t *row = W + r * row_bytes;
+    __m256 acc[GROUP];
+    for (int m = 0; m < GROUP; m++) acc[m] = _mm256_setzero_ps();
+    for (size_t g = 0; g < runs; g++) {
+      const uint8_t *b = row + g * 8 * bytes;
+      for (size_t o = 0; o < 8 * bytes; o += 64) _mm_prefetch((const char *)(b + 8 * bytes + o), _MM_HINT_T0);
+      __m256i v[8], w[8];
+      float dw[8];
+#pragma clang loop unroll(full)
+      for (int l = 0; l < 8; l++) v[l] = _mm256_xor_si256(unpack32(dt, b + l * bytes, lut, &dw[l]), bias);
+      transpose8(v, w);
+      const __m256 dv = _mm256_loadu_ps(dw);
+#pragma clang loop unroll(full)
+      for (int m = 0; m < nx; m++) {
+        const __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x[m].bs + 16 * g)), minus128);
+        const __m256i s = dot8(w, x[m].qi + 256 * g, corr);
+        const __m256 scale = _mm256_mul_ps(dv, _mm256_loadu_ps(x[m].d + 8 * g));
+        acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, acc[m]);
+      }
+    }
+    for (int m = 0; m < nx; m++) Y[(size_t)m * ldy + r] = hsum(acc[m]);
+  }
+}
+
+/// Q4_K (`five` 0) and Q5_K: lane l = sub-block l, so its 6-bit scale multiplies lane l of the
+/// integer sums; the mins, times the activation's 32-value sums, as in the row leaf.
+INLINE void rows_k45i(int five, const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y,
+                      size_t ldy, size_t r0, size_t r1, size_t K) {
+  const size_t blocks = K / 256, bytes = five ? 176 : 144;
+  for (size_t r = r0; r < r1; r++) {
+    const uint8_t *row = W + r * row_bytes;
+    __m256 acc[GROUP];
+    for (int m = 0; m < GROUP; m++) acc[m] = _mm256_setzero_ps();
+    for (size_t i = 0; i < blocks; i++) {
+      const uint8_t *b = row + i * bytes;
+      for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)(b + bytes + o), _MM_HINT_T0);
+      const float d = half(b), dmin = half(b + 2);
+      uint32_t u[4];
+      memcpy(u, b + 4, 12);
+      const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
+      u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
+      const uint32_t mins_lo = u[1] & k1;
+      u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
+      u[2] = mins_lo;
+      u[0] &= k1;
+      const __m128i sm = _mm_set_epi32((int)u[3], (int)u[2], (int)u[1], (int)u[0]);
+      const __m256i scales = _mm256_cvtepu8_epi32(sm);
+      // int16 lanes 2l and 2l + 1 both hold min l, against the two 16-value sums of sub-block l.
+      const __m256i mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
+      const uint8_t *qs = b + (five ? 48 : 16);
+      const __m256i hbits = five ? _mm256_loadu_si256((const __m256i *)(b + 16)) : _mm256_setzero_si256();
+      __m256i v[8], w[8];
+#pragma clang loop unroll(full)
+      for (int j = 0; j < 4; j++) k45_quants(five, qs, hbits, j, &v[2 * j], &v[2 * j + 1]);
+      transpose8(v, w);
+#pragma clang loop unroll(full)
+      for (int m = 0; m < nx; m++) {
+        const __m256i s = _mm256_mullo_epi32(dot8(w, x[m].qi + 256 * i, _mm256_setzero_si256()), scales);
+        const __m256i ms = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x[m].bs + 16 * i)), mins);
+        const float dx = x[m].d[i];
+        acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * dx), acc[m]);
+        acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ms), _mm256_set1_ps(-dmin * dx), acc[m]);
+      }
+    }
+    for (int m = 0; m < nx; m++) Y[(size_t)m * ldy + r] = hsum(acc[m]);
+  }
+}
+
+/// Q6_K: lane l covers sub-blocks 2l (registers 0..3) and 2l + 1 (registers 4..7), each with
+/// its int8 scale; the -32 is 32 times the scaled 16-value activation sums.
+INLINE void rows_q6_ki(const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y, size_t ldy,
+                       size_t r0, size_t r1, size_t K) {
+  const size_t blocks = K / 256;
+  for (size_t r = r0; r < r1; r++) {
+    const uint8_t *row = W + r * row_bytes;
+    __m256 acc[GROUP];
+    for (int m = 0; m < GROUP; m++) acc[m] = _mm256_setzero_ps();
+    for (size_t i = 0; i < blocks; i++) {
+      const uint8_t *b = row + i * 210;
+      for (size_t o = 0; o < 210; o += 64) _mm_prefetch((const char *)(b + 210 + o), _MM_HINT_T0);
+      const float d = half(b + 208);
+      const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + 192)));
+      const __m256i sc_even = _mm256_srai_epi32(_mm256_slli_epi32(sc16, 16), 16), sc_odd = _mm256_srai_epi32(sc16, 16);
+      const __m256i sc32 = _mm256_mullo_epi16(sc16, _mm256_set1_epi16(32));
+      __m256i v[8], w[8];
+      q6_k_quants(b, b + 128, v);
+      q6_k_quants(b + 64, b + 160, v + 4);
+      transpose8(v, w);
+#pragma clang loop unroll(full)
+      for (int m = 0; m < nx; m++) {
+        const int8_t *xq = x[m].qi + 256 * i;
+        __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
+#pragma clang loop unroll(full)
+        for (int k = 0; k < 4; k++) {
+          lo = _mm256_dpbusd_epi32(lo, w[k], _mm256_loadu_si256((const __m256i *)(xq + 32 * k)));
+          hi = _mm256_dpbusd_epi32(hi, w[k + 4], _mm256_loadu_si256((const __m256i *)(xq + 32 * (k + 4))));
+        }
+        const __m256i offset = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x[m].bs + 16 * i)), sc32);
+        const __m256i s = _mm256_sub_epi32(_mm256_add_epi32(_mm256_mullo_epi32(lo, sc_even), _mm256_mullo_epi32(hi, sc_odd)),
+                                           offset);
+        acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * x[m].d[i]), acc[m]);
+      }
+    }
+    for (int m = 0; m < nx; m++) Y[(size_t)m * ldy + r] = hsum(acc[m]);
+  }
+}
+
+int moek_gemv_rows_q8_vnni(const void *W, int dt, size_t ldw, const void *XQ, size_t ldxq, int nx, float *Y,
+                           size_t ldy, size_t r0, size_t r1, size_t K) {
+  if (!moek_q8_interleaved(dt, K)) return 0;
+  const int block = moek_q8_block(dt);
+  const size_t row_bytes = ldw / (size_t)moek_block_elements(dt) * (size_t)moek_block_bytes(dt);
+  const uint8_t *w = (const uint8_t *)W;
+  for (int m0 = 0; m0 < nx; m0 += GROUP) {
+    const int mn = nx - m0 < GROUP ? nx - m0 : GROUP;
+    moek_act_row x[GROUP];
+    for (int m = 0; m < mn; m++) x[m] = moek_act_row_at(XQ, ldxq, m0 + m, K, block);
+    float *y = Y + (size_t)m0 * ldy;
+#define BY_ROWS(call)                                  \
+  switch (mn) {                                        \
+    case 1: { const int n_ = 1; call; } break;         \
+    case 2: { const int n_ = 2; call; } break;         \
+    case 3: { const int n_ = 3; call; } break;         \
+    case 4: { const int n_ = 4; call; } break;         \
+    case 5: { const int n_ = 5; call; } break;         \
+    case 6: { const int n_ = 6; call; } break;         \
+    case 7: { const int n_ = 7; call; } break;         \
+    default: { const int n_ = GROUP; call; } break;    \
+  }
+    switch (dt) {
+      case MOEK_Q4_K: BY_ROWS(rows_k45i(0, w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
+      case MOEK_Q5_K: BY_ROWS(rows_k45i(1, w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
+      case MOEK_Q6_K: BY_ROWS(rows_q6_ki(w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
+      case MOEK_Q8_0: BY_ROWS(rows_32i(MOEK_Q8_0, w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
+      case MOEK_Q4_0: BY_ROWS(rows_32i(MOEK_Q4_0, w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
+      case MOEK_Q5_0: BY_ROWS(rows_32i(MOEK_Q5_0, w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
+      case MOEK_IQ4_NL: BY_ROWS(rows_32i(MOEK_IQ4_NL, w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
+      default: BY_ROWS(rows_32i(MOEK_MXFP4, w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
+    }
+#undef BY_ROWS
+  }
+  return 1;
+}
+
+#pragma clang attribute pop
+
+#else
+#include "internal.h"
+void moek_q8_interleave_avx512(const int8_t *q, int8_t *qi, size_t K) { (void)q; (void)qi; (void)K; }
+int moek_gemv_rows_q8_vnni(const void *W, int dt, size_t ldw, const void *XQ, size_t ldxq, int nx, float *Y,
+                           size_t ldy, size_t r0, size_t r1, size_t K) {
+  (void)W; (void)dt; (void)ldw; (void)XQ; (void)ldxq; (void)nx; (void)Y; (void)ldy; (void)r0; (void)r1; (void)K;
+  return 0;
+}
+#endif
