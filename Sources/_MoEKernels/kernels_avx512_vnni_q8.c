@@ -1,4 +1,4 @@
-// Prefill integer block leaves for AVX-512 machines with VNNI (vpdpbusd), on interleaved
+// Integer block leaves for AVX-512 machines with VNNI (vpdpbusd), on interleaved
 // activations. The row-at-a-time leaves (q8_leaves.inc) spend, per 32 weights and activation
 // row, a multiply-add to int16, a widening multiply-add that applies the block's scale, and an
 // add; here the scale is applied once per 256 values instead:
@@ -7,7 +7,7 @@
 //   256 values, register r (32 bytes) holds, in its dword l, values 32 l + 4 r .. + 3. So lane
 //   l of every register belongs to the same 32-value block (or K-quant sub-block) l.
 // - Each weight row's 256 values are unpacked to 8 registers of 32 (one block or sub-block
-//   each) and transposed the same way once, then multiplied against 8 activation rows.
+//   each) and transposed the same way once, then multiplied against up to 8 activation rows.
 // - 8 `vpdpbusd` (unsigned weight bytes times signed activation bytes, 4 products summed into
 //   each int32 lane) give, in lane l, the whole integer dot product of block l; the per-block
 //   scales are then one vector operation: a float multiply for the 32-value formats, an

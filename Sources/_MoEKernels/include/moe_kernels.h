@@ -74,9 +74,9 @@ int moek_quantize_row_weighted(const float *src, int dt, void *dst, size_t n, co
 /// Activations are quantized to 8 bits per value with an f32 scale per block, as llama.cpp's
 /// Q8_0 and Q8_K activations are.
 int moek_q8_block(int dt);
-/// 1 where, against more than 4 activation rows, `dt` with rows of K values runs through the
-/// AVX-512 VNNI integer leaves (a scale applied per 256 values of 8 blocks at once; faster at
-/// prefill than widening blocks for the f32 matmul leaf), else 0.
+/// 1 where `dt` with rows of K values runs through the AVX-512 VNNI integer leaves (a scale
+/// applied per 256 values of 8 blocks at once; at prefill faster than widening blocks for the
+/// f32 matmul leaf), else 0.
 int moek_q8_interleaved(int dt, size_t K);
 /// Bytes of one quantized activation row of K values (K a multiple of `block`).
 size_t moek_q8_row_bytes(size_t K, int block);
