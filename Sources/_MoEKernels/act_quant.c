@@ -21,7 +21,7 @@ void moek_q8_quantize(const float *x, size_t K, int block, void *out) {
   const int isa = moek_isa();
   if (isa == MOEK_ISA_AVX2 || isa == MOEK_ISA_AVX512) {
     moek_q8_quantize_avx2(x, K, block, q, d, bs);
-    if (moek_q8_vnni()) moek_q8_interleave_avx512(q, (int8_t *)out + moek_q8_interleaved_offset(K), K);
+    if (moek_q8_vnni()) moek_q8_interleave_avx512(q, (int8_t *)out + moek_q8_interleaved_offset(K), K, block);
     return;
   }
   // Plain C for the other paths (NEON): the same values, round to nearest even as

@@ -26,8 +26,9 @@ int moek_gemv_rows_q8_avx512(const void *W, int dt, size_t ldw, const void *XQ, 
 int moek_gemv_rows_q8_vnni(const void *W, int dt, size_t ldw, const void *XQ, size_t ldxq, int nx, float *Y,
                            size_t ldy, size_t r0, size_t r1, size_t K);
 /// Writes the interleaved copy of an activation row's int8 values that the VNNI leaves read
-/// (kernels_avx512_vnni_q8.c describes the order); K's remainder past a multiple of 256 is left.
-void moek_q8_interleave_avx512(const int8_t *q, int8_t *qi, size_t K);
+/// (kernels_avx512_vnni_q8.c describes the two orders, by `block`); K's remainder past a
+/// multiple of 256 is left.
+void moek_q8_interleave_avx512(const int8_t *q, int8_t *qi, size_t K, int block);
 /// Whether this machine runs the VNNI leaves (AVX-512 with VNNI, and the AVX-512 path chosen).
 int moek_q8_vnni(void);
 /// Byte offsets of a quantized activation row's interleaved values, scales and 16-value sums

@@ -1,17 +1,23 @@
 // Integer block leaves for AVX-512 machines with VNNI (vpdpbusd), on interleaved
 // activations. The row-at-a-time leaves (q8_leaves.inc) spend, per 32 weights and activation
 // row, a multiply-add to int16, a widening multiply-add that applies the block's scale, and an
-// add; here the scale is applied once per 256 values instead:
+// add; here the scales are applied once per 256 values instead:
 //
-// - The quantizer (act_quant.c) also stores each activation row interleaved: in every run of
-//   256 values, register r (32 bytes) holds, in its dword l, values 32 l + 4 r .. + 3. So lane
-//   l of every register belongs to the same 32-value block (or K-quant sub-block) l.
-// - Each weight row's 256 values are unpacked to 8 registers of 32 (one block or sub-block
-//   each) and transposed the same way once, then multiplied against up to 8 activation rows.
+// - The quantizer (act_quant.c) also stores each activation row interleaved, so that every
+//   int32 lane of a register holds 4 values of one block (or K-quant sub-block):
+//   - 32-value blocks ("by block"): in every run of 256 values, register r (32 bytes) holds in
+//     its dword l the values 32 l + 4 r .. + 3, so lane l is block l.
+//   - 256-value K-quant blocks ("paired"): registers L_p (p = 0..3) then H_p; dword j < 4 of
+//     L_p holds values 64 j + 4 p .. + 3, dword 4 + j values 64 j + 16 + 4 p .. + 3, and H_p
+//     the same plus 32. Lanes j and 4 + j of L_p are 32-value sub-block 2 j, of H_p 2 j + 1:
+//     Q4_K's 128 bytes of nibbles take this order with one 4 x 4 dword transpose per half of
+//     each 32-byte group, before the nibbles are split.
+// - Each weight row's 256 values are unpacked and transposed the same way once, then
+//   multiplied against up to 8 activation rows.
 // - 8 `vpdpbusd` (unsigned weight bytes times signed activation bytes, 4 products summed into
-//   each int32 lane) give, in lane l, the whole integer dot product of block l; the per-block
-//   scales are then one vector operation: a float multiply for the 32-value formats, an
-//   integer multiply by the 6- or 8-bit sub-block scales for the K-quants.
+//   each int32 lane) give the blocks' integer dot products lane by lane; the per-block scales
+//   are then one or two vector operations: a float multiply for the 32-value formats, integer
+//   multiplies by the 6- or 8-bit sub-block scales for the K-quants.
 // - Signed weights (Q8_0, Q4_0, Q5_0, IQ4_NL, MXFP4) enter as w + 128 (unsigned); the extra
 //   128 times the block's activation sum is taken off first, from the quantizer's 16-value sums.
 //
@@ -48,17 +54,37 @@ INLINE void transpose8(const __m256i in[8], __m256i out[8]) {
   }
 }
 
-void moek_q8_interleave_avx512(const int8_t *q, int8_t *qi, size_t K) {
+/// Transposes a, b, c, d as two 4 x 4 matrices of dwords, one per 128-bit half: out[p] holds
+/// dword p of each in its low half and dword p + 4 of each in its high half.
+INLINE void transpose4(__m256i a, __m256i b, __m256i c, __m256i d, __m256i out[4]) {
+  const __m256i t0 = _mm256_unpacklo_epi32(a, b), t1 = _mm256_unpackhi_epi32(a, b);
+  const __m256i t2 = _mm256_unpacklo_epi32(c, d), t3 = _mm256_unpackhi_epi32(c, d);
+  out[0] = _mm256_unpacklo_epi64(t0, t2);
+  out[1] = _mm256_unpackhi_epi64(t0, t2);
+  out[2] = _mm256_unpacklo_epi64(t1, t3);
+  out[3] = _mm256_unpackhi_epi64(t1, t3);
+}
+
+/// The paired order of 8 runs of 32 values v[c] (values 32 c .. 32 c + 31): out[0..3] the L
+/// registers (from the even runs), out[4..7] the H registers (odd runs).
+INLINE void pair8(const __m256i v[8], __m256i out[8]) {
+  transpose4(v[0], v[2], v[4], v[6], out);
+  transpose4(v[1], v[3], v[5], v[7], out + 4);
+}
+
+void moek_q8_interleave_avx512(const int8_t *q, int8_t *qi, size_t K, int block) {
   for (size_t g = 0; g + 256 <= K; g += 256) {
     __m256i v[8], r[8];
     for (int l = 0; l < 8; l++) v[l] = _mm256_loadu_si256((const __m256i *)(q + g + 32 * l));
-    transpose8(v, r);
+    if (block == 256) pair8(v, r);
+    else transpose8(v, r);
     for (int l = 0; l < 8; l++) _mm256_storeu_si256((__m256i *)(qi + g + 32 * l), r[l]);
   }
 }
 
-/// The 8 dot products of lane-interleaved weights w (unsigned) with activation run x: lane l
-/// is block l's integer sum, added to `init`. Two chains, so each waits on 4 multiply-adds.
+/// The 8 dot products of lane-interleaved weights w (unsigned) with activation run x, by block:
+/// lane l is block l's integer sum, added to `init`. Two chains, so each waits on 4
+/// multiply-adds.
 INLINE __m256i dot8(const __m256i w[8], const int8_t *x, __m256i init) {
   __m256i s = init, t = _mm256_setzero_si256();
 #pragma clang loop unroll(full)
@@ -67,6 +93,19 @@ INLINE __m256i dot8(const __m256i w[8], const int8_t *x, __m256i init) {
     t = _mm256_dpbusd_epi32(t, w[r + 1], _mm256_loadu_si256((const __m256i *)(x + 32 * (r + 1))));
   }
   return _mm256_add_epi32(s, t);
+}
+
+/// Paired weights w against a paired activation run x: the integer sums of the L registers
+/// (sub-blocks 2 j in lanes j and 4 + j) in *lo, of the H registers (2 j + 1) in *hi.
+INLINE void dot_pairs(const __m256i w[8], const int8_t *x, __m256i *lo, __m256i *hi) {
+  __m256i l = _mm256_setzero_si256(), h = _mm256_setzero_si256();
+#pragma clang loop unroll(full)
+  for (int p = 0; p < 4; p++) {
+    l = _mm256_dpbusd_epi32(l, w[p], _mm256_loadu_si256((const __m256i *)(x + 32 * p)));
+    h = _mm256_dpbusd_epi32(h, w[p + 4], _mm256_loadu_si256((const __m256i *)(x + 32 * (p + 4))));
+  }
+  *lo = l;
+  *hi = h;
 }
 
 /// 32-value formats: each run of 8 blocks unpacked (signed, then + 128), transposed, and its 8
@@ -102,11 +141,26 @@ INLINE void rows_32i(int dt, const uint8_t *W, size_t row_bytes, const moek_act_
   }
 }
 
-/// Q4_K (`five` 0) and Q5_K: lane l = sub-block l, so its 6-bit scale multiplies lane l of the
-/// integer sums; the mins, times the activation's 32-value sums, as in the row leaf.
+/// Q4_K and Q5_K's 8 six-bit scales (bytes 0..7) and mins (8..15) from the 12 packed bytes q
+/// (16 are read): scale j < 4 is q[j] & 63 and min j is q[j + 4] & 63; for j >= 4 the low four
+/// bits come from q[j + 4] (scales the low nibble, mins the high) and the top two from the top
+/// of q[j - 4] (scales) or q[j] (mins).
+INLINE __m128i k4_scales_mins_vec(const uint8_t *q) {
+  const __m128i v = _mm_loadu_si128((const __m128i *)q);
+  const __m128i a = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+  const __m128i top = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+  const __m128i low = _mm_or_si128(_mm_and_si128(a, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0)),
+                                   _mm_and_si128(_mm_srli_epi16(a, 4), _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15)));
+  return _mm_or_si128(low, _mm_and_si128(_mm_srli_epi16(top, 2), _mm_set1_epi8(0x30)));
+}
+
+/// Q4_K (`five` 0) and Q5_K, paired: lanes j and 4 + j of the L sums are sub-block 2 j, of the
+/// H sums 2 j + 1, each multiplied by its 6-bit scale; the mins, times the activation's 32-value
+/// sums, as in the row leaf.
 INLINE void rows_k45i(int five, const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y,
                       size_t ldy, size_t r0, size_t r1, size_t K) {
   const size_t blocks = K / 256, bytes = five ? 176 : 144;
+  const __m256i m4 = _mm256_set1_epi8(0xF);
   for (size_t r = r0; r < r1; r++) {
     const uint8_t *row = W + r * row_bytes;
     __m256 acc[GROUP];
@@ -115,27 +169,34 @@ INLINE void rows_k45i(int five, const uint8_t *W, size_t row_bytes, const moek_a
       const uint8_t *b = row + i * bytes;
       for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)(b + bytes + o), _MM_HINT_T0);
       const float d = half(b), dmin = half(b + 2);
-      uint32_t u[4];
-      memcpy(u, b + 4, 12);
-      const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
-      u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
-      const uint32_t mins_lo = u[1] & k1;
-      u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
-      u[2] = mins_lo;
-      u[0] &= k1;
-      const __m128i sm = _mm_set_epi32((int)u[3], (int)u[2], (int)u[1], (int)u[0]);
-      const __m256i scales = _mm256_cvtepu8_epi32(sm);
+      const __m128i sm = k4_scales_mins_vec(b + 4);
+      const __m256i sc_lo = _mm256_cvtepu8_epi32(_mm_shuffle_epi8(sm, _mm_setr_epi8(0, 2, 4, 6, 0, 2, 4, 6, -1, -1, -1, -1, -1, -1, -1, -1)));
+      const __m256i sc_hi = _mm256_cvtepu8_epi32(_mm_shuffle_epi8(sm, _mm_setr_epi8(1, 3, 5, 7, 1, 3, 5, 7, -1, -1, -1, -1, -1, -1, -1, -1)));
       // int16 lanes 2l and 2l + 1 both hold min l, against the two 16-value sums of sub-block l.
       const __m256i mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
       const uint8_t *qs = b + (five ? 48 : 16);
-      const __m256i hbits = five ? _mm256_loadu_si256((const __m256i *)(b + 16)) : _mm256_setzero_si256();
-      __m256i v[8], w[8];
+      __m256i w[8];
+      if (five) {
+        const __m256i hbits = _mm256_loadu_si256((const __m256i *)(b + 16));
+        __m256i v[8];
 #pragma clang loop unroll(full)
-      for (int j = 0; j < 4; j++) k45_quants(five, qs, hbits, j, &v[2 * j], &v[2 * j + 1]);
-      transpose8(v, w);
+        for (int j = 0; j < 4; j++) k45_quants(1, qs, hbits, j, &v[2 * j], &v[2 * j + 1]);
+        pair8(v, w);
+      } else {  // group j's bytes hold sub-block 2 j (low nibbles) and 2 j + 1 (high)
+        __m256i u[4];
+        transpose4(_mm256_loadu_si256((const __m256i *)qs), _mm256_loadu_si256((const __m256i *)(qs + 32)),
+                   _mm256_loadu_si256((const __m256i *)(qs + 64)), _mm256_loadu_si256((const __m256i *)(qs + 96)), u);
+#pragma clang loop unroll(full)
+        for (int p = 0; p < 4; p++) {
+          w[p] = _mm256_and_si256(u[p], m4);
+          w[p + 4] = _mm256_and_si256(_mm256_srli_epi16(u[p], 4), m4);
+        }
+      }
 #pragma clang loop unroll(full)
       for (int m = 0; m < nx; m++) {
-        const __m256i s = _mm256_mullo_epi32(dot8(w, x[m].qi + 256 * i, _mm256_setzero_si256()), scales);
+        __m256i lo, hi;
+        dot_pairs(w, x[m].qi + 256 * i, &lo, &hi);
+        const __m256i s = _mm256_add_epi32(_mm256_mullo_epi32(lo, sc_lo), _mm256_mullo_epi32(hi, sc_hi));
         const __m256i ms = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x[m].bs + 16 * i)), mins);
         const float dx = x[m].d[i];
         acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * dx), acc[m]);
@@ -146,8 +207,9 @@ INLINE void rows_k45i(int five, const uint8_t *W, size_t row_bytes, const moek_a
   }
 }
 
-/// Q6_K: lane l covers sub-blocks 2l (registers 0..3) and 2l + 1 (registers 4..7), each with
-/// its int8 scale; the -32 is 32 times the scaled 16-value activation sums.
+/// Q6_K, paired: lanes j and 4 + j of the L sums are 16-value sub-blocks 4 j and 4 j + 1, of the
+/// H sums 4 j + 2 and 4 j + 3, each with its int8 scale; the -32 is 32 times the scaled 16-value
+/// activation sums.
 INLINE void rows_q6_ki(const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y, size_t ldy,
                        size_t r0, size_t r1, size_t K) {
   const size_t blocks = K / 256;
@@ -159,24 +221,20 @@ INLINE void rows_q6_ki(const uint8_t *W, size_t row_bytes, const moek_act_row *x
       const uint8_t *b = row + i * 210;
       for (size_t o = 0; o < 210; o += 64) _mm_prefetch((const char *)(b + 210 + o), _MM_HINT_T0);
       const float d = half(b + 208);
-      const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + 192)));
-      const __m256i sc_even = _mm256_srai_epi32(_mm256_slli_epi32(sc16, 16), 16), sc_odd = _mm256_srai_epi32(sc16, 16);
-      const __m256i sc32 = _mm256_mullo_epi16(sc16, _mm256_set1_epi16(32));
+      const __m128i sc = _mm_loadu_si128((const __m128i *)(b + 192));
+      const __m256i sc_lo = _mm256_cvtepi8_epi32(_mm_shuffle_epi8(sc, _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, -1, -1, -1, -1, -1, -1, -1, -1)));
+      const __m256i sc_hi = _mm256_cvtepi8_epi32(_mm_shuffle_epi8(sc, _mm_setr_epi8(2, 6, 10, 14, 3, 7, 11, 15, -1, -1, -1, -1, -1, -1, -1, -1)));
+      const __m256i sc32 = _mm256_mullo_epi16(_mm256_cvtepi8_epi16(sc), _mm256_set1_epi16(32));
       __m256i v[8], w[8];
       q6_k_quants(b, b + 128, v);
       q6_k_quants(b + 64, b + 160, v + 4);
-      transpose8(v, w);
+      pair8(v, w);
 #pragma clang loop unroll(full)
       for (int m = 0; m < nx; m++) {
-        const int8_t *xq = x[m].qi + 256 * i;
-        __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
-#pragma clang loop unroll(full)
-        for (int k = 0; k < 4; k++) {
-          lo = _mm256_dpbusd_epi32(lo, w[k], _mm256_loadu_si256((const __m256i *)(xq + 32 * k)));
-          hi = _mm256_dpbusd_epi32(hi, w[k + 4], _mm256_loadu_si256((const __m256i *)(xq + 32 * (k + 4))));
-        }
+        __m256i lo, hi;
+        dot_pairs(w, x[m].qi + 256 * i, &lo, &hi);
         const __m256i offset = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x[m].bs + 16 * i)), sc32);
-        const __m256i s = _mm256_sub_epi32(_mm256_add_epi32(_mm256_mullo_epi32(lo, sc_even), _mm256_mullo_epi32(hi, sc_odd)),
+        const __m256i s = _mm256_sub_epi32(_mm256_add_epi32(_mm256_mullo_epi32(lo, sc_lo), _mm256_mullo_epi32(hi, sc_hi)),
                                            offset);
         acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * x[m].d[i]), acc[m]);
       }
@@ -226,7 +284,9 @@ int moek_gemv_rows_q8_vnni(const void *W, int dt, size_t ldw, const void *XQ, si
 
 #else
 #include "internal.h"
-void moek_q8_interleave_avx512(const int8_t *q, int8_t *qi, size_t K) { (void)q; (void)qi; (void)K; }
+void moek_q8_interleave_avx512(const int8_t *q, int8_t *qi, size_t K, int block) {
+  (void)q; (void)qi; (void)K; (void)block;
+}
 int moek_gemv_rows_q8_vnni(const void *W, int dt, size_t ldw, const void *XQ, size_t ldxq, int nx, float *Y,
                            size_t ldy, size_t r0, size_t r1, size_t K) {
   (void)W; (void)dt; (void)ldw; (void)XQ; (void)ldxq; (void)nx; (void)Y; (void)ldy; (void)r0; (void)r1; (void)K;
