@@ -50,14 +50,18 @@ for r in $(seq "$rounds"); do
   for s in $shapes; do
     for t in bf16 Q8_0 Q4_K_M; do
       f="$work/$s.$t.gguf"
-      "$moe" bench --model "$f" --prompt-tokens 128 --gen-tokens 32 --threads 2 | python3 -c "
+      # bf16 twice: MoEKit's default (f32 activations) and --precision bf16 (activations rounded
+      # to bf16 for vdpbf16ps, as llama.cpp computes bf16 weights on AVX512-BF16 machines).
+      for precision in exact $([ "$t" = bf16 ] && echo bf16); do
+        "$moe" bench --model "$f" --prompt-tokens 128 --gen-tokens 32 --threads 2 --precision "$precision" | python3 -c "
 import json, os, sys; d = json.load(sys.stdin)
-print(f'round $r $s $t moekit    prefill {d[\"prefill_tokens_per_s\"]:7.1f} decode {d[\"decode_tokens_per_s\"]:6.1f} tok/s'
+print(f'round $r $s $t moekit ($precision) prefill {d[\"prefill_tokens_per_s\"]:7.1f} decode {d[\"decode_tokens_per_s\"]:6.1f} tok/s'
       f' ({d[\"decode_fraction_of_bandwidth\"]:.2f} of bandwidth, RSS {d[\"peak_rss_bytes\"] / os.path.getsize(\"$f\"):.2f}x the file)')"
+      done
       "$llama/build/bin/llama-bench" -m "$f" -p 128 -n 32 -t 2 -r 1 -o json 2>/dev/null | python3 -c "
 import json, sys; d = json.load(sys.stdin)
 pp = [x['avg_ts'] for x in d if x['n_prompt']][0]; tg = [x['avg_ts'] for x in d if x['n_gen']][0]
-print(f'round $r $s $t llama.cpp prefill {pp:7.1f} decode {tg:6.1f} tok/s')"
+print(f'round $r $s $t llama.cpp         prefill {pp:7.1f} decode {tg:6.1f} tok/s')"
     done
   done
 done

@@ -66,16 +66,9 @@ int moek_q8_interleaved(int dt, size_t K) {
 }
 
 int moek_q8_block(int dt) {
+  // Integer leaves: q8_leaves.inc (AVX2 and AVX-512) and kernels_neon_q8.c cover the same formats.
   const int isa = moek_isa();
-  if (isa == MOEK_ISA_NEON) {  // kernels_neon_q8.c
-    switch (dt) {
-      case MOEK_Q8_0: case MOEK_Q4_0: case MOEK_Q4_1: case MOEK_Q5_0: case MOEK_Q5_1: case MOEK_IQ4_NL: case MOEK_MXFP4:
-        return 32;
-      case MOEK_Q4_K: case MOEK_Q5_K: case MOEK_Q6_K: return 256;
-      default: return 0;
-    }
-  }
-  if (isa != MOEK_ISA_AVX2 && isa != MOEK_ISA_AVX512) return 0;
+  if (isa != MOEK_ISA_AVX2 && isa != MOEK_ISA_AVX512 && isa != MOEK_ISA_NEON) return 0;
   switch (dt) {
     case MOEK_Q8_0: case MOEK_Q4_0: case MOEK_Q4_1: case MOEK_Q5_0: case MOEK_Q5_1: case MOEK_IQ4_NL: case MOEK_MXFP4:
       return 32;

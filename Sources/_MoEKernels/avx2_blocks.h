@@ -78,13 +78,4 @@ INLINE void q6_k_quants(const uint8_t *ql, const uint8_t *qh, __m256i q[4]) {
                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m2), 4));
 }
 
-/// Q3_K's 16 signed scales (6 bits minus 32) from the 12 packed bytes: low 4 bits from bytes
-/// 0..7 (low nibble for 0..7, high for 8..15), top 2 bits from bytes 8..11.
-INLINE void q3_k_scales(const uint8_t *packed, int8_t scales[16]) {
-  for (int g = 0; g < 16; g++) {
-    const int lo = g < 8 ? packed[g] & 0xF : packed[g - 8] >> 4, hi = (packed[8 + g % 4] >> (2 * (g / 4))) & 3;
-    scales[g] = (int8_t)((lo | hi << 4) - 32);
-  }
-}
-
 #endif

@@ -56,6 +56,15 @@ static inline moek_act_row moek_act_row_at(const void *XQ, size_t ldxq, int m, s
                         (const int16_t *)(p + moek_q8_sums_offset(K, block))};
 }
 
+/// Q3_K's 16 signed scales (6 bits minus 32) from the 12 packed bytes: low 4 bits from bytes
+/// 0..7 (low nibble for 0..7, high for 8..15), top 2 bits from bytes 8..11.
+static inline void q3_k_scales(const uint8_t *packed, int8_t scales[16]) {
+  for (int g = 0; g < 16; g++) {
+    const int lo = g < 8 ? packed[g] & 0xF : packed[g - 8] >> 4, hi = (packed[8 + g % 4] >> (2 * (g / 4))) & 3;
+    scales[g] = (int8_t)((lo | hi << 4) - 32);
+  }
+}
+
 /// The NEON integer block rows (kernels_neon_q8.c): 1 when it handled `dt`, else 0.
 int moek_gemv_rows_q8_neon(const void *W, int dt, size_t ldw, const void *XQ, size_t ldxq, int nx, float *Y,
                            size_t ldy, size_t r0, size_t r1, size_t K);

@@ -3,8 +3,8 @@
 // against up to 4 activation rows with widening multiply-accumulates (vmull_s8/vmlal_s8, then
 // pairwise adds into int32; every AArch64 core has them), its scales applied to the integer
 // sums. Formats: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, MXFP4 (32-value activation blocks),
-// Q4_K, Q5_K, Q6_K (256-value ones); Q2_K, Q3_K and IQ4_XS keep f32 activations on NEON. Layouts: dequant.c. Checked under qemu by
-// scripts/check-neon.sh.
+// Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS (256-value ones). Layouts: dequant.c. Checked under qemu
+// by scripts/check-neon.sh.
 #include "internal.h"
 #if defined(__aarch64__)
 #include <arm_neon.h>
@@ -248,6 +248,112 @@ INLINE void rows_q6_k(const uint8_t *W, size_t row_bytes, const moek_act_row *x,
   }
 }
 
+/// Q2_K: 2-bit values (value e in byte 32 (e / 128) + e % 32 of qs, bits 2 ((e % 128) / 32)),
+/// a 4-bit scale (low nibble) and min (high) per 16 relative to d and dmin: the dot is
+/// d sum_g sc_g (q . x_g) - dmin sum_g m_g sum(x_g).
+INLINE void rows_q2_k(const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y, size_t ldy,
+                      size_t r0, size_t r1, size_t K) {
+  const size_t blocks = K / 256;
+  const uint8x16_t m3 = vdupq_n_u8(3);
+  for (size_t r = r0; r < r1; r++) {
+    const uint8_t *row = W + r * row_bytes;
+    float acc[4] = {0, 0, 0, 0};
+    for (size_t i = 0; i < blocks; i++) {
+      const uint8_t *b = row + i * 84, *qs = b + 16;
+      const float d = half(b + 80), dmin = half(b + 82);
+      int32_t sumi[4] = {0, 0, 0, 0}, summ[4] = {0, 0, 0, 0};
+      for (int n = 0; n < 2; n++) {
+        const uint8x16_t b0 = vld1q_u8(qs + 32 * n), b1 = vld1q_u8(qs + 32 * n + 16);
+        for (int j = 0; j < 4; j++) {
+          const int8x16_t q0 = vreinterpretq_s8_u8(vandq_u8(vshlq_u8(b0, vdupq_n_s8((int8_t)(-2 * j))), m3));
+          const int8x16_t q1 = vreinterpretq_s8_u8(vandq_u8(vshlq_u8(b1, vdupq_n_s8((int8_t)(-2 * j))), m3));
+          const int g = 8 * n + 2 * j;
+          for (int m = 0; m < nx; m++) {
+            const int8_t *xq = x[m].q + i * 256 + 128 * n + 32 * j;
+            sumi[m] += (b[g] & 0xF) * dot16(q0, vld1q_s8(xq)) + (b[g + 1] & 0xF) * dot16(q1, vld1q_s8(xq + 16));
+          }
+        }
+      }
+      for (int m = 0; m < nx; m++) {
+        const int16_t *bs = x[m].bs + i * 16;
+        for (int g = 0; g < 16; g++) summ[m] += (b[g] >> 4) * bs[g];
+        acc[m] += x[m].d[i] * (d * (float)sumi[m] - dmin * (float)summ[m]);
+      }
+    }
+    for (int m = 0; m < nx; m++) Y[(size_t)m * ldy + r] = acc[m];
+  }
+}
+
+/// Q3_K: Q2_K's low bits and a high bit in hmask (byte e % 32, bit 4 (e / 128) + (e % 128) / 32;
+/// clear means minus 4), a signed 6-bit scale per 16 relative to d.
+INLINE void rows_q3_k(const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y, size_t ldy,
+                      size_t r0, size_t r1, size_t K) {
+  const size_t blocks = K / 256;
+  const uint8x16_t m3 = vdupq_n_u8(3), four = vdupq_n_u8(4);
+  for (size_t r = r0; r < r1; r++) {
+    const uint8_t *row = W + r * row_bytes;
+    float acc[4] = {0, 0, 0, 0};
+    for (size_t i = 0; i < blocks; i++) {
+      const uint8_t *b = row + i * 110, *qs = b + 32;
+      const float d = half(b + 108);
+      int8_t scales[16];
+      q3_k_scales(b + 96, scales);
+      const uint8x16_t h0 = vld1q_u8(b), h1 = vld1q_u8(b + 16);
+      int32_t sumi[4] = {0, 0, 0, 0};
+      for (int n = 0; n < 2; n++) {
+        const uint8x16_t b0 = vld1q_u8(qs + 32 * n), b1 = vld1q_u8(qs + 32 * n + 16);
+        for (int j = 0; j < 4; j++) {
+          const uint8x16_t bit = vdupq_n_u8((uint8_t)(1 << (4 * n + j)));
+          // low bits, minus 4 where the high bit is clear (vtst gives 0xFF where it is set)
+          const int8x16_t q0 = vreinterpretq_s8_u8(vsubq_u8(vandq_u8(vshlq_u8(b0, vdupq_n_s8((int8_t)(-2 * j))), m3),
+                                                            vbicq_u8(four, vtstq_u8(h0, bit))));
+          const int8x16_t q1 = vreinterpretq_s8_u8(vsubq_u8(vandq_u8(vshlq_u8(b1, vdupq_n_s8((int8_t)(-2 * j))), m3),
+                                                            vbicq_u8(four, vtstq_u8(h1, bit))));
+          const int g = 8 * n + 2 * j;
+          for (int m = 0; m < nx; m++) {
+            const int8_t *xq = x[m].q + i * 256 + 128 * n + 32 * j;
+            sumi[m] += scales[g] * dot16(q0, vld1q_s8(xq)) + scales[g + 1] * dot16(q1, vld1q_s8(xq + 16));
+          }
+        }
+      }
+      for (int m = 0; m < nx; m++) acc[m] += d * x[m].d[i] * (float)sumi[m];
+    }
+    for (int m = 0; m < nx; m++) Y[(size_t)m * ldy + r] = acc[m];
+  }
+}
+
+/// IQ4_XS: 8 runs of 32 values from the IQ4_NL code book (16 bytes of nibbles each: low ones
+/// values 0..15, high ones 16..31), each with a 6-bit scale minus 32 (4 low bits in scales_l, 2
+/// high in scales_h) relative to d.
+INLINE void rows_iq4_xs(const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y, size_t ldy,
+                        size_t r0, size_t r1, size_t K) {
+  const size_t blocks = K / 256;
+  const int8x16_t lut = vld1q_s8(moek_kvalues_iq4nl);
+  const uint8x16_t m4 = vdupq_n_u8(0xF);
+  for (size_t r = r0; r < r1; r++) {
+    const uint8_t *row = W + r * row_bytes;
+    float acc[4] = {0, 0, 0, 0};
+    for (size_t i = 0; i < blocks; i++) {
+      const uint8_t *b = row + i * 136;
+      const float d = half(b);
+      uint16_t high;
+      memcpy(&high, b + 2, 2);
+      int32_t sumi[4] = {0, 0, 0, 0};
+      for (int ib = 0; ib < 8; ib++) {
+        const int ls = ((b[4 + ib / 2] >> (4 * (ib % 2))) & 0xF) | (((high >> (2 * ib)) & 3) << 4);
+        const uint8x16_t v = vld1q_u8(b + 8 + 16 * ib);
+        const int8x16_t w0 = vqtbl1q_s8(lut, vandq_u8(v, m4)), w1 = vqtbl1q_s8(lut, vshrq_n_u8(v, 4));
+        for (int m = 0; m < nx; m++) {
+          const int8_t *xq = x[m].q + i * 256 + 32 * ib;
+          sumi[m] += (ls - 32) * (dot16(w0, vld1q_s8(xq)) + dot16(w1, vld1q_s8(xq + 16)));
+        }
+      }
+      for (int m = 0; m < nx; m++) acc[m] += d * x[m].d[i] * (float)sumi[m];
+    }
+    for (int m = 0; m < nx; m++) Y[(size_t)m * ldy + r] = acc[m];
+  }
+}
+
 int moek_gemv_rows_q8_neon(const void *W, int dt, size_t ldw, const void *XQ, size_t ldxq, int nx, float *Y,
                            size_t ldy, size_t r0, size_t r1, size_t K) {
   const int block = moek_q8_block(dt);
@@ -268,6 +374,9 @@ int moek_gemv_rows_q8_neon(const void *W, int dt, size_t ldw, const void *XQ, si
       case MOEK_Q4_K: rows_q4_k(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
       case MOEK_Q5_K: rows_q5_k(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
       case MOEK_Q6_K: rows_q6_k(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
+      case MOEK_Q2_K: rows_q2_k(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
+      case MOEK_Q3_K: rows_q3_k(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
+      case MOEK_IQ4_XS: rows_iq4_xs(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
       default: return 0;
     }
   }
