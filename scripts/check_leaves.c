@@ -321,11 +321,12 @@ int main(void) {
     const int dt = block_types[t], blk = moek_q8_block(dt);
     if (blk == 0) { printf("%d: no integer leaf on this path\n", dt); continue; }
     const size_t N = 7, K = 512, bytes = K / (size_t)moek_block_elements(dt) * (size_t)moek_block_bytes(dt);
-    // Up to 9 activation rows: AVX-512 multiplies 8 per weight block, so 9 covers a remainder.
-    float *Wf = malloc(N * K * 4), *Wd = malloc(N * K * 4), *X = malloc(9 * K * 4), *Y = malloc(9 * N * 4);
+    // 1 to 9 activation rows and 17: AVX-512 multiplies 8 per weight block, so 9 and 17 cover
+    // a remainder after one and two whole groups.
+    float *Wf = malloc(N * K * 4), *Wd = malloc(N * K * 4), *X = malloc(17 * K * 4), *Y = malloc(17 * N * 4);
     uint8_t *Wq = malloc(N * bytes);
     const size_t rb = moek_q8_row_bytes(K, blk);
-    uint8_t *Xq = malloc(9 * rb);
+    uint8_t *Xq = malloc(17 * rb);
     for (size_t i = 0; i < N * K; i++) Wf[i] = rnd() * (1 + (i % 97 == 0) * 20);
     if (dt == MOEK_IQ4_NL) {  // no quantizer: random code-book indices under a scale of 0.05 (f16 0x2A66)
       for (size_t i = 0; i < N * bytes; i++) Wq[i] = (uint8_t)(rnd() * 127 + 128);
@@ -340,7 +341,7 @@ int main(void) {
       moek_quantize(Wf, dt, Wq, N * K);
     }
     moek_dequantize(Wq, dt, Wd, N * K);
-    for (int M = 1; M <= 9; M++) {
+    for (int M = 1; M <= 17; M += M < 9 ? 1 : 8) {
       for (size_t i = 0; i < (size_t)M * K; i++) X[i] = rnd() * 3;
       double *ref = malloc(M * N * 8), *scale = malloc(M * N * 8);
       for (int m = 0; m < M; m++) {
