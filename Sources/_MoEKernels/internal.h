@@ -21,7 +21,7 @@ int moek_gemv_rows_q8_avx2(const void *W, int dt, size_t ldw, const void *XQ, si
 /// `moek_gemv_rows_q8_avx2` built for AVX-512 (8 activation rows per weight block): the same results.
 int moek_gemv_rows_q8_avx512(const void *W, int dt, size_t ldw, const void *XQ, size_t ldxq, int nx, float *Y,
                            size_t ldy, size_t r0, size_t r1, size_t K);
-/// The AVX-512 VNNI prefill leaves (kernels_avx512_vnni_q8.c), on interleaved activations: 1
+/// The AVX-512 VNNI integer leaves (kernels_avx512_vnni_q8.c), on interleaved activations: 1
 /// when it handled `dt`, else 0.
 int moek_gemv_rows_q8_vnni(const void *W, int dt, size_t ldw, const void *XQ, size_t ldxq, int nx, float *Y,
                            size_t ldy, size_t r0, size_t r1, size_t K);
