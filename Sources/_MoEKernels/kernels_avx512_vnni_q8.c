@@ -34,6 +34,11 @@
 
 enum { GROUP = 8 };  // activation rows per unpacked weight run
 
+/// Weight bytes fetched ahead of the block being unpacked: a row's blocks are contiguous and a
+/// run of rows too, so this is one stream per thread; from memory (decode), a block's distance
+/// is too short to hide the latency.
+enum { AHEAD = 4096 };
+
 /// Transposes 8 registers as an 8 x 8 matrix of dwords: out[r] dword l = in[l] dword r.
 INLINE void transpose8(const __m256i in[8], __m256i out[8]) {
   __m256i t[8], u[8];
@@ -122,7 +127,7 @@ INLINE void rows_32i(int dt, const uint8_t *W, size_t row_bytes, const moek_act_
     for (int m = 0; m < GROUP; m++) acc[m] = _mm256_setzero_ps();
     for (size_t g = 0; g < runs; g++) {
       const uint8_t *b = row + g * 8 * bytes;
-      for (size_t o = 0; o < 8 * bytes; o += 64) _mm_prefetch((const char *)(b + 8 * bytes + o), _MM_HINT_T0);
+      for (size_t o = 0; o < 8 * bytes; o += 64) _mm_prefetch((const char *)(b + AHEAD + o), _MM_HINT_T0);
       __m256i v[8], w[8];
       float dw[8];
 #pragma clang loop unroll(full)
@@ -167,7 +172,7 @@ INLINE void rows_k45i(int five, const uint8_t *W, size_t row_bytes, const moek_a
     for (int m = 0; m < GROUP; m++) acc[m] = _mm256_setzero_ps();
     for (size_t i = 0; i < blocks; i++) {
       const uint8_t *b = row + i * bytes;
-      for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)(b + bytes + o), _MM_HINT_T0);
+      for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)(b + AHEAD + o), _MM_HINT_T0);
       const float d = half(b), dmin = half(b + 2);
       const __m128i sm = k4_scales_mins_vec(b + 4);
       const __m256i sc_lo = _mm256_cvtepu8_epi32(_mm_shuffle_epi8(sm, _mm_setr_epi8(0, 2, 4, 6, 0, 2, 4, 6, -1, -1, -1, -1, -1, -1, -1, -1)));
@@ -219,7 +224,7 @@ INLINE void rows_q6_ki(const uint8_t *W, size_t row_bytes, const moek_act_row *x
     for (int m = 0; m < GROUP; m++) acc[m] = _mm256_setzero_ps();
     for (size_t i = 0; i < blocks; i++) {
       const uint8_t *b = row + i * 210;
-      for (size_t o = 0; o < 210; o += 64) _mm_prefetch((const char *)(b + 210 + o), _MM_HINT_T0);
+      for (size_t o = 0; o < 210; o += 64) _mm_prefetch((const char *)(b + AHEAD + o), _MM_HINT_T0);
       const float d = half(b + 208);
       const __m128i sc = _mm_loadu_si128((const __m128i *)(b + 192));
       const __m256i sc_lo = _mm256_cvtepi8_epi32(_mm_shuffle_epi8(sc, _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, -1, -1, -1, -1, -1, -1, -1, -1)));
