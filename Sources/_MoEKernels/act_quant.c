@@ -46,11 +46,18 @@ void moek_q8_quantize(const float *x, size_t K, int block, void *out) {
   }
 }
 
+static volatile int vnni_allowed = 1;
+
+int moek_allow_vnni(int on) {
+  vnni_allowed = on != 0;
+  return moek_q8_vnni();
+}
+
 int moek_q8_vnni(void) {
 #if defined(__x86_64__) || defined(__i386__)
   static volatile int has = -1;  // a benign race: every thread computes the same value
   if (has < 0) has = __builtin_cpu_supports("avx512vnni");
-  return has && moek_isa() == MOEK_ISA_AVX512;
+  return has && vnni_allowed && moek_isa() == MOEK_ISA_AVX512;
 #else
   return 0;
 #endif

@@ -128,6 +128,9 @@ int moek_best_isa(void);
 int moek_isa_supported(int isa);
 /// Forces a path (for tests and benchmarks). Returns 0 if the CPU cannot run it (nothing changes).
 int moek_force_isa(int isa);
+/// Allows (1, the default) or forbids (0) the AVX-512 VNNI integer leaves, so that tests and
+/// benchmarks reach the AVX-512 leaves that machines without VNNI run. Returns whether they run.
+int moek_allow_vnni(int on);
 /// "scalar", "avx2", "avx512" or "neon".
 const char *moek_isa_name(int isa);
 
