@@ -122,16 +122,31 @@ INLINE void rows_32_min(int five, const uint8_t *W, size_t row_bytes, const moek
   }
 }
 
-/// The 6-bit scales and mins of a Q4_K or Q5_K block (dequant.c's scale_min_k4).
-INLINE void scales_k4(const uint8_t *sc, int scale[8], int min[8]) {
+/// The 6-bit scales of a Q4_K or Q5_K block (dequant.c's scale_min_k4), and its mins, each
+/// given to both 16-value halves of its sub-block (min16[2j] = min16[2j + 1] = min j).
+INLINE void scales_k4(const uint8_t *sc, int scale[8], int min16[16]) {
   for (int j = 0; j < 8; j++) {
+    int min;
     if (j < 4) {
       scale[j] = sc[j] & 63;
-      min[j] = sc[j + 4] & 63;
+      min = sc[j + 4] & 63;
     } else {
       scale[j] = (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4);
-      min[j] = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+      min = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
     }
+    min16[2 * j] = min16[2 * j + 1] = min;
+  }
+}
+
+/// Adds a K-quant block with minimums to each activation row's sum: dx (d sumi - dmin sum_g
+/// min16[g] bs[g]), bs the row's 16-value sums in block i.
+INLINE void add_with_mins(float acc[4], const moek_act_row *x, int nx, size_t i, float d, float dmin,
+                          const int32_t sumi[4], const int min16[16]) {
+  for (int m = 0; m < nx; m++) {
+    const int16_t *bs = x[m].bs + i * 16;
+    int32_t summ = 0;
+    for (int g = 0; g < 16; g++) summ += min16[g] * bs[g];
+    acc[m] += x[m].d[i] * (d * (float)sumi[m] - dmin * (float)summ);
   }
 }
 
@@ -147,10 +162,10 @@ INLINE void rows_q5_k(const uint8_t *W, size_t row_bytes, const moek_act_row *x,
     for (size_t i = 0; i < blocks; i++) {
       const uint8_t *b = row + i * 176, *qh = b + 16, *qs = b + 48;
       const float d = half(b), dmin = half(b + 2);
-      int scale[8], min[8];
-      scales_k4(b + 4, scale, min);
+      int scale[8], min16[16];
+      scales_k4(b + 4, scale, min16);
       const uint8x16_t h0 = vld1q_u8(qh), h1 = vld1q_u8(qh + 16);
-      int32_t sumi[4] = {0, 0, 0, 0}, summ[4] = {0, 0, 0, 0};
+      int32_t sumi[4] = {0, 0, 0, 0};
       for (int j = 0; j < 4; j++) {
         const uint8x16_t lo_bit = vdupq_n_u8((uint8_t)(1 << (2 * j))), hi_bit = vdupq_n_u8((uint8_t)(2 << (2 * j)));
         const uint8x16_t v0 = vld1q_u8(qs + 32 * j), v1 = vld1q_u8(qs + 32 * j + 16);
@@ -165,11 +180,7 @@ INLINE void rows_q5_k(const uint8_t *W, size_t row_bytes, const moek_act_row *x,
           sumi[m] += scale[2 * j] * a + scale[2 * j + 1] * c;
         }
       }
-      for (int m = 0; m < nx; m++) {
-        const int16_t *bs = x[m].bs + i * 16;
-        for (int j = 0; j < 8; j++) summ[m] += min[j] * (bs[2 * j] + bs[2 * j + 1]);
-        acc[m] += x[m].d[i] * (d * (float)sumi[m] - dmin * (float)summ[m]);
-      }
+      add_with_mins(acc, x, nx, i, d, dmin, sumi, min16);
     }
     for (int m = 0; m < nx; m++) Y[(size_t)m * ldy + r] = acc[m];
   }
@@ -186,9 +197,9 @@ INLINE void rows_q4_k(const uint8_t *W, size_t row_bytes, const moek_act_row *x,
     for (size_t i = 0; i < blocks; i++) {
       const uint8_t *b = row + i * 144, *sc = b + 4, *qs = b + 16;
       const float d = half(b), dmin = half(b + 2);
-      int scale[8], min[8];
-      scales_k4(sc, scale, min);
-      int32_t sumi[4] = {0, 0, 0, 0}, summ[4] = {0, 0, 0, 0};
+      int scale[8], min16[16];
+      scales_k4(sc, scale, min16);
+      int32_t sumi[4] = {0, 0, 0, 0};
       for (int j = 0; j < 4; j++) {  // 64 values: low nibbles are sub-block 2j, high 2j + 1
         const uint8x16_t v0 = vld1q_u8(qs + 32 * j), v1 = vld1q_u8(qs + 32 * j + 16);
         const int8x16_t lo0 = vreinterpretq_s8_u8(vandq_u8(v0, vdupq_n_u8(0xF)));
@@ -201,11 +212,7 @@ INLINE void rows_q4_k(const uint8_t *W, size_t row_bytes, const moek_act_row *x,
           sumi[m] += scale[2 * j] * a + scale[2 * j + 1] * c;
         }
       }
-      for (int m = 0; m < nx; m++) {
-        const int16_t *bs = x[m].bs + i * 16;
-        for (int j = 0; j < 8; j++) summ[m] += min[j] * (bs[2 * j] + bs[2 * j + 1]);
-        acc[m] += x[m].d[i] * (d * (float)sumi[m] - dmin * (float)summ[m]);
-      }
+      add_with_mins(acc, x, nx, i, d, dmin, sumi, min16);
     }
     for (int m = 0; m < nx; m++) Y[(size_t)m * ldy + r] = acc[m];
   }
@@ -261,7 +268,7 @@ INLINE void rows_q2_k(const uint8_t *W, size_t row_bytes, const moek_act_row *x,
     for (size_t i = 0; i < blocks; i++) {
       const uint8_t *b = row + i * 84, *qs = b + 16;
       const float d = half(b + 80), dmin = half(b + 82);
-      int32_t sumi[4] = {0, 0, 0, 0}, summ[4] = {0, 0, 0, 0};
+      int32_t sumi[4] = {0, 0, 0, 0};
       for (int n = 0; n < 2; n++) {
         const uint8x16_t b0 = vld1q_u8(qs + 32 * n), b1 = vld1q_u8(qs + 32 * n + 16);
         for (int j = 0; j < 4; j++) {
@@ -274,11 +281,9 @@ INLINE void rows_q2_k(const uint8_t *W, size_t row_bytes, const moek_act_row *x,
           }
         }
       }
-      for (int m = 0; m < nx; m++) {
-        const int16_t *bs = x[m].bs + i * 16;
-        for (int g = 0; g < 16; g++) summ[m] += (b[g] >> 4) * bs[g];
-        acc[m] += x[m].d[i] * (d * (float)sumi[m] - dmin * (float)summ[m]);
-      }
+      int min16[16];
+      for (int g = 0; g < 16; g++) min16[g] = b[g] >> 4;
+      add_with_mins(acc, x, nx, i, d, dmin, sumi, min16);
     }
     for (int m = 0; m < nx; m++) Y[(size_t)m * ldy + r] = acc[m];
   }
