@@ -5,7 +5,8 @@ Writes Tests/Fixtures/qmoe/gptq.json: small weight matrices W [N, K] with the He
 H = X^T X of inputs X (correlated, as a layer's inputs are), and for each the grid (lo, hi as
 f16 values) and the ternary values GPTQ chooses (GPTQ's `fasterquant`: dead columns zeroed,
 1% dampening, H^-1's upper Cholesky factor, lazy batch updates of `blocksize` columns), under
-both grids (`minmax` and `mse`), plus the values rounding to nearest would choose.
+both grids (`minmax` and `mse`), plus the values rounding to nearest would choose; and on the
+`minmax` grid with a dead zone of 0.7 (a weight is 0 unless it passes 0.7 of hi or of lo).
 
     python3 scripts/make_qmoe_fixtures.py
 """
@@ -19,11 +20,16 @@ def f16(x):
     return np.asarray(x, dtype=np.float16).astype(np.float64)
 
 
-def nearest(x, lo, hi):
-    """-1, 0, 1 for the nearest of lo, 0, hi (a tie goes to 0)."""
+DEAD_ZONE = np.float32(0.7)
+
+
+def nearest(x, lo, hi, zone=0.5):
+    """-1, 0, 1 for x on lo, 0, hi: 1 past zone * hi, -1 past zone * lo, else 0 (zone 0.5: the
+    nearest point, a tie to 0). The arithmetic is in x's type, as the Swift code's."""
+    z = x.dtype.type(zone)
     t = np.zeros(x.shape, dtype=np.int64)
-    t[(x > 0) & (hi > 0) & (x - hi / 2 > 0)] = 1
-    t[(x <= 0) & (lo < 0) & (x - lo / 2 < 0)] = -1
+    t[(x > 0) & (hi > 0) & (x - hi * z > 0)] = 1
+    t[(x <= 0) & (lo < 0) & (x - lo * z < 0)] = -1
     return t
 
 
@@ -49,7 +55,7 @@ def grid(W, kind):
     return f16(lo), f16(hi)
 
 
-def gptq(W, H, lo, hi, blocksize, percdamp=0.01):
+def gptq(W, H, lo, hi, blocksize, percdamp=0.01, zone=0.5):
     W = W.astype(np.float64).copy()
     H = H.astype(np.float64).copy()
     n, k = W.shape
@@ -66,7 +72,7 @@ def gptq(W, H, lo, hi, blocksize, percdamp=0.01):
         Err = np.zeros((n, i2 - i1))
         for i in range(i1, i2):
             w = W[:, i]
-            t = nearest(w, lo, hi)
+            t = nearest(w, lo, hi, np.float64(zone))
             Q[:, i] = t
             q = np.where(t > 0, hi, np.where(t < 0, lo, 0.0))
             e = (w - q) / U[i, i]
@@ -92,6 +98,11 @@ def main():
             case[kind] = {"lo": lo.tolist(), "hi": hi.tolist(),
                           "gptq": gptq(W, H, lo, hi, block).flatten().tolist(),
                           "nearest": nearest(W.astype(np.float64), lo[:, None], hi[:, None]).flatten().tolist()}
+        lo, hi = grid(W, "minmax")
+        lo32, hi32 = lo.astype(np.float32)[:, None], hi.astype(np.float32)[:, None]
+        case["deadzone"] = {"zone": float(DEAD_ZONE), "lo": lo.tolist(), "hi": hi.tolist(),
+                            "gptq": gptq(W, H, lo, hi, block, zone=DEAD_ZONE).flatten().tolist(),
+                            "nearest": nearest(W.astype(np.float32), lo32, hi32, DEAD_ZONE).flatten().tolist()}
         cases.append(case)
     out = os.path.join(os.path.dirname(__file__), "..", "Tests", "Fixtures", "qmoe")
     os.makedirs(out, exist_ok=True)

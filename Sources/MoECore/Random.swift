@@ -1,3 +1,5 @@
+import Foundation
+
 /// A small, fast, seedable generator (SplitMix64, Steele et al. 2014): the same seed gives the
 /// same stream on every platform, which tests, benchmarks and random initialisation rely on.
 public struct SplitMix64: RandomNumberGenerator, Sendable {
@@ -24,6 +26,26 @@ extension Tensor {
         var rng = SplitMix64(seed: seed)
         let width = range.upperBound - range.lowerBound
         let values = (0..<shape.reduce(1, *)).map { _ in range.lowerBound + width * rng.nextUnitFloat() }
+        self.init(shape: shape, values: values, dtype: dtype)
+    }
+
+    /// A tensor of normal values with mean 0 and standard deviation `std` (Box-Muller), from
+    /// `seed`, stored as `dtype`: the draw transformers' `_init_weights` makes (std
+    /// `initializer_range`).
+    public init(randomNormal shape: [Int], std: Float, seed: UInt64, dtype: DType = .f32) {
+        var rng = SplitMix64(seed: seed)
+        let count = shape.reduce(1, *)
+        var values = [Float](repeating: 0, count: count)
+        var i = 0
+        while i < count {
+            // u1 in (0, 1] so the logarithm is finite.
+            let u1 = Double((rng.next() >> 11) + 1) * (1.0 / 9_007_199_254_740_992.0)
+            let u2 = Double(rng.next() >> 11) * (1.0 / 9_007_199_254_740_992.0)
+            let r = (-2 * Foundation.log(u1)).squareRoot() * Double(std)
+            values[i] = Float(r * Foundation.cos(2 * Double.pi * u2))
+            if i + 1 < count { values[i + 1] = Float(r * Foundation.sin(2 * Double.pi * u2)) }
+            i += 2
+        }
         self.init(shape: shape, values: values, dtype: dtype)
     }
 }

@@ -2,19 +2,22 @@ import _MoEKernels
 
 // Dimension legend: M activation rows, K input features (a row's weights), N weight rows.
 
-/// QMoE's dictionary (Frantar & Alistarh 2023): 65536 codewords, each a run of 2 to 28 ternary
-/// weights (an even number: pairs of them). Entry bits 0-27 mark the run's weights equal to the
-/// row's hi, bits 28-55 those equal to its lo, bits 56-60 the run's length. A model has one
-/// dictionary, shared by every coded matrix.
+/// QMoE's dictionary (Frantar & Alistarh 2023): up to 65536 codewords, each a run of 2 to 28
+/// ternary weights (an even number: pairs of them). Entry bits 0-27 mark the run's weights equal
+/// to the row's hi, bits 28-55 those equal to its lo, bits 56-60 the run's length. A model has
+/// one dictionary, shared by every coded matrix. QMoE's has 65536 entries; a small model's may
+/// hold fewer (512 KiB of entries is more than a few million weights' worth), and its codes
+/// then stay below the entry count (`TernaryMatrix` checks).
 public struct TernaryDictionary: @unchecked Sendable, Equatable {
-    /// Codewords in a dictionary (16-bit codes).
-    public static let size = 1 << 16
+    /// The most codewords a dictionary holds (16-bit codes).
+    public static let maxSize = 1 << 16
     /// The longest run one codeword holds, in weights.
     public static let maxRun = 28
 
-    /// The entries, `size` of them.
+    /// The entries, 1 to `maxSize` of them.
     public let entries: [UInt64]
-    /// A copy of the entries at a fixed address, for the kernels.
+    /// A copy of the entries at a fixed address for the kernels, padded to `maxSize` with
+    /// the pair (0, 0), so that no 16-bit code reads past it.
     let storage: TensorStorage
     var pointer: UnsafePointer<UInt64> { UnsafePointer(storage.base.assumingMemoryBound(to: UInt64.self)) }
 
@@ -22,8 +25,8 @@ public struct TernaryDictionary: @unchecked Sendable, Equatable {
 
     /// Checks every entry: a length in 2...28 and even, masks within the run and disjoint.
     public init(entries: [UInt64], path: String = "dictionary") throws(MoECoreError) {
-        guard entries.count == Self.size else {
-            throw .invalidValue(path: path, field: "dictionary", reason: "\(entries.count) entries, not \(Self.size)")
+        guard (1...Self.maxSize).contains(entries.count) else {
+            throw .invalidValue(path: path, field: "dictionary", reason: "\(entries.count) entries, not 1 to \(Self.maxSize)")
         }
         for (i, e) in entries.enumerated() {
             let (pos, neg, len) = Self.fields(e)
@@ -33,7 +36,7 @@ public struct TernaryDictionary: @unchecked Sendable, Equatable {
             }
         }
         self.entries = entries
-        storage = TernaryMatrix.copy(entries)
+        storage = TernaryMatrix.copy(entries + [UInt64](repeating: Self.entry([0, 0]), count: Self.maxSize - entries.count))
     }
 
     /// An entry's positive mask, negative mask and run length.
@@ -95,8 +98,14 @@ public struct TernaryMatrix: @unchecked Sendable {
             guard offsets[r] <= offsets[r + 1] else {
                 throw .invalidValue(path: path, field: "offsets[\(r + 1)]", reason: "\(offsets[r + 1]) is less than the row before's \(offsets[r])")
             }
-            var length = 0
-            for c in Int(offsets[r])..<Int(offsets[r + 1]) { length += Int((entries[Int(codes[c])] >> 56) & 31) }
+            var length = 0, largest: UInt16 = 0
+            for c in Int(offsets[r])..<Int(offsets[r + 1]) {
+                largest = max(largest, codes[c])
+                length += Int((dictionary.pointer[Int(codes[c])] >> 56) & 31)
+            }
+            guard Int(largest) < entries.count else {
+                throw .invalidValue(path: path, field: "codes of row \(r)", reason: "code \(largest) is past the dictionary's \(entries.count) entries")
+            }
             guard length == cols else {
                 throw .invalidValue(path: path, field: "codes of row \(r)", reason: "decode to \(length) weights, not \(cols)")
             }
@@ -109,6 +118,42 @@ public struct TernaryMatrix: @unchecked Sendable {
         self.scales = scales
         self.owners = owners
         self.dictionary = dictionary
+    }
+
+    /// A matrix over codes and scales that `owners` hold, with each row's first code found by
+    /// walking the codes: a row ends where its runs add up to exactly K (a file need not store
+    /// the offsets; they are built here, 4 bytes a row). A run that crosses a row's end, codes
+    /// that end before the last row or run past it, or a code past the dictionary: an error.
+    public init(rows: Int, cols: Int, codes: UnsafePointer<UInt16>, codeCount: Int, scales: UnsafePointer<UInt16>,
+                owners: [TensorStorage], dictionary: TernaryDictionary, path: String = "matrix") throws(MoECoreError) {
+        guard rows > 0, cols > 0, cols <= Int(Int32.max), codeCount <= Int(UInt32.max) else {
+            throw .invalidValue(path: path, field: "shape", reason: "[\(rows), \(cols)] with \(codeCount) codes is not a coded matrix")
+        }
+        var offsets = [UInt32](repeating: 0, count: rows + 1)
+        var c = 0
+        for r in 0..<rows {
+            var length = 0
+            while length < cols {
+                guard c < codeCount else {
+                    throw .invalidValue(path: path, field: "codes of row \(r)", reason: "end after \(length) of its \(cols) weights")
+                }
+                guard Int(codes[c]) < dictionary.entries.count else {
+                    throw .invalidValue(path: path, field: "codes of row \(r)", reason: "code \(codes[c]) is past the dictionary's \(dictionary.entries.count) entries")
+                }
+                length += Int((dictionary.pointer[Int(codes[c])] >> 56) & 31)
+                c += 1
+            }
+            guard length == cols else {
+                throw .invalidValue(path: path, field: "codes of row \(r)", reason: "a run crosses the row's end (\(length) weights, not \(cols))")
+            }
+            offsets[r + 1] = UInt32(c)
+        }
+        guard c == codeCount else {
+            throw .invalidValue(path: path, field: "codes", reason: "\(codeCount - c) codes past the last row")
+        }
+        let o = Self.copy(offsets)
+        try self.init(rows: rows, cols: cols, codes: codes, codeCount: codeCount, offsets: UnsafePointer(o.base.assumingMemoryBound(to: UInt32.self)),
+                      scales: scales, owners: owners + [o], dictionary: dictionary, path: path)
     }
 
     /// A matrix that owns copies of `codes`, `offsets` (N + 1) and `scales` (N pairs of f16 bits).
@@ -129,7 +174,8 @@ public struct TernaryMatrix: @unchecked Sendable {
         return storage
     }
 
-    /// Bytes the matrix's codes, offsets and scales take (the dictionary is shared, not counted).
+    /// Bytes the matrix's codes, offsets and scales take in memory (the dictionary is shared,
+    /// not counted); a file holds all but the offsets.
     public var byteCount: Int { codeCount * 2 + (rows + 1) * 4 + rows * 4 }
 
     /// The codes, offsets and scales as arrays (for writing them to a file).

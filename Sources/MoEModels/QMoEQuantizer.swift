@@ -31,12 +31,19 @@ public enum QMoEQuantizer {
     public struct Report: Encodable, Sendable {
         public var calibrationTokens = 0
         public var expertParameters = 0
-        /// Bytes of codes, row offsets and row scales over every coded expert.
+        /// Bytes of codes and row scales over every coded expert, as written.
         public var codedBytes = 0
-        /// Bytes of the shared dictionary.
-        public var dictionaryBytes = TernaryDictionary.size * 8
-        /// Everything included: (codes + offsets + scales + dictionary) * 8 / parameters.
+        /// Bytes of the row offsets the loader builds (4 a row): in memory, not in the file.
+        public var offsetBytes = 0
+        /// Bytes of the shared dictionary (8 per entry).
+        public var dictionaryBytes = 0
+        /// Entries in the dictionary: the power of two up to 65536 that codes the experts in
+        /// the fewest bits, dictionary included.
+        public var dictionaryEntries = 0
+        /// Everything the file holds for the experts: (codes + scales + dictionary) * 8 / parameters.
         public var bitsPerExpertParameter = 0.0
+        /// In memory once loaded: the file's bits plus the row offsets.
+        public var residentBitsPerExpertParameter = 0.0
         /// Fraction of expert weights at 0.
         public var zeroFraction = 0.0
         /// Mean weights per code.
@@ -137,7 +144,7 @@ public enum QMoEQuantizer {
     }
 
     /// The dictionary, from rows sampled evenly across every quantized matrix (at most about
-    /// `dictionarySamplePairs` pairs).
+    /// `dictionarySamplePairs` pairs), sized for the whole model.
     static func dictionary(for matrices: [TernaryGPTQ.Result], options: Options, out: String) throws(ModelError) -> TernaryDictionary {
         let totalPairs = matrices.reduce(0) { $0 + $1.values.count / 2 }
         let every = max(1, totalPairs / max(1, options.dictionarySamplePairs))
@@ -150,10 +157,10 @@ public enum QMoEQuantizer {
                 rowIndex += 1
             }
         }
-        do { return try TernaryCodebook.dictionary(rows: sample) } catch { throw .invalidFile(path: out, field: "dictionary", reason: error.description) }
+        do { return try TernaryCodebook.dictionary(rows: sample, weights: 2 * totalPairs) } catch { throw .invalidFile(path: out, field: "dictionary", reason: error.description) }
     }
 
-    /// Every expert projection's codes, offsets and scales as tensors to write, with the
+    /// Every expert projection's codes and scales as tensors to write, with the
     /// dictionary, and the report's sizes filled in.
     static func codedEntries(_ coded: [Int: [[TernaryGPTQ.Result]]], order: [Int], spec: DecoderSpec, dictionary: TernaryDictionary,
                              out: String, report: inout Report) throws(ModelError) -> [SafetensorsWriter.RawEntry] {
@@ -171,19 +178,23 @@ public enum QMoEQuantizer {
                     for row in 0..<rows { scales[2 * row] = r.lo[row]; scales[2 * row + 1] = r.hi[row] }
                     let t = TernaryCheckpoint.names(name), bits = TernaryMatrix.f16Bits(scales)
                     entries.append(.init(name: t.codes, dtype: "U16", shape: [c.codes.count]) { c.codes.withUnsafeBytes { Data($0) } })
-                    entries.append(.init(name: t.offsets, dtype: "U32", shape: [rows + 1]) { c.offsets.withUnsafeBytes { Data($0) } })
                     entries.append(.init(name: t.scales, dtype: "F16", shape: [rows, 2]) { bits.withUnsafeBytes { Data($0) } })
                     report.expertParameters += r.values.count
-                    report.codedBytes += c.codes.count * 2 + (rows + 1) * 4 + rows * 4
+                    report.codedBytes += c.codes.count * 2 + rows * 4
+                    report.offsetBytes += (rows + 1) * 4
                     codes += c.codes.count
                     zeros += r.values.reduce(0) { $0 + ($1 == 0 ? 1 : 0) }
                 }
             }
         }
-        entries.append(.init(name: TernaryCheckpoint.dictionaryName, dtype: "U64", shape: [TernaryDictionary.size]) {
+        report.dictionaryEntries = dictionary.entries.count
+        report.dictionaryBytes = dictionary.entries.count * 8
+        entries.append(.init(name: TernaryCheckpoint.dictionaryName, dtype: "U64", shape: [dictionary.entries.count]) {
             dictionary.entries.withUnsafeBytes { Data($0) }
         })
-        report.bitsPerExpertParameter = Double(report.codedBytes + report.dictionaryBytes) * 8 / Double(max(1, report.expertParameters))
+        let parameters = Double(max(1, report.expertParameters))
+        report.bitsPerExpertParameter = Double(report.codedBytes + report.dictionaryBytes) * 8 / parameters
+        report.residentBitsPerExpertParameter = Double(report.codedBytes + report.offsetBytes + report.dictionaryBytes) * 8 / parameters
         report.zeroFraction = Double(zeros) / Double(max(1, report.expertParameters))
         report.weightsPerCode = Double(report.expertParameters) / Double(max(1, codes))
         return entries

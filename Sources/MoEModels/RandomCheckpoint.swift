@@ -33,14 +33,24 @@ public enum RandomCheckpoint {
         public init() {}
     }
 
+    /// How the matrices and biases are drawn.
+    public enum Initialization: Sendable, Equatable {
+        /// Uniform in ±1/sqrt(fan-in), as PyTorch's `nn.Linear` draws them.
+        case uniform
+        /// Normal with mean 0 and this standard deviation, as transformers' `_init_weights`
+        /// draws them (`initializer_range`, 0.02 in most configs): bell-shaped rows, as trained
+        /// weights are, which matters to formats whose grid follows each row's extremes (QMoE).
+        case normal(std: Float)
+    }
+
     /// The architectures it can write: every family in the registry.
     public static var architectures: [String] { Architectures.modelTypes }
 
     /// Writes a checkpoint of `arch` with `shape` into `directory` (created if needed), weights
-    /// drawn uniformly in ±1/sqrt(fan-in) from `seed`, norms 1, stored as `dtype`. The config
+    /// drawn as `initialization` says from `seed`, norms 1, stored as `dtype`. The config
     /// comes from the family's file and the tensors from the spec it describes, by its names.
     public static func write(arch: String, shape s: Shape, to directory: String, seed: UInt64 = 0,
-                             dtype: DType = .bf16) throws(ModelError) {
+                             dtype: DType = .bf16, initialization: Initialization = .uniform) throws(ModelError) {
         guard let family = Architectures.family(arch) else { throw .unknownArchitecture(path: directory, name: arch) }
         guard s.vocabSize >= 257 else { throw .invalidConfig(path: directory, field: "vocab_size", reason: "need at least 257 (bytes and end of text)") }
         let eos = 256
@@ -77,8 +87,10 @@ public enum RandomCheckpoint {
                 randoms += 1
                 let counter = randoms
                 entries.append(.init(name: w.name, shape: shape, dtype: dtype) {
+                    let tensorSeed = seed &* 1_000_003 &+ counter
+                    if case let .normal(std) = initialization { return Tensor(randomNormal: shape, std: std, seed: tensorSeed, dtype: dtype) }
                     let bound = Float(1 / Double(shape.last ?? 1).squareRoot())
-                    return Tensor(randomUniform: shape, in: -bound...bound, seed: seed &* 1_000_003 &+ counter, dtype: dtype)
+                    return Tensor(randomUniform: shape, in: -bound...bound, seed: tensorSeed, dtype: dtype)
                 })
             case .norm:
                 entries.append(.init(name: w.name, shape: shape, dtype: dtype) {

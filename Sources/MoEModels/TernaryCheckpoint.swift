@@ -5,10 +5,13 @@ import MoECore
 /// QMoE-coded experts in a checkpoint folder (written by `moe quantize --type qmoe`; the layout
 /// is in the README). Every other tensor stays as stored; in place of each routed expert's
 /// `P.weight` (its per-expert Hugging Face name) the safetensors hold
-///   `P.qmoe_codes`   U16 [C]      the codes of every row, row after row
-///   `P.qmoe_offsets` U32 [N + 1]  row r's codes are codes[offsets[r] ..< offsets[r + 1]]
+///   `P.qmoe_codes`   U16 [C]      the codes of every row, row after row (a row ends where its
+///                                 runs add up to its width; the loader finds each row's start)
 ///   `P.qmoe_scales`  F16 [N, 2]   row r's lo and hi
-/// and one `qmoe.dictionary` U64 [65536] serves them all; config.json's
+/// (folders of an earlier MoEKit also hold `P.qmoe_offsets` U32 [N + 1], each row's first code;
+/// they load too, the offsets checked against the codes),
+/// and one `qmoe.dictionary` U64 [D] (D in 1...65536; every code is below D) serves them all;
+/// config.json's
 /// `quantization_config.quant_method` is "qmoe".
 public enum TernaryCheckpoint {
     /// The shared dictionary's tensor name.
@@ -40,14 +43,14 @@ extension Checkpoint {
     private func readTernaryDictionary() throws(ModelError) -> TernaryDictionary? {
         let name = TernaryCheckpoint.dictionaryName
         guard let file = files[name], let e = file.entries[name] else { return nil }
-        guard e.dtypeName == "U64" || e.dtypeName == "I64", e.shape == [TernaryDictionary.size] else {
-            throw .invalidFile(path: file.path, field: name, reason: "is \(e.dtypeName) \(e.shape), not U64 [\(TernaryDictionary.size)]")
+        guard e.dtypeName == "U64" || e.dtypeName == "I64", e.shape.count == 1, (1...TernaryDictionary.maxSize).contains(e.shape[0]) else {
+            throw .invalidFile(path: file.path, field: name, reason: "is \(e.dtypeName) \(e.shape), not U64 [1 to \(TernaryDictionary.maxSize)]")
         }
-        let bytes = try file.bytes(name)
-        guard bytes.count == TernaryDictionary.size * 8 else {
-            throw .invalidFile(path: file.path, field: name, reason: "holds \(bytes.count) bytes, not \(TernaryDictionary.size * 8)")
+        let count = e.shape[0], bytes = try file.bytes(name)
+        guard bytes.count == count * 8 else {
+            throw .invalidFile(path: file.path, field: name, reason: "holds \(bytes.count) bytes, not \(count * 8)")
         }
-        var entries = [UInt64](repeating: 0, count: TernaryDictionary.size)
+        var entries = [UInt64](repeating: 0, count: count)
         entries.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(bytes)) }
         do { return try TernaryDictionary(entries: entries.map { UInt64(littleEndian: $0) }, path: file.path) } catch {
             throw .invalidFile(path: file.path, field: name, reason: error.description)
@@ -59,12 +62,16 @@ extension Checkpoint {
         let n = TernaryCheckpoint.names(weightName)
         guard let file = files[n.codes] else { return nil }
         let codes = try view(n.codes, dtype: "U16", shape: nil, elementSize: 2)
-        let offsets = try view(n.offsets, dtype: "U32", shape: [rows + 1], elementSize: 4)
         let scales = try view(n.scales, dtype: "F16", shape: [rows, 2], elementSize: 2)
+        let (c, s) = (codes.pointer.assumingMemoryBound(to: UInt16.self), scales.pointer.assumingMemoryBound(to: UInt16.self))
+        let stored = files[n.offsets] == nil ? nil : try view(n.offsets, dtype: "U32", shape: [rows + 1], elementSize: 4)
         do {
-            return try TernaryMatrix(rows: rows, cols: cols, codes: codes.pointer.assumingMemoryBound(to: UInt16.self), codeCount: codes.count,
-                                     offsets: offsets.pointer.assumingMemoryBound(to: UInt32.self),
-                                     scales: scales.pointer.assumingMemoryBound(to: UInt16.self),
+            guard let offsets = stored else {
+                return try TernaryMatrix(rows: rows, cols: cols, codes: c, codeCount: codes.count, scales: s,
+                                         owners: [codes.owner, scales.owner], dictionary: dictionary, path: n.codes)
+            }
+            return try TernaryMatrix(rows: rows, cols: cols, codes: c, codeCount: codes.count,
+                                     offsets: offsets.pointer.assumingMemoryBound(to: UInt32.self), scales: s,
                                      owners: [codes.owner, offsets.owner, scales.owner], dictionary: dictionary, path: n.codes)
         } catch {
             guard case let .invalidValue(_, field, reason) = error else { throw .invalidFile(path: file.path, field: n.codes, reason: error.description) }

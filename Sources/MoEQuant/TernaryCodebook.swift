@@ -1,9 +1,10 @@
 import MoECore
 
 /// QMoE's dictionary coding of ternary rows: each row is read as pairs of ternary weights (9
-/// symbols), and a dictionary of 65536 codewords, the most useful runs of 1 to 14 pairs in the
-/// model, turns it into a stream of 16-bit codes by greedy longest match. The 9 single pairs are
-/// always in it, so every row is encodable.
+/// symbols), and a dictionary of up to 65536 codewords, the most useful runs of 1 to 14 pairs
+/// in the model, turns it into a stream of 16-bit codes by greedy longest match. The 9 single
+/// pairs are always in it, so every row is encodable. `dictionary(rows:weights:)` sizes the
+/// dictionary for the model: the size (a power of two) that makes codes plus entries smallest.
 public enum TernaryCodebook {
     /// The longest run, in pairs.
     public static let maxPairs = TernaryDictionary.maxRun / 2
@@ -39,11 +40,39 @@ public enum TernaryCodebook {
         return TernaryDictionary.entry(run[...])
     }
 
-    /// A dictionary for `rows` (each a row's ternary values, K even): every run of 1 to 14
-    /// pairs at every pair position of the rows is counted, and the 65536 with the most pairs
-    /// covered (count times length) are kept, the 9 single pairs always. The unused slots of a
-    /// dictionary with fewer distinct runs repeat the single pairs.
-    public static func dictionary(rows: [ArraySlice<Int8>]) throws(MoECoreError) -> TernaryDictionary {
+    /// A dictionary of `size` entries (9...65536) for `rows` (each a row's ternary values, K
+    /// even): every run of 1 to 14 pairs at every pair position of the rows is counted, and the
+    /// `size` with the most pairs covered (count times length) are kept, the 9 single pairs
+    /// always. A dictionary with fewer distinct runs than `size` is shorter.
+    public static func dictionary(rows: [ArraySlice<Int8>], size: Int = TernaryDictionary.maxSize) throws(MoECoreError) -> TernaryDictionary {
+        guard (9...TernaryDictionary.maxSize).contains(size) else {
+            throw .invalidValue(path: nil, field: "dictionary size", reason: "\(size) is not in 9...\(TernaryDictionary.maxSize)")
+        }
+        return try TernaryDictionary(entries: ranked(rows).prefix(size).map(entry))
+    }
+
+    /// The dictionary for a model of `weights` expert weights, `rows` a sample of its rows: of
+    /// the sizes 512, 1024, ..., 65536, the one whose codes (16 bits each, the sample's rate
+    /// scaled to `weights`) and entries (64 bits each) take the fewest bits together.
+    public static func dictionary(rows: [ArraySlice<Int8>], weights: Int) throws(MoECoreError) -> TernaryDictionary {
+        let keys = ranked(rows)
+        let sampled = rows.reduce(0) { $0 + $1.count }
+        var best: (bits: Double, dictionary: TernaryDictionary)? = nil
+        for shift in 9...16 {
+            let d = try TernaryDictionary(entries: keys.prefix(1 << shift).map(entry))
+            let encoder = try Encoder(d)
+            var codes = 0
+            for row in rows { codes += encoder.codeCount(row) }
+            let bits = Double(codes) * 16 * Double(weights) / Double(max(1, sampled)) + Double(d.entries.count) * 64
+            if bits < (best?.bits ?? .infinity) { best = (bits, d) }
+            if d.entries.count < 1 << shift { break }  // every distinct run is in: larger sizes are the same
+        }
+        return best!.dictionary  // safe: the loop ran at least once
+    }
+
+    /// Every distinct run of 2 to 14 pairs in `rows`, most pairs covered first, after the 9
+    /// single pairs.
+    static func ranked(_ rows: [ArraySlice<Int8>]) -> [UInt64] {
         var counts: [UInt64: Int] = [:]
         for row in rows {
             let s = symbols(row)
@@ -60,9 +89,7 @@ public enum TernaryCodebook {
             let sa = a.value * Int(a.key >> 56), sb = b.value * Int(b.key >> 56)
             return sa != sb ? sa > sb : a.key < b.key
         }
-        var keys = singles + ranked.prefix(TernaryDictionary.size - singles.count).map(\.key)
-        while keys.count < TernaryDictionary.size { keys.append(singles[keys.count % 9]) }
-        return try TernaryDictionary(entries: keys.map(entry))
+        return singles + ranked.prefix(TernaryDictionary.maxSize - singles.count).map(\.key)
     }
 
     /// Encodes ternary rows ([rows, cols] row-major, cols even) with `dictionary` by greedy
@@ -80,7 +107,7 @@ public enum TernaryCodebook {
         /// Indexes `dictionary`'s runs (the first code of a run that appears twice wins).
         public init(_ dictionary: TernaryDictionary) throws(MoECoreError) {
             var index: [UInt64: UInt16] = [:]
-            index.reserveCapacity(TernaryDictionary.size)
+            index.reserveCapacity(dictionary.entries.count)
             for (code, e) in dictionary.entries.enumerated() {
                 let (pos, neg, len) = TernaryDictionary.fields(e)
                 var k = UInt64(len / 2) << 56
@@ -103,23 +130,35 @@ public enum TernaryCodebook {
             var codes: [UInt16] = [], offsets: [UInt32] = [0]
             codes.reserveCapacity(rows * cols / 16)
             for r in 0..<rows {
-                let s = symbols(values[(r * cols)..<((r + 1) * cols)])
-                s.withUnsafeBufferPointer { p in
-                    var at = 0
-                    while at < p.count {
-                        var n = min(maxPairs, p.count - at)
-                        var code = index[key(p.baseAddress! + at, n)]
-                        while code == nil && n > 1 {  // a single pair always matches (checked in init)
-                            n -= 1
-                            code = index[key(p.baseAddress! + at, n)]
-                        }
-                        codes.append(code ?? 0)
-                        at += n
-                    }
-                }
+                encodeRow(values[(r * cols)..<((r + 1) * cols)]) { codes.append($0) }
                 offsets.append(UInt32(codes.count))
             }
             return (codes, offsets)
+        }
+
+        /// How many codes one row (K even) takes.
+        func codeCount(_ row: ArraySlice<Int8>) -> Int {
+            var n = 0
+            encodeRow(row) { _ in n += 1 }
+            return n
+        }
+
+        /// Greedy longest match over one row: each code in turn to `emit`.
+        func encodeRow(_ row: ArraySlice<Int8>, _ emit: (UInt16) -> Void) {
+            let s = symbols(row)
+            s.withUnsafeBufferPointer { p in
+                var at = 0
+                while at < p.count {
+                    var n = min(maxPairs, p.count - at)
+                    var code = index[key(p.baseAddress! + at, n)]
+                    while code == nil && n > 1 {  // a single pair always matches (checked in init)
+                        n -= 1
+                        code = index[key(p.baseAddress! + at, n)]
+                    }
+                    emit(code ?? 0)
+                    at += n
+                }
+            }
         }
     }
 

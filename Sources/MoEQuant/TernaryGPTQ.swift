@@ -20,10 +20,16 @@ public enum TernaryGPTQ {
         public var blockSize: Int = 128
         /// Where each row's lo and hi sit.
         public var grid: Grid = .minMax
-        public init(damp: Double = 0.01, blockSize: Int = 128, grid: Grid = .minMax) {
+        /// A weight rounds to 0 unless it passes this fraction of hi (or of lo): 0.5 is
+        /// rounding to nearest; more widens the zero band (a dead-zone quantizer), which GPTQ's
+        /// error feedback then spreads over the columns still to come: more zeros, longer
+        /// dictionary runs, fewer bits.
+        public var deadZone: Double = 0.5
+        public init(damp: Double = 0.01, blockSize: Int = 128, grid: Grid = .minMax, deadZone: Double = 0.5) {
             self.damp = damp
             self.blockSize = blockSize
             self.grid = grid
+            self.deadZone = deadZone
         }
     }
 
@@ -81,6 +87,7 @@ public enum TernaryGPTQ {
                                 pool: ThreadPool = .shared) -> Result {
         precondition(weight.count == rows * cols && (factor?.dead.count ?? cols) == cols, "TernaryGPTQ: sizes")
         var w = weight
+        let zone = Float(options.deadZone)
         // The grid, from the weights before any update (GPTQ's find_params), as stored.
         var lo = [Float](repeating: 0, count: rows), hi = lo
         for r in 0..<rows {
@@ -97,7 +104,7 @@ public enum TernaryGPTQ {
                     let (l, h) = (lo[r] * f, hi[r] * f)
                     var err: Float = 0
                     for j in 0..<cols {
-                        let x = w[r * cols + j], t = nearest(x, l, h), q: Float = t > 0 ? h : t < 0 ? l : 0
+                        let x = w[r * cols + j], t = nearest(x, l, h, zone), q: Float = t > 0 ? h : t < 0 ? l : 0
                         err += (x - q) * (x - q)
                     }
                     if err < best { (best, bestF) = (err, f) }
@@ -110,7 +117,7 @@ public enum TernaryGPTQ {
         hi = roundedToF16(hi)
         var values = [Int8](repeating: 0, count: rows * cols)
         guard let factor else {
-            for r in 0..<rows { for j in 0..<cols { values[r * cols + j] = nearest(w[r * cols + j], lo[r], hi[r]) } }
+            for r in 0..<rows { for j in 0..<cols { values[r * cols + j] = nearest(w[r * cols + j], lo[r], hi[r], zone) } }
             return Result(values: values, lo: lo, hi: hi)
         }
         // Dead columns: no input reached them, so their weights never matter; zero them.
@@ -124,7 +131,8 @@ public enum TernaryGPTQ {
                 u.withUnsafeBufferPointer { u in
                     let (w, values, u) = (w.baseAddress!, values.baseAddress!, u.baseAddress!)
                     pool.parallelFor(rows) { r in
-                        quantizeRow(w + r * cols, cols, lo: Double(lo[r]), hi: Double(hi[r]), u: u, block: b, into: values + r * cols)
+                        quantizeRow(w + r * cols, cols, lo: Double(lo[r]), hi: Double(hi[r]), deadZone: Double(zone), u: u, block: b,
+                                    into: values + r * cols)
                     }
                 }
             }
@@ -135,13 +143,13 @@ public enum TernaryGPTQ {
     /// One row of GPTQ: column i is rounded to the grid, and its error over U[i, i] is taken
     /// from columns i+1 ..< the block's end at once and from the columns past the block when the
     /// block ends (GPTQ's lazy batch updates, for one row).
-    static func quantizeRow(_ row: UnsafeMutablePointer<Double>, _ cols: Int, lo: Double, hi: Double, u: UnsafePointer<Double>,
-                            block b: Int, into values: UnsafeMutablePointer<Int8>) {
+    static func quantizeRow(_ row: UnsafeMutablePointer<Double>, _ cols: Int, lo: Double, hi: Double, deadZone: Double,
+                            u: UnsafePointer<Double>, block b: Int, into values: UnsafeMutablePointer<Int8>) {
         var err = [Double](repeating: 0, count: b)
         for i1 in stride(from: 0, to: cols, by: b) {
             let i2 = min(cols, i1 + b)
             for i in i1..<i2 {
-                let x = row[i], t = nearest(x, lo, hi)
+                let x = row[i], t = nearest(x, lo, hi, deadZone)
                 values[i] = t
                 let e = (x - (t > 0 ? hi : t < 0 ? lo : 0)) / u[i * cols + i]
                 err[i - i1] = e
@@ -155,10 +163,11 @@ public enum TernaryGPTQ {
         }
     }
 
-    /// The nearest of lo, 0, hi to x as -1, 0, 1 (a tie goes to 0).
-    @inline(__always) static func nearest<T: BinaryFloatingPoint>(_ x: T, _ lo: T, _ hi: T) -> Int8 {
-        if x > 0 { return hi > 0 && x - hi / 2 > 0 ? 1 : 0 }
-        return lo < 0 && x - lo / 2 < 0 ? -1 : 0
+    /// x on the grid lo, 0, hi as -1, 0, 1: 1 when x passes `deadZone` times hi, -1 when it
+    /// passes that fraction of lo, else 0 (with 0.5, the nearest point; a tie goes to 0).
+    @inline(__always) static func nearest<T: BinaryFloatingPoint>(_ x: T, _ lo: T, _ hi: T, _ deadZone: T = 0.5) -> Int8 {
+        if x > 0 { return hi > 0 && x - hi * deadZone > 0 ? 1 : 0 }
+        return lo < 0 && x - lo * deadZone < 0 ? -1 : 0
     }
 
     static func roundedToF16(_ v: [Float]) -> [Float] { TernaryMatrix.f16Values(TernaryMatrix.f16Bits(v)) }

@@ -1,6 +1,6 @@
 // QMoE's ternary-coded weight rows (Frantar & Alistarh 2023): every weight of a row is lo, 0 or
 // hi (the row's own two scales), and the row is stored as a stream of 16-bit codes into a
-// dictionary of 65536 entries, each entry a run of 2 to 28 ternary weights (pairs of them). The
+// dictionary of up to 65536 entries (the caller pads a shorter one to 65536), each entry a run of 2 to 28 ternary weights (pairs of them). The
 // products decode the stream in registers: y = hi * (sum of x where the weight is hi) +
 // lo * (sum of x where it is lo); no dense weight is ever written.
 //
@@ -146,53 +146,86 @@ static inline float masked_row_avx2(const uint32_t *pw, const uint32_t *nw, cons
   return hi * (hsum(_mm256_add_ps(ap, bp)) + tp) + lo * (hsum(_mm256_add_ps(an, bn)) + tn);
 }
 
-/// Each weight row's codes become two bit streams once (in a buffer on the stack, or the heap
-/// past 64K weights), then every activation row runs against them.
-static void ternary_rows_avx2(const uint16_t *codes, const uint32_t *offsets, const uint16_t *scales,
-                              const uint64_t *dict, const float *X, size_t ldx, int nx, float *Y, size_t ldy,
-                              size_t r0, size_t r1, size_t K) {
+/// Hands each weight row of [r0, r1), as its two bit streams (in a buffer on the stack, or the
+/// heap past 64K weights), to `row` with its index and scales; 0 if the heap buffer cannot be had.
+typedef void (*stream_row_fn)(const uint32_t *pw, const uint32_t *nw, size_t r, float lo, float hi, size_t K, void *ctx);
+static int stream_rows(const uint16_t *codes, const uint32_t *offsets, const uint16_t *scales, const uint64_t *dict,
+                       size_t r0, size_t r1, size_t K, stream_row_fn row, void *ctx) {
   const size_t words = K / 32 + 1;
   uint32_t stack[2 * (65536 / 32 + 1)];
   uint32_t *pw = words <= 65536 / 32 + 1 ? stack : (uint32_t *)malloc(2 * words * sizeof(uint32_t));
-  if (!pw) {
-    ternary_rows_scalar(codes, offsets, scales, dict, X, ldx, nx, Y, ldy, r0, r1);
-    return;
-  }
+  if (!pw) return 0;
   uint32_t *nw = pw + words;
   for (size_t r = r0; r < r1; r++) {
     row_masks(codes, offsets[r], offsets[r + 1], offsets[r1], dict, K, pw, nw);
-    const float lo = row_scale(scales, r, 0), hi = row_scale(scales, r, 1);
-    for (int m = 0; m < nx; m++) Y[(size_t)m * ldy + r] = masked_row_avx2(pw, nw, X + (size_t)m * ldx, K, lo, hi);
+    row(pw, nw, r, row_scale(scales, r, 0), row_scale(scales, r, 1), K, ctx);
   }
   if (pw != stack) free(pw);
+  return 1;
 }
 
-/// `moek_ternary_dequantize_rows` through the bit streams: 32 weights at a time, hi where the
-/// hi stream is set, lo where the lo stream is, else 0.
-static void ternary_dequantize_avx2(const uint16_t *codes, const uint32_t *offsets, const uint16_t *scales,
-                                    const uint64_t *dict, float *W, size_t ldw, size_t r0, size_t r1, size_t K) {
-  const size_t words = K / 32 + 1;
-  uint32_t stack[2 * (65536 / 32 + 1)];
-  uint32_t *pw = words <= 65536 / 32 + 1 ? stack : (uint32_t *)malloc(2 * words * sizeof(uint32_t));
-  if (!pw) {
-    ternary_dequantize_scalar(codes, offsets, scales, dict, W, ldw, r0, r1);
-    return;
+/// What the product rows write: activation rows X [nx, ldx] into Y [nx, ldy].
+typedef struct { const float *X; size_t ldx; int nx; float *Y; size_t ldy; } gemv_out;
+/// Where dequantized rows go: row r at W + (r - r0) * ldw.
+typedef struct { float *W; size_t ldw, r0; } dequant_out;
+
+static void gemv_row_avx2(const uint32_t *pw, const uint32_t *nw, size_t r, float lo, float hi, size_t K, void *ctx) {
+  const gemv_out *o = (const gemv_out *)ctx;
+  for (int m = 0; m < o->nx; m++) o->Y[(size_t)m * o->ldy + r] = masked_row_avx2(pw, nw, o->X + (size_t)m * o->ldx, K, lo, hi);
+}
+
+/// 32 weights at a time: hi where the hi stream is set, lo where the lo stream is, else 0.
+static void dequant_row_avx2(const uint32_t *pw, const uint32_t *nw, size_t r, float lo, float hi, size_t K, void *ctx) {
+  const dequant_out *o = (const dequant_out *)ctx;
+  const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+  float *w = o->W + (r - o->r0) * o->ldw;
+  size_t j = 0;
+  for (; j + 32 <= K; j += 32) {
+    const uint32_t pm = pw[j >> 5], nm = nw[j >> 5];
+    for (int q = 0; q < 4; q++)
+      _mm256_storeu_ps(w + j + 8 * q, _mm256_or_ps(_mm256_and_ps(vhi, lanes(pm, q)), _mm256_and_ps(vlo, lanes(nm, q))));
   }
-  uint32_t *nw = pw + words;
-  for (size_t r = r0; r < r1; r++) {
-    row_masks(codes, offsets[r], offsets[r + 1], offsets[r1], dict, K, pw, nw);
-    const float lo = row_scale(scales, r, 0), hi = row_scale(scales, r, 1);
-    const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
-    float *w = W + (r - r0) * ldw;
-    size_t j = 0;
-    for (; j + 32 <= K; j += 32) {
-      const uint32_t pm = pw[j >> 5], nm = nw[j >> 5];
-      for (int q = 0; q < 4; q++)
-        _mm256_storeu_ps(w + j + 8 * q, _mm256_or_ps(_mm256_and_ps(vhi, lanes(pm, q)), _mm256_and_ps(vlo, lanes(nm, q))));
-    }
-    for (; j < K; j++) w[j] = ((pw[j >> 5] >> (j & 31)) & 1) ? hi : ((nw[j >> 5] >> (j & 31)) & 1) ? lo : 0.0f;
+  for (; j < K; j++) w[j] = ((pw[j >> 5] >> (j & 31)) & 1) ? hi : ((nw[j >> 5] >> (j & 31)) & 1) ? lo : 0.0f;
+}
+
+#pragma clang attribute pop
+
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c,avx2"))), apply_to = function)
+
+/// The first `n` (0...16) lanes.
+static inline __mmask16 first_lanes(size_t n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1); }
+
+/// `masked_row_avx2` with the bit streams as AVX-512 lane masks (no table): 32 values a step
+/// in two vectors; the last step's loads are masked to K, so they never touch memory past x[K).
+static inline float masked_row_avx512(const uint32_t *pw, const uint32_t *nw, const float *x, size_t K, float lo, float hi) {
+  __m512 ap = _mm512_setzero_ps(), an = ap, bp = ap, bn = ap;
+  for (size_t w = 0; 32 * w < K; w++) {
+    const size_t left = K - 32 * w;  // the streams' bits past K are 0
+    const __mmask16 l0 = first_lanes(left), l1 = first_lanes(left > 16 ? left - 16 : 0);
+    const __m512 v0 = _mm512_maskz_loadu_ps(l0, x + 32 * w), v1 = _mm512_maskz_loadu_ps(l1, x + 32 * w + 16);
+    const uint32_t pm = pw[w], nm = nw[w];
+    ap = _mm512_mask_add_ps(ap, (__mmask16)pm, ap, v0);
+    bp = _mm512_mask_add_ps(bp, (__mmask16)(pm >> 16), bp, v1);
+    an = _mm512_mask_add_ps(an, (__mmask16)nm, an, v0);
+    bn = _mm512_mask_add_ps(bn, (__mmask16)(nm >> 16), bn, v1);
   }
-  if (pw != stack) free(pw);
+  return hi * _mm512_reduce_add_ps(_mm512_add_ps(ap, bp)) + lo * _mm512_reduce_add_ps(_mm512_add_ps(an, bn));
+}
+
+static void gemv_row_avx512(const uint32_t *pw, const uint32_t *nw, size_t r, float lo, float hi, size_t K, void *ctx) {
+  const gemv_out *o = (const gemv_out *)ctx;
+  for (int m = 0; m < o->nx; m++) o->Y[(size_t)m * o->ldy + r] = masked_row_avx512(pw, nw, o->X + (size_t)m * o->ldx, K, lo, hi);
+}
+
+/// 16 weights a store, from lane masks; the last K % 16 through a masked store.
+static void dequant_row_avx512(const uint32_t *pw, const uint32_t *nw, size_t r, float lo, float hi, size_t K, void *ctx) {
+  const dequant_out *o = (const dequant_out *)ctx;
+  const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+  float *w = o->W + (r - o->r0) * o->ldw;
+  for (size_t j = 0; j < K; j += 16) {
+    const __mmask16 pm = (__mmask16)(pw[j >> 5] >> (j & 16)), nm = (__mmask16)(nw[j >> 5] >> (j & 16));
+    _mm512_mask_storeu_ps(w + j, first_lanes(K - j), _mm512_mask_mov_ps(_mm512_maskz_mov_ps(pm, vhi), nm, vlo));
+  }
 }
 
 #pragma clang attribute pop
@@ -252,9 +285,9 @@ void moek_ternary_gemv_rows(const uint16_t *codes, const uint32_t *offsets, cons
   if (nx < 1 || r1 <= r0) return;
   const int isa = moek_isa();
 #if defined(__x86_64__) || defined(__i386__)
-  if (isa == MOEK_ISA_AVX2 || isa == MOEK_ISA_AVX512) {
-    ternary_rows_avx2(codes, offsets, scales, dict, X, ldx, nx, Y, ldy, r0, r1, K);
-    return;
+  if (isa == MOEK_ISA_AVX512 || isa == MOEK_ISA_AVX2) {
+    gemv_out out = {X, ldx, nx, Y, ldy};
+    if (stream_rows(codes, offsets, scales, dict, r0, r1, K, isa == MOEK_ISA_AVX512 ? gemv_row_avx512 : gemv_row_avx2, &out)) return;
   }
 #endif
 #if defined(__aarch64__)
@@ -287,9 +320,9 @@ void moek_ternary_dequantize_rows(const uint16_t *codes, const uint32_t *offsets
                                   const uint64_t *dict, float *W, size_t ldw, size_t r0, size_t r1, size_t K) {
 #if defined(__x86_64__) || defined(__i386__)
   const int isa = moek_isa();
-  if (isa == MOEK_ISA_AVX2 || isa == MOEK_ISA_AVX512) {
-    ternary_dequantize_avx2(codes, offsets, scales, dict, W, ldw, r0, r1, K);
-    return;
+  if (isa == MOEK_ISA_AVX512 || isa == MOEK_ISA_AVX2) {
+    dequant_out out = {W, ldw, r0};
+    if (stream_rows(codes, offsets, scales, dict, r0, r1, K, isa == MOEK_ISA_AVX512 ? dequant_row_avx512 : dequant_row_avx2, &out)) return;
   }
 #endif
   (void)K;

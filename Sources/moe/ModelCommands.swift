@@ -251,9 +251,20 @@ struct InitRandom: ParsableCommand {
     @Option(name: .customLong("dense-layers"), help: "DeepSeek, GLM: leading dense layers (first_k_dense_replace).") var denseLayers = 0
     @Option(help: "Weight dtype: bf16, f16 or f32.") var dtype = "bf16"
     @Option(help: "Seed for the weights.") var seed: UInt64 = 0
+    @Option(name: .customLong("init"), help: "How weights are drawn: uniform (in ±1/sqrt(fan-in), PyTorch's nn.Linear) or normal (std --init-std, transformers' _init_weights).")
+    var weightInit = "uniform"
+    @Option(name: .customLong("init-std"), help: "Standard deviation of --init normal (transformers' initializer_range).") var initStd: Float = 0.02
 
     func run() throws {
         guard let dt = DType(name: dtype) else { throw ValidationError("--dtype: '\(dtype)' is not bf16, f16 or f32") }
+        let initialization: RandomCheckpoint.Initialization
+        switch weightInit {
+        case "uniform": initialization = .uniform
+        case "normal":
+            guard initStd.isFinite, initStd > 0, initStd <= 10 else { throw ValidationError("--init-std: \(initStd) is not in (0, 10]") }
+            initialization = .normal(std: initStd)
+        default: throw ValidationError("--init: '\(weightInit)' is not uniform or normal")
+        }
         var shape = RandomCheckpoint.Shape()
         shape.vocabSize = vocab
         shape.hiddenSize = hidden
@@ -276,7 +287,7 @@ struct InitRandom: ParsableCommand {
         shape.topkGroup = topkGroup
         shape.denseLayers = denseLayers
         shape.slidingWindow = slidingWindow
-        try RandomCheckpoint.write(arch: arch, shape: shape, to: out, seed: seed, dtype: dt)
+        try RandomCheckpoint.write(arch: arch, shape: shape, to: out, seed: seed, dtype: dt, initialization: initialization)
         try printJSON(["out": out, "arch": arch])
     }
 }

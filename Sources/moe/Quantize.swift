@@ -42,6 +42,9 @@ struct Quantize: ParsableCommand {
     @Option(help: "With --type qmoe: GPTQ's dampening, this fraction of the Hessian's mean diagonal added to it; more dampening, less error feedback, more zeros.")
     var damp = 0.01
 
+    @Option(name: .customLong("dead-zone"), help: "With --type qmoe: a weight rounds to 0 unless it passes this fraction of its row's max (or min); 0.5 rounds to nearest, more gives more zeros and fewer bits (GPTQ feeds the error forward).")
+    var deadZone = 0.5
+
     @Option(name: .customLong("min-tokens"), help: "With --type qmoe: experts routed fewer calibration tokens round to nearest instead of GPTQ.")
     var minTokens = 16
 
@@ -61,6 +64,7 @@ struct Quantize: ParsableCommand {
         try OptionLimits.check(minTokens, "--min-tokens", in: 0...Int(Int32.max))
         if TernaryGPTQ.Grid(rawValue: grid) == nil { throw ValidationError("--grid: '\(grid)' is not minmax or mse") }
         guard damp > 0 && damp <= 1000 else { throw ValidationError("--damp: \(damp) is not in (0, 1000]") }
+        guard deadZone >= 0.5 && deadZone < 1 else { throw ValidationError("--dead-zone: \(deadZone) is not in [0.5, 1)") }
         if isQMoE {
             if calibration == nil { throw ValidationError("--type qmoe needs --calibration TEXT") }
             if !tensorTypes.isEmpty || dryRun { throw ValidationError("--type qmoe takes neither --tensor-type nor --dry-run") }
@@ -154,6 +158,7 @@ struct Quantize: ParsableCommand {
         options.gptq.grid = TernaryGPTQ.Grid(rawValue: grid) ?? .minMax
         options.minTokens = minTokens
         options.gptq.damp = damp
+        options.gptq.deadZone = deadZone
         let report = try QMoEQuantizer.quantize(directory: model, calibration: tokens, options: options, out: out,
                                                 pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount)) { label, done, total in
             bar.show(fraction: Double(done) / Double(max(1, total)), label: label)

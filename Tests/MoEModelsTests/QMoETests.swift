@@ -1,6 +1,6 @@
 import Foundation
 @testable import MoE
-import MoECore
+@testable import MoECore
 @testable import MoEModels
 import MoEQuant
 import XCTest
@@ -106,7 +106,50 @@ final class QMoETests: XCTestCase {
             entries[77] = entry
             XCTAssertThrowsError(try TernaryDictionary(entries: entries, path: "d")) { XCTAssertTrue("\($0)".contains("dictionary[77]"), "\($0)") }
         }
-        XCTAssertThrowsError(try TernaryDictionary(entries: [1 << 57], path: "d"))
+        XCTAssertThrowsError(try TernaryDictionary(entries: [UInt64](repeating: 1 << 57, count: TernaryDictionary.maxSize + 1), path: "d"))
+        XCTAssertThrowsError(try TernaryDictionary(entries: [], path: "d"))
+    }
+
+    /// Without stored offsets, each row's first code is found by walking the codes: the same
+    /// offsets the encoder gave, and codes that do not split into rows of K are refused.
+    func testRowOffsetsFoundFromTheCodes() throws {
+        let values = ternaryRows(rows: 5, cols: 60, zeros: 0.85, seed: 4)
+        let dictionary = try TernaryCodebook.dictionary(rows: (0..<5).map { values[($0 * 60)..<(($0 + 1) * 60)] })
+        let c = try TernaryCodebook.encode(values, rows: 5, cols: 60, dictionary: dictionary)
+        let scales = [UInt16](repeating: 0x3C00, count: 10)
+        func walked(_ codes: [UInt16], rows: Int = 5, cols: Int = 60, _ d: TernaryDictionary? = nil) throws -> TernaryMatrix {
+            let storage = TernaryMatrix.copy(codes), s = TernaryMatrix.copy(scales)
+            return try TernaryMatrix(rows: rows, cols: cols, codes: UnsafePointer(storage.base.assumingMemoryBound(to: UInt16.self)),
+                                     codeCount: codes.count, scales: UnsafePointer(s.base.assumingMemoryBound(to: UInt16.self)),
+                                     owners: [storage, s], dictionary: d ?? dictionary)
+        }
+        let m = try walked(c.codes)
+        XCTAssertEqual(m.parts.offsets, c.offsets)
+        XCTAssertEqual(m.ternary(rows: 0..<5), values)
+        XCTAssertThrowsError(try walked(c.codes + [c.codes[0]])) { XCTAssertTrue("\($0)".contains("past the last row"), "\($0)") }
+        XCTAssertThrowsError(try walked(Array(c.codes.dropLast()))) { XCTAssertTrue("\($0)".contains("codes of row 4"), "\($0)") }
+        XCTAssertThrowsError(try walked(c.codes, cols: 62)) { XCTAssertTrue("\($0)".contains("codes of row"), "\($0)") }
+        // A code past a short dictionary's entries.
+        let short = try TernaryDictionary(entries: Array(dictionary.entries.prefix(9)))
+        XCTAssertThrowsError(try walked(c.codes.map { max($0, 9) }, short)) { XCTAssertTrue("\($0)".contains("past the dictionary"), "\($0)") }
+    }
+
+    /// The dictionary is sized for the model: a few thousand weights get a short one (its
+    /// entries would cost more than they save), a large model the full 65536, and both code
+    /// every row exactly.
+    func testTheDictionaryIsSizedForTheModel() throws {
+        let (rows, cols) = (64, 512)
+        let values = ternaryRows(rows: rows, cols: cols, zeros: 0.9, seed: 9)
+        let sample = (0..<rows).map { values[($0 * cols)..<(($0 + 1) * cols)] }
+        let small = try TernaryCodebook.dictionary(rows: sample, weights: values.count)
+        let large = try TernaryCodebook.dictionary(rows: sample, weights: 1 << 34)
+        XCTAssertEqual(small.entries.count, 512)
+        XCTAssertGreaterThan(large.entries.count, 4096)
+        for d in [small, large] {
+            let c = try TernaryCodebook.encode(values, rows: rows, cols: cols, dictionary: d)
+            XCTAssertLessThan(Int(c.codes.max() ?? 0), d.entries.count)
+            XCTAssertEqual(try matrix(values, rows: rows, cols: cols, dictionary: d).ternary(rows: 0..<rows), values)
+        }
     }
 
     /// `moe quantize --type qmoe` on fixture checkpoints of several families: the folder it
@@ -162,20 +205,40 @@ final class QMoETests: XCTestCase {
         _ = try QMoEQuantizer.quantize(directory: source, calibration: Array(0..<64), out: out)
         let file = (out as NSString).appendingPathComponent("model.safetensors")
         let good = try Checkpoint(directory: out)
-        let target = good.names.filter { $0.hasSuffix(".qmoe_offsets") }[1]
-        for (corrupt, expected) in [("shift", "codes of row 0"), ("dtype", "U32")] {
+        let target = good.names.filter { $0.hasSuffix(".qmoe_codes") }[1]
+        let stem = target.replacingOccurrences(of: ".qmoe_codes", with: "")
+        let loaded = try DecoderModel(directory: out)
+        let layer = try XCTUnwrap(loaded.spec.moeLayers.firstIndex(of: true))
+        let experts = try XCTUnwrap({ if case let .moe(m) = loaded.layers[layer].ffn { return m.experts as? TernaryExperts }; return nil }())
+        // The codes of the second coded tensor, whichever projection it is.
+        let targetCodes: [UInt16] = Data(try good.files[target]!.bytes(target)).withUnsafeBytes { Array($0.bindMemory(to: UInt16.self)) }
+        let coded = try XCTUnwrap((experts.gate + experts.up + experts.down).first { $0.parts.codes == targetCodes })
+        let offsets = coded.parts.offsets
+        // Corrupt codes, a wrong dtype, and the offsets tensor of an earlier MoEKit: right
+        // (it loads) and wrong (refused).
+        for (corrupt, expected) in [("shift", "codes"), ("dtype", "U16"), ("offsets", ""), ("bad offsets", "codes of row 0")] {
             var entries: [SafetensorsWriter.RawEntry] = []
             for name in good.names {
                 let f = good.files[name]!, e = f.entries[name]!
                 var data = Data(try f.bytes(name)), dtype = e.dtypeName
                 if name == target {
-                    if corrupt == "shift" { data[4] = data[4] &+ 1 } else { dtype = "I32" }
+                    if corrupt == "shift" { data.append(contentsOf: [0, 0]) } else if corrupt == "dtype" { dtype = "I16" }
                 }
-                entries.append(.init(name: name, dtype: dtype, shape: e.shape) { data })
+                let shape = name == target && corrupt == "shift" ? [e.shape[0] + 1] : e.shape
+                entries.append(.init(name: name, dtype: dtype, shape: shape) { data })
+            }
+            if corrupt.hasSuffix("offsets") {
+                var o = offsets
+                if corrupt == "bad offsets" { o[1] += 1 }
+                entries.append(.init(name: "\(stem).qmoe_offsets", dtype: "U32", shape: [o.count]) { o.withUnsafeBytes { Data($0) } })
             }
             try SafetensorsWriter.write(raw: entries, to: file)
+            if expected.isEmpty {
+                XCTAssertNoThrow(try DecoderModel(directory: out), corrupt)
+                continue
+            }
             XCTAssertThrowsError(try DecoderModel(directory: out)) { error in
-                XCTAssertTrue("\(error)".contains(expected) && "\(error)".contains(target.replacingOccurrences(of: ".qmoe_offsets", with: "")), "\(corrupt) \(target) \(error)")
+                XCTAssertTrue("\(error)".contains(expected) && "\(error)".contains(stem), "\(corrupt) \(target) \(error)")
             }
         }
     }

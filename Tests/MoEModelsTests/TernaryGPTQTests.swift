@@ -6,11 +6,11 @@ import XCTest
 /// GPTQ onto QMoE's ternary grid against numpy's float64 GPTQ (scripts/make_qmoe_fixtures.py).
 final class TernaryGPTQTests: XCTestCase {
     struct Fixture: Decodable {
-        struct Grid: Decodable { let lo: [Float], hi: [Float], gptq: [Int8], nearest: [Int8] }
+        struct Grid: Decodable { let lo: [Float], hi: [Float], gptq: [Int8], nearest: [Int8], zone: Double? }
         struct Case: Decodable {
             let rows: Int, cols: Int, block: Int
             let weight: [Float], hessian: [Double]
-            let minmax: Grid, mse: Grid
+            let minmax: Grid, mse: Grid, deadzone: Grid
         }
         let cases: [Case]
     }
@@ -20,12 +20,13 @@ final class TernaryGPTQTests: XCTestCase {
         return try JSONDecoder().decode(Fixture.self, from: Data(contentsOf: url))
     }
 
-    func testGPTQChoosesNumpysTernaryValuesOnBothGrids() throws {
+    func testGPTQChoosesNumpysTernaryValuesOnBothGridsAndWithADeadZone() throws {
         for (n, c) in try fixture().cases.enumerated() {
-            for (grid, want) in [(TernaryGPTQ.Grid.minMax, c.minmax), (.mse, c.mse)] {
-                let options = TernaryGPTQ.Options(blockSize: c.block, grid: grid)
+            for (grid, want) in [(TernaryGPTQ.Grid.minMax, c.minmax), (.mse, c.mse), (.minMax, c.deadzone)] {
+                let options = TernaryGPTQ.Options(blockSize: c.block, grid: grid, deadZone: want.zone ?? 0.5)
                 let got = TernaryGPTQ.quantize(weight: c.weight, rows: c.rows, cols: c.cols, hessian: c.hessian, options: options,
                                                pool: ThreadPool(threads: 2))
+                let grid = "\(grid) zone \(options.deadZone)"
                 XCTAssertEqual(got.lo, want.lo, "case \(n) \(grid): lo")
                 XCTAssertEqual(got.hi, want.hi, "case \(n) \(grid): hi")
                 XCTAssertEqual(got.values, want.gptq, "case \(n) \(grid): GPTQ's values")

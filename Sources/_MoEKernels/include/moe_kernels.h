@@ -93,11 +93,11 @@ int moek_gemv_rows_q8(const void *W, int dt, size_t ldw, const void *XQ, size_t 
                       float *Y, size_t ldy, size_t r0, size_t r1, size_t K);
 
 /// QMoE ternary-coded rows (ternary.c): weight row r is a stream of 16-bit codes
-/// codes[offsets[r] ..< offsets[r + 1]] into `dict` (65536 entries; entry bits 0-27 mark the
-/// run's weights equal to hi, bits 28-55 those equal to lo, bits 56-60 give the run's length,
-/// 2...28 weights), and scales[2r], scales[2r + 1] (f16) are the row's lo and hi. For rows r in
-/// [r0, r1) and activation rows m < nx: Y[m * ldy + r] = hi * sum of x[m, j] over weights hi +
-/// lo * sum over weights lo, decoded in registers. Every row's runs must add up to exactly K
+/// codes[offsets[r] ..< offsets[r + 1]] into `dict` (65536 entries, a shorter dictionary
+/// padded; entry bits 0-27 mark the run's weights equal to hi, bits 28-55 those equal to lo,
+/// bits 56-60 give the run's length, 2...28 weights), and scales[2r], scales[2r + 1] (f16) are
+/// the row's lo and hi. For rows r in [r0, r1) and activation rows m < nx: Y[m * ldy + r] =
+/// hi * sum of x[m, j] over weights hi + lo * sum over weights lo, decoded in registers. Every row's runs must add up to exactly K
 /// (the caller checks the codes once, when it loads them).
 void moek_ternary_gemv_rows(const uint16_t *codes, const uint32_t *offsets, const uint16_t *scales,
                             const uint64_t *dict, const float *X, size_t ldx, int nx, float *Y, size_t ldy,
