@@ -368,14 +368,14 @@ int main(void) {
     }
     free(Wf); free(Wd); free(X); free(Y); free(Wq); free(Xq);
   }
-  // QMoE's coded ternary rows: random runs of 2...28 weights as a dictionary, rows of K weights
-  // coded with it, against the sums in double.
+  // QMoE's coded ternary rows: random runs of 2...56 weights (masks over the first 28, zeros
+  // past them) as a dictionary, rows of K weights coded with it, against the sums in double.
   {
     uint64_t *dict = malloc(65536 * sizeof(uint64_t));
     for (int i = 0; i < 65536; i++) {
-      const int len = 2 + 2 * (i % 14);
+      const int len = 2 + 2 * (i % 28);
       uint64_t pm = 0, nm = 0;
-      for (int j = 0; j < len; j++) {
+      for (int j = 0; j < len && j < 28; j++) {
         const float u = rnd();
         if (u > 0.6f) pm |= 1ull << j; else if (u < -0.6f) nm |= 1ull << j;
       }
@@ -394,9 +394,9 @@ int main(void) {
         while (pos < K) {  // a run that fits what is left of the row
           const size_t left = K - pos;
           size_t pick = (size_t)((rnd() + 1) * 32767) % 65536;
-          if (2 + 2 * (pick % 14) > left) pick = left / 2 - 1;  // entry i < 14 runs 2 + 2i weights
+          if (2 + 2 * (pick % 28) > left) pick = left / 2 - 1;  // entry i < 28 runs 2 + 2i weights
           codes[c++] = (uint16_t)pick;
-          pos += (size_t)((dict[pick] >> 56) & 31);
+          pos += (size_t)((dict[pick] >> 56) & 63);
         }
         scales[2 * r] = 0xB800;      // lo -0.5
         scales[2 * r + 1] = 0x3C00;  // hi 1
@@ -412,9 +412,9 @@ int main(void) {
             size_t pos = 0;
             for (uint32_t k = offsets[r]; k < offsets[r + 1]; k++) {
               const uint64_t e = dict[codes[k]];
-              const size_t len = (size_t)((e >> 56) & 31);
+              const size_t len = (size_t)((e >> 56) & 63);
               for (size_t j = 0; j < len; j++) {
-                const double w = ((e >> j) & 1) ? 1.0 : ((e >> (28 + j)) & 1) ? -0.5 : 0.0;
+                const double w = j >= 28 ? 0.0 : ((e >> j) & 1) ? 1.0 : ((e >> (28 + j)) & 1) ? -0.5 : 0.0;
                 acc += w * X[m * K + pos + j];
                 a += fabs(w * X[m * K + pos + j]);
               }

@@ -2,17 +2,22 @@ import _MoEKernels
 
 // Dimension legend: M activation rows, K input features (a row's weights), N weight rows.
 
-/// QMoE's dictionary (Frantar & Alistarh 2023): up to 65536 codewords, each a run of 2 to 28
+/// QMoE's dictionary (Frantar & Alistarh 2023): up to 65536 codewords, each a run of 2 to 56
 /// ternary weights (an even number: pairs of them). Entry bits 0-27 mark the run's weights equal
-/// to the row's hi, bits 28-55 those equal to its lo, bits 56-60 the run's length. A model has
-/// one dictionary, shared by every coded matrix. QMoE's has 65536 entries; a small model's may
+/// to the row's hi, bits 28-55 those equal to its lo, bits 56-61 the run's length. The masks
+/// cover a run's first 28 weights; the weights past them are 0. QMoE's runs stop at 28; the
+/// zero tail lets one code also cover the gap to the next non-zero weight, which at 90% zeros
+/// is often longer than what is left of 28. A model has one dictionary, shared by every coded
+/// matrix. QMoE's has 65536 entries; a small model's may
 /// hold fewer (512 KiB of entries is more than a few million weights' worth), and its codes
 /// then stay below the entry count (`TernaryMatrix` checks).
 public struct TernaryDictionary: @unchecked Sendable, Equatable {
     /// The most codewords a dictionary holds (16-bit codes).
     public static let maxSize = 1 << 16
     /// The longest run one codeword holds, in weights.
-    public static let maxRun = 28
+    public static let maxRun = 56
+    /// The weights at the start of a run its masks cover; the rest of a longer run are 0.
+    public static let maskedRun = 28
 
     /// The entries, 1 to `maxSize` of them.
     public let entries: [UInt64]
@@ -23,16 +28,17 @@ public struct TernaryDictionary: @unchecked Sendable, Equatable {
 
     public static func == (a: TernaryDictionary, b: TernaryDictionary) -> Bool { a.storage === b.storage || a.entries == b.entries }
 
-    /// Checks every entry: a length in 2...28 and even, masks within the run and disjoint.
+    /// Checks every entry: a length in 2...56 and even, masks within the run (and its first 28
+    /// weights) and disjoint.
     public init(entries: [UInt64], path: String = "dictionary") throws(MoECoreError) {
         guard (1...Self.maxSize).contains(entries.count) else {
             throw .invalidValue(path: path, field: "dictionary", reason: "\(entries.count) entries, not 1 to \(Self.maxSize)")
         }
         for (i, e) in entries.enumerated() {
             let (pos, neg, len) = Self.fields(e)
-            guard len >= 2, len <= Self.maxRun, len % 2 == 0, e >> 61 == 0, pos & neg == 0, (pos | neg) >> len == 0 else {
+            guard len >= 2, len <= Self.maxRun, len % 2 == 0, e >> 62 == 0, pos & neg == 0, (pos | neg) >> min(len, Self.maskedRun) == 0 else {
                 throw .invalidValue(path: path, field: "dictionary[\(i)]",
-                                    reason: "entry 0x\(String(e, radix: 16)) is not a run of 2...28 ternary weights")
+                                    reason: "entry 0x\(String(e, radix: 16)) is not a run of 2...56 ternary weights")
             }
         }
         self.entries = entries
@@ -41,12 +47,13 @@ public struct TernaryDictionary: @unchecked Sendable, Equatable {
 
     /// An entry's positive mask, negative mask and run length.
     public static func fields(_ e: UInt64) -> (pos: UInt32, neg: UInt32, length: Int) {
-        (UInt32(truncatingIfNeeded: e) & 0x0FFF_FFFF, UInt32(truncatingIfNeeded: e >> 28) & 0x0FFF_FFFF, Int((e >> 56) & 31))
+        (UInt32(truncatingIfNeeded: e) & 0x0FFF_FFFF, UInt32(truncatingIfNeeded: e >> 28) & 0x0FFF_FFFF, Int((e >> 56) & 63))
     }
 
-    /// The entry for a run of ternary values (-1, 0, 1), 2...28 of them.
+    /// The entry for a run of ternary values (-1, 0, 1), 2...56 of them, any past the 28th 0.
     public static func entry(_ run: ArraySlice<Int8>) -> UInt64 {
-        precondition(run.count >= 2 && run.count <= maxRun && run.count % 2 == 0, "TernaryDictionary.entry: run of \(run.count)")
+        precondition(run.count >= 2 && run.count <= maxRun && run.count % 2 == 0 && !run.dropFirst(maskedRun).contains { $0 != 0 },
+                     "TernaryDictionary.entry: run of \(run.count)")
         var pos: UInt64 = 0, neg: UInt64 = 0
         for (j, t) in run.enumerated() {
             if t > 0 { pos |= 1 << UInt64(j) } else if t < 0 { neg |= 1 << UInt64(j) }
@@ -101,7 +108,7 @@ public struct TernaryMatrix: @unchecked Sendable {
             var length = 0, largest: UInt16 = 0
             for c in Int(offsets[r])..<Int(offsets[r + 1]) {
                 largest = max(largest, codes[c])
-                length += Int((dictionary.pointer[Int(codes[c])] >> 56) & 31)
+                length += Int((dictionary.pointer[Int(codes[c])] >> 56) & 63)
             }
             guard Int(largest) < entries.count else {
                 throw .invalidValue(path: path, field: "codes of row \(r)", reason: "code \(largest) is past the dictionary's \(entries.count) entries")
@@ -140,7 +147,7 @@ public struct TernaryMatrix: @unchecked Sendable {
                 guard Int(codes[c]) < dictionary.entries.count else {
                     throw .invalidValue(path: path, field: "codes of row \(r)", reason: "code \(codes[c]) is past the dictionary's \(dictionary.entries.count) entries")
                 }
-                length += Int((dictionary.pointer[Int(codes[c])] >> 56) & 31)
+                length += Int((dictionary.pointer[Int(codes[c])] >> 56) & 63)
                 c += 1
             }
             guard length == cols else {

@@ -1,20 +1,40 @@
 import MoECore
 
 /// QMoE's dictionary coding of ternary rows: each row is read as pairs of ternary weights (9
-/// symbols), and a dictionary of up to 65536 codewords, the most useful runs of 1 to 14 pairs
-/// in the model, turns it into a stream of 16-bit codes by greedy longest match. The 9 single
+/// symbols), and a dictionary of up to 65536 codewords, the most useful runs of 1 to 28 pairs
+/// in the model (any past the 14th all zero pairs), turns it into a stream of 16-bit codes by
+/// greedy longest match. The 9 single
 /// pairs are always in it, so every row is encodable. `dictionary(rows:weights:)` sizes the
 /// dictionary for the model: the size (a power of two) that makes codes plus entries smallest.
 public enum TernaryCodebook {
     /// The longest run, in pairs.
     public static let maxPairs = TernaryDictionary.maxRun / 2
+    /// The pairs at a run's start that may be non-zero; past them a run is zero pairs.
+    static let maskedPairs = TernaryDictionary.maskedRun / 2
+    /// The symbol of the pair (0, 0).
+    static let zeroPair: UInt8 = 4
 
-    /// The run of n pairs at `symbols` as a key: symbol i (0...8) in bits 4i ..< 4i + 4, the
-    /// length n in bits 56-59.
+    /// The run of n pairs at `symbols` as a key: symbol i (0...8) of the first 14 in bits
+    /// 4i ..< 4i + 4, the length n in bits 56-60 (the pairs past 14 are zero pairs, so they add
+    /// nothing to tell runs apart).
     @inline(__always) static func key(_ symbols: UnsafePointer<UInt8>, _ n: Int) -> UInt64 {
         var k: UInt64 = 0
-        for i in 0..<n { k |= UInt64(symbols[i]) << UInt64(4 * i) }
+        for i in 0..<min(n, maskedPairs) { k |= UInt64(symbols[i]) << UInt64(4 * i) }
         return k | UInt64(n) << 56
+    }
+
+    /// For each pair position, how many zero pairs start there.
+    static func zeroRuns(_ symbols: [UInt8]) -> [Int] {
+        var runs = [Int](repeating: 0, count: symbols.count + 1)
+        for i in stride(from: symbols.count - 1, through: 0, by: -1) where symbols[i] == zeroPair { runs[i] = runs[i + 1] + 1 }
+        return runs
+    }
+
+    /// The longest run a code may take at pair `start` of a row of `count` pairs: up to 14
+    /// pairs, then as far as the zero pairs from the 15th go, at most 28 pairs.
+    @inline(__always) static func longestRun(at start: Int, count: Int, zeroRuns: [Int]) -> Int {
+        let n = min(maskedPairs, count - start)
+        return n < maskedPairs ? n : min(maxPairs, n + zeroRuns[start + n])
     }
 
     /// A row's ternary values (K even) as pair symbols 3 (a + 1) + (b + 1).
@@ -33,7 +53,7 @@ public enum TernaryCodebook {
         let n = Int(key >> 56)
         var run: [Int8] = []
         for i in 0..<n {
-            let s = Int((key >> UInt64(4 * i)) & 15)
+            let s = i < maskedPairs ? Int((key >> UInt64(4 * i)) & 15) : Int(zeroPair)
             run.append(Int8(s / 3 - 1))
             run.append(Int8(s % 3 - 1))
         }
@@ -70,15 +90,16 @@ public enum TernaryCodebook {
         return best!.dictionary  // safe: the loop ran at least once
     }
 
-    /// Every distinct run of 2 to 14 pairs in `rows`, most pairs covered first, after the 9
-    /// single pairs.
+    /// Every distinct run of 2 to 28 pairs in `rows` (zero pairs past the 14th), most pairs
+    /// covered first, after the 9 single pairs.
     static func ranked(_ rows: [ArraySlice<Int8>]) -> [UInt64] {
         var counts: [UInt64: Int] = [:]
         for row in rows {
-            let s = symbols(row)
+            let s = symbols(row), zeros = zeroRuns(s)
             s.withUnsafeBufferPointer { p in
                 for start in 0..<p.count {
-                    for n in 2...maxPairs where start + n <= p.count {
+                    let longest = longestRun(at: start, count: p.count, zeroRuns: zeros)
+                    for n in stride(from: 2, through: longest, by: 1) {
                         counts[key(p.baseAddress! + start, n), default: 0] += 1
                     }
                 }
@@ -111,7 +132,7 @@ public enum TernaryCodebook {
             for (code, e) in dictionary.entries.enumerated() {
                 let (pos, neg, len) = TernaryDictionary.fields(e)
                 var k = UInt64(len / 2) << 56
-                for p in 0..<(len / 2) {
+                for p in 0..<min(len / 2, maskedPairs) {
                     let a = Int((pos >> (2 * p)) & 1) - Int((neg >> (2 * p)) & 1)
                     let b = Int((pos >> (2 * p + 1)) & 1) - Int((neg >> (2 * p + 1)) & 1)
                     k |= UInt64(3 * (a + 1) + b + 1) << UInt64(4 * p)
@@ -145,11 +166,11 @@ public enum TernaryCodebook {
 
         /// Greedy longest match over one row: each code in turn to `emit`.
         func encodeRow(_ row: ArraySlice<Int8>, _ emit: (UInt16) -> Void) {
-            let s = symbols(row)
+            let s = symbols(row), zeros = zeroRuns(s)
             s.withUnsafeBufferPointer { p in
                 var at = 0
                 while at < p.count {
-                    var n = min(maxPairs, p.count - at)
+                    var n = longestRun(at: at, count: p.count, zeroRuns: zeros)
                     var code = index[key(p.baseAddress! + at, n)]
                     while code == nil && n > 1 {  // a single pair always matches (checked in init)
                         n -= 1

@@ -1,11 +1,12 @@
 // QMoE's ternary-coded weight rows (Frantar & Alistarh 2023): every weight of a row is lo, 0 or
 // hi (the row's own two scales), and the row is stored as a stream of 16-bit codes into a
-// dictionary of up to 65536 entries (the caller pads a shorter one to 65536), each entry a run of 2 to 28 ternary weights (pairs of them). The
-// products decode the stream in registers: y = hi * (sum of x where the weight is hi) +
+// dictionary of up to 65536 entries (the caller pads a shorter one to 65536), each entry a run
+// of 2 to 56 ternary weights (pairs of them), any past the 28th zero. The products decode the stream in registers: y = hi * (sum of x where the weight is hi) +
 // lo * (sum of x where it is lo); no dense weight is ever written.
 //
 // Dictionary entry (uint64): bits 0-27 the positive mask, bits 28-55 the negative mask (bit j:
-// weight j of the run), bits 56-60 the run length in weights (even, 2...28). Callers (MoECore's
+// weight j of the run, j < 28), bits 56-61 the run length in weights (even, 2...56; the weights
+// past the masks are 0). Callers (MoECore's
 // `TernaryMatrix`) check every row's runs add up to exactly K before a product reads them.
 #include <stdlib.h>
 #include "internal.h"
@@ -14,7 +15,11 @@
 
 static inline uint32_t pos_mask(uint64_t e) { return (uint32_t)e & MASK28; }
 static inline uint32_t neg_mask(uint64_t e) { return (uint32_t)(e >> 28) & MASK28; }
-static inline uint32_t run_length(uint64_t e) { return (uint32_t)(e >> 56) & 31u; }
+static inline uint32_t run_length(uint64_t e) { return (uint32_t)(e >> 56) & 63u; }
+/// Weight j (< 56) of a run as -1, 0, 1.
+static inline int run_value(uint32_t pm, uint32_t nm, uint32_t j) {
+  return j < 28 ? (int)((pm >> j) & 1) - (int)((nm >> j) & 1) : 0;
+}
 
 /// Sums of x over one code's positive and negative weights, in ascending position, into *p, *n.
 static inline void code_sums_scalar(uint64_t e, const float *x, float *p, float *n) {
@@ -60,7 +65,10 @@ static void ternary_dequantize_scalar(const uint16_t *codes, const uint32_t *off
     for (uint32_t c = offsets[r]; c < offsets[r + 1]; c++) {
       const uint64_t e = dict[codes[c]];
       const uint32_t pm = pos_mask(e), nm = neg_mask(e), len = run_length(e);
-      for (uint32_t j = 0; j < len; j++) w[pos + j] = ((pm >> j) & 1) ? hi : ((nm >> j) & 1) ? lo : 0.0f;
+      for (uint32_t j = 0; j < len; j++) {
+        const int t = run_value(pm, nm, j);
+        w[pos + j] = t > 0 ? hi : t < 0 ? lo : 0.0f;
+      }
       pos += len;
     }
   }
@@ -92,7 +100,8 @@ static inline float hsum(__m256 v) {
 
 /// Row r's codes as two bit streams over its K weights (bit j of word j / 32: weight j is hi,
 /// respectively lo), into K / 32 + 1 words each. The bits gather in 64-bit registers and a
-/// word is stored once complete, so consecutive codes do not wait on each other's stores.
+/// word is stored once complete (a run's zero tail can complete two), so consecutive codes do
+/// not wait on each other's stores.
 /// Codes below `climit` may be read ahead.
 static inline void row_masks(const uint16_t *codes, uint32_t c0, uint32_t c1, uint32_t climit, const uint64_t *dict, size_t K,
                              uint32_t *pw, uint32_t *nw) {
@@ -100,14 +109,14 @@ static inline void row_masks(const uint16_t *codes, uint32_t c0, uint32_t c1, ui
   size_t pos = 0, base = 0, w = 0;
   for (uint32_t c = c0; c < c1; c++) {
     // The dictionary entry 16 codes on (into the next rows', up to `climit`, the codes the caller
-    // may read): the entries are 512 KiB, so most loads would otherwise wait on L2 or L3.
+    // may read): the entries are up to 512 KiB, so most loads would otherwise wait on L2 or L3.
     __builtin_prefetch(dict + codes[c + 16 < climit ? c + 16 : c]);
     const uint64_t e = dict[codes[c]];
     const size_t b = pos - base;  // < 32, so a 28-bit mask shifted by it fits in 64 bits
     ap |= (uint64_t)pos_mask(e) << b;
     an |= (uint64_t)neg_mask(e) << b;
     pos += run_length(e);
-    if (pos - base >= 32) {
+    while (pos - base >= 32) {
       pw[w] = (uint32_t)ap;
       nw[w] = (uint32_t)an;
       ap >>= 32;
@@ -309,7 +318,7 @@ void moek_ternary_decode_rows(const uint16_t *codes, const uint32_t *offsets, co
     for (uint32_t c = offsets[r]; c < offsets[r + 1]; c++) {
       const uint64_t e = dict[codes[c]];
       const uint32_t pm = pos_mask(e), nm = neg_mask(e), len = run_length(e);
-      for (uint32_t j = 0; j < len; j++) t[pos + j] = (int8_t)(((pm >> j) & 1) - ((nm >> j) & 1));
+      for (uint32_t j = 0; j < len; j++) t[pos + j] = (int8_t)run_value(pm, nm, j);
       pos += len;
     }
   }

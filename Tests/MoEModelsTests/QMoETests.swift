@@ -37,8 +37,12 @@ final class QMoETests: XCTestCase {
         let m = try matrix(values, rows: rows, cols: cols, dictionary: dictionary)
         XCTAssertEqual(m.ternary(rows: 0..<rows), values)
         XCTAssertEqual(m.ternary(rows: 7..<9), Array(values[(7 * cols)..<(9 * cols)]))
-        // Mostly zeros code well: far fewer codes than pairs.
+        // Mostly zeros code well: far fewer codes than pairs, and some codes run past the 28
+        // weights the masks cover, on zeros.
         XCTAssertLessThan(m.codeCount * 4, rows * cols / 2)
+        XCTAssertTrue(m.parts.codes.contains { TernaryDictionary.fields(dictionary.entries[Int($0)]).length > TernaryDictionary.maskedRun })
+        let sparse = ternaryRows(rows: rows, cols: cols, zeros: 0.99, seed: 5)
+        XCTAssertEqual(try matrix(sparse, rows: rows, cols: cols, dictionary: dictionary).ternary(rows: 0..<rows), sparse)
         // Rows the dictionary never saw still encode (the single pairs are always in it).
         let other = ternaryRows(rows: 5, cols: cols, zeros: 0.2, seed: 2)
         XCTAssertEqual(try matrix(other, rows: 5, cols: cols, dictionary: dictionary).ternary(rows: 0..<5), other)
@@ -101,7 +105,7 @@ final class QMoETests: XCTestCase {
         (bad[1], bad[2]) = (bad[2], bad[1])
         XCTAssertThrowsError(try TernaryMatrix(rows: 3, cols: 40, codes: c.codes, offsets: bad, scales: scales, dictionary: dictionary))
         // Dictionary entries that are not runs of 2...28 weights, or mark a weight both ways.
-        for entry: UInt64 in [0, 3 << 56, 30 << 56, 1 | 1 << 28 | 2 << 56, 1 << 5 | 4 << 56] {
+        for entry: UInt64 in [0, 3 << 56, 58 << 56, 1 | 1 << 28 | 2 << 56, 1 << 5 | 4 << 56, 1 << 62 | 2 << 56] {
             var entries = dictionary.entries
             entries[77] = entry
             XCTAssertThrowsError(try TernaryDictionary(entries: entries, path: "d")) { XCTAssertTrue("\($0)".contains("dictionary[77]"), "\($0)") }
