@@ -221,6 +221,35 @@ static inline float masked_row_avx512(const uint32_t *pw, const uint32_t *nw, co
   return hi * _mm512_reduce_add_ps(_mm512_add_ps(ap, bp)) + lo * _mm512_reduce_add_ps(_mm512_add_ps(an, bn));
 }
 
+/// One activation row (decode), code by code with no bit streams: each code's 28 masked
+/// weights are two masked loads of x at the run's start (lanes limited to the run's non-zero
+/// weights, so no load passes x[K)) and four masked adds; consecutive codes alternate between
+/// two sets of accumulators, so the adds do not wait on each other.
+static void ternary_rows_direct_avx512(const uint16_t *codes, const uint32_t *offsets, const uint16_t *scales,
+                                       const uint64_t *dict, const float *x, float *y, size_t r0, size_t r1) {
+  for (size_t r = r0; r < r1; r++) {
+    __m512 ap[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()}, bp[2] = {ap[0], ap[0]}, an[2] = {ap[0], ap[0]}, bn[2] = {ap[0], ap[0]};
+    size_t pos = 0;
+    const uint32_t c1 = offsets[r + 1], climit = offsets[r1];
+    for (uint32_t c = offsets[r]; c < c1; c++) {
+      __builtin_prefetch(dict + codes[c + 16 < climit ? c + 16 : c]);
+      const uint64_t e = dict[codes[c]];
+      const uint32_t pm = pos_mask(e), nm = neg_mask(e), any = pm | nm;
+      const __m512 v0 = _mm512_maskz_loadu_ps((__mmask16)any, x + pos);
+      const __m512 v1 = _mm512_maskz_loadu_ps((__mmask16)(any >> 16), x + pos + 16);
+      const int s = c & 1;
+      ap[s] = _mm512_mask_add_ps(ap[s], (__mmask16)pm, ap[s], v0);
+      bp[s] = _mm512_mask_add_ps(bp[s], (__mmask16)(pm >> 16), bp[s], v1);
+      an[s] = _mm512_mask_add_ps(an[s], (__mmask16)nm, an[s], v0);
+      bn[s] = _mm512_mask_add_ps(bn[s], (__mmask16)(nm >> 16), bn[s], v1);
+      pos += run_length(e);
+    }
+    const __m512 p = _mm512_add_ps(_mm512_add_ps(ap[0], bp[0]), _mm512_add_ps(ap[1], bp[1]));
+    const __m512 n = _mm512_add_ps(_mm512_add_ps(an[0], bn[0]), _mm512_add_ps(an[1], bn[1]));
+    y[r] = row_scale(scales, r, 1) * _mm512_reduce_add_ps(p) + row_scale(scales, r, 0) * _mm512_reduce_add_ps(n);
+  }
+}
+
 static void gemv_row_avx512(const uint32_t *pw, const uint32_t *nw, size_t r, float lo, float hi, size_t K, void *ctx) {
   const gemv_out *o = (const gemv_out *)ctx;
   for (int m = 0; m < o->nx; m++) o->Y[(size_t)m * o->ldy + r] = masked_row_avx512(pw, nw, o->X + (size_t)m * o->ldx, K, lo, hi);
@@ -294,6 +323,10 @@ void moek_ternary_gemv_rows(const uint16_t *codes, const uint32_t *offsets, cons
   if (nx < 1 || r1 <= r0) return;
   const int isa = moek_isa();
 #if defined(__x86_64__) || defined(__i386__)
+  if (isa == MOEK_ISA_AVX512 && nx == 1) {
+    ternary_rows_direct_avx512(codes, offsets, scales, dict, X, Y, r0, r1);
+    return;
+  }
   if (isa == MOEK_ISA_AVX512 || isa == MOEK_ISA_AVX2) {
     gemv_out out = {X, ldx, nx, Y, ldy};
     if (stream_rows(codes, offsets, scales, dict, r0, r1, K, isa == MOEK_ISA_AVX512 ? gemv_row_avx512 : gemv_row_avx2, &out)) return;
