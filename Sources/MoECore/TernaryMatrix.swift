@@ -8,9 +8,9 @@ import _MoEKernels
 /// cover a run's first 28 weights; the weights past them are 0. QMoE's runs stop at 28; the
 /// zero tail lets one code also cover the gap to the next non-zero weight, which at 90% zeros
 /// is often longer than what is left of 28. A model has one dictionary, shared by every coded
-/// matrix. QMoE's has 65536 entries; a small model's may
-/// hold fewer (512 KiB of entries is more than a few million weights' worth), and its codes
-/// then stay below the entry count (`TernaryMatrix` checks).
+/// matrix. QMoE's has 65536 entries; a small model's may hold fewer (512 KiB of entries is more
+/// than a few million weights' worth), and its codes then stay below the entry count
+/// (`TernaryMatrix` checks).
 public struct TernaryDictionary: @unchecked Sendable, Equatable {
     /// The most codewords a dictionary holds (16-bit codes).
     public static let maxSize = 1 << 16

@@ -1,13 +1,14 @@
 // QMoE's ternary-coded weight rows (Frantar & Alistarh 2023): every weight of a row is lo, 0 or
 // hi (the row's own two scales), and the row is stored as a stream of 16-bit codes into a
 // dictionary of up to 65536 entries (the caller pads a shorter one to 65536), each entry a run
-// of 2 to 56 ternary weights (pairs of them), any past the 28th zero. The products decode the stream in registers: y = hi * (sum of x where the weight is hi) +
-// lo * (sum of x where it is lo); no dense weight is ever written.
+// of 2 to 56 ternary weights (pairs of them), any past the 28th zero. The products decode the
+// stream in registers: y = hi * (sum of x where the weight is hi) + lo * (sum of x where it is
+// lo); no dense weight is ever written.
 //
 // Dictionary entry (uint64): bits 0-27 the positive mask, bits 28-55 the negative mask (bit j:
 // weight j of the run, j < 28), bits 56-61 the run length in weights (even, 2...56; the weights
-// past the masks are 0). Callers (MoECore's
-// `TernaryMatrix`) check every row's runs add up to exactly K before a product reads them.
+// past the masks are 0). Callers (MoECore's `TernaryMatrix`) check every row's runs add up to
+// exactly K before a product reads them.
 #include <stdlib.h>
 #include "internal.h"
 
