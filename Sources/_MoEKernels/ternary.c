@@ -222,31 +222,42 @@ static inline float masked_row_avx512(const uint32_t *pw, const uint32_t *nw, co
   return hi * _mm512_reduce_add_ps(_mm512_add_ps(ap, bp)) + lo * _mm512_reduce_add_ps(_mm512_add_ps(an, bn));
 }
 
-/// One activation row (decode), code by code with no bit streams: each code's 28 masked
-/// weights are two masked loads of x at the run's start (lanes limited to the run's non-zero
-/// weights, so no load passes x[K)) and four masked adds; consecutive codes alternate between
-/// two sets of accumulators, so the adds do not wait on each other.
+/// The sums under one code at x (the run's start): masked loads of the run's non-zero lanes
+/// (so no load passes the row's end), added under the hi and lo masks.
+typedef struct { __m512 p0, p1, n0, n1; } code_sums;
+static inline void add_code(code_sums *s, uint64_t e, const float *x) {
+  const uint32_t pm = pos_mask(e), nm = neg_mask(e), any = pm | nm;
+  const __m512 v0 = _mm512_maskz_loadu_ps((__mmask16)any, x), v1 = _mm512_maskz_loadu_ps((__mmask16)(any >> 16), x + 16);
+  s->p0 = _mm512_mask_add_ps(s->p0, (__mmask16)pm, s->p0, v0);
+  s->p1 = _mm512_mask_add_ps(s->p1, (__mmask16)(pm >> 16), s->p1, v1);
+  s->n0 = _mm512_mask_add_ps(s->n0, (__mmask16)nm, s->n0, v0);
+  s->n1 = _mm512_mask_add_ps(s->n1, (__mmask16)(nm >> 16), s->n1, v1);
+}
+
+/// One activation row (decode), code by code with no bit streams: two codes a step, each into
+/// its own sums, the second's start computed from the first's length, so the two codes' loads
+/// and adds overlap (a step of one code ran 1.3x slower; of four, 1.1x).
 static void ternary_rows_direct_avx512(const uint16_t *codes, const uint32_t *offsets, const uint16_t *scales,
                                        const uint64_t *dict, const float *x, float *y, size_t r0, size_t r1) {
   for (size_t r = r0; r < r1; r++) {
-    __m512 ap[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()}, bp[2] = {ap[0], ap[0]}, an[2] = {ap[0], ap[0]}, bn[2] = {ap[0], ap[0]};
+    const __m512 z = _mm512_setzero_ps();
+    code_sums a = {z, z, z, z}, b = {z, z, z, z};
     size_t pos = 0;
     const uint32_t c1 = offsets[r + 1], climit = offsets[r1];
-    for (uint32_t c = offsets[r]; c < c1; c++) {
+    uint32_t c = offsets[r];
+    for (; c + 2 <= c1; c += 2) {
+      // The entries 16 codes on (into the next rows', up to `climit`): see row_masks.
       __builtin_prefetch(dict + codes[c + 16 < climit ? c + 16 : c]);
-      const uint64_t e = dict[codes[c]];
-      const uint32_t pm = pos_mask(e), nm = neg_mask(e), any = pm | nm;
-      const __m512 v0 = _mm512_maskz_loadu_ps((__mmask16)any, x + pos);
-      const __m512 v1 = _mm512_maskz_loadu_ps((__mmask16)(any >> 16), x + pos + 16);
-      const int s = c & 1;
-      ap[s] = _mm512_mask_add_ps(ap[s], (__mmask16)pm, ap[s], v0);
-      bp[s] = _mm512_mask_add_ps(bp[s], (__mmask16)(pm >> 16), bp[s], v1);
-      an[s] = _mm512_mask_add_ps(an[s], (__mmask16)nm, an[s], v0);
-      bn[s] = _mm512_mask_add_ps(bn[s], (__mmask16)(nm >> 16), bn[s], v1);
-      pos += run_length(e);
+      __builtin_prefetch(dict + codes[c + 17 < climit ? c + 17 : c]);
+      const uint64_t e0 = dict[codes[c]], e1 = dict[codes[c + 1]];
+      const size_t next = pos + run_length(e0);
+      add_code(&a, e0, x + pos);
+      add_code(&b, e1, x + next);
+      pos = next + run_length(e1);
     }
-    const __m512 p = _mm512_add_ps(_mm512_add_ps(ap[0], bp[0]), _mm512_add_ps(ap[1], bp[1]));
-    const __m512 n = _mm512_add_ps(_mm512_add_ps(an[0], bn[0]), _mm512_add_ps(an[1], bn[1]));
+    if (c < c1) add_code(&a, dict[codes[c]], x + pos);
+    const __m512 p = _mm512_add_ps(_mm512_add_ps(a.p0, a.p1), _mm512_add_ps(b.p0, b.p1));
+    const __m512 n = _mm512_add_ps(_mm512_add_ps(a.n0, a.n1), _mm512_add_ps(b.n0, b.n1));
     y[r] = row_scale(scales, r, 1) * _mm512_reduce_add_ps(p) + row_scale(scales, r, 0) * _mm512_reduce_add_ps(n);
   }
 }
