@@ -38,8 +38,9 @@ public enum RandomCheckpoint {
         /// Uniform in ±1/sqrt(fan-in), as PyTorch's `nn.Linear` draws them.
         case uniform
         /// Normal with mean 0 and this standard deviation, as transformers' `_init_weights`
-        /// draws them (`initializer_range`, 0.02 in most configs): bell-shaped rows, as trained
-        /// weights are, which matters to formats whose grid follows each row's extremes (QMoE).
+        /// draws matrices (`initializer_range`, 0.02 in most configs; biases are drawn the same
+        /// way here, where transformers zeroes them): bell-shaped rows, as trained weights are,
+        /// which matters to formats whose grid follows each row's extremes (QMoE).
         case normal(std: Float)
     }
 
