@@ -158,9 +158,17 @@ public struct TernaryMatrix: @unchecked Sendable {
         guard c == codeCount else {
             throw .invalidValue(path: path, field: "codes", reason: "\(codeCount - c) codes past the last row")
         }
+        // The walk has made every check of the initializer with offsets (offsets from 0 to the code
+        // count, rising, every row exactly K, every code in the dictionary): no second walk.
         let o = Self.copy(offsets)
-        try self.init(rows: rows, cols: cols, codes: codes, codeCount: codeCount, offsets: UnsafePointer(o.base.assumingMemoryBound(to: UInt32.self)),
-                      scales: scales, owners: owners + [o], dictionary: dictionary, path: path)
+        self.rows = rows
+        self.cols = cols
+        self.codes = codes
+        self.codeCount = codeCount
+        self.offsets = UnsafePointer(o.base.assumingMemoryBound(to: UInt32.self))
+        self.scales = scales
+        self.owners = owners + [o]
+        self.dictionary = dictionary
     }
 
     /// A matrix that owns copies of `codes`, `offsets` (N + 1) and `scales` (N pairs of f16 bits).
