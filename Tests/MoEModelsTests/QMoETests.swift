@@ -245,6 +245,29 @@ final class QMoETests: XCTestCase {
                 XCTAssertTrue("\(error)".contains(expected) && "\(error)".contains(stem), "\(corrupt) \(target) \(error)")
             }
         }
+        // A dictionary of no entries, of more than 65536, of another dtype, or too short for the codes.
+        let name = TernaryCheckpoint.dictionaryName
+        for (count, dtype, expected) in [(0, "U64", "U64 [1 to 65536]"), (65537, "U64", "U64 [1 to 65536]"), (16, "U32", "U64 [1 to 65536]"),
+                                         (9, "U64", "past the dictionary")] {
+            var entries: [SafetensorsWriter.RawEntry] = []
+            for n in good.names where n != name {
+                let f = good.files[n]!, e = f.entries[n]!
+                let data = Data(try f.bytes(n))
+                entries.append(.init(name: n, dtype: e.dtypeName, shape: e.shape) { data })
+            }
+            var singles: [UInt64] = []
+            for s in 0..<9 {
+                let pair: [Int8] = [Int8(s / 3 - 1), Int8(s % 3 - 1)]
+                singles.append(TernaryDictionary.entry(pair[...]))
+            }
+            let d: [UInt64] = (0..<count).map { singles[$0 % 9] }
+            let bytes: Data = dtype == "U64" ? d.withUnsafeBytes { Data($0) } : Data(count: 4 * count)
+            entries.append(.init(name: name, dtype: dtype, shape: [count]) { bytes })
+            try SafetensorsWriter.write(raw: entries, to: file)
+            XCTAssertThrowsError(try DecoderModel(directory: out)) { error in
+                XCTAssertTrue("\(error)".contains(expected) && "\(error)".contains(file), "\(count) \(dtype): \(error)")
+            }
+        }
     }
 }
 
