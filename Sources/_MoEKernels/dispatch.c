@@ -190,6 +190,9 @@ void moek_adamw(float *w, const float *g, float *m, float *v, size_t n, const fl
   vt()->adamw(w, g, m, v, n, hyper);
 }
 double moek_sum_squares(const float *x, size_t n) { return vt()->sum_squares(x, n); }
+void moek_dropout(float *dst, const float *src, size_t n, uint64_t seed, uint64_t first, float p, int accumulate) {
+  vt()->dropout(dst, src, n, seed, first, (uint64_t)((double)p * 16777216.0), 1.0f / (1.0f - p), accumulate);
+}
 float moek_scale_dot(const float *x, const float *y, float a, float *out, size_t n) {
   return vt()->scale_dot(x, y, a, out, n);
 }

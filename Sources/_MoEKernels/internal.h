@@ -109,6 +109,8 @@ typedef struct {
   int (*topk_row)(const float *x, size_t n, size_t k, intptr_t *out);
   void (*rope_rows)(const float *x, float *out, size_t heads, size_t hd, size_t rd, const float *c, const float *s,
                     float sign, int rotate_half);
+  void (*dropout)(float *dst, const float *src, size_t n, uint64_t seed, uint64_t first, uint64_t threshold,
+                  float scale, int accumulate);
 } moek_vtable;
 
 extern const moek_vtable moek_vt_scalar;

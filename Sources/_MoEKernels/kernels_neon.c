@@ -136,6 +136,6 @@ const moek_vtable moek_vt_neon = {
     silu_mul_neon, silu_mul_backward_neon, silu_mul_backward_scaled_neon, adamw_neon, sum_squares_neon, read_probe_neon,
     scale_dot_neon, rms_norm_row_neon, rms_norm_backward_row_neon,
     causal_softmax_rows_neon, causal_softmax_backward_rows_neon,
-    softmax_row_f64_neon, combine_rows_neon, softmax_rows_neon, NULL, rope_rows_neon,
+    softmax_row_f64_neon, combine_rows_neon, softmax_rows_neon, NULL, rope_rows_neon, dropout_neon,
 };
 #endif

@@ -5,7 +5,7 @@ import _TestSupport
 import XCTest
 
 /// The elementwise C leaves (SiLU and its SwiGLU backward with their vectorised exp, AdamW,
-/// sum of squares, the cross-entropy softmax row, the MoE combine) against Double references, on every ISA path
+/// sum of squares, the cross-entropy softmax row, the MoE combine, dropout) against Double references, on every ISA path
 /// and odd sizes, including inputs where exp saturates.
 final class ElementwiseLeafTests: XCTestCase {
     let sizes = [1, 3, 17, 4097, 70_001]
@@ -107,6 +107,41 @@ final class ElementwiseLeafTests: XCTestCase {
                                     "d=\(d) rows \(rows) weighted \(weighted) accumulate \(accumulate) \(isa)")
                     }
                 }
+            }
+        }
+    }
+
+    /// Dropout's mask is SplitMix64 of (seed, index) exactly (written out here in Swift), the same
+    /// on every ISA, whether drawn whole or in pieces from odd offsets, in place or accumulated.
+    func testDropoutDrawsSplitMix64sMaskOnEveryISA() {
+        func factor(_ p: Float, seed: UInt64, index: Int) -> Float {
+            var z = seed &+ UInt64(index) &* 0x9E37_79B9_7F4A_7C15
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return (z ^ (z >> 31)) >> 40 < UInt64(Double(p) * 16_777_216) ? 0 : 1 / (1 - p)
+        }
+        forEachISA { isa in
+            for (n, p) in [(1, Float(0.5)), (17, 0.1), (4097, 0.05), (70_001, 0.9)] {
+                let x = Tensor(randomUniform: [n], in: -2...2, seed: UInt64(n)).toFloats()
+                let want = (0..<n).map { x[$0] * factor(p, seed: 7, index: 1000 + $0) }
+                var whole = [Float](repeating: 0, count: n), pieces = x, summed = x
+                whole.withUnsafeMutableBufferPointer { w in
+                    x.withUnsafeBufferPointer { Kernels.dropout(w.baseAddress!, $0.baseAddress!, count: n, seed: 7, first: 1000, p: p) }
+                }
+                pieces.withUnsafeMutableBufferPointer { b in  // in place, in pieces of 13
+                    for from in stride(from: 0, to: n, by: 13) {
+                        let q = b.baseAddress! + from
+                        Kernels.dropout(q, q, count: min(13, n - from), seed: 7, first: 1000 + from, p: p)
+                    }
+                }
+                summed.withUnsafeMutableBufferPointer { b in
+                    x.withUnsafeBufferPointer { Kernels.dropout(b.baseAddress!, $0.baseAddress!, count: n, seed: 7, first: 1000, p: p, accumulate: true) }
+                }
+                XCTAssertEqual(whole, want, "dropout n=\(n) \(isa)")
+                XCTAssertEqual(pieces, want, "dropout in place, in pieces, n=\(n) \(isa)")
+                XCTAssertEqual(summed, zip(x, want).map { $0 + $1 }, "dropout accumulated n=\(n) \(isa)")
+                let kept = Double(want.filter { $0 != 0 }.count) / Double(n)
+                if n > 4000 { XCTAssertEqual(kept, Double(1 - p), accuracy: 0.02, "kept fraction n=\(n)") }
             }
         }
     }

@@ -51,9 +51,11 @@ extension Tape {
         precondition(p >= 0 && p < 1, "dropout: p \(p) outside [0, 1)")
         guard p > 0 else { return x }
         func masked(_ out: UnsafeMutableBufferPointer<Float>, _ src: UnsafeBufferPointer<Float>) {
+            guard let o = out.baseAddress, let s = src.baseAddress else { return }
             let chunk = 1 << 14
             Kernels.parallelRows((out.count + chunk - 1) / chunk, cost: chunk, pool: pool) { c in
-                for i in (c * chunk)..<min(out.count, (c + 1) * chunk) { out[i] = src[i] * Self.dropoutKeep(p, seed: seed, index: i) }
+                let from = c * chunk
+                Kernels.dropout(o + from, s + from, count: min(chunk, out.count - from), seed: seed, first: from, p: p)
             }
         }
         let y = Tensor(uninitialized: x.shape)
@@ -66,15 +68,5 @@ extension Tape {
             x.accumulate(owned: dy, pool: self.pool)
         }
         return out
-    }
-
-    /// Inverted dropout's factor for element `index` of a mask drawn from `seed`: 0 with
-    /// probability p, else 1 / (1 - p); SplitMix64's output function of (seed, index), so any
-    /// element's draw is made again without the others.
-    static func dropoutKeep(_ p: Float, seed: UInt64, index: Int) -> Float {
-        var z = seed &+ UInt64(index) &* 0x9E37_79B9_7F4A_7C15
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return (z ^ (z >> 31)) >> 40 < UInt64(Double(p) * 16_777_216) ? 0 : 1 / (1 - p)  // the draw's top 24 bits
     }
 }

@@ -30,20 +30,19 @@ struct ExpertLoRAPass {
     var dropped: [Int: Tensor] = [:]
     var dropout: (p: Float, seed: UInt64)?
 
-    /// Inverted dropout's factor for element `i` (row-major) of expert e's input rows
-    /// (`Tape.dropoutKeep`, each expert's mask from a seed of its own).
-    static func keep(_ d: (p: Float, seed: UInt64), expert e: Int, index i: Int) -> Float {
-        Tape.dropoutKeep(d.p, seed: d.seed &+ (UInt64(e) << 40), index: i)
-    }
+    /// The seed of expert e's dropout mask (`Kernels.dropout`): each expert draws its own, over
+    /// its rows' elements in row-major order.
+    static func seed(_ d: (p: Float, seed: UInt64), expert e: Int) -> UInt64 { d.seed &+ (UInt64(e) << 40) }
 
     /// Expert e's input rows (token rows of `input`, or its rows `span`) with dropout applied.
     static func droppedRows(_ input: Tensor, rows: [Int]?, span: Range<Int>, expert e: Int, _ d: (p: Float, seed: UInt64),
                             pool: ThreadPool) -> Tensor {
         let k = input.shape[1], out = Tensor(uninitialized: [span.count, k])
-        let src = input.floats, dst = out.mutableFloats
-        Kernels.parallelRows(span.count, cost: 4 * k, pool: pool) { j in
+        guard let src = input.floats.baseAddress, let dst = out.mutableFloats.baseAddress else { return out }
+        let s = seed(d, expert: e)
+        Kernels.parallelRows(span.count, cost: k, pool: pool) { j in
             let from = (rows?[j] ?? (span.lowerBound + j)) * k
-            for c in 0..<k { dst[j * k + c] = src[from + c] * keep(d, expert: e, index: j * k + c) }
+            Kernels.dropout(dst + j * k, src + from, count: k, seed: s, first: j * k, p: d.p)
         }
         return out
     }
@@ -127,9 +126,10 @@ struct ExpertLoRAPass {
         Kernels.gemmBatch(second, pool: pool)
         guard let dropout else { return }
         for (e, dx) in masked {
-            let k = dx.shape[1], src = dx.floats, dst = inputGrad.rows(spans[e]).mutableFloats
-            Kernels.parallelRows(dx.shape[0], cost: 4 * k, pool: pool) { j in
-                for c in 0..<k { dst[j * k + c] += src[j * k + c] * Self.keep(dropout, expert: e, index: j * k + c) }
+            let k = dx.shape[1], s = Self.seed(dropout, expert: e)
+            guard let src = dx.floats.baseAddress, let dst = inputGrad.rows(spans[e]).mutableFloats.baseAddress else { continue }
+            Kernels.parallelRows(dx.shape[0], cost: k, pool: pool) { j in
+                Kernels.dropout(dst + j * k, src + j * k, count: k, seed: s, first: j * k, p: dropout.p, accumulate: true)
             }
         }
     }

@@ -243,6 +243,12 @@ void moek_adamw(float *w, const float *g, float *m, float *v, size_t n, const fl
 /// Sum of x[i]^2: f32 partial sums (16 lanes) of up to 1024 elements, added in f64, then the last
 /// n % 16 elements in f64.
 double moek_sum_squares(const float *x, size_t n);
+/// Inverted dropout over elements first ... first + n - 1 of the mask drawn from `seed` with
+/// probability p (0 <= p < 1): dst[i] = src[i] * f, or dst[i] += it with `accumulate`, where f is
+/// 0 if the element is dropped, else 1 / (1 - p). Element j is dropped when the top 24 bits of
+/// SplitMix64's output function of seed + j * 0x9E3779B97F4A7C15 fall below p * 2^24: the same
+/// mask on every ISA, any element's factor made again without the others. dst may be src.
+void moek_dropout(float *dst, const float *src, size_t n, uint64_t seed, uint64_t first, float p, int accumulate);
 /// out = a x, and returns sum x y (16 f32 partial sums, added in order). x, y, out distinct.
 float moek_scale_dot(const float *x, const float *y, float a, float *out, size_t n);
 /// One RMSNorm row: y = x inv w with inv = 1 / sqrt(mean(x^2) + eps) (the sum in 16 f32
