@@ -7,6 +7,11 @@ fixtures' checkpoints, and the logits PEFT computes with them (the oracle for `-
                 rank_pattern (o_proj 2), on attention, the shared expert, its gate, the token
                 embedding and the LM head of Tests/Fixtures/qwen2_moe
   qwen2_moe_q/  a second adapter (r 2 on q_proj), stacked on the first: both active at once
+  mixtral_experts/  r 3, alpha 6 on q_proj and, through PEFT's `target_parameters`, on
+                transformers 5's stacked expert tensors `mlp.experts.gate_up_proj` and
+                `mlp.experts.down_proj` of Tests/Fixtures/mixtral (stored per expert as w1/w3/w2)
+  gpt_oss_experts/  rsLoRA r 2, alpha 8 on GPT-OSS's `mlp.experts.gate_up_proj` alone (stored
+                stacked, input-major, gate and up columns interleaved) of Tests/Fixtures/gpt_oss
 
 Adapters are made with init_lora_weights=False (A and B random, so B A is not zero) from a
 fixed seed, saved with PEFT's save_pretrained, and each folder's reference.json holds the
@@ -85,4 +90,16 @@ model.add_adapter("second", LoraConfig(r=2, lora_alpha=4, init_lora_weights=Fals
 model.base_model.set_adapter(["default", "second"])
 folder = save(model, "second", "qwen2_moe_q")
 reference(model, prompt, folder, "qwen2_moe")
+
+torch.manual_seed(2)
+model, prompt = base("mixtral")
+model = get_peft_model(model, LoraConfig(r=3, lora_alpha=6, init_lora_weights=False, target_modules=["q_proj"],
+                                         target_parameters=["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]))
+reference(model, prompt, save(model, "default", "mixtral_experts"), "mixtral")
+
+torch.manual_seed(3)
+model, prompt = base("gpt_oss")
+model = get_peft_model(model, LoraConfig(r=2, lora_alpha=8, use_rslora=True, init_lora_weights=False, target_modules=[],
+                                         target_parameters=["mlp.experts.gate_up_proj"]))
+reference(model, prompt, save(model, "default", "gpt_oss_experts"), "gpt_oss")
 print("wrote", OUT)

@@ -7,6 +7,9 @@ that loss with respect to every lora_A and lora_B (the oracle for MoEKit's LoRA 
   llama/      r 4, alpha 8 on every attention and MLP projection of Tests/Fixtures/llama
   qwen2_moe/  rsLoRA r 4, alpha 8, with alpha_pattern (o_proj 2) on attention, the shared
               expert, its sigmoid gate and the LM head of Tests/Fixtures/qwen2_moe
+  qwen3_moe/  r 3, alpha 6 on q_proj and v_proj and, through PEFT's `target_parameters`, on
+              transformers 5's stacked `mlp.experts.gate_up_proj` and `mlp.experts.down_proj`
+              (one A per expert shared by its gate and up rows) of Tests/Fixtures/qwen3_moe
 
 A and B are random (init_lora_weights=False) from a fixed seed, so every gradient is non-zero.
 Each folder holds the PEFT adapter (adapter_config.json, adapter_model.safetensors),
@@ -66,4 +69,6 @@ make("llama", 3, LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, lora_dro
 make("qwen2_moe", 4, LoraConfig(r=4, lora_alpha=8, use_rslora=True, init_lora_weights=False, lora_dropout=0.0,
                                 alpha_pattern={"o_proj": 2},
                                 target_modules=r".*(self_attn\.(q|k|v|o)_proj|shared_expert\.(gate|up|down)_proj|shared_expert_gate|lm_head)"))
+make("qwen3_moe", 5, LoraConfig(r=3, lora_alpha=6, init_lora_weights=False, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
+                                target_parameters=["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]))
 print("wrote", OUT)

@@ -12,7 +12,12 @@ public final class AdaptedWeights: WeightSource, @unchecked Sendable {
     public let adapters: [LoRAAdapterFolder]
     /// Llama-family GGUF q/k rows are in llama.cpp's interleaved-RoPE order: deltas follow.
     let ropeInterleaved: Bool, heads: Int, kvHeads: Int
+    /// GPT-OSS's stacked experts: [E, in, out], gate and up columns interleaved.
+    let isInputMajor: Bool
     let pool: ThreadPool
+    /// Stacked-expert adapters by the tensor name they change: per-expert names (`experts.E.w1`)
+    /// or the stacked tensors themselves, whichever the checkpoint stores.
+    private let stackedTargets: [String: [StackedTarget]]
     private var applied = Set<String>()
     private let lock = NSLock()
 
@@ -26,9 +31,11 @@ public final class AdaptedWeights: WeightSource, @unchecked Sendable {
         }
         self.base = base
         self.adapters = adapters
+        stackedTargets = try Self.stackedTargets(adapters, spec: spec)
         ropeInterleaved = spec.ropeInterleaved
         heads = spec.heads
         kvHeads = spec.kvHeads
+        isInputMajor = spec.names.stackedLayout == .interleavedInputMajor
         self.pool = pool
     }
 
@@ -38,6 +45,7 @@ public final class AdaptedWeights: WeightSource, @unchecked Sendable {
 
     public func tensor(_ name: String, shape: [Int]?) throws(ModelError) -> Tensor {
         var w = try base.tensor(name, shape: shape)
+        if let targets = stackedTargets[name] { return try applyStacked(targets, to: w, name: name) }
         guard name.hasSuffix(".weight") else { return w }
         let module = String(name.dropLast(".weight".count))
         for a in adapters {
@@ -78,6 +86,85 @@ public final class AdaptedWeights: WeightSource, @unchecked Sendable {
     public func checkAllApplied() throws(ModelError) {
         let done = lock.withLock { applied }
         try Self.check(adapters) { done.contains($0) }
+        for adapter in adapters {
+            for s in adapter.stacked where !done.contains(Self.key(s)) {
+                throw .invalidFile(path: adapter.path, field: Self.key(s), reason: "adapts experts this model does not have (layer \(s.layer) is not an MoE layer?)")
+            }
+        }
+    }
+
+    // MARK: - Stacked expert adapters (PEFT `target_parameters`)
+
+    /// One stacked-expert adapter's share of a tensor: expert `expert`'s part of it, or every
+    /// expert's (a stacked tensor, `expert` nil).
+    struct StackedTarget {
+        enum Part { case gate, up, down, gateUp }
+        let adapter: LoRAAdapterFolder, lora: StackedExpertLoRA, part: Part, expert: Int?
+    }
+
+    /// `model.layers.N.mlp.experts.gate_up_proj`: the adapter's target as PEFT names it.
+    static func key(_ s: StackedExpertLoRA) -> String { "\(StackedExpertLoRA.module(layer: s.layer)).\(s.parameter.rawValue)" }
+
+    /// Every stacked-expert adapter's targets, by the tensor names `spec` loads experts from; its
+    /// experts and A, B shapes checked against the model's.
+    static func stackedTargets(_ adapters: [LoRAAdapterFolder], spec: DecoderSpec) throws(ModelError) -> [String: [StackedTarget]] {
+        var out: [String: [StackedTarget]] = [:]
+        let d = spec.hiddenSize, inner = spec.expertIntermediate, n = spec.names
+        for adapter in adapters {
+            for s in adapter.stacked {
+                let (inputs, outputs) = s.parameter == .gateUp ? (d, 2 * inner) : (inner, d)
+                guard s.a.count == spec.experts, zip(s.a, s.b).allSatisfy({ $0.shape[1] == inputs && $1.shape[0] == outputs }) else {
+                    throw .invalidFile(path: adapter.path, field: key(s),
+                                       reason: "holds \(s.a.count) experts of A \(s.a.first?.shape ?? []), B \(s.b.first?.shape ?? []); the model has \(spec.experts) of [r, \(inputs)], [\(outputs), r]")
+                }
+                guard s.layer < spec.layers else { continue }  // never loaded: checkAllApplied names it
+                let stacked = n.stackedExperts(s.layer)
+                switch s.parameter {
+                case .gateUp:
+                    out[stacked.gateUp, default: []].append(StackedTarget(adapter: adapter, lora: s, part: .gateUp, expert: nil))
+                    for e in 0..<spec.experts {
+                        out[n.expert(s.layer, e).gate, default: []].append(StackedTarget(adapter: adapter, lora: s, part: .gate, expert: e))
+                        out[n.expert(s.layer, e).up, default: []].append(StackedTarget(adapter: adapter, lora: s, part: .up, expert: e))
+                    }
+                case .down:
+                    out[stacked.down, default: []].append(StackedTarget(adapter: adapter, lora: s, part: .down, expert: nil))
+                    for e in 0..<spec.experts {
+                        out[n.expert(s.layer, e).down, default: []].append(StackedTarget(adapter: adapter, lora: s, part: .down, expert: e))
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// `w` (one expert's projection, or a stacked tensor of every expert's) plus each target's
+    /// delta: a stacked tensor input-major (GPT-OSS, [E, in, out]) takes the deltas transposed,
+    /// and gate/up rows interleaved there.
+    private func applyStacked(_ targets: [StackedTarget], to w: Tensor, name: String) throws(ModelError) -> Tensor {
+        var merged = w.toFloats()
+        let interleaved = isInputMajor
+        for t in targets {
+            let experts = t.expert.map { [$0] } ?? Array(t.lora.a.indices)
+            let block = merged.count / experts.count
+            for (slot, e) in experts.enumerated() {
+                var delta = t.lora.delta(expert: e, pool: pool)  // [out, in]
+                if t.part == .gate || t.part == .up {
+                    let halves = StackedExpertLoRA.gateAndUp(delta, interleaved: interleaved)
+                    delta = t.part == .gate ? halves.gate : halves.up
+                }
+                let rows = delta.shape[0], cols = delta.shape[1], dp = delta.floats
+                let transposed = t.expert == nil && interleaved  // stacked input-major: [in, out]
+                guard rows * cols == block else {
+                    throw .invalidFile(path: t.adapter.path, field: Self.key(t.lora), reason: "B A is [\(rows), \(cols)] per expert; the model's \(name) is \(w.shape)")
+                }
+                let base = slot * block
+                for i in 0..<rows {
+                    for j in 0..<cols { merged[base + (transposed ? j * rows + i : i * cols + j)] += dp[i * cols + j] }
+                }
+            }
+            lock.withLock { _ = applied.insert(Self.key(t.lora)) }
+        }
+        return Tensor(shape: w.shape, values: merged)
     }
 
     /// Throws for the first module an adapter names that `present` says the model lacks.

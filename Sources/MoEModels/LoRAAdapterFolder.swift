@@ -6,7 +6,9 @@ import MoECore
 /// `adapter_model.safetensors`, whose tensors `base_model.model.<module>.lora_A.weight` [r, in]
 /// and `.lora_B.weight` [out, r] (`lora_embedding_A` [r, vocab] and `lora_embedding_B` [d, r]
 /// for an embedding) add `scale · B A` to the module's weight, scale = alpha / r (alpha / √r
-/// with rsLoRA). What PEFT can save but this does not apply (DoRA, `fan_in_fan_out`, full
+/// with rsLoRA). Adapters on transformers 5's stacked expert tensors (`target_parameters`:
+/// `mlp.experts.gate_up_proj`, `mlp.experts.down_proj`) are split per expert
+/// (`StackedExpertLoRA`). What PEFT can save but this does not apply (DoRA, `fan_in_fan_out`, full
 /// `modules_to_save` copies, bias training) is refused with the field named, never ignored.
 public final class LoRAAdapterFolder: @unchecked Sendable {
     /// The folder.
@@ -35,6 +37,8 @@ public final class LoRAAdapterFolder: @unchecked Sendable {
     }
     /// The mixtures by FFN module name (empty for a plain LoRA adapter).
     public let mixtures: [String: Mixture]
+    /// The adapters on stacked expert tensors (`target_parameters`), per layer and tensor.
+    public let stacked: [StackedExpertLoRA]
     /// Base weights the adapter carries whole (`<module>.base_layer.weight`, which PEFT saves
     /// beside an embedding's LoRA and loads over the model's), by module name.
     public let replacements: [String: Tensor]
@@ -119,6 +123,10 @@ public final class LoRAAdapterFolder: @unchecked Sendable {
         guard type == "MIXLORA" || routers.isEmpty else {
             throw .invalidFile(path: configPath, field: "peft_type", reason: "is LORA, but the tensors hold a mixture's router")
         }
+        let targetParameters = try field("target_parameters", [String].self) ?? []
+        stacked = try Self.stackedAdapters(&pairs, targets: targetParameters, file: file, configPath: configPath, weightsPath: weightsPath,
+                                           rank: try field("r", Int.self) ?? 8, rankPattern: try field("rank_pattern", [String: Double].self) ?? [:],
+                                           alpha: alpha, alphaPattern: alphaPattern, rsLoRA: rsLoRA)
         var modules: [String: Module] = [:]
         for (module, pair) in pairs {
             guard let aName = pair.a, let bName = pair.b else {
@@ -158,6 +166,46 @@ public final class LoRAAdapterFolder: @unchecked Sendable {
         }
         self.modules = modules
         self.mixtures = mixtures
+    }
+
+    /// Takes the pairs PEFT's `target_parameters` wrappers saved (`<experts>[.base_layer].lora_A`)
+    /// out of `pairs` and splits each into per-expert adapters; each target must be a stacked
+    /// expert tensor (`gate_up_proj`, `down_proj`), each wrapper's A [r·E, in] and B [out, r·E].
+    static func stackedAdapters(_ pairs: inout [String: (a: String?, b: String?, embedding: Bool)], targets: [String], file: SafetensorsFile,
+                                configPath: String, weightsPath: String, rank: Int, rankPattern: [String: Double], alpha: Double,
+                                alphaPattern: [String: Double], rsLoRA: Bool) throws(ModelError) -> [StackedExpertLoRA] {
+        guard !targets.isEmpty else { return [] }
+        let known = StackedExpertLoRA.Parameter.allCases.map(\.rawValue)
+        if let bad = targets.first(where: { t in !known.contains { t == $0 || t.hasSuffix("." + $0) } }) {
+            throw .invalidFile(path: configPath, field: "target_parameters",
+                               reason: "'\(bad)' is not a stacked expert tensor MoEKit adapts (mlp.experts.gate_up_proj, mlp.experts.down_proj)")
+        }
+        var out: [StackedExpertLoRA] = []
+        for wrapper in pairs.keys.sorted() {
+            var module = wrapper, depth = 0
+            while module.hasSuffix(".base_layer") { module = String(module.dropLast(".base_layer".count)); depth += 1 }
+            guard let layer = StackedExpertLoRA.layer(ofModule: module), let pair = pairs.removeValue(forKey: wrapper) else { continue }
+            let targeted = StackedExpertLoRA.Parameter.allCases.filter { p in
+                targets.contains { "\(module).\(p.rawValue)" == $0 || "\(module).\(p.rawValue)".hasSuffix("." + $0) }
+            }
+            let field = "base_model.model.\(wrapper).lora_A.weight"
+            guard depth < targeted.count else {
+                throw .invalidFile(path: weightsPath, field: field, reason: "is a wrapper \(depth) deep, but target_parameters names \(targeted.count) tensor(s) of \(module)")
+            }
+            let parameter = targeted[targeted.count - 1 - depth], key = "\(module).\(parameter.rawValue)"
+            guard let aName = pair.a, let bName = pair.b, !pair.embedding else {
+                throw .invalidFile(path: weightsPath, field: field, reason: "\(key) needs both lora_A and lora_B")
+            }
+            let r = Int(patternValue(rankPattern, module: key) ?? Double(rank))
+            let a = try file.tensor(aName), b = try file.tensor(bName)
+            guard r > 0, a.rank == 2, b.rank == 2, a.shape[0] % r == 0, let split = StackedExpertLoRA.split(a: a, b: b, experts: a.shape[0] / r) else {
+                throw .invalidFile(path: weightsPath, field: bName, reason: "A \(a.shape) and B \(b.shape) are not rank \(r) times a number of experts")
+            }
+            let moduleAlpha = patternValue(alphaPattern, module: key) ?? alpha
+            let scale = Float(rsLoRA ? moduleAlpha / Double(r).squareRoot() : moduleAlpha / Double(r))
+            out.append(StackedExpertLoRA(layer: layer, parameter: parameter, a: split.a, b: split.b, scale: scale))
+        }
+        return out
     }
 
     /// PEFT's per-module override: the value of the first key (sorted) that names the module

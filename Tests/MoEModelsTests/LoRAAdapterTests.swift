@@ -45,6 +45,30 @@ final class LoRAAdapterTests: XCTestCase {
                   reference: "qwen2_moe_q")
     }
 
+    /// PEFT's `target_parameters` adapters on transformers 5's stacked expert tensors: on
+    /// Mixtral's gate_up_proj and down_proj (nested wrappers; the checkpoint stores w1/w3/w2 per
+    /// expert) with q_proj, also through its GGUF (stacked `ffn_*_exps`), under an expert cache
+    /// and merged by `moe merge`; and on GPT-OSS's gate_up_proj alone (stored stacked input-major, gate and up interleaved).
+    func testStackedExpertAdaptersEqualPEFT() throws {
+        let (folder, gguf, _) = try fixtureAndItsGGUF("mixtral")
+        try check(model: folder, adapters: ["mixtral_experts"], reference: "mixtral_experts")
+        try check(model: gguf, adapters: ["mixtral_experts"], reference: "mixtral_experts")
+        let model = try DecoderModel(path: folder, adapters: [lora.appendingPathComponent("mixtral_experts").path])
+        try model.useExpertCache(budget: try model.storedBytes() - model.routedExpertBytes + 3 * model.largestExpertBytes)
+        var cache = model.makeCache()
+        let ref = try reference("mixtral_experts")
+        assertClose(try model.forward(ref.prompt, cache: &cache).toFloats(), ref.logits.flatMap { $0 }, absolute: 1e-4, "under an expert cache")
+        let merged = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-merged-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: merged) }
+        try LoRAMerge.merge(model: folder, adapters: [lora.appendingPathComponent("mixtral_experts").path], to: merged)
+        try check(model: merged, adapters: [], reference: "mixtral_experts")
+        try check(model: fixturesDirectory.appendingPathComponent("gpt_oss").path, adapters: ["gpt_oss_experts"], reference: "gpt_oss_experts")
+        let plain = try DecoderModel(directory: fixturesDirectory.appendingPathComponent("gpt_oss").path)
+        var plainCache = plain.makeCache()
+        let base = try plain.forward(try reference("gpt_oss_experts").prompt, cache: &plainCache).toFloats()
+        XCTAssertGreaterThan(zip(base, try reference("gpt_oss_experts").logits.flatMap { $0 }).map { abs($0 - $1) }.max() ?? 0, 0.01)
+    }
+
     /// Fixture `name`'s folder, an f32 GGUF of it in a temporary folder (removed after the
     /// test), and that folder.
     func fixtureAndItsGGUF(_ name: String) throws -> (folder: String, gguf: String, tmp: URL) {

@@ -75,7 +75,8 @@ public enum SkillSelection {
     }
 
     /// The cosine similarity of two adapters' weight deltas Σ_m s B_m A_m (flattened over the
-    /// modules), from A and B alone: ⟨B1 A1, B2 A2⟩ = Σ (B1ᵀ B2) ⊙ (A1 A2ᵀ).
+    /// modules), from A and B alone: ⟨B1 A1, B2 A2⟩ = Σ (B1ᵀ B2) ⊙ (A1 A2ᵀ). Adapters on stacked
+    /// expert tensors (`target_parameters`) do not count.
     public static func similarity(_ x: LoRAAdapterFolder, _ y: LoRAAdapterFolder) -> Double {
         func dot(_ p: LoRAAdapterFolder, _ q: LoRAAdapterFolder) -> Double {
             var total = 0.0
@@ -107,6 +108,9 @@ public enum SkillSelection {
         precondition(adapters.count == weights.count, "compose: one weight per adapter")
         if let mixed = adapters.first(where: { !$0.mixtures.isEmpty }) {
             throw .invalidFile(path: mixed.path, field: "peft_type", reason: "is MIXLORA: a mixture's router does not add in parameter space")
+        }
+        if let stacked = adapters.first(where: { !$0.stacked.isEmpty }) {
+            throw .invalidFile(path: stacked.path, field: "target_parameters", reason: "adapters on stacked expert tensors are not composed yet")
         }
         var modules: [String: (a: [Float], b: [[Float]], rank: Int, inputs: Int, outputs: Int)] = [:]
         for (adapter, w) in zip(adapters, weights) {
