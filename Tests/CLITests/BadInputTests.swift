@@ -107,6 +107,19 @@ final class BadInputTests: XCTestCase {
         let moleTopK = try file("mole-topk.json", #"{"lora": {"kind": "mole", "top_k": 2}, "steps": 2, "checkpoint_dir": "run-lora"}"#)
         let mixNoDense = try file("mix-nodense.json", #"{"lora": {"kind": "mixlora"}, "steps": 2, "checkpoint_dir": "run-lora"}"#)
         let mixDP = try file("mix-dp.json", #"{"lora": {"kind": "mixlora"}, "data_parallel": true, "steps": 2, "checkpoint_dir": "run-lora"}"#)
+        let stackedName = try file("stacked-name.json", #"{"lora": {"target_parameters": ["mlp.experts.w1"]}, "steps": 2, "checkpoint_dir": "run-lora"}"#)
+        let stackedDrop = try file("stacked-drop.json",
+                                   #"{"lora": {"dropout": 0.1, "target_parameters": ["gate_up_proj"]}, "steps": 2, "checkpoint_dir": "run-lora"}"#)
+        let stackedTwice = try file("stacked-twice.json",
+                                    #"{"lora": {"target_modules": ["w1"], "target_parameters": ["gate_up_proj"]}, "steps": 2, "checkpoint_dir": "run-lora"}"#)
+        let stackedDense = try file("stacked-dense.json",
+                                    #"{"lora": {"target_modules": ["q_proj"], "target_parameters": ["down_proj"]}, "steps": 2, "checkpoint_dir": "run-lora"}"#)
+        let stackedAdapter = work.appendingPathComponent("stacked-adapter")
+        try FileManager.default.copyItem(at: fixtures.appendingPathComponent("lora/mixtral_experts"), to: stackedAdapter)
+        let stackedConfig = stackedAdapter.appendingPathComponent("adapter_config.json")
+        var adapterJSON = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: stackedConfig)) as? [String: Any])
+        adapterJSON["target_parameters"] = ["mlp.experts.gate_up_proj"]  // two nested wrappers saved, one named
+        try JSONSerialization.data(withJSONObject: adapterJSON).write(to: stackedConfig)
         let shortImatrix = work.appendingPathComponent("short.imatrix.gguf").path
         try ImportanceMatrix(entries: ["blk.0.attn_q.weight": .init(sums: [1, 2, 3], counts: [1])], datasets: ["t"], chunkCount: 1,
                              chunkSize: 512).write(to: shortImatrix)
@@ -187,6 +200,15 @@ final class BadInputTests: XCTestCase {
             Case(args: ["train", "--config", moleTopK, "--from", mixtral], status: 1, mentions: ["mole-topk.json", "lora.top_k"]),
             Case(args: ["train", "--config", mixNoDense, "--from", mixtral], status: 1, mentions: ["lora.kind", "dense FFN"]),
             Case(args: ["train", "--config", mixDP, "--from", mixtral], status: 1, mentions: ["mix-dp.json", "data_parallel"]),
+            Case(args: ["train", "--config", stackedName, "--from", mixtral], status: 1, mentions: ["stacked-name.json", "lora.target_parameters", "mlp.experts.w1"]),
+            Case(args: ["train", "--config", stackedDrop, "--from", mixtral], status: 1, mentions: ["stacked-drop.json", "lora.dropout"]),
+            Case(args: ["train", "--config", stackedTwice, "--from", mixtral], status: 1, mentions: ["lora.target_parameters", "one by one"]),
+            Case(args: ["train", "--config", stackedDense, "--from", fixtures.appendingPathComponent("llama").path], status: 1,
+                 mentions: ["lora.target_parameters", "match no stacked expert tensor"]),
+            Case(args: ["logits", "--model", mixtral, "--tokens", "1", "--adapter", stackedAdapter.path], status: 1,
+                 mentions: ["adapter_model.safetensors", "base_layer", "1 tensor"]),
+            Case(args: ["logits", "--model", fixtures.appendingPathComponent("qwen3_moe").path, "--tokens", "1", "--adapter",
+                        fixtures.appendingPathComponent("lora/mixtral_experts").path], status: 1, mentions: ["mixtral_experts", "experts"]),
             Case(args: ["quantize", "--model", truncated, "--type", "q8_0", "--out", "q.gguf"], status: 1, mentions: ["trunc.gguf"]),
             Case(args: ["quantize", "--model", gguf, "--type", "qmoe", "--calibration", text, "--out", "q"], status: 64, mentions: ["checkpoint folder"]),
             Case(args: ["quantize", "--model", mixtral, "--type", "qmoe", "--calibration", "missing.txt", "--out", "q"], status: 1, mentions: ["missing.txt"]),

@@ -26,14 +26,13 @@ final class LoRATrainingTests: XCTestCase {
         XCTAssertEqual(out.loss.value.floats[0], ref.loss, accuracy: 1e-5, "\(name) loss", file: file, line: line)
         tape.backward(from: out.loss)
         let grads = try SafetensorsFile(path: dir.appendingPathComponent("gradients.safetensors").path)
-        let named = try XCTUnwrap(model.lora).namedVariables
+        let named = try XCTUnwrap(model.lora).peftTensors { $0.grad }
         XCTAssertEqual(Set(named.map(\.name)), Set(grads.entries.keys), "\(name): adapter tensors", file: file, line: line)
-        for (tensor, v) in named {
+        for (tensor, grad) in named {
             let expected = try grads.tensor(tensor).toFloats()
             let scale = expected.map(abs).max() ?? 0
             XCTAssertGreaterThan(scale, 0, tensor, file: file, line: line)
-            assertClose(v.grad?.toFloats() ?? [], expected, absolute: 1e-6 + 1e-4 * scale, "\(name): gradient of \(tensor)",
-                        file: file, line: line)
+            assertClose(grad.toFloats(), expected, absolute: 1e-6 + 1e-4 * scale, "\(name): gradient of \(tensor)", file: file, line: line)
         }
         // The base is frozen: no weight has a gradient.
         XCTAssertTrue(model.namedVariables.values.allSatisfy { $0.grad == nil }, file: file, line: line)
@@ -60,6 +59,9 @@ final class LoRATrainingTests: XCTestCase {
 
     func testDenseLlamaGradientsEqualPEFT() throws { try checkAgainstPEFT("llama") }
     func testQwen2MoEWithRSLoRASharedExpertAndHeadEqualsPEFT() throws { try checkAgainstPEFT("qwen2_moe") }
+    /// PEFT's `target_parameters` on transformers 5's stacked gate_up_proj and down_proj (each
+    /// expert's gate and up rows share one A): loss and stacked gradients equal PEFT's.
+    func testQwen3MoEStackedExpertParametersEqualPEFT() throws { try checkAgainstPEFT("qwen3_moe") }
 
     /// x y of 2-D tensors, either read transposed, in plain loops (in f64).
     func product(_ x: Tensor, _ y: Tensor, transposeA: Bool = false, transposeB: Bool = false) -> Tensor {
@@ -313,6 +315,67 @@ final class LoRATrainerTests: XCTestCase {
         try resumed.save(to: runB)
         XCTAssertEqual(try Data(contentsOf: runB.appendingPathComponent("checkpoint/adapter_model.safetensors")),
                        try Data(contentsOf: folder.appendingPathComponent("adapter_model.safetensors")))
+    }
+
+    /// `target_parameters` on the stacked experts of a Qwen3-MoE and of a GPT-OSS (gate and up
+    /// interleaved there), with q_proj: the experts' adapters learn, the saved PEFT adapter
+    /// (stacked A and B, nested wrappers) runs in inference to the trained logits, a resumed run
+    /// ends on the straight run's bytes, and data-parallel replicas (gate and up sharing each A)
+    /// give the one-batch step's gradients.
+    func testStackedExpertLoRATrainsSavesAndResumes() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-lora-stacked-\(UUID().uuidString)")
+        addTeardownBlock { try? FileManager.default.removeItem(at: root) }
+        let pool = ThreadPool(threads: 2)
+        for arch in ["qwen3_moe", "gpt_oss"] {
+            let base = root.appendingPathComponent("\(arch)-base").path
+            try randomBase(arch, at: base)
+            func trainer(_ run: String, parallel: Bool = false, threads: Int = 2) throws -> Trainer {
+                let json = """
+                {"from": "\(base)", "lora": {"rank": 3, "alpha": 6, "target_modules": ["q_proj"],
+                 "target_parameters": ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]},
+                 "data": {"synthetic": {"level": 1}}, "steps": 6, "batch": 4, "seq_len": 16, "lr": 0.01, "warmup": 1,
+                 "data_parallel": \(parallel), "checkpoint_dir": "\(root.appendingPathComponent(run).path)", "seed": 5}
+                """
+                return try Trainer(config: JSONDecoder().decode(TrainingConfig.self, from: Data(json.utf8)), pool: ThreadPool(threads: threads))
+            }
+            let straight = try trainer("a")
+            let lora = try XCTUnwrap(straight.model.lora)
+            XCTAssertEqual(lora.stacked.count, 2 * straight.model.layers.filter { $0.moe != nil }.count, arch)
+            let down = try XCTUnwrap(lora.stacked.first { $0.parameter == .down })
+            while straight.step < 6 { straight.trainStep() }
+            XCTAssertTrue(down.b.contains { $0[0].value.toFloats().contains { $0 != 0 } }, "\(arch): the experts' B learn")
+            let run = root.appendingPathComponent("a-\(arch)")
+            try straight.save(to: run)
+            let folder = run.appendingPathComponent("checkpoint")
+            let saved = try LoRAAdapterFolder(path: folder.path)
+            XCTAssertEqual(saved.stacked.count, lora.stacked.count, arch)
+            let tokens = [72, 101, 108, 108, 111, 44, 32, 119]
+            let trained = straight.model.forward([tokens], targets: [tokens], tape: Tape(pool: pool), aux: AuxLossCoefficients())
+            let inference = try DecoderModel(path: base, adapters: [folder.path], pool: pool)
+            var cache = inference.makeCache()
+            assertClose(try inference.forward(tokens, cache: &cache).toFloats(), trained.logits.value.toFloats(), absolute: 1e-4, "\(arch) in inference")
+
+            let runB = root.appendingPathComponent("b-\(arch)")
+            let first = try trainer("b")
+            for _ in 0..<3 { first.trainStep() }
+            try first.save(to: runB)
+            let resumed = try trainer("b")
+            try resumed.restore(from: runB)
+            while resumed.step < 6 { resumed.trainStep() }
+            try resumed.save(to: runB)
+            XCTAssertEqual(try Data(contentsOf: runB.appendingPathComponent("checkpoint/adapter_model.safetensors")),
+                           try Data(contentsOf: folder.appendingPathComponent("adapter_model.safetensors")), "\(arch): resumed")
+
+            let whole = try trainer("c", threads: 1), split = try trainer("d", parallel: true)
+            _ = whole.computeGradients()
+            _ = split.computeGradients()
+            let mine = try XCTUnwrap(split.model.lora).peftTensors { $0.grad }, theirs = try XCTUnwrap(whole.model.lora).peftTensors { $0.grad }
+            XCTAssertEqual(mine.map(\.name), theirs.map(\.name))
+            for (x, y) in zip(mine, theirs) {
+                let scale = y.tensor.toFloats().map(abs).max() ?? 0
+                assertClose(x.tensor.toFloats(), y.tensor.toFloats(), absolute: 1e-7 + 1e-4 * scale, "\(arch) data parallel: \(x.name)")
+            }
+        }
     }
 
     /// MixLoRA and MoLE on a dense Llama and on the leading dense layer of a GLM-4.5 MoE (with attention

@@ -11,6 +11,11 @@ import MoE
 /// or ends in `.name` (PEFT's rule); a single string is a regular expression the whole module
 /// name must match; `"all-linear"` is every linear projection but the LM head.
 ///
+/// `target_parameters` (PEFT's key) adapts transformers 5's stacked expert tensors of every MoE
+/// layer: `mlp.experts.gate_up_proj` (one A per expert shared by its gate and up rows) and
+/// `mlp.experts.down_proj`, matched as PEFT matches them (the whole name, or a dotted suffix of
+/// `model.layers.N.mlp.experts.<tensor>`). PEFT refuses dropout there, and so does this.
+///
 /// `kind` `mixlora` (MixLoRA) or `mole` (LLaVA-MoLE) turns every dense FFN into a mixture of
 /// `experts` LoRA experts that share its frozen projections (ROUTING.md §9): expert e's
 /// projection j is `W_j + scale · B_{e,j} A_{e,j}` for j in `expert_target_modules`, behind a
@@ -31,6 +36,8 @@ public struct LoRAConfig: Codable, Sendable, Equatable {
     public var targetModules = Targets.names(["q_proj", "k_proj", "v_proj", "o_proj"])
     /// rsLoRA: scale alpha / √rank instead of alpha / rank.
     public var useRSLoRA = false
+    /// Stacked expert tensors to adapt (PEFT's `target_parameters`).
+    public var targetParameters: [String] = []
 
     /// The dtype the frozen projections are held in: `bf16`, `f16` or `f32` (the base widened as
     /// it loads, then narrowed); nil: the dtype they are stored in, any block format included
@@ -56,7 +63,7 @@ public struct LoRAConfig: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case rank, alpha, dropout, targetModules = "target_modules", useRSLoRA = "use_rslora"
         case kind, experts, topK = "top_k", routerAuxLossCoef = "router_aux_loss_coef", routerInitRange = "router_init_range"
-        case expertTargetModules = "expert_target_modules", baseDType = "base_dtype"
+        case expertTargetModules = "expert_target_modules", baseDType = "base_dtype", targetParameters = "target_parameters"
     }
 
     public init() {}
@@ -80,6 +87,7 @@ public struct LoRAConfig: Codable, Sendable, Equatable {
         routerInitRange = try c.decodeIfPresent(Float.self, forKey: .routerInitRange) ?? d.routerInitRange
         expertTargetModules = try c.decodeIfPresent([String].self, forKey: .expertTargetModules) ?? d.expertTargetModules
         baseDType = try c.decodeIfPresent(String.self, forKey: .baseDType)
+        targetParameters = try c.decodeIfPresent([String].self, forKey: .targetParameters) ?? []
         if let list = try? c.decodeIfPresent([String].self, forKey: .targetModules) {
             targetModules = .names(list)
         } else if let one = try c.decodeIfPresent(String.self, forKey: .targetModules) {
@@ -100,6 +108,7 @@ public struct LoRAConfig: Codable, Sendable, Equatable {
         try c.encode(routerInitRange, forKey: .routerInitRange)
         try c.encode(expertTargetModules, forKey: .expertTargetModules)
         try c.encodeIfPresent(baseDType, forKey: .baseDType)
+        if !targetParameters.isEmpty { try c.encode(targetParameters, forKey: .targetParameters) }
         switch targetModules {
         case let .names(list): try c.encode(list, forKey: .targetModules)
         case let .regex(pattern): try c.encode(pattern, forKey: .targetModules)
@@ -118,12 +127,21 @@ public struct LoRAConfig: Codable, Sendable, Equatable {
         guard dropout >= 0 && dropout < 1 else { throw bad("dropout", "must be in [0, 1), got \(dropout)") }
         switch targetModules {
         case let .names(list):
-            guard !list.isEmpty, list.allSatisfy({ !$0.isEmpty }) else { throw bad("target_modules", "must name at least one module") }
+            guard !list.isEmpty || !targetParameters.isEmpty, list.allSatisfy({ !$0.isEmpty }) else {
+                throw bad("target_modules", "must name at least one module (or give target_parameters)")
+            }
         case let .regex(pattern):
             guard (try? NSRegularExpression(pattern: pattern)) != nil else {
                 throw bad("target_modules", "'\(pattern)' is not a regular expression")
             }
         case .allLinear: break
+        }
+        let stacked = ["gate_up_proj", "down_proj"]
+        if let t = targetParameters.first(where: { t in !stacked.contains { t == $0 || t.hasSuffix("." + $0) } }) {
+            throw bad("target_parameters", "'\(t)' is not a stacked expert tensor (mlp.experts.gate_up_proj, mlp.experts.down_proj)")
+        }
+        if !targetParameters.isEmpty && dropout > 0 {
+            throw bad("dropout", "must be 0 with target_parameters (PEFT's ParamWrapper has no dropout), got \(dropout)")
         }
         if let b = baseDType, !["f32", "bf16", "f16"].contains(b) { throw bad("base_dtype", "must be f32, bf16 or f16, got '\(b)'") }
         guard kind != .lora else { return }
@@ -138,6 +156,12 @@ public struct LoRAConfig: Codable, Sendable, Equatable {
         guard !expertTargetModules.isEmpty, let stray = Optional(expertTargetModules.filter { !known.contains($0) }), stray.isEmpty else {
             throw bad("expert_target_modules", "must be some of gate_proj, up_proj, down_proj, got \(expertTargetModules)")
         }
+    }
+
+    /// Whether the stacked expert tensor `name` (`model.layers.N.mlp.experts.gate_up_proj`) is
+    /// one of `target_parameters`, by PEFT's rule: the whole name or a dotted suffix of it.
+    public func targetsParameter(_ name: String) -> Bool {
+        targetParameters.contains { name == $0 || name.hasSuffix("." + $0) }
     }
 
     /// Whether module `name` (dotted, as transformers names it) is a target, by PEFT's rules;

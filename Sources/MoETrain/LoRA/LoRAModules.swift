@@ -32,11 +32,22 @@ public final class LoRAModules: @unchecked Sendable {
     /// The factor on the mixtures' balance losses: a micro-batch's share of an accumulated step.
     public var auxScale: Float = 1
 
-    init(config: LoRAConfig, modules: [Module], byBase: [ObjectIdentifier: Int], mixtures: [Int: LoRAMixture] = [:]) {
+    /// The adapters on stacked expert tensors (PEFT `target_parameters`), per layer and tensor.
+    public let stacked: [StackedGroup]
+    /// Whether the family's stacked `gate_up_proj` interleaves gate and up rows (GPT-OSS).
+    let interleavedGateUp: Bool
+    /// The stacked groups' adapters by the expert projection weight they adapt.
+    let stackedByBase: [ObjectIdentifier: ExpertAdapters.Adapter]
+
+    init(config: LoRAConfig, modules: [Module], byBase: [ObjectIdentifier: Int], mixtures: [Int: LoRAMixture] = [:],
+         stacked: [StackedGroup] = [], interleavedGateUp: Bool = false, stackedByBase: [ObjectIdentifier: ExpertAdapters.Adapter] = [:]) {
         self.config = config
         self.modules = modules
         self.byBase = byBase
         self.mixtures = mixtures
+        self.stacked = stacked
+        self.interleavedGateUp = interleavedGateUp
+        self.stackedByBase = stackedByBase
     }
 
     /// The adapter on the projection whose weight is `weight`, with its index.
@@ -47,7 +58,7 @@ public final class LoRAModules: @unchecked Sendable {
     /// The adapters on a MoE layer's routed experts, or nil when none has one.
     func experts(of moe: MoEParameters) -> ExpertAdapters? {
         func find(_ ws: [Variable]) -> [ExpertAdapters.Adapter?] {
-            ws.map { w in module(for: w).map { ($0.module.a, $0.module.b, $0.module.scale) } }
+            ws.map { w in module(for: w).map { ($0.module.a, $0.module.b, $0.module.scale) } ?? stackedByBase[ObjectIdentifier(w)] }
         }
         let adapters = ExpertAdapters(gate: find(moe.gate), up: find(moe.up), down: find(moe.down),
                                       dropout: expertDropout(salt: (moe.gate.first.flatMap { module(for: $0)?.index }) ?? 0))
@@ -63,13 +74,15 @@ public final class LoRAModules: @unchecked Sendable {
 
     /// The adapters' variables (every one decayed, as PEFT's trainer decays them).
     var parameters: [(variable: Variable, decay: Bool)] {
-        modules.flatMap { [($0.a, true), ($0.b, true)] }
+        modules.flatMap { [($0.a, true), ($0.b, true)] } + stacked.flatMap { $0.variables.map { ($0, true) } }
             + mixtures.keys.sorted().flatMap { l in mixtures[l].map { m in [(m.router, true)] + (m.routerBias.map { [($0, false)] } ?? []) } ?? [] }
     }
 
-    /// Each adapter tensor's variable under its PEFT name.
+    /// Each adapter tensor's variable under its PEFT name (a stacked group's per expert: the
+    /// PEFT name with `.expert.E`, and `.gate`/`.up` for the two halves of a gate_up B).
     public var namedVariables: [(name: String, variable: Variable)] {
         modules.flatMap { [(Self.peftName($0.name, "A"), $0.a), (Self.peftName($0.name, "B"), $0.b)] }
+            + stacked.flatMap { namedVariables(of: $0) }
             + mixtures.keys.sorted().flatMap { l in mixtures[l].map { $0.namedVariables } ?? [] }
     }
 
@@ -82,8 +95,21 @@ public final class LoRAModules: @unchecked Sendable {
         let copies = modules.map { Module(name: $0.name, a: Variable($0.a.value), b: Variable($0.b.value), scale: $0.scale) }
         var keys: [ObjectIdentifier: Int] = [:]
         for (base, index) in byBase { if let v = rebase[base] { keys[ObjectIdentifier(v)] = index } }
+        var fresh: [ObjectIdentifier: Variable] = [:]  // one copy of each stacked variable (gate and up share A)
+        func copy(_ v: Variable) -> Variable {
+            if let c = fresh[ObjectIdentifier(v)] { return c }
+            let c = Variable(v.value)
+            fresh[ObjectIdentifier(v)] = c
+            return c
+        }
+        let groups = stacked.map { StackedGroup(layer: $0.layer, parameter: $0.parameter, scale: $0.scale, a: $0.a.map(copy), b: $0.b.map { $0.map(copy) }) }
+        var stackedKeys: [ObjectIdentifier: ExpertAdapters.Adapter] = [:]
+        for (base, adapter) in stackedByBase {
+            if let v = rebase[base] { stackedKeys[ObjectIdentifier(v)] = (copy(adapter.a), copy(adapter.b), adapter.scale) }
+        }
         let r = LoRAModules(config: config, modules: copies, byBase: keys,
-                            mixtures: mixtures.mapValues { $0.replica(rebase: rebase) })
+                            mixtures: mixtures.mapValues { $0.replica(rebase: rebase) },
+                            stacked: groups, interleavedGateUp: interleavedGateUp, stackedByBase: stackedKeys)
         r.dropoutSeed = dropoutSeed
         r.auxScale = auxScale
         return r
@@ -92,7 +118,17 @@ public final class LoRAModules: @unchecked Sendable {
     /// Replaces every adapter tensor with `tensor(peftName)` (widened to f32), checking shapes
     /// (`MoECoreError.invalidValue` names the tensor).
     public func load(_ tensor: (String) throws -> Tensor) throws {
-        for (name, v) in namedVariables { try v.load(tensor(name), name: name) }
+        let inGroups = Set(stacked.flatMap { $0.variables.map(ObjectIdentifier.init) })
+        for (name, v) in namedVariables where !inGroups.contains(ObjectIdentifier(v)) { try v.load(tensor(name), name: name) }
+        for g in stacked { try load(g, tensor) }
+    }
+
+    /// The adapter's tensors as PEFT saves them, from `value` of each variable (its value, or its
+    /// gradient: nil counts as zeros): stacked groups stacked, every other variable as it is.
+    public func peftTensors(_ value: (Variable) -> Tensor?) -> [(name: String, tensor: Tensor)] {
+        let inGroups = Set(stacked.flatMap { $0.variables.map(ObjectIdentifier.init) })
+        return namedVariables.filter { !inGroups.contains(ObjectIdentifier($0.variable)) }.map { ($0.name, value($0.variable) ?? Tensor(zeros: $0.variable.shape)) }
+            + stackedPEFTTensors(value)
     }
 
     /// `f` as the decimal it prints as (0.01, not 0.009999999776 as Double(f) would give).
@@ -106,6 +142,7 @@ public final class LoRAModules: @unchecked Sendable {
             "r": self.config.rank, "lora_alpha": Self.decimal(self.config.alpha), "lora_dropout": Self.decimal(self.config.dropout),
             "use_rslora": self.config.useRSLoRA, "target_modules": modules.map(\.name).filter { !$0.contains(".lora_experts.") },
         ]
+        if !stacked.isEmpty { config["target_parameters"] = Array(Set(self.config.targetParameters)).sorted() }
         if self.config.kind != .lora {  // MoEKit's mixture format (README, "LoRA fine-tuning")
             config["peft_type"] = "MIXLORA"
             config["routing_strategy"] = self.config.kind.rawValue
@@ -115,7 +152,7 @@ public final class LoRAModules: @unchecked Sendable {
             config["expert_target_modules"] = self.config.expertTargetModules
             config["mixture_modules"] = mixtures.keys.sorted().compactMap { mixtures[$0]?.module }
         }
-        try Self.writePEFTFolder(dir, config: config, base: base, tensors: namedVariables.map { ($0.name, $0.variable.value) })
+        try Self.writePEFTFolder(dir, config: config, base: base, tensors: peftTensors { $0.value })
     }
 
     /// Writes a PEFT adapter folder: adapter_config.json (PEFT's fixed fields for a plain LoRA
@@ -178,9 +215,12 @@ extension TrainableDecoder {
             let a = Tensor(randomUniform: [config.rank, fanIn], in: -bound...bound, seed: seed &* 0x2545_F491 &+ UInt64(i))
             return (a, Tensor(zeros: [weight.shape[0], config.rank]), config.scale)
         }
-        try attach(config: config, targets: targets, allowEmpty: !mixed.isEmpty, path: path) { i, _, weight in fresh(i, weight) }
+        try attach(config: config, targets: targets, allowEmpty: !mixed.isEmpty || !config.targetParameters.isEmpty, path: path) { i, _, weight in
+            fresh(i, weight)
+        }
+        let stacked = try freshStackedGroups(config, seed: seed, path: path)
         narrowFrozenProjections(to: frozenDType(config))
-        guard !mixed.isEmpty, let plain = lora else { return }
+        guard !mixed.isEmpty || !stacked.groups.isEmpty, let plain = lora else { return }
         var modules = plain.modules, mixtures: [Int: LoRAMixture] = [:], drawn = modules.count
         for layer in mixed {
             guard let dense = layers[layer].dense else { continue }
@@ -190,7 +230,8 @@ extension TrainableDecoder {
                 return fresh(drawn, weight)
             }
         }
-        lora = LoRAModules(config: config, modules: modules, byBase: plain.byBase, mixtures: mixtures)
+        lora = LoRAModules(config: config, modules: modules, byBase: plain.byBase, mixtures: mixtures, stacked: stacked.groups,
+                           interleavedGateUp: spec.names.stackedLayout == .interleavedInputMajor, stackedByBase: stacked.byBase)
     }
 
     /// The dtype `config` holds the frozen projections in: its `base_dtype`, else the stored
@@ -236,7 +277,8 @@ extension TrainableDecoder {
         if let stray = adapter.modules.keys.sorted().first(where: { !known.contains($0) }) {
             throw .invalidFile(path: weightsPath, field: stray, reason: "is not a projection of this model that LoRA training adapts")
         }
-        try attach(config: config, targets: all.filter { adapter.modules[$0.name] != nil }, path: adapter.path) { (_, name, weight) throws(ModelError) in
+        try attach(config: config, targets: all.filter { adapter.modules[$0.name] != nil }, allowEmpty: !adapter.stacked.isEmpty,
+                   path: adapter.path) { (_, name, weight) throws(ModelError) in
             guard let m = adapter.modules[name], !m.isEmbedding else { preconditionFailure("filtered above") }
             guard m.a.shape[1] == weight.shape[1], m.b.shape[0] == weight.shape[0] else {
                 throw .invalidFile(path: weightsPath, field: LoRAModules.peftName(name, "B"),
@@ -244,6 +286,10 @@ extension TrainableDecoder {
             }
             return (m.a.converted(to: .f32), m.b.converted(to: .f32), m.scale)
         }
+        guard !adapter.stacked.isEmpty, let plain = lora else { return }
+        let stacked = try stackedGroups(of: adapter)
+        lora = LoRAModules(config: config, modules: plain.modules, byBase: plain.byBase, stacked: stacked.groups,
+                           interleavedGateUp: spec.names.stackedLayout == .interleavedInputMajor, stackedByBase: stacked.byBase)
     }
 
     private func attach(config: LoRAConfig, targets: [(name: String, weight: Variable, isHead: Bool)], allowEmpty: Bool = false,
