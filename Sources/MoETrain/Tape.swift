@@ -21,6 +21,12 @@ public final class Variable: @unchecked Sendable {
         self.requiresGrad = requiresGrad
     }
 
+    /// An op's output: it wants gradients when any input does, so a frozen chain (a LoRA run's
+    /// embedding and first norm) records no backward products at all.
+    convenience init(_ value: Tensor, inputs: [Variable?]) {
+        self.init(value, requiresGrad: inputs.contains { $0?.requiresGrad == true })
+    }
+
     public var shape: [Int] { value.shape }
 
     /// `accumulate` for a tensor nobody else will read or write again (a new tensor, or the

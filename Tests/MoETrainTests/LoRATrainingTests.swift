@@ -57,6 +57,27 @@ final class LoRATrainingTests: XCTestCase {
         XCTAssertEqual(x.grad?.toFloats().map { $0 != 0 }, ys.map { $0 != 0 })
     }
 
+    /// An op's output wants gradients only when an input does: a frozen embedding, norm and
+    /// projections record no gradient for their outputs, while a LoRA on the projection still
+    /// gets its A and B gradients (a LoRA run skips the first layer's input products).
+    func testFrozenChainsWantNoGradients() {
+        let tape = Tape(pool: ThreadPool(threads: 2))
+        let table = Variable(Tensor(randomUniform: [10, 8], seed: 1), requiresGrad: false)
+        let norm = Variable(Tensor(shape: [8], values: [Float](repeating: 1, count: 8)), requiresGrad: false)
+        let w = Variable(Tensor(randomUniform: [6, 8], seed: 2), requiresGrad: false)
+        let x = tape.rmsNorm(tape.embedding(table, ids: [1, 2, 3]), weight: norm, eps: 1e-6)
+        let y = tape.linear(x, w), ys = tape.linears(x, [w, w]), dropped = tape.dropout(x, p: 0.1, seed: 1)
+        XCTAssertFalse(x.requiresGrad || y.requiresGrad || ys.contains { $0.requiresGrad } || dropped.requiresGrad)
+        let a = Variable(Tensor(randomUniform: [2, 8], seed: 3)), b = Variable(Tensor(randomUniform: [6, 2], seed: 4))
+        let adapted = tape.lora(y, input: dropped, a: a, b: b, scale: 2)
+        XCTAssertTrue(adapted.requiresGrad && tape.add(y, adapted).requiresGrad)
+        adapted.grad = Tensor(shape: adapted.shape, values: [Float](repeating: 1, count: adapted.value.count))
+        tape.backward(from: Variable(Tensor(shape: [1], values: [0])), seed: 0)
+        XCTAssertNotNil(a.grad)
+        XCTAssertNotNil(b.grad)
+        XCTAssertTrue([x, y, dropped].allSatisfy { $0.grad == nil }, "no gradient flows into the frozen chain")
+    }
+
     func testDenseLlamaGradientsEqualPEFT() throws { try checkAgainstPEFT("llama") }
     func testQwen2MoEWithRSLoRASharedExpertAndHeadEqualsPEFT() throws { try checkAgainstPEFT("qwen2_moe") }
     /// PEFT's `target_parameters` on transformers 5's stacked gate_up_proj and down_proj (each

@@ -17,7 +17,7 @@ extension Tape {
             let b = bias.value.floats, p = y.mutableFloats, n = b.count
             for i in 0..<p.count { p[i] += b[i % n] }
         }
-        let out = Variable(y)
+        let out = Variable(y, inputs: [x, w, bias])
         record { [pool] in
             guard let dy = out.grad else { return }
             // Both products in one batch: one barrier, and the threads share their pieces.
@@ -51,7 +51,7 @@ extension Tape {
         let ys = ws.map { Tensor(uninitialized: [m, $0.shape[0]]) }  // each product overwrites its own
         // A frozen weight in a block format (QLoRA's base) is widened for the product and dropped after it.
         Kernels.gemmBatch(zip(ws, ys).map { w, y in GemmJob(xT, w.value.dtype.isElementFormat ? w.value : w.f32Value, into: y) }, pool: pool)
-        let outs = ys.map { Variable($0) }
+        let outs = ys.map { Variable($0, inputs: [x] + ws) }
         record { [pool] in
             let flowing = zip(ws, outs).reversed().compactMap { w, out in out.grad.map { (w, $0) } }
             if flowing.isEmpty { return }
@@ -77,7 +77,7 @@ extension Tape {
         Kernels.parallelRows((p.count + chunk - 1) / chunk, cost: chunk, pool: pool) { c in
             for i in (c * chunk)..<min(p.count, (c + 1) * chunk) { p[i] = q[i] + r[i] }
         }
-        let out = Variable(y)
+        let out = Variable(y, inputs: [a, b])
         record { [pool] in
             guard let dy = out.grad else { return }
             // `out` is done with dy, so the first input may take it as its gradient (in place
@@ -96,7 +96,7 @@ extension Tape {
         Kernels.parallelRows(ids.count, cost: d, pool: pool) { t in
             for j in 0..<d { dst[t * d + j] = src[ids[t] * d + j] }
         }
-        let out = Variable(y)
+        let out = Variable(y, inputs: [table])
         record {
             guard let dy = out.grad, table.requiresGrad else { return }
             let g = Tensor(zeros: table.shape)

@@ -60,7 +60,7 @@ extension Tape {
         }
         let y = Tensor(uninitialized: x.shape)
         masked(y.mutableFloats, x.value.floats)
-        let out = Variable(y)
+        let out = Variable(y, inputs: [x])
         record {
             guard let dy = out.grad else { return }
             let d = dy.mutableFloats

@@ -21,7 +21,7 @@ extension Tape {
                 inv[r] = moek_rms_norm_row(xb + r * c, wb, eps, yb + r * c, c)
             }
         }
-        let out = Variable(y)
+        let out = Variable(y, inputs: [x, w])
         record { [pool] in
             guard let dy = out.grad else { return }
             let dyp = dy.floats, xs = xT.floats, ws = wT.floats
