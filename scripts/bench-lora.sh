@@ -9,6 +9,11 @@
 # OLMoE-shaped MoE (d 256, 4 layers, 64 experts of 128, top-8; LoRA on attention) and a dense
 # Llama (d 256, 4 layers, FFN 688; LoRA on every linear projection). Needs torch, transformers
 # and peft from PyPI.
+#
+# Each round then trains the same dense Llama config on GGUF files of the base made by
+# `moe quantize` (Q8_0 and Q4_K_M: QLoRA, the frozen base read in its block format) and prints
+# MoEKit's rate beside the round's f32 one; PEFT has no CPU twin of that (bitsandbytes' 4-bit
+# kernels are for GPUs), so those lines carry no PEFT figure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -20,6 +25,9 @@ mkdir -p "$BASES"
     --heads 4 --kv-heads 4 --experts 64 --expert-size 128 --top-k 8 --dtype f32 --seed 1 >/dev/null
 [ -d "$BASES/llama256" ] || $MOE init-random --arch llama --out "$BASES/llama256" --vocab 300 --hidden 256 --layers 4 \
     --heads 4 --kv-heads 2 --dense-size 688 --dtype f32 --seed 1 >/dev/null
+for q in q8_0 q4_k_m; do
+    [ -f "$BASES/llama256.$q.gguf" ] || $MOE quantize --model "$BASES/llama256" --type "$q" --out "$BASES/llama256.$q.gguf" >/dev/null
+done
 for round in $(seq 1 "$ROUNDS"); do
     for cfg in scripts/train-bench/lora-olmoe256-attn.json scripts/train-bench/lora-llama256-all.json; do
         ours=$($MOE train --config "$cfg" --quiet | tail -1)
@@ -32,5 +40,17 @@ print(json.dumps({"round": int(r), "config": cfg, "moekit_tokens_per_s": round(a
                   "ratio": round(a / b, 2), "moekit_whole_run": round(ours["tokens_per_s"]),
                   "peft_whole_run": round(theirs["tokens_per_s_with_warmup"])}))
 PY
+    done
+    for q in q8_0 q4_k_m; do
+        cfg=scripts/train-bench/lora-llama256-all.json
+        python3 - "$cfg" "$BASES/llama256.$q.gguf" > "$BASES/qlora.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["from"] = sys.argv[2]
+c["checkpoint_dir"] += "-qlora"
+print(json.dumps(c))
+PY
+        ours=$($MOE train --config "$BASES/qlora.json" --quiet | tail -1)
+        python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(json.dumps({'round': $round, 'config': '$cfg', 'base': '$q GGUF (QLoRA)', 'moekit_tokens_per_s': round(d['tokens_per_s_after_warmup'])}))" "$ours"
     done
 done

@@ -216,6 +216,39 @@ UKERNEL(ukernel_a_indexed, A_INDEXED)
 UKERNEL(ukernel_a_indexed_cols, A_INDEXED_COLS)
 #undef UKERNEL
 
+/// C[0..<2 MR, 0..<nr] (+)= A times Wp[kc][V_NR] for nr <= 16: two panels of A at once, one
+/// register per row, so a narrow product (a LoRA rank, an MoE router's experts) fills every
+/// accumulator instead of half of them. Packed A's second panel starts V_MR * kc after the first.
+INLINE void ukernel_narrow(const int form, const float *a, size_t lda, const intptr_t *ix, const float *Wp, size_t kc,
+                           float *C, size_t ldc, size_t nr, int first) {
+  enum { R = 2 * V_MR };
+  __m512 c[R];
+  const float *row[R];
+#pragma clang loop unroll(full)
+  for (int i = 0; i < R; i++) {
+    row[i] = form == A_INDEXED ? a + (size_t)ix[i] * lda : a + (size_t)i * lda;
+    _mm_prefetch((const char *)(C + (size_t)i * ldc), _MM_HINT_ET0);
+    c[i] = _mm512_setzero_ps();
+  }
+  for (size_t k = 0; k < kc; k++) {
+    const __m512 w = _mm512_load_ps(Wp + k * V_NR);
+#pragma clang loop unroll(full)
+    for (int i = 0; i < R; i++) {
+      const float ak = form == A_PACKED ? a[(i < V_MR ? 0 : V_MR * kc) + k * V_MR + (i % V_MR)]
+                       : form == A_COLS ? a[k * lda + i]
+                       : form == A_INDEXED_COLS ? a[(size_t)ix[k] * lda + i] : row[i][k];
+      c[i] = _mm512_fmadd_ps(_mm512_set1_ps(ak), w, c[i]);
+    }
+  }
+  const __mmask16 m = lanes(nr);
+#pragma clang loop unroll(full)
+  for (int i = 0; i < R; i++) {
+    float *out = C + (size_t)i * ldc;
+    if (!first) c[i] = _mm512_add_ps(c[i], _mm512_maskz_loadu_ps(m, out));
+    _mm512_mask_storeu_ps(out, m, c[i]);
+  }
+}
+
 /// The source bytes of the weight block for columns [n, n + nr) and reduction rows [k0, k0 + kc):
 /// `count` runs of `bytes` bytes, the first at `base`, each `stride` bytes after the last.
 typedef struct {
@@ -322,6 +355,18 @@ static void gemm_avx512(int form, const float *A, size_t lda, const intptr_t *ai
           const size_t mr = (M - t * V_MR) < V_MR ? (M - t * V_MR) : V_MR;
           float *Ct = C + t * V_MR * ldc + n;
           const int first = k0 == 0 && !acc;
+          if (nr <= 16 && t + 1 < t1 && M - t * V_MR >= 2 * V_MR) {  // two full panels, one narrow tile
+            if (lines) prefetch_span(&next, lines * (t + 1 - t0) / tn, lines * (t + 2 - t0) / tn);
+            if (n == n0 && t + 2 < t1) prefetch_a(form, A, lda, aix, M, t + 2, k0, kc, mtiles);
+            if (form == A_PACKED) ukernel_narrow(A_PACKED, Ablock + t * V_MR * kc, 0, NULL, Wp, kc, Ct, ldc, nr, first);
+            else if (form == A_ROWS) ukernel_narrow(A_ROWS, A + t * V_MR * lda + k0, lda, NULL, Wp, kc, Ct, ldc, nr, first);
+            else if (form == A_INDEXED) ukernel_narrow(A_INDEXED, A + k0, lda, aix + t * V_MR, Wp, kc, Ct, ldc, nr, first);
+            else if (form == A_INDEXED_COLS)
+              ukernel_narrow(A_INDEXED_COLS, A + t * V_MR, lda, aix + k0, Wp, kc, Ct, ldc, nr, first);
+            else ukernel_narrow(A_COLS, A + k0 * lda + t * V_MR, lda, NULL, Wp, kc, Ct, ldc, nr, first);
+            t++;
+            continue;
+          }
           if (form == A_PACKED) ukernel_packed(Ablock + t * V_MR * kc, 0, NULL, Wp, kc, Ct, ldc, mr, nr, first);
           else if (form == A_ROWS) ukernel_a_rows(A + t * V_MR * lda + k0, lda, NULL, Wp, kc, Ct, ldc, mr, nr, first);
           else if (form == A_INDEXED) ukernel_a_indexed(A + k0, lda, aix + t * V_MR, Wp, kc, Ct, ldc, mr, nr, first);

@@ -15,7 +15,9 @@ final class GemmLayoutTests: XCTestCase {
     }
 
     func testEveryLayoutAndAccumulation() {
-        let shapes = [(1, 1, 1), (3, 5, 2), (17, 25, 3), (21, 7, 300), (40, 49, 513), (5, 70, 17), (400, 20, 300)]
+        // (61, 16, 140) and (50, 45, 33): narrow tiles (16 and 13 columns) over pairs of panels and a ragged one.
+        let shapes = [(1, 1, 1), (3, 5, 2), (17, 25, 3), (21, 7, 300), (40, 49, 513), (5, 70, 17), (400, 20, 300), (61, 16, 140),
+                      (50, 45, 33)]
         forEachISA { isa in
             for pool in testPools {
                 for (m, n, k) in shapes {
