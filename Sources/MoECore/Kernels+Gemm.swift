@@ -131,7 +131,7 @@ extension Kernels {
         if live.isEmpty { return }
         // The leaf reads A as it is (no packing pass), and indexed rows in place; otherwise the
         // indexed rows are gathered first (and the gathered copies live until the batch is done).
-        let direct = live.allSatisfy { readsAUnpacked(k: $0.k, transposed: jobs[$0.index].transposeA) }
+        let direct = live.allSatisfy { readsAUnpacked(k: $0.k, n: $0.n, transposed: jobs[$0.index].transposeA) }
         var indices: [Int] = []
         func place(_ rows: [Int]?) -> Int {
             guard let rows else { return -1 }
@@ -247,12 +247,14 @@ extension Kernels {
     }
 
     /// Whether a product skips packing A (`moek_gemm_direct`): where the path has the leaf, for
-    /// A stored transposed (each k is a contiguous run of rows), and for row-major A up to K 512.
-    /// Past that, each row's slice of a K block sits so far from the next that the unpacked
-    /// reads stall (f32 [128 x 4096] x [4096 x 14336]: 129 against 172 GFLOP/s packed, 2
-    /// threads), while for small K the packing pass costs 5-25% of the product.
-    static func readsAUnpacked(k: Int, transposed: Bool = false) -> Bool {
-        (transposed || k <= 512) && moek_gemm_direct_supported() != 0
+    /// A stored transposed (each k is a contiguous run of rows), for row-major A up to K 512,
+    /// and for any K when N is at most two tiles wide. Past K 512, each row's slice of a K block
+    /// sits so far from the next that the unpacked reads stall when many column tiles reread it
+    /// (f32 [128 x 4096] x [4096 x 14336]: 129 against 172 GFLOP/s packed, 2 threads), while for
+    /// small K, or an A read by one or two tiles (a LoRA's rank-16 products), packing costs
+    /// 5-25% of the product or as much as the product itself.
+    static func readsAUnpacked(k: Int, n: Int = .max, transposed: Bool = false) -> Bool {
+        (transposed || k <= 512 || n <= 64) && moek_gemm_direct_supported() != 0
     }
 
     /// The jobs grouped, in order: by `GemmJob.group` where given, else one chain per distinct

@@ -167,7 +167,7 @@ extension Kernels {
             }
             return
         }
-        if readsAUnpacked(k: k) {  // the leaf reads x as it is: no packing pass
+        if readsAUnpacked(k: k, n: n) {  // the leaf reads x as it is: no packing pass
             // Blocks of >= ~0.5 MFLOP, about eight per thread, over rows as well as columns.
             let wanted = max(1, min(pool.threadCount * 8, 2 * m * n * k / (1 << 19)))
             let blocks = outputBlocks(m: m, n: n, count: wanted)

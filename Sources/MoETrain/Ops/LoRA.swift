@@ -46,26 +46,26 @@ extension Tape {
     /// Inverted dropout: each element of x kept with probability 1 - p and scaled by 1 / (1 - p),
     /// or zeroed. Element i's draw is a hash of (seed, i) alone, so a step replays exactly, the
     /// mask is made in parallel chunks, and backward draws it again rather than storing it.
-    /// Backward multiplies dy by the same mask. p = 0 returns x itself.
+    /// Backward adds dy times the same mask into x's gradient. p = 0 returns x itself.
     public func dropout(_ x: Variable, p: Float, seed: UInt64) -> Variable {
         precondition(p >= 0 && p < 1, "dropout: p \(p) outside [0, 1)")
         guard p > 0 else { return x }
-        func masked(_ out: UnsafeMutableBufferPointer<Float>, _ src: UnsafeBufferPointer<Float>) {
+        func masked(_ out: UnsafeMutableBufferPointer<Float>, _ src: UnsafeBufferPointer<Float>, accumulate: Bool) {
             guard let o = out.baseAddress, let s = src.baseAddress else { return }
             let chunk = 1 << 14
             Kernels.parallelRows((out.count + chunk - 1) / chunk, cost: chunk, pool: pool) { c in
                 let from = c * chunk
-                Kernels.dropout(o + from, s + from, count: min(chunk, out.count - from), seed: seed, first: from, p: p)
+                Kernels.dropout(o + from, s + from, count: min(chunk, out.count - from), seed: seed, first: from, p: p,
+                                accumulate: accumulate)
             }
         }
         let y = Tensor(uninitialized: x.shape)
-        masked(y.mutableFloats, x.value.floats)
+        masked(y.mutableFloats, x.value.floats, accumulate: false)
         let out = Variable(y, inputs: [x])
         record {
-            guard let dy = out.grad else { return }
-            let d = dy.mutableFloats
-            masked(d, UnsafeBufferPointer(d))
-            x.accumulate(owned: dy, pool: self.pool)
+            // dy through the mask straight into x's gradient: one pass, no masked copy to add.
+            guard let dy = out.grad, let dx = x.gradSlot() else { return }
+            masked(dx.tensor.mutableFloats, dy.floats, accumulate: dx.accumulate)
         }
         return out
     }
