@@ -3,7 +3,8 @@
 # one LoRA adapter per task (copy, reverse, sort, addition; trained on prompt/completion JSONL
 # of that task, the loss on the answers and EOS) added to a library, then a held-out mixed task
 # (reverse and sort, half each): K-shot selection on 16 examples, composition with weights
-# searched on them, and every candidate's answer loss on 200 other examples of the mixed task.
+# searched on them, the chosen skills mounted as LoRA experts behind routers trained on them,
+# and every candidate's answer loss on 200 other examples of the mixed task.
 # Prints one JSON line per stage.
 #
 #   scripts/skills-demo.sh
@@ -64,3 +65,5 @@ $MOE skills compose --library "$W/library" --model "$BASE" --shots "$W/eval.json
     --out "$W/composed-eval" | python3 -c "import json,sys; d=json.load(sys.stdin); d['on']='200 held-out examples'; print(json.dumps(d))"
 $MOE skills compose --library "$W/library" --model "$BASE" --shots "$W/eval.jsonl" --skills copy,reverse,sort,addition \
     --weights 1,1,1,1 --out "$W/all-eval" | python3 -c "import json,sys; d=json.load(sys.stdin); d['on']='200 held-out examples, every skill summed'; print(json.dumps(d))"
+$MOE skills mount --library "$W/library" --model "$BASE" --shots "$W/shots.jsonl" --skills "$CHOSEN" --weights "$WEIGHTS" \
+    --out "$W/mounted" --eval "$W/eval.jsonl" | python3 -c "import json,sys; d=json.load(sys.stdin); d['mounted']='$CHOSEN'; print(json.dumps(d))"

@@ -45,4 +45,41 @@ final class SkillLibraryTests: XCTestCase {
         try SkillSelection.compose([a], weights: [0], base: llama, to: root + "/zero")
         assertClose(try logits([root + "/zero"]), try logits([]), absolute: 1e-5, "weight 0 = the base")
     }
+
+    /// Two skills mounted as LoRA experts on the Llama fixture's FFNs (attention composed): the
+    /// routers alone train and lower the shots' answer loss, the adapter written runs through
+    /// `DecoderModel` to the loss training reports, and it holds one mixture per layer.
+    func testMountTrainsRoutersOverFrozenSkills() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-mount-\(UUID().uuidString)").path
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: root) }
+        let llama = fixtures.appendingPathComponent("llama").path
+        let skills = try ["lora/llama", "lora_train/llama"].map { try LoRAAdapterFolder(path: fixtures.appendingPathComponent($0).path) }
+        let shots = (0..<8).map { i in
+            InstructionCorpus.Example(ids: (0..<10).map { (i * 37 + $0 * 11) % 200 + 3 }, answer: (0..<10).map { $0 >= 6 })
+        }
+        var options = SkillSelection.MountOptions()
+        options.steps = 20
+        options.lr = 0.05
+        let (before, after) = try SkillSelection.mount(skills, weights: [0.5, 0.5], base: llama, shots: shots, options: options,
+                                                      to: root + "/mounted", pool: ThreadPool(threads: 2))
+        XCTAssertLessThan(after, before - 1e-3, "the routers learn the shots")
+        let folder = try LoRAAdapterFolder(path: root + "/mounted")
+        XCTAssertEqual(folder.mixtures.count, 3, "a mixture on each of the fixture's three layers")
+        XCTAssertEqual(folder.mixtures.values.first?.topK, 2)
+        let model = try DecoderModel(path: llama, adapters: [root + "/mounted"])
+        var total = 0.0
+        for e in shots {
+            var cache = model.makeCache()
+            let logits = try model.forward(e.ids, cache: &cache).toFloats(), v = model.spec.vocabSize
+            var sum = 0.0, count = 0
+            for p in 0..<(e.ids.count - 1) where e.answer[p + 1] {
+                let row = Array(logits[(p * v)..<((p + 1) * v)]).map(Double.init), mx = row.max() ?? 0
+                sum += mx + log(row.reduce(0) { $0 + exp($1 - mx) }) - row[e.ids[p + 1]]
+                count += 1
+            }
+            total += sum / Double(count)
+        }
+        XCTAssertEqual(total / Double(shots.count), after, accuracy: 1e-4, "inference runs the trained routers")
+        XCTAssertThrowsError(try SkillSelection.mount([skills[0]], weights: [1], base: llama, shots: shots, to: root + "/one"))
+    }
 }

@@ -16,7 +16,13 @@ public final class InstructionCorpus: @unchecked Sendable {
     /// One example: token ids, and per id whether it is a target (an answer token).
     public struct Example: Sendable, Equatable {
         public var ids: [Int]
+        /// Whether each token is part of an answer (the tokens the loss counts).
         public var answer: [Bool]
+        public init(ids: [Int], answer: [Bool]) {
+            precondition(ids.count == answer.count, "Example: \(ids.count) ids, \(answer.count) answer flags")
+            self.ids = ids
+            self.answer = answer
+        }
     }
     public let examples: [Example]
     let eos: Int

@@ -52,6 +52,29 @@ public struct LoRAMixture {
         balance = config.kind == .mole ? config.mixtureAuxLossCoef / Float(e) : config.mixtureAuxLossCoef
     }
 
+    /// A saved mixture (MoEKit's MIXLORA adapter) on `ffn`: its router and experts' adapters,
+    /// appended to `modules`; the balance weight from `config` (`kind` mixlora or mole).
+    init(saved: LoRAAdapterFolder.Mixture, config: LoRAConfig, ffn: TrainableDecoder.FFNParameters, modules: inout [LoRAModules.Module]) {
+        let e = saved.router.shape[0]
+        func adapters(_ list: [LoRAAdapterFolder.Module?]) -> [Int?] {
+            list.map { m in
+                m.map { m in
+                    modules.append(.init(name: m.name, a: Variable(m.a.converted(to: .f32)), b: Variable(m.b.converted(to: .f32)), scale: m.scale))
+                    return modules.count - 1
+                }
+            }
+        }
+        router = Variable(saved.router.converted(to: .f32))
+        routerBias = saved.routerBias.map { Variable($0.converted(to: .f32)) }
+        module = saved.module
+        gate = adapters(saved.gate)
+        up = adapters(saved.up)
+        down = adapters(saved.down)
+        base = ffn
+        routing = TopKSoftmaxRouter(experts: e, k: saved.topK, renormalize: true)
+        balance = config.kind == .mole ? config.mixtureAuxLossCoef / Float(e) : config.mixtureAuxLossCoef
+    }
+
     private init(copying m: LoRAMixture, router: Variable, routerBias: Variable?, base: TrainableDecoder.FFNParameters) {
         (module, gate, up, down, routing, balance) = (m.module, m.gate, m.up, m.down, m.routing, m.balance)
         self.router = router

@@ -269,7 +269,8 @@ extension TrainableDecoder {
 
     /// Freezes the model and attaches the adapter PEFT saved in `adapter` as trainable
     /// adapters (to train it further, or to check its gradients): each of its modules must be
-    /// an adaptable projection of this model, with A and B of matching shapes.
+    /// an adaptable projection of this model, with A and B of matching shapes; a MIXLORA
+    /// adapter's mixtures go on the dense FFNs they name (`config` gives their balance weight).
     public func attachLoRA(_ adapter: LoRAAdapterFolder, config: LoRAConfig = LoRAConfig()) throws(ModelError) {
         let weightsPath = (adapter.path as NSString).appendingPathComponent("adapter_model.safetensors")
         let all = adaptableProjections
@@ -277,7 +278,7 @@ extension TrainableDecoder {
         if let stray = adapter.modules.keys.sorted().first(where: { !known.contains($0) }) {
             throw .invalidFile(path: weightsPath, field: stray, reason: "is not a projection of this model that LoRA training adapts")
         }
-        try attach(config: config, targets: all.filter { adapter.modules[$0.name] != nil }, allowEmpty: !adapter.stacked.isEmpty,
+        try attach(config: config, targets: all.filter { adapter.modules[$0.name] != nil }, allowEmpty: !adapter.stacked.isEmpty || !adapter.mixtures.isEmpty,
                    path: adapter.path) { (_, name, weight) throws(ModelError) in
             guard let m = adapter.modules[name], !m.isEmbedding else { preconditionFailure("filtered above") }
             guard m.a.shape[1] == weight.shape[1], m.b.shape[0] == weight.shape[0] else {
@@ -286,9 +287,22 @@ extension TrainableDecoder {
             }
             return (m.a.converted(to: .f32), m.b.converted(to: .f32), m.scale)
         }
-        guard !adapter.stacked.isEmpty, let plain = lora else { return }
+        guard !adapter.stacked.isEmpty || !adapter.mixtures.isEmpty, let plain = lora else { return }
         let stacked = try stackedGroups(of: adapter)
-        lora = LoRAModules(config: config, modules: plain.modules, byBase: plain.byBase, stacked: stacked.groups,
+        var modules = plain.modules, mixtures: [Int: LoRAMixture] = [:]
+        for (i, l) in layers.enumerated() {
+            guard let dense = l.dense, let saved = adapter.mixtures[spec.names.denseFFN(i)] else { continue }
+            for (list, weight) in [(saved.gate, dense.gate), (saved.up, dense.up), (saved.down, dense.down)] {
+                if let m = list.compactMap({ $0 }).first(where: { $0.a.shape[1] != weight.shape[1] || $0.b.shape[0] != weight.shape[0] }) {
+                    throw .invalidFile(path: adapter.path, field: m.name, reason: "A \(m.a.shape) and B \(m.b.shape) do not fit the weight \(weight.shape)")
+                }
+            }
+            mixtures[i] = LoRAMixture(saved: saved, config: config, ffn: dense, modules: &modules)
+        }
+        if let stray = adapter.mixtures.keys.sorted().first(where: { m in !mixtures.values.contains { $0.module == m } }) {
+            throw .invalidFile(path: adapter.path, field: stray, reason: "is a mixture on a module that is not a dense FFN of this model")
+        }
+        lora = LoRAModules(config: config, modules: modules, byBase: plain.byBase, mixtures: mixtures, stacked: stacked.groups,
                            interleavedGateUp: spec.names.stackedLayout == .interleavedInputMajor, stackedByBase: stacked.byBase)
     }
 

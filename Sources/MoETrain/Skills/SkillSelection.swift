@@ -105,6 +105,16 @@ public enum SkillSelection {
     /// (plain LoRA): per module, A stacks the A_i and B the w_i s_i B_i side by side, a rank of
     /// Σ r_i with scale 1 (`rank_pattern` and `alpha_pattern` per module), so the sum is exact.
     public static func compose(_ adapters: [LoRAAdapterFolder], weights: [Double], base: String?, to out: String) throws(ModelError) {
+        let c = try composition(adapters, weights: weights) { _ in true }
+        try LoRAModules.writePEFTFolder(out, config: ["r": c.patterns.values.max() ?? 1, "lora_alpha": c.patterns.values.max() ?? 1,
+                                                      "rank_pattern": c.patterns, "alpha_pattern": c.patterns,
+                                                      "target_modules": c.patterns.keys.sorted()], base: base, tensors: c.tensors)
+    }
+
+    /// `compose`'s tensors for the modules `include` admits, and each module's rank (its alpha
+    /// too: scale 1).
+    static func composition(_ adapters: [LoRAAdapterFolder], weights: [Double], include: (String) -> Bool)
+        throws(ModelError) -> (tensors: [(name: String, tensor: Tensor)], patterns: [String: Int]) {
         precondition(adapters.count == weights.count, "compose: one weight per adapter")
         if let mixed = adapters.first(where: { !$0.mixtures.isEmpty }) {
             throw .invalidFile(path: mixed.path, field: "peft_type", reason: "is MIXLORA: a mixture's router does not add in parameter space")
@@ -114,7 +124,7 @@ public enum SkillSelection {
         }
         var modules: [String: (a: [Float], b: [[Float]], rank: Int, inputs: Int, outputs: Int)] = [:]
         for (adapter, w) in zip(adapters, weights) {
-            for (name, m) in adapter.modules.sorted(by: { $0.key < $1.key }) {
+            for (name, m) in adapter.modules.sorted(by: { $0.key < $1.key }) where include(name) {
                 guard !m.isEmbedding else { throw .invalidFile(path: adapter.path, field: name, reason: "embedding adapters are not composed") }
                 let (r, k, o) = (m.a.shape[0], m.a.shape[1], m.b.shape[0])
                 var entry = modules[name] ?? ([], Array(repeating: [], count: o), 0, k, o)
@@ -128,15 +138,13 @@ public enum SkillSelection {
                 modules[name] = entry
             }
         }
-        let maxRank = modules.values.map(\.rank).max() ?? 1
         var patterns: [String: Int] = [:], tensors: [(name: String, tensor: Tensor)] = []
         for (name, m) in modules.sorted(by: { $0.key < $1.key }) {
             patterns[name] = m.rank
             tensors.append(("base_model.model.\(name).lora_A.weight", Tensor(shape: [m.rank, m.inputs], values: m.a)))
             tensors.append(("base_model.model.\(name).lora_B.weight", Tensor(shape: [m.outputs, m.rank], values: m.b.flatMap { $0 })))
         }
-        try LoRAModules.writePEFTFolder(out, config: ["r": maxRank, "lora_alpha": maxRank, "rank_pattern": patterns, "alpha_pattern": patterns,
-                                                      "target_modules": modules.keys.sorted()], base: base, tensors: tensors)
+        return (tensors, patterns)
     }
 
     /// Weights for `compose` searched on the K shots: coordinate descent from all 1, each weight
