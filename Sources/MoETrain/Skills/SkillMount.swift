@@ -70,7 +70,7 @@ extension SkillSelection {
         (loraConfig.kind, loraConfig.experts, loraConfig.topK, loraConfig.routerAuxLossCoef) = (.mixlora, n, topK, options.balance)
         let model = try TrainableDecoder(path: base, frozenProjections: true)
         try model.attachLoRA(LoRAAdapterFolder(path: out), config: loraConfig)
-        guard let lora = model.lora else { preconditionFailure("attachLoRA installs the adapter") }
+        guard let lora = model.lora else { preconditionFailure("attachLoRA installs the adapter") }  // safe: attachLoRA just set it
         let routers = lora.mixtures.values.map(\.router)
         for p in lora.parameters where !routers.contains(where: { $0 === p.variable }) { p.variable.requiresGrad = false }
         let examples = shots.filter { e in e.ids.count > 1 && e.answer.dropFirst().contains(true) }
