@@ -147,11 +147,8 @@ public final class AdaptedWeights: WeightSource, @unchecked Sendable {
             let experts = t.expert.map { [$0] } ?? Array(t.lora.a.indices)
             let block = merged.count / experts.count
             for (slot, e) in experts.enumerated() {
-                var delta = t.lora.delta(expert: e, pool: pool)  // [out, in]
-                if t.part == .gate || t.part == .up {
-                    let halves = StackedExpertLoRA.gateAndUp(delta, interleaved: interleaved)
-                    delta = t.part == .gate ? halves.gate : halves.up
-                }
+                let half: StackedExpertLoRA.Half? = t.part == .gate ? .gate : t.part == .up ? .up : nil
+                let delta = t.lora.delta(expert: e, half: half, interleaved: interleaved, pool: pool)  // [out, in]
                 let rows = delta.shape[0], cols = delta.shape[1], dp = delta.floats
                 let transposed = t.expert == nil && interleaved  // stacked input-major: [in, out]
                 guard rows * cols == block else {

@@ -215,15 +215,19 @@ public final class LoRAAdapterFolder: @unchecked Sendable {
         return nil
     }
 
+    /// `scale · B A` as f32 [out, in], for B [out, r] and A [r, in] in any element dtype.
+    static func product(b: Tensor, a: Tensor, scale: Float, pool: ThreadPool) -> Tensor {
+        // B A = B (Aᵀ)ᵀ: matmul takes x [M, K] and W [N, K]; here x = B [out, r], W = Aᵀ [in, r].
+        let r = a.shape[0], n = a.shape[1], av = a.toFloats()
+        var at = [Float](repeating: 0, count: n * r)
+        for i in 0..<r { for j in 0..<n { at[j * r + i] = av[i * n + j] * scale } }
+        let bf = b.dtype == .f32 ? b : Tensor(shape: b.shape, values: b.toFloats())
+        return Kernels.matmul(bf, Tensor(shape: [n, r], values: at), pool: pool)
+    }
+
     /// `scale · B A` for `module` as f32 [out, in] (an embedding's transposed to [vocab, d]).
     public func delta(_ module: Module, pool: ThreadPool = .shared) -> Tensor {
-        // B A = B (Aᵀ)ᵀ: matmul takes x [M, K] and W [N, K]; here x = B [out, r], W = Aᵀ [in, r].
-        let r = module.a.shape[0], n = module.a.shape[1]
-        let a = module.a.toFloats()
-        var at = [Float](repeating: 0, count: n * r)
-        for i in 0..<r { for j in 0..<n { at[j * r + i] = a[i * n + j] * module.scale } }
-        let b = module.b.dtype == .f32 ? module.b : Tensor(shape: module.b.shape, values: module.b.toFloats())
-        let product = Kernels.matmul(b, Tensor(shape: [n, r], values: at), pool: pool)  // [out, in]
+        let product = Self.product(b: module.b, a: module.a, scale: module.scale, pool: pool)  // [out, in]
         guard module.isEmbedding else { return product }
         let rows = product.shape[0], cols = product.shape[1], p = product.toFloats()
         var t = [Float](repeating: 0, count: rows * cols)

@@ -108,11 +108,17 @@ public struct StackedExpertLoRA: Sendable {
         return Tensor(shape: [2 * rows, c], values: out)
     }
 
-    /// Expert e's `scale · B_e A_e` [out, in] (f32).
-    public func delta(expert e: Int, pool: ThreadPool = .shared) -> Tensor {
-        let r = a[e].shape[0], k = a[e].shape[1], av = a[e].toFloats()
-        var at = [Float](repeating: 0, count: k * r)  // (scale A)ᵀ [in, r]: matmul takes W [N, K]
-        for i in 0..<r { for j in 0..<k { at[j * r + i] = av[i * k + j] * scale } }
-        return Kernels.matmul(b[e], Tensor(shape: [k, r], values: at), pool: pool)
+    /// Which rows of a `gate_up_proj` adapter's delta: the gate's or the up's.
+    public enum Half: Sendable { case gate, up }
+
+    /// Expert e's `scale · B_e A_e` [out, in] (f32), or only its gate's or up's rows of a
+    /// `gate_up_proj` adapter (`interleaved`: GPT-OSS's row order), from those rows of B alone.
+    public func delta(expert e: Int, half: Half? = nil, interleaved: Bool = false, pool: ThreadPool = .shared) -> Tensor {
+        var rows = b[e]
+        if let half {
+            let halves = Self.gateAndUp(rows, interleaved: interleaved)
+            rows = half == .gate ? halves.gate : halves.up
+        }
+        return LoRAAdapterFolder.product(b: rows, a: a[e], scale: scale, pool: pool)
     }
 }

@@ -25,24 +25,48 @@ struct Skills: ParsableCommand {
         }
     }
 
-    /// The named skills of `library` for the shots' model, their adapters, the shots' scorer, and
-    /// the weights given (one per skill) or else searched on the shots (scratch beside `out`).
-    static func chooseSkills(_ names: [String], library path: String, shots: ShotOptions, weights: String?, out: String) throws
-        -> (SkillLibrary, [SkillLibrary.Skill], [LoRAAdapterFolder], SkillSelection.Scorer, [Double]) {
-        let lib = SkillLibrary(path: path)
-        let entries = try lib.skills(for: shots.model, only: names)
-        let adapters = try entries.map { try LoRAAdapterFolder(path: lib.folder(of: $0.name)) }
-        let scorer = try shots.scorer()
-        if let weights {
-            let chosen = weights.split(separator: ",").compactMap { Double($0) }
-            guard chosen.count == names.count, chosen.allSatisfy(\.isFinite) else {
-                throw ValidationError("--weights: give \(names.count) numbers, one per skill")
+    /// The skills a composition or a mount takes, their weights, and the folder it writes.
+    struct ChoiceOptions: ParsableArguments {
+        @OptionGroup var library: LibraryOption
+        @OptionGroup var shots: ShotOptions
+        @Option(help: "Comma-separated skill names.") var skills: String
+        @Option(help: "Comma-separated weights, one per skill, for the modules composed in parameter space (default: searched on the shots).")
+        var weights: String?
+        @Option(help: "The adapter folder to write (must not exist).") var out: String
+
+        /// The chosen skills (at least `least`), their adapters, the shots' scorer, and the weights
+        /// given or else searched on the shots (scratch beside `out`); `out` must not exist.
+        func choose(atLeast least: Int) throws
+            -> (names: [String], lib: SkillLibrary, entries: [SkillLibrary.Skill], adapters: [LoRAAdapterFolder], scorer: SkillSelection.Scorer, weights: [Double]) {
+            let names = skills.split(separator: ",").map(String.init)
+            guard names.count >= least else { throw ValidationError("--skills: give at least \(least == 1 ? "one skill" : "two skills")") }
+            guard !FileManager.default.fileExists(atPath: out) else { throw ModelError.io(path: out, reason: "already exists; not overwritten") }
+            let lib = SkillLibrary(path: library.library)
+            let entries = try lib.skills(for: shots.model, only: names)
+            let adapters = try entries.map { try LoRAAdapterFolder(path: lib.folder(of: $0.name)) }
+            let scorer = try shots.scorer()
+            if let weights {
+                let chosen = weights.split(separator: ",").compactMap { Double($0) }
+                guard chosen.count == names.count, chosen.allSatisfy(\.isFinite) else {
+                    throw ValidationError("--weights: give \(names.count) numbers, one per skill")
+                }
+                return (names, lib, entries, adapters, scorer, chosen)
             }
-            return (lib, entries, adapters, scorer, chosen)
+            let scratch = out + ".search-\(getpid())"
+            defer { try? FileManager.default.removeItem(atPath: scratch) }
+            return (names, lib, entries, adapters, scorer, try SkillSelection.searchWeights(adapters, scorer: scorer, scratch: scratch).weights)
         }
-        let scratch = out + ".search-\(getpid())"
-        defer { try? FileManager.default.removeItem(atPath: scratch) }
-        return (lib, entries, adapters, scorer, try SkillSelection.searchWeights(adapters, scorer: scorer, scratch: scratch).weights)
+
+        /// Runs `write` into a temporary folder beside `out`, then renames it into place (removed
+        /// if `write` throws).
+        func place<T>(_ write: (String) throws -> T) throws -> T {
+            let temporary = out + ".tmp-\(getpid())"
+            try? FileManager.default.removeItem(atPath: temporary)
+            defer { try? FileManager.default.removeItem(atPath: temporary) }
+            let result = try write(temporary)
+            guard rename(temporary, out) == 0 else { throw ModelError.io(path: out, reason: "cannot rename into place") }
+            return result
+        }
     }
 
     struct Add: ParsableCommand {
@@ -91,14 +115,10 @@ struct Skills: ParsableCommand {
     struct Mount: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Mount skills as LoRA experts (MixLoRA's layout): on each dense FFN, skill i's adapters become expert i behind a router trained on the K shots (all else frozen); the skills' other modules are composed with --weights (default: searched).")
-        @OptionGroup var library: LibraryOption
-        @OptionGroup var shots: ShotOptions
-        @Option(help: "Comma-separated skill names (at least two).") var skills: String
-        @Option(help: "Comma-separated weights for the composed non-FFN modules, one per skill (default: searched on the shots).") var weights: String?
+        @OptionGroup var choice: ChoiceOptions
         @Option(name: .customLong("top-k"), help: "Experts each token mixes (default: every skill).") var topK: Int?
         @Option(help: "Passes over the shots that train the routers.") var steps = 60
         @Option(help: "The routers' learning rate.") var lr: Float = 0.01
-        @Option(help: "The mounted adapter folder (must not exist).") var out: String
         @Option(help: "Other examples of the task (JSONL) to report the mounted adapter's and the base's loss on.") var eval: String?
         func validate() throws {
             guard (1...100_000).contains(steps) else { throw ValidationError("--steps must be in 1...100000") }
@@ -106,25 +126,20 @@ struct Skills: ParsableCommand {
             if let k = topK, k < 1 { throw ValidationError("--top-k must be at least 1") }
         }
         func run() throws {
-            let names = skills.split(separator: ",").map(String.init)
-            guard names.count >= 2 else { throw ValidationError("--skills: mount at least two skills") }
-            guard !FileManager.default.fileExists(atPath: out) else { throw ModelError.io(path: out, reason: "already exists; not overwritten") }
-            let (_, _, adapters, scorer, chosen) = try Skills.chooseSkills(names, library: library.library, shots: shots, weights: weights, out: out)
+            let c = try choice.choose(atLeast: 2), shots = choice.shots, out = choice.out
             var options = SkillSelection.MountOptions()
             (options.topK, options.steps, options.lr) = (topK, steps, lr)
-            let temporary = out + ".tmp-\(getpid())"
-            try? FileManager.default.removeItem(atPath: temporary)
-            defer { try? FileManager.default.removeItem(atPath: temporary) }
-            let (before, _) = try SkillSelection.mount(adapters, weights: chosen, base: shots.model, shots: scorer.examples, options: options,
-                                                           to: temporary, pool: ThreadPool(threads: shots.threads ?? ThreadPool.defaultThreadCount))
-            guard rename(temporary, out) == 0 else { throw ModelError.io(path: out, reason: "cannot rename into place") }
+            let (before, _) = try choice.place {
+                try SkillSelection.mount(c.adapters, weights: c.weights, base: shots.model, shots: c.scorer.examples, options: options,
+                                         to: $0, pool: ThreadPool(threads: shots.threads ?? ThreadPool.defaultThreadCount))
+            }
             struct Out: Encodable {
                 var out: String; var weights: [String: Double]; var loss_before_routing: Double; var loss: Double; var base_loss: Double
                 var eval_loss: Double?, eval_base_loss: Double?
             }
             let held = try eval.map { try SkillSelection.Scorer(base: shots.model, shots: $0, chatTemplate: shots.chatTemplate) }
-            try printJSON(Out(out: out, weights: Dictionary(uniqueKeysWithValues: zip(names, chosen)), loss_before_routing: before,
-                              loss: try scorer.loss(adapters: [out]), base_loss: try scorer.loss(adapters: []),
+            try printJSON(Out(out: out, weights: Dictionary(uniqueKeysWithValues: zip(c.names, c.weights)), loss_before_routing: before,
+                              loss: try c.scorer.loss(adapters: [out]), base_loss: try c.scorer.loss(adapters: []),
                               eval_loss: try held?.loss(adapters: [out]), eval_base_loss: try held?.loss(adapters: [])))
         }
     }
@@ -132,25 +147,15 @@ struct Skills: ParsableCommand {
     struct Compose: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Merge skills in parameter space into one PEFT adapter: a weighted sum of their deltas, the weights given or searched on the K shots.")
-        @OptionGroup var library: LibraryOption
-        @OptionGroup var shots: ShotOptions
-        @Option(help: "Comma-separated skill names.") var skills: String
-        @Option(help: "Comma-separated weights, one per skill (default: searched on the shots).") var weights: String?
-        @Option(help: "The composed adapter folder (must not exist).") var out: String
+        @OptionGroup var choice: ChoiceOptions
         func run() throws {
-            let names = skills.split(separator: ",").map(String.init)
-            guard !names.isEmpty else { throw ValidationError("--skills: give at least one skill") }
-            guard !FileManager.default.fileExists(atPath: out) else { throw ModelError.io(path: out, reason: "already exists; not overwritten") }
-            let (lib, entries, adapters, scorer, chosen) = try Skills.chooseSkills(names, library: library.library, shots: shots, weights: weights, out: out)
-            let temporary = out + ".tmp-\(getpid())"
-            try? FileManager.default.removeItem(atPath: temporary)
-            try SkillSelection.compose(adapters, weights: chosen, base: shots.model, to: temporary)
-            guard rename(temporary, out) == 0 else { throw ModelError.io(path: out, reason: "cannot rename into place") }
+            let c = try choice.choose(atLeast: 1), out = choice.out
+            try choice.place { try SkillSelection.compose(c.adapters, weights: c.weights, base: choice.shots.model, to: $0) }
             var single: [String: Double] = [:]
-            for e in entries { single[e.name] = try scorer.loss(adapters: [lib.folder(of: e.name)]) }
+            for e in c.entries { single[e.name] = try c.scorer.loss(adapters: [c.lib.folder(of: e.name)]) }
             struct Out: Encodable { var out: String; var weights: [String: Double]; var loss: Double; var base_loss: Double; var single_losses: [String: Double] }
-            try printJSON(Out(out: out, weights: Dictionary(uniqueKeysWithValues: zip(names, chosen)),
-                              loss: try scorer.loss(adapters: [out]), base_loss: try scorer.loss(adapters: []), single_losses: single))
+            try printJSON(Out(out: out, weights: Dictionary(uniqueKeysWithValues: zip(c.names, c.weights)),
+                              loss: try c.scorer.loss(adapters: [out]), base_loss: try c.scorer.loss(adapters: []), single_losses: single))
         }
     }
 }

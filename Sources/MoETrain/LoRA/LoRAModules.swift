@@ -118,17 +118,20 @@ public final class LoRAModules: @unchecked Sendable {
     /// Replaces every adapter tensor with `tensor(peftName)` (widened to f32), checking shapes
     /// (`MoECoreError.invalidValue` names the tensor).
     public func load(_ tensor: (String) throws -> Tensor) throws {
-        let inGroups = Set(stacked.flatMap { $0.variables.map(ObjectIdentifier.init) })
-        for (name, v) in namedVariables where !inGroups.contains(ObjectIdentifier(v)) { try v.load(tensor(name), name: name) }
+        for (name, v) in plainNamedVariables { try v.load(tensor(name), name: name) }
         for g in stacked { try load(g, tensor) }
     }
 
     /// The adapter's tensors as PEFT saves them, from `value` of each variable (its value, or its
     /// gradient: nil counts as zeros): stacked groups stacked, every other variable as it is.
     public func peftTensors(_ value: (Variable) -> Tensor?) -> [(name: String, tensor: Tensor)] {
+        plainNamedVariables.map { ($0.name, value($0.variable) ?? Tensor(zeros: $0.variable.shape)) } + stackedPEFTTensors(value)
+    }
+
+    /// `namedVariables` but the stacked groups': the tensors stored under their own names.
+    private var plainNamedVariables: [(name: String, variable: Variable)] {
         let inGroups = Set(stacked.flatMap { $0.variables.map(ObjectIdentifier.init) })
-        return namedVariables.filter { !inGroups.contains(ObjectIdentifier($0.variable)) }.map { ($0.name, value($0.variable) ?? Tensor(zeros: $0.variable.shape)) }
-            + stackedPEFTTensors(value)
+        return namedVariables.filter { !inGroups.contains(ObjectIdentifier($0.variable)) }
     }
 
     /// `f` as the decimal it prints as (0.01, not 0.009999999776 as Double(f) would give).
