@@ -126,7 +126,10 @@ struct Skills: ParsableCommand {
             if let k = topK, k < 1 { throw ValidationError("--top-k must be at least 1") }
         }
         func run() throws {
-            let c = try choice.choose(atLeast: 2), shots = choice.shots, out = choice.out
+            let shots = choice.shots, out = choice.out
+            // The held-out examples are read first: a bad file is refused before anything is written.
+            let held = try eval.map { try SkillSelection.Scorer(base: shots.model, shots: $0, chatTemplate: shots.chatTemplate) }
+            let c = try choice.choose(atLeast: 2)
             var options = SkillSelection.MountOptions()
             (options.topK, options.steps, options.lr) = (topK, steps, lr)
             let (before, _) = try choice.place {
@@ -137,7 +140,6 @@ struct Skills: ParsableCommand {
                 var out: String; var weights: [String: Double]; var loss_before_routing: Double; var loss: Double; var base_loss: Double
                 var eval_loss: Double?, eval_base_loss: Double?
             }
-            let held = try eval.map { try SkillSelection.Scorer(base: shots.model, shots: $0, chatTemplate: shots.chatTemplate) }
             try printJSON(Out(out: out, weights: Dictionary(uniqueKeysWithValues: zip(c.names, c.weights)), loss_before_routing: before,
                               loss: try c.scorer.loss(adapters: [out]), base_loss: try c.scorer.loss(adapters: []),
                               eval_loss: try held?.loss(adapters: [out]), eval_base_loss: try held?.loss(adapters: [])))

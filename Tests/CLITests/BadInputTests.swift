@@ -135,6 +135,10 @@ final class BadInputTests: XCTestCase {
         let made = try moe(["perplexity", "--file", text, "--context", "32", "--save-logits", base], in: work)
         XCTAssertEqual(made.status, 0, made.err)
         let badProfile = try file("profile.json", #"{"tokens": 10, "load": {"0": [0.5, 0.5]}}"#)
+        let tokBase = work.appendingPathComponent("tok-base").path  // a model with a tokenizer.json, for the skills scorer
+        let initRandom = try moe(["init-random", "--arch", "llama", "--out", tokBase, "--vocab", "300", "--hidden", "32", "--layers", "1",
+                                  "--heads", "2", "--kv-heads", "1", "--dense-size", "48"], in: work)
+        XCTAssertEqual(initRandom.status, 0, initRandom.err)
         let inputs = Set(try FileManager.default.contentsOfDirectory(atPath: work.path))
 
         let cases: [Case] = [
@@ -204,6 +208,8 @@ final class BadInputTests: XCTestCase {
                  status: 64, mentions: ["at least two"]),
             Case(args: ["skills", "mount", "--library", "lib", "--model", mixtral, "--shots", "bad.jsonl", "--skills", "a,nope", "--out", "m"],
                  status: 1, mentions: ["no such skill"]),
+            Case(args: ["skills", "mount", "--library", "lib", "--model", tokBase, "--shots", "bad.jsonl", "--skills", "a,b", "--out", "m",
+                        "--eval", "missing-eval.jsonl"], status: 1, mentions: ["missing-eval.jsonl"]),
             Case(args: ["train", "--config", loraKind, "--from", mixtral], status: 1, mentions: ["lora-kind.json", "moe-lora", "mixlora"]),
             Case(args: ["train", "--config", moleTopK, "--from", mixtral], status: 1, mentions: ["mole-topk.json", "lora.top_k"]),
             Case(args: ["train", "--config", mixNoDense, "--from", mixtral], status: 1, mentions: ["lora.kind", "dense FFN"]),

@@ -209,6 +209,20 @@ final class LoRAAdapterTests: XCTestCase {
         path = try adapter(config: ["r": 2], tensors: [("base_model.model.model.embed_tokens.lora_embedding_A", Tensor(zeros: [2, 256])),
                                                        ("base_model.model.model.embed_tokens.lora_embedding_B", Tensor(zeros: [64, 2]))])
         XCTAssertEqual(field { _ = try DecoderModel(path: llama, adapters: [path]) }, "model.embed_tokens.weight")
+        // PEFT `target_parameters` on the Mixtral fixture (8 experts of 32, d 64): a target that is
+        // not a stacked expert tensor, A and B that are not rank times experts, and experts of
+        // another count than the model's.
+        let mixtral = fixturesDirectory.appendingPathComponent("mixtral").path
+        let stacked = "base_model.model.model.layers.0.mlp.experts"
+        path = try adapter(config: ["r": 2, "target_parameters": ["mlp.experts.w1"]],
+                           tensors: [("\(stacked).lora_A.weight", Tensor(zeros: [16, 64])), ("\(stacked).lora_B.weight", Tensor(zeros: [64, 16]))])
+        XCTAssertEqual(field { _ = try DecoderModel(path: mixtral, adapters: [path]) }, "target_parameters")
+        path = try adapter(config: ["r": 3, "target_parameters": ["mlp.experts.gate_up_proj"]],
+                           tensors: [("\(stacked).lora_A.weight", Tensor(zeros: [16, 64])), ("\(stacked).lora_B.weight", Tensor(zeros: [64, 16]))])
+        XCTAssertEqual(field { _ = try DecoderModel(path: mixtral, adapters: [path]) }, "\(stacked).lora_B.weight")
+        path = try adapter(config: ["r": 2, "target_parameters": ["mlp.experts.gate_up_proj"]],
+                           tensors: [("\(stacked).lora_A.weight", Tensor(zeros: [8, 64])), ("\(stacked).lora_B.weight", Tensor(zeros: [64, 8]))])
+        XCTAssertEqual(field { _ = try DecoderModel(path: mixtral, adapters: [path]) }, "model.layers.0.mlp.experts.gate_up_proj")
         // No folder.
         XCTAssertThrowsError(try DecoderModel(path: llama, adapters: [dir.appendingPathComponent("missing").path]))
     }

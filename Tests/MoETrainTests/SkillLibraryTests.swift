@@ -81,5 +81,8 @@ final class SkillLibraryTests: XCTestCase {
         }
         XCTAssertEqual(total / Double(shots.count), after, accuracy: 1e-4, "inference runs the trained routers")
         XCTAssertThrowsError(try SkillSelection.mount([skills[0]], weights: [1], base: llama, shots: shots, to: root + "/one"))
+        // Its mixtures on a model without those dense FFNs (Mixtral: every layer an MoE): a typed error naming the adapter.
+        let moe = try TrainableDecoder(path: fixtures.appendingPathComponent("mixtral").path, frozenProjections: true)
+        XCTAssertThrowsError(try moe.attachLoRA(folder)) { XCTAssertTrue("\($0)".contains(root + "/mounted"), "\($0)") }
     }
 }
