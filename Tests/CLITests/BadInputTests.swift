@@ -66,6 +66,9 @@ final class BadInputTests: XCTestCase {
         let deepseekFolder = fixtures.appendingPathComponent("deepseek_v3").path
         let huge = try folder("huge", from: "mixtral") { $0["num_hidden_layers"] = 1e12 }
         let typed = try folder("typed", from: "mixtral") { $0["num_hidden_layers"] = "two" }
+        let rotary = try folder("rotary", from: "glm4_moe") {  // once a trap converting hd * 3e88 to Int (found by the config fuzzer)
+            $0["rope_parameters"] = ["partial_rotary_factor": 3.3e88, "rope_theta": 10000.0, "rope_type": "default"]
+        }
         let deep = try folder("deep", from: "deepseek_v3") { $0["kv_lora_rank"] = 1 << 62 }
         let nan = try folder("nan", from: "mixtral")
         try poison(nan, tensor: "model.layers.0.self_attn.q_proj.weight")
@@ -147,6 +150,7 @@ final class BadInputTests: XCTestCase {
             Case(args: ["generate", "--model", huge, "hi"], status: 1, mentions: ["config.json", "num_hidden_layers"]),
             Case(args: ["logits", "--model", typed, "--tokens", "1"], status: 1, mentions: ["config.json", "num_hidden_layers"]),
             Case(args: ["logits", "--model", deep, "--tokens", "1"], status: 1, mentions: ["config.json", "kv_lora_rank"]),
+            Case(args: ["logits", "--model", rotary, "--tokens", "1"], status: 1, mentions: ["config.json", "partial_rotary_factor"]),
             Case(args: ["bench", "--model", huge], status: 1, mentions: ["num_hidden_layers"]),
             Case(args: ["generate", "--model", truncated, "hi"], status: 1, mentions: ["trunc.gguf"]),
             Case(args: ["logits", "--model", truncated, "--tokens", "1"], status: 1, mentions: ["trunc.gguf"]),

@@ -61,8 +61,9 @@ struct CommonConfig: Decodable {
                                           maxPositions: maxPositionEmbeddings, path: path)
         var rotaryDim: Int?
         if let factor = ropeParameters?.partialRotaryFactor ?? partialRotaryFactor, factor != 1 {
-            let dim = Int((Double(hd) * factor).rounded(.down))
-            guard factor.isFinite, factor > 0, factor < 1, dim >= 2, dim % 2 == 0 else {
+            // The range first: a factor of 1e300 would trap in the conversion to Int.
+            let dim = factor.isFinite && factor > 0 && factor < 1 ? Int((Double(hd) * factor).rounded(.down)) : 0
+            guard dim >= 2, dim % 2 == 0 else {
                 throw .invalidConfig(path: path, field: "partial_rotary_factor", reason: "must give an even rotary dim in 2...\(hd), got \(factor)")
             }
             rotaryDim = dim
