@@ -111,31 +111,40 @@ final class ElementwiseLeafTests: XCTestCase {
         }
     }
 
-    /// Dropout's mask is SplitMix64 of (seed, index) exactly (written out here in Swift), the same
-    /// on every ISA, whether drawn whole or in pieces from odd offsets, in place or accumulated.
-    func testDropoutDrawsSplitMix64sMaskOnEveryISA() {
+    /// Dropout's mask is the documented hash of (seed, index) exactly (written out here in Swift),
+    /// the same on every ISA, whether drawn whole or in pieces from odd offsets, in place or
+    /// accumulated, and across a 2^32 boundary of the index.
+    func testDropoutDrawsTheDocumentedMaskOnEveryISA() {
+        func fmix32(_ x: UInt32) -> UInt32 {
+            var z = x ^ (x >> 16)
+            z = z &* 0x85EB_CA6B
+            z ^= z >> 13
+            z = z &* 0xC2B2_AE35
+            return z ^ (z >> 16)
+        }
         func factor(_ p: Float, seed: UInt64, index: Int) -> Float {
-            var z = seed &+ UInt64(index) &* 0x9E37_79B9_7F4A_7C15
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return (z ^ (z >> 31)) >> 40 < UInt64(Double(p) * 16_777_216) ? 0 : 1 / (1 - p)
+            let j = UInt64(index)
+            let key = UInt32(truncatingIfNeeded: seed) ^ fmix32(UInt32(seed >> 32) &+ UInt32(j >> 32) &* 0x632B_E5AB)
+            let z = fmix32(UInt32(truncatingIfNeeded: j) &* 0x9E37_79B9 &+ key)
+            return (z >> 8) < UInt32(Double(p) * 16_777_216) ? 0 : 1 / (1 - p)
         }
         forEachISA { isa in
-            for (n, p) in [(1, Float(0.5)), (17, 0.1), (4097, 0.05), (70_001, 0.9)] {
+            for (n, p, first) in [(1, Float(0.5), 1000), (17, 0.1, 1000), (4097, 0.05, 1000), (70_001, 0.9, 1000),
+                                  (300, 0.5, (1 << 32) - 150)] {
                 let x = Tensor(randomUniform: [n], in: -2...2, seed: UInt64(n)).toFloats()
-                let want = (0..<n).map { x[$0] * factor(p, seed: 7, index: 1000 + $0) }
+                let want = (0..<n).map { x[$0] * factor(p, seed: 0xDEAD_BEEF_0000_0007, index: first + $0) }
                 var whole = [Float](repeating: 0, count: n), pieces = x, summed = x
                 whole.withUnsafeMutableBufferPointer { w in
-                    x.withUnsafeBufferPointer { Kernels.dropout(w.baseAddress!, $0.baseAddress!, count: n, seed: 7, first: 1000, p: p) }
+                    x.withUnsafeBufferPointer { Kernels.dropout(w.baseAddress!, $0.baseAddress!, count: n, seed: 0xDEAD_BEEF_0000_0007, first: first, p: p) }
                 }
                 pieces.withUnsafeMutableBufferPointer { b in  // in place, in pieces of 13
                     for from in stride(from: 0, to: n, by: 13) {
                         let q = b.baseAddress! + from
-                        Kernels.dropout(q, q, count: min(13, n - from), seed: 7, first: 1000 + from, p: p)
+                        Kernels.dropout(q, q, count: min(13, n - from), seed: 0xDEAD_BEEF_0000_0007, first: first + from, p: p)
                     }
                 }
                 summed.withUnsafeMutableBufferPointer { b in
-                    x.withUnsafeBufferPointer { Kernels.dropout(b.baseAddress!, $0.baseAddress!, count: n, seed: 7, first: 1000, p: p, accumulate: true) }
+                    x.withUnsafeBufferPointer { Kernels.dropout(b.baseAddress!, $0.baseAddress!, count: n, seed: 0xDEAD_BEEF_0000_0007, first: first, p: p, accumulate: true) }
                 }
                 XCTAssertEqual(whole, want, "dropout n=\(n) \(isa)")
                 XCTAssertEqual(pieces, want, "dropout in place, in pieces, n=\(n) \(isa)")

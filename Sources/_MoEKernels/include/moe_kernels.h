@@ -246,8 +246,9 @@ double moek_sum_squares(const float *x, size_t n);
 /// Inverted dropout over elements first ... first + n - 1 of the mask drawn from `seed` with
 /// probability p (0 <= p < 1): dst[i] = src[i] * f, or dst[i] += it with `accumulate`, where f is
 /// 0 if the element is dropped, else 1 / (1 - p). Element j is dropped when the top 24 bits of
-/// SplitMix64's output function of seed + j * 0x9E3779B97F4A7C15 fall below p * 2^24: the same
-/// mask on every ISA, any element's factor made again without the others. dst may be src.
+/// fmix32(lo(j) * 0x9E3779B9 + key), key = lo(seed) ^ fmix32(hi(seed) + hi(j) * 0x632BE5AB)
+/// (32-bit halves; MurmurHash3's finaliser), fall below p * 2^24: the same mask on every ISA,
+/// any element's factor made again without the others. dst may be src.
 void moek_dropout(float *dst, const float *src, size_t n, uint64_t seed, uint64_t first, float p, int accumulate);
 /// out = a x, and returns sum x y (16 f32 partial sums, added in order). x, y, out distinct.
 float moek_scale_dot(const float *x, const float *y, float a, float *out, size_t n);
