@@ -46,10 +46,35 @@ public final class TensorStorage: @unchecked Sendable {
     /// `byteCount` bytes of fresh anonymous pages (zeroed, writable), handed back to the kernel
     /// when the storage goes: for long-lived buffers that come and go (the expert cache's
     /// entries), whose memory must leave the process with them whatever the allocator keeps.
-    /// Nil when the kernel refuses the mapping.
+    /// From 2 MiB on, the pages start on a 2 MiB boundary and are offered to the kernel as huge
+    /// pages (Linux's `MADV_HUGEPAGE`, where transparent huge pages are on `madvise`), so a
+    /// matrix-vector pass over them walks a fraction of the page tables. Nil when the kernel
+    /// refuses the mapping.
     public init?(pagesFor byteCount: Int) {
         precondition(byteCount >= 0, "negative byte count")
         let size = max(byteCount, 1)
+        #if os(Linux)
+        let huge = 2 << 20
+        if size >= huge {
+            // Map a huge page's worth more, then unmap the ends around the aligned start.
+            guard let raw = mmap(nil, size + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+                  raw != MAP_FAILED else { return nil }
+            let address = UInt(bitPattern: raw), aligned = (address + UInt(huge) - 1) / UInt(huge) * UInt(huge)
+            let head = Int(aligned - address), tail = huge - head
+            if head > 0 { munmap(raw, head) }
+            let start = raw + head
+            let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+            let mapped = (size + pageSize - 1) / pageSize * pageSize
+            if tail + size - mapped > 0 { munmap(start + mapped, tail + size - mapped) }
+            _ = madvise(start, mapped, 14)  // MADV_HUGEPAGE: advice only, refused quietly where unsupported
+            base = start
+            self.byteCount = byteCount
+            isWritable = true
+            mapping = nil
+            pages = mapped
+            return
+        }
+        #endif
         guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else { return nil }
         base = p
         self.byteCount = byteCount

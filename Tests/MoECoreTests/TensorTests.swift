@@ -104,4 +104,21 @@ final class TensorTests: XCTestCase {
         XCTAssertNil(DType(name: "I8"))
         XCTAssertEqual(DType.bf16.description, "bf16")
     }
+    /// Page buffers are zeroed, writable and of the asked size; from 2 MiB on (Linux) they start
+    /// on a 2 MiB boundary, where the kernel can back them with huge pages.
+    func testPageBuffersAreZeroedAndLargeOnesStartOnAHugePage() throws {
+        for bytes in [1, 4096 * 3 + 5, (3 << 20) + 4096, 5 << 20] {
+            let s = try XCTUnwrap(TensorStorage(pagesFor: bytes))
+            XCTAssertEqual(s.byteCount, bytes)
+            XCTAssertTrue(s.isWritable)
+            let p = s.base.assumingMemoryBound(to: UInt8.self)
+            XCTAssertEqual(p[0], 0)
+            XCTAssertEqual(p[bytes - 1], 0)
+            p[bytes - 1] = 7  // the last byte is mapped and writable
+            XCTAssertEqual(p[bytes - 1], 7)
+            #if os(Linux)
+            if bytes >= 2 << 20 { XCTAssertEqual(UInt(bitPattern: s.base) % UInt(2 << 20), 0, "\(bytes) bytes") }
+            #endif
+        }
+    }
 }
