@@ -104,6 +104,7 @@ final class TensorTests: XCTestCase {
         XCTAssertNil(DType(name: "I8"))
         XCTAssertEqual(DType.bf16.description, "bf16")
     }
+
     /// Page buffers are zeroed, writable and of the asked size; from 2 MiB on (Linux) they start
     /// on a 2 MiB boundary, where the kernel can back them with huge pages.
     func testPageBuffersAreZeroedAndLargeOnesStartOnAHugePage() throws {
