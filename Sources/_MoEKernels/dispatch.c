@@ -249,15 +249,7 @@ void moek_from_f32(const float *src, int dt, void *dst, size_t n) {
 
 void moek_weighted_rows(const float *P, size_t ldp, int nx, const float *V, size_t ldv, size_t L,
                         size_t D, float *out, size_t ldo) {
-  for (int m = 0; m < nx; m++) memset(out + (size_t)m * ldo, 0, D * sizeof(float));
-  for (size_t j = 0; j < L; j++) {
-    const float *v = V + j * ldv;
-    for (int m = 0; m < nx; m++) {
-      const float p = P[(size_t)m * ldp + j];
-      float *o = out + (size_t)m * ldo;
-      for (size_t d = 0; d < D; d++) o[d] += p * v[d];
-    }
-  }
+  vt()->weighted_rows(P, ldp, nx, V, ldv, L, D, out, ldo);
 }
 
 void moek_cpu_relax(void) {

@@ -5,7 +5,8 @@ import _TestSupport
 import XCTest
 
 /// The elementwise C leaves (SiLU and its SwiGLU backward with their vectorised exp, AdamW,
-/// sum of squares, the cross-entropy softmax row, the MoE combine, dropout) against Double references, on every ISA path
+/// sum of squares, the cross-entropy softmax row, the MoE combine, dropout, attention's weighted
+/// value rows) against Double references, on every ISA path
 /// and odd sizes, including inputs where exp saturates.
 final class ElementwiseLeafTests: XCTestCase {
     let sizes = [1, 3, 17, 4097, 70_001]
@@ -151,6 +152,27 @@ final class ElementwiseLeafTests: XCTestCase {
                 XCTAssertEqual(summed, zip(x, want).map { $0 + $1 }, "dropout accumulated n=\(n) \(isa)")
                 let kept = Double(want.filter { $0 != 0 }.count) / Double(n)
                 if n > 4000 { XCTAssertEqual(kept, Double(1 - p), accuracy: 0.02, "kept fraction n=\(n)") }
+            }
+        }
+    }
+    /// Attention's probabilities times value rows: the same bits on every ISA as the plain loop
+    /// (products not fused, positions in order), with strided rows and 1 to 4 heads at a time.
+    func testWeightedValueRowsAreThePlainLoopsBitsOnEveryISA() {
+        forEachISA { isa in
+            for (nx, l, d) in [(1, 1, 1), (3, 17, 64), (4, 130, 128), (2, 5, 33), (3, 40, 80), (4, 9, 16), (1, 7, 96)] {
+                let (ldp, ldv, ldo) = (l + 3, d + 5, d + 2)
+                let p = Tensor(randomUniform: [nx * ldp], seed: UInt64(l)).toFloats()
+                let v = Tensor(randomUniform: [l * ldv], in: -3...3, seed: UInt64(d)).toFloats()
+                var out = [Float](repeating: .nan, count: nx * ldo)
+                moek_weighted_rows(p, ldp, Int32(nx), v, ldv, l, d, &out, ldo)
+                for m in 0..<nx {
+                    var want = [Float](repeating: 0, count: d)
+                    for j in 0..<l {
+                        let pj = p[m * ldp + j]
+                        for k in 0..<d { want[k] += pj * v[j * ldv + k] }
+                    }
+                    XCTAssertEqual(Array(out[m * ldo..<(m * ldo + d)]), want, "nx \(nx) L \(l) D \(d) row \(m) \(isa)")
+                }
             }
         }
     }
