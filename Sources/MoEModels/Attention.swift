@@ -75,9 +75,20 @@ func causalAttention(q: Tensor, heads h: Int, kvHeads g: Int, keyDim: Int, value
                 for m in 0..<nx {
                     let row = s + m * visible
                     let sink = sinks?[head + m]
+                    var factor = scale
+                    if sink == nil {
+                        for j in 0..<visible { row[j] *= scale }
+                        // Finite scores take the C leaf (vectorised exp, sums in 16 lanes); a NaN
+                        // or infinite one goes the plain way below, which carries it to the output.
+                        if moek_sum_squares(row, visible).isFinite {
+                            moek_softmax_rows(row, visible, visible, 1)
+                            continue
+                        }
+                        factor = 1
+                    }
                     var maxScore = sink ?? -Float.infinity
                     for j in 0..<visible {
-                        row[j] *= scale
+                        row[j] *= factor
                         maxScore = max(maxScore, row[j])
                     }
                     var sum: Float = sink.map { Foundation.exp($0 - maxScore) } ?? 0
