@@ -46,17 +46,40 @@ protocol AttentionBlock: Sendable {
 /// mask. With `sinks` ([H] logits, GPT-OSS), each head's softmax also spreads mass over its sink
 /// logit, which then contributes no value. q is [T, H, keyDim]; H query heads share each of the
 /// G cached key/value heads (GQA). Returns [T, H * valueDim].
-/// One task per (token, key/value head): the group's query heads (up to 4 at a time) score
-/// every visible position with the matvec leaf, softmax, then sum the values with a C leaf.
+/// A sequence with at least `BlockedAttention.minRows` new rows (a prompt), with no window or
+/// sinks, goes in blocks of query rows through two matmul leaves per head (`BlockedAttention`;
+/// `blocked: false` forbids it, for tests). Other rows take one task per (token, key/value head):
+/// the group's query heads (up to 4 at a time) score every visible position with the matvec
+/// leaf, softmax, then sum the values with a C leaf.
 func causalAttention(q: Tensor, heads h: Int, kvHeads g: Int, keyDim: Int, valueDim: Int, scale: Float,
                      layer: Int, segments: Segments, caches: [KVCache], window: Int? = nil, sinks: [Float]? = nil,
-                     pool: ThreadPool) -> Tensor {
+                     blocked: Bool = true, pool: ThreadPool) -> Tensor {
     let t = q.shape[0], group = h / g
     let out = Tensor(zeros: [t, h * valueDim])
     guard let qb = q.floats.baseAddress, let ob = out.mutableFloats.baseAddress else { return out }
-    pool.parallelFor(t * g) { task in
-        let ti = task / g, gi = task % g
-        let seq = segments.sequence[ti]
+    // Runs of rows: blocks of a long sequence's rows, or single rows.
+    var runs: [(r0: Int, r1: Int, seq: Int, block: Bool)] = []
+    let byBlocks = blocked && window == nil && sinks == nil && moek_gemm_direct_supported() != 0
+    for (seq, range) in segments.ranges.enumerated() {
+        if byBlocks && range.count >= BlockedAttention.minRows {
+            for r0 in stride(from: range.lowerBound, to: range.upperBound, by: BlockedAttention.rows) {
+                runs.append((r0, min(range.upperBound, r0 + BlockedAttention.rows), seq, true))
+            }
+        } else {
+            for r in range { runs.append((r, r + 1, seq, false)) }
+        }
+    }
+    runs.sort { $0.r1 - $0.r0 > $1.r1 - $1.r0 }  // blocks first: they are the longest tasks
+    pool.parallelFor(runs.count * g) { task in
+        let run = runs[task / g], gi = task % g
+        if run.block {
+            BlockedAttention.run(r0: run.r0, r1: run.r1, start: segments.ranges[run.seq].lowerBound, kv: gi, group: group,
+                                 heads: h, keyDim: keyDim, valueDim: valueDim, scale: scale, layer: layer,
+                                 cache: caches[run.seq], q: qb, out: ob)
+            return
+        }
+        let ti = run.r0
+        let seq = run.seq
         let cache = caches[seq]
         let end = cache.length + (ti - segments.ranges[seq].lowerBound) + 1
         let first = window.map { max(0, end - $0) } ?? 0
@@ -72,33 +95,7 @@ func causalAttention(q: Tensor, heads h: Int, kvHeads g: Int, keyDim: Int, value
                 let head = gi * group + h0
                 moek_gemv_rows(keys, Int32(DType.f32.rawValue), keyDim, qb + (ti * h + head) * keyDim, keyDim, Int32(nx),
                                s, visible, 0, visible, keyDim)
-                for m in 0..<nx {
-                    let row = s + m * visible
-                    let sink = sinks?[head + m]
-                    var factor = scale
-                    if sink == nil {
-                        for j in 0..<visible { row[j] *= scale }
-                        // Finite scores take the C leaf (vectorised exp, sums in 16 lanes); a NaN
-                        // or infinite one goes the plain way below, which carries it to the output.
-                        if moek_sum_squares(row, visible).isFinite {
-                            moek_softmax_rows(row, visible, visible, 1)
-                            continue
-                        }
-                        factor = 1
-                    }
-                    var maxScore = sink ?? -Float.infinity
-                    for j in 0..<visible {
-                        row[j] *= factor
-                        maxScore = max(maxScore, row[j])
-                    }
-                    var sum: Float = sink.map { Foundation.exp($0 - maxScore) } ?? 0
-                    for j in 0..<visible {
-                        row[j] = Foundation.exp(row[j] - maxScore)
-                        sum += row[j]
-                    }
-                    let inv = 1 / sum
-                    for j in 0..<visible { row[j] *= inv }
-                }
+                for m in 0..<nx { softmaxScores(s + m * visible, count: visible, scale: scale, sink: sinks?[head + m]) }
                 moek_weighted_rows(s, visible, Int32(nx), values, valueDim, visible, valueDim,
                                    ob + (ti * h + head) * valueDim, valueDim)
                 h0 += nx
