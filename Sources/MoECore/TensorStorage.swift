@@ -52,7 +52,17 @@ public final class TensorStorage: @unchecked Sendable {
     /// refuses the mapping.
     public init?(pagesFor byteCount: Int) {
         precondition(byteCount >= 0, "negative byte count")
-        let size = max(byteCount, 1)
+        guard let (p, size) = Self.mapPages(max(byteCount, 1)) else { return nil }
+        base = p
+        self.byteCount = byteCount
+        isWritable = true
+        mapping = nil
+        pages = size
+    }
+
+    /// `size` bytes of fresh anonymous pages and the bytes mapped; from 2 MiB on (Linux), on a
+    /// 2 MiB boundary with `MADV_HUGEPAGE`. Nil when the kernel refuses.
+    private static func mapPages(_ size: Int) -> (UnsafeMutableRawPointer, Int)? {
         #if os(Linux)
         let huge = 2 << 20
         if size >= huge {
@@ -67,20 +77,11 @@ public final class TensorStorage: @unchecked Sendable {
             let mapped = (size + pageSize - 1) / pageSize * pageSize
             if tail + size - mapped > 0 { munmap(start + mapped, tail + size - mapped) }
             _ = madvise(start, mapped, 14)  // MADV_HUGEPAGE: advice only, refused quietly where unsupported
-            base = start
-            self.byteCount = byteCount
-            isWritable = true
-            mapping = nil
-            pages = mapped
-            return
+            return (start, mapped)
         }
         #endif
         guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else { return nil }
-        base = p
-        self.byteCount = byteCount
-        isWritable = true
-        mapping = nil
-        pages = size
+        return (p, size)
     }
 
     /// The whole of a mapped file, read-only and zero-copy.

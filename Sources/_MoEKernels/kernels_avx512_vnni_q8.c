@@ -175,8 +175,6 @@ INLINE void rows_k45i(int five, const uint8_t *W, size_t row_bytes, const moek_a
       for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)(b + AHEAD + o), _MM_HINT_T0);
       const float d = half(b), dmin = half(b + 2);
       const __m128i sm = k4_scales_mins_vec(b + 4);
-      const __m256i sc_lo = _mm256_cvtepu8_epi32(_mm_shuffle_epi8(sm, _mm_setr_epi8(0, 2, 4, 6, 0, 2, 4, 6, -1, -1, -1, -1, -1, -1, -1, -1)));
-      const __m256i sc_hi = _mm256_cvtepu8_epi32(_mm_shuffle_epi8(sm, _mm_setr_epi8(1, 3, 5, 7, 1, 3, 5, 7, -1, -1, -1, -1, -1, -1, -1, -1)));
       // int16 lanes 2l and 2l + 1 both hold min l, against the two 16-value sums of sub-block l.
       const __m256i mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
       const uint8_t *qs = b + (five ? 48 : 16);
@@ -197,7 +195,20 @@ INLINE void rows_k45i(int five, const uint8_t *W, size_t row_bytes, const moek_a
           w[p + 4] = _mm256_and_si256(_mm256_srli_epi16(u[p], 4), m4);
         }
       }
-      if (!five) {
+      if (five) {  // Q5_K: the sums need 32 bits; each half times its scales
+        const __m256i sc_lo = _mm256_cvtepu8_epi32(_mm_shuffle_epi8(sm, _mm_setr_epi8(0, 2, 4, 6, 0, 2, 4, 6, -1, -1, -1, -1, -1, -1, -1, -1)));
+        const __m256i sc_hi = _mm256_cvtepu8_epi32(_mm_shuffle_epi8(sm, _mm_setr_epi8(1, 3, 5, 7, 1, 3, 5, 7, -1, -1, -1, -1, -1, -1, -1, -1)));
+#pragma clang loop unroll(full)
+        for (int m = 0; m < nx; m++) {
+          __m256i lo, hi;
+          dot_pairs(w, x[m].qi + 256 * i, &lo, &hi);
+          const __m256i s = _mm256_add_epi32(_mm256_mullo_epi32(lo, sc_lo), _mm256_mullo_epi32(hi, sc_hi));
+          const __m256i ms = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x[m].bs + 16 * i)), mins);
+          const float dx = x[m].d[i];
+          acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * dx), acc[m]);
+          acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ms), _mm256_set1_ps(-dmin * dx), acc[m]);
+        }
+      } else {
         // Q4_K: a lane's sum has 16 products of at most 15 x 127, so it fits an int16; lo and
         // hi pack into one register and one multiply-add applies the scales (in the packed
         // order: sub-blocks 0 2 4 6 1 3 5 7 in each 128-bit half), fewer operations per
@@ -214,17 +225,6 @@ INLINE void rows_k45i(int five, const uint8_t *W, size_t row_bytes, const moek_a
           const __m256 f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dv, _mm256_mul_ps(_mm256_cvtepi32_ps(ms), ndminv));
           acc[m] = _mm256_fmadd_ps(f, _mm256_set1_ps(x[m].d[i]), acc[m]);
         }
-        continue;
-      }
-#pragma clang loop unroll(full)
-      for (int m = 0; m < nx; m++) {
-        __m256i lo, hi;
-        dot_pairs(w, x[m].qi + 256 * i, &lo, &hi);
-        const __m256i s = _mm256_add_epi32(_mm256_mullo_epi32(lo, sc_lo), _mm256_mullo_epi32(hi, sc_hi));
-        const __m256i ms = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x[m].bs + 16 * i)), mins);
-        const float dx = x[m].d[i];
-        acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * dx), acc[m]);
-        acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ms), _mm256_set1_ps(-dmin * dx), acc[m]);
       }
     }
     for (int m = 0; m < nx; m++) Y[(size_t)m * ldy + r] = hsum(acc[m]);
