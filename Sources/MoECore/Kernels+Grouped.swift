@@ -175,6 +175,28 @@ extension Kernels {
         pool: ThreadPool
     ) {
         let threads = pool.threadCount
+        let runs = streamRuns(jobs.map { ($0.n, $0.rowBytes) }, threads: threads)
+        runs.withUnsafeBufferPointer { runs in
+            pool.parallelFor(threads) { t in
+                let run = runs[t]
+                for (i, piece) in run.enumerated() {
+                    let job = jobs[piece.job]
+                    var next: UnsafeRawPointer?
+                    if i + 1 < run.count {
+                        let p = run[i + 1]
+                        next = jobs[p.job].w + p.n0 * jobs[p.job].rowBytes
+                    }
+                    moek_gemv_rows_next(job.w, job.dtype, job.k, job.x, job.k, Int32(job.m), job.out, job.n,
+                                        piece.n0, piece.n1, job.k, next)
+                }
+            }
+        }
+    }
+
+    /// Splits jobs of `n` weight rows (`rowBytes` bytes each) into one contiguous run per thread
+    /// of about equal bytes, in job order, cut at multiples of 4 rows: a thread streams its run
+    /// in order, so each weight after the first can be prefetched while the one before computes.
+    static func streamRuns(_ jobs: [(n: Int, rowBytes: Int)], threads: Int) -> [[(job: Int, n0: Int, n1: Int)]] {
         let total = jobs.reduce(0) { $0 + $1.n * $1.rowBytes }
         var runs = [[(job: Int, n0: Int, n1: Int)]](repeating: [], count: threads)
         var t = 0, done = 0
@@ -193,21 +215,7 @@ extension Kernels {
                 if t < threads - 1 && done >= goal { t += 1 }
             }
         }
-        runs.withUnsafeBufferPointer { runs in
-            pool.parallelFor(threads) { t in
-                let run = runs[t]
-                for (i, piece) in run.enumerated() {
-                    let job = jobs[piece.job]
-                    var next: UnsafeRawPointer?
-                    if i + 1 < run.count {
-                        let p = run[i + 1]
-                        next = jobs[p.job].w + p.n0 * jobs[p.job].rowBytes
-                    }
-                    moek_gemv_rows_next(job.w, job.dtype, job.k, job.x, job.k, Int32(job.m), job.out, job.n,
-                                        piece.n0, piece.n1, job.k, next)
-                }
-            }
-        }
+        return runs
     }
 
     /// Linear jobs on block-format weights as one parallel pass: pieces of up to 4 activation

@@ -88,6 +88,10 @@ extension Kernels {
             return q
         }
         defer { made.values.forEach { $0.deallocate() } }
+        if pool.threadCount > 1 && taken.allSatisfy({ $0.input.shape[0] <= gemvMaxRows }) {
+            streamQuantizedJobs(taken, rows: rows, pool: pool)
+            return jobs.filter { activationBlock(for: $0.weight.dtype, k: $0.input.shape[1]) == 0 }
+        }
         // Runs of weight rows: about 4 pieces per thread, at least 16 rows, and (for jobs of many
         // activation rows) at most ~24 KB of weight, which stays in L1 across the row groups.
         let totalRows = taken.reduce(0) { $0 + $1.weight.shape[0] }
@@ -106,5 +110,29 @@ extension Kernels {
                                   n, n0, n1, k)
         }
         return jobs.filter { activationBlock(for: $0.weight.dtype, k: $0.input.shape[1]) == 0 }
+    }
+
+    /// Decode's quantized jobs as one contiguous, byte-balanced run of weight rows per thread
+    /// (`streamRuns`): before each piece the thread prefetches the first 4 KB of its next one,
+    /// which the leaf's own look-ahead (within a piece) does not reach, so an MoE layer's small
+    /// experts stream without a cold start each.
+    private static func streamQuantizedJobs(_ jobs: [LinearJob], rows: [QuantizedRows], pool: ThreadPool) {
+        let rowBytes = jobs.map { $0.weight.dtype.storageBytes(elements: $0.input.shape[1]) }
+        let runs = streamRuns(jobs.indices.map { (jobs[$0].weight.shape[0], rowBytes[$0]) }, threads: pool.threadCount)
+        pool.parallelFor(runs.count) { t in
+            let run = runs[t]
+            for (i, piece) in run.enumerated() {
+                if i + 1 < run.count {
+                    let p = run[i + 1]
+                    moek_prefetch_l2(jobs[p.job].weight.rawPointer + p.n0 * rowBytes[p.job],
+                                     min(4096, (p.n1 - p.n0) * rowBytes[p.job]))
+                }
+                let job = jobs[piece.job], k = job.input.shape[1]
+                _ = moek_gemv_rows_q8(job.weight.rawPointer, job.weight.dtype.cValue, k, rows[piece.job].row(0),
+                                      rows[piece.job].rowBytes, Int32(job.input.shape[0]),
+                                      job.output.mutableRawPointer.assumingMemoryBound(to: Float.self),
+                                      job.weight.shape[0], piece.n0, piece.n1, k)
+            }
+        }
     }
 }

@@ -99,3 +99,8 @@ int moek_gemv_rows_q8(const void *W, int dt, size_t ldw, const void *XQ, size_t 
   if (moek_isa() == MOEK_ISA_AVX512 && nx > 4) return moek_gemv_rows_q8_avx512(W, dt, ldw, XQ, ldxq, nx, Y, ldy, r0, r1, K);
   return moek_gemv_rows_q8_avx2(W, dt, ldw, XQ, ldxq, nx, Y, ldy, r0, r1, K);
 }
+
+void moek_prefetch_l2(const void *p, size_t bytes) {
+  const char *c = (const char *)p;
+  for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o, 0, 2);
+}

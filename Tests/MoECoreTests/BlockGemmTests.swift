@@ -97,4 +97,27 @@ final class BlockGemmTests: XCTestCase {
             }
         }
     }
+
+    /// Decode's batch (every job a few rows): each thread streams one contiguous run of the
+    /// jobs' weight rows, cut inside jobs; every output equals the one-thread pass bit for bit
+    /// (the same leaf on the same rows), with runs that start and end mid-job at 2 and 3 threads.
+    func testDecodeBatchStreamedOverThreadsEqualsOneThread() throws {
+        let (n, k) = (44, 512)
+        let experts = try Self.weights(n: n, k: k)
+        let rows = (0..<experts.count).map { 1 + $0 % 3 }
+        func run(_ threads: Int) -> [[UInt32]] {
+            let jobs = experts.enumerated().map { e, expert in
+                LinearJob(input: Tensor(randomUniform: [rows[e], k], in: -1...1, seed: UInt64(30 + e)), weight: expert.1,
+                          output: Tensor(zeros: [rows[e], n]))
+            }
+            Kernels.linearBatch(jobs, pool: ThreadPool(threads: threads))
+            return jobs.map { $0.output.toFloats().map(\.bitPattern) }
+        }
+        let one = run(1)
+        for threads in [2, 3] {
+            for (e, got) in run(threads).enumerated() {
+                XCTAssertEqual(got, one[e], "\(experts[e].0), \(rows[e]) rows, \(threads) threads")
+            }
+        }
+    }
 }

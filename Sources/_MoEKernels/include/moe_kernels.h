@@ -91,6 +91,10 @@ void moek_q8_quantize(const float *x, size_t K, int block, void *out);
 /// nothing, where `dt` has no integer leaf on this machine.
 int moek_gemv_rows_q8(const void *W, int dt, size_t ldw, const void *XQ, size_t ldxq, int nx,
                       float *Y, size_t ldy, size_t r0, size_t r1, size_t K);
+/// Asks for the `bytes` bytes from `p` to be brought into the L2 cache (prefetch hints, one
+/// per 64-byte line; no effect on the result). A thread calls it on the start of the weight it
+/// reads next, so a run of small matrices streams without a cold start each.
+void moek_prefetch_l2(const void *p, size_t bytes);
 
 /// QMoE ternary-coded rows (ternary.c): weight row r is a stream of 16-bit codes
 /// codes[offsets[r] ..< offsets[r + 1]] into `dict` (65536 entries, a shorter dictionary
