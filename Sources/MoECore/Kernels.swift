@@ -44,6 +44,18 @@ public enum Kernels {
         if let pool { parallelRows(count, cost: cost, pool: pool, body) } else { for i in 0..<count { body(i) } }
     }
 
+    /// Writes `count` f32 values into `dst` as `dtype` (f32, f16 round to nearest even, bf16).
+    public static func narrow(_ src: UnsafePointer<Float>, count: Int, to dtype: DType, into dst: UnsafeMutableRawPointer) {
+        precondition(dtype.isElementFormat, "narrow: \(dtype) is not an element format")
+        moek_from_f32(src, dtype.cValue, dst, count)
+    }
+
+    /// Reads `count` values of element format `dtype` at `src` into `dst` as f32 (exact).
+    public static func widen(_ src: UnsafeRawPointer, count: Int, from dtype: DType, into dst: UnsafeMutablePointer<Float>) {
+        precondition(dtype.isElementFormat, "widen: \(dtype) is not an element format")
+        moek_to_f32(src, dtype.cValue, dst, count)
+    }
+
     /// Splits `0..<count` into contiguous chunks of at least `grain` items (about four per
     /// thread, for balance) and runs `body` on each chunk in parallel.
     static func parallelChunks(_ count: Int, grain: Int, pool: ThreadPool,

@@ -24,11 +24,21 @@ enum BlockedAttention {
         let nb = r1 - r0
         let seen = cache.length + (r1 - 1 - start) + 1  // positions the last row sees
         let keys = cache.rows(layer: layer, head: kv, values: false)
-        let values = cache.rows(layer: layer, head: kv, values: true)
+        var values = cache.rows(layer: layer, head: kv, values: true)
         let scores = UnsafeMutablePointer<Float>.allocate(capacity: nb * seen)
         defer { scores.deallocate() }
+        // The value product reads its weight transposed, in f32 only: an f16 cache's values
+        // are widened once for the group's heads (about 1/64 of the block's arithmetic).
+        var wide: UnsafeMutablePointer<Float>?
+        defer { wide?.deallocate() }
+        if cache.dtype != .f32 {
+            let w = UnsafeMutablePointer<Float>.allocate(capacity: seen * valueDim)
+            Kernels.widen(values, count: seen * valueDim, from: cache.dtype, into: w)
+            wide = w
+            values = UnsafeRawPointer(w)
+        }
         for head in kv * group..<(kv + 1) * group {
-            moek_gemm_direct(q + (r0 * h + head) * keyDim, h * keyDim, 0, nb, keys, Int32(DType.f32.rawValue), keyDim, 0, 0,
+            moek_gemm_direct(q + (r0 * h + head) * keyDim, h * keyDim, 0, nb, keys, Int32(cache.dtype.rawValue), keyDim, 0, 0,
                              scores, seen, 0, seen, keyDim)
             for i in 0..<nb {
                 let row = scores + i * seen, visible = cache.length + (r0 + i - start) + 1

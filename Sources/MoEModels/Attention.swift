@@ -84,8 +84,9 @@ func causalAttention(q: Tensor, heads h: Int, kvHeads g: Int, keyDim: Int, value
         let end = cache.length + (ti - segments.ranges[seq].lowerBound) + 1
         let first = window.map { max(0, end - $0) } ?? 0
         let visible = end - first
-        let keys = cache.rows(layer: layer, head: gi, values: false) + first * keyDim
-        let values = cache.rows(layer: layer, head: gi, values: true) + first * valueDim
+        let size = cache.dtype.byteSize, dt = Int32(cache.dtype.rawValue)
+        let keys = cache.rows(layer: layer, head: gi, values: false) + first * keyDim * size
+        let values = cache.rows(layer: layer, head: gi, values: true) + first * valueDim * size
         var scores = [Float](repeating: 0, count: 4 * visible)
         scores.withUnsafeMutableBufferPointer { sp in
             guard let s = sp.baseAddress else { return }
@@ -93,10 +94,10 @@ func causalAttention(q: Tensor, heads h: Int, kvHeads g: Int, keyDim: Int, value
             while h0 < group {
                 let nx = min(4, group - h0)
                 let head = gi * group + h0
-                moek_gemv_rows(keys, Int32(DType.f32.rawValue), keyDim, qb + (ti * h + head) * keyDim, keyDim, Int32(nx),
+                moek_gemv_rows(keys, dt, keyDim, qb + (ti * h + head) * keyDim, keyDim, Int32(nx),
                                s, visible, 0, visible, keyDim)
                 for m in 0..<nx { softmaxScores(s + m * visible, count: visible, scale: scale, sink: sinks?[head + m]) }
-                moek_weighted_rows(s, visible, Int32(nx), values, valueDim, visible, valueDim,
+                moek_weighted_rows(s, visible, Int32(nx), values, dt, valueDim, visible, valueDim,
                                    ob + (ti * h + head) * valueDim, valueDim)
                 h0 += nx
             }

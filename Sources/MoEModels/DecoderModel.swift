@@ -29,6 +29,12 @@ public final class DecoderModel: @unchecked Sendable {
     /// Cache-aware routing: near-tied experts already in `expertCache` win selection by this
     /// factor (`PreferringRouter`); 0: off.
     public internal(set) var cacheAwareMargin: Float = 0
+    /// The element type of the KV caches `makeCache` makes: `.f32` (exact, the default) or
+    /// `.f16` (half the memory and the bytes a decoded token reads at long contexts, keys and
+    /// values rounded to f16, as llama.cpp's default cache). Set it before making caches.
+    public var kvCacheType: DType = .f32 {
+        willSet { precondition(newValue == .f32 || newValue == .f16, "kvCacheType: \(newValue) is not f32 or f16") }
+    }
 
     /// One decoder layer.
     struct Layer: Sendable {
@@ -161,9 +167,11 @@ public final class DecoderModel: @unchecked Sendable {
     /// An empty KV cache for this model.
     public func makeCache(capacity: Int = 256) -> KVCache {
         if let l = spec.latent {
-            return KVCache(layers: spec.layers, kvHeads: spec.heads, keyDim: l.nopeDim + l.ropeDim, valueDim: l.valueDim, capacity: capacity)
+            return KVCache(layers: spec.layers, kvHeads: spec.heads, keyDim: l.nopeDim + l.ropeDim, valueDim: l.valueDim,
+                           capacity: capacity, dtype: kvCacheType)
         }
-        return KVCache(layers: spec.layers, kvHeads: spec.kvHeads, keyDim: spec.headDim, valueDim: spec.headDim, capacity: capacity)
+        return KVCache(layers: spec.layers, kvHeads: spec.kvHeads, keyDim: spec.headDim, valueDim: spec.headDim,
+                       capacity: capacity, dtype: kvCacheType)
     }
 
     /// Logits [T, V] for `tokens` appended to what `cache` holds (positions continue from it).

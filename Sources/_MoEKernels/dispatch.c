@@ -227,11 +227,27 @@ void moek_causal_softmax_backward_rows(const float *p, float *d, size_t ld, size
   vt()->causal_softmax_backward_rows(p, d, ld, n, r0, r1, scale, window);
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+/// f16 to f32 with F16C, 8 at a time (exact, as the scalar conversion).
+__attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(const uint16_t *src, float *dst, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+  for (; i < n; i++) dst[i] = moek_f16_to_f32(src[i]);
+}
+#endif
+
 void moek_to_f32(const void *src, int dt, float *dst, size_t n) {
   if (dt >= MOEK_Q8_0) {
     moek_dequantize(src, dt, dst, n);
     return;
   }
+#if defined(__x86_64__) || defined(__i386__)
+  if (dt == MOEK_F16 && (moek_isa() == MOEK_ISA_AVX2 || moek_isa() == MOEK_ISA_AVX512)) {
+    f16_to_f32_f16c((const uint16_t *)src, dst, n);
+    return;
+  }
+#endif
   switch (dt) {
     case MOEK_F16: for (size_t i = 0; i < n; i++) dst[i] = moek_f16_to_f32(((const uint16_t *)src)[i]); break;
     case MOEK_BF16: for (size_t i = 0; i < n; i++) dst[i] = moek_bf16_to_f32(((const uint16_t *)src)[i]); break;
@@ -247,9 +263,9 @@ void moek_from_f32(const float *src, int dt, void *dst, size_t n) {
   }
 }
 
-void moek_weighted_rows(const float *P, size_t ldp, int nx, const float *V, size_t ldv, size_t L,
+void moek_weighted_rows(const float *P, size_t ldp, int nx, const void *V, int vdt, size_t ldv, size_t L,
                         size_t D, float *out, size_t ldo) {
-  vt()->weighted_rows(P, ldp, nx, V, ldv, L, D, out, ldo);
+  vt()->weighted_rows(P, ldp, nx, V, vdt, ldv, L, D, out, ldo);
 }
 
 void moek_cpu_relax(void) {

@@ -111,8 +111,8 @@ typedef struct {
                     float sign, int rotate_half);
   void (*dropout)(float *dst, const float *src, size_t n, uint64_t seed, uint64_t first, uint64_t threshold,
                   float scale, int accumulate);
-  void (*weighted_rows)(const float *P, size_t ldp, int nx, const float *V, size_t ldv, size_t L, size_t D, float *out,
-                        size_t ldo);
+  void (*weighted_rows)(const float *P, size_t ldp, int nx, const void *V, int vdt, size_t ldv, size_t L, size_t D,
+                        float *out, size_t ldo);
 } moek_vtable;
 
 extern const moek_vtable moek_vt_scalar;

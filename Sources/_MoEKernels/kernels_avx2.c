@@ -143,6 +143,11 @@ static float read_probe_avx2(const float *p, size_t n) {
 
 // MARK: - Elementwise
 
+/// n (16 or 32) f16 values widened to f32 (exact).
+static inline __attribute__((always_inline)) void widen_f16_avx2(const uint16_t *src, float *dst, size_t n) {
+  for (size_t i = 0; i < n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+}
+
 #define ELT(name) name##_avx2
 #include "elementwise.inc"
 #undef ELT

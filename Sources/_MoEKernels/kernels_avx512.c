@@ -97,6 +97,11 @@ static float read_probe_avx512(const float *p, size_t n) {
 
 // MARK: - Elementwise
 
+/// n (16 or 32) f16 values widened to f32 (exact).
+INLINE void widen_f16_avx512(const uint16_t *src, float *dst, size_t n) {
+  for (size_t i = 0; i < n; i += 16) _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i))));
+}
+
 #define ELT(name) name##_avx512
 #include "elementwise.inc"
 #undef ELT

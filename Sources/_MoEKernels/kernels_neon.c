@@ -127,6 +127,11 @@ static float read_probe_neon(const float *p, size_t n) {
 
 // MARK: - Elementwise
 
+/// n (16 or 32) f16 values widened to f32 (exact).
+static inline __attribute__((always_inline)) void widen_f16_neon(const uint16_t *src, float *dst, size_t n) {
+  for (size_t i = 0; i < n; i += 4) vst1q_f32(dst + i, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(src + i))));
+}
+
 #define ELT(name) name##_neon
 #include "elementwise.inc"
 #undef ELT

@@ -64,6 +64,11 @@ static float read_probe_scalar(const float *p, size_t n) {
 
 // MARK: - Elementwise
 
+/// n (16 or 32) f16 values widened to f32 (exact).
+static inline void widen_f16_scalar(const uint16_t *src, float *dst, size_t n) {
+  for (size_t i = 0; i < n; i++) dst[i] = moek_f16_to_f32(src[i]);
+}
+
 #define ELT(name) name##_scalar
 #include "elementwise.inc"
 #undef ELT

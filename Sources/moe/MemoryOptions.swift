@@ -1,11 +1,19 @@
 import ArgumentParser
 import Foundation
 import MoE
+import MoECore
 import MoEModels
+
+/// The element types `--kv-cache` takes.
+enum KVCacheType: String, ExpressibleByArgument, CaseIterable {
+    case f32, f16
+
+    var dtype: DType { self == .f16 ? .f16 : .f32 }
+}
 
 /// `--memory-budget SIZE` and `--cache-policy`: run the routed experts out of a cache that keeps
 /// the model within SIZE bytes (the other weights stay resident; experts are read from the file
-/// when chosen). Logits are unchanged.
+/// when chosen). Logits are unchanged. `--kv-cache f16` halves the KV cache.
 struct MemoryOptions: ParsableArguments {
     @Option(name: .customLong("memory-budget"),
             help: "Most memory for the weights, e.g. 600MB, 12GB, 1.5GiB: routed experts are read from the file on demand into a cache of what the other weights leave.")
@@ -20,6 +28,9 @@ struct MemoryOptions: ParsableArguments {
     @Flag(name: .customLong("direct-io"),
           help: "Read experts with direct I/O (O_DIRECT), so the page cache keeps no second copy of them (with --memory-budget).")
     var directIO = false
+    @Option(name: .customLong("kv-cache"),
+            help: "KV cache element type: f32 (exact, the default) or f16 (half the memory and the bytes each decoded token reads at long contexts; keys and values rounded to f16, as llama.cpp's default cache).")
+    var kvCache = KVCacheType.f32
 
     func validate() throws {
         _ = try budget()
@@ -44,8 +55,9 @@ struct MemoryOptions: ParsableArguments {
         return bytes
     }
 
-    /// Puts `model` under the budget, if one was given.
+    /// Sets `model`'s KV cache type and puts it under the budget, if one was given.
     func apply(to model: DecoderModel) throws {
+        model.kvCacheType = kvCache.dtype
         guard let bytes = try budget() else { return }
         try model.useExpertCache(budget: bytes, policy: ExpertCache.Policy(rawValue: cachePolicy) ?? .lru, prefetch: prefetch,
                                  cacheAwareMargin: cacheAwareMargin ?? 0, directIO: directIO)

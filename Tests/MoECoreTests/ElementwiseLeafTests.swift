@@ -156,23 +156,27 @@ final class ElementwiseLeafTests: XCTestCase {
         }
     }
     /// Attention's probabilities times value rows: the same bits on every ISA as the plain loop
-    /// (products not fused, positions in order), with strided rows and 1 to 4 heads at a time.
+    /// (products not fused, positions in order), with strided rows and 1 to 4 heads at a time;
+    /// f16 value rows (an f16 KV cache) give the plain loop's bits on the widened values.
     func testWeightedValueRowsAreThePlainLoopsBitsOnEveryISA() {
         forEachISA { isa in
             for (nx, l, d) in [(1, 1, 1), (3, 17, 64), (4, 130, 128), (2, 5, 33), (3, 40, 80), (4, 9, 16), (1, 7, 96)] {
+              for half in [false, true] {
                 let (ldp, ldv, ldo) = (l + 3, d + 5, d + 2)
                 let p = Tensor(randomUniform: [nx * ldp], seed: UInt64(l)).toFloats()
-                let v = Tensor(randomUniform: [l * ldv], in: -3...3, seed: UInt64(d)).toFloats()
+                let stored = Tensor(randomUniform: [l * ldv], in: -3...3, seed: UInt64(d), dtype: half ? .f16 : .f32)
+                let v = stored.toFloats()
                 var out = [Float](repeating: .nan, count: nx * ldo)
-                moek_weighted_rows(p, ldp, Int32(nx), v, ldv, l, d, &out, ldo)
+                moek_weighted_rows(p, ldp, Int32(nx), stored.rawPointer, Int32(stored.dtype.rawValue), ldv, l, d, &out, ldo)
                 for m in 0..<nx {
                     var want = [Float](repeating: 0, count: d)
                     for j in 0..<l {
                         let pj = p[m * ldp + j]
                         for k in 0..<d { want[k] += pj * v[j * ldv + k] }
                     }
-                    XCTAssertEqual(Array(out[m * ldo..<(m * ldo + d)]), want, "nx \(nx) L \(l) D \(d) row \(m) \(isa)")
+                    XCTAssertEqual(Array(out[m * ldo..<(m * ldo + d)]), want, "nx \(nx) L \(l) D \(d) row \(m) f16 \(half) \(isa)")
                 }
+              }
             }
         }
     }

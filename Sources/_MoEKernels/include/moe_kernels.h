@@ -156,9 +156,10 @@ void moek_gemv_rows_next(const void *W, int dt, size_t ldw, const float *X, size
                          float *Y, size_t ldy, size_t r0, size_t r1, size_t K, const void *next);
 
 /// Weighted sum of rows: out[m, d] = sum_j P[m * ldp + j] * V[j * ldv + d] for m < nx (1...4),
-/// j < L, d < D; out has row stride ldo and is overwritten. Attention's probabilities times
-/// values (portable C that the compiler vectorises).
-void moek_weighted_rows(const float *P, size_t ldp, int nx, const float *V, size_t ldv, size_t L,
+/// j < L, d < D; V is f32, or f16 with `vdt` MOEK_F16 (an f16 KV cache; widened exactly);
+/// ldv counts elements; out has row stride ldo and is overwritten. Attention's probabilities
+/// times values (portable C that the compiler vectorises).
+void moek_weighted_rows(const float *P, size_t ldp, int nx, const void *V, int vdt, size_t ldv, size_t L,
                         size_t D, float *out, size_t ldo);
 
 /// Rows of A per packed panel on the current path.
