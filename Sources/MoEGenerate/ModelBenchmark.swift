@@ -87,9 +87,10 @@ public enum ModelBenchmark {
         // Counts each MoE layer's routed assignments in decode (one token a call) and prefill.
         final class Counter: @unchecked Sendable { var decoding = false; var decode: [Int: Int] = [:], prefill: [Int: Int] = [:] }
         let counter = Counter()
-        let options = try routing.forwardOptions(for: model) { layer, r in
+        var options = try routing.forwardOptions(for: model) { layer, r in
             if counter.decoding { counter.decode[layer, default: 0] += r.assignmentCount } else { counter.prefill[layer, default: 0] += r.assignmentCount }
         }
+        options.traceTakesPieces = true  // it only counts
         var rng = SplitMix64(seed: seed)
         let vocab = UInt64(model.spec.vocabSize)
         var prompt = (0..<promptTokens).map { _ in Int(rng.next() % vocab) }

@@ -17,6 +17,11 @@ public struct ForwardOptions {
     public var router: ((_ layer: Int, _ own: any Router) -> any Router)?
     /// Called with each MoE layer's index and routing, in layer order.
     public var trace: ((_ layer: Int, _ routing: Routing) -> Void)?
+    /// Whether `trace` may see a long prompt in pieces (`DecoderModel.prefillChunk`): once per
+    /// layer and piece, each routing covering that piece's tokens. Set it for a trace that only
+    /// adds up (counts of assignments); by default a traced prompt runs in one pass, so each
+    /// routing covers all of the call's tokens.
+    public var traceTakesPieces = false
 
     public init(router: ((Int, any Router) -> any Router)? = nil, trace: ((Int, Routing) -> Void)? = nil) {
         self.router = router

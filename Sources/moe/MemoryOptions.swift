@@ -13,7 +13,8 @@ enum KVCacheType: String, ExpressibleByArgument, CaseIterable {
 
 /// `--memory-budget SIZE` and `--cache-policy`: run the routed experts out of a cache that keeps
 /// the model within SIZE bytes (the other weights stay resident; experts are read from the file
-/// when chosen). Logits are unchanged. `--kv-cache f16` halves the KV cache.
+/// when chosen). Logits are unchanged. `--kv-cache f16` halves the KV cache; `--prefill-chunk`
+/// bounds a prompt's activations.
 struct MemoryOptions: ParsableArguments {
     @Option(name: .customLong("memory-budget"),
             help: "Most memory for the weights, e.g. 600MB, 12GB, 1.5GiB: routed experts are read from the file on demand into a cache of what the other weights leave.")
@@ -31,9 +32,15 @@ struct MemoryOptions: ParsableArguments {
     @Option(name: .customLong("kv-cache"),
             help: "KV cache element type: f32 (exact, the default) or f16 (half the memory and the bytes each decoded token reads at long contexts; keys and values rounded to f16, as llama.cpp's default cache).")
     var kvCache = KVCacheType.f32
+    @Option(name: .customLong("prefill-chunk"),
+            help: "Prompt tokens per forward pass (llama.cpp's micro-batch): a longer prompt runs in pieces, so its activations stay bounded (top-k routers only; 0: the whole prompt at once; at most 1000000).")
+    var prefillChunk = 1024
 
     func validate() throws {
         _ = try budget()
+        guard (0...1_000_000).contains(prefillChunk) else {
+            throw ValidationError("--prefill-chunk must be in 0...1000000, got \(prefillChunk)")
+        }
         guard ExpertCache.Policy(rawValue: cachePolicy) != nil else {
             throw ValidationError("--cache-policy must be lru or lfu, got '\(cachePolicy)'")
         }
@@ -58,6 +65,7 @@ struct MemoryOptions: ParsableArguments {
     /// Sets `model`'s KV cache type and puts it under the budget, if one was given.
     func apply(to model: DecoderModel) throws {
         model.kvCacheType = kvCache.dtype
+        model.prefillChunk = prefillChunk
         guard let bytes = try budget() else { return }
         try model.useExpertCache(budget: bytes, policy: ExpertCache.Policy(rawValue: cachePolicy) ?? .lru, prefetch: prefetch,
                                  cacheAwareMargin: cacheAwareMargin ?? 0, directIO: directIO)

@@ -344,6 +344,7 @@ final class BadInputTests: XCTestCase {
             Case(args: ["logits", "--model", gguf, "--tokens", "1", "--direct-io"], status: 64, mentions: ["--memory-budget"]),
             Case(args: ["bench", "--model", gguf, "--memory-budget", "1GB", "--cache-aware-routing", "11"], status: 64, mentions: ["--cache-aware-routing"]),
             Case(args: ["generate", "--model", gguf, "--kv-cache", "q8_0", "hi"], status: 64, mentions: ["--kv-cache", "q8_0"]),
+            Case(args: ["bench", "--model", gguf, "--prefill-chunk", "-1"], status: 64, mentions: ["--prefill-chunk"]),
             Case(args: ["logits", "--model", gguf, "--tokens", "1", "--adapter", "no-such-adapter"], status: 64, mentions: ["--adapter", "no-such-adapter"]),
             Case(args: ["logits", "--model", qwen2, "--tokens", "1", "--adapter", llamaAdapter], status: 1, mentions: ["lora/llama", "model.layers"]),
             Case(args: ["generate", "--model", qwen2, "--adapter", work.path, "hi"], status: 1, mentions: ["adapter_config.json"]),
