@@ -23,7 +23,9 @@ final class LinearKernelTests: XCTestCase {
     }
 
     func testMatvecOddSizesEveryDtypeAndPath() {
-        let shapes = [(1, 1), (3, 3), (1, 17), (17, 1), (4097, 17), (17, 4097), (3, 4097), (4097, 3)]
+        // Columns past and on the boundaries of the one-row 16-bit leaf (32-value steps, a
+        // 16-value step, a masked tail, at most 4096 columns) and of the 4-row tiles.
+        let shapes = [(1, 1), (3, 3), (1, 17), (17, 1), (4097, 17), (17, 4097), (3, 4097), (4097, 3), (5, 48), (9, 33), (6, 4096)]
         forEachISA { isa in
             for dtype in DType.elementFormats {
                 for pool in testPools {
