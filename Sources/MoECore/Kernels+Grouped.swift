@@ -91,7 +91,7 @@ extension Kernels {
                 out: job.output.mutableRawPointer.assumingMemoryBound(to: Float.self), dtype: job.weight.dtype.cValue,
                 m: job.input.shape[0], k: job.input.shape[1], n: job.weight.shape[0],
                 rowBytes: job.input.shape[1] * job.weight.dtype.byteSize,
-                bf16: usesBF16Path(rows: job.input.shape[0], dtype: job.weight.dtype))
+                bf16: usesBF16Dot(dtype: job.weight.dtype))
         }
         if pool.threadCount > 1 && raw.allSatisfy({ $0.m <= gemvMaxRows }) {
             streamGemvJobs(raw.map { ($0.x, $0.w, $0.out, $0.dtype, $0.m, $0.k, $0.n, $0.rowBytes) }, pool: pool)
@@ -120,7 +120,10 @@ extension Kernels {
                 pool.parallelFor(pieces.count) { p in
                     let (i, n0, n1) = pieces[p]
                     let j = raw[i]
-                    if j.m <= gemvMaxRows {
+                    if j.m <= gemvMaxRows && j.bf16 {
+                        moek_gemv_bf16_dot(j.w.assumingMemoryBound(to: UInt16.self), j.k, j.x, j.k, Int32(j.m), j.out, j.n,
+                                           n0, n1, j.k, nil)
+                    } else if j.m <= gemvMaxRows {
                         moek_gemv_rows(j.w, j.dtype, j.k, j.x, j.k, Int32(j.m), j.out, j.n, n0, n1, j.k)
                     } else if j.bf16 {
                         let ap = UnsafeRawPointer(packed + packedOffset[i]).assumingMemoryBound(to: UInt16.self)
@@ -168,7 +171,8 @@ extension Kernels {
 
     /// A batch of matrix-vector jobs (decode): every thread takes one contiguous, byte-balanced
     /// run of the jobs' weight rows and streams it in order, telling the leaf which weight comes
-    /// next so it can prefetch across the boundary (each job would otherwise start cold).
+    /// next so it can prefetch across the boundary (each job would otherwise start cold). bf16
+    /// weights under `bf16Activations` take the bf16 dot product.
     private static func streamGemvJobs(
         _ jobs: [(x: UnsafePointer<Float>, w: UnsafeRawPointer, out: UnsafeMutablePointer<Float>, dtype: Int32,
                   m: Int, k: Int, n: Int, rowBytes: Int)],
@@ -176,6 +180,7 @@ extension Kernels {
     ) {
         let threads = pool.threadCount
         let runs = streamRuns(jobs.map { ($0.n, $0.rowBytes) }, threads: threads)
+        let bf16Dot = jobs.map { $0.dtype == DType.bf16.cValue && usesBF16Dot(dtype: .bf16) }
         runs.withUnsafeBufferPointer { runs in
             pool.parallelFor(threads) { t in
                 let run = runs[t]
@@ -186,8 +191,13 @@ extension Kernels {
                         let p = run[i + 1]
                         next = jobs[p.job].w + p.n0 * jobs[p.job].rowBytes
                     }
-                    moek_gemv_rows_next(job.w, job.dtype, job.k, job.x, job.k, Int32(job.m), job.out, job.n,
-                                        piece.n0, piece.n1, job.k, next)
+                    if bf16Dot[piece.job] {
+                        moek_gemv_bf16_dot(job.w.assumingMemoryBound(to: UInt16.self), job.k, job.x, job.k, Int32(job.m),
+                                           job.out, job.n, piece.n0, piece.n1, job.k, next)
+                    } else {
+                        moek_gemv_rows_next(job.w, job.dtype, job.k, job.x, job.k, Int32(job.m), job.out, job.n,
+                                            piece.n0, piece.n1, job.k, next)
+                    }
                 }
             }
         }

@@ -133,9 +133,15 @@ extension Kernels {
             let grain = max(4, (64 << 10) / max(1, k * dtype.byteSize))
             let tasks = max(1, min(pool.threadCount, n / grain))
             let chunk = ((n + tasks - 1) / tasks + 3) / 4 * 4  // whole 4-row tiles
+            let bf16Dot = usesBF16Dot(dtype: dtype)
             pool.parallelFor(tasks) { t in
                 let r = min(n, t * chunk)..<min(n, (t + 1) * chunk)
-                moek_gemv_rows(w, dtype.cValue, k, x, ldx, Int32(m), out, ldo, r.lowerBound, r.upperBound, k)
+                if bf16Dot {
+                    moek_gemv_bf16_dot(w.assumingMemoryBound(to: UInt16.self), k, x, ldx, Int32(m), out, ldo,
+                                       r.lowerBound, r.upperBound, k, nil)
+                } else {
+                    moek_gemv_rows(w, dtype.cValue, k, x, ldx, Int32(m), out, ldo, r.lowerBound, r.upperBound, k)
+                }
             }
             return
         }

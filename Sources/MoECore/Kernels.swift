@@ -10,11 +10,12 @@ import _MoEKernels
 public enum Kernels {
     private static let bf16Flag = Atomic<Bool>(false)
 
-    /// Opt-in: matmuls with bf16 weights and more than 4 rows round the activations to bf16 and
-    /// use the CPU's bf16 dot product (AVX512-BF16), twice the f32 FMA rate, accumulating in
-    /// f32, as PyTorch and oneDNN do for bf16 models. Off by default: the default contract is
-    /// activations kept in f32. Has no effect where the CPU lacks the instruction, or on decode
-    /// (few rows: memory-bound, so nothing to gain).
+    /// Opt-in: products with bf16 weights round the activations to bf16 and use the CPU's bf16
+    /// dot product (AVX512-BF16), accumulating in f32, as PyTorch and oneDNN do for bf16 models
+    /// and llama.cpp for bf16 files: twice the f32 FMA rate at prefill, and at decode (up to 4
+    /// rows, memory-bound) half the bytes of activations to hold in L1 and fewer instructions
+    /// per weight byte. Off by default: the default contract is activations kept in f32. Has no
+    /// effect where the CPU lacks the instruction.
     public static var bf16Activations: Bool {
         get { bf16Flag.load(ordering: .relaxed) }
         set { bf16Flag.store(newValue, ordering: .relaxed) }
@@ -25,7 +26,13 @@ public enum Kernels {
 
     /// Whether a matmul of `rows` rows against a `dtype` weight takes the bf16 dot-product path.
     static func usesBF16Path(rows: Int, dtype: DType) -> Bool {
-        rows > gemvMaxRows && dtype == .bf16 && bf16Activations && bf16ComputeSupported && moek_isa() == Int32(MOEK_ISA_AVX512.rawValue)
+        rows > gemvMaxRows && usesBF16Dot(dtype: dtype)
+    }
+
+    /// Whether products with a `dtype` weight take the bf16 dot product (the matmul above 4
+    /// rows, `moek_gemv_bf16_dot` at up to 4).
+    static func usesBF16Dot(dtype: DType) -> Bool {
+        dtype == .bf16 && bf16Activations && bf16ComputeSupported && moek_isa() == Int32(MOEK_ISA_AVX512.rawValue)
     }
 
     /// The instruction-set path the leaf kernels use ("avx512", "avx2", "neon" or "scalar").

@@ -108,9 +108,74 @@ void moek_gemm_bf16_packed(const uint16_t *Ap, size_t M, const uint16_t *W, size
     }
   }
 }
+/// Rows [r0, r1) of `moek_gemv_bf16_dot` against NX (a constant after inlining) bf16 rows xb,
+/// kp apart (K rounded up to 32, zero-padded).
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"), always_inline)) static inline void
+bf16_dot_rows(const int NX, const uint16_t *W, size_t ldw, const uint16_t *xb, size_t kp, float *Y, size_t ldy,
+              size_t r0, size_t r1, size_t K, const void *next) {
+  const size_t whole = K / 32 * 32;
+  const __mmask32 tail = (__mmask32)(K == whole ? 0 : (0xFFFFFFFFu >> (32 - (K - whole))));
+  for (size_t r = r0; r < r1; r++) {
+    const uint16_t *w = W + r * ldw;
+    if (r + 1 == r1 && next)
+      for (int b = 0; b < 4096; b += 64) _mm_prefetch((const char *)next + b, _MM_HINT_T1);
+    __m512 a0[4], a1[4];
+    for (int m = 0; m < NX; m++) a0[m] = a1[m] = _mm512_setzero_ps();
+    size_t k = 0;
+    for (; k + 64 <= whole; k += 64) {
+      const __m512bh w0 = (__m512bh)_mm512_loadu_si512(w + k), w1 = (__m512bh)_mm512_loadu_si512(w + k + 32);
+      for (int m = 0; m < NX; m++) {
+        a0[m] = _mm512_dpbf16_ps(a0[m], w0, (__m512bh)_mm512_loadu_si512(xb + m * kp + k));
+        a1[m] = _mm512_dpbf16_ps(a1[m], w1, (__m512bh)_mm512_loadu_si512(xb + m * kp + k + 32));
+      }
+    }
+    for (; k < kp; k += 32) {  // a last whole run of 32, then the masked tail (the padding is zero)
+      const __m512bh wv = (__m512bh)(k < whole ? _mm512_loadu_si512(w + k) : _mm512_maskz_loadu_epi16(tail, w + k));
+      for (int m = 0; m < NX; m++) a0[m] = _mm512_dpbf16_ps(a0[m], wv, (__m512bh)_mm512_loadu_si512(xb + m * kp + k));
+    }
+    for (int m = 0; m < NX; m++) Y[(size_t)m * ldy + r] = _mm512_reduce_add_ps(_mm512_add_ps(a0[m], a1[m]));
+  }
+}
+
+/// Decode with bf16 activations: the nx (1...4) activation rows are rounded to bf16 once into
+/// this thread's scratch, then each weight row is read once, in order (one sequential stream
+/// per thread), each 64-byte run multiplied against every activation row with vdpbf16ps.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+void moek_gemv_bf16_dot(const uint16_t *W, size_t ldw, const float *X, size_t ldx, int nx, float *Y, size_t ldy,
+                        size_t r0, size_t r1, size_t K, const void *next) {
+  if (r1 <= r0 || nx < 1) return;
+  if (nx > 4) nx = 4;
+  const size_t kp = (K + 31) / 32 * 32;
+  uint16_t *xb = (uint16_t *)moek_thread_scratch((size_t)nx * kp / 2 + 16);
+  // Rounded as moek_f32_to_bf16 does (to nearest even; a NaN stays a quiet NaN), 16 at a time.
+  const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff), abs = _mm512_set1_epi32(0x7fffffff);
+  const __m512i inf = _mm512_set1_epi32(0x7f800000), quiet = _mm512_set1_epi32(0x40);
+  for (int m = 0; m < nx; m++) {
+    const float *x = X + (size_t)m * ldx;
+    for (size_t k = 0; k < kp; k += 16) {
+      const __mmask16 live = k >= K ? 0 : K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1u);
+      const __m512i v = _mm512_maskz_loadu_epi32(live, x + k);
+      const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(v, bias),
+                                                                  _mm512_and_si512(_mm512_srli_epi32(v, 16), one)), 16);
+      const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(v, abs), inf);
+      const __m512i h = _mm512_mask_or_epi32(rounded, nan, _mm512_srli_epi32(v, 16), quiet);
+      _mm256_storeu_si256((__m256i *)(xb + m * kp + k), _mm512_cvtepi32_epi16(h));
+    }
+  }
+  switch (nx) {
+    case 1: bf16_dot_rows(1, W, ldw, xb, kp, Y, ldy, r0, r1, K, next); break;
+    case 2: bf16_dot_rows(2, W, ldw, xb, kp, Y, ldy, r0, r1, K, next); break;
+    case 3: bf16_dot_rows(3, W, ldw, xb, kp, Y, ldy, r0, r1, K, next); break;
+    default: bf16_dot_rows(4, W, ldw, xb, kp, Y, ldy, r0, r1, K, next); break;
+  }
+}
 #else
 #include "internal.h"
 int moek_bf16_compute_supported(void) { return 0; }
+void moek_gemv_bf16_dot(const uint16_t *W, size_t ldw, const float *X, size_t ldx, int nx, float *Y, size_t ldy,
+                        size_t r0, size_t r1, size_t K, const void *next) {
+  (void)W; (void)ldw; (void)X; (void)ldx; (void)nx; (void)Y; (void)ldy; (void)r0; (void)r1; (void)K; (void)next;
+}
 size_t moek_gemm_bf16_packed_size(size_t M, size_t K) { (void)M; (void)K; return 0; }
 void moek_gemm_bf16_pack_a(const float *A, size_t lda, size_t M, size_t K, size_t t0, size_t t1, uint16_t *Ap) {
   (void)A; (void)lda; (void)M; (void)K; (void)t0; (void)t1; (void)Ap;

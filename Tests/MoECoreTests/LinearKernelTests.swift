@@ -167,7 +167,9 @@ final class BF16ComputeTests: XCTestCase {
     func testMatchesReferenceWithBF16RoundedActivations() throws {
         try XCTSkipUnless(Kernels.bf16ComputeSupported, "no AVX512-BF16 on this CPU")
         for pool in testPools {
-            for (m, n, k) in [(5, 7, 3), (17, 25, 33), (33, 49, 513), (16, 24, 1024), (40, 3, 1)] {
+            // Up to 4 rows (decode) take the one-row bf16 leaf: a masked tail, runs of 32 and 64.
+            for (m, n, k) in [(5, 7, 3), (17, 25, 33), (33, 49, 513), (16, 24, 1024), (40, 3, 1),
+                              (1, 7, 3), (1, 37, 100), (3, 25, 33), (4, 9, 64), (2, 5, 1), (1, 70, 2048)] {
                 let x = Tensor(randomUniform: [m, k], seed: UInt64(m + k))
                 let w = Tensor(randomUniform: [n, k], seed: UInt64(n + 3 * k), dtype: .bf16)
                 let rounded = x.converted(to: .bf16).toFloats()
@@ -181,11 +183,19 @@ final class BF16ComputeTests: XCTestCase {
         }
     }
 
-    func testF32WeightsAndSmallBatchesStayExact() {
+    func testF32WeightsStayExact() {
         let x = Tensor(randomUniform: [9, 20], seed: 1)
         let w = Tensor(randomUniform: [6, 20], seed: 2, dtype: .f32)
         let ref = Reference.matmul(x.toFloats(), w.toFloats(), m: 9, n: 6, k: 20)
         assertClose(Kernels.matmul(x, w).toFloats(), ref.out, absolute: 1e-6, relative: 1e-5, scale: ref.scale)
+        let x1 = Tensor(randomUniform: [1, 20], seed: 3)
+        let r1 = Reference.matmul(x1.toFloats(), w.toFloats(), m: 1, n: 6, k: 20)
+        assertClose(Kernels.matmul(x1, w).toFloats(), r1.out, absolute: 1e-6, relative: 1e-5, scale: r1.scale, "decode stays f32")
+    }
+
+    /// With `bf16Activations` off (the default), bf16 weights at decode keep f32 activations.
+    func testDecodeKeepsF32ActivationsByDefault() {
+        Kernels.bf16Activations = false
         let x1 = Tensor(randomUniform: [1, 20], seed: 3)
         let wb = Tensor(randomUniform: [6, 20], seed: 4, dtype: .bf16)
         let r1 = Reference.matmul(x1.toFloats(), wb.toFloats(), m: 1, n: 6, k: 20)

@@ -224,6 +224,12 @@ void moek_gemm_bf16_pack_a(const float *A, size_t lda, size_t M, size_t K, size_
 /// ldw, accumulated in f32 with vdpbf16ps. Only when `moek_bf16_compute_supported()`.
 void moek_gemm_bf16_packed(const uint16_t *Ap, size_t M, const uint16_t *W, size_t ldw, float *C, size_t ldc,
                            size_t n0, size_t n1, size_t K);
+/// Decode with bf16 activations: Y[m, r] = sum_k bf16(X[m, k]) * W[r, k] for rows r in
+/// [r0, r1) and nx (1...4) activation rows, W bf16 [N, K] with row stride ldw, accumulated in
+/// f32 with vdpbf16ps, one weight row at a time; at the last row the first 4 KiB of `next`
+/// (or NULL) is prefetched. Only when `moek_bf16_compute_supported()`.
+void moek_gemv_bf16_dot(const uint16_t *W, size_t ldw, const float *X, size_t ldx, int nx, float *Y, size_t ldy,
+                        size_t r0, size_t r1, size_t K, const void *next);
 /// The granularity in N of `moek_gemm_bf16_packed`.
 #define MOEK_GEMM_BF16_NR 24
 
