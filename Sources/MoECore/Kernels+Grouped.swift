@@ -169,63 +169,27 @@ extension Kernels {
         groupedMatmul(x, weights: views, rowOffsets: rowOffsets, into: out, pool: pool)
     }
 
-    /// A batch of matrix-vector jobs (decode): every thread takes one contiguous, byte-balanced
-    /// run of the jobs' weight rows and streams it in order, telling the leaf which weight comes
-    /// next so it can prefetch across the boundary (each job would otherwise start cold). bf16
-    /// weights under `bf16Activations` take the bf16 dot product.
+    /// A batch of matrix-vector jobs (decode), streamed (`StreamedRuns`): each thread walks its
+    /// own run of the jobs' weight rows in order, telling the leaf which weight comes next so it
+    /// can prefetch across the boundary (each job would otherwise start cold). bf16 weights under
+    /// `bf16Activations` take the bf16 dot product.
     private static func streamGemvJobs(
         _ jobs: [(x: UnsafePointer<Float>, w: UnsafeRawPointer, out: UnsafeMutablePointer<Float>, dtype: Int32,
                   m: Int, k: Int, n: Int, rowBytes: Int)],
         pool: ThreadPool
     ) {
-        let threads = pool.threadCount
-        let runs = streamRuns(jobs.map { ($0.n, $0.rowBytes) }, threads: threads)
         let bf16Dot = jobs.map { $0.dtype == DType.bf16.cValue && usesBF16Dot(dtype: .bf16) }
-        runs.withUnsafeBufferPointer { runs in
-            pool.parallelFor(threads) { t in
-                let run = runs[t]
-                for (i, piece) in run.enumerated() {
-                    let job = jobs[piece.job]
-                    var next: UnsafeRawPointer?
-                    if i + 1 < run.count {
-                        let p = run[i + 1]
-                        next = jobs[p.job].w + p.n0 * jobs[p.job].rowBytes
-                    }
-                    if bf16Dot[piece.job] {
-                        moek_gemv_bf16_dot(job.w.assumingMemoryBound(to: UInt16.self), job.k, job.x, job.k, Int32(job.m),
-                                           job.out, job.n, piece.n0, piece.n1, job.k, next)
-                    } else {
-                        moek_gemv_rows_next(job.w, job.dtype, job.k, job.x, job.k, Int32(job.m), job.out, job.n,
-                                            piece.n0, piece.n1, job.k, next)
-                    }
-                }
+        StreamedRuns(jobs.map { ($0.n, $0.rowBytes) }, threads: pool.threadCount).run(pool: pool) { piece, after in
+            let job = jobs[piece.job]
+            let next = after.map { jobs[$0.job].w + $0.n0 * jobs[$0.job].rowBytes }
+            if bf16Dot[piece.job] {
+                moek_gemv_bf16_dot(job.w.assumingMemoryBound(to: UInt16.self), job.k, job.x, job.k, Int32(job.m),
+                                   job.out, job.n, piece.n0, piece.n1, job.k, next)
+            } else {
+                moek_gemv_rows_next(job.w, job.dtype, job.k, job.x, job.k, Int32(job.m), job.out, job.n,
+                                    piece.n0, piece.n1, job.k, next)
             }
         }
-    }
-
-    /// Splits jobs of `n` weight rows (`rowBytes` bytes each) into one contiguous run per thread
-    /// of about equal bytes, in job order, cut at multiples of 4 rows: a thread streams its run
-    /// in order, so each weight after the first can be prefetched while the one before computes.
-    static func streamRuns(_ jobs: [(n: Int, rowBytes: Int)], threads: Int) -> [[(job: Int, n0: Int, n1: Int)]] {
-        let total = jobs.reduce(0) { $0 + $1.n * $1.rowBytes }
-        var runs = [[(job: Int, n0: Int, n1: Int)]](repeating: [], count: threads)
-        var t = 0, done = 0
-        for (j, job) in jobs.enumerated() {
-            var n0 = 0
-            while n0 < job.n {
-                let goal = total * (t + 1) / threads  // bytes thread t should have reached
-                var take = job.n - n0
-                if t < threads - 1 {
-                    let fit = (goal - done + job.rowBytes - 1) / job.rowBytes
-                    take = min(take, max(4, (fit + 3) / 4 * 4))
-                }
-                runs[t].append((j, n0, n0 + take))
-                done += take * job.rowBytes
-                n0 += take
-                if t < threads - 1 && done >= goal { t += 1 }
-            }
-        }
-        return runs
     }
 
     /// Linear jobs on block-format weights as one parallel pass: pieces of up to 4 activation

@@ -128,19 +128,19 @@ extension Kernels {
             return
         }
         if m <= gemvMaxRows {
-            // Memory-bound: one contiguous run of weight rows per thread, so each thread's
-            // stream (and its prefetch, which runs ahead across tiles) starts cold only once.
-            let grain = max(4, (64 << 10) / max(1, k * dtype.byteSize))
-            let tasks = max(1, min(pool.threadCount, n / grain))
-            let chunk = ((n + tasks - 1) / tasks + 3) / 4 * 4  // whole 4-row tiles
+            // Memory-bound: streamed runs of weight rows (one per thread, walked in order, the
+            // tail shared out), each piece prefetching the next's start; small matrices on
+            // fewer threads.
+            let rowBytes = k * dtype.byteSize
+            let tasks = max(1, min(pool.threadCount, n / max(4, (64 << 10) / max(1, rowBytes))))
             let bf16Dot = usesBF16Dot(dtype: dtype)
-            pool.parallelFor(tasks) { t in
-                let r = min(n, t * chunk)..<min(n, (t + 1) * chunk)
+            StreamedRuns([(n, rowBytes)], threads: tasks).run(pool: pool) { piece, after in
+                let next = after.map { w + $0.n0 * rowBytes }
                 if bf16Dot {
                     moek_gemv_bf16_dot(w.assumingMemoryBound(to: UInt16.self), k, x, ldx, Int32(m), out, ldo,
-                                       r.lowerBound, r.upperBound, k, nil)
+                                       piece.n0, piece.n1, k, next)
                 } else {
-                    moek_gemv_rows(w, dtype.cValue, k, x, ldx, Int32(m), out, ldo, r.lowerBound, r.upperBound, k)
+                    moek_gemv_rows_next(w, dtype.cValue, k, x, ldx, Int32(m), out, ldo, piece.n0, piece.n1, k, next)
                 }
             }
             return

@@ -53,7 +53,11 @@ extension Kernels {
         let xq = QuantizedRows(x: x, ldx: ldx, rows: m, k: k, block: block, pool: pool)
         defer { xq.deallocate() }
         let rowBytes = dtype.storageBytes(elements: k)
-        // Decode: about 4 runs of weight rows per thread. Prefill: tiles of ~24 KB of weight.
+        if m <= gemvMaxRows && pool.threadCount > 1 {  // decode: streamed runs, as a batch of one
+            streamQuantizedJobs([QuantizedJob(w: w, dtype: dtype, n: n, k: k, x: xq, out: out, ldo: ldo)], pool: pool)
+            return true
+        }
+        // Decode on one thread: about 4 runs of weight rows. Prefill: tiles of ~24 KB of weight.
         let tile = m <= gemvMaxRows ? max(1, (n + pool.threadCount * 4 - 1) / (pool.threadCount * 4))
                                     : max(1, min((n + pool.threadCount - 1) / pool.threadCount, (24 << 10) / max(1, rowBytes)))
         let tiles = (n + tile - 1) / tile
@@ -89,7 +93,11 @@ extension Kernels {
         }
         defer { made.values.forEach { $0.deallocate() } }
         if pool.threadCount > 1 && taken.allSatisfy({ $0.input.shape[0] <= gemvMaxRows }) {
-            streamQuantizedJobs(taken, rows: rows, pool: pool)
+            streamQuantizedJobs(taken.indices.map { i in
+                QuantizedJob(w: taken[i].weight.rawPointer, dtype: taken[i].weight.dtype, n: taken[i].weight.shape[0],
+                             k: taken[i].input.shape[1], x: rows[i],
+                             out: taken[i].output.mutableRawPointer.assumingMemoryBound(to: Float.self), ldo: taken[i].weight.shape[0])
+            }, pool: pool)
             return jobs.filter { activationBlock(for: $0.weight.dtype, k: $0.input.shape[1]) == 0 }
         }
         // Runs of weight rows: about 4 pieces per thread, at least 16 rows, and (for jobs of many
@@ -112,27 +120,26 @@ extension Kernels {
         return jobs.filter { activationBlock(for: $0.weight.dtype, k: $0.input.shape[1]) == 0 }
     }
 
-    /// Decode's quantized jobs as one contiguous, byte-balanced run of weight rows per thread
-    /// (`streamRuns`): before each piece the thread prefetches the first 4 KB of its next one,
-    /// which the leaf's own look-ahead (within a piece) does not reach, so an MoE layer's small
-    /// experts stream without a cold start each.
-    private static func streamQuantizedJobs(_ jobs: [LinearJob], rows: [QuantizedRows], pool: ThreadPool) {
-        let rowBytes = jobs.map { $0.weight.dtype.storageBytes(elements: $0.input.shape[1]) }
-        let runs = streamRuns(jobs.indices.map { (jobs[$0].weight.shape[0], rowBytes[$0]) }, threads: pool.threadCount)
-        pool.parallelFor(runs.count) { t in
-            let run = runs[t]
-            for (i, piece) in run.enumerated() {
-                if i + 1 < run.count {
-                    let p = run[i + 1]
-                    moek_prefetch_l2(jobs[p.job].weight.rawPointer + p.n0 * rowBytes[p.job],
-                                     min(4096, (p.n1 - p.n0) * rowBytes[p.job]))
-                }
-                let job = jobs[piece.job], k = job.input.shape[1]
-                _ = moek_gemv_rows_q8(job.weight.rawPointer, job.weight.dtype.cValue, k, rows[piece.job].row(0),
-                                      rows[piece.job].rowBytes, Int32(job.input.shape[0]),
-                                      job.output.mutableRawPointer.assumingMemoryBound(to: Float.self),
-                                      job.weight.shape[0], piece.n0, piece.n1, k)
+    /// One decode product for `streamQuantizedJobs`: out[i, r] (rows ldo apart) = x's row i
+    /// times weight row r, for W [n, k] of block format `dtype`.
+    struct QuantizedJob {
+        let w: UnsafeRawPointer, dtype: DType, n: Int, k: Int, x: QuantizedRows
+        let out: UnsafeMutablePointer<Float>, ldo: Int
+        var rowBytes: Int { dtype.storageBytes(elements: k) }
+    }
+
+    /// Decode's quantized products, streamed (`StreamedRuns`): before each piece the thread
+    /// prefetches the first 4 KB of its next one, which the leaf's own look-ahead (within a
+    /// piece) does not reach, so an MoE layer's small experts stream without a cold start each.
+    static func streamQuantizedJobs(_ jobs: [QuantizedJob], pool: ThreadPool) {
+        let rowBytes = jobs.map(\.rowBytes)
+        StreamedRuns(jobs.indices.map { (jobs[$0].n, rowBytes[$0]) }, threads: pool.threadCount).run(pool: pool) { piece, after in
+            if let p = after {
+                moek_prefetch_l2(jobs[p.job].w + p.n0 * rowBytes[p.job], min(4096, (p.n1 - p.n0) * rowBytes[p.job]))
             }
+            let job = jobs[piece.job]
+            _ = moek_gemv_rows_q8(job.w, job.dtype.cValue, job.k, job.x.row(0), job.x.rowBytes, Int32(job.x.rows),
+                                  job.out, job.ldo, piece.n0, piece.n1, job.k)
         }
     }
 }

@@ -119,5 +119,14 @@ final class BlockGemmTests: XCTestCase {
                 XCTAssertEqual(got, one[e], "\(experts[e].0), \(rows[e]) rows, \(threads) threads")
             }
         }
+        // One product alone (an attention projection, the LM head) streams the same way.
+        for (e, expert) in experts.enumerated() {
+            let x = Tensor(randomUniform: [rows[e], k], in: -1...1, seed: UInt64(30 + e))
+            let alone = Kernels.matmul(x, expert.1, pool: ThreadPool(threads: 1)).toFloats().map(\.bitPattern)
+            for threads in [2, 3] {
+                XCTAssertEqual(Kernels.matmul(x, expert.1, pool: ThreadPool(threads: threads)).toFloats().map(\.bitPattern), alone,
+                               "\(expert.0) alone, \(threads) threads")
+            }
+        }
     }
 }

@@ -1,0 +1,69 @@
+import Synchronization
+
+/// How decode's matrix-vector jobs share the threads: each thread gets one contiguous run of
+/// the jobs' weight rows, of about equal bytes, cut into a few pieces that it streams in order
+/// (so the hardware prefetcher and the leaf's look-ahead follow one stream, and each piece's
+/// successor can be prefetched across a job boundary). A thread that finishes its run takes the
+/// next pieces of the runs still going, so a thread that started late or ran slow does not hold
+/// the others at the barrier.
+struct StreamedRuns {
+    /// A run of weight rows [n0, n1) of job `job`.
+    typealias Piece = (job: Int, n0: Int, n1: Int)
+    /// Per thread, its pieces in order.
+    let runs: [[Piece]]
+
+    /// Splits jobs of `n` weight rows (`rowBytes` bytes each) into one run per thread of about
+    /// equal bytes, in job order, cut at multiples of 4 rows, each run in at least
+    /// `piecesPerRun` pieces where its rows allow.
+    init(_ jobs: [(n: Int, rowBytes: Int)], threads: Int, piecesPerRun: Int = 4) {
+        let total = jobs.reduce(0) { $0 + $1.n * $1.rowBytes }
+        var runs = [[Piece]](repeating: [], count: max(1, threads))
+        var t = 0, done = 0
+        for (j, job) in jobs.enumerated() {
+            var n0 = 0
+            while n0 < job.n {
+                let goal = total * (t + 1) / runs.count  // bytes thread t should have reached
+                var take = job.n - n0
+                if t < runs.count - 1 {
+                    let fit = (goal - done + job.rowBytes - 1) / job.rowBytes
+                    take = min(take, max(4, (fit + 3) / 4 * 4))
+                }
+                runs[t].append((j, n0, n0 + take))
+                done += take * job.rowBytes
+                n0 += take
+                if t < runs.count - 1 && done >= goal { t += 1 }
+            }
+        }
+        // A run of fewer pieces than asked has its pieces cut in parts of whole 4-row tiles.
+        self.runs = runs.map { run in
+            guard run.count < piecesPerRun, !run.isEmpty else { return run }
+            let rows = run.reduce(0) { $0 + $1.n1 - $1.n0 }
+            let part = max(4, (rows / piecesPerRun + 3) / 4 * 4)
+            return run.flatMap { p in
+                stride(from: p.n0, to: p.n1, by: part).map { (p.job, $0, min(p.n1, $0 + part)) }
+            }
+        }
+    }
+
+    /// Runs `body(piece, next)` for every piece once, over `pool`: thread t walks its own run,
+    /// then takes pieces from the front of the others' (next: the piece after it in its run,
+    /// for prefetching, or nil).
+    func run(pool: ThreadPool, _ body: (Piece, Piece?) -> Void) {
+        let cursors = runs.map { _ in Cursor() }
+        pool.parallelFor(runs.count) { t in
+            for step in 0..<runs.count {
+                let u = (t + step) % runs.count, run = runs[u]
+                while true {
+                    let i = cursors[u].next.wrappingAdd(1, ordering: .relaxed).oldValue
+                    if i >= run.count { break }
+                    body(run[i], i + 1 < run.count ? run[i + 1] : nil)
+                }
+            }
+        }
+    }
+
+    /// The index of a run's next unclaimed piece.
+    private final class Cursor: Sendable {
+        let next = Atomic<Int>(0)
+    }
+}

@@ -1,0 +1,53 @@
+@testable import MoECore
+import Synchronization
+import XCTest
+
+/// `StreamedRuns`: every weight row of every job lands in exactly one piece, each thread's run
+/// is contiguous in job order and of about equal bytes, runs are cut into at least the pieces
+/// asked for where their rows allow, and `run` calls the body once per piece whatever the
+/// threads (a thread that finishes takes the others' remaining pieces).
+final class StreamedRunsTests: XCTestCase {
+    func testEveryRowOnceInBalancedContiguousRuns() {
+        let shapes: [[(n: Int, rowBytes: Int)]] = [[(512, 576)], [(1024, 576), (1024, 576), (512, 210)],
+                                                   [(3, 100), (5, 100)], [(32000, 840)], (0..<16).map { _ in (512, 576) }]
+        for jobs in shapes {
+            for threads in [1, 2, 3, 8] {
+                let runs = StreamedRuns(jobs, threads: threads)
+                XCTAssertEqual(runs.runs.count, threads)
+                var seen = jobs.map { [Int](repeating: 0, count: $0.n) }
+                var last = (job: 0, row: 0)
+                for run in runs.runs {
+                    for p in run {
+                        XCTAssertTrue(p.n0 < p.n1)
+                        XCTAssertTrue((p.job, p.n0) >= (last.job, last.row), "runs follow job order")
+                        last = (p.job, p.n1)
+                        for r in p.n0..<p.n1 { seen[p.job][r] += 1 }
+                    }
+                }
+                XCTAssertEqual(seen.flatMap { $0 }, [Int](repeating: 1, count: jobs.reduce(0) { $0 + $1.n }), "\(jobs.count) jobs, \(threads) threads")
+                let total = jobs.reduce(0) { $0 + $1.n * $1.rowBytes }
+                if total >= threads * 64 * 1024 {
+                    for run in runs.runs {
+                        let bytes = run.reduce(0) { $0 + ($1.n1 - $1.n0) * jobs[$1.job].rowBytes }
+                        XCTAssertEqual(Double(bytes), Double(total) / Double(threads), accuracy: Double(total) / Double(threads) * 0.1)
+                        XCTAssertGreaterThanOrEqual(run.count, 4)
+                    }
+                }
+            }
+        }
+    }
+
+    func testRunCallsEachPieceOnce() {
+        for threads in [1, 2, 3] {
+            let pool = ThreadPool(threads: threads)
+            let runs = StreamedRuns([(1000, 64), (24, 64)], threads: threads)
+            let calls = Mutex([String: Int]())
+            runs.run(pool: pool) { piece, next in
+                calls.withLock { $0["\(piece.job):\(piece.n0)", default: 0] += 1 }
+                if let next { XCTAssertTrue((next.job, next.n0) > (piece.job, piece.n0)) }
+            }
+            let want = runs.runs.flatMap { $0 }.map { "\($0.job):\($0.n0)" }
+            XCTAssertEqual(calls.withLock { $0 }, Dictionary(uniqueKeysWithValues: want.map { ($0, 1) }), "\(threads) threads")
+        }
+    }
+}
