@@ -42,9 +42,12 @@ public enum ModelBenchmark {
         public var policy: String
         /// Expert uses served from memory, of all expert uses.
         public var hitRate: Double
-        /// Bytes read from the model's file, and seconds spent reading (decode stalls on them).
+        /// Bytes read from the model's file, and seconds spent reading (summed over parallel
+        /// and background reads).
         public var bytesReadPerToken: Double
         public var readSecondsPerToken: Double
+        /// Seconds a token's layers waited for their experts (the decode's stall on the cache).
+        public var stallSecondsPerToken: Double
         public var evictionsPerToken: Double
         /// Of the experts router lookahead read ahead of use, the fraction that were used.
         public var prefetchAccuracy: Double
@@ -135,6 +138,7 @@ public enum ModelBenchmark {
                 cacheStats.misses += c.misses
                 cacheStats.bytesRead += c.bytesRead
                 cacheStats.readSeconds += c.readSeconds
+                cacheStats.stallSeconds += c.stallSeconds
                 cacheStats.evictions += c.evictions
                 cacheStats.prefetches += c.prefetches
                 cacheStats.prefetchHits += c.prefetchHits
@@ -169,6 +173,7 @@ public enum ModelBenchmark {
                           return ExpertCacheFigures(capacityBytes: cache.capacity, policy: cache.policy.rawValue,
                                                     hitRate: cacheStats.hitRate, bytesReadPerToken: Double(cacheStats.bytesRead) / tokens,
                                                     readSecondsPerToken: cacheStats.readSeconds / tokens,
+                                                    stallSecondsPerToken: cacheStats.stallSeconds / tokens,
                                                     evictionsPerToken: Double(cacheStats.evictions) / tokens,
                                                     prefetchAccuracy: cacheStats.prefetchAccuracy)
                       })

@@ -90,9 +90,11 @@ public struct CachedExperts: ExpertFFN {
         let slots = Slots(experts.count)
         let sources = experts.map { [gate[$0], up[$0], down[$0]] }
         let (cache, layer) = (self.cache, self.layer)
+        let start = DispatchTime.now().uptimeNanoseconds
         DispatchQueue.concurrentPerform(iterations: experts.count) { i in
             slots.weights[i] = cache.acquire(layer: layer, expert: experts[i], source: sources[i])
         }
+        cache.recordStall(seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
         defer { for (i, e) in experts.enumerated() where slots.weights[i] != nil { cache.release(layer: layer, expert: e) } }
         for (i, e) in experts.enumerated() {
             guard let w = slots.weights[i] else {

@@ -31,9 +31,16 @@ public final class ExpertCache: @unchecked Sendable {
     public struct Statistics: Sendable, Equatable {
         /// Expert uses served from memory, and those that had to read the file.
         public var hits = 0, misses = 0
-        /// Bytes read from files, and seconds spent reading them.
+        /// Bytes read from files, and seconds spent reading them (summed over reads, background
+        /// ones included: reads in parallel add up to more than the time they took).
         public var bytesRead = 0
         public var readSeconds = 0.0
+        /// Seconds layers waited for their experts (their own reads, or read-aheads not done
+        /// yet): the time the computation stalled on the cache.
+        public var stallSeconds = 0.0
+        /// Page buffers mapped afresh for reads (the kernel zeroes each page on first touch); the
+        /// other reads fill buffers evicted entries left.
+        public var buffersMapped = 0
         /// Entries evicted.
         public var evictions = 0
         /// Experts read ahead of use (`prefetch`), and of those, the ones used before eviction.
@@ -62,9 +69,13 @@ public final class ExpertCache: @unchecked Sendable {
     /// Descriptors opened for direct reads, and the files whose system refuses them.
     private var directFiles: [String: Int32] = [:], directRefused = Set<String>()
     /// Page buffers of evicted entries, by size, for the next reads to fill again (a fresh
-    /// mapping would page-fault and be zeroed by the kernel). Evicting makes room for the
-    /// entry being read, so these are memory the budget already counts; leftovers are dropped.
+    /// mapping would page-fault and be zeroed by the kernel: a third of decode's CPU time with
+    /// a 12 GB cache, when reads in flight dropped each other's buffers). Evicting makes room for
+    /// an entry about to be read, which takes the buffers its eviction freed (`Entry.reserved`);
+    /// the rest wait here, within the budget, and what goes beyond it is dropped.
     private var spare: [Int: [TensorStorage]] = [:]
+    /// Buffers the last `makeRoom` freed, for the entry inserted next. Under the lock.
+    private var freed: [TensorStorage] = []
     private var failure: ModelError?
     private let readers = DispatchQueue(label: "moekit.expert-cache.prefetch", attributes: .concurrent)
 
@@ -76,6 +87,8 @@ public final class ExpertCache: @unchecked Sendable {
         let bytes: Int
         var lastUse = 0, uses = 0, pins = 0
         var ready = false, prefetched = false
+        /// Buffers its eviction of other entries freed, for its own read to fill.
+        var reserved: [TensorStorage] = []
         init(bytes: Int) { self.bytes = bytes }
     }
 
@@ -162,6 +175,7 @@ public final class ExpertCache: @unchecked Sendable {
                 return e.weights
             }
             if makeRoom(for: bytes) { break }
+            keepFreed()
             // Entries being read (a prefetch's, pinned until its read ends) free their room
             // when done: wait for them before calling the budget too small.
             if entries.values.contains(where: { $0.pins > 0 && !$0.ready }) {
@@ -190,6 +204,7 @@ public final class ExpertCache: @unchecked Sendable {
         let bytes = entryBytes(source)
         cond.lock()
         guard entries[key] == nil, makeRoom(for: bytes, sparing: sparing) else {
+            keepFreed()
             cond.unlock()
             return
         }
@@ -202,6 +217,9 @@ public final class ExpertCache: @unchecked Sendable {
         readers.async { _ = self.load(e, key: key, source: source, recordFailure: false, unpin: true) }
     }
 
+    /// Adds `seconds` a layer spent waiting for its experts to the statistics.
+    public func recordStall(seconds: Double) { locked { stats.stallSeconds += seconds } }
+
     /// Unpins an entry `acquire` returned.
     public func release(layer: Int, expert: Int) {
         locked {
@@ -213,6 +231,7 @@ public final class ExpertCache: @unchecked Sendable {
     /// A new entry being read, counted against the capacity. Under the lock.
     private func insert(_ key: Key, bytes: Int) -> Entry {
         let e = Entry(bytes: bytes)
+        (e.reserved, freed) = (freed, [])
         e.lastUse = clock
         e.uses = 1
         entries[key] = e
@@ -229,7 +248,7 @@ public final class ExpertCache: @unchecked Sendable {
         var copies: [Tensor] = []
         var error: ModelError?
         for t in source {
-            switch read(t, layer: key.layer, expert: key.expert) {
+            switch read(t, for: e, layer: key.layer, expert: key.expert) {
             case let .success(copy): copies.append(copy)
             case let .failure(why): error = why
             }
@@ -242,12 +261,15 @@ public final class ExpertCache: @unchecked Sendable {
             cond.unlock()
         }
         stats.readSeconds += seconds
+        keepFreed(e.reserved)
+        e.reserved = []
         if let error {
             if entries[key] === e {
                 entries[key] = nil
                 held -= e.bytes
             }
             if recordFailure { failure = failure ?? error }
+            dropSpareBeyondBudget()
             return nil
         }
         stats.bytesRead += e.bytes
@@ -256,6 +278,13 @@ public final class ExpertCache: @unchecked Sendable {
         if unpin { e.pins = max(0, e.pins - 1) }
         dropSpareBeyondBudget()
         return copies
+    }
+
+    /// Keeps `buffers` (by default those the last `makeRoom` freed, when no entry took them) as
+    /// spares. Under the lock.
+    private func keepFreed(_ buffers: [TensorStorage]? = nil) {
+        for b in buffers ?? freed { spare[b.byteCount, default: []].append(b) }
+        if buffers == nil { freed = [] }
     }
 
     /// Unmaps spare buffers that, with the entries, would hold more than the capacity (spares
@@ -287,7 +316,7 @@ public final class ExpertCache: @unchecked Sendable {
             entries[key] = nil
             held -= e.bytes
             stats.evictions += 1
-            for t in e.weights { spare[t.storage.byteCount, default: []].append(t.storage) }
+            freed += e.weights.map(\.storage)
         }
         return held + bytes <= capacity
     }
@@ -295,8 +324,17 @@ public final class ExpertCache: @unchecked Sendable {
     /// The file `source` is read from (for errors), or a placeholder for weights in memory.
     private func sourcePath(_ source: [Tensor]) -> String { source.first?.storage.mappedFile?.path ?? "(weights in memory)" }
 
-    /// An evicted entry's page buffer of exactly `bytes`, if one is waiting.
-    private func takeSpare(_ bytes: Int) -> TensorStorage? { locked { spare[bytes]?.popLast() } }
+    /// A page buffer of exactly `bytes` for `e`'s read: one its own eviction freed, else a
+    /// spare, else fresh pages (nil when the kernel refuses them).
+    private func buffer(_ bytes: Int, for e: Entry) -> TensorStorage? {
+        let reused: TensorStorage? = locked {
+            if let i = e.reserved.firstIndex(where: { $0.byteCount == bytes }) { return e.reserved.remove(at: i) }
+            if let b = spare[bytes]?.popLast() { return b }
+            stats.buffersMapped += 1
+            return nil
+        }
+        return reused ?? TensorStorage(pagesFor: bytes)
+    }
 
     /// The descriptor of `path`, opened once; or why it cannot be opened.
     private func descriptor(_ path: String) -> (fd: Int32, error: String?) {
@@ -311,7 +349,7 @@ public final class ExpertCache: @unchecked Sendable {
 
     /// A copy of `t`'s bytes, read from its file with `pread` (or copied, for weights built in
     /// memory). Outside the lock.
-    private func read(_ t: Tensor, layer: Int, expert: Int) -> Result<Tensor, ModelError> {
+    private func read(_ t: Tensor, for e: Entry, layer: Int, expert: Int) -> Result<Tensor, ModelError> {
         guard let file = t.storage.mappedFile else {
             let copy = Tensor(uninitialized: t.shape, dtype: t.dtype)
             copy.mutableRawPointer.copyMemory(from: t.rawPointer, byteCount: t.byteCount)
@@ -319,13 +357,13 @@ public final class ExpertCache: @unchecked Sendable {
         }
         let what = "layer \(layer) expert \(expert)"
         if directIO, let fd = directDescriptor(file.path) {
-            if let copy = readDirect(t, fd: fd, path: file.path, what: what) { return copy }
+            if let copy = readDirect(t, for: e, fd: fd, path: file.path, what: what) { return copy }
         }
         let (fd, error) = descriptor(file.path)
         if let error { return .failure(.io(path: file.path, reason: "\(what): \(error)")) }
         // Pages of its own (an evicted entry's, or fresh), unmapped when dropped: the process
         // keeps no freed copy behind.
-        guard let pages = takeSpare(t.byteCount) ?? TensorStorage(pagesFor: t.byteCount) else {
+        guard let pages = buffer(t.byteCount, for: e) else {
             return .failure(.io(path: file.path, reason: "\(what): cannot map \(t.byteCount) bytes of memory: \(String(cString: strerror(errno)))"))
         }
         let copy = Tensor(storage: pages, byteOffset: 0, shape: t.shape, dtype: t.dtype)
@@ -370,9 +408,9 @@ public final class ExpertCache: @unchecked Sendable {
     /// copy a view at its offset within them. nil when the system refuses the read (`EINVAL`:
     /// the file is then read through the page cache from now on); a failed read is a typed
     /// error, as for a buffered one.
-    private func readDirect(_ t: Tensor, fd: Int32, path: String, what: String) -> Result<Tensor, ModelError>? {
+    private func readDirect(_ t: Tensor, for e: Entry, fd: Int32, path: String, what: String) -> Result<Tensor, ModelError>? {
         let b = Self.directBlock, start = t.byteOffset / b * b, size = storageBytes(t)
-        guard let pages = takeSpare(size) ?? TensorStorage(pagesFor: size) else {
+        guard let pages = buffer(size, for: e) else {
             return .failure(.io(path: path, reason: "\(what): cannot map \(size) bytes of memory: \(String(cString: strerror(errno)))"))
         }
         let needed = t.byteOffset + t.byteCount - start  // the last block may run past the end of the file
