@@ -41,12 +41,20 @@ public struct CachedExperts: ExpertFFN {
             bytes += b
         }
         if groups.count == 1 {
-            return run(groups[0], subset: false, rows: rows, rowOffsets: rowOffsets, pool: pool)
+            // Misses overlapped with compute: the experts not in the cache are read while the
+            // ones in it run (each row's output depends on its expert alone, so the split
+            // changes no bit).
+            let held = cache.held(layer: layer, experts: expertCount)
+            let missing = chosen.filter { !held[$0] }
+            if missing.isEmpty || missing.count == chosen.count {
+                return run(chosen, subset: false, rows: rows, rowOffsets: rowOffsets, pool: pool)
+            }
+            groups = [chosen.filter { held[$0] }, missing]
         }
         // Several groups: each runs on a compact copy of its experts' rows.
         let d = hiddenSize, out = Tensor(zeros: [rows.shape[0], d])
         let src = rows.floats.baseAddress!, dst = out.mutableFloats.baseAddress!
-        for group in groups {
+        for (g, group) in groups.enumerated() {
             var offsets = [0]
             for e in group { offsets.append(offsets[offsets.count - 1] + rowOffsets[e + 1] - rowOffsets[e]) }
             let sub = Tensor(zeros: [offsets[offsets.count - 1], d])
@@ -56,7 +64,14 @@ public struct CachedExperts: ExpertFFN {
                 let from: UnsafePointer<Float> = src + rowOffsets[e] * d
                 (sp + offsets[i] * d).update(from: from, count: count)
             }
-            let result = run(group, subset: true, rows: sub, rowOffsets: offsets, pool: pool)
+            // Once this group's experts are pinned, the next group's start reading.
+            let next = g + 1 < groups.count ? groups[g + 1] : []
+            let result = run(group, subset: true, rows: sub, rowOffsets: offsets, pool: pool) {
+                for e in next {
+                    cache.prefetch(layer: layer, expert: e, source: [resident.gate[e], resident.up[e], resident.down[e]],
+                                   sparing: layer, demand: true)
+                }
+            }
             withExtendedLifetime(result) {
                 let y = result.floats.baseAddress!
                 for (i, e) in group.enumerated() {
@@ -71,9 +86,11 @@ public struct CachedExperts: ExpertFFN {
 
     /// Runs `experts` (all pinned in the cache for the call) on `rows`: as the whole layer
     /// with those experts' weights swapped for the cache's copies, or with `subset` as a layer
-    /// of just those experts (rows and offsets then compact, in `experts`' order). NaN rows
-    /// when the cache could not supply one (the failure is recorded in the cache).
-    private func run(_ experts: [Int], subset: Bool, rows: Tensor, rowOffsets: [Int], pool: ThreadPool) -> Tensor {
+    /// of just those experts (rows and offsets then compact, in `experts`' order); `pinned`
+    /// runs once they are pinned, before they compute. NaN rows when the cache could not
+    /// supply one (the failure is recorded in the cache).
+    private func run(_ experts: [Int], subset: Bool, rows: Tensor, rowOffsets: [Int], pool: ThreadPool,
+                     pinned: () -> Void = {}) -> Tensor {
         var gate = resident.gate, up = resident.up, down = resident.down
         // Every expert at once: the misses are read in parallel (the cache reads outside its lock).
         final class Slots: @unchecked Sendable {  // one slot per expert, each written by one iteration
@@ -96,6 +113,7 @@ public struct CachedExperts: ExpertFFN {
         }
         cache.recordStall(seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
         defer { for (i, e) in experts.enumerated() where slots.weights[i] != nil { cache.release(layer: layer, expert: e) } }
+        pinned()
         for (i, e) in experts.enumerated() {
             guard let w = slots.weights[i] else {
                 return Tensor(shape: [rows.shape[0], hiddenSize], values: [Float](repeating: .nan, count: rows.shape[0] * hiddenSize))

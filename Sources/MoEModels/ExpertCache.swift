@@ -87,6 +87,9 @@ public final class ExpertCache: @unchecked Sendable {
         let bytes: Int
         var lastUse = 0, uses = 0, pins = 0
         var ready = false, prefetched = false
+        /// Read ahead for a layer that chose it and runs it next (a miss read while the layer's
+        /// other experts compute): its first use counts as that miss, not as a hit.
+        var demanded = false
         /// Buffers its eviction of other entries freed, for its own read to fill.
         var reserved: [TensorStorage] = []
         init(bytes: Int) { self.bytes = bytes }
@@ -166,7 +169,12 @@ public final class ExpertCache: @unchecked Sendable {
                 }
                 e.lastUse = clock
                 e.uses += 1
-                stats.hits += 1
+                if e.demanded {
+                    e.demanded = false
+                    stats.misses += 1
+                } else {
+                    stats.hits += 1
+                }
                 if e.prefetched {
                     stats.prefetchHits += 1
                     e.prefetched = false
@@ -198,8 +206,9 @@ public final class ExpertCache: @unchecked Sendable {
     /// Starts reading expert `expert` of `layer` in the background, if it is neither held nor
     /// being read and fits without evicting a pinned entry, or one of layer `sparing` (the
     /// layer about to run, whose experts are not pinned yet); a later `acquire` finds it (or
-    /// waits for it). Returns at once.
-    public func prefetch(layer: Int, expert: Int, source: [Tensor], sparing: Int? = nil) {
+    /// waits for it). Returns at once. With `demand`, the layer has chosen the expert and reads
+    /// it while its other experts compute: counted as a miss when acquired, not as a read-ahead.
+    public func prefetch(layer: Int, expert: Int, source: [Tensor], sparing: Int? = nil, demand: Bool = false) {
         let key = Key(layer: layer, expert: expert)
         let bytes = entryBytes(source)
         cond.lock()
@@ -211,8 +220,12 @@ public final class ExpertCache: @unchecked Sendable {
         clock += 1
         let e = insert(key, bytes: bytes)
         e.pins = 1  // until read
-        e.prefetched = true
-        stats.prefetches += 1
+        if demand {
+            e.demanded = true
+        } else {
+            e.prefetched = true
+            stats.prefetches += 1
+        }
         cond.unlock()
         readers.async { _ = self.load(e, key: key, source: source, recordFailure: false, unpin: true) }
     }

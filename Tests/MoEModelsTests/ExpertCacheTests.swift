@@ -212,6 +212,37 @@ final class ExpertCacheTests: XCTestCase {
         XCTAssertNil(cache.takeFailure(), "a skipped prefetch is not a failure")
     }
 
+    /// A layer's experts not in the cache are read while the ones in it compute: the logits do
+    /// not change, and each use is counted once, as a hit or (read then) a miss: with every
+    /// expert fitting, the misses are the distinct experts the steps chose, and hits and misses
+    /// add up to every use.
+    func testMissesReadWhileHitsComputeCountOnce() throws {
+        for name in ["gguf_models/qwen3_moe.q8_0.gguf", "mixtral"] {
+            let path = fixtures.appendingPathComponent(name).path
+            let plain = try DecoderModel(path: path, pool: ThreadPool(threads: 2))
+            let want = try run(plain)
+            let model = try DecoderModel(path: path, pool: ThreadPool(threads: 2))
+            let cache = try model.useExpertCache(budget: try plain.storedBytes() + 1)
+            var uses = 0, distinct = Set<[Int]>()
+            var options = ForwardOptions()
+            options.trace = { layer, routing in  // a layer's pass takes each chosen expert once
+                let chosen = Set((0..<routing.tokenCount).flatMap { routing.experts(of: $0) })
+                uses += chosen.count
+                for e in chosen { distinct.insert([layer, e]) }
+            }
+            var kv = model.makeCache()
+            var got = [try model.forward([1, 5, 9, 2, 7, 3, 8, 4, 6], cache: &kv, options: options).toFloats().map(\.bitPattern)]
+            for token in [11, 3, 17, 2] { got.append(try model.forward([token], cache: &kv, options: options).toFloats().map(\.bitPattern)) }
+            XCTAssertEqual(got, want, name)
+            let stats = cache.statistics
+            XCTAssertEqual(stats.misses, distinct.count, name)
+            XCTAssertEqual(stats.evictions, 0, name)
+            XCTAssertEqual(stats.prefetches, 0, "\(name): reads of chosen experts are not read-aheads")
+            XCTAssertGreaterThan(stats.hits, 0, name)
+            XCTAssertEqual(stats.hits + stats.misses, uses, name)
+        }
+    }
+
     /// Each read fills the buffers its own eviction freed, even while other reads finish (which
     /// dropped spare buffers beyond the budget, often a read's before it took them: fresh pages
     /// the kernel zeroes, a third of decode's CPU time under a 12 GB budget).
