@@ -219,6 +219,7 @@ public final class ExpertCache: @unchecked Sendable {
         }
         clock += 1
         let e = insert(key, bytes: bytes)
+        e.uses = 0  // no layer pass has chosen it yet: its acquire counts the first
         e.pins = 1  // until read
         if demand {
             e.demanded = true

@@ -89,6 +89,23 @@ final class ExpertCacheTests: XCTestCase {
         }
     }
 
+    /// LFU counts layer passes that chose an expert: one read ahead (or read while the layer's
+    /// other experts computed) and then used once counts once, as one read on a miss does.
+    func testReadAheadsCountOneUseForLFU() throws {
+        let (w, _) = try mappedTensor(1024, fill: 2)
+        for demand in [false, true] {
+            let cache = ExpertCache(capacity: 2 * 1024, policy: .lfu)
+            cache.prefetch(layer: 0, expert: 1, source: [w], demand: demand)
+            XCTAssertNotNil(cache.acquire(layer: 0, expert: 1, source: [w]))
+            cache.release(layer: 0, expert: 1)
+            XCTAssertNotNil(cache.acquire(layer: 0, expert: 0, source: [w]))  // a miss, used once, more recent
+            cache.release(layer: 0, expert: 0)
+            XCTAssertNotNil(cache.acquire(layer: 0, expert: 2, source: [w]))
+            cache.release(layer: 0, expert: 2)
+            XCTAssertEqual(cache.held(layer: 0, experts: 3), [true, false, true], "demand \(demand): equal uses, the older goes")
+        }
+    }
+
     func testPinnedEntriesAreNotEvicted() throws {
         let (w, _) = try mappedTensor(1024, fill: 2)
         let cache = ExpertCache(capacity: 2 * 1024)
