@@ -94,7 +94,7 @@ extension Kernels {
                 bf16: usesBF16Dot(dtype: job.weight.dtype))
         }
         if pool.threadCount > 1 && raw.allSatisfy({ $0.m <= gemvMaxRows }) {
-            streamGemvJobs(raw.map { ($0.x, $0.w, $0.out, $0.dtype, $0.m, $0.k, $0.n, $0.rowBytes) }, pool: pool)
+            streamGemvJobs(raw.map { ($0.x, $0.w, $0.out, $0.dtype, $0.m, $0.k, $0.n, $0.rowBytes, $0.bf16) }, pool: pool)
             return
         }
         // Packed-A offsets (in floats, 16-float aligned) for the jobs that take a matmul leaf.
@@ -120,11 +120,8 @@ extension Kernels {
                 pool.parallelFor(pieces.count) { p in
                     let (i, n0, n1) = pieces[p]
                     let j = raw[i]
-                    if j.m <= gemvMaxRows && j.bf16 {
-                        moek_gemv_bf16_dot(j.w.assumingMemoryBound(to: UInt16.self), j.k, j.x, j.k, Int32(j.m), j.out, j.n,
-                                           n0, n1, j.k, nil)
-                    } else if j.m <= gemvMaxRows {
-                        moek_gemv_rows(j.w, j.dtype, j.k, j.x, j.k, Int32(j.m), j.out, j.n, n0, n1, j.k)
+                    if j.m <= gemvMaxRows {
+                        gemvPiece(j.w, dtype: j.dtype, bf16Dot: j.bf16, k: j.k, x: j.x, ldx: j.k, m: j.m, out: j.out, ldo: j.n, n0: n0, n1: n1)
                     } else if j.bf16 {
                         let ap = UnsafeRawPointer(packed + packedOffset[i]).assumingMemoryBound(to: UInt16.self)
                         moek_gemm_bf16_packed(ap, j.m, j.w.assumingMemoryBound(to: UInt16.self), j.k, j.out, j.n, n0, n1, j.k)
@@ -172,23 +169,16 @@ extension Kernels {
     /// A batch of matrix-vector jobs (decode), streamed (`StreamedRuns`): each thread walks its
     /// own run of the jobs' weight rows in order, telling the leaf which weight comes next so it
     /// can prefetch across the boundary (each job would otherwise start cold). bf16 weights under
-    /// `bf16Activations` take the bf16 dot product.
+    /// `bf16Activations` take the bf16 dot product (`bf16`, `usesBF16Dot`).
     private static func streamGemvJobs(
         _ jobs: [(x: UnsafePointer<Float>, w: UnsafeRawPointer, out: UnsafeMutablePointer<Float>, dtype: Int32,
-                  m: Int, k: Int, n: Int, rowBytes: Int)],
+                  m: Int, k: Int, n: Int, rowBytes: Int, bf16: Bool)],
         pool: ThreadPool
     ) {
-        let bf16Dot = jobs.map { $0.dtype == DType.bf16.cValue && usesBF16Dot(dtype: .bf16) }
         StreamedRuns(jobs.map { ($0.n, $0.rowBytes) }, threads: pool.threadCount).run(pool: pool) { piece, after in
             let job = jobs[piece.job]
-            let next = after.map { jobs[$0.job].w + $0.n0 * jobs[$0.job].rowBytes }
-            if bf16Dot[piece.job] {
-                moek_gemv_bf16_dot(job.w.assumingMemoryBound(to: UInt16.self), job.k, job.x, job.k, Int32(job.m),
-                                   job.out, job.n, piece.n0, piece.n1, job.k, next)
-            } else {
-                moek_gemv_rows_next(job.w, job.dtype, job.k, job.x, job.k, Int32(job.m), job.out, job.n,
-                                    piece.n0, piece.n1, job.k, next)
-            }
+            gemvPiece(job.w, dtype: job.dtype, bf16Dot: job.bf16, k: job.k, x: job.x, ldx: job.k, m: job.m, out: job.out, ldo: job.n,
+                      n0: piece.n0, n1: piece.n1, next: after.map { jobs[$0.job].w + $0.n0 * jobs[$0.job].rowBytes })
         }
     }
 

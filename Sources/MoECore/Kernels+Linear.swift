@@ -135,13 +135,8 @@ extension Kernels {
             let tasks = max(1, min(pool.threadCount, n / max(4, (64 << 10) / max(1, rowBytes))))
             let bf16Dot = usesBF16Dot(dtype: dtype)
             StreamedRuns([(n, rowBytes)], threads: tasks).run(pool: pool) { piece, after in
-                let next = after.map { w + $0.n0 * rowBytes }
-                if bf16Dot {
-                    moek_gemv_bf16_dot(w.assumingMemoryBound(to: UInt16.self), k, x, ldx, Int32(m), out, ldo,
-                                       piece.n0, piece.n1, k, next)
-                } else {
-                    moek_gemv_rows_next(w, dtype.cValue, k, x, ldx, Int32(m), out, ldo, piece.n0, piece.n1, k, next)
-                }
+                gemvPiece(w, dtype: dtype.cValue, bf16Dot: bf16Dot, k: k, x: x, ldx: ldx, m: m, out: out, ldo: ldo,
+                          n0: piece.n0, n1: piece.n1, next: after.map { w + $0.n0 * rowBytes })
             }
             return
         }

@@ -35,6 +35,19 @@ public enum Kernels {
         dtype == .bf16 && bf16Activations && bf16ComputeSupported && moek_isa() == Int32(MOEK_ISA_AVX512.rawValue)
     }
 
+    /// Decode's product of `m` (at most 4) activation rows `x` (ldx apart) with weight rows
+    /// [n0, n1) of W [n, k] (`dtype`, rows k apart) into `out` (rows ldo apart): the bf16 dot
+    /// product when `bf16Dot` (`usesBF16Dot`), else the f32 leaf; `next` is the weight that
+    /// follows, for prefetching (nil: none).
+    static func gemvPiece(_ w: UnsafeRawPointer, dtype: Int32, bf16Dot: Bool, k: Int, x: UnsafePointer<Float>, ldx: Int, m: Int,
+                          out: UnsafeMutablePointer<Float>, ldo: Int, n0: Int, n1: Int, next: UnsafeRawPointer? = nil) {
+        if bf16Dot {
+            moek_gemv_bf16_dot(w.assumingMemoryBound(to: UInt16.self), k, x, ldx, Int32(m), out, ldo, n0, n1, k, next)
+        } else {
+            moek_gemv_rows_next(w, dtype, k, x, ldx, Int32(m), out, ldo, n0, n1, k, next)
+        }
+    }
+
     /// The instruction-set path the leaf kernels use ("avx512", "avx2", "neon" or "scalar").
     public static var isaName: String { String(cString: moek_isa_name(moek_isa())) }
 
