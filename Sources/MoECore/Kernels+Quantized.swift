@@ -58,10 +58,13 @@ extension Kernels {
             return true
         }
         // Decode on one thread: about 4 runs of weight rows. Prefill: tiles of ~24 KB of weight.
+        // A leaf that repacks weight rows in groups (Q4_K's rows in lanes) gets whole groups, and
+        // every activation row in one pass, so each group is repacked once.
+        let group = m <= gemvMaxRows ? 1 : Int(moek_q8_row_group(dtype.cValue, Int32(clamping: m)))
         let tile = m <= gemvMaxRows ? max(1, (n + pool.threadCount * 4 - 1) / (pool.threadCount * 4))
-                                    : max(1, min((n + pool.threadCount - 1) / pool.threadCount, (24 << 10) / max(1, rowBytes)))
+                                    : roundedToGroup(min((n + pool.threadCount - 1) / pool.threadCount, (24 << 10) / max(1, rowBytes)), group)
         let tiles = (n + tile - 1) / tile
-        let chunk = 32  // activation rows per pass over a tile: their quantized rows stay in L2
+        let chunk = group > 1 ? m : 32  // activation rows per pass over a tile: their quantized rows stay in L2
         pool.parallelFor(tiles) { t in
             let n0 = t * tile, n1 = min(n, n0 + tile)
             for m0 in stride(from: 0, to: m, by: chunk) {
@@ -107,7 +110,9 @@ extension Kernels {
         var pieces: [(job: Int, n0: Int, n1: Int)] = []
         for (i, job) in taken.enumerated() {
             let rowBytes = job.weight.dtype.storageBytes(elements: job.input.shape[1])
-            let run = job.input.shape[0] <= gemvMaxRows ? share : max(4, min(share, (24 << 10) / max(1, rowBytes)))
+            let rows = job.input.shape[0]
+            let run = rows <= gemvMaxRows ? share
+                : roundedToGroup(min(share, (24 << 10) / max(1, rowBytes)), Int(moek_q8_row_group(job.weight.dtype.cValue, Int32(clamping: rows))))
             for n0 in stride(from: 0, to: job.weight.shape[0], by: run) { pieces.append((i, n0, min(job.weight.shape[0], n0 + run))) }
         }
         pool.parallelFor(pieces.count) { p in
@@ -118,6 +123,11 @@ extension Kernels {
                                   n, n0, n1, k)
         }
         return jobs.filter { activationBlock(for: $0.weight.dtype, k: $0.input.shape[1]) == 0 }
+    }
+
+    /// A piece of `rows` weight rows (at least 4) as a whole number of the leaf's row groups.
+    static func roundedToGroup(_ rows: Int, _ group: Int) -> Int {
+        group > 1 ? max(group, rows / group * group) : max(4, rows)
     }
 
     /// One decode product for `streamQuantizedJobs`: out[i, r] (rows ldo apart) = x's row i

@@ -31,6 +31,7 @@
 #pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"))), apply_to = function)
 
 #include "avx2_blocks.h"
+#include "vnni_shuffles.h"
 
 enum { GROUP = 8 };  // activation rows per unpacked weight run
 
@@ -38,44 +39,6 @@ enum { GROUP = 8 };  // activation rows per unpacked weight run
 /// run of rows too, so this is one stream per thread; from memory (decode), a block's distance
 /// is too short to hide the latency.
 enum { AHEAD = 4096 };
-
-/// Transposes 8 registers as an 8 x 8 matrix of dwords: out[r] dword l = in[l] dword r.
-INLINE void transpose8(const __m256i in[8], __m256i out[8]) {
-  __m256i t[8], u[8];
-  for (int p = 0; p < 4; p++) {
-    t[2 * p] = _mm256_unpacklo_epi32(in[2 * p], in[2 * p + 1]);
-    t[2 * p + 1] = _mm256_unpackhi_epi32(in[2 * p], in[2 * p + 1]);
-  }
-  for (int h = 0; h < 2; h++) {
-    const __m256i *a = t + 4 * h;
-    u[4 * h + 0] = _mm256_unpacklo_epi64(a[0], a[2]);
-    u[4 * h + 1] = _mm256_unpackhi_epi64(a[0], a[2]);
-    u[4 * h + 2] = _mm256_unpacklo_epi64(a[1], a[3]);
-    u[4 * h + 3] = _mm256_unpackhi_epi64(a[1], a[3]);
-  }
-  for (int r = 0; r < 4; r++) {
-    out[r] = _mm256_permute2x128_si256(u[r], u[4 + r], 0x20);
-    out[r + 4] = _mm256_permute2x128_si256(u[r], u[4 + r], 0x31);
-  }
-}
-
-/// Transposes a, b, c, d as two 4 x 4 matrices of dwords, one per 128-bit half: out[p] holds
-/// dword p of each in its low half and dword p + 4 of each in its high half.
-INLINE void transpose4(__m256i a, __m256i b, __m256i c, __m256i d, __m256i out[4]) {
-  const __m256i t0 = _mm256_unpacklo_epi32(a, b), t1 = _mm256_unpackhi_epi32(a, b);
-  const __m256i t2 = _mm256_unpacklo_epi32(c, d), t3 = _mm256_unpackhi_epi32(c, d);
-  out[0] = _mm256_unpacklo_epi64(t0, t2);
-  out[1] = _mm256_unpackhi_epi64(t0, t2);
-  out[2] = _mm256_unpacklo_epi64(t1, t3);
-  out[3] = _mm256_unpackhi_epi64(t1, t3);
-}
-
-/// The paired order of 8 runs of 32 values v[c] (values 32 c .. 32 c + 31): out[0..3] the L
-/// registers (from the even runs), out[4..7] the H registers (odd runs).
-INLINE void pair8(const __m256i v[8], __m256i out[8]) {
-  transpose4(v[0], v[2], v[4], v[6], out);
-  transpose4(v[1], v[3], v[5], v[7], out + 4);
-}
 
 void moek_q8_interleave_avx512(const int8_t *q, int8_t *qi, size_t K, int block) {
   for (size_t g = 0; g + 256 <= K; g += 256) {
@@ -144,19 +107,6 @@ INLINE void rows_32i(int dt, const uint8_t *W, size_t row_bytes, const moek_act_
     }
     for (int m = 0; m < nx; m++) Y[(size_t)m * ldy + r] = hsum(acc[m]);
   }
-}
-
-/// Q4_K and Q5_K's 8 six-bit scales (bytes 0..7) and mins (8..15) from the 12 packed bytes q
-/// (16 are read): scale j < 4 is q[j] & 63 and min j is q[j + 4] & 63; for j >= 4 the low four
-/// bits come from q[j + 4] (scales the low nibble, mins the high) and the top two from the top
-/// of q[j - 4] (scales) or q[j] (mins).
-INLINE __m128i k4_scales_mins_vec(const uint8_t *q) {
-  const __m128i v = _mm_loadu_si128((const __m128i *)q);
-  const __m128i a = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
-  const __m128i top = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
-  const __m128i low = _mm_or_si128(_mm_and_si128(a, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0)),
-                                   _mm_and_si128(_mm_srli_epi16(a, 4), _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15)));
-  return _mm_or_si128(low, _mm_and_si128(_mm_srli_epi16(top, 2), _mm_set1_epi8(0x30)));
 }
 
 /// Q4_K (`five` 0) and Q5_K, paired: lanes j and 4 + j of the L sums are sub-block 2 j, of the
@@ -273,6 +223,12 @@ int moek_gemv_rows_q8_vnni(const void *W, int dt, size_t ldw, const void *XQ, si
   const int block = moek_q8_block(dt);
   const size_t row_bytes = ldw / (size_t)moek_block_elements(dt) * (size_t)moek_block_bytes(dt);
   const uint8_t *w = (const uint8_t *)W;
+  // Many activation rows on Q4_K or Q6_K: weight rows in lanes, 16 at a time
+  // (kernels_avx512_vnni_lanes.c); a remainder of fewer rows continues below.
+  if (nx >= MOEK_LANES_MIN_ROWS) {
+    r0 = moek_lanes_vnni(dt, W, row_bytes, XQ, ldxq, nx, Y, ldy, r0, r1, K);
+    if (r0 == r1) return 1;
+  }
   for (int m0 = 0; m0 < nx; m0 += GROUP) {
     const int mn = nx - m0 < GROUP ? nx - m0 : GROUP;
     moek_act_row x[GROUP];

@@ -88,39 +88,42 @@ final class BlockFormatTests: XCTestCase {
     }
 
     /// The integer leaves at sizes the fixture blocks do not reach (rows of many blocks, an odd
-    /// number of weight rows, up to 37 activation rows through the decode and prefill splits):
-    /// within the activation rounding bound of the f32 product, and strictly closer than it on
-    /// average, so a leaf that dropped a block or a scale could not pass.
+    /// number of weight rows, up to 37 activation rows through the decode and prefill splits;
+    /// 40 rows of 10 blocks against 16 and 23 activation rows, where Q4_K's rows-in-lanes leaf
+    /// runs groups of 16 rows, repacks 8 blocks and then 2, and leaves a remainder to the row
+    /// leaf): within the activation rounding bound of the f32 product, and strictly closer than
+    /// it on average, so a leaf that dropped a block or a scale could not pass.
     func testIntegerLeavesOnLargerRows() throws {
         let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("Fixtures/quant/vectors.json")
         let vectors = try JSONDecoder().decode(Vectors.self, from: Data(contentsOf: url))
         for f in vectors.formats {
-            let dtype = try XCTUnwrap(DType(name: f.type))
-            let k = 1024, n = 19
-            guard Kernels.activationBlock(for: dtype, k: k) > 0 else { continue }
-            let source = [UInt8](try XCTUnwrap(Data(base64Encoded: f.bytes)))
-            let blockBytes = dtype.blockBytes, available = source.count / blockBytes
-            let w = Tensor(uninitialized: [n, k], dtype: dtype)
-            let count = n * k / dtype.blockElements
-            let out = w.mutableRawPointer.assumingMemoryBound(to: UInt8.self)
-            for b in 0..<count {  // blocks of the fixture in a scrambled order
-                let from = (b * 7 + b / available) % available
-                for j in 0..<blockBytes { out[b * blockBytes + j] = source[from * blockBytes + j] }
-            }
-            let dense = Tensor(shape: [n, k], values: w.toFloats())
-            for m in [1, 4, 5, 37] {
-                let x = Tensor(randomUniform: [m, k], in: -2...2, seed: UInt64(100 + m))
-                let got = Kernels.matmul(x, w, pool: ThreadPool(threads: 2)).toFloats()
-                let want = Kernels.matmul(x, dense, pool: ThreadPool(threads: 1)).toFloats()
-                let bound = Self.activationQuantizationBound(x: x, dense: dense, block: Kernels.activationBlock(for: dtype, k: k))
-                var error: Float = 0, budget: Float = 0
-                for i in 0..<want.count {
-                    XCTAssertEqual(got[i], want[i], accuracy: bound[i] + 1e-4 * abs(want[i]), "\(f.type) m \(m) at \(i)")
-                    error += abs(got[i] - want[i])
-                    budget += bound[i]
+            for (n, k, ms) in [(19, 1024, [1, 4, 5, 37]), (40, 2560, [16, 23])] {
+                let dtype = try XCTUnwrap(DType(name: f.type))
+                guard Kernels.activationBlock(for: dtype, k: k) > 0 else { continue }
+                let source = [UInt8](try XCTUnwrap(Data(base64Encoded: f.bytes)))
+                let blockBytes = dtype.blockBytes, available = source.count / blockBytes
+                let w = Tensor(uninitialized: [n, k], dtype: dtype)
+                let count = n * k / dtype.blockElements
+                let out = w.mutableRawPointer.assumingMemoryBound(to: UInt8.self)
+                for b in 0..<count {  // blocks of the fixture in a scrambled order
+                    let from = (b * 7 + b / available) % available
+                    for j in 0..<blockBytes { out[b * blockBytes + j] = source[from * blockBytes + j] }
                 }
-                XCTAssertLessThan(error, budget / 4, "\(f.type) m \(m): rounding errors should mostly cancel")
+                let dense = Tensor(shape: [n, k], values: w.toFloats())
+                for m in ms {
+                    let x = Tensor(randomUniform: [m, k], in: -2...2, seed: UInt64(100 + m))
+                    let got = Kernels.matmul(x, w, pool: ThreadPool(threads: 2)).toFloats()
+                    let want = Kernels.matmul(x, dense, pool: ThreadPool(threads: 1)).toFloats()
+                    let bound = Self.activationQuantizationBound(x: x, dense: dense, block: Kernels.activationBlock(for: dtype, k: k))
+                    var error: Float = 0, budget: Float = 0
+                    for i in 0..<want.count {
+                        XCTAssertEqual(got[i], want[i], accuracy: bound[i] + 1e-4 * abs(want[i]), "\(f.type) m \(m) at \(i)")
+                        error += abs(got[i] - want[i])
+                        budget += bound[i]
+                    }
+                    XCTAssertLessThan(error, budget / 4, "\(f.type) m \(m): rounding errors should mostly cancel")
+                }
             }
         }
     }

@@ -1,0 +1,235 @@
+// Q4_K and Q6_K products of many activation rows (prefill) on AVX-512 VNNI, with weight rows
+// in lanes.
+//
+// The row leaves (kernels_avx512_vnni_q8.c) give every 32-bit lane a sub-block of one weight
+// row, so each weight row, activation row and 256-value block pays about seven vector
+// operations of scale and minimum work beside its eight `vpdpbusd`. Here, as in llama.cpp's
+// repacked K-quant layouts, lane r of a 512-bit register belongs to weight row r of a group of 16:
+//
+// - A group's blocks are repacked, a chunk of 8 blocks at a time, into per-thread scratch: for
+//   each run of 32 values and dword group j, one register whose lane r holds row r's values
+//   4 j .. + 3 of the run as unsigned bytes (Q4_K 0..15, Q6_K 0..63); the sub-block scales as
+//   int32 lanes; the minimum (Q4_K) or offset (Q6_K's -32 times its scale) terms as int16 pairs;
+//   the f32 block scales as lanes. The repack is paid once per group and chunk and shared by
+//   every activation row, where the row leaves unpack each weight row once per 8.
+// - Each activation row's 4 values broadcast to every lane (`vpdpbusd` with a {1to16} operand),
+//   so 8 of them give all 16 rows' sums over a run; a multiply by the scale lanes and an add per
+//   sub-block, 8 `vpdpwssd` per block for the minimum or offset terms (against the row's 16-value
+//   sums) and a few float operations per block then serve 16 rows at once.
+//
+// The integer sums are the row leaves' exactly; only the order of the f32 sums differs.
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#include "internal.h"
+
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"))), apply_to = function)
+
+#include "avx2_blocks.h"
+#include "vnni_shuffles.h"
+
+enum {
+  LANES = 16,     // weight rows per group, one per 32-bit lane
+  CHUNK = 8,      // blocks repacked at a time (at most about 45 KB of scratch)
+  ACT_ROWS = 4,   // activation rows per pass over a repacked chunk
+  Q_BYTES = 8 * 8 * 64,  // a block's values: 8 runs of 32 x 8 dword groups x 16 lanes
+  // Q4_K: 8 scales (int32 lanes), 8 minimum pairs (int16), d and dmin (f32 lanes).
+  K4_SC = Q_BYTES, K4_MN = K4_SC + 8 * 64, K4_D = K4_MN + 8 * 64, K4_BYTES = K4_D + 2 * 64,
+  // Q6_K: 16 scales (int32 lanes), 8 pairs of 32 x scale (int16), d (f32 lanes).
+  K6_SC = Q_BYTES, K6_OFF = K6_SC + 16 * 64, K6_D = K6_OFF + 8 * 64, K6_BYTES = K6_D + 64,
+  MAX_BYTES = K6_BYTES,
+};
+
+/// The 4 bytes at p as one int32 (unaligned).
+INLINE int32_t dword(const void *p) {
+  int32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+
+/// Stores run `c` of the 16 rows' values (v_lo: rows 0..7, v_hi: rows 8..15, each 32 values
+/// as bytes) at o in lane order: 8 registers, dword group j lane r = row r's values 4 j .. + 3.
+INLINE void store_run(uint8_t *o, int c, __m256i v_lo[8], __m256i v_hi[8]) {
+  __m256i lo[8], hi[8];
+  transpose8(v_lo, lo);
+  transpose8(v_hi, hi);
+  for (int j = 0; j < 8; j++)
+    _mm512_store_si512((__m512i *)(o + (c * 8 + j) * 64), _mm512_inserti64x4(_mm512_castsi256_si512(lo[j]), hi[j], 1));
+}
+
+/// Repacks Q4_K blocks [i0, i1) of the 16 rows at `rows` (row_bytes apart), K4_BYTES each.
+static void repack_q4_k(const uint8_t *rows, size_t row_bytes, size_t i0, size_t i1, uint8_t *out) {
+  const __m256i m4 = _mm256_set1_epi8(0xF);
+  for (size_t i = i0; i < i1; i++) {
+    uint8_t *o = out + (i - i0) * K4_BYTES;
+    int32_t *sc = (int32_t *)(o + K4_SC);
+    int16_t *mn = (int16_t *)(o + K4_MN);
+    float *d = (float *)(o + K4_D);
+    for (int r = 0; r < LANES; r++) {
+      const uint8_t *b = rows + (size_t)r * row_bytes + i * 144;
+      d[r] = half(b);
+      d[LANES + r] = half(b + 2);
+      uint8_t sm[16];
+      _mm_storeu_si128((__m128i *)sm, k4_scales_mins_vec(b + 4));
+      for (int s = 0; s < 8; s++) {
+        sc[s * LANES + r] = sm[s];
+        mn[s * 2 * LANES + 2 * r] = mn[s * 2 * LANES + 2 * r + 1] = sm[8 + s];
+      }
+    }
+    // Group g's 32 bytes hold sub-block 2 g in their low nibbles and 2 g + 1 in their high ones.
+    for (int g = 0; g < 4; g++) {
+      __m256i lo[8], hi[8], lo4[8], hi4[8];
+      for (int r = 0; r < 8; r++) {
+        lo[r] = _mm256_loadu_si256((const __m256i *)(rows + (size_t)r * row_bytes + i * 144 + 16 + 32 * g));
+        hi[r] = _mm256_loadu_si256((const __m256i *)(rows + (size_t)(8 + r) * row_bytes + i * 144 + 16 + 32 * g));
+        lo4[r] = _mm256_and_si256(_mm256_srli_epi16(lo[r], 4), m4);
+        hi4[r] = _mm256_and_si256(_mm256_srli_epi16(hi[r], 4), m4);
+        lo[r] = _mm256_and_si256(lo[r], m4);
+        hi[r] = _mm256_and_si256(hi[r], m4);
+      }
+      store_run(o, 2 * g, lo, hi);
+      store_run(o, 2 * g + 1, lo4, hi4);
+    }
+  }
+}
+
+/// Repacks Q6_K blocks [i0, i1) of the 16 rows at `rows` (row_bytes apart), K6_BYTES each.
+static void repack_q6_k(const uint8_t *rows, size_t row_bytes, size_t i0, size_t i1, uint8_t *out) {
+  for (size_t i = i0; i < i1; i++) {
+    uint8_t *o = out + (i - i0) * K6_BYTES;
+    int32_t *sc = (int32_t *)(o + K6_SC);
+    int16_t *off = (int16_t *)(o + K6_OFF);
+    float *d = (float *)(o + K6_D);
+    for (int r = 0; r < LANES; r++) {
+      const uint8_t *b = rows + (size_t)r * row_bytes + i * 210;
+      d[r] = half(b + 208);
+      for (int s = 0; s < 16; s++) {
+        const int8_t v = (int8_t)b[192 + s];
+        sc[s * LANES + r] = v;
+        off[(s / 2) * 2 * LANES + 2 * r + (s & 1)] = (int16_t)(32 * v);
+      }
+    }
+    // Half h's runs c = 0..3 are values 128 h + 32 c .. + 31 (q6_k_quants' order).
+    for (int h = 0; h < 2; h++) {
+      __m256i lo[4][8], hi[4][8];
+      for (int r = 0; r < 8; r++) {
+        __m256i v[4];
+        const uint8_t *a = rows + (size_t)r * row_bytes + i * 210, *z = a + (size_t)8 * row_bytes;
+        q6_k_quants(a + 64 * h, a + 128 + 32 * h, v);
+        for (int c = 0; c < 4; c++) lo[c][r] = v[c];
+        q6_k_quants(z + 64 * h, z + 128 + 32 * h, v);
+        for (int c = 0; c < 4; c++) hi[c][r] = v[c];
+      }
+      for (int c = 0; c < 4; c++) store_run(o, 4 * h + c, lo[c], hi[c]);
+    }
+  }
+}
+
+/// Adds to acc[m] (lane r: weight row r) activation row x[m] times repacked blocks [i0, i1) of
+/// `dt` (MOEK_Q4_K or MOEK_Q6_K).
+INLINE void run(const int dt, const uint8_t *pack, size_t i0, size_t i1, const moek_act_row *x, const int G, __m512 *acc) {
+  const int six = dt == MOEK_Q6_K;
+  const size_t stride = six ? K6_BYTES : K4_BYTES;
+  for (size_t i = i0; i < i1; i++) {
+    const uint8_t *o = pack + (i - i0) * stride;
+    __m512i isum[ACT_ROWS], msum[ACT_ROWS];
+#pragma clang loop unroll(full)
+    for (int m = 0; m < G; m++) isum[m] = msum[m] = _mm512_setzero_si512();
+    // Not unrolled: 8 weight registers, 2 chains and a sum per activation row stay in registers.
+#pragma clang loop unroll(disable)
+    for (int c = 0; c < 8; c++) {
+      __m512i w[8];
+#pragma clang loop unroll(full)
+      for (int j = 0; j < 8; j++) w[j] = _mm512_load_si512((const __m512i *)(o + (c * 8 + j) * 64));
+      // Q4_K: one scale for the run; Q6_K: one per 16 values (dword groups 0..3, then 4..7).
+      const __m512i sc0 = _mm512_load_si512((const __m512i *)(o + K4_SC + (six ? 2 * c : c) * 64));
+      const __m512i sc1 = six ? _mm512_load_si512((const __m512i *)(o + K6_SC + (2 * c + 1) * 64)) : sc0;
+#pragma clang loop unroll(full)
+      for (int m = 0; m < G; m++) {
+        const int8_t *xq = x[m].q + 256 * i + 32 * c;
+        __m512i t0 = _mm512_setzero_si512(), t1 = _mm512_setzero_si512();
+#pragma clang loop unroll(full)
+        for (int j = 0; j < 4; j++) {
+          t0 = _mm512_dpbusd_epi32(t0, w[j], _mm512_set1_epi32(dword(xq + 4 * j)));
+          t1 = _mm512_dpbusd_epi32(t1, w[j + 4], _mm512_set1_epi32(dword(xq + 16 + 4 * j)));
+        }
+        if (six)
+          isum[m] = _mm512_add_epi32(isum[m], _mm512_add_epi32(_mm512_mullo_epi32(t0, sc0), _mm512_mullo_epi32(t1, sc1)));
+        else
+          isum[m] = _mm512_add_epi32(isum[m], _mm512_mullo_epi32(_mm512_add_epi32(t0, t1), sc0));
+      }
+    }
+    // The minimum (Q4_K: pair p is sub-block p's minimum twice, against its two 16-value sums)
+    // or offset (Q6_K: 32 x the scales of 16-value sub-blocks 2 p and 2 p + 1) terms.
+    const uint8_t *pairs = o + (six ? K6_OFF : K4_MN);
+    const __m512 dv = _mm512_load_ps((const float *)(o + (six ? K6_D : K4_D)));
+    const __m512 dminv = six ? dv : _mm512_load_ps((const float *)(o + K4_D + 64));
+#pragma clang loop unroll(full)
+    for (int m = 0; m < G; m++) {
+      const int16_t *bs = x[m].bs + 16 * i;
+#pragma clang loop unroll(full)
+      for (int p = 0; p < 8; p++)
+        msum[m] = _mm512_dpwssd_epi32(msum[m], _mm512_load_si512((const __m512i *)(pairs + p * 64)),
+                                      _mm512_set1_epi32(dword(bs + 2 * p)));
+      const __m512 f = six ? _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(isum[m], msum[m])), dv)
+                           : _mm512_fmsub_ps(_mm512_cvtepi32_ps(isum[m]), dv, _mm512_mul_ps(_mm512_cvtepi32_ps(msum[m]), dminv));
+      acc[m] = _mm512_fmadd_ps(f, _mm512_set1_ps(x[m].d[i]), acc[m]);
+    }
+  }
+}
+
+/// All activation rows against one repacked chunk, ACT_ROWS at a time, into sums (nx x 16).
+INLINE void run_all(const int dt, const uint8_t *pack, size_t i0, size_t i1, const void *XQ, size_t ldxq, int nx,
+                    size_t K, float *sums) {
+  for (int m0 = 0; m0 < nx; m0 += ACT_ROWS) {
+    const int g = nx - m0 < ACT_ROWS ? nx - m0 : ACT_ROWS;
+    moek_act_row x[ACT_ROWS];
+    __m512 acc[ACT_ROWS];
+    for (int m = 0; m < g; m++) {
+      x[m] = moek_act_row_at(XQ, ldxq, m0 + m, K, 256);
+      acc[m] = _mm512_loadu_ps(sums + (size_t)(m0 + m) * LANES);
+    }
+    switch (g) {
+      case 1: run(dt, pack, i0, i1, x, 1, acc); break;
+      case 2: run(dt, pack, i0, i1, x, 2, acc); break;
+      case 3: run(dt, pack, i0, i1, x, 3, acc); break;
+      default: run(dt, pack, i0, i1, x, ACT_ROWS, acc); break;
+    }
+    for (int m = 0; m < g; m++) _mm512_storeu_ps(sums + (size_t)(m0 + m) * LANES, acc[m]);
+  }
+}
+
+size_t moek_lanes_vnni(int dt, const void *W, size_t row_bytes, const void *XQ, size_t ldxq, int nx, float *Y, size_t ldy,
+                       size_t r0, size_t r1, size_t K) {
+  if (dt != MOEK_Q4_K && dt != MOEK_Q6_K) return r0;
+  const size_t blocks = K / 256;
+  uint8_t *pack = (uint8_t *)moek_thread_scratch((CHUNK * MAX_BYTES + (size_t)nx * LANES * 4) / 4);
+  float *sums = (float *)(pack + CHUNK * MAX_BYTES);  // nx x 16 partial sums across chunks
+  size_t r = r0;
+  for (; r + LANES <= r1; r += LANES) {
+    memset(sums, 0, (size_t)nx * LANES * sizeof(float));
+    const uint8_t *rows = (const uint8_t *)W + r * row_bytes;
+    for (size_t i0 = 0; i0 < blocks; i0 += CHUNK) {
+      const size_t i1 = i0 + CHUNK < blocks ? i0 + CHUNK : blocks;
+      if (dt == MOEK_Q4_K) {
+        repack_q4_k(rows, row_bytes, i0, i1, pack);
+        run_all(MOEK_Q4_K, pack, i0, i1, XQ, ldxq, nx, K, sums);
+      } else {
+        repack_q6_k(rows, row_bytes, i0, i1, pack);
+        run_all(MOEK_Q6_K, pack, i0, i1, XQ, ldxq, nx, K, sums);
+      }
+    }
+    for (int m = 0; m < nx; m++) memcpy(Y + (size_t)m * ldy + r, sums + (size_t)m * LANES, LANES * sizeof(float));
+  }
+  return r;
+}
+
+#pragma clang attribute pop
+
+#else
+#include "internal.h"
+size_t moek_lanes_vnni(int dt, const void *W, size_t row_bytes, const void *XQ, size_t ldxq, int nx, float *Y, size_t ldy,
+                       size_t r0, size_t r1, size_t K) {
+  (void)dt; (void)W; (void)row_bytes; (void)XQ; (void)ldxq; (void)nx; (void)Y; (void)ldy; (void)r1; (void)K;
+  return r0;
+}
+#endif
