@@ -1,5 +1,5 @@
-// Q4_K and Q6_K products of many activation rows (prefill) on AVX-512 VNNI, with weight rows
-// in lanes.
+// Q4_K, Q5_K and Q6_K products of many activation rows (prefill) on AVX-512 VNNI, with weight
+// rows in lanes.
 //
 // The row leaves (kernels_avx512_vnni_q8.c) give every 32-bit lane a sub-block of one weight
 // row, so each weight row, activation row and 256-value block pays about seven vector
@@ -8,8 +8,9 @@
 //
 // - A group's blocks are repacked, a chunk of 8 blocks at a time, into per-thread scratch: for
 //   each run of 32 values and dword group j, one register whose lane r holds row r's values
-//   4 j .. + 3 of the run as unsigned bytes (Q4_K 0..15, Q6_K 0..63); the sub-block scales as
-//   int32 lanes; the minimum (Q4_K) or offset (Q6_K's -32 times its scale) terms as int16 pairs;
+//   4 j .. + 3 of the run as unsigned bytes (Q4_K 0..15, Q5_K 0..31, Q6_K 0..63); the sub-block
+//   scales as int32 lanes; the minimum (Q4_K, Q5_K) or offset (Q6_K's -32 times its scale) terms
+//   as int16 pairs;
 //   the f32 block scales as lanes. The repack is paid once per group and chunk and shared by
 //   every activation row, where the row leaves unpack each weight row once per 8.
 // - Each activation row's 4 values broadcast to every lane (`vpdpbusd` with a {1to16} operand),
@@ -32,7 +33,7 @@ enum {
   CHUNK = 8,      // blocks repacked at a time (at most about 45 KB of scratch)
   ACT_ROWS = 4,   // activation rows per pass over a repacked chunk
   Q_BYTES = 8 * 8 * 64,  // a block's values: 8 runs of 32 x 8 dword groups x 16 lanes
-  // Q4_K: 8 scales (int32 lanes), 8 minimum pairs (int16), d and dmin (f32 lanes).
+  // Q4_K and Q5_K: 8 scales (int32 lanes), 8 minimum pairs (int16), d and dmin (f32 lanes).
   K4_SC = Q_BYTES, K4_MN = K4_SC + 8 * 64, K4_D = K4_MN + 8 * 64, K4_BYTES = K4_D + 2 * 64,
   // Q6_K: 16 scales (int32 lanes), 8 pairs of 32 x scale (int16), d (f32 lanes).
   K6_SC = Q_BYTES, K6_OFF = K6_SC + 16 * 64, K6_D = K6_OFF + 8 * 64, K6_BYTES = K6_D + 64,
@@ -56,38 +57,44 @@ INLINE void store_run(uint8_t *o, int c, __m256i v_lo[8], __m256i v_hi[8]) {
     _mm512_store_si512((__m512i *)(o + (c * 8 + j) * 64), _mm512_inserti64x4(_mm512_castsi256_si512(lo[j]), hi[j], 1));
 }
 
-/// Repacks Q4_K blocks [i0, i1) of the 16 rows at `rows` (row_bytes apart), K4_BYTES each.
-static void repack_q4_k(const uint8_t *rows, size_t row_bytes, size_t i0, size_t i1, uint8_t *out) {
-  const __m256i m4 = _mm256_set1_epi8(0xF);
+/// Repacks Q4_K (`five` 0) or Q5_K blocks [i0, i1) of the 16 rows at `rows` (row_bytes apart),
+/// K4_BYTES each: the two share their scales, minimums and compute; Q5_K's values have a fifth
+/// bit (0..31).
+static void repack_q45_k(const uint8_t *rows, size_t row_bytes, int five, size_t i0, size_t i1, uint8_t *out) {
+  const size_t bytes = five ? 176 : 144, qs = five ? 48 : 16;
   for (size_t i = i0; i < i1; i++) {
     uint8_t *o = out + (i - i0) * K4_BYTES;
     int32_t *sc = (int32_t *)(o + K4_SC);
     int16_t *mn = (int16_t *)(o + K4_MN);
     float *d = (float *)(o + K4_D);
+    // Each row's 8 scales and 8 minimums as bytes (row r at 16 r), then gathered by column.
+    uint8_t sm[LANES * 16 + 16];
     for (int r = 0; r < LANES; r++) {
-      const uint8_t *b = rows + (size_t)r * row_bytes + i * 144;
+      const uint8_t *b = rows + (size_t)r * row_bytes + i * bytes;
       d[r] = half(b);
       d[LANES + r] = half(b + 2);
-      uint8_t sm[16];
-      _mm_storeu_si128((__m128i *)sm, k4_scales_mins_vec(b + 4));
-      for (int s = 0; s < 8; s++) {
-        sc[s * LANES + r] = sm[s];
-        mn[s * 2 * LANES + 2 * r] = mn[s * 2 * LANES + 2 * r + 1] = sm[8 + s];
-      }
+      _mm_storeu_si128((__m128i *)(sm + 16 * r), k4_scales_mins_vec(b + 4));
     }
-    // Group g's 32 bytes hold sub-block 2 g in their low nibbles and 2 g + 1 in their high ones.
+    const __m512i by_row = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                              _mm512_set1_epi32(16));
+    const __m512i byte = _mm512_set1_epi32(0xFF);
+    for (int s = 0; s < 8; s++) {
+      const __m512i v = _mm512_and_si512(_mm512_i32gather_epi32(by_row, sm + s, 1), byte);
+      const __m512i m = _mm512_and_si512(_mm512_i32gather_epi32(by_row, sm + 8 + s, 1), byte);
+      _mm512_store_si512((__m512i *)(sc + s * LANES), v);
+      _mm512_store_si512((__m512i *)(mn + s * 2 * LANES), _mm512_or_si512(m, _mm512_slli_epi32(m, 16)));
+    }
+    // Group g's 32 bytes hold sub-block 2 g in their low nibbles and 2 g + 1 in their high ones
+    // (Q5_K: plus bits 2 g and 2 g + 1 of the 32 qh bytes).
     for (int g = 0; g < 4; g++) {
-      __m256i lo[8], hi[8], lo4[8], hi4[8];
+      __m256i lo[8], hi[8], lo2[8], hi2[8];
       for (int r = 0; r < 8; r++) {
-        lo[r] = _mm256_loadu_si256((const __m256i *)(rows + (size_t)r * row_bytes + i * 144 + 16 + 32 * g));
-        hi[r] = _mm256_loadu_si256((const __m256i *)(rows + (size_t)(8 + r) * row_bytes + i * 144 + 16 + 32 * g));
-        lo4[r] = _mm256_and_si256(_mm256_srli_epi16(lo[r], 4), m4);
-        hi4[r] = _mm256_and_si256(_mm256_srli_epi16(hi[r], 4), m4);
-        lo[r] = _mm256_and_si256(lo[r], m4);
-        hi[r] = _mm256_and_si256(hi[r], m4);
+        const uint8_t *a = rows + (size_t)r * row_bytes + i * bytes, *z = a + (size_t)8 * row_bytes;
+        k45_quants(five, a + qs, five ? _mm256_loadu_si256((const __m256i *)(a + 16)) : _mm256_setzero_si256(), g, &lo[r], &lo2[r]);
+        k45_quants(five, z + qs, five ? _mm256_loadu_si256((const __m256i *)(z + 16)) : _mm256_setzero_si256(), g, &hi[r], &hi2[r]);
       }
       store_run(o, 2 * g, lo, hi);
-      store_run(o, 2 * g + 1, lo4, hi4);
+      store_run(o, 2 * g + 1, lo2, hi2);
     }
   }
 }
@@ -99,14 +106,24 @@ static void repack_q6_k(const uint8_t *rows, size_t row_bytes, size_t i0, size_t
     int32_t *sc = (int32_t *)(o + K6_SC);
     int16_t *off = (int16_t *)(o + K6_OFF);
     float *d = (float *)(o + K6_D);
+    // Each row's 16 int8 scales (row r at 16 r), then gathered by column and sign-extended.
+    uint8_t sm[LANES * 16 + 16];
     for (int r = 0; r < LANES; r++) {
       const uint8_t *b = rows + (size_t)r * row_bytes + i * 210;
       d[r] = half(b + 208);
-      for (int s = 0; s < 16; s++) {
-        const int8_t v = (int8_t)b[192 + s];
-        sc[s * LANES + r] = v;
-        off[(s / 2) * 2 * LANES + 2 * r + (s & 1)] = (int16_t)(32 * v);
-      }
+      _mm_storeu_si128((__m128i *)(sm + 16 * r), _mm_loadu_si128((const __m128i *)(b + 192)));
+    }
+    const __m512i by_row = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                              _mm512_set1_epi32(16));
+    for (int p = 0; p < 8; p++) {
+      const __m512i e = _mm512_srai_epi32(_mm512_slli_epi32(_mm512_i32gather_epi32(by_row, sm + 2 * p, 1), 24), 24);
+      const __m512i o = _mm512_srai_epi32(_mm512_slli_epi32(_mm512_i32gather_epi32(by_row, sm + 2 * p + 1, 1), 24), 24);
+      _mm512_store_si512((__m512i *)(sc + 2 * p * LANES), e);
+      _mm512_store_si512((__m512i *)(sc + (2 * p + 1) * LANES), o);
+      // int16 pair (32 e, 32 o): |32 x scale| <= 4096.
+      _mm512_store_si512((__m512i *)(off + p * 2 * LANES),
+                         _mm512_or_si512(_mm512_and_si512(_mm512_slli_epi32(e, 5), _mm512_set1_epi32(0xFFFF)),
+                                         _mm512_slli_epi32(o, 21)));
     }
     // Half h's runs c = 0..3 are values 128 h + 32 c .. + 31 (q6_k_quants' order).
     for (int h = 0; h < 2; h++) {
@@ -125,7 +142,7 @@ static void repack_q6_k(const uint8_t *rows, size_t row_bytes, size_t i0, size_t
 }
 
 /// Adds to acc[m] (lane r: weight row r) activation row x[m] times repacked blocks [i0, i1) of
-/// `dt` (MOEK_Q4_K or MOEK_Q6_K).
+/// `dt` (MOEK_Q4_K, for Q5_K too, or MOEK_Q6_K).
 INLINE void run(const int dt, const uint8_t *pack, size_t i0, size_t i1, const moek_act_row *x, const int G, __m512 *acc) {
   const int six = dt == MOEK_Q6_K;
   const size_t stride = six ? K6_BYTES : K4_BYTES;
@@ -200,7 +217,7 @@ INLINE void run_all(const int dt, const uint8_t *pack, size_t i0, size_t i1, con
 
 size_t moek_lanes_vnni(int dt, const void *W, size_t row_bytes, const void *XQ, size_t ldxq, int nx, float *Y, size_t ldy,
                        size_t r0, size_t r1, size_t K) {
-  if (dt != MOEK_Q4_K && dt != MOEK_Q6_K) return r0;
+  if (dt != MOEK_Q4_K && dt != MOEK_Q5_K && dt != MOEK_Q6_K) return r0;
   const size_t blocks = K / 256;
   uint8_t *pack = (uint8_t *)moek_thread_scratch((CHUNK * MAX_BYTES + (size_t)nx * LANES * 4) / 4);
   float *sums = (float *)(pack + CHUNK * MAX_BYTES);  // nx x 16 partial sums across chunks
@@ -210,8 +227,8 @@ size_t moek_lanes_vnni(int dt, const void *W, size_t row_bytes, const void *XQ, 
     const uint8_t *rows = (const uint8_t *)W + r * row_bytes;
     for (size_t i0 = 0; i0 < blocks; i0 += CHUNK) {
       const size_t i1 = i0 + CHUNK < blocks ? i0 + CHUNK : blocks;
-      if (dt == MOEK_Q4_K) {
-        repack_q4_k(rows, row_bytes, i0, i1, pack);
+      if (dt == MOEK_Q4_K || dt == MOEK_Q5_K) {
+        repack_q45_k(rows, row_bytes, dt == MOEK_Q5_K, i0, i1, pack);
         run_all(MOEK_Q4_K, pack, i0, i1, XQ, ldxq, nx, K, sums);
       } else {
         repack_q6_k(rows, row_bytes, i0, i1, pack);

@@ -89,9 +89,9 @@ final class BlockFormatTests: XCTestCase {
 
     /// The integer leaves at sizes the fixture blocks do not reach (rows of many blocks, an odd
     /// number of weight rows, up to 37 activation rows through the decode and prefill splits;
-    /// 40 rows of 10 blocks against 16 and 23 activation rows, where Q4_K's rows-in-lanes leaf
-    /// runs groups of 16 rows, repacks 8 blocks and then 2, and leaves a remainder to the row
-    /// leaf): within the activation rounding bound of the f32 product, and strictly closer than
+    /// 40 rows of 10 blocks against 16 and 23 activation rows, where the rows-in-lanes leaf of
+    /// Q4_K, Q5_K and Q6_K runs groups of 16 rows, repacks 8 blocks and then 2, and leaves a
+    /// remainder to the row leaf): within the activation rounding bound of the f32 product, and strictly closer than
     /// it on average, so a leaf that dropped a block or a scale could not pass.
     func testIntegerLeavesOnLargerRows() throws {
         let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
