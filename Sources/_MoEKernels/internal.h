@@ -27,7 +27,7 @@ int moek_gemv_rows_q8_vnni(const void *W, int dt, size_t ldw, const void *XQ, si
                            size_t ldy, size_t r0, size_t r1, size_t K);
 /// Activation rows from which Q4_K, Q5_K and Q6_K products take the rows-in-lanes leaf: its repack of
 /// 16 weight rows is shared by them all.
-enum { MOEK_LANES_MIN_ROWS = 16 };
+enum { MOEK_LANES_MIN_ROWS = 24 };
 /// Q4_K, Q5_K or Q6_K rows [r0, r1) against nx activation rows with weight rows in lanes
 /// (kernels_avx512_vnni_lanes.c), 16 at a time: returns the first row it left (r1 less a
 /// remainder of fewer than 16; r0 for other formats).
