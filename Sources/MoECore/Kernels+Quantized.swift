@@ -58,8 +58,8 @@ extension Kernels {
             return true
         }
         // Decode on one thread: about 4 runs of weight rows. Prefill: tiles of ~24 KB of weight.
-        // A leaf that repacks weight rows in groups (the K-quants' rows in lanes) gets whole groups, and
-        // every activation row in one pass, so each group is repacked once.
+        // A leaf that repacks weight rows in groups (the K-quants' rows in lanes) gets whole
+        // groups, and every activation row in one pass, so each group is repacked once.
         let group = m <= gemvMaxRows ? 1 : Int(moek_q8_row_group(dtype.cValue, Int32(clamping: m)))
         let tile = m <= gemvMaxRows ? max(1, (n + pool.threadCount * 4 - 1) / (pool.threadCount * 4))
                                     : roundedToGroup(min((n + pool.threadCount - 1) / pool.threadCount, (24 << 10) / max(1, rowBytes)), group)

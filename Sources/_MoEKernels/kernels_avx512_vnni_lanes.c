@@ -10,9 +10,8 @@
 //   each run of 32 values and dword group j, one register whose lane r holds row r's values
 //   4 j .. + 3 of the run as unsigned bytes (Q4_K 0..15, Q5_K 0..31, Q6_K 0..63); the sub-block
 //   scales as int32 lanes; the minimum (Q4_K, Q5_K) or offset (Q6_K's -32 times its scale) terms
-//   as int16 pairs;
-//   the f32 block scales as lanes. The repack is paid once per group and chunk and shared by
-//   every activation row, where the row leaves unpack each weight row once per 8.
+//   as int16 pairs; the f32 block scales as lanes. The repack is paid once per group and chunk
+//   and shared by every activation row, where the row leaves unpack each weight row once per 8.
 // - Each activation row's 4 values broadcast to every lane (`vpdpbusd` with a {1to16} operand),
 //   so 8 of them give all 16 rows' sums over a run; a multiply by the scale lanes and an add per
 //   sub-block, 8 `vpdpwssd` per block for the minimum or offset terms (against the row's 16-value
@@ -67,8 +66,10 @@ static void repack_q45_k(const uint8_t *rows, size_t row_bytes, int five, size_t
     int32_t *sc = (int32_t *)(o + K4_SC);
     int16_t *mn = (int16_t *)(o + K4_MN);
     float *d = (float *)(o + K4_D);
-    // Each row's 8 scales and 8 minimums as bytes (row r at 16 r), then gathered by column.
+    // Each row's 8 scales and 8 minimums as bytes (row r at 16 r), then gathered by column (a
+    // gather reads 4 bytes: the padding keeps the last ones in bounds and defined).
     uint8_t sm[LANES * 16 + 16];
+    _mm_storeu_si128((__m128i *)(sm + LANES * 16), _mm_setzero_si128());
     for (int r = 0; r < LANES; r++) {
       const uint8_t *b = rows + (size_t)r * row_bytes + i * bytes;
       d[r] = half(b);
@@ -108,6 +109,7 @@ static void repack_q6_k(const uint8_t *rows, size_t row_bytes, size_t i0, size_t
     float *d = (float *)(o + K6_D);
     // Each row's 16 int8 scales (row r at 16 r), then gathered by column and sign-extended.
     uint8_t sm[LANES * 16 + 16];
+    _mm_storeu_si128((__m128i *)(sm + LANES * 16), _mm_setzero_si128());
     for (int r = 0; r < LANES; r++) {
       const uint8_t *b = rows + (size_t)r * row_bytes + i * 210;
       d[r] = half(b + 208);
