@@ -46,6 +46,13 @@ INLINE int32_t dword(const void *p) {
   return v;
 }
 
+/// Lane r: byte `col` of row r's 16 bytes at sm + 16 r, zero-extended. `sm` holds the 16 rows
+/// and 16 bytes of zeroed padding, which keeps the gather's 4-byte reads in bounds and defined.
+INLINE __m512i column(const uint8_t *sm, int col) {
+  const __m512i by_row = _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240);
+  return _mm512_and_si512(_mm512_i32gather_epi32(by_row, sm + col, 1), _mm512_set1_epi32(0xFF));
+}
+
 /// Stores run `c` of the 16 rows' values (v_lo: rows 0..7, v_hi: rows 8..15, each 32 values
 /// as bytes) at o in lane order: 8 registers, dword group j lane r = row r's values 4 j .. + 3.
 INLINE void store_run(uint8_t *o, int c, __m256i v_lo[8], __m256i v_hi[8]) {
@@ -66,8 +73,7 @@ static void repack_q45_k(const uint8_t *rows, size_t row_bytes, int five, size_t
     int32_t *sc = (int32_t *)(o + K4_SC);
     int16_t *mn = (int16_t *)(o + K4_MN);
     float *d = (float *)(o + K4_D);
-    // Each row's 8 scales and 8 minimums as bytes (row r at 16 r), then gathered by column (a
-    // gather reads 4 bytes: the padding keeps the last ones in bounds and defined).
+    // Each row's 8 scales and 8 minimums as bytes (row r at 16 r), then taken by column.
     uint8_t sm[LANES * 16 + 16];
     _mm_storeu_si128((__m128i *)(sm + LANES * 16), _mm_setzero_si128());
     for (int r = 0; r < LANES; r++) {
@@ -76,13 +82,9 @@ static void repack_q45_k(const uint8_t *rows, size_t row_bytes, int five, size_t
       d[LANES + r] = half(b + 2);
       _mm_storeu_si128((__m128i *)(sm + 16 * r), k4_scales_mins_vec(b + 4));
     }
-    const __m512i by_row = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                              _mm512_set1_epi32(16));
-    const __m512i byte = _mm512_set1_epi32(0xFF);
     for (int s = 0; s < 8; s++) {
-      const __m512i v = _mm512_and_si512(_mm512_i32gather_epi32(by_row, sm + s, 1), byte);
-      const __m512i m = _mm512_and_si512(_mm512_i32gather_epi32(by_row, sm + 8 + s, 1), byte);
-      _mm512_store_si512((__m512i *)(sc + s * LANES), v);
+      const __m512i m = column(sm, 8 + s);
+      _mm512_store_si512((__m512i *)(sc + s * LANES), column(sm, s));
       _mm512_store_si512((__m512i *)(mn + s * 2 * LANES), _mm512_or_si512(m, _mm512_slli_epi32(m, 16)));
     }
     // Group g's 32 bytes hold sub-block 2 g in their low nibbles and 2 g + 1 in their high ones
@@ -107,7 +109,7 @@ static void repack_q6_k(const uint8_t *rows, size_t row_bytes, size_t i0, size_t
     int32_t *sc = (int32_t *)(o + K6_SC);
     int16_t *off = (int16_t *)(o + K6_OFF);
     float *d = (float *)(o + K6_D);
-    // Each row's 16 int8 scales (row r at 16 r), then gathered by column and sign-extended.
+    // Each row's 16 int8 scales (row r at 16 r), then taken by column and sign-extended.
     uint8_t sm[LANES * 16 + 16];
     _mm_storeu_si128((__m128i *)(sm + LANES * 16), _mm_setzero_si128());
     for (int r = 0; r < LANES; r++) {
@@ -115,11 +117,9 @@ static void repack_q6_k(const uint8_t *rows, size_t row_bytes, size_t i0, size_t
       d[r] = half(b + 208);
       _mm_storeu_si128((__m128i *)(sm + 16 * r), _mm_loadu_si128((const __m128i *)(b + 192)));
     }
-    const __m512i by_row = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                              _mm512_set1_epi32(16));
     for (int p = 0; p < 8; p++) {
-      const __m512i e = _mm512_srai_epi32(_mm512_slli_epi32(_mm512_i32gather_epi32(by_row, sm + 2 * p, 1), 24), 24);
-      const __m512i o = _mm512_srai_epi32(_mm512_slli_epi32(_mm512_i32gather_epi32(by_row, sm + 2 * p + 1, 1), 24), 24);
+      const __m512i e = _mm512_srai_epi32(_mm512_slli_epi32(column(sm, 2 * p), 24), 24);
+      const __m512i o = _mm512_srai_epi32(_mm512_slli_epi32(column(sm, 2 * p + 1), 24), 24);
       _mm512_store_si512((__m512i *)(sc + 2 * p * LANES), e);
       _mm512_store_si512((__m512i *)(sc + (2 * p + 1) * LANES), o);
       // int16 pair (32 e, 32 o): |32 x scale| <= 4096.
