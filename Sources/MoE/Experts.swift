@@ -13,6 +13,9 @@ public protocol ExpertFFN: Sendable {
     /// rows [R, d] f32, grouped so that rows `rowOffsets[e] ..< rowOffsets[e + 1]` belong to
     /// expert e -> each row's expert output [R, d] f32. Experts with no rows are not read.
     func forward(_ rows: Tensor, rowOffsets: [Int], pool: ThreadPool) -> Tensor
+    /// `forward`, where the caller gives up `rows`: the experts may write the output over it
+    /// (and return it), so a prompt's pass holds one [R, d] buffer instead of two.
+    func forward(consuming rows: Tensor, rowOffsets: [Int], pool: ThreadPool) -> Tensor
     /// Bytes of weights expert e reads when it runs (for bandwidth ceilings).
     func weightBytes(expert: Int) -> Int
     /// Whether `forward` is a collective (experts sharded over ranks that exchange rows): then
@@ -23,6 +26,9 @@ public protocol ExpertFFN: Sendable {
 
 extension ExpertFFN {
     public var isCollective: Bool { false }
+    public func forward(consuming rows: Tensor, rowOffsets: [Int], pool: ThreadPool) -> Tensor {
+        forward(rows, rowOffsets: rowOffsets, pool: pool)
+    }
 }
 
 /// The gated activation between an expert's up and down projections.
@@ -81,7 +87,41 @@ public struct SwiGLUExperts: ExpertFFN {
     }
 
     public func forward(_ rows: Tensor, rowOffsets: [Int], pool: ThreadPool) -> Tensor {
-        projectDown(hidden(rows, rowOffsets: rowOffsets, pool: pool), rowOffsets: rowOffsets, pool: pool)
+        let out = Tensor(zeros: [rows.shape[0], hiddenSize])
+        run(rows, rowOffsets: rowOffsets, into: out, pool: pool)
+        return out
+    }
+
+    /// The output written over `rows` (d in = d out): each group's down projection lands in the
+    /// rows its gate and up projections have finished reading.
+    public func forward(consuming rows: Tensor, rowOffsets: [Int], pool: ThreadPool) -> Tensor {
+        run(rows, rowOffsets: rowOffsets, into: rows, pool: pool)
+        return rows
+    }
+
+    /// Most bytes of gate and up activations ([R, I] each) one grouped pass holds: a prompt's
+    /// rows run in groups of whole consecutive experts under this (an expert with more rows
+    /// forms a group alone), so the pass's memory stays bounded as the prompt grows; each
+    /// expert still sees all its rows at once, so the products run as fast.
+    public static let groupActivationBytes = 2 << 20
+
+    /// Runs the experts on `rows` group by group, each group's output into its rows of `out`
+    /// (which may be `rows` itself).
+    func run(_ rows: Tensor, rowOffsets: [Int], into out: Tensor, pool: ThreadPool) {
+        let perRow = 2 * intermediateSize * MemoryLayout<Float>.size
+        var first = 0
+        while first < expertCount {
+            var end = first + 1
+            while end < expertCount && (rowOffsets[end + 1] - rowOffsets[first]) * perRow <= Self.groupActivationBytes { end += 1 }
+            let span = rowOffsets[first]..<rowOffsets[end]
+            if !span.isEmpty {
+                // Offsets into the group's rows for all E experts (the others' spans empty).
+                let local = rowOffsets.map { min(max($0 - span.lowerBound, 0), span.count) }
+                projectDown(hidden(rows.rows(span), rowOffsets: local, pool: pool), rowOffsets: local,
+                            into: out.rows(span), pool: pool)
+            }
+            first = end
+        }
     }
 
     /// Each row's activation between its expert's up and down projections, [R, I] (the input
@@ -117,6 +157,12 @@ public struct SwiGLUExperts: ExpertFFN {
     /// Each expert's down projection (and bias) of its rows of `g` [R, I]: [R, d].
     public func projectDown(_ g: Tensor, rowOffsets: [Int], pool: ThreadPool) -> Tensor {
         let out = Tensor(zeros: [g.shape[0], hiddenSize])
+        projectDown(g, rowOffsets: rowOffsets, into: out, pool: pool)
+        return out
+    }
+
+    /// `projectDown` into `out` [R, d] (every row of an expert with rows is overwritten).
+    func projectDown(_ g: Tensor, rowOffsets: [Int], into out: Tensor, pool: ThreadPool) {
         var jobs: [LinearJob] = []
         for e in 0..<expertCount where rowOffsets[e] < rowOffsets[e + 1] {
             let span = rowOffsets[e]..<rowOffsets[e + 1]
@@ -124,7 +170,6 @@ public struct SwiGLUExperts: ExpertFFN {
         }
         Kernels.linearBatch(jobs, pool: pool)
         if let b = biases { Self.addBias(out, b.down, rowOffsets) }
-        return out
     }
 
     /// Adds expert e's bias row to each of its rows of x [R, N].

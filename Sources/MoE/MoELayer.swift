@@ -40,8 +40,13 @@ public struct MoELayer: Sendable {
         public var seed: UInt64 = 0
         /// Rows routed by routers of their own (several sequences in one pass, each with its own
         /// routing): the ranges cover the rows in order; empty, the layer's router routes all.
-        /// The experts still run once over every row.
+        /// The experts run over every row together.
         public var rowRouters: [(rows: Range<Int>, router: any Router)] = []
+        /// Most bytes of gathered rows ([R, d] f32) one group of experts holds: a long prompt's
+        /// experts run in groups of whole consecutive experts under it (`Dispatch.expertGroups`),
+        /// so its buffers stay bounded. Every expert still sees all its rows at once, and each
+        /// token's terms are added in expert order, so the output is the same bits for any value.
+        public var groupRowBytes = 1 << 20
         public init(training: Bool = false, auxLosses: Bool = false, seed: UInt64 = 0) {
             self.training = training
             self.auxLosses = auxLosses
@@ -78,9 +83,15 @@ public struct MoELayer: Sendable {
         let dispatch = Dispatch(routing)
         let out = Tensor(zeros: x.shape)
         if routing.assignmentCount > 0 || experts.isCollective {
-            let rows = dispatch.gather(input, pool: pool)
-            let y = experts.forward(rows, rowOffsets: dispatch.rowOffsets, pool: pool)
-            dispatch.combine(y, routing: routing, into: out, pool: pool)
+            // A long prompt's experts run in groups, so the gathered rows stay bounded; a
+            // collective runs once, as every rank must.
+            let maxRows = experts.isCollective ? Int.max : max(1, options.groupRowBytes / (4 * max(1, experts.hiddenSize)))
+            for group in dispatch.expertGroups(maxRows: maxRows)
+            where experts.isCollective || dispatch.rowOffsets[group.upperBound] > dispatch.rowOffsets[group.lowerBound] {
+                let rows = dispatch.gather(input, experts: group, pool: pool)
+                let y = experts.forward(consuming: rows, rowOffsets: dispatch.rowOffsets(experts: group), pool: pool)
+                dispatch.combine(y, experts: group, routing: routing, into: out, pool: pool)
+            }
         }
         shared?.add(input, into: out, pool: pool)
         let losses = options.auxLosses ? router.auxLosses(logits, routing: routing) : [:]
