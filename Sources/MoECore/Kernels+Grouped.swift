@@ -84,14 +84,15 @@ extension Kernels {
 
         struct Raw {
             let x: UnsafePointer<Float>, w: UnsafeRawPointer, out: UnsafeMutablePointer<Float>
-            let dtype: Int32, m: Int, k: Int, n: Int, rowBytes: Int, bf16: Bool
+            let dtype: Int32, m: Int, k: Int, n: Int, rowBytes: Int, bf16: Bool, rows: Bool
         }
         let raw = active.map { job in
             Raw(x: job.input.rawPointer.assumingMemoryBound(to: Float.self), w: job.weight.rawPointer,
                 out: job.output.mutableRawPointer.assumingMemoryBound(to: Float.self), dtype: job.weight.dtype.cValue,
                 m: job.input.shape[0], k: job.input.shape[1], n: job.weight.shape[0],
                 rowBytes: job.input.shape[1] * job.weight.dtype.byteSize,
-                bf16: usesBF16Dot(dtype: job.weight.dtype))
+                bf16: usesBF16Dot(dtype: job.weight.dtype),
+                rows: job.input.shape[0] > gemvMaxRows && usesBF16Rows(dtype: job.weight.dtype, k: job.input.shape[1]))
         }
         if pool.threadCount > 1 && raw.allSatisfy({ $0.m <= gemvMaxRows }) {
             streamGemvJobs(raw.map { ($0.x, $0.w, $0.out, $0.dtype, $0.m, $0.k, $0.n, $0.rowBytes, $0.bf16) }, pool: pool)
@@ -101,6 +102,7 @@ extension Kernels {
         var packedOffset = [Int](repeating: 0, count: raw.count + 1)
         for (i, j) in raw.enumerated() {
             let floats = j.m <= gemvMaxRows ? 0
+                : j.rows ? j.m * j.k  // de-interleaved for the bf16-row leaf
                 : j.bf16 ? (moek_gemm_bf16_packed_size(j.m, j.k) + 1) / 2 : moek_gemm_packed_size(j.m, j.k)
             packedOffset[i + 1] = packedOffset[i] + (floats + 15) / 16 * 16
         }
@@ -108,7 +110,9 @@ extension Kernels {
             let toPack = raw.indices.filter { raw[$0].m > gemvMaxRows }
             pool.parallelFor(toPack.count) { i in
                 let j = raw[toPack[i]]
-                if j.bf16 {
+                if j.rows {
+                    moek_bf16_rows_permute(j.x, j.k, j.m, j.k, packed + packedOffset[toPack[i]])
+                } else if j.bf16 {
                     let ap = UnsafeMutableRawPointer(packed + packedOffset[toPack[i]]).assumingMemoryBound(to: UInt16.self)
                     moek_gemm_bf16_pack_a(j.x, j.k, j.m, j.k, 0, (j.m + 15) / 16, ap)
                 } else {
@@ -122,6 +126,9 @@ extension Kernels {
                     let j = raw[i]
                     if j.m <= gemvMaxRows {
                         gemvPiece(j.w, dtype: j.dtype, bf16Dot: j.bf16, k: j.k, x: j.x, ldx: j.k, m: j.m, out: j.out, ldo: j.n, n0: n0, n1: n1)
+                    } else if j.rows {
+                        _ = moek_gemm_bf16_rows(j.w.assumingMemoryBound(to: UInt16.self), j.k, packed + packedOffset[i], j.k, j.m,
+                                                j.out, j.n, n0, n1, j.k)
                     } else if j.bf16 {
                         let ap = UnsafeRawPointer(packed + packedOffset[i]).assumingMemoryBound(to: UInt16.self)
                         moek_gemm_bf16_packed(ap, j.m, j.w.assumingMemoryBound(to: UInt16.self), j.k, j.out, j.n, n0, n1, j.k)

@@ -168,6 +168,20 @@ extension Kernels {
             }
             return
         }
+        if usesBF16Rows(dtype: dtype, k: k) {
+            // Exact bf16 weights: x de-interleaved once, then runs of weight rows per task.
+            withScratchFloats(m * k) { xp in
+                parallelChunks(m, grain: max(1, 4096 / k), pool: pool) { r in
+                    moek_bf16_rows_permute(x + r.lowerBound * ldx, ldx, r.count, k, xp + r.lowerBound * k)
+                }
+                let step = 24, tiles = (n + step - 1) / step
+                let wp = w.assumingMemoryBound(to: UInt16.self)
+                parallelChunks(tiles, grain: max(1, (1 << 21) / max(1, 2 * m * k * step)), pool: pool) { t in
+                    _ = moek_gemm_bf16_rows(wp, k, xp, k, m, out, ldo, t.lowerBound * step, min(n, t.upperBound * step), k)
+                }
+            }
+            return
+        }
         if readsAUnpacked(k: k, n: n) {  // the leaf reads x as it is: no packing pass
             // Blocks of >= ~0.5 MFLOP, about eight per thread, over rows as well as columns.
             let wanted = max(1, min(pool.threadCount * 8, 2 * m * n * k / (1 << 19)))

@@ -29,6 +29,14 @@ public enum Kernels {
         rows > gemvMaxRows && usesBF16Dot(dtype: dtype)
     }
 
+    /// Whether products of more than 4 activation rows with a `dtype` weight take the exact
+    /// bf16-row leaf (`moek_gemm_bf16_rows`: bf16 weights, f32 activations, AVX-512, K a
+    /// multiple of 32) rather than the packed matmul leaf, whose weight packer dominated at an
+    /// expert's few rows.
+    static func usesBF16Rows(dtype: DType, k: Int) -> Bool {
+        dtype == .bf16 && k % 32 == 0 && k > 0 && !usesBF16Dot(dtype: dtype) && moek_bf16_rows_supported() != 0
+    }
+
     /// Whether products with a `dtype` weight take the bf16 dot product (the matmul above 4
     /// rows, `moek_gemv_bf16_dot` at up to 4).
     static func usesBF16Dot(dtype: DType) -> Bool {

@@ -1,0 +1,127 @@
+// AVX-512 product of bf16 weight rows with f32 activations, in the dot-product orientation: the
+// exact f32 path for prompts and an MoE's experts, whose few rows per expert (8-32 at top-8 of
+// 32-64 experts) leave the packed matmul leaf's transposing weight packer a large share of the
+// work (38-85 GFLOP/s a thread here at 8-32 rows, against 102-110 for this leaf).
+//
+// Both operands are read along K as stored: a 64-byte load holds 32 bf16 weights, whose even
+// elements widen to f32 by a 16-bit left shift of each dword and whose odd ones by masking the
+// low half, with no shuffle. The activations are de-interleaved once per call to match (each run
+// of 32 as its 16 even then 16 odd elements, `moek_bf16_rows_permute`). A block of 3 weight rows
+// by 8 activation rows keeps 24 accumulators of 16 partial sums, reduced once at the end; the
+// activations are memory operands of the multiply-adds. While the first activation block runs,
+// the next 3 weight rows are prefetched, so rows streaming from memory do not stall.
+//
+// Every product and sum is f32, as the packed leaf's: the results differ from it only in the
+// order of the additions.
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#include "internal.h"
+
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))), apply_to = function)
+
+#define INLINE static inline __attribute__((always_inline))
+enum { R_NR = 3, R_MR = 8 };
+
+/// C[m, n] for m < mr, n < nr (C row stride ldc) = sum over k of X[m] (de-interleaved) and W[n].
+INLINE void rows_block(const uint16_t *W, size_t ldw, const float *X, size_t ldx, float *C, size_t ldc, size_t K,
+                       const int mr, const int nr, const uint16_t *next) {
+  __m512 acc[R_NR][R_MR];
+#pragma clang loop unroll(full)
+  for (int n = 0; n < R_NR; n++)
+#pragma clang loop unroll(full)
+    for (int m = 0; m < R_MR; m++) acc[n][m] = _mm512_setzero_ps();
+  const __m512i high = _mm512_set1_epi32((int)0xffff0000u);
+  for (size_t k = 0; k < K; k += 32) {
+    __m512 even[R_NR], odd[R_NR];
+#pragma clang loop unroll(full)
+    for (int n = 0; n < R_NR; n++) {
+      if (n < nr) {
+        if (next) _mm_prefetch((const char *)(next + n * ldw + k), _MM_HINT_T0);
+        const __m512i v = _mm512_loadu_si512((const void *)(W + n * ldw + k));
+        even[n] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+        odd[n] = _mm512_castsi512_ps(_mm512_and_si512(v, high));
+      }
+    }
+#pragma clang loop unroll(full)
+    for (int m = 0; m < R_MR; m++) {
+      if (m < mr) {
+        const __m512 xe = _mm512_loadu_ps(X + m * ldx + k), xo = _mm512_loadu_ps(X + m * ldx + k + 16);
+#pragma clang loop unroll(full)
+        for (int n = 0; n < R_NR; n++) {
+          if (n < nr) acc[n][m] = _mm512_fmadd_ps(odd[n], xo, _mm512_fmadd_ps(even[n], xe, acc[n][m]));
+        }
+      }
+    }
+  }
+#pragma clang loop unroll(full)
+  for (int m = 0; m < R_MR; m++)
+#pragma clang loop unroll(full)
+    for (int n = 0; n < R_NR; n++)
+      if (m < mr && n < nr) C[m * ldc + n] = _mm512_reduce_add_ps(acc[n][m]);
+}
+
+#define ROWS_MR(nr)                                                                 \
+  switch (mr) {                                                                     \
+    case 8: rows_block(W, ldw, X, ldx, C, ldc, K, 8, nr, next); break;              \
+    case 7: rows_block(W, ldw, X, ldx, C, ldc, K, 7, nr, next); break;              \
+    case 6: rows_block(W, ldw, X, ldx, C, ldc, K, 6, nr, next); break;              \
+    case 5: rows_block(W, ldw, X, ldx, C, ldc, K, 5, nr, next); break;              \
+    case 4: rows_block(W, ldw, X, ldx, C, ldc, K, 4, nr, next); break;              \
+    case 3: rows_block(W, ldw, X, ldx, C, ldc, K, 3, nr, next); break;              \
+    case 2: rows_block(W, ldw, X, ldx, C, ldc, K, 2, nr, next); break;              \
+    default: rows_block(W, ldw, X, ldx, C, ldc, K, 1, nr, next); break;             \
+  }
+
+static void rows_tile(const uint16_t *W, size_t ldw, const float *X, size_t ldx, float *C, size_t ldc, size_t K,
+                      int mr, int nr, const uint16_t *next) {
+  if (nr == 3) {
+    ROWS_MR(3)
+  } else if (nr == 2) {
+    ROWS_MR(2)
+  } else {
+    ROWS_MR(1)
+  }
+}
+
+static void rows_avx512(const uint16_t *W, size_t ldw, const float *Xp, size_t ldx, size_t M, float *C, size_t ldc,
+                        size_t n0, size_t n1, size_t K) {
+  for (size_t n = n0; n < n1; n += R_NR) {
+    const int nr = (n1 - n) < R_NR ? (int)(n1 - n) : R_NR;
+    for (size_t m = 0; m < M; m += R_MR) {
+      const int mr = (M - m) < R_MR ? (int)(M - m) : R_MR;
+      const uint16_t *next = m == 0 && n + R_NR < n1 ? W + (n + R_NR) * ldw : NULL;
+      rows_tile(W + n * ldw, ldw, Xp + m * ldx, ldx, C + m * ldc + n, ldc, K, mr, nr, next);
+    }
+  }
+}
+#pragma clang attribute pop
+
+int moek_bf16_rows_supported(void) { return moek_isa() == MOEK_ISA_AVX512; }
+
+int moek_gemm_bf16_rows(const uint16_t *W, size_t ldw, const float *Xp, size_t ldx, size_t M, float *C, size_t ldc,
+                        size_t n0, size_t n1, size_t K) {
+  if (moek_isa() != MOEK_ISA_AVX512 || K % 32 != 0) return 0;
+  rows_avx512(W, ldw, Xp, ldx, M, C, ldc, n0, n1, K);
+  return 1;
+}
+#else
+#include "internal.h"
+int moek_bf16_rows_supported(void) { return 0; }
+int moek_gemm_bf16_rows(const uint16_t *W, size_t ldw, const float *Xp, size_t ldx, size_t M, float *C, size_t ldc,
+                        size_t n0, size_t n1, size_t K) {
+  (void)W; (void)ldw; (void)Xp; (void)ldx; (void)M; (void)C; (void)ldc; (void)n0; (void)n1; (void)K;
+  return 0;
+}
+#endif
+
+void moek_bf16_rows_permute(const float *X, size_t ldx, size_t M, size_t K, float *Xp) {
+  for (size_t m = 0; m < M; m++) {
+    const float *x = X + m * ldx;
+    float *out = Xp + m * K;
+    for (size_t k = 0; k + 32 <= K; k += 32)
+      for (size_t i = 0; i < 16; i++) {
+        out[k + i] = x[k + 2 * i];
+        out[k + 16 + i] = x[k + 2 * i + 1];
+      }
+  }
+}
