@@ -98,26 +98,34 @@ extension Kernels {
             streamGemvJobs(raw.map { ($0.x, $0.w, $0.out, $0.dtype, $0.m, $0.k, $0.n, $0.rowBytes, $0.bf16) }, pool: pool)
             return
         }
-        // Packed-A offsets (in floats, 16-float aligned) for the jobs that take a matmul leaf.
-        var packedOffset = [Int](repeating: 0, count: raw.count + 1)
-        for (i, j) in raw.enumerated() {
-            let floats = j.m <= gemvMaxRows ? 0
-                : j.rows ? j.m * j.k  // de-interleaved for the bf16-row leaf
+        // Packed-A offsets (in floats, 16-float aligned) for the jobs that take a matmul leaf;
+        // jobs reading the same rows for the same leaf (an expert's gate and up) share one copy.
+        struct PackKey: Hashable { let x: UnsafePointer<Float>, m: Int, k: Int, kind: Int }
+        var packAt = [Int](repeating: 0, count: raw.count), firstAt: [PackKey: Int] = [:], toPack: [Int] = [], total = 0
+        for (i, j) in raw.enumerated() where j.m > gemvMaxRows {
+            let key = PackKey(x: j.x, m: j.m, k: j.k, kind: j.rows ? 2 : j.bf16 ? 1 : 0)
+            if let at = firstAt[key] {
+                packAt[i] = at
+                continue
+            }
+            let floats = j.rows ? j.m * j.k  // de-interleaved for the bf16-row leaf
                 : j.bf16 ? (moek_gemm_bf16_packed_size(j.m, j.k) + 1) / 2 : moek_gemm_packed_size(j.m, j.k)
-            packedOffset[i + 1] = packedOffset[i] + (floats + 15) / 16 * 16
+            packAt[i] = total
+            firstAt[key] = total
+            toPack.append(i)
+            total += (floats + 15) / 16 * 16
         }
-        withScratchFloats(packedOffset[raw.count]) { packed in
-            let toPack = raw.indices.filter { raw[$0].m > gemvMaxRows }
+        withScratchFloats(total) { packed in
             pool.parallelFor(toPack.count) { i in
-                let j = raw[toPack[i]]
+                let j = raw[toPack[i]], at = packed + packAt[toPack[i]]
                 if j.rows {
-                    moek_bf16_rows_permute(j.x, j.k, j.m, j.k, packed + packedOffset[toPack[i]])
+                    moek_bf16_rows_permute(j.x, j.k, j.m, j.k, at)
                 } else if j.bf16 {
-                    let ap = UnsafeMutableRawPointer(packed + packedOffset[toPack[i]]).assumingMemoryBound(to: UInt16.self)
+                    let ap = UnsafeMutableRawPointer(at).assumingMemoryBound(to: UInt16.self)
                     moek_gemm_bf16_pack_a(j.x, j.k, j.m, j.k, 0, (j.m + 15) / 16, ap)
                 } else {
                     let mr = moek_gemm_mr()
-                    moek_gemm_pack_a(j.x, j.k, j.m, j.k, 0, (j.m + mr - 1) / mr, packed + packedOffset[toPack[i]])
+                    moek_gemm_pack_a(j.x, j.k, j.m, j.k, 0, (j.m + mr - 1) / mr, at)
                 }
             }
             pieces.withUnsafeBufferPointer { pieces in
@@ -127,13 +135,13 @@ extension Kernels {
                     if j.m <= gemvMaxRows {
                         gemvPiece(j.w, dtype: j.dtype, bf16Dot: j.bf16, k: j.k, x: j.x, ldx: j.k, m: j.m, out: j.out, ldo: j.n, n0: n0, n1: n1)
                     } else if j.rows {
-                        _ = moek_gemm_bf16_rows(j.w.assumingMemoryBound(to: UInt16.self), j.k, packed + packedOffset[i], j.k, j.m,
+                        _ = moek_gemm_bf16_rows(j.w.assumingMemoryBound(to: UInt16.self), j.k, packed + packAt[i], j.k, j.m,
                                                 j.out, j.n, n0, n1, j.k)
                     } else if j.bf16 {
-                        let ap = UnsafeRawPointer(packed + packedOffset[i]).assumingMemoryBound(to: UInt16.self)
+                        let ap = UnsafeRawPointer(packed + packAt[i]).assumingMemoryBound(to: UInt16.self)
                         moek_gemm_bf16_packed(ap, j.m, j.w.assumingMemoryBound(to: UInt16.self), j.k, j.out, j.n, n0, n1, j.k)
                     } else {
-                        moek_gemm_packed(packed + packedOffset[i], j.m, j.w, j.dtype, j.k, j.out, j.n, n0, n1, j.k)
+                        moek_gemm_packed(packed + packAt[i], j.m, j.w, j.dtype, j.k, j.out, j.n, n0, n1, j.k)
                     }
                 }
             }
