@@ -92,7 +92,7 @@ extension Kernels {
                 m: job.input.shape[0], k: job.input.shape[1], n: job.weight.shape[0],
                 rowBytes: job.input.shape[1] * job.weight.dtype.byteSize,
                 bf16: usesBF16Dot(dtype: job.weight.dtype),
-                rows: job.input.shape[0] > gemvMaxRows && usesBF16Rows(dtype: job.weight.dtype, k: job.input.shape[1]))
+                rows: usesBF16Rows(rows: job.input.shape[0], dtype: job.weight.dtype, k: job.input.shape[1]))
         }
         if pool.threadCount > 1 && raw.allSatisfy({ $0.m <= gemvMaxRows }) {
             streamGemvJobs(raw.map { ($0.x, $0.w, $0.out, $0.dtype, $0.m, $0.k, $0.n, $0.rowBytes, $0.bf16) }, pool: pool)

@@ -168,7 +168,7 @@ extension Kernels {
             }
             return
         }
-        if usesBF16Rows(dtype: dtype, k: k) {
+        if usesBF16Rows(rows: m, dtype: dtype, k: k) {
             // Exact bf16 weights: x de-interleaved once, then runs of weight rows per task.
             withScratchFloats(m * k) { xp in
                 parallelChunks(m, grain: max(1, 4096 / k), pool: pool) { r in

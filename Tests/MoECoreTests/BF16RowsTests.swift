@@ -9,7 +9,8 @@ import XCTest
 /// its blocks of 3 and the 24-row tasks, K of one and of many 32-value runs; then every other
 /// path the CPU has, where the leaf stands aside.
 final class BF16RowsTests: XCTestCase {
-    let shapes = [(5, 3, 32), (8, 1, 64), (9, 2, 96), (13, 7, 32), (16, 24, 128), (17, 50, 64), (40, 26, 1024), (7, 77, 4096)]
+    let shapes = [(5, 3, 32), (8, 1, 64), (9, 2, 96), (13, 7, 32), (16, 24, 128), (17, 50, 64), (40, 26, 1024), (7, 77, 4096),
+                  (128, 9, 64), (129, 9, 64)]
 
     func check(label: String) {
         for pool in testPools {
@@ -33,9 +34,12 @@ final class BF16RowsTests: XCTestCase {
 
     func testLeafOnItsShapes() throws {
         try XCTSkipUnless(moek_bf16_rows_supported() != 0, "the bf16-row leaf needs AVX-512")
-        XCTAssertTrue(Kernels.usesBF16Rows(dtype: .bf16, k: 64))
-        XCTAssertFalse(Kernels.usesBF16Rows(dtype: .bf16, k: 48), "K not a multiple of 32")
-        XCTAssertFalse(Kernels.usesBF16Rows(dtype: .f16, k: 64))
+        XCTAssertTrue(Kernels.usesBF16Rows(rows: 5, dtype: .bf16, k: 64))
+        XCTAssertTrue(Kernels.usesBF16Rows(rows: Kernels.bf16RowsMaxRows, dtype: .bf16, k: 64))
+        XCTAssertFalse(Kernels.usesBF16Rows(rows: Kernels.bf16RowsMaxRows + 1, dtype: .bf16, k: 64), "the packed leaf's rows")
+        XCTAssertFalse(Kernels.usesBF16Rows(rows: 4, dtype: .bf16, k: 64), "decode's rows")
+        XCTAssertFalse(Kernels.usesBF16Rows(rows: 8, dtype: .bf16, k: 48), "K not a multiple of 32")
+        XCTAssertFalse(Kernels.usesBF16Rows(rows: 8, dtype: .f16, k: 64))
         check(label: "bf16 rows")
     }
 
