@@ -92,7 +92,7 @@ extension Kernels {
                 m: job.input.shape[0], k: job.input.shape[1], n: job.weight.shape[0],
                 rowBytes: job.input.shape[1] * job.weight.dtype.byteSize,
                 bf16: usesBF16Dot(dtype: job.weight.dtype),
-                rows: usesBF16Rows(rows: job.input.shape[0], dtype: job.weight.dtype, k: job.input.shape[1]))
+                rows: usesRowsLeaf(rows: job.input.shape[0], dtype: job.weight.dtype, k: job.input.shape[1]))
         }
         if pool.threadCount > 1 && raw.allSatisfy({ $0.m <= gemvMaxRows }) {
             streamGemvJobs(raw.map { ($0.x, $0.w, $0.out, $0.dtype, $0.m, $0.k, $0.n, $0.rowBytes, $0.bf16) }, pool: pool)
@@ -102,13 +102,14 @@ extension Kernels {
         // jobs reading the same rows for the same leaf (an expert's gate and up) share one copy.
         struct PackKey: Hashable { let x: UnsafePointer<Float>, m: Int, k: Int, kind: Int }
         var packAt = [Int](repeating: 0, count: raw.count), firstAt: [PackKey: Int] = [:], toPack: [Int] = [], total = 0
-        for (i, j) in raw.enumerated() where j.m > gemvMaxRows {
+        // (The row leaf reads f16 jobs' rows in place.)
+        for (i, j) in raw.enumerated() where j.m > gemvMaxRows && !(j.rows && j.dtype != DType.bf16.cValue) {
             let key = PackKey(x: j.x, m: j.m, k: j.k, kind: j.rows ? 2 : j.bf16 ? 1 : 0)
             if let at = firstAt[key] {
                 packAt[i] = at
                 continue
             }
-            let floats = j.rows ? j.m * j.k  // de-interleaved for the bf16-row leaf
+            let floats = j.rows ? j.m * j.k  // de-interleaved for the row leaf
                 : j.bf16 ? (moek_gemm_bf16_packed_size(j.m, j.k) + 1) / 2 : moek_gemm_packed_size(j.m, j.k)
             packAt[i] = total
             firstAt[key] = total
@@ -135,8 +136,8 @@ extension Kernels {
                     if j.m <= gemvMaxRows {
                         gemvPiece(j.w, dtype: j.dtype, bf16Dot: j.bf16, k: j.k, x: j.x, ldx: j.k, m: j.m, out: j.out, ldo: j.n, n0: n0, n1: n1)
                     } else if j.rows {
-                        _ = moek_gemm_bf16_rows(j.w.assumingMemoryBound(to: UInt16.self), j.k, packed + packAt[i], j.k, j.m,
-                                                j.out, j.n, n0, n1, j.k)
+                        let x = j.dtype == DType.bf16.cValue ? UnsafePointer(packed + packAt[i]) : j.x
+                        _ = moek_gemm_rows(j.w, j.dtype, j.k, x, j.k, j.m, j.out, j.n, n0, n1, j.k)
                     } else if j.bf16 {
                         let ap = UnsafeRawPointer(packed + packAt[i]).assumingMemoryBound(to: UInt16.self)
                         moek_gemm_bf16_packed(ap, j.m, j.w.assumingMemoryBound(to: UInt16.self), j.k, j.out, j.n, n0, n1, j.k)

@@ -168,17 +168,21 @@ extension Kernels {
             }
             return
         }
-        if usesBF16Rows(rows: m, dtype: dtype, k: k) {
-            // Exact bf16 weights: x de-interleaved once, then runs of weight rows per task.
+        if usesRowsLeaf(rows: m, dtype: dtype, k: k) {
+            // Exact 16-bit weights: runs of weight rows per task, against x as it is (f16) or
+            // de-interleaved once (bf16).
+            let step = 24, tiles = (n + step - 1) / step
+            let run = { (xp: UnsafePointer<Float>, ldxp: Int) in
+                parallelChunks(tiles, grain: max(1, (1 << 21) / max(1, 2 * m * k * step)), pool: pool) { t in
+                    _ = moek_gemm_rows(w, dtype.cValue, k, xp, ldxp, m, out, ldo, t.lowerBound * step, min(n, t.upperBound * step), k)
+                }
+            }
+            if dtype != .bf16 { run(x, ldx); return }
             withScratchFloats(m * k) { xp in
                 parallelChunks(m, grain: max(1, 4096 / k), pool: pool) { r in
                     moek_bf16_rows_permute(x + r.lowerBound * ldx, ldx, r.count, k, xp + r.lowerBound * k)
                 }
-                let step = 24, tiles = (n + step - 1) / step
-                let wp = w.assumingMemoryBound(to: UInt16.self)
-                parallelChunks(tiles, grain: max(1, (1 << 21) / max(1, 2 * m * k * step)), pool: pool) { t in
-                    _ = moek_gemm_bf16_rows(wp, k, xp, k, m, out, ldo, t.lowerBound * step, min(n, t.upperBound * step), k)
-                }
+                run(xp, k)
             }
             return
         }

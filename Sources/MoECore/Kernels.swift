@@ -29,20 +29,20 @@ public enum Kernels {
         rows > gemvMaxRows && usesBF16Dot(dtype: dtype)
     }
 
-    /// Whether a product of `rows` activation rows (5 to `bf16RowsMaxRows`) with a `dtype`
-    /// weight takes the exact bf16-row leaf (`moek_gemm_bf16_rows`: bf16 weights, f32
-    /// activations, AVX-512, K a multiple of 32) rather than the packed matmul leaf, whose weight
+    /// Whether a product of `rows` activation rows (5 to `rowsLeafMaxRows`) with a `dtype`
+    /// weight takes the exact row leaf (`moek_gemm_rows`: bf16 or f16 weights, f32 activations,
+    /// AVX-512, K a multiple of 32) rather than the packed matmul leaf, whose transposing weight
     /// packer dominated at an expert's few rows.
-    static func usesBF16Rows(rows: Int, dtype: DType, k: Int) -> Bool {
-        rows > gemvMaxRows && rows <= bf16RowsMaxRows && dtype == .bf16 && k % 32 == 0
-            && !usesBF16Dot(dtype: dtype) && moek_bf16_rows_supported() != 0
+    static func usesRowsLeaf(rows: Int, dtype: DType, k: Int) -> Bool {
+        rows > gemvMaxRows && rows <= rowsLeafMaxRows && k % 32 == 0 && (dtype == .bf16 || dtype == .f16)
+            && !usesBF16Dot(dtype: dtype) && moek_rows_supported(dtype.cValue) != 0
     }
 
     /// Above this many activation rows the packed matmul leaf is kept: the row leaf re-reads
     /// every activation row for each 3 weight rows, which stops fitting the caches (square
     /// products of 512 to 2048 ran at 56-68% of the FMA peak through it, 81-89% packed; at 128
     /// rows against 14336x4096 it was level or ahead, `moe bench-kernels`).
-    static let bf16RowsMaxRows = 128
+    static let rowsLeafMaxRows = 128
 
     /// Whether products with a `dtype` weight take the bf16 dot product (the matmul above 4
     /// rows, `moek_gemv_bf16_dot` at up to 4).

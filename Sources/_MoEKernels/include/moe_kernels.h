@@ -219,16 +219,16 @@ size_t moek_gemm_kc(void);
 /// across threads in multiples of it.
 size_t moek_gemm_n_step(void);
 
-/// Whether the exact bf16-weight product `moek_gemm_bf16_rows` runs on the current path (AVX-512).
-int moek_bf16_rows_supported(void);
-/// C[m, n] = sum_k X[m, k] * W[n, k] for m < M and n in [n0, n1): W bf16 [N, K] (row stride ldw),
-/// X f32 given de-interleaved by `moek_bf16_rows_permute` (row stride ldx), every product and sum
-/// in f32; C overwritten (row stride ldc). K must be a multiple of 32. Returns 0, computing
-/// nothing, where it does not apply (another path, or K not a multiple of 32).
-int moek_gemm_bf16_rows(const uint16_t *W, size_t ldw, const float *Xp, size_t ldx, size_t M, float *C, size_t ldc,
-                        size_t n0, size_t n1, size_t K);
+/// Whether `moek_gemm_rows` runs for weights of `dt` on the current path (AVX-512; bf16 or f16).
+int moek_rows_supported(int dt);
+/// C[m, n] = sum_k X[m, k] * W[n, k] for m < M and n in [n0, n1): W of `dt` (bf16 or f16)
+/// [N, K] with row stride ldw elements, X f32 (row stride ldx), for bf16 given de-interleaved by
+/// `moek_bf16_rows_permute`; every product and sum in f32; C overwritten (row stride ldc). K
+/// must be a multiple of 32. Returns 0, computing nothing, where it does not apply.
+int moek_gemm_rows(const void *W, int dt, size_t ldw, const float *X, size_t ldx, size_t M, float *C, size_t ldc,
+                   size_t n0, size_t n1, size_t K);
 /// Writes rows [0, M) of X (row stride ldx) to Xp (row stride K) with each run of 32 values as
-/// its 16 even-indexed then its 16 odd-indexed ones, the order `moek_gemm_bf16_rows` reads
+/// its 16 even-indexed then its 16 odd-indexed ones, the order `moek_gemm_rows` reads for bf16
 /// (on x86; elsewhere, where that leaf does not run, it does nothing).
 void moek_bf16_rows_permute(const float *X, size_t ldx, size_t M, size_t K, float *Xp);
 /// Whether the bf16 dot-product matmul (AVX512-BF16) can run on this CPU.
