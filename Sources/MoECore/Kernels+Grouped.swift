@@ -85,6 +85,8 @@ extension Kernels {
         struct Raw {
             let x: UnsafePointer<Float>, w: UnsafeRawPointer, out: UnsafeMutablePointer<Float>
             let dtype: Int32, m: Int, k: Int, n: Int, rowBytes: Int, bf16: Bool, rows: Bool
+            /// bf16 dot products through the row leaf of that arithmetic.
+            var dotRows: Bool { bf16 && m > Kernels.gemvMaxRows && Kernels.usesBF16DotRows(rows: m, k: k) }
         }
         let raw = active.map { job in
             Raw(x: job.input.rawPointer.assumingMemoryBound(to: Float.self), w: job.weight.rawPointer,
@@ -104,12 +106,13 @@ extension Kernels {
         var packAt = [Int](repeating: 0, count: raw.count), firstAt: [PackKey: Int] = [:], toPack: [Int] = [], total = 0
         // (The row leaf reads f16 jobs' rows in place.)
         for (i, j) in raw.enumerated() where j.m > gemvMaxRows && !(j.rows && j.dtype != DType.bf16.cValue) {
-            let key = PackKey(x: j.x, m: j.m, k: j.k, kind: j.rows ? 2 : j.bf16 ? 1 : 0)
+            let key = PackKey(x: j.x, m: j.m, k: j.k, kind: j.rows ? 2 : j.dotRows ? 3 : j.bf16 ? 1 : 0)
             if let at = firstAt[key] {
                 packAt[i] = at
                 continue
             }
             let floats = j.rows ? j.m * j.k  // de-interleaved for the row leaf
+                : j.dotRows ? (j.m * j.k + 1) / 2  // rounded to bf16 for its row leaf
                 : j.bf16 ? (moek_gemm_bf16_packed_size(j.m, j.k) + 1) / 2 : moek_gemm_packed_size(j.m, j.k)
             packAt[i] = total
             firstAt[key] = total
@@ -121,6 +124,8 @@ extension Kernels {
                 let j = raw[toPack[i]], at = packed + packAt[toPack[i]]
                 if j.rows {
                     moek_bf16_rows_permute(j.x, j.k, j.m, j.k, at)
+                } else if j.dotRows {
+                    moek_bf16_round_rows(j.x, j.k, j.m, j.k, UnsafeMutableRawPointer(at).assumingMemoryBound(to: UInt16.self))
                 } else if j.bf16 {
                     let ap = UnsafeMutableRawPointer(at).assumingMemoryBound(to: UInt16.self)
                     moek_gemm_bf16_pack_a(j.x, j.k, j.m, j.k, 0, (j.m + 15) / 16, ap)
@@ -138,6 +143,9 @@ extension Kernels {
                     } else if j.rows {
                         let x = j.dtype == DType.bf16.cValue ? UnsafePointer(packed + packAt[i]) : j.x
                         _ = moek_gemm_rows(j.w, j.dtype, j.k, x, j.k, j.m, j.out, j.n, n0, n1, j.k)
+                    } else if j.dotRows {
+                        let xb = UnsafeRawPointer(packed + packAt[i]).assumingMemoryBound(to: UInt16.self)
+                        _ = moek_gemm_bf16_dot_rows(j.w.assumingMemoryBound(to: UInt16.self), j.k, xb, j.m, j.out, j.n, n0, n1, j.k)
                     } else if j.bf16 {
                         let ap = UnsafeRawPointer(packed + packAt[i]).assumingMemoryBound(to: UInt16.self)
                         moek_gemm_bf16_packed(ap, j.m, j.w.assumingMemoryBound(to: UInt16.self), j.k, j.out, j.n, n0, n1, j.k)

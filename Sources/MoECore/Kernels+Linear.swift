@@ -140,6 +140,21 @@ extension Kernels {
             }
             return
         }
+        if usesBF16Path(rows: m, dtype: dtype) && usesBF16DotRows(rows: m, k: k) {
+            // Up to 128 rows: the rows rounded to bf16 once, then runs of weight rows per task.
+            withScratchFloats((m * k + 1) / 2) { raw in
+                let xb = UnsafeMutableRawPointer(raw).assumingMemoryBound(to: UInt16.self)
+                parallelChunks(m, grain: max(1, 4096 / k), pool: pool) { r in
+                    moek_bf16_round_rows(x + r.lowerBound * ldx, ldx, r.count, k, xb + r.lowerBound * k)
+                }
+                let step = 24, tiles = (n + step - 1) / step
+                let wp = w.assumingMemoryBound(to: UInt16.self)
+                parallelChunks(tiles, grain: max(1, (1 << 21) / max(1, 2 * m * k * step)), pool: pool) { t in
+                    _ = moek_gemm_bf16_dot_rows(wp, k, xb, m, out, ldo, t.lowerBound * step, min(n, t.upperBound * step), k)
+                }
+            }
+            return
+        }
         if usesBF16Path(rows: m, dtype: dtype) {
             withScratchFloats((moek_gemm_bf16_packed_size(m, k) + 1) / 2) { raw in
                 let ap = UnsafeMutableRawPointer(raw).assumingMemoryBound(to: UInt16.self)

@@ -38,6 +38,14 @@ public enum Kernels {
             && !usesBF16Dot(dtype: dtype) && moek_rows_supported(dtype.cValue) != 0
     }
 
+    /// Whether a bf16 dot-product product (`usesBF16Path`) of `rows` activation rows takes the
+    /// row leaf of that arithmetic (`moek_gemm_bf16_dot_rows`, up to `rowsLeafMaxRows`, K a
+    /// multiple of 32) rather than the packed bf16 leaf, whose copy of each weight block weighed
+    /// at an expert's few rows.
+    static func usesBF16DotRows(rows: Int, k: Int) -> Bool {
+        rows <= rowsLeafMaxRows && k % 32 == 0 && moek_bf16_dot_rows_supported() != 0
+    }
+
     /// Above this many activation rows the packed matmul leaf is kept: the row leaf re-reads
     /// every activation row for each 3 weight rows, which stops fitting the caches (square
     /// products of 512 to 2048 ran at 56-68% of the FMA peak through it, 81-89% packed; at 128

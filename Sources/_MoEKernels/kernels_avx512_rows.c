@@ -22,24 +22,10 @@
 #include "internal.h"
 
 #pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))), apply_to = function)
+#include "avx512_reduce.h"
 
 #define INLINE static inline __attribute__((always_inline))
 enum { R_NR = 3, R_MR = 8 };
-
-/// The sums of 8 vectors' lanes, a[i]'s total at lane 4 (i % 4) + i / 4 of the result: three
-/// levels of shuffle-and-add (23 operations where 8 separate reductions take about 64).
-INLINE __m512 reduce8(const __m512 a[8]) {
-  __m512 s[4];
-#pragma clang loop unroll(full)
-  for (int i = 0; i < 4; i++)  // [a q0+q2, a q1+q3, b q0+q2, b q1+q3] for a, b = a[2i], a[2i+1]
-    s[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x44),
-                         _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xee));
-  // 128-bit lane L of t0 holds 4 partial sums of a[L], of t1 those of a[L + 4].
-  const __m512 t0 = _mm512_add_ps(_mm512_shuffle_f32x4(s[0], s[1], 0x88), _mm512_shuffle_f32x4(s[0], s[1], 0xdd));
-  const __m512 t1 = _mm512_add_ps(_mm512_shuffle_f32x4(s[2], s[3], 0x88), _mm512_shuffle_f32x4(s[2], s[3], 0xdd));
-  const __m512 u = _mm512_add_ps(_mm512_unpacklo_ps(t0, t1), _mm512_unpackhi_ps(t0, t1));
-  return _mm512_add_ps(u, _mm512_permute_ps(u, 0x4e));
-}
 
 /// Weights k..k+31 of a row as two f32 vectors: for bf16, its even and odd elements (a shift and
 /// a mask of one 64-byte load; the activations are de-interleaved to match); for f16, k..k+15
@@ -85,15 +71,8 @@ INLINE void rows_block(const char *W, size_t rb, const float *X, size_t ldx, flo
     }
   }
 #pragma clang loop unroll(full)
-  for (int n = 0; n < R_NR; n++) {
-    if (n < nr) {
-      float sums[16];
-      _mm512_storeu_ps(sums, reduce8(acc[n]));
-#pragma clang loop unroll(full)
-      for (int m = 0; m < R_MR; m++)
-        if (m < mr) C[m * ldc + n] = sums[4 * (m % 4) + m / 4];
-    }
-  }
+  for (int n = 0; n < R_NR; n++)
+    if (n < nr) store_row_sums(acc[n], C + n, ldc, mr);
 }
 
 #define ROWS_MR(dt, nr)                                                              \
@@ -128,9 +107,7 @@ static void rows_avx512(const void *W, int dt, size_t ldw, const float *X, size_
   for (size_t n = n0; n < n1; n += R_NR) {
     const int nr = (n1 - n) < R_NR ? (int)(n1 - n) : R_NR;
     for (size_t m = 0; m < M;) {
-      // Blocks of 8 activation rows, the rest in blocks of 4, 2 and 1.
-      const size_t left = M - m;
-      const int mr = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+      const int mr = rows_block_height(M - m);
       const char *next = m == 0 && n + R_NR < n1 ? w + (n + R_NR) * rb : NULL;
       rows_tile(w + n * rb, rb, X + m * ldx, ldx, C + m * ldc + n, ldc, K, dt, mr, nr, next);
       m += (size_t)mr;

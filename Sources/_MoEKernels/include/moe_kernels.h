@@ -233,6 +233,16 @@ int moek_gemm_rows(const void *W, int dt, size_t ldw, const float *X, size_t ldx
 void moek_bf16_rows_permute(const float *X, size_t ldx, size_t M, size_t K, float *Xp);
 /// Whether the bf16 dot-product matmul (AVX512-BF16) can run on this CPU.
 int moek_bf16_compute_supported(void);
+/// Whether `moek_gemm_bf16_dot_rows` runs on the current path (AVX-512 with AVX512-BF16).
+int moek_bf16_dot_rows_supported(void);
+/// Rows [0, M) of X (row stride ldx) rounded to bf16 into Xb (row stride K; K a multiple of 16),
+/// as `moek_gemm_bf16_pack_a` rounds them. Only where `moek_bf16_dot_rows_supported()`.
+void moek_bf16_round_rows(const float *X, size_t ldx, size_t M, size_t K, uint16_t *Xb);
+/// C[m, n] = sum_k Xb[m, k] * W[n, k] with vdpbf16ps, for m < M and n in [n0, n1): W bf16 [N, K]
+/// (row stride ldw), Xb the bf16 rows of `moek_bf16_round_rows` (row stride K); C overwritten.
+/// K must be a multiple of 32. Returns 0, computing nothing, where it does not apply.
+int moek_gemm_bf16_dot_rows(const uint16_t *W, size_t ldw, const uint16_t *Xb, size_t M, float *C, size_t ldc,
+                            size_t n0, size_t n1, size_t K);
 /// bf16 elements to hold A [M, K] packed for `moek_gemm_bf16_packed`.
 size_t moek_gemm_bf16_packed_size(size_t M, size_t K);
 /// Packs panels [t0, t1) of 16 rows of A (f32, rounded to bf16) into bf16 pairs.
