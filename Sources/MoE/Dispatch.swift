@@ -48,7 +48,10 @@ public struct Dispatch: Sendable {
     /// Groups of whole consecutive experts whose rows number at most `maxRows` (an expert with
     /// more forms a group alone), as ranges of expert ids covering every expert: an MoE layer
     /// runs a long prompt's experts group by group, so its gathered rows stay bounded.
-    public func expertGroups(maxRows: Int) -> [Range<Int>] {
+    public func expertGroups(maxRows: Int) -> [Range<Int>] { Self.expertGroups(rowOffsets: rowOffsets, maxRows: maxRows) }
+
+    /// `expertGroups(maxRows:)` for any E + 1 row offsets (an expert pass's own rows).
+    public static func expertGroups(rowOffsets: [Int], maxRows: Int) -> [Range<Int>] {
         let e = rowOffsets.count - 1
         var groups: [Range<Int>] = [], first = 0
         while first < e {
@@ -67,7 +70,10 @@ public struct Dispatch: Sendable {
 
     /// `rowOffsets` relative to the first row of the experts in `group`, for all E experts
     /// (those outside the group with empty spans).
-    public func rowOffsets(experts group: Range<Int>) -> [Int] {
+    public func rowOffsets(experts group: Range<Int>) -> [Int] { Self.rowOffsets(rowOffsets, experts: group) }
+
+    /// `rowOffsets(experts:)` for any E + 1 row offsets.
+    public static func rowOffsets(_ rowOffsets: [Int], experts group: Range<Int>) -> [Int] {
         let lo = rowOffsets[group.lowerBound], count = rowOffsets[group.upperBound] - lo
         return rowOffsets.map { min(max($0 - lo, 0), count) }
     }

@@ -109,18 +109,12 @@ public struct SwiGLUExperts: ExpertFFN {
     /// (which may be `rows` itself).
     func run(_ rows: Tensor, rowOffsets: [Int], into out: Tensor, pool: ThreadPool) {
         let perRow = 2 * intermediateSize * MemoryLayout<Float>.size
-        var first = 0
-        while first < expertCount {
-            var end = first + 1
-            while end < expertCount && (rowOffsets[end + 1] - rowOffsets[first]) * perRow <= Self.groupActivationBytes { end += 1 }
-            let span = rowOffsets[first]..<rowOffsets[end]
-            if !span.isEmpty {
-                // Offsets into the group's rows for all E experts (the others' spans empty).
-                let local = rowOffsets.map { min(max($0 - span.lowerBound, 0), span.count) }
-                projectDown(hidden(rows.rows(span), rowOffsets: local, pool: pool), rowOffsets: local,
-                            into: out.rows(span), pool: pool)
-            }
-            first = end
+        for group in Dispatch.expertGroups(rowOffsets: rowOffsets, maxRows: Self.groupActivationBytes / max(1, perRow)) {
+            let span = rowOffsets[group.lowerBound]..<rowOffsets[group.upperBound]
+            if span.isEmpty { continue }
+            let local = Dispatch.rowOffsets(rowOffsets, experts: group)  // the others' spans empty
+            projectDown(hidden(rows.rows(span), rowOffsets: local, pool: pool), rowOffsets: local,
+                        into: out.rows(span), pool: pool)
         }
     }
 

@@ -84,9 +84,8 @@ extension Kernels {
 
         struct Raw {
             let x: UnsafePointer<Float>, w: UnsafeRawPointer, out: UnsafeMutablePointer<Float>
-            let dtype: Int32, m: Int, k: Int, n: Int, rowBytes: Int, bf16: Bool, rows: Bool
-            /// bf16 dot products through the row leaf of that arithmetic.
-            var dotRows: Bool { bf16 && m > Kernels.gemvMaxRows && Kernels.usesBF16DotRows(rows: m, k: k) }
+            /// rows: the exact row leaf; dotRows: bf16 dot products through that arithmetic's row leaf.
+            let dtype: Int32, m: Int, k: Int, n: Int, rowBytes: Int, bf16: Bool, rows: Bool, dotRows: Bool
         }
         let raw = active.map { job in
             Raw(x: job.input.rawPointer.assumingMemoryBound(to: Float.self), w: job.weight.rawPointer,
@@ -94,7 +93,9 @@ extension Kernels {
                 m: job.input.shape[0], k: job.input.shape[1], n: job.weight.shape[0],
                 rowBytes: job.input.shape[1] * job.weight.dtype.byteSize,
                 bf16: usesBF16Dot(dtype: job.weight.dtype),
-                rows: usesRowsLeaf(rows: job.input.shape[0], dtype: job.weight.dtype, k: job.input.shape[1]))
+                rows: usesRowsLeaf(rows: job.input.shape[0], dtype: job.weight.dtype, k: job.input.shape[1]),
+                dotRows: usesBF16Path(rows: job.input.shape[0], dtype: job.weight.dtype)
+                    && usesBF16DotRows(rows: job.input.shape[0], k: job.input.shape[1]))
         }
         if pool.threadCount > 1 && raw.allSatisfy({ $0.m <= gemvMaxRows }) {
             streamGemvJobs(raw.map { ($0.x, $0.w, $0.out, $0.dtype, $0.m, $0.k, $0.n, $0.rowBytes, $0.bf16) }, pool: pool)

@@ -147,10 +147,9 @@ extension Kernels {
                 parallelChunks(m, grain: max(1, 4096 / k), pool: pool) { r in
                     moek_bf16_round_rows(x + r.lowerBound * ldx, ldx, r.count, k, xb + r.lowerBound * k)
                 }
-                let step = 24, tiles = (n + step - 1) / step
                 let wp = w.assumingMemoryBound(to: UInt16.self)
-                parallelChunks(tiles, grain: max(1, (1 << 21) / max(1, 2 * m * k * step)), pool: pool) { t in
-                    _ = moek_gemm_bf16_dot_rows(wp, k, xb, m, out, ldo, t.lowerBound * step, min(n, t.upperBound * step), k)
+                rowLeafRuns(n: n, m: m, k: k, pool: pool) { n0, n1 in
+                    _ = moek_gemm_bf16_dot_rows(wp, k, xb, m, out, ldo, n0, n1, k)
                 }
             }
             return
@@ -186,10 +185,9 @@ extension Kernels {
         if usesRowsLeaf(rows: m, dtype: dtype, k: k) {
             // Exact 16-bit weights: runs of weight rows per task, against x as it is (f16) or
             // de-interleaved once (bf16).
-            let step = 24, tiles = (n + step - 1) / step
             let run = { (xp: UnsafePointer<Float>, ldxp: Int) in
-                parallelChunks(tiles, grain: max(1, (1 << 21) / max(1, 2 * m * k * step)), pool: pool) { t in
-                    _ = moek_gemm_rows(w, dtype.cValue, k, xp, ldxp, m, out, ldo, t.lowerBound * step, min(n, t.upperBound * step), k)
+                rowLeafRuns(n: n, m: m, k: k, pool: pool) { n0, n1 in
+                    _ = moek_gemm_rows(w, dtype.cValue, k, xp, ldxp, m, out, ldo, n0, n1, k)
                 }
             }
             if dtype != .bf16 { run(x, ldx); return }
@@ -226,6 +224,15 @@ extension Kernels {
                 moek_gemm_packed(ap, m, w, dtype.cValue, k, out, ldo,
                                  t.lowerBound * step, min(n, t.upperBound * step), k)
             }
+        }
+    }
+
+    /// The row leaves' tasks over weight rows [0, n): runs of whole 24-row tiles of at least
+    /// ~2 MFLOP each (m activation rows, k inputs), `body(n0, n1)` for each.
+    static func rowLeafRuns(n: Int, m: Int, k: Int, pool: ThreadPool, _ body: (Int, Int) -> Void) {
+        let step = 24, tiles = (n + step - 1) / step
+        parallelChunks(tiles, grain: max(1, (1 << 21) / max(1, 2 * m * k * step)), pool: pool) { t in
+            body(t.lowerBound * step, min(n, t.upperBound * step))
         }
     }
 

@@ -143,16 +143,7 @@ int moek_gemm_rows(const void *W, int dt, size_t ldw, const float *X, size_t ldx
 }
 
 void moek_bf16_rows_permute(const float *X, size_t ldx, size_t M, size_t K, float *Xp) {
-  if (moek_isa() == MOEK_ISA_AVX512) {
-    permute_avx512(X, ldx, M, K, Xp);
-    return;
-  }
-  for (size_t m = 0; m < M; m++)
-    for (size_t k = 0; k + 32 <= K; k += 32)
-      for (size_t i = 0; i < 16; i++) {
-        Xp[m * K + k + i] = X[m * ldx + k + 2 * i];
-        Xp[m * K + k + 16 + i] = X[m * ldx + k + 2 * i + 1];
-      }
+  if (moek_rows_supported(MOEK_BF16)) permute_avx512(X, ldx, M, K, Xp);
 }
 #else
 #include "internal.h"

@@ -228,8 +228,8 @@ int moek_rows_supported(int dt);
 int moek_gemm_rows(const void *W, int dt, size_t ldw, const float *X, size_t ldx, size_t M, float *C, size_t ldc,
                    size_t n0, size_t n1, size_t K);
 /// Writes rows [0, M) of X (row stride ldx) to Xp (row stride K) with each run of 32 values as
-/// its 16 even-indexed then its 16 odd-indexed ones, the order `moek_gemm_rows` reads for bf16
-/// (on x86; elsewhere, where that leaf does not run, it does nothing).
+/// its 16 even-indexed then its 16 odd-indexed ones, the order `moek_gemm_rows` reads for bf16.
+/// Only where `moek_rows_supported(MOEK_BF16)` (elsewhere it does nothing).
 void moek_bf16_rows_permute(const float *X, size_t ldx, size_t M, size_t K, float *Xp);
 /// Whether the bf16 dot-product matmul (AVX512-BF16) can run on this CPU.
 int moek_bf16_compute_supported(void);
