@@ -85,7 +85,8 @@ int moek_q8_block(int dt) {
 }
 
 int moek_q8_row_group(int dt, int nx) {
-  return (dt == MOEK_Q4_K || dt == MOEK_Q5_K || dt == MOEK_Q6_K) && nx >= MOEK_LANES_MIN_ROWS && moek_q8_vnni() ? 16 : 1;
+  const int from = moek_lanes_min_rows(dt);
+  return from > 0 && nx >= from && moek_q8_vnni() ? 16 : 1;
 }
 
 int moek_gemv_rows_q8(const void *W, int dt, size_t ldw, const void *XQ, size_t ldxq, int nx,

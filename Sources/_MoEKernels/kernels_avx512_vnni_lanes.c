@@ -46,21 +46,17 @@ INLINE int32_t dword(const void *p) {
   return v;
 }
 
-/// Lane r: byte `col` of row r's 16 bytes at sm + 16 r, zero-extended. `sm` holds the 16 rows
-/// and 16 bytes of zeroed padding, which keeps the gather's 4-byte reads in bounds and defined.
-INLINE __m512i column(const uint8_t *sm, int col) {
-  const __m512i by_row = _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240);
-  return _mm512_and_si512(_mm512_i32gather_epi32(by_row, sm + col, 1), _mm512_set1_epi32(0xFF));
-}
-
-/// Stores run `c` of the 16 rows' values (v_lo: rows 0..7, v_hi: rows 8..15, each 32 values
-/// as bytes) at o in lane order: 8 registers, dword group j lane r = row r's values 4 j .. + 3.
-INLINE void store_run(uint8_t *o, int c, __m256i v_lo[8], __m256i v_hi[8]) {
-  __m256i lo[8], hi[8];
-  transpose8(v_lo, lo);
-  transpose8(v_hi, hi);
-  for (int j = 0; j < 8; j++)
-    _mm512_store_si512((__m512i *)(o + (c * 8 + j) * 64), _mm512_inserti64x4(_mm512_castsi256_si512(lo[j]), hi[j], 1));
+/// The 32 bytes at `offset` in each of the 16 rows at `rows` (row_bytes apart), by dword:
+/// out[j] lane r = row r's bytes 4 j .. + 3.
+INLINE void transpose_rows(const uint8_t *rows, size_t row_bytes, size_t offset, __m512i out[8]) {
+  __m256i lo_in[8], hi_in[8], lo[8], hi[8];
+  for (int r = 0; r < 8; r++) {
+    lo_in[r] = _mm256_loadu_si256((const __m256i *)(rows + (size_t)r * row_bytes + offset));
+    hi_in[r] = _mm256_loadu_si256((const __m256i *)(rows + (size_t)(r + 8) * row_bytes + offset));
+  }
+  transpose8(lo_in, lo);
+  transpose8(hi_in, hi);
+  for (int j = 0; j < 8; j++) out[j] = _mm512_inserti64x4(_mm512_castsi256_si512(lo[j]), hi[j], 1);
 }
 
 /// Repacks Q4_K (`five` 0) or Q5_K blocks [i0, i1) of the 16 rows at `rows` (row_bytes apart),
@@ -73,31 +69,44 @@ static void repack_q45_k(const uint8_t *rows, size_t row_bytes, int five, size_t
     int32_t *sc = (int32_t *)(o + K4_SC);
     int16_t *mn = (int16_t *)(o + K4_MN);
     float *d = (float *)(o + K4_D);
-    // Each row's 8 scales and 8 minimums as bytes (row r at 16 r), then taken by column.
-    uint8_t sm[LANES * 16 + 16];
-    _mm_storeu_si128((__m128i *)(sm + LANES * 16), _mm_setzero_si128());
+    // Each row's 8 scales and 8 minimums as dwords (halves of 8 rows), then transposed: sub-block s
+    // of every row in one register.
+    __m256i sc_in[2][8], mn_in[2][8], sc_t[2][8], mn_t[2][8];
     for (int r = 0; r < LANES; r++) {
       const uint8_t *b = rows + (size_t)r * row_bytes + i * bytes;
       d[r] = half(b);
       d[LANES + r] = half(b + 2);
-      _mm_storeu_si128((__m128i *)(sm + 16 * r), k4_scales_mins_vec(b + 4));
+      const __m128i v = k4_scales_mins_vec(b + 4);
+      sc_in[r / 8][r % 8] = _mm256_cvtepu8_epi32(v);
+      mn_in[r / 8][r % 8] = _mm256_cvtepu8_epi32(_mm_srli_si128(v, 8));
+    }
+    for (int h = 0; h < 2; h++) {
+      transpose8(sc_in[h], sc_t[h]);
+      transpose8(mn_in[h], mn_t[h]);
     }
     for (int s = 0; s < 8; s++) {
-      const __m512i m = column(sm, 8 + s);
-      _mm512_store_si512((__m512i *)(sc + s * LANES), column(sm, s));
+      const __m512i m = _mm512_inserti64x4(_mm512_castsi256_si512(mn_t[0][s]), mn_t[1][s], 1);
+      _mm512_store_si512((__m512i *)(sc + s * LANES), _mm512_inserti64x4(_mm512_castsi256_si512(sc_t[0][s]), sc_t[1][s], 1));
       _mm512_store_si512((__m512i *)(mn + s * 2 * LANES), _mm512_or_si512(m, _mm512_slli_epi32(m, 16)));
     }
     // Group g's 32 bytes hold sub-block 2 g in their low nibbles and 2 g + 1 in their high ones
-    // (Q5_K: plus bits 2 g and 2 g + 1 of the 32 qh bytes).
+    // (Q5_K: plus bits 2 g and 2 g + 1 of the 32 qh bytes). The raw bytes are transposed once
+    // (dword j of every row into one register) and split into nibbles there, 16 rows at a time.
+    __m512i qh[8];
+    if (five) transpose_rows(rows, row_bytes, i * bytes + 16, qh);
+    const __m512i m4 = _mm512_set1_epi8(0xF), one = _mm512_set1_epi8(1);
     for (int g = 0; g < 4; g++) {
-      __m256i lo[8], hi[8], lo2[8], hi2[8];
-      for (int r = 0; r < 8; r++) {
-        const uint8_t *a = rows + (size_t)r * row_bytes + i * bytes, *z = a + (size_t)8 * row_bytes;
-        k45_quants(five, a + qs, five ? _mm256_loadu_si256((const __m256i *)(a + 16)) : _mm256_setzero_si256(), g, &lo[r], &lo2[r]);
-        k45_quants(five, z + qs, five ? _mm256_loadu_si256((const __m256i *)(z + 16)) : _mm256_setzero_si256(), g, &hi[r], &hi2[r]);
+      __m512i t[8];
+      transpose_rows(rows, row_bytes, i * bytes + qs + 32 * g, t);
+      for (int j = 0; j < 8; j++) {
+        __m512i lo = _mm512_and_si512(t[j], m4), hi = _mm512_and_si512(_mm512_srli_epi16(t[j], 4), m4);
+        if (five) {
+          lo = _mm512_or_si512(lo, _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh[j], 2 * g), one), 4));
+          hi = _mm512_or_si512(hi, _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(qh[j], 2 * g + 1), one), 4));
+        }
+        _mm512_store_si512((__m512i *)(o + (2 * g * 8 + j) * 64), lo);
+        _mm512_store_si512((__m512i *)(o + ((2 * g + 1) * 8 + j) * 64), hi);
       }
-      store_run(o, 2 * g, lo, hi);
-      store_run(o, 2 * g + 1, lo2, hi2);
     }
   }
 }
@@ -109,17 +118,22 @@ static void repack_q6_k(const uint8_t *rows, size_t row_bytes, size_t i0, size_t
     int32_t *sc = (int32_t *)(o + K6_SC);
     int16_t *off = (int16_t *)(o + K6_OFF);
     float *d = (float *)(o + K6_D);
-    // Each row's 16 int8 scales (row r at 16 r), then taken by column and sign-extended.
-    uint8_t sm[LANES * 16 + 16];
-    _mm_storeu_si128((__m128i *)(sm + LANES * 16), _mm_setzero_si128());
+    // Each row's 16 int8 scales sign-extended to dwords (halves of 8 rows, scales 0..7 and
+    // 8..15), then transposed: scale s of every row in one register.
+    __m256i in[2][2][8], t[2][2][8];
     for (int r = 0; r < LANES; r++) {
       const uint8_t *b = rows + (size_t)r * row_bytes + i * 210;
       d[r] = half(b + 208);
-      _mm_storeu_si128((__m128i *)(sm + 16 * r), _mm_loadu_si128((const __m128i *)(b + 192)));
+      const __m128i v = _mm_loadu_si128((const __m128i *)(b + 192));
+      in[r / 8][0][r % 8] = _mm256_cvtepi8_epi32(v);
+      in[r / 8][1][r % 8] = _mm256_cvtepi8_epi32(_mm_srli_si128(v, 8));
     }
+    for (int h = 0; h < 2; h++)
+      for (int q = 0; q < 2; q++) transpose8(in[h][q], t[h][q]);
     for (int p = 0; p < 8; p++) {
-      const __m512i e = _mm512_srai_epi32(_mm512_slli_epi32(column(sm, 2 * p), 24), 24);
-      const __m512i o = _mm512_srai_epi32(_mm512_slli_epi32(column(sm, 2 * p + 1), 24), 24);
+      const int q = p / 4, s = 2 * (p % 4);
+      const __m512i e = _mm512_inserti64x4(_mm512_castsi256_si512(t[0][q][s]), t[1][q][s], 1);
+      const __m512i o = _mm512_inserti64x4(_mm512_castsi256_si512(t[0][q][s + 1]), t[1][q][s + 1], 1);
       _mm512_store_si512((__m512i *)(sc + 2 * p * LANES), e);
       _mm512_store_si512((__m512i *)(sc + (2 * p + 1) * LANES), o);
       // int16 pair (32 e, 32 o): |32 x scale| <= 4096.
@@ -127,18 +141,25 @@ static void repack_q6_k(const uint8_t *rows, size_t row_bytes, size_t i0, size_t
                          _mm512_or_si512(_mm512_and_si512(_mm512_slli_epi32(e, 5), _mm512_set1_epi32(0xFFFF)),
                                          _mm512_slli_epi32(o, 21)));
     }
-    // Half h's runs c = 0..3 are values 128 h + 32 c .. + 31 (q6_k_quants' order).
+    // Half h's runs c = 0..3 are values 128 h + 32 c .. + 31 (q6_k_quants' order), made from the
+    // transposed low-bit bytes a (64 h), c (64 h + 32) and high-bit bytes (128 + 32 h).
+    const __m512i m4 = _mm512_set1_epi8(0xF), m2 = _mm512_set1_epi8(3);
     for (int h = 0; h < 2; h++) {
-      __m256i lo[4][8], hi[4][8];
-      for (int r = 0; r < 8; r++) {
-        __m256i v[4];
-        const uint8_t *a = rows + (size_t)r * row_bytes + i * 210, *z = a + (size_t)8 * row_bytes;
-        q6_k_quants(a + 64 * h, a + 128 + 32 * h, v);
-        for (int c = 0; c < 4; c++) lo[c][r] = v[c];
-        q6_k_quants(z + 64 * h, z + 128 + 32 * h, v);
-        for (int c = 0; c < 4; c++) hi[c][r] = v[c];
+      __m512i a[8], c[8], hb[8];
+      transpose_rows(rows, row_bytes, i * 210 + 64 * h, a);
+      transpose_rows(rows, row_bytes, i * 210 + 64 * h + 32, c);
+      transpose_rows(rows, row_bytes, i * 210 + 128 + 32 * h, hb);
+      for (int j = 0; j < 8; j++) {
+        const __m512i q[4] = {
+            _mm512_or_si512(_mm512_and_si512(a[j], m4), _mm512_slli_epi16(_mm512_and_si512(hb[j], m2), 4)),
+            _mm512_or_si512(_mm512_and_si512(c[j], m4), _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hb[j], 2), m2), 4)),
+            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(a[j], 4), m4),
+                            _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hb[j], 4), m2), 4)),
+            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(c[j], 4), m4),
+                            _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hb[j], 6), m2), 4)),
+        };
+        for (int k = 0; k < 4; k++) _mm512_store_si512((__m512i *)(o + ((4 * h + k) * 8 + j) * 64), q[k]);
       }
-      for (int c = 0; c < 4; c++) store_run(o, 4 * h + c, lo[c], hi[c]);
     }
   }
 }
