@@ -5,7 +5,8 @@
 #     token counts per expert, and sums within float rounding (printed: the largest relative
 #     difference over all entries);
 #  2. `moe quantize --imatrix` and llama-quantize --imatrix, given llama-imatrix's file, write
-#     the same file byte for byte for Q4_0 (its ffn_down rule), Q4_1, Q5_0, Q4_K_M, Q5_K_M, Q6_K;
+#     the same file byte for byte for Q4_0 (its ffn_down rule), Q4_1, Q5_0, Q2_K, Q3_K_S/M/L,
+#     Q4_K_M, Q5_K_M, Q6_K, IQ4_NL and IQ4_XS;
 #  3. the same with `moe imatrix`'s own file: the types and sizes agree, and (1) bounds the bytes.
 #
 #     swift build -c release && scripts/build-llama-cpp.sh && scripts/check-imatrix.sh [LLAMA_DIR]
@@ -61,7 +62,7 @@ print(f"imatrix: {len(a) // 2} entries, the same shapes and total tokens; the fi
       f"rounding), experts with 100+ tokens within {experts:.1e}")
 assert first < 1e-4 and dense < 5e-2 and moved <= routed // 50, (first, dense, moved)
 PY
-for t in Q4_0 Q4_1 Q5_0 Q4_K_M Q5_K_M Q6_K; do
+for t in Q4_0 Q4_1 Q5_0 Q2_K Q3_K_S Q3_K_M Q3_K_L Q4_K_M Q5_K_M Q6_K IQ4_NL IQ4_XS; do
   "$llama/build/bin/llama-quantize" --imatrix llama.imatrix.gguf model.bf16.gguf llama.$t.gguf $t >/dev/null 2>&1
   lower=$(echo $t | tr A-Z a-z)
   "$moe" quantize --model model.bf16.gguf --imatrix llama.imatrix.gguf --type $lower --out moe.$t.gguf 2>/dev/null

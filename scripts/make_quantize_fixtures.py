@@ -12,8 +12,9 @@ blocks.json also holds an importance vector (one weight per column) and the byte
 llama-quantize --pure --imatrix writes with it (an imatrix GGUF made here holding only that
 tensor's entry): the oracle for the importance-weighted quantizers.
 
-mixes.json: the type llama-quantize gives every tensor of tiny models (a dense Llama, an
-8-expert Mixtral, a 4-expert OLMoE and a Qwen3-MoE with rows too short for the k-quants), for
+mixes.json: the type llama-quantize gives every tensor of tiny models (a dense Llama, one with 4
+query heads per key-value head, an 8-expert Mixtral, a 4-expert OLMoE and a Qwen3-MoE with rows
+too short for the k-quants), for
 every preset: the per-tensor mix rules and their fallbacks, without committing the models.
 
     scripts/build-llama-cpp.sh && python3 scripts/make_quantize_fixtures.py [.llama.cpp]
@@ -39,15 +40,18 @@ sys.path.insert(0, HERE)
 from make_gguf_model_fixtures import CONVERT, tokenizer_json  # noqa: E402
 
 QUANTIZE = os.path.join(LLAMA, "build", "bin", "llama-quantize")
-PRESETS = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "MXFP4_MOE"]
+PRESETS = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S",
+           "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS", "MXFP4_MOE"]
 # --pure file type for each block format: every quantizable tensor in that format.
-PURE = {"q8_0": "Q8_0", "q4_0": "Q4_0", "q4_1": "Q4_1", "q5_0": "Q5_0", "q5_1": "Q5_1", "q4_k": "Q4_K_S",
-        "q5_k": "Q5_K_S", "q6_k": "Q6_K"}
+PURE = {"q8_0": "Q8_0", "q4_0": "Q4_0", "q4_1": "Q4_1", "q5_0": "Q5_0", "q5_1": "Q5_1", "q2_k": "Q2_K",
+        "q3_k": "Q3_K_S", "q4_k": "Q4_K_S", "q5_k": "Q5_K_S", "q6_k": "Q6_K", "iq4_nl": "IQ4_NL", "iq4_xs": "IQ4_XS"}
 COMMON = dict(vocab_size=320, hidden_size=256, num_hidden_layers=8, num_attention_heads=4, num_key_value_heads=2,
               max_position_embeddings=256, rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=256,
               eos_token_id=256, rope_theta=10000.0)
 MODELS = {
     "llama": ("LlamaConfig", dict(COMMON, intermediate_size=512)),
+    # 4 query heads per key-value head: the Q2_K and IQ4_* rules for attn_v.
+    "llama_gqa4": ("LlamaConfig", dict(COMMON, intermediate_size=512, num_attention_heads=8)),
     "mixtral": ("MixtralConfig", dict(COMMON, intermediate_size=256, num_local_experts=8, num_experts_per_tok=2)),
     "olmoe": ("OlmoeConfig", dict(COMMON, intermediate_size=256, num_experts=4, num_experts_per_tok=2)),
     "qwen3_moe": ("Qwen3MoeConfig", dict(COMMON, num_hidden_layers=4, intermediate_size=96, moe_intermediate_size=96,
@@ -145,7 +149,10 @@ def main():
             src = convert(name, scratch)
             reader = gguf.GGUFReader(src)
             arch = reader.fields["general.architecture"].contents()
+            heads = int(reader.fields[f"{arch}.attention.head_count"].contents())
             entry = {"arch": arch, "block_count": int(reader.fields[f"{arch}.block_count"].contents()),
+                     "head_count": heads, "head_count_kv": int(reader.fields[f"{arch}.attention.head_count_kv"].contents())
+                     if f"{arch}.attention.head_count_kv" in reader.fields else heads,
                      "expert_count": int(reader.fields[f"{arch}.expert_count"].contents())
                      if f"{arch}.expert_count" in reader.fields else 0,
                      "tensors": [{"name": t.name, "shape": [int(x) for x in reversed(t.shape)]} for t in reader.tensors],

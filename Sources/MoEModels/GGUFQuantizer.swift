@@ -49,7 +49,12 @@ public enum GGUFQuantizer {
         let arch = input.architecture ?? ""
         let layers = input.metadata["\(arch).block_count"]?.int ?? 0
         let experts = input.metadata["\(arch).expert_count"]?.int ?? 0
+        // llama.cpp reads the first layer's head counts (the key-value count defaults to the heads').
+        func first(_ key: String) -> Int? { input.metadata[key].flatMap { $0.int ?? $0.array?.first?.int } }
+        let heads = first("\(arch).attention.head_count") ?? 0, kvHeads = first("\(arch).attention.head_count_kv") ?? heads
+        let gqa = kvHeads > 0 ? heads / kvHeads : 0
         var plan = QuantizationPlan(preset: preset, overrides: overrides, names: input.tensorNames, layers: layers, experts: experts,
+                                    groupedQueries: gqa, is70B: arch == "llama" && layers == 80 && heads != kvHeads,
                                     hasImportance: hasImportance)
         return QuantizationPlan.fileOrder(input.tensorNames).map { name in
             let info = input.tensors[name]!

@@ -234,6 +234,9 @@ static inline void moek_store_tile(const float *tile, size_t mrmax, float *C, si
 /// The 4-bit code books of IQ4_NL and MXFP4 (the MXFP4 values doubled, as ggml stores them).
 static const int8_t moek_kvalues_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 static const int8_t moek_kvalues_mxfp4[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+/// Quantizes one block of `dt` (Q2_K, Q3_K, IQ4_NL, IQ4_XS; quantize_low_bits.c) from x into b,
+/// weighted by the block's importance `qw` when not NULL: 1, or 0 for other formats.
+int moek_quantize_low_bits(const float *x, int dt, uint8_t *b, const float *qw);
 
 /// ggml's e8m0 scale halved (the MXFP4 values are stored doubled): 2^(e - 128).
 static inline float moek_e8m0_half(uint8_t e) {

@@ -2,32 +2,12 @@
 // quantizers (`quantize_row_*_ref` in ggml-quants.c), which llama-quantize uses without an
 // importance matrix, and the importance-weighted ones (`quantize_row_*_impl`), which it uses
 // with one; either way a tensor quantized here has the bytes llama.cpp would write.
-// Layouts: dequant.c. Formats: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, MXFP4, Q4_K, Q5_K, Q6_K.
+// Layouts: dequant.c. Formats: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, MXFP4, Q4_K, Q5_K, Q6_K here; Q2_K,
+// Q3_K, IQ4_NL and IQ4_XS in quantize_low_bits.c; the searches they share in quantize_search.h.
 #include <float.h>
 #include <math.h>
 #include "internal.h"
-
-#define QMIN(a, b) ((a) < (b) ? (a) : (b))
-#define QMAX(a, b) ((a) > (b) ? (a) : (b))
-
-/// Round to nearest (ties to even) through the float mantissa, as ggml's `nearest_int`.
-static inline int nearest_int(float fval) {
-  const float val = fval + 12582912.f;
-  int i;
-  memcpy(&i, &val, sizeof(int));
-  return (i & 0x007fffff) - 0x00400000;
-}
-
-static void put_f16(uint8_t *p, float f) {
-  const uint16_t h = moek_f32_to_f16(f);
-  memcpy(p, &h, 2);
-}
-
-static float get_f16(const uint8_t *p) {
-  uint16_t h;
-  memcpy(&h, p, 2);
-  return moek_f16_to_f32(h);
-}
+#include "quantize_search.h"
 
 static void q8_0(const float *x, uint8_t *b) {
   float amax = 0;
@@ -116,68 +96,6 @@ static void mxfp4(const float *x, uint8_t *b) {
   }
 }
 
-/// ggml's `make_qkx2_quants`: the scale and min of n values on levels 0..nmax minimising the
-/// weighted squared error, searching nstep scales around the range's; returns the scale and
-/// stores -min.
-static float make_qkx2_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
-                              uint8_t *Laux, float rmin, float rdelta, int nstep) {
-  float min = x[0], max = x[0], sum_w = weights[0], sum_x = sum_w * x[0];
-  for (int i = 1; i < n; ++i) {
-    if (x[i] < min) min = x[i];
-    if (x[i] > max) max = x[i];
-    sum_w += weights[i];
-    sum_x += weights[i] * x[i];
-  }
-  if (min > 0) min = 0;
-  if (max == min) {
-    for (int i = 0; i < n; ++i) L[i] = 0;
-    *the_min = -min;
-    return 0.f;
-  }
-  float iscale = nmax / (max - min), scale = 1 / iscale, best_error = 0;
-  for (int i = 0; i < n; ++i) {
-    const int l = nearest_int(iscale * (x[i] - min));
-    L[i] = (uint8_t)QMAX(0, QMIN(nmax, l));
-    const float diff = scale * L[i] + min - x[i];
-    best_error += weights[i] * (diff * diff);
-  }
-  for (int is = 0; is <= nstep; ++is) {
-    iscale = (rmin + rdelta * is + nmax) / (max - min);
-    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
-    for (int i = 0; i < n; ++i) {
-      int l = nearest_int(iscale * (x[i] - min));
-      l = QMAX(0, QMIN(nmax, l));
-      Laux[i] = (uint8_t)l;
-      const float w = weights[i];
-      sum_l += w * l;
-      sum_l2 += w * l * l;
-      sum_xl += w * l * x[i];
-    }
-    const float D = sum_w * sum_l2 - sum_l * sum_l;
-    if (D > 0) {
-      float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-      float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
-      if (this_min > 0) {
-        this_min = 0;
-        this_scale = sum_xl / sum_l2;
-      }
-      float cur_error = 0;
-      for (int i = 0; i < n; ++i) {
-        const float diff = this_scale * Laux[i] + this_min - x[i];
-        cur_error += weights[i] * (diff * diff);
-      }
-      if (cur_error < best_error) {
-        for (int i = 0; i < n; ++i) L[i] = Laux[i];
-        best_error = cur_error;
-        scale = this_scale;
-        min = this_min;
-      }
-    }
-  }
-  *the_min = -min;
-  return scale;
-}
-
 /// Writes a Q4_K (nmax 15) or Q5_K (31) super-block from its 6-bit scales `ls` and mins `lm`
 /// and the block's d and dmin: the packed scales, then every value re-rounded against them.
 /// `L` holds the search's levels, kept where a sub-block's scale rounds to zero.
@@ -242,7 +160,7 @@ static void k45(const float *x, uint8_t *b, int five) {
     const float av_x = sqrtf(sum_x2 / 32);
     for (int l = 0; l < 32; ++l) weights[l] = av_x + fabsf(x[32 * j + l]);
     scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, five ? -0.5f : -1.f, 0.1f,
-                                 five ? 15 : 20);
+                                 five ? 15 : 20, 0);
     if (scales[j] > max_scale) max_scale = scales[j];
     if (mins[j] > max_min) max_min = mins[j];
   }
@@ -252,45 +170,6 @@ static void k45(const float *x, uint8_t *b, int five) {
     lm[j] = (uint8_t)QMIN(63, (uint8_t)nearest_int(inv_min * mins[j]));
   }
   k45_pack(x, b, five, L, ls, lm, max_scale / 63.f, max_min / 63.f);
-}
-
-/// ggml's `make_qx_quants` with rmse_type 1: the signed scale of n values on levels
-/// -nmax..nmax-1 minimising the error weighted by `qw` (x^2 when NULL), searching 18 scales
-/// near the largest value's; levels stored offset by nmax.
-static float make_qx_quants(int n, int nmax, const float *x, int8_t *L, const float *qw) {
-  float max = 0, amax = 0;
-  for (int i = 0; i < n; ++i)
-    if (fabsf(x[i]) > amax) amax = fabsf(x[i]), max = x[i];
-  if (amax < 1e-15f) {
-    for (int i = 0; i < n; ++i) L[i] = 0;
-    return 0.f;
-  }
-  float iscale = -nmax / max, sumlx = 0, suml2 = 0;
-  for (int i = 0; i < n; ++i) {
-    const int l = QMAX(-nmax, QMIN(nmax - 1, nearest_int(iscale * x[i])));
-    L[i] = (int8_t)(l + nmax);
-    const float w = qw ? qw[i] : x[i] * x[i];
-    sumlx += w * x[i] * l;
-    suml2 += w * l * l;
-  }
-  float scale = suml2 ? sumlx / suml2 : 0.0f, best = scale * sumlx;
-  for (int is = -9; is <= 9; ++is) {
-    if (is == 0) continue;
-    iscale = -(nmax + 0.1f * is) / max;
-    sumlx = suml2 = 0;
-    for (int i = 0; i < n; ++i) {
-      const int l = QMAX(-nmax, QMIN(nmax - 1, nearest_int(iscale * x[i])));
-      const float w = qw ? qw[i] : x[i] * x[i];
-      sumlx += w * x[i] * l;
-      suml2 += w * l * l;
-    }
-    if (suml2 > 0 && sumlx * sumlx > best * suml2) {
-      for (int i = 0; i < n; ++i) L[i] = (int8_t)(nmax + QMAX(-nmax, QMIN(nmax - 1, nearest_int(iscale * x[i]))));
-      scale = sumlx / suml2;
-      best = scale * sumlx;
-    }
-  }
-  return scale;
 }
 
 /// Q6_K: per 16 values a signed scale (weighted by `qw` when given), 8-bit relative to the
@@ -328,62 +207,6 @@ static void q6_k(const float *x, uint8_t *b, const float *qw) {
 
 // MARK: importance-weighted quantizers (ggml's `quantize_row_*_impl`)
 
-/// ggml's `make_qp_quants`: the positive scale of n values on levels 0..nmax minimising the
-/// error weighted by `qw`, searching 8 scales, then moving single levels while that helps.
-static float make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const float *qw) {
-  float max = 0;
-  for (int i = 0; i < n; ++i) max = QMAX(max, x[i]);
-  if (max < 1e-15f) {
-    for (int i = 0; i < n; ++i) L[i] = 0;
-    return 0.f;
-  }
-  float iscale = nmax / max;
-  for (int i = 0; i < n; ++i) L[i] = (uint8_t)nearest_int(iscale * x[i]);
-  float scale = 1 / iscale, best_mse = 0;
-  for (int i = 0; i < n; ++i) {
-    const float diff = x[i] - scale * L[i];
-    best_mse += qw[i] * diff * diff;
-  }
-  for (int is = -4; is <= 4; ++is) {
-    if (is == 0) continue;
-    const float iscale_is = (0.1f * is + nmax) / max, scale_is = 1 / iscale_is;
-    float mse = 0;
-    for (int i = 0; i < n; ++i) {
-      const int l = QMIN(nmax, nearest_int(iscale_is * x[i]));
-      const float diff = x[i] - scale_is * l;
-      mse += qw[i] * diff * diff;
-    }
-    if (mse < best_mse) best_mse = mse, iscale = iscale_is;
-  }
-  float sumlx = 0, suml2 = 0;
-  for (int i = 0; i < n; ++i) {
-    const int l = QMIN(nmax, nearest_int(iscale * x[i]));
-    L[i] = (uint8_t)l;
-    sumlx += qw[i] * x[i] * l;
-    suml2 += qw[i] * l * l;
-  }
-  for (int itry = 0; itry < 5; ++itry) {
-    int n_changed = 0;
-    for (int i = 0; i < n; ++i) {
-      const float w = qw[i];
-      float slx = sumlx - w * x[i] * L[i], sl2 = suml2 - w * L[i] * L[i];
-      if (slx > 0 && sl2 > 0) {
-        const int new_l = QMIN(nmax, nearest_int(x[i] * sl2 / slx));
-        if (new_l != L[i]) {
-          slx += w * x[i] * new_l;
-          sl2 += w * new_l * new_l;
-          if (slx * slx * suml2 > sumlx * sumlx * sl2) {
-            L[i] = (uint8_t)new_l, sumlx = slx, suml2 = sl2;
-            ++n_changed;
-          }
-        }
-      }
-    }
-    if (!n_changed) break;
-  }
-  return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
-}
-
 /// Each value's weight in a 32-value block: its importance times sqrt(sigma2 + x^2).
 static void block_weights(const float *x, const float *qw, float sigma2, float *w) {
   for (int j = 0; j < 32; ++j) w[j] = qw[j] * sqrtf(sigma2 + x[j] * x[j]);
@@ -404,7 +227,7 @@ static void q_1_weighted(const float *x, uint8_t *b, int bits, float sigma2, con
   float w[32], min;
   uint8_t L[32], Laux[32];
   block_weights(x, qw, sigma2, w);
-  put_f16(b, make_qkx2_quants(32, bits == 4 ? 15 : 31, x, w, L, &min, Laux, -0.9f, 0.05f, 36));
+  put_f16(b, make_qkx2_quants(32, bits == 4 ? 15 : 31, x, w, L, &min, Laux, -0.9f, 0.05f, 36, 0));
   put_f16(b + 2, -min);
   if (bits == 4) pack_nibbles(L, b + 4);
   else pack_fives(L, b + 8, b + 4);
@@ -422,7 +245,7 @@ static void k45_weighted(const float *x, uint8_t *b, int five, const float *qw) 
     float sumw = 0;
     for (int l = 0; l < 32; ++l) sumw += w[l];
     sw[j] = sumw;
-    scales[j] = make_qkx2_quants(32, five ? 31 : 15, x + 32 * j, w, L + 32 * j, &mins[j], Laux, -0.9f, 0.05f, 36);
+    scales[j] = make_qkx2_quants(32, five ? 31 : 15, x + 32 * j, w, L + 32 * j, &mins[j], Laux, -0.9f, 0.05f, 36, 0);
   }
   const float d_block = make_qp_quants(8, 63, scales, ls, sw), m_block = make_qp_quants(8, 63, mins, lm, sw);
   if (five)
@@ -447,7 +270,8 @@ int moek_quantize_row_weighted(const float *src, int dt, void *dst, size_t n, co
       case MOEK_Q5_1: q_1_weighted(x, b, 5, sigma2, w); break;
       case MOEK_Q4_K: k45_weighted(x, b, 0, w); break;
       case MOEK_Q5_K: k45_weighted(x, b, 1, w); break;
-      default: q6_k(x, b, w); break;
+      case MOEK_Q6_K: q6_k(x, b, w); break;
+      default: moek_quantize_low_bits(x, dt, b, w); break;
     }
   }
   return 1;
@@ -456,7 +280,7 @@ int moek_quantize_row_weighted(const float *src, int dt, void *dst, size_t n, co
 int moek_can_quantize(int dt) {
   switch (dt) {
     case MOEK_Q8_0: case MOEK_Q4_0: case MOEK_Q4_1: case MOEK_Q5_0: case MOEK_Q5_1: case MOEK_MXFP4:
-    case MOEK_Q4_K: case MOEK_Q5_K: case MOEK_Q6_K:
+    case MOEK_Q4_K: case MOEK_Q5_K: case MOEK_Q6_K: case MOEK_Q2_K: case MOEK_Q3_K: case MOEK_IQ4_NL: case MOEK_IQ4_XS:
       return 1;
     default: return 0;
   }
@@ -477,7 +301,8 @@ int moek_quantize(const float *src, int dt, void *dst, size_t n) {
       case MOEK_MXFP4: mxfp4(x, b); break;
       case MOEK_Q4_K: k45(x, b, 0); break;
       case MOEK_Q5_K: k45(x, b, 1); break;
-      default: q6_k(x, b, NULL); break;
+      case MOEK_Q6_K: q6_k(x, b, NULL); break;
+      default: moek_quantize_low_bits(x, dt, b, NULL); break;
     }
   }
   return 1;

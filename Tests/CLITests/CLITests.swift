@@ -435,7 +435,7 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(run.err.contains("100%") && run.err.contains("wrote"), run.err)
         let logits = try moe(["logits", "--model", out, "--tokens", "1,2,3"])
         XCTAssertEqual(logits.status, 0, logits.err)
-        for bad in [["--type", "q3_xl"], ["--type", "q8_0", "--tensor-type", "attn_q"], ["--type", "q8_0", "--tensor-type", "attn_q=q2_k"],
+        for bad in [["--type", "q3_xl"], ["--type", "q8_0", "--tensor-type", "attn_q"], ["--type", "q8_0", "--tensor-type", "attn_q=iq2_xxs"],
                     ["--type", "q8_0", "--tensor-type", "(=q8_0"]] {
             let r = try moe(["quantize", "--model", source, "--out", out + ".bad"] + bad)
             XCTAssertNotEqual(r.status, 0, "\(bad)")

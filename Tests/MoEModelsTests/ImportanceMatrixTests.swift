@@ -156,5 +156,14 @@ final class ImportanceMatrixTests: XCTestCase {
                 XCTAssertEqual(a, name == "blk.0.ffn_down.weight" ? early : b, name)
             }
         }
+        // IQ4_NL and IQ4_XS move the first eighth of ffn_down to Q5_K only without an imatrix.
+        for preset in [QuantizationPreset.iq4_nl, .iq4_xs] {
+            var with = QuantizationPlan(preset: preset, names: names, layers: 8, experts: 0, hasImportance: true)
+            var without = QuantizationPlan(preset: preset, names: names, layers: 8, experts: 0)
+            for name in QuantizationPlan.fileOrder(names) {
+                let (a, b) = (with.type(for: name, shape: [64, 256], stored: .f32), without.type(for: name, shape: [64, 256], stored: .f32))
+                XCTAssertEqual(b, name == "blk.0.ffn_down.weight" ? .q5_K : a, "\(preset) \(name)")
+            }
+        }
     }
 }

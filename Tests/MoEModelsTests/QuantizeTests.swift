@@ -7,7 +7,7 @@ import XCTest
 
 /// `moe quantize` against llama.cpp's llama-quantize (scripts/make_quantize_fixtures.py and
 /// scripts/make_gguf_model_fixtures.py): the same bytes per block format on rows chosen to
-/// break quantizers, the same type for every tensor of four model shapes under every preset,
+/// break quantizers, the same type for every tensor of five model shapes under every preset,
 /// and the same file, byte for byte, for a whole model.
 final class QuantizeTests: XCTestCase {
     let folder = fixturesDirectory.appendingPathComponent("quantize")
@@ -19,7 +19,8 @@ final class QuantizeTests: XCTestCase {
     }
     struct Mix: Decodable {
         struct Entry: Decodable { var name: String, shape: [Int] }
-        var arch: String, block_count: Int, expert_count: Int, tensors: [Entry], presets: [String: [String: String]]
+        var arch: String, block_count: Int, expert_count: Int, head_count: Int, head_count_kv: Int
+        var tensors: [Entry], presets: [String: [String: String]]
     }
 
     func testEveryFormatQuantizesAsLlamaQuantize() throws {
@@ -55,7 +56,7 @@ final class QuantizeTests: XCTestCase {
         let matrix = ImportanceMatrix(entries: ["w": .init(sums: try floats(blocks.importance).map { $0 * 3 }, counts: [3])])
         let weights = try XCTUnwrap(try matrix.weights(for: "w", columns: blocks.columns, slices: 1, path: "blocks.json"))
         let importance = Importance(values: weights, rowsPerSlice: 256)
-        XCTAssertEqual(blocks.weighted_formats.count, 8)
+        XCTAssertEqual(blocks.weighted_formats.count, 12)
         for (name, encoded) in blocks.weighted_formats.sorted(by: { $0.key < $1.key }) {
             let dtype = try XCTUnwrap(DType(name: name))
             let want = [UInt8](try XCTUnwrap(Data(base64Encoded: encoded)))
@@ -75,12 +76,13 @@ final class QuantizeTests: XCTestCase {
 
     func testEveryPresetChoosesLlamaQuantizesTypes() throws {
         let mixes = try JSONDecoder().decode([String: Mix].self, from: Data(contentsOf: folder.appendingPathComponent("mixes.json")))
-        XCTAssertEqual(mixes.count, 4)
+        XCTAssertEqual(mixes.count, 5)
         for (model, mix) in mixes.sorted(by: { $0.key < $1.key }) {
             let shapes = Dictionary(uniqueKeysWithValues: mix.tensors.map { ($0.name, $0.shape) })
             for (presetName, want) in mix.presets.sorted(by: { $0.key < $1.key }) {
                 let preset = try XCTUnwrap(QuantizationPreset(rawValue: presetName), presetName)
-                var plan = QuantizationPlan(preset: preset, names: Array(shapes.keys), layers: mix.block_count, experts: mix.expert_count)
+                var plan = QuantizationPlan(preset: preset, names: Array(shapes.keys), layers: mix.block_count, experts: mix.expert_count,
+                                            groupedQueries: mix.head_count / mix.head_count_kv)
                 for name in QuantizationPlan.fileOrder(Array(shapes.keys)) {
                     let got = plan.type(for: name, shape: shapes[name]!, stored: .f32)
                     XCTAssertEqual(got.description, want[name], "\(model) \(presetName) \(name)")

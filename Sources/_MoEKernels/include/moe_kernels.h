@@ -60,7 +60,8 @@ void moek_gemv_rows_blocks(const void *W, int dt, size_t ldw, const float *X, si
 /// Whether `moek_quantize` writes block format `dt`.
 int moek_can_quantize(int dt);
 /// Quantizes n f32 values (a whole number of blocks) into block format `dt` at `dst`, exactly as
-/// ggml's reference quantizers (llama-quantize without an importance matrix) do. Values must be
+/// llama-quantize does without an importance matrix (ggml's reference quantizers; IQ4_NL and
+/// IQ4_XS by `quantize_iq4_nl`/`_xs` with their 7 scale trials). Values must be
 /// finite. Returns 0, writing nothing, for a format `moek_can_quantize` refuses.
 int moek_quantize(const float *src, int dt, void *dst, size_t n);
 /// Quantizes one row of n f32 values into block format `dt` weighted by the importance `qw`
