@@ -64,6 +64,17 @@ INLINE void k45_quants(int five, const uint8_t *qs, __m256i hbits, int j, __m256
   }
 }
 
+/// Q3_K: the unsigned 3-bit quants (0..7, the value plus 4) of half h (values 128 h ..) as 4 runs
+/// of 32, from the half's 32 two-bit-plane bytes qs (run c in bits 2 c) and the 32 hmask bytes
+/// (run c's third bit in bit 4 h + c).
+INLINE void q3_k_quants(const uint8_t *qs, const uint8_t *hmask, int h, __m256i q[4]) {
+  const __m256i m2 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+  const __m256i a = _mm256_loadu_si256((const __m256i *)qs), hm = _mm256_loadu_si256((const __m256i *)hmask);
+  for (int c = 0; c < 4; c++)
+    q[c] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 2 * c), m2),
+                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + c), one), 2));
+}
+
 /// Q6_K: the unsigned 6-bit quants (0..63) of one half block (128 values) as 4 runs of 32,
 /// from its 64 low-bit bytes ql and 32 high-bit bytes qh.
 INLINE void q6_k_quants(const uint8_t *ql, const uint8_t *qh, __m256i q[4]) {

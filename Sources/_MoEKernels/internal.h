@@ -25,14 +25,14 @@ int moek_gemv_rows_q8_avx512(const void *W, int dt, size_t ldw, const void *XQ, 
 /// when it handled `dt`, else 0.
 int moek_gemv_rows_q8_vnni(const void *W, int dt, size_t ldw, const void *XQ, size_t ldxq, int nx, float *Y,
                            size_t ldy, size_t r0, size_t r1, size_t K);
-/// Activation rows from which a `dt` product takes the rows-in-lanes leaf (Q4_K, Q5_K, Q6_K; 0
-/// for other formats): its repack of 16 weight rows is shared by them all. Single thread,
+/// Activation rows from which a `dt` product takes the rows-in-lanes leaf (Q3_K, Q4_K, Q5_K,
+/// Q6_K; 0 for other formats): its repack of 16 weight rows is shared by them all. Single thread,
 /// Mixtral-shaped 7168 x 2048: Q4_K and Q5_K 1.1-1.5x the row leaf from 12 rows, Q6_K level at
-/// 16 and ahead from 20.
+/// 16 and ahead from 20, Q3_K 1.3x from 10 (the row leaf takes 8 rows per pass).
 static inline int moek_lanes_min_rows(int dt) {
-  return dt == MOEK_Q4_K || dt == MOEK_Q5_K ? 12 : dt == MOEK_Q6_K ? 16 : 0;
+  return dt == MOEK_Q4_K || dt == MOEK_Q5_K ? 12 : dt == MOEK_Q6_K ? 16 : dt == MOEK_Q3_K ? 10 : 0;
 }
-/// Q4_K, Q5_K or Q6_K rows [r0, r1) against nx activation rows with weight rows in lanes
+/// Q3_K, Q4_K, Q5_K or Q6_K rows [r0, r1) against nx activation rows with weight rows in lanes
 /// (kernels_avx512_vnni_lanes.c), 16 at a time: returns the first row it left (r1 less a
 /// remainder of fewer than 16; r0 for other formats).
 size_t moek_lanes_vnni(int dt, const void *W, size_t row_bytes, const void *XQ, size_t ldxq, int nx, float *Y, size_t ldy,
@@ -70,11 +70,20 @@ static inline moek_act_row moek_act_row_at(const void *XQ, size_t ldxq, int m, s
 
 /// Q3_K's 16 signed scales (6 bits minus 32) from the 12 packed bytes: low 4 bits from bytes
 /// 0..7 (low nibble for 0..7, high for 8..15), top 2 bits from bytes 8..11.
+/// Four scales at a time as ggml's dot products unpack them: scales 4 q .. 4 q + 3 take their low
+/// bits from the nibbles of bytes 0..3 (q = 0, 2) or 4..7 (q = 1, 3) and their top bits from
+/// bits 2 q of bytes 8..11.
 static inline void q3_k_scales(const uint8_t *packed, int8_t scales[16]) {
-  for (int g = 0; g < 16; g++) {
-    const int lo = g < 8 ? packed[g] & 0xF : packed[g - 8] >> 4, hi = (packed[8 + g % 4] >> (2 * (g / 4))) & 3;
-    scales[g] = (int8_t)((lo | hi << 4) - 32);
-  }
+  const uint32_t m4 = 0x0F0F0F0Fu, m2 = 0x03030303u;
+  uint32_t a[3], s[4];
+  memcpy(a, packed, 12);
+  s[0] = (a[0] & m4) | ((a[2] & m2) << 4);
+  s[1] = (a[1] & m4) | (((a[2] >> 2) & m2) << 4);
+  s[2] = ((a[0] >> 4) & m4) | (((a[2] >> 4) & m2) << 4);
+  s[3] = ((a[1] >> 4) & m4) | (((a[2] >> 6) & m2) << 4);
+  uint8_t u[16];
+  memcpy(u, s, 16);
+  for (int g = 0; g < 16; g++) scales[g] = (int8_t)(u[g] - 32);
 }
 
 /// The NEON integer block rows (kernels_neon_q8.c): 1 when it handled `dt`, else 0.

@@ -22,7 +22,7 @@
 //   128 times the block's activation sum is taken off first, from the quantizer's 16-value sums.
 //
 // The integer sums are the row leaves' exactly; only the order of the f32 sums differs.
-// Q8_0, Q4_0, Q5_0, IQ4_NL, MXFP4 (K a multiple of 256), Q4_K, Q5_K, Q6_K; other formats
+// Q8_0, Q4_0, Q5_0, IQ4_NL, MXFP4 (K a multiple of 256), Q3_K, Q4_K, Q5_K, Q6_K; other formats
 // return 0 and run through the row leaves.
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -181,33 +181,43 @@ INLINE void rows_k45i(int five, const uint8_t *W, size_t row_bytes, const moek_a
   }
 }
 
-/// Q6_K, paired: lanes j and 4 + j of the L sums are 16-value sub-blocks 4 j and 4 j + 1, of the
-/// H sums 4 j + 2 and 4 j + 3, each with its int8 scale; the -32 is 32 times the scaled 16-value
-/// activation sums.
-INLINE void rows_q6_ki(const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y, size_t ldy,
-                       size_t r0, size_t r1, size_t K) {
-  const size_t blocks = K / 256;
+/// Q6_K (`three` 0) and Q3_K, paired: lanes j and 4 + j of the L sums are 16-value sub-blocks 4 j
+/// and 4 j + 1, of the H sums 4 j + 2 and 4 j + 3, each with its int8 scale; the values are
+/// stored unsigned (Q6_K: q + 32, Q3_K: q + 4), and the offset is 32 (4) times the scaled
+/// 16-value activation sums.
+INLINE void rows_q36_ki(const int three, const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y,
+                        size_t ldy, size_t r0, size_t r1, size_t K) {
+  const size_t blocks = K / 256, bytes = three ? 110 : 210;
   for (size_t r = r0; r < r1; r++) {
     const uint8_t *row = W + r * row_bytes;
     __m256 acc[GROUP];
     for (int m = 0; m < GROUP; m++) acc[m] = _mm256_setzero_ps();
     for (size_t i = 0; i < blocks; i++) {
-      const uint8_t *b = row + i * 210;
-      for (size_t o = 0; o < 210; o += 64) _mm_prefetch((const char *)(b + AHEAD + o), _MM_HINT_T0);
-      const float d = half(b + 208);
-      const __m128i sc = _mm_loadu_si128((const __m128i *)(b + 192));
+      const uint8_t *b = row + i * bytes;
+      for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)(b + AHEAD + o), _MM_HINT_T0);
+      const float d = half(b + (three ? 108 : 208));
+      __m128i sc;
+      __m256i v[8], w[8];
+      if (three) {
+        int8_t s3[16];
+        q3_k_scales(b + 96, s3);
+        sc = _mm_loadu_si128((const __m128i *)s3);
+        q3_k_quants(b + 32, b, 0, v);
+        q3_k_quants(b + 64, b, 1, v + 4);
+      } else {
+        sc = _mm_loadu_si128((const __m128i *)(b + 192));
+        q6_k_quants(b, b + 128, v);
+        q6_k_quants(b + 64, b + 160, v + 4);
+      }
       const __m256i sc_lo = _mm256_cvtepi8_epi32(_mm_shuffle_epi8(sc, _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, -1, -1, -1, -1, -1, -1, -1, -1)));
       const __m256i sc_hi = _mm256_cvtepi8_epi32(_mm_shuffle_epi8(sc, _mm_setr_epi8(2, 6, 10, 14, 3, 7, 11, 15, -1, -1, -1, -1, -1, -1, -1, -1)));
-      const __m256i sc32 = _mm256_mullo_epi16(_mm256_cvtepi8_epi16(sc), _mm256_set1_epi16(32));
-      __m256i v[8], w[8];
-      q6_k_quants(b, b + 128, v);
-      q6_k_quants(b + 64, b + 160, v + 4);
+      const __m256i sc_off = _mm256_mullo_epi16(_mm256_cvtepi8_epi16(sc), _mm256_set1_epi16(three ? 4 : 32));
       pair8(v, w);
 #pragma clang loop unroll(full)
       for (int m = 0; m < nx; m++) {
         __m256i lo, hi;
         dot_pairs(w, x[m].qi + 256 * i, &lo, &hi);
-        const __m256i offset = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x[m].bs + 16 * i)), sc32);
+        const __m256i offset = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x[m].bs + 16 * i)), sc_off);
         const __m256i s = _mm256_sub_epi32(_mm256_add_epi32(_mm256_mullo_epi32(lo, sc_lo), _mm256_mullo_epi32(hi, sc_hi)),
                                            offset);
         acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * x[m].d[i]), acc[m]);
@@ -216,6 +226,37 @@ INLINE void rows_q6_ki(const uint8_t *W, size_t row_bytes, const moek_act_row *x
     for (int m = 0; m < nx; m++) Y[(size_t)m * ldy + r] = hsum(acc[m]);
   }
 }
+
+// One entry per format, each with its leaf inlined for every count of activation rows (the
+// count a compile-time constant, so the row loops unroll): separate functions keep each
+// format's unoptimised (debug) stack frame apart from the others'.
+#define BY_ROWS(call)                                  \
+  switch (mn) {                                        \
+    case 1: { const int n_ = 1; call; } break;         \
+    case 2: { const int n_ = 2; call; } break;         \
+    case 3: { const int n_ = 3; call; } break;         \
+    case 4: { const int n_ = 4; call; } break;         \
+    case 5: { const int n_ = 5; call; } break;         \
+    case 6: { const int n_ = 6; call; } break;         \
+    case 7: { const int n_ = 7; call; } break;         \
+    default: { const int n_ = GROUP; call; } break;    \
+  }
+#define ROWS_ENTRY(name, leaf, first)                                                                                  \
+  static void name(const uint8_t *w, size_t row_bytes, const moek_act_row *x, int mn, float *y, size_t ldy, size_t r0, \
+                   size_t r1, size_t K) {                                                                              \
+    BY_ROWS(leaf(first, w, row_bytes, x, n_, y, ldy, r0, r1, K));                                                      \
+  }
+ROWS_ENTRY(rows_q4_k, rows_k45i, 0)
+ROWS_ENTRY(rows_q5_k, rows_k45i, 1)
+ROWS_ENTRY(rows_q6_k, rows_q36_ki, 0)
+ROWS_ENTRY(rows_q3_k, rows_q36_ki, 1)
+ROWS_ENTRY(rows_q8_0, rows_32i, MOEK_Q8_0)
+ROWS_ENTRY(rows_q4_0, rows_32i, MOEK_Q4_0)
+ROWS_ENTRY(rows_q5_0, rows_32i, MOEK_Q5_0)
+ROWS_ENTRY(rows_iq4_nl, rows_32i, MOEK_IQ4_NL)
+ROWS_ENTRY(rows_mxfp4, rows_32i, MOEK_MXFP4)
+#undef ROWS_ENTRY
+#undef BY_ROWS
 
 int moek_gemv_rows_q8_vnni(const void *W, int dt, size_t ldw, const void *XQ, size_t ldxq, int nx, float *Y,
                            size_t ldy, size_t r0, size_t r1, size_t K) {
@@ -234,28 +275,17 @@ int moek_gemv_rows_q8_vnni(const void *W, int dt, size_t ldw, const void *XQ, si
     moek_act_row x[GROUP];
     for (int m = 0; m < mn; m++) x[m] = moek_act_row_at(XQ, ldxq, m0 + m, K, block);
     float *y = Y + (size_t)m0 * ldy;
-#define BY_ROWS(call)                                  \
-  switch (mn) {                                        \
-    case 1: { const int n_ = 1; call; } break;         \
-    case 2: { const int n_ = 2; call; } break;         \
-    case 3: { const int n_ = 3; call; } break;         \
-    case 4: { const int n_ = 4; call; } break;         \
-    case 5: { const int n_ = 5; call; } break;         \
-    case 6: { const int n_ = 6; call; } break;         \
-    case 7: { const int n_ = 7; call; } break;         \
-    default: { const int n_ = GROUP; call; } break;    \
-  }
     switch (dt) {
-      case MOEK_Q4_K: BY_ROWS(rows_k45i(0, w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
-      case MOEK_Q5_K: BY_ROWS(rows_k45i(1, w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
-      case MOEK_Q6_K: BY_ROWS(rows_q6_ki(w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
-      case MOEK_Q8_0: BY_ROWS(rows_32i(MOEK_Q8_0, w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
-      case MOEK_Q4_0: BY_ROWS(rows_32i(MOEK_Q4_0, w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
-      case MOEK_Q5_0: BY_ROWS(rows_32i(MOEK_Q5_0, w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
-      case MOEK_IQ4_NL: BY_ROWS(rows_32i(MOEK_IQ4_NL, w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
-      default: BY_ROWS(rows_32i(MOEK_MXFP4, w, row_bytes, x, n_, y, ldy, r0, r1, K)); break;
+      case MOEK_Q4_K: rows_q4_k(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
+      case MOEK_Q5_K: rows_q5_k(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
+      case MOEK_Q6_K: rows_q6_k(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
+      case MOEK_Q3_K: rows_q3_k(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
+      case MOEK_Q8_0: rows_q8_0(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
+      case MOEK_Q4_0: rows_q4_0(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
+      case MOEK_Q5_0: rows_q5_0(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
+      case MOEK_IQ4_NL: rows_iq4_nl(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
+      default: rows_mxfp4(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
     }
-#undef BY_ROWS
   }
   return 1;
 }
