@@ -75,6 +75,27 @@ INLINE void q3_k_quants(const uint8_t *qs, const uint8_t *hmask, int h, __m256i 
                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + c), one), 2));
 }
 
+/// IQ4_XS: the 8 runs of 32 code-book values of a block (qs at b + 8; run c from bytes 16 c ..:
+/// low nibbles values 0..15, high 16..31) as unsigned bytes, the value plus 128.
+INLINE void iq4_xs_quants(const uint8_t *b, __m256i q[8]) {
+  const __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)moek_kvalues_iq4nl));
+  const __m128i m4 = _mm_set1_epi8(0xF);
+  for (int c = 0; c < 8; c++) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)(b + 8 + 16 * c));
+    const __m256i i = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m4), _mm_and_si128(v, m4));
+    q[c] = _mm256_xor_si256(_mm256_shuffle_epi8(lut, i), _mm256_set1_epi8((char)0x80));
+  }
+}
+
+/// IQ4_XS's 8 six-bit scales (minus 32), each given twice: the 16 scales of its 16-value groups.
+INLINE void iq4_xs_scales(const uint8_t *b, int8_t scales[16]) {
+  const unsigned h = (unsigned)b[2] | (unsigned)b[3] << 8;
+  for (int ib = 0; ib < 8; ++ib) {
+    const int ls = ((b[4 + ib / 2] >> 4 * (ib % 2)) & 0xF) | (((h >> 2 * ib) & 3) << 4);
+    scales[2 * ib] = scales[2 * ib + 1] = (int8_t)(ls - 32);
+  }
+}
+
 /// Q6_K: the unsigned 6-bit quants (0..63) of one half block (128 values) as 4 runs of 32,
 /// from its 64 low-bit bytes ql and 32 high-bit bytes qh.
 INLINE void q6_k_quants(const uint8_t *ql, const uint8_t *qh, __m256i q[4]) {

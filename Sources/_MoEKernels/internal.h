@@ -26,13 +26,13 @@ int moek_gemv_rows_q8_avx512(const void *W, int dt, size_t ldw, const void *XQ, 
 int moek_gemv_rows_q8_vnni(const void *W, int dt, size_t ldw, const void *XQ, size_t ldxq, int nx, float *Y,
                            size_t ldy, size_t r0, size_t r1, size_t K);
 /// Activation rows from which a `dt` product takes the rows-in-lanes leaf (Q3_K, Q4_K, Q5_K,
-/// Q6_K; 0 for other formats): its repack of 16 weight rows is shared by them all. Single thread,
+/// Q6_K, IQ4_XS; 0 for other formats): its repack of 16 weight rows is shared by them all. Single thread,
 /// Mixtral-shaped 7168 x 2048: Q4_K and Q5_K 1.1-1.5x the row leaf from 12 rows, Q6_K level at
-/// 16 and ahead from 20, Q3_K 1.3x from 10 (the row leaf takes 8 rows per pass).
+/// 16 and ahead from 20, Q3_K 1.3x from 10 (the row leaf takes 8 rows per pass), IQ4_XS from 16.
 static inline int moek_lanes_min_rows(int dt) {
-  return dt == MOEK_Q4_K || dt == MOEK_Q5_K ? 12 : dt == MOEK_Q6_K ? 16 : dt == MOEK_Q3_K ? 10 : 0;
+  return dt == MOEK_Q4_K || dt == MOEK_Q5_K ? 12 : dt == MOEK_Q6_K || dt == MOEK_IQ4_XS ? 16 : dt == MOEK_Q3_K ? 10 : 0;
 }
-/// Q3_K, Q4_K, Q5_K or Q6_K rows [r0, r1) against nx activation rows with weight rows in lanes
+/// Q3_K, Q4_K, Q5_K, Q6_K or IQ4_XS rows [r0, r1) against nx activation rows with weight rows in lanes
 /// (kernels_avx512_vnni_lanes.c), 16 at a time: returns the first row it left (r1 less a
 /// remainder of fewer than 16; r0 for other formats).
 size_t moek_lanes_vnni(int dt, const void *W, size_t row_bytes, const void *XQ, size_t ldxq, int nx, float *Y, size_t ldy,

@@ -1,5 +1,5 @@
-// Q3_K, Q4_K, Q5_K and Q6_K products of many activation rows (prefill) on AVX-512 VNNI, with
-// weight rows in lanes.
+// Q3_K, Q4_K, Q5_K, Q6_K and IQ4_XS products of many activation rows (prefill) on AVX-512 VNNI,
+// with weight rows in lanes.
 //
 // The row leaves (kernels_avx512_vnni_q8.c) give every 32-bit lane a sub-block of one weight
 // row, so each weight row, activation row and 256-value block pays about seven vector
@@ -111,12 +111,13 @@ static void repack_q45_k(const uint8_t *rows, size_t row_bytes, int five, size_t
   }
 }
 
-/// Repacks Q6_K (`three` 0) or Q3_K blocks [i0, i1) of the 16 rows at `rows` (row_bytes apart),
-/// K6_BYTES each: both have 16 signed scales per block and unsigned values with an offset (Q6_K
-/// q + 32, Q3_K q + 4), so they share the layout and compute.
-static void repack_q36_k(const uint8_t *rows, size_t row_bytes, int three, size_t i0, size_t i1, uint8_t *out) {
-  const size_t bytes = three ? 110 : 210;
-  const int shift = three ? 2 : 5;  // offset times scale: 4 or 32
+/// Repacks Q6_K, Q3_K or IQ4_XS blocks [i0, i1) of the 16 rows at `rows` (row_bytes apart),
+/// K6_BYTES each: all have a signed scale per 16 values and unsigned values with an offset
+/// (Q6_K q + 32, Q3_K q + 4, IQ4_XS code + 128), so they share the layout and compute.
+static void repack_q36_k(const uint8_t *rows, size_t row_bytes, int dt, size_t i0, size_t i1, uint8_t *out) {
+  const int three = dt == MOEK_Q3_K, iq4 = dt == MOEK_IQ4_XS;
+  const size_t bytes = three ? 110 : iq4 ? 136 : 210;
+  const int shift = three ? 2 : iq4 ? 7 : 5;  // offset times scale: 4, 128 or 32
   for (size_t i = i0; i < i1; i++) {
     uint8_t *o = out + (i - i0) * K6_BYTES;
     int32_t *sc = (int32_t *)(o + K6_SC);
@@ -127,10 +128,11 @@ static void repack_q36_k(const uint8_t *rows, size_t row_bytes, int three, size_
     __m256i in[2][2][8], t[2][2][8];
     for (int r = 0; r < LANES; r++) {
       const uint8_t *b = rows + (size_t)r * row_bytes + i * bytes;
-      d[r] = half(b + (three ? 108 : 208));
+      d[r] = half(b + (three ? 108 : iq4 ? 0 : 208));
       int8_t s3[16];
       if (three) q3_k_scales(b + 96, s3);
-      const __m128i v = _mm_loadu_si128((const __m128i *)(three ? (const uint8_t *)s3 : b + 192));
+      if (iq4) iq4_xs_scales(b, s3);
+      const __m128i v = _mm_loadu_si128((const __m128i *)(three || iq4 ? (const uint8_t *)s3 : b + 192));
       in[r / 8][0][r % 8] = _mm256_cvtepi8_epi32(v);
       in[r / 8][1][r % 8] = _mm256_cvtepi8_epi32(_mm_srli_si128(v, 8));
     }
@@ -142,13 +144,30 @@ static void repack_q36_k(const uint8_t *rows, size_t row_bytes, int three, size_
       const __m512i o = _mm512_inserti64x4(_mm512_castsi256_si512(t[0][q][s + 1]), t[1][q][s + 1], 1);
       _mm512_store_si512((__m512i *)(sc + 2 * p * LANES), e);
       _mm512_store_si512((__m512i *)(sc + (2 * p + 1) * LANES), o);
-      // int16 pair (offset e, offset o): |32 x scale| <= 4096.
+      // int16 pair (offset e, offset o): |32 x scale| and |128 x scale| <= 4096.
       _mm512_store_si512((__m512i *)(off + p * 2 * LANES),
                          _mm512_or_si512(_mm512_and_si512(_mm512_slli_epi32(e, shift), _mm512_set1_epi32(0xFFFF)),
                                          _mm512_slli_epi32(o, 16 + shift)));
     }
     // Half h's runs c = 0..3 are values 128 h + 32 c .. + 31 (q6_k_quants' and q3_k_quants' order).
     const __m512i m4 = _mm512_set1_epi8(0xF), m2 = _mm512_set1_epi8(3), one = _mm512_set1_epi8(1);
+    if (iq4) {
+      // Runs c and c + 1 from their 32 bytes (16 each: low nibbles values 0..15, high 16..31),
+      // looked up in the code book and offset by 128.
+      const __m512i lut = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)moek_kvalues_iq4nl));
+      const __m512i bias = _mm512_set1_epi8((char)0x80);
+      for (int c = 0; c < 8; c += 2) {
+        __m512i t[8];
+        transpose_rows(rows, row_bytes, i * bytes + 8 + 16 * c, t);
+        for (int k = 0; k < 2; k++)
+          for (int j = 0; j < 8; j++) {
+            const __m512i src = t[4 * k + j % 4];
+            const __m512i nib = j < 4 ? _mm512_and_si512(src, m4) : _mm512_and_si512(_mm512_srli_epi16(src, 4), m4);
+            _mm512_store_si512((__m512i *)(o + ((c + k) * 8 + j) * 64), _mm512_xor_si512(_mm512_shuffle_epi8(lut, nib), bias));
+          }
+      }
+      continue;
+    }
     __m512i hm[8];  // Q3_K: the transposed hmask (run c of half h in bit 4 h + c)
     if (three) transpose_rows(rows, row_bytes, i * bytes, hm);
     for (int h = 0; h < 2; h++) {
@@ -181,7 +200,7 @@ static void repack_q36_k(const uint8_t *rows, size_t row_bytes, int three, size_
 }
 
 /// Adds to acc[m] (lane r: weight row r) activation row x[m] times repacked blocks [i0, i1) of
-/// `dt` (MOEK_Q4_K, for Q5_K too, or MOEK_Q6_K, for Q3_K too).
+/// `dt` (MOEK_Q4_K, for Q5_K too, or MOEK_Q6_K, for Q3_K and IQ4_XS too).
 INLINE void run(const int dt, const uint8_t *pack, size_t i0, size_t i1, const moek_act_row *x, const int G, __m512 *acc) {
   const int six = dt == MOEK_Q6_K;
   const size_t stride = six ? K6_BYTES : K4_BYTES;
@@ -256,7 +275,7 @@ INLINE void run_all(const int dt, const uint8_t *pack, size_t i0, size_t i1, con
 
 size_t moek_lanes_vnni(int dt, const void *W, size_t row_bytes, const void *XQ, size_t ldxq, int nx, float *Y, size_t ldy,
                        size_t r0, size_t r1, size_t K) {
-  if (dt != MOEK_Q4_K && dt != MOEK_Q5_K && dt != MOEK_Q6_K && dt != MOEK_Q3_K) return r0;
+  if (dt != MOEK_Q4_K && dt != MOEK_Q5_K && dt != MOEK_Q6_K && dt != MOEK_Q3_K && dt != MOEK_IQ4_XS) return r0;
   const size_t blocks = K / 256;
   uint8_t *pack = (uint8_t *)moek_thread_scratch((CHUNK * MAX_BYTES + (size_t)nx * LANES * 4) / 4);
   float *sums = (float *)(pack + CHUNK * MAX_BYTES);  // nx x 16 partial sums across chunks
@@ -270,7 +289,7 @@ size_t moek_lanes_vnni(int dt, const void *W, size_t row_bytes, const void *XQ, 
         repack_q45_k(rows, row_bytes, dt == MOEK_Q5_K, i0, i1, pack);
         run_all(MOEK_Q4_K, pack, i0, i1, XQ, ldxq, nx, K, sums);
       } else {
-        repack_q36_k(rows, row_bytes, dt == MOEK_Q3_K, i0, i1, pack);
+        repack_q36_k(rows, row_bytes, dt, i0, i1, pack);
         run_all(MOEK_Q6_K, pack, i0, i1, XQ, ldxq, nx, K, sums);
       }
     }
