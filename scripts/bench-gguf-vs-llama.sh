@@ -2,7 +2,7 @@
 # MoEKit against llama.cpp on the same GGUF files, in one sitting, for three MoE shapes written
 # by `moe init-random` (bf16) and converted by `moe quantize --type bf16` (the tensors
 # convert_hf_to_gguf.py writes), then quantized by llama.cpp's own llama-quantize to Q8_0,
-# Q5_K_M and Q4_K_M:
+# Q5_K_M, Q4_K_M, IQ4_XS and Q3_K_M:
 #   olmoe    OLMoE-shaped:     hidden 1024, 4 layers, 16 heads, 32 experts of 512, top-8
 #   qwen3moe Qwen3-MoE-shaped: hidden 1024, 4 layers, 16/4 heads of 64, 64 experts of 768, top-8
 #   mixtral  Mixtral-shaped:   hidden 2048, 2 layers, 16/4 heads, 8 experts of 7168, top-2
@@ -21,8 +21,10 @@ mkdir -p "$work"
 
 make_model() {  # name, init-random arguments...
   local name=$1; shift
-  if [ -f "$work/$name.Q4_K_M.gguf" ]; then  # files from before Q5_K_M joined the list
-    [ -f "$work/$name.Q5_K_M.gguf" ] || "$llama/build/bin/llama-quantize" "$work/$name.bf16.gguf" "$work/$name.Q5_K_M.gguf" Q5_K_M >/dev/null 2>&1
+  if [ -f "$work/$name.Q4_K_M.gguf" ]; then  # files from before Q5_K_M, Q3_K_M and IQ4_XS joined the list
+    for t in Q5_K_M Q3_K_M IQ4_XS; do
+      [ -f "$work/$name.$t.gguf" ] || "$llama/build/bin/llama-quantize" "$work/$name.bf16.gguf" "$work/$name.$t.gguf" $t >/dev/null 2>&1
+    done
     return
   fi
   rm -rf "${work:?}/$name"
@@ -34,7 +36,7 @@ t = json.load(open(sys.argv[1])); t["added_tokens"] = []; t["model"]["vocab"]["Ä
 json.dump(t, open(sys.argv[1], "w"))
 PY
   "$moe" quantize --model "$work/$name" --type bf16 --out "$work/$name.bf16.gguf" 2>/dev/null
-  for t in Q8_0 Q5_K_M Q4_K_M; do "$llama/build/bin/llama-quantize" "$work/$name.bf16.gguf" "$work/$name.$t.gguf" "$t" >/dev/null 2>&1; done
+  for t in Q8_0 Q5_K_M Q4_K_M Q3_K_M IQ4_XS; do "$llama/build/bin/llama-quantize" "$work/$name.bf16.gguf" "$work/$name.$t.gguf" "$t" >/dev/null 2>&1; done
 }
 for s in $shapes; do
   case $s in
@@ -51,7 +53,7 @@ import json, sys; d = json.load(sys.stdin)
 print("machine:", d["isa"], "read %.1f GB/s, FMA %.0f GFLOP/s" % (d["read_bandwidth_gbs"], d["fma_peak_gflops"]))' || true
 for r in $(seq "$rounds"); do
   for s in $shapes; do
-    for t in bf16 Q8_0 Q5_K_M Q4_K_M; do
+    for t in bf16 Q8_0 Q5_K_M Q4_K_M IQ4_XS Q3_K_M; do
       f="$work/$s.$t.gguf"
       # bf16 twice: MoEKit's default (f32 activations) and --precision bf16 (activations rounded
       # to bf16 for vdpbf16ps, as llama.cpp computes bf16 weights on AVX512-BF16 machines).
