@@ -74,7 +74,8 @@ public struct QuantizationPlan {
     let groupedQueries: Int, is70B: Bool
     let attentionV: Int, tiedEmbeddings: Bool
     /// Whether an importance matrix is given: Q4_0 and Q5_0 then keep the first eighth of the
-    /// `ffn_down` layers in Q4_1 and Q5_1, as llama-quantize does.
+    /// `ffn_down` layers in Q4_1 and Q5_1, and IQ4_NL and IQ4_XS leave it in their own type
+    /// (Q5_K without one), as llama-quantize does.
     let hasImportance: Bool
     var attentionVSeen = 0, ffnDownSeen = 0
 

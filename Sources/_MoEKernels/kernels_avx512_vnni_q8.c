@@ -286,7 +286,7 @@ int moek_gemv_rows_q8_vnni(const void *W, int dt, size_t ldw, const void *XQ, si
   const int block = moek_q8_block(dt);
   const size_t row_bytes = ldw / (size_t)moek_block_elements(dt) * (size_t)moek_block_bytes(dt);
   const uint8_t *w = (const uint8_t *)W;
-  // Many activation rows on Q4_K, Q5_K or Q6_K: weight rows in lanes, 16 at a time
+  // Many activation rows on Q3_K, Q4_K, Q5_K, Q6_K or IQ4_XS: weight rows in lanes, 16 at a time
   // (kernels_avx512_vnni_lanes.c); a remainder of fewer rows continues below.
   if (moek_lanes_min_rows(dt) > 0 && nx >= moek_lanes_min_rows(dt)) {
     r0 = moek_lanes_vnni(dt, W, row_bytes, XQ, ldxq, nx, Y, ldy, r0, r1, K);

@@ -91,6 +91,20 @@ final class QuantizeTests: XCTestCase {
         }
     }
 
+    /// llama.cpp's rule for a 70B Llama (80 layers, grouped keys): `attn_v` that a preset leaves in
+    /// Q3_K or Q4_K goes to Q5_K (no fixture model has 80 layers; the rule as llama-quant.cpp has it).
+    func testA70BModelsAttentionVGetsQ5_K() {
+        let names = (0..<80).flatMap { ["blk.\($0).attn_v.weight", "blk.\($0).attn_q.weight"] } + ["output.weight", "token_embd.weight"]
+        for (preset, rest) in [(QuantizationPreset.q4_k_m, DType.q4_K), (.q3_k_s, .q3_K)] {
+            var plan = QuantizationPlan(preset: preset, names: names, layers: 80, experts: 0, groupedQueries: 8, is70B: true)
+            var plain = QuantizationPlan(preset: preset, names: names, layers: 80, experts: 0, groupedQueries: 8)
+            for name in QuantizationPlan.fileOrder(names) {
+                let (a, b) = (plan.type(for: name, shape: [1024, 8192], stored: .f32), plain.type(for: name, shape: [1024, 8192], stored: .f32))
+                XCTAssertEqual(a, name.contains("attn_v") && b == rest ? .q5_K : b, "\(preset) \(name)")
+            }
+        }
+    }
+
     func testQ8FileIsByteForByteLlamaQuantizes() throws {
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-q8-\(getpid()).gguf").path
         defer { try? FileManager.default.removeItem(atPath: out) }
