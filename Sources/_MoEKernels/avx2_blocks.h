@@ -87,15 +87,6 @@ INLINE void iq4_xs_quants(const uint8_t *b, __m256i q[8]) {
   }
 }
 
-/// IQ4_XS's 8 six-bit scales (minus 32), each given twice: the 16 scales of its 16-value groups.
-INLINE void iq4_xs_scales(const uint8_t *b, int8_t scales[16]) {
-  const unsigned h = (unsigned)b[2] | (unsigned)b[3] << 8;
-  for (int ib = 0; ib < 8; ++ib) {
-    const int ls = ((b[4 + ib / 2] >> 4 * (ib % 2)) & 0xF) | (((h >> 2 * ib) & 3) << 4);
-    scales[2 * ib] = scales[2 * ib + 1] = (int8_t)(ls - 32);
-  }
-}
-
 /// Q6_K: the unsigned 6-bit quants (0..63) of one half block (128 values) as 4 runs of 32,
 /// from its 64 low-bit bytes ql and 32 high-bit bytes qh.
 INLINE void q6_k_quants(const uint8_t *ql, const uint8_t *qh, __m256i q[4]) {

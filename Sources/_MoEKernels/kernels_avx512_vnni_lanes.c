@@ -129,10 +129,7 @@ static void repack_q36_k(const uint8_t *rows, size_t row_bytes, int dt, size_t i
     for (int r = 0; r < LANES; r++) {
       const uint8_t *b = rows + (size_t)r * row_bytes + i * bytes;
       d[r] = half(b + (three ? 108 : iq4 ? 0 : 208));
-      int8_t s3[16];
-      if (three) q3_k_scales(b + 96, s3);
-      if (iq4) iq4_xs_scales(b, s3);
-      const __m128i v = _mm_loadu_si128((const __m128i *)(three || iq4 ? (const uint8_t *)s3 : b + 192));
+      const __m128i v = three ? q3_k_scales_vec(b) : iq4 ? iq4_xs_scales_vec(b) : _mm_loadu_si128((const __m128i *)(b + 192));
       in[r / 8][0][r % 8] = _mm256_cvtepi8_epi32(v);
       in[r / 8][1][r % 8] = _mm256_cvtepi8_epi32(_mm_srli_si128(v, 8));
     }

@@ -188,18 +188,15 @@ enum { KIND_Q6_K, KIND_Q3_K, KIND_IQ4_XS };
 
 /// A block's 8 runs of 32 unsigned values, its 16 scales, and its d (`kind` as above).
 INLINE float kind_block(const int kind, const uint8_t *b, __m256i v[8], __m128i *sc) {
-  int8_t s[16];
   switch (kind) {
     case KIND_Q3_K:
-      q3_k_scales(b + 96, s);
+      *sc = q3_k_scales_vec(b);
       q3_k_quants(b + 32, b, 0, v);
       q3_k_quants(b + 64, b, 1, v + 4);
-      *sc = _mm_loadu_si128((const __m128i *)s);
       return half(b + 108);
     case KIND_IQ4_XS:
-      iq4_xs_scales(b, s);
+      *sc = iq4_xs_scales_vec(b);
       iq4_xs_quants(b, v);
-      *sc = _mm_loadu_si128((const __m128i *)s);
       return half(b);
     default:
       q6_k_quants(b, b + 128, v);
@@ -279,10 +276,6 @@ ROWS_ENTRY(rows_mxfp4, rows_32i, MOEK_MXFP4)
 int moek_gemv_rows_q8_vnni(const void *W, int dt, size_t ldw, const void *XQ, size_t ldxq, int nx, float *Y,
                            size_t ldy, size_t r0, size_t r1, size_t K) {
   if (!moek_q8_interleaved(dt, K)) return 0;
-  // Up to 3 rows of IQ4_XS: the row leaf's 16-byte code-book lookups beat unpacking into the
-  // paired order (single thread, 7168 x 2048, 1 row: 0.56 against 0.92 ms; 2: 0.80 against
-  // 1.11); from 4 rows this leaf is ahead (1.1x at 4, 2x at 16 through the lanes leaf).
-  if (dt == MOEK_IQ4_XS && nx < 4) return 0;
   const int block = moek_q8_block(dt);
   const size_t row_bytes = ldw / (size_t)moek_block_elements(dt) * (size_t)moek_block_bytes(dt);
   const uint8_t *w = (const uint8_t *)W;

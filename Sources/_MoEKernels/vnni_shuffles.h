@@ -55,4 +55,30 @@ INLINE __m128i k4_scales_mins_vec(const uint8_t *q) {
   return _mm_or_si128(low, _mm_and_si128(_mm_srli_epi16(top, 2), _mm_set1_epi8(0x30)));
 }
 
+/// Q3_K's 16 signed scales (6 bits minus 32) of the block at b, in registers: low nibbles of the
+/// 12 packed bytes for scales 0..7, high ones for 8..15, top 2 bits from bytes 8..11 at bits
+/// 0, 2, 4, 6 (as `q3_k_scales`, without a store and reload per block). Reads b + 94 ..
+/// b + 109, inside the 110-byte block.
+INLINE __m128i q3_k_scales_vec(const uint8_t *b) {
+  const __m128i v = _mm_srli_si128(_mm_loadu_si128((const __m128i *)(b + 94)), 2);  // bytes 96..109
+  const __m128i lo = _mm_and_si128(_mm_srlv_epi32(_mm_shuffle_epi32(v, 0x44), _mm_setr_epi32(0, 0, 4, 4)), _mm_set1_epi8(0xF));
+  const __m128i hi = _mm_and_si128(_mm_srlv_epi32(_mm_shuffle_epi32(v, 0xAA), _mm_setr_epi32(0, 2, 4, 6)), _mm_set1_epi8(3));
+  return _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi32(hi, 4)), _mm_set1_epi8(32));
+}
+
+/// IQ4_XS's 8 six-bit scales (minus 32) of the block at b, each given twice (the scales of its
+/// 16-value groups), in a register (as `iq4_xs_scales`).
+INLINE __m128i iq4_xs_scales_vec(const uint8_t *b) {
+  uint16_t h;
+  uint32_t l;
+  memcpy(&h, b + 2, 2);
+  memcpy(&l, b + 4, 4);
+  const __m128i lv = _mm_cvtsi32_si128((int)l), m4 = _mm_set1_epi8(0xF);
+  const __m128i low = _mm_unpacklo_epi8(_mm_and_si128(lv, m4), _mm_and_si128(_mm_srli_epi16(lv, 4), m4));  // 8 nibbles
+  const __m128i top = _mm_and_si128(_mm_srlv_epi16(_mm_set1_epi16((short)h), _mm_setr_epi16(0, 2, 4, 6, 8, 10, 12, 14)),
+                                    _mm_set1_epi16(3));
+  const __m128i ls = _mm_sub_epi8(_mm_or_si128(low, _mm_slli_epi16(_mm_packus_epi16(top, top), 4)), _mm_set1_epi8(32));
+  return _mm_unpacklo_epi8(ls, ls);
+}
+
 #endif
