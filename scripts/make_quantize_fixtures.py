@@ -18,6 +18,9 @@ too short for the k-quants), for
 every preset: the per-tensor mix rules and their fallbacks, without committing the models.
 
     scripts/build-llama-cpp.sh && python3 scripts/make_quantize_fixtures.py [.llama.cpp]
+
+Needs torch, transformers and sentencepiece from PyPI (llama.cpp's converter loads the Llama
+models' vocabulary through sentencepiece).
 """
 import base64
 import json
