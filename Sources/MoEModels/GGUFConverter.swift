@@ -40,11 +40,10 @@ public enum GGUFConverter {
             throw .unknownArchitecture(path: ck.configPath, name: "\(spec.modelType) (GGUF conversion covers \(architectures.keys.sorted().joined(separator: ", ")))")
         }
         let sources = try tensors(ck, spec, arch: arch)
+        let shape = QuantizationPlan.attentionShape(architecture: arch, layers: spec.layers, heads: spec.heads, kvHeads: spec.kvHeads)
         var plan = QuantizationPlan(preset: preset, overrides: overrides, names: sources.map(\.name), layers: spec.layers,
-                                    experts: spec.isMoE ? spec.experts : 0,
-                                    groupedQueries: spec.kvHeads > 0 ? spec.heads / spec.kvHeads : 0,
-                                    is70B: arch == "llama" && spec.layers == 80 && spec.heads != spec.kvHeads,
-                                    hasImportance: importance != nil)
+                                    experts: spec.isMoE ? spec.experts : 0, groupedQueries: shape.groupedQueries,
+                                    is70B: shape.is70B, hasImportance: importance != nil)
         let byName = Dictionary(uniqueKeysWithValues: sources.map { ($0.name, $0) })
         var records = try metadata(ck, spec, arch: arch, directory: directory)
         records.append(.value(key: "general.quantization_version", .u32(2)))

@@ -52,10 +52,9 @@ public enum GGUFQuantizer {
         // llama.cpp reads the first layer's head counts (the key-value count defaults to the heads').
         func first(_ key: String) -> Int? { input.metadata[key].flatMap { $0.int ?? $0.array?.first?.int } }
         let heads = first("\(arch).attention.head_count") ?? 0, kvHeads = first("\(arch).attention.head_count_kv") ?? heads
-        let gqa = kvHeads > 0 ? heads / kvHeads : 0
+        let shape = QuantizationPlan.attentionShape(architecture: arch, layers: layers, heads: heads, kvHeads: kvHeads)
         var plan = QuantizationPlan(preset: preset, overrides: overrides, names: input.tensorNames, layers: layers, experts: experts,
-                                    groupedQueries: gqa, is70B: arch == "llama" && layers == 80 && heads != kvHeads,
-                                    hasImportance: hasImportance)
+                                    groupedQueries: shape.groupedQueries, is70B: shape.is70B, hasImportance: hasImportance)
         return QuantizationPlan.fileOrder(input.tensorNames).map { name in
             let info = input.tensors[name]!
             return Choice(name: name, shape: info.shape, stored: info.dtype,

@@ -96,6 +96,14 @@ public struct QuantizationPlan {
         tiedEmbeddings = !names.contains("output.weight")
     }
 
+    /// The heads' part of llama.cpp's view of a model: attention heads per key-value head
+    /// (`n_gqa`, 0 without key-value heads) and whether it takes the model for a 70B one (an
+    /// 80-layer GGUF `llama` with grouped keys).
+    public static func attentionShape(architecture: String, layers: Int, heads: Int, kvHeads: Int)
+        -> (groupedQueries: Int, is70B: Bool) {
+        (kvHeads > 0 ? heads / kvHeads : 0, architecture == "llama" && layers == 80 && heads != kvHeads)
+    }
+
     static func isAttentionV(_ name: String) -> Bool {
         name.contains("attn_qkv.weight") || name.contains("attn_kv_b.weight") || name.contains("attn_v.weight")
     }

@@ -196,9 +196,8 @@ static void iq4(int super, const float *x, uint8_t *dh, uint8_t *q4, uint8_t *sc
     const float *xb = x + 32 * ib;
     uint8_t *Lb = L + 32 * ib;
     for (int j = 0; j < 32; ++j) weight[j] = qw ? qw[32 * ib + j] * sqrtf(sigma2 + xb[j] * xb[j]) : xb[j] * xb[j];
-    float amax = 0, max = 0;
-    for (int j = 0; j < 32; ++j)
-      if (fabsf(xb[j]) > amax) amax = fabsf(xb[j]), max = xb[j];
+    float amax;
+    const float max = signed_largest(32, xb, &amax);
     if (amax < 1e-15f) {
       scales[ib] = 0;
       continue;
