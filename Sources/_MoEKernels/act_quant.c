@@ -67,7 +67,7 @@ int moek_q8_interleaved(int dt, size_t K) {
   if (!moek_q8_vnni() || K % 256 != 0) return 0;
   switch (dt) {
     case MOEK_Q8_0: case MOEK_Q4_0: case MOEK_Q5_0: case MOEK_IQ4_NL: case MOEK_MXFP4:
-    case MOEK_Q3_K: case MOEK_Q4_K: case MOEK_Q5_K: case MOEK_Q6_K: case MOEK_IQ4_XS: return 1;
+    case MOEK_Q2_K: case MOEK_Q3_K: case MOEK_Q4_K: case MOEK_Q5_K: case MOEK_Q6_K: case MOEK_IQ4_XS: return 1;
     default: return 0;
   }
 }

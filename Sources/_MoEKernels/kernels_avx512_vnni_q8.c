@@ -22,7 +22,7 @@
 //   128 times the block's activation sum is taken off first, from the quantizer's 16-value sums.
 //
 // The integer sums are the row leaves' exactly; only the order of the f32 sums differs.
-// Q8_0, Q4_0, Q5_0, IQ4_NL, MXFP4 (K a multiple of 256), Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS; other formats
+// Q8_0, Q4_0, Q5_0, IQ4_NL, MXFP4 (K a multiple of 256), Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS; other formats
 // return 0 and run through the row leaves.
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -74,6 +74,23 @@ INLINE void dot_pairs(const __m256i w[8], const int8_t *x, __m256i *lo, __m256i 
   }
   *lo = l;
   *hi = h;
+}
+
+/// Block i of paired weights w against nx activation rows, for the formats with a minimum
+/// (Q5_K, Q2_K): acc[m] += d dx (L sums x sc_lo + H sums x sc_hi) - dmin dx (the activation's
+/// 16-value sums . mins), the sums in 32 bits.
+INLINE void scales_and_mins(const __m256i w[8], const moek_act_row *x, const int nx, size_t i, __m256i sc_lo,
+                            __m256i sc_hi, __m256i mins, float d, float dmin, __m256 acc[]) {
+#pragma clang loop unroll(full)
+  for (int m = 0; m < nx; m++) {
+    __m256i lo, hi;
+    dot_pairs(w, x[m].qi + 256 * i, &lo, &hi);
+    const __m256i s = _mm256_add_epi32(_mm256_mullo_epi32(lo, sc_lo), _mm256_mullo_epi32(hi, sc_hi));
+    const __m256i ms = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x[m].bs + 16 * i)), mins);
+    const float dx = x[m].d[i];
+    acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * dx), acc[m]);
+    acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ms), _mm256_set1_ps(-dmin * dx), acc[m]);
+  }
 }
 
 /// 32-value formats: each run of 8 blocks unpacked (signed, then + 128), transposed, and its 8
@@ -148,16 +165,7 @@ INLINE void rows_k45i(int five, const uint8_t *W, size_t row_bytes, const moek_a
       if (five) {  // Q5_K: the sums need 32 bits; each half times its scales
         const __m256i sc_lo = _mm256_cvtepu8_epi32(_mm_shuffle_epi8(sm, _mm_setr_epi8(0, 2, 4, 6, 0, 2, 4, 6, -1, -1, -1, -1, -1, -1, -1, -1)));
         const __m256i sc_hi = _mm256_cvtepu8_epi32(_mm_shuffle_epi8(sm, _mm_setr_epi8(1, 3, 5, 7, 1, 3, 5, 7, -1, -1, -1, -1, -1, -1, -1, -1)));
-#pragma clang loop unroll(full)
-        for (int m = 0; m < nx; m++) {
-          __m256i lo, hi;
-          dot_pairs(w, x[m].qi + 256 * i, &lo, &hi);
-          const __m256i s = _mm256_add_epi32(_mm256_mullo_epi32(lo, sc_lo), _mm256_mullo_epi32(hi, sc_hi));
-          const __m256i ms = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x[m].bs + 16 * i)), mins);
-          const float dx = x[m].d[i];
-          acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * dx), acc[m]);
-          acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ms), _mm256_set1_ps(-dmin * dx), acc[m]);
-        }
+        scales_and_mins(w, x, nx, i, sc_lo, sc_hi, mins, d, dmin, acc);
       } else {
         // Q4_K: a lane's sum has 16 products of at most 15 x 127, so it fits an int16; lo and
         // hi pack into one register and one multiply-add applies the scales (in the packed
@@ -241,6 +249,43 @@ INLINE void rows_q36_ki(const int kind, const uint8_t *W, size_t row_bytes, cons
   }
 }
 
+/// Q2_K, paired as Q3_K (its values are Q3_K's two low bits: run c of half h is bits 2 c of the
+/// half's 32 bytes): d sum_g sc_g (q . x_g) - dmin sum_g m_g sum(x_g), the 4-bit scales sc_g
+/// and minimums m_g per 16 values, the minimums against the activation's 16-value sums as in
+/// the row leaf.
+INLINE void rows_q2_ki(const int unused, const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y,
+                       size_t ldy, size_t r0, size_t r1, size_t K) {
+  (void)unused;
+  const size_t blocks = K / 256;
+  const __m256i m3 = _mm256_set1_epi8(3);
+  const __m128i m4 = _mm_set1_epi8(0xF);
+  for (size_t r = r0; r < r1; r++) {
+    const uint8_t *row = W + r * row_bytes;
+    __m256 acc[GROUP];
+    for (int m = 0; m < GROUP; m++) acc[m] = _mm256_setzero_ps();
+    for (size_t i = 0; i < blocks; i++) {
+      const uint8_t *b = row + i * 84;
+      for (size_t o = 0; o < 84; o += 64) _mm_prefetch((const char *)(b + AHEAD + o), _MM_HINT_T0);
+      const float d = half(b + 80), dmin = half(b + 82);
+      const __m128i packed = _mm_loadu_si128((const __m128i *)b);
+      const __m128i sc = _mm_and_si128(packed, m4);
+      const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), m4));
+      const __m256i sc_lo = _mm256_cvtepu8_epi32(_mm_shuffle_epi8(sc, _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, -1, -1, -1, -1, -1, -1, -1, -1)));
+      const __m256i sc_hi = _mm256_cvtepu8_epi32(_mm_shuffle_epi8(sc, _mm_setr_epi8(2, 6, 10, 14, 3, 7, 11, 15, -1, -1, -1, -1, -1, -1, -1, -1)));
+      __m256i v[8], w[8];
+#pragma clang loop unroll(full)
+      for (int h = 0; h < 2; h++) {
+        const __m256i bits = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * h));
+#pragma clang loop unroll(full)
+        for (int c = 0; c < 4; c++) v[4 * h + c] = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * c), m3);
+      }
+      pair8(v, w);
+      scales_and_mins(w, x, nx, i, sc_lo, sc_hi, mins, d, dmin, acc);
+    }
+    for (int m = 0; m < nx; m++) Y[(size_t)m * ldy + r] = hsum(acc[m]);
+  }
+}
+
 // One entry per format, each with its leaf inlined for every count of activation rows (the
 // count a compile-time constant, so the row loops unroll): separate functions keep each
 // format's unoptimised (debug) stack frame apart from the others'.
@@ -265,6 +310,7 @@ ROWS_ENTRY(rows_q5_k, rows_k45i, 1)
 ROWS_ENTRY(rows_q6_k, rows_q36_ki, KIND_Q6_K)
 ROWS_ENTRY(rows_q3_k, rows_q36_ki, KIND_Q3_K)
 ROWS_ENTRY(rows_iq4_xs, rows_q36_ki, KIND_IQ4_XS)
+ROWS_ENTRY(rows_q2_k, rows_q2_ki, 0)
 ROWS_ENTRY(rows_q8_0, rows_32i, MOEK_Q8_0)
 ROWS_ENTRY(rows_q4_0, rows_32i, MOEK_Q4_0)
 ROWS_ENTRY(rows_q5_0, rows_32i, MOEK_Q5_0)
@@ -296,6 +342,7 @@ int moek_gemv_rows_q8_vnni(const void *W, int dt, size_t ldw, const void *XQ, si
       case MOEK_Q6_K: rows_q6_k(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
       case MOEK_Q3_K: rows_q3_k(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
       case MOEK_IQ4_XS: rows_iq4_xs(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
+      case MOEK_Q2_K: rows_q2_k(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
       case MOEK_Q8_0: rows_q8_0(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
       case MOEK_Q4_0: rows_q4_0(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
       case MOEK_Q5_0: rows_q5_0(w, row_bytes, x, mn, y, ldy, r0, r1, K); break;
