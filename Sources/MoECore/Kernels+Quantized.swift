@@ -59,7 +59,9 @@ extension Kernels {
         }
         // Decode on one thread: about 4 runs of weight rows. Prefill: tiles of ~24 KB of weight.
         // A leaf that repacks weight rows in groups (the K-quants' rows in lanes) gets whole
-        // groups, and every activation row in one pass, so each group is repacked once.
+        // multiples of `moek_q8_row_group` (4 groups of 16, so it can fetch a group's weights
+        // while the one before computes), and every activation row in one pass, so each group is
+        // repacked once.
         let group = m <= gemvMaxRows ? 1 : Int(moek_q8_row_group(dtype.cValue, Int32(clamping: m)))
         let tile = m <= gemvMaxRows ? max(1, (n + pool.threadCount * 4 - 1) / (pool.threadCount * 4))
                                     : roundedToGroup(min((n + pool.threadCount - 1) / pool.threadCount, (24 << 10) / max(1, rowBytes)), group)
@@ -104,7 +106,8 @@ extension Kernels {
             return jobs.filter { activationBlock(for: $0.weight.dtype, k: $0.input.shape[1]) == 0 }
         }
         // Runs of weight rows: about 4 pieces per thread, at least 16 rows, and (for jobs of many
-        // activation rows) at most ~24 KB of weight, which stays in L1 across the row groups.
+        // activation rows) at most ~24 KB of weight, which stays in L1 across the row groups, or
+        // a whole multiple of the K-quant lanes leaf's `moek_q8_row_group`.
         let totalRows = taken.reduce(0) { $0 + $1.weight.shape[0] }
         let share = max(16, totalRows / max(1, 4 * pool.threadCount))
         var pieces: [(job: Int, n0: Int, n1: Int)] = []

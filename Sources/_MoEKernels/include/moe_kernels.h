@@ -76,8 +76,8 @@ int moek_quantize_row_weighted(const float *src, int dt, void *dst, size_t n, co
 /// Q8_0 and Q8_K activations are.
 int moek_q8_block(int dt);
 /// The multiple of weight rows `moek_gemv_rows_q8` runs best on for `dt` against `nx` activation
-/// rows: 16 where the Q4_K, Q5_K and Q6_K rows-in-lanes leaf takes them (AVX-512 VNNI, many rows),
-/// else 1.
+/// rows: 64 (4 groups of 16) where the Q3_K, Q4_K, Q5_K, Q6_K and IQ4_XS rows-in-lanes leaf takes
+/// them (AVX-512 VNNI, many rows), else 1.
 /// Callers splitting a product over threads give each piece a multiple of it.
 int moek_q8_row_group(int dt, int nx);
 /// 1 where `dt` with rows of K values runs through the AVX-512 VNNI integer leaves (a scale
