@@ -197,9 +197,11 @@ static void repack_q36_k(const uint8_t *rows, size_t row_bytes, int dt, size_t i
 }
 
 /// Adds to acc[m] (lane r: weight row r) activation row x[m] times repacked blocks [i0, i1) of
-/// `dt` (MOEK_Q4_K, for Q5_K too, or MOEK_Q6_K, for Q3_K and IQ4_XS too).
+/// `dt` (MOEK_Q4_K, for Q5_K too; MOEK_Q6_K, for Q3_K too; or MOEK_IQ4_XS).
 INLINE void run(const int dt, const uint8_t *pack, size_t i0, size_t i1, const moek_act_row *x, const int G, __m512 *acc) {
-  const int six = dt == MOEK_Q6_K;
+  // IQ4_XS takes Q6_K's layout and terms, but its two 16-value scales of a run are one scale
+  // given twice, so a run's two sums take one multiply, as Q4_K's do.
+  const int six = dt == MOEK_Q6_K || dt == MOEK_IQ4_XS, twice = dt == MOEK_IQ4_XS;
   const size_t stride = six ? K6_BYTES : K4_BYTES;
   for (size_t i = i0; i < i1; i++) {
     const uint8_t *o = pack + (i - i0) * stride;
@@ -214,7 +216,7 @@ INLINE void run(const int dt, const uint8_t *pack, size_t i0, size_t i1, const m
       for (int j = 0; j < 8; j++) w[j] = _mm512_load_si512((const __m512i *)(o + (c * 8 + j) * 64));
       // Q4_K: one scale for the run; Q6_K: one per 16 values (dword groups 0..3, then 4..7).
       const __m512i sc0 = _mm512_load_si512((const __m512i *)(o + K4_SC + (six ? 2 * c : c) * 64));
-      const __m512i sc1 = six ? _mm512_load_si512((const __m512i *)(o + K6_SC + (2 * c + 1) * 64)) : sc0;
+      const __m512i sc1 = six && !twice ? _mm512_load_si512((const __m512i *)(o + K6_SC + (2 * c + 1) * 64)) : sc0;
 #pragma clang loop unroll(full)
       for (int m = 0; m < G; m++) {
         const int8_t *xq = x[m].q + 256 * i + 32 * c;
@@ -224,7 +226,7 @@ INLINE void run(const int dt, const uint8_t *pack, size_t i0, size_t i1, const m
           t0 = _mm512_dpbusd_epi32(t0, w[j], _mm512_set1_epi32(dword(xq + 4 * j)));
           t1 = _mm512_dpbusd_epi32(t1, w[j + 4], _mm512_set1_epi32(dword(xq + 16 + 4 * j)));
         }
-        if (six)
+        if (six && !twice)
           isum[m] = _mm512_add_epi32(isum[m], _mm512_add_epi32(_mm512_mullo_epi32(t0, sc0), _mm512_mullo_epi32(t1, sc1)));
         else
           isum[m] = _mm512_add_epi32(isum[m], _mm512_mullo_epi32(_mm512_add_epi32(t0, t1), sc0));
@@ -317,7 +319,8 @@ size_t moek_lanes_vnni(int dt, const void *W, size_t row_bytes, const void *XQ, 
         run_all(MOEK_Q4_K, pack, i0, i1, XQ, ldxq, nx, K, sums, next);
       } else {
         repack_q36_k(rows, row_bytes, dt, i0, i1, pack);
-        run_all(MOEK_Q6_K, pack, i0, i1, XQ, ldxq, nx, K, sums, next);
+        if (dt == MOEK_IQ4_XS) run_all(MOEK_IQ4_XS, pack, i0, i1, XQ, ldxq, nx, K, sums, next);
+        else run_all(MOEK_Q6_K, pack, i0, i1, XQ, ldxq, nx, K, sums, next);
       }
     }
     for (int m = 0; m < nx; m++) memcpy(Y + (size_t)m * ldy + r, sums + (size_t)m * LANES, LANES * sizeof(float));
