@@ -26,11 +26,14 @@ int moek_gemv_rows_q8_avx512(const void *W, int dt, size_t ldw, const void *XQ, 
 int moek_gemv_rows_q8_vnni(const void *W, int dt, size_t ldw, const void *XQ, size_t ldxq, int nx, float *Y,
                            size_t ldy, size_t r0, size_t r1, size_t K);
 /// Activation rows from which a `dt` product takes the rows-in-lanes leaf (Q3_K, Q4_K, Q5_K,
-/// Q6_K, IQ4_XS; 0 for other formats): its repack of 16 weight rows is shared by them all. Single thread,
-/// Mixtral-shaped 7168 x 2048: Q4_K and Q5_K 1.1-1.5x the row leaf from 12 rows, Q6_K level at
-/// 16 and ahead from 20, Q3_K 1.3x from 10 (the row leaf takes 8 rows per pass), IQ4_XS from 16.
+/// Q6_K, IQ4_XS; 0 for other formats): its repack of 16 weight rows is shared by them all. Single
+/// thread, weights from memory (as an expert's are; since the leaf prefetches them), K 768, 2048
+/// and 7168: Q5_K and IQ4_XS from 10 (level at K 2048 and 10 rows, else 1.05-1.4x the row leaf,
+/// which takes 8 rows a pass, so 9 and more cost it two); Q4_K from 12 (at K 2048 the row leaf is
+/// 1.15-1.17x at 10-11 rows); Q6_K from 16 (the row leaf 1.1-1.5x at 10-14 rows for K 768 and
+/// 2048, though 0.85-0.9x at K 7168); Q3_K from 10 (the row leaf 1.07x at 9).
 static inline int moek_lanes_min_rows(int dt) {
-  return dt == MOEK_Q4_K || dt == MOEK_Q5_K ? 12 : dt == MOEK_Q6_K || dt == MOEK_IQ4_XS ? 16 : dt == MOEK_Q3_K ? 10 : 0;
+  return dt == MOEK_Q4_K ? 12 : dt == MOEK_Q6_K ? 16 : dt == MOEK_Q5_K || dt == MOEK_IQ4_XS || dt == MOEK_Q3_K ? 10 : 0;
 }
 /// Q3_K, Q4_K, Q5_K, Q6_K or IQ4_XS rows [r0, r1) against nx activation rows with weight rows in lanes
 /// (kernels_avx512_vnni_lanes.c), 16 at a time: returns the first row it left (r1 less a
