@@ -62,7 +62,7 @@ extension Kernels {
         // multiples of `moek_q8_row_group` (4 groups of 16, so it can fetch a group's weights
         // while the one before computes), and every activation row in one pass, so each group is
         // repacked once.
-        let group = m <= gemvMaxRows ? 1 : Int(moek_q8_row_group(dtype.cValue, Int32(clamping: m)))
+        let group = m <= gemvMaxRows ? 1 : Int(moek_q8_row_group(dtype.cValue, Int32(clamping: m), k))
         let tile = m <= gemvMaxRows ? max(1, (n + pool.threadCount * 4 - 1) / (pool.threadCount * 4))
                                     : roundedToGroup(min((n + pool.threadCount - 1) / pool.threadCount, (24 << 10) / max(1, rowBytes)), group)
         let tiles = (n + tile - 1) / tile
@@ -115,7 +115,7 @@ extension Kernels {
             let rowBytes = job.weight.dtype.storageBytes(elements: job.input.shape[1])
             let rows = job.input.shape[0]
             let run = rows <= gemvMaxRows ? share
-                : roundedToGroup(min(share, (24 << 10) / max(1, rowBytes)), Int(moek_q8_row_group(job.weight.dtype.cValue, Int32(clamping: rows))))
+                : roundedToGroup(min(share, (24 << 10) / max(1, rowBytes)), Int(moek_q8_row_group(job.weight.dtype.cValue, Int32(clamping: rows), job.input.shape[1])))
             for n0 in stride(from: 0, to: job.weight.shape[0], by: run) { pieces.append((i, n0, min(job.weight.shape[0], n0 + run))) }
         }
         pool.parallelFor(pieces.count) { p in

@@ -84,12 +84,12 @@ int moek_q8_block(int dt) {
   }
 }
 
-int moek_q8_row_group(int dt, int nx) {
+int moek_q8_row_group(int dt, int nx, size_t K) {
   // 4 groups of 16 rows a piece: the rows-in-lanes leaf prefetches each group's weights while
   // the group before computes, which only a piece of several groups allows (single thread,
   // 32 activation rows, weights from memory: Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS 1.18-1.23x the
   // 16-row pieces; from L3, level).
-  const int from = moek_lanes_min_rows(dt);
+  const int from = moek_lanes_min_rows(dt, K);
   return from > 0 && nx >= from && moek_q8_vnni() ? 64 : 1;
 }
 

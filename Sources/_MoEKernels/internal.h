@@ -30,10 +30,13 @@ int moek_gemv_rows_q8_vnni(const void *W, int dt, size_t ldw, const void *XQ, si
 /// thread, weights from memory (as an expert's are; since the leaf prefetches them), K 768, 2048
 /// and 7168: Q5_K and IQ4_XS from 10 (level at K 2048 and 10 rows, else 1.05-1.4x the row leaf,
 /// which takes 8 rows a pass, so 9 and more cost it two); Q4_K from 12 (at K 2048 the row leaf is
-/// 1.15-1.17x at 10-11 rows); Q6_K from 16 (the row leaf 1.1-1.5x at 10-14 rows for K 768 and
-/// 2048, though 0.85-0.9x at K 7168); Q3_K from 10 (the row leaf 1.07x at 9).
-static inline int moek_lanes_min_rows(int dt) {
-  return dt == MOEK_Q4_K ? 12 : dt == MOEK_Q6_K ? 16 : dt == MOEK_Q5_K || dt == MOEK_IQ4_XS || dt == MOEK_Q3_K ? 10 : 0;
+/// 1.15-1.17x at 10-11 rows); Q6_K of K up to 4096 from 16 (the row leaf 1.1-1.5x at 10-14 rows
+/// for K 768 to 3072, level at 4096), longer rows from 10 (the lanes leaf 1.04-1.12x at K 5120,
+/// 1.1-1.19x at 7168: the row leaf's activation rows outgrow L1); Q3_K from 10 (the row leaf
+/// 1.07x at 9).
+static inline int moek_lanes_min_rows(int dt, size_t K) {
+  if (dt == MOEK_Q6_K) return K > 4096 ? 10 : 16;
+  return dt == MOEK_Q4_K ? 12 : dt == MOEK_Q5_K || dt == MOEK_IQ4_XS || dt == MOEK_Q3_K ? 10 : 0;
 }
 /// Q3_K, Q4_K, Q5_K, Q6_K or IQ4_XS rows [r0, r1) against nx activation rows with weight rows in lanes
 /// (kernels_avx512_vnni_lanes.c), 16 at a time: returns the first row it left (r1 less a

@@ -327,7 +327,7 @@ int moek_gemv_rows_q8_vnni(const void *W, int dt, size_t ldw, const void *XQ, si
   const uint8_t *w = (const uint8_t *)W;
   // Many activation rows on Q3_K, Q4_K, Q5_K, Q6_K or IQ4_XS: weight rows in lanes, 16 at a time
   // (kernels_avx512_vnni_lanes.c); a remainder of fewer rows continues below.
-  if (moek_lanes_min_rows(dt) > 0 && nx >= moek_lanes_min_rows(dt)) {
+  if (moek_lanes_min_rows(dt, K) > 0 && nx >= moek_lanes_min_rows(dt, K)) {
     r0 = moek_lanes_vnni(dt, W, row_bytes, XQ, ldxq, nx, Y, ldy, r0, r1, K);
     if (r0 == r1) return 1;
   }

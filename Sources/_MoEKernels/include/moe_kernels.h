@@ -75,11 +75,11 @@ int moek_quantize_row_weighted(const float *src, int dt, void *dst, size_t n, co
 /// Activations are quantized to 8 bits per value with an f32 scale per block, as llama.cpp's
 /// Q8_0 and Q8_K activations are.
 int moek_q8_block(int dt);
-/// The multiple of weight rows `moek_gemv_rows_q8` runs best on for `dt` against `nx` activation
-/// rows: 64 (4 groups of 16) where the Q3_K, Q4_K, Q5_K, Q6_K and IQ4_XS rows-in-lanes leaf takes
-/// them (AVX-512 VNNI, many rows), else 1.
+/// The multiple of weight rows `moek_gemv_rows_q8` runs best on for `dt` (rows of K values)
+/// against `nx` activation rows: 64 (4 groups of 16) where the Q3_K, Q4_K, Q5_K, Q6_K and IQ4_XS
+/// rows-in-lanes leaf takes them (AVX-512 VNNI, many rows), else 1.
 /// Callers splitting a product over threads give each piece a multiple of it.
-int moek_q8_row_group(int dt, int nx);
+int moek_q8_row_group(int dt, int nx, size_t K);
 /// 1 where `dt` with rows of K values runs through the AVX-512 VNNI integer leaves (a scale
 /// applied per 256 values of 8 blocks at once; at prefill faster than widening blocks for the
 /// f32 matmul leaf), else 0.
