@@ -81,51 +81,59 @@ extension Kernels {
     /// distinct input is quantized once, then pieces of (all a job's rows, a run of its weight
     /// rows) go to the pool together, so an MoE layer's experts share one barrier whatever
     /// their row counts. Returns the jobs it did not take (no integer leaf for their format).
+    ///
+    /// Decode calls this a few times a layer with one row a job, so the jobs are read once into
+    /// plain descriptors (no copies of their tensors, no hashing): the calls' own cost was about
+    /// a tenth of a small model's decode step, most of it while the other threads waited.
     static func quantizedLinearBatch(_ jobs: [LinearJob], pool: ThreadPool) -> [LinearJob] {
-        let taken = jobs.filter { activationBlock(for: $0.weight.dtype, k: $0.input.shape[1]) > 0 }
-        if taken.isEmpty { return jobs }
+        var taken: [QuantizedJob] = [], rest: [LinearJob] = []
         // Jobs that read the same rows (an expert's gate and up projections) share one copy.
-        struct Key: Hashable { let x: UnsafeRawPointer, rows: Int, k: Int, block: Int }
-        var made: [Key: QuantizedRows] = [:]
-        let rows = taken.map { job in
-            let key = Key(x: job.input.rawPointer, rows: job.input.shape[0], k: job.input.shape[1],
-                          block: activationBlock(for: job.weight.dtype, k: job.input.shape[1]))
-            if let done = made[key] { return done }
-            let q = QuantizedRows(x: key.x.assumingMemoryBound(to: Float.self), ldx: key.k, rows: key.rows, k: key.k,
-                                  block: key.block, pool: pool)
-            made[key] = q
-            return q
+        var made: [(x: UnsafeRawPointer, rows: Int, k: Int, block: Int, q: QuantizedRows)] = []
+        defer { for m in made { m.q.deallocate() } }
+        taken.reserveCapacity(jobs.count)
+        for i in jobs.indices {
+            let k = jobs[i].input.shape[1], dtype = jobs[i].weight.dtype
+            let block = activationBlock(for: dtype, k: k)
+            if block == 0 {
+                rest.append(jobs[i])
+                continue
+            }
+            let x = jobs[i].input.rawPointer, rows = jobs[i].input.shape[0]
+            let q: QuantizedRows
+            if let done = made.first(where: { $0.x == x && $0.rows == rows && $0.k == k && $0.block == block }) {
+                q = done.q
+            } else {
+                q = QuantizedRows(x: x.assumingMemoryBound(to: Float.self), ldx: k, rows: rows, k: k, block: block, pool: pool)
+                made.append((x, rows, k, block, q))
+            }
+            let n = jobs[i].weight.shape[0]
+            taken.append(QuantizedJob(w: jobs[i].weight.rawPointer, dtype: dtype, n: n, k: k, x: q,
+                                      out: jobs[i].output.mutableRawPointer.assumingMemoryBound(to: Float.self), ldo: n))
         }
-        defer { made.values.forEach { $0.deallocate() } }
-        if pool.threadCount > 1 && taken.allSatisfy({ $0.input.shape[0] <= gemvMaxRows }) {
-            streamQuantizedJobs(taken.indices.map { i in
-                QuantizedJob(w: taken[i].weight.rawPointer, dtype: taken[i].weight.dtype, n: taken[i].weight.shape[0],
-                             k: taken[i].input.shape[1], x: rows[i],
-                             out: taken[i].output.mutableRawPointer.assumingMemoryBound(to: Float.self), ldo: taken[i].weight.shape[0])
-            }, pool: pool)
-            return jobs.filter { activationBlock(for: $0.weight.dtype, k: $0.input.shape[1]) == 0 }
+        if taken.isEmpty { return rest }
+        if pool.threadCount > 1 && taken.allSatisfy({ $0.x.rows <= gemvMaxRows }) {
+            streamQuantizedJobs(taken, pool: pool)
+            return rest
         }
         // Runs of weight rows: about 4 pieces per thread, at least 16 rows, and (for jobs of many
         // activation rows) at most ~24 KB of weight, which stays in L1 across the row groups, or
         // a whole multiple of the K-quant lanes leaf's `moek_q8_row_group`.
-        let totalRows = taken.reduce(0) { $0 + $1.weight.shape[0] }
+        let totalRows = taken.reduce(0) { $0 + $1.n }
         let share = max(16, totalRows / max(1, 4 * pool.threadCount))
         var pieces: [(job: Int, n0: Int, n1: Int)] = []
         for (i, job) in taken.enumerated() {
-            let rowBytes = job.weight.dtype.storageBytes(elements: job.input.shape[1])
-            let rows = job.input.shape[0]
-            let run = rows <= gemvMaxRows ? share
-                : roundedToGroup(min(share, (24 << 10) / max(1, rowBytes)), Int(moek_q8_row_group(job.weight.dtype.cValue, Int32(clamping: rows), job.input.shape[1])))
-            for n0 in stride(from: 0, to: job.weight.shape[0], by: run) { pieces.append((i, n0, min(job.weight.shape[0], n0 + run))) }
+            let run = job.x.rows <= gemvMaxRows ? share
+                : roundedToGroup(min(share, (24 << 10) / max(1, job.rowBytes)),
+                                 Int(moek_q8_row_group(job.dtype.cValue, Int32(clamping: job.x.rows), job.k)))
+            for n0 in stride(from: 0, to: job.n, by: run) { pieces.append((i, n0, min(job.n, n0 + run))) }
         }
         pool.parallelFor(pieces.count) { p in
             let (i, n0, n1) = pieces[p]
-            let job = taken[i], k = job.input.shape[1], n = job.weight.shape[0]
-            _ = moek_gemv_rows_q8(job.weight.rawPointer, job.weight.dtype.cValue, k, rows[i].row(0), rows[i].rowBytes,
-                                  Int32(job.input.shape[0]), job.output.mutableRawPointer.assumingMemoryBound(to: Float.self),
-                                  n, n0, n1, k)
+            let job = taken[i]
+            _ = moek_gemv_rows_q8(job.w, job.dtype.cValue, job.k, job.x.row(0), job.x.rowBytes, Int32(job.x.rows),
+                                  job.out, job.ldo, n0, n1, job.k)
         }
-        return jobs.filter { activationBlock(for: $0.weight.dtype, k: $0.input.shape[1]) == 0 }
+        return rest
     }
 
     /// A piece of `rows` weight rows (at least 4) as a whole number of the leaf's row groups.

@@ -268,6 +268,8 @@ void moek_weighted_rows(const float *P, size_t ldp, int nx, const void *V, int v
   vt()->weighted_rows(P, ldp, nx, V, vdt, ldv, L, D, out, ldo);
 }
 
+size_t moek_argmax(const float *x, size_t n) { return n == 0 ? 0 : vt()->argmax(x, n); }
+
 void moek_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();

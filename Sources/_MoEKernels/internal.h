@@ -140,6 +140,7 @@ typedef struct {
                   float scale, int accumulate);
   void (*weighted_rows)(const float *P, size_t ldp, int nx, const void *V, int vdt, size_t ldv, size_t L, size_t D,
                         float *out, size_t ldo);
+  size_t (*argmax)(const float *x, size_t n);
 } moek_vtable;
 
 extern const moek_vtable moek_vt_scalar;

@@ -20,6 +20,27 @@ final class SelectionTests: XCTestCase {
         XCTAssertEqual(Kernels.argmax(t), [1, 0, 1, 2])
     }
 
+    /// The vectorised argmax on every ISA against the sort, on rows of 1 to 300 values from a
+    /// few levels (ties, signed zeros, infinities, all -inf), with NaN early, late, or in the tail
+    /// past the last 16 lanes.
+    func testArgmaxRowOnEveryISAAgainstTheSort() {
+        var rng = SplitMix64(seed: 5)
+        let levels: [Float] = [-.infinity, -1, -0.0, 0, 0.5, 2, .infinity]
+        forEachISA { isa in
+            for n in [1, 2, 15, 16, 17, 31, 33, 64, 100, 255, 256, 257, 300] {
+                for trial in 0..<7 {
+                    var row = (0..<n).map { _ in levels[Int(rng.next() % UInt64(trial < 3 ? 3 : levels.count))] }
+                    if trial == 1 { row = [Float](repeating: -.infinity, count: n) }
+                    if trial == 4 { row[n / 2] = .nan }
+                    if trial == 5 { row[n - 1] = .nan }
+                    if trial == 6 && n > 2 { row[n - 1] = .nan; row[1] = .nan }
+                    let got = row.withUnsafeBufferPointer { Kernels.argmaxRow($0) }
+                    XCTAssertEqual(got, referenceTopK(row, k: 1)[0], "\(isa) n=\(n) trial \(trial)")
+                }
+            }
+        }
+    }
+
     func testTopKHandMadeRows() {
         let row: [Float] = [0.1, 0.5, 0.5, -2, 0.5, 9, .nan, 0]
         let t = Tensor(shape: [1, row.count], values: row)

@@ -282,6 +282,9 @@ void moek_adamw(float *w, const float *g, float *m, float *v, size_t n, const fl
 /// Sum of x[i]^2: f32 partial sums (16 lanes) of up to 1024 elements, added in f64, then the last
 /// n % 16 elements in f64.
 double moek_sum_squares(const float *x, size_t n);
+/// Index of the largest of x[0..n) (n > 0): the lowest index on ties (-0 equals 0); a NaN counts as
+/// larger than any number (the first NaN wins), as in PyTorch.
+size_t moek_argmax(const float *x, size_t n);
 /// Inverted dropout over elements first ... first + n - 1 of the mask drawn from `seed` with
 /// probability p (0 <= p < 1): dst[i] = src[i] * f, or dst[i] += it with `accumulate`, where f is
 /// 0 if the element is dropped, else 1 / (1 - p). Element j is dropped when the top 24 bits of
