@@ -33,15 +33,29 @@ extension Kernels {
     }
 
     private static func runLinearBatch(_ jobs: [LinearJob], pool: ThreadPool) {
-        let active = jobs.filter { $0.input.rank == 2 && $0.input.shape[0] > 0 }
-        for job in active {
-            precondition(job.input.dtype == .f32 && job.output.dtype == .f32, "linearBatch: activations must be f32")
-            let (m, k, n) = (job.input.shape[0], job.input.shape[1], job.weight.shape[0])
-            precondition(job.weight.rank == 2 && job.weight.shape[1] == k && job.output.shape == [m, n],
-                         "linearBatch: input \(job.input.shape), weight \(job.weight.shape), output \(job.output.shape)")
+        // One pass over the jobs (decode calls this a few times a layer): the ones with rows,
+        // checked, and whether any needs its rows cut or runs outside the matmul leaves.
+        var active: [LinearJob] = [], allActive = true, cuts = false, gemmOnly = true
+        func gemm(_ job: LinearJob) -> Bool {
+            job.weight.dtype.isElementFormat
+                || usesBlockGemm(rows: job.input.shape[0], dtype: job.weight.dtype, k: job.input.shape[1])
         }
+        for i in jobs.indices {
+            guard jobs[i].input.rank == 2 && jobs[i].input.shape[0] > 0 else {
+                if allActive { active = Array(jobs[..<i]); allActive = false }
+                continue
+            }
+            if !allActive { active.append(jobs[i]) }
+            precondition(jobs[i].input.dtype == .f32 && jobs[i].output.dtype == .f32, "linearBatch: activations must be f32")
+            let (m, k, n) = (jobs[i].input.shape[0], jobs[i].input.shape[1], jobs[i].weight.shape[0])
+            precondition(jobs[i].weight.rank == 2 && jobs[i].weight.shape[1] == k && jobs[i].output.shape == [m, n],
+                         "linearBatch: input \(jobs[i].input.shape), weight \(jobs[i].weight.shape), output \(jobs[i].output.shape)")
+            cuts = cuts || splitsForBlockGemm(rows: m, dtype: jobs[i].weight.dtype, k: k) != nil
+            gemmOnly = gemmOnly && gemm(jobs[i])
+        }
+        if allActive { active = jobs }
         if active.isEmpty { return }
-        if active.contains(where: { splitsForBlockGemm(rows: $0.input.shape[0], dtype: $0.weight.dtype, k: $0.input.shape[1]) != nil }) {
+        if cuts {
             runLinearBatch(active.flatMap { job -> [LinearJob] in
                 guard let cut = splitsForBlockGemm(rows: job.input.shape[0], dtype: job.weight.dtype, k: job.input.shape[1]) else { return [job] }
                 let m = job.input.shape[0]
@@ -50,20 +64,16 @@ extension Kernels {
             }, pool: pool)
             return
         }
-        func gemm(_ job: LinearJob) -> Bool {
-            job.weight.dtype.isElementFormat
-                || usesBlockGemm(rows: job.input.shape[0], dtype: job.weight.dtype, k: job.input.shape[1])
-        }
-        if !active.allSatisfy(gemm) {
+        if !gemmOnly {
             // Block-format weights with few rows: every job's pieces in one parallel pass of the
             // integer leaf (or the f32 block leaf for formats without one); the others (element
             // formats, and block formats with many rows) go on as one batch of matmul leaves.
-            let blocks = quantizedLinearBatch(active.filter { !gemm($0) }, pool: pool)
+            let blocks = quantizedLinearBatch(active.allSatisfy { !gemm($0) } ? active : active.filter { !gemm($0) }, pool: pool)
             // Without an integer leaf, jobs with many rows widen each panel of their weight once
             // (`blockMatmul`); the others take the f32 block leaf in one pass.
             for job in blocks where job.input.shape[0] > 16 { runMatmul(job.input, job.weight, into: job.output, pool: pool) }
-            blockLinearBatch(blocks.filter { $0.input.shape[0] <= 16 }, pool: pool)
-            runLinearBatch(active.filter(gemm), pool: pool)
+            if blocks.contains(where: { $0.input.shape[0] <= 16 }) { blockLinearBatch(blocks.filter { $0.input.shape[0] <= 16 }, pool: pool) }
+            if active.contains(where: gemm) { runLinearBatch(active.filter(gemm), pool: pool) }
             return
         }
 

@@ -12,11 +12,25 @@ struct QuantizedRows {
     /// Quantizes rows [0, m) of x (row stride ldx) against `block`-element scales; rows are
     /// split over the pool when there are many.
     init(x: UnsafePointer<Float>, ldx: Int, rows m: Int, k: Int, block: Int, pool: ThreadPool) {
+        self.init(rows: m, k: k, block: block)
+        fill(from: x, ldx: ldx, k: k, block: block, pool: pool)
+    }
+
+    /// Room for `m` rows, not yet written (`fill` writes them).
+    init(rows m: Int, k: Int, block: Int) {
         rowBytes = moek_q8_row_bytes(k, Int32(block))
         rows = m
         base = UnsafeMutableRawPointer.allocate(byteCount: max(1, m * rowBytes), alignment: 64)
+    }
+
+    /// Quantizes the rows from x, over `pool` when there are many (nil: on this thread).
+    func fill(from x: UnsafePointer<Float>, ldx: Int, k: Int, block: Int, pool: ThreadPool?) {
         let (base, rowBytes) = (base, rowBytes)
-        Kernels.parallelChunks(m, grain: max(1, (1 << 16) / max(1, k)), pool: pool) { r in
+        guard let pool else {
+            for i in 0..<rows { moek_q8_quantize(x + i * ldx, k, Int32(block), base + i * rowBytes) }
+            return
+        }
+        Kernels.parallelChunks(rows, grain: max(1, (1 << 16) / max(1, k)), pool: pool) { r in
             for i in r { moek_q8_quantize(x + i * ldx, k, Int32(block), base + i * rowBytes) }
         }
     }
@@ -103,7 +117,7 @@ extension Kernels {
             if let done = made.first(where: { $0.x == x && $0.rows == rows && $0.k == k && $0.block == block }) {
                 q = done.q
             } else {
-                q = QuantizedRows(x: x.assumingMemoryBound(to: Float.self), ldx: k, rows: rows, k: k, block: block, pool: pool)
+                q = QuantizedRows(rows: rows, k: k, block: block)
                 made.append((x, rows, k, block, q))
             }
             let n = jobs[i].weight.shape[0]
@@ -111,6 +125,16 @@ extension Kernels {
                                       out: jobs[i].output.mutableRawPointer.assumingMemoryBound(to: Float.self), ldo: n))
         }
         if taken.isEmpty { return rest }
+        // Decode's inputs (an expert's row each) are a microsecond each: one parallel pass over
+        // them, where each alone is too small to split; prefill's split their rows.
+        if made.count > 1 && made.allSatisfy({ $0.rows <= gemvMaxRows }) {
+            pool.parallelFor(made.count) { i in
+                made[i].q.fill(from: made[i].x.assumingMemoryBound(to: Float.self), ldx: made[i].k, k: made[i].k,
+                               block: made[i].block, pool: nil)
+            }
+        } else {
+            for m in made { m.q.fill(from: m.x.assumingMemoryBound(to: Float.self), ldx: m.k, k: m.k, block: m.block, pool: pool) }
+        }
         if pool.threadCount > 1 && taken.allSatisfy({ $0.x.rows <= gemvMaxRows }) {
             streamQuantizedJobs(taken, pool: pool)
             return rest

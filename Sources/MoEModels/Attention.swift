@@ -87,8 +87,8 @@ func causalAttention(q: Tensor, heads h: Int, kvHeads g: Int, keyDim: Int, value
         let size = cache.dtype.byteSize, dt = Int32(cache.dtype.rawValue)
         let keys = cache.rows(layer: layer, head: gi, values: false) + first * keyDim * size
         let values = cache.rows(layer: layer, head: gi, values: true) + first * valueDim * size
-        var scores = [Float](repeating: 0, count: 4 * visible)
-        scores.withUnsafeMutableBufferPointer { sp in
+        // Scratch for up to 4 heads' scores, on the stack where it fits (no allocation a head and token).
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 4 * visible) { sp in
             guard let s = sp.baseAddress else { return }
             var h0 = 0
             while h0 < group {

@@ -4,8 +4,9 @@ import XCTest
 
 /// `StreamedRuns`: every weight row of every job lands in exactly one piece, each thread's run
 /// is contiguous in job order and of about equal bytes, runs are cut into at least the pieces
-/// asked for where their rows allow, and `run` calls the body once per piece whatever the
-/// threads (a thread that finishes takes the others' remaining pieces).
+/// asked for where their rows allow and taper towards their ends, and `run` calls the body
+/// once per piece whatever the threads (a thread that finishes takes the others' remaining
+/// pieces).
 final class StreamedRunsTests: XCTestCase {
     func testEveryRowOnceInBalancedContiguousRuns() {
         let shapes: [[(n: Int, rowBytes: Int)]] = [[(512, 576)], [(1024, 576), (1024, 576), (512, 210)],
@@ -31,6 +32,29 @@ final class StreamedRunsTests: XCTestCase {
                         let bytes = run.reduce(0) { $0 + ($1.n1 - $1.n0) * jobs[$1.job].rowBytes }
                         XCTAssertEqual(Double(bytes), Double(total) / Double(threads), accuracy: Double(total) / Double(threads) * 0.1)
                         XCTAssertGreaterThanOrEqual(run.count, 4)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs taper: no piece holds more than half the bytes left in its run from its start,
+    /// unless it is no more than the smallest piece (4 rows, or `minPieceBytes`); so an LM head's
+    /// run ends in pieces of about 32 KB, not in a quarter of the run.
+    func testPiecesTaperTowardsTheEndOfEachRun() {
+        let shapes: [[(n: Int, rowBytes: Int)]] = [[(32000, 840)], (0..<16).map { _ in (512, 576) }, [(1024, 576), (1024, 840)]]
+        for jobs in shapes {
+            for threads in [1, 2, 3] {
+                for run in StreamedRuns(jobs, threads: threads, minPieceBytes: 32 << 10).runs {
+                    var left = run.reduce(0) { $0 + ($1.n1 - $1.n0) * jobs[$1.job].rowBytes }
+                    for p in run {
+                        let bytes = (p.n1 - p.n0) * jobs[p.job].rowBytes
+                        XCTAssertTrue(bytes <= left / 2 || bytes <= max(32 << 10, 4 * jobs[p.job].rowBytes),
+                                      "\(bytes) bytes with \(left) left, \(threads) threads")
+                        left -= bytes
+                    }
+                    if let last = run.last, jobs.count == 1 {
+                        XCTAssertLessThanOrEqual((last.n1 - last.n0) * jobs[last.job].rowBytes, 32 << 10)
                     }
                 }
             }
