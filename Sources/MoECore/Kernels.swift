@@ -93,6 +93,13 @@ public enum Kernels {
         moek_from_f32(src, dtype.cValue, dst, count)
     }
 
+    /// Asks for `bytes` from `p` (at most the first 64 KiB) to be brought into L2 ahead of use:
+    /// for short runs read soon after (a decode step's cached keys and values of one head),
+    /// which the hardware prefetcher would meet only after several misses.
+    public static func prefetch(_ p: UnsafeRawPointer, bytes: Int) {
+        moek_prefetch_l2(p, min(max(0, bytes), 64 << 10))
+    }
+
     /// Reads `count` values of element format `dtype` at `src` into `dst` as f32 (exact).
     public static func widen(_ src: UnsafeRawPointer, count: Int, from dtype: DType, into dst: UnsafeMutablePointer<Float>) {
         precondition(dtype.isElementFormat, "widen: \(dtype) is not an element format")
