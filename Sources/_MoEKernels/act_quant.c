@@ -4,23 +4,32 @@
 // and the int16 sum of every 16 values (the minimum terms of the K-quants, Q4_1 and Q5_1 use them).
 //
 // Row layout, `moek_q8_row_bytes(K, block)` bytes, 64-byte aligned pieces:
-//   q[K] int8 | qi[K] int8 | d[K / block] f32 | bsum[K / 16] int16
+//   q[K] int8 | qi[K] int8 | d[K / block] f32 | bsum[K / 16] int16 | bsum32[K / 32] int16
 // where qi is q reordered for the AVX-512 VNNI leaves (kernels_avx512_vnni_q8.c), written only
 // on machines that run them.
 #include <math.h>
 #include "internal.h"
 
 size_t moek_q8_row_bytes(size_t K, int block) {
-  return moek_q8_sums_offset(K, block) + ((K / 16 * 2 + 63) & ~(size_t)63);
+  return moek_q8_sums32_offset(K, block) + ((K / 32 * 2 + 63) & ~(size_t)63);
+}
+
+/// The sums of 32 values from the sums of 16 (|sum| <= 32 x 127 fits int16): the rows-in-lanes
+/// leaf's minimum terms take them in pairs, 4 multiply-adds a block where pairs of 16-value sums
+/// took 8.
+static void sums32(const int16_t *bs, int16_t *bs32, size_t K) {
+  for (size_t j = 0; j < K / 32; j++) bs32[j] = (int16_t)(bs[2 * j] + bs[2 * j + 1]);
 }
 
 void moek_q8_quantize(const float *x, size_t K, int block, void *out) {
   int8_t *q = (int8_t *)out;
   float *d = (float *)((uint8_t *)out + moek_q8_scales_offset(K));
   int16_t *bs = (int16_t *)((uint8_t *)out + moek_q8_sums_offset(K, block));
+  int16_t *bs32 = (int16_t *)((uint8_t *)out + moek_q8_sums32_offset(K, block));
   const int isa = moek_isa();
   if (isa == MOEK_ISA_AVX2 || isa == MOEK_ISA_AVX512) {
     moek_q8_quantize_avx2(x, K, block, q, d, bs);
+    sums32(bs, bs32, K);
     if (moek_q8_vnni()) moek_q8_interleave_avx512(q, (int8_t *)out + moek_q8_interleaved_offset(K), K, block);
     return;
   }
@@ -44,6 +53,7 @@ void moek_q8_quantize(const float *x, size_t K, int block, void *out) {
     for (size_t j = 0; j < 16; j++) sum += q[g * 16 + j];
     bs[g] = (int16_t)sum;
   }
+  sums32(bs, bs32, K);
 }
 
 static volatile int vnni_allowed = 1;

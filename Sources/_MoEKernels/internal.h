@@ -56,14 +56,18 @@ static inline size_t moek_q8_scales_offset(size_t K) { return 2 * moek_q8_interl
 static inline size_t moek_q8_sums_offset(size_t K, int block) {
   return moek_q8_scales_offset(K) + ((K / (size_t)block * 4 + 63) & ~(size_t)63);
 }
+static inline size_t moek_q8_sums32_offset(size_t K, int block) {
+  return moek_q8_sums_offset(K, block) + ((K / 16 * 2 + 63) & ~(size_t)63);
+}
 
 /// One quantized activation row (act_quant.c's layout): int8 values, a scale per block, sums
-/// per 16.
+/// per 16 and per 32.
 typedef struct {
   const int8_t *q;
   const int8_t *qi;  // q interleaved for the VNNI leaves (written only where they run)
   const float *d;
   const int16_t *bs;
+  const int16_t *bs32;  // sums of 32 values (bs in pairs)
 } moek_act_row;
 
 /// Row m of the quantized activation rows at XQ (`ldxq` bytes apart) of K values in blocks of `block`.
@@ -71,7 +75,8 @@ static inline moek_act_row moek_act_row_at(const void *XQ, size_t ldxq, int m, s
   const uint8_t *p = (const uint8_t *)XQ + (size_t)m * ldxq;
   return (moek_act_row){(const int8_t *)p, (const int8_t *)(p + moek_q8_interleaved_offset(K)),
                         (const float *)(p + moek_q8_scales_offset(K)),
-                        (const int16_t *)(p + moek_q8_sums_offset(K, block))};
+                        (const int16_t *)(p + moek_q8_sums_offset(K, block)),
+                        (const int16_t *)(p + moek_q8_sums32_offset(K, block))};
 }
 
 /// Q3_K's 16 signed scales (6 bits minus 32) from the 12 packed bytes: low 4 bits from bytes

@@ -84,10 +84,12 @@ static void repack_q45_k(const uint8_t *rows, size_t row_bytes, int five, size_t
       transpose8(sc_in[h], sc_t[h]);
       transpose8(mn_in[h], mn_t[h]);
     }
-    for (int s = 0; s < 8; s++) {
-      const __m512i m = _mm512_inserti64x4(_mm512_castsi256_si512(mn_t[0][s]), mn_t[1][s], 1);
+    for (int s = 0; s < 8; s++)
       _mm512_store_si512((__m512i *)(sc + s * LANES), _mm512_inserti64x4(_mm512_castsi256_si512(sc_t[0][s]), sc_t[1][s], 1));
-      _mm512_store_si512((__m512i *)(mn + s * 2 * LANES), _mm512_or_si512(m, _mm512_slli_epi32(m, 16)));
+    for (int p = 0; p < 4; p++) {  // pair p: (min 2 p, min 2 p + 1), 6 bits each, against the 32-value sums
+      const __m512i e = _mm512_inserti64x4(_mm512_castsi256_si512(mn_t[0][2 * p]), mn_t[1][2 * p], 1);
+      const __m512i d = _mm512_inserti64x4(_mm512_castsi256_si512(mn_t[0][2 * p + 1]), mn_t[1][2 * p + 1], 1);
+      _mm512_store_si512((__m512i *)(mn + p * 2 * LANES), _mm512_or_si512(e, _mm512_slli_epi32(d, 16)));
     }
     // Group g's 32 bytes hold sub-block 2 g in their low nibbles and 2 g + 1 in their high ones
     // (Q5_K: plus bits 2 g and 2 g + 1 of the 32 qh bytes). The raw bytes are transposed once
@@ -142,10 +144,19 @@ static void repack_q36_k(const uint8_t *rows, size_t row_bytes, int dt, size_t i
       _mm512_store_si512((__m512i *)(sc + 2 * p * LANES), e);
       _mm512_store_si512((__m512i *)(sc + (2 * p + 1) * LANES), o);
       // int16 pair (offset e, offset o): |32 x scale| and |128 x scale| <= 4096.
-      _mm512_store_si512((__m512i *)(off + p * 2 * LANES),
-                         _mm512_or_si512(_mm512_and_si512(_mm512_slli_epi32(e, shift), _mm512_set1_epi32(0xFFFF)),
-                                         _mm512_slli_epi32(o, 16 + shift)));
+      if (!iq4)
+        _mm512_store_si512((__m512i *)(off + p * 2 * LANES),
+                           _mm512_or_si512(_mm512_and_si512(_mm512_slli_epi32(e, shift), _mm512_set1_epi32(0xFFFF)),
+                                           _mm512_slli_epi32(o, 16 + shift)));
     }
+    if (iq4)  // IQ4_XS: pair q is (offset of 32-value block 2 q, of 2 q + 1) against the 32-value sums
+      for (int q = 0; q < 4; q++) {
+        const __m512i e = _mm512_inserti64x4(_mm512_castsi256_si512(t[0][q / 2][4 * (q % 2)]), t[1][q / 2][4 * (q % 2)], 1);
+        const __m512i o = _mm512_inserti64x4(_mm512_castsi256_si512(t[0][q / 2][4 * (q % 2) + 2]), t[1][q / 2][4 * (q % 2) + 2], 1);
+        _mm512_store_si512((__m512i *)(off + q * 2 * LANES),
+                           _mm512_or_si512(_mm512_and_si512(_mm512_slli_epi32(e, shift), _mm512_set1_epi32(0xFFFF)),
+                                           _mm512_slli_epi32(o, 16 + shift)));
+      }
     // Half h's runs c = 0..3 are values 128 h + 32 c .. + 31 (q6_k_quants' and q3_k_quants' order).
     const __m512i m4 = _mm512_set1_epi8(0xF), m2 = _mm512_set1_epi8(3), one = _mm512_set1_epi8(1);
     if (iq4) {
@@ -232,16 +243,19 @@ INLINE void run(const int dt, const uint8_t *pack, size_t i0, size_t i1, const m
           isum[m] = _mm512_add_epi32(isum[m], _mm512_mullo_epi32(_mm512_add_epi32(t0, t1), sc0));
       }
     }
-    // The minimum (Q4_K: pair p is sub-block p's minimum twice, against its two 16-value sums)
-    // or offset (Q6_K: 32 x the scales of 16-value sub-blocks 2 p and 2 p + 1) terms.
+    // The minimum (Q4_K: pair p is sub-blocks 2 p and 2 p + 1's minimums) or offset (IQ4_XS:
+    // 128 x the scales of 32-value blocks 2 p and 2 p + 1; Q6_K: 32 x the scales of 16-value
+    // groups 2 p and 2 p + 1) terms, against the activation's 32-value sums (16-value for Q6_K):
+    // 4 multiply-adds a block where the 16-value sums took 8.
     const uint8_t *pairs = o + (six ? K6_OFF : K4_MN);
     const __m512 dv = _mm512_load_ps((const float *)(o + (six ? K6_D : K4_D)));
     const __m512 dminv = six ? dv : _mm512_load_ps((const float *)(o + K4_D + 64));
+    const int by32 = !six || twice;
 #pragma clang loop unroll(full)
     for (int m = 0; m < G; m++) {
-      const int16_t *bs = x[m].bs + 16 * i;
+      const int16_t *bs = by32 ? x[m].bs32 + 8 * i : x[m].bs + 16 * i;
 #pragma clang loop unroll(full)
-      for (int p = 0; p < 8; p++)
+      for (int p = 0; p < (by32 ? 4 : 8); p++)
         msum[m] = _mm512_dpwssd_epi32(msum[m], _mm512_load_si512((const __m512i *)(pairs + p * 64)),
                                       _mm512_set1_epi32(dword(bs + 2 * p)));
       const __m512 f = six ? _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(isum[m], msum[m])), dv)
