@@ -87,11 +87,14 @@ func causalAttention(q: Tensor, heads h: Int, kvHeads g: Int, keyDim: Int, value
         let size = cache.dtype.byteSize, dt = Int32(cache.dtype.rawValue)
         let keys = cache.rows(layer: layer, head: gi, values: false) + first * keyDim * size
         let values = cache.rows(layer: layer, head: gi, values: true) + first * valueDim * size
-        // Into L2 at once: the weights streamed since the last token evicted this head's rows, and
-        // their short runs (a head's few KB) otherwise come in at the memory's latency, not its
-        // bandwidth (OLMoE-shaped decode: the layer's attention 20 -> 17 us).
-        Kernels.prefetch(keys, bytes: visible * keyDim * size)
-        Kernels.prefetch(values, bytes: visible * valueDim * size)
+        // A decode step's rows into L2 at once: the weights streamed since the last token evicted
+        // them, and their short runs (a head's few KB) otherwise come in at the memory's latency,
+        // not its bandwidth (OLMoE-shaped decode: the layer's attention 20 -> 17 us). A prompt's
+        // rows read the same keys one after another, which stay in cache.
+        if segments.ranges[seq].count == 1 {
+            Kernels.prefetch(keys, bytes: visible * keyDim * size)
+            Kernels.prefetch(values, bytes: visible * valueDim * size)
+        }
         // Scratch for up to 4 heads' scores, on the stack where it fits (no allocation a head and token).
         withUnsafeTemporaryAllocation(of: Float.self, capacity: 4 * visible) { sp in
             guard let s = sp.baseAddress else { return }
