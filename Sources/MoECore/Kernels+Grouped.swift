@@ -35,7 +35,7 @@ extension Kernels {
     private static func runLinearBatch(_ jobs: [LinearJob], pool: ThreadPool) {
         // One pass over the jobs (decode calls this a few times a layer): the ones with rows,
         // checked, and whether any needs its rows cut or runs outside the matmul leaves.
-        var active: [LinearJob] = [], allActive = true, cuts = false, gemmOnly = true
+        var active: [LinearJob] = [], allActive = true, cuts = false, gemmOnly = true, anyGemm = false
         func gemm(_ job: LinearJob) -> Bool {
             job.weight.dtype.isElementFormat
                 || usesBlockGemm(rows: job.input.shape[0], dtype: job.weight.dtype, k: job.input.shape[1])
@@ -51,7 +51,9 @@ extension Kernels {
             precondition(jobs[i].weight.rank == 2 && jobs[i].weight.shape[1] == k && jobs[i].output.shape == [m, n],
                          "linearBatch: input \(jobs[i].input.shape), weight \(jobs[i].weight.shape), output \(jobs[i].output.shape)")
             cuts = cuts || splitsForBlockGemm(rows: m, dtype: jobs[i].weight.dtype, k: k) != nil
-            gemmOnly = gemmOnly && gemm(jobs[i])
+            let leaf = gemm(jobs[i])
+            gemmOnly = gemmOnly && leaf
+            anyGemm = anyGemm || leaf
         }
         if allActive { active = jobs }
         if active.isEmpty { return }
@@ -68,12 +70,12 @@ extension Kernels {
             // Block-format weights with few rows: every job's pieces in one parallel pass of the
             // integer leaf (or the f32 block leaf for formats without one); the others (element
             // formats, and block formats with many rows) go on as one batch of matmul leaves.
-            let blocks = quantizedLinearBatch(active.allSatisfy { !gemm($0) } ? active : active.filter { !gemm($0) }, pool: pool)
+            let blocks = quantizedLinearBatch(anyGemm ? active.filter { !gemm($0) } : active, pool: pool)
             // Without an integer leaf, jobs with many rows widen each panel of their weight once
             // (`blockMatmul`); the others take the f32 block leaf in one pass.
             for job in blocks where job.input.shape[0] > 16 { runMatmul(job.input, job.weight, into: job.output, pool: pool) }
             if blocks.contains(where: { $0.input.shape[0] <= 16 }) { blockLinearBatch(blocks.filter { $0.input.shape[0] <= 16 }, pool: pool) }
-            if active.contains(where: gemm) { runLinearBatch(active.filter(gemm), pool: pool) }
+            if anyGemm { runLinearBatch(active.filter(gemm), pool: pool) }
             return
         }
 
