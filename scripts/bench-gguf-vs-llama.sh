@@ -6,7 +6,10 @@
 #   olmoe    OLMoE-shaped:     hidden 1024, 4 layers, 16 heads, 32 experts of 512, top-8
 #   qwen3moe Qwen3-MoE-shaped: hidden 1024, 4 layers, 16/4 heads of 64, 64 experts of 768, top-8
 #   mixtral  Mixtral-shaped:   hidden 2048, 2 layers, 16/4 heads, 8 experts of 7168, top-2
-# (vocabulary 32000). `moe bench` and `llama-bench` alternate, 2 threads, a 128-token prompt and
+# (vocabulary 32000), and, when named in SHAPES, one at a published model's full size:
+#   olmoe7b  OLMoE-1B-7B:      hidden 2048, 16 layers, 16 heads, 64 experts of 1024, top-8,
+#            vocabulary 50304 (6.9 B weights: a 13.8 GB bf16 GGUF, Q8_0 7.3 GB, Q4_K_M 4.2 GB).
+# TYPES (environment) picks the files, default "bf16 Q8_0 Q5_K_M Q4_K_M IQ4_XS Q3_K_M". `moe bench` and `llama-bench` alternate, 2 threads, a 128-token prompt and
 # 32 generated tokens, ROUNDS times; each line also gives MoEKit's decode as a fraction of the
 # machine's read bandwidth over the bytes a token reads, and its peak RSS against the file size.
 #
@@ -15,36 +18,40 @@ set -euo pipefail
 rounds=${1:-2}
 llama=$(realpath -m "${2:-.llama.cpp}")
 shapes=${3:-"olmoe qwen3moe mixtral"}
+types=${TYPES:-"bf16 Q8_0 Q5_K_M Q4_K_M IQ4_XS Q3_K_M"}
 work=${TMPDIR:-/tmp}/moekit-gguf-bench
 moe=.build/release/moe
 mkdir -p "$work"
 
-make_model() {  # name, init-random arguments...
-  local name=$1; shift
-  if [ -f "$work/$name.Q4_K_M.gguf" ]; then  # files from before Q5_K_M, Q3_K_M and IQ4_XS joined the list
-    for t in Q5_K_M Q3_K_M IQ4_XS; do
-      [ -f "$work/$name.$t.gguf" ] || "$llama/build/bin/llama-quantize" "$work/$name.bf16.gguf" "$work/$name.$t.gguf" $t >/dev/null 2>&1
-    done
-    return
-  fi
-  rm -rf "${work:?}/$name"
-  "$moe" init-random --out "$work/$name" --vocab 32000 --dtype bf16 "$@" >/dev/null
-  # llama.cpp needs at least one merge in a gpt2 vocabulary.
-  python3 - "$work/$name/tokenizer.json" <<'PY'
+make_model() {  # name, vocabulary, init-random arguments...
+  local name=$1 vocab=$2; shift 2
+  local t quantized=""
+  for t in $types; do [ "$t" = bf16 ] || quantized="$quantized $t"; done
+  if [ ! -f "$work/$name.bf16.gguf" ]; then
+    rm -rf "${work:?}/$name"
+    "$moe" init-random --out "$work/$name" --vocab "$vocab" --dtype bf16 "$@" >/dev/null
+    # llama.cpp needs at least one merge in a gpt2 vocabulary.
+    python3 - "$work/$name/tokenizer.json" <<'PY'
 import json, sys
 t = json.load(open(sys.argv[1])); t["added_tokens"] = []; t["model"]["vocab"]["ĠĠ"] = 257; t["model"]["merges"] = ["Ġ Ġ"]
 json.dump(t, open(sys.argv[1], "w"))
 PY
-  "$moe" quantize --model "$work/$name" --type bf16 --out "$work/$name.bf16.gguf" 2>/dev/null
-  for t in Q8_0 Q5_K_M Q4_K_M Q3_K_M IQ4_XS; do "$llama/build/bin/llama-quantize" "$work/$name.bf16.gguf" "$work/$name.$t.gguf" "$t" >/dev/null 2>&1; done
+    "$moe" quantize --model "$work/$name" --type bf16 --out "$work/$name.bf16.gguf" 2>/dev/null
+    rm -rf "${work:?}/$name"  # the GGUF holds the same weights; the folder only takes disk
+  fi
+  for t in $quantized; do
+    [ -f "$work/$name.$t.gguf" ] || "$llama/build/bin/llama-quantize" "$work/$name.bf16.gguf" "$work/$name.$t.gguf" "$t" >/dev/null 2>&1
+  done
 }
 for s in $shapes; do
   case $s in
-    olmoe) make_model olmoe --arch olmoe --hidden 1024 --layers 4 --heads 16 --experts 32 --top-k 8 --expert-size 512 ;;
-    qwen3moe) make_model qwen3moe --arch qwen3_moe --hidden 1024 --layers 4 --heads 16 --kv-heads 4 --head-dim 64 --experts 64 \
+    olmoe) make_model olmoe 32000 --arch olmoe --hidden 1024 --layers 4 --heads 16 --experts 32 --top-k 8 --expert-size 512 ;;
+    qwen3moe) make_model qwen3moe 32000 --arch qwen3_moe --hidden 1024 --layers 4 --heads 16 --kv-heads 4 --head-dim 64 --experts 64 \
                 --top-k 8 --expert-size 768 ;;
-    mixtral) make_model mixtral --arch mixtral --hidden 2048 --layers 2 --heads 16 --kv-heads 4 --experts 8 --top-k 2 \
+    mixtral) make_model mixtral 32000 --arch mixtral --hidden 2048 --layers 2 --heads 16 --kv-heads 4 --experts 8 --top-k 2 \
                --expert-size 7168 ;;
+    olmoe7b) make_model olmoe7b 50304 --arch olmoe --hidden 2048 --layers 16 --heads 16 --experts 64 --top-k 8 \
+               --expert-size 1024 ;;
     *) echo "unknown shape $s" >&2; exit 2 ;;
   esac
 done
@@ -53,7 +60,7 @@ import json, sys; d = json.load(sys.stdin)
 print("machine:", d["isa"], "read %.1f GB/s, FMA %.0f GFLOP/s" % (d["read_bandwidth_gbs"], d["fma_peak_gflops"]))' || true
 for r in $(seq "$rounds"); do
   for s in $shapes; do
-    for t in bf16 Q8_0 Q5_K_M Q4_K_M IQ4_XS Q3_K_M; do
+    for t in $types; do
       f="$work/$s.$t.gguf"
       # bf16 twice: MoEKit's default (f32 activations) and --precision bf16 (activations rounded
       # to bf16 for vdpbf16ps, as llama.cpp computes bf16 weights on AVX512-BF16 machines).

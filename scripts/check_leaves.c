@@ -174,6 +174,8 @@ int main(void) {
       const float ginv = moek_rms_norm_row(u, w, 1e-6f, y, c);
       if (fabs(ginv - inv) > 1e-4 * inv) { printf("FAIL rms_norm_row inv (n %zu)\n", c); failures++; }
       failures += check("rms_norm_row", y, ry2, ones, c); cases += 2;
+      moek_rms_norm_row_f64(u, w, 1e-6f, y, c);
+      failures += check("rms_norm_row_f64", y, ry2, ones, c); cases++;
       moek_rms_norm_backward_row(dy, u, w, (float)inv, dx, dw, c);
       failures += check("rms_norm_backward_row dx", dx, rdx, ones, c);
       failures += check("rms_norm_backward_row dw", dw, rdw, ones, c); cases += 2;

@@ -269,6 +269,9 @@ void moek_weighted_rows(const float *P, size_t ldp, int nx, const void *V, int v
 }
 
 size_t moek_argmax(const float *x, size_t n) { return n == 0 ? 0 : vt()->argmax(x, n); }
+void moek_rms_norm_row_f64(const float *x, const float *w, float eps, float *y, size_t c) {
+  vt()->rms_norm_row_f64(x, w, eps, y, c);
+}
 
 void moek_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)

@@ -146,6 +146,7 @@ typedef struct {
   void (*weighted_rows)(const float *P, size_t ldp, int nx, const void *V, int vdt, size_t ldv, size_t L, size_t D,
                         float *out, size_t ldo);
   size_t (*argmax)(const float *x, size_t n);
+  void (*rms_norm_row_f64)(const float *x, const float *w, float eps, float *y, size_t c);
 } moek_vtable;
 
 extern const moek_vtable moek_vt_scalar;

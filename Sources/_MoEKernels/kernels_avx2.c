@@ -160,6 +160,6 @@ const moek_vtable moek_vt_avx2 = {
     scale_dot_avx2, rms_norm_row_avx2, rms_norm_backward_row_avx2,
     causal_softmax_rows_avx2, causal_softmax_backward_rows_avx2,
     softmax_row_f64_avx2, combine_rows_avx2, softmax_rows_avx2, NULL, rope_rows_avx2, dropout_avx2,
-    weighted_rows_avx2, argmax_avx2,
+    weighted_rows_avx2, argmax_avx2, rms_norm_row_f64_avx2,
 };
 #endif

@@ -245,6 +245,6 @@ const moek_vtable moek_vt_avx512 = {
     scale_dot_avx512, rms_norm_row_avx512, rms_norm_backward_row_avx512,
     causal_softmax_rows_avx512, causal_softmax_backward_rows_avx512,
     softmax_row_f64_avx512, combine_rows_avx512, softmax_rows_avx512, topk_row_avx512, rope_rows_simd_avx512, dropout_avx512,
-    weighted_rows_avx512, argmax_avx512,
+    weighted_rows_avx512, argmax_avx512, rms_norm_row_f64_avx512,
 };
 #endif

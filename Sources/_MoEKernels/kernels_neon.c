@@ -142,6 +142,6 @@ const moek_vtable moek_vt_neon = {
     scale_dot_neon, rms_norm_row_neon, rms_norm_backward_row_neon,
     causal_softmax_rows_neon, causal_softmax_backward_rows_neon,
     softmax_row_f64_neon, combine_rows_neon, softmax_rows_neon, NULL, rope_rows_neon, dropout_neon,
-    weighted_rows_neon, argmax_neon,
+    weighted_rows_neon, argmax_neon, rms_norm_row_f64_neon,
 };
 #endif

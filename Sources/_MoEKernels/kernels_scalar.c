@@ -79,5 +79,5 @@ const moek_vtable moek_vt_scalar = {
     scale_dot_scalar, rms_norm_row_scalar, rms_norm_backward_row_scalar,
     causal_softmax_rows_scalar, causal_softmax_backward_rows_scalar,
     softmax_row_f64_scalar, combine_rows_scalar, softmax_rows_scalar, NULL, rope_rows_scalar, dropout_scalar,
-    weighted_rows_scalar, argmax_scalar,
+    weighted_rows_scalar, argmax_scalar, rms_norm_row_f64_scalar,
 };

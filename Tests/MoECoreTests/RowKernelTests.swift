@@ -38,24 +38,31 @@ final class RowKernelTests: XCTestCase {
         XCTAssertEqual(u.toFloats(), [0, 1, 0])
     }
 
-    func testRMSNormEveryWeightDtype() {
-        for pool in testPools {
-            for dtype in DType.elementFormats {
-                for c in sizes {
-                    let x = Tensor(randomUniform: [5, c], in: -3...3, seed: UInt64(c + 1))
-                    let w = Tensor(randomUniform: [c], in: 0.5...1.5, seed: UInt64(c + 2), dtype: dtype)
-                    let eps: Float = 1e-6
-                    let out = Kernels.rmsNorm(x, weight: w, eps: eps, pool: pool)
-                    let xs = x.toFloats(), ws = w.toFloats()
-                    var expected = [Float]()
-                    for r in 0..<5 {
-                        let row = xs[(r * c)..<((r + 1) * c)].map(Double.init)
-                        let ms = row.reduce(0) { $0 + $1 * $1 } / Double(c)
-                        let s = 1 / (ms + Double(eps)).squareRoot()
-                        expected += row.enumerated().map { Float($0.element * s * Double(ws[$0.offset])) }
+    /// Every ISA's leaf against an f64 reference, and bit for bit against the other ISAs (the f64
+    /// partial sums are added in one order everywhere).
+    func testRMSNormEveryWeightDtypeOnEveryISA() {
+        var first: [String: [Float]] = [:]
+        forEachISA { isa in
+            for (p, pool) in testPools.enumerated() {
+                for dtype in DType.elementFormats {
+                    for c in sizes {
+                        let x = Tensor(randomUniform: [5, c], in: -3...3, seed: UInt64(c + 1))
+                        let w = Tensor(randomUniform: [c], in: 0.5...1.5, seed: UInt64(c + 2), dtype: dtype)
+                        let eps: Float = 1e-6
+                        let out = Kernels.rmsNorm(x, weight: w, eps: eps, pool: pool)
+                        let xs = x.toFloats(), ws = w.toFloats()
+                        var expected = [Float]()
+                        for r in 0..<5 {
+                            let row = xs[(r * c)..<((r + 1) * c)].map(Double.init)
+                            let ms = row.reduce(0) { $0 + $1 * $1 } / Double(c)
+                            let s = 1 / (ms + Double(eps)).squareRoot()
+                            expected += row.enumerated().map { Float($0.element * s * Double(ws[$0.offset])) }
+                        }
+                        // f32 rounding of x * scale * w: 2e-6 relative, 1e-6 absolute.
+                        assertClose(out.toFloats(), expected, absolute: 1e-6, relative: 2e-6, "rmsNorm \(isa) c=\(c) \(dtype)")
+                        let key = "\(p) \(dtype) \(c)"
+                        if let bits = first[key] { XCTAssertEqual(out.toFloats(), bits, "rmsNorm \(isa) \(key)") } else { first[key] = out.toFloats() }
                     }
-                    // f32 rounding of x * scale * w: 2e-6 relative, 1e-6 absolute.
-                    assertClose(out.toFloats(), expected, absolute: 1e-6, relative: 2e-6, "rmsNorm c=\(c) \(dtype)")
                 }
             }
         }
