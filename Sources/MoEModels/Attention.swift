@@ -132,7 +132,9 @@ struct Attention: AttentionBlock {
     /// x [T, d] normed rows of `segments`' sequences. Returns [T, d].
     func forward(_ x: Tensor, layer: Int, segments: Segments, caches: inout [KVCache], pool: ThreadPool) -> Tensor {
         let t = x.shape[0], h = spec.heads, g = spec.kvHeads, dh = spec.headDim
-        let q = Tensor(zeros: [t, h * dh]), k = Tensor(zeros: [t, g * dh]), v = Tensor(zeros: [t, g * dh])
+        // linearBatch overwrites its outputs: no zeroing pass (a decode step's fresh tensors are
+        // cold, and zeroing them cost each layer a few microseconds of cache misses).
+        let q = Tensor(uninitialized: [t, h * dh]), k = Tensor(uninitialized: [t, g * dh]), v = Tensor(uninitialized: [t, g * dh])
         Kernels.linearBatch([LinearJob(input: x, weight: wq, output: q), LinearJob(input: x, weight: wk, output: k),
                              LinearJob(input: x, weight: wv, output: v)], pool: pool)
         for (out, bias) in [(q, bq), (k, bk), (v, bv)] { if let bias { addRowBias(out, bias) } }
