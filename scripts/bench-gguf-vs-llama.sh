@@ -62,6 +62,7 @@ for r in $(seq "$rounds"); do
   for s in $shapes; do
     for t in $types; do
       f="$work/$s.$t.gguf"
+      cat "$f" > /dev/null  # into the page cache first: neither program's timing reads the disk
       # bf16 twice: MoEKit's default (f32 activations) and --precision bf16 (activations rounded
       # to bf16 for vdpbf16ps, as llama.cpp computes bf16 weights on AVX512-BF16 machines).
       for precision in exact $([ "$t" = bf16 ] && echo bf16); do
