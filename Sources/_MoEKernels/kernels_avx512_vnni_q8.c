@@ -37,7 +37,9 @@ enum { GROUP = 8 };  // activation rows per unpacked weight run
 
 /// Weight bytes fetched ahead of the block being unpacked: a row's blocks are contiguous and a
 /// run of rows too, so this is one stream per thread; from memory (decode), a block's distance
-/// is too short to hide the latency.
+/// is too short to hide the latency. For 4.5 bits a value (Q4_K); the 32-value formats scale it
+/// by their block's bytes (`rows_32i`), so the distance stays about the same time ahead: Q8_0
+/// at 4 KB read 14.8-16.8 GMAC/s from memory on one thread, at 8 KB 18.9-20.6.
 enum { AHEAD = 4096 };
 
 void moek_q8_interleave_avx512(const int8_t *q, int8_t *qi, size_t K, int block) {
@@ -97,7 +99,7 @@ INLINE void scales_and_mins(const __m256i w[8], const moek_act_row *x, const int
 /// scales gathered; per activation row, lane l = d_l dx_l (sum w x) accumulates in f32.
 INLINE void rows_32i(int dt, const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y,
                      size_t ldy, size_t r0, size_t r1, size_t K) {
-  const size_t runs = K / 256, bytes = (size_t)moek_block_bytes(dt);
+  const size_t runs = K / 256, bytes = (size_t)moek_block_bytes(dt), ahead = AHEAD * bytes / 18;
   const int8_t *table = dt == MOEK_MXFP4 ? moek_kvalues_mxfp4 : moek_kvalues_iq4nl;
   const __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)table));
   const __m256i bias = _mm256_set1_epi8((char)0x80), minus128 = _mm256_set1_epi16(-128);
@@ -107,7 +109,7 @@ INLINE void rows_32i(int dt, const uint8_t *W, size_t row_bytes, const moek_act_
     for (int m = 0; m < GROUP; m++) acc[m] = _mm256_setzero_ps();
     for (size_t g = 0; g < runs; g++) {
       const uint8_t *b = row + g * 8 * bytes;
-      for (size_t o = 0; o < 8 * bytes; o += 64) _mm_prefetch((const char *)(b + AHEAD + o), _MM_HINT_T0);
+      for (size_t o = 0; o < 8 * bytes; o += 64) _mm_prefetch((const char *)(b + ahead + o), _MM_HINT_T0);
       __m256i v[8], w[8];
       float dw[8];
 #pragma clang loop unroll(full)

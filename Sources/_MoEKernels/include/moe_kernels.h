@@ -297,11 +297,11 @@ float moek_scale_dot(const float *x, const float *y, float a, float *out, size_t
 /// One RMSNorm row: y = x inv w with inv = 1 / sqrt(mean(x^2) + eps) (the sum in 16 f32
 /// partial sums); returns inv.
 float moek_rms_norm_row(const float *x, const float *w, float eps, float *y, size_t c);
-/// RMSNorm backward for one row with the forward's inv: dx = dy w inv - x inv^3 mean(dy w x)
-/// (overwritten), dw += dy x inv.
 /// Inference RMSNorm of one row: y = (x inv) w, inv = 1 / sqrt(mean(x^2) + eps) with the sum of
 /// squares in f64 (8 partial sums, added in order), inv rounded once to f32. y may be x.
 void moek_rms_norm_row_f64(const float *x, const float *w, float eps, float *y, size_t c);
+/// RMSNorm backward for one row with the forward's inv: dx = dy w inv - x inv^3 mean(dy w x)
+/// (overwritten), dw += dy x inv.
 void moek_rms_norm_backward_row(const float *dy, const float *x, const float *w, float inv, float *dx, float *dw,
                                 size_t c);
 
