@@ -99,6 +99,7 @@ INLINE void scales_and_mins(const __m256i w[8], const moek_act_row *x, const int
 /// scales gathered; per activation row, lane l = d_l dx_l (sum w x) accumulates in f32.
 INLINE void rows_32i(int dt, const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y,
                      size_t ldy, size_t r0, size_t r1, size_t K) {
+  // AHEAD is for 18-byte blocks (32 values at 4.5 bits); a bigger block looks as far ahead in time.
   const size_t runs = K / 256, bytes = (size_t)moek_block_bytes(dt), ahead = AHEAD * bytes / 18;
   const int8_t *table = dt == MOEK_MXFP4 ? moek_kvalues_mxfp4 : moek_kvalues_iq4nl;
   const __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)table));
