@@ -130,8 +130,8 @@ INLINE void rows_32i(int dt, const uint8_t *W, size_t row_bytes, const moek_act_
 }
 
 /// Q4_K (`five` 0) and Q5_K, paired: lanes j and 4 + j of the L sums are sub-block 2 j, of the
-/// H sums 2 j + 1, each multiplied by its 6-bit scale; the mins, times the activation's 32-value
-/// sums, as in the row leaf.
+/// H sums 2 j + 1, each multiplied by its 6-bit scale; the mins times the activation's 16-value
+/// (Q5_K) or 32-value (Q4_K) sums.
 INLINE void rows_k45i(int five, const uint8_t *W, size_t row_bytes, const moek_act_row *x, const int nx, float *Y,
                       size_t ldy, size_t r0, size_t r1, size_t K) {
   const size_t blocks = K / 256, bytes = five ? 176 : 144;
@@ -143,49 +143,58 @@ INLINE void rows_k45i(int five, const uint8_t *W, size_t row_bytes, const moek_a
     for (size_t i = 0; i < blocks; i++) {
       const uint8_t *b = row + i * bytes;
       for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)(b + AHEAD + o), _MM_HINT_T0);
-      const float d = half(b), dmin = half(b + 2);
-      const __m128i sm = k4_scales_mins_vec(b + 4);
-      // int16 lanes 2l and 2l + 1 both hold min l, against the two 16-value sums of sub-block l.
-      const __m256i mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
       const uint8_t *qs = b + (five ? 48 : 16);
       __m256i w[8];
-      if (five) {
+      if (five) {  // Q5_K: the sums need 32 bits; each half times its scales
+        const float d = half(b), dmin = half(b + 2);
+        const __m128i sm = k4_scales_mins_vec(b + 4);
+        // int16 lanes 2l and 2l + 1 both hold min l, against the two 16-value sums of sub-block l.
+        const __m256i mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
         const __m256i hbits = _mm256_loadu_si256((const __m256i *)(b + 16));
         __m256i v[8];
 #pragma clang loop unroll(full)
         for (int j = 0; j < 4; j++) k45_quants(1, qs, hbits, j, &v[2 * j], &v[2 * j + 1]);
         pair8(v, w);
-      } else {  // group j's bytes hold sub-block 2 j (low nibbles) and 2 j + 1 (high)
-        __m256i u[4];
-        transpose4(_mm256_loadu_si256((const __m256i *)qs), _mm256_loadu_si256((const __m256i *)(qs + 32)),
-                   _mm256_loadu_si256((const __m256i *)(qs + 64)), _mm256_loadu_si256((const __m256i *)(qs + 96)), u);
-#pragma clang loop unroll(full)
-        for (int p = 0; p < 4; p++) {
-          w[p] = _mm256_and_si256(u[p], m4);
-          w[p + 4] = _mm256_and_si256(_mm256_srli_epi16(u[p], 4), m4);
-        }
-      }
-      if (five) {  // Q5_K: the sums need 32 bits; each half times its scales
         const __m256i sc_lo = _mm256_cvtepu8_epi32(_mm_shuffle_epi8(sm, _mm_setr_epi8(0, 2, 4, 6, 0, 2, 4, 6, -1, -1, -1, -1, -1, -1, -1, -1)));
         const __m256i sc_hi = _mm256_cvtepu8_epi32(_mm_shuffle_epi8(sm, _mm_setr_epi8(1, 3, 5, 7, 1, 3, 5, 7, -1, -1, -1, -1, -1, -1, -1, -1)));
         scales_and_mins(w, x, nx, i, sc_lo, sc_hi, mins, d, dmin, acc);
-      } else {
-        // Q4_K: a lane's sum has 16 products of at most 15 x 127, so it fits an int16; lo and
-        // hi pack into one register and one multiply-add applies the scales (in the packed
-        // order: sub-blocks 0 2 4 6 1 3 5 7 in each 128-bit half), fewer operations per
-        // activation row than two 32-bit multiplies and an add.
-        const __m256i sc16 = _mm256_broadcastsi128_si256(
-            _mm_cvtepu8_epi16(_mm_shuffle_epi8(sm, _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, -1, -1, -1, -1, -1, -1, -1, -1))));
-        const __m256 dv = _mm256_set1_ps(d), ndminv = _mm256_set1_ps(-dmin);
+        continue;
+      }
+      // Q4_K. Group j's bytes hold sub-block 2 j (low nibbles) and 2 j + 1 (high). Against one
+      // activation row the vector pipes bind, so the high nibbles are masked in place (16 times
+      // their value: the H sums, multiples of 16, shift back exactly) rather than shifted in
+      // each register, d and dmin convert in one, and the scales unpack in general-purpose
+      // registers.
+      const int high_in_place = nx == 1;
+      const __m128i sm = k4_scales_mins_gpr(b + 4);
+      const __m128 dd = _mm_cvtph_ps(_mm_loadu_si32(b));  // d, dmin
+      const __m256 dv = _mm256_broadcastss_ps(dd);
+      const __m256 dminv = _mm256_permutexvar_ps(_mm256_set1_epi32(1), _mm256_castps128_ps256(dd));
+      __m256i u[4];
+      transpose4(_mm256_loadu_si256((const __m256i *)qs), _mm256_loadu_si256((const __m256i *)(qs + 32)),
+                 _mm256_loadu_si256((const __m256i *)(qs + 64)), _mm256_loadu_si256((const __m256i *)(qs + 96)), u);
 #pragma clang loop unroll(full)
-        for (int m = 0; m < nx; m++) {
-          __m256i lo, hi;
-          dot_pairs(w, x[m].qi + 256 * i, &lo, &hi);
-          const __m256i s = _mm256_madd_epi16(_mm256_packs_epi32(lo, hi), sc16);
-          const __m256i ms = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x[m].bs + 16 * i)), mins);
-          const __m256 f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dv, _mm256_mul_ps(_mm256_cvtepi32_ps(ms), ndminv));
-          acc[m] = _mm256_fmadd_ps(f, _mm256_set1_ps(x[m].d[i]), acc[m]);
-        }
+      for (int p = 0; p < 4; p++) {
+        w[p] = _mm256_and_si256(u[p], m4);
+        w[p + 4] = high_in_place ? _mm256_andnot_si256(m4, u[p]) : _mm256_and_si256(_mm256_srli_epi16(u[p], 4), m4);
+      }
+      // A lane's sum has 16 products of at most 15 x 127, so it fits an int16; lo and hi pack
+      // into one register and one multiply-add applies the scales (in the packed order:
+      // sub-blocks 0 2 4 6 1 3 5 7 in each 128-bit half), fewer operations per activation row
+      // than two 32-bit multiplies and an add. The mins take the activation's 32-value sums.
+      const __m256i sc16 = _mm256_broadcastsi128_si256(
+          _mm_cvtepu8_epi16(_mm_shuffle_epi8(sm, _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, -1, -1, -1, -1, -1, -1, -1, -1))));
+      const __m128i mins = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm));
+#pragma clang loop unroll(full)
+      for (int m = 0; m < nx; m++) {
+        __m256i lo, hi;
+        dot_pairs(w, x[m].qi + 256 * i, &lo, &hi);
+        if (high_in_place) hi = _mm256_srai_epi32(hi, 4);
+        const __m256i s = _mm256_madd_epi16(_mm256_packs_epi32(lo, hi), sc16);
+        const __m128i ms = _mm_madd_epi16(_mm_loadu_si128((const __m128i *)(x[m].bs32 + 8 * i)), mins);
+        const __m256 msf = _mm256_zextps128_ps256(_mm_cvtepi32_ps(ms));
+        const __m256 f = _mm256_fmsub_ps(_mm256_cvtepi32_ps(s), dv, _mm256_mul_ps(msf, dminv));
+        acc[m] = _mm256_fmadd_ps(f, _mm256_set1_ps(x[m].d[i]), acc[m]);
       }
     }
     for (int m = 0; m < nx; m++) Y[(size_t)m * ldy + r] = hsum(acc[m]);
