@@ -7,11 +7,17 @@
 
 #define INLINE static inline __attribute__((always_inline))
 
-/// The f16 at p (unaligned) as f32.
+/// The f16 at p (unaligned) as f32. Left to itself clang inserts the 16 bits into whatever
+/// register is free (`vpinsrw`), often a leaf's accumulator, so each block's scale waited on the
+/// previous block's sum; the empty asm makes it zero-extend the bits into a fresh register.
+/// In-cache harness, one activation row: Q6_K, Q5_K and Q2_K rows up to 4% faster (within the
+/// noise for the rest).
 INLINE float half(const uint8_t *p) {
   uint16_t h;
   memcpy(&h, p, 2);
-  return _cvtsh_ss(h);
+  __m128i v = _mm_cvtsi32_si128(h);
+  __asm__("" : "+x"(v));
+  return _mm_cvtss_f32(_mm_cvtph_ps(v));
 }
 
 /// The sum of the 8 lanes of v.
