@@ -115,22 +115,27 @@ public final class Trainer: @unchecked Sendable {
     }
 
     /// The batch for step `s`: inputs and next-token targets, `batch` rows of `seqLen`.
+    /// Synthetic rows are drawn and tokenized on the pool, each from its own seed (the result
+    /// does not depend on the threads): a step's rows took 2.5% of a small model's LoRA run on
+    /// the calling thread while the other threads waited.
     public func batch(at s: Int) -> (inputs: [[Int]], targets: [[Int]]) {
         var rng = SplitMix64(seed: config.seed &* 0x9E37_79B9 &+ UInt64(s))
         if let instructions { return instructions.batch(config.batch, length: config.seqLen, rng: &rng) }
         if let text { return text.batch(config.batch, length: config.seqLen, rng: &rng) }
-        var inputs: [[Int]] = [], targets: [[Int]] = []
-        for b in 0..<config.batch {
-            var ids = tokenizer.bosID.map { [$0] } ?? []
-            var rowRNG = SplitMix64(seed: rng.next() &+ UInt64(b))
-            while ids.count < config.seqLen + 1 {
-                ids += tokenizer.encode(synthetic.randomSample(heldOut: false, rng: &rowRNG)?.text ?? "\n")
+        let seeds = (0..<config.batch).map { rng.next() &+ UInt64($0) }
+        var windows = [[Int]](repeating: [], count: config.batch)
+        let (tokenizer, synthetic, length) = (tokenizer, synthetic, config.seqLen + 1)
+        windows.withUnsafeMutableBufferPointer { rows in
+            pool.parallelFor(rows.count) { b in
+                var ids = tokenizer.bosID.map { [$0] } ?? []
+                var rowRNG = SplitMix64(seed: seeds[b])
+                while ids.count < length {
+                    ids += tokenizer.encode(synthetic.randomSample(heldOut: false, rng: &rowRNG)?.text ?? "\n")
+                }
+                rows[b] = Array(ids.prefix(length))
             }
-            let window = Array(ids.prefix(config.seqLen + 1))
-            inputs.append(Array(window.dropLast()))
-            targets.append(Array(window.dropFirst()))
         }
-        return (inputs, targets)
+        return (windows.map { Array($0.dropLast()) }, windows.map { Array($0.dropFirst()) })
     }
 
     /// One optimisation step; returns the loss (cross-entropy plus auxiliary) and the learning rate.
