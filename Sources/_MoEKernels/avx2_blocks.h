@@ -44,17 +44,22 @@ INLINE __m256i bytes_from_bits(const uint8_t *p) {
   return _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
 }
 
+/// A 32-element block's int8 weights, by format.
+INLINE __m256i unpack32_values(int dt, const uint8_t *b, __m256i lut) {
+  switch (dt) {
+    case MOEK_Q8_0: return _mm256_loadu_si256((const __m256i *)(b + 2));
+    case MOEK_Q4_0: return _mm256_sub_epi8(nibbles(b + 2), _mm256_set1_epi8(8));
+    case MOEK_Q5_0:  // q - 16 = the nibble, with 0xF0 (-16) where the fifth bit is clear
+      return _mm256_or_si256(nibbles(b + 6), _mm256_andnot_si256(bytes_from_bits(b + 2), _mm256_set1_epi8((char)0xF0)));
+    case MOEK_IQ4_NL: return _mm256_shuffle_epi8(lut, nibbles(b + 2));
+    default: return _mm256_shuffle_epi8(lut, nibbles(b + 1));  // MXFP4
+  }
+}
+
 /// A 32-element block's int8 weights and scale, by format.
 INLINE __m256i unpack32(int dt, const uint8_t *b, __m256i lut, float *d) {
-  switch (dt) {
-    case MOEK_Q8_0: *d = half(b); return _mm256_loadu_si256((const __m256i *)(b + 2));
-    case MOEK_Q4_0: *d = half(b); return _mm256_sub_epi8(nibbles(b + 2), _mm256_set1_epi8(8));
-    case MOEK_Q5_0:  // q - 16 = the nibble, with 0xF0 (-16) where the fifth bit is clear
-      *d = half(b);
-      return _mm256_or_si256(nibbles(b + 6), _mm256_andnot_si256(bytes_from_bits(b + 2), _mm256_set1_epi8((char)0xF0)));
-    case MOEK_IQ4_NL: *d = half(b); return _mm256_shuffle_epi8(lut, nibbles(b + 2));
-    default: *d = moek_e8m0_half(b[0]); return _mm256_shuffle_epi8(lut, nibbles(b + 1));  // MXFP4
-  }
+  *d = dt == MOEK_MXFP4 ? moek_e8m0_half(b[0]) : half(b);
+  return unpack32_values(dt, b, lut);
 }
 
 /// Q4_K (`five` 0) and Q5_K: the quants of sub-blocks 2j (lo) and 2j + 1 (hi) as 32 lanes each,

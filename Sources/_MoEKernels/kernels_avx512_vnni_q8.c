@@ -141,9 +141,8 @@ INLINE void rows_32i(int dt, const uint8_t *W, size_t row_bytes, const moek_act_
       const uint8_t *b = row + g * 8 * bytes;
       for (size_t o = 0; o < 8 * bytes; o += 64) _mm_prefetch((const char *)(b + ahead + o), _MM_HINT_T0);
       __m256i v[8], w[8];
-      float unused;  // the scales come from run_scales
 #pragma clang loop unroll(full)
-      for (int l = 0; l < 8; l++) v[l] = _mm256_xor_si256(unpack32(dt, b + l * bytes, lut, &unused), bias);
+      for (int l = 0; l < 8; l++) v[l] = _mm256_xor_si256(unpack32_values(dt, b + l * bytes, lut), bias);
       transpose8(v, w);
       const __m256 dv = run_scales(dt, b, bytes);
 #pragma clang loop unroll(full)
