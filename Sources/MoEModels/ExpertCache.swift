@@ -23,7 +23,10 @@ public final class ExpertCache: @unchecked Sendable {
     public enum Policy: String, Sendable, CaseIterable {
         /// Least recently used.
         case lru
-        /// Least frequently used (count of layer passes that chose it), ties by recency.
+        /// Least frequently used, ties by recency. An expert's count is of the layer passes that
+        /// chose it, kept while it is out of the cache too (a hot expert evicted once comes
+        /// back with its count, not as a newcomer the next miss evicts) and halved every
+        /// `agingWindow` uses, so that experts hot long ago give way to those hot now.
         case lfu
     }
 
@@ -64,6 +67,10 @@ public final class ExpertCache: @unchecked Sendable {
     private let cond = NSCondition()
     private var entries: [Key: Entry] = [:]
     private var held = 0, clock = 0
+    /// Layer passes that chose each expert (held or not), halved every `agingWindow` of them:
+    /// LFU's ranking.
+    private var useCounts: [Key: Int] = [:]
+    private var usesSinceAging = 0
     private var stats = Statistics()
     private var files: [String: Int32] = [:]
     /// Descriptors opened for direct reads, and the files whose system refuses them.
@@ -85,7 +92,7 @@ public final class ExpertCache: @unchecked Sendable {
     final class Entry: @unchecked Sendable {  // its fields change only under the cache's lock
         var weights: [Tensor] = []
         let bytes: Int
-        var lastUse = 0, uses = 0, pins = 0
+        var lastUse = 0, pins = 0
         var ready = false, prefetched = false
         /// Read ahead for a layer that chose it and runs it next (a miss read while the layer's
         /// other experts compute): its first use counts as that miss, not as a hit.
@@ -168,7 +175,7 @@ public final class ExpertCache: @unchecked Sendable {
                     continue
                 }
                 e.lastUse = clock
-                e.uses += 1
+                countUse(key)
                 if e.demanded {
                     e.demanded = false
                     stats.misses += 1
@@ -198,6 +205,7 @@ public final class ExpertCache: @unchecked Sendable {
         }
         stats.misses += 1
         let e = insert(key, bytes: bytes)
+        countUse(key)
         e.pins = 1
         cond.unlock()
         return load(e, key: key, source: source, recordFailure: true)
@@ -212,14 +220,13 @@ public final class ExpertCache: @unchecked Sendable {
         let key = Key(layer: layer, expert: expert)
         let bytes = entryBytes(source)
         cond.lock()
-        guard entries[key] == nil, makeRoom(for: bytes, sparing: sparing) else {
+        guard entries[key] == nil, makeRoom(for: bytes, sparing: sparing, keepingReadAheads: !demand) else {
             keepFreed()
             cond.unlock()
             return
         }
         clock += 1
         let e = insert(key, bytes: bytes)
-        e.uses = 0  // no layer pass has chosen it yet: its acquire counts the first
         e.pins = 1  // until read
         if demand {
             e.demanded = true
@@ -229,6 +236,20 @@ public final class ExpertCache: @unchecked Sendable {
         }
         cond.unlock()
         readers.async { _ = self.load(e, key: key, source: source, recordFailure: false, unpin: true) }
+    }
+
+    /// Uses between two halvings of LFU's counts: ten times the entries held (at least 64 uses),
+    /// as TinyLFU resets its counts after ten times its cache's size.
+    var agingWindow: Int { 10 * max(entries.count, 6) + 4 }
+
+    /// Counts a layer pass that chose `key`, and halves every count once `agingWindow` uses
+    /// have passed since the last halving (dropping those that reach 0). Under the lock.
+    private func countUse(_ key: Key) {
+        useCounts[key, default: 0] += 1
+        usesSinceAging += 1
+        guard usesSinceAging >= agingWindow else { return }
+        usesSinceAging = 0
+        useCounts = useCounts.compactMapValues { $0 > 1 ? $0 / 2 : nil }
     }
 
     /// Adds `seconds` a layer spent waiting for its experts to the statistics.
@@ -247,7 +268,6 @@ public final class ExpertCache: @unchecked Sendable {
         let e = Entry(bytes: bytes)
         (e.reserved, freed) = (freed, [])
         e.lastUse = clock
-        e.uses = 1
         entries[key] = e
         held += bytes
         return e
@@ -313,17 +333,22 @@ public final class ExpertCache: @unchecked Sendable {
 
     private func pinnedBytes() -> Int { entries.values.reduce(0) { $0 + ($1.pins > 0 ? $1.bytes : 0) } }
 
-    /// Evicts unpinned entries (none of layer `sparing`), lowest ranked first, until `bytes`
-    /// more fit; false if they cannot, and then, when sparing a layer (a prefetch), evicts
-    /// nothing. Under the lock.
-    private func makeRoom(for bytes: Int, sparing: Int? = nil) -> Bool {
+    /// Evicts unpinned entries (none of layer `sparing`, and with `keepingReadAheads` none read
+    /// ahead and not used yet), lowest ranked first, until `bytes` more fit; false if they
+    /// cannot, and then, when sparing a layer (a prefetch), evicts nothing. A read-ahead never
+    /// evicts another: under LFU an unused one ranks by its history alone, often lowest, and
+    /// the next read-ahead would evict it before its layer ran (10% of them were used, with
+    /// 172 MB read a token, on the 35 GB model of the README). Under the lock.
+    private func makeRoom(for bytes: Int, sparing: Int? = nil, keepingReadAheads: Bool = false) -> Bool {
         if held + bytes <= capacity { return true }
-        let candidates = entries.filter { $0.value.pins == 0 && $0.key.layer != sparing }
+        let candidates = entries.filter {
+            $0.value.pins == 0 && $0.key.layer != sparing && !(keepingReadAheads && $0.value.prefetched)
+        }
         if sparing != nil && held - candidates.reduce(0, { $0 + $1.value.bytes }) + bytes > capacity { return false }
         let order = candidates.sorted { a, b in
             switch policy {
             case .lru: return a.value.lastUse < b.value.lastUse
-            case .lfu: return (a.value.uses, a.value.lastUse) < (b.value.uses, b.value.lastUse)
+            case .lfu: return (useCounts[a.key] ?? 0, a.value.lastUse) < (useCounts[b.key] ?? 0, b.value.lastUse)
             }
         }
         for (key, e) in order where held + bytes > capacity {

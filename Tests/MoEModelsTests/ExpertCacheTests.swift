@@ -106,6 +106,63 @@ final class ExpertCacheTests: XCTestCase {
         }
     }
 
+    /// Acquires and releases expert `e` of layer 0, which must succeed.
+    func use(_ cache: ExpertCache, _ e: Int, _ w: Tensor) {
+        XCTAssertNotNil(cache.acquire(layer: 0, expert: e, source: [w]))
+        cache.release(layer: 0, expert: e)
+    }
+
+    /// LFU keeps an expert's count while it is out of the cache: a hot expert evicted once by
+    /// a burst of others comes back ranked by its history, and the cold ones go instead.
+    func testLFUKeepsCountsAcrossEvictions() throws {
+        let (w, _) = try mappedTensor(1024, fill: 4)
+        let cache = ExpertCache(capacity: 2 * 1024, policy: .lfu)
+        let use = { (e: Int) in self.use(cache, e, w) }
+        for _ in 0..<5 { use(0); use(1) }  // 0 and 1: five uses each
+        use(2)  // evicts 0 (equal counts, older)
+        use(3)  // evicts 2 (one use)
+        XCTAssertEqual(cache.held(layer: 0, experts: 4), [false, true, false, true])
+        use(0)  // back with its five uses (six now): evicts 3 (one use)
+        use(2)  // two uses: evicts 1 (five), not 0 (six), which a count kept per entry would
+                // have restarted at one and evicted here
+        XCTAssertEqual(cache.held(layer: 0, experts: 4), [true, false, true, false])
+    }
+
+    /// LFU's counts halve as uses pass, so an expert hot only long ago loses its place to one
+    /// hot now instead of holding it forever.
+    func testLFUCountsAge() throws {
+        let (w, _) = try mappedTensor(1024, fill: 5)
+        let cache = ExpertCache(capacity: 2 * 1024, policy: .lfu)
+        let use = { (e: Int) in self.use(cache, e, w) }
+        for _ in 0..<40 { use(0) }  // 0: hot once
+        for _ in 0..<200 { use(1); use(2) }  // then 1 and 2 alternate, never 0
+        XCTAssertEqual(cache.held(layer: 0, experts: 3), [false, true, true], "0's old count decayed below 1's and 2's")
+    }
+
+    /// A read-ahead never evicts another not used yet (under LFU those rank lowest, so each
+    /// would evict the one before it); the layer's own misses still may.
+    func testReadAheadsDoNotEvictEachOther() throws {
+        let (w, _) = try mappedTensor(1024, fill: 6)
+        for policy in ExpertCache.Policy.allCases {
+            let cache = ExpertCache(capacity: 2 * 1024, policy: policy)
+            func readAhead(_ e: Int) {
+                cache.prefetch(layer: 1, expert: e, source: [w], sparing: 0)
+                while cache.statistics.bytesRead < cache.count * 1024 { usleep(100) }  // read done, unpinned
+            }
+            readAhead(1)
+            readAhead(2)
+            readAhead(3)  // no room without evicting 1 or 2: not read
+            XCTAssertEqual(cache.held(layer: 1, experts: 4), [false, true, true, false], "\(policy)")
+            for e in [1, 2] {
+                XCTAssertNotNil(cache.acquire(layer: 1, expert: e, source: [w]))
+                cache.release(layer: 1, expert: e)
+            }
+            XCTAssertEqual(cache.statistics.prefetchAccuracy, 1, "\(policy)")
+            XCTAssertNotNil(cache.acquire(layer: 1, expert: 3, source: [w]), "a miss evicts a used read-ahead")
+            cache.release(layer: 1, expert: 3)
+        }
+    }
+
     func testPinnedEntriesAreNotEvicted() throws {
         let (w, _) = try mappedTensor(1024, fill: 2)
         let cache = ExpertCache(capacity: 2 * 1024)
