@@ -41,6 +41,21 @@ public final class MappedFile: @unchecked Sendable {
         isMapped = true
     }
 
+    /// Asks the kernel never to map the whole pages holding `count` bytes from `byteOffset`
+    /// with huge (2 MiB) page-table entries (`MADV_NOHUGEPAGE`; elsewhere than Linux, nothing).
+    /// A file read or written just before sits in the page cache as large folios; touching one
+    /// byte of a 2 MiB one then maps, and counts as resident, all of it: weights read row by
+    /// row (an embedding) or never through the mapping (experts an expert cache reads with
+    /// `pread`) would count whole. Advice only: the bytes read the same.
+    public func adviseNoHugePages(byteOffset: Int, count: Int) {
+        #if os(Linux)
+        guard isMapped, count > 0, byteOffset >= 0, byteOffset + count <= byteCount else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = byteOffset / page * page, end = min(byteCount, byteOffset + count)
+        _ = madvise(UnsafeMutableRawPointer(mutating: base + start), end - start, 15)  // MADV_NOHUGEPAGE
+        #endif
+    }
+
     deinit {
         if isMapped {
             munmap(UnsafeMutableRawPointer(mutating: base), byteCount)

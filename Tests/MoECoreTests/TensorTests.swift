@@ -72,6 +72,9 @@ final class TensorTests: XCTestCase {
         }
         XCTAssertTrue(view.isMapped)
         XCTAssertEqual(view.toFloats(), [1, 2, -1, 0.5])
+        view.storage.mappedFile?.adviseNoHugePages(byteOffset: 3, count: 8)  // advice only: the bytes stay
+        view.storage.mappedFile?.adviseNoHugePages(byteOffset: 8, count: 100)  // past the end: ignored
+        XCTAssertEqual(view.toFloats(), [1, 2, -1, 0.5])
         let w = Tensor(randomUniform: [1, 2], seed: 1)
         XCTAssertEqual(Kernels.matmul(w, view).toFloats().count, 2, "kernels read mapped weights")
     }
