@@ -55,7 +55,7 @@ extension DecoderModel {
                                      + "plus one expert (\(largest) bytes): give at least \(resident + largest)")
         }
         let cache = ExpertCache(capacity: budget - resident, policy: policy, directIO: directIO)
-        var unmapped: [Tensor] = lmHead.storage === embed.storage && lmHead.byteOffset == embed.byteOffset ? [] : [embed]  // read row by row
+        var unmapped: [Tensor] = []  // the embedding's were advised at load
         for (i, layer) in layers.enumerated() {
             guard case let .moe(moe) = layer.ffn else { continue }
             guard let experts = (moe.experts as? CachedExperts)?.resident ?? moe.experts as? SwiGLUExperts else { continue }
