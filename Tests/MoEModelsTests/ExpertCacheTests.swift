@@ -147,7 +147,11 @@ final class ExpertCacheTests: XCTestCase {
             let cache = ExpertCache(capacity: 2 * 1024, policy: policy)
             func readAhead(_ e: Int) {
                 cache.prefetch(layer: 1, expert: e, source: [w], sparing: 0)
-                while cache.statistics.bytesRead < cache.count * 1024 { usleep(100) }  // read done, unpinned
+                let deadline = Date().addingTimeInterval(30)
+                while cache.statistics.bytesRead < cache.count * 1024 {  // read done, unpinned
+                    guard Date() < deadline else { return XCTFail("read-ahead of expert \(e) never finished") }
+                    usleep(100)
+                }
             }
             readAhead(1)
             readAhead(2)
