@@ -98,12 +98,11 @@ INLINE void scales_and_mins(const __m256i w[8], const moek_act_row *x, const int
 /// The scales of a run's 8 blocks of a 32-value format (f16, or MXFP4's e8m0 bytes as
 /// `moek_e8m0_half` halves them) as one vector. They are inserted into one register: a gather
 /// was slower (the one-row Q4_0 leaf 35 against 43 GMAC/s), and 8 scalar stores read back as a
-/// vector wait for the stores to retire. The first move goes through an empty asm so that clang
-/// does not insert into whatever register is free (see `half`).
+/// vector wait for the stores to retire. The first goes into a register of its own
+/// (`fresh_xmm`).
 INLINE __m256 run_scales(const int dt, const uint8_t *run, size_t bytes) {
   if (dt == MOEK_MXFP4) {  // 2^(e - 128); e < 2 is below the normal range
-    __m128i v = _mm_cvtsi32_si128(run[0]);
-    __asm__("" : "+x"(v));
+    __m128i v = fresh_xmm(run[0]);
 #define INSERT_E(l) v = _mm_insert_epi8(v, run[(l) * bytes], l)
     INSERT_E(1); INSERT_E(2); INSERT_E(3); INSERT_E(4); INSERT_E(5); INSERT_E(6); INSERT_E(7);
 #undef INSERT_E
@@ -114,8 +113,7 @@ INLINE __m256 run_scales(const int dt, const uint8_t *run, size_t bytes) {
   }
   uint16_t h;
   memcpy(&h, run, 2);
-  __m128i v = _mm_cvtsi32_si128(h);
-  __asm__("" : "+x"(v));
+  __m128i v = fresh_xmm(h);
 #define INSERT_D(l) (memcpy(&h, run + (l) * bytes, 2), v = _mm_insert_epi16(v, h, l))
   INSERT_D(1); INSERT_D(2); INSERT_D(3); INSERT_D(4); INSERT_D(5); INSERT_D(6); INSERT_D(7);
 #undef INSERT_D
