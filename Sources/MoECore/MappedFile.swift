@@ -56,6 +56,26 @@ public final class MappedFile: @unchecked Sendable {
         #endif
     }
 
+    /// `adviseNoHugePages` over the mapped bytes of `tensors`, merged into runs per file (one
+    /// call a run, so a model's stacked experts split its mapping into a few regions, not one
+    /// per tensor). Tensors in memory are skipped. Under an expert cache's budget a 242 MB budget
+    /// peaked at 292 MB resident on a file read into the page cache just before, 279 MB with
+    /// the advice (the budget plus the runtime; 248 MB from a cold page cache).
+    public static func adviseNoHugePages(covering tensors: [Tensor]) {
+        var runs: [ObjectIdentifier: (file: MappedFile, ranges: [(Int, Int)])] = [:]
+        for t in tensors {
+            guard let file = t.storage.mappedFile else { continue }
+            runs[ObjectIdentifier(file), default: (file, [])].ranges.append((t.byteOffset, t.byteOffset + t.byteCount))
+        }
+        for (file, ranges) in runs.values {
+            var merged: [(Int, Int)] = []
+            for r in ranges.sorted(by: { $0.0 < $1.0 }) {
+                if let last = merged.last, r.0 <= last.1 + 4096 { merged[merged.count - 1].1 = max(last.1, r.1) } else { merged.append(r) }
+            }
+            for (from, to) in merged { file.adviseNoHugePages(byteOffset: from, count: to - from) }
+        }
+    }
+
     deinit {
         if isMapped {
             munmap(UnsafeMutableRawPointer(mutating: base), byteCount)

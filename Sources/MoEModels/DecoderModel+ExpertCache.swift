@@ -64,31 +64,11 @@ extension DecoderModel {
             cached.experts = CachedExperts(experts, layer: i, cache: cache)
             layers[i] = Layer(inputNorm: layer.inputNorm, postNorm: layer.postNorm, attention: layer.attention, ffn: .moe(cached))
         }
-        Self.adviseNoHugePages(unmapped)
+        MappedFile.adviseNoHugePages(covering: unmapped)  // read with pread, never through the mapping
         expertCache = cache
         expertPrefetch = prefetch
         self.cacheAwareMargin = cacheAwareMargin
         return cache
-    }
-
-    /// Keeps huge page-table entries off the mapped bytes of `tensors` (merged into runs per
-    /// file): under a budget only their touched pages may count as resident, never the rest of
-    /// a large folio around them (on a file read into the page cache just before, a 242 MB
-    /// budget peaked at 292 MB resident, now 279 MB: the budget, plus the runtime's ~30 MB of
-    /// libraries and heap, which a run from a cold page cache also shows at 248 MB).
-    static func adviseNoHugePages(_ tensors: [Tensor]) {
-        var runs: [ObjectIdentifier: (file: MappedFile, ranges: [(Int, Int)])] = [:]
-        for t in tensors {
-            guard let file = t.storage.mappedFile else { continue }
-            runs[ObjectIdentifier(file), default: (file, [])].ranges.append((t.byteOffset, t.byteOffset + t.byteCount))
-        }
-        for (file, ranges) in runs.values {
-            var merged: [(Int, Int)] = []
-            for r in ranges.sorted(by: { $0.0 < $1.0 }) {
-                if let last = merged.last, r.0 <= last.1 + 4096 { merged[merged.count - 1].1 = max(last.1, r.1) } else { merged.append(r) }
-            }
-            for (from, to) in merged { file.adviseNoHugePages(byteOffset: from, count: to - from) }
-        }
     }
 
     /// Router lookahead: starts reading, in the background, the experts layer `next`'s router

@@ -109,7 +109,7 @@ public final class DecoderModel: @unchecked Sendable {
             lmHead = embed
         } else {
             lmHead = try ck.tensor(n.lmHead, shape: [s.vocabSize, d])
-            Self.adviseNoHugePages([embed])  // read a row a token: only those rows count as resident
+            MappedFile.adviseNoHugePages(covering: [embed])  // read a row a token: only those rows count as resident
         }
         rope = s.rotary
         let cell = try Self.loadRecurrentCell(ck, s)
