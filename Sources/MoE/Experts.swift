@@ -62,6 +62,10 @@ public struct SwiGLUExperts: ExpertFFN {
     public var activation: ExpertActivation = .swiglu
     /// Biases on the projections, or nil.
     public var biases: ExpertBiases? = nil
+    /// Per expert, empty or its gate, up and down weights in packed form (the expert cache's
+    /// copies of bf16 experts): the products read those, and `gate`, `up` and `down` give only
+    /// the shapes. Empty (the default): none is.
+    public var packed: [[PackedBF16Matrix?]] = []
     public var expertCount: Int { gate.count }
     public var hiddenSize: Int { gate.first?.shape[1] ?? 0 }
     /// The intermediate size I.
@@ -130,8 +134,9 @@ public struct SwiGLUExperts: ExpertFFN {
         var jobs: [LinearJob] = []
         for e in 0..<expertCount where rowOffsets[e] < rowOffsets[e + 1] {
             let span = rowOffsets[e]..<rowOffsets[e + 1]
-            jobs.append(LinearJob(input: rows.rows(span), weight: gate[e], output: g.rows(span)))
-            jobs.append(LinearJob(input: rows.rows(span), weight: up[e], output: u.rows(span)))
+            let p = packedWeights(e)
+            jobs.append(LinearJob(input: rows.rows(span), weight: gate[e], output: g.rows(span), packedWeight: p[0]))
+            jobs.append(LinearJob(input: rows.rows(span), weight: up[e], output: u.rows(span), packedWeight: p[1]))
         }
         Kernels.linearBatch(jobs, pool: pool)
         Self.activate(gate: g, up: u, activation: activation, biases: biases, rowOffsets: rowOffsets, pool: pool)
@@ -164,10 +169,15 @@ public struct SwiGLUExperts: ExpertFFN {
         var jobs: [LinearJob] = []
         for e in 0..<expertCount where rowOffsets[e] < rowOffsets[e + 1] {
             let span = rowOffsets[e]..<rowOffsets[e + 1]
-            jobs.append(LinearJob(input: g.rows(span), weight: down[e], output: out.rows(span)))
+            jobs.append(LinearJob(input: g.rows(span), weight: down[e], output: out.rows(span), packedWeight: packedWeights(e)[2]))
         }
         Kernels.linearBatch(jobs, pool: pool)
         if let b = biases { Self.addBias(out, b.down, rowOffsets) }
+    }
+
+    /// Expert e's packed gate, up and down weights (nil for each held as stored).
+    func packedWeights(_ e: Int) -> [PackedBF16Matrix?] {
+        e < packed.count && packed[e].count == 3 ? packed[e] : [nil, nil, nil]
     }
 
     /// Adds expert e's bias row to each of its rows of x [R, N].

@@ -6,16 +6,20 @@ import _MoEKernels
 /// One linear layer in a batch: `output = input W^T` for a block of rows.
 ///
 /// `input` is f32 [rows, K] and `output` f32 [rows, N] (row views of larger tensors are fine);
-/// `weight` is [N, K] of any dtype.
+/// `weight` is [N, K] of any dtype. With `packedWeight` (the expert cache's packed form of a
+/// bf16 weight), the product reads that instead, and `weight` (its source, of the same shape)
+/// is never read.
 public struct LinearJob: Sendable {
     public var input: Tensor
     public var weight: Tensor
     public var output: Tensor
+    public var packedWeight: PackedBF16Matrix?
 
-    public init(input: Tensor, weight: Tensor, output: Tensor) {
+    public init(input: Tensor, weight: Tensor, output: Tensor, packedWeight: PackedBF16Matrix? = nil) {
         self.input = input
         self.weight = weight
         self.output = output
+        self.packedWeight = packedWeight
     }
 }
 
@@ -32,7 +36,11 @@ extension Kernels {
         runLinearBatch(jobs, pool: pool)
     }
 
-    private static func runLinearBatch(_ jobs: [LinearJob], pool: ThreadPool) {
+    static func runLinearBatch(_ jobs: [LinearJob], pool: ThreadPool) {
+        if jobs.contains(where: { $0.packedWeight != nil }) {
+            runPackedBatch(jobs, pool: pool)
+            return
+        }
         // One pass over the jobs (decode calls this a few times a layer): the ones with rows,
         // checked, and whether any needs its rows cut or runs outside the matmul leaves.
         var active: [LinearJob] = [], allActive = true, cuts = false, gemmOnly = true, anyGemm = false

@@ -93,6 +93,24 @@ public final class TensorStorage: @unchecked Sendable {
         pages = 0
     }
 
+    /// Hands the pages past the first `used` bytes back to the kernel (they read as zeros when
+    /// touched again), for page storage (`init(pagesFor:)`) whose tail a write left unused;
+    /// returns the bytes of memory the storage now holds (all of it for other storage). The
+    /// tail is first advised off huge pages (Linux), or the kernel's background collapsing of
+    /// huge pages would fill it again (a packed expert cache peaked 7% over its budget so).
+    @discardableResult
+    public func releasePages(after used: Int) -> Int {
+        guard pages > 0 else { return byteCount }
+        let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let keep = (max(0, used) + pageSize - 1) / pageSize * pageSize
+        guard keep < byteCount else { return byteCount }
+        #if os(Linux)
+        _ = madvise(base + keep, pages - keep, 15)  // MADV_NOHUGEPAGE
+        #endif
+        _ = madvise(base + keep, pages - keep, MADV_DONTNEED)
+        return keep
+    }
+
     /// The file this storage maps, if any.
     public var mappedFile: MappedFile? { mapping }
 

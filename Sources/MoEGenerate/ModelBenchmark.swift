@@ -49,6 +49,8 @@ public enum ModelBenchmark {
         /// Seconds a token's layers waited for their experts (the decode's stall on the cache).
         public var stallSecondsPerToken: Double
         public var evictionsPerToken: Double
+        /// Read buffers mapped afresh (the kernel zeroes their pages), rather than reused.
+        public var buffersMappedPerToken: Double
         /// Of the experts router lookahead read ahead of use, the fraction that were used.
         public var prefetchAccuracy: Double
     }
@@ -140,6 +142,7 @@ public enum ModelBenchmark {
                 cacheStats.readSeconds += c.readSeconds
                 cacheStats.stallSeconds += c.stallSeconds
                 cacheStats.evictions += c.evictions
+                cacheStats.buffersMapped += c.buffersMapped
                 cacheStats.prefetches += c.prefetches
                 cacheStats.prefetchHits += c.prefetchHits
             }
@@ -175,6 +178,7 @@ public enum ModelBenchmark {
                                                     readSecondsPerToken: cacheStats.readSeconds / tokens,
                                                     stallSecondsPerToken: cacheStats.stallSeconds / tokens,
                                                     evictionsPerToken: Double(cacheStats.evictions) / tokens,
+                                                    buffersMappedPerToken: Double(cacheStats.buffersMapped) / tokens,
                                                     prefetchAccuracy: cacheStats.prefetchAccuracy)
                       })
     }

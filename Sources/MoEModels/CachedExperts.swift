@@ -8,7 +8,8 @@ import MoECore
 /// are taken from the cache (read from the file when absent) and run as `SwiGLUExperts` does;
 /// the experts' own tensors (views of the mapped file) are never touched. When the chosen
 /// experts do not fit in the cache at once, they run in groups that do. Equal to the resident
-/// experts' output exactly: the same bytes go through the same kernels.
+/// experts' output exactly: the same values go through the same arithmetic (bf16 weights the
+/// cache holds packed included).
 public struct CachedExperts: ExpertFFN {
     /// The experts as loaded (file-backed views: the source of every read).
     public let resident: SwiGLUExperts
@@ -94,7 +95,7 @@ public struct CachedExperts: ExpertFFN {
         var gate = resident.gate, up = resident.up, down = resident.down
         // Every expert at once: the misses are read in parallel (the cache reads outside its lock).
         final class Slots: @unchecked Sendable {  // one slot per expert, each written by one iteration
-            let weights: UnsafeMutableBufferPointer<[Tensor]?>
+            let weights: UnsafeMutableBufferPointer<ExpertCache.Weights?>
             init(_ n: Int) {
                 weights = .allocate(capacity: n)
                 weights.initialize(repeating: nil)
@@ -114,20 +115,24 @@ public struct CachedExperts: ExpertFFN {
         cache.recordStall(seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
         defer { for (i, e) in experts.enumerated() where slots.weights[i] != nil { cache.release(layer: layer, expert: e) } }
         pinned()
+        var packed = [[PackedBF16Matrix?]](repeating: [], count: expertCount)
         for (i, e) in experts.enumerated() {
             guard let w = slots.weights[i] else {
                 return Tensor(shape: [rows.shape[0], hiddenSize], values: [Float](repeating: .nan, count: rows.shape[0] * hiddenSize))
             }
-            (gate[e], up[e], down[e]) = (w[0], w[1], w[2])
+            (gate[e], up[e], down[e]) = (w.tensors[0], w.tensors[1], w.tensors[2])
+            if w.packed.contains(where: { $0 != nil }) { packed[e] = w.packed }
         }
         var layerExperts: SwiGLUExperts
         if subset {
             layerExperts = SwiGLUExperts(gate: experts.map { gate[$0] }, up: experts.map { up[$0] }, down: experts.map { down[$0] })
+            layerExperts.packed = experts.map { packed[$0] }
             layerExperts.biases = resident.biases.map { b in
                 ExpertBiases(gate: experts.map { b.gate[$0] }, up: experts.map { b.up[$0] }, down: experts.map { b.down[$0] })
             }
         } else {
             layerExperts = SwiGLUExperts(gate: gate, up: up, down: down)
+            layerExperts.packed = packed
             layerExperts.biases = resident.biases
         }
         layerExperts.activation = resident.activation

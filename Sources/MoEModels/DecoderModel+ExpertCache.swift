@@ -32,11 +32,14 @@ extension DecoderModel {
     /// `cacheAwareMargin` m > 0 (cache-aware routing, off by default), top-k softmax layers
     /// choose among near-tied experts the ones in the cache (`PreferringRouter`): then logits
     /// do change, by what `moe perplexity` measures. With `directIO`, reads bypass the page
-    /// cache (`ExpertCache.directIO`). Call before running the model. Throws when
+    /// cache (`ExpertCache.directIO`). With `packBF16`, bf16 experts are held in the lossless
+    /// packed form (`ExpertCache.packBF16`): more of them in the budget, fewer bytes a token,
+    /// the same logits, for the cost of packing each read (README: a win when the experts stay
+    /// in the cache, about even on a file three times the budget). Call before running the model. Throws when
     /// the budget does not cover the resident weights plus the largest expert.
     @discardableResult
     public func useExpertCache(budget: Int, policy: ExpertCache.Policy = .lru, prefetch: Bool = false,
-                               cacheAwareMargin: Float = 0, directIO: Bool = false) throws(ModelError) -> ExpertCache {
+                               cacheAwareMargin: Float = 0, directIO: Bool = false, packBF16: Bool = false) throws(ModelError) -> ExpertCache {
         guard cacheAwareMargin >= 0 && cacheAwareMargin <= 10 else {
             throw .invalidConfig(path: checkpoint.weightsPath, field: "cache-aware routing", reason: "margin \(cacheAwareMargin) is not in 0...10")
         }
@@ -54,7 +57,7 @@ extension DecoderModel {
                                  reason: "\(budget) bytes do not cover the \(resident) bytes of weights that stay resident "
                                      + "plus one expert (\(largest) bytes): give at least \(resident + largest)")
         }
-        let cache = ExpertCache(capacity: budget - resident, policy: policy, directIO: directIO)
+        let cache = ExpertCache(capacity: budget - resident, policy: policy, directIO: directIO, packBF16: packBF16)
         var unmapped: [Tensor] = []  // the embedding's were advised at load
         for (i, layer) in layers.enumerated() {
             guard case let .moe(moe) = layer.ffn else { continue }

@@ -16,8 +16,10 @@ import MoECore
 /// touched and the process holds only what the cache holds. When an entry must come in and
 /// the cache is full, the entry the policy ranks lowest (and not in use by the running layer)
 /// goes. A layer whose chosen experts do not fit at once runs them in groups that do
-/// (`CachedExperts`). The weights are the stored bytes, so outputs equal the resident model's
-/// exactly. Thread-safe; one layer runs at a time per model.
+/// (`CachedExperts`). With `packBF16`, bf16 weights are held in the lossless packed form
+/// (`PackedBF16Matrix`, about 78% of their bytes), so the budget holds more experts and a token
+/// reads fewer bytes. The weights are the stored values, through the same arithmetic, so
+/// outputs equal the resident model's exactly. Thread-safe; one layer runs at a time per model.
 public final class ExpertCache: @unchecked Sendable {
     /// Which entry leaves when the cache is full.
     public enum Policy: String, Sendable, CaseIterable {
@@ -63,6 +65,10 @@ public final class ExpertCache: @unchecked Sendable {
     /// tensor's pages hold up to 8 KiB more than its bytes; the budget counts them. Files whose
     /// system refuses direct reads are read through the page cache.
     public let directIO: Bool
+    /// Whether bf16 weights (of rows a multiple of 32 long) are packed once read
+    /// (`PackedBF16Matrix`): an entry is read in its stored bytes, packed over them, and the pages
+    /// its packed form leaves free go back to the system. Its bytes then count as packed.
+    public let packBF16: Bool
     /// The lock, and the signal that an entry finished loading.
     private let cond = NSCondition()
     private var entries: [Key: Entry] = [:]
@@ -71,6 +77,9 @@ public final class ExpertCache: @unchecked Sendable {
     /// LFU's ranking.
     private var useCounts: [Key: Int] = [:]
     private var usesSinceAging = 0
+    /// Of the packed weights read last, their packed bytes over their stored bytes (1 until one
+    /// is read). Under the lock.
+    private var packedShare = 1.0
     private var stats = Statistics()
     private var files: [String: Int32] = [:]
     /// Descriptors opened for direct reads, and the files whose system refuses them.
@@ -80,34 +89,54 @@ public final class ExpertCache: @unchecked Sendable {
     /// a 12 GB cache, when reads in flight dropped each other's buffers). Evicting makes room for
     /// an entry about to be read, which takes the buffers its eviction freed (`Entry.reserved`);
     /// the rest wait here, within the budget, and what goes beyond it is dropped.
-    private var spare: [Int: [TensorStorage]] = [:]
+    private var spare: [Int: [Buffer]] = [:]
     /// Buffers the last `makeRoom` freed, for the entry inserted next. Under the lock.
-    private var freed: [TensorStorage] = []
+    private var freed: [Buffer] = []
     private var failure: ModelError?
     private let readers = DispatchQueue(label: "moekit.expert-cache.prefetch", attributes: .concurrent)
 
     struct Key: Hashable { let layer: Int, expert: Int }
 
+    /// A page buffer an entry's weight was read into, and the bytes of memory it holds (less
+    /// than its size once a packed weight handed its tail back).
+    struct Buffer {
+        let storage: TensorStorage
+        let holds: Int
+    }
+
+    /// An expert's weights as the cache holds them: per weight, its copy in memory, or (for a
+    /// weight held packed) the source it was read from, which gives its shape and is not to be
+    /// read, with the packed copy in `packed`.
+    public struct Weights: Sendable {
+        public let tensors: [Tensor]
+        public let packed: [PackedBF16Matrix?]
+    }
+
     /// One expert's weights; `ready` once read. Entries being read are pinned, so never evicted.
     final class Entry: @unchecked Sendable {  // its fields change only under the cache's lock
-        var weights: [Tensor] = []
-        let bytes: Int
+        var weights = Weights(tensors: [], packed: [])
+        /// The memory its weights take (pages included), the buffers to hand on when it goes.
+        var buffers: [Buffer] = []
+        /// Bytes counted against the capacity: its stored bytes while read, then what its
+        /// (packed) weights hold.
+        var bytes: Int
         var lastUse = 0, pins = 0
         var ready = false, prefetched = false
         /// Read ahead for a layer that chose it and runs it next (a miss read while the layer's
         /// other experts compute): its first use counts as that miss, not as a hit.
         var demanded = false
         /// Buffers its eviction of other entries freed, for its own read to fill.
-        var reserved: [TensorStorage] = []
+        var reserved: [Buffer] = []
         init(bytes: Int) { self.bytes = bytes }
     }
 
     /// A cache of at most `capacity` bytes of expert weights.
-    public init(capacity: Int, policy: Policy = .lru, directIO: Bool = false) {
+    public init(capacity: Int, policy: Policy = .lru, directIO: Bool = false, packBF16: Bool = false) {
         precondition(capacity >= 0, "ExpertCache: negative capacity")
         self.capacity = capacity
         self.policy = policy
         self.directIO = directIO
+        self.packBF16 = packBF16
     }
 
     deinit {
@@ -118,8 +147,20 @@ public final class ExpertCache: @unchecked Sendable {
     /// The block size direct reads are aligned to.
     public static let directBlock = 4096
 
-    /// The bytes an entry of `source`'s copies counts against the capacity.
+    /// The bytes an entry of `source`'s copies counts against the capacity, as stored (at most
+    /// that once packed).
     public func entryBytes(_ source: [Tensor]) -> Int { source.reduce(0) { $0 + storageBytes($1) } }
+
+    /// The bytes an entry of `source` is counted at while read: its stored bytes, or for weights
+    /// to be packed the packed share of them the entries read last came to (`packedShare`), so
+    /// that making room for it evicts about what it will hold. Its read holds the stored bytes
+    /// for the moment it takes to pack them. Under the lock.
+    private func reservedBytes(_ source: [Tensor]) -> Int {
+        source.reduce(0) { total, t in
+            let b = storageBytes(t)
+            return total + (packBF16 && PackedBF16Matrix.canPack(t) ? min(b, Int((Double(b) * packedShare).rounded(.up))) : b)
+        }
+    }
 
     /// The bytes of memory a copy of `t` takes: its bytes, or with direct I/O the whole blocks
     /// of the file that hold them.
@@ -161,9 +202,9 @@ public final class ExpertCache: @unchecked Sendable {
     /// read now when absent (outside the lock, so several threads read in parallel), waited
     /// for when a prefetch is reading it, and pinned until `release`; nil (with the failure
     /// recorded) when the file cannot be read or the entry cannot fit beside the pinned ones.
-    public func acquire(layer: Int, expert: Int, source: [Tensor]) -> [Tensor]? {
+    public func acquire(layer: Int, expert: Int, source: [Tensor]) -> Weights? {
         let key = Key(layer: layer, expert: expert)
-        let bytes = entryBytes(source)
+        let bytes = reservedBytes(source)
         cond.lock()
         clock += 1
         while true {
@@ -218,7 +259,7 @@ public final class ExpertCache: @unchecked Sendable {
     /// it while its other experts compute: counted as a miss when acquired, not as a read-ahead.
     public func prefetch(layer: Int, expert: Int, source: [Tensor], sparing: Int? = nil, demand: Bool = false) {
         let key = Key(layer: layer, expert: expert)
-        let bytes = entryBytes(source)
+        let bytes = reservedBytes(source)
         cond.lock()
         guard entries[key] == nil, makeRoom(for: bytes, sparing: sparing, keepingReadAheads: !demand) else {
             keepFreed()
@@ -277,13 +318,30 @@ public final class ExpertCache: @unchecked Sendable {
     /// prefetch's, drops the pin its read held, in the same step, so a waiter for room never
     /// sees it ready yet pinned) and wakes the waiters; on failure removes it (recording why,
     /// unless a prefetch) and returns nil.
-    private func load(_ e: Entry, key: Key, source: [Tensor], recordFailure: Bool, unpin: Bool = false) -> [Tensor]? {
+    private func load(_ e: Entry, key: Key, source: [Tensor], recordFailure: Bool, unpin: Bool = false) -> Weights? {
         let start = Date()
-        var copies: [Tensor] = []
+        var tensors: [Tensor] = [], packed: [PackedBF16Matrix?] = [], buffers: [Buffer] = []
         var error: ModelError?
+        var holds = 0, stored = 0, packable = 0, packedHolds = 0
         for t in source {
             switch read(t, for: e, layer: key.layer, expert: key.expert) {
-            case let .success(copy): copies.append(copy)
+            case let .success(copy):
+                var bytes = storageBytes(t)
+                stored += bytes
+                if packBF16 && PackedBF16Matrix.canPack(copy) {
+                    // Packed over the bytes just read; the pages past the packed rows go back.
+                    let p = PackedBF16Matrix.packInPlace(copy)
+                    packable += bytes
+                    bytes = min(bytes, copy.storage.releasePages(after: p.byteCount))
+                    packedHolds += bytes
+                    tensors.append(t)
+                    packed.append(p)
+                } else {
+                    tensors.append(copy)
+                    packed.append(nil)
+                }
+                holds += bytes
+                buffers.append(Buffer(storage: copy.storage, holds: bytes))
             case let .failure(why): error = why
             }
             if error != nil { break }
@@ -306,28 +364,39 @@ public final class ExpertCache: @unchecked Sendable {
             dropSpareBeyondBudget()
             return nil
         }
-        stats.bytesRead += e.bytes
-        e.weights = copies
+        stats.bytesRead += stored
+        e.weights = Weights(tensors: tensors, packed: packed)
+        e.buffers = buffers
+        if packable > 0 { packedShare = Double(packedHolds) / Double(packable) }
+        if entries[key] === e && holds != e.bytes {
+            held += holds - e.bytes
+            e.bytes = holds
+            // Packed to more than reserved (rows that stayed raw): others make room.
+            if held > capacity {
+                _ = makeRoom(for: 0)
+                keepFreed()
+            }
+        }
         e.ready = true
         if unpin { e.pins = max(0, e.pins - 1) }
         dropSpareBeyondBudget()
-        return copies
+        return e.weights
     }
 
     /// Keeps `buffers` (by default those the last `makeRoom` freed, when no entry took them) as
     /// spares. Under the lock.
-    private func keepFreed(_ buffers: [TensorStorage]? = nil) {
-        for b in buffers ?? freed { spare[b.byteCount, default: []].append(b) }
+    private func keepFreed(_ buffers: [Buffer]? = nil) {
+        for b in buffers ?? freed { spare[b.storage.byteCount, default: []].append(b) }
         if buffers == nil { freed = [] }
     }
 
     /// Unmaps spare buffers that, with the entries, would hold more than the capacity (spares
-    /// an entry of another size left behind). Under the lock.
+    /// an entry of another size left behind), counting the memory each holds: a packed weight's
+    /// buffer, only its packed bytes. Under the lock.
     private func dropSpareBeyondBudget() {
-        var spareBytes = spare.reduce(0) { $0 + $1.key * $1.value.count }
+        var spareBytes = spare.values.reduce(0) { $0 + $1.reduce(0) { $0 + $1.holds } }
         while held + spareBytes > capacity, let size = spare.first(where: { !$0.value.isEmpty })?.key {
-            spare[size]?.removeLast()
-            spareBytes -= size
+            spareBytes -= spare[size]?.removeLast().holds ?? 0
         }
     }
 
@@ -355,7 +424,7 @@ public final class ExpertCache: @unchecked Sendable {
             entries[key] = nil
             held -= e.bytes
             stats.evictions += 1
-            freed += e.weights.map(\.storage)
+            freed += e.buffers
         }
         return held + bytes <= capacity
     }
@@ -367,8 +436,8 @@ public final class ExpertCache: @unchecked Sendable {
     /// spare, else fresh pages (nil when the kernel refuses them).
     private func buffer(_ bytes: Int, for e: Entry) -> TensorStorage? {
         let reused: TensorStorage? = locked {
-            if let i = e.reserved.firstIndex(where: { $0.byteCount == bytes }) { return e.reserved.remove(at: i) }
-            if let b = spare[bytes]?.popLast() { return b }
+            if let i = e.reserved.firstIndex(where: { $0.storage.byteCount == bytes }) { return e.reserved.remove(at: i).storage }
+            if let b = spare[bytes]?.popLast() { return b.storage }
             stats.buffersMapped += 1
             return nil
         }

@@ -178,6 +178,10 @@ void moek_pack_a_generic(const float *A, size_t lda, size_t M, size_t K, size_t 
 
 /// A 64-byte aligned buffer owned by the calling thread, grown on demand (never shrunk).
 float *moek_thread_scratch(size_t floats);
+/// The nx activation rows (row stride ldx, K each) rounded to bf16 as `moek_gemv_bf16_dot`
+/// rounds them, in this thread's `moek_thread_scratch`: nx rows of K rounded up to 32, the
+/// padding zero. Only where `moek_bf16_compute_supported()`.
+const uint16_t *moek_bf16_dot_activations(const float *X, size_t ldx, int nx, size_t K);
 
 static inline uint32_t moek_f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 static inline float moek_bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }

@@ -138,13 +138,25 @@ bf16_dot_rows(const int NX, const uint16_t *W, size_t ldw, const uint16_t *xb, s
 }
 
 /// Decode with bf16 activations: the nx (1...4) activation rows are rounded to bf16 once into
-/// this thread's scratch, then each weight row is read once, in order (one sequential stream
+/// this thread's scratch (`moek_bf16_dot_activations`), then each weight row is read once, in order (one sequential stream
 /// per thread), each 64-byte run multiplied against every activation row with vdpbf16ps.
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 void moek_gemv_bf16_dot(const uint16_t *W, size_t ldw, const float *X, size_t ldx, int nx, float *Y, size_t ldy,
                         size_t r0, size_t r1, size_t K, const void *next) {
   if (r1 <= r0 || nx < 1) return;
   if (nx > 4) nx = 4;
+  const size_t kp = (K + 31) / 32 * 32;
+  const uint16_t *xb = moek_bf16_dot_activations(X, ldx, nx, K);
+  switch (nx) {
+    case 1: bf16_dot_rows(1, W, ldw, xb, kp, Y, ldy, r0, r1, K, next); break;
+    case 2: bf16_dot_rows(2, W, ldw, xb, kp, Y, ldy, r0, r1, K, next); break;
+    case 3: bf16_dot_rows(3, W, ldw, xb, kp, Y, ldy, r0, r1, K, next); break;
+    default: bf16_dot_rows(4, W, ldw, xb, kp, Y, ldy, r0, r1, K, next); break;
+  }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+const uint16_t *moek_bf16_dot_activations(const float *X, size_t ldx, int nx, size_t K) {
   const size_t kp = (K + 31) / 32 * 32;
   uint16_t *xb = (uint16_t *)moek_thread_scratch((size_t)nx * kp / 2 + 16);
   // Rounded as moek_f32_to_bf16 does (to nearest even; a NaN stays a quiet NaN), 16 at a time.
@@ -162,12 +174,7 @@ void moek_gemv_bf16_dot(const uint16_t *W, size_t ldw, const float *X, size_t ld
       _mm256_storeu_si256((__m256i *)(xb + m * kp + k), _mm512_cvtepi32_epi16(h));
     }
   }
-  switch (nx) {
-    case 1: bf16_dot_rows(1, W, ldw, xb, kp, Y, ldy, r0, r1, K, next); break;
-    case 2: bf16_dot_rows(2, W, ldw, xb, kp, Y, ldy, r0, r1, K, next); break;
-    case 3: bf16_dot_rows(3, W, ldw, xb, kp, Y, ldy, r0, r1, K, next); break;
-    default: bf16_dot_rows(4, W, ldw, xb, kp, Y, ldy, r0, r1, K, next); break;
-  }
+  return xb;
 }
 #else
 #include "internal.h"

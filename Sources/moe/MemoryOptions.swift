@@ -29,6 +29,9 @@ struct MemoryOptions: ParsableArguments {
     @Flag(name: .customLong("direct-io"),
           help: "Read experts with direct I/O (O_DIRECT), so the page cache keeps no second copy of them (with --memory-budget).")
     var directIO = false
+    @Flag(name: .customLong("pack-experts"),
+          help: "Hold bf16 experts in the cache packed: lossless, about 78% of the bytes, the same logits; more experts fit the budget and a token reads less, for the cost of packing each read (with --memory-budget).")
+    var packExperts = false
     @Option(name: .customLong("kv-cache"),
             help: "KV cache element type: f32 (exact, the default) or f16 (half the memory and the bytes each decoded token reads at long contexts; keys and values rounded to f16, as llama.cpp's default cache).")
     var kvCache = KVCacheType.f32
@@ -47,6 +50,7 @@ struct MemoryOptions: ParsableArguments {
         if memoryBudget == nil && cachePolicy != "lru" { throw ValidationError("--cache-policy needs --memory-budget") }
         if memoryBudget == nil && prefetch { throw ValidationError("--prefetch needs --memory-budget") }
         if memoryBudget == nil && directIO { throw ValidationError("--direct-io needs --memory-budget") }
+        if memoryBudget == nil && packExperts { throw ValidationError("--pack-experts needs --memory-budget") }
         if let m = cacheAwareMargin {
             if memoryBudget == nil { throw ValidationError("--cache-aware-routing needs --memory-budget") }
             guard m >= 0 && m <= 10 else { throw ValidationError("--cache-aware-routing must be in 0...10, got \(m)") }
@@ -68,7 +72,7 @@ struct MemoryOptions: ParsableArguments {
         model.prefillChunk = prefillChunk
         guard let bytes = try budget() else { return }
         try model.useExpertCache(budget: bytes, policy: ExpertCache.Policy(rawValue: cachePolicy) ?? .lru, prefetch: prefetch,
-                                 cacheAwareMargin: cacheAwareMargin ?? 0, directIO: directIO)
+                                 cacheAwareMargin: cacheAwareMargin ?? 0, directIO: directIO, packBF16: packExperts)
     }
 
     /// Bytes of a size: a number with an optional unit, B, KB, MB, GB, TB (powers of 1000) or

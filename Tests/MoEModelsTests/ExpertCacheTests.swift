@@ -4,6 +4,14 @@ import MoECore
 import MoEModels
 import XCTest
 
+/// Prefill of 9 tokens, then 4 decode steps: every logit of each step, as bits.
+func stepLogitBits(_ model: DecoderModel) throws -> [[UInt32]] {
+    var cache = model.makeCache()
+    var steps = [try model.forward([1, 5, 9, 2, 7, 3, 8, 4, 6], cache: &cache).toFloats().map(\.bitPattern)]
+    for token in [11, 3, 17, 2] { steps.append(try model.forward([token], cache: &cache).toFloats().map(\.bitPattern)) }
+    return steps
+}
+
 /// The expert cache (issue 20): logits under any memory budget equal the resident model's bit
 /// for bit; the budget is never exceeded; eviction follows the policy; concurrent readers are
 /// safe; a file that shrinks gives a typed error naming it; a budget too small is refused.
@@ -11,13 +19,7 @@ final class ExpertCacheTests: XCTestCase {
     let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fixtures")
 
-    /// Prefill of 9 tokens, then 4 decode steps: every logit of each step.
-    func run(_ model: DecoderModel) throws -> [[UInt32]] {
-        var cache = model.makeCache()
-        var steps = [try model.forward([1, 5, 9, 2, 7, 3, 8, 4, 6], cache: &cache).toFloats().map(\.bitPattern)]
-        for token in [11, 3, 17, 2] { steps.append(try model.forward([token], cache: &cache).toFloats().map(\.bitPattern)) }
-        return steps
-    }
+    func run(_ model: DecoderModel) throws -> [[UInt32]] { try stepLogitBits(model) }
 
     func testLogitsUnderEveryBudgetEqualTheResidentModel() throws {
         for name in ["gguf_models/qwen3_moe.q8_0.gguf", "mixtral", "deepseek_v3", "gpt_oss"] {
@@ -186,8 +188,8 @@ final class ExpertCacheTests: XCTestCase {
             for i in 0..<200 {
                 let e = (t * 7 + i * 3) % 12
                 if let copy = cache.acquire(layer: t % 2, expert: e, source: [w]) {
-                    XCTAssertEqual(copy[0].byteCount, 4096)
-                    XCTAssertEqual(copy[0].rawPointer.load(fromByteOffset: 100, as: UInt8.self), 3)
+                    XCTAssertEqual(copy.tensors[0].byteCount, 4096)
+                    XCTAssertEqual(copy.tensors[0].rawPointer.load(fromByteOffset: 100, as: UInt8.self), 3)
                     cache.release(layer: t % 2, expert: e)
                 }
                 XCTAssertLessThanOrEqual(cache.bytesHeld, 5 * 4096)
@@ -274,7 +276,7 @@ final class ExpertCacheTests: XCTestCase {
         cache.prefetch(layer: 1, expert: 0, source: [w])  // already held or being read: nothing new
         for e in 0..<3 {
             let copy = try XCTUnwrap(cache.acquire(layer: 1, expert: e, source: [w]))  // waits for the read if needed
-            XCTAssertEqual(copy[0].rawPointer.load(fromByteOffset: 2000, as: UInt8.self), 5)
+            XCTAssertEqual(copy.tensors[0].rawPointer.load(fromByteOffset: 2000, as: UInt8.self), 5)
         }
         var stats = cache.statistics
         XCTAssertEqual(stats.prefetches, 3)
@@ -332,7 +334,7 @@ final class ExpertCacheTests: XCTestCase {
             for e in pair { cache.prefetch(layer: 0, expert: e, source: [w]) }
             for e in pair {
                 let copy = try XCTUnwrap(cache.acquire(layer: 0, expert: e, source: [w]), "round \(round)")
-                XCTAssertEqual(copy[0].rawPointer.load(fromByteOffset: 12345, as: UInt8.self), 3)
+                XCTAssertEqual(copy.tensors[0].rawPointer.load(fromByteOffset: 12345, as: UInt8.self), 3)
             }
             for e in pair { cache.release(layer: 0, expert: e) }
         }

@@ -122,6 +122,21 @@ void moek_ternary_dequantize_rows(const uint16_t *codes, const uint32_t *offsets
 void moek_ternary_decode_rows(const uint16_t *codes, const uint32_t *offsets, const uint64_t *dict, int8_t *T,
                               size_t ldt, size_t r0, size_t r1);
 
+/// Lossless packed bf16 rows (bf16_packed.c describes the format): bytes of one packed row of K
+/// (a multiple of 32) weights, 49 per 32.
+size_t moek_bf16p_row_bytes(size_t K);
+/// Packs bf16 W [N, K] (row stride K) into `out`, each row packed where its blocks allow and
+/// raw (2K bytes) where not, and writes the rows' byte offsets into offsets[0...N]; returns the
+/// bytes written. `out` may be W itself or lie below it (the rows are packed in place).
+size_t moek_bf16p_pack(const uint16_t *W, size_t N, size_t K, uint8_t *out, uint64_t *offsets);
+/// Rows [r0, r1) of a packed matrix back to bf16 words, bit for bit, into W (row stride K).
+void moek_bf16p_unpack_rows(const uint8_t *P, const uint64_t *offsets, size_t K, size_t r0, size_t r1, uint16_t *W);
+/// `moek_gemv_rows_next` (or with `bf16_dot`, `moek_gemv_bf16_dot`) on rows [r0, r1) of a packed
+/// bf16 matrix: the same results, bit for bit, as on the bf16 rows it packs. AVX-512 assembles
+/// each block's words in registers; the other paths unpack a few rows into L1 for the bf16 leaf.
+void moek_gemv_bf16p(const uint8_t *P, const uint64_t *offsets, size_t K, const float *X, size_t ldx, int nx,
+                     float *Y, size_t ldy, size_t r0, size_t r1, int bf16_dot, const void *next);
+
 /// Instruction-set paths. Values are stable; `moek_isa_name` gives a printable name.
 typedef enum {
   MOEK_ISA_SCALAR = 0,
