@@ -96,8 +96,8 @@ public final class TensorStorage: @unchecked Sendable {
     /// Hands the pages past the first `used` bytes back to the kernel (they read as zeros when
     /// touched again), for page storage (`init(pagesFor:)`) whose tail a write left unused;
     /// returns the bytes of memory the storage now holds (all of it for other storage). The
-    /// tail is first advised off huge pages (Linux), or the kernel's background collapsing of
-    /// huge pages would fill it again (a packed expert cache peaked 7% over its budget so).
+    /// tail is first advised off huge pages (Linux), so that the kernel's background collapsing
+    /// of huge pages (which fills the holes of a range it collapses) leaves it unmapped.
     @discardableResult
     public func releasePages(after used: Int) -> Int {
         guard pages > 0 else { return byteCount }
