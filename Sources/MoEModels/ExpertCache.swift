@@ -66,8 +66,9 @@ public final class ExpertCache: @unchecked Sendable {
     /// system refuses direct reads are read through the page cache.
     public let directIO: Bool
     /// Whether bf16 weights (of rows a multiple of 32 long) are packed once read
-    /// (`PackedBF16Matrix`): an entry is read in its stored bytes, packed over them, and the pages
-    /// its packed form leaves free go back to the system. Its bytes then count as packed.
+    /// (`PackedBF16Matrix`), where that is faster (`PackedBF16Matrix.isFast`: AVX-512): an
+    /// entry is read in its stored bytes, packed over them, and the pages its packed form leaves
+    /// free go back to the system. Its bytes then count as packed.
     public let packBF16: Bool
     /// The lock, and the signal that an entry finished loading.
     private let cond = NSCondition()
@@ -136,7 +137,7 @@ public final class ExpertCache: @unchecked Sendable {
         self.capacity = capacity
         self.policy = policy
         self.directIO = directIO
-        self.packBF16 = packBF16
+        self.packBF16 = packBF16 && PackedBF16Matrix.isFast
     }
 
     deinit {

@@ -175,10 +175,37 @@ static void unpack_row_scalar(const uint8_t *p, size_t K, uint16_t *w) {
   }
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+/// One packed row back to bf16 words in their order with AVX2: each block's words built 16 at a
+/// time, then its 4-word runs put back in order (stored 0, 2, 4, 6 are weights 0-15).
+__attribute__((target("avx2"))) static void unpack_row_avx2(const uint8_t *p, size_t K, uint16_t *w) {
+  const __m256i sign = _mm256_set1_epi16((short)0x8000), mant = _mm256_set1_epi16(0x7F);
+  const __m128i nibble = _mm_set1_epi8(15);
+  for (size_t b = 0; b < K; b += BLOCK, p += BLOCK_BYTES) {
+    const __m128i offs = _mm_loadu_si128((const __m128i *)(p + 1));
+    const __m256i base = _mm256_set1_epi16(p[0]);
+    const __m256i e0 = _mm256_add_epi16(_mm256_cvtepu8_epi16(_mm_and_si128(offs, nibble)), base);
+    const __m256i e1 = _mm256_add_epi16(_mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(offs, 4), nibble)), base);
+    const __m256i s0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p + 17)));
+    const __m256i s1 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p + 33)));
+    // stored words 0-15 and 16-31: (sm << 8) & 0x8000 | e << 7 | sm & 0x7F
+    const __m256i a = _mm256_or_si256(_mm256_or_si256(_mm256_and_si256(_mm256_slli_epi16(s0, 8), sign), _mm256_slli_epi16(e0, 7)),
+                                      _mm256_and_si256(s0, mant));
+    const __m256i c = _mm256_or_si256(_mm256_or_si256(_mm256_and_si256(_mm256_slli_epi16(s1, 8), sign), _mm256_slli_epi16(e1, 7)),
+                                      _mm256_and_si256(s1, mant));
+    // 4-word runs: a = [0-3, 16-19 | 4-7, 20-23], c = [8-11, 24-27 | 12-15, 28-31].
+    _mm256_storeu_si256((__m256i *)(w + b), _mm256_permute4x64_epi64(_mm256_unpacklo_epi64(a, c), 0xD8));
+    _mm256_storeu_si256((__m256i *)(w + b + 16), _mm256_permute4x64_epi64(_mm256_unpackhi_epi64(a, c), 0xD8));
+  }
+}
+#endif
+
+int moek_bf16p_fast(void) { return moek_isa() == MOEK_ISA_AVX512; }
+
 void moek_bf16p_unpack_rows(const uint8_t *P, const uint64_t *offsets, size_t K, size_t r0, size_t r1, uint16_t *W) {
   const size_t raw = K * 2;
 #if defined(__x86_64__) || defined(__i386__)
-  const int wide = moek_isa() == MOEK_ISA_AVX512;
+  const int wide = moek_isa() == MOEK_ISA_AVX512, avx2 = moek_isa() == MOEK_ISA_AVX2;
 #endif
   for (size_t r = r0; r < r1; r++) {
     const uint8_t *p = P + offsets[r];
@@ -190,6 +217,10 @@ void moek_bf16p_unpack_rows(const uint8_t *P, const uint64_t *offsets, size_t K,
 #if defined(__x86_64__) || defined(__i386__)
     if (wide) {
       unpack_row_avx512(p, K, w);
+      continue;
+    }
+    if (avx2) {
+      unpack_row_avx2(p, K, w);
       continue;
     }
 #endif

@@ -129,6 +129,10 @@ size_t moek_bf16p_row_bytes(size_t K);
 /// raw (2K bytes) where not, and writes the rows' byte offsets into offsets[0...N]; returns the
 /// bytes written. `out` may be W itself or lie below it (the rows are packed in place).
 size_t moek_bf16p_pack(const uint16_t *W, size_t N, size_t K, uint8_t *out, uint64_t *offsets);
+/// Whether the packed rows' products run faster than the bf16 leaves on the current path
+/// (AVX-512, which rebuilds the words in registers; AVX2 unpacks rows into L1 for its bf16 leaf
+/// at about half that leaf's speed, NEON and scalar code slower still).
+int moek_bf16p_fast(void);
 /// Rows [r0, r1) of a packed matrix back to bf16 words, bit for bit, into W (row stride K).
 void moek_bf16p_unpack_rows(const uint8_t *P, const uint64_t *offsets, size_t K, size_t r0, size_t r1, uint16_t *W);
 /// `moek_gemv_rows_next` (or with `bf16_dot`, `moek_gemv_bf16_dot`) on rows [r0, r1) of a packed
