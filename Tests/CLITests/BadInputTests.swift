@@ -342,6 +342,7 @@ final class BadInputTests: XCTestCase {
             Case(args: ["logits", "--model", gguf, "--tokens", "1", "--prefetch"], status: 64, mentions: ["--memory-budget"]),
             Case(args: ["logits", "--model", gguf, "--tokens", "1", "--cache-aware-routing", "0.1"], status: 64, mentions: ["--memory-budget"]),
             Case(args: ["logits", "--model", gguf, "--tokens", "1", "--direct-io"], status: 64, mentions: ["--memory-budget"]),
+            Case(args: ["logits", "--model", gguf, "--tokens", "1", "--pack-experts"], status: 64, mentions: ["--memory-budget"]),
             Case(args: ["bench", "--model", gguf, "--memory-budget", "1GB", "--cache-aware-routing", "11"], status: 64, mentions: ["--cache-aware-routing"]),
             Case(args: ["generate", "--model", gguf, "--kv-cache", "q8_0", "hi"], status: 64, mentions: ["--kv-cache", "q8_0"]),
             Case(args: ["bench", "--model", gguf, "--prefill-chunk", "-1"], status: 64, mentions: ["--prefill-chunk"]),
