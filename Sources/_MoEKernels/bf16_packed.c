@@ -12,7 +12,6 @@
 // keeps its rows' byte offsets, so its rows are of the two sizes. Unpacking gives the stored
 // bf16 words back bit for bit, and the products run the bf16 leaves on them: the results are
 // those of the raw weight, exactly.
-#include <pthread.h>
 #include <stdlib.h>
 #include "internal.h"
 
@@ -228,29 +227,11 @@ void moek_bf16p_unpack_rows(const uint8_t *P, const uint64_t *offsets, size_t K,
   }
 }
 
-// This thread's buffer of unpacked rows (apart from `moek_thread_scratch`, which the leaves use).
-static pthread_key_t rows_key;
-static pthread_once_t rows_once = PTHREAD_ONCE_INIT;
-static void rows_free(void *p) { free(p); }
-static void rows_key_init(void) { pthread_key_create(&rows_key, rows_free); }
-
 /// Rows unpacked per call of the leaf: about 16 KiB of bf16, so they are still in L1 when read.
 static size_t chunk_rows(size_t K) { return K >= 8192 ? 1 : 8192 / K; }
 
-static uint16_t *rows_buffer(size_t K) {
-  pthread_once(&rows_once, rows_key_init);
-  const size_t want = chunk_rows(K) * K * 2;
-  size_t *s = (size_t *)pthread_getspecific(rows_key);
-  if (!s || s[0] < want) {
-    void *p = NULL;
-    if (posix_memalign(&p, 64, 64 + want) != 0) abort();  // out of memory
-    free(s);
-    s = (size_t *)p;
-    s[0] = want;
-    pthread_setspecific(rows_key, s);
-  }
-  return (uint16_t *)((uint8_t *)s + 64);
-}
+/// This thread's buffer of unpacked rows: scratch slot 1, since the leaves use slot 0.
+static uint16_t *rows_buffer(size_t K) { return (uint16_t *)moek_thread_scratch_slot(1, (chunk_rows(K) * K + 1) / 2); }
 
 #if defined(__x86_64__) || defined(__i386__)
 /// The 32 bf16 words at word k of a row in the stored order (a raw row's put in it with

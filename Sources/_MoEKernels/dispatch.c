@@ -287,6 +287,7 @@ typedef struct {
   float *ptr;
   size_t cap;
 } scratch_t;
+enum { SCRATCH_SLOTS = 2 };
 
 static pthread_key_t scratch_key;
 static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
@@ -294,21 +295,24 @@ static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
 static void scratch_free(void *p) {
   scratch_t *s = (scratch_t *)p;
   if (s) {
-    free(s->ptr);
+    for (int i = 0; i < SCRATCH_SLOTS; i++) free(s[i].ptr);
     free(s);
   }
 }
 
 static void scratch_key_init(void) { pthread_key_create(&scratch_key, scratch_free); }
 
-float *moek_thread_scratch(size_t floats) {
+float *moek_thread_scratch(size_t floats) { return moek_thread_scratch_slot(0, floats); }
+
+float *moek_thread_scratch_slot(int slot, size_t floats) {
   pthread_once(&scratch_once, scratch_key_init);
-  scratch_t *s = (scratch_t *)pthread_getspecific(scratch_key);
-  if (!s) {
-    s = (scratch_t *)calloc(1, sizeof(scratch_t));
-    if (!s) abort();  // out of memory
-    pthread_setspecific(scratch_key, s);
+  scratch_t *slots = (scratch_t *)pthread_getspecific(scratch_key);
+  if (!slots) {
+    slots = (scratch_t *)calloc(SCRATCH_SLOTS, sizeof(scratch_t));
+    if (!slots) abort();  // out of memory
+    pthread_setspecific(scratch_key, slots);
   }
+  scratch_t *s = &slots[slot];
   if (floats > s->cap) {
     void *p = NULL;
     size_t cap = floats + floats / 4 + 64;

@@ -178,6 +178,9 @@ void moek_pack_a_generic(const float *A, size_t lda, size_t M, size_t K, size_t 
 
 /// A 64-byte aligned buffer owned by the calling thread, grown on demand (never shrunk).
 float *moek_thread_scratch(size_t floats);
+/// As `moek_thread_scratch`, a second buffer per thread (slot 1) for a caller whose callees use
+/// the first (slot 0 is `moek_thread_scratch`'s).
+float *moek_thread_scratch_slot(int slot, size_t floats);
 /// The nx activation rows (row stride ldx, K each) rounded to bf16 as `moek_gemv_bf16_dot`
 /// rounds them, in this thread's `moek_thread_scratch`: nx rows of K rounded up to 32, the
 /// padding zero. Only where `moek_bf16_compute_supported()`.
