@@ -41,6 +41,15 @@ extension Kernels {
             runPackedBatch(jobs, pool: pool)
             return
         }
+        if PackedBF16Matrix.anyTwins {
+            let twins = jobs.map { PackedBF16Matrix.twin(of: $0.weight) }
+            if twins.contains(where: { $0 != nil }) {
+                runPackedBatch(zip(jobs, twins).map { job, twin in
+                    LinearJob(input: job.input, weight: job.weight, output: job.output, packedWeight: twin)
+                }, pool: pool)
+                return
+            }
+        }
         // One pass over the jobs (decode calls this a few times a layer): the ones with rows,
         // checked, and whether any needs its rows cut or runs outside the matmul leaves.
         var active: [LinearJob] = [], allActive = true, cuts = false, gemmOnly = true, anyGemm = false

@@ -89,6 +89,10 @@ extension Kernels {
         precondition(x.rank == 2 && w.rank == 2 && out.rank == 2, "matmul: x \(x.shape), W \(w.shape), out \(out.shape)")
         let (m, k, n) = (x.shape[0], x.shape[1], w.shape[0])
         precondition(w.shape[1] == k && out.shape == [m, n], "matmul: x \(x.shape), W \(w.shape), out \(out.shape)")
+        if let twin = PackedBF16Matrix.twin(of: w) {
+            runPackedBatch([LinearJob(input: x, weight: w, output: out, packedWeight: twin)], pool: pool)
+            return
+        }
         linear(x: x.rawPointer.assumingMemoryBound(to: Float.self), ldx: k, rows: m,
                w: w.rawPointer, dtype: w.dtype, n: n, k: k,
                out: out.mutableRawPointer.assumingMemoryBound(to: Float.self), ldo: n, pool: pool)

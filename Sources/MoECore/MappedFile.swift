@@ -56,6 +56,16 @@ public final class MappedFile: @unchecked Sendable {
         #endif
     }
 
+    /// Unmaps from this process the whole pages inside the `count` bytes from `byteOffset`
+    /// (`MADV_DONTNEED`): they leave its resident memory, stay in the page cache, and read the
+    /// same if touched again. For bytes the process has copied and will not read again.
+    public func dropPages(byteOffset: Int, count: Int) {
+        guard isMapped, count > 0, byteOffset >= 0, byteOffset + count <= byteCount else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (byteOffset + page - 1) / page * page, end = (byteOffset + count) / page * page
+        if end > start { _ = madvise(UnsafeMutableRawPointer(mutating: base + start), end - start, MADV_DONTNEED) }
+    }
+
     /// `adviseNoHugePages` over the mapped bytes of `tensors`, merged into runs per file (one
     /// call a run, so a model's stacked experts split its mapping into a few regions, not one
     /// per tensor). Tensors in memory are skipped. Under an expert cache's budget a 242 MB budget

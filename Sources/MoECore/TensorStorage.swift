@@ -5,6 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Synchronization
 
 /// The bytes behind one or more tensors: either memory this object owns (64-byte aligned,
 /// zero-filled, writable), or a read-only region of a memory-mapped file that it keeps alive.
@@ -18,6 +19,9 @@ public final class TensorStorage: @unchecked Sendable {
     private let mapping: MappedFile?
     /// Bytes of anonymous pages this storage maps (0 for heap memory and files).
     private let pages: Int
+    /// Lossless packed copies of bf16 matrices viewing this (read-only) storage, by the view's
+    /// byte offset (`PackedBF16Matrix.attachTwin`).
+    let packedTwins = Mutex<[Int: PackedBF16Matrix]>([:])
 
     /// Allocates `byteCount` bytes, 64-byte aligned: zeroed, or with `zeroed: false` left as
     /// the allocator gives them (for outputs a kernel overwrites completely). Debug builds fill

@@ -37,6 +37,8 @@ protocol AttentionBlock: Sendable {
     var weightBytes: Int { get }
     /// Weights one token multiplies by (for FLOP counts).
     var weightCount: Int { get }
+    /// The weight matrices its products read (not norms or biases).
+    var matrices: [Tensor] { get }
 }
 
 /// Softmax(q k^T * scale) v over the cached positions of each row's own sequence, causal: query
@@ -176,6 +178,7 @@ struct Attention: AttentionBlock {
 
     var weightBytes: Int { [wq, wk, wv, wo].reduce(0) { $0 + $1.byteCount } }
     var weightCount: Int { [wq, wk, wv, wo].reduce(0) { $0 + $1.count } }
+    var matrices: [Tensor] { [wq, wk, wv, wo] }
 }
 
 /// Adds bias [N] to every row of x [T, N].

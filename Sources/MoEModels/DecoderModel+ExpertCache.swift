@@ -33,10 +33,11 @@ extension DecoderModel {
     /// choose among near-tied experts the ones in the cache (`PreferringRouter`): then logits
     /// do change, by what `moe perplexity` measures. With `directIO`, reads bypass the page
     /// cache (`ExpertCache.directIO`). With `packBF16`, bf16 experts are held in the lossless
-    /// packed form (`ExpertCache.packBF16`): more of them in the budget, fewer bytes a token,
-    /// the same logits, for the cost of packing each read (README: a win when the experts stay
-    /// in the cache, about even on a file three times the budget). Call before running the model. Throws when
-    /// the budget does not cover the resident weights plus the largest expert.
+    /// packed form (`ExpertCache.packBF16`) and the resident bf16 matrices packed too
+    /// (`packResidentMatrices`, before the budget is checked): more experts in the budget,
+    /// fewer bytes a token, the same logits, for the cost of packing each read. Call before
+    /// running the model. Throws when the budget does not cover the resident weights plus the
+    /// largest expert.
     @discardableResult
     public func useExpertCache(budget: Int, policy: ExpertCache.Policy = .lru, prefetch: Bool = false,
                                cacheAwareMargin: Float = 0, directIO: Bool = false, packBF16: Bool = false) throws(ModelError) -> ExpertCache {
@@ -49,7 +50,8 @@ extension DecoderModel {
                                      reason: "QMoE-coded experts stay in memory (they are a fraction of the model's bytes); run without --memory-budget")
             }
         }
-        let resident = try storedBytes() - routedExpertBytes
+        // Packed resident matrices leave the budget more room for experts.
+        let resident = try storedBytes() - routedExpertBytes - (packBF16 ? packResidentMatrices() : 0)
         // Direct reads take whole 4 KiB blocks: up to two more per tensor of an expert.
         let largest = largestExpertBytes + (directIO ? 3 * 2 * ExpertCache.directBlock : 0)
         guard budget - resident >= largest else {

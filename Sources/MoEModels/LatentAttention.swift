@@ -35,6 +35,7 @@ struct LatentAttention: AttentionBlock {
     }
     var weightBytes: Int { (queryWeights + [kvA, kvANorm, kvB, o]).reduce(0) { $0 + $1.byteCount } }
     var weightCount: Int { (queryWeights + [kvA, kvB, o]).reduce(0) { $0 + ($1.rank == 2 ? $1.count : 0) } }
+    var matrices: [Tensor] { (queryWeights + [kvA, kvB, o]).filter { $0.rank == 2 } }
 
     func forward(_ x: Tensor, layer: Int, segments: Segments, caches: inout [KVCache], pool: ThreadPool) -> Tensor {
         let t = x.shape[0], h = heads, kd = nope + ropeDim

@@ -4,7 +4,8 @@ import MoECore
 import MoEModels
 import XCTest
 
-/// bf16 experts held packed in the expert cache (`ExpertCache.packBF16`): logits
+/// bf16 experts held packed in the expert cache (`ExpertCache.packBF16`), and the resident bf16
+/// matrices with packed twins (`DecoderModel.packResidentMatrices`): logits
 /// equal the resident model's bit for bit, at decode (packed leaves) and prefill (unpacked for
 /// the call), with f32 and bf16 activations, with biases (GPT-OSS) and experts whose rows stay
 /// raw (DeepSeek-V3's down projections of 48); the cache counts the packed bytes, so the same
@@ -45,6 +46,8 @@ final class PackedExpertCacheTests: XCTestCase {
                         XCTAssertEqual(try run(model), want, what)
                         XCTAssertLessThanOrEqual(cache.bytesHeld, cache.capacity, what)
                         XCTAssertEqual(cache.packBF16, PackedBF16Matrix.isFast)
+                        // The resident matrices (attention, shared or dense FFNs, LM head) run packed too.
+                        XCTAssertEqual(model.packResidentMatrices() > 0, PackedBF16Matrix.isFast, what)
                     }
                 }
             }
