@@ -30,7 +30,7 @@ struct MemoryOptions: ParsableArguments {
           help: "Read experts with direct I/O (O_DIRECT), so the page cache keeps no second copy of them (with --memory-budget).")
     var directIO = false
     @Flag(name: .customLong("pack-experts"),
-          help: "Hold bf16 experts in the cache packed: lossless, about 78% of the bytes, the same logits; more experts fit the budget and a token reads less, for the cost of packing each read (with --memory-budget; CPUs with AVX-512, elsewhere they stay as stored).")
+          help: "Hold bf16 experts in the cache packed, and the resident bf16 matrices (attention, shared and dense FFNs, LM head) too: lossless, about 78% of the bytes, the same logits; more experts fit the budget and a token reads less, for the cost of packing each read (with --memory-budget; CPUs with AVX-512, elsewhere they stay as stored).")
     var packExperts = false
     @Option(name: .customLong("kv-cache"),
             help: "KV cache element type: f32 (exact, the default) or f16 (half the memory and the bytes each decoded token reads at long contexts; keys and values rounded to f16, as llama.cpp's default cache).")
