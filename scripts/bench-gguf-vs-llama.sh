@@ -10,7 +10,8 @@
 #   olmoe7b  OLMoE-1B-7B:      hidden 2048, 16 layers, 16 heads, 64 experts of 1024, top-8,
 #            vocabulary 50304 (6.9 B weights: a 13.8 GB bf16 GGUF, Q8_0 7.3 GB, Q4_K_M 4.2 GB).
 # TYPES (environment) picks the files, default "bf16 Q8_0 Q5_K_M Q4_K_M IQ4_XS Q3_K_M". `moe bench` and `llama-bench` alternate, 2 threads, a 128-token prompt and
-# 32 generated tokens, ROUNDS times; each line also gives MoEKit's decode as a fraction of the
+# GEN generated tokens (environment, default 128; until the twelfth session 32, which timed
+# the small shapes' decode over 60-100 ms windows), ROUNDS times; each line also gives MoEKit's decode as a fraction of the
 # machine's read bandwidth over the bytes a token reads, and its peak RSS against the file size.
 #
 #     swift build -c release && scripts/build-llama-cpp.sh && scripts/bench-gguf-vs-llama.sh [ROUNDS] [LLAMA_DIR] [SHAPES]
@@ -19,6 +20,7 @@ rounds=${1:-2}
 llama=$(realpath -m "${2:-.llama.cpp}")
 shapes=${3:-"olmoe qwen3moe mixtral"}
 types=${TYPES:-"bf16 Q8_0 Q5_K_M Q4_K_M IQ4_XS Q3_K_M"}
+gen=${GEN:-128}
 work=${TMPDIR:-/tmp}/moekit-gguf-bench
 moe=.build/release/moe
 mkdir -p "$work"
@@ -66,12 +68,12 @@ for r in $(seq "$rounds"); do
       # bf16 twice: MoEKit's default (f32 activations) and --precision bf16 (activations rounded
       # to bf16 for vdpbf16ps, as llama.cpp computes bf16 weights on AVX512-BF16 machines).
       for precision in exact $([ "$t" = bf16 ] && echo bf16); do
-        "$moe" bench --model "$f" --prompt-tokens 128 --gen-tokens 32 --threads 2 --precision "$precision" | python3 -c "
+        "$moe" bench --model "$f" --prompt-tokens 128 --gen-tokens "$gen" --threads 2 --precision "$precision" | python3 -c "
 import json, os, sys; d = json.load(sys.stdin)
 print(f'round $r $s $t moekit ($precision) prefill {d[\"prefill_tokens_per_s\"]:7.1f} decode {d[\"decode_tokens_per_s\"]:6.1f} tok/s'
       f' ({d[\"decode_fraction_of_bandwidth\"]:.2f} of bandwidth, RSS {d[\"peak_rss_bytes\"] / os.path.getsize(\"$f\"):.2f}x the file)')"
       done
-      "$llama/build/bin/llama-bench" -m "$f" -p 128 -n 32 -t 2 -r 1 -o json 2>/dev/null | python3 -c "
+      "$llama/build/bin/llama-bench" -m "$f" -p 128 -n "$gen" -t 2 -r 1 -o json 2>/dev/null | python3 -c "
 import json, sys; d = json.load(sys.stdin)
 pp = [x['avg_ts'] for x in d if x['n_prompt']][0]; tg = [x['avg_ts'] for x in d if x['n_gen']][0]
 print(f'round $r $s $t llama.cpp         prefill {pp:7.1f} decode {tg:6.1f} tok/s')"
