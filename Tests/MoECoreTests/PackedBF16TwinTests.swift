@@ -63,18 +63,23 @@ final class PackedBF16TwinTests: XCTestCase {
     func testLargePackedWeightInPiecesEqualsTheWhole() {
         let bf16Dot = Kernels.bf16Activations
         defer { Kernels.bf16Activations = bf16Dot }
-        let (n, k) = (1000, 128)
-        let w = Tensor(randomNormal: [n, k], std: 0.02, seed: 8).converted(to: .bf16)
-        let p = PackedBF16Matrix.packing(w)
-        for dot in [false, true] {
-            Kernels.bf16Activations = dot
-            for pool in testPools {
-                for m in [5, 40, 129, 200] {
-                    let x = Tensor(randomUniform: [m, k], in: -1...1, seed: UInt64(m))
-                    let want = Kernels.matmul(x, w, pool: pool), got = Tensor(uninitialized: [m, n])
-                    Kernels.runPackedBatch([LinearJob(input: x, weight: w, output: got, packedWeight: p)], pool: pool,
-                                           unpackBytes: 64 << 10)
-                    XCTAssertEqual(bits(got), bits(want), "\(m) rows, \(pool.threadCount) threads, bf16 activations \(dot)")
+        // K 128 takes the direct matmul leaf above 128 rows, K 640 the packed one. A 1 KB bound
+        // makes every piece the fewest rows one can have (`unpackedPieceRows`; pieces of 4 rows
+        // were seen to change bits here).
+        for (k, rows) in [(128, [5, 40, 129, 200]), (640, [200])] {
+            let n = 1000
+            let w = Tensor(randomNormal: [n, k], std: 0.02, seed: 8).converted(to: .bf16)
+            let p = PackedBF16Matrix.packing(w)
+            for dot in [false, true] {
+                Kernels.bf16Activations = dot
+                for pool in testPools {
+                    for m in rows {
+                        let x = Tensor(randomUniform: [m, k], in: -1...1, seed: UInt64(m))
+                        let want = Kernels.matmul(x, w, pool: pool), got = Tensor(uninitialized: [m, n])
+                        Kernels.runPackedBatch([LinearJob(input: x, weight: w, output: got, packedWeight: p)], pool: pool,
+                                               unpackBytes: 1 << 10)
+                        XCTAssertEqual(bits(got), bits(want), "K \(k), \(m) rows, \(pool.threadCount) threads, bf16 activations \(dot)")
+                    }
                 }
             }
         }
