@@ -46,20 +46,25 @@ public struct PackedBF16Matrix: @unchecked Sendable {
     /// values are gone afterwards.
     public static func packInPlace(_ w: Tensor) -> PackedBF16Matrix {
         precondition(canPack(w) && w.storage.isWritable, "PackedBF16Matrix: \(w.dtype) \(w.shape) cannot be packed in place")
-        let (n, k) = (w.shape[0], w.shape[1])
-        var offsets = [UInt64](repeating: 0, count: n + 1)
-        offsets.withUnsafeMutableBufferPointer { o in
-            _ = moek_bf16p_pack(w.rawPointer.assumingMemoryBound(to: UInt16.self), n, k,
-                                w.storage.base.assumingMemoryBound(to: UInt8.self), o.baseAddress!)
-        }
-        return PackedBF16Matrix(rows: n, columns: k, storage: w.storage, rowOffsets: offsets)
+        return pack(w, into: w.storage)
     }
 
     /// A packed copy of `w` (`canPack`) in memory of its own.
     public static func packing(_ w: Tensor) -> PackedBF16Matrix {
-        let copy = Tensor(uninitialized: w.shape, dtype: .bf16)
-        copy.mutableRawPointer.copyMemory(from: w.rawPointer, byteCount: w.byteCount)
-        return packInPlace(copy)
+        precondition(canPack(w), "PackedBF16Matrix: \(w.dtype) \(w.shape) cannot be packed")
+        return pack(w, into: TensorStorage(byteCount: w.byteCount, zeroed: false))
+    }
+
+    /// `w`'s rows packed from the start of `storage` (at least `w`'s bytes; `w` itself, or
+    /// memory at or below its bytes, for packing in place).
+    private static func pack(_ w: Tensor, into storage: TensorStorage) -> PackedBF16Matrix {
+        let (n, k) = (w.shape[0], w.shape[1])
+        var offsets = [UInt64](repeating: 0, count: n + 1)
+        offsets.withUnsafeMutableBufferPointer { o in
+            _ = moek_bf16p_pack(w.rawPointer.assumingMemoryBound(to: UInt16.self), n, k,
+                                storage.base.assumingMemoryBound(to: UInt8.self), o.baseAddress!)
+        }
+        return PackedBF16Matrix(rows: n, columns: k, storage: storage, rowOffsets: offsets)
     }
 
     /// Twins attached in this process so far (`attachTwin`): products look for one only once
@@ -76,15 +81,8 @@ public struct PackedBF16Matrix: @unchecked Sendable {
     public static func attachTwin(to w: Tensor) -> PackedBF16Matrix {
         precondition(canPack(w) && !w.storage.isWritable, "PackedBF16Matrix: a twin needs a read-only bf16 matrix, not \(w.dtype) \(w.shape)")
         if let twin = twin(of: w) { return twin }
-        let (n, k) = (w.shape[0], w.shape[1])
-        let storage = TensorStorage(pagesFor: w.byteCount) ?? TensorStorage(byteCount: w.byteCount, zeroed: false)
-        var offsets = [UInt64](repeating: 0, count: n + 1)
-        offsets.withUnsafeMutableBufferPointer { o in
-            _ = moek_bf16p_pack(w.rawPointer.assumingMemoryBound(to: UInt16.self), n, k,
-                                storage.base.assumingMemoryBound(to: UInt8.self), o.baseAddress!)
-        }
-        storage.releasePages(after: Int(offsets[n]))
-        let twin = PackedBF16Matrix(rows: n, columns: k, storage: storage, rowOffsets: offsets)
+        let twin = pack(w, into: TensorStorage(pagesFor: w.byteCount) ?? TensorStorage(byteCount: w.byteCount, zeroed: false))
+        twin.storage.releasePages(after: twin.byteCount)
         w.storage.packedTwins.withLock { $0[w.byteOffset] = twin }
         twinsAttached.add(1, ordering: .relaxed)
         w.storage.mappedFile?.dropPages(byteOffset: w.byteOffset, count: w.byteCount)
