@@ -12,7 +12,9 @@
 # TYPES (environment) picks the files, default "bf16 Q8_0 Q5_K_M Q4_K_M IQ4_XS Q3_K_M". `moe bench` and `llama-bench` alternate, 2 threads, a 128-token prompt and
 # GEN generated tokens (environment, default 128; until the twelfth session 32, which timed
 # the small shapes' decode over 60-100 ms windows), ROUNDS times; each line also gives MoEKit's decode as a fraction of the
-# machine's read bandwidth over the bytes a token reads, and its peak RSS against the file size.
+# machine's read bandwidth over the bytes a token reads (its weights, and since the thirteenth
+# session its KV cache's rows), and its peak RSS against the file, and against the file plus the
+# KV cache (the issue's measure).
 #
 #     swift build -c release && scripts/build-llama-cpp.sh && scripts/bench-gguf-vs-llama.sh [ROUNDS] [LLAMA_DIR] [SHAPES]
 set -euo pipefail
@@ -71,7 +73,8 @@ for r in $(seq "$rounds"); do
         "$moe" bench --model "$f" --prompt-tokens 128 --gen-tokens "$gen" --threads 2 --precision "$precision" | python3 -c "
 import json, os, sys; d = json.load(sys.stdin)
 print(f'round $r $s $t moekit ($precision) prefill {d[\"prefill_tokens_per_s\"]:7.1f} decode {d[\"decode_tokens_per_s\"]:6.1f} tok/s'
-      f' ({d[\"decode_fraction_of_bandwidth\"]:.2f} of bandwidth, RSS {d[\"peak_rss_bytes\"] / os.path.getsize(\"$f\"):.2f}x the file)')"
+      f' ({d[\"decode_fraction_of_bandwidth\"]:.2f} of bandwidth, RSS {d[\"peak_rss_bytes\"] / os.path.getsize(\"$f\"):.2f}x the file,'
+      f' {d[\"peak_rss_bytes\"] / (os.path.getsize(\"$f\") + d[\"kv_cache_bytes\"]):.2f}x file and KV cache)')"
       done
       "$llama/build/bin/llama-bench" -m "$f" -p 128 -n "$gen" -t 2 -r 1 -o json 2>/dev/null | python3 -c "
 import json, sys; d = json.load(sys.stdin)

@@ -16,8 +16,15 @@ public enum ModelBenchmark {
         public var prefillTokensPerS: Double
         public var decodeTokensPerS: Double
         public var peakRssBytes: Int
-        /// Bytes of weights one decoded token reads, and what decode achieves in GB/s.
+        /// Bytes of weights one decoded token reads.
         public var decodeBytesPerToken: Double
+        /// Bytes of cached keys and values one decoded token reads, averaged over the timed
+        /// steps (each attends to the prompt and the tokens before it), and the bytes the cache
+        /// holds (sized for the whole run).
+        public var decodeCacheBytesPerToken: Double
+        public var kvCacheBytes: Int
+        /// What decode achieves in GB/s over the bytes a token reads (weights and cache), and
+        /// its fraction of the read bandwidth.
         public var decodeGbs: Double
         public var readBandwidthGbs: Double
         public var decodeFractionOfBandwidth: Double
@@ -117,11 +124,13 @@ public enum ModelBenchmark {
         var bandwidths: [Double] = []
         var prefill: [Double] = [], decode: [Double] = []
         var cacheStats = ExpertCache.Statistics()
+        var kvCacheBytes = 0
         for rep in 0...max(1, reps) {
             if probedBytes > 0 {
                 bandwidths.append(Double(probedBytes) / KernelBenchmark.readProbeSeconds(probed, pool: model.pool) / 1e9)
             }
             var cache = model.makeCache(capacity: promptTokens + min(genTokens, 4096) + 1)
+            kvCacheBytes = cache.byteCount
             if randomTokens && rep > 0 { prompt = prompt.map { _ in Int(rng.next() % vocab) } }
             counter.decoding = false
             let t0 = DispatchTime.now().uptimeNanoseconds
@@ -160,14 +169,17 @@ public enum ModelBenchmark {
         let decodeExperts = { (layer: Int) in Double(counter.decode[layer] ?? 0) / (runs * Double(genTokens)) }
         let prefillExperts = { (layer: Int) in Double(counter.prefill[layer] ?? 0) / (runs * Double(promptTokens)) }
         let decodeBytes = model.decodeWeightBytes(expertsPerToken: decodeExperts)
-        let decodeGbs = decodeRate * decodeBytes / 1e9
+        let cacheBytes = (0..<genTokens).reduce(0.0) { $0 + model.decodeCacheBytes(context: promptTokens + $1 + 1) }
+            / Double(max(1, genTokens))
+        let decodeGbs = decodeRate * (decodeBytes + cacheBytes) / 1e9
         let prefillGflops = prefillRate * model.prefillFlopsPerToken(expertsPerToken: prefillExperts) / 1e9
         let moeLayers = counter.decode.keys.sorted()
         let expertsPerToken = moeLayers.isEmpty ? 0 : moeLayers.map(decodeExperts).reduce(0, +) / Double(moeLayers.count)
         return Report(model: name, architecture: model.spec.modelType, threads: model.pool.threadCount,
                       promptTokens: promptTokens, genTokens: genTokens, prefillTokensPerS: prefillRate,
                       decodeTokensPerS: decodeRate, peakRssBytes: peakRSSBytes(),
-                      decodeBytesPerToken: decodeBytes, decodeGbs: decodeGbs, readBandwidthGbs: bandwidth,
+                      decodeBytesPerToken: decodeBytes, decodeCacheBytesPerToken: cacheBytes, kvCacheBytes: kvCacheBytes,
+                      decodeGbs: decodeGbs, readBandwidthGbs: bandwidth,
                       decodeFractionOfBandwidth: decodeGbs / bandwidth, prefillGflops: prefillGflops, fmaPeakGflops: peak,
                       prefillFractionOfFmaPeak: prefillGflops / peak, expertsPerToken: expertsPerToken,
                       batch: nil, batchDecodeTokensPerS: nil,

@@ -18,6 +18,10 @@ public final class DecoderModel: @unchecked Sendable {
     /// Where the weights come from: a checkpoint folder or a GGUF file.
     public let checkpoint: any WeightSource
     let embed: Tensor, finalNorm: Tensor, lmHead: Tensor
+    /// An untied embedding mapped from a file, read a row a token with `pread` rather than
+    /// through the mapping (`MappedRows`: its rows' neighbours would otherwise count as
+    /// resident); nil when tied or in memory.
+    let embedRows: MappedRows?
     var layers: [Layer]
     let rope: RotaryEmbedding
     /// The pool every kernel of this model runs on.
@@ -107,9 +111,11 @@ public final class DecoderModel: @unchecked Sendable {
         finalNorm = try ck.tensor(n.finalNorm, shape: [d])
         if s.tieWordEmbeddings && !ck.has(n.lmHead) {
             lmHead = embed
+            embedRows = nil  // the LM head reads all of it every token
         } else {
             lmHead = try ck.tensor(n.lmHead, shape: [s.vocabSize, d])
-            MappedFile.adviseNoHugePages(covering: [embed])  // read a row a token: only those rows count as resident
+            embedRows = MappedRows(embed)
+            MappedFile.adviseNoHugePages(covering: [embed])  // where it is read through the mapping: only its rows count
         }
         rope = s.rotary
         let cell = try Self.loadRecurrentCell(ck, s)
@@ -178,12 +184,31 @@ public final class DecoderModel: @unchecked Sendable {
 
     /// An empty KV cache for this model.
     public func makeCache(capacity: Int = 256) -> KVCache {
-        if let l = spec.latent {
-            return KVCache(layers: spec.layers, kvHeads: spec.heads, keyDim: l.nopeDim + l.ropeDim, valueDim: l.valueDim,
-                           capacity: capacity, dtype: kvCacheType)
-        }
-        return KVCache(layers: spec.layers, kvHeads: spec.kvHeads, keyDim: spec.headDim, valueDim: spec.headDim,
+        let (kvHeads, keyDim, valueDim) = cacheHeads
+        return KVCache(layers: spec.layers, kvHeads: kvHeads, keyDim: keyDim, valueDim: valueDim,
                        capacity: capacity, dtype: kvCacheType)
+    }
+
+    /// The KV cache's heads and widths: the key/value heads, or with latent attention every
+    /// head's decompressed keys (nope and rope dims) and values.
+    private var cacheHeads: (kvHeads: Int, keyDim: Int, valueDim: Int) {
+        if let l = spec.latent { return (spec.heads, l.nopeDim + l.ropeDim, l.valueDim) }
+        return (spec.kvHeads, spec.headDim, spec.headDim)
+    }
+
+    /// Bytes of cached keys and values one decode step reads when it attends to `context`
+    /// positions (its own included): each layer's key and value rows of the positions it sees
+    /// (a sliding window's last `window` only), in the cache's element type. With
+    /// `decodeWeightBytes`, what a decoded token reads from memory.
+    public func decodeCacheBytes(context: Int) -> Double {
+        let (kvHeads, keyDim, valueDim) = cacheHeads
+        let row = kvHeads * (keyDim + valueDim) * kvCacheType.byteSize
+        var bytes = 0.0
+        for l in 0..<spec.layers {
+            let window = l < spec.slidingWindows.count ? spec.slidingWindows[l] : nil
+            bytes += Double(min(context, window ?? context) * row)
+        }
+        return bytes
     }
 
     /// Logits [T, V] for `tokens` appended to what `cache` holds (positions continue from it).
@@ -263,8 +288,15 @@ public final class DecoderModel: @unchecked Sendable {
         var x = Tensor(zeros: [t, d])
         let xp = x.mutableFloats
         for (row, id) in tokens.enumerated() {
-            let values = embed[id].toFloats()
-            for j in 0..<d { xp[row * d + j] = values[j] }
+            if let embedRows, let base = xp.baseAddress {
+                do { try embedRows.widenRow(id, into: base + row * d) } catch {
+                    guard case let .io(path, reason) = error else { throw .io(path: checkpoint.weightsPath, reason: "\(error)") }
+                    throw .io(path: path, reason: "\(s.names.embedding) \(reason)")
+                }
+            } else {
+                let values = embed[id].toFloats()
+                for j in 0..<d { xp[row * d + j] = values[j] }
+            }
         }
         // Non-finite values are caught where they first appear (NaN or Inf weights would
         // otherwise flow on to NaN logits, or to finite garbage after a router's comparisons).
