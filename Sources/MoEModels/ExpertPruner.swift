@@ -143,7 +143,7 @@ extension ExpertPruner {
         try checkGroups(skipped, experts: experts, groups: source.metadata["\(arch).expert_group_count"]?.int ?? 1, out: out)
         guard !FileManager.default.fileExists(atPath: out) else { throw .io(path: out, reason: "already exists; pruning does not overwrite") }
 
-        var records: [GGUFWriter.Record] = source.records.filter { $0.key != countKey }.map {
+        var records: [GGUFWriter.Record] = source.records.filter { $0.key != countKey && !GGUFFile.splitKeys.contains($0.key) }.map {
             .copied(key: $0.key, bytes: Data(source.recordBytes($0)))
         }
         records.append(.value(key: countKey, .u32(UInt32(kept))))

@@ -99,8 +99,12 @@ struct GGUFParser {
         }
     }
 
-    mutating func parse() throws(ModelError) -> (version: Int, metadata: [String: GGUFValue], tensors: [String: GGUFFile.TensorInfo],
-                                                  names: [String], alignment: Int, records: [GGUFFile.Record]) {
+    /// A parsed header: version, metadata, the tensor table (by name and in file order), the
+    /// data section's alignment and the metadata records.
+    typealias Parsed = (version: Int, metadata: [String: GGUFValue], tensors: [String: GGUFFile.TensorInfo],
+                        names: [String], alignment: Int, records: [GGUFFile.Record])
+
+    mutating func parse() throws(ModelError) -> Parsed {
         let magic = try bytes(4, "magic")
         guard magic.load(fromByteOffset: 0, as: UInt8.self) == 0x47, magic.load(fromByteOffset: 1, as: UInt8.self) == 0x47,
               magic.load(fromByteOffset: 2, as: UInt8.self) == 0x55, magic.load(fromByteOffset: 3, as: UInt8.self) == 0x46 else {

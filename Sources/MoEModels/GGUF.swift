@@ -21,15 +21,18 @@ public final class GGUFFile: @unchecked Sendable {
         /// Row-major (GGUF lists dimensions innermost first; this is that list reversed).
         public var shape: [Int]
         public var dtype: DType
-        /// Where its data starts, from the start of the file.
+        /// Where its data starts, from the start of its file.
         public var offset: Int
+        /// The file of a split GGUF that holds it (`shardPaths`), 0 for a single file.
+        public var shard = 0
     }
 
     public let path: String
     public let version: Int
-    /// Every metadata key and value.
+    /// Every metadata key and value (of the first file, for a split GGUF: the others hold only
+    /// their `split.*` keys).
     public let metadata: [String: GGUFValue]
-    /// Tensors by name, and their names in file order.
+    /// Tensors by name, and their names in file order (across the files of a split GGUF).
     public let tensors: [String: TensorInfo]
     public let tensorNames: [String]
     /// The data section's alignment (`general.alignment`, 32 when absent).
@@ -44,25 +47,35 @@ public final class GGUFFile: @unchecked Sendable {
         /// Its bytes, from the start of the file: key, type and value.
         public var bytes: Range<Int>
     }
+    /// The first (or only) file, whose metadata and records these are.
     let file: MappedFile
+    /// Every file of a split GGUF in order (`llama-gguf-split`'s `PREFIX-00001-of-0000N.gguf`
+    /// ...), the first being `file`; one for a single file.
+    let shards: [MappedFile]
+    /// The paths of `shards`.
+    public var shardPaths: [String] { shards.map(\.path) }
 
-    /// Maps and parses `path`.
+    /// Maps and parses `path`; for the first file of a split GGUF (`split.count` above 1, as
+    /// `llama-gguf-split` writes), every other file of the set too (`GGUF+Split.swift`).
     public init(path: String) throws(ModelError) {
         self.path = path
         file = try MappedFile.model(path)
         var parser = GGUFParser(file: file, path: path)
         let parsed = try parser.parse()
-        (version, metadata, tensors, tensorNames, alignment) = (parsed.version, parsed.metadata, parsed.tensors, parsed.names, parsed.alignment)
+        (version, metadata, alignment) = (parsed.version, parsed.metadata, parsed.alignment)
         records = parsed.records
+        let split = try Self.splitShards(first: file, parsed: parsed)
+        (tensors, tensorNames, shards) = (split.tensors, split.names, split.files)
     }
 
-    /// The tensor `name`, a zero-copy view of the file.
+    /// The tensor `name`, a zero-copy view of the file that holds it.
     public func tensor(_ name: String) throws(ModelError) -> Tensor {
         guard let info = tensors[name] else { throw .missingTensor(path: path, name: name) }
+        let holder = shards[info.shard]
         do {
-            return try Tensor(mapping: file, byteOffset: info.offset, shape: info.shape, dtype: info.dtype, field: name)
+            return try Tensor(mapping: holder, byteOffset: info.offset, shape: info.shape, dtype: info.dtype, field: name)
         } catch {
-            throw .invalidFile(path: path, field: name, reason: error.description)
+            throw .invalidFile(path: holder.path, field: name, reason: error.description)
         }
     }
 

@@ -73,8 +73,7 @@ public enum GGUFQuantizer {
         for c in choices where !c.written.isQuantizable && c.written != c.stored {
             throw .unsupportedDType(path: path, name: c.name, dtype: "\(c.written) (MoEKit does not write it)")
         }
-        let replaced: Set<String> = ["general.quantization_version", "general.file_type", "split.no", "split.count",
-                                     "split.tensors.count"]
+        let replaced = GGUFFile.splitKeys.union(["general.quantization_version", "general.file_type"])
         var records: [GGUFWriter.Record] = input.records.filter { !replaced.contains($0.key) }.map {
             .copied(key: $0.key, bytes: Data(input.recordBytes($0)))
         }

@@ -1,0 +1,95 @@
+import Foundation
+import MoECore
+import MoEModels
+import MoEQuant
+import XCTest
+
+/// Split GGUF files as llama.cpp's llama-gguf-split writes them (scripts/make_split_gguf_fixture.sh:
+/// the Qwen3-MoE Q8_0 fixture in three files, and again with no tensor in the first): opening the
+/// first file opens the set, every tensor is the unsplit file's bytes, the model's logits equal
+/// the unsplit file's bit for bit (resident and under an expert cache), quantizing writes one
+/// file, and a set that is incomplete, out of order or opened at another file gives a typed
+/// error naming the file.
+final class GGUFSplitTests: XCTestCase {
+    let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures")
+    var unsplit: String { fixtures.appendingPathComponent("gguf_models/qwen3_moe.q8_0.gguf").path }
+    func shard(_ set: String, _ k: Int) -> String { fixtures.appendingPathComponent("gguf_split/\(set)-0000\(k)-of-00003.gguf").path }
+    let sets = ["qwen3_moe.q8_0", "qwen3_moe.q8_0.empty-first"]
+
+    func testTheSetHoldsTheUnsplitTensors() throws {
+        let whole = try GGUFFile(path: unsplit)
+        for set in sets {
+            let split = try GGUFFile(path: shard(set, 1))
+            XCTAssertEqual(split.shardPaths, (1...3).map { shard(set, $0) }, set)
+            XCTAssertEqual(split.tensorNames, whole.tensorNames, set)
+            XCTAssertEqual(split.architecture, "qwen3moe")
+            XCTAssertEqual(Set(split.tensors.values.map(\.shard)), set.hasSuffix("empty-first") ? [1, 2] : [0, 1, 2], set)
+            for name in whole.tensorNames {
+                let a = try whole.tensor(name), b = try split.tensor(name)
+                XCTAssertEqual(a.shape, b.shape, name)
+                XCTAssertEqual(a.dtype, b.dtype, name)
+                XCTAssertEqual(Data(bytes: a.rawPointer, count: a.byteCount), Data(bytes: b.rawPointer, count: b.byteCount), "\(set): \(name)")
+            }
+        }
+    }
+
+    func testLogitsEqualTheUnsplitFile() throws {
+        let want = try stepLogitBits(try DecoderModel(path: unsplit, pool: ThreadPool(threads: 2)))
+        for set in sets {
+            let model = try DecoderModel(path: shard(set, 1), pool: ThreadPool(threads: 2))
+            XCTAssertEqual(try stepLogitBits(model), want, set)
+            // Experts read with pread from the file of the set that holds them.
+            let cached = try DecoderModel(path: shard(set, 1), pool: ThreadPool(threads: 2))
+            let cache = try cached.useExpertCache(budget: try cached.storedBytes() - cached.routedExpertBytes + 3 * cached.largestExpertBytes)
+            XCTAssertEqual(try stepLogitBits(cached), want, "\(set) under an expert cache")
+            XCTAssertGreaterThan(cache.statistics.bytesRead, 0)
+        }
+    }
+
+    func testQuantizingASetWritesOneFile() throws {
+        let out = NSTemporaryDirectory() + "moekit-split-\(UUID().uuidString).gguf"
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        try GGUFQuantizer.quantize(input: GGUFFile(path: shard(sets[0], 1)), preset: .q8_0, to: out)
+        let written = try GGUFFile(path: out)
+        XCTAssertEqual(written.shardPaths, [out])
+        XCTAssertTrue(GGUFFile.splitKeys.isDisjoint(with: written.metadata.keys), "no split keys in one file")
+        XCTAssertEqual(try stepLogitBits(try DecoderModel(path: out)), try stepLogitBits(try DecoderModel(path: unsplit)))
+    }
+
+    func testBadSetsNameTheFile() throws {
+        let dir = NSTemporaryDirectory() + "moekit-split-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fm = FileManager.default
+        func copy(_ k: Int, as name: String) throws { try fm.copyItem(atPath: shard(sets[0], k), toPath: "\(dir)/\(name)") }
+        func expect(_ path: String, _ field: String?, mentioning text: String, line: UInt = #line) {
+            XCTAssertThrowsError(try GGUFFile(path: path), line: line) { error in
+                let message = "\(error)"
+                XCTAssertTrue(message.contains(text), message, line: line)
+                if let field { XCTAssertTrue(message.contains(field), message, line: line) }
+            }
+        }
+        // Opened at the second file: the error names the first.
+        expect(shard(sets[0], 2), "split.no", mentioning: "qwen3_moe.q8_0-00001-of-00003.gguf")
+        // The third file missing.
+        try copy(1, as: "m-00001-of-00003.gguf")
+        try copy(2, as: "m-00002-of-00003.gguf")
+        expect("\(dir)/m-00001-of-00003.gguf", nil, mentioning: "m-00003-of-00003.gguf")
+        // The second and third swapped.
+        try copy(3, as: "m-00002-of-00003.gguf.tmp")
+        try fm.removeItem(atPath: "\(dir)/m-00002-of-00003.gguf")
+        try fm.moveItem(atPath: "\(dir)/m-00002-of-00003.gguf.tmp", toPath: "\(dir)/m-00002-of-00003.gguf")
+        try copy(2, as: "m-00003-of-00003.gguf")
+        expect("\(dir)/m-00001-of-00003.gguf", "split.no", mentioning: "m-00002-of-00003.gguf")
+        // The same set under another name count: the others cannot be found.
+        try copy(1, as: "renamed.gguf")
+        expect("\(dir)/renamed.gguf", "split.count", mentioning: "-00001-of-00003.gguf")
+        // Put back in order, the set opens.
+        try fm.removeItem(atPath: "\(dir)/m-00003-of-00003.gguf")
+        try fm.removeItem(atPath: "\(dir)/m-00002-of-00003.gguf")
+        try copy(2, as: "m-00002-of-00003.gguf")
+        try copy(3, as: "m-00003-of-00003.gguf")
+        XCTAssertNoThrow(try GGUFFile(path: "\(dir)/m-00001-of-00003.gguf"), "the repaired set opens")
+    }
+}
