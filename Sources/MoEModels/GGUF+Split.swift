@@ -24,18 +24,15 @@ extension GGUFFile {
         guard let count = countValue.int, count >= 1, count <= maxShards else {
             throw .invalidFile(path: path, field: "split.count", reason: "must be 1 to \(maxShards), got \(countValue)")
         }
+        if count == 1 { return (parsed.tensors, parsed.names, [first]) }  // a set of one is a single file
         let number = try splitNumber(parsed.metadata, path: path, count: count)
-        if count == 1 {
-            guard number == 0 else { throw .invalidFile(path: path, field: "split.no", reason: "is \(number) in a set of 1") }
-            return (parsed.tensors, parsed.names, [first])
-        }
         let prefix = try splitPrefix(path, count: count)
         guard number == 0 else {
             throw .invalidFile(path: path, field: "split.no", reason: "this is file \(number + 1) of \(count) of a split GGUF: "
                 + "open the first, \(splitPath(prefix: prefix, index: 0, count: count))")
         }
         var tensors = parsed.tensors, names = parsed.names, files = [first]
-        var holder = Dictionary(uniqueKeysWithValues: parsed.names.map { ($0, path) })
+        var holder = Dictionary(parsed.names.map { ($0, path) }, uniquingKeysWith: { a, _ in a })
         for index in 1..<count {
             let shardPath = splitPath(prefix: prefix, index: index, count: count)
             let file: MappedFile

@@ -85,7 +85,27 @@ final class GGUFSplitTests: XCTestCase {
         // The same set under another name count: the others cannot be found.
         try copy(1, as: "renamed.gguf")
         expect("\(dir)/renamed.gguf", "split.count", mentioning: "-00001-of-00003.gguf")
-        // Put back in order, the set opens.
+        // Sets written here: a tensor in two files, and a tensor count that does not add up.
+        func write(_ path: String, no: UInt32, count: UInt32, total: Int32, tensors: [String]) throws {
+            let records: [GGUFWriter.Record] = [.value(key: "general.architecture", .string("qwen3moe")), .value(key: "split.no", .u32(no)),
+                                                .value(key: "split.count", .u32(count)), .value(key: "split.tensors.count", .i32(total))]
+            let values = Tensor(shape: [32], values: (0..<32).map(Float.init))
+            try GGUFWriter.write(to: path, records: records, tensors: tensors.map { name in
+                GGUFWriter.TensorEntry(name: name, shape: [32], dtype: .f32) { sink throws(ModelError) in
+                    try sink.write(UnsafeRawBufferPointer(start: values.rawPointer, count: values.byteCount))
+                }
+            })
+        }
+        try write("\(dir)/d-00001-of-00002.gguf", no: 0, count: 2, total: 3, tensors: ["a.weight", "b.weight"])
+        try write("\(dir)/d-00002-of-00002.gguf", no: 1, count: 2, total: 3, tensors: ["b.weight"])
+        expect("\(dir)/d-00001-of-00002.gguf", "b.weight", mentioning: "d-00001-of-00002.gguf")
+        try write("\(dir)/d-00002-of-00002.gguf", no: 1, count: 2, total: 3, tensors: ["c.weight", "e.weight"])
+        expect("\(dir)/d-00001-of-00002.gguf", "split.tensors.count", mentioning: "hold 4 tensors")
+        try write("\(dir)/d-00002-of-00002.gguf", no: 1, count: 3, total: 3, tensors: ["c.weight"])
+        expect("\(dir)/d-00001-of-00002.gguf", "split.count", mentioning: "d-00002-of-00002.gguf")
+        try write("\(dir)/d-00002-of-00002.gguf", no: 1, count: 2, total: 3, tensors: ["c.weight"])
+        XCTAssertEqual(try GGUFFile(path: "\(dir)/d-00001-of-00002.gguf").tensorNames, ["a.weight", "b.weight", "c.weight"])
+        // Put back in order, the first set opens.
         try fm.removeItem(atPath: "\(dir)/m-00003-of-00003.gguf")
         try fm.removeItem(atPath: "\(dir)/m-00002-of-00003.gguf")
         try copy(2, as: "m-00002-of-00003.gguf")
