@@ -15,7 +15,14 @@ work=${TMPDIR:-/tmp}/moekit-fuzz-$target
 rm -rf "$work/obj" "$work/src" "$work/corpus" && mkdir -p "$work/obj" "$work/src" "$work/mod" "$work/corpus"
 case $target in
   gguf) entry=GGUFFuzz; maxlen=200000
-        cp "$fixtures"/gguf/*.gguf "$fixtures"/gguf_models/qwen3_moe.q8_0.gguf "$work/corpus/" ;;
+        cp "$fixtures"/gguf/*.gguf "$fixtures"/gguf_models/qwen3_moe.q8_0.gguf "$work/corpus/"
+        # A split set as one input (GGUFFuzz.swift): "SPLT", 3, the first two files' lengths, the files.
+        python3 - "$fixtures"/gguf_split/qwen3_moe.q8_0-0000{1,2,3}-of-00003.gguf > "$work/corpus/split.bin" <<'PY'
+import struct, sys
+files = [open(p, "rb").read() for p in sys.argv[1:]]
+sys.stdout.buffer.write(b"SPLT" + bytes([len(files)]) + b"".join(struct.pack("<I", len(f)) for f in files[:-1]) + b"".join(files))
+PY
+        ;;
   safetensors) entry=SafetensorsFuzz; maxlen=200000
         cp "$fixtures"/mixtral/model.safetensors "$work/corpus/mixtral.safetensors"
         cp "$fixtures"/gpt_oss_mxfp4/model.safetensors "$work/corpus/mxfp4.safetensors" ;;
@@ -49,7 +56,7 @@ if [ "$target" = config ]; then
                 "$root"/Sources/MoEModels/Architectures/*.swift | xargs grep -L '^import MoEQuant' | grep -v 'GGUFConverter')
   stubs=""
 else
-  sources=$(for f in GGUF.swift GGUF+Parsing.swift GGUF+Tokenizer.swift ModelError.swift Tokenizer.swift Tokenizer+Components.swift \
+  sources=$(for f in GGUF.swift GGUF+Parsing.swift GGUF+Split.swift GGUF+Tokenizer.swift ModelError.swift Tokenizer.swift Tokenizer+Components.swift \
                      TokenRegex.swift TokenRegex+Search.swift ScalarClass.swift Safetensors.swift; do echo "$root/Sources/MoEModels/$f"; done)
   stubs="$root/scripts/fuzz/Stubs.swift"
 fi
