@@ -29,7 +29,7 @@ extension GGUFFile {
 
     /// The pre-tokenizers whose whole pieces found in the vocabulary are taken as they are,
     /// before any merge (llama.cpp's `ignore_merges`; tokenizer.json's `model.ignore_merges`).
-    static let preTokenizersIgnoringMerges: Set<String> = ["glm4"]
+    static let preTokenizersIgnoringMerges: Set<String> = ["llama-bpe", "llama3", "glm4"]
 
     /// The tokenizer.json this file's tokenizer metadata describes; a typed error naming the key
     /// when it is missing or of a kind MoEKit does not read.

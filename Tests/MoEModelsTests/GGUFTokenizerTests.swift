@@ -31,6 +31,7 @@ final class GGUFTokenizerTests: XCTestCase {
     func testGPT2() throws { try check("gpt-2") }
     func testQwen2() throws { try check("qwen2") }
     func testDeepSeekLLM() throws { try check("deepseek-llm") }  // DeepSeek-V2's GGUFs name this pre-tokenizer
+    func testLlama3() throws { try check("llama-bpe") }
 
     func testLlamaSentencePiece() throws { try check("llama-spm") }
 
