@@ -31,6 +31,10 @@ extension GGUFFile {
     /// before any merge (llama.cpp's `ignore_merges`; tokenizer.json's `model.ignore_merges`).
     static let preTokenizersIgnoringMerges: Set<String> = ["llama-bpe", "llama3", "glm4"]
 
+    /// The pre-tokenizers whose vocabularies put BOS in front when `tokenizer.ggml.add_bos_token`
+    /// is absent (llama.cpp's default for them; the key, when present, decides).
+    static let preTokenizersAddingBOS: Set<String> = ["llama-bpe", "llama3"]
+
     /// The tokenizer.json this file's tokenizer metadata describes; a typed error naming the key
     /// when it is missing or of a kind MoEKit does not read.
     public func tokenizerJSON() throws(ModelError) -> Data {
@@ -71,7 +75,7 @@ extension GGUFFile {
             }
             if vocab[token] == nil { vocab[token] = id }
         }
-        let post = bosProcessor(tokens: tokens, byDefault: false)
+        let post = bosProcessor(tokens: tokens, byDefault: Self.preTokenizersAddingBOS.contains(pre))
         let splits: [[String: Any]] = patterns.map { ["type": "Split", "pattern": ["Regex": $0], "behavior": "Isolated", "invert": false] }
         let json: [String: Any] = [
             "version": "1.0", "added_tokens": added, "normalizer": NSNull(),

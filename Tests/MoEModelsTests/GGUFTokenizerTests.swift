@@ -33,6 +33,17 @@ final class GGUFTokenizerTests: XCTestCase {
     func testDeepSeekLLM() throws { try check("deepseek-llm") }  // DeepSeek-V2's GGUFs name this pre-tokenizer
     func testLlama3() throws { try check("llama-bpe") }
 
+    /// A Llama 3 vocabulary without `tokenizer.ggml.add_bos_token` puts BOS in front, as
+    /// llama.cpp defaults for it; GPT-2's does not.
+    func testLlama3AddsBOSByDefault() throws {
+        let llama3 = try GGUFFile(path: folder.appendingPathComponent("ggml-vocab-llama-bpe.gguf").path)
+        XCTAssertNil(llama3.metadata["tokenizer.ggml.add_bos_token"])
+        XCTAssertEqual(try llama3.tokenizer().encode("Hello", addSpecialTokens: true).first, 128000)
+        XCTAssertEqual(try llama3.tokenizer().encode("Hello", addSpecialTokens: false).first, 9906)
+        let gpt2 = try GGUFFile(path: folder.appendingPathComponent("ggml-vocab-gpt-2.gguf").path).tokenizer()
+        XCTAssertEqual(gpt2.encode("Hello", addSpecialTokens: true), gpt2.encode("Hello", addSpecialTokens: false))
+    }
+
     func testLlamaSentencePiece() throws { try check("llama-spm") }
 
     /// A SentencePiece vocabulary puts BOS in front by default, as llama.cpp does.
