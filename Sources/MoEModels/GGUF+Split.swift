@@ -21,10 +21,11 @@ extension GGUFFile {
         -> (tensors: [String: TensorInfo], names: [String], files: [MappedFile]) {
         let path = first.path
         guard let countValue = parsed.metadata["split.count"] else { return (parsed.tensors, parsed.names, [first]) }
-        guard let count = countValue.int, count >= 1, count <= maxShards else {
-            throw .invalidFile(path: path, field: "split.count", reason: "must be 1 to \(maxShards), got \(countValue)")
+        guard let count = countValue.int, count >= 0, count <= maxShards else {
+            throw .invalidFile(path: path, field: "split.count", reason: "must be 0 to \(maxShards), got \(countValue)")
         }
-        if count == 1 { return (parsed.tensors, parsed.names, [first]) }  // a set of one is a single file
+        // A set of one is a single file, and so is 0: what `llama-gguf-split --merge` writes.
+        if count <= 1 { return (parsed.tensors, parsed.names, [first]) }
         let number = try splitNumber(parsed.metadata, path: path, count: count)
         let prefix = try splitPrefix(path, count: count)
         guard number == 0 else {

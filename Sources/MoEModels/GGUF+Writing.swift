@@ -8,7 +8,7 @@ import MoECore
 public enum GGUFWriter {
     /// A metadata value with its exact GGUF type.
     public enum Value: Sendable {
-        case u32(UInt32), i32(Int32), u64(UInt64), f32(Float), bool(Bool), string(String)
+        case u16(UInt16), u32(UInt32), i32(Int32), u64(UInt64), f32(Float), bool(Bool), string(String)
         case stringArray([String]), i32Array([Int32]), f32Array([Float])
     }
 
@@ -98,11 +98,12 @@ public enum GGUFWriter {
     }
 
     /// GGUF type ids of the values written here.
-    enum TypeID: UInt32 { case u32 = 4, i32 = 5, f32 = 6, bool = 7, string = 8, array = 9, u64 = 10 }
+    enum TypeID: UInt32 { case u16 = 2, u32 = 4, i32 = 5, f32 = 6, bool = 7, string = 8, array = 9, u64 = 10 }
 
     static func encode(key: String, value: Value, into data: inout Data) {
         appendString(key, to: &data)
         switch value {
+        case let .u16(v): append(TypeID.u16.rawValue, to: &data); append(v, to: &data)
         case let .u32(v): append(TypeID.u32.rawValue, to: &data); append(v, to: &data)
         case let .i32(v): append(TypeID.i32.rawValue, to: &data); append(v, to: &data)
         case let .u64(v): append(TypeID.u64.rawValue, to: &data); append(v, to: &data)

@@ -56,15 +56,16 @@ public final class GGUFFile: @unchecked Sendable {
     public var shardPaths: [String] { shards.map(\.path) }
 
     /// Maps and parses `path`; for the first file of a split GGUF (`split.count` above 1, as
-    /// `llama-gguf-split` writes), every other file of the set too (`GGUF+Split.swift`).
-    public init(path: String) throws(ModelError) {
+    /// `llama-gguf-split` writes), every other file of the set too (`GGUF+Split.swift`). With
+    /// `alone`, any file of a set is read by itself: its own metadata and tensors only.
+    public init(path: String, alone: Bool = false) throws(ModelError) {
         self.path = path
         file = try MappedFile.model(path)
         var parser = GGUFParser(file: file, path: path)
         let parsed = try parser.parse()
         (version, metadata, alignment) = (parsed.version, parsed.metadata, parsed.alignment)
         records = parsed.records
-        let split = try Self.splitShards(first: file, parsed: parsed)
+        let split = alone ? (tensors: parsed.tensors, names: parsed.names, files: [file]) : try Self.splitShards(first: file, parsed: parsed)
         (tensors, tensorNames, shards) = (split.tensors, split.names, split.files)
     }
 

@@ -29,11 +29,14 @@ public enum GGUFConverter {
         var make: () throws(ModelError) -> Tensor
     }
 
-    /// Writes checkpoint folder `directory` as `path` in `preset` (with `overrides`).
+    /// Writes checkpoint folder `directory` as `path` in `preset` (with `overrides`); with
+    /// `splitMaxBytes`, as a split set of files of at most that much tensor data
+    /// (`GGUFWriter.writeSplit`). Returns the files written.
+    @discardableResult
     public static func convert(directory: String, preset: QuantizationPreset,
                                overrides: [(pattern: NSRegularExpression, type: DType)] = [],
-                               importance: GGUFQuantizer.ImportanceInput? = nil, to path: String,
-                               pool: ThreadPool = .shared, progress: GGUFQuantizer.Progress? = nil) throws(ModelError) {
+                               importance: GGUFQuantizer.ImportanceInput? = nil, to path: String, splitMaxBytes: Int? = nil,
+                               pool: ThreadPool = .shared, progress: GGUFQuantizer.Progress? = nil) throws(ModelError) -> [String] {
         let ck = try Checkpoint(directory: directory)
         let spec = try Architectures.spec(configAt: ck.configPath)
         guard let arch = architectures[spec.modelType] else {
@@ -65,7 +68,9 @@ public enum GGUFConverter {
                 progress?(GGUFQuantizer.Choice(name: src.name, shape: src.shape, stored: src.stored, written: written), done, total)
             }
         }
+        if let splitMaxBytes { return try GGUFWriter.writeSplit(to: path, records: records, tensors: entries, maxBytes: splitMaxBytes) }
         try GGUFWriter.write(to: path, records: records, tensors: entries)
+        return [path]
     }
 
     /// Every output tensor: the spec's weights under llama.cpp's names, experts stacked.

@@ -64,11 +64,14 @@ public enum GGUFQuantizer {
 
     /// Writes `input` quantized with `preset` (and `overrides`, first match wins) to `path`,
     /// atomically; with `importance`, block formats are weighted by it as llama-quantize
-    /// `--imatrix` does. A tensor holding a non-finite value cannot be quantized: the error names it.
+    /// `--imatrix` does; with `splitMaxBytes`, as a split set of files of at most that much
+    /// tensor data (`GGUFWriter.writeSplit`). A tensor holding a non-finite value cannot be
+    /// quantized: the error names it. Returns the files written.
+    @discardableResult
     public static func quantize(input: GGUFFile, preset: QuantizationPreset,
                                 overrides: [(pattern: NSRegularExpression, type: DType)] = [],
-                                importance: ImportanceInput? = nil,
-                                to path: String, pool: ThreadPool = .shared, progress: Progress? = nil) throws(ModelError) {
+                                importance: ImportanceInput? = nil, to path: String, splitMaxBytes: Int? = nil,
+                                pool: ThreadPool = .shared, progress: Progress? = nil) throws(ModelError) -> [String] {
         let choices = try plan(input: input, preset: preset, overrides: overrides, hasImportance: importance != nil)
         for c in choices where !c.written.isQuantizable && c.written != c.stored {
             throw .unsupportedDType(path: path, name: c.name, dtype: "\(c.written) (MoEKit does not write it)")
@@ -91,7 +94,11 @@ public enum GGUFQuantizer {
                 progress?(c, done, total)
             }
         }
+        if let splitMaxBytes {
+            return try GGUFWriter.writeSplit(to: path, records: records, tensors: entries, alignment: input.alignment, maxBytes: splitMaxBytes)
+        }
         try GGUFWriter.write(to: path, records: records, tensors: entries, alignment: input.alignment)
+        return [path]
     }
 
     /// Streams `source` as `type`: its own bytes when the type is unchanged, else quantized in

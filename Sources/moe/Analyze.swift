@@ -10,7 +10,7 @@ struct Analyze: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a model over text files or the synthetic tasks with routing traces on; write analysis.json, profile.json, SVG pictures and report.html.")
 
-    @Option(help: "Checkpoint folder or GGUF file (default: the embedded model).") var model: String?
+    @Option(help: "Checkpoint folder or GGUF file (of a split set, the first; default: the embedded model).") var model: String?
     @Option(parsing: .singleValue, help: "A text file to analyse (repeatable).") var file: [String] = []
     @Flag(help: "Analyse held-out samples of the synthetic tasks, grouped by task.") var synthetic = false
     @Option(help: "Synthetic task level (1 = easiest).") var level = 2

@@ -9,7 +9,7 @@ struct Logits: ParsableCommand {
         commandName: "logits",
         abstract: "Print the model's logits for every input position as JSON: {\"tokens\": [..], \"logits\": [[..], ..]}.")
 
-    @Option(help: "Hugging Face checkpoint folder (config.json, *.safetensors) or GGUF file (default: the embedded model).")
+    @Option(help: "Hugging Face checkpoint folder (config.json, *.safetensors) or GGUF file (of a split set, the first; default: the embedded model).")
     var model: String?
 
     @Option(help: "Comma-separated token ids, e.g. 1,2,3.")

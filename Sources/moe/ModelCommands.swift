@@ -55,7 +55,7 @@ struct Generate: ParsableCommand {
             and --seed fixes the draw. Without --model, the embedded default model (trained by `moe train` on \
             the synthetic tasks) answers, e.g. `moe generate "37+48="`.
             """)
-    @Option(help: "Checkpoint folder (config.json, *.safetensors, tokenizer.json) or GGUF file; default: the embedded model.") var model: String?
+    @Option(help: "Checkpoint folder (config.json, *.safetensors, tokenizer.json) or GGUF file (of a split set, the first); default: the embedded model.") var model: String?
     @Argument(help: "The prompt (or use --prompt).") var text: String?
     @Option(help: "The prompt.") var prompt: String?
     @Option(name: .customLong("max-tokens"), help: "Most tokens to generate.") var maxTokens = 128
@@ -155,7 +155,7 @@ struct GenerateReport: Encodable {
 /// `moe bench`: prefill and decode speed of a model.
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Measure prefill and decode speed of a model against the machine's limits; print JSON.")
-    @Option(help: "Checkpoint folder or GGUF file (default: the embedded model).") var model: String?
+    @Option(help: "Checkpoint folder or GGUF file (of a split set, the first; default: the embedded model).") var model: String?
     @Option(name: .customLong("prompt-tokens"), help: "Prompt length for prefill.") var promptTokens = 128
     @Option(name: .customLong("gen-tokens"), help: "Tokens to decode.") var genTokens = 32
     @Option(help: "Threads to run on (default: the active cores).") var threads: Int?

@@ -14,7 +14,7 @@ struct PerplexityCommand: ParsableCommand {
     /// The largest text file read (bytes).
     static let maxFileBytes = 256 << 20
 
-    @Option(help: "Checkpoint folder or GGUF file (default: the embedded model).") var model: String?
+    @Option(help: "Checkpoint folder or GGUF file (of a split set, the first; default: the embedded model).") var model: String?
     @Option(help: "The text file to score.") var file: String?
     @Flag(help: "Score held-out samples of the synthetic tasks instead, and report each task's exact-match accuracy (greedy answers).")
     var synthetic = false

@@ -10,7 +10,7 @@ struct Prune: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a checkpoint without each MoE layer's least-used experts (by a profile.json of moe analyze); report the perplexity and KL change on a text.")
 
-    @Option(help: "Checkpoint folder or GGUF file (default: the embedded model).") var model: String?
+    @Option(help: "Checkpoint folder or GGUF file (of a split set, the first; default: the embedded model).") var model: String?
     @Option(help: "profile.json written by moe analyze.") var profile: String
     @Option(help: "Experts to keep in every MoE layer.") var keep: Int?
     @Option(name: .customLong("keep-fraction"), help: "Fraction of the experts to keep in every MoE layer.") var keepFraction: Double?

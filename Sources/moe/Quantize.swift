@@ -16,7 +16,7 @@ struct Quantize: ParsableCommand {
             routed experts are GPTQ-quantized to {lo, 0, hi} per row and dictionary-coded (the README gives the layout).
             """)
 
-    @Option(help: "The GGUF file, or Hugging Face checkpoint folder (Llama, Mistral, Mixtral, Qwen2/3, Qwen2/3-MoE, OLMoE, DeepSeek-V2/V3, GLM-4.5, GPT-OSS), to quantize.")
+    @Option(help: "The GGUF file (of a split set, the first), or Hugging Face checkpoint folder (Llama, Mistral, Mixtral, Qwen2/3, Qwen2/3-MoE, OLMoE, DeepSeek-V2/V3, GLM-4.5, GPT-OSS), to quantize.")
     var model: String
 
     @Option(help: "Quantization type (llama.cpp's names, lower case), e.g. q4_k_m; or qmoe (sub-1-bit ternary experts, a checkpoint folder in and out).")
@@ -55,6 +55,10 @@ struct Quantize: ParsableCommand {
     @Flag(name: .customLong("dry-run"), help: "Print each tensor's type and sizes without writing.")
     var dryRun = false
 
+    @Option(name: .customLong("split-max-size"),
+            help: "Write a split set, as llama-gguf-split --split-max-size: files of at most SIZE of tensor data (e.g. 45GB), OUT-00001-of-0000N.gguf ..., which llama.cpp and --model OUT-00001-of-0000N.gguf read. --out must end in .gguf.")
+    var splitMaxSize: String?
+
     @Option(help: "Threads to run on (default: the active cores).")
     var threads: Int?
 
@@ -67,8 +71,14 @@ struct Quantize: ParsableCommand {
         guard deadZone >= 0.5 && deadZone < 1 else { throw ValidationError("--dead-zone: \(deadZone) is not in [0.5, 1)") }
         if isQMoE {
             if calibration == nil { throw ValidationError("--type qmoe needs --calibration TEXT") }
-            if !tensorTypes.isEmpty || dryRun { throw ValidationError("--type qmoe takes neither --tensor-type nor --dry-run") }
+            if !tensorTypes.isEmpty || dryRun || splitMaxSize != nil {
+                throw ValidationError("--type qmoe takes none of --tensor-type, --dry-run and --split-max-size")
+            }
             return
+        }
+        if splitMaxSize != nil {
+            _ = try splitMaxBytes()
+            guard out.hasSuffix(".gguf") else { throw ValidationError("--split-max-size: --out '\(out)' must end in .gguf (the files are OUT-0000K-of-0000N.gguf)") }
         }
         if calibration != nil && imatrix != nil { throw ValidationError("--calibration and --imatrix are two ways to give one importance matrix: give one") }
         try chunking.validate()
@@ -100,6 +110,15 @@ struct Quantize: ParsableCommand {
 
     var isQMoE: Bool { type.lowercased() == "qmoe" }
 
+    /// `--split-max-size` in bytes, nil when not given.
+    func splitMaxBytes() throws -> Int? {
+        guard let splitMaxSize else { return nil }
+        guard let bytes = MemoryOptions.parseSize(splitMaxSize) else {
+            throw ValidationError("--split-max-size: '\(splitMaxSize)' is not a size such as 45GB, 500MB or 2GiB")
+        }
+        return bytes
+    }
+
     func run() throws {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: model, isDirectory: &isDirectory) else {
@@ -118,11 +137,12 @@ struct Quantize: ParsableCommand {
         if isDirectory.boolValue {  // a checkpoint folder: converted as convert_hf_to_gguf.py + llama-quantize would
             if dryRun { throw ValidationError("--dry-run reads GGUF files; convert the folder first") }
             let bar = ProgressBar()
-            try GGUFConverter.convert(directory: model, preset: preset, overrides: overrides, importance: importance, to: out, pool: pool) { choice, done, total in
+            let written = try GGUFConverter.convert(directory: model, preset: preset, overrides: overrides, importance: importance, to: out,
+                                                    splitMaxBytes: try splitMaxBytes(), pool: pool) { choice, done, total in
                 bar.show(fraction: Double(done) / Double(max(1, total)), label: "\(choice.name) \(choice.written)")
             }
             bar.finish()
-            report()
+            report(written)
             return
         }
         guard GGUFFile.isGGUF(path: model) else { throw ValidationError("--model: '\(model)' is neither a GGUF file nor a checkpoint folder") }
@@ -139,11 +159,12 @@ struct Quantize: ParsableCommand {
             return
         }
         let bar = ProgressBar()
-        try GGUFQuantizer.quantize(input: input, preset: preset, overrides: overrides, importance: importance, to: out, pool: pool) { choice, done, total in
+        let written = try GGUFQuantizer.quantize(input: input, preset: preset, overrides: overrides, importance: importance, to: out,
+                                                 splitMaxBytes: try splitMaxBytes(), pool: pool) { choice, done, total in
             bar.show(fraction: Double(done) / Double(max(1, total)), label: "\(choice.name) \(choice.written)")
         }
         bar.finish()
-        report()
+        report(written)
     }
 
     /// `--type qmoe`: calibrate, quantize and code the experts; print the report as JSON.
@@ -167,9 +188,12 @@ struct Quantize: ParsableCommand {
         try printJSON(report, pretty: true)
     }
 
-    func report() {
-        let size = (try? FileManager.default.attributesOfItem(atPath: out)[.size] as? Int) ?? 0
-        FileHandle.standardError.write(Data(String(format: "wrote %@ (%.2f MiB)\n", out, Double(size) / 1_048_576).utf8))
+    /// Names each file written, with its size, on standard error.
+    func report(_ paths: [String]) {
+        for path in paths {
+            let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+            FileHandle.standardError.write(Data(String(format: "wrote %@ (%.2f MiB)\n", path, Double(size) / 1_048_576).utf8))
+        }
     }
 }
 

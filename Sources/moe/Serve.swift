@@ -9,7 +9,7 @@ struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Serve a model over the OpenAI API (chat completions, completions, models, health, metrics).")
 
-    @Option(help: "Checkpoint folder or GGUF file (default: the embedded model).") var model: String?
+    @Option(help: "Checkpoint folder or GGUF file (of a split set, the first; default: the embedded model).") var model: String?
     @Option(help: "Address to bind (loopback by default; 0.0.0.0 for every interface).") var host = "127.0.0.1"
     @Option(help: "Port.") var port = 8080
     @Option(name: .customLong("api-key"), help: "Require 'Authorization: Bearer KEY' on every endpoint but /health.") var apiKey: String?

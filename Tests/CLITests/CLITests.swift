@@ -444,6 +444,24 @@ final class CLITests: XCTestCase {
         let missing = try moe(["quantize", "--model", "/nonexistent.gguf", "--type", "q8_0", "--out", out + ".bad"])
         XCTAssertNotEqual(missing.status, 0)
         XCTAssertTrue(missing.err.contains("/nonexistent.gguf"), missing.err)
+        // A split set: its files named, and the first runs; a size that is not one, or an --out
+        // not ending in .gguf, is refused naming the option.
+        let prefix = FileManager.default.temporaryDirectory.appendingPathComponent("moekit-cli-split-\(getpid())").path
+        let split = try moe(["quantize", "--model", source, "--type", "q8_0", "--out", prefix + ".gguf", "--split-max-size", "100KB"])
+        let files = (1...2).map { String(format: "%@-%05d-of-00002.gguf", prefix, $0) }
+        defer { for f in files { try? FileManager.default.removeItem(atPath: f) } }
+        XCTAssertEqual(split.status, 0, split.err)
+        XCTAssertTrue(files.allSatisfy { split.err.contains("wrote \($0)") }, split.err)
+        let setLogits = try moe(["logits", "--model", files[0], "--tokens", "1,2,3"])
+        XCTAssertEqual(setLogits.status, 0, setLogits.err)
+        XCTAssertTrue(setLogits.out.contains("\"logits\""), setLogits.out)
+        for bad in [["--split-max-size", "0"], ["--split-max-size", "lots"], ["--split-max-size", "1MB", "--out", prefix + ".bin"]] {
+            var args = ["quantize", "--model", source, "--type", "q8_0", "--out", prefix + "-bad.gguf"] + bad
+            if bad.contains("--out") { args = ["quantize", "--model", source, "--type", "q8_0"] + bad }
+            let r = try moe(args)
+            XCTAssertNotEqual(r.status, 0, "\(bad)")
+            XCTAssertTrue(r.err.contains("--split-max-size"), r.err)
+        }
     }
 
     /// `moe analyze` writes its files, and its profile prunes: perplexity with the least-used

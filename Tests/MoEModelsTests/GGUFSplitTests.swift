@@ -47,6 +47,15 @@ final class GGUFSplitTests: XCTestCase {
         }
     }
 
+    /// `llama-gguf-split --merge` leaves `split.count` 0 in the file it writes: one file.
+    func testAMergedSetIsOneFile() throws {
+        let merged = fixtures.appendingPathComponent("gguf_split/qwen3_moe.q8_0.merged.gguf").path
+        let file = try GGUFFile(path: merged)
+        XCTAssertEqual(file.metadata["split.count"]?.int, 0)
+        XCTAssertEqual(file.shardPaths, [merged])
+        XCTAssertEqual(try stepLogitBits(try DecoderModel(path: merged)), try stepLogitBits(try DecoderModel(path: unsplit)))
+    }
+
     func testQuantizingASetWritesOneFile() throws {
         let out = NSTemporaryDirectory() + "moekit-split-\(UUID().uuidString).gguf"
         defer { try? FileManager.default.removeItem(atPath: out) }
@@ -55,6 +64,44 @@ final class GGUFSplitTests: XCTestCase {
         XCTAssertEqual(written.shardPaths, [out])
         XCTAssertTrue(GGUFFile.splitKeys.isDisjoint(with: written.metadata.keys), "no split keys in one file")
         XCTAssertEqual(try stepLogitBits(try DecoderModel(path: out)), try stepLogitBits(try DecoderModel(path: unsplit)))
+    }
+
+    /// Quantizing into a split set (`--split-max-size`): files of at most the size, as
+    /// llama-gguf-split names and types its keys (u16 `split.no` and `split.count`, i32
+    /// `split.tensors.count`), the metadata in the first; the set opens and runs as one file.
+    func testQuantizingIntoASplitSet() throws {
+        let dir = NSTemporaryDirectory() + "moekit-split-out-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let input = try GGUFFile(path: unsplit)
+        try GGUFQuantizer.quantize(input: input, preset: .q8_0, to: "\(dir)/one.gguf")
+        let paths = try GGUFQuantizer.quantize(input: input, preset: .q8_0, to: "\(dir)/m.gguf", splitMaxBytes: 40_000)
+        XCTAssertGreaterThan(paths.count, 2)
+        XCTAssertEqual(paths, (0..<paths.count).map { String(format: "\(dir)/m-%05d-of-%05d.gguf", $0 + 1, paths.count) })
+        let set = try GGUFFile(path: paths[0]), one = try GGUFFile(path: "\(dir)/one.gguf")
+        XCTAssertEqual(set.shardPaths, paths)
+        XCTAssertEqual(set.tensorNames, one.tensorNames)
+        for (k, path) in paths.enumerated() {
+            let file = try GGUFFile(path: path, alone: true)
+            // Each file's own tensor data: at most the size, unless one tensor is larger.
+            let own = Array(file.tensors.values)
+            let bytes = own.reduce(0) { $0 + $1.dtype.storageBytes(elements: $1.shape.reduce(1, *)) }
+            XCTAssertTrue(bytes <= 40_000 || own.count == 1, "\(path): \(bytes) bytes in \(own.count) tensors")
+            func typeID(_ key: String) -> UInt32? {
+                guard let r = file.records.first(where: { $0.key == key }) else { return nil }
+                let raw = file.recordBytes(r)
+                return raw.loadUnaligned(fromByteOffset: 8 + key.utf8.count, as: UInt32.self)
+            }
+            XCTAssertEqual(typeID("split.no"), 2, path)
+            XCTAssertEqual(typeID("split.count"), 2, path)
+            XCTAssertEqual(typeID("split.tensors.count"), 5, path)
+            XCTAssertEqual(file.metadata["split.no"]?.int, k)
+            XCTAssertEqual(file.architecture, k == 0 ? "qwen3moe" : nil, "the metadata in the first file only")
+        }
+        XCTAssertEqual(try stepLogitBits(try DecoderModel(path: paths[0])), try stepLogitBits(try DecoderModel(path: "\(dir)/one.gguf")))
+        XCTAssertThrowsError(try GGUFQuantizer.quantize(input: input, preset: .q8_0, to: "\(dir)/m.bin", splitMaxBytes: 40_000)) { error in
+            XCTAssertTrue("\(error)".contains(".gguf"), "\(error)")
+        }
     }
 
     func testBadSetsNameTheFile() throws {
