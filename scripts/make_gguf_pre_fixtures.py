@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Makes Tests/Fixtures/gguf_vocab/pre-tokenizers.json: for the GGUF pre-tokenizer names that
 llama.cpp ships no vocabulary test for and that published MoE GGUFs carry ("gpt-4o": GPT-OSS;
-"glm4": GLM-4.5), the ids the Hugging Face `tokenizers` library gives for llama.cpp's test texts
+"glm4": GLM-4.5; "tekken": Mistral's newer models), the ids the Hugging Face `tokenizers` library gives for llama.cpp's test texts
 (ggml-vocab-gpt-2.gguf.inp) with GPT-2's vocabulary and merges (read from ggml-vocab-gpt-2.gguf
 by the `gguf` package) under that pre-tokenizer's split: GPT-4o's o200k pattern as its
 tokenizer.json has it, and GLM-4's (Llama 3's pattern, with whole vocabulary words taken before
-any merge, as llama.cpp's `ignore_merges`). Also each text's pieces under the split alone (`Split`,
+any merge, as llama.cpp's `ignore_merges`); Tekken's as Mistral's tokenizer.json has it, whole
+words first too. Also each text's pieces under the split alone (`Split`,
 isolated), which tell the two patterns apart where GPT-2's merges do not. `GGUFPreTokenizerTests`
 renames the vocabulary file's `tokenizer.ggml.pre` and compares both.
 
@@ -25,8 +26,11 @@ PATTERNS = {
               r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+",
     "glm4": r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
             r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+    "tekken": r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+              r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
+              r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+",
 }
-IGNORE_MERGES = {"glm4"}
+IGNORE_MERGES = {"glm4", "tekken"}
 
 
 def field(reader, key):

@@ -23,17 +23,19 @@ extension GGUFFile {
         // GPT-4o's o200k split, as its tokenizer.json (and GPT-OSS's) gives it; llama.cpp runs an
         // ASCII approximation of its letter cases.
         let gpt4o = [#"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"#]
+        // Mistral's Tekken (Mistral-Nemo, Mistral Small 3), as its tokenizer.json gives it.
+        let tekken = [#"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"#]
         return ["default": gpt2, "gpt-2": gpt2, "olmo": gpt2, "mpt": gpt2, "qwen2": qwen2, "llama-bpe": llama3, "llama3": llama3,
-                "deepseek-v3": deepseek3, "deepseek-llm": deepseekLLM, "gpt-4o": gpt4o, "glm4": llama3]
+                "deepseek-v3": deepseek3, "deepseek-llm": deepseekLLM, "gpt-4o": gpt4o, "glm4": llama3, "tekken": tekken]
     }()
 
     /// The pre-tokenizers whose whole pieces found in the vocabulary are taken as they are,
     /// before any merge (llama.cpp's `ignore_merges`; tokenizer.json's `model.ignore_merges`).
-    static let preTokenizersIgnoringMerges: Set<String> = ["llama-bpe", "llama3", "glm4"]
+    static let preTokenizersIgnoringMerges: Set<String> = ["llama-bpe", "llama3", "glm4", "tekken"]
 
     /// The pre-tokenizers whose vocabularies put BOS in front when `tokenizer.ggml.add_bos_token`
     /// is absent (llama.cpp's default for them; the key, when present, decides).
-    static let preTokenizersAddingBOS: Set<String> = ["llama-bpe", "llama3"]
+    static let preTokenizersAddingBOS: Set<String> = ["llama-bpe", "llama3", "tekken"]
 
     /// The tokenizer.json this file's tokenizer metadata describes; a typed error naming the key
     /// when it is missing or of a kind MoEKit does not read.

@@ -2,8 +2,8 @@ import Foundation
 @testable import MoEModels
 import XCTest
 
-/// GGUF pre-tokenizer names that published MoE GGUFs carry and llama.cpp ships no vocabulary test
-/// for ("gpt-4o": GPT-OSS; "glm4": GLM-4.5), against the Hugging Face `tokenizers` library
+/// GGUF pre-tokenizer names that published GGUFs carry and llama.cpp ships no vocabulary test
+/// for ("gpt-4o": GPT-OSS; "glm4": GLM-4.5; "tekken": Mistral's newer models), against the Hugging Face `tokenizers` library
 /// (scripts/make_gguf_pre_fixtures.py): llama.cpp's GPT-2 vocabulary file with its
 /// `tokenizer.ggml.pre` renamed gives the library's ids for llama.cpp's test texts and more, and
 /// each split alone gives the library's pieces.
@@ -30,7 +30,7 @@ final class GGUFPreTokenizerTests: XCTestCase {
     func testPublishedPreTokenizersMatchTheTokenizersLibrary() throws {
         let expected = try JSONDecoder().decode(Expected.self, from: Data(contentsOf:
             fixturesDirectory.appendingPathComponent("gguf_vocab/pre-tokenizers.json")))
-        for pre in ["gpt-4o", "glm4"] {
+        for pre in ["gpt-4o", "glm4", "tekken"] {
             let file = try GGUFFile(path: try vocabulary(pre: pre).path)
             XCTAssertEqual(file.metadata["tokenizer.ggml.pre"]?.string, pre)
             let tokenizer = try file.tokenizer()
