@@ -59,9 +59,13 @@ extension GGUFConverter {
         if pre["type"] as? String == "ByteLevel" { return "gpt-2" }
         let steps = (pre["type"] as? String == "Sequence" ? pre["pretokenizers"] as? [[String: Any]] : [pre]) ?? []
         let patterns = steps.compactMap { ($0["pattern"] as? [String: Any])?["Regex"] as? String }
-        for name in ["qwen2", "llama-bpe", "deepseek-v3", "gpt-2"] where GGUFFile.preTokenizerPatterns[name] == patterns {
+        // Every split the reader knows, under the name llama.cpp's converter gives it (GLM-4's
+        // is Llama 3's pattern, written as llama-bpe).
+        for name in ["qwen2", "llama-bpe", "deepseek-v3", "deepseek-llm", "gpt-4o", "tekken", "gpt-2"]
+        where GGUFFile.preTokenizerPatterns[name] == patterns {
             return name
         }
-        throw .invalidFile(path: path, field: "pre_tokenizer", reason: "its split is not one llama.cpp names (GPT-2, Qwen2, Llama 3, DeepSeek-V3)")
+        throw .invalidFile(path: path, field: "pre_tokenizer",
+                           reason: "its split is not one llama.cpp names (GPT-2, Qwen2, Llama 3, DeepSeek-LLM, DeepSeek-V3, GPT-4o, Tekken)")
     }
 }

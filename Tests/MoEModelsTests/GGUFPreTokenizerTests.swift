@@ -44,6 +44,22 @@ final class GGUFPreTokenizerTests: XCTestCase {
         }
     }
 
+    /// Converting a checkpoint folder names each split the reader knows as llama.cpp does, so a
+    /// folder with GPT-OSS's or Mistral's tokenizer.json converts; a name the reader does not
+    /// know is a typed error naming the key and listing the known ones.
+    func testConverterNamesEveryKnownSplitAndTheReaderRefusesOthers() throws {
+        for pre in ["qwen2", "llama-bpe", "deepseek-v3", "deepseek-llm", "gpt-4o", "tekken", "gpt-2"] {
+            let splits = try XCTUnwrap(GGUFFile.preTokenizerPatterns[pre]).map { ["type": "Split", "pattern": ["Regex": $0], "behavior": "Isolated"] }
+            let json: [String: Any] = ["type": "Sequence", "pretokenizers": splits + [["type": "ByteLevel", "use_regex": false]]]
+            XCTAssertEqual(try GGUFConverter.preTokenizerName(json, path: "t.json"), pre)
+        }
+        XCTAssertThrowsError(try GGUFFile(path: try vocabulary(pre: "nonesuch").path).tokenizer()) { error in
+            guard case let .invalidFile(_, field, reason)? = error as? ModelError else { return XCTFail("\(error)") }
+            XCTAssertEqual(field, "tokenizer.ggml.pre")
+            XCTAssertTrue(reason.contains("nonesuch") && reason.contains("gpt-4o") && reason.contains("tekken"), reason)
+        }
+    }
+
     /// `text` cut at the matches of `regex`, keeping the text between them (the library's
     /// isolated `Split`).
     func pieces(_ text: String, _ regex: TokenRegex) -> [String] {
