@@ -462,6 +462,9 @@ final class CLITests: XCTestCase {
             XCTAssertNotEqual(r.status, 0, "\(bad)")
             XCTAssertTrue(r.err.contains("--split-max-size"), r.err)
         }
+        let left = try FileManager.default.contentsOfDirectory(atPath: FileManager.default.temporaryDirectory.path)
+            .filter { $0.hasPrefix("moekit-cli-split-\(getpid())-bad") || $0.hasPrefix("moekit-cli-split-\(getpid()).bin") }
+        XCTAssertEqual(left, [], "a refused split writes nothing")
     }
 
     /// `moe analyze` writes its files, and its profile prunes: perplexity with the least-used
