@@ -247,14 +247,18 @@ extension Kernels {
     }
 
     /// Whether a product skips packing A (`moek_gemm_direct`): where the path has the leaf, for
-    /// A stored transposed (each k is a contiguous run of rows), for row-major A up to K 512,
-    /// and for any K when N is at most two tiles wide. Past K 512, each row's slice of a K block
-    /// sits so far from the next that the unpacked reads stall when many column tiles reread it
-    /// (f32 [128 x 4096] x [4096 x 14336]: 129 against 172 GFLOP/s packed, 2 threads), while for
-    /// small K, or an A read by one or two tiles (a LoRA's rank-16 products), packing costs
-    /// 5-25% of the product or as much as the product itself.
+    /// A stored transposed (each k is a contiguous run of rows), for row-major A up to K 1536
+    /// unless its rows are a multiple of 4 KiB apart, and for any K when N is at most two tiles
+    /// wide. The leaf reads a panel's 12 rows at once: rows 4 KiB apart (K 1024, 2048, 3072 in
+    /// f32) all fall in one L1 set and evict each other (one thread, [512 x 1024] x [1024 x
+    /// 1024]: 65 against 89 GFLOP/s packed), and past K 1536 the rows' slices sit so far apart
+    /// that the reads stall when many column tiles reread them (f32 [128 x 4096] x [4096 x
+    /// 14336]: 129 against 172 GFLOP/s packed, 2 threads). Elsewhere packing costs 3-10% of the
+    /// product (K 688 and 1376, a dense FFN's down product and its backward: 101-105 against
+    /// 92-102 GFLOP/s), or as much as the product itself for an A read by one or two tiles (a
+    /// LoRA's rank-16 products).
     static func readsAUnpacked(k: Int, n: Int = .max, transposed: Bool = false) -> Bool {
-        (transposed || k <= 512 || n <= 64) && moek_gemm_direct_supported() != 0
+        (transposed || n <= 64 || (k <= 1536 && k % 1024 != 0)) && moek_gemm_direct_supported() != 0
     }
 
     /// The jobs grouped, in order: by `GemmJob.group` where given, else one chain per distinct
