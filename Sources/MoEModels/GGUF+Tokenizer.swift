@@ -4,7 +4,7 @@ import Foundation
 /// `Tokenizer` reads: for `tokenizer.ggml.model` `gpt2`, a byte-level BPE with the vocabulary,
 /// the merges, the control and user-defined tokens as added tokens, and the split that
 /// `tokenizer.ggml.pre` names (llama.cpp's `llama-vocab.cpp` regexes, applied in turn); for
-/// `llama`, SentencePiece with scores (Mistral, Mixtral, Llama 2), as `sentencePieceObject`.
+/// `llama`, SentencePiece with scores (Mistral, Mixtral, Llama 2), as `sentencePieceParts`.
 extension GGUFFile {
     /// llama.cpp's pre-tokenizer regexes by `tokenizer.ggml.pre` (GPT-2's for `default`).
     static let preTokenizerPatterns: [String: [String]] = {
@@ -40,20 +40,52 @@ extension GGUFFile {
     /// The tokenizer.json this file's tokenizer metadata describes; a typed error naming the key
     /// when it is missing or of a kind MoEKit does not read.
     public func tokenizerJSON() throws(ModelError) -> Data {
-        guard let data = try? JSONSerialization.data(withJSONObject: try tokenizerObject()) else {
+        guard let data = try? JSONSerialization.data(withJSONObject: try tokenizerParts().json) else {
             throw .invalidFile(path: path, field: "tokenizer.ggml.tokens", reason: "cannot be represented as JSON")
         }
         return data
     }
 
-    /// The tokenizer.json object this file's tokenizer metadata describes (the tokenizer is built
-    /// from it directly, without a JSON round trip: that took 90% of a large vocabulary's load).
-    func tokenizerObject() throws(ModelError) -> [String: Any] {
+    /// A GGUF vocabulary's tokenizer in two parts: the tokenizer.json object of all but the BPE
+    /// model (the splits, post-processor, decoder and added tokens: small), and that model's
+    /// vocabulary and merges, typed. The tokenizer is built from them directly: a JSON round
+    /// trip took 90% of a large vocabulary's load, and the vocabulary inside a JSON object
+    /// (bridged and cast back entry by entry) most of the rest.
+    struct TokenizerParts {
+        var object: [String: Any]
+        var vocab: [String: Int]
+        /// The merges in rank order, each "a b" (GPT-2 style: as the file stores them), or as
+        /// pairs (SentencePiece's, derived from the scores: tokenizer.json keeps them apart for
+        /// pieces that hold a space).
+        var merges: [String]
+        var mergePairs: [(String, String)]? = nil
+        var unkToken: String? = nil
+        var fuseUnk = false, byteFallback = false, ignoreMerges = false
+
+        /// The BPE model.
+        var model: BPEModel {
+            BPEModel(vocab: vocab, merges: mergePairs.map { $0.map { "\($0.0) \($0.1)" } } ?? merges, unkToken: unkToken, fuseUnk: fuseUnk, byteFallback: byteFallback,
+                     ignoreMerges: ignoreMerges)
+        }
+
+        /// The whole tokenizer.json object, the model included.
+        var json: [String: Any] {
+            var j = object
+            j["model"] = ["type": "BPE", "vocab": vocab, "merges": mergePairs.map { $0.map { [$0.0, $0.1] } as Any } ?? merges, "dropout": NSNull(),
+                          "unk_token": unkToken.map { $0 as Any } ?? NSNull(), "fuse_unk": fuseUnk,
+                          "byte_fallback": byteFallback, "ignore_merges": ignoreMerges]
+            return j
+        }
+    }
+
+    /// The parts of the tokenizer this file's tokenizer metadata describes; a typed error naming
+    /// the key when it is missing or of a kind MoEKit does not read.
+    func tokenizerParts() throws(ModelError) -> TokenizerParts {
         let m = metadata
         guard let model = m["tokenizer.ggml.model"]?.string else {
             throw .invalidFile(path: path, field: "tokenizer.ggml.model", reason: "missing: the file carries no tokenizer")
         }
-        if model == "llama" { return try sentencePieceObject() }
+        if model == "llama" { return try sentencePieceParts() }
         guard model == "gpt2" else {
             throw .invalidFile(path: path, field: "tokenizer.ggml.model",
                                reason: "'\(model)' vocabularies are not read (gpt2-style BPE and llama-style SentencePiece are)")
@@ -68,6 +100,7 @@ extension GGUFFile {
         let types = m["tokenizer.ggml.token_type"]?.array?.map { $0.int ?? 1 } ?? []
         let merges = (m["tokenizer.ggml.merges"]?.array ?? []).compactMap(\.string)
         var vocab: [String: Int] = [:], added: [[String: Any]] = []
+        vocab.reserveCapacity(tokens.count)
         for (id, token) in tokens.enumerated() {
             guard let token else { continue }
             let type = id < types.count ? types[id] : 1
@@ -85,10 +118,9 @@ extension GGUFFile {
                                                                                 "trim_offsets": false, "use_regex": false]]],
             "post_processor": post,
             "decoder": ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true],
-            "model": ["type": "BPE", "vocab": vocab, "merges": merges, "dropout": NSNull(), "unk_token": NSNull(),
-                      "fuse_unk": false, "byte_fallback": false, "ignore_merges": Self.preTokenizersIgnoringMerges.contains(pre)],
         ]
-        return json
+        return TokenizerParts(object: json, vocab: vocab, merges: merges,
+                              ignoreMerges: Self.preTokenizersIgnoringMerges.contains(pre))
     }
 
     /// `tokenizer.ggml.add_bos_token` (else `byDefault`): the BOS token in front, as a template
@@ -108,7 +140,7 @@ extension GGUFFile {
     /// is false), pieces merge by the score of the piece they make (llama.cpp's SPM tokenizer:
     /// a merge per vocabulary piece and split, ordered by score), characters outside the
     /// vocabulary fall back to `<0xXX>` byte pieces, and the BOS token leads by default.
-    func sentencePieceObject() throws(ModelError) -> [String: Any] {
+    func sentencePieceParts() throws(ModelError) -> TokenizerParts {
         let m = metadata
         guard let tokens = m["tokenizer.ggml.tokens"]?.array?.map({ $0.string }), !tokens.contains(where: { $0 == nil }) else {
             throw .invalidFile(path: path, field: "tokenizer.ggml.tokens", reason: "missing or not strings")
@@ -119,6 +151,7 @@ extension GGUFFile {
         }
         let types = m["tokenizer.ggml.token_type"]?.array?.map { $0.int ?? 1 } ?? []
         var vocab: [String: Int] = [:], added: [[String: Any]] = []
+        vocab.reserveCapacity(tokens.count)
         for (id, token) in tokens.enumerated() {
             guard let token else { continue }
             let type = id < types.count ? types[id] : 1
@@ -161,17 +194,17 @@ extension GGUFFile {
             "pre_tokenizer": NSNull(),
             "post_processor": bosProcessor(tokens: tokens, byDefault: true),
             "decoder": ["type": "Sequence", "decoders": decoders],
-            "model": ["type": "BPE", "vocab": vocab, "merges": ordered.map { [$0.element.left, $0.element.right] },
-                      "dropout": NSNull(), "unk_token": unk.map { $0 as Any } ?? NSNull(), "fuse_unk": true,
-                      "byte_fallback": true, "ignore_merges": false],
         ]
-        return json
+        return TokenizerParts(object: json, vocab: vocab, merges: [],
+                              mergePairs: ordered.map { ($0.element.left, $0.element.right) }, unkToken: unk, fuseUnk: true,
+                              byteFallback: true)
     }
 
     /// The file's tokenizer (encoding with special tokens puts the BOS token in front when
     /// `tokenizer.ggml.add_bos_token` says so, as llama.cpp does).
     public func tokenizer() throws(ModelError) -> Tokenizer {
-        try Tokenizer(object: try tokenizerObject(), path: path)
+        let parts = try tokenizerParts()
+        return try Tokenizer(object: parts.object, path: path, model: parts.model)
     }
 }
 

@@ -219,21 +219,38 @@ struct BPEModel {
         let type = try reader.value(j, "type", field, String.self) ?? "BPE"
         guard type == "BPE" else { throw reader.unsupported("model", type) }
         guard let v = j["vocab"] as? [String: Int] else { throw .invalidFile(path: reader.path, field: "model.vocab", reason: "missing or not {token: id}") }
-        vocab = v
-        var ranks: [String: Int] = [:]
-        for (i, m) in (try reader.value(j, "merges", field, [Any].self) ?? []).enumerated() {
-            if let s = m as? String { ranks[s] = ranks[s] ?? i }
-            else if let pair = m as? [String], pair.count == 2 { ranks["\(pair[0]) \(pair[1])"] = ranks["\(pair[0]) \(pair[1])"] ?? i }
+        let merges = try reader.value(j, "merges", field, [Any].self) ?? []
+        var joined: [String] = []
+        joined.reserveCapacity(merges.count)
+        for (i, m) in merges.enumerated() {
+            if let s = m as? String { joined.append(s) }
+            else if let pair = m as? [String], pair.count == 2 { joined.append("\(pair[0]) \(pair[1])") }
             else { throw .invalidFile(path: reader.path, field: "model.merges[\(i)]", reason: "not \"a b\" or [a, b]") }
         }
-        self.ranks = ranks
-        unkID = try reader.value(j, "unk_token", field, String.self).flatMap { v[$0] }
-        fuseUnk = try reader.value(j, "fuse_unk", field, Bool.self) ?? false
-        byteFallback = try reader.value(j, "byte_fallback", field, Bool.self) ?? false
-        ignoreMerges = try reader.value(j, "ignore_merges", field, Bool.self) ?? false
         if let p = j["continuing_subword_prefix"] as? String, !p.isEmpty {
             throw .invalidFile(path: reader.path, field: "model.continuing_subword_prefix", reason: "is not supported")
         }
+        self.init(vocab: v, merges: joined, unkToken: try reader.value(j, "unk_token", field, String.self),
+                  fuseUnk: try reader.value(j, "fuse_unk", field, Bool.self) ?? false,
+                  byteFallback: try reader.value(j, "byte_fallback", field, Bool.self) ?? false,
+                  ignoreMerges: try reader.value(j, "ignore_merges", field, Bool.self) ?? false)
+    }
+
+    /// The model of a vocabulary and its merges in rank order, each "a b" (the two pieces joined
+    /// by a space, as tokenizer.json and GGUF store them); a merge given twice keeps its first
+    /// rank. The typed path a GGUF vocabulary takes: a parsed tokenizer.json object holding
+    /// these (a few hundred thousand entries) cost most of the load in dynamic casts.
+    init(vocab: [String: Int], merges: [String], unkToken: String? = nil, fuseUnk: Bool = false,
+         byteFallback: Bool = false, ignoreMerges: Bool = false) {
+        self.vocab = vocab
+        var ranks: [String: Int] = [:]
+        ranks.reserveCapacity(merges.count)
+        for (i, m) in merges.enumerated() where ranks[m] == nil { ranks[m] = i }
+        self.ranks = ranks
+        unkID = unkToken.flatMap { vocab[$0] }
+        self.fuseUnk = fuseUnk
+        self.byteFallback = byteFallback
+        self.ignoreMerges = ignoreMerges
     }
 
     /// Ids for one pre-tokenised piece.

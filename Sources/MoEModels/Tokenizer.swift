@@ -53,14 +53,19 @@ public final class Tokenizer: @unchecked Sendable {
         try self.init(object: json, path: path)
     }
 
-    /// Builds the tokenizer a parsed tokenizer.json object describes (`path` names it in errors).
-    init(object json: [String: Any], path: String) throws(ModelError) {
+    /// Builds the tokenizer a parsed tokenizer.json object describes (`path` names it in errors);
+    /// with `model`, that BPE model rather than the object's `model` (which is then not read).
+    init(object json: [String: Any], path: String, model given: BPEModel? = nil) throws(ModelError) {
         self.path = path
         let reader = JSONReader(path: path)
-        guard let modelJSON = try reader.value(json, "model", "(root)", [String: Any].self) else {
-            throw .invalidFile(path: path, field: "model", reason: "missing")
+        if let given {
+            model = given
+        } else {
+            guard let modelJSON = try reader.value(json, "model", "(root)", [String: Any].self) else {
+                throw .invalidFile(path: path, field: "model", reason: "missing")
+            }
+            model = try BPEModel(modelJSON, reader: reader)
         }
-        model = try BPEModel(modelJSON, reader: reader)
         let root = "(root)"
         normalizer = try reader.value(json, "normalizer", root, [String: Any].self).map { j throws(ModelError) in try Normalizer(j, field: "normalizer", reader: reader) }
         preTokenizer = try reader.value(json, "pre_tokenizer", root, [String: Any].self).map { j throws(ModelError) in try PreTokenizer(j, field: "pre_tokenizer", reader: reader) }
@@ -82,6 +87,7 @@ public final class Tokenizer: @unchecked Sendable {
         self.added = added.filter { !$0.content.isEmpty }.sorted { $0.content.unicodeScalars.count > $1.content.unicodeScalars.count }
         addedTrie = Self.trie(self.added)
         var inverse: [Int: String] = [:]
+        inverse.reserveCapacity(model.vocab.count + added.count)
         for (token, id) in model.vocab { inverse[id] = token }
         for a in added { inverse[a.id] = a.content }
         idToToken = inverse

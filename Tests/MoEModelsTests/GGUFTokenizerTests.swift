@@ -46,6 +46,24 @@ final class GGUFTokenizerTests: XCTestCase {
 
     func testLlamaSentencePiece() throws { try check("llama-spm") }
 
+    /// The tokenizer.json a GGUF vocabulary exports (`tokenizerJSON`, what `moe train --from
+    /// FILE.gguf` writes) is the tokenizer `tokenizer()` builds without it: the same ids, BOS
+    /// included, on llama.cpp's test texts, for a byte-level BPE and a SentencePiece vocabulary.
+    func testExportedTokenizerJSONEncodesAsTheFile() throws {
+        for name in ["gpt-2", "llama-spm"] {
+            let base = folder.appendingPathComponent("ggml-vocab-\(name).gguf")
+            let file = try GGUFFile(path: base.path)
+            let direct = try file.tokenizer(), exported = try Tokenizer(data: try file.tokenizerJSON(), path: "tokenizer.json")
+            let texts = try String(contentsOf: URL(fileURLWithPath: base.path + ".inp"), encoding: .utf8)
+                .components(separatedBy: "\n__ggml_vocab_test__\n")
+            XCTAssertGreaterThan(texts.count, 10)
+            for text in texts {
+                XCTAssertEqual(exported.encode(text), direct.encode(text), "\(name) \(text.debugDescription)")
+            }
+            XCTAssertEqual(exported.vocabularySize, direct.vocabularySize, name)
+        }
+    }
+
     /// A SentencePiece vocabulary puts BOS in front by default, as llama.cpp does.
     func testSentencePieceAddsBOS() throws {
         let tokenizer = try GGUFFile(path: folder.appendingPathComponent("ggml-vocab-llama-spm.gguf").path).tokenizer()
