@@ -213,7 +213,9 @@ struct JSONReader {
     /// `j[key]` as a `T`: nil when absent or null, an error naming the field when present with
     /// another type (a wrong-typed field is never read as absent).
     func value<T>(_ j: [String: Any], _ key: String, _ field: String, _ type: T.Type) throws(ModelError) -> T? {
-        guard let v = j[key], !(v is NSNull) else { return nil }
+        // The null test looks at the value's type: `v is NSNull` on a Swift dictionary or array
+        // bridges all of it to Foundation first (most of a 150K vocabulary's load went there).
+        guard let v = j[key], !(Swift.type(of: v) is NSNull.Type) else { return nil }
         guard let t = v as? T else {
             throw .invalidFile(path: path, field: "\(field).\(key)", reason: "expected \(Self.kind(T.self)), found \(Self.kind(of: v))")
         }
