@@ -64,15 +64,15 @@ extension GGUFFile {
 
         /// The BPE model.
         var model: BPEModel {
-            BPEModel(vocab: vocab, merges: mergePairs.map { $0.map { "\($0.0) \($0.1)" } } ?? merges, unkToken: unkToken, fuseUnk: fuseUnk, byteFallback: byteFallback,
-                     ignoreMerges: ignoreMerges)
+            BPEModel(vocab: vocab, merges: mergePairs.map { $0.map { "\($0.0) \($0.1)" } } ?? merges, unkToken: unkToken,
+                     fuseUnk: fuseUnk, byteFallback: byteFallback, ignoreMerges: ignoreMerges)
         }
 
         /// The whole tokenizer.json object, the model included.
         var json: [String: Any] {
             var j = object
-            j["model"] = ["type": "BPE", "vocab": vocab, "merges": mergePairs.map { $0.map { [$0.0, $0.1] } as Any } ?? merges, "dropout": NSNull(),
-                          "unk_token": unkToken.map { $0 as Any } ?? NSNull(), "fuse_unk": fuseUnk,
+            j["model"] = ["type": "BPE", "vocab": vocab, "merges": mergePairs.map { $0.map { [$0.0, $0.1] } as Any } ?? merges,
+                          "dropout": NSNull(), "unk_token": unkToken.map { $0 as Any } ?? NSNull(), "fuse_unk": fuseUnk,
                           "byte_fallback": byteFallback, "ignore_merges": ignoreMerges]
             return j
         }
