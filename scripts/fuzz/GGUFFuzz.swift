@@ -45,6 +45,9 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     if let file = try? GGUFFile(path: path) {
         for name in file.tensorNames { _ = try? file.tensor(name).toFloats() }
         _ = try? file.tokenizerJSON()
+        // The tokenizer built from the file's typed vocabulary (what `moe` commands load), and a
+        // text through it.
+        _ = (try? file.tokenizer())?.encode("Hello, world! 123 ä", addSpecialTokens: true)
     }
     return 0
 }
