@@ -33,7 +33,6 @@ extension GGUFFile {
                 + "open the first, \(splitPath(prefix: prefix, index: 0, count: count))")
         }
         var tensors = parsed.tensors, names = parsed.names, files = [first]
-        var holder = Dictionary(parsed.names.map { ($0, path) }, uniquingKeysWith: { a, _ in a })
         for index in 1..<count {
             let shardPath = splitPath(prefix: prefix, index: index, count: count)
             let file: MappedFile
@@ -50,8 +49,9 @@ extension GGUFFile {
             let n = try splitNumber(shard.metadata, path: shardPath, count: count)
             guard n == index else { throw .invalidFile(path: shardPath, field: "split.no", reason: "must be \(index) (file \(index + 1) of \(count)), got \(n)") }
             for name in shard.names {
-                if let other = holder[name] { throw .invalidFile(path: shardPath, field: name, reason: "the tensor is also in \(other)") }
-                holder[name] = shardPath
+                if let other = tensors[name] {
+                    throw .invalidFile(path: shardPath, field: name, reason: "the tensor is also in \(files[other.shard].path)")
+                }
                 var info = shard.tensors[name]!
                 info.shard = index
                 tensors[name] = info

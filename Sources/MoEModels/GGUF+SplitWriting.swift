@@ -2,6 +2,18 @@ import Foundation
 import MoECore
 
 extension GGUFWriter {
+    /// One file (`write`), or with `splitMaxBytes` a split set of files of at most that much
+    /// tensor data (`writeSplit`); returns the files written.
+    @discardableResult
+    public static func write(to path: String, records: [Record], tensors: [TensorEntry], alignment: Int = 32,
+                             splitMaxBytes: Int?) throws(ModelError) -> [String] {
+        if let splitMaxBytes {
+            return try writeSplit(to: path, records: records, tensors: tensors, alignment: alignment, maxBytes: splitMaxBytes)
+        }
+        try write(to: path, records: records, tensors: tensors, alignment: alignment)
+        return [path]
+    }
+
     /// Writes `tensors` as a split set, as `llama-gguf-split --split-max-size` does: in order,
     /// into files of at most `maxBytes` of tensor data each (a larger tensor alone in its file),
     /// named from `path` (which must end in `.gguf`) `PREFIX-0000K-of-0000N.gguf`; `records` in

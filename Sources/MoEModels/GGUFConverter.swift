@@ -68,9 +68,7 @@ public enum GGUFConverter {
                 progress?(GGUFQuantizer.Choice(name: src.name, shape: src.shape, stored: src.stored, written: written), done, total)
             }
         }
-        if let splitMaxBytes { return try GGUFWriter.writeSplit(to: path, records: records, tensors: entries, maxBytes: splitMaxBytes) }
-        try GGUFWriter.write(to: path, records: records, tensors: entries)
-        return [path]
+        return try GGUFWriter.write(to: path, records: records, tensors: entries, splitMaxBytes: splitMaxBytes)
     }
 
     /// Every output tensor: the spec's weights under llama.cpp's names, experts stacked.

@@ -94,11 +94,7 @@ public enum GGUFQuantizer {
                 progress?(c, done, total)
             }
         }
-        if let splitMaxBytes {
-            return try GGUFWriter.writeSplit(to: path, records: records, tensors: entries, alignment: input.alignment, maxBytes: splitMaxBytes)
-        }
-        try GGUFWriter.write(to: path, records: records, tensors: entries, alignment: input.alignment)
-        return [path]
+        return try GGUFWriter.write(to: path, records: records, tensors: entries, alignment: input.alignment, splitMaxBytes: splitMaxBytes)
     }
 
     /// Streams `source` as `type`: its own bytes when the type is unchanged, else quantized in

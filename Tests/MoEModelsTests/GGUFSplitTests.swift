@@ -11,8 +11,7 @@ import XCTest
 /// file, and a set that is incomplete, out of order or opened at another file gives a typed
 /// error naming the file.
 final class GGUFSplitTests: XCTestCase {
-    let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fixtures")
+    let fixtures = fixturesDirectory
     var unsplit: String { fixtures.appendingPathComponent("gguf_models/qwen3_moe.q8_0.gguf").path }
     func shard(_ set: String, _ k: Int) -> String { fixtures.appendingPathComponent("gguf_split/\(set)-0000\(k)-of-00003.gguf").path }
     let sets = ["qwen3_moe.q8_0", "qwen3_moe.q8_0.empty-first"]
