@@ -172,7 +172,7 @@ enum { PAIRS_MAX_K = 16384 };
 /// 26.3 -> 39.8, MXFP4 28.2 -> 37.3.
 INLINE void rows_32p(const int dt, const uint8_t *W, size_t row_bytes, const moek_act_row *x, float *Y, size_t r0, size_t r1,
                      size_t K) {
-  const size_t pairs = K / 64, bytes = (size_t)moek_block_bytes(dt), ahead = AHEAD * bytes / 18;
+  const size_t pairs = K / 64, bytes = (size_t)moek_block_bytes(dt);
   __attribute__((aligned(64))) int8_t xp[PAIRS_MAX_K];
   __attribute__((aligned(64))) int32_t corr[PAIRS_MAX_K / 64 * 8];
   const int shift = dt == MOEK_Q4_0 ? 3 : dt == MOEK_Q5_0 ? 4 : 7;  // log2 of off
@@ -197,7 +197,7 @@ INLINE void rows_32p(const int dt, const uint8_t *W, size_t row_bytes, const moe
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (size_t g = 0; g < pairs / 4; g++) {  // runs of 8 blocks
       const uint8_t *run = row + g * 8 * bytes;
-      for (size_t o = 0; o < 8 * bytes; o += 64) _mm_prefetch((const char *)(run + ahead + o), _MM_HINT_T0);
+      for (size_t o = 0; o < 8 * bytes; o += 64) _mm_prefetch((const char *)(run + ONE_ROW_AHEAD + o), _MM_HINT_T1);
       const __m256 dwv = run_scales(dt, run, bytes);
       const __m256 sv = _mm256_mul_ps(dwv, _mm256_loadu_ps(x->d + 8 * g));
 #pragma clang loop unroll(full)
@@ -267,12 +267,9 @@ INLINE void rows_k45i(int five, const uint8_t *W, size_t row_bytes, const moek_a
         scales_and_mins(w, x, nx, i, sc_lo, sc_hi, mins, d, dmin, acc);
         continue;
       }
-      // Q4_K. Group j's bytes hold sub-block 2 j (low nibbles) and 2 j + 1 (high). Against one
-      // activation row the vector pipes bind, so the high nibbles are masked in place (16 times
-      // their value: the H sums, multiples of 16, shift back exactly) rather than shifted in
-      // each register, d and dmin convert in one, and the scales unpack in general-purpose
-      // registers.
-      const int high_in_place = nx == 1;
+      // Q4_K against two or more activation rows (one: kernels_avx512_vnni_one.c). Group j's bytes hold
+      // sub-block 2 j (low nibbles) and 2 j + 1 (high); d and dmin convert in one, and the
+      // scales unpack in general-purpose registers.
       const __m128i sm = k4_scales_mins_gpr(b + 4);
       const __m128 dd = _mm_cvtph_ps(_mm_loadu_si32(b));  // d, dmin
       const __m256 dv = _mm256_broadcastss_ps(dd);
@@ -283,7 +280,7 @@ INLINE void rows_k45i(int five, const uint8_t *W, size_t row_bytes, const moek_a
 #pragma clang loop unroll(full)
       for (int p = 0; p < 4; p++) {
         w[p] = _mm256_and_si256(u[p], m4);
-        w[p + 4] = high_in_place ? _mm256_andnot_si256(m4, u[p]) : _mm256_and_si256(_mm256_srli_epi16(u[p], 4), m4);
+        w[p + 4] = _mm256_and_si256(_mm256_srli_epi16(u[p], 4), m4);
       }
       // A lane's sum has 16 products of at most 15 x 127, so it fits an int16; lo and hi pack
       // into one register and one multiply-add applies the scales (in the packed order:
@@ -296,7 +293,6 @@ INLINE void rows_k45i(int five, const uint8_t *W, size_t row_bytes, const moek_a
       for (int m = 0; m < nx; m++) {
         __m256i lo, hi;
         dot_pairs(w, x[m].qi + 256 * i, &lo, &hi);
-        if (high_in_place) hi = _mm256_srai_epi32(hi, 4);
         const __m256i s = _mm256_madd_epi16(_mm256_packs_epi32(lo, hi), sc16);
         const __m128i ms = _mm_madd_epi16(_mm_loadu_si128((const __m128i *)(x[m].bs32 + 8 * i)), mins);
         const __m256 msf = _mm256_zextps128_ps256(_mm_cvtepi32_ps(ms));
@@ -450,6 +446,7 @@ int moek_gemv_rows_q8_vnni(const void *W, int dt, size_t ldw, const void *XQ, si
     r0 = moek_lanes_vnni(dt, W, row_bytes, XQ, ldxq, nx, Y, ldy, r0, r1, K);
     if (r0 == r1) return 1;
   }
+  if (nx == 1 && block == 256 && moek_gemv_one_vnni(dt, W, row_bytes, XQ, Y, r0, r1, K)) return 1;
   if (nx == 1 && block == 32 && K <= PAIRS_MAX_K) {
     const moek_act_row x = moek_act_row_at(XQ, ldxq, 0, K, block);
     switch (dt) {  // each format its own copy, the format's branches resolved
