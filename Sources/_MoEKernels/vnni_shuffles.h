@@ -7,11 +7,12 @@
 /// Weight bytes the one-activation-row (decode) leaves fetch ahead of the block being read, into
 /// L2 (`_MM_HINT_T1`). Fetched into L1 4 KB ahead, as the leaves for more rows do, the 512-bit
 /// Q4_K leaf read memory slower than the paired one though it runs faster in cache (harness,
-/// one thread, Q4_K [2048 x 7168] from memory: 30-32 against 40-42 GMAC/s); into L2 16 KB
+/// one thread, Q4_K [2048 x 7168] from memory: 30-32 against 40-42 GMAC/s); into L2 8-16 KB
 /// ahead, 45-48, and with two threads each streaming its own weights 46-50 against the paired
-/// leaf's 38-41 (Q6_K 20-35 against 20-30, level when the machine's memory was slow). Q8_0's
-/// one-row leaf, one thread: 24-28 against 21-26 GMAC/s at 7.7 KB into L1.
-enum { ONE_ROW_AHEAD = 16384 };
+/// leaf's 38-41. `moe bench` decode, 256 tokens, 8-10 alternating runs against the build
+/// before these leaves: Mixtral-shaped Q4_K_M median +9% at 8 KB (+8% at 16 KB), Qwen3-MoE-
+/// shaped Q4_K_M +3.4% (-0.5%).
+enum { ONE_ROW_AHEAD = 8192 };
 
 /// Transposes 8 registers as an 8 x 8 matrix of dwords: out[r] dword l = in[l] dword r.
 INLINE void transpose8(const __m256i in[8], __m256i out[8]) {
