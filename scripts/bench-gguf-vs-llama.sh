@@ -61,7 +61,7 @@ for s in $shapes; do
 done
 "$moe" bench-kernels --quick 2>/dev/null | python3 -c '
 import json, sys; d = json.load(sys.stdin)
-print("machine:", d["isa"], "read %.1f GB/s, FMA %.0f GFLOP/s" % (d["read_bandwidth_gbs"], d["fma_peak_gflops"]))' || true
+print("machine:", d["isa"], "FMA %.0f GFLOP/s" % d["fma_peak_gflops"])' || true
 for r in $(seq "$rounds"); do
   for s in $shapes; do
     for t in $types; do
@@ -73,7 +73,7 @@ for r in $(seq "$rounds"); do
         "$moe" bench --model "$f" --prompt-tokens 128 --gen-tokens "$gen" --threads 2 --precision "$precision" | python3 -c "
 import json, os, sys; d = json.load(sys.stdin)
 print(f'round $r $s $t moekit ($precision) prefill {d[\"prefill_tokens_per_s\"]:7.1f} decode {d[\"decode_tokens_per_s\"]:6.1f} tok/s'
-      f' ({d[\"decode_fraction_of_bandwidth\"]:.2f} of bandwidth, RSS {d[\"peak_rss_bytes\"] / os.path.getsize(\"$f\"):.2f}x the file,'
+      f' ({d[\"decode_fraction_of_bandwidth\"]:.2f} of {d[\"read_bandwidth_gbs\"]:.1f} GB/s, RSS {d[\"peak_rss_bytes\"] / os.path.getsize(\"$f\"):.2f}x the file,'
       f' {d[\"peak_rss_bytes\"] / (os.path.getsize(\"$f\") + d[\"kv_cache_bytes\"]):.2f}x file and KV cache)')"
       done
       "$llama/build/bin/llama-bench" -m "$f" -p 128 -n "$gen" -t 2 -r 1 -o json 2>/dev/null | python3 -c "

@@ -6,6 +6,10 @@ import MoEModels
 /// Prefill and decode speed of a model, judged against the machine: decode against memory
 /// bandwidth over the bytes one token reads, prefill against the FMA peak. `moe bench` prints it.
 public enum ModelBenchmark {
+    /// Bytes of the model's weights the read probe takes, when the model has them: 8 times a
+    /// 32 MiB L3 cache, so that the probe reads memory.
+    static let probeBytes = 256 << 20
+
     /// What `moe bench` prints (snake_case keys in JSON).
     public struct Report: Codable, Sendable {
         public var model: String
@@ -106,19 +110,25 @@ public enum ModelBenchmark {
         var rng = SplitMix64(seed: seed)
         let vocab = UInt64(model.spec.vocabSize)
         var prompt = (0..<promptTokens).map { _ in Int(rng.next() % vocab) }
-        // The bandwidth probe reads the model's own weights (its last layer's, up to 256 MiB, by
-        // the checkpoint's or the GGUF file's names): the same memory decode reads, and the last
-        // layer decode reaches, after the earlier layers have flushed it from the cache. (Without
-        // them the probe would allocate a buffer of its own, and the peak RSS would count it.)
-        let last = ["model.layers.\(model.spec.layers - 1).", "blk.\(model.spec.layers - 1)."]
+        // The bandwidth probe reads the model's own weights: the same memory decode reads, and
+        // the layers decode reaches last, after the earlier ones have flushed them from the
+        // cache. (Without them the probe would allocate a buffer of its own, and the peak RSS
+        // would count it.) It takes whole layers from the last one back until it holds 256 MiB
+        // or the model: a set near the L3 cache's size reads partly from the cache, not from
+        // memory (the read probe on this VM, 2 threads, with a 32 MiB L3: 80-86 GB/s over 24 MB,
+        // 36-42 over 48 MB, 28-33 over 96 MB and more), and overstated the ceiling a small
+        // model's decode was measured against.
         var probed: [Tensor] = [], probedBytes = 0
         // Under an expert cache the routed experts stay out of memory: the probe leaves them alone.
         let cached = model.expertCache != nil
-        for name in model.checkpoint.names where last.contains(where: name.hasPrefix) && probedBytes < 256 << 20
-            && !(cached && (name.contains("_exps") || name.contains(".mlp.experts."))) {
-            if let t = try? model.checkpoint.tensor(name) {
-                probed.append(t)
-                probedBytes += t.byteCount
+        for layer in stride(from: model.spec.layers - 1, through: 0, by: -1) where probedBytes < Self.probeBytes {
+            let prefixes = ["model.layers.\(layer).", "blk.\(layer)."]
+            for name in model.checkpoint.names where prefixes.contains(where: name.hasPrefix)
+                && !(cached && (name.contains("_exps") || name.contains(".mlp.experts."))) {
+                if let t = try? model.checkpoint.tensor(name) {
+                    probed.append(t)
+                    probedBytes += t.byteCount
+                }
             }
         }
         var bandwidths: [Double] = []
