@@ -110,14 +110,12 @@ public enum ModelBenchmark {
         var rng = SplitMix64(seed: seed)
         let vocab = UInt64(model.spec.vocabSize)
         var prompt = (0..<promptTokens).map { _ in Int(rng.next() % vocab) }
-        // The bandwidth probe reads the model's own weights: the same memory decode reads, and
-        // the layers decode reaches last, after the earlier ones have flushed them from the
-        // cache. (Without them the probe would allocate a buffer of its own, and the peak RSS
-        // would count it.) It takes whole layers from the last one back until it holds 256 MiB
-        // or the model: a set near the L3 cache's size reads partly from the cache, not from
-        // memory (the read probe on this VM, 2 threads, with a 32 MiB L3: 80-86 GB/s over 24 MB,
-        // 36-42 over 48 MB, 28-33 over 96 MB and more), and overstated the ceiling a small
-        // model's decode was measured against.
+        // The bandwidth probe reads the model's own weights, the same mapped pages decode reads.
+        // It takes whole layers from the last one back until it holds 256 MiB or the model: a
+        // set near the L3 cache's size reads partly from the cache, not from memory (the read
+        // probe on this VM, 2 threads, with a 32 MiB L3: 80-86 GB/s over 24 MB, 36-42 over 48 MB,
+        // 28-33 over 96 MB and more), and the last layer alone (40-95 MB on the small bench
+        // models) overstated the ceiling their decode was measured against.
         var probed: [Tensor] = [], probedBytes = 0
         // Under an expert cache the routed experts stay out of memory: the probe leaves them alone.
         let cached = model.expertCache != nil
@@ -136,9 +134,6 @@ public enum ModelBenchmark {
         var cacheStats = ExpertCache.Statistics()
         var kvCacheBytes = 0
         for rep in 0...max(1, reps) {
-            if probedBytes > 0 {
-                bandwidths.append(Double(probedBytes) / KernelBenchmark.readProbeSeconds(probed, pool: model.pool) / 1e9)
-            }
             var cache = model.makeCache(capacity: promptTokens + min(genTokens, 4096) + 1)
             kvCacheBytes = cache.byteCount
             if randomTokens && rep > 0 { prompt = prompt.map { _ in Int(rng.next() % vocab) } }
@@ -169,8 +164,14 @@ public enum ModelBenchmark {
             decode.append(Double(t2 - t1) / 1e9)
         }
         let prefillSeconds = KernelBenchmark.median(prefill), decodeSeconds = KernelBenchmark.median(decode)
-        let bandwidth = bandwidths.count > 1 ? KernelBenchmark.median(Array(bandwidths.dropFirst()))
-                                             : KernelBenchmark.measureReadBandwidth(pool: model.pool)
+        // The peak RSS is the run's, read before the probe maps weights a run may never touch (on
+        // the 178 MB OLMoE-shaped Q4_K_M file it added 9 MB, experts no token chose); the probe
+        // then runs right after the timed decode, in the same minute of the machine's memory.
+        let peakRSS = peakRSSBytes()
+        for _ in 0..<(probedBytes > 0 ? 3 : 0) {
+            bandwidths.append(Double(probedBytes) / KernelBenchmark.readProbeSeconds(probed, pool: model.pool) / 1e9)
+        }
+        let bandwidth = bandwidths.isEmpty ? KernelBenchmark.measureReadBandwidth(pool: model.pool) : KernelBenchmark.median(bandwidths)
         let peak = KernelBenchmark.measureFMAPeak(pool: model.pool)
         let decodeRate = Double(genTokens) / decodeSeconds
         let prefillRate = Double(promptTokens) / prefillSeconds
@@ -187,7 +188,7 @@ public enum ModelBenchmark {
         let expertsPerToken = moeLayers.isEmpty ? 0 : moeLayers.map(decodeExperts).reduce(0, +) / Double(moeLayers.count)
         return Report(model: name, architecture: model.spec.modelType, threads: model.pool.threadCount,
                       promptTokens: promptTokens, genTokens: genTokens, prefillTokensPerS: prefillRate,
-                      decodeTokensPerS: decodeRate, peakRssBytes: peakRSSBytes(),
+                      decodeTokensPerS: decodeRate, peakRssBytes: peakRSS,
                       decodeBytesPerToken: decodeBytes, decodeCacheBytesPerToken: cacheBytes, kvCacheBytes: kvCacheBytes,
                       decodeGbs: decodeGbs, readBandwidthGbs: bandwidth,
                       decodeFractionOfBandwidth: decodeGbs / bandwidth, prefillGflops: prefillGflops, fmaPeakGflops: peak,
