@@ -132,11 +132,12 @@ public struct SwiGLUExperts: ExpertFFN {
         let g = covered ? Tensor(uninitialized: [r, i]) : Tensor(zeros: [r, i])
         let u = covered ? Tensor(uninitialized: [r, i]) : Tensor(zeros: [r, i])
         var jobs: [LinearJob] = []
+        jobs.reserveCapacity(2 * min(expertCount, r))
         for e in 0..<expertCount where rowOffsets[e] < rowOffsets[e + 1] {
-            let span = rowOffsets[e]..<rowOffsets[e + 1]
+            let span = rowOffsets[e]..<rowOffsets[e + 1], x = rows.rows(span)
             let p = packedWeights(e)
-            jobs.append(LinearJob(input: rows.rows(span), weight: gate[e], output: g.rows(span), packedWeight: p[0]))
-            jobs.append(LinearJob(input: rows.rows(span), weight: up[e], output: u.rows(span), packedWeight: p[1]))
+            jobs.append(LinearJob(input: x, weight: gate[e], output: g.rows(span), packedWeight: p[0]))
+            jobs.append(LinearJob(input: x, weight: up[e], output: u.rows(span), packedWeight: p[1]))
         }
         Kernels.linearBatch(jobs, pool: pool)
         Self.activate(gate: g, up: u, activation: activation, biases: biases, rowOffsets: rowOffsets, pool: pool)
@@ -167,6 +168,7 @@ public struct SwiGLUExperts: ExpertFFN {
     /// `projectDown` into `out` [R, d] (every row of an expert with rows is overwritten).
     func projectDown(_ g: Tensor, rowOffsets: [Int], into out: Tensor, pool: ThreadPool) {
         var jobs: [LinearJob] = []
+        jobs.reserveCapacity(min(expertCount, g.shape[0]))
         for e in 0..<expertCount where rowOffsets[e] < rowOffsets[e + 1] {
             let span = rowOffsets[e]..<rowOffsets[e + 1]
             jobs.append(LinearJob(input: g.rows(span), weight: down[e], output: out.rows(span), packedWeight: packedWeights(e)[2]))
@@ -177,8 +179,12 @@ public struct SwiGLUExperts: ExpertFFN {
 
     /// Expert e's packed gate, up and down weights (nil for each held as stored).
     func packedWeights(_ e: Int) -> [PackedBF16Matrix?] {
-        e < packed.count && packed[e].count == 3 ? packed[e] : [nil, nil, nil]
+        e < packed.count && packed[e].count == 3 ? packed[e] : Self.noPackedWeights
     }
+
+    /// `packedWeights` of an expert held as stored, one array for all (a literal was an
+    /// allocation an expert, twice a layer, at decode).
+    private static let noPackedWeights: [PackedBF16Matrix?] = [nil, nil, nil]
 
     /// Adds expert e's bias row to each of its rows of x [R, N].
     static func addBias(_ x: Tensor, _ bias: [[Float]], _ rowOffsets: [Int]) {

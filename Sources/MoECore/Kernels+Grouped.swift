@@ -65,7 +65,9 @@ extension Kernels {
             if !allActive { active.append(jobs[i]) }
             precondition(jobs[i].input.dtype == .f32 && jobs[i].output.dtype == .f32, "linearBatch: activations must be f32")
             let (m, k, n) = (jobs[i].input.shape[0], jobs[i].input.shape[1], jobs[i].weight.shape[0])
-            precondition(jobs[i].weight.rank == 2 && jobs[i].weight.shape[1] == k && jobs[i].output.shape == [m, n],
+            // Shapes compared by element: an array literal here was an allocation a job.
+            let out = jobs[i].output
+            precondition(jobs[i].weight.rank == 2 && jobs[i].weight.shape[1] == k && out.rank == 2 && out.shape[0] == m && out.shape[1] == n,
                          "linearBatch: input \(jobs[i].input.shape), weight \(jobs[i].weight.shape), output \(jobs[i].output.shape)")
             cuts = cuts || splitsForBlockGemm(rows: m, dtype: jobs[i].weight.dtype, k: k) != nil
             let leaf = gemm(jobs[i])
@@ -229,7 +231,7 @@ extension Kernels {
                   m: Int, k: Int, n: Int, rowBytes: Int, bf16: Bool)],
         pool: ThreadPool
     ) {
-        StreamedRuns(jobs.map { ($0.n, $0.rowBytes) }, threads: pool.threadCount).run(pool: pool) { piece, after in
+        StreamedRuns.cached(jobs.map { ($0.n, $0.rowBytes) }, threads: pool.threadCount).run(pool: pool) { piece, after in
             let job = jobs[piece.job]
             gemvPiece(job.w, dtype: job.dtype, bf16Dot: job.bf16, k: job.k, x: job.x, ldx: job.k, m: job.m, out: job.out, ldo: job.n,
                       n0: piece.n0, n1: piece.n1, next: after.map { jobs[$0.job].w + $0.n0 * jobs[$0.job].rowBytes })

@@ -138,7 +138,7 @@ extension Kernels {
             let rowBytes = k * dtype.byteSize
             let tasks = max(1, min(pool.threadCount, n / max(4, (64 << 10) / max(1, rowBytes))))
             let bf16Dot = usesBF16Dot(dtype: dtype)
-            StreamedRuns([(n, rowBytes)], threads: tasks).run(pool: pool) { piece, after in
+            StreamedRuns.cached([(n, rowBytes)], threads: tasks).run(pool: pool) { piece, after in
                 gemvPiece(w, dtype: dtype.cValue, bf16Dot: bf16Dot, k: k, x: x, ldx: ldx, m: m, out: out, ldo: ldo,
                           n0: piece.n0, n1: piece.n1, next: after.map { w + $0.n0 * rowBytes })
             }

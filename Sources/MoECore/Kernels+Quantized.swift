@@ -8,6 +8,8 @@ struct QuantizedRows {
     let base: UnsafeMutableRawPointer
     let rowBytes: Int
     let rows: Int
+    /// Bytes at `base` (`ScratchBuffers`).
+    private let capacity: Int
 
     /// Quantizes rows [0, m) of x (row stride ldx) against `block`-element scales; rows are
     /// split over the pool when there are many.
@@ -20,7 +22,7 @@ struct QuantizedRows {
     init(rows m: Int, k: Int, block: Int) {
         rowBytes = moek_q8_row_bytes(k, Int32(block))
         rows = m
-        base = UnsafeMutableRawPointer.allocate(byteCount: max(1, m * rowBytes), alignment: 64)
+        (base, capacity) = ScratchBuffers.take(m * rowBytes)
     }
 
     /// Quantizes the rows from x, over `pool` when there are many (nil: on this thread).
@@ -36,7 +38,7 @@ struct QuantizedRows {
     }
 
     func row(_ i: Int) -> UnsafeRawPointer { UnsafeRawPointer(base + i * rowBytes) }
-    func deallocate() { base.deallocate() }
+    func deallocate() { ScratchBuffers.give(base, capacity: capacity) }
 }
 
 extension Kernels {
@@ -177,10 +179,10 @@ extension Kernels {
     /// prefetches the first 4 KB of its next one, which the leaf's own look-ahead (within a
     /// piece) does not reach, so an MoE layer's small experts stream without a cold start each.
     static func streamQuantizedJobs(_ jobs: [QuantizedJob], pool: ThreadPool) {
-        let rowBytes = jobs.map(\.rowBytes)
-        StreamedRuns(jobs.indices.map { (jobs[$0].n, rowBytes[$0]) }, threads: pool.threadCount).run(pool: pool) { piece, after in
+        let shapes = jobs.map { (n: $0.n, rowBytes: $0.rowBytes) }
+        StreamedRuns.cached(shapes, threads: pool.threadCount).run(pool: pool) { piece, after in
             if let p = after {
-                moek_prefetch_l2(jobs[p.job].w + p.n0 * rowBytes[p.job], min(4096, (p.n1 - p.n0) * rowBytes[p.job]))
+                moek_prefetch_l2(jobs[p.job].w + p.n0 * shapes[p.job].rowBytes, min(4096, (p.n1 - p.n0) * shapes[p.job].rowBytes))
             }
             let job = jobs[piece.job]
             _ = moek_gemv_rows_q8(job.w, job.dtype.cValue, job.k, job.x.row(0), job.x.rowBytes, Int32(job.x.rows),

@@ -213,7 +213,7 @@ extension Kernels {
         let bf16Dot: Int32 = usesBF16Dot(dtype: .bf16) ? 1 : 0
         let packed = jobs.map { $0.packedWeight! }
         let rowBytes = packed.map { max(1, $0.byteCount / max(1, $0.rows)) }
-        StreamedRuns(zip(packed, rowBytes).map { ($0.rows, $1) }, threads: pool.threadCount).run(pool: pool) { piece, after in
+        StreamedRuns.cached(zip(packed, rowBytes).map { ($0.rows, $1) }, threads: pool.threadCount).run(pool: pool) { piece, after in
             let job = jobs[piece.job], w = packed[piece.job], k = w.columns
             let x = job.input.rawPointer.assumingMemoryBound(to: Float.self)
             let out = job.output.mutableRawPointer.assumingMemoryBound(to: Float.self)

@@ -61,6 +61,32 @@ struct StreamedRuns {
         }
     }
 
+    /// The runs for these jobs and threads, made once: decode splits the same products the same
+    /// way every token (an MoE layer's expert products, attention's, the LM head), and building
+    /// the pieces was a few hundred small allocations a token on the calling thread while the
+    /// others waited. Keeps the last `cachedPlans` distinct splits.
+    static func cached(_ jobs: [(n: Int, rowBytes: Int)], threads: Int) -> StreamedRuns {
+        let hit = plans.withLock { plans -> StreamedRuns? in
+            plans.entries.first { $0.threads == threads && $0.jobs.count == jobs.count
+                && zip($0.jobs, jobs).allSatisfy { $0.n == $1.n && $0.rowBytes == $1.rowBytes } }?.runs
+        }
+        if let hit { return hit }
+        let made = StreamedRuns(jobs, threads: threads)
+        plans.withLock { plans in
+            let entry = (jobs: jobs, threads: threads, runs: made)
+            if plans.entries.count < cachedPlans { plans.entries.append(entry) } else { plans.entries[plans.next] = entry }
+            plans.next = (plans.next + 1) % cachedPlans
+        }
+        return made
+    }
+
+    static let cachedPlans = 32
+    private struct Plans {
+        var entries: [(jobs: [(n: Int, rowBytes: Int)], threads: Int, runs: StreamedRuns)] = []
+        var next = 0
+    }
+    private static let plans = Mutex(Plans())
+
     /// Runs `body(piece, next)` for every piece once, over `pool`: thread t walks its own run,
     /// then takes pieces from the front of the others' (next: the piece after it in its run,
     /// for prefetching, or nil).

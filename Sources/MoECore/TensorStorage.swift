@@ -19,6 +19,8 @@ public final class TensorStorage: @unchecked Sendable {
     private let mapping: MappedFile?
     /// Bytes of anonymous pages this storage maps (0 for heap memory and files).
     private let pages: Int
+    /// Capacity of the `ScratchBuffers` buffer this storage holds (0: none).
+    private let scratch: Int
     /// Lossless packed copies of bf16 matrices viewing this (read-only) storage, by the view's
     /// byte offset (`PackedBF16Matrix.attachTwin`).
     let packedTwins = Mutex<[Int: PackedBF16Matrix]>([:])
@@ -28,10 +30,17 @@ public final class TensorStorage: @unchecked Sendable {
     /// those with NaN bits, so an element a kernel fails to write shows up in tests.
     public init(byteCount: Int, zeroed: Bool = true) {
         precondition(byteCount >= 0, "negative byte count")
-        var p: UnsafeMutableRawPointer?
         let size = max(byteCount, 64)
-        guard posix_memalign(&p, 64, size) == 0, let memory = p else {
-            preconditionFailure("out of memory allocating \(size) bytes")
+        let memory: UnsafeMutableRawPointer
+        if size <= ScratchBuffers.largest {
+            // Decode makes and drops a hundred small tensors a token: kept buffers, not malloc.
+            (memory, scratch) = ScratchBuffers.take(size)
+        } else {
+            var p: UnsafeMutableRawPointer?
+            guard posix_memalign(&p, 64, size) == 0, let allocated = p else {
+                preconditionFailure("out of memory allocating \(size) bytes")
+            }
+            (memory, scratch) = (allocated, 0)
         }
         if zeroed {
             memset(memory, 0, size)
@@ -62,6 +71,7 @@ public final class TensorStorage: @unchecked Sendable {
         isWritable = true
         mapping = nil
         pages = size
+        scratch = 0
     }
 
     /// `size` bytes of fresh anonymous pages and the bytes mapped; from 2 MiB on (Linux), on a
@@ -95,6 +105,7 @@ public final class TensorStorage: @unchecked Sendable {
         isWritable = false
         mapping = file
         pages = 0
+        scratch = 0
     }
 
     /// Hands the pages past the first `used` bytes back to the kernel (they read as zeros when
@@ -121,6 +132,8 @@ public final class TensorStorage: @unchecked Sendable {
     deinit {
         if pages > 0 {
             munmap(base, pages)
+        } else if scratch > 0 {
+            ScratchBuffers.give(base, capacity: scratch)
         } else if mapping == nil {
             free(base)
         }
