@@ -26,7 +26,7 @@ enum ScratchBuffers {
         let capacity = (max(1, byteCount) + step - 1) / step * step
         if capacity <= largest {
             let found = free.withLock { free -> UInt? in
-                guard let i = free.list.firstIndex(where: { $0.capacity == capacity }) else { return nil }
+                guard let i = free.list.lastIndex(where: { $0.capacity == capacity }) else { return nil }  // the warmest
                 free.bytes -= capacity
                 return free.list.remove(at: i).address
             }

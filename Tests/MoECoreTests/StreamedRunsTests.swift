@@ -74,4 +74,23 @@ final class StreamedRunsTests: XCTestCase {
             XCTAssertEqual(calls.withLock { $0 }, Dictionary(uniqueKeysWithValues: want.map { ($0, 1) }), "\(threads) threads")
         }
     }
+
+    /// A cached split is the split `init` makes for the same jobs and threads, whatever other
+    /// splits were cached between (more than the cache holds), and a different job list or
+    /// thread count gets its own.
+    func testCachedSplitEqualsAFreshOne() {
+        func same(_ a: StreamedRuns, _ b: StreamedRuns) -> Bool {
+            a.runs.count == b.runs.count && zip(a.runs, b.runs).allSatisfy { x, y in
+                x.count == y.count && zip(x, y).allSatisfy { $0 == $1 }
+            }
+        }
+        let jobs: [(n: Int, rowBytes: Int)] = [(768, 576), (768, 576), (1024, 432)]
+        for threads in [1, 2, 3] {
+            XCTAssertTrue(same(StreamedRuns.cached(jobs, threads: threads), StreamedRuns(jobs, threads: threads)))
+        }
+        for n in 1...(StreamedRuns.cachedPlans + 5) { _ = StreamedRuns.cached([(n * 4, 64)], threads: 2) }
+        XCTAssertTrue(same(StreamedRuns.cached(jobs, threads: 2), StreamedRuns(jobs, threads: 2)))
+        XCTAssertTrue(same(StreamedRuns.cached([(64, 64)], threads: 2), StreamedRuns([(64, 64)], threads: 2)))
+        XCTAssertFalse(same(StreamedRuns.cached([(64, 64)], threads: 1), StreamedRuns([(64, 64)], threads: 2)))
+    }
 }
