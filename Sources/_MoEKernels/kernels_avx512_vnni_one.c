@@ -15,7 +15,17 @@
 #pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"))), apply_to = function)
 
 #include "avx2_blocks.h"
-#include "vnni_shuffles.h"
+#include "vnni_shuffles.h"  // k4_scales_mins_gpr
+
+/// Weight bytes these leaves fetch ahead of the block being read, into L2 (`_MM_HINT_T1`).
+/// Fetched into L1 4 KB ahead, as the leaves for more rows do, the Q4_K leaf read memory slower
+/// than the paired one though it runs faster in cache (harness, one thread, Q4_K [2048 x 7168]
+/// from memory: 30-32 against 40-42 GMAC/s); into L2 8-16 KB ahead, 45-48, and with two threads
+/// each streaming its own weights 46-50 against the paired leaf's 38-41. `moe bench` decode, 256
+/// tokens, 8-10 alternating runs against the build before these leaves: Mixtral-shaped Q4_K_M
+/// median +9% at 8 KB (+8% at 16 KB), Qwen3-MoE-shaped Q4_K_M +3.4% (-0.5%). (Q8_0's one-row
+/// leaf, two threads from memory, read no faster this way: it keeps its L1 distance.)
+enum { ONE_ROW_AHEAD = 8192 };
 
 /// The sum of the 16 lanes of v.
 INLINE float hsum16(__m512 v) {

@@ -4,16 +4,6 @@
 #ifndef MOE_KERNELS_VNNI_SHUFFLES_H
 #define MOE_KERNELS_VNNI_SHUFFLES_H
 
-/// Weight bytes the one-activation-row (decode) leaves fetch ahead of the block being read, into
-/// L2 (`_MM_HINT_T1`). Fetched into L1 4 KB ahead, as the leaves for more rows do, the 512-bit
-/// Q4_K leaf read memory slower than the paired one though it runs faster in cache (harness,
-/// one thread, Q4_K [2048 x 7168] from memory: 30-32 against 40-42 GMAC/s); into L2 8-16 KB
-/// ahead, 45-48, and with two threads each streaming its own weights 46-50 against the paired
-/// leaf's 38-41. `moe bench` decode, 256 tokens, 8-10 alternating runs against the build
-/// before these leaves: Mixtral-shaped Q4_K_M median +9% at 8 KB (+8% at 16 KB), Qwen3-MoE-
-/// shaped Q4_K_M +3.4% (-0.5%).
-enum { ONE_ROW_AHEAD = 8192 };
-
 /// Transposes 8 registers as an 8 x 8 matrix of dwords: out[r] dword l = in[l] dword r.
 INLINE void transpose8(const __m256i in[8], __m256i out[8]) {
   __m256i t[8], u[8];
