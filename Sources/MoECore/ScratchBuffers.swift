@@ -3,9 +3,9 @@ import Synchronization
 /// Small buffers kept for reuse: a decode step makes and drops a few hundred of them (small
 /// tensors' storage, each product's quantized activation rows), and the allocator's own cost
 /// for them (with its coalescing of freed chunks) was a visible part of the calling thread's
-/// serial time, during which the other threads wait. Buffers up to `largest` bytes come back here (at
-/// most `kept` of them and `keptBytes` in all); larger ones, and any past those, go back to the
-/// allocator.
+/// serial time, during which the other threads wait. Buffers up to `largest` bytes come back
+/// here (at most `kept` of them and `keptBytes` in all); larger ones, and any past those, go
+/// back to the allocator.
 enum ScratchBuffers {
     static let largest = 256 << 10
     static let kept = 64
