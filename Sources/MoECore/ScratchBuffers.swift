@@ -48,4 +48,13 @@ enum ScratchBuffers {
         }
         pointer.deallocate()
     }
+
+    /// Hands every kept buffer back to the allocator.
+    static func drain() {
+        let addresses = free.withLock { free -> [UInt] in
+            defer { free = Free() }
+            return free.list.map(\.address)
+        }
+        for a in addresses { UnsafeMutableRawPointer(bitPattern: a)?.deallocate() }
+    }
 }
