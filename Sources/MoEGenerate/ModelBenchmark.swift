@@ -129,7 +129,6 @@ public enum ModelBenchmark {
                 }
             }
         }
-        var bandwidths: [Double] = []
         var prefill: [Double] = [], decode: [Double] = []
         var cacheStats = ExpertCache.Statistics()
         var kvCacheBytes = 0
@@ -168,8 +167,8 @@ public enum ModelBenchmark {
         // the 178 MB OLMoE-shaped Q4_K_M file it added 9 MB, experts no token chose); the probe
         // then runs right after the timed decode, in the same minute of the machine's memory.
         let peakRSS = peakRSSBytes()
-        for _ in 0..<(probedBytes > 0 ? 3 : 0) {
-            bandwidths.append(Double(probedBytes) / KernelBenchmark.readProbeSeconds(probed, pool: model.pool) / 1e9)
+        let bandwidths = (0..<(probedBytes > 0 ? 3 : 0)).map { _ in
+            Double(probedBytes) / KernelBenchmark.readProbeSeconds(probed, pool: model.pool) / 1e9
         }
         let bandwidth = bandwidths.isEmpty ? KernelBenchmark.measureReadBandwidth(pool: model.pool) : KernelBenchmark.median(bandwidths)
         let peak = KernelBenchmark.measureFMAPeak(pool: model.pool)
