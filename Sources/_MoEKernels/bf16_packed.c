@@ -307,7 +307,8 @@ fused_rows(const uint8_t *P, const uint64_t *offsets, size_t K, const float *X, 
 
 /// One packed row against NX activation rows rounded to bf16 (`moek_bf16_dot_activations`,
 /// kp apart), with vdpbf16ps in the AVX-512 bf16 dot leaf's order: runs of 64 into two
-/// accumulators, a last run of 32 into the first.
+/// accumulators, a last run of 32 into the first. (One short activation row takes the f32 row
+/// on its rounded values, as `moek_gemv_bf16_dot` does: `fused_dot_rows`.)
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"), always_inline)) static inline void
 fused_dot_row(const uint8_t *p, int raw, size_t K, const uint16_t *xb, size_t kp, const int NX, float *Y, size_t ldy,
               size_t r, __m512i natural) {
@@ -331,6 +332,10 @@ fused_dot_row(const uint8_t *p, int raw, size_t K, const uint16_t *xb, size_t kp
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
 fused_dot_rows(const uint8_t *P, const uint64_t *offsets, size_t K, const float *X, size_t ldx, int nx, float *Y,
                size_t ldy, size_t r0, size_t r1, const void *next) {
+  if (nx == 1 && K <= MOEK_DOT_ROW1_MAX_K) {
+    fused_rows(P, offsets, K, moek_bf16_rounded_row(X, K), K, 1, Y, ldy, r0, r1, next);
+    return;
+  }
   const size_t kp = (K + 31) / 32 * 32;
   const uint16_t *xb = moek_bf16_dot_activations(X, ldx, nx, K);
   const __m512i natural = word_order(NATURAL);

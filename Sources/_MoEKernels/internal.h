@@ -189,6 +189,12 @@ float *moek_thread_scratch_slot(int slot, size_t floats);
 /// rounds them, in this thread's `moek_thread_scratch`: nx rows of K rounded up to 32, the
 /// padding zero. Only where `moek_bf16_compute_supported()`.
 const uint16_t *moek_bf16_dot_activations(const float *X, size_t ldx, int nx, size_t K);
+/// One activation row with at most this many values takes, under bf16 activations, the f32 row
+/// leaf on its bf16-rounded values rather than vdpbf16ps (`moek_gemv_bf16_dot` says why).
+enum { MOEK_DOT_ROW1_MAX_K = 1024 };
+/// The K values of X rounded to bf16 as `moek_bf16_dot_activations` rounds them, kept as f32 in
+/// this thread's `moek_thread_scratch`. Only where `moek_bf16_compute_supported()`.
+const float *moek_bf16_rounded_row(const float *X, size_t K);
 
 static inline uint32_t moek_f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 static inline float moek_bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }

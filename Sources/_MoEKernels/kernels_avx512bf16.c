@@ -137,14 +137,37 @@ bf16_dot_rows(const int NX, const uint16_t *W, size_t ldw, const uint16_t *xb, s
   }
 }
 
+/// 16 f32 values (as bits) rounded to bf16 as moek_f32_to_bf16 does (to nearest even; a NaN
+/// stays a quiet NaN), in the low 16 bits of each lane.
+__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) static inline __m512i round_bf16_16(__m512i v) {
+  const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff), abs = _mm512_set1_epi32(0x7fffffff);
+  const __m512i inf = _mm512_set1_epi32(0x7f800000), quiet = _mm512_set1_epi32(0x40);
+  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(v, bias),
+                                                              _mm512_and_si512(_mm512_srli_epi32(v, 16), one)), 16);
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(v, abs), inf);
+  return _mm512_mask_or_epi32(rounded, nan, _mm512_srli_epi32(v, 16), quiet);
+}
+
 /// Decode with bf16 activations: the nx (1...4) activation rows are rounded to bf16 once into
-/// this thread's scratch (`moek_bf16_dot_activations`), then each weight row is read once, in order (one sequential stream
-/// per thread), each 64-byte run multiplied against every activation row with vdpbf16ps.
+/// this thread's scratch (`moek_bf16_dot_activations`), then each weight row is read once, in
+/// order (one sequential stream per thread), each 64-byte run multiplied against every
+/// activation row with vdpbf16ps.
+///
+/// One row of at most `MOEK_DOT_ROW1_MAX_K` values goes to the f32 one-row leaf as bf16-rounded
+/// f32 values instead (`moek_bf16_rounded_row`): with weight rows of up to 2 KB read from a
+/// memory-mapped file the vdpbf16ps loop ran behind that leaf (`moe bench` decode, two threads,
+/// runs alternating: OLMoE-shaped bf16, K 1024 and 512, +13-20%; Qwen3-MoE-shaped, K 1024 and
+/// 768, +5-7%), while at K 2048 and 7168 (Mixtral-shaped) vdpbf16ps led by 8-10%. Products of
+/// bf16 values are exact in f32, so both compute the same sum, accumulated in another order.
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 void moek_gemv_bf16_dot(const uint16_t *W, size_t ldw, const float *X, size_t ldx, int nx, float *Y, size_t ldy,
                         size_t r0, size_t r1, size_t K, const void *next) {
   if (r1 <= r0 || nx < 1) return;
   if (nx > 4) nx = 4;
+  if (nx == 1 && K <= MOEK_DOT_ROW1_MAX_K) {
+    moek_gemv_rows_next(W, MOEK_BF16, ldw, moek_bf16_rounded_row(X, K), K, 1, Y, ldy, r0, r1, K, next);
+    return;
+  }
   const size_t kp = (K + 31) / 32 * 32;
   const uint16_t *xb = moek_bf16_dot_activations(X, ldx, nx, K);
   switch (nx) {
@@ -155,22 +178,26 @@ void moek_gemv_bf16_dot(const uint16_t *W, size_t ldw, const float *X, size_t ld
   }
 }
 
+__attribute__((target("avx512f,avx512bw,avx512vl")))
+const float *moek_bf16_rounded_row(const float *X, size_t K) {
+  float *xr = moek_thread_scratch(K + 16);
+  for (size_t k = 0; k < K; k += 16) {
+    const __mmask16 live = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1u);
+    const __m512i h = round_bf16_16(_mm512_maskz_loadu_epi32(live, X + k));
+    _mm512_mask_storeu_ps(xr + k, live, _mm512_castsi512_ps(_mm512_slli_epi32(h, 16)));
+  }
+  return xr;
+}
+
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 const uint16_t *moek_bf16_dot_activations(const float *X, size_t ldx, int nx, size_t K) {
   const size_t kp = (K + 31) / 32 * 32;
   uint16_t *xb = (uint16_t *)moek_thread_scratch((size_t)nx * kp / 2 + 16);
-  // Rounded as moek_f32_to_bf16 does (to nearest even; a NaN stays a quiet NaN), 16 at a time.
-  const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff), abs = _mm512_set1_epi32(0x7fffffff);
-  const __m512i inf = _mm512_set1_epi32(0x7f800000), quiet = _mm512_set1_epi32(0x40);
   for (int m = 0; m < nx; m++) {
     const float *x = X + (size_t)m * ldx;
     for (size_t k = 0; k < kp; k += 16) {
       const __mmask16 live = k >= K ? 0 : K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1u);
-      const __m512i v = _mm512_maskz_loadu_epi32(live, x + k);
-      const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(v, bias),
-                                                                  _mm512_and_si512(_mm512_srli_epi32(v, 16), one)), 16);
-      const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(v, abs), inf);
-      const __m512i h = _mm512_mask_or_epi32(rounded, nan, _mm512_srli_epi32(v, 16), quiet);
+      const __m512i h = round_bf16_16(_mm512_maskz_loadu_epi32(live, x + k));
       _mm256_storeu_si256((__m256i *)(xb + m * kp + k), _mm512_cvtepi32_epi16(h));
     }
   }

@@ -167,12 +167,14 @@ final class BF16ComputeTests: XCTestCase {
     func testMatchesReferenceWithBF16RoundedActivations() throws {
         try XCTSkipUnless(Kernels.bf16ComputeSupported, "no AVX512-BF16 on this CPU")
         for pool in testPools {
-            // Up to 4 rows (decode) take the one-row bf16 leaf: a masked tail, runs of 32 and 64.
+            // Up to 4 rows (decode) take the one-row bf16 leaf: a masked tail, runs of 32 and 64;
+            // one row of K <= 1024 the f32 row leaf on the rounded values (1024 and 1025 its edge).
             // From 5 to 128 rows with K a multiple of 32, the bf16 row leaf: blocks of 8 rows and
             // their remainders, 3 weight rows and theirs, one and many 32-value runs.
             for (m, n, k) in [(5, 7, 3), (17, 25, 33), (33, 49, 513), (16, 24, 1024), (40, 3, 1),
                               (1, 7, 3), (1, 37, 100), (3, 25, 33), (4, 9, 64), (2, 5, 1), (1, 70, 2048),
-                              (5, 2, 32), (9, 50, 64), (15, 13, 96), (128, 7, 128), (129, 7, 64), (7, 26, 4096)] {
+                              (5, 2, 32), (9, 50, 64), (15, 13, 96), (128, 7, 128), (129, 7, 64), (7, 26, 4096),
+                              (1, 9, 1024), (1, 5, 1025)] {
                 let x = Tensor(randomUniform: [m, k], seed: UInt64(m + k))
                 let w = Tensor(randomUniform: [n, k], seed: UInt64(n + 3 * k), dtype: .bf16)
                 let rounded = x.converted(to: .bf16).toFloats()
