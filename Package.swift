@@ -76,7 +76,7 @@ let package = Package(
         .testTarget(name: "MoEGenerateTests", dependencies: ["MoEGenerate", "MoEModels", "MoECore"]),
         .testTarget(name: "MoETrainTests", dependencies: ["MoETrain", "MoE", "MoECore", "MoEModels", "MoEDistributed", "_TestSupport"]),
         .testTarget(name: "MoEDistributedTests", dependencies: ["MoEDistributed", "MoEModels", "MoE", "MoECore", "_TestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["moe", "MoEModels", "_TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["moe", "MoEModels", "MoECore", "_TestSupport"]),
         .testTarget(name: "MoEServerTests", dependencies: [
             "MoEServer", "MoEGenerate", "MoEModels", "MoECore",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -15,7 +15,8 @@
 # resident). Order: llama.cpp, then MoEKit with LRU through the page cache, LRU with direct I/O,
 # LRU with direct I/O and router lookahead, LFU with direct I/O, and the lookahead run again with
 # `--precision bf16` (activations rounded to bf16 for the bf16 weights: llama.cpp's arithmetic on
-# this file; the others keep MoEKit's exact f32 activations).
+# this file, and since the sixteenth session MoEKit's default for a GGUF file; the others pass
+# `--precision exact`, f32 activations, as every run did before).
 #
 #     swift build -c release && scripts/build-llama-cpp.sh && \
 #       scripts/bench-bigger-than-memory.sh [BUDGET] [LLAMA_DIR] [LAYERS] [REPS]
@@ -60,7 +61,8 @@ PY
 for variant in "lru" "lru --direct-io" "lru --direct-io --prefetch" "lfu --direct-io" "lru --direct-io --prefetch --precision bf16"; do
   cold
   # shellcheck disable=SC2086
-  /usr/bin/time -v "$moe" bench --model "$file" --memory-budget "$budget" --cache-policy $variant --prompt-tokens 16 \
+  /usr/bin/time -v "$moe" bench --model "$file" --memory-budget "$budget" --cache-policy $variant \
+    $([[ $variant == *precision* ]] || echo --precision exact) --prompt-tokens 16 \
     --gen-tokens 64 --reps "$reps" --random-tokens >"$work/moe.json" 2>"$work/moe.time"
   python3 - "$work/moe.json" "$(peak "$work/moe.time")" "$variant" <<'PY'
 import json, sys

@@ -67,9 +67,10 @@ for r in $(seq "$rounds"); do
     for t in $types; do
       f="$work/$s.$t.gguf"
       cat "$f" > /dev/null  # into the page cache first: neither program's timing reads the disk
-      # bf16 twice: MoEKit's default (f32 activations) and --precision bf16 (activations rounded
-      # to bf16 for vdpbf16ps, as llama.cpp computes bf16 weights on AVX512-BF16 machines).
-      for precision in exact $([ "$t" = bf16 ] && echo bf16); do
+      # bf16 twice: MoEKit's default for a GGUF file (--precision auto: activations rounded to
+      # bf16 for vdpbf16ps, as llama.cpp computes bf16 weights) and --precision exact (f32
+      # activations, the default for a checkpoint folder).
+      for precision in auto $([ "$t" = bf16 ] && echo exact); do
         "$moe" bench --model "$f" --prompt-tokens 128 --gen-tokens "$gen" --threads 2 --precision "$precision" | python3 -c "
 import json, os, sys; d = json.load(sys.stdin)
 print(f'round $r $s $t moekit ($precision) prefill {d[\"prefill_tokens_per_s\"]:7.1f} decode {d[\"decode_tokens_per_s\"]:6.1f} tok/s'

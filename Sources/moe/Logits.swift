@@ -18,8 +18,7 @@ struct Logits: ParsableCommand {
     @Option(help: "Threads to run on (default: the active cores).")
     var threads: Int?
 
-    @Option(help: "exact (f32 activations) or bf16 (bf16 dot products for bf16 weights).")
-    var precision = Precision.exact
+    @OptionGroup var precision: PrecisionOption
     @OptionGroup var experts: ExpertOptions
     @OptionGroup(title: "Memory") var memory: MemoryOptions
     @OptionGroup(title: "Parallel (under mpirun)") var parallel: ParallelOptions
@@ -32,8 +31,9 @@ struct Logits: ParsableCommand {
 
     func run() throws {
         let ids = try parseTokenList(tokens, option: "--tokens")
-        precision.apply()
-        let m = try adapter.load(try model ?? DefaultModel.path(), pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
+        let path = try model ?? DefaultModel.path()
+        precision.apply(model: path)
+        let m = try adapter.load(path, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
         try memory.apply(to: m)
         try parallel.apply(to: m)
         var cache = m.makeCache(capacity: ids.count)

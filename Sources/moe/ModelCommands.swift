@@ -5,15 +5,6 @@ import MoEDistributed
 import MoEGenerate
 import MoEModels
 
-/// How matmuls treat activations: `exact` keeps them f32 (the default); `bf16` rounds them to
-/// bf16 for bf16 weights and uses the CPU's bf16 dot product (AVX512-BF16), as PyTorch does.
-enum Precision: String, ExpressibleByArgument, CaseIterable {
-    case exact, bf16
-
-    /// Applies the choice to the kernels.
-    func apply() { Kernels.bf16Activations = self == .bf16 }
-}
-
 /// `moe tokenize`: token ids for a text.
 struct Tokenize: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print the token ids of a text as JSON: {\"ids\": [..]}.")
@@ -67,7 +58,7 @@ struct Generate: ParsableCommand {
     @Option(parsing: .singleValue, help: "Stop before this text (repeatable).") var stop: [String] = []
     @Flag(help: "Print {\"ids\": [..], \"text\": \"...\"} at the end instead of streaming.") var json = false
     @Option(help: "Threads to run on (default: the active cores).") var threads: Int?
-    @Option(help: "exact (f32 activations) or bf16 (bf16 dot products for bf16 weights, faster prefill).") var precision = Precision.exact
+    @OptionGroup var precision: PrecisionOption
     @Flag(help: "Treat the prompt as a user message (after --system) and render it with the model's chat template.") var chat = false
     @OptionGroup var experts: ExpertOptions
     @OptionGroup(title: "Memory") var memory: MemoryOptions
@@ -95,8 +86,8 @@ struct Generate: ParsableCommand {
     }
 
     func run() throws {
-        precision.apply()
         let folder = try model ?? DefaultModel.path()
+        precision.apply(model: folder)
         let m = try adapter.load(folder, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
         try memory.apply(to: m)
         try parallel.apply(to: m)
@@ -165,7 +156,7 @@ struct Bench: ParsableCommand {
     @Flag(name: .customLong("random-tokens"),
           help: "Draw a fresh random prompt each repetition and decode random tokens, as llama-bench does, instead of greedy ones (whose repeats flatter an expert cache).")
     var randomTokens = false
-    @Option(help: "exact (f32 activations) or bf16 (bf16 dot products for bf16 weights, faster prefill).") var precision = Precision.exact
+    @OptionGroup var precision: PrecisionOption
     @OptionGroup var experts: ExpertOptions
     @OptionGroup(title: "Memory") var memory: MemoryOptions
     @OptionGroup(title: "Parallel (under mpirun)") var parallel: ParallelOptions
@@ -180,8 +171,9 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
-        precision.apply()
-        let m = try adapter.load(try model ?? DefaultModel.path(), pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
+        let path = try model ?? DefaultModel.path()
+        precision.apply(model: path)
+        let m = try adapter.load(path, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
         try memory.apply(to: m)
         let sharded = try parallel.apply(to: m)
         var report = try ModelBenchmark.run(model: m, name: model ?? "(embedded)", promptTokens: promptTokens, genTokens: genTokens, reps: reps,

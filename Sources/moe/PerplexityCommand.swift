@@ -34,6 +34,7 @@ struct PerplexityCommand: ParsableCommand {
           help: "Run each window one token a step with the KV cache, as decoding does (scores decode-time routing such as --cache-aware-routing; slower).")
     var tokenByToken = false
     @Flag(help: "Pretty-print the JSON.") var pretty = false
+    @OptionGroup var precision: PrecisionOption
     @OptionGroup var experts: ExpertOptions
     @OptionGroup(title: "Memory") var memory: MemoryOptions
     @OptionGroup(title: "Parallel (under mpirun)") var parallel: ParallelOptions
@@ -54,6 +55,7 @@ struct PerplexityCommand: ParsableCommand {
 
     func run() throws {
         let folder = try model ?? DefaultModel.path()
+        precision.apply(model: folder)
         let m = try adapter.load(folder, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
         try memory.apply(to: m)
         try parallel.apply(to: m)

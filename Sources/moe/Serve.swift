@@ -23,6 +23,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("max-body-bytes"), help: "Largest request body accepted.") var maxBodyBytes = 8 << 20
     @Option(name: .customLong("chat-template"), help: "A Jinja file to use instead of the model's chat template.") var chatTemplate: String?
     @Option(help: "Threads to run on (default: the active cores).") var threads: Int?
+    @OptionGroup var precision: PrecisionOption
     @OptionGroup(title: "Memory") var memory: MemoryOptions
     @OptionGroup(title: "Adapters") var adapter: AdapterOptions
 
@@ -40,6 +41,7 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let path = try model ?? DefaultModel.path()
+        precision.apply(model: path)
         let m = try adapter.load(path, pool: ThreadPool(threads: threads ?? ThreadPool.defaultThreadCount))
         try memory.apply(to: m)
         let tokenizer = try Tokenizer.of(model: path)
