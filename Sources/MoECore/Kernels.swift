@@ -14,8 +14,9 @@ public enum Kernels {
     /// dot product (AVX512-BF16), accumulating in f32, as PyTorch and oneDNN do for bf16 models
     /// and llama.cpp for bf16 files: twice the f32 FMA rate at prefill, and at decode (up to 4
     /// rows, memory-bound) half the bytes of activations to hold in L1 and fewer instructions
-    /// per weight byte. Off by default: the default contract is activations kept in f32. Has no
-    /// effect where the CPU lacks the instruction.
+    /// per weight byte. Off by default here: the library's contract is activations kept in f32
+    /// (the `moe` commands turn it on for a GGUF file, `--precision auto`). Has no effect where
+    /// the CPU lacks the instruction.
     public static var bf16Activations: Bool {
         get { bf16Flag.load(ordering: .relaxed) }
         set { bf16Flag.store(newValue, ordering: .relaxed) }
