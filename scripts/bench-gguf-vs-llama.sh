@@ -73,7 +73,7 @@ for r in $(seq "$rounds"); do
       for precision in auto $([ "$t" = bf16 ] && echo exact); do
         "$moe" bench --model "$f" --prompt-tokens 128 --gen-tokens "$gen" --threads 2 --precision "$precision" | python3 -c "
 import json, os, sys; d = json.load(sys.stdin)
-print(f'round $r $s $t moekit ($precision) prefill {d[\"prefill_tokens_per_s\"]:7.1f} decode {d[\"decode_tokens_per_s\"]:6.1f} tok/s'
+print(f'round $r $s $t moekit ($precision: {d[\"precision\"]}) prefill {d[\"prefill_tokens_per_s\"]:7.1f} decode {d[\"decode_tokens_per_s\"]:6.1f} tok/s'
       f' ({d[\"decode_fraction_of_bandwidth\"]:.2f} of {d[\"read_bandwidth_gbs\"]:.1f} GB/s, RSS {d[\"peak_rss_bytes\"] / os.path.getsize(\"$f\"):.2f}x the file,'
       f' {d[\"peak_rss_bytes\"] / (os.path.getsize(\"$f\") + d[\"kv_cache_bytes\"]):.2f}x file and KV cache)')"
       done

@@ -45,6 +45,9 @@ public enum ModelBenchmark {
         /// The expert cache's figures over the timed decode steps, when the model runs under a
         /// memory budget (`DecoderModel.useExpertCache`).
         public var expertCache: ExpertCacheFigures?
+        /// The arithmetic of products with bf16 weights, as the caller set it: "bf16" (activations
+        /// rounded to bf16, `Kernels.bf16Activations`, on a CPU with the instruction) or "exact".
+        public var precision: String?
     }
 
     /// What the expert cache did while decoding, per decoded token.

@@ -179,6 +179,7 @@ struct Bench: ParsableCommand {
         var report = try ModelBenchmark.run(model: m, name: model ?? "(embedded)", promptTokens: promptTokens, genTokens: genTokens, reps: reps,
                                             randomTokens: randomTokens,
                                             routing: try experts.override(for: m))
+        report.precision = Kernels.bf16Activations && Kernels.bf16ComputeSupported ? "bf16" : "exact"
         if let batch {
             report.batch = batch
             report.batchDecodeTokensPerS = try ModelBenchmark.batchedDecodeRate(model: m, batch: batch, promptTokens: min(promptTokens, 32),

@@ -218,6 +218,7 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(bench.status, 0, bench.err)
         let b = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(bench.out.utf8)) as? [String: Any])
         for key in ["prefill_tokens_per_s", "decode_tokens_per_s", "peak_rss_bytes"] { XCTAssertNotNil(b[key], key) }
+        XCTAssertEqual(b["precision"] as? String, "exact", "a checkpoint folder's default arithmetic")
         let bad = try moe(["generate", "--model", dir, "--prompt", "hi", "--top-p", "2"])
         XCTAssertNotEqual(bad.status, 0)
         let badArch = try moe(["init-random", "--arch", "gpt2", "--out", dir + "-x"])

@@ -30,6 +30,10 @@ final class PrecisionCLITests: XCTestCase {
         if Kernels.bf16ComputeSupported {
             XCTAssertNotEqual(ggufBF16, ggufExact, "bf16 activations change the logits")
         }
+        let bench = try runMoe(["bench", "--model", gguf, "--prompt-tokens", "4", "--gen-tokens", "2", "--reps", "1", "--threads", "1"])
+        XCTAssertEqual(bench.status, 0, bench.err)
+        let report = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(bench.out.utf8)) as? [String: Any])
+        XCTAssertEqual(report["precision"] as? String, Kernels.bf16ComputeSupported ? "bf16" : "exact", "what bench says it ran")
         let bad = try runMoe(["logits", "--model", gguf, "--tokens", "1", "--precision", "fp8"])
         XCTAssertNotEqual(bad.status, 0)
         XCTAssertTrue(bad.err.contains("precision"), bad.err)
