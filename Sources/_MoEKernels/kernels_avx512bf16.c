@@ -5,6 +5,7 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #include "internal.h"
+#include "avx512_bf16_round.h"
 
 enum { B_MR = 16, B_NR = 24, B_KC = 512 };  // KC in elements (256 bf16 pairs)
 
@@ -137,17 +138,6 @@ bf16_dot_rows(const int NX, const uint16_t *W, size_t ldw, const uint16_t *xb, s
   }
 }
 
-/// 16 f32 values (as bits) rounded to bf16 as moek_f32_to_bf16 does (to nearest even; a NaN
-/// stays a quiet NaN), in the low 16 bits of each lane.
-__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) static inline __m512i round_bf16_16(__m512i v) {
-  const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff), abs = _mm512_set1_epi32(0x7fffffff);
-  const __m512i inf = _mm512_set1_epi32(0x7f800000), quiet = _mm512_set1_epi32(0x40);
-  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(v, bias),
-                                                              _mm512_and_si512(_mm512_srli_epi32(v, 16), one)), 16);
-  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(v, abs), inf);
-  return _mm512_mask_or_epi32(rounded, nan, _mm512_srli_epi32(v, 16), quiet);
-}
-
 /// Decode with bf16 activations: the nx (1...4) activation rows are rounded to bf16 once into
 /// this thread's scratch (`moek_bf16_dot_activations`), then each weight row is read once, in
 /// order (one sequential stream per thread), each 64-byte run multiplied against every
@@ -183,7 +173,7 @@ const float *moek_bf16_rounded_row(const float *X, size_t K) {
   float *xr = moek_thread_scratch(K + 16);
   for (size_t k = 0; k < K; k += 16) {
     const __mmask16 live = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1u);
-    const __m512i h = round_bf16_16(_mm512_maskz_loadu_epi32(live, X + k));
+    const __m512i h = moek_round_bf16_16(_mm512_maskz_loadu_epi32(live, X + k));
     _mm512_mask_storeu_ps(xr + k, live, _mm512_castsi512_ps(_mm512_slli_epi32(h, 16)));
   }
   return xr;
@@ -197,7 +187,7 @@ const uint16_t *moek_bf16_dot_activations(const float *X, size_t ldx, int nx, si
     const float *x = X + (size_t)m * ldx;
     for (size_t k = 0; k < kp; k += 16) {
       const __mmask16 live = k >= K ? 0 : K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1u);
-      const __m512i h = round_bf16_16(_mm512_maskz_loadu_epi32(live, x + k));
+      const __m512i h = moek_round_bf16_16(_mm512_maskz_loadu_epi32(live, x + k));
       _mm256_storeu_si256((__m256i *)(xb + m * kp + k), _mm512_cvtepi32_epi16(h));
     }
   }

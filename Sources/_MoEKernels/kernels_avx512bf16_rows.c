@@ -11,6 +11,7 @@
 
 #pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16"))), apply_to = function)
 #include "avx512_reduce.h"
+#include "avx512_bf16_round.h"
 
 #define INLINE static inline __attribute__((always_inline))
 enum { D_NR = 3, D_MR = 8 };
@@ -82,16 +83,10 @@ static void dot_rows(const uint16_t *W, size_t ldw, const uint16_t *X, size_t ld
 /// Rows [0, M) of X rounded to bf16 as moek_f32_to_bf16 does (to nearest even; a NaN stays a
 /// quiet NaN), 16 at a time.
 static void round_rows(const float *X, size_t ldx, size_t M, size_t K, uint16_t *Xb) {
-  const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff), abs = _mm512_set1_epi32(0x7fffffff);
-  const __m512i inf = _mm512_set1_epi32(0x7f800000), quiet = _mm512_set1_epi32(0x40);
   for (size_t m = 0; m < M; m++) {
     const float *x = X + m * ldx;
     for (size_t k = 0; k + 16 <= K; k += 16) {
-      const __m512i v = _mm512_loadu_si512((const void *)(x + k));
-      const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(v, bias),
-                                                                  _mm512_and_si512(_mm512_srli_epi32(v, 16), one)), 16);
-      const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(v, abs), inf);
-      const __m512i h = _mm512_mask_or_epi32(rounded, nan, _mm512_srli_epi32(v, 16), quiet);
+      const __m512i h = moek_round_bf16_16(_mm512_loadu_si512((const void *)(x + k)));
       _mm256_storeu_si256((__m256i *)(Xb + m * K + k), _mm512_cvtepi32_epi16(h));
     }
   }
