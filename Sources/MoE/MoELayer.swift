@@ -80,9 +80,12 @@ public struct MoELayer: Sendable {
         }
         let logits = gate.logits(input, state: &state, pool: pool)
         let routing = options.rowRouters.isEmpty ? router.route(logits, pool: pool) : route(logits, options.rowRouters, pool: pool)
-        let dispatch = Dispatch(routing)
         let out = Tensor(zeros: x.shape)
-        if routing.assignmentCount > 0 || experts.isCollective {
+        // Decode: one token through its experts without gathering it (the same sums).
+        let oneToken = x.shape[0] == 1 && !options.training && !experts.isCollective
+            && (experts as? SwiGLUExperts)?.addToken(input, routing: routing, into: out, pool: pool) == true
+        if !oneToken && (routing.assignmentCount > 0 || experts.isCollective) {
+            let dispatch = Dispatch(routing)
             // A long prompt's experts run in groups, so the gathered rows stay bounded; a
             // collective runs once, as every rank must.
             let maxRows = experts.isCollective ? Int.max : max(1, options.groupRowBytes / (4 * max(1, experts.hiddenSize)))

@@ -1,0 +1,55 @@
+import MoECore
+import _MoEKernels
+
+// Dimension legend: d hidden size, I intermediate size, k experts the token chose.
+
+extension SwiGLUExperts {
+    /// Decode's MoE step for one token whose experts all hold block-format weights
+    /// (`Kernels.takesRowProducts`): `out[0] += sum over the token's choices of weight * E(x)`,
+    /// computed as `MoELayer`'s gathered path computes it, bit for bit (the same quantized
+    /// activations and leaves, the outputs added in expert order), without gathering the token
+    /// into one row per expert: the token is quantized once for every gate and up product
+    /// (`Kernels.rowProducts`), and the products' bookkeeping is a few arrays, not a tensor a
+    /// job. Returns false, touching nothing, where it does not apply (biases, packed experts,
+    /// GPT-OSS's activation, weights without an integer leaf, an expert chosen twice, more than
+    /// one token): the gathered path runs those.
+    public func addToken(_ x: Tensor, routing: Routing, into out: Tensor, pool: ThreadPool) -> Bool {
+        guard biases == nil, packed.isEmpty, activation == .swiglu, routing.tokenCount == 1,
+              x.rank == 2, x.shape == [1, hiddenSize], out.shape == [1, hiddenSize], x.dtype == .f32, out.dtype == .f32
+        else { return false }
+        // The gathered path's row order: by expert.
+        let order = (routing.offsets[0]..<routing.offsets[1]).sorted { routing.experts[$0] < routing.experts[$1] }
+        if order.isEmpty { return true }
+        for (j, a) in order.enumerated() {
+            let e = routing.experts[a]
+            // An expert listed twice gets two rows there, which its leaf takes together (the
+            // same sums in another order): the gathered path keeps those bits.
+            guard j == 0 || routing.experts[order[j - 1]] != e else { return false }
+            guard Kernels.takesRowProducts(gate[e]) && Kernels.takesRowProducts(up[e]) && Kernels.takesRowProducts(down[e])
+            else { return false }
+        }
+        let k = order.count, i = intermediateSize, d = hiddenSize
+        let g = Tensor(uninitialized: [k, i]), u = Tensor(uninitialized: [k, i]), y = Tensor(uninitialized: [k, d])
+        withExtendedLifetime((x, g, u, y, out)) {
+            let xp = x.floats.baseAddress!, gp = g.mutableFloats.baseAddress!, upp = u.mutableFloats.baseAddress!
+            let yp = y.mutableFloats.baseAddress!
+            var products: [RowProduct] = []
+            products.reserveCapacity(2 * k)
+            for (j, a) in order.enumerated() {
+                let e = routing.experts[a]
+                products.append(RowProduct(input: xp, weight: gate[e], output: gp + j * i))
+                products.append(RowProduct(input: xp, weight: up[e], output: upp + j * i))
+            }
+            Kernels.rowProducts(products, pool: pool)
+            Kernels.siluMul(gate: g, up: u, pool: pool)
+            products.removeAll(keepingCapacity: true)
+            for (j, a) in order.enumerated() {
+                products.append(RowProduct(input: UnsafePointer(gp + j * i), weight: down[routing.experts[a]], output: yp + j * d))
+            }
+            Kernels.rowProducts(products, pool: pool)
+            let rows = (0..<k).map { $0 }, weights = order.map { routing.weights[$0] }
+            moek_combine_rows(out.mutableFloats.baseAddress!, yp, d, rows, weights, k, 1)
+        }
+        return true
+    }
+}

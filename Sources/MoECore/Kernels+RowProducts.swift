@@ -1,0 +1,57 @@
+import _MoEKernels
+
+// Dimension legend: K input features, N output features.
+
+/// One activation row times one weight: `output[0..<N] = input[0..<K] W^T` for `weight` [N, K].
+/// The pointers must stay valid for the call that takes the product.
+public struct RowProduct {
+    public let input: UnsafePointer<Float>
+    public let weight: Tensor
+    public let output: UnsafeMutablePointer<Float>
+
+    public init(input: UnsafePointer<Float>, weight: Tensor, output: UnsafeMutablePointer<Float>) {
+        self.input = input
+        self.weight = weight
+        self.output = output
+    }
+}
+
+extension Kernels {
+    /// Whether `rowProducts` takes `weight`: a rank-2 block-format weight whose products this
+    /// machine runs against 8-bit activations (`activationBlock`), and no calibration observer
+    /// is watching the products (it sees `linearBatch`'s).
+    public static func takesRowProducts(_ weight: Tensor) -> Bool {
+        linearObserver == nil && weight.rank == 2 && activationBlock(for: weight.dtype, k: weight.shape[1]) > 0
+    }
+
+    /// Decode's products of single activation rows, in one streamed pass over `pool`: each
+    /// distinct input (by address and block) is quantized once, on the calling thread, and the
+    /// products stream as `linearBatch` streams one-row jobs, so every output equals
+    /// `linearBatch`'s for the same job bit for bit. What this saves is the batch's bookkeeping:
+    /// an MoE layer's token went to every expert as its own gathered row, quantized once an
+    /// expert in a parallel pass of its own, with a few tensors made a job; at decode that was
+    /// about a tenth of a fast memory's token time, all while the other threads waited.
+    /// Every weight must be one `takesRowProducts` takes.
+    public static func rowProducts(_ products: [RowProduct], pool: ThreadPool) {
+        var made: [(x: UnsafePointer<Float>, k: Int, block: Int, q: QuantizedRows)] = []
+        defer { for m in made { m.q.deallocate() } }
+        var jobs: [QuantizedJob] = []
+        jobs.reserveCapacity(products.count)
+        for p in products {
+            let n = p.weight.shape[0], k = p.weight.shape[1], dtype = p.weight.dtype
+            let block = activationBlock(for: dtype, k: k)
+            precondition(p.weight.rank == 2 && block > 0, "rowProducts: weight \(p.weight.shape) of \(dtype) has no integer leaf here")
+            let q: QuantizedRows
+            if let done = made.first(where: { $0.x == p.input && $0.k == k && $0.block == block }) {
+                q = done.q
+            } else {
+                q = QuantizedRows(rows: 1, k: k, block: block)
+                q.fill(from: p.input, ldx: k, k: k, block: block, pool: nil)
+                made.append((p.input, k, block, q))
+            }
+            jobs.append(QuantizedJob(w: p.weight.rawPointer, dtype: dtype, n: n, k: k, x: q, out: p.output, ldo: n))
+        }
+        if jobs.isEmpty { return }
+        streamQuantizedJobs(jobs, pool: pool)
+    }
+}
