@@ -29,8 +29,9 @@ extension Kernels {
     /// products stream as `linearBatch` streams one-row jobs, so every output equals
     /// `linearBatch`'s for the same job bit for bit. What this saves is the batch's bookkeeping:
     /// an MoE layer's token went to every expert as its own gathered row, quantized once an
-    /// expert in a parallel pass of its own, with a few tensors made a job; at decode that was
-    /// about a tenth of a fast memory's token time, all while the other threads waited.
+    /// expert in a parallel pass of its own, with a few tensors made a job (on a Qwen3-MoE-shaped
+    /// Q8_0 file, 33 parallel passes a token became 25, and the calling thread's time between
+    /// them, while the others wait, fell from about 255 to 200 us a token).
     /// Every weight must be one `takesRowProducts` takes.
     public static func rowProducts(_ products: [RowProduct], pool: ThreadPool) {
         var made: [(x: UnsafePointer<Float>, k: Int, block: Int, q: QuantizedRows)] = []
