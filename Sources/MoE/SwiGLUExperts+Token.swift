@@ -4,15 +4,16 @@ import _MoEKernels
 // Dimension legend: d hidden size, I intermediate size, k experts the token chose.
 
 extension SwiGLUExperts {
-    /// Decode's MoE step for one token whose experts all hold block-format weights
-    /// (`Kernels.takesRowProducts`): `out[0] += sum over the token's choices of weight * E(x)`,
-    /// computed as `MoELayer`'s gathered path computes it, bit for bit (the same quantized
-    /// activations and leaves, the outputs added in expert order), without gathering the token
-    /// into one row per expert: the token is quantized once for every gate and up product
-    /// (`Kernels.rowProducts`), and the products' bookkeeping is a few arrays, not a tensor a
-    /// job. Returns false, touching nothing, where it does not apply (biases, packed experts,
-    /// GPT-OSS's activation, weights without an integer leaf, an expert chosen twice, more than
-    /// one token): the gathered path runs those.
+    /// Decode's MoE step for one token whose experts' weights `Kernels.takesRowProducts` takes
+    /// (block formats with an integer leaf; f32, f16 and bf16 on more than one thread):
+    /// `out[0] += sum over the token's choices of weight * E(x)`, computed as `MoELayer`'s
+    /// gathered path computes it, bit for bit (the same activations and leaves, the outputs
+    /// added in expert order), without gathering the token into one row per expert: a block
+    /// format's token is quantized once for every gate and up product (`Kernels.rowProducts`),
+    /// and the products' bookkeeping is a few arrays, not a tensor a job. Returns false,
+    /// touching nothing, where it does not apply (biases, packed experts, GPT-OSS's activation,
+    /// other weights, an expert chosen twice, more than one token): the gathered path runs
+    /// those.
     public func addToken(_ x: Tensor, routing: Routing, into out: Tensor, pool: ThreadPool) -> Bool {
         guard biases == nil, packed.isEmpty, activation == .swiglu, routing.tokenCount == 1,
               x.rank == 2, x.shape == [1, hiddenSize], out.shape == [1, hiddenSize], x.dtype == .f32, out.dtype == .f32
@@ -25,7 +26,8 @@ extension SwiGLUExperts {
             // An expert listed twice gets two rows there, which its leaf takes together (the
             // same sums in another order): the gathered path keeps those bits.
             guard j == 0 || routing.experts[order[j - 1]] != e else { return false }
-            guard Kernels.takesRowProducts(gate[e]) && Kernels.takesRowProducts(up[e]) && Kernels.takesRowProducts(down[e])
+            guard Kernels.takesRowProducts(gate[e], pool: pool) && Kernels.takesRowProducts(up[e], pool: pool)
+                && Kernels.takesRowProducts(down[e], pool: pool)
             else { return false }
         }
         let k = order.count, i = intermediateSize, d = hiddenSize

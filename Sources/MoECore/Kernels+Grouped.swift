@@ -226,7 +226,7 @@ extension Kernels {
     /// own run of the jobs' weight rows in order, telling the leaf which weight comes next so it
     /// can prefetch across the boundary (each job would otherwise start cold). bf16 weights under
     /// `bf16Activations` take the bf16 dot product (`bf16`, `usesBF16Dot`).
-    private static func streamGemvJobs(
+    static func streamGemvJobs(
         _ jobs: [(x: UnsafePointer<Float>, w: UnsafeRawPointer, out: UnsafeMutablePointer<Float>, dtype: Int32,
                   m: Int, k: Int, n: Int, rowBytes: Int, bf16: Bool)],
         pool: ThreadPool

@@ -17,11 +17,15 @@ public struct RowProduct {
 }
 
 extension Kernels {
-    /// Whether `rowProducts` takes `weight`: a rank-2 block-format weight whose products this
-    /// machine runs against 8-bit activations (`activationBlock`), and no calibration observer
-    /// is watching the products (it sees `linearBatch`'s).
-    public static func takesRowProducts(_ weight: Tensor) -> Bool {
-        linearObserver == nil && weight.rank == 2 && activationBlock(for: weight.dtype, k: weight.shape[1]) > 0
+    /// Whether `rowProducts` takes `weight` on `pool`: a rank-2 block-format weight whose
+    /// products this machine runs against 8-bit activations (`activationBlock`), or an f32,
+    /// f16 or bf16 one on more than one thread (where `linearBatch` streams one-row jobs too),
+    /// with no packed twin; and no calibration observer watching the products (it sees
+    /// `linearBatch`'s).
+    public static func takesRowProducts(_ weight: Tensor, pool: ThreadPool) -> Bool {
+        guard linearObserver == nil && weight.rank == 2 else { return false }
+        if weight.dtype.isElementFormat { return pool.threadCount > 1 && PackedBF16Matrix.twin(of: weight) == nil }
+        return activationBlock(for: weight.dtype, k: weight.shape[1]) > 0
     }
 
     /// Decode's products of single activation rows, in one streamed pass over `pool`: each
@@ -32,13 +36,24 @@ extension Kernels {
     /// expert in a parallel pass of its own, with a few tensors made a job (on a Qwen3-MoE-shaped
     /// Q8_0 file, 33 parallel passes a token became 25, and the calling thread's time between
     /// them, while the others wait, fell from about 255 to 200 us a token).
-    /// Every weight must be one `takesRowProducts` takes.
+    /// Every weight must be one `takesRowProducts` takes on `pool`.
+    /// Element-format weights (f32, f16, bf16) stream as `linearBatch`'s one-row jobs do, in a
+    /// pass of their own.
     public static func rowProducts(_ products: [RowProduct], pool: ThreadPool) {
+        let elements = products.filter { $0.weight.dtype.isElementFormat }
+        if !elements.isEmpty {
+            precondition(pool.threadCount > 1, "rowProducts: element-format weights need more than one thread")
+            streamGemvJobs(elements.map { p in
+                let dtype = p.weight.dtype, n = p.weight.shape[0], k = p.weight.shape[1]
+                return (p.input, p.weight.rawPointer, p.output, dtype.cValue, 1, k, n, k * dtype.byteSize, usesBF16Dot(dtype: dtype))
+            }, pool: pool)
+            if elements.count == products.count { return }
+        }
         var made: [(x: UnsafePointer<Float>, k: Int, block: Int, q: QuantizedRows)] = []
         defer { for m in made { m.q.deallocate() } }
         var jobs: [QuantizedJob] = []
         jobs.reserveCapacity(products.count)
-        for p in products {
+        for p in products where !p.weight.dtype.isElementFormat {
             let n = p.weight.shape[0], k = p.weight.shape[1], dtype = p.weight.dtype
             let block = activationBlock(for: dtype, k: k)
             precondition(p.weight.rank == 2 && block > 0, "rowProducts: weight \(p.weight.shape) of \(dtype) has no integer leaf here")

@@ -4,14 +4,15 @@ import XCTest
 
 /// Decode's one-token MoE step (`SwiGLUExperts.addToken`, which `MoELayer.forward` takes for a
 /// single row) gives the gathered path's bits: gather the token into one row per chosen expert,
-/// run the experts, combine. Block-format experts only; the others stay on the gathered path.
+/// run the experts, combine. Block-format experts, and f32, f16 and bf16 ones on more than one
+/// thread (bf16 also under bf16 activations); the others stay on the gathered path.
 final class TokenPathTests: XCTestCase {
     let d = 256, inner = 256, experts = 8
 
     func experts(_ dtype: DType, downType: DType? = nil) -> SwiGLUExperts {
         let w = { (shape: [Int], seed: UInt64, t: DType) -> Tensor in
             let f = Tensor(randomUniform: shape, in: -0.3...0.3, seed: seed)
-            return t == .f32 ? f : f.quantized(to: t)!
+            return t.isElementFormat ? f.converted(to: t) : f.quantized(to: t)!
         }
         return SwiGLUExperts(gate: (0..<experts).map { w([inner, d], 10 + UInt64($0), dtype) },
                              up: (0..<experts).map { w([inner, d], 30 + UInt64($0), dtype) },
@@ -63,11 +64,32 @@ final class TokenPathTests: XCTestCase {
         XCTAssertEqual(out.output.toFloats(), gathered(ffn, x, out.routing, pool: pool))
     }
 
+    func testElementFormatExpertsTakeTheStepOnTwoThreads() throws {
+        let x = Tensor(randomUniform: [1, d], in: -1...1, seed: 8)
+        let routing = Routing(expertCount: experts, tokens: [[(6, 0.5), (0, 0.3), (3, 0.2)]])
+        let two = ThreadPool(threads: 2)
+        for (gate, down) in [(DType.f32, DType.f32), (.bf16, .bf16), (.f16, .f16), (.bf16, .q8_0)] {
+            let ffn = experts(gate, downType: down)
+            let fast = try XCTUnwrap(oneToken(ffn, x, routing, pool: two), "\(gate)/\(down)")
+            XCTAssertEqual(fast, gathered(ffn, x, routing, pool: two), "\(gate)/\(down)")
+            // One thread: linearBatch takes another leaf order there, so the gathered path runs.
+            XCTAssertNil(oneToken(ffn, x, routing, pool: ThreadPool(threads: 1)), "\(gate)/\(down) on one thread")
+        }
+        // bf16 weights under bf16 activations (a GGUF file's default): the bf16 dot product.
+        let saved = Kernels.bf16Activations
+        defer { Kernels.bf16Activations = saved }
+        Kernels.bf16Activations = true
+        let ffn = experts(.bf16)
+        XCTAssertEqual(try XCTUnwrap(oneToken(ffn, x, routing, pool: two)), gathered(ffn, x, routing, pool: two), "bf16 activations")
+    }
+
     func testOtherExpertsStayOnTheGatheredPath() {
         let pool = ThreadPool(threads: 2), x = Tensor(randomUniform: [1, d], in: -1...1, seed: 5)
         let routing = Routing(expertCount: experts, tokens: [[(3, 0.6), (4, 0.4)]])
-        XCTAssertNil(oneToken(experts(.f32), x, routing, pool: pool), "f32 weights have no integer leaf")
-        XCTAssertNil(oneToken(experts(.q8_0, downType: .f32), x, routing, pool: pool), "one expert weight without one")
+        let integer = Kernels.integerActivations
+        Kernels.integerActivations = false
+        XCTAssertNil(oneToken(experts(.q8_0), x, routing, pool: pool), "block formats against f32 activations")
+        Kernels.integerActivations = integer
         var biased = experts(.q8_0)
         biased.biases = ExpertBiases(gate: Array(repeating: Array(repeating: 0.1, count: inner), count: experts),
                                      up: Array(repeating: Array(repeating: 0, count: inner), count: experts),
