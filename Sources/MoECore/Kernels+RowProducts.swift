@@ -28,18 +28,17 @@ extension Kernels {
         return activationBlock(for: weight.dtype, k: weight.shape[1]) > 0
     }
 
-    /// Decode's products of single activation rows, in one streamed pass over `pool`: each
-    /// distinct input (by address and block) is quantized once, on the calling thread, and the
-    /// products stream as `linearBatch` streams one-row jobs, so every output equals
-    /// `linearBatch`'s for the same job bit for bit. What this saves is the batch's bookkeeping:
-    /// an MoE layer's token went to every expert as its own gathered row, quantized once an
-    /// expert in a parallel pass of its own, with a few tensors made a job (on a Qwen3-MoE-shaped
-    /// Q8_0 file, 33 parallel passes a token became 25, and the calling thread's time between
-    /// them, while the others wait, fell from about 255 to 200 us a token).
-    /// Every weight must be one `takesRowProducts` takes on `pool`.
-    /// Element-format weights (f32, f16, bf16) stream as `linearBatch`'s one-row jobs do, in a
-    /// pass of their own.
+    /// Decode's products of single activation rows, streamed over `pool` as `linearBatch`
+    /// streams one-row jobs, so every output equals `linearBatch`'s for the same job bit for
+    /// bit: block-format weights in one pass, each distinct input (by address and block)
+    /// quantized once on the calling thread; f32, f16 and bf16 weights in a pass of their own.
+    /// What this saves is the batch's bookkeeping: an MoE layer's token went to every expert as
+    /// its own gathered row, quantized once an expert in a parallel pass of its own, with a few
+    /// tensors made a job (on a Qwen3-MoE-shaped Q8_0 file, 33 parallel passes a token became
+    /// 25, and the calling thread's time between them, while the others wait, fell from about
+    /// 255 to 200 us a token). Every weight must be one `takesRowProducts` takes on `pool`.
     public static func rowProducts(_ products: [RowProduct], pool: ThreadPool) {
+        for p in products { precondition(p.weight.rank == 2, "rowProducts: weight \(p.weight.shape) is not a matrix") }
         let elements = products.filter { $0.weight.dtype.isElementFormat }
         if !elements.isEmpty {
             precondition(pool.threadCount > 1, "rowProducts: element-format weights need more than one thread")
@@ -56,7 +55,7 @@ extension Kernels {
         for p in products where !p.weight.dtype.isElementFormat {
             let n = p.weight.shape[0], k = p.weight.shape[1], dtype = p.weight.dtype
             let block = activationBlock(for: dtype, k: k)
-            precondition(p.weight.rank == 2 && block > 0, "rowProducts: weight \(p.weight.shape) of \(dtype) has no integer leaf here")
+            precondition(block > 0, "rowProducts: weight \(p.weight.shape) of \(dtype) has no integer leaf here")
             let q: QuantizedRows
             if let done = made.first(where: { $0.x == p.input && $0.k == k && $0.block == block }) {
                 q = done.q
