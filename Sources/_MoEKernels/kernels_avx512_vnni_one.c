@@ -15,7 +15,7 @@
 #pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"))), apply_to = function)
 
 #include "avx2_blocks.h"
-#include "vnni_shuffles.h"  // k4_scales_mins_gpr
+#include "vnni_shuffles.h"  // k4_scales_ordered_mins
 
 /// Weight bytes these leaves fetch ahead of the block being read, into L2 (`_MM_HINT_T1`).
 /// Fetched into L1 4 KB ahead, as the leaves for more rows do, the Q4_K leaf read memory slower
@@ -27,10 +27,42 @@
 /// leaf, two threads from memory, read no faster this way: it keeps its L1 distance.)
 enum { ONE_ROW_AHEAD = 8192 };
 
-/// The sum of the 16 lanes of v.
-INLINE float hsum16(__m512 v) {
-  return hsum(_mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+/// The 8 sums of lanes j and j + 8 of v: the first step of `hsum16`.
+INLINE __m256 fold16(__m512 v) {
+  return _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
 }
+
+/// The sum of the 16 lanes of v.
+INLINE float hsum16(__m512 v) { return hsum(fold16(v)); }
+
+/// `hsum16` of four registers at once, bit for bit (the same additions in the same order, four
+/// rows to a register from the second step on): a row's 16 sums took 9 operations to reduce,
+/// about a block's work at these leaves' short rows (3 or 4 blocks), and four take 21.
+INLINE __m128 hsum16x4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+  const __m256 v0 = fold16(a0), v1 = fold16(a1), v2 = fold16(a2), v3 = fold16(a3);
+  // [s0 | s1], [s2 | s3]: s_m = low half of v_m + high half (hsum's first add)
+  const __m256 s01 = _mm256_add_ps(_mm256_permute2f128_ps(v0, v1, 0x20), _mm256_permute2f128_ps(v0, v1, 0x31));
+  const __m256 s23 = _mm256_add_ps(_mm256_permute2f128_ps(v2, v3, 0x20), _mm256_permute2f128_ps(v2, v3, 0x31));
+  // t_m = s_m[0..1] + s_m[2..3] (hsum's movehl add): [t0 t2 | t1 t3]
+  const __m256 t = _mm256_add_ps(_mm256_shuffle_ps(s01, s23, 0x44), _mm256_shuffle_ps(s01, s23, 0xEE));
+  // t_m[0] + t_m[1] (hsum's last add): [r0 r2 . . | r1 r3 . .]
+  const __m256 r = _mm256_add_ps(_mm256_shuffle_ps(t, t, 0x08), _mm256_shuffle_ps(t, t, 0x0D));
+  return _mm_unpacklo_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps(r, 1));
+}
+
+/// Y[r] for rows [r0, r1) of `row_sums(row)` (a row's 16 partial sums), four rows to one
+/// reduction.
+#define REDUCE_ROWS(row_sums, W, row_bytes, Y, r0, r1)                                                                 \
+  do {                                                                                            \
+    size_t r = r0;                                                                                \
+    for (; r + 4 <= r1; r += 4) {                                                                 \
+      const uint8_t *row = W + r * row_bytes;                                                     \
+      const __m512 a0 = row_sums(row), a1 = row_sums(row + row_bytes);                            \
+      const __m512 a2 = row_sums(row + 2 * row_bytes), a3 = row_sums(row + 3 * row_bytes);        \
+      _mm_storeu_ps(Y + r, hsum16x4(a0, a1, a2, a3));                                             \
+    }                                                                                             \
+    for (; r < r1; r++) Y[r] = hsum16(row_sums(W + r * row_bytes));                               \
+  } while (0)
 
 /// Dword indices for `vpermt2d` of [q0 | q1] and [q2 | q3] (qj the 32 bytes of group j) giving
 /// [u0 | u1] (`first`) or [u2 | u3]: u_p as `transpose4` makes it, dword j of half h from
@@ -49,36 +81,40 @@ INLINE __m512i q4k_order(int first) {
 /// are sub-blocks 0 2 4 6 in each 128-bit quarter, of the H sums 1 3 5 7 (the high nibbles
 /// masked in place, 16 times their value: the sums shift back exactly); a quarter's 8 sums pack
 /// to int16 (8 products of at most 15 x 127) and one multiply-add applies the 6-bit scales.
+INLINE __m512 q4_k_row(const uint8_t *row, const moek_act_row *x, size_t blocks, __m512i order01, __m512i order23) {
+  const __m512i m4 = _mm512_set1_epi8(0xF);
+  __m512 acc = _mm512_setzero_ps();
+  for (size_t i = 0; i < blocks; i++) {
+    const uint8_t *b = row + i * 144, *xq = (const uint8_t *)(x->qi + 256 * i);
+    for (size_t o = 0; o < 144; o += 64) _mm_prefetch((const char *)(b + ONE_ROW_AHEAD + o), _MM_HINT_T1);
+    const __m128i sm = k4_scales_ordered_mins(b + 4);
+    const __m128 dd = _mm_cvtph_ps(_mm_loadu_si32(b));  // d, dmin
+    const __m512i q01 = _mm512_loadu_si512(b + 16), q23 = _mm512_loadu_si512(b + 80);
+    const __m512i u01 = _mm512_permutex2var_epi32(q01, order01, q23);
+    const __m512i u23 = _mm512_permutex2var_epi32(q01, order23, q23);
+    __m512i lo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(u01, m4), _mm512_loadu_si512(xq));
+    __m512i hi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_andnot_si512(m4, u01), _mm512_loadu_si512(xq + 128));
+    lo = _mm512_dpbusd_epi32(lo, _mm512_and_si512(u23, m4), _mm512_loadu_si512(xq + 64));
+    hi = _mm512_dpbusd_epi32(hi, _mm512_andnot_si512(m4, u23), _mm512_loadu_si512(xq + 192));
+    const __m512i sc16 = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(sm));
+    const __m512i s = _mm512_madd_epi16(_mm512_packs_epi32(lo, _mm512_srai_epi32(hi, 4)), sc16);
+    const __m128i mins = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm));
+    const __m128i ms = _mm_madd_epi16(_mm_loadu_si128((const __m128i *)(x->bs32 + 8 * i)), mins);
+    const __m512 msf = _mm512_zextps128_ps512(_mm_mul_ps(_mm_cvtepi32_ps(ms), _mm_permute_ps(dd, 0x55)));
+    const __m512 f = _mm512_fmsub_ps(_mm512_cvtepi32_ps(s), _mm512_broadcastss_ps(dd), msf);
+    acc = _mm512_fmadd_ps(f, _mm512_set1_ps(x->d[i]), acc);
+  }
+  return acc;
+}
+
+/// Q4_K rows [r0, r1) against the paired activation row x.
 static void rows_q4_k_one(const uint8_t *W, size_t row_bytes, const moek_act_row *x, float *Y, size_t r0, size_t r1,
                           size_t K) {
   const size_t blocks = K / 256;
-  const __m512i m4 = _mm512_set1_epi8(0xF), order01 = q4k_order(1), order23 = q4k_order(0);
-  const __m128i scale_order = _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, -1, -1, -1, -1, -1, -1, -1, -1);
-  for (size_t r = r0; r < r1; r++) {
-    const uint8_t *row = W + r * row_bytes;
-    __m512 acc = _mm512_setzero_ps();
-    for (size_t i = 0; i < blocks; i++) {
-      const uint8_t *b = row + i * 144, *xq = (const uint8_t *)(x->qi + 256 * i);
-      for (size_t o = 0; o < 144; o += 64) _mm_prefetch((const char *)(b + ONE_ROW_AHEAD + o), _MM_HINT_T1);
-      const __m128i sm = k4_scales_mins_gpr(b + 4);
-      const __m128 dd = _mm_cvtph_ps(_mm_loadu_si32(b));  // d, dmin
-      const __m512i q01 = _mm512_loadu_si512(b + 16), q23 = _mm512_loadu_si512(b + 80);
-      const __m512i u01 = _mm512_permutex2var_epi32(q01, order01, q23);
-      const __m512i u23 = _mm512_permutex2var_epi32(q01, order23, q23);
-      __m512i lo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(u01, m4), _mm512_loadu_si512(xq));
-      __m512i hi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_andnot_si512(m4, u01), _mm512_loadu_si512(xq + 128));
-      lo = _mm512_dpbusd_epi32(lo, _mm512_and_si512(u23, m4), _mm512_loadu_si512(xq + 64));
-      hi = _mm512_dpbusd_epi32(hi, _mm512_andnot_si512(m4, u23), _mm512_loadu_si512(xq + 192));
-      const __m512i sc16 = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(_mm_shuffle_epi8(sm, scale_order)));
-      const __m512i s = _mm512_madd_epi16(_mm512_packs_epi32(lo, _mm512_srai_epi32(hi, 4)), sc16);
-      const __m128i mins = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm));
-      const __m128i ms = _mm_madd_epi16(_mm_loadu_si128((const __m128i *)(x->bs32 + 8 * i)), mins);
-      const __m512 msf = _mm512_zextps128_ps512(_mm_mul_ps(_mm_cvtepi32_ps(ms), _mm_permute_ps(dd, 0x55)));
-      const __m512 f = _mm512_fmsub_ps(_mm512_cvtepi32_ps(s), _mm512_broadcastss_ps(dd), msf);
-      acc = _mm512_fmadd_ps(f, _mm512_set1_ps(x->d[i]), acc);
-    }
-    Y[r] = hsum16(acc);
-  }
+  const __m512i order01 = q4k_order(1), order23 = q4k_order(0);
+#define Q4_K_ROW(row) q4_k_row(row, x, blocks, order01, order23)
+  REDUCE_ROWS(Q4_K_ROW, W, row_bytes, Y, r0, r1);
+#undef Q4_K_ROW
 }
 
 /// Word indices for `vpermw` spreading Q6_K's 16 scales (int16 words 0..15) to the order the
@@ -90,52 +126,56 @@ INLINE __m512i q6k_scale_order(int base) {
   return _mm512_loadu_si512(idx);
 }
 
-/// Q6_K rows [r0, r1) against the activation row x in its natural order, which a block's bytes
+/// The 16 partial sums of Q6_K row `row` against the activation row x in its natural order, which a block's bytes
 /// already match: the low nibbles of ql's 64 bytes of a half are its values 0..63 in order, the
 /// high nibbles 64..127, each with two bits of qh (bits 0-1 and 2-3 of qh's 32 bytes for the
 /// low, 4-5 and 6-7 for the high) as bits 4-5. A 128-bit quarter of a 64-value register is one
 /// 16-value sub-block, so each of the 4 products needs no shuffle: its sums (4 products of at
 /// most 63 x 127) pack to int16 in pairs of registers, and one multiply-add applies the int8
 /// scales; the values' offset of 32 comes off as 32 times the scaled 16-value activation sums.
-static void rows_q6_k_one(const uint8_t *W, size_t row_bytes, const moek_act_row *x, float *Y, size_t r0, size_t r1,
-                          size_t K) {
-  const size_t blocks = K / 256;
+INLINE __m512 q6_k_row(const uint8_t *row, const moek_act_row *x, size_t blocks) {
   const __m512i m4 = _mm512_set1_epi8(0xF), m30 = _mm512_set1_epi8(0x30);
   // Per 16-bit word: bits 0-1 of qh to bits 4-5 (shift left 4) for values 0..31, bits 2-3 (left
   // 2) for 32..63; for the high nibbles bits 4-5 (no shift) and 6-7 (right 2).
   const __m512i shift_lo = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
   const __m512i shift_hi = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
   const __m512i order_a = q6k_scale_order(0), order_b = q6k_scale_order(8);
-  for (size_t r = r0; r < r1; r++) {
-    const uint8_t *row = W + r * row_bytes;
-    __m512 acc = _mm512_setzero_ps();
-    for (size_t i = 0; i < blocks; i++) {
-      const uint8_t *b = row + i * 210;
-      const int8_t *xq = x->q + 256 * i;
-      for (size_t o = 0; o < 210; o += 64) _mm_prefetch((const char *)(b + ONE_ROW_AHEAD + o), _MM_HINT_T1);
-      const __m512i qh = _mm512_loadu_si512(b + 128);
-      __m512i sums[4];
+  __m512 acc = _mm512_setzero_ps();
+  for (size_t i = 0; i < blocks; i++) {
+    const uint8_t *b = row + i * 210;
+    const int8_t *xq = x->q + 256 * i;
+    for (size_t o = 0; o < 210; o += 64) _mm_prefetch((const char *)(b + ONE_ROW_AHEAD + o), _MM_HINT_T1);
+    const __m512i qh = _mm512_loadu_si512(b + 128);
+    __m512i sums[4];
 #pragma clang loop unroll(full)
-      for (int h = 0; h < 2; h++) {
-        const __m512i ql = _mm512_loadu_si512(b + 64 * h);
-        // qh's 32 bytes of this half, twice
-        const __m512i d = h ? _mm512_shuffle_i64x2(qh, qh, 0xEE) : _mm512_shuffle_i64x2(qh, qh, 0x44);
-        const __m512i lo = _mm512_ternarylogic_epi32(ql, _mm512_and_si512(_mm512_sllv_epi16(d, shift_lo), m30), m4, 0xEC);
-        const __m512i hi = _mm512_ternarylogic_epi32(_mm512_srli_epi16(ql, 4), _mm512_and_si512(_mm512_srlv_epi16(d, shift_hi), m30),
-                                                     m4, 0xEC);  // (A & C) | B
-        sums[2 * h] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(xq + 128 * h));
-        sums[2 * h + 1] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi, _mm512_loadu_si512(xq + 128 * h + 64));
-      }
-      const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + 192)));
-      const __m512i scz = _mm512_castsi256_si512(sc);
-      const __m512i s = _mm512_add_epi32(_mm512_madd_epi16(_mm512_packs_epi32(sums[0], sums[1]), _mm512_permutexvar_epi16(order_a, scz)),
-                                         _mm512_madd_epi16(_mm512_packs_epi32(sums[2], sums[3]), _mm512_permutexvar_epi16(order_b, scz)));
-      const __m256i offset = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x->bs + 16 * i)), _mm256_slli_epi16(sc, 5));
-      const __m512i total = _mm512_sub_epi32(s, _mm512_zextsi256_si512(offset));
-      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(total), _mm512_set1_ps(half(b + 208) * x->d[i]), acc);
+    for (int h = 0; h < 2; h++) {
+      const __m512i ql = _mm512_loadu_si512(b + 64 * h);
+      // qh's 32 bytes of this half, twice
+      const __m512i d = h ? _mm512_shuffle_i64x2(qh, qh, 0xEE) : _mm512_shuffle_i64x2(qh, qh, 0x44);
+      const __m512i lo = _mm512_ternarylogic_epi32(ql, _mm512_and_si512(_mm512_sllv_epi16(d, shift_lo), m30), m4, 0xEC);
+      const __m512i hi = _mm512_ternarylogic_epi32(_mm512_srli_epi16(ql, 4), _mm512_and_si512(_mm512_srlv_epi16(d, shift_hi), m30),
+                                                   m4, 0xEC);  // (A & C) | B
+      sums[2 * h] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(xq + 128 * h));
+      sums[2 * h + 1] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi, _mm512_loadu_si512(xq + 128 * h + 64));
     }
-    Y[r] = hsum16(acc);
+    const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + 192)));
+    const __m512i scz = _mm512_castsi256_si512(sc);
+    const __m512i s = _mm512_add_epi32(_mm512_madd_epi16(_mm512_packs_epi32(sums[0], sums[1]), _mm512_permutexvar_epi16(order_a, scz)),
+                                       _mm512_madd_epi16(_mm512_packs_epi32(sums[2], sums[3]), _mm512_permutexvar_epi16(order_b, scz)));
+    const __m256i offset = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x->bs + 16 * i)), _mm256_slli_epi16(sc, 5));
+    const __m512i total = _mm512_sub_epi32(s, _mm512_zextsi256_si512(offset));
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(total), _mm512_set1_ps(half(b + 208) * x->d[i]), acc);
   }
+  return acc;
+}
+
+/// Q6_K rows [r0, r1) against the activation row x.
+static void rows_q6_k_one(const uint8_t *W, size_t row_bytes, const moek_act_row *x, float *Y, size_t r0, size_t r1,
+                          size_t K) {
+  const size_t blocks = K / 256;
+#define Q6_K_ROW(row) q6_k_row(row, x, blocks)
+  REDUCE_ROWS(Q6_K_ROW, W, row_bytes, Y, r0, r1);
+#undef Q6_K_ROW
 }
 
 int moek_gemv_one_vnni(int dt, const void *W, size_t row_bytes, const void *XQ, float *Y, size_t r0, size_t r1, size_t K) {
