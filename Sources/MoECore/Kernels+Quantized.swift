@@ -41,6 +41,26 @@ struct QuantizedRows {
     func deallocate() { ScratchBuffers.give(base, capacity: capacity) }
 }
 
+/// The quantized copies of a batch's activation inputs, one for each distinct input (by
+/// address, rows, K and block): an expert's gate and up projections read the same rows and
+/// share one copy. `deallocate()` returns them all.
+struct QuantizedInputs {
+    private(set) var made: [(x: UnsafeRawPointer, rows: Int, k: Int, block: Int, q: QuantizedRows)] = []
+
+    /// The copy for `rows` rows of K at x against `block`, made (room only, not yet filled)
+    /// the first time x is asked for; `isNew` says it was.
+    mutating func rows(for x: UnsafeRawPointer, rows: Int, k: Int, block: Int) -> (q: QuantizedRows, isNew: Bool) {
+        if let done = made.first(where: { $0.x == x && $0.rows == rows && $0.k == k && $0.block == block }) {
+            return (done.q, false)
+        }
+        let q = QuantizedRows(rows: rows, k: k, block: block)
+        made.append((x, rows, k, block, q))
+        return (q, true)
+    }
+
+    func deallocate() { for m in made { m.q.deallocate() } }
+}
+
 extension Kernels {
     /// Whether block-format weights multiply 8-bit quantized activations in integers (the
     /// default, as llama.cpp does: about twice the speed) or f32 activations against each block
@@ -103,9 +123,8 @@ extension Kernels {
     /// a tenth of a small model's decode step, most of it while the other threads waited.
     static func quantizedLinearBatch(_ jobs: [LinearJob], pool: ThreadPool) -> [LinearJob] {
         var taken: [QuantizedJob] = [], rest: [LinearJob] = []
-        // Jobs that read the same rows (an expert's gate and up projections) share one copy.
-        var made: [(x: UnsafeRawPointer, rows: Int, k: Int, block: Int, q: QuantizedRows)] = []
-        defer { for m in made { m.q.deallocate() } }
+        var inputs = QuantizedInputs()
+        defer { inputs.deallocate() }
         taken.reserveCapacity(jobs.count)
         for i in jobs.indices {
             let k = jobs[i].input.shape[1], dtype = jobs[i].weight.dtype
@@ -114,19 +133,13 @@ extension Kernels {
                 rest.append(jobs[i])
                 continue
             }
-            let x = jobs[i].input.rawPointer, rows = jobs[i].input.shape[0]
-            let q: QuantizedRows
-            if let done = made.first(where: { $0.x == x && $0.rows == rows && $0.k == k && $0.block == block }) {
-                q = done.q
-            } else {
-                q = QuantizedRows(rows: rows, k: k, block: block)
-                made.append((x, rows, k, block, q))
-            }
+            let q = inputs.rows(for: jobs[i].input.rawPointer, rows: jobs[i].input.shape[0], k: k, block: block).q
             let n = jobs[i].weight.shape[0]
             taken.append(QuantizedJob(w: jobs[i].weight.rawPointer, dtype: dtype, n: n, k: k, x: q,
                                       out: jobs[i].output.mutableRawPointer.assumingMemoryBound(to: Float.self), ldo: n))
         }
         if taken.isEmpty { return rest }
+        let made = inputs.made
         // Decode's inputs (an expert's row each) are a microsecond each: one parallel pass over
         // them, where each alone is too small to split; prefill's split their rows.
         if made.count > 1 && made.allSatisfy({ $0.rows <= gemvMaxRows }) {

@@ -48,22 +48,16 @@ extension Kernels {
             }, pool: pool)
             if elements.count == products.count { return }
         }
-        var made: [(x: UnsafePointer<Float>, k: Int, block: Int, q: QuantizedRows)] = []
-        defer { for m in made { m.q.deallocate() } }
+        var inputs = QuantizedInputs()
+        defer { inputs.deallocate() }
         var jobs: [QuantizedJob] = []
         jobs.reserveCapacity(products.count)
         for p in products where !p.weight.dtype.isElementFormat {
             let n = p.weight.shape[0], k = p.weight.shape[1], dtype = p.weight.dtype
             let block = activationBlock(for: dtype, k: k)
             precondition(block > 0, "rowProducts: weight \(p.weight.shape) of \(dtype) has no integer leaf here")
-            let q: QuantizedRows
-            if let done = made.first(where: { $0.x == p.input && $0.k == k && $0.block == block }) {
-                q = done.q
-            } else {
-                q = QuantizedRows(rows: 1, k: k, block: block)
-                q.fill(from: p.input, ldx: k, k: k, block: block, pool: nil)
-                made.append((p.input, k, block, q))
-            }
+            let (q, isNew) = inputs.rows(for: UnsafeRawPointer(p.input), rows: 1, k: k, block: block)
+            if isNew { q.fill(from: p.input, ldx: k, k: k, block: block, pool: nil) }
             jobs.append(QuantizedJob(w: p.weight.rawPointer, dtype: dtype, n: n, k: k, x: q, out: p.output, ldo: n))
         }
         if jobs.isEmpty { return }
