@@ -80,10 +80,24 @@ INLINE __m512i q4k_order(int first) {
   return _mm512_loadu_si512(idx);
 }
 
-/// Q4_K rows [r0, r1) against the paired activation row x. Lanes of the L sums (low nibbles)
-/// are sub-blocks 0 2 4 6 in each 128-bit quarter, of the H sums 1 3 5 7 (the high nibbles
-/// masked in place, 16 times their value: the sums shift back exactly); a quarter's 8 sums pack
-/// to int16 (8 products of at most 15 x 127) and one multiply-add applies the 6-bit scales.
+/// acc plus block i of a Q4_K or Q5_K row: lo and hi the integer sums of the low and high
+/// sub-blocks in `q4k_order`'s lanes, sm the scales (packed order) and mins, dd d and dmin.
+/// A quarter's 8 sums pack to int16 and one multiply-add applies the 6-bit scales; the mins
+/// take the activation's 32-value sums.
+INLINE __m512 k4_block_sums(__m512 acc, __m512i lo, __m512i hi, __m128i sm, __m128 dd, const moek_act_row *x, size_t i) {
+  const __m512i sc16 = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(sm));
+  const __m512i s = _mm512_madd_epi16(_mm512_packs_epi32(lo, hi), sc16);
+  const __m128i mins = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm));
+  const __m128i ms = _mm_madd_epi16(_mm_loadu_si128((const __m128i *)(x->bs32 + 8 * i)), mins);
+  const __m512 msf = _mm512_zextps128_ps512(_mm_mul_ps(_mm_cvtepi32_ps(ms), _mm_permute_ps(dd, 0x55)));
+  const __m512 f = _mm512_fmsub_ps(_mm512_cvtepi32_ps(s), _mm512_broadcastss_ps(dd), msf);
+  return _mm512_fmadd_ps(f, _mm512_set1_ps(x->d[i]), acc);
+}
+
+/// The 16 partial sums of Q4_K row `row` against the paired activation row x. Lanes of the L
+/// sums (low nibbles) are sub-blocks 0 2 4 6 in each 128-bit quarter, of the H sums 1 3 5 7 (the
+/// high nibbles masked in place, 16 times their value: the sums shift back exactly); a
+/// quarter's 8 sums pack to int16 (8 products of at most 15 x 127).
 INLINE __m512 q4_k_row(const uint8_t *row, const moek_act_row *x, size_t blocks, __m512i order01, __m512i order23) {
   const __m512i m4 = _mm512_set1_epi8(0xF);
   __m512 acc = _mm512_setzero_ps();
@@ -99,13 +113,7 @@ INLINE __m512 q4_k_row(const uint8_t *row, const moek_act_row *x, size_t blocks,
     __m512i hi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_andnot_si512(m4, u01), _mm512_loadu_si512(xq + 128));
     lo = _mm512_dpbusd_epi32(lo, _mm512_and_si512(u23, m4), _mm512_loadu_si512(xq + 64));
     hi = _mm512_dpbusd_epi32(hi, _mm512_andnot_si512(m4, u23), _mm512_loadu_si512(xq + 192));
-    const __m512i sc16 = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(sm));
-    const __m512i s = _mm512_madd_epi16(_mm512_packs_epi32(lo, _mm512_srai_epi32(hi, 4)), sc16);
-    const __m128i mins = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm));
-    const __m128i ms = _mm_madd_epi16(_mm_loadu_si128((const __m128i *)(x->bs32 + 8 * i)), mins);
-    const __m512 msf = _mm512_zextps128_ps512(_mm_mul_ps(_mm_cvtepi32_ps(ms), _mm_permute_ps(dd, 0x55)));
-    const __m512 f = _mm512_fmsub_ps(_mm512_cvtepi32_ps(s), _mm512_broadcastss_ps(dd), msf);
-    acc = _mm512_fmadd_ps(f, _mm512_set1_ps(x->d[i]), acc);
+    acc = k4_block_sums(acc, lo, _mm512_srai_epi32(hi, 4), sm, dd, x, i);
   }
   return acc;
 }
@@ -167,13 +175,7 @@ INLINE __m512 q5_k_row(const uint8_t *row, const moek_act_row *x, size_t blocks,
     __m512i hi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v[2], _mm512_loadu_si512(xq + 128));
     lo = _mm512_dpbusd_epi32(lo, v[1], _mm512_loadu_si512(xq + 64));
     hi = _mm512_dpbusd_epi32(hi, v[3], _mm512_loadu_si512(xq + 192));
-    const __m512i sc16 = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(sm));
-    const __m512i s = _mm512_madd_epi16(_mm512_packs_epi32(lo, hi), sc16);
-    const __m128i mins = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm));
-    const __m128i ms = _mm_madd_epi16(_mm_loadu_si128((const __m128i *)(x->bs32 + 8 * i)), mins);
-    const __m512 msf = _mm512_zextps128_ps512(_mm_mul_ps(_mm_cvtepi32_ps(ms), _mm_permute_ps(dd, 0x55)));
-    const __m512 f = _mm512_fmsub_ps(_mm512_cvtepi32_ps(s), _mm512_broadcastss_ps(dd), msf);
-    acc = _mm512_fmadd_ps(f, _mm512_set1_ps(x->d[i]), acc);
+    acc = k4_block_sums(acc, lo, hi, sm, dd, x, i);
   }
   return acc;
 }
