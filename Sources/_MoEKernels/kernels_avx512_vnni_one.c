@@ -1,4 +1,4 @@
-// K-quant weights (Q4_K, Q5_K, Q6_K) against one activation row (decode) on AVX-512 VNNI, in
+// K-quant weights (Q4_K, Q5_K, Q6_K) and IQ4_XS against one activation row (decode) on AVX-512 VNNI, in
 // 512-bit registers.
 //
 // The paired leaves of kernels_avx512_vnni_q8.c hold a block's 256 values in eight 256-bit
@@ -252,6 +252,70 @@ static void rows_q6_k_one(const uint8_t *W, size_t row_bytes, const moek_act_row
 #undef Q6_K_ROW
 }
 
+/// Longest row the one-row IQ4_XS leaf rearranges its activation for on the stack.
+enum { IQ4_XS_MAX_K = 16384 };
+
+/// The 16 partial sums of IQ4_XS row `row` against xr, the activation rearranged to the
+/// block's stored order: a 64-byte register of codes is 4 of the block's 32-value sub-blocks, a
+/// 128-bit quarter each, low nibbles its values 0..15 and high 16..31, so xr holds per half
+/// block those 4 sub-blocks' values 0..15, then their 16..31. The codes enter as their code-book
+/// value plus 128 (unsigned), a lane's sums (8 products of at most 241 x 127) take their
+/// sub-block's scale in a 32-bit multiply, and 128 times the scaled 32-value activation sums
+/// come off once a block.
+INLINE __m512 iq4_xs_row(const uint8_t *row, const moek_act_row *x, const int8_t *xr, size_t blocks, __m512i lut,
+                         __m512i spread_a, __m512i spread_b) {
+  const __m512i m4 = _mm512_set1_epi8(0xF);
+  __m512 acc = _mm512_setzero_ps();
+  for (size_t i = 0; i < blocks; i++) {
+    const uint8_t *b = row + i * 136;
+    const int8_t *xb = xr + 256 * i;
+    for (size_t o = 0; o < 136; o += 64) _mm_prefetch((const char *)(b + ONE_ROW_AHEAD + o), _MM_HINT_T1);
+    const __m128i sc = iq4_xs_scales_vec(b);  // 8 scales minus 32, each twice
+    __m512i sums[2];
+#pragma clang loop unroll(full)
+    for (int h = 0; h < 2; h++) {
+      const __m512i q = _mm512_loadu_si512(b + 8 + 64 * h);
+      const __m512i lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(q, m4));
+      const __m512i hi = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(q, 4), m4));
+      sums[h] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(xb + 128 * h)), hi,
+                                    _mm512_loadu_si512(xb + 128 * h + 64));
+    }
+    const __m512i sc32 = _mm512_cvtepi8_epi32(sc);  // s0 s0 s1 s1 ... s7 s7
+    const __m512i s = _mm512_add_epi32(_mm512_mullo_epi32(sums[0], _mm512_permutexvar_epi32(spread_a, sc32)),
+                                       _mm512_mullo_epi32(sums[1], _mm512_permutexvar_epi32(spread_b, sc32)));
+    // 128 sum_k s_k X_k, X_k the 32-value sums of sub-block k (scales taken once each)
+    const __m128i sc16 = _mm_cvtepi8_epi16(_mm_shuffle_epi8(sc, _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1)));
+    const __m128i off = _mm_slli_epi32(_mm_madd_epi16(_mm_loadu_si128((const __m128i *)(x->bs32 + 8 * i)), sc16), 7);
+    const __m512i total = _mm512_sub_epi32(s, _mm512_zextsi128_si512(off));
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(total), _mm512_set1_ps(half(b) * x->d[i]), acc);
+  }
+  return acc;
+}
+
+/// IQ4_XS rows [r0, r1) against the activation row x (natural order, rearranged here once for
+/// all the rows); 0 when the row is longer than `IQ4_XS_MAX_K`.
+static int rows_iq4_xs_one(const uint8_t *W, size_t row_bytes, const moek_act_row *x, float *Y, size_t r0, size_t r1,
+                           size_t K) {
+  if (K > IQ4_XS_MAX_K) return 0;
+  const size_t blocks = K / 256;
+  __attribute__((aligned(64))) int8_t xr[IQ4_XS_MAX_K];
+  const __m512i first = _mm512_setr_epi64(0, 1, 4, 5, 8, 9, 12, 13), second = _mm512_setr_epi64(2, 3, 6, 7, 10, 11, 14, 15);
+  for (size_t c = 0; c < K; c += 128) {  // per 4 sub-blocks: their values 0..15, then 16..31
+    const __m512i a = _mm512_loadu_si512(x->q + c), b = _mm512_loadu_si512(x->q + c + 64);
+    _mm512_store_si512(xr + c, _mm512_permutex2var_epi64(a, first, b));
+    _mm512_store_si512(xr + c + 64, _mm512_permutex2var_epi64(a, second, b));
+  }
+  const __m512i lut = _mm512_xor_si512(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)moek_kvalues_iq4nl)),
+                                       _mm512_set1_epi8((char)0x80));  // the code book plus 128
+  // Lanes of quarter k take scale k (first half block) or 4 + k: dword 2 k or 8 + 2 k of sc32.
+  const __m512i spread_a = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6);
+  const __m512i spread_b = _mm512_add_epi32(spread_a, _mm512_set1_epi32(8));
+#define IQ4_XS_ROW(row) iq4_xs_row(row, x, xr, blocks, lut, spread_a, spread_b)
+  REDUCE_ROWS(IQ4_XS_ROW, W, row_bytes, Y, r0, r1);
+#undef IQ4_XS_ROW
+  return 1;
+}
+
 int moek_gemv_one_vnni(int dt, const void *W, size_t row_bytes, const void *XQ, float *Y, size_t r0, size_t r1, size_t K) {
   if (K % 256 != 0) return 0;
   const moek_act_row x = moek_act_row_at(XQ, 0, 0, K, 256);
@@ -259,6 +323,7 @@ int moek_gemv_one_vnni(int dt, const void *W, size_t row_bytes, const void *XQ, 
     case MOEK_Q4_K: rows_q4_k_one((const uint8_t *)W, row_bytes, &x, Y, r0, r1, K); return 1;
     case MOEK_Q5_K: rows_q5_k_one((const uint8_t *)W, row_bytes, &x, Y, r0, r1, K); return 1;
     case MOEK_Q6_K: rows_q6_k_one((const uint8_t *)W, row_bytes, &x, Y, r0, r1, K); return 1;
+    case MOEK_IQ4_XS: return rows_iq4_xs_one((const uint8_t *)W, row_bytes, &x, Y, r0, r1, K);
     default: return 0;
   }
 }
