@@ -1,4 +1,4 @@
-// K-quant weights (Q4_K, Q5_K, Q6_K) and IQ4_XS against one activation row (decode) on AVX-512 VNNI, in
+// K-quant weights (Q3_K, Q4_K, Q5_K, Q6_K) and IQ4_XS against one activation row (decode) on AVX-512 VNNI, in
 // 512-bit registers.
 //
 // The paired leaves of kernels_avx512_vnni_q8.c hold a block's 256 values in eight 256-bit
@@ -200,6 +200,24 @@ INLINE __m512i q6k_scale_order(int base) {
   return _mm512_loadu_si512(idx);
 }
 
+/// acc plus block i of a Q6_K or Q3_K row: sums[2 h + r] the integer sums of the values 128 h +
+/// 64 r .. + 63 (a 16-value sub-block per 128-bit quarter), sc the 16 int8 scales, the values
+/// entered plus 2^`offset_log2` (32 or 4), and dx the block's d times the activation's. The sums
+/// pack to int16 in pairs of registers (quarter j: sub-block base + j, then base + 4 + j, as
+/// `q6k_scale_order` spreads the scales), one multiply-add applies the scales, and the offset
+/// times the scaled 16-value activation sums comes off.
+INLINE __m512 k36_block_sums(__m512 acc, const __m512i sums[4], __m128i sc8, int offset_log2, float dx, const moek_act_row *x,
+                             size_t i, __m512i order_a, __m512i order_b) {
+  const __m256i sc = _mm256_cvtepi8_epi16(sc8);
+  const __m512i scz = _mm512_castsi256_si512(sc);
+  const __m512i s = _mm512_add_epi32(_mm512_madd_epi16(_mm512_packs_epi32(sums[0], sums[1]), _mm512_permutexvar_epi16(order_a, scz)),
+                                     _mm512_madd_epi16(_mm512_packs_epi32(sums[2], sums[3]), _mm512_permutexvar_epi16(order_b, scz)));
+  const __m256i offset = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x->bs + 16 * i)),
+                                           _mm256_sll_epi16(sc, _mm_cvtsi32_si128(offset_log2)));
+  const __m512i total = _mm512_sub_epi32(s, _mm512_zextsi256_si512(offset));
+  return _mm512_fmadd_ps(_mm512_cvtepi32_ps(total), _mm512_set1_ps(dx), acc);
+}
+
 /// The 16 partial sums of Q6_K row `row` against the activation row x in its natural order, which a block's bytes
 /// already match: the low nibbles of ql's 64 bytes of a half are its values 0..63 in order, the
 /// high nibbles 64..127, each with two bits of qh (bits 0-1 and 2-3 of qh's 32 bytes for the
@@ -232,13 +250,8 @@ INLINE __m512 q6_k_row(const uint8_t *row, const moek_act_row *x, size_t blocks)
       sums[2 * h] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(xq + 128 * h));
       sums[2 * h + 1] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi, _mm512_loadu_si512(xq + 128 * h + 64));
     }
-    const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + 192)));
-    const __m512i scz = _mm512_castsi256_si512(sc);
-    const __m512i s = _mm512_add_epi32(_mm512_madd_epi16(_mm512_packs_epi32(sums[0], sums[1]), _mm512_permutexvar_epi16(order_a, scz)),
-                                       _mm512_madd_epi16(_mm512_packs_epi32(sums[2], sums[3]), _mm512_permutexvar_epi16(order_b, scz)));
-    const __m256i offset = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x->bs + 16 * i)), _mm256_slli_epi16(sc, 5));
-    const __m512i total = _mm512_sub_epi32(s, _mm512_zextsi256_si512(offset));
-    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(total), _mm512_set1_ps(half(b + 208) * x->d[i]), acc);
+    const __m128i sc = _mm_loadu_si128((const __m128i *)(b + 192));
+    acc = k36_block_sums(acc, sums, sc, 5, half(b + 208) * x->d[i], x, i, order_a, order_b);
   }
   return acc;
 }
@@ -250,6 +263,53 @@ static void rows_q6_k_one(const uint8_t *W, size_t row_bytes, const moek_act_row
 #define Q6_K_ROW(row) q6_k_row(row, x, blocks)
   REDUCE_ROWS(Q6_K_ROW, W, row_bytes, Y, r0, r1);
 #undef Q6_K_ROW
+}
+
+/// The 16 partial sums of Q3_K row `row` against the activation row x in its natural order, as
+/// the Q6_K leaf takes it: a 64-value register is two runs of 32 (the two-bit planes of one half
+/// block's 32 bytes, a shift each) with their third bits from hmask added by a byte test and a
+/// masked add, so a 128-bit quarter is one 16-value sub-block. The values enter plus 4
+/// (unsigned), the sums (4 products of at most 7 x 127) pack to int16 in pairs of registers in
+/// Q6_K's order, one multiply-add applies the signed 6-bit scales, and 4 times the scaled
+/// 16-value activation sums come off.
+INLINE __m512 q3_k_row(const uint8_t *row, const moek_act_row *x, size_t blocks, __m512i order_a, __m512i order_b) {
+  const __m512i m2 = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
+  // Register r of a half holds runs 2 r and 2 r + 1: the half's bytes shifted by 4 r and 4 r + 2.
+  const __m512i shift[2] = {_mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1),
+                            _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1)};
+  __m512 acc = _mm512_setzero_ps();
+  for (size_t i = 0; i < blocks; i++) {
+    const uint8_t *b = row + i * 110;
+    const int8_t *xq = x->q + 256 * i;
+    for (size_t o = 0; o < 110; o += 64) _mm_prefetch((const char *)(b + ONE_ROW_AHEAD + o), _MM_HINT_T1);
+    const __m512i hm = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)b));
+    __m512i sums[4];
+#pragma clang loop unroll(full)
+    for (int h = 0; h < 2; h++) {
+      const __m512i qs = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b + 32 + 32 * h)));
+#pragma clang loop unroll(full)
+      for (int r = 0; r < 2; r++) {
+        // run c = 2 r (low half) or 2 r + 1 (high half) of half h: its third bits are bit 4 h + c of hmask
+        const int c = 4 * h + 2 * r;
+        const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << c)), _mm256_set1_epi8((char)(1 << (c + 1))), 1);
+        const __m512i v = _mm512_and_si512(_mm512_srlv_epi16(qs, shift[r]), m2);
+        sums[2 * h + r] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_mask_add_epi8(v, _mm512_test_epi8_mask(hm, bit), v, four),
+                                              _mm512_loadu_si512(xq + 128 * h + 64 * r));
+      }
+    }
+    acc = k36_block_sums(acc, sums, q3_k_scales_vec(b), 2, half(b + 108) * x->d[i], x, i, order_a, order_b);
+  }
+  return acc;
+}
+
+/// Q3_K rows [r0, r1) against the activation row x.
+static void rows_q3_k_one(const uint8_t *W, size_t row_bytes, const moek_act_row *x, float *Y, size_t r0, size_t r1,
+                          size_t K) {
+  const size_t blocks = K / 256;
+  const __m512i order_a = q6k_scale_order(0), order_b = q6k_scale_order(8);
+#define Q3_K_ROW(row) q3_k_row(row, x, blocks, order_a, order_b)
+  REDUCE_ROWS(Q3_K_ROW, W, row_bytes, Y, r0, r1);
+#undef Q3_K_ROW
 }
 
 /// Longest row the one-row IQ4_XS leaf rearranges its activation for on the stack.
@@ -323,6 +383,7 @@ int moek_gemv_one_vnni(int dt, const void *W, size_t row_bytes, const void *XQ, 
     case MOEK_Q4_K: rows_q4_k_one((const uint8_t *)W, row_bytes, &x, Y, r0, r1, K); return 1;
     case MOEK_Q5_K: rows_q5_k_one((const uint8_t *)W, row_bytes, &x, Y, r0, r1, K); return 1;
     case MOEK_Q6_K: rows_q6_k_one((const uint8_t *)W, row_bytes, &x, Y, r0, r1, K); return 1;
+    case MOEK_Q3_K: rows_q3_k_one((const uint8_t *)W, row_bytes, &x, Y, r0, r1, K); return 1;
     case MOEK_IQ4_XS: return rows_iq4_xs_one((const uint8_t *)W, row_bytes, &x, Y, r0, r1, K);
     default: return 0;
   }
