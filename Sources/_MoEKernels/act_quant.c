@@ -66,7 +66,8 @@ int moek_allow_vnni(int on) {
 int moek_q8_vnni(void) {
 #if defined(__x86_64__) || defined(__i386__)
   static volatile int has = -1;  // a benign race: every thread computes the same value
-  if (has < 0) has = __builtin_cpu_supports("avx512vnni");
+  // BMI2 (every AVX-512 processor has it) for `pdep` in the one-row IQ4_XS leaf's scales.
+  if (has < 0) has = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("bmi2");
   return has && vnni_allowed && moek_isa() == MOEK_ISA_AVX512;
 #else
   return 0;
