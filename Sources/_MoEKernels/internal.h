@@ -26,7 +26,7 @@ int moek_gemv_rows_q8_avx512(const void *W, int dt, size_t ldw, const void *XQ, 
 int moek_gemv_rows_q8_vnni(const void *W, int dt, size_t ldw, const void *XQ, size_t ldxq, int nx, float *Y,
                            size_t ldy, size_t r0, size_t r1, size_t K);
 /// K-quant rows [r0, r1) (`row_bytes` apart) against one interleaved activation row XQ, in
-/// 512-bit registers (kernels_avx512_vnni_one.c): 1 when it handled `dt` (Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS), else 0.
+/// 512-bit registers (kernels_avx512_vnni_one.c): 1 when it handled `dt` (Q2_K-Q6_K, IQ4_XS), else 0.
 int moek_gemv_one_vnni(int dt, const void *W, size_t row_bytes, const void *XQ, float *Y, size_t r0, size_t r1,
                        size_t K);
 /// Activation rows from which a `dt` product takes the rows-in-lanes leaf (Q3_K, Q4_K, Q5_K,

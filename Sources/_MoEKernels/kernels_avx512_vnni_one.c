@@ -1,4 +1,4 @@
-// K-quant weights (Q3_K, Q4_K, Q5_K, Q6_K) and IQ4_XS against one activation row (decode) on
+// K-quant weights (Q2_K to Q6_K) and IQ4_XS against one activation row (decode) on
 // AVX-512 VNNI, in 512-bit registers.
 //
 // The paired leaves of kernels_avx512_vnni_q8.c hold a block's 256 values in eight 256-bit
@@ -53,21 +53,36 @@ INLINE __m128 hsum16x4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
   return _mm_unpacklo_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps(r, 1));
 }
 
-/// Y[r] for rows [r0, r1) of `row_sums(row)` (a row's 16 partial sums), four rows to one
-/// reduction. The rows run through one copy of the row loop (not unrolled): AMD's stride
-/// prefetcher follows each load instruction, and four copies of the loop, each seeing every
-/// fourth row, read memory at 0.75x the speed of one (harness, two threads, Q4_K rows of 1024
-/// from memory, 41 alternating triples with the read probe: 0.75-0.80 of the probe against 1.00).
-#define REDUCE_ROWS(row_sums, W, row_bytes, Y, r0, r1)                                            \
-  do {                                                                                            \
-    size_t r = r0;                                                                                \
-    for (; r + 4 <= r1; r += 4) {                                                                 \
-      __m512 a[4];                                                                                \
-      _Pragma("clang loop unroll(disable)") for (int m = 0; m < 4; m++) a[m] = row_sums(W + (r + m) * row_bytes); \
-      _mm_storeu_ps(Y + r, hsum16x4(a[0], a[1], a[2], a[3]));                                     \
-    }                                                                                             \
-    for (; r < r1; r++) Y[r] = hsum16(row_sums(W + r * row_bytes));                               \
+/// Y[r] for rows [r0, r1) of W (`row_bytes` apart) of `row_sums`, an expression of `row` (the
+/// row's first byte) giving its 16 partial sums, four rows to one reduction. The rows run
+/// through one copy of the row loop (not unrolled): AMD's stride prefetcher follows each load
+/// instruction, and four copies of the loop, each seeing every fourth row, read memory at 0.75x
+/// the speed of one (harness, two threads, Q4_K rows of 1024 from memory, 41 alternating
+/// triples with the read probe: 0.75-0.80 of the probe against 1.00).
+#define REDUCE_ROWS(row_sums)                                                                         \
+  do {                                                                                                \
+    size_t r = r0;                                                                                    \
+    for (; r + 4 <= r1; r += 4) {                                                                     \
+      __m512 a[4];                                                                                    \
+      _Pragma("clang loop unroll(disable)") for (int m = 0; m < 4; m++) {                             \
+        const uint8_t *row = W + (r + m) * row_bytes;                                                 \
+        a[m] = (row_sums);                                                                            \
+      }                                                                                               \
+      _mm_storeu_ps(Y + r, hsum16x4(a[0], a[1], a[2], a[3]));                                         \
+    }                                                                                                 \
+    for (; r < r1; r++) {                                                                             \
+      const uint8_t *row = W + r * row_bytes;                                                         \
+      Y[r] = hsum16(row_sums);                                                                        \
+    }                                                                                                 \
   } while (0)
+
+/// Defines `rows_<fmt>_one`, the rows [r0, r1) of `<fmt>_row` against the activation row x.
+#define ROWS_ONE(fmt)                                                                                 \
+  static void rows_##fmt##_one(const uint8_t *W, size_t row_bytes, const moek_act_row *x, float *Y,   \
+                               size_t r0, size_t r1, size_t K) {                                      \
+    const size_t blocks = K / 256;                                                                    \
+    REDUCE_ROWS(fmt##_row(row, x, blocks));                                                           \
+  }
 
 /// Dword indices for `vpermt2d` of [q0 | q1] and [q2 | q3] (qj the 32 bytes of group j) giving
 /// [u0 | u1] (`first`) or [u2 | u3]: u_p as `transpose4` makes it, dword j of half h from
@@ -100,8 +115,8 @@ INLINE __m512 k4_block_sums(__m512 acc, __m512i lo, __m512i hi, __m128i sm, __m1
 /// sums (low nibbles) are sub-blocks 0 2 4 6 in each 128-bit quarter, of the H sums 1 3 5 7 (the
 /// high nibbles masked in place, 16 times their value: the sums shift back exactly); a
 /// quarter's 8 sums pack to int16 (8 products of at most 15 x 127).
-INLINE __m512 q4_k_row(const uint8_t *row, const moek_act_row *x, size_t blocks, __m512i order01, __m512i order23) {
-  const __m512i m4 = _mm512_set1_epi8(0xF);
+INLINE __m512 q4_k_row(const uint8_t *row, const moek_act_row *x, size_t blocks) {
+  const __m512i m4 = _mm512_set1_epi8(0xF), order01 = q4k_order(1), order23 = q4k_order(0);
   __m512 acc = _mm512_setzero_ps();
   for (size_t i = 0; i < blocks; i++) {
     const uint8_t *b = row + i * 144, *xq = (const uint8_t *)(x->qi + 256 * i);
@@ -120,15 +135,7 @@ INLINE __m512 q4_k_row(const uint8_t *row, const moek_act_row *x, size_t blocks,
   return acc;
 }
 
-/// Q4_K rows [r0, r1) against the paired activation row x.
-static void rows_q4_k_one(const uint8_t *W, size_t row_bytes, const moek_act_row *x, float *Y, size_t r0, size_t r1,
-                          size_t K) {
-  const size_t blocks = K / 256;
-  const __m512i order01 = q4k_order(1), order23 = q4k_order(0);
-#define Q4_K_ROW(row) q4_k_row(row, x, blocks, order01, order23)
-  REDUCE_ROWS(Q4_K_ROW, W, row_bytes, Y, r0, r1);
-#undef Q4_K_ROW
-}
+ROWS_ONE(q4_k)
 
 /// Dword indices (0..7) into Q5_K's 32 bytes of high bits giving, for each dword of u01
 /// (`first`) or u23 as `q4k_order` makes them, the dword of qh that holds the fifth bits of the
@@ -154,9 +161,10 @@ INLINE __m512i q5k_bits(int high) {
 /// the fifth bit they would not fit a byte). A lane's two products sum at most 8 x 31 x 127,
 /// which still packs to int16. Against the paired leaf on one row, in-cache harness, one
 /// thread, rows of 1024, 21 alternating pairs: 25.6 -> 43.8 GB/s of weights.
-INLINE __m512 q5_k_row(const uint8_t *row, const moek_act_row *x, size_t blocks, const __m512i order[2],
-                       const __m512i qh_order[2], const __m512i bits[2]) {
+INLINE __m512 q5_k_row(const uint8_t *row, const moek_act_row *x, size_t blocks) {
   const __m512i m4 = _mm512_set1_epi8(0xF), sixteen = _mm512_set1_epi8(16);
+  const __m512i order[2] = {q4k_order(1), q4k_order(0)}, qh_order[2] = {q5k_qh_order(1), q5k_qh_order(0)};
+  const __m512i bits[2] = {q5k_bits(0), q5k_bits(1)};
   __m512 acc = _mm512_setzero_ps();
   for (size_t i = 0; i < blocks; i++) {
     const uint8_t *b = row + i * 176, *xq = (const uint8_t *)(x->qi + 256 * i);
@@ -182,16 +190,7 @@ INLINE __m512 q5_k_row(const uint8_t *row, const moek_act_row *x, size_t blocks,
   return acc;
 }
 
-/// Q5_K rows [r0, r1) against the paired activation row x.
-static void rows_q5_k_one(const uint8_t *W, size_t row_bytes, const moek_act_row *x, float *Y, size_t r0, size_t r1,
-                          size_t K) {
-  const size_t blocks = K / 256;
-  const __m512i order[2] = {q4k_order(1), q4k_order(0)}, qh_order[2] = {q5k_qh_order(1), q5k_qh_order(0)};
-  const __m512i bits[2] = {q5k_bits(0), q5k_bits(1)};
-#define Q5_K_ROW(row) q5_k_row(row, x, blocks, order, qh_order, bits)
-  REDUCE_ROWS(Q5_K_ROW, W, row_bytes, Y, r0, r1);
-#undef Q5_K_ROW
-}
+ROWS_ONE(q5_k)
 
 /// Word indices for `vpermw` spreading Q6_K's 16 scales (int16 words 0..15) to the order the
 /// packed sums of two 64-value registers take: 128-bit quarter j holds 4 sums of sub-block
@@ -258,14 +257,50 @@ INLINE __m512 q6_k_row(const uint8_t *row, const moek_act_row *x, size_t blocks)
   return acc;
 }
 
-/// Q6_K rows [r0, r1) against the activation row x.
-static void rows_q6_k_one(const uint8_t *W, size_t row_bytes, const moek_act_row *x, float *Y, size_t r0, size_t r1,
-                          size_t K) {
-  const size_t blocks = K / 256;
-#define Q6_K_ROW(row) q6_k_row(row, x, blocks)
-  REDUCE_ROWS(Q6_K_ROW, W, row_bytes, Y, r0, r1);
-#undef Q6_K_ROW
+ROWS_ONE(q6_k)
+
+/// Runs 2 r and 2 r + 1 of a Q2_K or Q3_K half block (its 32 bytes of two-bit planes in both
+/// 256-bit halves of qs, run c in bits 2 c) as bytes 0..3, in the low and high 256-bit halves.
+INLINE __m512i two_bit_runs(__m512i qs, int r) {
+  const __m512i shift = _mm512_inserti64x4(_mm512_set1_epi16((short)(4 * r)), _mm256_set1_epi16((short)(4 * r + 2)), 1);
+  return _mm512_and_si512(_mm512_srlv_epi16(qs, shift), _mm512_set1_epi8(3));
 }
+
+/// The 16 partial sums of Q2_K row `row` against the activation row x in its natural order, as
+/// the Q3_K row takes it without the third bits: each 128-bit quarter of a 64-value register is
+/// one 16-value sub-block, the sums (4 products of at most 3 x 127) pack to int16 in Q6_K's
+/// order and one multiply-add applies the 4-bit scales; the 4-bit mins take the activation's
+/// 16-value sums, times dmin.
+INLINE __m512 q2_k_row(const uint8_t *row, const moek_act_row *x, size_t blocks) {
+  const __m512i order_a = q6k_scale_order(0), order_b = q6k_scale_order(8);
+  const __m128i m4 = _mm_set1_epi8(0xF);
+  __m512 acc = _mm512_setzero_ps();
+  for (size_t i = 0; i < blocks; i++) {
+    const uint8_t *b = row + i * 84;
+    const int8_t *xq = x->q + 256 * i;
+    for (size_t o = 0; o < 84; o += 64) _mm_prefetch((const char *)(b + ONE_ROW_AHEAD + o), _MM_HINT_T1);
+    __m512i sums[4];
+#pragma clang loop unroll(full)
+    for (int h = 0; h < 2; h++) {
+      const __m512i qs = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b + 16 + 32 * h)));
+#pragma clang loop unroll(full)
+      for (int r = 0; r < 2; r++)
+        sums[2 * h + r] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), two_bit_runs(qs, r), _mm512_loadu_si512(xq + 128 * h + 64 * r));
+    }
+    const __m128i packed = _mm_loadu_si128((const __m128i *)b);
+    const __m512i scz = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_and_si128(packed, m4)));
+    const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), m4));
+    const __m512i s = _mm512_add_epi32(_mm512_madd_epi16(_mm512_packs_epi32(sums[0], sums[1]), _mm512_permutexvar_epi16(order_a, scz)),
+                                       _mm512_madd_epi16(_mm512_packs_epi32(sums[2], sums[3]), _mm512_permutexvar_epi16(order_b, scz)));
+    const __m256i m = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x->bs + 16 * i)), mins);
+    const __m128 dd = _mm_mul_ps(_mm_cvtph_ps(_mm_loadu_si32(b + 80)), _mm_set1_ps(x->d[i]));  // d, dmin times x's d
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_broadcastss_ps(dd), acc);
+    acc = _mm512_fnmadd_ps(_mm512_zextps256_ps512(_mm256_cvtepi32_ps(m)), _mm512_set1_ps(_mm_cvtss_f32(_mm_movehdup_ps(dd))), acc);
+  }
+  return acc;
+}
+
+ROWS_ONE(q2_k)
 
 /// The 16 partial sums of Q3_K row `row` against the activation row x in its natural order, as
 /// the Q6_K leaf takes it: a 64-value register is two runs of 32 (the two-bit planes of one half
@@ -274,11 +309,9 @@ static void rows_q6_k_one(const uint8_t *W, size_t row_bytes, const moek_act_row
 /// (unsigned), the sums (4 products of at most 7 x 127) pack to int16 in pairs of registers in
 /// Q6_K's order, one multiply-add applies the signed 6-bit scales, and 4 times the scaled
 /// 16-value activation sums come off.
-INLINE __m512 q3_k_row(const uint8_t *row, const moek_act_row *x, size_t blocks, __m512i order_a, __m512i order_b) {
-  const __m512i m2 = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
-  // Register r of a half holds runs 2 r and 2 r + 1: the half's bytes shifted by 4 r and 4 r + 2.
-  const __m512i shift[2] = {_mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1),
-                            _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1)};
+INLINE __m512 q3_k_row(const uint8_t *row, const moek_act_row *x, size_t blocks) {
+  const __m512i order_a = q6k_scale_order(0), order_b = q6k_scale_order(8);
+  const __m512i four = _mm512_set1_epi8(4);
   __m512 acc = _mm512_setzero_ps();
   for (size_t i = 0; i < blocks; i++) {
     const uint8_t *b = row + i * 110;
@@ -294,7 +327,7 @@ INLINE __m512 q3_k_row(const uint8_t *row, const moek_act_row *x, size_t blocks,
         // run c = 2 r (low half) or 2 r + 1 (high half) of half h: its third bits are bit 4 h + c of hmask
         const int c = 4 * h + 2 * r;
         const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << c)), _mm256_set1_epi8((char)(1 << (c + 1))), 1);
-        const __m512i v = _mm512_and_si512(_mm512_srlv_epi16(qs, shift[r]), m2);
+        const __m512i v = two_bit_runs(qs, r);
         sums[2 * h + r] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_mask_add_epi8(v, _mm512_test_epi8_mask(hm, bit), v, four),
                                               _mm512_loadu_si512(xq + 128 * h + 64 * r));
       }
@@ -304,15 +337,7 @@ INLINE __m512 q3_k_row(const uint8_t *row, const moek_act_row *x, size_t blocks,
   return acc;
 }
 
-/// Q3_K rows [r0, r1) against the activation row x.
-static void rows_q3_k_one(const uint8_t *W, size_t row_bytes, const moek_act_row *x, float *Y, size_t r0, size_t r1,
-                          size_t K) {
-  const size_t blocks = K / 256;
-  const __m512i order_a = q6k_scale_order(0), order_b = q6k_scale_order(8);
-#define Q3_K_ROW(row) q3_k_row(row, x, blocks, order_a, order_b)
-  REDUCE_ROWS(Q3_K_ROW, W, row_bytes, Y, r0, r1);
-#undef Q3_K_ROW
-}
+ROWS_ONE(q3_k)
 
 /// IQ4_XS's 8 six-bit scales minus 32 (bytes 0..7) of the block at b: the low nibbles from
 /// scales_l (b + 4) and the top two bits from scales_h (b + 2), each spread to its byte by one
@@ -384,9 +409,7 @@ static int rows_iq4_xs_one(const uint8_t *W, size_t row_bytes, const moek_act_ro
   // Scale k (first half block) or 4 + k, four times each: a quarter of lanes per sub-block.
   const __m128i spread_a = _mm_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
   const __m128i spread_b = _mm_add_epi8(spread_a, _mm_set1_epi8(4));
-#define IQ4_XS_ROW(row) iq4_xs_row(row, x, xr, blocks, lut, spread_a, spread_b)
-  REDUCE_ROWS(IQ4_XS_ROW, W, row_bytes, Y, r0, r1);
-#undef IQ4_XS_ROW
+  REDUCE_ROWS(iq4_xs_row(row, x, xr, blocks, lut, spread_a, spread_b));
   return 1;
 }
 
@@ -398,6 +421,7 @@ int moek_gemv_one_vnni(int dt, const void *W, size_t row_bytes, const void *XQ, 
     case MOEK_Q5_K: rows_q5_k_one((const uint8_t *)W, row_bytes, &x, Y, r0, r1, K); return 1;
     case MOEK_Q6_K: rows_q6_k_one((const uint8_t *)W, row_bytes, &x, Y, r0, r1, K); return 1;
     case MOEK_Q3_K: rows_q3_k_one((const uint8_t *)W, row_bytes, &x, Y, r0, r1, K); return 1;
+    case MOEK_Q2_K: rows_q2_k_one((const uint8_t *)W, row_bytes, &x, Y, r0, r1, K); return 1;
     case MOEK_IQ4_XS: return rows_iq4_xs_one((const uint8_t *)W, row_bytes, &x, Y, r0, r1, K);
     default: return 0;
   }
