@@ -201,6 +201,15 @@ INLINE __m512i q6k_scale_order(int base) {
   return _mm512_loadu_si512(idx);
 }
 
+/// The scaled integer sums of a Q6_K, Q3_K or Q2_K block: sums[2 h + r] as `k36_block_sums`
+/// below takes them, sc the 16 scales as int16, packed in pairs of registers and multiplied in one
+/// multiply-add each.
+INLINE __m512i k36_scaled(const __m512i sums[4], __m256i sc, __m512i order_a, __m512i order_b) {
+  const __m512i scz = _mm512_castsi256_si512(sc);
+  return _mm512_add_epi32(_mm512_madd_epi16(_mm512_packs_epi32(sums[0], sums[1]), _mm512_permutexvar_epi16(order_a, scz)),
+                          _mm512_madd_epi16(_mm512_packs_epi32(sums[2], sums[3]), _mm512_permutexvar_epi16(order_b, scz)));
+}
+
 /// acc plus block i of a Q6_K or Q3_K row: sums[2 h + r] the integer sums of the values 128 h +
 /// 64 r .. + 63 (a 16-value sub-block per 128-bit quarter), sc the 16 int8 scales, the values
 /// entered plus 2^`offset_log2` (32 or 4), and dx the block's d times the activation's. The sums
@@ -210,9 +219,7 @@ INLINE __m512i q6k_scale_order(int base) {
 INLINE __m512 k36_block_sums(__m512 acc, const __m512i sums[4], __m128i sc8, int offset_log2, float dx, const moek_act_row *x,
                              size_t i, __m512i order_a, __m512i order_b) {
   const __m256i sc = _mm256_cvtepi8_epi16(sc8);
-  const __m512i scz = _mm512_castsi256_si512(sc);
-  const __m512i s = _mm512_add_epi32(_mm512_madd_epi16(_mm512_packs_epi32(sums[0], sums[1]), _mm512_permutexvar_epi16(order_a, scz)),
-                                     _mm512_madd_epi16(_mm512_packs_epi32(sums[2], sums[3]), _mm512_permutexvar_epi16(order_b, scz)));
+  const __m512i s = k36_scaled(sums, sc, order_a, order_b);
   const __m256i offset = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x->bs + 16 * i)),
                                            _mm256_sll_epi16(sc, _mm_cvtsi32_si128(offset_log2)));
   const __m512i total = _mm512_sub_epi32(s, _mm512_zextsi256_si512(offset));
@@ -259,15 +266,33 @@ INLINE __m512 q6_k_row(const uint8_t *row, const moek_act_row *x, size_t blocks)
 
 ROWS_ONE(q6_k)
 
-/// Runs 2 r and 2 r + 1 of a Q2_K or Q3_K half block (its 32 bytes of two-bit planes in both
-/// 256-bit halves of qs, run c in bits 2 c) as bytes 0..3, in the low and high 256-bit halves.
-INLINE __m512i two_bit_runs(__m512i qs, int r) {
-  const __m512i shift = _mm512_inserti64x4(_mm512_set1_epi16((short)(4 * r)), _mm256_set1_epi16((short)(4 * r + 2)), 1);
-  return _mm512_and_si512(_mm512_srlv_epi16(qs, shift), _mm512_set1_epi8(3));
+/// A Q2_K or Q3_K block's integer sums against xq (the block's 256 activation values, natural
+/// order): sums[2 h + r] holds values 128 h + 64 r .. + 63, runs 2 r and 2 r + 1 of half h (the
+/// half's 32 bytes of two-bit planes qs + 32 h, run c in bits 2 c, shifted in the low and high
+/// 256-bit halves of a register), a 16-value sub-block per 128-bit quarter. With `hmask` (Q3_K)
+/// each value's third bit (bit 4 h + c of hmask's bytes) adds 4, by a byte test and a masked add.
+INLINE void two_bit_sums(const uint8_t *qs, const uint8_t *hmask, const int8_t *xq, __m512i sums[4]) {
+  const __m512i three = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
+  const __m512i hm = hmask ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)hmask)) : _mm512_setzero_si512();
+#pragma clang loop unroll(full)
+  for (int h = 0; h < 2; h++) {
+    const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qs + 32 * h)));
+#pragma clang loop unroll(full)
+    for (int r = 0; r < 2; r++) {
+      const __m512i shift = _mm512_inserti64x4(_mm512_set1_epi16((short)(4 * r)), _mm256_set1_epi16((short)(4 * r + 2)), 1);
+      __m512i v = _mm512_and_si512(_mm512_srlv_epi16(q, shift), three);
+      if (hmask) {
+        const int c = 4 * h + 2 * r;  // the low half's run; the high half's is c + 1
+        const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << c)), _mm256_set1_epi8((char)(1 << (c + 1))), 1);
+        v = _mm512_mask_add_epi8(v, _mm512_test_epi8_mask(hm, bit), v, four);
+      }
+      sums[2 * h + r] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v, _mm512_loadu_si512(xq + 128 * h + 64 * r));
+    }
+  }
 }
 
 /// The 16 partial sums of Q2_K row `row` against the activation row x in its natural order, as
-/// the Q3_K row takes it without the third bits: each 128-bit quarter of a 64-value register is
+/// the Q3_K row takes it without the third bits (`two_bit_sums`): each 128-bit quarter of a 64-value register is
 /// one 16-value sub-block, the sums (4 products of at most 3 x 127) pack to int16 in Q6_K's
 /// order and one multiply-add applies the 4-bit scales; the 4-bit mins take the activation's
 /// 16-value sums, times dmin.
@@ -280,18 +305,10 @@ INLINE __m512 q2_k_row(const uint8_t *row, const moek_act_row *x, size_t blocks)
     const int8_t *xq = x->q + 256 * i;
     for (size_t o = 0; o < 84; o += 64) _mm_prefetch((const char *)(b + ONE_ROW_AHEAD + o), _MM_HINT_T1);
     __m512i sums[4];
-#pragma clang loop unroll(full)
-    for (int h = 0; h < 2; h++) {
-      const __m512i qs = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b + 16 + 32 * h)));
-#pragma clang loop unroll(full)
-      for (int r = 0; r < 2; r++)
-        sums[2 * h + r] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), two_bit_runs(qs, r), _mm512_loadu_si512(xq + 128 * h + 64 * r));
-    }
+    two_bit_sums(b + 16, NULL, xq, sums);
     const __m128i packed = _mm_loadu_si128((const __m128i *)b);
-    const __m512i scz = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_and_si128(packed, m4)));
     const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), m4));
-    const __m512i s = _mm512_add_epi32(_mm512_madd_epi16(_mm512_packs_epi32(sums[0], sums[1]), _mm512_permutexvar_epi16(order_a, scz)),
-                                       _mm512_madd_epi16(_mm512_packs_epi32(sums[2], sums[3]), _mm512_permutexvar_epi16(order_b, scz)));
+    const __m512i s = k36_scaled(sums, _mm256_cvtepu8_epi16(_mm_and_si128(packed, m4)), order_a, order_b);
     const __m256i m = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(x->bs + 16 * i)), mins);
     const __m128 dd = _mm_mul_ps(_mm_cvtph_ps(_mm_loadu_si32(b + 80)), _mm_set1_ps(x->d[i]));  // d, dmin times x's d
     acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_broadcastss_ps(dd), acc);
@@ -311,27 +328,13 @@ ROWS_ONE(q2_k)
 /// 16-value activation sums come off.
 INLINE __m512 q3_k_row(const uint8_t *row, const moek_act_row *x, size_t blocks) {
   const __m512i order_a = q6k_scale_order(0), order_b = q6k_scale_order(8);
-  const __m512i four = _mm512_set1_epi8(4);
   __m512 acc = _mm512_setzero_ps();
   for (size_t i = 0; i < blocks; i++) {
     const uint8_t *b = row + i * 110;
     const int8_t *xq = x->q + 256 * i;
     for (size_t o = 0; o < 110; o += 64) _mm_prefetch((const char *)(b + ONE_ROW_AHEAD + o), _MM_HINT_T1);
-    const __m512i hm = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)b));
     __m512i sums[4];
-#pragma clang loop unroll(full)
-    for (int h = 0; h < 2; h++) {
-      const __m512i qs = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b + 32 + 32 * h)));
-#pragma clang loop unroll(full)
-      for (int r = 0; r < 2; r++) {
-        // run c = 2 r (low half) or 2 r + 1 (high half) of half h: its third bits are bit 4 h + c of hmask
-        const int c = 4 * h + 2 * r;
-        const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << c)), _mm256_set1_epi8((char)(1 << (c + 1))), 1);
-        const __m512i v = two_bit_runs(qs, r);
-        sums[2 * h + r] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_mask_add_epi8(v, _mm512_test_epi8_mask(hm, bit), v, four),
-                                              _mm512_loadu_si512(xq + 128 * h + 64 * r));
-      }
-    }
+    two_bit_sums(b + 32, b, xq, sums);
     acc = k36_block_sums(acc, sums, q3_k_scales_vec(b), 2, half(b + 108) * x->d[i], x, i, order_a, order_b);
   }
   return acc;
