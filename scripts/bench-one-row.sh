@@ -4,6 +4,7 @@
 # build compiles them. Speed only; `swift test` checks the leaves' results.
 #
 #     scripts/bench-one-row.sh [K] [ROUNDS]      # default: rows of 1024, 11 rounds
+#     FORMATS="q8_0 mxfp4" scripts/bench-one-row.sh    # those formats alone
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src="$here/../Sources/_MoEKernels"

@@ -1,4 +1,4 @@
-// The one-row (decode) block leaves, alone: GB/s of weights through `moek_gemv_rows_q8` against
+// The one-row (decode) block leaves (Q8_0, Q4_0, Q5_0, IQ4_NL, MXFP4, the K-quants, IQ4_XS), alone: GB/s of weights through `moek_gemv_rows_q8` against
 // one quantized activation row, in cache (one and two threads) and from memory (two threads,
 // each pass beside the read probe over the same bytes, as `moe bench` reports decode). Built and
 // run by scripts/bench-one-row.sh. Weights are random bytes with sane f16 scales: the leaves'
@@ -53,10 +53,12 @@ static int by_value(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
-  const char *names[] = {"q8_0", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_xs"};
-  const int types[] = {MOEK_Q8_0, MOEK_Q3_K, MOEK_Q4_K, MOEK_Q5_K, MOEK_Q6_K, MOEK_IQ4_XS};
-  // Offsets of each format's f16 scales in its block (the rest stays random).
-  const int d_at[][2] = {{0, -1}, {108, -1}, {0, 2}, {0, 2}, {208, -1}, {0, -1}};
+  const char *names[] = {"q8_0", "q4_0", "q5_0", "iq4_nl", "mxfp4", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_xs"};
+  const int types[] = {MOEK_Q8_0, MOEK_Q4_0, MOEK_Q5_0, MOEK_IQ4_NL, MOEK_MXFP4, MOEK_Q3_K, MOEK_Q4_K, MOEK_Q5_K, MOEK_Q6_K, MOEK_IQ4_XS};
+  // Offsets of each format's f16 scales in its block (the rest stays random; MXFP4's scale byte
+  // is set below).
+  const int d_at[][2] = {{0, -1}, {0, -1}, {0, -1}, {0, -1}, {-1, -1}, {108, -1}, {0, 2}, {0, 2}, {208, -1}, {0, -1}};
+  const char *only = getenv("FORMATS");  // e.g. FORMATS="q8_0 mxfp4": those alone
   const size_t k = argc > 1 ? (size_t)atol(argv[1]) : 1024;
   const int rounds = argc > 2 ? atoi(argv[2]) : 11;
   const size_t memory_bytes = (size_t)256 << 20;
@@ -67,17 +69,22 @@ int main(int argc, char **argv) {
          memory_bytes >> 20);
   for (size_t f = 0; f < sizeof(types) / sizeof(types[0]); f++) {
     const int dt = types[f], block = moek_q8_block(dt);
-    const size_t bytes = (size_t)moek_block_bytes(dt), per_block = dt == MOEK_Q8_0 ? 32 : 256;
+    if (only && !strstr(only, names[f])) continue;
+    const size_t bytes = (size_t)moek_block_bytes(dt), per_block = (size_t)moek_block_elements(dt);
     if (block == 0 || k % 256) continue;
     const size_t row_bytes = k / per_block * bytes, rows = memory_bytes / row_bytes;
     uint8_t *w = aligned_alloc(64, (rows * row_bytes + 16384 + 63) / 64 * 64);
     for (size_t i = 0; i < rows * row_bytes + 16384; i++) w[i] = (uint8_t)rand();
-    for (size_t b = 0; b < rows * row_bytes / bytes; b++)
+    for (size_t b = 0; b < rows * row_bytes / bytes; b++) {
+      // MXFP4's scale byte near 2^0, as in a real file (random exponents make subnormal and
+      // infinite scales, whose arithmetic is slow on some machines).
+      if (dt == MOEK_MXFP4) w[b * bytes] = (uint8_t)(120 + rand() % 16);
       for (int s = 0; s < 2; s++)
         if (d_at[f][s] >= 0) {
           const uint16_t h = (uint16_t)(0x1c00 + (rand() & 0x3ff));
           memcpy(w + b * bytes + d_at[f][s], &h, 2);
         }
+    }
     void *xq = aligned_alloc(64, (moek_q8_row_bytes(k, block) + 63) / 64 * 64);
     moek_q8_quantize(x, k, block, xq);
     float *y = calloc(rows, sizeof(float));

@@ -29,6 +29,12 @@ int moek_gemv_rows_q8_vnni(const void *W, int dt, size_t ldw, const void *XQ, si
 /// 512-bit registers (kernels_avx512_vnni_one.c): 1 when it handled `dt` (Q2_K-Q6_K, IQ4_XS), else 0.
 int moek_gemv_one_vnni(int dt, const void *W, size_t row_bytes, const void *XQ, float *Y, size_t r0, size_t r1,
                        size_t K);
+/// The 32-value formats' one-row leaf on AVX-512 VNNI (kernels_avx512_vnni_one32.c): rows
+/// [r0, r1) of W (Q8_0, Q4_0, Q5_0, IQ4_NL or MXFP4) against the one quantized activation row
+/// at XQ. Returns 0, computing nothing, for other formats, K not a multiple of 256 or above
+/// 16384, and off x86.
+int moek_gemv_one32_vnni(int dt, const void *W, size_t row_bytes, const void *XQ, float *Y, size_t r0, size_t r1,
+                         size_t K);
 /// Activation rows from which a `dt` product takes the rows-in-lanes leaf (Q3_K, Q4_K, Q5_K,
 /// Q6_K, IQ4_XS; 0 for other formats): its repack of 16 weight rows is shared by them all. Single
 /// thread, weights from memory (as an expert's are; since the leaf prefetches them), K 768, 2048

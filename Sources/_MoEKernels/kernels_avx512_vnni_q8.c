@@ -95,31 +95,6 @@ INLINE void scales_and_mins(const __m256i w[8], const moek_act_row *x, const int
   }
 }
 
-/// The scales of a run's 8 blocks of a 32-value format (f16, or MXFP4's e8m0 bytes as
-/// `moek_e8m0_half` halves them) as one vector. They are inserted into one register: a gather
-/// was slower (the one-row Q4_0 leaf 35 against 43 GMAC/s), and 8 scalar stores read back as a
-/// vector wait for the stores to retire. The first goes into a register of its own
-/// (`fresh_xmm`).
-INLINE __m256 run_scales(const int dt, const uint8_t *run, size_t bytes) {
-  if (dt == MOEK_MXFP4) {  // 2^(e - 128); e < 2 is below the normal range
-    __m128i v = fresh_xmm(run[0]);
-#define INSERT_E(l) v = _mm_insert_epi8(v, run[(l) * bytes], l)
-    INSERT_E(1); INSERT_E(2); INSERT_E(3); INSERT_E(4); INSERT_E(5); INSERT_E(6); INSERT_E(7);
-#undef INSERT_E
-    const __m256i e = _mm256_cvtepu8_epi32(v);
-    const __m256i normal = _mm256_slli_epi32(_mm256_sub_epi32(e, _mm256_set1_epi32(1)), 23);
-    const __m256i tiny = _mm256_sllv_epi32(_mm256_set1_epi32(0x00200000), e);
-    return _mm256_castsi256_ps(_mm256_blendv_epi8(normal, tiny, _mm256_cmpgt_epi32(_mm256_set1_epi32(2), e)));
-  }
-  uint16_t h;
-  memcpy(&h, run, 2);
-  __m128i v = fresh_xmm(h);
-#define INSERT_D(l) (memcpy(&h, run + (l) * bytes, 2), v = _mm_insert_epi16(v, h, l))
-  INSERT_D(1); INSERT_D(2); INSERT_D(3); INSERT_D(4); INSERT_D(5); INSERT_D(6); INSERT_D(7);
-#undef INSERT_D
-  return _mm256_cvtph_ps(v);
-}
-
 /// 32-value formats: each run of 8 blocks unpacked (signed, then + 128), transposed, and its 8
 /// scales gathered (`run_scales`; in cache against 2 rows Q8_0 62 -> 72 GMAC/s, Q4_0 49 -> 53,
 /// against 8 rows 2-3% faster, than through 8 scalar stores); per activation row, lane
@@ -152,90 +127,6 @@ INLINE void rows_32i(int dt, const uint8_t *W, size_t row_bytes, const moek_act_
       }
     }
     for (int m = 0; m < nx; m++) Y[(size_t)m * ldy + r] = hsum(acc[m]);
-  }
-}
-
-/// Longest row the one-row leaf below rearranges on the stack (its activation and offsets take
-/// 1.5 bytes a value); longer rows take `rows_32i`.
-enum { PAIRS_MAX_K = 16384 };
-
-/// The 32-value formats against one activation row (decode), in pairs of blocks: `rows_32i`
-/// transposes every 8 blocks of weights (24 shuffles) so that a lane is a block, which one row
-/// cannot amortise. Here a register holds two blocks in their stored order, values 0..15 of
-/// each in its low and high 128-bit halves and 16..31 in a second register: the nibble formats
-/// split their 16 bytes of two blocks with one AND and one shift, and the activation is
-/// rearranged to match once per call. Lanes 0..3 of the sums are the first block, 4..7 the
-/// second; the weights enter unsigned (plus `off`: 128 for Q8_0 and the code books, 8 for Q4_0,
-/// 16 for Q5_0), and each pair's sum starts from -off times its activations' sum. In-cache
-/// harness, one thread, 2048-wide rows, best of 8 alternating runs, against `rows_32i`: Q8_0
-/// 36.7 -> 41.6 GMAC/s (from memory 21 -> 25), Q4_0 26.5 -> 44.2, Q5_0 21.3 -> 29.4, IQ4_NL
-/// 26.3 -> 39.8, MXFP4 28.2 -> 37.3.
-INLINE void rows_32p(const int dt, const uint8_t *W, size_t row_bytes, const moek_act_row *x, float *Y, size_t r0, size_t r1,
-                     size_t K) {
-  // Into L1 as far ahead in time as `rows_32i` looks: two threads streaming Q8_0 from memory
-  // read 15-16 GMAC/s each 8 KB ahead into L2 (as the K-quant one-row leaves fetch), against
-  // 16-24 this way.
-  const size_t pairs = K / 64, bytes = (size_t)moek_block_bytes(dt), ahead = AHEAD * bytes / 18;
-  __attribute__((aligned(64))) int8_t xp[PAIRS_MAX_K];
-  __attribute__((aligned(64))) int32_t corr[PAIRS_MAX_K / 64 * 8];
-  const int shift = dt == MOEK_Q4_0 ? 3 : dt == MOEK_Q5_0 ? 4 : 7;  // log2 of off
-  const __m256i ones = _mm256_set1_epi8(1);
-  for (size_t p = 0; p < pairs; p++) {
-    const __m256i a = _mm256_loadu_si256((const __m256i *)(x->q + 64 * p));
-    const __m256i b = _mm256_loadu_si256((const __m256i *)(x->q + 64 * p + 32));
-    const __m256i lo = _mm256_permute2x128_si256(a, b, 0x20), hi = _mm256_permute2x128_si256(a, b, 0x31);
-    _mm256_store_si256((__m256i *)(xp + 64 * p), lo);
-    _mm256_store_si256((__m256i *)(xp + 64 * p + 32), hi);
-    const __m256i sum = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, lo), ones, hi);
-    _mm256_store_si256((__m256i *)(corr + 8 * p), _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sum, shift)));
-  }
-  const int8_t *table = dt == MOEK_MXFP4 ? moek_kvalues_mxfp4 : moek_kvalues_iq4nl;
-  const __m256i lut = _mm256_xor_si256(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)table)),
-                                       _mm256_set1_epi8((char)0x80));  // the code book plus 128
-  const __m256i m4 = _mm256_set1_epi8(0xF), bias = _mm256_set1_epi8((char)0x80), sixteen = _mm256_set1_epi8(16);
-  const __m256i spread[4] = {_mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1), _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3),
-                             _mm256_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5), _mm256_setr_epi32(6, 6, 6, 6, 7, 7, 7, 7)};
-  for (size_t r = r0; r < r1; r++) {
-    const uint8_t *row = W + r * row_bytes;
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (size_t g = 0; g < pairs / 4; g++) {  // runs of 8 blocks
-      const uint8_t *run = row + g * 8 * bytes;
-      for (size_t o = 0; o < 8 * bytes; o += 64) _mm_prefetch((const char *)(run + ahead + o), _MM_HINT_T0);
-      const __m256 dwv = run_scales(dt, run, bytes);
-      const __m256 sv = _mm256_mul_ps(dwv, _mm256_loadu_ps(x->d + 8 * g));
-#pragma clang loop unroll(full)
-      for (int q = 0; q < 4; q++) {
-        const uint8_t *b0 = run + 2 * q * bytes, *b1 = b0 + bytes;
-        const size_t p = 4 * g + q;
-        __m256i lo, hi;
-        if (dt == MOEK_Q8_0) {
-          const __m256i w0 = _mm256_loadu_si256((const __m256i *)(b0 + 2)), w1 = _mm256_loadu_si256((const __m256i *)(b1 + 2));
-          lo = _mm256_xor_si256(_mm256_permute2x128_si256(w0, w1, 0x20), bias);
-          hi = _mm256_xor_si256(_mm256_permute2x128_si256(w0, w1, 0x31), bias);
-        } else {
-          const size_t qs = dt == MOEK_Q5_0 ? 6 : dt == MOEK_MXFP4 ? 1 : 2;
-          const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(b0 + qs))),
-                                                    _mm_loadu_si128((const __m128i *)(b1 + qs)), 1);
-          lo = _mm256_and_si256(v, m4);
-          hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-          if (dt == MOEK_IQ4_NL || dt == MOEK_MXFP4) {
-            lo = _mm256_shuffle_epi8(lut, lo);
-            hi = _mm256_shuffle_epi8(lut, hi);
-          } else if (dt == MOEK_Q5_0) {  // the fifth bits: values 0..15 from bits 0..15 of each block's qh
-            uint32_t h0, h1;
-            memcpy(&h0, b0 + 2, 4);
-            memcpy(&h1, b1 + 2, 4);
-            lo = _mm256_mask_add_epi8(lo, (__mmask32)((h0 & 0xFFFF) | (h1 << 16)), lo, sixteen);
-            hi = _mm256_mask_add_epi8(hi, (__mmask32)((h0 >> 16) | (h1 & 0xFFFF0000u)), hi, sixteen);
-          }
-        }
-        __m256i sum = _mm256_dpbusd_epi32(_mm256_load_si256((const __m256i *)(corr + 8 * p)), lo,
-                                          _mm256_load_si256((const __m256i *)(xp + 64 * p)));
-        sum = _mm256_dpbusd_epi32(sum, hi, _mm256_load_si256((const __m256i *)(xp + 64 * p + 32)));
-        acc[q & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_permutevar8x32_ps(sv, spread[q]), acc[q & 1]);
-      }
-    }
-    Y[r] = hsum(_mm256_add_ps(acc[0], acc[1]));
   }
 }
 
@@ -450,17 +341,7 @@ int moek_gemv_rows_q8_vnni(const void *W, int dt, size_t ldw, const void *XQ, si
     if (r0 == r1) return 1;
   }
   if (nx == 1 && block == 256 && moek_gemv_one_vnni(dt, W, row_bytes, XQ, Y, r0, r1, K)) return 1;
-  if (nx == 1 && block == 32 && K <= PAIRS_MAX_K) {
-    const moek_act_row x = moek_act_row_at(XQ, ldxq, 0, K, block);
-    switch (dt) {  // each format its own copy, the format's branches resolved
-      case MOEK_Q8_0: rows_32p(MOEK_Q8_0, w, row_bytes, &x, Y, r0, r1, K); break;
-      case MOEK_Q4_0: rows_32p(MOEK_Q4_0, w, row_bytes, &x, Y, r0, r1, K); break;
-      case MOEK_Q5_0: rows_32p(MOEK_Q5_0, w, row_bytes, &x, Y, r0, r1, K); break;
-      case MOEK_IQ4_NL: rows_32p(MOEK_IQ4_NL, w, row_bytes, &x, Y, r0, r1, K); break;
-      default: rows_32p(MOEK_MXFP4, w, row_bytes, &x, Y, r0, r1, K); break;
-    }
-    return 1;
-  }
+  if (nx == 1 && block == 32 && moek_gemv_one32_vnni(dt, W, row_bytes, XQ, Y, r0, r1, K)) return 1;
   for (int m0 = 0; m0 < nx; m0 += GROUP) {
     const int mn = nx - m0 < GROUP ? nx - m0 : GROUP;
     moek_act_row x[GROUP];
