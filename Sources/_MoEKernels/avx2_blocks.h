@@ -116,6 +116,13 @@ INLINE void q6_k_quants(const uint8_t *ql, const uint8_t *qh, __m256i q[4]) {
                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m2), 4));
 }
 
+/// Weight bytes fetched ahead of the block being unpacked: a row's blocks are contiguous and a
+/// run of rows too, so this is one stream per thread; from memory (decode), a block's distance
+/// is too short to hide the latency. For 4.5 bits a value (Q4_K); the 32-value formats scale it
+/// by their block's bytes (`rows_32i`, `rows_q32`), so the distance stays about the same time ahead: Q8_0
+/// at 4 KB read 14.8-16.8 GMAC/s from memory on one thread, at 8 KB 18.9-20.6.
+enum { AHEAD = 4096 };
+
 /// The scales of a run's 8 blocks of a 32-value format (f16, or MXFP4's e8m0 bytes as
 /// `moek_e8m0_half` halves them) as one vector. They are inserted into one register: a gather
 /// was slower (the one-row Q4_0 leaf 35 against 43 GMAC/s), and 8 scalar stores read back as a

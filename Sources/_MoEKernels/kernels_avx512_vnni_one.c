@@ -246,6 +246,17 @@ INLINE void two_bit_sums(const uint8_t *qs, const uint8_t *hmask, const int8_t *
   }
 }
 
+/// Block i of a Q2_K or Q3_K row (`bytes` a block, its two-bit planes at `qs`, with `third` the
+/// hmask at its start): fetched ahead, and its integer sums against x (`two_bit_sums`).
+/// Returns the block's first byte.
+INLINE const uint8_t *two_bit_block(const uint8_t *row, size_t i, size_t bytes, size_t qs, int third, const moek_act_row *x,
+                                    __m512i sums[4]) {
+  const uint8_t *b = row + i * bytes;
+  for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)(b + ONE_ROW_AHEAD + o), _MM_HINT_T1);
+  two_bit_sums(b + qs, third ? b : NULL, x->q + 256 * i, sums);
+  return b;
+}
+
 /// The 16 partial sums of Q2_K row `row` against the activation row x in its natural order, as
 /// the Q3_K row takes it without the third bits (`two_bit_sums`): each 128-bit quarter of a 64-value register is
 /// one 16-value sub-block, the sums (4 products of at most 3 x 127) pack to int16 in Q6_K's
@@ -256,11 +267,8 @@ INLINE __m512 q2_k_row(const uint8_t *row, const moek_act_row *x, size_t blocks)
   const __m128i m4 = _mm_set1_epi8(0xF);
   __m512 acc = _mm512_setzero_ps();
   for (size_t i = 0; i < blocks; i++) {
-    const uint8_t *b = row + i * 84;
-    const int8_t *xq = x->q + 256 * i;
-    for (size_t o = 0; o < 84; o += 64) _mm_prefetch((const char *)(b + ONE_ROW_AHEAD + o), _MM_HINT_T1);
     __m512i sums[4];
-    two_bit_sums(b + 16, NULL, xq, sums);
+    const uint8_t *b = two_bit_block(row, i, 84, 16, 0, x, sums);
     const __m128i packed = _mm_loadu_si128((const __m128i *)b);
     const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), m4));
     const __m512i s = k36_scaled(sums, _mm256_cvtepu8_epi16(_mm_and_si128(packed, m4)), order_a, order_b);
@@ -285,11 +293,8 @@ INLINE __m512 q3_k_row(const uint8_t *row, const moek_act_row *x, size_t blocks)
   const __m512i order_a = q6k_scale_order(0), order_b = q6k_scale_order(8);
   __m512 acc = _mm512_setzero_ps();
   for (size_t i = 0; i < blocks; i++) {
-    const uint8_t *b = row + i * 110;
-    const int8_t *xq = x->q + 256 * i;
-    for (size_t o = 0; o < 110; o += 64) _mm_prefetch((const char *)(b + ONE_ROW_AHEAD + o), _MM_HINT_T1);
     __m512i sums[4];
-    two_bit_sums(b + 32, b, xq, sums);
+    const uint8_t *b = two_bit_block(row, i, 110, 32, 1, x, sums);
     acc = k36_block_sums(acc, sums, q3_k_scales_vec(b), 2, half(b + 108) * x->d[i], x, i, order_a, order_b);
   }
   return acc;

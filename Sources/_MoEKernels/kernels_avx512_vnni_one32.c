@@ -19,14 +19,9 @@
 
 #pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,bmi2"))), apply_to = function)
 
-#include "avx2_blocks.h"     // run_scales
+#include "avx2_blocks.h"     // run_scales, AHEAD
 #include "one_row_reduce.h"  // REDUCE_ROWS
 
-/// Bytes ahead of the run being read that the leaf fetches into L1, for 18-byte blocks (32
-/// values at 4.5 bits); a bigger block looks as far ahead in time. The 256-bit leaf's distance:
-/// two threads streaming Q8_0 from memory read 16-24 GMAC/s each this way, against 15-16 when
-/// fetched 8 KB ahead into L2 as the K-quant one-row leaves do.
-enum { AHEAD32 = 4096 };
 
 /// Longest row the leaf rearranges on the stack (its activation and offsets take 1.5 bytes a
 /// value, 24 KB at most, within the pool's 1 MiB worker stacks).
@@ -98,7 +93,8 @@ INLINE __m512 q32_row(const int dt, const uint8_t *row, const int8_t *xp, const 
 /// `q32_row` a row.
 INLINE void rows_q32(const int dt, const uint8_t *W, size_t row_bytes, const moek_act_row *x, float *Y, size_t r0,
                      size_t r1, size_t K) {
-  const size_t quads = K / 128, bytes = (size_t)moek_block_bytes(dt), ahead = AHEAD32 * bytes / 18;
+  // Fetched into L1 as far ahead in time as `rows_32i` looks.
+  const size_t quads = K / 128, bytes = (size_t)moek_block_bytes(dt), ahead = AHEAD * bytes / 18;
   __attribute__((aligned(64))) int8_t xp[QUADS_MAX_K];
   __attribute__((aligned(64))) int32_t corr[QUADS_MAX_K / 128 * 16];
   const int shift = dt == MOEK_Q4_0 ? 3 : dt == MOEK_Q5_0 ? 4 : 7;  // log2 of off: 8, 16, or 128

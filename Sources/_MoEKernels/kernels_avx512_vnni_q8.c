@@ -35,12 +35,6 @@
 
 enum { GROUP = 8 };  // activation rows per unpacked weight run
 
-/// Weight bytes fetched ahead of the block being unpacked: a row's blocks are contiguous and a
-/// run of rows too, so this is one stream per thread; from memory (decode), a block's distance
-/// is too short to hide the latency. For 4.5 bits a value (Q4_K); the 32-value formats scale it
-/// by their block's bytes (`rows_32i`), so the distance stays about the same time ahead: Q8_0
-/// at 4 KB read 14.8-16.8 GMAC/s from memory on one thread, at 8 KB 18.9-20.6.
-enum { AHEAD = 4096 };
 
 void moek_q8_interleave_avx512(const int8_t *q, int8_t *qi, size_t K, int block) {
   for (size_t g = 0; g + 256 <= K; g += 256) {
