@@ -5,6 +5,7 @@
 #
 #     scripts/bench-one-row.sh [K] [ROUNDS]      # default: rows of 1024, 11 rounds
 #     FORMATS="q8_0 mxfp4" scripts/bench-one-row.sh    # those formats alone
+#     MAPPED=/tmp/w.bin scripts/bench-one-row.sh       # weights written to that file and mapped, as a GGUF
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src="$here/../Sources/_MoEKernels"
