@@ -55,6 +55,16 @@ INLINE __mmask64 q5_0_fifth_bits(const uint8_t *b, size_t bytes, int high) {
   return (__mmask64)m;
 }
 
+/// A run's 8 block scales times the activation's (the low 8 lanes of the result), for the row
+/// loops below; adds the run's offset shares (`cx`, `block_offsets`) times the scales to
+/// `offsets`.
+INLINE __m512 run_step(const int dt, const uint8_t *run, size_t bytes, const float *cx, const float *xd,
+                       __m256 *offsets) {
+  const __m256 dw = run_scales(dt, run, bytes);
+  *offsets = _mm256_fmadd_ps(dw, _mm256_loadu_ps(cx), *offsets);
+  return _mm512_castps256_ps512(_mm256_mul_ps(dw, _mm256_loadu_ps(xd)));
+}
+
 /// A nibble format's 16 partial sums of one weight row: quarter j of quad p's lanes is block
 /// 4 p + j, times its scale and the activation's. `xp` is the activation rearranged to the
 /// register order, `cx` each block's offset share (`block_offsets`).
@@ -68,9 +78,7 @@ INLINE __m512 q32_row(const int dt, const uint8_t *row, const int8_t *xp, const 
   for (size_t g = 0; g < runs; g++) {  // runs of 8 blocks: two quads
     const uint8_t *run = row + g * 8 * bytes;
     for (size_t o = 0; o < 8 * bytes; o += 64) _mm_prefetch((const char *)(run + ahead + o), _MM_HINT_T0);
-    const __m256 dw = run_scales(dt, run, bytes);
-    offsets = _mm256_fmadd_ps(dw, _mm256_loadu_ps(cx + 8 * g), offsets);
-    const __m512 sv = _mm512_castps256_ps512(_mm256_mul_ps(dw, _mm256_loadu_ps(xd + 8 * g)));
+    const __m512 sv = run_step(dt, run, bytes, cx + 8 * g, xd + 8 * g, &offsets);
 #pragma clang loop unroll(full)
     for (int q = 0; q < 2; q++) {
       const uint8_t *b = run + 4 * (size_t)q * bytes;
@@ -108,9 +116,7 @@ INLINE __m512 q8_0_row(const uint8_t *row, const int8_t *xq, const float *cx, co
   __m256 offsets = _mm256_setzero_ps();
   for (size_t g = 0; g < runs; g++) {  // runs of 8 blocks: four pairs
     const uint8_t *run = row + g * 8 * 34;
-    const __m256 dw = run_scales(MOEK_Q8_0, run, 34);
-    offsets = _mm256_fmadd_ps(dw, _mm256_loadu_ps(cx + 8 * g), offsets);
-    const __m512 sv = _mm512_castps256_ps512(_mm256_mul_ps(dw, _mm256_loadu_ps(xd + 8 * g)));
+    const __m512 sv = run_step(MOEK_Q8_0, run, 34, cx + 8 * g, xd + 8 * g, &offsets);
 #pragma clang loop unroll(full)
     for (int k = 0; k < 4; k++) {
       const uint8_t *b = run + 2 * (size_t)k * 34;
