@@ -55,6 +55,12 @@ INLINE __mmask64 q5_0_fifth_bits(const uint8_t *b, size_t bytes, int high) {
   return (__mmask64)m;
 }
 
+/// A block's bytes in format dt, as a constant once dt is (`moek_block_bytes` is a call, which
+/// left each run's prefetch a loop of its own).
+INLINE size_t q32_bytes(const int dt) {
+  return dt == MOEK_Q8_0 ? 34 : dt == MOEK_Q5_0 ? 22 : dt == MOEK_MXFP4 ? 17 : 18;
+}
+
 /// A run's 8 block scales times the activation's (the low 8 lanes of the result), for the row
 /// loops below; adds the run's offset shares (`cx`, `block_offsets`) times the scales to
 /// `offsets`.
@@ -146,7 +152,7 @@ INLINE void block_offsets(const moek_act_row *x, size_t K, float off, float *cx)
 INLINE void rows_q32(const int dt, const uint8_t *W, size_t row_bytes, const moek_act_row *x, float *Y, size_t r0,
                      size_t r1, size_t K) {
   // The nibble formats' weights are fetched into L1 as far ahead in time as `rows_32i` looks.
-  const size_t bytes = (size_t)moek_block_bytes(dt), ahead = AHEAD * bytes / 18, runs = K / 256;
+  const size_t bytes = q32_bytes(dt), ahead = AHEAD * bytes / 18, runs = K / 256;
   __attribute__((aligned(64))) float cx[QUADS_MAX_K / 32 + 16];
   // The offset lifts the weights to unsigned bytes: Q4_0's and Q5_0's by their zero point;
   // MXFP4's code book (-12..12) by 16, not 128, so its offset share stays near its sums' size
