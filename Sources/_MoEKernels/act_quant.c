@@ -74,6 +74,23 @@ int moek_q8_vnni(void) {
 #endif
 }
 
+static volatile int vbmi_allowed = 1;
+
+int moek_allow_vbmi(int on) {
+  vbmi_allowed = on != 0;
+  return moek_q8_vbmi();
+}
+
+int moek_q8_vbmi(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  static volatile int has = -1;  // a benign race, as in moek_q8_vnni
+  if (has < 0) has = __builtin_cpu_supports("avx512vbmi");
+  return has && vbmi_allowed && moek_q8_vnni();
+#else
+  return 0;
+#endif
+}
+
 int moek_q8_interleaved(int dt, size_t K) {
   if (!moek_q8_vnni() || K % 256 != 0) return 0;
   switch (dt) {

@@ -35,6 +35,10 @@ int moek_gemv_one_vnni(int dt, const void *W, size_t row_bytes, const void *XQ, 
 /// 16384, and off x86.
 int moek_gemv_one32_vnni(int dt, const void *W, size_t row_bytes, const void *XQ, float *Y, size_t r0, size_t r1,
                          size_t K);
+/// `moek_gemv_one32_vnni` built with AVX-512 VBMI (kernels_avx512_vbmi_one32.c), the same
+/// results bit for bit; call it only where `moek_q8_vbmi()`.
+int moek_gemv_one32_vbmi(int dt, const void *W, size_t row_bytes, const void *XQ, float *Y, size_t r0, size_t r1,
+                         size_t K);
 /// Activation rows from which a `dt` product takes the rows-in-lanes leaf (Q3_K, Q4_K, Q5_K,
 /// Q6_K, IQ4_XS; 0 for other formats): its repack of 16 weight rows is shared by them all. Single
 /// thread, weights from memory (as an expert's are; since the leaf prefetches them), K 768, 2048
@@ -59,6 +63,9 @@ size_t moek_lanes_vnni(int dt, const void *W, size_t row_bytes, const void *XQ, 
 void moek_q8_interleave_avx512(const int8_t *q, int8_t *qi, size_t K, int block);
 /// Whether this machine runs the VNNI leaves (AVX-512 with VNNI, and the AVX-512 path chosen).
 int moek_q8_vnni(void);
+/// Whether the VNNI leaves take their VBMI builds (`moek_q8_vnni()`, the CPU has AVX-512 VBMI,
+/// and `moek_allow_vbmi` has not forbidden them).
+int moek_q8_vbmi(void);
 /// Byte offsets of a quantized activation row's interleaved values, scales and 16-value sums
 /// (act_quant.c's layout: 64-byte aligned pieces).
 static inline size_t moek_q8_interleaved_offset(size_t K) { return (K + 63) & ~(size_t)63; }
