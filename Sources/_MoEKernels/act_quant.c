@@ -84,7 +84,7 @@ int moek_allow_vbmi(int on) {
 int moek_q8_vbmi(void) {
 #if defined(__x86_64__) || defined(__i386__)
   static volatile int has = -1;  // a benign race, as in moek_q8_vnni
-  if (has < 0) has = __builtin_cpu_supports("avx512vbmi");
+  if (has < 0) has = __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("gfni");
   return has && vbmi_allowed && moek_q8_vnni();
 #else
   return 0;

@@ -29,13 +29,17 @@ int moek_gemv_rows_q8_vnni(const void *W, int dt, size_t ldw, const void *XQ, si
 /// 512-bit registers (kernels_avx512_vnni_one.c): 1 when it handled `dt` (Q2_K-Q6_K, IQ4_XS), else 0.
 int moek_gemv_one_vnni(int dt, const void *W, size_t row_bytes, const void *XQ, float *Y, size_t r0, size_t r1,
                        size_t K);
+/// `moek_gemv_one_vnni` built with VBMI and GFNI (kernels_avx512_vbmi_one.c), the same results
+/// bit for bit; call it only where `moek_q8_vbmi()`.
+int moek_gemv_one_vbmi(int dt, const void *W, size_t row_bytes, const void *XQ, float *Y, size_t r0, size_t r1,
+                       size_t K);
 /// The 32-value formats' one-row leaf on AVX-512 VNNI (kernels_avx512_vnni_one32.c): rows
 /// [r0, r1) of W (Q8_0, Q4_0, Q5_0, IQ4_NL or MXFP4) against the one quantized activation row
 /// at XQ. Returns 0, computing nothing, for other formats, K not a multiple of 256 or above
 /// 16384, and off x86.
 int moek_gemv_one32_vnni(int dt, const void *W, size_t row_bytes, const void *XQ, float *Y, size_t r0, size_t r1,
                          size_t K);
-/// `moek_gemv_one32_vnni` built with AVX-512 VBMI (kernels_avx512_vbmi_one32.c), the same
+/// `moek_gemv_one32_vnni` built with AVX-512 VBMI and GFNI (kernels_avx512_vbmi_one32.c), the same
 /// results bit for bit; call it only where `moek_q8_vbmi()`.
 int moek_gemv_one32_vbmi(int dt, const void *W, size_t row_bytes, const void *XQ, float *Y, size_t r0, size_t r1,
                          size_t K);
@@ -63,8 +67,9 @@ size_t moek_lanes_vnni(int dt, const void *W, size_t row_bytes, const void *XQ, 
 void moek_q8_interleave_avx512(const int8_t *q, int8_t *qi, size_t K, int block);
 /// Whether this machine runs the VNNI leaves (AVX-512 with VNNI, and the AVX-512 path chosen).
 int moek_q8_vnni(void);
-/// Whether the VNNI leaves take their VBMI builds (`moek_q8_vnni()`, the CPU has AVX-512 VBMI,
-/// and `moek_allow_vbmi` has not forbidden them).
+/// Whether the one-row VNNI leaves take their VBMI builds (`moek_q8_vnni()`, the CPU has AVX-512
+/// VBMI and GFNI, as every Ice Lake and later and Zen 4 and later has, and `moek_allow_vbmi` has
+/// not forbidden them).
 int moek_q8_vbmi(void);
 /// Byte offsets of a quantized activation row's interleaved values, scales and 16-value sums
 /// (act_quant.c's layout: 64-byte aligned pieces).

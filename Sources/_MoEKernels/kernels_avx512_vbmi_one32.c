@@ -1,7 +1,8 @@
 // The 32-value formats' one-row leaf (one32_leaf.inc; kernels_avx512_vnni_one32.c describes it)
-// built for AVX-512 VNNI machines that also have VBMI (Ice Lake and later, Zen 4 and later):
-// the code-book formats (MXFP4, IQ4_NL) look their nibbles up with a byte permute that needs no
-// mask (`code_book_nibbles`). Results are bit for bit the VNNI build's.
+// built for AVX-512 VNNI machines that also have VBMI and GFNI (Ice Lake and later, Zen 4 and
+// later; `moek_q8_vbmi`): the code-book formats (MXFP4, IQ4_NL) look their nibbles up with a
+// byte permute that needs no mask (`code_book_nibbles`). Results are bit for bit the VNNI
+// build's.
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #include "internal.h"

@@ -25,7 +25,8 @@ public func forEachISA(_ body: (String) throws -> Void) rethrows {
     }
 }
 
-/// Allows (the default) or forbids the VBMI builds of the VNNI leaves, so that tests reach the
-/// builds that VNNI machines without VBMI run. Returns whether the VBMI builds run.
+/// Allows (the default) or forbids the VBMI builds of the one-row VNNI leaves (for machines with
+/// VBMI and GFNI), so that tests reach the builds that VNNI machines without them run. Returns
+/// whether the VBMI builds run.
 @discardableResult
 public func allowVBMI(_ on: Bool) -> Bool { moek_allow_vbmi(on ? 1 : 0) != 0 }

@@ -160,8 +160,9 @@ int moek_force_isa(int isa);
 /// Allows (1, the default) or forbids (0) the AVX-512 VNNI integer leaves, so that tests and
 /// benchmarks reach the AVX-512 leaves that machines without VNNI run. Returns whether they run.
 int moek_allow_vnni(int on);
-/// Allows (1, the default) or forbids (0) the VBMI builds of the VNNI leaves, so that tests reach
-/// the builds that VNNI machines without VBMI run. Returns whether they run.
+/// Allows (1, the default) or forbids (0) the VBMI builds of the one-row VNNI leaves (for
+/// machines with AVX-512 VBMI and GFNI), so that tests reach the builds that VNNI machines
+/// without them run. Returns whether they run.
 int moek_allow_vbmi(int on);
 /// "scalar", "avx2", "avx512" or "neon".
 const char *moek_isa_name(int isa);
