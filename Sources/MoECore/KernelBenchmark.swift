@@ -286,6 +286,26 @@ public enum KernelBenchmark {
     }
 }
 
+/// The read probe kept ready through a run, for samples of the read bandwidth between a
+/// benchmark's timed parts. This VM's memory holds one rate for seconds at a time (44-56 GB/s in
+/// one stretch, 30-35 in the next), so one probe after a run can fall in another stretch than
+/// the run; samples after every repetition bracket the timed ones. Its buffer (256 MiB) stays
+/// resident while the sampler lives: a caller reporting peak RSS takes `bytes` off.
+public final class ReadBandwidthSampler {
+    private let probe: ReadProbe
+    /// Bytes of the resident buffer, which one pass reads.
+    public var bytes: Int { probe.bytes }
+
+    public init(bytes: Int = 256 << 20, pool: ThreadPool) {
+        probe = ReadProbe(floats: bytes / 4, pool: pool)
+    }
+
+    /// GB/s of the median of `passes` passes (3: about 25 ms at 30 GB/s).
+    public func sample(passes: Int = 3) -> Double {
+        Double(probe.bytes) / KernelBenchmark.median((0..<max(1, passes)).map { _ in probe.passSeconds() }) / 1e9
+    }
+}
+
 /// A buffer far larger than the caches, split between the pool's threads; each pass has every
 /// thread sum its share with the read-probe leaf.
 final class ReadProbe {

@@ -32,6 +32,11 @@ public enum ModelBenchmark {
         public var decodeGbs: Double
         public var readBandwidthGbs: Double
         public var decodeFractionOfBandwidth: Double
+        /// The read bandwidth sampled after every repetition (the median; `ReadBandwidthSampler`),
+        /// so that the ceiling comes from the same seconds as the timed decode, and decode's
+        /// fraction of it. Nil under an expert cache, whose decode reads the disk too.
+        public var readBandwidthSampledGbs: Double?
+        public var decodeFractionOfSampledBandwidth: Double?
         public var prefillGflops: Double
         public var fmaPeakGflops: Double
         public var prefillFractionOfFmaPeak: Double
@@ -133,6 +138,11 @@ public enum ModelBenchmark {
             }
         }
         var prefill: [Double] = [], decode: [Double] = []
+        // Peak RSS before the sampler's buffer, which stays resident through the run and is taken
+        // off the peak after it.
+        let rssBeforeSampler = peakRSSBytes()
+        let sampler = model.expertCache == nil ? ReadBandwidthSampler(pool: model.pool) : nil
+        var sampled: [Double] = []
         var cacheStats = ExpertCache.Statistics()
         var kvCacheBytes = 0
         for rep in 0...max(1, reps) {
@@ -150,6 +160,7 @@ public enum ModelBenchmark {
                 logits = try model.forward([next], cache: &cache, lastOnly: true, options: options)
             }
             let t2 = DispatchTime.now().uptimeNanoseconds
+            if let sampler { sampled.append(sampler.sample()) }  // after the warm-up too: before the first timed rep
             if rep == 0 { continue }  // warm-up
             if let c = model.expertCache?.statistics {
                 cacheStats.hits += c.hits
@@ -169,7 +180,8 @@ public enum ModelBenchmark {
         // The peak RSS is the run's, read before the probe maps weights a run may never touch (on
         // the 178 MB OLMoE-shaped Q4_K_M file it added 9 MB, experts no token chose); the probe
         // then runs right after the timed decode, in the same minute of the machine's memory.
-        let peakRSS = peakRSSBytes()
+        let peakRSS = max(rssBeforeSampler, peakRSSBytes() - (sampler?.bytes ?? 0))
+        let sampledBandwidth = sampled.isEmpty ? nil : KernelBenchmark.median(sampled)
         let bandwidths = (0..<(probedBytes > 0 ? 3 : 0)).map { _ in
             Double(probedBytes) / KernelBenchmark.readProbeSeconds(probed, pool: model.pool) / 1e9
         }
@@ -193,7 +205,9 @@ public enum ModelBenchmark {
                       decodeTokensPerS: decodeRate, peakRssBytes: peakRSS,
                       decodeBytesPerToken: decodeBytes, decodeCacheBytesPerToken: cacheBytes, kvCacheBytes: kvCacheBytes,
                       decodeGbs: decodeGbs, readBandwidthGbs: bandwidth,
-                      decodeFractionOfBandwidth: decodeGbs / bandwidth, prefillGflops: prefillGflops, fmaPeakGflops: peak,
+                      decodeFractionOfBandwidth: decodeGbs / bandwidth,
+                      readBandwidthSampledGbs: sampledBandwidth, decodeFractionOfSampledBandwidth: sampledBandwidth.map { decodeGbs / $0 },
+                      prefillGflops: prefillGflops, fmaPeakGflops: peak,
                       prefillFractionOfFmaPeak: prefillGflops / peak, expertsPerToken: expertsPerToken,
                       batch: nil, batchDecodeTokensPerS: nil,
                       expertCache: model.expertCache.map { cache in
