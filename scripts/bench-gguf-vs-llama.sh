@@ -24,6 +24,9 @@ llama=$(realpath -m "${2:-.llama.cpp}")
 shapes=${3:-"olmoe qwen3moe mixtral"}
 types=${TYPES:-"bf16 Q8_0 Q5_K_M Q4_K_M IQ4_XS Q3_K_M"}
 gen=${GEN:-128}
+# MoEKit's KV cache element type (environment KV, default f16 since the twenty-first session, as
+# llama-bench's default cache; f32 before, which read twice the cache's bytes a token).
+kv=${KV:-f16}
 work=${TMPDIR:-/tmp}/moekit-gguf-bench
 moe=.build/release/moe
 mkdir -p "$work"
@@ -72,9 +75,9 @@ for r in $(seq "$rounds"); do
       # bf16 for vdpbf16ps, as llama.cpp computes bf16 weights) and --precision exact (f32
       # activations, the default for a checkpoint folder).
       for precision in auto $([ "$t" = bf16 ] && echo exact); do
-        "$moe" bench --model "$f" --prompt-tokens 128 --gen-tokens "$gen" --threads 2 --precision "$precision" | python3 -c "
+        "$moe" bench --model "$f" --prompt-tokens 128 --gen-tokens "$gen" --threads 2 --precision "$precision" --kv-cache "$kv" | python3 -c "
 import json, os, sys; d = json.load(sys.stdin)
-print(f'round $r $s $t moekit ($precision: {d[\"precision\"]}) prefill {d[\"prefill_tokens_per_s\"]:7.1f} decode {d[\"decode_tokens_per_s\"]:6.1f} tok/s'
+print(f'round $r $s $t moekit ($precision: {d[\"precision\"]}, kv $kv) prefill {d[\"prefill_tokens_per_s\"]:7.1f} decode {d[\"decode_tokens_per_s\"]:6.1f} tok/s'
       f' ({d[\"decode_fraction_of_bandwidth\"]:.2f} of {d[\"read_bandwidth_gbs\"]:.1f} GB/s,'
       f' {d[\"decode_fraction_of_sampled_bandwidth\"]:.2f} of {d[\"read_bandwidth_sampled_gbs\"]:.1f} sampled through the run, RSS {d[\"peak_rss_bytes\"] / os.path.getsize(\"$f\"):.2f}x the file,'
       f' {d[\"peak_rss_bytes\"] / (os.path.getsize(\"$f\") + d[\"kv_cache_bytes\"]):.2f}x file and KV cache)')"
