@@ -198,9 +198,7 @@ public enum KernelBenchmark {
     /// Read bandwidth in GB/s: the median of `reps` passes of the read probe over a buffer far
     /// larger than the caches (1 GiB; 64 MiB when `quick`).
     public static func measureReadBandwidth(pool: ThreadPool = .shared, quick: Bool = false) -> Double {
-        let probe = ReadProbe(floats: quick ? (16 << 20) : (256 << 20), pool: pool)
-        let seconds = median((0..<(quick ? 3 : 10)).map { _ in probe.passSeconds() })
-        return Double(probe.bytes) / seconds / 1e9
+        ReadBandwidthSampler(bytes: quick ? (64 << 20) : (1 << 30), pool: pool).sample(passes: quick ? 3 : 10)
     }
 
     /// FMA peak in GFLOP/s: the median of several passes of the FMA probe.

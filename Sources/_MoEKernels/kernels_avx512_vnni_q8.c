@@ -334,12 +334,11 @@ int moek_gemv_rows_q8_vnni(const void *W, int dt, size_t ldw, const void *XQ, si
     r0 = moek_lanes_vnni(dt, W, row_bytes, XQ, ldxq, nx, Y, ldy, r0, r1, K);
     if (r0 == r1) return 1;
   }
-  if (nx == 1 && block == 256 &&
-      (moek_q8_vbmi() ? moek_gemv_one_vbmi : moek_gemv_one_vnni)(dt, W, row_bytes, XQ, Y, r0, r1, K))
-    return 1;
-  if (nx == 1 && block == 32 &&
-      (moek_q8_vbmi() ? moek_gemv_one32_vbmi : moek_gemv_one32_vnni)(dt, W, row_bytes, XQ, Y, r0, r1, K))
-    return 1;
+  if (nx == 1) {  // one activation row: the one-row leaves, in their VBMI builds where the CPU has them
+    const int vbmi = moek_q8_vbmi();
+    if (block == 256 && (vbmi ? moek_gemv_one_vbmi : moek_gemv_one_vnni)(dt, W, row_bytes, XQ, Y, r0, r1, K)) return 1;
+    if (block == 32 && (vbmi ? moek_gemv_one32_vbmi : moek_gemv_one32_vnni)(dt, W, row_bytes, XQ, Y, r0, r1, K)) return 1;
+  }
   for (int m0 = 0; m0 < nx; m0 += GROUP) {
     const int mn = nx - m0 < GROUP ? nx - m0 : GROUP;
     moek_act_row x[GROUP];
