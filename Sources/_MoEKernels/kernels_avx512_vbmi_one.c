@@ -1,6 +1,7 @@
 // The one-row K-quant leaves (one_kquant_leaf.inc; kernels_avx512_vnni_one.c describes them)
 // built for AVX-512 VNNI machines that also have VBMI and GFNI (Ice Lake and later, Zen 4 and
-// later; `moek_q8_vbmi`): Q6_K's high bits take one affine bit matrix (`q6_k_top_bits`).
+// later; `moek_q8_vbmi`): Q6_K's high bits take one affine bit matrix (`q6_k_top_bits`), and
+// Q4_K's and Q5_K's high nibbles another (`high_nibbles`).
 // Results are bit for bit the VNNI build's.
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
