@@ -10,6 +10,9 @@ public enum ModelBenchmark {
     /// 32 MiB L3 cache, so that the probe reads memory.
     static let probeBytes = 256 << 20
 
+    /// Decoded tokens between two passes of the windowed probe (`decodeFractionOfWindowedBandwidth`).
+    static let probeWindow = 16
+
     /// What `moe bench` prints (snake_case keys in JSON).
     public struct Report: Codable, Sendable {
         public var model: String
@@ -37,6 +40,14 @@ public enum ModelBenchmark {
         /// fraction of it. Nil under an expert cache, whose decode reads the disk too.
         public var readBandwidthSampledGbs: Double?
         public var decodeFractionOfSampledBandwidth: Double?
+        /// Decode against the memory of its own few milliseconds: the timed decode runs in
+        /// windows of `probeWindow` tokens with one pass of the sampler's probe between them, and
+        /// each window's GB/s is taken over the mean of the probes on either side. The median of
+        /// the probes, and of the windows' fractions. The sampled figures above pair a second-long
+        /// run with probes after it, while this VM's memory moves between 27 and 61 GB/s from
+        /// one stretch of seconds to the next. Nil under an expert cache.
+        public var readBandwidthWindowedGbs: Double?
+        public var decodeFractionOfWindowedBandwidth: Double?
         public var prefillGflops: Double
         public var fmaPeakGflops: Double
         public var prefillFractionOfFmaPeak: Double
@@ -143,6 +154,8 @@ public enum ModelBenchmark {
         let rssBeforeSampler = peakRSSBytes()
         let sampler = model.expertCache == nil ? ReadBandwidthSampler(pool: model.pool) : nil
         var sampled: [Double] = []
+        // The timed decode's windows: tokens, seconds, the context before them, the probes around them.
+        var windows: [(tokens: Int, seconds: Double, context: Int, before: Double, after: Double)] = []
         var cacheStats = ExpertCache.Statistics()
         var kvCacheBytes = 0
         for rep in 0...max(1, reps) {
@@ -155,11 +168,24 @@ public enum ModelBenchmark {
             let t1 = DispatchTime.now().uptimeNanoseconds
             counter.decoding = true
             model.expertCache?.resetStatistics()
-            for _ in 0..<genTokens {
-                let next = randomTokens ? Int(rng.next() % vocab) : Kernels.argmax(logits)[0]
-                logits = try model.forward([next], cache: &cache, lastOnly: true, options: options)
+            // Decode in windows with a probe pass between them; the probes' time is left out.
+            var probe = sampler?.sample(passes: 1), decodeNanoseconds: UInt64 = 0, done = 0
+            while done < genTokens {
+                let n = min(Self.probeWindow, genTokens - done), start = DispatchTime.now().uptimeNanoseconds
+                for _ in 0..<n {
+                    let next = randomTokens ? Int(rng.next() % vocab) : Kernels.argmax(logits)[0]
+                    logits = try model.forward([next], cache: &cache, lastOnly: true, options: options)
+                }
+                let elapsed = DispatchTime.now().uptimeNanoseconds - start
+                decodeNanoseconds += elapsed
+                if let sampler, let before = probe {
+                    let after = sampler.sample(passes: 1)
+                    if rep > 0 { windows.append((n, Double(elapsed) / 1e9, promptTokens + done, before, after)) }
+                    probe = after
+                }
+                done += n
             }
-            let t2 = DispatchTime.now().uptimeNanoseconds
+            let t2 = t1 + decodeNanoseconds
             if let sampler { sampled.append(sampler.sample()) }  // after the warm-up too: before the first timed rep
             if rep == 0 { continue }  // warm-up
             if let c = model.expertCache?.statistics {
@@ -197,6 +223,11 @@ public enum ModelBenchmark {
         let cacheBytes = (0..<genTokens).reduce(0.0) { $0 + model.decodeCacheBytes(context: promptTokens + $1 + 1) }
             / Double(max(1, genTokens))
         let decodeGbs = decodeRate * (decodeBytes + cacheBytes) / 1e9
+        let windowFractions = windows.map { w in
+            let cache = (0..<w.tokens).reduce(0.0) { $0 + model.decodeCacheBytes(context: w.context + $1 + 1) }
+            return (Double(w.tokens) * decodeBytes + cache) / w.seconds / 1e9 / ((w.before + w.after) / 2)
+        }
+        let windowedBandwidth = windows.isEmpty ? nil : KernelBenchmark.median(windows.flatMap { [$0.before, $0.after] })
         let prefillGflops = prefillRate * model.prefillFlopsPerToken(expertsPerToken: prefillExperts) / 1e9
         let moeLayers = counter.decode.keys.sorted()
         let expertsPerToken = moeLayers.isEmpty ? 0 : moeLayers.map(decodeExperts).reduce(0, +) / Double(moeLayers.count)
@@ -207,6 +238,8 @@ public enum ModelBenchmark {
                       decodeGbs: decodeGbs, readBandwidthGbs: bandwidth,
                       decodeFractionOfBandwidth: decodeGbs / bandwidth,
                       readBandwidthSampledGbs: sampledBandwidth, decodeFractionOfSampledBandwidth: sampledBandwidth.map { decodeGbs / $0 },
+                      readBandwidthWindowedGbs: windowedBandwidth,
+                      decodeFractionOfWindowedBandwidth: windowFractions.isEmpty ? nil : KernelBenchmark.median(windowFractions),
                       prefillGflops: prefillGflops, fmaPeakGflops: peak,
                       prefillFractionOfFmaPeak: prefillGflops / peak, expertsPerToken: expertsPerToken,
                       batch: nil, batchDecodeTokensPerS: nil,

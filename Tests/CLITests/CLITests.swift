@@ -214,10 +214,15 @@ final class CLITests: XCTestCase {
         let sampled = try moe(["generate", "--model", dir, "--prompt", "hi", "--max-tokens", "5", "--temperature", "0.8",
                                "--top-k", "20", "--top-p", "0.9", "--min-p", "0.01", "--seed", "3", "--json"])
         XCTAssertEqual(sampled.status, 0, sampled.err)
-        let bench = try moe(["bench", "--model", dir, "--prompt-tokens", "8", "--gen-tokens", "2", "--reps", "1", "--threads", "2"])
+        // 18 tokens: two windows of the windowed probe (16 and 2).
+        let bench = try moe(["bench", "--model", dir, "--prompt-tokens", "8", "--gen-tokens", "18", "--reps", "1", "--threads", "2"])
         XCTAssertEqual(bench.status, 0, bench.err)
         let b = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(bench.out.utf8)) as? [String: Any])
         for key in ["prefill_tokens_per_s", "decode_tokens_per_s", "peak_rss_bytes"] { XCTAssertNotNil(b[key], key) }
+        for key in ["read_bandwidth_windowed_gbs", "decode_fraction_of_windowed_bandwidth", "decode_fraction_of_sampled_bandwidth"] {
+            let value = try XCTUnwrap(b[key] as? Double, key)
+            XCTAssertTrue(value.isFinite && value > 0, "\(key) \(value)")
+        }
         XCTAssertEqual(b["precision"] as? String, "exact", "a checkpoint folder's default arithmetic")
         let bad = try moe(["generate", "--model", dir, "--prompt", "hi", "--top-p", "2"])
         XCTAssertNotEqual(bad.status, 0)
