@@ -120,9 +120,13 @@ public enum ModelBenchmark {
                            seed: UInt64 = 1, randomTokens: Bool = false,
                            routing: RoutingOverride = RoutingOverride()) throws(ModelError) -> Report {
         // Counts each MoE layer's routed assignments in decode (one token a call) and prefill.
-        final class Counter: @unchecked Sendable { var decoding = false; var decode: [Int: Int] = [:], prefill: [Int: Int] = [:] }
+        final class Counter: @unchecked Sendable {
+            var decoding = false, ignoring = false
+            var decode: [Int: Int] = [:], prefill: [Int: Int] = [:]
+        }
         let counter = Counter()
         var options = try routing.forwardOptions(for: model) { layer, r in
+            if counter.ignoring { return }
             if counter.decoding { counter.decode[layer, default: 0] += r.assignmentCount } else { counter.prefill[layer, default: 0] += r.assignmentCount }
         }
         options.traceTakesPieces = true  // it only counts
@@ -154,8 +158,6 @@ public enum ModelBenchmark {
         let rssBeforeSampler = peakRSSBytes()
         let sampler = model.expertCache == nil ? ReadBandwidthSampler(pool: model.pool) : nil
         var sampled: [Double] = []
-        // The timed decode's windows: tokens, seconds, the context before them, the probes around them.
-        var windows: [(tokens: Int, seconds: Double, context: Int, before: Double, after: Double)] = []
         var cacheStats = ExpertCache.Statistics()
         var kvCacheBytes = 0
         for rep in 0...max(1, reps) {
@@ -168,24 +170,11 @@ public enum ModelBenchmark {
             let t1 = DispatchTime.now().uptimeNanoseconds
             counter.decoding = true
             model.expertCache?.resetStatistics()
-            // Decode in windows with a probe pass between them; the probes' time is left out.
-            var probe = sampler?.sample(passes: 1), decodeNanoseconds: UInt64 = 0, done = 0
-            while done < genTokens {
-                let n = min(Self.probeWindow, genTokens - done), start = DispatchTime.now().uptimeNanoseconds
-                for _ in 0..<n {
-                    let next = randomTokens ? Int(rng.next() % vocab) : Kernels.argmax(logits)[0]
-                    logits = try model.forward([next], cache: &cache, lastOnly: true, options: options)
-                }
-                let elapsed = DispatchTime.now().uptimeNanoseconds - start
-                decodeNanoseconds += elapsed
-                if let sampler, let before = probe {
-                    let after = sampler.sample(passes: 1)
-                    if rep > 0 { windows.append((n, Double(elapsed) / 1e9, promptTokens + done, before, after)) }
-                    probe = after
-                }
-                done += n
+            for _ in 0..<genTokens {
+                let next = randomTokens ? Int(rng.next() % vocab) : Kernels.argmax(logits)[0]
+                logits = try model.forward([next], cache: &cache, lastOnly: true, options: options)
             }
-            let t2 = t1 + decodeNanoseconds
+            let t2 = DispatchTime.now().uptimeNanoseconds
             if let sampler { sampled.append(sampler.sample()) }  // after the warm-up too: before the first timed rep
             if rep == 0 { continue }  // warm-up
             if let c = model.expertCache?.statistics {
@@ -202,6 +191,12 @@ public enum ModelBenchmark {
             prefill.append(Double(t1 - t0) / 1e9)
             decode.append(Double(t2 - t1) / 1e9)
         }
+        counter.ignoring = true
+        let windows = try sampler.map { sampler throws(ModelError) in
+            try windowedDecode(model: model, prompt: prompt, genTokens: genTokens, options: options, sampler: sampler) { logits in
+                randomTokens ? Int(rng.next() % vocab) : Kernels.argmax(logits)[0]
+            }
+        } ?? []
         let prefillSeconds = KernelBenchmark.median(prefill), decodeSeconds = KernelBenchmark.median(decode)
         // The peak RSS is the run's, read before the probe maps weights a run may never touch (on
         // the 178 MB OLMoE-shaped Q4_K_M file it added 9 MB, experts no token chose); the probe
@@ -253,6 +248,35 @@ public enum ModelBenchmark {
                                                     buffersMappedPerToken: Double(cacheStats.buffersMapped) / tokens,
                                                     prefetchAccuracy: cacheStats.prefetchAccuracy)
                       })
+    }
+
+    /// One more decode of `genTokens` after `prompt` (`next` picks each token), outside the
+    /// timed runs, in windows of `probeWindow` tokens with one pass of `sampler`'s probe between
+    /// them: per window its timed tokens, their seconds, the context before them and the probes
+    /// on either side. A window's first token runs untimed, as the pass before it has just
+    /// evicted the caches continuous decode keeps. A pass of its own, so that the probes cannot
+    /// touch `decode_tokens_per_s`, which stays a continuous decode as llama-bench times it.
+    static func windowedDecode(model: DecoderModel, prompt: [Int], genTokens: Int, options: ForwardOptions,
+                               sampler: ReadBandwidthSampler, next: (Tensor) -> Int) throws(ModelError)
+        -> [(tokens: Int, seconds: Double, context: Int, before: Double, after: Double)] {
+        var cache = model.makeCache(capacity: prompt.count + min(genTokens, 4096) + 1)
+        var logits = try model.forward(prompt, cache: &cache, lastOnly: true, options: options)
+        var windows: [(tokens: Int, seconds: Double, context: Int, before: Double, after: Double)] = []
+        var before = sampler.sample(passes: 1), done = 0
+        while done < genTokens {
+            let n = min(probeWindow, genTokens - done), untimed = n > 1 ? 1 : 0
+            var start = DispatchTime.now().uptimeNanoseconds
+            for j in 0..<n {
+                if j == untimed { start = DispatchTime.now().uptimeNanoseconds }
+                logits = try model.forward([next(logits)], cache: &cache, lastOnly: true, options: options)
+            }
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            let after = sampler.sample(passes: 1)
+            windows.append((n - untimed, seconds, prompt.count + done + untimed, before, after))
+            before = after
+            done += n
+        }
+        return windows
     }
 
     /// The process's peak resident set size in bytes.
