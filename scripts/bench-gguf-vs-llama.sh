@@ -16,7 +16,8 @@
 # session its KV cache's rows), against the probe over the model's weights after the run and
 # (since the twenty-first session) against the median of probes sampled after every repetition,
 # and (since the twenty-second) the median over windows of 16 tokens, each against the probes
-# on either side of it (`decode_fraction_of_windowed_bandwidth`), and its peak RSS against the file, and against the file plus the KV cache (the issue's measure).
+# on either side of it (`decode_fraction_of_windowed_bandwidth`), and its peak RSS against the
+# file, and against the file plus the KV cache (the measure).
 #
 #     swift build -c release && scripts/build-llama-cpp.sh && scripts/bench-gguf-vs-llama.sh [ROUNDS] [LLAMA_DIR] [SHAPES]
 set -euo pipefail

@@ -40,12 +40,13 @@ public enum ModelBenchmark {
         /// fraction of it. Nil under an expert cache, whose decode reads the disk too.
         public var readBandwidthSampledGbs: Double?
         public var decodeFractionOfSampledBandwidth: Double?
-        /// Decode against the memory of its own few milliseconds: the timed decode runs in
-        /// windows of `probeWindow` tokens with one pass of the sampler's probe between them, and
-        /// each window's GB/s is taken over the mean of the probes on either side. The median of
-        /// the probes, and of the windows' fractions. The sampled figures above pair a second-long
-        /// run with probes after it, while this VM's memory moves between 27 and 61 GB/s from
-        /// one stretch of seconds to the next. Nil under an expert cache.
+        /// Decode against the memory of its own few milliseconds: one more decode after the
+        /// timed ones runs in windows of `probeWindow` tokens with one pass of the sampler's probe
+        /// between them (`windowedDecode`), and each window's GB/s is taken over the mean of the
+        /// probes on either side. The median of the probes, and of the windows' fractions. The
+        /// sampled figures above pair a second-long run with probes after it, while this VM's
+        /// memory moves between 27 and 61 GB/s from one stretch of seconds to the next. Nil
+        /// under an expert cache.
         public var readBandwidthWindowedGbs: Double?
         public var decodeFractionOfWindowedBandwidth: Double?
         public var prefillGflops: Double
