@@ -16,8 +16,9 @@
 # session its KV cache's rows), against the probe over the model's weights after the run and
 # (since the twenty-first session) against the median of probes sampled after every repetition,
 # and (since the twenty-second) the median over windows of 16 tokens, each against the probes
-# on either side of it (`decode_fraction_of_windowed_bandwidth`), and its peak RSS against the
-# file, and against the file plus the KV cache (the issue's measure).
+# on either side of it (`decode_fraction_of_windowed_bandwidth`), the fraction of decode spent
+# outside the parallel loops (`decode_serial_fraction`), and its peak RSS against the file, and
+# against the file plus the KV cache (the issue's measure).
 #
 #     swift build -c release && scripts/build-llama-cpp.sh && scripts/bench-gguf-vs-llama.sh [ROUNDS] [LLAMA_DIR] [SHAPES]
 set -euo pipefail
@@ -82,7 +83,8 @@ import json, os, sys; d = json.load(sys.stdin)
 print(f'round $r $s $t moekit ($precision: {d[\"precision\"]}, kv $kv) prefill {d[\"prefill_tokens_per_s\"]:7.1f} decode {d[\"decode_tokens_per_s\"]:6.1f} tok/s'
       f' ({d[\"decode_fraction_of_bandwidth\"]:.2f} of {d[\"read_bandwidth_gbs\"]:.1f} GB/s,'
       f' {d[\"decode_fraction_of_sampled_bandwidth\"]:.2f} of {d[\"read_bandwidth_sampled_gbs\"]:.1f} sampled through the run,'
-      f' {d[\"decode_fraction_of_windowed_bandwidth\"]:.2f} of {d[\"read_bandwidth_windowed_gbs\"]:.1f} windowed, RSS {d[\"peak_rss_bytes\"] / os.path.getsize(\"$f\"):.2f}x the file,'
+      f' {d[\"decode_fraction_of_windowed_bandwidth\"]:.2f} of {d[\"read_bandwidth_windowed_gbs\"]:.1f} windowed,'
+      f' serial {d[\"decode_serial_fraction\"]:.3f}, RSS {d[\"peak_rss_bytes\"] / os.path.getsize(\"$f\"):.2f}x the file,'
       f' {d[\"peak_rss_bytes\"] / (os.path.getsize(\"$f\") + d[\"kv_cache_bytes\"]):.2f}x file and KV cache)')"
       done
       "$llama/build/bin/llama-bench" -m "$f" -p 128 -n "$gen" -t 2 -r 1 -o json 2>/dev/null | python3 -c "

@@ -68,11 +68,20 @@ public final class ThreadPool: @unchecked Sendable {
             for i in 0..<count { body(i) }
             return
         }
+        let start = DispatchTime.now().uptimeNanoseconds
         withoutActuallyEscaping(body) { escapable in
             state.run(count: count, body: escapable)
         }
+        parallelNanoseconds.add(Int(DispatchTime.now().uptimeNanoseconds - start), ordering: .relaxed)
         state.release()
     }
+
+    /// Nanoseconds this pool has spent in loops it ran on its threads (`parallelFor` calls that
+    /// took the workers, from the caller's start to the last thread's end), summed since it was
+    /// made. A caller reads it around a stretch of work: the rest of that stretch is time on
+    /// the calling thread alone, while the workers wait (`moe bench`'s `decode_serial_fraction`).
+    public var parallelTime: Double { Double(parallelNanoseconds.load(ordering: .relaxed)) / 1e9 }
+    private let parallelNanoseconds = Atomic<Int>(0)
 }
 
 /// The workers' shared state, apart from `ThreadPool` so that workers do not keep the pool alive.

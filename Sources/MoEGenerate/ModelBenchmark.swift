@@ -49,6 +49,11 @@ public enum ModelBenchmark {
         /// under an expert cache.
         public var readBandwidthWindowedGbs: Double?
         public var decodeFractionOfWindowedBandwidth: Double?
+        /// The fraction of the timed decode the calling thread spent outside the pool's parallel
+        /// loops (norms, routing, the products' set-up, ...), while the other threads waited and
+        /// the memory idled (the median over the repetitions; `ThreadPool.parallelTime`). Nil on
+        /// one thread.
+        public var decodeSerialFraction: Double?
         public var prefillGflops: Double
         public var fmaPeakGflops: Double
         public var prefillFractionOfFmaPeak: Double
@@ -153,7 +158,7 @@ public enum ModelBenchmark {
                 }
             }
         }
-        var prefill: [Double] = [], decode: [Double] = []
+        var prefill: [Double] = [], decode: [Double] = [], serial: [Double] = []
         // Peak RSS before the sampler's buffer, which stays resident through the run and is taken
         // off the peak after it.
         let rssBeforeSampler = peakRSSBytes()
@@ -168,14 +173,14 @@ public enum ModelBenchmark {
             counter.decoding = false
             let t0 = DispatchTime.now().uptimeNanoseconds
             var logits = try model.forward(prompt, cache: &cache, lastOnly: true, options: options)
-            let t1 = DispatchTime.now().uptimeNanoseconds
+            let t1 = DispatchTime.now().uptimeNanoseconds, parallel = model.pool.parallelTime
             counter.decoding = true
             model.expertCache?.resetStatistics()
             for _ in 0..<genTokens {
                 let next = randomTokens ? Int(rng.next() % vocab) : Kernels.argmax(logits)[0]
                 logits = try model.forward([next], cache: &cache, lastOnly: true, options: options)
             }
-            let t2 = DispatchTime.now().uptimeNanoseconds
+            let t2 = DispatchTime.now().uptimeNanoseconds, inLoops = model.pool.parallelTime - parallel
             if let sampler { sampled.append(sampler.sample()) }  // after the warm-up too: before the first timed rep
             if rep == 0 { continue }  // warm-up
             if let c = model.expertCache?.statistics {
@@ -191,6 +196,7 @@ public enum ModelBenchmark {
             }
             prefill.append(Double(t1 - t0) / 1e9)
             decode.append(Double(t2 - t1) / 1e9)
+            serial.append(max(0, 1 - inLoops / (Double(t2 - t1) / 1e9)))
         }
         counter.ignoring = true
         let windows = try sampler.map { sampler throws(ModelError) in
@@ -236,6 +242,7 @@ public enum ModelBenchmark {
                       readBandwidthSampledGbs: sampledBandwidth, decodeFractionOfSampledBandwidth: sampledBandwidth.map { decodeGbs / $0 },
                       readBandwidthWindowedGbs: windowedBandwidth,
                       decodeFractionOfWindowedBandwidth: windowFractions.isEmpty ? nil : KernelBenchmark.median(windowFractions),
+                      decodeSerialFraction: model.pool.threadCount > 1 ? KernelBenchmark.median(serial) : nil,
                       prefillGflops: prefillGflops, fmaPeakGflops: peak,
                       prefillFractionOfFmaPeak: prefillGflops / peak, expertsPerToken: expertsPerToken,
                       batch: nil, batchDecodeTokensPerS: nil,

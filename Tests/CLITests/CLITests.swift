@@ -223,6 +223,8 @@ final class CLITests: XCTestCase {
             let value = try XCTUnwrap(b[key] as? Double, key)
             XCTAssertTrue(value.isFinite && value > 0, "\(key) \(value)")
         }
+        let serial = try XCTUnwrap(b["decode_serial_fraction"] as? Double)
+        XCTAssertTrue(serial >= 0 && serial <= 1, "decode_serial_fraction \(serial)")
         XCTAssertEqual(b["precision"] as? String, "exact", "a checkpoint folder's default arithmetic")
         let bad = try moe(["generate", "--model", dir, "--prompt", "hi", "--top-p", "2"])
         XCTAssertNotEqual(bad.status, 0)

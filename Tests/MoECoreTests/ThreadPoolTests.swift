@@ -42,6 +42,24 @@ final class ThreadPoolTests: XCTestCase {
         XCTAssertEqual(seen.load(ordering: .relaxed), 66)
     }
 
+    /// `parallelTime` counts the loops that took the workers, from start to the last thread's
+    /// end, and not the ones that ran inline on the caller.
+    func testParallelTimeCountsTheLoopsOnTheWorkers() {
+        let pool = ThreadPool(threads: 2)
+        XCTAssertEqual(pool.parallelTime, 0)
+        pool.parallelFor(2) { _ in usleep(5_000) }
+        let one = pool.parallelTime
+        XCTAssertGreaterThanOrEqual(one, 0.005)
+        XCTAssertLessThan(one, 5, "seconds, not nanoseconds")
+        pool.parallelFor(1) { _ in usleep(5_000) }  // a single iteration runs inline
+        XCTAssertEqual(pool.parallelTime, one, "a loop on the caller alone is not counted")
+        pool.parallelFor(2) { _ in pool.parallelFor(2) { _ in usleep(1_000) } }  // nested calls run inline
+        XCTAssertGreaterThanOrEqual(pool.parallelTime - one, 0.002, "the outer loop, once")
+        let single = ThreadPool(threads: 1)
+        single.parallelFor(4) { _ in usleep(1_000) }
+        XCTAssertEqual(single.parallelTime, 0)
+    }
+
     func testSharedPoolThreadCountIsSettable() {
         let before = ThreadPool.shared.threadCount
         ThreadPool.setSharedThreadCount(3)
