@@ -138,6 +138,12 @@ public enum ModelBenchmark {
         options.traceTakesPieces = true  // it only counts
         var rng = SplitMix64(seed: seed)
         let vocab = UInt64(model.spec.vocabSize)
+        // Decode's next token: greedy, or random as llama-bench feeds it.
+        func nextToken(_ logits: Tensor) -> Int { randomTokens ? Int(rng.next() % vocab) : Kernels.argmax(logits)[0] }
+        // Bytes of cached keys and values `count` decode steps read from context `context` on.
+        func cacheBytes(from context: Int, count: Int) -> Double {
+            (0..<count).reduce(0.0) { $0 + model.decodeCacheBytes(context: context + $1 + 1) }
+        }
         var prompt = (0..<promptTokens).map { _ in Int(rng.next() % vocab) }
         // The bandwidth probe reads the model's own weights, the same mapped pages decode reads.
         // It takes whole layers from the last one back until it holds 256 MiB or the model: a
@@ -177,8 +183,7 @@ public enum ModelBenchmark {
             counter.decoding = true
             model.expertCache?.resetStatistics()
             for _ in 0..<genTokens {
-                let next = randomTokens ? Int(rng.next() % vocab) : Kernels.argmax(logits)[0]
-                logits = try model.forward([next], cache: &cache, lastOnly: true, options: options)
+                logits = try model.forward([nextToken(logits)], cache: &cache, lastOnly: true, options: options)
             }
             let t2 = DispatchTime.now().uptimeNanoseconds, inLoops = model.pool.parallelTime - parallel
             if let sampler { sampled.append(sampler.sample()) }  // after the warm-up too: before the first timed rep
@@ -200,9 +205,7 @@ public enum ModelBenchmark {
         }
         counter.ignoring = true
         let windows = try sampler.map { sampler throws(ModelError) in
-            try windowedDecode(model: model, prompt: prompt, genTokens: genTokens, options: options, sampler: sampler) { logits in
-                randomTokens ? Int(rng.next() % vocab) : Kernels.argmax(logits)[0]
-            }
+            try windowedDecode(model: model, prompt: prompt, genTokens: genTokens, options: options, sampler: sampler, next: nextToken)
         } ?? []
         let prefillSeconds = KernelBenchmark.median(prefill), decodeSeconds = KernelBenchmark.median(decode)
         // The peak RSS is the run's, read before the probe maps weights a run may never touch (on
@@ -222,12 +225,10 @@ public enum ModelBenchmark {
         let decodeExperts = { (layer: Int) in Double(counter.decode[layer] ?? 0) / (runs * Double(genTokens)) }
         let prefillExperts = { (layer: Int) in Double(counter.prefill[layer] ?? 0) / (runs * Double(promptTokens)) }
         let decodeBytes = model.decodeWeightBytes(expertsPerToken: decodeExperts)
-        let cacheBytes = (0..<genTokens).reduce(0.0) { $0 + model.decodeCacheBytes(context: promptTokens + $1 + 1) }
-            / Double(max(1, genTokens))
-        let decodeGbs = decodeRate * (decodeBytes + cacheBytes) / 1e9
+        let cachePerToken = cacheBytes(from: promptTokens, count: genTokens) / Double(max(1, genTokens))
+        let decodeGbs = decodeRate * (decodeBytes + cachePerToken) / 1e9
         let windowFractions = windows.map { w in
-            let cache = (0..<w.tokens).reduce(0.0) { $0 + model.decodeCacheBytes(context: w.context + $1 + 1) }
-            return (Double(w.tokens) * decodeBytes + cache) / w.seconds / 1e9 / ((w.before + w.after) / 2)
+            (Double(w.tokens) * decodeBytes + cacheBytes(from: w.context, count: w.tokens)) / w.seconds / 1e9 / ((w.before + w.after) / 2)
         }
         let windowedBandwidth = windows.isEmpty ? nil : KernelBenchmark.median(windows.flatMap { [$0.before, $0.after] })
         let prefillGflops = prefillRate * model.prefillFlopsPerToken(expertsPerToken: prefillExperts) / 1e9
@@ -236,7 +237,7 @@ public enum ModelBenchmark {
         return Report(model: name, architecture: model.spec.modelType, threads: model.pool.threadCount,
                       promptTokens: promptTokens, genTokens: genTokens, prefillTokensPerS: prefillRate,
                       decodeTokensPerS: decodeRate, peakRssBytes: peakRSS,
-                      decodeBytesPerToken: decodeBytes, decodeCacheBytesPerToken: cacheBytes, kvCacheBytes: kvCacheBytes,
+                      decodeBytesPerToken: decodeBytes, decodeCacheBytesPerToken: cachePerToken, kvCacheBytes: kvCacheBytes,
                       decodeGbs: decodeGbs, readBandwidthGbs: bandwidth,
                       decodeFractionOfBandwidth: decodeGbs / bandwidth,
                       readBandwidthSampledGbs: sampledBandwidth, decodeFractionOfSampledBandwidth: sampledBandwidth.map { decodeGbs / $0 },
