@@ -22,10 +22,15 @@ public protocol ExpertFFN: Sendable {
     /// the layer calls it on every forward pass, even with no rows, so that no rank is left
     /// waiting for another. False by default.
     var isCollective: Bool { get }
+    /// Decode's step for one token x [1, d] f32 routed by `routing`: adds its experts' weighted
+    /// outputs into out [1, d], as `forward` and the layer's combine would, bit for bit; false,
+    /// touching nothing, where these experts have no such step for it (the default).
+    func addToken(_ x: Tensor, routing: Routing, into out: Tensor, pool: ThreadPool) -> Bool
 }
 
 extension ExpertFFN {
     public var isCollective: Bool { false }
+    public func addToken(_ x: Tensor, routing: Routing, into out: Tensor, pool: ThreadPool) -> Bool { false }
     public func forward(consuming rows: Tensor, rowOffsets: [Int], pool: ThreadPool) -> Tensor {
         forward(rows, rowOffsets: rowOffsets, pool: pool)
     }
@@ -67,9 +72,11 @@ public struct SwiGLUExperts: ExpertFFN {
     /// the shapes. Empty (the default): none is.
     public var packed: [[PackedBF16Matrix?]] = []
     public var expertCount: Int { gate.count }
-    public var hiddenSize: Int { gate.first?.shape[1] ?? 0 }
+    public let hiddenSize: Int
     /// The intermediate size I.
-    public var intermediateSize: Int { gate.first?.shape[0] ?? 0 }
+    public let intermediateSize: Int
+    /// Each expert's weights as decode's token step reads them (`addToken`).
+    let tokenRows: [ExpertWeightRows]
 
     public init(gate: [Tensor], up: [Tensor], down: [Tensor]) {
         precondition(!gate.isEmpty && gate.count == up.count && up.count == down.count, "SwiGLUExperts: E gate, up and down weights")
@@ -81,6 +88,8 @@ public struct SwiGLUExperts: ExpertFFN {
         self.gate = gate
         self.up = up
         self.down = down
+        (hiddenSize, intermediateSize) = (d, i)
+        tokenRows = gate.indices.map { ExpertWeightRows(gate: gate[$0], up: up[$0], down: down[$0]) }
     }
 
     /// Experts from stacked weights: gate and up [E, I, d], down [E, d, I].

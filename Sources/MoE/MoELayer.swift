@@ -83,7 +83,7 @@ public struct MoELayer: Sendable {
         let out = Tensor(zeros: x.shape)
         // Decode: one token through its experts without gathering it (the same sums).
         let oneToken = x.shape[0] == 1 && !options.training && !experts.isCollective
-            && (experts as? SwiGLUExperts)?.addToken(input, routing: routing, into: out, pool: pool) == true
+            && experts.addToken(input, routing: routing, into: out, pool: pool)
         if !oneToken && (routing.assignmentCount > 0 || experts.isCollective) {
             let dispatch = Dispatch(routing)
             // A long prompt's experts run in groups, so the gathered rows stay bounded; a

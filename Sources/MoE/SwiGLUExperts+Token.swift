@@ -16,21 +16,31 @@ extension SwiGLUExperts {
     /// those.
     public func addToken(_ x: Tensor, routing: Routing, into out: Tensor, pool: ThreadPool) -> Bool {
         guard biases == nil, packed.isEmpty, activation == .swiglu, routing.tokenCount == 1,
-              x.rank == 2, x.shape == [1, hiddenSize], out.shape == [1, hiddenSize], x.dtype == .f32, out.dtype == .f32
+              x.rank == 2, x.shape[0] == 1, x.shape[1] == hiddenSize, out.rank == 2, out.shape[0] == 1, out.shape[1] == hiddenSize,
+              x.dtype == .f32, out.dtype == .f32
         else { return false }
         // The gathered path's row order: by expert.
         let order = (routing.offsets[0]..<routing.offsets[1]).sorted { routing.experts[$0] < routing.experts[$1] }
         if order.isEmpty { return true }
-        for (j, a) in order.enumerated() {
+        // An expert listed twice gets two rows there, which its leaf takes together (the same
+        // sums in another order): the gathered path keeps those bits.
+        for j in 1..<max(1, order.count) where routing.experts[order[j - 1]] == routing.experts[order[j]] { return false }
+        let k = order.count, i = intermediateSize, d = hiddenSize
+        // Block formats: from the experts' flat records, not their tensors.
+        if order.allSatisfy({ Kernels.takesTokenExperts(tokenRows[routing.experts[$0]], hidden: d, intermediate: i) }) {
+            withExtendedLifetime((x, out, self)) {
+                Kernels.tokenExperts(x: x.floats.baseAddress!, experts: order.map { tokenRows[routing.experts[$0]] },
+                                     weights: order.map { routing.weights[$0] }, hidden: d, intermediate: i,
+                                     out: out.mutableFloats.baseAddress!, pool: pool)
+            }
+            return true
+        }
+        for a in order {
             let e = routing.experts[a]
-            // An expert listed twice gets two rows there, which its leaf takes together (the
-            // same sums in another order): the gathered path keeps those bits.
-            guard j == 0 || routing.experts[order[j - 1]] != e else { return false }
             guard Kernels.takesRowProducts(gate[e], pool: pool) && Kernels.takesRowProducts(up[e], pool: pool)
                 && Kernels.takesRowProducts(down[e], pool: pool)
             else { return false }
         }
-        let k = order.count, i = intermediateSize, d = hiddenSize
         let g = Tensor(uninitialized: [k, i]), u = Tensor(uninitialized: [k, i]), y = Tensor(uninitialized: [k, d])
         withExtendedLifetime((x, g, u, y, out)) {
             let xp = x.floats.baseAddress!, gp = g.mutableFloats.baseAddress!, upp = u.mutableFloats.baseAddress!

@@ -150,7 +150,7 @@ extension Kernels {
         } else {
             for m in made { m.q.fill(from: m.x.assumingMemoryBound(to: Float.self), ldx: m.k, k: m.k, block: m.block, pool: pool) }
         }
-        if pool.threadCount > 1 && taken.allSatisfy({ $0.x.rows <= gemvMaxRows }) {
+        if pool.threadCount > 1 && taken.allSatisfy({ $0.xRows <= gemvMaxRows }) {
             streamQuantizedJobs(taken, pool: pool)
             return rest
         }
@@ -161,16 +161,14 @@ extension Kernels {
         let share = max(16, totalRows / max(1, 4 * pool.threadCount))
         var pieces: [(job: Int, n0: Int, n1: Int)] = []
         for (i, job) in taken.enumerated() {
-            let run = job.x.rows <= gemvMaxRows ? share
+            let run = job.xRows <= gemvMaxRows ? share
                 : roundedToGroup(min(share, (24 << 10) / max(1, job.rowBytes)),
-                                 Int(moek_q8_row_group(job.dtype.cValue, Int32(clamping: job.x.rows), job.k)))
+                                 Int(moek_q8_row_group(job.dtype.cValue, Int32(clamping: job.xRows), job.k)))
             for n0 in stride(from: 0, to: job.n, by: run) { pieces.append((i, n0, min(job.n, n0 + run))) }
         }
         pool.parallelFor(pieces.count) { p in
             let (i, n0, n1) = pieces[p]
-            let job = taken[i]
-            _ = moek_gemv_rows_q8(job.w, job.dtype.cValue, job.k, job.x.row(0), job.x.rowBytes, Int32(job.x.rows),
-                                  job.out, job.ldo, n0, n1, job.k)
+            taken[i].run(n0, n1)
         }
         return rest
     }
@@ -183,9 +181,26 @@ extension Kernels {
     /// One decode product for `streamQuantizedJobs`: out[i, r] (rows ldo apart) = x's row i
     /// times weight row r, for W [n, k] of block format `dtype`.
     struct QuantizedJob {
-        let w: UnsafeRawPointer, dtype: DType, n: Int, k: Int, x: QuantizedRows
+        let w: UnsafeRawPointer, dtype: DType, n: Int, k: Int
+        /// The quantized activation rows: `xRows` rows `xRowBytes` apart from `x`.
+        let x: UnsafeRawPointer, xRowBytes: Int, xRows: Int
         let out: UnsafeMutablePointer<Float>, ldo: Int
         var rowBytes: Int { dtype.storageBytes(elements: k) }
+
+        init(w: UnsafeRawPointer, dtype: DType, n: Int, k: Int, x: QuantizedRows, out: UnsafeMutablePointer<Float>, ldo: Int) {
+            self.init(w: w, dtype: dtype, n: n, k: k, x: x.row(0), xRowBytes: x.rowBytes, xRows: x.rows, out: out, ldo: ldo)
+        }
+
+        init(w: UnsafeRawPointer, dtype: DType, n: Int, k: Int, x: UnsafeRawPointer, xRowBytes: Int, xRows: Int,
+             out: UnsafeMutablePointer<Float>, ldo: Int) {
+            (self.w, self.dtype, self.n, self.k, self.x, self.xRowBytes, self.xRows, self.out, self.ldo)
+                = (w, dtype, n, k, x, xRowBytes, xRows, out, ldo)
+        }
+
+        /// Output rows [n0, n1) of this product, through the integer leaf.
+        func run(_ n0: Int, _ n1: Int) {
+            _ = moek_gemv_rows_q8(w, dtype.cValue, k, x, xRowBytes, Int32(xRows), out, ldo, n0, n1, k)
+        }
     }
 
     /// Decode's quantized products, streamed (`StreamedRuns`): before each piece the thread
@@ -197,9 +212,7 @@ extension Kernels {
             if let p = after {
                 moek_prefetch_l2(jobs[p.job].w + p.n0 * shapes[p.job].rowBytes, min(4096, (p.n1 - p.n0) * shapes[p.job].rowBytes))
             }
-            let job = jobs[piece.job]
-            _ = moek_gemv_rows_q8(job.w, job.dtype.cValue, job.k, job.x.row(0), job.x.rowBytes, Int32(job.x.rows),
-                                  job.out, job.ldo, piece.n0, piece.n1, job.k)
+            jobs[piece.job].run(piece.n0, piece.n1)
         }
     }
 }

@@ -64,48 +64,52 @@ struct StreamedRuns {
     /// The runs for these jobs and threads, made once: decode splits the same products the same
     /// way every token (an MoE layer's expert products, attention's, the LM head), and building
     /// the pieces was a few hundred small allocations a token on the calling thread while the
-    /// others waited. Keeps the last `cachedPlans` distinct splits.
+    /// others waited. Keeps up to `cachedPlans` splits, one a slot by a hash of the shapes: a
+    /// lookup compares one entry, where a scan of them all had read a dozen lines the token's
+    /// streamed weights had evicted.
     static func cached(_ jobs: [(n: Int, rowBytes: Int)], threads: Int) -> StreamedRuns {
+        var h = UInt64(truncatingIfNeeded: threads) &* 0x9E37_79B9_7F4A_7C15
+        for job in jobs {
+            h = (h ^ UInt64(truncatingIfNeeded: job.n)) &* 0x100_0000_01B3
+            h = (h ^ UInt64(truncatingIfNeeded: job.rowBytes)) &* 0x100_0000_01B3
+        }
+        let slot = Int(truncatingIfNeeded: (h ^ (h >> 29)) % UInt64(cachedPlans))
         let hit = plans.withLock { plans -> StreamedRuns? in
-            plans.entries.first { $0.threads == threads && $0.jobs.count == jobs.count
-                && zip($0.jobs, jobs).allSatisfy { $0.n == $1.n && $0.rowBytes == $1.rowBytes } }?.runs
+            guard let entry = plans[slot], entry.threads == threads, entry.jobs.count == jobs.count,
+                  zip(entry.jobs, jobs).allSatisfy({ $0.n == $1.n && $0.rowBytes == $1.rowBytes }) else { return nil }
+            return entry.runs
         }
         if let hit { return hit }
         let made = StreamedRuns(jobs, threads: threads)
-        plans.withLock { plans in
-            let entry = (jobs: jobs, threads: threads, runs: made)
-            if plans.entries.count < cachedPlans { plans.entries.append(entry) } else { plans.entries[plans.next] = entry }
-            plans.next = (plans.next + 1) % cachedPlans
-        }
+        plans.withLock { $0[slot] = (jobs: jobs, threads: threads, runs: made) }
         return made
     }
 
-    static let cachedPlans = 32
-    private struct Plans {
-        var entries: [(jobs: [(n: Int, rowBytes: Int)], threads: Int, runs: StreamedRuns)] = []
-        var next = 0
-    }
-    private static let plans = Mutex(Plans())
+    static let cachedPlans = 61
+    private static let plans = Mutex<[(jobs: [(n: Int, rowBytes: Int)], threads: Int, runs: StreamedRuns)?]>(
+        Array(repeating: nil, count: cachedPlans))
 
     /// Runs `body(piece, next)` for every piece once, over `pool`: thread t walks its own run,
     /// then takes pieces from the front of the others' (next: the piece after it in its run,
     /// for prefetching, or nil).
     func run(pool: ThreadPool, _ body: (Piece, Piece?) -> Void) {
-        let cursors = runs.map { _ in Cursor() }
+        // Each run's index of its next unclaimed piece, a cache line apart (one allocation, not
+        // an object a run, and no line two threads' counters share).
+        let stride = 8, cursors = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: runs.count * stride)
+        for u in 0..<runs.count { (cursors + u * stride).initialize(to: Atomic(0)) }
+        defer {
+            for u in 0..<runs.count { (cursors + u * stride).deinitialize(count: 1) }
+            cursors.deallocate()
+        }
         pool.parallelFor(runs.count) { t in
             for step in 0..<runs.count {
                 let u = (t + step) % runs.count, run = runs[u]
                 while true {
-                    let i = cursors[u].next.wrappingAdd(1, ordering: .relaxed).oldValue
+                    let i = cursors[u * stride].wrappingAdd(1, ordering: .relaxed).oldValue
                     if i >= run.count { break }
                     body(run[i], i + 1 < run.count ? run[i + 1] : nil)
                 }
             }
         }
-    }
-
-    /// The index of a run's next unclaimed piece.
-    private final class Cursor: Sendable {
-        let next = Atomic<Int>(0)
     }
 }

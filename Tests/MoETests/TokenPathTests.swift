@@ -42,7 +42,7 @@ final class TokenPathTests: XCTestCase {
         ]
         for threads in [1, 2] {
             let pool = ThreadPool(threads: threads)
-            for (gate, down) in [(DType.q8_0, DType.q8_0), (.q4_K, .q6_K), (.q4_0, .q8_0)] {
+            for (gate, down) in [(DType.q8_0, DType.q8_0), (.q4_K, .q6_K), (.q4_0, .q8_0), (.q5_K, .q5_0), (.mxfp4, .mxfp4), (.iq4_XS, .q6_K)] {
                 let ffn = experts(gate, downType: down)
                 for routing in routings {
                     let fast = try XCTUnwrap(oneToken(ffn, x, routing, pool: pool), "\(gate)/\(down) takes the one-token step")
