@@ -43,7 +43,7 @@ extension Kernels {
 
     /// RMSNorm returning a new tensor.
     public static func rmsNorm(_ x: Tensor, weight: Tensor, eps: Float, pool: ThreadPool = .shared) -> Tensor {
-        let out = Tensor(zeros: x.shape)
+        let out = Tensor(uninitialized: x.shape)  // every row is written
         rmsNorm(x, weight: weight, eps: eps, into: out, pool: pool)
         return out
     }

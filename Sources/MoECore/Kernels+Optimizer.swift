@@ -77,8 +77,16 @@ extension Kernels {
     /// The sum of squares of an f32 tensor's elements, in f64, split over `pool` in fixed blocks
     /// summed in order (so the result does not depend on the thread count).
     public static func sumOfSquares(_ x: Tensor, pool: ThreadPool = .shared) -> Double {
-        sumOfSquares([x], pool: pool)
+        // One block (a decoded token's row, checked twice a layer): its one sum, without the
+        // pass's arrays.
+        if x.dtype == .f32 && x.count <= sumOfSquaresBlock {
+            return x.count == 0 ? 0 : moek_sum_squares(x.rawPointer.assumingMemoryBound(to: Float.self), x.count)
+        }
+        return sumOfSquares([x], pool: pool)
     }
+
+    /// The elements a task of `sumsOfSquares` sums.
+    static let sumOfSquaresBlock = 1 << 16
 
     /// The sum of squares over many f32 tensors in one parallel pass: each tensor's fixed blocks
     /// are summed in order, then the tensors in order, so the result equals summing
@@ -90,7 +98,7 @@ extension Kernels {
     /// Each tensor's `sumOfSquares`, from one parallel pass over them all.
     public static func sumsOfSquares(_ xs: [Tensor], pool: ThreadPool = .shared) -> [Double] {
         precondition(xs.allSatisfy { $0.dtype == .f32 }, "sumOfSquares: f32 only")
-        let counts = xs.map { $0.count }, block = 1 << 16, blocks = blocks(counts, size: block)
+        let counts = xs.map { $0.count }, block = sumOfSquaresBlock, blocks = blocks(counts, size: block)
         let bases = xs.map { $0.rawPointer.assumingMemoryBound(to: Float.self) }
         var partial = [Double](repeating: 0, count: blocks.count)
         partial.withUnsafeMutableBufferPointer { out in

@@ -16,7 +16,55 @@ public struct RowProduct {
     }
 }
 
+/// A weight matrix [rows, columns] as decode's one-row products read it: where its bytes are
+/// and their format. Made once when the model is (a decoded token's products then read these
+/// few words, not the tensor's objects, which the token's streamed weights have pushed out of
+/// the caches). The bytes must outlive every product that reads them.
+public struct MatrixBytes: @unchecked Sendable {
+    public let base: UnsafeRawPointer, dtype: DType, rows: Int, columns: Int
+
+    /// The bytes of `weight`, a matrix.
+    public init(_ weight: Tensor) {
+        precondition(weight.rank == 2, "MatrixBytes: \(weight.shape) is not a matrix")
+        (base, dtype, rows, columns) = (weight.rawPointer, weight.dtype, weight.shape[0], weight.shape[1])
+    }
+}
+
 extension Kernels {
+    /// Whether `tokenProducts` takes `weight`: a block format this machine multiplies against
+    /// 8-bit activations, with no calibration observer watching the products.
+    public static func takesTokenProducts(_ weight: MatrixBytes) -> Bool {
+        linearObserver == nil && activationBlock(for: weight.dtype, k: weight.columns) > 0
+    }
+
+    /// `outputs[j][0..<W_j.rows] = x W_j^T` for one activation row x of every weight's
+    /// `columns`, in one streamed pass (x quantized once a block size): the bits `matmul` and
+    /// `linearBatch` give that row. Every weight must be one `takesTokenProducts` takes.
+    public static func tokenProducts(x: UnsafePointer<Float>, _ weights: [MatrixBytes], into outputs: [UnsafeMutablePointer<Float>],
+                                     pool: ThreadPool) {
+        precondition(weights.count == outputs.count, "tokenProducts: \(weights.count) weights, \(outputs.count) outputs")
+        streamOneRowProducts(weights.indices.map { (x, weights[$0], outputs[$0]) }, pool: pool)
+    }
+
+    /// Block-format products of single activation rows in one streamed pass, each distinct
+    /// input (by address and block) quantized once on the calling thread.
+    static func streamOneRowProducts(_ products: [(input: UnsafePointer<Float>, weight: MatrixBytes, output: UnsafeMutablePointer<Float>)],
+                                     pool: ThreadPool) {
+        var inputs = QuantizedInputs()
+        defer { inputs.deallocate() }
+        var jobs: [QuantizedJob] = []
+        jobs.reserveCapacity(products.count)
+        for p in products {
+            let w = p.weight, block = activationBlock(for: w.dtype, k: w.columns)
+            precondition(block > 0, "rowProducts: weight [\(w.rows), \(w.columns)] of \(w.dtype) has no integer leaf here")
+            let (q, isNew) = inputs.rows(for: UnsafeRawPointer(p.input), rows: 1, k: w.columns, block: block)
+            if isNew { q.fill(from: p.input, ldx: w.columns, k: w.columns, block: block, pool: nil) }
+            jobs.append(QuantizedJob(w: w.base, dtype: w.dtype, n: w.rows, k: w.columns, x: q, out: p.output, ldo: w.rows))
+        }
+        if jobs.isEmpty { return }
+        streamQuantizedJobs(jobs, pool: pool)
+    }
+
     /// Whether `rowProducts` takes `weight` on `pool`: a rank-2 block-format weight whose
     /// products this machine runs against 8-bit activations (`activationBlock`), or an f32,
     /// f16 or bf16 one on more than one thread (where `linearBatch` streams one-row jobs too),
@@ -48,19 +96,7 @@ extension Kernels {
             }, pool: pool)
             if elements.count == products.count { return }
         }
-        var inputs = QuantizedInputs()
-        defer { inputs.deallocate() }
-        var jobs: [QuantizedJob] = []
-        jobs.reserveCapacity(products.count)
-        for p in products where !p.weight.dtype.isElementFormat {
-            let n = p.weight.shape[0], k = p.weight.shape[1], dtype = p.weight.dtype
-            let block = activationBlock(for: dtype, k: k)
-            precondition(block > 0, "rowProducts: weight \(p.weight.shape) of \(dtype) has no integer leaf here")
-            let (q, isNew) = inputs.rows(for: UnsafeRawPointer(p.input), rows: 1, k: k, block: block)
-            if isNew { q.fill(from: p.input, ldx: k, k: k, block: block, pool: nil) }
-            jobs.append(QuantizedJob(w: p.weight.rawPointer, dtype: dtype, n: n, k: k, x: q, out: p.output, ldo: n))
-        }
-        if jobs.isEmpty { return }
-        streamQuantizedJobs(jobs, pool: pool)
+        streamOneRowProducts(products.filter { !$0.weight.dtype.isElementFormat }.map { ($0.input, MatrixBytes($0.weight), $0.output) },
+                             pool: pool)
     }
 }

@@ -130,6 +130,8 @@ struct Attention: AttentionBlock {
     let sinks: [Float]?
     let spec: DecoderSpec
     let rope: RotaryEmbedding
+    /// wq, wk, wv and wo as a decoded token's products read them (`Kernels.tokenProducts`).
+    let bytes: [MatrixBytes]
 
     /// x [T, d] normed rows of `segments`' sequences. Returns [T, d].
     func forward(_ x: Tensor, layer: Int, segments: Segments, caches: inout [KVCache], pool: ThreadPool) -> Tensor {
@@ -137,8 +139,17 @@ struct Attention: AttentionBlock {
         // linearBatch overwrites its outputs: no zeroing pass (a decode step's fresh tensors are
         // cold, and zeroing them cost each layer a few microseconds of cache misses).
         let q = Tensor(uninitialized: [t, h * dh]), k = Tensor(uninitialized: [t, g * dh]), v = Tensor(uninitialized: [t, g * dh])
-        Kernels.linearBatch([LinearJob(input: x, weight: wq, output: q), LinearJob(input: x, weight: wk, output: k),
-                             LinearJob(input: x, weight: wv, output: v)], pool: pool)
+        // One decoded token's products from the weights' bytes (the same bits).
+        let token = t == 1 && bytes.allSatisfy(Kernels.takesTokenProducts)
+        if token {
+            withExtendedLifetime((x, q, k, v)) {
+                Kernels.tokenProducts(x: x.floats.baseAddress!, Array(bytes[0..<3]),
+                                      into: [q, k, v].map { $0.mutableFloats.baseAddress! }, pool: pool)
+            }
+        } else {
+            Kernels.linearBatch([LinearJob(input: x, weight: wq, output: q), LinearJob(input: x, weight: wk, output: k),
+                                 LinearJob(input: x, weight: wv, output: v)], pool: pool)
+        }
         for (out, bias) in [(q, bq), (k, bk), (v, bv)] { if let bias { addRowBias(out, bias) } }
         switch spec.qkNorm {
         case .none: break
@@ -171,7 +182,15 @@ struct Attention: AttentionBlock {
         let out = causalAttention(q: q, heads: h, kvHeads: g, keyDim: dh, valueDim: dh,
                                   scale: Float(1 / Double(dh).squareRoot()), layer: layer, segments: segments, caches: caches,
                                   window: window, sinks: sinks, pool: pool)
-        let y = Kernels.matmul(out, wo, pool: pool)
+        let y: Tensor
+        if token {
+            y = Tensor(uninitialized: [1, bytes[3].rows])
+            withExtendedLifetime((out, y)) {
+                Kernels.tokenProducts(x: out.floats.baseAddress!, [bytes[3]], into: [y.mutableFloats.baseAddress!], pool: pool)
+            }
+        } else {
+            y = Kernels.matmul(out, wo, pool: pool)
+        }
         if let bo { addRowBias(y, bo) }
         return y
     }

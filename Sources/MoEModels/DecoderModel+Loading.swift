@@ -10,11 +10,12 @@ extension DecoderModel {
         let d = s.hiddenSize, hd = s.headDim, a = s.names.attention(i)
         let qNormShape = s.qkNorm == .full ? [s.heads * hd] : [hd]
         let kNormShape = s.qkNorm == .full ? [s.kvHeads * hd] : [hd]
+        let wq = try ck.tensor("\(a).q_proj.weight", shape: [s.heads * hd, d])
+        let wk = try ck.tensor("\(a).k_proj.weight", shape: [s.kvHeads * hd, d])
+        let wv = try ck.tensor("\(a).v_proj.weight", shape: [s.kvHeads * hd, d])
+        let wo = try ck.tensor("\(a).o_proj.weight", shape: [d, s.heads * hd])
         return Attention(
-            wq: try ck.tensor("\(a).q_proj.weight", shape: [s.heads * hd, d]),
-            wk: try ck.tensor("\(a).k_proj.weight", shape: [s.kvHeads * hd, d]),
-            wv: try ck.tensor("\(a).v_proj.weight", shape: [s.kvHeads * hd, d]),
-            wo: try ck.tensor("\(a).o_proj.weight", shape: [d, s.heads * hd]),
+            wq: wq, wk: wk, wv: wv, wo: wo,
             bq: s.qkvBias ? try ck.tensor("\(a).q_proj.bias", shape: [s.heads * hd]) : nil,
             bk: s.qkvBias ? try ck.tensor("\(a).k_proj.bias", shape: [s.kvHeads * hd]) : nil,
             bv: s.qkvBias ? try ck.tensor("\(a).v_proj.bias", shape: [s.kvHeads * hd]) : nil,
@@ -23,7 +24,7 @@ extension DecoderModel {
             kNorm: s.qkNorm == .none ? nil : try ck.tensor("\(a).k_norm.weight", shape: kNormShape),
             window: s.slidingWindows[i],
             sinks: s.attentionSinks ? try ck.tensor(s.names.sinks(i), shape: [s.heads]).toFloats() : nil,
-            spec: s, rope: rope)
+            spec: s, rope: rope, bytes: [wq, wk, wv, wo].map(MatrixBytes.init))
     }
 
     static func loadLatent(_ ck: any WeightSource, _ s: DecoderSpec, _ l: DecoderSpec.Latent, layer i: Int) throws(ModelError) -> LatentAttention {

@@ -284,8 +284,8 @@ public final class DecoderModel: @unchecked Sendable {
             caches[i].reserve(seq.count)
         }
         let segments = Segments(ranges)
-        // Embedding rows, widened to f32.
-        var x = Tensor(zeros: [t, d])
+        // Embedding rows, widened to f32 (each row is written).
+        var x = Tensor(uninitialized: [t, d])
         let xp = x.mutableFloats
         for (row, id) in tokens.enumerated() {
             if let embedRows, let base = xp.baseAddress {
