@@ -79,6 +79,18 @@ public struct KVCache: Sendable {
         return t.rawPointer + g * capacity * d * dtype.byteSize
     }
 
+    /// Fetches the lines layer l's keys and values of the next position go to (`store`'s
+    /// destination for one token) into the cache ahead of the store, so a decode step's store
+    /// writes to lines already there rather than waiting on each, one at a time.
+    func prefetchNextRow(layer l: Int) {
+        guard length < capacity else { return }
+        let size = dtype.byteSize
+        for g in 0..<kvHeads {
+            Kernels.prefetch(rows(layer: l, head: g, values: false) + length * keyDim * size, bytes: keyDim * size)
+            Kernels.prefetch(rows(layer: l, head: g, values: true) + length * valueDim * size, bytes: valueDim * size)
+        }
+    }
+
     /// Marks `t` more positions as filled (after every layer stored them).
     mutating func advance(_ t: Int) { length += t }
 

@@ -60,12 +60,12 @@ struct LatentAttention: AttentionBlock {
         Kernels.rmsNorm(latent, weight: kvANorm, eps: eps, into: latent, pool: pool)
         let expanded = Kernels.matmul(latent, kvB, pool: pool)         // [T, H*(Dn+Dv)]
         // RoPE on the rope parts of q and on k_rot.
-        let positions = segments.positions(caches)
+        let angles = segments.angles(rope, caches: caches)
         let qRot = Tensor(zeros: [t, h, ropeDim])
         let qp = queries.mutableFloats, qrp = qRot.mutableFloats
         for i in 0..<(t * h) { for j in 0..<ropeDim { qrp[i * ropeDim + j] = qp[i * kd + nope + j] } }
-        rope.apply(qRot, positions: positions, pool: pool)
-        rope.apply(kRot, positions: positions, pool: pool)
+        rope.apply(qRot, angles: angles, into: qRot, pool: pool)
+        rope.apply(kRot, angles: angles, into: kRot, pool: pool)
         for i in 0..<(t * h) { for j in 0..<ropeDim { qp[i * kd + nope + j] = qrp[i * ropeDim + j] } }
         // Per-head keys [T, H, Dn + Dr] and values [T, H, Dv].
         let keys = Tensor(zeros: [t, h, kd]), values = Tensor(zeros: [t, h, valueDim])
