@@ -1,5 +1,4 @@
 import MoECore
-import _MoEKernels
 
 // Dimension legend: d hidden size, I intermediate size, k experts the token chose.
 
@@ -8,9 +7,11 @@ extension SwiGLUExperts {
     /// (block formats with an integer leaf; f32, f16 and bf16 on more than one thread):
     /// `out[0] += sum over the token's choices of weight * E(x)`, computed as `MoELayer`'s
     /// gathered path computes it, bit for bit (the same activations and leaves, the outputs
-    /// added in expert order), without gathering the token into one row per expert: a block
-    /// format's token is quantized once for every gate and up product (`Kernels.rowProducts`),
-    /// and the products' bookkeeping is a few arrays, not a tensor a job. Returns false,
+    /// added in expert order), without gathering the token into one row per expert. Block
+    /// formats run from the experts' flat records (`tokenRows`) through `Kernels.tokenExperts`,
+    /// the token quantized once for every gate and up product and the activation inside their
+    /// pass; element formats through `Kernels.rowProducts`, the products' bookkeeping a few
+    /// arrays, not a tensor a job. Returns false,
     /// touching nothing, where it does not apply (biases, packed experts, GPT-OSS's activation,
     /// other weights, an expert chosen twice, more than one token): the gathered path runs
     /// those.
@@ -59,8 +60,7 @@ extension SwiGLUExperts {
                 products.append(RowProduct(input: UnsafePointer(gp + j * i), weight: down[routing.experts[a]], output: yp + j * d))
             }
             Kernels.rowProducts(products, pool: pool)
-            let rows = (0..<k).map { $0 }, weights = order.map { routing.weights[$0] }
-            moek_combine_rows(out.mutableFloats.baseAddress!, yp, d, rows, weights, k, 1)
+            Kernels.addWeightedRows(yp, weights: order.map { routing.weights[$0] }, width: d, into: out.mutableFloats.baseAddress!)
         }
         return true
     }

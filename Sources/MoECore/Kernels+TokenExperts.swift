@@ -95,7 +95,13 @@ extension Kernels {
             down.append(QuantizedJob(w: e.down, dtype: e.downType, n: d, k: i, x: hidden[j], out: yp + j * d, ldo: d))
         }
         streamQuantizedJobs(down, pool: pool)
-        let rows = (0..<k).map { $0 }
-        moek_combine_rows(out, yp, d, rows, weights, k, 1)
+        addWeightedRows(yp, weights: weights, width: d, into: out)
+    }
+
+    /// `out[0..<d] += weights[j] * y[j]` for the rows y[j] (d apart) in order: the layer's
+    /// combine for one token, as `Dispatch.combine` adds its terms.
+    public static func addWeightedRows(_ y: UnsafePointer<Float>, weights: [Float], width d: Int, into out: UnsafeMutablePointer<Float>) {
+        let rows = (0..<weights.count).map { $0 }
+        moek_combine_rows(out, y, d, rows, weights, weights.count, 1)
     }
 }
