@@ -76,7 +76,7 @@ public struct SwiGLUExperts: ExpertFFN {
     /// The intermediate size I.
     public let intermediateSize: Int
     /// Each expert's weights as decode's token step reads them (`addToken`).
-    let tokenRows: [ExpertWeightRows]
+    let tokenRows: [SwiGLUWeights]
 
     public init(gate: [Tensor], up: [Tensor], down: [Tensor]) {
         precondition(!gate.isEmpty && gate.count == up.count && up.count == down.count, "SwiGLUExperts: E gate, up and down weights")
@@ -89,7 +89,7 @@ public struct SwiGLUExperts: ExpertFFN {
         self.up = up
         self.down = down
         (hiddenSize, intermediateSize) = (d, i)
-        tokenRows = gate.indices.map { ExpertWeightRows(gate: gate[$0], up: up[$0], down: down[$0]) }
+        tokenRows = gate.indices.map { SwiGLUWeights(gate: gate[$0], up: up[$0], down: down[$0]) }
     }
 
     /// Experts from stacked weights: gate and up [E, I, d], down [E, d, I].

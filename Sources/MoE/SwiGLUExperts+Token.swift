@@ -8,7 +8,7 @@ extension SwiGLUExperts {
     /// `out[0] += sum over the token's choices of weight * E(x)`, computed as `MoELayer`'s
     /// gathered path computes it, bit for bit (the same activations and leaves, the outputs
     /// added in expert order), without gathering the token into one row per expert. Block
-    /// formats run from the experts' flat records (`tokenRows`) through `Kernels.tokenExperts`,
+    /// formats run from the experts' flat records (`tokenRows`) through `Kernels.swiGLURow`,
     /// the token quantized once for every gate and up product and the activation inside their
     /// pass; element formats through `Kernels.rowProducts`, the products' bookkeeping a few
     /// arrays, not a tensor a job. Returns false,
@@ -28,11 +28,11 @@ extension SwiGLUExperts {
         for j in 1..<max(1, order.count) where routing.experts[order[j - 1]] == routing.experts[order[j]] { return false }
         let k = order.count, i = intermediateSize, d = hiddenSize
         // Block formats: from the experts' flat records, not their tensors.
-        if order.allSatisfy({ Kernels.takesTokenExperts(tokenRows[routing.experts[$0]], hidden: d, intermediate: i) }) {
+        if order.allSatisfy({ Kernels.takesSwiGLURow(tokenRows[routing.experts[$0]], hidden: d, intermediate: i) }) {
             withExtendedLifetime((x, out, self)) {
-                Kernels.tokenExperts(x: x.floats.baseAddress!, experts: order.map { tokenRows[routing.experts[$0]] },
-                                     weights: order.map { routing.weights[$0] }, hidden: d, intermediate: i,
-                                     out: out.mutableFloats.baseAddress!, pool: pool)
+                Kernels.swiGLURow(x: x.floats.baseAddress!, ffns: order.map { tokenRows[routing.experts[$0]] },
+                                 weights: order.map { routing.weights[$0] }, hidden: d, intermediate: i,
+                                 out: out.mutableFloats.baseAddress!, pool: pool)
             }
             return true
         }

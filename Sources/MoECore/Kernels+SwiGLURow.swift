@@ -1,18 +1,18 @@
 import Synchronization
 import _MoEKernels
 
-// Dimension legend: d hidden size, I expert intermediate size, k experts the token chose.
+// Dimension legend: d input width, I intermediate size, k FFNs summed.
 
-/// One routed SwiGLU expert as decode's token step reads it: where its gate and up [I, d] and
-/// down [d, I] matrices' bytes are, and their formats. Made once when the experts are (the
-/// step reads a few of these contiguous records instead of walking each weight tensor's
-/// objects, which a token's streamed weights have pushed out of the caches by then).
-/// The bytes must outlive every call that reads them (the experts' tensors keep them).
-public struct ExpertWeightRows: @unchecked Sendable {
+/// One SwiGLU FFN, `W2 (silu(W1 x) * W3 x)`, as `Kernels.swiGLURow` reads it: where its gate
+/// and up [I, d] and down [d, I] matrices' bytes are, and their formats. Made once with the
+/// weights (decode's MoE step reads a few of these contiguous records instead of walking each
+/// weight tensor's objects, which a token's streamed weights have pushed out of the caches by
+/// then). The bytes must outlive every call that reads them (the tensors keep them).
+public struct SwiGLUWeights: @unchecked Sendable {
     public let gate: UnsafeRawPointer, up: UnsafeRawPointer, down: UnsafeRawPointer
     public let gateType: DType, upType: DType, downType: DType
 
-    /// The rows of expert weights `gate`, `up` and `down`.
+    /// The bytes of the matrices `gate`, `up` and `down`.
     public init(gate: Tensor, up: Tensor, down: Tensor) {
         (self.gate, self.up, self.down) = (gate.rawPointer, up.rawPointer, down.rawPointer)
         (gateType, upType, downType) = (gate.dtype, up.dtype, down.dtype)
@@ -20,27 +20,28 @@ public struct ExpertWeightRows: @unchecked Sendable {
 }
 
 extension Kernels {
-    /// Whether `tokenExperts` takes `expert` (d its input width, I its intermediate size):
-    /// its three weights are block formats this machine multiplies against 8-bit activations,
-    /// and no calibration observer watches the products.
-    public static func takesTokenExperts(_ expert: ExpertWeightRows, hidden d: Int, intermediate i: Int) -> Bool {
-        linearObserver == nil && activationBlock(for: expert.gateType, k: d) > 0
-            && activationBlock(for: expert.upType, k: d) > 0 && activationBlock(for: expert.downType, k: i) > 0
+    /// Whether `swiGLURow` takes `ffn` (d its input width, I its intermediate size): its three
+    /// matrices are block formats this machine multiplies against 8-bit activations, and no
+    /// calibration observer watches the products.
+    public static func takesSwiGLURow(_ ffn: SwiGLUWeights, hidden d: Int, intermediate i: Int) -> Bool {
+        linearObserver == nil && activationBlock(for: ffn.gateType, k: d) > 0
+            && activationBlock(for: ffn.upType, k: d) > 0 && activationBlock(for: ffn.downType, k: i) > 0
     }
 
-    /// Decode's SwiGLU experts for one token x [d]:
-    /// `out[0..<d] += sum over j of weights[j] * down_j(silu(gate_j x) * up_j x)`, the terms
-    /// added in the order of `experts`, each of which `takesTokenExperts` takes.
+    /// The weighted sum of SwiGLU FFNs of one activation row x [d] (decode's MoE step, over the
+    /// experts a token chose): `out[0..<d] += sum over j of weights[j] *
+    /// down_j(silu(gate_j x) * up_j x)`, the terms added in the order of `ffns`, each of which
+    /// `takesSwiGLURow` takes.
     ///
     /// Bit for bit what `rowProducts` and `siluMul` give (the same leaves on the same quantized
     /// rows, the same activation on each element), in two streamed passes: each piece of the
-    /// first runs an expert's gate rows and the same up rows, then the activation on them, so
-    /// no serial pass over the activations is left between the passes but the down inputs'
-    /// quantization.
-    public static func tokenExperts(x: UnsafePointer<Float>, experts: [ExpertWeightRows], weights: [Float],
+    /// first runs an FFN's gate rows and the same up rows, then the activation on them, and the
+    /// thread that finishes an FFN's rows quantizes its down input; so between the passes,
+    /// while the other threads wait, the calling thread only sets up the down jobs.
+    public static func swiGLURow(x: UnsafePointer<Float>, ffns: [SwiGLUWeights], weights: [Float],
                                     hidden d: Int, intermediate i: Int, out: UnsafeMutablePointer<Float>, pool: ThreadPool) {
-        precondition(experts.count == weights.count, "tokenExperts: \(experts.count) experts, \(weights.count) weights")
-        let k = experts.count
+        precondition(ffns.count == weights.count, "swiGLURow: \(ffns.count) FFNs, \(weights.count) weights")
+        let k = ffns.count
         if k == 0 { return }
         let (g, gCapacity) = ScratchBuffers.take(2 * k * i * 4 + k * d * 4)
         defer { ScratchBuffers.give(g, capacity: gCapacity) }
@@ -56,15 +57,15 @@ extension Kernels {
         var gate: [QuantizedJob] = [], upJobs: [QuantizedJob] = []
         gate.reserveCapacity(k)
         upJobs.reserveCapacity(k)
-        for (j, e) in experts.enumerated() {
+        for (j, e) in ffns.enumerated() {
             gate.append(QuantizedJob(w: e.gate, dtype: e.gateType, n: i, k: d, x: quantized(x, d, e.gateType), out: gp + j * i, ldo: i))
             upJobs.append(QuantizedJob(w: e.up, dtype: e.upType, n: i, k: d, x: quantized(x, d, e.upType), out: up + j * i, ldo: i))
         }
-        // Each expert's down input, quantized in the first pass by the thread that finishes its
+        // Each FFN's down input, quantized in the first pass by the thread that finishes its
         // rows (the count of its rows left says which).
         var hidden: [QuantizedRows] = []
         hidden.reserveCapacity(k)
-        for (j, e) in experts.enumerated() {
+        for (j, e) in ffns.enumerated() {
             hidden.append(inputs.rows(for: UnsafeRawPointer(gp + j * i), rows: 1, k: i, block: activationBlock(for: e.downType, k: i)).q)
         }
         let left = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: k)
@@ -82,24 +83,24 @@ extension Kernels {
             b.run(piece.n0, piece.n1)
             let j = piece.job, o = j * i + piece.n0
             moek_silu_mul_out(gp + o, gp + o, up + o, piece.n1 - piece.n0)
-            // The last rows of expert j: every other piece's writes are seen (acquire), and
-            // its activation row goes to 8 bits here, while the memory streams on.
+            // The last rows of FFN j: every other piece's writes are seen (acquire), and its
+            // activation row goes to 8 bits here, while the memory streams on.
             if left[j].subtract(piece.n1 - piece.n0, ordering: .acquiringAndReleasing).newValue == 0 {
                 let q = hidden[j]
-                q.fill(from: gp + j * i, ldx: i, k: i, block: activationBlock(for: experts[j].downType, k: i), pool: nil)
+                q.fill(from: gp + j * i, ldx: i, k: i, block: activationBlock(for: ffns[j].downType, k: i), pool: nil)
             }
         }
         var down: [QuantizedJob] = []
         down.reserveCapacity(k)
-        for (j, e) in experts.enumerated() {
+        for (j, e) in ffns.enumerated() {
             down.append(QuantizedJob(w: e.down, dtype: e.downType, n: d, k: i, x: hidden[j], out: yp + j * d, ldo: d))
         }
         streamQuantizedJobs(down, pool: pool)
         addWeightedRows(yp, weights: weights, width: d, into: out)
     }
 
-    /// `out[0..<d] += weights[j] * y[j]` for the rows y[j] (d apart) in order: the layer's
-    /// combine for one token, as `Dispatch.combine` adds its terms.
+    /// `out[0..<d] += weights[j] * y[j]` for the rows y[j] (d apart), in order (an MoE layer's
+    /// combine for one token adds its terms so).
     public static func addWeightedRows(_ y: UnsafePointer<Float>, weights: [Float], width d: Int, into out: UnsafeMutablePointer<Float>) {
         let rows = (0..<weights.count).map { $0 }
         moek_combine_rows(out, y, d, rows, weights, weights.count, 1)
