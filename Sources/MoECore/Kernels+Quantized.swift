@@ -58,6 +58,14 @@ struct QuantizedInputs {
         return (q, true)
     }
 
+    /// The one row of K at x quantized against `block`, made and filled on this thread the first
+    /// time it is asked for.
+    mutating func filledRow(_ x: UnsafePointer<Float>, k: Int, block: Int) -> QuantizedRows {
+        let (q, isNew) = rows(for: UnsafeRawPointer(x), rows: 1, k: k, block: block)
+        if isNew { q.fill(from: x, ldx: k, k: k, block: block, pool: nil) }
+        return q
+    }
+
     func deallocate() { for m in made { m.q.deallocate() } }
 }
 

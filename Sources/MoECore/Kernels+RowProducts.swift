@@ -57,8 +57,7 @@ extension Kernels {
         for p in products {
             let w = p.weight, block = activationBlock(for: w.dtype, k: w.columns)
             precondition(block > 0, "rowProducts: weight [\(w.rows), \(w.columns)] of \(w.dtype) has no integer leaf here")
-            let (q, isNew) = inputs.rows(for: UnsafeRawPointer(p.input), rows: 1, k: w.columns, block: block)
-            if isNew { q.fill(from: p.input, ldx: w.columns, k: w.columns, block: block, pool: nil) }
+            let q = inputs.filledRow(p.input, k: w.columns, block: block)
             jobs.append(QuantizedJob(w: w.base, dtype: w.dtype, n: w.rows, k: w.columns, x: q, out: p.output, ldo: w.rows))
         }
         if jobs.isEmpty { return }

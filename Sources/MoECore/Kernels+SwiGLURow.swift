@@ -48,18 +48,14 @@ extension Kernels {
         let gp = g.assumingMemoryBound(to: Float.self), up = gp + k * i, yp = up + k * i
         var inputs = QuantizedInputs()
         defer { inputs.deallocate() }
-        func quantized(_ row: UnsafePointer<Float>, _ k: Int, _ dtype: DType) -> QuantizedRows {
-            let block = activationBlock(for: dtype, k: k)
-            let (q, isNew) = inputs.rows(for: UnsafeRawPointer(row), rows: 1, k: k, block: block)
-            if isNew { q.fill(from: row, ldx: k, k: k, block: block, pool: nil) }
-            return q
-        }
         var gate: [QuantizedJob] = [], upJobs: [QuantizedJob] = []
         gate.reserveCapacity(k)
         upJobs.reserveCapacity(k)
         for (j, e) in ffns.enumerated() {
-            gate.append(QuantizedJob(w: e.gate, dtype: e.gateType, n: i, k: d, x: quantized(x, d, e.gateType), out: gp + j * i, ldo: i))
-            upJobs.append(QuantizedJob(w: e.up, dtype: e.upType, n: i, k: d, x: quantized(x, d, e.upType), out: up + j * i, ldo: i))
+            let xg = inputs.filledRow(x, k: d, block: activationBlock(for: e.gateType, k: d))
+            let xu = inputs.filledRow(x, k: d, block: activationBlock(for: e.upType, k: d))
+            gate.append(QuantizedJob(w: e.gate, dtype: e.gateType, n: i, k: d, x: xg, out: gp + j * i, ldo: i))
+            upJobs.append(QuantizedJob(w: e.up, dtype: e.upType, n: i, k: d, x: xu, out: up + j * i, ldo: i))
         }
         // Each FFN's down input, quantized in the first pass by the thread that finishes its
         // rows (the count of its rows left says which).
