@@ -64,28 +64,50 @@ struct StreamedRuns {
     /// The runs for these jobs and threads, made once: decode splits the same products the same
     /// way every token (an MoE layer's expert products, attention's, the LM head), and building
     /// the pieces was a few hundred small allocations a token on the calling thread while the
-    /// others waited. Keeps up to `cachedPlans` splits, one a slot by a hash of the shapes: a
-    /// lookup compares one entry, where a scan of them all had read a dozen lines the token's
-    /// streamed weights had evicted.
+    /// others waited. Keeps up to `cachedPlans` splits, placed by a hash of the shapes in the
+    /// first free of `probes` slots from the hash's own: a lookup compares an entry or two,
+    /// where a scan of them all had read a dozen lines the token's streamed weights had evicted,
+    /// and two shapes a layer uses that hash to one slot do not evict each other every token (a
+    /// Qwen3-MoE-shaped Q4_K_M file's Q6_K down pass and its attention output did: two splits
+    /// rebuilt a layer).
     static func cached(_ jobs: [(n: Int, rowBytes: Int)], threads: Int) -> StreamedRuns {
+        let home = homeSlot(jobs, threads: threads)
+        if let hit = held(jobs, threads: threads, home: home) { return hit }
+        let made = StreamedRuns(jobs, threads: threads)
+        plans.withLock { plans in
+            // The first free slot of the probes; all taken, the home slot's entry goes.
+            let slot = (0..<probes).lazy.map { (home + $0) % cachedPlans }.first { plans[$0] == nil } ?? home
+            plans[slot] = (jobs: jobs, threads: threads, runs: made)
+        }
+        return made
+    }
+
+    /// The cached split for these jobs and threads, if one is held (probing from `home`).
+    static func held(_ jobs: [(n: Int, rowBytes: Int)], threads: Int, home: Int) -> StreamedRuns? {
+        plans.withLock { plans -> StreamedRuns? in
+            for probe in 0..<probes {
+                guard let entry = plans[(home + probe) % cachedPlans] else { return nil }
+                if entry.threads == threads, entry.jobs.count == jobs.count,
+                   zip(entry.jobs, jobs).allSatisfy({ $0.n == $1.n && $0.rowBytes == $1.rowBytes }) { return entry.runs }
+            }
+            return nil
+        }
+    }
+
+    /// The slot a split of these shapes is looked for first (a hash of them, mod `cachedPlans`).
+    static func homeSlot(_ jobs: [(n: Int, rowBytes: Int)], threads: Int) -> Int {
         var h = UInt64(truncatingIfNeeded: threads) &* 0x9E37_79B9_7F4A_7C15
         for job in jobs {
             h = (h ^ UInt64(truncatingIfNeeded: job.n)) &* 0x100_0000_01B3
             h = (h ^ UInt64(truncatingIfNeeded: job.rowBytes)) &* 0x100_0000_01B3
         }
-        let slot = Int(truncatingIfNeeded: (h ^ (h >> 29)) % UInt64(cachedPlans))
-        let hit = plans.withLock { plans -> StreamedRuns? in
-            guard let entry = plans[slot], entry.threads == threads, entry.jobs.count == jobs.count,
-                  zip(entry.jobs, jobs).allSatisfy({ $0.n == $1.n && $0.rowBytes == $1.rowBytes }) else { return nil }
-            return entry.runs
-        }
-        if let hit { return hit }
-        let made = StreamedRuns(jobs, threads: threads)
-        plans.withLock { $0[slot] = (jobs: jobs, threads: threads, runs: made) }
-        return made
+        return Int(truncatingIfNeeded: (h ^ (h >> 29)) % UInt64(cachedPlans))
     }
 
-    static let cachedPlans = 61
+    /// Empties the cache (tests start from it).
+    static func forgetCached() { plans.withLock { $0 = Array(repeating: nil, count: cachedPlans) } }
+
+    static let cachedPlans = 61, probes = 4
     private static let plans = Mutex<[(jobs: [(n: Int, rowBytes: Int)], threads: Int, runs: StreamedRuns)?]>(
         Array(repeating: nil, count: cachedPlans))
 

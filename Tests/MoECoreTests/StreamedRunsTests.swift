@@ -93,4 +93,19 @@ final class StreamedRunsTests: XCTestCase {
         XCTAssertTrue(same(StreamedRuns.cached([(64, 64)], threads: 2), StreamedRuns([(64, 64)], threads: 2)))
         XCTAssertFalse(same(StreamedRuns.cached([(64, 64)], threads: 1), StreamedRuns([(64, 64)], threads: 2)))
     }
+
+    /// Two splits whose shapes hash to one slot are both held once made (a layer's down pass and
+    /// its attention output did, in a real Q4_K_M file, and each evicted the other every token).
+    func testSplitsSharingAHomeSlotAreBothHeld() throws {
+        StreamedRuns.forgetCached()
+        let a: [(n: Int, rowBytes: Int)] = [(1024, 576)]
+        let home = StreamedRuns.homeSlot(a, threads: 2)
+        let n = try XCTUnwrap((1...10_000).first { StreamedRuns.homeSlot([($0 * 4, 630)], threads: 2) == home })
+        let b: [(n: Int, rowBytes: Int)] = [(n * 4, 630)]
+        _ = StreamedRuns.cached(a, threads: 2)
+        _ = StreamedRuns.cached(b, threads: 2)
+        XCTAssertNotNil(StreamedRuns.held(a, threads: 2, home: home))
+        XCTAssertNotNil(StreamedRuns.held(b, threads: 2, home: home))
+        XCTAssertNil(StreamedRuns.held([(8, 8)], threads: 2, home: StreamedRuns.homeSlot([(8, 8)], threads: 2)))
+    }
 }
