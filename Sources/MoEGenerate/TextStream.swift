@@ -10,7 +10,8 @@ import MoEModels
 /// cost time and allocations growing with the text (80 allocations a token at 144 tokens, a
 /// token's whole serial share of decode by about 2,000). Where a window's text does not extend
 /// its shorter self (a decoder whose output depends on more than the window), the whole text is
-/// decoded again, so `text` is always what `Tokenizer.decode` gives for `ids`.
+/// decoded again, so `text` is always what `Tokenizer.decode` gives for `ids`. Special tokens
+/// (which that decode skips) stay out of the windows, so a run of them cannot grow one.
 public struct TextStream: Sendable {
     let tokenizer: Tokenizer
     let stopStrings: [String]
@@ -19,11 +20,13 @@ public struct TextStream: Sendable {
     let longestStop: Int
     /// Generated ids so far (an EOS that stopped the stream is not among them).
     public private(set) var ids: [Int] = []
+    /// `ids` without the special tokens: what the text is decoded from.
+    private var shown: [Int] = []
     /// The text of `ids`, cut before a stop string once one appeared.
     public private(set) var text = ""
     /// UTF-8 bytes of `text` already handed out.
     private var emitted = 0
-    /// The window: ids from `windowStart` decode to `windowText`, up to `settled`; the text
+    /// The window: `shown` from `windowStart` decode to `windowText`, up to `settled`; the text
     /// from `settledBytes` on (UTF-8 bytes of `text`) is what the ids after `settled` added.
     private var windowStart = 0, settled = 0, settledBytes = 0
     private var windowText = ""
@@ -46,6 +49,8 @@ public struct TextStream: Sendable {
             return flush()
         }
         ids.append(id)
+        if tokenizer.isSpecial(id) { return "" }  // no text: nothing more is final
+        shown.append(id)
         let changed = appendDecoded()
         // A new stop string ends in what this token changed, so it starts at most the longest
         // stop string's bytes before that (or before the text not yet handed out).
@@ -78,7 +83,7 @@ public struct TextStream: Sendable {
     /// window moves on once its text ends in a whole character (no incomplete UTF-8 sequence).
     /// Returns the UTF-8 offset in `text` from which it changed.
     private mutating func appendDecoded() -> Int {
-        let window = tokenizer.decode(Array(ids[windowStart...]), skipSpecialTokens: true)
+        let window = tokenizer.decode(Array(shown[windowStart...]))
         let base = windowText.unicodeScalars
         guard window.unicodeScalars.starts(with: base) else {
             if window.hasSuffix("\u{FFFD}") {
@@ -90,9 +95,9 @@ public struct TextStream: Sendable {
                 return settledBytes
             }
             // The window's text rewrote its own start: decode everything again.
-            text = tokenizer.decode(ids, skipSpecialTokens: true)
+            text = tokenizer.decode(shown)
             emitted = min(emitted, text.utf8.count)
-            restartWindow(at: max(0, ids.count - 1))
+            restartWindow(at: max(0, shown.count - 1))
             return 0
         }
         let changed = settledBytes
@@ -102,9 +107,9 @@ public struct TextStream: Sendable {
         if !added.isEmpty && !added.hasSuffix("\u{FFFD}") {
             // Settle: the next window starts where this one's new ids did.
             windowStart = settled
-            settled = ids.count
+            settled = shown.count
             settledBytes = text.utf8.count
-            windowText = tokenizer.decode(Array(ids[windowStart..<settled]), skipSpecialTokens: true)
+            windowText = tokenizer.decode(Array(shown[windowStart..<settled]))
         }
         return changed
     }
@@ -113,9 +118,9 @@ public struct TextStream: Sendable {
     /// decode).
     private mutating func restartWindow(at start: Int) {
         windowStart = start
-        settled = ids.count
+        settled = shown.count
         settledBytes = text.utf8.count
-        windowText = tokenizer.decode(Array(ids[windowStart..<settled]), skipSpecialTokens: true)
+        windowText = tokenizer.decode(Array(shown[windowStart..<settled]))
     }
 
     /// The index of `text` at `offset` UTF-8 bytes (clamped to the text), moved back to the
