@@ -4,9 +4,10 @@ import MoEModels
 import XCTest
 
 /// `TextStream` decodes a window of the latest ids a token; its text must stay what decoding all
-/// the ids gives, after every token that ends a character, over real vocabularies (byte-level BPE and SentencePiece,
-/// from tokenizer.json and from GGUF files), on llama.cpp's tokenizer test texts (emoji, CJK,
-/// runs of spaces and newlines, byte fallback), and stop strings must end it as before.
+/// the ids gives, after every token that ends a character, over real vocabularies (byte-level
+/// BPE and SentencePiece, from tokenizer.json and from GGUF files), on llama.cpp's tokenizer
+/// test texts (emoji, CJK, runs of spaces and newlines, byte fallback), and stop strings must
+/// end it as before.
 final class TextStreamTests: XCTestCase {
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("Fixtures")
