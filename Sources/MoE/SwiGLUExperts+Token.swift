@@ -28,11 +28,10 @@ extension SwiGLUExperts {
         for j in 1..<max(1, order.count) where routing.experts[order[j - 1]] == routing.experts[order[j]] { return false }
         let k = order.count, i = intermediateSize, d = hiddenSize
         // Block formats: from the experts' flat records, not their tensors.
-        if order.allSatisfy({ Kernels.takesSwiGLURow(tokenRows[routing.experts[$0]], hidden: d, intermediate: i) }) {
+        if order.allSatisfy({ Kernels.takesSwiGLURow(tokenRows[routing.experts[$0]]) }) {
             withExtendedLifetime((x, out, self)) {
                 Kernels.swiGLURow(x: x.floats.baseAddress!, ffns: order.map { tokenRows[routing.experts[$0]] },
-                                 weights: order.map { routing.weights[$0] }, hidden: d, intermediate: i,
-                                 out: out.mutableFloats.baseAddress!, pool: pool)
+                                 weights: order.map { routing.weights[$0] }, out: out.mutableFloats.baseAddress!, pool: pool)
             }
             return true
         }

@@ -3,35 +3,30 @@ import _MoEKernels
 
 // Dimension legend: d input width, I intermediate size, k FFNs summed.
 
-/// One SwiGLU FFN, `W2 (silu(W1 x) * W3 x)`, as `Kernels.swiGLURow` reads it: where its gate
-/// and up [I, d] and down [d, I] matrices' bytes are, and their formats. Made once with the
-/// weights (decode's MoE step reads a few of these contiguous records instead of walking each
-/// weight tensor's objects, which a token's streamed weights have pushed out of the caches by
-/// then). The bytes must outlive every call that reads them (the tensors keep them).
-public struct SwiGLUWeights: @unchecked Sendable {
-    public let gate: UnsafeRawPointer, up: UnsafeRawPointer, down: UnsafeRawPointer
-    public let gateType: DType, upType: DType, downType: DType
+/// One SwiGLU FFN, `W2 (silu(W1 x) * W3 x)`, as `Kernels.swiGLURow` reads it: its gate and up
+/// [I, d] and down [d, I] matrices as `MatrixBytes`. Made once with the weights (decode's MoE
+/// step reads a few of these contiguous records instead of walking each weight tensor's
+/// objects, which a token's streamed weights have pushed out of the caches by then). The bytes
+/// must outlive every call that reads them (the tensors keep them).
+public struct SwiGLUWeights: Sendable {
+    public let gate: MatrixBytes, up: MatrixBytes, down: MatrixBytes
 
-    /// The bytes of the matrices `gate`, `up` and `down`.
+    /// The matrices `gate`, `up` and `down`.
     public init(gate: Tensor, up: Tensor, down: Tensor) {
-        (self.gate, self.up, self.down) = (gate.rawPointer, up.rawPointer, down.rawPointer)
-        (gateType, upType, downType) = (gate.dtype, up.dtype, down.dtype)
+        (self.gate, self.up, self.down) = (MatrixBytes(gate), MatrixBytes(up), MatrixBytes(down))
     }
 }
 
 extension Kernels {
-    /// Whether `swiGLURow` takes `ffn` (d its input width, I its intermediate size): its three
-    /// matrices are block formats this machine multiplies against 8-bit activations, and no
-    /// calibration observer watches the products.
-    public static func takesSwiGLURow(_ ffn: SwiGLUWeights, hidden d: Int, intermediate i: Int) -> Bool {
-        linearObserver == nil && activationBlock(for: ffn.gateType, k: d) > 0
-            && activationBlock(for: ffn.upType, k: d) > 0 && activationBlock(for: ffn.downType, k: i) > 0
+    /// Whether `swiGLURow` takes `ffn`: `tokenProducts` takes its three matrices.
+    public static func takesSwiGLURow(_ ffn: SwiGLUWeights) -> Bool {
+        takesTokenProducts(ffn.gate) && takesTokenProducts(ffn.up) && takesTokenProducts(ffn.down)
     }
 
     /// The weighted sum of SwiGLU FFNs of one activation row x [d] (decode's MoE step, over the
     /// experts a token chose): `out[0..<d] += sum over j of weights[j] *
     /// down_j(silu(gate_j x) * up_j x)`, the terms added in the order of `ffns`, each of which
-    /// `takesSwiGLURow` takes.
+    /// `takesSwiGLURow` takes, all of one shape.
     ///
     /// Bit for bit what `rowProducts` and `siluMul` give (the same leaves on the same quantized
     /// rows, the same activation on each element), in two streamed passes: each piece of the
@@ -39,10 +34,15 @@ extension Kernels {
     /// thread that finishes an FFN's rows quantizes its down input; so between the passes,
     /// while the other threads wait, the calling thread only sets up the down jobs.
     public static func swiGLURow(x: UnsafePointer<Float>, ffns: [SwiGLUWeights], weights: [Float],
-                                    hidden d: Int, intermediate i: Int, out: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+                                 out: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         precondition(ffns.count == weights.count, "swiGLURow: \(ffns.count) FFNs, \(weights.count) weights")
         let k = ffns.count
         if k == 0 { return }
+        let i = ffns[0].gate.rows, d = ffns[0].gate.columns
+        for e in ffns {
+            precondition(e.gate.rows == i && e.up.rows == i && e.down.columns == i && e.gate.columns == d && e.up.columns == d
+                         && e.down.rows == d, "swiGLURow: FFNs of different shapes")
+        }
         let (g, gCapacity) = ScratchBuffers.take(2 * k * i * 4 + k * d * 4)
         defer { ScratchBuffers.give(g, capacity: gCapacity) }
         let gp = g.assumingMemoryBound(to: Float.self), up = gp + k * i, yp = up + k * i
@@ -52,17 +52,17 @@ extension Kernels {
         gate.reserveCapacity(k)
         upJobs.reserveCapacity(k)
         for (j, e) in ffns.enumerated() {
-            let xg = inputs.filledRow(x, k: d, block: activationBlock(for: e.gateType, k: d))
-            let xu = inputs.filledRow(x, k: d, block: activationBlock(for: e.upType, k: d))
-            gate.append(QuantizedJob(w: e.gate, dtype: e.gateType, n: i, k: d, x: xg, out: gp + j * i, ldo: i))
-            upJobs.append(QuantizedJob(w: e.up, dtype: e.upType, n: i, k: d, x: xu, out: up + j * i, ldo: i))
+            let xg = inputs.filledRow(x, k: d, block: activationBlock(for: e.gate.dtype, k: d))
+            let xu = inputs.filledRow(x, k: d, block: activationBlock(for: e.up.dtype, k: d))
+            gate.append(QuantizedJob(w: e.gate.base, dtype: e.gate.dtype, n: i, k: d, x: xg, out: gp + j * i, ldo: i))
+            upJobs.append(QuantizedJob(w: e.up.base, dtype: e.up.dtype, n: i, k: d, x: xu, out: up + j * i, ldo: i))
         }
         // Each FFN's down input, quantized in the first pass by the thread that finishes its
         // rows (the count of its rows left says which).
         var hidden: [QuantizedRows] = []
         hidden.reserveCapacity(k)
         for (j, e) in ffns.enumerated() {
-            hidden.append(inputs.rows(for: UnsafeRawPointer(gp + j * i), rows: 1, k: i, block: activationBlock(for: e.downType, k: i)).q)
+            hidden.append(inputs.rows(for: UnsafeRawPointer(gp + j * i), rows: 1, k: i, block: activationBlock(for: e.down.dtype, k: i)).q)
         }
         let left = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: k)
         for j in 0..<k { (left + j).initialize(to: Atomic(i)) }
@@ -83,13 +83,13 @@ extension Kernels {
             // activation row goes to 8 bits here, while the memory streams on.
             if left[j].subtract(piece.n1 - piece.n0, ordering: .acquiringAndReleasing).newValue == 0 {
                 let q = hidden[j]
-                q.fill(from: gp + j * i, ldx: i, k: i, block: activationBlock(for: ffns[j].downType, k: i), pool: nil)
+                q.fill(from: gp + j * i, ldx: i, k: i, block: activationBlock(for: ffns[j].down.dtype, k: i), pool: nil)
             }
         }
         var down: [QuantizedJob] = []
         down.reserveCapacity(k)
         for (j, e) in ffns.enumerated() {
-            down.append(QuantizedJob(w: e.down, dtype: e.downType, n: d, k: i, x: hidden[j], out: yp + j * d, ldo: d))
+            down.append(QuantizedJob(w: e.down.base, dtype: e.down.dtype, n: d, k: i, x: hidden[j], out: yp + j * d, ldo: d))
         }
         streamQuantizedJobs(down, pool: pool)
         addWeightedRows(yp, weights: weights, width: d, into: out)
