@@ -149,8 +149,8 @@ struct Attention: AttentionBlock {
     let sinks: [Float]?
     let spec: DecoderSpec
     let rope: RotaryEmbedding
-    /// wq, wk, wv and wo as a decoded token's products read them (`Kernels.tokenProducts`).
-    let bytes: [MatrixBytes]
+    /// wq, wk, wv, and wo, as a decoded token's products read them (`Kernels.tokenProducts`).
+    let qkvBytes: [MatrixBytes], outputBytes: MatrixBytes
 
     /// x [T, d] normed rows of `segments`' sequences. Returns [T, d].
     func forward(_ x: Tensor, layer: Int, segments: Segments, caches: inout [KVCache], pool: ThreadPool) -> Tensor {
@@ -159,11 +159,11 @@ struct Attention: AttentionBlock {
         // cold, and zeroing them cost each layer a few microseconds of cache misses).
         let q = Tensor(uninitialized: [t, h * dh]), k = Tensor(uninitialized: [t, g * dh]), v = Tensor(uninitialized: [t, g * dh])
         // One decoded token's products from the weights' bytes (the same bits).
-        let token = t == 1 && bytes.allSatisfy(Kernels.takesTokenProducts)
+        let token = t == 1 && qkvBytes.allSatisfy(Kernels.takesTokenProducts) && Kernels.takesTokenProducts(outputBytes)
         if t == 1 && segments.ranges.count == 1 { caches[0].prefetchNextRow(layer: layer) }  // lands while the products run
         if token {
             withExtendedLifetime((x, q, k, v)) {
-                Kernels.tokenProducts(x: x.floats.baseAddress!, Array(bytes[0..<3]),
+                Kernels.tokenProducts(x: x.floats.baseAddress!, qkvBytes,
                                       into: [q, k, v].map { $0.mutableFloats.baseAddress! }, pool: pool)
             }
         } else {
@@ -207,9 +207,9 @@ struct Attention: AttentionBlock {
                                   window: window, sinks: sinks, pool: pool)
         let y: Tensor
         if token {
-            y = Tensor(uninitialized: [1, bytes[3].rows])
+            y = Tensor(uninitialized: [1, outputBytes.rows])
             withExtendedLifetime((out, y)) {
-                Kernels.tokenProducts(x: out.floats.baseAddress!, [bytes[3]], into: [y.mutableFloats.baseAddress!], pool: pool)
+                Kernels.tokenProducts(x: out.floats.baseAddress!, [outputBytes], into: [y.mutableFloats.baseAddress!], pool: pool)
             }
         } else {
             y = Kernels.matmul(out, wo, pool: pool)

@@ -24,7 +24,7 @@ extension DecoderModel {
             kNorm: s.qkNorm == .none ? nil : try ck.tensor("\(a).k_norm.weight", shape: kNormShape),
             window: s.slidingWindows[i],
             sinks: s.attentionSinks ? try ck.tensor(s.names.sinks(i), shape: [s.heads]).toFloats() : nil,
-            spec: s, rope: rope, bytes: [wq, wk, wv, wo].map(MatrixBytes.init))
+            spec: s, rope: rope, qkvBytes: [wq, wk, wv].map(MatrixBytes.init), outputBytes: MatrixBytes(wo))
     }
 
     static func loadLatent(_ ck: any WeightSource, _ s: DecoderSpec, _ l: DecoderSpec.Latent, layer i: Int) throws(ModelError) -> LatentAttention {
