@@ -105,18 +105,13 @@ public struct TextStream: Sendable {
         let added = String(window.unicodeScalars.dropFirst(base.count))
         text.removeSubrange(scalarIndex(atUTF8: settledBytes)...)
         text += added
-        if !added.isEmpty && !added.hasSuffix("\u{FFFD}") {
-            // Settle: the next window starts where this one's new ids did.
-            windowStart = settled
-            settled = shown.count
-            settledBytes = text.utf8.count
-            windowText = tokenizer.decode(Array(shown[windowStart..<settled]))
-        }
+        // Settle: the next window starts where this one's new ids did.
+        if !added.isEmpty && !added.hasSuffix("\u{FFFD}") { restartWindow(at: settled) }
         return changed
     }
 
-    /// Starts the window at `start` with everything before the end settled (after a full
-    /// decode).
+    /// Starts the window at `start` with every id so far settled (after a settled token, or a
+    /// whole decode).
     private mutating func restartWindow(at start: Int) {
         windowStart = start
         settled = shown.count
