@@ -26,11 +26,17 @@ public protocol ExpertFFN: Sendable {
     /// outputs into out [1, d], as `forward` and the layer's combine would, bit for bit; false,
     /// touching nothing, where these experts have no such step for it (the default).
     func addToken(_ x: Tensor, routing: Routing, into out: Tensor, pool: ThreadPool) -> Bool
+    /// Asks for the records `addToken` reads first to be brought into the cache, where a
+    /// decode step can call it a pass ahead of that step: the weights streamed since the last
+    /// token have evicted them, and each read would otherwise wait on memory in turn while the
+    /// other threads idle. Nothing by default.
+    func prefetchTokenRecords()
 }
 
 extension ExpertFFN {
     public var isCollective: Bool { false }
     public func addToken(_ x: Tensor, routing: Routing, into out: Tensor, pool: ThreadPool) -> Bool { false }
+    public func prefetchTokenRecords() {}
     public func forward(consuming rows: Tensor, rowOffsets: [Int], pool: ThreadPool) -> Tensor {
         forward(rows, rowOffsets: rowOffsets, pool: pool)
     }

@@ -78,6 +78,8 @@ public struct MoELayer: Sendable {
             let p = input.mutableFloats
             for i in 0..<p.count { p[i] *= 1 - jitter + 2 * jitter * rng.nextUnitFloat() }
         }
+        // Decode: the experts' records land while the gate's pass runs.
+        if x.shape[0] == 1 && !options.training { experts.prefetchTokenRecords() }
         let logits = gate.logits(input, state: &state, pool: pool)
         let routing = options.rowRouters.isEmpty ? router.route(logits, pool: pool) : route(logits, options.rowRouters, pool: pool)
         let out = Tensor(zeros: x.shape)

@@ -306,6 +306,8 @@ public final class DecoderModel: @unchecked Sendable {
         }
         var state = RouterState()
         for (i, layer) in layers.enumerated() {
+            // Decode: the norm read after attention lands while its passes run.
+            if t == 1 { prefetch(layer.postNorm) }
             let h = Kernels.rmsNorm(x, weight: layer.inputNorm, eps: s.rmsNormEps, pool: pool)
             let a = layer.attention.forward(h, layer: i, segments: segments, caches: &caches, pool: pool)
             add(a, into: x)
@@ -331,6 +333,7 @@ public final class DecoderModel: @unchecked Sendable {
                     layerOptions.rowRouters = layerOptions.rowRouters.map { ($0.rows, prefer($0.router)) }
                 }
                 if expertPrefetch { prefetchExperts(layer: i + 1, input: h2) }
+                if t == 1 { prefetch(i + 1 < layers.count ? layers[i + 1].inputNorm : finalNorm) }
                 let out = moe.forward(h2, state: &state, options: layerOptions, pool: pool)
                 try checkExpertCache()
                 options.trace?(i, out.routing)
@@ -372,5 +375,11 @@ public final class DecoderModel: @unchecked Sendable {
     func add(_ y: Tensor, into x: Tensor) {
         let xp = x.mutableFloats, yp = y.floats
         for i in 0..<xp.count { xp[i] += yp[i] }
+    }
+
+    /// Asks for a small weight (a norm's) to be brought into the cache ahead of its use in a
+    /// decode step, whose streamed weights have evicted it since the last token.
+    private func prefetch(_ w: Tensor) {
+        Kernels.prefetch(w.rawPointer, bytes: w.byteCount)
     }
 }
