@@ -3,6 +3,12 @@ import MoECore
 // Dimension legend: d hidden size, I intermediate size, k experts the token chose.
 
 extension SwiGLUExperts {
+    /// Every expert's `SwiGLUWeights` record (`tokenRows`, three matrices' addresses and
+    /// shapes an expert), which `addToken` reads for the experts a token chose.
+    public func prefetchTokenRecords() {
+        tokenRows.withUnsafeBytes { if let base = $0.baseAddress { Kernels.prefetch(base, bytes: $0.count) } }
+    }
+
     /// Decode's MoE step for one token whose experts' weights `Kernels.takesRowProducts` takes
     /// (block formats with an integer leaf; f32, f16 and bf16 on more than one thread):
     /// `out[0] += sum over the token's choices of weight * E(x)`, computed as `MoELayer`'s
@@ -15,12 +21,6 @@ extension SwiGLUExperts {
     /// touching nothing, where it does not apply (biases, packed experts, GPT-OSS's activation,
     /// other weights, an expert chosen twice, more than one token): the gathered path runs
     /// those.
-    /// Every expert's `SwiGLUWeights` record (`tokenRows`, three matrices' addresses and
-    /// shapes an expert), which `addToken` reads for the experts a token chose.
-    public func prefetchTokenRecords() {
-        tokenRows.withUnsafeBytes { if let base = $0.baseAddress { Kernels.prefetch(base, bytes: $0.count) } }
-    }
-
     public func addToken(_ x: Tensor, routing: Routing, into out: Tensor, pool: ThreadPool) -> Bool {
         guard biases == nil, packed.isEmpty, activation == .swiglu, routing.tokenCount == 1,
               x.rank == 2, x.shape[0] == 1, x.shape[1] == hiddenSize, out.rank == 2, out.shape[0] == 1, out.shape[1] == hiddenSize,
