@@ -333,7 +333,6 @@ public final class DecoderModel: @unchecked Sendable {
                     layerOptions.rowRouters = layerOptions.rowRouters.map { ($0.rows, prefer($0.router)) }
                 }
                 if expertPrefetch { prefetchExperts(layer: i + 1, input: h2) }
-                if t == 1 { prefetch(i + 1 < layers.count ? layers[i + 1].inputNorm : finalNorm) }
                 let out = moe.forward(h2, state: &state, options: layerOptions, pool: pool)
                 try checkExpertCache()
                 options.trace?(i, out.routing)
