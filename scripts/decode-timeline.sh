@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Where a decoded token's time goes on the calling thread, step by step: a copy of the sources
-# (as they are in this checkout, edits included) gets a clock stamp at each step of decode
-# (scripts/decode_timeline.py, which names them), is built in release, and `moe bench` on FILE
-# writes the stamps; the report gives each step's microseconds a token on the calling thread
-# alone (the other threads waiting) and each parallel loop's. The copy lives in
-# $TMPDIR/moekit-timeline, so the next run rebuilds only what changed. Only the copy is patched.
+# (the files git tracks, as they are in this checkout: edits included, a new file once it is
+# added) gets a clock stamp at each step of decode (scripts/decode_timeline.py, which names
+# them), is built in release, and `moe bench` on FILE writes the stamps; the report gives each
+# step's microseconds a token on the calling thread alone (the other threads waiting) and each
+# parallel loop's. The copy lives in $TMPDIR/moekit-timeline, so the next run rebuilds only what
+# changed. Only the copy is patched.
 #
 #     scripts/decode-timeline.sh FILE.gguf [TOKENS]      # default: 256 generated tokens
 set -euo pipefail
