@@ -61,6 +61,36 @@ final class LinearKernelTests: XCTestCase {
         }
     }
 
+    /// A matrix-vector total does not depend on the rows reduced beside it: 4 activation rows
+    /// against f32 weights give each row's bits alone (AVX-512 sums a tile's 16 totals in one
+    /// shuffle tree), and 16-bit weight rows short enough to be summed 16 at a time (attention's
+    /// keys) give each weight row's bits alone.
+    func testMatvecTotalsDoNotDependOnTheirNeighbours() {
+        forEachISA { isa in
+            for k in [64, 80, 256] {
+                let w = Tensor(randomUniform: [37, k], seed: UInt64(k))
+                let x = Tensor(randomUniform: [4, k], seed: UInt64(k + 1))
+                let xs = x.toFloats(), together = Kernels.matmul(x, w, pool: ThreadPool(threads: 1)).toFloats()
+                for r in 0..<4 {
+                    let alone = Kernels.matmul(Tensor(shape: [1, k], values: Array(xs[(r * k)..<((r + 1) * k)])), w,
+                                               pool: ThreadPool(threads: 1)).toFloats()
+                    XCTAssertEqual(alone, Array(together[(r * 37)..<((r + 1) * 37)]), "f32 activation row \(r), k \(k), \(isa)")
+                }
+                for dtype in [DType.f16, .bf16] {  // pieces of hundreds of rows: 16-row blocks and a rest
+                    let keys = Tensor(randomUniform: [1000, k], seed: UInt64(k + 2), dtype: dtype)
+                    let q = Tensor(randomUniform: [k], seed: UInt64(k + 3))
+                    let all = Kernels.matvec(keys, q, pool: ThreadPool(threads: 1)).toFloats()
+                    let ws = keys.toFloats()
+                    for r in Array(0..<40) + Array(490..<530) + [999] {
+                        let row = Tensor(shape: [1, k], values: Array(ws[(r * k)..<((r + 1) * k)]), dtype: dtype)
+                        XCTAssertEqual(Kernels.matvec(row, q, pool: ThreadPool(threads: 1)).toFloats(), [all[r]],
+                                       "\(dtype) weight row \(r), k \(k), \(isa)")
+                    }
+                }
+            }
+        }
+    }
+
     func testMatmulEmptyReductionGivesZeros() {
         for pool in testPools {
             let out = Kernels.matmul(Tensor(zeros: [6, 0]), Tensor(zeros: [5, 0], dtype: .bf16), pool: pool)
