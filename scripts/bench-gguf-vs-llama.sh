@@ -20,20 +20,13 @@
 # outside the parallel loops (`decode_serial_fraction`), and its peak RSS against the file, and
 # against the file plus the KV cache (the issue's measure).
 #
-# DEPTH (environment) times decode after a prompt of that many tokens instead, against
-# llama-bench's generation at that depth (`-d`, its context filled first); prefill then counts
-# MoEKit's prompt of DEPTH tokens alone.
-#
 #     swift build -c release && scripts/build-llama-cpp.sh && scripts/bench-gguf-vs-llama.sh [ROUNDS] [LLAMA_DIR] [SHAPES]
-#     DEPTH=4096 TYPES="Q8_0 Q4_K_M" scripts/bench-gguf-vs-llama.sh 1 /tmp/llama.cpp
 set -euo pipefail
 rounds=${1:-2}
 llama=$(realpath -m "${2:-.llama.cpp}")
 shapes=${3:-"olmoe qwen3moe mixtral"}
 types=${TYPES:-"bf16 Q8_0 Q5_K_M Q4_K_M IQ4_XS Q3_K_M"}
 gen=${GEN:-128}
-depth=${DEPTH:-}
-prompt=${depth:-128}
 # MoEKit's KV cache element type (environment KV, default f16 since the twenty-first session, as
 # llama-bench's default cache; f32 before, which read twice the cache's bytes a token).
 kv=${KV:-f16}
@@ -85,7 +78,7 @@ for r in $(seq "$rounds"); do
       # bf16 for vdpbf16ps, as llama.cpp computes bf16 weights) and --precision exact (f32
       # activations, the default for a checkpoint folder).
       for precision in auto $([ "$t" = bf16 ] && echo exact); do
-        "$moe" bench --model "$f" --prompt-tokens "$prompt" --gen-tokens "$gen" --threads 2 --precision "$precision" --kv-cache "$kv" | python3 -c "
+        "$moe" bench --model "$f" --prompt-tokens 128 --gen-tokens "$gen" --threads 2 --precision "$precision" --kv-cache "$kv" | python3 -c "
 import json, os, sys; d = json.load(sys.stdin)
 print(f'round $r $s $t moekit ($precision: {d[\"precision\"]}, kv $kv) prefill {d[\"prefill_tokens_per_s\"]:7.1f} decode {d[\"decode_tokens_per_s\"]:6.1f} tok/s'
       f' ({d[\"decode_fraction_of_bandwidth\"]:.2f} of {d[\"read_bandwidth_gbs\"]:.1f} GB/s,'
@@ -94,12 +87,6 @@ print(f'round $r $s $t moekit ($precision: {d[\"precision\"]}, kv $kv) prefill {
       f' serial {d[\"decode_serial_fraction\"]:.3f}, RSS {d[\"peak_rss_bytes\"] / os.path.getsize(\"$f\"):.2f}x the file,'
       f' {d[\"peak_rss_bytes\"] / (os.path.getsize(\"$f\") + d[\"kv_cache_bytes\"]):.2f}x file and KV cache)')"
       done
-      if [ -n "$depth" ]; then
-        "$llama/build/bin/llama-bench" -m "$f" -p 0 -n "$gen" -d "$depth" -t 2 -r 1 -o json 2>/dev/null | python3 -c "
-import json, sys; d = json.load(sys.stdin)
-print(f'round $r $s $t llama.cpp         decode at depth $depth {d[0][\"avg_ts\"]:6.1f} tok/s')"
-        continue
-      fi
       "$llama/build/bin/llama-bench" -m "$f" -p 128 -n "$gen" -t 2 -r 1 -o json 2>/dev/null | python3 -c "
 import json, sys; d = json.load(sys.stdin)
 pp = [x['avg_ts'] for x in d if x['n_prompt']][0]; tg = [x['avg_ts'] for x in d if x['n_gen']][0]

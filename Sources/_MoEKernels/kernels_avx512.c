@@ -116,6 +116,8 @@ INLINE void gemv_row1_avx512(const void *W, const int dt, size_t ldw, const floa
     for (; r + 16 <= r1; r += 16) {
       if (r + 16 == r1 && next)
         for (int b = 0; b < 4096; b += 64) _mm_prefetch((const char *)next + b, _MM_HINT_T1);
+      // Keys stream from memory at long contexts: the lines 4 KB ahead are fetched into L2.
+      for (size_t b = 0; b < 16 * stride; b += 64) _mm_prefetch((const char *)W + r * stride + 4096 + b, _MM_HINT_T1);
       __m512 a[16];
       for (int j = 0; j < 16; j++)  // reduce16 puts a[4 u + t]'s total at lane 4 t + u
         a[j] = row1_partials((const char *)W + (r + 4 * (size_t)(j % 4) + (size_t)(j / 4)) * stride, dt, X, K);
