@@ -23,7 +23,7 @@ for r in $(seq "$rounds"); do
 import json, os, sys; d = json.load(sys.stdin)
 print(f'round $r $f moekit (kv $kv)  prefill {d[\"prefill_tokens_per_s\"]:7.1f} decode {d[\"decode_tokens_per_s\"]:6.1f} tok/s'
       f' ({d[\"decode_fraction_of_windowed_bandwidth\"]:.2f} of {d[\"read_bandwidth_windowed_gbs\"]:.1f} GB/s windowed over'
-      f' {d[\"decode_bytes_per_token\"] / 1e6:.0f} MB a token, {d[\"decode_cache_bytes_per_token\"] / 1e6:.0f} of them the cache),'
+      f' {d[\"decode_bytes_per_token\"] / 1e6:.0f} MB of weights and {d[\"decode_cache_bytes_per_token\"] / 1e6:.0f} of cache a token),'
       f' peak RSS {d[\"peak_rss_bytes\"] / 2**20:.0f} MiB,'
       f' {d[\"peak_rss_bytes\"] / (os.path.getsize(\"$work/$f.gguf\") + d[\"kv_cache_bytes\"]):.2f}x file and KV cache')"
     done
