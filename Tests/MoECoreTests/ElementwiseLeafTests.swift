@@ -156,7 +156,7 @@ final class ElementwiseLeafTests: XCTestCase {
         }
     }
     /// Attention's probabilities times value rows: the same bits on every ISA as the plain loop
-    /// (products not fused, positions in order), with strided rows and 1 to 4 heads at a time;
+    /// (each term one fused multiply-add, positions in order), with strided rows and 1 to 4 heads at a time;
     /// f16 value rows (an f16 KV cache) give the plain loop's bits on the widened values.
     func testWeightedValueRowsAreThePlainLoopsBitsOnEveryISA() {
         forEachISA { isa in
@@ -172,7 +172,7 @@ final class ElementwiseLeafTests: XCTestCase {
                     var want = [Float](repeating: 0, count: d)
                     for j in 0..<l {
                         let pj = p[m * ldp + j]
-                        for k in 0..<d { want[k] += pj * v[j * ldv + k] }
+                        for k in 0..<d { want[k].addProduct(pj, v[j * ldv + k]) }  // fused: one rounding
                     }
                     XCTAssertEqual(Array(out[m * ldo..<(m * ldo + d)]), want, "nx \(nx) L \(l) D \(d) row \(m) f16 \(half) \(isa)")
                 }
