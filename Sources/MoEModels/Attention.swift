@@ -108,13 +108,17 @@ func causalAttention(q: Tensor, heads h: Int, kvHeads g: Int, keyDim: Int, value
         let size = cache.dtype.byteSize, dt = Int32(cache.dtype.rawValue)
         let keys = cache.rows(layer: layer, head: gi, values: false) + first * keyDim * size
         let values = cache.rows(layer: layer, head: gi, values: true) + first * valueDim * size
-        // A decode step's rows into L2 at once: the weights streamed since the last token evicted
-        // them, and their short runs (a head's few KB) otherwise come in at the memory's latency,
-        // not its bandwidth (OLMoE-shaped decode: the layer's attention 20 -> 17 us). A prompt's
-        // rows read the same keys one after another, which stay in cache.
+        // A decode step's first rows into L2 at once: the weights streamed since the last token
+        // evicted them, and their short runs (a head's few KB) otherwise come in at the memory's
+        // latency, not its bandwidth (OLMoE-shaped decode: the layer's attention 20 -> 17 us).
+        // The leaves fetch the rest 4 KB ahead as they go; more than 8 KB here (until the
+        // twenty-sixth session, up to 64 KB each) left the thread waiting on its own fetches at
+        // long contexts (4096 tokens, alternating pairs at like bandwidth: windowed fractions
+        // 0.72-0.77 -> 0.75-0.79 on the Qwen3-MoE shape, 0.82-0.88 -> 0.91 on OLMoE's; level at
+        // 256). A prompt's rows read the same keys one after another, which stay in cache.
         if segments.ranges[seq].count == 1 {
-            Kernels.prefetch(keys, bytes: visible * keyDim * size)
-            Kernels.prefetch(values, bytes: visible * valueDim * size)
+            Kernels.prefetch(keys, bytes: min(visible * keyDim * size, 8 << 10))
+            Kernels.prefetch(values, bytes: min(visible * valueDim * size, 8 << 10))
         }
         // Scratch for up to 4 heads' scores, on the stack where it fits (no allocation a head and token).
         withUnsafeTemporaryAllocation(of: Float.self, capacity: 4 * visible) { sp in
