@@ -306,8 +306,9 @@ public final class DecoderModel: @unchecked Sendable {
         }
         var state = RouterState()
         for (i, layer) in layers.enumerated() {
-            // Decode: the norm read after attention lands while its passes run.
-            if t == 1 { prefetch(layer.postNorm) }
+            // Decode: the norm read after attention lands while its passes run (the streamed
+            // weights have evicted it since the last token).
+            if t == 1 { Kernels.prefetch(layer.postNorm.rawPointer, bytes: layer.postNorm.byteCount) }
             let h = Kernels.rmsNorm(x, weight: layer.inputNorm, eps: s.rmsNormEps, pool: pool)
             let a = layer.attention.forward(h, layer: i, segments: segments, caches: &caches, pool: pool)
             add(a, into: x)
@@ -374,11 +375,5 @@ public final class DecoderModel: @unchecked Sendable {
     func add(_ y: Tensor, into x: Tensor) {
         let xp = x.mutableFloats, yp = y.floats
         for i in 0..<xp.count { xp[i] += yp[i] }
-    }
-
-    /// Asks for a small weight (a norm's) to be brought into the cache ahead of its use in a
-    /// decode step, whose streamed weights have evicted it since the last token.
-    private func prefetch(_ w: Tensor) {
-        Kernels.prefetch(w.rawPointer, bytes: w.byteCount)
     }
 }
