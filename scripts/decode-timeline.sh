@@ -8,6 +8,7 @@
 # changed. Only the copy is patched.
 #
 #     scripts/decode-timeline.sh FILE.gguf [TOKENS]      # default: 256 generated tokens
+#     PROMPT=4096 scripts/decode-timeline.sh FILE.gguf 64   # decode after a long prompt (default 128)
 set -euo pipefail
 model=$1
 tokens=${2:-256}
@@ -22,7 +23,7 @@ python3 "$here/decode_timeline.py" patch "$copy"
 stamps="$copy/stamps.txt"
 rm -f "$stamps"
 MOEKIT_TIMELINE="$stamps" "$copy/.build/release/moe" bench --model "$model" --threads 2 --kv-cache f16 \
-  --prompt-tokens 128 --gen-tokens "$tokens" | python3 -c "
+  --prompt-tokens "${PROMPT:-128}" --gen-tokens "$tokens" | python3 -c "
 import json, sys; d = json.load(sys.stdin)
 print('decode %.1f tok/s, serial fraction %.3f, windowed probe %.1f GB/s' % (d['decode_tokens_per_s'], d['decode_serial_fraction'], d.get('read_bandwidth_windowed_gbs') or 0))"
 python3 "$here/decode_timeline.py" report "$stamps"
