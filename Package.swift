@@ -73,7 +73,7 @@ let package = Package(
         .testTarget(name: "MoETests", dependencies: ["MoE", "MoECore", "_TestSupport"]),
         .testTarget(name: "MoEModelsTests", dependencies: ["MoEModels", "MoEQuant", "MoE", "MoECore", "_TestSupport"],
                     exclude: []),
-        .testTarget(name: "MoEGenerateTests", dependencies: ["MoEGenerate", "MoEModels", "MoECore"]),
+        .testTarget(name: "MoEGenerateTests", dependencies: ["MoEGenerate", "MoEModels", "MoE", "MoECore"]),
         .testTarget(name: "MoETrainTests", dependencies: ["MoETrain", "MoE", "MoECore", "MoEModels", "MoEDistributed", "_TestSupport"]),
         .testTarget(name: "MoEDistributedTests", dependencies: ["MoEDistributed", "MoEModels", "MoE", "MoECore", "_TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["moe", "MoEModels", "MoECore", "_TestSupport"]),

@@ -94,7 +94,9 @@ public struct Generator {
             let weakLogits = try model.forward(promptIDs, cache: &caches[1], lastOnly: true, options: weak)
             logits = Tensor(shape: [2, model.spec.vocabSize], values: strong.toFloats() + weakLogits.toFloats())
         } else {
-            logits = try step(promptIDs)
+            // Through the model's own prompt path, so a prompt longer than `prefillChunk` runs in
+            // pieces and its activations stay bounded, as `--prefill-chunk` promises.
+            logits = try model.forward(promptIDs, cache: &caches[0], lastOnly: true, options: forward)
         }
         let t1 = DispatchTime.now().uptimeNanoseconds
         let v = model.spec.vocabSize

@@ -1,4 +1,5 @@
 import Foundation
+import MoE
 import MoECore
 import MoEGenerate
 import MoEModels
@@ -73,6 +74,44 @@ final class GeneratorTests: XCTestCase {
         var cache = g.model.makeCache()
         var logits = try g.model.forward(a.promptIDs, cache: &cache, lastOnly: true)
         for id in a.ids {
+            XCTAssertEqual(Kernels.argmax(logits)[0], id)
+            logits = try g.model.forward([id], cache: &cache, lastOnly: true)
+        }
+    }
+
+    /// Routed experts that pass rows on to `inner` and keep the most rows one call gave them.
+    final class RowCounter: ExpertFFN, @unchecked Sendable {
+        let inner: any ExpertFFN
+        var mostRows = 0
+        init(_ inner: any ExpertFFN) { self.inner = inner }
+        var expertCount: Int { inner.expertCount }
+        var hiddenSize: Int { inner.hiddenSize }
+        func weightBytes(expert: Int) -> Int { inner.weightBytes(expert: expert) }
+        func forward(_ rows: Tensor, rowOffsets: [Int], pool: ThreadPool) -> Tensor {
+            mostRows = max(mostRows, rows.shape[0])
+            return inner.forward(rows, rowOffsets: rowOffsets, pool: pool)
+        }
+    }
+
+    func testALongPromptRunsInPiecesOfThePrefillChunk() throws {
+        let g = try generator()
+        var counters: [RowCounter] = []
+        g.model.replaceRoutedExperts { _, experts in
+            let c = RowCounter(experts)
+            counters.append(c)
+            return c
+        }
+        // 16 prompt tokens in pieces of 2: at most 2 x top-k (<= 4 experts) = 8 rows a call, where
+        // the prompt in one pass gives the experts 16 or more.
+        g.model.prefillChunk = 2
+        let prompt = Array(1...16)
+        let result = try g.generate(promptIDs: prompt, options: GenerationOptions(maxTokens: 4, stopOnEOS: false))
+        XCTAssertFalse(counters.isEmpty)
+        for c in counters { XCTAssertLessThanOrEqual(c.mostRows, 8) }
+        // The same tokens as the model's own prompt path (in the same pieces) and greedy steps.
+        var cache = g.model.makeCache()
+        var logits = try g.model.forward(prompt, cache: &cache, lastOnly: true)
+        for id in result.ids {
             XCTAssertEqual(Kernels.argmax(logits)[0], id)
             logits = try g.model.forward([id], cache: &cache, lastOnly: true)
         }
