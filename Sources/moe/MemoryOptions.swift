@@ -36,12 +36,12 @@ struct MemoryOptions: ParsableArguments {
             help: "KV cache element type: f32 (exact, the default) or f16 (half the memory and the bytes each decoded token reads at long contexts; keys and values rounded to f16, as llama.cpp's default cache).")
     var kvCache = KVCacheType.f32
     @Option(name: .customLong("prefill-chunk"),
-            help: "Prompt tokens per forward pass (llama.cpp's micro-batch): a longer prompt runs in pieces, so its activations stay bounded (top-k routers only; 0: the whole prompt at once; at most 1000000).")
-    var prefillChunk = 1024
+            help: "Prompt tokens per forward pass (llama.cpp's micro-batch): a longer prompt runs in pieces, so its activations stay bounded (top-k routers only; 0: the whole prompt at once; at most 1000000; default 1024; moe serve takes --step-tokens instead).")
+    var prefillChunk: Int?
 
     func validate() throws {
         _ = try budget()
-        guard (0...1_000_000).contains(prefillChunk) else {
+        if let prefillChunk, !(0...1_000_000).contains(prefillChunk) {
             throw ValidationError("--prefill-chunk must be in 0...1000000, got \(prefillChunk)")
         }
         guard ExpertCache.Policy(rawValue: cachePolicy) != nil else {
@@ -69,7 +69,7 @@ struct MemoryOptions: ParsableArguments {
     /// Sets `model`'s KV cache type and puts it under the budget, if one was given.
     func apply(to model: DecoderModel) throws {
         model.kvCacheType = kvCache.dtype
-        model.prefillChunk = prefillChunk
+        if let prefillChunk { model.prefillChunk = prefillChunk }
         guard let bytes = try budget() else { return }
         try model.useExpertCache(budget: bytes, policy: ExpertCache.Policy(rawValue: cachePolicy) ?? .lru, prefetch: prefetch,
                                  cacheAwareMargin: cacheAwareMargin ?? 0, directIO: directIO, packBF16: packExperts)

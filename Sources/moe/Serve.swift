@@ -37,6 +37,11 @@ struct Serve: AsyncParsableCommand {
         try OptionLimits.check(maxBodyBytes, "--max-body-bytes", in: 1024...(1 << 30))
         if apiKey != nil && apiKeyFile != nil { throw ValidationError("give --api-key or --api-key-file, not both") }
         try OptionLimits.check(threads: threads)
+        // The server's passes carry prompt pieces and decode tokens together, bounded by
+        // --step-tokens: a --prefill-chunk here would be silently ignored.
+        if memory.prefillChunk != nil {
+            throw ValidationError("--prefill-chunk does not apply to moe serve: its passes hold at most --step-tokens rows (prompt pieces and decode tokens together)")
+        }
     }
 
     func run() async throws {

@@ -319,6 +319,7 @@ final class BadInputTests: XCTestCase {
             Case(args: ["serve", "--parallel", "257"], status: 64, mentions: ["--parallel"]),
             Case(args: ["serve", "--queue", "-1"], status: 64, mentions: ["--queue"]),
             Case(args: ["serve", "--step-tokens", "0"], status: 64, mentions: ["--step-tokens"]),
+            Case(args: ["serve", "--prefill-chunk", "512"], status: 64, mentions: ["--prefill-chunk", "--step-tokens"]),
             Case(args: ["serve", "--max-body-bytes", "10"], status: 64, mentions: ["--max-body-bytes"]),
             Case(args: ["serve", "--threads", "0"], status: 64, mentions: ["--threads"]),
             Case(args: ["serve", "--api-key", "a", "--api-key-file", "k"], status: 64, mentions: ["--api-key"]),
