@@ -43,6 +43,10 @@ public final class DecoderModel: @unchecked Sendable {
     /// pieces (`ForwardOptions.traceTakesPieces`); otherwise, or with 0, the whole prompt goes
     /// in one pass. Logits are the whole pass's up to the summation order of the products.
     public var prefillChunk = 1024
+    /// Most bytes the KV caches of one forward call may take together (this machine's physical
+    /// memory by default): a prompt that needs more is a `ModelError.invalidConfig` (field
+    /// "context") before anything is allocated, and `makeCache` allocates no more up front.
+    public var kvCacheLimitBytes = Int(clamping: ProcessInfo.processInfo.physicalMemory)
 
     /// The element type of the KV caches `makeCache` makes: `.f32` (exact, the default) or
     /// `.f16` (half the memory and the bytes a decoded token reads at long contexts, keys and
@@ -185,8 +189,11 @@ public final class DecoderModel: @unchecked Sendable {
     /// An empty KV cache for this model.
     public func makeCache(capacity: Int = 256) -> KVCache {
         let (kvHeads, keyDim, valueDim) = cacheHeads
+        // The capacity is a hint, often from outside (a prompt's length): no more is allocated
+        // up front than `kvCacheLimitBytes` allows; `forward` refuses positions past it.
+        let perPosition = max(1, spec.layers * kvHeads * (keyDim + valueDim) * kvCacheType.byteSize)
         return KVCache(layers: spec.layers, kvHeads: kvHeads, keyDim: keyDim, valueDim: valueDim,
-                       capacity: capacity, dtype: kvCacheType)
+                       capacity: min(capacity, max(1, kvCacheLimitBytes / perPosition)), dtype: kvCacheType)
     }
 
     /// The KV cache's heads and widths: the key/value heads, or with latent attention every
@@ -226,6 +233,7 @@ public final class DecoderModel: @unchecked Sendable {
         var caches = [cache]
         cache = .placeholder
         defer { cache = caches[0] }
+        _ = try cacheRoom(caches, adding: [tokens.count])  // the whole prompt, before its first piece
         let chunk = prefillChunk
         guard chunk > 0 && tokens.count > chunk && (options.trace == nil || options.traceTakesPieces) && routesTokensAlone(options) else {
             return try forward(batch: [tokens], caches: &caches, lastOnly: lastOnly, options: options)
@@ -245,6 +253,22 @@ public final class DecoderModel: @unchecked Sendable {
             }
         }
         return out ?? last
+    }
+
+    /// The bytes each cache takes once it holds `counts[i]` more positions (at least its present
+    /// capacity), or a `ModelError.invalidConfig` (field "context") when together they pass
+    /// `kvCacheLimitBytes`. The positions come from outside (a prompt's length): the caches'
+    /// growth is bounded before it is allocated, a typed error instead of the process killed
+    /// for memory.
+    func cacheRoom(_ caches: [KVCache], adding counts: [Int]) throws(ModelError) -> [Int] {
+        let own = zip(caches, counts).map { $0.bytes(capacity: max($0.capacity, $0.length + $1)) }
+        let needed = own.reduce(0, +)
+        if needed > kvCacheLimitBytes {
+            let positions = zip(caches, counts).map { $0.length + $1 }.max() ?? 0
+            throw .invalidConfig(path: checkpoint.configPath, field: "context",
+                                 reason: "\(positions) positions need \(needed >> 20) MiB of KV cache, more than the \(kvCacheLimitBytes >> 20) MiB allowed (DecoderModel.kvCacheLimitBytes: this machine's memory by default); use a shorter prompt, or --kv-cache f16")
+        }
+        return own
     }
 
     /// Whether every MoE layer (under `options`' router override) picks each token's experts
@@ -281,8 +305,11 @@ public final class DecoderModel: @unchecked Sendable {
             }
             ranges.append(start..<(start + seq.count))
             start += seq.count
-            caches[i].reserve(seq.count)
         }
+        let own = try cacheRoom(caches, adding: batch.map(\.count))
+        let needed = own.reduce(0, +)
+        // Each cache doubles as it grows, but not past what the others leave of the limit.
+        for (i, seq) in batch.enumerated() { caches[i].reserve(seq.count, limit: kvCacheLimitBytes - (needed - own[i])) }
         let segments = Segments(ranges)
         // Embedding rows, widened to f32 (each row is written).
         var x = Tensor(uninitialized: [t, d])

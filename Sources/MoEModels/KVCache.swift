@@ -31,11 +31,16 @@ public struct KVCache: Sendable {
         values = keys.map { _ in Tensor(zeros: [kvHeads, max(1, capacity), valueDim], dtype: dtype) }
     }
 
-    /// Makes room for `extra` more positions.
-    mutating func reserve(_ extra: Int) {
+    /// Bytes the cache takes at `capacity` positions.
+    public func bytes(capacity: Int) -> Int { layers * kvHeads * capacity * (keyDim + valueDim) * dtype.byteSize }
+
+    /// Makes room for `extra` more positions: capacity doubles, but not past `limit` bytes where
+    /// the positions needed fit under it (the caller has checked that they do).
+    mutating func reserve(_ extra: Int, limit: Int = .max) {
         guard length + extra > capacity else { return }
         var newCapacity = capacity
         while newCapacity < length + extra { newCapacity *= 2 }
+        if bytes(capacity: newCapacity) > limit { newCapacity = length + extra }
         let size = dtype.byteSize
         for l in 0..<layers {
             for which in 0..<2 {
@@ -99,7 +104,7 @@ public struct KVCache: Sendable {
     public static let placeholder = KVCache(layers: 0, kvHeads: 0, keyDim: 0, valueDim: 0, capacity: 1)
 
     /// Bytes the cache's tensors take.
-    public var byteCount: Int { layers * kvHeads * capacity * (keyDim + valueDim) * dtype.byteSize }
+    public var byteCount: Int { bytes(capacity: capacity) }
 
     /// Forgets everything (a new sequence).
     public mutating func reset() { length = 0 }
