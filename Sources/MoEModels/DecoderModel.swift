@@ -265,8 +265,9 @@ public final class DecoderModel: @unchecked Sendable {
         let needed = own.reduce(0, +)
         if needed > kvCacheLimitBytes {
             let positions = zip(caches, counts).map { $0.length + $1 }.max() ?? 0
+            let halve = caches.contains { $0.dtype == .f32 } ? ", or an f16 cache (--kv-cache f16)" : ""
             throw .invalidConfig(path: checkpoint.configPath, field: "context",
-                                 reason: "\(positions) positions need \(needed >> 20) MiB of KV cache, more than the \(kvCacheLimitBytes >> 20) MiB allowed (DecoderModel.kvCacheLimitBytes: this machine's memory by default); use a shorter prompt, or --kv-cache f16")
+                                 reason: "\(positions) positions need \(needed >> 20) MiB of KV cache, more than the \(kvCacheLimitBytes >> 20) MiB allowed (DecoderModel.kvCacheLimitBytes: this machine's memory by default); use a shorter prompt\(halve)")
         }
         return own
     }

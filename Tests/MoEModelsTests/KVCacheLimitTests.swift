@@ -21,6 +21,7 @@ final class KVCacheLimitTests: XCTestCase {
                 guard case let .invalidConfig(_, field, reason)? = error as? ModelError else { return XCTFail("\(error)") }
                 XCTAssertEqual(field, "context")
                 XCTAssertTrue(reason.contains("11 positions"), reason)
+                XCTAssertTrue(reason.contains("--kv-cache f16"), "an f32 cache is told of the f16 one: \(reason)")
             }
             XCTAssertEqual(cache.length, 0, "chunk \(chunk): a refused prompt leaves the cache as it was")
             // Ten positions fit (8 + 1 + 1: the last two grow the cache to 9, then 10, where
