@@ -191,7 +191,7 @@ public final class DecoderModel: @unchecked Sendable {
         let (kvHeads, keyDim, valueDim) = cacheHeads
         // The capacity is a hint, often from outside (a prompt's length): no more is allocated
         // up front than `kvCacheLimitBytes` allows; `forward` refuses positions past it.
-        let perPosition = max(1, spec.layers * kvHeads * (keyDim + valueDim) * kvCacheType.byteSize)
+        let perPosition = max(1, spec.layers * cacheRowBytes)
         return KVCache(layers: spec.layers, kvHeads: kvHeads, keyDim: keyDim, valueDim: valueDim,
                        capacity: min(capacity, max(1, kvCacheLimitBytes / perPosition)), dtype: kvCacheType)
     }
@@ -203,13 +203,18 @@ public final class DecoderModel: @unchecked Sendable {
         return (spec.kvHeads, spec.headDim, spec.headDim)
     }
 
+    /// Bytes one position's keys and values take in one layer's cache.
+    private var cacheRowBytes: Int {
+        let (kvHeads, keyDim, valueDim) = cacheHeads
+        return kvHeads * (keyDim + valueDim) * kvCacheType.byteSize
+    }
+
     /// Bytes of cached keys and values one decode step reads when it attends to `context`
     /// positions (its own included): each layer's key and value rows of the positions it sees
     /// (a sliding window's last `window` only), in the cache's element type. With
     /// `decodeWeightBytes`, what a decoded token reads from memory.
     public func decodeCacheBytes(context: Int) -> Double {
-        let (kvHeads, keyDim, valueDim) = cacheHeads
-        let row = kvHeads * (keyDim + valueDim) * kvCacheType.byteSize
+        let row = cacheRowBytes
         var bytes = 0.0
         for l in 0..<spec.layers {
             let window = l < spec.slidingWindows.count ? spec.slidingWindows[l] : nil
@@ -233,11 +238,11 @@ public final class DecoderModel: @unchecked Sendable {
         var caches = [cache]
         cache = .placeholder
         defer { cache = caches[0] }
-        _ = try cacheRoom(caches, adding: [tokens.count])  // the whole prompt, before its first piece
         let chunk = prefillChunk
         guard chunk > 0 && tokens.count > chunk && (options.trace == nil || options.traceTakesPieces) && routesTokensAlone(options) else {
-            return try forward(batch: [tokens], caches: &caches, lastOnly: lastOnly, options: options)
+            return try forward(batch: [tokens], caches: &caches, lastOnly: lastOnly, options: options)  // which checks the cache's room
         }
+        _ = try cacheRoom(caches, adding: [tokens.count])  // the whole prompt, before its first piece
         let v = spec.vocabSize
         let out = lastOnly ? nil : Tensor(uninitialized: [tokens.count, v])
         var last = Tensor(zeros: [0, v])
